@@ -1,0 +1,390 @@
+//! The configuration the control plane hands to the dataplane: networks, ports, the uplink,
+//! published ports and NAT limits. Plain serde types; `tables::Tables` compiles them into the
+//! lookup structures the fast path reads.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{NetworkId, PortId};
+use crate::wire::MacAddr;
+
+/// An IPv4 prefix such as 172.17.0.0/16.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct Ipv4Cidr {
+    /// Any address inside the prefix (normalised by `network()`).
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0 to 32.
+    pub prefix: u8,
+}
+
+impl Ipv4Cidr {
+    /// A prefix; `None` when `prefix` > 32.
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
+        (prefix <= 32).then_some(Ipv4Cidr { addr, prefix })
+    }
+
+    /// The netmask as a number.
+    pub fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix.min(32)))
+        }
+    }
+
+    /// The first address of the prefix.
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    /// The last address of the prefix.
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+
+    /// True when `ip` lies inside the prefix.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.network())
+    }
+
+    /// True when the two prefixes share an address.
+    pub fn overlaps(&self, other: &Ipv4Cidr) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+}
+
+impl std::fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network(), self.prefix)
+    }
+}
+
+impl std::str::FromStr for Ipv4Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR (expected ADDRESS/PREFIX)"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("{p:?} is not a prefix length (0-32)"))?;
+        Ok(Ipv4Cidr { addr, prefix })
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_mtu() -> u16 {
+    1500
+}
+fn default_aging() -> u32 {
+    300
+}
+fn default_fdb_max() -> usize {
+    8192
+}
+
+/// One network: a bridge domain with its subnet and gateway (docker's bridge network).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// Index used by ports and verdicts.
+    pub id: NetworkId,
+    /// Name shown to operators.
+    pub name: String,
+    /// The network's subnet.
+    pub subnet: Ipv4Cidr,
+    /// The gateway address, answered by sluice (ARP, ping) and routed through.
+    pub gateway: Ipv4Addr,
+    /// The gateway's MAC.
+    pub gateway_mac: MacAddr,
+    /// VLAN the gateway and the network's access ports sit on inside sluice (0: none).
+    #[serde(default)]
+    pub vlan: u16,
+    /// Internal networks are not routed to the uplink.
+    #[serde(default)]
+    pub internal: bool,
+    /// Inter-container communication; false: endpoints reach only the gateway.
+    #[serde(default = "default_true")]
+    pub icc: bool,
+    /// Allow a frame to leave on the port it came in on.
+    #[serde(default)]
+    pub hairpin: bool,
+    /// The network's MTU (routing to a smaller uplink MTU sends frag-needed).
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+    /// FDB aging time in seconds.
+    #[serde(default = "default_aging")]
+    pub fdb_aging_secs: u32,
+    /// Most learned MACs (MAC-flood defence).
+    #[serde(default = "default_fdb_max")]
+    pub fdb_max: usize,
+}
+
+/// What a port is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PortRole {
+    /// A container's interface: an access port with anti-spoofing (only its MAC and IPv4).
+    Endpoint {
+        /// The network it belongs to.
+        network: NetworkId,
+        /// Its VLAN inside the network (0: the network's own).
+        #[serde(default)]
+        vlan: u16,
+        /// The endpoint's MAC.
+        mac: MacAddr,
+        /// The endpoint's IPv4 address.
+        ipv4: Option<Ipv4Addr>,
+    },
+    /// An untagged port without anti-spoofing (e.g. to another switch on one VLAN).
+    Access {
+        /// The network it belongs to.
+        network: NetworkId,
+        /// Its VLAN (0: the network's own).
+        #[serde(default)]
+        vlan: u16,
+    },
+    /// A tagged port carrying several VLANs of one network.
+    Trunk {
+        /// The network it belongs to.
+        network: NetworkId,
+        /// VLANs carried, tagged.
+        allowed: Vec<u16>,
+        /// VLAN of untagged frames (none: untagged frames are dropped).
+        #[serde(default)]
+        native: Option<u16>,
+    },
+    /// The routed port towards the outside: NAPT source, where published ports are reached.
+    Uplink,
+}
+
+/// An attached interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortConfig {
+    /// Index used in verdicts and counters.
+    pub id: PortId,
+    /// Interface name (for operators and the I/O layer).
+    pub name: String,
+    /// What the port is for.
+    pub role: PortRole,
+}
+
+/// The routed uplink: its address is the NAPT source and the published ports' address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkConfig {
+    /// The port (its role must be `Uplink`).
+    pub port: PortId,
+    /// Address and prefix owned by sluice on the uplink.
+    pub ip: Ipv4Cidr,
+    /// MAC used on the uplink.
+    pub mac: MacAddr,
+    /// Next hop for destinations outside `ip`'s prefix (none: only on-link destinations).
+    #[serde(default)]
+    pub next_hop: Option<Ipv4Addr>,
+    /// MTU of the uplink.
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+/// Transport protocol of a published port or flow.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum L4Proto {
+    /// ICMP (echo id used as the port).
+    Icmp,
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl L4Proto {
+    /// IANA protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            L4Proto::Icmp => 1,
+            L4Proto::Tcp => 6,
+            L4Proto::Udp => 17,
+        }
+    }
+
+    /// From an IANA protocol number.
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            1 => Some(L4Proto::Icmp),
+            6 => Some(L4Proto::Tcp),
+            17 => Some(L4Proto::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// An inclusive port range; a single port is `first == last`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port (inclusive).
+    pub last: u16,
+}
+
+impl PortRange {
+    /// A range of one port.
+    pub fn single(p: u16) -> Self {
+        PortRange { first: p, last: p }
+    }
+    /// Number of ports.
+    pub fn len(&self) -> u32 {
+        u32::from(self.last).saturating_sub(u32::from(self.first)) + 1
+    }
+    /// Never true: a range holds at least one port (kept for clippy's len/is_empty pairing).
+    pub fn is_empty(&self) -> bool {
+        self.last < self.first
+    }
+    /// True when `p` is inside.
+    pub fn contains(&self, p: u16) -> bool {
+        self.first <= p && p <= self.last
+    }
+}
+
+/// A published port: traffic from the uplink to `host_ip:host_ports` goes to `target`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortForward {
+    /// TCP or UDP.
+    pub proto: L4Proto,
+    /// Host address (none: any address sluice owns on the uplink).
+    #[serde(default)]
+    pub host_ip: Option<Ipv4Addr>,
+    /// Host ports.
+    pub host_ports: PortRange,
+    /// The endpoint's network.
+    pub network: NetworkId,
+    /// The endpoint's address.
+    pub target_ip: Ipv4Addr,
+    /// Endpoint ports: as many as `host_ports`, or one port that all map to.
+    pub target_ports: PortRange,
+}
+
+fn default_nat_ports() -> PortRange {
+    PortRange {
+        first: 32768,
+        last: 60999,
+    }
+}
+fn default_max_flows() -> usize {
+    262_144
+}
+
+/// NAPT limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatConfig {
+    /// Source ports (and ICMP ids) NAPT allocates from.
+    #[serde(default = "default_nat_ports")]
+    pub ports: PortRange,
+    /// Hard limit of tracked flows; new flows beyond it are counted drops.
+    #[serde(default = "default_max_flows")]
+    pub max_flows: usize,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        NatConfig {
+            ports: default_nat_ports(),
+            max_flows: default_max_flows(),
+        }
+    }
+}
+
+/// Everything the dataplane is told.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Networks, each with a distinct id.
+    #[serde(default)]
+    pub networks: Vec<NetworkConfig>,
+    /// Ports, each with a distinct id.
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
+    /// The uplink, if any network is routed out.
+    #[serde(default)]
+    pub uplink: Option<UplinkConfig>,
+    /// Published ports.
+    #[serde(default)]
+    pub forwards: Vec<PortForward>,
+    /// NAPT limits.
+    #[serde(default)]
+    pub nat: NatConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_math() {
+        let c: Ipv4Cidr = "172.17.0.1/16".parse().unwrap();
+        assert_eq!(c.network(), Ipv4Addr::new(172, 17, 0, 0));
+        assert_eq!(c.broadcast(), Ipv4Addr::new(172, 17, 255, 255));
+        assert!(c.contains(Ipv4Addr::new(172, 17, 3, 4)));
+        assert!(!c.contains(Ipv4Addr::new(172, 18, 0, 1)));
+        let d: Ipv4Cidr = "172.17.5.0/24".parse().unwrap();
+        assert!(c.overlaps(&d) && d.overlaps(&c));
+        let e: Ipv4Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(!c.overlaps(&e));
+        let all: Ipv4Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(Ipv4Addr::new(1, 2, 3, 4)));
+        assert_eq!(c.to_string(), "172.17.0.0/16");
+    }
+
+    #[test]
+    fn cidr_parse_errors_name_the_problem() {
+        assert!("10.0.0.0"
+            .parse::<Ipv4Cidr>()
+            .unwrap_err()
+            .contains("not a CIDR"));
+        assert!("10.0.0/8".parse::<Ipv4Cidr>().unwrap_err().contains("IPv4"));
+        assert!("10.0.0.0/33"
+            .parse::<Ipv4Cidr>()
+            .unwrap_err()
+            .contains("prefix"));
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let cfg = Config {
+            networks: vec![NetworkConfig {
+                id: NetworkId(0),
+                name: "bridge".into(),
+                subnet: "172.17.0.0/16".parse().unwrap(),
+                gateway: Ipv4Addr::new(172, 17, 0, 1),
+                gateway_mac: MacAddr([2, 0x42, 0xac, 0x11, 0, 1]),
+                vlan: 0,
+                internal: false,
+                icc: true,
+                hairpin: false,
+                mtu: 1500,
+                fdb_aging_secs: 300,
+                fdb_max: 8192,
+            }],
+            ports: vec![PortConfig {
+                id: PortId(1),
+                name: "veth0".into(),
+                role: PortRole::Trunk {
+                    network: NetworkId(0),
+                    allowed: vec![10, 20],
+                    native: None,
+                },
+            }],
+            ..Config::default()
+        };
+        let json = serde_json::to_string(&cfg).unwrap();
+        let back: Config = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, cfg);
+    }
+}

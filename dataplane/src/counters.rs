@@ -1,0 +1,255 @@
+//! Counters: per port (packets, bytes) and per drop reason, written by one worker each and summed
+//! when read.
+//!
+//! Each worker owns one `WorkerCounters`; it adds with relaxed load+store (no locked
+//! read-modify-write, since it is the only writer), and readers sum all workers' values.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Why a frame was dropped. Every drop in sluice is counted under one of these.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum DropReason {
+    /// A header was truncated or inconsistent.
+    Malformed,
+    /// The frame arrived on, or was sent to, a port that is not configured.
+    UnknownPort,
+    /// The frame's VLAN is not carried by the port.
+    VlanNotAllowed,
+    /// An endpoint sent a frame with a source MAC that is not its own.
+    SpoofedMac,
+    /// An endpoint sent IPv4 or ARP with a source address that is not its own.
+    SpoofedIp,
+    /// The network's FDB is at its size cap; a new source MAC was refused.
+    FdbFull,
+    /// The frame would leave on the port it came in on, and hairpin is off.
+    Hairpin,
+    /// Inter-container communication is off for the network.
+    IccDenied,
+    /// The destination belongs to another network: networks are isolated.
+    Isolated,
+    /// No route: an internal network, or a destination sluice cannot reach.
+    NoRoute,
+    /// The TTL ran out (an ICMP time-exceeded is sent when possible).
+    TtlExceeded,
+    /// The next hop's MAC is not known yet; an ARP request was sent in its place.
+    ArpPending,
+    /// The connection-tracking table is full.
+    ConntrackFull,
+    /// No free external port or ICMP id for a new NAPT flow.
+    NatPortsExhausted,
+    /// Inbound traffic that matches no flow and no published port.
+    NoFlow,
+    /// A non-first IPv4 fragment that matches no tracked fragment.
+    Fragment,
+    /// The packet exceeds the egress MTU (an ICMP fragmentation-needed is sent when DF is set).
+    TooBig,
+    /// A protocol sluice does not route or translate.
+    Unsupported,
+    /// Addressed to sluice itself but not something it answers.
+    NotForUs,
+    /// The egress TX ring or queue was full.
+    TxFull,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 20] = [
+        DropReason::Malformed,
+        DropReason::UnknownPort,
+        DropReason::VlanNotAllowed,
+        DropReason::SpoofedMac,
+        DropReason::SpoofedIp,
+        DropReason::FdbFull,
+        DropReason::Hairpin,
+        DropReason::IccDenied,
+        DropReason::Isolated,
+        DropReason::NoRoute,
+        DropReason::TtlExceeded,
+        DropReason::ArpPending,
+        DropReason::ConntrackFull,
+        DropReason::NatPortsExhausted,
+        DropReason::NoFlow,
+        DropReason::Fragment,
+        DropReason::TooBig,
+        DropReason::Unsupported,
+        DropReason::NotForUs,
+        DropReason::TxFull,
+    ];
+
+    /// Number of reasons.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Stable name, used in stats output and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownPort => "unknown_port",
+            DropReason::VlanNotAllowed => "vlan_not_allowed",
+            DropReason::SpoofedMac => "spoofed_mac",
+            DropReason::SpoofedIp => "spoofed_ip",
+            DropReason::FdbFull => "fdb_full",
+            DropReason::Hairpin => "hairpin",
+            DropReason::IccDenied => "icc_denied",
+            DropReason::Isolated => "isolated",
+            DropReason::NoRoute => "no_route",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::ArpPending => "arp_pending",
+            DropReason::ConntrackFull => "conntrack_full",
+            DropReason::NatPortsExhausted => "nat_ports_exhausted",
+            DropReason::NoFlow => "no_flow",
+            DropReason::Fragment => "fragment",
+            DropReason::TooBig => "too_big",
+            DropReason::Unsupported => "unsupported",
+            DropReason::NotForUs => "not_for_us",
+            DropReason::TxFull => "tx_full",
+        }
+    }
+}
+
+/// Most ports the counters (and the dataplane) address.
+pub const MAX_PORTS: usize = 4096;
+
+/// Traffic counters of one port, one direction pair.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Frames received.
+    pub rx_packets: AtomicU64,
+    /// Bytes received.
+    pub rx_bytes: AtomicU64,
+    /// Frames sent.
+    pub tx_packets: AtomicU64,
+    /// Bytes sent.
+    pub tx_bytes: AtomicU64,
+}
+
+/// A plain snapshot of port counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PortStats {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+}
+
+/// Adds `n` to a counter that only the calling worker writes.
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// The counters one worker writes.
+#[derive(Debug)]
+pub struct WorkerCounters {
+    ports: Box<[PortCounters]>,
+    drops: [AtomicU64; DropReason::COUNT],
+}
+
+impl Default for WorkerCounters {
+    fn default() -> Self {
+        WorkerCounters {
+            ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl WorkerCounters {
+    /// Counts a received frame. Out-of-range ports are ignored (they are counted as drops).
+    #[inline]
+    pub fn rx(&self, port: crate::frame::PortId, bytes: usize) {
+        if let Some(p) = self.ports.get(usize::from(port.0)) {
+            bump(&p.rx_packets, 1);
+            bump(&p.rx_bytes, bytes as u64);
+        }
+    }
+
+    /// Counts `packets` frames of `bytes` in total sent on a port.
+    #[inline]
+    pub fn tx(&self, port: crate::frame::PortId, packets: u64, bytes: u64) {
+        if let Some(p) = self.ports.get(usize::from(port.0)) {
+            bump(&p.tx_packets, packets);
+            bump(&p.tx_bytes, bytes);
+        }
+    }
+
+    /// Counts `n` drops for a reason.
+    #[inline]
+    pub fn drop_n(&self, reason: DropReason, n: u64) {
+        bump(&self.drops[reason as usize], n);
+    }
+
+    /// Drops counted so far for a reason.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of one port's counters.
+    pub fn port(&self, port: crate::frame::PortId) -> PortStats {
+        self.ports
+            .get(usize::from(port.0))
+            .map(|p| PortStats {
+                rx_packets: p.rx_packets.load(Ordering::Relaxed),
+                rx_bytes: p.rx_bytes.load(Ordering::Relaxed),
+                tx_packets: p.tx_packets.load(Ordering::Relaxed),
+                tx_bytes: p.tx_bytes.load(Ordering::Relaxed),
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Sums the counters of several workers, as readers see them.
+pub fn sum_port(workers: &[&WorkerCounters], port: crate::frame::PortId) -> PortStats {
+    workers.iter().fold(PortStats::default(), |acc, w| {
+        let p = w.port(port);
+        PortStats {
+            rx_packets: acc.rx_packets + p.rx_packets,
+            rx_bytes: acc.rx_bytes + p.rx_bytes,
+            tx_packets: acc.tx_packets + p.tx_packets,
+            tx_bytes: acc.tx_bytes + p.tx_bytes,
+        }
+    })
+}
+
+/// Sums one drop reason over several workers.
+pub fn sum_drops(workers: &[&WorkerCounters], reason: DropReason) -> u64 {
+    workers.iter().map(|w| w.drops(reason)).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::PortId;
+
+    #[test]
+    fn reason_table_is_in_discriminant_order() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.name());
+        }
+    }
+
+    #[test]
+    fn sums_over_workers() {
+        let a = WorkerCounters::default();
+        let b = WorkerCounters::default();
+        a.rx(PortId(3), 100);
+        b.rx(PortId(3), 50);
+        b.tx(PortId(3), 2, 120);
+        a.drop_n(DropReason::Malformed, 2);
+        b.drop_n(DropReason::Malformed, 1);
+        a.rx(PortId(u16::MAX), 1);
+        let s = sum_port(&[&a, &b], PortId(3));
+        assert_eq!(
+            (s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes),
+            (2, 150, 2, 120)
+        );
+        assert_eq!(sum_drops(&[&a, &b], DropReason::Malformed), 3);
+    }
+}

@@ -1,0 +1,1 @@
+//! Support for sluice's integration tests in network namespaces.
