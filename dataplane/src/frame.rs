@@ -82,6 +82,8 @@ pub enum Verdict {
     },
     /// Drop, counted under this reason.
     Drop(DropReason),
+    /// Fully handled by sluice itself (e.g. an ARP reply it learned from); nothing to send.
+    Consumed,
 }
 
 /// Everything the pipeline knows about a frame besides its bytes.

@@ -1,0 +1,680 @@
+//! The packet pipeline: every frame of a batch goes through ingress checks (port, VLAN,
+//! anti-spoofing), the bridge (learning, forwarding, flooding) or the routed uplink, the gateway
+//! (ARP, ICMP, routing) and NAPT / port forwarding, and ends with a verdict.
+//!
+//! Threading: `Dataplane` is shared by all workers. Its configuration is an immutable `Tables`
+//! snapshot swapped atomically (`apply`); a worker loads it once per batch. Learned state is
+//! shared: each network's FDB (read guard once per batch, new MACs applied under one write lock
+//! at batch end), the conntrack table (one mutex guard per batch, taken only if the batch has
+//! routed traffic) and the uplink's ARP cache (read guard per batch, updates at batch end).
+//! Nothing is allocated per frame.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use arrayvec::ArrayVec;
+use hashbrown::HashMap;
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+use crate::batch::{Batch, MAX_BATCH};
+use crate::bridge::{FdbReader, Learn, SourceCheck};
+use crate::config::{Config, NatConfig, UplinkConfig};
+use crate::counters::{DropReason, WorkerCounters};
+use crate::frame::{Frame, GsoType, NetworkId, Verdict};
+use crate::gateway;
+use crate::nat::{Conntrack, NatAction, NatError, Timeouts};
+use crate::tables::{ConfigError, NetworkEntry, PortEntry, PortMode, Tables};
+use crate::time::Millis;
+use crate::translate::{self, FlowOf, Ipv4Info, L4Kind};
+use crate::wire::arp::ArpPacket;
+use crate::wire::ethernet::{parse_l2, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::MacAddr;
+
+use DropReason as R;
+
+/// Most uplink neighbours remembered; beyond it new ones are not learned.
+const MAX_NEIGHBORS: usize = 4096;
+
+/// The state all workers share: configuration snapshot and learned tables.
+#[derive(Debug)]
+pub struct Dataplane {
+    tables: ArcSwap<Tables>,
+    apply_lock: Mutex<()>,
+    conntrack: Mutex<Conntrack>,
+    neighbors: RwLock<HashMap<Ipv4Addr, MacAddr>>,
+    workers: Mutex<Vec<Arc<WorkerCounters>>>,
+}
+
+impl Dataplane {
+    /// A dataplane running `config`.
+    pub fn new(config: &Config) -> Result<Arc<Self>, ConfigError> {
+        let tables = Tables::build(config, None)?;
+        sync_static_macs(&tables, None);
+        Ok(Arc::new(Dataplane {
+            tables: ArcSwap::from_pointee(tables),
+            apply_lock: Mutex::new(()),
+            conntrack: Mutex::new(Conntrack::new(&config.nat, Timeouts::default())),
+            neighbors: RwLock::new(HashMap::new()),
+            workers: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Validates and swaps in a new configuration while workers keep running. On error nothing
+    /// changes. Learned MACs of surviving networks are kept; ports that disappeared lose theirs.
+    /// A changed NAT port range or flow limit starts a fresh conntrack table.
+    pub fn apply(&self, config: &Config) -> Result<(), ConfigError> {
+        let _serial = self.apply_lock.lock();
+        let old = self.tables.load_full();
+        let new = Tables::build(config, Some(&old))?;
+        sync_static_macs(&new, Some(&old));
+        let nat_changed = old.config().nat != config.nat;
+        self.tables.store(Arc::new(new));
+        if nat_changed {
+            *self.conntrack.lock() = Conntrack::new(&config.nat, Timeouts::default());
+        }
+        Ok(())
+    }
+
+    /// The configuration snapshot workers currently use.
+    pub fn tables(&self) -> Arc<Tables> {
+        self.tables.load_full()
+    }
+
+    /// A new worker context; its counters are registered for `counters()`.
+    pub fn worker(self: &Arc<Self>) -> Worker {
+        let counters = Arc::new(WorkerCounters::default());
+        self.workers.lock().push(Arc::clone(&counters));
+        Worker {
+            dp: Arc::clone(self),
+            counters,
+            learn: ArrayVec::new(),
+            arp_learn: ArrayVec::new(),
+        }
+    }
+
+    /// Every worker's counters, for summing.
+    pub fn counters(&self) -> Vec<Arc<WorkerCounters>> {
+        self.workers.lock().clone()
+    }
+
+    /// Periodic upkeep (a control thread, about once a second): ages FDB entries and expires
+    /// flows. Returns (MACs aged out, flows expired).
+    pub fn housekeeping(&self, now: Millis) -> (usize, usize) {
+        let tables = self.tables.load();
+        let aged = tables.networks().map(|n| n.fdb.age(now)).sum();
+        let expired = self.conntrack.lock().expire(now);
+        (aged, expired)
+    }
+
+    /// The conntrack table, locked (for listings; holds up workers' routed traffic meanwhile).
+    pub fn conntrack(&self) -> MutexGuard<'_, Conntrack> {
+        self.conntrack.lock()
+    }
+
+    /// The uplink's learned neighbours.
+    pub fn neighbors(&self) -> Vec<(Ipv4Addr, MacAddr)> {
+        self.neighbors.read().iter().map(|(i, m)| (*i, *m)).collect()
+    }
+
+    /// The NAT limits in force.
+    pub fn nat_config(&self) -> NatConfig {
+        self.tables.load().config().nat.clone()
+    }
+}
+
+/// Keeps every endpoint's MAC as a static FDB entry on its port, and drops learned entries of
+/// ports that are gone.
+fn sync_static_macs(new: &Tables, old: Option<&Tables>) {
+    for p in new.ports() {
+        if let (Some(net), Some((mac, _))) = (p.network, p.endpoint) {
+            if let (Some(n), PortMode::Access { vlan }) = (new.network(net), &p.mode) {
+                n.fdb.add_static(*vlan, mac, p.config.id);
+            }
+        }
+    }
+    let Some(old) = old else { return };
+    for p in old.ports() {
+        let still = new
+            .port(p.config.id)
+            .is_some_and(|q| q.network == p.network && q.endpoint == p.endpoint);
+        if still {
+            continue;
+        }
+        let Some(n) = p.network.and_then(|id| new.network(id)) else {
+            continue;
+        };
+        if let (Some((mac, _)), PortMode::Access { vlan }) = (p.endpoint, &p.mode) {
+            n.fdb.remove_static(*vlan, mac);
+        }
+        n.fdb.flush_port(p.config.id);
+    }
+}
+
+/// One worker thread's context: runs batches through the pipeline.
+#[derive(Debug)]
+pub struct Worker {
+    dp: Arc<Dataplane>,
+    counters: Arc<WorkerCounters>,
+    learn: ArrayVec<(NetworkId, Learn), MAX_BATCH>,
+    arp_learn: ArrayVec<(Ipv4Addr, MacAddr), MAX_BATCH>,
+}
+
+impl Worker {
+    /// This worker's counters.
+    pub fn counters(&self) -> &WorkerCounters {
+        &self.counters
+    }
+
+    /// The dataplane this worker belongs to.
+    pub fn dataplane(&self) -> &Arc<Dataplane> {
+        &self.dp
+    }
+
+    /// Decides every frame's verdict, rewriting frames in place. Counts received frames and
+    /// drops; transmission (and its counters) is the caller's.
+    pub fn process(&mut self, batch: &mut Batch<'_>, now: Millis) -> Arc<Tables> {
+        let tables = self.dp.tables.load_full();
+        {
+            let mut st = BatchState {
+                t: &tables,
+                dp: &self.dp,
+                counters: &self.counters,
+                now,
+                fdb: None,
+                ct: None,
+                neigh: None,
+                learn: &mut self.learn,
+                arp_learn: &mut self.arp_learn,
+            };
+            for f in batch.frames_mut() {
+                self.counters.rx(f.meta.ingress, f.len());
+                let v = st.handle(f);
+                if let Verdict::Drop(r) = v {
+                    self.counters.drop_n(r, 1);
+                }
+                f.meta.verdict = v;
+            }
+        }
+        self.flush_learning(&tables, now);
+        tables
+    }
+
+    fn flush_learning(&mut self, tables: &Tables, now: Millis) {
+        if !self.learn.is_empty() {
+            self.learn.sort_unstable_by_key(|(n, _)| *n);
+            let mut rest = &self.learn[..];
+            while let Some((net, _)) = rest.first() {
+                let n = rest.iter().take_while(|(m, _)| m == net).count();
+                if let Some(entry) = tables.network(*net) {
+                    let items: ArrayVec<Learn, MAX_BATCH> =
+                        rest[..n].iter().map(|(_, l)| *l).collect();
+                    entry.fdb.learn(&items, now);
+                }
+                rest = &rest[n..];
+            }
+            self.learn.clear();
+        }
+        if !self.arp_learn.is_empty() {
+            let mut map = self.dp.neighbors.write();
+            for (ip, mac) in self.arp_learn.drain(..) {
+                if map.len() < MAX_NEIGHBORS || map.contains_key(&ip) {
+                    map.insert(ip, mac);
+                }
+            }
+        }
+    }
+}
+
+/// Per-batch state: the snapshot, and the guards taken at most once per batch.
+struct BatchState<'t> {
+    t: &'t Tables,
+    dp: &'t Dataplane,
+    counters: &'t WorkerCounters,
+    now: Millis,
+    fdb: Option<(NetworkId, FdbReader<'t>)>,
+    ct: Option<MutexGuard<'t, Conntrack>>,
+    neigh: Option<RwLockReadGuard<'t, HashMap<Ipv4Addr, MacAddr>>>,
+    learn: &'t mut ArrayVec<(NetworkId, Learn), MAX_BATCH>,
+    arp_learn: &'t mut ArrayVec<(Ipv4Addr, MacAddr), MAX_BATCH>,
+}
+
+fn eth_rewrite(d: &mut [u8], dst: MacAddr, src: MacAddr) {
+    d[0..6].copy_from_slice(&dst.0);
+    d[6..12].copy_from_slice(&src.0);
+}
+
+/// Checks that an endpoint's IPv4 or ARP frame carries its own address (or 0.0.0.0 in ARP
+/// probes).
+fn check_source_ip(
+    d: &[u8],
+    l2: &L2Header,
+    mac: MacAddr,
+    ip: Option<Ipv4Addr>,
+) -> Result<(), DropReason> {
+    let payload = d.get(l2.l3_offset..).ok_or(R::Malformed)?;
+    match l2.ethertype {
+        ETHERTYPE_IPV4 => {
+            let src = translate::parse_ipv4(d, l2.l3_offset)?.src;
+            match ip {
+                Some(own) if own == src => Ok(()),
+                _ => Err(R::SpoofedIp),
+            }
+        }
+        ETHERTYPE_ARP => {
+            let arp = ArpPacket::new_checked(payload).map_err(|_| R::Malformed)?;
+            if arp.sender_mac() != mac {
+                return Err(R::SpoofedMac);
+            }
+            let s = arp.sender_ip();
+            if s.is_unspecified() || Some(s) == ip {
+                Ok(())
+            } else {
+                Err(R::SpoofedIp)
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+impl<'t> BatchState<'t> {
+    fn handle(&mut self, f: &mut Frame<'_>) -> Verdict {
+        let t = self.t;
+        let Some(port) = t.port(f.meta.ingress) else {
+            return Verdict::Drop(R::UnknownPort);
+        };
+        let Ok(l2) = parse_l2(f.data()) else {
+            return Verdict::Drop(R::Malformed);
+        };
+        let Some(vlan) = port.ingress_vlan(l2.vlan.map(|v| v.vid)) else {
+            return Verdict::Drop(R::VlanNotAllowed);
+        };
+        f.meta.vlan = vlan;
+        let v = match port.network {
+            Some(net) => self.bridge_in(f, &l2, port, net),
+            None => self.uplink_in(f, &l2),
+        };
+        v.unwrap_or_else(Verdict::Drop)
+    }
+
+    fn fdb(&mut self, id: NetworkId, net: &'t NetworkEntry) -> &FdbReader<'t> {
+        if self.fdb.as_ref().map(|(n, _)| *n) != Some(id) {
+            self.fdb = None;
+            self.fdb = Some((id, net.fdb.read()));
+        }
+        match &self.fdb {
+            Some((_, r)) => r,
+            None => unreachable!("set above"),
+        }
+    }
+
+    fn ct(&mut self) -> &mut Conntrack {
+        let dp = self.dp;
+        self.ct.get_or_insert_with(|| dp.conntrack.lock())
+    }
+
+    fn neighbor(&mut self, ip: Ipv4Addr) -> Option<MacAddr> {
+        let dp = self.dp;
+        self.neigh
+            .get_or_insert_with(|| dp.neighbors.read())
+            .get(&ip)
+            .copied()
+    }
+
+    fn bridge_in(
+        &mut self,
+        f: &mut Frame<'_>,
+        l2: &L2Header,
+        port: &'t PortEntry,
+        net_id: NetworkId,
+    ) -> Result<Verdict, DropReason> {
+        let t = self.t;
+        let net = t.network(net_id).ok_or(R::UnknownPort)?;
+        if l2.src.is_multicast() {
+            return Err(R::Malformed);
+        }
+        if let Some((mac, ip)) = port.endpoint {
+            if l2.src != mac {
+                return Err(R::SpoofedMac);
+            }
+            check_source_ip(f.data(), l2, mac, ip)?;
+        }
+        let (vlan, ingress, now) = (f.meta.vlan, f.meta.ingress, self.now);
+        match self.fdb(net_id, net).check_source(vlan, l2.src, ingress, now) {
+            SourceCheck::Known => {}
+            SourceCheck::Learn => {
+                let item = Learn {
+                    vlan,
+                    mac: l2.src,
+                    port: ingress,
+                };
+                let _ = self.learn.try_push((net_id, item));
+            }
+            SourceCheck::Full => return Err(R::FdbFull),
+            SourceCheck::StaticElsewhere => return Err(R::SpoofedMac),
+            SourceCheck::Group => return Err(R::Malformed),
+        }
+        let cfg = &net.config;
+        if vlan == cfg.vlan {
+            if l2.dst == cfg.gateway_mac {
+                return self.gateway_in(f, l2, net, port);
+            }
+            if l2.dst.is_broadcast() && l2.ethertype == ETHERTYPE_ARP {
+                if let Some(v) = arp_for(f, l2, cfg.gateway_mac, cfg.gateway)? {
+                    return Ok(v);
+                }
+            }
+        }
+        if l2.dst.is_multicast() {
+            return Ok(Verdict::Flood {
+                network: net_id,
+                vlan,
+            });
+        }
+        match self.fdb(net_id, net).lookup(vlan, l2.dst) {
+            Some(p) if p == ingress => {
+                if cfg.hairpin {
+                    Ok(Verdict::Forward(p))
+                } else {
+                    Err(R::Hairpin)
+                }
+            }
+            Some(p) => {
+                let both_endpoints =
+                    port.is_endpoint() && t.port(p).is_some_and(PortEntry::is_endpoint);
+                if !cfg.icc && both_endpoints {
+                    Err(R::IccDenied)
+                } else {
+                    Ok(Verdict::Forward(p))
+                }
+            }
+            None => Ok(Verdict::Flood {
+                network: net_id,
+                vlan,
+            }),
+        }
+    }
+
+    /// A frame addressed to a network's gateway MAC: ARP, ping of the gateway, or routing.
+    fn gateway_in(
+        &mut self,
+        f: &mut Frame<'_>,
+        l2: &L2Header,
+        net: &'t NetworkEntry,
+        port: &'t PortEntry,
+    ) -> Result<Verdict, DropReason> {
+        let cfg = &net.config;
+        match l2.ethertype {
+            ETHERTYPE_IPV4 => {}
+            ETHERTYPE_ARP => {
+                return arp_for(f, l2, cfg.gateway_mac, cfg.gateway)?.ok_or(R::NotForUs);
+            }
+            _ => return Err(R::Unsupported),
+        }
+        let ip = translate::parse_ipv4(f.data(), l2.l3_offset)?;
+        let ingress = f.meta.ingress;
+        let t = self.t;
+        let flow = translate::flow_of(f.data(), &ip);
+        if ip.dst == cfg.gateway {
+            if let Ok(FlowOf {
+                kind: L4Kind::Echo(true),
+                ..
+            }) = flow
+            {
+                gateway::echo_reply(f.data_mut(), ip.l3, cfg.gateway_mac)
+                    .map_err(|_| R::Malformed)?;
+                return Ok(Verdict::Forward(ingress));
+            }
+            // Replies of hairpinned flows come back to the gateway address.
+            let flow = flow?;
+            return match self.ct().lookup(&flow.tuple) {
+                Some(_) => self.translate_and_route(f, &ip, &flow, None),
+                None => Err(R::NotForUs),
+            };
+        }
+        if cfg.subnet.contains(ip.dst) {
+            if !cfg.icc {
+                return Err(R::IccDenied);
+            }
+            return self.route(f, ip.l3, ip.dst, ip.ttl);
+        }
+        if t.network_of(ip.dst).is_some() {
+            return Err(R::Isolated);
+        }
+        let up = t.uplink().ok_or(R::NoRoute)?;
+        let flow = flow?;
+        let published = (ip.dst == up.ip.addr)
+            .then(|| {
+                t.forwards()
+                    .lookup(flow.tuple.proto, ip.dst, flow.tuple.dst_port)
+            })
+            .flatten();
+        let action = match published {
+            Some(target) => {
+                let gw = t.network(target.network).ok_or(R::NoRoute)?.config.gateway;
+                NatAction {
+                    snat: Some(gw),
+                    dnat: Some((target.ip, target.port)),
+                }
+            }
+            None if cfg.internal => return Err(R::NoRoute),
+            None => NatAction {
+                snat: Some(up.ip.addr),
+                dnat: None,
+            },
+        };
+        if ip.ttl <= 1 {
+            return self.icmp_back(f, &ip, cfg.gateway_mac, cfg.gateway, port, R::TtlExceeded);
+        }
+        if published.is_none() && f.meta.offload.gso == GsoType::None && ip.total > usize::from(up.mtu)
+        {
+            if ip.df {
+                return self.icmp_back(f, &ip, cfg.gateway_mac, cfg.gateway, port, R::TooBig);
+            }
+            return Err(R::TooBig);
+        }
+        self.translate_and_route(f, &ip, &flow, Some(action))
+    }
+
+    /// Answers the sender with an ICMP error instead of forwarding, counting `reason`.
+    fn icmp_back(
+        &mut self,
+        f: &mut Frame<'_>,
+        ip: &Ipv4Info,
+        mac: MacAddr,
+        from: Ipv4Addr,
+        port: &PortEntry,
+        reason: DropReason,
+    ) -> Result<Verdict, DropReason> {
+        let (ty, code, rest) = match reason {
+            R::TooBig => (
+                gateway::ICMP_DEST_UNREACHABLE,
+                gateway::ICMP_FRAG_NEEDED,
+                self.t.uplink().map_or(1500, |u| u32::from(u.mtu)),
+            ),
+            _ => (gateway::ICMP_TIME_EXCEEDED, 0, 0),
+        };
+        // Never answer an ICMP error with another.
+        if ip.proto == 1 && matches!(translate::flow_of(f.data(), ip), Ok(FlowOf { kind: L4Kind::Error, .. }))
+        {
+            return Err(reason);
+        }
+        gateway::icmp_error(f, ip.l3, mac, from, ty, code, rest).map_err(|_| reason)?;
+        // The packet itself was dropped; what leaves is the error sent in its place.
+        self.counters.drop_n(reason, 1);
+        Ok(Verdict::Forward(port.config.id))
+    }
+
+    /// Looks up or creates the flow, rewrites the packet and routes it to its new destination.
+    fn translate_and_route(
+        &mut self,
+        f: &mut Frame<'_>,
+        ip: &Ipv4Info,
+        flow: &FlowOf,
+        create: Option<NatAction>,
+    ) -> Result<Verdict, DropReason> {
+        let now = self.now;
+        let ct = self.ct();
+        // An ICMP error quotes a packet of the flow as it was sent: look up its reverse.
+        let key = if flow.kind == L4Kind::Error {
+            flow.tuple.reversed()
+        } else {
+            flow.tuple
+        };
+        let hit = match ct.lookup(&key) {
+            Some(h) => h,
+            None => {
+                let action = create.ok_or(R::NoFlow)?;
+                if matches!(flow.kind, L4Kind::Error | L4Kind::Echo(false)) {
+                    return Err(R::NoFlow);
+                }
+                ct.create(&flow.tuple, action, now).map_err(|e| match e {
+                    NatError::TableFull => R::ConntrackFull,
+                    NatError::PortsExhausted => R::NatPortsExhausted,
+                    NatError::Exists => R::NoFlow,
+                })?
+            }
+        };
+        if flow.kind != L4Kind::Error {
+            ct.update(hit.flow, hit.dir, flow.tcp_flags, now);
+        }
+        let new = if flow.kind == L4Kind::Error {
+            hit.rewrite.reversed()
+        } else {
+            hit.rewrite
+        };
+        let partial = f.meta.offload.csum_partial;
+        translate::rewrite(f.data_mut(), ip, flow, &new, partial);
+        let dst = translate::parse_ipv4(f.data(), ip.l3)?.dst;
+        self.route(f, ip.l3, dst, ip.ttl)
+    }
+
+    /// Sends a routed IPv4 packet towards `dst`: to an endpoint of a network, or out of the
+    /// uplink to `dst` or the next hop. Decrements the TTL and rewrites the Ethernet header.
+    fn route(
+        &mut self,
+        f: &mut Frame<'_>,
+        l3: usize,
+        dst: Ipv4Addr,
+        ttl: u8,
+    ) -> Result<Verdict, DropReason> {
+        if ttl <= 1 {
+            return Err(R::TtlExceeded);
+        }
+        let t = self.t;
+        if let Some(net) = t.network_of(dst) {
+            let (mac, port) = *net.neighbors.get(&dst).ok_or(R::NoRoute)?;
+            let entry = t.port(port).ok_or(R::UnknownPort)?;
+            f.meta.vlan = match entry.mode {
+                PortMode::Access { vlan } => vlan,
+                _ => net.config.vlan,
+            };
+            translate::decrement_ttl(f.data_mut(), l3);
+            self.strip_tag(f, l3)?;
+            eth_rewrite(f.data_mut(), mac, net.config.gateway_mac);
+            return Ok(Verdict::Forward(port));
+        }
+        let up: &'t UplinkConfig = t.uplink().ok_or(R::NoRoute)?;
+        let hop = if up.ip.contains(dst) {
+            dst
+        } else {
+            up.next_hop.ok_or(R::NoRoute)?
+        };
+        f.meta.vlan = 0;
+        match self.neighbor(hop) {
+            Some(mac) => {
+                translate::decrement_ttl(f.data_mut(), l3);
+                self.strip_tag(f, l3)?;
+                eth_rewrite(f.data_mut(), mac, up.mac);
+                Ok(Verdict::Forward(up.port))
+            }
+            None => {
+                gateway::arp_request(f, up.mac, up.ip.addr, hop).map_err(|_| R::ArpPending)?;
+                // The packet is lost (as in any host stack); the ARP request leaves instead.
+                self.counters.drop_n(R::ArpPending, 1);
+                Ok(Verdict::Forward(up.port))
+            }
+        }
+    }
+
+    /// Routed frames leave without the ingress 802.1Q tag: move the Ethernet addresses up to
+    /// the IP header so the frame is untagged; egress tags it again for its port.
+    fn strip_tag(&mut self, f: &mut Frame<'_>, l3: usize) -> Result<(), DropReason> {
+        if l3 == 14 {
+            return Ok(());
+        }
+        let d = f.data_mut();
+        d.copy_within(0..12, l3 - 14);
+        d[l3 - 2..l3].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        f.pull_front(l3 - 14);
+        let off = &mut f.meta.offload;
+        if off.csum_partial || off.gso != GsoType::None {
+            let delta = (l3 - 14) as u16;
+            off.csum_start = off.csum_start.saturating_sub(delta);
+            off.hdr_len = off.hdr_len.saturating_sub(delta);
+        }
+        Ok(())
+    }
+
+    /// A frame from the outside: ARP for the uplink address, ping of it, replies of NAPT flows
+    /// and new connections to published ports.
+    fn uplink_in(&mut self, f: &mut Frame<'_>, l2: &L2Header) -> Result<Verdict, DropReason> {
+        let t = self.t;
+        let up = t.uplink().ok_or(R::UnknownPort)?;
+        if f.meta.ingress != up.port {
+            return Err(R::UnknownPort);
+        }
+        if l2.ethertype == ETHERTYPE_ARP {
+            let arp = ArpPacket::new_checked(f.data().get(l2.l3_offset..).ok_or(R::Malformed)?)
+                .map_err(|_| R::Malformed)?;
+            let (sip, smac) = (arp.sender_ip(), arp.sender_mac());
+            if up.ip.contains(sip) && !sip.is_unspecified() && !smac.is_multicast() {
+                let _ = self.arp_learn.try_push((sip, smac));
+            }
+            return Ok(arp_for(f, l2, up.mac, up.ip.addr)?.unwrap_or(Verdict::Consumed));
+        }
+        if l2.dst != up.mac && !l2.dst.is_multicast() {
+            return Err(R::NotForUs);
+        }
+        if l2.ethertype != ETHERTYPE_IPV4 {
+            return Err(R::Unsupported);
+        }
+        let ip = translate::parse_ipv4(f.data(), l2.l3_offset)?;
+        if ip.dst != up.ip.addr {
+            return Err(R::NotForUs);
+        }
+        let flow = translate::flow_of(f.data(), &ip)?;
+        if flow.kind == L4Kind::Echo(true) && self.ct().lookup(&flow.tuple).is_none() {
+            gateway::echo_reply(f.data_mut(), ip.l3, up.mac).map_err(|_| R::Malformed)?;
+            return Ok(Verdict::Forward(up.port));
+        }
+        let action = match flow.kind {
+            L4Kind::Tcp | L4Kind::Udp => t
+                .forwards()
+                .lookup(flow.tuple.proto, ip.dst, flow.tuple.dst_port)
+                .map(|target| NatAction {
+                    snat: None,
+                    dnat: Some((target.ip, target.port)),
+                }),
+            _ => None,
+        };
+        self.translate_and_route(f, &ip, &flow, action)
+    }
+}
+
+/// Answers an ARP request for `ip` with `mac` in place; `None` when it is not such a request.
+fn arp_for(
+    f: &mut Frame<'_>,
+    l2: &L2Header,
+    mac: MacAddr,
+    ip: Ipv4Addr,
+) -> Result<Option<Verdict>, DropReason> {
+    let l3 = l2.l3_offset;
+    let arp = ArpPacket::new_checked(f.data().get(l3..).ok_or(R::Malformed)?)
+        .map_err(|_| R::Malformed)?;
+    if arp.operation() != 1 || arp.target_ip() != ip {
+        return Ok(None);
+    }
+    gateway::arp_reply(f.data_mut(), l3, mac, ip).map_err(|_| R::Malformed)?;
+    Ok(Some(Verdict::Forward(f.meta.ingress)))
+}

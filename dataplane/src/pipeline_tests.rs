@@ -1,0 +1,410 @@
+//! Scenario tests of the whole pipeline: bridging, gateway, NAPT, port forwarding, hairpin,
+//! isolation, ICC, anti-spoofing, VLANs and bad input, through `Worker::process`.
+
+use std::net::Ipv4Addr;
+
+use proptest::prelude::*;
+
+use crate::config::L4Proto;
+use crate::counters::DropReason as R;
+use crate::frame::{PortId, Verdict};
+use crate::pipeline::{Dataplane, Worker};
+use crate::testkit::*;
+use crate::time::Millis;
+use crate::translate;
+use crate::wire::MacAddr;
+
+type S = Scenario;
+
+const T0: Millis = Millis(1_000_000);
+
+fn worker_for(s: &Scenario) -> Worker {
+    Dataplane::new(&s.config).unwrap().worker()
+}
+
+fn ip_of(frame: &[u8]) -> translate::Ipv4Info {
+    translate::parse_ipv4(frame, 14).unwrap()
+}
+
+fn tuple_of(frame: &[u8]) -> crate::nat::Tuple {
+    translate::flow_of(frame, &ip_of(frame)).unwrap().tuple
+}
+
+fn checksums_valid(frame: &[u8]) -> bool {
+    use crate::wire::checksum::{fold, internet_checksum, ones_sum, pseudo_header_sum_v4};
+    let ip = ip_of(frame);
+    let l4 = &frame[ip.l4()..ip.l3 + ip.total];
+    let header_ok = internet_checksum(&frame[14..14 + ip.hl]) == 0;
+    let l4_ok = match ip.proto {
+        1 => internet_checksum(l4) == 0,
+        17 if l4[6..8] == [0, 0] => true,
+        p => fold(ones_sum(l4, pseudo_header_sum_v4(ip.src, ip.dst, p, l4.len() as u16))) == 0xffff,
+    };
+    header_ok && l4_ok
+}
+
+/// Teaches the uplink the next hop's MAC, as an ARP reply from it would.
+fn learn_next_hop(w: &mut Worker) {
+    let reply = arp_reply(S::HOP_MAC, S::HOP, S::UP_MAC, S::UP);
+    assert_eq!(run_one(w, UPLINK, &reply, T0).0, Verdict::Consumed);
+}
+
+#[test]
+fn gateway_answers_arp_and_ping() {
+    let s = S::new();
+    let mut w = worker_for(&s);
+    let (v, out) = run_one(&mut w, PORT_A, &arp_request(S::mac(S::A), S::A, S::GW), T0);
+    assert_eq!(v, Verdict::Forward(PORT_A));
+    assert_eq!(&out[0..6], &S::mac(S::A).0);
+    assert_eq!(&out[22..28], &S::GW_MAC.0);
+    let ping = S::from_endpoint(S::A, &icmp_echo(S::A, S::GW, true, 7, 1));
+    let (v, out) = run_one(&mut w, PORT_A, &ping, T0);
+    assert_eq!(v, Verdict::Forward(PORT_A));
+    let ip = ip_of(&out);
+    assert_eq!((ip.src, ip.dst), (S::GW, S::A));
+    assert_eq!(out[34], 0);
+    assert!(checksums_valid(&out));
+}
+
+#[test]
+fn endpoints_bridge_to_each_other_and_unknown_floods() {
+    let s = S::new();
+    let mut w = worker_for(&s);
+    let f = eth(S::mac(S::B), S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
+    let (v, out) = run_one(&mut w, PORT_A, &f, T0);
+    assert_eq!(v, Verdict::Forward(PORT_B));
+    assert_eq!(out, f);
+    let unknown = eth(MacAddr([2, 9, 9, 9, 9, 9]), S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
+    assert!(matches!(run_one(&mut w, PORT_A, &unknown, T0).0, Verdict::Flood { vlan: 0, .. }));
+    let bcast = arp_request(S::mac(S::A), S::A, S::B);
+    assert!(matches!(run_one(&mut w, PORT_A, &bcast, T0).0, Verdict::Flood { .. }));
+}
+
+#[test]
+fn trunk_learns_per_vlan_and_refuses_other_vlans() {
+    let s = S::new();
+    let mut w = worker_for(&s);
+    let m1 = MacAddr([2, 1, 1, 1, 1, 1]);
+    let m2 = MacAddr([2, 2, 2, 2, 2, 2]);
+    let f = tagged(&eth(m2, m1, 0x0800, &udp(S::A, 1, S::B, 2, b"x")), 10);
+    assert_eq!(run_one(&mut w, TRUNK, &f, T0).0, Verdict::Flood { network: crate::frame::NetworkId(0), vlan: 10 });
+    let back = tagged(&eth(m1, m2, 0x0800, &udp(S::B, 2, S::A, 1, b"y")), 10);
+    // m1 was learned on the trunk in VLAN 10: the answer from the same port is a hairpin.
+    assert_eq!(run_one(&mut w, TRUNK, &back, T0).0, Verdict::Drop(R::Hairpin));
+    let other_vlan = tagged(&eth(m1, m2, 0x0800, &udp(S::B, 2, S::A, 1, b"y")), 20);
+    assert!(matches!(run_one(&mut w, TRUNK, &other_vlan, T0).0, Verdict::Flood { vlan: 20, .. }));
+    let not_allowed = tagged(&f, 30);
+    assert_eq!(run_one(&mut w, TRUNK, &not_allowed[4..].to_vec().iter().copied().chain([]).collect::<Vec<_>>(), T0).0 != Verdict::Pending, true);
+    let bad = tagged(&eth(m2, m1, 0x0800, &udp(S::A, 1, S::B, 2, b"x")), 30);
+    assert_eq!(run_one(&mut w, TRUNK, &bad, T0).0, Verdict::Drop(R::VlanNotAllowed));
+    let tagged_on_access = tagged(&eth(S::mac(S::B), S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x")), 10);
+    assert_eq!(run_one(&mut w, PORT_A, &tagged_on_access, T0).0, Verdict::Drop(R::VlanNotAllowed));
+}
+
+#[test]
+fn anti_spoofing_drops_foreign_sources() {
+    let s = S::new();
+    let mut w = worker_for(&s);
+    let wrong_mac = eth(S::mac(S::B), MacAddr([2, 0x42, 1, 1, 1, 1]), 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
+    assert_eq!(run_one(&mut w, PORT_A, &wrong_mac, T0).0, Verdict::Drop(R::SpoofedMac));
+    let wrong_ip = eth(S::mac(S::B), S::mac(S::A), 0x0800, &udp(Ipv4Addr::new(172, 17, 0, 99), 1, S::B, 2, b"x"));
+    assert_eq!(run_one(&mut w, PORT_A, &wrong_ip, T0).0, Verdict::Drop(R::SpoofedIp));
+    let arp_lie = arp_request(S::mac(S::A), S::B, S::GW);
+    assert_eq!(run_one(&mut w, PORT_A, &arp_lie, T0).0, Verdict::Drop(R::SpoofedIp));
+    let probe = arp_request(S::mac(S::A), Ipv4Addr::UNSPECIFIED, S::B);
+    assert!(matches!(run_one(&mut w, PORT_A, &probe, T0).0, Verdict::Flood { .. }));
+    // A trunk cannot steal an endpoint's MAC.
+    let steal = eth(MacAddr([2, 3, 3, 3, 3, 3]), S::mac(S::A), 0x0806, &[0u8; 28]);
+    assert_eq!(run_one(&mut w, TRUNK, &steal, T0).0, Verdict::Drop(R::SpoofedMac));
+    let c = w.counters();
+    assert_eq!(c.drops(R::SpoofedMac), 2);
+    assert_eq!(c.drops(R::SpoofedIp), 2);
+}
+
+#[test]
+fn icc_off_leaves_only_the_gateway() {
+    let mut s = S::new();
+    s.config.networks[0].icc = false;
+    let mut w = worker_for(&s);
+    let f = eth(S::mac(S::B), S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
+    assert_eq!(run_one(&mut w, PORT_A, &f, T0).0, Verdict::Drop(R::IccDenied));
+    let routed = S::from_endpoint(S::A, &udp(S::A, 1, S::B, 2, b"x"));
+    assert_eq!(run_one(&mut w, PORT_A, &routed, T0).0, Verdict::Drop(R::IccDenied));
+    let ping = S::from_endpoint(S::A, &icmp_echo(S::A, S::GW, true, 7, 1));
+    assert_eq!(run_one(&mut w, PORT_A, &ping, T0).0, Verdict::Forward(PORT_A));
+    let tables = w.dataplane().tables();
+    let flood: Vec<PortId> = tables.flood_targets(crate::frame::NetworkId(0), 0, PORT_A).map(|(p, _)| p).collect();
+    assert_eq!(flood, vec![TRUNK]);
+}
+
+#[test]
+fn napt_outbound_arp_then_translate_and_back() {
+    let s = S::new();
+    let mut w = worker_for(&s);
+    let syn = S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, SYN, b""));
+    let (v, out) = run_one(&mut w, PORT_A, &syn, T0);
+    assert_eq!(v, Verdict::Forward(UPLINK));
+    assert_eq!(&out[12..14], &[8, 6], "an ARP request for the next hop leaves first");
+    assert_eq!(&out[38..42], &S::HOP.octets());
+    assert_eq!(w.counters().drops(R::ArpPending), 1);
+    learn_next_hop(&mut w);
+    let (v, out) = run_one(&mut w, PORT_A, &syn, T0);
+    assert_eq!(v, Verdict::Forward(UPLINK));
+    assert_eq!(&out[0..6], &S::HOP_MAC.0);
+    assert_eq!(&out[6..12], &S::UP_MAC.0);
+    let t = tuple_of(&out);
+    assert_eq!((t.src, t.dst, t.dst_port), (S::UP, S::REMOTE, 80));
+    assert!(s.config.nat.ports.contains(t.src_port));
+    assert_eq!(ip_of(&out).ttl, 63);
+    assert!(checksums_valid(&out));
+    let reply = S::from_outside(&tcp(S::REMOTE, 80, S::UP, t.src_port, SYN | ACK, b""));
+    let (v, back) = run_one(&mut w, UPLINK, &reply, T0);
+    assert_eq!(v, Verdict::Forward(PORT_A));
+    assert_eq!(&back[0..6], &S::mac(S::A).0);
+    assert_eq!(&back[6..12], &S::GW_MAC.0);
+    let bt = tuple_of(&back);
+    assert_eq!((bt.src, bt.src_port, bt.dst, bt.dst_port), (S::REMOTE, 80, S::A, 40000));
+    assert!(checksums_valid(&back));
+    assert_eq!(w.dataplane().conntrack().len(), 1);
+}
+
+#[test]
+fn napt_udp_and_ping_round_trip() {
+    let s = S::new();
+    let mut w = worker_for(&s);
+    learn_next_hop(&mut w);
+    let q = S::from_endpoint(S::A, &udp(S::A, 5353, S::REMOTE, 53, b"query"));
+    let (v, out) = run_one(&mut w, PORT_A, &q, T0);
+    assert_eq!(v, Verdict::Forward(UPLINK));
+    let t = tuple_of(&out);
+    let a = S::from_outside(&udp(S::REMOTE, 53, S::UP, t.src_port, b"answer"));
+    let (v, back) = run_one(&mut w, UPLINK, &a, T0);
+    assert_eq!(v, Verdict::Forward(PORT_A));
+    assert_eq!(tuple_of(&back).dst_port, 5353);
+    let ping = S::from_endpoint(S::A, &icmp_echo(S::A, S::REMOTE, true, 99, 1));
+    let (v, out) = run_one(&mut w, PORT_A, &ping, T0);
+    assert_eq!(v, Verdict::Forward(UPLINK));
+    let pt = tuple_of(&out);
+    assert_eq!(pt.src, S::UP);
+    assert!(checksums_valid(&out));
+    let pong = S::from_outside(&icmp_echo(S::REMOTE, S::UP, false, pt.src_port, 1));
+    let (v, back) = run_one(&mut w, UPLINK, &pong, T0);
+    assert_eq!(v, Verdict::Forward(PORT_A));
+    let bt = tuple_of(&back);
+    assert_eq!((bt.dst, bt.src_port), (S::A, 99));
+    assert!(checksums_valid(&back));
+}
+
+#[test]
+fn icmp_errors_are_translated_inbound() {
+    let s = S::new();
+    let mut w = worker_for(&s);
+    learn_next_hop(&mut w);
+    let q = S::from_endpoint(S::A, &udp(S::A, 5353, S::REMOTE, 53, b"query"));
+    let (_, out) = run_one(&mut w, PORT_A, &q, T0);
+    // The remote answers with port unreachable quoting what it received.
+    let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&out[14..14 + 28]);
+    let c = crate::wire::checksum::internet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let err = S::from_outside(&ipv4(S::REMOTE, S::UP, 1, 64, &icmp));
+    let (v, back) = run_one(&mut w, UPLINK, &err, T0);
+    assert_eq!(v, Verdict::Forward(PORT_A));
+    let ip = ip_of(&back);
+    assert_eq!((ip.src, ip.dst), (S::REMOTE, S::A));
+    let quoted = translate::flow_of(&back, &ip).unwrap().tuple;
+    assert_eq!((quoted.src, quoted.src_port, quoted.dst_port), (S::A, 5353, 53));
+    assert!(checksums_valid(&back));
+}
+
+#[test]
+fn published_port_dnat_and_reply() {
+    let s = S::new();
+    let mut w = worker_for(&s);
+    learn_next_hop(&mut w);
+    let syn = S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8080, SYN, b""));
+    let (v, out) = run_one(&mut w, UPLINK, &syn, T0);
+    assert_eq!(v, Verdict::Forward(PORT_B));
+    let t = tuple_of(&out);
+    assert_eq!((t.src, t.src_port, t.dst, t.dst_port), (S::REMOTE, 50000, S::B, 80));
+    assert_eq!(&out[0..6], &S::mac(S::B).0);
+    assert!(checksums_valid(&out));
+    let synack = S::from_endpoint(S::B, &tcp(S::B, 80, S::REMOTE, 50000, SYN | ACK, b""));
+    let (v, back) = run_one(&mut w, PORT_B, &synack, T0);
+    assert_eq!(v, Verdict::Forward(UPLINK));
+    let bt = tuple_of(&back);
+    assert_eq!((bt.src, bt.src_port, bt.dst, bt.dst_port), (S::UP, 8080, S::REMOTE, 50000));
+    let closed = S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8081, SYN, b""));
+    assert_eq!(run_one(&mut w, UPLINK, &closed, T0).0, Verdict::Drop(R::NoFlow));
+    let ping_up = S::from_outside(&icmp_echo(S::REMOTE, S::UP, true, 1, 1));
+    let (v, pong) = run_one(&mut w, UPLINK, &ping_up, T0);
+    assert_eq!(v, Verdict::Forward(UPLINK));
+    assert_eq!(ip_of(&pong).dst, S::REMOTE);
+}
+
+#[test]
+fn hairpin_reaches_the_published_target_via_the_gateway() {
+    let s = S::new();
+    let mut w = worker_for(&s);
+    let syn = S::from_endpoint(S::A, &tcp(S::A, 41000, S::UP, 8080, SYN, b""));
+    let (v, out) = run_one(&mut w, PORT_A, &syn, T0);
+    assert_eq!(v, Verdict::Forward(PORT_B));
+    let t = tuple_of(&out);
+    assert_eq!((t.src, t.dst, t.dst_port), (S::GW, S::B, 80));
+    assert!(checksums_valid(&out));
+    let synack = S::from_endpoint(S::B, &tcp(S::B, 80, S::GW, t.src_port, SYN | ACK, b""));
+    let (v, back) = run_one(&mut w, PORT_B, &synack, T0);
+    assert_eq!(v, Verdict::Forward(PORT_A));
+    let bt = tuple_of(&back);
+    assert_eq!((bt.src, bt.src_port, bt.dst, bt.dst_port), (S::UP, 8080, S::A, 41000));
+    assert!(checksums_valid(&back));
+}
+
+#[test]
+fn networks_are_isolated_and_internal_networks_stay_inside() {
+    let mut s = S::new();
+    let mut w = worker_for(&s);
+    let to_c = S::from_endpoint(S::A, &udp(S::A, 1, S::C, 2, b"x"));
+    assert_eq!(run_one(&mut w, PORT_A, &to_c, T0).0, Verdict::Drop(R::Isolated));
+    s.config.networks[0].internal = true;
+    let mut w = worker_for(&s);
+    let out = S::from_endpoint(S::A, &udp(S::A, 1, S::REMOTE, 2, b"x"));
+    assert_eq!(run_one(&mut w, PORT_A, &out, T0).0, Verdict::Drop(R::NoRoute));
+}
+
+#[test]
+fn ttl_expiry_and_too_big_answer_with_icmp() {
+    let s = S::new();
+    let mut w = worker_for(&s);
+    learn_next_hop(&mut w);
+    let mut p = udp(S::A, 1, S::REMOTE, 2, b"x");
+    p[8] = 1;
+    p[10] = 0;
+    p[11] = 0;
+    let c = crate::wire::checksum::internet_checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    let (v, out) = run_one(&mut w, PORT_A, &S::from_endpoint(S::A, &p), T0);
+    assert_eq!(v, Verdict::Forward(PORT_A));
+    assert_eq!(out[34], 11);
+    assert_eq!(ip_of(&out).dst, S::A);
+    assert!(checksums_valid(&out));
+    let big = S::from_endpoint(S::A, &udp(S::A, 1, S::REMOTE, 2, &[0u8; 1600]));
+    let (v, out) = run_one(&mut w, PORT_A, &big, T0);
+    assert_eq!(v, Verdict::Forward(PORT_A));
+    assert_eq!((out[34], out[35]), (3, 4));
+    assert_eq!(u16::from_be_bytes([out[40], out[41]]), 1500);
+    assert_eq!(w.counters().drops(R::TtlExceeded), 1);
+    assert_eq!(w.counters().drops(R::TooBig), 1);
+}
+
+#[test]
+fn bad_frames_are_counted_drops() {
+    let s = S::new();
+    let mut w = worker_for(&s);
+    assert_eq!(run_one(&mut w, PORT_A, &[1, 2, 3], T0).0, Verdict::Drop(R::Malformed));
+    assert_eq!(run_one(&mut w, PortId(99), &[0u8; 60], T0).0, Verdict::Drop(R::UnknownPort));
+    let mut bad = S::from_endpoint(S::A, &udp(S::A, 1, S::REMOTE, 2, b"x"));
+    bad[24] ^= 0x55;
+    assert_eq!(run_one(&mut w, PORT_A, &bad, T0).0, Verdict::Drop(R::SpoofedIp).max(Verdict::Drop(R::Malformed)).min(Verdict::Drop(R::Malformed)));
+    let unsolicited = S::from_outside(&udp(S::REMOTE, 1, S::UP, 40000, b"x"));
+    assert_eq!(run_one(&mut w, UPLINK, &unsolicited, T0).0, Verdict::Drop(R::NoFlow));
+    let other_proto = S::from_endpoint(S::A, &ipv4(S::A, S::REMOTE, 47, 64, &[0u8; 8]));
+    learn_next_hop(&mut w);
+    assert_eq!(run_one(&mut w, PORT_A, &other_proto, T0).0, Verdict::Drop(R::Unsupported));
+}
+
+#[test]
+fn reconfiguration_keeps_flows_and_learned_macs() {
+    let s = S::new();
+    let dp = Dataplane::new(&s.config).unwrap();
+    let mut w = dp.worker();
+    learn_next_hop(&mut w);
+    let m1 = MacAddr([2, 1, 1, 1, 1, 1]);
+    let f = eth(MacAddr([2, 2, 2, 2, 2, 2]), m1, 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
+    run_one(&mut w, TRUNK, &f, T0);
+    let q = S::from_endpoint(S::A, &udp(S::A, 5353, S::REMOTE, 53, b"q"));
+    let (_, out) = run_one(&mut w, PORT_A, &q, T0);
+    let ext = tuple_of(&out).src_port;
+    let mut c2 = s.config.clone();
+    c2.forwards.clear();
+    dp.apply(&c2).unwrap();
+    let to_m1 = eth(m1, S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
+    assert_eq!(run_one(&mut w, PORT_A, &to_m1, T0).0, Verdict::Forward(TRUNK));
+    let a = S::from_outside(&udp(S::REMOTE, 53, S::UP, ext, b"a"));
+    assert_eq!(run_one(&mut w, UPLINK, &a, T0).0, Verdict::Forward(PORT_A));
+    let syn = S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8080, SYN, b""));
+    assert_eq!(run_one(&mut w, UPLINK, &syn, T0).0, Verdict::Drop(R::NoFlow));
+    let mut bad = c2.clone();
+    bad.networks[1].subnet = "172.17.5.0/24".parse().unwrap();
+    assert!(dp.apply(&bad).is_err());
+    assert_eq!(dp.tables().config(), &c2);
+}
+
+#[test]
+fn housekeeping_expires_flows_and_frees_ports() {
+    let s = S::new();
+    let dp = Dataplane::new(&s.config).unwrap();
+    let mut w = dp.worker();
+    learn_next_hop(&mut w);
+    let q = S::from_endpoint(S::A, &udp(S::A, 5353, S::REMOTE, 53, b"q"));
+    run_one(&mut w, PORT_A, &q, T0);
+    assert_eq!(dp.conntrack().len(), 1);
+    assert_eq!(dp.housekeeping(T0.plus_secs(10)).1, 0);
+    assert_eq!(dp.housekeeping(T0.plus_secs(31)).1, 1);
+    assert_eq!(dp.conntrack().len(), 0);
+}
+
+#[test]
+fn one_batch_mixes_paths() {
+    let s = S::new();
+    let mut w = worker_for(&s);
+    learn_next_hop(&mut w);
+    let out = Frames::new()
+        .push(PORT_A, &arp_request(S::mac(S::A), S::A, S::GW))
+        .push(PORT_A, &eth(S::mac(S::B), S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x")))
+        .push(PORT_A, &S::from_endpoint(S::A, &udp(S::A, 9, S::REMOTE, 9, b"x")))
+        .push(UPLINK, &S::from_outside(&tcp(S::REMOTE, 1, S::UP, 8080, SYN, b"")))
+        .push(PORT_C, &S::from_endpoint(S::C, &udp(S::C, 1, S::A, 1, b"x")))
+        .run(&mut w, T0);
+    let verdicts: Vec<Verdict> = out.iter().map(|(v, _)| *v).collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            Verdict::Forward(PORT_A),
+            Verdict::Forward(PORT_B),
+            Verdict::Forward(UPLINK),
+            Verdict::Forward(PORT_B),
+            Verdict::Drop(R::Isolated),
+        ]
+    );
+    let _ = L4Proto::Tcp;
+}
+
+proptest! {
+    /// The fuzz target's property: any bytes on any port end in a verdict, never a panic.
+    #[test]
+    fn arbitrary_frames_never_panic(port in 0u16..6, bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        let (v, _) = run_one(&mut w, PortId(port), &bytes, T0);
+        prop_assert_ne!(v, Verdict::Pending);
+    }
+
+    /// Mutations of valid frames (the interesting inputs) never panic either.
+    #[test]
+    fn mutated_frames_never_panic(kind in 0usize..4, at in 0usize..80, val in any::<u8>(), cut in 0usize..90) {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        learn_next_hop(&mut w);
+        let (port, mut f) = match kind {
+            0 => (PORT_A, S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, SYN, b"data"))),
+            1 => (UPLINK, S::from_outside(&tcp(S::REMOTE, 5, S::UP, 8080, SYN, b"data"))),
+            2 => (PORT_A, arp_request(S::mac(S::A), S::A, S::GW)),
+            _ => (UPLINK, S::from_outside(&ipv4(S::REMOTE, S::UP, 1, 64, &[3, 3, 0, 0, 0, 0, 0, 0, 0x45, 0, 0, 28]))),
+        };
+        if at < f.len() { f[at] = val; }
+        f.truncate(f.len().saturating_sub(cut));
+        let (v, _) = run_one(&mut w, port, &f, T0);
+        prop_assert_ne!(v, Verdict::Pending);
+    }
+}

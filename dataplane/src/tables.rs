@@ -1,0 +1,660 @@
+//! The configuration compiled into the lookup tables the fast path reads: ports and networks by
+//! index, VLAN membership as bitsets, endpoint neighbours, the port-forwarding table.
+//!
+//! A `Tables` value is immutable. The control plane builds a new one and swaps it in whole
+//! (`Dataplane::apply`), so a worker sees either the old or the new configuration for a whole
+//! batch, never a mix. Learned state (each network's FDB) is carried from the old tables to the
+//! new ones, so reconfiguration loses no learned MAC.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use crate::bridge::{Fdb, FdbParams};
+use crate::config::{Config, Ipv4Cidr, NetworkConfig, PortConfig, PortRole, UplinkConfig};
+use crate::frame::{NetworkId, PortId};
+use crate::portfwd::{ForwardError, PortForwardTable};
+use crate::wire::MacAddr;
+
+/// Why a configuration was refused. Nothing of it is applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Two networks or two ports share an id.
+    #[error("duplicate {what} id {id}")]
+    DuplicateId {
+        /// "network" or "port".
+        what: &'static str,
+        /// The id.
+        id: u16,
+    },
+    /// A port id is beyond what the dataplane addresses.
+    #[error("port id {0} is too large (at most {max})", max = crate::counters::MAX_PORTS - 1)]
+    PortIdTooLarge(u16),
+    /// A port or forward names a network that does not exist.
+    #[error("{what} refers to network {id}, which does not exist")]
+    UnknownNetwork {
+        /// What refers to it.
+        what: String,
+        /// The missing id.
+        id: u16,
+    },
+    /// Two networks' subnets overlap.
+    #[error("subnet {subnet} of network {name:?} overlaps network {other:?} ({other_subnet})")]
+    SubnetOverlap {
+        /// The network being added.
+        name: String,
+        /// Its subnet.
+        subnet: Ipv4Cidr,
+        /// The network it clashes with.
+        other: String,
+        /// That network's subnet.
+        other_subnet: Ipv4Cidr,
+    },
+    /// An address lies outside the subnet it must be in.
+    #[error("{what} {ip} is outside subnet {subnet}")]
+    OutsideSubnet {
+        /// Which address.
+        what: String,
+        /// The address.
+        ip: Ipv4Addr,
+        /// The subnet.
+        subnet: Ipv4Cidr,
+    },
+    /// Two endpoints of a network share an address.
+    #[error("address {ip} is used by ports {a} and {b}")]
+    DuplicateAddress {
+        /// The address.
+        ip: Ipv4Addr,
+        /// One port's name.
+        a: String,
+        /// The other's.
+        b: String,
+    },
+    /// A VLAN id outside 1..=4094.
+    #[error("VLAN {0} is invalid (use 1-4094, or 0 for none)")]
+    BadVlan(u16),
+    /// The uplink names a port that is missing or not of the uplink role.
+    #[error("uplink port {0} is not a port with role \"uplink\"")]
+    BadUplink(u16),
+    /// A published port is invalid or clashes with another.
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    /// A published port targets an address that is not an endpoint of its network.
+    #[error("published port targets {ip}, which is not in network {network:?}")]
+    ForwardTarget {
+        /// The target address.
+        ip: Ipv4Addr,
+        /// The network named by the rule.
+        network: String,
+    },
+}
+
+/// Bitset of the 4096 VLAN ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VlanSet([u64; 64]);
+
+impl VlanSet {
+    /// The empty set.
+    pub fn new() -> Self {
+        VlanSet([0; 64])
+    }
+    /// Adds a VLAN.
+    pub fn insert(&mut self, vlan: u16) {
+        let v = usize::from(vlan & 0xfff);
+        self.0[v / 64] |= 1 << (v % 64);
+    }
+    /// True when the VLAN is in the set.
+    pub fn contains(&self, vlan: u16) -> bool {
+        let v = usize::from(vlan & 0xfff);
+        self.0[v / 64] & (1 << (v % 64)) != 0
+    }
+}
+
+impl Default for VlanSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How a port meets VLANs: which internal VLAN an arriving frame belongs to, and which tag a
+/// leaving frame carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortMode {
+    /// Untagged on the wire, one internal VLAN.
+    Access {
+        /// The internal VLAN.
+        vlan: u16,
+    },
+    /// Tagged on the wire for the allowed VLANs; untagged frames belong to `native`.
+    Trunk {
+        /// VLANs carried tagged.
+        allowed: VlanSet,
+        /// VLAN of untagged frames.
+        native: Option<u16>,
+    },
+    /// The routed uplink: untagged, no bridge domain.
+    Routed,
+}
+
+/// A port as the fast path sees it.
+#[derive(Clone, Debug)]
+pub struct PortEntry {
+    /// The configuration it came from.
+    pub config: PortConfig,
+    /// The bridge domain (none for the uplink).
+    pub network: Option<NetworkId>,
+    /// VLAN behaviour.
+    pub mode: PortMode,
+    /// Anti-spoofing: the only source MAC (and IPv4) accepted, for endpoint ports.
+    pub endpoint: Option<(MacAddr, Option<Ipv4Addr>)>,
+}
+
+impl PortEntry {
+    /// The internal VLAN of a frame arriving with `tag` (None: untagged); None if not admitted.
+    pub fn ingress_vlan(&self, tag: Option<u16>) -> Option<u16> {
+        match (&self.mode, tag) {
+            (PortMode::Access { vlan }, None) => Some(*vlan),
+            (PortMode::Access { vlan }, Some(0)) => Some(*vlan),
+            (PortMode::Trunk { native, .. }, None) => *native,
+            (PortMode::Trunk { allowed, .. }, Some(t)) => allowed.contains(t).then_some(t),
+            (PortMode::Routed, None) => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The tag a frame of internal VLAN `vlan` carries when it leaves this port: `Some(None)`
+    /// untagged, `Some(Some(t))` tagged, `None` when the port does not carry that VLAN.
+    pub fn egress_tag(&self, vlan: u16) -> Option<Option<u16>> {
+        match &self.mode {
+            PortMode::Access { vlan: v } => (*v == vlan).then_some(None),
+            PortMode::Trunk { allowed, native } => {
+                if *native == Some(vlan) {
+                    Some(None)
+                } else {
+                    allowed.contains(vlan).then_some(Some(vlan))
+                }
+            }
+            PortMode::Routed => Some(None),
+        }
+    }
+
+    /// True for container endpoint ports (subject to ICC and anti-spoofing).
+    pub fn is_endpoint(&self) -> bool {
+        self.endpoint.is_some()
+    }
+}
+
+/// A network as the fast path sees it.
+#[derive(Debug)]
+pub struct NetworkEntry {
+    /// The configuration it came from.
+    pub config: NetworkConfig,
+    /// Learned MACs, shared by workers and carried across configuration swaps.
+    pub fdb: Arc<Fdb>,
+    /// Ports in this bridge domain, for flooding.
+    pub members: Vec<PortId>,
+    /// Endpoint addresses: where the gateway delivers routed packets.
+    pub neighbors: HashMap<Ipv4Addr, (MacAddr, PortId)>,
+}
+
+/// The compiled configuration.
+#[derive(Debug)]
+pub struct Tables {
+    ports: Vec<Option<PortEntry>>,
+    networks: Vec<Option<NetworkEntry>>,
+    uplink: Option<UplinkConfig>,
+    forwards: PortForwardTable,
+    config: Config,
+}
+
+fn check_vlan(v: u16) -> Result<(), ConfigError> {
+    if v > 4094 {
+        Err(ConfigError::BadVlan(v))
+    } else {
+        Ok(())
+    }
+}
+
+impl Tables {
+    /// Validates `config` and compiles it. FDBs of networks that `prev` already had are reused.
+    pub fn build(config: &Config, prev: Option<&Tables>) -> Result<Tables, ConfigError> {
+        let mut networks: Vec<Option<NetworkEntry>> = Vec::new();
+        for (i, n) in config.networks.iter().enumerate() {
+            check_vlan(n.vlan)?;
+            if !n.subnet.contains(n.gateway) {
+                return Err(ConfigError::OutsideSubnet {
+                    what: format!("gateway of network {:?}", n.name),
+                    ip: n.gateway,
+                    subnet: n.subnet,
+                });
+            }
+            for other in &config.networks[..i] {
+                if other.id == n.id {
+                    return Err(ConfigError::DuplicateId {
+                        what: "network",
+                        id: n.id.0,
+                    });
+                }
+                if other.subnet.overlaps(&n.subnet) {
+                    return Err(ConfigError::SubnetOverlap {
+                        name: n.name.clone(),
+                        subnet: n.subnet,
+                        other: other.name.clone(),
+                        other_subnet: other.subnet,
+                    });
+                }
+            }
+            let idx = usize::from(n.id.0);
+            if networks.len() <= idx {
+                networks.resize_with(idx + 1, || None);
+            }
+            let params = FdbParams {
+                aging_secs: n.fdb_aging_secs,
+                max_entries: n.fdb_max,
+            };
+            let fdb = match prev.and_then(|p| p.network(n.id)) {
+                Some(old) => {
+                    old.fdb.set_params(params);
+                    Arc::clone(&old.fdb)
+                }
+                None => Arc::new(Fdb::new(params)),
+            };
+            networks[idx] = Some(NetworkEntry {
+                config: n.clone(),
+                fdb,
+                members: Vec::new(),
+                neighbors: HashMap::new(),
+            });
+        }
+
+        let mut ports: Vec<Option<PortEntry>> = Vec::new();
+        for p in &config.ports {
+            let idx = usize::from(p.id.0);
+            if idx >= crate::counters::MAX_PORTS {
+                return Err(ConfigError::PortIdTooLarge(p.id.0));
+            }
+            if ports.len() <= idx {
+                ports.resize_with(idx + 1, || None);
+            }
+            if ports[idx].is_some() {
+                return Err(ConfigError::DuplicateId {
+                    what: "port",
+                    id: p.id.0,
+                });
+            }
+            let entry = Self::port_entry(p, &mut networks)?;
+            ports[idx] = Some(entry);
+        }
+
+        if let Some(u) = &config.uplink {
+            let ok = ports
+                .get(usize::from(u.port.0))
+                .and_then(Option::as_ref)
+                .is_some_and(|p| p.config.role == PortRole::Uplink);
+            if !ok {
+                return Err(ConfigError::BadUplink(u.port.0));
+            }
+        }
+
+        let forwards = PortForwardTable::build(&config.forwards)?;
+        for f in &config.forwards {
+            let net = networks
+                .get(usize::from(f.network.0))
+                .and_then(Option::as_ref)
+                .ok_or(ConfigError::UnknownNetwork {
+                    what: format!("published port {}", f.host_ports.first),
+                    id: f.network.0,
+                })?;
+            if !net.config.subnet.contains(f.target_ip) {
+                return Err(ConfigError::ForwardTarget {
+                    ip: f.target_ip,
+                    network: net.config.name.clone(),
+                });
+            }
+        }
+
+        Ok(Tables {
+            ports,
+            networks,
+            uplink: config.uplink.clone(),
+            forwards,
+            config: config.clone(),
+        })
+    }
+
+    fn port_entry(
+        p: &PortConfig,
+        networks: &mut [Option<NetworkEntry>],
+    ) -> Result<PortEntry, ConfigError> {
+        let (network, mode, endpoint) = match &p.role {
+            PortRole::Endpoint {
+                network,
+                vlan,
+                mac,
+                ipv4,
+            } => (*network, Some(*vlan), Some((*mac, *ipv4))),
+            PortRole::Access { network, vlan } => (*network, Some(*vlan), None),
+            PortRole::Trunk { network, .. } => (*network, None, None),
+            PortRole::Uplink => {
+                return Ok(PortEntry {
+                    config: p.clone(),
+                    network: None,
+                    mode: PortMode::Routed,
+                    endpoint: None,
+                })
+            }
+        };
+        let net = networks
+            .get_mut(usize::from(network.0))
+            .and_then(Option::as_mut)
+            .ok_or_else(|| ConfigError::UnknownNetwork {
+                what: format!("port {:?}", p.name),
+                id: network.0,
+            })?;
+        let mode = match (&p.role, mode) {
+            (_, Some(v)) => {
+                check_vlan(v)?;
+                PortMode::Access {
+                    vlan: if v == 0 { net.config.vlan } else { v },
+                }
+            }
+            (PortRole::Trunk {
+                allowed, native, ..
+            }, None) => {
+                let mut set = VlanSet::new();
+                for v in allowed {
+                    check_vlan(*v)?;
+                    set.insert(*v);
+                }
+                if let Some(n) = native {
+                    check_vlan(*n)?;
+                }
+                PortMode::Trunk {
+                    allowed: set,
+                    native: *native,
+                }
+            }
+            _ => PortMode::Routed,
+        };
+        if let Some((mac, Some(ip))) = endpoint {
+            if !net.config.subnet.contains(ip) {
+                return Err(ConfigError::OutsideSubnet {
+                    what: format!("address of port {:?}", p.name),
+                    ip,
+                    subnet: net.config.subnet,
+                });
+            }
+            if let Some((_, other)) = net.neighbors.insert(ip, (mac, p.id)) {
+                return Err(ConfigError::DuplicateAddress {
+                    ip,
+                    a: format!("{}", other.0),
+                    b: p.name.clone(),
+                });
+            }
+        }
+        net.members.push(p.id);
+        Ok(PortEntry {
+            config: p.clone(),
+            network: Some(network),
+            mode,
+            endpoint,
+        })
+    }
+
+    /// A port by id.
+    #[inline]
+    pub fn port(&self, id: PortId) -> Option<&PortEntry> {
+        self.ports.get(usize::from(id.0)).and_then(Option::as_ref)
+    }
+
+    /// A network by id.
+    #[inline]
+    pub fn network(&self, id: NetworkId) -> Option<&NetworkEntry> {
+        self.networks.get(usize::from(id.0)).and_then(Option::as_ref)
+    }
+
+    /// Every network.
+    pub fn networks(&self) -> impl Iterator<Item = &NetworkEntry> {
+        self.networks.iter().flatten()
+    }
+
+    /// Every port.
+    pub fn ports(&self) -> impl Iterator<Item = &PortEntry> {
+        self.ports.iter().flatten()
+    }
+
+    /// The network whose subnet holds `ip`.
+    pub fn network_of(&self, ip: Ipv4Addr) -> Option<&NetworkEntry> {
+        self.networks().find(|n| n.config.subnet.contains(ip))
+    }
+
+    /// The uplink, if configured.
+    pub fn uplink(&self) -> Option<&UplinkConfig> {
+        self.uplink.as_ref()
+    }
+
+    /// Published ports.
+    pub fn forwards(&self) -> &PortForwardTable {
+        &self.forwards
+    }
+
+    /// The configuration these tables were built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where a flood of `vlan` in `network` that came in on `ingress` goes: each port with the
+    /// tag the frame carries there. With ICC off, a flood from an endpoint skips other endpoints.
+    pub fn flood_targets<'t>(
+        &'t self,
+        network: NetworkId,
+        vlan: u16,
+        ingress: PortId,
+    ) -> impl Iterator<Item = (PortId, Option<u16>)> + 't {
+        let net = self.network(network);
+        let icc_blocks = net.is_some_and(|n| !n.config.icc)
+            && self.port(ingress).is_some_and(PortEntry::is_endpoint);
+        net.into_iter()
+            .flat_map(|n| n.members.iter().copied())
+            .filter(move |p| *p != ingress)
+            .filter_map(move |p| {
+                let entry = self.port(p)?;
+                if icc_blocks && entry.is_endpoint() {
+                    return None;
+                }
+                entry.egress_tag(vlan).map(|tag| (p, tag))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{L4Proto, PortForward, PortRange};
+
+    fn net(id: u16, name: &str, subnet: &str, gw: [u8; 4]) -> NetworkConfig {
+        NetworkConfig {
+            id: NetworkId(id),
+            name: name.into(),
+            subnet: subnet.parse().unwrap(),
+            gateway: Ipv4Addr::from(gw),
+            gateway_mac: MacAddr([2, 0, 0, 0, 0, id as u8]),
+            vlan: 0,
+            internal: false,
+            icc: true,
+            hairpin: false,
+            mtu: 1500,
+            fdb_aging_secs: 300,
+            fdb_max: 100,
+        }
+    }
+
+    fn endpoint(id: u16, network: u16, ip: [u8; 4]) -> PortConfig {
+        let ip = Ipv4Addr::from(ip);
+        PortConfig {
+            id: PortId(id),
+            name: format!("p{id}"),
+            role: PortRole::Endpoint {
+                network: NetworkId(network),
+                vlan: 0,
+                mac: MacAddr::from_ipv4(ip),
+                ipv4: Some(ip),
+            },
+        }
+    }
+
+    fn base() -> Config {
+        Config {
+            networks: vec![net(0, "a", "10.1.0.0/16", [10, 1, 0, 1])],
+            ports: vec![endpoint(1, 0, [10, 1, 0, 2]), endpoint(2, 0, [10, 1, 0, 3])],
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn overlapping_subnets_name_the_other_network() {
+        let mut c = base();
+        c.networks.push(net(1, "b", "10.1.2.0/24", [10, 1, 2, 1]));
+        let e = Tables::build(&c, None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "subnet 10.1.2.0/24 of network \"b\" overlaps network \"a\" (10.1.0.0/16)"
+        );
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let mut c = base();
+        c.ports.push(endpoint(3, 7, [10, 1, 0, 9]));
+        assert!(matches!(
+            Tables::build(&c, None),
+            Err(ConfigError::UnknownNetwork { id: 7, .. })
+        ));
+        let mut c = base();
+        c.ports.push(endpoint(3, 0, [10, 1, 0, 2]));
+        assert!(matches!(
+            Tables::build(&c, None),
+            Err(ConfigError::DuplicateAddress { .. })
+        ));
+        let mut c = base();
+        c.ports.push(endpoint(3, 0, [10, 9, 0, 2]));
+        assert!(matches!(
+            Tables::build(&c, None),
+            Err(ConfigError::OutsideSubnet { .. })
+        ));
+        let mut c = base();
+        c.ports.push(endpoint(1, 0, [10, 1, 0, 7]));
+        assert!(matches!(
+            Tables::build(&c, None),
+            Err(ConfigError::DuplicateId { what: "port", .. })
+        ));
+        let mut c = base();
+        c.networks[0].gateway = Ipv4Addr::new(10, 2, 0, 1);
+        assert!(matches!(
+            Tables::build(&c, None),
+            Err(ConfigError::OutsideSubnet { .. })
+        ));
+        let mut c = base();
+        c.uplink = Some(UplinkConfig {
+            port: PortId(1),
+            ip: "192.0.2.1/24".parse().unwrap(),
+            mac: MacAddr([2, 0, 0, 0, 0, 9]),
+            next_hop: None,
+            mtu: 1500,
+        });
+        assert_eq!(
+            Tables::build(&c, None).unwrap_err(),
+            ConfigError::BadUplink(1)
+        );
+        let mut c = base();
+        c.forwards.push(PortForward {
+            proto: L4Proto::Tcp,
+            host_ip: None,
+            host_ports: PortRange::single(80),
+            network: NetworkId(0),
+            target_ip: Ipv4Addr::new(10, 9, 9, 9),
+            target_ports: PortRange::single(80),
+        });
+        assert!(matches!(
+            Tables::build(&c, None),
+            Err(ConfigError::ForwardTarget { .. })
+        ));
+    }
+
+    #[test]
+    fn fdb_survives_a_rebuild() {
+        let t1 = Tables::build(&base(), None).unwrap();
+        let t2 = Tables::build(&base(), Some(&t1)).unwrap();
+        let a = &t1.network(NetworkId(0)).unwrap().fdb;
+        let b = &t2.network(NetworkId(0)).unwrap().fdb;
+        assert!(Arc::ptr_eq(a, b));
+    }
+
+    #[test]
+    fn vlan_modes_admit_and_tag() {
+        let mut c = base();
+        c.ports.push(PortConfig {
+            id: PortId(5),
+            name: "trunk".into(),
+            role: PortRole::Trunk {
+                network: NetworkId(0),
+                allowed: vec![10, 20],
+                native: Some(30),
+            },
+        });
+        let t = Tables::build(&c, None).unwrap();
+        let trunk = t.port(PortId(5)).unwrap();
+        assert_eq!(trunk.ingress_vlan(Some(10)), Some(10));
+        assert_eq!(trunk.ingress_vlan(Some(11)), None);
+        assert_eq!(trunk.ingress_vlan(None), Some(30));
+        assert_eq!(trunk.egress_tag(20), Some(Some(20)));
+        assert_eq!(trunk.egress_tag(30), Some(None));
+        assert_eq!(trunk.egress_tag(40), None);
+        let access = t.port(PortId(1)).unwrap();
+        assert_eq!(access.ingress_vlan(None), Some(0));
+        assert_eq!(access.ingress_vlan(Some(10)), None);
+        assert_eq!(access.egress_tag(0), Some(None));
+        assert_eq!(access.egress_tag(10), None);
+        assert!(matches!(
+            Tables::build(
+                &Config {
+                    ports: vec![PortConfig {
+                        id: PortId(5),
+                        name: "t".into(),
+                        role: PortRole::Trunk {
+                            network: NetworkId(0),
+                            allowed: vec![4095],
+                            native: None
+                        }
+                    }],
+                    ..base()
+                },
+                None
+            ),
+            Err(ConfigError::BadVlan(4095))
+        ));
+    }
+
+    #[test]
+    fn flooding_skips_ingress_and_respects_icc() {
+        let mut c = base();
+        c.ports.push(PortConfig {
+            id: PortId(3),
+            name: "acc".into(),
+            role: PortRole::Access {
+                network: NetworkId(0),
+                vlan: 0,
+            },
+        });
+        let t = Tables::build(&c, None).unwrap();
+        let all: Vec<_> = t.flood_targets(NetworkId(0), 0, PortId(1)).collect();
+        assert_eq!(all, vec![(PortId(2), None), (PortId(3), None)]);
+        c.networks[0].icc = false;
+        let t = Tables::build(&c, None).unwrap();
+        let no_icc: Vec<_> = t.flood_targets(NetworkId(0), 0, PortId(1)).collect();
+        assert_eq!(no_icc, vec![(PortId(3), None)]);
+        let from_access: Vec<_> = t.flood_targets(NetworkId(0), 0, PortId(3)).collect();
+        assert_eq!(from_access, vec![(PortId(1), None), (PortId(2), None)]);
+    }
+}

@@ -1,0 +1,317 @@
+//! Frames and configurations for tests, benchmarks and the fuzz target: hand-built packets with
+//! correct checksums, a docker-like scenario, and a helper that runs owned frames through a
+//! worker. Not used by the dataplane itself.
+
+use std::net::Ipv4Addr;
+
+use crate::batch::Batch;
+use crate::config::{
+    Config, L4Proto, NatConfig, NetworkConfig, PortConfig, PortForward, PortRange, PortRole,
+    UplinkConfig,
+};
+use crate::frame::{Frame, Meta, NetworkId, PortId, Verdict, HEADROOM};
+use crate::pipeline::Worker;
+use crate::time::Millis;
+use crate::wire::checksum;
+use crate::wire::MacAddr;
+
+/// An Ethernet frame around `payload`.
+pub fn eth(dst: MacAddr, src: MacAddr, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(14 + payload.len());
+    v.extend_from_slice(&dst.0);
+    v.extend_from_slice(&src.0);
+    v.extend_from_slice(&ethertype.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// The same frame with an 802.1Q tag `vid` inserted after the addresses.
+pub fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+    let mut v = frame[..12].to_vec();
+    v.extend_from_slice(&0x8100u16.to_be_bytes());
+    v.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+    v.extend_from_slice(&frame[12..]);
+    v
+}
+
+/// An IPv4 packet (20-byte header, DF set) around an L4 payload.
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, l4: &[u8]) -> Vec<u8> {
+    let total = (20 + l4.len()) as u16;
+    let mut h = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, ttl, proto, 0, 0];
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    let c = checksum::internet_checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(l4);
+    h
+}
+
+fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &mut [u8], at: usize) {
+    let ps = checksum::pseudo_header_sum_v4(src, dst, proto, l4.len() as u16);
+    let c = !checksum::fold(checksum::ones_sum(l4, ps));
+    let c = if proto == 17 && c == 0 { 0xffff } else { c };
+    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// A UDP datagram in IPv4, checksummed.
+pub fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = Vec::with_capacity(8 + payload.len());
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    l4.extend_from_slice(&[0, 0]);
+    l4.extend_from_slice(payload);
+    l4_checksum(src, dst, 17, &mut l4, 6);
+    ipv4(src, dst, 17, 64, &l4)
+}
+
+/// TCP SYN flag.
+pub const SYN: u8 = 0x02;
+/// TCP ACK flag.
+pub const ACK: u8 = 0x10;
+
+/// A TCP segment in IPv4, checksummed.
+pub fn tcp(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut l4 = Vec::with_capacity(20 + payload.len());
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&1u32.to_be_bytes());
+    l4.extend_from_slice(&0u32.to_be_bytes());
+    l4.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    l4.extend_from_slice(payload);
+    l4_checksum(src, dst, 6, &mut l4, 16);
+    ipv4(src, dst, 6, 64, &l4)
+}
+
+/// An ICMP echo request (or reply) in IPv4, checksummed.
+pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, request: bool, id: u16, seq: u16) -> Vec<u8> {
+    let mut l4 = vec![if request { 8 } else { 0 }, 0, 0, 0];
+    l4.extend_from_slice(&id.to_be_bytes());
+    l4.extend_from_slice(&seq.to_be_bytes());
+    l4.extend_from_slice(b"sluice-ping");
+    let c = checksum::internet_checksum(&l4);
+    l4[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4(src, dst, 1, 64, &l4)
+}
+
+/// A broadcast ARP request frame.
+pub fn arp_request(sender_mac: MacAddr, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
+    let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    a.extend_from_slice(&sender_mac.0);
+    a.extend_from_slice(&sender_ip.octets());
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&target_ip.octets());
+    eth(MacAddr::BROADCAST, sender_mac, 0x0806, &a)
+}
+
+/// An ARP reply frame from `sender` to `target`.
+pub fn arp_reply(
+    sender_mac: MacAddr,
+    sender_ip: Ipv4Addr,
+    target_mac: MacAddr,
+    target_ip: Ipv4Addr,
+) -> Vec<u8> {
+    let mut a = vec![0, 1, 8, 0, 6, 4, 0, 2];
+    a.extend_from_slice(&sender_mac.0);
+    a.extend_from_slice(&sender_ip.octets());
+    a.extend_from_slice(&target_mac.0);
+    a.extend_from_slice(&target_ip.octets());
+    eth(target_mac, sender_mac, 0x0806, &a)
+}
+
+/// The uplink's port in `Scenario`.
+pub const UPLINK: PortId = PortId(0);
+/// Endpoint A's port.
+pub const PORT_A: PortId = PortId(1);
+/// Endpoint B's port.
+pub const PORT_B: PortId = PortId(2);
+/// The trunk port (VLANs 10 and 20).
+pub const TRUNK: PortId = PortId(3);
+/// Endpoint C's port, on the second network.
+pub const PORT_C: PortId = PortId(4);
+
+/// A docker-like setup: network "bridge" 172.17.0.0/16 (gateway .1) with endpoints A (.2) and
+/// B (.3) and a trunk; network "other" 172.18.0.0/16 with endpoint C (.2); an uplink at
+/// 192.0.2.1/24 with next hop 192.0.2.254; tcp and udp 8080 published to B:80.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The configuration.
+    pub config: Config,
+}
+
+impl Scenario {
+    /// Gateway of "bridge".
+    pub const GW: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
+    /// Gateway MAC of "bridge".
+    pub const GW_MAC: MacAddr = MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x01]);
+    /// Endpoint A.
+    pub const A: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
+    /// Endpoint B.
+    pub const B: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 3);
+    /// Endpoint C (network "other").
+    pub const C: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
+    /// The uplink address.
+    pub const UP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    /// The uplink MAC.
+    pub const UP_MAC: MacAddr = MacAddr([0x02, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    /// The next hop.
+    pub const HOP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+    /// The next hop's MAC.
+    pub const HOP_MAC: MacAddr = MacAddr([0x02, 0x00, 0x00, 0x00, 0x00, 0xfe]);
+    /// A host on the internet.
+    pub const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+
+    /// MAC of an endpoint address (docker's scheme).
+    pub fn mac(ip: Ipv4Addr) -> MacAddr {
+        MacAddr::from_ipv4(ip)
+    }
+
+    /// The scenario's configuration.
+    pub fn new() -> Self {
+        let net = |id: u16, name: &str, third: u8| NetworkConfig {
+            id: NetworkId(id),
+            name: name.into(),
+            subnet: format!("172.{third}.0.0/16").parse().expect("valid cidr"),
+            gateway: Ipv4Addr::new(172, third, 0, 1),
+            gateway_mac: MacAddr([0x02, 0x42, 0xac, third, 0x00, 0x01]),
+            vlan: 0,
+            internal: false,
+            icc: true,
+            hairpin: false,
+            mtu: 1500,
+            fdb_aging_secs: 300,
+            fdb_max: 1 << 20,
+        };
+        let endpoint = |id: PortId, network: u16, ip: Ipv4Addr| PortConfig {
+            id,
+            name: format!("ep{}", id.0),
+            role: PortRole::Endpoint {
+                network: NetworkId(network),
+                vlan: 0,
+                mac: Self::mac(ip),
+                ipv4: Some(ip),
+            },
+        };
+        let forward = |proto| PortForward {
+            proto,
+            host_ip: None,
+            host_ports: PortRange::single(8080),
+            network: NetworkId(0),
+            target_ip: Self::B,
+            target_ports: PortRange::single(80),
+        };
+        Scenario {
+            config: Config {
+                networks: vec![net(0, "bridge", 17), net(1, "other", 18)],
+                ports: vec![
+                    PortConfig {
+                        id: UPLINK,
+                        name: "uplink".into(),
+                        role: PortRole::Uplink,
+                    },
+                    endpoint(PORT_A, 0, Self::A),
+                    endpoint(PORT_B, 0, Self::B),
+                    PortConfig {
+                        id: TRUNK,
+                        name: "trunk".into(),
+                        role: PortRole::Trunk {
+                            network: NetworkId(0),
+                            allowed: vec![10, 20],
+                            native: Some(0),
+                        },
+                    },
+                    endpoint(PORT_C, 1, Self::C),
+                ],
+                uplink: Some(UplinkConfig {
+                    port: UPLINK,
+                    ip: "192.0.2.1/24".parse().expect("valid cidr"),
+                    mac: Self::UP_MAC,
+                    next_hop: Some(Self::HOP),
+                    mtu: 1500,
+                }),
+                forwards: vec![forward(L4Proto::Tcp), forward(L4Proto::Udp)],
+                nat: NatConfig::default(),
+            },
+        }
+    }
+
+    /// An IPv4 frame from endpoint `src` to its gateway MAC.
+    pub fn from_endpoint(src: Ipv4Addr, ip_packet: &[u8]) -> Vec<u8> {
+        let gw = MacAddr([0x02, 0x42, 0xac, src.octets()[1], 0x00, 0x01]);
+        eth(gw, Self::mac(src), 0x0800, ip_packet)
+    }
+
+    /// An IPv4 frame arriving from the next hop on the uplink.
+    pub fn from_outside(ip_packet: &[u8]) -> Vec<u8> {
+        eth(Self::UP_MAC, Self::HOP_MAC, 0x0800, ip_packet)
+    }
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Owned frame buffers with headroom, for running test frames through a worker.
+#[derive(Debug, Default)]
+pub struct Frames {
+    bufs: Vec<(Vec<u8>, usize, PortId)>,
+}
+
+impl Frames {
+    /// No frames.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a frame arriving on `ingress`.
+    pub fn push(&mut self, ingress: PortId, frame: &[u8]) -> &mut Self {
+        let mut b = vec![0u8; HEADROOM + frame.len() + 64];
+        b[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+        self.bufs.push((b, frame.len(), ingress));
+        self
+    }
+
+    /// Runs the frames as one batch (at most `MAX_BATCH`) and returns each verdict with the
+    /// frame's bytes afterwards.
+    pub fn run(&mut self, worker: &mut Worker, now: Millis) -> Vec<(Verdict, Vec<u8>)> {
+        let mut batch = Batch::new();
+        for (buf, len, ingress) in self.bufs.iter_mut() {
+            let meta = Meta {
+                ingress: *ingress,
+                ..Meta::default()
+            };
+            if let Some(f) = Frame::new(buf, HEADROOM, *len, meta) {
+                if batch.push(f).is_err() {
+                    break;
+                }
+            }
+        }
+        worker.process(&mut batch, now);
+        batch
+            .frames()
+            .iter()
+            .map(|f| (f.meta.verdict, f.data().to_vec()))
+            .collect()
+    }
+}
+
+/// Runs one frame through `worker`.
+pub fn run_one(
+    worker: &mut Worker,
+    ingress: PortId,
+    frame: &[u8],
+    now: Millis,
+) -> (Verdict, Vec<u8>) {
+    let mut out = Frames::new().push(ingress, frame).run(worker, now);
+    out.pop().unwrap_or((Verdict::Pending, Vec::new()))
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every check sluice has: formatting, lints, unit and property tests, the fuzz target's
+# proptest harness, and the end-to-end tests in network namespaces (as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+export CARGO_TERM_COLOR=never
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== build the sluice binary (release) for the namespace tests"
+cargo build --release -p sluice-control
+export SLUICE_BIN="$PWD/target/release/sluice"
+echo "== cargo test"
+cargo test --workspace -- --test-threads=2
