@@ -3,8 +3,11 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod bridge;
 pub mod config;
 pub mod counters;
 pub mod frame;
+pub mod hash;
+pub mod portfwd;
 pub mod time;
 pub mod wire;
