@@ -3,6 +3,78 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod arp;
+pub mod checksum;
+pub mod ethernet;
+pub mod icmpv4;
+pub mod ipv4;
+pub mod ipv6;
+pub mod tcp;
+pub mod udp;
+
+#[cfg(test)]
+mod proptests;
+
+pub use arp::ArpPacket;
+pub use ethernet::{parse_l2, EthernetFrame, L2Header, VlanTag};
+pub use icmpv4::Icmpv4Packet;
+pub use ipv4::Ipv4Packet;
+pub use ipv6::Ipv6Packet;
+pub use tcp::TcpPacket;
+pub use udp::UdpPacket;
+
+/// IP protocol number of ICMPv4.
+pub const IPPROTO_ICMP: u8 = 1;
+/// IP protocol number of TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+/// IP protocol number of ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// Reads a big-endian `u16` at `at`. Views call it only on offsets their checked constructor
+/// guaranteed, so the bounds check folds into the length check and this is one load + bswap.
+#[inline(always)]
+pub(crate) fn read_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Reads a big-endian `u32` at `at` (see [`read_u16`]).
+#[inline(always)]
+pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Reads four bytes at `at` as an array (addresses are copied, never interpreted as numbers).
+#[inline(always)]
+pub(crate) fn read_4(b: &[u8], at: usize) -> [u8; 4] {
+    [b[at], b[at + 1], b[at + 2], b[at + 3]]
+}
+
+/// Writes `v` big-endian at `at`.
+#[inline(always)]
+pub(crate) fn write_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Writes `v` big-endian at `at`.
+#[inline(always)]
+pub(crate) fn write_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Reads a MAC address at `at`.
+#[inline(always)]
+pub(crate) fn read_mac(b: &[u8], at: usize) -> MacAddr {
+    MacAddr([b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5]])
+}
+
+/// Writes a MAC address at `at`.
+#[inline(always)]
+pub(crate) fn write_mac(b: &mut [u8], at: usize, mac: MacAddr) {
+    b[at..at + 6].copy_from_slice(&mac.0);
+}
+
 /// Why a view could not be built over a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

@@ -1,0 +1,254 @@
+//! Ethernet II frames and 802.1Q / 802.1ad VLAN tags.
+
+use super::{read_mac, read_u16, write_mac, write_u16, MacAddr, WireError};
+
+/// EtherType of IPv4.
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// EtherType of ARP.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// EtherType of IPv6.
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// Tag protocol identifier of an 802.1Q (customer) VLAN tag.
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+/// Tag protocol identifier of an 802.1ad (service, "QinQ" outer) VLAN tag.
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+
+/// Length of the untagged Ethernet header (two addresses + EtherType).
+pub const HEADER_LEN: usize = 14;
+/// Length of one VLAN tag (TPID + TCI).
+pub const VLAN_TAG_LEN: usize = 4;
+
+/// A zero-copy view of an Ethernet II frame: the bridge reads the addresses to learn and forward,
+/// and the gateway rewrites them when it routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EthernetFrame<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> EthernetFrame<T> {
+    /// Wraps `buffer` without any check; accessors may panic if it is shorter than 14 bytes.
+    pub fn new_unchecked(buffer: T) -> Self {
+        EthernetFrame { buffer }
+    }
+
+    /// Wraps `buffer` after checking it holds the 14-byte header, so no accessor can panic.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        if buffer.as_ref().len() < HEADER_LEN {
+            return Err(WireError::Truncated("Ethernet"));
+        }
+        Ok(EthernetFrame { buffer })
+    }
+
+    /// Gives the buffer back.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// Destination address.
+    #[inline]
+    pub fn dst(&self) -> MacAddr {
+        read_mac(self.buffer.as_ref(), 0)
+    }
+
+    /// Source address.
+    #[inline]
+    pub fn src(&self) -> MacAddr {
+        read_mac(self.buffer.as_ref(), 6)
+    }
+
+    /// The EtherType field at offset 12 (a TPID when the frame is tagged; see [`parse_l2`]).
+    #[inline]
+    pub fn ethertype(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), 12)
+    }
+
+    /// Everything after the 14-byte header (starts with the tag's TCI on tagged frames).
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
+    /// Sets the destination address.
+    #[inline]
+    pub fn set_dst(&mut self, mac: MacAddr) {
+        write_mac(self.buffer.as_mut(), 0, mac);
+    }
+
+    /// Sets the source address.
+    #[inline]
+    pub fn set_src(&mut self, mac: MacAddr) {
+        write_mac(self.buffer.as_mut(), 6, mac);
+    }
+
+    /// Sets the EtherType field at offset 12.
+    #[inline]
+    pub fn set_ethertype(&mut self, ethertype: u16) {
+        write_u16(self.buffer.as_mut(), 12, ethertype);
+    }
+
+    /// Mutable access to everything after the 14-byte header.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[HEADER_LEN..]
+    }
+}
+
+/// The tag control information of an 802.1Q tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct VlanTag {
+    /// Priority code point (3 bits).
+    pub pcp: u8,
+    /// Drop eligible indicator.
+    pub dei: bool,
+    /// VLAN identifier (12 bits).
+    pub vid: u16,
+}
+
+impl VlanTag {
+    /// Splits a 16-bit TCI into its fields.
+    #[inline]
+    pub fn from_tci(tci: u16) -> Self {
+        VlanTag {
+            pcp: (tci >> 13) as u8,
+            dei: tci & 0x1000 != 0,
+            vid: tci & 0x0fff,
+        }
+    }
+
+    /// Packs the fields into a TCI (out-of-range bits of `pcp` and `vid` are dropped).
+    #[inline]
+    pub fn to_tci(&self) -> u16 {
+        (u16::from(self.pcp & 7) << 13) | (u16::from(self.dei) << 12) | (self.vid & 0x0fff)
+    }
+}
+
+/// What the pipeline needs from the L2 header of a frame, with the VLAN tag (if any) decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L2Header {
+    /// Destination address.
+    pub dst: MacAddr,
+    /// Source address.
+    pub src: MacAddr,
+    /// The frame's single VLAN tag (0x8100 or 0x88a8), if it has one.
+    pub vlan: Option<VlanTag>,
+    /// The EtherType of the L3 payload (after the tag).
+    pub ethertype: u16,
+    /// Where the L3 header starts: 14 untagged, 18 tagged.
+    pub l3_offset: usize,
+}
+
+/// Decodes the Ethernet header and at most one VLAN tag, so every stage after the bridge works
+/// from `l3_offset` whether or not the frame is tagged.
+///
+/// Stacked tags (QinQ) are not supported and give `Malformed`, never a misparsed frame.
+#[inline]
+pub fn parse_l2(data: &[u8]) -> Result<L2Header, WireError> {
+    if data.len() < HEADER_LEN {
+        return Err(WireError::Truncated("Ethernet"));
+    }
+    let dst = read_mac(data, 0);
+    let src = read_mac(data, 6);
+    let outer = read_u16(data, 12);
+    if outer != ETHERTYPE_VLAN && outer != ETHERTYPE_QINQ {
+        return Ok(L2Header {
+            dst,
+            src,
+            vlan: None,
+            ethertype: outer,
+            l3_offset: HEADER_LEN,
+        });
+    }
+    if data.len() < HEADER_LEN + VLAN_TAG_LEN {
+        return Err(WireError::Truncated("802.1Q"));
+    }
+    let tci = read_u16(data, 14);
+    let inner = read_u16(data, 16);
+    if inner == ETHERTYPE_VLAN || inner == ETHERTYPE_QINQ {
+        return Err(WireError::Malformed(
+            "802.1Q (stacked VLAN tags are unsupported)",
+        ));
+    }
+    Ok(L2Header {
+        dst,
+        src,
+        vlan: Some(VlanTag::from_tci(tci)),
+        ethertype: inner,
+        l3_offset: HEADER_LEN + VLAN_TAG_LEN,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tags: &[(u16, u16)], ethertype: u16) -> Vec<u8> {
+        let mut f = vec![1, 2, 3, 4, 5, 6, 0x02, 0x42, 0xac, 0x11, 0, 2];
+        for (tpid, tci) in tags {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&tci.to_be_bytes());
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(&[0x45, 0, 0, 20]);
+        f
+    }
+
+    #[test]
+    fn untagged() {
+        let f = frame(&[], ETHERTYPE_IPV4);
+        let h = parse_l2(&f).unwrap();
+        assert_eq!(h.dst, MacAddr([1, 2, 3, 4, 5, 6]));
+        assert_eq!(h.src.to_string(), "02:42:ac:11:00:02");
+        assert_eq!(
+            (h.vlan, h.ethertype, h.l3_offset),
+            (None, ETHERTYPE_IPV4, 14)
+        );
+    }
+
+    #[test]
+    fn tagged_8021q_and_8021ad() {
+        for tpid in [ETHERTYPE_VLAN, ETHERTYPE_QINQ] {
+            let f = frame(&[(tpid, 0xb064)], ETHERTYPE_ARP);
+            let h = parse_l2(&f).unwrap();
+            let tag = h.vlan.unwrap();
+            assert_eq!((tag.pcp, tag.dei, tag.vid), (5, true, 0x064));
+            assert_eq!(tag.to_tci(), 0xb064);
+            assert_eq!((h.ethertype, h.l3_offset), (ETHERTYPE_ARP, 18));
+        }
+    }
+
+    #[test]
+    fn stacked_tags_are_rejected() {
+        let f = frame(
+            &[(ETHERTYPE_QINQ, 10), (ETHERTYPE_VLAN, 20)],
+            ETHERTYPE_IPV4,
+        );
+        assert!(matches!(parse_l2(&f), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn truncations() {
+        let f = frame(&[(ETHERTYPE_VLAN, 7)], ETHERTYPE_IPV4);
+        assert_eq!(parse_l2(&f[..13]), Err(WireError::Truncated("Ethernet")));
+        assert_eq!(parse_l2(&f[..17]), Err(WireError::Truncated("802.1Q")));
+        assert!(parse_l2(&f[..18]).is_ok());
+    }
+
+    #[test]
+    fn setters_write_in_place() {
+        let mut f = frame(&[], ETHERTYPE_IPV4);
+        let mut e = EthernetFrame::new_checked(&mut f[..]).unwrap();
+        e.set_dst(MacAddr::BROADCAST);
+        e.set_src(MacAddr([9; 6]));
+        e.set_ethertype(ETHERTYPE_IPV6);
+        e.payload_mut()[0] = 0x60;
+        let e = EthernetFrame::new_checked(&f[..]).unwrap();
+        assert_eq!(
+            (e.dst(), e.src(), e.ethertype()),
+            (MacAddr::BROADCAST, MacAddr([9; 6]), ETHERTYPE_IPV6)
+        );
+        assert_eq!(e.payload()[0], 0x60);
+        assert!(EthernetFrame::new_checked(&f[..13]).is_err());
+    }
+}

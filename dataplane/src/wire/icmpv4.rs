@@ -1,0 +1,238 @@
+//! ICMPv4 messages (RFC 792, RFC 1191): echo for the gateway's ping replies, errors that NAT
+//! translates and the gateway generates.
+
+use super::checksum::{fold, internet_checksum, ones_sum};
+use super::{read_u16, read_u32, write_u16, write_u32, WireError};
+
+/// Length of the ICMPv4 header (type, code, checksum, 4 bytes of rest-of-header).
+pub const HEADER_LEN: usize = 8;
+
+/// Type: echo reply.
+pub const ECHO_REPLY: u8 = 0;
+/// Type: destination unreachable.
+pub const DEST_UNREACHABLE: u8 = 3;
+/// Type: source quench (deprecated, still an error that quotes a datagram).
+pub const SOURCE_QUENCH: u8 = 4;
+/// Type: redirect.
+pub const REDIRECT: u8 = 5;
+/// Type: echo request.
+pub const ECHO_REQUEST: u8 = 8;
+/// Type: time exceeded.
+pub const TIME_EXCEEDED: u8 = 11;
+/// Type: parameter problem.
+pub const PARAMETER_PROBLEM: u8 = 12;
+
+/// Destination-unreachable code: network unreachable.
+pub const CODE_NET_UNREACHABLE: u8 = 0;
+/// Destination-unreachable code: host unreachable.
+pub const CODE_HOST_UNREACHABLE: u8 = 1;
+/// Destination-unreachable code: protocol unreachable.
+pub const CODE_PROTO_UNREACHABLE: u8 = 2;
+/// Destination-unreachable code: port unreachable.
+pub const CODE_PORT_UNREACHABLE: u8 = 3;
+/// Destination-unreachable code: fragmentation needed and DF set (carries the next-hop MTU).
+pub const CODE_FRAG_NEEDED: u8 = 4;
+/// Time-exceeded code: TTL exceeded in transit.
+pub const CODE_TTL_EXCEEDED: u8 = 0;
+
+/// A zero-copy view of an ICMPv4 message. The buffer must be exactly the message (the IPv4
+/// payload), because the checksum covers all of it.
+///
+/// After [`Icmpv4Packet::new_checked`] no accessor panics: the 8-byte header is present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Icmpv4Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
+    /// Wraps `buffer` without any check; accessors may panic if it is shorter than 8 bytes.
+    pub fn new_unchecked(buffer: T) -> Self {
+        Icmpv4Packet { buffer }
+    }
+
+    /// Wraps `buffer` after checking the 8-byte header is present.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        if buffer.as_ref().len() < HEADER_LEN {
+            return Err(WireError::Truncated("ICMPv4"));
+        }
+        Ok(Icmpv4Packet { buffer })
+    }
+
+    /// Gives the buffer back.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// Message type.
+    #[inline]
+    pub fn msg_type(&self) -> u8 {
+        self.buffer.as_ref()[0]
+    }
+
+    /// Message code.
+    #[inline]
+    pub fn code(&self) -> u8 {
+        self.buffer.as_ref()[1]
+    }
+
+    /// Checksum field.
+    #[inline]
+    pub fn checksum(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), 2)
+    }
+
+    /// Echo identifier (bytes 4..6); NAT maps it like a port.
+    #[inline]
+    pub fn echo_ident(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), 4)
+    }
+
+    /// Echo sequence number (bytes 6..8).
+    #[inline]
+    pub fn echo_seq(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), 6)
+    }
+
+    /// The rest-of-header word (bytes 4..8), whatever the type.
+    #[inline]
+    pub fn rest_of_header(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), 4)
+    }
+
+    /// True for the error types that quote the offending datagram (3, 4, 5, 11, 12): NAT must
+    /// translate the quote, and no error may be sent in reply to one.
+    #[inline]
+    pub fn is_error(&self) -> bool {
+        matches!(
+            self.msg_type(),
+            DEST_UNREACHABLE | SOURCE_QUENCH | REDIRECT | TIME_EXCEEDED | PARAMETER_PROBLEM
+        )
+    }
+
+    /// The next-hop MTU of a "fragmentation needed" message (type 3 code 4, bytes 6..8).
+    #[inline]
+    pub fn next_hop_mtu(&self) -> Option<u16> {
+        (self.msg_type() == DEST_UNREACHABLE && self.code() == CODE_FRAG_NEEDED)
+            .then(|| read_u16(self.buffer.as_ref(), 6))
+    }
+
+    /// Bytes after the 8-byte header: the echo data, or the quoted datagram of an error.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..]
+    }
+
+    /// True when the checksum over the whole message is correct.
+    #[inline]
+    pub fn verify_checksum(&self) -> bool {
+        fold(ones_sum(self.buffer.as_ref(), 0)) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
+    /// Sets the message type.
+    #[inline]
+    pub fn set_msg_type(&mut self, t: u8) {
+        self.buffer.as_mut()[0] = t;
+    }
+
+    /// Sets the message code.
+    #[inline]
+    pub fn set_code(&mut self, code: u8) {
+        self.buffer.as_mut()[1] = code;
+    }
+
+    /// Sets the checksum field (after an incremental update).
+    #[inline]
+    pub fn set_checksum(&mut self, csum: u16) {
+        write_u16(self.buffer.as_mut(), 2, csum);
+    }
+
+    /// Sets the echo identifier.
+    #[inline]
+    pub fn set_echo_ident(&mut self, ident: u16) {
+        write_u16(self.buffer.as_mut(), 4, ident);
+    }
+
+    /// Sets the echo sequence number.
+    #[inline]
+    pub fn set_echo_seq(&mut self, seq: u16) {
+        write_u16(self.buffer.as_mut(), 6, seq);
+    }
+
+    /// Sets the rest-of-header word (0 for most errors).
+    #[inline]
+    pub fn set_rest_of_header(&mut self, v: u32) {
+        write_u32(self.buffer.as_mut(), 4, v);
+    }
+
+    /// Sets the next-hop MTU (bytes 6..8; byte 4..6 stay as they are, normally 0).
+    #[inline]
+    pub fn set_next_hop_mtu(&mut self, mtu: u16) {
+        write_u16(self.buffer.as_mut(), 6, mtu);
+    }
+
+    /// Mutable access to the bytes after the header.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[HEADER_LEN..]
+    }
+
+    /// Recomputes the checksum over the whole message.
+    #[inline]
+    pub fn fill_checksum(&mut self) {
+        self.set_checksum(0);
+        let c = internet_checksum(self.buffer.as_ref());
+        self.set_checksum(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo() {
+        let mut buf = [0u8; 8 + 4];
+        let mut p = Icmpv4Packet::new_checked(&mut buf[..]).unwrap();
+        p.set_msg_type(ECHO_REQUEST);
+        p.set_echo_ident(0x1234);
+        p.set_echo_seq(7);
+        p.payload_mut().copy_from_slice(b"abcd");
+        p.fill_checksum();
+        assert!(p.verify_checksum());
+        let p = Icmpv4Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(
+            (p.msg_type(), p.code(), p.echo_ident(), p.echo_seq()),
+            (8, 0, 0x1234, 7)
+        );
+        assert_eq!(p.rest_of_header(), 0x1234_0007);
+        assert!(!p.is_error());
+        assert_eq!(p.next_hop_mtu(), None);
+        assert_eq!(p.payload(), b"abcd");
+    }
+
+    #[test]
+    fn errors() {
+        let mut buf = [0u8; 8 + 28];
+        let mut p = Icmpv4Packet::new_checked(&mut buf[..]).unwrap();
+        p.set_msg_type(DEST_UNREACHABLE);
+        p.set_code(CODE_FRAG_NEEDED);
+        p.set_rest_of_header(0);
+        p.set_next_hop_mtu(1400);
+        assert!(p.is_error());
+        assert_eq!(p.next_hop_mtu(), Some(1400));
+        p.set_code(CODE_PORT_UNREACHABLE);
+        assert_eq!(p.next_hop_mtu(), None);
+        for t in [SOURCE_QUENCH, REDIRECT, TIME_EXCEEDED, PARAMETER_PROBLEM] {
+            p.set_msg_type(t);
+            assert!(p.is_error());
+        }
+        p.set_msg_type(ECHO_REPLY);
+        assert!(!p.is_error());
+        assert_eq!(
+            Icmpv4Packet::new_checked(&buf[..7]),
+            Err(WireError::Truncated("ICMPv4"))
+        );
+    }
+}

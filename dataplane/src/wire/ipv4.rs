@@ -1,0 +1,427 @@
+//! IPv4 headers (RFC 791), including the header an ICMP error quotes.
+
+use std::net::Ipv4Addr;
+
+use super::checksum::{fold, internet_checksum, ones_sum};
+use super::{read_4, read_u16, write_u16, WireError};
+
+/// Length of an IPv4 header without options.
+pub const MIN_HEADER_LEN: usize = 20;
+/// Bytes of the original datagram after its header that an ICMP error must quote (RFC 792).
+pub const QUOTED_MIN_PAYLOAD: usize = 8;
+
+const FLAG_DF: u16 = 0x4000;
+const FLAG_MF: u16 = 0x2000;
+const FRAG_OFFSET_MASK: u16 = 0x1fff;
+
+/// A zero-copy view of an IPv4 packet, read and rewritten in place by the gateway and NAT.
+///
+/// After [`Ipv4Packet::new_checked`] or [`Ipv4Packet::new_quoted`] no accessor panics: the
+/// header (with options) lies inside the buffer, and payload accessors clamp `total_len` to the
+/// bytes present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+/// Checks version, IHL and that the header lies inside `b`; returns the header length.
+#[inline]
+fn check_header(b: &[u8]) -> Result<usize, WireError> {
+    if b.len() < MIN_HEADER_LEN {
+        return Err(WireError::Truncated("IPv4"));
+    }
+    if b[0] >> 4 != 4 {
+        return Err(WireError::Malformed("IPv4 (version)"));
+    }
+    let hl = usize::from(b[0] & 0x0f) * 4;
+    if hl < MIN_HEADER_LEN {
+        return Err(WireError::Malformed("IPv4 (IHL)"));
+    }
+    if hl > b.len() {
+        return Err(WireError::Truncated("IPv4"));
+    }
+    Ok(hl)
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// Wraps `buffer` without any check; accessors may panic on a short or inconsistent buffer.
+    pub fn new_unchecked(buffer: T) -> Self {
+        Ipv4Packet { buffer }
+    }
+
+    /// Wraps `buffer` (starting at the IPv4 header) after checking version 4, IHL >= 5, the
+    /// header inside the buffer and `header_len <= total_len <= buffer length`. The buffer may
+    /// be longer than `total_len` (Ethernet padding); [`Ipv4Packet::payload`] stops at
+    /// `total_len`.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_ref();
+        let hl = check_header(b)?;
+        let total = usize::from(read_u16(b, 2));
+        if total < hl {
+            return Err(WireError::Malformed("IPv4 (total length)"));
+        }
+        if total > b.len() {
+            return Err(WireError::Truncated("IPv4"));
+        }
+        Ok(Ipv4Packet { buffer })
+    }
+
+    /// Wraps the datagram quoted inside an ICMP error: checks only the header (version, IHL,
+    /// header inside the buffer) and that at least the 8 bytes RFC 792 requires follow it,
+    /// because routers cut the quote short and `total_len` describes the original datagram.
+    pub fn new_quoted(buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_ref();
+        let hl = check_header(b)?;
+        if b.len() < hl + QUOTED_MIN_PAYLOAD {
+            return Err(WireError::Truncated("quoted IPv4"));
+        }
+        Ok(Ipv4Packet { buffer })
+    }
+
+    /// Gives the buffer back.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// IP version (4 on every checked view).
+    #[inline]
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[0] >> 4
+    }
+
+    /// Header length in bytes, options included.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[0] & 0x0f) * 4
+    }
+
+    /// The DSCP/ECN byte.
+    #[inline]
+    pub fn tos(&self) -> u8 {
+        self.buffer.as_ref()[1]
+    }
+
+    /// Total length field: header plus payload.
+    #[inline]
+    pub fn total_len(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), 2)
+    }
+
+    /// Identification field (fragment reassembly key).
+    #[inline]
+    pub fn ident(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), 4)
+    }
+
+    #[inline]
+    fn flags_frag(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), 6)
+    }
+
+    /// Don't-fragment flag: a too-big packet gets an ICMP "fragmentation needed" instead.
+    #[inline]
+    pub fn dont_frag(&self) -> bool {
+        self.flags_frag() & FLAG_DF != 0
+    }
+
+    /// More-fragments flag.
+    #[inline]
+    pub fn more_frags(&self) -> bool {
+        self.flags_frag() & FLAG_MF != 0
+    }
+
+    /// Fragment offset in bytes.
+    #[inline]
+    pub fn frag_offset(&self) -> u16 {
+        (self.flags_frag() & FRAG_OFFSET_MASK) << 3
+    }
+
+    /// True for any fragment (first, middle or last), i.e. not a whole datagram.
+    #[inline]
+    pub fn is_fragment(&self) -> bool {
+        self.flags_frag() & (FLAG_MF | FRAG_OFFSET_MASK) != 0
+    }
+
+    /// True for the first fragment of a fragmented datagram, the only one carrying L4 ports.
+    #[inline]
+    pub fn is_first_fragment(&self) -> bool {
+        self.flags_frag() & (FLAG_MF | FRAG_OFFSET_MASK) == FLAG_MF
+    }
+
+    /// Time to live.
+    #[inline]
+    pub fn ttl(&self) -> u8 {
+        self.buffer.as_ref()[8]
+    }
+
+    /// Protocol of the payload (see `IPPROTO_*` in [`crate::wire`]).
+    #[inline]
+    pub fn protocol(&self) -> u8 {
+        self.buffer.as_ref()[9]
+    }
+
+    /// Header checksum field.
+    #[inline]
+    pub fn checksum(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), 10)
+    }
+
+    /// Source address.
+    #[inline]
+    pub fn src(&self) -> Ipv4Addr {
+        Ipv4Addr::from(read_4(self.buffer.as_ref(), 12))
+    }
+
+    /// Destination address.
+    #[inline]
+    pub fn dst(&self) -> Ipv4Addr {
+        Ipv4Addr::from(read_4(self.buffer.as_ref(), 16))
+    }
+
+    /// The options bytes (empty when IHL is 5).
+    #[inline]
+    pub fn options(&self) -> &[u8] {
+        &self.buffer.as_ref()[MIN_HEADER_LEN..self.header_len()]
+    }
+
+    /// End of the payload: `total_len` clamped to the bytes present and to the header end.
+    #[inline]
+    fn payload_end(&self) -> usize {
+        let len = self.buffer.as_ref().len();
+        usize::from(self.total_len())
+            .min(len)
+            .max(self.header_len())
+    }
+
+    /// The payload: bytes after the header up to `total_len` (Ethernet padding excluded).
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..self.payload_end()]
+    }
+
+    /// The part of a quoted datagram's payload that is present: from the header end to
+    /// `total_len` or the end of the buffer, whichever comes first, but never less than the
+    /// 8 bytes [`Ipv4Packet::new_quoted`] guaranteed.
+    #[inline]
+    pub fn quoted_payload(&self) -> &[u8] {
+        let b = self.buffer.as_ref();
+        let hl = self.header_len();
+        let end = usize::from(self.total_len())
+            .max(hl + QUOTED_MIN_PAYLOAD)
+            .min(b.len())
+            .max(hl);
+        &b[hl..end]
+    }
+
+    /// True when the header checksum is correct.
+    #[inline]
+    pub fn verify_checksum(&self) -> bool {
+        let b = self.buffer.as_ref();
+        fold(ones_sum(&b[..self.header_len()], 0)) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    /// Writes version 4 and IHL 5 (no options), for building a header in a fresh buffer of at
+    /// least 20 bytes wrapped with [`Ipv4Packet::new_unchecked`].
+    #[inline]
+    pub fn init_header(&mut self) {
+        self.buffer.as_mut()[0] = 0x45;
+    }
+
+    /// Sets the DSCP/ECN byte.
+    #[inline]
+    pub fn set_tos(&mut self, tos: u8) {
+        self.buffer.as_mut()[1] = tos;
+    }
+
+    /// Sets the total length field.
+    #[inline]
+    pub fn set_total_len(&mut self, len: u16) {
+        write_u16(self.buffer.as_mut(), 2, len);
+    }
+
+    /// Sets the identification field.
+    #[inline]
+    pub fn set_ident(&mut self, ident: u16) {
+        write_u16(self.buffer.as_mut(), 4, ident);
+    }
+
+    /// Sets the flags and fragment offset: `frag_offset` is in bytes (a multiple of 8).
+    #[inline]
+    pub fn set_flags_frag(&mut self, dont_frag: bool, more_frags: bool, frag_offset: u16) {
+        let mut v = (frag_offset >> 3) & FRAG_OFFSET_MASK;
+        if dont_frag {
+            v |= FLAG_DF;
+        }
+        if more_frags {
+            v |= FLAG_MF;
+        }
+        write_u16(self.buffer.as_mut(), 6, v);
+    }
+
+    /// Sets the time to live.
+    #[inline]
+    pub fn set_ttl(&mut self, ttl: u8) {
+        self.buffer.as_mut()[8] = ttl;
+    }
+
+    /// Sets the protocol.
+    #[inline]
+    pub fn set_protocol(&mut self, proto: u8) {
+        self.buffer.as_mut()[9] = proto;
+    }
+
+    /// Sets the checksum field (after an incremental update).
+    #[inline]
+    pub fn set_checksum(&mut self, csum: u16) {
+        write_u16(self.buffer.as_mut(), 10, csum);
+    }
+
+    /// Sets the source address.
+    #[inline]
+    pub fn set_src(&mut self, ip: Ipv4Addr) {
+        self.buffer.as_mut()[12..16].copy_from_slice(&ip.octets());
+    }
+
+    /// Sets the destination address.
+    #[inline]
+    pub fn set_dst(&mut self, ip: Ipv4Addr) {
+        self.buffer.as_mut()[16..20].copy_from_slice(&ip.octets());
+    }
+
+    /// Recomputes the header checksum from scratch.
+    #[inline]
+    pub fn fill_checksum(&mut self) {
+        self.set_checksum(0);
+        let hl = self.header_len();
+        let c = internet_checksum(&self.buffer.as_ref()[..hl]);
+        self.set_checksum(c);
+    }
+
+    /// Mutable payload (see [`Ipv4Packet::payload`]).
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let (start, end) = (self.header_len(), self.payload_end());
+        &mut self.buffer.as_mut()[start..end]
+    }
+
+    /// Mutable quoted payload (see [`Ipv4Packet::quoted_payload`]), for NAT of ICMP errors.
+    #[inline]
+    pub fn quoted_payload_mut(&mut self) -> &mut [u8] {
+        let start = self.header_len();
+        let end = start + self.quoted_payload().len();
+        &mut self.buffer.as_mut()[start..end]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::checksum::adjust16;
+
+    /// A 20-byte header (example from RFC 1071 discussions) plus an 8-byte payload.
+    fn sample() -> Vec<u8> {
+        let mut p = vec![
+            0x45, 0x00, 0x00, 0x1c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xac, 0x11,
+            0x00, 0x02, 0x08, 0x08, 0x08, 0x08,
+        ];
+        p.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0x00, 0x08, 0x00, 0x00]);
+        p
+    }
+
+    #[test]
+    fn fields() {
+        let mut buf = sample();
+        Ipv4Packet::new_unchecked(&mut buf[..]).fill_checksum();
+        buf.extend_from_slice(&[0; 18]); // Ethernet padding
+        let p = Ipv4Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!((p.version(), p.header_len(), p.total_len()), (4, 20, 28));
+        assert_eq!(
+            (p.ident(), p.dont_frag(), p.more_frags(), p.frag_offset()),
+            (0x1c46, true, false, 0)
+        );
+        assert!(!p.is_fragment() && !p.is_first_fragment());
+        assert_eq!((p.ttl(), p.protocol()), (64, 17));
+        assert_eq!(p.src(), Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(p.dst(), Ipv4Addr::new(8, 8, 8, 8));
+        assert!(p.options().is_empty());
+        assert_eq!(p.payload().len(), 8, "padding is not payload");
+        assert!(p.verify_checksum());
+    }
+
+    #[test]
+    fn checks() {
+        let buf = sample();
+        assert_eq!(
+            Ipv4Packet::new_checked(&buf[..19]),
+            Err(WireError::Truncated("IPv4"))
+        );
+        assert_eq!(
+            Ipv4Packet::new_checked(&buf[..27]),
+            Err(WireError::Truncated("IPv4"))
+        );
+        let mut bad = buf.clone();
+        bad[0] = 0x65;
+        assert!(matches!(
+            Ipv4Packet::new_checked(&bad[..]),
+            Err(WireError::Malformed(_))
+        ));
+        bad[0] = 0x44;
+        assert!(matches!(
+            Ipv4Packet::new_checked(&bad[..]),
+            Err(WireError::Malformed(_))
+        ));
+        bad[0] = 0x48; // 32-byte header in a 28-byte buffer
+        assert_eq!(
+            Ipv4Packet::new_checked(&bad[..]),
+            Err(WireError::Truncated("IPv4"))
+        );
+        let mut bad = buf.clone();
+        bad[3] = 19;
+        assert!(matches!(
+            Ipv4Packet::new_checked(&bad[..]),
+            Err(WireError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn fragments() {
+        let mut buf = sample();
+        let mut p = Ipv4Packet::new_checked(&mut buf[..]).unwrap();
+        p.set_flags_frag(false, true, 0);
+        assert!(p.is_fragment() && p.is_first_fragment());
+        p.set_flags_frag(false, true, 1480);
+        assert!(p.is_fragment() && !p.is_first_fragment() && p.more_frags());
+        assert_eq!(p.frag_offset(), 1480);
+        p.set_flags_frag(true, false, 2960);
+        assert!(p.is_fragment() && !p.is_first_fragment() && p.dont_frag());
+    }
+
+    #[test]
+    fn quoted_header_may_be_cut_short() {
+        let mut buf = sample();
+        buf[3] = 200; // the original datagram was 200 bytes; only 8 were quoted
+        assert!(Ipv4Packet::new_checked(&buf[..]).is_err());
+        let q = Ipv4Packet::new_quoted(&buf[..]).unwrap();
+        assert_eq!(q.quoted_payload(), &sample()[20..28]);
+        assert_eq!(q.payload().len(), 8, "payload clamps to the buffer");
+        assert_eq!(
+            Ipv4Packet::new_quoted(&buf[..27]),
+            Err(WireError::Truncated("quoted IPv4"))
+        );
+    }
+
+    #[test]
+    fn ttl_decrement_by_adjust16() {
+        let mut buf = sample();
+        let mut p = Ipv4Packet::new_checked(&mut buf[..]).unwrap();
+        p.fill_checksum();
+        let old = read_u16(&p.buffer[..], 8);
+        p.set_ttl(p.ttl() - 1);
+        let new = read_u16(&p.buffer[..], 8);
+        let c = adjust16(p.checksum(), old, new);
+        p.set_checksum(c);
+        assert!(p.verify_checksum());
+    }
+}

@@ -1,0 +1,302 @@
+//! TCP headers (RFC 9293): what NAT reads and rewrites (ports, flags, checksum).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::checksum::{fold, ones_sum, pseudo_header_sum_v4, pseudo_header_sum_v6};
+use super::{read_u16, read_u32, write_u16, write_u32, WireError, IPPROTO_TCP};
+
+/// Length of a TCP header without options.
+pub const MIN_HEADER_LEN: usize = 20;
+
+/// FIN flag bit.
+pub const FIN: u8 = 0x01;
+/// SYN flag bit.
+pub const SYN: u8 = 0x02;
+/// RST flag bit.
+pub const RST: u8 = 0x04;
+/// PSH flag bit.
+pub const PSH: u8 = 0x08;
+/// ACK flag bit.
+pub const ACK: u8 = 0x10;
+/// URG flag bit.
+pub const URG: u8 = 0x20;
+/// ECE flag bit.
+pub const ECE: u8 = 0x40;
+/// CWR flag bit.
+pub const CWR: u8 = 0x80;
+
+/// A zero-copy view of a TCP segment. The buffer must be exactly the segment (the IPv4/IPv6
+/// payload), because the checksum covers all of it.
+///
+/// After [`TcpPacket::new_checked`] no accessor panics: the header, options included, is inside
+/// the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpPacket<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> TcpPacket<T> {
+    /// Wraps `buffer` without any check; accessors may panic on a short buffer.
+    pub fn new_unchecked(buffer: T) -> Self {
+        TcpPacket { buffer }
+    }
+
+    /// Wraps `buffer` after checking that the data offset is at least 5 and the header lies
+    /// inside the buffer.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_ref();
+        if b.len() < MIN_HEADER_LEN {
+            return Err(WireError::Truncated("TCP"));
+        }
+        let hl = usize::from(b[12] >> 4) * 4;
+        if hl < MIN_HEADER_LEN {
+            return Err(WireError::Malformed("TCP (data offset)"));
+        }
+        if hl > b.len() {
+            return Err(WireError::Truncated("TCP"));
+        }
+        Ok(TcpPacket { buffer })
+    }
+
+    /// Gives the buffer back.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// Source port.
+    #[inline]
+    pub fn src_port(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), 0)
+    }
+
+    /// Destination port.
+    #[inline]
+    pub fn dst_port(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), 2)
+    }
+
+    /// Sequence number.
+    #[inline]
+    pub fn seq(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), 4)
+    }
+
+    /// Acknowledgment number.
+    #[inline]
+    pub fn ack(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), 8)
+    }
+
+    /// Header length in bytes (data offset * 4), options included.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[12] >> 4) * 4
+    }
+
+    /// The flag byte: test it against [`FIN`], [`SYN`], [`RST`], [`ACK`], ...
+    #[inline]
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[13]
+    }
+
+    /// Receive window.
+    #[inline]
+    pub fn window(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), 14)
+    }
+
+    /// Checksum field.
+    #[inline]
+    pub fn checksum(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), 16)
+    }
+
+    /// Urgent pointer.
+    #[inline]
+    pub fn urgent(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), 18)
+    }
+
+    /// Option bytes.
+    #[inline]
+    pub fn options(&self) -> &[u8] {
+        &self.buffer.as_ref()[MIN_HEADER_LEN..self.header_len()]
+    }
+
+    /// Segment data after the header.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..]
+    }
+
+    /// Partial sum of the whole segment as it is now, checksum field included.
+    #[inline]
+    fn segment_sum(&self, initial: u32) -> u32 {
+        ones_sum(self.buffer.as_ref(), initial)
+    }
+
+    /// Segment length as the pseudo header carries it; `None` if it cannot be a TCP/IPv4
+    /// segment (over 65535 bytes).
+    #[inline]
+    fn len_u16(&self) -> Option<u16> {
+        u16::try_from(self.buffer.as_ref().len()).ok()
+    }
+
+    /// True when the checksum is correct for an IPv4 segment from `src` to `dst`.
+    #[inline]
+    pub fn verify_checksum_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        self.len_u16().is_some_and(|len| {
+            fold(self.segment_sum(pseudo_header_sum_v4(src, dst, IPPROTO_TCP, len))) == 0xffff
+        })
+    }
+
+    /// True when the checksum is correct for an IPv6 segment from `src` to `dst`.
+    #[inline]
+    pub fn verify_checksum_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        let len = self.buffer.as_ref().len() as u32;
+        fold(self.segment_sum(pseudo_header_sum_v6(src, dst, IPPROTO_TCP, len))) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
+    /// Sets the source port.
+    #[inline]
+    pub fn set_src_port(&mut self, port: u16) {
+        write_u16(self.buffer.as_mut(), 0, port);
+    }
+
+    /// Sets the destination port.
+    #[inline]
+    pub fn set_dst_port(&mut self, port: u16) {
+        write_u16(self.buffer.as_mut(), 2, port);
+    }
+
+    /// Sets the sequence number.
+    #[inline]
+    pub fn set_seq(&mut self, seq: u32) {
+        write_u32(self.buffer.as_mut(), 4, seq);
+    }
+
+    /// Sets the acknowledgment number.
+    #[inline]
+    pub fn set_ack(&mut self, ack: u32) {
+        write_u32(self.buffer.as_mut(), 8, ack);
+    }
+
+    /// Sets the flag byte.
+    #[inline]
+    pub fn set_flags(&mut self, flags: u8) {
+        self.buffer.as_mut()[13] = flags;
+    }
+
+    /// Sets the receive window.
+    #[inline]
+    pub fn set_window(&mut self, window: u16) {
+        write_u16(self.buffer.as_mut(), 14, window);
+    }
+
+    /// Sets the checksum field (after an incremental update).
+    #[inline]
+    pub fn set_checksum(&mut self, csum: u16) {
+        write_u16(self.buffer.as_mut(), 16, csum);
+    }
+
+    /// Sets the urgent pointer.
+    #[inline]
+    pub fn set_urgent(&mut self, urgent: u16) {
+        write_u16(self.buffer.as_mut(), 18, urgent);
+    }
+
+    /// Mutable segment data after the header.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let hl = self.header_len();
+        &mut self.buffer.as_mut()[hl..]
+    }
+
+    /// Computes the checksum over the IPv4 pseudo header and the whole segment. A segment over
+    /// 65535 bytes cannot be TCP/IPv4 and gets its length truncated in the pseudo header, so
+    /// its checksum will not verify.
+    #[inline]
+    pub fn fill_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+        self.set_checksum(0);
+        let len = self.buffer.as_ref().len() as u16;
+        let c = !fold(self.segment_sum(pseudo_header_sum_v4(src, dst, IPPROTO_TCP, len)));
+        self.set_checksum(c);
+    }
+
+    /// Computes the checksum over the IPv6 pseudo header and the whole segment.
+    #[inline]
+    pub fn fill_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
+        self.set_checksum(0);
+        let len = self.buffer.as_ref().len() as u32;
+        let c = !fold(self.segment_sum(pseudo_header_sum_v6(src, dst, IPPROTO_TCP, len)));
+        self.set_checksum(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_and_checksum() {
+        let mut seg = [0u8; 24 + 5];
+        seg[12] = 6 << 4;
+        let mut t = TcpPacket::new_checked(&mut seg[..]).unwrap();
+        t.set_src_port(40000);
+        t.set_dst_port(80);
+        t.set_seq(0xdead_beef);
+        t.set_ack(7);
+        t.set_flags(SYN | ACK);
+        t.set_window(65535);
+        t.set_urgent(3);
+        t.payload_mut().copy_from_slice(b"hello");
+        let (s, d) = (Ipv4Addr::new(172, 17, 0, 2), Ipv4Addr::new(1, 1, 1, 1));
+        t.fill_checksum_v4(s, d);
+        assert!(t.verify_checksum_v4(s, d));
+        assert!(!t.verify_checksum_v4(d, d));
+        let t = TcpPacket::new_checked(&seg[..]).unwrap();
+        assert_eq!(
+            (t.src_port(), t.dst_port(), t.seq(), t.ack()),
+            (40000, 80, 0xdead_beef, 7)
+        );
+        assert_eq!(
+            (t.header_len(), t.flags(), t.window(), t.urgent()),
+            (24, SYN | ACK, 65535, 3)
+        );
+        assert_eq!((t.options().len(), t.payload()), (4, &b"hello"[..]));
+    }
+
+    #[test]
+    fn checks() {
+        let mut seg = [0u8; 20];
+        seg[12] = 5 << 4;
+        assert!(TcpPacket::new_checked(&seg[..]).is_ok());
+        assert_eq!(
+            TcpPacket::new_checked(&seg[..19]),
+            Err(WireError::Truncated("TCP"))
+        );
+        seg[12] = 4 << 4;
+        assert!(matches!(
+            TcpPacket::new_checked(&seg[..]),
+            Err(WireError::Malformed(_))
+        ));
+        seg[12] = 6 << 4;
+        assert_eq!(
+            TcpPacket::new_checked(&seg[..]),
+            Err(WireError::Truncated("TCP"))
+        );
+    }
+
+    #[test]
+    fn v6_checksum() {
+        let mut seg = [0u8; 20];
+        seg[12] = 5 << 4;
+        let mut t = TcpPacket::new_checked(&mut seg[..]).unwrap();
+        let (s, d): (Ipv6Addr, Ipv6Addr) = ("fd00::2".parse().unwrap(), "fd00::1".parse().unwrap());
+        t.fill_checksum_v6(s, d);
+        assert!(t.verify_checksum_v6(s, d));
+        assert!(!t.verify_checksum_v6(s, "fd00::3".parse().unwrap()));
+    }
+}
