@@ -69,7 +69,7 @@ pub fn arp_request(
 /// Turns the ICMP echo request at `l3` into the reply from `mac`: addresses swapped, type 0.
 pub fn echo_reply(data: &mut [u8], l3: usize, mac: MacAddr) -> Result<(), WireError> {
     let (eth, rest) = data.split_at_mut(l3);
-    let mut ip = Ipv4Packet::new_checked(rest)?;
+    let mut ip = Ipv4Packet::new_checked(&mut *rest)?;
     let (src, dst) = (ip.src(), ip.dst());
     ip.set_src(dst);
     ip.set_dst(src);
@@ -122,7 +122,9 @@ pub fn icmp_error(
     out[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
     let total = (20 + 8 + quoted) as u16;
     let hdr = &mut out[14..34];
-    hdr.copy_from_slice(&[0x45, 0xc0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    hdr.copy_from_slice(&[
+        0x45, 0xc0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
     hdr[2..4].copy_from_slice(&total.to_be_bytes());
     hdr[12..16].copy_from_slice(&ip.octets());
     hdr[16..20].copy_from_slice(&asker_ip.octets());

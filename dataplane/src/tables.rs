@@ -359,9 +359,12 @@ impl Tables {
                     vlan: if v == 0 { net.config.vlan } else { v },
                 }
             }
-            (PortRole::Trunk {
-                allowed, native, ..
-            }, None) => {
+            (
+                PortRole::Trunk {
+                    allowed, native, ..
+                },
+                None,
+            ) => {
                 let mut set = VlanSet::new();
                 for v in allowed {
                     check_vlan(*v)?;
@@ -411,7 +414,9 @@ impl Tables {
     /// A network by id.
     #[inline]
     pub fn network(&self, id: NetworkId) -> Option<&NetworkEntry> {
-        self.networks.get(usize::from(id.0)).and_then(Option::as_ref)
+        self.networks
+            .get(usize::from(id.0))
+            .and_then(Option::as_ref)
     }
 
     /// Every network.
