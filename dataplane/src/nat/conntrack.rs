@@ -142,7 +142,9 @@ impl Conntrack {
     }
 
     /// Tracks a new flow whose first packet has tuple `orig`, translated by `action`. With SNAT
-    /// a source port (ICMP: echo id) is allocated so that the reply tuple is unique.
+    /// a source port (ICMP: echo id) is allocated so that the reply tuple is unique. The flow
+    /// starts with the UDP/ICMP unreplied timeout or, for TCP, in state NONE with the SYN_SENT
+    /// timeout; the caller then accounts the first packet with `update` like any other.
     pub fn create(
         &mut self,
         orig: &Tuple,
@@ -393,6 +395,13 @@ impl Conntrack {
         (0..self.flows.len())
             .filter(|&i| self.flows[i].live())
             .map(|i| self.info(i))
+    }
+
+    /// Heap bytes the table holds (slab, index and wheel), for stats and capacity planning.
+    pub fn memory_bytes(&self) -> usize {
+        self.flows.capacity() * std::mem::size_of::<Flow>()
+            + self.index.allocation_size()
+            + self.wheel.memory_bytes()
     }
 
     /// Total flows the timer wheel has examined since creation: the observable that shows

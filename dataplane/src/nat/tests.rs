@@ -66,6 +66,20 @@ fn flow_is_compact() {
 }
 
 #[test]
+fn memory_stays_under_200_bytes_per_flow_at_a_worst_growth_point() {
+    // Just past a power of two: the slab has just doubled and the index is half empty.
+    let n = (1u32 << 17) + 1;
+    let mut ct = table(32768, 60999, 1 << 20);
+    for i in 0..n {
+        let [_, a, b, c] = i.to_be_bytes();
+        let t = tup(L4Proto::Udp, [10, a, b, c], 40000, [1, a, b, c], 53);
+        ct.create(&t, masq(), T0).unwrap();
+    }
+    let per_flow = ct.memory_bytes() / n as usize;
+    assert!(per_flow <= 200, "{per_flow} bytes per flow");
+}
+
+#[test]
 fn snat_keeps_an_in_range_port_and_replies_map_back() {
     let mut ct = default_table();
     let orig = tup(L4Proto::Tcp, [10, 0, 0, 2], 40000, [1, 1, 1, 1], 80);

@@ -80,6 +80,11 @@ impl Wheel {
         (first..first + count).map(|t| (t % SLOTS) as usize)
     }
 
+    /// Heap bytes of the slot heads.
+    pub(super) fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.heads)
+    }
+
     /// Detaches the list of `slot` and returns its first flow. The caller walks it by `next`
     /// and must mark each flow `UNLINKED` (or re-link it) as it goes.
     pub(super) fn take(&mut self, slot: usize) -> u32 {
