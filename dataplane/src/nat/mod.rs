@@ -21,7 +21,8 @@
 //! - Memory: a slab of 48-byte flows (`Vec`, doubled on growth, freed entries reused through
 //!   a free list) plus a `hashbrown` index with two 20-byte entries (16-byte packed key, u32
 //!   value) and two control bytes per flow. At 1M flows that is about 50 + 88 = 140 bytes per
-//!   flow. The timer wheel is a fixed 16 KiB. Nothing else is allocated per flow.
+//!   flow; just after both have doubled (the worst point) at most 96 + 96 = 192. The timer
+//!   wheel is a fixed 16 KiB. Nothing else is allocated per flow.
 //! - `lookup`: one hash of 16 bytes, one index probe, one slab read. `update`: one slab read
 //!   and write, plus an O(1) relink when the deadline moves earlier. Neither allocates.
 //! - `create`: one probe for the original tuple, one per port tried (usually one or a few;
@@ -74,7 +75,8 @@ pub enum Dir {
 }
 
 /// A tracked flow's handle: valid until the flow is removed or expires; a stale handle is
-/// ignored rather than touching the flow that reused its slot.
+/// ignored rather than touching the flow that reused its slot (a 16-bit generation tells them
+/// apart, so this holds unless the slot was reused exactly 65536 times since).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 pub struct FlowId {
     index: u32,
