@@ -9,7 +9,13 @@ pub mod counters;
 pub mod frame;
 pub mod gateway;
 pub mod hash;
+pub mod nat;
+pub mod pipeline;
+#[cfg(test)]
+mod pipeline_tests;
 pub mod portfwd;
 pub mod tables;
+pub mod testkit;
 pub mod time;
+pub mod translate;
 pub mod wire;

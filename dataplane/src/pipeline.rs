@@ -114,7 +114,11 @@ impl Dataplane {
 
     /// The uplink's learned neighbours.
     pub fn neighbors(&self) -> Vec<(Ipv4Addr, MacAddr)> {
-        self.neighbors.read().iter().map(|(i, m)| (*i, *m)).collect()
+        self.neighbors
+            .read()
+            .iter()
+            .map(|(i, m)| (*i, *m))
+            .collect()
     }
 
     /// The NAT limits in force.
@@ -340,7 +344,10 @@ impl<'t> BatchState<'t> {
             check_source_ip(f.data(), l2, mac, ip)?;
         }
         let (vlan, ingress, now) = (f.meta.vlan, f.meta.ingress, self.now);
-        match self.fdb(net_id, net).check_source(vlan, l2.src, ingress, now) {
+        match self
+            .fdb(net_id, net)
+            .check_source(vlan, l2.src, ingress, now)
+        {
             SourceCheck::Known => {}
             SourceCheck::Learn => {
                 let item = Learn {
@@ -466,7 +473,9 @@ impl<'t> BatchState<'t> {
         if ip.ttl <= 1 {
             return self.icmp_back(f, &ip, cfg.gateway_mac, cfg.gateway, port, R::TtlExceeded);
         }
-        if published.is_none() && f.meta.offload.gso == GsoType::None && ip.total > usize::from(up.mtu)
+        if published.is_none()
+            && f.meta.offload.gso == GsoType::None
+            && ip.total > usize::from(up.mtu)
         {
             if ip.df {
                 return self.icmp_back(f, &ip, cfg.gateway_mac, cfg.gateway, port, R::TooBig);
@@ -495,7 +504,14 @@ impl<'t> BatchState<'t> {
             _ => (gateway::ICMP_TIME_EXCEEDED, 0, 0),
         };
         // Never answer an ICMP error with another.
-        if ip.proto == 1 && matches!(translate::flow_of(f.data(), ip), Ok(FlowOf { kind: L4Kind::Error, .. }))
+        if ip.proto == 1
+            && matches!(
+                translate::flow_of(f.data(), ip),
+                Ok(FlowOf {
+                    kind: L4Kind::Error,
+                    ..
+                })
+            )
         {
             return Err(reason);
         }
@@ -532,6 +548,7 @@ impl<'t> BatchState<'t> {
                     NatError::TableFull => R::ConntrackFull,
                     NatError::PortsExhausted => R::NatPortsExhausted,
                     NatError::Exists => R::NoFlow,
+                    NatError::Clash => R::NatPortsExhausted,
                 })?
             }
         };

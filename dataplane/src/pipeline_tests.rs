@@ -5,7 +5,6 @@ use std::net::Ipv4Addr;
 
 use proptest::prelude::*;
 
-use crate::config::L4Proto;
 use crate::counters::DropReason as R;
 use crate::frame::{PortId, Verdict};
 use crate::pipeline::{Dataplane, Worker};
@@ -38,7 +37,12 @@ fn checksums_valid(frame: &[u8]) -> bool {
     let l4_ok = match ip.proto {
         1 => internet_checksum(l4) == 0,
         17 if l4[6..8] == [0, 0] => true,
-        p => fold(ones_sum(l4, pseudo_header_sum_v4(ip.src, ip.dst, p, l4.len() as u16))) == 0xffff,
+        p => {
+            fold(ones_sum(
+                l4,
+                pseudo_header_sum_v4(ip.src, ip.dst, p, l4.len() as u16),
+            )) == 0xffff
+        }
     };
     header_ok && l4_ok
 }
@@ -70,14 +74,30 @@ fn gateway_answers_arp_and_ping() {
 fn endpoints_bridge_to_each_other_and_unknown_floods() {
     let s = S::new();
     let mut w = worker_for(&s);
-    let f = eth(S::mac(S::B), S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
+    let f = eth(
+        S::mac(S::B),
+        S::mac(S::A),
+        0x0800,
+        &udp(S::A, 1, S::B, 2, b"x"),
+    );
     let (v, out) = run_one(&mut w, PORT_A, &f, T0);
     assert_eq!(v, Verdict::Forward(PORT_B));
     assert_eq!(out, f);
-    let unknown = eth(MacAddr([2, 9, 9, 9, 9, 9]), S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
-    assert!(matches!(run_one(&mut w, PORT_A, &unknown, T0).0, Verdict::Flood { vlan: 0, .. }));
+    let unknown = eth(
+        MacAddr([2, 9, 9, 9, 9, 9]),
+        S::mac(S::A),
+        0x0800,
+        &udp(S::A, 1, S::B, 2, b"x"),
+    );
+    assert!(matches!(
+        run_one(&mut w, PORT_A, &unknown, T0).0,
+        Verdict::Flood { vlan: 0, .. }
+    ));
     let bcast = arp_request(S::mac(S::A), S::A, S::B);
-    assert!(matches!(run_one(&mut w, PORT_A, &bcast, T0).0, Verdict::Flood { .. }));
+    assert!(matches!(
+        run_one(&mut w, PORT_A, &bcast, T0).0,
+        Verdict::Flood { .. }
+    ));
 }
 
 #[test]
@@ -87,35 +107,89 @@ fn trunk_learns_per_vlan_and_refuses_other_vlans() {
     let m1 = MacAddr([2, 1, 1, 1, 1, 1]);
     let m2 = MacAddr([2, 2, 2, 2, 2, 2]);
     let f = tagged(&eth(m2, m1, 0x0800, &udp(S::A, 1, S::B, 2, b"x")), 10);
-    assert_eq!(run_one(&mut w, TRUNK, &f, T0).0, Verdict::Flood { network: crate::frame::NetworkId(0), vlan: 10 });
+    assert_eq!(
+        run_one(&mut w, TRUNK, &f, T0).0,
+        Verdict::Flood {
+            network: crate::frame::NetworkId(0),
+            vlan: 10
+        }
+    );
     let back = tagged(&eth(m1, m2, 0x0800, &udp(S::B, 2, S::A, 1, b"y")), 10);
     // m1 was learned on the trunk in VLAN 10: the answer from the same port is a hairpin.
-    assert_eq!(run_one(&mut w, TRUNK, &back, T0).0, Verdict::Drop(R::Hairpin));
+    assert_eq!(
+        run_one(&mut w, TRUNK, &back, T0).0,
+        Verdict::Drop(R::Hairpin)
+    );
     let other_vlan = tagged(&eth(m1, m2, 0x0800, &udp(S::B, 2, S::A, 1, b"y")), 20);
-    assert!(matches!(run_one(&mut w, TRUNK, &other_vlan, T0).0, Verdict::Flood { vlan: 20, .. }));
-    let not_allowed = tagged(&f, 30);
-    assert_eq!(run_one(&mut w, TRUNK, &not_allowed[4..].to_vec().iter().copied().chain([]).collect::<Vec<_>>(), T0).0 != Verdict::Pending, true);
+    assert!(matches!(
+        run_one(&mut w, TRUNK, &other_vlan, T0).0,
+        Verdict::Flood { vlan: 20, .. }
+    ));
     let bad = tagged(&eth(m2, m1, 0x0800, &udp(S::A, 1, S::B, 2, b"x")), 30);
-    assert_eq!(run_one(&mut w, TRUNK, &bad, T0).0, Verdict::Drop(R::VlanNotAllowed));
-    let tagged_on_access = tagged(&eth(S::mac(S::B), S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x")), 10);
-    assert_eq!(run_one(&mut w, PORT_A, &tagged_on_access, T0).0, Verdict::Drop(R::VlanNotAllowed));
+    assert_eq!(
+        run_one(&mut w, TRUNK, &bad, T0).0,
+        Verdict::Drop(R::VlanNotAllowed)
+    );
+    let tagged_on_access = tagged(
+        &eth(
+            S::mac(S::B),
+            S::mac(S::A),
+            0x0800,
+            &udp(S::A, 1, S::B, 2, b"x"),
+        ),
+        10,
+    );
+    assert_eq!(
+        run_one(&mut w, PORT_A, &tagged_on_access, T0).0,
+        Verdict::Drop(R::VlanNotAllowed)
+    );
 }
 
 #[test]
 fn anti_spoofing_drops_foreign_sources() {
     let s = S::new();
     let mut w = worker_for(&s);
-    let wrong_mac = eth(S::mac(S::B), MacAddr([2, 0x42, 1, 1, 1, 1]), 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
-    assert_eq!(run_one(&mut w, PORT_A, &wrong_mac, T0).0, Verdict::Drop(R::SpoofedMac));
-    let wrong_ip = eth(S::mac(S::B), S::mac(S::A), 0x0800, &udp(Ipv4Addr::new(172, 17, 0, 99), 1, S::B, 2, b"x"));
-    assert_eq!(run_one(&mut w, PORT_A, &wrong_ip, T0).0, Verdict::Drop(R::SpoofedIp));
+    let wrong_mac = eth(
+        S::mac(S::B),
+        MacAddr([2, 0x42, 1, 1, 1, 1]),
+        0x0800,
+        &udp(S::A, 1, S::B, 2, b"x"),
+    );
+    assert_eq!(
+        run_one(&mut w, PORT_A, &wrong_mac, T0).0,
+        Verdict::Drop(R::SpoofedMac)
+    );
+    let wrong_ip = eth(
+        S::mac(S::B),
+        S::mac(S::A),
+        0x0800,
+        &udp(Ipv4Addr::new(172, 17, 0, 99), 1, S::B, 2, b"x"),
+    );
+    assert_eq!(
+        run_one(&mut w, PORT_A, &wrong_ip, T0).0,
+        Verdict::Drop(R::SpoofedIp)
+    );
     let arp_lie = arp_request(S::mac(S::A), S::B, S::GW);
-    assert_eq!(run_one(&mut w, PORT_A, &arp_lie, T0).0, Verdict::Drop(R::SpoofedIp));
+    assert_eq!(
+        run_one(&mut w, PORT_A, &arp_lie, T0).0,
+        Verdict::Drop(R::SpoofedIp)
+    );
     let probe = arp_request(S::mac(S::A), Ipv4Addr::UNSPECIFIED, S::B);
-    assert!(matches!(run_one(&mut w, PORT_A, &probe, T0).0, Verdict::Flood { .. }));
+    assert!(matches!(
+        run_one(&mut w, PORT_A, &probe, T0).0,
+        Verdict::Flood { .. }
+    ));
     // A trunk cannot steal an endpoint's MAC.
-    let steal = eth(MacAddr([2, 3, 3, 3, 3, 3]), S::mac(S::A), 0x0806, &[0u8; 28]);
-    assert_eq!(run_one(&mut w, TRUNK, &steal, T0).0, Verdict::Drop(R::SpoofedMac));
+    let steal = eth(
+        MacAddr([2, 3, 3, 3, 3, 3]),
+        S::mac(S::A),
+        0x0806,
+        &[0u8; 28],
+    );
+    assert_eq!(
+        run_one(&mut w, TRUNK, &steal, T0).0,
+        Verdict::Drop(R::SpoofedMac)
+    );
     let c = w.counters();
     assert_eq!(c.drops(R::SpoofedMac), 2);
     assert_eq!(c.drops(R::SpoofedIp), 2);
@@ -126,14 +200,31 @@ fn icc_off_leaves_only_the_gateway() {
     let mut s = S::new();
     s.config.networks[0].icc = false;
     let mut w = worker_for(&s);
-    let f = eth(S::mac(S::B), S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
-    assert_eq!(run_one(&mut w, PORT_A, &f, T0).0, Verdict::Drop(R::IccDenied));
+    let f = eth(
+        S::mac(S::B),
+        S::mac(S::A),
+        0x0800,
+        &udp(S::A, 1, S::B, 2, b"x"),
+    );
+    assert_eq!(
+        run_one(&mut w, PORT_A, &f, T0).0,
+        Verdict::Drop(R::IccDenied)
+    );
     let routed = S::from_endpoint(S::A, &udp(S::A, 1, S::B, 2, b"x"));
-    assert_eq!(run_one(&mut w, PORT_A, &routed, T0).0, Verdict::Drop(R::IccDenied));
+    assert_eq!(
+        run_one(&mut w, PORT_A, &routed, T0).0,
+        Verdict::Drop(R::IccDenied)
+    );
     let ping = S::from_endpoint(S::A, &icmp_echo(S::A, S::GW, true, 7, 1));
-    assert_eq!(run_one(&mut w, PORT_A, &ping, T0).0, Verdict::Forward(PORT_A));
+    assert_eq!(
+        run_one(&mut w, PORT_A, &ping, T0).0,
+        Verdict::Forward(PORT_A)
+    );
     let tables = w.dataplane().tables();
-    let flood: Vec<PortId> = tables.flood_targets(crate::frame::NetworkId(0), 0, PORT_A).map(|(p, _)| p).collect();
+    let flood: Vec<PortId> = tables
+        .flood_targets(crate::frame::NetworkId(0), 0, PORT_A)
+        .map(|(p, _)| p)
+        .collect();
     assert_eq!(flood, vec![TRUNK]);
 }
 
@@ -144,7 +235,11 @@ fn napt_outbound_arp_then_translate_and_back() {
     let syn = S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, SYN, b""));
     let (v, out) = run_one(&mut w, PORT_A, &syn, T0);
     assert_eq!(v, Verdict::Forward(UPLINK));
-    assert_eq!(&out[12..14], &[8, 6], "an ARP request for the next hop leaves first");
+    assert_eq!(
+        &out[12..14],
+        &[8, 6],
+        "an ARP request for the next hop leaves first"
+    );
     assert_eq!(&out[38..42], &S::HOP.octets());
     assert_eq!(w.counters().drops(R::ArpPending), 1);
     learn_next_hop(&mut w);
@@ -163,7 +258,10 @@ fn napt_outbound_arp_then_translate_and_back() {
     assert_eq!(&back[0..6], &S::mac(S::A).0);
     assert_eq!(&back[6..12], &S::GW_MAC.0);
     let bt = tuple_of(&back);
-    assert_eq!((bt.src, bt.src_port, bt.dst, bt.dst_port), (S::REMOTE, 80, S::A, 40000));
+    assert_eq!(
+        (bt.src, bt.src_port, bt.dst, bt.dst_port),
+        (S::REMOTE, 80, S::A, 40000)
+    );
     assert!(checksums_valid(&back));
     assert_eq!(w.dataplane().conntrack().len(), 1);
 }
@@ -213,7 +311,10 @@ fn icmp_errors_are_translated_inbound() {
     let ip = ip_of(&back);
     assert_eq!((ip.src, ip.dst), (S::REMOTE, S::A));
     let quoted = translate::flow_of(&back, &ip).unwrap().tuple;
-    assert_eq!((quoted.src, quoted.src_port, quoted.dst_port), (S::A, 5353, 53));
+    assert_eq!(
+        (quoted.src, quoted.src_port, quoted.dst_port),
+        (S::A, 5353, 53)
+    );
     assert!(checksums_valid(&back));
 }
 
@@ -226,16 +327,25 @@ fn published_port_dnat_and_reply() {
     let (v, out) = run_one(&mut w, UPLINK, &syn, T0);
     assert_eq!(v, Verdict::Forward(PORT_B));
     let t = tuple_of(&out);
-    assert_eq!((t.src, t.src_port, t.dst, t.dst_port), (S::REMOTE, 50000, S::B, 80));
+    assert_eq!(
+        (t.src, t.src_port, t.dst, t.dst_port),
+        (S::REMOTE, 50000, S::B, 80)
+    );
     assert_eq!(&out[0..6], &S::mac(S::B).0);
     assert!(checksums_valid(&out));
     let synack = S::from_endpoint(S::B, &tcp(S::B, 80, S::REMOTE, 50000, SYN | ACK, b""));
     let (v, back) = run_one(&mut w, PORT_B, &synack, T0);
     assert_eq!(v, Verdict::Forward(UPLINK));
     let bt = tuple_of(&back);
-    assert_eq!((bt.src, bt.src_port, bt.dst, bt.dst_port), (S::UP, 8080, S::REMOTE, 50000));
+    assert_eq!(
+        (bt.src, bt.src_port, bt.dst, bt.dst_port),
+        (S::UP, 8080, S::REMOTE, 50000)
+    );
     let closed = S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8081, SYN, b""));
-    assert_eq!(run_one(&mut w, UPLINK, &closed, T0).0, Verdict::Drop(R::NoFlow));
+    assert_eq!(
+        run_one(&mut w, UPLINK, &closed, T0).0,
+        Verdict::Drop(R::NoFlow)
+    );
     let ping_up = S::from_outside(&icmp_echo(S::REMOTE, S::UP, true, 1, 1));
     let (v, pong) = run_one(&mut w, UPLINK, &ping_up, T0);
     assert_eq!(v, Verdict::Forward(UPLINK));
@@ -256,7 +366,10 @@ fn hairpin_reaches_the_published_target_via_the_gateway() {
     let (v, back) = run_one(&mut w, PORT_B, &synack, T0);
     assert_eq!(v, Verdict::Forward(PORT_A));
     let bt = tuple_of(&back);
-    assert_eq!((bt.src, bt.src_port, bt.dst, bt.dst_port), (S::UP, 8080, S::A, 41000));
+    assert_eq!(
+        (bt.src, bt.src_port, bt.dst, bt.dst_port),
+        (S::UP, 8080, S::A, 41000)
+    );
     assert!(checksums_valid(&back));
 }
 
@@ -265,11 +378,17 @@ fn networks_are_isolated_and_internal_networks_stay_inside() {
     let mut s = S::new();
     let mut w = worker_for(&s);
     let to_c = S::from_endpoint(S::A, &udp(S::A, 1, S::C, 2, b"x"));
-    assert_eq!(run_one(&mut w, PORT_A, &to_c, T0).0, Verdict::Drop(R::Isolated));
+    assert_eq!(
+        run_one(&mut w, PORT_A, &to_c, T0).0,
+        Verdict::Drop(R::Isolated)
+    );
     s.config.networks[0].internal = true;
     let mut w = worker_for(&s);
     let out = S::from_endpoint(S::A, &udp(S::A, 1, S::REMOTE, 2, b"x"));
-    assert_eq!(run_one(&mut w, PORT_A, &out, T0).0, Verdict::Drop(R::NoRoute));
+    assert_eq!(
+        run_one(&mut w, PORT_A, &out, T0).0,
+        Verdict::Drop(R::NoRoute)
+    );
 }
 
 #[test]
@@ -301,16 +420,31 @@ fn ttl_expiry_and_too_big_answer_with_icmp() {
 fn bad_frames_are_counted_drops() {
     let s = S::new();
     let mut w = worker_for(&s);
-    assert_eq!(run_one(&mut w, PORT_A, &[1, 2, 3], T0).0, Verdict::Drop(R::Malformed));
-    assert_eq!(run_one(&mut w, PortId(99), &[0u8; 60], T0).0, Verdict::Drop(R::UnknownPort));
+    assert_eq!(
+        run_one(&mut w, PORT_A, &[1, 2, 3], T0).0,
+        Verdict::Drop(R::Malformed)
+    );
+    assert_eq!(
+        run_one(&mut w, PortId(99), &[0u8; 60], T0).0,
+        Verdict::Drop(R::UnknownPort)
+    );
     let mut bad = S::from_endpoint(S::A, &udp(S::A, 1, S::REMOTE, 2, b"x"));
     bad[24] ^= 0x55;
-    assert_eq!(run_one(&mut w, PORT_A, &bad, T0).0, Verdict::Drop(R::SpoofedIp).max(Verdict::Drop(R::Malformed)).min(Verdict::Drop(R::Malformed)));
+    assert_eq!(
+        run_one(&mut w, PORT_A, &bad, T0).0,
+        Verdict::Drop(R::Malformed)
+    );
     let unsolicited = S::from_outside(&udp(S::REMOTE, 1, S::UP, 40000, b"x"));
-    assert_eq!(run_one(&mut w, UPLINK, &unsolicited, T0).0, Verdict::Drop(R::NoFlow));
+    assert_eq!(
+        run_one(&mut w, UPLINK, &unsolicited, T0).0,
+        Verdict::Drop(R::NoFlow)
+    );
     let other_proto = S::from_endpoint(S::A, &ipv4(S::A, S::REMOTE, 47, 64, &[0u8; 8]));
     learn_next_hop(&mut w);
-    assert_eq!(run_one(&mut w, PORT_A, &other_proto, T0).0, Verdict::Drop(R::Unsupported));
+    assert_eq!(
+        run_one(&mut w, PORT_A, &other_proto, T0).0,
+        Verdict::Drop(R::Unsupported)
+    );
 }
 
 #[test]
@@ -320,7 +454,12 @@ fn reconfiguration_keeps_flows_and_learned_macs() {
     let mut w = dp.worker();
     learn_next_hop(&mut w);
     let m1 = MacAddr([2, 1, 1, 1, 1, 1]);
-    let f = eth(MacAddr([2, 2, 2, 2, 2, 2]), m1, 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
+    let f = eth(
+        MacAddr([2, 2, 2, 2, 2, 2]),
+        m1,
+        0x0800,
+        &udp(S::A, 1, S::B, 2, b"x"),
+    );
     run_one(&mut w, TRUNK, &f, T0);
     let q = S::from_endpoint(S::A, &udp(S::A, 5353, S::REMOTE, 53, b"q"));
     let (_, out) = run_one(&mut w, PORT_A, &q, T0);
@@ -329,11 +468,17 @@ fn reconfiguration_keeps_flows_and_learned_macs() {
     c2.forwards.clear();
     dp.apply(&c2).unwrap();
     let to_m1 = eth(m1, S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
-    assert_eq!(run_one(&mut w, PORT_A, &to_m1, T0).0, Verdict::Forward(TRUNK));
+    assert_eq!(
+        run_one(&mut w, PORT_A, &to_m1, T0).0,
+        Verdict::Forward(TRUNK)
+    );
     let a = S::from_outside(&udp(S::REMOTE, 53, S::UP, ext, b"a"));
     assert_eq!(run_one(&mut w, UPLINK, &a, T0).0, Verdict::Forward(PORT_A));
     let syn = S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8080, SYN, b""));
-    assert_eq!(run_one(&mut w, UPLINK, &syn, T0).0, Verdict::Drop(R::NoFlow));
+    assert_eq!(
+        run_one(&mut w, UPLINK, &syn, T0).0,
+        Verdict::Drop(R::NoFlow)
+    );
     let mut bad = c2.clone();
     bad.networks[1].subnet = "172.17.5.0/24".parse().unwrap();
     assert!(dp.apply(&bad).is_err());
@@ -361,10 +506,27 @@ fn one_batch_mixes_paths() {
     learn_next_hop(&mut w);
     let out = Frames::new()
         .push(PORT_A, &arp_request(S::mac(S::A), S::A, S::GW))
-        .push(PORT_A, &eth(S::mac(S::B), S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x")))
-        .push(PORT_A, &S::from_endpoint(S::A, &udp(S::A, 9, S::REMOTE, 9, b"x")))
-        .push(UPLINK, &S::from_outside(&tcp(S::REMOTE, 1, S::UP, 8080, SYN, b"")))
-        .push(PORT_C, &S::from_endpoint(S::C, &udp(S::C, 1, S::A, 1, b"x")))
+        .push(
+            PORT_A,
+            &eth(
+                S::mac(S::B),
+                S::mac(S::A),
+                0x0800,
+                &udp(S::A, 1, S::B, 2, b"x"),
+            ),
+        )
+        .push(
+            PORT_A,
+            &S::from_endpoint(S::A, &udp(S::A, 9, S::REMOTE, 9, b"x")),
+        )
+        .push(
+            UPLINK,
+            &S::from_outside(&tcp(S::REMOTE, 1, S::UP, 8080, SYN, b"")),
+        )
+        .push(
+            PORT_C,
+            &S::from_endpoint(S::C, &udp(S::C, 1, S::A, 1, b"x")),
+        )
         .run(&mut w, T0);
     let verdicts: Vec<Verdict> = out.iter().map(|(v, _)| *v).collect();
     assert_eq!(
@@ -377,7 +539,6 @@ fn one_batch_mixes_paths() {
             Verdict::Drop(R::Isolated),
         ]
     );
-    let _ = L4Proto::Tcp;
 }
 
 proptest! {

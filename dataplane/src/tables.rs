@@ -128,8 +128,8 @@ pub enum PortMode {
     },
     /// Tagged on the wire for the allowed VLANs; untagged frames belong to `native`.
     Trunk {
-        /// VLANs carried tagged.
-        allowed: VlanSet,
+        /// VLANs carried tagged (boxed: 512 bytes of bitset).
+        allowed: Box<VlanSet>,
         /// VLAN of untagged frames.
         native: Option<u16>,
     },
@@ -374,7 +374,7 @@ impl Tables {
                     check_vlan(*n)?;
                 }
                 PortMode::Trunk {
-                    allowed: set,
+                    allowed: Box::new(set),
                     native: *native,
                 }
             }

@@ -181,14 +181,7 @@ pub fn flow_of(d: &[u8], ip: &Ipv4Info) -> Result<FlowOf, DropReason> {
     let q3 = ip.l4() + 8;
     let qh = d.get(q3..end).ok_or(DropReason::Malformed)?;
     let q = crate::wire::ipv4::Ipv4Packet::new_quoted(qh).map_err(|_| DropReason::Malformed)?;
-    let (qt, qk) = l4_tuple(
-        d,
-        q.protocol(),
-        q.src(),
-        q.dst(),
-        q3 + q.header_len(),
-        end,
-    )?;
+    let (qt, qk) = l4_tuple(d, q.protocol(), q.src(), q.dst(), q3 + q.header_len(), end)?;
     if qk == L4Kind::Error {
         return Err(DropReason::Unsupported);
     }
@@ -228,18 +221,26 @@ fn write16(d: &mut [u8], at: usize, v: u16) {
     d[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
-/// Rewrites the L4 header at `l4` (at least 8 bytes present; `full` when the checksum field is
-/// present too) from `old` to `new`, given the address deltas already made to the IP header.
-fn rewrite_l4(
-    d: &mut [u8],
-    l4: usize,
-    kind: L4Kind,
-    old: &Tuple,
-    new: &Tuple,
+/// One L4 header rewrite: from `old` to `new` ports/ids, after the address changes `addrs`
+/// (old, new) already made to the IP header, over `present` bytes of L4 header.
+struct L4Change<'a> {
+    old: &'a Tuple,
+    new: &'a Tuple,
     addrs: [(u32, u32); 2],
     partial: bool,
     present: usize,
-) {
+}
+
+/// Rewrites the L4 header at `l4` (at least 8 bytes present; the checksum only when
+/// `present` covers it).
+fn rewrite_l4(d: &mut [u8], l4: usize, kind: L4Kind, ch: &L4Change<'_>) {
+    let L4Change {
+        old,
+        new,
+        addrs,
+        partial,
+        present,
+    } = *ch;
     match kind {
         L4Kind::Tcp | L4Kind::Udp => {
             let at = if kind == L4Kind::Tcp { l4 + 16 } else { l4 + 6 };
@@ -297,7 +298,18 @@ pub fn rewrite(d: &mut [u8], ip: &Ipv4Info, flow: &FlowOf, new: &Tuple, partial:
             let qhl = usize::from(d[q3] & 0x0f) * 4;
             let addrs = rewrite_addrs(d, q3, new.src, new.dst);
             let q4 = q3 + qhl;
-            rewrite_l4(d, q4, qk, &flow.tuple, new, addrs, false, end - q4);
+            rewrite_l4(
+                d,
+                q4,
+                qk,
+                &L4Change {
+                    old: &flow.tuple,
+                    new,
+                    addrs,
+                    partial: false,
+                    present: end - q4,
+                },
+            );
             // An error goes back to the quoted packet's sender; it comes from that packet's
             // destination or from a router on the way, whose address stays.
             let outer_src = if ip.src == flow.tuple.dst {
@@ -313,7 +325,18 @@ pub fn rewrite(d: &mut [u8], ip: &Ipv4Info, flow: &FlowOf, new: &Tuple, partial:
         }
         (kind, _) => {
             let addrs = rewrite_addrs(d, ip.l3, new.src, new.dst);
-            rewrite_l4(d, ip.l4(), kind, &flow.tuple, new, addrs, partial, end - ip.l4());
+            rewrite_l4(
+                d,
+                ip.l4(),
+                kind,
+                &L4Change {
+                    old: &flow.tuple,
+                    new,
+                    addrs,
+                    partial,
+                    present: end - ip.l4(),
+                },
+            );
         }
     }
 }
@@ -363,10 +386,7 @@ mod tests {
         if checksum::internet_checksum(h.slice()) != 0 {
             return false;
         }
-        let (s, d) = (
-            Ipv4Addr::from(h.source()),
-            Ipv4Addr::from(h.destination()),
-        );
+        let (s, d) = (Ipv4Addr::from(h.source()), Ipv4Addr::from(h.destination()));
         let l4 = &v[14 + h.slice().len()..14 + usize::from(h.total_len())];
         match p.transport.unwrap() {
             TransportSlice::Tcp(_) | TransportSlice::Udp(_) => {

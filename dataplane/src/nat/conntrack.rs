@@ -1,0 +1,485 @@
+//! The flow table: a slab of compact flows, a hash index of both directions' tuples, the port
+//! allocator (which probes that index) and the timer wheel.
+
+use std::hash::BuildHasherDefault;
+use std::net::Ipv4Addr;
+
+use hashbrown::HashMap;
+
+use super::tcp::{self, TcpState};
+use super::timer::{Wheel, NIL, UNLINKED};
+use super::tuple::{Key, KeyHasher, Tuple};
+use super::{Dir, FlowId, FlowInfo, Hit, NatAction, NatError, Timeouts};
+use crate::config::{L4Proto, NatConfig, PortRange};
+use crate::time::Millis;
+
+/// `Flow::flags`: the slab entry holds a live flow.
+const LIVE: u8 = 1;
+/// `Flow::flags`: a packet was seen in `Dir::Reply`.
+const REPLIED: u8 = 2;
+
+/// Index value bit telling that the key is the flow's reply tuple.
+const REPLY_BIT: u32 = 1;
+
+/// One tracked flow (48 bytes): the original tuple, the translated tuple, the deadline and the
+/// timer links. A free entry keeps its generation and chains the free list through `next`.
+pub(super) struct Flow {
+    orig_src: u32,
+    orig_dst: u32,
+    orig_sport: u16,
+    orig_dport: u16,
+    xlat_src: u32,
+    xlat_dst: u32,
+    xlat_sport: u16,
+    xlat_dport: u16,
+    /// Deadline in milliseconds (`Millis`).
+    pub(super) expires: u64,
+    /// Previous flow in the timer slot's list, or in no list.
+    pub(super) prev: u32,
+    /// Next flow in the timer slot's list, or the next free entry.
+    pub(super) next: u32,
+    /// Timer slot the flow is linked into, or `UNLINKED`.
+    pub(super) slot: u16,
+    generation: u16,
+    proto: L4Proto,
+    /// `TcpState` as a byte (unused for UDP and ICMP).
+    state: u8,
+    /// `LIVE`, `REPLIED` and, for TCP, the sides that sent FIN (`tcp::Fins` shifted by 2).
+    flags: u8,
+}
+
+impl Flow {
+    fn orig(&self) -> Tuple {
+        Tuple {
+            proto: self.proto,
+            src: Ipv4Addr::from(self.orig_src),
+            src_port: self.orig_sport,
+            dst: Ipv4Addr::from(self.orig_dst),
+            dst_port: self.orig_dport,
+        }
+    }
+
+    fn translated(&self) -> Tuple {
+        Tuple {
+            proto: self.proto,
+            src: Ipv4Addr::from(self.xlat_src),
+            src_port: self.xlat_sport,
+            dst: Ipv4Addr::from(self.xlat_dst),
+            dst_port: self.xlat_dport,
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.flags & LIVE != 0
+    }
+
+    fn fins(&self) -> tcp::Fins {
+        self.flags >> 2
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.proto {
+            L4Proto::Tcp => TcpState::from_u8(self.state).name(),
+            _ if self.flags & REPLIED != 0 => "REPLIED",
+            _ => "UNREPLIED",
+        }
+    }
+}
+
+/// The connection-tracking table; see the module documentation for semantics and costs.
+pub struct Conntrack {
+    flows: Vec<Flow>,
+    free: u32,
+    len: usize,
+    index: HashMap<Key, u32, BuildHasherDefault<KeyHasher>>,
+    wheel: Wheel,
+    ports: PortRange,
+    max_flows: usize,
+    timeouts: Timeouts,
+    timer_visits: u64,
+}
+
+impl Conntrack {
+    /// An empty table allocating from `cfg.ports`, holding at most `cfg.max_flows` flows (capped
+    /// at 2^31 - 1). Nothing large is allocated until flows arrive.
+    pub fn new(cfg: &NatConfig, timeouts: Timeouts) -> Self {
+        Conntrack {
+            flows: Vec::new(),
+            free: NIL,
+            len: 0,
+            index: HashMap::default(),
+            wheel: Wheel::new(),
+            ports: cfg.ports,
+            max_flows: cfg.max_flows.min((u32::MAX >> 1) as usize),
+            timeouts,
+            timer_visits: 0,
+        }
+    }
+
+    /// The flow a packet with tuple `t` belongs to, in either direction, and the tuple it must
+    /// carry after translation. No allocation.
+    pub fn lookup(&self, t: &Tuple) -> Option<Hit> {
+        let v = *self.index.get(&t.key())?;
+        let idx = v >> 1;
+        let f = &self.flows[idx as usize];
+        let flow = FlowId {
+            index: idx,
+            generation: f.generation,
+        };
+        Some(if v & REPLY_BIT == 0 {
+            Hit {
+                flow,
+                dir: Dir::Original,
+                rewrite: f.translated(),
+            }
+        } else {
+            Hit {
+                flow,
+                dir: Dir::Reply,
+                rewrite: f.orig().reversed(),
+            }
+        })
+    }
+
+    /// Tracks a new flow whose first packet has tuple `orig`, translated by `action`. With SNAT
+    /// a source port (ICMP: echo id) is allocated so that the reply tuple is unique. The flow
+    /// starts with the UDP/ICMP unreplied timeout or, for TCP, in state NONE with the SYN_SENT
+    /// timeout; the caller then accounts the first packet with `update` like any other.
+    pub fn create(
+        &mut self,
+        orig: &Tuple,
+        action: NatAction,
+        now: Millis,
+    ) -> Result<Hit, NatError> {
+        let orig_key = orig.key();
+        if self.index.contains_key(&orig_key) {
+            return Err(NatError::Exists);
+        }
+        if self.len >= self.max_flows {
+            return Err(NatError::TableFull);
+        }
+        let icmp = orig.proto == L4Proto::Icmp;
+        let mut x = *orig;
+        if let Some((addr, port)) = action.dnat {
+            x.dst = addr;
+            if !icmp {
+                x.dst_port = port;
+            }
+        }
+        if let Some(addr) = action.snat {
+            x.src = addr;
+            let port = self.allocate(orig, x)?;
+            x.src_port = port;
+            if icmp {
+                x.dst_port = port;
+            }
+        } else if self.index.contains_key(&x.reversed().key()) {
+            return Err(NatError::Clash);
+        }
+        let reply_key = x.reversed().key();
+
+        let idx = self.alloc_slot();
+        let f = &mut self.flows[idx as usize];
+        f.orig_src = u32::from(orig.src);
+        f.orig_dst = u32::from(orig.dst);
+        f.orig_sport = orig.src_port;
+        f.orig_dport = orig.dst_port;
+        f.xlat_src = u32::from(x.src);
+        f.xlat_dst = u32::from(x.dst);
+        f.xlat_sport = x.src_port;
+        f.xlat_dport = x.dst_port;
+        f.proto = orig.proto;
+        f.state = TcpState::None as u8;
+        f.flags = LIVE;
+        f.expires = now.plus_secs(self.timeouts.for_flow(f)).0;
+        let generation = f.generation;
+        self.wheel.link(&mut self.flows, idx);
+        self.index.insert(orig_key, idx << 1);
+        if reply_key != orig_key {
+            self.index.insert(reply_key, (idx << 1) | REPLY_BIT);
+        }
+        self.len += 1;
+        Ok(Hit {
+            flow: FlowId {
+                index: idx,
+                generation,
+            },
+            dir: Dir::Original,
+            rewrite: x,
+        })
+    }
+
+    /// A source port for `x` (already translated but for its source port) whose reply tuple no
+    /// flow uses: the original port if it is in the range and free, else the first free one
+    /// from a hash-derived start.
+    fn allocate(&self, orig: &Tuple, x: Tuple) -> Result<u16, NatError> {
+        let free = |port: u16| {
+            let mut t = x;
+            t.src_port = port;
+            if x.proto == L4Proto::Icmp {
+                t.dst_port = port;
+            }
+            !self.index.contains_key(&t.reversed().key())
+        };
+        if self.ports.contains(orig.src_port) && free(orig.src_port) {
+            return Ok(orig.src_port);
+        }
+        if self.ports.is_empty() {
+            return Err(NatError::PortsExhausted);
+        }
+        let len = u64::from(self.ports.len());
+        let start = orig.key().mix() % len;
+        (0..len)
+            .map(|i| self.ports.first + ((start + i) % len) as u16)
+            .find(|&p| free(p))
+            .ok_or(NatError::PortsExhausted)
+    }
+
+    /// A cleared slab entry: the head of the free list, or a new one at the end.
+    fn alloc_slot(&mut self) -> u32 {
+        if self.free != NIL {
+            let idx = self.free;
+            self.free = self.flows[idx as usize].next;
+            let f = &mut self.flows[idx as usize];
+            f.next = NIL;
+            return idx;
+        }
+        let idx = self.flows.len() as u32;
+        self.flows.push(Flow {
+            orig_src: 0,
+            orig_dst: 0,
+            orig_sport: 0,
+            orig_dport: 0,
+            xlat_src: 0,
+            xlat_dst: 0,
+            xlat_sport: 0,
+            xlat_dport: 0,
+            expires: 0,
+            prev: NIL,
+            next: NIL,
+            slot: UNLINKED,
+            generation: 0,
+            proto: L4Proto::Udp,
+            state: 0,
+            flags: 0,
+        });
+        idx
+    }
+
+    /// The live flow `id` names, if it still exists.
+    fn live_index(&self, id: FlowId) -> Option<usize> {
+        let f = self.flows.get(id.index as usize)?;
+        (f.live() && f.generation == id.generation).then_some(id.index as usize)
+    }
+
+    /// Accounts a packet of flow `flow` travelling in `dir`: advances the TCP state machine
+    /// (`tcp_flags` is the TCP flags byte; 0 for UDP and ICMP), records a reply, and pushes the
+    /// deadline to now + the state's timeout. A later deadline is only written (the wheel
+    /// re-slots lazily); an earlier one relinks the flow. Unknown or stale ids are ignored.
+    pub fn update(&mut self, flow: FlowId, dir: Dir, tcp_flags: u8, now: Millis) {
+        let Some(i) = self.live_index(flow) else {
+            return;
+        };
+        let f = &mut self.flows[i];
+        if f.proto == L4Proto::Tcp {
+            let Some((state, fins)) =
+                tcp::next(TcpState::from_u8(f.state), f.fins(), dir, tcp_flags)
+            else {
+                return;
+            };
+            f.state = state as u8;
+            f.flags = (f.flags & (LIVE | REPLIED)) | (fins << 2);
+        }
+        if dir == Dir::Reply {
+            f.flags |= REPLIED;
+        }
+        let expires = now.plus_secs(self.timeouts.for_flow(f)).0;
+        if expires >= f.expires {
+            f.expires = expires;
+        } else {
+            f.expires = expires;
+            self.wheel.unlink(&mut self.flows, flow.index);
+            self.wheel.link(&mut self.flows, flow.index);
+        }
+    }
+
+    /// Frees every flow whose deadline is at or before `now` (at most one tick late) and
+    /// returns how many. Visits only the flows in the slots due since the last call.
+    pub fn expire(&mut self, now: Millis) -> usize {
+        let mut freed = 0;
+        for slot in self.wheel.due(now) {
+            let mut cur = self.wheel.take(slot);
+            while cur != NIL {
+                let f = &mut self.flows[cur as usize];
+                let next = f.next;
+                f.prev = NIL;
+                f.next = NIL;
+                f.slot = UNLINKED;
+                self.timer_visits += 1;
+                if f.expires <= now.0 {
+                    self.free_flow(cur);
+                    freed += 1;
+                } else {
+                    self.wheel.link(&mut self.flows, cur);
+                }
+                cur = next;
+            }
+        }
+        freed
+    }
+
+    /// Forgets flow `flow` now (no-op for a stale id), freeing its port.
+    pub fn remove(&mut self, flow: FlowId) {
+        if self.live_index(flow).is_some() {
+            self.free_flow(flow.index);
+        }
+    }
+
+    /// Drops every flow for which `keep` is false (e.g. the flows of a removed endpoint or
+    /// published port) and returns how many. O(table): a control-plane operation.
+    pub fn retain(&mut self, mut keep: impl FnMut(&FlowInfo) -> bool) -> usize {
+        let mut dropped = 0;
+        for i in 0..self.flows.len() {
+            if self.flows[i].live() && !keep(&self.info(i)) {
+                self.free_flow(i as u32);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Unlinks, unindexes and frees a live flow.
+    fn free_flow(&mut self, idx: u32) {
+        self.wheel.unlink(&mut self.flows, idx);
+        let f = &mut self.flows[idx as usize];
+        let orig_key = f.orig().key();
+        let reply_key = f.translated().reversed().key();
+        f.flags = 0;
+        f.generation = f.generation.wrapping_add(1);
+        f.next = self.free;
+        self.free = idx;
+        self.index.remove(&orig_key);
+        if reply_key != orig_key {
+            self.index.remove(&reply_key);
+        }
+        self.len -= 1;
+    }
+
+    fn info(&self, i: usize) -> FlowInfo {
+        let f = &self.flows[i];
+        FlowInfo {
+            id: FlowId {
+                index: i as u32,
+                generation: f.generation,
+            },
+            original: f.orig(),
+            reply: f.translated().reversed(),
+            state: f.state_name(),
+            expires: Millis(f.expires),
+            replied: f.flags & REPLIED != 0,
+        }
+    }
+
+    /// Number of tracked flows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no flow is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every tracked flow, in slab order (for `sluice conntrack ls`). O(table).
+    pub fn flows(&self) -> impl Iterator<Item = FlowInfo> + '_ {
+        (0..self.flows.len())
+            .filter(|&i| self.flows[i].live())
+            .map(|i| self.info(i))
+    }
+
+    /// Heap bytes the table holds (slab, index and wheel), for stats and capacity planning.
+    pub fn memory_bytes(&self) -> usize {
+        self.flows.capacity() * std::mem::size_of::<Flow>()
+            + self.index.allocation_size()
+            + self.wheel.memory_bytes()
+    }
+
+    /// Total flows the timer wheel has examined since creation: the observable that shows
+    /// expiry costs O(flows due), not O(table).
+    pub fn timer_visits(&self) -> u64 {
+        self.timer_visits
+    }
+}
+
+impl Timeouts {
+    /// The timeout of `f` in its current state, in seconds.
+    fn for_flow(&self, f: &Flow) -> u32 {
+        match f.proto {
+            L4Proto::Tcp => match TcpState::from_u8(f.state) {
+                TcpState::None | TcpState::SynSent => self.tcp_syn_sent,
+                TcpState::SynRecv => self.tcp_syn_recv,
+                TcpState::Established => self.tcp_established,
+                TcpState::FinWait => self.tcp_fin_wait,
+                TcpState::CloseWait => self.tcp_close_wait,
+                TcpState::LastAck => self.tcp_last_ack,
+                TcpState::TimeWait => self.tcp_time_wait,
+                TcpState::Close => self.tcp_close,
+            },
+            L4Proto::Udp if f.flags & REPLIED != 0 => self.udp_replied,
+            L4Proto::Udp => self.udp_unreplied,
+            L4Proto::Icmp => self.icmp,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Conntrack {
+    /// Asserts the table's internal invariants: the index and the slab agree, every live flow
+    /// is in exactly one timer list, and the free list holds every other entry.
+    pub(super) fn check(&self) {
+        let mut keys = 0;
+        let mut live = 0;
+        for (i, f) in self.flows.iter().enumerate() {
+            if !f.live() {
+                continue;
+            }
+            live += 1;
+            let i = i as u32;
+            let (ok, rk) = (f.orig().key(), f.translated().reversed().key());
+            assert_eq!(self.index.get(&ok), Some(&(i << 1)));
+            keys += 1;
+            if rk != ok {
+                assert_eq!(self.index.get(&rk), Some(&((i << 1) | REPLY_BIT)));
+                keys += 1;
+            }
+        }
+        assert_eq!(live, self.len);
+        assert_eq!(keys, self.index.len());
+        let mut linked: Vec<u32> = (0..super::timer::SLOTS as usize)
+            .flat_map(|s| self.wheel.list(&self.flows, s))
+            .collect();
+        linked.sort_unstable();
+        let before = linked.len();
+        linked.dedup();
+        assert_eq!(before, linked.len(), "a flow is linked twice");
+        assert_eq!(linked.len(), self.len);
+        assert!(linked.iter().all(|&i| self.flows[i as usize].live()));
+        let mut free = 0;
+        let mut cur = self.free;
+        while cur != NIL {
+            assert!(!self.flows[cur as usize].live());
+            free += 1;
+            cur = self.flows[cur as usize].next;
+        }
+        assert_eq!(free + self.len, self.flows.len());
+    }
+}
+
+impl std::fmt::Debug for Conntrack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conntrack")
+            .field("flows", &self.len())
+            .field("memory_bytes", &self.memory_bytes())
+            .finish_non_exhaustive()
+    }
+}
