@@ -541,7 +541,43 @@ fn one_batch_mixes_paths() {
     );
 }
 
+/// Builds fuzz input records from (port, frame) pairs.
+fn records(items: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (p, f) in items {
+        v.push(*p);
+        v.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        v.extend_from_slice(f);
+    }
+    v
+}
+
 proptest! {
+    /// The fuzz target itself (`fuzz/fuzz_targets/pipeline.rs`) on arbitrary input.
+    #[test]
+    fn fuzz_target_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        fuzz_frames(&data);
+    }
+
+    /// The fuzz target on sequences of mutated valid frames (flows, replies, errors).
+    #[test]
+    fn fuzz_target_on_mutated_sessions(flips in proptest::collection::vec((0usize..7, 0usize..90, any::<u8>()), 0..6)) {
+        let mut items = vec![
+            (0u8, arp_reply(S::HOP_MAC, S::HOP, S::UP_MAC, S::UP)),
+            (1, S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, SYN, b"x"))),
+            (0, S::from_outside(&tcp(S::REMOTE, 80, S::UP, 40000, SYN | ACK, b""))),
+            (1, S::from_endpoint(S::A, &icmp_echo(S::A, S::REMOTE, true, 5, 1))),
+            (0, S::from_outside(&tcp(S::REMOTE, 9, S::UP, 8080, SYN, b""))),
+            (2, S::from_endpoint(S::B, &tcp(S::B, 80, S::REMOTE, 9, SYN | ACK, b""))),
+            (3, tagged(&eth(MacAddr::BROADCAST, MacAddr([2, 5, 5, 5, 5, 5]), 0x0806, &[0u8; 28]), 10)),
+        ];
+        for (i, at, val) in flips {
+            let f = &mut items[i].1;
+            if at < f.len() { f[at] ^= val; }
+        }
+        fuzz_frames(&records(&items));
+    }
+
     /// The fuzz target's property: any bytes on any port end in a verdict, never a panic.
     #[test]
     fn arbitrary_frames_never_panic(port in 0u16..6, bytes in proptest::collection::vec(any::<u8>(), 0..200)) {

@@ -315,3 +315,24 @@ pub fn run_one(
     let mut out = Frames::new().push(ingress, frame).run(worker, now);
     out.pop().unwrap_or((Verdict::Pending, Vec::new()))
 }
+
+/// The fuzz target's body: `data` is read as records `[port, len_hi, len_lo, frame...]`, each
+/// frame run through one worker of `Scenario` (state carries over, so replies meet flows), with
+/// housekeeping between records. Every frame must end with a verdict; nothing may panic.
+pub fn fuzz_frames(data: &[u8]) {
+    let Ok(dp) = crate::pipeline::Dataplane::new(&Scenario::new().config) else {
+        return;
+    };
+    let mut w = dp.worker();
+    let mut rest = data;
+    let mut now = Millis(1_000_000);
+    while let [port, hi, lo, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+        let (frame, next) = tail.split_at(len);
+        let (verdict, _) = run_one(&mut w, PortId(u16::from(*port % 8)), frame, now);
+        assert_ne!(verdict, Verdict::Pending, "every frame ends with a verdict");
+        now = now.plus_secs(u32::from(*port / 8));
+        dp.housekeeping(now);
+        rest = next;
+    }
+}
