@@ -1,1 +1,3 @@
-//! Benchmark support for sluice.
+//! Benchmark support for sluice: the end-to-end harness (kernel bridge vs sluice in namespaces).
+
+pub mod e2e;

@@ -437,6 +437,19 @@ pub fn listening_ports(ss: &str) -> BTreeSet<u16> {
         .collect()
 }
 
+/// Joins the non-empty lines of a tool's message with " / " (at most 400 characters), so that
+/// errors fit on one line of a report.
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ")
+        .chars()
+        .take(400)
+        .collect()
+}
+
 fn stop_child(mut p: BgProc) {
     if matches!(p.child.try_wait(), Ok(None)) {
         if let Ok(pid) = libc::pid_t::try_from(p.child.id()) {
@@ -477,7 +490,7 @@ fn run_host(args: &[OsString]) -> Result<Output> {
         Err(LabError::Failed {
             cmd,
             status: out.status.to_string(),
-            stderr: tail.chars().rev().collect(),
+            stderr: one_line(&tail.chars().rev().collect::<String>()),
         })
     }
 }
@@ -975,7 +988,7 @@ fn fill_sluice(lab: &mut Lab, spec: &DockerLikeSpec, launch: &SluiceLaunch) -> R
         return Err(LabError::Failed {
             cmd: render(&launch.command(&path)),
             status: "exited at start-up".into(),
-            stderr: log.chars().take(400).collect(),
+            stderr: one_line(&log),
         });
     }
     Ok(pid)
@@ -1016,6 +1029,15 @@ mod tests {
         assert_ne!(p, lab_prefix("kb", 4_194_304, 13).unwrap());
         assert!(lab_prefix("Bad", 1, 0).is_err());
         assert!(lab_prefix("toolong", 1, 0).is_err());
+    }
+
+    #[test]
+    fn messages_fit_one_line() {
+        assert_eq!(
+            one_line("error: bad\n\nUsage: sluice\n  more\n"),
+            "error: bad / Usage: sluice / more"
+        );
+        assert_eq!(one_line(&"x".repeat(500)).len(), 400);
     }
 
     #[test]
