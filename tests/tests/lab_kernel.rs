@@ -96,3 +96,30 @@ fn kernel_topology_bridges_masquerades_and_publishes() {
         netns_list()
     );
 }
+
+#[test]
+fn lab_is_removed_when_a_test_panics() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !have("ip") {
+        eprintln!("skipped: needs root and ip");
+        return;
+    }
+    let mut prefix = String::new();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut lab = sluice_control::lab::Lab::new("kp").unwrap();
+        prefix = lab.prefix().to_string();
+        lab.add_ns("x").unwrap();
+        lab.add_ns("y").unwrap();
+        lab.veth(("x", "eth0"), ("y", "eth0")).unwrap();
+        lab.spawn("x", &["sleep", "30"], "sleeper").unwrap();
+        assert!(netns_list().contains(&prefix));
+        panic!("test failure inside a lab");
+    }));
+    assert!(r.is_err());
+    assert!(!prefix.is_empty());
+    assert!(
+        !netns_list().contains(&prefix),
+        "namespaces left behind: {}",
+        netns_list()
+    );
+}

@@ -113,11 +113,12 @@ pub fn value_text(c: &Cell) -> String {
             }
             t
         }
+        None if c.runs == 0 => "not measured".into(),
         None => format!(
             "FAIL: {}",
             c.first_error
                 .as_deref()
-                .unwrap_or("no run")
+                .unwrap_or("no value")
                 .replace('|', "/")
         ),
     }
@@ -334,6 +335,7 @@ mod tests {
         assert_eq!(cpu_text(&CpuUse::default()), "-");
         let f = cell(&[sample(Err("a|b"))]);
         assert_eq!(value_text(&f), "FAIL: a/b");
+        assert_eq!(value_text(&cell(&[])), "not measured");
     }
 
     #[test]
