@@ -246,16 +246,6 @@ impl Lab {
             .map(drop)
     }
 
-    /// Reads an interface's MAC address.
-    pub fn read_mac(&self, ns: &str, dev: &str) -> Result<MacAddr> {
-        let out = self.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?;
-        out.trim().parse().map_err(|e: String| LabError::Failed {
-            cmd: format!("read MAC of {ns}/{dev}"),
-            status: "parse".into(),
-            stderr: e,
-        })
-    }
-
     /// Adds a route: `dest` is `default` or `ADDR/PREFIX`, through gateway `via`.
     pub fn route(&self, ns: &str, dest: &str, via: Ipv4Addr) -> Result<()> {
         self.ip(ns, &["route", "add", dest, "via", &via.to_string()])
