@@ -1,5 +1,7 @@
-//! Benchmark support for sluice: batches of test frames run through the pipeline without any
-//! allocation in the measured part.
+//! Benchmark support for sluice: the end-to-end harness (kernel bridge vs sluice in namespaces) and
+//! batches of test frames run through the pipeline without allocation in the measured part.
+
+pub mod e2e;
 
 use sluice_dataplane::batch::Batch;
 use sluice_dataplane::frame::{Frame, Meta, PortId, HEADROOM};

@@ -1,0 +1,123 @@
+//! `sluice-e2e-bench`: docker's default network built in namespaces twice (kernel bridge +
+//! iptables, and sluice) and measured alternately; prints a table and appends it to RESULTS.md.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use sluice_bench::e2e::harness::{self, Plan};
+use sluice_bench::e2e::report::{results_section, shell_quote, table, utc_date};
+use sluice_bench::e2e::TestKind;
+use sluice_control::lab::{Forwarder, SluiceLaunch};
+
+/// End-to-end benchmark: kernel bridge + iptables vs sluice, in network namespaces.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Test groups: tcp, tcp4, udp64, rr, nat.
+    #[arg(long, value_delimiter = ',', default_value = "tcp,tcp4,udp64,rr,nat")]
+    tests: Vec<TestKind>,
+    /// Runs per forwarder (forwarders alternate within each run).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    duration: u32,
+    /// The sluice binary (default: `sluice` next to this binary).
+    #[arg(long)]
+    sluice_bin: Option<PathBuf>,
+    /// Forwarders to measure, in order: kernel, sluice.
+    #[arg(long, value_delimiter = ',', default_value = "kernel,sluice")]
+    forwarders: Vec<String>,
+    /// Markdown file the results section is appended to.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"))]
+    results: PathBuf,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let command = std::env::args()
+        .map(|a| shell_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if args.runs == 0 || args.duration == 0 {
+        bail!("--runs and --duration must be at least 1");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("needs root: it creates network namespaces");
+    }
+    let sluice_bin = match args.sluice_bin {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("locating this binary")?
+            .with_file_name("sluice"),
+    };
+    let mut forwarders = Vec::new();
+    for f in &args.forwarders {
+        forwarders.push(match f.as_str() {
+            "kernel" => Forwarder::Kernel,
+            "sluice" => Forwarder::Sluice(SluiceLaunch {
+                bin: sluice_bin.clone(),
+            }),
+            other => bail!("unknown forwarder {other:?} (expected kernel, sluice)"),
+        });
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        let h = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGINT, h);
+        libc::signal(libc::SIGTERM, h);
+    }
+    let date = utc_date(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    );
+    let plan = Plan {
+        tests: args.tests,
+        runs: args.runs,
+        duration: args.duration,
+        forwarders,
+    };
+    let outcome = harness::run(&plan, &STOP, |line| eprintln!("{line}"));
+    for s in &outcome.skipped {
+        println!("skipped: {s}");
+    }
+    if outcome.forwarders.is_empty() {
+        bail!("no forwarder could be measured");
+    }
+    println!();
+    print!("{}", table(&outcome.forwarders, &outcome.rows));
+    let mut skipped = outcome.skipped.clone();
+    if outcome.interrupted {
+        skipped.push("interrupted before all runs completed".into());
+    }
+    let info = harness::run_info(command, date);
+    let section = results_section(&info, &outcome.forwarders, &outcome.rows, &skipped);
+    let fresh = !args.results.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.results)
+        .with_context(|| format!("opening {}", args.results.display()))?;
+    if fresh {
+        writeln!(
+            f,
+            "# End-to-end benchmark results\n\nAppended by `sluice-e2e-bench`; compare only \
+             figures from one section (measured side by side in one run)."
+        )?;
+    }
+    f.write_all(section.as_bytes())?;
+    println!("\nappended to {}", args.results.display());
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! Pure statistics and rendering: per-forwarder medians with min/max, the sluice/kernel ratio,
+//! the text table and the section appended to `RESULTS.md`.
+
+use std::fmt::Write as _;
+
+use super::{CpuUse, Metric, Sample};
+
+/// Median, minimum and maximum of a set of values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    /// Median (mean of the two middle values for an even count).
+    pub median: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+/// Median/min/max of the finite values; None when there is none.
+pub fn stats(values: &[f64]) -> Option<Stats> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some(Stats {
+        median,
+        min: v[0],
+        max: v[n - 1],
+    })
+}
+
+/// What one forwarder did on one metric over all runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// Statistics of the successful runs.
+    pub stats: Option<Stats>,
+    /// Successful runs.
+    pub ok: usize,
+    /// All runs.
+    pub runs: usize,
+    /// Median CPU use over the successful runs.
+    pub cpu: CpuUse,
+    /// Error of the first failed run, if any failed.
+    pub first_error: Option<String>,
+}
+
+/// Summarises the samples of one forwarder on one metric.
+pub fn cell(samples: &[Sample]) -> Cell {
+    let ok: Vec<&Sample> = samples.iter().filter(|s| s.value.is_ok()).collect();
+    let values: Vec<f64> = ok
+        .iter()
+        .filter_map(|s| s.value.as_ref().ok().copied())
+        .collect();
+    let med = |f: fn(&CpuUse) -> Option<f64>| {
+        let v: Vec<f64> = ok.iter().filter_map(|s| f(&s.cpu)).collect();
+        stats(&v).map(|s| s.median)
+    };
+    Cell {
+        stats: stats(&values),
+        ok: ok.len(),
+        runs: samples.len(),
+        cpu: CpuUse {
+            forwarder_pct: med(|c| c.forwarder_pct),
+            softirq_pct: med(|c| c.softirq_pct),
+            busy_pct: med(|c| c.busy_pct),
+            background_pct: med(|c| c.background_pct),
+        },
+        first_error: samples.iter().find_map(|s| s.value.as_ref().err().cloned()),
+    }
+}
+
+/// One row of the report: a metric and each forwarder's cell (in the report's forwarder order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The metric.
+    pub metric: Metric,
+    /// Cells, one per forwarder.
+    pub cells: Vec<Cell>,
+}
+
+/// `a / b` of the medians, when both exist and `b` is not zero.
+pub fn ratio(a: &Cell, b: &Cell) -> Option<f64> {
+    match (a.stats, b.stats) {
+        (Some(a), Some(b)) if b.median != 0.0 => Some(a.median / b.median),
+        _ => None,
+    }
+}
+
+fn num(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// "median [min-max]" (with "n/N ok" when runs failed), or the failure.
+pub fn value_text(c: &Cell) -> String {
+    match c.stats {
+        Some(s) => {
+            let mut t = format!("{} [{}-{}]", num(s.median), num(s.min), num(s.max));
+            if c.ok < c.runs {
+                let _ = write!(t, " ({}/{} ok)", c.ok, c.runs);
+            }
+            t
+        }
+        None if c.runs == 0 => "not measured".into(),
+        None => format!(
+            "FAIL: {}",
+            c.first_error
+                .as_deref()
+                .unwrap_or("no value")
+                .replace('|', "/")
+        ),
+    }
+}
+
+/// CPU text of a cell: forwarder process, softirq and total busy, in % of one CPU.
+pub fn cpu_text(c: &CpuUse) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = c.forwarder_pct {
+        parts.push(format!("proc {p:.0}%"));
+    }
+    if let Some(p) = c.softirq_pct {
+        parts.push(format!("si {p:.0}%"));
+    }
+    if let Some(p) = c.busy_pct {
+        parts.push(format!("busy {p:.0}%"));
+    }
+    if let Some(p) = c.background_pct {
+        parts.push(format!("(bg {p:.0}%)"));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// The results table in Markdown (readable as plain text too). With two or more forwarders
+/// the last column is the ratio of the second to the first (sluice/kernel).
+pub fn table(forwarders: &[String], rows: &[Row]) -> String {
+    let mut head = vec!["test".to_string(), "unit".to_string()];
+    for f in forwarders {
+        head.push(format!("{f} median [min-max]"));
+        head.push(format!("{f} CPU"));
+    }
+    if forwarders.len() >= 2 {
+        head.push(format!("{}/{}", forwarders[1], forwarders[0]));
+    }
+    let mut lines = vec![head];
+    for r in rows {
+        let mut l = vec![r.metric.name.to_string(), r.metric.unit_text()];
+        for c in &r.cells {
+            l.push(value_text(c));
+            l.push(cpu_text(&c.cpu));
+        }
+        if forwarders.len() >= 2 {
+            l.push(match (r.cells.first(), r.cells.get(1)) {
+                (Some(k), Some(s)) => ratio(s, k).map_or("-".into(), |x| format!("{x:.2}")),
+                _ => "-".into(),
+            });
+        }
+        lines.push(l);
+    }
+    let cols = lines[0].len();
+    let width: Vec<usize> = (0..cols)
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let fmt_line = |l: &[String]| {
+        let cells: Vec<String> = (0..cols)
+            .map(|i| {
+                let c = l.get(i).map_or("", String::as_str);
+                format!("{c:<w$}", w = width[i])
+            })
+            .collect();
+        format!("| {} |", cells.join(" | "))
+    };
+    let mut out = fmt_line(&lines[0]);
+    out.push('\n');
+    let sep: Vec<String> = width.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&format!("|-{}-|\n", sep.join("-|-")));
+    for l in &lines[1..] {
+        out.push_str(&fmt_line(l));
+        out.push('\n');
+    }
+    out
+}
+
+/// Where and how a run was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunInfo {
+    /// UTC date and time of the start.
+    pub date: String,
+    /// `uname -r`.
+    pub kernel: String,
+    /// Number of online CPUs.
+    pub nproc: usize,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// The exact command line.
+    pub command: String,
+}
+
+/// The Markdown section appended to `RESULTS.md` for one run.
+pub fn results_section(
+    info: &RunInfo,
+    forwarders: &[String],
+    rows: &[Row],
+    skipped: &[String],
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "\n## End-to-end run {}\n", info.date);
+    let _ = writeln!(
+        s,
+        "- machine: kernel {}, {} CPUs, {}",
+        info.kernel, info.nproc, info.cpu_model
+    );
+    let _ = writeln!(s, "- command: `{}`", info.command);
+    let _ = writeln!(
+        s,
+        "- forwarders measured alternately in each run; CPU columns are medians in % of one CPU: \
+         proc = forwarder process, si = softirq (all CPUs), busy = all CPUs, \
+         bg = all CPUs just before the measurement (load from outside the benchmark)"
+    );
+    for k in skipped {
+        let _ = writeln!(s, "- skipped: {k}");
+    }
+    s.push('\n');
+    s.push_str(&table(forwarders, rows));
+    s
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for a Unix time (days-from-civil inverse, proleptic Gregorian).
+pub fn utc_date(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Quotes a command line argument for the shell when needed.
+pub fn shell_quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:@%+".contains(c))
+    {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Better, Unit};
+    use super::*;
+
+    fn sample(v: Result<f64, &str>) -> Sample {
+        Sample {
+            value: v.map_err(String::from),
+            note: String::new(),
+            cpu: CpuUse {
+                forwarder_pct: None,
+                softirq_pct: Some(10.0),
+                busy_pct: Some(150.0),
+                background_pct: Some(4.0),
+            },
+        }
+    }
+
+    const TCP: Metric = Metric {
+        name: "tcp1 a->b",
+        unit: Unit::Gbps,
+        better: Better::Higher,
+    };
+
+    #[test]
+    fn stats_odd_even_and_nan() {
+        assert_eq!(
+            stats(&[3.0, 1.0, 2.0]),
+            Some(Stats {
+                median: 2.0,
+                min: 1.0,
+                max: 3.0
+            })
+        );
+        assert_eq!(stats(&[4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
+        assert_eq!(stats(&[f64::NAN, 5.0]).unwrap().median, 5.0);
+        assert_eq!(stats(&[]), None);
+    }
+
+    #[test]
+    fn cells_count_failures() {
+        let c = cell(&[
+            sample(Ok(10.0)),
+            sample(Err("iperf3: refused")),
+            sample(Ok(12.0)),
+        ]);
+        assert_eq!(c.ok, 2);
+        assert_eq!(c.runs, 3);
+        assert_eq!(c.stats.unwrap().median, 11.0);
+        assert_eq!(c.first_error.as_deref(), Some("iperf3: refused"));
+        assert_eq!(value_text(&c), "11.0 [10.0-12.0] (2/3 ok)");
+        assert_eq!(cpu_text(&c.cpu), "si 10% busy 150% (bg 4%)");
+        assert_eq!(cpu_text(&CpuUse::default()), "-");
+        let f = cell(&[sample(Err("a|b"))]);
+        assert_eq!(value_text(&f), "FAIL: a/b");
+        assert_eq!(value_text(&cell(&[])), "not measured");
+    }
+
+    #[test]
+    fn ratio_and_table() {
+        let k = cell(&[sample(Ok(10.0)), sample(Ok(14.0))]);
+        let s = cell(&[sample(Ok(6.0)), sample(Ok(6.0))]);
+        assert_eq!(ratio(&s, &k), Some(0.5));
+        assert_eq!(ratio(&s, &cell(&[])), None);
+        let fw = vec!["kernel".to_string(), "sluice".to_string()];
+        let t = table(
+            &fw,
+            &[Row {
+                metric: TCP,
+                cells: vec![k, s],
+            }],
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].contains("kernel median [min-max]") && lines[0].contains("sluice/kernel"));
+        assert!(lines[1].starts_with("|--"));
+        assert!(lines[2].contains("12.0 [10.0-14.0]"));
+        assert!(lines[2].contains("Gbit/s (higher is better)"));
+        let cells: Vec<&str> = lines[2].split('|').map(str::trim).collect();
+        assert_eq!(cells[cells.len() - 2], "0.50");
+        assert!(lines
+            .iter()
+            .all(|l| l.chars().count() == lines[0].chars().count()));
+    }
+
+    #[test]
+    fn single_forwarder_has_no_ratio() {
+        let t = table(
+            &["kernel".to_string()],
+            &[Row {
+                metric: TCP,
+                cells: vec![cell(&[sample(Ok(1.0))])],
+            }],
+        );
+        assert!(!t.contains("/kernel"));
+        assert_eq!(t.lines().next().unwrap().matches('|').count(), 5);
+    }
+
+    #[test]
+    fn section_has_machine_and_command() {
+        let info = RunInfo {
+            date: utc_date(0),
+            kernel: "6.18".into(),
+            nproc: 2,
+            cpu_model: "AMD EPYC".into(),
+            command: "sluice-e2e-bench --runs 1".into(),
+        };
+        let s = results_section(
+            &info,
+            &["kernel".into()],
+            &[],
+            &["sluice: no binary".into()],
+        );
+        assert!(s.contains("## End-to-end run 1970-01-01 00:00:00 UTC"));
+        assert!(s.contains("kernel 6.18, 2 CPUs, AMD EPYC"));
+        assert!(s.contains("`sluice-e2e-bench --runs 1`"));
+        assert!(s.contains("- skipped: sluice: no binary"));
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_date(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(utc_date(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_date(4_102_444_799), "2099-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("--tests"), "--tests");
+        assert_eq!(shell_quote("tcp,rr"), "tcp,rr");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

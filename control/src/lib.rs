@@ -1,0 +1,5 @@
+//! sluice's control plane as a library: what the `sluice` binary, the end-to-end tests, the
+//! demo and the benchmark harness share.
+#![deny(missing_docs)]
+
+pub mod lab;
