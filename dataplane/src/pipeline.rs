@@ -249,19 +249,19 @@ fn eth_rewrite(d: &mut [u8], dst: MacAddr, src: MacAddr) {
 }
 
 /// Checks that an endpoint's IPv4 or ARP frame carries its own address (or 0.0.0.0 in ARP
-/// probes).
+/// probes). Returns the parsed IPv4 header, so later stages do not parse it again.
 fn check_source_ip(
     d: &[u8],
     l2: &L2Header,
     mac: MacAddr,
     ip: Option<Ipv4Addr>,
-) -> Result<(), DropReason> {
+) -> Result<Option<Ipv4Info>, DropReason> {
     let payload = d.get(l2.l3_offset..).ok_or(R::Malformed)?;
     match l2.ethertype {
         ETHERTYPE_IPV4 => {
-            let src = translate::parse_ipv4(d, l2.l3_offset)?.src;
+            let parsed = translate::parse_ipv4(d, l2.l3_offset)?;
             match ip {
-                Some(own) if own == src => Ok(()),
+                Some(own) if own == parsed.src => Ok(Some(parsed)),
                 _ => Err(R::SpoofedIp),
             }
         }
@@ -272,12 +272,12 @@ fn check_source_ip(
             }
             let s = arp.sender_ip();
             if s.is_unspecified() || Some(s) == ip {
-                Ok(())
+                Ok(None)
             } else {
                 Err(R::SpoofedIp)
             }
         }
-        _ => Ok(()),
+        _ => Ok(None),
     }
 }
 
@@ -337,11 +337,12 @@ impl<'t> BatchState<'t> {
         if l2.src.is_multicast() {
             return Err(R::Malformed);
         }
+        let mut parsed = None;
         if let Some((mac, ip)) = port.endpoint {
             if l2.src != mac {
                 return Err(R::SpoofedMac);
             }
-            check_source_ip(f.data(), l2, mac, ip)?;
+            parsed = check_source_ip(f.data(), l2, mac, ip)?;
         }
         let (vlan, ingress, now) = (f.meta.vlan, f.meta.ingress, self.now);
         match self
@@ -364,7 +365,7 @@ impl<'t> BatchState<'t> {
         let cfg = &net.config;
         if vlan == cfg.vlan {
             if l2.dst == cfg.gateway_mac {
-                return self.gateway_in(f, l2, net, port);
+                return self.gateway_in(f, l2, net, port, parsed);
             }
             if l2.dst.is_broadcast() && l2.ethertype == ETHERTYPE_ARP {
                 if let Some(v) = arp_for(f, l2, cfg.gateway_mac, cfg.gateway)? {
@@ -409,6 +410,7 @@ impl<'t> BatchState<'t> {
         l2: &L2Header,
         net: &'t NetworkEntry,
         port: &'t PortEntry,
+        parsed: Option<Ipv4Info>,
     ) -> Result<Verdict, DropReason> {
         let cfg = &net.config;
         match l2.ethertype {
@@ -418,7 +420,10 @@ impl<'t> BatchState<'t> {
             }
             _ => return Err(R::Unsupported),
         }
-        let ip = translate::parse_ipv4(f.data(), l2.l3_offset)?;
+        let ip = match parsed {
+            Some(ip) => ip,
+            None => translate::parse_ipv4(f.data(), l2.l3_offset)?,
+        };
         let ingress = f.meta.ingress;
         let t = self.t;
         let flow = translate::flow_of(f.data(), &ip);
@@ -562,7 +567,11 @@ impl<'t> BatchState<'t> {
         };
         let partial = f.meta.offload.csum_partial;
         translate::rewrite(f.data_mut(), ip, flow, &new, partial);
-        let dst = translate::parse_ipv4(f.data(), ip.l3)?.dst;
+        let dst = if flow.kind == L4Kind::Error {
+            new.src
+        } else {
+            new.dst
+        };
         self.route(f, ip.l3, dst, ip.ttl)
     }
 
