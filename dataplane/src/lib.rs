@@ -6,5 +6,6 @@ pub mod batch;
 pub mod config;
 pub mod counters;
 pub mod frame;
+pub mod port;
 pub mod time;
 pub mod wire;

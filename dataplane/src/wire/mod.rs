@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod vnet;
+
 /// Why a view could not be built over a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

@@ -1,0 +1,1 @@
+//! TAP port (placeholder while the AF_PACKET port is brought up).
