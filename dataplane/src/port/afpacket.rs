@@ -752,7 +752,9 @@ mod tests {
 
     use super::*;
     use crate::frame::GsoType;
-    use crate::port::testnet::{collect, is_test_frame, test_frame, with_headroom, Netns, RawSock};
+    use crate::port::testnet::{
+        collect, forward, is_test_frame, test_frame, with_headroom, Netns, RawSock,
+    };
 
     fn small() -> AfPacketConfig {
         AfPacketConfig {
@@ -941,35 +943,7 @@ mod tests {
         let total: usize = 256 << 20;
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
-            let fwd = s.spawn(|| {
-                let mut frames = 0u64;
-                let mut full = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let mut idle = true;
-                    for (rx, tx) in [
-                        (&mut xr as &mut dyn RxPort, &mut yt as &mut dyn TxPort),
-                        (&mut yr, &mut xt),
-                    ] {
-                        let mut batch = Batch::new();
-                        let n = rx.rx(&mut batch).unwrap();
-                        for f in batch.frames() {
-                            match tx.send(f, None) {
-                                Ok(()) => frames += 1,
-                                Err(TxError::Full) => full += 1,
-                                Err(e) => panic!("send: {e}"),
-                            }
-                        }
-                        drop(batch);
-                        rx.release();
-                        tx.flush().unwrap();
-                        idle &= n == 0;
-                    }
-                    if idle {
-                        std::thread::yield_now();
-                    }
-                }
-                (frames, full)
-            });
+            let fwd = s.spawn(|| forward(&stop, [(&mut xr, &mut xt), (&mut yr, &mut yt)]));
             let server = s.spawn(|| {
                 let (mut c, _) = listener.accept().unwrap();
                 let mut sink = vec![0u8; 1 << 16];
@@ -1002,12 +976,13 @@ mod tests {
             let received = server.join().unwrap();
             let secs = start.elapsed().as_secs_f64();
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let (frames, full) = fwd.join().unwrap();
+            let st = fwd.join().unwrap();
             eprintln!(
-                "forwarded {received} bytes in {secs:.2} s ({:.2} Gbit/s), {frames} frames, {full} TX-full drops",
+                "forwarded {received} bytes in {secs:.2} s ({:.2} Gbit/s): {st:?}",
                 received as f64 * 8.0 / secs / 1e9
             );
             assert_eq!(received, sent);
+            assert!(st.gso[0] > 0, "no GSO frame from the sender side");
             assert!(sent >= 16 << 20, "only {sent} bytes in 8 s");
         });
     }

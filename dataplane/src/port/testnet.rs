@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::Batch;
 use crate::frame::{Meta, Offload, HEADROOM};
-use crate::port::RxPort;
+use crate::port::{RxPort, TxPort};
 
 /// A network namespace that is deleted when dropped.
 pub struct Netns {
@@ -248,4 +248,51 @@ pub fn with_headroom(bytes: &[u8]) -> Vec<u8> {
     let mut v = vec![0u8; HEADROOM];
     v.extend_from_slice(bytes);
     v
+}
+
+/// What [`forward`] did.
+#[derive(Debug, Default)]
+pub struct FwdStats {
+    /// Frames sent.
+    pub frames: u64,
+    /// Frames dropped on a full TX ring or queue.
+    pub full: u64,
+    /// GSO frames received, per direction.
+    pub gso: [u64; 2],
+}
+
+/// A two-port worker loop: frames from `ports[0].0` go out of `ports[1].1` and the reverse,
+/// one batch at a time with one flush per batch, until `stop` is set.
+pub fn forward(
+    stop: &std::sync::atomic::AtomicBool,
+    ports: [(&mut dyn RxPort, &mut dyn TxPort); 2],
+) -> FwdStats {
+    let [(r0, t0), (r1, t1)] = ports;
+    let mut dirs: [(&mut dyn RxPort, &mut dyn TxPort); 2] = [(r0, t1), (r1, t0)];
+    let mut st = FwdStats::default();
+    while !stop.load(Ordering::Relaxed) {
+        let mut idle = true;
+        for (d, (rx, tx)) in dirs.iter_mut().enumerate() {
+            let mut batch = Batch::new();
+            let n = rx.rx(&mut batch).expect("rx");
+            for f in batch.frames() {
+                if f.meta.offload.gso != crate::frame::GsoType::None {
+                    st.gso[d] += 1;
+                }
+                match tx.send(f, None) {
+                    Ok(()) => st.frames += 1,
+                    Err(crate::port::TxError::Full) => st.full += 1,
+                    Err(e) => panic!("send: {e}"),
+                }
+            }
+            drop(batch);
+            rx.release();
+            tx.flush().expect("flush");
+            idle &= n == 0;
+        }
+        if idle {
+            std::thread::yield_now();
+        }
+    }
+    st
 }
