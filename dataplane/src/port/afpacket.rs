@@ -869,6 +869,29 @@ mod tests {
         tx.flush().unwrap();
     }
 
+    /// Two workers on one interface: each frame reaches exactly one of them.
+    #[test]
+    fn fanout_group_shares_the_interface() {
+        let ns = Netns::new("f");
+        ns.ip("link add name a type veth peer name b");
+        ns.ip("link set dev a up");
+        ns.ip("link set dev b up");
+        let cfg = AfPacketConfig {
+            fanout: true,
+            ..small()
+        };
+        let (mut r0, _t0) = ns.enter(|| open("b", PortId(0), &cfg)).unwrap();
+        let (mut r1, _t1) = ns.enter(|| open("b", PortId(0), &cfg)).unwrap();
+        let raw = ns.enter(|| RawSock::open("a"));
+        for _ in 0..100 {
+            raw.send(&test_frame(None, 5, 60));
+        }
+        let keep = |f: &[u8], _: &Meta| is_test_frame(f, 5);
+        let n0 = collect(&mut r0, 100, Duration::from_millis(500), keep).len();
+        let n1 = collect(&mut r1, 100, Duration::from_millis(500), keep).len();
+        assert_eq!(n0 + n1, 100);
+    }
+
     /// A TCP transfer over a veth whose sender has TSO on: the port on the receiving end sees
     /// the super-frames whole, with the GSO and checksum-partial state in the offload.
     #[test]
@@ -985,5 +1008,82 @@ mod tests {
             assert!(st.gso[0] > 0, "no GSO frame from the sender side");
             assert!(sent >= 16 << 20, "only {sent} bytes in 8 s");
         });
+    }
+
+    /// Forward rate of one worker between two veths with 64-byte frames (a measurement, not a
+    /// check of speed): `cargo test -p sluice-dataplane --release forward_rate -- --ignored
+    /// --nocapture`. A generator port blasts frames into one veth, the worker forwards them to
+    /// the other, a counter port drains the far end.
+    #[test]
+    #[ignore = "measurement; run in release"]
+    fn forward_rate_small_frames() {
+        let left = Netns::new("pl");
+        let mid = Netns::new("pm");
+        let right = Netns::new("pr");
+        left.ip(&format!(
+            "link add name a type veth peer name x netns {}",
+            mid.name
+        ));
+        right.ip(&format!(
+            "link add name b type veth peer name y netns {}",
+            mid.name
+        ));
+        for (ns, dev) in [(&left, "a"), (&right, "b"), (&mid, "x"), (&mid, "y")] {
+            ns.ip(&format!("link set dev {dev} up"));
+        }
+        let cfg = AfPacketConfig::default();
+        let (_ar, mut gen) = left.enter(|| open("a", PortId(9), &cfg)).unwrap();
+        let (mut xr, mut xt) = mid.enter(|| open("x", PortId(0), &cfg)).unwrap();
+        let (mut yr, mut yt) = mid.enter(|| open("y", PortId(1), &cfg)).unwrap();
+        let (mut br, _bt) = right.enter(|| open("b", PortId(8), &cfg)).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let secs = 3.0;
+        let result = std::thread::scope(|s| {
+            let fwd = s.spawn(|| forward(&stop, [(&mut xr, &mut xt), (&mut yr, &mut yt)]));
+            let sink = s.spawn(|| {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut batch = Batch::new();
+                    n += br.rx(&mut batch).unwrap() as u64;
+                    drop(batch);
+                    br.release();
+                }
+                n
+            });
+            let mut frame = with_headroom(&test_frame(None, 1, 46));
+            let len = frame.len() - HEADROOM;
+            let f = Frame::new(&mut frame, HEADROOM, len, Meta::default()).unwrap();
+            let start = Instant::now();
+            let mut generated = 0u64;
+            while start.elapsed().as_secs_f64() < secs {
+                for _ in 0..256 {
+                    if tx_full(gen.send(&f, None)) {
+                        break;
+                    }
+                    generated += 1;
+                }
+                gen.flush().unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            (generated, fwd.join().unwrap(), sink.join().unwrap())
+        });
+        let (generated, st, sunk) = result;
+        let (_, x_drops) = xr.kernel_stats().unwrap();
+        eprintln!(
+            "generated {generated}, forwarded {} ({:.0} kpps), received {sunk}, TX full {}, \
+             x ring drops {x_drops}",
+            st.frames,
+            st.frames as f64 / secs / 1e3,
+            st.full
+        );
+        assert!(st.frames > 0 && sunk > 0);
+    }
+
+    fn tx_full(r: Result<(), TxError>) -> bool {
+        match r {
+            Ok(()) => false,
+            Err(TxError::Full) => true,
+            Err(e) => panic!("send: {e}"),
+        }
     }
 }

@@ -298,6 +298,18 @@ mod tests {
         let (mut rx, mut tx) = ns.enter(|| open("tp0", PortId(4), &config)).unwrap();
         ns.ip("link set dev tp0 up");
         assert!(ns.ip("-d link show dev tp0").contains("tun type tap"));
+        let features =
+            crate::port::testnet::run("ip", &["netns", "exec", &ns.name, "ethtool", "-k", "tp0"]);
+        for on in ["tx-checksumming: on", "tcp-segmentation-offload: on"] {
+            assert!(features.contains(on), "{on}: {features}");
+        }
+        eprintln!(
+            "USO: {}",
+            features
+                .lines()
+                .find(|l| l.contains("tx-udp-segmentation"))
+                .unwrap_or("-")
+        );
         let raw = ns.enter(|| RawSock::open("tp0"));
 
         // Kernel -> port: what the kernel transmits on tp0 is read by sluice.
