@@ -13,6 +13,7 @@ pub mod nat;
 pub mod pipeline;
 #[cfg(test)]
 mod pipeline_tests;
+pub mod port;
 pub mod portfwd;
 pub mod tables;
 pub mod testkit;

@@ -11,6 +11,7 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
 pub mod udp;
+pub mod vnet;
 
 #[cfg(test)]
 mod proptests;

@@ -1,0 +1,445 @@
+//! TAP port: a `/dev/net/tun` descriptor in TAP mode with the virtio-net header
+//! (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`), so that the kernel hands sluice GSO super-frames and
+//! checksum-partial frames (enabled with `TUNSETOFFLOAD`) and accepts them back.
+//!
+//! Every read returns one frame preceded by its 10-byte virtio-net header, and every write
+//! takes one: TAP has no batch syscall, so RX is a loop of `read()` until `EAGAIN` or a full
+//! batch, and TX is one `write()` per frame (vhost-net, which would batch through virtqueues,
+//! needs a VM-style memory table and is not used here). GSO keeps the number of syscalls per
+//! byte low for bulk TCP.
+//!
+//! With [`TapConfig::multi_queue`] (`IFF_MULTI_QUEUE`) each `open` of the same name attaches
+//! one more queue, one per worker; the kernel spreads flows over the queues.
+//!
+//! The device is created in the network namespace of the opening thread and vanishes when its
+//! last descriptor is closed unless it was made persistent beforehand (`ip tuntap add`).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use super::egress::{copy_retagged, retag_offload, VLAN_TAG_LEN};
+use super::{cvt, RxPort, TxError, TxPort};
+use crate::batch::Batch;
+use crate::frame::{Frame, Meta, PortId, HEADROOM};
+use crate::wire::vnet::{read_vnet, write_vnet, VNET_HDR_LEN};
+
+/// Largest frame a TAP read or write carries: a 64 KiB IP packet, Ethernet header and a tag.
+pub const TAP_MAX_FRAME: usize = 65535 + 14 + VLAN_TAG_LEN;
+
+/// Options of a TAP port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapConfig {
+    /// Attach as one queue of a multi-queue device (`IFF_MULTI_QUEUE`): open once per worker.
+    pub multi_queue: bool,
+    /// Receive buffers (each `HEADROOM` + 10 + [`TAP_MAX_FRAME`] bytes, about 64 KiB): the most
+    /// frames one `rx` returns.
+    pub rx_buffers: usize,
+}
+
+impl Default for TapConfig {
+    /// Single queue, 64 receive buffers (4 MiB).
+    fn default() -> Self {
+        TapConfig {
+            multi_queue: false,
+            rx_buffers: 64,
+        }
+    }
+}
+
+/// The setup step that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TapStep {
+    /// Checking the interface name.
+    Name,
+    /// `open("/dev/net/tun")`.
+    Open,
+    /// `TUNSETIFF`.
+    SetIff,
+    /// `TUNSETVNETHDRSZ`.
+    VnetHdrSize,
+    /// `TUNSETOFFLOAD`.
+    Offload,
+}
+
+impl std::fmt::Display for TapStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TapStep::Name => "checking the name (1 to 15 bytes, no NUL)",
+            TapStep::Open => "opening /dev/net/tun",
+            TapStep::SetIff => "attaching to the device (TUNSETIFF)",
+            TapStep::VnetHdrSize => "setting the virtio-net header size",
+            TapStep::Offload => "enabling offloads (TUNSETOFFLOAD)",
+        })
+    }
+}
+
+/// Why a TAP port could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("TAP port {ifname}: {step}: {source}")]
+pub struct TapError {
+    /// The interface.
+    pub ifname: String,
+    /// What was being done.
+    pub step: TapStep,
+    /// The error.
+    pub source: io::Error,
+}
+
+/// Offloads sluice accepts from the kernel; UDP segmentation (USO) is asked for first and
+/// dropped when the kernel does not know it.
+const OFFLOADS: libc::c_uint =
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+const OFFLOADS_USO: libc::c_uint = OFFLOADS | libc::TUN_F_USO4 | libc::TUN_F_USO6;
+
+/// Opens (creating it if needed) the TAP device `ifname` and returns the port's two halves.
+pub fn open(ifname: &str, id: PortId, config: &TapConfig) -> Result<(TapRx, TapTx), TapError> {
+    let err = |step: TapStep| {
+        move |source: io::Error| TapError {
+            ifname: ifname.to_owned(),
+            step,
+            source,
+        }
+    };
+    // SAFETY: ifreq is plain data; all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    if ifname.is_empty() || ifname.len() >= ifr.ifr_name.len() || ifname.contains('\0') {
+        return Err(err(TapStep::Name)(io::Error::from(
+            io::ErrorKind::InvalidInput,
+        )));
+    }
+    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+    if config.multi_queue {
+        flags |= libc::IFF_MULTI_QUEUE;
+    }
+    ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
+
+    // SAFETY: the path is a valid C string.
+    let raw = cvt(unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    })
+    .map_err(err(TapStep::Open))?;
+    // SAFETY: `raw` is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let f = fd.as_raw_fd();
+    // SAFETY: TUNSETIFF reads and writes an ifreq.
+    cvt(unsafe { libc::ioctl(f, libc::TUNSETIFF, &mut ifr) }).map_err(err(TapStep::SetIff))?;
+    let hdr_len = VNET_HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads an int.
+    cvt(unsafe { libc::ioctl(f, libc::TUNSETVNETHDRSZ, &hdr_len) })
+        .map_err(err(TapStep::VnetHdrSize))?;
+    // SAFETY: TUNSETOFFLOAD takes the flags by value.
+    let uso = cvt(unsafe { libc::ioctl(f, libc::TUNSETOFFLOAD, OFFLOADS_USO as libc::c_ulong) });
+    if uso.is_err() {
+        // SAFETY: as above.
+        cvt(unsafe { libc::ioctl(f, libc::TUNSETOFFLOAD, OFFLOADS as libc::c_ulong) })
+            .map_err(err(TapStep::Offload))?;
+    }
+
+    let fd = Arc::new(fd);
+    let rx = TapRx {
+        id,
+        fd: Arc::clone(&fd),
+        bufs: (0..config.rx_buffers.max(1))
+            .map(|_| vec![0u8; HEADROOM + TAP_MAX_FRAME].into_boxed_slice())
+            .collect(),
+        malformed: 0,
+    };
+    let tx = TapTx {
+        fd,
+        stage: vec![0u8; VNET_HDR_LEN + TAP_MAX_FRAME].into_boxed_slice(),
+    };
+    Ok((rx, tx))
+}
+
+/// The receiving half of a TAP port: one `read` per frame into preallocated buffers.
+#[derive(Debug)]
+pub struct TapRx {
+    id: PortId,
+    fd: Arc<OwnedFd>,
+    /// Each read lands at `HEADROOM - VNET_HDR_LEN`, so the frame starts at `HEADROOM`.
+    bufs: Vec<Box<[u8]>>,
+    malformed: u64,
+}
+
+impl TapRx {
+    /// Frames skipped since opening because they were shorter than an Ethernet header or their
+    /// virtio-net header was invalid.
+    pub fn malformed(&self) -> u64 {
+        self.malformed
+    }
+}
+
+impl RxPort for TapRx {
+    fn rx<'a>(&'a mut self, batch: &mut Batch<'a>) -> io::Result<usize> {
+        let fd = self.fd.as_raw_fd();
+        let id = self.id;
+        let mut n = 0;
+        for buf in self.bufs.iter_mut() {
+            if batch.is_full() {
+                break;
+            }
+            let area = &mut buf[HEADROOM - VNET_HDR_LEN..];
+            // SAFETY: `area` is writable for its length.
+            let got = unsafe { libc::read(fd, area.as_mut_ptr().cast(), area.len()) };
+            if got < 0 {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(n),
+                    // Report the error once the frames already read are processed.
+                    _ if n > 0 => Ok(n),
+                    _ => Err(e),
+                };
+            }
+            let got = got as usize;
+            if got == 0 {
+                break;
+            }
+            let offload = match read_vnet(area) {
+                Ok(off) if got >= VNET_HDR_LEN + 14 => off,
+                _ => {
+                    self.malformed += 1;
+                    continue;
+                }
+            };
+            let meta = Meta {
+                ingress: id,
+                offload,
+                ..Meta::default()
+            };
+            let Some(frame) = Frame::new(buf, HEADROOM, got - VNET_HDR_LEN, meta) else {
+                self.malformed += 1;
+                continue;
+            };
+            if batch.push(frame).is_err() {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Nothing to give back: the buffers are reused by the next `rx`.
+    fn release(&mut self) {}
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+}
+
+/// The transmitting half of a TAP port: one `write` per frame from a staging buffer holding the
+/// virtio-net header and the retagged frame.
+#[derive(Debug)]
+pub struct TapTx {
+    fd: Arc<OwnedFd>,
+    stage: Box<[u8]>,
+}
+
+impl TxPort for TapTx {
+    fn send(&mut self, frame: &Frame<'_>, tag: Option<u16>) -> Result<(), TxError> {
+        let (vnet, eth) = self.stage.split_at_mut(VNET_HDR_LEN);
+        let len = copy_retagged(frame, tag, eth)?;
+        let delta = len as isize - frame.len() as isize;
+        write_vnet(&retag_offload(&frame.meta.offload, delta), vnet)?;
+        let total = VNET_HDR_LEN + len;
+        // SAFETY: the staging buffer holds `total` initialised bytes.
+        let ret = unsafe { libc::write(self.fd.as_raw_fd(), self.stage.as_ptr().cast(), total) };
+        if ret < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EAGAIN) => TxError::Full,
+                _ => TxError::Io(e),
+            });
+        }
+        Ok(())
+    }
+
+    /// Nothing to do: `send` already wrote.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::port::afpacket::{self, AfPacketConfig};
+    use crate::port::testnet::{
+        collect, forward, is_test_frame, test_frame, with_headroom, Netns, RawSock,
+    };
+
+    #[test]
+    fn bad_names_are_refused() {
+        let e = open("", PortId(0), &TapConfig::default()).unwrap_err();
+        assert_eq!(e.step, TapStep::Name);
+        let e = open("sl-name-far-too-long", PortId(0), &TapConfig::default()).unwrap_err();
+        assert_eq!(e.step, TapStep::Name);
+        assert!(e.to_string().contains("sl-name-far-too-long"), "{e}");
+    }
+
+    #[test]
+    fn rx_and_tx_through_a_tap() {
+        let ns = Netns::new("t");
+        let config = TapConfig {
+            rx_buffers: 8,
+            ..TapConfig::default()
+        };
+        let (mut rx, mut tx) = ns.enter(|| open("tp0", PortId(4), &config)).unwrap();
+        ns.ip("link set dev tp0 up");
+        assert!(ns.ip("-d link show dev tp0").contains("tun type tap"));
+        let features =
+            crate::port::testnet::run("ip", &["netns", "exec", &ns.name, "ethtool", "-k", "tp0"]);
+        for on in ["tx-checksumming: on", "tcp-segmentation-offload: on"] {
+            assert!(features.contains(on), "{on}: {features}");
+        }
+        eprintln!(
+            "USO: {}",
+            features
+                .lines()
+                .find(|l| l.contains("tx-udp-segmentation"))
+                .unwrap_or("-")
+        );
+        let raw = ns.enter(|| RawSock::open("tp0"));
+
+        // Kernel -> port: what the kernel transmits on tp0 is read by sluice.
+        let plain = test_frame(None, 1, 100);
+        let tagged = test_frame(Some(7), 2, 100);
+        raw.send(&plain);
+        raw.send(&tagged);
+        let got = collect(&mut rx, 2, Duration::from_secs(3), |f, m| {
+            assert_eq!(m.ingress, PortId(4));
+            is_test_frame(f, 1) || is_test_frame(f, 2)
+        });
+        let frames: Vec<_> = got.into_iter().map(|(b, _)| b).collect();
+        assert_eq!(frames, vec![plain, tagged]);
+
+        // Port -> kernel: what sluice writes is received on tp0.
+        let mut b = with_headroom(&test_frame(None, 3, 60));
+        let len = b.len() - HEADROOM;
+        let f = Frame::new(&mut b, HEADROOM, len, Meta::default()).unwrap();
+        tx.send(&f, Some(12)).unwrap();
+        tx.send(&f, None).unwrap();
+        tx.flush().unwrap();
+        let seen = raw.capture(2, |f| is_test_frame(f, 3));
+        assert_eq!(
+            seen,
+            vec![test_frame(Some(12), 3, 60), test_frame(None, 3, 60)]
+        );
+
+        // An invalid offload header is refused by the kernel, not hidden.
+        let mut bad = f;
+        bad.meta.offload.csum_partial = true;
+        bad.meta.offload.csum_start = 60000;
+        assert!(matches!(tx.send(&bad, None), Err(TxError::Io(_))));
+
+        // Nothing pending: rx returns at once.
+        let mut batch = Batch::new();
+        let t = Instant::now();
+        assert_eq!(rx.rx(&mut batch).unwrap(), 0);
+        assert!(t.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn multi_queue_attaches_one_fd_per_queue() {
+        let ns = Netns::new("q");
+        let mq = TapConfig {
+            multi_queue: true,
+            rx_buffers: 1,
+        };
+        let (q0, q1) = ns.enter(|| {
+            (
+                open("tq0", PortId(0), &mq).unwrap(),
+                open("tq0", PortId(0), &mq).unwrap(),
+            )
+        });
+        assert!(ns.ip("-d link show dev tq0").contains("multi_queue"));
+        assert_ne!(q0.0.raw_fd(), q1.0.raw_fd());
+        // A single-queue open of a multi-queue device is refused.
+        let single = TapConfig {
+            rx_buffers: 1,
+            ..TapConfig::default()
+        };
+        let e = ns.enter(|| open("tq0", PortId(0), &single)).unwrap_err();
+        assert_eq!(e.step, TapStep::SetIff);
+    }
+
+    /// TCP between a namespace behind a veth (AF_PACKET port) and one behind a TAP (the TAP
+    /// port), both directions: GSO super-frames cross the TAP both ways.
+    #[test]
+    fn tcp_through_tap_and_afpacket() {
+        let left = Netns::new("tl");
+        let mid = Netns::new("tm");
+        let right = Netns::new("tr");
+        left.ip(&format!(
+            "link add name a type veth peer name x netns {}",
+            mid.name
+        ));
+        left.ip("addr add 198.18.4.1/24 dev a");
+        left.ip("link set dev a up");
+        mid.ip("link set dev x up");
+        let small = AfPacketConfig {
+            rx_block_count: 4,
+            tx_block_count: 4,
+            ..AfPacketConfig::default()
+        };
+        let (mut xr, mut xt) = mid
+            .enter(|| afpacket::open("x", PortId(0), &small))
+            .unwrap();
+        // The TAP lives in `right`; its descriptor is used from here.
+        let (mut tr, mut tt) = right
+            .enter(|| open("tp0", PortId(1), &TapConfig::default()))
+            .unwrap();
+        right.ip("addr add 198.18.4.2/24 dev tp0");
+        right.ip("link set dev tp0 up");
+        let listener = right
+            .enter(|| TcpListener::bind("198.18.4.2:5201"))
+            .unwrap();
+        let each: usize = 32 << 20;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let fwd = s.spawn(|| forward(&stop, [(&mut xr, &mut xt), (&mut tr, &mut tt)]));
+            let server = s.spawn(|| {
+                let (mut c, _) = listener.accept().unwrap();
+                c.write_all(&vec![0x11; each]).unwrap();
+                let mut got = 0;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
+                got
+            });
+            let left = &left;
+            let client = s.spawn(move || {
+                left.setns();
+                let mut c = TcpStream::connect("198.18.4.2:5201").unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut buf = vec![0u8; each];
+                c.read_exact(&mut buf).unwrap();
+                assert!(buf.iter().all(|&b| b == 0x11));
+                c.write_all(&vec![0x22; each]).unwrap();
+            });
+            client.join().unwrap();
+            let got = server.join().unwrap();
+            stop.store(true, Ordering::Relaxed);
+            let st = fwd.join().unwrap();
+            eprintln!("{st:?}");
+            assert_eq!(got, each);
+            assert!(st.gso[0] > 0, "no GSO frame from the veth side: {st:?}");
+            assert!(st.gso[1] > 0, "no GSO frame read from the TAP: {st:?}");
+        });
+    }
+}
