@@ -670,6 +670,7 @@ impl DockerLikeSpec {
             ports.push(PortConfig {
                 id: PortId(port_index(i)?),
                 name: Self::sw_port(e),
+                io: Default::default(),
                 role: PortRole::Endpoint {
                     network: net,
                     vlan: 0,
@@ -682,6 +683,7 @@ impl DockerLikeSpec {
         ports.push(PortConfig {
             id: uplink_port,
             name: UPLINK_IF.into(),
+            io: Default::default(),
             role: PortRole::Uplink,
         });
         let mut forwards = Vec::new();

@@ -165,6 +165,17 @@ pub enum PortRole {
     Uplink,
 }
 
+/// How frames reach a port: the I/O backend the runtime opens for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortIo {
+    /// An existing interface (veth, physical) through AF_PACKET rings.
+    #[default]
+    AfPacket,
+    /// A TAP device sluice creates (or attaches to) with this name.
+    Tap,
+}
+
 /// An attached interface.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortConfig {
@@ -172,6 +183,9 @@ pub struct PortConfig {
     pub id: PortId,
     /// Interface name (for operators and the I/O layer).
     pub name: String,
+    /// The I/O backend.
+    #[serde(default)]
+    pub io: PortIo,
     /// What the port is for.
     pub role: PortRole,
 }
@@ -375,6 +389,7 @@ mod tests {
             ports: vec![PortConfig {
                 id: PortId(1),
                 name: "veth0".into(),
+                io: Default::default(),
                 role: PortRole::Trunk {
                     network: NetworkId(0),
                     allowed: vec![10, 20],

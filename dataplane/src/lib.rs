@@ -15,6 +15,7 @@ pub mod pipeline;
 mod pipeline_tests;
 pub mod port;
 pub mod portfwd;
+pub mod runtime;
 pub mod tables;
 pub mod testkit;
 pub mod time;

@@ -500,6 +500,7 @@ mod tests {
         PortConfig {
             id: PortId(id),
             name: format!("p{id}"),
+            io: Default::default(),
             role: PortRole::Endpoint {
                 network: NetworkId(network),
                 vlan: 0,
@@ -602,6 +603,7 @@ mod tests {
         c.ports.push(PortConfig {
             id: PortId(5),
             name: "trunk".into(),
+            io: Default::default(),
             role: PortRole::Trunk {
                 network: NetworkId(0),
                 allowed: vec![10, 20],
@@ -627,6 +629,7 @@ mod tests {
                     ports: vec![PortConfig {
                         id: PortId(5),
                         name: "t".into(),
+                        io: Default::default(),
                         role: PortRole::Trunk {
                             network: NetworkId(0),
                             allowed: vec![4095],
@@ -647,6 +650,7 @@ mod tests {
         c.ports.push(PortConfig {
             id: PortId(3),
             name: "acc".into(),
+            io: Default::default(),
             role: PortRole::Access {
                 network: NetworkId(0),
                 vlan: 0,

@@ -193,6 +193,7 @@ impl Scenario {
         let endpoint = |id: PortId, network: u16, ip: Ipv4Addr| PortConfig {
             id,
             name: format!("ep{}", id.0),
+            io: Default::default(),
             role: PortRole::Endpoint {
                 network: NetworkId(network),
                 vlan: 0,
@@ -215,6 +216,7 @@ impl Scenario {
                     PortConfig {
                         id: UPLINK,
                         name: "uplink".into(),
+                        io: Default::default(),
                         role: PortRole::Uplink,
                     },
                     endpoint(PORT_A, 0, Self::A),
@@ -222,6 +224,7 @@ impl Scenario {
                     PortConfig {
                         id: TRUNK,
                         name: "trunk".into(),
+                        io: Default::default(),
                         role: PortRole::Trunk {
                             network: NetworkId(0),
                             allowed: vec![10, 20],

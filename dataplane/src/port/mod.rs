@@ -126,3 +126,13 @@ fn setsockopt_raw<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) 
     };
     cvt(ret).map(drop)
 }
+
+impl<T: TxPort + ?Sized> TxPort for Box<T> {
+    fn send(&mut self, frame: &Frame<'_>, tag: Option<u16>) -> Result<(), TxError> {
+        (**self).send(frame, tag)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+}
