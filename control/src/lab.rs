@@ -536,17 +536,36 @@ impl Forwarder {
 pub struct SluiceLaunch {
     /// The `sluice` binary.
     pub bin: PathBuf,
+    /// Extra arguments for `sluice dataplane` (e.g. `--workers 1`).
+    pub args: Vec<String>,
 }
 
 impl SluiceLaunch {
+    /// Runs `bin` with default settings.
+    pub fn new(bin: impl Into<PathBuf>) -> Self {
+        SluiceLaunch {
+            bin: bin.into(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Where the dataplane started on `config` writes its counters (JSON, every 200 ms).
+    pub fn stats_path(config: &Path) -> PathBuf {
+        config.with_file_name("sluice-stats.json")
+    }
+
     /// The command line that runs the dataplane on a config file.
     pub fn command(&self, config: &Path) -> Vec<OsString> {
-        vec![
+        let mut cmd = vec![
             self.bin.clone().into_os_string(),
             "dataplane".into(),
             "--config".into(),
             config.as_os_str().to_owned(),
-        ]
+            "--stats-file".into(),
+            Self::stats_path(config).into_os_string(),
+        ];
+        cmd.extend(self.args.iter().map(OsString::from));
+        cmd
     }
 }
 
@@ -920,6 +939,13 @@ impl DockerLike {
             .wait_ping(OUTSIDE, self.spec.uplink_ip().addr, timeout)
     }
 
+    /// The sluice process's latest counters (`Dataplane::stats` as JSON), if it runs one.
+    pub fn sluice_stats(&self) -> Option<serde_json::Value> {
+        self.forwarder_pid?;
+        let path = SluiceLaunch::stats_path(&self.lab.dir().join("sluice.json"));
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
     /// The address of the named endpoint; an error for an unknown name.
     pub fn ip(&self, endpoint: &str) -> Result<Ipv4Addr> {
         self.spec
@@ -1124,11 +1150,13 @@ mod tests {
 
     #[test]
     fn sluice_command_line() {
-        let l = SluiceLaunch {
-            bin: PathBuf::from("sluice"),
-        };
-        let c = l.command(Path::new("cfg.json"));
-        assert_eq!(render(&c), "sluice dataplane --config cfg.json");
+        let mut l = SluiceLaunch::new("sluice");
+        l.args.push("--workers=1".into());
+        let c = l.command(Path::new("d/cfg.json"));
+        assert_eq!(
+            render(&c),
+            "sluice dataplane --config d/cfg.json --stats-file d/sluice-stats.json --workers=1"
+        );
     }
 
     #[test]

@@ -1,12 +1,123 @@
 //! `sluice`: the command-line entry point.
 
-use clap::Parser;
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use sluice_dataplane::config::Config;
+use sluice_dataplane::pipeline::Dataplane;
+use sluice_dataplane::runtime::{Runtime, RuntimeConfig};
 
 /// sluice: a userspace dataplane for container networks.
 #[derive(Parser, Debug)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _ = Cli::parse();
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the dataplane on the interfaces a JSON configuration names, until SIGINT/SIGTERM.
+    Dataplane(DataplaneArgs),
+    /// Build namespaces, attach them to sluice, show bridging, NAT, a published port, the
+    /// counters and a short benchmark against the kernel bridge; then remove everything.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct DataplaneArgs {
+    /// The configuration (networks, ports, uplink, published ports), as JSON.
+    #[arg(long)]
+    config: PathBuf,
+    /// Worker threads (default: one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Pin each worker to a CPU.
+    #[arg(long)]
+    pin: bool,
+    /// Microseconds a worker keeps polling after its last frame before sleeping.
+    #[arg(long, default_value_t = 50)]
+    busy_poll_us: u64,
+    /// Write the counters as JSON to this file every second (and at exit).
+    #[arg(long)]
+    stats_file: Option<PathBuf>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("config {} is not valid", path.display()))
+}
+
+fn write_stats(dp: &Dataplane, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&dp.stats())?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn run_dataplane(args: DataplaneArgs) -> Result<()> {
+    let config = load_config(&args.config)?;
+    let dp = Dataplane::new(&config).map_err(|e| anyhow::anyhow!("config refused: {e}"))?;
+    let mut rc = RuntimeConfig {
+        pin: args.pin,
+        busy_poll: Duration::from_micros(args.busy_poll_us),
+        ..RuntimeConfig::default()
+    };
+    if let Some(w) = args.workers {
+        if w == 0 {
+            bail!("--workers must be at least 1");
+        }
+        rc.workers = w;
+    }
+    install_signal_handlers();
+    let runtime = Runtime::start(&dp, &rc).context("cannot start the dataplane")?;
+    eprintln!(
+        "sluice: forwarding on {} ports with {} workers",
+        config.ports.len(),
+        rc.workers
+    );
+    while !STOP.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if let Some(p) = &args.stats_file {
+            write_stats(&dp, p)?;
+        }
+    }
+    runtime.shutdown();
+    if let Some(p) = &args.stats_file {
+        write_stats(&dp, p)?;
+    }
+    println!("{}", serde_json::to_string_pretty(&dp.stats())?);
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Dataplane(a) => run_dataplane(a),
+        Command::Demo(a) => demo::run(a),
+    }
 }

@@ -121,10 +121,66 @@ impl Dataplane {
             .collect()
     }
 
+    /// A snapshot of every counter, summed over workers: per port, per drop reason, and the
+    /// sizes of the learned tables.
+    pub fn stats(&self) -> Stats {
+        let workers = self.counters();
+        let refs: Vec<&WorkerCounters> = workers.iter().map(Arc::as_ref).collect();
+        let tables = self.tables.load();
+        let ports = tables
+            .ports()
+            .map(|p| PortStatsRow {
+                id: p.config.id,
+                name: p.config.name.clone(),
+                stats: crate::counters::sum_port(&refs, p.config.id),
+            })
+            .collect();
+        let drops = DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), crate::counters::sum_drops(&refs, *r)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let fdb_entries = tables
+            .networks()
+            .map(|n| (n.config.name.clone(), n.fdb.len()))
+            .collect();
+        Stats {
+            ports,
+            drops,
+            conntrack_flows: self.conntrack.lock().len(),
+            fdb_entries,
+        }
+    }
+
     /// The NAT limits in force.
     pub fn nat_config(&self) -> NatConfig {
         self.tables.load().config().nat.clone()
     }
+}
+
+/// One port's counters in a `Stats` snapshot.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PortStatsRow {
+    /// The port.
+    pub id: crate::frame::PortId,
+    /// Its interface name.
+    pub name: String,
+    /// Its counters.
+    #[serde(flatten)]
+    pub stats: crate::counters::PortStats,
+}
+
+/// Every counter of the dataplane at one moment, for `sluice stats` and the stats file.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Stats {
+    /// Per port.
+    pub ports: Vec<PortStatsRow>,
+    /// Drops by reason (reasons with none are left out).
+    pub drops: std::collections::BTreeMap<&'static str, u64>,
+    /// Tracked NAPT flows.
+    pub conntrack_flows: usize,
+    /// FDB entries per network.
+    pub fdb_entries: std::collections::BTreeMap<String, usize>,
 }
 
 /// Keeps every endpoint's MAC as a static FDB entry on its port, and drops learned entries of

@@ -605,3 +605,32 @@ proptest! {
         prop_assert_ne!(v, Verdict::Pending);
     }
 }
+
+#[test]
+fn stats_sum_ports_drops_and_tables() {
+    let s = S::new();
+    let dp = Dataplane::new(&s.config).unwrap();
+    let mut w1 = dp.worker();
+    let mut w2 = dp.worker();
+    let f = eth(
+        S::mac(S::B),
+        S::mac(S::A),
+        0x0800,
+        &udp(S::A, 1, S::B, 2, b"x"),
+    );
+    run_one(&mut w1, PORT_A, &f, T0);
+    run_one(&mut w2, PORT_A, &f, T0);
+    run_one(&mut w2, PORT_A, &[0u8; 3], T0);
+    let st = dp.stats();
+    let a = st.ports.iter().find(|p| p.id == PORT_A).unwrap();
+    assert_eq!(a.stats.rx_packets, 3);
+    assert_eq!(st.drops.get("malformed"), Some(&1));
+    assert_eq!(
+        st.fdb_entries.get("bridge"),
+        Some(&2),
+        "A and B are static entries"
+    );
+    assert_eq!(st.conntrack_flows, 0);
+    let json = serde_json::to_value(&st).unwrap();
+    assert_eq!(json["ports"][1]["rx_packets"], 3);
+}

@@ -32,6 +32,9 @@ struct Args {
     /// Forwarders to measure, in order: kernel, sluice.
     #[arg(long, value_delimiter = ',', default_value = "kernel,sluice")]
     forwarders: Vec<String>,
+    /// Worker threads of the sluice dataplane (on 2 CPUs, one leaves the other to the load).
+    #[arg(long, default_value_t = 1)]
+    sluice_workers: usize,
     /// Markdown file the results section is appended to.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"))]
     results: PathBuf,
@@ -68,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             "kernel" => Forwarder::Kernel,
             "sluice" => Forwarder::Sluice(SluiceLaunch {
                 bin: sluice_bin.clone(),
+                args: vec![format!("--workers={}", args.sluice_workers)],
             }),
             other => bail!("unknown forwarder {other:?} (expected kernel, sluice)"),
         });

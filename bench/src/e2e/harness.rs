@@ -583,9 +583,9 @@ mod tests {
 
     #[test]
     fn missing_sluice_binary_is_a_reason_not_a_panic() {
-        let f = Forwarder::Sluice(sluice_control::lab::SluiceLaunch {
-            bin: "does-not-exist/sluice".into(),
-        });
+        let f = Forwarder::Sluice(sluice_control::lab::SluiceLaunch::new(
+            "does-not-exist/sluice",
+        ));
         assert!(forwarder_unavailable(&f)
             .unwrap()
             .starts_with("sluice: skipped"));
