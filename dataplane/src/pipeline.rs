@@ -305,7 +305,8 @@ fn eth_rewrite(d: &mut [u8], dst: MacAddr, src: MacAddr) {
 }
 
 /// Checks that an endpoint's IPv4 or ARP frame carries its own address (or 0.0.0.0 in ARP
-/// probes). Returns the parsed IPv4 header, so later stages do not parse it again.
+/// probes). Returns the parsed IPv4 header (checksum not verified: bridged frames pass
+/// unchanged; the gateway verifies before routing), so later stages do not parse it again.
 fn check_source_ip(
     d: &[u8],
     l2: &L2Header,
@@ -315,7 +316,7 @@ fn check_source_ip(
     let payload = d.get(l2.l3_offset..).ok_or(R::Malformed)?;
     match l2.ethertype {
         ETHERTYPE_IPV4 => {
-            let parsed = translate::parse_ipv4(d, l2.l3_offset)?;
+            let parsed = translate::parse_ipv4_unverified(d, l2.l3_offset)?;
             match ip {
                 Some(own) if own == parsed.src => Ok(Some(parsed)),
                 _ => Err(R::SpoofedIp),
@@ -477,7 +478,8 @@ impl<'t> BatchState<'t> {
             _ => return Err(R::Unsupported),
         }
         let ip = match parsed {
-            Some(ip) => ip,
+            Some(ip) if translate::header_checksum_ok(f.data(), &ip) => ip,
+            Some(_) => return Err(R::Malformed),
             None => translate::parse_ipv4(f.data(), l2.l3_offset)?,
         };
         let ingress = f.meta.ingress;

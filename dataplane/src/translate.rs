@@ -85,13 +85,27 @@ fn ip_at(d: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(d[at], d[at + 1], d[at + 2], d[at + 3])
 }
 
-/// Reads and checks the IPv4 header at `l3` (version, lengths, header checksum).
+/// Reads and checks the IPv4 header at `l3` (version, lengths, header checksum): what routing
+/// and NAT need before they touch a packet.
 pub fn parse_ipv4(d: &[u8], l3: usize) -> Result<Ipv4Info, DropReason> {
+    let ip = parse_ipv4_unverified(d, l3)?;
+    if header_checksum_ok(d, &ip) {
+        Ok(ip)
+    } else {
+        Err(DropReason::Malformed)
+    }
+}
+
+/// True when the header checksum of the IPv4 header `ip` describes is right.
+pub fn header_checksum_ok(d: &[u8], ip: &Ipv4Info) -> bool {
+    checksum::internet_checksum(&d[ip.l3..ip.l3 + ip.hl]) == 0
+}
+
+/// Reads the IPv4 header at `l3`, checking version and lengths but not the header checksum:
+/// enough for bridging decisions (anti-spoofing), which forward the bytes unchanged.
+pub fn parse_ipv4_unverified(d: &[u8], l3: usize) -> Result<Ipv4Info, DropReason> {
     let h = d.get(l3..).ok_or(DropReason::Malformed)?;
     let ip = crate::wire::ipv4::Ipv4Packet::new_checked(h).map_err(|_| DropReason::Malformed)?;
-    if !ip.verify_checksum() {
-        return Err(DropReason::Malformed);
-    }
     Ok(Ipv4Info {
         l3,
         hl: ip.header_len(),
