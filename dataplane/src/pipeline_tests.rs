@@ -634,3 +634,46 @@ fn stats_sum_ports_drops_and_tables() {
     let json = serde_json::to_value(&st).unwrap();
     assert_eq!(json["ports"][1]["rx_packets"], 3);
 }
+
+#[test]
+fn icmp_errors_are_translated_outbound() {
+    // A remote sends to the published UDP port; B has nothing listening and answers port
+    // unreachable, quoting what it received. The remote must see the error come from the
+    // uplink address, quoting the packet it sent (to UP:8080).
+    let s = S::new();
+    let mut w = worker_for(&s);
+    learn_next_hop(&mut w);
+    let q = S::from_outside(&udp(S::REMOTE, 4444, S::UP, 8080, b"hello"));
+    let (v, at_b) = run_one(&mut w, UPLINK, &q, T0);
+    assert_eq!(v, Verdict::Forward(PORT_B));
+    let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&at_b[14..14 + 28]);
+    let c = crate::wire::checksum::internet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let err = S::from_endpoint(S::B, &ipv4(S::B, S::REMOTE, 1, 64, &icmp));
+    let (v, out) = run_one(&mut w, PORT_B, &err, T0);
+    assert_eq!(v, Verdict::Forward(UPLINK));
+    let ip = ip_of(&out);
+    assert_eq!((ip.src, ip.dst), (S::UP, S::REMOTE));
+    let quoted = translate::flow_of(&out, &ip).unwrap().tuple;
+    assert_eq!(
+        (quoted.src, quoted.src_port, quoted.dst, quoted.dst_port),
+        (S::REMOTE, 4444, S::UP, 8080)
+    );
+    assert!(checksums_valid(&out));
+    // An error about no known flow is a counted drop, not a translation.
+    let mut stray = icmp.clone();
+    stray[8 + 20] ^= 0x40;
+    let c = crate::wire::checksum::internet_checksum(&{
+        let mut z = stray.clone();
+        z[2] = 0;
+        z[3] = 0;
+        z
+    });
+    stray[2..4].copy_from_slice(&c.to_be_bytes());
+    let err = S::from_endpoint(S::B, &ipv4(S::B, S::REMOTE, 1, 64, &stray));
+    assert_eq!(
+        run_one(&mut w, PORT_B, &err, T0).0,
+        Verdict::Drop(R::NoFlow)
+    );
+}
