@@ -593,6 +593,10 @@ pub struct DockerLikeSpec {
     pub mtu: Option<u16>,
     /// Offload changes applied to every endpoint's and the outside's `eth0` (`ethtool -K`).
     pub endpoint_offloads: Vec<(String, bool)>,
+    /// Inter-container communication (docker's `com.docker.network.bridge.enable_icc`);
+    /// false: endpoints reach the gateway and the outside but not each other. The kernel
+    /// forwarder's DROP rule sees bridged frames only with `br_netfilter` loaded, as in docker.
+    pub icc: bool,
 }
 
 impl Default for DockerLikeSpec {
@@ -602,6 +606,7 @@ impl Default for DockerLikeSpec {
             publish: Vec::new(),
             mtu: None,
             endpoint_offloads: Vec::new(),
+            icc: true,
         }
     }
 }
@@ -728,7 +733,7 @@ impl DockerLikeSpec {
                 gateway_mac: self.gateway_mac(),
                 vlan: 0,
                 internal: false,
-                icc: true,
+                icc: self.icc,
                 hairpin: false,
                 mtu: self.mtu_or_default(),
                 fdb_aging_secs: 300,
@@ -749,7 +754,7 @@ impl DockerLikeSpec {
 
     /// The iptables rules docker 20.10 installs for this network, as argument lists (run
     /// inside `sw` only): MASQUERADE of the subnet, DNAT of each published port, and the
-    /// FORWARD accepts with a DROP policy.
+    /// FORWARD accepts with a DROP policy (bridge-internal traffic dropped without ICC).
     pub fn kernel_iptables(&self) -> Result<Vec<Vec<String>>> {
         let subnet = self.subnet().to_string();
         let br = BRIDGE_IF;
@@ -782,7 +787,16 @@ impl DockerLikeSpec {
                 "ACCEPT",
             ]),
             s(&["-A", "FORWARD", "-i", br, "!", "-o", br, "-j", "ACCEPT"]),
-            s(&["-A", "FORWARD", "-i", br, "-o", br, "-j", "ACCEPT"]),
+            s(&[
+                "-A",
+                "FORWARD",
+                "-i",
+                br,
+                "-o",
+                br,
+                "-j",
+                if self.icc { "ACCEPT" } else { "DROP" },
+            ]),
         ];
         for p in &self.publish {
             let ip = self
@@ -1146,6 +1160,25 @@ mod tests {
         assert!(rules.contains(
             &"-A FORWARD -d 172.17.0.3/32 ! -i br0 -o br0 -p tcp --dport 80 -j ACCEPT".to_string()
         ));
+        assert!(rules.contains(&"-A FORWARD -i br0 -o br0 -j ACCEPT".to_string()));
+    }
+
+    #[test]
+    fn icc_off_reaches_both_forwarders() {
+        let s = DockerLikeSpec {
+            icc: false,
+            ..spec()
+        };
+        assert!(spec().sluice_config().unwrap().networks[0].icc);
+        assert!(!s.sluice_config().unwrap().networks[0].icc);
+        let rules: Vec<String> = s
+            .kernel_iptables()
+            .unwrap()
+            .iter()
+            .map(|r| r.join(" "))
+            .collect();
+        assert!(rules.contains(&"-A FORWARD -i br0 -o br0 -j DROP".to_string()));
+        assert!(!rules.contains(&"-A FORWARD -i br0 -o br0 -j ACCEPT".to_string()));
     }
 
     #[test]
