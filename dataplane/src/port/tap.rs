@@ -389,7 +389,6 @@ mod tests {
         left.ip("link set dev a up");
         mid.ip("link set dev x up");
         let small = AfPacketConfig {
-            rx_block_count: 4,
             tx_block_count: 4,
             ..AfPacketConfig::default()
         };
