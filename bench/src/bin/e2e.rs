@@ -35,6 +35,9 @@ struct Args {
     /// Worker threads of the sluice dataplane (on 2 CPUs, one leaves the other to the load).
     #[arg(long, default_value_t = 1)]
     sluice_workers: usize,
+    /// More arguments for `sluice dataplane`, space-separated (e.g. "--rx-ring=v3").
+    #[arg(long, allow_hyphen_values = true, default_value = "")]
+    sluice_args: String,
     /// Markdown file the results section is appended to.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"))]
     results: PathBuf,
@@ -71,7 +74,9 @@ fn main() -> anyhow::Result<()> {
             "kernel" => Forwarder::Kernel,
             "sluice" => Forwarder::Sluice(SluiceLaunch {
                 bin: sluice_bin.clone(),
-                args: vec![format!("--workers={}", args.sluice_workers)],
+                args: std::iter::once(format!("--workers={}", args.sluice_workers))
+                    .chain(args.sluice_args.split_whitespace().map(String::from))
+                    .collect(),
             }),
             other => bail!("unknown forwarder {other:?} (expected kernel, sluice)"),
         });
