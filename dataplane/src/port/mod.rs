@@ -23,7 +23,7 @@
 //! kernel took out into metadata is put back), `meta.ingress` set to the port's id and
 //! `meta.offload` decoded from the virtio-net header.
 //!
-//! Ports: [`afpacket`] (veth and physical uplinks, TPACKET_V3 rings), [`tap`] (TAP devices,
+//! Ports: [`afpacket`] (veth and physical uplinks, TPACKET_V2/V3 rings), [`tap`] (TAP devices,
 //! one read/write per frame), [`memory`] (tests and benchmarks).
 
 use std::io;
