@@ -126,7 +126,7 @@ impl Index {
     }
 
     /// Starts loading the slot line(s) where the search for `tag` begins: the home's line,
-    /// and the next one when the home is in the last quarter of its line.
+    /// and the next one when the home is the last slot of its line.
     #[inline]
     pub(super) fn prefetch(&self, tag: u32) {
         if self.len == 0 {
@@ -135,7 +135,7 @@ impl Index {
         let i = self.home(tag);
         let line = i / PER_LINE;
         prefetch(&self.lines[line]);
-        if i % PER_LINE >= PER_LINE - 2 {
+        if i % PER_LINE == PER_LINE - 1 {
             prefetch(&self.lines[(line + 1) & (self.lines.len() - 1)]);
         }
     }
