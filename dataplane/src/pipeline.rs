@@ -6,7 +6,8 @@
 //! snapshot swapped atomically (`apply`); a worker loads it once per batch. Learned state is
 //! shared: each network's FDB (read guard once per batch, new MACs applied under one write lock
 //! at batch end), the conntrack table (one mutex guard per batch, taken only if the batch has
-//! routed traffic) and the uplink's ARP cache (read guard per batch, updates at batch end).
+//! routed traffic, or looks like it has when staging) and the uplink's ARP cache (read guard
+//! per batch, updates at batch end).
 //! Nothing is allocated per frame.
 //!
 //! Staged conntrack lookups: when the table is large (beyond the CPU caches), each lookup is
