@@ -45,8 +45,9 @@ use DropReason as R;
 const MAX_NEIGHBORS: usize = 4096;
 
 /// Conntrack size from which batches stage their lookups: below it the table mostly stays in
-/// the CPU caches, and the pre-pass would only add work.
-const STAGE_FROM_FLOWS: usize = 32 * 1024;
+/// the CPU caches, and the pre-pass would only add work (measured on established flows: about
+/// +20 ns per packet at 4k flows, break-even around 16k, -150 ns at 40k, -300 ns at 1M).
+const STAGE_FROM_FLOWS: usize = 16 * 1024;
 
 /// The state all workers share: configuration snapshot and learned tables.
 #[derive(Debug)]
