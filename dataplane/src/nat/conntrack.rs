@@ -142,7 +142,8 @@ impl Conntrack {
     /// tuple). Staged so that the memory latency is paid once per stage rather than once per
     /// tuple and stage: first every tuple's index line is prefetched, then every candidate
     /// flow, then the lookups run on cached lines. Pays off when the table is far larger than
-    /// the CPU caches; same results as `lookup`. No allocation.
+    /// the CPU caches; same results as `lookup`. `out` should be as long as `tuples`: entries
+    /// past the shorter of the two are neither looked up nor written. No allocation.
     pub fn lookup_batch(&self, tuples: &[Option<Tuple>], out: &mut [Option<Hit>]) {
         for (tuples, out) in tuples.chunks(STAGE).zip(out.chunks_mut(STAGE)) {
             let mut keys = [None; STAGE];
