@@ -6,10 +6,18 @@
 //! snapshot swapped atomically (`apply`); a worker loads it once per batch. Learned state is
 //! shared: each network's FDB (read guard once per batch, new MACs applied under one write lock
 //! at batch end), the conntrack table (one mutex guard per batch, taken only if the batch has
-//! routed traffic) and the uplink's ARP cache (read guard per batch, updates at batch end).
+//! routed traffic, or looks like it has when staging) and the uplink's ARP cache (read guard
+//! per batch, updates at batch end).
 //! Nothing is allocated per frame.
+//!
+//! Staged conntrack lookups: when the table is large (beyond the CPU caches), each lookup is
+//! two dependent cache misses, and one frame after the other they would be paid in series. So
+//! a pre-pass first picks the frames that will probably be routed (cheap checks), takes the
+//! conntrack guard and looks all their tuples up at once (`Conntrack::lookup_batch`, which
+//! overlaps the misses); the frames then run as usual and NAT uses the staged hit of its frame.
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -23,7 +31,7 @@ use crate::config::{Config, NatConfig, UplinkConfig};
 use crate::counters::{DropReason, WorkerCounters};
 use crate::frame::{Frame, GsoType, NetworkId, Verdict};
 use crate::gateway;
-use crate::nat::{Conntrack, NatAction, NatError, Timeouts};
+use crate::nat::{Conntrack, Hit, NatAction, NatError, Timeouts, Tuple};
 use crate::tables::{ConfigError, NetworkEntry, PortEntry, PortMode, Tables};
 use crate::time::Millis;
 use crate::translate::{self, FlowOf, Ipv4Info, L4Kind};
@@ -36,12 +44,22 @@ use DropReason as R;
 /// Most uplink neighbours remembered; beyond it new ones are not learned.
 const MAX_NEIGHBORS: usize = 4096;
 
+/// Conntrack size from which batches stage their lookups: below it the table mostly stays in
+/// the CPU caches, and the pre-pass would only add work (measured on established flows: about
+/// +20 ns per packet at 4k flows, break-even around 16k, -150 ns at 40k, -300 ns at 1M).
+const STAGE_FROM_FLOWS: usize = 16 * 1024;
+
 /// The state all workers share: configuration snapshot and learned tables.
 #[derive(Debug)]
 pub struct Dataplane {
     tables: ArcSwap<Tables>,
     apply_lock: Mutex<()>,
     conntrack: Mutex<Conntrack>,
+    /// The conntrack's size when a batch or housekeeping last held its lock: lets a worker
+    /// decide on staging without taking the lock.
+    conntrack_len: AtomicUsize,
+    /// Conntrack size from which batches stage their lookups.
+    stage_from: usize,
     neighbors: RwLock<HashMap<Ipv4Addr, MacAddr>>,
     workers: Mutex<Vec<Arc<WorkerCounters>>>,
 }
@@ -55,6 +73,8 @@ impl Dataplane {
             tables: ArcSwap::from_pointee(tables),
             apply_lock: Mutex::new(()),
             conntrack: Mutex::new(Conntrack::new(&config.nat, Timeouts::default())),
+            conntrack_len: AtomicUsize::new(0),
+            stage_from: STAGE_FROM_FLOWS,
             neighbors: RwLock::new(HashMap::new()),
             workers: Mutex::new(Vec::new()),
         }))
@@ -72,6 +92,7 @@ impl Dataplane {
         self.tables.store(Arc::new(new));
         if nat_changed {
             *self.conntrack.lock() = Conntrack::new(&config.nat, Timeouts::default());
+            self.conntrack_len.store(0, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -90,7 +111,16 @@ impl Dataplane {
             counters,
             learn: ArrayVec::new(),
             arp_learn: ArrayVec::new(),
+            staged_tuples: vec![None; MAX_BATCH].into_boxed_slice(),
+            staged_hits: vec![None; MAX_BATCH].into_boxed_slice(),
         }
+    }
+
+    /// Makes batches stage their lookups from `flows` tracked flows on (0: always), so tests
+    /// cover staging without a large table. Only before workers exist.
+    #[cfg(test)]
+    pub(crate) fn set_stage_from(self: &mut Arc<Self>, flows: usize) {
+        Arc::get_mut(self).expect("no worker yet").stage_from = flows;
     }
 
     /// Every worker's counters, for summing.
@@ -103,7 +133,9 @@ impl Dataplane {
     pub fn housekeeping(&self, now: Millis) -> (usize, usize) {
         let tables = self.tables.load();
         let aged = tables.networks().map(|n| n.fdb.age(now)).sum();
-        let expired = self.conntrack.lock().expire(now);
+        let mut ct = self.conntrack.lock();
+        let expired = ct.expire(now);
+        self.conntrack_len.store(ct.len(), Ordering::Relaxed);
         (aged, expired)
     }
 
@@ -218,6 +250,10 @@ pub struct Worker {
     counters: Arc<WorkerCounters>,
     learn: ArrayVec<(NetworkId, Learn), MAX_BATCH>,
     arp_learn: ArrayVec<(Ipv4Addr, MacAddr), MAX_BATCH>,
+    /// Per frame of the batch: the tuple staged for lookup, if any.
+    staged_tuples: Box<[Option<Tuple>]>,
+    /// Per frame of the batch: the staged lookup's result.
+    staged_hits: Box<[Option<Hit>]>,
 }
 
 impl Worker {
@@ -236,24 +272,38 @@ impl Worker {
     pub fn process(&mut self, batch: &mut Batch<'_>, now: Millis) -> Arc<Tables> {
         let tables = self.dp.tables.load_full();
         {
+            let (ct, staged) = stage(
+                &self.dp,
+                &tables,
+                batch,
+                &mut self.staged_tuples,
+                &mut self.staged_hits,
+            );
             let mut st = BatchState {
                 t: &tables,
                 dp: &self.dp,
                 counters: &self.counters,
                 now,
                 fdb: None,
-                ct: None,
+                ct,
                 neigh: None,
                 learn: &mut self.learn,
                 arp_learn: &mut self.arp_learn,
+                staged_tuples: &self.staged_tuples[..staged],
+                staged_hits: &self.staged_hits[..staged],
+                cur: 0,
             };
-            for f in batch.frames_mut() {
+            for (i, f) in batch.frames_mut().iter_mut().enumerate() {
+                st.cur = i;
                 self.counters.rx(f.meta.ingress, f.len());
                 let v = st.handle(f);
                 if let Verdict::Drop(r) = v {
                     self.counters.drop_n(r, 1);
                 }
                 f.meta.verdict = v;
+            }
+            if let Some(ct) = &st.ct {
+                self.dp.conntrack_len.store(ct.len(), Ordering::Relaxed);
             }
         }
         self.flush_learning(&tables, now);
@@ -297,6 +347,63 @@ struct BatchState<'t> {
     neigh: Option<RwLockReadGuard<'t, HashMap<Ipv4Addr, MacAddr>>>,
     learn: &'t mut ArrayVec<(NetworkId, Learn), MAX_BATCH>,
     arp_learn: &'t mut ArrayVec<(Ipv4Addr, MacAddr), MAX_BATCH>,
+    /// Per frame: the tuple staged for lookup (empty when the batch staged nothing).
+    staged_tuples: &'t [Option<Tuple>],
+    /// Per frame: the staged lookup's result.
+    staged_hits: &'t [Option<Hit>],
+    /// Index of the frame being handled.
+    cur: usize,
+}
+
+/// The staging pre-pass: when the conntrack is large, looks up at once the tuples of the
+/// frames that will probably be routed, into `tuples` and `hits` (one entry per frame).
+/// Returns the conntrack guard (taken only then) and how many frames have a staged entry (0
+/// when nothing was staged).
+fn stage<'d>(
+    dp: &'d Dataplane,
+    tables: &Tables,
+    batch: &Batch<'_>,
+    tuples: &mut [Option<Tuple>],
+    hits: &mut [Option<Hit>],
+) -> (Option<MutexGuard<'d, Conntrack>>, usize) {
+    if dp.conntrack_len.load(Ordering::Relaxed) < dp.stage_from {
+        return (None, 0);
+    }
+    let frames = batch.frames();
+    let n = frames.len().min(tuples.len()).min(hits.len());
+    let mut any = false;
+    for (slot, f) in tuples.iter_mut().zip(&frames[..n]) {
+        *slot = routed_tuple(tables, f);
+        any |= slot.is_some();
+    }
+    if !any {
+        return (None, 0);
+    }
+    let ct = dp.conntrack.lock();
+    ct.lookup_batch(&tuples[..n], &mut hits[..n]);
+    (Some(ct), n)
+}
+
+/// The tuple NAT will probably look a frame up with: that of an IPv4 packet (not an ICMP
+/// error) sent to a network's gateway MAC or to the uplink's MAC. Cheap checks only (no
+/// checksum, no table but the port's): a wrong guess costs a wasted lookup, never a wrong
+/// result, since a staged hit is used only for the very tuple it was staged for.
+fn routed_tuple(t: &Tables, f: &Frame<'_>) -> Option<Tuple> {
+    let d = f.data();
+    let l2 = parse_l2(d).ok()?;
+    if l2.ethertype != ETHERTYPE_IPV4 {
+        return None;
+    }
+    let ours = match t.port(f.meta.ingress)?.network {
+        Some(net) => t.network(net)?.config.gateway_mac,
+        None => t.uplink()?.mac,
+    };
+    if l2.dst != ours {
+        return None;
+    }
+    let ip = translate::parse_ipv4_unverified(d, l2.l3_offset).ok()?;
+    let flow = translate::flow_of(d, &ip).ok()?;
+    (flow.kind != L4Kind::Error).then_some(flow.tuple)
 }
 
 fn eth_rewrite(d: &mut [u8], dst: MacAddr, src: MacAddr) {
@@ -372,6 +479,22 @@ impl<'t> BatchState<'t> {
     fn ct(&mut self) -> &mut Conntrack {
         let dp = self.dp;
         self.ct.get_or_insert_with(|| dp.conntrack.lock())
+    }
+
+    /// The conntrack lookup of `key` for the current frame, from the staged lookups when this
+    /// frame staged `key` and it hit. A staged hit stays right for the whole batch: flows are
+    /// only removed under the conntrack lock, which the batch holds from staging on. A staged
+    /// miss is looked up again, as an earlier frame of the batch may have created the flow.
+    fn lookup(&mut self, key: &Tuple) -> Option<Hit> {
+        let i = self.cur;
+        if let (Some(Some(t)), Some(Some(hit))) =
+            (self.staged_tuples.get(i), self.staged_hits.get(i))
+        {
+            if t == key {
+                return Some(*hit);
+            }
+        }
+        self.ct().lookup(key)
     }
 
     fn neighbor(&mut self, ip: Ipv4Addr) -> Option<MacAddr> {
@@ -497,7 +620,7 @@ impl<'t> BatchState<'t> {
             }
             // Replies of hairpinned flows come back to the gateway address.
             let flow = flow?;
-            return match self.ct().lookup(&flow.tuple) {
+            return match self.lookup(&flow.tuple) {
                 Some(_) => self.translate_and_route(f, &ip, &flow, None),
                 None => Err(R::NotForUs),
             };
@@ -593,30 +716,31 @@ impl<'t> BatchState<'t> {
         create: Option<NatAction>,
     ) -> Result<Verdict, DropReason> {
         let now = self.now;
-        let ct = self.ct();
         // An ICMP error quotes a packet of the flow as it was sent: look up its reverse.
         let key = if flow.kind == L4Kind::Error {
             flow.tuple.reversed()
         } else {
             flow.tuple
         };
-        let hit = match ct.lookup(&key) {
+        let hit = match self.lookup(&key) {
             Some(h) => h,
             None => {
                 let action = create.ok_or(R::NoFlow)?;
                 if matches!(flow.kind, L4Kind::Error | L4Kind::Echo(false)) {
                     return Err(R::NoFlow);
                 }
-                ct.create(&flow.tuple, action, now).map_err(|e| match e {
-                    NatError::TableFull => R::ConntrackFull,
-                    NatError::PortsExhausted => R::NatPortsExhausted,
-                    NatError::Exists => R::NoFlow,
-                    NatError::Clash => R::NatPortsExhausted,
-                })?
+                self.ct()
+                    .create(&flow.tuple, action, now)
+                    .map_err(|e| match e {
+                        NatError::TableFull => R::ConntrackFull,
+                        NatError::PortsExhausted => R::NatPortsExhausted,
+                        NatError::Exists => R::NoFlow,
+                        NatError::Clash => R::NatPortsExhausted,
+                    })?
             }
         };
         if flow.kind != L4Kind::Error {
-            ct.update(hit.flow, hit.dir, flow.tcp_flags, now);
+            self.ct().update(hit.flow, hit.dir, flow.tcp_flags, now);
         }
         let new = if flow.kind == L4Kind::Error {
             hit.rewrite.reversed()
@@ -728,7 +852,7 @@ impl<'t> BatchState<'t> {
             return Err(R::NotForUs);
         }
         let flow = translate::flow_of(f.data(), &ip)?;
-        if flow.kind == L4Kind::Echo(true) && self.ct().lookup(&flow.tuple).is_none() {
+        if flow.kind == L4Kind::Echo(true) && self.lookup(&flow.tuple).is_none() {
             gateway::echo_reply(f.data_mut(), ip.l3, up.mac).map_err(|_| R::Malformed)?;
             return Ok(Verdict::Forward(up.port));
         }
@@ -761,4 +885,44 @@ fn arp_for(
     }
     gateway::arp_reply(f.data_mut(), l3, mac, ip).map_err(|_| R::Malformed)?;
     Ok(Some(Verdict::Forward(f.meta.ingress)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{Meta, PortId, HEADROOM};
+    use crate::testkit::{self, Scenario as S, PORT_A, PORT_B, UPLINK};
+
+    fn guess(t: &Tables, port: PortId, frame: &[u8]) -> Option<Tuple> {
+        let mut buf = vec![0u8; HEADROOM + frame.len()];
+        buf[HEADROOM..].copy_from_slice(frame);
+        let meta = Meta {
+            ingress: port,
+            ..Meta::default()
+        };
+        let f = Frame::new(&mut buf, HEADROOM, frame.len(), meta).unwrap();
+        routed_tuple(t, &f)
+    }
+
+    #[test]
+    fn routed_tuple_picks_frames_for_the_gateway_or_the_uplink() {
+        let t = Tables::build(&S::new().config, None).unwrap();
+        let tcp = testkit::tcp(S::A, 40000, S::REMOTE, 80, testkit::SYN, b"");
+        let out = S::from_endpoint(S::A, &tcp);
+        let expected = translate::flow_of(&out, &translate::parse_ipv4(&out, 14).unwrap());
+        assert_eq!(guess(&t, PORT_A, &out), Some(expected.unwrap().tuple));
+        let back = S::from_outside(&testkit::udp(S::REMOTE, 53, S::UP, 40000, b"x"));
+        assert!(guess(&t, UPLINK, &back).is_some());
+        // Bridged, ARP, ICMP errors, and a gateway MAC on a port of no network: not staged.
+        let bridged = testkit::eth(S::mac(S::B), S::mac(S::A), 0x0800, &tcp);
+        assert_eq!(guess(&t, PORT_A, &bridged), None);
+        let arp = testkit::arp_request(S::mac(S::A), S::A, S::GW);
+        assert_eq!(guess(&t, PORT_A, &arp), None);
+        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&testkit::ipv4(S::UP, S::REMOTE, 17, 64, &[0; 8]));
+        let err = S::from_outside(&testkit::ipv4(S::REMOTE, S::UP, 1, 64, &icmp));
+        assert_eq!(guess(&t, UPLINK, &err), None);
+        assert_eq!(guess(&t, UPLINK, &out), None);
+        assert_eq!(guess(&t, PORT_B, &back), None);
+    }
 }

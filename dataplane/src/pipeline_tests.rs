@@ -541,6 +541,132 @@ fn one_batch_mixes_paths() {
     );
 }
 
+/// What a worker produced for a session: every frame's verdict and bytes, per batch, then the
+/// flows left and the drop counters.
+type Outcome = (Vec<Vec<(Verdict, Vec<u8>)>>, usize, Vec<u64>);
+
+/// Runs a session of mixed batches (new flows, a flow's first packet twice in one batch,
+/// replies, ICMP errors, published ports, hairpin, pings, bridged and bad frames) through a
+/// dataplane staging its lookups from `stage_from` flows on.
+fn staged_session(stage_from: usize) -> Outcome {
+    let s = S::new();
+    let mut dp = Dataplane::new(&s.config).unwrap();
+    dp.set_stage_from(stage_from);
+    let mut w = dp.worker();
+    learn_next_hop(&mut w);
+    let syn = S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, SYN, b""));
+    let query = S::from_endpoint(S::A, &udp(S::A, 5353, S::REMOTE, 53, b"query"));
+    let mut bad_sum = syn.clone();
+    bad_sum[24] ^= 0xff;
+    let first = Frames::new()
+        .push(PORT_A, &syn)
+        .push(PORT_A, &syn)
+        .push(PORT_A, &query)
+        .push(
+            PORT_A,
+            &S::from_endpoint(S::A, &icmp_echo(S::A, S::REMOTE, true, 40001, 1)),
+        )
+        .push(
+            PORT_A,
+            &S::from_endpoint(S::A, &icmp_echo(S::A, S::GW, true, 7, 1)),
+        )
+        .push(
+            PORT_A,
+            &eth(
+                S::mac(S::B),
+                S::mac(S::A),
+                0x0800,
+                &udp(S::A, 1, S::B, 2, b"x"),
+            ),
+        )
+        .push(PORT_A, &arp_request(S::mac(S::A), S::A, S::GW))
+        .push(
+            PORT_A,
+            &S::from_endpoint(S::A, &tcp(S::A, 41000, S::UP, 8080, SYN, b"")),
+        )
+        .push(
+            UPLINK,
+            &S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8080, SYN, b"")),
+        )
+        .push(PORT_A, &bad_sum)
+        .run(&mut w, T0);
+    let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&first[2].1[14..14 + 28]);
+    let c = crate::wire::checksum::internet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let hairpin_port = tuple_of(&first[7].1).src_port;
+    let query_port = tuple_of(&first[2].1).src_port;
+    let second = Frames::new()
+        .push(
+            UPLINK,
+            &S::from_outside(&tcp(S::REMOTE, 80, S::UP, 40000, SYN | ACK, b"")),
+        )
+        .push(
+            UPLINK,
+            &S::from_outside(&udp(S::REMOTE, 53, S::UP, query_port, b"answer")),
+        )
+        .push(
+            UPLINK,
+            &S::from_outside(&icmp_echo(S::REMOTE, S::UP, false, 40001, 1)),
+        )
+        .push(
+            UPLINK,
+            &S::from_outside(&ipv4(S::REMOTE, S::UP, 1, 64, &icmp)),
+        )
+        .push(
+            PORT_B,
+            &S::from_endpoint(S::B, &tcp(S::B, 80, S::REMOTE, 50000, SYN | ACK, b"")),
+        )
+        .push(
+            PORT_B,
+            &S::from_endpoint(S::B, &tcp(S::B, 80, S::GW, hairpin_port, SYN | ACK, b"")),
+        )
+        .push(
+            UPLINK,
+            &S::from_outside(&icmp_echo(S::REMOTE, S::UP, true, 1, 1)),
+        )
+        .push(
+            UPLINK,
+            &S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8081, SYN, b"")),
+        )
+        .run(&mut w, T0);
+    let third = Frames::new()
+        .push(
+            PORT_A,
+            &S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, ACK, b"")),
+        )
+        .push(
+            PORT_A,
+            &S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, 0x04, b"")),
+        )
+        .push(
+            PORT_A,
+            &S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, ACK, b"")),
+        )
+        .run(&mut w, T0);
+    let drops = R::ALL.iter().map(|r| w.counters().drops(*r)).collect();
+    let flows = w.dataplane().conntrack().len();
+    (vec![first, second, third], flows, drops)
+}
+
+#[test]
+fn staged_lookups_change_nothing() {
+    let staged = staged_session(0);
+    let (batches, flows, _) = &staged;
+    // The session exercises what it is meant to: a first packet twice in one batch, replies
+    // and an ICMP error translated back, a bad checksum refused.
+    assert_eq!(
+        batches[0][..3].iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        [Verdict::Forward(UPLINK); 3]
+    );
+    assert_eq!(batches[0][9].0, Verdict::Drop(R::Malformed));
+    assert!(batches[1][..4]
+        .iter()
+        .all(|(v, _)| *v == Verdict::Forward(PORT_A)));
+    assert_eq!(*flows, 5);
+    assert_eq!(staged, staged_session(usize::MAX));
+}
+
 /// Builds fuzz input records from (port, frame) pairs.
 fn records(items: &[(u8, Vec<u8>)]) -> Vec<u8> {
     let mut v = Vec::new();

@@ -1,14 +1,12 @@
 //! The flow table: a slab of compact flows, a hash index of both directions' tuples, the port
 //! allocator (which probes that index) and the timer wheel.
 
-use std::hash::BuildHasherDefault;
 use std::net::Ipv4Addr;
 
-use hashbrown::HashMap;
-
+use super::index::{self, tag_of, Index};
 use super::tcp::{self, TcpState};
 use super::timer::{Wheel, NIL, UNLINKED};
-use super::tuple::{Key, KeyHasher, Tuple};
+use super::tuple::{Key, Tuple};
 use super::{Dir, FlowId, FlowInfo, Hit, NatAction, NatError, Timeouts};
 use crate::config::{L4Proto, NatConfig, PortRange};
 use crate::time::Millis;
@@ -20,6 +18,14 @@ const REPLIED: u8 = 2;
 
 /// Index value bit telling that the key is the flow's reply tuple.
 const REPLY_BIT: u32 = 1;
+
+/// Most flows a table holds, whatever the configuration: two index entries per flow at a load
+/// of at most 1/2 must fit the index's 2^32 slots.
+const MAX_FLOWS: usize = 1 << (index::MAX_BITS - 2);
+
+/// Frames `lookup_batch` stages at once: enough lines in flight to cover memory latency, few
+/// enough that they stay in the L1 cache until used.
+const STAGE: usize = 64;
 
 /// One tracked flow (48 bytes): the original tuple, the translated tuple, the deadline and the
 /// timer links. A free entry keeps its generation and chains the free list through `next`.
@@ -69,6 +75,15 @@ impl Flow {
         }
     }
 
+    /// The index key of the tuple the flow is found by in `dir`.
+    fn key(&self, dir_bit: u32) -> Key {
+        if dir_bit == 0 {
+            self.orig().key()
+        } else {
+            self.translated().reversed().key()
+        }
+    }
+
     fn live(&self) -> bool {
         self.flags & LIVE != 0
     }
@@ -91,7 +106,7 @@ pub struct Conntrack {
     flows: Vec<Flow>,
     free: u32,
     len: usize,
-    index: HashMap<Key, u32, BuildHasherDefault<KeyHasher>>,
+    index: Index,
     wheel: Wheel,
     ports: PortRange,
     max_flows: usize,
@@ -101,16 +116,16 @@ pub struct Conntrack {
 
 impl Conntrack {
     /// An empty table allocating from `cfg.ports`, holding at most `cfg.max_flows` flows (capped
-    /// at 2^31 - 1). Nothing large is allocated until flows arrive.
+    /// at 2^30). Nothing large is allocated until flows arrive.
     pub fn new(cfg: &NatConfig, timeouts: Timeouts) -> Self {
         Conntrack {
             flows: Vec::new(),
             free: NIL,
             len: 0,
-            index: HashMap::default(),
+            index: Index::new(),
             wheel: Wheel::new(),
             ports: cfg.ports,
-            max_flows: cfg.max_flows.min((u32::MAX >> 1) as usize),
+            max_flows: cfg.max_flows.min(MAX_FLOWS),
             timeouts,
             timer_visits: 0,
         }
@@ -119,14 +134,68 @@ impl Conntrack {
     /// The flow a packet with tuple `t` belongs to, in either direction, and the tuple it must
     /// carry after translation. No allocation.
     pub fn lookup(&self, t: &Tuple) -> Option<Hit> {
-        let v = *self.index.get(&t.key())?;
+        let key = t.key();
+        self.find(&key, tag_of(&key)).map(|v| self.hit(v))
+    }
+
+    /// `lookup` for a batch: `out[i]` is the lookup of `tuples[i]` (`None` for a `None`
+    /// tuple). Staged so that the memory latency is paid once per stage rather than once per
+    /// tuple and stage: first every tuple's index line is prefetched, then every candidate
+    /// flow, then the lookups run on cached lines. Pays off when the table is far larger than
+    /// the CPU caches; same results as `lookup`. `out` should be as long as `tuples`: entries
+    /// past the shorter of the two are neither looked up nor written. No allocation.
+    pub fn lookup_batch(&self, tuples: &[Option<Tuple>], out: &mut [Option<Hit>]) {
+        for (tuples, out) in tuples.chunks(STAGE).zip(out.chunks_mut(STAGE)) {
+            let mut keys = [None; STAGE];
+            for (k, t) in keys.iter_mut().zip(tuples) {
+                *k = t.map(|t| {
+                    let key = t.key();
+                    let tag = tag_of(&key);
+                    self.index.prefetch(tag);
+                    (key, tag)
+                });
+            }
+            for (_, tag) in keys.iter().flatten() {
+                if let Some(v) = self.index.first_candidate(*tag) {
+                    self.prefetch_flow(v >> 1);
+                }
+            }
+            for (o, k) in out.iter_mut().zip(&keys) {
+                *o = k.and_then(|(key, tag)| self.find(&key, tag).map(|v| self.hit(v)));
+            }
+        }
+    }
+
+    /// Starts loading both cache lines flow `idx` may straddle.
+    fn prefetch_flow(&self, idx: u32) {
+        if let Some(f) = self.flows.get(idx as usize) {
+            let p: *const Flow = f;
+            index::prefetch(p);
+            index::prefetch(p.cast::<u8>().wrapping_add(std::mem::size_of::<Flow>() - 1));
+        }
+    }
+
+    /// The index value of the live flow `key` (tagged `tag`) belongs to.
+    fn find(&self, key: &Key, tag: u32) -> Option<u32> {
+        self.index.find(tag, |v| {
+            self.flows[(v >> 1) as usize].key(v & REPLY_BIT) == *key
+        })
+    }
+
+    /// True when some flow is found by `key`.
+    fn contains(&self, key: &Key) -> bool {
+        self.find(key, tag_of(key)).is_some()
+    }
+
+    /// The hit an index value stands for.
+    fn hit(&self, v: u32) -> Hit {
         let idx = v >> 1;
         let f = &self.flows[idx as usize];
         let flow = FlowId {
             index: idx,
             generation: f.generation,
         };
-        Some(if v & REPLY_BIT == 0 {
+        if v & REPLY_BIT == 0 {
             Hit {
                 flow,
                 dir: Dir::Original,
@@ -138,7 +207,7 @@ impl Conntrack {
                 dir: Dir::Reply,
                 rewrite: f.orig().reversed(),
             }
-        })
+        }
     }
 
     /// Tracks a new flow whose first packet has tuple `orig`, translated by `action`. With SNAT
@@ -152,7 +221,7 @@ impl Conntrack {
         now: Millis,
     ) -> Result<Hit, NatError> {
         let orig_key = orig.key();
-        if self.index.contains_key(&orig_key) {
+        if self.contains(&orig_key) {
             return Err(NatError::Exists);
         }
         if self.len >= self.max_flows {
@@ -173,7 +242,7 @@ impl Conntrack {
             if icmp {
                 x.dst_port = port;
             }
-        } else if self.index.contains_key(&x.reversed().key()) {
+        } else if self.contains(&x.reversed().key()) {
             return Err(NatError::Clash);
         }
         let reply_key = x.reversed().key();
@@ -194,9 +263,10 @@ impl Conntrack {
         f.expires = now.plus_secs(self.timeouts.for_flow(f)).0;
         let generation = f.generation;
         self.wheel.link(&mut self.flows, idx);
-        self.index.insert(orig_key, idx << 1);
+        self.index.insert(tag_of(&orig_key), idx << 1);
         if reply_key != orig_key {
-            self.index.insert(reply_key, (idx << 1) | REPLY_BIT);
+            self.index
+                .insert(tag_of(&reply_key), (idx << 1) | REPLY_BIT);
         }
         self.len += 1;
         Ok(Hit {
@@ -219,7 +289,7 @@ impl Conntrack {
             if x.proto == L4Proto::Icmp {
                 t.dst_port = port;
             }
-            !self.index.contains_key(&t.reversed().key())
+            !self.contains(&t.reversed().key())
         };
         if self.ports.contains(orig.src_port) && free(orig.src_port) {
             return Ok(orig.src_port);
@@ -358,9 +428,10 @@ impl Conntrack {
         f.generation = f.generation.wrapping_add(1);
         f.next = self.free;
         self.free = idx;
-        self.index.remove(&orig_key);
+        self.index.remove(tag_of(&orig_key), idx << 1);
         if reply_key != orig_key {
-            self.index.remove(&reply_key);
+            self.index
+                .remove(tag_of(&reply_key), (idx << 1) | REPLY_BIT);
         }
         self.len -= 1;
     }
@@ -400,7 +471,7 @@ impl Conntrack {
     /// Heap bytes the table holds (slab, index and wheel), for stats and capacity planning.
     pub fn memory_bytes(&self) -> usize {
         self.flows.capacity() * std::mem::size_of::<Flow>()
-            + self.index.allocation_size()
+            + self.index.memory_bytes()
             + self.wheel.memory_bytes()
     }
 
@@ -446,15 +517,22 @@ impl Conntrack {
             live += 1;
             let i = i as u32;
             let (ok, rk) = (f.orig().key(), f.translated().reversed().key());
-            assert_eq!(self.index.get(&ok), Some(&(i << 1)));
+            assert_eq!(self.find(&ok, tag_of(&ok)), Some(i << 1));
             keys += 1;
             if rk != ok {
-                assert_eq!(self.index.get(&rk), Some(&((i << 1) | REPLY_BIT)));
+                assert_eq!(self.find(&rk, tag_of(&rk)), Some((i << 1) | REPLY_BIT));
                 keys += 1;
             }
         }
         assert_eq!(live, self.len);
         assert_eq!(keys, self.index.len());
+        for (tag, v) in self.index.check() {
+            let f = &self.flows[(v >> 1) as usize];
+            assert!(f.live(), "index entry of a dead flow");
+            let key = f.key(v & REPLY_BIT);
+            assert_eq!(tag, tag_of(&key), "entry under a wrong tag");
+            assert!(v & REPLY_BIT == 0 || key != f.orig().key());
+        }
         let mut linked: Vec<u32> = (0..super::timer::SLOTS as usize)
             .flat_map(|s| self.wheel.list(&self.flows, s))
             .collect();

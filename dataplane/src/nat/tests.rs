@@ -562,6 +562,47 @@ proptest! {
             for f in &flows {
                 assert_round_trip(&ct, f);
             }
+            let probes: Vec<Option<Tuple>> = flows
+                .iter()
+                .flat_map(|f| [Some(f.original), Some(f.reply), Some(f.original.reversed()), None])
+                .collect();
+            assert_batch_matches_lookup(&ct, &probes);
         }
     }
+}
+
+/// `lookup_batch` gives exactly what `lookup` gives, tuple by tuple.
+fn assert_batch_matches_lookup(ct: &Conntrack, tuples: &[Option<Tuple>]) {
+    let mut out = vec![None; tuples.len()];
+    ct.lookup_batch(tuples, &mut out);
+    for (t, o) in tuples.iter().zip(&out) {
+        assert_eq!(*o, t.and_then(|t| ct.lookup(&t)), "{t:?}");
+    }
+}
+
+#[test]
+fn batched_lookups_span_stages_and_mix_hits_and_misses() {
+    let mut ct = default_table();
+    let mut tuples = Vec::new();
+    for i in 0..150u16 {
+        let [a, b] = i.to_be_bytes();
+        let t = tup(L4Proto::Tcp, [10, 0, a, b], 40000, [1, 1, 1, 1], 443);
+        if i % 3 != 0 {
+            let hit = ct.create(&t, masq(), T0).unwrap();
+            tuples.push(Some(hit.rewrite.reversed()));
+        }
+        tuples.push(Some(t));
+        if i % 7 == 0 {
+            tuples.push(None);
+        }
+    }
+    assert!(tuples.len() > 2 * 64);
+    let hits = {
+        let mut out = vec![None; tuples.len()];
+        ct.lookup_batch(&tuples, &mut out);
+        out.iter().flatten().count()
+    };
+    assert_eq!(hits, 2 * ct.len());
+    assert_batch_matches_lookup(&ct, &tuples);
+    assert_batch_matches_lookup(&default_table(), &tuples);
 }

@@ -1,6 +1,5 @@
-//! Flow tuples, their packed 16-byte index key, and the hasher of that key.
+//! Flow tuples, their packed 16-byte index key, and the hash of that key.
 
-use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 
 use crate::config::L4Proto;
@@ -56,8 +55,9 @@ fn fold_mul(a: u64, b: u64) -> u64 {
 }
 
 impl Key {
-    /// A well-mixed 64-bit hash (both the low bits hashbrown indexes with and the high bits it
-    /// tags with depend on every key bit). Not DoS-resistant: the keys are fixed constants.
+    /// A well-mixed 64-bit hash (the high half the index tags and homes with and the low half
+    /// the port allocator starts from both depend on every key bit). Not DoS-resistant: the
+    /// keys are fixed constants.
     pub(super) fn mix(&self) -> u64 {
         let [a, b, c, d] = self.0;
         let lo = ((u64::from(a) << 32) | u64::from(b)) ^ 0x243f_6a88_85a3_08d3;
@@ -66,37 +66,6 @@ impl Key {
             fold_mul(lo, hi) ^ 0xa409_3822_299f_31d0,
             0x082e_fa98_ec4e_6c89,
         )
-    }
-}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.mix());
-    }
-}
-
-/// The index's hasher: `Key` hands it one premixed word, which it passes through.
-#[derive(Default)]
-pub(super) struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = fold_mul(
-                self.0 ^ u64::from_le_bytes(word) ^ 0x4528_21e6_38d0_1377,
-                0xbe54_66cf_34e9_0c6c,
-            );
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
@@ -151,18 +120,5 @@ mod tests {
             assert_ne!(v.key(), a.key());
             assert_ne!(v.key().mix(), a.key().mix());
         }
-    }
-
-    #[test]
-    fn hasher_passes_the_premixed_word_and_mixes_bytes() {
-        let k = t(L4Proto::Udp, [10, 0, 0, 2], 1, [1, 1, 1, 1], 2).key();
-        let mut h = KeyHasher::default();
-        k.hash(&mut h);
-        assert_eq!(h.finish(), k.mix());
-        let mut a = KeyHasher::default();
-        a.write(b"abc");
-        let mut b = KeyHasher::default();
-        b.write(b"abd");
-        assert_ne!(a.finish(), b.finish());
     }
 }
