@@ -343,10 +343,11 @@ mod tests {
         bad.meta.offload.csum_start = 60000;
         assert!(matches!(tx.send(&bad, None), Err(TxError::Io(_))));
 
-        // Nothing pending: rx returns at once.
+        // rx never blocks: it returns at once whether or not the kernel queued something of
+        // its own meanwhile (IPv6 DAD/MLD frames on a fresh link may arrive at any time).
         let mut batch = Batch::new();
         let t = Instant::now();
-        assert_eq!(rx.rx(&mut batch).unwrap(), 0);
+        rx.rx(&mut batch).unwrap();
         assert!(t.elapsed() < Duration::from_millis(100));
     }
 
