@@ -412,23 +412,37 @@ fn eth_rewrite(d: &mut [u8], dst: MacAddr, src: MacAddr) {
 }
 
 /// Checks that an endpoint's IPv4 or ARP frame carries its own address (or 0.0.0.0 in ARP
-/// probes). Returns the parsed IPv4 header (checksum not verified: bridged frames pass
-/// unchanged; the gateway verifies before routing), so later stages do not parse it again.
+/// probes). For a frame to the gateway (`routed`) it returns the parsed IPv4 header (checksum
+/// not verified yet), so routing does not parse it again; a bridged frame passes unchanged, so
+/// only its version, header length and source address are read.
 fn check_source_ip(
     d: &[u8],
     l2: &L2Header,
     mac: MacAddr,
     ip: Option<Ipv4Addr>,
+    routed: bool,
 ) -> Result<Option<Ipv4Info>, DropReason> {
     let payload = d.get(l2.l3_offset..).ok_or(R::Malformed)?;
     match l2.ethertype {
-        ETHERTYPE_IPV4 => {
+        ETHERTYPE_IPV4 if routed => {
             let parsed = translate::parse_ipv4_unverified(d, l2.l3_offset)?;
             match ip {
                 Some(own) if own == parsed.src => Ok(Some(parsed)),
                 _ => Err(R::SpoofedIp),
             }
         }
+        ETHERTYPE_IPV4 => match payload {
+            [vihl, _, _, _, _, _, _, _, _, _, _, _, a, b, c, e, ..]
+                if vihl >> 4 == 4 && usize::from(vihl & 0x0f) * 4 >= 20 =>
+            {
+                if Some(Ipv4Addr::new(*a, *b, *c, *e)) == ip {
+                    Ok(None)
+                } else {
+                    Err(R::SpoofedIp)
+                }
+            }
+            _ => Err(R::Malformed),
+        },
         ETHERTYPE_ARP => {
             let arp = ArpPacket::new_checked(payload).map_err(|_| R::Malformed)?;
             if arp.sender_mac() != mac {
@@ -522,7 +536,8 @@ impl<'t> BatchState<'t> {
             if l2.src != mac {
                 return Err(R::SpoofedMac);
             }
-            parsed = check_source_ip(f.data(), l2, mac, ip)?;
+            let routed = l2.dst == net.config.gateway_mac;
+            parsed = check_source_ip(f.data(), l2, mac, ip, routed)?;
         }
         let (vlan, ingress, now) = (f.meta.vlan, f.meta.ingress, self.now);
         match self
