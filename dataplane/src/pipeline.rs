@@ -540,10 +540,15 @@ impl<'t> BatchState<'t> {
             parsed = check_source_ip(f.data(), l2, mac, ip, routed)?;
         }
         let (vlan, ingress, now) = (f.meta.vlan, f.meta.ingress, self.now);
-        match self
-            .fdb(net_id, net)
-            .check_source(vlan, l2.src, ingress, now)
-        {
+        // An endpoint's source MAC was just checked to be its own, which is a static FDB entry
+        // on this port (never aged): learning could only answer `Known`, so it is skipped.
+        let check = if port.endpoint.is_some() {
+            SourceCheck::Known
+        } else {
+            self.fdb(net_id, net)
+                .check_source(vlan, l2.src, ingress, now)
+        };
+        match check {
             SourceCheck::Known => {}
             SourceCheck::Learn => {
                 let item = Learn {
