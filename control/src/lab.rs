@@ -726,18 +726,10 @@ impl DockerLikeSpec {
         }
         Ok(Config {
             networks: vec![NetworkConfig {
-                id: net,
-                name: "bridge".into(),
-                subnet: self.subnet(),
-                gateway: self.gateway(),
                 gateway_mac: self.gateway_mac(),
-                vlan: 0,
-                internal: false,
                 icc: self.icc,
-                hairpin: false,
                 mtu: self.mtu_or_default(),
-                fdb_aging_secs: 300,
-                fdb_max: 8192,
+                ..NetworkConfig::new(net, "bridge", self.subnet(), self.gateway())
             }],
             ports,
             uplink: Some(UplinkConfig {

@@ -127,6 +127,33 @@ pub struct NetworkConfig {
     pub fdb_max: usize,
 }
 
+impl NetworkConfig {
+    /// A network with docker's defaults: gateway MAC derived from the gateway address
+    /// (02:42:...), no VLAN, routed to the uplink, ICC on, hairpin off, MTU 1500, FDB aging 300 s
+    /// and at most 8192 learned MACs.
+    pub fn new(
+        id: NetworkId,
+        name: impl Into<String>,
+        subnet: Ipv4Cidr,
+        gateway: Ipv4Addr,
+    ) -> Self {
+        NetworkConfig {
+            id,
+            name: name.into(),
+            subnet,
+            gateway,
+            gateway_mac: MacAddr::from_ipv4(gateway),
+            vlan: 0,
+            internal: false,
+            icc: default_true(),
+            hairpin: false,
+            mtu: default_mtu(),
+            fdb_aging_secs: default_aging(),
+            fdb_max: default_fdb_max(),
+        }
+    }
+}
+
 /// What a port is for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -370,22 +397,31 @@ mod tests {
     }
 
     #[test]
+    fn network_defaults_follow_docker() {
+        let n = NetworkConfig::new(
+            NetworkId(3),
+            "n",
+            "10.9.0.0/16".parse().unwrap(),
+            Ipv4Addr::new(10, 9, 0, 1),
+        );
+        assert_eq!(n.gateway_mac.to_string(), "02:42:0a:09:00:01");
+        let json = format!(
+            r#"{{"id":3,"name":"n","subnet":{{"addr":"10.9.0.0","prefix":16}},"gateway":"10.9.0.1","gateway_mac":"{}"}}"#,
+            n.gateway_mac
+        );
+        let parsed: NetworkConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed, n, "serde defaults and new() agree");
+    }
+
+    #[test]
     fn config_round_trips_through_json() {
         let cfg = Config {
-            networks: vec![NetworkConfig {
-                id: NetworkId(0),
-                name: "bridge".into(),
-                subnet: "172.17.0.0/16".parse().unwrap(),
-                gateway: Ipv4Addr::new(172, 17, 0, 1),
-                gateway_mac: MacAddr([2, 0x42, 0xac, 0x11, 0, 1]),
-                vlan: 0,
-                internal: false,
-                icc: true,
-                hairpin: false,
-                mtu: 1500,
-                fdb_aging_secs: 300,
-                fdb_max: 8192,
-            }],
+            networks: vec![NetworkConfig::new(
+                NetworkId(0),
+                "bridge",
+                "172.17.0.0/16".parse().unwrap(),
+                Ipv4Addr::new(172, 17, 0, 1),
+            )],
             ports: vec![PortConfig {
                 id: PortId(1),
                 name: "veth0".into(),

@@ -480,18 +480,13 @@ mod tests {
 
     fn net(id: u16, name: &str, subnet: &str, gw: [u8; 4]) -> NetworkConfig {
         NetworkConfig {
-            id: NetworkId(id),
-            name: name.into(),
-            subnet: subnet.parse().unwrap(),
-            gateway: Ipv4Addr::from(gw),
-            gateway_mac: MacAddr([2, 0, 0, 0, 0, id as u8]),
-            vlan: 0,
-            internal: false,
-            icc: true,
-            hairpin: false,
-            mtu: 1500,
-            fdb_aging_secs: 300,
             fdb_max: 100,
+            ..NetworkConfig::new(
+                NetworkId(id),
+                name,
+                subnet.parse().unwrap(),
+                Ipv4Addr::from(gw),
+            )
         }
     }
 

@@ -177,18 +177,13 @@ impl Scenario {
     /// The scenario's configuration.
     pub fn new() -> Self {
         let net = |id: u16, name: &str, third: u8| NetworkConfig {
-            id: NetworkId(id),
-            name: name.into(),
-            subnet: format!("172.{third}.0.0/16").parse().expect("valid cidr"),
-            gateway: Ipv4Addr::new(172, third, 0, 1),
-            gateway_mac: MacAddr([0x02, 0x42, 0xac, third, 0x00, 0x01]),
-            vlan: 0,
-            internal: false,
-            icc: true,
-            hairpin: false,
-            mtu: 1500,
-            fdb_aging_secs: 300,
             fdb_max: 1 << 20,
+            ..NetworkConfig::new(
+                NetworkId(id),
+                name,
+                format!("172.{third}.0.0/16").parse().expect("valid cidr"),
+                Ipv4Addr::new(172, third, 0, 1),
+            )
         };
         let endpoint = |id: PortId, network: u16, ip: Ipv4Addr| PortConfig {
             id,

@@ -296,6 +296,13 @@ fn drops(s: &serde_json::Value, reason: &str) -> u64 {
     s["drops"][reason].as_u64().unwrap_or(0)
 }
 
+/// Waits (up to 2 s) until sluice has counted at least `min` drops for `reason`, and fails with
+/// `what` and the drop counters otherwise.
+fn assert_drops(stats: impl Fn() -> Option<serde_json::Value>, reason: &str, min: u64, what: &str) {
+    let s = stats_until(stats, |s| drops(s, reason) >= min, Duration::from_secs(2));
+    assert!(drops(&s, reason) >= min, "{what}: {}", s["drops"]);
+}
+
 /// A topology built by hand: `sw` runs sluice on a configuration assembled here, endpoints are
 /// namespaces with `eth0` behind a veth whose other end `veth-NAME` is a port of sluice.
 struct Custom {
@@ -318,20 +325,12 @@ impl Custom {
     /// Adds network `id` = 172.`third`.0.0/16 with gateway .1 (MAC 02:42:ac:`third`:00:01).
     fn network(&mut self, id: u16, third: u8) {
         let gateway = Ipv4Addr::new(172, third, 0, 1);
-        self.cfg.networks.push(NetworkConfig {
-            id: NetworkId(id),
-            name: format!("net{id}"),
-            subnet: Ipv4Cidr::new(Ipv4Addr::new(172, third, 0, 0), 16).unwrap(),
+        self.cfg.networks.push(NetworkConfig::new(
+            NetworkId(id),
+            format!("net{id}"),
+            Ipv4Cidr::new(Ipv4Addr::new(172, third, 0, 0), 16).unwrap(),
             gateway,
-            gateway_mac: MacAddr::from_ipv4(gateway),
-            vlan: 0,
-            internal: false,
-            icc: true,
-            hairpin: false,
-            mtu: 1500,
-            fdb_aging_secs: 300,
-            fdb_max: 8192,
-        });
+        ));
     }
 
     fn net(&self, id: u16) -> &NetworkConfig {
@@ -545,15 +544,11 @@ fn other_network_is_isolated_but_reaches_its_gateway() {
         ping_fails(&t.lab, "c", t.net(0).gateway, 2),
         "c reached the other network's gateway"
     );
-    let s = stats_until(
+    assert_drops(
         || t.stats(),
-        |s| drops(s, "isolated") >= 4,
-        Duration::from_secs(2),
-    );
-    assert!(
-        drops(&s, "isolated") >= 4,
-        "sluice counted the isolated pings: {}",
-        s["drops"]
+        "isolated",
+        4,
+        "sluice counted the isolated pings",
     );
     t.assert_sluice_alive();
 }
@@ -746,15 +741,11 @@ fn icc_off_isolates_endpoints_but_not_gateway_or_outside() {
         topo.spec.uplink_ip().addr.to_string(),
         "a still connects to the outside"
     );
-    let s = stats_until(
+    assert_drops(
         || topo.sluice_stats(),
-        |s| drops(s, "icc_denied") >= 3,
-        Duration::from_secs(2),
-    );
-    assert!(
-        drops(&s, "icc_denied") >= 3,
-        "sluice counted the denied frames: {}",
-        s["drops"]
+        "icc_denied",
+        3,
+        "sluice counted the denied frames",
     );
 }
 
@@ -820,15 +811,11 @@ fn spoofed_source_is_dropped() {
         !seen.contains(forged),
         "b received frames from the forged source:\n{seen}"
     );
-    let s = stats_until(
+    assert_drops(
         || topo.sluice_stats(),
-        |s| drops(s, "spoofed_ip") >= 3,
-        Duration::from_secs(2),
-    );
-    assert!(
-        drops(&s, "spoofed_ip") >= 3,
-        "sluice counted the forged pings as spoofed_ip: {}",
-        s["drops"]
+        "spoofed_ip",
+        3,
+        "sluice counted the forged pings as spoofed_ip",
     );
 }
 
