@@ -665,7 +665,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool, mut progress: impl FnMut(Progress)) -
                 s.cpu.background_pct = background;
                 done += 1;
                 progress(Progress::Line(&format!(
-                    "[{done}/{total}] run {}/{} {name:<7} {:<26} {} {} {}",
+                    "[{done}/{total}] run {}/{} {name:<12} {:<26} {} {} {}",
                     run + 1,
                     plan.runs,
                     m.name,
