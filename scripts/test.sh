@@ -9,8 +9,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== build the sluice binary (release) for the namespace tests"
-cargo build --release -p sluice-control
+echo "== build the sluice and sluice-e2e-bench binaries (release) for the namespace tests"
+cargo build --release -p sluice-control -p sluice-bench --bins
 export SLUICE_BIN="$PWD/target/release/sluice"
 echo "== cargo test"
 cargo test --workspace -- --test-threads=2

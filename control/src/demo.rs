@@ -4,12 +4,13 @@
 //! Ctrl-C.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
 use sluice_control::lab::{DockerLike, DockerLikeSpec, Forwarder, Publish, SluiceLaunch, OUTSIDE};
 use sluice_dataplane::config::L4Proto;
+
+use crate::bench::{self, BenchArgs};
 
 /// Flags of `sluice demo`.
 #[derive(clap::Args, Debug)]
@@ -20,9 +21,10 @@ pub struct DemoArgs {
     /// Skip the short benchmark.
     #[arg(long)]
     no_bench: bool,
-    /// Seconds per benchmark measurement.
-    #[arg(long, default_value_t = 3)]
-    bench_duration: u32,
+    /// Where the benchmark writes results.json, results.md and its SVG charts (default: a new
+    /// directory under the system's temporary directory).
+    #[arg(long)]
+    bench_output: Option<PathBuf>,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -160,33 +162,30 @@ pub fn run(args: DemoArgs) -> Result<()> {
         println!("\nDone; everything the demo created is removed.");
         return Ok(());
     }
-    step("short benchmark: the same topology on the kernel bridge and on sluice, alternately")?;
-    let bench = args
-        .bench_bin
-        .unwrap_or_else(|| me.with_file_name("sluice-e2e-bench"));
-    let results = std::env::temp_dir().join(format!("sluice-demo-{}.md", std::process::id()));
-    let status = Command::new(&bench)
-        .args([
-            "--forwarders",
-            "kernel,sluice",
-            "--tests",
-            "tcp,rr,nat",
-            "--runs",
-            "1",
-        ])
-        .arg("--duration")
-        .arg(args.bench_duration.to_string())
-        .arg("--sluice-bin")
-        .arg(&me)
-        .arg("--results")
-        .arg(&results)
+    step("short benchmark (sluice bench --quick): the same topology on the kernel bridge and on sluice, alternately")?;
+    let output = args.bench_output.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "sluice-demo-bench-{}",
+            sluice_control::clock::utc_stamp(sluice_control::clock::now_unix())
+        ))
+    });
+    let bench = BenchArgs {
+        quick: true,
+        output: Some(output.clone()),
+        sluice_workers: 1,
+        bench_bin: args.bench_bin,
+        ..BenchArgs::default()
+    };
+    let status = bench::command(&bench)?
         .status()
-        .with_context(|| format!("running {}", bench.display()))?;
-    let _ = std::fs::remove_file(&results);
+        .context("running the benchmark")?;
     if !status.success() {
         bail!("the benchmark failed ({status})");
     }
-    println!("\nDone; everything the demo created is removed.");
+    println!(
+        "\nDone; the namespaces are removed. Charts and figures: {}",
+        output.display()
+    );
     Ok(())
 }
 

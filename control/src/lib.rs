@@ -2,4 +2,5 @@
 //! demo and the benchmark harness share.
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod lab;

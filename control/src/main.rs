@@ -1,5 +1,6 @@
 //! `sluice`: the command-line entry point.
 
+mod bench;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ enum Command {
     /// Build namespaces, attach them to sluice, show bridging, NAT, a published port, the
     /// counters and a short benchmark against the kernel bridge; then remove everything.
     Demo(demo::DemoArgs),
+    /// End-to-end benchmark in namespaces: sluice against the kernel bridge, iptables NAT and
+    /// the other userspace forwarders; writes results.json, results.md and SVG charts.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -159,5 +163,6 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Dataplane(a) => run_dataplane(a),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

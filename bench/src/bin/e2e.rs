@@ -1,5 +1,7 @@
-//! `sluice-e2e-bench`: docker's default network built in namespaces twice (kernel bridge +
-//! iptables, and sluice) and measured alternately; prints a table and appends it to RESULTS.md.
+//! `sluice-e2e-bench`: docker's default network built in namespaces once per peer (kernel
+//! bridge + iptables, sluice) and measured alternately; prints a table, and appends it to
+//! RESULTS.md or writes `results.json`, `results.md` and SVG charts into `--output DIR`.
+//! `sluice bench` runs this binary.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -8,10 +10,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use sluice_bench::e2e::harness::{self, Plan};
+use sluice_bench::e2e::harness::{self, Plan, Progress};
+use sluice_bench::e2e::output::{self, Results};
 use sluice_bench::e2e::report::{results_section, shell_quote, table, utc_date};
 use sluice_bench::e2e::TestKind;
-use sluice_control::lab::{Forwarder, SluiceLaunch};
+use sluice_control::lab::SluiceLaunch;
 
 /// End-to-end benchmark: kernel bridge + iptables vs sluice, in network namespaces.
 #[derive(Parser, Debug)]
@@ -29,18 +32,38 @@ struct Args {
     /// The sluice binary (default: `sluice` next to this binary).
     #[arg(long)]
     sluice_bin: Option<PathBuf>,
-    /// Forwarders to measure, in order: kernel, sluice.
-    #[arg(long, value_delimiter = ',', default_value = "kernel,sluice")]
-    forwarders: Vec<String>,
+    /// Peers to measure, in order: kernel, sluice, iptables-nat (the kernel's NAT path: takes
+    /// the nat rows), slirp4netns, pasta, ovs (not implemented yet: listed as skipped).
+    #[arg(
+        long,
+        alias = "forwarders",
+        value_delimiter = ',',
+        default_value = "kernel,sluice"
+    )]
+    peers: Vec<String>,
     /// Worker threads of the sluice dataplane (on 2 CPUs, one leaves the other to the load).
     #[arg(long, default_value_t = 1)]
     sluice_workers: usize,
     /// More arguments for `sluice dataplane`, space-separated (e.g. "--rx-ring=v3").
     #[arg(long, allow_hyphen_values = true, default_value = "")]
     sluice_args: String,
-    /// Markdown file the results section is appended to.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"))]
-    results: PathBuf,
+    /// Markdown file the results section is appended to (default without `--output`: the
+    /// crate's RESULTS.md).
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Directory for results.json, results.md and one SVG chart per test (created if needed).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+/// Shows progress on stderr: on a terminal the status line is rewritten in place.
+fn show_progress(tty: bool, p: Progress) {
+    match (p, tty) {
+        (Progress::Status(s), true) => eprint!("\r\x1b[K{s}"),
+        (Progress::Status(_), false) => {}
+        (Progress::Line(l), true) => eprint!("\r\x1b[K{l}\n"),
+        (Progress::Line(l), false) => eprintln!("{l}"),
+    }
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -68,18 +91,17 @@ fn main() -> anyhow::Result<()> {
             .context("locating this binary")?
             .with_file_name("sluice"),
     };
-    let mut forwarders = Vec::new();
-    for f in &args.forwarders {
-        forwarders.push(match f.as_str() {
-            "kernel" => Forwarder::Kernel,
-            "sluice" => Forwarder::Sluice(SluiceLaunch {
-                bin: sluice_bin.clone(),
-                args: std::iter::once(format!("--workers={}", args.sluice_workers))
-                    .chain(args.sluice_args.split_whitespace().map(String::from))
-                    .collect(),
-            }),
-            other => bail!("unknown forwarder {other:?} (expected kernel, sluice)"),
-        });
+    let launch = SluiceLaunch {
+        bin: sluice_bin,
+        args: std::iter::once(format!("--workers={}", args.sluice_workers))
+            .chain(args.sluice_args.split_whitespace().map(String::from))
+            .collect(),
+    };
+    let (peers, peer_skips) =
+        harness::resolve_peers(&args.peers, &args.tests, &launch, harness::have_tool)
+            .map_err(anyhow::Error::msg)?;
+    for s in &peer_skips {
+        eprintln!("{s}");
     }
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -96,10 +118,14 @@ fn main() -> anyhow::Result<()> {
         tests: args.tests,
         runs: args.runs,
         duration: args.duration,
-        forwarders,
+        peers,
     };
-    let outcome = harness::run(&plan, &STOP, |line| eprintln!("{line}"));
-    for s in &outcome.skipped {
+    // SAFETY: isatty has no preconditions.
+    let tty = unsafe { libc::isatty(2) } == 1;
+    let outcome = harness::run(&plan, &STOP, |p| show_progress(tty, p));
+    let mut skipped = peer_skips;
+    skipped.extend(outcome.skipped.iter().cloned());
+    for s in &skipped {
         println!("skipped: {s}");
     }
     if outcome.forwarders.is_empty() {
@@ -107,18 +133,39 @@ fn main() -> anyhow::Result<()> {
     }
     println!();
     print!("{}", table(&outcome.forwarders, &outcome.rows));
-    let mut skipped = outcome.skipped.clone();
+    let info = harness::run_info(command, date);
+    if let Some(dir) = &args.output {
+        let written = output::write_dir(
+            dir,
+            &Results {
+                info: &info,
+                peers: &outcome.forwarders,
+                rows: &outcome.rows,
+                skipped: &skipped,
+                interrupted: outcome.interrupted,
+            },
+        )
+        .with_context(|| format!("writing into {}", dir.display()))?;
+        println!();
+        for p in written {
+            println!("wrote {}", p.display());
+        }
+    }
+    let results = match (args.results, &args.output) {
+        (Some(r), _) => r,
+        (None, Some(_)) => return Ok(()),
+        (None, None) => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md")),
+    };
     if outcome.interrupted {
         skipped.push("interrupted before all runs completed".into());
     }
-    let info = harness::run_info(command, date);
     let section = results_section(&info, &outcome.forwarders, &outcome.rows, &skipped);
-    let fresh = !args.results.exists();
+    let fresh = !results.exists();
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&args.results)
-        .with_context(|| format!("opening {}", args.results.display()))?;
+        .open(&results)
+        .with_context(|| format!("opening {}", results.display()))?;
     if fresh {
         writeln!(
             f,
@@ -127,6 +174,6 @@ fn main() -> anyhow::Result<()> {
         )?;
     }
     f.write_all(section.as_bytes())?;
-    println!("\nappended to {}", args.results.display());
+    println!("\nappended to {}", results.display());
     Ok(())
 }

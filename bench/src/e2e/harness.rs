@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use sluice_control::lab::{DockerLike, DockerLikeSpec, Forwarder, Publish, OUTSIDE};
+use sluice_control::lab::{DockerLike, DockerLikeSpec, Forwarder, Publish, SluiceLaunch, OUTSIDE};
 use sluice_dataplane::config::L4Proto;
 
 use super::parse;
@@ -33,8 +33,138 @@ pub struct Plan {
     pub runs: usize,
     /// Seconds per measurement.
     pub duration: u32,
-    /// Forwarders, measured in this order within each run.
-    pub forwarders: Vec<Forwarder>,
+    /// Peers (report columns), measured in this order within each run.
+    pub peers: Vec<Peer>,
+}
+
+/// One column of the report: a forwarder and the test groups it is measured on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Peer {
+    /// Column name ("kernel", "sluice", "iptables-nat").
+    pub name: String,
+    /// Who forwards in the docker-like topology.
+    pub forwarder: Forwarder,
+    /// The test groups this peer runs (a subset of the plan's).
+    pub tests: Vec<TestKind>,
+}
+
+/// Every peer name `--peers` accepts, in the default order.
+pub const PEER_NAMES: [&str; 6] = [
+    "kernel",
+    "sluice",
+    "iptables-nat",
+    "slirp4netns",
+    "pasta",
+    "ovs",
+];
+
+/// Peers whose topology is not written yet: name, the tool they need, its Debian package.
+const NOT_YET: [(&str, &str, &str); 3] = [
+    ("slirp4netns", "slirp4netns", "slirp4netns"),
+    ("pasta", "pasta", "passt"),
+    ("ovs", "ovs-vswitchd", "openvswitch-switch"),
+];
+
+/// Resolves `--peers` names into peers, with one line per skipped peer. `kernel` and
+/// `iptables-nat` are the same kernel topology: when both are asked for, the NAT rows go to
+/// `iptables-nat` (the kernel's NAT path) and `kernel` keeps the bridge rows.
+pub fn resolve_peers(
+    names: &[String],
+    tests: &[TestKind],
+    sluice: &SluiceLaunch,
+    has: impl Fn(&str) -> bool,
+) -> Result<(Vec<Peer>, Vec<String>), String> {
+    let mut peers = Vec::new();
+    let mut skipped = Vec::new();
+    let with_nat_peer = names.iter().any(|n| n == "iptables-nat");
+    for name in names {
+        let (forwarder, peer_tests): (Forwarder, Vec<TestKind>) = match name.as_str() {
+            "kernel" => (
+                Forwarder::Kernel,
+                tests
+                    .iter()
+                    .copied()
+                    .filter(|t| !(with_nat_peer && *t == TestKind::Nat))
+                    .collect(),
+            ),
+            "iptables-nat" => (
+                Forwarder::Kernel,
+                tests
+                    .iter()
+                    .copied()
+                    .filter(|t| *t == TestKind::Nat)
+                    .collect(),
+            ),
+            "sluice" => (Forwarder::Sluice(sluice.clone()), tests.to_vec()),
+            other => match NOT_YET.iter().find(|(n, _, _)| *n == other) {
+                Some((n, tool, pkg)) => {
+                    skipped.push(if has(tool) {
+                        format!("{n}: skipped, not implemented yet")
+                    } else {
+                        format!("{n}: skipped, {tool} is not installed (apt-get install {pkg})")
+                    });
+                    continue;
+                }
+                None => {
+                    return Err(format!(
+                        "unknown peer {other:?} (expected {})",
+                        PEER_NAMES.join(", ")
+                    ))
+                }
+            },
+        };
+        if peer_tests.is_empty() {
+            skipped.push(format!(
+                "{name}: skipped, none of the selected tests applies ({name} measures {})",
+                if name == "iptables-nat" {
+                    "nat"
+                } else {
+                    "the bridge tests"
+                }
+            ));
+            continue;
+        }
+        if peers.iter().any(|p: &Peer| &p.name == name) {
+            return Err(format!("peer {name:?} is listed twice"));
+        }
+        peers.push(Peer {
+            name: name.clone(),
+            forwarder,
+            tests: peer_tests,
+        });
+    }
+    Ok((peers, skipped))
+}
+
+/// What the progress callback of [`run`] receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress<'a> {
+    /// A measurement starts: which peer, which test, run i/N and the time left (transient:
+    /// a terminal can overwrite it).
+    Status(&'a str),
+    /// A line to keep: a result, a skipped peer, a set-up step.
+    Line(&'a str),
+}
+
+/// Seconds left, from the measurements done so far (or the duration plus start-up costs
+/// before the first one).
+pub fn time_left(done: usize, total: usize, elapsed_s: f64, duration: u32) -> f64 {
+    let per = if done == 0 {
+        f64::from(duration) + 2.0
+    } else {
+        elapsed_s / done as f64
+    };
+    per * total.saturating_sub(done) as f64
+}
+
+/// "1m05s" or "42s".
+pub fn fmt_secs(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
 }
 
 /// What a benchmark run produced.
@@ -135,13 +265,14 @@ fn spec() -> DockerLikeSpec {
 }
 
 impl Bed {
-    fn build(forwarder: &Forwarder, metrics: &[Metric]) -> Result<Bed, String> {
-        let tag = match forwarder {
-            Forwarder::Kernel => "bk",
-            Forwarder::Sluice(_) => "bs",
+    fn build(peer: &Peer, metrics: &[Metric]) -> Result<Bed, String> {
+        let tag = match (peer.name.as_str(), &peer.forwarder) {
+            ("iptables-nat", _) => "bn",
+            (_, Forwarder::Kernel) => "bk",
+            (_, Forwarder::Sluice(_)) => "bs",
         };
         let mut topo =
-            DockerLike::build(tag, spec(), forwarder.clone()).map_err(|e| e.to_string())?;
+            DockerLike::build(tag, spec(), peer.forwarder.clone()).map_err(|e| e.to_string())?;
         let a = topo.ip("a").map_err(|e| e.to_string())?.to_string();
         let b = topo.ip("b").map_err(|e| e.to_string())?.to_string();
         let o = topo.spec.outside_ip().to_string();
@@ -443,41 +574,81 @@ fn measure_with_cpu(bed: &Bed, m: Metric, gen: UdpGen, dur: u32, hz: f64) -> Sam
     Sample { value, note, cpu }
 }
 
-/// Runs the plan; `progress` receives one line per measurement; stops early (keeping what was
-/// measured) when `stop` becomes true. Every namespace is removed before it returns.
-pub fn run(plan: &Plan, stop: &AtomicBool, mut progress: impl FnMut(&str)) -> Outcome {
+/// Runs the plan; `progress` receives a status before and a line after each measurement;
+/// stops early (keeping what was measured) when `stop` becomes true. Every namespace is
+/// removed before it returns.
+pub fn run(plan: &Plan, stop: &AtomicBool, mut progress: impl FnMut(Progress)) -> Outcome {
     let mut skipped = Vec::new();
     let (metrics, gen) = select_metrics(&plan.tests, have_tool, &mut skipped);
     if gen == UdpGen::Iperf3 && metrics.contains(&metrics::UDP64) {
         skipped.push("udp64: trafgen is not installed, using iperf3 -u -l 64 -b 0".into());
     }
-    let mut beds: Vec<(String, Bed)> = Vec::new();
-    for f in &plan.forwarders {
-        if let Some(why) = forwarder_unavailable(f) {
-            progress(&why);
+    let mut beds: Vec<(&Peer, Bed)> = Vec::new();
+    for p in &plan.peers {
+        if let Some(why) = forwarder_unavailable(&p.forwarder) {
+            let why = why.replacen(p.forwarder.name(), &p.name, 1);
+            progress(Progress::Line(&why));
             skipped.push(why);
             continue;
         }
-        progress(&format!("{}: building the topology", f.name()));
-        match Bed::build(f, &metrics) {
-            Ok(bed) => beds.push((f.name().to_string(), bed)),
+        let own: Vec<Metric> = metrics
+            .iter()
+            .copied()
+            .filter(|m| TestKind::of(m).is_some_and(|k| p.tests.contains(&k)))
+            .collect();
+        if own.is_empty() {
+            continue;
+        }
+        progress(Progress::Line(&format!(
+            "{}: building the topology",
+            p.name
+        )));
+        match Bed::build(p, &own) {
+            Ok(bed) => beds.push((p, bed)),
             Err(e) => {
-                let why = format!("{}: skipped, set-up failed: {e}", f.name());
-                progress(&why);
+                let why = format!("{}: skipped, set-up failed: {e}", p.name);
+                progress(Progress::Line(&why));
                 skipped.push(why);
             }
         }
     }
+    let applies = |p: &Peer, m: &Metric| TestKind::of(m).is_some_and(|k| p.tests.contains(&k));
+    let per_run: usize = metrics
+        .iter()
+        .map(|m| beds.iter().filter(|(p, _)| applies(p, m)).count())
+        .sum();
+    let total = per_run * plan.runs;
+    let mut done = 0;
+    let started = Instant::now();
     let hz = clock_ticks();
     let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); beds.len()]; metrics.len()];
     let mut interrupted = false;
     'runs: for run in 0..plan.runs {
         for (mi, m) in metrics.iter().enumerate() {
-            for (bi, (name, bed)) in beds.iter().enumerate() {
+            for (bi, (peer, bed)) in beds.iter().enumerate() {
+                if !applies(peer, m) {
+                    continue;
+                }
                 if stop.load(Ordering::Relaxed) {
                     interrupted = true;
                     break 'runs;
                 }
+                let name = &peer.name;
+                let test = TestKind::of(m).map_or("?", TestKind::name);
+                progress(Progress::Status(&format!(
+                    "[{}/{total}] run {}/{}: {name}, {test} ({}): measuring {}s, about {} left",
+                    done + 1,
+                    run + 1,
+                    plan.runs,
+                    m.name,
+                    plan.duration,
+                    fmt_secs(time_left(
+                        done,
+                        total,
+                        started.elapsed().as_secs_f64(),
+                        plan.duration
+                    ))
+                )));
                 // Idle forwarders that poll would steal CPU from the one measured: freeze them.
                 for (oi, (_, other)) in beds.iter().enumerate() {
                     if oi != bi {
@@ -492,8 +663,9 @@ pub fn run(plan: &Plan, stop: &AtomicBool, mut progress: impl FnMut(&str)) -> Ou
                 let background = settle(hz);
                 let mut s = measure_with_cpu(bed, *m, gen, plan.duration, hz);
                 s.cpu.background_pct = background;
-                progress(&format!(
-                    "run {}/{} {name:<7} {:<26} {} {} {}",
+                done += 1;
+                progress(Progress::Line(&format!(
+                    "[{done}/{total}] run {}/{} {name:<12} {:<26} {} {} {}",
                     run + 1,
                     plan.runs,
                     m.name,
@@ -503,7 +675,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool, mut progress: impl FnMut(&str)) -> Ou
                     },
                     m.unit_text(),
                     [s.note.clone(), super::report::cpu_text(&s.cpu)].join("; ")
-                ));
+                )));
                 samples[mi][bi].push(s);
             }
         }
@@ -521,7 +693,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool, mut progress: impl FnMut(&str)) -> Ou
             cells: per_bed.iter().map(|s| cell(s)).collect(),
         })
         .collect();
-    let forwarders = beds.iter().map(|(n, _)| n.clone()).collect();
+    let forwarders = beds.iter().map(|(p, _)| p.name.clone()).collect();
     drop(beds);
     Outcome {
         forwarders,
@@ -579,6 +751,65 @@ mod tests {
             skipped,
             vec!["tcp1 a->b: skipped, iperf3 is not installed".to_string()]
         );
+    }
+
+    fn names(s: &str) -> Vec<String> {
+        s.split(',').map(String::from).collect()
+    }
+
+    #[test]
+    fn peers_map_onto_forwarders_and_tests() {
+        let sl = SluiceLaunch::new("sluice");
+        let (p, skipped) =
+            resolve_peers(&names("kernel,sluice"), &TestKind::ALL, &sl, |_| true).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].tests, TestKind::ALL.to_vec());
+        assert!(skipped.is_empty());
+
+        let (p, skipped) = resolve_peers(
+            &names("kernel,sluice,iptables-nat,slirp4netns,pasta,ovs"),
+            &[TestKind::Tcp, TestKind::Nat],
+            &sl,
+            |t| t == "pasta",
+        )
+        .unwrap();
+        let got: Vec<(&str, &[TestKind])> = p
+            .iter()
+            .map(|p| (p.name.as_str(), p.tests.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("kernel", &[TestKind::Tcp][..]),
+                ("sluice", &[TestKind::Tcp, TestKind::Nat][..]),
+                ("iptables-nat", &[TestKind::Nat][..]),
+            ]
+        );
+        assert_eq!(p[2].forwarder, Forwarder::Kernel);
+        assert_eq!(
+            skipped,
+            vec![
+                "slirp4netns: skipped, slirp4netns is not installed (apt-get install slirp4netns)",
+                "pasta: skipped, not implemented yet",
+                "ovs: skipped, ovs-vswitchd is not installed (apt-get install openvswitch-switch)",
+            ]
+        );
+
+        let (p, skipped) =
+            resolve_peers(&names("iptables-nat"), &[TestKind::Tcp], &sl, |_| true).unwrap();
+        assert!(p.is_empty());
+        assert!(skipped[0].starts_with("iptables-nat: skipped, none of the selected tests"));
+        assert!(resolve_peers(&names("docker"), &[TestKind::Tcp], &sl, |_| true).is_err());
+        assert!(resolve_peers(&names("kernel,kernel"), &[TestKind::Tcp], &sl, |_| true).is_err());
+    }
+
+    #[test]
+    fn time_left_estimates() {
+        assert_eq!(time_left(0, 4, 0.0, 2), 16.0);
+        assert_eq!(time_left(2, 4, 10.0, 2), 10.0);
+        assert_eq!(time_left(4, 4, 20.0, 2), 0.0);
+        assert_eq!(fmt_secs(42.4), "42s");
+        assert_eq!(fmt_secs(65.0), "1m05s");
     }
 
     #[test]

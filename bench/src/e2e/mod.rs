@@ -5,6 +5,7 @@
 //! tools inside the lab's namespaces.
 
 pub mod harness;
+pub mod output;
 pub mod parse;
 pub mod report;
 
@@ -42,6 +43,13 @@ impl TestKind {
             TestKind::Rr => "rr",
             TestKind::Nat => "nat",
         }
+    }
+
+    /// The kind a metric belongs to.
+    pub fn of(metric: &Metric) -> Option<TestKind> {
+        TestKind::ALL
+            .into_iter()
+            .find(|k| k.metrics().contains(metric))
     }
 
     /// The metrics this kind measures.
@@ -102,19 +110,31 @@ pub struct Metric {
     pub better: Better,
 }
 
-impl Metric {
-    /// "Gbit/s (higher is better)" and the like.
-    pub fn unit_text(&self) -> String {
-        let u = match self.unit {
+impl Unit {
+    /// "Gbit/s", "kpps", "us RTT": axis labels and the unit text of the table.
+    pub fn label(self) -> &'static str {
+        match self {
             Unit::Gbps => "Gbit/s",
             Unit::Kpps => "kpps",
             Unit::Us => "us RTT",
-        };
-        let b = match self.better {
+        }
+    }
+}
+
+impl Better {
+    /// "higher" or "lower".
+    pub fn word(self) -> &'static str {
+        match self {
             Better::Higher => "higher",
             Better::Lower => "lower",
-        };
-        format!("{u} ({b} is better)")
+        }
+    }
+}
+
+impl Metric {
+    /// "Gbit/s (higher is better)" and the like.
+    pub fn unit_text(&self) -> String {
+        format!("{} ({} is better)", self.unit.label(), self.better.word())
     }
 }
 
@@ -200,6 +220,7 @@ mod tests {
         for k in TestKind::ALL {
             assert_eq!(k.name().parse::<TestKind>(), Ok(k));
             assert!(!k.metrics().is_empty());
+            assert!(k.metrics().iter().all(|m| TestKind::of(m) == Some(k)));
         }
         assert!("udp".parse::<TestKind>().is_err());
     }

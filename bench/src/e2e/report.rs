@@ -49,6 +49,8 @@ pub struct Cell {
     pub cpu: CpuUse,
     /// Error of the first failed run, if any failed.
     pub first_error: Option<String>,
+    /// Every run's sample, in run order (for `results.json`).
+    pub samples: Vec<Sample>,
 }
 
 /// Summarises the samples of one forwarder on one metric.
@@ -73,6 +75,7 @@ pub fn cell(samples: &[Sample]) -> Cell {
             background_pct: med(|c| c.background_pct),
         },
         first_error: samples.iter().find_map(|s| s.value.as_ref().err().cloned()),
+        samples: samples.to_vec(),
     }
 }
 
@@ -83,6 +86,22 @@ pub struct Row {
     pub metric: Metric,
     /// Cells, one per forwarder.
     pub cells: Vec<Cell>,
+}
+
+/// The column compared with the others: `sluice` when it is measured, else the second column.
+pub fn subject(peers: &[String]) -> usize {
+    peers.iter().position(|p| p == "sluice").unwrap_or(1)
+}
+
+/// The column a row's ratios are taken against: the first measured column that is not the
+/// subject (the kernel path: `kernel`, or `iptables-nat` on NAT rows when that peer runs them).
+pub fn baseline(peers: &[String], row: &Row) -> Option<usize> {
+    let subject = subject(peers);
+    row.cells
+        .iter()
+        .enumerate()
+        .find(|(i, c)| *i != subject && c.runs > 0)
+        .map(|(i, _)| i)
 }
 
 /// `a / b` of the medians, when both exist and `b` is not zero.
@@ -113,7 +132,7 @@ pub fn value_text(c: &Cell) -> String {
             }
             t
         }
-        None if c.runs == 0 => "not measured".into(),
+        None if c.runs == 0 => "-".into(),
         None => format!(
             "FAIL: {}",
             c.first_error
@@ -147,15 +166,17 @@ pub fn cpu_text(c: &CpuUse) -> String {
 }
 
 /// The results table in Markdown (readable as plain text too). With two or more forwarders
-/// the last column is the ratio of the second to the first (sluice/kernel).
+/// the last column is the ratio of the subject (sluice) to each row's baseline (the kernel path).
 pub fn table(forwarders: &[String], rows: &[Row]) -> String {
+    let subject = subject(forwarders);
     let mut head = vec!["test".to_string(), "unit".to_string()];
     for f in forwarders {
         head.push(format!("{f} median [min-max]"));
         head.push(format!("{f} CPU"));
     }
     if forwarders.len() >= 2 {
-        head.push(format!("{}/{}", forwarders[1], forwarders[0]));
+        let base = if subject == 0 { 1 } else { 0 };
+        head.push(format!("{}/{}", forwarders[subject], forwarders[base]));
     }
     let mut lines = vec![head];
     for r in rows {
@@ -165,7 +186,8 @@ pub fn table(forwarders: &[String], rows: &[Row]) -> String {
             l.push(cpu_text(&c.cpu));
         }
         if forwarders.len() >= 2 {
-            l.push(match (r.cells.first(), r.cells.get(1)) {
+            let base = baseline(forwarders, r).and_then(|b| r.cells.get(b));
+            l.push(match (base, r.cells.get(subject)) {
                 (Some(k), Some(s)) => ratio(s, k).map_or("-".into(), |x| format!("{x:.2}")),
                 _ => "-".into(),
             });
@@ -236,7 +258,9 @@ pub fn results_section(
         s,
         "- forwarders measured alternately in each run; CPU columns are medians in % of one CPU: \
          proc = forwarder process, si = softirq (all CPUs), busy = all CPUs, \
-         bg = all CPUs just before the measurement (load from outside the benchmark)"
+         bg = all CPUs just before the measurement (load from outside the benchmark); the \
+         ratio is sluice over the kernel path (kernel, or iptables-nat on the NAT rows when \
+         that peer measures them)"
     );
     for k in skipped {
         let _ = writeln!(s, "- skipped: {k}");
@@ -246,25 +270,10 @@ pub fn results_section(
     s
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` for a Unix time (days-from-civil inverse, proleptic Gregorian).
+/// `YYYY-MM-DD HH:MM:SS UTC` for a Unix time.
 pub fn utc_date(unix_secs: u64) -> String {
-    let days = (unix_secs / 86_400) as i64;
-    let rem = unix_secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (y, m, d, hh, mm, ss) = sluice_control::clock::utc_parts(unix_secs);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
 }
 
 /// Quotes a command line argument for the shell when needed.
@@ -335,7 +344,8 @@ mod tests {
         assert_eq!(cpu_text(&CpuUse::default()), "-");
         let f = cell(&[sample(Err("a|b"))]);
         assert_eq!(value_text(&f), "FAIL: a/b");
-        assert_eq!(value_text(&cell(&[])), "not measured");
+        assert_eq!(value_text(&cell(&[])), "-");
+        assert_eq!(c.samples.len(), 3);
     }
 
     #[test]

@@ -1,0 +1,160 @@
+//! `sluice bench`: the end-to-end benchmark as a user command. It translates its flags and
+//! runs `sluice-e2e-bench` (installed next to `sluice`), which owns the harness: the harness
+//! crate depends on this one for the lab topologies, so the measuring code lives there and
+//! this command stays a thin front end.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use sluice_control::clock;
+
+/// Every peer `--peers` knows, in the default order.
+const ALL_PEERS: &str = "kernel,sluice,iptables-nat,slirp4netns,pasta,ovs";
+/// Every test group.
+const ALL_TESTS: &str = "tcp,tcp4,udp64,rr,nat";
+
+/// Flags of `sluice bench`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BenchArgs {
+    /// A short run (under 2 minutes): kernel and sluice, tcp and rr, 1 run of 2 s; explicit
+    /// flags still win.
+    #[arg(long)]
+    pub quick: bool,
+    /// Peers, in order: kernel, sluice, iptables-nat, slirp4netns, pasta, ovs (default: all;
+    /// a peer whose tool is missing is skipped with a line saying how to install it).
+    #[arg(long)]
+    pub peers: Option<String>,
+    /// Test groups: tcp, tcp4, udp64, rr, nat (default: all).
+    #[arg(long)]
+    pub tests: Option<String>,
+    /// Seconds per measurement (default 5).
+    #[arg(long)]
+    pub duration: Option<u32>,
+    /// Runs per peer; peers alternate within each run (default 3).
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Directory for results.json, results.md and the SVG charts (default:
+    /// `sluice-bench-YYYYMMDD-HHMMSS` in the current directory).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Worker threads of the measured sluice dataplane.
+    #[arg(long, default_value_t = 1)]
+    pub sluice_workers: usize,
+    /// The harness binary (default: `sluice-e2e-bench` next to this binary).
+    #[arg(long)]
+    pub bench_bin: Option<PathBuf>,
+}
+
+/// The `sluice-e2e-bench` arguments for `args`; `me` is the sluice binary to measure and
+/// `now` the Unix time that names the default output directory.
+pub fn e2e_args(args: &BenchArgs, me: &Path, now: u64) -> Vec<OsString> {
+    let (peers, tests, duration, runs) = if args.quick {
+        ("kernel,sluice", "tcp,rr", 2, 1)
+    } else {
+        (ALL_PEERS, ALL_TESTS, 5, 3)
+    };
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("sluice-bench-{}", clock::utc_stamp(now))));
+    let mut v: Vec<OsString> = Vec::new();
+    let mut flag = |name: &str, value: OsString| {
+        v.push(name.into());
+        v.push(value);
+    };
+    flag("--peers", args.peers.as_deref().unwrap_or(peers).into());
+    flag("--tests", args.tests.as_deref().unwrap_or(tests).into());
+    flag(
+        "--duration",
+        args.duration.unwrap_or(duration).to_string().into(),
+    );
+    flag("--runs", args.runs.unwrap_or(runs).to_string().into());
+    flag("--sluice-bin", me.into());
+    flag("--sluice-workers", args.sluice_workers.to_string().into());
+    flag("--output", output.into());
+    v
+}
+
+/// The harness command for `args`.
+pub fn command(args: &BenchArgs) -> Result<Command> {
+    let me = std::env::current_exe().context("locating the sluice binary")?;
+    let bin = args
+        .bench_bin
+        .clone()
+        .unwrap_or_else(|| me.with_file_name("sluice-e2e-bench"));
+    if !bin.is_file() {
+        anyhow::bail!(
+            "{} is missing: build it with `cargo build --release -p sluice-bench` (it is \
+             installed next to sluice) or pass --bench-bin",
+            bin.display()
+        );
+    }
+    let mut c = Command::new(bin);
+    c.args(e2e_args(args, &me, clock::now_unix()));
+    Ok(c)
+}
+
+/// Runs `sluice bench`: replaces this process by the harness, so Ctrl-C reaches it directly
+/// and it removes its namespaces itself.
+pub fn run(args: BenchArgs) -> Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = command(&args)?;
+    let err = c.exec();
+    Err(err).with_context(|| format!("running {}", c.get_program().to_string_lossy()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: Vec<OsString>) -> Vec<String> {
+        v.into_iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn quick_and_full_defaults() {
+        let me = Path::new("bin/sluice");
+        let quick = BenchArgs {
+            quick: true,
+            sluice_workers: 1,
+            ..BenchArgs::default()
+        };
+        assert_eq!(
+            strings(e2e_args(&quick, me, 0)).join(" "),
+            "--peers kernel,sluice --tests tcp,rr --duration 2 --runs 1 --sluice-bin bin/sluice \
+             --sluice-workers 1 --output sluice-bench-19700101-000000"
+        );
+        let full = strings(e2e_args(&BenchArgs::default(), me, 1_700_000_000)).join(" ");
+        assert!(full.starts_with(
+            "--peers kernel,sluice,iptables-nat,slirp4netns,pasta,ovs --tests tcp,tcp4,udp64,rr,nat \
+             --duration 5 --runs 3"
+        ));
+        assert!(full.ends_with("--output sluice-bench-20231114-221320"));
+    }
+
+    #[test]
+    fn explicit_flags_win_over_quick() {
+        let a = BenchArgs {
+            quick: true,
+            tests: Some("tcp".into()),
+            runs: Some(2),
+            output: Some("out".into()),
+            sluice_workers: 2,
+            ..BenchArgs::default()
+        };
+        let v = strings(e2e_args(&a, Path::new("s"), 0));
+        let get = |f: &str| {
+            let i = v.iter().position(|x| x == f).unwrap();
+            v[i + 1].clone()
+        };
+        assert_eq!(get("--tests"), "tcp");
+        assert_eq!(get("--runs"), "2");
+        assert_eq!(get("--duration"), "2");
+        assert_eq!(get("--output"), "out");
+        assert_eq!(get("--sluice-workers"), "2");
+    }
+}
