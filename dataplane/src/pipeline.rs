@@ -481,13 +481,10 @@ impl<'t> BatchState<'t> {
 
     fn fdb(&mut self, id: NetworkId, net: &'t NetworkEntry) -> &FdbReader<'t> {
         if self.fdb.as_ref().map(|(n, _)| *n) != Some(id) {
+            // Release the other network's guard before taking this one's.
             self.fdb = None;
-            self.fdb = Some((id, net.fdb.read()));
         }
-        match &self.fdb {
-            Some((_, r)) => r,
-            None => unreachable!("set above"),
-        }
+        &self.fdb.get_or_insert_with(|| (id, net.fdb.read())).1
     }
 
     fn ct(&mut self) -> &mut Conntrack {
