@@ -3,4 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod ipam;
 pub mod lab;
+pub mod model;
+pub mod publish;
