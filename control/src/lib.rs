@@ -7,3 +7,4 @@ pub mod ipam;
 pub mod lab;
 pub mod model;
 pub mod publish;
+pub mod state;
