@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod compile;
 pub mod ipam;
 pub mod lab;
 pub mod model;

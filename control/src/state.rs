@@ -27,8 +27,9 @@ pub enum StateError {
     /// A network of that name exists.
     #[error("network with name {0} already exists")]
     NameTaken(String),
-    /// The id of a new object is taken (a repeated stamp).
-    #[error("id {0} is already in use")]
+    /// The id of a new object (or the interface name derived from it) is taken: retry with a
+    /// fresh id.
+    #[error("id {0} (or its interface name) is already in use; retry")]
     IdTaken(String),
     /// No network has that name, id or id prefix.
     #[error("network {0} not found")]
@@ -430,7 +431,13 @@ impl State {
         if !valid_name(&spec.name) {
             return Err(StateError::InvalidName(spec.name));
         }
-        if self.endpoints.contains_key(&stamp.id) {
+        let host_ifname = format!("sl{}", stamp.id.get(..10).unwrap_or(&stamp.id));
+        if self.endpoints.contains_key(&stamp.id)
+            || self
+                .endpoints
+                .values()
+                .any(|e| e.host_ifname == host_ifname)
+        {
             return Err(StateError::IdTaken(stamp.id));
         }
         for e in self.endpoints_of(&net_id) {
@@ -490,7 +497,7 @@ impl State {
         self.pools.insert(net_id.clone(), pool);
         let id = stamp.id;
         let e = Endpoint {
-            host_ifname: format!("sl{}", &id[..id.len().min(10)]),
+            host_ifname,
             sandbox_ifname: format!("eth{slot}"),
             id: id.clone(),
             spec,
@@ -564,7 +571,7 @@ pub(crate) mod tests {
         move || {
             n.set(n.get() + 1);
             Stamp {
-                id: format!("{:064x}", n.get()),
+                id: format!("{:010x}{:054x}", n.get(), n.get()),
                 created: crate::model::rfc3339(n.get(), 0),
             }
         }
@@ -915,6 +922,27 @@ pub(crate) mod tests {
         let e = s.connect(m, st()).unwrap();
         assert_eq!(e.mac.to_string(), "02:00:00:00:00:01");
         assert_eq!(e.ip, ip("10.5.0.200"));
+    }
+
+    #[test]
+    fn interface_names_are_unique() {
+        let mut s = State::with_defaults(stamps());
+        let stamp = |id: String| Stamp {
+            id,
+            created: String::new(),
+        };
+        let a = format!("{}{}", "1".repeat(10), "0".repeat(54));
+        let b = format!("{}{}", "1".repeat(10), "2".repeat(54));
+        let e = s.connect(ep("bridge", "one", 1), stamp(a.clone())).unwrap();
+        assert_eq!(e.host_ifname, "sl1111111111");
+        assert_eq!(
+            s.connect(ep("bridge", "two", 2), stamp(b.clone())),
+            Err(StateError::IdTaken(b))
+        );
+        assert_eq!(
+            s.connect(ep("bridge", "two", 2), stamp(a.clone())),
+            Err(StateError::IdTaken(a))
+        );
     }
 
     #[test]
