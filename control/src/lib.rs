@@ -9,3 +9,4 @@ pub mod lab;
 pub mod model;
 pub mod publish;
 pub mod state;
+pub mod store;
