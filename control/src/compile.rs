@@ -97,6 +97,7 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
 mod tests {
     use super::*;
     use crate::state::tests::{ep, net, stamps};
+    use proptest::prelude::*;
     use sluice_dataplane::config::L4Proto;
     use sluice_dataplane::tables::Tables;
 
@@ -192,5 +193,71 @@ mod tests {
         assert!(cfg.uplink.is_none() && cfg.ports.is_empty());
         assert_eq!(cfg.networks.len(), 1);
         Tables::build(&cfg, None).unwrap();
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Create(u8, Option<u8>, bool),
+        Connect(u8, u8, Option<u8>, Option<u16>),
+        Disconnect(u8, u8),
+        Remove(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..4, proptest::option::of(0u8..4), any::<bool>())
+                .prop_map(|(n, s, i)| Op::Create(n, s, i)),
+            (
+                0u8..5,
+                0u8..6,
+                proptest::option::of(0u8..8),
+                proptest::option::of(8000u16..8004)
+            )
+                .prop_map(|(n, e, ip, p)| Op::Connect(n, e, ip, p)),
+            (0u8..5, 0u8..6).prop_map(|(n, e)| Op::Disconnect(n, e)),
+            (0u8..5).prop_map(Op::Remove),
+        ]
+    }
+
+    proptest! {
+        /// Whatever sequence of requests the state accepts compiles into a configuration the
+        /// dataplane accepts: the control plane's rules are at least as strict.
+        #[test]
+        fn accepted_states_always_compile(ops in proptest::collection::vec(op(), 0..40)) {
+            let mut s = State::with_defaults(stamps());
+            let mut st = stamps();
+            for _ in 0..3 {
+                st();
+            }
+            let name = |n: u8| if n == 4 { "bridge".to_string() } else { format!("n{n}") };
+            for o in ops {
+                let _ = match o {
+                    Op::Create(n, subnet, internal) => {
+                        let subnets = ["10.0.0.0/29", "10.0.0.0/24", "10.0.1.0/24", "10.0.0.0/16"];
+                        let mut spec = net(&name(n), subnet.map(|i| subnets[usize::from(i)]));
+                        spec.internal = internal;
+                        s.create_network(spec, st()).map(|_| ())
+                    }
+                    Op::Connect(n, e, ip, port) => {
+                        let mut spec = ep(&name(n), &format!("e{e}"), u32::from(e));
+                        spec.ip = ip.map(|i| {
+                            let base = s.network(&name(n)).ok().and_then(|n| n.subnet);
+                            let base = base.map_or(0, |b| u32::from(b.network()));
+                            Ipv4Addr::from(base + u32::from(i))
+                        });
+                        spec.publish = port
+                            .map(|p| format!("{p}:80").parse().unwrap())
+                            .into_iter()
+                            .collect();
+                        s.connect(spec, st()).map(|_| ())
+                    }
+                    Op::Disconnect(n, e) => s.disconnect(&name(n), &format!("e{e}")).map(|_| ()),
+                    Op::Remove(n) => s.remove_network(&name(n)).map(|_| ()),
+                };
+                let cfg = dataplane_config(&s, Some(&uplink()), NatConfig::default());
+                let built = Tables::build(&cfg, None);
+                prop_assert!(built.is_ok(), "{:?}", built.err());
+            }
+        }
     }
 }
