@@ -119,6 +119,12 @@ pub enum StateError {
         #[source]
         err: IpamError,
     },
+    /// docker allows `--ip` only where the operator chose the subnet.
+    #[error("user specified IP address is supported only when connecting to networks with user configured subnets")]
+    StaticIpNeedsSubnet,
+    /// docker allows aliases only on user-defined networks.
+    #[error("network-scoped alias is supported only for containers in user defined networks")]
+    AliasOnDefaultBridge,
     /// A MAC that cannot be an endpoint's.
     #[error("MAC {0} cannot be an endpoint's (it must be unicast and not all zero)")]
     BadMac(MacAddr),
@@ -453,6 +459,12 @@ impl State {
                     network: net_name,
                 });
             }
+        }
+        if spec.ip.is_some() && net.spec.subnet.is_none() {
+            return Err(StateError::StaticIpNeedsSubnet);
+        }
+        if !spec.aliases.is_empty() && PREDEFINED.contains(&net_name.as_str()) {
+            return Err(StateError::AliasOnDefaultBridge);
         }
         if let Some(mac) = spec.mac {
             if mac.is_multicast() || mac == MacAddr::default() {
@@ -811,6 +823,18 @@ pub(crate) mod tests {
         );
         assert_eq!(e4.ip, ip("172.17.0.2"));
 
+        let mut on_bridge = ep("bridge", "two", 2);
+        on_bridge.ip = Some(ip("172.17.0.9"));
+        assert_eq!(
+            s.connect(on_bridge.clone(), st()),
+            Err(StateError::StaticIpNeedsSubnet)
+        );
+        on_bridge.ip = None;
+        on_bridge.aliases = vec!["db".into()];
+        assert_eq!(
+            s.connect(on_bridge, st()),
+            Err(StateError::AliasOnDefaultBridge)
+        );
         assert_eq!(s.disconnect("a", "one").unwrap().ip, ip("10.5.0.3"));
         assert_eq!(
             s.connect(ep("a", "four", 4), st()).unwrap().ip,

@@ -93,33 +93,37 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path` and loads the state; a new database starts
-    /// with docker's predefined networks.
+    /// Opens (or creates) the database at `path` and loads the state; a new database (one
+    /// without tables) starts with docker's predefined networks, written in one transaction.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let database = Database::create(path).map_err(db)?;
         let mut store = Store {
             db: database,
             state: State::new(),
         };
-        store.commit(|txn| {
-            txn.open_table(NETWORKS).map_err(db)?;
-            txn.open_table(ENDPOINTS).map_err(db)?;
-            Ok(())
-        })?;
-        let networks: Vec<Network> = load(&store.db, NETWORKS, "network")?;
-        let endpoints: Vec<Endpoint> = load(&store.db, ENDPOINTS, "endpoint")?;
-        if networks.is_empty() {
-            let fresh = State::with_defaults(Stamp::fresh);
+        let fresh = store
+            .db
+            .begin_read()
+            .map_err(db)?
+            .list_tables()
+            .map_err(db)?
+            .next()
+            .is_none();
+        store.state = if fresh {
+            let defaults = State::with_defaults(Stamp::fresh);
             store.commit(|txn| {
-                for n in fresh.networks() {
+                txn.open_table(ENDPOINTS).map_err(db)?;
+                for n in defaults.networks() {
                     put(txn, NETWORKS, &n.id, n)?;
                 }
                 Ok(())
             })?;
-            store.state = fresh;
+            defaults
         } else {
-            store.state = State::from_parts(networks, endpoints)?;
-        }
+            let networks: Vec<Network> = load(&store.db, NETWORKS, "network")?;
+            let endpoints: Vec<Endpoint> = load(&store.db, ENDPOINTS, "endpoint")?;
+            State::from_parts(networks, endpoints)?
+        };
         Ok(store)
     }
 
@@ -300,11 +304,10 @@ mod tests {
             assert!(s.remove_network("a").is_err());
             assert!(s.remove_network("bridge").is_err());
             assert_eq!(s.state(), &before);
-            assert_eq!(
-                file_bytes(&f.0),
-                bytes,
-                "file untouched by refused requests"
-            );
+            assert!(file_bytes(&f.0) == bytes, "refused requests wrote");
+            s.create_network(net("b", None)).unwrap();
+            assert!(file_bytes(&f.0) != bytes, "an accepted request writes");
+            s.remove_network("b").unwrap();
         }
         assert_eq!(Store::open(&f.0).unwrap().state(), &before);
     }
