@@ -3,4 +3,10 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod compile;
+pub mod ipam;
 pub mod lab;
+pub mod model;
+pub mod publish;
+pub mod state;
+pub mod store;

@@ -1,0 +1,263 @@
+//! Turns the control plane's state into the dataplane's configuration: one `NetworkConfig` per
+//! bridge or macvlan network, one endpoint port per endpoint (anti-spoofing with its MAC and
+//! address), the uplink, and a `PortForward` per published port.
+
+use std::net::Ipv4Addr;
+
+use sluice_dataplane::config::{
+    Config, Ipv4Cidr, NatConfig, NetworkConfig, PortConfig, PortForward, PortIo, PortRole,
+    UplinkConfig,
+};
+use sluice_dataplane::frame::PortId;
+use sluice_dataplane::wire::MacAddr;
+
+use crate::state::State;
+
+/// The uplink port's id: endpoints get ids from 1 up.
+pub const UPLINK_PORT: PortId = PortId(0);
+
+/// Where sluice meets the outside network (`sluiced --uplink ...`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UplinkSettings {
+    /// The interface name.
+    pub name: String,
+    /// How frames reach it.
+    pub io: PortIo,
+    /// sluice's address and prefix on it.
+    pub ip: Ipv4Cidr,
+    /// sluice's MAC on it.
+    pub mac: MacAddr,
+    /// The next hop for everything off-link.
+    pub next_hop: Option<Ipv4Addr>,
+    /// The uplink's MTU.
+    pub mtu: u16,
+}
+
+/// The dataplane configuration for `state`. Network and port ids are the ones stored with
+/// each network and endpoint, so they stay the same across reconfigurations.
+pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: NatConfig) -> Config {
+    let mut cfg = Config {
+        nat,
+        ..Config::default()
+    };
+    if let Some(u) = uplink {
+        cfg.ports.push(PortConfig {
+            id: UPLINK_PORT,
+            name: u.name.clone(),
+            io: u.io,
+            role: PortRole::Uplink,
+        });
+        cfg.uplink = Some(UplinkConfig {
+            port: UPLINK_PORT,
+            ip: u.ip,
+            mac: u.mac,
+            next_hop: u.next_hop,
+            mtu: u.mtu,
+        });
+    }
+    for n in state.networks() {
+        let (Some(subnet), Some(gateway)) = (n.subnet, n.gateway) else {
+            continue;
+        };
+        let mut nc = NetworkConfig::new(n.dataplane_id, n.spec.name.clone(), subnet, gateway);
+        let o = &n.spec.options;
+        nc.vlan = o.vlan.unwrap_or(0);
+        nc.internal = n.spec.internal;
+        nc.icc = o.icc.unwrap_or(nc.icc);
+        nc.mtu = o.mtu.unwrap_or(nc.mtu);
+        cfg.networks.push(nc);
+        for e in state.endpoints_of(&n.id) {
+            cfg.ports.push(PortConfig {
+                id: e.port,
+                name: e.host_ifname.clone(),
+                io: PortIo::AfPacket,
+                role: PortRole::Endpoint {
+                    network: n.dataplane_id,
+                    vlan: o.vlan.unwrap_or(0),
+                    mac: e.mac,
+                    ipv4: Some(e.ip),
+                },
+            });
+            for p in &e.spec.publish {
+                cfg.forwards.push(PortForward {
+                    proto: p.proto,
+                    host_ip: p.host_ip,
+                    host_ports: p.host_ports,
+                    network: n.dataplane_id,
+                    target_ip: e.ip,
+                    target_ports: p.container_ports,
+                });
+            }
+        }
+    }
+    cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{ep, net, stamps};
+    use proptest::prelude::*;
+    use sluice_dataplane::config::L4Proto;
+    use sluice_dataplane::tables::Tables;
+
+    fn uplink() -> UplinkSettings {
+        UplinkSettings {
+            name: "eth9".into(),
+            io: PortIo::AfPacket,
+            ip: "192.0.2.10/24".parse().unwrap(),
+            mac: "02:00:00:00:00:09".parse().unwrap(),
+            next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            mtu: 1500,
+        }
+    }
+
+    #[test]
+    fn compiled_state_passes_the_dataplanes_validation() {
+        let mut s = State::with_defaults(stamps());
+        let mut st = stamps();
+        for _ in 0..3 {
+            st();
+        }
+        let mut a = net("a", Some("10.5.0.0/24"));
+        a.options.set("vlan=10").unwrap();
+        a.options.set("mtu=1400").unwrap();
+        a.options.set("icc=false").unwrap();
+        s.create_network(a, st()).unwrap();
+        let mut i = net("i", None);
+        i.internal = true;
+        s.create_network(i, st()).unwrap();
+        let mut web = ep("a", "web", 1);
+        web.publish = vec!["8080:80".parse().unwrap(), "5353:53/udp".parse().unwrap()];
+        let web = s.connect(web, st()).unwrap().clone();
+        s.connect(ep("i", "db", 2), st()).unwrap();
+        let b = s.connect(ep("bridge", "x", 3), st()).unwrap().clone();
+
+        let cfg = dataplane_config(&s, Some(&uplink()), NatConfig::default());
+        let tables = Tables::build(&cfg, None).expect("valid dataplane config");
+        assert_eq!(
+            cfg.networks.len(),
+            3,
+            "host and none have no dataplane state"
+        );
+        let na = s.network("a").unwrap();
+        let nca = cfg.networks.iter().find(|n| n.name == "a").unwrap();
+        assert_eq!(nca.id, na.dataplane_id);
+        assert_eq!((nca.vlan, nca.mtu, nca.icc), (10, 1400, false));
+        assert!(
+            cfg.networks
+                .iter()
+                .find(|n| n.name == "i")
+                .unwrap()
+                .internal
+        );
+        let port = tables.port(web.port).unwrap();
+        assert_eq!(
+            port.config.role,
+            PortRole::Endpoint {
+                network: na.dataplane_id,
+                vlan: 10,
+                mac: web.mac,
+                ipv4: Some(web.ip)
+            }
+        );
+        assert_eq!(port.config.name, web.host_ifname);
+        let t = tables
+            .forwards()
+            .lookup(L4Proto::Tcp, Ipv4Addr::new(192, 0, 2, 10), 8080)
+            .unwrap();
+        assert_eq!((t.ip, t.port), (web.ip, 80));
+        assert!(tables
+            .forwards()
+            .lookup(L4Proto::Udp, Ipv4Addr::new(192, 0, 2, 10), 5353)
+            .is_some());
+        assert_eq!(tables.uplink().unwrap().port, UPLINK_PORT);
+
+        s.disconnect("a", "web").unwrap();
+        let cfg2 = dataplane_config(&s, Some(&uplink()), NatConfig::default());
+        Tables::build(&cfg2, Some(&tables)).unwrap();
+        let id_of = |c: &Config, name: &str| c.ports.iter().find(|p| p.name == name).map(|p| p.id);
+        assert_eq!(
+            id_of(&cfg2, &b.host_ifname),
+            Some(b.port),
+            "port ids stable"
+        );
+        assert_eq!(id_of(&cfg2, &web.host_ifname), None);
+        assert!(cfg2.forwards.is_empty());
+    }
+
+    #[test]
+    fn without_uplink_there_is_no_uplink_port() {
+        let s = State::with_defaults(stamps());
+        let cfg = dataplane_config(&s, None, NatConfig::default());
+        assert!(cfg.uplink.is_none() && cfg.ports.is_empty());
+        assert_eq!(cfg.networks.len(), 1);
+        Tables::build(&cfg, None).unwrap();
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Create(u8, Option<u8>, bool),
+        Connect(u8, u8, Option<u8>, Option<u16>),
+        Disconnect(u8, u8),
+        Remove(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..4, proptest::option::of(0u8..4), any::<bool>())
+                .prop_map(|(n, s, i)| Op::Create(n, s, i)),
+            (
+                0u8..5,
+                0u8..6,
+                proptest::option::of(0u8..8),
+                proptest::option::of(8000u16..8004)
+            )
+                .prop_map(|(n, e, ip, p)| Op::Connect(n, e, ip, p)),
+            (0u8..5, 0u8..6).prop_map(|(n, e)| Op::Disconnect(n, e)),
+            (0u8..5).prop_map(Op::Remove),
+        ]
+    }
+
+    proptest! {
+        /// Whatever sequence of requests the state accepts compiles into a configuration the
+        /// dataplane accepts: the control plane's rules are at least as strict.
+        #[test]
+        fn accepted_states_always_compile(ops in proptest::collection::vec(op(), 0..40)) {
+            let mut s = State::with_defaults(stamps());
+            let mut st = stamps();
+            for _ in 0..3 {
+                st();
+            }
+            let name = |n: u8| if n == 4 { "bridge".to_string() } else { format!("n{n}") };
+            for o in ops {
+                let _ = match o {
+                    Op::Create(n, subnet, internal) => {
+                        let subnets = ["10.0.0.0/29", "10.0.0.0/24", "10.0.1.0/24", "10.0.0.0/16"];
+                        let mut spec = net(&name(n), subnet.map(|i| subnets[usize::from(i)]));
+                        spec.internal = internal;
+                        s.create_network(spec, st()).map(|_| ())
+                    }
+                    Op::Connect(n, e, ip, port) => {
+                        let mut spec = ep(&name(n), &format!("e{e}"), u32::from(e));
+                        spec.ip = ip.map(|i| {
+                            let base = s.network(&name(n)).ok().and_then(|n| n.subnet);
+                            let base = base.map_or(0, |b| u32::from(b.network()));
+                            Ipv4Addr::from(base + u32::from(i))
+                        });
+                        spec.publish = port
+                            .map(|p| format!("{p}:80").parse().unwrap())
+                            .into_iter()
+                            .collect();
+                        s.connect(spec, st()).map(|_| ())
+                    }
+                    Op::Disconnect(n, e) => s.disconnect(&name(n), &format!("e{e}")).map(|_| ()),
+                    Op::Remove(n) => s.remove_network(&name(n)).map(|_| ()),
+                };
+                let cfg = dataplane_config(&s, Some(&uplink()), NatConfig::default());
+                let built = Tables::build(&cfg, None);
+                prop_assert!(built.is_ok(), "{:?}", built.err());
+            }
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Address management with docker's semantics: which subnet a network gets when none is given,
+//! and which address each endpoint gets. Pure bookkeeping; the state it needs (allocated
+//! addresses) is rebuilt from the stored endpoints, so it is never persisted on its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use sluice_dataplane::config::Ipv4Cidr;
+
+/// Why an address cannot be handed out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IpamError {
+    /// Every address of the pool is in use or reserved.
+    #[error("no free address left in {range}; remove an endpoint or use a larger --ip-range")]
+    Exhausted {
+        /// The range addresses come from.
+        range: Ipv4Cidr,
+    },
+    /// A static address outside the subnet.
+    #[error("address {ip} is outside subnet {subnet}")]
+    OutsideSubnet {
+        /// The address.
+        ip: Ipv4Addr,
+        /// The subnet.
+        subnet: Ipv4Cidr,
+    },
+    /// A static address that is the network address, broadcast, gateway or an aux address.
+    #[error("address {ip} is reserved ({why}); pick another --ip")]
+    Reserved {
+        /// The address.
+        ip: Ipv4Addr,
+        /// What it is reserved for.
+        why: String,
+    },
+    /// A static address another endpoint has.
+    #[error("address {ip} is already in use; pick another --ip or leave it out")]
+    InUse {
+        /// The address.
+        ip: Ipv4Addr,
+    },
+}
+
+/// The addresses of one network: what is reserved, what is allocated, and where dynamic
+/// addresses come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pool {
+    subnet: Ipv4Cidr,
+    range: Ipv4Cidr,
+    reserved: BTreeMap<Ipv4Addr, String>,
+    used: BTreeSet<Ipv4Addr>,
+}
+
+impl Pool {
+    /// A pool over `subnet` whose dynamic addresses come from `range` (default: the subnet).
+    /// The subnet's network and broadcast addresses, `gateway` and `aux` (name, address) are
+    /// never handed out. The caller has checked that all of them lie inside the subnet.
+    pub fn new<'a>(
+        subnet: Ipv4Cidr,
+        range: Option<Ipv4Cidr>,
+        gateway: Ipv4Addr,
+        aux: impl IntoIterator<Item = (&'a String, &'a Ipv4Addr)>,
+    ) -> Pool {
+        let mut reserved = BTreeMap::new();
+        for (name, ip) in aux {
+            reserved.insert(*ip, format!("auxiliary address {name:?}"));
+        }
+        reserved.insert(gateway, "the gateway".to_string());
+        reserved.insert(subnet.network(), "the network address".to_string());
+        reserved.insert(subnet.broadcast(), "the broadcast address".to_string());
+        Pool {
+            subnet,
+            range: range.unwrap_or(subnet),
+            reserved,
+            used: BTreeSet::new(),
+        }
+    }
+
+    /// What `ip` is reserved for, if it is.
+    pub fn reserved_for(&self, ip: Ipv4Addr) -> Option<&str> {
+        self.reserved.get(&ip).map(String::as_str)
+    }
+
+    /// True when an endpoint has `ip`.
+    pub fn in_use(&self, ip: Ipv4Addr) -> bool {
+        self.used.contains(&ip)
+    }
+
+    /// The lowest free address of the range (docker's default, non-serial allocation).
+    pub fn allocate(&mut self) -> Result<Ipv4Addr, IpamError> {
+        let first = u32::from(self.range.network());
+        let last = u32::from(self.range.broadcast());
+        let ip = (first..=last)
+            .map(Ipv4Addr::from)
+            .find(|ip| !self.used.contains(ip) && !self.reserved.contains_key(ip))
+            .ok_or(IpamError::Exhausted { range: self.range })?;
+        self.used.insert(ip);
+        Ok(ip)
+    }
+
+    /// Takes a static address: anywhere in the subnet (also outside the range, as docker
+    /// allows), but not reserved and not in use.
+    pub fn claim(&mut self, ip: Ipv4Addr) -> Result<(), IpamError> {
+        self.check(ip)?;
+        self.used.insert(ip);
+        Ok(())
+    }
+
+    /// Whether `claim(ip)` would succeed, without taking it.
+    pub fn check(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
+        if !self.subnet.contains(ip) {
+            return Err(IpamError::OutsideSubnet {
+                ip,
+                subnet: self.subnet,
+            });
+        }
+        if let Some(why) = self.reserved.get(&ip) {
+            return Err(IpamError::Reserved {
+                ip,
+                why: why.clone(),
+            });
+        }
+        if self.used.contains(&ip) {
+            return Err(IpamError::InUse { ip });
+        }
+        Ok(())
+    }
+
+    /// Gives `ip` back; false when it was not allocated.
+    pub fn release(&mut self, ip: Ipv4Addr) -> bool {
+        self.used.remove(&ip)
+    }
+}
+
+/// docker's default address pools in order: 172.17.0.0/16 to 172.31.0.0/16, then
+/// 192.168.0.0/20 to 192.168.240.0/20.
+pub fn default_pools() -> impl Iterator<Item = Ipv4Cidr> {
+    let b = (17u8..=31).map(|o| Ipv4Cidr {
+        addr: Ipv4Addr::new(172, o, 0, 0),
+        prefix: 16,
+    });
+    let c = (0u8..16).map(|i| Ipv4Cidr {
+        addr: Ipv4Addr::new(192, 168, i * 16, 0),
+        prefix: 20,
+    });
+    b.chain(c)
+}
+
+/// The first default pool that overlaps none of `used`.
+pub fn next_free_subnet<'a>(
+    used: impl IntoIterator<Item = &'a Ipv4Cidr> + Clone,
+) -> Option<Ipv4Cidr> {
+    default_pools().find(|p| used.clone().into_iter().all(|u| !u.overlaps(p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cidr(s: &str) -> Ipv4Cidr {
+        s.parse().unwrap()
+    }
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn sequential_skipping_reserved() {
+        let aux = [("r".to_string(), ip("10.0.0.3"))];
+        let mut p = Pool::new(
+            cidr("10.0.0.0/29"),
+            None,
+            ip("10.0.0.1"),
+            aux.iter().map(|(a, b)| (a, b)),
+        );
+        assert_eq!(p.allocate(), Ok(ip("10.0.0.2")));
+        assert_eq!(p.allocate(), Ok(ip("10.0.0.4")));
+        assert_eq!(p.allocate(), Ok(ip("10.0.0.5")));
+        assert_eq!(p.allocate(), Ok(ip("10.0.0.6")));
+        assert_eq!(
+            p.allocate(),
+            Err(IpamError::Exhausted {
+                range: cidr("10.0.0.0/29")
+            })
+        );
+        assert!(p.release(ip("10.0.0.4")));
+        assert!(!p.release(ip("10.0.0.4")));
+        assert_eq!(p.allocate(), Ok(ip("10.0.0.4")), "released is reusable");
+    }
+
+    #[test]
+    fn range_limits_dynamic_but_not_static() {
+        let mut p = Pool::new(
+            cidr("10.0.0.0/24"),
+            Some(cidr("10.0.0.128/25")),
+            ip("10.0.0.1"),
+            [],
+        );
+        assert_eq!(p.allocate(), Ok(ip("10.0.0.128")));
+        assert_eq!(p.claim(ip("10.0.0.7")), Ok(()));
+        assert!(p.in_use(ip("10.0.0.7")));
+    }
+
+    #[test]
+    fn static_errors() {
+        let aux = [("printer".to_string(), ip("10.0.0.9"))];
+        let mut p = Pool::new(
+            cidr("10.0.0.0/24"),
+            None,
+            ip("10.0.0.254"),
+            aux.iter().map(|(a, b)| (a, b)),
+        );
+        assert!(matches!(
+            p.claim(ip("10.0.1.1")),
+            Err(IpamError::OutsideSubnet { .. })
+        ));
+        for (a, why) in [
+            ("10.0.0.0", "the network address"),
+            ("10.0.0.255", "the broadcast address"),
+            ("10.0.0.254", "the gateway"),
+            ("10.0.0.9", "auxiliary address \"printer\""),
+        ] {
+            assert_eq!(
+                p.claim(ip(a)),
+                Err(IpamError::Reserved {
+                    ip: ip(a),
+                    why: why.into()
+                })
+            );
+        }
+        p.claim(ip("10.0.0.5")).unwrap();
+        assert_eq!(
+            p.claim(ip("10.0.0.5")),
+            Err(IpamError::InUse { ip: ip("10.0.0.5") })
+        );
+        assert_eq!(
+            p.allocate(),
+            Ok(ip("10.0.0.1")),
+            "gateway elsewhere: .1 is free"
+        );
+        assert_eq!(
+            IpamError::InUse { ip: ip("10.0.0.5") }.to_string(),
+            "address 10.0.0.5 is already in use; pick another --ip or leave it out"
+        );
+    }
+
+    #[test]
+    fn default_pools_follow_docker() {
+        let bridge = cidr("172.17.0.0/16");
+        assert_eq!(next_free_subnet([&bridge]), Some(cidr("172.18.0.0/16")));
+        let other = cidr("172.18.5.0/24");
+        assert_eq!(
+            next_free_subnet([&bridge, &other]),
+            Some(cidr("172.19.0.0/16"))
+        );
+        let big = cidr("172.16.0.0/12");
+        assert_eq!(next_free_subnet([&big]), Some(cidr("192.168.0.0/20")));
+        let all = [cidr("172.16.0.0/12"), cidr("192.168.0.0/16")];
+        assert_eq!(next_free_subnet(all.iter()), None);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Alloc,
+        Static(u8),
+        Release(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Alloc),
+            any::<u8>().prop_map(Op::Static),
+            any::<u8>().prop_map(Op::Release),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn never_twice_never_reserved(ops in proptest::collection::vec(op(), 0..200),
+                                      prefix in 26u8..=30, ranged in any::<bool>(),
+                                      aux_at in 0u8..64, gw_at in 1u8..3) {
+            let subnet = Ipv4Cidr { addr: Ipv4Addr::new(10, 9, 8, 0), prefix };
+            let size = 1u32 << (32 - prefix);
+            let base = u32::from(subnet.network());
+            let at = |o: u8| Ipv4Addr::from(base + u32::from(o) % size);
+            let range = ranged.then(|| Ipv4Cidr { addr: at((size / 2) as u8), prefix: prefix + 1 });
+            let gateway = at(gw_at);
+            let aux = [("a".to_string(), at(aux_at))];
+            let mut pool = Pool::new(subnet, range, gateway, aux.iter().map(|(a, b)| (a, b)));
+            let reserved = [subnet.network(), subnet.broadcast(), gateway, at(aux_at)];
+            let mut held = BTreeSet::new();
+            for o in ops {
+                match o {
+                    Op::Alloc => match pool.allocate() {
+                        Ok(a) => {
+                            prop_assert!(!reserved.contains(&a));
+                            prop_assert!(range.unwrap_or(subnet).contains(a));
+                            prop_assert!(held.insert(a), "{} handed out twice", a);
+                        }
+                        Err(IpamError::Exhausted { .. }) => {
+                            let r = range.unwrap_or(subnet);
+                            let free = (u32::from(r.network())..=u32::from(r.broadcast()))
+                                .map(Ipv4Addr::from)
+                                .filter(|a| !reserved.contains(a) && !held.contains(a))
+                                .count();
+                            prop_assert_eq!(free, 0);
+                        }
+                        Err(e) => prop_assert!(false, "unexpected {}", e),
+                    },
+                    Op::Static(x) => {
+                        let a = at(x);
+                        let r = pool.claim(a);
+                        prop_assert_eq!(r.is_ok(), !reserved.contains(&a) && !held.contains(&a));
+                        if r.is_ok() {
+                            held.insert(a);
+                        }
+                    }
+                    Op::Release(x) => {
+                        let a = at(x);
+                        prop_assert_eq!(pool.release(a), held.remove(&a));
+                        if !reserved.contains(&a) {
+                            prop_assert_eq!(pool.check(a), Ok(()), "released address reusable");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! The control plane's API types, shared by the daemon (`sluiced`) and the CLI: what an operator
+//! asks for (`NetworkSpec`, `EndpointSpec`), what the daemon made of it (`Network`, `Endpoint`)
+//! and the `docker network inspect`-shaped view of a network.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sluice_dataplane::config::Ipv4Cidr;
+use sluice_dataplane::frame::{NetworkId, PortId};
+use sluice_dataplane::wire::MacAddr;
+
+use crate::publish::PublishSpec;
+
+/// Why an option or driver name given on the command line is not accepted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    /// A driver sluice does not know.
+    #[error("unknown driver {0:?} (use bridge, macvlan, none or host)")]
+    UnknownDriver(String),
+    /// `--opt` without `=`.
+    #[error("option {0:?} is not KEY=VALUE")]
+    NotKeyValue(String),
+    /// An option key sluice does not know.
+    #[error("unknown option {0:?} (known: mtu, icc, vlan, parent)")]
+    UnknownOption(String),
+    /// An option value of the wrong form.
+    #[error("option {key}={value:?} is invalid: {expected}")]
+    BadValue {
+        /// The option.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+}
+
+/// How a network attaches its endpoints (docker's `--driver`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// A switched network with a gateway, routed (NAPT) to the uplink: docker0's replacement.
+    #[default]
+    Bridge,
+    /// Endpoints appear directly on a parent interface's segment.
+    Macvlan,
+    /// No networking (the predefined `none` network).
+    None,
+    /// The host's own stack (the predefined `host` network).
+    Host,
+}
+
+impl Driver {
+    /// The driver's name as docker prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Bridge => "bridge",
+            Driver::Macvlan => "macvlan",
+            Driver::None => "null",
+            Driver::Host => "host",
+        }
+    }
+
+    /// True for drivers whose networks have a subnet, IPAM and dataplane state.
+    pub fn has_ipam(self) -> bool {
+        matches!(self, Driver::Bridge | Driver::Macvlan)
+    }
+}
+
+impl FromStr for Driver {
+    type Err = OptionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bridge" => Ok(Driver::Bridge),
+            "macvlan" => Ok(Driver::Macvlan),
+            "none" | "null" => Ok(Driver::None),
+            "host" => Ok(Driver::Host),
+            _ => Err(OptionError::UnknownDriver(s.to_string())),
+        }
+    }
+}
+
+/// docker's option key for the MTU.
+pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
+/// docker's option key for inter-container communication.
+pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
+
+/// Driver options (`--opt KEY=VALUE`), typed. Unset options take the dataplane's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkOptions {
+    /// The network's MTU (`mtu` or docker's `com.docker.network.driver.mtu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+    /// Inter-container communication (`icc` or `com.docker.network.bridge.enable_icc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icc: Option<bool>,
+    /// The VLAN the network sits on inside sluice (`vlan`, 1-4094).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// The parent interface of a macvlan network (`parent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+impl NetworkOptions {
+    /// Applies one `--opt KEY=VALUE`.
+    pub fn set(&mut self, opt: &str) -> Result<(), OptionError> {
+        let (k, v) = opt
+            .split_once('=')
+            .ok_or_else(|| OptionError::NotKeyValue(opt.to_string()))?;
+        let bad = |key, expected| OptionError::BadValue {
+            key,
+            value: v.to_string(),
+            expected,
+        };
+        match k {
+            "mtu" | OPT_MTU => {
+                let m = v
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|m| *m >= 68)
+                    .ok_or_else(|| bad("mtu", "a number from 68 to 65535"))?;
+                self.mtu = Some(m);
+            }
+            "icc" | OPT_ICC => {
+                let b = v.parse::<bool>().map_err(|_| bad("icc", "true or false"))?;
+                self.icc = Some(b);
+            }
+            "vlan" => {
+                let n = v
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| (1..=4094).contains(n))
+                    .ok_or_else(|| bad("vlan", "a VLAN id from 1 to 4094"))?;
+                self.vlan = Some(n);
+            }
+            "parent" => {
+                if v.is_empty() || v.len() > 15 || v.contains(['/', ' ']) {
+                    return Err(bad("parent", "an interface name of 1-15 characters"));
+                }
+                self.parent = Some(v.to_string());
+            }
+            _ => return Err(OptionError::UnknownOption(k.to_string())),
+        }
+        Ok(())
+    }
+
+    /// The options as docker shows them in `inspect`.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        if let Some(v) = self.mtu {
+            m.insert(OPT_MTU.to_string(), v.to_string());
+        }
+        if let Some(v) = self.icc {
+            m.insert(OPT_ICC.to_string(), v.to_string());
+        }
+        if let Some(v) = self.vlan {
+            m.insert("vlan".to_string(), v.to_string());
+        }
+        if let Some(v) = &self.parent {
+            m.insert("parent".to_string(), v.clone());
+        }
+        m
+    }
+}
+
+/// What `sluice network create` asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// The network's name, unique.
+    pub name: String,
+    /// The driver.
+    #[serde(default)]
+    pub driver: Driver,
+    /// The subnet (none: the next free one of docker's default pools).
+    #[serde(default)]
+    pub subnet: Option<Ipv4Cidr>,
+    /// The gateway (none: the subnet's first host address).
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// The part of the subnet dynamic addresses come from (none: the whole subnet).
+    #[serde(default)]
+    pub ip_range: Option<Ipv4Cidr>,
+    /// Addresses the IPAM never hands out, by name (`--aux-address name=ip`).
+    #[serde(default)]
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
+    /// Not routed to the uplink.
+    #[serde(default)]
+    pub internal: bool,
+    /// Driver options.
+    #[serde(default)]
+    pub options: NetworkOptions,
+    /// Free-form labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A created network: the spec plus what the daemon decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// 64 hex characters, like docker's.
+    pub id: String,
+    /// Creation time, RFC 3339 (UTC, nanoseconds).
+    pub created: String,
+    /// What was asked for.
+    pub spec: NetworkSpec,
+    /// The subnet in use (given or allocated); none for `host` and `none`.
+    pub subnet: Option<Ipv4Cidr>,
+    /// The gateway in use (given or the first host address); none for `host` and `none`.
+    pub gateway: Option<Ipv4Addr>,
+    /// The network's index in the dataplane configuration, stable while it exists.
+    pub dataplane_id: NetworkId,
+}
+
+/// Which network namespace an endpoint's interface goes into.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sandbox {
+    /// A namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`).
+    Netns(PathBuf),
+    /// The network namespace of a process.
+    Pid(u32),
+}
+
+/// What `sluice network connect` asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    /// Network name or id (or a unique id prefix).
+    pub network: String,
+    /// Where the interface goes.
+    pub sandbox: Sandbox,
+    /// The endpoint's name, unique within the network (docker's container name).
+    pub name: String,
+    /// A static address (`--ip`); none: the IPAM picks one.
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    /// A static MAC; none: derived from the address (02:42:...).
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    /// Extra DNS names on this network.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Legacy links (`name:alias`).
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// Published ports.
+    #[serde(default)]
+    pub publish: Vec<PublishSpec>,
+}
+
+/// A connected endpoint: the spec plus what the daemon allocated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// 64 hex characters, like docker's endpoint ids.
+    pub id: String,
+    /// What was asked for.
+    pub spec: EndpointSpec,
+    /// The id of the network it is on (the spec may name it by name).
+    pub network_id: String,
+    /// The allocated or static address.
+    pub ip: Ipv4Addr,
+    /// The derived or static MAC.
+    pub mac: MacAddr,
+    /// The host side of the veth pair (what the dataplane attaches to).
+    pub host_ifname: String,
+    /// The interface name inside the sandbox (`eth0`, `eth1`, ...).
+    pub sandbox_ifname: String,
+    /// The endpoint's port id in the dataplane configuration, stable while it exists.
+    pub port: PortId,
+}
+
+/// One `IPAM.Config` entry of `docker network inspect`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamConfigView {
+    /// The subnet.
+    pub subnet: String,
+    /// The gateway.
+    pub gateway: String,
+    /// The dynamic range, if one was given.
+    #[serde(rename = "IPRange", default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    /// Reserved addresses by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub auxiliary_addresses: BTreeMap<String, String>,
+}
+
+/// `IPAM` of `docker network inspect`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamView {
+    /// Always `default`.
+    pub driver: String,
+    /// The network's subnets (none for `host` and `none`).
+    pub config: Vec<IpamConfigView>,
+}
+
+/// One entry of `Containers` in `docker network inspect`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerView {
+    /// The endpoint's name.
+    pub name: String,
+    /// The endpoint's id.
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    /// The MAC.
+    pub mac_address: String,
+    /// Address with prefix, e.g. `172.18.0.2/16`.
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    /// Always empty: sluice is IPv4 only.
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: String,
+}
+
+/// `docker network inspect`'s shape, so that scripts written for docker read sluice's output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkInspect {
+    /// The network's name.
+    pub name: String,
+    /// The network's id.
+    pub id: String,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Always `local`.
+    pub scope: String,
+    /// The driver's name.
+    pub driver: String,
+    /// Always false: sluice is IPv4 only.
+    #[serde(rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    /// Addressing.
+    #[serde(rename = "IPAM")]
+    pub ipam: IpamView,
+    /// Not routed to the uplink.
+    pub internal: bool,
+    /// Endpoints by endpoint id.
+    pub containers: BTreeMap<String, ContainerView>,
+    /// Driver options.
+    pub options: BTreeMap<String, String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Network {
+    /// The `docker network inspect` view of the network with `endpoints` attached.
+    pub fn inspect<'a>(&self, endpoints: impl IntoIterator<Item = &'a Endpoint>) -> NetworkInspect {
+        let config = match (self.subnet, self.gateway) {
+            (Some(subnet), Some(gateway)) => vec![IpamConfigView {
+                subnet: subnet.to_string(),
+                gateway: gateway.to_string(),
+                ip_range: self.spec.ip_range.map(|r| r.to_string()),
+                auxiliary_addresses: self
+                    .spec
+                    .aux_addresses
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect(),
+            }],
+            _ => Vec::new(),
+        };
+        let prefix = self.subnet.map_or(32, |s| s.prefix);
+        NetworkInspect {
+            name: self.spec.name.clone(),
+            id: self.id.clone(),
+            created: self.created.clone(),
+            scope: "local".into(),
+            driver: self.spec.driver.as_str().into(),
+            enable_ipv6: false,
+            ipam: IpamView {
+                driver: "default".into(),
+                config,
+            },
+            internal: self.spec.internal,
+            containers: endpoints
+                .into_iter()
+                .map(|e| {
+                    (
+                        e.id.clone(),
+                        ContainerView {
+                            name: e.spec.name.clone(),
+                            endpoint_id: e.id.clone(),
+                            mac_address: e.mac.to_string(),
+                            ipv4_address: format!("{}/{prefix}", e.ip),
+                            ipv6_address: String::new(),
+                        },
+                    )
+                })
+                .collect(),
+            options: self.spec.options.to_map(),
+            labels: self.spec.labels.clone(),
+        }
+    }
+}
+
+/// A new object's identity: a docker-style id and its creation time. Operations take it as an
+/// argument so that they stay deterministic under test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// 64 hex characters.
+    pub id: String,
+    /// RFC 3339 time.
+    pub created: String,
+}
+
+impl Stamp {
+    /// A random id and the current time.
+    pub fn fresh() -> Stamp {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Stamp {
+            id: random_id(),
+            created: rfc3339(now.as_secs(), now.subsec_nanos()),
+        }
+    }
+}
+
+/// 64 random hex characters (std's randomly keyed SipHash over a counter and the time; ids
+/// need uniqueness, not secrecy).
+pub fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut out = String::with_capacity(64);
+    for i in 0..4u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(n);
+        h.write_u64(i);
+        h.write_u128(t);
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// `2006-01-02T15:04:05.999999999Z`, the form docker prints.
+pub fn rfc3339(unix_secs: u64, nanos: u32) -> String {
+    let (y, mo, d, h, mi, s) = crate::clock::utc_parts(unix_secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{nanos:09}Z")
+}
+
+impl fmt::Display for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sandbox::Netns(p) => write!(f, "netns {}", p.display()),
+            Sandbox::Pid(p) => write!(f, "pid {p}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_accept_short_and_docker_keys() {
+        let mut o = NetworkOptions::default();
+        o.set("mtu=1400").unwrap();
+        o.set("com.docker.network.bridge.enable_icc=false").unwrap();
+        o.set("vlan=10").unwrap();
+        o.set("parent=eth1").unwrap();
+        assert_eq!(o.mtu, Some(1400));
+        assert_eq!(o.icc, Some(false));
+        assert_eq!(o.vlan, Some(10));
+        assert_eq!(o.parent.as_deref(), Some("eth1"));
+        assert_eq!(o.to_map()[OPT_MTU], "1400");
+        assert_eq!(o.to_map()[OPT_ICC], "false");
+    }
+
+    #[test]
+    fn option_errors_name_the_problem() {
+        let mut o = NetworkOptions::default();
+        assert_eq!(o.set("mtu"), Err(OptionError::NotKeyValue("mtu".into())));
+        assert_eq!(
+            o.set("foo=1"),
+            Err(OptionError::UnknownOption("foo".into()))
+        );
+        assert!(matches!(
+            o.set("vlan=4095"),
+            Err(OptionError::BadValue { key: "vlan", .. })
+        ));
+        assert!(matches!(
+            o.set("mtu=20"),
+            Err(OptionError::BadValue { key: "mtu", .. })
+        ));
+        assert!(matches!(
+            o.set("icc=yes"),
+            Err(OptionError::BadValue { key: "icc", .. })
+        ));
+        assert!(matches!(
+            o.set("parent=a-very-long-interface"),
+            Err(OptionError::BadValue { key: "parent", .. })
+        ));
+        assert_eq!(
+            o,
+            NetworkOptions::default(),
+            "failed options change nothing"
+        );
+        assert_eq!(
+            o.set("vlan=0").unwrap_err().to_string(),
+            "option vlan=\"0\" is invalid: a VLAN id from 1 to 4094"
+        );
+    }
+
+    #[test]
+    fn drivers_parse() {
+        assert_eq!("bridge".parse::<Driver>(), Ok(Driver::Bridge));
+        assert_eq!("null".parse::<Driver>(), Ok(Driver::None));
+        assert!("overlay".parse::<Driver>().is_err());
+        assert!(Driver::Macvlan.has_ipam() && !Driver::Host.has_ipam());
+    }
+
+    #[test]
+    fn ids_are_64_hex_and_distinct() {
+        let a = random_id();
+        let b = random_id();
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn rfc3339_formats_like_docker() {
+        assert_eq!(rfc3339(0, 5), "1970-01-01T00:00:00.000000005Z");
+        assert_eq!(rfc3339(1_700_000_000, 0), "2023-11-14T22:13:20.000000000Z");
+    }
+
+    #[test]
+    fn inspect_has_dockers_shape() {
+        let n = Network {
+            id: "ab".repeat(32),
+            created: rfc3339(0, 0),
+            spec: NetworkSpec {
+                name: "a".into(),
+                ip_range: Some("10.1.0.128/25".parse().unwrap()),
+                aux_addresses: [("r".to_string(), Ipv4Addr::new(10, 1, 0, 9))].into(),
+                ..NetworkSpec::default()
+            },
+            subnet: Some("10.1.0.0/24".parse().unwrap()),
+            gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
+            dataplane_id: NetworkId(1),
+        };
+        let e = Endpoint {
+            id: "cd".repeat(32),
+            spec: EndpointSpec {
+                network: "a".into(),
+                sandbox: Sandbox::Pid(1),
+                name: "web".into(),
+                ip: None,
+                mac: None,
+                aliases: vec![],
+                links: vec![],
+                publish: vec![],
+            },
+            network_id: n.id.clone(),
+            ip: Ipv4Addr::new(10, 1, 0, 128),
+            mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 1, 0, 128)),
+            host_ifname: "slcdcdcdcdcd".into(),
+            sandbox_ifname: "eth0".into(),
+            port: PortId(1),
+        };
+        let v = serde_json::to_value(n.inspect([&e])).unwrap();
+        assert_eq!(v["Name"], "a");
+        assert_eq!(v["Driver"], "bridge");
+        assert_eq!(v["IPAM"]["Config"][0]["Subnet"], "10.1.0.0/24");
+        assert_eq!(v["IPAM"]["Config"][0]["Gateway"], "10.1.0.1");
+        assert_eq!(v["IPAM"]["Config"][0]["IPRange"], "10.1.0.128/25");
+        assert_eq!(
+            v["IPAM"]["Config"][0]["AuxiliaryAddresses"]["r"],
+            "10.1.0.9"
+        );
+        let c = &v["Containers"][&e.id];
+        assert_eq!(c["IPv4Address"], "10.1.0.128/24");
+        assert_eq!(c["MacAddress"], "02:42:0a:01:00:80");
+        assert_eq!(v["Internal"], false);
+        assert!(v["Options"].as_object().unwrap().is_empty());
+    }
+}

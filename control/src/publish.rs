@@ -1,0 +1,352 @@
+//! Published ports in docker's `-p` syntax, `[HOSTIP:]HPORT[-HPORT]:CPORT[-CPORT][/tcp|udp]`:
+//! the CLI parses what the operator typed, the daemon stores it, and the dataplane gets a
+//! `PortForward` from it. Errors say which part is wrong.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sluice_dataplane::config::{L4Proto, PortRange};
+
+/// Why a `-p` value cannot be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// Nothing was given.
+    #[error("empty port mapping (expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|udp])")]
+    Empty,
+    /// Only a container port: sluice does not pick ephemeral host ports.
+    #[error("{0:?} has no host port: use HOSTPORT:CONTAINERPORT (ephemeral host ports are not supported)")]
+    MissingHostPort(String),
+    /// More colon-separated parts than `HOSTIP:HPORT:CPORT`.
+    #[error("{0:?} has too many ':' parts (expected [HOSTIP:]HOSTPORT:CONTAINERPORT; IPv6 host addresses are not supported)")]
+    TooManyParts(String),
+    /// The host address is not an IPv4 address.
+    #[error("host address {0:?} is not an IPv4 address")]
+    BadHostIp(String),
+    /// A port is not a number from 1 to 65535.
+    #[error("{what} port {text:?} is not a port number (1-65535)")]
+    BadPort {
+        /// "host" or "container".
+        what: &'static str,
+        /// The offending text.
+        text: String,
+    },
+    /// A range whose last port is below its first.
+    #[error("{what} port range {first}-{last} is reversed (write {last}-{first})")]
+    ReversedRange {
+        /// "host" or "container".
+        what: &'static str,
+        /// First port.
+        first: u16,
+        /// Last port.
+        last: u16,
+    },
+    /// The container range is neither as long as the host range nor a single port.
+    #[error("{container_len} container ports for {host_len} host ports (give {host_len} container ports or one)")]
+    RangeMismatch {
+        /// Number of host ports.
+        host_len: u32,
+        /// Number of container ports.
+        container_len: u32,
+    },
+    /// A protocol other than tcp or udp.
+    #[error("unknown protocol {0:?} (use tcp or udp)")]
+    BadProto(String),
+}
+
+/// One `-p` mapping: inbound `proto` traffic to `host_ip:host_ports` goes to the endpoint's
+/// `container_ports`. Stored and sent as its canonical string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PublishSpec {
+    /// Host address; `None` is every address (`0.0.0.0` is normalised to `None`).
+    pub host_ip: Option<Ipv4Addr>,
+    /// Host ports.
+    pub host_ports: PortRange,
+    /// Container ports: as many as the host ports, or one that all map to.
+    pub container_ports: PortRange,
+    /// TCP or UDP.
+    pub proto: L4Proto,
+}
+
+impl PublishSpec {
+    /// True when the two mappings cannot both be published: same protocol, overlapping host
+    /// ports, and the same address or either on every address (the dataplane's rule).
+    pub fn clashes_with(&self, other: &PublishSpec) -> bool {
+        self.proto == other.proto
+            && self.host_ports.first <= other.host_ports.last
+            && other.host_ports.first <= self.host_ports.last
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
+}
+
+fn parse_range(what: &'static str, s: &str) -> Result<PortRange, PublishError> {
+    let port = |t: &str| {
+        t.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| PublishError::BadPort {
+                what,
+                text: t.to_string(),
+            })
+    };
+    let (first, last) = match s.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let p = port(s)?;
+            (p, p)
+        }
+    };
+    if last < first {
+        return Err(PublishError::ReversedRange { what, first, last });
+    }
+    Ok(PortRange { first, last })
+}
+
+impl FromStr for PublishSpec {
+    type Err = PublishError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(PublishError::Empty);
+        }
+        let (addr_ports, proto) = match s.rsplit_once('/') {
+            Some((a, "tcp")) => (a, L4Proto::Tcp),
+            Some((a, "udp")) => (a, L4Proto::Udp),
+            Some((_, p)) => return Err(PublishError::BadProto(p.to_string())),
+            None => (s, L4Proto::Tcp),
+        };
+        let parts: Vec<&str> = addr_ports.split(':').collect();
+        let (ip, host, container) = match parts.as_slice() {
+            [_] => return Err(PublishError::MissingHostPort(s.to_string())),
+            [h, c] => (None, *h, *c),
+            [ip, h, c] => (Some(*ip), *h, *c),
+            _ => return Err(PublishError::TooManyParts(s.to_string())),
+        };
+        let host_ip = match ip {
+            None => None,
+            Some(t) => {
+                let a: Ipv4Addr = t
+                    .parse()
+                    .map_err(|_| PublishError::BadHostIp(t.to_string()))?;
+                (!a.is_unspecified()).then_some(a)
+            }
+        };
+        if host.is_empty() {
+            return Err(PublishError::MissingHostPort(s.to_string()));
+        }
+        let host_ports = parse_range("host", host)?;
+        let container_ports = parse_range("container", container)?;
+        let (host_len, container_len) = (host_ports.len(), container_ports.len());
+        if container_len != host_len && container_len != 1 {
+            return Err(PublishError::RangeMismatch {
+                host_len,
+                container_len,
+            });
+        }
+        Ok(PublishSpec {
+            host_ip,
+            host_ports,
+            container_ports,
+            proto,
+        })
+    }
+}
+
+/// A port range as `80` or `80-90`.
+struct Ports(PortRange);
+
+impl fmt::Display for Ports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.first == self.0.last {
+            write!(f, "{}", self.0.first)
+        } else {
+            write!(f, "{}-{}", self.0.first, self.0.last)
+        }
+    }
+}
+
+impl fmt::Display for PublishSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(ip) = self.host_ip {
+            write!(f, "{ip}:")?;
+        }
+        let proto = if self.proto == L4Proto::Udp {
+            "udp"
+        } else {
+            "tcp"
+        };
+        write!(
+            f,
+            "{}:{}/{proto}",
+            Ports(self.host_ports),
+            Ports(self.container_ports)
+        )
+    }
+}
+
+impl TryFrom<String> for PublishSpec {
+    type Error = PublishError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<PublishSpec> for String {
+    fn from(p: PublishSpec) -> String {
+        p.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn p(s: &str) -> PublishSpec {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_docker_forms() {
+        let a = p("8080:80");
+        assert_eq!(a.host_ip, None);
+        assert_eq!(a.host_ports, PortRange::single(8080));
+        assert_eq!(a.container_ports, PortRange::single(80));
+        assert_eq!(a.proto, L4Proto::Tcp);
+        let b = p("127.0.0.1:5300-5301:53-54/udp");
+        assert_eq!(b.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            b.host_ports,
+            PortRange {
+                first: 5300,
+                last: 5301
+            }
+        );
+        assert_eq!(
+            b.container_ports,
+            PortRange {
+                first: 53,
+                last: 54
+            }
+        );
+        assert_eq!(b.proto, L4Proto::Udp);
+        assert_eq!(
+            p("0.0.0.0:1:2/tcp").host_ip,
+            None,
+            "0.0.0.0 is every address"
+        );
+        assert_eq!(p("8000-8009:80").container_ports, PortRange::single(80));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = |s: &str| s.parse::<PublishSpec>().unwrap_err();
+        assert_eq!(e(""), PublishError::Empty);
+        assert!(matches!(e("80"), PublishError::MissingHostPort(_)));
+        assert!(matches!(e(":80"), PublishError::MissingHostPort(_)));
+        assert!(matches!(e("1:2:3:4"), PublishError::TooManyParts(_)));
+        assert_eq!(e("foo:1:2"), PublishError::BadHostIp("foo".into()));
+        assert_eq!(
+            e("0:80"),
+            PublishError::BadPort {
+                what: "host",
+                text: "0".into()
+            }
+        );
+        assert_eq!(
+            e("80:70000"),
+            PublishError::BadPort {
+                what: "container",
+                text: "70000".into()
+            }
+        );
+        assert_eq!(
+            e("90-80:80"),
+            PublishError::ReversedRange {
+                what: "host",
+                first: 90,
+                last: 80
+            }
+        );
+        assert_eq!(
+            e("80-81:80-82"),
+            PublishError::RangeMismatch {
+                host_len: 2,
+                container_len: 3
+            }
+        );
+        assert_eq!(e("80:80/sctp"), PublishError::BadProto("sctp".into()));
+        assert_eq!(
+            e("90-80:80").to_string(),
+            "host port range 90-80 is reversed (write 80-90)"
+        );
+    }
+
+    #[test]
+    fn clash_rules_follow_the_dataplane() {
+        assert!(p("8080:80").clashes_with(&p("8080:81")));
+        assert!(
+            p("8080:80").clashes_with(&p("1.2.3.4:8080:81")),
+            "any vs specific"
+        );
+        assert!(!p("1.2.3.4:8080:80").clashes_with(&p("1.2.3.5:8080:80")));
+        assert!(p("1.2.3.4:8080:80").clashes_with(&p("1.2.3.4:8080:80")));
+        assert!(
+            !p("8080:80/tcp").clashes_with(&p("8080:80/udp")),
+            "tcp/udp separate"
+        );
+        assert!(p("8000-8010:80").clashes_with(&p("8010:80")));
+        assert!(!p("8000-8010:80").clashes_with(&p("8011:80")));
+    }
+
+    #[test]
+    fn serde_uses_the_string() {
+        let a = p("1.2.3.4:80-81:90-91/udp");
+        let j = serde_json::to_string(&a).unwrap();
+        assert_eq!(j, "\"1.2.3.4:80-81:90-91/udp\"");
+        assert_eq!(serde_json::from_str::<PublishSpec>(&j).unwrap(), a);
+        assert!(serde_json::from_str::<PublishSpec>("\"80\"").is_err());
+    }
+
+    fn range() -> impl Strategy<Value = PortRange> {
+        (1u16..=65535, 0u16..4).prop_map(|(f, n)| PortRange {
+            first: f,
+            last: f.saturating_add(n),
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in ".{0,40}") {
+            let _ = s.parse::<PublishSpec>();
+        }
+
+        #[test]
+        fn never_panics_on_near_misses(s in "[0-9.:/a-z-]{0,30}") {
+            if let Ok(spec) = s.parse::<PublishSpec>() {
+                prop_assert_eq!(spec.to_string().parse::<PublishSpec>(), Ok(spec));
+            }
+        }
+
+        #[test]
+        fn round_trips(ip in proptest::option::of(1u32..), h in range(), single in any::<bool>(),
+                       c in 1u16..=65535, udp in any::<bool>()) {
+            let container_ports = if single {
+                PortRange::single(c)
+            } else {
+                let first = c.min(65535 - (h.last - h.first));
+                PortRange { first, last: first + (h.last - h.first) }
+            };
+            let spec = PublishSpec {
+                host_ip: ip.map(Ipv4Addr::from),
+                host_ports: h,
+                container_ports,
+                proto: if udp { L4Proto::Udp } else { L4Proto::Tcp },
+            };
+            let text = spec.to_string();
+            prop_assert_eq!(text.parse::<PublishSpec>(), Ok(spec));
+        }
+    }
+}

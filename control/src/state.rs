@@ -1,0 +1,1048 @@
+//! The control plane's state and its rules: which networks and endpoints exist, and what
+//! creating, removing, connecting and disconnecting may do (docker's semantics). Every
+//! operation validates completely before it changes anything, so a refused request leaves the
+//! state as it was.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use sluice_dataplane::config::Ipv4Cidr;
+use sluice_dataplane::counters::MAX_PORTS;
+use sluice_dataplane::frame::{NetworkId, PortId};
+use sluice_dataplane::wire::MacAddr;
+
+use crate::ipam::{next_free_subnet, IpamError, Pool};
+use crate::model::{Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec, Stamp};
+use crate::publish::PublishSpec;
+
+/// The predefined networks, which always exist and cannot be removed.
+pub const PREDEFINED: [&str; 3] = ["bridge", "host", "none"];
+
+/// Why a request is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// A name docker would not accept.
+    #[error("invalid name {0:?}: use letters, digits and _ . - (starting with a letter or digit)")]
+    InvalidName(String),
+    /// A network of that name exists.
+    #[error("network with name {0} already exists")]
+    NameTaken(String),
+    /// The id of a new object (or the interface name derived from it) is taken: retry with a
+    /// fresh id.
+    #[error("id {0} (or its interface name) is already in use; retry")]
+    IdTaken(String),
+    /// No network has that name, id or id prefix.
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
+    /// An id prefix that matches several networks.
+    #[error("network {0} is ambiguous: give more of the id or the name")]
+    AmbiguousNetwork(String),
+    /// Only the predefined `host` and `none` networks use those drivers.
+    #[error("only one instance of {0:?} network is allowed")]
+    OnlyOneInstance(&'static str),
+    /// A predefined network cannot be removed.
+    #[error("{0} is a pre-defined network and cannot be removed")]
+    Predefined(String),
+    /// A network with endpoints cannot be removed.
+    #[error("network {network} has {count} active endpoint(s); disconnect them first")]
+    HasEndpoints {
+        /// The network.
+        network: String,
+        /// How many endpoints it has.
+        count: usize,
+    },
+    /// The subnet overlaps another network's.
+    #[error("subnet {subnet} overlaps network {other:?} ({other_subnet})")]
+    Overlap {
+        /// The requested subnet.
+        subnet: Ipv4Cidr,
+        /// The other network's name.
+        other: String,
+        /// The other network's subnet.
+        other_subnet: Ipv4Cidr,
+    },
+    /// A subnet without room for a gateway and an endpoint.
+    #[error("subnet {0} is too small (use a prefix of /30 or shorter)")]
+    SubnetTooSmall(Ipv4Cidr),
+    /// Every default pool overlaps an existing network.
+    #[error("all predefined address pools have been fully subnetted; give --subnet")]
+    PoolsExhausted,
+    /// `--gateway`, `--ip-range` or `--aux-address` without `--subnet`.
+    #[error("{0} needs --subnet")]
+    NeedsSubnet(&'static str),
+    /// A `host` or `none` network given addressing options.
+    #[error("the {0} driver takes no subnet, gateway, ip range or aux addresses")]
+    NoIpam(&'static str),
+    /// An address or range outside the subnet, or on its network/broadcast address.
+    #[error("{what} {value} is not a usable address of subnet {subnet}")]
+    NotInSubnet {
+        /// What it is (`gateway`, `ip range`, `auxiliary address "x"`).
+        what: String,
+        /// The address or range.
+        value: String,
+        /// The subnet.
+        subnet: Ipv4Cidr,
+    },
+    /// Endpoints cannot be connected to `host` or `none`.
+    #[error("cannot connect an endpoint to the {0} network")]
+    CannotConnect(String),
+    /// An endpoint of that name is on the network.
+    #[error("endpoint with name {name} already exists in network {network}")]
+    EndpointNameTaken {
+        /// The endpoint name.
+        name: String,
+        /// The network.
+        network: String,
+    },
+    /// The sandbox is already connected to the network.
+    #[error("{sandbox} is already connected to network {network}")]
+    AlreadyConnected {
+        /// The sandbox.
+        sandbox: String,
+        /// The network.
+        network: String,
+    },
+    /// No endpoint of that name or id on the network.
+    #[error("endpoint {endpoint} is not connected to network {network}")]
+    NoSuchEndpoint {
+        /// The endpoint name or id.
+        endpoint: String,
+        /// The network.
+        network: String,
+    },
+    /// An address problem on a network.
+    #[error("network {network}: {err}")]
+    Ipam {
+        /// The network.
+        network: String,
+        /// What is wrong.
+        #[source]
+        err: IpamError,
+    },
+    /// docker allows `--ip` only where the operator chose the subnet.
+    #[error("user specified IP address is supported only when connecting to networks with user configured subnets")]
+    StaticIpNeedsSubnet,
+    /// docker allows aliases only on user-defined networks.
+    #[error("network-scoped alias is supported only for containers in user defined networks")]
+    AliasOnDefaultBridge,
+    /// A MAC that cannot be an endpoint's.
+    #[error("MAC {0} cannot be an endpoint's (it must be unicast and not all zero)")]
+    BadMac(MacAddr),
+    /// A MAC another endpoint of the network has.
+    #[error("MAC {mac} is already used by endpoint {other} in network {network}")]
+    MacInUse {
+        /// The MAC.
+        mac: MacAddr,
+        /// The endpoint that has it.
+        other: String,
+        /// The network.
+        network: String,
+    },
+    /// Ports cannot be published from an internal network.
+    #[error("network {0} is internal: ports cannot be published from it")]
+    PublishOnInternal(String),
+    /// A published port clashes with one already published.
+    #[error("port {port} is already published by endpoint {other} ({other_port}); pick another host port")]
+    PortClash {
+        /// The requested mapping.
+        port: PublishSpec,
+        /// The endpoint that publishes the clashing one (or the same endpoint).
+        other: String,
+        /// The clashing mapping.
+        other_port: PublishSpec,
+    },
+    /// The dataplane has no port id left.
+    #[error("too many endpoints (at most {} ports)", MAX_PORTS - 1)]
+    TooManyEndpoints,
+    /// The dataplane has no network id left.
+    #[error("too many networks (at most {})", u16::MAX)]
+    TooManyNetworks,
+}
+
+/// Networks and endpoints, with the address pools derived from them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    networks: BTreeMap<String, Network>,
+    endpoints: BTreeMap<String, Endpoint>,
+    pools: HashMap<String, Pool>,
+}
+
+/// docker's name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+fn valid_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+fn pool_of(n: &Network) -> Option<Pool> {
+    Some(Pool::new(
+        n.subnet?,
+        n.spec.ip_range,
+        n.gateway?,
+        &n.spec.aux_addresses,
+    ))
+}
+
+impl State {
+    /// An empty state (no networks at all); `with_defaults` is what a daemon starts from.
+    pub fn new() -> State {
+        State::default()
+    }
+
+    /// docker's predefined networks: `bridge` (172.17.0.0/16, gateway 172.17.0.1), `host` and
+    /// `none`, with identities from `stamp`.
+    pub fn with_defaults(mut stamp: impl FnMut() -> Stamp) -> State {
+        let mut s = State::new();
+        for (name, driver, subnet) in [
+            (
+                "bridge",
+                Driver::Bridge,
+                Some(Ipv4Cidr {
+                    addr: Ipv4Addr::new(172, 17, 0, 0),
+                    prefix: 16,
+                }),
+            ),
+            ("host", Driver::Host, None),
+            ("none", Driver::None, None),
+        ] {
+            let st = stamp();
+            let n = Network {
+                id: st.id,
+                created: st.created,
+                spec: NetworkSpec {
+                    name: name.into(),
+                    driver,
+                    ..NetworkSpec::default()
+                },
+                subnet,
+                gateway: subnet.map(|s| Ipv4Addr::from(u32::from(s.network()) + 1)),
+                dataplane_id: NetworkId(s.networks.len() as u16),
+            };
+            s.insert_network(n);
+        }
+        s
+    }
+
+    /// Rebuilds a state from stored records, checking that they are consistent (addresses
+    /// unique and inside their networks).
+    pub fn from_parts(
+        networks: impl IntoIterator<Item = Network>,
+        endpoints: impl IntoIterator<Item = Endpoint>,
+    ) -> Result<State, StateError> {
+        let mut s = State::new();
+        for n in networks {
+            s.insert_network(n);
+        }
+        for e in endpoints {
+            let net = s
+                .networks
+                .get(&e.network_id)
+                .ok_or_else(|| StateError::NoSuchNetwork(e.network_id.clone()))?;
+            let name = net.spec.name.clone();
+            let pool = s
+                .pools
+                .get_mut(&e.network_id)
+                .ok_or_else(|| StateError::CannotConnect(name.clone()))?;
+            pool.claim(e.ip)
+                .map_err(|err| StateError::Ipam { network: name, err })?;
+            s.endpoints.insert(e.id.clone(), e);
+        }
+        Ok(s)
+    }
+
+    fn insert_network(&mut self, n: Network) {
+        if let Some(p) = pool_of(&n) {
+            self.pools.insert(n.id.clone(), p);
+        }
+        self.networks.insert(n.id.clone(), n);
+    }
+
+    /// All networks, by id.
+    pub fn networks(&self) -> impl Iterator<Item = &Network> {
+        self.networks.values()
+    }
+
+    /// All endpoints, by id.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.values()
+    }
+
+    /// The endpoints of the network with id `network_id`.
+    pub fn endpoints_of<'a>(&'a self, network_id: &'a str) -> impl Iterator<Item = &'a Endpoint> {
+        self.endpoints
+            .values()
+            .filter(move |e| e.network_id == network_id)
+    }
+
+    /// A network by name, full id or unique id prefix (docker's lookup order).
+    pub fn network(&self, key: &str) -> Result<&Network, StateError> {
+        if let Some(n) = self.networks.values().find(|n| n.spec.name == key) {
+            return Ok(n);
+        }
+        if let Some(n) = self.networks.get(key) {
+            return Ok(n);
+        }
+        let mut hits = self.networks.values().filter(|n| n.id.starts_with(key));
+        match (key.is_empty(), hits.next(), hits.next()) {
+            (false, Some(n), None) => Ok(n),
+            (false, Some(_), Some(_)) => Err(StateError::AmbiguousNetwork(key.to_string())),
+            _ => Err(StateError::NoSuchNetwork(key.to_string())),
+        }
+    }
+
+    /// `docker network inspect` of a network.
+    pub fn inspect(&self, key: &str) -> Result<NetworkInspect, StateError> {
+        let n = self.network(key)?;
+        Ok(n.inspect(self.endpoints_of(&n.id)))
+    }
+
+    /// Creates a network (`docker network create`).
+    pub fn create_network(
+        &mut self,
+        spec: NetworkSpec,
+        stamp: Stamp,
+    ) -> Result<&Network, StateError> {
+        if !valid_name(&spec.name) {
+            return Err(StateError::InvalidName(spec.name));
+        }
+        if self.networks.values().any(|n| n.spec.name == spec.name) {
+            return Err(StateError::NameTaken(spec.name));
+        }
+        if self.networks.contains_key(&stamp.id) {
+            return Err(StateError::IdTaken(stamp.id));
+        }
+        if !spec.driver.has_ipam() {
+            if spec.subnet.is_some()
+                || spec.gateway.is_some()
+                || spec.ip_range.is_some()
+                || !spec.aux_addresses.is_empty()
+            {
+                return Err(StateError::NoIpam(spec.driver.as_str()));
+            }
+            return Err(StateError::OnlyOneInstance(spec.driver.as_str()));
+        }
+        let (subnet, gateway) = self.addressing(&spec)?;
+        let dataplane_id = (0..=u16::MAX)
+            .map(NetworkId)
+            .find(|id| self.networks.values().all(|n| n.dataplane_id != *id))
+            .ok_or(StateError::TooManyNetworks)?;
+        let id = stamp.id.clone();
+        self.insert_network(Network {
+            id: stamp.id,
+            created: stamp.created,
+            spec,
+            subnet: Some(subnet),
+            gateway: Some(gateway),
+            dataplane_id,
+        });
+        Ok(&self.networks[&id])
+    }
+
+    /// The subnet and gateway a new network gets, after checking every address rule.
+    fn addressing(&self, spec: &NetworkSpec) -> Result<(Ipv4Cidr, Ipv4Addr), StateError> {
+        let subnet = match spec.subnet {
+            Some(s) => {
+                let s = Ipv4Cidr {
+                    addr: s.network(),
+                    prefix: s.prefix,
+                };
+                if s.prefix > 30 {
+                    return Err(StateError::SubnetTooSmall(s));
+                }
+                if let Some(o) = self
+                    .networks
+                    .values()
+                    .find(|n| n.subnet.is_some_and(|o| o.overlaps(&s)))
+                {
+                    return Err(StateError::Overlap {
+                        subnet: s,
+                        other: o.spec.name.clone(),
+                        other_subnet: o.subnet.unwrap_or(s),
+                    });
+                }
+                s
+            }
+            None => {
+                if spec.gateway.is_some() {
+                    return Err(StateError::NeedsSubnet("--gateway"));
+                }
+                if spec.ip_range.is_some() {
+                    return Err(StateError::NeedsSubnet("--ip-range"));
+                }
+                if !spec.aux_addresses.is_empty() {
+                    return Err(StateError::NeedsSubnet("--aux-address"));
+                }
+                let used: Vec<Ipv4Cidr> = self.networks.values().filter_map(|n| n.subnet).collect();
+                next_free_subnet(used.iter()).ok_or(StateError::PoolsExhausted)?
+            }
+        };
+        let usable = |ip: Ipv4Addr| {
+            subnet.contains(ip) && ip != subnet.network() && ip != subnet.broadcast()
+        };
+        let not_in = |what: String, value: String| StateError::NotInSubnet {
+            what,
+            value,
+            subnet,
+        };
+        let gateway = spec
+            .gateway
+            .unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.network()) + 1));
+        if !usable(gateway) {
+            return Err(not_in("gateway".into(), gateway.to_string()));
+        }
+        if let Some(r) = spec.ip_range {
+            if r.prefix < subnet.prefix || !subnet.contains(r.network()) {
+                return Err(not_in("ip range".into(), r.to_string()));
+            }
+        }
+        for (name, ip) in &spec.aux_addresses {
+            if !usable(*ip) {
+                return Err(not_in(
+                    format!("auxiliary address {name:?}"),
+                    ip.to_string(),
+                ));
+            }
+        }
+        Ok((subnet, gateway))
+    }
+
+    /// Removes a network (`docker network rm`); it must have no endpoints.
+    pub fn remove_network(&mut self, key: &str) -> Result<Network, StateError> {
+        let n = self.network(key)?;
+        if PREDEFINED.contains(&n.spec.name.as_str()) {
+            return Err(StateError::Predefined(n.spec.name.clone()));
+        }
+        let count = self.endpoints_of(&n.id).count();
+        if count > 0 {
+            return Err(StateError::HasEndpoints {
+                network: n.spec.name.clone(),
+                count,
+            });
+        }
+        let id = n.id.clone();
+        self.pools.remove(&id);
+        self.networks
+            .remove(&id)
+            .ok_or(StateError::NoSuchNetwork(id))
+    }
+
+    /// Connects an endpoint (`docker network connect`): checks the name, sandbox, MAC and
+    /// published ports, then takes the static address or allocates one.
+    pub fn connect(&mut self, spec: EndpointSpec, stamp: Stamp) -> Result<&Endpoint, StateError> {
+        let net = self.network(&spec.network)?;
+        let (net_id, net_name) = (net.id.clone(), net.spec.name.clone());
+        if !net.spec.driver.has_ipam() {
+            return Err(StateError::CannotConnect(net_name));
+        }
+        if !valid_name(&spec.name) {
+            return Err(StateError::InvalidName(spec.name));
+        }
+        let host_ifname = format!("sl{}", stamp.id.get(..10).unwrap_or(&stamp.id));
+        if self.endpoints.contains_key(&stamp.id)
+            || self
+                .endpoints
+                .values()
+                .any(|e| e.host_ifname == host_ifname)
+        {
+            return Err(StateError::IdTaken(stamp.id));
+        }
+        for e in self.endpoints_of(&net_id) {
+            if e.spec.name == spec.name {
+                return Err(StateError::EndpointNameTaken {
+                    name: spec.name,
+                    network: net_name,
+                });
+            }
+            if e.spec.sandbox == spec.sandbox {
+                return Err(StateError::AlreadyConnected {
+                    sandbox: spec.sandbox.to_string(),
+                    network: net_name,
+                });
+            }
+        }
+        if spec.ip.is_some() && net.spec.subnet.is_none() {
+            return Err(StateError::StaticIpNeedsSubnet);
+        }
+        if !spec.aliases.is_empty() && PREDEFINED.contains(&net_name.as_str()) {
+            return Err(StateError::AliasOnDefaultBridge);
+        }
+        if let Some(mac) = spec.mac {
+            if mac.is_multicast() || mac == MacAddr::default() {
+                return Err(StateError::BadMac(mac));
+            }
+        }
+        if !spec.publish.is_empty() && net.spec.internal {
+            return Err(StateError::PublishOnInternal(net_name));
+        }
+        self.check_publish(&spec)?;
+        let port = (1..MAX_PORTS as u16)
+            .map(PortId)
+            .find(|p| self.endpoints.values().all(|e| e.port != *p))
+            .ok_or(StateError::TooManyEndpoints)?;
+        let ipam = |err| StateError::Ipam {
+            network: net_name.clone(),
+            err,
+        };
+        let mut pool = self
+            .pools
+            .get(&net_id)
+            .cloned()
+            .ok_or_else(|| StateError::CannotConnect(net_name.clone()))?;
+        let ip = match spec.ip {
+            Some(ip) => pool.claim(ip).map(|()| ip),
+            None => pool.allocate(),
+        }
+        .map_err(ipam)?;
+        let mac = spec.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip));
+        if let Some(o) = self.endpoints_of(&net_id).find(|e| e.mac == mac) {
+            return Err(StateError::MacInUse {
+                mac,
+                other: o.spec.name.clone(),
+                network: net_name,
+            });
+        }
+        let slot = self
+            .endpoints
+            .values()
+            .filter(|e| e.spec.sandbox == spec.sandbox)
+            .count();
+        self.pools.insert(net_id.clone(), pool);
+        let id = stamp.id;
+        let e = Endpoint {
+            host_ifname,
+            sandbox_ifname: format!("eth{slot}"),
+            id: id.clone(),
+            spec,
+            network_id: net_id,
+            ip,
+            mac,
+            port,
+        };
+        self.endpoints.insert(id.clone(), e);
+        Ok(&self.endpoints[&id])
+    }
+
+    /// Refuses published ports that clash with each other or with any endpoint's.
+    fn check_publish(&self, spec: &EndpointSpec) -> Result<(), StateError> {
+        for (i, p) in spec.publish.iter().enumerate() {
+            if let Some(o) = spec.publish[..i].iter().find(|o| o.clashes_with(p)) {
+                return Err(StateError::PortClash {
+                    port: *p,
+                    other: spec.name.clone(),
+                    other_port: *o,
+                });
+            }
+            for e in self.endpoints.values() {
+                if let Some(o) = e.spec.publish.iter().find(|o| o.clashes_with(p)) {
+                    return Err(StateError::PortClash {
+                        port: *p,
+                        other: e.spec.name.clone(),
+                        other_port: *o,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Disconnects an endpoint (by name or id) from a network and releases its address.
+    pub fn disconnect(&mut self, network: &str, endpoint: &str) -> Result<Endpoint, StateError> {
+        let n = self.network(network)?;
+        let (net_id, net_name) = (n.id.clone(), n.spec.name.clone());
+        let id = self
+            .endpoints_of(&net_id)
+            .find(|e| e.id == endpoint || e.spec.name == endpoint)
+            .map(|e| e.id.clone())
+            .ok_or_else(|| StateError::NoSuchEndpoint {
+                endpoint: endpoint.to_string(),
+                network: net_name.clone(),
+            })?;
+        let e = self
+            .endpoints
+            .remove(&id)
+            .ok_or_else(|| StateError::NoSuchEndpoint {
+                endpoint: endpoint.to_string(),
+                network: net_name,
+            })?;
+        if let Some(p) = self.pools.get_mut(&net_id) {
+            p.release(e.ip);
+        }
+        Ok(e)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::Sandbox;
+    use std::cell::Cell;
+
+    /// Deterministic stamps: id = the counter in hex, padded to 64.
+    pub(crate) fn stamps() -> impl FnMut() -> Stamp {
+        let n = Cell::new(0u64);
+        move || {
+            n.set(n.get() + 1);
+            Stamp {
+                id: format!("{:010x}{:054x}", n.get(), n.get()),
+                created: crate::model::rfc3339(n.get(), 0),
+            }
+        }
+    }
+
+    pub(crate) fn net(name: &str, subnet: Option<&str>) -> NetworkSpec {
+        NetworkSpec {
+            name: name.into(),
+            subnet: subnet.map(|s| s.parse().unwrap()),
+            ..NetworkSpec::default()
+        }
+    }
+
+    pub(crate) fn ep(network: &str, name: &str, pid: u32) -> EndpointSpec {
+        EndpointSpec {
+            network: network.into(),
+            sandbox: Sandbox::Pid(pid),
+            name: name.into(),
+            ip: None,
+            mac: None,
+            aliases: vec![],
+            links: vec![],
+            publish: vec![],
+        }
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn defaults_are_dockers() {
+        let s = State::with_defaults(stamps());
+        let b = s.network("bridge").unwrap();
+        assert_eq!(b.subnet.unwrap().to_string(), "172.17.0.0/16");
+        assert_eq!(b.gateway, Some(ip("172.17.0.1")));
+        assert_eq!(s.network("host").unwrap().spec.driver, Driver::Host);
+        assert_eq!(s.network("none").unwrap().subnet, None);
+    }
+
+    #[test]
+    fn auto_subnets_skip_overlaps() {
+        let mut s = State::with_defaults(stamps());
+        let mut st = stamps();
+        st();
+        st();
+        st();
+        let a = s.create_network(net("a", None), st()).unwrap();
+        assert_eq!(a.subnet.unwrap().to_string(), "172.18.0.0/16");
+        assert_eq!(a.gateway, Some(ip("172.18.0.1")));
+        s.create_network(net("b", Some("172.19.3.0/24")), st())
+            .unwrap();
+        let c = s.create_network(net("c", None), st()).unwrap();
+        assert_eq!(c.subnet.unwrap().to_string(), "172.20.0.0/16");
+        let ids: Vec<u16> = s.networks().map(|n| n.dataplane_id.0).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len(), "dataplane ids distinct");
+    }
+
+    #[test]
+    fn overlap_names_the_other_network() {
+        let mut s = State::new();
+        let mut st = stamps();
+        s.create_network(net("a", Some("10.1.2.0/24")), st())
+            .unwrap();
+        let before = s.clone();
+        let e = s
+            .create_network(net("b", Some("10.1.0.0/16")), st())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"subnet 10.1.0.0/16 overlaps network "a" (10.1.2.0/24)"#
+        );
+        assert_eq!(s, before, "refused request changes nothing");
+    }
+
+    #[test]
+    fn create_rules() {
+        let mut s = State::with_defaults(stamps());
+        let mut st = stamps();
+        for _ in 0..3 {
+            st();
+        }
+        let err = |s: &mut State, spec, stamp| s.create_network(spec, stamp).unwrap_err();
+        assert_eq!(
+            err(&mut s, net("bridge", None), st()),
+            StateError::NameTaken("bridge".into())
+        );
+        assert_eq!(
+            err(&mut s, net("-x", None), st()),
+            StateError::InvalidName("-x".into())
+        );
+        assert_eq!(
+            err(&mut s, net("", None), st()),
+            StateError::InvalidName("".into())
+        );
+        let mut h = net("h2", None);
+        h.driver = Driver::Host;
+        assert_eq!(
+            err(&mut s, h.clone(), st()),
+            StateError::OnlyOneInstance("host")
+        );
+        h.subnet = Some("10.0.0.0/8".parse().unwrap());
+        assert_eq!(err(&mut s, h, st()), StateError::NoIpam("host"));
+        assert!(matches!(
+            err(&mut s, net("t", Some("10.0.0.0/31")), st()),
+            StateError::SubnetTooSmall(_)
+        ));
+        let mut g = net("g", None);
+        g.gateway = Some(ip("10.0.0.1"));
+        assert_eq!(
+            err(&mut s, g.clone(), st()),
+            StateError::NeedsSubnet("--gateway")
+        );
+        g.subnet = Some("10.0.0.0/24".parse().unwrap());
+        g.gateway = Some(ip("10.0.1.1"));
+        assert!(matches!(
+            err(&mut s, g.clone(), st()),
+            StateError::NotInSubnet { .. }
+        ));
+        g.gateway = Some(ip("10.0.0.255"));
+        assert!(matches!(
+            err(&mut s, g.clone(), st()),
+            StateError::NotInSubnet { .. }
+        ));
+        g.gateway = None;
+        g.ip_range = Some("10.0.0.0/23".parse().unwrap());
+        assert_eq!(
+            err(&mut s, g.clone(), st()).to_string(),
+            "ip range 10.0.0.0/23 is not a usable address of subnet 10.0.0.0/24"
+        );
+        g.ip_range = Some("10.0.1.0/25".parse().unwrap());
+        assert!(matches!(
+            err(&mut s, g.clone(), st()),
+            StateError::NotInSubnet { .. }
+        ));
+        g.ip_range = Some("10.0.0.128/25".parse().unwrap());
+        g.aux_addresses.insert("x".into(), ip("10.0.5.5"));
+        assert!(matches!(
+            err(&mut s, g.clone(), st()),
+            StateError::NotInSubnet { .. }
+        ));
+        g.aux_addresses.insert("x".into(), ip("10.0.0.5"));
+        let n = s.create_network(g, st()).unwrap();
+        assert_eq!(
+            n.gateway,
+            Some(ip("10.0.0.1")),
+            "default gateway: first host"
+        );
+        let id = n.id.clone();
+        let again = Stamp {
+            id: id.clone(),
+            created: String::new(),
+        };
+        assert_eq!(
+            err(&mut s, net("dup", None), again),
+            StateError::IdTaken(id)
+        );
+    }
+
+    #[test]
+    fn lookup_by_name_id_and_prefix() {
+        let mut s = State::new();
+        let stamp = |id: String| Stamp {
+            id,
+            created: String::new(),
+        };
+        let (id_a, id_b) = (
+            format!("ab{}", "0".repeat(62)),
+            format!("ac{}", "0".repeat(62)),
+        );
+        s.create_network(net("a", None), stamp(id_a.clone()))
+            .unwrap();
+        s.create_network(net("b", None), stamp(id_b.clone()))
+            .unwrap();
+        assert_eq!(s.network(&id_a).unwrap().spec.name, "a");
+        assert_eq!(s.network("ab").unwrap().spec.name, "a");
+        assert_eq!(s.network("ac0").unwrap().spec.name, "b");
+        assert_eq!(
+            s.network("a").unwrap().spec.name,
+            "a",
+            "name before id prefix"
+        );
+        assert_eq!(s.network("0"), Err(StateError::NoSuchNetwork("0".into())));
+        let c = s.create_network(net("c", None), stamp(format!("ba{}", "0".repeat(62))));
+        assert!(c.is_ok());
+        s.create_network(net("d", None), stamp(format!("bb{}", "0".repeat(62))))
+            .unwrap();
+        assert_eq!(s.network("b").unwrap().spec.name, "b");
+        assert_eq!(s.network("bx"), Err(StateError::NoSuchNetwork("bx".into())));
+        assert_eq!(s.network("ba").unwrap().spec.name, "c");
+        assert_eq!(
+            s.remove_network("c").map(|n| n.spec.name),
+            Ok("c".to_string())
+        );
+        s.create_network(net("e", None), stamp(format!("bab{}", "0".repeat(61))))
+            .unwrap();
+        s.create_network(net("f", None), stamp(format!("baa{}", "0".repeat(61))))
+            .unwrap();
+        assert_eq!(
+            s.network("ba"),
+            Err(StateError::AmbiguousNetwork("ba".into()))
+        );
+        assert_eq!(s.network(""), Err(StateError::NoSuchNetwork("".into())));
+    }
+
+    #[test]
+    fn connect_allocates_and_disconnect_releases() {
+        let mut s = State::with_defaults(stamps());
+        let mut st = stamps();
+        for _ in 0..3 {
+            st();
+        }
+        let mut spec = net("a", Some("10.5.0.0/24"));
+        spec.aux_addresses.insert("r".into(), ip("10.5.0.2"));
+        s.create_network(spec, st()).unwrap();
+        let e1 = s.connect(ep("a", "one", 1), st()).unwrap().clone();
+        assert_eq!(e1.ip, ip("10.5.0.3"), "skips network, gateway and aux");
+        assert_eq!(e1.mac.to_string(), "02:42:0a:05:00:03");
+        assert_eq!(e1.sandbox_ifname, "eth0");
+        assert!(e1.host_ifname.len() <= 15 && e1.host_ifname.starts_with("sl"));
+        let mut two = ep("a", "two", 2);
+        two.ip = Some(ip("10.5.0.4"));
+        let e2 = s.connect(two, st()).unwrap().clone();
+        assert_eq!(e2.ip, ip("10.5.0.4"));
+        assert_ne!(e1.port, e2.port);
+        assert_eq!(
+            s.connect(ep("a", "three", 3), st()).unwrap().ip,
+            ip("10.5.0.5")
+        );
+        let e4 = s.connect(ep("bridge", "one", 1), st()).unwrap().clone();
+        assert_eq!(
+            e4.sandbox_ifname, "eth1",
+            "second network of the same sandbox"
+        );
+        assert_eq!(e4.ip, ip("172.17.0.2"));
+
+        let mut on_bridge = ep("bridge", "two", 2);
+        on_bridge.ip = Some(ip("172.17.0.9"));
+        assert_eq!(
+            s.connect(on_bridge.clone(), st()),
+            Err(StateError::StaticIpNeedsSubnet)
+        );
+        on_bridge.ip = None;
+        on_bridge.aliases = vec!["db".into()];
+        assert_eq!(
+            s.connect(on_bridge, st()),
+            Err(StateError::AliasOnDefaultBridge)
+        );
+        assert_eq!(s.disconnect("a", "one").unwrap().ip, ip("10.5.0.3"));
+        assert_eq!(
+            s.connect(ep("a", "four", 4), st()).unwrap().ip,
+            ip("10.5.0.3")
+        );
+        assert!(matches!(
+            s.disconnect("a", "one"),
+            Err(StateError::NoSuchEndpoint { .. })
+        ));
+        assert_eq!(
+            s.remove_network("a"),
+            Err(StateError::HasEndpoints {
+                network: "a".into(),
+                count: 3
+            })
+        );
+        for n in ["two", "three", "four"] {
+            s.disconnect("a", n).unwrap();
+        }
+        s.remove_network("a").unwrap();
+        assert_eq!(
+            s.remove_network("a"),
+            Err(StateError::NoSuchNetwork("a".into()))
+        );
+        assert_eq!(
+            s.remove_network("bridge"),
+            Err(StateError::Predefined("bridge".into()))
+        );
+    }
+
+    #[test]
+    fn connect_rules() {
+        let mut s = State::with_defaults(stamps());
+        let mut st = stamps();
+        for _ in 0..3 {
+            st();
+        }
+        s.create_network(net("a", Some("10.5.0.0/24")), st())
+            .unwrap();
+        let mut internal = net("i", Some("10.6.0.0/24"));
+        internal.internal = true;
+        s.create_network(internal, st()).unwrap();
+        s.connect(ep("a", "one", 1), st()).unwrap();
+        let before = s.clone();
+        let err = |s: &mut State, spec, stamp| s.connect(spec, stamp).unwrap_err();
+        assert_eq!(
+            err(&mut s, ep("host", "x", 9), st()),
+            StateError::CannotConnect("host".into())
+        );
+        assert_eq!(
+            err(&mut s, ep("nope", "x", 9), st()),
+            StateError::NoSuchNetwork("nope".into())
+        );
+        assert!(matches!(
+            err(&mut s, ep("a", "one", 9), st()),
+            StateError::EndpointNameTaken { .. }
+        ));
+        assert!(matches!(
+            err(&mut s, ep("a", "x", 1), st()),
+            StateError::AlreadyConnected { .. }
+        ));
+        let with_ip = |a: &str| {
+            let mut e = ep("a", "x", 9);
+            e.ip = Some(ip(a));
+            e
+        };
+        for (a, bad) in [
+            ("10.5.0.2", "in use"),
+            ("10.5.0.1", "gateway"),
+            ("10.5.0.255", "broadcast"),
+            ("10.5.0.0", "network"),
+            ("10.6.0.9", "outside"),
+        ] {
+            assert!(
+                matches!(err(&mut s, with_ip(a), st()), StateError::Ipam { .. }),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            err(&mut s, with_ip("10.5.0.2"), st()).to_string(),
+            "network a: address 10.5.0.2 is already in use; pick another --ip or leave it out"
+        );
+        let with_mac = |m: &str| {
+            let mut e = ep("a", "x", 9);
+            e.mac = Some(m.parse().unwrap());
+            e
+        };
+        assert!(matches!(
+            err(&mut s, with_mac("01:00:5e:00:00:01"), st()),
+            StateError::BadMac(_)
+        ));
+        assert!(matches!(
+            err(&mut s, with_mac("00:00:00:00:00:00"), st()),
+            StateError::BadMac(_)
+        ));
+        assert!(matches!(
+            err(&mut s, with_mac("02:42:0a:05:00:02"), st()),
+            StateError::MacInUse { .. }
+        ));
+        let mut p = ep("i", "x", 9);
+        p.publish = vec!["80:80".parse().unwrap()];
+        assert_eq!(
+            err(&mut s, p, st()),
+            StateError::PublishOnInternal("i".into())
+        );
+        assert_eq!(s, before, "refused connects change nothing");
+        let mut m = with_mac("02:00:00:00:00:01");
+        m.ip = Some(ip("10.5.0.200"));
+        let e = s.connect(m, st()).unwrap();
+        assert_eq!(e.mac.to_string(), "02:00:00:00:00:01");
+        assert_eq!(e.ip, ip("10.5.0.200"));
+    }
+
+    #[test]
+    fn interface_names_are_unique() {
+        let mut s = State::with_defaults(stamps());
+        let stamp = |id: String| Stamp {
+            id,
+            created: String::new(),
+        };
+        let a = format!("{}{}", "1".repeat(10), "0".repeat(54));
+        let b = format!("{}{}", "1".repeat(10), "2".repeat(54));
+        let e = s.connect(ep("bridge", "one", 1), stamp(a.clone())).unwrap();
+        assert_eq!(e.host_ifname, "sl1111111111");
+        assert_eq!(
+            s.connect(ep("bridge", "two", 2), stamp(b.clone())),
+            Err(StateError::IdTaken(b))
+        );
+        assert_eq!(
+            s.connect(ep("bridge", "two", 2), stamp(a.clone())),
+            Err(StateError::IdTaken(a))
+        );
+    }
+
+    #[test]
+    fn published_ports_clash_across_endpoints() {
+        let mut s = State::with_defaults(stamps());
+        let mut st = stamps();
+        for _ in 0..3 {
+            st();
+        }
+        s.create_network(net("a", None), st()).unwrap();
+        let with = |name: &str, pid, ports: &[&str]| {
+            let mut e = ep("a", name, pid);
+            e.publish = ports.iter().map(|p| p.parse().unwrap()).collect();
+            e
+        };
+        s.connect(with("web", 1, &["8080:80", "127.0.0.1:53:53/udp"]), st())
+            .unwrap();
+        let e = s
+            .connect(with("x", 2, &["1.2.3.4:8080:80"]), st())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "port 1.2.3.4:8080:80/tcp is already published by endpoint web (8080:80/tcp); pick another host port"
+        );
+        assert!(matches!(
+            s.connect(with("x", 2, &["53:53/udp"]), st()),
+            Err(StateError::PortClash { .. })
+        ));
+        assert!(matches!(
+            s.connect(with("x", 2, &["9000-9001:80", "9001:80"]), st()),
+            Err(StateError::PortClash { .. })
+        ));
+        s.connect(
+            with("x", 2, &["8080:80/udp", "127.0.0.2:53:53/udp", "8081:80"]),
+            st(),
+        )
+        .unwrap();
+        s.disconnect("a", "web").unwrap();
+        s.connect(with("y", 3, &["8080:80"]), st()).unwrap();
+    }
+
+    #[test]
+    fn from_parts_rebuilds_pools() {
+        let mut s = State::with_defaults(stamps());
+        let mut st = stamps();
+        for _ in 0..3 {
+            st();
+        }
+        s.create_network(net("a", Some("10.5.0.0/24")), st())
+            .unwrap();
+        s.connect(ep("a", "one", 1), st()).unwrap();
+        let mut r = State::from_parts(s.networks().cloned(), s.endpoints().cloned()).unwrap();
+        assert_eq!(r, s);
+        assert_eq!(
+            r.connect(ep("a", "two", 2), st()).unwrap().ip,
+            ip("10.5.0.3")
+        );
+        let dup: Vec<Endpoint> = s.endpoints().chain(s.endpoints()).cloned().collect();
+        assert!(matches!(
+            State::from_parts(s.networks().cloned(), dup),
+            Err(StateError::Ipam { .. })
+        ));
+    }
+
+    #[test]
+    fn inspect_lists_endpoints() {
+        let mut s = State::with_defaults(stamps());
+        let mut st = stamps();
+        for _ in 0..3 {
+            st();
+        }
+        s.create_network(net("a", None), st()).unwrap();
+        let e = s.connect(ep("a", "one", 1), st()).unwrap().clone();
+        let v = s.inspect("a").unwrap();
+        assert_eq!(v.containers.len(), 1);
+        assert_eq!(v.containers[&e.id].ipv4_address, "172.18.0.2/16");
+        assert!(s.inspect("bridge").unwrap().containers.is_empty());
+    }
+}

@@ -1,0 +1,336 @@
+//! The daemon's persistent state: networks and endpoints as JSON records in a redb database.
+//! Every mutation validates against the in-memory state first, then writes its records in one
+//! write transaction that is committed (durably) before the call returns; a refused request
+//! writes nothing and a crash leaves either the whole change or none of it.
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::model::{Endpoint, EndpointSpec, Network, NetworkSpec, Stamp};
+use crate::state::{State, StateError};
+
+const NETWORKS: TableDefinition<&str, &str> = TableDefinition::new("networks");
+const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("endpoints");
+
+/// Why the store refused or failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request breaks a rule; nothing was written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The database failed (open, transaction, I/O); boxed, redb's error is large.
+    #[error("state database: {0}")]
+    Db(Box<redb::Error>),
+    /// A stored record cannot be read back; the database was written by something else.
+    #[error("state database: bad {what} record {key}: {detail}")]
+    Corrupt {
+        /// `network` or `endpoint`.
+        what: &'static str,
+        /// The record's key.
+        key: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A record could not be encoded.
+    #[error("state database: cannot encode record: {0}")]
+    Encode(String),
+}
+
+fn db(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Db(Box::new(e.into()))
+}
+
+fn put<T: Serialize>(
+    txn: &WriteTransaction,
+    table: TableDefinition<&str, &str>,
+    key: &str,
+    value: &T,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_string(value).map_err(|e| StoreError::Encode(e.to_string()))?;
+    let mut t = txn.open_table(table).map_err(db)?;
+    t.insert(key, json.as_str()).map_err(db)?;
+    Ok(())
+}
+
+fn delete(
+    txn: &WriteTransaction,
+    table: TableDefinition<&str, &str>,
+    key: &str,
+) -> Result<(), StoreError> {
+    let mut t = txn.open_table(table).map_err(db)?;
+    t.remove(key).map_err(db)?;
+    Ok(())
+}
+
+fn load<T: DeserializeOwned>(
+    db_: &Database,
+    table: TableDefinition<&str, &str>,
+    what: &'static str,
+) -> Result<Vec<T>, StoreError> {
+    let txn = db_.begin_read().map_err(db)?;
+    let t = txn.open_table(table).map_err(db)?;
+    let mut out = Vec::new();
+    for item in t.iter().map_err(db)? {
+        let (k, v) = item.map_err(db)?;
+        out.push(
+            serde_json::from_str(v.value()).map_err(|e| StoreError::Corrupt {
+                what,
+                key: k.value().to_string(),
+                detail: e.to_string(),
+            })?,
+        );
+    }
+    Ok(out)
+}
+
+/// The state plus the database it is kept in.
+pub struct Store {
+    db: Database,
+    state: State,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` and loads the state; a new database (one
+    /// without tables) starts with docker's predefined networks, written in one transaction.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let database = Database::create(path).map_err(db)?;
+        let mut store = Store {
+            db: database,
+            state: State::new(),
+        };
+        let fresh = store
+            .db
+            .begin_read()
+            .map_err(db)?
+            .list_tables()
+            .map_err(db)?
+            .next()
+            .is_none();
+        store.state = if fresh {
+            let defaults = State::with_defaults(Stamp::fresh);
+            store.commit(|txn| {
+                txn.open_table(ENDPOINTS).map_err(db)?;
+                for n in defaults.networks() {
+                    put(txn, NETWORKS, &n.id, n)?;
+                }
+                Ok(())
+            })?;
+            defaults
+        } else {
+            let networks: Vec<Network> = load(&store.db, NETWORKS, "network")?;
+            let endpoints: Vec<Endpoint> = load(&store.db, ENDPOINTS, "endpoint")?;
+            State::from_parts(networks, endpoints)?
+        };
+        Ok(store)
+    }
+
+    /// The current state (what the daemon answers queries from).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Runs `f` in one write transaction and commits it; an error from `f` aborts it.
+    fn commit(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        f(&txn)?;
+        txn.commit().map_err(db)
+    }
+
+    /// Applies `op` to a copy of the state, writes what `write` says in one transaction, and
+    /// only then makes the copy current.
+    fn mutate<T>(
+        &mut self,
+        op: impl FnOnce(&mut State) -> Result<T, StateError>,
+        write: impl FnOnce(&WriteTransaction, &T) -> Result<(), StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut next = self.state.clone();
+        let out = op(&mut next)?;
+        self.commit(|txn| write(txn, &out))?;
+        self.state = next;
+        Ok(out)
+    }
+
+    /// `docker network create`.
+    pub fn create_network(&mut self, spec: NetworkSpec) -> Result<Network, StoreError> {
+        self.mutate(
+            |s| s.create_network(spec, Stamp::fresh()).cloned(),
+            |txn, n| put(txn, NETWORKS, &n.id, n),
+        )
+    }
+
+    /// `docker network rm`.
+    pub fn remove_network(&mut self, key: &str) -> Result<Network, StoreError> {
+        self.mutate(
+            |s| s.remove_network(key),
+            |txn, n| delete(txn, NETWORKS, &n.id),
+        )
+    }
+
+    /// `docker network connect`.
+    pub fn connect(&mut self, spec: EndpointSpec) -> Result<Endpoint, StoreError> {
+        self.mutate(
+            |s| s.connect(spec, Stamp::fresh()).cloned(),
+            |txn, e| put(txn, ENDPOINTS, &e.id, e),
+        )
+    }
+
+    /// `docker network disconnect`.
+    pub fn disconnect(&mut self, network: &str, endpoint: &str) -> Result<Endpoint, StoreError> {
+        self.mutate(
+            |s| s.disconnect(network, endpoint),
+            |txn, e| delete(txn, ENDPOINTS, &e.id),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{ep, net};
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A database file in the temp dir, unique per test and run, removed on drop.
+    struct TempDb(PathBuf);
+
+    impl TempDb {
+        fn new(tag: &str) -> TempDb {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            TempDb(std::env::temp_dir().join(format!(
+                "sluice-store-{}-{tag}-{n}.redb",
+                std::process::id()
+            )))
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn file_bytes(p: &Path) -> Vec<u8> {
+        std::fs::read(p).unwrap()
+    }
+
+    #[test]
+    fn new_database_has_the_predefined_networks_and_keeps_them() {
+        let f = TempDb::new("defaults");
+        let first = Store::open(&f.0).unwrap().state().clone();
+        let names: Vec<&str> = first.networks().map(|n| n.spec.name.as_str()).collect();
+        assert_eq!(names.len(), 3);
+        for p in crate::state::PREDEFINED {
+            assert!(names.contains(&p), "{p}");
+        }
+        let again = Store::open(&f.0).unwrap().state().clone();
+        assert_eq!(again, first, "ids are not regenerated on reopen");
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let f = TempDb::new("reopen");
+        let saved = {
+            let mut s = Store::open(&f.0).unwrap();
+            s.create_network(net("a", Some("10.7.0.0/24"))).unwrap();
+            s.create_network(net("b", None)).unwrap();
+            let mut web = ep("a", "web", 1);
+            web.publish = vec!["8080:80".parse().unwrap()];
+            web.mac = Some("02:00:00:00:00:07".parse().unwrap());
+            s.connect(web).unwrap();
+            s.connect(ep("a", "db", 2)).unwrap();
+            s.connect(ep("b", "x", 3)).unwrap();
+            s.disconnect("a", "db").unwrap();
+            s.remove_network("b").unwrap_err();
+            s.disconnect("b", "x").unwrap();
+            s.remove_network("b").unwrap();
+            s.state().clone()
+        };
+        let s = Store::open(&f.0).unwrap();
+        assert_eq!(s.state(), &saved);
+        assert_eq!(s.state().endpoints().count(), 1);
+        let web = s.state().endpoints().next().unwrap();
+        assert_eq!(web.mac.to_string(), "02:00:00:00:00:07");
+        assert_eq!(web.spec.publish[0].to_string(), "8080:80/tcp");
+        assert!(s.state().networks().all(|n| n.spec.name != "b"));
+    }
+
+    #[test]
+    fn reopened_ipam_continues_where_it_was() {
+        let f = TempDb::new("ipam");
+        {
+            let mut s = Store::open(&f.0).unwrap();
+            s.create_network(net("a", Some("10.7.0.0/24"))).unwrap();
+            assert_eq!(
+                s.connect(ep("a", "one", 1)).unwrap().ip.to_string(),
+                "10.7.0.2"
+            );
+        }
+        let mut s = Store::open(&f.0).unwrap();
+        assert_eq!(
+            s.connect(ep("a", "two", 2)).unwrap().ip.to_string(),
+            "10.7.0.3"
+        );
+    }
+
+    #[test]
+    fn refused_requests_write_nothing() {
+        let f = TempDb::new("refused");
+        let before = {
+            let mut s = Store::open(&f.0).unwrap();
+            s.create_network(net("a", Some("10.1.2.0/24"))).unwrap();
+            s.connect(ep("a", "one", 1)).unwrap();
+            s.state().clone()
+        };
+        {
+            let mut s = Store::open(&f.0).unwrap();
+            let bytes = file_bytes(&f.0);
+            let e = s.create_network(net("b", Some("10.1.0.0/16"))).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                r#"subnet 10.1.0.0/16 overlaps network "a" (10.1.2.0/24)"#
+            );
+            assert!(matches!(
+                s.connect(ep("a", "one", 2)),
+                Err(StoreError::State(StateError::EndpointNameTaken { .. }))
+            ));
+            assert!(s.disconnect("a", "nope").is_err());
+            assert!(s.remove_network("a").is_err());
+            assert!(s.remove_network("bridge").is_err());
+            assert_eq!(s.state(), &before);
+            assert!(file_bytes(&f.0) == bytes, "refused requests wrote");
+            s.create_network(net("b", None)).unwrap();
+            assert!(file_bytes(&f.0) != bytes, "an accepted request writes");
+            s.remove_network("b").unwrap();
+        }
+        assert_eq!(Store::open(&f.0).unwrap().state(), &before);
+    }
+
+    #[test]
+    fn corrupt_records_are_reported() {
+        let f = TempDb::new("corrupt");
+        drop(Store::open(&f.0).unwrap());
+        {
+            let d = Database::create(&f.0).unwrap();
+            let txn = d.begin_write().unwrap();
+            txn.open_table(NETWORKS)
+                .unwrap()
+                .insert("k", "{not json")
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        match Store::open(&f.0) {
+            Err(StoreError::Corrupt { what, key, .. }) => {
+                assert_eq!((what, key.as_str()), ("network", "k"));
+            }
+            Err(e) => panic!("unexpected {e}"),
+            Ok(_) => panic!("opened a corrupt database"),
+        }
+    }
+}
