@@ -960,6 +960,8 @@ mod tests {
         );
         assert_eq!(skipped.len(), 3);
         assert_eq!(skipped[2], "ovs: nat n/a for this peer's shape (bridge)");
+        // The report finds the shape from the name alone: both must agree.
+        assert!(p.iter().all(|p| p.kind.shape() == Shape::of_peer(&p.name)));
         // ovs needs all of its tools.
         let (_, skipped) =
             resolve_peers(&names("ovs"), &[TestKind::Tcp], &sl, |t| t != "ovsdb-tool").unwrap();

@@ -311,9 +311,9 @@ mod tests {
         assert_eq!(p[pos("-g") + 1], HOST_GW.to_string());
         assert_eq!(p[pos("-U") + 1], "none");
         assert!(p.contains(&"-f".to_string()), "stays in the foreground");
-        let e = ovs_env("/tmp/d");
+        let e = ovs_env("ovs-dir");
         assert_eq!(e[0], "env");
-        assert!(e[1..].iter().all(|v| v.ends_with("=/tmp/d")));
+        assert!(e[1..].iter().all(|v| v.ends_with("=ovs-dir")));
         assert_eq!(e.len(), 5);
     }
 }
