@@ -1,7 +1,7 @@
 //! `sluice-e2e-bench`: docker's default network built in namespaces once per peer (kernel
-//! bridge + iptables, sluice) and measured alternately; prints a table, and appends it to
-//! RESULTS.md or writes `results.json`, `results.md` and SVG charts into `--output DIR`.
-//! `sluice bench` runs this binary.
+//! bridge + iptables, sluice; OVS, slirp4netns and pasta on their own shapes) and measured
+//! alternately; prints a table, and appends it to RESULTS.md or writes `results.json`,
+//! `results.md` and SVG charts into `--output DIR`. `sluice bench` runs this binary.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -33,7 +33,8 @@ struct Args {
     #[arg(long)]
     sluice_bin: Option<PathBuf>,
     /// Peers to measure, in order: kernel, sluice, iptables-nat (the kernel's NAT path: takes
-    /// the nat rows), slirp4netns, pasta, ovs (not implemented yet: listed as skipped).
+    /// the nat rows), slirp4netns and pasta (namespace <-> host), ovs (userspace datapath,
+    /// bridge tests); a peer whose tool is missing is listed as skipped.
     #[arg(
         long,
         alias = "forwarders",

@@ -1,17 +1,20 @@
-//! Runs the benchmark: builds one docker-like topology per forwarder, starts the servers, then
-//! measures every metric on every forwarder alternately, run after run.
+//! Runs the benchmark: builds one topology per peer (docker-like, OVS bridge, namespace <->
+//! host), starts the servers, then measures every metric on every peer alternately, run after
+//! run.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use sluice_control::lab::{DockerLike, DockerLikeSpec, Forwarder, Publish, SluiceLaunch, OUTSIDE};
+use sluice_control::lab::{
+    DockerLike, DockerLikeSpec, Forwarder, Lab, Publish, SluiceLaunch, OUTSIDE,
+};
 use sluice_dataplane::config::L4Proto;
 
 use super::parse;
-use super::report::{cell, Row, RunInfo};
-use super::{metrics, CpuUse, Metric, Sample, TestKind};
+use super::report::{cell, Cell, Row, RunInfo};
+use super::{metrics, shapes, CpuUse, Metric, Sample, Shape, TestKind};
 
 /// The port every iperf3 server listens on (in a, b and outside).
 const IPERF_PORT: u16 = 5201;
@@ -37,13 +40,36 @@ pub struct Plan {
     pub peers: Vec<Peer>,
 }
 
-/// One column of the report: a forwarder and the test groups it is measured on.
+/// What a peer is and which topology it gets.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PeerKind {
+    /// A forwarder of the docker-like topology (kernel bridge + iptables, or sluice).
+    Docker(Forwarder),
+    /// slirp4netns between a namespace and its host.
+    Slirp4netns,
+    /// pasta between a namespace and its host.
+    Pasta,
+    /// Open vSwitch's userspace datapath bridging two endpoints.
+    Ovs,
+}
+
+impl PeerKind {
+    /// The topology the peer is measured on.
+    pub fn shape(&self) -> Shape {
+        match self {
+            PeerKind::Slirp4netns | PeerKind::Pasta => Shape::NsHost,
+            PeerKind::Docker(_) | PeerKind::Ovs => Shape::Bridge,
+        }
+    }
+}
+
+/// One column of the report: a peer and the test groups it is measured on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Peer {
-    /// Column name ("kernel", "sluice", "iptables-nat").
+    /// Column name ("kernel", "sluice", "iptables-nat", "slirp4netns", "pasta", "ovs").
     pub name: String,
-    /// Who forwards in the docker-like topology.
-    pub forwarder: Forwarder,
+    /// What forwards, on which topology.
+    pub kind: PeerKind,
     /// The test groups this peer runs (a subset of the plan's).
     pub tests: Vec<TestKind>,
 }
@@ -58,16 +84,33 @@ pub const PEER_NAMES: [&str; 6] = [
     "ovs",
 ];
 
-/// Peers whose topology is not written yet: name, the tool they need, its Debian package.
-const NOT_YET: [(&str, &str, &str); 3] = [
-    ("slirp4netns", "slirp4netns", "slirp4netns"),
-    ("pasta", "pasta", "passt"),
-    ("ovs", "ovs-vswitchd", "openvswitch-switch"),
+/// The optional peers outside the docker-like topology: name, kind, the tools they need and
+/// the Debian package that has them.
+const TOOL_PEERS: [(&str, PeerKind, &[&str], &str); 3] = [
+    (
+        "slirp4netns",
+        PeerKind::Slirp4netns,
+        &["slirp4netns"],
+        "slirp4netns",
+    ),
+    ("pasta", PeerKind::Pasta, &["pasta"], "passt"),
+    (
+        "ovs",
+        PeerKind::Ovs,
+        &["ovs-vswitchd", "ovsdb-server", "ovsdb-tool", "ovs-vsctl"],
+        "openvswitch-switch",
+    ),
 ];
 
-/// Resolves `--peers` names into peers, with one line per skipped peer. `kernel` and
+/// The test groups of the peers that have no NAT path of their own: OVS only bridges here,
+/// slirp4netns and pasta have no second endpoint and no uplink.
+const NO_NAT_TESTS: [TestKind; 4] = [TestKind::Tcp, TestKind::Tcp4, TestKind::Udp64, TestKind::Rr];
+
+/// Resolves `--peers` names into peers, with one line per skipped peer or test. `kernel` and
 /// `iptables-nat` are the same kernel topology: when both are asked for, the NAT rows go to
-/// `iptables-nat` (the kernel's NAT path) and `kernel` keeps the bridge rows.
+/// `iptables-nat` (the kernel's NAT path) and `kernel` keeps the bridge rows. slirp4netns,
+/// pasta and ovs run the tests that make sense on their shape; the others are listed as
+/// "n/a for this peer's shape".
 pub fn resolve_peers(
     names: &[String],
     tests: &[TestKind],
@@ -78,9 +121,9 @@ pub fn resolve_peers(
     let mut skipped = Vec::new();
     let with_nat_peer = names.iter().any(|n| n == "iptables-nat");
     for name in names {
-        let (forwarder, peer_tests): (Forwarder, Vec<TestKind>) = match name.as_str() {
+        let (kind, peer_tests): (PeerKind, Vec<TestKind>) = match name.as_str() {
             "kernel" => (
-                Forwarder::Kernel,
+                PeerKind::Docker(Forwarder::Kernel),
                 tests
                     .iter()
                     .copied()
@@ -88,22 +131,43 @@ pub fn resolve_peers(
                     .collect(),
             ),
             "iptables-nat" => (
-                Forwarder::Kernel,
+                PeerKind::Docker(Forwarder::Kernel),
                 tests
                     .iter()
                     .copied()
                     .filter(|t| *t == TestKind::Nat)
                     .collect(),
             ),
-            "sluice" => (Forwarder::Sluice(sluice.clone()), tests.to_vec()),
-            other => match NOT_YET.iter().find(|(n, _, _)| *n == other) {
-                Some((n, tool, pkg)) => {
-                    skipped.push(if has(tool) {
-                        format!("{n}: skipped, not implemented yet")
-                    } else {
-                        format!("{n}: skipped, {tool} is not installed (apt-get install {pkg})")
-                    });
-                    continue;
+            "sluice" => (
+                PeerKind::Docker(Forwarder::Sluice(sluice.clone())),
+                tests.to_vec(),
+            ),
+            other => match TOOL_PEERS.iter().find(|(n, ..)| *n == other) {
+                Some((n, kind, tools, pkg)) => {
+                    if let Some(tool) = tools.iter().find(|t| !has(t)) {
+                        skipped.push(format!(
+                            "{n}: skipped, {tool} is not installed (apt-get install {pkg})"
+                        ));
+                        continue;
+                    }
+                    let na: Vec<&str> = tests
+                        .iter()
+                        .filter(|t| !NO_NAT_TESTS.contains(t))
+                        .map(|t| t.name())
+                        .collect();
+                    let own: Vec<TestKind> = tests
+                        .iter()
+                        .copied()
+                        .filter(|t| NO_NAT_TESTS.contains(t))
+                        .collect();
+                    if !na.is_empty() && !own.is_empty() {
+                        skipped.push(format!(
+                            "{n}: {} n/a for this peer's shape ({})",
+                            na.join(", "),
+                            kind.shape().text()
+                        ));
+                    }
+                    (kind.clone(), own)
                 }
                 None => {
                     return Err(format!(
@@ -116,10 +180,10 @@ pub fn resolve_peers(
         if peer_tests.is_empty() {
             skipped.push(format!(
                 "{name}: skipped, none of the selected tests applies ({name} measures {})",
-                if name == "iptables-nat" {
-                    "nat"
-                } else {
-                    "the bridge tests"
+                match name.as_str() {
+                    "iptables-nat" => "nat",
+                    "kernel" => "the bridge tests",
+                    _ => "tcp, tcp4, udp64, rr",
                 }
             ));
             continue;
@@ -129,7 +193,7 @@ pub fn resolve_peers(
         }
         peers.push(Peer {
             name: name.clone(),
-            forwarder,
+            kind,
             tests: peer_tests,
         });
     }
@@ -194,17 +258,22 @@ pub fn have_tool(tool: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|d| is_exec(&d.join(tool))))
 }
 
-/// Why `forwarder` cannot be measured here, if it cannot.
-pub fn forwarder_unavailable(forwarder: &Forwarder) -> Option<String> {
-    match forwarder {
-        Forwarder::Kernel => (!have_tool("iptables"))
-            .then(|| "kernel: skipped, iptables is not installed".to_string()),
-        Forwarder::Sluice(l) => (!have_tool(&l.bin.to_string_lossy())).then(|| {
-            format!(
-                "sluice: skipped, {} is not an executable (build it or pass --sluice-bin)",
-                l.bin.display()
-            )
-        }),
+/// Why the peer `name` of `kind` cannot be measured here, if it cannot (the tools of
+/// slirp4netns, pasta and ovs are checked when the peers are resolved).
+pub fn peer_unavailable(name: &str, kind: &PeerKind) -> Option<String> {
+    match kind {
+        PeerKind::Docker(Forwarder::Kernel) => {
+            (!have_tool("iptables")).then(|| format!("{name}: skipped, iptables is not installed"))
+        }
+        PeerKind::Docker(Forwarder::Sluice(l)) => {
+            (!have_tool(&l.bin.to_string_lossy())).then(|| {
+                format!(
+                    "{name}: skipped, {} is not an executable (build it or pass --sluice-bin)",
+                    l.bin.display()
+                )
+            })
+        }
+        PeerKind::Slirp4netns | PeerKind::Pasta | PeerKind::Ovs => None,
     }
 }
 
@@ -245,9 +314,16 @@ fn select_metrics(
     (out, udp)
 }
 
-/// One forwarder's topology with its servers running.
+/// One peer's topology with its servers running.
 struct Bed {
-    topo: DockerLike,
+    /// The namespaces and processes (dropping it removes everything).
+    lab: Lab,
+    /// Addresses of the bridge shape (also used for the OVS bridge).
+    spec: DockerLikeSpec,
+    /// The forwarding process (sluice, slirp4netns, pasta, ovs-vswitchd); None for the kernel.
+    pid: Option<u32>,
+    /// The topology.
+    shape: Shape,
 }
 
 fn spec() -> DockerLikeSpec {
@@ -264,72 +340,143 @@ fn spec() -> DockerLikeSpec {
     }
 }
 
+/// The servers a bed needs: (namespace, command, port it listens on).
+type Server = (&'static str, Vec<String>, u16);
+
+fn servers(shape: Shape, spec: &DockerLikeSpec, metrics: &[Metric]) -> Vec<Server> {
+    let iperf = have_tool("iperf3") && metrics.iter().any(|m| m.unit != super::Unit::Us);
+    let rr = metrics.iter().any(|m| m.unit == super::Unit::Us);
+    let nat = metrics
+        .iter()
+        .any(|m| TestKind::of(m) == Some(TestKind::Nat));
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let ip_port = IPERF_PORT.to_string();
+    let sp_tcp = SP_TCP_PORT.to_string();
+    let sp_udp = SP_UDP_PORT.to_string();
+    let mut out: Vec<Server> = Vec::new();
+    // (namespace, address the sockperf servers bind, TCP sockperf, UDP sockperf)
+    let places: Vec<(&'static str, String, bool, bool)> = match shape {
+        Shape::NsHost => vec![(shapes::HOST, "127.0.0.1".into(), true, true)],
+        Shape::Bridge => {
+            let mut p = vec![
+                ("a", spec.endpoint_ip(0).to_string(), nat, false),
+                ("b", spec.endpoint_ip(1).to_string(), true, true),
+            ];
+            if nat {
+                p.push((OUTSIDE, spec.outside_ip().to_string(), true, false));
+            }
+            p
+        }
+    };
+    for (ns, ip, sp_tcp_on, sp_udp_on) in places {
+        if iperf {
+            let mut cmd = v(&["iperf3", "-s", "-p", &ip_port]);
+            if shape == Shape::NsHost {
+                cmd.extend(v(&["-B", &ip]));
+            }
+            out.push((ns, cmd, IPERF_PORT));
+        }
+        if rr && sp_tcp_on {
+            out.push((
+                ns,
+                v(&["sockperf", "sr", "--tcp", "-i", &ip, "-p", &sp_tcp]),
+                SP_TCP_PORT,
+            ));
+        }
+        if rr && sp_udp_on {
+            out.push((
+                ns,
+                v(&["sockperf", "sr", "-i", &ip, "-p", &sp_udp]),
+                SP_UDP_PORT,
+            ));
+        }
+    }
+    out
+}
+
 impl Bed {
     fn build(peer: &Peer, metrics: &[Metric]) -> Result<Bed, String> {
-        let tag = match (peer.name.as_str(), &peer.forwarder) {
-            ("iptables-nat", _) => "bn",
-            (_, Forwarder::Kernel) => "bk",
-            (_, Forwarder::Sluice(_)) => "bs",
-        };
-        let mut topo =
-            DockerLike::build(tag, spec(), peer.forwarder.clone()).map_err(|e| e.to_string())?;
-        let a = topo.ip("a").map_err(|e| e.to_string())?.to_string();
-        let b = topo.ip("b").map_err(|e| e.to_string())?.to_string();
-        let o = topo.spec.outside_ip().to_string();
-        let iperf = have_tool("iperf3") && metrics.iter().any(|m| m.unit != super::Unit::Us);
-        let rr = metrics.iter().any(|m| m.unit == super::Unit::Us);
-        let mut servers: Vec<(&str, Vec<String>, u16)> = Vec::new();
-        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let ip_port = IPERF_PORT.to_string();
-        let sp_tcp = SP_TCP_PORT.to_string();
-        let sp_udp = SP_UDP_PORT.to_string();
-        for ns in ["a", "b", OUTSIDE] {
-            if iperf {
-                servers.push((ns, v(&["iperf3", "-s", "-p", &ip_port]), IPERF_PORT));
-            }
-            if rr {
-                let ip = match ns {
-                    "a" => &a,
-                    "b" => &b,
-                    _ => &o,
+        let err = |e: sluice_control::lab::LabError| e.to_string();
+        let spec = spec();
+        let mut bed = match &peer.kind {
+            PeerKind::Docker(forwarder) => {
+                let tag = match (peer.name.as_str(), forwarder) {
+                    ("iptables-nat", _) => "bn",
+                    (_, Forwarder::Kernel) => "bk",
+                    (_, Forwarder::Sluice(_)) => "bs",
                 };
-                servers.push((
-                    ns,
-                    v(&["sockperf", "sr", "--tcp", "-i", ip, "-p", &sp_tcp]),
-                    SP_TCP_PORT,
-                ));
-                if ns == "b" {
-                    servers.push((
-                        ns,
-                        v(&["sockperf", "sr", "-i", ip, "-p", &sp_udp]),
-                        SP_UDP_PORT,
-                    ));
+                let topo = DockerLike::build(tag, spec, forwarder.clone()).map_err(err)?;
+                let DockerLike {
+                    lab,
+                    spec,
+                    forwarder_pid,
+                    ..
+                } = topo;
+                Bed {
+                    lab,
+                    spec,
+                    pid: forwarder_pid,
+                    shape: Shape::Bridge,
                 }
             }
-        }
+            kind => {
+                let tag = match kind {
+                    PeerKind::Slirp4netns => "bh",
+                    PeerKind::Pasta => "bp",
+                    _ => "bo",
+                };
+                let mut lab = Lab::new(tag).map_err(err)?;
+                let pid = match kind {
+                    PeerKind::Slirp4netns => shapes::slirp4netns(&mut lab)?,
+                    PeerKind::Pasta => shapes::pasta(&mut lab)?,
+                    _ => shapes::ovs_bridge(&mut lab, &spec)?,
+                };
+                Bed {
+                    lab,
+                    spec,
+                    pid: Some(pid),
+                    shape: kind.shape(),
+                }
+            }
+        };
+        let servers = servers(bed.shape, &bed.spec, metrics);
         for (i, (ns, args, _)) in servers.iter().enumerate() {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            topo.lab
+            bed.lab
                 .spawn(ns, &args, &format!("srv{i}-{ns}-{}", args[0]))
-                .map_err(|e| e.to_string())?;
+                .map_err(err)?;
         }
         for (ns, _, port) in &servers {
-            topo.lab
+            bed.lab
                 .wait_listen(ns, *port, Duration::from_secs(10))
-                .map_err(|e| e.to_string())?;
+                .map_err(err)?;
         }
-        // Warm-up: ARP / FDB entries on every path used.
-        let warm = [("a", b.as_str()), ("a", o.as_str()), ("b", a.as_str())];
-        for (ns, ip) in warm {
-            topo.lab
-                .exec(ns, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "-q", ip])
-                .map_err(|e| format!("warm-up ping {ns} -> {ip}: {e}"))?;
+        if bed.shape == Shape::Bridge {
+            // Warm-up: ARP / FDB entries on every path used.
+            let (a, b) = (bed.spec.endpoint_ip(0), bed.spec.endpoint_ip(1));
+            let mut warm = vec![("a", b.to_string()), ("b", a.to_string())];
+            if bed.lab.namespaces().iter().any(|n| n == OUTSIDE) {
+                warm.push(("a", bed.spec.outside_ip().to_string()));
+            }
+            for (ns, ip) in warm {
+                bed.lab
+                    .exec(ns, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "-q", &ip])
+                    .map_err(|e| format!("warm-up ping {ns} -> {ip}: {e}"))?;
+            }
         }
-        Ok(Bed { topo })
+        Ok(bed)
     }
 
     fn pid(&self) -> Option<u32> {
-        self.topo.forwarder_pid
+        self.pid
+    }
+
+    /// The address "b" of the a->b rows: endpoint b, or the host behind the tool's gateway.
+    fn target(&self) -> String {
+        match self.shape {
+            Shape::Bridge => self.spec.endpoint_ip(1).to_string(),
+            Shape::NsHost => shapes::HOST_GW.to_string(),
+        }
     }
 }
 
@@ -378,7 +525,6 @@ fn m_iperf_tcp(bed: &Bed, ns: &str, ip: &str, port: u16, streams: u32, dur: u32)
         dur.to_string(),
     );
     let o = bed
-        .topo
         .lab
         .exec_output(
             ns,
@@ -411,11 +557,7 @@ fn m_sockperf(bed: &Bed, ns: &str, ip: &str, port: u16, tcp: bool, dur: u32) -> 
         args.push("--tcp");
     }
     args.extend_from_slice(&["-i", ip, "-p", &p, "-m", "64", "-t", &d, "--full-rtt"]);
-    let o = bed
-        .topo
-        .lab
-        .exec_output(ns, &args)
-        .map_err(|e| e.to_string())?;
+    let o = bed.lab.exec_output(ns, &args).map_err(|e| e.to_string())?;
     let (out, err) = out_text(&o);
     let r = parse::sockperf(&format!("{out}\n{err}")).map_err(|e| e.to_string())?;
     let f = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.1}"));
@@ -427,7 +569,6 @@ fn m_sockperf(bed: &Bed, ns: &str, ip: &str, port: u16, tcp: bool, dur: u32) -> 
 
 fn link_counters(bed: &Bed, ns: &str) -> Result<parse::LinkCounters, String> {
     let out = bed
-        .topo
         .lab
         .ip(ns, &["-s", "-j", "link", "show", "dev", "eth0"])
         .map_err(|e| e.to_string())?;
@@ -435,11 +576,17 @@ fn link_counters(bed: &Bed, ns: &str) -> Result<parse::LinkCounters, String> {
 }
 
 fn m_udp64(bed: &Bed, gen: UdpGen, dur: u32) -> Measured {
-    let spec = &bed.topo.spec;
-    let b_ip = spec.endpoint_ip(1).to_string();
+    let spec = &bed.spec;
+    let b_ip = bed.target();
+    // trafgen writes frames addressed to endpoint b's MAC: only the bridge shape has one.
+    let gen = if bed.shape == Shape::NsHost {
+        UdpGen::Iperf3
+    } else {
+        gen
+    };
     match gen {
         UdpGen::Trafgen => {
-            let cfg = bed.topo.lab.dir().join("udp64.trafgen");
+            let cfg = bed.lab.dir().join("udp64.trafgen");
             let text = format!(
                 "{{ eth(da={}, sa={}, type=0x0800), ipv4(saddr={}, daddr={b_ip}, ttl=64), \
                  udp(sp=40000, dp=9), fill(0x41, 64) }}\n",
@@ -453,7 +600,6 @@ fn m_udp64(bed: &Bed, gen: UdpGen, dur: u32) -> Measured {
             let r0 = link_counters(bed, "b")?;
             let t0 = Instant::now();
             let o = bed
-                .topo
                 .lab
                 .exec_output(
                     "a",
@@ -494,7 +640,6 @@ fn m_udp64(bed: &Bed, gen: UdpGen, dur: u32) -> Measured {
                 dur.to_string(),
             );
             let o = bed
-                .topo
                 .lab
                 .exec_output(
                     "a",
@@ -515,8 +660,8 @@ fn m_udp64(bed: &Bed, gen: UdpGen, dur: u32) -> Measured {
 }
 
 fn measure(bed: &Bed, m: Metric, gen: UdpGen, dur: u32) -> Measured {
-    let spec = &bed.topo.spec;
-    let b = spec.endpoint_ip(1).to_string();
+    let spec = &bed.spec;
+    let b = bed.target();
     let o = spec.outside_ip().to_string();
     let up = spec.uplink_ip().addr.to_string();
     match m {
@@ -585,8 +730,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool, mut progress: impl FnMut(Progress)) -
     }
     let mut beds: Vec<(&Peer, Bed)> = Vec::new();
     for p in &plan.peers {
-        if let Some(why) = forwarder_unavailable(&p.forwarder) {
-            let why = why.replacen(p.forwarder.name(), &p.name, 1);
+        if let Some(why) = peer_unavailable(&p.name, &p.kind) {
             progress(Progress::Line(&why));
             skipped.push(why);
             continue;
@@ -653,12 +797,12 @@ pub fn run(plan: &Plan, stop: &AtomicBool, mut progress: impl FnMut(Progress)) -
                 for (oi, (_, other)) in beds.iter().enumerate() {
                     if oi != bi {
                         if let Some(pid) = other.pid() {
-                            other.topo.lab.pause(pid);
+                            other.lab.pause(pid);
                         }
                     }
                 }
                 if let Some(pid) = bed.pid() {
-                    bed.topo.lab.resume(pid);
+                    bed.lab.resume(pid);
                 }
                 let background = settle(hz);
                 let mut s = measure_with_cpu(bed, *m, gen, plan.duration, hz);
@@ -682,7 +826,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool, mut progress: impl FnMut(Progress)) -
     }
     for (_, bed) in &beds {
         if let Some(pid) = bed.pid() {
-            bed.topo.lab.resume(pid);
+            bed.lab.resume(pid);
         }
     }
     let rows = metrics
@@ -690,7 +834,14 @@ pub fn run(plan: &Plan, stop: &AtomicBool, mut progress: impl FnMut(Progress)) -
         .zip(samples)
         .map(|(m, per_bed)| Row {
             metric: *m,
-            cells: per_bed.iter().map(|s| cell(s)).collect(),
+            cells: per_bed
+                .iter()
+                .zip(&beds)
+                .map(|(s, (p, _))| Cell {
+                    na: !applies(p, m),
+                    ..cell(s)
+                })
+                .collect(),
         })
         .collect();
     let forwarders = beds.iter().map(|(p, _)| p.name.clone()).collect();
@@ -766,13 +917,9 @@ mod tests {
         assert_eq!(p[0].tests, TestKind::ALL.to_vec());
         assert!(skipped.is_empty());
 
-        let (p, skipped) = resolve_peers(
-            &names("kernel,sluice,iptables-nat,slirp4netns,pasta,ovs"),
-            &[TestKind::Tcp, TestKind::Nat],
-            &sl,
-            |t| t == "pasta",
-        )
-        .unwrap();
+        let all = names("kernel,sluice,iptables-nat,slirp4netns,pasta,ovs");
+        let (p, skipped) =
+            resolve_peers(&all, &[TestKind::Tcp, TestKind::Nat], &sl, |t| t == "pasta").unwrap();
         let got: Vec<(&str, &[TestKind])> = p
             .iter()
             .map(|p| (p.name.as_str(), p.tests.as_slice()))
@@ -783,15 +930,54 @@ mod tests {
                 ("kernel", &[TestKind::Tcp][..]),
                 ("sluice", &[TestKind::Tcp, TestKind::Nat][..]),
                 ("iptables-nat", &[TestKind::Nat][..]),
+                ("pasta", &[TestKind::Tcp][..]),
             ]
         );
-        assert_eq!(p[2].forwarder, Forwarder::Kernel);
+        assert_eq!(p[2].kind, PeerKind::Docker(Forwarder::Kernel));
+        assert_eq!(p[3].kind, PeerKind::Pasta);
         assert_eq!(
             skipped,
             vec![
                 "slirp4netns: skipped, slirp4netns is not installed (apt-get install slirp4netns)",
-                "pasta: skipped, not implemented yet",
+                "pasta: nat n/a for this peer's shape (namespace <-> host)",
                 "ovs: skipped, ovs-vswitchd is not installed (apt-get install openvswitch-switch)",
+            ]
+        );
+
+        // Every tool present: the three peers run their shape's tests, NAT is n/a for them.
+        let (p, skipped) = resolve_peers(&all, &TestKind::ALL, &sl, |_| true).unwrap();
+        let shaped: Vec<(&str, Shape, &[TestKind])> = p[3..]
+            .iter()
+            .map(|p| (p.name.as_str(), p.kind.shape(), p.tests.as_slice()))
+            .collect();
+        assert_eq!(
+            shaped,
+            vec![
+                ("slirp4netns", Shape::NsHost, &NO_NAT_TESTS[..]),
+                ("pasta", Shape::NsHost, &NO_NAT_TESTS[..]),
+                ("ovs", Shape::Bridge, &NO_NAT_TESTS[..]),
+            ]
+        );
+        assert_eq!(skipped.len(), 3);
+        assert_eq!(skipped[2], "ovs: nat n/a for this peer's shape (bridge)");
+        // The report finds the shape from the name alone: both must agree.
+        assert!(p.iter().all(|p| p.kind.shape() == Shape::of_peer(&p.name)));
+        // ovs needs all of its tools.
+        let (_, skipped) =
+            resolve_peers(&names("ovs"), &[TestKind::Tcp], &sl, |t| t != "ovsdb-tool").unwrap();
+        assert_eq!(
+            skipped,
+            vec!["ovs: skipped, ovsdb-tool is not installed (apt-get install openvswitch-switch)"]
+        );
+        // Only NAT asked: nothing left for a peer without a NAT path.
+        let (p, skipped) =
+            resolve_peers(&names("slirp4netns"), &[TestKind::Nat], &sl, |_| true).unwrap();
+        assert!(p.is_empty());
+        assert_eq!(
+            skipped,
+            vec![
+                "slirp4netns: skipped, none of the selected tests applies (slirp4netns measures \
+                 tcp, tcp4, udp64, rr)"
             ]
         );
 
@@ -814,12 +1000,13 @@ mod tests {
 
     #[test]
     fn missing_sluice_binary_is_a_reason_not_a_panic() {
-        let f = Forwarder::Sluice(sluice_control::lab::SluiceLaunch::new(
+        let f = PeerKind::Docker(Forwarder::Sluice(SluiceLaunch::new(
             "does-not-exist/sluice",
-        ));
-        assert!(forwarder_unavailable(&f)
+        )));
+        assert!(peer_unavailable("sluice", &f)
             .unwrap()
             .starts_with("sluice: skipped"));
+        assert_eq!(peer_unavailable("ovs", &PeerKind::Ovs), None);
         assert!(have_tool("sh"));
         assert!(!have_tool("no-such-tool-here"));
     }

@@ -1,13 +1,16 @@
-//! The end-to-end benchmark: docker's default network built twice in namespaces (kernel bridge +
-//! iptables, and sluice), measured alternately with iperf3, trafgen and sockperf.
+//! The end-to-end benchmark: docker's default network built in namespaces once per peer (kernel
+//! bridge + iptables, sluice), OVS's userspace datapath on the same bridge shape, slirp4netns
+//! and pasta on their own namespace <-> host shape; measured alternately with iperf3, trafgen
+//! and sockperf.
 //!
 //! `parse` and `report` are pure (unit-tested on recorded tool outputs); `harness` drives the
-//! tools inside the lab's namespaces.
+//! tools inside the lab's namespaces, `shapes` builds the topologies of the optional peers.
 
 pub mod harness;
 pub mod output;
 pub mod parse;
 pub mod report;
+pub mod shapes;
 
 /// A group of measurements selected with `--tests`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,6 +79,37 @@ impl std::str::FromStr for TestKind {
             .into_iter()
             .find(|k| k.name() == s)
             .ok_or_else(|| format!("unknown test {s:?} (expected tcp, tcp4, udp64, rr, nat)"))
+    }
+}
+
+/// The topology a peer is measured on: its rows are comparable with the other peers of the
+/// same shape only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Two endpoints behind a forwarder (kernel bridge, sluice, OVS): "a->b" is endpoint to
+    /// endpoint, the NAT rows go through the forwarder's uplink.
+    Bridge,
+    /// One namespace connected to its host by a user-mode network stack (slirp4netns, pasta):
+    /// "a->b" is the namespace to a server on the host's loopback, reached through the
+    /// stack's gateway address.
+    NsHost,
+}
+
+impl Shape {
+    /// The shape of a peer, by its `--peers` name.
+    pub fn of_peer(name: &str) -> Shape {
+        match name {
+            "slirp4netns" | "pasta" => Shape::NsHost,
+            _ => Shape::Bridge,
+        }
+    }
+
+    /// How reports name the shape.
+    pub fn text(self) -> &'static str {
+        match self {
+            Shape::Bridge => "bridge",
+            Shape::NsHost => "namespace <-> host",
+        }
     }
 }
 
@@ -223,6 +257,15 @@ mod tests {
             assert!(k.metrics().iter().all(|m| TestKind::of(m) == Some(k)));
         }
         assert!("udp".parse::<TestKind>().is_err());
+    }
+
+    #[test]
+    fn shapes_of_peers() {
+        assert_eq!(Shape::of_peer("slirp4netns"), Shape::NsHost);
+        assert_eq!(Shape::of_peer("pasta"), Shape::NsHost);
+        for p in ["kernel", "sluice", "iptables-nat", "ovs"] {
+            assert_eq!(Shape::of_peer(p), Shape::Bridge);
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::report::{baseline, ratio, results_section, Cell, Row, RunInfo};
-use super::{CpuUse, TestKind};
+use super::report::{baseline, ratio, reference, results_section, Cell, Row, RunInfo};
+use super::{CpuUse, Shape, TestKind};
 
 /// Everything one benchmark run produced, as the output files need it.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +51,7 @@ fn cell_json(peer: &str, c: &Cell, base: Option<&Cell>) -> Value {
         .collect();
     json!({
         "peer": peer,
+        "shape": Shape::of_peer(peer).text(),
         "median": c.stats.map(|s| s.median),
         "min": c.stats.map(|s| s.min),
         "max": c.stats.map(|s| s.max),
@@ -63,8 +64,10 @@ fn cell_json(peer: &str, c: &Cell, base: Option<&Cell>) -> Value {
     })
 }
 
-/// `results.json`: per test group, per metric, per measured peer: every sample, the median,
-/// min and max, the ratio to the row's baseline (the kernel path) and the CPU use.
+/// `results.json`: per test group, per metric, per measured peer: its shape, every sample, the
+/// median, min and max, `ratio_to_baseline`: the ratio to its reference (the row's baseline, the kernel path, for
+/// the bridge shape; the kernel bridge for a namespace <-> host peer where comparable, else
+/// null) and the CPU use.
 pub fn json(r: &Results) -> Value {
     let mut tests: Vec<Value> = Vec::new();
     for kind in TestKind::ALL {
@@ -78,8 +81,12 @@ pub fn json(r: &Results) -> Value {
                     .peers
                     .iter()
                     .zip(&row.cells)
-                    .filter(|(_, c)| c.runs > 0)
-                    .map(|(p, c)| cell_json(p, c, base.and_then(|b| row.cells.get(b))))
+                    .enumerate()
+                    .filter(|(_, (_, c))| c.runs > 0)
+                    .map(|(i, (p, c))| {
+                        let reference = reference(r.peers, row, i).and_then(|b| row.cells.get(b));
+                        cell_json(p, c, reference)
+                    })
                     .collect();
                 json!({
                     "metric": row.metric.name,
@@ -196,6 +203,25 @@ pub fn svg(kind: TestKind, peers: &[String], rows: &[Row]) -> Option<String> {
     }
     let mut body = String::new();
     let mut y = 40.0;
+    let host: Vec<&str> = peers
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| {
+            Shape::of_peer(p) == Shape::NsHost
+                && rows
+                    .iter()
+                    .any(|r| r.cells.get(*i).is_some_and(|c| c.runs > 0))
+        })
+        .map(|(_, p)| p.as_str())
+        .collect();
+    if !host.is_empty() {
+        let _ = writeln!(
+            body,
+            r#"<text class="note" x="10" y="42" font-size="11">{}: namespace -&gt; host loopback (their own shape); the others: endpoint a -&gt; endpoint b</text>"#,
+            xml_escape(&host.join(", "))
+        );
+        y += 12.0;
+    }
     let runs = rows
         .iter()
         .flat_map(|r| r.cells.iter().map(|c| c.runs))
@@ -552,7 +578,7 @@ mod tests {
     fn json_has_samples_medians_ratios_and_cpu() {
         let (peers, rows) = recorded();
         let i = info();
-        let skipped = vec!["ovs: skipped, not implemented yet".to_string()];
+        let skipped = vec!["ovs: skipped, ovs-vswitchd is not installed".to_string()];
         let v = json(&Results {
             info: &i,
             peers: &peers,
@@ -561,7 +587,10 @@ mod tests {
             interrupted: false,
         });
         assert_eq!(v["peers"][2], "iptables-nat");
-        assert_eq!(v["skipped"][0], "ovs: skipped, not implemented yet");
+        assert_eq!(
+            v["skipped"][0],
+            "ovs: skipped, ovs-vswitchd is not installed"
+        );
         assert_eq!(v["machine"]["nproc"], 2);
         let tests = v["tests"].as_array().unwrap();
         let names: Vec<&str> = tests.iter().map(|t| t["test"].as_str().unwrap()).collect();
@@ -587,6 +616,48 @@ mod tests {
         assert_eq!(nat["baseline"], "iptables-nat");
         let r = nat["peers"][0]["ratio_to_baseline"].as_f64().unwrap();
         assert!((r - 12.7 / 15.4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn other_shapes_in_json_svg_and_text() {
+        let peers: Vec<String> = ["kernel", "sluice", "slirp4netns", "ovs"]
+            .map(String::from)
+            .to_vec();
+        let row = |metric, v: [f64; 4]| Row {
+            metric,
+            cells: v.iter().map(|x| cell(&[s(Ok(*x))])).collect(),
+        };
+        let rows = vec![
+            row(metrics::TCP1, [10.0, 8.0, 2.0, 4.0]),
+            row(metrics::UDP64, [200.0, 300.0, 80.0, 150.0]),
+        ];
+        let i = info();
+        let r = Results {
+            info: &i,
+            peers: &peers,
+            rows: &rows,
+            skipped: &["slirp4netns: nat n/a for this peer's shape (namespace <-> host)".into()],
+            interrupted: false,
+        };
+        let v = json(&r);
+        let tcp = &v["tests"][0]["metrics"][0];
+        assert_eq!(tcp["baseline"], "kernel");
+        assert_eq!(tcp["peers"][2]["shape"], "namespace <-> host");
+        assert_eq!(tcp["peers"][2]["ratio_to_baseline"], 0.2);
+        assert_eq!(tcp["peers"][3]["shape"], "bridge");
+        assert_eq!(tcp["peers"][3]["ratio_to_baseline"], 0.4);
+        let udp = &v["tests"][1]["metrics"][0];
+        assert_eq!(udp["peers"][2]["ratio_to_baseline"], Value::Null);
+        let doc = svg(TestKind::Tcp, &peers, &rows).unwrap();
+        check_xml(&doc).unwrap();
+        assert_eq!(doc.matches(r#"class="bar""#).count(), 4);
+        assert!(doc.contains(r#"class="note""#) && doc.contains(">slirp4netns: namespace"));
+        let bridge_only = svg(TestKind::Tcp, &peers[..2], &rows).unwrap();
+        assert!(!bridge_only.contains(r#"class="note""#));
+        let md = markdown(&r);
+        assert!(md.contains("- slirp4netns: their own shape (namespace <-> host)"));
+        assert!(md.contains("- ovs: Open vSwitch userspace datapath"));
+        assert!(md.contains("nat n/a for this peer's shape"));
     }
 
     #[test]

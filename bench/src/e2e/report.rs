@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{CpuUse, Metric, Sample};
+use super::{metrics, CpuUse, Metric, Sample, Shape, TestKind};
 
 /// Median, minimum and maximum of a set of values.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,6 +51,8 @@ pub struct Cell {
     pub first_error: Option<String>,
     /// Every run's sample, in run order (for `results.json`).
     pub samples: Vec<Sample>,
+    /// The peer does not run this metric (not on its shape, or not its rows): "n/a".
+    pub na: bool,
 }
 
 /// Summarises the samples of one forwarder on one metric.
@@ -76,6 +78,7 @@ pub fn cell(samples: &[Sample]) -> Cell {
         },
         first_error: samples.iter().find_map(|s| s.value.as_ref().err().cloned()),
         samples: samples.to_vec(),
+        na: false,
     }
 }
 
@@ -88,20 +91,57 @@ pub struct Row {
     pub cells: Vec<Cell>,
 }
 
-/// The column compared with the others: `sluice` when it is measured, else the second column.
-pub fn subject(peers: &[String]) -> usize {
-    peers.iter().position(|p| p == "sluice").unwrap_or(1)
-}
-
-/// The column a row's ratios are taken against: the first measured column that is not the
-/// subject (the kernel path: `kernel`, or `iptables-nat` on NAT rows when that peer runs them).
-pub fn baseline(peers: &[String], row: &Row) -> Option<usize> {
-    let subject = subject(peers);
-    row.cells
+fn bridge_shaped(peers: &[String]) -> impl Iterator<Item = usize> + '_ {
+    peers
         .iter()
         .enumerate()
-        .find(|(i, c)| *i != subject && c.runs > 0)
+        .filter(|(_, p)| Shape::of_peer(p) == Shape::Bridge)
         .map(|(i, _)| i)
+}
+
+/// The column compared with the others: `sluice` when it is measured, else the second column
+/// of the bridge shape; None with fewer than two bridge-shaped columns.
+pub fn subject(peers: &[String]) -> Option<usize> {
+    let bridge: Vec<usize> = bridge_shaped(peers).collect();
+    if bridge.len() < 2 {
+        return None;
+    }
+    Some(
+        peers
+            .iter()
+            .position(|p| p == "sluice")
+            .unwrap_or(bridge[1]),
+    )
+}
+
+/// The column a row's ratios are taken against: the first measured bridge-shaped column that
+/// is not the subject (the kernel path: `kernel`, or `iptables-nat` on NAT rows when that peer
+/// runs them).
+pub fn baseline(peers: &[String], row: &Row) -> Option<usize> {
+    let subject = subject(peers)?;
+    bridge_shaped(peers).find(|i| *i != subject && row.cells.get(*i).is_some_and(|c| c.runs > 0))
+}
+
+/// True when a namespace <-> host peer's figure of `metric` compares with the kernel bridge's:
+/// the same tool measures one forwarding hop between the client namespace and the server. Not
+/// for udp64 (the bridge row counts trafgen's frames at b's interface, the namespace <-> host
+/// row what the iperf3 server received) nor for the NAT rows (no such path).
+pub fn cross_shape_comparable(metric: &Metric) -> bool {
+    *metric != metrics::UDP64 && TestKind::of(metric) != Some(TestKind::Nat)
+}
+
+/// The column a cell of column `i` is compared with: the row's baseline for the bridge shape,
+/// the measured `kernel` column for a namespace <-> host peer
+/// when [`cross_shape_comparable`].
+pub fn reference(peers: &[String], row: &Row, i: usize) -> Option<usize> {
+    match peers.get(i).map(|p| Shape::of_peer(p)) {
+        Some(Shape::Bridge) => baseline(peers, row),
+        Some(Shape::NsHost) if cross_shape_comparable(&row.metric) => peers
+            .iter()
+            .position(|p| p == "kernel")
+            .filter(|k| row.cells.get(*k).is_some_and(|c| c.runs > 0)),
+        _ => None,
+    }
 }
 
 /// `a / b` of the medians, when both exist and `b` is not zero.
@@ -122,8 +162,11 @@ fn num(x: f64) -> String {
     }
 }
 
-/// "median [min-max]" (with "n/N ok" when runs failed), or the failure.
+/// "median [min-max]" (with "n/N ok" when runs failed), the failure, or "n/a".
 pub fn value_text(c: &Cell) -> String {
+    if c.na {
+        return "n/a".into();
+    }
     match c.stats {
         Some(s) => {
             let mut t = format!("{} [{}-{}]", num(s.median), num(s.min), num(s.max));
@@ -165,19 +208,37 @@ pub fn cpu_text(c: &CpuUse) -> String {
     }
 }
 
-/// The results table in Markdown (readable as plain text too). With two or more forwarders
-/// the last column is the ratio of the subject (sluice) to each row's baseline (the kernel path).
+/// The results table in Markdown (readable as plain text too). With two or more bridge-shaped
+/// peers a column has the ratio of the subject (sluice) to each row's baseline (the kernel
+/// path); each namespace <-> host peer (slirp4netns, pasta) gets a column with its ratio to the
+/// kernel bridge where [`cross_shape_comparable`], '-' elsewhere.
 pub fn table(forwarders: &[String], rows: &[Row]) -> String {
     let subject = subject(forwarders);
+    let host_peers: Vec<usize> = (0..forwarders.len())
+        .filter(|i| Shape::of_peer(&forwarders[*i]) == Shape::NsHost)
+        .collect();
+    let kernel = forwarders.iter().position(|p| p == "kernel");
     let mut head = vec!["test".to_string(), "unit".to_string()];
     for f in forwarders {
         head.push(format!("{f} median [min-max]"));
         head.push(format!("{f} CPU"));
     }
-    if forwarders.len() >= 2 {
-        let base = if subject == 0 { 1 } else { 0 };
-        head.push(format!("{}/{}", forwarders[subject], forwarders[base]));
+    if let Some(s) = subject {
+        let base = bridge_shaped(forwarders).find(|i| *i != s).unwrap_or(0);
+        head.push(format!("{}/{}", forwarders[s], forwarders[base]));
     }
+    if kernel.is_some() {
+        for i in &host_peers {
+            head.push(format!("{}/kernel", forwarders[*i]));
+        }
+    }
+    let ratio_text = |r: &Row, i: usize, base: Option<usize>| match (
+        base.and_then(|b| r.cells.get(b)),
+        r.cells.get(i),
+    ) {
+        (Some(k), Some(c)) => ratio(c, k).map_or("-".into(), |x| format!("{x:.2}")),
+        _ => "-".into(),
+    };
     let mut lines = vec![head];
     for r in rows {
         let mut l = vec![r.metric.name.to_string(), r.metric.unit_text()];
@@ -185,12 +246,13 @@ pub fn table(forwarders: &[String], rows: &[Row]) -> String {
             l.push(value_text(c));
             l.push(cpu_text(&c.cpu));
         }
-        if forwarders.len() >= 2 {
-            let base = baseline(forwarders, r).and_then(|b| r.cells.get(b));
-            l.push(match (base, r.cells.get(subject)) {
-                (Some(k), Some(s)) => ratio(s, k).map_or("-".into(), |x| format!("{x:.2}")),
-                _ => "-".into(),
-            });
+        if let Some(s) = subject {
+            l.push(ratio_text(r, s, baseline(forwarders, r)));
+        }
+        if kernel.is_some() {
+            for i in &host_peers {
+                l.push(ratio_text(r, *i, reference(forwarders, r, *i)));
+            }
         }
         lines.push(l);
     }
@@ -257,11 +319,35 @@ pub fn results_section(
     let _ = writeln!(
         s,
         "- forwarders measured alternately in each run; CPU columns are medians in % of one CPU: \
-         proc = forwarder process, si = softirq (all CPUs), busy = all CPUs, \
-         bg = all CPUs just before the measurement (load from outside the benchmark); the \
-         ratio is sluice over the kernel path (kernel, or iptables-nat on the NAT rows when \
-         that peer measures them)"
+         proc = forwarder process (sluice, slirp4netns, pasta, ovs-vswitchd), si = softirq \
+         (all CPUs: the kernel's forwarding), busy = all CPUs, bg = all CPUs just before the \
+         measurement (load from outside the benchmark); the ratio is sluice over the kernel \
+         path (kernel, or iptables-nat on the NAT rows when that peer measures them)"
     );
+    let host: Vec<&str> = forwarders
+        .iter()
+        .filter(|p| Shape::of_peer(p) == Shape::NsHost)
+        .map(String::as_str)
+        .collect();
+    if forwarders.iter().any(|p| p == "ovs") {
+        let _ = writeln!(
+            s,
+            "- ovs: Open vSwitch userspace datapath (netdev, AF_PACKET on the veths, userspace \
+             TSO on) bridging a and b, no gateway or NAT: the bridge rows only"
+        );
+    }
+    if !host.is_empty() {
+        let _ = writeln!(
+            s,
+            "- {}: their own shape (namespace <-> host): \"a->b\" is the namespace to a server \
+             on the host's loopback through the tool's gateway 10.0.2.2 (the host is a \
+             namespace of the benchmark); udp64 is iperf3 -u -l 64 (received by the server) \
+             there; the <peer>/kernel columns compare them with the kernel bridge's a->b on \
+             tcp1, tcp4, tcp_rr and udp_rr, '-' on udp64 (another generator and counter) and \
+             where there is no kernel figure; n/a = not measured on that peer's shape",
+            host.join(", ")
+        );
+    }
     for k in skipped {
         let _ = writeln!(s, "- skipped: {k}");
     }
@@ -373,6 +459,83 @@ mod tests {
         assert!(lines
             .iter()
             .all(|l| l.chars().count() == lines[0].chars().count()));
+    }
+
+    fn na() -> Cell {
+        Cell {
+            na: true,
+            ..cell(&[])
+        }
+    }
+
+    #[test]
+    fn other_shapes_get_their_own_ratio_to_the_kernel_bridge() {
+        let peers: Vec<String> = ["kernel", "sluice", "slirp4netns", "pasta", "ovs"]
+            .map(String::from)
+            .to_vec();
+        let row = |metric, v: [f64; 5]| Row {
+            metric,
+            cells: v.iter().map(|x| cell(&[sample(Ok(*x))])).collect(),
+        };
+        let tcp = row(metrics::TCP1, [10.0, 8.0, 2.0, 5.0, 4.0]);
+        let udp = row(metrics::UDP64, [200.0, 300.0, 80.0, 100.0, 150.0]);
+        let nat = Row {
+            metric: metrics::NAT_OUT_TCP1,
+            cells: vec![
+                cell(&[sample(Ok(10.0))]),
+                cell(&[sample(Ok(9.0))]),
+                na(),
+                na(),
+                na(),
+            ],
+        };
+        assert_eq!(subject(&peers), Some(1));
+        assert_eq!(baseline(&peers, &tcp), Some(0));
+        assert_eq!(reference(&peers, &tcp, 2), Some(0));
+        assert_eq!(
+            reference(&peers, &tcp, 4),
+            Some(0),
+            "ovs: the bridge baseline"
+        );
+        assert_eq!(reference(&peers, &udp, 3), None, "another generator");
+        assert_eq!(reference(&peers, &nat, 2), None);
+        let t = table(&peers, &[tcp, udp, nat]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0]
+            .trim_end()
+            .ends_with("| sluice/kernel | slirp4netns/kernel | pasta/kernel |"));
+        let cols =
+            |l: &str| -> Vec<String> { l.split('|').map(|c| c.trim().to_string()).collect() };
+        let tcp = cols(lines[2]);
+        assert_eq!(&tcp[tcp.len() - 4..tcp.len() - 1], ["0.80", "0.20", "0.50"]);
+        let udp = cols(lines[3]);
+        assert_eq!(&udp[udp.len() - 4..udp.len() - 1], ["1.50", "-", "-"]);
+        let nat = cols(lines[4]);
+        assert_eq!(nat.iter().filter(|c| *c == "n/a").count(), 3);
+        assert_eq!(nat[nat.len() - 4], "0.90");
+
+        // Without a second bridge-shaped peer there is no sluice/kernel column.
+        let two = vec!["kernel".to_string(), "pasta".to_string()];
+        assert_eq!(subject(&two), None);
+        let t = table(
+            &two,
+            &[Row {
+                metric: metrics::TCP_RR,
+                cells: vec![cell(&[sample(Ok(40.0))]), cell(&[sample(Ok(100.0))])],
+            }],
+        );
+        assert!(t
+            .lines()
+            .next()
+            .unwrap()
+            .trim_end()
+            .ends_with("| pasta/kernel |"));
+        assert!(t
+            .lines()
+            .nth(2)
+            .unwrap()
+            .trim_end()
+            .ends_with("| 2.50         |"));
     }
 
     #[test]
