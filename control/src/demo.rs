@@ -63,6 +63,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     unsafe {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGHUP, handler);
     }
     let me = std::env::current_exe().context("locating the sluice binary")?;
     let spec = DockerLikeSpec {

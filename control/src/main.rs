@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the dataplane on the interfaces a JSON configuration names, until SIGINT/SIGTERM.
+    /// Run the dataplane on the interfaces a JSON configuration names, until SIGINT/SIGTERM/SIGHUP.
     Dataplane(DataplaneArgs),
     /// Build namespaces, attach them to sluice, show bridging, NAT, a published port, the
     /// counters and a short benchmark against the kernel bridge; then remove everything.
@@ -80,6 +80,7 @@ fn install_signal_handlers() {
     unsafe {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGHUP, handler);
     }
 }
 

@@ -109,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         let h = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
         libc::signal(libc::SIGINT, h);
         libc::signal(libc::SIGTERM, h);
+        libc::signal(libc::SIGHUP, h);
     }
     let date = utc_date(
         SystemTime::now()
