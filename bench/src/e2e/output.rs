@@ -159,16 +159,6 @@ pub fn nice_axis(max: f64) -> (f64, f64) {
     ((max / step).ceil() * step, step)
 }
 
-fn fmt_num(x: f64) -> String {
-    if x.abs() >= 100.0 {
-        format!("{x:.0}")
-    } else if x.abs() >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
-    }
-}
-
 /// Tick labels: no more decimals than the step needs.
 fn fmt_tick(x: f64, step: f64) -> String {
     let decimals = if step >= 1.0 {
@@ -269,7 +259,7 @@ pub fn svg(kind: TestKind, peers: &[String], rows: &[Row]) -> Option<String> {
                         xm - x0,
                         COLOURS[*i % COLOURS.len()],
                         xml_escape(name),
-                        fmt_num(s.median)
+                        super::report::num(s.median)
                     );
                     let _ = writeln!(
                         body,
@@ -281,9 +271,9 @@ pub fn svg(kind: TestKind, peers: &[String], rows: &[Row]) -> Option<String> {
                     );
                     let mut label = format!(
                         "{} [{}–{}]",
-                        fmt_num(s.median),
-                        fmt_num(s.min),
-                        fmt_num(s.max)
+                        super::report::num(s.median),
+                        super::report::num(s.min),
+                        super::report::num(s.max)
                     );
                     if c.ok < c.runs {
                         let _ = write!(label, " ({}/{} ok)", c.ok, c.runs);

@@ -152,7 +152,8 @@ pub fn ratio(a: &Cell, b: &Cell) -> Option<f64> {
     }
 }
 
-fn num(x: f64) -> String {
+/// A figure with three significant digits at most (1234, 12.3, 1.23), as tables and charts show it.
+pub(crate) fn num(x: f64) -> String {
     if x.abs() >= 100.0 {
         format!("{x:.0}")
     } else if x.abs() >= 10.0 {
