@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use sluice_dataplane::config::{L4Proto, PortRange};
+use sluice_dataplane::config::{host_ips_clash, L4Proto, PortRange};
 
 /// Why a `-p` value cannot be parsed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -75,9 +75,8 @@ impl PublishSpec {
     /// ports, and the same address or either on every address (the dataplane's rule).
     pub fn clashes_with(&self, other: &PublishSpec) -> bool {
         self.proto == other.proto
-            && self.host_ports.first <= other.host_ports.last
-            && other.host_ports.first <= self.host_ports.last
-            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+            && self.host_ports.overlaps(&other.host_ports)
+            && host_ips_clash(self.host_ip, other.host_ip)
     }
 }
 
@@ -154,19 +153,6 @@ impl FromStr for PublishSpec {
     }
 }
 
-/// A port range as `80` or `80-90`.
-struct Ports(PortRange);
-
-impl fmt::Display for Ports {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.first == self.0.last {
-            write!(f, "{}", self.0.first)
-        } else {
-            write!(f, "{}-{}", self.0.first, self.0.last)
-        }
-    }
-}
-
 impl fmt::Display for PublishSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(ip) = self.host_ip {
@@ -177,12 +163,7 @@ impl fmt::Display for PublishSpec {
         } else {
             "tcp"
         };
-        write!(
-            f,
-            "{}:{}/{proto}",
-            Ports(self.host_ports),
-            Ports(self.container_ports)
-        )
+        write!(f, "{}:{}/{proto}", self.host_ports, self.container_ports)
     }
 }
 
@@ -293,6 +274,10 @@ mod tests {
         );
         assert!(!p("1.2.3.4:8080:80").clashes_with(&p("1.2.3.5:8080:80")));
         assert!(p("1.2.3.4:8080:80").clashes_with(&p("1.2.3.4:8080:80")));
+        assert!(
+            p("0.0.0.0:8080:80").clashes_with(&p("1.2.3.4:8080:81")),
+            "0.0.0.0 is every address, as the dataplane's table holds it"
+        );
         assert!(
             !p("8080:80/tcp").clashes_with(&p("8080:80/udp")),
             "tcp/udp separate"

@@ -293,6 +293,30 @@ impl PortRange {
     pub fn contains(&self, p: u16) -> bool {
         self.first <= p && p <= self.last
     }
+
+    /// True when the two ranges share a port.
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        self.first <= other.last && other.first <= self.last
+    }
+}
+
+/// Shown as docker writes ports: `80` or `80-90`.
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// True when two published ports' host addresses can receive the same packet, the one rule the
+/// dataplane and the control plane share: `None` and 0.0.0.0 both mean every address, so they
+/// clash with any address; two specific addresses clash only when equal.
+pub fn host_ips_clash(a: Option<Ipv4Addr>, b: Option<Ipv4Addr>) -> bool {
+    let any = |ip: Option<Ipv4Addr>| ip.is_none_or(|ip| ip.is_unspecified());
+    any(a) || any(b) || a == b
 }
 
 /// A published port: traffic from the uplink to `host_ip:host_ports` goes to `target`.
@@ -381,6 +405,20 @@ mod tests {
         let all: Ipv4Cidr = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains(Ipv4Addr::new(1, 2, 3, 4)));
         assert_eq!(c.to_string(), "172.17.0.0/16");
+    }
+
+    #[test]
+    fn port_ranges_overlap_print_and_clash_like_docker() {
+        let r = |first, last| PortRange { first, last };
+        assert!(r(80, 90).overlaps(&r(90, 95)) && r(90, 95).overlaps(&r(80, 90)));
+        assert!(!r(80, 89).overlaps(&r(90, 95)));
+        assert_eq!(r(80, 80).to_string(), "80");
+        assert_eq!(r(80, 90).to_string(), "80-90");
+        let ip = |s: &str| Some(s.parse::<Ipv4Addr>().unwrap());
+        assert!(host_ips_clash(None, ip("1.2.3.4")));
+        assert!(host_ips_clash(ip("0.0.0.0"), ip("1.2.3.4")));
+        assert!(host_ips_clash(ip("1.2.3.4"), ip("1.2.3.4")));
+        assert!(!host_ips_clash(ip("1.2.3.4"), ip("1.2.3.5")));
     }
 
     #[test]

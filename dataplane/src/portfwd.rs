@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 
 use hashbrown::HashMap;
 
-use crate::config::{L4Proto, PortForward, PortRange};
+use crate::config::{host_ips_clash, L4Proto, PortForward};
 use crate::frame::NetworkId;
 use crate::hash::KeyHasherBuilder;
 
@@ -91,23 +91,10 @@ impl fmt::Display for Rule<'_> {
             f,
             "{proto} {}:{} (-> {}:{})",
             r.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            Ports(r.host_ports),
+            r.host_ports,
             r.target_ip,
-            Ports(r.target_ports)
+            r.target_ports
         )
-    }
-}
-
-/// A port range as `80` or `80-90`.
-struct Ports(PortRange);
-
-impl fmt::Display for Ports {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.first == self.0.last {
-            write!(f, "{}", self.0.first)
-        } else {
-            write!(f, "{}-{}", self.0.first, self.0.last)
-        }
     }
 }
 
@@ -120,10 +107,6 @@ fn host_bits(r: &PortForward) -> u32 {
 #[inline]
 fn key(proto: L4Proto, port: u16, ip: u32) -> u64 {
     (u64::from(proto.number()) << 48) | (u64::from(port) << 32) | u64::from(ip)
-}
-
-fn overlaps(a: PortRange, b: PortRange) -> bool {
-    a.first <= b.last && b.first <= a.last
 }
 
 fn validate(r: &PortForward) -> Result<(), ForwardError> {
@@ -174,8 +157,8 @@ impl PortForwardTable {
             validate(r)?;
             let clash = rules[..i].iter().find(|o| {
                 o.proto == r.proto
-                    && overlaps(o.host_ports, r.host_ports)
-                    && (host_bits(o) == 0 || host_bits(r) == 0 || host_bits(o) == host_bits(r))
+                    && o.host_ports.overlaps(&r.host_ports)
+                    && host_ips_clash(o.host_ip, r.host_ip)
             });
             if let Some(o) = clash {
                 return Err(ForwardError::Clash {
@@ -244,6 +227,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::config::PortRange;
 
     const HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     const HOST2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
