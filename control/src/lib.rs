@@ -2,8 +2,11 @@
 //! demo and the benchmark harness share.
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod client;
 pub mod clock;
 pub mod compile;
+pub mod daemon;
 pub mod ipam;
 pub mod lab;
 pub mod model;

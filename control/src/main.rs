@@ -1,6 +1,7 @@
 //! `sluice`: the command-line entry point.
 
 mod bench;
+mod cli;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use sluice_dataplane::runtime::{Runtime, RuntimeConfig};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
+    #[command(flatten)]
+    conn: cli::Conn,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,6 +35,29 @@ enum Command {
     /// End-to-end benchmark in namespaces: sluice against the kernel bridge, iptables NAT and
     /// the other userspace forwarders; writes results.json, results.md and SVG charts.
     Bench(bench::BenchArgs),
+    /// Manage networks (docker network's verbs), through the daemon.
+    #[command(subcommand)]
+    Network(cli::NetworkCmd),
+    /// List endpoints.
+    Ps {
+        /// Table or JSON.
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: cli::Output,
+    },
+    /// List published ports (all, or one endpoint's).
+    Port {
+        /// An endpoint's name or id.
+        endpoint: Option<String>,
+        /// Table or JSON.
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: cli::Output,
+    },
+    /// Dataplane counters per port and network, drops by reason, table sizes.
+    Stats {
+        /// Table or JSON.
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: cli::Output,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -161,7 +187,12 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Network(c) => cli::network(&cli.conn, c),
+        Command::Ps { output } => cli::ps(&cli.conn, output),
+        Command::Port { endpoint, output } => cli::port(&cli.conn, endpoint, output),
+        Command::Stats { output } => cli::stats(&cli.conn, output),
         Command::Dataplane(a) => run_dataplane(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),

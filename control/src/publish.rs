@@ -71,6 +71,15 @@ pub struct PublishSpec {
 }
 
 impl PublishSpec {
+    /// `tcp` or `udp`, as `-p` and docker ps write it.
+    pub fn proto_name(&self) -> &'static str {
+        if self.proto == L4Proto::Udp {
+            "udp"
+        } else {
+            "tcp"
+        }
+    }
+
     /// True when the two mappings cannot both be published: same protocol, overlapping host
     /// ports, and the same address or either on every address (the dataplane's rule).
     pub fn clashes_with(&self, other: &PublishSpec) -> bool {
@@ -158,12 +167,13 @@ impl fmt::Display for PublishSpec {
         if let Some(ip) = self.host_ip {
             write!(f, "{ip}:")?;
         }
-        let proto = if self.proto == L4Proto::Udp {
-            "udp"
-        } else {
-            "tcp"
-        };
-        write!(f, "{}:{}/{proto}", self.host_ports, self.container_ports)
+        write!(
+            f,
+            "{}:{}/{}",
+            self.host_ports,
+            self.container_ports,
+            self.proto_name()
+        )
     }
 }
 

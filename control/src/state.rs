@@ -501,11 +501,15 @@ impl State {
                 network: net_name,
             });
         }
-        let slot = self
+        let taken: Vec<&str> = self
             .endpoints
             .values()
             .filter(|e| e.spec.sandbox == spec.sandbox)
-            .count();
+            .map(|e| e.sandbox_ifname.as_str())
+            .collect();
+        let slot = (0..)
+            .find(|i| !taken.contains(&format!("eth{i}").as_str()))
+            .unwrap_or(0);
         self.pools.insert(net_id.clone(), pool);
         let id = stamp.id;
         let e = Endpoint {
@@ -822,6 +826,14 @@ pub(crate) mod tests {
             "second network of the same sandbox"
         );
         assert_eq!(e4.ip, ip("172.17.0.2"));
+        s.disconnect("a", "one").unwrap();
+        let again = s.connect(ep("a", "one", 1), st()).unwrap();
+        assert_eq!(
+            again.sandbox_ifname, "eth0",
+            "a freed interface name is reused, never a taken one"
+        );
+        s.disconnect("a", "one").unwrap();
+        s.connect(ep("a", "one", 1), st()).unwrap();
 
         let mut on_bridge = ep("bridge", "two", 2);
         on_bridge.ip = Some(ip("172.17.0.9"));

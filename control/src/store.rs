@@ -111,7 +111,7 @@ impl Store {
             .is_none();
         store.state = if fresh {
             let defaults = State::with_defaults(Stamp::fresh);
-            store.commit(|txn| {
+            store.commit_txn(|txn| {
                 txn.open_table(ENDPOINTS).map_err(db)?;
                 for n in defaults.networks() {
                     put(txn, NETWORKS, &n.id, n)?;
@@ -133,7 +133,7 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction and commits it; an error from `f` aborts it.
-    fn commit(
+    fn commit_txn(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
@@ -142,50 +142,128 @@ impl Store {
         txn.commit().map_err(db)
     }
 
-    /// Applies `op` to a copy of the state, writes what `write` says in one transaction, and
-    /// only then makes the copy current.
-    fn mutate<T>(
-        &mut self,
+    /// Validates `op` against a copy of the state; nothing is written until `commit`.
+    fn prepare<T>(
+        &self,
         op: impl FnOnce(&mut State) -> Result<T, StateError>,
-        write: impl FnOnce(&WriteTransaction, &T) -> Result<(), StoreError>,
-    ) -> Result<T, StoreError> {
+        record: impl FnOnce(&T) -> Record,
+    ) -> Result<Pending<T>, StoreError> {
         let mut next = self.state.clone();
-        let out = op(&mut next)?;
-        self.commit(|txn| write(txn, &out))?;
-        self.state = next;
-        Ok(out)
+        let value = op(&mut next)?;
+        let record = record(&value);
+        Ok(Pending {
+            next,
+            value,
+            record,
+        })
     }
 
-    /// `docker network create`.
-    pub fn create_network(&mut self, spec: NetworkSpec) -> Result<Network, StoreError> {
-        self.mutate(
+    /// Writes a prepared change in one transaction and only then makes its state current.
+    /// It must have been prepared against the current state (the daemon prepares and commits
+    /// under one lock).
+    pub fn commit<T>(&mut self, p: Pending<T>) -> Result<T, StoreError> {
+        self.commit_txn(|txn| match &p.record {
+            Record::PutNetwork(n) => put(txn, NETWORKS, &n.id, n),
+            Record::DeleteNetwork(id) => delete(txn, NETWORKS, id),
+            Record::PutEndpoint(e) => put(txn, ENDPOINTS, &e.id, e),
+            Record::DeleteEndpoint(id) => delete(txn, ENDPOINTS, id),
+        })?;
+        self.state = p.next;
+        Ok(p.value)
+    }
+
+    /// Prepares `docker network create`.
+    pub fn prepare_create_network(
+        &self,
+        spec: NetworkSpec,
+    ) -> Result<Pending<Network>, StoreError> {
+        self.prepare(
             |s| s.create_network(spec, Stamp::fresh()).cloned(),
-            |txn, n| put(txn, NETWORKS, &n.id, n),
+            |n| Record::PutNetwork(n.clone()),
         )
     }
 
-    /// `docker network rm`.
-    pub fn remove_network(&mut self, key: &str) -> Result<Network, StoreError> {
-        self.mutate(
+    /// Prepares `docker network rm`.
+    pub fn prepare_remove_network(&self, key: &str) -> Result<Pending<Network>, StoreError> {
+        self.prepare(
             |s| s.remove_network(key),
-            |txn, n| delete(txn, NETWORKS, &n.id),
+            |n| Record::DeleteNetwork(n.id.clone()),
         )
     }
 
-    /// `docker network connect`.
-    pub fn connect(&mut self, spec: EndpointSpec) -> Result<Endpoint, StoreError> {
-        self.mutate(
+    /// Prepares `docker network connect`: the endpoint with its address, port and names.
+    pub fn prepare_connect(&self, spec: EndpointSpec) -> Result<Pending<Endpoint>, StoreError> {
+        self.prepare(
             |s| s.connect(spec, Stamp::fresh()).cloned(),
-            |txn, e| put(txn, ENDPOINTS, &e.id, e),
+            |e| Record::PutEndpoint(e.clone()),
         )
     }
 
-    /// `docker network disconnect`.
-    pub fn disconnect(&mut self, network: &str, endpoint: &str) -> Result<Endpoint, StoreError> {
-        self.mutate(
+    /// Prepares `docker network disconnect`.
+    pub fn prepare_disconnect(
+        &self,
+        network: &str,
+        endpoint: &str,
+    ) -> Result<Pending<Endpoint>, StoreError> {
+        self.prepare(
             |s| s.disconnect(network, endpoint),
-            |txn, e| delete(txn, ENDPOINTS, &e.id),
+            |e| Record::DeleteEndpoint(e.id.clone()),
         )
+    }
+
+    /// `docker network create`, prepared and committed.
+    pub fn create_network(&mut self, spec: NetworkSpec) -> Result<Network, StoreError> {
+        let p = self.prepare_create_network(spec)?;
+        self.commit(p)
+    }
+
+    /// `docker network rm`, prepared and committed.
+    pub fn remove_network(&mut self, key: &str) -> Result<Network, StoreError> {
+        let p = self.prepare_remove_network(key)?;
+        self.commit(p)
+    }
+
+    /// `docker network connect`, prepared and committed.
+    pub fn connect(&mut self, spec: EndpointSpec) -> Result<Endpoint, StoreError> {
+        let p = self.prepare_connect(spec)?;
+        self.commit(p)
+    }
+
+    /// `docker network disconnect`, prepared and committed.
+    pub fn disconnect(&mut self, network: &str, endpoint: &str) -> Result<Endpoint, StoreError> {
+        let p = self.prepare_disconnect(network, endpoint)?;
+        self.commit(p)
+    }
+}
+
+/// The record a change writes.
+#[derive(Clone, Debug)]
+enum Record {
+    PutNetwork(Network),
+    DeleteNetwork(String),
+    PutEndpoint(Endpoint),
+    DeleteEndpoint(String),
+}
+
+/// A validated change that is not written yet: the state it leads to and its result. The
+/// daemon plumbs interfaces and the dataplane against `state()` and commits only if that
+/// worked, so a failure anywhere leaves nothing half-applied.
+#[derive(Debug)]
+pub struct Pending<T> {
+    next: State,
+    value: T,
+    record: Record,
+}
+
+impl<T> Pending<T> {
+    /// The state after the change.
+    pub fn state(&self) -> &State {
+        &self.next
+    }
+
+    /// What the change made (the new network or endpoint, or the removed one).
+    pub fn value(&self) -> &T {
+        &self.value
     }
 }
 

@@ -1,0 +1,173 @@
+//! The daemon's HTTP/JSON API: paths, and the request and response types that are not already
+//! model types. The CLI and the daemon share them, so the two cannot drift apart. The
+//! reference page is docs/API.md.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Endpoint, Network, Sandbox};
+
+/// The API version, the first path segment of every route.
+pub const VERSION: &str = "v1";
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/sluice/sluice.sock";
+/// Where the daemon keeps its database and per-endpoint files unless told otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/sluice";
+
+/// Every error the API returns: HTTP status plus one line naming the problem (docker's shape).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The problem and, where it helps, the fix.
+    pub message: String,
+}
+
+/// `POST /v1/networks/{network}/disconnect`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisconnectRequest {
+    /// The endpoint's name or id.
+    pub endpoint: String,
+}
+
+/// `POST /v1/networks/prune`: what was removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Names of the removed networks.
+    #[serde(rename = "NetworksDeleted")]
+    pub networks_deleted: Vec<String>,
+}
+
+/// One endpoint as `sluice ps` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointView {
+    /// The endpoint's name (docker's container name).
+    pub name: String,
+    /// Its id.
+    pub id: String,
+    /// The network's name.
+    pub network: String,
+    /// Where its interface is.
+    pub sandbox: Sandbox,
+    /// Address with prefix.
+    pub ipv4: String,
+    /// Its MAC.
+    pub mac: String,
+    /// The interface inside the sandbox.
+    pub ifname: String,
+    /// The host end the dataplane reads.
+    pub host_ifname: String,
+    /// Published ports, docker ps style (`0.0.0.0:8080->80/tcp`).
+    pub ports: Vec<String>,
+    /// Extra names on the network.
+    pub aliases: Vec<String>,
+    /// The resolv.conf and hosts files written for it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<EndpointFiles>,
+}
+
+/// The files a runtime bind-mounts into a container (`/etc/resolv.conf`, `/etc/hosts`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointFiles {
+    /// resolv.conf path.
+    pub resolv_conf: String,
+    /// hosts path.
+    pub hosts: String,
+}
+
+impl EndpointView {
+    /// The view of `e`, which is on `net`.
+    pub fn new(e: &Endpoint, net: &Network, files: Option<EndpointFiles>) -> EndpointView {
+        let prefix = net.subnet.map_or(32, |s| s.prefix);
+        EndpointView {
+            name: e.spec.name.clone(),
+            id: e.id.clone(),
+            network: net.spec.name.clone(),
+            sandbox: e.spec.sandbox.clone(),
+            ipv4: format!("{}/{prefix}", e.ip),
+            mac: e.mac.to_string(),
+            ifname: e.sandbox_ifname.clone(),
+            host_ifname: e.host_ifname.clone(),
+            ports: e.spec.publish.iter().map(port_column).collect(),
+            aliases: e.spec.aliases.clone(),
+            files,
+        }
+    }
+}
+
+/// docker ps's PORTS entry for one mapping: `0.0.0.0:8080->80/tcp`, ranges as `a-b`.
+pub fn port_column(p: &crate::publish::PublishSpec) -> String {
+    let host_ip = p
+        .host_ip
+        .map_or_else(|| "0.0.0.0".to_string(), |ip| ip.to_string());
+    format!(
+        "{host_ip}:{}->{}/{}",
+        p.host_ports,
+        p.container_ports,
+        p.proto_name()
+    )
+}
+
+/// One port's counters in `sluice stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStatsView {
+    /// Interface name.
+    pub port: String,
+    /// The endpoint on it (`uplink` for the uplink).
+    pub endpoint: String,
+    /// The network it is on (empty for the uplink).
+    pub network: String,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+}
+
+/// One network's table sizes in `sluice stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkStatsView {
+    /// The network.
+    pub network: String,
+    /// Endpoints on it.
+    pub endpoints: usize,
+    /// Learned and static FDB entries.
+    pub fdb_entries: usize,
+}
+
+/// `GET /v1/stats`: the dataplane's counters with names the operator knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsView {
+    /// Per port.
+    pub ports: Vec<PortStatsView>,
+    /// Per network.
+    pub networks: Vec<NetworkStatsView>,
+    /// Drops by reason (reasons without drops left out).
+    pub drops: BTreeMap<String, u64>,
+    /// Tracked NAPT flows.
+    pub conntrack_entries: usize,
+}
+
+/// `GET /v1/version`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionView {
+    /// sluice's version.
+    pub version: String,
+    /// The API version (`v1`).
+    pub api_version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_column_matches_docker_ps() {
+        let p = |s: &str| port_column(&s.parse().unwrap());
+        assert_eq!(p("8080:80"), "0.0.0.0:8080->80/tcp");
+        assert_eq!(p("127.0.0.1:53:53/udp"), "127.0.0.1:53->53/udp");
+        assert_eq!(p("9000-9001:80-81"), "0.0.0.0:9000-9001->80-81/tcp");
+    }
+}

@@ -1,0 +1,634 @@
+//! The `docker network`-like verbs of the `sluice` CLI: each parses its flags into the API's
+//! types (so a bad flag fails here, before anything is sent), calls the daemon and prints a
+//! table, or JSON with `--output json`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use sluice_control::api::{
+    DisconnectRequest, EndpointView, PruneReport, StatsView, DEFAULT_SOCKET,
+};
+use sluice_control::client::Client;
+use sluice_control::model::{
+    Driver, EndpointSpec, NetworkInspect, NetworkOptions, NetworkSpec, Sandbox,
+};
+use sluice_control::publish::PublishSpec;
+use sluice_dataplane::config::Ipv4Cidr;
+use sluice_dataplane::wire::MacAddr;
+
+/// Where to find the daemon.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Conn {
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "SLUICE_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+/// Output format of listings.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned columns.
+    #[default]
+    Table,
+    /// The API's JSON.
+    Json,
+}
+
+/// `sluice network ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Create a network.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        /// Table or JSON.
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: Output,
+        /// Only ids.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show networks in docker network inspect's JSON.
+    Inspect {
+        /// Network names or ids.
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm {
+        /// Network names or ids.
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove every user network without endpoints.
+    Prune {
+        /// Accepted for docker compatibility (sluice never asks).
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Connect a network namespace to a network.
+    Connect(ConnectArgs),
+    /// Disconnect an endpoint from a network.
+    Disconnect {
+        /// The network.
+        network: String,
+        /// The endpoint's name or id.
+        endpoint: String,
+    },
+}
+
+/// `sluice network create`.
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// bridge, macvlan, none or host.
+    #[arg(long, short, default_value = "bridge")]
+    driver: String,
+    /// Subnet in CIDR form (default: the next free 172.18.0.0/16, 172.19.0.0/16, ...).
+    #[arg(long)]
+    subnet: Option<String>,
+    /// Gateway address (default: the subnet's first address).
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Allocate dynamic addresses from this part of the subnet.
+    #[arg(long)]
+    ip_range: Option<String>,
+    /// Reserve an address: NAME=IP (repeatable).
+    #[arg(long)]
+    aux_address: Vec<String>,
+    /// Do not route the network to the outside.
+    #[arg(long)]
+    internal: bool,
+    /// Driver option KEY=VALUE: mtu, icc, vlan, parent (repeatable).
+    #[arg(long, short)]
+    opt: Vec<String>,
+    /// Label KEY=VALUE (repeatable).
+    #[arg(long)]
+    label: Vec<String>,
+    /// The network's name.
+    name: String,
+}
+
+/// `sluice network connect`.
+#[derive(clap::Args, Debug)]
+pub struct ConnectArgs {
+    /// Static address.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Static MAC.
+    #[arg(long)]
+    mac: Option<String>,
+    /// Extra name on the network (repeatable).
+    #[arg(long)]
+    alias: Vec<String>,
+    /// Legacy link NAME[:ALIAS] (repeatable).
+    #[arg(long)]
+    link: Vec<String>,
+    /// Publish [HOSTIP:]HPORT[-HPORT]:CPORT[-CPORT][/tcp|udp] (repeatable).
+    #[arg(long, short)]
+    publish: Vec<String>,
+    /// The endpoint's name (default: the namespace's file name, or pid-N).
+    #[arg(long)]
+    name: Option<String>,
+    /// The network.
+    network: String,
+    /// A network namespace file (/run/netns/NAME, /proc/PID/ns/net), a name under
+    /// /run/netns, or a process id.
+    sandbox: String,
+}
+
+fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the CLI's I/O runtime")?
+        .block_on(f)
+}
+
+fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => bail!("{flag} {s:?} is not KEY=VALUE"),
+    }
+}
+
+fn ip(flag: &str, s: &str) -> Result<Ipv4Addr> {
+    s.parse()
+        .map_err(|_| anyhow::anyhow!("{flag} {s:?} is not an IPv4 address"))
+}
+
+fn cidr(flag: &str, s: &str) -> Result<Ipv4Cidr> {
+    s.parse()
+        .map_err(|_| anyhow::anyhow!("{flag} {s:?} is not an IPv4 CIDR (like 10.1.0.0/16)"))
+}
+
+/// The spec `network create` sends, or the flag that is wrong.
+pub fn network_spec(a: &CreateArgs) -> Result<NetworkSpec> {
+    let driver: Driver = a.driver.parse()?;
+    let mut options = NetworkOptions::default();
+    for o in &a.opt {
+        options.set(o)?;
+    }
+    let mut aux_addresses = BTreeMap::new();
+    for x in &a.aux_address {
+        let (k, v) = key_value("--aux-address", x)?;
+        aux_addresses.insert(k, ip("--aux-address", &v)?);
+    }
+    let mut labels = BTreeMap::new();
+    for l in &a.label {
+        let (k, v) = key_value("--label", l)?;
+        labels.insert(k, v);
+    }
+    Ok(NetworkSpec {
+        name: a.name.clone(),
+        driver,
+        subnet: a
+            .subnet
+            .as_deref()
+            .map(|s| cidr("--subnet", s))
+            .transpose()?,
+        gateway: a
+            .gateway
+            .as_deref()
+            .map(|s| ip("--gateway", s))
+            .transpose()?,
+        ip_range: a
+            .ip_range
+            .as_deref()
+            .map(|s| cidr("--ip-range", s))
+            .transpose()?,
+        aux_addresses,
+        internal: a.internal,
+        options,
+        labels,
+    })
+}
+
+/// The sandbox a `connect` argument names, and the endpoint name it suggests.
+pub fn sandbox_arg(s: &str) -> Result<(Sandbox, String)> {
+    if let Ok(pid) = s.parse::<u32>() {
+        return Ok((Sandbox::Pid(pid), format!("pid-{pid}")));
+    }
+    let path = if s.contains('/') {
+        PathBuf::from(s)
+    } else {
+        PathBuf::from("/run/netns").join(s)
+    };
+    if !path.exists() {
+        bail!(
+            "network namespace {} does not exist (give a path, a name under /run/netns, or a pid)",
+            path.display()
+        );
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| n != "net")
+        .unwrap_or_else(|| "endpoint".to_string());
+    Ok((Sandbox::Netns(path), name))
+}
+
+/// The spec `network connect` sends, or the flag that is wrong.
+pub fn endpoint_spec(a: &ConnectArgs) -> Result<EndpointSpec> {
+    let (sandbox, default_name) = sandbox_arg(&a.sandbox)?;
+    let publish = a
+        .publish
+        .iter()
+        .map(|p| {
+            p.parse::<PublishSpec>()
+                .with_context(|| format!("--publish {p:?}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(EndpointSpec {
+        network: a.network.clone(),
+        sandbox,
+        name: a.name.clone().unwrap_or(default_name),
+        ip: a.ip.as_deref().map(|s| ip("--ip", s)).transpose()?,
+        mac: a
+            .mac
+            .as_deref()
+            .map(|s| {
+                s.parse::<MacAddr>()
+                    .map_err(|_| anyhow::anyhow!("--mac {s:?} is not a MAC address"))
+            })
+            .transpose()?,
+        aliases: a.alias.clone(),
+        links: a.link.clone(),
+        publish,
+    })
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Prints rows as aligned columns under a header.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}   ", width = w[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+/// Runs `sluice network ...`.
+pub fn network(conn: &Conn, cmd: NetworkCmd) -> Result<()> {
+    let c = Client::new(&conn.socket);
+    match cmd {
+        NetworkCmd::Create(a) => {
+            let spec = network_spec(&a)?;
+            block(async {
+                let v = c.post("/networks", &spec).await?;
+                let n: NetworkInspect = serde_json::from_value(v)?;
+                println!("{}", n.id);
+                Ok(())
+            })
+        }
+        NetworkCmd::Ls { output, quiet } => block(async {
+            let nets: Vec<NetworkInspect> = c.get("/networks").await?;
+            if output == Output::Json {
+                return print_json(&nets);
+            }
+            if quiet {
+                nets.iter()
+                    .for_each(|n| println!("{}", &n.id[..12.min(n.id.len())]));
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = nets
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.id[..12.min(n.id.len())].to_string(),
+                        n.name.clone(),
+                        n.driver.clone(),
+                        n.scope.clone(),
+                        n.ipam
+                            .config
+                            .first()
+                            .map(|c| c.subnet.clone())
+                            .unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"], &rows);
+            Ok(())
+        }),
+        NetworkCmd::Inspect { networks } => block(async {
+            let mut out = Vec::new();
+            for n in &networks {
+                out.push(c.get::<NetworkInspect>(&format!("/networks/{n}")).await?);
+            }
+            print_json(&out)
+        }),
+        NetworkCmd::Rm { networks } => block(async {
+            let mut failed = None;
+            for n in &networks {
+                match c.delete(&format!("/networks/{n}")).await {
+                    Ok(()) => println!("{n}"),
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        failed = Some(e);
+                    }
+                }
+            }
+            match failed {
+                Some(e) => Err(e.into()),
+                None => Ok(()),
+            }
+        }),
+        NetworkCmd::Prune { .. } => block(async {
+            let r: PruneReport = serde_json::from_value(c.post("/networks/prune", &()).await?)?;
+            if !r.networks_deleted.is_empty() {
+                println!("Deleted Networks:");
+                r.networks_deleted.iter().for_each(|n| println!("{n}"));
+            }
+            Ok(())
+        }),
+        NetworkCmd::Connect(a) => {
+            let spec = endpoint_spec(&a)?;
+            block(async {
+                let v = c
+                    .post(&format!("/networks/{}/connect", spec.network), &spec)
+                    .await?;
+                let e: EndpointView = serde_json::from_value(v)?;
+                println!("{} {} {} {}", e.name, e.ifname, e.ipv4, e.mac);
+                Ok(())
+            })
+        }
+        NetworkCmd::Disconnect { network, endpoint } => block(async {
+            c.post(
+                &format!("/networks/{network}/disconnect"),
+                &DisconnectRequest { endpoint },
+            )
+            .await?;
+            Ok(())
+        }),
+    }
+}
+
+/// `sluice ps`.
+pub fn ps(conn: &Conn, output: Output) -> Result<()> {
+    let c = Client::new(&conn.socket);
+    block(async {
+        let eps: Vec<EndpointView> = c.get("/endpoints").await?;
+        if output == Output::Json {
+            return print_json(&eps);
+        }
+        let rows: Vec<Vec<String>> = eps
+            .iter()
+            .map(|e| {
+                vec![
+                    e.id[..12.min(e.id.len())].to_string(),
+                    e.name.clone(),
+                    e.network.clone(),
+                    e.ipv4.clone(),
+                    e.mac.clone(),
+                    e.ifname.clone(),
+                    e.ports.join(", "),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "ENDPOINT ID",
+                "NAME",
+                "NETWORK",
+                "IPV4",
+                "MAC",
+                "IFACE",
+                "PORTS",
+            ],
+            &rows,
+        );
+        Ok(())
+    })
+}
+
+/// `sluice port [NAME]`: published ports, all or one endpoint's.
+pub fn port(conn: &Conn, name: Option<String>, output: Output) -> Result<()> {
+    let c = Client::new(&conn.socket);
+    block(async {
+        let eps: Vec<EndpointView> = c.get("/endpoints").await?;
+        if let Some(n) = &name {
+            if !eps
+                .iter()
+                .any(|e| &e.name == n || e.id.starts_with(n.as_str()))
+            {
+                bail!("no endpoint named {n}");
+            }
+        }
+        let mine: Vec<&EndpointView> = eps
+            .iter()
+            .filter(|e| {
+                name.as_ref()
+                    .is_none_or(|n| &e.name == n || e.id.starts_with(n.as_str()))
+            })
+            .collect();
+        if output == Output::Json {
+            let m: BTreeMap<String, &Vec<String>> =
+                mine.iter().map(|e| (e.name.clone(), &e.ports)).collect();
+            return print_json(&m);
+        }
+        for e in mine {
+            for p in &e.ports {
+                match &name {
+                    Some(_) => println!("{}", docker_port_line(p)),
+                    None => println!("{}\t{}", e.name, p),
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// docker port's form of a mapping: `80/tcp -> 0.0.0.0:8080`.
+fn docker_port_line(ps_column: &str) -> String {
+    match ps_column.split_once("->") {
+        Some((host, container)) => format!("{container} -> {host}"),
+        None => ps_column.to_string(),
+    }
+}
+
+/// `sluice stats`.
+pub fn stats(conn: &Conn, output: Output) -> Result<()> {
+    let c = Client::new(&conn.socket);
+    block(async {
+        let s: StatsView = c.get("/stats").await?;
+        if output == Output::Json {
+            return print_json(&s);
+        }
+        let rows: Vec<Vec<String>> = s
+            .ports
+            .iter()
+            .map(|p| {
+                vec![
+                    p.port.clone(),
+                    p.endpoint.clone(),
+                    p.network.clone(),
+                    p.rx_packets.to_string(),
+                    p.rx_bytes.to_string(),
+                    p.tx_packets.to_string(),
+                    p.tx_bytes.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "PORT", "ENDPOINT", "NETWORK", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES",
+            ],
+            &rows,
+        );
+        println!();
+        let rows: Vec<Vec<String>> = s
+            .networks
+            .iter()
+            .map(|n| {
+                vec![
+                    n.network.clone(),
+                    n.endpoints.to_string(),
+                    n.fdb_entries.to_string(),
+                ]
+            })
+            .collect();
+        table(&["NETWORK", "ENDPOINTS", "FDB ENTRIES"], &rows);
+        println!("\nconntrack entries: {}", s.conntrack_entries);
+        if !s.drops.is_empty() {
+            println!("drops:");
+            for (k, v) in &s.drops {
+                println!("  {k}: {v}");
+            }
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct T {
+        #[command(subcommand)]
+        cmd: NetworkCmd,
+    }
+
+    fn create(args: &[&str]) -> Result<NetworkSpec> {
+        let mut v = vec!["t", "create"];
+        v.extend_from_slice(args);
+        match T::try_parse_from(v)?.cmd {
+            NetworkCmd::Create(a) => network_spec(&a),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn create_flags_become_a_spec() {
+        let s = create(&[
+            "--subnet",
+            "10.1.0.0/16",
+            "--gateway",
+            "10.1.0.254",
+            "--ip-range",
+            "10.1.1.0/24",
+            "--aux-address",
+            "r=10.1.0.9",
+            "--internal",
+            "-o",
+            "mtu=1400",
+            "--opt",
+            "icc=false",
+            "--label",
+            "a=b",
+            "n1",
+        ])
+        .unwrap();
+        assert_eq!(s.name, "n1");
+        assert_eq!(s.subnet.unwrap().to_string(), "10.1.0.0/16");
+        assert_eq!(s.gateway, Some(Ipv4Addr::new(10, 1, 0, 254)));
+        assert_eq!(s.ip_range.unwrap().to_string(), "10.1.1.0/24");
+        assert_eq!(s.aux_addresses["r"], Ipv4Addr::new(10, 1, 0, 9));
+        assert!(s.internal);
+        assert_eq!((s.options.mtu, s.options.icc), (Some(1400), Some(false)));
+        assert_eq!(s.labels["a"], "b");
+    }
+
+    #[test]
+    fn bad_create_flags_name_the_flag() {
+        let e = |a: &[&str]| create(a).unwrap_err().to_string();
+        assert!(e(&["--subnet", "10.1.0.0", "n"]).contains("--subnet"));
+        assert!(e(&["--gateway", "x", "n"]).contains("--gateway"));
+        assert!(e(&["--aux-address", "r", "n"]).contains("--aux-address"));
+        assert!(e(&["--opt", "vlan=5000", "n"]).contains("vlan"));
+        assert!(e(&["--driver", "overlay", "n"]).contains("unknown driver"));
+    }
+
+    #[test]
+    fn connect_flags_become_a_spec() {
+        let a = match T::try_parse_from([
+            "t",
+            "connect",
+            "--ip",
+            "10.1.0.5",
+            "--mac",
+            "02:00:00:00:00:05",
+            "--alias",
+            "db",
+            "-p",
+            "8080:80",
+            "--publish",
+            "53:53/udp",
+            "--name",
+            "web",
+            "n1",
+            "4242",
+        ])
+        .unwrap()
+        .cmd
+        {
+            NetworkCmd::Connect(a) => a,
+            _ => unreachable!(),
+        };
+        let s = endpoint_spec(&a).unwrap();
+        assert_eq!(s.sandbox, Sandbox::Pid(4242));
+        assert_eq!(s.name, "web");
+        assert_eq!(s.ip, Some(Ipv4Addr::new(10, 1, 0, 5)));
+        assert_eq!(s.publish.len(), 2);
+        assert_eq!(s.aliases, vec!["db".to_string()]);
+    }
+
+    #[test]
+    fn missing_namespaces_are_refused_before_sending() {
+        let e = sandbox_arg("/nonexistent/netns").unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        assert_eq!(sandbox_arg("7").unwrap().1, "pid-7");
+    }
+
+    #[test]
+    fn docker_port_form() {
+        assert_eq!(
+            docker_port_line("0.0.0.0:8080->80/tcp"),
+            "80/tcp -> 0.0.0.0:8080"
+        );
+    }
+}

@@ -1,0 +1,536 @@
+//! The daemon's single writer: every change is validated against a copy of the state,
+//! plumbed (interface, dataplane port), applied to the dataplane (an atomic table swap), and
+//! persisted, in that order; a failure at any step undoes the steps before it, so a refused
+//! or failed request leaves nothing half-applied. On start it restores what the database
+//! holds: endpoints whose interface is gone are released, interfaces no endpoint owns are
+//! deleted, and the rest are forwarded again.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sluice_dataplane::config::{Config, Ipv4Cidr, NatConfig};
+use sluice_dataplane::pipeline::Dataplane;
+use sluice_dataplane::tables::ConfigError;
+
+use crate::api::{EndpointView, NetworkStatsView, PortStatsView, PruneReport, StatsView};
+use crate::compile::{dataplane_config, UplinkSettings, UPLINK_PORT};
+use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
+use crate::model::{Endpoint, EndpointSpec, NetworkInspect, NetworkSpec};
+use crate::state::{State, StateError, PREDEFINED};
+use crate::store::{Store, StoreError};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Refused by the rules or the database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The interface or port could not be set up.
+    #[error(transparent)]
+    Plumbing(#[from] PlumbingError),
+    /// The dataplane refused the configuration (a bug if the state's rules passed).
+    #[error("dataplane refused the configuration: {0}")]
+    Dataplane(#[from] ConfigError),
+    /// The daemon is shutting down.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+impl From<StateError> for EngineError {
+    fn from(e: StateError) -> Self {
+        EngineError::Store(StoreError::State(e))
+    }
+}
+
+impl EngineError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        use StateError as S;
+        match self {
+            EngineError::Store(StoreError::State(s)) => match s {
+                S::NoSuchNetwork(_) | S::NoSuchEndpoint { .. } => 404,
+                S::Predefined(_) => 403,
+                S::NameTaken(_)
+                | S::IdTaken(_)
+                | S::Overlap { .. }
+                | S::HasEndpoints { .. }
+                | S::AlreadyConnected { .. }
+                | S::EndpointNameTaken { .. }
+                | S::MacInUse { .. }
+                | S::PortClash { .. }
+                | S::PoolsExhausted
+                | S::Ipam { .. }
+                | S::TooManyEndpoints
+                | S::TooManyNetworks => 409,
+                _ => 400,
+            },
+            EngineError::ShuttingDown => 503,
+            _ => 500,
+        }
+    }
+}
+
+/// The state, the dataplane and the machine, changed together.
+pub struct Engine<P: Plumbing> {
+    store: Store,
+    dp: Arc<Dataplane>,
+    plumbing: P,
+    uplink: Option<UplinkSettings>,
+    nat: NatConfig,
+}
+
+/// What restoring found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Endpoints forwarded again.
+    pub endpoints: usize,
+    /// Endpoints released because their interface was gone (`network/name`).
+    pub released: Vec<String>,
+    /// Interfaces deleted because no endpoint owned them.
+    pub deleted: Vec<String>,
+}
+
+impl<P: Plumbing> Engine<P> {
+    /// Restores the stored state onto the machine and starts forwarding.
+    pub async fn open(
+        mut store: Store,
+        mut plumbing: P,
+        uplink: Option<UplinkSettings>,
+        nat: NatConfig,
+    ) -> Result<(Engine<P>, Restored), EngineError> {
+        let mut restored = Restored::default();
+        let endpoints: Vec<Endpoint> = store.state().endpoints().cloned().collect();
+        for e in endpoints {
+            if plumbing.exists(&e.host_ifname).await? {
+                restored.endpoints += 1;
+                continue;
+            }
+            let net = store.state().network(&e.network_id)?.spec.name.clone();
+            store.disconnect(&e.network_id, &e.id)?;
+            restored.released.push(format!("{net}/{}", e.spec.name));
+        }
+        let owned: HashSet<String> = store
+            .state()
+            .endpoints()
+            .map(|e| e.host_ifname.clone())
+            .collect();
+        for name in plumbing.ours().await? {
+            if !owned.contains(&name) {
+                plumbing.delete_link(&name).await?;
+                restored.deleted.push(name);
+            }
+        }
+        let cfg = dataplane_config(store.state(), uplink.as_ref(), nat.clone());
+        let dp = Dataplane::new(&cfg)?;
+        plumbing.start(&dp)?;
+        let engine = Engine {
+            store,
+            dp,
+            plumbing,
+            uplink,
+            nat,
+        };
+        Ok((engine, restored))
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &State {
+        self.store.state()
+    }
+
+    /// The dataplane (for counters and table snapshots).
+    pub fn dataplane(&self) -> &Arc<Dataplane> {
+        &self.dp
+    }
+
+    fn config(&self, state: &State) -> Config {
+        dataplane_config(state, self.uplink.as_ref(), self.nat.clone())
+    }
+
+    /// Puts the dataplane back on the committed state after a failed step.
+    fn reapply_current(&self) {
+        if let Err(e) = self.dp.apply(&self.config(self.store.state())) {
+            tracing::error!("cannot restore the dataplane configuration: {e}");
+        }
+    }
+
+    /// `network create`.
+    pub async fn create_network(
+        &mut self,
+        spec: NetworkSpec,
+    ) -> Result<NetworkInspect, EngineError> {
+        let pending = self.store.prepare_create_network(spec)?;
+        self.dp.apply(&self.config(pending.state()))?;
+        match self.store.commit(pending) {
+            Ok(n) => Ok(n.inspect([])),
+            Err(e) => {
+                self.reapply_current();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `network rm`.
+    pub async fn remove_network(&mut self, key: &str) -> Result<String, EngineError> {
+        let pending = self.store.prepare_remove_network(key)?;
+        self.dp.apply(&self.config(pending.state()))?;
+        match self.store.commit(pending) {
+            Ok(n) => Ok(n.spec.name),
+            Err(e) => {
+                self.reapply_current();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `network prune`: every user network without endpoints.
+    pub async fn prune(&mut self) -> Result<PruneReport, EngineError> {
+        let idle: Vec<String> = self
+            .state()
+            .networks()
+            .filter(|n| !PREDEFINED.contains(&n.spec.name.as_str()))
+            .filter(|n| self.state().endpoints_of(&n.id).next().is_none())
+            .map(|n| n.id.clone())
+            .collect();
+        let mut report = PruneReport::default();
+        for id in idle {
+            report
+                .networks_deleted
+                .push(self.remove_network(&id).await?);
+        }
+        report.networks_deleted.sort();
+        Ok(report)
+    }
+
+    /// `network ls`.
+    pub fn list(&self) -> Vec<NetworkInspect> {
+        let s = self.state();
+        let mut out: Vec<NetworkInspect> = s
+            .networks()
+            .map(|n| n.inspect(s.endpoints_of(&n.id)))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// `network inspect`.
+    pub fn inspect(&self, key: &str) -> Result<NetworkInspect, EngineError> {
+        Ok(self.state().inspect(key)?)
+    }
+
+    /// `network connect`: address, interface in the sandbox, dataplane port, persisted.
+    pub async fn connect(&mut self, spec: EndpointSpec) -> Result<EndpointView, EngineError> {
+        let pending = self.store.prepare_connect(spec)?;
+        let e = pending.value().clone();
+        let net = pending.state().network(&e.network_id)?.clone();
+        let cfg = self.config(pending.state());
+        let port = cfg
+            .ports
+            .iter()
+            .find(|p| p.id == e.port)
+            .cloned()
+            .ok_or_else(|| {
+                PlumbingError(format!("no dataplane port for endpoint {}", e.spec.name))
+            })?;
+        let first = self
+            .state()
+            .endpoints()
+            .all(|o| o.spec.sandbox != e.spec.sandbox);
+        let attachment = Attachment {
+            sandbox: e.spec.sandbox.clone(),
+            host_ifname: e.host_ifname.clone(),
+            sandbox_ifname: e.sandbox_ifname.clone(),
+            mac: e.mac,
+            ip: Ipv4Cidr {
+                addr: e.ip,
+                prefix: net.subnet.map_or(32, |s| s.prefix),
+            },
+            gateway: net.gateway.filter(|_| first && !net.spec.internal),
+            mtu: net.spec.options.mtu.unwrap_or(1500),
+        };
+        self.plumbing.attach(&attachment, &port).await?;
+        if let Err(err) = self.dp.apply(&cfg) {
+            self.undo_attach(&e).await;
+            return Err(err.into());
+        }
+        match self.store.commit(pending) {
+            Ok(e) => Ok(EndpointView::new(&e, &net, None)),
+            Err(err) => {
+                self.reapply_current();
+                self.undo_attach(&e).await;
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn undo_attach(&mut self, e: &Endpoint) {
+        if let Err(err) = self.plumbing.detach(&e.host_ifname, e.port).await {
+            tracing::error!(
+                "cannot remove {} after a failed connect: {err}",
+                e.host_ifname
+            );
+        }
+    }
+
+    /// `network disconnect`: the port leaves the dataplane, the interface is deleted, the
+    /// address released.
+    pub async fn disconnect(&mut self, network: &str, endpoint: &str) -> Result<(), EngineError> {
+        let pending = self.store.prepare_disconnect(network, endpoint)?;
+        let e = pending.value().clone();
+        self.dp.apply(&self.config(pending.state()))?;
+        if let Err(err) = self.plumbing.detach(&e.host_ifname, e.port).await {
+            tracing::warn!("disconnect {}: {err}", e.spec.name);
+        }
+        self.store.commit(pending)?;
+        Ok(())
+    }
+
+    /// `ps`: every endpoint, by network then name.
+    pub fn endpoints(&self) -> Vec<EndpointView> {
+        let s = self.state();
+        let mut out: Vec<EndpointView> = s
+            .endpoints()
+            .filter_map(|e| {
+                let n = s.network(&e.network_id).ok()?;
+                Some(EndpointView::new(e, n, None))
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.network, &a.name).cmp(&(&b.network, &b.name)));
+        out
+    }
+
+    /// `stats`: the dataplane's counters named by endpoint and network.
+    pub fn stats(&self) -> StatsView {
+        let st = self.dp.stats();
+        let s = self.state();
+        let ports = st
+            .ports
+            .iter()
+            .map(|p| {
+                let owner = s.endpoints().find(|e| e.port == p.id);
+                let (endpoint, network) = match owner {
+                    Some(e) => (
+                        e.spec.name.clone(),
+                        s.network(&e.network_id)
+                            .map(|n| n.spec.name.clone())
+                            .unwrap_or_default(),
+                    ),
+                    None if p.id == UPLINK_PORT => ("uplink".into(), String::new()),
+                    None => (String::new(), String::new()),
+                };
+                PortStatsView {
+                    port: p.name.clone(),
+                    endpoint,
+                    network,
+                    rx_packets: p.stats.rx_packets,
+                    rx_bytes: p.stats.rx_bytes,
+                    tx_packets: p.stats.tx_packets,
+                    tx_bytes: p.stats.tx_bytes,
+                }
+            })
+            .collect();
+        let mut networks: Vec<NetworkStatsView> = s
+            .networks()
+            .filter(|n| n.subnet.is_some())
+            .map(|n| NetworkStatsView {
+                network: n.spec.name.clone(),
+                endpoints: s.endpoints_of(&n.id).count(),
+                fdb_entries: st.fdb_entries.get(&n.spec.name).copied().unwrap_or(0),
+            })
+            .collect();
+        networks.sort_by(|a, b| a.network.cmp(&b.network));
+        StatsView {
+            ports,
+            networks,
+            drops: st
+                .drops
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), *v))
+                .collect(),
+            conntrack_entries: st.conntrack_flows,
+        }
+    }
+
+    /// Stops forwarding; interfaces and state stay for the next start.
+    pub fn shutdown(mut self) {
+        self.plumbing.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::plumbing::fake::Fake;
+    use crate::model::Sandbox;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    struct TempDb(PathBuf);
+
+    impl TempDb {
+        fn new(tag: &str) -> TempDb {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            TempDb(std::env::temp_dir().join(format!(
+                "sluice-engine-{}-{tag}-{n}.redb",
+                std::process::id()
+            )))
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn open(db: &TempDb, fake: Fake) -> (Engine<Fake>, Restored) {
+        block(Engine::open(
+            Store::open(&db.0).unwrap(),
+            fake,
+            None,
+            NatConfig::default(),
+        ))
+        .unwrap()
+    }
+
+    fn ep(network: &str, name: &str, ns: &str) -> EndpointSpec {
+        EndpointSpec {
+            network: network.into(),
+            sandbox: Sandbox::Netns(PathBuf::from(format!("/run/netns/{ns}"))),
+            name: name.into(),
+            ip: None,
+            mac: None,
+            aliases: vec![],
+            links: vec![],
+            publish: vec![],
+        }
+    }
+
+    fn net(name: &str, subnet: &str) -> NetworkSpec {
+        NetworkSpec {
+            name: name.into(),
+            subnet: Some(subnet.parse().unwrap()),
+            ..NetworkSpec::default()
+        }
+    }
+
+    #[test]
+    fn connect_plumbs_applies_and_persists() {
+        let db = TempDb::new("connect");
+        let (mut en, _) = open(&db, Fake::default());
+        assert!(en.plumbing.started);
+        block(en.create_network(net("a", "10.9.0.0/24"))).unwrap();
+        let v = block(en.connect(ep("a", "web", "x"))).unwrap();
+        assert_eq!(v.ipv4, "10.9.0.2/24");
+        let link = &en.plumbing.links[&v.host_ifname];
+        assert_eq!(link.sandbox_ifname, "eth0");
+        assert_eq!(link.gateway, Some("10.9.0.1".parse().unwrap()));
+        assert!(en
+            .dp
+            .tables()
+            .ports()
+            .any(|p| p.config.name == v.host_ifname));
+        let second = block(en.connect(ep("bridge", "web", "x"))).unwrap();
+        let link = &en.plumbing.links[&second.host_ifname];
+        assert_eq!(
+            (link.sandbox_ifname.as_str(), link.gateway),
+            ("eth1", None),
+            "only the sandbox's first network sets the default route"
+        );
+        assert_eq!(en.endpoints().len(), 2);
+    }
+
+    #[test]
+    fn failed_attach_leaves_nothing() {
+        let db = TempDb::new("fail");
+        let (mut en, _) = open(&db, Fake::default());
+        block(en.create_network(net("a", "10.9.0.0/24"))).unwrap();
+        let before = en.state().clone();
+        en.plumbing.fail_attach = true;
+        let err = block(en.connect(ep("a", "web", "x"))).unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+        assert_eq!(en.state(), &before);
+        assert!(en.plumbing.links.is_empty());
+        assert_eq!(en.dp.tables().ports().count(), 0);
+        let v = block(en.connect(ep("a", "web", "x"))).unwrap();
+        assert_eq!(v.ipv4, "10.9.0.2/24", "the address was not leaked");
+    }
+
+    #[test]
+    fn disconnect_and_remove_undo_everything() {
+        let db = TempDb::new("disconnect");
+        let (mut en, _) = open(&db, Fake::default());
+        block(en.create_network(net("a", "10.9.0.0/24"))).unwrap();
+        block(en.connect(ep("a", "web", "x"))).unwrap();
+        let err = block(en.remove_network("a")).unwrap_err();
+        assert_eq!(err.status(), 409);
+        block(en.disconnect("a", "web")).unwrap();
+        assert!(en.plumbing.links.is_empty() && en.plumbing.ports.is_empty());
+        assert_eq!(block(en.disconnect("a", "web")).unwrap_err().status(), 404);
+        block(en.create_network(net("b", "10.10.0.0/24"))).unwrap();
+        assert_eq!(
+            block(en.prune()).unwrap().networks_deleted,
+            vec!["a".to_string(), "b".to_string()]
+        );
+        assert_eq!(en.list().len(), 3, "the predefined networks stay");
+        assert_eq!(
+            block(en.remove_network("bridge")).unwrap_err().status(),
+            403
+        );
+    }
+
+    #[test]
+    fn restore_releases_vanished_endpoints_and_deletes_strays() {
+        let db = TempDb::new("restore");
+        let (mut en, _) = open(&db, Fake::default());
+        block(en.create_network(net("a", "10.9.0.0/24"))).unwrap();
+        let kept = block(en.connect(ep("a", "kept", "x"))).unwrap();
+        let gone = block(en.connect(ep("a", "gone", "y"))).unwrap();
+        let mut fake = std::mem::take(&mut en.plumbing);
+        en.shutdown();
+        fake.links.remove(&gone.host_ifname);
+        let stray = Attachment {
+            host_ifname: "slstray".into(),
+            ..fake.links[&kept.host_ifname].clone()
+        };
+        fake.links.insert("slstray".into(), stray);
+        let (en, restored) = open(&db, fake);
+        assert_eq!(restored.endpoints, 1);
+        assert_eq!(restored.released, vec!["a/gone".to_string()]);
+        assert_eq!(restored.deleted, vec!["slstray".to_string()]);
+        assert_eq!(en.endpoints().len(), 1);
+        assert!(en
+            .dp
+            .tables()
+            .ports()
+            .any(|p| p.config.name == kept.host_ifname));
+        drop(en);
+        let (_, again) = open(&db, Fake::default());
+        assert_eq!(
+            again.released,
+            vec!["a/kept".to_string()],
+            "state was persisted"
+        );
+    }
+
+    #[test]
+    fn stats_name_ports_by_endpoint() {
+        let db = TempDb::new("stats");
+        let (mut en, _) = open(&db, Fake::default());
+        block(en.create_network(net("a", "10.9.0.0/24"))).unwrap();
+        let v = block(en.connect(ep("a", "web", "x"))).unwrap();
+        let s = en.stats();
+        let row = s.ports.iter().find(|p| p.port == v.host_ifname).unwrap();
+        assert_eq!((row.endpoint.as_str(), row.network.as_str()), ("web", "a"));
+        let a = s.networks.iter().find(|n| n.network == "a").unwrap();
+        assert_eq!(a.endpoints, 1);
+    }
+}

@@ -1,0 +1,164 @@
+//! The engine runs on a thread of its own (a current-thread tokio runtime: netlink calls are
+//! async), which serialises every change; API handlers on the multithreaded runtime talk to it
+//! through `EngineHandle`, a cloneable channel, and await the answer.
+
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::{EndpointView, PruneReport, StatsView};
+use crate::daemon::engine::{Engine, EngineError, Restored};
+use crate::daemon::plumbing::Plumbing;
+use crate::model::{EndpointSpec, NetworkInspect, NetworkSpec};
+
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+/// One request to the engine.
+enum Command {
+    CreateNetwork(NetworkSpec, Reply<NetworkInspect>),
+    RemoveNetwork(String, Reply<String>),
+    Prune(Reply<PruneReport>),
+    List(Reply<Vec<NetworkInspect>>),
+    Inspect(String, Reply<NetworkInspect>),
+    Connect(EndpointSpec, Reply<EndpointView>),
+    Disconnect(String, String, Reply<()>),
+    Endpoints(Reply<Vec<EndpointView>>),
+    Stats(Reply<StatsView>),
+}
+
+/// A cloneable way to the engine; the engine stops when the last handle is dropped.
+#[derive(Clone, Debug)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+/// Starts the engine thread: `open` builds the engine there (restoring state and starting
+/// forwarding). Returns once it is serving, or the error that stopped it.
+pub fn spawn<P, F, Fut>(open: F) -> Result<(EngineHandle, Restored, JoinHandle<()>), EngineError>
+where
+    P: Plumbing + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(Engine<P>, Restored), EngineError>>,
+{
+    let (tx, mut rx) = mpsc::channel::<Command>(256);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("sluice-engine".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(EngineError::Plumbing(
+                        crate::daemon::plumbing::PlumbingError(format!("engine runtime: {e}")),
+                    )));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let mut engine = match open().await {
+                    Ok((engine, restored)) => {
+                        let _ = ready_tx.send(Ok(restored));
+                        engine
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Some(cmd) = rx.recv().await {
+                    serve(&mut engine, cmd).await;
+                }
+                engine.shutdown();
+            });
+        })
+        .map_err(|e| {
+            EngineError::Plumbing(crate::daemon::plumbing::PlumbingError(format!(
+                "engine thread: {e}"
+            )))
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(restored)) => Ok((EngineHandle { tx }, restored, thread)),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(EngineError::ShuttingDown)
+        }
+    }
+}
+
+async fn serve<P: Plumbing>(en: &mut Engine<P>, cmd: Command) {
+    match cmd {
+        Command::CreateNetwork(spec, r) => drop(r.send(en.create_network(spec).await)),
+        Command::RemoveNetwork(key, r) => drop(r.send(en.remove_network(&key).await)),
+        Command::Prune(r) => drop(r.send(en.prune().await)),
+        Command::List(r) => drop(r.send(Ok(en.list()))),
+        Command::Inspect(key, r) => drop(r.send(en.inspect(&key))),
+        Command::Connect(spec, r) => drop(r.send(en.connect(spec).await)),
+        Command::Disconnect(net, ep, r) => drop(r.send(en.disconnect(&net, &ep).await)),
+        Command::Endpoints(r) => drop(r.send(Ok(en.endpoints()))),
+        Command::Stats(r) => drop(r.send(Ok(en.stats()))),
+    }
+}
+
+impl EngineHandle {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// `network create`.
+    pub async fn create_network(&self, spec: NetworkSpec) -> Result<NetworkInspect, EngineError> {
+        self.call(|r| Command::CreateNetwork(spec, r)).await
+    }
+
+    /// `network rm`; returns the removed network's name.
+    pub async fn remove_network(&self, key: String) -> Result<String, EngineError> {
+        self.call(|r| Command::RemoveNetwork(key, r)).await
+    }
+
+    /// `network prune`.
+    pub async fn prune(&self) -> Result<PruneReport, EngineError> {
+        self.call(Command::Prune).await
+    }
+
+    /// `network ls`.
+    pub async fn list(&self) -> Result<Vec<NetworkInspect>, EngineError> {
+        self.call(Command::List).await
+    }
+
+    /// `network inspect`.
+    pub async fn inspect(&self, key: String) -> Result<NetworkInspect, EngineError> {
+        self.call(|r| Command::Inspect(key, r)).await
+    }
+
+    /// `network connect`.
+    pub async fn connect(&self, spec: EndpointSpec) -> Result<EndpointView, EngineError> {
+        self.call(|r| Command::Connect(spec, r)).await
+    }
+
+    /// `network disconnect`.
+    pub async fn disconnect(&self, network: String, endpoint: String) -> Result<(), EngineError> {
+        self.call(|r| Command::Disconnect(network, endpoint, r))
+            .await
+    }
+
+    /// `ps`.
+    pub async fn endpoints(&self) -> Result<Vec<EndpointView>, EngineError> {
+        self.call(Command::Endpoints).await
+    }
+
+    /// `stats`.
+    pub async fn stats(&self) -> Result<StatsView, EngineError> {
+        self.call(Command::Stats).await
+    }
+}
