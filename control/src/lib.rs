@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod compile;
+pub mod dns;
 pub mod ipam;
 pub mod lab;
 pub mod model;
