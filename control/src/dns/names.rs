@@ -147,6 +147,11 @@ impl NameTable {
         self.sandboxes.keys()
     }
 
+    /// True when `sandbox` uses the embedded resolver (its resolv.conf names 127.0.0.11).
+    pub fn serves(&self, sandbox: &Sandbox) -> bool {
+        self.sandboxes.contains_key(sandbox)
+    }
+
     /// The addresses `name` resolves to in `sandbox` (empty: not a local name).
     pub fn lookup(&self, sandbox: &Sandbox, name: &str) -> &[Ipv4Addr] {
         self.sandboxes
@@ -300,8 +305,8 @@ mod tests {
         assert!(t.lookup(&web, "web2").is_empty());
         let mut sbs: Vec<_> = t.sandboxes().cloned().collect();
         sbs.sort_by_key(|s| s.to_string());
-        assert_eq!(sbs, [web, api.clone(), db]);
-        assert!(!t.sandboxes().any(|s| *s == legacy));
+        assert_eq!(sbs, [web.clone(), api.clone(), db]);
+        assert!(t.serves(&web) && !t.serves(&legacy));
         assert_eq!(t.reverse(&api, Ipv4Addr::new(10, 2, 0, 3)), Some("db.back"));
     }
 

@@ -157,8 +157,9 @@ fn push_label(out: &mut String, label: &[u8]) {
     }
 }
 
-/// Reads the name at `at`: its lowercase presentation form without the trailing dot (the root
-/// is ""), and where the name ends in `buf` (after its first pointer, if compressed).
+/// Reads the name at `at` of the message `buf`: its lowercase presentation form without the
+/// trailing dot (the root is ""), and where the name ends in `buf` (after its first pointer, if
+/// compressed). Pointers must go backwards and not into the header.
 pub fn read_name(buf: &[u8], at: usize) -> Result<(String, usize), WireError> {
     let mut name = String::new();
     let mut pos = at;
@@ -187,7 +188,7 @@ pub fn read_name(buf: &[u8], at: usize) -> Result<(String, usize), WireError> {
             0xc0 => {
                 let target = usize::from(be16(buf, pos)? & 0x3fff);
                 pointers += 1;
-                if target >= pos || pointers > MAX_POINTERS {
+                if target >= pos || target < HEADER_LEN || pointers > MAX_POINTERS {
                     return Err(WireError::BadPointer);
                 }
                 end.get_or_insert(pos + 2);
@@ -461,6 +462,13 @@ mod tests {
         b.extend_from_slice(&[1, b'a', 0xc0, 12]);
         assert_eq!(read_name(&b, 12), Err(WireError::BadPointer));
         let mut b = vec![0u8; 12];
+        b.extend_from_slice(&[0xc0, 2]);
+        assert_eq!(
+            read_name(&b, 12),
+            Err(WireError::BadPointer),
+            "into the header"
+        );
+        let mut b = vec![0u8; 12];
         b.extend_from_slice(&[0x40]);
         assert_eq!(read_name(&b, 12), Err(WireError::BadLabelType(0x40)));
     }
@@ -603,6 +611,29 @@ mod tests {
             for at in 0..b.len().min(40) {
                 let _ = read_name(&b, at);
             }
+        }
+
+        #[test]
+        fn damaged_queries_never_panic(
+            edits in proptest::collection::vec((0usize..40, any::<u8>()), 1..6),
+            cut in 0usize..40,
+        ) {
+            let mut b = query("web.front.example", TYPE_A);
+            for (at, v) in edits {
+                if let Some(x) = b.get_mut(at) {
+                    *x = v;
+                }
+            }
+            b.truncate(b.len().saturating_sub(cut % 8));
+            if let Ok(m) = parse(&b) {
+                let _ = m.answers();
+                let mut out = Vec::new();
+                reply(&m, Rcode::NxDomain, &[Answer::A(Ipv4Addr::LOCALHOST)], 1, UDP_REPLY_MAX, &mut out);
+                let r = parse(&out);
+                prop_assert!(r.is_ok());
+                prop_assert_eq!(r.map(|r| r.question), Ok(m.question.clone()));
+            }
+            let _ = format_error(&b, &mut Vec::new());
         }
 
         #[test]
