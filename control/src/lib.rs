@@ -7,6 +7,7 @@ pub mod client;
 pub mod clock;
 pub mod compile;
 pub mod daemon;
+pub mod dns;
 pub mod ipam;
 pub mod lab;
 pub mod model;

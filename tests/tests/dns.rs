@@ -1,0 +1,163 @@
+//! The embedded resolver in a real network namespace: the daemon's `DnsServer` opens
+//! 127.0.0.11:53 inside a lab namespace (whose loopback is down, as in a fresh sandbox), and a
+//! client inside that namespace resolves an endpoint name and an alias over UDP and TCP, gets
+//! SERVFAIL for an unknown name when there is no upstream, and finds the address free again
+//! once the sandbox is removed. Needs root; skipped otherwise.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use sluice_control::dns::names::NameTable;
+use sluice_control::dns::server::{DnsServer, DNS_PORT};
+use sluice_control::dns::wire::{build_query, parse, Rcode, TYPE_A};
+use sluice_control::dns::RESOLVER_IP;
+use sluice_control::lab::Lab;
+use sluice_control::model::{EndpointSpec, NetworkSpec, Sandbox, Stamp};
+use sluice_control::state::State;
+
+/// Runs `f` on a thread that entered the namespace at `ns`.
+fn in_ns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = ns.to_path_buf();
+    std::thread::spawn(move || {
+        let file = File::open(&ns).unwrap();
+        // SAFETY: setns on a namespace file we opened; it changes only this thread.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns: {}",
+            std::io::Error::last_os_error()
+        );
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+fn resolver() -> SocketAddr {
+    SocketAddr::from((RESOLVER_IP, DNS_PORT))
+}
+
+/// Asks the resolver for `name` (A) over UDP from inside `ns`: (rcode, addresses).
+fn ask_udp(ns: &Path, name: &str) -> (u8, Vec<Ipv4Addr>) {
+    let mut q = Vec::new();
+    build_query(0x5151, name, TYPE_A, &mut q).unwrap();
+    let r = in_ns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.send_to(&q, resolver()).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.recv(&mut buf).unwrap();
+        buf[..n].to_vec()
+    });
+    decode(&r)
+}
+
+/// The same over TCP.
+fn ask_tcp(ns: &Path, name: &str) -> (u8, Vec<Ipv4Addr>) {
+    let mut q = Vec::new();
+    build_query(0x6262, name, TYPE_A, &mut q).unwrap();
+    let r = in_ns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&resolver(), Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut msg = (q.len() as u16).to_be_bytes().to_vec();
+        msg.extend_from_slice(&q);
+        s.write_all(&msg).unwrap();
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut r = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut r).unwrap();
+        r
+    });
+    decode(&r)
+}
+
+fn decode(reply: &[u8]) -> (u8, Vec<Ipv4Addr>) {
+    let m = parse(reply).unwrap();
+    assert!(m.header.is_response());
+    let ips = m.answers().unwrap().iter().filter_map(|r| r.a()).collect();
+    (m.header.rcode(), ips)
+}
+
+#[test]
+fn embedded_resolver_answers_inside_the_namespace() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to create network namespaces");
+        return;
+    }
+    let mut lab = Lab::new("dns").unwrap();
+    lab.add_ns("c1").unwrap();
+    lab.ip("c1", &["link", "set", "lo", "down"]).unwrap();
+    let ns = PathBuf::from("/var/run/netns").join(lab.ns_name("c1").unwrap());
+    let sandbox = Sandbox::Netns(ns.clone());
+
+    let mut state = State::with_defaults(Stamp::fresh);
+    let net = NetworkSpec {
+        name: "front".into(),
+        subnet: Some("10.77.0.0/24".parse().unwrap()),
+        ..NetworkSpec::default()
+    };
+    state.create_network(net, Stamp::fresh()).unwrap();
+    // Built from JSON so that new optional fields of EndpointSpec need no change here.
+    let ep: EndpointSpec = serde_json::from_value(serde_json::json!({
+        "network": "front", "sandbox": sandbox, "name": "web", "aliases": ["www"]
+    }))
+    .unwrap();
+    let web_ip = state.connect(ep, Stamp::fresh()).unwrap().ip;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_rt = rt.enter();
+    let dns = DnsServer::with_timeout(vec![], Duration::from_millis(300));
+    let failed = dns.sync(NameTable::from_state(&state));
+    assert!(failed.is_empty(), "resolver not started: {failed:?}");
+    assert_eq!(dns.sandboxes(), std::slice::from_ref(&sandbox));
+    assert!(
+        lab.ip("c1", &["link", "show", "lo"])
+            .unwrap()
+            .contains(",UP"),
+        "the resolver brings the sandbox's loopback up"
+    );
+
+    assert_eq!(ask_udp(&ns, "web"), (0, vec![web_ip]));
+    assert_eq!(ask_udp(&ns, "WWW."), (0, vec![web_ip]));
+    assert_eq!(ask_udp(&ns, "web.front"), (0, vec![web_ip]));
+    assert_eq!(ask_tcp(&ns, "www"), (0, vec![web_ip]));
+    assert_eq!(
+        ask_udp(&ns, "nothere.invalid"),
+        (Rcode::ServFail as u8, vec![])
+    );
+    assert_eq!(
+        ask_tcp(&ns, "nothere.invalid"),
+        (Rcode::ServFail as u8, vec![])
+    );
+
+    // Removing the sandbox closes both sockets: the address can be bound again inside it.
+    assert!(dns.remove_sandbox(&sandbox));
+    assert!(dns.sandboxes().is_empty());
+    let start = Instant::now();
+    loop {
+        let free = in_ns(&ns, || {
+            UdpSocket::bind(resolver()).is_ok() && std::net::TcpListener::bind(resolver()).is_ok()
+        });
+        if free {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "127.0.0.11:53 still bound after remove_sandbox"
+        );
+        sleep(Duration::from_millis(50));
+    }
+    // And a sync with an empty table stops nothing else and starts nothing.
+    assert!(dns.sync(NameTable::default()).is_empty());
+    assert!(dns.sandboxes().is_empty());
+}
