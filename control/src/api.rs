@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dns::files::EndpointFiles;
 use crate::model::{Endpoint, Network, Sandbox};
 
 /// The API version, the first path segment of every route.
@@ -63,15 +64,6 @@ pub struct EndpointView {
     /// The resolv.conf and hosts files written for it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<EndpointFiles>,
-}
-
-/// The files a runtime bind-mounts into a container (`/etc/resolv.conf`, `/etc/hosts`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointFiles {
-    /// resolv.conf path.
-    pub resolv_conf: String,
-    /// hosts path.
-    pub hosts: String,
 }
 
 impl EndpointView {

@@ -13,6 +13,7 @@ use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::frame::{NetworkId, PortId};
 use sluice_dataplane::wire::MacAddr;
 
+use crate::dns::files::NameOptions;
 use crate::publish::PublishSpec;
 
 /// Why an option or driver name given on the command line is not accepted.
@@ -250,6 +251,10 @@ pub struct EndpointSpec {
     /// Published ports.
     #[serde(default)]
     pub publish: Vec<PublishSpec>,
+    /// `--hostname`, `--dns`, `--dns-search`, `--dns-option`, `--add-host`: what goes into the
+    /// endpoint's resolv.conf and hosts files.
+    #[serde(default)]
+    pub names: NameOptions,
 }
 
 /// A connected endpoint: the spec plus what the daemon allocated.
@@ -562,6 +567,7 @@ mod tests {
                 aliases: vec![],
                 links: vec![],
                 publish: vec![],
+                names: NameOptions::default(),
             },
             network_id: n.id.clone(),
             ip: Ipv4Addr::new(10, 1, 0, 128),

@@ -611,6 +611,7 @@ pub(crate) mod tests {
             aliases: vec![],
             links: vec![],
             publish: vec![],
+            names: Default::default(),
         }
     }
 

@@ -411,6 +411,7 @@ mod tests {
             aliases: vec![],
             links: vec![],
             publish: vec![],
+            names: Default::default(),
         }
     }
 
