@@ -180,6 +180,17 @@ impl WorkerCounters {
         }
     }
 
+    /// Zeroes one port's counters, so that a port attached under the id of a detached one
+    /// starts from zero. Only the worker that owns these counters may call it: it is their
+    /// single writer, and a reset from another thread could be lost under its load+store adds.
+    pub fn reset_port(&self, port: crate::frame::PortId) {
+        if let Some(p) = self.ports.get(usize::from(port.0)) {
+            for c in [&p.rx_packets, &p.rx_bytes, &p.tx_packets, &p.tx_bytes] {
+                c.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Counts `n` drops for a reason.
     #[inline]
     pub fn drop_n(&self, reason: DropReason, n: u64) {
@@ -251,5 +262,9 @@ mod tests {
             (2, 150, 2, 120)
         );
         assert_eq!(sum_drops(&[&a, &b], DropReason::Malformed), 3);
+        b.reset_port(PortId(3));
+        b.reset_port(PortId(u16::MAX));
+        assert_eq!(b.port(PortId(3)), PortStats::default());
+        assert_eq!(sum_port(&[&a, &b], PortId(3)).rx_bytes, 100);
     }
 }
