@@ -635,4 +635,187 @@ mod tests {
         let stats = w.counters().port(UPLINK);
         assert_eq!((stats.tx_packets, stats.tx_bytes), (1, q.len() as u64));
     }
+
+    mod hotplug {
+        use std::net::Ipv4Addr;
+        use std::sync::atomic::AtomicBool;
+
+        use super::super::*;
+        use crate::config::{Config, NetworkConfig, PortRole};
+        use crate::frame::NetworkId;
+        use crate::port::afpacket::RxRing;
+        use crate::port::testnet::{is_test_frame, test_frame, Netns, RawSock};
+
+        /// Small rings: several sockets per interface and worker stay cheap.
+        fn rt_config(workers: usize) -> RuntimeConfig {
+            RuntimeConfig {
+                workers,
+                afpacket: AfPacketConfig {
+                    rx_ring: RxRing::V2 {
+                        frame_size: 2048,
+                        frame_count: 256,
+                    },
+                    tx_frame_size: 2048,
+                    tx_block_size: 64 << 10,
+                    tx_block_count: 4,
+                    ..AfPacketConfig::default()
+                },
+                ..RuntimeConfig::default()
+            }
+        }
+
+        fn port(id: u16, name: &str) -> PortConfig {
+            PortConfig {
+                id: PortId(id),
+                name: name.into(),
+                io: PortIo::AfPacket,
+                role: PortRole::Access {
+                    network: NetworkId(0),
+                    vlan: 0,
+                },
+            }
+        }
+
+        fn config(ports: &[&PortConfig]) -> Config {
+            let net = NetworkConfig::new(
+                NetworkId(0),
+                "n",
+                "10.77.0.0/24".parse().unwrap(),
+                Ipv4Addr::new(10, 77, 0, 1),
+            );
+            Config {
+                networks: vec![net],
+                ports: ports.iter().map(|p| (*p).clone()).collect(),
+                ..Config::default()
+            }
+        }
+
+        /// Veth pairs `p<x>` (sluice's end) and `k<x>` (the test's end), up, without IPv6
+        /// link-local addresses so that the kernel sends nothing of its own on them.
+        fn veths(ns: &Netns, names: &[&str]) {
+            for x in names {
+                ns.ip(&format!("link add name p{x} type veth peer name k{x}"));
+                for d in [format!("p{x}"), format!("k{x}")] {
+                    ns.ip(&format!("link set dev {d} addrgenmode none"));
+                    ns.ip(&format!("link set dev {d} up"));
+                }
+            }
+        }
+
+        /// Packet sockets bound to `ifname` in the calling thread's namespace.
+        fn packet_sockets(ns: &Netns, ifname: &str) -> usize {
+            let link = ns.ip(&format!("-o link show dev {ifname}"));
+            let ifindex = link.split(':').next().unwrap().trim().to_owned();
+            let table = std::fs::read_to_string("/proc/thread-self/net/packet").unwrap();
+            table
+                .lines()
+                .skip(1)
+                .filter(|l| l.split_whitespace().nth(4) == Some(ifindex.as_str()))
+                .count()
+        }
+
+        fn tx_packets(dp: &Dataplane, id: u16) -> u64 {
+            let s = dp.stats();
+            s.ports
+                .iter()
+                .find(|p| p.id == PortId(id))
+                .map_or(0, |p| p.stats.tx_packets)
+        }
+
+        #[test]
+        fn ports_attach_and_detach_while_traffic_flows() {
+            let ns = Netns::new("h");
+            veths(&ns, &["a", "b", "c"]);
+            ns.enter(|| {
+                let (pa, pb, pc) = (port(1, "pa"), port(2, "pb"), port(3, "pc"));
+                let dp = Dataplane::new(&config(&[&pa, &pb])).unwrap();
+                let rt = Runtime::start(&dp, &rt_config(2)).unwrap();
+                assert_eq!(rt.attached(), vec![PortId(1), PortId(2)]);
+                let (ka, kb, kc) = (RawSock::open("ka"), RawSock::open("kb"), RawSock::open("kc"));
+                const FLOW: usize = 1500;
+                let done = AtomicBool::new(false);
+                std::thread::scope(|s| {
+                    // A steady A -> B flow (flooded: the destination MAC is never learned)
+                    // for the whole time C is attached.
+                    let seen_b = s.spawn(|| kb.capture(FLOW, |f| is_test_frame(f, 1)).len());
+                    s.spawn(|| {
+                        for _ in 0..FLOW {
+                            ka.send(&test_frame(None, 1, 60));
+                            std::thread::sleep(Duration::from_micros(500));
+                        }
+                        done.store(true, Ordering::Relaxed);
+                    });
+                    std::thread::sleep(Duration::from_millis(100));
+                    rt.attach(&pc).unwrap();
+                    assert_eq!(packet_sockets(&ns, "pc"), 2, "one socket per worker");
+                    assert!(matches!(rt.attach(&pc), Err(RuntimeError::AlreadyAttached(_))));
+                    dp.apply(&config(&[&pa, &pb, &pc])).unwrap();
+                    let at_c = kc.capture(20, |f| is_test_frame(f, 1)).len();
+                    assert_eq!(at_c, 20, "the flow reaches C once C is applied");
+                    assert!(!done.load(Ordering::Relaxed), "C was attached while A sent");
+                    dp.apply(&config(&[&pa, &pb])).unwrap();
+                    rt.detach(PortId(3));
+                    assert_eq!(packet_sockets(&ns, "pc"), 0, "every worker closed C");
+                    assert!(!done.load(Ordering::Relaxed), "C was detached while A sent");
+                    assert_eq!(seen_b.join().unwrap(), FLOW, "no frame to B was lost");
+                });
+                assert!(tx_packets(&dp, 2) >= FLOW as u64);
+
+                // The same id again: the counters start over.
+                rt.attach(&pc).unwrap();
+                dp.apply(&config(&[&pa, &pb, &pc])).unwrap();
+                assert_eq!(tx_packets(&dp, 3), 0);
+                for _ in 0..10 {
+                    ka.send(&test_frame(None, 2, 60));
+                }
+                assert_eq!(kc.capture(10, |f| is_test_frame(f, 2)).len(), 10);
+                assert_eq!(tx_packets(&dp, 3), 10);
+
+                // A missing interface is refused and changes nothing.
+                let e = rt.attach(&port(4, "nosuch")).unwrap_err();
+                assert!(matches!(e, RuntimeError::AfPacket(_)), "{e}");
+                assert_eq!(rt.attached(), vec![PortId(1), PortId(2), PortId(3)]);
+                let big = rt.attach(&port(u16::MAX, "pc")).unwrap_err();
+                assert!(matches!(big, RuntimeError::PortIdTooLarge(_)), "{big}");
+                for _ in 0..10 {
+                    ka.send(&test_frame(None, 3, 60));
+                }
+                assert_eq!(kb.capture(10, |f| is_test_frame(f, 3)).len(), 10);
+                rt.shutdown();
+                assert_eq!(packet_sockets(&ns, "pa"), 0);
+            });
+        }
+
+        #[test]
+        fn a_runtime_without_ports_takes_them_later() {
+            let ns = Netns::new("z");
+            veths(&ns, &["a", "b"]);
+            ns.enter(|| {
+                let (pa, pb) = (port(1, "pa"), port(2, "pb"));
+                let dp = Dataplane::new(&config(&[])).unwrap();
+                let rt = Runtime::start(&dp, &rt_config(1)).unwrap();
+                assert!(rt.attached().is_empty());
+                // The worker sleeps in epoll between commands; without the waker each of
+                // these would wait for its idle sleep to end (10 x IDLE_SLEEP in all).
+                let t = Instant::now();
+                for _ in 0..5 {
+                    rt.attach(&pa).unwrap();
+                    rt.detach(PortId(1));
+                }
+                assert!(t.elapsed() < 5 * IDLE_SLEEP, "took {:?}", t.elapsed());
+                rt.attach(&pa).unwrap();
+                rt.attach(&pb).unwrap();
+                dp.apply(&config(&[&pa, &pb])).unwrap();
+                let (ka, kb) = (RawSock::open("ka"), RawSock::open("kb"));
+                for _ in 0..10 {
+                    ka.send(&test_frame(None, 7, 60));
+                }
+                assert_eq!(kb.capture(10, |f| is_test_frame(f, 7)).len(), 10);
+                rt.detach(PortId(1));
+                rt.detach(PortId(1));
+                assert_eq!(rt.attached(), vec![PortId(2)]);
+                assert_eq!(packet_sockets(&ns, "pa"), 0);
+            });
+        }
+    }
 }
