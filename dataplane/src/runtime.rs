@@ -285,7 +285,9 @@ impl Runtime {
             .into_iter();
         let id = port.id;
         let sent = self.broadcast(|done| {
-            halves.next().map(|(rx, tx)| Command::Attach { id, rx, tx, done })
+            halves
+                .next()
+                .map(|(rx, tx)| Command::Attach { id, rx, tx, done })
         });
         if let Err(e) = sent {
             // Some workers may hold the port: take it back from all.
@@ -508,7 +510,7 @@ fn dispatch<T: TxPort>(
                 let tag = tables.port(p).and_then(|e| e.egress_tag(f.meta.vlan));
                 match tag {
                     Some(tag) => send(f, p, tag, txs, counters, touched),
-                    None => counters.drop_n(DropReason::VlanNotAllowed, 1),
+                    None => counters.drop_n(p, DropReason::VlanNotAllowed, 1),
                 }
             }
             Verdict::Flood { network, vlan } => {
@@ -531,7 +533,7 @@ fn send<T: TxPort>(
 ) {
     let idx = usize::from(p.0);
     let Some(tx) = txs.get_mut(idx).and_then(Option::as_mut) else {
-        counters.drop_n(DropReason::UnknownPort, 1);
+        counters.drop_n(p, DropReason::UnknownPort, 1);
         return;
     };
     match tx.send(f, tag) {
@@ -539,8 +541,10 @@ fn send<T: TxPort>(
             counters.tx(p, 1, f.len() as u64);
             touched[idx] = true;
         }
-        Err(TxError::Full | TxError::Io(_)) => counters.drop_n(DropReason::TxFull, 1),
-        Err(TxError::Egress(_) | TxError::Offload(_)) => counters.drop_n(DropReason::Malformed, 1),
+        Err(TxError::Full | TxError::Io(_)) => counters.drop_n(p, DropReason::TxFull, 1),
+        Err(TxError::Egress(_) | TxError::Offload(_)) => {
+            counters.drop_n(p, DropReason::Malformed, 1)
+        }
     }
 }
 
@@ -731,7 +735,11 @@ mod tests {
                 let dp = Dataplane::new(&config(&[&pa, &pb])).unwrap();
                 let rt = Runtime::start(&dp, &rt_config(2)).unwrap();
                 assert_eq!(rt.attached(), vec![PortId(1), PortId(2)]);
-                let (ka, kb, kc) = (RawSock::open("ka"), RawSock::open("kb"), RawSock::open("kc"));
+                let (ka, kb, kc) = (
+                    RawSock::open("ka"),
+                    RawSock::open("kb"),
+                    RawSock::open("kc"),
+                );
                 const FLOW: usize = 1500;
                 let done = AtomicBool::new(false);
                 std::thread::scope(|s| {
@@ -748,7 +756,10 @@ mod tests {
                     std::thread::sleep(Duration::from_millis(100));
                     rt.attach(&pc).unwrap();
                     assert_eq!(packet_sockets(&ns, "pc"), 2, "one socket per worker");
-                    assert!(matches!(rt.attach(&pc), Err(RuntimeError::AlreadyAttached(_))));
+                    assert!(matches!(
+                        rt.attach(&pc),
+                        Err(RuntimeError::AlreadyAttached(_))
+                    ));
                     dp.apply(&config(&[&pa, &pb, &pc])).unwrap();
                     let at_c = kc.capture(20, |f| is_test_frame(f, 1)).len();
                     assert_eq!(at_c, 20, "the flow reaches C once C is applied");
