@@ -215,8 +215,8 @@ impl Dataplane {
     }
 
     /// [`stats`](Self::stats) with each network's tracked flows counted, for `sluice stats`.
-    /// Walks the conntrack table under its lock (O(flows), about 5 ms per million flows, during
-    /// which routed traffic waits): for an operator's request, not for periodic polling.
+    /// Walks the conntrack table under its lock (O(flows), during which routed traffic waits):
+    /// for an operator's request, not for periodic polling.
     pub fn stats_with_flows(&self) -> Stats {
         let mut stats = self.stats();
         let tables = self.tables.load();
