@@ -1,5 +1,6 @@
-//! Counters: per port (packets, bytes) and per drop reason, written by one worker each and summed
-//! when read.
+//! Counters: per port (packets, bytes, drops by reason) and per drop reason, written by one
+//! worker each and summed when read. A drop is counted on the port the frame arrived on, or, when
+//! it could not leave, on the port it was to leave by.
 //!
 //! Each worker owns one `WorkerCounters`; it adds with relaxed load+store (no locked
 //! read-modify-write, since it is the only writer), and readers sum all workers' values.
@@ -150,6 +151,8 @@ fn bump(c: &AtomicU64, n: u64) {
 pub struct WorkerCounters {
     ports: Box<[PortCounters]>,
     drops: [AtomicU64; DropReason::COUNT],
+    /// Drops per port and reason: `port * DropReason::COUNT + reason` (640 KiB).
+    port_drops: Box<[AtomicU64]>,
 }
 
 impl Default for WorkerCounters {
@@ -157,6 +160,9 @@ impl Default for WorkerCounters {
         WorkerCounters {
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            port_drops: (0..MAX_PORTS * DropReason::COUNT)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 }
@@ -180,15 +186,47 @@ impl WorkerCounters {
         }
     }
 
-    /// Counts `n` drops for a reason.
-    #[inline]
-    pub fn drop_n(&self, reason: DropReason, n: u64) {
-        bump(&self.drops[reason as usize], n);
+    /// Zeroes one port's counters, so that a port attached under the id of a detached one
+    /// starts from zero. Only the worker that owns these counters may call it: it is their
+    /// single writer, and a reset from another thread could be lost under its load+store adds.
+    pub fn reset_port(&self, port: crate::frame::PortId) {
+        if let Some(p) = self.ports.get(usize::from(port.0)) {
+            for c in [&p.rx_packets, &p.rx_bytes, &p.tx_packets, &p.tx_bytes] {
+                c.store(0, Ordering::Relaxed);
+            }
+        }
+        for c in self.port_drop_slots(port) {
+            c.store(0, Ordering::Relaxed);
+        }
     }
 
-    /// Drops counted so far for a reason.
+    /// Counts `n` drops for a reason, in total and on `port` (ignored for an out-of-range port).
+    #[inline]
+    pub fn drop_n(&self, port: crate::frame::PortId, reason: DropReason, n: u64) {
+        bump(&self.drops[reason as usize], n);
+        if let Some(c) = self.port_drop_slots(port).get(reason as usize) {
+            bump(c, n);
+        }
+    }
+
+    /// Drops counted so far for a reason, on every port.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Drops counted so far for a reason on one port.
+    pub fn port_drops(&self, port: crate::frame::PortId, reason: DropReason) -> u64 {
+        self.port_drop_slots(port)
+            .get(reason as usize)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// One port's drop counters, one per reason (empty for an out-of-range port).
+    fn port_drop_slots(&self, port: crate::frame::PortId) -> &[AtomicU64] {
+        let start = usize::from(port.0) * DropReason::COUNT;
+        self.port_drops
+            .get(start..start + DropReason::COUNT)
+            .unwrap_or(&[])
     }
 
     /// A snapshot of one port's counters.
@@ -223,6 +261,15 @@ pub fn sum_drops(workers: &[&WorkerCounters], reason: DropReason) -> u64 {
     workers.iter().map(|w| w.drops(reason)).sum()
 }
 
+/// Sums one port's drops for one reason over several workers.
+pub fn sum_port_drops(
+    workers: &[&WorkerCounters],
+    port: crate::frame::PortId,
+    reason: DropReason,
+) -> u64 {
+    workers.iter().map(|w| w.port_drops(port, reason)).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,8 +289,9 @@ mod tests {
         a.rx(PortId(3), 100);
         b.rx(PortId(3), 50);
         b.tx(PortId(3), 2, 120);
-        a.drop_n(DropReason::Malformed, 2);
-        b.drop_n(DropReason::Malformed, 1);
+        a.drop_n(PortId(3), DropReason::Malformed, 2);
+        b.drop_n(PortId(4), DropReason::Malformed, 1);
+        b.drop_n(PortId(u16::MAX), DropReason::TxFull, 1);
         a.rx(PortId(u16::MAX), 1);
         let s = sum_port(&[&a, &b], PortId(3));
         assert_eq!(
@@ -251,5 +299,22 @@ mod tests {
             (2, 150, 2, 120)
         );
         assert_eq!(sum_drops(&[&a, &b], DropReason::Malformed), 3);
+        assert_eq!(sum_drops(&[&a, &b], DropReason::TxFull), 1);
+        assert_eq!(
+            sum_port_drops(&[&a, &b], PortId(3), DropReason::Malformed),
+            2
+        );
+        assert_eq!(
+            sum_port_drops(&[&a, &b], PortId(4), DropReason::Malformed),
+            1
+        );
+        assert_eq!(sum_port_drops(&[&a, &b], PortId(4), DropReason::TxFull), 0);
+        b.reset_port(PortId(3));
+        b.reset_port(PortId(u16::MAX));
+        assert_eq!(b.port(PortId(3)), PortStats::default());
+        assert_eq!(sum_port(&[&a, &b], PortId(3)).rx_bytes, 100);
+        a.reset_port(PortId(3));
+        assert_eq!(a.port_drops(PortId(3), DropReason::Malformed), 0);
+        assert_eq!(a.drops(DropReason::Malformed), 2, "totals are not reset");
     }
 }

@@ -1,22 +1,33 @@
-//! The worker threads that connect ports to the pipeline: each worker opens its own RX and TX
-//! halves of every configured port (AF_PACKET sockets join one fanout group per interface, TAP
+//! The worker threads that connect ports to the pipeline: each worker holds its own RX and TX
+//! halves of every attached port (AF_PACKET sockets join one fanout group per interface, TAP
 //! devices are opened multi-queue), and loops: read a batch per port, `Worker::process` it,
 //! send every frame to its egress ports (retagged for each), release the RX memory, flush each
 //! touched TX port once. After traffic it busy-polls for a bounded time, then sleeps in epoll.
 //! Worker 0 also runs the periodic housekeeping (FDB aging, conntrack expiry).
+//!
+//! Hot-plug: ports are attached and detached while workers run ([`Runtime::attach`],
+//! [`Runtime::detach`]). The calling thread opens the halves (so errors come back to it) and
+//! hands each worker its pair through that worker's command channel; a flag (one atomic load
+//! per loop round) tells the worker to look at the channel, and a mio `Waker` gets it out of
+//! epoll. The caller waits until every worker has acted on the command, so a configuration
+//! applied after `attach` never forwards to a TX half that is not there yet, and after
+//! `detach` no worker holds the port any more.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam::channel::{self, Receiver, Sender};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
 
 use crate::batch::{Batch, MAX_BATCH};
-use crate::config::PortIo;
-use crate::counters::{DropReason, WorkerCounters};
+use crate::config::{PortConfig, PortIo};
+use crate::counters::{DropReason, WorkerCounters, MAX_PORTS};
 use crate::frame::{Frame, PortId, Verdict};
 use crate::pipeline::{Dataplane, Worker};
 use crate::port::afpacket::{self, AfPacketConfig, AfPacketError};
@@ -52,7 +63,7 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// Why the runtime could not start.
+/// Why the runtime could not start, or a port could not be attached.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// An AF_PACKET port could not be opened.
@@ -69,51 +80,129 @@ pub enum RuntimeError {
         /// What failed.
         source: io::Error,
     },
+    /// A port with this id is attached already: detach it first.
+    #[error("port {} is already attached", .0 .0)]
+    AlreadyAttached(PortId),
+    /// The port id is beyond what the dataplane addresses.
+    #[error("port id {} is too large (at most {max})", .0 .0, max = MAX_PORTS - 1)]
+    PortIdTooLarge(PortId),
+    /// The workers have stopped (stop flag set, or a worker thread ended).
+    #[error("the workers have stopped")]
+    Stopped,
 }
 
 type Rx = Box<dyn RxPort + Send>;
 type Tx = Box<dyn TxPort + Send>;
 
-/// One worker's port halves: RX halves to read, TX halves indexed by port id.
+/// The token of a worker's `Waker`; ports use their id as token.
+const WAKER: Token = Token(usize::MAX);
+
+/// A worker's answer to a command: which worker, and whether it could carry it out.
+type Ack = (usize, io::Result<()>);
+
+/// What the control side asks a worker to do.
+enum Command {
+    /// Take these halves of port `id` (its counters restart from zero).
+    Attach {
+        id: PortId,
+        rx: Rx,
+        tx: Tx,
+        done: Sender<Ack>,
+    },
+    /// Drop the halves of port `id` (nothing happens if it has none).
+    Detach { id: PortId, done: Sender<Ack> },
+}
+
+/// The control side's handle on one worker.
+#[derive(Debug)]
+struct Mailbox {
+    commands: Sender<Command>,
+    /// Set after a command was queued: the worker's cheap "look at the channel" signal.
+    pending: Arc<AtomicBool>,
+    /// Gets the worker out of epoll.
+    waker: Waker,
+}
+
+/// The worker side of its mailbox.
+struct Inbox {
+    commands: Receiver<Command>,
+    pending: Arc<AtomicBool>,
+}
+
+/// One worker's port halves: RX halves to read (with their port), TX halves indexed by port id.
 struct PortSet {
-    rx: Vec<Rx>,
+    rx: Vec<(PortId, Rx)>,
     tx: Vec<Option<Tx>>,
 }
 
-fn open_ports(tables: &Tables, cfg: &RuntimeConfig) -> Result<PortSet, RuntimeError> {
-    let shared = cfg.workers > 1;
-    let mut set = PortSet {
-        rx: Vec::new(),
-        tx: Vec::new(),
-    };
-    for p in tables.ports() {
-        let (id, name) = (p.config.id, p.config.name.as_str());
-        let (rx, tx): (Rx, Tx) = match p.config.io {
-            PortIo::AfPacket => {
-                let c = AfPacketConfig {
-                    fanout: shared,
-                    ..cfg.afpacket.clone()
-                };
-                let (r, t) = afpacket::open(name, id, &c)?;
-                (Box::new(r), Box::new(t))
-            }
-            PortIo::Tap => {
-                let c = TapConfig {
-                    multi_queue: shared,
-                    rx_buffers: cfg.tap_buffers,
-                };
-                let (r, t) = tap::open(name, id, &c)?;
-                (Box::new(r), Box::new(t))
-            }
-        };
-        let idx = usize::from(id.0);
-        if set.tx.len() <= idx {
-            set.tx.resize_with(idx + 1, || None);
+impl PortSet {
+    /// Registers the RX half with epoll and installs both halves, restarting the port's
+    /// counters (the id may have belonged to a detached port).
+    fn install(
+        &mut self,
+        poll: &Poll,
+        counters: &WorkerCounters,
+        id: PortId,
+        rx: Rx,
+        tx: Tx,
+    ) -> io::Result<()> {
+        self.remove(poll, id);
+        if let Some(fd) = rx.raw_fd() {
+            poll.registry()
+                .register(&mut SourceFd(&fd), port_token(id), Interest::READABLE)?;
         }
-        set.tx[idx] = Some(tx);
-        set.rx.push(rx);
+        counters.reset_port(id);
+        let idx = usize::from(id.0);
+        if self.tx.len() <= idx {
+            self.tx.resize_with(idx + 1, || None);
+        }
+        self.tx[idx] = Some(tx);
+        self.rx.push((id, rx));
+        Ok(())
     }
-    Ok(set)
+
+    /// Deregisters and drops the port's halves (which unmaps its rings and closes it once no
+    /// other worker holds it), after handing frames still queued on the TX half to the kernel.
+    fn remove(&mut self, poll: &Poll, id: PortId) {
+        if let Some(i) = self.rx.iter().position(|(p, _)| *p == id) {
+            let (_, rx) = self.rx.remove(i);
+            if let Some(fd) = rx.raw_fd() {
+                let _ = poll.registry().deregister(&mut SourceFd(&fd));
+            }
+        }
+        if let Some(mut tx) = self.tx.get_mut(usize::from(id.0)).and_then(Option::take) {
+            let _ = tx.flush();
+        }
+    }
+}
+
+fn port_token(id: PortId) -> Token {
+    Token(usize::from(id.0))
+}
+
+/// Opens one pair of halves of `port`, set up to share the interface with the other workers'
+/// pairs when there are several workers (fanout group, queue of a multi-queue TAP).
+fn open_port(port: &PortConfig, cfg: &RuntimeConfig) -> Result<(Rx, Tx), RuntimeError> {
+    let shared = cfg.workers > 1;
+    let (id, name) = (port.id, port.name.as_str());
+    Ok(match port.io {
+        PortIo::AfPacket => {
+            let c = AfPacketConfig {
+                fanout: shared,
+                ..cfg.afpacket.clone()
+            };
+            let (r, t) = afpacket::open(name, id, &c)?;
+            (Box::new(r), Box::new(t))
+        }
+        PortIo::Tap => {
+            let c = TapConfig {
+                multi_queue: shared,
+                rx_buffers: cfg.tap_buffers,
+            };
+            let (r, t) = tap::open(name, id, &c)?;
+            (Box::new(r), Box::new(t))
+        }
+    })
 }
 
 /// Running worker threads; dropping it stops and joins them (rings unmapped, ports closed).
@@ -121,56 +210,149 @@ fn open_ports(tables: &Tables, cfg: &RuntimeConfig) -> Result<PortSet, RuntimeEr
 pub struct Runtime {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    mailboxes: Vec<Mailbox>,
+    cfg: RuntimeConfig,
+    /// Attached ports; the lock also serialises `attach` and `detach`.
+    attached: Mutex<BTreeSet<PortId>>,
 }
 
 impl Runtime {
-    /// Opens every port of the dataplane's configuration in each of `cfg.workers` threads and
-    /// starts forwarding. Fails, with every thread stopped, if any port cannot be opened.
+    /// Starts `cfg.workers` threads and attaches every port of the dataplane's configuration
+    /// (none is fine: ports can be attached later). Fails, with every thread stopped, if any
+    /// port cannot be opened. Ports are opened in the network namespace of the calling thread,
+    /// which the workers inherit.
     pub fn start(dp: &Arc<Dataplane>, cfg: &RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let cfg = RuntimeConfig {
+            workers: cfg.workers.max(1),
+            ..cfg.clone()
+        };
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel();
         let mut rt = Runtime {
             stop: Arc::clone(&stop),
             threads: Vec::new(),
+            mailboxes: Vec::new(),
+            cfg: cfg.clone(),
+            attached: Mutex::new(BTreeSet::new()),
         };
-        for i in 0..cfg.workers.max(1) {
-            let (dp, cfg, stop, ready) = (
-                Arc::clone(dp),
-                cfg.clone(),
-                Arc::clone(&stop),
-                ready_tx.clone(),
-            );
+        for i in 0..cfg.workers {
+            let err = |source| RuntimeError::Worker { worker: i, source };
+            let poll = Poll::new().map_err(err)?;
+            let waker = Waker::new(poll.registry(), WAKER).map_err(err)?;
+            let (commands, inbox) = channel::unbounded();
+            let pending = Arc::new(AtomicBool::new(false));
+            let inbox = Inbox {
+                commands: inbox,
+                pending: Arc::clone(&pending),
+            };
+            let (dp, cfg, stop) = (Arc::clone(dp), cfg.clone(), Arc::clone(&stop));
             let spawned = std::thread::Builder::new()
                 .name(format!("sluice-w{i}"))
                 .spawn(move || {
                     if cfg.pin {
                         pin_to_cpu(i);
                     }
-                    let ports = match open_ports(&dp.tables(), &cfg) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let _ = ready.send(Err(e));
-                            return;
-                        }
-                    };
-                    let poll = match register(&ports) {
-                        Ok(p) => p,
-                        Err(source) => {
-                            let _ = ready.send(Err(RuntimeError::Worker { worker: i, source }));
-                            return;
-                        }
-                    };
-                    let _ = ready.send(Ok(()));
-                    let worker = dp.worker();
-                    run(worker, ports, poll, &stop, &cfg, i == 0);
+                    run(dp.worker(), i, inbox, poll, &stop, &cfg);
                 })
-                .map_err(|source| RuntimeError::Worker { worker: i, source })?;
+                .map_err(err)?;
             rt.threads.push(spawned);
-            if let Ok(Err(e)) = ready_rx.recv() {
-                return Err(e);
-            }
+            rt.mailboxes.push(Mailbox {
+                commands,
+                pending,
+                waker,
+            });
+        }
+        for p in dp.tables().ports() {
+            rt.attach(&p.config)?;
         }
         Ok(rt)
+    }
+
+    /// Opens `port` once per worker in the calling thread (its network namespace) and has
+    /// every worker install its pair; returns once all did, so a configuration that uses the
+    /// port can be applied next. The port's counters restart from zero. On error nothing stays
+    /// attached and the workers keep running.
+    pub fn attach(&self, port: &PortConfig) -> Result<(), RuntimeError> {
+        let mut attached = self.attached.lock();
+        if usize::from(port.id.0) >= MAX_PORTS {
+            return Err(RuntimeError::PortIdTooLarge(port.id));
+        }
+        if attached.contains(&port.id) {
+            return Err(RuntimeError::AlreadyAttached(port.id));
+        }
+        let mut halves = (0..self.mailboxes.len())
+            .map(|_| open_port(port, &self.cfg))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
+        let id = port.id;
+        let sent = self.broadcast(|done| {
+            halves
+                .next()
+                .map(|(rx, tx)| Command::Attach { id, rx, tx, done })
+        });
+        if let Err(e) = sent {
+            // Some workers may hold the port: take it back from all.
+            let _ = self.broadcast(|done| Some(Command::Detach { id, done }));
+            return Err(e);
+        }
+        attached.insert(id);
+        Ok(())
+    }
+
+    /// Has every worker drop port `id` (RX half out of epoll, rings unmapped, descriptors
+    /// closed) and returns once all did. Apply a configuration without the port first, so that
+    /// no frame is forwarded to it meanwhile (such frames are dropped as `unknown_port`).
+    /// Detaching a port that is not attached does nothing.
+    pub fn detach(&self, id: PortId) {
+        let mut attached = self.attached.lock();
+        if attached.remove(&id) {
+            // Stopped workers hold no port any more: nothing is left to wait for.
+            let _ = self.broadcast(|done| Some(Command::Detach { id, done }));
+        }
+    }
+
+    /// The ids of the attached ports, in order.
+    pub fn attached(&self) -> Vec<PortId> {
+        self.attached.lock().iter().copied().collect()
+    }
+
+    /// Sends one command to each worker (made by `make`, `None` skips the worker), wakes them
+    /// and waits for every answer. The first failure is returned; a worker that is gone is
+    /// [`RuntimeError::Stopped`].
+    fn broadcast(
+        &self,
+        mut make: impl FnMut(Sender<Ack>) -> Option<Command>,
+    ) -> Result<(), RuntimeError> {
+        let (done, answers) = channel::unbounded();
+        let mut first_err = None;
+        let mut expected = 0;
+        for mb in &self.mailboxes {
+            let Some(cmd) = make(done.clone()) else {
+                continue;
+            };
+            if mb.commands.send(cmd).is_err() {
+                first_err.get_or_insert(RuntimeError::Stopped);
+                continue;
+            }
+            mb.pending.store(true, Ordering::Release);
+            // Should waking fail, the worker still sees the flag after its idle sleep.
+            let _ = mb.waker.wake();
+            expected += 1;
+        }
+        drop(done);
+        for _ in 0..expected {
+            match answers.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((worker, Err(source))) => {
+                    first_err.get_or_insert(RuntimeError::Worker { worker, source });
+                }
+                // A worker ended with the command unread: its channel dropped the command.
+                Err(_) => {
+                    first_err.get_or_insert(RuntimeError::Stopped);
+                    break;
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// A flag that stops the workers when set (e.g. from a signal handler).
@@ -185,6 +367,9 @@ impl Runtime {
 
     fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        for mb in &self.mailboxes {
+            let _ = mb.waker.wake();
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -207,15 +392,26 @@ fn pin_to_cpu(i: usize) {
     }
 }
 
-fn register(ports: &PortSet) -> io::Result<Poll> {
-    let poll = Poll::new()?;
-    for (i, rx) in ports.rx.iter().enumerate() {
-        if let Some(fd) = rx.raw_fd() {
-            poll.registry()
-                .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+/// Carries out the commands queued for this worker.
+fn handle_commands(
+    inbox: &Inbox,
+    ports: &mut PortSet,
+    poll: &Poll,
+    counters: &WorkerCounters,
+    me: usize,
+) {
+    while let Ok(cmd) = inbox.commands.try_recv() {
+        match cmd {
+            Command::Attach { id, rx, tx, done } => {
+                let res = ports.install(poll, counters, id, rx, tx);
+                let _ = done.send((me, res));
+            }
+            Command::Detach { id, done } => {
+                ports.remove(poll, id);
+                let _ = done.send((me, Ok(())));
+            }
         }
     }
-    Ok(poll)
 }
 
 /// Batches read from one port per round before moving to the next (fairness).
@@ -225,19 +421,29 @@ const IDLE_SLEEP: Duration = Duration::from_millis(100);
 
 fn run(
     mut worker: Worker,
-    mut ports: PortSet,
+    me: usize,
+    inbox: Inbox,
     mut poll: Poll,
     stop: &AtomicBool,
     cfg: &RuntimeConfig,
-    housekeeper: bool,
 ) {
+    let housekeeper = me == 0;
+    let mut ports = PortSet {
+        rx: Vec::new(),
+        tx: Vec::new(),
+    };
     let mut events = Events::with_capacity(64);
-    let mut touched = vec![false; ports.tx.len()];
+    let mut touched = Vec::new();
     let mut last_frame = Instant::now();
     let mut last_housekeeping = Millis::now();
     while !stop.load(Ordering::Relaxed) {
+        if inbox.pending.load(Ordering::Acquire) {
+            inbox.pending.store(false, Ordering::Relaxed);
+            handle_commands(&inbox, &mut ports, &poll, worker.counters(), me);
+            touched.resize(ports.tx.len(), false);
+        }
         let mut got = 0;
-        for rx in ports.rx.iter_mut() {
+        for (_, rx) in ports.rx.iter_mut() {
             for _ in 0..BATCHES_PER_ROUND {
                 let n = {
                     let mut batch = Batch::new();
@@ -271,7 +477,8 @@ fn run(
         if got > 0 {
             last_frame = Instant::now();
         } else if last_frame.elapsed() >= cfg.busy_poll {
-            // Idle: push out frames a full ring held back, then sleep until a port is readable.
+            // Idle: push out frames a full ring held back, then sleep until a port is readable
+            // or a command arrives.
             for tx in ports.tx.iter_mut().flatten() {
                 let _ = tx.flush();
             }
@@ -303,7 +510,7 @@ fn dispatch<T: TxPort>(
                 let tag = tables.port(p).and_then(|e| e.egress_tag(f.meta.vlan));
                 match tag {
                     Some(tag) => send(f, p, tag, txs, counters, touched),
-                    None => counters.drop_n(DropReason::VlanNotAllowed, 1),
+                    None => counters.drop_n(p, DropReason::VlanNotAllowed, 1),
                 }
             }
             Verdict::Flood { network, vlan } => {
@@ -326,7 +533,7 @@ fn send<T: TxPort>(
 ) {
     let idx = usize::from(p.0);
     let Some(tx) = txs.get_mut(idx).and_then(Option::as_mut) else {
-        counters.drop_n(DropReason::UnknownPort, 1);
+        counters.drop_n(p, DropReason::UnknownPort, 1);
         return;
     };
     match tx.send(f, tag) {
@@ -334,8 +541,10 @@ fn send<T: TxPort>(
             counters.tx(p, 1, f.len() as u64);
             touched[idx] = true;
         }
-        Err(TxError::Full | TxError::Io(_)) => counters.drop_n(DropReason::TxFull, 1),
-        Err(TxError::Egress(_) | TxError::Offload(_)) => counters.drop_n(DropReason::Malformed, 1),
+        Err(TxError::Full | TxError::Io(_)) => counters.drop_n(p, DropReason::TxFull, 1),
+        Err(TxError::Egress(_) | TxError::Offload(_)) => {
+            counters.drop_n(p, DropReason::Malformed, 1)
+        }
     }
 }
 
@@ -429,5 +638,195 @@ mod tests {
         assert_eq!(&out[0].1[0..6], &S::HOP_MAC.0);
         let stats = w.counters().port(UPLINK);
         assert_eq!((stats.tx_packets, stats.tx_bytes), (1, q.len() as u64));
+    }
+
+    mod hotplug {
+        use std::net::Ipv4Addr;
+        use std::sync::atomic::AtomicBool;
+
+        use super::super::*;
+        use crate::config::{Config, NetworkConfig, PortRole};
+        use crate::frame::NetworkId;
+        use crate::port::afpacket::RxRing;
+        use crate::port::testnet::{is_test_frame, test_frame, Netns, RawSock};
+
+        /// Small rings: several sockets per interface and worker stay cheap.
+        fn rt_config(workers: usize) -> RuntimeConfig {
+            RuntimeConfig {
+                workers,
+                afpacket: AfPacketConfig {
+                    rx_ring: RxRing::V2 {
+                        frame_size: 2048,
+                        frame_count: 256,
+                    },
+                    tx_frame_size: 2048,
+                    tx_block_size: 64 << 10,
+                    tx_block_count: 4,
+                    ..AfPacketConfig::default()
+                },
+                ..RuntimeConfig::default()
+            }
+        }
+
+        fn port(id: u16, name: &str) -> PortConfig {
+            PortConfig {
+                id: PortId(id),
+                name: name.into(),
+                io: PortIo::AfPacket,
+                role: PortRole::Access {
+                    network: NetworkId(0),
+                    vlan: 0,
+                },
+            }
+        }
+
+        fn config(ports: &[&PortConfig]) -> Config {
+            let net = NetworkConfig::new(
+                NetworkId(0),
+                "n",
+                "10.77.0.0/24".parse().unwrap(),
+                Ipv4Addr::new(10, 77, 0, 1),
+            );
+            Config {
+                networks: vec![net],
+                ports: ports.iter().map(|p| (*p).clone()).collect(),
+                ..Config::default()
+            }
+        }
+
+        /// Veth pairs `p<x>` (sluice's end) and `k<x>` (the test's end), up, without IPv6
+        /// link-local addresses so that the kernel sends nothing of its own on them.
+        fn veths(ns: &Netns, names: &[&str]) {
+            for x in names {
+                ns.ip(&format!("link add name p{x} type veth peer name k{x}"));
+                for d in [format!("p{x}"), format!("k{x}")] {
+                    ns.ip(&format!("link set dev {d} addrgenmode none"));
+                    ns.ip(&format!("link set dev {d} up"));
+                }
+            }
+        }
+
+        /// Packet sockets bound to `ifname` in the calling thread's namespace.
+        fn packet_sockets(ns: &Netns, ifname: &str) -> usize {
+            let link = ns.ip(&format!("-o link show dev {ifname}"));
+            let ifindex = link.split(':').next().unwrap().trim().to_owned();
+            let table = std::fs::read_to_string("/proc/thread-self/net/packet").unwrap();
+            table
+                .lines()
+                .skip(1)
+                .filter(|l| l.split_whitespace().nth(4) == Some(ifindex.as_str()))
+                .count()
+        }
+
+        fn tx_packets(dp: &Dataplane, id: u16) -> u64 {
+            let s = dp.stats();
+            s.ports
+                .iter()
+                .find(|p| p.id == PortId(id))
+                .map_or(0, |p| p.stats.tx_packets)
+        }
+
+        #[test]
+        fn ports_attach_and_detach_while_traffic_flows() {
+            let ns = Netns::new("h");
+            veths(&ns, &["a", "b", "c"]);
+            ns.enter(|| {
+                let (pa, pb, pc) = (port(1, "pa"), port(2, "pb"), port(3, "pc"));
+                let dp = Dataplane::new(&config(&[&pa, &pb])).unwrap();
+                let rt = Runtime::start(&dp, &rt_config(2)).unwrap();
+                assert_eq!(rt.attached(), vec![PortId(1), PortId(2)]);
+                let (ka, kb, kc) = (
+                    RawSock::open("ka"),
+                    RawSock::open("kb"),
+                    RawSock::open("kc"),
+                );
+                const FLOW: usize = 1500;
+                let done = AtomicBool::new(false);
+                std::thread::scope(|s| {
+                    // A steady A -> B flow (flooded: the destination MAC is never learned)
+                    // for the whole time C is attached.
+                    let seen_b = s.spawn(|| kb.capture(FLOW, |f| is_test_frame(f, 1)).len());
+                    s.spawn(|| {
+                        for _ in 0..FLOW {
+                            ka.send(&test_frame(None, 1, 60));
+                            std::thread::sleep(Duration::from_micros(500));
+                        }
+                        done.store(true, Ordering::Relaxed);
+                    });
+                    std::thread::sleep(Duration::from_millis(100));
+                    rt.attach(&pc).unwrap();
+                    assert_eq!(packet_sockets(&ns, "pc"), 2, "one socket per worker");
+                    assert!(matches!(
+                        rt.attach(&pc),
+                        Err(RuntimeError::AlreadyAttached(_))
+                    ));
+                    dp.apply(&config(&[&pa, &pb, &pc])).unwrap();
+                    let at_c = kc.capture(20, |f| is_test_frame(f, 1)).len();
+                    assert_eq!(at_c, 20, "the flow reaches C once C is applied");
+                    assert!(!done.load(Ordering::Relaxed), "C was attached while A sent");
+                    dp.apply(&config(&[&pa, &pb])).unwrap();
+                    rt.detach(PortId(3));
+                    assert_eq!(packet_sockets(&ns, "pc"), 0, "every worker closed C");
+                    assert!(!done.load(Ordering::Relaxed), "C was detached while A sent");
+                    assert_eq!(seen_b.join().unwrap(), FLOW, "no frame to B was lost");
+                });
+                assert!(tx_packets(&dp, 2) >= FLOW as u64);
+
+                // The same id again: the counters start over.
+                rt.attach(&pc).unwrap();
+                dp.apply(&config(&[&pa, &pb, &pc])).unwrap();
+                assert_eq!(tx_packets(&dp, 3), 0);
+                for _ in 0..10 {
+                    ka.send(&test_frame(None, 2, 60));
+                }
+                assert_eq!(kc.capture(10, |f| is_test_frame(f, 2)).len(), 10);
+                assert_eq!(tx_packets(&dp, 3), 10);
+
+                // A missing interface is refused and changes nothing.
+                let e = rt.attach(&port(4, "nosuch")).unwrap_err();
+                assert!(matches!(e, RuntimeError::AfPacket(_)), "{e}");
+                assert_eq!(rt.attached(), vec![PortId(1), PortId(2), PortId(3)]);
+                let big = rt.attach(&port(u16::MAX, "pc")).unwrap_err();
+                assert!(matches!(big, RuntimeError::PortIdTooLarge(_)), "{big}");
+                for _ in 0..10 {
+                    ka.send(&test_frame(None, 3, 60));
+                }
+                assert_eq!(kb.capture(10, |f| is_test_frame(f, 3)).len(), 10);
+                rt.shutdown();
+                assert_eq!(packet_sockets(&ns, "pa"), 0);
+            });
+        }
+
+        #[test]
+        fn a_runtime_without_ports_takes_them_later() {
+            let ns = Netns::new("z");
+            veths(&ns, &["a", "b"]);
+            ns.enter(|| {
+                let (pa, pb) = (port(1, "pa"), port(2, "pb"));
+                let dp = Dataplane::new(&config(&[])).unwrap();
+                let rt = Runtime::start(&dp, &rt_config(1)).unwrap();
+                assert!(rt.attached().is_empty());
+                // The worker sleeps in epoll between commands; without the waker each of
+                // these would wait for its idle sleep to end (10 x IDLE_SLEEP in all).
+                let t = Instant::now();
+                for _ in 0..5 {
+                    rt.attach(&pa).unwrap();
+                    rt.detach(PortId(1));
+                }
+                assert!(t.elapsed() < 5 * IDLE_SLEEP, "took {:?}", t.elapsed());
+                rt.attach(&pa).unwrap();
+                rt.attach(&pb).unwrap();
+                dp.apply(&config(&[&pa, &pb])).unwrap();
+                let (ka, kb) = (RawSock::open("ka"), RawSock::open("kb"));
+                for _ in 0..10 {
+                    ka.send(&test_frame(None, 7, 60));
+                }
+                assert_eq!(kb.capture(10, |f| is_test_frame(f, 7)).len(), 10);
+                rt.detach(PortId(1));
+                rt.detach(PortId(1));
+                assert_eq!(rt.attached(), vec![PortId(2)]);
+                assert_eq!(packet_sockets(&ns, "pa"), 0);
+            });
+        }
     }
 }

@@ -38,7 +38,7 @@ pub mod egress;
 pub mod memory;
 pub mod tap;
 #[cfg(test)]
-mod testnet;
+pub(crate) mod testnet;
 
 pub use egress::{copy_retagged, retag_offload, EgressError};
 
