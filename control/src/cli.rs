@@ -11,6 +11,7 @@ use sluice_control::api::{
     DisconnectRequest, EndpointView, PruneReport, StatsView, DEFAULT_SOCKET,
 };
 use sluice_control::client::Client;
+use sluice_control::dns::files::{parse_add_host, NameOptions};
 use sluice_control::model::{
     Driver, EndpointSpec, NetworkInspect, NetworkOptions, NetworkSpec, Sandbox,
 };
@@ -133,6 +134,21 @@ pub struct ConnectArgs {
     /// The endpoint's name (default: the namespace's file name, or pid-N).
     #[arg(long)]
     name: Option<String>,
+    /// Host name in the endpoint's hosts file (default: its name).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Resolver for the endpoint (repeatable; the embedded resolver forwards to it).
+    #[arg(long)]
+    dns: Vec<String>,
+    /// DNS search domain (repeatable).
+    #[arg(long)]
+    dns_search: Vec<String>,
+    /// resolv.conf option, e.g. ndots:2 (repeatable).
+    #[arg(long)]
+    dns_option: Vec<String>,
+    /// Extra hosts entry NAME:IP (repeatable).
+    #[arg(long)]
+    add_host: Vec<String>,
     /// The network.
     network: String,
     /// A network namespace file (/run/netns/NAME, /proc/PID/ns/net), a name under
@@ -258,6 +274,21 @@ pub fn endpoint_spec(a: &ConnectArgs) -> Result<EndpointSpec> {
         aliases: a.alias.clone(),
         links: a.link.clone(),
         publish,
+        names: NameOptions {
+            hostname: a.hostname.clone(),
+            dns: a
+                .dns
+                .iter()
+                .map(|d| ip("--dns", d))
+                .collect::<Result<_>>()?,
+            dns_search: a.dns_search.clone(),
+            dns_options: a.dns_option.clone(),
+            add_hosts: a
+                .add_host
+                .iter()
+                .map(|h| parse_add_host(h))
+                .collect::<Result<_, _>>()?,
+        },
     })
 }
 
@@ -615,6 +646,9 @@ mod tests {
         assert_eq!(s.ip, Some(Ipv4Addr::new(10, 1, 0, 5)));
         assert_eq!(s.publish.len(), 2);
         assert_eq!(s.aliases, vec!["db".to_string()]);
+        assert_eq!(s.names.hostname.as_deref(), Some("h"));
+        assert_eq!(s.names.dns, vec![Ipv4Addr::new(10, 0, 0, 53)]);
+        assert_eq!(s.names.add_hosts, vec![("db".to_string(), Ipv4Addr::new(10, 1, 0, 9))]);
     }
 
     #[test]

@@ -7,5 +7,6 @@ pub mod engine;
 pub mod handle;
 pub mod http;
 pub mod metrics;
+pub mod names;
 pub mod plumbing;
 pub mod server;
