@@ -7,6 +7,7 @@ pub mod compile;
 pub mod ipam;
 pub mod lab;
 pub mod model;
+pub mod netlink;
 pub mod publish;
 pub mod state;
 pub mod store;
