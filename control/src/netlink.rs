@@ -10,10 +10,11 @@
 //! is spawned.
 //!
 //! The peer end is created directly inside the sandbox (`ip link add H type veth peer name eth0
-//! netns NS`), already named, addressed at the link layer and up, in one atomic kernel request:
-//! there is no temporary name to collide, no move and no rename. If a later step fails (address,
-//! route), the host end is deleted, which removes the peer too: an attach either fully applies
-//! or leaves nothing behind.
+//! netns NS`), already named and with its MAC and MTU, in one atomic kernel request: there is
+//! no temporary name to collide, no move and no rename. (It cannot be created up: the kernel
+//! opens the peer before the pair is tied together and refuses with `ENOTCONN`.) If a later
+//! step fails (link up, address, route), the host end is deleted, which removes the peer too:
+//! an attach either fully applies or leaves nothing behind.
 
 use std::fs::File;
 use std::future::Future;
@@ -102,6 +103,13 @@ pub enum NetlinkError {
         netns: String,
         /// What the kernel said.
         source: io::Error,
+    },
+    /// The runtime shut down while [`attach`] ran (whatever it had created may remain; the
+    /// daemon's start-up sweep of leftover host ends removes it).
+    #[error("attaching {ifname} was aborted: the runtime is shutting down")]
+    Aborted {
+        /// The host end being created.
+        ifname: String,
     },
     /// [`detach`] refuses to delete an interface that is not a veth (a daemon bug or a name
     /// clash must never take down a physical or foreign interface).
@@ -411,9 +419,25 @@ fn veth_message(host_ifname: &str, mtu: u16, peer: LinkMessage) -> LinkMessage {
 /// address) stays in the current namespace for the dataplane, and whose peer appears inside the
 /// sandbox as `sandbox_ifname` with the MAC, MTU and IPv4 address asked for, up, with `lo` up
 /// and the default route via the gateway if one is given. On any failure whatever was created
-/// is removed and the error returned. Must be called from a tokio runtime.
+/// is removed and the error returned. The work runs in a task of its own, so dropping the
+/// returned future (a client hanging up) does not stop it halfway. Must be called from a tokio
+/// runtime.
 pub async fn attach(sandbox: &Sandbox, iface: &SandboxIface) -> Result<(), NetlinkError> {
     iface.validate()?;
+    let task = tokio::spawn(attach_task(sandbox.clone(), iface.clone()));
+    match task.await {
+        Ok(res) => res,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(NetlinkError::Aborted {
+            ifname: iface.host_ifname.clone(),
+        }),
+    }
+}
+
+/// The body of [`attach`], owning its inputs so that it can run as a task.
+async fn attach_task(sandbox: Sandbox, iface: SandboxIface) -> Result<(), NetlinkError> {
+    let iface = &iface;
+    let sandbox = &sandbox;
     let label = sandbox.to_string();
     let ns = open_netns(sandbox)?;
     let inner = Conn::sandbox(&ns, &label).await?;
@@ -424,7 +448,6 @@ pub async fn attach(sandbox: &Sandbox, iface: &SandboxIface) -> Result<(), Netli
         .address(iface.mac.0.to_vec())
         .mtu(u32::from(iface.mtu))
         .setns_by_fd(ns.as_raw_fd())
-        .up()
         .build();
     let msg = veth_message(&iface.host_ifname, iface.mtu, peer);
     host.run(
@@ -440,7 +463,9 @@ pub async fn attach(sandbox: &Sandbox, iface: &SandboxIface) -> Result<(), Netli
     }
 }
 
-/// The sandbox side of [`attach`] once the peer exists there: address, `lo` up, default route.
+/// The sandbox side of [`attach`] once the peer exists there: address, peer and `lo` up (these
+/// three in flight together on the one connection), then the default route, which needs the
+/// address's subnet route.
 async fn configure_sandbox(conn: &Conn, iface: &SandboxIface) -> Result<(), NetlinkError> {
     let name = &iface.sandbox_ifname;
     let index = match conn.link(name).await? {
@@ -464,12 +489,19 @@ async fn configure_sandbox(conn: &Conn, iface: &SandboxIface) -> Result<(), Netl
         .link()
         .set(LinkUnspec::new_with_name("lo").up().build())
         .execute();
-    let (addr, lo) = futures::join!(
+    let up = conn
+        .handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute();
+    let (addr, lo, up) = futures::join!(
         conn.run("add the address to", name, addr),
-        conn.run("bring up", "lo", lo)
+        conn.run("bring up", "lo", lo),
+        conn.run("bring up", name, up)
     );
     addr?;
     lo?;
+    up?;
     if let Some(gw) = iface.gateway {
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .gateway(gw)
