@@ -436,10 +436,8 @@ pub async fn attach(sandbox: &Sandbox, iface: &SandboxIface) -> Result<(), Netli
 
 /// The body of [`attach`], owning its inputs so that it can run as a task.
 async fn attach_task(sandbox: Sandbox, iface: SandboxIface) -> Result<(), NetlinkError> {
-    let iface = &iface;
-    let sandbox = &sandbox;
     let label = sandbox.to_string();
-    let ns = open_netns(sandbox)?;
+    let ns = open_netns(&sandbox)?;
     let inner = Conn::sandbox(&ns, &label).await?;
     let host = Conn::current()?;
 
@@ -457,7 +455,7 @@ async fn attach_task(sandbox: Sandbox, iface: SandboxIface) -> Result<(), Netlin
     )
     .await?;
 
-    match configure_sandbox(&inner, iface).await {
+    match configure_sandbox(&inner, &iface).await {
         Ok(()) => Ok(()),
         Err(cause) => Err(host.roll_back(&iface.host_ifname, cause).await),
     }
