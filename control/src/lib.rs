@@ -11,6 +11,7 @@ pub mod dns;
 pub mod ipam;
 pub mod lab;
 pub mod model;
+pub mod netlink;
 pub mod publish;
 pub mod state;
 pub mod store;
