@@ -116,6 +116,9 @@ pub struct PortStatsView {
     pub tx_packets: u64,
     /// Bytes sent.
     pub tx_bytes: u64,
+    /// Frames dropped that arrived on (or were bound for) this port, by reason.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
 }
 
 /// One network's table sizes in `sluice stats`.
@@ -127,6 +130,18 @@ pub struct NetworkStatsView {
     pub endpoints: usize,
     /// Learned and static FDB entries.
     pub fdb_entries: usize,
+    /// Tracked NAPT flows of its endpoints.
+    #[serde(default)]
+    pub conntrack_entries: usize,
+    /// Frames its ports received.
+    #[serde(default)]
+    pub rx_packets: u64,
+    /// Frames its ports sent.
+    #[serde(default)]
+    pub tx_packets: u64,
+    /// Frames dropped on its ports, by reason.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
 }
 
 /// `GET /v1/stats`: the dataplane's counters with names the operator knows.
@@ -140,6 +155,46 @@ pub struct StatsView {
     pub drops: BTreeMap<String, u64>,
     /// Tracked NAPT flows.
     pub conntrack_entries: usize,
+}
+
+/// One tracked flow in `sluice conntrack ls` (`conntrack -L`'s information).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackView {
+    /// tcp, udp or icmp.
+    pub protocol: String,
+    /// The first packet's source, as it arrived.
+    pub src: String,
+    /// The first packet's destination, as it arrived.
+    pub dst: String,
+    /// Source of replies (after translation: the real peer).
+    pub reply_src: String,
+    /// Destination of replies (the NAT mapping: uplink address and port).
+    pub reply_dst: String,
+    /// TCP state, or UNREPLIED/REPLIED.
+    pub state: String,
+    /// Seconds until it expires without traffic.
+    pub expires_in_secs: u64,
+    /// The endpoint's network.
+    pub network: String,
+}
+
+/// One FDB entry in `sluice fdb ls`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbView {
+    /// The network.
+    pub network: String,
+    /// VLAN inside the network (0: none).
+    pub vlan: u16,
+    /// The MAC.
+    pub mac: String,
+    /// The interface it is reached through.
+    pub port: String,
+    /// The endpoint on that port, if any.
+    pub endpoint: String,
+    /// Endpoint MACs are static; learned ones age.
+    pub is_static: bool,
+    /// Seconds since last seen.
+    pub idle_secs: u32,
 }
 
 /// `GET /v1/version`.

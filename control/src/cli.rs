@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use sluice_control::api::{
-    DisconnectRequest, EndpointView, PruneReport, StatsView, DEFAULT_SOCKET,
+    ConntrackView, DisconnectRequest, EndpointView, FdbView, PruneReport, StatsView, DEFAULT_SOCKET,
 };
 use sluice_control::client::Client;
 use sluice_control::dns::files::{parse_add_host, NameOptions};
@@ -520,6 +520,7 @@ pub fn stats(conn: &Conn, output: Output) -> Result<()> {
                     p.rx_bytes.to_string(),
                     p.tx_packets.to_string(),
                     p.tx_bytes.to_string(),
+                    p.drops.values().sum::<u64>().to_string(),
                 ]
             })
             .collect();
@@ -648,7 +649,10 @@ mod tests {
         assert_eq!(s.aliases, vec!["db".to_string()]);
         assert_eq!(s.names.hostname.as_deref(), Some("h"));
         assert_eq!(s.names.dns, vec![Ipv4Addr::new(10, 0, 0, 53)]);
-        assert_eq!(s.names.add_hosts, vec![("db".to_string(), Ipv4Addr::new(10, 1, 0, 9))]);
+        assert_eq!(
+            s.names.add_hosts,
+            vec![("db".to_string(), Ipv4Addr::new(10, 1, 0, 9))]
+        );
     }
 
     #[test]
@@ -665,4 +669,66 @@ mod tests {
             "80/tcp -> 0.0.0.0:8080"
         );
     }
+}
+
+/// `sluice conntrack ls`.
+pub fn conntrack(conn: &Conn, output: Output) -> Result<()> {
+    let c = Client::new(&conn.socket);
+    block(async {
+        let rows: Vec<ConntrackView> = c.get("/conntrack").await?;
+        if output == Output::Json {
+            return print_json(&rows);
+        }
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.protocol.clone(),
+                    r.src.clone(),
+                    r.dst.clone(),
+                    format!("{} -> {}", r.reply_src, r.reply_dst),
+                    r.state.clone(),
+                    r.expires_in_secs.to_string(),
+                    r.network.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "PROTO", "SRC", "DST", "REPLY", "STATE", "EXPIRES", "NETWORK",
+            ],
+            &cells,
+        );
+        Ok(())
+    })
+}
+
+/// `sluice fdb ls`.
+pub fn fdb(conn: &Conn, output: Output) -> Result<()> {
+    let c = Client::new(&conn.socket);
+    block(async {
+        let rows: Vec<FdbView> = c.get("/fdb").await?;
+        if output == Output::Json {
+            return print_json(&rows);
+        }
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.network.clone(),
+                    r.vlan.to_string(),
+                    r.mac.clone(),
+                    r.port.clone(),
+                    r.endpoint.clone(),
+                    if r.is_static { "static" } else { "learned" }.to_string(),
+                    r.idle_secs.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &["NETWORK", "VLAN", "MAC", "PORT", "ENDPOINT", "TYPE", "IDLE"],
+            &cells,
+        );
+        Ok(())
+    })
 }

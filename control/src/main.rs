@@ -52,8 +52,25 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t)]
         output: cli::Output,
     },
+    /// Tracked NAPT flows.
+    #[command(subcommand)]
+    Conntrack(ListCmd),
+    /// The bridges' forwarding tables.
+    #[command(subcommand)]
+    Fdb(ListCmd),
     /// Dataplane counters per port and network, drops by reason, table sizes.
     Stats {
+        /// Table or JSON.
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: cli::Output,
+    },
+}
+
+/// `ls`, the one verb of `conntrack` and `fdb`.
+#[derive(Subcommand, Debug)]
+enum ListCmd {
+    /// List the entries.
+    Ls {
         /// Table or JSON.
         #[arg(long, short = 'o', value_enum, default_value_t)]
         output: cli::Output,
@@ -193,6 +210,8 @@ fn main() -> Result<()> {
         Command::Ps { output } => cli::ps(&cli.conn, output),
         Command::Port { endpoint, output } => cli::port(&cli.conn, endpoint, output),
         Command::Stats { output } => cli::stats(&cli.conn, output),
+        Command::Conntrack(ListCmd::Ls { output }) => cli::conntrack(&cli.conn, output),
+        Command::Fdb(ListCmd::Ls { output }) => cli::fdb(&cli.conn, output),
         Command::Dataplane(a) => run_dataplane(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),

@@ -11,10 +11,15 @@ use std::sync::Arc;
 use sluice_dataplane::config::{Config, Ipv4Cidr, NatConfig};
 use sluice_dataplane::pipeline::Dataplane;
 use sluice_dataplane::tables::ConfigError;
+use sluice_dataplane::time::Millis;
 
-use crate::api::{EndpointView, NetworkStatsView, PortStatsView, PruneReport, StatsView};
+use crate::api::{
+    ConntrackView, EndpointView, FdbView, NetworkStatsView, PortStatsView, PruneReport, StatsView,
+};
 use crate::compile::{dataplane_config, UplinkSettings, UPLINK_PORT};
+use crate::daemon::names::Names;
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
+use crate::dns::files::FilesError;
 use crate::model::{Endpoint, EndpointSpec, NetworkInspect, NetworkSpec};
 use crate::state::{State, StateError, PREDEFINED};
 use crate::store::{Store, StoreError};
@@ -25,6 +30,9 @@ pub enum EngineError {
     /// Refused by the rules or the database.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A name option cannot be honoured (a `--link` to a missing endpoint).
+    #[error(transparent)]
+    Names(#[from] FilesError),
     /// The interface or port could not be set up.
     #[error(transparent)]
     Plumbing(#[from] PlumbingError),
@@ -64,10 +72,17 @@ impl EngineError {
                 | S::TooManyNetworks => 409,
                 _ => 400,
             },
+            EngineError::Names(FilesError::NoLinkTarget { .. }) => 404,
+            EngineError::Names(FilesError::Io { .. }) => 500,
+            EngineError::Names(_) => 400,
             EngineError::ShuttingDown => 503,
             _ => 500,
         }
     }
+}
+
+fn named(d: &sluice_dataplane::pipeline::DropsByReason) -> std::collections::BTreeMap<String, u64> {
+    d.iter().map(|(k, v)| ((*k).to_string(), *v)).collect()
 }
 
 /// The state, the dataplane and the machine, changed together.
@@ -77,6 +92,7 @@ pub struct Engine<P: Plumbing> {
     plumbing: P,
     uplink: Option<UplinkSettings>,
     nat: NatConfig,
+    names: Option<Names>,
 }
 
 /// What restoring found.
@@ -97,6 +113,7 @@ impl<P: Plumbing> Engine<P> {
         mut plumbing: P,
         uplink: Option<UplinkSettings>,
         nat: NatConfig,
+        names: Option<Names>,
     ) -> Result<(Engine<P>, Restored), EngineError> {
         let mut restored = Restored::default();
         let endpoints: Vec<Endpoint> = store.state().endpoints().cloned().collect();
@@ -107,6 +124,9 @@ impl<P: Plumbing> Engine<P> {
             }
             let net = store.state().network(&e.network_id)?.spec.name.clone();
             store.disconnect(&e.network_id, &e.id)?;
+            if let Some(n) = &names {
+                n.forget(&e.id);
+            }
             restored.released.push(format!("{net}/{}", e.spec.name));
         }
         let owned: HashSet<String> = store
@@ -123,12 +143,16 @@ impl<P: Plumbing> Engine<P> {
         let cfg = dataplane_config(store.state(), uplink.as_ref(), nat.clone());
         let dp = Dataplane::new(&cfg)?;
         plumbing.start(&dp)?;
+        if let Some(n) = &names {
+            n.sync(store.state(), None);
+        }
         let engine = Engine {
             store,
             dp,
             plumbing,
             uplink,
             nat,
+            names,
         };
         Ok((engine, restored))
     }
@@ -232,6 +256,9 @@ impl<P: Plumbing> Engine<P> {
             .ok_or_else(|| {
                 PlumbingError(format!("no dataplane port for endpoint {}", e.spec.name))
             })?;
+        if let Some(n) = &self.names {
+            n.texts(pending.state(), &e)?;
+        }
         let first = self
             .state()
             .endpoints()
@@ -254,7 +281,13 @@ impl<P: Plumbing> Engine<P> {
             return Err(err.into());
         }
         match self.store.commit(pending) {
-            Ok(e) => Ok(EndpointView::new(&e, &net, None)),
+            Ok(e) => {
+                let files = self.names.as_ref().map(|n| {
+                    n.sync(self.store.state(), Some(&[&e.spec.sandbox]));
+                    n.files(&e.id)
+                });
+                Ok(EndpointView::new(&e, &net, files))
+            }
             Err(err) => {
                 self.reapply_current();
                 self.undo_attach(&e).await;
@@ -282,6 +315,10 @@ impl<P: Plumbing> Engine<P> {
             tracing::warn!("disconnect {}: {err}", e.spec.name);
         }
         self.store.commit(pending)?;
+        if let Some(n) = &self.names {
+            n.forget(&e.id);
+            n.sync(self.store.state(), Some(&[&e.spec.sandbox]));
+        }
         Ok(())
     }
 
@@ -292,7 +329,8 @@ impl<P: Plumbing> Engine<P> {
             .endpoints()
             .filter_map(|e| {
                 let n = s.network(&e.network_id).ok()?;
-                Some(EndpointView::new(e, n, None))
+                let files = self.names.as_ref().map(|names| names.files(&e.id));
+                Some(EndpointView::new(e, n, files))
             })
             .collect();
         out.sort_by(|a, b| (&a.network, &a.name).cmp(&(&b.network, &b.name)));
@@ -301,7 +339,7 @@ impl<P: Plumbing> Engine<P> {
 
     /// `stats`: the dataplane's counters named by endpoint and network.
     pub fn stats(&self) -> StatsView {
-        let st = self.dp.stats();
+        let st = self.dp.stats_with_flows();
         let s = self.state();
         let ports = st
             .ports
@@ -326,29 +364,89 @@ impl<P: Plumbing> Engine<P> {
                     rx_bytes: p.stats.rx_bytes,
                     tx_packets: p.stats.tx_packets,
                     tx_bytes: p.stats.tx_bytes,
+                    drops: named(&p.drops),
                 }
             })
             .collect();
         let mut networks: Vec<NetworkStatsView> = s
             .networks()
             .filter(|n| n.subnet.is_some())
-            .map(|n| NetworkStatsView {
-                network: n.spec.name.clone(),
-                endpoints: s.endpoints_of(&n.id).count(),
-                fdb_entries: st.fdb_entries.get(&n.spec.name).copied().unwrap_or(0),
+            .map(|n| {
+                let row = st.networks.iter().find(|r| r.id == n.dataplane_id);
+                NetworkStatsView {
+                    network: n.spec.name.clone(),
+                    endpoints: s.endpoints_of(&n.id).count(),
+                    fdb_entries: st.fdb_entries.get(&n.spec.name).copied().unwrap_or(0),
+                    conntrack_entries: row.and_then(|r| r.conntrack_flows).unwrap_or(0),
+                    rx_packets: row.map_or(0, |r| r.traffic.rx_packets),
+                    tx_packets: row.map_or(0, |r| r.traffic.tx_packets),
+                    drops: row.map(|r| named(&r.drops)).unwrap_or_default(),
+                }
             })
             .collect();
         networks.sort_by(|a, b| a.network.cmp(&b.network));
         StatsView {
             ports,
             networks,
-            drops: st
-                .drops
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), *v))
-                .collect(),
+            drops: named(&st.drops),
             conntrack_entries: st.conntrack_flows,
         }
+    }
+
+    fn network_name(&self, id: Option<sluice_dataplane::frame::NetworkId>) -> String {
+        id.and_then(|id| self.state().networks().find(|n| n.dataplane_id == id))
+            .map(|n| n.spec.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// `conntrack ls`.
+    pub fn conntrack(&self) -> Vec<ConntrackView> {
+        let mut out: Vec<ConntrackView> = self
+            .dp
+            .conntrack_entries(Millis::now())
+            .into_iter()
+            .map(|c| ConntrackView {
+                protocol: format!("{:?}", c.protocol).to_lowercase(),
+                src: c.original.src.to_string(),
+                dst: c.original.dst.to_string(),
+                reply_src: c.reply.src.to_string(),
+                reply_dst: c.reply.dst.to_string(),
+                state: c.state.to_string(),
+                expires_in_secs: c.expires_in_secs,
+                network: self.network_name(c.network),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.network, &a.src, &a.dst).cmp(&(&b.network, &b.src, &b.dst)));
+        out
+    }
+
+    /// `fdb ls`.
+    pub fn fdb(&self) -> Vec<FdbView> {
+        let tables = self.dp.tables();
+        let s = self.state();
+        let mut out: Vec<FdbView> = self
+            .dp
+            .fdb_entries(Millis::now())
+            .into_iter()
+            .map(|f| FdbView {
+                network: self.network_name(Some(f.network)),
+                vlan: f.entry.vlan,
+                mac: f.entry.mac.to_string(),
+                port: tables
+                    .port(f.entry.port)
+                    .map(|p| p.config.name.clone())
+                    .unwrap_or_default(),
+                endpoint: s
+                    .endpoints()
+                    .find(|e| e.port == f.entry.port)
+                    .map(|e| e.spec.name.clone())
+                    .unwrap_or_default(),
+                is_static: f.entry.is_static,
+                idle_secs: f.entry.idle_secs,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.network, a.vlan, &a.mac).cmp(&(&b.network, b.vlan, &b.mac)));
+        out
     }
 
     /// Stops forwarding; interfaces and state stay for the next start.
@@ -397,6 +495,7 @@ mod tests {
             fake,
             None,
             NatConfig::default(),
+            None,
         ))
         .unwrap()
     }

@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{EndpointView, PruneReport, StatsView};
+use crate::api::{ConntrackView, EndpointView, FdbView, PruneReport, StatsView};
 use crate::daemon::engine::{Engine, EngineError, Restored};
 use crate::daemon::plumbing::Plumbing;
 use crate::model::{EndpointSpec, NetworkInspect, NetworkSpec};
@@ -24,6 +24,8 @@ enum Command {
     Disconnect(String, String, Reply<()>),
     Endpoints(Reply<Vec<EndpointView>>),
     Stats(Reply<StatsView>),
+    Conntrack(Reply<Vec<ConntrackView>>),
+    Fdb(Reply<Vec<FdbView>>),
 }
 
 /// A cloneable way to the engine; the engine stops when the last handle is dropped.
@@ -103,6 +105,8 @@ async fn serve<P: Plumbing>(en: &mut Engine<P>, cmd: Command) {
         Command::Disconnect(net, ep, r) => drop(r.send(en.disconnect(&net, &ep).await)),
         Command::Endpoints(r) => drop(r.send(Ok(en.endpoints()))),
         Command::Stats(r) => drop(r.send(Ok(en.stats()))),
+        Command::Conntrack(r) => drop(r.send(Ok(en.conntrack()))),
+        Command::Fdb(r) => drop(r.send(Ok(en.fdb()))),
     }
 }
 
@@ -160,5 +164,15 @@ impl EngineHandle {
     /// `stats`.
     pub async fn stats(&self) -> Result<StatsView, EngineError> {
         self.call(Command::Stats).await
+    }
+
+    /// `conntrack ls`.
+    pub async fn conntrack(&self) -> Result<Vec<ConntrackView>, EngineError> {
+        self.call(Command::Conntrack).await
+    }
+
+    /// `fdb ls`.
+    pub async fn fdb(&self) -> Result<Vec<FdbView>, EngineError> {
+        self.call(Command::Fdb).await
     }
 }

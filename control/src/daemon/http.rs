@@ -71,6 +71,8 @@ pub fn router(engine: EngineHandle) -> Router {
         .route(&v("/networks/{key}/disconnect"), post(disconnect))
         .route(&v("/endpoints"), get(endpoints))
         .route(&v("/stats"), get(stats))
+        .route(&v("/conntrack"), get(conntrack))
+        .route(&v("/fdb"), get(fdb))
         .fallback(not_found)
         .with_state(engine)
 }
@@ -145,4 +147,12 @@ async fn endpoints(State(en): State<EngineHandle>) -> ApiResult<Vec<crate::api::
 
 async fn stats(State(en): State<EngineHandle>) -> ApiResult<crate::api::StatsView> {
     Ok(Json(en.stats().await?))
+}
+
+async fn conntrack(State(en): State<EngineHandle>) -> ApiResult<Vec<crate::api::ConntrackView>> {
+    Ok(Json(en.conntrack().await?))
+}
+
+async fn fdb(State(en): State<EngineHandle>) -> ApiResult<Vec<crate::api::FdbView>> {
+    Ok(Json(en.fdb().await?))
 }

@@ -94,6 +94,29 @@ pub fn render(s: &StatsView) -> String {
         "Endpoints connected to a network.",
         &net(|n| n.endpoints),
     );
+    let port_drops: Vec<(String, u64)> = s
+        .ports
+        .iter()
+        .flat_map(|p| {
+            p.drops
+                .iter()
+                .map(move |(r, n)| (format!("{},reason=\"{}\"", port_labels(p), escape(r)), *n))
+        })
+        .collect();
+    family(
+        &mut out,
+        "sluice_port_drops_total",
+        "counter",
+        "Frames dropped on a port, by reason.",
+        &port_drops,
+    );
+    family(
+        &mut out,
+        "sluice_network_conntrack_entries",
+        "gauge",
+        "Tracked NAPT flows of a network's endpoints.",
+        &net(|n| n.conntrack_entries),
+    );
     family(
         &mut out,
         "sluice_conntrack_entries",
@@ -120,11 +143,14 @@ mod tests {
                 rx_bytes: 180,
                 tx_packets: 2,
                 tx_bytes: 120,
+                drops: [("ttl".to_string(), 7)].into(),
             }],
             networks: vec![NetworkStatsView {
                 network: "a".into(),
                 endpoints: 1,
                 fdb_entries: 4,
+                conntrack_entries: 5,
+                ..NetworkStatsView::default()
             }],
             drops: [("ttl".to_string(), 7)].into(),
             conntrack_entries: 5,
@@ -137,6 +163,10 @@ mod tests {
         assert!(t.contains("sluice_drops_total{reason=\"ttl\"} 7\n"));
         assert!(t.contains("sluice_fdb_entries{network=\"a\"} 4\n"));
         assert!(t.contains("sluice_conntrack_entries 5\n"));
+        assert!(t.contains("sluice_network_conntrack_entries{network=\"a\"} 5\n"));
+        assert!(t.contains(
+            "sluice_port_drops_total{port=\"sl0123\",endpoint=\"web\",network=\"a\\\"b\",reason=\"ttl\"} 7\n"
+        ));
         for line in t.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<u64>().is_ok(), "{line}");

@@ -5,9 +5,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::dns::files::{
-    hosts, link_hosts, resolv_conf, EndpointFiles, FilesError, ResolvConf,
-};
+use crate::dns::files::{hosts, link_hosts, resolv_conf, EndpointFiles, FilesError, ResolvConf};
 use crate::dns::names::{is_user_network, NameTable};
 use crate::dns::server::{upstreams_from, DnsServer};
 use crate::model::{Endpoint, Sandbox};
@@ -65,7 +63,8 @@ impl Names {
         let mut table = NameTable::from_state(state);
         for e in state.endpoints() {
             if !e.spec.names.dns.is_empty() {
-                let servers: Vec<IpAddr> = e.spec.names.dns.iter().copied().map(IpAddr::V4).collect();
+                let servers: Vec<IpAddr> =
+                    e.spec.names.dns.iter().copied().map(IpAddr::V4).collect();
                 table.set_upstreams(&e.spec.sandbox, upstreams_from(&servers));
             }
         }
