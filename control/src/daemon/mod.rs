@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod handle;
 pub mod http;
+pub mod kernel;
 pub mod metrics;
 pub mod names;
 pub mod plumbing;

@@ -1,0 +1,176 @@
+//! `sluiced`: the sluice daemon. Owns the dataplane, restores the stored networks and
+//! endpoints, and serves the API on a Unix socket until SIGINT/SIGTERM.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use sluice_control::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use sluice_control::compile::UplinkSettings;
+use sluice_control::daemon::engine::Engine;
+use sluice_control::daemon::kernel::Kernel;
+use sluice_control::daemon::names::Names;
+use sluice_control::daemon::{handle, server};
+use sluice_control::dns::files::ResolvConf;
+use sluice_control::store::Store;
+use sluice_dataplane::config::{Ipv4Cidr, NatConfig, PortIo};
+use sluice_dataplane::runtime::RuntimeConfig;
+use sluice_dataplane::wire::MacAddr;
+
+/// sluice's daemon: networks, endpoints and published ports on a userspace dataplane.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The API socket.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Database and per-endpoint files (resolv.conf, hosts).
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// The interface outbound NAPT leaves by and published ports are reached on (none: networks
+    /// are bridged only).
+    #[arg(long)]
+    uplink: Option<String>,
+    /// sluice's own address on the uplink, CIDR (required with --uplink).
+    #[arg(long)]
+    uplink_ip: Option<String>,
+    /// The next hop for everything off the uplink's subnet.
+    #[arg(long)]
+    uplink_gateway: Option<Ipv4Addr>,
+    /// sluice's MAC on the uplink (default: derived from --uplink-ip, 02:42:...).
+    #[arg(long)]
+    uplink_mac: Option<String>,
+    /// The uplink's MTU.
+    #[arg(long, default_value_t = 1500)]
+    uplink_mtu: u16,
+    /// Open the uplink as a TAP device sluice creates, instead of an existing interface.
+    #[arg(long)]
+    uplink_tap: bool,
+    /// Dataplane worker threads (default: one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Microseconds a worker keeps polling after its last frame before sleeping.
+    #[arg(long, default_value_t = 50)]
+    busy_poll_us: u64,
+    /// Serve Prometheus metrics on this TCP address (off by default), e.g. 127.0.0.1:9323.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// The resolv.conf whose nameservers the embedded DNS forwards to.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// No embedded DNS and no resolv.conf/hosts files.
+    #[arg(long)]
+    no_dns: bool,
+}
+
+fn uplink(a: &Args) -> Result<Option<UplinkSettings>> {
+    let Some(name) = &a.uplink else {
+        if a.uplink_ip.is_some() || a.uplink_gateway.is_some() || a.uplink_mac.is_some() {
+            bail!("--uplink-ip, --uplink-gateway and --uplink-mac need --uplink");
+        }
+        return Ok(None);
+    };
+    let ip: Ipv4Cidr = a
+        .uplink_ip
+        .as_deref()
+        .context("--uplink needs --uplink-ip (sluice's address on it, like 192.0.2.2/24)")?
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--uplink-ip is not an IPv4 CIDR (like 192.0.2.2/24)"))?;
+    let mac = match &a.uplink_mac {
+        Some(m) => m
+            .parse::<MacAddr>()
+            .map_err(|_| anyhow::anyhow!("--uplink-mac {m:?} is not a MAC address"))?,
+        None => MacAddr::from_ipv4(ip.addr),
+    };
+    Ok(Some(UplinkSettings {
+        name: name.clone(),
+        io: if a.uplink_tap {
+            PortIo::Tap
+        } else {
+            PortIo::AfPacket
+        },
+        ip,
+        mac,
+        next_hop: a.uplink_gateway,
+        mtu: a.uplink_mtu,
+    }))
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let uplink = uplink(&args)?;
+    let mut rc = RuntimeConfig {
+        busy_poll: Duration::from_micros(args.busy_poll_us),
+        ..RuntimeConfig::default()
+    };
+    if let Some(w) = args.workers {
+        if w == 0 {
+            bail!("--workers must be at least 1");
+        }
+        rc.workers = w;
+    }
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
+    let db = args.state_dir.join("sluice.redb");
+    let store = Store::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
+    let names = (!args.no_dns)
+        .then(|| Names::new(args.state_dir.clone(), ResolvConf::read(&args.resolv_conf)));
+    let (engine, restored, thread) = handle::spawn(move || {
+        Engine::open(store, Kernel::new(rc), uplink, NatConfig::default(), names)
+    })
+    .context("cannot start")?;
+    for r in &restored.released {
+        tracing::info!("released endpoint {r}: its interface is gone");
+    }
+    for d in &restored.deleted {
+        tracing::info!("deleted leftover interface {d}");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the API runtime")?;
+    let served = rt.block_on(async {
+        let api = server::bind_api(&args.socket).await?;
+        let metrics = match args.metrics {
+            Some(addr) => Some(server::bind_metrics(addr).await?),
+            None => None,
+        };
+        tracing::info!(
+            "sluiced listening on {} ({} endpoints restored)",
+            args.socket.display(),
+            restored.endpoints
+        );
+        server::serve(api, &args.socket, metrics, engine, shutdown_signal())
+            .await
+            .context("API server failed")
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let _ = thread.join();
+    tracing::info!("sluiced stopped; networks and endpoints stay for the next start");
+    served
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
