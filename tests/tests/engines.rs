@@ -198,6 +198,16 @@ fn dockerd_bridge_network_containers_ping_each_other_by_name() {
         ])
         .unwrap();
     assert!(ip_a.starts_with("10.123.0."), "{ip_a}");
+    // A sandbox path from dockerd (the SandboxKey of libnetwork's Join) exists only in
+    // dockerd's mount namespace: helpers started there (Dockerd::command, Dockerd::exec) enter it.
+    let key = d
+        .docker_stdout(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "sla"])
+        .unwrap();
+    let net = format!("--net={key}");
+    let addrs = d
+        .exec(&["nsenter", &net, "ip", "-o", "-4", "addr", "show"])
+        .unwrap();
+    assert!(String::from_utf8_lossy(&addrs.stdout).contains(&ip_a));
     // docker0, the user network's bridge and dockerd's rules live in dockerd's namespace.
     let links = d.exec(&["ip", "-o", "link", "show"]).unwrap();
     assert!(String::from_utf8_lossy(&links.stdout).contains("docker0"));

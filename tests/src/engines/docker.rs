@@ -176,6 +176,14 @@ impl Dockerd {
         Ok(BUSYBOX_IMAGE)
     }
 
+    /// A command that runs `program` inside dockerd's network and mount namespaces: how a test
+    /// starts a long-running helper (e.g. the plugin) that must see what dockerd mounts, such as
+    /// the sandbox paths (`SandboxKey`) dockerd names in libnetwork calls. Whatever is still
+    /// running there when dockerd is dropped is killed with its mount namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.ns.command(program)
+    }
+
     /// Runs a command inside dockerd's network and mount namespaces (e.g. `iptables -S`,
     /// `ip link`, or `nsenter --net=SANDBOX_KEY ...` for a container's sandbox); an error if it
     /// exits non-zero.

@@ -19,6 +19,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -402,6 +403,10 @@ pub fn busybox_tar() -> Result<PathBuf> {
         .map_or(0, |d| d.as_secs());
     let tmp = std::env::temp_dir();
     let tar = tmp.join(format!("sluice-busybox-{}-{mtime}.tar", meta.len()));
+    // Tests of one process build it once (threads wait here); other processes build their own
+    // copy under their pid and the last rename wins, with identical content.
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     if tar.exists() {
         return Ok(tar);
     }

@@ -152,6 +152,14 @@ volume_path = {volumes:?}
         self.dir.join("cni-bin")
     }
 
+    /// A command that runs `program` inside podman's network and mount namespaces: how a test
+    /// starts a long-running helper (e.g. the plugin) that must see what podman mounts, such as
+    /// the sandbox paths (`SandboxKey`) dockerd names in libnetwork calls. Whatever is still
+    /// running there when podman is dropped is killed with its mount namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.ns.command(program)
+    }
+
     /// Runs a command inside podman's network and mount namespaces (e.g. `ip link`,
     /// `iptables -S`); an error if it exits non-zero.
     pub fn exec(&self, args: &[&str]) -> Result<Output> {
