@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every check sluice has: formatting, lints, unit and property tests, the fuzz target's
-# proptest harness, and the end-to-end tests in network namespaces (as root).
+# proptest harness, and the end-to-end tests in network namespaces and against real container
+# engines (dockerd, podman, CNI; as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+./scripts/setup-engines.sh
 export CARGO_TERM_COLOR=never
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,1 +1,4 @@
-//! Support for sluice's integration tests in network namespaces.
+//! Support for sluice's integration tests in network namespaces and against real container
+//! engines.
+
+pub mod engines;
