@@ -134,6 +134,9 @@ pub struct ConnectArgs {
     /// The endpoint's name (default: the namespace's file name, or pid-N).
     #[arg(long)]
     name: Option<String>,
+    /// The interface name inside the namespace (default: eth0, eth1, ... in order).
+    #[arg(long)]
+    ifname: Option<String>,
     /// Host name in the endpoint's hosts file (default: its name).
     #[arg(long)]
     hostname: Option<String>,
@@ -289,6 +292,8 @@ pub fn endpoint_spec(a: &ConnectArgs) -> Result<EndpointSpec> {
                 .map(|h| parse_add_host(h))
                 .collect::<Result<_, _>>()?,
         },
+        ifname: a.ifname.clone(),
+        placement: Default::default(),
     })
 }
 
@@ -301,11 +306,12 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
+        for (wi, c) in w.iter_mut().zip(r) {
+            *wi = (*wi).max(c.len());
         }
     }
     let line = |cells: Vec<&str>| {
+        let cells: Vec<&str> = cells.into_iter().take(w.len()).collect();
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
@@ -372,19 +378,16 @@ pub fn network(conn: &Conn, cmd: NetworkCmd) -> Result<()> {
             print_json(&out)
         }),
         NetworkCmd::Rm { networks } => block(async {
-            let mut failed = None;
+            let mut failed = Vec::new();
             for n in &networks {
                 match c.delete(&format!("/networks/{n}")).await {
                     Ok(()) => println!("{n}"),
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        failed = Some(e);
-                    }
+                    Err(e) => failed.push(e.to_string()),
                 }
             }
-            match failed {
-                Some(e) => Err(e.into()),
-                None => Ok(()),
+            match failed.len() {
+                0 => Ok(()),
+                _ => bail!("{}", failed.join("; ")),
             }
         }),
         NetworkCmd::Prune { .. } => block(async {
@@ -527,6 +530,7 @@ pub fn stats(conn: &Conn, output: Output) -> Result<()> {
         table(
             &[
                 "PORT", "ENDPOINT", "NETWORK", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES",
+                "DROPS",
             ],
             &rows,
         );
@@ -550,6 +554,68 @@ pub fn stats(conn: &Conn, output: Output) -> Result<()> {
                 println!("  {k}: {v}");
             }
         }
+        Ok(())
+    })
+}
+
+/// `sluice conntrack ls`.
+pub fn conntrack(conn: &Conn, output: Output) -> Result<()> {
+    let c = Client::new(&conn.socket);
+    block(async {
+        let rows: Vec<ConntrackView> = c.get("/conntrack").await?;
+        if output == Output::Json {
+            return print_json(&rows);
+        }
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.protocol.clone(),
+                    r.src.clone(),
+                    r.dst.clone(),
+                    format!("{} -> {}", r.reply_src, r.reply_dst),
+                    r.state.clone(),
+                    r.expires_in_secs.to_string(),
+                    r.network.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "PROTO", "SRC", "DST", "REPLY", "STATE", "EXPIRES", "NETWORK",
+            ],
+            &cells,
+        );
+        Ok(())
+    })
+}
+
+/// `sluice fdb ls`.
+pub fn fdb(conn: &Conn, output: Output) -> Result<()> {
+    let c = Client::new(&conn.socket);
+    block(async {
+        let rows: Vec<FdbView> = c.get("/fdb").await?;
+        if output == Output::Json {
+            return print_json(&rows);
+        }
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.network.clone(),
+                    r.vlan.to_string(),
+                    r.mac.clone(),
+                    r.port.clone(),
+                    r.endpoint.clone(),
+                    if r.is_static { "static" } else { "learned" }.to_string(),
+                    r.idle_secs.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &["NETWORK", "VLAN", "MAC", "PORT", "ENDPOINT", "TYPE", "IDLE"],
+            &cells,
+        );
         Ok(())
     })
 }
@@ -669,66 +735,4 @@ mod tests {
             "80/tcp -> 0.0.0.0:8080"
         );
     }
-}
-
-/// `sluice conntrack ls`.
-pub fn conntrack(conn: &Conn, output: Output) -> Result<()> {
-    let c = Client::new(&conn.socket);
-    block(async {
-        let rows: Vec<ConntrackView> = c.get("/conntrack").await?;
-        if output == Output::Json {
-            return print_json(&rows);
-        }
-        let cells: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.protocol.clone(),
-                    r.src.clone(),
-                    r.dst.clone(),
-                    format!("{} -> {}", r.reply_src, r.reply_dst),
-                    r.state.clone(),
-                    r.expires_in_secs.to_string(),
-                    r.network.clone(),
-                ]
-            })
-            .collect();
-        table(
-            &[
-                "PROTO", "SRC", "DST", "REPLY", "STATE", "EXPIRES", "NETWORK",
-            ],
-            &cells,
-        );
-        Ok(())
-    })
-}
-
-/// `sluice fdb ls`.
-pub fn fdb(conn: &Conn, output: Output) -> Result<()> {
-    let c = Client::new(&conn.socket);
-    block(async {
-        let rows: Vec<FdbView> = c.get("/fdb").await?;
-        if output == Output::Json {
-            return print_json(&rows);
-        }
-        let cells: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.network.clone(),
-                    r.vlan.to_string(),
-                    r.mac.clone(),
-                    r.port.clone(),
-                    r.endpoint.clone(),
-                    if r.is_static { "static" } else { "learned" }.to_string(),
-                    r.idle_secs.to_string(),
-                ]
-            })
-            .collect();
-        table(
-            &["NETWORK", "VLAN", "MAC", "PORT", "ENDPOINT", "TYPE", "IDLE"],
-            &cells,
-        );
-        Ok(())
-    })
 }

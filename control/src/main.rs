@@ -199,12 +199,22 @@ fn run_dataplane(args: DataplaneArgs) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+/// Every failure ends as one line on stderr and exit code 1 (clap's own errors exit with 2).
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Network(c) => cli::network(&cli.conn, c),
         Command::Ps { output } => cli::ps(&cli.conn, output),

@@ -227,6 +227,19 @@ pub enum Sandbox {
     Pid(u32),
 }
 
+/// Who puts the endpoint's interface into its sandbox.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// sluice moves it there and configures it (address, MAC, MTU, routes): `sluice network
+    /// connect` and CNI.
+    #[default]
+    Sandbox,
+    /// sluice leaves the veth peer in its own namespace, named `sandbox_ifname`, for the
+    /// container engine to move and configure (libnetwork's Join hands over `SrcName`).
+    HandOff,
+}
+
 /// What `sluice network connect` asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointSpec {
@@ -255,6 +268,13 @@ pub struct EndpointSpec {
     /// endpoint's resolv.conf and hosts files.
     #[serde(default)]
     pub names: NameOptions,
+    /// The interface name inside the sandbox (CNI's `CNI_IFNAME`); none: the first free of
+    /// `eth0`, `eth1`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// Who moves the interface into the sandbox.
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 /// A connected endpoint: the spec plus what the daemon allocated.
@@ -568,6 +588,8 @@ mod tests {
                 links: vec![],
                 publish: vec![],
                 names: NameOptions::default(),
+                ifname: None,
+                placement: Placement::Sandbox,
             },
             network_id: n.id.clone(),
             ip: Ipv4Addr::new(10, 1, 0, 128),

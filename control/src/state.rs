@@ -12,7 +12,9 @@ use sluice_dataplane::frame::{NetworkId, PortId};
 use sluice_dataplane::wire::MacAddr;
 
 use crate::ipam::{next_free_subnet, IpamError, Pool};
-use crate::model::{Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec, Stamp};
+use crate::model::{
+    Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec, Placement, Stamp,
+};
 use crate::publish::PublishSpec;
 
 /// The predefined networks, which always exist and cannot be removed.
@@ -86,6 +88,17 @@ pub enum StateError {
     /// Endpoints cannot be connected to `host` or `none`.
     #[error("cannot connect an endpoint to the {0} network")]
     CannotConnect(String),
+    /// An interface name Linux would refuse.
+    #[error("invalid interface name {0:?}: 1-15 letters, digits, _ . -")]
+    InvalidIfname(String),
+    /// The sandbox already has an interface of that name from sluice.
+    #[error("{sandbox} already has an interface {ifname} from sluice")]
+    IfnameTaken {
+        /// The name.
+        ifname: String,
+        /// The sandbox.
+        sandbox: String,
+    },
     /// An endpoint of that name is on the network.
     #[error("endpoint with name {name} already exists in network {network}")]
     EndpointNameTaken {
@@ -165,6 +178,16 @@ pub struct State {
     networks: BTreeMap<String, Network>,
     endpoints: BTreeMap<String, Endpoint>,
     pools: HashMap<String, Pool>,
+}
+
+/// What Linux accepts as an interface name (and `ip` can show): 1-15 bytes of letters,
+/// digits, `_ . -`, not `.` or `..`.
+fn valid_ifname(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// docker's name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
@@ -507,14 +530,30 @@ impl State {
             .filter(|e| e.spec.sandbox == spec.sandbox)
             .map(|e| e.sandbox_ifname.as_str())
             .collect();
-        let slot = (0..)
-            .find(|i| !taken.contains(&format!("eth{i}").as_str()))
-            .unwrap_or(0);
+        let sandbox_ifname = match (&spec.ifname, spec.placement) {
+            (_, Placement::HandOff) => format!("sp{}", &host_ifname[2..]),
+            (Some(name), Placement::Sandbox) => {
+                if !valid_ifname(name) {
+                    return Err(StateError::InvalidIfname(name.clone()));
+                }
+                if taken.contains(&name.as_str()) {
+                    return Err(StateError::IfnameTaken {
+                        ifname: name.clone(),
+                        sandbox: spec.sandbox.to_string(),
+                    });
+                }
+                name.clone()
+            }
+            (None, Placement::Sandbox) => (0..)
+                .map(|i| format!("eth{i}"))
+                .find(|n| !taken.contains(&n.as_str()))
+                .unwrap_or_default(),
+        };
         self.pools.insert(net_id.clone(), pool);
         let id = stamp.id;
         let e = Endpoint {
             host_ifname,
-            sandbox_ifname: format!("eth{slot}"),
+            sandbox_ifname,
             id: id.clone(),
             spec,
             network_id: net_id,
@@ -612,6 +651,8 @@ pub(crate) mod tests {
             links: vec![],
             publish: vec![],
             names: Default::default(),
+            ifname: None,
+            placement: Default::default(),
         }
     }
 
@@ -795,6 +836,34 @@ pub(crate) mod tests {
             Err(StateError::AmbiguousNetwork("ba".into()))
         );
         assert_eq!(s.network(""), Err(StateError::NoSuchNetwork("".into())));
+    }
+
+    #[test]
+    fn interface_names_are_chosen_checked_or_handed_off() {
+        let mut s = State::with_defaults(stamps());
+        let mut st = stamps();
+        for _ in 0..3 {
+            st();
+        }
+        s.create_network(net("a", Some("10.5.0.0/24")), st())
+            .unwrap();
+        let mut named = ep("a", "cni", 9);
+        named.ifname = Some("net1".into());
+        assert_eq!(
+            s.connect(named.clone(), st()).unwrap().sandbox_ifname,
+            "net1"
+        );
+        named.name = "cni2".into();
+        named.sandbox = Sandbox::Pid(11);
+        named.ifname = Some("a/b".into());
+        assert_eq!(
+            s.connect(named.clone(), st()),
+            Err(StateError::InvalidIfname("a/b".into()))
+        );
+        let mut handed = ep("a", "docker", 10);
+        handed.placement = Placement::HandOff;
+        let h = s.connect(handed, st()).unwrap();
+        assert_eq!(h.sandbox_ifname, format!("sp{}", &h.host_ifname[2..]));
     }
 
     #[test]

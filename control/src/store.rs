@@ -195,7 +195,7 @@ impl Store {
     pub fn prepare_connect(&self, spec: EndpointSpec) -> Result<Pending<Endpoint>, StoreError> {
         self.prepare(
             |s| s.connect(spec, Stamp::fresh()).cloned(),
-            |e| Record::PutEndpoint(e.clone()),
+            |e| Record::PutEndpoint(Box::new(e.clone())),
         )
     }
 
@@ -241,7 +241,7 @@ impl Store {
 enum Record {
     PutNetwork(Network),
     DeleteNetwork(String),
-    PutEndpoint(Endpoint),
+    PutEndpoint(Box<Endpoint>),
     DeleteEndpoint(String),
 }
 

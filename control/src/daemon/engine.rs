@@ -274,6 +274,7 @@ impl<P: Plumbing> Engine<P> {
             },
             gateway: net.gateway.filter(|_| first && !net.spec.internal),
             mtu: net.spec.options.mtu.unwrap_or(1500),
+            placement: e.spec.placement,
         };
         self.plumbing.attach(&attachment, &port).await?;
         if let Err(err) = self.dp.apply(&cfg) {
@@ -511,6 +512,8 @@ mod tests {
             links: vec![],
             publish: vec![],
             names: Default::default(),
+            ifname: None,
+            placement: Default::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use sluice_dataplane::pipeline::Dataplane;
 use sluice_dataplane::runtime::{Runtime, RuntimeConfig};
 
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
+use crate::model::Placement;
 use crate::netlink::{self, NetlinkError, SandboxIface};
 
 /// Host ends of endpoint veths are `sl` + 10 hex digits of the endpoint id (see `State::connect`).
@@ -63,7 +64,14 @@ impl Plumbing for Kernel {
             gateway: a.gateway,
             mtu: a.mtu,
         };
-        netlink::attach(&a.sandbox, &iface).await.map_err(err)?;
+        match a.placement {
+            Placement::Sandbox => netlink::attach(&a.sandbox, &iface).await,
+            Placement::HandOff => {
+                netlink::create_veth_pair(&a.host_ifname, &a.sandbox_ifname, Some(a.mac), a.mtu)
+                    .await
+            }
+        }
+        .map_err(err)?;
         if let Err(e) = self.runtime().and_then(|rt| {
             rt.attach(port)
                 .map_err(|e| PlumbingError(format!("cannot open {}: {e}", a.host_ifname)))

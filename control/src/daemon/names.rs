@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::dns::files::{hosts, link_hosts, resolv_conf, EndpointFiles, FilesError, ResolvConf};
 use crate::dns::names::{is_user_network, NameTable};
 use crate::dns::server::{upstreams_from, DnsServer};
-use crate::model::{Endpoint, Sandbox};
+use crate::model::{Endpoint, Placement, Sandbox};
 use crate::state::State;
 
 /// The resolvers and the per-endpoint files.
@@ -72,7 +72,9 @@ impl Names {
             tracing::warn!("embedded resolver for {sandbox}: {err}");
         }
         for e in state.endpoints() {
-            if touched.is_some_and(|t| !t.contains(&&e.spec.sandbox)) {
+            if touched.is_some_and(|t| !t.contains(&&e.spec.sandbox))
+                || e.spec.placement != Placement::Sandbox
+            {
                 continue;
             }
             let written = self

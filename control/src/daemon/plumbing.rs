@@ -12,7 +12,7 @@ use sluice_dataplane::frame::PortId;
 use sluice_dataplane::pipeline::Dataplane;
 use sluice_dataplane::wire::MacAddr;
 
-use crate::model::Sandbox;
+use crate::model::{Placement, Sandbox};
 
 /// The interface an endpoint gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub struct Attachment {
     pub gateway: Option<Ipv4Addr>,
     /// The interface MTU.
     pub mtu: u16,
+    /// Whether sluice moves the peer into the sandbox or leaves it for the engine.
+    pub placement: Placement,
 }
 
 /// Why plumbing failed; the message names the interface and what failed.

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use crate::model::{Driver, Endpoint, Sandbox};
+use crate::model::{Driver, Endpoint, Placement, Sandbox};
 use crate::state::{State, PREDEFINED};
 
 use super::wire::{self, Answer, Rcode, CLASS_IN, TYPE_A, TYPE_ANY, TYPE_PTR};
@@ -89,7 +89,8 @@ pub fn is_user_network(name: &str, driver: Driver) -> bool {
 }
 
 impl NameTable {
-    /// The table for `state`: each sandbox on a user-defined network resolves, on every such
+    /// The table for `state`: each sandbox on a user-defined network (whose interface sluice
+    /// placed: engines that place it themselves, like docker, run their own resolver) resolves, on every such
     /// network it is attached to, the endpoints' names, their aliases and `name.network`, plus
     /// its own `--link` aliases; PTR queries give `name.network`.
     pub fn from_state(state: &State) -> NameTable {
@@ -102,6 +103,7 @@ impl NameTable {
         let mine: Vec<&Endpoint> = state
             .endpoints()
             .filter(|e| user.contains_key(e.network_id.as_str()))
+            .filter(|e| e.spec.placement == Placement::Sandbox)
             .collect();
         for e in &mine {
             let net_name = user.get(e.network_id.as_str()).copied().unwrap_or_default();
