@@ -366,6 +366,15 @@ impl Lab {
         }
     }
 
+    /// Kills (SIGKILL, no chance to clean up: a crash) and reaps one background process.
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(i) = self.procs.iter().position(|p| p.child.id() == pid) {
+            let mut p = self.procs.remove(i);
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
     /// Freezes (SIGSTOP) a background process of this lab, e.g. an idle forwarder that polls
     /// while another one is measured.
     pub fn pause(&self, pid: u32) {

@@ -7,6 +7,7 @@ pub mod client;
 pub mod clock;
 pub mod compile;
 pub mod daemon;
+pub mod daemonlab;
 pub mod dns;
 pub mod ipam;
 pub mod lab;
