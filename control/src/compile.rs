@@ -11,6 +11,7 @@ use sluice_dataplane::config::{
 use sluice_dataplane::frame::PortId;
 use sluice_dataplane::wire::MacAddr;
 
+use crate::model::Driver;
 use crate::state::State;
 
 /// The uplink port's id: endpoints get ids from 1 up.
@@ -61,11 +62,32 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
         };
         let mut nc = NetworkConfig::new(n.dataplane_id, n.spec.name.clone(), subnet, gateway);
         let o = &n.spec.options;
-        nc.vlan = o.vlan.unwrap_or(0);
+        let parent = o.parent_and_vlan();
+        let vlan = parent.and_then(|(_, v)| v).or(o.vlan).unwrap_or(0);
+        nc.vlan = vlan;
         nc.internal = n.spec.internal;
         nc.icc = o.icc.unwrap_or(nc.icc);
         nc.mtu = o.mtu.unwrap_or(nc.mtu);
+        nc.external_gateway = n.spec.driver == Driver::Macvlan;
         cfg.networks.push(nc);
+        if let (Some(id), Some((ifname, tag))) = (n.parent_port, parent) {
+            cfg.ports.push(PortConfig {
+                id,
+                name: ifname.to_string(),
+                io: PortIo::AfPacket,
+                role: match tag {
+                    Some(v) => PortRole::Trunk {
+                        network: n.dataplane_id,
+                        allowed: vec![v],
+                        native: None,
+                    },
+                    None => PortRole::Access {
+                        network: n.dataplane_id,
+                        vlan: 0,
+                    },
+                },
+            });
+        }
         for e in state.endpoints_of(&n.id) {
             cfg.ports.push(PortConfig {
                 id: e.port,
@@ -73,7 +95,7 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
                 io: PortIo::AfPacket,
                 role: PortRole::Endpoint {
                     network: n.dataplane_id,
-                    vlan: o.vlan.unwrap_or(0),
+                    vlan,
                     mac: e.mac,
                     ipv4: Some(e.ip),
                 },
@@ -184,6 +206,72 @@ mod tests {
         );
         assert_eq!(id_of(&cfg2, &web.host_ifname), None);
         assert!(cfg2.forwards.is_empty());
+    }
+
+    #[test]
+    fn macvlan_networks_bridge_onto_their_parent() {
+        let mut s = State::with_defaults(stamps());
+        let mut st = stamps();
+        for _ in 0..3 {
+            st();
+        }
+        let mut tagged = net("m10", Some("10.8.0.0/24"));
+        tagged.driver = Driver::Macvlan;
+        tagged.options.set("parent=eth1.10").unwrap();
+        let m10 = s.create_network(tagged, st()).unwrap().clone();
+        let mut plain = net("m", Some("10.9.0.0/24"));
+        plain.driver = Driver::Macvlan;
+        plain.options.set("parent=eth2").unwrap();
+        let m = s.create_network(plain, st()).unwrap().clone();
+        let e = s.connect(ep("m10", "a", 1), st()).unwrap().clone();
+        assert_ne!(
+            Some(e.port),
+            m10.parent_port,
+            "parents and endpoints share the port space"
+        );
+        let mut published = ep("m", "b", 2);
+        published.publish = vec!["8080:80".parse().unwrap()];
+        assert!(matches!(
+            s.connect(published, st()),
+            Err(crate::state::StateError::PublishOnMacvlan(_))
+        ));
+
+        let cfg = dataplane_config(&s, Some(&uplink()), NatConfig::default());
+        Tables::build(&cfg, None).expect("valid dataplane config");
+        let nc = cfg.networks.iter().find(|n| n.name == "m10").unwrap();
+        assert!(nc.external_gateway && nc.vlan == 10);
+        let parent = cfg
+            .ports
+            .iter()
+            .find(|p| Some(p.id) == m10.parent_port)
+            .unwrap();
+        assert_eq!(parent.name, "eth1");
+        assert_eq!(
+            parent.role,
+            PortRole::Trunk {
+                network: m10.dataplane_id,
+                allowed: vec![10],
+                native: None
+            },
+            "sluice tags the parent's frames itself (no 8021q here)"
+        );
+        let endpoint = cfg.ports.iter().find(|p| p.id == e.port).unwrap();
+        assert!(matches!(endpoint.role, PortRole::Endpoint { vlan: 10, .. }));
+        let parent = cfg
+            .ports
+            .iter()
+            .find(|p| Some(p.id) == m.parent_port)
+            .unwrap();
+        assert_eq!(
+            (parent.name.as_str(), &parent.role),
+            (
+                "eth2",
+                &PortRole::Access {
+                    network: m.dataplane_id,
+                    vlan: 0
+                }
+            )
+        );
     }
 
     #[test]

@@ -215,6 +215,23 @@ pub struct Network {
     pub gateway: Option<Ipv4Addr>,
     /// The network's index in the dataplane configuration, stable while it exists.
     pub dataplane_id: NetworkId,
+    /// A macvlan network's parent interface port in the dataplane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_port: Option<PortId>,
+}
+
+impl NetworkOptions {
+    /// A macvlan parent: the interface and, for `IF.VLAN`, the 802.1Q VLAN sluice tags with.
+    pub fn parent_and_vlan(&self) -> Option<(&str, Option<u16>)> {
+        let p = self.parent.as_deref()?;
+        Some(match p.rsplit_once('.') {
+            Some((base, v)) if !base.is_empty() => match v.parse::<u16>() {
+                Ok(id) => (base, Some(id)),
+                Err(_) => (p, None),
+            },
+            _ => (p, None),
+        })
+    }
 }
 
 /// Which network namespace an endpoint's interface goes into.
@@ -575,6 +592,7 @@ mod tests {
             subnet: Some("10.1.0.0/24".parse().unwrap()),
             gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
             dataplane_id: NetworkId(1),
+            parent_port: None,
         };
         let e = Endpoint {
             id: "cd".repeat(32),

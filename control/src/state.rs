@@ -88,6 +88,26 @@ pub enum StateError {
     /// Endpoints cannot be connected to `host` or `none`.
     #[error("cannot connect an endpoint to the {0} network")]
     CannotConnect(String),
+    /// A macvlan network without `--opt parent=IF`.
+    #[error("the macvlan driver needs --opt parent=IF (or parent=IF.VLAN)")]
+    MacvlanNeedsParent,
+    /// `parent` on a driver that has none.
+    #[error("--opt parent is only for the macvlan driver")]
+    ParentNeedsMacvlan,
+    /// `parent=IF.VLAN` with a VLAN out of range or unlike `--opt vlan`.
+    #[error("--opt parent={0}: the VLAN must be 1-4094 and match --opt vlan if both are given")]
+    BadParentVlan(String),
+    /// Two macvlan networks on one parent.
+    #[error("parent interface {parent} is already used by network {other:?}")]
+    ParentInUse {
+        /// The interface.
+        parent: String,
+        /// The network using it.
+        other: String,
+    },
+    /// Published ports on a macvlan network.
+    #[error("network {0} is a macvlan network: its endpoints are reached directly, ports are not published")]
+    PublishOnMacvlan(String),
     /// An interface name Linux would refuse.
     #[error("invalid interface name {0:?}: 1-15 letters, digits, _ . -")]
     InvalidIfname(String),
@@ -240,6 +260,7 @@ impl State {
                 subnet,
                 gateway: subnet.map(|s| Ipv4Addr::from(u32::from(s.network()) + 1)),
                 dataplane_id: NetworkId(s.networks.len() as u16),
+                parent_port: None,
             };
             s.insert_network(n);
         }
@@ -345,6 +366,14 @@ impl State {
             return Err(StateError::OnlyOneInstance(spec.driver.as_str()));
         }
         let (subnet, gateway) = self.addressing(&spec)?;
+        let parent_port = if spec.driver == Driver::Macvlan {
+            self.check_parent(&spec)?
+        } else {
+            if spec.options.parent.is_some() {
+                return Err(StateError::ParentNeedsMacvlan);
+            }
+            None
+        };
         let dataplane_id = (0..=u16::MAX)
             .map(NetworkId)
             .find(|id| self.networks.values().all(|n| n.dataplane_id != *id))
@@ -357,8 +386,55 @@ impl State {
             subnet: Some(subnet),
             gateway: Some(gateway),
             dataplane_id,
+            parent_port,
         });
         Ok(&self.networks[&id])
+    }
+
+    /// A free dataplane port id (endpoints and macvlan parents share the space).
+    fn free_port(&self) -> Option<PortId> {
+        (1..MAX_PORTS as u16).map(PortId).find(|p| {
+            self.endpoints.values().all(|e| e.port != *p)
+                && self.networks.values().all(|n| n.parent_port != Some(*p))
+        })
+    }
+
+    /// A macvlan network's parent: given, a valid VLAN if tagged, not another network's, and
+    /// a port for it (none for an internal network, which has no parent traffic).
+    fn check_parent(&self, spec: &NetworkSpec) -> Result<Option<PortId>, StateError> {
+        let (parent, vlan) = spec
+            .options
+            .parent_and_vlan()
+            .ok_or(StateError::MacvlanNeedsParent)?;
+        if let Some(v) = vlan {
+            if !(1..=4094).contains(&v) {
+                return Err(StateError::BadParentVlan(
+                    spec.options.parent.clone().unwrap_or_default(),
+                ));
+            }
+            if spec.options.vlan.is_some_and(|o| o != v) {
+                return Err(StateError::BadParentVlan(
+                    spec.options.parent.clone().unwrap_or_default(),
+                ));
+            }
+        }
+        if let Some(o) = self.networks.values().find(|n| {
+            n.spec
+                .options
+                .parent_and_vlan()
+                .is_some_and(|(p, _)| p == parent)
+        }) {
+            return Err(StateError::ParentInUse {
+                parent: parent.to_string(),
+                other: o.spec.name.clone(),
+            });
+        }
+        if spec.internal {
+            return Ok(None);
+        }
+        self.free_port()
+            .map(Some)
+            .ok_or(StateError::TooManyEndpoints)
     }
 
     /// The subnet and gateway a new network gets, after checking every address rule.
@@ -497,11 +573,11 @@ impl State {
         if !spec.publish.is_empty() && net.spec.internal {
             return Err(StateError::PublishOnInternal(net_name));
         }
+        if !spec.publish.is_empty() && net.spec.driver == Driver::Macvlan {
+            return Err(StateError::PublishOnMacvlan(net_name));
+        }
         self.check_publish(&spec)?;
-        let port = (1..MAX_PORTS as u16)
-            .map(PortId)
-            .find(|p| self.endpoints.values().all(|e| e.port != *p))
-            .ok_or(StateError::TooManyEndpoints)?;
+        let port = self.free_port().ok_or(StateError::TooManyEndpoints)?;
         let ipam = |err| StateError::Ipam {
             network: net_name.clone(),
             err,
@@ -836,6 +912,50 @@ pub(crate) mod tests {
             Err(StateError::AmbiguousNetwork("ba".into()))
         );
         assert_eq!(s.network(""), Err(StateError::NoSuchNetwork("".into())));
+    }
+
+    #[test]
+    fn macvlan_rules() {
+        let mut s = State::with_defaults(stamps());
+        let mut st = stamps();
+        for _ in 0..3 {
+            st();
+        }
+        let mut m = net("m", Some("10.8.0.0/24"));
+        m.driver = Driver::Macvlan;
+        assert_eq!(
+            s.create_network(m.clone(), st()),
+            Err(StateError::MacvlanNeedsParent)
+        );
+        m.options.set("parent=eth1.5000").unwrap();
+        assert!(matches!(
+            s.create_network(m.clone(), st()),
+            Err(StateError::BadParentVlan(_))
+        ));
+        m.options.set("parent=eth1.10").unwrap();
+        m.options.set("vlan=11").unwrap();
+        assert!(matches!(
+            s.create_network(m.clone(), st()),
+            Err(StateError::BadParentVlan(_))
+        ));
+        m.options.vlan = None;
+        s.create_network(m, st()).unwrap();
+        let mut again = net("m2", Some("10.9.0.0/24"));
+        again.driver = Driver::Macvlan;
+        again.options.set("parent=eth1").unwrap();
+        assert_eq!(
+            s.create_network(again, st()),
+            Err(StateError::ParentInUse {
+                parent: "eth1".into(),
+                other: "m".into()
+            })
+        );
+        let mut bridge = net("b", Some("10.10.0.0/24"));
+        bridge.options.set("parent=eth3").unwrap();
+        assert_eq!(
+            s.create_network(bridge, st()),
+            Err(StateError::ParentNeedsMacvlan)
+        );
     }
 
     #[test]

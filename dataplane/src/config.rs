@@ -125,6 +125,10 @@ pub struct NetworkConfig {
     /// Most learned MACs (MAC-flood defence).
     #[serde(default = "default_fdb_max")]
     pub fdb_max: usize,
+    /// The gateway is a router outside sluice (a macvlan network's): sluice neither answers
+    /// for the gateway address nor routes, and the network is a plain L2 segment.
+    #[serde(default)]
+    pub external_gateway: bool,
 }
 
 impl NetworkConfig {
@@ -150,6 +154,7 @@ impl NetworkConfig {
             mtu: default_mtu(),
             fdb_aging_secs: default_aging(),
             fdb_max: default_fdb_max(),
+            external_gateway: false,
         }
     }
 }

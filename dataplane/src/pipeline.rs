@@ -756,7 +756,7 @@ impl<'t> BatchState<'t> {
             SourceCheck::Group => return Err(R::Malformed),
         }
         let cfg = &net.config;
-        if vlan == cfg.vlan {
+        if vlan == cfg.vlan && !cfg.external_gateway {
             if l2.dst == cfg.gateway_mac {
                 return self.gateway_in(f, l2, net, port, parsed);
             }

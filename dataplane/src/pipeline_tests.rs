@@ -71,6 +71,24 @@ fn gateway_answers_arp_and_ping() {
 }
 
 #[test]
+fn an_external_gateway_is_left_to_the_segment() {
+    let mut s = S::new();
+    s.config.networks[0].external_gateway = true;
+    let mut w = worker_for(&s);
+    let (v, _) = run_one(&mut w, PORT_A, &arp_request(S::mac(S::A), S::A, S::GW), T0);
+    assert!(
+        matches!(v, Verdict::Flood { .. }),
+        "the ARP request goes to the segment's router, sluice does not answer: {v:?}"
+    );
+    let ping = S::from_endpoint(S::A, &icmp_echo(S::A, S::GW, true, 7, 1));
+    let (v, _) = run_one(&mut w, PORT_A, &ping, T0);
+    assert!(
+        matches!(v, Verdict::Flood { .. }),
+        "frames to the gateway MAC are bridged, not routed: {v:?}"
+    );
+}
+
+#[test]
 fn endpoints_bridge_to_each_other_and_unknown_floods() {
     let s = S::new();
     let mut w = worker_for(&s);

@@ -481,6 +481,7 @@ mod tests {
     fn net(id: u16, name: &str, subnet: &str, gw: [u8; 4]) -> NetworkConfig {
         NetworkConfig {
             fdb_max: 100,
+            external_gateway: false,
             ..NetworkConfig::new(
                 NetworkId(id),
                 name,

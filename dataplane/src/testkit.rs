@@ -178,6 +178,7 @@ impl Scenario {
     pub fn new() -> Self {
         let net = |id: u16, name: &str, third: u8| NetworkConfig {
             fdb_max: 1 << 20,
+            external_gateway: false,
             ..NetworkConfig::new(
                 NetworkId(id),
                 name,

@@ -184,11 +184,35 @@ impl<P: Plumbing> Engine<P> {
         spec: NetworkSpec,
     ) -> Result<NetworkInspect, EngineError> {
         let pending = self.store.prepare_create_network(spec)?;
-        self.dp.apply(&self.config(pending.state()))?;
+        let cfg = self.config(pending.state());
+        let parent = pending
+            .value()
+            .parent_port
+            .and_then(|id| cfg.ports.iter().find(|p| p.id == id).cloned());
+        if let Some(p) = &parent {
+            if !self.plumbing.exists(&p.name).await? {
+                return Err(PlumbingError(format!(
+                    "parent interface {} does not exist in sluiced's network namespace",
+                    p.name
+                ))
+                .into());
+            }
+            self.plumbing.open_port(p)?;
+        }
+        let undo_parent = |en: &mut Self| {
+            if let Some(p) = &parent {
+                en.plumbing.close_port(p.id);
+            }
+        };
+        if let Err(e) = self.dp.apply(&cfg) {
+            undo_parent(self);
+            return Err(e.into());
+        }
         match self.store.commit(pending) {
             Ok(n) => Ok(n.inspect([])),
             Err(e) => {
                 self.reapply_current();
+                undo_parent(self);
                 Err(e.into())
             }
         }
@@ -198,6 +222,9 @@ impl<P: Plumbing> Engine<P> {
     pub async fn remove_network(&mut self, key: &str) -> Result<String, EngineError> {
         let pending = self.store.prepare_remove_network(key)?;
         self.dp.apply(&self.config(pending.state()))?;
+        if let Some(id) = pending.value().parent_port {
+            self.plumbing.close_port(id);
+        }
         match self.store.commit(pending) {
             Ok(n) => Ok(n.spec.name),
             Err(e) => {
@@ -622,6 +649,28 @@ mod tests {
             vec!["a/kept".to_string()],
             "state was persisted"
         );
+    }
+
+    #[test]
+    fn macvlan_parents_are_opened_and_closed() {
+        let db = TempDb::new("macvlan");
+        let fake = Fake {
+            parents: vec!["eth7".into()],
+            ..Fake::default()
+        };
+        let (mut en, _) = open(&db, fake);
+        let mut m = net("m", "10.9.0.0/24");
+        m.driver = crate::model::Driver::Macvlan;
+        m.options.set("parent=eth8").unwrap();
+        let err = block(en.create_network(m.clone())).unwrap_err();
+        assert!(err.to_string().contains("eth8 does not exist"), "{err}");
+        assert!(en.state().network("m").is_err(), "nothing was created");
+        m.options.set("parent=eth7.20").unwrap();
+        block(en.create_network(m)).unwrap();
+        assert!(en.plumbing.ports.values().any(|n| n == "eth7"));
+        assert!(en.dp.tables().ports().any(|p| p.config.name == "eth7"));
+        block(en.remove_network("m")).unwrap();
+        assert!(en.plumbing.ports.is_empty());
     }
 
     #[test]

@@ -87,6 +87,18 @@ impl Plumbing for Kernel {
         Ok(())
     }
 
+    fn open_port(&mut self, port: &PortConfig) -> Result<(), PlumbingError> {
+        self.runtime()?
+            .attach(port)
+            .map_err(|e| PlumbingError(format!("cannot open {}: {e}", port.name)))
+    }
+
+    fn close_port(&mut self, port: PortId) {
+        if let Some(rt) = &self.runtime {
+            rt.detach(port);
+        }
+    }
+
     async fn detach(&mut self, host_ifname: &str, port: PortId) -> Result<(), PlumbingError> {
         if let Some(rt) = &self.runtime {
             rt.detach(port);

@@ -60,6 +60,12 @@ pub trait Plumbing {
         port: PortId,
     ) -> impl Future<Output = Result<(), PlumbingError>>;
 
+    /// Opens a dataplane port on an existing interface (a macvlan network's parent).
+    fn open_port(&mut self, port: &PortConfig) -> Result<(), PlumbingError>;
+
+    /// Closes a port opened with `open_port`.
+    fn close_port(&mut self, port: PortId);
+
     /// Whether the host end of an endpoint's interface still exists (it goes away with its
     /// sandbox).
     fn exists(&self, host_ifname: &str) -> impl Future<Output = Result<bool, PlumbingError>>;
@@ -87,6 +93,8 @@ pub(crate) mod fake {
         pub(crate) ports: BTreeMap<u16, String>,
         pub(crate) fail_attach: bool,
         pub(crate) started: bool,
+        /// Interfaces that exist for `open_port` and `exists` (a macvlan parent).
+        pub(crate) parents: Vec<String>,
     }
 
     impl Plumbing for Fake {
@@ -110,6 +118,18 @@ pub(crate) mod fake {
             Ok(())
         }
 
+        fn open_port(&mut self, port: &PortConfig) -> Result<(), PlumbingError> {
+            if !self.parents.contains(&port.name) {
+                return Err(PlumbingError(format!("no interface {}", port.name)));
+            }
+            self.ports.insert(port.id.0, port.name.clone());
+            Ok(())
+        }
+
+        fn close_port(&mut self, port: PortId) {
+            self.ports.remove(&port.0);
+        }
+
         async fn detach(&mut self, host_ifname: &str, port: PortId) -> Result<(), PlumbingError> {
             self.links.remove(host_ifname);
             self.ports.remove(&port.0);
@@ -117,7 +137,8 @@ pub(crate) mod fake {
         }
 
         async fn exists(&self, host_ifname: &str) -> Result<bool, PlumbingError> {
-            Ok(self.links.contains_key(host_ifname))
+            Ok(self.links.contains_key(host_ifname)
+                || self.parents.iter().any(|p| p == host_ifname))
         }
 
         async fn ours(&self) -> Result<Vec<String>, PlumbingError> {
