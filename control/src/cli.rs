@@ -542,11 +542,26 @@ pub fn stats(conn: &Conn, output: Output) -> Result<()> {
                 vec![
                     n.network.clone(),
                     n.endpoints.to_string(),
+                    n.rx_packets.to_string(),
+                    n.tx_packets.to_string(),
+                    n.drops.values().sum::<u64>().to_string(),
                     n.fdb_entries.to_string(),
+                    n.conntrack_entries.to_string(),
                 ]
             })
             .collect();
-        table(&["NETWORK", "ENDPOINTS", "FDB ENTRIES"], &rows);
+        table(
+            &[
+                "NETWORK",
+                "ENDPOINTS",
+                "RX PKTS",
+                "TX PKTS",
+                "DROPS",
+                "FDB",
+                "CONNTRACK",
+            ],
+            &rows,
+        );
         println!("\nconntrack entries: {}", s.conntrack_entries);
         if !s.drops.is_empty() {
             println!("drops:");

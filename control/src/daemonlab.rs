@@ -20,6 +20,8 @@ pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 /// A daemon, its namespaces and its files.
 pub struct DaemonLab {
     lab: Lab,
+    /// `/etc/netns/NS` directories this lab made (`ip netns exec` bind-mounts their files).
+    etc_dirs: Vec<PathBuf>,
     bin_dir: PathBuf,
     extra: Vec<String>,
     pid: Option<u32>,
@@ -37,6 +39,7 @@ impl DaemonLab {
         lab.up("out", "eth0")?;
         let mut d = DaemonLab {
             lab,
+            etc_dirs: Vec::new(),
             bin_dir: bin_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             pid: None,
@@ -164,8 +167,28 @@ impl DaemonLab {
     }
 }
 
+impl DaemonLab {
+    /// Makes `ip netns exec` in container `short` use `resolv_conf` (a file sluiced wrote for
+    /// an endpoint), the way a container runtime bind-mounts it: iproute2 bind-mounts
+    /// `/etc/netns/NS/resolv.conf` over `/etc/resolv.conf`. Removed when the lab drops.
+    pub fn use_resolv_conf(&mut self, short: &str, resolv_conf: &Path) -> Result<()> {
+        let dir = Path::new("/etc/netns").join(self.lab.ns_name(short)?);
+        let file = |source| LabError::File {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(file)?;
+        self.etc_dirs.push(dir.clone());
+        std::fs::copy(resolv_conf, dir.join("resolv.conf")).map_err(file)?;
+        Ok(())
+    }
+}
+
 impl Drop for DaemonLab {
     fn drop(&mut self) {
         self.stop();
+        for d in &self.etc_dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }

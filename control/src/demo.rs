@@ -1,14 +1,16 @@
-//! `sluice demo`: the main job. Builds a docker-like topology in namespaces with sluice as the
-//! forwarder, shows bridging, the gateway, outbound NAPT, a published port and the counters,
-//! then a short side-by-side benchmark against the kernel bridge; removes everything, also on
-//! Ctrl-C.
+//! `sluice demo`: the main job. Starts sluiced in namespaces, creates a network and connects
+//! two container namespaces with the CLI, shows ping by name (embedded DNS), the gateway,
+//! outbound NAPT, a published port and the counters, then a short side-by-side benchmark
+//! against the kernel bridge; removes everything, also on Ctrl-C.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
-use sluice_control::lab::{DockerLike, DockerLikeSpec, Forwarder, Publish, SluiceLaunch, OUTSIDE};
-use sluice_dataplane::config::L4Proto;
+use sluice_control::api::EndpointView;
+use sluice_control::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
 
 use crate::bench::{self, BenchArgs};
 
@@ -66,98 +68,124 @@ pub fn run(args: DemoArgs) -> Result<()> {
         libc::signal(libc::SIGHUP, handler);
     }
     let me = std::env::current_exe().context("locating the sluice binary")?;
-    let spec = DockerLikeSpec {
-        publish: vec![Publish {
-            proto: L4Proto::Tcp,
-            host_port: 8080,
-            endpoint: "a".into(),
-            target_port: 80,
-        }],
-        ..DockerLikeSpec::default()
+    let bin_dir = me
+        .parent()
+        .context("locating the directory of the sluice binary")?
+        .to_path_buf();
+    println!("sluice demo: sluiced runs in namespace 'host' (uplink 192.0.2.2/24 towards an");
+    println!(
+        "'outside' namespace at {OUTSIDE_IP}); the sluice CLI creates a network, connects two"
+    );
+    println!("container namespaces (web, db) and publishes web's port 80 as 8080.");
+    let mut d = DaemonLab::start("demo", &bin_dir, &["--workers", "1"])
+        .context("starting sluiced in namespaces")?;
+    let run = |d: &DaemonLab, args: &[&str]| -> Result<String> {
+        println!("   $ sluice {}", args.join(" "));
+        let out = d.sluice_ok(args)?;
+        show("sluice", &out);
+        Ok(out)
     };
-    println!("sluice demo: two containers (a, b) on a docker-like network 172.17.0.0/16, an");
-    println!("'outside' host at 198.18.0.2; sluice runs in the switch namespace as gateway");
-    println!("172.17.0.1 with NAPT to the uplink address 198.18.0.1 and port 8080 -> a:80.");
-    let mut launch = SluiceLaunch::new(&me);
-    launch.args.push("--workers=1".into());
-    let mut topo = DockerLike::build("demo", spec, Forwarder::Sluice(launch))
-        .context("building the topology")?;
-    let b = topo.ip("b")?;
 
-    step("bridging: a pings b through sluice's learning bridge")?;
+    step("network and endpoints (docker network create / connect)")?;
+    run(
+        &d,
+        &["network", "create", "--subnet", "172.18.0.0/16", "demo"],
+    )?;
+    let web_ns = d.add_container("web")?;
+    let db_ns = d.add_container("db")?;
+    run(
+        &d,
+        &[
+            "network", "connect", "--name", "web", "-p", "8080:80", "demo", &web_ns,
+        ],
+    )?;
+    run(
+        &d,
+        &[
+            "network", "connect", "--name", "db", "--alias", "database", "demo", &db_ns,
+        ],
+    )?;
+    run(&d, &["ps"])?;
+    let eps: Vec<EndpointView> = serde_json::from_str(&d.sluice_ok(&["ps", "-o", "json"])?)
+        .context("reading sluice ps -o json")?;
+    for e in &eps {
+        if let Some(f) = &e.files {
+            d.use_resolv_conf(&e.name, &f.resolv_conf)?;
+        }
+    }
+
+    step("names: web pings db and its alias through sluice's embedded DNS (127.0.0.11)")?;
     show(
-        "a",
-        &topo
-            .lab
-            .exec("a", &["ping", "-c", "3", "-i", "0.2", &b.to_string()])?,
+        "web",
+        &d.lab()
+            .exec("web", &["ping", "-c", "2", "-i", "0.2", "db"])?,
+    );
+    show(
+        "web",
+        &d.lab()
+            .exec("web", &["ping", "-c", "1", "-W", "1", "database"])?,
     );
 
-    step("gateway: a pings its gateway, answered by sluice itself")?;
-    let gw = topo.spec.gateway().to_string();
+    step("gateway: web pings its gateway 172.18.0.1, answered by sluice itself")?;
     show(
-        "a",
-        &topo.lab.exec("a", &["ping", "-c", "2", "-i", "0.2", &gw])?,
+        "web",
+        &d.lab()
+            .exec("web", &["ping", "-c", "2", "-i", "0.2", "172.18.0.1"])?,
     );
 
-    step("NAPT: a connects to the outside host; the outside sees sluice's uplink address")?;
-    let outside = topo.spec.outside_ip().to_string();
-    let mut lab_procs = Vec::new();
-    lab_procs.push(topo.lab.spawn(
-        OUTSIDE,
+    step("NAPT: web connects to the outside host; the outside sees sluice's uplink address")?;
+    let outside = OUTSIDE_IP.to_string();
+    let echo = d.lab_mut().spawn(
+        "out",
         &[
             "socat",
             "TCP-LISTEN:9000,reuseaddr,fork",
             "SYSTEM:echo you are $SOCAT_PEERADDR",
         ],
         "demo-outside",
-    )?);
-    topo.lab
-        .wait_listen(OUTSIDE, 9000, std::time::Duration::from_secs(5))?;
+    )?;
+    d.lab().wait_listen("out", 9000, Duration::from_secs(5))?;
     show(
-        "a",
-        &topo.lab.exec(
-            "a",
+        "web",
+        &d.lab().exec(
+            "web",
             &["socat", "-T", "3", "-", &format!("TCP:{outside}:9000")],
         )?,
     );
-    show(
-        "a",
-        &topo
-            .lab
-            .exec("a", &["ping", "-c", "2", "-i", "0.2", &outside])?,
-    );
 
-    step("published port: the outside reaches 198.18.0.1:8080, forwarded to a:80")?;
-    lab_procs.push(topo.lab.spawn(
-        "a",
+    step("published port: the outside reaches 192.0.2.2:8080, forwarded to web:80")?;
+    let server = d.lab_mut().spawn(
+        "web",
         &[
             "socat",
             "TCP-LISTEN:80,reuseaddr,fork",
-            "SYSTEM:echo hello from container a at $SOCAT_SOCKADDR port $SOCAT_SOCKPORT",
+            "SYSTEM:echo hello from web at $SOCAT_SOCKADDR port $SOCAT_SOCKPORT",
         ],
-        "demo-a80",
-    )?);
-    topo.lab
-        .wait_listen("a", 80, std::time::Duration::from_secs(5))?;
-    let up = topo.spec.uplink_ip().addr.to_string();
+        "demo-web80",
+    )?;
+    d.lab().wait_listen("web", 80, Duration::from_secs(5))?;
     show(
         "outside",
-        &topo.lab.exec(
-            OUTSIDE,
-            &["socat", "-T", "3", "-", &format!("TCP:{up}:8080")],
+        &d.lab().exec(
+            "out",
+            &["socat", "-T", "3", "-", &format!("TCP:{UPLINK_IP}:8080")],
         )?,
     );
+    run(&d, &["port", "web"])?;
 
-    step("counters (sluice stats)")?;
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    match topo.sluice_stats() {
-        Some(stats) => print_stats(&stats),
-        None => println!("   (no counters yet)"),
-    }
-    for pid in lab_procs {
-        topo.lab.stop(pid);
-    }
-    drop(topo);
+    step("observability: sluice stats, conntrack ls, fdb ls")?;
+    std::thread::sleep(Duration::from_millis(300));
+    run(&d, &["stats"])?;
+    run(&d, &["conntrack", "ls"])?;
+    run(&d, &["fdb", "ls"])?;
+
+    step("clean up: disconnect and remove the network")?;
+    d.lab_mut().stop(echo);
+    d.lab_mut().stop(server);
+    run(&d, &["network", "disconnect", "demo", "web"])?;
+    run(&d, &["network", "disconnect", "demo", "db"])?;
+    run(&d, &["network", "rm", "demo"])?;
+    drop(d);
 
     if args.no_bench {
         println!("\nDone; everything the demo created is removed.");
@@ -188,24 +216,4 @@ pub fn run(args: DemoArgs) -> Result<()> {
         output.display()
     );
     Ok(())
-}
-
-fn print_stats(stats: &serde_json::Value) {
-    println!(
-        "   {:<14} {:>10} {:>12} {:>10} {:>12}",
-        "port", "rx pkts", "rx bytes", "tx pkts", "tx bytes"
-    );
-    for p in stats["ports"].as_array().into_iter().flatten() {
-        println!(
-            "   {:<14} {:>10} {:>12} {:>10} {:>12}",
-            p["name"].as_str().unwrap_or("?"),
-            p["rx_packets"].as_u64().unwrap_or(0),
-            p["rx_bytes"].as_u64().unwrap_or(0),
-            p["tx_packets"].as_u64().unwrap_or(0),
-            p["tx_bytes"].as_u64().unwrap_or(0)
-        );
-    }
-    println!("   conntrack flows: {}", stats["conntrack_flows"]);
-    println!("   fdb entries: {}", stats["fdb_entries"]);
-    println!("   drops by reason: {}", stats["drops"]);
 }
