@@ -85,8 +85,10 @@ pub enum StateError {
         /// The subnet.
         subnet: Ipv4Cidr,
     },
-    /// Endpoints cannot be connected to `host` or `none`.
-    #[error("cannot connect an endpoint to the {0} network")]
+    /// Endpoints cannot be connected to `host` or `none` (docker's semantics: a container on
+    /// `none` has only loopback, one on `host` shares the host's stack; neither gets an
+    /// interface, and published ports are meaningless on `host`).
+    #[error("cannot connect an endpoint to the {0} network: {hint}", hint = connect_hint(.0))]
     CannotConnect(String),
     /// A macvlan network without `--opt parent=IF`.
     #[error("the macvlan driver needs --opt parent=IF (or parent=IF.VLAN)")]
@@ -198,6 +200,14 @@ pub struct State {
     networks: BTreeMap<String, Network>,
     endpoints: BTreeMap<String, Endpoint>,
     pools: HashMap<String, Pool>,
+}
+
+fn connect_hint(network: &str) -> &'static str {
+    match network {
+        "host" => "a container on it uses the host's own network stack, so there is no interface to create (and -p is not needed: its ports are the host's)",
+        "none" => "a container on it has only loopback, so there is no interface to create",
+        _ => "the network has no address pool",
+    }
 }
 
 /// What Linux accepts as an interface name (and `ip` can show): 1-15 bytes of letters,
