@@ -422,40 +422,31 @@ pub fn network(conn: &Conn, cmd: NetworkCmd) -> Result<()> {
 
 /// `sluice ps`.
 pub fn ps(conn: &Conn, output: Output) -> Result<()> {
-    let c = Client::new(&conn.socket);
-    block(async {
-        let eps: Vec<EndpointView> = c.get("/endpoints").await?;
-        if output == Output::Json {
-            return print_json(&eps);
-        }
-        let rows: Vec<Vec<String>> = eps
-            .iter()
-            .map(|e| {
-                vec![
-                    e.id[..12.min(e.id.len())].to_string(),
-                    e.name.clone(),
-                    e.network.clone(),
-                    e.ipv4.clone(),
-                    e.mac.clone(),
-                    e.ifname.clone(),
-                    e.ports.join(", "),
-                ]
-            })
-            .collect();
-        table(
-            &[
-                "ENDPOINT ID",
-                "NAME",
-                "NETWORK",
-                "IPV4",
-                "MAC",
-                "IFACE",
-                "PORTS",
-            ],
-            &rows,
-        );
-        Ok(())
-    })
+    listing(
+        conn,
+        "/endpoints",
+        output,
+        &[
+            "ENDPOINT ID",
+            "NAME",
+            "NETWORK",
+            "IPV4",
+            "MAC",
+            "IFACE",
+            "PORTS",
+        ],
+        |e: &EndpointView| {
+            vec![
+                e.id[..12.min(e.id.len())].to_string(),
+                e.name.clone(),
+                e.network.clone(),
+                e.ipv4.clone(),
+                e.mac.clone(),
+                e.ifname.clone(),
+                e.ports.join(", "),
+            ]
+        },
+    )
 }
 
 /// `sluice port [NAME]`: published ports, all or one endpoint's.
@@ -573,66 +564,67 @@ pub fn stats(conn: &Conn, output: Output) -> Result<()> {
     })
 }
 
-/// `sluice conntrack ls`.
-pub fn conntrack(conn: &Conn, output: Output) -> Result<()> {
+/// A listing: `GET path`, printed as JSON or as a table with `header` and a row per item.
+fn listing<T: serde::de::DeserializeOwned + serde::Serialize>(
+    conn: &Conn,
+    path: &str,
+    output: Output,
+    header: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> Result<()> {
     let c = Client::new(&conn.socket);
     block(async {
-        let rows: Vec<ConntrackView> = c.get("/conntrack").await?;
+        let items: Vec<T> = c.get(path).await?;
         if output == Output::Json {
-            return print_json(&rows);
+            return print_json(&items);
         }
-        let cells: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.protocol.clone(),
-                    r.src.clone(),
-                    r.dst.clone(),
-                    format!("{} -> {}", r.reply_src, r.reply_dst),
-                    r.state.clone(),
-                    r.expires_in_secs.to_string(),
-                    r.network.clone(),
-                ]
-            })
-            .collect();
-        table(
-            &[
-                "PROTO", "SRC", "DST", "REPLY", "STATE", "EXPIRES", "NETWORK",
-            ],
-            &cells,
-        );
+        table(header, &items.iter().map(row).collect::<Vec<_>>());
         Ok(())
     })
 }
 
+/// `sluice conntrack ls`.
+pub fn conntrack(conn: &Conn, output: Output) -> Result<()> {
+    listing(
+        conn,
+        "/conntrack",
+        output,
+        &[
+            "PROTO", "SRC", "DST", "REPLY", "STATE", "EXPIRES", "NETWORK",
+        ],
+        |r: &ConntrackView| {
+            vec![
+                r.protocol.clone(),
+                r.src.clone(),
+                r.dst.clone(),
+                format!("{} -> {}", r.reply_src, r.reply_dst),
+                r.state.clone(),
+                r.expires_in_secs.to_string(),
+                r.network.clone(),
+            ]
+        },
+    )
+}
+
 /// `sluice fdb ls`.
 pub fn fdb(conn: &Conn, output: Output) -> Result<()> {
-    let c = Client::new(&conn.socket);
-    block(async {
-        let rows: Vec<FdbView> = c.get("/fdb").await?;
-        if output == Output::Json {
-            return print_json(&rows);
-        }
-        let cells: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.network.clone(),
-                    r.vlan.to_string(),
-                    r.mac.clone(),
-                    r.port.clone(),
-                    r.endpoint.clone(),
-                    if r.is_static { "static" } else { "learned" }.to_string(),
-                    r.idle_secs.to_string(),
-                ]
-            })
-            .collect();
-        table(
-            &["NETWORK", "VLAN", "MAC", "PORT", "ENDPOINT", "TYPE", "IDLE"],
-            &cells,
-        );
-        Ok(())
-    })
+    listing(
+        conn,
+        "/fdb",
+        output,
+        &["NETWORK", "VLAN", "MAC", "PORT", "ENDPOINT", "TYPE", "IDLE"],
+        |r: &FdbView| {
+            vec![
+                r.network.clone(),
+                r.vlan.to_string(),
+                r.mac.clone(),
+                r.port.clone(),
+                r.endpoint.clone(),
+                if r.is_static { "static" } else { "learned" }.to_string(),
+                r.idle_secs.to_string(),
+            ]
+        },
+    )
 }
 
 #[cfg(test)]

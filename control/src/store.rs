@@ -268,17 +268,17 @@ impl<T> Pending<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::state::tests::{ep, net};
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A database file in the temp dir, unique per test and run, removed on drop.
-    struct TempDb(PathBuf);
+    pub(crate) struct TempDb(pub(crate) PathBuf);
 
     impl TempDb {
-        fn new(tag: &str) -> TempDb {
+        pub(crate) fn new(tag: &str) -> TempDb {
             static N: AtomicU32 = AtomicU32::new(0);
             let n = N.fetch_add(1, Ordering::Relaxed);
             TempDb(std::env::temp_dir().join(format!(

@@ -488,27 +488,8 @@ mod tests {
     use super::*;
     use crate::daemon::plumbing::fake::Fake;
     use crate::model::Sandbox;
+    use crate::store::tests::TempDb;
     use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    struct TempDb(PathBuf);
-
-    impl TempDb {
-        fn new(tag: &str) -> TempDb {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            TempDb(std::env::temp_dir().join(format!(
-                "sluice-engine-{}-{tag}-{n}.redb",
-                std::process::id()
-            )))
-        }
-    }
-
-    impl Drop for TempDb {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
 
     fn block<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
