@@ -16,6 +16,7 @@ use sluice_control::daemon::{handle, server};
 use sluice_control::dns::files::ResolvConf;
 use sluice_control::store::Store;
 use sluice_dataplane::config::{Ipv4Cidr, NatConfig, PortIo};
+use sluice_dataplane::port::afpacket::RxRing;
 use sluice_dataplane::runtime::RuntimeConfig;
 use sluice_dataplane::wire::MacAddr;
 
@@ -54,6 +55,13 @@ struct Args {
     /// Microseconds a worker keeps polling after its last frame before sleeping.
     #[arg(long, default_value_t = 50)]
     busy_poll_us: u64,
+    /// RX ring slots per port and worker (68 KiB each, so a GSO super-frame fits): the kernel
+    /// memory an endpoint costs is about (rx-slots + 15 x tx-blocks) x 68 KiB per worker.
+    #[arg(long, default_value_t = 30)]
+    rx_slots: usize,
+    /// TX ring blocks of 1 MiB (15 slots each) per port and worker.
+    #[arg(long, default_value_t = 2)]
+    tx_blocks: usize,
     /// Serve Prometheus metrics on this TCP address (off by default), e.g. 127.0.0.1:9323.
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -123,6 +131,14 @@ fn run() -> Result<()> {
         busy_poll: Duration::from_micros(args.busy_poll_us),
         ..RuntimeConfig::default()
     };
+    if args.rx_slots == 0 || args.tx_blocks == 0 {
+        bail!("--rx-slots and --tx-blocks must be at least 1");
+    }
+    rc.afpacket.rx_ring = RxRing::V2 {
+        frame_size: 68 << 10,
+        frame_count: args.rx_slots,
+    };
+    rc.afpacket.tx_block_count = args.tx_blocks;
     if let Some(w) = args.workers {
         if w == 0 {
             bail!("--workers must be at least 1");
