@@ -358,6 +358,12 @@ pub struct ContainerView {
     /// Always empty: sluice is IPv4 only.
     #[serde(rename = "IPv6Address")]
     pub ipv6_address: String,
+    /// The resolv.conf sluiced wrote for the endpoint (for the runtime to bind-mount).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv_conf_path: Option<String>,
+    /// The hosts file sluiced wrote for the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts_path: Option<String>,
 }
 
 /// `docker network inspect`'s shape, so that scripts written for docker read sluice's output.
@@ -431,6 +437,8 @@ impl Network {
                             mac_address: e.mac.to_string(),
                             ipv4_address: format!("{}/{prefix}", e.ip),
                             ipv6_address: String::new(),
+                            resolv_conf_path: None,
+                            hosts_path: None,
                         },
                     )
                 })

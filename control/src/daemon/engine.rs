@@ -258,7 +258,7 @@ impl<P: Plumbing> Engine<P> {
         let s = self.state();
         let mut out: Vec<NetworkInspect> = s
             .networks()
-            .map(|n| n.inspect(s.endpoints_of(&n.id)))
+            .map(|n| self.with_files(n.inspect(s.endpoints_of(&n.id))))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -266,7 +266,19 @@ impl<P: Plumbing> Engine<P> {
 
     /// `network inspect`.
     pub fn inspect(&self, key: &str) -> Result<NetworkInspect, EngineError> {
-        Ok(self.state().inspect(key)?)
+        Ok(self.with_files(self.state().inspect(key)?))
+    }
+
+    /// Adds each endpoint's resolv.conf and hosts paths (when sluiced writes them).
+    fn with_files(&self, mut n: NetworkInspect) -> NetworkInspect {
+        if let Some(names) = &self.names {
+            for (id, c) in n.containers.iter_mut() {
+                let f = names.files(id);
+                c.resolv_conf_path = Some(f.resolv_conf.display().to_string());
+                c.hosts_path = Some(f.hosts.display().to_string());
+            }
+        }
+        n
     }
 
     /// `network connect`: address, interface in the sandbox, dataplane port, persisted.
