@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sluice_control::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
 use sluice_tests::engines::cni::plugin_config;
-use sluice_tests::engines::{is_root, CniCommand, CniRunner, CniRuntime, EngineError};
+use sluice_tests::engines::{
+    is_root, missing_tool, CniCommand, CniRunner, CniRuntime, EngineError, Podman,
+};
 
 fn bin_dir() -> Option<PathBuf> {
     if !is_root() {
@@ -244,5 +246,199 @@ fn cni_plugin_attaches_routes_publishes_checks_and_collects() {
         50
     );
     runner.del_list(&list, &rt2, Some(&r2)).unwrap();
+    eprintln!("test total: {:?}", t.elapsed());
+}
+
+/// sluiced inside podman's namespaces: podman's netns files live in its private mount namespace,
+/// so the daemon that opens them must run there too (its uplink `up0` in podman's network
+/// namespace, wired to a namespace `out` at 192.0.2.1).
+struct PodSluiced {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl PodSluiced {
+    fn start(p: &mut Podman, bin: &Path) -> PodSluiced {
+        let lab = p.lab_mut();
+        lab.add_ns("out").unwrap();
+        lab.veth(("pod", "up0"), ("out", "eth0")).unwrap();
+        lab.up("pod", "up0").unwrap();
+        lab.addr("out", "eth0", &format!("{OUTSIDE_IP}/24"))
+            .unwrap();
+        lab.up("out", "eth0").unwrap();
+        let socket = p.dir().join("sluice.sock");
+        let log = std::fs::File::create(p.dir().join("sluiced.log")).unwrap();
+        let mut cmd = p.command(bin.join("sluiced"));
+        cmd.arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(p.dir().join("sluiced-state"))
+            .args(["--uplink", "up0", "--uplink-ip", &format!("{UPLINK_IP}/24")])
+            .args([
+                "--uplink-gateway",
+                &OUTSIDE_IP.to_string(),
+                "--workers",
+                "1",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = cmd.spawn().unwrap();
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "sluiced did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PodSluiced { child, socket }
+    }
+}
+
+impl Drop for PodSluiced {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn podman_with_the_cni_backend_uses_sluice() {
+    let Some(bin) = bin_dir() else { return };
+    if let Some(t) = missing_tool(&["podman", "nsenter", "unshare", "busybox", "socat"]) {
+        eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
+        return;
+    }
+    let t = Instant::now();
+    let mut p = Podman::start("pds").unwrap();
+    eprintln!("podman {}", p.version().unwrap());
+    let sd = PodSluiced::start(&mut p, &bin);
+    std::os::unix::fs::symlink(
+        bin.join("sluice-cni"),
+        p.cni_plugin_dir().join("sluice-cni"),
+    )
+    .unwrap();
+    let img = p.import_busybox().unwrap();
+    let net = p
+        .add_cni_network(&json!({
+            "cniVersion": "1.0.0",
+            "name": "slpod",
+            "plugins": [{
+                "type": "sluice-cni",
+                "subnet": "10.64.0.0/24",
+                "isGateway": true,
+                "ipMasq": true,
+                "socket": sd.socket,
+                "capabilities": {"portMappings": true, "aliases": true}
+            }]
+        }))
+        .unwrap();
+    let run = Instant::now();
+    for (name, extra) in [("pa", None), ("pb", Some("18082:80"))] {
+        let mut args = vec!["run", "-d", "--name", name, "--network", &net];
+        if let Some(pub_) = extra {
+            args.extend(["-p", pub_]);
+        }
+        args.extend([
+            img,
+            "sh",
+            "-c",
+            "while true; do echo hello-from-podman | nc -l -p 80; done",
+        ]);
+        p.podman(&args).unwrap();
+    }
+    eprintln!(
+        "two podman run -d on the sluice network: {:?}",
+        run.elapsed()
+    );
+    let ip = |c: &str| -> String {
+        p.podman_stdout(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.slpod.IPAddress}}",
+            c,
+        ])
+        .unwrap()
+    };
+    let (ipa, ipb) = (ip("pa"), ip("pb"));
+    assert!(ipa.starts_with("10.64.0.") && ipb.starts_with("10.64.0.") && ipa != ipb);
+    let ps = String::from_utf8_lossy(
+        &p.command(bin.join("sluice"))
+            .arg("--socket")
+            .arg(&sd.socket)
+            .arg("ps")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    eprintln!("sluice ps:\n{ps}");
+    assert!(
+        ps.contains(&ipa) && ps.contains("0.0.0.0:18082->80/tcp"),
+        "{ps}"
+    );
+    p.podman(&["exec", "pa", "ping", "-c", "1", "-W", "2", &ipb])
+        .unwrap();
+    // The first packets to the outside wait for sluice's ARP of the uplink's next hop.
+    let outside =
+        format!("for i in 1 2 3 4 5; do ping -c 1 -W 1 {OUTSIDE_IP} && exit 0; done; exit 1");
+    let o = p
+        .podman_unchecked(&["exec", "pa", "sh", "-c", &outside])
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "no NAPT to the outside: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let files = p
+        .podman_stdout(&["exec", "pa", "sh", "-c", "cat /etc/resolv.conf /etc/hosts"])
+        .unwrap();
+    eprintln!("pa's resolv.conf and hosts:\n{files}");
+    let by_name = p
+        .podman_unchecked(&["exec", "pa", "ping", "-c", "1", "-W", "2", "pb"])
+        .unwrap();
+    eprintln!(
+        "ping by name: {} ({})",
+        if by_name.status.success() {
+            "works"
+        } else {
+            "does not resolve"
+        },
+        String::from_utf8_lossy(&by_name.stderr).trim()
+    );
+    let got = p
+        .lab()
+        .exec(
+            "out",
+            &[
+                "socat",
+                "-t",
+                "2",
+                "-T",
+                "5",
+                "-",
+                &format!("TCP:{UPLINK_IP}:18082"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(got.trim(), "hello-from-podman");
+    p.podman(&["rm", "-f", "-t", "0", "pa", "pb"]).unwrap();
+    let ps = String::from_utf8_lossy(
+        &p.command(bin.join("sluice"))
+            .arg("--socket")
+            .arg(&sd.socket)
+            .arg("ps")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(!ps.contains(&ipa), "podman rm ran DEL: {ps}");
+    drop(sd);
+    let residue = p.residue();
+    drop(p);
+    let left = residue.leftovers();
+    assert!(left.is_empty(), "left behind: {left:?}");
     eprintln!("test total: {:?}", t.elapsed());
 }
