@@ -5,6 +5,7 @@
 pub mod api;
 pub mod client;
 pub mod clock;
+pub mod cni;
 pub mod compile;
 pub mod daemon;
 pub mod daemonlab;

@@ -607,6 +607,57 @@ pub async fn link_names_with_prefix(prefix: &str) -> Result<Vec<String>, Netlink
     Ok(names)
 }
 
+/// An interface inside a sandbox as the kernel reports it (CNI's CHECK compares it with what
+/// ADD returned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxLink {
+    /// Its MAC.
+    pub mac: Option<MacAddr>,
+    /// Its IPv4 addresses with their prefix lengths.
+    pub addrs: Vec<Ipv4Cidr>,
+}
+
+/// The interface `ifname` inside `sandbox`, or `None` if the namespace has none of that name.
+/// Reads only: a netlink socket is created in the namespace and asked. Must be called from a
+/// tokio runtime.
+pub async fn sandbox_link(
+    sandbox: &Sandbox,
+    ifname: &str,
+) -> Result<Option<SandboxLink>, NetlinkError> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    check_ifname(ifname)?;
+    let ns = open_netns(sandbox)?;
+    let conn = Conn::sandbox(&ns, &sandbox.to_string()).await?;
+    let Some(link) = conn.link(ifname).await? else {
+        return Ok(None);
+    };
+    let mac = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr),
+        _ => None,
+    });
+    let msgs: Vec<_> = conn
+        .handle
+        .address()
+        .get()
+        .set_link_index_filter(link.header.index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| conn.fail("list addresses of", ifname, e))?;
+    let addrs = msgs
+        .iter()
+        .flat_map(|m| {
+            m.attributes.iter().filter_map(move |a| match a {
+                AddressAttribute::Address(IpAddr::V4(ip)) => {
+                    Ipv4Cidr::new(*ip, m.header.prefix_len)
+                }
+                _ => None,
+            })
+        })
+        .collect();
+    Ok(Some(SandboxLink { mac, addrs }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,10 @@ pub enum CniCommand {
     Del,
     /// Ask which spec versions the plugin speaks.
     Version,
+    /// Ask whether the plugin is ready for ADD (spec 1.1).
+    Status,
+    /// Remove resources of attachments not in `cni.dev/valid-attachments` (spec 1.1).
+    Gc,
 }
 
 impl fmt::Display for CniCommand {
@@ -32,6 +36,8 @@ impl fmt::Display for CniCommand {
             CniCommand::Check => "CHECK",
             CniCommand::Del => "DEL",
             CniCommand::Version => "VERSION",
+            CniCommand::Status => "STATUS",
+            CniCommand::Gc => "GC",
         })
     }
 }

@@ -1,0 +1,444 @@
+//! The `sluice-cni` plugin end to end: a CNI runtime (the harness's runner) attaches namespaces
+//! to a sluiced in namespaces (DaemonLab), and traffic flows through sluice's bridge, NAPT and
+//! published ports. Needs root and the release binaries (`cargo build --release -p
+//! sluice-control`; `SLUICE_BIN` names the `sluice` binary, `sluiced` and `sluice-cni` are
+//! expected beside it).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sluice_control::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
+use sluice_tests::engines::cni::plugin_config;
+use sluice_tests::engines::{
+    is_root, missing_tool, CniCommand, CniRunner, CniRuntime, EngineError, Podman,
+};
+
+fn bin_dir() -> Option<PathBuf> {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    let sluice = std::env::var_os("SLUICE_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/sluice"),
+        PathBuf::from,
+    );
+    let dir = sluice.parent().map(Path::to_path_buf)?;
+    for b in ["sluice", "sluiced", "sluice-cni"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{b} is missing in {}: run `cargo build --release -p sluice-control`",
+            dir.display()
+        );
+    }
+    Some(dir)
+}
+
+/// A directory holding only the plugin (as `sluice-cni`), the runner's CNI_PATH.
+fn plugin_dir(d: &DaemonLab, bin: &Path) -> PathBuf {
+    let dir = d.lab().dir().join("cni-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(bin.join("sluice-cni"), dir.join("sluice-cni")).unwrap();
+    dir
+}
+
+fn runtime(id: &str, netns: &str) -> CniRuntime {
+    let mut rt = CniRuntime {
+        container_id: id.into(),
+        netns: PathBuf::from(netns),
+        ifname: "eth0".into(),
+        args: vec![("IgnoreUnknown".into(), "1".into())],
+        ..CniRuntime::default()
+    };
+    rt.capability_args.insert(
+        "portMappings".into(),
+        json!([{"hostPort": 18081, "containerPort": 80, "protocol": "tcp"}]),
+    );
+    rt
+}
+
+fn ip_of(result: &Value) -> Ipv4Addr {
+    result["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {result}"))
+}
+
+fn cni_code(e: EngineError) -> u64 {
+    match e {
+        EngineError::Cni { error, .. } => error.code,
+        other => panic!("not a CNI error: {other}"),
+    }
+}
+
+#[test]
+fn cni_plugin_attaches_routes_publishes_checks_and_collects() {
+    let Some(bin) = bin_dir() else { return };
+    let t = Instant::now();
+    let mut d = DaemonLab::start("cni", &bin, &["--workers", "1"]).unwrap();
+    let runner = CniRunner::new(vec![plugin_dir(&d, &bin)], None);
+    let list = json!({
+        "cniVersion": "1.1.0",
+        "name": "slcni",
+        "plugins": [{
+            "type": "sluice-cni",
+            "isGateway": true,
+            "ipMasq": true,
+            "mtu": 1500,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.62.0.0/24", "gateway": "10.62.0.1"}]]},
+            "socket": d.socket(),
+            "capabilities": {"portMappings": true}
+        }]
+    });
+    let plugin = |rt: &CniRuntime, prev: Option<&Value>| {
+        plugin_config(&list, &list["plugins"][0], prev, rt).unwrap()
+    };
+
+    // VERSION and STATUS.
+    let rt0 = runtime("", "");
+    let v = runner
+        .exec(CniCommand::Version, &rt0, &plugin(&rt0, None))
+        .unwrap()
+        .unwrap();
+    assert_eq!(v["supportedVersions"], json!(["1.0.0", "1.1.0"]));
+    assert_eq!(
+        runner
+            .exec(CniCommand::Status, &rt0, &plugin(&rt0, None))
+            .unwrap(),
+        None
+    );
+
+    // ADD two containers: the network is created from the configuration.
+    let c1 = d.add_container("c1").unwrap();
+    let c2 = d.add_container("c2").unwrap();
+    let rt1 = runtime("ctr1", &c1);
+    let mut rt2 = runtime("ctr2", &c2);
+    rt2.capability_args.clear();
+    let add = Instant::now();
+    let r1 = runner.add_list(&list, &rt1).unwrap();
+    eprintln!("ADD: {:?}", add.elapsed());
+    let r2 = runner.add_list(&list, &rt2).unwrap();
+    assert_eq!(r1["cniVersion"], "1.1.0");
+    assert_eq!(r1["interfaces"][1]["name"], "eth0");
+    assert_eq!(r1["interfaces"][1]["sandbox"], c1.as_str());
+    assert_eq!(r1["ips"][0]["gateway"], "10.62.0.1");
+    assert_eq!(r1["ips"][0]["interface"], 1);
+    assert_eq!(
+        r1["routes"][0],
+        json!({"dst": "0.0.0.0/0", "gw": "10.62.0.1"})
+    );
+    let (ip1, ip2) = (ip_of(&r1), ip_of(&r2));
+    assert!(ip1.octets()[..3] == [10, 62, 0] && ip1 != ip2, "{r1} {r2}");
+    let inspect = d.sluice_ok(&["network", "inspect", "slcni"]).unwrap();
+    assert!(
+        inspect.contains("10.62.0.0/24") && inspect.contains("cni-ctr1-eth0"),
+        "{inspect}"
+    );
+    eprintln!("sluice_ps:\n{}", d.sluice_ok(&["ps"]).unwrap());
+
+    // Traffic: container to container, to the outside through NAPT, and a published port.
+    let lab = d.lab();
+    lab.wait_ping("c1", ip2, Duration::from_secs(5)).unwrap();
+    lab.wait_ping("c2", OUTSIDE_IP, Duration::from_secs(5))
+        .unwrap();
+    d.lab_mut()
+        .spawn(
+            "c1",
+            &[
+                "socat",
+                "TCP-LISTEN:80,fork,reuseaddr",
+                "SYSTEM:echo hello-from-cni",
+            ],
+            "listener",
+        )
+        .unwrap();
+    d.lab()
+        .wait_listen("c1", 80, Duration::from_secs(5))
+        .unwrap();
+    let got = d
+        .lab()
+        .exec(
+            "out",
+            &[
+                "socat",
+                "-t",
+                "2",
+                "-T",
+                "5",
+                "-",
+                &format!("TCP:{UPLINK_IP}:18081"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(got.trim(), "hello-from-cni");
+
+    // CHECK passes, then fails once the interface is removed behind sluice's back.
+    runner.check_list(&list, &rt1, &r1).unwrap();
+    runner.check_list(&list, &rt2, &r2).unwrap();
+    let mut wrong = r2.clone();
+    wrong["ips"][0]["address"] = json!("10.62.0.250/24");
+    assert_eq!(
+        cni_code(runner.check_list(&list, &rt2, &wrong).unwrap_err()),
+        101
+    );
+    d.lab().exec("c1", &["ip", "link", "del", "eth0"]).unwrap();
+    let e = runner.check_list(&list, &rt1, &r1).unwrap_err();
+    eprintln!("CHECK after the interface went: {e}");
+    assert!(matches!(cni_code(e), 3 | 101));
+
+    // DEL twice succeeds; the endpoint is gone.
+    runner.del_list(&list, &rt1, Some(&r1)).unwrap();
+    runner.del_list(&list, &rt1, Some(&r1)).unwrap();
+    assert!(!d.sluice_ok(&["ps"]).unwrap().contains("cni-ctr1-eth0"));
+    assert_eq!(
+        cni_code(runner.check_list(&list, &rt1, &r1).unwrap_err()),
+        3
+    );
+
+    // GC keeps the valid attachment and removes the stale one.
+    let c3 = d.add_container("c3").unwrap();
+    let mut rt3 = runtime("ctr3", &c3);
+    rt3.capability_args.clear();
+    runner.add_list(&list, &rt3).unwrap();
+    let mut gc = plugin(&rt0, None);
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr2", "ifname": "eth0"}]);
+    assert_eq!(runner.exec(CniCommand::Gc, &rt0, &gc).unwrap(), None);
+    let ps = d.sluice_ok(&["ps"]).unwrap();
+    assert!(
+        ps.contains("cni-ctr2-eth0") && !ps.contains("cni-ctr3-eth0"),
+        "{ps}"
+    );
+    assert!(d.lab().exec("c3", &["ip", "link", "show", "eth0"]).is_err());
+
+    // Bad configurations: a subnet that differs from the existing network's (7), a value of
+    // the wrong type (6), an unsupported version (1).
+    let rt4 = runtime("ctr4", &c3);
+    let mut bad = plugin(&rt4, None);
+    bad["ipam"]["ranges"][0][0]["subnet"] = json!("10.63.0.0/24");
+    bad["ipam"]["ranges"][0][0]["gateway"] = json!("10.63.0.1");
+    assert_eq!(
+        cni_code(runner.exec(CniCommand::Add, &rt4, &bad).unwrap_err()),
+        7
+    );
+    let mut bad = plugin(&rt4, None);
+    bad["mtu"] = json!("big");
+    assert_eq!(
+        cni_code(runner.exec(CniCommand::Add, &rt4, &bad).unwrap_err()),
+        6
+    );
+    let mut bad = plugin(&rt4, None);
+    bad["cniVersion"] = json!("0.3.1");
+    assert_eq!(
+        cni_code(runner.exec(CniCommand::Add, &rt4, &bad).unwrap_err()),
+        1
+    );
+
+    // STATUS with sluiced down: 50; DEL still succeeds.
+    d.stop();
+    assert_eq!(
+        cni_code(
+            runner
+                .exec(CniCommand::Status, &rt0, &plugin(&rt0, None))
+                .unwrap_err()
+        ),
+        50
+    );
+    runner.del_list(&list, &rt2, Some(&r2)).unwrap();
+    eprintln!("test total: {:?}", t.elapsed());
+}
+
+/// sluiced inside podman's namespaces: podman's netns files live in its private mount namespace,
+/// so the daemon that opens them must run there too (its uplink `up0` in podman's network
+/// namespace, wired to a namespace `out` at 192.0.2.1).
+struct PodSluiced {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl PodSluiced {
+    fn start(p: &mut Podman, bin: &Path) -> PodSluiced {
+        let lab = p.lab_mut();
+        lab.add_ns("out").unwrap();
+        lab.veth(("pod", "up0"), ("out", "eth0")).unwrap();
+        lab.up("pod", "up0").unwrap();
+        lab.addr("out", "eth0", &format!("{OUTSIDE_IP}/24"))
+            .unwrap();
+        lab.up("out", "eth0").unwrap();
+        let socket = p.dir().join("sluice.sock");
+        let log = std::fs::File::create(p.dir().join("sluiced.log")).unwrap();
+        let mut cmd = p.command(bin.join("sluiced"));
+        cmd.arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(p.dir().join("sluiced-state"))
+            .args(["--uplink", "up0", "--uplink-ip", &format!("{UPLINK_IP}/24")])
+            .args([
+                "--uplink-gateway",
+                &OUTSIDE_IP.to_string(),
+                "--workers",
+                "1",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = cmd.spawn().unwrap();
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "sluiced did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PodSluiced { child, socket }
+    }
+}
+
+impl Drop for PodSluiced {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn podman_with_the_cni_backend_uses_sluice() {
+    let Some(bin) = bin_dir() else { return };
+    if let Some(t) = missing_tool(&["podman", "nsenter", "unshare", "busybox", "socat"]) {
+        eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
+        return;
+    }
+    let t = Instant::now();
+    let mut p = Podman::start("pds").unwrap();
+    eprintln!("podman {}", p.version().unwrap());
+    let sd = PodSluiced::start(&mut p, &bin);
+    std::os::unix::fs::symlink(
+        bin.join("sluice-cni"),
+        p.cni_plugin_dir().join("sluice-cni"),
+    )
+    .unwrap();
+    let img = p.import_busybox().unwrap();
+    let net = p
+        .add_cni_network(&json!({
+            "cniVersion": "1.0.0",
+            "name": "slpod",
+            "plugins": [{
+                "type": "sluice-cni",
+                "subnet": "10.64.0.0/24",
+                "isGateway": true,
+                "ipMasq": true,
+                "socket": sd.socket,
+                "capabilities": {"portMappings": true, "aliases": true}
+            }]
+        }))
+        .unwrap();
+    let run = Instant::now();
+    for (name, extra) in [("pa", None), ("pb", Some("18082:80"))] {
+        let mut args = vec!["run", "-d", "--name", name, "--network", &net];
+        if let Some(pub_) = extra {
+            args.extend(["-p", pub_]);
+        }
+        args.extend([
+            img,
+            "sh",
+            "-c",
+            "while true; do echo hello-from-podman | nc -l -p 80; done",
+        ]);
+        p.podman(&args).unwrap();
+    }
+    eprintln!(
+        "two podman run -d on the sluice network: {:?}",
+        run.elapsed()
+    );
+    let ip = |c: &str| -> String {
+        p.podman_stdout(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.slpod.IPAddress}}",
+            c,
+        ])
+        .unwrap()
+    };
+    let (ipa, ipb) = (ip("pa"), ip("pb"));
+    assert!(ipa.starts_with("10.64.0.") && ipb.starts_with("10.64.0.") && ipa != ipb);
+    let ps = String::from_utf8_lossy(
+        &p.command(bin.join("sluice"))
+            .arg("--socket")
+            .arg(&sd.socket)
+            .arg("ps")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    eprintln!("sluice ps:\n{ps}");
+    assert!(
+        ps.contains(&ipa) && ps.contains("0.0.0.0:18082->80/tcp"),
+        "{ps}"
+    );
+    p.podman(&["exec", "pa", "ping", "-c", "1", "-W", "2", &ipb])
+        .unwrap();
+    // The first packets to the outside wait for sluice's ARP of the uplink's next hop.
+    let outside =
+        format!("for i in 1 2 3 4 5; do ping -c 1 -W 1 {OUTSIDE_IP} && exit 0; done; exit 1");
+    let o = p
+        .podman_unchecked(&["exec", "pa", "sh", "-c", &outside])
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "no NAPT to the outside: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let files = p
+        .podman_stdout(&["exec", "pa", "sh", "-c", "cat /etc/resolv.conf /etc/hosts"])
+        .unwrap();
+    eprintln!("pa's resolv.conf and hosts:\n{files}");
+    let by_name = p
+        .podman_unchecked(&["exec", "pa", "ping", "-c", "1", "-W", "2", "pb"])
+        .unwrap();
+    eprintln!(
+        "ping by name: {} ({})",
+        if by_name.status.success() {
+            "works"
+        } else {
+            "does not resolve"
+        },
+        String::from_utf8_lossy(&by_name.stderr).trim()
+    );
+    let got = p
+        .lab()
+        .exec(
+            "out",
+            &[
+                "socat",
+                "-t",
+                "2",
+                "-T",
+                "5",
+                "-",
+                &format!("TCP:{UPLINK_IP}:18082"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(got.trim(), "hello-from-podman");
+    p.podman(&["rm", "-f", "-t", "0", "pa", "pb"]).unwrap();
+    let ps = String::from_utf8_lossy(
+        &p.command(bin.join("sluice"))
+            .arg("--socket")
+            .arg(&sd.socket)
+            .arg("ps")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(!ps.contains(&ipa), "podman rm ran DEL: {ps}");
+    drop(sd);
+    let residue = p.residue();
+    drop(p);
+    let left = residue.leftovers();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    eprintln!("test total: {:?}", t.elapsed());
+}
