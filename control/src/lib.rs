@@ -13,6 +13,7 @@ pub mod ipam;
 pub mod lab;
 pub mod model;
 pub mod netlink;
+pub mod plugins;
 pub mod publish;
 pub mod state;
 pub mod store;
