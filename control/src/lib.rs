@@ -14,6 +14,7 @@ pub mod ipam;
 pub mod lab;
 pub mod model;
 pub mod netlink;
+pub mod plugins;
 pub mod publish;
 pub mod state;
 pub mod store;

@@ -3,6 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +15,9 @@ use sluice_control::daemon::kernel::Kernel;
 use sluice_control::daemon::names::Names;
 use sluice_control::daemon::{handle, server};
 use sluice_control::dns::files::ResolvConf;
+use sluice_control::plugins::docker::driver::DockerPlugin;
+use sluice_control::plugins::docker::ipam::DockerIpam;
+use sluice_control::plugins::docker::{server as plugin_server, DEFAULT_PLUGIN_SOCKET};
 use sluice_control::store::Store;
 use sluice_dataplane::config::{Ipv4Cidr, NatConfig, PortIo};
 use sluice_dataplane::port::afpacket::RxRing;
@@ -71,6 +75,11 @@ struct Args {
     /// No embedded DNS and no resolv.conf/hosts files.
     #[arg(long)]
     no_dns: bool,
+    /// Also serve docker's libnetwork remote network and IPAM driver on this socket (off by
+    /// default; without a value: /run/docker/plugins/sluice.sock, which makes `-d sluice`
+    /// and `--ipam-driver sluice` work). The socket's file name is the driver's name.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = DEFAULT_PLUGIN_SOCKET)]
+    docker_plugin: Option<PathBuf>,
 }
 
 fn uplink(a: &Args) -> Result<Option<UplinkSettings>> {
@@ -151,6 +160,10 @@ fn run() -> Result<()> {
     let store = Store::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
     let names = (!args.no_dns)
         .then(|| Names::new(args.state_dir.clone(), ResolvConf::read(&args.resolv_conf)));
+    let docker_ipam = match &args.docker_plugin {
+        Some(_) => Some(DockerIpam::open(&args.state_dir.join("docker-ipam.json"))?),
+        None => None,
+    };
     let (engine, restored, thread) = handle::spawn(move || {
         Engine::open(store, Kernel::new(rc), uplink, NatConfig::default(), names)
     })
@@ -172,14 +185,44 @@ fn run() -> Result<()> {
             Some(addr) => Some(server::bind_metrics(addr).await?),
             None => None,
         };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let plugin = match (&args.docker_plugin, docker_ipam) {
+            (Some(path), Some(ipam)) => {
+                let listener = server::bind_api(path).await?;
+                let plugin = Arc::new(DockerPlugin::new(engine.clone(), ipam));
+                tracing::info!("docker plugin listening on {}", path.display());
+                let (path, stop) = (path.clone(), stopped());
+                Some(tokio::spawn(async move {
+                    plugin_server::serve(listener, &path, plugin, stop).await
+                }))
+            }
+            _ => None,
+        };
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
         tracing::info!(
             "sluiced listening on {} ({} endpoints restored)",
             args.socket.display(),
             restored.endpoints
         );
-        server::serve(api, &args.socket, metrics, engine, shutdown_signal())
+        let served = server::serve(api, &args.socket, metrics, engine, stopped())
             .await
-            .context("API server failed")
+            .context("API server failed");
+        if let Some(p) = plugin {
+            match p.await {
+                Ok(r) => r.context("docker plugin server failed")?,
+                Err(e) => return Err(anyhow::anyhow!("docker plugin server: {e}")),
+            }
+        }
+        served
     });
     rt.shutdown_timeout(Duration::from_secs(2));
     let _ = thread.join();

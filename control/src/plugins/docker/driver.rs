@@ -1,0 +1,746 @@
+//! What each libnetwork call does, as a client of sluice's engine ([`EngineHandle`]):
+//!
+//! - CreateNetwork: a sluice network `docker-<id12>` with docker's subnet and gateway, the
+//!   `-o` options mapped onto sluice's (`mtu`, `icc`, `vlan`, `parent` and docker's long
+//!   keys), `--internal`, and the label `com.docker.network.id` by which later calls (also
+//!   after a restart of sluiced) find it again.
+//! - CreateEndpoint: a hand-off endpoint (`Placement::HandOff`): sluice creates the veth pair,
+//!   attaches the host end to its bridge and leaves the peer in dockerd's namespace; docker's
+//!   address and MAC are taken as given, `-p` mappings become sluice's DNAT (dockerd sets up
+//!   no port mapping for plugin networks). The endpoint's name is `<endpoint id12>`.
+//! - Join: names that peer (`SrcName`) for docker to move into the container as `ethN`, and
+//!   the gateway for the default route (none on internal networks).
+//! - DeleteEndpoint, DeleteNetwork: disconnect and remove (already gone is fine: docker
+//!   repeats deletions after failures).
+//! - The IPAM calls go to [`DockerIpam`].
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sluice_dataplane::config::{Ipv4Cidr, L4Proto, PortRange};
+use sluice_dataplane::wire::MacAddr;
+use tokio::sync::Mutex;
+
+use super::ipam::{
+    parse_ip, DockerIpam, DockerIpamError, GLOBAL_ADDRESS_SPACE, LOCAL_ADDRESS_SPACE,
+};
+use super::protocol::*;
+use crate::api::EndpointView;
+use crate::daemon::engine::EngineError;
+use crate::daemon::handle::EngineHandle;
+use crate::model::{
+    Driver, EndpointSpec, NetworkInspect, NetworkOptions, NetworkSpec, Placement, Sandbox,
+};
+use crate::publish::PublishSpec;
+
+/// The label that ties a sluice network to docker's network id.
+pub const LABEL_NETWORK_ID: &str = "com.docker.network.id";
+
+/// Why a call failed; docker shows the message to the user.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The body is not what the call expects.
+    #[error("invalid {call} request: {why}")]
+    BadRequest {
+        /// The call.
+        call: String,
+        /// What serde said.
+        why: String,
+    },
+    /// A request sluice cannot honour (IPv6, an unknown option, an ephemeral host port).
+    #[error("{0}")]
+    Refused(String),
+    /// docker names a network or endpoint sluice does not have.
+    #[error("sluice has no {0}")]
+    NotFound(String),
+    /// The engine refused or failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The IPAM driver refused or failed.
+    #[error(transparent)]
+    Ipam(#[from] DockerIpamError),
+    /// A path that is not a libnetwork call.
+    #[error("unknown plugin call {0}")]
+    UnknownCall(String),
+}
+
+fn parse<T: DeserializeOwned>(call: Call, body: &[u8]) -> Result<T, PluginError> {
+    // An empty body is an empty object (some callers send none for argument-less calls).
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| PluginError::BadRequest {
+        call: format!("{call:?}"),
+        why: e.to_string(),
+    })
+}
+
+fn json<T: Serialize>(v: T) -> Value {
+    serde_json::to_value(v).unwrap_or_else(|_| Value::Object(Map::new()))
+}
+
+fn empty() -> Value {
+    Value::Object(Map::new())
+}
+
+/// The first 12 characters of a docker id (docker's short form).
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// The sluice network made for docker network `id`.
+pub fn network_name(id: &str) -> String {
+    format!("docker-{}", short(id))
+}
+
+/// The stand-in sandbox of a hand-off endpoint: docker names the container's namespace only at
+/// Join, after the interface exists, and sluice never enters it.
+fn handoff_sandbox(endpoint_id: &str) -> Sandbox {
+    Sandbox::Netns(PathBuf::from(format!("docker-endpoint:{endpoint_id}")))
+}
+
+/// A string form of an option value (`-o` values are strings; numbers and booleans are
+/// accepted too).
+fn option_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// `com.docker.network.generic` mapped onto sluice's network options.
+fn network_options(options: &Map<String, Value>) -> Result<NetworkOptions, PluginError> {
+    let mut o = NetworkOptions::default();
+    if let Some(Value::Object(generic)) = options.get(OPT_GENERIC) {
+        for (k, v) in generic {
+            let text = option_text(v)
+                .ok_or_else(|| PluginError::Refused(format!("option {k} has no value")))?;
+            o.set(&format!("{k}={text}"))
+                .map_err(|e| PluginError::Refused(e.to_string()))?;
+        }
+    }
+    Ok(o)
+}
+
+/// docker's `com.docker.network.portmap` as sluice's published ports.
+fn publish(bindings: &[PortBinding]) -> Result<Vec<PublishSpec>, PluginError> {
+    bindings
+        .iter()
+        .map(|b| {
+            let proto = match b.proto {
+                6 => L4Proto::Tcp,
+                17 => L4Proto::Udp,
+                p => {
+                    return Err(PluginError::Refused(format!(
+                        "cannot publish IP protocol {p} (tcp and udp only)"
+                    )))
+                }
+            };
+            if b.host_port == 0 {
+                return Err(PluginError::Refused(format!(
+                    "port {} has no host port: sluice does not pick ephemeral host ports, publish it as -p HOSTPORT:{}",
+                    b.port, b.port
+                )));
+            }
+            let host_ip = match b.host_ip.as_str() {
+                "" => None,
+                s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
+                    PluginError::Refused(format!("host address {s:?} is not IPv4"))
+                })?),
+            }
+            .filter(|ip| !ip.is_unspecified());
+            Ok(PublishSpec {
+                host_ip,
+                // docker's HostPort..HostPortEnd means "one free port of the range": sluice
+                // takes the first.
+                host_ports: PortRange::single(b.host_port),
+                container_ports: PortRange::single(b.port),
+                proto,
+            })
+        })
+        .collect()
+}
+
+/// The remote network driver and IPAM driver over one engine.
+#[derive(Debug)]
+pub struct DockerPlugin {
+    engine: EngineHandle,
+    ipam: Mutex<DockerIpam>,
+}
+
+impl DockerPlugin {
+    /// A plugin that changes `engine` and keeps its IPAM pools in `ipam`.
+    pub fn new(engine: EngineHandle, ipam: DockerIpam) -> DockerPlugin {
+        DockerPlugin {
+            engine,
+            ipam: Mutex::new(ipam),
+        }
+    }
+
+    /// Answers one call: the JSON to send back, or the error to send as `{"Err": ...}`.
+    pub async fn call(&self, call: Call, body: &[u8]) -> Result<Value, PluginError> {
+        match call {
+            Call::Activate => Ok(json(ActivateResponse {
+                implements: vec!["NetworkDriver", "IpamDriver"],
+            })),
+            Call::NetCapabilities => Ok(json(CapabilitiesResponse {
+                scope: "local",
+                connectivity_scope: "local",
+            })),
+            Call::CreateNetwork => self.create_network(parse(call, body)?).await,
+            Call::DeleteNetwork => self.delete_network(parse(call, body)?).await,
+            Call::CreateEndpoint => self.create_endpoint(parse(call, body)?).await,
+            Call::EndpointOperInfo => {
+                parse::<EndpointRequest>(call, body)?;
+                Ok(json(OperInfoResponse::default()))
+            }
+            Call::DeleteEndpoint => self.delete_endpoint(parse(call, body)?).await,
+            Call::Join => self.join(parse(call, body)?).await,
+            Call::Leave | Call::ProgramExternalConnectivity | Call::RevokeExternalConnectivity => {
+                // Published ports were set up with the endpoint and go with it.
+                parse::<EndpointRequest>(call, body)?;
+                Ok(empty())
+            }
+            Call::DiscoverNew | Call::DiscoverDelete => {
+                parse::<DiscoveryRequest>(call, body)?;
+                Ok(empty())
+            }
+            Call::IpamCapabilities => Ok(json(IpamCapabilitiesResponse::default())),
+            Call::GetDefaultAddressSpaces => Ok(json(AddressSpacesResponse {
+                local_default_address_space: LOCAL_ADDRESS_SPACE,
+                global_default_address_space: GLOBAL_ADDRESS_SPACE,
+            })),
+            Call::RequestPool => self.request_pool(parse(call, body)?).await,
+            Call::ReleasePool => {
+                let r: ReleasePoolRequest = parse(call, body)?;
+                match self.ipam.lock().await.release_pool(&r.pool_id) {
+                    Ok(()) | Err(DockerIpamError::NoSuchPool(_)) => Ok(empty()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Call::RequestAddress => {
+                let r: RequestAddressRequest = parse(call, body)?;
+                let c = self.ipam.lock().await.request_address(
+                    &r.pool_id,
+                    &r.address,
+                    r.is_gateway(),
+                )?;
+                Ok(json(RequestAddressResponse {
+                    address: format!("{}/{}", c.addr, c.prefix),
+                    data: BTreeMap::new(),
+                }))
+            }
+            Call::ReleaseAddress => {
+                let r: ReleaseAddressRequest = parse(call, body)?;
+                match self
+                    .ipam
+                    .lock()
+                    .await
+                    .release_address(&r.pool_id, &r.address)
+                {
+                    Ok(()) | Err(DockerIpamError::NoSuchPool(_)) => Ok(empty()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// The sluice network of docker network `id`, found by its label.
+    async fn network(&self, id: &str) -> Result<Option<NetworkInspect>, PluginError> {
+        Ok(self
+            .engine
+            .list()
+            .await?
+            .into_iter()
+            .find(|n| n.labels.get(LABEL_NETWORK_ID).is_some_and(|l| l == id)))
+    }
+
+    async fn existing_network(&self, id: &str) -> Result<NetworkInspect, PluginError> {
+        self.network(id)
+            .await?
+            .ok_or_else(|| PluginError::NotFound(format!("network for docker network {id}")))
+    }
+
+    async fn endpoint(
+        &self,
+        net: &NetworkInspect,
+        endpoint_id: &str,
+    ) -> Result<Option<EndpointView>, PluginError> {
+        Ok(self
+            .engine
+            .endpoints()
+            .await?
+            .into_iter()
+            .find(|e| e.network == net.name && e.name == short(endpoint_id)))
+    }
+
+    async fn create_network(&self, r: CreateNetworkRequest) -> Result<Value, PluginError> {
+        if flag(&r.options, OPT_ENABLE_IPV6) || !r.ipv6_data.is_empty() {
+            return Err(PluginError::Refused(
+                "sluice networks are IPv4 only (create the network without --ipv6)".into(),
+            ));
+        }
+        let [v4] = r.ipv4_data.as_slice() else {
+            return Err(PluginError::Refused(format!(
+                "a sluice network has exactly one IPv4 subnet, docker gave {}",
+                r.ipv4_data.len()
+            )));
+        };
+        if self.network(&r.network_id).await?.is_some() {
+            return Ok(empty());
+        }
+        let subnet: Ipv4Cidr = v4.pool.parse().map_err(PluginError::Refused)?;
+        let gateway = match v4.gateway.as_str() {
+            "" => None,
+            g => Some(parse_ip("gateway", g)?),
+        };
+        let aux_addresses = v4
+            .aux_addresses
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), parse_ip("auxiliary address", v)?)))
+            .collect::<Result<_, DockerIpamError>>()?;
+        let spec = NetworkSpec {
+            name: network_name(&r.network_id),
+            driver: Driver::Bridge,
+            subnet: Some(subnet),
+            gateway,
+            ip_range: None,
+            aux_addresses,
+            internal: flag(&r.options, OPT_INTERNAL),
+            options: network_options(&r.options)?,
+            labels: [(LABEL_NETWORK_ID.to_string(), r.network_id.clone())].into(),
+        };
+        self.engine.create_network(spec).await?;
+        Ok(empty())
+    }
+
+    async fn delete_network(&self, r: NetworkRequest) -> Result<Value, PluginError> {
+        if let Some(net) = self.network(&r.network_id).await? {
+            match self.engine.remove_network(net.id).await {
+                Ok(_) => {}
+                Err(e) if e.status() == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(empty())
+    }
+
+    async fn create_endpoint(&self, r: CreateEndpointRequest) -> Result<Value, PluginError> {
+        let net = self.existing_network(&r.network_id).await?;
+        let ip = match r.interface.address.as_str() {
+            "" => None,
+            a => Some(parse_ip("address", a)?),
+        };
+        let mac = match r.interface.mac_address.as_str() {
+            "" => None,
+            m => Some(
+                m.parse::<MacAddr>()
+                    .map_err(|_| PluginError::Refused(format!("{m:?} is not a MAC address")))?,
+            ),
+        };
+        let bindings = port_bindings(&r.options).map_err(|e| PluginError::BadRequest {
+            call: "CreateEndpoint".into(),
+            why: format!("{OPT_PORTMAP}: {e}"),
+        })?;
+        let spec = EndpointSpec {
+            network: net.id.clone(),
+            sandbox: handoff_sandbox(&r.endpoint_id),
+            name: short(&r.endpoint_id).to_string(),
+            ip,
+            mac,
+            aliases: Vec::new(),
+            links: Vec::new(),
+            publish: publish(&bindings)?,
+            names: Default::default(),
+            ifname: None,
+            placement: Placement::HandOff,
+        };
+        let v = self.engine.connect(spec).await?;
+        // docker refuses an answer that restates what it gave: fill in only what it left out.
+        let reply = EndpointInterfaceReply {
+            address: if ip.is_none() { v.ipv4 } else { String::new() },
+            mac_address: if mac.is_none() { v.mac } else { String::new() },
+        };
+        let interface = (reply != EndpointInterfaceReply::default()).then_some(reply);
+        Ok(json(CreateEndpointResponse { interface }))
+    }
+
+    async fn delete_endpoint(&self, r: EndpointRequest) -> Result<Value, PluginError> {
+        let Some(net) = self.network(&r.network_id).await? else {
+            return Ok(empty());
+        };
+        match self
+            .engine
+            .disconnect(net.id, short(&r.endpoint_id).to_string())
+            .await
+        {
+            Ok(()) => Ok(empty()),
+            Err(e) if e.status() == 404 => Ok(empty()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn join(&self, r: JoinRequest) -> Result<Value, PluginError> {
+        let net = self.existing_network(&r.network_id).await?;
+        let ep = self.endpoint(&net, &r.endpoint_id).await?.ok_or_else(|| {
+            PluginError::NotFound(format!(
+                "endpoint {} on network {}",
+                short(&r.endpoint_id),
+                net.name
+            ))
+        })?;
+        let gateway = if net.internal {
+            String::new()
+        } else {
+            net.ipam
+                .config
+                .first()
+                .map(|c| c.gateway.clone())
+                .unwrap_or_default()
+        };
+        Ok(json(JoinResponse {
+            interface_name: InterfaceName {
+                src_name: ep.ifname,
+                dst_prefix: "eth".into(),
+            },
+            gateway,
+            // sluice routes the network itself: docker must not add its gateway bridge.
+            disable_gateway_service: true,
+        }))
+    }
+
+    async fn request_pool(&self, r: RequestPoolRequest) -> Result<Value, PluginError> {
+        let networks: Vec<(String, Ipv4Cidr)> = self
+            .engine
+            .list()
+            .await?
+            .into_iter()
+            .filter_map(|n| {
+                let s = n.ipam.config.first()?.subnet.parse().ok()?;
+                Some((n.name, s))
+            })
+            .collect();
+        let (pool_id, subnet) =
+            self.ipam
+                .lock()
+                .await
+                .request_pool(&r.pool, &r.sub_pool, r.v6, &networks)?;
+        Ok(json(RequestPoolResponse {
+            pool_id,
+            pool: subnet.to_string(),
+            data: BTreeMap::new(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::engine::Engine;
+    use crate::daemon::handle;
+    use crate::daemon::plumbing::fake::Fake;
+    use crate::plugins::docker::protocol::tests::captured;
+    use crate::store::Store;
+    use serde_json::json;
+    use sluice_dataplane::config::NatConfig;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    struct Tmp(PathBuf);
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn tmp(tag: &str) -> Tmp {
+        static N: AtomicU32 = AtomicU32::new(0);
+        Tmp(std::env::temp_dir().join(format!(
+            "sluice-docker-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )))
+    }
+
+    /// A real engine over fake plumbing, on its own thread, and a runtime to call it from.
+    fn plugin(db: &Tmp) -> (DockerPlugin, tokio::runtime::Runtime) {
+        let path = db.0.clone();
+        let (en, _, _) = handle::spawn(move || async move {
+            Engine::open(
+                Store::open(&path).unwrap(),
+                Fake::default(),
+                None,
+                NatConfig::default(),
+                None,
+            )
+            .await
+        })
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        (DockerPlugin::new(en, DockerIpam::in_memory()), rt)
+    }
+
+    fn call(p: &DockerPlugin, rt: &tokio::runtime::Runtime, path: &str, body: Value) -> Value {
+        let c = Call::from_path(path).unwrap();
+        rt.block_on(p.call(c, body.to_string().as_bytes()))
+            .unwrap_or_else(|e| panic!("{path} {body}: {e}"))
+    }
+
+    fn call_err(p: &DockerPlugin, rt: &tokio::runtime::Runtime, path: &str, body: Value) -> String {
+        let c = Call::from_path(path).unwrap();
+        rt.block_on(p.call(c, body.to_string().as_bytes()))
+            .unwrap_err()
+            .to_string()
+    }
+
+    /// The capture's IPAM answers came from a stub; sluice's must differ only in names.
+    #[test]
+    fn replays_every_captured_call_in_order() {
+        let db = tmp("replay");
+        let (p, rt) = plugin(&db);
+        let mut pool_id = String::new();
+        for (section, path, req, stub_reply) in captured() {
+            // That dockerd had no docker0, so its IPAM gave out 172.17.0.0/16, which sluice's
+            // predefined `bridge` network holds (see refusals_name_the_problem).
+            let req: Value =
+                serde_json::from_str(&req.to_string().replace("172.17.", "172.30.")).unwrap();
+            let mut req = req;
+            if req.get("PoolID").is_some() {
+                req["PoolID"] = Value::String(pool_id.clone());
+            }
+            if section.starts_with("D1") && path.ends_with("CreateNetwork") {
+                let e = call_err(&p, &rt, &path, req.clone());
+                assert!(e.contains("unknown option \"rc.opt\""), "{e}");
+                req["Options"][OPT_GENERIC] = json!({"mtu": "1450"});
+            }
+            let got = call(&p, &rt, &path, req.clone());
+            let c = Call::from_path(&path).unwrap();
+            if c == Call::RequestPool {
+                pool_id = got["PoolID"].as_str().unwrap().to_string();
+            }
+            match c {
+                Call::Activate => {
+                    assert_eq!(got, json!({"Implements": ["NetworkDriver", "IpamDriver"]}))
+                }
+                Call::Join => {
+                    assert!(got["InterfaceName"]["SrcName"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("sp"));
+                    assert_eq!(got["InterfaceName"]["DstPrefix"], "eth");
+                    if section.starts_with("D2") || section.starts_with("E1") {
+                        assert_eq!(got["Gateway"], stub_reply["Gateway"], "{section}");
+                    }
+                }
+                Call::CreateEndpoint => {
+                    let gave_mac = req["Interface"]["MacAddress"] != "";
+                    assert_eq!(got["Interface"].get("Address"), None, "{section}");
+                    assert_eq!(
+                        got["Interface"].get("MacAddress").is_some(),
+                        !gave_mac,
+                        "{section}: {got}"
+                    );
+                }
+                Call::IpamCapabilities => assert_eq!(
+                    got,
+                    json!({"RequiresMACAddress": false, "RequiresRequestReplay": false})
+                ),
+                Call::GetDefaultAddressSpaces | Call::RequestPool => {
+                    assert_eq!(
+                        got.as_object().unwrap().keys().collect::<Vec<_>>(),
+                        stub_reply.as_object().unwrap().keys().collect::<Vec<_>>()
+                    );
+                }
+                // The stub's pool was 10.125.0.0/24; sluice picks the first free default pool.
+                Call::RequestAddress => {
+                    assert!(got["Address"].as_str().unwrap().starts_with("172.18.0."))
+                }
+                _ => assert_eq!(got, stub_reply, "{section} {path}"),
+            }
+            if section.starts_with("D2") && c == Call::CreateEndpoint {
+                let en = rt.block_on(p.engine.endpoints()).unwrap();
+                let e = en.iter().find(|e| e.name == "629e93284480").unwrap();
+                assert_eq!(e.ipv4, "10.124.0.99/24");
+                assert_eq!(e.mac, "02:42:0a:7c:00:63");
+                assert_eq!(e.ports, ["0.0.0.0:18081->80/tcp"]);
+                assert!(e.ifname.starts_with("sp"));
+            }
+        }
+        let left = rt.block_on(p.engine.list()).unwrap();
+        assert_eq!(
+            left.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["bridge", "host", "none"],
+            "every docker network was removed"
+        );
+        assert!(rt.block_on(p.engine.endpoints()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn options_internal_and_gateways_map_onto_sluice() {
+        let db = tmp("opts");
+        let (p, rt) = plugin(&db);
+        let id = "ab".repeat(32);
+        call(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateNetwork",
+            json!({"NetworkID": id, "Options": {
+                "com.docker.network.generic": {"mtu": "1400", "com.docker.network.bridge.enable_icc": "false", "vlan": "7"},
+                "com.docker.network.internal": true},
+              "IPv4Data": [{"AddressSpace": "x", "Pool": "10.88.0.0/24", "Gateway": "10.88.0.254/24",
+                            "AuxAddresses": {"printer": "10.88.0.9/24"}}]}),
+        );
+        let n = rt.block_on(p.engine.inspect(network_name(&id))).unwrap();
+        assert!(n.internal);
+        assert_eq!(n.labels[LABEL_NETWORK_ID], id);
+        assert_eq!(n.options["com.docker.network.driver.mtu"], "1400");
+        assert_eq!(n.options["com.docker.network.bridge.enable_icc"], "false");
+        assert_eq!(n.options["vlan"], "7");
+        assert_eq!(n.ipam.config[0].gateway, "10.88.0.254");
+        assert_eq!(n.ipam.config[0].auxiliary_addresses["printer"], "10.88.0.9");
+        let ep = "cd".repeat(32);
+        let got = call(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateEndpoint",
+            json!({"NetworkID": id, "EndpointID": ep, "Interface": {"Address": "", "MacAddress": ""}, "Options": null}),
+        );
+        assert_eq!(got["Interface"]["Address"], "10.88.0.1/24");
+        assert_eq!(got["Interface"]["MacAddress"], "02:42:0a:58:00:01");
+        let join = call(
+            &p,
+            &rt,
+            "/NetworkDriver.Join",
+            json!({"NetworkID": id, "EndpointID": ep, "SandboxKey": "/x", "Options": {}}),
+        );
+        assert_eq!(join.get("Gateway"), None, "internal: no default route");
+        assert_eq!(join["DisableGatewayService"], true);
+        // Repeated deletions (docker retries) succeed.
+        for _ in 0..2 {
+            call(
+                &p,
+                &rt,
+                "/NetworkDriver.DeleteEndpoint",
+                json!({"NetworkID": id, "EndpointID": ep}),
+            );
+        }
+        for _ in 0..2 {
+            call(
+                &p,
+                &rt,
+                "/NetworkDriver.DeleteNetwork",
+                json!({"NetworkID": id}),
+            );
+        }
+        assert!(rt.block_on(p.engine.inspect(network_name(&id))).is_err());
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let db = tmp("refuse");
+        let (p, rt) = plugin(&db);
+        let net = |opts: Value, v4: Value| json!({"NetworkID": "n1", "Options": opts, "IPv4Data": v4, "IPv6Data": []});
+        let v4 = json!([{"Pool": "10.89.0.0/24", "Gateway": "10.89.0.1/24"}]);
+        let e = call_err(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateNetwork",
+            net(
+                json!({"com.docker.network.generic": {"com.docker.network.bridge.name": "x"}}),
+                v4.clone(),
+            ),
+        );
+        assert!(e.contains("unknown option"), "{e}");
+        let e = call_err(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateNetwork",
+            net(json!({"com.docker.network.enable_ipv6": true}), v4.clone()),
+        );
+        assert!(e.contains("IPv4 only"), "{e}");
+        let e = call_err(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateNetwork",
+            net(json!({}), json!([])),
+        );
+        assert!(e.contains("exactly one IPv4 subnet"), "{e}");
+        let e = call_err(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateNetwork",
+            net(
+                json!({}),
+                json!([{"Pool": "172.17.5.0/24", "Gateway": "172.17.5.1/24"}]),
+            ),
+        );
+        assert!(e.contains("overlaps"), "{e}");
+        call(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateNetwork",
+            net(json!({}), v4.clone()),
+        );
+        call(&p, &rt, "/NetworkDriver.CreateNetwork", net(json!({}), v4));
+        let e = call_err(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateEndpoint",
+            json!({"NetworkID": "n1", "EndpointID": "e1", "Interface": {"Address": "10.89.0.5/24"},
+                   "Options": {"com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostPort": 0}]}}),
+        );
+        assert!(e.contains("ephemeral"), "{e}");
+        let e = call_err(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateEndpoint",
+            json!({"NetworkID": "nope", "EndpointID": "e1", "Interface": {"Address": "10.89.0.5/24"}}),
+        );
+        assert!(e.contains("sluice has no network"), "{e}");
+        let e = call_err(
+            &p,
+            &rt,
+            "/NetworkDriver.Join",
+            json!({"NetworkID": "n1", "EndpointID": "e9", "SandboxKey": "/x"}),
+        );
+        assert!(e.contains("no endpoint e9"), "{e}");
+        let e = call_err(&p, &rt, "/NetworkDriver.Join", json!({"NetworkID": 5}));
+        assert!(e.starts_with("invalid Join request"), "{e}");
+        let e = call_err(
+            &p,
+            &rt,
+            "/IpamDriver.RequestPool",
+            json!({"Pool": "10.89.0.128/25"}),
+        );
+        assert!(e.contains("overlaps network docker-n1"), "{e}");
+        let e = call_err(&p, &rt, "/IpamDriver.RequestPool", json!({"V6": true}));
+        assert!(e.contains("IPv4 only"), "{e}");
+    }
+
+    #[test]
+    fn unpublishable_ports_are_refused_and_host_ips_kept() {
+        let b = |proto, host_ip: &str| PortBinding {
+            proto,
+            ip: String::new(),
+            port: 53,
+            host_ip: host_ip.into(),
+            host_port: 5353,
+            host_port_end: 5360,
+        };
+        let p = publish(&[b(17, "127.0.0.1"), b(6, "0.0.0.0")]).unwrap();
+        assert_eq!(p[0].to_string(), "127.0.0.1:5353:53/udp");
+        assert_eq!(p[1].host_ip, None);
+        assert!(publish(&[b(132, "")]).is_err());
+        assert!(publish(&[b(6, "::1")]).is_err());
+    }
+}

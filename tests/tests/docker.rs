@@ -1,0 +1,502 @@
+//! sluice as docker's network and IPAM driver, against a real dockerd: sluiced runs inside
+//! dockerd's network and mount namespaces (the veth pairs it hands over must be in dockerd's
+//! namespace, and the plugin socket in dockerd's `/run/docker/plugins`), with its uplink `up0`
+//! wired to an `out` namespace (192.0.2.1) that plays the outside network. Needs root, docker.io
+//! and the release binaries (`cargo build --release -p sluice-control`).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use sluice_control::daemonlab::{OUTSIDE_IP, UPLINK_IP};
+use sluice_tests::engines::{is_root, missing_tool, Dockerd};
+
+fn bin_dir() -> Option<PathBuf> {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    if let Some(t) = missing_tool(&["dockerd", "nsenter", "unshare", "busybox", "curl"]) {
+        eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
+        return None;
+    }
+    let sluice = std::env::var_os("SLUICE_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/sluice"),
+        PathBuf::from,
+    );
+    let dir = sluice.parent().map(Path::to_path_buf)?;
+    assert!(
+        dir.join("sluiced").is_file() && sluice.is_file(),
+        "sluice and sluiced are missing in {}: run `cargo build --release -p sluice-control`",
+        dir.display()
+    );
+    Some(dir)
+}
+
+/// dockerd plus sluiced in its namespaces. On drop: containers and networks are removed
+/// while sluiced still answers (so dockerd's calls to the plugin succeed), then sluiced is
+/// stopped, then dockerd and its lab go.
+struct Stack {
+    sluiced: Option<Child>,
+    bin: PathBuf,
+    d: Dockerd,
+}
+
+impl Stack {
+    fn start(bin: &Path) -> Stack {
+        let mut d = Dockerd::start("dsl").unwrap();
+        let ns = d.ns();
+        let lab = d.lab_mut();
+        lab.add_ns("out").unwrap();
+        lab.veth((ns, "up0"), ("out", "eth0")).unwrap();
+        lab.up(ns, "up0").unwrap();
+        lab.addr("out", "eth0", &format!("{OUTSIDE_IP}/24"))
+            .unwrap();
+        lab.up("out", "eth0").unwrap();
+        let mut s = Stack {
+            sluiced: None,
+            bin: bin.to_path_buf(),
+            d,
+        };
+        s.launch();
+        s
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.d.lab().dir().join("sluice.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.d.lab().dir().join("sluiced.log")).unwrap_or_default()
+    }
+
+    /// Starts sluiced inside dockerd's namespaces with the plugin at its default path (which
+    /// is this dockerd's private plugin directory there).
+    fn launch(&mut self) {
+        let dir = self.d.lab().dir().to_path_buf();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("sluiced.log"))
+            .unwrap();
+        let child = self
+            .d
+            .command(self.bin.join("sluiced"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--state-dir")
+            .arg(dir.join("sluice-state"))
+            .args(["--uplink", "up0", "--uplink-ip"])
+            .arg(format!("{UPLINK_IP}/24"))
+            .arg("--uplink-gateway")
+            .arg(OUTSIDE_IP.to_string())
+            .args(["--workers", "1", "--docker-plugin"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.sluiced = Some(child);
+        let start = Instant::now();
+        while !(self.d.plugin_socket("sluice").exists() && self.sluice(&["ps"]).status.success()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "sluiced did not come up: {}",
+                self.log()
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop_sluiced(&mut self) {
+        if let Some(mut c) = self.sluiced.take() {
+            // SAFETY: kill has no memory preconditions; the pid is our child's.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let start = Instant::now();
+            while matches!(c.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(10) {
+                sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn sluice(&self, args: &[&str]) -> Output {
+        Command::new(self.bin.join("sluice"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn sluice_json(&self, args: &[&str]) -> serde_json::Value {
+        let o = self.sluice(args);
+        assert!(o.status.success(), "sluice {args:?}: {o:?}");
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        self.d
+            .docker_stdout(args)
+            .unwrap_or_else(|e| panic!("docker {args:?}: {e}\nsluiced: {}", self.log()))
+    }
+
+    /// Retries `docker exec` of a check for up to `secs`; its output once it succeeds.
+    fn exec_until(&self, args: &[&str], secs: u64) -> String {
+        let start = Instant::now();
+        loop {
+            let o = self.d.docker_unchecked(args).unwrap();
+            if o.status.success() {
+                return String::from_utf8_lossy(&o.stdout).into_owned();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "docker {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn links(&self) -> Vec<String> {
+        let out = self.d.exec(&["ip", "-o", "link", "show"]).unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.sluiced.is_some() {
+            if let Ok(ids) = self.d.docker_stdout(&["ps", "-aq"]) {
+                for id in ids.split_whitespace() {
+                    let _ = self.d.docker(&["rm", "-f", id]);
+                }
+            }
+            for n in ["net1", "inet"] {
+                let _ = self.d.docker_unchecked(&["network", "rm", n]);
+            }
+        }
+        self.stop_sluiced();
+    }
+}
+
+/// sluice's endpoint veth names: host end `sl` + 10 hex, hand-off peer `sp` + 10 hex.
+fn is_sluice_link(name: &str) -> bool {
+    ["sl", "sp"].iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|h| h.len() == 10 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
+
+#[test]
+fn docker_containers_on_a_sluice_network() {
+    let Some(bin) = bin_dir() else { return };
+    let t = Instant::now();
+    let mut s = Stack::start(&bin);
+    eprintln!(
+        "docker version: {} (dockerd + sluiced up in {:?})",
+        s.d.version().unwrap(),
+        t.elapsed()
+    );
+    let img = s.d.import_busybox().unwrap();
+
+    let step = Instant::now();
+    s.docker(&[
+        "network",
+        "create",
+        "-d",
+        "sluice",
+        "--ipam-driver",
+        "sluice",
+        "--subnet",
+        "10.77.0.0/24",
+        "net1",
+    ]);
+    let nid = s.docker(&["network", "inspect", "-f", "{{.Id}}", "net1"]);
+    let snet = s.sluice_json(&["network", "inspect", &format!("docker-{}", &nid[..12])]);
+    let snet = if snet.is_array() {
+        snet[0].clone()
+    } else {
+        snet
+    };
+    assert_eq!(snet["Labels"]["com.docker.network.id"], nid.as_str());
+    assert_eq!(snet["IPAM"]["Config"][0]["Subnet"], "10.77.0.0/24");
+    for name in ["alpha", "beta"] {
+        s.docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "net1",
+            img,
+            "sleep",
+            "600",
+        ]);
+    }
+    eprintln!("network create + 2 containers: {:?}", step.elapsed());
+    let ip_a = s.docker(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.net1.IPAddress}}",
+        "alpha",
+    ]);
+    assert_eq!(ip_a, "10.77.0.2", "sluice's IPAM: gateway .1, then .2");
+    let step = Instant::now();
+    let out = s.exec_until(&["exec", "alpha", "ping", "-c", "1", "-W", "2", "beta"], 10);
+    assert!(out.contains("1 packets received"), "{out}");
+    let out = s.exec_until(&["exec", "beta", "ping", "-c", "1", "-W", "2", "alpha"], 10);
+    assert!(out.contains("1 packets received"), "{out}");
+    eprintln!("ping by name both ways: {:?}", step.elapsed());
+
+    // Out through sluice's NAPT: ping and TCP to a server in the outside namespace.
+    let www = s.d.lab().dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "outside-says-hi\n").unwrap();
+    let www_s = www.to_string_lossy().into_owned();
+    s.d.lab_mut()
+        .spawn(
+            "out",
+            &["busybox", "httpd", "-f", "-p", "8080", "-h", &www_s],
+            "outside-httpd",
+        )
+        .unwrap();
+    let step = Instant::now();
+    let out = s.exec_until(
+        &[
+            "exec",
+            "alpha",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            &OUTSIDE_IP.to_string(),
+        ],
+        10,
+    );
+    assert!(out.contains("1 packets received"), "{out}");
+    let url = format!("http://{OUTSIDE_IP}:8080/index.html");
+    let out = s.exec_until(&["exec", "alpha", "wget", "-q", "-O", "-", &url], 10);
+    assert_eq!(out.trim(), "outside-says-hi");
+    eprintln!("outbound ping + wget through NAPT: {:?}", step.elapsed());
+
+    // -p: sluice's DNAT on the uplink address (dockerd sets up nothing for plugin networks).
+    let step = Instant::now();
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "net1",
+        "-p",
+        "18080:80",
+        img,
+        "sh",
+        "-c",
+        "echo published-hello > /tmp/index.html && exec httpd -f -p 80 -h /tmp",
+    ]);
+    let ps = s.sluice_json(&["ps", "-o", "json"]);
+    assert!(
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["ports"][0] == "0.0.0.0:18080->80/tcp"),
+        "{ps}"
+    );
+    let url = format!("http://{UPLINK_IP}:18080/index.html");
+    let start = Instant::now();
+    let body = loop {
+        let o =
+            s.d.lab()
+                .exec_output("out", &["curl", "-sS", "--max-time", "2", &url])
+                .unwrap();
+        if o.status.success() {
+            break String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{url}: {}\nsluice stats: {}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&s.sluice(&["stats"]).stdout)
+        );
+        sleep(Duration::from_millis(200));
+    };
+    assert_eq!(body.trim(), "published-hello");
+    eprintln!("-p 18080:80 answers from outside: {:?}", step.elapsed());
+
+    // --ip, --mac-address, --network-alias.
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "gamma",
+        "--network",
+        "net1",
+        "--ip",
+        "10.77.0.50",
+        "--mac-address",
+        "02:42:0a:4d:00:99",
+        "--network-alias",
+        "calias",
+        img,
+        "sleep",
+        "600",
+    ]);
+    let addr = s.docker(&["exec", "gamma", "ip", "addr", "show", "eth0"]);
+    assert!(addr.contains("inet 10.77.0.50/24"), "{addr}");
+    assert!(addr.contains("02:42:0a:4d:00:99"), "{addr}");
+    let out = s.exec_until(
+        &["exec", "alpha", "ping", "-c", "1", "-W", "2", "calias"],
+        10,
+    );
+    assert!(out.contains("10.77.0.50"), "{out}");
+    let route = s.docker(&["exec", "gamma", "ip", "route"]);
+    assert!(route.contains("default via 10.77.0.1"), "{route}");
+
+    // --internal: no default route, no way out; docker network connect / disconnect.
+    s.docker(&[
+        "network",
+        "create",
+        "-d",
+        "sluice",
+        "--ipam-driver",
+        "sluice",
+        "--internal",
+        "--subnet",
+        "10.78.0.0/24",
+        "inet",
+    ]);
+    let iid = s.docker(&["network", "inspect", "-f", "{{.Id}}", "inet"]);
+    let inet = s.sluice_json(&["network", "inspect", &format!("docker-{}", &iid[..12])]);
+    let inet = if inet.is_array() {
+        inet[0].clone()
+    } else {
+        inet
+    };
+    assert_eq!(inet["Internal"], true, "{inet}");
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "i1",
+        "--network",
+        "inet",
+        img,
+        "sleep",
+        "600",
+    ]);
+    let route = s.docker(&["exec", "i1", "ip", "route"]);
+    assert!(!route.contains("default"), "{route}");
+    let o =
+        s.d.docker_unchecked(&[
+            "exec",
+            "i1",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            &OUTSIDE_IP.to_string(),
+        ])
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "an internal network must not reach out"
+    );
+    s.docker(&["network", "connect", "inet", "alpha"]);
+    let addr = s.docker(&["exec", "alpha", "ip", "addr", "show", "eth1"]);
+    assert!(addr.contains("inet 10.78.0."), "{addr}");
+    let out = s.exec_until(&["exec", "i1", "ping", "-c", "1", "-W", "2", "alpha"], 10);
+    assert!(out.contains("1 packets received"), "{out}");
+    s.docker(&["network", "disconnect", "inet", "alpha"]);
+    let o =
+        s.d.docker_unchecked(&["exec", "alpha", "ip", "link", "show", "eth1"])
+            .unwrap();
+    assert!(!o.status.success(), "eth1 left with disconnect");
+    let out = s.exec_until(&["exec", "alpha", "ping", "-c", "1", "-W", "2", "beta"], 5);
+    assert!(
+        out.contains("1 packets received"),
+        "net1 still works: {out}"
+    );
+
+    // A restart of sluiced keeps everything (endpoints, IPAM pools and addresses).
+    let step = Instant::now();
+    s.stop_sluiced();
+    s.launch();
+    let out = s.exec_until(&["exec", "alpha", "ping", "-c", "1", "-W", "2", "beta"], 10);
+    assert!(out.contains("1 packets received"), "{out}");
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "late",
+        "--network",
+        "net1",
+        img,
+        "sleep",
+        "600",
+    ]);
+    let ip = s.docker(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.net1.IPAddress}}",
+        "late",
+    ]);
+    assert!(
+        ![
+            "10.77.0.1",
+            "10.77.0.2",
+            "10.77.0.3",
+            "10.77.0.4",
+            "10.77.0.50"
+        ]
+        .contains(&ip.as_str()),
+        "the restarted IPAM still knows what it gave out: {ip}"
+    );
+    eprintln!(
+        "sluiced restart, traffic and IPAM kept: {:?}",
+        step.elapsed()
+    );
+
+    // Everything goes with docker rm -f and docker network rm.
+    let step = Instant::now();
+    let ids = s.docker(&["ps", "-aq"]);
+    let mut args = vec!["rm", "-f"];
+    args.extend(ids.split_whitespace());
+    s.docker(&args);
+    s.docker(&["network", "rm", "net1", "inet"]);
+    eprintln!("rm -f 6 containers + network rm: {:?}", step.elapsed());
+    assert_eq!(s.sluice_json(&["ps", "-o", "json"]), serde_json::json!([]));
+    let left: Vec<String> = s
+        .links()
+        .into_iter()
+        .filter(|l| is_sluice_link(l))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "interfaces left in dockerd's namespace: {left:?}"
+    );
+    let nets = s.sluice_json(&["network", "ls", "-o", "json"]);
+    assert!(
+        !nets.to_string().contains("docker-"),
+        "sluice networks left: {nets}"
+    );
+    let ipam =
+        std::fs::read_to_string(s.d.lab().dir().join("sluice-state/docker-ipam.json")).unwrap();
+    assert!(!ipam.contains("10.77."), "pools left: {ipam}");
+    let residue = s.d.residue();
+    drop(s);
+    let left = residue.leftovers();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    eprintln!("test total: {:?}", t.elapsed());
+}
