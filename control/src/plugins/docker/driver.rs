@@ -307,15 +307,21 @@ impl DockerPlugin {
             .iter()
             .map(|(k, v)| Ok((k.clone(), parse_ip("auxiliary address", v)?)))
             .collect::<Result<_, DockerIpamError>>()?;
+        let options = network_options(&r.options)?;
         let spec = NetworkSpec {
             name: network_name(&r.network_id),
-            driver: Driver::Bridge,
+            // `-o parent=IF[.VLAN]` asks for docker's macvlan semantics on sluice's bridge.
+            driver: if options.parent.is_some() {
+                Driver::Macvlan
+            } else {
+                Driver::Bridge
+            },
             subnet: Some(subnet),
             gateway,
             ip_range: None,
             aux_addresses,
             internal: flag(&r.options, OPT_INTERNAL),
-            options: network_options(&r.options)?,
+            options,
             labels: [(LABEL_NETWORK_ID.to_string(), r.network_id.clone())].into(),
         };
         self.engine.create_network(spec).await?;
