@@ -104,6 +104,15 @@ pub enum NetlinkError {
         /// What the kernel said.
         source: io::Error,
     },
+    /// The sandbox already has an interface of the name the endpoint's would get (found
+    /// when creating the pair fails, so the error names the clash rather than `File exists`).
+    #[error("{netns} already has an interface {ifname}; pick another name with --ifname")]
+    NameInUse {
+        /// The name inside the sandbox.
+        ifname: String,
+        /// The sandbox.
+        netns: String,
+    },
     /// The runtime shut down while [`attach`] ran (whatever it had created may remain; the
     /// daemon's start-up sweep of leftover host ends removes it).
     #[error("attaching {ifname} was aborted: the runtime is shutting down")]
@@ -129,6 +138,7 @@ impl NetlinkError {
             NetlinkError::Netns { source, .. } | NetlinkError::Request { source, .. } => {
                 source.raw_os_error()
             }
+            NetlinkError::NameInUse { .. } => Some(libc::EEXIST),
             _ => None,
         }
     }
@@ -448,12 +458,24 @@ async fn attach_task(sandbox: Sandbox, iface: SandboxIface) -> Result<(), Netlin
         .setns_by_fd(ns.as_raw_fd())
         .build();
     let msg = veth_message(&iface.host_ifname, iface.mtu, peer);
-    host.run(
-        "create the veth pair",
-        &iface.host_ifname,
-        host.handle.link().add(msg).execute(),
-    )
-    .await?;
+    let created = host
+        .run(
+            "create the veth pair",
+            &iface.host_ifname,
+            host.handle.link().add(msg).execute(),
+        )
+        .await;
+    if let Err(e) = created {
+        if e.raw_os_error() == Some(libc::EEXIST)
+            && inner.link(&iface.sandbox_ifname).await?.is_some()
+        {
+            return Err(NetlinkError::NameInUse {
+                ifname: iface.sandbox_ifname.clone(),
+                netns: label,
+            });
+        }
+        return Err(e);
+    }
 
     match configure_sandbox(&inner, &iface).await {
         Ok(()) => Ok(()),
