@@ -49,6 +49,11 @@ pub struct RuntimeConfig {
     pub afpacket: AfPacketConfig,
     /// TAP receive buffers per queue.
     pub tap_buffers: usize,
+    /// AF_PACKET ports kept prepared (rings set up, not bound) for each worker, refilled in
+    /// the background, so that attaching a port binds ready sockets instead of paying the
+    /// kernel's ring set-up (two RCU grace periods per socket). 0: none (ports are prepared
+    /// when attached).
+    pub spare_ports: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -59,6 +64,7 @@ impl Default for RuntimeConfig {
             busy_poll: Duration::from_micros(50),
             afpacket: AfPacketConfig::default(),
             tap_buffers: 64,
+            spare_ports: 0,
         }
     }
 }
@@ -109,8 +115,14 @@ enum Command {
         tx: Tx,
         done: Sender<Ack>,
     },
-    /// Drop the halves of port `id` (nothing happens if it has none).
-    Detach { id: PortId, done: Sender<Ack> },
+    /// Give back the halves of port `id` through `halves` (nothing if it has none): the
+    /// caller closes them, so the kernel's close cost (an RCU grace period per AF_PACKET
+    /// socket) never stalls a worker.
+    Detach {
+        id: PortId,
+        halves: Sender<(Rx, Tx)>,
+        done: Sender<Ack>,
+    },
 }
 
 /// The control side's handle on one worker.
@@ -146,7 +158,7 @@ impl PortSet {
         rx: Rx,
         tx: Tx,
     ) -> io::Result<()> {
-        self.remove(poll, id);
+        drop(self.remove(poll, id));
         if let Some(fd) = rx.raw_fd() {
             poll.registry()
                 .register(&mut SourceFd(&fd), port_token(id), Interest::READABLE)?;
@@ -161,18 +173,22 @@ impl PortSet {
         Ok(())
     }
 
-    /// Deregisters and drops the port's halves (which unmaps its rings and closes it once no
-    /// other worker holds it), after handing frames still queued on the TX half to the kernel.
-    fn remove(&mut self, poll: &Poll, id: PortId) {
-        if let Some(i) = self.rx.iter().position(|(p, _)| *p == id) {
-            let (_, rx) = self.rx.remove(i);
-            if let Some(fd) = rx.raw_fd() {
-                let _ = poll.registry().deregister(&mut SourceFd(&fd));
-            }
+    /// Deregisters the port's halves and returns them, after handing frames still queued on
+    /// the TX half to the kernel.
+    fn remove(&mut self, poll: &Poll, id: PortId) -> Option<(Rx, Tx)> {
+        let rx = self
+            .rx
+            .iter()
+            .position(|(p, _)| *p == id)
+            .map(|i| self.rx.remove(i).1);
+        if let Some(fd) = rx.as_ref().and_then(|rx| rx.raw_fd()) {
+            let _ = poll.registry().deregister(&mut SourceFd(&fd));
         }
-        if let Some(mut tx) = self.tx.get_mut(usize::from(id.0)).and_then(Option::take) {
+        let mut tx = self.tx.get_mut(usize::from(id.0)).and_then(Option::take);
+        if let Some(tx) = tx.as_mut() {
             let _ = tx.flush();
         }
+        rx.zip(tx)
     }
 }
 
@@ -181,17 +197,22 @@ fn port_token(id: PortId) -> Token {
 }
 
 /// Opens one pair of halves of `port`, set up to share the interface with the other workers'
-/// pairs when there are several workers (fanout group, queue of a multi-queue TAP).
-fn open_port(port: &PortConfig, cfg: &RuntimeConfig) -> Result<(Rx, Tx), RuntimeError> {
+/// pairs when there are several workers (fanout group, queue of a multi-queue TAP). An
+/// AF_PACKET port binds a spare prepared socket when `spares` has one.
+fn open_port(
+    port: &PortConfig,
+    cfg: &RuntimeConfig,
+    spares: &Spares,
+) -> Result<(Rx, Tx), RuntimeError> {
     let shared = cfg.workers > 1;
     let (id, name) = (port.id, port.name.as_str());
     Ok(match port.io {
         PortIo::AfPacket => {
-            let c = AfPacketConfig {
-                fanout: shared,
-                ..cfg.afpacket.clone()
+            let prepared = match spares.take() {
+                Some(p) => p,
+                None => afpacket::prepare(name, &cfg.afpacket)?,
             };
-            let (r, t) = afpacket::open(name, id, &c)?;
+            let (r, t) = prepared.bind(name, id, shared)?;
             (Box::new(r), Box::new(t))
         }
         PortIo::Tap => {
@@ -205,6 +226,74 @@ fn open_port(port: &PortConfig, cfg: &RuntimeConfig) -> Result<(Rx, Tx), Runtime
     })
 }
 
+/// Prepared AF_PACKET sockets waiting to be bound, and the thread that keeps them topped up.
+#[derive(Debug)]
+struct Spares {
+    pool: Arc<Mutex<Vec<afpacket::Prepared>>>,
+    /// Wakes the refill thread; dropping it ends the thread.
+    refill: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Spares {
+    /// Keeps `wanted` sockets prepared with `config` (none when `wanted` is 0). The refill
+    /// thread inherits the caller's network namespace, where the sockets are created.
+    fn start(wanted: usize, config: &AfPacketConfig) -> Spares {
+        let pool = Arc::new(Mutex::new(Vec::new()));
+        if wanted == 0 {
+            return Spares {
+                pool,
+                refill: None,
+                thread: None,
+            };
+        }
+        let (refill, wake) = channel::unbounded::<()>();
+        let (p, config) = (Arc::clone(&pool), config.clone());
+        let thread = std::thread::Builder::new()
+            .name("sluice-spares".into())
+            .spawn(move || {
+                // One round at start, then one per wake-up, until the runtime drops the sender.
+                // The missing sockets are prepared in parallel: their grace periods overlap.
+                let mut wakes = std::iter::once(()).chain(wake.iter());
+                while wakes.next().is_some() {
+                    let missing = wanted.saturating_sub(p.lock().len());
+                    std::thread::scope(|sc| {
+                        for _ in 0..missing {
+                            sc.spawn(|| {
+                                if let Ok(s) = afpacket::prepare("a spare port", &config) {
+                                    p.lock().push(s);
+                                }
+                            });
+                        }
+                    });
+                }
+            })
+            .ok();
+        Spares {
+            pool,
+            refill: thread.as_ref().map(|_| refill),
+            thread,
+        }
+    }
+
+    /// A prepared socket, if one is spare; asks for a replacement.
+    fn take(&self) -> Option<afpacket::Prepared> {
+        let s = self.pool.lock().pop();
+        if let Some(r) = &self.refill {
+            let _ = r.send(());
+        }
+        s
+    }
+
+    fn stop(&mut self) {
+        self.refill = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.pool.lock().clear();
+    }
+}
+
 /// Running worker threads; dropping it stops and joins them (rings unmapped, ports closed).
 #[derive(Debug)]
 pub struct Runtime {
@@ -214,6 +303,7 @@ pub struct Runtime {
     cfg: RuntimeConfig,
     /// Attached ports; the lock also serialises `attach` and `detach`.
     attached: Mutex<BTreeSet<PortId>>,
+    spares: Spares,
 }
 
 impl Runtime {
@@ -233,6 +323,7 @@ impl Runtime {
             mailboxes: Vec::new(),
             cfg: cfg.clone(),
             attached: Mutex::new(BTreeSet::new()),
+            spares: Spares::start(cfg.spare_ports * cfg.workers, &cfg.afpacket),
         };
         for i in 0..cfg.workers {
             let err = |source| RuntimeError::Worker { worker: i, source };
@@ -280,7 +371,7 @@ impl Runtime {
             return Err(RuntimeError::AlreadyAttached(port.id));
         }
         let mut halves = (0..self.mailboxes.len())
-            .map(|_| open_port(port, &self.cfg))
+            .map(|_| open_port(port, &self.cfg, &self.spares))
             .collect::<Result<Vec<_>, _>>()?
             .into_iter();
         let id = port.id;
@@ -291,7 +382,7 @@ impl Runtime {
         });
         if let Err(e) = sent {
             // Some workers may hold the port: take it back from all.
-            let _ = self.broadcast(|done| Some(Command::Detach { id, done }));
+            self.take_back(id);
             return Err(e);
         }
         attached.insert(id);
@@ -305,9 +396,23 @@ impl Runtime {
     pub fn detach(&self, id: PortId) {
         let mut attached = self.attached.lock();
         if attached.remove(&id) {
-            // Stopped workers hold no port any more: nothing is left to wait for.
-            let _ = self.broadcast(|done| Some(Command::Detach { id, done }));
+            self.take_back(id);
         }
+    }
+
+    /// Has every worker give back port `id`'s halves and closes them here, off the workers'
+    /// threads. Stopped workers hold no port any more: nothing is left to wait for.
+    fn take_back(&self, id: PortId) {
+        let (halves, returned) = channel::unbounded();
+        let _ = self.broadcast(|done| {
+            Some(Command::Detach {
+                id,
+                halves: halves.clone(),
+                done,
+            })
+        });
+        drop(halves);
+        drop(returned.try_iter().collect::<Vec<_>>());
     }
 
     /// The ids of the attached ports, in order.
@@ -366,6 +471,7 @@ impl Runtime {
     }
 
     fn stop_and_join(&mut self) {
+        self.spares.stop();
         self.stop.store(true, Ordering::Relaxed);
         for mb in &self.mailboxes {
             let _ = mb.waker.wake();
@@ -406,8 +512,10 @@ fn handle_commands(
                 let res = ports.install(poll, counters, id, rx, tx);
                 let _ = done.send((me, res));
             }
-            Command::Detach { id, done } => {
-                ports.remove(poll, id);
+            Command::Detach { id, halves, done } => {
+                if let Some(h) = ports.remove(poll, id) {
+                    let _ = halves.send(h);
+                }
                 let _ = done.send((me, Ok(())));
             }
         }

@@ -63,6 +63,10 @@ struct Args {
     /// memory an endpoint costs is about (rx-slots + 15 x tx-blocks) x 68 KiB per worker.
     #[arg(long, default_value_t = 30)]
     rx_slots: usize,
+    /// Endpoint ports kept prepared per worker (each costs the rings' memory), so that a
+    /// connect binds ready sockets instead of waiting for the kernel's ring set-up.
+    #[arg(long, default_value_t = 4)]
+    spare_ports: usize,
     /// TX ring blocks of 1 MiB (15 slots each) per port and worker.
     #[arg(long, default_value_t = 2)]
     tx_blocks: usize,
@@ -148,6 +152,7 @@ fn run() -> Result<()> {
         frame_count: args.rx_slots,
     };
     rc.afpacket.tx_block_count = args.tx_blocks;
+    rc.spare_ports = args.spare_ports;
     if let Some(w) = args.workers {
         if w == 0 {
             bail!("--workers must be at least 1");

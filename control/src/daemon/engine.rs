@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use sluice_dataplane::config::{Config, Ipv4Cidr, NatConfig};
 use sluice_dataplane::pipeline::Dataplane;
@@ -283,6 +284,7 @@ impl<P: Plumbing> Engine<P> {
 
     /// `network connect`: address, interface in the sandbox, dataplane port, persisted.
     pub async fn connect(&mut self, spec: EndpointSpec) -> Result<EndpointView, EngineError> {
+        let t0 = Instant::now();
         let pending = self.store.prepare_connect(spec)?;
         let e = pending.value().clone();
         let net = pending.state().network(&e.network_id)?.clone();
@@ -315,17 +317,31 @@ impl<P: Plumbing> Engine<P> {
             mtu: net.spec.options.mtu.unwrap_or(1500),
             placement: e.spec.placement,
         };
+        let t1 = Instant::now();
         self.plumbing.attach(&attachment, &port).await?;
+        let t2 = Instant::now();
         if let Err(err) = self.dp.apply(&cfg) {
             self.undo_attach(&e).await;
             return Err(err.into());
         }
+        let t3 = Instant::now();
         match self.store.commit(pending) {
             Ok(e) => {
+                let t4 = Instant::now();
                 let files = self.names.as_ref().map(|n| {
                     n.sync(self.store.state(), Some(&[&e.spec.sandbox]));
                     n.files(&e.id)
                 });
+                let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+                tracing::debug!(
+                    endpoint = %e.spec.name,
+                    prepare_ms = ms(t0, t1),
+                    plumb_ms = ms(t1, t2),
+                    apply_ms = ms(t2, t3),
+                    commit_ms = ms(t3, t4),
+                    names_ms = ms(t4, Instant::now()),
+                    "connected"
+                );
                 Ok(EndpointView::new(&e, &net, files))
             }
             Err(err) => {

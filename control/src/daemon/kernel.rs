@@ -72,6 +72,7 @@ impl Plumbing for Kernel {
             }
         }
         .map_err(err)?;
+        let linked = std::time::Instant::now();
         if let Err(e) = self.runtime().and_then(|rt| {
             rt.attach(port)
                 .map_err(|e| PlumbingError(format!("cannot open {}: {e}", a.host_ifname)))
@@ -84,6 +85,11 @@ impl Plumbing for Kernel {
             }
             return Err(e);
         }
+        tracing::debug!(
+            port = %a.host_ifname,
+            open_ms = linked.elapsed().as_secs_f64() * 1e3,
+            "dataplane port opened"
+        );
         Ok(())
     }
 

@@ -5,8 +5,9 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
-use crate::model::{Driver, Endpoint, Placement, Sandbox};
+use crate::model::{Driver, Placement, Sandbox};
 use crate::state::{State, PREDEFINED};
 
 use super::wire::{self, Answer, Rcode, CLASS_IN, TYPE_A, TYPE_ANY, TYPE_PTR};
@@ -14,18 +15,17 @@ use super::wire::{self, Answer, Rcode, CLASS_IN, TYPE_A, TYPE_ANY, TYPE_PTR};
 /// TTL of the resolver's own answers (docker's embedded server uses 600 s).
 pub const LOCAL_TTL: u32 = 600;
 
-/// The names one sandbox resolves locally.
+/// Names and reverse names: of one network (shared by every sandbox on it), or a sandbox's own
+/// `--link` aliases.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct SandboxNames {
-    /// Lowercase name → addresses, in network order, without duplicates.
+struct Names {
+    /// Lowercase name → addresses, without duplicates.
     names: HashMap<String, Vec<Ipv4Addr>>,
     /// Address → `endpoint.network`, for PTR queries.
     reverse: HashMap<Ipv4Addr, String>,
-    /// The sandbox's own upstream resolvers (`--dns`), replacing the host's.
-    upstreams: Option<Vec<SocketAddr>>,
 }
 
-impl SandboxNames {
+impl Names {
     fn add(&mut self, name: &str, ip: Ipv4Addr) {
         let key = normalize(name);
         if key.is_empty() {
@@ -36,6 +36,17 @@ impl SandboxNames {
             ips.push(ip);
         }
     }
+}
+
+/// The names one sandbox resolves locally: its own link aliases, then those of its networks
+/// (each network's table is built once and shared, so a rebuild costs O(endpoints), not
+/// O(endpoints x sandboxes)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct SandboxNames {
+    links: Names,
+    networks: Vec<Arc<Names>>,
+    /// The sandbox's own upstream resolvers (`--dns`), replacing the host's.
+    upstreams: Option<Vec<SocketAddr>>,
 }
 
 /// A name's lookup form: lowercase, no trailing dot.
@@ -90,41 +101,52 @@ pub fn is_user_network(name: &str, driver: Driver) -> bool {
 
 impl NameTable {
     /// The table for `state`: each sandbox on a user-defined network (whose interface sluice
-    /// placed: engines that place it themselves, like docker, run their own resolver) resolves, on every such
-    /// network it is attached to, the endpoints' names, their aliases and `name.network`, plus
-    /// its own `--link` aliases; PTR queries give `name.network`.
+    /// placed: engines that place it themselves, like docker, run their own resolver)
+    /// resolves, on every such network it is attached to, the endpoints' names, their aliases
+    /// and `name.network`, plus its own `--link` aliases; PTR queries give `name.network`.
     pub fn from_state(state: &State) -> NameTable {
-        let user: HashMap<&str, &str> = state
+        let mut per_network: HashMap<&str, Names> = state
             .networks()
             .filter(|n| is_user_network(&n.spec.name, n.spec.driver))
-            .map(|n| (n.id.as_str(), n.spec.name.as_str()))
+            .map(|n| (n.id.as_str(), Names::default()))
+            .collect();
+        for peer in state.endpoints() {
+            let Some(t) = per_network.get_mut(peer.network_id.as_str()) else {
+                continue;
+            };
+            let net_name = state
+                .network(&peer.network_id)
+                .map(|n| n.spec.name.as_str())
+                .unwrap_or_default();
+            let full = format!("{}.{net_name}", peer.spec.name);
+            t.add(&peer.spec.name, peer.ip);
+            t.add(&full, peer.ip);
+            for a in &peer.spec.aliases {
+                t.add(a, peer.ip);
+            }
+            t.reverse.entry(peer.ip).or_insert(full);
+        }
+        let per_network: HashMap<&str, Arc<Names>> = per_network
+            .into_iter()
+            .map(|(id, t)| (id, Arc::new(t)))
             .collect();
         let mut sandboxes: HashMap<Sandbox, SandboxNames> = HashMap::new();
-        let mine: Vec<&Endpoint> = state
+        for e in state
             .endpoints()
-            .filter(|e| user.contains_key(e.network_id.as_str()))
             .filter(|e| e.spec.placement == Placement::Sandbox)
-            .collect();
-        for e in &mine {
-            let net_name = user.get(e.network_id.as_str()).copied().unwrap_or_default();
+        {
+            let Some(net) = per_network.get(e.network_id.as_str()) else {
+                continue;
+            };
             let t = sandboxes.entry(e.spec.sandbox.clone()).or_default();
-            for peer in state.endpoints_of(&e.network_id) {
-                t.add(&peer.spec.name, peer.ip);
-                t.add(&format!("{}.{net_name}", peer.spec.name), peer.ip);
-                for a in &peer.spec.aliases {
-                    t.add(a, peer.ip);
-                }
-                t.reverse
-                    .entry(peer.ip)
-                    .or_insert_with(|| format!("{}.{net_name}", peer.spec.name));
-            }
+            t.networks.push(Arc::clone(net));
             for link in &e.spec.links {
                 let (target, alias) = parse_link(link);
                 if let Some(p) = state
                     .endpoints_of(&e.network_id)
                     .find(|p| p.spec.name == target)
                 {
-                    t.add(alias, p.ip);
+                    t.links.add(alias, p.ip);
                 }
             }
         }
@@ -155,19 +177,29 @@ impl NameTable {
     }
 
     /// The addresses `name` resolves to in `sandbox` (empty: not a local name).
-    pub fn lookup(&self, sandbox: &Sandbox, name: &str) -> &[Ipv4Addr] {
-        self.sandboxes
-            .get(sandbox)
-            .and_then(|t| t.names.get(&normalize(name)))
-            .map_or(&[], Vec::as_slice)
+    pub fn lookup(&self, sandbox: &Sandbox, name: &str) -> Vec<Ipv4Addr> {
+        let Some(t) = self.sandboxes.get(sandbox) else {
+            return Vec::new();
+        };
+        let key = normalize(name);
+        let mut out: Vec<Ipv4Addr> = Vec::new();
+        for names in std::iter::once(&t.links).chain(t.networks.iter().map(|n| &**n)) {
+            for ip in names.names.get(&key).into_iter().flatten() {
+                if !out.contains(ip) {
+                    out.push(*ip);
+                }
+            }
+        }
+        out
     }
 
     /// The name of an address for a PTR query from `sandbox`.
     pub fn reverse(&self, sandbox: &Sandbox, ip: Ipv4Addr) -> Option<&str> {
         self.sandboxes
             .get(sandbox)?
-            .reverse
-            .get(&ip)
+            .networks
+            .iter()
+            .find_map(|n| n.reverse.get(&ip))
             .map(String::as_str)
     }
 

@@ -333,6 +333,29 @@ pub fn open(
     id: PortId,
     config: &AfPacketConfig,
 ) -> Result<(AfPacketRx, AfPacketTx), AfPacketError> {
+    prepare(ifname, config)?.bind(ifname, id, config.fanout)
+}
+
+/// An AF_PACKET socket with its rings set up and mapped but bound to no interface yet.
+///
+/// Setting up each ring costs the kernel an RCU grace period (`synchronize_net` in
+/// `packet_set_ring`, several milliseconds), while binding a prepared socket costs none: a
+/// runtime keeps a few prepared sockets spare so that attaching a port does not wait for them.
+#[derive(Debug)]
+pub struct Prepared {
+    shared: Arc<Shared>,
+    walk: RxWalk,
+    rx_len: usize,
+    tx_frame_size: usize,
+    tx_frames_per_block: usize,
+    tx_block_size: usize,
+    tx_block_count: usize,
+}
+
+/// Sets up a socket with `config`'s rings; `label` names it in errors (the interface it is
+/// for, or what it is for).
+pub fn prepare(label: &str, config: &AfPacketConfig) -> Result<Prepared, AfPacketError> {
+    let ifname = label;
     let os = |step: Step| {
         move |source: io::Error| AfPacketError::Os {
             ifname: ifname.to_owned(),
@@ -415,13 +438,6 @@ pub fn open(
     let tx_frames_per_block = c.tx_block_size / c.tx_frame_size;
     let tx_len = c.tx_block_size * c.tx_block_count;
     let to_u32 = |v: usize| u32::try_from(v).map_err(|_| bad("ring size overflows 32 bits"));
-
-    let name = CString::new(ifname).map_err(|_| bad("interface name contains a NUL byte"))?;
-    // SAFETY: `name` is a valid C string.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        return Err(os(Step::Ifindex)(io::Error::last_os_error()));
-    }
 
     // Protocol 0: no packets are queued until `bind` names the interface and ETH_P_ALL, so the
     // ring never sees frames of other interfaces.
@@ -541,68 +557,115 @@ pub fn open(
     setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
         .map_err(os(Step::IgnoreOutgoing))?;
 
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    sll.sll_ifindex = ifindex as libc::c_int;
-    // SAFETY: `sll` is a valid sockaddr_ll of the given length.
-    cvt(unsafe {
-        libc::bind(
-            s,
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    })
-    .map_err(os(Step::Bind))?;
-
-    let mreq = libc::packet_mreq {
-        mr_ifindex: ifindex as libc::c_int,
-        mr_type: libc::PACKET_MR_PROMISC as u16,
-        mr_alen: 0,
-        mr_address: [0; 8],
-    };
-    setsockopt_raw(s, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
-        .map_err(os(Step::Promisc))?;
-
-    if c.fanout {
-        // With fanout the group's hook replaces the socket's, so "ignore outgoing" must be
-        // requested again as a group flag.
-        let args = libc::fanout_args {
-            id: ifindex as u16,
-            type_flags: (libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING)
-                as u16,
-            max_num_members: 0,
-        };
-        setsockopt_raw(s, libc::SOL_PACKET, libc::PACKET_FANOUT, &args)
-            .map_err(os(Step::Fanout))?;
-    }
-
-    let base = map.as_ptr();
-    let layout = match walk {
-        RxWalk::V2(_) => TxLayout::V2,
-        RxWalk::V3(_) => TxLayout::V3,
-    };
-    let rx = AfPacketRx {
-        id,
-        ring: base,
-        walk,
-        malformed: 0,
-        shared: Arc::clone(&shared),
-    };
-    let tx = AfPacketTx {
-        // SAFETY: the TX ring follows the RX ring inside the mapping.
-        ring: unsafe { base.add(rx_len) },
-        layout,
-        frame_size: c.tx_frame_size,
-        frames_per_block: tx_frames_per_block,
-        block_size: c.tx_block_size,
-        frame_count: tx_frames_per_block * c.tx_block_count,
-        head: 0,
-        kick: false,
+    Ok(Prepared {
         shared,
-    };
-    Ok((rx, tx))
+        walk,
+        rx_len,
+        tx_frame_size: c.tx_frame_size,
+        tx_frames_per_block,
+        tx_block_size: c.tx_block_size,
+        tx_block_count: c.tx_block_count,
+    })
+}
+
+impl Prepared {
+    /// Binds the socket to `ifname` (promiscuous, and in the interface's fanout group with
+    /// `fanout`) and returns the port's two halves.
+    pub fn bind(
+        self,
+        ifname: &str,
+        id: PortId,
+        fanout: bool,
+    ) -> Result<(AfPacketRx, AfPacketTx), AfPacketError> {
+        let os = |step: Step| {
+            move |source: io::Error| AfPacketError::Os {
+                ifname: ifname.to_owned(),
+                step,
+                source,
+            }
+        };
+        let name = CString::new(ifname).map_err(|_| AfPacketError::Config {
+            ifname: ifname.to_owned(),
+            reason: "interface name contains a NUL byte",
+        })?;
+        // SAFETY: `name` is a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(os(Step::Ifindex)(io::Error::last_os_error()));
+        }
+        let Prepared {
+            shared,
+            walk,
+            rx_len,
+            tx_frame_size,
+            tx_frames_per_block,
+            tx_block_size,
+            tx_block_count,
+        } = self;
+        let s = shared.fd.as_raw_fd();
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as libc::c_int;
+        // SAFETY: `sll` is a valid sockaddr_ll of the given length.
+        cvt(unsafe {
+            libc::bind(
+                s,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        })
+        .map_err(os(Step::Bind))?;
+
+        let mreq = libc::packet_mreq {
+            mr_ifindex: ifindex as libc::c_int,
+            mr_type: libc::PACKET_MR_PROMISC as u16,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        setsockopt_raw(s, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
+            .map_err(os(Step::Promisc))?;
+
+        if fanout {
+            // With fanout the group's hook replaces the socket's, so "ignore outgoing" must be
+            // requested again as a group flag.
+            let args = libc::fanout_args {
+                id: ifindex as u16,
+                type_flags: (libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING)
+                    as u16,
+                max_num_members: 0,
+            };
+            setsockopt_raw(s, libc::SOL_PACKET, libc::PACKET_FANOUT, &args)
+                .map_err(os(Step::Fanout))?;
+        }
+
+        let base = shared.map.as_ptr();
+        let layout = match walk {
+            RxWalk::V2(_) => TxLayout::V2,
+            RxWalk::V3(_) => TxLayout::V3,
+        };
+        let rx = AfPacketRx {
+            id,
+            ring: base,
+            walk,
+            malformed: 0,
+            shared: Arc::clone(&shared),
+        };
+        let tx = AfPacketTx {
+            // SAFETY: the TX ring follows the RX ring inside the mapping.
+            ring: unsafe { base.add(rx_len) },
+            layout,
+            frame_size: tx_frame_size,
+            frames_per_block: tx_frames_per_block,
+            block_size: tx_block_size,
+            frame_count: tx_frames_per_block * tx_block_count,
+            head: 0,
+            kick: false,
+            shared,
+        };
+        Ok((rx, tx))
+    }
 }
 
 /// Read position in a V2 RX ring.
