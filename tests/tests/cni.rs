@@ -235,6 +235,13 @@ fn cni_plugin_attaches_routes_publishes_checks_and_collects() {
         1
     );
 
+    // The last DEL removes the network sluice-cni made (a runtime's `network rm` calls no
+    // plugin): nothing is left behind.
+    let rt2 = runtime("ctr2", &c2);
+    runner.del_list(&list, &rt2, None).unwrap();
+    let nets = d.sluice_ok(&["network", "ls"]).unwrap();
+    assert!(!nets.contains(" slcni "), "{nets}");
+
     // STATUS with sluiced down: 50; DEL still succeeds.
     d.stop();
     assert_eq!(
@@ -398,15 +405,36 @@ fn podman_with_the_cni_backend_uses_sluice() {
     let by_name = p
         .podman_unchecked(&["exec", "pa", "ping", "-c", "1", "-W", "2", "pb"])
         .unwrap();
-    eprintln!(
-        "ping by name: {} ({})",
-        if by_name.status.success() {
-            "works"
-        } else {
-            "does not resolve"
-        },
+    assert!(
+        by_name.status.success(),
+        "ping by name through sluice's embedded DNS: {}",
         String::from_utf8_lossy(&by_name.stderr).trim()
     );
+
+    // podman network connect / disconnect: a second sluice network, as eth1.
+    let net2 = p
+        .add_cni_network(&json!({
+            "cniVersion": "1.0.0",
+            "name": "slpod2",
+            "plugins": [{
+                "type": "sluice-cni",
+                "subnet": "10.66.0.0/24",
+                "isGateway": true,
+                "ipMasq": true,
+                "socket": sd.socket,
+            }]
+        }))
+        .unwrap();
+    p.podman(&["network", "connect", &net2, "pa"]).unwrap();
+    let addrs = p
+        .podman_stdout(&["exec", "pa", "ip", "-4", "addr"])
+        .unwrap();
+    assert!(addrs.contains("10.66.0."), "{addrs}");
+    p.podman(&["network", "disconnect", &net2, "pa"]).unwrap();
+    let addrs = p
+        .podman_stdout(&["exec", "pa", "ip", "-4", "addr"])
+        .unwrap();
+    assert!(!addrs.contains("10.66.0."), "{addrs}");
     let got = p
         .lab()
         .exec(
@@ -435,6 +463,22 @@ fn podman_with_the_cni_backend_uses_sluice() {
     )
     .into_owned();
     assert!(!ps.contains(&ipa), "podman rm ran DEL: {ps}");
+    p.podman(&["network", "rm", &net2]).unwrap();
+    p.podman(&["network", "rm", &net]).unwrap();
+    let nets = String::from_utf8_lossy(
+        &p.command(bin.join("sluice"))
+            .arg("--socket")
+            .arg(&sd.socket)
+            .args(["network", "ls"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !nets.contains("slpod"),
+        "the last DEL removed the networks sluice-cni made: {nets}"
+    );
     drop(sd);
     let residue = p.residue();
     drop(p);

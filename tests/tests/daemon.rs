@@ -579,7 +579,7 @@ fn connect_flags_and_what_the_namespace_sees() {
     // stats: per port named by endpoint, per network.
     let table = ok(&d, &["stats"]);
     assert!(
-        table.contains("RX PKTS") && table.contains("FDB ENTRIES"),
+        table.contains("RX PKTS") && table.contains("FDB") && table.contains("CONNTRACK"),
         "{table}"
     );
     let st = json_of(&d, &["stats", "--output", "json"]);

@@ -12,7 +12,9 @@ pub mod result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use self::config::{endpoint_name, parse_cni_args, same_subnet, NetConf, ENDPOINT_PREFIX};
+use self::config::{
+    endpoint_name, parse_cni_args, same_subnet, NetConf, CREATED_BY_LABEL, ENDPOINT_PREFIX,
+};
 use self::error::{
     CniError, CHECK_MISMATCH, DAEMON_REFUSED, INVALID_CONFIG, INVALID_ENV, IO_FAILURE,
     NOT_AVAILABLE, TRY_AGAIN_LATER, UNKNOWN_CONTAINER,
@@ -201,10 +203,17 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
         ifname: Some(ifname.to_string()),
         placement: Placement::Sandbox,
     };
-    let v = client
-        .post(&format!("/networks/{}/connect", net.name), &spec)
-        .await
-        .map_err(from_client)?;
+    let path = format!("/networks/{}/connect", net.name);
+    let v = match client.post(&path, &spec).await {
+        // The last DEL of the network removed it between our check and the connect: make it
+        // again, once.
+        Err(e) if is_not_found(&e) => {
+            ensure_network(conf, client).await?;
+            client.post(&path, &spec).await
+        }
+        other => other,
+    }
+    .map_err(from_client)?;
     let ep: EndpointView = serde_json::from_value(v)
         .map_err(|e| CniError::new(IO_FAILURE, "unexpected answer from sluiced", e.to_string()))?;
     let dns = ep
@@ -223,7 +232,25 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
 async fn del(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<(), CniError> {
     let cid = env.need(&env.container_id, "CNI_CONTAINERID")?;
     let ifname = env.need(&env.ifname, "CNI_IFNAME")?;
-    disconnect(client, &conf.name, &endpoint_name(cid, ifname)).await
+    disconnect(client, &conf.name, &endpoint_name(cid, ifname)).await?;
+    remove_if_unused(client, &conf.name).await;
+    Ok(())
+}
+
+/// Removes a network sluice-cni made once its last endpoint is gone, so that a runtime's
+/// `network rm` (which calls no plugin) leaves nothing behind. Best effort: a network that got
+/// an endpoint meanwhile is refused by sluiced and stays.
+async fn remove_if_unused(client: &Client, network: &str) {
+    let Ok(net) = client
+        .get::<NetworkInspect>(&format!("/networks/{network}"))
+        .await
+    else {
+        return;
+    };
+    let ours = net.labels.get(CREATED_BY_LABEL).map(String::as_str) == Some("sluice-cni");
+    if ours && net.containers.is_empty() {
+        let _ = client.delete(&format!("/networks/{network}")).await;
+    }
 }
 
 async fn disconnect(client: &Client, network: &str, endpoint: &str) -> Result<(), CniError> {
