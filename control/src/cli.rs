@@ -13,7 +13,7 @@ use sluice_control::api::{
 use sluice_control::client::Client;
 use sluice_control::dns::files::{parse_add_host, NameOptions};
 use sluice_control::model::{
-    Driver, EndpointSpec, NetworkInspect, NetworkOptions, NetworkSpec, Sandbox,
+    Driver, EndpointSpec, NetworkInspect, NetworkOptions, NetworkSpec, Sandbox, UplinkSpec,
 };
 use sluice_control::publish::PublishSpec;
 use sluice_dataplane::config::Ipv4Cidr;
@@ -109,6 +109,15 @@ pub struct CreateArgs {
     /// Label KEY=VALUE (repeatable).
     #[arg(long)]
     label: Vec<String>,
+    /// The network's own uplink interface (default: the daemon's --uplink).
+    #[arg(long)]
+    uplink: Option<String>,
+    /// sluice's address on the network's own uplink, CIDR.
+    #[arg(long)]
+    uplink_ip: Option<String>,
+    /// The next hop on the network's own uplink.
+    #[arg(long)]
+    uplink_gateway: Option<String>,
     /// The network's name.
     name: String,
 }
@@ -223,7 +232,32 @@ pub fn network_spec(a: &CreateArgs) -> Result<NetworkSpec> {
         internal: a.internal,
         options,
         labels,
+        uplink: uplink_arg(a)?,
     })
+}
+
+/// `--uplink IF --uplink-ip CIDR [--uplink-gateway IP]`, all or nothing.
+fn uplink_arg(a: &CreateArgs) -> Result<Option<UplinkSpec>> {
+    let Some(name) = &a.uplink else {
+        if a.uplink_ip.is_some() || a.uplink_gateway.is_some() {
+            bail!("--uplink-ip and --uplink-gateway need --uplink");
+        }
+        return Ok(None);
+    };
+    let ip = a
+        .uplink_ip
+        .as_deref()
+        .context("--uplink needs --uplink-ip (sluice's address on it, like 203.0.113.2/24)")?;
+    Ok(Some(UplinkSpec {
+        name: name.clone(),
+        ip: cidr("--uplink-ip", ip)?,
+        gateway: a
+            .uplink_gateway
+            .as_deref()
+            .map(|g| self::ip("--uplink-gateway", g))
+            .transpose()?,
+        mac: None,
+    }))
 }
 
 /// The sandbox a `connect` argument names, and the endpoint name it suggests.

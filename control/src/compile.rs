@@ -69,6 +69,22 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
         nc.icc = o.icc.unwrap_or(nc.icc);
         nc.mtu = o.mtu.unwrap_or(nc.mtu);
         nc.external_gateway = n.spec.driver == Driver::Macvlan;
+        if let (Some(port), Some(u)) = (n.uplink_port, &n.spec.uplink) {
+            nc.uplink = Some(port);
+            cfg.ports.push(PortConfig {
+                id: port,
+                name: u.name.clone(),
+                io: PortIo::AfPacket,
+                role: PortRole::Uplink,
+            });
+            cfg.network_uplinks.push(UplinkConfig {
+                port,
+                ip: u.ip,
+                mac: u.mac.unwrap_or_else(|| MacAddr::from_ipv4(u.ip.addr)),
+                next_hop: u.gateway,
+                mtu: o.mtu.unwrap_or(1500),
+            });
+        }
         cfg.networks.push(nc);
         if let (Some(id), Some((ifname, tag))) = (n.parent_port, parent) {
             cfg.ports.push(PortConfig {

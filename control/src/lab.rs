@@ -748,6 +748,7 @@ impl DockerLikeSpec {
                 next_hop: Some(self.outside_ip()),
                 mtu: self.mtu_or_default(),
             }),
+            network_uplinks: Vec::new(),
             forwards,
             nat: NatConfig::default(),
         })

@@ -169,6 +169,22 @@ impl NetworkOptions {
     }
 }
 
+/// A network's own uplink (`network create --uplink IF --uplink-ip CIDR`): where its NAPT
+/// traffic leaves and its published ports are reached, instead of the daemon's uplink.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkSpec {
+    /// The interface, in sluiced's namespace.
+    pub name: String,
+    /// sluice's own address and prefix on it.
+    pub ip: Ipv4Cidr,
+    /// The next hop for everything off that subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// sluice's MAC on it (default: derived from the address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+}
+
 /// What `sluice network create` asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkSpec {
@@ -198,6 +214,9 @@ pub struct NetworkSpec {
     /// Free-form labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The network's own uplink (none: the daemon's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkSpec>,
 }
 
 /// A created network: the spec plus what the daemon decided.
@@ -218,6 +237,17 @@ pub struct Network {
     /// A macvlan network's parent interface port in the dataplane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_port: Option<PortId>,
+    /// The network's own uplink port in the dataplane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_port: Option<PortId>,
+}
+
+impl Network {
+    /// The dataplane ports the network itself owns (a macvlan parent, its own uplink), which
+    /// are opened when it is created and closed when it is removed.
+    pub fn own_ports(&self) -> impl Iterator<Item = PortId> {
+        self.parent_port.into_iter().chain(self.uplink_port)
+    }
 }
 
 impl NetworkOptions {
@@ -443,7 +473,17 @@ impl Network {
                     )
                 })
                 .collect(),
-            options: self.spec.options.to_map(),
+            options: {
+                let mut o = self.spec.options.to_map();
+                if let Some(u) = &self.spec.uplink {
+                    o.insert("uplink".into(), u.name.clone());
+                    o.insert("uplink_ip".into(), format!("{}/{}", u.ip.addr, u.ip.prefix));
+                    if let Some(g) = u.gateway {
+                        o.insert("uplink_gateway".into(), g.to_string());
+                    }
+                }
+                o
+            },
             labels: self.spec.labels.clone(),
         }
     }
@@ -601,6 +641,7 @@ mod tests {
             gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
             dataplane_id: NetworkId(1),
             parent_port: None,
+            uplink_port: None,
         };
         let e = Endpoint {
             id: "cd".repeat(32),

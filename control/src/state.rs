@@ -14,6 +14,7 @@ use sluice_dataplane::wire::MacAddr;
 use crate::ipam::{next_free_subnet, IpamError, Pool};
 use crate::model::{
     Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec, Placement, Stamp,
+    UplinkSpec,
 };
 use crate::publish::PublishSpec;
 
@@ -90,6 +91,17 @@ pub enum StateError {
     /// interface, and published ports are meaningless on `host`).
     #[error("cannot connect an endpoint to the {0} network: {hint}", hint = connect_hint(.0))]
     CannotConnect(String),
+    /// `--uplink` on a network that is not routed (macvlan, internal).
+    #[error("--uplink is only for routed bridge networks (not macvlan or --internal)")]
+    UplinkNeedsRouting,
+    /// An uplink address inside a network's subnet.
+    #[error("uplink address {ip} overlaps network {other:?}")]
+    UplinkOverlaps {
+        /// The uplink address.
+        ip: Ipv4Cidr,
+        /// The network.
+        other: String,
+    },
     /// A macvlan network without `--opt parent=IF`.
     #[error("the macvlan driver needs --opt parent=IF (or parent=IF.VLAN)")]
     MacvlanNeedsParent,
@@ -271,6 +283,7 @@ impl State {
                 gateway: subnet.map(|s| Ipv4Addr::from(u32::from(s.network()) + 1)),
                 dataplane_id: NetworkId(s.networks.len() as u16),
                 parent_port: None,
+                uplink_port: None,
             };
             s.insert_network(n);
         }
@@ -384,6 +397,10 @@ impl State {
             }
             None
         };
+        let uplink_port = match &spec.uplink {
+            Some(u) => Some(self.check_uplink(&spec, u, parent_port)?),
+            None => None,
+        };
         let dataplane_id = (0..=u16::MAX)
             .map(NetworkId)
             .find(|id| self.networks.values().all(|n| n.dataplane_id != *id))
@@ -397,6 +414,7 @@ impl State {
             gateway: Some(gateway),
             dataplane_id,
             parent_port,
+            uplink_port,
         });
         Ok(&self.networks[&id])
     }
@@ -405,8 +423,60 @@ impl State {
     fn free_port(&self) -> Option<PortId> {
         (1..MAX_PORTS as u16).map(PortId).find(|p| {
             self.endpoints.values().all(|e| e.port != *p)
-                && self.networks.values().all(|n| n.parent_port != Some(*p))
+                && self
+                    .networks
+                    .values()
+                    .all(|n| n.own_ports().all(|o| o != *p))
         })
+    }
+
+    /// A network's own uplink: a bridge network routed out, an interface no other network
+    /// uses, an address outside every network's subnet; and a port for it.
+    fn check_uplink(
+        &self,
+        spec: &NetworkSpec,
+        u: &UplinkSpec,
+        taken: Option<PortId>,
+    ) -> Result<PortId, StateError> {
+        if spec.driver != Driver::Bridge || spec.internal {
+            return Err(StateError::UplinkNeedsRouting);
+        }
+        if !valid_ifname(&u.name) {
+            return Err(StateError::InvalidIfname(u.name.clone()));
+        }
+        if let Some(o) = self.networks.values().find(|n| {
+            n.spec.uplink.as_ref().is_some_and(|x| x.name == u.name)
+                || n.spec
+                    .options
+                    .parent_and_vlan()
+                    .is_some_and(|(p, _)| p == u.name)
+        }) {
+            return Err(StateError::ParentInUse {
+                parent: u.name.clone(),
+                other: o.spec.name.clone(),
+            });
+        }
+        if let Some(o) = self
+            .networks
+            .values()
+            .find(|n| n.subnet.is_some_and(|s| s.overlaps(&u.ip)))
+        {
+            return Err(StateError::UplinkOverlaps {
+                ip: u.ip,
+                other: o.spec.name.clone(),
+            });
+        }
+        (1..MAX_PORTS as u16)
+            .map(PortId)
+            .find(|p| {
+                Some(*p) != taken
+                    && self.endpoints.values().all(|e| e.port != *p)
+                    && self
+                        .networks
+                        .values()
+                        .all(|n| n.own_ports().all(|o| o != *p))
+            })
+            .ok_or(StateError::TooManyEndpoints)
     }
 
     /// A macvlan network's parent: given, a valid VLAN if tagged, not another network's, and
@@ -922,6 +992,44 @@ pub(crate) mod tests {
             Err(StateError::AmbiguousNetwork("ba".into()))
         );
         assert_eq!(s.network(""), Err(StateError::NoSuchNetwork("".into())));
+    }
+
+    #[test]
+    fn own_uplink_rules() {
+        let mut s = State::with_defaults(stamps());
+        let mut st = stamps();
+        for _ in 0..3 {
+            st();
+        }
+        let up = |name: &str, ip: &str| UplinkSpec {
+            name: name.into(),
+            ip: ip.parse().unwrap(),
+            gateway: None,
+            mac: None,
+        };
+        let mut a = net("a", Some("10.30.0.0/24"));
+        a.uplink = Some(up("up1", "172.17.5.2/24"));
+        assert!(matches!(
+            s.create_network(a.clone(), st()),
+            Err(StateError::UplinkOverlaps { .. })
+        ));
+        a.internal = true;
+        a.uplink = Some(up("up1", "203.0.113.2/24"));
+        assert_eq!(
+            s.create_network(a.clone(), st()),
+            Err(StateError::UplinkNeedsRouting)
+        );
+        a.internal = false;
+        let made = s.create_network(a, st()).unwrap().clone();
+        assert!(made.uplink_port.is_some());
+        let mut b = net("b", Some("10.31.0.0/24"));
+        b.uplink = Some(up("up1", "198.51.100.2/24"));
+        assert!(matches!(
+            s.create_network(b, st()),
+            Err(StateError::ParentInUse { .. })
+        ));
+        let e = s.connect(ep("a", "x", 1), st()).unwrap();
+        assert_ne!(Some(e.port), made.uplink_port, "ports are not shared");
     }
 
     #[test]

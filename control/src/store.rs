@@ -179,7 +179,7 @@ impl Store {
     ) -> Result<Pending<Network>, StoreError> {
         self.prepare(
             |s| s.create_network(spec, Stamp::fresh()).cloned(),
-            |n| Record::PutNetwork(n.clone()),
+            |n| Record::PutNetwork(Box::new(n.clone())),
         )
     }
 
@@ -239,7 +239,7 @@ impl Store {
 /// The record a change writes.
 #[derive(Clone, Debug)]
 enum Record {
-    PutNetwork(Network),
+    PutNetwork(Box<Network>),
     DeleteNetwork(String),
     PutEndpoint(Box<Endpoint>),
     DeleteEndpoint(String),

@@ -125,6 +125,10 @@ pub struct NetworkConfig {
     /// Most learned MACs (MAC-flood defence).
     #[serde(default = "default_fdb_max")]
     pub fdb_max: usize,
+    /// The uplink this network is routed through (the port of one of `Config::network_uplinks`);
+    /// none: the default uplink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<PortId>,
     /// The gateway is a router outside sluice (a macvlan network's): sluice neither answers
     /// for the gateway address nor routes, and the network is a plain L2 segment.
     #[serde(default)]
@@ -155,6 +159,7 @@ impl NetworkConfig {
             fdb_aging_secs: default_aging(),
             fdb_max: default_fdb_max(),
             external_gateway: false,
+            uplink: None,
         }
     }
 }
@@ -381,9 +386,12 @@ pub struct Config {
     /// Ports, each with a distinct id.
     #[serde(default)]
     pub ports: Vec<PortConfig>,
-    /// The uplink, if any network is routed out.
+    /// The default uplink, if any network is routed out.
     #[serde(default)]
     pub uplink: Option<UplinkConfig>,
+    /// More uplinks, each used by the networks that name its port (`NetworkConfig::uplink`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_uplinks: Vec<UplinkConfig>,
     /// Published ports.
     #[serde(default)]
     pub forwards: Vec<PortForward>,

@@ -61,7 +61,7 @@ pub struct Dataplane {
     conntrack_len: AtomicUsize,
     /// Conntrack size from which batches stage their lookups.
     stage_from: usize,
-    neighbors: RwLock<HashMap<Ipv4Addr, MacAddr>>,
+    neighbors: RwLock<HashMap<(PortId, Ipv4Addr), MacAddr>>,
     workers: Mutex<Vec<Arc<WorkerCounters>>>,
 }
 
@@ -145,12 +145,12 @@ impl Dataplane {
         self.conntrack.lock()
     }
 
-    /// The uplink's learned neighbours.
-    pub fn neighbors(&self) -> Vec<(Ipv4Addr, MacAddr)> {
+    /// The uplinks' learned neighbours: (uplink port, address, MAC).
+    pub fn neighbors(&self) -> Vec<(PortId, Ipv4Addr, MacAddr)> {
         self.neighbors
             .read()
             .iter()
-            .map(|(i, m)| (*i, *m))
+            .map(|((p, i), m)| (*p, *i, *m))
             .collect()
     }
 
@@ -445,7 +445,7 @@ pub struct Worker {
     dp: Arc<Dataplane>,
     counters: Arc<WorkerCounters>,
     learn: ArrayVec<(NetworkId, Learn), MAX_BATCH>,
-    arp_learn: ArrayVec<(Ipv4Addr, MacAddr), MAX_BATCH>,
+    arp_learn: ArrayVec<((PortId, Ipv4Addr), MacAddr), MAX_BATCH>,
     /// Per frame of the batch: the tuple staged for lookup, if any.
     staged_tuples: Box<[Option<Tuple>]>,
     /// Per frame of the batch: the staged lookup's result.
@@ -523,9 +523,9 @@ impl Worker {
         }
         if !self.arp_learn.is_empty() {
             let mut map = self.dp.neighbors.write();
-            for (ip, mac) in self.arp_learn.drain(..) {
-                if map.len() < MAX_NEIGHBORS || map.contains_key(&ip) {
-                    map.insert(ip, mac);
+            for (key, mac) in self.arp_learn.drain(..) {
+                if map.len() < MAX_NEIGHBORS || map.contains_key(&key) {
+                    map.insert(key, mac);
                 }
             }
         }
@@ -540,9 +540,9 @@ struct BatchState<'t> {
     now: Millis,
     fdb: Option<(NetworkId, FdbReader<'t>)>,
     ct: Option<MutexGuard<'t, Conntrack>>,
-    neigh: Option<RwLockReadGuard<'t, HashMap<Ipv4Addr, MacAddr>>>,
+    neigh: Option<RwLockReadGuard<'t, HashMap<(PortId, Ipv4Addr), MacAddr>>>,
     learn: &'t mut ArrayVec<(NetworkId, Learn), MAX_BATCH>,
-    arp_learn: &'t mut ArrayVec<(Ipv4Addr, MacAddr), MAX_BATCH>,
+    arp_learn: &'t mut ArrayVec<((PortId, Ipv4Addr), MacAddr), MAX_BATCH>,
     /// Per frame: the tuple staged for lookup (empty when the batch staged nothing).
     staged_tuples: &'t [Option<Tuple>],
     /// Per frame: the staged lookup's result.
@@ -592,7 +592,7 @@ fn routed_tuple(t: &Tables, f: &Frame<'_>) -> Option<Tuple> {
     }
     let ours = match t.port(f.meta.ingress)?.network {
         Some(net) => t.network(net)?.config.gateway_mac,
-        None => t.uplink()?.mac,
+        None => t.uplink_on(f.meta.ingress)?.mac,
     };
     if l2.dst != ours {
         return None;
@@ -704,11 +704,11 @@ impl<'t> BatchState<'t> {
         self.ct().lookup(key)
     }
 
-    fn neighbor(&mut self, ip: Ipv4Addr) -> Option<MacAddr> {
+    fn neighbor(&mut self, port: PortId, ip: Ipv4Addr) -> Option<MacAddr> {
         let dp = self.dp;
         self.neigh
             .get_or_insert_with(|| dp.neighbors.read())
-            .get(&ip)
+            .get(&(port, ip))
             .copied()
     }
 
@@ -847,14 +847,9 @@ impl<'t> BatchState<'t> {
         if t.network_of(ip.dst).is_some() {
             return Err(R::Isolated);
         }
-        let up = t.uplink().ok_or(R::NoRoute)?;
+        let up = t.uplink_of(cfg).ok_or(R::NoRoute)?;
         let flow = flow?;
-        let published = (ip.dst == up.ip.addr)
-            .then(|| {
-                t.forwards()
-                    .lookup(flow.tuple.proto, ip.dst, flow.tuple.dst_port)
-            })
-            .flatten();
+        let published = t.published(flow.tuple.proto, ip.dst, flow.tuple.dst_port);
         let action = match published {
             Some(target) => {
                 let gw = t.network(target.network).ok_or(R::NoRoute)?.config.gateway;
@@ -898,7 +893,10 @@ impl<'t> BatchState<'t> {
             R::TooBig => (
                 gateway::ICMP_DEST_UNREACHABLE,
                 gateway::ICMP_FRAG_NEEDED,
-                self.t.uplink().map_or(1500, |u| u32::from(u.mtu)),
+                port.network
+                    .and_then(|n| self.t.network(n))
+                    .and_then(|n| self.t.uplink_of(&n.config))
+                    .map_or(1500, |u| u32::from(u.mtu)),
             ),
             _ => (gateway::ICMP_TIME_EXCEEDED, 0, 0),
         };
@@ -995,14 +993,25 @@ impl<'t> BatchState<'t> {
             eth_rewrite(f.data_mut(), mac, net.config.gateway_mac);
             return Ok(Verdict::Forward(port));
         }
-        let up: &'t UplinkConfig = t.uplink().ok_or(R::NoRoute)?;
+        // Routed out through the uplink whose address the (translated) source is: each
+        // network's NAPT uses its own uplink's address.
+        let src = f
+            .data()
+            .get(l3 + 12..l3 + 16)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(Ipv4Addr::from)
+            .ok_or(R::Malformed)?;
+        let up: &'t UplinkConfig = t
+            .uplink_with_ip(src)
+            .or_else(|| t.uplink())
+            .ok_or(R::NoRoute)?;
         let hop = if up.ip.contains(dst) {
             dst
         } else {
             up.next_hop.ok_or(R::NoRoute)?
         };
         f.meta.vlan = 0;
-        match self.neighbor(hop) {
+        match self.neighbor(up.port, hop) {
             Some(mac) => {
                 translate::decrement_ttl(f.data_mut(), l3);
                 self.strip_tag(f, l3)?;
@@ -1041,16 +1050,13 @@ impl<'t> BatchState<'t> {
     /// and new connections to published ports.
     fn uplink_in(&mut self, f: &mut Frame<'_>, l2: &L2Header) -> Result<Verdict, DropReason> {
         let t = self.t;
-        let up = t.uplink().ok_or(R::UnknownPort)?;
-        if f.meta.ingress != up.port {
-            return Err(R::UnknownPort);
-        }
+        let up = t.uplink_on(f.meta.ingress).ok_or(R::UnknownPort)?;
         if l2.ethertype == ETHERTYPE_ARP {
             let arp = ArpPacket::new_checked(f.data().get(l2.l3_offset..).ok_or(R::Malformed)?)
                 .map_err(|_| R::Malformed)?;
             let (sip, smac) = (arp.sender_ip(), arp.sender_mac());
             if up.ip.contains(sip) && !sip.is_unspecified() && !smac.is_multicast() {
-                let _ = self.arp_learn.try_push((sip, smac));
+                let _ = self.arp_learn.try_push(((up.port, sip), smac));
             }
             return Ok(arp_for(f, l2, up.mac, up.ip.addr)?.unwrap_or(Verdict::Consumed));
         }
@@ -1071,8 +1077,7 @@ impl<'t> BatchState<'t> {
         }
         let action = match flow.kind {
             L4Kind::Tcp | L4Kind::Udp => t
-                .forwards()
-                .lookup(flow.tuple.proto, ip.dst, flow.tuple.dst_port)
+                .published(flow.tuple.proto, ip.dst, flow.tuple.dst_port)
                 .map(|target| NatAction {
                     snat: None,
                     dnat: Some((target.ip, target.port)),

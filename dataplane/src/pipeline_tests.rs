@@ -247,6 +247,81 @@ fn icc_off_leaves_only_the_gateway() {
 }
 
 #[test]
+fn a_network_with_its_own_uplink_is_translated_and_reached_there() {
+    use crate::config::{PortConfig, PortForward, PortRange, PortRole, UplinkConfig};
+    const UPLINK2: PortId = PortId(9);
+    let up2 = Ipv4Addr::new(203, 0, 113, 1);
+    let hop2 = Ipv4Addr::new(203, 0, 113, 254);
+    let (up2_mac, hop2_mac) = (
+        MacAddr([2, 0, 0, 0, 0, 0x21]),
+        MacAddr([2, 0, 0, 0, 0, 0x2e]),
+    );
+    let mut s = S::new();
+    s.config.ports.push(PortConfig {
+        id: UPLINK2,
+        name: "uplink2".into(),
+        io: Default::default(),
+        role: PortRole::Uplink,
+    });
+    s.config.network_uplinks.push(UplinkConfig {
+        port: UPLINK2,
+        ip: "203.0.113.1/24".parse().unwrap(),
+        mac: up2_mac,
+        next_hop: Some(hop2),
+        mtu: 1500,
+    });
+    s.config.networks[1].uplink = Some(UPLINK2);
+    s.config.forwards.push(PortForward {
+        proto: crate::config::L4Proto::Tcp,
+        host_ip: None,
+        host_ports: PortRange::single(9090),
+        network: crate::frame::NetworkId(1),
+        target_ip: S::C,
+        target_ports: PortRange::single(90),
+    });
+    let mut w = worker_for(&s);
+    learn_next_hop(&mut w);
+    let reply = arp_reply(hop2_mac, hop2, up2_mac, up2);
+    assert_eq!(run_one(&mut w, UPLINK2, &reply, T0).0, Verdict::Consumed);
+
+    // Network "other" leaves through uplink2 with uplink2's address; "bridge" through the
+    // default uplink.
+    let from_c = S::from_endpoint(S::C, &tcp(S::C, 40000, S::REMOTE, 80, SYN, b""));
+    let (v, out) = run_one(&mut w, PORT_C, &from_c, T0);
+    assert_eq!(v, Verdict::Forward(UPLINK2));
+    assert_eq!((&out[0..6], &out[6..12]), (&hop2_mac.0[..], &up2_mac.0[..]));
+    assert_eq!(tuple_of(&out).src, up2);
+    let from_a = S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, SYN, b""));
+    let (v, out) = run_one(&mut w, PORT_A, &from_a, T0);
+    assert_eq!(v, Verdict::Forward(UPLINK));
+    assert_eq!(tuple_of(&out).src, S::UP);
+
+    // A port published for "other" is reached on uplink2's address, not the default one's.
+    let inbound = |dst: Ipv4Addr, mac: MacAddr| {
+        eth(
+            mac,
+            S::HOP_MAC,
+            0x0800,
+            &tcp(S::REMOTE, 5555, dst, 9090, SYN, b""),
+        )
+    };
+    let (v, out) = run_one(&mut w, UPLINK2, &inbound(up2, up2_mac), T0);
+    assert_eq!(v, Verdict::Forward(PORT_C));
+    assert_eq!((tuple_of(&out).dst, tuple_of(&out).dst_port), (S::C, 90));
+    let (v, _) = run_one(&mut w, UPLINK, &inbound(S::UP, S::UP_MAC), T0);
+    assert!(
+        !matches!(v, Verdict::Forward(PORT_C)),
+        "the default uplink does not reach other's published port: {v:?}"
+    );
+    // Each uplink answers ARP for its own address only.
+    let who = arp_request(S::HOP_MAC, S::REMOTE, up2);
+    assert_eq!(
+        run_one(&mut w, UPLINK2, &who, T0).0,
+        Verdict::Forward(UPLINK2)
+    );
+}
+
+#[test]
 fn napt_outbound_arp_then_translate_and_back() {
     let s = S::new();
     let mut w = worker_for(&s);

@@ -203,7 +203,8 @@ pub struct NetworkEntry {
 pub struct Tables {
     ports: Vec<Option<PortEntry>>,
     networks: Vec<Option<NetworkEntry>>,
-    uplink: Option<UplinkConfig>,
+    /// The default uplink (if any) first, then the networks' own.
+    uplinks: Vec<UplinkConfig>,
     forwards: PortForwardTable,
     config: Config,
 }
@@ -287,13 +288,26 @@ impl Tables {
             ports[idx] = Some(entry);
         }
 
-        if let Some(u) = &config.uplink {
+        let uplinks: Vec<UplinkConfig> = config
+            .uplink
+            .iter()
+            .chain(&config.network_uplinks)
+            .cloned()
+            .collect();
+        for (i, u) in uplinks.iter().enumerate() {
             let ok = ports
                 .get(usize::from(u.port.0))
                 .and_then(Option::as_ref)
                 .is_some_and(|p| p.config.role == PortRole::Uplink);
-            if !ok {
+            if !ok || uplinks[..i].iter().any(|o| o.port == u.port) {
                 return Err(ConfigError::BadUplink(u.port.0));
+            }
+        }
+        for n in networks.iter().flatten() {
+            if let Some(p) = n.config.uplink {
+                if !config.network_uplinks.iter().any(|u| u.port == p) {
+                    return Err(ConfigError::BadUplink(p.0));
+                }
             }
         }
 
@@ -317,7 +331,7 @@ impl Tables {
         Ok(Tables {
             ports,
             networks,
-            uplink: config.uplink.clone(),
+            uplinks,
             forwards,
             config: config.clone(),
         })
@@ -434,9 +448,41 @@ impl Tables {
         self.networks().find(|n| n.config.subnet.contains(ip))
     }
 
-    /// The uplink, if configured.
+    /// The default uplink, if configured.
     pub fn uplink(&self) -> Option<&UplinkConfig> {
-        self.uplink.as_ref()
+        self.config.uplink.as_ref()
+    }
+
+    /// The uplink on port `port`, if it is one.
+    pub fn uplink_on(&self, port: PortId) -> Option<&UplinkConfig> {
+        self.uplinks.iter().find(|u| u.port == port)
+    }
+
+    /// The uplink network `net` is routed through: its own, or the default one.
+    pub fn uplink_of(&self, net: &NetworkConfig) -> Option<&UplinkConfig> {
+        match net.uplink {
+            Some(p) => self.uplink_on(p),
+            None => self.uplink(),
+        }
+    }
+
+    /// Where a connection to `dst:dst_port` goes, if that port is published on `dst`, an
+    /// address of the uplink the target's network is routed through (a port published on
+    /// every address is reached only through its network's uplink).
+    pub fn published(
+        &self,
+        proto: crate::config::L4Proto,
+        dst: Ipv4Addr,
+        dst_port: u16,
+    ) -> Option<crate::portfwd::ForwardTarget> {
+        let target = self.forwards.lookup(proto, dst, dst_port)?;
+        let net = self.network(target.network)?;
+        (self.uplink_of(&net.config)?.ip.addr == dst).then_some(target)
+    }
+
+    /// The uplink that owns address `ip` (where NAPT flows and published ports live).
+    pub fn uplink_with_ip(&self, ip: Ipv4Addr) -> Option<&UplinkConfig> {
+        self.uplinks.iter().find(|u| u.ip.addr == ip)
     }
 
     /// Published ports.
@@ -482,6 +528,7 @@ mod tests {
         NetworkConfig {
             fdb_max: 100,
             external_gateway: false,
+            uplink: None,
             ..NetworkConfig::new(
                 NetworkId(id),
                 name,

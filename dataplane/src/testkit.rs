@@ -179,6 +179,7 @@ impl Scenario {
         let net = |id: u16, name: &str, third: u8| NetworkConfig {
             fdb_max: 1 << 20,
             external_gateway: false,
+            uplink: None,
             ..NetworkConfig::new(
                 NetworkId(id),
                 name,
@@ -236,6 +237,7 @@ impl Scenario {
                     next_hop: Some(Self::HOP),
                     mtu: 1500,
                 }),
+                network_uplinks: Vec::new(),
                 forwards: vec![forward(L4Proto::Tcp), forward(L4Proto::Udp)],
                 nat: NatConfig::default(),
             },

@@ -186,34 +186,44 @@ impl<P: Plumbing> Engine<P> {
     ) -> Result<NetworkInspect, EngineError> {
         let pending = self.store.prepare_create_network(spec)?;
         let cfg = self.config(pending.state());
-        let parent = pending
+        // The network's own interfaces (macvlan parent, own uplink) must exist; their ports
+        // are opened before the tables that use them are applied.
+        let own: Vec<_> = pending
             .value()
-            .parent_port
-            .and_then(|id| cfg.ports.iter().find(|p| p.id == id).cloned());
-        if let Some(p) = &parent {
+            .own_ports()
+            .filter_map(|id| cfg.ports.iter().find(|p| p.id == id).cloned())
+            .collect();
+        for p in &own {
             if !self.plumbing.exists(&p.name).await? {
                 return Err(PlumbingError(format!(
-                    "parent interface {} does not exist in sluiced's network namespace",
+                    "interface {} does not exist in sluiced's network namespace",
                     p.name
                 ))
                 .into());
             }
-            self.plumbing.open_port(p)?;
         }
-        let undo_parent = |en: &mut Self| {
-            if let Some(p) = &parent {
-                en.plumbing.close_port(p.id);
+        let mut opened = Vec::new();
+        let undo = |en: &mut Self, opened: &[sluice_dataplane::frame::PortId]| {
+            for id in opened {
+                en.plumbing.close_port(*id);
             }
         };
+        for p in &own {
+            if let Err(e) = self.plumbing.open_port(p) {
+                undo(self, &opened);
+                return Err(e.into());
+            }
+            opened.push(p.id);
+        }
         if let Err(e) = self.dp.apply(&cfg) {
-            undo_parent(self);
+            undo(self, &opened);
             return Err(e.into());
         }
         match self.store.commit(pending) {
             Ok(n) => Ok(n.inspect([])),
             Err(e) => {
                 self.reapply_current();
-                undo_parent(self);
+                undo(self, &opened);
                 Err(e.into())
             }
         }
@@ -223,7 +233,7 @@ impl<P: Plumbing> Engine<P> {
     pub async fn remove_network(&mut self, key: &str) -> Result<String, EngineError> {
         let pending = self.store.prepare_remove_network(key)?;
         self.dp.apply(&self.config(pending.state()))?;
-        if let Some(id) = pending.value().parent_port {
+        for id in pending.value().own_ports() {
             self.plumbing.close_port(id);
         }
         match self.store.commit(pending) {
@@ -673,6 +683,21 @@ mod tests {
         m.options.set("parent=eth8").unwrap();
         let err = block(en.create_network(m.clone())).unwrap_err();
         assert!(err.to_string().contains("eth8 does not exist"), "{err}");
+        let mut own = net("u", "10.20.0.0/24");
+        own.uplink = Some(crate::model::UplinkSpec {
+            name: "eth7".into(),
+            ip: "203.0.113.2/24".parse().unwrap(),
+            gateway: None,
+            mac: None,
+        });
+        block(en.create_network(own)).unwrap();
+        assert!(en
+            .dp
+            .tables()
+            .uplink_on(en.state().network("u").unwrap().uplink_port.unwrap())
+            .is_some());
+        block(en.remove_network("u")).unwrap();
+        assert!(en.plumbing.ports.is_empty());
         assert!(en.state().network("m").is_err(), "nothing was created");
         m.options.set("parent=eth7.20").unwrap();
         block(en.create_network(m)).unwrap();

@@ -323,6 +323,7 @@ impl DockerPlugin {
             internal: flag(&r.options, OPT_INTERNAL),
             options,
             labels: [(LABEL_NETWORK_ID.to_string(), r.network_id.clone())].into(),
+            uplink: None,
         };
         self.engine.create_network(spec).await?;
         Ok(empty())

@@ -1,0 +1,191 @@
+//! A network with its own uplink (`network create --uplink IF --uplink-ip CIDR`): its NAPT
+//! traffic leaves there with that address and its published ports are reached there, while
+//! other networks keep the daemon's uplink. Needs root and the release binaries (see
+//! tests/tests/daemon.rs).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sluice_control::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
+
+fn bin_dir() -> Option<PathBuf> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    let sluice = std::env::var_os("SLUICE_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/sluice"),
+        PathBuf::from,
+    );
+    sluice.parent().map(Path::to_path_buf)
+}
+
+#[test]
+fn a_network_routes_through_its_own_uplink() {
+    let Some(bin) = bin_dir() else { return };
+    let mut d = DaemonLab::start("upl", &bin, &["--workers", "1"]).unwrap();
+    {
+        let lab = d.lab_mut();
+        lab.add_ns("out2").unwrap();
+        lab.veth(("host", "up1"), ("out2", "eth0")).unwrap();
+        lab.up("host", "up1").unwrap();
+        lab.addr("out2", "eth0", "203.0.113.1/24").unwrap();
+        lab.up("out2", "eth0").unwrap();
+    }
+    let missing = d.sluice(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.91.0.0/24",
+        "--uplink",
+        "nope1",
+        "--uplink-ip",
+        "203.0.113.9/24",
+        "bad",
+    ]);
+    assert!(
+        !missing.status.success(),
+        "a missing uplink interface is refused"
+    );
+    d.sluice_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.90.0.0/24",
+        "--uplink",
+        "up1",
+        "--uplink-ip",
+        "203.0.113.2/24",
+        "--uplink-gateway",
+        "203.0.113.1",
+        "own",
+    ])
+    .unwrap();
+    d.sluice_ok(&["network", "create", "--subnet", "10.92.0.0/24", "plain"])
+        .unwrap();
+    let c1 = d.add_container("c1").unwrap();
+    let c2 = d.add_container("c2").unwrap();
+    d.sluice_ok(&[
+        "network", "connect", "--name", "a", "-p", "8085:80", "own", &c1,
+    ])
+    .unwrap();
+    d.sluice_ok(&["network", "connect", "--name", "b", "plain", &c2])
+        .unwrap();
+    let inspect = d.sluice_ok(&["network", "inspect", "own"]).unwrap();
+    assert!(
+        inspect.contains("\"uplink_ip\": \"203.0.113.2/24\""),
+        "{inspect}"
+    );
+
+    // Outbound: each network leaves through its uplink, with that uplink's address.
+    let lab = d.lab_mut();
+    let e1 = lab
+        .spawn(
+            "out2",
+            &[
+                "socat",
+                "TCP-LISTEN:9000,reuseaddr,fork",
+                "SYSTEM:echo $SOCAT_PEERADDR",
+            ],
+            "echo2",
+        )
+        .unwrap();
+    let e0 = lab
+        .spawn(
+            "out",
+            &[
+                "socat",
+                "TCP-LISTEN:9000,reuseaddr,fork",
+                "SYSTEM:echo $SOCAT_PEERADDR",
+            ],
+            "echo1",
+        )
+        .unwrap();
+    let lab = d.lab();
+    lab.wait_listen("out2", 9000, Duration::from_secs(5))
+        .unwrap();
+    lab.wait_listen("out", 9000, Duration::from_secs(5))
+        .unwrap();
+    lab.wait_ping("c1", "203.0.113.1".parse().unwrap(), Duration::from_secs(5))
+        .unwrap();
+    lab.wait_ping("c2", OUTSIDE_IP, Duration::from_secs(5))
+        .unwrap();
+    let seen = lab
+        .exec("c1", &["socat", "-T", "3", "-", "TCP:203.0.113.1:9000"])
+        .unwrap();
+    assert_eq!(
+        seen.trim(),
+        "203.0.113.2",
+        "own's NAPT source is its uplink's address"
+    );
+    let seen = lab
+        .exec(
+            "c2",
+            &["socat", "-T", "3", "-", &format!("TCP:{OUTSIDE_IP}:9000")],
+        )
+        .unwrap();
+    assert_eq!(
+        seen.trim(),
+        UPLINK_IP.to_string(),
+        "plain keeps the daemon's uplink"
+    );
+    assert!(
+        lab.exec_output(
+            "c1",
+            &["ping", "-c", "1", "-W", "1", &OUTSIDE_IP.to_string()]
+        )
+        .unwrap()
+        .status
+        .code()
+            != Some(0),
+        "own does not leave through the daemon's uplink"
+    );
+
+    // Inbound: own's published port answers on its uplink's address only.
+    let lab = d.lab_mut();
+    let srv = lab
+        .spawn(
+            "c1",
+            &[
+                "socat",
+                "TCP-LISTEN:80,reuseaddr,fork",
+                "SYSTEM:echo hello-from-own",
+            ],
+            "srv",
+        )
+        .unwrap();
+    let lab = d.lab();
+    lab.wait_listen("c1", 80, Duration::from_secs(5)).unwrap();
+    let got = lab
+        .exec("out2", &["socat", "-T", "3", "-", "TCP:203.0.113.2:8085"])
+        .unwrap();
+    assert_eq!(got.trim(), "hello-from-own");
+    let other = lab
+        .exec_output(
+            "out",
+            &[
+                "socat",
+                "-T",
+                "2",
+                "-",
+                &format!("TCP:{UPLINK_IP}:8085,connect-timeout=2"),
+            ],
+        )
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&other.stdout).contains("hello-from-own"),
+        "the daemon's uplink does not reach own's published port"
+    );
+    let lab = d.lab_mut();
+    for p in [e0, e1, srv] {
+        lab.stop(p);
+    }
+    d.sluice_ok(&["network", "disconnect", "own", "a"]).unwrap();
+    d.sluice_ok(&["network", "rm", "own"]).unwrap();
+    let links = d.lab().ip("host", &["-br", "link"]).unwrap();
+    assert!(
+        links.contains("up1"),
+        "removing the network leaves the interface: {links}"
+    );
+}
