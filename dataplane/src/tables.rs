@@ -573,6 +573,29 @@ mod tests {
     }
 
     #[test]
+    fn a_network_uplink_must_be_an_uplink_port() {
+        let mut c = base();
+        c.networks[0].uplink = Some(PortId(1));
+        assert_eq!(
+            Tables::build(&c, None).unwrap_err(),
+            ConfigError::BadUplink(1),
+            "a network may only name one of network_uplinks"
+        );
+        c.network_uplinks.push(UplinkConfig {
+            port: PortId(1),
+            ip: "203.0.113.2/24".parse().unwrap(),
+            mac: MacAddr([2, 0, 0, 0, 0, 9]),
+            next_hop: None,
+            mtu: 1500,
+        });
+        assert_eq!(
+            Tables::build(&c, None).unwrap_err(),
+            ConfigError::BadUplink(1),
+            "port 1 exists but is not an uplink port"
+        );
+    }
+
+    #[test]
     fn bad_configs_are_refused() {
         let mut c = base();
         c.ports.push(endpoint(3, 7, [10, 1, 0, 9]));
