@@ -145,6 +145,21 @@ impl Dataplane {
         self.conntrack.lock()
     }
 
+    /// ARP requests for every uplink next hop whose MAC is not known yet, as (uplink port,
+    /// frame): the runtime sends them from its housekeeping, so that the first packet to the
+    /// outside finds the next hop resolved instead of being lost to an ARP round trip.
+    pub fn next_hop_probes(&self) -> Vec<(PortId, Vec<u8>)> {
+        let tables = self.tables.load();
+        let known = self.neighbors.read();
+        tables
+            .uplinks()
+            .filter_map(|u| {
+                let hop = u.next_hop?;
+                (!known.contains_key(&(u.port, hop))).then(|| (u.port, arp_request_frame(u, hop)))
+            })
+            .collect()
+    }
+
     /// The uplinks' learned neighbours: (uplink port, address, MAC).
     pub fn neighbors(&self) -> Vec<(PortId, Ipv4Addr, MacAddr)> {
         self.neighbors
@@ -1086,6 +1101,21 @@ impl<'t> BatchState<'t> {
         };
         self.translate_and_route(f, &ip, &flow, action)
     }
+}
+
+/// A broadcast ARP request from uplink `u` for `target` (60 bytes: the Ethernet minimum).
+fn arp_request_frame(u: &UplinkConfig, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&MacAddr::BROADCAST.0);
+    f.extend_from_slice(&u.mac.0);
+    f.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&u.mac.0);
+    f.extend_from_slice(&u.ip.addr.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f.resize(60, 0);
+    f
 }
 
 /// Answers an ARP request for `ip` with `mac` in place; `None` when it is not such a request.

@@ -322,6 +322,25 @@ fn a_network_with_its_own_uplink_is_translated_and_reached_there() {
 }
 
 #[test]
+fn unresolved_next_hops_are_probed_until_learned() {
+    let s = S::new();
+    let mut w = worker_for(&s);
+    let probes = w.dataplane().next_hop_probes();
+    assert_eq!(probes.len(), 1);
+    let (port, f) = &probes[0];
+    assert_eq!(*port, UPLINK);
+    assert_eq!(f.len(), 60);
+    assert_eq!((&f[0..6], &f[6..12]), (&[0xff; 6][..], &S::UP_MAC.0[..]));
+    assert_eq!(&f[12..14], &[8, 6]);
+    assert_eq!(
+        (&f[28..32], &f[38..42]),
+        (&S::UP.octets()[..], &S::HOP.octets()[..])
+    );
+    learn_next_hop(&mut w);
+    assert!(w.dataplane().next_hop_probes().is_empty());
+}
+
+#[test]
 fn napt_outbound_arp_then_translate_and_back() {
     let s = S::new();
     let mut w = worker_for(&s);

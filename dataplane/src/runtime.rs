@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use crate::batch::{Batch, MAX_BATCH};
 use crate::config::{PortConfig, PortIo};
 use crate::counters::{DropReason, WorkerCounters, MAX_PORTS};
-use crate::frame::{Frame, PortId, Verdict};
+use crate::frame::{Frame, Meta, PortId, Verdict, HEADROOM};
 use crate::pipeline::{Dataplane, Worker};
 use crate::port::afpacket::{self, AfPacketConfig, AfPacketError};
 use crate::port::tap::{self, TapConfig, TapError};
@@ -598,7 +598,25 @@ fn run(
             let now = Millis::now();
             if now.0.saturating_sub(last_housekeeping.0) >= 1000 {
                 worker.dataplane().housekeeping(now);
+                probe_next_hops(worker.dataplane(), &mut ports.tx);
                 last_housekeeping = now;
+            }
+        }
+    }
+}
+
+/// Sends an ARP request for each unresolved uplink next hop (once a second, from worker 0's
+/// housekeeping: a few frames, built off the fast path).
+fn probe_next_hops(dp: &Dataplane, txs: &mut [Option<Tx>]) {
+    for (port, bytes) in dp.next_hop_probes() {
+        let Some(tx) = txs.get_mut(usize::from(port.0)).and_then(Option::as_mut) else {
+            continue;
+        };
+        let mut buf = vec![0u8; HEADROOM + bytes.len()];
+        buf[HEADROOM..].copy_from_slice(&bytes);
+        if let Some(f) = Frame::new(&mut buf, HEADROOM, bytes.len(), Meta::default()) {
+            if tx.send(&f, None).is_ok() {
+                let _ = tx.flush();
             }
         }
     }

@@ -453,6 +453,11 @@ impl Tables {
         self.config.uplink.as_ref()
     }
 
+    /// Every uplink: the default one first, then the networks' own.
+    pub fn uplinks(&self) -> impl Iterator<Item = &UplinkConfig> {
+        self.uplinks.iter()
+    }
+
     /// The uplink on port `port`, if it is one.
     pub fn uplink_on(&self, port: PortId) -> Option<&UplinkConfig> {
         self.uplinks.iter().find(|u| u.port == port)
