@@ -549,6 +549,10 @@ fn run(
             inbox.pending.store(false, Ordering::Relaxed);
             handle_commands(&inbox, &mut ports, &poll, worker.counters(), me);
             touched.resize(ports.tx.len(), false);
+            if housekeeper {
+                // A newly attached uplink resolves its next hop now, not a second later.
+                probe_next_hops(worker.dataplane(), &mut ports.tx);
+            }
         }
         let mut got = 0;
         for (_, rx) in ports.rx.iter_mut() {
