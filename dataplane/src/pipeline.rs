@@ -722,7 +722,8 @@ impl<'t> BatchState<'t> {
     fn neighbor(&mut self, port: PortId, ip: Ipv4Addr) -> Option<MacAddr> {
         let dp = self.dp;
         self.neigh
-            .get_or_insert_with(|| dp.neighbors.read())
+            // Recursive for the same reason as the FDB's batch guard (`Fdb::read`).
+            .get_or_insert_with(|| dp.neighbors.read_recursive())
             .get(&(port, ip))
             .copied()
     }

@@ -195,9 +195,14 @@ impl Fdb {
     }
 
     /// A read view for one batch. Drop it before calling [`Fdb::learn`] from the same thread.
+    ///
+    /// A recursive read: it does not queue behind a waiting writer. A worker may hold the
+    /// conntrack lock while it asks for this guard, and another may hold this guard while it
+    /// waits for the conntrack; with a fair read, a writer queued in between (learning,
+    /// aging, a reconfiguration) would close that circle into a deadlock.
     pub fn read(&self) -> FdbReader<'_> {
         FdbReader {
-            inner: self.inner.read(),
+            inner: self.inner.read_recursive(),
         }
     }
 
