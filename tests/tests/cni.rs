@@ -11,28 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sluice_control::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
 use sluice_tests::engines::cni::plugin_config;
-use sluice_tests::engines::{
-    is_root, missing_tool, CniCommand, CniRunner, CniRuntime, EngineError, Podman,
-};
+use sluice_tests::engines::{missing_tool, CniCommand, CniRunner, CniRuntime, EngineError, Podman};
 
 fn bin_dir() -> Option<PathBuf> {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return None;
-    }
-    let sluice = std::env::var_os("SLUICE_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/sluice"),
-        PathBuf::from,
-    );
-    let dir = sluice.parent().map(Path::to_path_buf)?;
-    for b in ["sluice", "sluiced", "sluice-cni"] {
-        assert!(
-            dir.join(b).is_file(),
-            "{b} is missing in {}: run `cargo build --release -p sluice-control`",
-            dir.display()
-        );
-    }
-    Some(dir)
+    sluice_tests::bins::release_bin_dir(&["sluice", "sluiced", "sluice-cni"])
 }
 
 /// A directory holding only the plugin (as `sluice-cni`), the runner's CNI_PATH.

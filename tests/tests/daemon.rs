@@ -20,22 +20,7 @@ use sluice_control::dns::wire::{build_query, parse, TYPE_A};
 use sluice_control::dns::RESOLVER_IP;
 
 fn bin_dir() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root");
-        return None;
-    }
-    let sluice = std::env::var_os("SLUICE_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/sluice"),
-        PathBuf::from,
-    );
-    let dir = sluice.parent().map(Path::to_path_buf)?;
-    assert!(
-        dir.join("sluiced").is_file() && sluice.is_file(),
-        "sluice and sluiced are missing in {}: run `cargo build --release -p sluice-control`",
-        dir.display()
-    );
-    Some(dir)
+    sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"])
 }
 
 /// A daemon with one dataplane worker (the machine has two CPUs and tests run in pairs).

@@ -11,28 +11,14 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use sluice_control::daemonlab::{OUTSIDE_IP, UPLINK_IP};
-use sluice_tests::engines::{is_root, missing_tool, Dockerd};
+use sluice_tests::engines::{missing_tool, Dockerd};
 
 fn bin_dir() -> Option<PathBuf> {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return None;
-    }
     if let Some(t) = missing_tool(&["dockerd", "nsenter", "unshare", "busybox", "curl"]) {
         eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
         return None;
     }
-    let sluice = std::env::var_os("SLUICE_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/sluice"),
-        PathBuf::from,
-    );
-    let dir = sluice.parent().map(Path::to_path_buf)?;
-    assert!(
-        dir.join("sluiced").is_file() && sluice.is_file(),
-        "sluice and sluiced are missing in {}: run `cargo build --release -p sluice-control`",
-        dir.display()
-    );
-    Some(dir)
+    sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"])
 }
 
 /// dockerd plus sluiced in its namespaces. On drop: containers and networks are removed

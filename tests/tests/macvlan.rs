@@ -2,22 +2,13 @@
 //! own router as gateway, and 802.1Q tagging by sluice for `parent=IF.VLAN`. Needs root and
 //! the release binaries (see tests/tests/daemon.rs).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sluice_control::daemonlab::DaemonLab;
 
 fn bin_dir() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root");
-        return None;
-    }
-    let sluice = std::env::var_os("SLUICE_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/sluice"),
-        PathBuf::from,
-    );
-    sluice.parent().map(Path::to_path_buf)
+    sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"])
 }
 
 /// A daemon plus namespace `lan` (the parent's segment, with its router at 10.88.0.1) wired to

@@ -8,11 +8,8 @@ use std::time::{Duration, Instant};
 
 use sluice_control::lab::{one_line, Lab};
 
-use super::{
-    busybox_tar, engine_lab, file_err, kill, mkdirs, run, run_unchecked, MountNs, Residue, Result,
-    BUSYBOX_IMAGE, COMMAND_TIMEOUT,
-};
-use crate::engines::EngineError;
+use super::{engine_lab, file_err, kill, mkdirs, run, MountNs, Residue, Result, COMMAND_TIMEOUT};
+use crate::engines::{EngineCli, EngineError};
 
 /// Debian's docker CLI, the one of the same release as its dockerd (a newer `docker` earlier in
 /// PATH would still talk to it, but tests should see the pair a user of docker.io sees).
@@ -135,45 +132,29 @@ impl Dockerd {
         }
     }
 
-    fn cli(&self) -> Command {
-        let mut cmd = Command::new(if Path::new(DOCKER_CLI).exists() {
-            DOCKER_CLI
-        } else {
-            "docker"
-        });
-        cmd.env("DOCKER_CONFIG", self.dir.join("cli"))
-            .arg("-H")
-            .arg(format!("unix://{}", self.socket.display()));
-        cmd
-    }
-
-    /// Runs `docker ARGS...` against this dockerd; an error if it exits non-zero.
+    /// Runs `docker ARGS...`; an error if it exits non-zero.
     pub fn docker(&self, args: &[&str]) -> Result<Output> {
-        run(self.cli().args(args), COMMAND_TIMEOUT)
+        self.run_cli(args)
     }
 
     /// Runs `docker ARGS...` and returns its output whatever its exit status.
     pub fn docker_unchecked(&self, args: &[&str]) -> Result<Output> {
-        run_unchecked(self.cli().args(args), None, COMMAND_TIMEOUT)
+        self.run_cli_unchecked(args)
     }
 
     /// `docker ARGS...`'s standard output, trimmed; an error if it exits non-zero.
     pub fn docker_stdout(&self, args: &[&str]) -> Result<String> {
-        let out = self.docker(args)?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        self.cli_stdout(args)
     }
 
     /// The server's version (e.g. `20.10.24+dfsg1`).
     pub fn version(&self) -> Result<String> {
-        self.docker_stdout(&["version", "--format", "{{.Server.Version}}"])
+        self.cli_stdout(&["version", "--format", Self::VERSION_FORMAT])
     }
 
-    /// Imports the busybox rootfs ([`busybox_tar`]) as [`BUSYBOX_IMAGE`]; returns the name.
+    /// Imports the busybox rootfs as [`super::BUSYBOX_IMAGE`]; returns the name.
     pub fn import_busybox(&self) -> Result<&'static str> {
-        let tar = busybox_tar()?;
-        let tar = tar.to_string_lossy();
-        self.docker(&["import", "-c", r#"CMD ["sh"]"#, &tar, BUSYBOX_IMAGE])?;
-        Ok(BUSYBOX_IMAGE)
+        self.import_busybox_image()
     }
 
     /// A command that runs `program` inside dockerd's network and mount namespaces: how a test
@@ -328,4 +309,21 @@ fn remove_tree(dir: &Path) {
         }
     }
     let _ = std::fs::remove_dir(dir);
+}
+
+impl EngineCli for Dockerd {
+    const IMPORT_CHANGE: &'static str = "-c";
+    const VERSION_FORMAT: &'static str = "{{.Server.Version}}";
+
+    fn cli(&self) -> Command {
+        let mut cmd = Command::new(if Path::new(DOCKER_CLI).exists() {
+            DOCKER_CLI
+        } else {
+            "docker"
+        });
+        cmd.env("DOCKER_CONFIG", self.dir.join("cli"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()));
+        cmd
+    }
 }

@@ -26,6 +26,46 @@ use std::time::{Duration, Instant};
 use sluice_control::lab::{one_line, Lab, LabError};
 
 pub use cni::{CniCommand, CniError, CniRunner, CniRuntime};
+
+/// A container engine's CLI pointed at one test's daemon: what `Dockerd` and `Podman` share.
+pub trait EngineCli {
+    /// The CLI with the flags and environment that point it at this test's daemon.
+    fn cli(&self) -> Command;
+    /// The flag `import` takes a Dockerfile instruction with (`-c` or `--change`).
+    const IMPORT_CHANGE: &'static str;
+    /// The `version --format` template of the version worth logging.
+    const VERSION_FORMAT: &'static str;
+
+    /// Runs the CLI with `args`; an error if it exits non-zero.
+    fn run_cli(&self, args: &[&str]) -> Result<Output> {
+        run(self.cli().args(args), COMMAND_TIMEOUT)
+    }
+
+    /// Runs the CLI with `args` and returns its output whatever its exit status.
+    fn run_cli_unchecked(&self, args: &[&str]) -> Result<Output> {
+        run_unchecked(self.cli().args(args), None, COMMAND_TIMEOUT)
+    }
+
+    /// The CLI's standard output, trimmed; an error if it exits non-zero.
+    fn cli_stdout(&self, args: &[&str]) -> Result<String> {
+        let out = self.run_cli(args)?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Imports the busybox rootfs ([`busybox_tar`]) as [`BUSYBOX_IMAGE`]; returns the name.
+    fn import_busybox_image(&self) -> Result<&'static str> {
+        let tar = busybox_tar()?;
+        let tar = tar.to_string_lossy();
+        self.run_cli(&[
+            "import",
+            Self::IMPORT_CHANGE,
+            r#"CMD ["sh"]"#,
+            &tar,
+            BUSYBOX_IMAGE,
+        ])?;
+        Ok(BUSYBOX_IMAGE)
+    }
+}
 pub use docker::Dockerd;
 pub use podman::Podman;
 

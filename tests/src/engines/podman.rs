@@ -5,11 +5,8 @@ use std::process::{Command, Output};
 
 use sluice_control::lab::Lab;
 
-use super::{
-    busybox_tar, engine_lab, file_err, mkdirs, run, run_unchecked, MountNs, Residue, Result,
-    BUSYBOX_IMAGE, COMMAND_TIMEOUT,
-};
-use crate::engines::EngineError;
+use super::{engine_lab, file_err, mkdirs, run, MountNs, Residue, Result, COMMAND_TIMEOUT};
+use crate::engines::{EngineCli, EngineError};
 
 /// Mounts of podman's private mount namespace: fresh `/run` (netns files, libpod's and the
 /// runtime's state), `/var/lib` (the CNI cache and anything else written to default places)
@@ -84,48 +81,29 @@ volume_path = {volumes:?}
         Ok(Podman { ns, dir, lab })
     }
 
-    fn cli(&self) -> Command {
-        let mut cmd = self.ns.command("podman");
-        cmd.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
-            .arg("--root")
-            .arg(self.dir.join("storage"))
-            .arg("--runroot")
-            .arg(self.dir.join("run"))
-            .arg("--tmpdir")
-            .arg(self.dir.join("tmp"))
-            .arg("--network-config-dir")
-            .arg(self.dir.join("cni"));
-        cmd
-    }
-
     /// Runs `podman ARGS...`; an error if it exits non-zero.
     pub fn podman(&self, args: &[&str]) -> Result<Output> {
-        run(self.cli().args(args), COMMAND_TIMEOUT)
+        self.run_cli(args)
     }
 
     /// Runs `podman ARGS...` and returns its output whatever its exit status.
     pub fn podman_unchecked(&self, args: &[&str]) -> Result<Output> {
-        run_unchecked(self.cli().args(args), None, COMMAND_TIMEOUT)
+        self.run_cli_unchecked(args)
     }
 
     /// `podman ARGS...`'s standard output, trimmed; an error if it exits non-zero.
     pub fn podman_stdout(&self, args: &[&str]) -> Result<String> {
-        let out = self.podman(args)?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        self.cli_stdout(args)
     }
 
     /// podman's version (e.g. `4.3.1`).
     pub fn version(&self) -> Result<String> {
-        self.podman_stdout(&["version", "--format", "{{.Client.Version}}"])
+        self.cli_stdout(&["version", "--format", Self::VERSION_FORMAT])
     }
 
-    /// Imports the busybox rootfs ([`busybox_tar`]) as [`BUSYBOX_IMAGE`]; returns the name.
+    /// Imports the busybox rootfs as [`super::BUSYBOX_IMAGE`]; returns the name.
     pub fn import_busybox(&self) -> Result<&'static str> {
-        let tar = busybox_tar()?;
-        let tar = tar.to_string_lossy();
-        self.podman(&["import", "--change", r#"CMD ["sh"]"#, &tar, BUSYBOX_IMAGE])?;
-        Ok(BUSYBOX_IMAGE)
+        self.import_busybox_image()
     }
 
     /// Writes a CNI network configuration list (`NAME.conflist`, NAME from its `name` field)
@@ -214,5 +192,25 @@ impl Drop for Podman {
         // (conmon) with the mount namespace.
         let _ = self.podman(&["rm", "-af", "-t", "0"]);
         self.ns.shut();
+    }
+}
+
+impl EngineCli for Podman {
+    const IMPORT_CHANGE: &'static str = "--change";
+    const VERSION_FORMAT: &'static str = "{{.Client.Version}}";
+
+    fn cli(&self) -> Command {
+        let mut cmd = self.ns.command("podman");
+        cmd.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
+            .arg("--root")
+            .arg(self.dir.join("storage"))
+            .arg("--runroot")
+            .arg(self.dir.join("run"))
+            .arg("--tmpdir")
+            .arg(self.dir.join("tmp"))
+            .arg("--network-config-dir")
+            .arg(self.dir.join("cni"));
+        cmd
     }
 }
