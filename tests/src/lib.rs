@@ -3,3 +3,4 @@
 
 pub mod bins;
 pub mod engines;
+pub mod netns;

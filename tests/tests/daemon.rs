@@ -6,9 +6,7 @@
 //! names the `sluice` binary, `sluiced` is expected beside it).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +16,7 @@ use sluice_control::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
 use sluice_control::dns::server::DNS_PORT;
 use sluice_control::dns::wire::{build_query, parse, TYPE_A};
 use sluice_control::dns::RESOLVER_IP;
+use sluice_tests::netns::in_ns;
 
 fn bin_dir() -> Option<PathBuf> {
     sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"])
@@ -117,24 +116,6 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn spec(name: &str, netns: &str) -> Value {
     json!({"network": "", "sandbox": {"netns": netns}, "name": name})
-}
-
-/// Runs `f` on a thread that entered the network namespace at `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_string();
-    std::thread::spawn(move || {
-        let file = File::open(&ns).unwrap();
-        // SAFETY: setns on a namespace file we opened; it changes only this thread.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns: {}",
-            std::io::Error::last_os_error()
-        );
-        f()
-    })
-    .join()
-    .unwrap()
 }
 
 /// Asks the embedded resolver for `name` (A) from inside `ns`: the addresses answered.

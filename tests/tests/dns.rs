@@ -4,10 +4,8 @@
 //! SERVFAIL for an unknown name when there is no upstream, and finds the address free again
 //! once the sandbox is removed. Needs root; skipped otherwise.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -19,24 +17,7 @@ use sluice_control::dns::RESOLVER_IP;
 use sluice_control::lab::Lab;
 use sluice_control::model::{EndpointSpec, NetworkSpec, Sandbox, Stamp};
 use sluice_control::state::State;
-
-/// Runs `f` on a thread that entered the namespace at `ns`.
-fn in_ns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_path_buf();
-    std::thread::spawn(move || {
-        let file = File::open(&ns).unwrap();
-        // SAFETY: setns on a namespace file we opened; it changes only this thread.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns: {}",
-            std::io::Error::last_os_error()
-        );
-        f()
-    })
-    .join()
-    .unwrap()
-}
+use sluice_tests::netns::in_ns;
 
 fn resolver() -> SocketAddr {
     SocketAddr::from((RESOLVER_IP, DNS_PORT))
