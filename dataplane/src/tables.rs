@@ -480,9 +480,12 @@ impl Tables {
         dst: Ipv4Addr,
         dst_port: u16,
     ) -> Option<crate::portfwd::ForwardTarget> {
+        // Most routed packets go elsewhere: a comparison with the uplinks' addresses (one or
+        // two) spares them the table lookups.
+        let up = self.uplink_with_ip(dst)?;
         let target = self.forwards.lookup(proto, dst, dst_port)?;
         let net = self.network(target.network)?;
-        (self.uplink_of(&net.config)?.ip.addr == dst).then_some(target)
+        (self.uplink_of(&net.config)?.port == up.port).then_some(target)
     }
 
     /// The uplink that owns address `ip` (where NAPT flows and published ports live).
