@@ -134,7 +134,7 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::tests::{ep, net, stamps};
+    use crate::state::tests::{ep, fresh, net, stamps};
     use proptest::prelude::*;
     use sluice_dataplane::config::L4Proto;
     use sluice_dataplane::tables::Tables;
@@ -152,11 +152,7 @@ mod tests {
 
     #[test]
     fn compiled_state_passes_the_dataplanes_validation() {
-        let mut s = State::with_defaults(stamps());
-        let mut st = stamps();
-        for _ in 0..3 {
-            st();
-        }
+        let (mut s, mut st) = fresh();
         let mut a = net("a", Some("10.5.0.0/24"));
         a.options.set("vlan=10").unwrap();
         a.options.set("mtu=1400").unwrap();
@@ -226,11 +222,7 @@ mod tests {
 
     #[test]
     fn macvlan_networks_bridge_onto_their_parent() {
-        let mut s = State::with_defaults(stamps());
-        let mut st = stamps();
-        for _ in 0..3 {
-            st();
-        }
+        let (mut s, mut st) = fresh();
         let mut tagged = net("m10", Some("10.8.0.0/24"));
         tagged.driver = Driver::Macvlan;
         tagged.options.set("parent=eth1.10").unwrap();

@@ -788,6 +788,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// docker's predefined networks and a stamp source past their ids.
+    pub(crate) fn fresh() -> (State, impl FnMut() -> Stamp) {
+        let s = State::with_defaults(stamps());
+        let mut st = stamps();
+        for _ in 0..3 {
+            st();
+        }
+        (s, st)
+    }
+
     pub(crate) fn net(name: &str, subnet: Option<&str>) -> NetworkSpec {
         NetworkSpec {
             name: name.into(),
@@ -866,11 +876,7 @@ pub(crate) mod tests {
 
     #[test]
     fn create_rules() {
-        let mut s = State::with_defaults(stamps());
-        let mut st = stamps();
-        for _ in 0..3 {
-            st();
-        }
+        let (mut s, mut st) = fresh();
         let err = |s: &mut State, spec, stamp| s.create_network(spec, stamp).unwrap_err();
         assert_eq!(
             err(&mut s, net("bridge", None), st()),
@@ -996,11 +1002,7 @@ pub(crate) mod tests {
 
     #[test]
     fn own_uplink_rules() {
-        let mut s = State::with_defaults(stamps());
-        let mut st = stamps();
-        for _ in 0..3 {
-            st();
-        }
+        let (mut s, mut st) = fresh();
         let up = |name: &str, ip: &str| UplinkSpec {
             name: name.into(),
             ip: ip.parse().unwrap(),
@@ -1034,11 +1036,7 @@ pub(crate) mod tests {
 
     #[test]
     fn macvlan_rules() {
-        let mut s = State::with_defaults(stamps());
-        let mut st = stamps();
-        for _ in 0..3 {
-            st();
-        }
+        let (mut s, mut st) = fresh();
         let mut m = net("m", Some("10.8.0.0/24"));
         m.driver = Driver::Macvlan;
         assert_eq!(
@@ -1078,11 +1076,7 @@ pub(crate) mod tests {
 
     #[test]
     fn interface_names_are_chosen_checked_or_handed_off() {
-        let mut s = State::with_defaults(stamps());
-        let mut st = stamps();
-        for _ in 0..3 {
-            st();
-        }
+        let (mut s, mut st) = fresh();
         s.create_network(net("a", Some("10.5.0.0/24")), st())
             .unwrap();
         let mut named = ep("a", "cni", 9);
@@ -1106,11 +1100,7 @@ pub(crate) mod tests {
 
     #[test]
     fn connect_allocates_and_disconnect_releases() {
-        let mut s = State::with_defaults(stamps());
-        let mut st = stamps();
-        for _ in 0..3 {
-            st();
-        }
+        let (mut s, mut st) = fresh();
         let mut spec = net("a", Some("10.5.0.0/24"));
         spec.aux_addresses.insert("r".into(), ip("10.5.0.2"));
         s.create_network(spec, st()).unwrap();
@@ -1187,11 +1177,7 @@ pub(crate) mod tests {
 
     #[test]
     fn connect_rules() {
-        let mut s = State::with_defaults(stamps());
-        let mut st = stamps();
-        for _ in 0..3 {
-            st();
-        }
+        let (mut s, mut st) = fresh();
         s.create_network(net("a", Some("10.5.0.0/24")), st())
             .unwrap();
         let mut internal = net("i", Some("10.6.0.0/24"));
@@ -1291,11 +1277,7 @@ pub(crate) mod tests {
 
     #[test]
     fn published_ports_clash_across_endpoints() {
-        let mut s = State::with_defaults(stamps());
-        let mut st = stamps();
-        for _ in 0..3 {
-            st();
-        }
+        let (mut s, mut st) = fresh();
         s.create_network(net("a", None), st()).unwrap();
         let with = |name: &str, pid, ports: &[&str]| {
             let mut e = ep("a", name, pid);
@@ -1330,11 +1312,7 @@ pub(crate) mod tests {
 
     #[test]
     fn from_parts_rebuilds_pools() {
-        let mut s = State::with_defaults(stamps());
-        let mut st = stamps();
-        for _ in 0..3 {
-            st();
-        }
+        let (mut s, mut st) = fresh();
         s.create_network(net("a", Some("10.5.0.0/24")), st())
             .unwrap();
         s.connect(ep("a", "one", 1), st()).unwrap();
@@ -1353,11 +1331,7 @@ pub(crate) mod tests {
 
     #[test]
     fn inspect_lists_endpoints() {
-        let mut s = State::with_defaults(stamps());
-        let mut st = stamps();
-        for _ in 0..3 {
-            st();
-        }
+        let (mut s, mut st) = fresh();
         s.create_network(net("a", None), st()).unwrap();
         let e = s.connect(ep("a", "one", 1), st()).unwrap().clone();
         let v = s.inspect("a").unwrap();
