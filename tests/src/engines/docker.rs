@@ -249,7 +249,7 @@ impl Dockerd {
     pub fn residue(&self) -> Residue {
         Residue {
             dir: self.lab.dir().to_owned(),
-            mount_ns: self.ns.id().to_owned(),
+            mount_ns: self.ns.pinned(),
             netns: self.netns(),
             pids: vec![self.child.id()],
         }

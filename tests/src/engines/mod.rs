@@ -17,9 +17,10 @@ mod podman;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -287,7 +288,40 @@ fn kill(pid: u32, sig: libc::c_int) {
 /// still show up inside, none made inside leak out.
 pub struct MountNs {
     holder: Child,
+    id: PinnedNs,
+}
+
+/// A mount namespace's identity (`mnt:[...]`) together with an open handle on it. The handle keeps
+/// the namespace, and so its inode number, alive: the kernel reuses the number of a namespace
+/// that has ended, and a parallel test's new namespace could otherwise pass for this one.
+#[derive(Clone, Debug)]
+pub struct PinnedNs {
     id: OsString,
+    _handle: Arc<std::fs::File>,
+}
+
+impl PinnedNs {
+    /// Pins the mount namespace `pid` is in; `None` if the process is gone or moved while it was
+    /// being pinned.
+    fn of(pid: u32) -> Option<PinnedNs> {
+        let path = format!("/proc/{pid}/ns/mnt");
+        let handle = std::fs::File::open(&path).ok()?;
+        // The handle was opened first: the identity read after it is the pinned namespace's
+        // unless the process moved in between, which the second read detects.
+        let id = ns_id(pid, "mnt")?;
+        let check = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+            .ok()
+            .map(PathBuf::into_os_string)?;
+        (check == id).then(|| PinnedNs {
+            id,
+            _handle: Arc::new(handle),
+        })
+    }
+
+    /// Pids of every process in the namespace.
+    fn pids(&self) -> Vec<u32> {
+        pids_in_mount_ns(&self.id)
+    }
 }
 
 impl MountNs {
@@ -301,33 +335,31 @@ impl MountNs {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let holder = cmd.spawn().map_err(|source| EngineError::Spawn {
+        let mut holder = cmd.spawn().map_err(|source| EngineError::Spawn {
             cmd: render(&cmd),
             source,
         })?;
         let ours = ns_id(std::process::id(), "mnt");
         let start = Instant::now();
-        let mut ns = MountNs {
-            holder,
-            id: OsString::new(),
-        };
         // nsenter and unshare exec (no fork): the holder's pid enters the new namespace once
         // unshare has run.
-        loop {
-            let id = ns_id(ns.holder.id(), "mnt");
-            if id.is_some() && id != ours {
-                ns.id = id.unwrap_or_default();
-                break;
+        let id = loop {
+            if let Some(pinned) = PinnedNs::of(holder.id()) {
+                if Some(&pinned.id) != ours.as_ref() {
+                    break pinned;
+                }
             }
-            if start.elapsed() > Duration::from_secs(5) || !matches!(ns.holder.try_wait(), Ok(None))
-            {
+            if start.elapsed() > Duration::from_secs(5) || !matches!(holder.try_wait(), Ok(None)) {
+                let _ = holder.kill();
+                let _ = holder.wait();
                 return Err(EngineError::NotReady {
                     what: "private mount namespace".into(),
                     why: "unshare did not run".into(),
                 });
             }
             sleep(Duration::from_millis(2));
-        }
+        };
+        let ns = MountNs { holder, id };
         let mut cmd = ns.command("sh");
         cmd.args(["-euc", setup, "setup"]).args(args);
         run(&mut cmd, Duration::from_secs(10))?;
@@ -342,15 +374,16 @@ impl MountNs {
         cmd
     }
 
-    /// The namespace's identity (`mnt:[...]`), to check later that no process holds it.
-    pub fn id(&self) -> &OsStr {
-        &self.id
+    /// The namespace, pinned, to check after the engine is gone that no process is left in it.
+    pub fn pinned(&self) -> PinnedNs {
+        self.id.clone()
     }
 
     /// Pids inside the namespace other than the holder.
     pub fn pids(&self) -> Vec<u32> {
         let holder = self.holder.id();
-        pids_in_mount_ns(&self.id)
+        self.id
+            .pids()
             .into_iter()
             .filter(|&p| p != holder)
             .collect()
@@ -386,7 +419,7 @@ impl Drop for MountNs {
 #[derive(Clone, Debug)]
 pub struct Residue {
     dir: PathBuf,
-    mount_ns: OsString,
+    mount_ns: PinnedNs,
     netns: String,
     pids: Vec<u32>,
 }
@@ -409,7 +442,8 @@ impl Residue {
             left.push(format!("directory {dir}"));
         }
         left.extend(
-            pids_in_mount_ns(&self.mount_ns)
+            self.mount_ns
+                .pids()
                 .into_iter()
                 .map(|p| format!("process {p} in the engine's mount namespace")),
         );

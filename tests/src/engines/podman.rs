@@ -179,7 +179,7 @@ volume_path = {volumes:?}
     pub fn residue(&self) -> Residue {
         Residue {
             dir: self.lab.dir().to_owned(),
-            mount_ns: self.ns.id().to_owned(),
+            mount_ns: self.ns.pinned(),
             netns: self.netns(),
             pids: Vec::new(),
         }
