@@ -155,6 +155,9 @@ pub struct StatsView {
     pub drops: BTreeMap<String, u64>,
     /// Tracked NAPT flows.
     pub conntrack_entries: usize,
+    /// Frames that took their flow's shortcut (the dataplane's fast path) since start.
+    #[serde(default)]
+    pub shortcut_packets: u64,
 }
 
 /// One tracked flow in `sluice conntrack ls` (`conntrack -L`'s information).

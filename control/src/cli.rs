@@ -588,6 +588,7 @@ pub fn stats(conn: &Conn, output: Output) -> Result<()> {
             &rows,
         );
         println!("\nconntrack entries: {}", s.conntrack_entries);
+        println!("fast path (flow shortcuts): {} packets", s.shortcut_packets);
         if !s.drops.is_empty() {
             println!("drops:");
             for (k, v) in &s.drops {

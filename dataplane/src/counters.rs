@@ -153,6 +153,8 @@ pub struct WorkerCounters {
     drops: [AtomicU64; DropReason::COUNT],
     /// Drops per port and reason: `port * DropReason::COUNT + reason` (640 KiB).
     port_drops: Box<[AtomicU64]>,
+    /// Frames that took a flow's shortcut (the fast path) rather than the full pipeline.
+    shortcuts: AtomicU64,
 }
 
 impl Default for WorkerCounters {
@@ -163,6 +165,7 @@ impl Default for WorkerCounters {
             port_drops: (0..MAX_PORTS * DropReason::COUNT)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            shortcuts: AtomicU64::new(0),
         }
     }
 }
@@ -207,6 +210,17 @@ impl WorkerCounters {
         if let Some(c) = self.port_drop_slots(port).get(reason as usize) {
             bump(c, n);
         }
+    }
+
+    /// Counts a frame that took a flow's shortcut.
+    #[inline]
+    pub fn shortcut(&self) {
+        bump(&self.shortcuts, 1);
+    }
+
+    /// Frames that took a flow's shortcut so far: how much traffic the fast path carries.
+    pub fn shortcuts(&self) -> u64 {
+        self.shortcuts.load(Ordering::Relaxed)
     }
 
     /// Drops counted so far for a reason, on every port.

@@ -9,6 +9,7 @@ pub mod counters;
 pub mod frame;
 pub mod gateway;
 pub mod hash;
+mod hugepage;
 pub mod nat;
 pub mod pipeline;
 #[cfg(test)]

@@ -12,13 +12,25 @@
 //!
 //! Staged conntrack lookups: when the table is large (beyond the CPU caches), each lookup is
 //! two dependent cache misses, and one frame after the other they would be paid in series. So
-//! a pre-pass first picks the frames that will probably be routed (cheap checks), takes the
-//! conntrack guard and looks all their tuples up at once (`Conntrack::lookup_batch`, which
-//! overlaps the misses); the frames then run as usual and NAT uses the staged hit of its frame.
+//! a pre-pass first picks the frames that will probably be routed (cheap checks, parsing each
+//! once), takes the conntrack guard and looks all their tuples up at once
+//! (`Conntrack::lookup_batch`, which overlaps the misses); the frames then run as usual and NAT
+//! uses the staged hit of its frame. A worker stages a batch when its previous batch routed a
+//! frame, so purely bridged traffic never pays for the pre-pass.
+//!
+//! Shortcuts: the full path decides a routed packet from the tables (port, VLAN, anti-spoofing,
+//! gateway, isolation, published ports, uplink, next hop). For a NAPT flow that decision
+//! depends only on the tables, the neighbours, the ingress port, the Ethernet header and the
+//! tuple, so it is cached in the flow ([`Shortcut`], one per direction) under an epoch that
+//! every table swap and every neighbour change advances. A staged frame whose flow holds a
+//! shortcut of the current epoch, for its ingress port and Ethernet header, is checked only
+//! for what varies per packet (IPv4 header checksum, TTL, length, TCP flags) and rewritten at
+//! once. Shortcuts are taken only for untagged TCP and UDP without IP options, arriving on an
+//! endpoint or an uplink (whose routed path learns nothing).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -32,7 +44,7 @@ use crate::config::{Config, L4Proto, NatConfig, UplinkConfig};
 use crate::counters::{DropReason, PortStats, WorkerCounters};
 use crate::frame::{Frame, GsoType, NetworkId, PortId, Verdict};
 use crate::gateway;
-use crate::nat::{Conntrack, FlowInfo, Hit, NatAction, NatError, Timeouts, Tuple};
+use crate::nat::{Conntrack, FlowInfo, Hit, NatAction, NatError, Shortcut, Timeouts, Tuple};
 use crate::tables::{ConfigError, NetworkEntry, PortEntry, PortMode, Tables};
 use crate::time::Millis;
 use crate::translate::{self, FlowOf, Ipv4Info, L4Kind};
@@ -45,10 +57,20 @@ use DropReason as R;
 /// Most uplink neighbours remembered; beyond it new ones are not learned.
 const MAX_NEIGHBORS: usize = 4096;
 
-/// Conntrack size from which batches stage their lookups: below it the table mostly stays in
-/// the CPU caches, and the pre-pass would only add work (measured on established flows: about
-/// +20 ns per packet at 4k flows, break-even around 16k, -150 ns at 40k, -300 ns at 1M).
-const STAGE_FROM_FLOWS: usize = 16 * 1024;
+/// When a batch stages its conntrack lookups (and so may take shortcuts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Staging {
+    /// When the worker's previous batch routed a frame: traffic with NAT flows stages (which
+    /// pays at every table size once shortcuts exist), purely bridged traffic skips the
+    /// pre-pass.
+    Adaptive,
+    /// Every batch (tests).
+    #[cfg(test)]
+    Always,
+    /// No batch (tests: the full pipeline alone).
+    #[cfg(test)]
+    Never,
+}
 
 /// The state all workers share: configuration snapshot and learned tables.
 #[derive(Debug)]
@@ -56,12 +78,12 @@ pub struct Dataplane {
     tables: ArcSwap<Tables>,
     apply_lock: Mutex<()>,
     conntrack: Mutex<Conntrack>,
-    /// The conntrack's size when a batch or housekeeping last held its lock: lets a worker
-    /// decide on staging without taking the lock.
-    conntrack_len: AtomicUsize,
-    /// Conntrack size from which batches stage their lookups.
-    stage_from: usize,
+    /// When batches stage their lookups.
+    staging: Staging,
     neighbors: RwLock<HashMap<(PortId, Ipv4Addr), MacAddr>>,
+    /// Advanced after every table swap and neighbour change: shortcuts of an older epoch are
+    /// ignored. Starts at 1 (0 marks a flow direction without shortcut).
+    epoch: AtomicU64,
     workers: Mutex<Vec<Arc<WorkerCounters>>>,
 }
 
@@ -74,9 +96,9 @@ impl Dataplane {
             tables: ArcSwap::from_pointee(tables),
             apply_lock: Mutex::new(()),
             conntrack: Mutex::new(Conntrack::new(&config.nat, Timeouts::default())),
-            conntrack_len: AtomicUsize::new(0),
-            stage_from: STAGE_FROM_FLOWS,
+            staging: Staging::Adaptive,
             neighbors: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(1),
             workers: Mutex::new(Vec::new()),
         }))
     }
@@ -91,9 +113,10 @@ impl Dataplane {
         sync_static_macs(&new, Some(&old));
         let nat_changed = old.config().nat != config.nat;
         self.tables.store(Arc::new(new));
+        // After the store: a batch that reads the new epoch also loads the new tables.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         if nat_changed {
             *self.conntrack.lock() = Conntrack::new(&config.nat, Timeouts::default());
-            self.conntrack_len.store(0, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -112,16 +135,21 @@ impl Dataplane {
             counters,
             learn: ArrayVec::new(),
             arp_learn: ArrayVec::new(),
-            staged_tuples: vec![None; MAX_BATCH].into_boxed_slice(),
+            staged_flows: vec![None; MAX_BATCH].into_boxed_slice(),
             staged_hits: vec![None; MAX_BATCH].into_boxed_slice(),
+            routed: false,
         }
     }
 
-    /// Makes batches stage their lookups from `flows` tracked flows on (0: always), so tests
-    /// cover staging without a large table. Only before workers exist.
+    /// Makes every batch stage its lookups (`true`) or none (`false`), so that tests compare
+    /// the staged path and its shortcuts with the full pipeline. Only before workers exist.
     #[cfg(test)]
-    pub(crate) fn set_stage_from(self: &mut Arc<Self>, flows: usize) {
-        Arc::get_mut(self).expect("no worker yet").stage_from = flows;
+    pub(crate) fn set_staging(self: &mut Arc<Self>, always: bool) {
+        Arc::get_mut(self).expect("no worker yet").staging = if always {
+            Staging::Always
+        } else {
+            Staging::Never
+        };
     }
 
     /// Every worker's counters, for summing.
@@ -136,7 +164,6 @@ impl Dataplane {
         let aged = tables.networks().map(|n| n.fdb.age(now)).sum();
         let mut ct = self.conntrack.lock();
         let expired = ct.expire(now);
-        self.conntrack_len.store(ct.len(), Ordering::Relaxed);
         (aged, expired)
     }
 
@@ -226,6 +253,7 @@ impl Dataplane {
             drops,
             conntrack_flows: self.conntrack.lock().len(),
             fdb_entries,
+            shortcuts: refs.iter().map(|w| w.shortcuts()).sum(),
         }
     }
 
@@ -424,6 +452,8 @@ pub struct Stats {
     pub conntrack_flows: usize,
     /// FDB entries per network.
     pub fdb_entries: BTreeMap<String, usize>,
+    /// Frames that took a flow's shortcut (the fast path), of all workers.
+    pub shortcuts: u64,
 }
 
 /// Keeps every endpoint's MAC as a static FDB entry on its port, and drops learned entries of
@@ -461,10 +491,12 @@ pub struct Worker {
     counters: Arc<WorkerCounters>,
     learn: ArrayVec<(NetworkId, Learn), MAX_BATCH>,
     arp_learn: ArrayVec<((PortId, Ipv4Addr), MacAddr), MAX_BATCH>,
-    /// Per frame of the batch: the tuple staged for lookup, if any.
-    staged_tuples: Box<[Option<Tuple>]>,
+    /// Per frame of the batch: the IPv4 header and flow the staged tuple was read from.
+    staged_flows: Box<[Option<(Ipv4Info, FlowOf)>]>,
     /// Per frame of the batch: the staged lookup's result.
     staged_hits: Box<[Option<Hit>]>,
+    /// The previous batch routed a frame through NAT: this one stages (adaptive staging).
+    routed: bool,
 }
 
 impl Worker {
@@ -481,13 +513,24 @@ impl Worker {
     /// Decides every frame's verdict, rewriting frames in place. Counts received frames and
     /// drops; transmission (and its counters) is the caller's.
     pub fn process(&mut self, batch: &mut Batch<'_>, now: Millis) -> Arc<Tables> {
+        // Before the tables: an epoch never runs ahead of the tables loaded after it. Shortcuts
+        // keep its low 32 bits (0, once per 2^32 changes, takes and leaves no shortcut).
+        let epoch = self.dp.epoch.load(Ordering::Acquire) as u32;
         let tables = self.dp.tables.load_full();
         {
+            let wanted = match self.dp.staging {
+                Staging::Adaptive => self.routed,
+                #[cfg(test)]
+                Staging::Always => true,
+                #[cfg(test)]
+                Staging::Never => false,
+            };
             let (ct, staged) = stage(
                 &self.dp,
+                wanted,
                 &tables,
                 batch,
-                &mut self.staged_tuples,
+                &mut self.staged_flows,
                 &mut self.staged_hits,
             );
             let mut st = BatchState {
@@ -500,22 +543,28 @@ impl Worker {
                 neigh: None,
                 learn: &mut self.learn,
                 arp_learn: &mut self.arp_learn,
-                staged_tuples: &self.staged_tuples[..staged],
+                staged_flows: &self.staged_flows[..staged],
                 staged_hits: &self.staged_hits[..staged],
                 cur: 0,
+                epoch,
+                routed: false,
             };
             for (i, f) in batch.frames_mut().iter_mut().enumerate() {
                 st.cur = i;
                 self.counters.rx(f.meta.ingress, f.len());
-                let v = st.handle(f);
+                let v = match st.shortcut(f) {
+                    Some(v) => {
+                        self.counters.shortcut();
+                        v
+                    }
+                    None => st.handle(f),
+                };
                 if let Verdict::Drop(r) = v {
                     self.counters.drop_n(f.meta.ingress, r, 1);
                 }
                 f.meta.verdict = v;
             }
-            if let Some(ct) = &st.ct {
-                self.dp.conntrack_len.store(ct.len(), Ordering::Relaxed);
-            }
+            self.routed = st.routed;
         }
         self.flush_learning(&tables, now);
         tables
@@ -538,10 +587,16 @@ impl Worker {
         }
         if !self.arp_learn.is_empty() {
             let mut map = self.dp.neighbors.write();
+            let mut changed = false;
             for (key, mac) in self.arp_learn.drain(..) {
                 if map.len() < MAX_NEIGHBORS || map.contains_key(&key) {
-                    map.insert(key, mac);
+                    // A new neighbour changes no shortcut (those were taken with a known
+                    // MAC); a moved one does.
+                    changed |= map.insert(key, mac).is_some_and(|old| old != mac);
                 }
+            }
+            if changed {
+                self.dp.epoch.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
@@ -558,48 +613,55 @@ struct BatchState<'t> {
     neigh: Option<RwLockReadGuard<'t, HashMap<(PortId, Ipv4Addr), MacAddr>>>,
     learn: &'t mut ArrayVec<(NetworkId, Learn), MAX_BATCH>,
     arp_learn: &'t mut ArrayVec<((PortId, Ipv4Addr), MacAddr), MAX_BATCH>,
-    /// Per frame: the tuple staged for lookup (empty when the batch staged nothing).
-    staged_tuples: &'t [Option<Tuple>],
+    /// Per frame: the IPv4 header and flow of the staged tuple.
+    staged_flows: &'t [Option<(Ipv4Info, FlowOf)>],
     /// Per frame: the staged lookup's result.
     staged_hits: &'t [Option<Hit>],
     /// Index of the frame being handled.
     cur: usize,
+    /// The dataplane's epoch (low 32 bits) when the batch started: shortcuts of it are valid.
+    epoch: u32,
+    /// Some frame of the batch reached NAT (decides whether the next batch stages).
+    routed: bool,
 }
 
-/// The staging pre-pass: when the conntrack is large, looks up at once the tuples of the
-/// frames that will probably be routed, into `tuples` and `hits` (one entry per frame).
-/// Returns the conntrack guard (taken only then) and how many frames have a staged entry (0
-/// when nothing was staged).
+/// The staging pre-pass (when `wanted`): looks up at once the tuples of the frames that will
+/// probably be routed, into `flows` and `hits` (one entry per frame). Returns the
+/// conntrack guard (taken only then) and how many frames have a staged entry (0 when nothing
+/// was staged).
 fn stage<'d>(
     dp: &'d Dataplane,
+    wanted: bool,
     tables: &Tables,
     batch: &Batch<'_>,
-    tuples: &mut [Option<Tuple>],
+    flows: &mut [Option<(Ipv4Info, FlowOf)>],
     hits: &mut [Option<Hit>],
 ) -> (Option<MutexGuard<'d, Conntrack>>, usize) {
-    if dp.conntrack_len.load(Ordering::Relaxed) < dp.stage_from {
+    if !wanted {
         return (None, 0);
     }
     let frames = batch.frames();
-    let n = frames.len().min(tuples.len()).min(hits.len());
+    let n = frames.len().min(flows.len()).min(hits.len());
     let mut any = false;
-    for (slot, f) in tuples.iter_mut().zip(&frames[..n]) {
-        *slot = routed_tuple(tables, f);
-        any |= slot.is_some();
+    for (flow, f) in flows.iter_mut().zip(&frames[..n]) {
+        *flow = routed_flow(tables, f);
+        any |= flow.is_some();
     }
     if !any {
         return (None, 0);
     }
     let ct = dp.conntrack.lock();
-    ct.lookup_batch(&tuples[..n], &mut hits[..n]);
+    let flows = &flows[..n];
+    ct.lookup_batch(|i| flows[i].as_ref().map(|(_, f)| &f.tuple), &mut hits[..n]);
     (Some(ct), n)
 }
 
-/// The tuple NAT will probably look a frame up with: that of an IPv4 packet (not an ICMP
-/// error) sent to a network's gateway MAC or to the uplink's MAC. Cheap checks only (no
-/// checksum, no table but the port's): a wrong guess costs a wasted lookup, never a wrong
-/// result, since a staged hit is used only for the very tuple it was staged for.
-fn routed_tuple(t: &Tables, f: &Frame<'_>) -> Option<Tuple> {
+/// The IPv4 header and flow NAT will probably look a frame up with: those of an IPv4 packet
+/// (not an ICMP error) sent to a network's gateway MAC or to the uplink's MAC. Cheap checks
+/// only (no checksum, no table but the port's): a wrong guess costs a wasted lookup, never a
+/// wrong result, since a staged hit is used only for the very tuple it was staged for.
+#[inline(always)]
+fn routed_flow(t: &Tables, f: &Frame<'_>) -> Option<(Ipv4Info, FlowOf)> {
     let d = f.data();
     let l2 = parse_l2(d).ok()?;
     if l2.ethertype != ETHERTYPE_IPV4 {
@@ -614,7 +676,25 @@ fn routed_tuple(t: &Tables, f: &Frame<'_>) -> Option<Tuple> {
     }
     let ip = translate::parse_ipv4_unverified(d, l2.l3_offset).ok()?;
     let flow = translate::flow_of(d, &ip).ok()?;
-    (flow.kind != L4Kind::Error).then_some(flow.tuple)
+    (flow.kind != L4Kind::Error).then_some((ip, flow))
+}
+
+/// True for the packets shortcuts serve: untagged TCP or UDP without IPv4 options.
+fn shortcut_shape(ip: &Ipv4Info, flow: &FlowOf) -> bool {
+    ip.l3 == 14 && ip.hl == 20 && matches!(flow.kind, L4Kind::Tcp | L4Kind::Udp)
+}
+
+/// Where a routed packet goes: a known MAC on a port, or an uplink next hop still to resolve.
+enum NextHop<'t> {
+    /// Send it to `dst_mac` from `src_mac` on `port`, leaving with `vlan`.
+    Known {
+        port: PortId,
+        dst_mac: MacAddr,
+        src_mac: MacAddr,
+        vlan: u16,
+    },
+    /// Ask `hop`'s MAC on uplink `up` (the packet itself is lost).
+    Unresolved { up: &'t UplinkConfig, hop: Ipv4Addr },
 }
 
 fn eth_rewrite(d: &mut [u8], dst: MacAddr, src: MacAddr) {
@@ -671,6 +751,62 @@ fn check_source_ip(
 }
 
 impl<'t> BatchState<'t> {
+    /// The fast path: a frame whose staged lookup hit a flow holding a shortcut of this epoch
+    /// for its ingress port is checked for what varies per packet (Ethernet addresses against
+    /// the port's, header checksum, TTL, length) and rewritten as the flow's earlier packets
+    /// were. `None` sends it down the full path, which checks everything again (and drops, or
+    /// answers with ICMP, what fails here).
+    #[inline(always)]
+    fn shortcut(&mut self, f: &mut Frame<'_>) -> Option<Verdict> {
+        let i = self.cur;
+        let hit = (*self.staged_hits.get(i)?)?;
+        let (ip, flow) = self.staged_flows.get(i)?.as_ref()?;
+        let s = *self.ct.as_ref()?.shortcut(&hit)?;
+        if s.epoch != self.epoch
+            || s.epoch == 0
+            || s.ingress != f.meta.ingress
+            || !shortcut_shape(ip, flow)
+        {
+            return None;
+        }
+        let d = f.data();
+        let fits = f.meta.offload.gso != GsoType::None || ip.total <= usize::from(s.mtu);
+        if !self.arrives_as_routed(f.meta.ingress, d)?
+            || d.get(12..14)? != ETHERTYPE_IPV4.to_be_bytes()
+            || ip.ttl <= 1
+            || !fits
+            || !translate::header_checksum_ok(d, ip)
+        {
+            return None;
+        }
+        let now = self.now;
+        self.ct
+            .as_mut()?
+            .update(hit.flow, hit.dir, flow.tcp_flags, now);
+        let partial = f.meta.offload.csum_partial;
+        let d = f.data_mut();
+        translate::rewrite_routed(d, ip, flow, &hit.rewrite, partial);
+        d[..12].copy_from_slice(&s.l2_out);
+        f.meta.vlan = s.vlan;
+        self.routed = true;
+        Some(Verdict::Forward(s.egress))
+    }
+
+    /// True when frame `d`, arriving on `ingress`, carries the Ethernet addresses with which the
+    /// full path routes it: from an endpoint, its own MAC to its gateway's; on an uplink, to
+    /// the uplink's MAC. `None` for any other port: those never take shortcuts.
+    #[inline(always)]
+    fn arrives_as_routed(&self, ingress: PortId, d: &[u8]) -> Option<bool> {
+        let t = self.t;
+        let port = t.port(ingress)?;
+        let (dst, src) = match (port.network, port.endpoint) {
+            (None, _) => (t.uplink_on(ingress)?.mac, None),
+            (Some(net), Some((mac, _))) => (t.network(net)?.config.gateway_mac, Some(mac)),
+            (Some(_), None) => return None,
+        };
+        Some(d.get(..6)? == dst.0 && src.is_none_or(|m| d.get(6..12) == Some(&m.0[..])))
+    }
+
     fn handle(&mut self, f: &mut Frame<'_>) -> Verdict {
         let t = self.t;
         let Some(port) = t.port(f.meta.ingress) else {
@@ -707,12 +843,13 @@ impl<'t> BatchState<'t> {
     /// frame staged `key` and it hit. A staged hit stays right for the whole batch: flows are
     /// only removed under the conntrack lock, which the batch holds from staging on. A staged
     /// miss is looked up again, as an earlier frame of the batch may have created the flow.
+    #[inline(always)]
     fn lookup(&mut self, key: &Tuple) -> Option<Hit> {
         let i = self.cur;
-        if let (Some(Some(t)), Some(Some(hit))) =
-            (self.staged_tuples.get(i), self.staged_hits.get(i))
+        if let (Some(Some((_, staged))), Some(Some(hit))) =
+            (self.staged_flows.get(i), self.staged_hits.get(i))
         {
-            if t == key {
+            if staged.tuple == *key {
                 return Some(*hit);
             }
         }
@@ -850,7 +987,7 @@ impl<'t> BatchState<'t> {
             // Replies of hairpinned flows come back to the gateway address.
             let flow = flow?;
             return match self.lookup(&flow.tuple) {
-                Some(_) => self.translate_and_route(f, &ip, &flow, None),
+                Some(_) => self.translate_and_route(f, &ip, &flow, None, u16::MAX),
                 None => Err(R::NotForUs),
             };
         }
@@ -892,7 +1029,13 @@ impl<'t> BatchState<'t> {
             }
             return Err(R::TooBig);
         }
-        self.translate_and_route(f, &ip, &flow, Some(action))
+        // The largest packet routed without the too-big path just above.
+        let mtu = if published.is_none() {
+            up.mtu
+        } else {
+            u16::MAX
+        };
+        self.translate_and_route(f, &ip, &flow, Some(action), mtu)
     }
 
     /// Answers the sender with an ICMP error instead of forwarding, counting `reason`.
@@ -935,14 +1078,18 @@ impl<'t> BatchState<'t> {
     }
 
     /// Looks up or creates the flow, rewrites the packet and routes it to its new destination.
+    /// `mtu` is the largest total length the caller let through without the too-big path
+    /// (`u16::MAX`: it checked none), which a shortcut must check in its place.
     fn translate_and_route(
         &mut self,
         f: &mut Frame<'_>,
         ip: &Ipv4Info,
         flow: &FlowOf,
         create: Option<NatAction>,
+        mtu: u16,
     ) -> Result<Verdict, DropReason> {
         let now = self.now;
+        self.routed = true;
         // An ICMP error quotes a packet of the flow as it was sent: look up its reverse.
         let key = if flow.kind == L4Kind::Error {
             flow.tuple.reversed()
@@ -981,7 +1128,59 @@ impl<'t> BatchState<'t> {
         } else {
             new.dst
         };
-        self.route(f, ip.l3, dst, ip.ttl)
+        if ip.ttl <= 1 {
+            return Err(R::TtlExceeded);
+        }
+        let next = self.next_hop(f.data(), ip.l3, dst)?;
+        if let NextHop::Known {
+            port,
+            dst_mac,
+            src_mac,
+            vlan,
+        } = next
+        {
+            self.remember(f, ip, flow, &hit, mtu, port, vlan, [dst_mac, src_mac]);
+        }
+        self.send(f, ip.l3, next)
+    }
+
+    /// Caches the decision just taken for `hit`'s direction when later packets can reuse it
+    /// (see the module's "Shortcuts"): the frame arrived on an endpoint or an uplink, with the
+    /// Ethernet addresses a shortcut checks.
+    #[allow(clippy::too_many_arguments)]
+    fn remember(
+        &mut self,
+        f: &Frame<'_>,
+        ip: &Ipv4Info,
+        flow: &FlowOf,
+        hit: &Hit,
+        mtu: u16,
+        egress: PortId,
+        vlan: u16,
+        macs: [MacAddr; 2],
+    ) {
+        let ingress = f.meta.ingress;
+        if self.epoch == 0
+            || !shortcut_shape(ip, flow)
+            || self.arrives_as_routed(ingress, f.data()) != Some(true)
+        {
+            return;
+        }
+        let mut l2_out = [0u8; 12];
+        l2_out[..6].copy_from_slice(&macs[0].0);
+        l2_out[6..].copy_from_slice(&macs[1].0);
+        let epoch = self.epoch;
+        self.ct().set_shortcut(
+            hit,
+            Shortcut {
+                epoch,
+                ingress,
+                egress,
+                vlan,
+                mtu,
+                l2_out,
+            },
+        );
     }
 
     /// Sends a routed IPv4 packet towards `dst`: to an endpoint of a network, or out of the
@@ -996,23 +1195,31 @@ impl<'t> BatchState<'t> {
         if ttl <= 1 {
             return Err(R::TtlExceeded);
         }
+        let next = self.next_hop(f.data(), l3, dst)?;
+        self.send(f, l3, next)
+    }
+
+    /// Where a routed IPv4 packet (header at `l3`, source already translated) to `dst` goes: to
+    /// an endpoint of a network, or out of the uplink to `dst` or the next hop.
+    fn next_hop(&mut self, d: &[u8], l3: usize, dst: Ipv4Addr) -> Result<NextHop<'t>, DropReason> {
         let t = self.t;
         if let Some(net) = t.network_of(dst) {
             let (mac, port) = *net.neighbors.get(&dst).ok_or(R::NoRoute)?;
             let entry = t.port(port).ok_or(R::UnknownPort)?;
-            f.meta.vlan = match entry.mode {
+            let vlan = match entry.mode {
                 PortMode::Access { vlan } => vlan,
                 _ => net.config.vlan,
             };
-            translate::decrement_ttl(f.data_mut(), l3);
-            self.strip_tag(f, l3)?;
-            eth_rewrite(f.data_mut(), mac, net.config.gateway_mac);
-            return Ok(Verdict::Forward(port));
+            return Ok(NextHop::Known {
+                port,
+                dst_mac: mac,
+                src_mac: net.config.gateway_mac,
+                vlan,
+            });
         }
         // Routed out through the uplink whose address the (translated) source is: each
         // network's NAPT uses its own uplink's address.
-        let src = f
-            .data()
+        let src = d
             .get(l3 + 12..l3 + 16)
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .map(Ipv4Addr::from)
@@ -1026,15 +1233,40 @@ impl<'t> BatchState<'t> {
         } else {
             up.next_hop.ok_or(R::NoRoute)?
         };
-        f.meta.vlan = 0;
-        match self.neighbor(up.port, hop) {
-            Some(mac) => {
+        Ok(match self.neighbor(up.port, hop) {
+            Some(mac) => NextHop::Known {
+                port: up.port,
+                dst_mac: mac,
+                src_mac: up.mac,
+                vlan: 0,
+            },
+            None => NextHop::Unresolved { up, hop },
+        })
+    }
+
+    /// Sends a routed packet to `next`: TTL decremented, ingress tag removed, Ethernet header
+    /// rewritten; or, while the next hop is unresolved, an ARP request in its place.
+    fn send(
+        &mut self,
+        f: &mut Frame<'_>,
+        l3: usize,
+        next: NextHop<'t>,
+    ) -> Result<Verdict, DropReason> {
+        match next {
+            NextHop::Known {
+                port,
+                dst_mac,
+                src_mac,
+                vlan,
+            } => {
+                f.meta.vlan = vlan;
                 translate::decrement_ttl(f.data_mut(), l3);
                 self.strip_tag(f, l3)?;
-                eth_rewrite(f.data_mut(), mac, up.mac);
-                Ok(Verdict::Forward(up.port))
+                eth_rewrite(f.data_mut(), dst_mac, src_mac);
+                Ok(Verdict::Forward(port))
             }
-            None => {
+            NextHop::Unresolved { up, hop } => {
+                f.meta.vlan = 0;
                 gateway::arp_request(f, up.mac, up.ip.addr, hop).map_err(|_| R::ArpPending)?;
                 // The packet is lost (as in any host stack); the ARP request leaves instead.
                 self.counters.drop_n(f.meta.ingress, R::ArpPending, 1);
@@ -1100,7 +1332,7 @@ impl<'t> BatchState<'t> {
                 }),
             _ => None,
         };
-        self.translate_and_route(f, &ip, &flow, action)
+        self.translate_and_route(f, &ip, &flow, action, u16::MAX)
     }
 }
 
@@ -1150,11 +1382,11 @@ mod tests {
             ..Meta::default()
         };
         let f = Frame::new(&mut buf, HEADROOM, frame.len(), meta).unwrap();
-        routed_tuple(t, &f)
+        routed_flow(t, &f).map(|(_, flow)| flow.tuple)
     }
 
     #[test]
-    fn routed_tuple_picks_frames_for_the_gateway_or_the_uplink() {
+    fn routed_flow_picks_frames_for_the_gateway_or_the_uplink() {
         let t = Tables::build(&S::new().config, None).unwrap();
         let tcp = testkit::tcp(S::A, 40000, S::REMOTE, 80, testkit::SYN, b"");
         let out = S::from_endpoint(S::A, &tcp);

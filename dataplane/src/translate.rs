@@ -75,12 +75,14 @@ pub struct FlowOf {
     pub quoted_kind: Option<L4Kind>,
 }
 
+#[inline(always)]
 fn be16(d: &[u8], at: usize) -> Result<u16, DropReason> {
     d.get(at..at + 2)
         .map(|b| u16::from_be_bytes([b[0], b[1]]))
         .ok_or(DropReason::Malformed)
 }
 
+#[inline(always)]
 fn ip_at(d: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(d[at], d[at + 1], d[at + 2], d[at + 3])
 }
@@ -103,6 +105,7 @@ pub fn header_checksum_ok(d: &[u8], ip: &Ipv4Info) -> bool {
 
 /// Reads the IPv4 header at `l3`, checking version and lengths but not the header checksum:
 /// enough for bridging decisions (anti-spoofing), which forward the bytes unchanged.
+#[inline(always)]
 pub fn parse_ipv4_unverified(d: &[u8], l3: usize) -> Result<Ipv4Info, DropReason> {
     let h = d.get(l3..).ok_or(DropReason::Malformed)?;
     let ip = crate::wire::ipv4::Ipv4Packet::new_checked(h).map_err(|_| DropReason::Malformed)?;
@@ -121,6 +124,7 @@ pub fn parse_ipv4_unverified(d: &[u8], l3: usize) -> Result<Ipv4Info, DropReason
 
 /// The quoted L4 tuple of a packet whose IPv4 header starts at `l3` and whose L4 header (maybe
 /// only its first 8 bytes) follows at `l4`.
+#[inline(always)]
 fn l4_tuple(
     d: &[u8],
     proto: u8,
@@ -172,6 +176,7 @@ fn l4_tuple(
 
 /// The flow of the packet described by `ip`: its own tuple, or for an ICMP error the tuple of
 /// the packet it quotes.
+#[inline(always)]
 pub fn flow_of(d: &[u8], ip: &Ipv4Info) -> Result<FlowOf, DropReason> {
     if ip.later_fragment {
         return Err(DropReason::Fragment);
@@ -353,6 +358,72 @@ pub fn rewrite(d: &mut [u8], ip: &Ipv4Info, flow: &FlowOf, new: &Tuple, partial:
             );
         }
     }
+}
+
+/// The one's-complement terms that replace the 32-bit word `old` by `new` in a checksum's sum
+/// (RFC 1624: `~m + m'` for both halves).
+#[inline(always)]
+fn change32(old: u32, new: u32) -> u32 {
+    u32::from(!(old >> 16) as u16) + u32::from(!(old as u16)) + (new >> 16) + (new & 0xffff)
+}
+
+/// `rewrite` then `decrement_ttl` for a routed TCP or UDP packet (any other kind is left
+/// alone), with each checksum adjusted once for all its changes: the shortcut's rewrite. The
+/// bytes are exactly those of the two calls: one's-complement folding in between or only at
+/// the end gives the same value (a sum of non-negative terms is zero only when every term is).
+/// The TTL must be at least 1.
+pub fn rewrite_routed(d: &mut [u8], ip: &Ipv4Info, flow: &FlowOf, new: &Tuple, partial: bool) {
+    let at = match flow.kind {
+        L4Kind::Tcp => 16,
+        L4Kind::Udp => 6,
+        _ => return,
+    };
+    let (l3, l4) = (ip.l3, ip.l4());
+    let end = (l3 + ip.total).min(d.len());
+    let old_src = u32::from(ip_at(d, l3 + 12));
+    let old_dst = u32::from(ip_at(d, l3 + 16));
+    let (ns, nd) = (u32::from(new.src), u32::from(new.dst));
+    // Sums of the address changes: the IPv4 header's and the pseudo header's.
+    let mut addrs = 0;
+    if old_src != ns {
+        addrs += change32(old_src, ns);
+        d[l3 + 12..l3 + 16].copy_from_slice(&new.src.octets());
+    }
+    if old_dst != nd {
+        addrs += change32(old_dst, nd);
+        d[l3 + 16..l3 + 20].copy_from_slice(&new.dst.octets());
+    }
+    let old_ttl = read16(d, l3 + 8);
+    d[l3 + 8] -= 1;
+    let ttl = u32::from(!old_ttl) + u32::from(read16(d, l3 + 8));
+    let c = u32::from(!read16(d, l3 + 10)) + addrs + ttl;
+    write16(d, l3 + 10, !checksum::fold(c));
+    let has_csum = end.saturating_sub(l4) >= at + 2;
+    let old = &flow.tuple;
+    if has_csum {
+        let c = read16(d, l4 + at);
+        let udp_none = flow.kind == L4Kind::Udp && c == 0;
+        if !udp_none {
+            let mut c = if partial {
+                checksum::fold(u32::from(c) + addrs)
+            } else {
+                let mut sum = u32::from(!c) + addrs;
+                if old.src_port != new.src_port {
+                    sum += u32::from(!old.src_port) + u32::from(new.src_port);
+                }
+                if old.dst_port != new.dst_port {
+                    sum += u32::from(!old.dst_port) + u32::from(new.dst_port);
+                }
+                !checksum::fold(sum)
+            };
+            if flow.kind == L4Kind::Udp && c == 0 {
+                c = 0xffff;
+            }
+            write16(d, l4 + at, c);
+        }
+    }
+    write16(d, l4, new.src_port);
+    write16(d, l4 + 2, new.dst_port);
 }
 
 /// Decrements the TTL of the IPv4 header at `l3`, fixing its checksum.
@@ -567,6 +638,38 @@ mod tests {
             let differs: Vec<usize> = (0..v.len()).filter(|i| v[*i] != orig[*i]).collect();
             let csum_at = if is_tcp { 34 + 16 } else { 34 + 6 };
             prop_assert!(differs.iter().all(|i| *i == csum_at || *i == csum_at + 1));
+        }
+
+        /// The shortcut's one-pass rewrite gives exactly the bytes of the two-step one, whatever
+        /// the checksums held (0, 0xffff, wrong), full or partial, with or without changes.
+        #[test]
+        fn rewrite_routed_matches_rewrite_and_ttl_decrement(
+            src in any::<[u8; 4]>(), dst in any::<[u8; 4]>(), sp in any::<u16>(), dp in any::<u16>(),
+            new in (any::<[u8; 4]>(), any::<[u8; 4]>(), any::<u16>(), any::<u16>()),
+            keep in any::<[bool; 4]>(), is_tcp in any::<bool>(), partial in any::<bool>(),
+            ttl in 2u8.., csums in (any::<u16>(), prop_oneof![Just(0u16), Just(0xffff), any::<u16>()]),
+            payload in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let mut v = if is_tcp { tcp(src, sp, dst, dp, &payload) } else { udp(src, sp, dst, dp, &payload) };
+            v[22] = ttl;
+            v[24..26].copy_from_slice(&csums.0.to_be_bytes());
+            let at = if is_tcp { 34 + 16 } else { 34 + 6 };
+            v[at..at + 2].copy_from_slice(&csums.1.to_be_bytes());
+            let ip = parse_ipv4_unverified(&v, 14).unwrap();
+            let f = flow_of(&v, &ip).unwrap();
+            let t = f.tuple;
+            let new = Tuple {
+                src: if keep[0] { t.src } else { Ipv4Addr::from(new.0) },
+                dst: if keep[1] { t.dst } else { Ipv4Addr::from(new.1) },
+                src_port: if keep[2] { t.src_port } else { new.2 },
+                dst_port: if keep[3] { t.dst_port } else { new.3 },
+                ..t
+            };
+            let mut two = v.clone();
+            rewrite(&mut two, &ip, &f, &new, partial);
+            decrement_ttl(&mut two, 14);
+            rewrite_routed(&mut v, &ip, &f, &new, partial);
+            prop_assert_eq!(v, two);
         }
 
         #[test]

@@ -456,6 +456,7 @@ impl<P: Plumbing> Engine<P> {
             networks,
             drops: named(&st.drops),
             conntrack_entries: st.conntrack_flows,
+            shortcut_packets: st.shortcuts,
         }
     }
 

@@ -124,6 +124,13 @@ pub fn render(s: &StatsView) -> String {
         "Tracked NAPT flows.",
         &[(String::new(), s.conntrack_entries as u64)],
     );
+    family(
+        &mut out,
+        "sluice_shortcut_packets_total",
+        "counter",
+        "Frames that took their NAPT flow's cached decision (the fast path).",
+        &[(String::new(), s.shortcut_packets)],
+    );
     out
 }
 
@@ -154,6 +161,7 @@ mod tests {
             }],
             drops: [("ttl".to_string(), 7)].into(),
             conntrack_entries: 5,
+            shortcut_packets: 9,
         };
         let t = render(&s);
         assert!(t.contains(
@@ -163,6 +171,7 @@ mod tests {
         assert!(t.contains("sluice_drops_total{reason=\"ttl\"} 7\n"));
         assert!(t.contains("sluice_fdb_entries{network=\"a\"} 4\n"));
         assert!(t.contains("sluice_conntrack_entries 5\n"));
+        assert!(t.contains("sluice_shortcut_packets_total 9\n"));
         assert!(t.contains("sluice_network_conntrack_entries{network=\"a\"} 5\n"));
         assert!(t.contains(
             "sluice_port_drops_total{port=\"sl0123\",endpoint=\"web\",network=\"a\\\"b\",reason=\"ttl\"} 7\n"

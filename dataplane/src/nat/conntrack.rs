@@ -7,7 +7,7 @@ use super::index::{self, tag_of, Index};
 use super::tcp::{self, TcpState};
 use super::timer::{Wheel, NIL, UNLINKED};
 use super::tuple::{Key, Tuple};
-use super::{Dir, FlowId, FlowInfo, Hit, NatAction, NatError, Timeouts};
+use super::{Dir, FlowId, FlowInfo, Hit, NatAction, NatError, Shortcut, Timeouts};
 use crate::config::{L4Proto, NatConfig, PortRange};
 use crate::time::Millis;
 
@@ -23,12 +23,17 @@ const REPLY_BIT: u32 = 1;
 /// of at most 1/2 must fit the index's 2^32 slots.
 const MAX_FLOWS: usize = 1 << (index::MAX_BITS - 2);
 
-/// Frames `lookup_batch` stages at once: enough lines in flight to cover memory latency, few
-/// enough that they stay in the L1 cache until used.
-const STAGE: usize = 64;
+/// How far ahead of its lookups `lookup_batch` fetches: the flow of the tuple `DISTANCE`
+/// ahead, the index line of the one `2 * DISTANCE` ahead.
+const DISTANCE: usize = 8;
+/// Tuples `lookup_batch` pipelines in one go (a batch's worth).
+const MAX_STAGED: usize = crate::batch::MAX_BATCH;
 
-/// One tracked flow (48 bytes): the original tuple, the translated tuple, the deadline and the
+/// One tracked flow: two cache lines (128 bytes). The first holds all a packet of the original
+/// direction reads and writes (both tuples, deadline, state, that direction's shortcut), so the
+/// most common packet touches one line; the second holds the reply direction's shortcut and the
 /// timer links. A free entry keeps its generation and chains the free list through `next`.
+#[repr(C, align(64))]
 pub(super) struct Flow {
     orig_src: u32,
     orig_dst: u32,
@@ -40,18 +45,22 @@ pub(super) struct Flow {
     xlat_dport: u16,
     /// Deadline in milliseconds (`Millis`).
     pub(super) expires: u64,
-    /// Previous flow in the timer slot's list, or in no list.
-    pub(super) prev: u32,
-    /// Next flow in the timer slot's list, or the next free entry.
-    pub(super) next: u32,
-    /// Timer slot the flow is linked into, or `UNLINKED`.
-    pub(super) slot: u16,
     generation: u16,
     proto: L4Proto,
     /// `TcpState` as a byte (unused for UDP and ICMP).
     state: u8,
     /// `LIVE`, `REPLIED` and, for TCP, the sides that sent FIN (`tcp::Fins` shifted by 2).
     flags: u8,
+    /// The pipeline's cached decision for packets of the original direction.
+    original: Shortcut,
+    /// The same for replies (second line).
+    reply: Shortcut,
+    /// Previous flow in the timer slot's list, or in no list.
+    pub(super) prev: u32,
+    /// Next flow in the timer slot's list, or the next free entry.
+    pub(super) next: u32,
+    /// Timer slot the flow is linked into, or `UNLINKED`.
+    pub(super) slot: u16,
 }
 
 impl Flow {
@@ -133,49 +142,73 @@ impl Conntrack {
 
     /// The flow a packet with tuple `t` belongs to, in either direction, and the tuple it must
     /// carry after translation. No allocation.
+    #[inline(always)]
     pub fn lookup(&self, t: &Tuple) -> Option<Hit> {
         let key = t.key();
         self.find(&key, tag_of(&key)).map(|v| self.hit(v))
     }
 
-    /// `lookup` for a batch: `out[i]` is the lookup of `tuples[i]` (`None` for a `None`
-    /// tuple). Staged so that the memory latency is paid once per stage rather than once per
-    /// tuple and stage: first every tuple's index line is prefetched, then every candidate
-    /// flow, then the lookups run on cached lines. Pays off when the table is far larger than
-    /// the CPU caches; same results as `lookup`. `out` should be as long as `tuples`: entries
-    /// past the shorter of the two are neither looked up nor written. No allocation.
-    pub fn lookup_batch(&self, tuples: &[Option<Tuple>], out: &mut [Option<Hit>]) {
-        for (tuples, out) in tuples.chunks(STAGE).zip(out.chunks_mut(STAGE)) {
-            let mut keys = [None; STAGE];
-            for (k, t) in keys.iter_mut().zip(tuples) {
-                *k = t.map(|t| {
-                    let key = t.key();
-                    let tag = tag_of(&key);
-                    self.index.prefetch(tag);
-                    (key, tag)
-                });
+    /// `lookup` for a batch: `out[i]` is the lookup of `tuple(i)` (`None` when it gives no
+    /// tuple), for every `i` below `out.len()` (`tuple` is called with those only). Software-pipelined so that memory latency
+    /// overlaps across tuples: while tuple `i` is looked up on lines already loaded, the flow
+    /// of tuple `i + DISTANCE` and the index line of tuple `i + 2 * DISTANCE` are being
+    /// fetched. That keeps a steady few dozen lines in flight, about what the CPU's miss
+    /// buffers hold, rather than a burst they would drop. Pays off when the table is far larger
+    /// than the CPU caches; same results as `lookup`. No allocation.
+    pub fn lookup_batch<'t>(
+        &self,
+        tuple: impl Fn(usize) -> Option<&'t Tuple>,
+        out: &mut [Option<Hit>],
+    ) {
+        for (c, out) in out.chunks_mut(MAX_STAGED).enumerate() {
+            let base = c * MAX_STAGED;
+            self.lookup_chunk(|i| tuple(base + i), out);
+        }
+    }
+
+    /// `lookup_batch` of at most `MAX_STAGED` tuples.
+    #[inline(always)]
+    fn lookup_chunk<'t>(
+        &self,
+        tuple: impl Fn(usize) -> Option<&'t Tuple>,
+        out: &mut [Option<Hit>],
+    ) {
+        let n = out.len().min(MAX_STAGED);
+        let mut keys = [None; MAX_STAGED];
+        for i in 0..n + 2 * DISTANCE {
+            if let Some(t) = (i < n).then(|| tuple(i)).flatten() {
+                let key = t.key();
+                let tag = tag_of(&key);
+                self.index.prefetch(tag);
+                keys[i] = Some((key, tag));
             }
-            for (_, tag) in keys.iter().flatten() {
-                if let Some(v) = self.index.first_candidate(*tag) {
-                    self.prefetch_flow(v >> 1);
+            if let Some(j) = i.checked_sub(DISTANCE).filter(|&j| j < n) {
+                if let Some((_, tag)) = keys[j] {
+                    if let Some(v) = self.index.first_candidate(tag) {
+                        self.prefetch_flow(v);
+                    }
                 }
             }
-            for (o, k) in out.iter_mut().zip(&keys) {
-                *o = k.and_then(|(key, tag)| self.find(&key, tag).map(|v| self.hit(v)));
+            if let Some(k) = i.checked_sub(2 * DISTANCE).filter(|&k| k < n) {
+                out[k] = keys[k].and_then(|(key, tag)| self.find(&key, tag).map(|v| self.hit(v)));
             }
         }
     }
 
-    /// Starts loading both cache lines flow `idx` may straddle.
-    fn prefetch_flow(&self, idx: u32) {
-        if let Some(f) = self.flows.get(idx as usize) {
+    /// Starts loading the lines of the flow index value `v` names that its direction's packets
+    /// read: the first line, and for a reply also the second.
+    fn prefetch_flow(&self, v: u32) {
+        if let Some(f) = self.flows.get((v >> 1) as usize) {
             let p: *const Flow = f;
             index::prefetch(p);
-            index::prefetch(p.cast::<u8>().wrapping_add(std::mem::size_of::<Flow>() - 1));
+            if v & REPLY_BIT != 0 {
+                index::prefetch(p.cast::<u8>().wrapping_add(64));
+            }
         }
     }
 
     /// The index value of the live flow `key` (tagged `tag`) belongs to.
+    #[inline(always)]
     fn find(&self, key: &Key, tag: u32) -> Option<u32> {
         self.index.find(tag, |v| {
             self.flows[(v >> 1) as usize].key(v & REPLY_BIT) == *key
@@ -188,6 +221,7 @@ impl Conntrack {
     }
 
     /// The hit an index value stands for.
+    #[inline(always)]
     fn hit(&self, v: u32) -> Hit {
         let idx = v >> 1;
         let f = &self.flows[idx as usize];
@@ -260,6 +294,8 @@ impl Conntrack {
         f.proto = orig.proto;
         f.state = TcpState::None as u8;
         f.flags = LIVE;
+        f.original = Shortcut::default();
+        f.reply = Shortcut::default();
         f.expires = now.plus_secs(self.timeouts.for_flow(f)).0;
         let generation = f.generation;
         self.wheel.link(&mut self.flows, idx);
@@ -315,6 +351,14 @@ impl Conntrack {
             return idx;
         }
         let idx = self.flows.len() as u32;
+        if self.flows.len() == self.flows.capacity() {
+            // A new buffer advised before the entries move in, so that all of it is faulted in
+            // huge (a reallocation would keep the moved part on the pages it had).
+            let mut grown = Vec::with_capacity(self.flows.len().max(8) * 2);
+            crate::hugepage::advise(&grown);
+            grown.append(&mut self.flows);
+            self.flows = grown;
+        }
         self.flows.push(Flow {
             orig_src: 0,
             orig_dst: 0,
@@ -332,14 +376,39 @@ impl Conntrack {
             proto: L4Proto::Udp,
             state: 0,
             flags: 0,
+            original: Shortcut::default(),
+            reply: Shortcut::default(),
         });
         idx
     }
 
     /// The live flow `id` names, if it still exists.
+    #[inline(always)]
     fn live_index(&self, id: FlowId) -> Option<usize> {
         let f = self.flows.get(id.index as usize)?;
         (f.live() && f.generation == id.generation).then_some(id.index as usize)
+    }
+
+    /// The shortcut cached for the direction of `hit` (the default, epoch 0, when none was), or
+    /// `None` when the flow no longer exists.
+    #[inline(always)]
+    pub fn shortcut(&self, hit: &Hit) -> Option<&Shortcut> {
+        let f = &self.flows[self.live_index(hit.flow)?];
+        Some(match hit.dir {
+            Dir::Original => &f.original,
+            Dir::Reply => &f.reply,
+        })
+    }
+
+    /// Caches `s` for the direction of `hit` (ignored for a flow that no longer exists).
+    pub fn set_shortcut(&mut self, hit: &Hit, s: Shortcut) {
+        if let Some(i) = self.live_index(hit.flow) {
+            let f = &mut self.flows[i];
+            match hit.dir {
+                Dir::Original => f.original = s,
+                Dir::Reply => f.reply = s,
+            }
+        }
     }
 
     /// Accounts a packet of flow `flow` travelling in `dir`: advances the TCP state machine

@@ -163,10 +163,12 @@ impl Index {
     fn grow(&mut self) {
         let bits = (self.bits + 1).max(MIN_BITS);
         assert!(bits <= MAX_BITS, "conntrack index beyond 2^32 slots");
-        let old = std::mem::replace(
-            &mut self.lines,
-            vec![Line([FREE; PER_LINE]); (1 << bits) / PER_LINE],
-        );
+        let n = (1 << bits) / PER_LINE;
+        let mut lines = Vec::with_capacity(n);
+        // Advised before the first touch, so that the pages are faulted in huge.
+        crate::hugepage::advise(&lines);
+        lines.resize(n, Line([FREE; PER_LINE]));
+        let old = std::mem::replace(&mut self.lines, lines);
         self.bits = bits;
         for s in old.iter().flat_map(|l| l.0) {
             if s.val != EMPTY {
