@@ -3,6 +3,8 @@
 
 pub mod e2e;
 
+use std::time::{Duration, Instant};
+
 use sluice_dataplane::batch::Batch;
 use sluice_dataplane::frame::{Frame, Meta, PortId, HEADROOM};
 use sluice_dataplane::pipeline::Worker;
@@ -33,9 +35,8 @@ impl BatchBufs {
         }
     }
 
-    /// Runs the buffers as one batch arriving on `ingress`; returns how many frames were
-    /// forwarded (not dropped), so the optimiser cannot discard the work.
-    pub fn run(&mut self, worker: &mut Worker, ingress: PortId, now: Millis) -> usize {
+    /// The buffers as one batch arriving on `ingress` (what an RX port hands the pipeline).
+    fn batch(&mut self, ingress: PortId) -> Batch<'_> {
         let mut batch = Batch::new();
         for (buf, len) in self.bufs.iter_mut().zip(self.lens.iter()) {
             let meta = Meta {
@@ -46,6 +47,25 @@ impl BatchBufs {
                 let _ = batch.push(f);
             }
         }
+        batch
+    }
+
+    /// Runs the buffers as one batch through `Worker::process` and returns how long that call
+    /// took: the pipeline's cost, without building the batch (the RX port's work) or reading
+    /// the verdicts (the TX side's).
+    pub fn time_process(&mut self, worker: &mut Worker, ingress: PortId, now: Millis) -> Duration {
+        let mut batch = self.batch(ingress);
+        let start = Instant::now();
+        worker.process(&mut batch, now);
+        let took = start.elapsed();
+        std::hint::black_box(&batch);
+        took
+    }
+
+    /// Runs the buffers as one batch arriving on `ingress`; returns how many frames were
+    /// forwarded (not dropped), so the optimiser cannot discard the work.
+    pub fn run(&mut self, worker: &mut Worker, ingress: PortId, now: Millis) -> usize {
+        let mut batch = self.batch(ingress);
         worker.process(&mut batch, now);
         batch
             .frames()

@@ -16,6 +16,7 @@ pub mod pipeline;
 mod pipeline_tests;
 pub mod port;
 pub mod portfwd;
+mod prefetch;
 pub mod runtime;
 pub mod tables;
 pub mod testkit;

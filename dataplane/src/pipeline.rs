@@ -54,6 +54,12 @@ use crate::wire::MacAddr;
 
 use DropReason as R;
 
+/// How many frames ahead of the one being handled the bridge prefetches the FDB line of.
+const FDB_AHEAD: usize = 4;
+
+/// FDB size from which that prefetch pays: below it the table stays in the CPU caches.
+const FDB_PREFETCH_FROM: usize = 16 * 1024;
+
 /// Most uplink neighbours remembered; beyond it new ones are not learned.
 const MAX_NEIGHBORS: usize = 4096;
 
@@ -549,7 +555,12 @@ impl Worker {
                 epoch,
                 routed: false,
             };
-            for (i, f) in batch.frames_mut().iter_mut().enumerate() {
+            let frames = batch.frames_mut();
+            for i in 0..frames.len() {
+                if let Some(ahead) = frames.get(i + FDB_AHEAD) {
+                    st.prefetch_fdb(ahead);
+                }
+                let f = &mut frames[i];
                 st.cur = i;
                 self.counters.rx(f.meta.ingress, f.len());
                 let v = match st.shortcut(f) {
@@ -790,6 +801,33 @@ impl<'t> BatchState<'t> {
         f.meta.vlan = s.vlan;
         self.routed = true;
         Some(Verdict::Forward(s.egress))
+    }
+
+    /// Prefetches the FDB line a bridged frame `f` (further on in the batch) will look its
+    /// destination up in, when its network's FDB guard is the one held and the table is large.
+    /// A guess from the raw header: a wrong one costs a wasted prefetch, never a wrong result.
+    #[inline(always)]
+    fn prefetch_fdb(&self, f: &Frame<'_>) {
+        let Some((held, fdb)) = &self.fdb else {
+            return;
+        };
+        if fdb.len() < FDB_PREFETCH_FROM {
+            return;
+        }
+        let d = f.data();
+        let Some(port) = self.t.port(f.meta.ingress) else {
+            return;
+        };
+        if port.network != Some(*held) || d.len() < 18 || d[0] & 1 != 0 {
+            return;
+        }
+        let tag = (u16::from_be_bytes([d[12], d[13]]) == crate::wire::ethernet::ETHERTYPE_VLAN)
+            .then(|| u16::from_be_bytes([d[14], d[15]]) & 0x0fff);
+        if let Some(vlan) = port.ingress_vlan(tag) {
+            let mut dst = [0u8; 6];
+            dst.copy_from_slice(&d[..6]);
+            fdb.prefetch(vlan, MacAddr(dst));
+        }
     }
 
     /// True when frame `d`, arriving on `ingress`, carries the Ethernet addresses with which the

@@ -30,5 +30,6 @@
 //! ```
 
 pub mod fdb;
+mod mactable;
 
 pub use fdb::{Fdb, FdbEntry, FdbParams, FdbReader, Learn, LearnSummary, SourceCheck};

@@ -200,9 +200,9 @@ impl Conntrack {
     fn prefetch_flow(&self, v: u32) {
         if let Some(f) = self.flows.get((v >> 1) as usize) {
             let p: *const Flow = f;
-            index::prefetch(p);
+            crate::prefetch::prefetch(p);
             if v & REPLY_BIT != 0 {
-                index::prefetch(p.cast::<u8>().wrapping_add(64));
+                crate::prefetch::prefetch(p.cast::<u8>().wrapping_add(64));
             }
         }
     }

@@ -14,6 +14,7 @@
 //! one or two lines.
 
 use super::tuple::Key;
+use crate::prefetch::prefetch;
 
 /// `Slot::val` of an empty slot (never a value: flow indexes stay below 2^30).
 const EMPTY: u32 = u32::MAX;
@@ -42,21 +43,6 @@ struct Line([Slot; PER_LINE]);
 /// The tag of a key: the part of its hash the index keeps and homes by.
 pub(super) fn tag_of(key: &Key) -> u32 {
     (key.mix() >> 32) as u32
-}
-
-/// Asks the CPU to start loading the cache line at `p` (a hint: it never faults, whatever
-/// the address). A no-op on other architectures.
-#[inline(always)]
-pub(super) fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE is part of the x86_64 baseline, and a prefetch only hints the cache: it
-    // neither reads into the program nor faults on any address.
-    unsafe {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// The table: `2^bits` slots in lines, and how many hold an entry.
