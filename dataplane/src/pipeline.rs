@@ -498,7 +498,7 @@ pub struct Worker {
     learn: ArrayVec<(NetworkId, Learn), MAX_BATCH>,
     arp_learn: ArrayVec<((PortId, Ipv4Addr), MacAddr), MAX_BATCH>,
     /// Per frame of the batch: the IPv4 header and flow the staged tuple was read from.
-    staged_flows: Box<[Option<(Ipv4Info, FlowOf)>]>,
+    staged_flows: Box<[Option<Staged>]>,
     /// Per frame of the batch: the staged lookup's result.
     staged_hits: Box<[Option<Hit>]>,
     /// The previous batch routed a frame through NAT: this one stages (adaptive staging).
@@ -625,7 +625,7 @@ struct BatchState<'t> {
     learn: &'t mut ArrayVec<(NetworkId, Learn), MAX_BATCH>,
     arp_learn: &'t mut ArrayVec<((PortId, Ipv4Addr), MacAddr), MAX_BATCH>,
     /// Per frame: the IPv4 header and flow of the staged tuple.
-    staged_flows: &'t [Option<(Ipv4Info, FlowOf)>],
+    staged_flows: &'t [Option<Staged>],
     /// Per frame: the staged lookup's result.
     staged_hits: &'t [Option<Hit>],
     /// Index of the frame being handled.
@@ -645,7 +645,7 @@ fn stage<'d>(
     wanted: bool,
     tables: &Tables,
     batch: &Batch<'_>,
-    flows: &mut [Option<(Ipv4Info, FlowOf)>],
+    flows: &mut [Option<Staged>],
     hits: &mut [Option<Hit>],
 ) -> (Option<MutexGuard<'d, Conntrack>>, usize) {
     if !wanted {
@@ -663,7 +663,7 @@ fn stage<'d>(
     }
     let ct = dp.conntrack.lock();
     let flows = &flows[..n];
-    ct.lookup_batch(|i| flows[i].as_ref().map(|(_, f)| &f.tuple), &mut hits[..n]);
+    ct.lookup_batch(|i| flows[i].as_ref().map(|s| &s.flow.tuple), &mut hits[..n]);
     (Some(ct), n)
 }
 
@@ -672,22 +672,42 @@ fn stage<'d>(
 /// only (no checksum, no table but the port's): a wrong guess costs a wasted lookup, never a
 /// wrong result, since a staged hit is used only for the very tuple it was staged for.
 #[inline(always)]
-fn routed_flow(t: &Tables, f: &Frame<'_>) -> Option<(Ipv4Info, FlowOf)> {
+fn routed_flow(t: &Tables, f: &Frame<'_>) -> Option<Staged> {
     let d = f.data();
     let l2 = parse_l2(d).ok()?;
     if l2.ethertype != ETHERTYPE_IPV4 {
         return None;
     }
-    let ours = match t.port(f.meta.ingress)?.network {
-        Some(net) => t.network(net)?.config.gateway_mac,
-        None => t.uplink_on(f.meta.ingress)?.mac,
+    let port = t.port(f.meta.ingress)?;
+    let (ours, l2_routed) = match (port.network, port.endpoint) {
+        (Some(net), endpoint) => (
+            t.network(net)?.config.gateway_mac,
+            endpoint.is_some_and(|(mac, _)| mac == l2.src),
+        ),
+        (None, _) => (t.uplink_on(f.meta.ingress)?.mac, true),
     };
     if l2.dst != ours {
         return None;
     }
     let ip = translate::parse_ipv4_unverified(d, l2.l3_offset).ok()?;
     let flow = translate::flow_of(d, &ip).ok()?;
-    (flow.kind != L4Kind::Error).then_some((ip, flow))
+    (flow.kind != L4Kind::Error).then_some(Staged {
+        ip,
+        flow,
+        l2_routed,
+    })
+}
+
+/// What the staging pre-pass read from a frame that looks routed.
+#[derive(Clone, Copy, Debug)]
+struct Staged {
+    /// Its IPv4 header (checksum not verified).
+    ip: Ipv4Info,
+    /// Its flow.
+    flow: FlowOf,
+    /// Its Ethernet addresses are those with which the full path routes it (see
+    /// `BatchState::arrives_as_routed`), so a shortcut may serve it.
+    l2_routed: bool,
 }
 
 /// True for the packets shortcuts serve: untagged TCP or UDP without IPv4 options.
@@ -771,7 +791,11 @@ impl<'t> BatchState<'t> {
     fn shortcut(&mut self, f: &mut Frame<'_>) -> Option<Verdict> {
         let i = self.cur;
         let hit = (*self.staged_hits.get(i)?)?;
-        let (ip, flow) = self.staged_flows.get(i)?.as_ref()?;
+        let Staged {
+            ip,
+            flow,
+            l2_routed,
+        } = self.staged_flows.get(i)?.as_ref()?;
         let s = *self.ct.as_ref()?.shortcut(&hit)?;
         if s.epoch != self.epoch
             || s.epoch == 0
@@ -782,7 +806,7 @@ impl<'t> BatchState<'t> {
         }
         let d = f.data();
         let fits = f.meta.offload.gso != GsoType::None || ip.total <= usize::from(s.mtu);
-        if !self.arrives_as_routed(f.meta.ingress, d)?
+        if !l2_routed
             || d.get(12..14)? != ETHERTYPE_IPV4.to_be_bytes()
             || ip.ttl <= 1
             || !fits
@@ -884,10 +908,10 @@ impl<'t> BatchState<'t> {
     #[inline(always)]
     fn lookup(&mut self, key: &Tuple) -> Option<Hit> {
         let i = self.cur;
-        if let (Some(Some((_, staged))), Some(Some(hit))) =
+        if let (Some(Some(staged)), Some(Some(hit))) =
             (self.staged_flows.get(i), self.staged_hits.get(i))
         {
-            if staged.tuple == *key {
+            if staged.flow.tuple == *key {
                 return Some(*hit);
             }
         }
@@ -1420,7 +1444,7 @@ mod tests {
             ..Meta::default()
         };
         let f = Frame::new(&mut buf, HEADROOM, frame.len(), meta).unwrap();
-        routed_flow(t, &f).map(|(_, flow)| flow.tuple)
+        routed_flow(t, &f).map(|s| s.flow.tuple)
     }
 
     #[test]
