@@ -27,3 +27,44 @@ pub(crate) fn advise<T>(v: &Vec<T>) {
         libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The `VmFlags` line of the mapping in `/proc/self/smaps` that holds address `at`.
+    fn vm_flags(at: usize) -> Option<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().unwrap_or("");
+            if let Some((lo, hi)) = range.split_once('-') {
+                if let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                {
+                    inside = lo <= at && at < hi;
+                    continue;
+                }
+            }
+            if inside {
+                if let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return Some(flags.to_string());
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_large_buffer_is_advised() {
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+            eprintln!("skipped: this kernel has no transparent huge pages");
+            return;
+        }
+        let big: Vec<u8> = Vec::with_capacity(8 * HUGE);
+        advise(&big);
+        let inner = (big.as_ptr() as usize).next_multiple_of(HUGE);
+        let flags = vm_flags(inner).expect("the buffer is mapped");
+        assert!(flags.split_whitespace().any(|f| f == "hg"), "{flags}");
+    }
+}
