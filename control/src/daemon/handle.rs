@@ -176,3 +176,20 @@ impl EngineHandle {
         self.call(Command::Fdb).await
     }
 }
+
+/// An engine thread over the fake plumbing with its state in `db`, for the plugins' tests.
+#[cfg(test)]
+pub(crate) fn spawn_fake(db: std::path::PathBuf) -> EngineHandle {
+    let (engine, _, _) = spawn(move || async move {
+        Engine::open(
+            crate::store::Store::open(&db).expect("a fresh state file"),
+            crate::daemon::plumbing::fake::Fake::default(),
+            None,
+            sluice_dataplane::config::NatConfig::default(),
+            None,
+        )
+        .await
+    })
+    .expect("the engine starts");
+    engine
+}

@@ -451,13 +451,9 @@ impl DockerPlugin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::engine::Engine;
     use crate::daemon::handle;
-    use crate::daemon::plumbing::fake::Fake;
     use crate::plugins::docker::protocol::tests::captured;
-    use crate::store::Store;
     use serde_json::json;
-    use sluice_dataplane::config::NatConfig;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     struct Tmp(PathBuf);
@@ -478,18 +474,7 @@ mod tests {
 
     /// A real engine over fake plumbing, on its own thread, and a runtime to call it from.
     fn plugin(db: &Tmp) -> (DockerPlugin, tokio::runtime::Runtime) {
-        let path = db.0.clone();
-        let (en, _, _) = handle::spawn(move || async move {
-            Engine::open(
-                Store::open(&path).unwrap(),
-                Fake::default(),
-                None,
-                NatConfig::default(),
-                None,
-            )
-            .await
-        })
-        .unwrap();
+        let en = handle::spawn_fake(db.0.clone());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -71,12 +71,8 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::engine::Engine;
     use crate::daemon::handle;
-    use crate::daemon::plumbing::fake::Fake;
     use crate::plugins::docker::ipam::DockerIpam;
-    use crate::store::Store;
-    use sluice_dataplane::config::NatConfig;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// One request over a fresh connection, as raw HTTP/1.1: (status, content type, body).
@@ -104,17 +100,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sluice-docker-srv-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("db");
-        let (en, _, _) = handle::spawn(move || async move {
-            Engine::open(
-                Store::open(&db).unwrap(),
-                Fake::default(),
-                None,
-                NatConfig::default(),
-                None,
-            )
-            .await
-        })
-        .unwrap();
+        let en = handle::spawn_fake(db);
         let plugin = Arc::new(DockerPlugin::new(en, DockerIpam::in_memory()));
         let sock = dir.join("sluice.sock");
         let rt = tokio::runtime::Builder::new_current_thread()
