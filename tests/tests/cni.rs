@@ -48,6 +48,14 @@ fn ip_of(result: &Value) -> Ipv4Addr {
         .unwrap_or_else(|| panic!("no address in {result}"))
 }
 
+/// What a client in the lab's "out" namespace reads from the uplink address at `port` (a
+/// published port).
+fn fetch_from_outside(lab: &sluice_control::lab::Lab, port: u16) -> String {
+    let target = format!("TCP:{UPLINK_IP}:{port}");
+    lab.exec("out", &["socat", "-t", "2", "-T", "5", "-", &target])
+        .unwrap()
+}
+
 fn cni_code(e: EngineError) -> u64 {
     match e {
         EngineError::Cni { error, .. } => error.code,
@@ -139,21 +147,7 @@ fn cni_plugin_attaches_routes_publishes_checks_and_collects() {
     d.lab()
         .wait_listen("c1", 80, Duration::from_secs(5))
         .unwrap();
-    let got = d
-        .lab()
-        .exec(
-            "out",
-            &[
-                "socat",
-                "-t",
-                "2",
-                "-T",
-                "5",
-                "-",
-                &format!("TCP:{UPLINK_IP}:18081"),
-            ],
-        )
-        .unwrap();
+    let got = fetch_from_outside(d.lab(), 18081);
     assert_eq!(got.trim(), "hello-from-cni");
 
     // CHECK passes, then fails once the interface is removed behind sluice's back.
@@ -417,21 +411,7 @@ fn podman_with_the_cni_backend_uses_sluice() {
         .podman_stdout(&["exec", "pa", "ip", "-4", "addr"])
         .unwrap();
     assert!(!addrs.contains("10.66.0."), "{addrs}");
-    let got = p
-        .lab()
-        .exec(
-            "out",
-            &[
-                "socat",
-                "-t",
-                "2",
-                "-T",
-                "5",
-                "-",
-                &format!("TCP:{UPLINK_IP}:18082"),
-            ],
-        )
-        .unwrap();
+    let got = fetch_from_outside(p.lab(), 18082);
     assert_eq!(got.trim(), "hello-from-podman");
     p.podman(&["rm", "-f", "-t", "0", "pa", "pb"]).unwrap();
     let ps = String::from_utf8_lossy(

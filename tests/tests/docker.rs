@@ -125,6 +125,31 @@ impl Stack {
         serde_json::from_slice(&o.stdout).unwrap()
     }
 
+    /// `docker network create -d sluice --ipam-driver sluice` of `name` on `subnet` (plus
+    /// `extra` flags): docker's network id and sluice's inspect of the network it made.
+    fn sluice_network(
+        &self,
+        name: &str,
+        subnet: &str,
+        extra: &[&str],
+    ) -> (String, serde_json::Value) {
+        let mut args = vec![
+            "network",
+            "create",
+            "-d",
+            "sluice",
+            "--ipam-driver",
+            "sluice",
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["--subnet", subnet, name]);
+        self.docker(&args);
+        let id = self.docker(&["network", "inspect", "-f", "{{.Id}}", name]);
+        let net = self.sluice_json(&["network", "inspect", &format!("docker-{}", &id[..12])]);
+        let net = if net.is_array() { net[0].clone() } else { net };
+        (id, net)
+    }
+
     fn docker(&self, args: &[&str]) -> String {
         self.d
             .docker_stdout(args)
@@ -195,24 +220,7 @@ fn docker_containers_on_a_sluice_network() {
     let img = s.d.import_busybox().unwrap();
 
     let step = Instant::now();
-    s.docker(&[
-        "network",
-        "create",
-        "-d",
-        "sluice",
-        "--ipam-driver",
-        "sluice",
-        "--subnet",
-        "10.77.0.0/24",
-        "net1",
-    ]);
-    let nid = s.docker(&["network", "inspect", "-f", "{{.Id}}", "net1"]);
-    let snet = s.sluice_json(&["network", "inspect", &format!("docker-{}", &nid[..12])]);
-    let snet = if snet.is_array() {
-        snet[0].clone()
-    } else {
-        snet
-    };
+    let (nid, snet) = s.sluice_network("net1", "10.77.0.0/24", &[]);
     assert_eq!(snet["Labels"]["com.docker.network.id"], nid.as_str());
     assert_eq!(snet["IPAM"]["Config"][0]["Subnet"], "10.77.0.0/24");
     for name in ["alpha", "beta"] {
@@ -350,25 +358,7 @@ fn docker_containers_on_a_sluice_network() {
     assert!(route.contains("default via 10.77.0.1"), "{route}");
 
     // --internal: no default route, no way out; docker network connect / disconnect.
-    s.docker(&[
-        "network",
-        "create",
-        "-d",
-        "sluice",
-        "--ipam-driver",
-        "sluice",
-        "--internal",
-        "--subnet",
-        "10.78.0.0/24",
-        "inet",
-    ]);
-    let iid = s.docker(&["network", "inspect", "-f", "{{.Id}}", "inet"]);
-    let inet = s.sluice_json(&["network", "inspect", &format!("docker-{}", &iid[..12])]);
-    let inet = if inet.is_array() {
-        inet[0].clone()
-    } else {
-        inet
-    };
+    let (_, inet) = s.sluice_network("inet", "10.78.0.0/24", &["--internal"]);
     assert_eq!(inet["Internal"], true, "{inet}");
     s.docker(&[
         "run",
