@@ -346,16 +346,18 @@ fn podman_with_the_cni_backend_uses_sluice() {
     };
     let (ipa, ipb) = (ip("pa"), ip("pb"));
     assert!(ipa.starts_with("10.64.0.") && ipb.starts_with("10.64.0.") && ipa != ipb);
-    let ps = String::from_utf8_lossy(
-        &p.command(bin.join("sluice"))
+    // The sluice CLI inside podman's namespaces, talking to this test's daemon.
+    let sluice_cli = |args: &[&str]| {
+        let out = p
+            .command(bin.join("sluice"))
             .arg("--socket")
             .arg(&sd.socket)
-            .arg("ps")
+            .args(args)
             .output()
-            .unwrap()
-            .stdout,
-    )
-    .into_owned();
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ps = sluice_cli(&["ps"]);
     eprintln!("sluice ps:\n{ps}");
     assert!(
         ps.contains(&ipa) && ps.contains("0.0.0.0:18082->80/tcp"),
@@ -414,29 +416,11 @@ fn podman_with_the_cni_backend_uses_sluice() {
     let got = fetch_from_outside(p.lab(), 18082);
     assert_eq!(got.trim(), "hello-from-podman");
     p.podman(&["rm", "-f", "-t", "0", "pa", "pb"]).unwrap();
-    let ps = String::from_utf8_lossy(
-        &p.command(bin.join("sluice"))
-            .arg("--socket")
-            .arg(&sd.socket)
-            .arg("ps")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .into_owned();
+    let ps = sluice_cli(&["ps"]);
     assert!(!ps.contains(&ipa), "podman rm ran DEL: {ps}");
     p.podman(&["network", "rm", &net2]).unwrap();
     p.podman(&["network", "rm", &net]).unwrap();
-    let nets = String::from_utf8_lossy(
-        &p.command(bin.join("sluice"))
-            .arg("--socket")
-            .arg(&sd.socket)
-            .args(["network", "ls"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .into_owned();
+    let nets = sluice_cli(&["network", "ls"]);
     assert!(
         !nets.contains("slpod"),
         "the last DEL removed the networks sluice-cni made: {nets}"
