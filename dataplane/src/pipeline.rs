@@ -22,11 +22,12 @@
 //! gateway, isolation, published ports, uplink, next hop). For a NAPT flow that decision
 //! depends only on the tables, the neighbours, the ingress port, the Ethernet header and the
 //! tuple, so it is cached in the flow ([`Shortcut`], one per direction) under an epoch that
-//! every table swap and every neighbour change advances. A staged frame whose flow holds a
-//! shortcut of the current epoch, for its ingress port and Ethernet header, is checked only
-//! for what varies per packet (IPv4 header checksum, TTL, length, TCP flags) and rewritten at
-//! once. Shortcuts are taken only for untagged TCP and UDP without IP options, arriving on an
-//! endpoint or an uplink (whose routed path learns nothing).
+//! every table swap and every moved neighbour advances. A staged frame whose flow holds a
+//! shortcut of the current epoch for its ingress port, and which carries the Ethernet
+//! addresses that port's routed frames carry, is checked only for what varies per packet
+//! (IPv4 header checksum, TTL, length; its TCP flags still drive the flow's state) and
+//! rewritten at once. Shortcuts are taken only for untagged TCP and UDP without IP options,
+//! arriving on an endpoint or an uplink (whose routed path learns nothing).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
