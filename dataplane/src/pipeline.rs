@@ -679,14 +679,7 @@ fn routed_flow(t: &Tables, f: &Frame<'_>) -> Option<Staged> {
     if l2.ethertype != ETHERTYPE_IPV4 {
         return None;
     }
-    let port = t.port(f.meta.ingress)?;
-    let (ours, l2_routed) = match (port.network, port.endpoint) {
-        (Some(net), endpoint) => (
-            t.network(net)?.config.gateway_mac,
-            endpoint.is_some_and(|(mac, _)| mac == l2.src),
-        ),
-        (None, _) => (t.uplink_on(f.meta.ingress)?.mac, true),
-    };
+    let (ours, l2_routed) = routed_l2(t, f.meta.ingress, l2.src)?;
     if l2.dst != ours {
         return None;
     }
@@ -699,6 +692,21 @@ fn routed_flow(t: &Tables, f: &Frame<'_>) -> Option<Staged> {
     })
 }
 
+/// The destination MAC of the frames the full path routes from port `ingress` (its network's
+/// gateway MAC, or the uplink's), and whether a shortcut may serve such a frame from `src`: on
+/// an endpoint only from the endpoint's own MAC, on an uplink from any, on any other port of
+/// a network never (their frames feed learning).
+fn routed_l2(t: &Tables, ingress: PortId, src: MacAddr) -> Option<(MacAddr, bool)> {
+    let port = t.port(ingress)?;
+    Some(match (port.network, port.endpoint) {
+        (Some(net), endpoint) => (
+            t.network(net)?.config.gateway_mac,
+            endpoint.is_some_and(|(mac, _)| mac == src),
+        ),
+        (None, _) => (t.uplink_on(ingress)?.mac, true),
+    })
+}
+
 /// What the staging pre-pass read from a frame that looks routed.
 #[derive(Clone, Copy, Debug)]
 struct Staged {
@@ -706,8 +714,7 @@ struct Staged {
     ip: Ipv4Info,
     /// Its flow.
     flow: FlowOf,
-    /// Its Ethernet addresses are those with which the full path routes it (see
-    /// `BatchState::arrives_as_routed`), so a shortcut may serve it.
+    /// Its Ethernet addresses let a shortcut serve it (see `routed_l2`).
     l2_routed: bool,
 }
 
@@ -716,15 +723,19 @@ fn shortcut_shape(ip: &Ipv4Info, flow: &FlowOf) -> bool {
     ip.l3 == 14 && ip.hl == 20 && matches!(flow.kind, L4Kind::Tcp | L4Kind::Udp)
 }
 
+/// A resolved next hop: send to `dst_mac` from `src_mac` on `port`, leaving with `vlan`.
+#[derive(Clone, Copy)]
+struct Adjacency {
+    port: PortId,
+    dst_mac: MacAddr,
+    src_mac: MacAddr,
+    vlan: u16,
+}
+
 /// Where a routed packet goes: a known MAC on a port, or an uplink next hop still to resolve.
 enum NextHop<'t> {
-    /// Send it to `dst_mac` from `src_mac` on `port`, leaving with `vlan`.
-    Known {
-        port: PortId,
-        dst_mac: MacAddr,
-        src_mac: MacAddr,
-        vlan: u16,
-    },
+    /// Resolved.
+    Known(Adjacency),
     /// Ask `hop`'s MAC on uplink `up` (the packet itself is lost).
     Unresolved { up: &'t UplinkConfig, hop: Ipv4Addr },
 }
@@ -853,21 +864,6 @@ impl<'t> BatchState<'t> {
             dst.copy_from_slice(&d[..6]);
             fdb.prefetch(vlan, MacAddr(dst));
         }
-    }
-
-    /// True when frame `d`, arriving on `ingress`, carries the Ethernet addresses with which the
-    /// full path routes it: from an endpoint, its own MAC to its gateway's; on an uplink, to
-    /// the uplink's MAC. `None` for any other port: those never take shortcuts.
-    #[inline(always)]
-    fn arrives_as_routed(&self, ingress: PortId, d: &[u8]) -> Option<bool> {
-        let t = self.t;
-        let port = t.port(ingress)?;
-        let (dst, src) = match (port.network, port.endpoint) {
-            (None, _) => (t.uplink_on(ingress)?.mac, None),
-            (Some(net), Some((mac, _))) => (t.network(net)?.config.gateway_mac, Some(mac)),
-            (Some(_), None) => return None,
-        };
-        Some(d.get(..6)? == dst.0 && src.is_none_or(|m| d.get(6..12) == Some(&m.0[..])))
     }
 
     fn handle(&mut self, f: &mut Frame<'_>) -> Verdict {
@@ -1195,22 +1191,15 @@ impl<'t> BatchState<'t> {
             return Err(R::TtlExceeded);
         }
         let next = self.next_hop(f.data(), ip.l3, dst)?;
-        if let NextHop::Known {
-            port,
-            dst_mac,
-            src_mac,
-            vlan,
-        } = next
-        {
-            self.remember(f, ip, flow, &hit, mtu, port, vlan, [dst_mac, src_mac]);
+        if let NextHop::Known(adj) = next {
+            self.remember(f, ip, flow, &hit, mtu, &adj);
         }
         self.send(f, ip.l3, next)
     }
 
     /// Caches the decision just taken for `hit`'s direction when later packets can reuse it
     /// (see the module's "Shortcuts"): the frame arrived on an endpoint or an uplink, with the
-    /// Ethernet addresses a shortcut checks.
-    #[allow(clippy::too_many_arguments)]
+    /// Ethernet addresses a shortcut checks (`routed_l2`).
     fn remember(
         &mut self,
         f: &Frame<'_>,
@@ -1218,28 +1207,28 @@ impl<'t> BatchState<'t> {
         flow: &FlowOf,
         hit: &Hit,
         mtu: u16,
-        egress: PortId,
-        vlan: u16,
-        macs: [MacAddr; 2],
+        adj: &Adjacency,
     ) {
         let ingress = f.meta.ingress;
-        if self.epoch == 0
-            || !shortcut_shape(ip, flow)
-            || self.arrives_as_routed(ingress, f.data()) != Some(true)
-        {
+        let Ok(l2) = parse_l2(f.data()) else {
+            return;
+        };
+        let allowed =
+            matches!(routed_l2(self.t, ingress, l2.src), Some((ours, true)) if ours == l2.dst);
+        if self.epoch == 0 || !shortcut_shape(ip, flow) || !allowed {
             return;
         }
         let mut l2_out = [0u8; 12];
-        l2_out[..6].copy_from_slice(&macs[0].0);
-        l2_out[6..].copy_from_slice(&macs[1].0);
+        l2_out[..6].copy_from_slice(&adj.dst_mac.0);
+        l2_out[6..].copy_from_slice(&adj.src_mac.0);
         let epoch = self.epoch;
         self.ct().set_shortcut(
             hit,
             Shortcut {
                 epoch,
                 ingress,
-                egress,
-                vlan,
+                egress: adj.port,
+                vlan: adj.vlan,
                 mtu,
                 l2_out,
             },
@@ -1273,12 +1262,12 @@ impl<'t> BatchState<'t> {
                 PortMode::Access { vlan } => vlan,
                 _ => net.config.vlan,
             };
-            return Ok(NextHop::Known {
+            return Ok(NextHop::Known(Adjacency {
                 port,
                 dst_mac: mac,
                 src_mac: net.config.gateway_mac,
                 vlan,
-            });
+            }));
         }
         // Routed out through the uplink whose address the (translated) source is: each
         // network's NAPT uses its own uplink's address.
@@ -1297,12 +1286,12 @@ impl<'t> BatchState<'t> {
             up.next_hop.ok_or(R::NoRoute)?
         };
         Ok(match self.neighbor(up.port, hop) {
-            Some(mac) => NextHop::Known {
+            Some(mac) => NextHop::Known(Adjacency {
                 port: up.port,
                 dst_mac: mac,
                 src_mac: up.mac,
                 vlan: 0,
-            },
+            }),
             None => NextHop::Unresolved { up, hop },
         })
     }
@@ -1316,17 +1305,12 @@ impl<'t> BatchState<'t> {
         next: NextHop<'t>,
     ) -> Result<Verdict, DropReason> {
         match next {
-            NextHop::Known {
-                port,
-                dst_mac,
-                src_mac,
-                vlan,
-            } => {
-                f.meta.vlan = vlan;
+            NextHop::Known(adj) => {
+                f.meta.vlan = adj.vlan;
                 translate::decrement_ttl(f.data_mut(), l3);
                 self.strip_tag(f, l3)?;
-                eth_rewrite(f.data_mut(), dst_mac, src_mac);
-                Ok(Verdict::Forward(port))
+                eth_rewrite(f.data_mut(), adj.dst_mac, adj.src_mac);
+                Ok(Verdict::Forward(adj.port))
             }
             NextHop::Unresolved { up, hop } => {
                 f.meta.vlan = 0;
