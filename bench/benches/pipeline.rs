@@ -1,6 +1,7 @@
 //! Per-packet cost of the pipeline on batches of 64 frames (issue targets in bench/RESULTS.md):
 //! (a) L2 forward with 1k and 100k learned MACs, (b) NAPT first packet of a new flow,
-//! (c) NAPT established flow with 1M tracked flows, (d) port-forward DNAT of established flows.
+//! (c) NAPT established flow with 1M tracked flows, (d) port-forward DNAT of established flows
+//! (established: each flow's three-way handshake completes in the setup).
 //! Run: `cargo bench -p sluice-bench --bench pipeline`.
 
 use std::net::Ipv4Addr;
@@ -8,8 +9,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sluice_bench::BatchBufs;
+use sluice_dataplane::frame::PortId;
+use sluice_dataplane::nat::Tuple;
 use sluice_dataplane::pipeline::{Dataplane, Worker};
-use sluice_dataplane::testkit::{self, Scenario as S, ACK, PORT_A, SYN, TRUNK, UPLINK};
+use sluice_dataplane::testkit::{self, Scenario as S, ACK, PORT_A, PORT_B, SYN, TRUNK, UPLINK};
 use sluice_dataplane::time::Millis;
 use sluice_dataplane::wire::MacAddr;
 
@@ -46,12 +49,13 @@ fn inbound_published(i: usize, flags: u8) -> Vec<u8> {
     S::from_outside(&testkit::tcp(r, sport, S::UP, 8080, flags, &[0u8; 6]))
 }
 
+/// The SYN-ACK answering a flow, sent with its reply tuple `t`.
+fn synack(t: &Tuple) -> Vec<u8> {
+    testkit::tcp(t.src, t.src_port, t.dst, t.dst_port, SYN | ACK, &[])
+}
+
 /// Runs every frame through `w` in batches of 256 (setup, not measured).
-fn feed(
-    w: &mut Worker,
-    port: sluice_dataplane::frame::PortId,
-    frames: impl Iterator<Item = Vec<u8>>,
-) {
+fn feed(w: &mut Worker, port: PortId, frames: impl Iterator<Item = Vec<u8>>) {
     let mut bufs = BatchBufs::new(256, 128);
     let mut chunk: Vec<Vec<u8>> = Vec::with_capacity(256);
     for f in frames {
@@ -69,10 +73,29 @@ fn feed(
     }
 }
 
+/// Completes the three-way handshake of every flow `w` tracks (their SYNs already sent): a
+/// SYN-ACK for each comes back on `reply_port` (built by `reply` from the flow's reply tuple),
+/// then `ack(i)` for flow `i` goes out again on `port`; every flow is then ESTABLISHED.
+fn establish(
+    w: &mut Worker,
+    (port, ack): (PortId, impl Fn(usize) -> Vec<u8>),
+    (reply_port, reply): (PortId, impl Fn(&Tuple) -> Vec<u8>),
+    flows: usize,
+) {
+    let replies: Vec<Tuple> = w.dataplane().conntrack().flows().map(|f| f.reply).collect();
+    feed(w, reply_port, replies.iter().map(reply));
+    feed(w, port, (0..flows).map(ack));
+    let ct = w.dataplane().conntrack();
+    assert!(
+        ct.flows().all(|f| f.state == "ESTABLISHED"),
+        "setup established every flow"
+    );
+}
+
 /// Times only `Worker::process` over batches refilled and built (untimed) from `pool`.
 fn timed_batches(
     w: &mut Worker,
-    port: sluice_dataplane::frame::PortId,
+    port: PortId,
     pool: &[Vec<u8>],
     cursor: &mut usize,
     iters: u64,
@@ -177,6 +200,12 @@ fn napt_established(c: &mut Criterion) {
         FLOWS,
         "setup created every flow"
     );
+    establish(
+        &mut w,
+        (PORT_A, |i| outbound(i, ACK)),
+        (UPLINK, |t: &Tuple| S::from_outside(&synack(t))),
+        FLOWS,
+    );
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let pool: Vec<Vec<u8>> = (0..65_536)
         .map(|_| {
@@ -207,6 +236,12 @@ fn port_forward(c: &mut Criterion) {
         w.dataplane().conntrack().len(),
         FLOWS,
         "setup created every flow"
+    );
+    establish(
+        &mut w,
+        (UPLINK, |i| inbound_published(i, ACK)),
+        (PORT_B, |t: &Tuple| S::from_endpoint(t.src, &synack(t))),
+        FLOWS,
     );
     let pool: Vec<Vec<u8>> = (0..FLOWS)
         .map(|i| inbound_published((i * 7919) % FLOWS, ACK))

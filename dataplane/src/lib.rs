@@ -14,6 +14,7 @@ pub mod nat;
 pub mod pipeline;
 #[cfg(test)]
 mod pipeline_tests;
+mod plain;
 pub mod port;
 pub mod portfwd;
 mod prefetch;

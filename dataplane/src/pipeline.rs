@@ -22,12 +22,13 @@
 //! gateway, isolation, published ports, uplink, next hop). For a NAPT flow that decision
 //! depends only on the tables, the neighbours, the ingress port, the Ethernet header and the
 //! tuple, so it is cached in the flow ([`Shortcut`], one per direction) under an epoch that
-//! every table swap and every moved neighbour advances. A staged frame whose flow holds a
-//! shortcut of the current epoch for its ingress port, and which carries the Ethernet
-//! addresses that port's routed frames carry, is checked only for what varies per packet
-//! (IPv4 header checksum, TTL, length; its TCP flags still drive the flow's state) and
-//! rewritten at once. Shortcuts are taken only for untagged TCP and UDP without IP options,
-//! arriving on an endpoint or an uplink (whose routed path learns nothing).
+//! every table swap and every moved neighbour advances. Shortcuts serve plain packets only
+//! (untagged TCP or UDP without IP options or fragmentation, see `plain`), arriving on an
+//! endpoint or an uplink (whose routed path learns nothing). Staging reads a plain frame at
+//! fixed offsets, checking its header checksum and TTL as it goes; a staged plain frame whose
+//! flow holds a shortcut of the current epoch for its ingress port, and which carries the
+//! Ethernet addresses that port's routed frames carry, is then checked only for its length
+//! (its TCP flags still drive the flow's state) and rewritten at once.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -45,7 +46,8 @@ use crate::config::{Config, L4Proto, NatConfig, UplinkConfig};
 use crate::counters::{DropReason, PortStats, WorkerCounters};
 use crate::frame::{Frame, GsoType, NetworkId, PortId, Verdict};
 use crate::gateway;
-use crate::nat::{Conntrack, FlowInfo, Hit, NatAction, NatError, Shortcut, Timeouts, Tuple};
+use crate::nat::{Conntrack, FlowInfo, Hit, NatAction, NatError, Probe, Shortcut, Timeouts, Tuple};
+use crate::plain::{self, Plain};
 use crate::tables::{ConfigError, NetworkEntry, PortEntry, PortMode, Tables};
 use crate::time::Millis;
 use crate::translate::{self, FlowOf, Ipv4Info, L4Kind};
@@ -655,8 +657,19 @@ fn stage<'d>(
     let frames = batch.frames();
     let n = frames.len().min(flows.len()).min(hits.len());
     let mut any = false;
+    // The frames of a batch mostly come from one port: its rule is looked up once per run.
+    let mut port: Option<(PortId, Option<RoutedFrom>)> = None;
     for (flow, f) in flows.iter_mut().zip(&frames[..n]) {
-        *flow = routed_flow(tables, f);
+        let ingress = f.meta.ingress;
+        let from = match port {
+            Some((p, from)) if p == ingress => from,
+            _ => {
+                let from = RoutedFrom::of(tables, ingress);
+                port = Some((ingress, from));
+                from
+            }
+        };
+        *flow = from.and_then(|from| staged(&from, f));
         any |= flow.is_some();
     }
     if !any {
@@ -664,61 +677,107 @@ fn stage<'d>(
     }
     let ct = dp.conntrack.lock();
     let flows = &flows[..n];
-    ct.lookup_batch(|i| flows[i].as_ref().map(|s| &s.flow.tuple), &mut hits[..n]);
+    ct.lookup_batch(|i| flows[i].as_ref().map(|s| &s.probe), &mut hits[..n]);
     (Some(ct), n)
 }
 
-/// The IPv4 header and flow NAT will probably look a frame up with: those of an IPv4 packet
-/// (not an ICMP error) sent to a network's gateway MAC or to the uplink's MAC. Cheap checks
-/// only (no checksum, no table but the port's): a wrong guess costs a wasted lookup, never a
-/// wrong result, since a staged hit is used only for the very tuple it was staged for.
+/// What NAT will probably look frame `f` (from a port whose routed frames `from` describes)
+/// up by: the flow of an IPv4 packet (not an ICMP error) sent to the port's routed MAC. Cheap
+/// checks only (the header checksum only of a plain packet): a wrong guess costs a wasted
+/// lookup, never a wrong result, since a staged hit is used only for the very tuple it was
+/// staged for.
 #[inline(always)]
-fn routed_flow(t: &Tables, f: &Frame<'_>) -> Option<Staged> {
+fn staged(from: &RoutedFrom, f: &Frame<'_>) -> Option<Staged> {
     let d = f.data();
-    let l2 = parse_l2(d).ok()?;
-    if l2.ethertype != ETHERTYPE_IPV4 {
-        return None;
+    if let Some(p) = plain::parse(d) {
+        let (dst, src) = macs(d)?;
+        if dst != from.ours {
+            return None;
+        }
+        return Some(Staged {
+            probe: Probe::new(&p.tuple),
+            plain: (p.ttl > 1 && from.shortcut_from(src)).then_some(p),
+        });
     }
-    let (ours, l2_routed) = routed_l2(t, f.meta.ingress, l2.src)?;
-    if l2.dst != ours {
+    let l2 = parse_l2(d).ok()?;
+    if l2.ethertype != ETHERTYPE_IPV4 || l2.dst != from.ours {
         return None;
     }
     let ip = translate::parse_ipv4_unverified(d, l2.l3_offset).ok()?;
     let flow = translate::flow_of(d, &ip).ok()?;
-    (flow.kind != L4Kind::Error).then_some(Staged {
-        ip,
-        flow,
-        l2_routed,
+    (flow.kind != L4Kind::Error).then(|| Staged {
+        probe: Probe::new(&flow.tuple),
+        plain: None,
     })
 }
 
-/// The destination MAC of the frames the full path routes from port `ingress` (its network's
-/// gateway MAC, or the uplink's), and whether a shortcut may serve such a frame from `src`: on
-/// an endpoint only from the endpoint's own MAC, on an uplink from any, on any other port of
-/// a network never (their frames feed learning).
-fn routed_l2(t: &Tables, ingress: PortId, src: MacAddr) -> Option<(MacAddr, bool)> {
-    let port = t.port(ingress)?;
-    Some(match (port.network, port.endpoint) {
-        (Some(net), endpoint) => (
-            t.network(net)?.config.gateway_mac,
-            endpoint.is_some_and(|(mac, _)| mac == src),
-        ),
-        (None, _) => (t.uplink_on(ingress)?.mac, true),
-    })
+/// A frame's destination and source MAC addresses.
+#[inline(always)]
+fn macs(d: &[u8]) -> Option<(MacAddr, MacAddr)> {
+    let (dst, rest) = d.split_first_chunk::<6>()?;
+    Some((MacAddr(*dst), MacAddr(*rest.first_chunk::<6>()?)))
+}
+
+/// Which source MACs a shortcut may serve on a port.
+#[derive(Clone, Copy, Debug)]
+enum ShortcutSource {
+    /// Any: an uplink.
+    Any,
+    /// Only the endpoint's own.
+    Only(MacAddr),
+    /// None: a port of a network that is no endpoint (its frames feed learning).
+    Never,
+}
+
+/// How the frames the full path routes from one port look, and which of them a shortcut may
+/// serve.
+#[derive(Clone, Copy, Debug)]
+struct RoutedFrom {
+    /// Their destination MAC: the port's network's gateway MAC, or the uplink's.
+    ours: MacAddr,
+    /// The source MACs a shortcut may serve.
+    source: ShortcutSource,
+}
+
+impl RoutedFrom {
+    /// The rule of port `ingress` (`None` for an unknown port or one with no routed frames).
+    fn of(t: &Tables, ingress: PortId) -> Option<RoutedFrom> {
+        let port = t.port(ingress)?;
+        Some(match (port.network, port.endpoint) {
+            (Some(net), endpoint) => RoutedFrom {
+                ours: t.network(net)?.config.gateway_mac,
+                source: endpoint
+                    .map_or(ShortcutSource::Never, |(mac, _)| ShortcutSource::Only(mac)),
+            },
+            (None, _) => RoutedFrom {
+                ours: t.uplink_on(ingress)?.mac,
+                source: ShortcutSource::Any,
+            },
+        })
+    }
+
+    /// True when a shortcut may serve this port's routed frames sent from `src`.
+    fn shortcut_from(&self, src: MacAddr) -> bool {
+        match self.source {
+            ShortcutSource::Any => true,
+            ShortcutSource::Only(mac) => mac == src,
+            ShortcutSource::Never => false,
+        }
+    }
 }
 
 /// What the staging pre-pass read from a frame that looks routed.
 #[derive(Clone, Copy, Debug)]
 struct Staged {
-    /// Its IPv4 header (checksum not verified).
-    ip: Ipv4Info,
-    /// Its flow.
-    flow: FlowOf,
-    /// Its Ethernet addresses let a shortcut serve it (see `routed_l2`).
-    l2_routed: bool,
+    /// The tuple it is looked up by.
+    probe: Probe,
+    /// Set when a shortcut may serve it: a plain packet (see `plain`) with a TTL above 1,
+    /// from a source MAC its port's shortcuts serve.
+    plain: Option<Plain>,
 }
 
-/// True for the packets shortcuts serve: untagged TCP or UDP without IPv4 options.
+/// True for the packets whose decision a shortcut may cache: untagged TCP or UDP without IPv4
+/// options (later packets of the flow are served only when plain).
 fn shortcut_shape(ip: &Ipv4Info, flow: &FlowOf) -> bool {
     ip.l3 == 14 && ip.hl == 20 && matches!(flow.kind, L4Kind::Tcp | L4Kind::Udp)
 }
@@ -794,45 +853,27 @@ fn check_source_ip(
 }
 
 impl<'t> BatchState<'t> {
-    /// The fast path: a frame whose staged lookup hit a flow holding a shortcut of this epoch
-    /// for its ingress port is checked for what varies per packet (Ethernet addresses against
-    /// the port's, header checksum, TTL, length) and rewritten as the flow's earlier packets
-    /// were. `None` sends it down the full path, which checks everything again (and drops, or
-    /// answers with ICMP, what fails here).
+    /// The fast path: a frame that staging found plain (header checksum, TTL and Ethernet
+    /// addresses checked there) and whose staged lookup hit a flow holding a shortcut of this
+    /// epoch for its ingress port is checked for its length and rewritten as the flow's
+    /// earlier packets were. `None` sends it down the full path, which checks everything again
+    /// (and drops, or answers with ICMP, what fails here).
     #[inline(always)]
     fn shortcut(&mut self, f: &mut Frame<'_>) -> Option<Verdict> {
-        let i = self.cur;
-        let hit = (*self.staged_hits.get(i)?)?;
-        let Staged {
-            ip,
-            flow,
-            l2_routed,
-        } = self.staged_flows.get(i)?.as_ref()?;
-        let s = *self.ct.as_ref()?.shortcut(&hit)?;
-        if s.epoch != self.epoch
-            || s.epoch == 0
-            || s.ingress != f.meta.ingress
-            || !shortcut_shape(ip, flow)
-        {
-            return None;
-        }
-        let d = f.data();
-        let fits = f.meta.offload.gso != GsoType::None || ip.total <= usize::from(s.mtu);
-        if !l2_routed
-            || d.get(12..14)? != ETHERTYPE_IPV4.to_be_bytes()
-            || ip.ttl <= 1
-            || !fits
-            || !translate::header_checksum_ok(d, ip)
-        {
-            return None;
-        }
-        let now = self.now;
-        self.ct
+        let (i, hits, flows) = (self.cur, self.staged_hits, self.staged_flows);
+        let hit = hits.get(i)?.as_ref()?;
+        let p = flows.get(i)?.as_ref()?.plain?;
+        let (epoch, ingress) = (self.epoch, f.meta.ingress);
+        let gso = f.meta.offload.gso != GsoType::None;
+        let s = self
+            .ct
             .as_mut()?
-            .update(hit.flow, hit.dir, flow.tcp_flags, now);
+            .follow_shortcut(hit, p.tcp_flags, self.now, |s| {
+                s.epoch == epoch && epoch != 0 && s.ingress == ingress && (gso || p.total <= s.mtu)
+            })?;
         let partial = f.meta.offload.csum_partial;
         let d = f.data_mut();
-        translate::rewrite_routed(d, ip, flow, &hit.rewrite, partial);
+        plain::rewrite(d, &hit.rewrite, partial);
         d[..12].copy_from_slice(&s.l2_out);
         f.meta.vlan = s.vlan;
         self.routed = true;
@@ -908,7 +949,7 @@ impl<'t> BatchState<'t> {
         if let (Some(Some(staged)), Some(Some(hit))) =
             (self.staged_flows.get(i), self.staged_hits.get(i))
         {
-            if staged.flow.tuple == *key {
+            if staged.probe.is_for(key) {
                 return Some(*hit);
             }
         }
@@ -1213,8 +1254,8 @@ impl<'t> BatchState<'t> {
         let Ok(l2) = parse_l2(f.data()) else {
             return;
         };
-        let allowed =
-            matches!(routed_l2(self.t, ingress, l2.src), Some((ours, true)) if ours == l2.dst);
+        let allowed = RoutedFrom::of(self.t, ingress)
+            .is_some_and(|from| from.ours == l2.dst && from.shortcut_from(l2.src));
         if self.epoch == 0 || !shortcut_shape(ip, flow) || !allowed {
             return;
         }
@@ -1421,7 +1462,7 @@ mod tests {
     use crate::frame::{Meta, PortId, HEADROOM};
     use crate::testkit::{self, Scenario as S, PORT_A, PORT_B, UPLINK};
 
-    fn guess(t: &Tables, port: PortId, frame: &[u8]) -> Option<Tuple> {
+    fn guess(t: &Tables, port: PortId, frame: &[u8]) -> Option<Probe> {
         let mut buf = vec![0u8; HEADROOM + frame.len()];
         buf[HEADROOM..].copy_from_slice(frame);
         let meta = Meta {
@@ -1429,16 +1470,20 @@ mod tests {
             ..Meta::default()
         };
         let f = Frame::new(&mut buf, HEADROOM, frame.len(), meta).unwrap();
-        routed_flow(t, &f).map(|s| s.flow.tuple)
+        let from = RoutedFrom::of(t, port)?;
+        staged(&from, &f).map(|s| s.probe)
     }
 
     #[test]
-    fn routed_flow_picks_frames_for_the_gateway_or_the_uplink() {
+    fn staging_picks_frames_for_the_gateway_or_the_uplink() {
         let t = Tables::build(&S::new().config, None).unwrap();
         let tcp = testkit::tcp(S::A, 40000, S::REMOTE, 80, testkit::SYN, b"");
         let out = S::from_endpoint(S::A, &tcp);
         let expected = translate::flow_of(&out, &translate::parse_ipv4(&out, 14).unwrap());
-        assert_eq!(guess(&t, PORT_A, &out), Some(expected.unwrap().tuple));
+        assert_eq!(
+            guess(&t, PORT_A, &out),
+            Some(Probe::new(&expected.unwrap().tuple))
+        );
         let back = S::from_outside(&testkit::udp(S::REMOTE, 53, S::UP, 40000, b"x"));
         assert!(guess(&t, UPLINK, &back).is_some());
         // Bridged, ARP, ICMP errors, and a gateway MAC on a port of no network: not staged.

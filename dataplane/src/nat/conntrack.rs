@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use super::index::{self, tag_of, Index};
 use super::tcp::{self, TcpState};
 use super::timer::{Wheel, NIL, UNLINKED};
-use super::tuple::{Key, Tuple};
+use super::tuple::{Key, Probe, Tuple};
 use super::{Dir, FlowId, FlowInfo, Hit, NatAction, NatError, Shortcut, Timeouts};
 use crate::config::{L4Proto, NatConfig, PortRange};
 use crate::time::Millis;
@@ -23,11 +23,9 @@ const REPLY_BIT: u32 = 1;
 /// of at most 1/2 must fit the index's 2^32 slots.
 const MAX_FLOWS: usize = 1 << (index::MAX_BITS - 2);
 
-/// How far ahead of its lookups `lookup_batch` fetches: the flow of the tuple `DISTANCE`
+/// How far ahead of its lookups `lookup_batch` fetches: the flow of the probe `DISTANCE`
 /// ahead, the index line of the one `2 * DISTANCE` ahead.
 const DISTANCE: usize = 8;
-/// Tuples `lookup_batch` pipelines in one go (a batch's worth).
-const MAX_STAGED: usize = crate::batch::MAX_BATCH;
 
 /// One tracked flow: two cache lines (128 bytes). The first holds all a packet of the original
 /// direction reads and writes (both tuples, deadline, state, that direction's shortcut), so the
@@ -148,49 +146,32 @@ impl Conntrack {
         self.find(&key, tag_of(&key)).map(|v| self.hit(v))
     }
 
-    /// `lookup` for a batch: `out[i]` is the lookup of `tuple(i)` (`None` when it gives no
-    /// tuple), for every `i` below `out.len()` (`tuple` is called with those only). Software-pipelined so that memory latency
-    /// overlaps across tuples: while tuple `i` is looked up on lines already loaded, the flow
-    /// of tuple `i + DISTANCE` and the index line of tuple `i + 2 * DISTANCE` are being
-    /// fetched. That keeps a steady few dozen lines in flight, about what the CPU's miss
-    /// buffers hold, rather than a burst they would drop. Pays off when the table is far larger
-    /// than the CPU caches; same results as `lookup`. No allocation.
-    pub fn lookup_batch<'t>(
-        &self,
-        tuple: impl Fn(usize) -> Option<&'t Tuple>,
-        out: &mut [Option<Hit>],
-    ) {
-        for (c, out) in out.chunks_mut(MAX_STAGED).enumerate() {
-            let base = c * MAX_STAGED;
-            self.lookup_chunk(|i| tuple(base + i), out);
-        }
-    }
-
-    /// `lookup_batch` of at most `MAX_STAGED` tuples.
+    /// `lookup` for a batch: `out[i]` is the lookup of `probe(i)` (`None` when it gives no
+    /// probe), for every `i` below `out.len()` (`probe` is called with those only).
+    /// Software-pipelined so that memory latency overlaps across probes: while probe `i` is
+    /// looked up on lines already loaded, the flow of probe `i + DISTANCE` and the index line
+    /// of probe `i + 2 * DISTANCE` are being fetched. That keeps a steady few dozen lines in
+    /// flight, about what the CPU's miss buffers hold, rather than a burst they would drop.
+    /// Pays off when the table is far larger than the CPU caches; same results as `lookup`.
+    /// No allocation.
     #[inline(always)]
-    fn lookup_chunk<'t>(
+    pub fn lookup_batch<'p>(
         &self,
-        tuple: impl Fn(usize) -> Option<&'t Tuple>,
+        probe: impl Fn(usize) -> Option<&'p Probe>,
         out: &mut [Option<Hit>],
     ) {
-        let n = out.len().min(MAX_STAGED);
-        let mut keys = [None; MAX_STAGED];
+        let n = out.len();
         for i in 0..n + 2 * DISTANCE {
-            if let Some(t) = (i < n).then(|| tuple(i)).flatten() {
-                let key = t.key();
-                let tag = tag_of(&key);
-                self.index.prefetch(tag);
-                keys[i] = Some((key, tag));
+            if let Some(p) = (i < n).then(|| probe(i)).flatten() {
+                self.index.prefetch(p.tag);
             }
             if let Some(j) = i.checked_sub(DISTANCE).filter(|&j| j < n) {
-                if let Some((_, tag)) = keys[j] {
-                    if let Some(v) = self.index.first_candidate(tag) {
-                        self.prefetch_flow(v);
-                    }
+                if let Some(v) = probe(j).and_then(|p| self.index.first_candidate(p.tag)) {
+                    self.prefetch_flow(v);
                 }
             }
             if let Some(k) = i.checked_sub(2 * DISTANCE).filter(|&k| k < n) {
-                out[k] = keys[k].and_then(|(key, tag)| self.find(&key, tag).map(|v| self.hit(v)));
+                out[k] = probe(k).and_then(|p| self.find(&p.key, p.tag).map(|v| self.hit(v)));
             }
         }
     }
@@ -389,15 +370,29 @@ impl Conntrack {
         (f.live() && f.generation == id.generation).then_some(id.index as usize)
     }
 
-    /// The shortcut cached for the direction of `hit` (the default, epoch 0, when none was), or
-    /// `None` when the flow no longer exists.
+    /// The shortcut cached for the direction of `hit` when `usable` accepts it (a direction
+    /// without one holds the default, epoch 0), after accounting the packet as `update` does.
+    /// `None`, with nothing accounted, when the flow no longer exists or `usable` refuses: the
+    /// caller then takes the full path, which accounts the packet itself.
     #[inline(always)]
-    pub fn shortcut(&self, hit: &Hit) -> Option<&Shortcut> {
-        let f = &self.flows[self.live_index(hit.flow)?];
-        Some(match hit.dir {
-            Dir::Original => &f.original,
-            Dir::Reply => &f.reply,
-        })
+    pub fn follow_shortcut(
+        &mut self,
+        hit: &Hit,
+        tcp_flags: u8,
+        now: Millis,
+        usable: impl FnOnce(&Shortcut) -> bool,
+    ) -> Option<Shortcut> {
+        let i = self.live_index(hit.flow)?;
+        let f = &self.flows[i];
+        let s = match hit.dir {
+            Dir::Original => f.original,
+            Dir::Reply => f.reply,
+        };
+        if !usable(&s) {
+            return None;
+        }
+        self.account(i, hit.dir, tcp_flags, now);
+        Some(s)
     }
 
     /// Caches `s` for the direction of `hit` (ignored for a flow that no longer exists).
@@ -416,9 +411,14 @@ impl Conntrack {
     /// deadline to now + the state's timeout. A later deadline is only written (the wheel
     /// re-slots lazily); an earlier one relinks the flow. Unknown or stale ids are ignored.
     pub fn update(&mut self, flow: FlowId, dir: Dir, tcp_flags: u8, now: Millis) {
-        let Some(i) = self.live_index(flow) else {
-            return;
-        };
+        if let Some(i) = self.live_index(flow) {
+            self.account(i, dir, tcp_flags, now);
+        }
+    }
+
+    /// `update` of the live flow at slab index `i`.
+    #[inline(always)]
+    fn account(&mut self, i: usize, dir: Dir, tcp_flags: u8, now: Millis) {
         let f = &mut self.flows[i];
         if f.proto == L4Proto::Tcp {
             let Some((state, fins)) =
@@ -437,8 +437,8 @@ impl Conntrack {
             f.expires = expires;
         } else {
             f.expires = expires;
-            self.wheel.unlink(&mut self.flows, flow.index);
-            self.wheel.link(&mut self.flows, flow.index);
+            self.wheel.unlink(&mut self.flows, i as u32);
+            self.wheel.link(&mut self.flows, i as u32);
         }
     }
 

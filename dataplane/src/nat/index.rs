@@ -85,7 +85,7 @@ impl Index {
 
     /// The value of the entry tagged `tag` that `is_key` accepts. Stops at the first empty
     /// slot; `is_key` sees only values whose tag matches.
-    #[inline]
+    #[inline(always)]
     pub(super) fn find(&self, tag: u32, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
         if self.len == 0 {
             return None;

@@ -59,7 +59,7 @@ mod tuple;
 mod tests;
 
 pub use conntrack::Conntrack;
-pub use tuple::Tuple;
+pub use tuple::{Probe, Tuple};
 
 use std::net::Ipv4Addr;
 

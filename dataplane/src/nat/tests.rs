@@ -583,10 +583,15 @@ proptest! {
     }
 }
 
+fn probes_of(tuples: &[Option<Tuple>]) -> Vec<Option<Probe>> {
+    tuples.iter().map(|t| t.as_ref().map(Probe::new)).collect()
+}
+
 /// `lookup_batch` gives exactly what `lookup` gives, tuple by tuple.
 fn assert_batch_matches_lookup(ct: &Conntrack, tuples: &[Option<Tuple>]) {
     let mut out = vec![None; tuples.len()];
-    ct.lookup_batch(|i| tuples[i].as_ref(), &mut out);
+    let probes = probes_of(tuples);
+    ct.lookup_batch(|i| probes[i].as_ref(), &mut out);
     for (t, o) in tuples.iter().zip(&out) {
         assert_eq!(*o, t.and_then(|t| ct.lookup(&t)), "{t:?}");
     }
@@ -611,7 +616,8 @@ fn batched_lookups_span_stages_and_mix_hits_and_misses() {
     assert!(tuples.len() > 2 * 64);
     let hits = {
         let mut out = vec![None; tuples.len()];
-        ct.lookup_batch(|i| tuples[i].as_ref(), &mut out);
+        let probes = probes_of(&tuples);
+        ct.lookup_batch(|i| probes[i].as_ref(), &mut out);
         out.iter().flatten().count()
     };
     assert_eq!(hits, 2 * ct.len());

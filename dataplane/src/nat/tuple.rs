@@ -44,6 +44,32 @@ impl Tuple {
     }
 }
 
+/// A tuple made ready for a lookup: its index key and tag, computed once where the tuple is
+/// read (the pipeline's staging pass hashes each tuple as it parses its frame).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Probe {
+    pub(super) key: Key,
+    pub(super) tag: u32,
+}
+
+impl Probe {
+    /// The probe of `t`.
+    #[inline]
+    pub fn new(t: &Tuple) -> Probe {
+        let key = t.key();
+        Probe {
+            key,
+            tag: super::index::tag_of(&key),
+        }
+    }
+
+    /// True when this is the probe of `t`.
+    #[inline]
+    pub fn is_for(&self, t: &Tuple) -> bool {
+        self.key == t.key()
+    }
+}
+
 /// A tuple packed into four words (16 bytes, align 4): the conntrack index's key.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) struct Key(pub(super) [u32; 4]);
