@@ -1240,7 +1240,7 @@ impl<'t> BatchState<'t> {
 
     /// Caches the decision just taken for `hit`'s direction when later packets can reuse it
     /// (see the module's "Shortcuts"): the frame arrived on an endpoint or an uplink, with the
-    /// Ethernet addresses a shortcut checks (`routed_l2`).
+    /// Ethernet addresses a shortcut checks (`RoutedFrom`).
     fn remember(
         &mut self,
         f: &Frame<'_>,
