@@ -74,7 +74,8 @@ pub fn parse(d: &[u8]) -> Option<Plain> {
 }
 
 /// True when the IPv4 header's words sum to 0xffff: its checksum is right. A loop over fixed
-/// offsets, which the compiler unrolls.
+/// offsets, which the compiler unrolls (`checksum::internet_checksum` takes any length and
+/// costs several times as many instructions).
 fn header_checksum_ok(h: &[u8; HEAD]) -> bool {
     let mut sum = 0u32;
     for i in (L3..L4).step_by(2) {
@@ -87,19 +88,13 @@ fn ip_at(h: &[u8; HEAD], at: usize) -> [u8; 4] {
     [h[at], h[at + 1], h[at + 2], h[at + 3]]
 }
 
-/// The one's-complement sum of changing the 32-bit word `old` to `new` (RFC 1624 eqn. 3,
-/// unfolded).
-fn change32(old: u32, new: u32) -> u32 {
-    u32::from(!(old >> 16) as u16) + u32::from(!(old as u16)) + (new >> 16) + (new & 0xffff)
-}
-
-/// The sum of changing the 16-bit word `old` to `new` (nothing when they are equal, so that
-/// an unchanged word cannot turn a checksum of 0 into 0xffff).
-fn change16(old: u16, new: u16) -> u32 {
+/// The terms of changing 16-bit word `old` to `new`, none when they are equal: an unchanged
+/// word must not turn a checksum of 0 into 0xffff (the general rewrite skips it too).
+fn changed16(old: u16, new: u16) -> u32 {
     if old == new {
         0
     } else {
-        u32::from(!old) + u32::from(new)
+        checksum::change16(old, new)
     }
 }
 
@@ -123,17 +118,17 @@ pub fn rewrite(d: &mut [u8], new: &Tuple, partial: bool) {
     // The address changes, in both the IPv4 header's checksum and the pseudo header's.
     let mut addrs = 0;
     if old_src != ns {
-        addrs += change32(old_src, ns);
+        addrs += checksum::change32(old_src, ns);
         h[L3 + 12..L3 + 16].copy_from_slice(&ns.to_be_bytes());
     }
     if old_dst != nd {
-        addrs += change32(old_dst, nd);
+        addrs += checksum::change32(old_dst, nd);
         h[L3 + 16..L3 + 20].copy_from_slice(&nd.to_be_bytes());
     }
     // TTL and protocol share a word.
     let old_word = u16::from_be_bytes([h[L3 + 8], h[L3 + 9]]);
     h[L3 + 8] -= 1;
-    let ttl = u32::from(!old_word) + u32::from(old_word - 0x100);
+    let ttl = checksum::change16(old_word, old_word - 0x100);
     let c = u32::from(!u16::from_be_bytes([h[L3 + 10], h[L3 + 11]])) + addrs + ttl;
     h[L3 + 10..L3 + 12].copy_from_slice(&(!checksum::fold(c)).to_be_bytes());
     let old_sport = u16::from_be_bytes([h[L4], h[L4 + 1]]);
@@ -150,7 +145,7 @@ pub fn rewrite(d: &mut [u8], new: &Tuple, partial: bool) {
     let mut c = if partial {
         checksum::fold(u32::from(c) + addrs)
     } else {
-        let ports = change16(old_sport, new.src_port) + change16(old_dport, new.dst_port);
+        let ports = changed16(old_sport, new.src_port) + changed16(old_dport, new.dst_port);
         !checksum::fold(u32::from(!c) + addrs + ports)
     };
     if udp && c == 0 {

@@ -76,22 +76,31 @@ pub fn pseudo_header_sum_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, l4_le
     fold(s) as u32 + len + u32::from(next_header)
 }
 
+/// The unfolded one's-complement terms `~m + m'` that change a 16-bit word `m` of the covered
+/// data to `m'` (RFC 1624 eqn. 3): add them to `~HC` (or to a partial sum), several changes
+/// at once, and fold once.
+#[inline]
+pub fn change16(old: u16, new: u16) -> u32 {
+    u32::from(!old) + u32::from(new)
+}
+
+/// [`change16`] for a 32-bit word (an IPv4 address): the terms of both halves.
+#[inline]
+pub fn change32(old: u32, new: u32) -> u32 {
+    change16((old >> 16) as u16, (new >> 16) as u16) + change16(old as u16, new as u16)
+}
+
 /// RFC 1624 eqn. 3 update of a complete checksum field after a 16-bit word of the covered data
 /// changed from `old` to `new`: `HC' = ~(~HC + ~m + m')`.
 #[inline]
 pub fn adjust16(csum: u16, old: u16, new: u16) -> u16 {
-    !fold(u32::from(!csum) + u32::from(!old) + u32::from(new))
+    !fold(u32::from(!csum) + change16(old, new))
 }
 
 /// [`adjust16`] for a 32-bit field (an IPv4 address, or two adjacent ports).
 #[inline]
 pub fn adjust32(csum: u16, old: u32, new: u32) -> u16 {
-    let sum = u32::from(!csum)
-        + u32::from(!(old >> 16) as u16)
-        + u32::from(!(old as u16))
-        + (new >> 16)
-        + (new & 0xffff);
-    !fold(sum)
+    !fold(u32::from(!csum) + change32(old, new))
 }
 
 /// Update of a checksum-partial L4 field (it holds the folded, un-complemented pseudo-header
@@ -99,19 +108,14 @@ pub fn adjust32(csum: u16, old: u32, new: u32) -> u16 {
 /// module documentation.
 #[inline]
 pub fn adjust_partial16(psum: u16, old: u16, new: u16) -> u16 {
-    fold(u32::from(psum) + u32::from(!old) + u32::from(new))
+    fold(u32::from(psum) + change16(old, new))
 }
 
 /// [`adjust_partial16`] for an IPv4 address change (Linux `inet_proto_csum_replace4` with
 /// `pseudohdr` on a `CHECKSUM_PARTIAL` skb).
 #[inline]
 pub fn adjust_partial32(psum: u16, old: u32, new: u32) -> u16 {
-    let sum = u32::from(psum)
-        + u32::from(!(old >> 16) as u16)
-        + u32::from(!(old as u16))
-        + (new >> 16)
-        + (new & 0xffff);
-    fold(sum)
+    fold(u32::from(psum) + change32(old, new))
 }
 
 /// [`adjust16`] for a complete UDP checksum: 0 means "no checksum" and stays 0, and a result of
