@@ -1,20 +1,16 @@
-//! sluice's control plane as a library: what the `sluice` binary, the end-to-end tests, the
-//! demo and the benchmark harness share.
+//! sluice's daemon as a library: what `sluiced` runs (engine, state, store, DNS, plumbing, the
+//! docker plugin) and what the end-to-end tests drive directly. The API types and client live
+//! in `sluice-api` and the netlink layer in `sluice-netlink`; both are re-exported here under
+//! their old paths.
 #![deny(missing_docs)]
 
-pub mod api;
-pub mod client;
-pub mod clock;
-pub mod cni;
 pub mod compile;
 pub mod daemon;
-pub mod daemonlab;
 pub mod dns;
 pub mod ipam;
-pub mod lab;
-pub mod model;
-pub mod netlink;
 pub mod plugins;
-pub mod publish;
 pub mod state;
 pub mod store;
+
+pub use sluice_api::{api, client, clock, model, publish};
+pub use sluice_netlink as netlink;

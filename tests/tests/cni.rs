@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_control::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
+use sluice_lab::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
 use sluice_tests::engines::cni::plugin_config;
 use sluice_tests::engines::{missing_tool, CniCommand, CniRunner, CniRuntime, EngineError, Podman};
 
@@ -50,7 +50,7 @@ fn ip_of(result: &Value) -> Ipv4Addr {
 
 /// What a client in the lab's "out" namespace reads from the uplink address at `port` (a
 /// published port).
-fn fetch_from_outside(lab: &sluice_control::lab::Lab, port: u16) -> String {
+fn fetch_from_outside(lab: &sluice_lab::lab::Lab, port: u16) -> String {
     let target = format!("TCP:{UPLINK_IP}:{port}");
     lab.exec("out", &["socat", "-t", "2", "-T", "5", "-", &target])
         .unwrap()

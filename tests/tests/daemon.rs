@@ -12,10 +12,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use sluice_control::client::Client;
-use sluice_control::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
 use sluice_control::dns::server::DNS_PORT;
 use sluice_control::dns::wire::{build_query, parse, TYPE_A};
 use sluice_control::dns::RESOLVER_IP;
+use sluice_lab::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
 use sluice_tests::netns::in_ns;
 
 fn bin_dir() -> Option<PathBuf> {

@@ -14,9 +14,9 @@ use sluice_control::dns::names::NameTable;
 use sluice_control::dns::server::{DnsServer, DNS_PORT};
 use sluice_control::dns::wire::{build_query, parse, Rcode, TYPE_A};
 use sluice_control::dns::RESOLVER_IP;
-use sluice_control::lab::Lab;
 use sluice_control::model::{EndpointSpec, NetworkSpec, Sandbox, Stamp};
 use sluice_control::state::State;
+use sluice_lab::lab::Lab;
 use sluice_tests::netns::in_ns;
 
 fn resolver() -> SocketAddr {

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use sluice_control::daemonlab::{OUTSIDE_IP, UPLINK_IP};
+use sluice_lab::daemonlab::{OUTSIDE_IP, UPLINK_IP};
 use sluice_tests::engines::{missing_tool, Dockerd};
 
 fn bin_dir() -> Option<PathBuf> {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use sluice_control::lab::Lab;
+use sluice_lab::lab::Lab;
 use sluice_tests::engines::cni::plugin_config;
 use sluice_tests::engines::{
     is_root, missing_tool, CniCommand, CniRunner, CniRuntime, Dockerd, EngineError, Podman, Residue,

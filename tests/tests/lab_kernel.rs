@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use sluice_control::lab::{DockerLike, DockerLikeSpec, Forwarder, Publish, OUTSIDE};
 use sluice_dataplane::config::L4Proto;
+use sluice_lab::lab::{DockerLike, DockerLikeSpec, Forwarder, Publish, OUTSIDE};
 
 fn have(tool: &str) -> bool {
     std::process::Command::new("sh")
@@ -106,7 +106,7 @@ fn lab_is_removed_when_a_test_panics() {
     }
     let mut prefix = String::new();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut lab = sluice_control::lab::Lab::new("kp").unwrap();
+        let mut lab = sluice_lab::lab::Lab::new("kp").unwrap();
         prefix = lab.prefix().to_string();
         lab.add_ns("x").unwrap();
         lab.add_ns("y").unwrap();

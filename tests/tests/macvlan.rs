@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sluice_control::daemonlab::DaemonLab;
+use sluice_lab::daemonlab::DaemonLab;
 
 fn bin_dir() -> Option<PathBuf> {
     sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"])

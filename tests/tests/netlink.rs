@@ -17,11 +17,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice_control::lab::Lab;
 use sluice_control::model::Sandbox;
 use sluice_control::netlink::{self, NetlinkError, SandboxIface};
 use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
+use sluice_lab::lab::Lab;
 
 const HOST: &str = "host";
 const SB: &str = "sb";

@@ -17,14 +17,14 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use sluice_control::lab::{
-    DockerLike, DockerLikeSpec, Forwarder, Lab, Publish, SluiceLaunch, OUTSIDE, SW,
-};
 use sluice_dataplane::config::{
     Config, Ipv4Cidr, L4Proto, NetworkConfig, PortConfig, PortIo, PortRole,
 };
 use sluice_dataplane::frame::{NetworkId, PortId};
 use sluice_dataplane::wire::MacAddr;
+use sluice_lab::lab::{
+    DockerLike, DockerLikeSpec, Forwarder, Lab, Publish, SluiceLaunch, OUTSIDE, SW,
+};
 
 const TOOLS: [&str; 7] = [
     "ip",

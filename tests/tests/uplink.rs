@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sluice_control::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
+use sluice_lab::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
 
 fn bin_dir() -> Option<PathBuf> {
     sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"])

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use serde_json::json;
+use sluice_api::client::Client;
 use sluice_bench::e2e::report::{shell_quote, utc_date};
-use sluice_control::client::Client;
-use sluice_control::daemonlab::DaemonLab;
+use sluice_lab::daemonlab::DaemonLab;
 
 /// Attach latency of sluiced against the CNI bridge plugin, and memory per endpoint.
 #[derive(Parser, Debug)]

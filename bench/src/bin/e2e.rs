@@ -14,7 +14,7 @@ use sluice_bench::e2e::harness::{self, Plan, Progress};
 use sluice_bench::e2e::output::{self, Results};
 use sluice_bench::e2e::report::{results_section, shell_quote, table, utc_date};
 use sluice_bench::e2e::TestKind;
-use sluice_control::lab::SluiceLaunch;
+use sluice_lab::lab::SluiceLaunch;
 
 /// End-to-end benchmark: kernel bridge + iptables vs sluice, in network namespaces.
 #[derive(Parser, Debug)]

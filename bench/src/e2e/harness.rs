@@ -7,10 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use sluice_control::lab::{
-    DockerLike, DockerLikeSpec, Forwarder, Lab, Publish, SluiceLaunch, OUTSIDE,
-};
 use sluice_dataplane::config::L4Proto;
+use sluice_lab::lab::{DockerLike, DockerLikeSpec, Forwarder, Lab, Publish, SluiceLaunch, OUTSIDE};
 
 use super::parse;
 use super::report::{cell, Cell, Row, RunInfo};
@@ -396,7 +394,7 @@ fn servers(shape: Shape, spec: &DockerLikeSpec, metrics: &[Metric]) -> Vec<Serve
 
 impl Bed {
     fn build(peer: &Peer, metrics: &[Metric]) -> Result<Bed, String> {
-        let err = |e: sluice_control::lab::LabError| e.to_string();
+        let err = |e: sluice_lab::lab::LabError| e.to_string();
         let spec = spec();
         let mut bed = match &peer.kind {
             PeerKind::Docker(forwarder) => {

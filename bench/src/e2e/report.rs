@@ -359,7 +359,7 @@ pub fn results_section(
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for a Unix time.
 pub fn utc_date(unix_secs: u64) -> String {
-    let (y, m, d, hh, mm, ss) = sluice_control::clock::utc_parts(unix_secs);
+    let (y, m, d, hh, mm, ss) = sluice_api::clock::utc_parts(unix_secs);
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
 }
 

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use sluice_control::lab::{DockerLikeSpec, Lab, SW};
+use sluice_lab::lab::{DockerLikeSpec, Lab, SW};
 
 /// The namespace that plays the host of slirp4netns and pasta.
 pub const HOST: &str = "host";
@@ -141,7 +141,7 @@ pub fn slirp4netns(lab: &mut Lab) -> Result<u32, String> {
 /// now and then, hence up to three attempts.
 pub fn pasta(lab: &mut Lab) -> Result<u32, String> {
     ns_host_namespaces(lab)?;
-    let e = |r: sluice_control::lab::Result<()>| r.map_err(|e| e.to_string());
+    let e = |r: sluice_lab::lab::Result<()>| r.map_err(|e| e.to_string());
     e(lab.veth((HOST, "ext0"), (HOST, "ext1")))?;
     e(lab.addr(HOST, "ext0", "10.99.0.1/24"))?;
     e(lab.up(HOST, "ext0"))?;
@@ -179,7 +179,7 @@ pub fn ovs_env(dir: &str) -> Vec<String> {
 /// directory. Userspace TSO is on: with the veths' stock offloads and without it, TCP stalls.
 /// Returns ovs-vswitchd's pid.
 pub fn ovs_bridge(lab: &mut Lab, spec: &DockerLikeSpec) -> Result<u32, String> {
-    let e = |r: sluice_control::lab::Result<()>| r.map_err(|e| e.to_string());
+    let e = |r: sluice_lab::lab::Result<()>| r.map_err(|e| e.to_string());
     e(lab.add_ns(SW))?;
     for (i, name) in spec.endpoints.iter().enumerate() {
         let port = DockerLikeSpec::sw_port(name);

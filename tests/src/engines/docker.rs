@@ -6,7 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use sluice_control::lab::{one_line, Lab};
+use sluice_lab::lab::{one_line, Lab};
 
 use super::{engine_lab, file_err, kill, mkdirs, run, MountNs, Residue, Result, COMMAND_TIMEOUT};
 use crate::engines::{EngineCli, EngineError};

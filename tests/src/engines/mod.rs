@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use sluice_control::lab::{one_line, Lab, LabError};
+use sluice_lab::lab::{one_line, Lab, LabError};
 
 pub use cni::{CniCommand, CniError, CniRunner, CniRuntime};
 

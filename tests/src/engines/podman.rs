@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sluice_control::lab::Lab;
+use sluice_lab::lab::Lab;
 
 use super::{engine_lab, file_err, mkdirs, run, MountNs, Residue, Result, COMMAND_TIMEOUT};
 use crate::engines::{EngineCli, EngineError};

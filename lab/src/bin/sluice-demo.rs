@@ -1,22 +1,26 @@
-//! `sluice demo`: the main job. Starts sluiced in namespaces, creates a network and connects
+//! `sluice-demo`, run by `sluice demo`: the main job. Starts sluiced in namespaces, creates a network and connects
 //! two container namespaces with the CLI, shows ping by name (embedded DNS), the gateway,
 //! outbound NAPT, a published port and the counters, then a short side-by-side benchmark
-//! against the kernel bridge; removes everything, also on Ctrl-C.
+//! against the kernel bridge (`sluice bench --quick`); removes everything, also on Ctrl-C.
+//! It lives in the test-support crate because it builds its namespaces with the lab, which no
+//! production binary links; `sluice demo` execs it from the directory `sluice` is in.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use sluice_control::api::EndpointView;
-use sluice_control::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
+use clap::Parser;
+use sluice_api::api::EndpointView;
+use sluice_lab::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
 
-use crate::bench::{self, BenchArgs};
-
-/// Flags of `sluice demo`.
-#[derive(clap::Args, Debug)]
-pub struct DemoArgs {
+/// Build namespaces, attach them to sluice, show bridging, NAT, a published port, the counters
+/// and a short benchmark against the kernel bridge; then remove everything.
+#[derive(Parser, Debug)]
+#[command(name = "sluice demo")]
+struct DemoArgs {
     /// The end-to-end benchmark binary (default: `sluice-e2e-bench` next to this binary).
     #[arg(long)]
     bench_bin: Option<PathBuf>,
@@ -54,8 +58,18 @@ fn show(label: &str, out: &str) {
     }
 }
 
-/// Runs the demo.
-pub fn run(args: DemoArgs) -> Result<()> {
+/// Every failure ends as one line on stderr and exit code 1 (clap's own errors exit with 2).
+fn main() -> std::process::ExitCode {
+    match run(DemoArgs::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: DemoArgs) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the demo creates network namespaces: run it as root (sudo)");
@@ -67,10 +81,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         libc::signal(libc::SIGTERM, handler);
         libc::signal(libc::SIGHUP, handler);
     }
-    let me = std::env::current_exe().context("locating the sluice binary")?;
+    let me = std::env::current_exe().context("locating the sluice-demo binary")?;
     let bin_dir = me
         .parent()
-        .context("locating the directory of the sluice binary")?
+        .context("locating the directory of the sluice binaries")?
         .to_path_buf();
     println!("sluice demo: sluiced runs in namespace 'host' (uplink 192.0.2.2/24 towards an");
     println!(
@@ -195,19 +209,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let output = args.bench_output.unwrap_or_else(|| {
         std::env::temp_dir().join(format!(
             "sluice-demo-bench-{}",
-            sluice_control::clock::utc_stamp(sluice_control::clock::now_unix())
+            sluice_api::clock::utc_stamp(sluice_api::clock::now_unix())
         ))
     });
-    let bench = BenchArgs {
-        quick: true,
-        output: Some(output.clone()),
-        sluice_workers: 1,
-        bench_bin: args.bench_bin,
-        ..BenchArgs::default()
-    };
-    let status = bench::command(&bench)?
+    let status = bench_command(&bin_dir, &output, args.bench_bin.as_deref())
         .status()
-        .context("running the benchmark")?;
+        .context("running sluice bench")?;
     if !status.success() {
         bail!("the benchmark failed ({status})");
     }
@@ -216,4 +223,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
         output.display()
     );
     Ok(())
+}
+
+/// `sluice bench --quick` of the `sluice` beside this binary, writing to `output`.
+fn bench_command(bin_dir: &Path, output: &Path, bench_bin: Option<&Path>) -> Command {
+    let mut c = Command::new(bin_dir.join("sluice"));
+    c.args(["bench", "--quick", "--sluice-workers", "1", "--output"])
+        .arg(output);
+    if let Some(b) = bench_bin {
+        c.arg("--bench-bin").arg(b);
+    }
+    c
 }

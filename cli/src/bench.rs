@@ -1,14 +1,16 @@
 //! `sluice bench`: the end-to-end benchmark as a user command. It translates its flags and
 //! runs `sluice-e2e-bench` (installed next to `sluice`), which owns the harness: the harness
-//! crate depends on this one for the lab topologies, so the measuring code lives there and
-//! this command stays a thin front end.
+//! builds its topologies with the namespace lab (test support, not linked into `sluice`), so
+//! the measuring code lives there and this command stays a thin front end.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use sluice_control::clock;
+use sluice_api::clock;
+
+use crate::sibling;
 
 /// Every peer `--peers` knows, in the default order.
 const ALL_PEERS: &str = "kernel,sluice,iptables-nat,slirp4netns,pasta,ovs";
@@ -77,32 +79,13 @@ pub fn e2e_args(args: &BenchArgs, me: &Path, now: u64) -> Vec<OsString> {
     v
 }
 
-/// The harness command for `args`.
-pub fn command(args: &BenchArgs) -> Result<Command> {
-    let me = std::env::current_exe().context("locating the sluice binary")?;
-    let bin = args
-        .bench_bin
-        .clone()
-        .unwrap_or_else(|| me.with_file_name("sluice-e2e-bench"));
-    if !bin.is_file() {
-        anyhow::bail!(
-            "{} is missing: build it with `cargo build --release -p sluice-bench` (it is \
-             installed next to sluice) or pass --bench-bin",
-            bin.display()
-        );
-    }
-    let mut c = Command::new(bin);
-    c.args(e2e_args(args, &me, clock::now_unix()));
-    Ok(c)
-}
-
-/// Runs `sluice bench`: replaces this process by the harness, so Ctrl-C reaches it directly
-/// and it removes its namespaces itself.
+/// Runs `sluice bench`: replaces this process by the harness.
 pub fn run(args: BenchArgs) -> Result<()> {
-    use std::os::unix::process::CommandExt as _;
-    let mut c = command(&args)?;
-    let err = c.exec();
-    Err(err).with_context(|| format!("running {}", c.get_program().to_string_lossy()))
+    let me = std::env::current_exe().context("locating the sluice binary")?;
+    let bin = sibling::path("sluice-e2e-bench", "sluice-bench", args.bench_bin.clone())?;
+    let mut c = Command::new(bin);
+    c.args(e2e_args(&args, &me, clock::now_unix()));
+    sibling::exec(c)
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use super::error::{CniError, CHECK_MISMATCH};
-use crate::api::EndpointView;
-use crate::dns::files::ResolvConf;
-use crate::model::NetworkInspect;
+use sluice_api::api::EndpointView;
+use sluice_api::files::ResolvConf;
+use sluice_api::model::NetworkInspect;
 
 /// One interface of the result.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,7 +198,7 @@ impl CniResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{IpamConfigView, IpamView, Sandbox};
+    use sluice_api::model::{IpamConfigView, IpamView, Sandbox};
 
     fn net(internal: bool) -> NetworkInspect {
         NetworkInspect {

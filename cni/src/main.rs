@@ -1,12 +1,12 @@
 //! `sluice-cni`: the CNI plugin binary (spec 1.0/1.1). Reads `CNI_*` and the configuration on
-//! stdin, runs the command against sluiced (`sluice_control::cni`), prints the result or the
+//! stdin, runs the command against sluiced (`sluice_cni`), prints the result or the
 //! CNI error on stdout; exit code 0 or 1.
 
 use std::io::Read;
 use std::process::ExitCode;
 
-use sluice_control::cni::error::{CniError, IO_FAILURE};
-use sluice_control::cni::{run, CniEnv};
+use sluice_cni::error::{CniError, IO_FAILURE};
+use sluice_cni::{run, CniEnv};
 
 fn main() -> ExitCode {
     let env = CniEnv::from_process();

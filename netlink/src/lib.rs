@@ -33,7 +33,7 @@ use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
 use tokio::task::JoinHandle;
 
-use crate::model::Sandbox;
+use sluice_api::model::Sandbox;
 
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;

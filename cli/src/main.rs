@@ -2,9 +2,11 @@
 
 mod bench;
 mod cli;
-mod demo;
+mod sibling;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::process::Command as Process;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -31,7 +33,13 @@ enum Command {
     Dataplane(DataplaneArgs),
     /// Build namespaces, attach them to sluice, show bridging, NAT, a published port, the
     /// counters and a short benchmark against the kernel bridge; then remove everything.
-    Demo(demo::DemoArgs),
+    /// Runs `sluice-demo`, installed next to `sluice`.
+    #[command(disable_help_flag = true)]
+    Demo {
+        /// `sluice-demo`'s flags (`sluice demo --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// End-to-end benchmark in namespaces: sluice against the kernel bridge, iptables NAT and
     /// the other userspace forwarders; writes results.json, results.md and SVG charts.
     Bench(bench::BenchArgs),
@@ -223,7 +231,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Conntrack(ListCmd::Ls { output }) => cli::conntrack(&cli.conn, output),
         Command::Fdb(ListCmd::Ls { output }) => cli::fdb(&cli.conn, output),
         Command::Dataplane(a) => run_dataplane(a),
-        Command::Demo(a) => demo::run(a),
+        Command::Demo { args } => {
+            let mut c = Process::new(sibling::path("sluice-demo", "sluice-lab", None)?);
+            c.args(args);
+            sibling::exec(c)
+        }
         Command::Bench(a) => bench::run(a),
     }
 }

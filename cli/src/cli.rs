@@ -7,15 +7,15 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use sluice_control::api::{
+use sluice_api::api::{
     ConntrackView, DisconnectRequest, EndpointView, FdbView, PruneReport, StatsView, DEFAULT_SOCKET,
 };
-use sluice_control::client::Client;
-use sluice_control::dns::files::{parse_add_host, NameOptions};
-use sluice_control::model::{
+use sluice_api::client::Client;
+use sluice_api::files::{parse_add_host, NameOptions};
+use sluice_api::model::{
     Driver, EndpointSpec, NetworkInspect, NetworkOptions, NetworkSpec, Sandbox, UplinkSpec,
 };
-use sluice_control::publish::PublishSpec;
+use sluice_api::publish::PublishSpec;
 use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
 

@@ -13,7 +13,7 @@ use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::frame::{NetworkId, PortId};
 use sluice_dataplane::wire::MacAddr;
 
-use crate::dns::files::NameOptions;
+use crate::files::NameOptions;
 use crate::publish::PublishSpec;
 
 /// Why an option or driver name given on the command line is not accepted.

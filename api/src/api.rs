@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dns::files::EndpointFiles;
+use crate::files::EndpointFiles;
 use crate::model::{Endpoint, Network, Sandbox};
 
 /// The API version, the first path segment of every route.

@@ -15,9 +15,9 @@ use super::error::{
     CniError, DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, UNSUPPORTED_FIELD,
 };
 use super::SUPPORTED_VERSIONS;
-use crate::api::DEFAULT_SOCKET;
-use crate::model::{Driver, NetworkOptions, NetworkSpec};
-use crate::publish::PublishSpec;
+use sluice_api::api::DEFAULT_SOCKET;
+use sluice_api::model::{Driver, NetworkOptions, NetworkSpec};
+use sluice_api::publish::PublishSpec;
 
 /// The label put on networks the plugin creates, so an operator sees where they came from.
 pub const CREATED_BY_LABEL: &str = "io.sluice.created-by";
@@ -295,7 +295,7 @@ impl NetConf {
             .map(|m| {
                 u16::try_from(m)
                     .ok()
-                    .filter(|m| *m >= crate::netlink::MTU_MIN)
+                    .filter(|m| *m >= sluice_netlink::MTU_MIN)
                     .ok_or_else(|| invalid("invalid mtu", format!("{m}: use 68 to 65535")))
             })
             .transpose()?;
@@ -577,7 +577,7 @@ mod tests {
             .publish()
             .unwrap()
             .iter()
-            .map(crate::api::port_column)
+            .map(sluice_api::api::port_column)
             .collect();
         assert_eq!(
             p,

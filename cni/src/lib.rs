@@ -20,10 +20,10 @@ use self::error::{
     NOT_AVAILABLE, TRY_AGAIN_LATER, UNKNOWN_CONTAINER,
 };
 use self::result::{CniResult, VersionInfo};
-use crate::api::{DisconnectRequest, EndpointView, VersionView};
-use crate::client::{Client, ClientError};
-use crate::dns::files::ResolvConf;
-use crate::model::{EndpointSpec, NetworkInspect, Placement, Sandbox};
+use sluice_api::api::{DisconnectRequest, EndpointView, VersionView};
+use sluice_api::client::{Client, ClientError};
+use sluice_api::files::ResolvConf;
+use sluice_api::model::{EndpointSpec, NetworkInspect, Placement, Sandbox};
 use sluice_dataplane::config::Ipv4Cidr;
 
 /// The newest spec version the plugin speaks (VERSION's own `cniVersion`).
@@ -320,7 +320,7 @@ async fn check(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<(), CniE
         )));
     }
     let sandbox = Sandbox::Netns(PathBuf::from(netns));
-    let link = crate::netlink::sandbox_link(&sandbox, ifname)
+    let link = sluice_netlink::sandbox_link(&sandbox, ifname)
         .await
         .map_err(|e| mismatch(e.to_string()))?
         .ok_or_else(|| mismatch(format!("{netns} has no interface {ifname}")))?;

@@ -1,0 +1,11 @@
+//! sluice's API: the networks, endpoints and views sluiced serves over its socket, the `-p`
+//! syntax, the container files' types, and the HTTP client. The CLI, the CNI plugin, the
+//! daemon (which re-exports these modules) and the tests share them.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod client;
+pub mod clock;
+pub mod files;
+pub mod model;
+pub mod publish;
