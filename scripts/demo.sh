@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-cargo build --release -p sluice-control -p sluice-bench
+cargo build --release -p sluice-cli -p sluice-control -p sluice-lab -p sluice-bench --bins
 exec ./target/release/sluice demo --bench-bin ./target/release/sluice-e2e-bench "$@"

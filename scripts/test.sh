@@ -11,8 +11,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== build the sluice and sluice-e2e-bench binaries (release) for the namespace tests"
-cargo build --release -p sluice-control -p sluice-bench --bins
+echo "== build every binary (release: sluice, sluiced, sluice-cni, sluice-demo, sluice-e2e-bench) for the namespace tests"
+cargo build --release --bins
 export SLUICE_BIN="$PWD/target/release/sluice"
 echo "== cargo test"
 cargo test --workspace -- --test-threads=2

@@ -1,6 +1,6 @@
 //! The container files' types the API shows and the CLI and CNI plugin parse: `docker run`'s
 //! name options, the host's resolv.conf as read, and where an endpoint's resolv.conf and hosts
-//! files are. The daemon writes the files' text (`sluice_control::dns::files`).
+//! files are. The daemon writes the files' text (`sluice-control`'s `dns::files`).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};

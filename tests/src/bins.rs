@@ -19,7 +19,7 @@ pub fn release_bin_dir(needed: &[&str]) -> Option<PathBuf> {
     for b in needed {
         assert!(
             dir.join(b).is_file(),
-            "{b} is missing in {}: run `cargo build --release -p sluice-control`",
+            "{b} is missing in {}: run `cargo build --release --bins`",
             dir.display()
         );
     }

@@ -1,7 +1,7 @@
 //! The `sluice-cni` plugin end to end: a CNI runtime (the harness's runner) attaches namespaces
 //! to a sluiced in namespaces (DaemonLab), and traffic flows through sluice's bridge, NAPT and
-//! published ports. Needs root and the release binaries (`cargo build --release -p
-//! sluice-control`; `SLUICE_BIN` names the `sluice` binary, `sluiced` and `sluice-cni` are
+//! published ports. Needs root and the release binaries (`cargo build --release
+//! --bins`; `SLUICE_BIN` names the `sluice` binary, `sluiced` and `sluice-cni` are
 //! expected beside it).
 
 use std::net::Ipv4Addr;

@@ -2,7 +2,7 @@
 //! does to the namespaces, refused input (one line, nonzero exit, nothing changed), behaviour
 //! (ICC off, internal networks, published ports, embedded DNS), restart recovery under
 //! traffic, 100 concurrent connects, and 1000 connect/disconnect cycles without leaks. Needs
-//! root and the release binaries (`cargo build --release -p sluice-control`; `SLUICE_BIN`
+//! root and the release binaries (`cargo build --release --bins`; `SLUICE_BIN`
 //! names the `sluice` binary, `sluiced` is expected beside it).
 
 use std::collections::{BTreeMap, BTreeSet};

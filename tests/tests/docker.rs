@@ -2,7 +2,7 @@
 //! dockerd's network and mount namespaces (the veth pairs it hands over must be in dockerd's
 //! namespace, and the plugin socket in dockerd's `/run/docker/plugins`), with its uplink `up0`
 //! wired to an `out` namespace (192.0.2.1) that plays the outside network. Needs root, docker.io
-//! and the release binaries (`cargo build --release -p sluice-control`).
+//! and the release binaries (`cargo build --release --bins`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
-//! The daemon's netlink layer (`sluice_control::netlink`) against the real kernel: attach a
-//! sandbox namespace (by path and by pid), check the result with `ip -j`, detach, and make sure
-//! failures leave no interface behind.
+//! The daemon's netlink layer (`sluice_netlink`, re-exported as `sluice_control::netlink`)
+//! against the real kernel: attach a sandbox namespace (by path and by pid), check the result
+//! with `ip -j`, detach, and make sure failures leave no interface behind.
 //!
 //! The "current namespace" of the calls under test is never the root namespace: each test runs
 //! its netlink calls on a thread that first joins the lab's `host` namespace, so the host ends

@@ -4,7 +4,7 @@
 //! well formed with one bar per measured peer; never the figures themselves.
 //!
 //! The binaries come from `SLUICE_BIN` (or `<workspace>/target/release/sluice`) and
-//! `sluice-e2e-bench` next to it (`cargo build --release -p sluice-control -p sluice-bench`).
+//! `sluice-e2e-bench` next to it (`cargo build --release --bins`).
 //! Needs root; without it the test is skipped with a message.
 
 use std::path::{Path, PathBuf};
@@ -17,8 +17,8 @@ fn sluice_bin() -> PathBuf {
     );
     assert!(
         bin.is_file() && bin.with_file_name("sluice-e2e-bench").is_file(),
-        "{} or sluice-e2e-bench next to it is missing: run `cargo build --release -p \
-         sluice-control -p sluice-bench` or set SLUICE_BIN",
+        "{} or sluice-e2e-bench next to it is missing: run `cargo build --release \
+         --bins` or set SLUICE_BIN",
         bin.display()
     );
     bin

@@ -5,7 +5,7 @@
 //!
 //! Every test builds its own lab (unique namespace prefix, removed on drop, also on panic). The
 //! sluice binary comes from `SLUICE_BIN` or `<workspace>/target/release/sluice`
-//! (`cargo build --release -p sluice-control`). The tests need root; without it they are
+//! (`cargo build --release --bins`). The tests need root; without it they are
 //! skipped with a message.
 
 use std::ffi::CString;
@@ -54,7 +54,7 @@ fn sluice_bin() -> PathBuf {
     );
     assert!(
         bin.is_file(),
-        "the sluice binary {} is missing: run `cargo build --release -p sluice-control` or set \
+        "the sluice binary {} is missing: run `cargo build --release --bins` or set \
          SLUICE_BIN",
         bin.display()
     );
