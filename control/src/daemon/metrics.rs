@@ -1,136 +1,162 @@
-//! The counters in Prometheus' text exposition format, served on an optional TCP listener
-//! (`sluiced --metrics 127.0.0.1:9323`), off by default.
+//! The counters in Prometheus' text exposition format (0.0.4), served on an optional TCP
+//! listener (`sluiced --metrics 127.0.0.1:9323`), off by default. Each scrape registers one
+//! stats snapshot's values with `prometheus-client` and encodes them.
 
-use std::fmt::Write;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::atomic::AtomicU64;
 
-use crate::api::{PortStatsView, StatsView};
+use prometheus_client::encoding::prometheus_text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+use crate::api::{NetworkStatsView, PortStatsView, StatsView};
+
+/// The `Content-Type` of what [`render`] returns.
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// The labels of a port's samples.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabels {
+    port: String,
+    endpoint: String,
+    network: String,
 }
 
-/// Writes one metric family: HELP, TYPE and a sample per (labels, value).
-fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: &[(String, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, v) in rows {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {v}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+impl PortLabels {
+    fn of(p: &PortStatsView) -> PortLabels {
+        PortLabels {
+            port: p.port.clone(),
+            endpoint: p.endpoint.clone(),
+            network: p.network.clone(),
         }
     }
 }
 
-fn port_labels(p: &PortStatsView) -> String {
-    format!(
-        "port=\"{}\",endpoint=\"{}\",network=\"{}\"",
-        escape(&p.port),
-        escape(&p.endpoint),
-        escape(&p.network)
-    )
+/// A port's labels and a drop reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortDropLabels {
+    #[prometheus(flatten)]
+    port: PortLabels,
+    reason: String,
+}
+
+/// A drop reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// A network.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetworkLabels {
+    network: String,
+}
+
+/// Registers a counter family (`name` without `_total`, which the encoder appends).
+fn counters<S>(reg: &mut Registry, name: &str, help: &str, rows: impl Iterator<Item = (S, u64)>)
+where
+    S: EncodeLabelSet + Clone + Hash + Eq + Debug + Send + Sync + 'static,
+{
+    let family = Family::<S, Counter>::default();
+    for (labels, v) in rows {
+        family.get_or_create(&labels).inc_by(v);
+    }
+    reg.register(name, help, family);
+}
+
+/// Registers a gauge family.
+fn gauges<S>(reg: &mut Registry, name: &str, help: &str, rows: impl Iterator<Item = (S, usize)>)
+where
+    S: EncodeLabelSet + Clone + Hash + Eq + Debug + Send + Sync + 'static,
+{
+    let family = Family::<S, Gauge<u64, AtomicU64>>::default();
+    for (labels, v) in rows {
+        family.get_or_create(&labels).set(v as u64);
+    }
+    reg.register(name, help, family);
 }
 
 type PortCounter = fn(&PortStatsView) -> u64;
+type NetworkGauge = fn(&NetworkStatsView) -> usize;
 
-/// `stats` as Prometheus text (exposition format 0.0.4).
+/// `stats` as Prometheus text (exposition format 0.0.4, [`CONTENT_TYPE`]).
 pub fn render(s: &StatsView) -> String {
-    let mut out = String::new();
+    let mut reg = Registry::default();
     let per_port: [(&str, &str, PortCounter); 4] = [
-        (
-            "sluice_port_rx_packets_total",
-            "Frames received on a port.",
-            |p| p.rx_packets,
-        ),
-        (
-            "sluice_port_rx_bytes_total",
-            "Bytes received on a port.",
-            |p| p.rx_bytes,
-        ),
-        (
-            "sluice_port_tx_packets_total",
-            "Frames sent on a port.",
-            |p| p.tx_packets,
-        ),
-        ("sluice_port_tx_bytes_total", "Bytes sent on a port.", |p| {
+        ("sluice_port_rx_packets", "Frames received on a port", |p| {
+            p.rx_packets
+        }),
+        ("sluice_port_rx_bytes", "Bytes received on a port", |p| {
+            p.rx_bytes
+        }),
+        ("sluice_port_tx_packets", "Frames sent on a port", |p| {
+            p.tx_packets
+        }),
+        ("sluice_port_tx_bytes", "Bytes sent on a port", |p| {
             p.tx_bytes
         }),
     ];
     for (name, help, get) in per_port {
-        let rows: Vec<(String, u64)> = s.ports.iter().map(|p| (port_labels(p), get(p))).collect();
-        family(&mut out, name, "counter", help, &rows);
+        let rows = s.ports.iter().map(|p| (PortLabels::of(p), get(p)));
+        counters(&mut reg, name, help, rows);
     }
-    let drops: Vec<(String, u64)> = s
-        .drops
-        .iter()
-        .map(|(r, n)| (format!("reason=\"{}\"", escape(r)), *n))
-        .collect();
-    family(
-        &mut out,
-        "sluice_drops_total",
-        "counter",
-        "Frames dropped, by reason.",
-        &drops,
-    );
-    let net = |f: fn(&crate::api::NetworkStatsView) -> usize| -> Vec<(String, u64)> {
-        s.networks
-            .iter()
-            .map(|n| (format!("network=\"{}\"", escape(&n.network)), f(n) as u64))
-            .collect()
-    };
-    family(
-        &mut out,
-        "sluice_fdb_entries",
-        "gauge",
-        "Learned and static FDB entries of a network.",
-        &net(|n| n.fdb_entries),
-    );
-    family(
-        &mut out,
-        "sluice_endpoints",
-        "gauge",
-        "Endpoints connected to a network.",
-        &net(|n| n.endpoints),
-    );
-    let port_drops: Vec<(String, u64)> = s
-        .ports
-        .iter()
-        .flat_map(|p| {
-            p.drops
-                .iter()
-                .map(move |(r, n)| (format!("{},reason=\"{}\"", port_labels(p), escape(r)), *n))
+    let drops = s.drops.iter().map(|(r, n)| {
+        let reason = r.clone();
+        (ReasonLabels { reason }, *n)
+    });
+    counters(&mut reg, "sluice_drops", "Frames dropped, by reason", drops);
+    let net = |f: NetworkGauge| {
+        s.networks.iter().map(move |n| {
+            let network = n.network.clone();
+            (NetworkLabels { network }, f(n))
         })
-        .collect();
-    family(
-        &mut out,
-        "sluice_port_drops_total",
-        "counter",
-        "Frames dropped on a port, by reason.",
-        &port_drops,
+    };
+    let fdb_help = "Learned and static FDB entries of a network";
+    gauges(
+        &mut reg,
+        "sluice_fdb_entries",
+        fdb_help,
+        net(|n| n.fdb_entries),
     );
-    family(
-        &mut out,
+    let endpoints_help = "Endpoints connected to a network";
+    gauges(
+        &mut reg,
+        "sluice_endpoints",
+        endpoints_help,
+        net(|n| n.endpoints),
+    );
+    let port_drops = s.ports.iter().flat_map(|p| {
+        p.drops.iter().map(move |(r, n)| {
+            let port = PortLabels::of(p);
+            let reason = r.clone();
+            (PortDropLabels { port, reason }, *n)
+        })
+    });
+    let port_drops_help = "Frames dropped on a port, by reason";
+    counters(&mut reg, "sluice_port_drops", port_drops_help, port_drops);
+    gauges(
+        &mut reg,
         "sluice_network_conntrack_entries",
-        "gauge",
-        "Tracked NAPT flows of a network's endpoints.",
-        &net(|n| n.conntrack_entries),
+        "Tracked NAPT flows of a network's endpoints",
+        net(|n| n.conntrack_entries),
     );
-    family(
-        &mut out,
-        "sluice_conntrack_entries",
-        "gauge",
-        "Tracked NAPT flows.",
-        &[(String::new(), s.conntrack_entries as u64)],
+    let flows = Gauge::<u64, AtomicU64>::default();
+    flows.set(s.conntrack_entries as u64);
+    reg.register("sluice_conntrack_entries", "Tracked NAPT flows", flows);
+    let shortcut = Counter::<u64>::default();
+    shortcut.inc_by(s.shortcut_packets);
+    reg.register(
+        "sluice_shortcut_packets",
+        "Frames that took their NAPT flow's cached decision (the fast path)",
+        shortcut,
     );
-    family(
-        &mut out,
-        "sluice_shortcut_packets_total",
-        "counter",
-        "Frames that took their NAPT flow's cached decision (the fast path).",
-        &[(String::new(), s.shortcut_packets)],
-    );
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut out, &reg);
     out
 }
 
@@ -168,6 +194,8 @@ mod tests {
             "sluice_port_rx_packets_total{port=\"sl0123\",endpoint=\"web\",network=\"a\\\"b\"} 3\n"
         ));
         assert!(t.contains("# TYPE sluice_port_tx_bytes_total counter\n"));
+        assert!(t.contains("# TYPE sluice_fdb_entries gauge\n"));
+        assert!(t.contains("# HELP sluice_drops_total Frames dropped, by reason.\n"));
         assert!(t.contains("sluice_drops_total{reason=\"ttl\"} 7\n"));
         assert!(t.contains("sluice_fdb_entries{network=\"a\"} 4\n"));
         assert!(t.contains("sluice_conntrack_entries 5\n"));

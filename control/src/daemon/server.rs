@@ -64,7 +64,7 @@ fn metrics_router(engine: EngineHandle) -> Router {
             async move {
                 match en.stats().await {
                     Ok(s) => (
-                        [("content-type", "text/plain; version=0.0.4")],
+                        [("content-type", metrics::CONTENT_TYPE)],
                         metrics::render(&s),
                     ),
                     Err(e) => ([("content-type", "text/plain")], format!("# {e}\n")),
