@@ -19,7 +19,7 @@ use sluice_lab::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
 /// Build namespaces, attach them to sluice, show bridging, NAT, a published port, the counters
 /// and a short benchmark against the kernel bridge; then remove everything.
 #[derive(Parser, Debug)]
-#[command(name = "sluice demo")]
+#[command(name = "sluice demo", bin_name = "sluice demo")]
 struct DemoArgs {
     /// The end-to-end benchmark binary (default: `sluice-e2e-bench` next to this binary).
     #[arg(long)]
