@@ -176,17 +176,11 @@ impl EndpointFiles {
 mod tests {
     use super::*;
 
-    fn host() -> ResolvConf {
-        ResolvConf::parse(
-            "# comment\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver bogus\n\
-             nameserver fd00::53\n\
-             search corp.example lab.example\noptions edns0 ndots:3\n",
-        )
-    }
-
     #[test]
     fn host_resolv_conf_parses() {
-        let h = host();
+        let text = "# comment\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver bogus\n\
+                    nameserver fd00::53\nsearch corp.example lab.example\noptions edns0 ndots:3\n";
+        let h = ResolvConf::parse(text);
         assert_eq!(
             h.nameservers,
             [
