@@ -13,6 +13,7 @@ pub mod dns;
 pub mod ipam;
 pub mod lab;
 pub mod model;
+pub mod naming;
 pub mod netlink;
 pub mod plugins;
 pub mod publish;

@@ -16,6 +16,7 @@ use crate::model::{
     Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec, Placement, Stamp,
     UplinkSpec,
 };
+use crate::naming::{handoff_ifname, host_ifname, valid_ifname, valid_name};
 use crate::publish::PublishSpec;
 
 /// The predefined networks, which always exist and cannot be removed.
@@ -220,23 +221,6 @@ fn connect_hint(network: &str) -> &'static str {
         "none" => "a container on it has only loopback, so there is no interface to create",
         _ => "the network has no address pool",
     }
-}
-
-/// What Linux accepts as an interface name (and `ip` can show): 1-15 bytes of letters,
-/// digits, `_ . -`, not `.` or `..`.
-fn valid_ifname(s: &str) -> bool {
-    (1..=15).contains(&s.len())
-        && s != "."
-        && s != ".."
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
-
-/// docker's name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
-fn valid_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    b.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn pool_of(n: &Network) -> Option<Pool> {
@@ -616,7 +600,7 @@ impl State {
         if !valid_name(&spec.name) {
             return Err(StateError::InvalidName(spec.name));
         }
-        let host_ifname = format!("sl{}", stamp.id.get(..10).unwrap_or(&stamp.id));
+        let host_ifname = host_ifname(&stamp.id);
         if self.endpoints.contains_key(&stamp.id)
             || self
                 .endpoints
@@ -687,7 +671,7 @@ impl State {
             .map(|e| e.sandbox_ifname.as_str())
             .collect();
         let sandbox_ifname = match (&spec.ifname, spec.placement) {
-            (_, Placement::HandOff) => format!("sp{}", &host_ifname[2..]),
+            (_, Placement::HandOff) => handoff_ifname(&stamp.id),
             (Some(name), Placement::Sandbox) => {
                 if !valid_ifname(name) {
                     return Err(StateError::InvalidIfname(name.clone()));

@@ -76,6 +76,7 @@ impl EngineError {
             EngineError::Names(FilesError::NoLinkTarget { .. }) => 404,
             EngineError::Names(FilesError::Io { .. }) => 500,
             EngineError::Names(_) => 400,
+            EngineError::Plumbing(p) => p.client_status().unwrap_or(500),
             EngineError::ShuttingDown => 503,
             _ => 500,
         }
@@ -195,11 +196,7 @@ impl<P: Plumbing> Engine<P> {
             .collect();
         for p in &own {
             if !self.plumbing.exists(&p.name).await? {
-                return Err(PlumbingError(format!(
-                    "interface {} does not exist in sluiced's network namespace",
-                    p.name
-                ))
-                .into());
+                return Err(PlumbingError::NoSuchInterface(p.name.clone()).into());
             }
         }
         let mut opened = Vec::new();
@@ -304,9 +301,7 @@ impl<P: Plumbing> Engine<P> {
             .iter()
             .find(|p| p.id == e.port)
             .cloned()
-            .ok_or_else(|| {
-                PlumbingError(format!("no dataplane port for endpoint {}", e.spec.name))
-            })?;
+            .ok_or_else(|| PlumbingError::NoPort(e.spec.name.clone()))?;
         if let Some(n) = &self.names {
             n.texts(pending.state(), &e)?;
         }

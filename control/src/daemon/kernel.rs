@@ -10,20 +10,8 @@ use sluice_dataplane::runtime::{Runtime, RuntimeConfig};
 
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
 use crate::model::Placement;
+use crate::naming::{is_endpoint_ifname, ENDPOINT_PREFIX};
 use crate::netlink::{self, NetlinkError, SandboxIface};
-
-/// Host ends of endpoint veths are `sl` + 10 hex digits of the endpoint id (see `State::connect`).
-fn is_endpoint_ifname(name: &str) -> bool {
-    name.strip_prefix("sl").is_some_and(|h| {
-        h.len() == 10
-            && h.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    })
-}
-
-fn err(e: NetlinkError) -> PlumbingError {
-    PlumbingError(e.to_string())
-}
 
 /// rtnetlink + the dataplane runtime, in the daemon's network namespace.
 pub struct Kernel {
@@ -43,14 +31,14 @@ impl Kernel {
     fn runtime(&self) -> Result<&Runtime, PlumbingError> {
         self.runtime
             .as_ref()
-            .ok_or_else(|| PlumbingError("the dataplane is not running".into()))
+            .ok_or(PlumbingError::NotRunning)
     }
 }
 
 impl Plumbing for Kernel {
     fn start(&mut self, dp: &Arc<Dataplane>) -> Result<(), PlumbingError> {
         let rt = Runtime::start(dp, &self.config)
-            .map_err(|e| PlumbingError(format!("cannot start the dataplane: {e}")))?;
+            .map_err(PlumbingError::StartDataplane)?;
         self.runtime = Some(rt);
         Ok(())
     }
@@ -71,11 +59,14 @@ impl Plumbing for Kernel {
                     .await
             }
         }
-        .map_err(err)?;
+        .map_err(PlumbingError::from)?;
         let linked = std::time::Instant::now();
         if let Err(e) = self.runtime().and_then(|rt| {
             rt.attach(port)
-                .map_err(|e| PlumbingError(format!("cannot open {}: {e}", a.host_ifname)))
+                .map_err(|source| PlumbingError::OpenPort {
+                    ifname: a.host_ifname.clone(),
+                    source,
+                })
         }) {
             if let Err(undo) = netlink::detach(&a.host_ifname).await {
                 tracing::error!(
@@ -96,7 +87,10 @@ impl Plumbing for Kernel {
     fn open_port(&mut self, port: &PortConfig) -> Result<(), PlumbingError> {
         self.runtime()?
             .attach(port)
-            .map_err(|e| PlumbingError(format!("cannot open {}: {e}", port.name)))
+            .map_err(|source| PlumbingError::OpenPort {
+                ifname: port.name.clone(),
+                source,
+            })
     }
 
     fn close_port(&mut self, port: PortId) {
@@ -109,17 +103,17 @@ impl Plumbing for Kernel {
         if let Some(rt) = &self.runtime {
             rt.detach(port);
         }
-        netlink::detach(host_ifname).await.map(drop).map_err(err)
+        netlink::detach(host_ifname).await.map(drop).map_err(PlumbingError::from)
     }
 
     async fn exists(&self, host_ifname: &str) -> Result<bool, PlumbingError> {
-        netlink::link_exists(host_ifname).await.map_err(err)
+        netlink::link_exists(host_ifname).await.map_err(PlumbingError::from)
     }
 
     async fn ours(&self) -> Result<Vec<String>, PlumbingError> {
-        Ok(netlink::link_names_with_prefix("sl")
+        Ok(netlink::link_names_with_prefix(ENDPOINT_PREFIX)
             .await
-            .map_err(err)?
+            .map_err(PlumbingError::from)?
             .into_iter()
             .filter(|n| is_endpoint_ifname(n))
             .collect())
@@ -128,7 +122,7 @@ impl Plumbing for Kernel {
     async fn delete_link(&mut self, host_ifname: &str) -> Result<(), PlumbingError> {
         match netlink::detach(host_ifname).await {
             Ok(_) | Err(NetlinkError::NotVeth { .. }) => Ok(()),
-            Err(e) => Err(err(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -136,20 +130,5 @@ impl Plumbing for Kernel {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_endpoint_names_are_ours() {
-        assert!(is_endpoint_ifname("sl0123456789"));
-        assert!(is_endpoint_ifname("slabcdef0123"));
-        assert!(!is_endpoint_ifname("sl0123"));
-        assert!(!is_endpoint_ifname("slABCDEF0123"));
-        assert!(!is_endpoint_ifname("sl12345-host0"));
-        assert!(!is_endpoint_ifname("eth0"));
     }
 }
