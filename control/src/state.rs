@@ -11,7 +11,7 @@ use sluice_dataplane::counters::MAX_PORTS;
 use sluice_dataplane::frame::{NetworkId, PortId};
 use sluice_dataplane::wire::MacAddr;
 
-use crate::ipam::{next_free_subnet, IpamError, Pool};
+use crate::ipam::{first_overlap, network_of, next_free_subnet, range_within, IpamError, Pool};
 use crate::model::{
     Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec, Placement, Stamp,
     UplinkSpec,
@@ -505,22 +505,19 @@ impl State {
     fn addressing(&self, spec: &NetworkSpec) -> Result<(Ipv4Cidr, Ipv4Addr), StateError> {
         let subnet = match spec.subnet {
             Some(s) => {
-                let s = Ipv4Cidr {
-                    addr: s.network(),
-                    prefix: s.prefix,
-                };
+                let s = network_of(s);
                 if s.prefix > 30 {
                     return Err(StateError::SubnetTooSmall(s));
                 }
-                if let Some(o) = self
+                let others = self
                     .networks
                     .values()
-                    .find(|n| n.subnet.is_some_and(|o| o.overlaps(&s)))
-                {
+                    .filter_map(|n| Some((&n.spec.name, n.subnet?)));
+                if let Some((other, other_subnet)) = first_overlap(s, others) {
                     return Err(StateError::Overlap {
                         subnet: s,
-                        other: o.spec.name.clone(),
-                        other_subnet: o.subnet.unwrap_or(s),
+                        other: other.clone(),
+                        other_subnet,
                     });
                 }
                 s
@@ -554,7 +551,7 @@ impl State {
             return Err(not_in("gateway".into(), gateway.to_string()));
         }
         if let Some(r) = spec.ip_range {
-            if r.prefix < subnet.prefix || !subnet.contains(r.network()) {
+            if !range_within(r, subnet) {
                 return Err(not_in("ip range".into(), r.to_string()));
             }
         }
