@@ -131,7 +131,9 @@ impl Pool {
         (u32::from(within.network())..=u32::from(within.broadcast()))
             .map(Ipv4Addr::from)
             .find(|ip| {
-                self.subnet.contains(*ip) && !self.used.contains(ip) && self.reserved_for(*ip).is_none()
+                self.subnet.contains(*ip)
+                    && !self.used.contains(ip)
+                    && self.reserved_for(*ip).is_none()
             })
     }
 

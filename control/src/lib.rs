@@ -10,6 +10,7 @@ pub mod compile;
 pub mod daemon;
 pub mod daemonlab;
 pub mod dns;
+pub mod driver;
 pub mod ipam;
 pub mod lab;
 pub mod model;

@@ -65,11 +65,6 @@ impl Driver {
             Driver::Host => "host",
         }
     }
-
-    /// True for drivers whose networks have a subnet, IPAM and dataplane state.
-    pub fn has_ipam(self) -> bool {
-        matches!(self, Driver::Bridge | Driver::Macvlan)
-    }
 }
 
 impl FromStr for Driver {
@@ -608,7 +603,6 @@ mod tests {
         assert_eq!("bridge".parse::<Driver>(), Ok(Driver::Bridge));
         assert_eq!("null".parse::<Driver>(), Ok(Driver::None));
         assert!("overlay".parse::<Driver>().is_err());
-        assert!(Driver::Macvlan.has_ipam() && !Driver::Host.has_ipam());
     }
 
     #[test]

@@ -11,10 +11,10 @@ use sluice_dataplane::counters::MAX_PORTS;
 use sluice_dataplane::frame::{NetworkId, PortId};
 use sluice_dataplane::wire::MacAddr;
 
+use crate::driver;
 use crate::ipam::{first_overlap, network_of, next_free_subnet, range_within, IpamError, Pool};
 use crate::model::{
     Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec, Placement, Stamp,
-    UplinkSpec,
 };
 use crate::naming::{handoff_ifname, host_ifname, valid_ifname, valid_name};
 use crate::publish::PublishSpec;
@@ -362,29 +362,7 @@ impl State {
         if self.networks.contains_key(&stamp.id) {
             return Err(StateError::IdTaken(stamp.id));
         }
-        if !spec.driver.has_ipam() {
-            if spec.subnet.is_some()
-                || spec.gateway.is_some()
-                || spec.ip_range.is_some()
-                || !spec.aux_addresses.is_empty()
-            {
-                return Err(StateError::NoIpam(spec.driver.as_str()));
-            }
-            return Err(StateError::OnlyOneInstance(spec.driver.as_str()));
-        }
-        let (subnet, gateway) = self.addressing(&spec)?;
-        let parent_port = if spec.driver == Driver::Macvlan {
-            self.check_parent(&spec)?
-        } else {
-            if spec.options.parent.is_some() {
-                return Err(StateError::ParentNeedsMacvlan);
-            }
-            None
-        };
-        let uplink_port = match &spec.uplink {
-            Some(u) => Some(self.check_uplink(&spec, u, parent_port)?),
-            None => None,
-        };
+        let created = driver::of(spec.driver).create(self, &spec)?;
         let dataplane_id = (0..=u16::MAX)
             .map(NetworkId)
             .find(|id| self.networks.values().all(|n| n.dataplane_id != *id))
@@ -394,17 +372,17 @@ impl State {
             id: stamp.id,
             created: stamp.created,
             spec,
-            subnet: Some(subnet),
-            gateway: Some(gateway),
+            subnet: Some(created.subnet),
+            gateway: Some(created.gateway),
             dataplane_id,
-            parent_port,
-            uplink_port,
+            parent_port: created.parent_port,
+            uplink_port: created.uplink_port,
         });
         Ok(&self.networks[&id])
     }
 
-    /// A free dataplane port id (endpoints and macvlan parents share the space).
-    fn free_port(&self) -> Option<PortId> {
+    /// A free dataplane port id (endpoints and the ports networks own share the space).
+    pub(crate) fn free_port(&self) -> Option<PortId> {
         (1..MAX_PORTS as u16).map(PortId).find(|p| {
             self.endpoints.values().all(|e| e.port != *p)
                 && self
@@ -414,95 +392,11 @@ impl State {
         })
     }
 
-    /// A network's own uplink: a bridge network routed out, an interface no other network
-    /// uses, an address outside every network's subnet; and a port for it.
-    fn check_uplink(
+    /// The subnet and gateway a new network gets, after checking every address rule.
+    pub(crate) fn addressing(
         &self,
         spec: &NetworkSpec,
-        u: &UplinkSpec,
-        taken: Option<PortId>,
-    ) -> Result<PortId, StateError> {
-        if spec.driver != Driver::Bridge || spec.internal {
-            return Err(StateError::UplinkNeedsRouting);
-        }
-        if !valid_ifname(&u.name) {
-            return Err(StateError::InvalidIfname(u.name.clone()));
-        }
-        if let Some(o) = self.networks.values().find(|n| {
-            n.spec.uplink.as_ref().is_some_and(|x| x.name == u.name)
-                || n.spec
-                    .options
-                    .parent_and_vlan()
-                    .is_some_and(|(p, _)| p == u.name)
-        }) {
-            return Err(StateError::ParentInUse {
-                parent: u.name.clone(),
-                other: o.spec.name.clone(),
-            });
-        }
-        if let Some(o) = self
-            .networks
-            .values()
-            .find(|n| n.subnet.is_some_and(|s| s.overlaps(&u.ip)))
-        {
-            return Err(StateError::UplinkOverlaps {
-                ip: u.ip,
-                other: o.spec.name.clone(),
-            });
-        }
-        (1..MAX_PORTS as u16)
-            .map(PortId)
-            .find(|p| {
-                Some(*p) != taken
-                    && self.endpoints.values().all(|e| e.port != *p)
-                    && self
-                        .networks
-                        .values()
-                        .all(|n| n.own_ports().all(|o| o != *p))
-            })
-            .ok_or(StateError::TooManyEndpoints)
-    }
-
-    /// A macvlan network's parent: given, a valid VLAN if tagged, not another network's, and
-    /// a port for it (none for an internal network, which has no parent traffic).
-    fn check_parent(&self, spec: &NetworkSpec) -> Result<Option<PortId>, StateError> {
-        let (parent, vlan) = spec
-            .options
-            .parent_and_vlan()
-            .ok_or(StateError::MacvlanNeedsParent)?;
-        if let Some(v) = vlan {
-            if !(1..=4094).contains(&v) {
-                return Err(StateError::BadParentVlan(
-                    spec.options.parent.clone().unwrap_or_default(),
-                ));
-            }
-            if spec.options.vlan.is_some_and(|o| o != v) {
-                return Err(StateError::BadParentVlan(
-                    spec.options.parent.clone().unwrap_or_default(),
-                ));
-            }
-        }
-        if let Some(o) = self.networks.values().find(|n| {
-            n.spec
-                .options
-                .parent_and_vlan()
-                .is_some_and(|(p, _)| p == parent)
-        }) {
-            return Err(StateError::ParentInUse {
-                parent: parent.to_string(),
-                other: o.spec.name.clone(),
-            });
-        }
-        if spec.internal {
-            return Ok(None);
-        }
-        self.free_port()
-            .map(Some)
-            .ok_or(StateError::TooManyEndpoints)
-    }
-
-    /// The subnet and gateway a new network gets, after checking every address rule.
-    fn addressing(&self, spec: &NetworkSpec) -> Result<(Ipv4Cidr, Ipv4Addr), StateError> {
+    ) -> Result<(Ipv4Cidr, Ipv4Addr), StateError> {
         let subnet = match spec.subnet {
             Some(s) => {
                 let s = network_of(s);
@@ -591,7 +485,8 @@ impl State {
     pub fn connect(&mut self, spec: EndpointSpec, stamp: Stamp) -> Result<&Endpoint, StateError> {
         let net = self.network(&spec.network)?;
         let (net_id, net_name) = (net.id.clone(), net.spec.name.clone());
-        if !net.spec.driver.has_ipam() {
+        let drv = driver::of(net.spec.driver);
+        if !drv.has_ipam() {
             return Err(StateError::CannotConnect(net_name));
         }
         if !valid_name(&spec.name) {
@@ -634,9 +529,7 @@ impl State {
         if !spec.publish.is_empty() && net.spec.internal {
             return Err(StateError::PublishOnInternal(net_name));
         }
-        if !spec.publish.is_empty() && net.spec.driver == Driver::Macvlan {
-            return Err(StateError::PublishOnMacvlan(net_name));
-        }
+        drv.connect(net, &spec)?;
         self.check_publish(&spec)?;
         let port = self.free_port().ok_or(StateError::TooManyEndpoints)?;
         let ipam = |err| StateError::Ipam {
@@ -754,7 +647,7 @@ impl State {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::Sandbox;
+    use crate::model::{Sandbox, UplinkSpec};
     use std::cell::Cell;
 
     /// Deterministic stamps: id = the counter in hex, padded to 64.

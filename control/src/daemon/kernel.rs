@@ -29,16 +29,13 @@ impl Kernel {
     }
 
     fn runtime(&self) -> Result<&Runtime, PlumbingError> {
-        self.runtime
-            .as_ref()
-            .ok_or(PlumbingError::NotRunning)
+        self.runtime.as_ref().ok_or(PlumbingError::NotRunning)
     }
 }
 
 impl Plumbing for Kernel {
     fn start(&mut self, dp: &Arc<Dataplane>) -> Result<(), PlumbingError> {
-        let rt = Runtime::start(dp, &self.config)
-            .map_err(PlumbingError::StartDataplane)?;
+        let rt = Runtime::start(dp, &self.config).map_err(PlumbingError::StartDataplane)?;
         self.runtime = Some(rt);
         Ok(())
     }
@@ -62,11 +59,10 @@ impl Plumbing for Kernel {
         .map_err(PlumbingError::from)?;
         let linked = std::time::Instant::now();
         if let Err(e) = self.runtime().and_then(|rt| {
-            rt.attach(port)
-                .map_err(|source| PlumbingError::OpenPort {
-                    ifname: a.host_ifname.clone(),
-                    source,
-                })
+            rt.attach(port).map_err(|source| PlumbingError::OpenPort {
+                ifname: a.host_ifname.clone(),
+                source,
+            })
         }) {
             if let Err(undo) = netlink::detach(&a.host_ifname).await {
                 tracing::error!(
@@ -103,11 +99,16 @@ impl Plumbing for Kernel {
         if let Some(rt) = &self.runtime {
             rt.detach(port);
         }
-        netlink::detach(host_ifname).await.map(drop).map_err(PlumbingError::from)
+        netlink::detach(host_ifname)
+            .await
+            .map(drop)
+            .map_err(PlumbingError::from)
     }
 
     async fn exists(&self, host_ifname: &str) -> Result<bool, PlumbingError> {
-        netlink::link_exists(host_ifname).await.map_err(PlumbingError::from)
+        netlink::link_exists(host_ifname)
+            .await
+            .map_err(PlumbingError::from)
     }
 
     async fn ours(&self) -> Result<Vec<String>, PlumbingError> {

@@ -60,7 +60,6 @@ where
     }
 }
 
-
 pub(super) fn route_socket() -> io::Result<OwnedFd> {
     // SAFETY: socket() takes no pointers; a negative result is checked below.
     let fd = unsafe {
@@ -194,4 +193,3 @@ pub(super) fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
         _ => None,
     })
 }
-

@@ -28,8 +28,8 @@ use std::path::PathBuf;
 use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
 
-pub use crate::naming::IFNAME_MAX;
 use crate::model::Sandbox;
+pub use crate::naming::IFNAME_MAX;
 pub use veth::{
     attach, create_veth_pair, detach, link_exists, link_names_with_prefix, sandbox_link,
     SandboxLink,
@@ -419,4 +419,3 @@ mod tests {
         assert!(e.to_string().contains("lo"), "{e}");
     }
 }
-

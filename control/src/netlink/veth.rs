@@ -280,4 +280,3 @@ pub async fn sandbox_link(
         .collect();
     Ok(Some(SandboxLink { mac, addrs }))
 }
-

@@ -289,7 +289,10 @@ impl DockerIpam {
         };
         let id = subnet.to_string();
         self.change(|pools| {
-            pools.insert(id.clone(), Pool::restore(subnet, range, None, BTreeSet::new()));
+            pools.insert(
+                id.clone(),
+                Pool::restore(subnet, range, None, BTreeSet::new()),
+            );
             Ok((id, subnet))
         })
     }
