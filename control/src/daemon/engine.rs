@@ -22,6 +22,7 @@ use crate::daemon::names::Names;
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
 use crate::dns::files::FilesError;
 use crate::model::{Endpoint, EndpointSpec, NetworkInspect, NetworkSpec};
+use crate::netlink::SandboxIface;
 use crate::state::{State, StateError, PREDEFINED};
 use crate::store::{Store, StoreError};
 
@@ -311,15 +312,17 @@ impl<P: Plumbing> Engine<P> {
             .all(|o| o.spec.sandbox != e.spec.sandbox);
         let attachment = Attachment {
             sandbox: e.spec.sandbox.clone(),
-            host_ifname: e.host_ifname.clone(),
-            sandbox_ifname: e.sandbox_ifname.clone(),
-            mac: e.mac,
-            ip: Ipv4Cidr {
-                addr: e.ip,
-                prefix: net.subnet.map_or(32, |s| s.prefix),
+            iface: SandboxIface {
+                host_ifname: e.host_ifname.clone(),
+                sandbox_ifname: e.sandbox_ifname.clone(),
+                mac: e.mac,
+                ip: Ipv4Cidr {
+                    addr: e.ip,
+                    prefix: net.subnet.map_or(32, |s| s.prefix),
+                },
+                gateway: net.gateway.filter(|_| first && !net.spec.internal),
+                mtu: net.spec.options.mtu.unwrap_or(1500),
             },
-            gateway: net.gateway.filter(|_| first && !net.spec.internal),
-            mtu: net.spec.options.mtu.unwrap_or(1500),
             placement: e.spec.placement,
         };
         let t1 = Instant::now();
@@ -575,7 +578,7 @@ mod tests {
         block(en.create_network(net("a", "10.9.0.0/24"))).unwrap();
         let v = block(en.connect(ep("a", "web", "x"))).unwrap();
         assert_eq!(v.ipv4, "10.9.0.2/24");
-        let link = &en.plumbing.links[&v.host_ifname];
+        let link = &en.plumbing.links[&v.host_ifname].iface;
         assert_eq!(link.sandbox_ifname, "eth0");
         assert_eq!(link.gateway, Some("10.9.0.1".parse().unwrap()));
         assert!(en
@@ -584,7 +587,7 @@ mod tests {
             .ports()
             .any(|p| p.config.name == v.host_ifname));
         let second = block(en.connect(ep("bridge", "web", "x"))).unwrap();
-        let link = &en.plumbing.links[&second.host_ifname];
+        let link = &en.plumbing.links[&second.host_ifname].iface;
         assert_eq!(
             (link.sandbox_ifname.as_str(), link.gateway),
             ("eth1", None),
@@ -642,10 +645,8 @@ mod tests {
         let mut fake = std::mem::take(&mut en.plumbing);
         en.shutdown();
         fake.links.remove(&gone.host_ifname);
-        let stray = Attachment {
-            host_ifname: "slstray".into(),
-            ..fake.links[&kept.host_ifname].clone()
-        };
+        let mut stray = fake.links[&kept.host_ifname].clone();
+        stray.iface.host_ifname = "slstray".into();
         fake.links.insert("slstray".into(), stray);
         let (en, restored) = open(&db, fake);
         assert_eq!(restored.endpoints, 1);

@@ -11,7 +11,7 @@ use sluice_dataplane::runtime::{Runtime, RuntimeConfig};
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
 use crate::model::Placement;
 use crate::naming::{is_endpoint_ifname, ENDPOINT_PREFIX};
-use crate::netlink::{self, NetlinkError, SandboxIface};
+use crate::netlink::{self, NetlinkError};
 
 /// rtnetlink + the dataplane runtime, in the daemon's network namespace.
 pub struct Kernel {
@@ -41,18 +41,11 @@ impl Plumbing for Kernel {
     }
 
     async fn attach(&mut self, a: &Attachment, port: &PortConfig) -> Result<(), PlumbingError> {
-        let iface = SandboxIface {
-            host_ifname: a.host_ifname.clone(),
-            sandbox_ifname: a.sandbox_ifname.clone(),
-            mac: a.mac,
-            ip: a.ip,
-            gateway: a.gateway,
-            mtu: a.mtu,
-        };
+        let i = &a.iface;
         match a.placement {
-            Placement::Sandbox => netlink::attach(&a.sandbox, &iface).await,
+            Placement::Sandbox => netlink::attach(&a.sandbox, i).await,
             Placement::HandOff => {
-                netlink::create_veth_pair(&a.host_ifname, &a.sandbox_ifname, Some(a.mac), a.mtu)
+                netlink::create_veth_pair(&i.host_ifname, &i.sandbox_ifname, Some(i.mac), i.mtu)
                     .await
             }
         }
@@ -60,20 +53,20 @@ impl Plumbing for Kernel {
         let linked = std::time::Instant::now();
         if let Err(e) = self.runtime().and_then(|rt| {
             rt.attach(port).map_err(|source| PlumbingError::OpenPort {
-                ifname: a.host_ifname.clone(),
+                ifname: a.iface.host_ifname.clone(),
                 source,
             })
         }) {
-            if let Err(undo) = netlink::detach(&a.host_ifname).await {
+            if let Err(undo) = netlink::detach(&a.iface.host_ifname).await {
                 tracing::error!(
                     "cannot remove {} after a failed attach: {undo}",
-                    a.host_ifname
+                    a.iface.host_ifname
                 );
             }
             return Err(e);
         }
         tracing::debug!(
-            port = %a.host_ifname,
+            port = %a.iface.host_ifname,
             open_ms = linked.elapsed().as_secs_f64() * 1e3,
             "dataplane port opened"
         );

@@ -4,36 +4,24 @@
 //! the engine's ordering and rollback rules are tested without root.
 
 use std::future::Future;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use sluice_dataplane::config::{Ipv4Cidr, PortConfig};
+use sluice_dataplane::config::PortConfig;
 use sluice_dataplane::frame::PortId;
 use sluice_dataplane::pipeline::Dataplane;
-use sluice_dataplane::wire::MacAddr;
 
 use sluice_dataplane::runtime::RuntimeError;
 
 use crate::model::{Placement, Sandbox};
-use crate::netlink::{NetlinkError, Step};
+use crate::netlink::{NetlinkError, SandboxIface, Step};
 
 /// The interface an endpoint gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
     /// Where the interface goes.
     pub sandbox: Sandbox,
-    /// The host end, which the dataplane reads.
-    pub host_ifname: String,
-    /// The name inside the sandbox (`eth0`, ...).
-    pub sandbox_ifname: String,
-    /// The endpoint's MAC.
-    pub mac: MacAddr,
-    /// The endpoint's address and prefix.
-    pub ip: Ipv4Cidr,
-    /// Default route via this address (first routed network only).
-    pub gateway: Option<Ipv4Addr>,
-    /// The interface MTU.
-    pub mtu: u16,
+    /// The veth pair's names and the sandbox end's addressing.
+    pub iface: SandboxIface,
     /// Whether sluice moves the peer into the sandbox or leaves it for the engine.
     pub placement: Placement,
 }
@@ -226,9 +214,9 @@ pub(crate) mod fake {
 
         async fn attach(&mut self, a: &Attachment, port: &PortConfig) -> Result<(), PlumbingError> {
             if std::mem::take(&mut self.fail_attach) {
-                return Err(PlumbingError::Injected(a.host_ifname.clone()));
+                return Err(PlumbingError::Injected(a.iface.host_ifname.clone()));
             }
-            self.links.insert(a.host_ifname.clone(), a.clone());
+            self.links.insert(a.iface.host_ifname.clone(), a.clone());
             self.ports.insert(port.id.0, port.name.clone());
             Ok(())
         }
@@ -268,5 +256,58 @@ pub(crate) mod fake {
         fn stop(&mut self) {
             self.started = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::engine::EngineError;
+    use std::io;
+
+    fn request(step: Step, errno: i32) -> NetlinkError {
+        NetlinkError::Request {
+            step,
+            ifname: "eth0".into(),
+            netns: "pid 7".into(),
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    #[test]
+    fn netlink_failures_name_their_step() {
+        let e = PlumbingError::from(request(Step::SetRoute, libc::EEXIST));
+        assert!(matches!(e, PlumbingError::SetRoute(_)), "{e}");
+        assert!(e.to_string().contains("default route"), "{e}");
+        let e = PlumbingError::from(request(Step::CreateVeth, libc::EPERM));
+        assert!(matches!(e, PlumbingError::CreateVeth(_)), "{e}");
+        assert_eq!(e.client_status(), None);
+        let e = PlumbingError::from(request(Step::SetAddress, libc::EINVAL));
+        assert!(matches!(e, PlumbingError::SetAddress(_)), "{e}");
+    }
+
+    #[test]
+    fn a_missing_namespace_is_the_clients_fault() {
+        let netns = |op, errno| NetlinkError::Netns {
+            netns: "/run/netns/gone".into(),
+            op,
+            source: io::Error::from_raw_os_error(errno),
+        };
+        let e = PlumbingError::from(netns("open", libc::ENOENT));
+        assert!(matches!(e, PlumbingError::NamespaceNotFound(_)), "{e}");
+        assert_eq!(EngineError::from(e).status(), 400);
+        let e = PlumbingError::from(netns("enter", libc::EINVAL));
+        assert!(matches!(e, PlumbingError::EnterNamespace(_)), "{e}");
+        assert_eq!(EngineError::from(e).status(), 500);
+        let bad = NetlinkError::BadName {
+            name: "a b".into(),
+            reason: "no",
+        };
+        assert_eq!(EngineError::from(PlumbingError::from(bad)).status(), 400);
+        let clash = NetlinkError::NameInUse {
+            ifname: "eth0".into(),
+            netns: "pid 7".into(),
+        };
+        assert_eq!(EngineError::from(PlumbingError::from(clash)).status(), 409);
     }
 }
