@@ -548,17 +548,8 @@ mod tests {
 
     fn ep(network: &str, name: &str, ns: &str) -> EndpointSpec {
         EndpointSpec {
-            network: network.into(),
             sandbox: Sandbox::Netns(PathBuf::from(format!("/run/netns/{ns}"))),
-            name: name.into(),
-            ip: None,
-            mac: None,
-            aliases: vec![],
-            links: vec![],
-            publish: vec![],
-            names: Default::default(),
-            ifname: None,
-            placement: Default::default(),
+            ..crate::state::tests::ep(network, name, 0)
         }
     }
 

@@ -282,16 +282,9 @@ mod tests {
 
     #[test]
     fn ifnames_follow_the_kernel() {
+        // The rule itself is tested in `naming`; here, that it is applied and named.
         assert!(check_ifname("eth0").is_ok());
-        assert!(check_ifname("sl-abc_def.0123").is_ok());
         assert!(check_ifname("sl-abc_def.01234").is_err());
-        assert!(check_ifname("").is_err());
-        assert!(check_ifname(".").is_err());
-        assert!(check_ifname("..").is_err());
-        assert!(check_ifname("a/b").is_err());
-        assert!(check_ifname("a:b").is_err());
-        assert!(check_ifname("a b").is_err());
-        assert!(check_ifname("é").is_err());
         let e = check_ifname("averyveryverylongname").unwrap_err();
         assert!(e.to_string().contains("averyveryverylongname"), "{e}");
     }
