@@ -422,7 +422,8 @@ pub struct NetworkInspect {
 }
 
 impl Network {
-    /// The `docker network inspect` view of the network with `endpoints` attached.
+    /// The `docker network inspect` view of the network with `endpoints` attached (the
+    /// daemon's driver adds the options only it knows, see `driver::inspect`).
     pub fn inspect<'a>(&self, endpoints: impl IntoIterator<Item = &'a Endpoint>) -> NetworkInspect {
         let config = match (self.subnet, self.gateway) {
             (Some(subnet), Some(gateway)) => vec![IpamConfigView {
@@ -468,17 +469,7 @@ impl Network {
                     )
                 })
                 .collect(),
-            options: {
-                let mut o = self.spec.options.to_map();
-                if let Some(u) = &self.spec.uplink {
-                    o.insert("uplink".into(), u.name.clone());
-                    o.insert("uplink_ip".into(), format!("{}/{}", u.ip.addr, u.ip.prefix));
-                    if let Some(g) = u.gateway {
-                        o.insert("uplink_gateway".into(), g.to_string());
-                    }
-                }
-                o
-            },
+            options: self.spec.options.to_map(),
             labels: self.spec.labels.clone(),
         }
     }

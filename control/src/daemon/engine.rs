@@ -21,6 +21,7 @@ use crate::compile::{dataplane_config, UplinkSettings, UPLINK_PORT};
 use crate::daemon::names::Names;
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
 use crate::dns::files::FilesError;
+use crate::driver;
 use crate::model::{Endpoint, EndpointSpec, NetworkInspect, NetworkSpec};
 use crate::netlink::SandboxIface;
 use crate::state::{State, StateError, PREDEFINED};
@@ -218,7 +219,7 @@ impl<P: Plumbing> Engine<P> {
             return Err(e.into());
         }
         match self.store.commit(pending) {
-            Ok(n) => Ok(n.inspect([])),
+            Ok(n) => Ok(driver::inspect(&n, [])),
             Err(e) => {
                 self.reapply_current();
                 undo(self, &opened);
@@ -267,7 +268,7 @@ impl<P: Plumbing> Engine<P> {
         let s = self.state();
         let mut out: Vec<NetworkInspect> = s
             .networks()
-            .map(|n| self.with_files(n.inspect(s.endpoints_of(&n.id))))
+            .map(|n| self.with_files(driver::inspect(n, s.endpoints_of(&n.id))))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out

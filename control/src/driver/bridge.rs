@@ -1,6 +1,8 @@
 //! The bridge driver (docker0's replacement): a switched network with a gateway, routed
 //! (NAPT) to the daemon's uplink or to an uplink of its own (`--uplink`).
 
+use std::collections::BTreeMap;
+
 use sluice_dataplane::config::{Config, NetworkConfig, PortConfig, PortIo, PortRole, UplinkConfig};
 use sluice_dataplane::frame::PortId;
 use sluice_dataplane::wire::MacAddr;
@@ -29,6 +31,16 @@ impl NetworkDriver for Bridge {
             parent_port: None,
             uplink_port,
         })
+    }
+
+    fn inspect_options(&self, net: &Network, options: &mut BTreeMap<String, String>) {
+        if let Some(u) = &net.spec.uplink {
+            options.insert("uplink".into(), u.name.clone());
+            options.insert("uplink_ip".into(), format!("{}/{}", u.ip.addr, u.ip.prefix));
+            if let Some(g) = u.gateway {
+                options.insert("uplink_gateway".into(), g.to_string());
+            }
+        }
     }
 
     fn compile(&self, net: &Network, nc: &mut NetworkConfig, cfg: &mut Config) {

@@ -8,12 +8,15 @@ mod host;
 mod macvlan;
 mod none;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use sluice_dataplane::config::{Config, Ipv4Cidr, NetworkConfig};
 use sluice_dataplane::frame::PortId;
 
-use crate::model::{Driver, EndpointSpec, Network, NetworkOptions, NetworkSpec};
+use crate::model::{
+    Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkOptions, NetworkSpec,
+};
 use crate::state::{State, StateError};
 
 /// What a driver decided for a new network: its addressing and the dataplane ports it owns
@@ -49,6 +52,9 @@ pub trait NetworkDriver: Sync {
         Ok(())
     }
 
+    /// Adds the options only the driver knows to `net`'s inspect view.
+    fn inspect_options(&self, _net: &Network, _options: &mut BTreeMap<String, String>) {}
+
     /// Adds the driver's part of `net`'s dataplane configuration (flags, the ports it owns)
     /// to `nc` and `cfg`, before the network's endpoints are added. Drivers without
     /// addressing have no dataplane state.
@@ -68,6 +74,17 @@ pub fn of(d: Driver) -> &'static dyn NetworkDriver {
         Driver::Host => &HOST,
         Driver::None => &NONE,
     }
+}
+
+/// The `docker network inspect` view of `net` with `endpoints` attached, with its driver's
+/// options.
+pub fn inspect<'a>(
+    net: &Network,
+    endpoints: impl IntoIterator<Item = &'a Endpoint>,
+) -> NetworkInspect {
+    let mut view = net.inspect(endpoints);
+    of(net.spec.driver).inspect_options(net, &mut view.options);
+    view
 }
 
 /// The driver of a network docker creates with `-d sluice`: `-o parent=IF[.VLAN]` asks for
@@ -105,5 +122,24 @@ mod tests {
         assert_eq!(for_docker(&o), Driver::Bridge);
         o.parent = Some("eth1.10".into());
         assert_eq!(for_docker(&o), Driver::Macvlan);
+    }
+
+    #[test]
+    fn a_bridge_shows_its_own_uplink() {
+        let (mut s, mut st) = crate::state::tests::fresh();
+        let mut a = crate::state::tests::net("a", Some("10.30.0.0/24"));
+        a.options.mtu = Some(1400);
+        a.uplink = Some(crate::model::UplinkSpec {
+            name: "up1".into(),
+            ip: "203.0.113.2/24".parse().unwrap(),
+            gateway: Some("203.0.113.1".parse().unwrap()),
+            mac: None,
+        });
+        s.create_network(a, st()).unwrap();
+        let o = s.inspect("a").unwrap().options;
+        assert_eq!(o["uplink"], "up1");
+        assert_eq!(o["uplink_ip"], "203.0.113.2/24");
+        assert_eq!(o["uplink_gateway"], "203.0.113.1");
+        assert_eq!(o["com.docker.network.driver.mtu"], "1400");
     }
 }

@@ -15,6 +15,7 @@ use sluice_dataplane::frame::NetworkId;
 
 pub use error::StateError;
 
+use crate::driver;
 use crate::ipam::Pool;
 use crate::model::{Driver, Endpoint, Network, NetworkInspect, NetworkSpec, Stamp};
 
@@ -150,7 +151,7 @@ impl State {
     /// `docker network inspect` of a network.
     pub fn inspect(&self, key: &str) -> Result<NetworkInspect, StateError> {
         let n = self.network(key)?;
-        Ok(n.inspect(self.endpoints_of(&n.id)))
+        Ok(driver::inspect(n, self.endpoints_of(&n.id)))
     }
 }
 
