@@ -106,11 +106,7 @@ impl From<NetlinkError> for PlumbingError {
     fn from(e: NetlinkError) -> Self {
         use NetlinkError as N;
         match &e {
-            N::Netns { source, op, .. }
-                if *op == "open" && source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                PlumbingError::NamespaceNotFound(e)
-            }
+            _ if e.is_missing_namespace() => PlumbingError::NamespaceNotFound(e),
             N::Netns { .. } => PlumbingError::EnterNamespace(e),
             N::BadName { .. } | N::BadSetting { .. } => PlumbingError::InvalidInterface(e),
             N::NameInUse { .. } => PlumbingError::NameInUse(e),

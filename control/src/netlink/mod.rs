@@ -35,6 +35,9 @@ pub use veth::{
     SandboxLink,
 };
 
+/// What a [`NetlinkError::Netns`] from [`open_netns`] says was being done.
+const OPEN_NETNS: &str = "open";
+
 /// Smallest MTU Linux accepts on an Ethernet (veth) device carrying IPv4.
 pub const MTU_MIN: u16 = 68;
 
@@ -175,6 +178,12 @@ impl NetlinkError {
             _ => None,
         }
     }
+
+    /// True when the sandbox's namespace file (its path, or its process) does not exist.
+    pub fn is_missing_namespace(&self) -> bool {
+        matches!(self, NetlinkError::Netns { op, source, .. }
+            if *op == OPEN_NETNS && source.kind() == io::ErrorKind::NotFound)
+    }
 }
 
 /// Checks an interface name by `naming`'s rule (the kernel's, restricted to safe bytes) before
@@ -253,7 +262,7 @@ pub fn netns_path(sandbox: &Sandbox) -> PathBuf {
 pub fn open_netns(sandbox: &Sandbox) -> Result<File, NetlinkError> {
     File::open(netns_path(sandbox)).map_err(|source| NetlinkError::Netns {
         netns: sandbox.to_string(),
-        op: "open",
+        op: OPEN_NETNS,
         source,
     })
 }
