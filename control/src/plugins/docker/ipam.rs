@@ -5,6 +5,9 @@
 //! docker does not ask again for pools and addresses it already holds. A file of its own
 //! rather than a table in sluice's redb database: that database belongs to the engine
 //! thread, and these few records are docker's bookkeeping, not sluice's state.
+//!
+//! The addresses themselves are kept by `ipam::Pool`, the allocator sluice's own networks use;
+//! this module adds docker's pool ids and wording and the file (whose format is unchanged).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
