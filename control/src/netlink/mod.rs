@@ -6,8 +6,8 @@
 //! them when it returns. Work inside a sandbox namespace goes through a netlink socket created
 //! in that namespace: a netlink socket stays bound to the namespace it was created in, so only
 //! the socket's creation needs the namespace, and that happens on a short-lived OS thread of its
-//! own ([`in_netns`]); no thread of the caller's runtime ever changes namespace. No `ip` process
-//! is spawned.
+//! own (`conn::in_netns`); no thread of the caller's runtime ever changes namespace. No `ip`
+//! process is spawned.
 //!
 //! The peer end is created directly inside the sandbox (`ip link add H type veth peer name eth0
 //! netns NS`), already named and with its MAC and MTU, in one atomic kernel request: there is
