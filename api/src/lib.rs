@@ -8,4 +8,5 @@ pub mod client;
 pub mod clock;
 pub mod files;
 pub mod model;
+pub mod naming;
 pub mod publish;

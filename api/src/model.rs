@@ -65,11 +65,6 @@ impl Driver {
             Driver::Host => "host",
         }
     }
-
-    /// True for drivers whose networks have a subnet, IPAM and dataplane state.
-    pub fn has_ipam(self) -> bool {
-        matches!(self, Driver::Bridge | Driver::Macvlan)
-    }
 }
 
 impl FromStr for Driver {
@@ -140,7 +135,7 @@ impl NetworkOptions {
                 self.vlan = Some(n);
             }
             "parent" => {
-                if v.is_empty() || v.len() > 15 || v.contains(['/', ' ']) {
+                if !crate::naming::valid_ifname(v) {
                     return Err(bad("parent", "an interface name of 1-15 characters"));
                 }
                 self.parent = Some(v.to_string());
@@ -427,7 +422,8 @@ pub struct NetworkInspect {
 }
 
 impl Network {
-    /// The `docker network inspect` view of the network with `endpoints` attached.
+    /// The `docker network inspect` view of the network with `endpoints` attached (the
+    /// daemon's driver adds the options only it knows, see `driver::inspect`).
     pub fn inspect<'a>(&self, endpoints: impl IntoIterator<Item = &'a Endpoint>) -> NetworkInspect {
         let config = match (self.subnet, self.gateway) {
             (Some(subnet), Some(gateway)) => vec![IpamConfigView {
@@ -473,17 +469,7 @@ impl Network {
                     )
                 })
                 .collect(),
-            options: {
-                let mut o = self.spec.options.to_map();
-                if let Some(u) = &self.spec.uplink {
-                    o.insert("uplink".into(), u.name.clone());
-                    o.insert("uplink_ip".into(), format!("{}/{}", u.ip.addr, u.ip.prefix));
-                    if let Some(g) = u.gateway {
-                        o.insert("uplink_gateway".into(), g.to_string());
-                    }
-                }
-                o
-            },
+            options: self.spec.options.to_map(),
             labels: self.spec.labels.clone(),
         }
     }
@@ -608,7 +594,6 @@ mod tests {
         assert_eq!("bridge".parse::<Driver>(), Ok(Driver::Bridge));
         assert_eq!("null".parse::<Driver>(), Ok(Driver::None));
         assert!("overlay".parse::<Driver>().is_err());
-        assert!(Driver::Macvlan.has_ipam() && !Driver::Host.has_ipam());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use sluice_dataplane::config::{
 use sluice_dataplane::frame::PortId;
 use sluice_dataplane::wire::MacAddr;
 
-use crate::model::Driver;
+use crate::driver;
 use crate::state::State;
 
 /// The uplink port's id: endpoints get ids from 1 up.
@@ -62,48 +62,17 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
         };
         let mut nc = NetworkConfig::new(n.dataplane_id, n.spec.name.clone(), subnet, gateway);
         let o = &n.spec.options;
-        let parent = o.parent_and_vlan();
-        let vlan = parent.and_then(|(_, v)| v).or(o.vlan).unwrap_or(0);
+        let vlan = o
+            .parent_and_vlan()
+            .and_then(|(_, v)| v)
+            .or(o.vlan)
+            .unwrap_or(0);
         nc.vlan = vlan;
         nc.internal = n.spec.internal;
         nc.icc = o.icc.unwrap_or(nc.icc);
         nc.mtu = o.mtu.unwrap_or(nc.mtu);
-        nc.external_gateway = n.spec.driver == Driver::Macvlan;
-        if let (Some(port), Some(u)) = (n.uplink_port, &n.spec.uplink) {
-            nc.uplink = Some(port);
-            cfg.ports.push(PortConfig {
-                id: port,
-                name: u.name.clone(),
-                io: PortIo::AfPacket,
-                role: PortRole::Uplink,
-            });
-            cfg.network_uplinks.push(UplinkConfig {
-                port,
-                ip: u.ip,
-                mac: u.mac.unwrap_or_else(|| MacAddr::from_ipv4(u.ip.addr)),
-                next_hop: u.gateway,
-                mtu: o.mtu.unwrap_or(1500),
-            });
-        }
+        driver::of(n.spec.driver).compile(n, &mut nc, &mut cfg);
         cfg.networks.push(nc);
-        if let (Some(id), Some((ifname, tag))) = (n.parent_port, parent) {
-            cfg.ports.push(PortConfig {
-                id,
-                name: ifname.to_string(),
-                io: PortIo::AfPacket,
-                role: match tag {
-                    Some(v) => PortRole::Trunk {
-                        network: n.dataplane_id,
-                        allowed: vec![v],
-                        native: None,
-                    },
-                    None => PortRole::Access {
-                        network: n.dataplane_id,
-                        vlan: 0,
-                    },
-                },
-            });
-        }
         for e in state.endpoints_of(&n.id) {
             cfg.ports.push(PortConfig {
                 id: e.port,
@@ -134,6 +103,7 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Driver;
     use crate::state::tests::{ep, fresh, net, stamps};
     use proptest::prelude::*;
     use sluice_dataplane::config::L4Proto;

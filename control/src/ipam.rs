@@ -40,13 +40,15 @@ pub enum IpamError {
     },
 }
 
-/// The addresses of one network: what is reserved, what is allocated, and where dynamic
-/// addresses come from.
+/// The addresses of one network (or one docker IPAM pool): what is reserved, what is
+/// allocated, and where dynamic addresses come from. The one allocator behind the API's
+/// networks (and so CNI's) and the docker plugin's remote IPAM.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pool {
     subnet: Ipv4Cidr,
     range: Ipv4Cidr,
-    reserved: BTreeMap<Ipv4Addr, String>,
+    gateway: Option<Ipv4Addr>,
+    aux: BTreeMap<Ipv4Addr, String>,
     used: BTreeSet<Ipv4Addr>,
 }
 
@@ -60,24 +62,63 @@ impl Pool {
         gateway: Ipv4Addr,
         aux: impl IntoIterator<Item = (&'a String, &'a Ipv4Addr)>,
     ) -> Pool {
-        let mut reserved = BTreeMap::new();
-        for (name, ip) in aux {
-            reserved.insert(*ip, format!("auxiliary address {name:?}"));
-        }
-        reserved.insert(gateway, "the gateway".to_string());
-        reserved.insert(subnet.network(), "the network address".to_string());
-        reserved.insert(subnet.broadcast(), "the broadcast address".to_string());
+        let mut p = Pool::restore(subnet, range, Some(gateway), BTreeSet::new());
+        p.aux = aux
+            .into_iter()
+            .map(|(name, ip)| (*ip, format!("auxiliary address {name:?}")))
+            .collect();
+        p
+    }
+
+    /// A pool as it was stored: its gateway (if it has one yet) and the addresses in use.
+    pub fn restore(
+        subnet: Ipv4Cidr,
+        range: Option<Ipv4Cidr>,
+        gateway: Option<Ipv4Addr>,
+        used: BTreeSet<Ipv4Addr>,
+    ) -> Pool {
         Pool {
             subnet,
             range: range.unwrap_or(subnet),
-            reserved,
-            used: BTreeSet::new(),
+            gateway,
+            aux: BTreeMap::new(),
+            used,
         }
     }
 
-    /// What `ip` is reserved for, if it is.
-    pub fn reserved_for(&self, ip: Ipv4Addr) -> Option<&str> {
-        self.reserved.get(&ip).map(String::as_str)
+    /// The subnet.
+    pub fn subnet(&self) -> Ipv4Cidr {
+        self.subnet
+    }
+
+    /// Where dynamic addresses come from (the subnet unless an ip range was given).
+    pub fn range(&self) -> Ipv4Cidr {
+        self.range
+    }
+
+    /// The gateway, once it has one.
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.gateway
+    }
+
+    /// The addresses in use (the gateway is not among them).
+    pub fn used(&self) -> &BTreeSet<Ipv4Addr> {
+        &self.used
+    }
+
+    /// What `ip` is reserved for, if it is: the network and broadcast addresses (except in
+    /// a /31 or /32, which have none), the gateway, an auxiliary address.
+    fn reserved_for(&self, ip: Ipv4Addr) -> Option<&str> {
+        let edges = self.subnet.prefix <= 30;
+        if edges && ip == self.subnet.network() {
+            Some("the network address")
+        } else if edges && ip == self.subnet.broadcast() {
+            Some("the broadcast address")
+        } else if self.gateway == Some(ip) {
+            Some("the gateway")
+        } else {
+            self.aux.get(&ip).map(String::as_str)
+        }
     }
 
     /// True when an endpoint has `ip`.
@@ -85,13 +126,21 @@ impl Pool {
         self.used.contains(&ip)
     }
 
+    /// The lowest address of `within` that is neither reserved nor in use.
+    pub fn lowest_free(&self, within: Ipv4Cidr) -> Option<Ipv4Addr> {
+        (u32::from(within.network())..=u32::from(within.broadcast()))
+            .map(Ipv4Addr::from)
+            .find(|ip| {
+                self.subnet.contains(*ip)
+                    && !self.used.contains(ip)
+                    && self.reserved_for(*ip).is_none()
+            })
+    }
+
     /// The lowest free address of the range (docker's default, non-serial allocation).
     pub fn allocate(&mut self) -> Result<Ipv4Addr, IpamError> {
-        let first = u32::from(self.range.network());
-        let last = u32::from(self.range.broadcast());
-        let ip = (first..=last)
-            .map(Ipv4Addr::from)
-            .find(|ip| !self.used.contains(ip) && !self.reserved.contains_key(ip))
+        let ip = self
+            .lowest_free(self.range)
             .ok_or(IpamError::Exhausted { range: self.range })?;
         self.used.insert(ip);
         Ok(ip)
@@ -113,10 +162,10 @@ impl Pool {
                 subnet: self.subnet,
             });
         }
-        if let Some(why) = self.reserved.get(&ip) {
+        if let Some(why) = self.reserved_for(ip) {
             return Err(IpamError::Reserved {
                 ip,
-                why: why.clone(),
+                why: why.to_string(),
             });
         }
         if self.used.contains(&ip) {
@@ -129,6 +178,41 @@ impl Pool {
     pub fn release(&mut self, ip: Ipv4Addr) -> bool {
         self.used.remove(&ip)
     }
+
+    /// Makes `ip` the gateway and returns the previous one, which is no longer reserved.
+    pub fn set_gateway(&mut self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.gateway.replace(ip)
+    }
+
+    /// Drops the gateway if it is `ip`; false when it is not.
+    pub fn release_gateway(&mut self, ip: Ipv4Addr) -> bool {
+        let was = self.gateway == Some(ip);
+        if was {
+            self.gateway = None;
+        }
+        was
+    }
+}
+
+/// `c` with its host bits cleared (`10.0.0.5/24` is the subnet `10.0.0.0/24`).
+pub fn network_of(c: Ipv4Cidr) -> Ipv4Cidr {
+    Ipv4Cidr {
+        addr: c.network(),
+        prefix: c.prefix,
+    }
+}
+
+/// True when `range` lies inside `subnet` (an `--ip-range` or docker's sub-pool).
+pub fn range_within(range: Ipv4Cidr, subnet: Ipv4Cidr) -> bool {
+    range.prefix >= subnet.prefix && subnet.contains(range.network())
+}
+
+/// The first of `others` (a name and a subnet each) that overlaps `subnet`.
+pub fn first_overlap<K>(
+    subnet: Ipv4Cidr,
+    others: impl IntoIterator<Item = (K, Ipv4Cidr)>,
+) -> Option<(K, Ipv4Cidr)> {
+    others.into_iter().find(|(_, o)| o.overlaps(&subnet))
 }
 
 /// docker's default address pools in order: 172.17.0.0/16 to 172.31.0.0/16, then
@@ -242,6 +326,19 @@ mod tests {
             IpamError::InUse { ip: ip("10.0.0.5") }.to_string(),
             "address 10.0.0.5 is already in use; pick another --ip or leave it out"
         );
+    }
+
+    #[test]
+    fn gateway_moves_and_point_to_point_subnets_have_no_edges() {
+        let mut p = Pool::restore(cidr("10.0.0.0/31"), None, None, BTreeSet::new());
+        assert_eq!(p.lowest_free(p.subnet()), Some(ip("10.0.0.0")));
+        assert_eq!(p.set_gateway(ip("10.0.0.0")), None);
+        assert_eq!(p.allocate(), Ok(ip("10.0.0.1")));
+        assert_eq!(p.set_gateway(ip("10.0.0.1")), Some(ip("10.0.0.0")));
+        assert_eq!(p.check(ip("10.0.0.0")), Ok(()), "the old gateway is free");
+        assert!(!p.release_gateway(ip("10.0.0.0")));
+        assert!(p.release_gateway(ip("10.0.0.1")));
+        assert_eq!(p.gateway(), None);
     }
 
     #[test]

@@ -7,10 +7,11 @@
 pub mod compile;
 pub mod daemon;
 pub mod dns;
+pub mod driver;
 pub mod ipam;
 pub mod plugins;
 pub mod state;
 pub mod store;
 
-pub use sluice_api::{api, client, clock, model, publish};
+pub use sluice_api::{api, client, clock, model, naming, publish};
 pub use sluice_netlink as netlink;

@@ -21,7 +21,9 @@ use crate::compile::{dataplane_config, UplinkSettings, UPLINK_PORT};
 use crate::daemon::names::Names;
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
 use crate::dns::files::FilesError;
+use crate::driver;
 use crate::model::{Endpoint, EndpointSpec, NetworkInspect, NetworkSpec};
+use crate::netlink::SandboxIface;
 use crate::state::{State, StateError, PREDEFINED};
 use crate::store::{Store, StoreError};
 
@@ -76,6 +78,7 @@ impl EngineError {
             EngineError::Names(FilesError::NoLinkTarget { .. }) => 404,
             EngineError::Names(FilesError::Io { .. }) => 500,
             EngineError::Names(_) => 400,
+            EngineError::Plumbing(p) => p.client_status().unwrap_or(500),
             EngineError::ShuttingDown => 503,
             _ => 500,
         }
@@ -195,11 +198,7 @@ impl<P: Plumbing> Engine<P> {
             .collect();
         for p in &own {
             if !self.plumbing.exists(&p.name).await? {
-                return Err(PlumbingError(format!(
-                    "interface {} does not exist in sluiced's network namespace",
-                    p.name
-                ))
-                .into());
+                return Err(PlumbingError::NoSuchInterface(p.name.clone()).into());
             }
         }
         let mut opened = Vec::new();
@@ -220,7 +219,7 @@ impl<P: Plumbing> Engine<P> {
             return Err(e.into());
         }
         match self.store.commit(pending) {
-            Ok(n) => Ok(n.inspect([])),
+            Ok(n) => Ok(driver::inspect(&n, [])),
             Err(e) => {
                 self.reapply_current();
                 undo(self, &opened);
@@ -269,7 +268,7 @@ impl<P: Plumbing> Engine<P> {
         let s = self.state();
         let mut out: Vec<NetworkInspect> = s
             .networks()
-            .map(|n| self.with_files(n.inspect(s.endpoints_of(&n.id))))
+            .map(|n| self.with_files(driver::inspect(n, s.endpoints_of(&n.id))))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -304,9 +303,7 @@ impl<P: Plumbing> Engine<P> {
             .iter()
             .find(|p| p.id == e.port)
             .cloned()
-            .ok_or_else(|| {
-                PlumbingError(format!("no dataplane port for endpoint {}", e.spec.name))
-            })?;
+            .ok_or_else(|| PlumbingError::NoPort(e.spec.name.clone()))?;
         if let Some(n) = &self.names {
             n.texts(pending.state(), &e)?;
         }
@@ -316,15 +313,17 @@ impl<P: Plumbing> Engine<P> {
             .all(|o| o.spec.sandbox != e.spec.sandbox);
         let attachment = Attachment {
             sandbox: e.spec.sandbox.clone(),
-            host_ifname: e.host_ifname.clone(),
-            sandbox_ifname: e.sandbox_ifname.clone(),
-            mac: e.mac,
-            ip: Ipv4Cidr {
-                addr: e.ip,
-                prefix: net.subnet.map_or(32, |s| s.prefix),
+            iface: SandboxIface {
+                host_ifname: e.host_ifname.clone(),
+                sandbox_ifname: e.sandbox_ifname.clone(),
+                mac: e.mac,
+                ip: Ipv4Cidr {
+                    addr: e.ip,
+                    prefix: net.subnet.map_or(32, |s| s.prefix),
+                },
+                gateway: net.gateway.filter(|_| first && !net.spec.internal),
+                mtu: net.spec.options.mtu.unwrap_or(1500),
             },
-            gateway: net.gateway.filter(|_| first && !net.spec.internal),
-            mtu: net.spec.options.mtu.unwrap_or(1500),
             placement: e.spec.placement,
         };
         let t1 = Instant::now();
@@ -550,17 +549,8 @@ mod tests {
 
     fn ep(network: &str, name: &str, ns: &str) -> EndpointSpec {
         EndpointSpec {
-            network: network.into(),
             sandbox: Sandbox::Netns(PathBuf::from(format!("/run/netns/{ns}"))),
-            name: name.into(),
-            ip: None,
-            mac: None,
-            aliases: vec![],
-            links: vec![],
-            publish: vec![],
-            names: Default::default(),
-            ifname: None,
-            placement: Default::default(),
+            ..crate::state::tests::ep(network, name, 0)
         }
     }
 
@@ -580,7 +570,7 @@ mod tests {
         block(en.create_network(net("a", "10.9.0.0/24"))).unwrap();
         let v = block(en.connect(ep("a", "web", "x"))).unwrap();
         assert_eq!(v.ipv4, "10.9.0.2/24");
-        let link = &en.plumbing.links[&v.host_ifname];
+        let link = &en.plumbing.links[&v.host_ifname].iface;
         assert_eq!(link.sandbox_ifname, "eth0");
         assert_eq!(link.gateway, Some("10.9.0.1".parse().unwrap()));
         assert!(en
@@ -589,7 +579,7 @@ mod tests {
             .ports()
             .any(|p| p.config.name == v.host_ifname));
         let second = block(en.connect(ep("bridge", "web", "x"))).unwrap();
-        let link = &en.plumbing.links[&second.host_ifname];
+        let link = &en.plumbing.links[&second.host_ifname].iface;
         assert_eq!(
             (link.sandbox_ifname.as_str(), link.gateway),
             ("eth1", None),
@@ -647,10 +637,8 @@ mod tests {
         let mut fake = std::mem::take(&mut en.plumbing);
         en.shutdown();
         fake.links.remove(&gone.host_ifname);
-        let stray = Attachment {
-            host_ifname: "slstray".into(),
-            ..fake.links[&kept.host_ifname].clone()
-        };
+        let mut stray = fake.links[&kept.host_ifname].clone();
+        stray.iface.host_ifname = "slstray".into();
         fake.links.insert("slstray".into(), stray);
         let (en, restored) = open(&db, fake);
         assert_eq!(restored.endpoints, 1);

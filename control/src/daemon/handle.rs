@@ -54,7 +54,10 @@ where
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = ready_tx.send(Err(EngineError::Plumbing(
-                        crate::daemon::plumbing::PlumbingError(format!("engine runtime: {e}")),
+                        crate::daemon::plumbing::PlumbingError::EngineThread {
+                            what: "engine runtime",
+                            source: e,
+                        },
                     )));
                     return;
                 }
@@ -77,9 +80,10 @@ where
             });
         })
         .map_err(|e| {
-            EngineError::Plumbing(crate::daemon::plumbing::PlumbingError(format!(
-                "engine thread: {e}"
-            )))
+            EngineError::Plumbing(crate::daemon::plumbing::PlumbingError::EngineThread {
+                what: "engine thread",
+                source: e,
+            })
         })?;
     match ready_rx.recv() {
         Ok(Ok(restored)) => Ok((EngineHandle { tx }, restored, thread)),

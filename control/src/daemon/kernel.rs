@@ -10,20 +10,8 @@ use sluice_dataplane::runtime::{Runtime, RuntimeConfig};
 
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
 use crate::model::Placement;
-use crate::netlink::{self, NetlinkError, SandboxIface};
-
-/// Host ends of endpoint veths are `sl` + 10 hex digits of the endpoint id (see `State::connect`).
-fn is_endpoint_ifname(name: &str) -> bool {
-    name.strip_prefix("sl").is_some_and(|h| {
-        h.len() == 10
-            && h.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    })
-}
-
-fn err(e: NetlinkError) -> PlumbingError {
-    PlumbingError(e.to_string())
-}
+use crate::naming::{is_endpoint_ifname, ENDPOINT_PREFIX};
+use crate::netlink::{self, NetlinkError};
 
 /// rtnetlink + the dataplane runtime, in the daemon's network namespace.
 pub struct Kernel {
@@ -41,52 +29,44 @@ impl Kernel {
     }
 
     fn runtime(&self) -> Result<&Runtime, PlumbingError> {
-        self.runtime
-            .as_ref()
-            .ok_or_else(|| PlumbingError("the dataplane is not running".into()))
+        self.runtime.as_ref().ok_or(PlumbingError::NotRunning)
     }
 }
 
 impl Plumbing for Kernel {
     fn start(&mut self, dp: &Arc<Dataplane>) -> Result<(), PlumbingError> {
-        let rt = Runtime::start(dp, &self.config)
-            .map_err(|e| PlumbingError(format!("cannot start the dataplane: {e}")))?;
+        let rt = Runtime::start(dp, &self.config).map_err(PlumbingError::StartDataplane)?;
         self.runtime = Some(rt);
         Ok(())
     }
 
     async fn attach(&mut self, a: &Attachment, port: &PortConfig) -> Result<(), PlumbingError> {
-        let iface = SandboxIface {
-            host_ifname: a.host_ifname.clone(),
-            sandbox_ifname: a.sandbox_ifname.clone(),
-            mac: a.mac,
-            ip: a.ip,
-            gateway: a.gateway,
-            mtu: a.mtu,
-        };
+        let i = &a.iface;
         match a.placement {
-            Placement::Sandbox => netlink::attach(&a.sandbox, &iface).await,
+            Placement::Sandbox => netlink::attach(&a.sandbox, i).await,
             Placement::HandOff => {
-                netlink::create_veth_pair(&a.host_ifname, &a.sandbox_ifname, Some(a.mac), a.mtu)
+                netlink::create_veth_pair(&i.host_ifname, &i.sandbox_ifname, Some(i.mac), i.mtu)
                     .await
             }
         }
-        .map_err(err)?;
+        .map_err(PlumbingError::from)?;
         let linked = std::time::Instant::now();
         if let Err(e) = self.runtime().and_then(|rt| {
-            rt.attach(port)
-                .map_err(|e| PlumbingError(format!("cannot open {}: {e}", a.host_ifname)))
+            rt.attach(port).map_err(|source| PlumbingError::OpenPort {
+                ifname: a.iface.host_ifname.clone(),
+                source,
+            })
         }) {
-            if let Err(undo) = netlink::detach(&a.host_ifname).await {
+            if let Err(undo) = netlink::detach(&a.iface.host_ifname).await {
                 tracing::error!(
                     "cannot remove {} after a failed attach: {undo}",
-                    a.host_ifname
+                    a.iface.host_ifname
                 );
             }
             return Err(e);
         }
         tracing::debug!(
-            port = %a.host_ifname,
+            port = %a.iface.host_ifname,
             open_ms = linked.elapsed().as_secs_f64() * 1e3,
             "dataplane port opened"
         );
@@ -96,7 +76,10 @@ impl Plumbing for Kernel {
     fn open_port(&mut self, port: &PortConfig) -> Result<(), PlumbingError> {
         self.runtime()?
             .attach(port)
-            .map_err(|e| PlumbingError(format!("cannot open {}: {e}", port.name)))
+            .map_err(|source| PlumbingError::OpenPort {
+                ifname: port.name.clone(),
+                source,
+            })
     }
 
     fn close_port(&mut self, port: PortId) {
@@ -109,17 +92,22 @@ impl Plumbing for Kernel {
         if let Some(rt) = &self.runtime {
             rt.detach(port);
         }
-        netlink::detach(host_ifname).await.map(drop).map_err(err)
+        netlink::detach(host_ifname)
+            .await
+            .map(drop)
+            .map_err(PlumbingError::from)
     }
 
     async fn exists(&self, host_ifname: &str) -> Result<bool, PlumbingError> {
-        netlink::link_exists(host_ifname).await.map_err(err)
+        netlink::link_exists(host_ifname)
+            .await
+            .map_err(PlumbingError::from)
     }
 
     async fn ours(&self) -> Result<Vec<String>, PlumbingError> {
-        Ok(netlink::link_names_with_prefix("sl")
+        Ok(netlink::link_names_with_prefix(ENDPOINT_PREFIX)
             .await
-            .map_err(err)?
+            .map_err(PlumbingError::from)?
             .into_iter()
             .filter(|n| is_endpoint_ifname(n))
             .collect())
@@ -128,7 +116,7 @@ impl Plumbing for Kernel {
     async fn delete_link(&mut self, host_ifname: &str) -> Result<(), PlumbingError> {
         match netlink::detach(host_ifname).await {
             Ok(_) | Err(NetlinkError::NotVeth { .. }) => Ok(()),
-            Err(e) => Err(err(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -136,20 +124,5 @@ impl Plumbing for Kernel {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_endpoint_names_are_ours() {
-        assert!(is_endpoint_ifname("sl0123456789"));
-        assert!(is_endpoint_ifname("slabcdef0123"));
-        assert!(!is_endpoint_ifname("sl0123"));
-        assert!(!is_endpoint_ifname("slABCDEF0123"));
-        assert!(!is_endpoint_ifname("sl12345-host0"));
-        assert!(!is_endpoint_ifname("eth0"));
     }
 }

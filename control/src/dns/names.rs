@@ -96,7 +96,7 @@ pub fn parse_link(link: &str) -> (&str, &str) {
 /// True for networks whose endpoints get the embedded resolver: user-defined networks with
 /// addressing (docker's rule: not the default `bridge`, and `host`/`none` have no endpoints).
 pub fn is_user_network(name: &str, driver: Driver) -> bool {
-    driver.has_ipam() && !PREDEFINED.contains(&name)
+    crate::driver::of(driver).has_ipam() && !PREDEFINED.contains(&name)
 }
 
 impl NameTable {

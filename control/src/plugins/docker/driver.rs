@@ -32,9 +32,7 @@ use super::protocol::*;
 use crate::api::EndpointView;
 use crate::daemon::engine::EngineError;
 use crate::daemon::handle::EngineHandle;
-use crate::model::{
-    Driver, EndpointSpec, NetworkInspect, NetworkOptions, NetworkSpec, Placement, Sandbox,
-};
+use crate::model::{EndpointSpec, NetworkInspect, NetworkOptions, NetworkSpec, Placement, Sandbox};
 use crate::publish::PublishSpec;
 
 /// The label that ties a sluice network to docker's network id.
@@ -310,12 +308,7 @@ impl DockerPlugin {
         let options = network_options(&r.options)?;
         let spec = NetworkSpec {
             name: network_name(&r.network_id),
-            // `-o parent=IF[.VLAN]` asks for docker's macvlan semantics on sluice's bridge.
-            driver: if options.parent.is_some() {
-                Driver::Macvlan
-            } else {
-                Driver::Bridge
-            },
+            driver: crate::driver::for_docker(&options),
             subnet: Some(subnet),
             gateway,
             ip_range: None,

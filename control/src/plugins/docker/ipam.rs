@@ -5,6 +5,9 @@
 //! docker does not ask again for pools and addresses it already holds. A file of its own
 //! rather than a table in sluice's redb database: that database belongs to the engine
 //! thread, and these few records are docker's bookkeeping, not sluice's state.
+//!
+//! The addresses themselves are kept by `ipam::Pool`, the allocator sluice's own networks use;
+//! this module adds docker's pool ids and wording and the file (whose format is unchanged).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -14,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sluice_dataplane::config::Ipv4Cidr;
 
-use crate::ipam::next_free_subnet;
+use crate::ipam::{first_overlap, network_of, next_free_subnet, range_within, IpamError, Pool};
 
 /// The address space names sluice reports (docker only passes them back).
 pub const LOCAL_ADDRESS_SPACE: &str = "sluice-local";
@@ -101,25 +104,13 @@ struct Stored {
     pools: BTreeMap<String, PoolRecord>,
 }
 
-/// One pool in memory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Pool {
-    subnet: Ipv4Cidr,
-    range: Ipv4Cidr,
-    gateway: Option<Ipv4Addr>,
-    addresses: BTreeSet<Ipv4Addr>,
-}
-
 fn cidr(what: &'static str, s: &str) -> Result<Ipv4Cidr, DockerIpamError> {
     let c: Ipv4Cidr = s.parse().map_err(|why| DockerIpamError::Invalid {
         what,
         value: s.to_string(),
         why,
     })?;
-    Ok(Ipv4Cidr {
-        addr: c.network(),
-        prefix: c.prefix,
-    })
+    Ok(network_of(c))
 }
 
 /// An address docker sends bare (`10.0.0.5`) or with a prefix (`10.0.0.5/24`).
@@ -135,62 +126,41 @@ pub fn parse_ip(what: &'static str, s: &str) -> Result<Ipv4Addr, DockerIpamError
         })
 }
 
-impl Pool {
-    fn record(&self) -> PoolRecord {
-        PoolRecord {
-            subnet: self.subnet.to_string(),
-            range: (self.range != self.subnet).then(|| self.range.to_string()),
-            gateway: self.gateway,
-            addresses: self.addresses.clone(),
+fn record(p: &Pool) -> PoolRecord {
+    PoolRecord {
+        subnet: p.subnet().to_string(),
+        range: (p.range() != p.subnet()).then(|| p.range().to_string()),
+        gateway: p.gateway(),
+        addresses: p.used().clone(),
+    }
+}
+
+fn from_record(r: &PoolRecord) -> Result<Pool, DockerIpamError> {
+    let subnet = cidr("stored subnet", &r.subnet)?;
+    let range = r
+        .range
+        .as_deref()
+        .map(|s| cidr("stored range", s))
+        .transpose()?;
+    Ok(Pool::restore(subnet, range, r.gateway, r.addresses.clone()))
+}
+
+/// docker's wording for an address `claim` refuses.
+fn address_error(p: &Pool, e: IpamError) -> DockerIpamError {
+    let (ip, why) = match e {
+        IpamError::OutsideSubnet { ip, .. } => (ip, "is outside the subnet"),
+        IpamError::Reserved { ip, .. }
+            if ip == p.subnet().network() || ip == p.subnet().broadcast() =>
+        {
+            (ip, "is the network or broadcast address")
         }
-    }
-
-    fn from_record(r: &PoolRecord) -> Result<Pool, DockerIpamError> {
-        let subnet = cidr("stored subnet", &r.subnet)?;
-        let range = match &r.range {
-            Some(s) => cidr("stored range", s)?,
-            None => subnet,
-        };
-        Ok(Pool {
-            subnet,
-            range,
-            gateway: r.gateway,
-            addresses: r.addresses.clone(),
-        })
-    }
-
-    fn usable(&self, ip: Ipv4Addr) -> bool {
-        self.subnet.contains(ip)
-            && (self.subnet.prefix >= 31
-                || (ip != self.subnet.network() && ip != self.subnet.broadcast()))
-    }
-
-    fn taken(&self, ip: Ipv4Addr) -> bool {
-        self.gateway == Some(ip) || self.addresses.contains(&ip)
-    }
-
-    fn check(&self, ip: Ipv4Addr) -> Result<(), DockerIpamError> {
-        let why = if !self.subnet.contains(ip) {
-            "is outside the subnet"
-        } else if !self.usable(ip) {
-            "is the network or broadcast address"
-        } else if self.taken(ip) {
-            "is in use"
-        } else {
-            return Ok(());
-        };
-        Err(DockerIpamError::Address {
-            ip,
-            subnet: self.subnet,
-            why,
-        })
-    }
-
-    fn lowest_free(&self, within: Ipv4Cidr) -> Result<Ipv4Addr, DockerIpamError> {
-        (u32::from(within.network())..=u32::from(within.broadcast()))
-            .map(Ipv4Addr::from)
-            .find(|ip| self.usable(*ip) && !self.taken(*ip))
-            .ok_or(DockerIpamError::Full(within))
+        IpamError::Reserved { ip, .. } | IpamError::InUse { ip } => (ip, "is in use"),
+        IpamError::Exhausted { range } => return DockerIpamError::Full(range),
+    };
+    DockerIpamError::Address {
+        ip,
+        subnet: p.subnet(),
+        why,
     }
 }
 
@@ -215,7 +185,7 @@ impl DockerIpam {
         };
         let mut pools = BTreeMap::new();
         for (id, r) in &stored.pools {
-            pools.insert(id.clone(), Pool::from_record(r)?);
+            pools.insert(id.clone(), from_record(r)?);
         }
         Ok(DockerIpam {
             path: Some(path.to_path_buf()),
@@ -243,7 +213,7 @@ impl DockerIpam {
             pools: self
                 .pools
                 .iter()
-                .map(|(id, p)| (id.clone(), p.record()))
+                .map(|(id, p)| (id.clone(), record(p)))
                 .collect(),
         };
         let body = serde_json::to_vec_pretty(&stored).map_err(|e| DockerIpamError::File {
@@ -272,7 +242,7 @@ impl DockerIpam {
 
     /// The subnets of every pool.
     pub fn subnets(&self) -> Vec<Ipv4Cidr> {
-        self.pools.values().map(|p| p.subnet).collect()
+        self.pools.values().map(Pool::subnet).collect()
     }
 
     /// `RequestPool`: `pool` (empty: the first free default pool) with addresses from
@@ -300,10 +270,9 @@ impl DockerIpam {
             let others = networks.iter().map(|(n, s)| (format!("network {n}"), *s));
             let pools = self
                 .pools
-                .keys()
-                .zip(self.subnets())
-                .map(|(id, s)| (format!("pool {id}"), s));
-            if let Some((other, other_subnet)) = others.chain(pools).find(|(_, o)| o.overlaps(&s)) {
+                .iter()
+                .map(|(id, p)| (format!("pool {id}"), p.subnet()));
+            if let Some((other, other_subnet)) = first_overlap(s, others.chain(pools)) {
                 return Err(DockerIpamError::Overlap {
                     subnet: s,
                     other,
@@ -313,24 +282,19 @@ impl DockerIpam {
             s
         };
         let range = if sub_pool.is_empty() {
-            subnet
+            None
         } else {
             let r = cidr("sub-pool", sub_pool)?;
-            if r.prefix < subnet.prefix || !subnet.contains(r.network()) {
+            if !range_within(r, subnet) {
                 return Err(DockerIpamError::RangeOutside { range: r, subnet });
             }
-            r
+            Some(r)
         };
         let id = subnet.to_string();
         self.change(|pools| {
             pools.insert(
                 id.clone(),
-                Pool {
-                    subnet,
-                    range,
-                    gateway: None,
-                    addresses: BTreeSet::new(),
-                },
+                Pool::restore(subnet, range, None, BTreeSet::new()),
             );
             Ok((id, subnet))
         })
@@ -366,22 +330,24 @@ impl DockerIpam {
                 .ok_or_else(|| DockerIpamError::NoSuchPool(id.to_string()))?;
             let ip = match wanted {
                 Some(ip) => {
-                    p.check(ip)?;
+                    p.check(ip).map_err(|e| address_error(p, e))?;
                     ip
                 }
-                None if gateway => p.lowest_free(p.subnet)?,
-                None => p.lowest_free(p.range)?,
+                None => {
+                    let within = if gateway { p.subnet() } else { p.range() };
+                    p.lowest_free(within).ok_or(DockerIpamError::Full(within))?
+                }
             };
             if gateway {
-                if let Some(old) = p.gateway.replace(ip) {
-                    p.addresses.insert(old);
+                if let Some(old) = p.set_gateway(ip) {
+                    p.claim(old).map_err(|e| address_error(p, e))?;
                 }
             } else {
-                p.addresses.insert(ip);
+                p.claim(ip).map_err(|e| address_error(p, e))?;
             }
             Ok(Ipv4Cidr {
                 addr: ip,
-                prefix: p.subnet.prefix,
+                prefix: p.subnet().prefix,
             })
         })
     }
@@ -394,10 +360,8 @@ impl DockerIpam {
             let p = pools
                 .get_mut(id)
                 .ok_or_else(|| DockerIpamError::NoSuchPool(id.to_string()))?;
-            if p.gateway == Some(ip) {
-                p.gateway = None;
-            }
-            p.addresses.remove(&ip);
+            p.release_gateway(ip);
+            p.release(ip);
             Ok(())
         })
     }

@@ -1,0 +1,145 @@
+//! Network drivers, after netavark's driver trait: one small trait, one file per driver, and a
+//! factory from the stored driver name. `model::Driver` stays the name (what the API and the
+//! database hold); what a driver does lives behind [`NetworkDriver`]. A new driver (overlay,
+//! ipvlan) is one file here, one `Driver` name and one line in [`of`].
+
+mod bridge;
+mod host;
+mod macvlan;
+mod none;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use sluice_dataplane::config::{Config, Ipv4Cidr, NetworkConfig};
+use sluice_dataplane::frame::PortId;
+
+use crate::model::{
+    Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkOptions, NetworkSpec,
+};
+use crate::state::{State, StateError};
+
+/// What a driver decided for a new network: its addressing and the dataplane ports it owns
+/// (opened when it is created, closed when it is removed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Created {
+    /// The subnet in use.
+    pub subnet: Ipv4Cidr,
+    /// The gateway in use.
+    pub gateway: Ipv4Addr,
+    /// The parent interface's port (macvlan).
+    pub parent_port: Option<PortId>,
+    /// The network's own uplink port (bridge with `--uplink`).
+    pub uplink_port: Option<PortId>,
+}
+
+/// What the control plane asks of a network driver.
+pub trait NetworkDriver: Sync {
+    /// Whether the driver's networks have a subnet, an address pool and dataplane state, and
+    /// take endpoints. Without, only the predefined network of the driver exists.
+    fn has_ipam(&self) -> bool {
+        true
+    }
+
+    /// Validates a new network's options against `state` (create time: nothing is made yet)
+    /// and decides its addressing and own ports.
+    fn create(&self, state: &State, spec: &NetworkSpec) -> Result<Created, StateError>;
+
+    /// Checks what the driver rules on in an endpoint joining `net`, after the common rules
+    /// passed. Every endpoint accepted gets a veth pair into its sandbox, its host end opened
+    /// by the dataplane (the one attachment all drivers use today).
+    fn connect(&self, _net: &Network, _spec: &EndpointSpec) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    /// Adds the options only the driver knows to `net`'s inspect view.
+    fn inspect_options(&self, _net: &Network, _options: &mut BTreeMap<String, String>) {}
+
+    /// Adds the driver's part of `net`'s dataplane configuration (flags, the ports it owns)
+    /// to `nc` and `cfg`, before the network's endpoints are added. Drivers without
+    /// addressing have no dataplane state.
+    fn compile(&self, _net: &Network, _nc: &mut NetworkConfig, _cfg: &mut Config) {}
+}
+
+static BRIDGE: bridge::Bridge = bridge::Bridge;
+static MACVLAN: macvlan::Macvlan = macvlan::Macvlan;
+static HOST: host::Host = host::Host;
+static NONE: none::Null = none::Null;
+
+/// The driver behind a stored driver name.
+pub fn of(d: Driver) -> &'static dyn NetworkDriver {
+    match d {
+        Driver::Bridge => &BRIDGE,
+        Driver::Macvlan => &MACVLAN,
+        Driver::Host => &HOST,
+        Driver::None => &NONE,
+    }
+}
+
+/// The `docker network inspect` view of `net` with `endpoints` attached, with its driver's
+/// options.
+pub fn inspect<'a>(
+    net: &Network,
+    endpoints: impl IntoIterator<Item = &'a Endpoint>,
+) -> NetworkInspect {
+    let mut view = net.inspect(endpoints);
+    of(net.spec.driver).inspect_options(net, &mut view.options);
+    view
+}
+
+/// The driver of a network docker creates with `-d sluice`: `-o parent=IF[.VLAN]` asks for
+/// docker's macvlan semantics, anything else is a bridge.
+pub fn for_docker(options: &NetworkOptions) -> Driver {
+    if options.parent.is_some() {
+        Driver::Macvlan
+    } else {
+        Driver::Bridge
+    }
+}
+
+/// Why a network of a driver without addressing (`host`, `none`) cannot be created: only the
+/// predefined one exists, and it takes no addressing options.
+fn only_predefined(spec: &NetworkSpec) -> StateError {
+    if spec.subnet.is_some()
+        || spec.gateway.is_some()
+        || spec.ip_range.is_some()
+        || !spec.aux_addresses.is_empty()
+    {
+        return StateError::NoIpam(spec.driver.as_str());
+    }
+    StateError::OnlyOneInstance(spec.driver.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drivers_with_addressing() {
+        assert!(of(Driver::Bridge).has_ipam() && of(Driver::Macvlan).has_ipam());
+        assert!(!of(Driver::Host).has_ipam() && !of(Driver::None).has_ipam());
+        let mut o = NetworkOptions::default();
+        assert_eq!(for_docker(&o), Driver::Bridge);
+        o.parent = Some("eth1.10".into());
+        assert_eq!(for_docker(&o), Driver::Macvlan);
+    }
+
+    #[test]
+    fn a_bridge_shows_its_own_uplink() {
+        let (mut s, mut st) = crate::state::tests::fresh();
+        let mut a = crate::state::tests::net("a", Some("10.30.0.0/24"));
+        a.options.mtu = Some(1400);
+        a.uplink = Some(crate::model::UplinkSpec {
+            name: "up1".into(),
+            ip: "203.0.113.2/24".parse().unwrap(),
+            gateway: Some("203.0.113.1".parse().unwrap()),
+            mac: None,
+        });
+        s.create_network(a, st()).unwrap();
+        let o = s.inspect("a").unwrap().options;
+        assert_eq!(o["uplink"], "up1");
+        assert_eq!(o["uplink_ip"], "203.0.113.2/24");
+        assert_eq!(o["uplink_gateway"], "203.0.113.1");
+        assert_eq!(o["com.docker.network.driver.mtu"], "1400");
+    }
+}

@@ -1,0 +1,201 @@
+//! Why the state refuses a request: one variant per rule, worded like docker's messages.
+
+use sluice_dataplane::config::Ipv4Cidr;
+use sluice_dataplane::counters::MAX_PORTS;
+use sluice_dataplane::wire::MacAddr;
+
+use crate::ipam::IpamError;
+use crate::publish::PublishSpec;
+
+/// Why a request is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// A name docker would not accept.
+    #[error("invalid name {0:?}: use letters, digits and _ . - (starting with a letter or digit)")]
+    InvalidName(String),
+    /// A network of that name exists.
+    #[error("network with name {0} already exists")]
+    NameTaken(String),
+    /// The id of a new object (or the interface name derived from it) is taken: retry with a
+    /// fresh id.
+    #[error("id {0} (or its interface name) is already in use; retry")]
+    IdTaken(String),
+    /// No network has that name, id or id prefix.
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
+    /// An id prefix that matches several networks.
+    #[error("network {0} is ambiguous: give more of the id or the name")]
+    AmbiguousNetwork(String),
+    /// Only the predefined `host` and `none` networks use those drivers.
+    #[error("only one instance of {0:?} network is allowed")]
+    OnlyOneInstance(&'static str),
+    /// A predefined network cannot be removed.
+    #[error("{0} is a pre-defined network and cannot be removed")]
+    Predefined(String),
+    /// A network with endpoints cannot be removed.
+    #[error("network {network} has {count} active endpoint(s); disconnect them first")]
+    HasEndpoints {
+        /// The network.
+        network: String,
+        /// How many endpoints it has.
+        count: usize,
+    },
+    /// The subnet overlaps another network's.
+    #[error("subnet {subnet} overlaps network {other:?} ({other_subnet})")]
+    Overlap {
+        /// The requested subnet.
+        subnet: Ipv4Cidr,
+        /// The other network's name.
+        other: String,
+        /// The other network's subnet.
+        other_subnet: Ipv4Cidr,
+    },
+    /// A subnet without room for a gateway and an endpoint.
+    #[error("subnet {0} is too small (use a prefix of /30 or shorter)")]
+    SubnetTooSmall(Ipv4Cidr),
+    /// Every default pool overlaps an existing network.
+    #[error("all predefined address pools have been fully subnetted; give --subnet")]
+    PoolsExhausted,
+    /// `--gateway`, `--ip-range` or `--aux-address` without `--subnet`.
+    #[error("{0} needs --subnet")]
+    NeedsSubnet(&'static str),
+    /// A `host` or `none` network given addressing options.
+    #[error("the {0} driver takes no subnet, gateway, ip range or aux addresses")]
+    NoIpam(&'static str),
+    /// An address or range outside the subnet, or on its network/broadcast address.
+    #[error("{what} {value} is not a usable address of subnet {subnet}")]
+    NotInSubnet {
+        /// What it is (`gateway`, `ip range`, `auxiliary address "x"`).
+        what: String,
+        /// The address or range.
+        value: String,
+        /// The subnet.
+        subnet: Ipv4Cidr,
+    },
+    /// Endpoints cannot be connected to `host` or `none` (docker's semantics: a container on
+    /// `none` has only loopback, one on `host` shares the host's stack; neither gets an
+    /// interface, and published ports are meaningless on `host`).
+    #[error("cannot connect an endpoint to the {0} network: {hint}", hint = connect_hint(.0))]
+    CannotConnect(String),
+    /// `--uplink` on a network that is not routed (macvlan, internal).
+    #[error("--uplink is only for routed bridge networks (not macvlan or --internal)")]
+    UplinkNeedsRouting,
+    /// An uplink address inside a network's subnet.
+    #[error("uplink address {ip} overlaps network {other:?}")]
+    UplinkOverlaps {
+        /// The uplink address.
+        ip: Ipv4Cidr,
+        /// The network.
+        other: String,
+    },
+    /// A macvlan network without `--opt parent=IF`.
+    #[error("the macvlan driver needs --opt parent=IF (or parent=IF.VLAN)")]
+    MacvlanNeedsParent,
+    /// `parent` on a driver that has none.
+    #[error("--opt parent is only for the macvlan driver")]
+    ParentNeedsMacvlan,
+    /// `parent=IF.VLAN` with a VLAN out of range or unlike `--opt vlan`.
+    #[error("--opt parent={0}: the VLAN must be 1-4094 and match --opt vlan if both are given")]
+    BadParentVlan(String),
+    /// Two macvlan networks on one parent.
+    #[error("parent interface {parent} is already used by network {other:?}")]
+    ParentInUse {
+        /// The interface.
+        parent: String,
+        /// The network using it.
+        other: String,
+    },
+    /// Published ports on a macvlan network.
+    #[error("network {0} is a macvlan network: its endpoints are reached directly, ports are not published")]
+    PublishOnMacvlan(String),
+    /// An interface name Linux would refuse.
+    #[error("invalid interface name {0:?}: 1-15 letters, digits, _ . -")]
+    InvalidIfname(String),
+    /// The sandbox already has an interface of that name from sluice.
+    #[error("{sandbox} already has an interface {ifname} from sluice")]
+    IfnameTaken {
+        /// The name.
+        ifname: String,
+        /// The sandbox.
+        sandbox: String,
+    },
+    /// An endpoint of that name is on the network.
+    #[error("endpoint with name {name} already exists in network {network}")]
+    EndpointNameTaken {
+        /// The endpoint name.
+        name: String,
+        /// The network.
+        network: String,
+    },
+    /// The sandbox is already connected to the network.
+    #[error("{sandbox} is already connected to network {network}")]
+    AlreadyConnected {
+        /// The sandbox.
+        sandbox: String,
+        /// The network.
+        network: String,
+    },
+    /// No endpoint of that name or id on the network.
+    #[error("endpoint {endpoint} is not connected to network {network}")]
+    NoSuchEndpoint {
+        /// The endpoint name or id.
+        endpoint: String,
+        /// The network.
+        network: String,
+    },
+    /// An address problem on a network.
+    #[error("network {network}: {err}")]
+    Ipam {
+        /// The network.
+        network: String,
+        /// What is wrong.
+        #[source]
+        err: IpamError,
+    },
+    /// docker allows `--ip` only where the operator chose the subnet.
+    #[error("user specified IP address is supported only when connecting to networks with user configured subnets")]
+    StaticIpNeedsSubnet,
+    /// docker allows aliases only on user-defined networks.
+    #[error("network-scoped alias is supported only for containers in user defined networks")]
+    AliasOnDefaultBridge,
+    /// A MAC that cannot be an endpoint's.
+    #[error("MAC {0} cannot be an endpoint's (it must be unicast and not all zero)")]
+    BadMac(MacAddr),
+    /// A MAC another endpoint of the network has.
+    #[error("MAC {mac} is already used by endpoint {other} in network {network}")]
+    MacInUse {
+        /// The MAC.
+        mac: MacAddr,
+        /// The endpoint that has it.
+        other: String,
+        /// The network.
+        network: String,
+    },
+    /// Ports cannot be published from an internal network.
+    #[error("network {0} is internal: ports cannot be published from it")]
+    PublishOnInternal(String),
+    /// A published port clashes with one already published.
+    #[error("port {port} is already published by endpoint {other} ({other_port}); pick another host port")]
+    PortClash {
+        /// The requested mapping.
+        port: PublishSpec,
+        /// The endpoint that publishes the clashing one (or the same endpoint).
+        other: String,
+        /// The clashing mapping.
+        other_port: PublishSpec,
+    },
+    /// The dataplane has no port id left.
+    #[error("too many endpoints (at most {} ports)", MAX_PORTS - 1)]
+    TooManyEndpoints,
+    /// The dataplane has no network id left.
+    #[error("too many networks (at most {})", u16::MAX)]
+    TooManyNetworks,
+}
+
+fn connect_hint(network: &str) -> &'static str {
+    match network {
+        "host" => "a container on it uses the host's own network stack, so there is no interface to create (and -p is not needed: its ports are the host's)",
+        "none" => "a container on it has only loopback, so there is no interface to create",
+        _ => "the network has no address pool",
+    }
+}

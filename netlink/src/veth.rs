@@ -1,0 +1,282 @@
+//! The veth pairs: created straight into a sandbox (or both ends here, for docker to move the
+//! peer), deleted, listed, and a sandbox interface read back.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use sluice_dataplane::config::Ipv4Cidr;
+use sluice_dataplane::wire::MacAddr;
+
+use super::conn::{errno, link_kind, link_name, Conn};
+use super::{check_ifname, check_mac, check_mtu, open_netns, NetlinkError, SandboxIface, Step};
+use sluice_api::model::Sandbox;
+
+/// The request creating a veth pair: the host end (named, MTU, up) in the current namespace and
+/// the peer as `peer` describes it (name, MAC, MTU, namespace, up or down).
+fn veth_message(host_ifname: &str, mtu: u16, peer: LinkMessage) -> LinkMessage {
+    LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(host_ifname.into())
+        .mtu(u32::from(mtu))
+        .up()
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build()
+}
+
+/// Plugs `sandbox` into sluice: a veth pair whose host end `host_ifname` (MTU set, up, no
+/// address) stays in the current namespace for the dataplane, and whose peer appears inside the
+/// sandbox as `sandbox_ifname` with the MAC, MTU and IPv4 address asked for, up, with `lo` up
+/// and the default route via the gateway if one is given. On any failure whatever was created
+/// is removed and the error returned. The work runs in a task of its own, so dropping the
+/// returned future (a client hanging up) does not stop it halfway. Must be called from a tokio
+/// runtime.
+pub async fn attach(sandbox: &Sandbox, iface: &SandboxIface) -> Result<(), NetlinkError> {
+    iface.validate()?;
+    let task = tokio::spawn(attach_task(sandbox.clone(), iface.clone()));
+    match task.await {
+        Ok(res) => res,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(NetlinkError::Aborted {
+            ifname: iface.host_ifname.clone(),
+        }),
+    }
+}
+
+/// The body of [`attach`], owning its inputs so that it can run as a task.
+async fn attach_task(sandbox: Sandbox, iface: SandboxIface) -> Result<(), NetlinkError> {
+    let label = sandbox.to_string();
+    let ns = open_netns(&sandbox)?;
+    let inner = Conn::sandbox(&ns, &label).await?;
+    let host = Conn::current()?;
+
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(iface.sandbox_ifname.clone())
+        .address(iface.mac.0.to_vec())
+        .mtu(u32::from(iface.mtu))
+        .setns_by_fd(ns.as_raw_fd())
+        .build();
+    let msg = veth_message(&iface.host_ifname, iface.mtu, peer);
+    let created = host
+        .run(
+            Step::CreateVeth,
+            &iface.host_ifname,
+            host.handle.link().add(msg).execute(),
+        )
+        .await;
+    if let Err(e) = created {
+        if e.raw_os_error() == Some(libc::EEXIST)
+            && inner.link(&iface.sandbox_ifname).await?.is_some()
+        {
+            return Err(NetlinkError::NameInUse {
+                ifname: iface.sandbox_ifname.clone(),
+                netns: label,
+            });
+        }
+        return Err(e);
+    }
+
+    match configure_sandbox(&inner, &iface).await {
+        Ok(()) => Ok(()),
+        Err(cause) => Err(host.roll_back(&iface.host_ifname, cause).await),
+    }
+}
+
+/// The sandbox side of [`attach`] once the peer exists there: address, peer and `lo` up (these
+/// three in flight together on the one connection), then the default route, which needs the
+/// address's subnet route.
+async fn configure_sandbox(conn: &Conn, iface: &SandboxIface) -> Result<(), NetlinkError> {
+    let name = &iface.sandbox_ifname;
+    let index = match conn.link(name).await? {
+        Some(link) => link.header.index,
+        None => {
+            return Err(NetlinkError::Request {
+                step: Step::FindPeer,
+                ifname: name.clone(),
+                netns: conn.netns.clone(),
+                source: io::Error::from_raw_os_error(libc::ENODEV),
+            })
+        }
+    };
+    let addr = conn
+        .handle
+        .address()
+        .add(index, IpAddr::V4(iface.ip.addr), iface.ip.prefix)
+        .execute();
+    let lo = conn
+        .handle
+        .link()
+        .set(LinkUnspec::new_with_name("lo").up().build())
+        .execute();
+    let up = conn
+        .handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute();
+    let (addr, lo, up) = futures::join!(
+        conn.run(Step::SetAddress, name, addr),
+        conn.run(Step::LinkUp, "lo", lo),
+        conn.run(Step::LinkUp, name, up)
+    );
+    addr?;
+    lo?;
+    up?;
+    if let Some(gw) = iface.gateway {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gw)
+            .output_interface(index)
+            .build();
+        conn.run(
+            Step::SetRoute,
+            name,
+            conn.handle.route().add(route).execute(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Creates a veth pair with both ends in the current namespace: `host_ifname` up with `mtu`,
+/// `peer_ifname` down with `mtu` and `peer_mac` (the kernel picks one if `None`). Docker's
+/// libnetwork remote driver moves the peer into the container itself. The pair is created in
+/// one atomic request: on failure nothing exists. Must be called from a tokio runtime.
+pub async fn create_veth_pair(
+    host_ifname: &str,
+    peer_ifname: &str,
+    peer_mac: Option<MacAddr>,
+    mtu: u16,
+) -> Result<(), NetlinkError> {
+    check_ifname(host_ifname)?;
+    check_ifname(peer_ifname)?;
+    check_mtu(host_ifname, mtu)?;
+    if host_ifname == peer_ifname {
+        return Err(NetlinkError::BadName {
+            name: peer_ifname.into(),
+            reason: "the two ends of a veth pair need different names",
+        });
+    }
+    let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer_ifname.into())
+        .mtu(u32::from(mtu))
+        .down();
+    if let Some(mac) = peer_mac {
+        check_mac(peer_ifname, mac)?;
+        peer = peer.address(mac.0.to_vec());
+    }
+    let host = Conn::current()?;
+    let msg = veth_message(host_ifname, mtu, peer.build());
+    host.run(
+        Step::CreateVeth,
+        host_ifname,
+        host.handle.link().add(msg).execute(),
+    )
+    .await
+}
+
+/// Unplugs an endpoint: deletes the veth `host_ifname` in the current namespace, which removes
+/// its peer in the sandbox too. `Ok(false)` if there was no such interface; an error (and
+/// nothing deleted) if it is not a veth. Must be called from a tokio runtime.
+pub async fn detach(host_ifname: &str) -> Result<bool, NetlinkError> {
+    check_ifname(host_ifname)?;
+    let host = Conn::current()?;
+    let Some(link) = host.link(host_ifname).await? else {
+        return Ok(false);
+    };
+    match link_kind(&link) {
+        Some(InfoKind::Veth) => {}
+        other => {
+            return Err(NetlinkError::NotVeth {
+                ifname: host_ifname.into(),
+                kind: other.map_or_else(|| "device".to_string(), ToString::to_string),
+            })
+        }
+    }
+    match host.handle.link().del(link.header.index).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(host.fail(Step::Delete, host_ifname, e)),
+    }
+}
+
+/// True if an interface called `name` exists in the current namespace (the daemon checks its
+/// endpoints' host ends at start). Must be called from a tokio runtime.
+pub async fn link_exists(name: &str) -> Result<bool, NetlinkError> {
+    check_ifname(name)?;
+    Ok(Conn::current()?.link(name).await?.is_some())
+}
+
+/// Names of the current namespace's interfaces that start with `prefix`, sorted (the daemon
+/// finds leftover `sl...` veths of a previous run this way). Must be called from a tokio
+/// runtime.
+pub async fn link_names_with_prefix(prefix: &str) -> Result<Vec<String>, NetlinkError> {
+    let host = Conn::current()?;
+    let links: Vec<LinkMessage> = host
+        .handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| host.fail(Step::ListLinks, prefix, e))?;
+    let mut names: Vec<String> = links
+        .iter()
+        .filter_map(link_name)
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// An interface inside a sandbox as the kernel reports it (CNI's CHECK compares it with what
+/// ADD returned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxLink {
+    /// Its MAC.
+    pub mac: Option<MacAddr>,
+    /// Its IPv4 addresses with their prefix lengths.
+    pub addrs: Vec<Ipv4Cidr>,
+}
+
+/// The interface `ifname` inside `sandbox`, or `None` if the namespace has none of that name.
+/// Reads only: a netlink socket is created in the namespace and asked. Must be called from a
+/// tokio runtime.
+pub async fn sandbox_link(
+    sandbox: &Sandbox,
+    ifname: &str,
+) -> Result<Option<SandboxLink>, NetlinkError> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    check_ifname(ifname)?;
+    let ns = open_netns(sandbox)?;
+    let conn = Conn::sandbox(&ns, &sandbox.to_string()).await?;
+    let Some(link) = conn.link(ifname).await? else {
+        return Ok(None);
+    };
+    let mac = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr),
+        _ => None,
+    });
+    let msgs: Vec<_> = conn
+        .handle
+        .address()
+        .get()
+        .set_link_index_filter(link.header.index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| conn.fail(Step::ListAddresses, ifname, e))?;
+    let addrs = msgs
+        .iter()
+        .flat_map(|m| {
+            m.attributes.iter().filter_map(move |a| match a {
+                AddressAttribute::Address(IpAddr::V4(ip)) => {
+                    Ipv4Cidr::new(*ip, m.header.prefix_len)
+                }
+                _ => None,
+            })
+        })
+        .collect();
+    Ok(Some(SandboxLink { mac, addrs }))
+}
