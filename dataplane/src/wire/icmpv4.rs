@@ -1,8 +1,12 @@
 //! ICMPv4 messages (RFC 792, RFC 1191): echo for the gateway's ping replies, errors that NAT
 //! translates and the gateway generates.
 
-use super::checksum::{fold, internet_checksum, ones_sum};
-use super::{read_u16, read_u32, write_u16, write_u32, WireError};
+use std::net::Ipv4Addr;
+
+use super::checksum::{adjust16, fold, internet_checksum, ones_sum};
+use super::ethernet::{EthernetFrame, ETHERTYPE_IPV4, HEADER_LEN as ETH_LEN};
+use super::ipv4::{Ipv4Packet, MIN_HEADER_LEN as IPV4_LEN, QUOTED_MIN_PAYLOAD};
+use super::{read_u16, read_u32, write_u16, write_u32, MacAddr, WireError, IPPROTO_ICMP};
 
 /// Length of the ICMPv4 header (type, code, checksum, 4 bytes of rest-of-header).
 pub const HEADER_LEN: usize = 8;
@@ -187,6 +191,80 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
     }
 }
 
+/// Bytes an ICMP error frame puts in front of the datagram it quotes: Ethernet, IPv4 (without
+/// options) and ICMP headers.
+pub const ERROR_OVERHEAD: usize = ETH_LEN + IPV4_LEN + HEADER_LEN;
+
+/// TOS of the errors sluice sends: precedence "internetwork control", as routers send them.
+const ERROR_TOS: u8 = 0xc0;
+/// TTL of the packets sluice originates.
+const TTL: u8 = 64;
+
+/// How much of datagram `orig` an ICMP error quotes: its header and first 8 payload bytes
+/// (RFC 792), or all of it when it is shorter.
+pub fn quote_len<T: AsRef<[u8]>>(orig: &Ipv4Packet<T>) -> usize {
+    (orig.header_len() + QUOTED_MIN_PAYLOAD).min(usize::from(orig.total_len()))
+}
+
+/// Writes the headers of an ICMP error from `from` to `to` over the first [`ERROR_OVERHEAD`]
+/// bytes of `frame`, whose rest is the quote already in place: Ethernet, IPv4 (TOS 0xc0, TTL
+/// 64) and ICMP with `rest` as its second word (the next-hop MTU of fragmentation-needed),
+/// both checksums filled. `frame` must be at least [`ERROR_OVERHEAD`] bytes long.
+pub fn write_error(
+    frame: &mut [u8],
+    to: (MacAddr, Ipv4Addr),
+    from: (MacAddr, Ipv4Addr),
+    (msg_type, code, rest): (u8, u8, u32),
+) {
+    let (eth, packet) = frame.split_at_mut(ETH_LEN);
+    let mut eth = EthernetFrame::new_unchecked(eth);
+    eth.set_dst(to.0);
+    eth.set_src(from.0);
+    eth.set_ethertype(ETHERTYPE_IPV4);
+    let (header, message) = packet.split_at_mut(IPV4_LEN);
+    let mut ip = Ipv4Packet::new_unchecked(header);
+    ip.init_header();
+    ip.set_tos(ERROR_TOS);
+    ip.set_total_len((IPV4_LEN + message.len()) as u16);
+    ip.set_ident(0);
+    ip.set_flags_frag(false, false, 0);
+    ip.set_ttl(TTL);
+    ip.set_protocol(IPPROTO_ICMP);
+    ip.set_src(from.1);
+    ip.set_dst(to.1);
+    ip.fill_checksum();
+    let mut icmp = Icmpv4Packet::new_unchecked(message);
+    icmp.set_msg_type(msg_type);
+    icmp.set_code(code);
+    icmp.set_rest_of_header(rest);
+    icmp.fill_checksum();
+}
+
+/// Turns the ICMP echo request at `l3` in `frame` into the reply from `mac`, in place:
+/// addresses swapped (Ethernet and IPv4), TTL 64, type echo reply, checksums adjusted.
+pub fn write_echo_reply(frame: &mut [u8], l3: usize, mac: MacAddr) -> Result<(), WireError> {
+    let (eth, rest) = frame.split_at_mut(l3);
+    let mut ip = Ipv4Packet::new_checked(&mut *rest)?;
+    let (src, dst) = (ip.src(), ip.dst());
+    ip.set_src(dst);
+    ip.set_dst(src);
+    ip.set_ttl(TTL);
+    ip.fill_checksum();
+    let hl = ip.header_len();
+    let total = usize::from(ip.total_len());
+    let mut icmp = Icmpv4Packet::new_checked(&mut rest[hl..total])?;
+    let old = u16::from_be_bytes([icmp.msg_type(), icmp.code()]);
+    icmp.set_msg_type(ECHO_REPLY);
+    let new = u16::from_be_bytes([ECHO_REPLY, icmp.code()]);
+    let c = adjust16(icmp.checksum(), old, new);
+    icmp.set_checksum(c);
+    let mut eth = EthernetFrame::new_checked(eth)?;
+    let asker = eth.src();
+    eth.set_dst(asker);
+    eth.set_src(mac);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +288,28 @@ mod tests {
         assert!(!p.is_error());
         assert_eq!(p.next_hop_mtu(), None);
         assert_eq!(p.payload(), b"abcd");
+    }
+
+    #[test]
+    fn echo_reply_swaps_and_keeps_checksums_valid() {
+        use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+        let gw_mac = MacAddr([2, 0x42, 0, 0, 0, 1]);
+        let b = PacketBuilder::ethernet2([2, 0x42, 172, 17, 0, 2], gw_mac.0)
+            .ipv4([172, 17, 0, 2], [172, 17, 0, 1], 64)
+            .icmpv4_echo_request(7, 9);
+        let mut v = Vec::new();
+        b.write(&mut v, b"hello").unwrap();
+        write_echo_reply(&mut v, 14, gw_mac).unwrap();
+        let parsed = SlicedPacket::from_ethernet(&v).unwrap();
+        assert_eq!(&v[0..6], &[2, 0x42, 172, 17, 0, 2]);
+        match parsed.transport.unwrap() {
+            TransportSlice::Icmpv4(icmp) => {
+                assert_eq!(icmp.type_u8(), ECHO_REPLY);
+                assert_eq!(internet_checksum(&v[34..]), 0);
+            }
+            _ => panic!("not icmp"),
+        }
+        assert_eq!(internet_checksum(&v[14..34]), 0);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::checksum::{fold, internet_checksum, ones_sum};
+use super::checksum::{adjust16, fold, internet_checksum, ones_sum};
 use super::{read_4, read_u16, write_u16, WireError};
 
 /// Length of an IPv4 header without options.
@@ -221,6 +221,21 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 }
 
+/// Bytes of header up to the source address included.
+const SRC_END: usize = 16;
+
+/// The source address of the IPv4 header at the start of `b`, checking only what reading it
+/// needs (version 4, IHL of at least 5, the bytes up to the address present): what the
+/// bridge's anti-spoofing reads of a frame it forwards unchanged, and routing of a header it
+/// already parsed.
+#[inline]
+pub fn peek_src(b: &[u8]) -> Option<Ipv4Addr> {
+    let h = b.get(..SRC_END)?;
+    let vihl = h[0];
+    (vihl >> 4 == 4 && usize::from(vihl & 0x0f) * 4 >= MIN_HEADER_LEN)
+        .then(|| Ipv4Addr::from(read_4(h, 12)))
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Writes version 4 and IHL 5 (no options), for building a header in a fresh buffer of at
     /// least 20 bytes wrapped with [`Ipv4Packet::new_unchecked`].
@@ -288,6 +303,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn set_dst(&mut self, ip: Ipv4Addr) {
         self.buffer.as_mut()[16..20].copy_from_slice(&ip.octets());
+    }
+
+    /// Decrements the time to live (not below 0), adjusting the header checksum (RFC 1624):
+    /// what every router does to a packet it forwards.
+    #[inline]
+    pub fn decrement_ttl(&mut self) {
+        let b = self.buffer.as_mut();
+        let old = read_u16(b, 8);
+        b[8] = b[8].saturating_sub(1);
+        let new = read_u16(b, 8);
+        let c = adjust16(read_u16(b, 10), old, new);
+        write_u16(b, 10, c);
     }
 
     /// Recomputes the header checksum from scratch.
@@ -410,6 +437,18 @@ mod tests {
             Ipv4Packet::new_quoted(&buf[..27]),
             Err(WireError::Truncated("quoted IPv4"))
         );
+    }
+
+    #[test]
+    fn peek_src_reads_only_what_it_needs() {
+        let buf = sample();
+        assert_eq!(peek_src(&buf[..16]), Some(Ipv4Addr::new(172, 17, 0, 2)));
+        assert_eq!(peek_src(&buf[..15]), None);
+        let mut bad = buf.clone();
+        bad[0] = 0x44;
+        assert_eq!(peek_src(&bad), None);
+        bad[0] = 0x65;
+        assert_eq!(peek_src(&bad), None);
     }
 
     #[test]

@@ -7,6 +7,10 @@ use super::{read_u16, read_u32, write_u16, write_u32, WireError, IPPROTO_TCP};
 
 /// Length of a TCP header without options.
 pub const MIN_HEADER_LEN: usize = 20;
+/// Bytes of header up to the flags included: what connection tracking needs.
+pub const FLAGS_END: usize = 14;
+/// Bytes of header up to the checksum included: what NAT needs to fix it.
+pub const CHECKSUM_END: usize = 18;
 
 /// FIN flag bit.
 pub const FIN: u8 = 0x01;

@@ -5,12 +5,12 @@ use std::net::Ipv4Addr;
 
 use proptest::prelude::*;
 
+use super::flow;
 use crate::counters::DropReason as R;
 use crate::frame::{PortId, Verdict};
 use crate::pipeline::{Dataplane, Worker};
 use crate::testkit::*;
 use crate::time::Millis;
-use crate::translate;
 use crate::wire::MacAddr;
 
 type S = Scenario;
@@ -21,12 +21,12 @@ fn worker_for(s: &Scenario) -> Worker {
     Dataplane::new(&s.config).unwrap().worker()
 }
 
-fn ip_of(frame: &[u8]) -> translate::Ipv4Info {
-    translate::parse_ipv4(frame, 14).unwrap()
+fn ip_of(frame: &[u8]) -> flow::Ipv4Info {
+    flow::parse_ipv4(frame, 14).unwrap()
 }
 
 fn tuple_of(frame: &[u8]) -> crate::nat::Tuple {
-    translate::flow_of(frame, &ip_of(frame)).unwrap().tuple
+    flow::flow_of(frame, &ip_of(frame)).unwrap().tuple
 }
 
 fn checksums_valid(frame: &[u8]) -> bool {
@@ -422,7 +422,7 @@ fn icmp_errors_are_translated_inbound() {
     assert_eq!(v, Verdict::Forward(PORT_A));
     let ip = ip_of(&back);
     assert_eq!((ip.src, ip.dst), (S::REMOTE, S::A));
-    let quoted = translate::flow_of(&back, &ip).unwrap().tuple;
+    let quoted = flow::flow_of(&back, &ip).unwrap().tuple;
     assert_eq!(
         (quoted.src, quoted.src_port, quoted.dst_port),
         (S::A, 5353, 53)
@@ -1124,7 +1124,7 @@ fn icmp_errors_are_translated_outbound() {
     assert_eq!(v, Verdict::Forward(UPLINK));
     let ip = ip_of(&out);
     assert_eq!((ip.src, ip.dst), (S::UP, S::REMOTE));
-    let quoted = translate::flow_of(&out, &ip).unwrap().tuple;
+    let quoted = flow::flow_of(&out, &ip).unwrap().tuple;
     assert_eq!(
         (quoted.src, quoted.src_port, quoted.dst, quoted.dst_port),
         (S::REMOTE, 4444, S::UP, 8080)
