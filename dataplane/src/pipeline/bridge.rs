@@ -133,3 +133,90 @@ impl<'t> BatchState<'t> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::tests::*;
+
+    #[test]
+    fn an_external_gateway_is_left_to_the_segment() {
+        let mut s = S::new();
+        s.config.networks[0].external_gateway = true;
+        let mut w = worker_for(&s);
+        let (v, _) = run_one(&mut w, PORT_A, &arp_request(S::mac(S::A), S::A, S::GW), T0);
+        assert!(
+            matches!(v, Verdict::Flood { .. }),
+            "the ARP request goes to the segment's router, sluice does not answer: {v:?}"
+        );
+        let ping = S::from_endpoint(S::A, &icmp_echo(S::A, S::GW, true, 7, 1));
+        let (v, _) = run_one(&mut w, PORT_A, &ping, T0);
+        assert!(
+            matches!(v, Verdict::Flood { .. }),
+            "frames to the gateway MAC are bridged, not routed: {v:?}"
+        );
+    }
+
+    #[test]
+    fn endpoints_bridge_to_each_other_and_unknown_floods() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        let f = eth(
+            S::mac(S::B),
+            S::mac(S::A),
+            0x0800,
+            &udp(S::A, 1, S::B, 2, b"x"),
+        );
+        let (v, out) = run_one(&mut w, PORT_A, &f, T0);
+        assert_eq!(v, Verdict::Forward(PORT_B));
+        assert_eq!(out, f);
+        let unknown = eth(
+            MacAddr([2, 9, 9, 9, 9, 9]),
+            S::mac(S::A),
+            0x0800,
+            &udp(S::A, 1, S::B, 2, b"x"),
+        );
+        assert!(matches!(
+            run_one(&mut w, PORT_A, &unknown, T0).0,
+            Verdict::Flood { vlan: 0, .. }
+        ));
+        let bcast = arp_request(S::mac(S::A), S::A, S::B);
+        assert!(matches!(
+            run_one(&mut w, PORT_A, &bcast, T0).0,
+            Verdict::Flood { .. }
+        ));
+    }
+
+    #[test]
+    fn icc_off_leaves_only_the_gateway() {
+        let mut s = S::new();
+        s.config.networks[0].icc = false;
+        let mut w = worker_for(&s);
+        let f = eth(
+            S::mac(S::B),
+            S::mac(S::A),
+            0x0800,
+            &udp(S::A, 1, S::B, 2, b"x"),
+        );
+        assert_eq!(
+            run_one(&mut w, PORT_A, &f, T0).0,
+            Verdict::Drop(R::IccDenied)
+        );
+        let routed = S::from_endpoint(S::A, &udp(S::A, 1, S::B, 2, b"x"));
+        assert_eq!(
+            run_one(&mut w, PORT_A, &routed, T0).0,
+            Verdict::Drop(R::IccDenied)
+        );
+        let ping = S::from_endpoint(S::A, &icmp_echo(S::A, S::GW, true, 7, 1));
+        assert_eq!(
+            run_one(&mut w, PORT_A, &ping, T0).0,
+            Verdict::Forward(PORT_A)
+        );
+        let tables = w.dataplane().tables();
+        let flood: Vec<PortId> = tables
+            .flood_targets(crate::frame::NetworkId(0), 0, PORT_A)
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(flood, vec![TRUNK]);
+    }
+}

@@ -107,3 +107,104 @@ fn check_source_ip(
         _ => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::tests::*;
+
+    #[test]
+    fn trunk_learns_per_vlan_and_refuses_other_vlans() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        let m1 = MacAddr([2, 1, 1, 1, 1, 1]);
+        let m2 = MacAddr([2, 2, 2, 2, 2, 2]);
+        let f = tagged(&eth(m2, m1, 0x0800, &udp(S::A, 1, S::B, 2, b"x")), 10);
+        assert_eq!(
+            run_one(&mut w, TRUNK, &f, T0).0,
+            Verdict::Flood {
+                network: crate::frame::NetworkId(0),
+                vlan: 10
+            }
+        );
+        let back = tagged(&eth(m1, m2, 0x0800, &udp(S::B, 2, S::A, 1, b"y")), 10);
+        // m1 was learned on the trunk in VLAN 10: the answer from the same port is a hairpin.
+        assert_eq!(
+            run_one(&mut w, TRUNK, &back, T0).0,
+            Verdict::Drop(R::Hairpin)
+        );
+        let other_vlan = tagged(&eth(m1, m2, 0x0800, &udp(S::B, 2, S::A, 1, b"y")), 20);
+        assert!(matches!(
+            run_one(&mut w, TRUNK, &other_vlan, T0).0,
+            Verdict::Flood { vlan: 20, .. }
+        ));
+        let bad = tagged(&eth(m2, m1, 0x0800, &udp(S::A, 1, S::B, 2, b"x")), 30);
+        assert_eq!(
+            run_one(&mut w, TRUNK, &bad, T0).0,
+            Verdict::Drop(R::VlanNotAllowed)
+        );
+        let tagged_on_access = tagged(
+            &eth(
+                S::mac(S::B),
+                S::mac(S::A),
+                0x0800,
+                &udp(S::A, 1, S::B, 2, b"x"),
+            ),
+            10,
+        );
+        assert_eq!(
+            run_one(&mut w, PORT_A, &tagged_on_access, T0).0,
+            Verdict::Drop(R::VlanNotAllowed)
+        );
+    }
+
+    #[test]
+    fn anti_spoofing_drops_foreign_sources() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        let wrong_mac = eth(
+            S::mac(S::B),
+            MacAddr([2, 0x42, 1, 1, 1, 1]),
+            0x0800,
+            &udp(S::A, 1, S::B, 2, b"x"),
+        );
+        assert_eq!(
+            run_one(&mut w, PORT_A, &wrong_mac, T0).0,
+            Verdict::Drop(R::SpoofedMac)
+        );
+        let wrong_ip = eth(
+            S::mac(S::B),
+            S::mac(S::A),
+            0x0800,
+            &udp(Ipv4Addr::new(172, 17, 0, 99), 1, S::B, 2, b"x"),
+        );
+        assert_eq!(
+            run_one(&mut w, PORT_A, &wrong_ip, T0).0,
+            Verdict::Drop(R::SpoofedIp)
+        );
+        let arp_lie = arp_request(S::mac(S::A), S::B, S::GW);
+        assert_eq!(
+            run_one(&mut w, PORT_A, &arp_lie, T0).0,
+            Verdict::Drop(R::SpoofedIp)
+        );
+        let probe = arp_request(S::mac(S::A), Ipv4Addr::UNSPECIFIED, S::B);
+        assert!(matches!(
+            run_one(&mut w, PORT_A, &probe, T0).0,
+            Verdict::Flood { .. }
+        ));
+        // A trunk cannot steal an endpoint's MAC.
+        let steal = eth(
+            MacAddr([2, 3, 3, 3, 3, 3]),
+            S::mac(S::A),
+            0x0806,
+            &[0u8; 28],
+        );
+        assert_eq!(
+            run_one(&mut w, TRUNK, &steal, T0).0,
+            Verdict::Drop(R::SpoofedMac)
+        );
+        let c = w.counters();
+        assert_eq!(c.drops(R::SpoofedMac), 2);
+        assert_eq!(c.drops(R::SpoofedIp), 2);
+    }
+}

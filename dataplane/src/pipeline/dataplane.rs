@@ -201,3 +201,61 @@ fn sync_static_macs(new: &Tables, old: Option<&Tables>) {
         n.fdb.flush_port(p.config.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::tests::*;
+
+    #[test]
+    fn reconfiguration_keeps_flows_and_learned_macs() {
+        let s = S::new();
+        let dp = Dataplane::new(&s.config).unwrap();
+        let mut w = dp.worker();
+        learn_next_hop(&mut w);
+        let m1 = MacAddr([2, 1, 1, 1, 1, 1]);
+        let f = eth(
+            MacAddr([2, 2, 2, 2, 2, 2]),
+            m1,
+            0x0800,
+            &udp(S::A, 1, S::B, 2, b"x"),
+        );
+        run_one(&mut w, TRUNK, &f, T0);
+        let q = S::from_endpoint(S::A, &udp(S::A, 5353, S::REMOTE, 53, b"q"));
+        let (_, out) = run_one(&mut w, PORT_A, &q, T0);
+        let ext = tuple_of(&out).src_port;
+        let mut c2 = s.config.clone();
+        c2.forwards.clear();
+        dp.apply(&c2).unwrap();
+        let to_m1 = eth(m1, S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
+        assert_eq!(
+            run_one(&mut w, PORT_A, &to_m1, T0).0,
+            Verdict::Forward(TRUNK)
+        );
+        let a = S::from_outside(&udp(S::REMOTE, 53, S::UP, ext, b"a"));
+        assert_eq!(run_one(&mut w, UPLINK, &a, T0).0, Verdict::Forward(PORT_A));
+        let syn = S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8080, SYN, b""));
+        assert_eq!(
+            run_one(&mut w, UPLINK, &syn, T0).0,
+            Verdict::Drop(R::NoFlow)
+        );
+        let mut bad = c2.clone();
+        bad.networks[1].subnet = "172.17.5.0/24".parse().unwrap();
+        assert!(dp.apply(&bad).is_err());
+        assert_eq!(dp.tables().config(), &c2);
+    }
+
+    #[test]
+    fn housekeeping_expires_flows_and_frees_ports() {
+        let s = S::new();
+        let dp = Dataplane::new(&s.config).unwrap();
+        let mut w = dp.worker();
+        learn_next_hop(&mut w);
+        let q = S::from_endpoint(S::A, &udp(S::A, 5353, S::REMOTE, 53, b"q"));
+        run_one(&mut w, PORT_A, &q, T0);
+        assert_eq!(dp.conntrack().len(), 1);
+        assert_eq!(dp.housekeeping(T0.plus_secs(10)).1, 0);
+        assert_eq!(dp.housekeeping(T0.plus_secs(31)).1, 1);
+        assert_eq!(dp.conntrack().len(), 0);
+    }
+}

@@ -219,6 +219,7 @@ fn icmp_error(
 mod tests {
     use super::*;
     use crate::frame::{Meta, HEADROOM};
+    use crate::pipeline::tests::*;
     use crate::wire::checksum;
     use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -267,5 +268,86 @@ mod tests {
         let mut f = Frame::new(&mut buf, 0, pkt.len(), Meta::default()).unwrap();
         assert!(icmp_error(&mut f, 14, (GW_MAC, GW), (icmpv4::TIME_EXCEEDED, 0, 0)).is_err());
         assert_eq!(f.data(), &pkt[..]);
+    }
+
+    #[test]
+    fn gateway_answers_arp_and_ping() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        let (v, out) = run_one(&mut w, PORT_A, &arp_request(S::mac(S::A), S::A, S::GW), T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!(&out[0..6], &S::mac(S::A).0);
+        assert_eq!(&out[22..28], &S::GW_MAC.0);
+        let ping = S::from_endpoint(S::A, &icmp_echo(S::A, S::GW, true, 7, 1));
+        let (v, out) = run_one(&mut w, PORT_A, &ping, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        let ip = ip_of(&out);
+        assert_eq!((ip.src, ip.dst), (S::GW, S::A));
+        assert_eq!(out[34], 0);
+        assert!(checksums_valid(&out));
+    }
+
+    #[test]
+    fn hairpin_reaches_the_published_target_via_the_gateway() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        let syn = S::from_endpoint(S::A, &tcp(S::A, 41000, S::UP, 8080, SYN, b""));
+        let (v, out) = run_one(&mut w, PORT_A, &syn, T0);
+        assert_eq!(v, Verdict::Forward(PORT_B));
+        let t = tuple_of(&out);
+        assert_eq!((t.src, t.dst, t.dst_port), (S::GW, S::B, 80));
+        assert!(checksums_valid(&out));
+        let synack = S::from_endpoint(S::B, &tcp(S::B, 80, S::GW, t.src_port, SYN | ACK, b""));
+        let (v, back) = run_one(&mut w, PORT_B, &synack, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        let bt = tuple_of(&back);
+        assert_eq!(
+            (bt.src, bt.src_port, bt.dst, bt.dst_port),
+            (S::UP, 8080, S::A, 41000)
+        );
+        assert!(checksums_valid(&back));
+    }
+
+    #[test]
+    fn networks_are_isolated_and_internal_networks_stay_inside() {
+        let mut s = S::new();
+        let mut w = worker_for(&s);
+        let to_c = S::from_endpoint(S::A, &udp(S::A, 1, S::C, 2, b"x"));
+        assert_eq!(
+            run_one(&mut w, PORT_A, &to_c, T0).0,
+            Verdict::Drop(R::Isolated)
+        );
+        s.config.networks[0].internal = true;
+        let mut w = worker_for(&s);
+        let out = S::from_endpoint(S::A, &udp(S::A, 1, S::REMOTE, 2, b"x"));
+        assert_eq!(
+            run_one(&mut w, PORT_A, &out, T0).0,
+            Verdict::Drop(R::NoRoute)
+        );
+    }
+
+    #[test]
+    fn ttl_expiry_and_too_big_answer_with_icmp() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        learn_next_hop(&mut w);
+        let mut p = udp(S::A, 1, S::REMOTE, 2, b"x");
+        p[8] = 1;
+        p[10] = 0;
+        p[11] = 0;
+        let c = crate::wire::checksum::internet_checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        let (v, out) = run_one(&mut w, PORT_A, &S::from_endpoint(S::A, &p), T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!(out[34], 11);
+        assert_eq!(ip_of(&out).dst, S::A);
+        assert!(checksums_valid(&out));
+        let big = S::from_endpoint(S::A, &udp(S::A, 1, S::REMOTE, 2, &[0u8; 1600]));
+        let (v, out) = run_one(&mut w, PORT_A, &big, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!((out[34], out[35]), (3, 4));
+        assert_eq!(u16::from_be_bytes([out[40], out[41]]), 1500);
+        assert_eq!(w.counters().drops(R::TtlExceeded), 1);
+        assert_eq!(w.counters().drops(R::TooBig), 1);
     }
 }

@@ -252,10 +252,11 @@ pub(super) fn rewrite(d: &mut [u8], ip: &Ipv4Info, flow: &FlowOf, new: &Tuple, p
 mod tests {
     use super::*;
     use crate::pipeline::flow::{flow_of, parse_ipv4};
+    use crate::pipeline::tests::*;
     use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
     use proptest::prelude::*;
 
-    fn tcp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, payload: &[u8]) -> Vec<u8> {
+    fn tcp_frame(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, payload: &[u8]) -> Vec<u8> {
         let b = PacketBuilder::ethernet2([2; 6], [4; 6])
             .ipv4(src, dst, 64)
             .tcp(sp, dp, 1000, 4000)
@@ -265,7 +266,7 @@ mod tests {
         v
     }
 
-    fn udp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, payload: &[u8]) -> Vec<u8> {
+    fn udp_frame(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, payload: &[u8]) -> Vec<u8> {
         let b = PacketBuilder::ethernet2([2; 6], [4; 6])
             .ipv4(src, dst, 64)
             .udp(sp, dp);
@@ -302,7 +303,7 @@ mod tests {
 
     #[test]
     fn tcp_rewrite_keeps_checksums_and_reads_back() {
-        let mut v = tcp([10, 0, 0, 2], 40000, [1, 2, 3, 4], 80, b"abc");
+        let mut v = tcp_frame([10, 0, 0, 2], 40000, [1, 2, 3, 4], 80, b"abc");
         let ip = parse_ipv4(&v, 14).unwrap();
         let f = flow_of(&v, &ip).unwrap();
         assert_eq!(f.kind, L4Kind::Tcp);
@@ -320,7 +321,7 @@ mod tests {
 
     #[test]
     fn udp_zero_checksum_stays_zero() {
-        let mut v = udp([10, 0, 0, 2], 5000, [1, 2, 3, 4], 53, b"q");
+        let mut v = udp_frame([10, 0, 0, 2], 5000, [1, 2, 3, 4], 53, b"q");
         v[14 + 20 + 6] = 0;
         v[14 + 20 + 7] = 0;
         let ip = parse_ipv4(&v, 14).unwrap();
@@ -337,7 +338,7 @@ mod tests {
 
     #[test]
     fn partial_checksum_updates_only_the_pseudo_header() {
-        let mut v = tcp([10, 0, 0, 2], 40000, [1, 2, 3, 4], 80, b"payload");
+        let mut v = tcp_frame([10, 0, 0, 2], 40000, [1, 2, 3, 4], 80, b"payload");
         let l4 = 34;
         let len = (v.len() - l4) as u16;
         let ps = checksum::fold(checksum::pseudo_header_sum_v4(
@@ -368,7 +369,7 @@ mod tests {
     fn icmp_error_quoting_a_translated_packet_maps_back() {
         // The outside answers a NATed UDP packet (192.0.2.1:33000 -> 1.2.3.4:53) with port
         // unreachable; it must reach 10.0.0.2 quoting 10.0.0.2:5000 -> 1.2.3.4:53.
-        let quoted = udp([192, 0, 2, 1], 33000, [1, 2, 3, 4], 53, b"q");
+        let quoted = udp_frame([192, 0, 2, 1], 33000, [1, 2, 3, 4], 53, b"q");
         let b = PacketBuilder::ethernet2([4; 6], [2; 6])
             .ipv4([1, 2, 3, 4], [192, 0, 2, 1], 64)
             .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
@@ -400,7 +401,7 @@ mod tests {
 
     #[test]
     fn ttl_decrement_keeps_header_valid() {
-        let mut v = udp([10, 0, 0, 2], 5000, [1, 2, 3, 4], 53, b"q");
+        let mut v = udp_frame([10, 0, 0, 2], 5000, [1, 2, 3, 4], 53, b"q");
         Ipv4Packet::new_unchecked(&mut v[14..]).decrement_ttl();
         let ip = parse_ipv4(&v, 14).unwrap();
         assert_eq!(ip.ttl, 63);
@@ -413,7 +414,7 @@ mod tests {
             nsrc in any::<[u8; 4]>(), nsp in 1u16.., is_tcp in any::<bool>(),
             payload in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
-            let mut v = if is_tcp { tcp(src, sp, dst, dp, &payload) } else { udp(src, sp, dst, dp, &payload) };
+            let mut v = if is_tcp { tcp_frame(src, sp, dst, dp, &payload) } else { udp_frame(src, sp, dst, dp, &payload) };
             let orig = v.clone();
             let ip = parse_ipv4(&v, 14).unwrap();
             let f = flow_of(&v, &ip).unwrap();
@@ -432,5 +433,138 @@ mod tests {
             prop_assert!(differs.iter().all(|i| *i == csum_at || *i == csum_at + 1));
         }
 
+    }
+
+    #[test]
+    fn napt_outbound_arp_then_translate_and_back() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        let syn = S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, SYN, b""));
+        let (v, out) = run_one(&mut w, PORT_A, &syn, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        assert_eq!(
+            &out[12..14],
+            &[8, 6],
+            "an ARP request for the next hop leaves first"
+        );
+        assert_eq!(&out[38..42], &S::HOP.octets());
+        assert_eq!(w.counters().drops(R::ArpPending), 1);
+        learn_next_hop(&mut w);
+        let (v, out) = run_one(&mut w, PORT_A, &syn, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        assert_eq!(&out[0..6], &S::HOP_MAC.0);
+        assert_eq!(&out[6..12], &S::UP_MAC.0);
+        let t = tuple_of(&out);
+        assert_eq!((t.src, t.dst, t.dst_port), (S::UP, S::REMOTE, 80));
+        assert!(s.config.nat.ports.contains(t.src_port));
+        assert_eq!(ip_of(&out).ttl, 63);
+        assert!(checksums_valid(&out));
+        let reply = S::from_outside(&tcp(S::REMOTE, 80, S::UP, t.src_port, SYN | ACK, b""));
+        let (v, back) = run_one(&mut w, UPLINK, &reply, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!(&back[0..6], &S::mac(S::A).0);
+        assert_eq!(&back[6..12], &S::GW_MAC.0);
+        let bt = tuple_of(&back);
+        assert_eq!(
+            (bt.src, bt.src_port, bt.dst, bt.dst_port),
+            (S::REMOTE, 80, S::A, 40000)
+        );
+        assert!(checksums_valid(&back));
+        assert_eq!(w.dataplane().conntrack().len(), 1);
+    }
+
+    #[test]
+    fn napt_udp_and_ping_round_trip() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        learn_next_hop(&mut w);
+        let q = S::from_endpoint(S::A, &udp(S::A, 5353, S::REMOTE, 53, b"query"));
+        let (v, out) = run_one(&mut w, PORT_A, &q, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        let t = tuple_of(&out);
+        let a = S::from_outside(&udp(S::REMOTE, 53, S::UP, t.src_port, b"answer"));
+        let (v, back) = run_one(&mut w, UPLINK, &a, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!(tuple_of(&back).dst_port, 5353);
+        let ping = S::from_endpoint(S::A, &icmp_echo(S::A, S::REMOTE, true, 99, 1));
+        let (v, out) = run_one(&mut w, PORT_A, &ping, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        let pt = tuple_of(&out);
+        assert_eq!(pt.src, S::UP);
+        assert!(checksums_valid(&out));
+        let pong = S::from_outside(&icmp_echo(S::REMOTE, S::UP, false, pt.src_port, 1));
+        let (v, back) = run_one(&mut w, UPLINK, &pong, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        let bt = tuple_of(&back);
+        assert_eq!((bt.dst, bt.src_port), (S::A, 99));
+        assert!(checksums_valid(&back));
+    }
+
+    #[test]
+    fn icmp_errors_are_translated_inbound() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        learn_next_hop(&mut w);
+        let q = S::from_endpoint(S::A, &udp(S::A, 5353, S::REMOTE, 53, b"query"));
+        let (_, out) = run_one(&mut w, PORT_A, &q, T0);
+        // The remote answers with port unreachable quoting what it received.
+        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&out[14..14 + 28]);
+        let c = crate::wire::checksum::internet_checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let err = S::from_outside(&ipv4(S::REMOTE, S::UP, 1, 64, &icmp));
+        let (v, back) = run_one(&mut w, UPLINK, &err, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        let ip = ip_of(&back);
+        assert_eq!((ip.src, ip.dst), (S::REMOTE, S::A));
+        let quoted = flow::flow_of(&back, &ip).unwrap().tuple;
+        assert_eq!(
+            (quoted.src, quoted.src_port, quoted.dst_port),
+            (S::A, 5353, 53)
+        );
+        assert!(checksums_valid(&back));
+    }
+
+    #[test]
+    fn icmp_errors_are_translated_outbound() {
+        // A remote sends to the published UDP port; B has nothing listening and answers port
+        // unreachable, quoting what it received. The remote must see the error come from the
+        // uplink address, quoting the packet it sent (to UP:8080).
+        let s = S::new();
+        let mut w = worker_for(&s);
+        learn_next_hop(&mut w);
+        let q = S::from_outside(&udp(S::REMOTE, 4444, S::UP, 8080, b"hello"));
+        let (v, at_b) = run_one(&mut w, UPLINK, &q, T0);
+        assert_eq!(v, Verdict::Forward(PORT_B));
+        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&at_b[14..14 + 28]);
+        let c = crate::wire::checksum::internet_checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let err = S::from_endpoint(S::B, &ipv4(S::B, S::REMOTE, 1, 64, &icmp));
+        let (v, out) = run_one(&mut w, PORT_B, &err, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        let ip = ip_of(&out);
+        assert_eq!((ip.src, ip.dst), (S::UP, S::REMOTE));
+        let quoted = flow::flow_of(&out, &ip).unwrap().tuple;
+        assert_eq!(
+            (quoted.src, quoted.src_port, quoted.dst, quoted.dst_port),
+            (S::REMOTE, 4444, S::UP, 8080)
+        );
+        assert!(checksums_valid(&out));
+        // An error about no known flow is a counted drop, not a translation.
+        let mut stray = icmp.clone();
+        stray[8 + 20] ^= 0x40;
+        let c = crate::wire::checksum::internet_checksum(&{
+            let mut z = stray.clone();
+            z[2] = 0;
+            z[3] = 0;
+            z
+        });
+        stray[2..4].copy_from_slice(&c.to_be_bytes());
+        let err = S::from_endpoint(S::B, &ipv4(S::B, S::REMOTE, 1, 64, &stray));
+        assert_eq!(
+            run_one(&mut w, PORT_B, &err, T0).0,
+            Verdict::Drop(R::NoFlow)
+        );
     }
 }

@@ -156,3 +156,27 @@ fn arp_request(
     frame.meta.offload = Offload::default();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::pipeline::tests::*;
+
+    #[test]
+    fn unresolved_next_hops_are_probed_until_learned() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        let probes = w.dataplane().next_hop_probes();
+        assert_eq!(probes.len(), 1);
+        let (port, f) = &probes[0];
+        assert_eq!(*port, UPLINK);
+        assert_eq!(f.len(), 60);
+        assert_eq!((&f[0..6], &f[6..12]), (&[0xff; 6][..], &S::UP_MAC.0[..]));
+        assert_eq!(&f[12..14], &[8, 6]);
+        assert_eq!(
+            (&f[28..32], &f[38..42]),
+            (&S::UP.octets()[..], &S::HOP.octets()[..])
+        );
+        learn_next_hop(&mut w);
+        assert!(w.dataplane().next_hop_probes().is_empty());
+    }
+}

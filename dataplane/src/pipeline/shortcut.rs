@@ -228,6 +228,7 @@ impl BatchState<'_> {
 mod tests {
     use super::*;
     use crate::frame::{Meta, PortId, HEADROOM};
+    use crate::pipeline::tests::*;
     use crate::testkit::{self, Scenario as S, PORT_A, PORT_B, UPLINK};
 
     fn guess(t: &Tables, port: PortId, frame: &[u8]) -> Option<Probe> {
@@ -265,5 +266,364 @@ mod tests {
         assert_eq!(guess(&t, UPLINK, &err), None);
         assert_eq!(guess(&t, UPLINK, &out), None);
         assert_eq!(guess(&t, PORT_B, &back), None);
+    }
+
+    /// What a worker produced for a session: every frame's verdict and bytes, per batch, then the
+    /// flows left and the drop counters.
+    type Outcome = (Vec<Vec<(Verdict, Vec<u8>)>>, usize, Vec<u64>);
+
+    /// Runs a session of mixed batches (new flows, a flow's first packet twice in one batch,
+    /// replies, ICMP errors, published ports, hairpin, pings, bridged and bad frames) through a
+    /// dataplane staging its lookups in every batch (`true`) or none.
+    fn staged_session(staging: bool) -> Outcome {
+        let s = S::new();
+        let mut dp = Dataplane::new(&s.config).unwrap();
+        dp.set_staging(staging);
+        let mut w = dp.worker();
+        learn_next_hop(&mut w);
+        let syn = S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, SYN, b""));
+        let query = S::from_endpoint(S::A, &udp(S::A, 5353, S::REMOTE, 53, b"query"));
+        let mut bad_sum = syn.clone();
+        bad_sum[24] ^= 0xff;
+        let first = Frames::new()
+            .push(PORT_A, &syn)
+            .push(PORT_A, &syn)
+            .push(PORT_A, &query)
+            .push(
+                PORT_A,
+                &S::from_endpoint(S::A, &icmp_echo(S::A, S::REMOTE, true, 40001, 1)),
+            )
+            .push(
+                PORT_A,
+                &S::from_endpoint(S::A, &icmp_echo(S::A, S::GW, true, 7, 1)),
+            )
+            .push(
+                PORT_A,
+                &eth(
+                    S::mac(S::B),
+                    S::mac(S::A),
+                    0x0800,
+                    &udp(S::A, 1, S::B, 2, b"x"),
+                ),
+            )
+            .push(PORT_A, &arp_request(S::mac(S::A), S::A, S::GW))
+            .push(
+                PORT_A,
+                &S::from_endpoint(S::A, &tcp(S::A, 41000, S::UP, 8080, SYN, b"")),
+            )
+            .push(
+                UPLINK,
+                &S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8080, SYN, b"")),
+            )
+            .push(PORT_A, &bad_sum)
+            .run(&mut w, T0);
+        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&first[2].1[14..14 + 28]);
+        let c = crate::wire::checksum::internet_checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let hairpin_port = tuple_of(&first[7].1).src_port;
+        let query_port = tuple_of(&first[2].1).src_port;
+        let second = Frames::new()
+            .push(
+                UPLINK,
+                &S::from_outside(&tcp(S::REMOTE, 80, S::UP, 40000, SYN | ACK, b"")),
+            )
+            .push(
+                UPLINK,
+                &S::from_outside(&udp(S::REMOTE, 53, S::UP, query_port, b"answer")),
+            )
+            .push(
+                UPLINK,
+                &S::from_outside(&icmp_echo(S::REMOTE, S::UP, false, 40001, 1)),
+            )
+            .push(
+                UPLINK,
+                &S::from_outside(&ipv4(S::REMOTE, S::UP, 1, 64, &icmp)),
+            )
+            .push(
+                PORT_B,
+                &S::from_endpoint(S::B, &tcp(S::B, 80, S::REMOTE, 50000, SYN | ACK, b"")),
+            )
+            .push(
+                PORT_B,
+                &S::from_endpoint(S::B, &tcp(S::B, 80, S::GW, hairpin_port, SYN | ACK, b"")),
+            )
+            .push(
+                UPLINK,
+                &S::from_outside(&icmp_echo(S::REMOTE, S::UP, true, 1, 1)),
+            )
+            .push(
+                UPLINK,
+                &S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8081, SYN, b"")),
+            )
+            .run(&mut w, T0);
+        let third = Frames::new()
+            .push(
+                PORT_A,
+                &S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, ACK, b"")),
+            )
+            .push(
+                PORT_A,
+                &S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, 0x04, b"")),
+            )
+            .push(
+                PORT_A,
+                &S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, ACK, b"")),
+            )
+            .run(&mut w, T0);
+        let drops = R::ALL.iter().map(|r| w.counters().drops(*r)).collect();
+        let flows = w.dataplane().conntrack().len();
+        (vec![first, second, third], flows, drops)
+    }
+
+    #[test]
+    fn staged_lookups_change_nothing() {
+        let staged = staged_session(true);
+        let (batches, flows, _) = &staged;
+        // The session exercises what it is meant to: a first packet twice in one batch, replies
+        // and an ICMP error translated back, a bad checksum refused.
+        assert_eq!(
+            batches[0][..3].iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+            [Verdict::Forward(UPLINK); 3]
+        );
+        assert_eq!(batches[0][9].0, Verdict::Drop(R::Malformed));
+        assert!(batches[1][..4]
+            .iter()
+            .all(|(v, _)| *v == Verdict::Forward(PORT_A)));
+        assert_eq!(*flows, 5);
+        assert_eq!(staged, staged_session(false));
+    }
+
+    /// Sets the TTL of the IPv4 frame `f` (untagged) and recomputes its header checksum.
+    fn with_ttl(mut f: Vec<u8>, ttl: u8) -> Vec<u8> {
+        f[22] = ttl;
+        f[24..26].fill(0);
+        let c = crate::wire::checksum::internet_checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    /// One step of a shortcut session.
+    #[derive(Clone, Copy, Debug)]
+    enum Step {
+        /// Adds frame `kind` (see `shortcut_frame`) in variant `variant` to the current batch.
+        Frame(usize, usize),
+        /// Runs the current batch.
+        Flush,
+        /// Applies configuration `n` of `shortcut_config`.
+        Configure(usize),
+    }
+
+    /// The frames of a shortcut session: both directions of a NAPT TCP flow and of a UDP flow, a
+    /// published port both ways, hairpin, and an ARP reply that may move the next hop; each in
+    /// variants that a shortcut must not serve (TTL 1, bad header checksum, oversize for a small
+    /// MTU, tagged, other source MAC, other port, FIN and RST, broadcast destination).
+    fn shortcut_frame(kind: usize, variant: usize) -> (PortId, Vec<u8>) {
+        let flags = match variant {
+            7 => 0x01 | ACK,
+            8 => 0x04,
+            _ => ACK,
+        };
+        let payload = if variant == 3 {
+            vec![7u8; 1000]
+        } else {
+            vec![7u8; 6]
+        };
+        let (port, frame) = match kind {
+            0 => (
+                PORT_A,
+                S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, flags, &payload)),
+            ),
+            1 => (
+                UPLINK,
+                S::from_outside(&tcp(S::REMOTE, 80, S::UP, 40000, flags, &payload)),
+            ),
+            2 => (
+                PORT_A,
+                S::from_endpoint(S::A, &udp(S::A, 5353, S::REMOTE, 53, &payload)),
+            ),
+            3 => (
+                UPLINK,
+                S::from_outside(&udp(S::REMOTE, 53, S::UP, 5353, &payload)),
+            ),
+            4 => (
+                UPLINK,
+                S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8080, flags, &payload)),
+            ),
+            5 => (
+                PORT_B,
+                S::from_endpoint(S::B, &tcp(S::B, 80, S::REMOTE, 50000, flags, &payload)),
+            ),
+            6 => (
+                PORT_A,
+                S::from_endpoint(S::A, &tcp(S::A, 41000, S::UP, 8080, flags, &payload)),
+            ),
+            _ => {
+                let mac = MacAddr([0x02, 0, 0, 0, 0, 0xf0 | (variant as u8 & 1)]);
+                return (UPLINK, arp_reply(mac, S::HOP, S::UP_MAC, S::UP));
+            }
+        };
+        match variant {
+            1 => (port, with_ttl(frame, 1)),
+            2 => {
+                let mut f = frame;
+                f[24] ^= 0x5a;
+                (port, f)
+            }
+            4 => (port, tagged(&frame, 10)),
+            5 => {
+                let mut f = frame;
+                f[11] ^= 0x01;
+                (port, f)
+            }
+            6 => (if port == PORT_A { PORT_B } else { PORT_A }, frame),
+            9 => {
+                let mut f = frame;
+                f[..6].copy_from_slice(&MacAddr::BROADCAST.0);
+                (port, f)
+            }
+            _ => (port, frame),
+        }
+    }
+
+    /// Configuration `n` of a shortcut session: the scenario, without published ports, with the
+    /// network internal, or with a 576-byte uplink MTU.
+    fn shortcut_config(n: usize) -> crate::config::Config {
+        let mut c = S::new().config;
+        match n % 4 {
+            1 => c.forwards.clear(),
+            2 => c.networks[0].internal = true,
+            3 => {
+                if let Some(u) = c.uplink.as_mut() {
+                    u.mtu = 576;
+                }
+            }
+            _ => {}
+        }
+        c
+    }
+
+    /// Runs `steps` through a dataplane staging its lookups in every batch (`true`: shortcuts are
+    /// taken) or none, and returns what came out, the flows left, the drop counters and how many
+    /// frames took a shortcut.
+    fn shortcut_session(staging: bool, steps: &[Step]) -> (Outcome, u64) {
+        let mut dp = Dataplane::new(&S::new().config).unwrap();
+        dp.set_staging(staging);
+        let mut w = dp.worker();
+        learn_next_hop(&mut w);
+        let mut out = Vec::new();
+        let mut batch = Frames::new();
+        let mut now = T0;
+        for step in steps.iter().copied().chain([Step::Flush]) {
+            match step {
+                Step::Frame(kind, variant) => {
+                    let (port, frame) = shortcut_frame(kind, variant);
+                    batch.push(port, &frame);
+                }
+                Step::Flush => {
+                    out.push(batch.run(&mut w, now));
+                    batch = Frames::new();
+                    now = Millis(now.0 + 300);
+                }
+                Step::Configure(n) => w.dataplane().apply(&shortcut_config(n)).unwrap(),
+            }
+        }
+        let drops = R::ALL.iter().map(|r| w.counters().drops(*r)).collect();
+        let flows = w.dataplane().conntrack().len();
+        ((out, flows, drops), w.counters().shortcuts())
+    }
+
+    /// Batches of plain frames (variant 0) of the given kinds, each batch run in turn.
+    fn plain_batches(batches: &[&[usize]]) -> Vec<Step> {
+        batches
+            .iter()
+            .flat_map(|b| b.iter().map(|&k| Step::Frame(k, 0)).chain([Step::Flush]))
+            .collect()
+    }
+
+    #[test]
+    fn established_flows_take_their_shortcut_in_both_directions() {
+        let steps = plain_batches(&[&[0, 4], &[1, 5], &[0, 1, 4, 5]]);
+        let (fast, taken) = shortcut_session(true, &steps);
+        let (full, never) = shortcut_session(false, &steps);
+        // The first packet of each direction decides; every later one takes the shortcut.
+        assert_eq!((taken, never), (4, 0));
+        assert_eq!(fast, full);
+        let last = &fast.0[2];
+        assert_eq!(
+            last.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+            [
+                Verdict::Forward(UPLINK),
+                Verdict::Forward(PORT_A),
+                Verdict::Forward(PORT_B),
+                Verdict::Forward(UPLINK)
+            ]
+        );
+        assert!(last.iter().all(|(_, f)| checksums_valid(f)));
+        assert_eq!(&last[0].1[..6], &S::HOP_MAC.0, "to the next hop");
+        assert_eq!(
+            &last[2].1[..6],
+            &S::mac(S::B).0,
+            "to the published endpoint"
+        );
+    }
+
+    #[test]
+    fn batches_stage_after_a_batch_that_routed() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        learn_next_hop(&mut w);
+        let out = S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, ACK, b"x"));
+        let bridged = eth(
+            S::mac(S::B),
+            S::mac(S::A),
+            0x0800,
+            &udp(S::A, 1, S::B, 2, b"x"),
+        );
+        let mut run = |frame: &[u8]| {
+            Frames::new().push(PORT_A, frame).run(&mut w, T0);
+            w.counters().shortcuts()
+        };
+        // The flow's first packet decides (the ARP batch before it routed nothing), the second
+        // comes after a routed batch: staged, shortcut. After a bridged batch nothing is staged.
+        assert_eq!(
+            [run(&out), run(&out), run(&bridged), run(&out), run(&out)],
+            [0, 1, 1, 1, 2]
+        );
+    }
+
+    #[test]
+    fn a_moved_next_hop_or_a_new_configuration_retires_shortcuts() {
+        let mut steps = plain_batches(&[&[0], &[0, 7], &[0]]);
+        steps.push(Step::Configure(2));
+        steps.extend(plain_batches(&[&[0]]));
+        let ((batches, _, _), taken) = shortcut_session(true, &steps);
+        assert_eq!(taken, 1, "only the packet before the ARP reply");
+        assert_eq!(
+            &batches[2][0].1[..6],
+            &[0x02, 0, 0, 0, 0, 0xf0],
+            "the new next hop's MAC"
+        );
+        assert_eq!(batches[3][0].0, Verdict::Drop(R::NoRoute), "internal now");
+    }
+
+    proptest! {
+        /// Shortcuts change nothing: any session of established and perturbed packets, ARP
+        /// replies and configuration changes gives the same frames, verdicts, flows and counters
+        /// with them as through the full pipeline alone.
+        #[test]
+        fn shortcuts_change_nothing(steps in proptest::collection::vec(
+            prop_oneof![
+                6 => (0usize..8, 0usize..10).prop_map(|(k, v)| Step::Frame(k, v)),
+                2 => Just(Step::Flush),
+                1 => (0usize..4).prop_map(Step::Configure),
+            ],
+            0..40,
+        )) {
+            let (fast, _) = shortcut_session(true, &steps);
+            let (full, never) = shortcut_session(false, &steps);
+            prop_assert_eq!(never, 0);
+            prop_assert_eq!(fast, full);
+        }
     }
 }

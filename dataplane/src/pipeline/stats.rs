@@ -272,3 +272,198 @@ pub struct Stats {
     /// Frames that took a flow's shortcut (the fast path), of all workers.
     pub shortcuts: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::tests::*;
+
+    #[test]
+    fn stats_sum_ports_drops_and_tables() {
+        let s = S::new();
+        let dp = Dataplane::new(&s.config).unwrap();
+        let mut w1 = dp.worker();
+        let mut w2 = dp.worker();
+        let f = eth(
+            S::mac(S::B),
+            S::mac(S::A),
+            0x0800,
+            &udp(S::A, 1, S::B, 2, b"x"),
+        );
+        run_one(&mut w1, PORT_A, &f, T0);
+        run_one(&mut w2, PORT_A, &f, T0);
+        run_one(&mut w2, PORT_A, &[0u8; 3], T0);
+        let st = dp.stats();
+        let a = st.ports.iter().find(|p| p.id == PORT_A).unwrap();
+        assert_eq!(a.stats.rx_packets, 3);
+        assert_eq!(st.drops.get("malformed"), Some(&1));
+        assert_eq!(
+            st.fdb_entries.get("bridge"),
+            Some(&2),
+            "A and B are static entries"
+        );
+        assert_eq!(st.conntrack_flows, 0);
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["ports"][1]["rx_packets"], 3);
+    }
+
+    #[test]
+    fn stats_count_drops_per_port_and_network() {
+        let s = S::new();
+        let dp = Dataplane::new(&s.config).unwrap();
+        let mut w = dp.worker();
+        run_one(&mut w, PORT_A, &[0u8; 3], T0);
+        run_one(&mut w, PORT_C, &[0u8; 3], T0);
+        let spoofed = eth(S::mac(S::B), S::mac(S::B), 0x88b5, &[0u8; 46]);
+        assert_eq!(
+            run_one(&mut w, PORT_A, &spoofed, T0).0,
+            Verdict::Drop(R::SpoofedMac)
+        );
+        let st = dp.stats();
+        let a = st.ports.iter().find(|p| p.id == PORT_A).unwrap();
+        assert_eq!(a.network, Some(crate::frame::NetworkId(0)));
+        assert_eq!(a.drops.get("malformed"), Some(&1));
+        assert_eq!(a.drops.get("spoofed_mac"), Some(&1));
+        let b = st.ports.iter().find(|p| p.id == PORT_B).unwrap();
+        assert!(b.drops.is_empty());
+        let bridge = &st.networks[0];
+        assert_eq!(
+            (bridge.name.as_str(), bridge.traffic.rx_packets),
+            ("bridge", 2)
+        );
+        assert_eq!(bridge.drops.get("malformed"), Some(&1));
+        assert_eq!(bridge.fdb_entries, 2);
+        assert_eq!(bridge.conntrack_flows, None);
+        let other = &st.networks[1];
+        assert_eq!(
+            (other.name.as_str(), other.traffic.rx_packets),
+            ("other", 1)
+        );
+        assert_eq!(other.drops.get("malformed"), Some(&1));
+        assert_eq!(st.drops.get("malformed"), Some(&2));
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["networks"][0]["rx_packets"], 2);
+        assert_eq!(json["ports"][1]["drops"]["spoofed_mac"], 1);
+        assert!(json["networks"][0].get("conntrack_flows").is_none());
+    }
+
+    #[test]
+    fn conntrack_listing_shows_tuples_state_expiry_and_network() {
+        let s = S::new();
+        let dp = Dataplane::new(&s.config).unwrap();
+        let mut w = dp.worker();
+        learn_next_hop(&mut w);
+        let syn = S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 443, SYN, b""));
+        assert_eq!(
+            run_one(&mut w, PORT_A, &syn, T0).0,
+            Verdict::Forward(UPLINK)
+        );
+        let q = S::from_endpoint(S::C, &udp(S::C, 5353, S::REMOTE, 53, b"q"));
+        let (v, out) = run_one(&mut w, PORT_C, &q, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        let nat_port = tuple_of(&out).src_port;
+        let inbound = S::from_outside(&udp(S::REMOTE, 4444, S::UP, 8080, b"in"));
+        assert_eq!(
+            run_one(&mut w, UPLINK, &inbound, T0).0,
+            Verdict::Forward(PORT_B)
+        );
+
+        let later = Millis(T0.0 + 10_500);
+        let list = dp.conntrack_entries(later);
+        assert_eq!(list.len(), 3);
+        let sock = |ip: Ipv4Addr, port: u16| std::net::SocketAddrV4::new(ip, port);
+        let (bridge, other) = (crate::frame::NetworkId(0), crate::frame::NetworkId(1));
+        // Sorted by network: the two flows of "bridge" (UDP inbound sorts after TCP), then C's.
+        let t = &list[0];
+        assert_eq!(t.protocol, crate::config::L4Proto::Tcp);
+        assert_eq!(
+            (t.original.src, t.original.dst),
+            (sock(S::A, 40000), sock(S::REMOTE, 443))
+        );
+        assert_eq!(
+            (t.reply.src, t.reply.dst.ip()),
+            (sock(S::REMOTE, 443), &S::UP)
+        );
+        assert_eq!(
+            (t.state, t.replied, t.network),
+            ("SYN_SENT", false, Some(bridge))
+        );
+        assert_eq!(
+            t.expires_in_secs,
+            120 - 10,
+            "SYN_SENT lasts 120 s, 10.5 s passed"
+        );
+        let i = &list[1];
+        assert_eq!(
+            (i.original.src, i.original.dst),
+            (sock(S::REMOTE, 4444), sock(S::UP, 8080))
+        );
+        assert_eq!(
+            (i.reply.src, i.reply.dst),
+            (sock(S::B, 80), sock(S::REMOTE, 4444))
+        );
+        assert_eq!(
+            i.network,
+            Some(bridge),
+            "a published port's flow is its target's"
+        );
+        let u = &list[2];
+        assert_eq!(
+            (u.original.src, u.reply.dst),
+            (sock(S::C, 5353), sock(S::UP, nat_port))
+        );
+        assert_eq!(
+            (u.state, u.network, u.expires_in_secs),
+            ("UNREPLIED", Some(other), 20)
+        );
+        let json = serde_json::to_value(&list[2]).unwrap();
+        assert_eq!(json["protocol"], "udp");
+        assert_eq!(json["original"]["src"], "172.18.0.2:5353");
+        assert_eq!(json["network"], 1);
+
+        let st = dp.stats_with_flows();
+        assert_eq!(st.conntrack_flows, 3);
+        let flows: Vec<_> = st.networks.iter().map(|n| n.conntrack_flows).collect();
+        assert_eq!(flows, vec![Some(2), Some(1)]);
+        assert!(dp
+            .conntrack_entries(Millis(T0.0 + 500_000))
+            .iter()
+            .all(|e| e.expires_in_secs == 0));
+    }
+
+    #[test]
+    fn fdb_listing_covers_every_network_with_static_and_learned_entries() {
+        let s = S::new();
+        let dp = Dataplane::new(&s.config).unwrap();
+        let mut w = dp.worker();
+        let learned = MacAddr([0x02, 0, 0, 0, 0x33, 0x44]);
+        let frame = eth(MacAddr::BROADCAST, learned, 0x88b5, &[0u8; 46]);
+        run_one(&mut w, TRUNK, &frame, T0);
+        let list = dp.fdb_entries(Millis(T0.0 + 7_000));
+        let rows: Vec<_> = list
+            .iter()
+            .map(|e| {
+                (
+                    e.network.0,
+                    e.entry.mac,
+                    e.entry.port,
+                    e.entry.is_static,
+                    e.entry.idle_secs,
+                )
+            })
+            .collect();
+        let mut want = vec![
+            (0, S::mac(S::A), PORT_A, true, 0),
+            (0, S::mac(S::B), PORT_B, true, 0),
+            (0, learned, TRUNK, false, 7),
+            (1, S::mac(S::C), PORT_C, true, 0),
+        ];
+        want[..3].sort_by_key(|r| r.1);
+        assert_eq!(rows, want);
+        let json = serde_json::to_value(list[3]).unwrap();
+        assert_eq!(json["network"], 1);
+        assert_eq!(json["vlan"], 0);
+        assert_eq!(json["port"], PORT_C.0);
+        assert_eq!(json["is_static"], true);
+    }
+}

@@ -61,3 +61,42 @@ impl<'t> BatchState<'t> {
         self.translate_and_route(f, &ip, &flow, action, u16::MAX)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::pipeline::tests::*;
+
+    #[test]
+    fn published_port_dnat_and_reply() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        learn_next_hop(&mut w);
+        let syn = S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8080, SYN, b""));
+        let (v, out) = run_one(&mut w, UPLINK, &syn, T0);
+        assert_eq!(v, Verdict::Forward(PORT_B));
+        let t = tuple_of(&out);
+        assert_eq!(
+            (t.src, t.src_port, t.dst, t.dst_port),
+            (S::REMOTE, 50000, S::B, 80)
+        );
+        assert_eq!(&out[0..6], &S::mac(S::B).0);
+        assert!(checksums_valid(&out));
+        let synack = S::from_endpoint(S::B, &tcp(S::B, 80, S::REMOTE, 50000, SYN | ACK, b""));
+        let (v, back) = run_one(&mut w, PORT_B, &synack, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        let bt = tuple_of(&back);
+        assert_eq!(
+            (bt.src, bt.src_port, bt.dst, bt.dst_port),
+            (S::UP, 8080, S::REMOTE, 50000)
+        );
+        let closed = S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8081, SYN, b""));
+        assert_eq!(
+            run_one(&mut w, UPLINK, &closed, T0).0,
+            Verdict::Drop(R::NoFlow)
+        );
+        let ping_up = S::from_outside(&icmp_echo(S::REMOTE, S::UP, true, 1, 1));
+        let (v, pong) = run_one(&mut w, UPLINK, &ping_up, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        assert_eq!(ip_of(&pong).dst, S::REMOTE);
+    }
+}
