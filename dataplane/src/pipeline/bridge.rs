@@ -161,12 +161,7 @@ mod tests {
     fn endpoints_bridge_to_each_other_and_unknown_floods() {
         let s = S::new();
         let mut w = worker_for(&s);
-        let f = eth(
-            S::mac(S::B),
-            S::mac(S::A),
-            0x0800,
-            &udp(S::A, 1, S::B, 2, b"x"),
-        );
+        let f = bridged_a_to_b();
         let (v, out) = run_one(&mut w, PORT_A, &f, T0);
         assert_eq!(v, Verdict::Forward(PORT_B));
         assert_eq!(out, f);
@@ -192,12 +187,7 @@ mod tests {
         let mut s = S::new();
         s.config.networks[0].icc = false;
         let mut w = worker_for(&s);
-        let f = eth(
-            S::mac(S::B),
-            S::mac(S::A),
-            0x0800,
-            &udp(S::A, 1, S::B, 2, b"x"),
-        );
+        let f = bridged_a_to_b();
         assert_eq!(
             run_one(&mut w, PORT_A, &f, T0).0,
             Verdict::Drop(R::IccDenied)

@@ -143,15 +143,7 @@ mod tests {
             run_one(&mut w, TRUNK, &bad, T0).0,
             Verdict::Drop(R::VlanNotAllowed)
         );
-        let tagged_on_access = tagged(
-            &eth(
-                S::mac(S::B),
-                S::mac(S::A),
-                0x0800,
-                &udp(S::A, 1, S::B, 2, b"x"),
-            ),
-            10,
-        );
+        let tagged_on_access = tagged(&bridged_a_to_b(), 10);
         assert_eq!(
             run_one(&mut w, PORT_A, &tagged_on_access, T0).0,
             Verdict::Drop(R::VlanNotAllowed)

@@ -297,15 +297,7 @@ mod tests {
                 PORT_A,
                 &S::from_endpoint(S::A, &icmp_echo(S::A, S::GW, true, 7, 1)),
             )
-            .push(
-                PORT_A,
-                &eth(
-                    S::mac(S::B),
-                    S::mac(S::A),
-                    0x0800,
-                    &udp(S::A, 1, S::B, 2, b"x"),
-                ),
-            )
+            .push(PORT_A, &bridged_a_to_b())
             .push(PORT_A, &arp_request(S::mac(S::A), S::A, S::GW))
             .push(
                 PORT_A,
@@ -574,12 +566,7 @@ mod tests {
         let mut w = worker_for(&s);
         learn_next_hop(&mut w);
         let out = S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, ACK, b"x"));
-        let bridged = eth(
-            S::mac(S::B),
-            S::mac(S::A),
-            0x0800,
-            &udp(S::A, 1, S::B, 2, b"x"),
-        );
+        let bridged = bridged_a_to_b();
         let mut run = |frame: &[u8]| {
             Frames::new().push(PORT_A, frame).run(&mut w, T0);
             w.counters().shortcuts()

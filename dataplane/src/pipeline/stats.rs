@@ -284,12 +284,7 @@ mod tests {
         let dp = Dataplane::new(&s.config).unwrap();
         let mut w1 = dp.worker();
         let mut w2 = dp.worker();
-        let f = eth(
-            S::mac(S::B),
-            S::mac(S::A),
-            0x0800,
-            &udp(S::A, 1, S::B, 2, b"x"),
-        );
+        let f = bridged_a_to_b();
         run_one(&mut w1, PORT_A, &f, T0);
         run_one(&mut w2, PORT_A, &f, T0);
         run_one(&mut w2, PORT_A, &[0u8; 3], T0);

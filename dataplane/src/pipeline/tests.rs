@@ -48,6 +48,16 @@ pub(super) fn checksums_valid(frame: &[u8]) -> bool {
     header_ok && l4_ok
 }
 
+/// A UDP frame from endpoint A to endpoint B, bridged.
+pub(super) fn bridged_a_to_b() -> Vec<u8> {
+    eth(
+        S::mac(S::B),
+        S::mac(S::A),
+        0x0800,
+        &udp(S::A, 1, S::B, 2, b"x"),
+    )
+}
+
 /// Teaches the uplink the next hop's MAC, as an ARP reply from it would.
 pub(super) fn learn_next_hop(w: &mut Worker) {
     let reply = arp_reply(S::HOP_MAC, S::HOP, S::UP_MAC, S::UP);
@@ -167,15 +177,7 @@ fn one_batch_mixes_paths() {
     learn_next_hop(&mut w);
     let out = Frames::new()
         .push(PORT_A, &arp_request(S::mac(S::A), S::A, S::GW))
-        .push(
-            PORT_A,
-            &eth(
-                S::mac(S::B),
-                S::mac(S::A),
-                0x0800,
-                &udp(S::A, 1, S::B, 2, b"x"),
-            ),
-        )
+        .push(PORT_A, &bridged_a_to_b())
         .push(
             PORT_A,
             &S::from_endpoint(S::A, &udp(S::A, 9, S::REMOTE, 9, b"x")),
