@@ -64,6 +64,7 @@ pub fn parse(d: &[u8]) -> Option<Plain> {
 
 /// Rewrites plain packet `d` (one `parse` accepted) to carry `new` and decrements its TTL
 /// (which must be above 1), as the full path's NAT rewrite and routing would.
+#[inline]
 pub fn rewrite(d: &mut [u8], new: &Tuple, partial: bool) {
     view::rewrite(d, (new.src, new.src_port), (new.dst, new.dst_port), partial);
 }
