@@ -28,7 +28,7 @@
 //! `flow` the IPv4 header and flow tuple the stages read, `stats` the operators' view.
 //!
 //! Where a new stage goes: a new file here with an `impl BatchState` method taking the frame
-//! and the headers read so far, and one line in [`BatchState::handle`] (a new ingress kind,
+//! and the headers read so far, and one line in `BatchState::handle` (a new ingress kind,
 //! e.g. a VXLAN decap stage before `classify`) or in the stage that hands frames to it (e.g.
 //! IPv6 routing from `gateway` on its ethertype).
 //!
