@@ -5,6 +5,19 @@ use std::net::Ipv4Addr;
 use super::ethernet::{EthernetFrame, ETHERTYPE_ARP, HEADER_LEN as ETH_LEN};
 use super::{read_4, read_mac, read_u16, write_mac, write_u16, MacAddr, WireError};
 
+/// Offsets of the Ethernet/IPv4 ARP packet's fields.
+mod field {
+    pub const HTYPE: usize = 0;
+    pub const PTYPE: usize = 2;
+    pub const HLEN: usize = 4;
+    pub const PLEN: usize = 5;
+    pub const OPER: usize = 6;
+    pub const SHA: usize = 8;
+    pub const SPA: usize = 14;
+    pub const THA: usize = 18;
+    pub const TPA: usize = 24;
+}
+
 /// Length of an Ethernet/IPv4 ARP packet.
 pub const PACKET_LEN: usize = 28;
 /// Operation: who has `target_ip`?
@@ -40,10 +53,10 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
         if b.len() < PACKET_LEN {
             return Err(WireError::Truncated("ARP"));
         }
-        if read_u16(b, 0) != HTYPE_ETHERNET
-            || read_u16(b, 2) != PTYPE_IPV4
-            || b[4] != 6
-            || b[5] != 4
+        if read_u16(b, field::HTYPE) != HTYPE_ETHERNET
+            || read_u16(b, field::PTYPE) != PTYPE_IPV4
+            || b[field::HLEN] != 6
+            || b[field::PLEN] != 4
         {
             return Err(WireError::Malformed("ARP"));
         }
@@ -58,31 +71,31 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     /// The operation ([`OP_REQUEST`], [`OP_REPLY`] or something the gateway ignores).
     #[inline]
     pub fn operation(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 6)
+        read_u16(self.buffer.as_ref(), field::OPER)
     }
 
     /// Sender hardware address.
     #[inline]
     pub fn sender_mac(&self) -> MacAddr {
-        read_mac(self.buffer.as_ref(), 8)
+        read_mac(self.buffer.as_ref(), field::SHA)
     }
 
     /// Sender protocol address.
     #[inline]
     pub fn sender_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::from(read_4(self.buffer.as_ref(), 14))
+        Ipv4Addr::from(read_4(self.buffer.as_ref(), field::SPA))
     }
 
     /// Target hardware address.
     #[inline]
     pub fn target_mac(&self) -> MacAddr {
-        read_mac(self.buffer.as_ref(), 18)
+        read_mac(self.buffer.as_ref(), field::THA)
     }
 
     /// Target protocol address.
     #[inline]
     pub fn target_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::from(read_4(self.buffer.as_ref(), 24))
+        Ipv4Addr::from(read_4(self.buffer.as_ref(), field::TPA))
     }
 }
 
@@ -92,40 +105,40 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
     #[inline]
     pub fn init_ethernet_ipv4(&mut self) {
         let b = self.buffer.as_mut();
-        write_u16(b, 0, HTYPE_ETHERNET);
-        write_u16(b, 2, PTYPE_IPV4);
-        b[4] = 6;
-        b[5] = 4;
+        write_u16(b, field::HTYPE, HTYPE_ETHERNET);
+        write_u16(b, field::PTYPE, PTYPE_IPV4);
+        b[field::HLEN] = 6;
+        b[field::PLEN] = 4;
     }
 
     /// Sets the operation.
     #[inline]
     pub fn set_operation(&mut self, op: u16) {
-        write_u16(self.buffer.as_mut(), 6, op);
+        write_u16(self.buffer.as_mut(), field::OPER, op);
     }
 
     /// Sets the sender hardware address.
     #[inline]
     pub fn set_sender_mac(&mut self, mac: MacAddr) {
-        write_mac(self.buffer.as_mut(), 8, mac);
+        write_mac(self.buffer.as_mut(), field::SHA, mac);
     }
 
     /// Sets the sender protocol address.
     #[inline]
     pub fn set_sender_ip(&mut self, ip: Ipv4Addr) {
-        self.buffer.as_mut()[14..18].copy_from_slice(&ip.octets());
+        self.buffer.as_mut()[field::SPA..field::SPA + 4].copy_from_slice(&ip.octets());
     }
 
     /// Sets the target hardware address.
     #[inline]
     pub fn set_target_mac(&mut self, mac: MacAddr) {
-        write_mac(self.buffer.as_mut(), 18, mac);
+        write_mac(self.buffer.as_mut(), field::THA, mac);
     }
 
     /// Sets the target protocol address.
     #[inline]
     pub fn set_target_ip(&mut self, ip: Ipv4Addr) {
-        self.buffer.as_mut()[24..28].copy_from_slice(&ip.octets());
+        self.buffer.as_mut()[field::TPA..field::TPA + 4].copy_from_slice(&ip.octets());
     }
 }
 

@@ -8,6 +8,18 @@ use super::ethernet::{EthernetFrame, ETHERTYPE_IPV4, HEADER_LEN as ETH_LEN};
 use super::ipv4::{Ipv4Packet, MIN_HEADER_LEN as IPV4_LEN, QUOTED_MIN_PAYLOAD};
 use super::{read_u16, read_u32, write_u16, write_u32, MacAddr, WireError, IPPROTO_ICMP};
 
+/// Offsets of the ICMPv4 header's fields.
+mod field {
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: usize = 2;
+    /// The rest-of-header word: echo identifier, then sequence number or next-hop MTU.
+    pub const REST: usize = 4;
+    pub const ECHO_IDENT: usize = 4;
+    pub const ECHO_SEQ: usize = 6;
+    pub const NEXT_HOP_MTU: usize = 6;
+}
+
 /// Length of the ICMPv4 header (type, code, checksum, 4 bytes of rest-of-header).
 pub const HEADER_LEN: usize = 8;
 
@@ -70,37 +82,37 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     /// Message type.
     #[inline]
     pub fn msg_type(&self) -> u8 {
-        self.buffer.as_ref()[0]
+        self.buffer.as_ref()[field::TYPE]
     }
 
     /// Message code.
     #[inline]
     pub fn code(&self) -> u8 {
-        self.buffer.as_ref()[1]
+        self.buffer.as_ref()[field::CODE]
     }
 
     /// Checksum field.
     #[inline]
     pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 2)
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// Echo identifier (bytes 4..6); NAT maps it like a port.
     #[inline]
     pub fn echo_ident(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 4)
+        read_u16(self.buffer.as_ref(), field::ECHO_IDENT)
     }
 
     /// Echo sequence number (bytes 6..8).
     #[inline]
     pub fn echo_seq(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 6)
+        read_u16(self.buffer.as_ref(), field::ECHO_SEQ)
     }
 
     /// The rest-of-header word (bytes 4..8), whatever the type.
     #[inline]
     pub fn rest_of_header(&self) -> u32 {
-        read_u32(self.buffer.as_ref(), 4)
+        read_u32(self.buffer.as_ref(), field::REST)
     }
 
     /// True for the error types that quote the offending datagram (3, 4, 5, 11, 12): NAT must
@@ -117,7 +129,7 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     #[inline]
     pub fn next_hop_mtu(&self) -> Option<u16> {
         (self.msg_type() == DEST_UNREACHABLE && self.code() == CODE_FRAG_NEEDED)
-            .then(|| read_u16(self.buffer.as_ref(), 6))
+            .then(|| read_u16(self.buffer.as_ref(), field::NEXT_HOP_MTU))
     }
 
     /// Bytes after the 8-byte header: the echo data, or the quoted datagram of an error.
@@ -137,43 +149,43 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
     /// Sets the message type.
     #[inline]
     pub fn set_msg_type(&mut self, t: u8) {
-        self.buffer.as_mut()[0] = t;
+        self.buffer.as_mut()[field::TYPE] = t;
     }
 
     /// Sets the message code.
     #[inline]
     pub fn set_code(&mut self, code: u8) {
-        self.buffer.as_mut()[1] = code;
+        self.buffer.as_mut()[field::CODE] = code;
     }
 
     /// Sets the checksum field (after an incremental update).
     #[inline]
     pub fn set_checksum(&mut self, csum: u16) {
-        write_u16(self.buffer.as_mut(), 2, csum);
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, csum);
     }
 
     /// Sets the echo identifier.
     #[inline]
     pub fn set_echo_ident(&mut self, ident: u16) {
-        write_u16(self.buffer.as_mut(), 4, ident);
+        write_u16(self.buffer.as_mut(), field::ECHO_IDENT, ident);
     }
 
     /// Sets the echo sequence number.
     #[inline]
     pub fn set_echo_seq(&mut self, seq: u16) {
-        write_u16(self.buffer.as_mut(), 6, seq);
+        write_u16(self.buffer.as_mut(), field::ECHO_SEQ, seq);
     }
 
     /// Sets the rest-of-header word (0 for most errors).
     #[inline]
     pub fn set_rest_of_header(&mut self, v: u32) {
-        write_u32(self.buffer.as_mut(), 4, v);
+        write_u32(self.buffer.as_mut(), field::REST, v);
     }
 
     /// Sets the next-hop MTU (bytes 6..8; byte 4..6 stay as they are, normally 0).
     #[inline]
     pub fn set_next_hop_mtu(&mut self, mtu: u16) {
-        write_u16(self.buffer.as_mut(), 6, mtu);
+        write_u16(self.buffer.as_mut(), field::NEXT_HOP_MTU, mtu);
     }
 
     /// Mutable access to the bytes after the header.
