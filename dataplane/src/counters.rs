@@ -10,6 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 /// Why a frame was dropped. Every drop in sluice is counted under one of these.
+///
+/// By the pipeline stage that counts them (see `pipeline`'s module doc): classify (malformed,
+/// unknown port, VLAN not allowed, spoofed MAC/IP), bridge (FDB full, hairpin, ICC denied),
+/// gateway (isolated, no route, TTL exceeded, too big, unsupported, not for us), uplink (not
+/// for us, unsupported), NAT (no flow, conntrack full, NAT ports exhausted, fragment), route
+/// (no route, ARP pending), and the ports (TX full). The names (`name`, serde) are what
+/// `sluice stats`, the API and the Prometheus exposition show: never rename them.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]

@@ -7,20 +7,16 @@ pub mod bridge;
 pub mod config;
 pub mod counters;
 pub mod frame;
-pub mod gateway;
 pub mod hash;
 mod hugepage;
 pub mod nat;
 pub mod pipeline;
-#[cfg(test)]
-mod pipeline_tests;
-mod plain;
 pub mod port;
 pub mod portfwd;
 mod prefetch;
 pub mod runtime;
 pub mod tables;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod time;
-pub mod translate;
 pub mod wire;

@@ -217,9 +217,76 @@ fn check_vlan(v: u16) -> Result<(), ConfigError> {
     }
 }
 
+/// The VLAN mode of a network port with role `role`: access on `vlan` (0: the network's
+/// `net_vlan`) or trunk with its allowed set.
+fn port_mode(role: &PortRole, vlan: Option<u16>, net_vlan: u16) -> Result<PortMode, ConfigError> {
+    Ok(match (role, vlan) {
+        (_, Some(v)) => {
+            check_vlan(v)?;
+            PortMode::Access {
+                vlan: if v == 0 { net_vlan } else { v },
+            }
+        }
+        (
+            PortRole::Trunk {
+                allowed, native, ..
+            },
+            None,
+        ) => {
+            let mut set = VlanSet::new();
+            for v in allowed {
+                check_vlan(*v)?;
+                set.insert(*v);
+            }
+            if let Some(n) = native {
+                check_vlan(*n)?;
+            }
+            PortMode::Trunk {
+                allowed: Box::new(set),
+                native: *native,
+            }
+        }
+        _ => PortMode::Routed,
+    })
+}
+
 impl Tables {
     /// Validates `config` and compiles it. FDBs of networks that `prev` already had are reused.
     pub fn build(config: &Config, prev: Option<&Tables>) -> Result<Tables, ConfigError> {
+        let mut networks = Self::network_entries(config, prev)?;
+        let ports = Self::port_entries(config, &mut networks)?;
+        let uplinks = Self::checked_uplinks(config, &ports, &networks)?;
+        let forwards = PortForwardTable::build(&config.forwards)?;
+        for f in &config.forwards {
+            let net = networks
+                .get(usize::from(f.network.0))
+                .and_then(Option::as_ref)
+                .ok_or(ConfigError::UnknownNetwork {
+                    what: format!("published port {}", f.host_ports.first),
+                    id: f.network.0,
+                })?;
+            if !net.config.subnet.contains(f.target_ip) {
+                return Err(ConfigError::ForwardTarget {
+                    ip: f.target_ip,
+                    network: net.config.name.clone(),
+                });
+            }
+        }
+        Ok(Tables {
+            ports,
+            networks,
+            uplinks,
+            forwards,
+            config: config.clone(),
+        })
+    }
+
+    /// The networks by id, checked (VLAN, gateway in the subnet, unique ids, no overlapping
+    /// subnets), without members yet.
+    fn network_entries(
+        config: &Config,
+        prev: Option<&Tables>,
+    ) -> Result<Vec<Option<NetworkEntry>>, ConfigError> {
         let mut networks: Vec<Option<NetworkEntry>> = Vec::new();
         for (i, n) in config.networks.iter().enumerate() {
             check_vlan(n.vlan)?;
@@ -268,7 +335,14 @@ impl Tables {
                 neighbors: HashMap::new(),
             });
         }
+        Ok(networks)
+    }
 
+    /// The ports by id, checked, each added to its network's members (and neighbours).
+    fn port_entries(
+        config: &Config,
+        networks: &mut [Option<NetworkEntry>],
+    ) -> Result<Vec<Option<PortEntry>>, ConfigError> {
         let mut ports: Vec<Option<PortEntry>> = Vec::new();
         for p in &config.ports {
             let idx = usize::from(p.id.0);
@@ -284,10 +358,19 @@ impl Tables {
                     id: p.id.0,
                 });
             }
-            let entry = Self::port_entry(p, &mut networks)?;
+            let entry = Self::port_entry(p, networks)?;
             ports[idx] = Some(entry);
         }
+        Ok(ports)
+    }
 
+    /// The uplinks, the default one first: each on its own uplink port, and every network's
+    /// uplink one of the networks' uplinks.
+    fn checked_uplinks(
+        config: &Config,
+        ports: &[Option<PortEntry>],
+        networks: &[Option<NetworkEntry>],
+    ) -> Result<Vec<UplinkConfig>, ConfigError> {
         let uplinks: Vec<UplinkConfig> = config
             .uplink
             .iter()
@@ -310,38 +393,14 @@ impl Tables {
                 }
             }
         }
-
-        let forwards = PortForwardTable::build(&config.forwards)?;
-        for f in &config.forwards {
-            let net = networks
-                .get(usize::from(f.network.0))
-                .and_then(Option::as_ref)
-                .ok_or(ConfigError::UnknownNetwork {
-                    what: format!("published port {}", f.host_ports.first),
-                    id: f.network.0,
-                })?;
-            if !net.config.subnet.contains(f.target_ip) {
-                return Err(ConfigError::ForwardTarget {
-                    ip: f.target_ip,
-                    network: net.config.name.clone(),
-                });
-            }
-        }
-
-        Ok(Tables {
-            ports,
-            networks,
-            uplinks,
-            forwards,
-            config: config.clone(),
-        })
+        Ok(uplinks)
     }
 
     fn port_entry(
         p: &PortConfig,
         networks: &mut [Option<NetworkEntry>],
     ) -> Result<PortEntry, ConfigError> {
-        let (network, mode, endpoint) = match &p.role {
+        let (network, vlan, endpoint) = match &p.role {
             PortRole::Endpoint {
                 network,
                 vlan,
@@ -366,34 +425,7 @@ impl Tables {
                 what: format!("port {:?}", p.name),
                 id: network.0,
             })?;
-        let mode = match (&p.role, mode) {
-            (_, Some(v)) => {
-                check_vlan(v)?;
-                PortMode::Access {
-                    vlan: if v == 0 { net.config.vlan } else { v },
-                }
-            }
-            (
-                PortRole::Trunk {
-                    allowed, native, ..
-                },
-                None,
-            ) => {
-                let mut set = VlanSet::new();
-                for v in allowed {
-                    check_vlan(*v)?;
-                    set.insert(*v);
-                }
-                if let Some(n) = native {
-                    check_vlan(*n)?;
-                }
-                PortMode::Trunk {
-                    allowed: Box::new(set),
-                    native: *native,
-                }
-            }
-            _ => PortMode::Routed,
-        };
+        let mode = port_mode(&p.role, vlan, net.config.vlan)?;
         if let Some((mac, Some(ip))) = endpoint {
             if !net.config.subnet.contains(ip) {
                 return Err(ConfigError::OutsideSubnet {

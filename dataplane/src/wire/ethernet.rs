@@ -2,6 +2,15 @@
 
 use super::{read_mac, read_u16, write_mac, write_u16, MacAddr, WireError};
 
+/// Offsets of the Ethernet header's fields (and of the VLAN tag after it).
+mod field {
+    pub const DST: usize = 0;
+    pub const SRC: usize = 6;
+    pub const ETHERTYPE: usize = 12;
+    pub const TCI: usize = 14;
+    pub const INNER_ETHERTYPE: usize = 16;
+}
+
 /// EtherType of IPv4.
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 /// EtherType of ARP.
@@ -17,6 +26,21 @@ pub const ETHERTYPE_QINQ: u16 = 0x88a8;
 pub const HEADER_LEN: usize = 14;
 /// Length of one VLAN tag (TPID + TCI).
 pub const VLAN_TAG_LEN: usize = 4;
+/// Length of the two addresses (destination then source) that start every frame.
+pub const ADDRS_LEN: usize = field::ETHERTYPE;
+
+/// Both addresses as they lie on the wire, destination first: what a flow's shortcut writes
+/// into each frame it serves.
+pub type Addresses = [u8; ADDRS_LEN];
+
+/// The [`Addresses`] of a frame from `src` to `dst`.
+#[inline]
+pub fn addresses(dst: MacAddr, src: MacAddr) -> Addresses {
+    let mut a = [0u8; ADDRS_LEN];
+    a[field::DST..field::SRC].copy_from_slice(&dst.0);
+    a[field::SRC..].copy_from_slice(&src.0);
+    a
+}
 
 /// A zero-copy view of an Ethernet II frame: the bridge reads the addresses to learn and forward,
 /// and the gateway rewrites them when it routes.
@@ -47,19 +71,19 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     /// Destination address.
     #[inline]
     pub fn dst(&self) -> MacAddr {
-        read_mac(self.buffer.as_ref(), 0)
+        read_mac(self.buffer.as_ref(), field::DST)
     }
 
     /// Source address.
     #[inline]
     pub fn src(&self) -> MacAddr {
-        read_mac(self.buffer.as_ref(), 6)
+        read_mac(self.buffer.as_ref(), field::SRC)
     }
 
     /// The EtherType field at offset 12 (a TPID when the frame is tagged; see [`parse_l2`]).
     #[inline]
     pub fn ethertype(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 12)
+        read_u16(self.buffer.as_ref(), field::ETHERTYPE)
     }
 
     /// Everything after the 14-byte header (starts with the tag's TCI on tagged frames).
@@ -73,19 +97,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     /// Sets the destination address.
     #[inline]
     pub fn set_dst(&mut self, mac: MacAddr) {
-        write_mac(self.buffer.as_mut(), 0, mac);
+        write_mac(self.buffer.as_mut(), field::DST, mac);
     }
 
     /// Sets the source address.
     #[inline]
     pub fn set_src(&mut self, mac: MacAddr) {
-        write_mac(self.buffer.as_mut(), 6, mac);
+        write_mac(self.buffer.as_mut(), field::SRC, mac);
+    }
+
+    /// Sets both addresses at once (one copy).
+    #[inline]
+    pub fn set_addresses(&mut self, addrs: &Addresses) {
+        self.buffer.as_mut()[..ADDRS_LEN].copy_from_slice(addrs);
     }
 
     /// Sets the EtherType field at offset 12.
     #[inline]
     pub fn set_ethertype(&mut self, ethertype: u16) {
-        write_u16(self.buffer.as_mut(), 12, ethertype);
+        write_u16(self.buffer.as_mut(), field::ETHERTYPE, ethertype);
     }
 
     /// Mutable access to everything after the 14-byte header.
@@ -148,9 +178,9 @@ pub fn parse_l2(data: &[u8]) -> Result<L2Header, WireError> {
     if data.len() < HEADER_LEN {
         return Err(WireError::Truncated("Ethernet"));
     }
-    let dst = read_mac(data, 0);
-    let src = read_mac(data, 6);
-    let outer = read_u16(data, 12);
+    let dst = read_mac(data, field::DST);
+    let src = read_mac(data, field::SRC);
+    let outer = read_u16(data, field::ETHERTYPE);
     if outer != ETHERTYPE_VLAN && outer != ETHERTYPE_QINQ {
         return Ok(L2Header {
             dst,
@@ -163,8 +193,8 @@ pub fn parse_l2(data: &[u8]) -> Result<L2Header, WireError> {
     if data.len() < HEADER_LEN + VLAN_TAG_LEN {
         return Err(WireError::Truncated("802.1Q"));
     }
-    let tci = read_u16(data, 14);
-    let inner = read_u16(data, 16);
+    let tci = read_u16(data, field::TCI);
+    let inner = read_u16(data, field::INNER_ETHERTYPE);
     if inner == ETHERTYPE_VLAN || inner == ETHERTYPE_QINQ {
         return Err(WireError::Malformed(
             "802.1Q (stacked VLAN tags are unsupported)",
@@ -177,6 +207,26 @@ pub fn parse_l2(data: &[u8]) -> Result<L2Header, WireError> {
         ethertype: inner,
         l3_offset: HEADER_LEN + VLAN_TAG_LEN,
     })
+}
+
+/// A cheap guess at where a frame goes, for prefetching: its destination address and the VID
+/// of an 802.1Q (0x8100) tag, read from a frame of at least 18 bytes without further checks.
+#[inline(always)]
+pub fn peek_dst_vid(data: &[u8]) -> Option<(MacAddr, Option<u16>)> {
+    let h = data.get(..HEADER_LEN + VLAN_TAG_LEN)?;
+    let vid =
+        (read_u16(h, field::ETHERTYPE) == ETHERTYPE_VLAN).then(|| read_u16(h, field::TCI) & 0x0fff);
+    Some((read_mac(h, field::DST), vid))
+}
+
+/// Turns a frame whose L3 header starts at `l3` behind one VLAN tag into an untagged one
+/// ending at the same place: the addresses move up next to the L3 header and `ethertype` is
+/// written before it. The first `l3 - HEADER_LEN` bytes are then stale, for the caller to
+/// drop. `l3` must be at least [`HEADER_LEN`] and inside the frame.
+#[inline]
+pub fn untag(data: &mut [u8], l3: usize, ethertype: u16) {
+    data.copy_within(0..ADDRS_LEN, l3 - HEADER_LEN);
+    write_u16(data, l3 - 2, ethertype);
 }
 
 #[cfg(test)]
@@ -236,12 +286,31 @@ mod tests {
     }
 
     #[test]
+    fn untag_moves_the_addresses_next_to_the_l3_header() {
+        let mut f = frame(&[(ETHERTYPE_VLAN, 0x0064)], ETHERTYPE_ARP);
+        assert_eq!(
+            peek_dst_vid(&f),
+            Some((MacAddr([1, 2, 3, 4, 5, 6]), Some(0x064)))
+        );
+        untag(&mut f, 18, ETHERTYPE_IPV4);
+        let h = parse_l2(&f[4..]).unwrap();
+        assert_eq!(
+            (h.vlan, h.ethertype, h.l3_offset),
+            (None, ETHERTYPE_IPV4, 14)
+        );
+        assert_eq!(h.dst, MacAddr([1, 2, 3, 4, 5, 6]));
+        assert_eq!(peek_dst_vid(&f[4..]).unwrap().1, None);
+        assert_eq!(peek_dst_vid(&f[..17]), None);
+    }
+
+    #[test]
     fn setters_write_in_place() {
         let mut f = frame(&[], ETHERTYPE_IPV4);
         let mut e = EthernetFrame::new_checked(&mut f[..]).unwrap();
         e.set_dst(MacAddr::BROADCAST);
         e.set_src(MacAddr([9; 6]));
         e.set_ethertype(ETHERTYPE_IPV6);
+        e.set_addresses(&addresses(MacAddr::BROADCAST, MacAddr([9; 6])));
         e.payload_mut()[0] = 0x60;
         let e = EthernetFrame::new_checked(&f[..]).unwrap();
         assert_eq!(

@@ -1,8 +1,24 @@
 //! ICMPv4 messages (RFC 792, RFC 1191): echo for the gateway's ping replies, errors that NAT
 //! translates and the gateway generates.
 
-use super::checksum::{fold, internet_checksum, ones_sum};
-use super::{read_u16, read_u32, write_u16, write_u32, WireError};
+use std::net::Ipv4Addr;
+
+use super::checksum::{adjust16, fold, internet_checksum, ones_sum};
+use super::ethernet::{EthernetFrame, ETHERTYPE_IPV4, HEADER_LEN as ETH_LEN};
+use super::ipv4::{Ipv4Packet, MIN_HEADER_LEN as IPV4_LEN, QUOTED_MIN_PAYLOAD};
+use super::{read_u16, read_u32, write_u16, write_u32, MacAddr, WireError, IPPROTO_ICMP};
+
+/// Offsets of the ICMPv4 header's fields.
+mod field {
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: usize = 2;
+    /// The rest-of-header word: echo identifier, then sequence number or next-hop MTU.
+    pub const REST: usize = 4;
+    pub const ECHO_IDENT: usize = 4;
+    pub const ECHO_SEQ: usize = 6;
+    pub const NEXT_HOP_MTU: usize = 6;
+}
 
 /// Length of the ICMPv4 header (type, code, checksum, 4 bytes of rest-of-header).
 pub const HEADER_LEN: usize = 8;
@@ -66,37 +82,37 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     /// Message type.
     #[inline]
     pub fn msg_type(&self) -> u8 {
-        self.buffer.as_ref()[0]
+        self.buffer.as_ref()[field::TYPE]
     }
 
     /// Message code.
     #[inline]
     pub fn code(&self) -> u8 {
-        self.buffer.as_ref()[1]
+        self.buffer.as_ref()[field::CODE]
     }
 
     /// Checksum field.
     #[inline]
     pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 2)
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// Echo identifier (bytes 4..6); NAT maps it like a port.
     #[inline]
     pub fn echo_ident(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 4)
+        read_u16(self.buffer.as_ref(), field::ECHO_IDENT)
     }
 
     /// Echo sequence number (bytes 6..8).
     #[inline]
     pub fn echo_seq(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 6)
+        read_u16(self.buffer.as_ref(), field::ECHO_SEQ)
     }
 
     /// The rest-of-header word (bytes 4..8), whatever the type.
     #[inline]
     pub fn rest_of_header(&self) -> u32 {
-        read_u32(self.buffer.as_ref(), 4)
+        read_u32(self.buffer.as_ref(), field::REST)
     }
 
     /// True for the error types that quote the offending datagram (3, 4, 5, 11, 12): NAT must
@@ -113,7 +129,7 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     #[inline]
     pub fn next_hop_mtu(&self) -> Option<u16> {
         (self.msg_type() == DEST_UNREACHABLE && self.code() == CODE_FRAG_NEEDED)
-            .then(|| read_u16(self.buffer.as_ref(), 6))
+            .then(|| read_u16(self.buffer.as_ref(), field::NEXT_HOP_MTU))
     }
 
     /// Bytes after the 8-byte header: the echo data, or the quoted datagram of an error.
@@ -133,43 +149,43 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
     /// Sets the message type.
     #[inline]
     pub fn set_msg_type(&mut self, t: u8) {
-        self.buffer.as_mut()[0] = t;
+        self.buffer.as_mut()[field::TYPE] = t;
     }
 
     /// Sets the message code.
     #[inline]
     pub fn set_code(&mut self, code: u8) {
-        self.buffer.as_mut()[1] = code;
+        self.buffer.as_mut()[field::CODE] = code;
     }
 
     /// Sets the checksum field (after an incremental update).
     #[inline]
     pub fn set_checksum(&mut self, csum: u16) {
-        write_u16(self.buffer.as_mut(), 2, csum);
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, csum);
     }
 
     /// Sets the echo identifier.
     #[inline]
     pub fn set_echo_ident(&mut self, ident: u16) {
-        write_u16(self.buffer.as_mut(), 4, ident);
+        write_u16(self.buffer.as_mut(), field::ECHO_IDENT, ident);
     }
 
     /// Sets the echo sequence number.
     #[inline]
     pub fn set_echo_seq(&mut self, seq: u16) {
-        write_u16(self.buffer.as_mut(), 6, seq);
+        write_u16(self.buffer.as_mut(), field::ECHO_SEQ, seq);
     }
 
     /// Sets the rest-of-header word (0 for most errors).
     #[inline]
     pub fn set_rest_of_header(&mut self, v: u32) {
-        write_u32(self.buffer.as_mut(), 4, v);
+        write_u32(self.buffer.as_mut(), field::REST, v);
     }
 
     /// Sets the next-hop MTU (bytes 6..8; byte 4..6 stay as they are, normally 0).
     #[inline]
     pub fn set_next_hop_mtu(&mut self, mtu: u16) {
-        write_u16(self.buffer.as_mut(), 6, mtu);
+        write_u16(self.buffer.as_mut(), field::NEXT_HOP_MTU, mtu);
     }
 
     /// Mutable access to the bytes after the header.
@@ -185,6 +201,80 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
         let c = internet_checksum(self.buffer.as_ref());
         self.set_checksum(c);
     }
+}
+
+/// Bytes an ICMP error frame puts in front of the datagram it quotes: Ethernet, IPv4 (without
+/// options) and ICMP headers.
+pub const ERROR_OVERHEAD: usize = ETH_LEN + IPV4_LEN + HEADER_LEN;
+
+/// TOS of the errors sluice sends: precedence "internetwork control", as routers send them.
+const ERROR_TOS: u8 = 0xc0;
+/// TTL of the packets sluice originates.
+const TTL: u8 = 64;
+
+/// How much of datagram `orig` an ICMP error quotes: its header and first 8 payload bytes
+/// (RFC 792), or all of it when it is shorter.
+pub fn quote_len<T: AsRef<[u8]>>(orig: &Ipv4Packet<T>) -> usize {
+    (orig.header_len() + QUOTED_MIN_PAYLOAD).min(usize::from(orig.total_len()))
+}
+
+/// Writes the headers of an ICMP error from `from` to `to` over the first [`ERROR_OVERHEAD`]
+/// bytes of `frame`, whose rest is the quote already in place: Ethernet, IPv4 (TOS 0xc0, TTL
+/// 64) and ICMP with `rest` as its second word (the next-hop MTU of fragmentation-needed),
+/// both checksums filled. `frame` must be at least [`ERROR_OVERHEAD`] bytes long.
+pub fn write_error(
+    frame: &mut [u8],
+    to: (MacAddr, Ipv4Addr),
+    from: (MacAddr, Ipv4Addr),
+    (msg_type, code, rest): (u8, u8, u32),
+) {
+    let (eth, packet) = frame.split_at_mut(ETH_LEN);
+    let mut eth = EthernetFrame::new_unchecked(eth);
+    eth.set_dst(to.0);
+    eth.set_src(from.0);
+    eth.set_ethertype(ETHERTYPE_IPV4);
+    let (header, message) = packet.split_at_mut(IPV4_LEN);
+    let mut ip = Ipv4Packet::new_unchecked(header);
+    ip.init_header();
+    ip.set_tos(ERROR_TOS);
+    ip.set_total_len((IPV4_LEN + message.len()) as u16);
+    ip.set_ident(0);
+    ip.set_flags_frag(false, false, 0);
+    ip.set_ttl(TTL);
+    ip.set_protocol(IPPROTO_ICMP);
+    ip.set_src(from.1);
+    ip.set_dst(to.1);
+    ip.fill_checksum();
+    let mut icmp = Icmpv4Packet::new_unchecked(message);
+    icmp.set_msg_type(msg_type);
+    icmp.set_code(code);
+    icmp.set_rest_of_header(rest);
+    icmp.fill_checksum();
+}
+
+/// Turns the ICMP echo request at `l3` in `frame` into the reply from `mac`, in place:
+/// addresses swapped (Ethernet and IPv4), TTL 64, type echo reply, checksums adjusted.
+pub fn write_echo_reply(frame: &mut [u8], l3: usize, mac: MacAddr) -> Result<(), WireError> {
+    let (eth, rest) = frame.split_at_mut(l3);
+    let mut ip = Ipv4Packet::new_checked(&mut *rest)?;
+    let (src, dst) = (ip.src(), ip.dst());
+    ip.set_src(dst);
+    ip.set_dst(src);
+    ip.set_ttl(TTL);
+    ip.fill_checksum();
+    let hl = ip.header_len();
+    let total = usize::from(ip.total_len());
+    let mut icmp = Icmpv4Packet::new_checked(&mut rest[hl..total])?;
+    let old = u16::from_be_bytes([icmp.msg_type(), icmp.code()]);
+    icmp.set_msg_type(ECHO_REPLY);
+    let new = u16::from_be_bytes([ECHO_REPLY, icmp.code()]);
+    let c = adjust16(icmp.checksum(), old, new);
+    icmp.set_checksum(c);
+    let mut eth = EthernetFrame::new_checked(eth)?;
+    let asker = eth.src();
+    eth.set_dst(asker);
+    eth.set_src(mac);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -210,6 +300,28 @@ mod tests {
         assert!(!p.is_error());
         assert_eq!(p.next_hop_mtu(), None);
         assert_eq!(p.payload(), b"abcd");
+    }
+
+    #[test]
+    fn echo_reply_swaps_and_keeps_checksums_valid() {
+        use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+        let gw_mac = MacAddr([2, 0x42, 0, 0, 0, 1]);
+        let b = PacketBuilder::ethernet2([2, 0x42, 172, 17, 0, 2], gw_mac.0)
+            .ipv4([172, 17, 0, 2], [172, 17, 0, 1], 64)
+            .icmpv4_echo_request(7, 9);
+        let mut v = Vec::new();
+        b.write(&mut v, b"hello").unwrap();
+        write_echo_reply(&mut v, 14, gw_mac).unwrap();
+        let parsed = SlicedPacket::from_ethernet(&v).unwrap();
+        assert_eq!(&v[0..6], &[2, 0x42, 172, 17, 0, 2]);
+        match parsed.transport.unwrap() {
+            TransportSlice::Icmpv4(icmp) => {
+                assert_eq!(icmp.type_u8(), ECHO_REPLY);
+                assert_eq!(internet_checksum(&v[34..]), 0);
+            }
+            _ => panic!("not icmp"),
+        }
+        assert_eq!(internet_checksum(&v[14..34]), 0);
     }
 
     #[test]

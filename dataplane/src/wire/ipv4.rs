@@ -2,8 +2,22 @@
 
 use std::net::Ipv4Addr;
 
-use super::checksum::{fold, internet_checksum, ones_sum};
+use super::checksum::{adjust16, fold, internet_checksum, ones_sum};
 use super::{read_4, read_u16, write_u16, WireError};
+
+/// Offsets of the IPv4 header's fields.
+mod field {
+    pub const VER_IHL: usize = 0;
+    pub const TOS: usize = 1;
+    pub const TOTAL_LEN: usize = 2;
+    pub const IDENT: usize = 4;
+    pub const FLAGS_FRAG: usize = 6;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const CHECKSUM: usize = 10;
+    pub const SRC: usize = 12;
+    pub const DST: usize = 16;
+}
 
 /// Length of an IPv4 header without options.
 pub const MIN_HEADER_LEN: usize = 20;
@@ -30,10 +44,10 @@ fn check_header(b: &[u8]) -> Result<usize, WireError> {
     if b.len() < MIN_HEADER_LEN {
         return Err(WireError::Truncated("IPv4"));
     }
-    if b[0] >> 4 != 4 {
+    if b[field::VER_IHL] >> 4 != 4 {
         return Err(WireError::Malformed("IPv4 (version)"));
     }
-    let hl = usize::from(b[0] & 0x0f) * 4;
+    let hl = usize::from(b[field::VER_IHL] & 0x0f) * 4;
     if hl < MIN_HEADER_LEN {
         return Err(WireError::Malformed("IPv4 (IHL)"));
     }
@@ -56,7 +70,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let b = buffer.as_ref();
         let hl = check_header(b)?;
-        let total = usize::from(read_u16(b, 2));
+        let total = usize::from(read_u16(b, field::TOTAL_LEN));
         if total < hl {
             return Err(WireError::Malformed("IPv4 (total length)"));
         }
@@ -86,36 +100,36 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// IP version (4 on every checked view).
     #[inline]
     pub fn version(&self) -> u8 {
-        self.buffer.as_ref()[0] >> 4
+        self.buffer.as_ref()[field::VER_IHL] >> 4
     }
 
     /// Header length in bytes, options included.
     #[inline]
     pub fn header_len(&self) -> usize {
-        usize::from(self.buffer.as_ref()[0] & 0x0f) * 4
+        usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
     }
 
     /// The DSCP/ECN byte.
     #[inline]
     pub fn tos(&self) -> u8 {
-        self.buffer.as_ref()[1]
+        self.buffer.as_ref()[field::TOS]
     }
 
     /// Total length field: header plus payload.
     #[inline]
     pub fn total_len(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 2)
+        read_u16(self.buffer.as_ref(), field::TOTAL_LEN)
     }
 
     /// Identification field (fragment reassembly key).
     #[inline]
     pub fn ident(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 4)
+        read_u16(self.buffer.as_ref(), field::IDENT)
     }
 
     #[inline]
     fn flags_frag(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 6)
+        read_u16(self.buffer.as_ref(), field::FLAGS_FRAG)
     }
 
     /// Don't-fragment flag: a too-big packet gets an ICMP "fragmentation needed" instead.
@@ -151,31 +165,31 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Time to live.
     #[inline]
     pub fn ttl(&self) -> u8 {
-        self.buffer.as_ref()[8]
+        self.buffer.as_ref()[field::TTL]
     }
 
     /// Protocol of the payload (see `IPPROTO_*` in [`crate::wire`]).
     #[inline]
     pub fn protocol(&self) -> u8 {
-        self.buffer.as_ref()[9]
+        self.buffer.as_ref()[field::PROTOCOL]
     }
 
     /// Header checksum field.
     #[inline]
     pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 10)
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// Source address.
     #[inline]
     pub fn src(&self) -> Ipv4Addr {
-        Ipv4Addr::from(read_4(self.buffer.as_ref(), 12))
+        Ipv4Addr::from(read_4(self.buffer.as_ref(), field::SRC))
     }
 
     /// Destination address.
     #[inline]
     pub fn dst(&self) -> Ipv4Addr {
-        Ipv4Addr::from(read_4(self.buffer.as_ref(), 16))
+        Ipv4Addr::from(read_4(self.buffer.as_ref(), field::DST))
     }
 
     /// The options bytes (empty when IHL is 5).
@@ -221,30 +235,45 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 }
 
+/// Bytes of header up to the source address included.
+const SRC_END: usize = field::SRC + 4;
+
+/// The source address of the IPv4 header at the start of `b`, checking only what reading it
+/// needs (version 4, IHL of at least 5, the bytes up to the address present): what the
+/// bridge's anti-spoofing reads of a frame it forwards unchanged, and routing of a header it
+/// already parsed.
+#[inline]
+pub fn peek_src(b: &[u8]) -> Option<Ipv4Addr> {
+    let h = b.get(..SRC_END)?;
+    let vihl = h[field::VER_IHL];
+    (vihl >> 4 == 4 && usize::from(vihl & 0x0f) * 4 >= MIN_HEADER_LEN)
+        .then(|| Ipv4Addr::from(read_4(h, field::SRC)))
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Writes version 4 and IHL 5 (no options), for building a header in a fresh buffer of at
     /// least 20 bytes wrapped with [`Ipv4Packet::new_unchecked`].
     #[inline]
     pub fn init_header(&mut self) {
-        self.buffer.as_mut()[0] = 0x45;
+        self.buffer.as_mut()[field::VER_IHL] = 0x45;
     }
 
     /// Sets the DSCP/ECN byte.
     #[inline]
     pub fn set_tos(&mut self, tos: u8) {
-        self.buffer.as_mut()[1] = tos;
+        self.buffer.as_mut()[field::TOS] = tos;
     }
 
     /// Sets the total length field.
     #[inline]
     pub fn set_total_len(&mut self, len: u16) {
-        write_u16(self.buffer.as_mut(), 2, len);
+        write_u16(self.buffer.as_mut(), field::TOTAL_LEN, len);
     }
 
     /// Sets the identification field.
     #[inline]
     pub fn set_ident(&mut self, ident: u16) {
-        write_u16(self.buffer.as_mut(), 4, ident);
+        write_u16(self.buffer.as_mut(), field::IDENT, ident);
     }
 
     /// Sets the flags and fragment offset: `frag_offset` is in bytes (a multiple of 8).
@@ -257,37 +286,50 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         if more_frags {
             v |= FLAG_MF;
         }
-        write_u16(self.buffer.as_mut(), 6, v);
+        write_u16(self.buffer.as_mut(), field::FLAGS_FRAG, v);
     }
 
     /// Sets the time to live.
     #[inline]
     pub fn set_ttl(&mut self, ttl: u8) {
-        self.buffer.as_mut()[8] = ttl;
+        self.buffer.as_mut()[field::TTL] = ttl;
     }
 
     /// Sets the protocol.
     #[inline]
     pub fn set_protocol(&mut self, proto: u8) {
-        self.buffer.as_mut()[9] = proto;
+        self.buffer.as_mut()[field::PROTOCOL] = proto;
     }
 
     /// Sets the checksum field (after an incremental update).
     #[inline]
     pub fn set_checksum(&mut self, csum: u16) {
-        write_u16(self.buffer.as_mut(), 10, csum);
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, csum);
     }
 
     /// Sets the source address.
     #[inline]
     pub fn set_src(&mut self, ip: Ipv4Addr) {
-        self.buffer.as_mut()[12..16].copy_from_slice(&ip.octets());
+        self.buffer.as_mut()[field::SRC..field::SRC + 4].copy_from_slice(&ip.octets());
     }
 
     /// Sets the destination address.
     #[inline]
     pub fn set_dst(&mut self, ip: Ipv4Addr) {
-        self.buffer.as_mut()[16..20].copy_from_slice(&ip.octets());
+        self.buffer.as_mut()[field::DST..field::DST + 4].copy_from_slice(&ip.octets());
+    }
+
+    /// Decrements the time to live (not below 0), adjusting the header checksum (RFC 1624):
+    /// what every router does to a packet it forwards.
+    #[inline]
+    pub fn decrement_ttl(&mut self) {
+        let b = self.buffer.as_mut();
+        // TTL and protocol share the word the checksum adjusts for.
+        let old = read_u16(b, field::TTL);
+        b[field::TTL] = b[field::TTL].saturating_sub(1);
+        let new = read_u16(b, field::TTL);
+        let c = adjust16(read_u16(b, field::CHECKSUM), old, new);
+        write_u16(b, field::CHECKSUM, c);
     }
 
     /// Recomputes the header checksum from scratch.
@@ -410,6 +452,18 @@ mod tests {
             Ipv4Packet::new_quoted(&buf[..27]),
             Err(WireError::Truncated("quoted IPv4"))
         );
+    }
+
+    #[test]
+    fn peek_src_reads_only_what_it_needs() {
+        let buf = sample();
+        assert_eq!(peek_src(&buf[..16]), Some(Ipv4Addr::new(172, 17, 0, 2)));
+        assert_eq!(peek_src(&buf[..15]), None);
+        let mut bad = buf.clone();
+        bad[0] = 0x44;
+        assert_eq!(peek_src(&bad), None);
+        bad[0] = 0x65;
+        assert_eq!(peek_src(&bad), None);
     }
 
     #[test]

@@ -1,4 +1,7 @@
 //! IPv6 fixed header (RFC 8200) and a bounded walk over its extension headers.
+//!
+//! Not read by the pipeline yet (IPv6 is bridged with MAC anti-spoofing alone): it is the view
+//! the IPv6 stage will parse with, and its extension walk finds a packet's L4 header.
 
 use std::net::Ipv6Addr;
 

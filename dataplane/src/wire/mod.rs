@@ -9,6 +9,7 @@ pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
 pub mod ipv6;
+pub mod plain;
 pub mod tcp;
 pub mod udp;
 pub mod vnet;

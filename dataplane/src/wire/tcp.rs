@@ -5,8 +5,25 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use super::checksum::{fold, ones_sum, pseudo_header_sum_v4, pseudo_header_sum_v6};
 use super::{read_u16, read_u32, write_u16, write_u32, WireError, IPPROTO_TCP};
 
+/// Offsets of the TCP header's fields.
+mod field {
+    pub const SRC_PORT: usize = 0;
+    pub const DST_PORT: usize = 2;
+    pub const SEQ: usize = 4;
+    pub const ACK: usize = 8;
+    pub const DATA_OFF: usize = 12;
+    pub const FLAGS: usize = 13;
+    pub const WINDOW: usize = 14;
+    pub const CHECKSUM: usize = 16;
+    pub const URGENT: usize = 18;
+}
+
 /// Length of a TCP header without options.
 pub const MIN_HEADER_LEN: usize = 20;
+/// Bytes of header up to the flags included: what connection tracking needs.
+pub const FLAGS_END: usize = field::FLAGS + 1;
+/// Bytes of header up to the checksum included: what NAT needs to fix it.
+pub const CHECKSUM_END: usize = field::CHECKSUM + 2;
 
 /// FIN flag bit.
 pub const FIN: u8 = 0x01;
@@ -48,7 +65,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         if b.len() < MIN_HEADER_LEN {
             return Err(WireError::Truncated("TCP"));
         }
-        let hl = usize::from(b[12] >> 4) * 4;
+        let hl = usize::from(b[field::DATA_OFF] >> 4) * 4;
         if hl < MIN_HEADER_LEN {
             return Err(WireError::Malformed("TCP (data offset)"));
         }
@@ -66,55 +83,55 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     /// Source port.
     #[inline]
     pub fn src_port(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 0)
+        read_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
     /// Destination port.
     #[inline]
     pub fn dst_port(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 2)
+        read_u16(self.buffer.as_ref(), field::DST_PORT)
     }
 
     /// Sequence number.
     #[inline]
     pub fn seq(&self) -> u32 {
-        read_u32(self.buffer.as_ref(), 4)
+        read_u32(self.buffer.as_ref(), field::SEQ)
     }
 
     /// Acknowledgment number.
     #[inline]
     pub fn ack(&self) -> u32 {
-        read_u32(self.buffer.as_ref(), 8)
+        read_u32(self.buffer.as_ref(), field::ACK)
     }
 
     /// Header length in bytes (data offset * 4), options included.
     #[inline]
     pub fn header_len(&self) -> usize {
-        usize::from(self.buffer.as_ref()[12] >> 4) * 4
+        usize::from(self.buffer.as_ref()[field::DATA_OFF] >> 4) * 4
     }
 
     /// The flag byte: test it against [`FIN`], [`SYN`], [`RST`], [`ACK`], ...
     #[inline]
     pub fn flags(&self) -> u8 {
-        self.buffer.as_ref()[13]
+        self.buffer.as_ref()[field::FLAGS]
     }
 
     /// Receive window.
     #[inline]
     pub fn window(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 14)
+        read_u16(self.buffer.as_ref(), field::WINDOW)
     }
 
     /// Checksum field.
     #[inline]
     pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 16)
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// Urgent pointer.
     #[inline]
     pub fn urgent(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 18)
+        read_u16(self.buffer.as_ref(), field::URGENT)
     }
 
     /// Option bytes.
@@ -162,49 +179,49 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     /// Sets the source port.
     #[inline]
     pub fn set_src_port(&mut self, port: u16) {
-        write_u16(self.buffer.as_mut(), 0, port);
+        write_u16(self.buffer.as_mut(), field::SRC_PORT, port);
     }
 
     /// Sets the destination port.
     #[inline]
     pub fn set_dst_port(&mut self, port: u16) {
-        write_u16(self.buffer.as_mut(), 2, port);
+        write_u16(self.buffer.as_mut(), field::DST_PORT, port);
     }
 
     /// Sets the sequence number.
     #[inline]
     pub fn set_seq(&mut self, seq: u32) {
-        write_u32(self.buffer.as_mut(), 4, seq);
+        write_u32(self.buffer.as_mut(), field::SEQ, seq);
     }
 
     /// Sets the acknowledgment number.
     #[inline]
     pub fn set_ack(&mut self, ack: u32) {
-        write_u32(self.buffer.as_mut(), 8, ack);
+        write_u32(self.buffer.as_mut(), field::ACK, ack);
     }
 
     /// Sets the flag byte.
     #[inline]
     pub fn set_flags(&mut self, flags: u8) {
-        self.buffer.as_mut()[13] = flags;
+        self.buffer.as_mut()[field::FLAGS] = flags;
     }
 
     /// Sets the receive window.
     #[inline]
     pub fn set_window(&mut self, window: u16) {
-        write_u16(self.buffer.as_mut(), 14, window);
+        write_u16(self.buffer.as_mut(), field::WINDOW, window);
     }
 
     /// Sets the checksum field (after an incremental update).
     #[inline]
     pub fn set_checksum(&mut self, csum: u16) {
-        write_u16(self.buffer.as_mut(), 16, csum);
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, csum);
     }
 
     /// Sets the urgent pointer.
     #[inline]
     pub fn set_urgent(&mut self, urgent: u16) {
-        write_u16(self.buffer.as_mut(), 18, urgent);
+        write_u16(self.buffer.as_mut(), field::URGENT, urgent);
     }
 
     /// Mutable segment data after the header.

@@ -5,6 +5,14 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use super::checksum::{fold, ones_sum, pseudo_header_sum_v4, pseudo_header_sum_v6, udp_nonzero};
 use super::{read_u16, write_u16, WireError, IPPROTO_UDP};
 
+/// Offsets of the UDP header's fields.
+mod field {
+    pub const SRC_PORT: usize = 0;
+    pub const DST_PORT: usize = 2;
+    pub const LENGTH: usize = 4;
+    pub const CHECKSUM: usize = 6;
+}
+
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = 8;
 
@@ -29,7 +37,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         if b.len() < HEADER_LEN {
             return Err(WireError::Truncated("UDP"));
         }
-        let len = usize::from(read_u16(b, 4));
+        let len = usize::from(read_u16(b, field::LENGTH));
         if len < HEADER_LEN {
             return Err(WireError::Malformed("UDP (length)"));
         }
@@ -47,19 +55,19 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     /// Source port.
     #[inline]
     pub fn src_port(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 0)
+        read_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
     /// Destination port.
     #[inline]
     pub fn dst_port(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 2)
+        read_u16(self.buffer.as_ref(), field::DST_PORT)
     }
 
     /// Length field: header plus payload.
     #[inline]
     pub fn len(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 4)
+        read_u16(self.buffer.as_ref(), field::LENGTH)
     }
 
     /// True when the length field says there is no payload.
@@ -71,7 +79,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     /// Checksum field; 0 means the sender did not compute one.
     #[inline]
     pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), 6)
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// The datagram (header + payload) as the length field delimits it, clamped to the buffer.
@@ -112,25 +120,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     /// Sets the source port.
     #[inline]
     pub fn set_src_port(&mut self, port: u16) {
-        write_u16(self.buffer.as_mut(), 0, port);
+        write_u16(self.buffer.as_mut(), field::SRC_PORT, port);
     }
 
     /// Sets the destination port.
     #[inline]
     pub fn set_dst_port(&mut self, port: u16) {
-        write_u16(self.buffer.as_mut(), 2, port);
+        write_u16(self.buffer.as_mut(), field::DST_PORT, port);
     }
 
     /// Sets the length field.
     #[inline]
     pub fn set_len(&mut self, len: u16) {
-        write_u16(self.buffer.as_mut(), 4, len);
+        write_u16(self.buffer.as_mut(), field::LENGTH, len);
     }
 
     /// Sets the checksum field (after an incremental update).
     #[inline]
     pub fn set_checksum(&mut self, csum: u16) {
-        write_u16(self.buffer.as_mut(), 6, csum);
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, csum);
     }
 
     /// Mutable payload up to the length field.

@@ -1,22 +1,13 @@
-//! Plain packets: the shape flow shortcuts serve. An untagged Ethernet frame carrying IPv4
-//! without options, neither fragmented nor a fragment, with a whole TCP or UDP header and a
-//! right header checksum. Every field a shortcut reads or writes then sits at a fixed offset,
-//! so the frame is read in one pass after one length check and rewritten without parsing it
-//! again (VPP's NAT keeps such a fast path for its common case).
+//! Plain packets: the shape flow shortcuts serve (see `wire::plain`), read in one pass by
+//! staging into what a shortcut needs, and rewritten in one pass when it takes one.
 //!
-//! Anything else is not plain and goes to the general parse (`translate`), which reads every
-//! plain frame the same way: a property test checks both.
+//! Anything else is not plain and goes to the general parse (`flow`), which reads every plain
+//! frame the same way: a property test checks both.
 
 use crate::config::L4Proto;
 use crate::nat::Tuple;
-use crate::wire::checksum;
-
-/// Offset of the IPv4 header.
-const L3: usize = 14;
-/// Offset of the TCP or UDP header.
-const L4: usize = L3 + 20;
-/// Bytes every plain frame has: the Ethernet and IPv4 headers and a UDP header's worth.
-const HEAD: usize = L4 + 8;
+use crate::wire::plain::{self as view, PlainHead};
+use crate::wire::{ipv4, tcp, udp, IPPROTO_TCP, IPPROTO_UDP};
 
 /// What a shortcut needs of a plain packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,130 +27,57 @@ pub struct Plain {
 /// length inside the frame, and a right header checksum.
 #[inline]
 pub fn parse(d: &[u8]) -> Option<Plain> {
-    let h: &[u8; HEAD] = d.first_chunk()?;
-    // More-fragments and the fragment offset (the reserved bit and DF are ignored, as the
-    // general parse does).
-    let fragment = h[L3 + 6] & 0x3f != 0 || h[L3 + 7] != 0;
-    if h[12..14] != [0x08, 0x00] || h[L3] != 0x45 || fragment {
+    let h = PlainHead::new(d)?;
+    if !h.is_whole_ipv4_without_options() {
         return None;
     }
-    let (proto, l4_len) = match h[L3 + 9] {
-        6 => (L4Proto::Tcp, 20),
-        17 => (L4Proto::Udp, 8),
+    let (proto, l4_len) = match h.protocol() {
+        IPPROTO_TCP => (L4Proto::Tcp, tcp::MIN_HEADER_LEN),
+        IPPROTO_UDP => (L4Proto::Udp, udp::HEADER_LEN),
         _ => return None,
     };
-    let total = u16::from_be_bytes([h[L3 + 2], h[L3 + 3]]);
-    if usize::from(total) < 20 + l4_len || L3 + usize::from(total) > d.len() {
+    let total = h.total_len();
+    if usize::from(total) < ipv4::MIN_HEADER_LEN + l4_len || view::L3 + usize::from(total) > d.len()
+    {
         return None;
     }
-    if !header_checksum_ok(h) {
+    if !h.header_checksum_ok() {
         return None;
     }
     let tcp_flags = match proto {
-        L4Proto::Tcp => *d.get(L4 + 13)?,
+        L4Proto::Tcp => view::tcp_flags(d)?,
         _ => 0,
     };
     Some(Plain {
         tuple: Tuple {
             proto,
-            src: ip_at(h, L3 + 12).into(),
-            src_port: u16::from_be_bytes([h[L4], h[L4 + 1]]),
-            dst: ip_at(h, L3 + 16).into(),
-            dst_port: u16::from_be_bytes([h[L4 + 2], h[L4 + 3]]),
+            src: h.src(),
+            src_port: h.src_port(),
+            dst: h.dst(),
+            dst_port: h.dst_port(),
         },
         total,
-        ttl: h[L3 + 8],
+        ttl: h.ttl(),
         tcp_flags,
     })
 }
 
-/// True when the IPv4 header's words sum to 0xffff: its checksum is right. A loop over fixed
-/// offsets, which the compiler unrolls (`checksum::internet_checksum` takes any length and
-/// costs several times as many instructions).
-fn header_checksum_ok(h: &[u8; HEAD]) -> bool {
-    let mut sum = 0u32;
-    for i in (L3..L4).step_by(2) {
-        sum += u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
-    }
-    checksum::fold(sum) == 0xffff
-}
-
-fn ip_at(h: &[u8; HEAD], at: usize) -> [u8; 4] {
-    [h[at], h[at + 1], h[at + 2], h[at + 3]]
-}
-
-/// The terms of changing 16-bit word `old` to `new`, none when they are equal: an unchanged
-/// word must not turn a checksum of 0 into 0xffff (the general rewrite skips it too).
-fn changed16(old: u16, new: u16) -> u32 {
-    if old == new {
-        0
-    } else {
-        checksum::change16(old, new)
-    }
-}
-
 /// Rewrites plain packet `d` (one `parse` accepted) to carry `new` and decrements its TTL
-/// (which must be above 1), adjusting each checksum once for all its changes. The bytes are
-/// exactly those `translate::rewrite` then `translate::decrement_ttl` write: one's-complement
-/// folding in between or only at the end gives the same value. `partial`: the L4 checksum
-/// field holds the pseudo-header sum of a checksum-offloaded frame (see `wire::checksum`).
+/// (which must be above 1), as the full path's NAT rewrite and routing would.
+#[inline]
 pub fn rewrite(d: &mut [u8], new: &Tuple, partial: bool) {
-    let Some(h) = d.first_chunk_mut::<HEAD>() else {
-        return;
-    };
-    let (at, udp) = match h[L3 + 9] {
-        6 => (L4 + 16, false),
-        17 => (L4 + 6, true),
-        _ => return,
-    };
-    let old_src = u32::from_be_bytes(ip_at(h, L3 + 12));
-    let old_dst = u32::from_be_bytes(ip_at(h, L3 + 16));
-    let (ns, nd) = (u32::from(new.src), u32::from(new.dst));
-    // The address changes, in both the IPv4 header's checksum and the pseudo header's.
-    let mut addrs = 0;
-    if old_src != ns {
-        addrs += checksum::change32(old_src, ns);
-        h[L3 + 12..L3 + 16].copy_from_slice(&ns.to_be_bytes());
-    }
-    if old_dst != nd {
-        addrs += checksum::change32(old_dst, nd);
-        h[L3 + 16..L3 + 20].copy_from_slice(&nd.to_be_bytes());
-    }
-    // TTL and protocol share a word.
-    let old_word = u16::from_be_bytes([h[L3 + 8], h[L3 + 9]]);
-    h[L3 + 8] -= 1;
-    let ttl = checksum::change16(old_word, old_word - 0x100);
-    let c = u32::from(!u16::from_be_bytes([h[L3 + 10], h[L3 + 11]])) + addrs + ttl;
-    h[L3 + 10..L3 + 12].copy_from_slice(&(!checksum::fold(c)).to_be_bytes());
-    let old_sport = u16::from_be_bytes([h[L4], h[L4 + 1]]);
-    let old_dport = u16::from_be_bytes([h[L4 + 2], h[L4 + 3]]);
-    h[L4..L4 + 2].copy_from_slice(&new.src_port.to_be_bytes());
-    h[L4 + 2..L4 + 4].copy_from_slice(&new.dst_port.to_be_bytes());
-    let Some(field) = d.get_mut(at..at + 2) else {
-        return;
-    };
-    let c = u16::from_be_bytes([field[0], field[1]]);
-    if udp && c == 0 {
-        return;
-    }
-    let mut c = if partial {
-        checksum::fold(u32::from(c) + addrs)
-    } else {
-        let ports = changed16(old_sport, new.src_port) + changed16(old_dport, new.dst_port);
-        !checksum::fold(u32::from(!c) + addrs + ports)
-    };
-    if udp && c == 0 {
-        c = 0xffff;
-    }
-    field.copy_from_slice(&c.to_be_bytes());
+    view::rewrite(d, (new.src, new.src_port), (new.dst, new.dst_port), partial);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::flow::{self, L4Kind};
+    use crate::pipeline::nat;
     use crate::testkit::{self, Scenario as S};
-    use crate::translate::{self, L4Kind};
     use crate::wire::ethernet::parse_l2;
+    use crate::wire::ipv4::Ipv4Packet;
+    use crate::wire::plain::{L3, L4};
     use proptest::prelude::*;
 
     /// What the general parse reads of `d` in the fields a `Plain` has, when it takes `d` for
@@ -170,8 +88,8 @@ mod tests {
         if l2.vlan.is_some() || l2.ethertype != 0x0800 {
             return None;
         }
-        let ip = translate::parse_ipv4(d, l2.l3_offset).ok()?;
-        let flow = translate::flow_of(d, &ip).ok()?;
+        let ip = flow::parse_ipv4(d, l2.l3_offset).ok()?;
+        let flow = flow::flow_of(d, &ip).ok()?;
         let frag = u16::from_be_bytes([d[20], d[21]]) & 0x3fff != 0;
         let shape = matches!(flow.kind, L4Kind::Tcp | L4Kind::Udp) && ip.hl == 20 && !frag;
         shape.then_some(Plain {
@@ -258,11 +176,11 @@ mod tests {
                         src_port: new.2,
                         dst_port: new.3,
                     };
-                    let ip = translate::parse_ipv4(&f, L3).unwrap();
-                    let flow = translate::flow_of(&f, &ip).unwrap();
+                    let ip = flow::parse_ipv4(&f, L3).unwrap();
+                    let flow = flow::flow_of(&f, &ip).unwrap();
                     let mut two = f.clone();
-                    translate::rewrite(&mut two, &ip, &flow, &new, partial);
-                    translate::decrement_ttl(&mut two, L3);
+                    nat::rewrite(&mut two, &ip, &flow, &new, partial);
+                    Ipv4Packet::new_unchecked(&mut two[L3..]).decrement_ttl();
                     let mut one = f.clone();
                     rewrite(&mut one, &new, partial);
                     prop_assert_eq!(one, two);
@@ -294,8 +212,8 @@ mod tests {
             f[24..26].copy_from_slice(&csums.0.to_be_bytes());
             let at = if tcp { L4 + 16 } else { L4 + 6 };
             f[at..at + 2].copy_from_slice(&csums.1.to_be_bytes());
-            let ip = translate::parse_ipv4_unverified(&f, L3).unwrap();
-            let flow = translate::flow_of(&f, &ip).unwrap();
+            let ip = flow::parse_ipv4_unverified(&f, L3).unwrap();
+            let flow = flow::flow_of(&f, &ip).unwrap();
             let t = flow.tuple;
             let new = Tuple {
                 src: if keep[0] { t.src } else { new.0.into() },
@@ -305,8 +223,8 @@ mod tests {
                 ..t
             };
             let mut two = f.clone();
-            translate::rewrite(&mut two, &ip, &flow, &new, partial);
-            translate::decrement_ttl(&mut two, L3);
+            nat::rewrite(&mut two, &ip, &flow, &new, partial);
+            Ipv4Packet::new_unchecked(&mut two[L3..]).decrement_ttl();
             rewrite(&mut f, &new, partial);
             prop_assert_eq!(f, two);
         }
