@@ -18,3 +18,4 @@ pub mod plugins;
 pub mod publish;
 pub mod state;
 pub mod store;
+pub mod validate;

@@ -17,6 +17,7 @@ use crate::model::{
     UplinkSpec,
 };
 use crate::publish::PublishSpec;
+use crate::validate::shown;
 
 /// The predefined networks, which always exist and cannot be removed.
 pub const PREDEFINED: [&str; 3] = ["bridge", "host", "none"];
@@ -204,6 +205,9 @@ pub enum StateError {
     /// The dataplane has no network id left.
     #[error("too many networks (at most {})", u16::MAX)]
     TooManyNetworks,
+    /// A value breaks a rule of `crate::validate` (a name, a length, a subnet).
+    #[error(transparent)]
+    Invalid(#[from] crate::validate::Invalid),
 }
 
 /// Networks and endpoints, with the address pools derived from them.
@@ -212,6 +216,8 @@ pub struct State {
     networks: BTreeMap<String, Network>,
     endpoints: BTreeMap<String, Endpoint>,
     pools: HashMap<String, Pool>,
+    /// sluice's own addresses outside the networks (the daemon's uplink), by owner.
+    own: Vec<(String, Ipv4Cidr)>,
 }
 
 fn connect_hint(network: &str) -> &'static str {
@@ -324,6 +330,23 @@ impl State {
         self.networks.insert(n.id.clone(), n);
     }
 
+    /// Tells the rules which addresses sluice owns outside the state (the daemon's uplink),
+    /// so that no network overlaps them.
+    pub fn set_own_addresses(&mut self, own: Vec<(String, Ipv4Cidr)>) {
+        self.own = own;
+    }
+
+    /// sluice's addresses a network `spec` must not overlap: the daemon's, every network's
+    /// own uplink and the spec's own.
+    fn own_addresses(&self, spec: &NetworkSpec) -> Vec<(String, Ipv4Cidr)> {
+        let uplinks = self.networks.values().map(|n| &n.spec).chain([spec]);
+        let named = uplinks.filter_map(|s| {
+            let u = s.uplink.as_ref()?;
+            Some((format!("network {}'s uplink {}", s.name, u.name), u.ip))
+        });
+        self.own.iter().cloned().chain(named).collect()
+    }
+
     /// All networks, by id.
     pub fn networks(&self) -> impl Iterator<Item = &Network> {
         self.networks.values()
@@ -352,8 +375,8 @@ impl State {
         let mut hits = self.networks.values().filter(|n| n.id.starts_with(key));
         match (key.is_empty(), hits.next(), hits.next()) {
             (false, Some(n), None) => Ok(n),
-            (false, Some(_), Some(_)) => Err(StateError::AmbiguousNetwork(key.to_string())),
-            _ => Err(StateError::NoSuchNetwork(key.to_string())),
+            (false, Some(_), Some(_)) => Err(StateError::AmbiguousNetwork(shown(key))),
+            _ => Err(StateError::NoSuchNetwork(shown(key))),
         }
     }
 
@@ -369,6 +392,7 @@ impl State {
         spec: NetworkSpec,
         stamp: Stamp,
     ) -> Result<&Network, StateError> {
+        crate::validate::network_spec(&spec)?;
         if !valid_name(&spec.name) {
             return Err(StateError::InvalidName(spec.name));
         }
@@ -539,6 +563,7 @@ impl State {
                         other_subnet: o.subnet.unwrap_or(s),
                     });
                 }
+                crate::validate::own_clash(s, &self.own_addresses(spec))?;
                 s
             }
             None => {
@@ -551,7 +576,9 @@ impl State {
                 if !spec.aux_addresses.is_empty() {
                     return Err(StateError::NeedsSubnet("--aux-address"));
                 }
-                let used: Vec<Ipv4Cidr> = self.networks.values().filter_map(|n| n.subnet).collect();
+                let own = self.own_addresses(spec).into_iter().map(|(_, c)| c);
+                let subnets = self.networks.values().filter_map(|n| n.subnet);
+                let used: Vec<Ipv4Cidr> = subnets.chain(own).collect();
                 next_free_subnet(used.iter()).ok_or(StateError::PoolsExhausted)?
             }
         };
@@ -608,6 +635,7 @@ impl State {
     /// Connects an endpoint (`docker network connect`): checks the name, sandbox, MAC and
     /// published ports, then takes the static address or allocates one.
     pub fn connect(&mut self, spec: EndpointSpec, stamp: Stamp) -> Result<&Endpoint, StateError> {
+        crate::validate::endpoint_spec(&spec)?;
         let net = self.network(&spec.network)?;
         let (net_id, net_name) = (net.id.clone(), net.spec.name.clone());
         if !net.spec.driver.has_ipam() {
@@ -753,7 +781,7 @@ impl State {
             .find(|e| e.id == endpoint || e.spec.name == endpoint)
             .map(|e| e.id.clone())
             .ok_or_else(|| StateError::NoSuchEndpoint {
-                endpoint: endpoint.to_string(),
+                endpoint: shown(endpoint),
                 network: net_name.clone(),
             })?;
         let e = self

@@ -71,6 +71,7 @@ impl EngineError {
                 | S::Ipam { .. }
                 | S::TooManyEndpoints
                 | S::TooManyNetworks => 409,
+                S::Invalid(i) => i.status(),
                 _ => 400,
             },
             EngineError::Names(FilesError::NoLinkTarget { .. }) => 404,
@@ -117,6 +118,9 @@ impl<P: Plumbing> Engine<P> {
         names: Option<Names>,
     ) -> Result<(Engine<P>, Restored), EngineError> {
         let mut restored = Restored::default();
+        if let Some(u) = &uplink {
+            store.set_own_addresses(vec![(format!("uplink {}", u.name), u.ip)]);
+        }
         let endpoints: Vec<Endpoint> = store.state().endpoints().cloned().collect();
         for e in endpoints {
             if plumbing.exists(&e.host_ifname).await? {
