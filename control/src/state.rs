@@ -903,6 +903,96 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn sluices_own_addresses_are_never_a_networks() {
+        let (mut s, mut st) = fresh();
+        s.set_own_addresses(vec![(
+            "uplink eth1".into(),
+            "172.18.0.2/16".parse().unwrap(),
+        )]);
+        let e = s
+            .create_network(net("a", Some("172.18.0.0/24")), st())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "subnet 172.18.0.0/24 overlaps uplink eth1 (172.18.0.0/16), which sluice owns"
+        );
+        assert!(matches!(e, StateError::Invalid(ref i) if i.status() == 409));
+        let auto = s.create_network(net("b", None), st()).unwrap();
+        assert_eq!(
+            auto.subnet.unwrap().to_string(),
+            "172.19.0.0/16",
+            "the next free pool skips the uplink's"
+        );
+        let mut own = net("c", Some("203.0.113.0/24"));
+        own.uplink = Some(UplinkSpec {
+            name: "up1".into(),
+            ip: "203.0.113.2/24".parse().unwrap(),
+            gateway: None,
+            mac: None,
+        });
+        assert!(matches!(
+            s.create_network(own.clone(), st()),
+            Err(StateError::Invalid(_))
+        ));
+        own.subnet = Some("10.30.0.0/24".parse().unwrap());
+        s.create_network(own, st()).unwrap();
+        assert!(
+            s.create_network(net("d", Some("203.0.113.128/25")), st())
+                .is_err(),
+            "another network's uplink is sluice's too"
+        );
+    }
+
+    #[test]
+    fn unusable_subnets_and_options_are_refused_at_create() {
+        let (mut s, mut st) = fresh();
+        for bad in [
+            "127.0.0.0/8",
+            "0.0.0.0/8",
+            "224.0.0.0/4",
+            "240.0.0.0/4",
+            "255.255.255.0/24",
+        ] {
+            let e = s.create_network(net("x", Some(bad)), st()).unwrap_err();
+            assert!(
+                matches!(e, StateError::Invalid(ref i) if i.status() == 400),
+                "{bad}: {e}"
+            );
+        }
+        let mut m = net("m", Some("10.40.0.0/24"));
+        m.options.mtu = Some(0);
+        assert!(s.create_network(m.clone(), st()).is_err());
+        m.options.mtu = None;
+        m.options.vlan = Some(5000);
+        assert!(s.create_network(m, st()).is_err());
+    }
+
+    #[test]
+    fn connect_refuses_injections_and_long_names() {
+        let (mut s, mut st) = fresh();
+        s.create_network(net("a", Some("10.41.0.0/24")), st())
+            .unwrap();
+        let before = s.clone();
+        let mut e = ep("a", "web", 1);
+        e.names.hostname = Some("a\nnameserver 6.6.6.6".into());
+        assert!(matches!(s.connect(e, st()), Err(StateError::Invalid(_))));
+        let mut e = ep("a", "web", 1);
+        e.aliases = vec!["x\n1.2.3.4 y".into()];
+        assert!(matches!(s.connect(e, st()), Err(StateError::Invalid(_))));
+        let long = "n".repeat(100_000);
+        let msg = s.connect(ep("a", &long, 1), st()).unwrap_err().to_string();
+        assert!(msg.len() < 200, "{msg}");
+        let msg = s
+            .connect(ep(&long, "web", 1), st())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.len() < 200, "{msg}");
+        assert!(s.network(&long).unwrap_err().to_string().len() < 200);
+        assert!(s.disconnect("a", &long).unwrap_err().to_string().len() < 200);
+        assert_eq!(s, before);
+    }
+
+    #[test]
     fn create_rules() {
         let (mut s, mut st) = fresh();
         let err = |s: &mut State, spec, stamp| s.create_network(spec, stamp).unwrap_err();

@@ -347,6 +347,29 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn database_and_state_dir_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let f = TempDb::new("modes");
+        std::fs::write(&f.0, b"").unwrap();
+        std::fs::set_permissions(&f.0, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(&f.0).unwrap());
+        assert_eq!(
+            mode(&f.0),
+            0o600,
+            "an existing world-readable database is narrowed"
+        );
+        let dir = f.0.with_extension("dir");
+        prepare_state_dir(&dir.join("state")).unwrap();
+        assert_eq!(mode(&dir.join("state")), 0o711);
+        std::fs::set_permissions(dir.join("state"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        prepare_state_dir(&dir.join("state")).unwrap();
+        assert_eq!(mode(&dir.join("state")), 0o711);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn state_survives_reopen() {
         let f = TempDb::new("reopen");
         let saved = {

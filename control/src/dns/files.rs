@@ -529,6 +529,42 @@ mod tests {
     }
 
     #[test]
+    fn the_writer_refuses_values_that_add_lines() {
+        let evil = "a\nnameserver 6.6.6.6";
+        let o = NameOptions {
+            dns_search: vec![evil.into()],
+            ..NameOptions::default()
+        };
+        assert!(matches!(
+            resolv_conf(&o, &host(), true),
+            Err(FilesError::Unsafe { .. })
+        ));
+        let o = NameOptions {
+            dns_options: vec!["ndots:1\nnameserver 7.7.7.7".into()],
+            ..NameOptions::default()
+        };
+        assert!(resolv_conf(&o, &host(), false).is_err());
+        let o = NameOptions {
+            hostname: Some(evil.into()),
+            ..NameOptions::default()
+        };
+        let ip = Ipv4Addr::new(10, 1, 0, 2);
+        assert!(hosts(&o, ip, "web", &[]).is_err());
+        let o = NameOptions {
+            add_hosts: vec![(evil.into(), ip)],
+            ..NameOptions::default()
+        };
+        assert!(hosts(&o, ip, "web", &[]).is_err());
+        let link = LinkHost {
+            ip,
+            alias: "x\ty".into(),
+            name: "pg".into(),
+        };
+        assert!(hosts(&NameOptions::default(), ip, "web", &[link]).is_err());
+        assert!(hosts(&NameOptions::default(), ip, "we\u{7}b", &[]).is_err());
+    }
+
+    #[test]
     fn links_resolve_on_the_network() {
         let mut st = stamps();
         let mut s = State::with_defaults(&mut st);
@@ -566,7 +602,14 @@ mod tests {
             std::fs::read_to_string(&f.resolv_conf).unwrap(),
             "nameserver 127.0.0.11\n"
         );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&f.resolv_conf), 0o644, "containers read it");
+        assert_eq!(mode(&f.hosts), 0o644);
+        assert_eq!(mode(f.hosts.parent().unwrap()), 0o711, "nobody lists it");
+        std::fs::set_permissions(&f.hosts, std::fs::Permissions::from_mode(0o600)).unwrap();
         f.write("nameserver 10.0.0.1\n", "x\n").unwrap();
+        assert_eq!(mode(&f.hosts), 0o644, "a rewrite restores the mode");
         assert_eq!(std::fs::read_to_string(&f.hosts).unwrap(), "x\n");
         f.remove().unwrap();
         assert!(!f.hosts.exists() && !f.resolv_conf.exists());
