@@ -6,7 +6,7 @@
 //! names the `sluice` binary, `sluiced` is expected beside it).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +16,7 @@ use sluice_control::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
 use sluice_control::dns::server::DNS_PORT;
 use sluice_control::dns::wire::{build_query, parse, TYPE_A};
 use sluice_control::dns::RESOLVER_IP;
-use sluice_tests::netns::in_ns;
+use sluice_tests::udp;
 
 fn bin_dir() -> Option<PathBuf> {
     sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"])
@@ -122,15 +122,8 @@ fn spec(name: &str, netns: &str) -> Value {
 fn resolve(ns: &str, name: &str) -> Vec<Ipv4Addr> {
     let mut q = Vec::new();
     build_query(0x4242, name, TYPE_A, &mut q).unwrap();
-    let reply = in_ns(ns, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        s.send_to(&q, SocketAddr::from((RESOLVER_IP, DNS_PORT)))
-            .unwrap();
-        let mut buf = [0u8; 512];
-        let n = s.recv(&mut buf).unwrap();
-        buf[..n].to_vec()
-    });
+    let reply = udp::ask(ns, SocketAddr::from((RESOLVER_IP, DNS_PORT)), &q)
+        .unwrap_or_else(|| panic!("no answer from the resolver in {ns} for {name}"));
     let m = parse(&reply).unwrap();
     m.answers().unwrap().iter().filter_map(|r| r.a()).collect()
 }
@@ -751,12 +744,17 @@ fn icc_internal_published_ports_and_embedded_dns() {
     let tcp = format!("TCP:{UPLINK_IP}:8080,connect-timeout=3");
     let got = d
         .lab()
-        .exec("out", &["socat", "-T", "3", "-", &tcp])
+        .exec("out", &["socat", "-u", "-T", "3", &tcp, "-"])
         .unwrap();
     assert_eq!(got, "tcp-pong\n");
-    let udp = format!("echo ping | socat -T 3 - UDP:{UPLINK_IP}:5353");
-    let got = d.lab().exec("out", &["sh", "-c", &udp]).unwrap();
-    assert_eq!(got, "udp-pong\n");
+    let out = format!("/run/netns/{}", d.lab().ns_name("out").unwrap());
+    let got = udp::ask(&out, SocketAddr::from((UPLINK_IP, 5353)), b"ping\n");
+    assert_eq!(
+        got.as_deref(),
+        Some(&b"udp-pong\n"[..]),
+        "UDP published port; counters: {}",
+        ok(&d, &["stats", "--output", "json"])
+    );
     // Another port is not forwarded.
     let closed = format!("TCP:{UPLINK_IP}:8081,connect-timeout=2");
     assert!(!d
