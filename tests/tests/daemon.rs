@@ -1411,3 +1411,164 @@ fn thousand_connect_disconnect_cycles_leak_nothing() {
     assert!(line.contains(" 10.91.0.2/24 "), "{line}");
     d.stop();
 }
+
+/// The hostile client of issue 19, straight at the API: names that would write a `nameserver`
+/// line into a container's files, a 100,000-character name, unusable or owned subnets,
+/// options that used to fail only at connect, unknown fields, missing sandboxes and an
+/// oversize body. Each gets the right 4xx in the JSON error shape and changes nothing; the
+/// state is private on disk.
+#[test]
+fn hostile_api_requests_are_refused_with_the_right_status() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mut d) = start("dhst") else { return };
+    ok(&d, &["network", "create", "--subnet", "10.93.0.0/24", "h"]);
+    let c1 = d.add_container("c1").unwrap();
+    let before = snapshot(&d);
+    let client = Client::new(d.socket());
+    let rt = runtime();
+    let refused = |path: &str, body: Value| -> (u16, String) {
+        match rt.block_on(client.post(path, &body)) {
+            Err(sluice_control::client::ClientError::Refused { status, message }) => {
+                (status, message)
+            }
+            other => panic!("POST {path} was not refused: {other:?}"),
+        }
+    };
+    let net = |extra: Value| {
+        let mut n = json!({"name": "x"});
+        n.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        n
+    };
+    let subnet = |a: &str, p: u8| json!({"addr": a, "prefix": p});
+    let mut ep = spec("e", &c1);
+    let with = |k: &str, v: Value| {
+        let mut e = spec("e", &c1);
+        e[k] = v;
+        e
+    };
+    let long = "n".repeat(100_000);
+    let cases: Vec<(&str, Value, u16)> = vec![
+        (
+            "/networks",
+            net(json!({"subnet": subnet("127.0.0.0", 8)})),
+            400,
+        ),
+        (
+            "/networks",
+            net(json!({"subnet": subnet("0.0.0.0", 8)})),
+            400,
+        ),
+        (
+            "/networks",
+            net(json!({"subnet": subnet("224.0.0.0", 4)})),
+            400,
+        ),
+        (
+            "/networks",
+            net(json!({"subnet": subnet("240.0.0.0", 4)})),
+            400,
+        ),
+        (
+            "/networks",
+            net(json!({"subnet": subnet("255.255.255.0", 24)})),
+            400,
+        ),
+        (
+            "/networks",
+            net(json!({"subnet": subnet("192.0.2.0", 24)})),
+            409,
+        ),
+        (
+            "/networks",
+            net(json!({"subnet": subnet("192.0.0.0", 16)})),
+            409,
+        ),
+        ("/networks", net(json!({"options": {"mtu": 0}})), 400),
+        ("/networks", net(json!({"options": {"vlan": 5000}})), 400),
+        ("/networks", net(json!({"subnets": "10.1.0.0/24"})), 400),
+        ("/networks", json!({"name": long}), 400),
+        (
+            "/networks",
+            net(json!({"labels": {"k": "v".repeat(5000)}})),
+            400,
+        ),
+        (
+            "/networks/h/connect",
+            with("names", json!({"hostname": "a\nnameserver 6.6.6.6"})),
+            400,
+        ),
+        (
+            "/networks/h/connect",
+            with(
+                "names",
+                json!({"dns_search": ["x.com\nnameserver 6.6.6.6"]}),
+            ),
+            400,
+        ),
+        (
+            "/networks/h/connect",
+            with(
+                "names",
+                json!({"dns_options": ["ndots:1\nnameserver 7.7.7.7"]}),
+            ),
+            400,
+        ),
+        (
+            "/networks/h/connect",
+            with("names", json!({"add_hosts": [["a\n6.6.6.6 b", "1.2.3.4"]]})),
+            400,
+        ),
+        (
+            "/networks/h/connect",
+            with("aliases", json!(["a\nnameserver 6.6.6.6"])),
+            400,
+        ),
+        ("/networks/h/connect", with("name", json!(long)), 400),
+        ("/networks/h/connect", with("colour", json!("red")), 400),
+        (
+            "/networks/h/connect",
+            with("sandbox", json!({"netns": "/run/netns/sl-none-here"})),
+            404,
+        ),
+        (
+            "/networks/h/connect",
+            with("sandbox", json!({"pid": 4_194_303})),
+            404,
+        ),
+        (
+            "/networks/h/disconnect",
+            json!({"endpoint": "e", "force": true}),
+            400,
+        ),
+    ];
+    for (path, body, want) in cases {
+        let (status, message) = refused(path, body.clone());
+        assert_eq!(status, want, "POST {path} {body}: {message}");
+        assert!(
+            message.len() < 300,
+            "the message repeats the value: {message}"
+        );
+        assert_eq!(snapshot(&d), before, "POST {path} {body} changed something");
+    }
+    ep["name"] = json!("x".repeat(3 << 20));
+    let (status, message) = refused("/networks/h/connect", ep);
+    assert_eq!(status, 413);
+    assert!(
+        message.contains("length limit"),
+        "not the JSON shape: {message}"
+    );
+
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&d.state_dir()), 0o711);
+    assert_eq!(mode(&d.state_dir().join("sluice.redb")), 0o600);
+    assert_eq!(mode(&d.socket()), 0o660);
+    ok(&d, &["network", "connect", "--name", "w", "h", &c1]);
+    let ps = json_of(&d, &["ps", "--output", "json"]);
+    let files = &endpoint(&ps, "w")["files"];
+    let resolv = Path::new(files["resolv_conf"].as_str().unwrap());
+    assert_eq!(mode(resolv), 0o644, "the container reads it");
+    assert_eq!(mode(resolv.parent().unwrap()), 0o711);
+    d.stop();
+}
