@@ -357,23 +357,9 @@ pub fn sandbox_exists(s: &Sandbox) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::files::NameOptions;
-    use crate::model::Placement;
 
     fn ep() -> EndpointSpec {
-        EndpointSpec {
-            network: "n".into(),
-            sandbox: Sandbox::Pid(1),
-            name: "web".into(),
-            ip: None,
-            mac: None,
-            aliases: vec![],
-            links: vec![],
-            publish: vec![],
-            names: NameOptions::default(),
-            ifname: None,
-            placement: Placement::Sandbox,
-        }
+        crate::state::tests::ep("n", "web", 1)
     }
 
     #[test]

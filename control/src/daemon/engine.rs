@@ -527,14 +527,14 @@ impl<P: Plumbing> Engine<P> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::daemon::plumbing::fake::Fake;
     use crate::model::Sandbox;
     use crate::store::tests::TempDb;
     use std::path::PathBuf;
 
-    fn block<F: std::future::Future>(f: F) -> F::Output {
+    pub(crate) fn block<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()

@@ -189,16 +189,10 @@ async fn fdb(State(en): State<EngineHandle>) -> ApiResult<Vec<crate::api::FdbVie
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::engine::tests::block;
     use crate::daemon::handle;
     use crate::model::Sandbox;
     use crate::store::tests::TempDb;
-
-    fn block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
 
     fn body_of<T: DeserializeOwned>(bytes: Vec<u8>) -> Result<T, ApiError> {
         let req = Request::builder()
@@ -279,17 +273,8 @@ mod tests {
         let db = TempDb::new("http-sandbox");
         let en = handle::spawn_fake(db.0.clone());
         let spec = EndpointSpec {
-            network: String::new(),
             sandbox: Sandbox::Netns("/run/netns/sluice-no-such-namespace".into()),
-            name: "w".into(),
-            ip: None,
-            mac: None,
-            aliases: vec![],
-            links: vec![],
-            publish: vec![],
-            names: Default::default(),
-            ifname: None,
-            placement: Placement::Sandbox,
+            ..crate::state::tests::ep("", "w", 1)
         };
         let r = block(connect(
             State(en.clone()),
