@@ -755,6 +755,10 @@ fn icc_internal_published_ports_and_embedded_dns() {
         "UDP published port; counters: {}",
         ok(&d, &["stats", "--output", "json"])
     );
+    eprintln!(
+        "drops after the published-port checks: {}",
+        json_of(&d, &["stats", "--output", "json"])["drops"]
+    );
     // Another port is not forwarded.
     let closed = format!("TCP:{UPLINK_IP}:8081,connect-timeout=2");
     assert!(!d
