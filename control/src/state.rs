@@ -914,7 +914,7 @@ pub(crate) mod tests {
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "subnet 172.18.0.0/24 overlaps uplink eth1 (172.18.0.0/16), which sluice owns"
+            "subnet 172.18.0.0/24 overlaps uplink eth1 (172.18.0.2/16), an address sluice owns"
         );
         assert!(matches!(e, StateError::Invalid(ref i) if i.status() == 409));
         let auto = s.create_network(net("b", None), st()).unwrap();

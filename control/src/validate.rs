@@ -77,7 +77,7 @@ pub enum Invalid {
         why: &'static str,
     },
     /// A subnet that overlaps an address sluice owns.
-    #[error("subnet {subnet} overlaps {owner} ({owned}), which sluice owns")]
+    #[error("subnet {subnet} overlaps {owner} ({}/{}), an address sluice owns", owned.addr, owned.prefix)]
     OwnAddress {
         /// The subnet.
         subnet: Ipv4Cidr,
@@ -502,7 +502,7 @@ mod tests {
         assert_eq!(err.status(), 409);
         assert_eq!(
             err.to_string(),
-            "subnet 192.0.2.0/24 overlaps uplink eth1 (192.0.2.0/24), which sluice owns"
+            "subnet 192.0.2.0/24 overlaps uplink eth1 (192.0.2.2/24), an address sluice owns"
         );
         assert!(own_clash("192.0.0.0/16".parse().unwrap(), &own).is_err());
         assert!(own_clash("192.0.2.128/25".parse().unwrap(), &own).is_err());
