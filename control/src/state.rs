@@ -330,21 +330,19 @@ impl State {
         self.networks.insert(n.id.clone(), n);
     }
 
-    /// Tells the rules which addresses sluice owns outside the state (the daemon's uplink),
-    /// so that no network overlaps them.
+    /// Tells the rules which addresses sluice owns outside the state (the daemon's uplink): no
+    /// new network overlaps them, no endpoint of an existing one (`bridge`) is given one.
     pub fn set_own_addresses(&mut self, own: Vec<(String, Ipv4Cidr)>) {
+        for (_, c) in &own {
+            self.pools.values_mut().for_each(|p| _ = p.claim(c.addr));
+        }
         self.own = own;
     }
 
-    /// sluice's addresses a network `spec` must not overlap: the daemon's, every network's
-    /// own uplink and the spec's own.
+    /// sluice's addresses a network `spec` must not overlap: the daemon's and every uplink's.
     fn own_addresses(&self, spec: &NetworkSpec) -> Vec<(String, Ipv4Cidr)> {
-        let uplinks = self.networks.values().map(|n| &n.spec).chain([spec]);
-        let named = uplinks.filter_map(|s| {
-            let u = s.uplink.as_ref()?;
-            Some((format!("network {}'s uplink {}", s.name, u.name), u.ip))
-        });
-        self.own.iter().cloned().chain(named).collect()
+        let specs = self.networks.values().map(|n| &n.spec).chain([spec]);
+        crate::validate::own_addresses(&self.own, specs)
     }
 
     /// All networks, by id.
@@ -941,6 +939,13 @@ pub(crate) mod tests {
                 .is_err(),
             "another network's uplink is sluice's too"
         );
+        let (mut s, mut st) = fresh();
+        s.set_own_addresses(vec![(
+            "uplink eth1".into(),
+            "172.17.0.2/16".parse().unwrap(),
+        )]);
+        let e = s.connect(ep("bridge", "web", 1), st()).unwrap();
+        assert_eq!(e.ip, ip("172.17.0.3"), "never the uplink's own address");
     }
 
     #[test]

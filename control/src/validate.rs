@@ -281,6 +281,22 @@ pub fn own_clash<'a>(
     }
 }
 
+/// sluice's addresses: `own` (the daemon's uplink) and the uplink address of every network of
+/// `specs` that has its own, named by network.
+pub fn own_addresses<'a>(
+    own: &[(String, Ipv4Cidr)],
+    specs: impl IntoIterator<Item = &'a NetworkSpec>,
+) -> Vec<(String, Ipv4Cidr)> {
+    let named = |s: &NetworkSpec| {
+        let u = s.uplink.as_ref()?;
+        Some((format!("network {}'s uplink {}", s.name, u.name), u.ip))
+    };
+    own.iter()
+        .cloned()
+        .chain(specs.into_iter().filter_map(named))
+        .collect()
+}
+
 /// Everything about a network spec that needs no state: lengths, labels, options, subnets.
 pub fn network_spec(spec: &NetworkSpec) -> Result<(), Invalid> {
     length("network name", &spec.name, NAME_MAX)?;
