@@ -25,6 +25,7 @@ pub struct ErrorBody {
 
 /// `POST /v1/networks/{network}/disconnect`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DisconnectRequest {
     /// The endpoint's name or id.
     pub endpoint: String,

@@ -13,9 +13,9 @@ pub enum FilesError {
     /// `--add-host` without `:` (or `=`) between name and address.
     #[error("--add-host {0:?} is not NAME:IP")]
     NotNameIp(String),
-    /// `--add-host` with a host name that would break the hosts file.
-    #[error("--add-host {0:?}: the host name must be non-empty without spaces or '#'")]
-    BadHostName(String),
+    /// `--add-host` with a host name that is not an RFC 1123 name.
+    #[error("--add-host: {0}")]
+    BadHostName(crate::validate::Invalid),
     /// `--add-host` with something other than an IPv4 address.
     #[error("--add-host {0:?}: {1:?} is not an IPv4 address")]
     BadIp(String, String),
@@ -26,6 +26,15 @@ pub enum FilesError {
         link: String,
         /// The endpoint it names.
         target: String,
+    },
+    /// A value that would add or split a line of the file (validation should have refused it
+    /// earlier; the writer refuses it too).
+    #[error("refusing to write {what} {value:?}: it contains whitespace or a control character")]
+    Unsafe {
+        /// What the value is.
+        what: &'static str,
+        /// The value (shortened).
+        value: String,
     },
     /// A file could not be written.
     #[error("{path}: {source}")]
@@ -40,6 +49,7 @@ pub enum FilesError {
 /// The per-container name options of `docker run` (`--hostname`, `--dns`, `--dns-search`,
 /// `--dns-option`, `--add-host`), kept with the endpoint so its files can be rewritten.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NameOptions {
     /// The container's host name (default: the endpoint's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,9 +74,7 @@ pub fn parse_add_host(s: &str) -> Result<(String, Ipv4Addr), FilesError> {
         .split_once('=')
         .or_else(|| s.split_once(':'))
         .ok_or_else(|| FilesError::NotNameIp(s.to_string()))?;
-    if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '#') {
-        return Err(FilesError::BadHostName(s.to_string()));
-    }
+    crate::validate::host_name("host name", name).map_err(FilesError::BadHostName)?;
     let ip = ip
         .parse()
         .map_err(|_| FilesError::BadIp(s.to_string(), ip.to_string()))?;
@@ -135,19 +143,38 @@ impl EndpointFiles {
     }
 
     /// Writes both files (creating their directory). Existing files are rewritten in place, so
-    /// that a bind mount of them sees the new text.
+    /// that a bind mount of them sees the new text. The files are 0644 (any user in the
+    /// container reads them) in a 0711 directory: nobody else can list the endpoints, and a
+    /// runtime that bind-mounts from inside a user namespace can still reach them.
     pub fn write(&self, resolv_conf: &str, hosts: &str) -> Result<(), FilesError> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| FilesError::Io { path, source }
+        };
+        if let Some(dir) = self.hosts.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(dir)
+                .and_then(|()| {
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+                })
+                .map_err(io(dir))?;
+        }
         for (path, text) in [(&self.resolv_conf, resolv_conf), (&self.hosts, hosts)] {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| FilesError::Io {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-            }
-            std::fs::write(path, text).map_err(|source| FilesError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(path)
+                .and_then(|mut f| {
+                    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+                    f.write_all(text.as_bytes())
+                })
+                .map_err(io(path))?;
         }
         Ok(())
     }

@@ -10,3 +10,4 @@ pub mod files;
 pub mod model;
 pub mod naming;
 pub mod publish;
+pub mod validate;

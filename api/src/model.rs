@@ -85,8 +85,12 @@ pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 /// docker's option key for inter-container communication.
 pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
 
+const MTU_RULE: &str = "a number from 68 to 65535";
+const VLAN_RULE: &str = "a VLAN id from 1 to 4094";
+
 /// Driver options (`--opt KEY=VALUE`), typed. Unset options take the dataplane's defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NetworkOptions {
     /// The network's MTU (`mtu` or docker's `com.docker.network.driver.mtu`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,37 +114,48 @@ impl NetworkOptions {
             .ok_or_else(|| OptionError::NotKeyValue(opt.to_string()))?;
         let bad = |key, expected| OptionError::BadValue {
             key,
-            value: v.to_string(),
+            value: v.chars().take(64).collect(),
             expected,
         };
+        let mut next = self.clone();
         match k {
-            "mtu" | OPT_MTU => {
-                let m = v
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|m| *m >= 68)
-                    .ok_or_else(|| bad("mtu", "a number from 68 to 65535"))?;
-                self.mtu = Some(m);
-            }
+            "mtu" | OPT_MTU => next.mtu = Some(v.parse().map_err(|_| bad("mtu", MTU_RULE))?),
             "icc" | OPT_ICC => {
-                let b = v.parse::<bool>().map_err(|_| bad("icc", "true or false"))?;
-                self.icc = Some(b);
+                next.icc = Some(v.parse().map_err(|_| bad("icc", "true or false"))?);
             }
-            "vlan" => {
-                let n = v
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|n| (1..=4094).contains(n))
-                    .ok_or_else(|| bad("vlan", "a VLAN id from 1 to 4094"))?;
-                self.vlan = Some(n);
-            }
-            "parent" => {
-                if !crate::naming::valid_ifname(v) {
-                    return Err(bad("parent", "an interface name of 1-15 characters"));
-                }
-                self.parent = Some(v.to_string());
-            }
-            _ => return Err(OptionError::UnknownOption(k.to_string())),
+            "vlan" => next.vlan = Some(v.parse().map_err(|_| bad("vlan", VLAN_RULE))?),
+            "parent" => next.parent = Some(v.to_string()),
+            _ => return Err(OptionError::UnknownOption(k.chars().take(64).collect())),
+        }
+        next.check()?;
+        *self = next;
+        Ok(())
+    }
+
+    /// Refuses values no network can have, however they came (`--opt` or JSON): an MTU
+    /// below 68, a VLAN outside 1-4094, a parent that is not an interface name.
+    pub fn check(&self) -> Result<(), OptionError> {
+        let bad = |key, value: String, expected| OptionError::BadValue {
+            key,
+            value: value.chars().take(64).collect(),
+            expected,
+        };
+        if let Some(m) = self.mtu.filter(|m| *m < 68) {
+            return Err(bad("mtu", m.to_string(), MTU_RULE));
+        }
+        if let Some(n) = self.vlan.filter(|n| !(1..=4094).contains(n)) {
+            return Err(bad("vlan", n.to_string(), VLAN_RULE));
+        }
+        if let Some(p) = self
+            .parent
+            .as_ref()
+            .filter(|p| !crate::naming::valid_ifname(p))
+        {
+            return Err(bad(
+                "parent",
+                p.clone(),
+                "an interface name of 1-15 letters, digits, _ . -",
+            ));
         }
         Ok(())
     }
@@ -167,6 +182,7 @@ impl NetworkOptions {
 /// A network's own uplink (`network create --uplink IF --uplink-ip CIDR`): where its NAPT
 /// traffic leaves and its published ports are reached, instead of the daemon's uplink.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UplinkSpec {
     /// The interface, in sluiced's namespace.
     pub name: String,
@@ -182,6 +198,7 @@ pub struct UplinkSpec {
 
 /// What `sluice network create` asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     /// The network's name, unique.
     pub name: String,
@@ -284,8 +301,10 @@ pub enum Placement {
 
 /// What `sluice network connect` asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
-    /// Network name or id (or a unique id prefix).
+    /// Network name or id (or a unique id prefix); the API takes it from the path.
+    #[serde(default)]
     pub network: String,
     /// Where the interface goes.
     pub sandbox: Sandbox,

@@ -16,6 +16,7 @@ use sluice_api::model::{
     Driver, EndpointSpec, NetworkInspect, NetworkOptions, NetworkSpec, Sandbox, UplinkSpec,
 };
 use sluice_api::publish::PublishSpec;
+use sluice_api::validate;
 use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
 
@@ -210,7 +211,7 @@ pub fn network_spec(a: &CreateArgs) -> Result<NetworkSpec> {
         let (k, v) = key_value("--label", l)?;
         labels.insert(k, v);
     }
-    Ok(NetworkSpec {
+    let spec = NetworkSpec {
         name: a.name.clone(),
         driver,
         subnet: a
@@ -233,7 +234,9 @@ pub fn network_spec(a: &CreateArgs) -> Result<NetworkSpec> {
         options,
         labels,
         uplink: uplink_arg(a)?,
-    })
+    };
+    validate::network_spec(&spec)?;
+    Ok(spec)
 }
 
 /// `--uplink IF --uplink-ip CIDR [--uplink-gateway IP]`, all or nothing.
@@ -295,7 +298,7 @@ pub fn endpoint_spec(a: &ConnectArgs) -> Result<EndpointSpec> {
                 .with_context(|| format!("--publish {p:?}"))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(EndpointSpec {
+    let spec = EndpointSpec {
         network: a.network.clone(),
         sandbox,
         name: a.name.clone().unwrap_or(default_name),
@@ -328,7 +331,9 @@ pub fn endpoint_spec(a: &ConnectArgs) -> Result<EndpointSpec> {
         },
         ifname: a.ifname.clone(),
         placement: Default::default(),
-    })
+    };
+    validate::endpoint_spec(&spec)?;
+    Ok(spec)
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -767,6 +772,34 @@ mod tests {
             s.names.add_hosts,
             vec![("db".to_string(), Ipv4Addr::new(10, 1, 0, 9))]
         );
+    }
+
+    #[test]
+    fn names_that_would_inject_are_refused_before_sending() {
+        let connect = |extra: &[&str]| {
+            let mut args = vec!["t", "connect"];
+            args.extend_from_slice(extra);
+            args.extend(["n1", "4242"]);
+            match T::try_parse_from(args).unwrap().cmd {
+                NetworkCmd::Connect(a) => endpoint_spec(&a).map(drop),
+                _ => unreachable!(),
+            }
+        };
+        assert!(connect(&["--hostname", "h"]).is_ok());
+        for bad in [
+            ["--hostname", "a\nnameserver 6.6.6.6"],
+            ["--dns-search", "x.com\nnameserver 6.6.6.6"],
+            ["--dns-option", "ndots:1\nnameserver 7.7.7.7"],
+            ["--alias", "a\nb"],
+            ["--link", "a:b c"],
+            ["--add-host", "a\nb:1.2.3.4"],
+        ] {
+            let e = connect(&bad).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "one line: {e:?}");
+        }
+        let e = create(&["--label", &format!("k={}", "v".repeat(5000)), "n"]).unwrap_err();
+        assert!(e.to_string().contains("label value"), "{e}");
+        assert!(create(&["--subnet", "127.0.0.0/8", "n"]).is_err());
     }
 
     #[test]

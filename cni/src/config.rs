@@ -372,7 +372,8 @@ impl NetConf {
     }
 
     /// Extra DNS names: podman's `aliases` capability for this network, and the pod name of
-    /// `CNI_ARGS` (`K8S_POD_NAME`); names docker would refuse are left out.
+    /// `CNI_ARGS` (`K8S_POD_NAME`); names that are not valid aliases (see
+    /// `crate::validate::alias`) are left out.
     pub fn aliases(&self, cni_args: &BTreeMap<String, String>) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         let candidates = self
@@ -383,7 +384,7 @@ impl NetConf {
             .flatten()
             .chain(cni_args.get("K8S_POD_NAME"));
         for a in candidates {
-            if valid_name(a) && !out.contains(a) {
+            if sluice_api::validate::alias(a).is_ok() && !out.contains(a) {
                 out.push(a.clone());
             }
         }
@@ -603,7 +604,7 @@ mod tests {
         let args = parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=web;IP=10.1.0.7;junk");
         assert_eq!(args.get("IgnoreUnknown").map(String::as_str), Some("1"));
         let c = conf(json!({"cniVersion": "1.0.0", "name": "n", "runtimeConfig": {
-            "aliases": {"n": ["www", "web", "bad name"], "other": ["x"]}, "mac": "02:00:00:00:00:0A"}}))
+            "aliases": {"n": ["www", "web", "bad name", "a\nnameserver 6.6.6.6", "x-"], "other": ["x"]}, "mac": "02:00:00:00:00:0A"}}))
         .unwrap();
         assert_eq!(c.aliases(&args), ["www", "web"]);
         assert_eq!(

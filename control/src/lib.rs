@@ -13,5 +13,5 @@ pub mod plugins;
 pub mod state;
 pub mod store;
 
-pub use sluice_api::{api, client, clock, model, naming, publish};
+pub use sluice_api::{api, client, clock, model, naming, publish, validate};
 pub use sluice_netlink as netlink;

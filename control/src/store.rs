@@ -8,6 +8,7 @@ use std::path::Path;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use sluice_dataplane::config::Ipv4Cidr;
 
 use crate::model::{Endpoint, EndpointSpec, Network, NetworkSpec, Stamp};
 use crate::state::{State, StateError};
@@ -86,6 +87,34 @@ fn load<T: DeserializeOwned>(
     Ok(out)
 }
 
+/// Opens (creating) a file only root reads and writes (0600, also when it existed with wider
+/// permissions): the database and the docker plugin's pools hold names, namespace paths and
+/// labels that are nobody else's business.
+pub fn private_file(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
+/// Creates the daemon's state directory, or narrows an existing one, to 0711: only root
+/// lists or changes it; the per-endpoint files under it stay reachable for bind mounts
+/// (see `EndpointFiles::write`).
+pub fn prepare_state_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+}
+
 /// The state plus the database it is kept in.
 pub struct Store {
     db: Database,
@@ -96,6 +125,7 @@ impl Store {
     /// Opens (or creates) the database at `path` and loads the state; a new database (one
     /// without tables) starts with docker's predefined networks, written in one transaction.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        private_file(path, false).map_err(|e| db(redb::StorageError::Io(e)))?;
         let database = Database::create(path).map_err(db)?;
         let mut store = Store {
             db: database,
@@ -125,6 +155,11 @@ impl Store {
             State::from_parts(networks, endpoints)?
         };
         Ok(store)
+    }
+
+    /// Tells the rules which addresses sluice owns outside the networks (its uplink).
+    pub fn set_own_addresses(&mut self, own: Vec<(String, Ipv4Cidr)>) {
+        self.state.set_own_addresses(own);
     }
 
     /// The current state (what the daemon answers queries from).
@@ -309,6 +344,29 @@ pub(crate) mod tests {
         }
         let again = Store::open(&f.0).unwrap().state().clone();
         assert_eq!(again, first, "ids are not regenerated on reopen");
+    }
+
+    #[test]
+    fn database_and_state_dir_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let f = TempDb::new("modes");
+        std::fs::write(&f.0, b"").unwrap();
+        std::fs::set_permissions(&f.0, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(&f.0).unwrap());
+        assert_eq!(
+            mode(&f.0),
+            0o600,
+            "an existing world-readable database is narrowed"
+        );
+        let dir = f.0.with_extension("dir");
+        prepare_state_dir(&dir.join("state")).unwrap();
+        assert_eq!(mode(&dir.join("state")), 0o711);
+        std::fs::set_permissions(dir.join("state"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        prepare_state_dir(&dir.join("state")).unwrap();
+        assert_eq!(mode(&dir.join("state")), 0o711);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

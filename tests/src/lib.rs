@@ -4,3 +4,4 @@
 pub mod bins;
 pub mod engines;
 pub mod netns;
+pub mod udp;

@@ -6,7 +6,7 @@
 //! names the `sluice` binary, `sluiced` is expected beside it).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +16,7 @@ use sluice_control::dns::server::DNS_PORT;
 use sluice_control::dns::wire::{build_query, parse, TYPE_A};
 use sluice_control::dns::RESOLVER_IP;
 use sluice_lab::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
-use sluice_tests::netns::in_ns;
+use sluice_tests::udp;
 
 fn bin_dir() -> Option<PathBuf> {
     sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"])
@@ -122,15 +122,8 @@ fn spec(name: &str, netns: &str) -> Value {
 fn resolve(ns: &str, name: &str) -> Vec<Ipv4Addr> {
     let mut q = Vec::new();
     build_query(0x4242, name, TYPE_A, &mut q).unwrap();
-    let reply = in_ns(ns, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        s.send_to(&q, SocketAddr::from((RESOLVER_IP, DNS_PORT)))
-            .unwrap();
-        let mut buf = [0u8; 512];
-        let n = s.recv(&mut buf).unwrap();
-        buf[..n].to_vec()
-    });
+    let reply = udp::ask(ns, SocketAddr::from((RESOLVER_IP, DNS_PORT)), &q)
+        .unwrap_or_else(|| panic!("no answer from the resolver in {ns} for {name}"));
     let m = parse(&reply).unwrap();
     m.answers().unwrap().iter().filter_map(|r| r.a()).collect()
 }
@@ -751,12 +744,21 @@ fn icc_internal_published_ports_and_embedded_dns() {
     let tcp = format!("TCP:{UPLINK_IP}:8080,connect-timeout=3");
     let got = d
         .lab()
-        .exec("out", &["socat", "-T", "3", "-", &tcp])
+        .exec("out", &["socat", "-u", "-T", "3", &tcp, "-"])
         .unwrap();
     assert_eq!(got, "tcp-pong\n");
-    let udp = format!("echo ping | socat -T 3 - UDP:{UPLINK_IP}:5353");
-    let got = d.lab().exec("out", &["sh", "-c", &udp]).unwrap();
-    assert_eq!(got, "udp-pong\n");
+    let out = format!("/run/netns/{}", d.lab().ns_name("out").unwrap());
+    let got = udp::ask(&out, SocketAddr::from((UPLINK_IP, 5353)), b"ping\n");
+    assert_eq!(
+        got.as_deref(),
+        Some(&b"udp-pong\n"[..]),
+        "UDP published port; counters: {}",
+        ok(&d, &["stats", "--output", "json"])
+    );
+    eprintln!(
+        "drops after the published-port checks: {}",
+        json_of(&d, &["stats", "--output", "json"])["drops"]
+    );
     // Another port is not forwarded.
     let closed = format!("TCP:{UPLINK_IP}:8081,connect-timeout=2");
     assert!(!d
@@ -1411,5 +1413,166 @@ fn thousand_connect_disconnect_cycles_leak_nothing() {
     assert_eq!(dirs, 0, "per-endpoint files leaked");
     let line = ok(&d, &["network", "connect", "l", &c1]);
     assert!(line.contains(" 10.91.0.2/24 "), "{line}");
+    d.stop();
+}
+
+/// The hostile client of issue 19, straight at the API: names that would write a `nameserver`
+/// line into a container's files, a 100,000-character name, unusable or owned subnets,
+/// options that used to fail only at connect, unknown fields, missing sandboxes and an
+/// oversize body. Each gets the right 4xx in the JSON error shape and changes nothing; the
+/// state is private on disk.
+#[test]
+fn hostile_api_requests_are_refused_with_the_right_status() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mut d) = start("dhst") else { return };
+    ok(&d, &["network", "create", "--subnet", "10.93.0.0/24", "h"]);
+    let c1 = d.add_container("c1").unwrap();
+    let before = snapshot(&d);
+    let client = Client::new(d.socket());
+    let rt = runtime();
+    let refused = |path: &str, body: Value| -> (u16, String) {
+        match rt.block_on(client.post(path, &body)) {
+            Err(sluice_control::client::ClientError::Refused { status, message }) => {
+                (status, message)
+            }
+            other => panic!("POST {path} was not refused: {other:?}"),
+        }
+    };
+    let net = |extra: Value| {
+        let mut n = json!({"name": "x"});
+        n.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        n
+    };
+    let subnet = |a: &str, p: u8| json!({"addr": a, "prefix": p});
+    let mut ep = spec("e", &c1);
+    let with = |k: &str, v: Value| {
+        let mut e = spec("e", &c1);
+        e[k] = v;
+        e
+    };
+    let long = "n".repeat(100_000);
+    let cases: Vec<(&str, Value, u16)> = vec![
+        (
+            "/networks",
+            net(json!({"subnet": subnet("127.0.0.0", 8)})),
+            400,
+        ),
+        (
+            "/networks",
+            net(json!({"subnet": subnet("0.0.0.0", 8)})),
+            400,
+        ),
+        (
+            "/networks",
+            net(json!({"subnet": subnet("224.0.0.0", 4)})),
+            400,
+        ),
+        (
+            "/networks",
+            net(json!({"subnet": subnet("240.0.0.0", 4)})),
+            400,
+        ),
+        (
+            "/networks",
+            net(json!({"subnet": subnet("255.255.255.0", 24)})),
+            400,
+        ),
+        (
+            "/networks",
+            net(json!({"subnet": subnet("192.0.2.0", 24)})),
+            409,
+        ),
+        (
+            "/networks",
+            net(json!({"subnet": subnet("192.0.0.0", 16)})),
+            409,
+        ),
+        ("/networks", net(json!({"options": {"mtu": 0}})), 400),
+        ("/networks", net(json!({"options": {"vlan": 5000}})), 400),
+        ("/networks", net(json!({"subnets": "10.1.0.0/24"})), 400),
+        ("/networks", json!({"name": long}), 400),
+        (
+            "/networks",
+            net(json!({"labels": {"k": "v".repeat(5000)}})),
+            400,
+        ),
+        (
+            "/networks/h/connect",
+            with("names", json!({"hostname": "a\nnameserver 6.6.6.6"})),
+            400,
+        ),
+        (
+            "/networks/h/connect",
+            with(
+                "names",
+                json!({"dns_search": ["x.com\nnameserver 6.6.6.6"]}),
+            ),
+            400,
+        ),
+        (
+            "/networks/h/connect",
+            with(
+                "names",
+                json!({"dns_options": ["ndots:1\nnameserver 7.7.7.7"]}),
+            ),
+            400,
+        ),
+        (
+            "/networks/h/connect",
+            with("names", json!({"add_hosts": [["a\n6.6.6.6 b", "1.2.3.4"]]})),
+            400,
+        ),
+        (
+            "/networks/h/connect",
+            with("aliases", json!(["a\nnameserver 6.6.6.6"])),
+            400,
+        ),
+        ("/networks/h/connect", with("name", json!(long)), 400),
+        ("/networks/h/connect", with("colour", json!("red")), 400),
+        (
+            "/networks/h/connect",
+            with("sandbox", json!({"netns": "/run/netns/sl-none-here"})),
+            404,
+        ),
+        (
+            "/networks/h/connect",
+            with("sandbox", json!({"pid": 4_194_303})),
+            404,
+        ),
+        (
+            "/networks/h/disconnect",
+            json!({"endpoint": "e", "force": true}),
+            400,
+        ),
+    ];
+    for (path, body, want) in cases {
+        let (status, message) = refused(path, body.clone());
+        assert_eq!(status, want, "POST {path} {body}: {message}");
+        assert!(
+            message.len() < 300,
+            "the message repeats the value: {message}"
+        );
+        assert_eq!(snapshot(&d), before, "POST {path} {body} changed something");
+    }
+    ep["name"] = json!("x".repeat(3 << 20));
+    let (status, message) = refused("/networks/h/connect", ep);
+    assert_eq!(status, 413);
+    assert!(
+        message.contains("length limit"),
+        "not the JSON shape: {message}"
+    );
+
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&d.state_dir()), 0o711);
+    assert_eq!(mode(&d.state_dir().join("sluice.redb")), 0o600);
+    assert_eq!(mode(&d.socket()), 0o660);
+    ok(&d, &["network", "connect", "--name", "w", "h", &c1]);
+    let ps = json_of(&d, &["ps", "--output", "json"]);
+    let files = &endpoint(&ps, "w")["files"];
+    let resolv = Path::new(files["resolv_conf"].as_str().unwrap());
+    assert_eq!(mode(resolv), 0o644, "the container reads it");
+    assert_eq!(mode(resolv.parent().unwrap()), 0o711);
     d.stop();
 }

@@ -27,14 +27,8 @@ fn resolver() -> SocketAddr {
 fn ask_udp(ns: &Path, name: &str) -> (u8, Vec<Ipv4Addr>) {
     let mut q = Vec::new();
     build_query(0x5151, name, TYPE_A, &mut q).unwrap();
-    let r = in_ns(ns, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.send_to(&q, resolver()).unwrap();
-        let mut buf = [0u8; 512];
-        let n = s.recv(&mut buf).unwrap();
-        buf[..n].to_vec()
-    });
+    let r = sluice_tests::udp::ask(ns, resolver(), &q)
+        .unwrap_or_else(|| panic!("no answer from the resolver for {name}"));
     decode(&r)
 }
 

@@ -10,7 +10,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,6 +25,7 @@ use sluice_dataplane::wire::MacAddr;
 use sluice_lab::lab::{
     DockerLike, DockerLikeSpec, Forwarder, Lab, Publish, SluiceLaunch, OUTSIDE, SW,
 };
+use sluice_tests::udp;
 
 const TOOLS: [&str; 7] = [
     "ip",
@@ -219,27 +220,24 @@ fn peer_echo_server(lab: &mut Lab, ns: &str, proto: L4Proto, port: u16) {
 }
 
 /// What a peer-echo server at `ip:port` answers a client in `ns` (empty when nothing came).
+/// UDP retries the way a real client does (`sluice_tests::udp::ask`: a datagram may meet an
+/// ARP exchange).
 fn ask_peer(lab: &Lab, ns: &str, proto: L4Proto, ip: Ipv4Addr, port: u16) -> String {
     let cmd = match proto {
         L4Proto::Tcp => format!("socat -T 3 -u TCP:{ip}:{port},connect-timeout=3 -"),
-        L4Proto::Udp => format!("echo hello | socat -t 2 -T 3 - UDP:{ip}:{port}"),
+        L4Proto::Udp => {
+            let path = format!("/run/netns/{}", lab.ns_name(ns).unwrap());
+            let got = udp::ask(path, SocketAddr::from((ip, port)), b"hello\n");
+            return String::from_utf8_lossy(&got.unwrap_or_default())
+                .trim()
+                .to_string();
+        }
         L4Proto::Icmp => panic!("no ICMP server"),
     };
     let o = lab
         .exec_output(ns, &["timeout", "5", "sh", "-c", &cmd])
         .unwrap();
     String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-/// [`ask_peer`] up to three times for UDP (a datagram may meet an ARP exchange).
-fn ask_peer_retry(lab: &Lab, ns: &str, proto: L4Proto, ip: Ipv4Addr, port: u16) -> String {
-    for _ in 0..2 {
-        let got = ask_peer(lab, ns, proto, ip, port);
-        if !got.is_empty() {
-            return got;
-        }
-    }
-    ask_peer(lab, ns, proto, ip, port)
 }
 
 /// A tcpdump running in a namespace, printing one line per packet to its log.
@@ -609,7 +607,7 @@ fn outbound_napt_for_tcp_udp_and_ping() {
             "TCP from {ep}: the outside sees the uplink address"
         );
         assert_eq!(
-            ask_peer_retry(&topo.lab, ep, L4Proto::Udp, outside, 9001),
+            ask_peer(&topo.lab, ep, L4Proto::Udp, outside, 9001),
             uplink,
             "UDP from {ep}: the outside sees the uplink address"
         );
@@ -662,7 +660,7 @@ fn published_ports_reach_the_endpoint_from_outside() {
         );
     }
     assert_eq!(
-        ask_peer_retry(&topo.lab, OUTSIDE, L4Proto::Udp, uplink, 8053),
+        ask_peer(&topo.lab, OUTSIDE, L4Proto::Udp, uplink, 8053),
         outside,
         "UDP 198.18.0.1:8053 reaches a:7053, which sees the real client"
     );

@@ -103,7 +103,10 @@ fn a_network_routes_through_its_own_uplink() {
     lab.wait_ping("c2", OUTSIDE_IP, Duration::from_secs(5))
         .unwrap();
     let seen = lab
-        .exec("c1", &["socat", "-T", "3", "-", "TCP:203.0.113.1:9000"])
+        .exec(
+            "c1",
+            &["socat", "-u", "-T", "3", "TCP:203.0.113.1:9000", "-"],
+        )
         .unwrap();
     assert_eq!(
         seen.trim(),
@@ -113,7 +116,14 @@ fn a_network_routes_through_its_own_uplink() {
     let seen = lab
         .exec(
             "c2",
-            &["socat", "-T", "3", "-", &format!("TCP:{OUTSIDE_IP}:9000")],
+            &[
+                "socat",
+                "-u",
+                "-T",
+                "3",
+                &format!("TCP:{OUTSIDE_IP}:9000"),
+                "-",
+            ],
         )
         .unwrap();
     assert_eq!(
@@ -149,7 +159,10 @@ fn a_network_routes_through_its_own_uplink() {
     let lab = d.lab();
     lab.wait_listen("c1", 80, Duration::from_secs(5)).unwrap();
     let got = lab
-        .exec("out2", &["socat", "-T", "3", "-", "TCP:203.0.113.2:8085"])
+        .exec(
+            "out2",
+            &["socat", "-u", "-T", "3", "TCP:203.0.113.2:8085", "-"],
+        )
         .unwrap();
     assert_eq!(got.trim(), "hello-from-own");
     let other = lab

@@ -159,7 +159,7 @@ fn run() -> Result<()> {
         }
         rc.workers = w;
     }
-    std::fs::create_dir_all(&args.state_dir)
+    sluice_control::store::prepare_state_dir(&args.state_dir)
         .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
     let db = args.state_dir.join("sluice.redb");
     let store = Store::open(&db).with_context(|| format!("cannot open {}", db.display()))?;

@@ -73,6 +73,7 @@ impl EngineError {
                 | S::Ipam { .. }
                 | S::TooManyEndpoints
                 | S::TooManyNetworks => 409,
+                S::Invalid(i) => i.status(),
                 _ => 400,
             },
             EngineError::Names(FilesError::NoLinkTarget { .. }) => 404,
@@ -120,6 +121,9 @@ impl<P: Plumbing> Engine<P> {
         names: Option<Names>,
     ) -> Result<(Engine<P>, Restored), EngineError> {
         let mut restored = Restored::default();
+        if let Some(u) = &uplink {
+            store.set_own_addresses(vec![(format!("uplink {}", u.name), u.ip)]);
+        }
         let endpoints: Vec<Endpoint> = store.state().endpoints().cloned().collect();
         for e in endpoints {
             if plumbing.exists(&e.host_ifname).await? {
@@ -522,14 +526,14 @@ impl<P: Plumbing> Engine<P> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::daemon::plumbing::fake::Fake;
     use crate::model::Sandbox;
     use crate::store::tests::TempDb;
     use std::path::PathBuf;
 
-    fn block<F: std::future::Future>(f: F) -> F::Output {
+    pub(crate) fn block<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()

@@ -51,8 +51,8 @@ impl Names {
             link_hosts(state, e)?
         };
         Ok((
-            resolv_conf(&e.spec.names, &self.host, embedded),
-            hosts(&e.spec.names, e.ip, &e.spec.name, &links),
+            resolv_conf(&e.spec.names, &self.host, embedded)?,
+            hosts(&e.spec.names, e.ip, &e.spec.name, &links)?,
         ))
     }
 

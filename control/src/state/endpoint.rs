@@ -15,6 +15,7 @@ impl State {
     /// Connects an endpoint (`docker network connect`): checks the name, sandbox, MAC and
     /// published ports, then takes the static address or allocates one.
     pub fn connect(&mut self, spec: EndpointSpec, stamp: Stamp) -> Result<&Endpoint, StateError> {
+        crate::validate::endpoint_spec(&spec)?;
         let net = self.network(&spec.network)?;
         let (net_id, net_name) = (net.id.clone(), net.spec.name.clone());
         let host_ifname = host_ifname(&stamp.id);
@@ -188,14 +189,14 @@ impl State {
             .find(|e| e.id == endpoint || e.spec.name == endpoint)
             .map(|e| e.id.clone())
             .ok_or_else(|| StateError::NoSuchEndpoint {
-                endpoint: endpoint.to_string(),
+                endpoint: crate::validate::shown(endpoint),
                 network: net_name.clone(),
             })?;
         let e = self
             .endpoints
             .remove(&id)
             .ok_or_else(|| StateError::NoSuchEndpoint {
-                endpoint: endpoint.to_string(),
+                endpoint: crate::validate::shown(endpoint),
                 network: net_name,
             })?;
         if let Some(p) = self.pools.get_mut(&net_id) {

@@ -190,6 +190,9 @@ pub enum StateError {
     /// The dataplane has no network id left.
     #[error("too many networks (at most {})", u16::MAX)]
     TooManyNetworks,
+    /// A value breaks a rule of `crate::validate` (a name, a length, a subnet).
+    #[error(transparent)]
+    Invalid(#[from] crate::validate::Invalid),
 }
 
 fn connect_hint(network: &str) -> &'static str {

@@ -18,6 +18,7 @@ pub use error::StateError;
 use crate::driver;
 use crate::ipam::Pool;
 use crate::model::{Driver, Endpoint, Network, NetworkInspect, NetworkSpec, Stamp};
+use crate::validate::shown;
 
 /// The predefined networks, which always exist and cannot be removed.
 pub const PREDEFINED: [&str; 3] = ["bridge", "host", "none"];
@@ -28,6 +29,8 @@ pub struct State {
     networks: BTreeMap<String, Network>,
     endpoints: BTreeMap<String, Endpoint>,
     pools: HashMap<String, Pool>,
+    /// sluice's own addresses outside the networks (the daemon's uplink), by owner.
+    own: Vec<(String, Ipv4Cidr)>,
 }
 
 fn pool_of(n: &Network) -> Option<Pool> {
@@ -115,6 +118,21 @@ impl State {
         self.networks.insert(n.id.clone(), n);
     }
 
+    /// Tells the rules which addresses sluice owns outside the state (the daemon's uplink): no
+    /// new network overlaps them, no endpoint of an existing one (`bridge`) is given one.
+    pub fn set_own_addresses(&mut self, own: Vec<(String, Ipv4Cidr)>) {
+        for (_, c) in &own {
+            self.pools.values_mut().for_each(|p| _ = p.claim(c.addr));
+        }
+        self.own = own;
+    }
+
+    /// sluice's addresses a network `spec` must not overlap: the daemon's and every uplink's.
+    pub(crate) fn own_addresses(&self, spec: &NetworkSpec) -> Vec<(String, Ipv4Cidr)> {
+        let specs = self.networks.values().map(|n| &n.spec).chain([spec]);
+        crate::validate::own_addresses(&self.own, specs)
+    }
+
     /// All networks, by id.
     pub fn networks(&self) -> impl Iterator<Item = &Network> {
         self.networks.values()
@@ -143,8 +161,8 @@ impl State {
         let mut hits = self.networks.values().filter(|n| n.id.starts_with(key));
         match (key.is_empty(), hits.next(), hits.next()) {
             (false, Some(n), None) => Ok(n),
-            (false, Some(_), Some(_)) => Err(StateError::AmbiguousNetwork(key.to_string())),
-            _ => Err(StateError::NoSuchNetwork(key.to_string())),
+            (false, Some(_), Some(_)) => Err(StateError::AmbiguousNetwork(shown(key))),
+            _ => Err(StateError::NoSuchNetwork(shown(key))),
         }
     }
 
@@ -257,6 +275,103 @@ pub(crate) mod tests {
             r#"subnet 10.1.0.0/16 overlaps network "a" (10.1.2.0/24)"#
         );
         assert_eq!(s, before, "refused request changes nothing");
+    }
+
+    #[test]
+    fn sluices_own_addresses_are_never_a_networks() {
+        let (mut s, mut st) = fresh();
+        s.set_own_addresses(vec![(
+            "uplink eth1".into(),
+            "172.18.0.2/16".parse().unwrap(),
+        )]);
+        let e = s
+            .create_network(net("a", Some("172.18.0.0/24")), st())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "subnet 172.18.0.0/24 overlaps uplink eth1 (172.18.0.2/16), an address sluice owns"
+        );
+        assert!(matches!(e, StateError::Invalid(ref i) if i.status() == 409));
+        let auto = s.create_network(net("b", None), st()).unwrap();
+        assert_eq!(
+            auto.subnet.unwrap().to_string(),
+            "172.19.0.0/16",
+            "the next free pool skips the uplink's"
+        );
+        let mut own = net("c", Some("203.0.113.0/24"));
+        own.uplink = Some(UplinkSpec {
+            name: "up1".into(),
+            ip: "203.0.113.2/24".parse().unwrap(),
+            gateway: None,
+            mac: None,
+        });
+        assert!(matches!(
+            s.create_network(own.clone(), st()),
+            Err(StateError::Invalid(_))
+        ));
+        own.subnet = Some("10.30.0.0/24".parse().unwrap());
+        s.create_network(own, st()).unwrap();
+        assert!(
+            s.create_network(net("d", Some("203.0.113.128/25")), st())
+                .is_err(),
+            "another network's uplink is sluice's too"
+        );
+        let (mut s, mut st) = fresh();
+        s.set_own_addresses(vec![(
+            "uplink eth1".into(),
+            "172.17.0.2/16".parse().unwrap(),
+        )]);
+        let e = s.connect(ep("bridge", "web", 1), st()).unwrap();
+        assert_eq!(e.ip, ip("172.17.0.3"), "never the uplink's own address");
+    }
+
+    #[test]
+    fn unusable_subnets_and_options_are_refused_at_create() {
+        let (mut s, mut st) = fresh();
+        for bad in [
+            "127.0.0.0/8",
+            "0.0.0.0/8",
+            "224.0.0.0/4",
+            "240.0.0.0/4",
+            "255.255.255.0/24",
+        ] {
+            let e = s.create_network(net("x", Some(bad)), st()).unwrap_err();
+            assert!(
+                matches!(e, StateError::Invalid(ref i) if i.status() == 400),
+                "{bad}: {e}"
+            );
+        }
+        let mut m = net("m", Some("10.40.0.0/24"));
+        m.options.mtu = Some(0);
+        assert!(s.create_network(m.clone(), st()).is_err());
+        m.options.mtu = None;
+        m.options.vlan = Some(5000);
+        assert!(s.create_network(m, st()).is_err());
+    }
+
+    #[test]
+    fn connect_refuses_injections_and_long_names() {
+        let (mut s, mut st) = fresh();
+        s.create_network(net("a", Some("10.41.0.0/24")), st())
+            .unwrap();
+        let before = s.clone();
+        let mut e = ep("a", "web", 1);
+        e.names.hostname = Some("a\nnameserver 6.6.6.6".into());
+        assert!(matches!(s.connect(e, st()), Err(StateError::Invalid(_))));
+        let mut e = ep("a", "web", 1);
+        e.aliases = vec!["x\n1.2.3.4 y".into()];
+        assert!(matches!(s.connect(e, st()), Err(StateError::Invalid(_))));
+        let long = "n".repeat(100_000);
+        let msg = s.connect(ep("a", &long, 1), st()).unwrap_err().to_string();
+        assert!(msg.len() < 200, "{msg}");
+        let msg = s
+            .connect(ep(&long, "web", 1), st())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.len() < 200, "{msg}");
+        assert!(s.network(&long).unwrap_err().to_string().len() < 200);
+        assert!(s.disconnect("a", &long).unwrap_err().to_string().len() < 200);
+        assert_eq!(s, before);
     }
 
     #[test]

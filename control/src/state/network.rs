@@ -20,6 +20,7 @@ impl State {
         spec: NetworkSpec,
         stamp: Stamp,
     ) -> Result<&Network, StateError> {
+        crate::validate::network_spec(&spec)?;
         if !valid_name(&spec.name) {
             return Err(StateError::InvalidName(spec.name));
         }
@@ -81,6 +82,7 @@ impl State {
                         other_subnet,
                     });
                 }
+                crate::validate::own_clash(s, &self.own_addresses(spec))?;
                 s
             }
             None => {
@@ -93,7 +95,9 @@ impl State {
                 if !spec.aux_addresses.is_empty() {
                     return Err(StateError::NeedsSubnet("--aux-address"));
                 }
-                let used: Vec<Ipv4Cidr> = self.networks.values().filter_map(|n| n.subnet).collect();
+                let own = self.own_addresses(spec).into_iter().map(|(_, c)| c);
+                let subnets = self.networks.values().filter_map(|n| n.subnet);
+                let used: Vec<Ipv4Cidr> = subnets.chain(own).collect();
                 next_free_subnet(used.iter()).ok_or(StateError::PoolsExhausted)?
             }
         };

@@ -571,6 +571,26 @@ mod tests {
     }
 
     #[test]
+    fn bad_options_and_unusable_pools_are_refused_at_create() {
+        let db = tmp("badopts");
+        let (p, rt) = plugin(&db);
+        let create = |generic: Value, pool: &str| {
+            call_err(
+                &p,
+                &rt,
+                "/NetworkDriver.CreateNetwork",
+                json!({"NetworkID": "ef".repeat(32), "Options": {"com.docker.network.generic": generic},
+                  "IPv4Data": [{"AddressSpace": "x", "Pool": pool, "Gateway": ""}]}),
+            )
+        };
+        assert!(create(json!({"mtu": "0"}), "10.89.0.0/24").contains("mtu"));
+        assert!(create(json!({"vlan": "5000"}), "10.89.0.0/24").contains("vlan"));
+        assert!(create(json!({"parent": "eth0\nx"}), "10.89.0.0/24").contains("parent"));
+        assert!(create(json!({}), "127.0.0.0/8").contains("loopback"));
+        assert!(rt.block_on(p.engine.endpoints()).unwrap().is_empty());
+    }
+
+    #[test]
     fn options_internal_and_gateways_map_onto_sluice() {
         let db = tmp("opts");
         let (p, rt) = plugin(&db);

@@ -221,7 +221,7 @@ impl DockerIpam {
             why: e.to_string(),
         })?;
         let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(file_err)?;
+        let mut f = crate::store::private_file(&tmp, true).map_err(file_err)?;
         f.write_all(&body).map_err(file_err)?;
         f.sync_all().map_err(file_err)?;
         std::fs::rename(&tmp, path).map_err(file_err)

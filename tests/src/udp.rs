@@ -1,0 +1,88 @@
+//! UDP checks that behave like a real UDP client (a resolver, a game client): send, wait a
+//! while, send again, and give up only after a bounded number of tries. A datagram may be
+//! lost or answered late on a loaded machine (an ARP exchange on the way, a forked server that
+//! takes a moment to start); a one-shot check with a fixed timeout turns that into a flaky
+//! test, while a real client would simply have retried.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+/// How many times [`ask`] sends its datagram.
+pub const TRIES: u32 = 5;
+/// How long [`ask`] waits for an answer after each send.
+pub const PER_TRY: Duration = Duration::from_secs(1);
+
+/// Sends `request` to `to` from inside the network namespace at `ns` (a `/run/netns/...` or
+/// `/proc/PID/ns/net` path) and returns the first datagram that comes back from `to`,
+/// resending `request` up to `tries` times from the same socket, each time waiting up to
+/// `per_try` (an answer to an earlier send counts). `None` when nothing came within
+/// `tries * per_try`; an ICMP port unreachable (a server not listening yet) counts as no
+/// answer and the next try goes ahead.
+pub fn exchange(
+    ns: impl AsRef<Path>,
+    to: SocketAddr,
+    request: &[u8],
+    tries: u32,
+    per_try: Duration,
+) -> Option<Vec<u8>> {
+    let request = request.to_vec();
+    crate::netns::in_ns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind a UDP socket");
+        s.connect(to).expect("connect the UDP socket");
+        s.set_read_timeout(Some(per_try))
+            .expect("set a read timeout");
+        let mut buf = vec![0u8; 65_536];
+        for _ in 0..tries {
+            // A send can fail with ECONNREFUSED from an earlier try's ICMP error: try again.
+            let _ = s.send(&request);
+            if let Ok(n) = s.recv(&mut buf) {
+                return Some(buf[..n].to_vec());
+            }
+        }
+        None
+    })
+}
+
+/// [`exchange`] with [`TRIES`] tries of [`PER_TRY`] each (at most 5 s in all).
+pub fn ask(ns: impl AsRef<Path>, to: SocketAddr, request: &[u8]) -> Option<Vec<u8>> {
+    exchange(ns, to, request, TRIES, PER_TRY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs on the test's own namespace: an echo server that ignores the first datagram, the
+    /// way a lost datagram looks to the client.
+    #[test]
+    fn retries_until_answered_and_gives_up_bounded() {
+        if !crate::engines::is_root() {
+            eprintln!("skipped: entering a namespace needs root");
+            return;
+        }
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = server.local_addr().unwrap();
+        let echo = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let (_, _) = server.recv_from(&mut buf).unwrap();
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            server.send_to(&buf[..n], from).unwrap();
+        });
+        let me = "/proc/self/ns/net";
+        let got = exchange(me, to, b"hi", 3, Duration::from_millis(300));
+        assert_eq!(got.as_deref(), Some(&b"hi"[..]));
+        echo.join().unwrap();
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let start = std::time::Instant::now();
+        let got = exchange(
+            me,
+            silent.local_addr().unwrap(),
+            b"hi",
+            2,
+            Duration::from_millis(100),
+        );
+        assert_eq!(got, None);
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+}
