@@ -145,7 +145,7 @@ impl RingArea {
     #[inline]
     fn status_word(&self, off: usize) -> &AtomicU32 {
         self.check(off, 4);
-        assert!(off % 4 == 0, "misaligned ring status word");
+        assert!(off.is_multiple_of(4), "misaligned ring status word");
         // SAFETY: inside the area (checked), 4-byte aligned (the mapping is page aligned and
         // `off` a multiple of 4); the kernel and user space access the word only atomically.
         unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() }
@@ -238,7 +238,7 @@ impl<'a> Claims<'a> {
     #[inline]
     pub(super) fn status(&self, off: usize) -> u32 {
         assert!(
-            self.free(off, 4) && off % 4 == 0,
+            self.free(off, 4) && off.is_multiple_of(4),
             "claimed ring status word"
         );
         // SAFETY: inside the area, overlapping no handed-out slice (checked) and 4-byte aligned
