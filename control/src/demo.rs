@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use std::time::Duration;
 
@@ -29,14 +30,11 @@ pub struct DemoArgs {
     bench_output: Option<PathBuf>,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
+/// Set by SIGINT, SIGTERM or SIGHUP once the demo runs.
+static INTERRUPTED: OnceLock<&'static AtomicBool> = OnceLock::new();
 
 fn check_interrupt() -> Result<()> {
-    if INTERRUPTED.load(Ordering::Relaxed) {
+    if INTERRUPTED.get().is_some_and(|i| i.load(Ordering::Relaxed)) {
         bail!("interrupted: removing everything the demo created");
     }
     Ok(())
@@ -56,17 +54,10 @@ fn show(label: &str, out: &str) {
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !sluice_control::sys::is_root() {
         bail!("the demo creates network namespaces: run it as root (sudo)");
     }
-    let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-        libc::signal(libc::SIGHUP, handler);
-    }
+    INTERRUPTED.get_or_init(sluice_control::sys::catch_termination);
     let me = std::env::current_exe().context("locating the sluice binary")?;
     let bin_dir = me
         .parent()

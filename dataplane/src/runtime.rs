@@ -521,6 +521,7 @@ impl Drop for Runtime {
     }
 }
 
+#[allow(unsafe_code)]
 fn pin_to_cpu(i: usize) {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it.

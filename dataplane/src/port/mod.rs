@@ -38,6 +38,7 @@ pub mod egress;
 pub mod memory;
 pub mod tap;
 #[cfg(test)]
+#[allow(unsafe_code)]
 pub(crate) mod testnet;
 
 pub use egress::{copy_retagged, retag_offload, EgressError};
@@ -140,6 +141,7 @@ fn setsockopt_int(
 }
 
 /// Sets a socket option from a plain-old-data value.
+#[allow(unsafe_code)]
 fn setsockopt_raw<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
     // SAFETY: `val` points to `size_of::<T>()` readable bytes for the duration of the call.
     let ret = unsafe {

@@ -62,8 +62,10 @@
 //! frames are seen as they were on the wire.
 
 mod config;
+#[allow(unsafe_code)]
 mod ring;
 mod rx;
+#[allow(unsafe_code)]
 mod socket;
 mod tx;
 mod v2;

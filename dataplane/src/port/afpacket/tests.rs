@@ -15,7 +15,7 @@ use crate::batch::Batch;
 use crate::frame::{Frame, GsoType, Meta, PortId, HEADROOM};
 use crate::port::egress::VLAN_TAG_LEN;
 use crate::port::testnet::{
-    collect, forward, is_test_frame, test_frame, with_headroom, Netns, RawSock,
+    collect, forward, is_test_frame, test_frame, wait_readable, with_headroom, Netns, RawSock,
 };
 use crate::port::{KernelPortStats, RxPort, TxError, TxPort};
 use crate::wire::vnet::VNET_HDR_LEN;
@@ -558,13 +558,7 @@ fn udp_rtts(ring: Option<RxRing>, count: usize) -> Vec<Duration> {
             s.spawn(move || {
                 let fds = [xr.raw_fd().unwrap(), yr.raw_fd().unwrap()];
                 while !stop.load(Ordering::Relaxed) {
-                    let mut pfds = fds.map(|fd| libc::pollfd {
-                        fd,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    });
-                    // SAFETY: two valid pollfds.
-                    unsafe { libc::poll(pfds.as_mut_ptr(), 2, 10) };
+                    wait_readable(fds, Duration::from_millis(10));
                     for (rx, tx) in [(&mut xr, &mut yt), (&mut yr, &mut xt)] {
                         let mut batch = Batch::new();
                         rx.rx(&mut batch).unwrap();

@@ -108,7 +108,7 @@ mod tests {
     use super::super::{open, AfPacketRx, RxRing, DEFAULT_RX_V2};
     use crate::batch::Batch;
     use crate::frame::PortId;
-    use crate::port::testnet::{collect, is_test_frame, test_frame, Netns, RawSock};
+    use crate::port::testnet::{collect, is_test_frame, test_frame, wait_readable, Netns, RawSock};
     use crate::port::RxPort;
 
     /// A frame longer than a V2 slot is truncated by the kernel (`tp_snaplen < tp_len`): it is
@@ -186,13 +186,7 @@ mod tests {
         deadline: Instant,
     ) -> Option<Duration> {
         while Instant::now() < deadline {
-            let mut pfd = libc::pollfd {
-                fd: rx.raw_fd().unwrap(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, 50) };
+            wait_readable([rx.raw_fd().unwrap()], Duration::from_millis(50));
             let mut batch = Batch::new();
             rx.rx(&mut batch).unwrap();
             let seen = batch
