@@ -12,7 +12,7 @@
 //!
 //! SNAT mapping is endpoint-dependent (like Linux MASQUERADE): only the reply tuple must be
 //! unique, so one external address carries far more than 64k flows when destinations differ.
-//! The allocator keeps the original source port when it is in [`NatConfig::ports`] and free,
+//! The allocator keeps the original source port when it is in [`NatConfig::ports`](crate::config::NatConfig::ports) and free,
 //! otherwise probes the range from a hash-derived start. Uniqueness is checked against the
 //! tuple index itself, so there is no separate port bitmap to keep in sync: a port is free
 //! again as soon as its flow is removed or expires.

@@ -46,7 +46,7 @@ pub enum RxRing {
     V2 {
         /// Size of a slot (a multiple of 16). A frame longer than
         /// `frame_size - (tp_mac offset, ~130 bytes)` is truncated and skipped (counted in
-        /// [`AfPacketRx::malformed`]), so 64 KiB GSO frames need about 66 KiB.
+        /// [`AfPacketRx::malformed`](super::AfPacketRx::malformed)), so 64 KiB GSO frames need about 66 KiB.
         frame_size: usize,
         /// Number of slots wanted; rounded up to whole blocks (see [`v2_geometry`]). At most
         /// half of them are handed out at once, so a batch holds at most `frame_count / 2`

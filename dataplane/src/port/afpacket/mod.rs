@@ -41,7 +41,7 @@
 //! header version puts them (`TxLayout`). For V3 the TX ring request must have
 //! `tp_retire_blk_tov`, `tp_sizeof_priv` and `tp_feature_req_word` zero and `tp_next_offset` of
 //! every frame must stay 0. One `sendto(fd, NULL, 0, MSG_DONTWAIT)` per
-//! [`flush`](TxPort::flush) transmits every frame marked `TP_STATUS_SEND_REQUEST`; the kernel
+//! [`flush`](crate::port::TxPort::flush) transmits every frame marked `TP_STATUS_SEND_REQUEST`; the kernel
 //! sets it back to `TP_STATUS_AVAILABLE` when the skb is freed. `PACKET_LOSS` makes the kernel
 //! skip (rather than stall on) a frame it rejects.
 //!
