@@ -635,13 +635,25 @@ fn run(
         }
         let now = Millis::now();
         if now.0.saturating_sub(last_second.0) >= 1000 {
-            collect_kernel_stats(&ports.rx, kernel_stats);
-            if housekeeper {
-                worker.dataplane().housekeeping(now);
-                probe_next_hops(worker.dataplane(), &mut ports.tx);
-            }
+            once_a_second(&worker, &mut ports, kernel_stats, housekeeper, now);
             last_second = now;
         }
+    }
+}
+
+/// A worker's periodic work: its ports' kernel counters into the runtime's table and, on
+/// worker 0, the dataplane's housekeeping and next-hop probes.
+fn once_a_second(
+    worker: &Worker,
+    ports: &mut PortSet,
+    kernel_stats: &KernelStatsTable,
+    housekeeper: bool,
+    now: Millis,
+) {
+    collect_kernel_stats(&ports.rx, kernel_stats);
+    if housekeeper {
+        worker.dataplane().housekeeping(now);
+        probe_next_hops(worker.dataplane(), &mut ports.tx);
     }
 }
 
