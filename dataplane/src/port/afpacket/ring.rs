@@ -222,15 +222,15 @@ impl<'a> Claims<'a> {
     /// Whether `[off, off + n)` lies inside the area and overlaps no claimed slice.
     #[inline]
     fn free(&self, off: usize, n: usize) -> bool {
-        let inside = off <= self.len && n <= self.len - off;
-        let after = off >= self.end;
-        let before = off + n <= self.first;
-        inside
-            && if self.wrapped {
-                after && before
-            } else {
-                after || before
-            }
+        if off > self.len || n > self.len - off {
+            return false;
+        }
+        let (after, before) = (off >= self.end, off + n <= self.first);
+        if self.wrapped {
+            after && before
+        } else {
+            after || before
+        }
     }
 
     /// Loads the status word at `off` (acquire). Panics if it is claimed, out of the area or
@@ -282,7 +282,78 @@ impl<'a> Claims<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
+
     use super::*;
+
+    /// The RX and TX areas of a `len`-byte mapping of a scratch file, split in the middle.
+    fn areas(tag: &str, len: usize) -> (RingArea, RingArea) {
+        let name = format!("sluice-ring-{}-{tag}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file.set_len(len as u64).unwrap();
+        Ring::map(OwnedFd::from(file), len).unwrap().split(len / 2)
+    }
+
+    #[test]
+    fn areas_and_claims_over_a_mapping() {
+        let (mut rx, mut tx) = areas("ok", 8192);
+        assert_eq!(rx.fd(), tx.fd());
+        tx.bytes_mut(0, 4096).fill(0xaa);
+        tx.set_status(0, 7);
+        assert_eq!(tx.status(0), 7);
+        rx.write_u32(4, 5);
+        rx.set_status(600, 9);
+        let mut c = rx.claims();
+        assert_eq!(c.read::<u32>(4), 5);
+        let a = c.claim(1000, 1000);
+        let b = c.claim(3000, 1000);
+        let wrapped = c.claim(0, 500);
+        a.fill(1);
+        b.fill(2);
+        wrapped.fill(3);
+        assert_eq!(c.status(600), 9, "between the wrapped claim and the first");
+        assert_eq!((a[999], b[0], wrapped[499]), (1, 2, 3));
+        assert_eq!(
+            tx.status(4),
+            u32::from_ne_bytes([0xaa; 4]),
+            "TX area untouched"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "claimed twice or out of order")]
+    fn an_overlapping_claim_panics() {
+        let (mut rx, _tx) = areas("overlap", 8192);
+        let mut c = rx.claims();
+        c.claim(1000, 1000);
+        c.claim(3000, 100);
+        c.claim(1500, 10);
+    }
+
+    #[test]
+    #[should_panic(expected = "claimed ring header")]
+    fn reading_inside_a_claim_panics() {
+        let (mut rx, _tx) = areas("read", 8192);
+        let mut c = rx.claims();
+        c.claim(1000, 1000);
+        c.claim(0, 100);
+        c.read::<u32>(2500);
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn access_beyond_the_area_panics() {
+        let (_rx, mut tx) = areas("bounds", 8192);
+        tx.write_u32(4094, 1);
+    }
 
     fn claims(len: usize) -> Claims<'static> {
         Claims {
@@ -301,7 +372,7 @@ mod tests {
         c.first = 40;
         c.end = 60;
         assert!(c.free(60, 10) && c.free(0, 40) && !c.free(30, 20) && !c.free(50, 5));
-        assert!(!c.free(95, 10), "out of the area");
+        assert!(!c.free(95, 10) && !c.free(usize::MAX, 2), "out of the area");
         c.wrapped = true;
         c.end = 20;
         assert!(c.free(20, 20) && !c.free(10, 5) && !c.free(30, 20) && !c.free(70, 5));
