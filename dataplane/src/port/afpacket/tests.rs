@@ -139,6 +139,26 @@ fn geometry() {
     }
 }
 
+/// Namespaces `<tag>l`, `<tag>m` and `<tag>r` joined by veth pairs a (left) - x (middle) and
+/// b (right) - y (middle), all up.
+fn left_mid_right(tag: &str) -> (Netns, Netns, Netns) {
+    let left = Netns::new(&format!("{tag}l"));
+    let mid = Netns::new(&format!("{tag}m"));
+    let right = Netns::new(&format!("{tag}r"));
+    left.ip(&format!(
+        "link add name a type veth peer name x netns {}",
+        mid.name
+    ));
+    right.ip(&format!(
+        "link add name b type veth peer name y netns {}",
+        mid.name
+    ));
+    for (ns, dev) in [(&left, "a"), (&right, "b"), (&mid, "x"), (&mid, "y")] {
+        ns.ip(&format!("link set dev {dev} up"));
+    }
+    (left, mid, right)
+}
+
 #[test]
 fn rx_and_tx_over_veth_v2() {
     rx_and_tx_over_veth(V2_SMALL_SLOTS);
@@ -341,22 +361,9 @@ fn forwards_tcp_between_two_veths_v3() {
 /// TCP transfer (GSO super-frames, partial checksums, ARP) crosses it intact (through TX
 /// rings with the V2 or V3 slot header).
 fn forwards_tcp_between_two_veths(ring: RxRing) {
-    let left = Netns::new("l");
-    let mid = Netns::new("m");
-    let right = Netns::new("r");
-    left.ip(&format!(
-        "link add name a type veth peer name x netns {}",
-        mid.name
-    ));
-    right.ip(&format!(
-        "link add name b type veth peer name y netns {}",
-        mid.name
-    ));
+    let (left, mid, right) = left_mid_right("");
     left.ip("addr add 198.18.1.1/24 dev a");
     right.ip("addr add 198.18.1.2/24 dev b");
-    for (ns, dev) in [(&left, "a"), (&right, "b"), (&mid, "x"), (&mid, "y")] {
-        ns.ip(&format!("link set dev {dev} up"));
-    }
     let (mut xr, mut xt) = mid.enter(|| open("x", PortId(0), &small(ring))).unwrap();
     let (mut yr, mut yt) = mid.enter(|| open("y", PortId(1), &small(ring))).unwrap();
     let listener = right
@@ -421,20 +428,7 @@ fn forward_rate_small_frames() {
 }
 
 fn forward_rate(ring: RxRing) {
-    let left = Netns::new("pl");
-    let mid = Netns::new("pm");
-    let right = Netns::new("pr");
-    left.ip(&format!(
-        "link add name a type veth peer name x netns {}",
-        mid.name
-    ));
-    right.ip(&format!(
-        "link add name b type veth peer name y netns {}",
-        mid.name
-    ));
-    for (ns, dev) in [(&left, "a"), (&right, "b"), (&mid, "x"), (&mid, "y")] {
-        ns.ip(&format!("link set dev {dev} up"));
-    }
+    let (left, mid, right) = left_mid_right("p");
     let cfg = AfPacketConfig {
         rx_ring: ring,
         ..AfPacketConfig::default()
@@ -514,17 +508,7 @@ fn udp_rtts(ring: Option<RxRing>, count: usize) -> Vec<Duration> {
     use std::net::UdpSocket;
     use std::sync::atomic::AtomicBool;
 
-    let left = Netns::new("ql");
-    let mid = Netns::new("qm");
-    let right = Netns::new("qr");
-    left.ip(&format!(
-        "link add name a type veth peer name x netns {}",
-        mid.name
-    ));
-    right.ip(&format!(
-        "link add name b type veth peer name y netns {}",
-        mid.name
-    ));
+    let (left, mid, right) = left_mid_right("q");
     left.ip("addr add 198.18.3.1/24 dev a");
     right.ip("addr add 198.18.3.2/24 dev b");
     if ring.is_none() {
@@ -532,9 +516,6 @@ fn udp_rtts(ring: Option<RxRing>, count: usize) -> Vec<Duration> {
         mid.ip("link set dev x master br0");
         mid.ip("link set dev y master br0");
         mid.ip("link set dev br0 up");
-    }
-    for (ns, dev) in [(&left, "a"), (&right, "b"), (&mid, "x"), (&mid, "y")] {
-        ns.ip(&format!("link set dev {dev} up"));
     }
     let ports = ring.map(|r| {
         let cfg = small(r);
