@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::super::{cvt, setsockopt_int, setsockopt_raw, KernelPortStats};
 use super::config::{AfPacketConfig, AfPacketError, Step, RX_RESERVE};
@@ -59,8 +59,8 @@ pub fn prepare(label: &str, config: &AfPacketConfig) -> Result<Prepared, AfPacke
         .checked_mul(rx_block_count)
         .ok_or_else(|| bad("RX ring size overflows"))?;
     let fd = packet_socket().map_err(os_error(label, Step::Socket))?;
-    set_ring_options(fd_of(&fd), &walk, label)?;
-    set_rings(fd_of(&fd), &walk, &tx).map_err(|e| match e {
+    set_ring_options(fd.as_raw_fd(), &walk, label)?;
+    set_rings(fd.as_raw_fd(), &walk, &tx).map_err(|e| match e {
         RingSetupError::Os(step, source) => os_error(label, step)(source),
         RingSetupError::Overflow => bad("ring size overflows 32 bits"),
     })?;
@@ -72,11 +72,6 @@ pub fn prepare(label: &str, config: &AfPacketConfig) -> Result<Prepared, AfPacke
         rx_len,
         tx,
     })
-}
-
-/// The raw descriptor of `fd`.
-fn fd_of(fd: &OwnedFd) -> RawFd {
-    std::os::fd::AsRawFd::as_raw_fd(fd)
 }
 
 /// The options that must be set before the rings are created (`EBUSY` afterwards): the
