@@ -60,6 +60,13 @@
 //! `hv1.tp_vlan_tci`/`hv1.tp_vlan_tpid` for V3) with `TP_STATUS_VLAN_VALID`. The RX half writes
 //! it back into the frame (using 4 bytes of the reserve) and shifts the offload offsets, so
 //! frames are seen as they were on the wire.
+//!
+//! # Where things are
+//!
+//! `ring` owns the mapping and all the unsafe code that touches it, behind a safe slot API;
+//! `v2`, `v3` and `tx` are the TPACKET slot protocols on top of it; `rx` turns a ring frame
+//! into a pipeline frame; `socket` is the life cycle (socket, options, rings, bind, fanout)
+//! and the few socket calls of the halves; `config` the geometry, defaults and errors.
 
 mod config;
 #[allow(unsafe_code)]
