@@ -2,6 +2,7 @@
 //! syntax, the container files' types, and the HTTP client. The CLI, the CNI plugin, the
 //! daemon (which re-exports these modules) and the tests share them.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod client;

@@ -28,15 +28,18 @@ fn note(delta: isize) {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         note(l.size() as isize);
-        System.alloc(l)
+        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+        unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         note(-(l.size() as isize));
-        System.dealloc(p, l)
+        // SAFETY: `p` came from `System` (every allocation is forwarded), with layout `l`.
+        unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         note(new as isize - l.size() as isize);
-        System.realloc(p, l, new)
+        // SAFETY: `p` came from `System` with layout `l`; the caller's contract holds.
+        unsafe { System.realloc(p, l, new) }
     }
 }
 

@@ -3,6 +3,7 @@
 //! (c) NAPT established flow with 1M tracked flows, (d) port-forward DNAT of established flows
 //! (established: each flow's three-way handshake completes in the setup).
 //! Run: `cargo bench -p sluice-bench --bench pipeline`.
+#![forbid(unsafe_code)]
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Benchmark support for sluice: the end-to-end harness (kernel bridge vs sluice in namespaces) and
 //! batches of test frames run through the pipeline without allocation in the measured part.
+#![deny(missing_docs)]
 
 pub mod e2e;
 

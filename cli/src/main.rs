@@ -1,4 +1,5 @@
 //! `sluice`: the command-line entry point.
+#![forbid(unsafe_code)]
 
 mod bench;
 mod cli;
@@ -7,7 +8,7 @@ mod sibling;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -119,22 +120,6 @@ enum RingKind {
     V3,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-fn install_signal_handlers() {
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-        libc::signal(libc::SIGHUP, handler);
-    }
-}
-
 fn load_config(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
@@ -186,14 +171,14 @@ fn run_dataplane(args: DataplaneArgs) -> Result<()> {
         }
         rc.workers = w;
     }
-    install_signal_handlers();
+    let stop = sluice_sys::catch_termination();
     let runtime = Runtime::start(&dp, &rc).context("cannot start the dataplane")?;
     eprintln!(
         "sluice: forwarding on {} ports with {} workers",
         config.ports.len(),
         rc.workers
     );
-    while !STOP.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
         if let Some(p) = &args.stats_file {
             write_stats(&dp, p)?;

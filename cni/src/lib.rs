@@ -4,6 +4,7 @@
 //! addresses, routes, published ports); the plugin only translates. [`config`] parses and maps
 //! the configuration, [`result`] builds the CNI result, [`error`] is the CNI error object; this
 //! module runs one command. See docs/cni.md.
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod error;

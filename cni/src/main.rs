@@ -1,6 +1,7 @@
 //! `sluice-cni`: the CNI plugin binary (spec 1.0/1.1). Reads `CNI_*` and the configuration on
 //! stdin, runs the command against sluiced (`sluice_cni`), prints the result or the
 //! CNI error on stdout; exit code 0 or 1.
+#![forbid(unsafe_code)]
 
 use std::io::Read;
 use std::process::ExitCode;

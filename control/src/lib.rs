@@ -3,6 +3,8 @@
 //! in `sluice-api` and the netlink layer in `sluice-netlink`; both are re-exported here under
 //! their old paths.
 #![deny(missing_docs)]
+// No unsafe code: the few libc calls go through `sluice-sys`.
+#![forbid(unsafe_code)]
 
 pub mod compile;
 pub mod daemon;

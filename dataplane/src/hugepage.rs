@@ -9,6 +9,7 @@ const HUGE: usize = 2 << 20;
 /// Asks the kernel to back the whole 2 MiB pages inside `v`'s buffer (its capacity, not only
 /// its length) with huge pages. Pages not yet touched are then faulted in huge. A hint: it
 /// does nothing on small buffers, and failure (THP off, another OS) changes nothing.
+#[allow(unsafe_code)]
 pub(crate) fn advise<T>(v: &Vec<T>) {
     let bytes = v.capacity() * std::mem::size_of::<T>();
     if bytes < HUGE {

@@ -1,6 +1,9 @@
 //! sluice's dataplane: the sans-IO packet core (wire views, bridge, gateway, NAPT, port
 //! forwarding) and the thin I/O ports that feed it batches of frames.
 #![deny(missing_docs)]
+// Unsafe code only where allowed item by item (ring memory, syscalls, CPU hints), each block
+// with a SAFETY comment.
+#![deny(unsafe_code)]
 
 pub mod batch;
 pub mod bridge;

@@ -3,6 +3,7 @@
 /// Asks the CPU to start loading the cache line at `p` (a hint: it never faults, whatever
 /// the address). A no-op on other architectures.
 #[inline(always)]
+#[allow(unsafe_code)]
 pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: SSE is part of the x86_64 baseline, and a prefetch only hints the cache: it

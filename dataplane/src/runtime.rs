@@ -3,7 +3,9 @@
 //! devices are opened multi-queue), and loops: read a batch per port, `Worker::process` it,
 //! send every frame to its egress ports (retagged for each), release the RX memory, flush each
 //! touched TX port once. After traffic it busy-polls for a bounded time, then sleeps in epoll.
-//! Worker 0 also runs the periodic housekeeping (FDB aging, conntrack expiry).
+//! Worker 0 also runs the periodic housekeeping (FDB aging, conntrack expiry); every worker reads
+//! its ports' kernel counters (ring drops) once a second into a table the runtime reports
+//! ([`Runtime::port_kernel_stats`]).
 //!
 //! Hot-plug: ports are attached and detached while workers run ([`Runtime::attach`],
 //! [`Runtime::detach`]). The calling thread opens the halves (so errors come back to it) and
@@ -13,7 +15,7 @@
 //! applied after `attach` never forwards to a TX half that is not there yet, and after
 //! `detach` no worker holds the port any more.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,7 +34,7 @@ use crate::frame::{Frame, Meta, PortId, Verdict, HEADROOM};
 use crate::pipeline::{Dataplane, Worker};
 use crate::port::afpacket::{self, AfPacketConfig, AfPacketError};
 use crate::port::tap::{self, TapConfig, TapError};
-use crate::port::{RxPort, TxError, TxPort};
+use crate::port::{KernelPortStats, RxPort, TxError, TxPort};
 use crate::tables::Tables;
 use crate::time::Millis;
 
@@ -294,6 +296,21 @@ impl Spares {
     }
 }
 
+/// The kernel's counters of every attached port, summed over the workers' sockets since the
+/// port was attached.
+type KernelStatsTable = Mutex<BTreeMap<PortId, KernelPortStats>>;
+
+/// Adds what the kernel counted since the last call for each of a worker's RX halves to
+/// `table` (ports no longer attached are skipped).
+fn collect_kernel_stats(rx: &[(PortId, Rx)], table: &KernelStatsTable) {
+    let mut table = table.lock();
+    for (id, rx) in rx {
+        if let (Ok(delta), Some(sum)) = (rx.kernel_stats(), table.get_mut(id)) {
+            *sum += delta;
+        }
+    }
+}
+
 /// Running worker threads; dropping it stops and joins them (rings unmapped, ports closed).
 #[derive(Debug)]
 pub struct Runtime {
@@ -304,6 +321,7 @@ pub struct Runtime {
     /// Attached ports; the lock also serialises `attach` and `detach`.
     attached: Mutex<BTreeSet<PortId>>,
     spares: Spares,
+    kernel_stats: Arc<KernelStatsTable>,
 }
 
 impl Runtime {
@@ -324,6 +342,7 @@ impl Runtime {
             cfg: cfg.clone(),
             attached: Mutex::new(BTreeSet::new()),
             spares: Spares::start(cfg.spare_ports * cfg.workers, &cfg.afpacket),
+            kernel_stats: Arc::default(),
         };
         for i in 0..cfg.workers {
             let err = |source| RuntimeError::Worker { worker: i, source };
@@ -336,13 +355,14 @@ impl Runtime {
                 pending: Arc::clone(&pending),
             };
             let (dp, cfg, stop) = (Arc::clone(dp), cfg.clone(), Arc::clone(&stop));
+            let kernel_stats = Arc::clone(&rt.kernel_stats);
             let spawned = std::thread::Builder::new()
                 .name(format!("sluice-w{i}"))
                 .spawn(move || {
                     if cfg.pin {
                         pin_to_cpu(i);
                     }
-                    run(dp.worker(), i, inbox, poll, &stop, &cfg);
+                    run(dp.worker(), i, inbox, poll, &stop, &cfg, &kernel_stats);
                 })
                 .map_err(err)?;
             rt.threads.push(spawned);
@@ -375,6 +395,9 @@ impl Runtime {
             .collect::<Result<Vec<_>, _>>()?
             .into_iter();
         let id = port.id;
+        self.kernel_stats
+            .lock()
+            .insert(id, KernelPortStats::default());
         let sent = self.broadcast(|done| {
             halves
                 .next()
@@ -383,6 +406,7 @@ impl Runtime {
         if let Err(e) = sent {
             // Some workers may hold the port: take it back from all.
             self.take_back(id);
+            self.kernel_stats.lock().remove(&id);
             return Err(e);
         }
         attached.insert(id);
@@ -397,7 +421,16 @@ impl Runtime {
         let mut attached = self.attached.lock();
         if attached.remove(&id) {
             self.take_back(id);
+            self.kernel_stats.lock().remove(&id);
         }
+    }
+
+    /// What the kernel counted for each attached port since it was attached (frames queued to
+    /// and dropped at its AF_PACKET rings, summed over the workers' sockets), as of the
+    /// workers' last once-a-second read. TAP ports report zeros.
+    pub fn port_kernel_stats(&self) -> Vec<(PortId, KernelPortStats)> {
+        let table = self.kernel_stats.lock();
+        table.iter().map(|(id, s)| (*id, *s)).collect()
     }
 
     /// Has every worker give back port `id`'s halves and closes them here, off the workers'
@@ -488,6 +521,7 @@ impl Drop for Runtime {
     }
 }
 
+#[allow(unsafe_code)]
 fn pin_to_cpu(i: usize) {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it.
@@ -534,6 +568,7 @@ fn run(
     mut poll: Poll,
     stop: &AtomicBool,
     cfg: &RuntimeConfig,
+    kernel_stats: &KernelStatsTable,
 ) {
     let housekeeper = me == 0;
     let mut ports = PortSet {
@@ -543,7 +578,7 @@ fn run(
     let mut events = Events::with_capacity(64);
     let mut touched = Vec::new();
     let mut last_frame = Instant::now();
-    let mut last_housekeeping = Millis::now();
+    let mut last_second = Millis::now();
     while !stop.load(Ordering::Relaxed) {
         if inbox.pending.load(Ordering::Acquire) {
             inbox.pending.store(false, Ordering::Relaxed);
@@ -598,14 +633,27 @@ fn run(
         } else {
             std::hint::spin_loop();
         }
-        if housekeeper {
-            let now = Millis::now();
-            if now.0.saturating_sub(last_housekeeping.0) >= 1000 {
-                worker.dataplane().housekeeping(now);
-                probe_next_hops(worker.dataplane(), &mut ports.tx);
-                last_housekeeping = now;
-            }
+        let now = Millis::now();
+        if now.0.saturating_sub(last_second.0) >= 1000 {
+            once_a_second(&worker, &mut ports, kernel_stats, housekeeper, now);
+            last_second = now;
         }
+    }
+}
+
+/// A worker's periodic work: its ports' kernel counters into the runtime's table and, on
+/// worker 0, the dataplane's housekeeping and next-hop probes.
+fn once_a_second(
+    worker: &Worker,
+    ports: &mut PortSet,
+    kernel_stats: &KernelStatsTable,
+    housekeeper: bool,
+    now: Millis,
+) {
+    collect_kernel_stats(&ports.rx, kernel_stats);
+    if housekeeper {
+        worker.dataplane().housekeeping(now);
+        probe_next_hops(worker.dataplane(), &mut ports.tx);
     }
 }
 
@@ -952,9 +1000,21 @@ mod tests {
                     ka.send(&test_frame(None, 7, 60));
                 }
                 assert_eq!(kb.capture(10, |f| is_test_frame(f, 7)).len(), 10);
+                // The workers read the rings' counters once a second.
+                let seen = |id| {
+                    let stats = rt.port_kernel_stats();
+                    stats.iter().find(|(p, _)| *p == id).map(|(_, s)| *s)
+                };
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while seen(PortId(1)).unwrap().packets < 10 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let a = seen(PortId(1)).unwrap();
+                assert!(a.packets >= 10 && a.drops == 0, "{a:?}");
                 rt.detach(PortId(1));
                 rt.detach(PortId(1));
                 assert_eq!(rt.attached(), vec![PortId(2)]);
+                assert_eq!(seen(PortId(1)), None, "a detached port has no row");
                 assert_eq!(packet_sockets(&ns, "pa"), 0);
             });
         }

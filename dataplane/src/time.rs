@@ -17,6 +17,7 @@ impl Millis {
     }
 
     /// The current time of the process's monotonic clock (CLOCK_MONOTONIC).
+    #[allow(unsafe_code)]
     pub fn now() -> Millis {
         let mut ts = libc::timespec {
             tv_sec: 0,

@@ -389,8 +389,8 @@ impl Lab {
     fn signal(&self, pid: u32, sig: libc::c_int) {
         if self.procs.iter().any(|p| p.child.id() == pid) {
             if let Ok(p) = libc::pid_t::try_from(pid) {
-                // SAFETY: kill(2) with a pid of a child this lab spawned and has not reaped.
-                unsafe { libc::kill(p, sig) };
+                // A child this lab spawned and has not reaped.
+                sluice_sys::signal(p, sig);
             }
         }
     }
@@ -452,11 +452,9 @@ pub fn one_line(text: &str) -> String {
 fn stop_child(mut p: BgProc) {
     if matches!(p.child.try_wait(), Ok(None)) {
         if let Ok(pid) = libc::pid_t::try_from(p.child.id()) {
-            // SAFETY: kill(2) on our own unreaped child; SIGCONT first in case it was paused.
-            unsafe {
-                libc::kill(pid, libc::SIGCONT);
-                libc::kill(pid, libc::SIGTERM);
-            }
+            // Our own unreaped child; SIGCONT first in case it was paused.
+            sluice_sys::signal(pid, libc::SIGCONT);
+            sluice_sys::signal(pid, libc::SIGTERM);
         }
         let start = Instant::now();
         while matches!(p.child.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(2) {
@@ -508,8 +506,8 @@ impl Drop for Lab {
                     .split_whitespace()
                     .filter_map(|p| p.parse::<libc::pid_t>().ok())
                 {
-                    // SAFETY: kill(2) on a process inside a namespace this lab created.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    // A process inside a namespace this lab created.
+                    sluice_sys::signal(pid, libc::SIGKILL);
                 }
             }
             if let Err(e) = run_host(&os(&["ip", "netns", "del", &full])) {

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
@@ -38,14 +38,10 @@ where
     std::thread::Builder::new()
         .name("sluice-netns".into())
         .spawn(move || {
-            // SAFETY: setns only reads the descriptor, which `fd` keeps open during the call.
-            // It changes the namespace of this thread alone: a thread made for `f` that runs
-            // nothing else and ends right after, so no other code runs in the wrong namespace.
-            let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-            let res = if rc == 0 {
-                f().map_err(|e| ("work in", e))
-            } else {
-                Err(("enter", io::Error::last_os_error()))
+            // Only this thread changes namespace: it runs `f` alone and ends right after.
+            let res = match sluice_sys::enter_netns(&fd) {
+                Ok(()) => f().map_err(|e| ("work in", e)),
+                Err(e) => Err(("enter", e)),
             };
             // The receiver only goes away if the caller's future was dropped: nothing to tell.
             let _ = tx.send(res);

@@ -1,5 +1,6 @@
 //! Support for sluice's integration tests in network namespaces and against real container
 //! engines.
+#![deny(missing_docs)]
 
 pub mod bins;
 pub mod engines;

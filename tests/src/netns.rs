@@ -11,8 +11,9 @@ pub fn in_ns<T: Send + 'static>(ns: impl AsRef<Path>, f: impl FnOnce() -> T + Se
     std::thread::spawn(move || {
         let file = File::open(&ns).unwrap_or_else(|e| panic!("{}: {e}", ns.display()));
         // SAFETY: setns on a namespace file we opened; it changes only this thread.
+        let ret = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
         assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            ret,
             0,
             "setns {}: {}",
             ns.display(),

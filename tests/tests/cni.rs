@@ -3,6 +3,7 @@
 //! published ports. Needs root and the release binaries (`cargo build --release
 //! --bins`; `SLUICE_BIN` names the `sluice` binary, `sluiced` and `sluice-cni` are
 //! expected beside it).
+#![forbid(unsafe_code)]
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 //! traffic, 100 concurrent connects, and 1000 connect/disconnect cycles without leaks. Needs
 //! root and the release binaries (`cargo build --release --bins`; `SLUICE_BIN`
 //! names the `sluice` binary, `sluiced` is expected beside it).
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};

@@ -1,6 +1,7 @@
 //! The engine harness against the engines' own reference networking: a private dockerd (plain
 //! run, plugin discovery, a user bridge network), a private podman with the CNI bridge plugin,
 //! and the CNI runner with bridge + portmap. Everything must be gone afterwards.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixListener;

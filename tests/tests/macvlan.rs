@@ -1,6 +1,7 @@
 //! The macvlan driver end to end: endpoints bridged onto a parent interface, the segment's
 //! own router as gateway, and 802.1Q tagging by sluice for `parent=IF.VLAN`. Needs root and
 //! the release binaries (see tests/tests/daemon.rs).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::time::Duration;

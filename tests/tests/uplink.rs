@@ -2,6 +2,7 @@
 //! traffic leaves there with that address and its published ports are reached there, while
 //! other networks keep the daemon's uplink. Needs root and the release binaries (see
 //! tests/tests/daemon.rs).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! `sluiced`: the sluice daemon. Owns the dataplane, restores the stored networks and
 //! endpoints, and serves the API on a Unix socket until SIGINT/SIGTERM.
+#![forbid(unsafe_code)]
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -130,37 +129,6 @@ pub fn upstreams_from(nameservers: &[IpAddr]) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Sets `lo` up through an ioctl on a socket of the current thread's namespace.
-fn loopback_up() -> io::Result<()> {
-    // SAFETY: plain socket creation.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: ifreq is plain data; all-zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(b"lo") {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS reads the flags into the ifreq we pass.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    if flags & libc::IFF_UP as libc::c_short != 0 {
-        return Ok(());
-    }
-    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-    // SAFETY: SIOCSIFFLAGS reads the ifreq we pass.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Opens 127.0.0.11:53 (UDP and TCP, non-blocking) inside the namespace at `path`, from a
 /// thread that enters it; the sockets stay in that namespace.
 fn open_in_namespace(
@@ -171,15 +139,11 @@ fn open_in_namespace(
             path: path.clone(),
             source,
         })?;
-        // SAFETY: setns on a namespace file we opened; it changes only this thread, which
-        // exits afterwards.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(DnsError::Setns {
-                path,
-                source: io::Error::last_os_error(),
-            });
+        // Only this thread enters the namespace, and it exits afterwards.
+        if let Err(source) = sluice_sys::enter_netns(&ns) {
+            return Err(DnsError::Setns { path, source });
         }
-        loopback_up().map_err(DnsError::Loopback)?;
+        sluice_sys::loopback_up().map_err(DnsError::Loopback)?;
         let addr = SocketAddr::V4(SocketAddrV4::new(RESOLVER_IP, DNS_PORT));
         let bind = |proto, source| DnsError::Bind {
             addr,

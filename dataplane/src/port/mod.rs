@@ -38,6 +38,7 @@ pub mod egress;
 pub mod memory;
 pub mod tap;
 #[cfg(test)]
+#[allow(unsafe_code)]
 pub(crate) mod testnet;
 
 pub use egress::{copy_retagged, retag_offload, EgressError};
@@ -61,6 +62,33 @@ pub trait RxPort {
     /// The descriptor to wait on for readability (poll/epoll), `None` for ports that have none
     /// (in-memory ports: call `rx` when frames were injected).
     fn raw_fd(&self) -> Option<RawFd>;
+
+    /// What the kernel counted for this port since the last call (read at housekeeping rate,
+    /// never per batch): frames lost before sluice could see them. Ports whose kernel side
+    /// counts nothing per reader report zeros.
+    fn kernel_stats(&self) -> io::Result<KernelPortStats> {
+        Ok(KernelPortStats::default())
+    }
+}
+
+/// A port's counters kept by the kernel (an AF_PACKET ring's `PACKET_STATISTICS`), as deltas
+/// or sums of deltas: the drops that happen before a frame reaches sluice's own counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelPortStats {
+    /// Frames the kernel queued for the port's ring, dropped ones included.
+    pub packets: u64,
+    /// Frames the kernel dropped because the ring was full.
+    pub drops: u64,
+    /// Times a V3 ring froze because user space held every block (0 for V2).
+    pub freezes: u64,
+}
+
+impl std::ops::AddAssign for KernelPortStats {
+    fn add_assign(&mut self, d: KernelPortStats) {
+        self.packets += d.packets;
+        self.drops += d.drops;
+        self.freezes += d.freezes;
+    }
 }
 
 /// Why a frame could not be queued on a TX half.
@@ -113,6 +141,7 @@ fn setsockopt_int(
 }
 
 /// Sets a socket option from a plain-old-data value.
+#[allow(unsafe_code)]
 fn setsockopt_raw<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
     // SAFETY: `val` points to `size_of::<T>()` readable bytes for the duration of the call.
     let ret = unsafe {

@@ -14,12 +14,14 @@
 //! The device is created in the network namespace of the opening thread and vanishes when its
 //! last descriptor is closed unless it was made persistent beforehand (`ip tuntap add`).
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use super::egress::{copy_retagged, retag_offload, VLAN_TAG_LEN};
-use super::{cvt, RxPort, TxError, TxPort};
+use super::{RxPort, TxError, TxPort};
 use crate::batch::Batch;
 use crate::frame::{Frame, Meta, PortId, HEADROOM};
 use crate::wire::vnet::{read_vnet, write_vnet, VNET_HDR_LEN};
@@ -101,8 +103,7 @@ pub fn open(ifname: &str, id: PortId, config: &TapConfig) -> Result<(TapRx, TapT
             source,
         }
     };
-    // SAFETY: ifreq is plain data; all-zero is valid.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    let mut ifr = tun::ifreq();
     if ifname.is_empty() || ifname.len() >= ifr.ifr_name.len() || ifname.contains('\0') {
         return Err(err(TapStep::Name)(io::Error::from(
             io::ErrorKind::InvalidInput,
@@ -117,29 +118,17 @@ pub fn open(ifname: &str, id: PortId, config: &TapConfig) -> Result<(TapRx, TapT
     }
     ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
 
-    // SAFETY: the path is a valid C string.
-    let raw = cvt(unsafe {
-        libc::open(
-            c"/dev/net/tun".as_ptr(),
-            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
-        )
-    })
-    .map_err(err(TapStep::Open))?;
-    // SAFETY: `raw` is a fresh descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let f = fd.as_raw_fd();
-    // SAFETY: TUNSETIFF reads and writes an ifreq.
-    cvt(unsafe { libc::ioctl(f, libc::TUNSETIFF, &mut ifr) }).map_err(err(TapStep::SetIff))?;
-    let hdr_len = VNET_HDR_LEN as libc::c_int;
-    // SAFETY: TUNSETVNETHDRSZ reads an int.
-    cvt(unsafe { libc::ioctl(f, libc::TUNSETVNETHDRSZ, &hdr_len) })
-        .map_err(err(TapStep::VnetHdrSize))?;
-    // SAFETY: TUNSETOFFLOAD takes the flags by value.
-    let uso = cvt(unsafe { libc::ioctl(f, libc::TUNSETOFFLOAD, OFFLOADS_USO as libc::c_ulong) });
-    if uso.is_err() {
-        // SAFETY: as above.
-        cvt(unsafe { libc::ioctl(f, libc::TUNSETOFFLOAD, OFFLOADS as libc::c_ulong) })
-            .map_err(err(TapStep::Offload))?;
+    // O_CLOEXEC is added by std.
+    let fd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/net/tun")
+        .map_err(err(TapStep::Open))?;
+    tun::set_iff(&fd, &mut ifr).map_err(err(TapStep::SetIff))?;
+    tun::set_vnet_hdr_size(&fd, VNET_HDR_LEN as libc::c_int).map_err(err(TapStep::VnetHdrSize))?;
+    if tun::set_offload(&fd, OFFLOADS_USO).is_err() {
+        tun::set_offload(&fd, OFFLOADS).map_err(err(TapStep::Offload))?;
     }
 
     let fd = Arc::new(fd);
@@ -162,7 +151,7 @@ pub fn open(ifname: &str, id: PortId, config: &TapConfig) -> Result<(TapRx, TapT
 #[derive(Debug)]
 pub struct TapRx {
     id: PortId,
-    fd: Arc<OwnedFd>,
+    fd: Arc<File>,
     /// Each read lands at `HEADROOM - VNET_HDR_LEN`, so the frame starts at `HEADROOM`.
     bufs: Vec<Box<[u8]>>,
     malformed: u64,
@@ -178,7 +167,7 @@ impl TapRx {
 
 impl RxPort for TapRx {
     fn rx<'a>(&'a mut self, batch: &mut Batch<'a>) -> io::Result<usize> {
-        let fd = self.fd.as_raw_fd();
+        let mut fd: &File = &self.fd;
         let id = self.id;
         let mut n = 0;
         for buf in self.bufs.iter_mut() {
@@ -186,18 +175,18 @@ impl RxPort for TapRx {
                 break;
             }
             let area = &mut buf[HEADROOM - VNET_HDR_LEN..];
-            // SAFETY: `area` is writable for its length.
-            let got = unsafe { libc::read(fd, area.as_mut_ptr().cast(), area.len()) };
-            if got < 0 {
-                let e = io::Error::last_os_error();
-                return match e.raw_os_error() {
-                    Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(n),
-                    // Report the error once the frames already read are processed.
-                    _ if n > 0 => Ok(n),
-                    _ => Err(e),
-                };
-            }
-            let got = got as usize;
+            // One read(2) per frame.
+            let got = match fd.read(area) {
+                Ok(got) => got,
+                Err(e) => {
+                    return match e.raw_os_error() {
+                        Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(n),
+                        // Report the error once the frames already read are processed.
+                        _ if n > 0 => Ok(n),
+                        _ => Err(e),
+                    };
+                }
+            };
             if got == 0 {
                 break;
             }
@@ -237,7 +226,7 @@ impl RxPort for TapRx {
 /// virtio-net header and the retagged frame.
 #[derive(Debug)]
 pub struct TapTx {
-    fd: Arc<OwnedFd>,
+    fd: Arc<File>,
     stage: Box<[u8]>,
 }
 
@@ -248,21 +237,54 @@ impl TxPort for TapTx {
         let delta = len as isize - frame.len() as isize;
         write_vnet(&retag_offload(&frame.meta.offload, delta), vnet)?;
         let total = VNET_HDR_LEN + len;
-        // SAFETY: the staging buffer holds `total` initialised bytes.
-        let ret = unsafe { libc::write(self.fd.as_raw_fd(), self.stage.as_ptr().cast(), total) };
-        if ret < 0 {
-            let e = io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::EAGAIN) => TxError::Full,
-                _ => TxError::Io(e),
-            });
+        // One write(2) per frame; a TAP write takes the whole frame or fails.
+        match (&*self.fd).write(&self.stage[..total]) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(TxError::Full),
+            Err(e) => Err(TxError::Io(e)),
         }
-        Ok(())
     }
 
     /// Nothing to do: `send` already wrote.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// The TUN/TAP ioctls, as safe functions.
+#[allow(unsafe_code)]
+mod tun {
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::AsRawFd;
+
+    use super::super::cvt;
+
+    /// An all-zero `ifreq`.
+    pub(super) fn ifreq() -> libc::ifreq {
+        // SAFETY: ifreq is plain data (integers, byte arrays, a union of those); all-zero is a
+        // valid value.
+        unsafe { std::mem::zeroed() }
+    }
+
+    /// `TUNSETIFF`: attaches the descriptor to the device named in `ifr`, with its flags.
+    pub(super) fn set_iff(fd: &File, ifr: &mut libc::ifreq) -> io::Result<()> {
+        // SAFETY: TUNSETIFF reads and writes one ifreq, which `ifr` is, for the whole call.
+        cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, ifr as *mut libc::ifreq) })
+            .map(drop)
+    }
+
+    /// `TUNSETVNETHDRSZ`: the size of the virtio-net header in front of every frame.
+    pub(super) fn set_vnet_hdr_size(fd: &File, len: libc::c_int) -> io::Result<()> {
+        // SAFETY: TUNSETVNETHDRSZ reads one int, which `len` is, for the whole call.
+        cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &len) }).map(drop)
+    }
+
+    /// `TUNSETOFFLOAD`: the offloads the device may hand over.
+    pub(super) fn set_offload(fd: &File, flags: libc::c_uint) -> io::Result<()> {
+        // SAFETY: TUNSETOFFLOAD takes the flags by value and reads no memory of ours.
+        cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) })
+            .map(drop)
     }
 }
 

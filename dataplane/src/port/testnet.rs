@@ -2,7 +2,7 @@
 //! by the test (also when it fails), threads running inside them, and a plain packet socket to
 //! inject and capture frames on the kernel side.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -189,6 +189,23 @@ impl RawSock {
         }
         out
     }
+}
+
+/// Waits until one of `fds` is readable or `timeout` passed (`poll`, as a worker does).
+pub fn wait_readable<const N: usize>(fds: [RawFd; N], timeout: Duration) {
+    let mut pfds = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // SAFETY: `pfds` holds `N` valid pollfds for the whole call.
+    unsafe {
+        libc::poll(
+            pfds.as_mut_ptr(),
+            N as libc::nfds_t,
+            timeout.as_millis() as libc::c_int,
+        )
+    };
 }
 
 /// Receives from `rx` until `count` frames for which `keep` holds were seen or `timeout`

@@ -4,10 +4,12 @@
 //! against the kernel bridge (`sluice bench --quick`); removes everything, also on Ctrl-C.
 //! It lives in the test-support crate because it builds its namespaces with the lab, which no
 //! production binary links; `sluice demo` execs it from the directory `sluice` is in.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use std::time::Duration;
 
@@ -33,14 +35,11 @@ struct DemoArgs {
     bench_output: Option<PathBuf>,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
+/// Set by SIGINT, SIGTERM or SIGHUP once the demo runs.
+static INTERRUPTED: OnceLock<&'static AtomicBool> = OnceLock::new();
 
 fn check_interrupt() -> Result<()> {
-    if INTERRUPTED.load(Ordering::Relaxed) {
+    if INTERRUPTED.get().is_some_and(|i| i.load(Ordering::Relaxed)) {
         bail!("interrupted: removing everything the demo created");
     }
     Ok(())
@@ -70,17 +69,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: DemoArgs) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !sluice_sys::is_root() {
         bail!("the demo creates network namespaces: run it as root (sudo)");
     }
-    let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-        libc::signal(libc::SIGHUP, handler);
-    }
+    INTERRUPTED.get_or_init(sluice_sys::catch_termination);
     let me = std::env::current_exe().context("locating the sluice-demo binary")?;
     let bin_dir = me
         .parent()

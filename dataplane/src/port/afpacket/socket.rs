@@ -1,0 +1,322 @@
+//! The life cycle of an AF_PACKET port: the socket and its options, the rings' set-up and
+//! mapping ([`prepare`]), binding to an interface with promiscuous mode and fanout
+//! ([`Prepared::bind`]), and the few socket calls the halves make afterwards.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::super::{cvt, setsockopt_int, setsockopt_raw, KernelPortStats};
+use super::config::{AfPacketConfig, AfPacketError, Step, RX_RESERVE};
+use super::ring::Ring;
+use super::rx::{AfPacketRx, RxWalk};
+use super::tx::{AfPacketTx, TxGeometry, TxLayout};
+use crate::frame::PortId;
+
+/// Opens an AF_PACKET port on `ifname` and returns its two halves.
+pub fn open(
+    ifname: &str,
+    id: PortId,
+    config: &AfPacketConfig,
+) -> Result<(AfPacketRx, AfPacketTx), AfPacketError> {
+    prepare(ifname, config)?.bind(ifname, id, config.fanout)
+}
+
+/// An AF_PACKET socket with its rings set up and mapped but bound to no interface yet.
+///
+/// Setting up each ring costs the kernel an RCU grace period (`synchronize_net` in
+/// `packet_set_ring`, several milliseconds), while binding a prepared socket costs none: a
+/// runtime keeps a few prepared sockets spare so that attaching a port does not wait for them.
+#[derive(Debug)]
+pub struct Prepared {
+    ring: Ring,
+    walk: RxWalk,
+    rx_len: usize,
+    tx: TxGeometry,
+}
+
+/// Makes `AfPacketError`s for the port on `ifname`.
+fn os_error(ifname: &str, step: Step) -> impl FnOnce(io::Error) -> AfPacketError + '_ {
+    move |source| AfPacketError::Os {
+        ifname: ifname.to_owned(),
+        step,
+        source,
+    }
+}
+
+/// Sets up a socket with `config`'s rings; `label` names it in errors (the interface it is
+/// for, or what it is for).
+pub fn prepare(label: &str, config: &AfPacketConfig) -> Result<Prepared, AfPacketError> {
+    let bad = |reason: &'static str| AfPacketError::Config {
+        ifname: label.to_owned(),
+        reason,
+    };
+    let page = page_size();
+    let walk = RxWalk::new(config.rx_ring, page).map_err(bad)?;
+    let tx = TxGeometry::new(config, page, config.rx_ring.hdrlen()).map_err(bad)?;
+    let (rx_block_size, rx_block_count) = walk.blocks();
+    let rx_len = rx_block_size
+        .checked_mul(rx_block_count)
+        .ok_or_else(|| bad("RX ring size overflows"))?;
+    let fd = packet_socket().map_err(os_error(label, Step::Socket))?;
+    set_ring_options(fd.as_raw_fd(), &walk, label)?;
+    set_rings(fd.as_raw_fd(), &walk, &tx).map_err(|e| match e {
+        RingSetupError::Os(step, source) => os_error(label, step)(source),
+        RingSetupError::Overflow => bad("ring size overflows 32 bits"),
+    })?;
+    let ring = Ring::map(fd, rx_len + tx.len()).map_err(os_error(label, Step::Mmap))?;
+    set_send_options(ring.fd(), tx.len(), config.qdisc_bypass, label)?;
+    Ok(Prepared {
+        ring,
+        walk,
+        rx_len,
+        tx,
+    })
+}
+
+/// The options that must be set before the rings are created (`EBUSY` afterwards): the
+/// header version, the virtio-net header, the reserve in front of each frame, `PACKET_LOSS`.
+fn set_ring_options(s: RawFd, walk: &RxWalk, label: &str) -> Result<(), AfPacketError> {
+    let version = match walk {
+        RxWalk::V2(_) => libc::tpacket_versions::TPACKET_V2,
+        RxWalk::V3(_) => libc::tpacket_versions::TPACKET_V3,
+    };
+    let sol = libc::SOL_PACKET;
+    setsockopt_int(s, sol, libc::PACKET_VERSION, version as libc::c_int)
+        .map_err(os_error(label, Step::Version))?;
+    setsockopt_int(s, sol, libc::PACKET_VNET_HDR, 1).map_err(os_error(label, Step::VnetHdr))?;
+    setsockopt_int(s, sol, libc::PACKET_RESERVE, RX_RESERVE as libc::c_int)
+        .map_err(os_error(label, Step::Reserve))?;
+    setsockopt_int(s, sol, libc::PACKET_LOSS, 1).map_err(os_error(label, Step::Loss))
+}
+
+/// Why `set_rings` failed.
+enum RingSetupError {
+    Os(Step, io::Error),
+    Overflow,
+}
+
+/// Creates both rings: `tpacket_req` for V2, `tpacket_req3` for V3 (both rings).
+fn set_rings(s: RawFd, walk: &RxWalk, tx: &TxGeometry) -> Result<(), RingSetupError> {
+    let to_u32 = |v: usize| u32::try_from(v).map_err(|_| RingSetupError::Overflow);
+    let (block_size, block_count, frame_size, frame_count) = tx.request();
+    let tx_req = libc::tpacket_req {
+        tp_block_size: to_u32(block_size)?,
+        tp_block_nr: to_u32(block_count)?,
+        tp_frame_size: to_u32(frame_size)?,
+        tp_frame_nr: to_u32(frame_count)?,
+    };
+    match walk {
+        RxWalk::V2(w) => {
+            let rx_req = libc::tpacket_req {
+                tp_block_size: to_u32(w.block_size)?,
+                tp_block_nr: to_u32(w.block_count)?,
+                tp_frame_size: to_u32(w.frame_size)?,
+                tp_frame_nr: to_u32(w.frame_count)?,
+            };
+            ring_option(s, libc::PACKET_RX_RING, Step::RxRing, &rx_req)?;
+            ring_option(s, libc::PACKET_TX_RING, Step::TxRing, &tx_req)
+        }
+        RxWalk::V3(w) => {
+            // V3 ignores the RX frame size except for these consistency checks.
+            let rx_nominal_frame = 2048;
+            let rx_req = libc::tpacket_req3 {
+                tp_block_size: to_u32(w.block_size)?,
+                tp_block_nr: to_u32(w.block_count)?,
+                tp_frame_size: rx_nominal_frame,
+                tp_frame_nr: to_u32(w.block_size / rx_nominal_frame as usize * w.block_count)?,
+                tp_retire_blk_tov: w.retire_ms,
+                tp_sizeof_priv: 0,
+                tp_feature_req_word: 0,
+            };
+            let tx_req3 = libc::tpacket_req3 {
+                tp_block_size: tx_req.tp_block_size,
+                tp_block_nr: tx_req.tp_block_nr,
+                tp_frame_size: tx_req.tp_frame_size,
+                tp_frame_nr: tx_req.tp_frame_nr,
+                tp_retire_blk_tov: 0,
+                tp_sizeof_priv: 0,
+                tp_feature_req_word: 0,
+            };
+            ring_option(s, libc::PACKET_RX_RING, Step::RxRing, &rx_req)?;
+            ring_option(s, libc::PACKET_TX_RING, Step::TxRing, &tx_req3)
+        }
+    }
+}
+
+/// Sets ring option `name` to `req`, failing as `step`.
+fn ring_option<T>(s: RawFd, name: libc::c_int, step: Step, req: &T) -> Result<(), RingSetupError> {
+    setsockopt_raw(s, libc::SOL_PACKET, name, req).map_err(|e| RingSetupError::Os(step, e))
+}
+
+/// The options of the sending side, set once the rings exist: a send buffer for the whole
+/// TX ring, qdisc bypass, and no reading back of outgoing frames.
+fn set_send_options(
+    s: RawFd,
+    tx_len: usize,
+    qdisc_bypass: bool,
+    label: &str,
+) -> Result<(), AfPacketError> {
+    // Room for the whole TX ring in flight (the kernel charges every queued frame to the
+    // socket); SO_SNDBUFFORCE needs CAP_NET_ADMIN, SO_SNDBUF is capped by wmem_max.
+    let sndbuf = libc::c_int::try_from(tx_len).unwrap_or(libc::c_int::MAX);
+    setsockopt_int(s, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, sndbuf)
+        .or_else(|_| setsockopt_int(s, libc::SOL_SOCKET, libc::SO_SNDBUF, sndbuf))
+        .map_err(os_error(label, Step::SndBuf))?;
+    if qdisc_bypass {
+        setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
+            .map_err(os_error(label, Step::QdiscBypass))?;
+    }
+    // Frames sent on this interface (by us or by the host stack) are not read back.
+    setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
+        .map_err(os_error(label, Step::IgnoreOutgoing))
+}
+
+impl Prepared {
+    /// Binds the socket to `ifname` (promiscuous, and in the interface's fanout group with
+    /// `fanout`) and returns the port's two halves.
+    pub fn bind(
+        self,
+        ifname: &str,
+        id: PortId,
+        fanout: bool,
+    ) -> Result<(AfPacketRx, AfPacketTx), AfPacketError> {
+        let name = CString::new(ifname).map_err(|_| AfPacketError::Config {
+            ifname: ifname.to_owned(),
+            reason: "interface name contains a NUL byte",
+        })?;
+        let ifindex = if_index(&name).map_err(os_error(ifname, Step::Ifindex))?;
+        let s = self.ring.fd();
+        bind_to(s, ifindex).map_err(os_error(ifname, Step::Bind))?;
+        let mreq = libc::packet_mreq {
+            mr_ifindex: ifindex as libc::c_int,
+            mr_type: libc::PACKET_MR_PROMISC as u16,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        setsockopt_raw(s, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
+            .map_err(os_error(ifname, Step::Promisc))?;
+        if fanout {
+            // With fanout the group's hook replaces the socket's, so "ignore outgoing" must be
+            // requested again as a group flag.
+            let args = libc::fanout_args {
+                id: ifindex as u16,
+                type_flags: (libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING)
+                    as u16,
+                max_num_members: 0,
+            };
+            setsockopt_raw(s, libc::SOL_PACKET, libc::PACKET_FANOUT, &args)
+                .map_err(os_error(ifname, Step::Fanout))?;
+        }
+        let Prepared {
+            ring,
+            walk,
+            rx_len,
+            tx,
+        } = self;
+        let layout = match walk {
+            RxWalk::V2(_) => TxLayout::V2,
+            RxWalk::V3(_) => TxLayout::V3,
+        };
+        let (rx_area, tx_area) = ring.split(rx_len);
+        Ok((
+            AfPacketRx::new(id, rx_area, walk),
+            AfPacketTx::new(tx_area, layout, tx),
+        ))
+    }
+}
+
+/// The size of a memory page.
+pub(super) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// A new packet socket (protocol 0: no packets are queued until `bind` names the interface
+/// and ETH_P_ALL, so the ring never sees frames of other interfaces).
+fn packet_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call.
+    let raw = cvt(unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    })?;
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// The index of the interface `name` in the calling thread's network namespace.
+fn if_index(name: &CString) -> io::Result<u32> {
+    // SAFETY: `name` is a valid C string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(io::Error::last_os_error()),
+        i => Ok(i),
+    }
+}
+
+/// Binds packet socket `s` to interface `ifindex`, for every protocol.
+fn bind_to(s: RawFd, ifindex: u32) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = ifindex as libc::c_int;
+    // SAFETY: `sll` is a valid sockaddr_ll of the given length.
+    cvt(unsafe {
+        libc::bind(
+            s,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Transmits every TX slot marked `TP_STATUS_SEND_REQUEST` (`sendto` with no buffer).
+pub(super) fn kick(s: RawFd) -> io::Result<()> {
+    // SAFETY: sendto with no buffer and no address reads no memory of ours.
+    let ret = unsafe {
+        libc::sendto(
+            s,
+            std::ptr::null(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null(),
+            0,
+        )
+    };
+    if ret >= 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The socket's `PACKET_STATISTICS` since the last call (the kernel clears them on read).
+/// V2 sockets fill only the first two fields (`tpacket_stats`); the kernel's `tp_packets`
+/// counts the dropped frames too.
+pub(super) fn packet_statistics(s: RawFd) -> io::Result<KernelPortStats> {
+    let mut st = libc::tpacket_stats_v3 {
+        tp_packets: 0,
+        tp_drops: 0,
+        tp_freeze_q_cnt: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
+    // SAFETY: `st` and `len` are valid for writes of the advertised size.
+    cvt(unsafe {
+        libc::getsockopt(
+            s,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats_v3).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(KernelPortStats {
+        packets: u64::from(st.tp_packets),
+        drops: u64::from(st.tp_drops),
+        freezes: u64::from(st.tp_freeze_q_cnt),
+    })
+}
