@@ -215,6 +215,19 @@ impl TcpConn {
         c
     }
 
+    /// Answers a segment that belongs to no connection (or is refused) with RST, as a
+    /// closed port does.
+    pub fn refuse(ends: Ends, seg: &Segment<'_>, tx: &mut impl GuestTx) {
+        if seg.has(tcp::RST) {
+            return;
+        }
+        let mut c = TcpConn::new(ends, seg.dst_port, seg.src_port, 1500, 0);
+        let len = seg.payload.len() as u32 + u32::from(seg.flags & (tcp::SYN | tcp::FIN) != 0);
+        c.rcv_nxt = seg.seq.wrapping_add(len);
+        c.snd_nxt = if seg.has(tcp::ACK) { seg.ack } else { 0 };
+        c.reset(tx);
+    }
+
     /// The connection's state.
     pub fn state(&self) -> State {
         self.state

@@ -255,3 +255,13 @@ fn parse_reads_options_and_rejects_bad_checksums() {
     assert_eq!(parse(&bad, ip.src(), ip.dst()), Err(Drop::Malformed));
     assert_eq!(c.on_segment(&guest(1, 0, tcp::SYN, &[]), &mut sock, &mut tx, 1), Verdict::Keep);
 }
+
+#[test]
+fn segments_of_no_connection_are_refused_with_rst() {
+    let mut tx = Frames::new();
+    TcpConn::refuse(ends(), &guest(GISS, 0, tcp::SYN, &[]), &mut tx);
+    let out = tx.take();
+    assert_eq!((out[0].flags, out[0].ack), (tcp::RST | tcp::ACK, GISS + 1));
+    TcpConn::refuse(ends(), &guest(GISS, 0, tcp::RST, &[]), &mut tx);
+    assert!(tx.take().is_empty());
+}
