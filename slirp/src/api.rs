@@ -109,7 +109,14 @@ fn parse_add(args: &Value, default_guest: Ipv4Addr) -> Result<Request, String> {
     let host_port = port(args, "host_port")?;
     let guest_addr = addr(args, "guest_addr", default_guest)?;
     let guest_port = port(args, "guest_port")?;
-    Ok(Request::Add(HostFwd { id: 0, proto, host_addr, host_port, guest_addr, guest_port }))
+    Ok(Request::Add(HostFwd {
+        id: 0,
+        proto,
+        host_addr,
+        host_port,
+        guest_addr,
+        guest_port,
+    }))
 }
 
 /// Parses one request (the bytes read from a connection); the error is the reply to send.
@@ -117,8 +124,7 @@ pub fn parse_request(bytes: &[u8], default_guest: Ipv4Addr) -> Result<Request, S
     if bytes.len() >= MAX_REQUEST {
         return Err(error_reply("too large message"));
     }
-    let v: Value =
-        serde_json::from_slice(bytes).map_err(|_| error_reply("cannot parse JSON"))?;
+    let v: Value = serde_json::from_slice(bytes).map_err(|_| error_reply("cannot parse JSON"))?;
     if !v.is_object() {
         return Err(error_reply("json_object() failed"));
     }
@@ -127,9 +133,11 @@ pub fn parse_request(bytes: &[u8], default_guest: Ipv4Addr) -> Result<Request, S
         None => Err(error_reply("no execute found")),
         Some("add_hostfwd") => parse_add(&args, default_guest),
         Some("list_hostfwd") => Ok(Request::List),
-        Some("remove_hostfwd") => {
-            Ok(Request::Remove(args.get("id").and_then(Value::as_f64).map_or(0, |f| f as i64)))
-        }
+        Some("remove_hostfwd") => Ok(Request::Remove(
+            args.get("id")
+                .and_then(Value::as_f64)
+                .map_or(0, |f| f as i64),
+        )),
         Some(_) => Err(error_reply("unknown execute")),
     }
 }
@@ -143,7 +151,10 @@ pub struct Forwards {
 
 impl Default for Forwards {
     fn default() -> Self {
-        Forwards { list: Vec::new(), next_id: 1 }
+        Forwards {
+            list: Vec::new(),
+            next_id: 1,
+        }
     }
 }
 
@@ -185,7 +196,9 @@ mod tests {
             GUEST,
         )
         .unwrap();
-        let Request::Add(fwd) = r else { panic!("{r:?}") };
+        let Request::Add(fwd) = r else {
+            panic!("{r:?}")
+        };
         assert_eq!(fwd.guest_addr, GUEST);
         let mut f = Forwards::default();
         let added = f.add(fwd);
@@ -196,24 +209,48 @@ mod tests {
             json!({"return": {"entries": [{"id": 1, "proto": "tcp", "host_addr": "127.0.0.1",
                 "host_port": 8080, "guest_addr": "10.0.2.100", "guest_port": 80}]}})
         );
-        let rm = parse_request(br#"{"execute":"remove_hostfwd","arguments":{"id":1}}"#, GUEST);
+        let rm = parse_request(
+            br#"{"execute":"remove_hostfwd","arguments":{"id":1}}"#,
+            GUEST,
+        );
         assert_eq!(rm, Ok(Request::Remove(1)));
         assert!(f.remove(1).is_some() && f.remove(1).is_none());
         assert_eq!(ok_reply(), r#"{"return":{}}"#);
-        assert_eq!(parse_request(br#"{"execute":"list_hostfwd"}"#, GUEST), Ok(Request::List));
+        assert_eq!(
+            parse_request(br#"{"execute":"list_hostfwd"}"#, GUEST),
+            Ok(Request::List)
+        );
     }
 
     #[test]
     fn error_replies_match_slirp4netns() {
-        assert_eq!(err("{nope"), r#"{"error":{"desc":"bad request: cannot parse JSON"}}"#);
-        assert_eq!(err("[1]"), r#"{"error":{"desc":"bad request: json_object() failed"}}"#);
-        assert_eq!(err("{}"), r#"{"error":{"desc":"bad request: no execute found"}}"#);
-        assert_eq!(err(r#"{"execute":"x"}"#), r#"{"error":{"desc":"bad request: unknown execute"}}"#);
-        let add = |args: &str| err(&format!(r#"{{"execute":"add_hostfwd","arguments":{args}}}"#));
+        assert_eq!(
+            err("{nope"),
+            r#"{"error":{"desc":"bad request: cannot parse JSON"}}"#
+        );
+        assert_eq!(
+            err("[1]"),
+            r#"{"error":{"desc":"bad request: json_object() failed"}}"#
+        );
+        assert_eq!(
+            err("{}"),
+            r#"{"error":{"desc":"bad request: no execute found"}}"#
+        );
+        assert_eq!(
+            err(r#"{"execute":"x"}"#),
+            r#"{"error":{"desc":"bad request: unknown execute"}}"#
+        );
+        let add = |args: &str| {
+            err(&format!(
+                r#"{{"execute":"add_hostfwd","arguments":{args}}}"#
+            ))
+        };
         assert!(add(r#"{"proto":"sctp"}"#).contains("bad arguments.proto"));
-        assert!(add(r#"{"proto":"udp","host_addr":"x","host_port":1}"#).contains("bad arguments.host_addr"));
+        assert!(add(r#"{"proto":"udp","host_addr":"x","host_port":1}"#)
+            .contains("bad arguments.host_addr"));
         assert!(add(r#"{"proto":"udp","host_port":0}"#).contains("bad arguments.host_port"));
-        assert!(add(r#"{"proto":"udp","host_port":1,"guest_addr":"1.2"}"#).contains("bad arguments.guest_addr"));
+        assert!(add(r#"{"proto":"udp","host_port":1,"guest_addr":"1.2"}"#)
+            .contains("bad arguments.guest_addr"));
         assert!(add(r#"{"proto":"udp","host_port":1}"#).contains("bad arguments.guest_port"));
         assert!(err(&" ".repeat(MAX_REQUEST)).contains("too large message"));
     }

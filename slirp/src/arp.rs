@@ -58,7 +58,9 @@ pub(crate) mod tests {
         let guest = MacAddr([2, 1, 2, 3, 4, 5]);
         let mut out = vec![0u8; 64];
         for ip in [cfg.gateway, cfg.dns] {
-            let n = reply(&request(guest, cfg.guest, ip), &cfg, &mut out).unwrap().unwrap();
+            let n = reply(&request(guest, cfg.guest, ip), &cfg, &mut out)
+                .unwrap()
+                .unwrap();
             let eth = EthernetFrame::new_checked(&out[..n]).unwrap();
             assert_eq!(eth.dst(), guest);
             let rep = ArpPacket::new_checked(eth.payload()).unwrap();

@@ -44,7 +44,12 @@ pub struct Options {
           value_parser = clap::value_parser!(u16).range(68..=i64::from(MAX_MTU)))]
     pub mtu: u16,
     /// specify network address CIDR (default=10.0.2.0/24)
-    #[arg(long, value_name = "CIDR", default_value = "10.0.2.0/24", hide_default_value = true)]
+    #[arg(
+        long,
+        value_name = "CIDR",
+        default_value = "10.0.2.0/24",
+        hide_default_value = true
+    )]
     pub cidr: String,
     /// prohibit connecting to 127.0.0.1:* on the host namespace
     #[arg(long)]
@@ -208,7 +213,10 @@ mod tests {
             parse(&["-r", "4", "1", "tap0"]).target(),
             Err(OptionsError::ReadyNeedsConfigure)
         );
-        assert!(matches!(parse(&["abc", "tap0"]).target(), Err(OptionsError::BadPid(_))));
+        assert!(matches!(
+            parse(&["abc", "tap0"]).target(),
+            Err(OptionsError::BadPid(_))
+        ));
         assert!(Options::try_parse_from(["x", "--mtu=65521", "1", "tap0"]).is_err());
         assert!(Options::try_parse_from(["x", "--mtu=0", "1", "tap0"]).is_err());
         assert!(matches!(

@@ -71,7 +71,11 @@ impl NetConfig {
 
     /// The netmask of the network.
     pub fn netmask(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0))
+        Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(self.prefix))
+                .unwrap_or(0),
+        )
     }
 
     /// True for addresses inside the virtual network.
@@ -96,7 +100,9 @@ impl NetConfig {
             };
         }
         if ip == self.dns && self.dns_enabled && dst.port() == crate::dns::PORT {
-            return resolver.map(|r| SocketAddrV4::new(r, dst.port())).ok_or(Drop::Refused);
+            return resolver
+                .map(|r| SocketAddrV4::new(r, dst.port()))
+                .ok_or(Drop::Refused);
         }
         if self.contains(ip) || ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() {
             return Err(Drop::Refused);
@@ -152,18 +158,48 @@ mod tests {
         let mut c = NetConfig::from_cidr("10.0.2.0/24", 1500).unwrap();
         let at = |ip: [u8; 4], port| SocketAddrV4::new(ip.into(), port);
         let dns = Some(Ipv4Addr::new(192, 0, 2, 53));
-        assert_eq!(c.host_target(at([10, 0, 2, 2], 80), dns), Ok(at([127, 0, 0, 1], 80)));
-        assert_eq!(c.host_target(at([10, 0, 2, 3], 53), dns), Ok(at([192, 0, 2, 53], 53)));
-        assert_eq!(c.host_target(at([10, 0, 2, 3], 53), None), Err(Drop::Refused));
-        assert_eq!(c.host_target(at([10, 0, 2, 3], 80), dns), Err(Drop::Refused));
-        assert_eq!(c.host_target(at([10, 0, 2, 9], 80), dns), Err(Drop::Refused));
-        assert_eq!(c.host_target(at([224, 0, 0, 1], 80), dns), Err(Drop::Refused));
-        assert_eq!(c.host_target(at([192, 0, 2, 1], 80), dns), Ok(at([192, 0, 2, 1], 80)));
+        assert_eq!(
+            c.host_target(at([10, 0, 2, 2], 80), dns),
+            Ok(at([127, 0, 0, 1], 80))
+        );
+        assert_eq!(
+            c.host_target(at([10, 0, 2, 3], 53), dns),
+            Ok(at([192, 0, 2, 53], 53))
+        );
+        assert_eq!(
+            c.host_target(at([10, 0, 2, 3], 53), None),
+            Err(Drop::Refused)
+        );
+        assert_eq!(
+            c.host_target(at([10, 0, 2, 3], 80), dns),
+            Err(Drop::Refused)
+        );
+        assert_eq!(
+            c.host_target(at([10, 0, 2, 9], 80), dns),
+            Err(Drop::Refused)
+        );
+        assert_eq!(
+            c.host_target(at([224, 0, 0, 1], 80), dns),
+            Err(Drop::Refused)
+        );
+        assert_eq!(
+            c.host_target(at([192, 0, 2, 1], 80), dns),
+            Ok(at([192, 0, 2, 1], 80))
+        );
         c.host_loopback = false;
         c.dns_enabled = false;
-        assert_eq!(c.host_target(at([10, 0, 2, 2], 80), dns), Err(Drop::Refused));
-        assert_eq!(c.host_target(at([10, 0, 2, 3], 53), dns), Err(Drop::Refused));
+        assert_eq!(
+            c.host_target(at([10, 0, 2, 2], 80), dns),
+            Err(Drop::Refused)
+        );
+        assert_eq!(
+            c.host_target(at([10, 0, 2, 3], 53), dns),
+            Err(Drop::Refused)
+        );
         assert_eq!(c.guest_view(Ipv4Addr::LOCALHOST), c.gateway);
-        assert_eq!(c.guest_view(Ipv4Addr::new(192, 0, 2, 7)), Ipv4Addr::new(192, 0, 2, 7));
+        assert_eq!(
+            c.guest_view(Ipv4Addr::new(192, 0, 2, 7)),
+            Ipv4Addr::new(192, 0, 2, 7)
+        );
     }
 }

@@ -109,7 +109,17 @@ mod tests {
         m[XID].copy_from_slice(&[1, 2, 3, 4]);
         m[CHADDR][..6].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
         m[OPTIONS_AT - 4..].copy_from_slice(&MAGIC);
-        m.extend_from_slice(&[OPT_PAD, 12, 2, b'h', b'i', OPT_MSG_TYPE, 1, msg_type, OPT_END]);
+        m.extend_from_slice(&[
+            OPT_PAD,
+            12,
+            2,
+            b'h',
+            b'i',
+            OPT_MSG_TYPE,
+            1,
+            msg_type,
+            OPT_END,
+        ]);
         m
     }
 

@@ -11,7 +11,8 @@ pub const PORT: u16 = 53;
 
 /// The resolv.conf to read: `SLUICE_SLIRP_RESOLV_CONF` (for tests) or /etc/resolv.conf.
 pub fn resolv_conf_path() -> PathBuf {
-    std::env::var_os("SLUICE_SLIRP_RESOLV_CONF").map_or_else(|| "/etc/resolv.conf".into(), Into::into)
+    std::env::var_os("SLUICE_SLIRP_RESOLV_CONF")
+        .map_or_else(|| "/etc/resolv.conf".into(), Into::into)
 }
 
 /// The first IPv4 `nameserver` of a resolv.conf text.
@@ -33,7 +34,8 @@ mod tests {
 
     #[test]
     fn first_ipv4_nameserver_wins() {
-        let text = "# x\nsearch lan\nnameserver fe80::1\nnameserver 192.0.2.53\nnameserver 1.1.1.1\n";
+        let text =
+            "# x\nsearch lan\nnameserver fe80::1\nnameserver 192.0.2.53\nnameserver 1.1.1.1\n";
         assert_eq!(first_nameserver(text), Some(Ipv4Addr::new(192, 0, 2, 53)));
         assert_eq!(first_nameserver("search lan\n"), None);
         assert_eq!(first_nameserver("nameserver\n"), None);

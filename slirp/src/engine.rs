@@ -81,8 +81,8 @@ impl GuestTx for TapTx {
     }
     fn send(&mut self, len: usize) {
         match self.tap.write(&self.buf[..len]) {
-            Ok(_) => self.frames += 1,
-            Err(_) => self.failed += 1,
+            Ok(n) if n == len => self.frames += 1,
+            _ => self.failed += 1,
         }
     }
 }
@@ -139,17 +139,24 @@ impl Engine {
             Some(path) => {
                 let _ = std::fs::remove_file(&path);
                 let mut l = UnixListener::bind(&path).map_err(io("api socket"))?;
-                reg.register(&mut l, API, Interest::READABLE).map_err(io("register api"))?;
+                reg.register(&mut l, API, Interest::READABLE)
+                    .map_err(io("register api"))?;
                 Some((l, path))
             }
             None => None,
         };
-        let seed = std::process::id().wrapping_mul(2_654_435_761) ^ Instant::now().elapsed().subsec_nanos();
+        let seed = std::process::id().wrapping_mul(2_654_435_761)
+            ^ Instant::now().elapsed().subsec_nanos();
         Ok(Engine {
             poll,
             net: s.net,
             resolver: s.resolver,
-            tx: TapTx { tap: File::from(s.tap), buf: vec![0; MAX_FRAME], frames: 0, failed: 0 },
+            tx: TapTx {
+                tap: File::from(s.tap),
+                buf: vec![0; MAX_FRAME],
+                frames: 0,
+                failed: 0,
+            },
             rx: vec![0; MAX_FRAME],
             guest_mac: MacAddr::BROADCAST,
             counters: Counters::default(),
@@ -262,8 +269,17 @@ impl Engine {
 
     /// The ends of frames from `from` (as the guest sees it) to the guest at `guest`.
     fn ends(&self, from: Ipv4Addr, guest: Ipv4Addr) -> Ends {
-        let mac_of = if from == self.net.dns { self.net.dns } else { self.net.gateway };
-        Ends { src_mac: virtual_mac(mac_of), dst_mac: self.guest_mac, src: from, dst: guest }
+        let mac_of = if from == self.net.dns {
+            self.net.dns
+        } else {
+            self.net.gateway
+        };
+        Ends {
+            src_mac: virtual_mac(mac_of),
+            dst_mac: self.guest_mac,
+            src: from,
+            dst: guest,
+        }
     }
 
     fn on_guest_icmp(&mut self, l4: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<(), Drop> {
@@ -274,14 +290,20 @@ impl Engine {
             self.tx.send(len);
             return Ok(());
         }
-        self.net.host_target(SocketAddrV4::new(dst, 0), self.resolver)?;
+        self.net
+            .host_target(SocketAddrV4::new(dst, 0), self.resolver)?;
         let now = self.now();
         let key = (echo.ident, dst);
         let h = match self.ping.find(&key) {
             Some(h) => h,
             None => {
                 let sock = flows::ping_connect(dst).map_err(|_| Drop::NoPingSocket)?;
-                let flow = PingFlow { sock, ident: echo.ident, guest: src, last_used: now };
+                let flow = PingFlow {
+                    sock,
+                    ident: echo.ident,
+                    guest: src,
+                    last_used: now,
+                };
                 let h = self.ping.insert(key, flow)?;
                 let flow = self.ping.get_mut(h).ok_or(Drop::HostError)?.1;
                 self.poll
@@ -301,11 +323,15 @@ impl Engine {
     }
 
     fn on_ping(&mut self, h: usize) {
-        let Some((key, flow)) = self.ping.get_mut(h) else { return };
+        let Some((key, flow)) = self.ping.get_mut(h) else {
+            return;
+        };
         let (remote, ident, guest) = (key.1, flow.ident, flow.guest);
         let mut msg = [0u8; 1500];
         loop {
-            let Some((_, flow)) = self.ping.get_mut(h) else { return };
+            let Some((_, flow)) = self.ping.get_mut(h) else {
+                return;
+            };
             let n = match flow.sock.recv(&mut msg) {
                 Ok(n) => n,
                 Err(_) => return,
@@ -313,7 +339,8 @@ impl Engine {
             match icmp::parse_echo(&msg[..n], icmpv4::ECHO_REPLY) {
                 Ok(echo) => {
                     let ends = self.ends(remote, guest);
-                    let len = icmp::reply_frame(&mut self.tx.buf, &ends, &icmp::Echo { ident, ..echo });
+                    let len =
+                        icmp::reply_frame(&mut self.tx.buf, &ends, &icmp::Echo { ident, ..echo });
                     self.tx.send(len);
                 }
                 Err(why) => self.counters.drop(why),

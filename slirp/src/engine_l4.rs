@@ -4,17 +4,30 @@ use super::*;
 
 impl Engine {
     fn iss(&mut self) -> u32 {
-        self.next_iss = self.next_iss.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        self.next_iss = self
+            .next_iss
+            .wrapping_mul(1_103_515_245)
+            .wrapping_add(12_345);
         self.next_iss
     }
 
-    pub(super) fn on_guest_tcp(&mut self, l4: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<(), Drop> {
+    pub(super) fn on_guest_tcp(
+        &mut self,
+        l4: &[u8],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) -> Result<(), Drop> {
         let seg = tcp::parse(l4, src, dst)?;
-        let key = FlowKey { guest_port: seg.src_port, remote: SocketAddrV4::new(dst, seg.dst_port) };
+        let key = FlowKey {
+            guest_port: seg.src_port,
+            remote: SocketAddrV4::new(dst, seg.dst_port),
+        };
         let now = self.now();
         if let Some(h) = self.tcp.find(&key) {
             let flow = self.tcp.get_mut(h).ok_or(Drop::HostError)?.1;
-            let v = flow.conn.on_segment(&seg, &mut flow.sock, &mut self.tx, now);
+            let v = flow
+                .conn
+                .on_segment(&seg, &mut flow.sock, &mut self.tx, now);
             self.finish_tcp(h, v);
             return Ok(());
         }
@@ -26,7 +39,9 @@ impl Engine {
         let opened = self
             .net
             .host_target(key.remote, self.resolver)
-            .and_then(|to| TcpSock::connect(to, self.net.outbound_addr).map_err(|_| Drop::HostError));
+            .and_then(|to| {
+                TcpSock::connect(to, self.net.outbound_addr).map_err(|_| Drop::HostError)
+            });
         let sock = match opened {
             Ok(s) => s,
             Err(why) => {
@@ -36,9 +51,12 @@ impl Engine {
         };
         let iss = self.iss();
         let conn = TcpConn::from_guest_syn(ends, &seg, self.net.mtu, iss);
-        let h = self.tcp.insert(key, TcpFlow { conn, sock }).inspect_err(|_| {
-            TcpConn::refuse(ends, &seg, &mut self.tx);
-        })?;
+        let h = self
+            .tcp
+            .insert(key, TcpFlow { conn, sock })
+            .inspect_err(|_| {
+                TcpConn::refuse(ends, &seg, &mut self.tx);
+            })?;
         self.register_tcp(h)
     }
 
@@ -71,7 +89,9 @@ impl Engine {
 
     pub(super) fn on_tcp(&mut self, h: usize, writable: bool) {
         let now = self.now();
-        let Some((_, flow)) = self.tcp.get_mut(h) else { return };
+        let Some((_, flow)) = self.tcp.get_mut(h) else {
+            return;
+        };
         let v = if flow.conn.state() == tcp::State::Connecting {
             match flow.sock.connected() {
                 Ok(true) => {
@@ -93,19 +113,32 @@ impl Engine {
         self.finish_tcp(h, v);
     }
 
-    pub(super) fn on_guest_udp(&mut self, l4: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<(), Drop> {
+    pub(super) fn on_guest_udp(
+        &mut self,
+        l4: &[u8],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) -> Result<(), Drop> {
         let d = udp::parse(l4, src, dst)?;
         if d.dst_port == dhcp::SERVER_PORT && (dst.is_broadcast() || dst == self.net.gateway) {
             return self.answer_dhcp(d.payload);
         }
-        let key = FlowKey { guest_port: d.src_port, remote: SocketAddrV4::new(dst, d.dst_port) };
+        let key = FlowKey {
+            guest_port: d.src_port,
+            remote: SocketAddrV4::new(dst, d.dst_port),
+        };
         let now = self.now();
         let h = match self.udp.find(&key) {
             Some(h) => h,
             None => {
                 let to = self.net.host_target(key.remote, self.resolver)?;
-                let sock = flows::udp_connect(to, self.net.outbound_addr).map_err(|_| Drop::HostError)?;
-                let flow = UdpFlow { path: UdpPath::Own(sock), guest: src, last_used: now };
+                let sock =
+                    flows::udp_connect(to, self.net.outbound_addr).map_err(|_| Drop::HostError)?;
+                let flow = UdpFlow {
+                    path: UdpPath::Own(sock),
+                    guest: src,
+                    last_used: now,
+                };
                 let h = self.udp.insert(key, flow)?;
                 if let UdpPath::Own(s) = &mut self.udp.get_mut(h).ok_or(Drop::HostError)?.1.path {
                     self.poll
@@ -120,10 +153,12 @@ impl Engine {
         flow.last_used = now;
         let sent = match &flow.path {
             UdpPath::Own(s) => s.send(d.payload),
-            UdpPath::Forward { fwd, client } => match self.listeners.iter().find(|(id, _)| id == fwd) {
-                Some((_, Listener::Udp(s))) => s.send_to(d.payload, *client),
-                _ => return Err(Drop::Refused),
-            },
+            UdpPath::Forward { fwd, client } => {
+                match self.listeners.iter().find(|(id, _)| id == fwd) {
+                    Some((_, Listener::Udp(s))) => s.send_to(d.payload, *client),
+                    _ => return Err(Drop::Refused),
+                }
+            }
         };
         sent.map(drop).map_err(|_| Drop::HostError)
     }
@@ -133,7 +168,13 @@ impl Engine {
             return Ok(());
         };
         let ends = self.ends(self.net.gateway, dhcp::REPLY_TO);
-        let len = udp::frame(&mut self.tx.buf, &ends, dhcp::SERVER_PORT, dhcp::CLIENT_PORT, n);
+        let len = udp::frame(
+            &mut self.tx.buf,
+            &ends,
+            dhcp::SERVER_PORT,
+            dhcp::CLIENT_PORT,
+            n,
+        );
         self.tx.send(len);
         Ok(())
     }
@@ -141,14 +182,22 @@ impl Engine {
     /// Sends the datagram at `udp::PAYLOAD_AT` of `n` bytes on flow `key` to the guest.
     fn udp_to_guest(&mut self, key: FlowKey, guest: Ipv4Addr, n: usize) {
         let ends = self.ends(*key.remote.ip(), guest);
-        let len = udp::frame(&mut self.tx.buf, &ends, key.remote.port(), key.guest_port, n);
+        let len = udp::frame(
+            &mut self.tx.buf,
+            &ends,
+            key.remote.port(),
+            key.guest_port,
+            n,
+        );
         self.tx.send(len);
     }
 
     pub(super) fn on_udp(&mut self, h: usize) {
         let cap = self.tx.buf.len() - udp::PAYLOAD_AT - 40;
         loop {
-            let Some((key, flow)) = self.udp.get_mut(h) else { return };
+            let Some((key, flow)) = self.udp.get_mut(h) else {
+                return;
+            };
             let (key, guest) = (*key, flow.guest);
             let UdpPath::Own(s) = &flow.path else { return };
             let n = match s.recv(&mut self.tx.buf[udp::PAYLOAD_AT..udp::PAYLOAD_AT + cap]) {
@@ -162,15 +211,20 @@ impl Engine {
     }
 
     pub(super) fn on_listener(&mut self, id: u32) {
-        let Some(fwd) = self.forwards.list().iter().find(|f| f.id == id).cloned() else { return };
+        let Some(fwd) = self.forwards.list().iter().find(|f| f.id == id).cloned() else {
+            return;
+        };
         loop {
-            let Some((_, l)) = self.listeners.iter().find(|(i, _)| *i == id) else { return };
+            let Some((_, l)) = self.listeners.iter().find(|(i, _)| *i == id) else {
+                return;
+            };
             let r = match l {
                 Listener::Tcp(l) => l.accept().map(|(s, peer)| self.accept_tcp(&fwd, s, peer)),
                 Listener::Udp(s) => {
                     let cap = self.tx.buf.len() - udp::PAYLOAD_AT - 40;
                     let at = udp::PAYLOAD_AT;
-                    s.recv_from(&mut self.tx.buf[at..at + cap]).map(|(n, peer)| self.accept_udp(&fwd, n, peer))
+                    s.recv_from(&mut self.tx.buf[at..at + cap])
+                        .map(|(n, peer)| self.accept_udp(&fwd, n, peer))
                 }
             };
             match r {
@@ -183,12 +237,22 @@ impl Engine {
     }
 
     fn peer_key(&self, fwd: &HostFwd, peer: SocketAddr) -> Result<FlowKey, Drop> {
-        let SocketAddr::V4(peer) = peer else { return Err(Drop::Unsupported) };
+        let SocketAddr::V4(peer) = peer else {
+            return Err(Drop::Unsupported);
+        };
         let remote = SocketAddrV4::new(self.net.guest_view(*peer.ip()), peer.port());
-        Ok(FlowKey { guest_port: fwd.guest_port, remote })
+        Ok(FlowKey {
+            guest_port: fwd.guest_port,
+            remote,
+        })
     }
 
-    fn accept_tcp(&mut self, fwd: &HostFwd, stream: mio::net::TcpStream, peer: SocketAddr) -> Result<(), Drop> {
+    fn accept_tcp(
+        &mut self,
+        fwd: &HostFwd,
+        stream: mio::net::TcpStream,
+        peer: SocketAddr,
+    ) -> Result<(), Drop> {
         let key = self.peer_key(fwd, peer)?;
         if self.tcp.find(&key).is_some() {
             return Err(Drop::FlowLimit);
@@ -197,7 +261,15 @@ impl Engine {
         let _ = sock.stream.set_nodelay(true);
         let (iss, now) = (self.iss(), self.now());
         let ends = self.ends(*key.remote.ip(), fwd.guest_addr);
-        let conn = TcpConn::to_guest(ends, key.remote.port(), fwd.guest_port, self.net.mtu, iss, now, &mut self.tx);
+        let conn = TcpConn::to_guest(
+            ends,
+            key.remote.port(),
+            fwd.guest_port,
+            self.net.mtu,
+            iss,
+            now,
+            &mut self.tx,
+        );
         let h = self.tcp.insert(key, TcpFlow { conn, sock })?;
         self.register_tcp(h)
     }
@@ -208,8 +280,18 @@ impl Engine {
         let h = match self.udp.find(&key) {
             Some(h) => h,
             None => {
-                let path = UdpPath::Forward { fwd: fwd.id, client: peer };
-                self.udp.insert(key, UdpFlow { path, guest: fwd.guest_addr, last_used: now })?
+                let path = UdpPath::Forward {
+                    fwd: fwd.id,
+                    client: peer,
+                };
+                self.udp.insert(
+                    key,
+                    UdpFlow {
+                        path,
+                        guest: fwd.guest_addr,
+                        last_used: now,
+                    },
+                )?
             }
         };
         if let Some((_, flow)) = self.udp.get_mut(h) {
@@ -221,20 +303,32 @@ impl Engine {
 
     pub(super) fn tick(&mut self, now: u64) {
         for h in self.tcp.handles() {
-            let Some((_, flow)) = self.tcp.get_mut(h) else { continue };
+            let Some((_, flow)) = self.tcp.get_mut(h) else {
+                continue;
+            };
             if flow.conn.deadline().is_some_and(|d| d <= now) {
                 let v = flow.conn.on_timer(&mut flow.sock, &mut self.tx, now);
                 self.finish_tcp(h, v);
             }
         }
         for h in self.udp.handles() {
-            let expired = self.udp.get_mut(h).is_some_and(|(_, f)| now - f.last_used.min(now) > UDP_IDLE_MS);
-            if let Some(UdpFlow { path: UdpPath::Own(mut s), .. }) = expired.then(|| self.udp.remove(h)).flatten() {
+            let expired = self
+                .udp
+                .get_mut(h)
+                .is_some_and(|(_, f)| now - f.last_used.min(now) > UDP_IDLE_MS);
+            if let Some(UdpFlow {
+                path: UdpPath::Own(mut s),
+                ..
+            }) = expired.then(|| self.udp.remove(h)).flatten()
+            {
                 let _ = self.poll.registry().deregister(&mut s);
             }
         }
         for h in self.ping.handles() {
-            let expired = self.ping.get_mut(h).is_some_and(|(_, f)| now - f.last_used.min(now) > UDP_IDLE_MS);
+            let expired = self
+                .ping
+                .get_mut(h)
+                .is_some_and(|(_, f)| now - f.last_used.min(now) > UDP_IDLE_MS);
             if let Some(mut f) = expired.then(|| self.ping.remove(h)).flatten() {
                 let _ = self.poll.registry().deregister(&mut f.sock);
             }
@@ -255,7 +349,11 @@ impl Engine {
                 Err(reply) => reply,
             };
             let _ = conn.write_all(reply.as_bytes());
-            let _ = conn.shutdown(std::net::Shutdown::Both);
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            // Drain what a too large request left unread, so the client gets the reply and
+            // not a reset.
+            let _ = conn.set_nonblocking(true);
+            while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
         }
     }
 

@@ -28,7 +28,11 @@ impl TcpSock {
 
     /// Starts a nonblocking connect to `to`, from `from` when set.
     pub fn connect(to: SocketAddrV4, from: Option<Ipv4Addr>) -> io::Result<Self> {
-        let s = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::STREAM.nonblocking(),
+            Some(Protocol::TCP),
+        )?;
         if let Some(ip) = from {
             s.bind(&SocketAddr::from(SocketAddrV4::new(ip, 0)).into())?;
         }
@@ -153,7 +157,11 @@ pub struct PingFlow {
 
 /// Opens a ping socket connected to `to`; fails where `net.ipv4.ping_group_range` excludes us.
 pub fn ping_connect(to: Ipv4Addr) -> io::Result<UdpSocket> {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM.nonblocking(), Some(Protocol::ICMPV4))?;
+    let s = Socket::new(
+        Domain::IPV4,
+        Type::DGRAM.nonblocking(),
+        Some(Protocol::ICMPV4),
+    )?;
     s.connect(&SocketAddr::from(SocketAddrV4::new(to, 0)).into())?;
     Ok(UdpSocket::from_std(std::net::UdpSocket::from(s)))
 }

@@ -67,7 +67,10 @@ mod tests {
         assert_eq!(eth.dst(), ends.dst_mac);
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
         assert!(ip.verify_checksum());
-        assert_eq!((ip.src(), ip.dst(), ip.protocol()), (ends.src, ends.dst, 17));
+        assert_eq!(
+            (ip.src(), ip.dst(), ip.protocol()),
+            (ends.src, ends.dst, 17)
+        );
         assert_eq!(ip.payload().len(), 8);
     }
 }

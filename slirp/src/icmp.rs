@@ -28,7 +28,11 @@ pub fn parse_echo(icmp: &[u8], msg_type: u8) -> Result<Echo<'_>, Drop> {
     if msg_type == icmpv4::ECHO_REQUEST && !p.verify_checksum() {
         return Err(Drop::Malformed);
     }
-    Ok(Echo { ident: p.echo_ident(), seq: p.echo_seq(), data: &icmp[icmpv4::HEADER_LEN..] })
+    Ok(Echo {
+        ident: p.echo_ident(),
+        seq: p.echo_seq(),
+        data: &icmp[icmpv4::HEADER_LEN..],
+    })
 }
 
 /// Writes an echo message (`msg_type` request or reply) with `echo` into `buf[L4_AT..]`
@@ -60,7 +64,11 @@ mod tests {
     #[test]
     fn request_round_trips_into_a_reply() {
         let mut req = vec![0u8; 64];
-        let echo = Echo { ident: 7, seq: 3, data: b"hello ping" };
+        let echo = Echo {
+            ident: 7,
+            seq: 3,
+            data: b"hello ping",
+        };
         let n = write_echo(&mut req, icmpv4::ECHO_REQUEST, &echo);
         let parsed = parse_echo(&req[..n], icmpv4::ECHO_REQUEST).unwrap();
         assert_eq!(parsed, echo);
@@ -82,11 +90,28 @@ mod tests {
     #[test]
     fn bad_requests_are_drops() {
         let mut req = vec![0u8; 16];
-        let n = write_echo(&mut req, icmpv4::ECHO_REQUEST, &Echo { ident: 1, seq: 1, data: b"x" });
+        let n = write_echo(
+            &mut req,
+            icmpv4::ECHO_REQUEST,
+            &Echo {
+                ident: 1,
+                seq: 1,
+                data: b"x",
+            },
+        );
         req[8] ^= 0xff;
-        assert_eq!(parse_echo(&req[..n], icmpv4::ECHO_REQUEST), Err(Drop::Malformed));
-        assert_eq!(parse_echo(&req[..3], icmpv4::ECHO_REQUEST), Err(Drop::Malformed));
+        assert_eq!(
+            parse_echo(&req[..n], icmpv4::ECHO_REQUEST),
+            Err(Drop::Malformed)
+        );
+        assert_eq!(
+            parse_echo(&req[..3], icmpv4::ECHO_REQUEST),
+            Err(Drop::Malformed)
+        );
         req[0] = icmpv4::DEST_UNREACHABLE;
-        assert_eq!(parse_echo(&req[..n], icmpv4::ECHO_REQUEST), Err(Drop::Unsupported));
+        assert_eq!(
+            parse_echo(&req[..n], icmpv4::ECHO_REQUEST),
+            Err(Drop::Unsupported)
+        );
     }
 }

@@ -25,8 +25,16 @@ fn run(opts: Options) -> Result<()> {
     if opts.enable_ipv6 || opts.outbound_addr6.is_some() {
         eprintln!("sluice-slirp: IPv6 is not supported yet; the guest gets IPv4 only");
     }
-    let exit_fd = opts.exit_fd.map(sys::inherited_fd).transpose().context("--exit-fd")?;
-    let ready_fd = opts.ready_fd.map(sys::inherited_fd).transpose().context("--ready-fd")?;
+    let exit_fd = opts
+        .exit_fd
+        .map(sys::inherited_fd)
+        .transpose()
+        .context("--exit-fd")?;
+    let ready_fd = opts
+        .ready_fd
+        .map(sys::inherited_fd)
+        .transpose()
+        .context("--ready-fd")?;
     let resolver = dns::host_resolver();
     let setup = opts.configure.then(|| TapSetup {
         addr: net.guest,
@@ -37,7 +45,11 @@ fn run(opts: Options) -> Result<()> {
     });
     let tap = netns::open_tap_in(&target, &opts.tapname, setup.as_ref())
         .with_context(|| format!("opening {} in {}", opts.tapname, target.netns.display()))?;
-    let pidfd = target.pid.map(sys::pidfd_open).transpose().context("pidfd_open")?;
+    let pidfd = target
+        .pid
+        .map(sys::pidfd_open)
+        .transpose()
+        .context("pidfd_open")?;
     let mut engine = Engine::new(EngineSetup {
         net,
         resolver,

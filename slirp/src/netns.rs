@@ -70,7 +70,10 @@ struct IfReq {
 
 impl IfReq {
     fn new(name: &str) -> Self {
-        let mut r = IfReq { name: [0; 16], data: [0; 24] };
+        let mut r = IfReq {
+            name: [0; 16],
+            data: [0; 24],
+        };
         let n = name.len().min(15);
         r.name[..n].copy_from_slice(&name.as_bytes()[..n]);
         r
@@ -111,7 +114,12 @@ fn sockaddr_in(ip: Ipv4Addr) -> [u8; 16] {
 }
 
 /// `ioctl(fd, req, arg)` for requests that read or write one struct at `arg`.
-fn ioctl<T>(fd: &impl AsRawFd, req: libc::c_ulong, arg: &mut T, what: &'static str) -> Result<(), String> {
+fn ioctl<T>(
+    fd: &impl AsRawFd,
+    req: libc::c_ulong,
+    arg: &mut T,
+    what: &'static str,
+) -> Result<(), String> {
     // SAFETY: every request used here reads/writes exactly the struct type passed for it
     // (ifreq or rtentry), and `arg` is a live exclusive reference for the call.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req, arg as *mut T) };
@@ -144,7 +152,9 @@ fn open_tap(name: &str) -> Result<OwnedFd, String> {
 fn set_up(sock: &impl AsRawFd, name: &str) -> Result<(), String> {
     let mut req = IfReq::new(name);
     ioctl(sock, SIOCGIFFLAGS, &mut req, "get flags")?;
-    let flags = i16::from_ne_bytes([req.data[0], req.data[1]]) | libc::IFF_UP as i16 | libc::IFF_RUNNING as i16;
+    let flags = i16::from_ne_bytes([req.data[0], req.data[1]])
+        | libc::IFF_UP as i16
+        | libc::IFF_RUNNING as i16;
     req.data[..2].copy_from_slice(&flags.to_ne_bytes());
     ioctl(sock, SIOCSIFFLAGS, &mut req, "cannot set device up")
 }
@@ -161,8 +171,18 @@ fn configure(name: &str, s: &TapSetup) -> Result<(), String> {
     let mut req = IfReq::new(name);
     req.data[..4].copy_from_slice(&i32::from(s.mtu).to_ne_bytes());
     ioctl(&sock, SIOCSIFMTU, &mut req, "cannot set MTU")?;
-    ioctl(&sock, SIOCSIFADDR, &mut IfReq::with_addr(name, s.addr), "cannot set device address")?;
-    ioctl(&sock, SIOCSIFNETMASK, &mut IfReq::with_addr(name, s.netmask), "cannot set netmask")?;
+    ioctl(
+        &sock,
+        SIOCSIFADDR,
+        &mut IfReq::with_addr(name, s.addr),
+        "cannot set device address",
+    )?;
+    ioctl(
+        &sock,
+        SIOCSIFNETMASK,
+        &mut IfReq::with_addr(name, s.netmask),
+        "cannot set netmask",
+    )?;
     set_up(&sock, name)?;
     let dev = CString::new(name).map_err(|_| "bad TAP name".to_string())?;
     let mut route = RtEntry {
@@ -187,18 +207,29 @@ fn configure(name: &str, s: &TapSetup) -> Result<(), String> {
 
 /// True when `path` is the user namespace this process is already in (setns would fail).
 fn is_own_userns(path: &std::path::Path) -> bool {
-    match (std::fs::metadata("/proc/self/ns/user"), std::fs::metadata(path)) {
+    match (
+        std::fs::metadata("/proc/self/ns/user"),
+        std::fs::metadata(path),
+    ) {
         (Ok(a), Ok(b)) => a.st_dev() == b.st_dev() && a.st_ino() == b.st_ino(),
         _ => false,
     }
 }
 
 fn open_ns(path: &std::path::Path) -> Result<File, NsError> {
-    File::open(path).map_err(|source| NsError::Open { path: path.display().to_string(), source })
+    File::open(path).map_err(|source| NsError::Open {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// The child's work: join the namespaces, open (and configure) the TAP.
-fn in_namespace(userns: Option<&File>, netns: &File, tap: &str, setup: Option<&TapSetup>) -> Result<OwnedFd, String> {
+fn in_namespace(
+    userns: Option<&File>,
+    netns: &File,
+    tap: &str,
+    setup: Option<&TapSetup>,
+) -> Result<OwnedFd, String> {
     if let Some(u) = userns {
         setns(u, libc::CLONE_NEWUSER, "user")?;
     }
@@ -212,7 +243,10 @@ fn in_namespace(userns: Option<&File>, netns: &File, tap: &str, setup: Option<&T
 
 fn send_fd(sock: &UnixStream, fd: RawFd) -> io::Result<()> {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
     let mut cmsg = [0u64; 4];
     // SAFETY: msghdr is plain data; all pointers set below point to live locals (`iov`,
     // `cmsg`) that outlive the sendmsg call, and CMSG_* stay inside `cmsg` (32 bytes >=
@@ -237,7 +271,10 @@ fn send_fd(sock: &UnixStream, fd: RawFd) -> io::Result<()> {
 
 fn recv_fd(sock: &UnixStream) -> io::Result<Option<OwnedFd>> {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
     let mut cmsg = [0u64; 4];
     // SAFETY: as in `send_fd`; the received descriptor is new to this process and wrapped
     // exactly once.
@@ -261,7 +298,11 @@ fn recv_fd(sock: &UnixStream) -> io::Result<Option<OwnedFd>> {
 
 /// Opens TAP `tap` in `target`'s namespaces (configuring it with `setup`) and returns it.
 /// Must be called while the process is single-threaded.
-pub fn open_tap_in(target: &Target, tap: &str, setup: Option<&TapSetup>) -> Result<OwnedFd, NsError> {
+pub fn open_tap_in(
+    target: &Target,
+    tap: &str,
+    setup: Option<&TapSetup>,
+) -> Result<OwnedFd, NsError> {
     let userns = match &target.userns {
         Some(p) if !is_own_userns(p) => Some(open_ns(p)?),
         _ => None,

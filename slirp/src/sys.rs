@@ -40,7 +40,12 @@ pub fn discard(fd: BorrowedFd<'_>, n: usize) -> io::Result<usize> {
     // SAFETY: with MSG_TRUNC on a TCP socket the kernel discards up to `n` bytes and writes
     // nothing to the buffer, so a null pointer is never dereferenced.
     let rc = unsafe {
-        libc::recv(fd.as_raw_fd(), std::ptr::null_mut(), n, libc::MSG_TRUNC | libc::MSG_DONTWAIT)
+        libc::recv(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            n,
+            libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+        )
     };
     if rc < 0 {
         Err(io::Error::last_os_error())
@@ -50,7 +55,12 @@ pub fn discard(fd: BorrowedFd<'_>, n: usize) -> io::Result<usize> {
 }
 
 /// Sets an integer socket option.
-pub fn set_int_opt(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+pub fn set_int_opt(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: the option value is a live `c_int` and its exact size is passed.
     check(unsafe {
         libc::setsockopt(

@@ -270,7 +270,11 @@ impl TcpConn {
     /// Builds and sends a segment; the payload (if any) already lies at [`PAYLOAD_AT`].
     fn emit(&self, tx: &mut impl GuestTx, flags: u8, seq: u32, payload_len: usize, window: u16) {
         let syn = flags & tcp::SYN != 0;
-        let hl = if syn { tcp::MIN_HEADER_LEN + 8 } else { tcp::MIN_HEADER_LEN };
+        let hl = if syn {
+            tcp::MIN_HEADER_LEN + 8
+        } else {
+            tcp::MIN_HEADER_LEN
+        };
         let l4_len = hl + payload_len;
         let buf = tx.buf();
         let seg = &mut buf[L4_AT..L4_AT + l4_len];
@@ -289,7 +293,11 @@ impl TcpConn {
         p.set_src_port(self.remote_port);
         p.set_dst_port(self.guest_port);
         p.set_seq(seq);
-        p.set_ack(if flags & tcp::ACK != 0 { self.rcv_nxt } else { 0 });
+        p.set_ack(if flags & tcp::ACK != 0 {
+            self.rcv_nxt
+        } else {
+            0
+        });
         p.set_flags(flags);
         p.set_window(window);
         p.set_urgent(0);
@@ -374,7 +382,12 @@ impl TcpConn {
         Verdict::Reset
     }
 
-    fn on_ack(&mut self, seg: &Segment<'_>, sock: &mut impl HostSocket, now: u64) -> io::Result<()> {
+    fn on_ack(
+        &mut self,
+        seg: &Segment<'_>,
+        sock: &mut impl HostSocket,
+        now: u64,
+    ) -> io::Result<()> {
         self.snd_wnd = u32::from(seg.window) << self.guest_wscale;
         let ack = seg.ack;
         if !seq_lt(self.snd_una, ack) || seq_lt(self.snd_nxt, ack) {
@@ -470,7 +483,12 @@ impl TcpConn {
     }
 
     /// Retransmits what the guest has not acknowledged once the timeout passed.
-    pub fn on_timer(&mut self, sock: &mut impl HostSocket, tx: &mut impl GuestTx, now: u64) -> Verdict {
+    pub fn on_timer(
+        &mut self,
+        sock: &mut impl HostSocket,
+        tx: &mut impl GuestTx,
+        now: u64,
+    ) -> Verdict {
         match self.rto_at {
             Some(at) if at <= now => {}
             _ => return Verdict::Keep,

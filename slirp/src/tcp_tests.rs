@@ -25,7 +25,11 @@ impl HostSocket for FakeSock {
     fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let avail = &self.inbound[self.consumed + self.peek_off..];
         if avail.is_empty() {
-            return if self.eof { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+            return if self.eof {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
         }
         let n = avail.len().min(buf.len());
         buf[..n].copy_from_slice(&avail[..n]);
@@ -77,7 +81,10 @@ struct Out {
 
 impl Frames {
     fn new() -> Self {
-        Frames { buf: vec![0; MAX_FRAME], sent: Vec::new() }
+        Frames {
+            buf: vec![0; MAX_FRAME],
+            sent: Vec::new(),
+        }
     }
     fn take(&mut self) -> Vec<Out> {
         self.sent
@@ -138,7 +145,10 @@ fn established(sock: &mut FakeSock, tx: &mut Frames) -> TcpConn {
     let out = tx.take();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].flags, tcp::SYN | tcp::ACK);
-    assert_eq!((out[0].seq, out[0].ack, out[0].mss), (ISS, GISS + 1, Some(1460)));
+    assert_eq!(
+        (out[0].seq, out[0].ack, out[0].mss),
+        (ISS, GISS + 1, Some(1460))
+    );
     let v = c.on_segment(&guest(GISS + 1, ISS + 1, tcp::ACK, &[]), sock, tx, 1);
     assert_eq!(v, Verdict::Keep);
     c
@@ -146,11 +156,19 @@ fn established(sock: &mut FakeSock, tx: &mut Frames) -> TcpConn {
 
 #[test]
 fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
-    let mut sock = FakeSock { cap: 6, ..Default::default() };
+    let mut sock = FakeSock {
+        cap: 6,
+        ..Default::default()
+    };
     let mut tx = Frames::new();
     let mut c = established(&mut sock, &mut tx);
     assert!(tx.take().is_empty());
-    c.on_segment(&guest(GISS + 1, ISS + 1, tcp::ACK, b"hello world"), &mut sock, &mut tx, 2);
+    c.on_segment(
+        &guest(GISS + 1, ISS + 1, tcp::ACK, b"hello world"),
+        &mut sock,
+        &mut tx,
+        2,
+    );
     assert_eq!(sock.written, b"hello ");
     let out = tx.take();
     assert_eq!(out.len(), 1);
@@ -161,27 +179,49 @@ fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
     let out = tx.take();
     assert_eq!(out[0].window, ((100 - 6) >> OUR_WSCALE) as u16);
     // The guest retransmits from the first byte not acknowledged, overlapping old bytes.
-    c.on_segment(&guest(GISS + 1, ISS + 1, tcp::ACK, b"hello world"), &mut sock, &mut tx, 3);
+    c.on_segment(
+        &guest(GISS + 1, ISS + 1, tcp::ACK, b"hello world"),
+        &mut sock,
+        &mut tx,
+        3,
+    );
     assert_eq!(sock.written, b"hello world");
     assert_eq!(tx.take()[0].ack, GISS + 12);
     // Out of order: not written, acknowledged where we are.
-    c.on_segment(&guest(GISS + 20, ISS + 1, tcp::ACK, b"zz"), &mut sock, &mut tx, 4);
+    c.on_segment(
+        &guest(GISS + 20, ISS + 1, tcp::ACK, b"zz"),
+        &mut sock,
+        &mut tx,
+        4,
+    );
     assert_eq!(sock.written, b"hello world");
     assert_eq!(tx.take()[0].ack, GISS + 12);
 }
 
 #[test]
 fn host_data_goes_out_within_the_window_and_is_consumed_on_ack() {
-    let mut sock = FakeSock { cap: 100, inbound: vec![7u8; 3000], ..Default::default() };
+    let mut sock = FakeSock {
+        cap: 100,
+        inbound: vec![7u8; 3000],
+        ..Default::default()
+    };
     let mut tx = Frames::new();
     // The ACK of the SYN-ACK opened the window and data went out at once.
     let mut c = established(&mut sock, &mut tx);
     // The guest's window is 1000 << 2 = 4000 bytes; MSS 1460.
     let out = tx.take();
-    assert_eq!(out.iter().map(|o| o.payload.len()).collect::<Vec<_>>(), vec![1460, 1460, 80]);
+    assert_eq!(
+        out.iter().map(|o| o.payload.len()).collect::<Vec<_>>(),
+        vec![1460, 1460, 80]
+    );
     assert_eq!(out[1].seq, ISS + 1 + 1460);
     assert_eq!(sock.consumed, 0);
-    c.on_segment(&guest(GISS + 1, ISS + 1 + 1460, tcp::ACK, &[]), &mut sock, &mut tx, 3);
+    c.on_segment(
+        &guest(GISS + 1, ISS + 1 + 1460, tcp::ACK, &[]),
+        &mut sock,
+        &mut tx,
+        3,
+    );
     assert_eq!(sock.consumed, 1460);
     // Nothing was acknowledged further: the timer sends it again from the peek start.
     assert!(tx.take().is_empty());
@@ -193,14 +233,24 @@ fn host_data_goes_out_within_the_window_and_is_consumed_on_ack() {
 
 #[test]
 fn fins_both_ways_close_the_flow() {
-    let mut sock = FakeSock { cap: 100, inbound: b"bye".to_vec(), eof: true, ..Default::default() };
+    let mut sock = FakeSock {
+        cap: 100,
+        inbound: b"bye".to_vec(),
+        eof: true,
+        ..Default::default()
+    };
     let mut tx = Frames::new();
     let mut c = established(&mut sock, &mut tx);
     let out = tx.take();
     assert_eq!(out[0].payload, b"bye");
     assert_eq!(out[1].flags, tcp::FIN | tcp::ACK);
     assert_eq!(out[1].seq, ISS + 4);
-    let v = c.on_segment(&guest(GISS + 1, ISS + 5, tcp::ACK | tcp::FIN, b"ok"), &mut sock, &mut tx, 3);
+    let v = c.on_segment(
+        &guest(GISS + 1, ISS + 5, tcp::ACK | tcp::FIN, b"ok"),
+        &mut sock,
+        &mut tx,
+        3,
+    );
     assert_eq!(v, Verdict::Close);
     assert!(sock.shut);
     assert_eq!(sock.written, b"ok");
@@ -210,17 +260,27 @@ fn fins_both_ways_close_the_flow() {
 
 #[test]
 fn rst_from_guest_aborts_and_refusal_resets_guest() {
-    let mut sock = FakeSock { cap: 100, ..Default::default() };
+    let mut sock = FakeSock {
+        cap: 100,
+        ..Default::default()
+    };
     let mut tx = Frames::new();
     let mut c = established(&mut sock, &mut tx);
-    assert_eq!(c.on_segment(&guest(GISS + 1, 0, tcp::RST, &[]), &mut sock, &mut tx, 2), Verdict::Reset);
+    assert_eq!(
+        c.on_segment(&guest(GISS + 1, 0, tcp::RST, &[]), &mut sock, &mut tx, 2),
+        Verdict::Reset
+    );
     c.reset(&mut tx);
     assert_eq!(tx.take()[0].flags, tcp::RST | tcp::ACK);
 }
 
 #[test]
 fn host_forward_handshake_with_the_guest() {
-    let mut sock = FakeSock { cap: 100, inbound: b"GET".to_vec(), ..Default::default() };
+    let mut sock = FakeSock {
+        cap: 100,
+        inbound: b"GET".to_vec(),
+        ..Default::default()
+    };
     let mut tx = Frames::new();
     let mut c = TcpConn::to_guest(ends(), 80, 40000, 1500, ISS, 0, &mut tx);
     let out = tx.take();
@@ -238,7 +298,10 @@ fn host_forward_handshake_with_the_guest() {
 
 #[test]
 fn parse_reads_options_and_rejects_bad_checksums() {
-    let mut sock = FakeSock { cap: 100, ..Default::default() };
+    let mut sock = FakeSock {
+        cap: 100,
+        ..Default::default()
+    };
     let mut tx = Frames::new();
     let mut c = TcpConn::from_guest_syn(ends(), &guest(1, 0, tcp::SYN, &[]), 9000, 77);
     c.on_connected(&sock, &mut tx, 0);
@@ -253,7 +316,10 @@ fn parse_reads_options_and_rejects_bad_checksums() {
     bad[4] ^= 1;
     bad[12] = 0xf0;
     assert_eq!(parse(&bad, ip.src(), ip.dst()), Err(Drop::Malformed));
-    assert_eq!(c.on_segment(&guest(1, 0, tcp::SYN, &[]), &mut sock, &mut tx, 1), Verdict::Keep);
+    assert_eq!(
+        c.on_segment(&guest(1, 0, tcp::SYN, &[]), &mut sock, &mut tx, 1),
+        Verdict::Keep
+    );
 }
 
 #[test]

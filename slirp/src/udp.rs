@@ -43,11 +43,21 @@ pub fn parse(l4: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<Datagram<'_>, Dr
     }
     let (src_port, dst_port) = (p.src_port(), p.dst_port());
     let len = usize::from(p.len());
-    Ok(Datagram { src_port, dst_port, payload: &l4[udp::HEADER_LEN..len] })
+    Ok(Datagram {
+        src_port,
+        dst_port,
+        payload: &l4[udp::HEADER_LEN..len],
+    })
 }
 
 /// Finishes a frame whose `payload_len` bytes already lie at [`PAYLOAD_AT`]; returns its length.
-pub fn frame(buf: &mut [u8], ends: &Ends, src_port: u16, dst_port: u16, payload_len: usize) -> usize {
+pub fn frame(
+    buf: &mut [u8],
+    ends: &Ends,
+    src_port: u16,
+    dst_port: u16,
+    payload_len: usize,
+) -> usize {
     let l4_len = udp::HEADER_LEN + payload_len;
     let mut p = UdpPacket::new_unchecked(&mut buf[L4_AT..L4_AT + l4_len]);
     p.set_src_port(src_port);
@@ -70,7 +80,12 @@ pub struct FlowTable<K, V> {
 impl<K: Copy + Eq + Hash, V> FlowTable<K, V> {
     /// An empty table that holds at most `limit` flows.
     pub fn new(limit: usize) -> Self {
-        FlowTable { index: HashMap::new(), slots: Vec::new(), free: Vec::new(), limit }
+        FlowTable {
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            limit,
+        }
     }
 
     /// The handle of `key`'s flow.
@@ -143,7 +158,14 @@ pub(crate) mod tests {
         let eth = EthernetFrame::new_checked(&buf[..n]).unwrap();
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
         let d = parse(ip.payload(), ip.src(), ip.dst()).unwrap();
-        assert_eq!(d, Datagram { src_port: 4000, dst_port: 53, payload: b"hello" });
+        assert_eq!(
+            d,
+            Datagram {
+                src_port: 4000,
+                dst_port: 53,
+                payload: b"hello"
+            }
+        );
         let mut bad = ip.payload().to_vec();
         bad[9] ^= 1;
         assert_eq!(parse(&bad, ip.src(), ip.dst()), Err(Drop::Malformed));

@@ -1,0 +1,454 @@
+//! sluice-slirp as an unprivileged user under `unshare -r -n`, the way rootless podman and
+//! RootlessKit run slirp4netns: configure, ping the gateway, DNS, TCP and UDP to the host's
+//! loopback through 10.0.2.2, the API socket with a working forward and its error replies,
+//! ready-fd, exit-fd and the exit with the target process. Runs as root (to make the user and
+//! open /dev/net/tun to 0666 as Debian does); everything it starts is stopped.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_tests::bins::release_bin_dir;
+use sluice_tests::netns::in_ns;
+
+const USER: &str = "sluicetest";
+/// The resolver stub the forwarder is pointed at (a loopback address of its own).
+const DNS_STUB: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 77);
+
+fn sh(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The unprivileged user (created if missing) and /dev/net/tun at Debian's 0666.
+fn prepare_user() {
+    if !sh(&format!("id -u {USER} >/dev/null 2>&1")) {
+        assert!(
+            sh(&format!("useradd -M -s /bin/sh {USER}")),
+            "useradd {USER}"
+        );
+    }
+    assert!(sh("chmod 0666 /dev/net/tun"));
+}
+
+/// A scratch directory the user can use, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let p = std::env::temp_dir().join(format!(
+            "sluice-rootless-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        assert!(sh(&format!(
+            "chmod 0777 {0} && mkfifo -m 0666 {0}/exit {0}/ready",
+            p.display()
+        )));
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `unshare -r -n` as the user: the target namespace; killed at the end.
+struct Target {
+    child: Child,
+    pid: u32,
+}
+
+impl Target {
+    fn start() -> Target {
+        let mut child = Command::new("runuser")
+            .args([
+                "-u",
+                USER,
+                "--",
+                "unshare",
+                "-r",
+                "-n",
+                "sh",
+                "-c",
+                "echo $$; exec sleep 300",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("runuser");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Target {
+            child,
+            pid: line.trim().parse().expect("target pid"),
+        }
+    }
+
+    fn netns(&self) -> String {
+        format!("/proc/{}/ns/net", self.pid)
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// sluice-slirp run by the user, fds 3 and 4 on the scratch FIFOs.
+struct Slirp {
+    child: Child,
+    pid_file: PathBuf,
+}
+
+impl Slirp {
+    fn start(bin: &Path, dir: &Path, args: &str, pid: u32) -> Slirp {
+        let d = dir.display();
+        let cmd = format!(
+            "echo $$ >{d}/slirp.pid; SLUICE_SLIRP_RESOLV_CONF={d}/resolv.conf exec {} {args} {pid} tap0 3<{d}/exit 4>{d}/ready 2>{d}/log",
+            bin.display()
+        );
+        let child = Command::new("runuser")
+            .args(["-u", USER, "--", "sh", "-c", &cmd])
+            .spawn()
+            .expect("runuser");
+        Slirp {
+            child,
+            pid_file: dir.join("slirp.pid"),
+        }
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Slirp {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits for "1" on the ready FIFO.
+fn wait_ready(ready: &mut File, log: &Path) {
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while Instant::now() < end {
+        let mut b = [0u8; 8];
+        if let Ok(n) = ready.read(&mut b) {
+            got.extend_from_slice(&b[..n]);
+        }
+        if got == b"1" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "not ready: {:?}; log: {}",
+        got,
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+fn api(sock: &Path, req: &str) -> String {
+    let mut s = UnixStream::connect(sock).expect("api socket");
+    s.write_all(req.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Host-side servers on loopback: a TCP echo, a UDP upper-caser and a DNS stub.
+fn host_servers() -> (u16, u16) {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tport = tcp.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in tcp.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uport = udp.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(&buf[..n].to_ascii_uppercase(), from);
+        }
+    });
+    let dns = UdpSocket::bind((DNS_STUB, 53)).expect("DNS stub on 127.0.0.77:53");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = dns.recv_from(&mut buf) {
+            buf[2] |= 0x80;
+            let _ = dns.send_to(&buf[..n], from);
+        }
+    });
+    (tport, uport)
+}
+
+fn guest_checks(netns: &str, tport: u16, uport: u16) {
+    in_ns(netns, move || {
+        let mut c = TcpStream::connect_timeout(
+            &SocketAddr::from(([10, 0, 2, 2], tport)),
+            Duration::from_secs(5),
+        )
+        .expect("TCP to the host's loopback through 10.0.2.2");
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = c.try_clone().unwrap();
+        let sent = data.clone();
+        let writer = std::thread::spawn(move || w.write_all(&sent));
+        let mut back = vec![0u8; data.len()];
+        c.read_exact(&mut back).expect("TCP echo");
+        writer.join().unwrap().unwrap();
+        assert!(back == data, "TCP echo differs");
+
+        let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        u.connect(("10.0.2.2", uport)).unwrap();
+        u.send(b"hello").unwrap();
+        let mut buf = [0u8; 64];
+        let n = u.recv(&mut buf).expect("UDP reply");
+        assert_eq!(&buf[..n], b"HELLO");
+
+        let q = UdpSocket::bind("0.0.0.0:0").unwrap();
+        q.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let query = [
+            0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'x', 0, 0, 1, 0, 1,
+        ];
+        q.send_to(&query, "10.0.2.3:53").unwrap();
+        let (n, from) = q.recv_from(&mut buf).expect("DNS answer through 10.0.2.3");
+        assert_eq!(from, SocketAddr::from(([10, 0, 2, 3], 53)));
+        assert_eq!(
+            (&buf[..2], buf[2] & 0x80, n),
+            (&[0x12, 0x34][..], 0x80, query.len())
+        );
+    });
+}
+
+/// A guest server on `port` that answers with the address it saw the client come from.
+fn guest_server(netns: &str, port: u16) -> std::thread::JoinHandle<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let netns = netns.to_string();
+    let h = std::thread::spawn(move || {
+        in_ns(netns, move || {
+            let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
+            tx.send(()).unwrap();
+            let (mut c, peer) = l.accept().unwrap();
+            let mut b = [0u8; 2];
+            c.read_exact(&mut b).unwrap();
+            c.write_all(&b).unwrap();
+            peer.ip().to_string()
+        })
+    });
+    rx.recv().unwrap();
+    h
+}
+
+fn api_checks(netns: &str, sock: &Path) {
+    let free = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fport = free.local_addr().unwrap().port();
+    drop(free);
+    let server = guest_server(netns, 8080);
+    let add = format!(
+        r#"{{"execute": "add_hostfwd", "arguments": {{"proto": "tcp", "host_addr": "127.0.0.1", "host_port": {fport}, "guest_port": 8080}}}}"#
+    );
+    assert_eq!(api(sock, &add), r#"{"return":{"id":1}}"#);
+    let mut c = TcpStream::connect(("127.0.0.1", fport)).expect("forward listens");
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"hi").unwrap();
+    let mut b = [0u8; 2];
+    c.read_exact(&mut b).expect("through the forward");
+    assert_eq!(&b, b"hi");
+    assert_eq!(
+        server.join().unwrap(),
+        "10.0.2.2",
+        "a loopback client comes from the gateway"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&api(sock, r#"{"execute": "list_hostfwd"}"#)).unwrap();
+    assert_eq!(
+        list,
+        serde_json::json!({"return": {"entries": [{"id": 1, "proto": "tcp", "host_addr": "127.0.0.1",
+            "host_port": fport, "guest_addr": "10.0.2.100", "guest_port": 8080}]}})
+    );
+    assert_eq!(
+        api(
+            sock,
+            r#"{"execute": "remove_hostfwd", "arguments": {"id": 1}}"#
+        ),
+        r#"{"return":{}}"#
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", fport)).is_err(),
+        "removed forward still listens"
+    );
+    for (req, desc) in [
+        ("not json", "bad request: cannot parse JSON"),
+        (r#"{"arguments": {}}"#, "bad request: no execute found"),
+        (r#"{"execute": "reboot"}"#, "bad request: unknown execute"),
+        (
+            r#"{"execute": "remove_hostfwd", "arguments": {"id": 1}}"#,
+            "bad request: remove_hostfwd: bad arguments.id",
+        ),
+        (
+            r#"{"execute": "add_hostfwd", "arguments": {"proto": "sctp"}}"#,
+            "bad request: add_hostfwd: bad arguments.proto",
+        ),
+    ] {
+        let want = serde_json::json!({"error": {"desc": desc}}).to_string();
+        assert_eq!(api(sock, req), want, "{req}");
+    }
+    assert!(api(sock, &" ".repeat(5000)).contains("too large message"));
+    assert_eq!(
+        api(sock, r#"{"execute": "list_hostfwd"}"#),
+        r#"{"return":{"entries":[]}}"#
+    );
+}
+
+#[test]
+fn rootless_network_for_unshare_r_n() {
+    let Some(dir) = release_bin_dir(&["sluice-slirp"]) else {
+        return;
+    };
+    prepare_user();
+    let scratch = Scratch::new("net");
+    let d = scratch.0.clone();
+    std::fs::write(d.join("resolv.conf"), format!("nameserver {DNS_STUB}\n")).unwrap();
+    let (tport, uport) = host_servers();
+    let target = Target::start();
+    let mut ready = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(d.join("ready"))
+        .unwrap();
+    let exit = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(d.join("exit"))
+        .unwrap();
+    let sock = d.join("api.sock");
+    let args = format!("-c -e 3 -r 4 --mtu=65520 --api-socket {}", sock.display());
+    let mut slirp = Slirp::start(&dir.join("sluice-slirp"), &d, &args, target.pid);
+    wait_ready(&mut ready, &d.join("log"));
+
+    let ping = Command::new("nsenter")
+        .args([
+            "-t",
+            &target.pid.to_string(),
+            "-n",
+            "ping",
+            "-c1",
+            "-W2",
+            "10.0.2.2",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ping.success(), "ping the gateway");
+    guest_checks(&target.netns(), tport, uport);
+    api_checks(&target.netns(), &sock);
+
+    drop(exit);
+    assert!(
+        slirp.wait_exit(Duration::from_secs(5)),
+        "sluice-slirp ignores its exit fd"
+    );
+    assert!(!sock.exists(), "the API socket is left behind");
+}
+
+#[test]
+fn exits_when_the_target_process_dies() {
+    let Some(dir) = release_bin_dir(&["sluice-slirp"]) else {
+        return;
+    };
+    prepare_user();
+    let scratch = Scratch::new("pid");
+    let d = scratch.0.clone();
+    std::fs::write(d.join("resolv.conf"), "").unwrap();
+    let mut target = Target::start();
+    let mut ready = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(d.join("ready"))
+        .unwrap();
+    let _exit = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(d.join("exit"))
+        .unwrap();
+    let mut slirp = Slirp::start(&dir.join("sluice-slirp"), &d, "-c -r 4", target.pid);
+    wait_ready(&mut ready, &d.join("log"));
+    assert!(!slirp.wait_exit(Duration::from_millis(200)), "exited early");
+    target.stop();
+    assert!(
+        slirp.wait_exit(Duration::from_secs(5)),
+        "sluice-slirp outlives its target"
+    );
+}
+
+#[test]
+fn help_lists_the_flags_podman_looks_for() {
+    let Some(dir) = release_bin_dir(&["sluice-slirp"]) else {
+        return;
+    };
+    let out = Command::new(dir.join("sluice-slirp"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--netns-type",
+        "--userns-path",
+        "--enable-sandbox",
+        "--enable-seccomp",
+        "--disable-host-loopback",
+        "--mtu",
+        "--enable-ipv6",
+        "--api-socket",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+}
