@@ -63,22 +63,23 @@ pub fn ok_reply() -> String {
     json!({"return": {}}).to_string()
 }
 
-/// `{"return":{"entries":[...]}}`.
+/// `{"entries":[...]}`: slirp4netns 1.2 answers list_hostfwd without the `return` wrapper
+/// its other replies have (checked against the real binary), so this does too.
 pub fn list_reply(fwds: &[HostFwd]) -> String {
-    let entries: Vec<Value> = fwds
+    let entries: Vec<String> = fwds
         .iter()
         .map(|f| {
-            json!({
-                "id": f.id,
-                "proto": match f.proto { Proto::Tcp => "tcp", Proto::Udp => "udp" },
-                "host_addr": f.host_addr.to_string(),
-                "host_port": f.host_port,
-                "guest_addr": f.guest_addr.to_string(),
-                "guest_port": f.guest_port,
-            })
+            let proto = match f.proto {
+                Proto::Tcp => "tcp",
+                Proto::Udp => "udp",
+            };
+            format!(
+                r#"{{"id":{},"proto":"{proto}","host_addr":"{}","host_port":{},"guest_addr":"{}","guest_port":{}}}"#,
+                f.id, f.host_addr, f.host_port, f.guest_addr, f.guest_port
+            )
         })
         .collect();
-    json!({"return": {"entries": entries}}).to_string()
+    format!(r#"{{"entries":[{}]}}"#, entries.join(","))
 }
 
 fn port(args: &Value, name: &str) -> Result<u16, String> {
@@ -203,11 +204,14 @@ mod tests {
         let mut f = Forwards::default();
         let added = f.add(fwd);
         assert_eq!(added_reply(added.id), r#"{"return":{"id":1}}"#);
+        assert!(
+            list_reply(f.list()).starts_with(r#"{"entries":[{"id":1,"proto":"tcp","host_addr""#)
+        );
         let list: Value = serde_json::from_str(&list_reply(f.list())).unwrap();
         assert_eq!(
             list,
-            json!({"return": {"entries": [{"id": 1, "proto": "tcp", "host_addr": "127.0.0.1",
-                "host_port": 8080, "guest_addr": "10.0.2.100", "guest_port": 80}]}})
+            json!({"entries": [{"id": 1, "proto": "tcp", "host_addr": "127.0.0.1",
+                "host_port": 8080, "guest_addr": "10.0.2.100", "guest_port": 80}]})
         );
         let rm = parse_request(
             br#"{"execute":"remove_hostfwd","arguments":{"id":1}}"#,

@@ -351,3 +351,7 @@ impl Engine {
 
 #[path = "engine_l4.rs"]
 mod l4;
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

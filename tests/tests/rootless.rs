@@ -310,8 +310,8 @@ fn api_checks(netns: &str, sock: &Path) {
         serde_json::from_str(&api(sock, r#"{"execute": "list_hostfwd"}"#)).unwrap();
     assert_eq!(
         list,
-        serde_json::json!({"return": {"entries": [{"id": 1, "proto": "tcp", "host_addr": "127.0.0.1",
-            "host_port": fport, "guest_addr": "10.0.2.100", "guest_port": 8080}]}})
+        serde_json::json!({"entries": [{"id": 1, "proto": "tcp", "host_addr": "127.0.0.1",
+            "host_port": fport, "guest_addr": "10.0.2.100", "guest_port": 8080}]})
     );
     assert_eq!(
         api(
@@ -343,7 +343,7 @@ fn api_checks(netns: &str, sock: &Path) {
     assert!(api(sock, &" ".repeat(5000)).contains("too large message"));
     assert_eq!(
         api(sock, r#"{"execute": "list_hostfwd"}"#),
-        r#"{"return":{"entries":[]}}"#
+        r#"{"entries":[]}"#
     );
 }
 
