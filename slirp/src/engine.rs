@@ -112,6 +112,7 @@ pub struct Engine {
     _pidfd: Option<OwnedFd>,
     start: Instant,
     next_iss: u32,
+    window_watch: Vec<usize>,
 }
 
 fn io(what: &'static str) -> impl Fn(io::Error) -> EngineError {
@@ -170,6 +171,7 @@ impl Engine {
             _pidfd: s.pidfd,
             start: Instant::now(),
             next_iss: seed,
+            window_watch: Vec::new(),
         })
     }
 
@@ -190,7 +192,12 @@ impl Engine {
         let mut events = Events::with_capacity(256);
         let mut next_tick: u64 = 0;
         loop {
-            let timeout = Duration::from_millis(next_tick.saturating_sub(self.now()).max(1));
+            let wait = if self.window_watch.is_empty() {
+                next_tick.saturating_sub(self.now())
+            } else {
+                0
+            };
+            let timeout = Duration::from_millis(wait.max(1));
             match self.poll.poll(&mut events, Some(timeout)) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => r.map_err(io("epoll_wait"))?,
@@ -207,6 +214,7 @@ impl Engine {
                     Token(_) => {}
                 }
             }
+            self.check_windows();
             let now = self.now();
             if now >= next_tick {
                 self.tick(now);

@@ -77,6 +77,14 @@ impl Engine {
 
     fn finish_tcp(&mut self, h: usize, v: Verdict) {
         if v == Verdict::Keep {
+            if self
+                .tcp
+                .get_mut(h)
+                .is_some_and(|(_, f)| f.conn.window_watch(&f.sock))
+                && !self.window_watch.contains(&h)
+            {
+                self.window_watch.push(h);
+            }
             return;
         }
         if let Some(mut flow) = self.tcp.remove(h) {
@@ -299,6 +307,23 @@ impl Engine {
         }
         self.udp_to_guest(key, fwd.guest_addr, n);
         Ok(())
+    }
+
+    /// Window updates for connections the guest may be stalled on.
+    pub(super) fn check_windows(&mut self) {
+        let mut watch = std::mem::take(&mut self.window_watch);
+        watch.retain(|&h| match self.tcp.get_mut(h) {
+            Some((_, flow)) => {
+                flow.conn.on_window_check(&flow.sock, &mut self.tx);
+                flow.conn.window_watch(&flow.sock)
+            }
+            None => false,
+        });
+        for h in watch {
+            if !self.window_watch.contains(&h) {
+                self.window_watch.push(h);
+            }
+        }
     }
 
     pub(super) fn tick(&mut self, now: u64) {

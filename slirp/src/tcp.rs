@@ -35,6 +35,8 @@ pub trait HostSocket {
     fn consume(&mut self, n: usize) -> io::Result<()>;
     /// Free space in the send buffer, in bytes.
     fn send_space(&self) -> usize;
+    /// What [`HostSocket::send_space`] is when nothing is queued.
+    fn send_capacity(&self) -> usize;
     /// Sends a FIN to the host peer.
     fn shutdown_write(&mut self) -> io::Result<()>;
 }
@@ -159,6 +161,7 @@ pub struct TcpConn {
     fin_acked: bool,
     rto_at: Option<u64>,
     retries: u32,
+    adv_wnd: std::cell::Cell<u32>,
 }
 
 fn seq_lt(a: u32, b: u32) -> bool {
@@ -186,6 +189,7 @@ impl TcpConn {
             fin_acked: false,
             rto_at: None,
             retries: 0,
+            adv_wnd: std::cell::Cell::new(0),
         }
     }
 
@@ -267,6 +271,24 @@ impl TcpConn {
         self.emit(tx, tcp::ACK, self.snd_nxt, 0, self.window_field(sock));
     }
 
+    /// True while the window last advertised is small enough that the guest may stall on it:
+    /// the host socket's buffer drains without any event, so the engine re-checks such
+    /// connections ([`TcpConn::on_window_check`]) instead.
+    pub fn window_watch(&self, sock: &impl HostSocket) -> bool {
+        self.state == State::Established
+            && !self.guest_fin
+            && (self.adv_wnd.get() as usize) < sock.send_capacity() / 2
+    }
+
+    /// Sends a window update if the host socket's free space grew well beyond what the
+    /// guest was last told.
+    pub fn on_window_check(&self, sock: &impl HostSocket, tx: &mut impl GuestTx) {
+        let (now, was) = (self.window(sock), self.adv_wnd.get());
+        if now > was.saturating_mul(2) || now >= was + 2 * u32::from(self.our_mss) {
+            self.ack_now(sock, tx);
+        }
+    }
+
     /// Builds and sends a segment; the payload (if any) already lies at [`PAYLOAD_AT`].
     fn emit(&self, tx: &mut impl GuestTx, flags: u8, seq: u32, payload_len: usize, window: u16) {
         let syn = flags & tcp::SYN != 0;
@@ -301,6 +323,9 @@ impl TcpConn {
         p.set_flags(flags);
         p.set_window(window);
         p.set_urgent(0);
+        if flags & tcp::SYN == 0 {
+            self.adv_wnd.set(u32::from(window) << self.our_wscale);
+        }
         p.fill_checksum_v4(self.ends.src, self.ends.dst);
         let len = ipv4_headers(buf, &self.ends, IPPROTO_TCP, l4_len, 0);
         tx.send(len);

@@ -48,6 +48,9 @@ impl HostSocket for FakeSock {
     fn send_space(&self) -> usize {
         self.cap - self.written.len()
     }
+    fn send_capacity(&self) -> usize {
+        self.cap
+    }
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shut = true;
         Ok(())
@@ -174,8 +177,9 @@ fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].ack, GISS + 1 + 6);
     assert_eq!(out[0].window, 0);
+    assert!(c.window_watch(&sock));
     sock.cap = 100;
-    c.on_writable(&sock, &mut tx);
+    c.on_window_check(&sock, &mut tx);
     let out = tx.take();
     assert_eq!(out[0].window, ((100 - 6) >> OUR_WSCALE) as u16);
     // The guest retransmits from the first byte not acknowledged, overlapping old bytes.
