@@ -93,6 +93,29 @@ enum Listener {
     Udp(UdpSocket),
 }
 
+/// Where the API socket lives: its directory stays open so the socket can be removed at exit
+/// even from inside the sandbox.
+struct ApiPath {
+    dir: File,
+    name: std::ffi::CString,
+}
+
+impl ApiPath {
+    fn new(path: &std::path::Path) -> io::Result<ApiPath> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let name = path.file_name().ok_or(io::ErrorKind::InvalidInput)?;
+        Ok(ApiPath {
+            dir: File::open(dir)?,
+            name: std::ffi::CString::new(name.as_bytes())
+                .map_err(|_| io::ErrorKind::InvalidInput)?,
+        })
+    }
+}
+
 /// The running network.
 pub struct Engine {
     poll: Poll,
@@ -107,7 +130,7 @@ pub struct Engine {
     ping: FlowTable<(u16, Ipv4Addr), PingFlow>,
     forwards: Forwards,
     listeners: Vec<(u32, Listener)>,
-    api: Option<(UnixListener, PathBuf)>,
+    api: Option<(UnixListener, ApiPath)>,
     _exit: Option<OwnedFd>,
     _pidfd: Option<OwnedFd>,
     start: Instant,
@@ -142,7 +165,7 @@ impl Engine {
                 let mut l = UnixListener::bind(&path).map_err(io("api socket"))?;
                 reg.register(&mut l, API, Interest::READABLE)
                     .map_err(io("register api"))?;
-                Some((l, path))
+                Some((l, ApiPath::new(&path).map_err(io("api socket directory"))?))
             }
             None => None,
         };

@@ -424,8 +424,8 @@ impl Engine {
 
     /// Removes the API socket file.
     pub fn close_api(&mut self) {
-        if let Some((_, path)) = self.api.take() {
-            let _ = std::fs::remove_file(path);
+        if let Some((_, at)) = self.api.take() {
+            let _ = crate::sys::unlink_at(std::os::fd::AsFd::as_fd(&at.dir), &at.name);
         }
     }
 }

@@ -58,8 +58,11 @@ fn run(opts: Options) -> Result<()> {
         pidfd,
         api_socket: opts.api_socket.clone(),
     })?;
-    if opts.enable_sandbox || opts.enable_seccomp {
-        sluice_slirp::sandbox::enter(opts.enable_sandbox, opts.enable_seccomp);
+    if opts.enable_sandbox {
+        sluice_slirp::sandbox::enter().context("--enable-sandbox")?;
+    }
+    if opts.enable_seccomp {
+        eprintln!("sluice-slirp: --enable-seccomp: accepted, no system call filter yet");
     }
     if let Some(fd) = ready_fd {
         netns::signal_ready(fd).context("--ready-fd")?;

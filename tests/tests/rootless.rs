@@ -369,7 +369,10 @@ fn rootless_network_for_unshare_r_n() {
         .open(d.join("exit"))
         .unwrap();
     let sock = d.join("api.sock");
-    let args = format!("-c -e 3 -r 4 --mtu=65520 --api-socket {}", sock.display());
+    let args = format!(
+        "--mtu=65520 --enable-sandbox --enable-seccomp -c -e 3 -r 4 --api-socket {}",
+        sock.display()
+    );
     let mut slirp = Slirp::start(&dir.join("sluice-slirp"), &d, &args, target.pid);
     wait_ready(&mut ready, &d.join("log"));
 
