@@ -455,3 +455,51 @@ fn help_lists_the_flags_podman_looks_for() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
+
+/// Without `-c` the guest configures itself by DHCP (busybox udhcpc, when installed).
+#[test]
+fn dhcp_offers_the_guest_address() {
+    let Some(dir) = release_bin_dir(&["sluice-slirp"]) else {
+        return;
+    };
+    if !sh("busybox udhcpc --help >/dev/null 2>&1") {
+        eprintln!("skipped: needs busybox (busybox-static, scripts/setup-engines.sh)");
+        return;
+    }
+    prepare_user();
+    let scratch = Scratch::new("dhcp");
+    let d = scratch.0.clone();
+    std::fs::write(d.join("resolv.conf"), "").unwrap();
+    let target = Target::start();
+    let _exit = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(d.join("exit"))
+        .unwrap();
+    let _ready = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(d.join("ready"))
+        .unwrap();
+    let _slirp = Slirp::start(&dir.join("sluice-slirp"), &d, "-e 3", target.pid);
+    let pid = target.pid.to_string();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !sh(&format!(
+        "nsenter -t {pid} -n ip link set tap0 up 2>/dev/null"
+    )) {
+        assert!(Instant::now() < end, "tap0 never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new("nsenter")
+        .args([
+            "-t", &pid, "-n", "busybox", "udhcpc", "-i", "tap0", "-n", "-q", "-f", "-t", "3", "-T",
+            "1",
+        ])
+        .args(["-s", "/bin/true"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "udhcpc got no lease: {text}");
+    assert!(text.contains("10.0.2.100"), "udhcpc: {text}");
+}
