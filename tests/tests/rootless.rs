@@ -503,3 +503,174 @@ fn dhcp_offers_the_guest_address() {
     assert!(out.status.success(), "udhcpc got no lease: {text}");
     assert!(text.contains("10.0.2.100"), "udhcpc: {text}");
 }
+
+/// Rootless podman 4.3 as the user with `network_cmd_path` = sluice-slirp: outbound to the
+/// host's loopback, and `-p` with both port handlers.
+struct RootlessPodman {
+    home: PathBuf,
+    /// podman's tmp_dir, which holds the API socket: short, as unix socket paths must be.
+    tmp: PathBuf,
+}
+
+impl RootlessPodman {
+    fn new(home: &Path, bin: &Path) -> RootlessPodman {
+        let h = home.display();
+        let tmp = PathBuf::from(format!("/tmp/slp{}", std::process::id()));
+        let t = tmp.display();
+        assert!(sh(&format!(
+            "runuser -u {USER} -- mkdir -p {h}/run {h}/storage {t} && chmod 0700 {h}/run"
+        )));
+        let conf = format!(
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\n\
+             [engine]\nnetwork_cmd_path = {:?}\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n\
+             events_logger = \"file\"\ntmp_dir = \"{t}\"\n",
+            bin.display()
+        );
+        std::fs::write(home.join("containers.conf"), conf).unwrap();
+        let storage = format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{h}/storage\"\nrunroot = \"{h}/run/storage\"\n");
+        std::fs::write(home.join("storage.conf"), storage).unwrap();
+        RootlessPodman {
+            home: home.to_path_buf(),
+            tmp,
+        }
+    }
+
+    fn podman(&self, args: &[&str]) -> std::process::Output {
+        let h = self.home.display();
+        let envs = [
+            format!("HOME={h}"),
+            format!("XDG_RUNTIME_DIR={h}/run"),
+            format!("CONTAINERS_CONF={h}/containers.conf"),
+            format!("CONTAINERS_STORAGE_CONF={h}/storage.conf"),
+        ];
+        Command::new("runuser")
+            .args(["-u", USER, "--", "env"])
+            .args(&envs)
+            .arg("podman")
+            .args(args)
+            .current_dir(&self.home)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.podman(args);
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RootlessPodman {
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "-af", "-t", "0"]);
+        // The pause process that holds podman's user namespace.
+        if let Ok(pid) = std::fs::read_to_string(self.tmp.join("pause.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+/// A host server that answers every connection with `hello`.
+fn hello_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nhello\n");
+        }
+    });
+    port
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Reads what the container's server sends on 127.0.0.1:`port`, retrying while it starts.
+fn read_forward(port: u16) -> String {
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut s = String::new();
+            let _ = c.read_to_string(&mut s);
+            if !s.is_empty() {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "nothing through the forward on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn rootless_podman_uses_sluice_slirp() {
+    let Some(dir) = release_bin_dir(&["sluice-slirp"]) else {
+        return;
+    };
+    if !sh("{ command -v podman && command -v runc && test -x /bin/busybox; } >/dev/null") {
+        eprintln!("skipped: needs podman, runc and busybox-static (scripts/setup-engines.sh)");
+        return;
+    }
+    prepare_user();
+    let scratch = Scratch::new("podman");
+    let podman = RootlessPodman::new(&scratch.0, &dir.join("sluice-slirp"));
+    let tar = sluice_tests::engines::busybox_tar().expect("busybox image");
+    podman.ok(&["import", &tar.display().to_string(), "localhost/sluice-bb"]);
+    let port = hello_server();
+    let url = format!("http://10.0.2.2:{port}/");
+    let out = podman.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "slirp4netns:allow_host_loopback=true",
+        "localhost/sluice-bb",
+        "wget",
+        "-q",
+        "-O-",
+        &url,
+    ]);
+    assert_eq!(out, "hello\n");
+    for handler in ["rootlesskit", "slirp4netns"] {
+        let hp = free_port();
+        let name = format!("sluice-pf-{handler}");
+        podman.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &format!("slirp4netns:port_handler={handler}"),
+            "-p",
+            &format!("127.0.0.1:{hp}:80"),
+            "localhost/sluice-bb",
+            "sh",
+            "-c",
+            "while true; do echo from-container | nc -l -p 80; done",
+        ]);
+        let ps = Command::new("pgrep")
+            .args(["-u", USER, "-f", "sluice-slirp"])
+            .output()
+            .unwrap();
+        assert!(ps.status.success(), "podman did not run sluice-slirp");
+        assert_eq!(
+            read_forward(hp),
+            "from-container\n",
+            "port handler {handler}"
+        );
+        podman.ok(&["rm", "-f", "-t", "0", &name]);
+    }
+}
