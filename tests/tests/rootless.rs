@@ -286,6 +286,41 @@ fn guest_server(netns: &str, port: u16) -> std::thread::JoinHandle<String> {
     h
 }
 
+/// A UDP forward: a host datagram reaches a guest socket and its answer comes back.
+fn udp_forward_check(netns: &str, sock: &Path) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let netns = netns.to_string();
+    let guest = std::thread::spawn(move || {
+        in_ns(netns, move || {
+            let u = UdpSocket::bind("0.0.0.0:5300").unwrap();
+            u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            tx.send(()).unwrap();
+            let mut b = [0u8; 64];
+            let (n, peer) = u
+                .recv_from(&mut b)
+                .expect("datagram through the UDP forward");
+            u.send_to(&b[..n].to_ascii_uppercase(), peer).unwrap();
+            peer.ip().to_string()
+        })
+    });
+    rx.recv().unwrap();
+    let host = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let fport = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let add = format!(
+        r#"{{"execute": "add_hostfwd", "arguments": {{"proto": "udp", "host_addr": "127.0.0.1", "host_port": {fport}, "guest_port": 5300}}}}"#
+    );
+    let reply: serde_json::Value = serde_json::from_str(&api(sock, &add)).unwrap();
+    let id = reply["return"]["id"].as_u64().expect("an id");
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    host.send_to(b"ping", ("127.0.0.1", fport)).unwrap();
+    let mut b = [0u8; 64];
+    let n = host.recv(&mut b).expect("answer through the UDP forward");
+    assert_eq!(&b[..n], b"PING");
+    assert_eq!(guest.join().unwrap(), "10.0.2.2");
+    let rm = format!(r#"{{"execute": "remove_hostfwd", "arguments": {{"id": {id}}}}}"#);
+    assert_eq!(api(sock, &rm), r#"{"return":{}}"#);
+}
+
 fn api_checks(netns: &str, sock: &Path) {
     let free = TcpListener::bind("127.0.0.1:0").unwrap();
     let fport = free.local_addr().unwrap().port();
@@ -341,6 +376,7 @@ fn api_checks(netns: &str, sock: &Path) {
         assert_eq!(api(sock, req), want, "{req}");
     }
     assert!(api(sock, &" ".repeat(5000)).contains("too large message"));
+    udp_forward_check(netns, sock);
     assert_eq!(
         api(sock, r#"{"execute": "list_hostfwd"}"#),
         r#"{"entries":[]}"#
