@@ -241,6 +241,18 @@ fn in_namespace(
     Ok(fd)
 }
 
+/// A message header for one byte of data (`iov`) and one descriptor of ancillary data
+/// (`cmsg`, `controllen` bytes of it in use); it borrows both for as long as it is used.
+fn msghdr(iov: &mut libc::iovec, cmsg: &mut [u64; 4], controllen: usize) -> libc::msghdr {
+    // SAFETY: msghdr is plain data for which all zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = controllen;
+    msg
+}
+
 fn send_fd(sock: &UnixStream, fd: RawFd) -> io::Result<()> {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
@@ -248,19 +260,16 @@ fn send_fd(sock: &UnixStream, fd: RawFd) -> io::Result<()> {
         iov_len: 1,
     };
     let mut cmsg = [0u64; 4];
-    // SAFETY: msghdr is plain data; all pointers set below point to live locals (`iov`,
-    // `cmsg`) that outlive the sendmsg call, and CMSG_* stay inside `cmsg` (32 bytes >=
-    // CMSG_SPACE(4)).
+    // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic on a constant.
+    let (space, len) = unsafe { (libc::CMSG_SPACE(4) as usize, libc::CMSG_LEN(4) as usize) };
+    let msg = msghdr(&mut iov, &mut cmsg, space);
+    // SAFETY: `msg` points to the live locals `iov` and `cmsg`; the header CMSG_FIRSTHDR gives
+    // and its data lie inside `cmsg` (32 bytes >= CMSG_SPACE(4)).
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cmsg.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
         let c = libc::CMSG_FIRSTHDR(&msg);
         (*c).cmsg_level = libc::SOL_SOCKET;
         (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        (*c).cmsg_len = len;
         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
         if libc::sendmsg(sock.as_raw_fd(), &msg, 0) < 0 {
             return Err(io::Error::last_os_error());
@@ -276,14 +285,10 @@ fn recv_fd(sock: &UnixStream) -> io::Result<Option<OwnedFd>> {
         iov_len: 1,
     };
     let mut cmsg = [0u64; 4];
+    let mut msg = msghdr(&mut iov, &mut cmsg, std::mem::size_of::<[u64; 4]>());
     // SAFETY: as in `send_fd`; the received descriptor is new to this process and wrapped
     // exactly once.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cmsg.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cmsg);
         if libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) < 0 {
             return Err(io::Error::last_os_error());
         }

@@ -4,7 +4,7 @@
 //! namespace of its own, e.g. run straight from an `unshare -r -n` user's shell) first makes a
 //! user namespace that maps only its own ids. `--enable-seccomp` is accepted, not enforced yet.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 
 /// Why the sandbox could not be entered.
@@ -49,71 +49,71 @@ fn own_mount_namespace() -> Result<(), SandboxError> {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     // SAFETY: as above; a new user namespace gives the capabilities for the mount namespace.
-    check(
-        unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) },
-        "unshare",
-    )?;
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) };
+    check(rc, "unshare")?;
     map_own_ids(uid, gid)
+}
+
+/// `mount(2)`; `None` stands for a null pointer.
+fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+    what: &'static str,
+) -> Result<(), SandboxError> {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    // SAFETY: every pointer is null or a NUL-terminated string alive for the call; mounts
+    // change only this process's private mount namespace.
+    let rc = unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data).cast(),
+        )
+    };
+    check(rc, what)
 }
 
 /// Enters the sandbox: own mount namespace, root pivoted to an empty read-only tmpfs.
 pub fn enter() -> Result<(), SandboxError> {
     own_mount_namespace()?;
-    let (root, tmp, tmpfs, old) = (cstr("/"), cstr("/tmp"), cstr("tmpfs"), cstr("/tmp/old"));
+    let (root, tmp, tmpfs) = (cstr("/"), cstr("/tmp"), cstr("tmpfs"));
+    mount(
+        None,
+        &root,
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+        "make / private",
+    )?;
+    let hardened = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     let opts = cstr("size=16k,mode=0755");
-    // SAFETY: every pointer is a NUL-terminated string alive for the call (or null where the
-    // kernel allows it); the calls change only this process's private mount namespace.
+    mount(
+        Some(&tmpfs),
+        &tmp,
+        Some(&tmpfs),
+        hardened,
+        Some(&opts),
+        "mount tmpfs",
+    )?;
+    let (old_in_tmp, old) = (cstr("/tmp/old"), cstr("/old"));
+    // SAFETY: the paths are NUL-terminated strings alive for each call; the calls act on this
+    // process's private mount namespace and its working directory.
     unsafe {
-        let flags = libc::MS_REC | libc::MS_PRIVATE;
-        check(
-            libc::mount(
-                std::ptr::null(),
-                root.as_ptr(),
-                std::ptr::null(),
-                flags,
-                std::ptr::null(),
-            ),
-            "make / private",
-        )?;
-        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        check(
-            libc::mount(
-                tmpfs.as_ptr(),
-                tmp.as_ptr(),
-                tmpfs.as_ptr(),
-                flags,
-                opts.as_ptr().cast(),
-            ),
-            "mount tmpfs",
-        )?;
-        check(libc::mkdir(old.as_ptr(), 0o700), "mkdir old root")?;
-        check(
-            libc::syscall(libc::SYS_pivot_root, tmp.as_ptr(), old.as_ptr()) as libc::c_int,
-            "pivot_root",
-        )?;
+        check(libc::mkdir(old_in_tmp.as_ptr(), 0o700), "mkdir old root")?;
+        let rc = libc::syscall(libc::SYS_pivot_root, tmp.as_ptr(), old_in_tmp.as_ptr());
+        check(rc as libc::c_int, "pivot_root")?;
         check(libc::chdir(root.as_ptr()), "chdir /")?;
-        let old = cstr("/old");
         check(
             libc::umount2(old.as_ptr(), libc::MNT_DETACH),
             "umount old root",
         )?;
         check(libc::rmdir(old.as_ptr()), "rmdir old root")?;
-        let flags = libc::MS_REMOUNT
-            | libc::MS_BIND
-            | libc::MS_RDONLY
-            | libc::MS_NOSUID
-            | libc::MS_NODEV
-            | libc::MS_NOEXEC;
-        check(
-            libc::mount(
-                std::ptr::null(),
-                root.as_ptr(),
-                std::ptr::null(),
-                flags,
-                std::ptr::null(),
-            ),
-            "remount / read-only",
-        )?;
     }
-    Ok(())
+    let read_only = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | hardened;
+    mount(None, &root, None, read_only, None, "remount / read-only")
 }

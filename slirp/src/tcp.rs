@@ -249,9 +249,14 @@ impl TcpConn {
     /// The host socket connected: answer the guest's SYN.
     pub fn on_connected(&mut self, sock: &impl HostSocket, tx: &mut impl GuestTx, now: u64) {
         self.state = State::Established;
+        self.send_syn_ack(sock, tx);
+        self.rto_at = Some(now + RTO_MS);
+    }
+
+    /// Answers the guest's SYN (the window of a SYN is never scaled).
+    fn send_syn_ack(&self, sock: &impl HostSocket, tx: &mut impl GuestTx) {
         let wnd = self.window(sock).min(65535) as u16;
         self.emit(tx, tcp::SYN | tcp::ACK, self.iss, 0, wnd);
-        self.rto_at = Some(now + RTO_MS);
     }
 
     /// Tells the guest the connection is refused or broken.
@@ -381,8 +386,7 @@ impl TcpConn {
     ) -> Verdict {
         if seg.has(tcp::SYN) {
             if self.snd_una == self.iss && seg.seq.wrapping_add(1) == self.rcv_nxt {
-                let wnd = self.window(sock).min(65535) as u16;
-                self.emit(tx, tcp::SYN | tcp::ACK, self.iss, 0, wnd);
+                self.send_syn_ack(sock, tx);
             }
             return Verdict::Keep;
         }
@@ -529,8 +533,7 @@ impl TcpConn {
             return Verdict::Keep;
         }
         if self.snd_una == self.iss {
-            let wnd = self.window(sock).min(65535) as u16;
-            self.emit(tx, tcp::SYN | tcp::ACK, self.iss, 0, wnd);
+            self.send_syn_ack(sock, tx);
             return Verdict::Keep;
         }
         if let Err(e) = sock.rewind() {
