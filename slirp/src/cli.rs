@@ -82,7 +82,7 @@ pub struct Options {
     /// create a new mount namespace and pivot_root into an empty directory
     #[arg(long)]
     pub enable_sandbox: bool,
-    /// enable seccomp to limit syscalls (accepted; not enforced yet)
+    /// enable seccomp to limit syscalls
     #[arg(long)]
     pub enable_seccomp: bool,
     /// show version and exit

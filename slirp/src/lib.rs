@@ -18,6 +18,7 @@ pub mod frame;
 pub mod icmp;
 pub mod netns;
 pub mod sandbox;
+pub mod seccomp;
 pub mod sys;
 pub mod tcp;
 pub mod udp;

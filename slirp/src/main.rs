@@ -62,7 +62,7 @@ fn run(opts: Options) -> Result<()> {
         sluice_slirp::sandbox::enter().context("--enable-sandbox")?;
     }
     if opts.enable_seccomp {
-        eprintln!("sluice-slirp: --enable-seccomp: accepted, no system call filter yet");
+        sluice_slirp::seccomp::enter().context("--enable-seccomp")?;
     }
     if let Some(fd) = ready_fd {
         netns::signal_ready(fd).context("--ready-fd")?;

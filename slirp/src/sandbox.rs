@@ -2,7 +2,7 @@
 //! into a mount namespace of its own whose root is an empty tmpfs (pivot_root), as slirp4netns
 //! does; host sockets need no file system. An unprivileged process (not inside a user
 //! namespace of its own, e.g. run straight from an `unshare -r -n` user's shell) first makes a
-//! user namespace that maps only its own ids. `--enable-seccomp` is accepted, not enforced yet.
+//! user namespace that maps only its own ids.
 
 use std::ffi::{CStr, CString};
 use std::io;

@@ -415,6 +415,16 @@ fn rootless_network_for_unshare_r_n() {
     );
     let mut slirp = Slirp::start(&dir.join("sluice-slirp"), &d, &args, target.pid);
     wait_ready(&mut ready, &d.join("log"));
+    let pid = std::fs::read_to_string(d.join("slirp.pid")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    assert!(
+        status.contains("Seccomp:\t2"),
+        "--enable-seccomp installed no filter"
+    );
+    let root = std::fs::read_dir(format!("/proc/{}/root", pid.trim()))
+        .unwrap()
+        .count();
+    assert_eq!(root, 0, "--enable-sandbox: the root is not empty");
 
     let ping = Command::new("nsenter")
         .args([
