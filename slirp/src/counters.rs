@@ -37,6 +37,8 @@ pub struct Counters {
     pub refused: u64,
     /// Drops for [`Drop::HostError`].
     pub host_error: u64,
+    /// UDP flows closed early to make room for new ones.
+    pub udp_evicted: u64,
 }
 
 impl Counters {
@@ -59,7 +61,7 @@ impl std::fmt::Display for Counters {
         write!(
             f,
             "rx {} tx {} drops: malformed {} unsupported {} flow-limit {} no-ping-socket {} \
-             refused {} host-error {}",
+             refused {} host-error {}; udp flows evicted {}",
             self.rx_frames,
             self.tx_frames,
             self.malformed,
@@ -67,7 +69,8 @@ impl std::fmt::Display for Counters {
             self.flow_limit,
             self.no_ping_socket,
             self.refused,
-            self.host_error
+            self.host_error,
+            self.udp_evicted
         )
     }
 }

@@ -147,6 +147,7 @@ impl Engine {
                     guest: src,
                     last_used: now,
                 };
+                self.make_udp_room();
                 let h = self.udp.insert(key, flow)?;
                 if let UdpPath::Own(s) = &mut self.udp.get_mut(h).ok_or(Drop::HostError)?.1.path {
                     self.poll
@@ -288,6 +289,7 @@ impl Engine {
         let h = match self.udp.find(&key) {
             Some(h) => h,
             None => {
+                self.make_udp_room();
                 let path = UdpPath::Forward {
                     fwd: fwd.id,
                     client: peer,
@@ -326,6 +328,34 @@ impl Engine {
         }
     }
 
+    fn remove_udp(&mut self, h: usize) {
+        if let Some(UdpFlow {
+            path: UdpPath::Own(mut s),
+            ..
+        }) = self.udp.remove(h)
+        {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+    }
+
+    /// A full UDP table gives up its least recently used flow (UDP has no end to wait for;
+    /// a resolver making a flow per query would otherwise fill it).
+    fn make_udp_room(&mut self) {
+        if self.udp.len() < MAX_UDP_FLOWS {
+            return;
+        }
+        let last_used = |e: &mut Self, h| e.udp.get_mut(h).map_or(0, |(_, f)| f.last_used);
+        let lru = self
+            .udp
+            .handles()
+            .into_iter()
+            .min_by_key(|&h| last_used(self, h));
+        if let Some(h) = lru {
+            self.remove_udp(h);
+            self.counters.udp_evicted += 1;
+        }
+    }
+
     pub(super) fn tick(&mut self, now: u64) {
         for h in self.tcp.handles() {
             let Some((_, flow)) = self.tcp.get_mut(h) else {
@@ -337,16 +367,12 @@ impl Engine {
             }
         }
         for h in self.udp.handles() {
-            let expired = self
+            if self
                 .udp
                 .get_mut(h)
-                .is_some_and(|(_, f)| now - f.last_used.min(now) > UDP_IDLE_MS);
-            if let Some(UdpFlow {
-                path: UdpPath::Own(mut s),
-                ..
-            }) = expired.then(|| self.udp.remove(h)).flatten()
+                .is_some_and(|(_, f)| now - f.last_used.min(now) > UDP_IDLE_MS)
             {
-                let _ = self.poll.registry().deregister(&mut s);
+                self.remove_udp(h);
             }
         }
         for h in self.ping.handles() {

@@ -133,3 +133,34 @@ fn mutated_frames_never_panic() {
     }
     assert!(e.tcp.is_empty() && e.udp.is_empty());
 }
+
+/// A full UDP table evicts its least recently used flow instead of refusing new ones.
+#[test]
+fn full_udp_table_evicts_the_oldest_flow() {
+    let (mut e, b) = engine();
+    e.net.host_loopback = true;
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let gw = Ipv4Addr::new(10, 0, 2, 2);
+    let mut frame = vec![0u8; udp::PAYLOAD_AT + 1];
+    for i in 0..=MAX_UDP_FLOWS as u16 {
+        frame[udp::PAYLOAD_AT] = 1;
+        let ends = Ends {
+            src_mac: GUEST_MAC,
+            dst_mac: virtual_mac(gw),
+            src: GUEST,
+            dst: gw,
+        };
+        let n = udp::frame(&mut frame, &ends, 20000 + i, port, 1);
+        e.start = Instant::now() - Duration::from_millis(u64::from(i));
+        e.on_frame(&frame[..n]).unwrap();
+    }
+    replies(&b);
+    assert_eq!(e.udp.len(), MAX_UDP_FLOWS);
+    assert_eq!(e.counters().udp_evicted, 1);
+    let first = FlowKey {
+        guest_port: 20000,
+        remote: SocketAddrV4::new(gw, port),
+    };
+    assert!(e.udp.find(&first).is_none(), "the oldest flow stays");
+}
