@@ -72,20 +72,24 @@ struct Target {
     pid: u32,
 }
 
+/// A command run as the user, in the network namespace `host_ns` (made by the test) when set.
+fn as_user(host_ns: Option<&str>) -> Command {
+    let mut c = match host_ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "runuser"]);
+            c
+        }
+        None => Command::new("runuser"),
+    };
+    c.args(["-u", USER, "--"]);
+    c
+}
+
 impl Target {
-    fn start() -> Target {
-        let mut child = Command::new("runuser")
-            .args([
-                "-u",
-                USER,
-                "--",
-                "unshare",
-                "-r",
-                "-n",
-                "sh",
-                "-c",
-                "echo $$; exec sleep 300",
-            ])
+    fn start(host_ns: Option<&str>) -> Target {
+        let mut child = as_user(host_ns)
+            .args(["unshare", "-r", "-n", "sh", "-c", "echo $$; exec sleep 300"])
             .stdout(Stdio::piped())
             .spawn()
             .expect("runuser");
@@ -122,14 +126,14 @@ struct Slirp {
 }
 
 impl Slirp {
-    fn start(bin: &Path, dir: &Path, args: &str, pid: u32) -> Slirp {
+    fn start(bin: &Path, dir: &Path, args: &str, pid: u32, host_ns: Option<&str>) -> Slirp {
         let d = dir.display();
         let cmd = format!(
             "echo $$ >{d}/slirp.pid; SLUICE_SLIRP_RESOLV_CONF={d}/resolv.conf exec {} {args} {pid} tap0 3<{d}/exit 4>{d}/ready 2>{d}/log",
             bin.display()
         );
-        let child = Command::new("runuser")
-            .args(["-u", USER, "--", "sh", "-c", &cmd])
+        let child = as_user(host_ns)
+            .args(["sh", "-c", &cmd])
             .spawn()
             .expect("runuser");
         Slirp {
@@ -397,7 +401,7 @@ fn rootless_network_for_unshare_r_n() {
     let d = scratch.0.clone();
     std::fs::write(d.join("resolv.conf"), format!("nameserver {DNS_STUB}\n")).unwrap();
     let (tport, uport) = host_servers();
-    let target = Target::start();
+    let target = Target::start(None);
     let mut ready = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -413,7 +417,7 @@ fn rootless_network_for_unshare_r_n() {
         "--mtu=65520 --enable-sandbox --enable-seccomp -c -e 3 -r 4 --api-socket {}",
         sock.display()
     );
-    let mut slirp = Slirp::start(&dir.join("sluice-slirp"), &d, &args, target.pid);
+    let mut slirp = Slirp::start(&dir.join("sluice-slirp"), &d, &args, target.pid, None);
     wait_ready(&mut ready, &d.join("log"));
     let pid = std::fs::read_to_string(d.join("slirp.pid")).unwrap();
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
@@ -460,7 +464,7 @@ fn exits_when_the_target_process_dies() {
     let scratch = Scratch::new("pid");
     let d = scratch.0.clone();
     std::fs::write(d.join("resolv.conf"), "").unwrap();
-    let mut target = Target::start();
+    let mut target = Target::start(None);
     let mut ready = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -471,7 +475,7 @@ fn exits_when_the_target_process_dies() {
         .write(true)
         .open(d.join("exit"))
         .unwrap();
-    let mut slirp = Slirp::start(&dir.join("sluice-slirp"), &d, "-c -r 4", target.pid);
+    let mut slirp = Slirp::start(&dir.join("sluice-slirp"), &d, "-c -r 4", target.pid, None);
     wait_ready(&mut ready, &d.join("log"));
     assert!(!slirp.wait_exit(Duration::from_millis(200)), "exited early");
     target.stop();
@@ -495,7 +499,7 @@ fn dhcp_offers_the_guest_address() {
     let scratch = Scratch::new("dhcp");
     let d = scratch.0.clone();
     std::fs::write(d.join("resolv.conf"), "").unwrap();
-    let target = Target::start();
+    let target = Target::start(None);
     let _exit = OpenOptions::new()
         .read(true)
         .write(true)
@@ -506,7 +510,7 @@ fn dhcp_offers_the_guest_address() {
         .custom_flags(libc::O_NONBLOCK)
         .open(d.join("ready"))
         .unwrap();
-    let _slirp = Slirp::start(&dir.join("sluice-slirp"), &d, "-e 3", target.pid);
+    let _slirp = Slirp::start(&dir.join("sluice-slirp"), &d, "-e 3", target.pid, None);
     let pid = target.pid.to_string();
     let end = Instant::now() + Duration::from_secs(10);
     while !sh(&format!(
@@ -698,4 +702,132 @@ fn rootless_podman_uses_sluice_slirp() {
         );
         podman.ok(&["rm", "-f", "-t", "0", &name]);
     }
+}
+
+/// A "host" namespace with a veth to an "outside" namespace, both made by the test, so that
+/// sluice-slirp's host sockets route to a real non-loopback peer without touching the root
+/// namespace.
+struct Outside {
+    host: String,
+    out: String,
+}
+
+impl Outside {
+    const HOST_IP: &'static str = "198.51.100.1";
+    const OUT_IP: &'static str = "198.51.100.2";
+
+    fn new() -> Outside {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let tag = format!("{}{}", std::process::id() % 100_000, nanos % 1000);
+        let o = Outside {
+            host: format!("slh{tag}"),
+            out: format!("slo{tag}"),
+        };
+        let (h, x) = (&o.host, &o.out);
+        let script = format!(
+            "ip netns add {h} && ip netns add {x} && \
+             ip link add vh{tag} netns {h} type veth peer name vo{tag} netns {x} && \
+             ip -n {h} addr add {}/24 dev vh{tag} && ip -n {x} addr add {}/24 dev vo{tag} && \
+             ip -n {h} link set lo up && ip -n {x} link set lo up && \
+             ip -n {h} link set vh{tag} up && ip -n {x} link set vo{tag} up",
+            Self::HOST_IP,
+            Self::OUT_IP
+        );
+        assert!(sh(&script), "setting up the outside namespaces");
+        o
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = sh(&format!(
+            "ip netns del {}; ip netns del {}",
+            self.host, self.out
+        ));
+    }
+}
+
+/// TCP and UDP to a server outside, and a forward whose client (outside) is seen by the guest
+/// with its own address, as slirp4netns's port handler does.
+#[test]
+fn outbound_to_an_outside_namespace_and_forward_source_address() {
+    let Some(dir) = release_bin_dir(&["sluice-slirp"]) else {
+        return;
+    };
+    prepare_user();
+    let scratch = Scratch::new("out");
+    let d = scratch.0.clone();
+    std::fs::write(d.join("resolv.conf"), "").unwrap();
+    let outside = Outside::new();
+    let out_ns = format!("/run/netns/{}", outside.out);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ns = out_ns.clone();
+    std::thread::spawn(move || {
+        in_ns(ns, move || {
+            let tcp = TcpListener::bind((Outside::OUT_IP, 7000)).unwrap();
+            let udp = UdpSocket::bind((Outside::OUT_IP, 7001)).unwrap();
+            tx.send(()).unwrap();
+            let mut b = [0u8; 64];
+            let (n, from) = udp.recv_from(&mut b).unwrap();
+            udp.send_to(&b[..n].to_ascii_uppercase(), from).unwrap();
+            let (mut c, _) = tcp.accept().unwrap();
+            let n = c.read(&mut b).unwrap();
+            c.write_all(&b[..n].to_ascii_uppercase()).unwrap();
+        })
+    });
+    rx.recv().unwrap();
+    let target = Target::start(Some(&outside.host));
+    let mut ready = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(d.join("ready"))
+        .unwrap();
+    let _exit = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(d.join("exit"))
+        .unwrap();
+    let sock = d.join("api.sock");
+    let args = format!("-c -r 4 -e 3 --api-socket {}", sock.display());
+    let _slirp = Slirp::start(
+        &dir.join("sluice-slirp"),
+        &d,
+        &args,
+        target.pid,
+        Some(&outside.host),
+    );
+    wait_ready(&mut ready, &d.join("log"));
+    in_ns(target.netns(), || {
+        let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        u.send_to(b"udp", (Outside::OUT_IP, 7001)).unwrap();
+        let mut b = [0u8; 64];
+        let n = u.recv(&mut b).expect("UDP answer from outside");
+        assert_eq!(&b[..n], b"UDP");
+        let to = SocketAddr::new(Outside::OUT_IP.parse().unwrap(), 7000);
+        let mut c =
+            TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("TCP to outside");
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"tcp").unwrap();
+        let n = c.read(&mut b).unwrap();
+        assert_eq!(&b[..n], b"TCP");
+    });
+    let server = guest_server(&target.netns(), 8081);
+    let add = r#"{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 7100, "guest_port": 8081}}"#;
+    assert_eq!(api(&sock, add), r#"{"return":{"id":1}}"#);
+    in_ns(out_ns, || {
+        let mut c = TcpStream::connect((Outside::HOST_IP, 7100)).expect("the forward from outside");
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"hi").unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).expect("through the forward");
+    });
+    assert_eq!(
+        server.join().unwrap(),
+        Outside::OUT_IP,
+        "the guest sees the client's own address"
+    );
 }
