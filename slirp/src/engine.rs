@@ -21,6 +21,7 @@ use crate::config::{virtual_mac, NetConfig};
 use crate::counters::{Counters, Drop};
 use crate::flows::{self, PingFlow, TcpFlow, TcpSock, UdpFlow, UdpPath};
 use crate::frame::{Ends, ETH_LEN, MAX_FRAME};
+use crate::netns::VNET_HDR_LEN;
 use crate::tcp::{self, GuestTx, TcpConn, Verdict};
 use crate::udp::{self, FlowKey, FlowTable};
 use crate::{arp, dhcp, icmp};
@@ -65,11 +66,14 @@ pub struct EngineSetup {
     pub pidfd: Option<OwnedFd>,
     /// `--api-socket`.
     pub api_socket: Option<PathBuf>,
+    /// Whether the TAP's frames carry a virtio-net header ([`crate::netns::VNET_HDR_LEN`]).
+    pub vnet_hdr: bool,
 }
 
 /// Frames to the guest: built in one buffer and written to the TAP.
 struct TapTx {
     tap: File,
+    vnet_hdr: bool,
     buf: Vec<u8>,
     frames: u64,
     failed: u64,
@@ -80,8 +84,12 @@ impl GuestTx for TapTx {
         &mut self.buf
     }
     fn send(&mut self, len: usize) {
-        match self.tap.write(&self.buf[..len]) {
-            Ok(n) if n == len => self.frames += 1,
+        // Frames to the guest need no offload: an all-zero header.
+        let hdr = [0u8; VNET_HDR_LEN];
+        let hdr = if self.vnet_hdr { &hdr[..] } else { &hdr[..0] };
+        let parts = [io::IoSlice::new(hdr), io::IoSlice::new(&self.buf[..len])];
+        match self.tap.write_vectored(&parts) {
+            Ok(n) if n == hdr.len() + len => self.frames += 1,
             _ => self.failed += 1,
         }
     }
@@ -136,6 +144,8 @@ pub struct Engine {
     start: Instant,
     next_iss: u32,
     window_watch: Vec<usize>,
+    /// The frame being handled has an L4 checksum the guest left partial (offload).
+    csum_partial: bool,
 }
 
 fn io(what: &'static str) -> impl Fn(io::Error) -> EngineError {
@@ -176,12 +186,13 @@ impl Engine {
             net: s.net,
             resolver: s.resolver,
             tx: TapTx {
+                vnet_hdr: s.vnet_hdr,
                 tap: File::from(s.tap),
                 buf: vec![0; MAX_FRAME],
                 frames: 0,
                 failed: 0,
             },
-            rx: vec![0; MAX_FRAME],
+            rx: vec![0; MAX_FRAME + 2 * VNET_HDR_LEN + ETH_LEN],
             guest_mac: MacAddr::BROADCAST,
             counters: Counters::default(),
             tcp: FlowTable::new(MAX_TCP_FLOWS),
@@ -195,6 +206,7 @@ impl Engine {
             start: Instant::now(),
             next_iss: seed,
             window_watch: Vec::new(),
+            csum_partial: false,
         })
     }
 
@@ -256,11 +268,30 @@ impl Engine {
             };
             self.counters.rx_frames += 1;
             let frame = std::mem::take(&mut self.rx);
-            if let Err(why) = self.on_frame(&frame[..n]) {
+            let r = if self.tx.vnet_hdr {
+                self.on_vnet_frame(&frame[..n])
+            } else {
+                self.on_frame(&frame[..n])
+            };
+            if let Err(why) = r {
                 self.counters.drop(why);
             }
             self.rx = frame;
         }
+    }
+
+    /// Handles one frame read with its virtio-net header: a TCP super-frame is handled as one
+    /// large segment, and a partial (offloaded) checksum is not verified.
+    fn on_vnet_frame(&mut self, bytes: &[u8]) -> Result<(), Drop> {
+        const NEEDS_CSUM: u8 = 1;
+        const DATA_VALID: u8 = 2;
+        let (hdr, frame) = bytes
+            .split_at_checked(VNET_HDR_LEN)
+            .ok_or(Drop::Malformed)?;
+        self.csum_partial = hdr[0] & (NEEDS_CSUM | DATA_VALID) != 0;
+        let r = self.on_frame(frame);
+        self.csum_partial = false;
+        r
     }
 
     /// Handles one frame from the guest.

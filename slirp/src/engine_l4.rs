@@ -17,7 +17,7 @@ impl Engine {
         src: Ipv4Addr,
         dst: Ipv4Addr,
     ) -> Result<(), Drop> {
-        let seg = tcp::parse(l4, src, dst)?;
+        let seg = tcp::parse(l4, src, dst, !self.csum_partial)?;
         let key = FlowKey {
             guest_port: seg.src_port,
             remote: SocketAddrV4::new(dst, seg.dst_port),
@@ -127,7 +127,7 @@ impl Engine {
         src: Ipv4Addr,
         dst: Ipv4Addr,
     ) -> Result<(), Drop> {
-        let d = udp::parse(l4, src, dst)?;
+        let d = udp::parse(l4, src, dst, !self.csum_partial)?;
         if d.dst_port == dhcp::SERVER_PORT && (dst.is_broadcast() || dst == self.net.gateway) {
             return self.answer_dhcp(d.payload);
         }

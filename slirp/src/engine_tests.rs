@@ -16,6 +16,7 @@ fn engine() -> (Engine, UnixDatagram) {
         exit_fd: None,
         pidfd: None,
         api_socket: None,
+        vnet_hdr: false,
     })
     .unwrap();
     b.set_nonblocking(true).unwrap();
@@ -94,7 +95,7 @@ fn refused_syn_gets_rst_and_a_counted_drop() {
         let out = replies(&b);
         let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-        let seg = tcp::parse(ip.payload(), ip.src(), ip.dst()).unwrap();
+        let seg = tcp::parse(ip.payload(), ip.src(), ip.dst(), true).unwrap();
         assert!(seg.has(wtcp::RST));
         assert_eq!(seg.ack, 1001);
     }

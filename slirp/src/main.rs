@@ -57,6 +57,7 @@ fn run(opts: Options) -> Result<()> {
         exit_fd,
         pidfd,
         api_socket: opts.api_socket.clone(),
+        vnet_hdr: true,
     })?;
     if opts.enable_sandbox {
         sluice_slirp::sandbox::enter().context("--enable-sandbox")?;

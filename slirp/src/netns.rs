@@ -17,6 +17,11 @@ use crate::cli::Target;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TAP: i16 = 0x0002;
 const IFF_NO_PI: i16 = 0x1000;
+const IFF_VNET_HDR: i16 = 0x4000;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6: the guest may send partial checksums and TCP
+/// super-frames up to 64 KiB whatever its MTU.
+const OFFLOADS: libc::c_ulong = 0x01 | 0x02 | 0x04;
 const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
 const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
 const SIOCSIFADDR: libc::c_ulong = 0x8916;
@@ -144,8 +149,16 @@ fn open_tap(name: &str) -> Result<OwnedFd, String> {
         .open("/dev/net/tun")
         .map_err(|e| format!("open /dev/net/tun: {e}"))?;
     let mut req = IfReq::new(name);
-    req.data[..2].copy_from_slice(&(IFF_TAP | IFF_NO_PI).to_ne_bytes());
+    let flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    req.data[..2].copy_from_slice(&flags.to_ne_bytes());
     ioctl(&tun, TUNSETIFF, &mut req, "ioctl(TUNSETIFF)")?;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is passed.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETOFFLOAD, OFFLOADS) } < 0 {
+        return Err(format!(
+            "ioctl(TUNSETOFFLOAD): {}",
+            io::Error::last_os_error()
+        ));
+    }
     Ok(tun.into())
 }
 
@@ -300,6 +313,9 @@ fn recv_fd(sock: &UnixStream) -> io::Result<Option<OwnedFd>> {
         Ok(Some(OwnedFd::from_raw_fd(fd)))
     }
 }
+
+/// The TAP's frames carry a `virtio_net_hdr` of this many bytes in front (IFF_VNET_HDR).
+pub const VNET_HDR_LEN: usize = 10;
 
 /// Opens TAP `tap` in `target`'s namespaces (configuring it with `setup`) and returns it.
 /// Must be called while the process is single-threaded.

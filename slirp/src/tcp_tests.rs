@@ -96,7 +96,7 @@ impl Frames {
                 let eth = EthernetFrame::new_checked(&f[..]).unwrap();
                 let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
                 assert!(ip.verify_checksum());
-                let s = parse(ip.payload(), ip.src(), ip.dst()).unwrap();
+                let s = parse(ip.payload(), ip.src(), ip.dst(), true).unwrap();
                 assert_eq!((s.src_port, s.dst_port), (80, 40000));
                 Out {
                     seq: s.seq,
@@ -312,14 +312,14 @@ fn parse_reads_options_and_rejects_bad_checksums() {
     let f = tx.sent[0].clone();
     let eth = EthernetFrame::new_checked(&f[..]).unwrap();
     let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-    let s = parse(ip.payload(), ip.src(), ip.dst()).unwrap();
+    let s = parse(ip.payload(), ip.src(), ip.dst(), true).unwrap();
     assert_eq!((s.mss, s.wscale), (Some(8960), Some(0)));
     let mut bad = ip.payload().to_vec();
     bad[4] ^= 1;
-    assert_eq!(parse(&bad, ip.src(), ip.dst()), Err(Drop::Malformed));
+    assert_eq!(parse(&bad, ip.src(), ip.dst(), true), Err(Drop::Malformed));
     bad[4] ^= 1;
     bad[12] = 0xf0;
-    assert_eq!(parse(&bad, ip.src(), ip.dst()), Err(Drop::Malformed));
+    assert_eq!(parse(&bad, ip.src(), ip.dst(), true), Err(Drop::Malformed));
     assert_eq!(
         c.on_segment(&guest(1, 0, tcp::SYN, &[]), &mut sock, &mut tx, 1),
         Verdict::Keep

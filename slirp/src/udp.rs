@@ -35,10 +35,11 @@ pub struct Datagram<'a> {
     pub payload: &'a [u8],
 }
 
-/// Parses the UDP part of a guest packet from `src` to `dst`, checking the checksum when set.
-pub fn parse(l4: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<Datagram<'_>, Drop> {
+/// Parses the UDP part of a guest packet from `src` to `dst`, checking the checksum when set
+/// and `verify` (not when the guest's kernel left it partial for offload).
+pub fn parse(l4: &[u8], src: Ipv4Addr, dst: Ipv4Addr, verify: bool) -> Result<Datagram<'_>, Drop> {
     let p = UdpPacket::new_checked(l4).map_err(|_| Drop::Malformed)?;
-    if p.checksum() != 0 && !p.verify_checksum_v4(src, dst) {
+    if verify && p.checksum() != 0 && !p.verify_checksum_v4(src, dst) {
         return Err(Drop::Malformed);
     }
     let (src_port, dst_port) = (p.src_port(), p.dst_port());
@@ -157,7 +158,7 @@ pub(crate) mod tests {
         let n = frame(&mut buf, &ends(), 4000, 53, 5);
         let eth = EthernetFrame::new_checked(&buf[..n]).unwrap();
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-        let d = parse(ip.payload(), ip.src(), ip.dst()).unwrap();
+        let d = parse(ip.payload(), ip.src(), ip.dst(), true).unwrap();
         assert_eq!(
             d,
             Datagram {
@@ -168,8 +169,11 @@ pub(crate) mod tests {
         );
         let mut bad = ip.payload().to_vec();
         bad[9] ^= 1;
-        assert_eq!(parse(&bad, ip.src(), ip.dst()), Err(Drop::Malformed));
-        assert_eq!(parse(&bad[..4], ip.src(), ip.dst()), Err(Drop::Malformed));
+        assert_eq!(parse(&bad, ip.src(), ip.dst(), true), Err(Drop::Malformed));
+        assert_eq!(
+            parse(&bad[..4], ip.src(), ip.dst(), true),
+            Err(Drop::Malformed)
+        );
     }
 
     #[test]
