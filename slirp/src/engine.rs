@@ -20,7 +20,7 @@ use crate::api::{self, Forwards, HostFwd, Proto, Request};
 use crate::config::{virtual_mac, NetConfig};
 use crate::counters::{Counters, Drop};
 use crate::flows::{self, PingFlow, TcpFlow, TcpSock, UdpFlow, UdpPath};
-use crate::frame::{Ends, ETH_LEN, MAX_FRAME};
+use crate::frame::{Ends, ETH_LEN, L4_AT, MAX_FRAME};
 use crate::netns::VNET_HDR_LEN;
 use crate::tcp::{self, GuestTx, TcpConn, Verdict};
 use crate::udp::{self, FlowKey, FlowTable};
@@ -85,7 +85,33 @@ impl GuestTx for TapTx {
     }
     fn send(&mut self, len: usize) {
         // Frames to the guest need no offload: an all-zero header.
-        let hdr = [0u8; VNET_HDR_LEN];
+        self.write_frame(&[0u8; VNET_HDR_LEN], len);
+    }
+    fn tso(&self) -> bool {
+        self.vnet_hdr
+    }
+    fn send_tso(&mut self, len: usize, gso_size: u16) {
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        hdr[0] = VNET_F_NEEDS_CSUM;
+        hdr[1] = VNET_GSO_TCPV4;
+        hdr[2..4].copy_from_slice(&(tcp::PAYLOAD_AT as u16).to_ne_bytes());
+        hdr[4..6].copy_from_slice(&gso_size.to_ne_bytes());
+        hdr[6..8].copy_from_slice(&(L4_AT as u16).to_ne_bytes());
+        hdr[8..10].copy_from_slice(&TCP_CSUM_OFFSET.to_ne_bytes());
+        self.write_frame(&hdr, len);
+    }
+}
+
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
+const VNET_F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_TCPV4`.
+const VNET_GSO_TCPV4: u8 = 1;
+/// Where the checksum lies in a TCP header.
+const TCP_CSUM_OFFSET: u16 = 16;
+
+impl TapTx {
+    /// Writes a frame behind the virtio-net header `hdr` (none on a TAP without it).
+    fn write_frame(&mut self, hdr: &[u8; VNET_HDR_LEN], len: usize) {
         let hdr = if self.vnet_hdr { &hdr[..] } else { &hdr[..0] };
         let parts = [io::IoSlice::new(hdr), io::IoSlice::new(&self.buf[..len])];
         match self.tap.write_vectored(&parts) {

@@ -8,7 +8,7 @@
 use std::io;
 use std::net::Ipv4Addr;
 
-use sluice_dataplane::wire::{tcp, TcpPacket, IPPROTO_TCP};
+use sluice_dataplane::wire::{checksum, tcp, TcpPacket, IPPROTO_TCP};
 
 use crate::counters::Drop;
 use crate::frame::{ipv4_headers, Ends, L4_AT};
@@ -19,6 +19,8 @@ pub const PAYLOAD_AT: usize = L4_AT + tcp::MIN_HEADER_LEN;
 pub const OUR_WSCALE: u8 = 7;
 /// Retransmission timeout towards the guest, in milliseconds.
 pub const RTO_MS: u64 = 300;
+/// The largest payload of one super-frame to the guest (IPv4 total length <= 65535).
+pub const MAX_TSO_PAYLOAD: usize = 65535 - 40;
 /// How many times a SYN (to the guest) or an unanswered segment is sent before giving up.
 pub const MAX_RETRIES: u32 = 8;
 
@@ -47,6 +49,11 @@ pub trait GuestTx {
     fn buf(&mut self) -> &mut [u8];
     /// Sends the first `len` bytes of [`GuestTx::buf`].
     fn send(&mut self, len: usize);
+    /// Whether [`GuestTx::send_tso`] may be used (a TAP with the virtio-net header).
+    fn tso(&self) -> bool;
+    /// Sends a TCP super-frame of `len` bytes whose checksum field holds only the pseudo-header
+    /// sum: the guest's kernel takes it as `gso_size`-byte segments and completes the checksum.
+    fn send_tso(&mut self, len: usize, gso_size: u16);
 }
 
 /// A guest segment, borrowed from its frame.
@@ -332,9 +339,20 @@ impl TcpConn {
         if flags & tcp::SYN == 0 {
             self.adv_wnd.set(u32::from(window) << self.our_wscale);
         }
-        p.fill_checksum_v4(self.ends.src, self.ends.dst);
+        let tso = payload_len > self.mss;
+        if tso {
+            let (src, dst) = (self.ends.src, self.ends.dst);
+            let pseudo = checksum::pseudo_header_sum_v4(src, dst, IPPROTO_TCP, l4_len as u16);
+            p.set_checksum(checksum::fold(pseudo));
+        } else {
+            p.fill_checksum_v4(self.ends.src, self.ends.dst);
+        }
         let len = ipv4_headers(buf, &self.ends, IPPROTO_TCP, l4_len, 0);
-        tx.send(len);
+        if tso {
+            tx.send_tso(len, self.mss as u16);
+        } else {
+            tx.send(len);
+        }
     }
 
     /// A segment from the guest for this connection.
@@ -483,7 +501,8 @@ impl TcpConn {
             if room == 0 {
                 return Verdict::Keep;
             }
-            let n = room.min(self.mss).min(tx.buf().len() - PAYLOAD_AT);
+            let seg_max = if tx.tso() { MAX_TSO_PAYLOAD } else { self.mss };
+            let n = room.min(seg_max).min(tx.buf().len() - PAYLOAD_AT);
             let window = self.window_field(sock);
             match sock.peek(&mut tx.buf()[PAYLOAD_AT..PAYLOAD_AT + n]) {
                 Ok(0) => {

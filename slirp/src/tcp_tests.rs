@@ -60,6 +60,8 @@ impl HostSocket for FakeSock {
 struct Frames {
     buf: Vec<u8>,
     sent: Vec<Vec<u8>>,
+    tso: bool,
+    tso_sizes: Vec<u16>,
 }
 
 impl GuestTx for Frames {
@@ -67,6 +69,27 @@ impl GuestTx for Frames {
         &mut self.buf
     }
     fn send(&mut self, len: usize) {
+        self.sent.push(self.buf[..len].to_vec());
+    }
+    fn tso(&self) -> bool {
+        self.tso
+    }
+    fn send_tso(&mut self, len: usize, gso_size: u16) {
+        self.tso_sizes.push(gso_size);
+        // Complete the checksum as the guest's kernel would, so `take` can verify it.
+        let l4 = &mut self.buf[crate::frame::L4_AT..len];
+        let ends = ends();
+        let pseudo =
+            checksum::pseudo_header_sum_v4(ends.src, ends.dst, IPPROTO_TCP, l4.len() as u16);
+        let partial = u16::from_be_bytes([l4[16], l4[17]]);
+        assert_eq!(
+            partial,
+            checksum::fold(pseudo),
+            "the checksum field holds the pseudo-header sum"
+        );
+        l4[16..18].fill(0);
+        let sum = !checksum::fold(checksum::ones_sum(l4, pseudo));
+        l4[16..18].copy_from_slice(&sum.to_be_bytes());
         self.sent.push(self.buf[..len].to_vec());
     }
 }
@@ -87,6 +110,8 @@ impl Frames {
         Frames {
             buf: vec![0; MAX_FRAME],
             sent: Vec::new(),
+            tso: false,
+            tso_sizes: Vec::new(),
         }
     }
     fn take(&mut self) -> Vec<Out> {
@@ -334,4 +359,22 @@ fn segments_of_no_connection_are_refused_with_rst() {
     assert_eq!((out[0].flags, out[0].ack), (tcp::RST | tcp::ACK, GISS + 1));
     TcpConn::refuse(ends(), &guest(GISS, 0, tcp::RST, &[]), &mut tx);
     assert!(tx.take().is_empty());
+}
+
+#[test]
+fn with_tso_host_data_goes_out_as_super_frames_of_guest_mss_segments() {
+    let mut sock = FakeSock {
+        cap: 100,
+        inbound: vec![9u8; 3000],
+        ..Default::default()
+    };
+    let mut tx = Frames::new();
+    tx.tso = true;
+    let _c = established(&mut sock, &mut tx);
+    let out = tx.take();
+    assert_eq!(
+        out.iter().map(|o| o.payload.len()).collect::<Vec<_>>(),
+        vec![3000]
+    );
+    assert_eq!(tx.tso_sizes, vec![1460]);
 }
