@@ -750,7 +750,7 @@ impl Drop for Outside {
     }
 }
 
-/// TCP and UDP to a server outside, and a forward whose client (outside) is seen by the guest
+/// TCP (2 MB echoed, MTU 1500) and UDP to a server outside, and a forward whose client (outside) is seen by the guest
 /// with its own address, as slirp4netns's port handler does.
 #[test]
 fn outbound_to_an_outside_namespace_and_forward_source_address() {
@@ -774,8 +774,12 @@ fn outbound_to_an_outside_namespace_and_forward_source_address() {
             let (n, from) = udp.recv_from(&mut b).unwrap();
             udp.send_to(&b[..n].to_ascii_uppercase(), from).unwrap();
             let (mut c, _) = tcp.accept().unwrap();
-            let n = c.read(&mut b).unwrap();
-            c.write_all(&b[..n].to_ascii_uppercase()).unwrap();
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 || c.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
         })
     });
     rx.recv().unwrap();
@@ -811,9 +815,22 @@ fn outbound_to_an_outside_namespace_and_forward_source_address() {
         let mut c =
             TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("TCP to outside");
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        c.write_all(b"tcp").unwrap();
-        let n = c.read(&mut b).unwrap();
-        assert_eq!(&b[..n], b"TCP");
+        // 2 MB each way at MTU 1500: both directions travel as TCP super-frames on the TAP.
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+        let (mut w, sent) = (c.try_clone().unwrap(), data.clone());
+        let writer = std::thread::spawn(move || {
+            w.write_all(&sent).unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).expect("echo from outside");
+        writer.join().unwrap();
+        assert!(
+            back == data,
+            "echo differs ({} of {} bytes)",
+            back.len(),
+            data.len()
+        );
     });
     let server = guest_server(&target.netns(), 8081);
     let add = r#"{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 7100, "guest_port": 8081}}"#;
