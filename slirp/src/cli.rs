@@ -27,7 +27,8 @@ pub enum NetnsType {
     version = concat!("version ", env!("CARGO_PKG_VERSION"), "\nslirp4netns-compatible"),
     about = "User-mode networking for unprivileged network namespaces.",
     override_usage = "sluice-slirp [OPTION]... PID|PATH [TAPNAME]",
-    disable_version_flag = true
+    disable_version_flag = true,
+    disable_help_flag = true
 )]
 pub struct Options {
     /// bring up the interface
@@ -41,6 +42,7 @@ pub struct Options {
     pub ready_fd: Option<i32>,
     /// specify MTU (default=1500, max=65520)
     #[arg(short = 'm', long, value_name = "MTU", default_value_t = 1500,
+        hide_default_value = true,
           value_parser = clap::value_parser!(u16).range(68..=i64::from(MAX_MTU)))]
     pub mtu: u16,
     /// specify network address CIDR (default=10.0.2.0/24)
@@ -85,6 +87,9 @@ pub struct Options {
     /// enable seccomp to limit syscalls
     #[arg(long)]
     pub enable_seccomp: bool,
+    /// show this help and exit
+    #[arg(short = 'h', long, action = ArgAction::Help)]
+    pub help: Option<bool>,
     /// show version and exit
     #[arg(short = 'v', long, action = ArgAction::Version)]
     pub version: Option<bool>,

@@ -36,7 +36,7 @@ const RTF_GATEWAY: u16 = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum NsError {
     /// A namespace file could not be opened.
-    #[error("open {path}: {source}")]
+    #[error("open {path}")]
     Open {
         /// The file.
         path: String,
