@@ -750,7 +750,8 @@ impl Drop for Outside {
     }
 }
 
-/// TCP (2 MB echoed, MTU 1500) and UDP to a server outside, and a forward whose client (outside) is seen by the guest
+/// TCP (2 MB echoed, MTU 1500) and UDP to a server outside, the gateway refused with
+/// `--disable-host-loopback`, and a forward whose client (outside) is seen by the guest
 /// with its own address, as slirp4netns's port handler does.
 #[test]
 fn outbound_to_an_outside_namespace_and_forward_source_address() {
@@ -795,7 +796,10 @@ fn outbound_to_an_outside_namespace_and_forward_source_address() {
         .open(d.join("exit"))
         .unwrap();
     let sock = d.join("api.sock");
-    let args = format!("-c -r 4 -e 3 --api-socket {}", sock.display());
+    let args = format!(
+        "-c -r 4 -e 3 --disable-host-loopback --api-socket {}",
+        sock.display()
+    );
     let _slirp = Slirp::start(
         &dir.join("sluice-slirp"),
         &d,
@@ -805,6 +809,13 @@ fn outbound_to_an_outside_namespace_and_forward_source_address() {
     );
     wait_ready(&mut ready, &d.join("log"));
     in_ns(target.netns(), || {
+        let gw = SocketAddr::from(([10, 0, 2, 2], 7000));
+        let e = TcpStream::connect_timeout(&gw, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "--disable-host-loopback"
+        );
         let u = UdpSocket::bind("0.0.0.0:0").unwrap();
         u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         u.send_to(b"udp", (Outside::OUT_IP, 7001)).unwrap();
