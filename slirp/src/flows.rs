@@ -20,6 +20,8 @@ const SNDBUF: usize = 4 << 20;
 pub struct TcpSock {
     /// The connected (or connecting) stream.
     pub stream: TcpStream,
+    /// SO_SNDBUF as the kernel set it (fixed: setting it turns autotuning off).
+    sndbuf: usize,
 }
 
 impl TcpSock {
@@ -29,8 +31,10 @@ impl TcpSock {
         // The window the guest gets is this buffer's free space: a fixed large buffer (capped
         // by net.core.wmem_max) instead of autotuning, which would never grow because the
         // guest is told not to overfill it.
-        SockRef::from(&stream).set_send_buffer_size(SNDBUF)?;
-        Ok(TcpSock { stream })
+        let sock = SockRef::from(&stream);
+        sock.set_send_buffer_size(SNDBUF)?;
+        let sndbuf = sock.send_buffer_size()?;
+        Ok(TcpSock { stream, sndbuf })
     }
 
     /// Starts a nonblocking connect to `to`, from `from` when set.
@@ -94,7 +98,7 @@ impl HostSocket for TcpSock {
     }
 
     fn send_space(&self) -> usize {
-        let sndbuf = SockRef::from(&self.stream).send_buffer_size().unwrap_or(0);
+        let sndbuf = self.sndbuf;
         let queued = sys::outq(self.stream.as_fd()).unwrap_or(usize::MAX);
         // Half: the buffer also pays for skb overhead (about 1.3x on 64 KiB writes), and the
         // right edge of the window must never promise more than a write will take.
@@ -102,7 +106,7 @@ impl HostSocket for TcpSock {
     }
 
     fn send_capacity(&self) -> usize {
-        SockRef::from(&self.stream).send_buffer_size().unwrap_or(0) / 2
+        self.sndbuf / 2
     }
 
     fn shutdown_write(&mut self) -> io::Result<()> {

@@ -495,6 +495,8 @@ impl TcpConn {
         if self.state != State::Established || self.fin_sent {
             return Verdict::Keep;
         }
+        // One look at the socket per burst: its send queue only shrinks meanwhile.
+        let window = self.window_field(sock);
         loop {
             let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
             let room = self.snd_wnd.saturating_sub(in_flight) as usize;
@@ -503,7 +505,6 @@ impl TcpConn {
             }
             let seg_max = if tx.tso() { MAX_TSO_PAYLOAD } else { self.mss };
             let n = room.min(seg_max).min(tx.buf().len() - PAYLOAD_AT);
-            let window = self.window_field(sock);
             match sock.peek(&mut tx.buf()[PAYLOAD_AT..PAYLOAD_AT + n]) {
                 Ok(0) => {
                     self.emit(tx, tcp::FIN | tcp::ACK, self.snd_nxt, 0, window);
