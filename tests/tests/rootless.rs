@@ -60,6 +60,27 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// The read end of the ready FIFO (sluice-slirp's fd 4), nonblocking.
+    fn ready_fifo(&self) -> File {
+        let path = self.0.join("ready");
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .unwrap()
+    }
+
+    /// The exit FIFO (sluice-slirp's fd 3), held open: dropping it stops sluice-slirp.
+    fn exit_fifo(&self) -> File {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.0.join("exit"))
+            .unwrap()
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -402,16 +423,8 @@ fn rootless_network_for_unshare_r_n() {
     std::fs::write(d.join("resolv.conf"), format!("nameserver {DNS_STUB}\n")).unwrap();
     let (tport, uport) = host_servers();
     let target = Target::start(None);
-    let mut ready = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(d.join("ready"))
-        .unwrap();
-    let exit = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(d.join("exit"))
-        .unwrap();
+    let mut ready = scratch.ready_fifo();
+    let exit = scratch.exit_fifo();
     let sock = d.join("api.sock");
     let args = format!(
         "--mtu=65520 --enable-sandbox --enable-seccomp -c -e 3 -r 4 --api-socket {}",
@@ -465,16 +478,8 @@ fn exits_when_the_target_process_dies() {
     let d = scratch.0.clone();
     std::fs::write(d.join("resolv.conf"), "").unwrap();
     let mut target = Target::start(None);
-    let mut ready = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(d.join("ready"))
-        .unwrap();
-    let _exit = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(d.join("exit"))
-        .unwrap();
+    let mut ready = scratch.ready_fifo();
+    let _exit = scratch.exit_fifo();
     let mut slirp = Slirp::start(&dir.join("sluice-slirp"), &d, "-c -r 4", target.pid, None);
     wait_ready(&mut ready, &d.join("log"));
     assert!(!slirp.wait_exit(Duration::from_millis(200)), "exited early");
@@ -500,16 +505,8 @@ fn dhcp_offers_the_guest_address() {
     let d = scratch.0.clone();
     std::fs::write(d.join("resolv.conf"), "").unwrap();
     let target = Target::start(None);
-    let _exit = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(d.join("exit"))
-        .unwrap();
-    let _ready = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(d.join("ready"))
-        .unwrap();
+    let _exit = scratch.exit_fifo();
+    let _ready = scratch.ready_fifo();
     let _slirp = Slirp::start(&dir.join("sluice-slirp"), &d, "-e 3", target.pid, None);
     let pid = target.pid.to_string();
     let end = Instant::now() + Duration::from_secs(10);
@@ -785,16 +782,8 @@ fn outbound_to_an_outside_namespace_and_forward_source_address() {
     });
     rx.recv().unwrap();
     let target = Target::start(Some(&outside.host));
-    let mut ready = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(d.join("ready"))
-        .unwrap();
-    let _exit = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(d.join("exit"))
-        .unwrap();
+    let mut ready = scratch.ready_fifo();
+    let _exit = scratch.exit_fifo();
     let sock = d.join("api.sock");
     let args = format!(
         "-c -r 4 -e 3 --disable-host-loopback --api-socket {}",
