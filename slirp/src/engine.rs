@@ -41,6 +41,8 @@ pub const MAX_UDP_FLOWS: usize = 1024;
 /// Most ICMP echo flows at once.
 pub const MAX_PING_FLOWS: usize = 128;
 const UDP_IDLE_MS: u64 = 60_000;
+/// A read from the TAP: the virtio-net header, Ethernet and an IPv4 super-frame of 64 KiB.
+const RX_BUF: usize = VNET_HDR_LEN + ETH_LEN + 65535;
 const TICK_MS: u64 = 50;
 
 /// Why the engine stopped with an error.
@@ -218,7 +220,7 @@ impl Engine {
                 frames: 0,
                 failed: 0,
             },
-            rx: vec![0; MAX_FRAME + 2 * VNET_HDR_LEN + ETH_LEN],
+            rx: vec![0; RX_BUF],
             guest_mac: MacAddr::BROADCAST,
             counters: Counters::default(),
             tcp: FlowTable::new(MAX_TCP_FLOWS),
