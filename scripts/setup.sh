@@ -24,4 +24,6 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# Rootless networking (sluice-slirp, its tests) needs /dev/net/tun open to users, 0666 as Debian ships it.
+if [ "$(id -u)" = 0 ] && [ -c /dev/net/tun ]; then chmod 0666 /dev/net/tun; fi
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt

@@ -1,0 +1,447 @@
+//! The event loop: one thread, one mio poll over the TAP, the host sockets of the flows, the
+//! forward listeners, the API socket and the exit conditions. Frames go through the sans-IO
+//! protocol modules; this module only moves bytes between them and the descriptors.
+#![forbid(unsafe_code)]
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, UdpSocket, UnixListener};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use sluice_dataplane::wire::{ethernet, icmpv4, EthernetFrame, Ipv4Packet, MacAddr};
+use sluice_dataplane::wire::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+use crate::api::{self, Forwards, HostFwd, Proto, Request};
+use crate::config::{virtual_mac, NetConfig};
+use crate::counters::{Counters, Drop};
+use crate::flows::{self, PingFlow, TcpFlow, TcpSock, UdpFlow, UdpPath};
+use crate::frame::{Ends, ETH_LEN, L4_AT, MAX_FRAME};
+use crate::netns::VNET_HDR_LEN;
+use crate::tcp::{self, GuestTx, TcpConn, Verdict};
+use crate::udp::{self, FlowKey, FlowTable};
+use crate::{arp, dhcp, icmp};
+
+const TAP: Token = Token(0);
+const EXIT: Token = Token(1);
+const PIDFD: Token = Token(2);
+const API: Token = Token(3);
+const TCP_BASE: usize = 1 << 20;
+const UDP_BASE: usize = 2 << 20;
+const PING_BASE: usize = 3 << 20;
+const FWD_BASE: usize = 4 << 20;
+/// Most TCP flows at once.
+pub const MAX_TCP_FLOWS: usize = 4096;
+/// Most UDP flows at once.
+pub const MAX_UDP_FLOWS: usize = 1024;
+/// Most ICMP echo flows at once.
+pub const MAX_PING_FLOWS: usize = 128;
+const UDP_IDLE_MS: u64 = 60_000;
+/// A read from the TAP: the virtio-net header, Ethernet and an IPv4 super-frame of 64 KiB.
+const RX_BUF: usize = VNET_HDR_LEN + ETH_LEN + 65535;
+const TICK_MS: u64 = 50;
+
+/// Why the engine stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Polling or the TAP failed.
+    #[error("{0}: {1}")]
+    Io(&'static str, io::Error),
+}
+
+/// What the engine runs with.
+#[derive(Debug)]
+pub struct EngineSetup {
+    /// The addressing.
+    pub net: NetConfig,
+    /// The host resolver DNS queries go to.
+    pub resolver: Option<Ipv4Addr>,
+    /// The TAP descriptor.
+    pub tap: OwnedFd,
+    /// `-e`: the engine stops when it becomes readable or closes.
+    pub exit_fd: Option<OwnedFd>,
+    /// A pidfd of the target process: the engine stops when it exits.
+    pub pidfd: Option<OwnedFd>,
+    /// `--api-socket`.
+    pub api_socket: Option<PathBuf>,
+    /// Whether the TAP's frames carry a virtio-net header ([`crate::netns::VNET_HDR_LEN`]).
+    pub vnet_hdr: bool,
+}
+
+/// Frames to the guest: built in one buffer and written to the TAP.
+struct TapTx {
+    tap: File,
+    vnet_hdr: bool,
+    buf: Vec<u8>,
+    frames: u64,
+    failed: u64,
+}
+
+impl GuestTx for TapTx {
+    fn buf(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+    fn send(&mut self, len: usize) {
+        // Frames to the guest need no offload: an all-zero header.
+        self.write_frame(&[0u8; VNET_HDR_LEN], len);
+    }
+    fn tso(&self) -> bool {
+        self.vnet_hdr
+    }
+    fn send_tso(&mut self, len: usize, gso_size: u16) {
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        hdr[0] = VNET_F_NEEDS_CSUM;
+        hdr[1] = VNET_GSO_TCPV4;
+        hdr[2..4].copy_from_slice(&(tcp::PAYLOAD_AT as u16).to_ne_bytes());
+        hdr[4..6].copy_from_slice(&gso_size.to_ne_bytes());
+        hdr[6..8].copy_from_slice(&(L4_AT as u16).to_ne_bytes());
+        hdr[8..10].copy_from_slice(&TCP_CSUM_OFFSET.to_ne_bytes());
+        self.write_frame(&hdr, len);
+    }
+}
+
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
+const VNET_F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_TCPV4`.
+const VNET_GSO_TCPV4: u8 = 1;
+/// Where the checksum lies in a TCP header.
+const TCP_CSUM_OFFSET: u16 = 16;
+
+impl TapTx {
+    /// Writes a frame behind the virtio-net header `hdr` (none on a TAP without it).
+    fn write_frame(&mut self, hdr: &[u8; VNET_HDR_LEN], len: usize) {
+        let hdr = if self.vnet_hdr { &hdr[..] } else { &hdr[..0] };
+        let parts = [io::IoSlice::new(hdr), io::IoSlice::new(&self.buf[..len])];
+        match self.tap.write_vectored(&parts) {
+            Ok(n) if n == hdr.len() + len => self.frames += 1,
+            _ => self.failed += 1,
+        }
+    }
+}
+
+/// A host forward and its listener.
+enum Listener {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+/// Where the API socket lives: its directory stays open so the socket can be removed at exit
+/// even from inside the sandbox.
+struct ApiPath {
+    dir: File,
+    name: std::ffi::CString,
+}
+
+impl ApiPath {
+    fn new(path: &std::path::Path) -> io::Result<ApiPath> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let name = path.file_name().ok_or(io::ErrorKind::InvalidInput)?;
+        Ok(ApiPath {
+            dir: File::open(dir)?,
+            name: std::ffi::CString::new(name.as_bytes())
+                .map_err(|_| io::ErrorKind::InvalidInput)?,
+        })
+    }
+}
+
+/// The running network.
+pub struct Engine {
+    poll: Poll,
+    net: NetConfig,
+    resolver: Option<Ipv4Addr>,
+    tx: TapTx,
+    rx: Vec<u8>,
+    guest_mac: MacAddr,
+    counters: Counters,
+    tcp: FlowTable<FlowKey, TcpFlow>,
+    udp: FlowTable<FlowKey, UdpFlow>,
+    ping: FlowTable<(u16, Ipv4Addr), PingFlow>,
+    forwards: Forwards,
+    listeners: Vec<(u32, Listener)>,
+    api: Option<(UnixListener, ApiPath)>,
+    _exit: Option<OwnedFd>,
+    _pidfd: Option<OwnedFd>,
+    start: Instant,
+    next_iss: u32,
+    window_watch: Vec<usize>,
+    /// The frame being handled has an L4 checksum the guest left partial (offload).
+    csum_partial: bool,
+}
+
+fn io(what: &'static str) -> impl Fn(io::Error) -> EngineError {
+    move |e| EngineError::Io(what, e)
+}
+
+impl Engine {
+    /// Sets up the poll and the API socket (so it accepts requests before readiness is
+    /// signalled).
+    pub fn new(s: EngineSetup) -> Result<Engine, EngineError> {
+        let poll = Poll::new().map_err(io("epoll"))?;
+        crate::sys::set_nonblocking(std::os::fd::AsFd::as_fd(&s.tap)).map_err(io("tap"))?;
+        let reg = poll.registry();
+        reg.register(&mut SourceFd(&s.tap.as_raw_fd()), TAP, Interest::READABLE)
+            .map_err(io("register tap"))?;
+        if let Some(fd) = &s.exit_fd {
+            reg.register(&mut SourceFd(&fd.as_raw_fd()), EXIT, Interest::READABLE)
+                .map_err(io("register exit fd"))?;
+        }
+        if let Some(fd) = &s.pidfd {
+            reg.register(&mut SourceFd(&fd.as_raw_fd()), PIDFD, Interest::READABLE)
+                .map_err(io("register pidfd"))?;
+        }
+        let api = match s.api_socket {
+            Some(path) => {
+                let _ = std::fs::remove_file(&path);
+                let mut l = UnixListener::bind(&path).map_err(io("api socket"))?;
+                reg.register(&mut l, API, Interest::READABLE)
+                    .map_err(io("register api"))?;
+                Some((l, ApiPath::new(&path).map_err(io("api socket directory"))?))
+            }
+            None => None,
+        };
+        let seed = std::process::id().wrapping_mul(2_654_435_761)
+            ^ Instant::now().elapsed().subsec_nanos();
+        Ok(Engine {
+            poll,
+            net: s.net,
+            resolver: s.resolver,
+            tx: TapTx {
+                vnet_hdr: s.vnet_hdr,
+                tap: File::from(s.tap),
+                buf: vec![0; MAX_FRAME],
+                frames: 0,
+                failed: 0,
+            },
+            rx: vec![0; RX_BUF],
+            guest_mac: MacAddr::BROADCAST,
+            counters: Counters::default(),
+            tcp: FlowTable::new(MAX_TCP_FLOWS),
+            udp: FlowTable::new(MAX_UDP_FLOWS),
+            ping: FlowTable::new(MAX_PING_FLOWS),
+            forwards: Forwards::default(),
+            listeners: Vec::new(),
+            api,
+            _exit: s.exit_fd,
+            _pidfd: s.pidfd,
+            start: Instant::now(),
+            next_iss: seed,
+            window_watch: Vec::new(),
+            csum_partial: false,
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// The counters so far (frames written to the TAP included).
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters.clone();
+        c.tx_frames = self.tx.frames;
+        c.host_error += self.tx.failed;
+        c
+    }
+
+    /// Runs until the exit fd or the target process says so.
+    pub fn run(&mut self) -> Result<(), EngineError> {
+        let mut events = Events::with_capacity(256);
+        let mut next_tick: u64 = 0;
+        loop {
+            let wait = if self.window_watch.is_empty() {
+                next_tick.saturating_sub(self.now())
+            } else {
+                0
+            };
+            let timeout = Duration::from_millis(wait.max(1));
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => r.map_err(io("epoll_wait"))?,
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    TAP => self.drain_tap()?,
+                    EXIT | PIDFD => return Ok(()),
+                    API => self.serve_api(),
+                    Token(t) if t >= FWD_BASE => self.on_listener((t - FWD_BASE) as u32),
+                    Token(t) if t >= PING_BASE => self.on_ping(t - PING_BASE),
+                    Token(t) if t >= UDP_BASE => self.on_udp(t - UDP_BASE),
+                    Token(t) if t >= TCP_BASE => self.on_tcp(t - TCP_BASE, ev.is_writable()),
+                    Token(_) => {}
+                }
+            }
+            self.check_windows();
+            let now = self.now();
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK_MS;
+            }
+        }
+    }
+
+    fn drain_tap(&mut self) -> Result<(), EngineError> {
+        loop {
+            let n = match self.tx.tap.read(&mut self.rx) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(EngineError::Io("read tap", e)),
+            };
+            self.counters.rx_frames += 1;
+            let frame = std::mem::take(&mut self.rx);
+            let r = if self.tx.vnet_hdr {
+                self.on_vnet_frame(&frame[..n])
+            } else {
+                self.on_frame(&frame[..n])
+            };
+            if let Err(why) = r {
+                self.counters.drop(why);
+            }
+            self.rx = frame;
+        }
+    }
+
+    /// Handles one frame read with its virtio-net header: a TCP super-frame is handled as one
+    /// large segment, and a partial (offloaded) checksum is not verified.
+    fn on_vnet_frame(&mut self, bytes: &[u8]) -> Result<(), Drop> {
+        const NEEDS_CSUM: u8 = 1;
+        const DATA_VALID: u8 = 2;
+        let (hdr, frame) = bytes
+            .split_at_checked(VNET_HDR_LEN)
+            .ok_or(Drop::Malformed)?;
+        self.csum_partial = hdr[0] & (NEEDS_CSUM | DATA_VALID) != 0;
+        let r = self.on_frame(frame);
+        self.csum_partial = false;
+        r
+    }
+
+    /// Handles one frame from the guest.
+    pub fn on_frame(&mut self, frame: &[u8]) -> Result<(), Drop> {
+        let eth = EthernetFrame::new_checked(frame).map_err(|_| Drop::Malformed)?;
+        if !eth.src().is_multicast() {
+            self.guest_mac = eth.src();
+        }
+        match eth.ethertype() {
+            ethernet::ETHERTYPE_ARP => {
+                if let Some(len) = arp::reply(eth.payload(), &self.net, &mut self.tx.buf)? {
+                    self.tx.send(len);
+                }
+                Ok(())
+            }
+            ethernet::ETHERTYPE_IPV4 => self.on_ipv4(&frame[ETH_LEN..]),
+            _ => Err(Drop::Unsupported),
+        }
+    }
+
+    fn on_ipv4(&mut self, bytes: &[u8]) -> Result<(), Drop> {
+        let ip = Ipv4Packet::new_checked(bytes).map_err(|_| Drop::Malformed)?;
+        if !ip.verify_checksum() {
+            return Err(Drop::Malformed);
+        }
+        if ip.is_fragment() {
+            return Err(Drop::Unsupported);
+        }
+        let (src, dst) = (ip.src(), ip.dst());
+        match ip.protocol() {
+            IPPROTO_TCP => self.on_guest_tcp(ip.payload(), src, dst),
+            IPPROTO_UDP => self.on_guest_udp(ip.payload(), src, dst),
+            IPPROTO_ICMP => self.on_guest_icmp(ip.payload(), src, dst),
+            _ => Err(Drop::Unsupported),
+        }
+    }
+
+    /// The ends of frames from `from` (as the guest sees it) to the guest at `guest`.
+    fn ends(&self, from: Ipv4Addr, guest: Ipv4Addr) -> Ends {
+        let mac_of = if from == self.net.dns {
+            self.net.dns
+        } else {
+            self.net.gateway
+        };
+        Ends {
+            src_mac: virtual_mac(mac_of),
+            dst_mac: self.guest_mac,
+            src: from,
+            dst: guest,
+        }
+    }
+
+    fn on_guest_icmp(&mut self, l4: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<(), Drop> {
+        let echo = icmp::parse_echo(l4, icmpv4::ECHO_REQUEST)?;
+        if dst == self.net.gateway || (dst == self.net.dns && self.net.dns_enabled) {
+            let ends = self.ends(dst, src);
+            let len = icmp::reply_frame(&mut self.tx.buf, &ends, &echo);
+            self.tx.send(len);
+            return Ok(());
+        }
+        self.net
+            .host_target(SocketAddrV4::new(dst, 0), self.resolver)?;
+        let now = self.now();
+        let key = (echo.ident, dst);
+        let h = match self.ping.find(&key) {
+            Some(h) => h,
+            None => {
+                let sock = flows::ping_connect(dst).map_err(|_| Drop::NoPingSocket)?;
+                let flow = PingFlow {
+                    sock,
+                    ident: echo.ident,
+                    guest: src,
+                    last_used: now,
+                };
+                let h = self.ping.insert(key, flow)?;
+                let flow = self.ping.get_mut(h).ok_or(Drop::HostError)?.1;
+                self.poll
+                    .registry()
+                    .register(&mut flow.sock, Token(PING_BASE + h), Interest::READABLE)
+                    .map_err(|_| Drop::HostError)?;
+                h
+            }
+        };
+        let flow = self.ping.get_mut(h).ok_or(Drop::HostError)?.1;
+        flow.last_used = now;
+        let mut msg = [0u8; 1500];
+        let data = &echo.data[..echo.data.len().min(msg.len() - icmpv4::HEADER_LEN)];
+        let n = icmp::write_echo(&mut msg, icmpv4::ECHO_REQUEST, &icmp::Echo { data, ..echo });
+        flow.sock.send(&msg[..n]).map_err(|_| Drop::HostError)?;
+        Ok(())
+    }
+
+    fn on_ping(&mut self, h: usize) {
+        let Some((key, flow)) = self.ping.get_mut(h) else {
+            return;
+        };
+        let (remote, ident, guest) = (key.1, flow.ident, flow.guest);
+        let mut msg = [0u8; 1500];
+        loop {
+            let Some((_, flow)) = self.ping.get_mut(h) else {
+                return;
+            };
+            let n = match flow.sock.recv(&mut msg) {
+                Ok(n) => n,
+                Err(_) => return,
+            };
+            match icmp::parse_echo(&msg[..n], icmpv4::ECHO_REPLY) {
+                Ok(echo) => {
+                    let ends = self.ends(remote, guest);
+                    let len =
+                        icmp::reply_frame(&mut self.tx.buf, &ends, &icmp::Echo { ident, ..echo });
+                    self.tx.send(len);
+                }
+                Err(why) => self.counters.drop(why),
+            }
+        }
+    }
+}
+
+#[path = "engine_l4.rs"]
+mod l4;
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

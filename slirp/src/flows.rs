@@ -1,0 +1,184 @@
+//! The host-side ends of flows: nonblocking sockets of the user, wrapped for the sans-IO
+//! translation in [`crate::tcp`] and [`crate::udp`].
+#![forbid(unsafe_code)]
+
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4};
+use std::os::fd::AsFd;
+
+use mio::net::{TcpStream, UdpSocket};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::sys;
+use crate::tcp::{HostSocket, TcpConn};
+
+/// The send buffer asked for on TCP host sockets.
+const SNDBUF: usize = 4 << 20;
+
+/// A TCP host socket read by peeking (SO_PEEK_OFF) and discarding what the guest acknowledged.
+#[derive(Debug)]
+pub struct TcpSock {
+    /// The connected (or connecting) stream.
+    pub stream: TcpStream,
+    /// SO_SNDBUF as the kernel set it (fixed: setting it turns autotuning off).
+    sndbuf: usize,
+}
+
+impl TcpSock {
+    /// Wraps `stream`, turning on the peek offset.
+    pub fn new(stream: TcpStream) -> io::Result<Self> {
+        sys::set_peek_off(stream.as_fd(), 0)?;
+        // The window the guest gets is this buffer's free space: a fixed large buffer (capped
+        // by net.core.wmem_max) instead of autotuning, which would never grow because the
+        // guest is told not to overfill it.
+        let sock = SockRef::from(&stream);
+        sock.set_send_buffer_size(SNDBUF)?;
+        let sndbuf = sock.send_buffer_size()?;
+        Ok(TcpSock { stream, sndbuf })
+    }
+
+    /// Starts a nonblocking connect to `to`, from `from` when set.
+    pub fn connect(to: SocketAddrV4, from: Option<Ipv4Addr>) -> io::Result<Self> {
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::STREAM.nonblocking(),
+            Some(Protocol::TCP),
+        )?;
+        if let Some(ip) = from {
+            s.bind(&SocketAddr::from(SocketAddrV4::new(ip, 0)).into())?;
+        }
+        s.set_tcp_nodelay(true)?;
+        match s.connect(&SocketAddr::from(to).into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        TcpSock::new(TcpStream::from_std(std::net::TcpStream::from(s)))
+    }
+
+    /// Closes with a reset instead of a FIN (the guest reset the connection).
+    pub fn abort(self) {
+        let _ = SockRef::from(&self.stream).set_linger(Some(std::time::Duration::ZERO));
+    }
+
+    /// After a writable event while connecting: `Ok(true)` once connected.
+    pub fn connected(&self) -> io::Result<bool> {
+        if let Some(e) = self.stream.take_error()? {
+            return Err(e);
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl HostSocket for TcpSock {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.stream.write(data)
+    }
+
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::recv_flags(self.stream.as_fd(), buf, libc::MSG_PEEK)
+    }
+
+    fn rewind(&mut self) -> io::Result<()> {
+        sys::set_peek_off(self.stream.as_fd(), 0)
+    }
+
+    fn consume(&mut self, mut n: usize) -> io::Result<()> {
+        while n > 0 {
+            match sys::discard(self.stream.as_fd(), n)? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                k => n -= k.min(n),
+            }
+        }
+        Ok(())
+    }
+
+    fn send_space(&self) -> usize {
+        let sndbuf = self.sndbuf;
+        let queued = sys::outq(self.stream.as_fd()).unwrap_or(usize::MAX);
+        // Half: the buffer also pays for skb overhead (about 1.3x on 64 KiB writes), and the
+        // right edge of the window must never promise more than a write will take.
+        (sndbuf / 2).saturating_sub(queued)
+    }
+
+    fn send_capacity(&self) -> usize {
+        self.sndbuf / 2
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        match self.stream.shutdown(Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A TCP flow: the translation state and its host socket.
+#[derive(Debug)]
+pub struct TcpFlow {
+    /// The translation.
+    pub conn: TcpConn,
+    /// The host socket.
+    pub sock: TcpSock,
+}
+
+/// How a UDP flow reaches the host.
+#[derive(Debug)]
+pub enum UdpPath {
+    /// The guest started it: a connected socket of its own.
+    Own(UdpSocket),
+    /// A host client sent to a forward: replies go out of the forward's socket to `client`.
+    Forward {
+        /// The forward's id.
+        fwd: u32,
+        /// The client's address.
+        client: SocketAddr,
+    },
+}
+
+/// A UDP flow.
+#[derive(Debug)]
+pub struct UdpFlow {
+    /// The socket path.
+    pub path: UdpPath,
+    /// The guest's address (replies go there).
+    pub guest: Ipv4Addr,
+    /// Last use, in engine milliseconds (idle flows expire).
+    pub last_used: u64,
+}
+
+/// Opens a connected UDP socket to `to`, from `from` when set.
+pub fn udp_connect(to: SocketAddrV4, from: Option<Ipv4Addr>) -> io::Result<UdpSocket> {
+    let local = SocketAddrV4::new(from.unwrap_or(Ipv4Addr::UNSPECIFIED), 0);
+    let s = UdpSocket::bind(local.into())?;
+    s.connect(to.into())?;
+    Ok(s)
+}
+
+/// An ICMP echo flow through an unprivileged ping socket.
+#[derive(Debug)]
+pub struct PingFlow {
+    /// The ping socket (connected to the destination).
+    pub sock: UdpSocket,
+    /// The guest's identifier, restored on replies.
+    pub ident: u16,
+    /// The guest's address.
+    pub guest: Ipv4Addr,
+    /// Last use, in engine milliseconds.
+    pub last_used: u64,
+}
+
+/// Opens a ping socket connected to `to`; fails where `net.ipv4.ping_group_range` excludes us.
+pub fn ping_connect(to: Ipv4Addr) -> io::Result<UdpSocket> {
+    let s = Socket::new(
+        Domain::IPV4,
+        Type::DGRAM.nonblocking(),
+        Some(Protocol::ICMPV4),
+    )?;
+    s.connect(&SocketAddr::from(SocketAddrV4::new(to, 0)).into())?;
+    Ok(UdpSocket::from_std(std::net::UdpSocket::from(s)))
+}

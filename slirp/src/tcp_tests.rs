@@ -1,0 +1,380 @@
+use super::*;
+use crate::frame::MAX_FRAME;
+use sluice_dataplane::wire::{EthernetFrame, Ipv4Packet, MacAddr};
+
+#[derive(Default)]
+struct FakeSock {
+    written: Vec<u8>,
+    cap: usize,
+    inbound: Vec<u8>,
+    consumed: usize,
+    peek_off: usize,
+    eof: bool,
+    shut: bool,
+}
+
+impl HostSocket for FakeSock {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(self.cap - self.written.len());
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.written.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = &self.inbound[self.consumed + self.peek_off..];
+        if avail.is_empty() {
+            return if self.eof {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
+        }
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.peek_off += n;
+        Ok(n)
+    }
+    fn rewind(&mut self) -> io::Result<()> {
+        self.peek_off = 0;
+        Ok(())
+    }
+    fn consume(&mut self, n: usize) -> io::Result<()> {
+        self.consumed += n;
+        self.peek_off -= n;
+        Ok(())
+    }
+    fn send_space(&self) -> usize {
+        self.cap - self.written.len()
+    }
+    fn send_capacity(&self) -> usize {
+        self.cap
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shut = true;
+        Ok(())
+    }
+}
+
+struct Frames {
+    buf: Vec<u8>,
+    sent: Vec<Vec<u8>>,
+    tso: bool,
+    tso_sizes: Vec<u16>,
+}
+
+impl GuestTx for Frames {
+    fn buf(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+    fn send(&mut self, len: usize) {
+        self.sent.push(self.buf[..len].to_vec());
+    }
+    fn tso(&self) -> bool {
+        self.tso
+    }
+    fn send_tso(&mut self, len: usize, gso_size: u16) {
+        self.tso_sizes.push(gso_size);
+        // Complete the checksum as the guest's kernel would, so `take` can verify it.
+        let l4 = &mut self.buf[crate::frame::L4_AT..len];
+        let ends = ends();
+        let pseudo =
+            checksum::pseudo_header_sum_v4(ends.src, ends.dst, IPPROTO_TCP, l4.len() as u16);
+        let partial = u16::from_be_bytes([l4[16], l4[17]]);
+        assert_eq!(
+            partial,
+            checksum::fold(pseudo),
+            "the checksum field holds the pseudo-header sum"
+        );
+        l4[16..18].fill(0);
+        let sum = !checksum::fold(checksum::ones_sum(l4, pseudo));
+        l4[16..18].copy_from_slice(&sum.to_be_bytes());
+        self.sent.push(self.buf[..len].to_vec());
+    }
+}
+
+/// One parsed segment sent to the guest (owned).
+#[derive(Debug)]
+struct Out {
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    mss: Option<u16>,
+    payload: Vec<u8>,
+}
+
+impl Frames {
+    fn new() -> Self {
+        Frames {
+            buf: vec![0; MAX_FRAME],
+            sent: Vec::new(),
+            tso: false,
+            tso_sizes: Vec::new(),
+        }
+    }
+    fn take(&mut self) -> Vec<Out> {
+        self.sent
+            .drain(..)
+            .map(|f| {
+                let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+                let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+                assert!(ip.verify_checksum());
+                let s = parse(ip.payload(), ip.src(), ip.dst(), true).unwrap();
+                assert_eq!((s.src_port, s.dst_port), (80, 40000));
+                Out {
+                    seq: s.seq,
+                    ack: s.ack,
+                    flags: s.flags,
+                    window: s.window,
+                    mss: s.mss,
+                    payload: s.payload.to_vec(),
+                }
+            })
+            .collect()
+    }
+}
+
+fn ends() -> Ends {
+    Ends {
+        src_mac: MacAddr([0x52, 0x55, 10, 0, 2, 2]),
+        dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        src: Ipv4Addr::new(10, 0, 2, 2),
+        dst: Ipv4Addr::new(10, 0, 2, 100),
+    }
+}
+
+fn guest(seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Segment<'_> {
+    Segment {
+        src_port: 40000,
+        dst_port: 80,
+        seq,
+        ack,
+        flags,
+        window: 1000,
+        mss: None,
+        wscale: None,
+        payload,
+    }
+}
+
+const ISS: u32 = 5000;
+const GISS: u32 = 100;
+
+/// A connection the guest opened, SYN-ACK answered and acknowledged.
+fn established(sock: &mut FakeSock, tx: &mut Frames) -> TcpConn {
+    let mut syn = guest(GISS, 0, tcp::SYN, &[]);
+    syn.mss = Some(1460);
+    syn.wscale = Some(2);
+    let mut c = TcpConn::from_guest_syn(ends(), &syn, 1500, ISS);
+    assert_eq!(c.state(), State::Connecting);
+    c.on_connected(sock, tx, 0);
+    let out = tx.take();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].flags, tcp::SYN | tcp::ACK);
+    assert_eq!(
+        (out[0].seq, out[0].ack, out[0].mss),
+        (ISS, GISS + 1, Some(1460))
+    );
+    let v = c.on_segment(&guest(GISS + 1, ISS + 1, tcp::ACK, &[]), sock, tx, 1);
+    assert_eq!(v, Verdict::Keep);
+    c
+}
+
+#[test]
+fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
+    let mut sock = FakeSock {
+        cap: 6,
+        ..Default::default()
+    };
+    let mut tx = Frames::new();
+    let mut c = established(&mut sock, &mut tx);
+    assert!(tx.take().is_empty());
+    c.on_segment(
+        &guest(GISS + 1, ISS + 1, tcp::ACK, b"hello world"),
+        &mut sock,
+        &mut tx,
+        2,
+    );
+    assert_eq!(sock.written, b"hello ");
+    let out = tx.take();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ack, GISS + 1 + 6);
+    assert_eq!(out[0].window, 0);
+    assert!(c.window_watch(&sock));
+    sock.cap = 100;
+    c.on_window_check(&sock, &mut tx);
+    let out = tx.take();
+    assert_eq!(out[0].window, ((100 - 6) >> OUR_WSCALE) as u16);
+    // The guest retransmits from the first byte not acknowledged, overlapping old bytes.
+    c.on_segment(
+        &guest(GISS + 1, ISS + 1, tcp::ACK, b"hello world"),
+        &mut sock,
+        &mut tx,
+        3,
+    );
+    assert_eq!(sock.written, b"hello world");
+    assert_eq!(tx.take()[0].ack, GISS + 12);
+    // Out of order: not written, acknowledged where we are.
+    c.on_segment(
+        &guest(GISS + 20, ISS + 1, tcp::ACK, b"zz"),
+        &mut sock,
+        &mut tx,
+        4,
+    );
+    assert_eq!(sock.written, b"hello world");
+    assert_eq!(tx.take()[0].ack, GISS + 12);
+}
+
+#[test]
+fn host_data_goes_out_within_the_window_and_is_consumed_on_ack() {
+    let mut sock = FakeSock {
+        cap: 100,
+        inbound: vec![7u8; 3000],
+        ..Default::default()
+    };
+    let mut tx = Frames::new();
+    // The ACK of the SYN-ACK opened the window and data went out at once.
+    let mut c = established(&mut sock, &mut tx);
+    // The guest's window is 1000 << 2 = 4000 bytes; MSS 1460.
+    let out = tx.take();
+    assert_eq!(
+        out.iter().map(|o| o.payload.len()).collect::<Vec<_>>(),
+        vec![1460, 1460, 80]
+    );
+    assert_eq!(out[1].seq, ISS + 1 + 1460);
+    assert_eq!(sock.consumed, 0);
+    c.on_segment(
+        &guest(GISS + 1, ISS + 1 + 1460, tcp::ACK, &[]),
+        &mut sock,
+        &mut tx,
+        3,
+    );
+    assert_eq!(sock.consumed, 1460);
+    // Nothing was acknowledged further: the timer sends it again from the peek start.
+    assert!(tx.take().is_empty());
+    assert_eq!(c.on_timer(&mut sock, &mut tx, 3 + RTO_MS), Verdict::Keep);
+    let out = tx.take();
+    assert_eq!(out[0].seq, ISS + 1 + 1460);
+    assert_eq!(out.iter().map(|o| o.payload.len()).sum::<usize>(), 1540);
+}
+
+#[test]
+fn fins_both_ways_close_the_flow() {
+    let mut sock = FakeSock {
+        cap: 100,
+        inbound: b"bye".to_vec(),
+        eof: true,
+        ..Default::default()
+    };
+    let mut tx = Frames::new();
+    let mut c = established(&mut sock, &mut tx);
+    let out = tx.take();
+    assert_eq!(out[0].payload, b"bye");
+    assert_eq!(out[1].flags, tcp::FIN | tcp::ACK);
+    assert_eq!(out[1].seq, ISS + 4);
+    let v = c.on_segment(
+        &guest(GISS + 1, ISS + 5, tcp::ACK | tcp::FIN, b"ok"),
+        &mut sock,
+        &mut tx,
+        3,
+    );
+    assert_eq!(v, Verdict::Close);
+    assert!(sock.shut);
+    assert_eq!(sock.written, b"ok");
+    assert_eq!(sock.consumed, 3);
+    assert_eq!(tx.take()[0].ack, GISS + 4);
+}
+
+#[test]
+fn rst_from_guest_aborts_and_refusal_resets_guest() {
+    let mut sock = FakeSock {
+        cap: 100,
+        ..Default::default()
+    };
+    let mut tx = Frames::new();
+    let mut c = established(&mut sock, &mut tx);
+    assert_eq!(
+        c.on_segment(&guest(GISS + 1, 0, tcp::RST, &[]), &mut sock, &mut tx, 2),
+        Verdict::Reset
+    );
+    c.reset(&mut tx);
+    assert_eq!(tx.take()[0].flags, tcp::RST | tcp::ACK);
+}
+
+#[test]
+fn host_forward_handshake_with_the_guest() {
+    let mut sock = FakeSock {
+        cap: 100,
+        inbound: b"GET".to_vec(),
+        ..Default::default()
+    };
+    let mut tx = Frames::new();
+    let mut c = TcpConn::to_guest(ends(), 80, 40000, 1500, ISS, 0, &mut tx);
+    let out = tx.take();
+    assert_eq!((out[0].flags, out[0].seq), (tcp::SYN, ISS));
+    assert_eq!(c.on_timer(&mut sock, &mut tx, RTO_MS), Verdict::Keep);
+    assert_eq!(tx.take()[0].flags, tcp::SYN);
+    let mut synack = guest(GISS, ISS + 1, tcp::SYN | tcp::ACK, &[]);
+    synack.mss = Some(1000);
+    c.on_segment(&synack, &mut sock, &mut tx, 1);
+    assert_eq!(c.state(), State::Established);
+    let out = tx.take();
+    assert_eq!((out[0].flags, out[0].ack), (tcp::ACK, GISS + 1));
+    assert_eq!(out[1].payload, b"GET");
+}
+
+#[test]
+fn parse_reads_options_and_rejects_bad_checksums() {
+    let mut sock = FakeSock {
+        cap: 100,
+        ..Default::default()
+    };
+    let mut tx = Frames::new();
+    let mut c = TcpConn::from_guest_syn(ends(), &guest(1, 0, tcp::SYN, &[]), 9000, 77);
+    c.on_connected(&sock, &mut tx, 0);
+    let f = tx.sent[0].clone();
+    let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    let s = parse(ip.payload(), ip.src(), ip.dst(), true).unwrap();
+    assert_eq!((s.mss, s.wscale), (Some(8960), Some(0)));
+    let mut bad = ip.payload().to_vec();
+    bad[4] ^= 1;
+    assert_eq!(parse(&bad, ip.src(), ip.dst(), true), Err(Drop::Malformed));
+    bad[4] ^= 1;
+    bad[12] = 0xf0;
+    assert_eq!(parse(&bad, ip.src(), ip.dst(), true), Err(Drop::Malformed));
+    assert_eq!(
+        c.on_segment(&guest(1, 0, tcp::SYN, &[]), &mut sock, &mut tx, 1),
+        Verdict::Keep
+    );
+}
+
+#[test]
+fn segments_of_no_connection_are_refused_with_rst() {
+    let mut tx = Frames::new();
+    TcpConn::refuse(ends(), &guest(GISS, 0, tcp::SYN, &[]), &mut tx);
+    let out = tx.take();
+    assert_eq!((out[0].flags, out[0].ack), (tcp::RST | tcp::ACK, GISS + 1));
+    TcpConn::refuse(ends(), &guest(GISS, 0, tcp::RST, &[]), &mut tx);
+    assert!(tx.take().is_empty());
+}
+
+#[test]
+fn with_tso_host_data_goes_out_as_super_frames_of_guest_mss_segments() {
+    let mut sock = FakeSock {
+        cap: 100,
+        inbound: vec![9u8; 3000],
+        ..Default::default()
+    };
+    let mut tx = Frames::new();
+    tx.tso = true;
+    let _c = established(&mut sock, &mut tx);
+    let out = tx.take();
+    assert_eq!(
+        out.iter().map(|o| o.payload.len()).collect::<Vec<_>>(),
+        vec![3000]
+    );
+    assert_eq!(tx.tso_sizes, vec![1460]);
+}
