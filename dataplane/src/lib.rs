@@ -10,6 +10,7 @@ pub mod frame;
 pub mod hash;
 mod hugepage;
 pub mod nat;
+pub mod overlay;
 pub mod pipeline;
 pub mod port;
 pub mod portfwd;

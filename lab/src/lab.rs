@@ -751,6 +751,7 @@ impl DockerLikeSpec {
             network_uplinks: Vec::new(),
             forwards,
             nat: NatConfig::default(),
+            overlays: Vec::new(),
         })
     }
 

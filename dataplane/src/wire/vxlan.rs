@@ -252,13 +252,22 @@ mod tests {
         };
         write_outer_v4(&mut f, &o).unwrap();
         let eth = EthernetFrame::new_checked(&f[..]).unwrap();
-        assert_eq!((eth.dst(), eth.src(), eth.ethertype()), (o.dst_mac, o.src_mac, 0x0800));
+        assert_eq!(
+            (eth.dst(), eth.src(), eth.ethertype()),
+            (o.dst_mac, o.src_mac, 0x0800)
+        );
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
         assert!(ip.verify_checksum());
-        assert_eq!((ip.src(), ip.dst(), ip.protocol(), ip.ttl()), (o.src, o.dst, 17, 64));
+        assert_eq!(
+            (ip.src(), ip.dst(), ip.protocol(), ip.ttl()),
+            (o.src, o.dst, 17, 64)
+        );
         assert_eq!(usize::from(ip.total_len()), f.len() - 14);
         let u = UdpPacket::new_checked(ip.payload()).unwrap();
-        assert_eq!((u.src_port(), u.dst_port(), u.checksum()), (50000, UDP_PORT, 0));
+        assert_eq!(
+            (u.src_port(), u.dst_port(), u.checksum()),
+            (50000, UDP_PORT, 0)
+        );
         let v = VxlanHeader::new_checked(u.payload()).unwrap();
         assert!(v.vni_valid());
         assert_eq!(v.vni(), 4096);
