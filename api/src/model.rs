@@ -20,13 +20,13 @@ use crate::publish::PublishSpec;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
     /// A driver sluice does not know.
-    #[error("unknown driver {0:?} (use bridge, macvlan, none or host)")]
+    #[error("unknown driver {0:?} (use bridge, macvlan, overlay, none or host)")]
     UnknownDriver(String),
     /// `--opt` without `=`.
     #[error("option {0:?} is not KEY=VALUE")]
     NotKeyValue(String),
     /// An option key sluice does not know.
-    #[error("unknown option {0:?} (known: mtu, icc, vlan, parent)")]
+    #[error("unknown option {0:?} (known: mtu, icc, vlan, parent, vni)")]
     UnknownOption(String),
     /// An option value of the wrong form.
     #[error("option {key}={value:?} is invalid: {expected}")]
@@ -53,6 +53,8 @@ pub enum Driver {
     None,
     /// The host's own stack (the predefined `host` network).
     Host,
+    /// One network across hosts (VXLAN), docker's `overlay`.
+    Overlay,
 }
 
 impl Driver {
@@ -63,6 +65,7 @@ impl Driver {
             Driver::Macvlan => "macvlan",
             Driver::None => "null",
             Driver::Host => "host",
+            Driver::Overlay => "overlay",
         }
     }
 }
@@ -75,6 +78,7 @@ impl FromStr for Driver {
             "macvlan" => Ok(Driver::Macvlan),
             "none" | "null" => Ok(Driver::None),
             "host" => Ok(Driver::Host),
+            "overlay" => Ok(Driver::Overlay),
             _ => Err(OptionError::UnknownDriver(s.to_string())),
         }
     }
@@ -100,6 +104,9 @@ pub struct NetworkOptions {
     /// The parent interface of a macvlan network (`parent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// An overlay network's VXLAN network identifier (`vni`, 1 to 2^24-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 impl NetworkOptions {
@@ -140,6 +147,14 @@ impl NetworkOptions {
                 }
                 self.parent = Some(v.to_string());
             }
+            "vni" => {
+                let n = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..1 << 24).contains(n))
+                    .ok_or_else(|| bad("vni", "a VXLAN id from 1 to 16777215"))?;
+                self.vni = Some(n);
+            }
             _ => return Err(OptionError::UnknownOption(k.to_string())),
         }
         Ok(())
@@ -159,6 +174,9 @@ impl NetworkOptions {
         }
         if let Some(v) = &self.parent {
             m.insert("parent".to_string(), v.clone());
+        }
+        if let Some(v) = self.vni {
+            m.insert("vni".to_string(), v.to_string());
         }
         m
     }
@@ -552,6 +570,8 @@ mod tests {
         assert_eq!(o.parent.as_deref(), Some("eth1"));
         assert_eq!(o.to_map()[OPT_MTU], "1400");
         assert_eq!(o.to_map()[OPT_ICC], "false");
+        o.set("vni=4097").unwrap();
+        assert_eq!((o.vni, o.to_map()["vni"].as_str()), (Some(4097), "4097"));
     }
 
     #[test]
@@ -570,6 +590,12 @@ mod tests {
             o.set("mtu=20"),
             Err(OptionError::BadValue { key: "mtu", .. })
         ));
+        for bad in ["vni=0", "vni=16777216", "vni=x"] {
+            assert!(matches!(
+                o.set(bad),
+                Err(OptionError::BadValue { key: "vni", .. })
+            ));
+        }
         assert!(matches!(
             o.set("icc=yes"),
             Err(OptionError::BadValue { key: "icc", .. })
@@ -593,7 +619,8 @@ mod tests {
     fn drivers_parse() {
         assert_eq!("bridge".parse::<Driver>(), Ok(Driver::Bridge));
         assert_eq!("null".parse::<Driver>(), Ok(Driver::None));
-        assert!("overlay".parse::<Driver>().is_err());
+        assert_eq!("overlay".parse::<Driver>(), Ok(Driver::Overlay));
+        assert!("ipvlan".parse::<Driver>().is_err());
     }
 
     #[test]
