@@ -513,6 +513,45 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_new_remote_table_takes_effect_at_the_next_batch() {
+        let mut s = host((S::UP, S::UP_MAC), S::C, R, VTEP_B);
+        let mut a = worker_for(&s);
+        learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
+        let inner = c_to_r(1000, b"x");
+        assert_eq!(
+            run_one(&mut a, PORT_C, &inner, T0).0,
+            Verdict::Forward(UPLINK)
+        );
+        // R moved to another host: the next frame asks for that host's VTEP.
+        let vtep_c = Ipv4Addr::new(192, 0, 2, 3);
+        s.config.overlays[0].remotes[0].vtep = vtep_c;
+        a.dataplane().apply(&s.config).unwrap();
+        let (v, out) = run_one(&mut a, PORT_C, &inner, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        assert_eq!(
+            ArpPacket::new_checked(&out[14..]).unwrap().target_ip(),
+            vtep_c
+        );
+        // R left (its host's lease expired): unknown again, dropped.
+        s.config.overlays[0].remotes.clear();
+        a.dataplane().apply(&s.config).unwrap();
+        assert_eq!(
+            run_one(&mut a, PORT_C, &inner, T0).0,
+            Verdict::Drop(R::VxlanUnknownDst)
+        );
+        let bad = RemoteEndpoint {
+            mac: S::mac(S::A),
+            ipv4: S::A,
+            vtep: VTEP_B,
+        };
+        s.config.overlays[0].remotes.push(bad);
+        assert!(
+            a.dataplane().apply(&s.config).is_err(),
+            "outside the subnet"
+        );
+    }
+
     proptest! {
         #[test]
         fn encap_then_decap_is_the_identity(
