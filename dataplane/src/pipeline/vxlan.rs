@@ -71,10 +71,10 @@ impl<'t> BatchState<'t> {
             (net_id, l2, inner.len())
         };
         let net = t.network(net_id).ok_or(R::VxlanUnknownVni)?;
-        f.pull_front(ip.l4() + udp::HEADER_LEN + vxlan::HEADER_LEN);
+        let inner_at = ip.l4() + udp::HEADER_LEN + vxlan::HEADER_LEN;
+        f.meta.offload = inner_offload(f.meta.offload, inner_at)?;
+        f.pull_front(inner_at);
         f.set_len(inner_len).map_err(|_| R::VxlanMalformed)?;
-        // The offload state was the outer packet's.
-        f.meta.offload = Offload::default();
         f.meta.vlan = net.config.vlan;
         self.deliver_decapsulated(f, &l2, net_id, net)
     }
@@ -178,6 +178,29 @@ impl<'t> BatchState<'t> {
         f.meta.vlan = 0;
         Ok(Verdict::Forward(up.port))
     }
+}
+
+/// The offload state of the inner frame at `inner_at` of a received VXLAN packet. A sender on
+/// the same machine (a veth peer) leaves the inner L4 checksum partial: its start moves with the
+/// frame, and a partial sum in front of the inner frame (the outer UDP's) leaves the inner one
+/// complete. A super-frame cannot be segmented once decapsulated.
+fn inner_offload(outer: Offload, inner_at: usize) -> Result<Offload, DropReason> {
+    if outer.gso != GsoType::None {
+        return Err(R::TooBig);
+    }
+    let at = u16::try_from(inner_at).map_err(|_| R::VxlanMalformed)?;
+    let mut off = Offload {
+        data_valid: outer.data_valid,
+        ..Offload::default()
+    };
+    if outer.csum_partial {
+        if let Some(start) = outer.csum_start.checked_sub(at) {
+            off.csum_partial = true;
+            off.csum_start = start;
+            off.csum_offset = outer.csum_offset;
+        }
+    }
+    Ok(off)
 }
 
 /// Checks that a decapsulated frame comes from a remote endpoint the remote table lists behind
@@ -550,6 +573,34 @@ mod tests {
             a.dataplane().apply(&s.config).is_err(),
             "outside the subnet"
         );
+    }
+
+    #[test]
+    fn a_partial_inner_checksum_moves_with_the_inner_frame() {
+        let inner_at = 50;
+        let partial = |csum_start| Offload {
+            csum_partial: true,
+            csum_start,
+            csum_offset: 16,
+            data_valid: true,
+            ..Offload::default()
+        };
+        // A veth peer's inner TCP checksum, partial from the inner L4 header (50 + 14 + 20).
+        let off = inner_offload(partial(84), inner_at).unwrap();
+        assert_eq!(
+            (off.csum_partial, off.csum_start, off.csum_offset),
+            (true, 34, 16)
+        );
+        assert!(off.data_valid);
+        // A partial outer UDP checksum: the inner frame's own checksums are complete.
+        let off = inner_offload(partial(34), inner_at).unwrap();
+        assert!(!off.csum_partial);
+        assert_eq!(off.csum_start, 0);
+        let gso = Offload {
+            gso: GsoType::UdpL4,
+            ..Offload::default()
+        };
+        assert_eq!(inner_offload(gso, inner_at), Err(R::TooBig));
     }
 
     proptest! {
