@@ -20,13 +20,13 @@ use crate::publish::PublishSpec;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
     /// A driver sluice does not know.
-    #[error("unknown driver {0:?} (use bridge, macvlan, none or host)")]
+    #[error("unknown driver {0:?} (use bridge, macvlan, overlay, none or host)")]
     UnknownDriver(String),
     /// `--opt` without `=`.
     #[error("option {0:?} is not KEY=VALUE")]
     NotKeyValue(String),
     /// An option key sluice does not know.
-    #[error("unknown option {0:?} (known: mtu, icc, vlan, parent)")]
+    #[error("unknown option {0:?} (known: mtu, icc, vlan, parent, vni)")]
     UnknownOption(String),
     /// An option value of the wrong form.
     #[error("option {key}={value:?} is invalid: {expected}")]
@@ -53,6 +53,8 @@ pub enum Driver {
     None,
     /// The host's own stack (the predefined `host` network).
     Host,
+    /// One network across hosts (VXLAN), docker's `overlay`.
+    Overlay,
 }
 
 impl Driver {
@@ -63,6 +65,7 @@ impl Driver {
             Driver::Macvlan => "macvlan",
             Driver::None => "null",
             Driver::Host => "host",
+            Driver::Overlay => "overlay",
         }
     }
 }
@@ -75,6 +78,7 @@ impl FromStr for Driver {
             "macvlan" => Ok(Driver::Macvlan),
             "none" | "null" => Ok(Driver::None),
             "host" => Ok(Driver::Host),
+            "overlay" => Ok(Driver::Overlay),
             _ => Err(OptionError::UnknownDriver(s.to_string())),
         }
     }
@@ -86,6 +90,9 @@ pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
 
 const MTU_RULE: &str = "a number from 68 to 65535";
+/// What `vni` accepts.
+const VNI_RULE: &str = "a VXLAN id from 1 to 16777215";
+/// What `vlan` accepts.
 const VLAN_RULE: &str = "a VLAN id from 1 to 4094";
 
 /// Driver options (`--opt KEY=VALUE`), typed. Unset options take the dataplane's defaults.
@@ -104,6 +111,9 @@ pub struct NetworkOptions {
     /// The parent interface of a macvlan network (`parent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// An overlay network's VXLAN network identifier (`vni`, 1 to 2^24-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 impl NetworkOptions {
@@ -125,6 +135,7 @@ impl NetworkOptions {
             }
             "vlan" => next.vlan = Some(v.parse().map_err(|_| bad("vlan", VLAN_RULE))?),
             "parent" => next.parent = Some(v.to_string()),
+            "vni" => next.vni = Some(v.parse().map_err(|_| bad("vni", VNI_RULE))?),
             _ => return Err(OptionError::UnknownOption(k.chars().take(64).collect())),
         }
         next.check()?;
@@ -133,7 +144,7 @@ impl NetworkOptions {
     }
 
     /// Refuses values no network can have, however they came (`--opt` or JSON): an MTU
-    /// below 68, a VLAN outside 1-4094, a parent that is not an interface name.
+    /// below 68, a VLAN outside 1-4094, a VXLAN id outside 1-16777215, a parent that is not an interface name.
     pub fn check(&self) -> Result<(), OptionError> {
         let bad = |key, value: String, expected| OptionError::BadValue {
             key,
@@ -145,6 +156,9 @@ impl NetworkOptions {
         }
         if let Some(n) = self.vlan.filter(|n| !(1..=4094).contains(n)) {
             return Err(bad("vlan", n.to_string(), VLAN_RULE));
+        }
+        if let Some(n) = self.vni.filter(|n| !(1..1 << 24).contains(n)) {
+            return Err(bad("vni", n.to_string(), VNI_RULE));
         }
         if let Some(p) = self
             .parent
@@ -174,6 +188,9 @@ impl NetworkOptions {
         }
         if let Some(v) = &self.parent {
             m.insert("parent".to_string(), v.clone());
+        }
+        if let Some(v) = self.vni {
+            m.insert("vni".to_string(), v.to_string());
         }
         m
     }
@@ -571,6 +588,8 @@ mod tests {
         assert_eq!(o.parent.as_deref(), Some("eth1"));
         assert_eq!(o.to_map()[OPT_MTU], "1400");
         assert_eq!(o.to_map()[OPT_ICC], "false");
+        o.set("vni=4097").unwrap();
+        assert_eq!((o.vni, o.to_map()["vni"].as_str()), (Some(4097), "4097"));
     }
 
     #[test]
@@ -589,6 +608,12 @@ mod tests {
             o.set("mtu=20"),
             Err(OptionError::BadValue { key: "mtu", .. })
         ));
+        for bad in ["vni=0", "vni=16777216", "vni=x"] {
+            assert!(matches!(
+                o.set(bad),
+                Err(OptionError::BadValue { key: "vni", .. })
+            ));
+        }
         assert!(matches!(
             o.set("icc=yes"),
             Err(OptionError::BadValue { key: "icc", .. })
@@ -612,7 +637,8 @@ mod tests {
     fn drivers_parse() {
         assert_eq!("bridge".parse::<Driver>(), Ok(Driver::Bridge));
         assert_eq!("null".parse::<Driver>(), Ok(Driver::None));
-        assert!("overlay".parse::<Driver>().is_err());
+        assert_eq!("overlay".parse::<Driver>(), Ok(Driver::Overlay));
+        assert!("ipvlan".parse::<Driver>().is_err());
     }
 
     #[test]

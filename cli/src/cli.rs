@@ -86,7 +86,7 @@ pub enum NetworkCmd {
 /// `sluice network create`.
 #[derive(clap::Args, Debug)]
 pub struct CreateArgs {
-    /// bridge, macvlan, none or host.
+    /// bridge, macvlan, overlay, none or host.
     #[arg(long, short, default_value = "bridge")]
     driver: String,
     /// Subnet in CIDR form (default: the next free 172.18.0.0/16, 172.19.0.0/16, ...).

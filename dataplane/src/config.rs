@@ -396,6 +396,9 @@ pub struct Config {
     /// NAPT limits.
     #[serde(default)]
     pub nat: NatConfig,
+    /// The multi-host part of overlay networks (VXLAN).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overlays: Vec<crate::overlay::OverlayConfig>,
 }
 
 #[cfg(test)]

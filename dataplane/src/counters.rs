@@ -15,7 +15,8 @@ use serde::Serialize;
 /// unknown port, VLAN not allowed, spoofed MAC/IP), bridge (FDB full, hairpin, ICC denied),
 /// gateway (isolated, no route, TTL exceeded, too big, unsupported, not for us), uplink (not
 /// for us, unsupported), NAT (no flow, conntrack full, NAT ports exhausted, fragment), route
-/// (no route, ARP pending), and the ports (TX full). The names (`name`, serde) are what
+/// (no route, ARP pending), vxlan (malformed, unknown VNI, spoofed, unknown destination) and
+/// the ports (TX full). The names (`name`, serde) are what
 /// `sluice stats`, the API and the Prometheus exposition show: never rename them.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -61,11 +62,20 @@ pub enum DropReason {
     NotForUs,
     /// The egress TX ring or queue was full.
     TxFull,
+    /// A VXLAN packet with a truncated header or without the I flag.
+    VxlanMalformed,
+    /// A VXLAN packet whose VNI is no overlay network's.
+    VxlanUnknownVni,
+    /// A decapsulated frame whose source the remote table does not list for its VTEP.
+    VxlanSpoofed,
+    /// A unicast frame of an overlay network to a MAC neither local nor remote (never flooded
+    /// across hosts).
+    VxlanUnknownDst,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::Malformed,
         DropReason::UnknownPort,
         DropReason::VlanNotAllowed,
@@ -86,6 +96,10 @@ impl DropReason {
         DropReason::Unsupported,
         DropReason::NotForUs,
         DropReason::TxFull,
+        DropReason::VxlanMalformed,
+        DropReason::VxlanUnknownVni,
+        DropReason::VxlanSpoofed,
+        DropReason::VxlanUnknownDst,
     ];
 
     /// Number of reasons.
@@ -114,6 +128,10 @@ impl DropReason {
             DropReason::Unsupported => "unsupported",
             DropReason::NotForUs => "not_for_us",
             DropReason::TxFull => "tx_full",
+            DropReason::VxlanMalformed => "vxlan_malformed",
+            DropReason::VxlanUnknownVni => "vxlan_unknown_vni",
+            DropReason::VxlanSpoofed => "vxlan_spoofed",
+            DropReason::VxlanUnknownDst => "vxlan_unknown_dst",
         }
     }
 }
@@ -158,7 +176,7 @@ fn bump(c: &AtomicU64, n: u64) {
 pub struct WorkerCounters {
     ports: Box<[PortCounters]>,
     drops: [AtomicU64; DropReason::COUNT],
-    /// Drops per port and reason: `port * DropReason::COUNT + reason` (640 KiB).
+    /// Drops per port and reason: `port * DropReason::COUNT + reason` (768 KiB).
     port_drops: Box<[AtomicU64]>,
     /// Frames that took a flow's shortcut (the fast path) rather than the full pipeline.
     shortcuts: AtomicU64,

@@ -13,6 +13,7 @@ pub mod frame;
 pub mod hash;
 mod hugepage;
 pub mod nat;
+pub mod overlay;
 pub mod pipeline;
 pub mod port;
 pub mod portfwd;

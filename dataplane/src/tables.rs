@@ -14,6 +14,7 @@ use hashbrown::HashMap;
 use crate::bridge::{Fdb, FdbParams};
 use crate::config::{Config, Ipv4Cidr, NetworkConfig, PortConfig, PortRole, UplinkConfig};
 use crate::frame::{NetworkId, PortId};
+use crate::overlay::{OverlayError, OverlayTables};
 use crate::portfwd::{ForwardError, PortForwardTable};
 use crate::wire::MacAddr;
 
@@ -80,6 +81,9 @@ pub enum ConfigError {
     /// A published port is invalid or clashes with another.
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    /// An overlay network's VNI or remote endpoints are invalid.
+    #[error(transparent)]
+    Overlay(#[from] OverlayError),
     /// A published port targets an address that is not an endpoint of its network.
     #[error("published port targets {ip}, which is not in network {network:?}")]
     ForwardTarget {
@@ -206,6 +210,7 @@ pub struct Tables {
     /// The default uplink (if any) first, then the networks' own.
     uplinks: Vec<UplinkConfig>,
     forwards: PortForwardTable,
+    overlays: OverlayTables,
     config: Config,
 }
 
@@ -272,11 +277,15 @@ impl Tables {
                 });
             }
         }
+        let overlays = OverlayTables::build(&config.overlays, |id| {
+            Some(networks.get(usize::from(id.0))?.as_ref()?.config.subnet)
+        })?;
         Ok(Tables {
             ports,
             networks,
             uplinks,
             forwards,
+            overlays,
             config: config.clone(),
         })
     }
@@ -523,6 +532,12 @@ impl Tables {
     /// The uplink that owns address `ip` (where NAPT flows and published ports live).
     pub fn uplink_with_ip(&self, ip: Ipv4Addr) -> Option<&UplinkConfig> {
         self.uplinks.iter().find(|u| u.ip.addr == ip)
+    }
+
+    /// Overlay networks' VNIs and remote endpoints.
+    #[inline]
+    pub fn overlays(&self) -> &OverlayTables {
+        &self.overlays
     }
 
     /// Published ports.

@@ -240,6 +240,7 @@ impl Scenario {
                 network_uplinks: Vec::new(),
                 forwards: vec![forward(L4Proto::Tcp), forward(L4Proto::Udp)],
                 nat: NatConfig::default(),
+                overlays: Vec::new(),
             },
         }
     }

@@ -749,6 +749,7 @@ impl DockerLikeSpec {
             network_uplinks: Vec::new(),
             forwards,
             nat: NatConfig::default(),
+            overlays: Vec::new(),
         })
     }
 

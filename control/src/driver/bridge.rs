@@ -30,6 +30,7 @@ impl NetworkDriver for Bridge {
             gateway,
             parent_port: None,
             uplink_port,
+            vni: None,
         })
     }
 

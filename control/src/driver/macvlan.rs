@@ -23,6 +23,7 @@ impl NetworkDriver for Macvlan {
             gateway,
             parent_port,
             uplink_port: None,
+            vni: None,
         })
     }
 

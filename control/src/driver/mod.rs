@@ -7,6 +7,7 @@ mod bridge;
 mod host;
 mod macvlan;
 mod none;
+mod overlay;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -31,6 +32,8 @@ pub struct Created {
     pub parent_port: Option<PortId>,
     /// The network's own uplink port (bridge with `--uplink`).
     pub uplink_port: Option<PortId>,
+    /// An overlay network's VXLAN id (given or allocated), kept in its options.
+    pub vni: Option<u32>,
 }
 
 /// What the control plane asks of a network driver.
@@ -65,6 +68,7 @@ static BRIDGE: bridge::Bridge = bridge::Bridge;
 static MACVLAN: macvlan::Macvlan = macvlan::Macvlan;
 static HOST: host::Host = host::Host;
 static NONE: none::Null = none::Null;
+static OVERLAY: overlay::Overlay = overlay::Overlay;
 
 /// The driver behind a stored driver name.
 pub fn of(d: Driver) -> &'static dyn NetworkDriver {
@@ -73,6 +77,7 @@ pub fn of(d: Driver) -> &'static dyn NetworkDriver {
         Driver::Macvlan => &MACVLAN,
         Driver::Host => &HOST,
         Driver::None => &NONE,
+        Driver::Overlay => &OVERLAY,
     }
 }
 

@@ -94,6 +94,24 @@ pub enum StateError {
     /// `parent` on a driver that has none.
     #[error("--opt parent is only for the macvlan driver")]
     ParentNeedsMacvlan,
+    /// `vni` on a driver that has none.
+    #[error("--opt vni is only for the overlay driver")]
+    VniNeedsOverlay,
+    /// An overlay network's VNI is another's.
+    #[error("VNI {vni} is in use by network {other}")]
+    VniTaken {
+        /// The VNI asked for.
+        vni: u32,
+        /// The network that has it.
+        other: String,
+    },
+    /// Every VNI from 4096 up is in use.
+    #[error("no free VNI left")]
+    VnisExhausted,
+    /// An option overlay networks do not take (they reach other hosts through the daemon's
+    /// uplink).
+    #[error("overlay networks do not take {0}")]
+    NotForOverlay(&'static str),
     /// `parent=IF.VLAN` with a VLAN out of range or unlike `--opt vlan`.
     #[error("--opt parent={0}: the VLAN must be 1-4094 and match --opt vlan if both are given")]
     BadParentVlan(String),

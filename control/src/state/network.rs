@@ -10,7 +10,7 @@ use sluice_dataplane::frame::{NetworkId, PortId};
 use super::{State, StateError, PREDEFINED};
 use crate::driver;
 use crate::ipam::{first_overlap, network_of, next_free_subnet, range_within};
-use crate::model::{Network, NetworkSpec, Stamp};
+use crate::model::{Driver, Network, NetworkSpec, Stamp};
 use crate::naming::valid_name;
 
 impl State {
@@ -30,7 +30,12 @@ impl State {
         if self.networks.contains_key(&stamp.id) {
             return Err(StateError::IdTaken(stamp.id));
         }
+        if spec.options.vni.is_some() && spec.driver != Driver::Overlay {
+            return Err(StateError::VniNeedsOverlay);
+        }
         let created = driver::of(spec.driver).create(self, &spec)?;
+        let mut spec = spec;
+        spec.options.vni = created.vni.or(spec.options.vni);
         let dataplane_id = (0..=u16::MAX)
             .map(NetworkId)
             .find(|id| self.networks.values().all(|n| n.dataplane_id != *id))

@@ -67,6 +67,12 @@ impl<'t> BatchState<'t> {
                 }
             }
         }
+        let overlay = self.t.overlays().of(net_id);
+        if let Some(ov) = overlay {
+            if let Some(v) = self.vxlan_egress(f, l2, net, ov)? {
+                return Ok(v);
+            }
+        }
         if l2.dst.is_multicast() {
             return Ok(Verdict::Flood {
                 network: net_id,
@@ -90,6 +96,7 @@ impl<'t> BatchState<'t> {
                     Ok(Verdict::Forward(p))
                 }
             }
+            None if overlay.is_some() => Err(R::VxlanUnknownDst),
             None => Ok(Verdict::Flood {
                 network: net_id,
                 vlan,

@@ -24,6 +24,9 @@
 //! - `dnat`: the DNAT (and hairpin SNAT) of new connections to published ports.
 //! - `nat`: no flow, conntrack full, NAT ports exhausted, fragment (via `flow`).
 //! - `route`: no route, ARP pending (the ARP request leaves in the packet's place).
+//! - `vxlan`: overlay networks across hosts; decapsulates for `uplink`, encapsulates and
+//!   answers ARP for remote endpoints for `bridge`; VXLAN malformed, unknown VNI, spoofed,
+//!   unknown destination.
 //!
 //! `dataplane` holds the state all workers share, `state` the per-batch snapshot and guards,
 //! `flow` the IPv4 header and flow tuple the stages read, `stats` the operators' view.
@@ -90,6 +93,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 mod uplink;
+mod vxlan;
 
 pub use dataplane::Dataplane;
 pub use stats::{

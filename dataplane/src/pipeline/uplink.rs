@@ -42,6 +42,9 @@ impl<'t> BatchState<'t> {
         if ip.dst != up.ip.addr {
             return Err(R::NotForUs);
         }
+        if let Some(v) = self.vxlan_decap(f, &ip) {
+            return v;
+        }
         let flow = flow::flow_of(f.data(), &ip)?;
         if flow.kind == L4Kind::Echo(true) && self.lookup(&flow.tuple).is_none() {
             icmpv4::write_echo_reply(f.data_mut(), ip.l3, up.mac).map_err(|_| R::Malformed)?;

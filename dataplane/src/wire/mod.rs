@@ -13,6 +13,7 @@ pub mod plain;
 pub mod tcp;
 pub mod udp;
 pub mod vnet;
+pub mod vxlan;
 
 #[cfg(test)]
 mod proptests;
@@ -24,6 +25,7 @@ pub use ipv4::Ipv4Packet;
 pub use ipv6::Ipv6Packet;
 pub use tcp::TcpPacket;
 pub use udp::UdpPacket;
+pub use vxlan::VxlanHeader;
 
 /// IP protocol number of ICMPv4.
 pub const IPPROTO_ICMP: u8 = 1;

@@ -1,0 +1,638 @@
+//! The VXLAN stage (RFC 7348): an overlay network spans hosts, each host's part an ordinary
+//! bridge domain whose remote endpoints sit behind their hosts' VTEPs (the uplink addresses).
+//!
+//! - Decapsulation, from `uplink`: a UDP datagram to port 4789 of the uplink address whose VNI
+//!   is an overlay network's; its inner frame enters that network as if from a tunnel port
+//!   (delivered by FDB lookup or flooded to the local ports only), once its source MAC and
+//!   address are found in the remote table behind the datagram's source VTEP.
+//! - Encapsulation, from `bridge`: a unicast frame to a remote endpoint's MAC leaves through the
+//!   network's uplink to that endpoint's VTEP (outer Ethernet to the underlay next hop, resolved
+//!   by the uplink's ARP cache like routed traffic; UDP source port from the inner flow).
+//! - ARP for a remote endpoint is answered from the remote table, so no broadcast crosses hosts
+//!   (libnetwork's peerdb, VPP's `l2_arp_term`); unknown unicast is dropped, never flooded.
+//!
+//! Its drops: VXLAN malformed (truncated header, no I flag, bad inner frame), unknown VNI,
+//! spoofed (an inner source the remote table does not list for that VTEP), unknown destination;
+//! and too big (offloaded super-frames and frames over the uplink MTU once encapsulated),
+//! unsupported (tagged inner frames), ARP pending (the underlay next hop is being resolved).
+
+use std::net::Ipv4Addr;
+
+use super::classify::check_source_ip;
+use super::flow::Ipv4Info;
+use super::gateway::arp_for;
+use super::route::NextHop;
+use super::state::BatchState;
+use crate::counters::DropReason as R;
+use crate::counters::DropReason;
+use crate::frame::{Frame, GsoType, NetworkId, Offload, Verdict};
+use crate::overlay::OverlayEntry;
+use crate::tables::{NetworkEntry, PortEntry};
+use crate::wire::arp::ArpPacket;
+use crate::wire::ethernet::{self, parse_l2, L2Header, ETHERTYPE_ARP};
+use crate::wire::vxlan::{self, OuterV4, VxlanHeader};
+use crate::wire::{udp, UdpPacket, IPPROTO_UDP};
+
+impl<'t> BatchState<'t> {
+    /// A datagram to the uplink address `ip` describes: when it is VXLAN and some network is an
+    /// overlay, its verdict after decapsulation; `None` lets the uplink handle it.
+    #[inline]
+    pub(super) fn vxlan_decap(
+        &mut self,
+        f: &mut Frame<'_>,
+        ip: &Ipv4Info,
+    ) -> Option<Result<Verdict, DropReason>> {
+        if self.t.overlays().is_empty() || ip.proto != IPPROTO_UDP || ip.later_fragment {
+            return None;
+        }
+        let l4 = f.data().get(ip.l4()..ip.l3 + ip.total)?;
+        let udp = UdpPacket::new_checked(l4).ok()?;
+        (udp.dst_port() == vxlan::UDP_PORT).then(|| self.decap(f, ip))
+    }
+
+    /// Checks a VXLAN datagram, strips the outer headers and delivers the inner frame.
+    fn decap(&mut self, f: &mut Frame<'_>, ip: &Ipv4Info) -> Result<Verdict, DropReason> {
+        let t = self.t;
+        let (net_id, l2, inner_len) = {
+            let l4 = &f.data()[ip.l4()..ip.l3 + ip.total];
+            let udp = UdpPacket::new_checked(l4).map_err(|_| R::Malformed)?;
+            let vx = VxlanHeader::new_checked(udp.payload()).map_err(|_| R::VxlanMalformed)?;
+            if !vx.vni_valid() {
+                return Err(R::VxlanMalformed);
+            }
+            let net_id = t
+                .overlays()
+                .network_of_vni(vx.vni())
+                .ok_or(R::VxlanUnknownVni)?;
+            let ov = t.overlays().of(net_id).ok_or(R::VxlanUnknownVni)?;
+            let inner = vx.payload();
+            let l2 = parse_l2(inner).map_err(|_| R::VxlanMalformed)?;
+            check_inner_source(inner, &l2, ov, ip.src)?;
+            (net_id, l2, inner.len())
+        };
+        let net = t.network(net_id).ok_or(R::VxlanUnknownVni)?;
+        let inner_at = ip.l4() + udp::HEADER_LEN + vxlan::HEADER_LEN;
+        f.meta.offload = inner_offload(f.meta.offload, inner_at)?;
+        f.pull_front(inner_at);
+        f.set_len(inner_len).map_err(|_| R::VxlanMalformed)?;
+        f.meta.vlan = net.config.vlan;
+        self.deliver_decapsulated(f, &l2, net_id, net)
+    }
+
+    /// Delivers a decapsulated frame inside its network: to the local port its destination
+    /// was learned on, or flooded to the local ports (never back across hosts).
+    fn deliver_decapsulated(
+        &mut self,
+        f: &Frame<'_>,
+        l2: &L2Header,
+        net_id: NetworkId,
+        net: &'t NetworkEntry,
+    ) -> Result<Verdict, DropReason> {
+        let vlan = f.meta.vlan;
+        if l2.dst.is_multicast() {
+            return Ok(Verdict::Flood {
+                network: net_id,
+                vlan,
+            });
+        }
+        let port = self
+            .fdb(net_id, net)
+            .lookup(vlan, l2.dst)
+            .ok_or(R::VxlanUnknownDst)?;
+        if !net.config.icc && self.t.port(port).is_some_and(PortEntry::is_endpoint) {
+            return Err(R::IccDenied);
+        }
+        Ok(Verdict::Forward(port))
+    }
+
+    /// A frame of overlay network `net` from a local port: ARP for a remote endpoint is
+    /// answered, unicast to a remote endpoint encapsulated to its VTEP. `None`: the bridge
+    /// goes on locally.
+    #[inline]
+    pub(super) fn vxlan_egress(
+        &mut self,
+        f: &mut Frame<'_>,
+        l2: &L2Header,
+        net: &'t NetworkEntry,
+        ov: &'t OverlayEntry,
+    ) -> Result<Option<Verdict>, DropReason> {
+        if l2.dst.is_broadcast() && l2.ethertype == ETHERTYPE_ARP {
+            let arp = f.data().get(l2.l3_offset..).ok_or(R::Malformed)?;
+            let target = ArpPacket::new_checked(arp)
+                .map_err(|_| R::Malformed)?
+                .target_ip();
+            return match ov.mac_of(target) {
+                Some(mac) => arp_for(f, l2, mac, target),
+                None => Ok(None),
+            };
+        }
+        match ov.remote(l2.dst) {
+            Some(r) => self.encap(f, l2, net, ov.vni, r.vtep).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Wraps a frame in VXLAN to `vtep` and sends it out of the network's uplink; while the
+    /// underlay next hop is unresolved, an ARP request for it leaves instead.
+    fn encap(
+        &mut self,
+        f: &mut Frame<'_>,
+        l2: &L2Header,
+        net: &'t NetworkEntry,
+        vni: u32,
+        vtep: Ipv4Addr,
+    ) -> Result<Verdict, DropReason> {
+        let up = self.t.uplink_of(&net.config).ok_or(R::NoRoute)?;
+        if l2.vlan.is_some() {
+            return Err(R::Unsupported);
+        }
+        // A super-frame would need UDP tunnel segmentation, which no port offers.
+        let room = usize::from(up.mtu) + ethernet::HEADER_LEN;
+        if f.meta.offload.gso != GsoType::None || f.len() + vxlan::OVERHEAD_V4 > room {
+            return Err(R::TooBig);
+        }
+        let hop = if up.ip.contains(vtep) {
+            vtep
+        } else {
+            up.next_hop.ok_or(R::NoRoute)?
+        };
+        let Some(dst_mac) = self.neighbor(up.port, hop) else {
+            // The request leaves in the frame's place (route's rule; no IPv4 header is read).
+            return self.send(f, 0, NextHop::Unresolved { up, hop });
+        };
+        let outer = OuterV4 {
+            dst_mac,
+            src_mac: up.mac,
+            src: up.ip.addr,
+            dst: vtep,
+            src_port: vxlan::source_port(f.data()),
+            vni,
+        };
+        // No headroom left to grow into: the frame cannot be sent.
+        let frame = f.push_front(vxlan::OVERHEAD_V4).map_err(|_| R::TooBig)?;
+        vxlan::write_outer_v4(frame, &outer).map_err(|_| R::TooBig)?;
+        let off = &mut f.meta.offload;
+        if off.csum_partial {
+            off.csum_start += vxlan::OVERHEAD_V4 as u16;
+        }
+        f.meta.vlan = 0;
+        Ok(Verdict::Forward(up.port))
+    }
+}
+
+/// The offload state of the inner frame at `inner_at` of a received VXLAN packet. A sender on
+/// the same machine (a veth peer) leaves the inner L4 checksum partial: its start moves with the
+/// frame, and a partial sum in front of the inner frame (the outer UDP's) leaves the inner one
+/// complete. A super-frame cannot be segmented once decapsulated.
+fn inner_offload(outer: Offload, inner_at: usize) -> Result<Offload, DropReason> {
+    if outer.gso != GsoType::None {
+        return Err(R::TooBig);
+    }
+    let at = u16::try_from(inner_at).map_err(|_| R::VxlanMalformed)?;
+    let mut off = Offload {
+        data_valid: outer.data_valid,
+        ..Offload::default()
+    };
+    if outer.csum_partial {
+        if let Some(start) = outer.csum_start.checked_sub(at) {
+            off.csum_partial = true;
+            off.csum_start = start;
+            off.csum_offset = outer.csum_offset;
+        }
+    }
+    Ok(off)
+}
+
+/// Checks that a decapsulated frame comes from a remote endpoint the remote table lists behind
+/// `vtep`, with that endpoint's address in its IPv4 or ARP header.
+fn check_inner_source(
+    inner: &[u8],
+    l2: &L2Header,
+    ov: &OverlayEntry,
+    vtep: Ipv4Addr,
+) -> Result<(), DropReason> {
+    if l2.vlan.is_some() {
+        return Err(R::VxlanMalformed);
+    }
+    let r = ov
+        .remote(l2.src)
+        .filter(|r| r.vtep == vtep)
+        .ok_or(R::VxlanSpoofed)?;
+    match check_source_ip(inner, l2, l2.src, Some(r.ipv4), false) {
+        Ok(_) => Ok(()),
+        Err(R::Malformed) => Err(R::VxlanMalformed),
+        Err(_) => Err(R::VxlanSpoofed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PortRole, UplinkConfig};
+    use crate::frame::PortId;
+    use crate::overlay::{OverlayConfig, RemoteEndpoint};
+    use crate::pipeline::tests::*;
+    use crate::wire::ethernet::EthernetFrame;
+    use crate::wire::{ArpPacket, Ipv4Packet, MacAddr};
+
+    /// Host B's VTEP (host A's is the scenario's uplink address).
+    const VTEP_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const VTEP_B_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+    /// The endpoint of network "other" (VNI 4096) on host B; C lives on host A.
+    const R: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 9);
+    const VNI: u32 = 4096;
+    const OTHER: NetworkId = NetworkId(1);
+
+    /// One host of the overlay: the scenario with `local` as PORT_C's endpoint, the uplink at
+    /// `up`, and `remote` behind `vtep` in network "other".
+    fn host(up: (Ipv4Addr, MacAddr), local: Ipv4Addr, remote: Ipv4Addr, vtep: Ipv4Addr) -> S {
+        let mut s = S::new();
+        for p in &mut s.config.ports {
+            if p.id == PORT_C {
+                p.role = PortRole::Endpoint {
+                    network: OTHER,
+                    vlan: 0,
+                    mac: S::mac(local),
+                    ipv4: Some(local),
+                };
+            }
+        }
+        s.config.uplink = Some(UplinkConfig {
+            ip: crate::config::Ipv4Cidr::new(up.0, 24).unwrap(),
+            mac: up.1,
+            ..s.config.uplink.clone().unwrap()
+        });
+        s.config.overlays.push(OverlayConfig {
+            network: OTHER,
+            vni: VNI,
+            remotes: vec![RemoteEndpoint {
+                mac: S::mac(remote),
+                ipv4: remote,
+                vtep,
+            }],
+        });
+        s
+    }
+
+    fn host_a() -> Worker {
+        worker_for(&host((S::UP, S::UP_MAC), S::C, R, VTEP_B))
+    }
+
+    fn host_b() -> Worker {
+        worker_for(&host((VTEP_B, VTEP_B_MAC), R, S::C, S::UP))
+    }
+
+    /// Teaches `w` (whose uplink is `own`) the MAC of the peer VTEP `peer`.
+    fn learn_peer(w: &mut Worker, own: (Ipv4Addr, MacAddr), peer: (Ipv4Addr, MacAddr)) {
+        let reply = arp_reply(peer.1, peer.0, own.1, own.0);
+        assert_eq!(run_one(w, UPLINK, &reply, T0).0, Verdict::Consumed);
+    }
+
+    fn c_to_r(sport: u16, payload: &[u8]) -> Vec<u8> {
+        eth(
+            S::mac(R),
+            S::mac(S::C),
+            0x0800,
+            &udp(S::C, sport, R, 53, payload),
+        )
+    }
+
+    /// A VXLAN datagram from `vtep` to host A with `header` then `inner` as UDP payload.
+    fn vxlan_to_a(vtep: Ipv4Addr, header: [u8; 8], inner: &[u8]) -> Vec<u8> {
+        let mut payload = header.to_vec();
+        payload.extend_from_slice(inner);
+        eth(
+            S::UP_MAC,
+            VTEP_B_MAC,
+            0x0800,
+            &udp(vtep, 50000, S::UP, 4789, &payload),
+        )
+    }
+
+    fn header(flags: u8, vni: u32) -> [u8; 8] {
+        let v = vni.to_be_bytes();
+        [flags, 0, 0, 0, v[1], v[2], v[3], 0]
+    }
+
+    fn r_to_c() -> Vec<u8> {
+        eth(
+            S::mac(S::C),
+            S::mac(R),
+            0x0800,
+            &udp(R, 53, S::C, 1000, b"answer"),
+        )
+    }
+
+    #[test]
+    fn encapsulates_to_the_peer_vtep_and_the_peer_decapsulates() {
+        let mut a = host_a();
+        let inner = c_to_r(1000, b"hello");
+        // The peer VTEP is not resolved yet: an ARP request for it leaves instead.
+        let (v, out) = run_one(&mut a, PORT_C, &inner, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        let ask = ArpPacket::new_checked(&out[14..]).unwrap();
+        assert_eq!((ask.sender_ip(), ask.target_ip()), (S::UP, VTEP_B));
+        assert_eq!(a.counters().drops(R::ArpPending), 1);
+        learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
+
+        let (v, out) = run_one(&mut a, PORT_C, &inner, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        assert_eq!(out.len(), inner.len() + vxlan::OVERHEAD_V4);
+        let eth = EthernetFrame::new_checked(&out[..]).unwrap();
+        assert_eq!((eth.dst(), eth.src()), (VTEP_B_MAC, S::UP_MAC));
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src(), ip.dst()), (S::UP, VTEP_B));
+        let u = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!((u.dst_port(), u.checksum()), (vxlan::UDP_PORT, 0));
+        assert!(u.src_port() >= 49152);
+        let vx = VxlanHeader::new_checked(u.payload()).unwrap();
+        assert_eq!(
+            (vx.vni_valid(), vx.vni(), vx.payload()),
+            (true, VNI, &inner[..])
+        );
+
+        let mut b = host_b();
+        let (v, delivered) = run_one(&mut b, UPLINK, &out, T0);
+        assert_eq!(v, Verdict::Forward(PORT_C));
+        assert_eq!(delivered, inner);
+    }
+
+    #[test]
+    fn arp_for_a_remote_endpoint_is_answered_locally() {
+        let mut a = host_a();
+        let (v, out) = run_one(&mut a, PORT_C, &arp_request(S::mac(S::C), S::C, R), T0);
+        assert_eq!(v, Verdict::Forward(PORT_C));
+        let reply = ArpPacket::new_checked(&out[14..]).unwrap();
+        assert_eq!(reply.operation(), crate::wire::arp::OP_REPLY);
+        assert_eq!((reply.sender_mac(), reply.sender_ip()), (S::mac(R), R));
+        assert_eq!(&out[..6], &S::mac(S::C).0);
+        // Nobody known there: the request stays on this host's segment.
+        let unknown = arp_request(S::mac(S::C), S::C, Ipv4Addr::new(172, 18, 0, 50));
+        assert_eq!(
+            run_one(&mut a, PORT_C, &unknown, T0).0,
+            Verdict::Flood {
+                network: OTHER,
+                vlan: 0
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_unicast_of_an_overlay_is_dropped_not_flooded() {
+        let mut a = host_a();
+        let stray = eth(
+            MacAddr([2, 9, 9, 9, 9, 9]),
+            S::mac(S::C),
+            0x0800,
+            &udp(S::C, 1, R, 2, b"x"),
+        );
+        assert_eq!(
+            run_one(&mut a, PORT_C, &stray, T0).0,
+            Verdict::Drop(R::VxlanUnknownDst)
+        );
+        let to_nobody = eth(
+            MacAddr([2, 9, 9, 9, 9, 9]),
+            S::mac(R),
+            0x0800,
+            &udp(R, 1, S::C, 2, b"x"),
+        );
+        let f = vxlan_to_a(VTEP_B, header(vxlan::FLAG_I, VNI), &to_nobody);
+        assert_eq!(
+            run_one(&mut a, UPLINK, &f, T0).0,
+            Verdict::Drop(R::VxlanUnknownDst)
+        );
+        assert_eq!(a.counters().drops(R::VxlanUnknownDst), 2);
+    }
+
+    #[test]
+    fn a_remote_broadcast_floods_this_hosts_ports_only() {
+        let mut a = host_a();
+        let ask = arp_request(S::mac(R), R, S::C);
+        let f = vxlan_to_a(VTEP_B, header(vxlan::FLAG_I, VNI), &ask);
+        let (v, out) = run_one(&mut a, UPLINK, &f, T0);
+        assert_eq!(
+            v,
+            Verdict::Flood {
+                network: OTHER,
+                vlan: 0
+            }
+        );
+        assert_eq!(out, ask);
+        let targets: Vec<PortId> = a
+            .dataplane()
+            .tables()
+            .flood_targets(OTHER, 0, UPLINK)
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(targets, vec![PORT_C]);
+    }
+
+    #[test]
+    fn bad_vxlan_input_is_counted() {
+        let mut a = host_a();
+        let good = r_to_c();
+        let i = vxlan::FLAG_I;
+        let stranger = Ipv4Addr::new(172, 18, 0, 77);
+        let foreign = eth(
+            S::mac(S::C),
+            S::mac(stranger),
+            0x0800,
+            &udp(stranger, 1, S::C, 2, b"x"),
+        );
+        let lying_ip = eth(
+            S::mac(S::C),
+            S::mac(R),
+            0x0800,
+            &udp(stranger, 1, S::C, 2, b"x"),
+        );
+        let mut truncated = vxlan_to_a(VTEP_B, header(i, VNI), &[]);
+        // UDP payload of 4 bytes: half a VXLAN header.
+        truncated = eth(
+            S::UP_MAC,
+            VTEP_B_MAC,
+            0x0800,
+            &udp(VTEP_B, 1, S::UP, 4789, &truncated[42..46]),
+        );
+        let cases = [
+            (
+                vxlan_to_a(VTEP_B, header(i, VNI + 1), &good),
+                R::VxlanUnknownVni,
+            ),
+            (truncated, R::VxlanMalformed),
+            (vxlan_to_a(VTEP_B, header(0, VNI), &good), R::VxlanMalformed),
+            (
+                vxlan_to_a(VTEP_B, header(i, VNI), &good[..10]),
+                R::VxlanMalformed,
+            ),
+            (
+                vxlan_to_a(VTEP_B, header(i, VNI), &foreign),
+                R::VxlanSpoofed,
+            ),
+            (
+                vxlan_to_a(VTEP_B, header(i, VNI), &lying_ip),
+                R::VxlanSpoofed,
+            ),
+            (
+                vxlan_to_a(Ipv4Addr::new(192, 0, 2, 3), header(i, VNI), &good),
+                R::VxlanSpoofed,
+            ),
+            (
+                vxlan_to_a(VTEP_B, header(i, VNI), &tagged(&good, 5)),
+                R::VxlanMalformed,
+            ),
+        ];
+        for (frame, reason) in &cases {
+            assert_eq!(
+                run_one(&mut a, UPLINK, frame, T0).0,
+                Verdict::Drop(*reason),
+                "{reason:?}"
+            );
+        }
+        let c = a.counters();
+        assert_eq!(c.drops(R::VxlanUnknownVni), 1);
+        assert_eq!(c.drops(R::VxlanMalformed), 4);
+        assert_eq!(c.drops(R::VxlanSpoofed), 3);
+        // The same datagram with the I flag and the right VNI is delivered.
+        let f = vxlan_to_a(VTEP_B, header(i, VNI), &good);
+        assert_eq!(run_one(&mut a, UPLINK, &f, T0).0, Verdict::Forward(PORT_C));
+    }
+
+    #[test]
+    fn port_4789_is_plain_udp_without_overlays_and_other_ports_are_not_vxlan() {
+        let f = vxlan_to_a(VTEP_B, header(vxlan::FLAG_I, VNI), &r_to_c());
+        let mut plain = worker_for(&S::new());
+        assert_eq!(
+            run_one(&mut plain, UPLINK, &f, T0).0,
+            Verdict::Drop(R::NoFlow)
+        );
+        let mut a = host_a();
+        let other_port = eth(
+            S::UP_MAC,
+            VTEP_B_MAC,
+            0x0800,
+            &udp(VTEP_B, 1, S::UP, 4790, b"x"),
+        );
+        assert_eq!(
+            run_one(&mut a, UPLINK, &other_port, T0).0,
+            Verdict::Drop(R::NoFlow)
+        );
+    }
+
+    #[test]
+    fn frames_too_big_once_encapsulated_are_dropped() {
+        let mut a = host_a();
+        learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
+        // 1500-byte inner IPv4 packet: 50 bytes over the uplink's 1500 once wrapped.
+        let big = c_to_r(1000, &[0u8; 1500 - 28]);
+        assert_eq!(
+            run_one(&mut a, PORT_C, &big, T0).0,
+            Verdict::Drop(R::TooBig)
+        );
+        let fits = c_to_r(1000, &[0u8; 1450 - 28]);
+        assert_eq!(
+            run_one(&mut a, PORT_C, &fits, T0).0,
+            Verdict::Forward(UPLINK)
+        );
+    }
+
+    #[test]
+    fn a_new_remote_table_takes_effect_at_the_next_batch() {
+        let mut s = host((S::UP, S::UP_MAC), S::C, R, VTEP_B);
+        let mut a = worker_for(&s);
+        learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
+        let inner = c_to_r(1000, b"x");
+        assert_eq!(
+            run_one(&mut a, PORT_C, &inner, T0).0,
+            Verdict::Forward(UPLINK)
+        );
+        // R moved to another host: the next frame asks for that host's VTEP.
+        let vtep_c = Ipv4Addr::new(192, 0, 2, 3);
+        s.config.overlays[0].remotes[0].vtep = vtep_c;
+        a.dataplane().apply(&s.config).unwrap();
+        let (v, out) = run_one(&mut a, PORT_C, &inner, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        assert_eq!(
+            ArpPacket::new_checked(&out[14..]).unwrap().target_ip(),
+            vtep_c
+        );
+        // R left (its host's lease expired): unknown again, dropped.
+        s.config.overlays[0].remotes.clear();
+        a.dataplane().apply(&s.config).unwrap();
+        assert_eq!(
+            run_one(&mut a, PORT_C, &inner, T0).0,
+            Verdict::Drop(R::VxlanUnknownDst)
+        );
+        let bad = RemoteEndpoint {
+            mac: S::mac(S::A),
+            ipv4: S::A,
+            vtep: VTEP_B,
+        };
+        s.config.overlays[0].remotes.push(bad);
+        assert!(
+            a.dataplane().apply(&s.config).is_err(),
+            "outside the subnet"
+        );
+    }
+
+    #[test]
+    fn a_partial_inner_checksum_moves_with_the_inner_frame() {
+        let inner_at = 50;
+        let partial = |csum_start| Offload {
+            csum_partial: true,
+            csum_start,
+            csum_offset: 16,
+            data_valid: true,
+            ..Offload::default()
+        };
+        // A veth peer's inner TCP checksum, partial from the inner L4 header (50 + 14 + 20).
+        let off = inner_offload(partial(84), inner_at).unwrap();
+        assert_eq!(
+            (off.csum_partial, off.csum_start, off.csum_offset),
+            (true, 34, 16)
+        );
+        assert!(off.data_valid);
+        // A partial outer UDP checksum: the inner frame's own checksums are complete.
+        let off = inner_offload(partial(34), inner_at).unwrap();
+        assert!(!off.csum_partial);
+        assert_eq!(off.csum_start, 0);
+        let gso = Offload {
+            gso: GsoType::UdpL4,
+            ..Offload::default()
+        };
+        assert_eq!(inner_offload(gso, inner_at), Err(R::TooBig));
+    }
+
+    proptest! {
+        #[test]
+        fn encap_then_decap_is_the_identity(
+            payload in proptest::collection::vec(any::<u8>(), 0..1400),
+            sport in any::<u16>(),
+        ) {
+            let mut a = host_a();
+            learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
+            let mut b = host_b();
+            let inner = c_to_r(sport, &payload);
+            let (v, wrapped) = run_one(&mut a, PORT_C, &inner, T0);
+            prop_assert_eq!(v, Verdict::Forward(UPLINK));
+            let (v, out) = run_one(&mut b, UPLINK, &wrapped, T0);
+            prop_assert_eq!(v, Verdict::Forward(PORT_C));
+            prop_assert_eq!(out, inner);
+        }
+
+        #[test]
+        fn random_bytes_into_decap_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            valid_header in any::<bool>(),
+        ) {
+            let mut a = host_a();
+            let f = if valid_header {
+                vxlan_to_a(VTEP_B, header(vxlan::FLAG_I, VNI), &bytes)
+            } else {
+                eth(S::UP_MAC, VTEP_B_MAC, 0x0800, &udp(VTEP_B, 1, S::UP, 4789, &bytes))
+            };
+            let (v, _) = run_one(&mut a, UPLINK, &f, T0);
+            prop_assert!(v != Verdict::Pending);
+        }
+    }
+}
