@@ -15,7 +15,6 @@ use sluice_api::files::{parse_add_host, NameOptions};
 use sluice_api::model::{
     Driver, EndpointSpec, NetworkInspect, NetworkOptions, NetworkSpec, Sandbox, UplinkSpec,
 };
-use sluice_api::publish::PublishSpec;
 use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
 
@@ -41,7 +40,7 @@ pub enum Output {
 #[derive(clap::Subcommand, Debug)]
 pub enum NetworkCmd {
     /// Create a network.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List networks.
     #[command(alias = "list")]
     Ls {
@@ -72,7 +71,7 @@ pub enum NetworkCmd {
         force: bool,
     },
     /// Connect a network namespace to a network.
-    Connect(ConnectArgs),
+    Connect(Box<ConnectArgs>),
     /// Disconnect an endpoint from a network.
     Disconnect {
         /// The network.
@@ -137,9 +136,16 @@ pub struct ConnectArgs {
     /// Legacy link NAME[:ALIAS] (repeatable).
     #[arg(long)]
     link: Vec<String>,
-    /// Publish [HOSTIP:]HPORT[-HPORT]:CPORT[-CPORT][/tcp|udp] (repeatable).
+    /// Publish [[HOSTIP:]HPORT[-HPORT]:]CPORT[-CPORT][/tcp|udp] (repeatable); without a host
+    /// port the daemon picks one from its --host-port-range (see `sluice port`).
     #[arg(long, short)]
     publish: Vec<String>,
+    /// Publish every --expose port on a host port the daemon picks.
+    #[arg(long, short = 'P')]
+    publish_all: bool,
+    /// A port the endpoint serves, CPORT[-CPORT][/tcp|udp] (repeatable): -P publishes it.
+    #[arg(long)]
+    expose: Vec<String>,
     /// The endpoint's name (default: the namespace's file name, or pid-N).
     #[arg(long)]
     name: Option<String>,
@@ -287,14 +293,7 @@ pub fn sandbox_arg(s: &str) -> Result<(Sandbox, String)> {
 /// The spec `network connect` sends, or the flag that is wrong.
 pub fn endpoint_spec(a: &ConnectArgs) -> Result<EndpointSpec> {
     let (sandbox, default_name) = sandbox_arg(&a.sandbox)?;
-    let publish = a
-        .publish
-        .iter()
-        .map(|p| {
-            p.parse::<PublishSpec>()
-                .with_context(|| format!("--publish {p:?}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let publish = crate::expose::publish(&a.publish, &a.expose, a.publish_all)?;
     Ok(EndpointSpec {
         network: a.network.clone(),
         sandbox,

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod expose;
 mod sibling;
 
 use std::ffi::OsString;

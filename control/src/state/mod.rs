@@ -5,6 +5,7 @@
 
 mod endpoint;
 mod error;
+mod hostports;
 mod network;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,6 +15,7 @@ use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::frame::NetworkId;
 
 pub use error::StateError;
+pub use hostports::{check_range, RangeOverlapsNapt, DEFAULT_HOST_PORTS};
 
 use crate::driver;
 use crate::ipam::Pool;
@@ -28,6 +30,7 @@ pub struct State {
     networks: BTreeMap<String, Network>,
     endpoints: BTreeMap<String, Endpoint>,
     pools: HashMap<String, Pool>,
+    host_ports: hostports::HostPorts,
 }
 
 fn pool_of(n: &Network) -> Option<Pool> {
