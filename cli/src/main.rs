@@ -3,6 +3,9 @@
 mod bench;
 mod cli;
 mod expose;
+mod filter;
+mod format;
+mod netcmd;
 mod sibling;
 
 use std::ffi::OsString;
