@@ -26,6 +26,13 @@ pub struct Conn {
     socket: PathBuf,
 }
 
+impl Conn {
+    /// A client of the daemon.
+    pub(crate) fn client(&self) -> Client {
+        Client::new(&self.socket)
+    }
+}
+
 /// Output format of listings.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Output {
