@@ -70,6 +70,10 @@ pub enum NetworkCmd {
         network: String,
         /// The endpoint's name or id.
         endpoint: String,
+        /// docker's flag for an endpoint whose sandbox is gone: sluice releases such an
+        /// endpoint with or without it (a missing interface is not an error).
+        #[arg(long, short)]
+        force: bool,
     },
 }
 
@@ -389,7 +393,9 @@ pub fn network(conn: &Conn, cmd: NetworkCmd) -> Result<()> {
                 Ok(())
             })
         }
-        NetworkCmd::Disconnect { network, endpoint } => block(async {
+        NetworkCmd::Disconnect {
+            network, endpoint, ..
+        } => block(async {
             c.post(
                 &format!("/networks/{network}/disconnect"),
                 &DisconnectRequest { endpoint },
