@@ -28,6 +28,19 @@ fn ask(d: &DaemonLab, proto: &str, port: u16) -> String {
     d.lab().exec("out", &["sh", "-c", &cmd]).unwrap_or_default()
 }
 
+/// A socat in namespace `ns` answering `tcp-pong` or `udp-pong` on `proto` port `port`.
+fn serve(d: &mut DaemonLab, ns: &str, proto: &str, port: u16) {
+    let listen = format!("{proto}-LISTEN:{port},reuseaddr,fork");
+    let reply = format!("SYSTEM:echo {}-pong", proto.to_lowercase());
+    let log = format!("{proto}{port}");
+    d.lab_mut()
+        .spawn(ns, &["socat", &listen, &reply], &log)
+        .unwrap();
+    d.lab()
+        .wait_listen(ns, port, Duration::from_secs(5))
+        .unwrap();
+}
+
 #[test]
 fn picked_host_ports_are_reachable_and_survive_a_restart() {
     let Some(bin) = bin_dir() else { return };
@@ -51,34 +64,9 @@ fn picked_host_ports_are_reachable_and_survive_a_restart() {
     );
     let shown = "80/tcp -> 0.0.0.0:62000\n5000/udp -> 0.0.0.0:62000\n";
     assert_eq!(ok(&d, &["port", "w1"]), shown);
-    d.lab_mut()
-        .spawn(
-            "w1",
-            &[
-                "socat",
-                "TCP-LISTEN:80,reuseaddr,fork",
-                "SYSTEM:echo tcp-pong",
-            ],
-            "tcp80",
-        )
-        .unwrap();
-    d.lab_mut()
-        .spawn(
-            "w1",
-            &[
-                "socat",
-                "UDP-LISTEN:5000,reuseaddr,fork",
-                "SYSTEM:echo udp-pong",
-            ],
-            "udp5000",
-        )
-        .unwrap();
-    d.lab()
-        .wait_listen("w1", 80, Duration::from_secs(5))
-        .unwrap();
-    d.lab()
-        .wait_listen("w1", 5000, Duration::from_secs(5))
-        .unwrap();
+    for (proto, port) in [("TCP", 80), ("UDP", 5000)] {
+        serve(&mut d, "w1", proto, port);
+    }
     assert_eq!(ask(&d, "TCP", 62000), "tcp-pong\n");
     assert_eq!(ask(&d, "UDP", 62000), "udp-pong\n");
 
