@@ -192,7 +192,7 @@ pub fn rm(c: &Client, networks: Vec<String>) -> Result<()> {
     })
 }
 
-/// The networks a filtered prune removes: custom, without endpoints, created before `until`
+/// The networks a filtered prune removes: custom, without endpoints, created no later than `until`
 /// and passing the label terms.
 pub fn prune_set(nets: &[NetworkInspect], filters: &Filters, now_unix: u64) -> Result<Vec<String>> {
     let until = filters.until(now_unix)?;
@@ -201,8 +201,9 @@ pub fn prune_set(nets: &[NetworkInspect], filters: &Filters, now_unix: u64) -> R
         .iter()
         .filter(|n| dangling.matches(n) && filters.matches(n))
         .filter(|n| {
-            until
-                .is_none_or(|t| sluice_api::clock::parse_rfc3339(&n.created).is_some_and(|c| c < t))
+            until.is_none_or(|t| {
+                sluice_api::clock::parse_rfc3339(&n.created).is_some_and(|c| c <= t)
+            })
         })
         .map(|n| n.name.clone())
         .collect())

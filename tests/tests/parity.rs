@@ -22,10 +22,19 @@ fn ok(d: &DaemonLab, args: &[&str]) -> String {
         .unwrap_or_else(|e| panic!("{e}; daemon log: {}", d.log()))
 }
 
-/// What the outside namespace gets back from `proto` port `port` of the uplink address.
-fn ask(d: &DaemonLab, proto: &str, port: u16) -> String {
-    let cmd = format!("echo ping | socat -T 3 - {proto}:{UPLINK_IP}:{port}");
-    d.lab().exec("out", &["sh", "-c", &cmd]).unwrap_or_default()
+/// What the outside namespace gets back from `proto` port `port` of the uplink address, asked
+/// until it is `want` (the first packets may wait on ARP and a busy machine) or 5 s pass.
+fn ask(d: &DaemonLab, proto: &str, port: u16, want: &str) -> String {
+    let cmd = format!("echo ping | socat -T 2 - {proto}:{UPLINK_IP}:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let o = d.lab().exec_output("out", &["sh", "-c", &cmd]).unwrap();
+        let got = String::from_utf8_lossy(&o.stdout).into_owned();
+        if got == want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A socat in namespace `ns` answering `tcp-pong` or `udp-pong` on `proto` port `port`.
@@ -67,13 +76,13 @@ fn picked_host_ports_are_reachable_and_survive_a_restart() {
     for (proto, port) in [("TCP", 80), ("UDP", 5000)] {
         serve(&mut d, "w1", proto, port);
     }
-    assert_eq!(ask(&d, "TCP", 62000), "tcp-pong\n");
-    assert_eq!(ask(&d, "UDP", 62000), "udp-pong\n");
+    assert_eq!(ask(&d, "TCP", 62000, "tcp-pong\n"), "tcp-pong\n");
+    assert_eq!(ask(&d, "UDP", 62000, "udp-pong\n"), "udp-pong\n");
 
     d.restart().unwrap();
     assert_eq!(ok(&d, &["port", "w1"]), shown, "the picked ports are kept");
-    assert_eq!(ask(&d, "TCP", 62000), "tcp-pong\n");
-    assert_eq!(ask(&d, "UDP", 62000), "udp-pong\n");
+    assert_eq!(ask(&d, "TCP", 62000, "tcp-pong\n"), "tcp-pong\n");
+    assert_eq!(ask(&d, "UDP", 62000, "udp-pong\n"), "udp-pong\n");
 
     let w2 = d.add_container("w2").unwrap();
     ok(
