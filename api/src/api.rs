@@ -87,17 +87,17 @@ impl EndpointView {
     }
 }
 
-/// docker ps's PORTS entry for one mapping: `0.0.0.0:8080->80/tcp`, ranges as `a-b`.
+/// docker ps's PORTS entry for one mapping: `0.0.0.0:8080->80/tcp`, ranges as `a-b`; a
+/// mapping whose host port is not picked yet is only its container side, `80/tcp`.
 pub fn port_column(p: &crate::publish::PublishSpec) -> String {
+    let container = format!("{}/{}", p.container_ports, p.proto_name());
+    let Some(host_ports) = p.host_ports else {
+        return container;
+    };
     let host_ip = p
         .host_ip
         .map_or_else(|| "0.0.0.0".to_string(), |ip| ip.to_string());
-    format!(
-        "{host_ip}:{}->{}/{}",
-        p.host_ports,
-        p.container_ports,
-        p.proto_name()
-    )
+    format!("{host_ip}:{host_ports}->{container}")
 }
 
 /// One port's counters in `sluice stats`.

@@ -427,6 +427,40 @@ pub struct ContainerView {
     pub hosts_path: Option<String>,
 }
 
+/// The fields of `docker network inspect` that only swarm and config-only networks set:
+/// present so that templates and scripts written for docker find them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SwarmFields {
+    /// Always true: any sandbox may connect (docker's `--attachable`).
+    pub attachable: bool,
+    /// Always false: sluice has no routing mesh.
+    pub ingress: bool,
+    /// Always `{"Network": ""}`: no config-only network.
+    pub config_from: ConfigFrom,
+    /// Always false.
+    pub config_only: bool,
+}
+
+impl Default for SwarmFields {
+    fn default() -> Self {
+        SwarmFields {
+            attachable: true,
+            ingress: false,
+            config_from: ConfigFrom::default(),
+            config_only: false,
+        }
+    }
+}
+
+/// `ConfigFrom` of `docker network inspect`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConfigFrom {
+    /// The config-only network this one takes its configuration from (none: empty).
+    pub network: String,
+}
+
 /// `docker network inspect`'s shape, so that scripts written for docker read sluice's output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -449,6 +483,9 @@ pub struct NetworkInspect {
     pub ipam: IpamView,
     /// Not routed to the uplink.
     pub internal: bool,
+    /// docker's swarm-era fields, always the same for sluice's networks.
+    #[serde(flatten)]
+    pub swarm: SwarmFields,
     /// Endpoints by endpoint id.
     pub containers: BTreeMap<String, ContainerView>,
     /// Driver options.
@@ -488,6 +525,7 @@ impl Network {
                 config,
             },
             internal: self.spec.internal,
+            swarm: SwarmFields::default(),
             containers: endpoints
                 .into_iter()
                 .map(|e| {
@@ -710,5 +748,33 @@ mod tests {
         assert_eq!(c["MacAddress"], "02:42:0a:01:00:80");
         assert_eq!(v["Internal"], false);
         assert!(v["Options"].as_object().unwrap().is_empty());
+        assert_eq!(v["Attachable"], true);
+        assert_eq!(v["Ingress"], false);
+        assert_eq!(v["ConfigFrom"], serde_json::json!({"Network": ""}));
+        assert_eq!(v["ConfigOnly"], false);
+        // docker 20.10's key order.
+        let text = serde_json::to_string(&n.inspect([&e])).unwrap();
+        let keys = [
+            "Name",
+            "Id",
+            "Created",
+            "Scope",
+            "Driver",
+            "EnableIPv6",
+            "IPAM",
+            "Internal",
+            "Attachable",
+            "Ingress",
+            "ConfigFrom",
+            "ConfigOnly",
+            "Containers",
+            "Options",
+            "Labels",
+        ];
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
     }
 }

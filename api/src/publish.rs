@@ -1,5 +1,6 @@
-//! Published ports in docker's `-p` syntax, `[HOSTIP:]HPORT[-HPORT]:CPORT[-CPORT][/tcp|udp]`:
-//! the CLI parses what the operator typed, the daemon stores it, and the dataplane gets a
+//! Published ports in docker's `-p` syntax, `[[HOSTIP:]HPORT[-HPORT]:]CPORT[-CPORT][/tcp|udp]`:
+//! the CLI parses what the operator typed, the daemon picks a host port where none was given
+//! (`-p 80`, `-p 127.0.0.1::80`) and stores the mapping with it, and the dataplane gets a
 //! `PortForward` from it. Errors say which part is wrong.
 
 use std::fmt;
@@ -13,11 +14,8 @@ use sluice_dataplane::config::{host_ips_clash, L4Proto, PortRange};
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
     /// Nothing was given.
-    #[error("empty port mapping (expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|udp])")]
+    #[error("empty port mapping (expected [[HOSTIP:]HOSTPORT:]CONTAINERPORT[/tcp|udp])")]
     Empty,
-    /// Only a container port: sluice does not pick ephemeral host ports.
-    #[error("{0:?} has no host port: use HOSTPORT:CONTAINERPORT (ephemeral host ports are not supported)")]
-    MissingHostPort(String),
     /// More colon-separated parts than `HOSTIP:HPORT:CPORT`.
     #[error("{0:?} has too many ':' parts (expected [HOSTIP:]HOSTPORT:CONTAINERPORT; IPv6 host addresses are not supported)")]
     TooManyParts(String),
@@ -62,8 +60,8 @@ pub enum PublishError {
 pub struct PublishSpec {
     /// Host address; `None` is every address (`0.0.0.0` is normalised to `None`).
     pub host_ip: Option<Ipv4Addr>,
-    /// Host ports.
-    pub host_ports: PortRange,
+    /// Host ports; `None` until the daemon picks them from its host-port range (`-p 80`).
+    pub host_ports: Option<PortRange>,
     /// Container ports: as many as the host ports, or one that all map to.
     pub container_ports: PortRange,
     /// TCP or UDP.
@@ -81,11 +79,22 @@ impl PublishSpec {
     }
 
     /// True when the two mappings cannot both be published: same protocol, overlapping host
-    /// ports, and the same address or either on every address (the dataplane's rule).
+    /// ports, and the same address or either on every address (the dataplane's rule). A mapping
+    /// whose host ports are not picked yet clashes with nothing.
     pub fn clashes_with(&self, other: &PublishSpec) -> bool {
-        self.proto == other.proto
-            && self.host_ports.overlaps(&other.host_ports)
-            && host_ips_clash(self.host_ip, other.host_ip)
+        let overlap = match (self.host_ports, other.host_ports) {
+            (Some(a), Some(b)) => a.overlaps(&b),
+            _ => false,
+        };
+        self.proto == other.proto && overlap && host_ips_clash(self.host_ip, other.host_ip)
+    }
+
+    /// The same mapping on `host_ports`: what the daemon stores once it picked them.
+    pub fn with_host_ports(self, host_ports: PortRange) -> PublishSpec {
+        PublishSpec {
+            host_ports: Some(host_ports),
+            ..self
+        }
     }
 }
 
@@ -112,6 +121,11 @@ fn parse_range(what: &'static str, s: &str) -> Result<PortRange, PublishError> {
     Ok(PortRange { first, last })
 }
 
+/// A host-port range as `FIRST-LAST` (or one port), like the daemon's `--host-port-range`.
+pub fn parse_port_range(s: &str) -> Result<PortRange, PublishError> {
+    parse_range("host", s)
+}
+
 impl FromStr for PublishSpec {
     type Err = PublishError;
 
@@ -127,7 +141,7 @@ impl FromStr for PublishSpec {
         };
         let parts: Vec<&str> = addr_ports.split(':').collect();
         let (ip, host, container) = match parts.as_slice() {
-            [_] => return Err(PublishError::MissingHostPort(s.to_string())),
+            [c] => (None, "", *c),
             [h, c] => (None, *h, *c),
             [ip, h, c] => (Some(*ip), *h, *c),
             _ => return Err(PublishError::TooManyParts(s.to_string())),
@@ -141,17 +155,18 @@ impl FromStr for PublishSpec {
                 (!a.is_unspecified()).then_some(a)
             }
         };
-        if host.is_empty() {
-            return Err(PublishError::MissingHostPort(s.to_string()));
-        }
-        let host_ports = parse_range("host", host)?;
+        let host_ports = (!host.is_empty())
+            .then(|| parse_range("host", host))
+            .transpose()?;
         let container_ports = parse_range("container", container)?;
-        let (host_len, container_len) = (host_ports.len(), container_ports.len());
-        if container_len != host_len && container_len != 1 {
-            return Err(PublishError::RangeMismatch {
-                host_len,
-                container_len,
-            });
+        if let Some(h) = host_ports {
+            let (host_len, container_len) = (h.len(), container_ports.len());
+            if container_len != host_len && container_len != 1 {
+                return Err(PublishError::RangeMismatch {
+                    host_len,
+                    container_len,
+                });
+            }
         }
         Ok(PublishSpec {
             host_ip,
@@ -164,16 +179,13 @@ impl FromStr for PublishSpec {
 
 impl fmt::Display for PublishSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(ip) = self.host_ip {
-            write!(f, "{ip}:")?;
+        match (self.host_ip, self.host_ports) {
+            (Some(ip), Some(h)) => write!(f, "{ip}:{h}:")?,
+            (Some(ip), None) => write!(f, "{ip}::")?,
+            (None, Some(h)) => write!(f, "{h}:")?,
+            (None, None) => {}
         }
-        write!(
-            f,
-            "{}:{}/{}",
-            self.host_ports,
-            self.container_ports,
-            self.proto_name()
-        )
+        write!(f, "{}/{}", self.container_ports, self.proto_name())
     }
 }
 
@@ -203,17 +215,17 @@ mod tests {
     fn parses_docker_forms() {
         let a = p("8080:80");
         assert_eq!(a.host_ip, None);
-        assert_eq!(a.host_ports, PortRange::single(8080));
+        assert_eq!(a.host_ports, Some(PortRange::single(8080)));
         assert_eq!(a.container_ports, PortRange::single(80));
         assert_eq!(a.proto, L4Proto::Tcp);
         let b = p("127.0.0.1:5300-5301:53-54/udp");
         assert_eq!(b.host_ip, Some(Ipv4Addr::LOCALHOST));
         assert_eq!(
             b.host_ports,
-            PortRange {
+            Some(PortRange {
                 first: 5300,
                 last: 5301
-            }
+            })
         );
         assert_eq!(
             b.container_ports,
@@ -232,11 +244,30 @@ mod tests {
     }
 
     #[test]
+    fn container_port_alone_leaves_the_host_port_to_the_daemon() {
+        let a = p("80");
+        assert_eq!((a.host_ip, a.host_ports), (None, None));
+        assert_eq!(a.container_ports, PortRange::single(80));
+        assert_eq!(a.to_string(), "80/tcp");
+        let b = p("127.0.0.1::53/udp");
+        assert_eq!(b.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(b.host_ports, None);
+        assert_eq!(b.to_string(), "127.0.0.1::53/udp");
+        assert_eq!(p(":80"), a, "an empty host port is docker's random one too");
+        assert_eq!(p("8000-8002").container_ports.len(), 3);
+        assert!(
+            !a.clashes_with(&a),
+            "an unpicked port clashes with nothing yet"
+        );
+        let picked = a.with_host_ports(PortRange::single(61000));
+        assert_eq!(picked.to_string(), "61000:80/tcp");
+        assert!(picked.clashes_with(&p("61000:81")));
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         let e = |s: &str| s.parse::<PublishSpec>().unwrap_err();
         assert_eq!(e(""), PublishError::Empty);
-        assert!(matches!(e("80"), PublishError::MissingHostPort(_)));
-        assert!(matches!(e(":80"), PublishError::MissingHostPort(_)));
         assert!(matches!(e("1:2:3:4"), PublishError::TooManyParts(_)));
         assert_eq!(e("foo:1:2"), PublishError::BadHostIp("foo".into()));
         assert_eq!(
@@ -302,7 +333,11 @@ mod tests {
         let j = serde_json::to_string(&a).unwrap();
         assert_eq!(j, "\"1.2.3.4:80-81:90-91/udp\"");
         assert_eq!(serde_json::from_str::<PublishSpec>(&j).unwrap(), a);
-        assert!(serde_json::from_str::<PublishSpec>("\"80\"").is_err());
+        assert!(serde_json::from_str::<PublishSpec>("\"0:80\"").is_err());
+        assert_eq!(
+            serde_json::from_str::<PublishSpec>("\"80\"").unwrap(),
+            p("80")
+        );
     }
 
     fn range() -> impl Strategy<Value = PortRange> {
@@ -327,7 +362,7 @@ mod tests {
 
         #[test]
         fn round_trips(ip in proptest::option::of(1u32..), h in range(), single in any::<bool>(),
-                       c in 1u16..=65535, udp in any::<bool>()) {
+                       c in 1u16..=65535, udp in any::<bool>(), picked in any::<bool>()) {
             let container_ports = if single {
                 PortRange::single(c)
             } else {
@@ -336,7 +371,7 @@ mod tests {
             };
             let spec = PublishSpec {
                 host_ip: ip.map(Ipv4Addr::from),
-                host_ports: h,
+                host_ports: picked.then_some(h),
                 container_ports,
                 proto: if udp { L4Proto::Udp } else { L4Proto::Tcp },
             };

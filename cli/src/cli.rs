@@ -8,14 +8,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use sluice_api::api::{
-    ConntrackView, DisconnectRequest, EndpointView, FdbView, PruneReport, StatsView, DEFAULT_SOCKET,
+    ConntrackView, DisconnectRequest, EndpointView, FdbView, StatsView, DEFAULT_SOCKET,
 };
 use sluice_api::client::Client;
 use sluice_api::files::{parse_add_host, NameOptions};
 use sluice_api::model::{
     Driver, EndpointSpec, NetworkInspect, NetworkOptions, NetworkSpec, Sandbox, UplinkSpec,
 };
-use sluice_api::publish::PublishSpec;
 use sluice_api::validate;
 use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
@@ -26,6 +25,13 @@ pub struct Conn {
     /// The daemon's API socket.
     #[arg(long, global = true, env = "SLUICE_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+}
+
+impl Conn {
+    /// A client of the daemon.
+    pub(crate) fn client(&self) -> Client {
+        Client::new(&self.socket)
+    }
 }
 
 /// Output format of listings.
@@ -42,23 +48,12 @@ pub enum Output {
 #[derive(clap::Subcommand, Debug)]
 pub enum NetworkCmd {
     /// Create a network.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List networks.
     #[command(alias = "list")]
-    Ls {
-        /// Table or JSON.
-        #[arg(long, short = 'o', value_enum, default_value_t)]
-        output: Output,
-        /// Only ids.
-        #[arg(long, short)]
-        quiet: bool,
-    },
-    /// Show networks in docker network inspect's JSON.
-    Inspect {
-        /// Network names or ids.
-        #[arg(required = true)]
-        networks: Vec<String>,
-    },
+    Ls(crate::netcmd::LsArgs),
+    /// Show networks in docker network inspect's JSON (or a --format template).
+    Inspect(crate::netcmd::InspectArgs),
     /// Remove networks.
     #[command(alias = "remove")]
     Rm {
@@ -66,20 +61,20 @@ pub enum NetworkCmd {
         #[arg(required = true)]
         networks: Vec<String>,
     },
-    /// Remove every user network without endpoints.
-    Prune {
-        /// Accepted for docker compatibility (sluice never asks).
-        #[arg(long, short)]
-        force: bool,
-    },
+    /// Remove every user network without endpoints (or those --filter picks).
+    Prune(crate::netcmd::PruneArgs),
     /// Connect a network namespace to a network.
-    Connect(ConnectArgs),
+    Connect(Box<ConnectArgs>),
     /// Disconnect an endpoint from a network.
     Disconnect {
         /// The network.
         network: String,
         /// The endpoint's name or id.
         endpoint: String,
+        /// docker's flag for an endpoint whose sandbox is gone: sluice releases such an
+        /// endpoint with or without it (a missing interface is not an error).
+        #[arg(long, short)]
+        force: bool,
     },
 }
 
@@ -138,9 +133,16 @@ pub struct ConnectArgs {
     /// Legacy link NAME[:ALIAS] (repeatable).
     #[arg(long)]
     link: Vec<String>,
-    /// Publish [HOSTIP:]HPORT[-HPORT]:CPORT[-CPORT][/tcp|udp] (repeatable).
+    /// Publish [[HOSTIP:]HPORT[-HPORT]:]CPORT[-CPORT][/tcp|udp] (repeatable); without a host
+    /// port the daemon picks one from its --host-port-range (see `sluice port`).
     #[arg(long, short)]
     publish: Vec<String>,
+    /// Publish every --expose port on a host port the daemon picks.
+    #[arg(long, short = 'P')]
+    publish_all: bool,
+    /// A port the endpoint serves, CPORT[-CPORT][/tcp|udp] (repeatable): -P publishes it.
+    #[arg(long)]
+    expose: Vec<String>,
     /// The endpoint's name (default: the namespace's file name, or pid-N).
     #[arg(long)]
     name: Option<String>,
@@ -169,7 +171,7 @@ pub struct ConnectArgs {
     sandbox: String,
 }
 
-fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+pub(crate) fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -290,14 +292,7 @@ pub fn sandbox_arg(s: &str) -> Result<(Sandbox, String)> {
 /// The spec `network connect` sends, or the flag that is wrong.
 pub fn endpoint_spec(a: &ConnectArgs) -> Result<EndpointSpec> {
     let (sandbox, default_name) = sandbox_arg(&a.sandbox)?;
-    let publish = a
-        .publish
-        .iter()
-        .map(|p| {
-            p.parse::<PublishSpec>()
-                .with_context(|| format!("--publish {p:?}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let publish = crate::expose::publish(&a.publish, &a.expose, a.publish_all)?;
     let spec = EndpointSpec {
         network: a.network.clone(),
         sandbox,
@@ -336,20 +331,26 @@ pub fn endpoint_spec(a: &ConnectArgs) -> Result<EndpointSpec> {
     Ok(spec)
 }
 
-fn print_json(v: &impl serde::Serialize) -> Result<()> {
+pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
 /// Prints rows as aligned columns under a header.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    print!("{}", table(header, rows));
+}
+
+/// Rows as aligned columns under a header.
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = String::new();
     let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (wi, c) in w.iter_mut().zip(r) {
             *wi = (*wi).max(c.len());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut line = |cells: Vec<&str>| {
         let cells: Vec<&str> = cells.into_iter().take(w.len()).collect();
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
@@ -359,12 +360,14 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{c:<width$}   ", width = w[i]));
             }
         }
-        println!("{}", s.trim_end());
+        out.push_str(s.trim_end());
+        out.push('\n');
     };
     line(header.to_vec());
     for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
+    out
 }
 
 /// Runs `sluice network ...`.
@@ -380,63 +383,10 @@ pub fn network(conn: &Conn, cmd: NetworkCmd) -> Result<()> {
                 Ok(())
             })
         }
-        NetworkCmd::Ls { output, quiet } => block(async {
-            let nets: Vec<NetworkInspect> = c.get("/networks").await?;
-            if output == Output::Json {
-                return print_json(&nets);
-            }
-            if quiet {
-                nets.iter()
-                    .for_each(|n| println!("{}", &n.id[..12.min(n.id.len())]));
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = nets
-                .iter()
-                .map(|n| {
-                    vec![
-                        n.id[..12.min(n.id.len())].to_string(),
-                        n.name.clone(),
-                        n.driver.clone(),
-                        n.scope.clone(),
-                        n.ipam
-                            .config
-                            .first()
-                            .map(|c| c.subnet.clone())
-                            .unwrap_or_default(),
-                    ]
-                })
-                .collect();
-            table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"], &rows);
-            Ok(())
-        }),
-        NetworkCmd::Inspect { networks } => block(async {
-            let mut out = Vec::new();
-            for n in &networks {
-                out.push(c.get::<NetworkInspect>(&format!("/networks/{n}")).await?);
-            }
-            print_json(&out)
-        }),
-        NetworkCmd::Rm { networks } => block(async {
-            let mut failed = Vec::new();
-            for n in &networks {
-                match c.delete(&format!("/networks/{n}")).await {
-                    Ok(()) => println!("{n}"),
-                    Err(e) => failed.push(e.to_string()),
-                }
-            }
-            match failed.len() {
-                0 => Ok(()),
-                _ => bail!("{}", failed.join("; ")),
-            }
-        }),
-        NetworkCmd::Prune { .. } => block(async {
-            let r: PruneReport = serde_json::from_value(c.post("/networks/prune", &()).await?)?;
-            if !r.networks_deleted.is_empty() {
-                println!("Deleted Networks:");
-                r.networks_deleted.iter().for_each(|n| println!("{n}"));
-            }
-            Ok(())
-        }),
+        NetworkCmd::Ls(a) => crate::netcmd::ls(&c, a),
+        NetworkCmd::Inspect(a) => crate::netcmd::inspect(&c, a),
+        NetworkCmd::Rm { networks } => crate::netcmd::rm(&c, networks),
+        NetworkCmd::Prune(a) => crate::netcmd::prune(&c, a),
         NetworkCmd::Connect(a) => {
             let spec = endpoint_spec(&a)?;
             block(async {
@@ -448,7 +398,9 @@ pub fn network(conn: &Conn, cmd: NetworkCmd) -> Result<()> {
                 Ok(())
             })
         }
-        NetworkCmd::Disconnect { network, endpoint } => block(async {
+        NetworkCmd::Disconnect {
+            network, endpoint, ..
+        } => block(async {
             c.post(
                 &format!("/networks/{network}/disconnect"),
                 &DisconnectRequest { endpoint },
@@ -557,7 +509,7 @@ pub fn stats(conn: &Conn, output: Output) -> Result<()> {
                 ]
             })
             .collect();
-        table(
+        print_table(
             &[
                 "PORT", "ENDPOINT", "NETWORK", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES",
                 "DROPS",
@@ -580,7 +532,7 @@ pub fn stats(conn: &Conn, output: Output) -> Result<()> {
                 ]
             })
             .collect();
-        table(
+        print_table(
             &[
                 "NETWORK",
                 "ENDPOINTS",
@@ -618,7 +570,7 @@ fn listing<T: serde::de::DeserializeOwned + serde::Serialize>(
         if output == Output::Json {
             return print_json(&items);
         }
-        table(header, &items.iter().map(row).collect::<Vec<_>>());
+        print_table(header, &items.iter().map(row).collect::<Vec<_>>());
         Ok(())
     })
 }

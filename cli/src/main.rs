@@ -3,6 +3,11 @@
 
 mod bench;
 mod cli;
+mod expose;
+mod filter;
+mod format;
+mod netcmd;
+mod settings;
 mod sibling;
 
 use std::ffi::OsString;
@@ -47,6 +52,9 @@ enum Command {
     /// Manage networks (docker network's verbs), through the daemon.
     #[command(subcommand)]
     Network(cli::NetworkCmd),
+    /// Show endpoints' sandboxes as docker's container inspect (`NetworkSettings`), or a
+    /// --format template per endpoint.
+    Inspect(settings::InspectArgs),
     /// List endpoints.
     Ps {
         /// Table or JSON.
@@ -210,6 +218,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Network(c) => cli::network(&cli.conn, c),
+        Command::Inspect(a) => settings::inspect(&cli.conn.client(), a),
         Command::Ps { output } => cli::ps(&cli.conn, output),
         Command::Port { endpoint, output } => cli::port(&cli.conn, endpoint, output),
         Command::Stats { output } => cli::stats(&cli.conn, output),

@@ -363,7 +363,7 @@ impl NetConf {
             };
             out.push(PublishSpec {
                 host_ip,
-                host_ports: PortRange::single(port("hostPort", m.host_port)?),
+                host_ports: Some(PortRange::single(port("hostPort", m.host_port)?)),
                 container_ports: PortRange::single(port("containerPort", m.container_port)?),
                 proto,
             });

@@ -218,6 +218,7 @@ mod tests {
                 }],
             },
             internal,
+            swarm: Default::default(),
             containers: Default::default(),
             options: Default::default(),
             labels: Default::default(),

@@ -85,11 +85,15 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
                     ipv4: Some(e.ip),
                 },
             });
+            // Connect picks every host port left open, so each stored mapping has one.
             for p in &e.spec.publish {
+                let Some(host_ports) = p.host_ports else {
+                    continue;
+                };
                 cfg.forwards.push(PortForward {
                     proto: p.proto,
                     host_ip: p.host_ip,
-                    host_ports: p.host_ports,
+                    host_ports,
                     network: n.dataplane_id,
                     target_ip: e.ip,
                     target_ports: p.container_ports,

@@ -167,6 +167,12 @@ impl Store {
         &self.state
     }
 
+    /// Sets the range the daemon picks host ports from (`--host-port-range`); not stored, the
+    /// picked ports are, with their endpoints.
+    pub fn set_host_ports(&mut self, range: sluice_dataplane::config::PortRange) {
+        self.state.set_host_ports(range);
+    }
+
     /// Runs `f` in one write transaction and commits it; an error from `f` aborts it.
     fn commit_txn(
         &self,
@@ -367,6 +373,41 @@ pub(crate) mod tests {
         prepare_state_dir(&dir.join("state")).unwrap();
         assert_eq!(mode(&dir.join("state")), 0o711);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn picked_host_ports_survive_reopen() {
+        let f = TempDb::new("hostports");
+        let range = sluice_dataplane::config::PortRange {
+            first: 50000,
+            last: 50010,
+        };
+        let ports = |s: &Store| -> Vec<String> {
+            s.state()
+                .endpoints()
+                .flat_map(|e| e.spec.publish.iter().map(ToString::to_string))
+                .collect()
+        };
+        {
+            let mut s = Store::open(&f.0).unwrap();
+            s.set_host_ports(range);
+            s.create_network(net("a", Some("10.7.0.0/24"))).unwrap();
+            let mut web = ep("a", "web", 1);
+            web.publish = vec!["80".parse().unwrap()];
+            s.connect(web).unwrap();
+            assert_eq!(ports(&s), ["50000:80/tcp"]);
+        }
+        let mut s = Store::open(&f.0).unwrap();
+        s.set_host_ports(range);
+        assert_eq!(ports(&s), ["50000:80/tcp"], "the picked port is stored");
+        let mut api = ep("a", "api", 2);
+        api.publish = vec!["80".parse().unwrap()];
+        s.connect(api).unwrap();
+        assert!(
+            ports(&s).contains(&"50001:80/tcp".to_string()),
+            "a port picked before the restart is not picked again: {:?}",
+            ports(&s)
+        );
     }
 
     #[test]

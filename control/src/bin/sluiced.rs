@@ -19,8 +19,10 @@ use sluice_control::dns::files::ResolvConf;
 use sluice_control::plugins::docker::driver::DockerPlugin;
 use sluice_control::plugins::docker::ipam::DockerIpam;
 use sluice_control::plugins::docker::{server as plugin_server, DEFAULT_PLUGIN_SOCKET};
+use sluice_control::publish::parse_port_range;
+use sluice_control::state::{check_range, DEFAULT_HOST_PORTS};
 use sluice_control::store::Store;
-use sluice_dataplane::config::{Ipv4Cidr, NatConfig, PortIo};
+use sluice_dataplane::config::{Ipv4Cidr, NatConfig, PortIo, PortRange};
 use sluice_dataplane::port::afpacket::RxRing;
 use sluice_dataplane::runtime::RuntimeConfig;
 use sluice_dataplane::wire::MacAddr;
@@ -85,6 +87,18 @@ struct Args {
     /// and `--ipam-driver sluice` work). The socket's file name is the driver's name.
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = DEFAULT_PLUGIN_SOCKET)]
     docker_plugin: Option<PathBuf>,
+    /// Host ports picked for `-p CPORT`, `-p HOSTIP::CPORT` and `-P`: FIRST-LAST, outside the
+    /// NAPT source ports (32768-60999; docker's own 49153-60999 would overlap them).
+    #[arg(long, default_value_t = DEFAULT_HOST_PORTS.to_string())]
+    host_port_range: String,
+}
+
+/// The `--host-port-range`, refused when it overlaps NAPT's source ports.
+fn host_port_range(a: &Args, nat: &NatConfig) -> Result<PortRange> {
+    let range = parse_port_range(&a.host_port_range)
+        .map_err(|e| anyhow::anyhow!("--host-port-range {:?}: {e}", a.host_port_range))?;
+    check_range(range, nat.ports)?;
+    Ok(range)
 }
 
 fn uplink(a: &Args) -> Result<Option<UplinkSettings>> {
@@ -141,6 +155,8 @@ fn run() -> Result<()> {
         .init();
     let args = Args::parse();
     let uplink = uplink(&args)?;
+    let nat = NatConfig::default();
+    let host_ports = host_port_range(&args, &nat)?;
     let mut rc = RuntimeConfig {
         busy_poll: Duration::from_micros(args.busy_poll_us),
         ..RuntimeConfig::default()
@@ -163,17 +179,17 @@ fn run() -> Result<()> {
     sluice_control::store::prepare_state_dir(&args.state_dir)
         .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
     let db = args.state_dir.join("sluice.redb");
-    let store = Store::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
+    let mut store = Store::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
+    store.set_host_ports(host_ports);
     let names = (!args.no_dns)
         .then(|| Names::new(args.state_dir.clone(), ResolvConf::read(&args.resolv_conf)));
     let docker_ipam = match &args.docker_plugin {
         Some(_) => Some(DockerIpam::open(&args.state_dir.join("docker-ipam.json"))?),
         None => None,
     };
-    let (engine, restored, thread) = handle::spawn(move || {
-        Engine::open(store, Kernel::new(rc), uplink, NatConfig::default(), names)
-    })
-    .context("cannot start")?;
+    let (engine, restored, thread) =
+        handle::spawn(move || Engine::open(store, Kernel::new(rc), uplink, nat, names))
+            .context("cannot start")?;
     for r in &restored.released {
         tracing::info!("released endpoint {r}: its interface is gone");
     }

@@ -69,6 +69,7 @@ impl EngineError {
                 | S::EndpointNameTaken { .. }
                 | S::MacInUse { .. }
                 | S::PortClash { .. }
+                | S::HostPortsExhausted { .. }
                 | S::PoolsExhausted
                 | S::Ipam { .. }
                 | S::TooManyEndpoints

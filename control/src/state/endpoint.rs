@@ -13,13 +13,19 @@ use crate::naming::{handoff_ifname, host_ifname, valid_ifname, valid_name};
 
 impl State {
     /// Connects an endpoint (`docker network connect`): checks the name, sandbox, MAC and
-    /// published ports, then takes the static address or allocates one.
-    pub fn connect(&mut self, spec: EndpointSpec, stamp: Stamp) -> Result<&Endpoint, StateError> {
+    /// published ports, picks the host ports left to it, then takes the static address or
+    /// allocates one.
+    pub fn connect(
+        &mut self,
+        mut spec: EndpointSpec,
+        stamp: Stamp,
+    ) -> Result<&Endpoint, StateError> {
         crate::validate::endpoint_spec(&spec)?;
         let net = self.network(&spec.network)?;
         let (net_id, net_name) = (net.id.clone(), net.spec.name.clone());
         let host_ifname = host_ifname(&stamp.id);
         self.check_endpoint(net, &spec, &stamp.id, &host_ifname)?;
+        spec.publish = self.pick_host_ports(&spec)?;
         let port = self.free_port().ok_or(StateError::TooManyEndpoints)?;
         let (pool, ip) = self.address(&net_id, &net_name, spec.ip)?;
         let mac = spec.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip));

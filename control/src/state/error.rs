@@ -1,6 +1,6 @@
 //! Why the state refuses a request: one variant per rule, worded like docker's messages.
 
-use sluice_dataplane::config::Ipv4Cidr;
+use sluice_dataplane::config::{Ipv4Cidr, PortRange};
 use sluice_dataplane::counters::MAX_PORTS;
 use sluice_dataplane::wire::MacAddr;
 
@@ -201,6 +201,14 @@ pub enum StateError {
         other: String,
         /// The clashing mapping.
         other_port: PublishSpec,
+    },
+    /// Every host port of the daemon's range is published already.
+    #[error("no free host port for {port}: the daemon's host-port range {range} is used up (free one, or start sluiced with a wider --host-port-range)")]
+    HostPortsExhausted {
+        /// The mapping that needs a host port.
+        port: PublishSpec,
+        /// The daemon's host-port range.
+        range: PortRange,
     },
     /// The dataplane has no port id left.
     #[error("too many endpoints (at most {} ports)", MAX_PORTS - 1)]

@@ -5,6 +5,7 @@
 
 mod endpoint;
 mod error;
+mod hostports;
 mod network;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,6 +15,7 @@ use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::frame::NetworkId;
 
 pub use error::StateError;
+pub use hostports::{check_range, RangeOverlapsNapt, DEFAULT_HOST_PORTS};
 
 use crate::driver;
 use crate::ipam::Pool;
@@ -31,6 +33,7 @@ pub struct State {
     pools: HashMap<String, Pool>,
     /// sluice's own addresses outside the networks (the daemon's uplink), by owner.
     own: Vec<(String, Ipv4Cidr)>,
+    host_ports: hostports::HostPorts,
 }
 
 fn pool_of(n: &Network) -> Option<Pool> {

@@ -49,7 +49,7 @@ pub enum PluginError {
         /// What serde said.
         why: String,
     },
-    /// A request sluice cannot honour (IPv6, an unknown option, an ephemeral host port).
+    /// A request sluice cannot honour (IPv6, an unknown option, a protocol other than tcp/udp).
     #[error("{0}")]
     Refused(String),
     /// docker names a network or endpoint sluice does not have.
@@ -142,12 +142,6 @@ fn publish(bindings: &[PortBinding]) -> Result<Vec<PublishSpec>, PluginError> {
                     )))
                 }
             };
-            if b.host_port == 0 {
-                return Err(PluginError::Refused(format!(
-                    "port {} has no host port: sluice does not pick ephemeral host ports, publish it as -p HOSTPORT:{}",
-                    b.port, b.port
-                )));
-            }
             let host_ip = match b.host_ip.as_str() {
                 "" => None,
                 s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
@@ -158,8 +152,8 @@ fn publish(bindings: &[PortBinding]) -> Result<Vec<PublishSpec>, PluginError> {
             Ok(PublishSpec {
                 host_ip,
                 // docker's HostPort..HostPortEnd means "one free port of the range": sluice
-                // takes the first.
-                host_ports: PortRange::single(b.host_port),
+                // takes the first. HostPort 0 (`-p 80`, `-P`) leaves the pick to the daemon.
+                host_ports: (b.host_port != 0).then(|| PortRange::single(b.host_port)),
                 container_ports: PortRange::single(b.port),
                 proto,
             })
@@ -651,6 +645,33 @@ mod tests {
     }
 
     #[test]
+    fn host_port_zero_gets_a_port_of_the_daemons_range() {
+        let db = tmp("ephemeral");
+        let (p, rt) = plugin(&db);
+        call(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateNetwork",
+            json!({"NetworkID": "n1", "IPv4Data": [{"Pool": "10.89.0.0/24", "Gateway": "10.89.0.1/24"}]}),
+        );
+        // `docker run -p 80 -p 127.0.0.1::53/udp`, or `-P` with those ports exposed.
+        call(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateEndpoint",
+            json!({"NetworkID": "n1", "EndpointID": "e1", "Interface": {"Address": "10.89.0.5/24"},
+                   "Options": {"com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}, {"Proto": 17, "Port": 53}],
+                               "com.docker.network.portmap": [{"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 0, "HostPortEnd": 0},
+                                                              {"Proto": 17, "IP": "", "Port": 53, "HostIP": "127.0.0.1", "HostPort": 0, "HostPortEnd": 0}]}}),
+        );
+        let eps = rt.block_on(p.engine.endpoints()).unwrap();
+        assert_eq!(
+            eps[0].ports,
+            ["0.0.0.0:61000->80/tcp", "127.0.0.1:61000->53/udp"]
+        );
+    }
+
+    #[test]
     fn refusals_name_the_problem() {
         let db = tmp("refuse");
         let (p, rt) = plugin(&db);
@@ -701,14 +722,6 @@ mod tests {
             &p,
             &rt,
             "/NetworkDriver.CreateEndpoint",
-            json!({"NetworkID": "n1", "EndpointID": "e1", "Interface": {"Address": "10.89.0.5/24"},
-                   "Options": {"com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostPort": 0}]}}),
-        );
-        assert!(e.contains("ephemeral"), "{e}");
-        let e = call_err(
-            &p,
-            &rt,
-            "/NetworkDriver.CreateEndpoint",
             json!({"NetworkID": "nope", "EndpointID": "e1", "Interface": {"Address": "10.89.0.5/24"}}),
         );
         assert!(e.contains("sluice has no network"), "{e}");
@@ -745,6 +758,12 @@ mod tests {
         let p = publish(&[b(17, "127.0.0.1"), b(6, "0.0.0.0")]).unwrap();
         assert_eq!(p[0].to_string(), "127.0.0.1:5353:53/udp");
         assert_eq!(p[1].host_ip, None);
+        let any = PortBinding {
+            host_port: 0,
+            host_port_end: 0,
+            ..b(6, "")
+        };
+        assert_eq!(publish(&[any]).unwrap()[0].host_ports, None, "-p 53, -P");
         assert!(publish(&[b(132, "")]).is_err());
         assert!(publish(&[b(6, "::1")]).is_err());
     }
