@@ -15,7 +15,7 @@ use super::state::BatchState;
 use crate::counters::DropReason as R;
 use crate::counters::DropReason;
 use crate::frame::{Frame, Verdict};
-use crate::nat::{NatAction, NatError, Tuple};
+use crate::nat::{Hit, NatAction, NatError, Tuple};
 use crate::wire::checksum;
 use crate::wire::icmpv4::Icmpv4Packet;
 use crate::wire::ipv4::Ipv4Packet;
@@ -42,23 +42,45 @@ impl BatchState<'_> {
         } else {
             flow.tuple
         };
-        let hit = match self.lookup(&key) {
-            Some(h) => h,
+        let (hit, created) = match self.lookup(&key) {
+            Some(h) => (h, false),
             None => {
                 let action = create.ok_or(R::NoFlow)?;
                 if matches!(flow.kind, L4Kind::Error | L4Kind::Echo(false)) {
                     return Err(R::NoFlow);
                 }
-                self.ct()
+                let hit = self
+                    .ct()
                     .create(&flow.tuple, action, now)
                     .map_err(|e| match e {
                         NatError::TableFull => R::ConntrackFull,
                         NatError::PortsExhausted => R::NatPortsExhausted,
                         NatError::Exists => R::NoFlow,
                         NatError::Clash => R::NatPortsExhausted,
-                    })?
+                    })?;
+                (hit, true)
             }
         };
+        let sent = self.rewrite_and_send(f, ip, flow, &hit, mtu);
+        if created && !matches!(sent, Ok((_, true))) {
+            // The first packet never left (nor waits to): no flow for it, as the kernel
+            // confirms a conntrack entry only once its packet leaves.
+            self.ct().remove(hit.flow);
+        }
+        sent.map(|(v, _)| v)
+    }
+
+    /// Accounts the packet to its flow, rewrites it to the flow's tuple and routes it; tells
+    /// whether the packet itself left (or waits for its next hop).
+    fn rewrite_and_send(
+        &mut self,
+        f: &mut Frame<'_>,
+        ip: &Ipv4Info,
+        flow: &FlowOf,
+        hit: &Hit,
+        mtu: u16,
+    ) -> Result<(Verdict, bool), DropReason> {
+        let now = self.now;
         if flow.kind != L4Kind::Error {
             self.ct().update(hit.flow, hit.dir, flow.tcp_flags, now);
         }
@@ -79,9 +101,9 @@ impl BatchState<'_> {
         }
         let next = self.next_hop(f.data(), ip.l3, dst)?;
         if let NextHop::Known(adj) = next {
-            self.remember(f, ip, flow, &hit, mtu, &adj);
+            self.remember(f, ip, flow, hit, mtu, &adj);
         }
-        self.send(f, ip.l3, next)
+        self.send_or_hold(f, ip.l3, next)
     }
 }
 
@@ -448,7 +470,11 @@ mod tests {
             "an ARP request for the next hop leaves first"
         );
         assert_eq!(&out[38..42], &S::HOP.octets());
-        assert_eq!(w.counters().drops(R::ArpPending), 1);
+        assert_eq!(
+            w.counters().drops(R::ArpPending),
+            0,
+            "the SYN waits for the next hop's MAC"
+        );
         learn_next_hop(&mut w);
         let (v, out) = run_one(&mut w, PORT_A, &syn, T0);
         assert_eq!(v, Verdict::Forward(UPLINK));
