@@ -100,6 +100,10 @@ pub struct NetworkOptions {
     /// The parent interface of a macvlan network (`parent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// Most conntrack flows one endpoint of the network may hold (`max_flows_per_endpoint`);
+    /// none: the dataplane's default (a quarter of the table, see `NatConfig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_flows_per_endpoint: Option<usize>,
 }
 
 impl NetworkOptions {
@@ -140,6 +144,12 @@ impl NetworkOptions {
                 }
                 self.parent = Some(v.to_string());
             }
+            "max_flows_per_endpoint" => {
+                let n = v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    bad("max_flows_per_endpoint", "a number of flows, at least 1")
+                })?;
+                self.max_flows_per_endpoint = Some(n);
+            }
             _ => return Err(OptionError::UnknownOption(k.to_string())),
         }
         Ok(())
@@ -159,6 +169,9 @@ impl NetworkOptions {
         }
         if let Some(v) = &self.parent {
             m.insert("parent".to_string(), v.clone());
+        }
+        if let Some(v) = self.max_flows_per_endpoint {
+            m.insert("max_flows_per_endpoint".to_string(), v.to_string());
         }
         m
     }
@@ -552,6 +565,20 @@ mod tests {
         assert_eq!(o.parent.as_deref(), Some("eth1"));
         assert_eq!(o.to_map()[OPT_MTU], "1400");
         assert_eq!(o.to_map()[OPT_ICC], "false");
+    }
+
+    #[test]
+    fn flow_quota_option_is_a_positive_count() {
+        let mut o = NetworkOptions::default();
+        o.set("max_flows_per_endpoint=4096").unwrap();
+        assert_eq!(o.max_flows_per_endpoint, Some(4096));
+        assert_eq!(o.to_map()["max_flows_per_endpoint"], "4096");
+        for bad in ["max_flows_per_endpoint=0", "max_flows_per_endpoint=x"] {
+            assert!(
+                matches!(o.set(bad), Err(OptionError::BadValue { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

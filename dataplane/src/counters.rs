@@ -14,7 +14,8 @@ use serde::Serialize;
 /// By the pipeline stage that counts them (see `pipeline`'s module doc): classify (malformed,
 /// unknown port, VLAN not allowed, spoofed MAC/IP), bridge (FDB full, hairpin, ICC denied),
 /// gateway (isolated, no route, TTL exceeded, too big, unsupported, not for us), uplink (not
-/// for us, unsupported), NAT (no flow, conntrack full, NAT ports exhausted, fragment), route
+/// for us, unsupported), NAT (no flow, conntrack full, NAT ports exhausted, fragment, endpoint
+/// flow quota, NAT port share), route
 /// (no route, ARP pending), and the ports (TX full). The names (`name`, serde) are what
 /// `sluice stats`, the API and the Prometheus exposition show: never rename them.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize)]
@@ -61,11 +62,16 @@ pub enum DropReason {
     NotForUs,
     /// The egress TX ring or queue was full.
     TxFull,
+    /// A new flow of an endpoint that holds its quota of flows (`max_flows_per_endpoint`).
+    EndpointFlowQuota,
+    /// A new NAPT flow of an endpoint that holds its share of the ports toward that
+    /// destination (an ICMP administratively-prohibited is sent back).
+    NatPortShare,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::Malformed,
         DropReason::UnknownPort,
         DropReason::VlanNotAllowed,
@@ -86,6 +92,8 @@ impl DropReason {
         DropReason::Unsupported,
         DropReason::NotForUs,
         DropReason::TxFull,
+        DropReason::EndpointFlowQuota,
+        DropReason::NatPortShare,
     ];
 
     /// Number of reasons.
@@ -114,6 +122,8 @@ impl DropReason {
             DropReason::Unsupported => "unsupported",
             DropReason::NotForUs => "not_for_us",
             DropReason::TxFull => "tx_full",
+            DropReason::EndpointFlowQuota => "endpoint_flow_quota",
+            DropReason::NatPortShare => "nat_port_share",
         }
     }
 }
