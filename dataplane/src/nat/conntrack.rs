@@ -303,19 +303,7 @@ impl Conntrack {
         if let Some(addr) = action.snat {
             x.src = addr;
             if counted.is_some() {
-                let dport = if icmp { 0 } else { x.dst_port };
-                let key = (
-                    owner.port.0,
-                    x.proto,
-                    u32::from(addr),
-                    u32::from(x.dst),
-                    dport,
-                );
-                let held = self.shares.get(&key).copied().unwrap_or(0);
-                if held as usize >= owner.max_ports_per_destination {
-                    return Err(NatError::PortShare);
-                }
-                share = Some(key);
+                share = Some(self.share_left(owner, &x)?);
             }
             let port = self.allocate(orig, x)?;
             x.src_port = port;
@@ -325,12 +313,7 @@ impl Conntrack {
         } else if self.contains(&x.reversed().key()) {
             return Err(NatError::Clash);
         }
-        if let Some(n) = self.owned.get_mut(usize::from(owner.port.0)) {
-            *n += 1;
-        }
-        if let Some(key) = share {
-            *self.shares.entry(key).or_insert(0) += 1;
-        }
+        self.charge(owner.port, share);
         let reply_key = x.reversed().key();
 
         let idx = self.alloc_slot();
@@ -367,6 +350,39 @@ impl Conntrack {
             dir: Dir::Original,
             rewrite: x,
         })
+    }
+
+    /// Counts a new flow for its owner `port` and, when it holds a NAPT port of a share, in
+    /// that share.
+    fn charge(&mut self, port: PortId, share: Option<ShareKey>) {
+        if let Some(n) = self.owned.get_mut(usize::from(port.0)) {
+            *n += 1;
+        }
+        if let Some(key) = share {
+            *self.shares.entry(key).or_insert(0) += 1;
+        }
+    }
+
+    /// The port space `owner` draws from for `x` (translated but for its source port), if
+    /// its share there is not used up.
+    fn share_left(&self, owner: &Owner, x: &Tuple) -> Result<ShareKey, NatError> {
+        let dport = if x.proto == L4Proto::Icmp {
+            0
+        } else {
+            x.dst_port
+        };
+        let key = (
+            owner.port.0,
+            x.proto,
+            u32::from(x.src),
+            u32::from(x.dst),
+            dport,
+        );
+        let held = self.shares.get(&key).copied().unwrap_or(0);
+        if held as usize >= owner.max_ports_per_destination {
+            return Err(NatError::PortShare);
+        }
+        Ok(key)
     }
 
     /// A source port for `x` (already translated but for its source port) whose reply tuple no
