@@ -643,6 +643,7 @@ fn dispatch<T: TxPort>(
 }
 
 /// Sends one frame to its verdict's egress ports, retagged for each.
+#[inline]
 fn dispatch_one<T: TxPort>(
     tables: &Tables,
     f: &Frame<'_>,
