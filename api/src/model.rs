@@ -26,7 +26,7 @@ pub enum OptionError {
     #[error("option {0:?} is not KEY=VALUE")]
     NotKeyValue(String),
     /// An option key sluice does not know.
-    #[error("unknown option {0:?} (known: mtu, icc, vlan, parent, vni)")]
+    #[error("unknown option {0:?} (known: mtu, icc, vlan, parent, vni, max_flows_per_endpoint)")]
     UnknownOption(String),
     /// An option value of the wrong form.
     #[error("option {key}={value:?} is invalid: {expected}")]
@@ -90,6 +90,8 @@ pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
 
 const MTU_RULE: &str = "a number from 68 to 65535";
+/// What `max_flows_per_endpoint` accepts.
+const FLOWS_RULE: &str = "a number of flows, at least 1";
 /// What `vni` accepts.
 const VNI_RULE: &str = "a VXLAN id from 1 to 16777215";
 /// What `vlan` accepts.
@@ -114,6 +116,10 @@ pub struct NetworkOptions {
     /// An overlay network's VXLAN network identifier (`vni`, 1 to 2^24-1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
+    /// Most conntrack flows one endpoint of the network may hold (`max_flows_per_endpoint`);
+    /// none: the dataplane's default (a quarter of the table, see `NatConfig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_flows_per_endpoint: Option<usize>,
 }
 
 impl NetworkOptions {
@@ -136,6 +142,12 @@ impl NetworkOptions {
             "vlan" => next.vlan = Some(v.parse().map_err(|_| bad("vlan", VLAN_RULE))?),
             "parent" => next.parent = Some(v.to_string()),
             "vni" => next.vni = Some(v.parse().map_err(|_| bad("vni", VNI_RULE))?),
+            "max_flows_per_endpoint" => {
+                next.max_flows_per_endpoint = Some(
+                    v.parse()
+                        .map_err(|_| bad("max_flows_per_endpoint", FLOWS_RULE))?,
+                );
+            }
             _ => return Err(OptionError::UnknownOption(k.chars().take(64).collect())),
         }
         next.check()?;
@@ -144,7 +156,7 @@ impl NetworkOptions {
     }
 
     /// Refuses values no network can have, however they came (`--opt` or JSON): an MTU
-    /// below 68, a VLAN outside 1-4094, a VXLAN id outside 1-16777215, a parent that is not an interface name.
+    /// below 68, a VLAN outside 1-4094, a VXLAN id outside 1-16777215, a flow quota of 0, a parent that is not an interface name.
     pub fn check(&self) -> Result<(), OptionError> {
         let bad = |key, value: String, expected| OptionError::BadValue {
             key,
@@ -159,6 +171,9 @@ impl NetworkOptions {
         }
         if let Some(n) = self.vni.filter(|n| !(1..1 << 24).contains(n)) {
             return Err(bad("vni", n.to_string(), VNI_RULE));
+        }
+        if self.max_flows_per_endpoint == Some(0) {
+            return Err(bad("max_flows_per_endpoint", "0".into(), FLOWS_RULE));
         }
         if let Some(p) = self
             .parent
@@ -191,6 +206,9 @@ impl NetworkOptions {
         }
         if let Some(v) = self.vni {
             m.insert("vni".to_string(), v.to_string());
+        }
+        if let Some(v) = self.max_flows_per_endpoint {
+            m.insert("max_flows_per_endpoint".to_string(), v.to_string());
         }
         m
     }
@@ -628,6 +646,20 @@ mod tests {
         assert_eq!(o.to_map()[OPT_ICC], "false");
         o.set("vni=4097").unwrap();
         assert_eq!((o.vni, o.to_map()["vni"].as_str()), (Some(4097), "4097"));
+    }
+
+    #[test]
+    fn flow_quota_option_is_a_positive_count() {
+        let mut o = NetworkOptions::default();
+        o.set("max_flows_per_endpoint=4096").unwrap();
+        assert_eq!(o.max_flows_per_endpoint, Some(4096));
+        assert_eq!(o.to_map()["max_flows_per_endpoint"], "4096");
+        for bad in ["max_flows_per_endpoint=0", "max_flows_per_endpoint=x"] {
+            assert!(
+                matches!(o.set(bad), Err(OptionError::BadValue { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -552,8 +552,23 @@ pub fn stats(conn: &Conn, output: Output) -> Result<()> {
                 println!("  {k}: {v}");
             }
         }
+        print_port_drops(&s);
         Ok(())
     })
+}
+
+/// Each port's drops by reason (e.g. which endpoint hit its flow quota), ports without drops
+/// left out.
+fn print_port_drops(s: &StatsView) {
+    let mut ports = s.ports.iter().filter(|p| !p.drops.is_empty()).peekable();
+    if ports.peek().is_none() {
+        return;
+    }
+    println!("drops by port:");
+    for p in ports {
+        let reasons: Vec<String> = p.drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("  {} ({}): {}", p.port, p.endpoint, reasons.join(", "));
+    }
 }
 
 /// A listing: `GET path`, printed as JSON or as a table with `header` and a row per item.
@@ -677,7 +692,7 @@ mod tests {
         assert!(e(&["--gateway", "x", "n"]).contains("--gateway"));
         assert!(e(&["--aux-address", "r", "n"]).contains("--aux-address"));
         assert!(e(&["--opt", "vlan=5000", "n"]).contains("vlan"));
-        assert!(e(&["--driver", "overlay", "n"]).contains("unknown driver"));
+        assert!(e(&["--driver", "ipvlan", "n"]).contains("unknown driver"));
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
         nc.internal = n.spec.internal;
         nc.icc = o.icc.unwrap_or(nc.icc);
         nc.mtu = o.mtu.unwrap_or(nc.mtu);
+        nc.max_flows_per_endpoint = o.max_flows_per_endpoint;
         driver::of(n.spec.driver).compile(n, &mut nc, &mut cfg);
         cfg.networks.push(nc);
         for e in state.endpoints_of(&n.id) {
@@ -131,6 +132,7 @@ mod tests {
         a.options.set("vlan=10").unwrap();
         a.options.set("mtu=1400").unwrap();
         a.options.set("icc=false").unwrap();
+        a.options.set("max_flows_per_endpoint=500").unwrap();
         s.create_network(a, st()).unwrap();
         let mut i = net("i", None);
         i.internal = true;
@@ -152,6 +154,7 @@ mod tests {
         let nca = cfg.networks.iter().find(|n| n.name == "a").unwrap();
         assert_eq!(nca.id, na.dataplane_id);
         assert_eq!((nca.vlan, nca.mtu, nca.icc), (10, 1400, false));
+        assert_eq!(nca.max_flows_per_endpoint, Some(500));
         assert!(
             cfg.networks
                 .iter()

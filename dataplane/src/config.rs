@@ -133,6 +133,10 @@ pub struct NetworkConfig {
     /// for the gateway address nor routes, and the network is a plain L2 segment.
     #[serde(default)]
     pub external_gateway: bool,
+    /// Most flows one endpoint of this network may hold in conntrack (a conntrack zone's
+    /// limit); none: `NatConfig::default_max_flows_per_endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_flows_per_endpoint: Option<usize>,
 }
 
 impl NetworkConfig {
@@ -160,6 +164,7 @@ impl NetworkConfig {
             fdb_max: default_fdb_max(),
             external_gateway: false,
             uplink: None,
+            max_flows_per_endpoint: None,
         }
     }
 }
@@ -364,6 +369,27 @@ pub struct NatConfig {
     /// Hard limit of tracked flows; new flows beyond it are counted drops.
     #[serde(default = "default_max_flows")]
     pub max_flows: usize,
+}
+
+impl NatConfig {
+    /// Most flows one endpoint holds unless its network says otherwise: a quarter of the
+    /// table, or 1024 when that is more but at most half the table. With the default 262,144
+    /// flows a busy endpoint (a proxy) still holds 65,536 and it takes four endpoints flooding
+    /// at once to fill the table; a small table still lets an endpoint open a thousand flows,
+    /// and one endpoint never takes more than half of any table.
+    pub fn default_max_flows_per_endpoint(&self) -> usize {
+        (self.max_flows / 4)
+            .max(self.max_flows.min(2048) / 2)
+            .max(1)
+    }
+
+    /// Most NAPT source ports (ICMP ids) one endpoint holds toward one destination: half the
+    /// range (at least one), so one endpoint flooding a destination always leaves the other
+    /// half of the ports there to the others, while a single busy client still gets 14,116
+    /// concurrent connections to one address and port with the default range.
+    pub fn max_ports_per_destination(&self) -> usize {
+        (self.ports.len() as usize / 2).max(1)
+    }
 }
 
 impl Default for NatConfig {

@@ -14,9 +14,9 @@ use serde::Serialize;
 /// By the pipeline stage that counts them (see `pipeline`'s module doc): classify (malformed,
 /// unknown port, VLAN not allowed, spoofed MAC/IP), bridge (FDB full, hairpin, ICC denied),
 /// gateway (isolated, no route, TTL exceeded, too big, unsupported, not for us), uplink (not
-/// for us, unsupported), NAT (no flow, conntrack full, NAT ports exhausted, fragment), route
-/// (no route, ARP pending), vxlan (malformed, unknown VNI, spoofed, unknown destination) and
-/// the ports (TX full). The names (`name`, serde) are what
+/// for us, unsupported), NAT (no flow, conntrack full, NAT ports exhausted, fragment, endpoint
+/// flow quota, NAT port share), route (no route, ARP pending), vxlan (malformed, unknown VNI,
+/// spoofed, unknown destination) and the ports (TX full). The names (`name`, serde) are what
 /// `sluice stats`, the API and the Prometheus exposition show: never rename them.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -62,6 +62,11 @@ pub enum DropReason {
     NotForUs,
     /// The egress TX ring or queue was full.
     TxFull,
+    /// A new flow of an endpoint that holds its quota of flows (`max_flows_per_endpoint`).
+    EndpointFlowQuota,
+    /// A new NAPT flow of an endpoint that holds its share of the ports toward that
+    /// destination (an ICMP administratively-prohibited is sent back).
+    NatPortShare,
     /// A VXLAN packet with a truncated header or without the I flag.
     VxlanMalformed,
     /// A VXLAN packet whose VNI is no overlay network's.
@@ -75,7 +80,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::Malformed,
         DropReason::UnknownPort,
         DropReason::VlanNotAllowed,
@@ -96,6 +101,8 @@ impl DropReason {
         DropReason::Unsupported,
         DropReason::NotForUs,
         DropReason::TxFull,
+        DropReason::EndpointFlowQuota,
+        DropReason::NatPortShare,
         DropReason::VxlanMalformed,
         DropReason::VxlanUnknownVni,
         DropReason::VxlanSpoofed,
@@ -128,6 +135,8 @@ impl DropReason {
             DropReason::Unsupported => "unsupported",
             DropReason::NotForUs => "not_for_us",
             DropReason::TxFull => "tx_full",
+            DropReason::EndpointFlowQuota => "endpoint_flow_quota",
+            DropReason::NatPortShare => "nat_port_share",
             DropReason::VxlanMalformed => "vxlan_malformed",
             DropReason::VxlanUnknownVni => "vxlan_unknown_vni",
             DropReason::VxlanSpoofed => "vxlan_spoofed",

@@ -604,6 +604,9 @@ fn run(
                             worker.counters(),
                             &mut touched,
                         );
+                        worker.release_pending(|f, counters| {
+                            dispatch_one(&tables, f, &mut ports.tx, counters, &mut touched)
+                        });
                     }
                     n
                 };
@@ -683,21 +686,33 @@ fn dispatch<T: TxPort>(
     touched: &mut [bool],
 ) {
     for f in batch.frames() {
-        match f.meta.verdict {
-            Verdict::Forward(p) => {
-                let tag = tables.port(p).and_then(|e| e.egress_tag(f.meta.vlan));
-                match tag {
-                    Some(tag) => send(f, p, tag, txs, counters, touched),
-                    None => counters.drop_n(p, DropReason::VlanNotAllowed, 1),
-                }
+        dispatch_one(tables, f, txs, counters, touched);
+    }
+}
+
+/// Sends one frame to its verdict's egress ports, retagged for each.
+#[inline]
+fn dispatch_one<T: TxPort>(
+    tables: &Tables,
+    f: &Frame<'_>,
+    txs: &mut [Option<T>],
+    counters: &WorkerCounters,
+    touched: &mut [bool],
+) {
+    match f.meta.verdict {
+        Verdict::Forward(p) => {
+            let tag = tables.port(p).and_then(|e| e.egress_tag(f.meta.vlan));
+            match tag {
+                Some(tag) => send(f, p, tag, txs, counters, touched),
+                None => counters.drop_n(p, DropReason::VlanNotAllowed, 1),
             }
-            Verdict::Flood { network, vlan } => {
-                for (p, tag) in tables.flood_targets(network, vlan, f.meta.ingress) {
-                    send(f, p, tag, txs, counters, touched);
-                }
-            }
-            Verdict::Drop(_) | Verdict::Consumed | Verdict::Pending => {}
         }
+        Verdict::Flood { network, vlan } => {
+            for (p, tag) in tables.flood_targets(network, vlan, f.meta.ingress) {
+                send(f, p, tag, txs, counters, touched);
+            }
+        }
+        Verdict::Drop(_) | Verdict::Consumed | Verdict::Pending => {}
     }
 }
 

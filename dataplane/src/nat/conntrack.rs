@@ -3,12 +3,16 @@
 
 use std::net::Ipv4Addr;
 
+use hashbrown::HashMap;
+
 use super::index::{self, tag_of, Index};
 use super::tcp::{self, TcpState};
 use super::timer::{Wheel, NIL, UNLINKED};
 use super::tuple::{Key, Probe, Tuple};
-use super::{Dir, FlowId, FlowInfo, Hit, NatAction, NatError, Shortcut, Timeouts};
+use super::{Dir, FlowId, FlowInfo, Hit, NatAction, NatError, Owner, Shortcut, Timeouts};
 use crate::config::{L4Proto, NatConfig, PortRange};
+use crate::counters::MAX_PORTS;
+use crate::frame::PortId;
 use crate::time::Millis;
 
 /// `Flow::flags`: the slab entry holds a live flow.
@@ -22,6 +26,14 @@ const REPLY_BIT: u32 = 1;
 /// Most flows a table holds, whatever the configuration: two index entries per flow at a load
 /// of at most 1/2 must fit the index's 2^32 slots.
 const MAX_FLOWS: usize = 1 << (index::MAX_BITS - 2);
+
+/// The owner of flows made by `Conntrack::create`: charged to no port, held to no limit.
+pub const UNOWNED: PortId = PortId(u16::MAX);
+
+/// The port space one owner draws NAPT ports from toward one destination: (owner port,
+/// protocol, translated source address, destination address, destination port; 0 for ICMP,
+/// whose ids are the port space).
+type ShareKey = (u16, L4Proto, u32, u32, u16);
 
 /// How far ahead of its lookups `lookup_batch` fetches: the flow of the probe `DISTANCE`
 /// ahead, the index line of the one `2 * DISTANCE` ahead.
@@ -59,6 +71,10 @@ pub(super) struct Flow {
     pub(super) next: u32,
     /// Timer slot the flow is linked into, or `UNLINKED`.
     pub(super) slot: u16,
+    /// The port the flow is charged to (`Owner::port`).
+    owner: u16,
+    /// The flow holds a NAPT port counted in its owner's share toward its destination.
+    shared: bool,
 }
 
 impl Flow {
@@ -95,6 +111,16 @@ impl Flow {
         self.flags & LIVE != 0
     }
 
+    /// The port space its NAPT port was drawn from, for its owner's share.
+    fn share_key(&self) -> ShareKey {
+        let dport = if self.proto == L4Proto::Icmp {
+            0
+        } else {
+            self.xlat_dport
+        };
+        (self.owner, self.proto, self.xlat_src, self.xlat_dst, dport)
+    }
+
     fn fins(&self) -> tcp::Fins {
         self.flags >> 2
     }
@@ -119,6 +145,10 @@ pub struct Conntrack {
     max_flows: usize,
     timeouts: Timeouts,
     timer_visits: u64,
+    /// Live flows per owner port (`Owner`), indexed by port id.
+    owned: Box<[u32]>,
+    /// NAPT ports held per owner and destination (entries at zero are removed).
+    shares: HashMap<ShareKey, u32>,
 }
 
 impl Conntrack {
@@ -135,6 +165,8 @@ impl Conntrack {
             max_flows: cfg.max_flows.min(MAX_FLOWS),
             timeouts,
             timer_visits: 0,
+            owned: vec![0; MAX_PORTS].into_boxed_slice(),
+            shares: HashMap::new(),
         }
     }
 
@@ -225,15 +257,28 @@ impl Conntrack {
         }
     }
 
-    /// Tracks a new flow whose first packet has tuple `orig`, translated by `action`. With SNAT
-    /// a source port (ICMP: echo id) is allocated so that the reply tuple is unique. The flow
-    /// starts with the UDP/ICMP unreplied timeout or, for TCP, in state NONE with the SYN_SENT
-    /// timeout; the caller then accounts the first packet with `update` like any other.
+    /// Tracks a new flow whose first packet has tuple `orig`, translated by `action`, charged
+    /// to no owner (`create_for` with an unlimited owner).
     pub fn create(
         &mut self,
         orig: &Tuple,
         action: NatAction,
         now: Millis,
+    ) -> Result<Hit, NatError> {
+        self.create_for(orig, action, now, &Owner::unlimited(UNOWNED))
+    }
+
+    /// Tracks a new flow whose first packet has tuple `orig`, translated by `action`, charged
+    /// to `owner` within its limits. With SNAT
+    /// a source port (ICMP: echo id) is allocated so that the reply tuple is unique. The flow
+    /// starts with the UDP/ICMP unreplied timeout or, for TCP, in state NONE with the SYN_SENT
+    /// timeout; the caller then accounts the first packet with `update` like any other.
+    pub fn create_for(
+        &mut self,
+        orig: &Tuple,
+        action: NatAction,
+        now: Millis,
+        owner: &Owner,
     ) -> Result<Hit, NatError> {
         let orig_key = orig.key();
         if self.contains(&orig_key) {
@@ -241,6 +286,10 @@ impl Conntrack {
         }
         if self.len >= self.max_flows {
             return Err(NatError::TableFull);
+        }
+        let counted = self.owned.get(usize::from(owner.port.0)).copied();
+        if counted.is_some_and(|n| n as usize >= owner.max_flows) {
+            return Err(NatError::OwnerQuota);
         }
         let icmp = orig.proto == L4Proto::Icmp;
         let mut x = *orig;
@@ -250,8 +299,12 @@ impl Conntrack {
                 x.dst_port = port;
             }
         }
+        let mut share = None;
         if let Some(addr) = action.snat {
             x.src = addr;
+            if counted.is_some() {
+                share = Some(self.share_left(owner, &x)?);
+            }
             let port = self.allocate(orig, x)?;
             x.src_port = port;
             if icmp {
@@ -260,6 +313,7 @@ impl Conntrack {
         } else if self.contains(&x.reversed().key()) {
             return Err(NatError::Clash);
         }
+        self.charge(owner.port, share);
         let reply_key = x.reversed().key();
 
         let idx = self.alloc_slot();
@@ -277,6 +331,8 @@ impl Conntrack {
         f.flags = LIVE;
         f.original = Shortcut::default();
         f.reply = Shortcut::default();
+        f.owner = owner.port.0;
+        f.shared = share.is_some();
         f.expires = now.plus_secs(self.timeouts.for_flow(f)).0;
         let generation = f.generation;
         self.wheel.link(&mut self.flows, idx);
@@ -294,6 +350,39 @@ impl Conntrack {
             dir: Dir::Original,
             rewrite: x,
         })
+    }
+
+    /// Counts a new flow for its owner `port` and, when it holds a NAPT port of a share, in
+    /// that share.
+    fn charge(&mut self, port: PortId, share: Option<ShareKey>) {
+        if let Some(n) = self.owned.get_mut(usize::from(port.0)) {
+            *n += 1;
+        }
+        if let Some(key) = share {
+            *self.shares.entry(key).or_insert(0) += 1;
+        }
+    }
+
+    /// The port space `owner` draws from for `x` (translated but for its source port), if
+    /// its share there is not used up.
+    fn share_left(&self, owner: &Owner, x: &Tuple) -> Result<ShareKey, NatError> {
+        let dport = if x.proto == L4Proto::Icmp {
+            0
+        } else {
+            x.dst_port
+        };
+        let key = (
+            owner.port.0,
+            x.proto,
+            u32::from(x.src),
+            u32::from(x.dst),
+            dport,
+        );
+        let held = self.shares.get(&key).copied().unwrap_or(0);
+        if held as usize >= owner.max_ports_per_destination {
+            return Err(NatError::PortShare);
+        }
+        Ok(key)
     }
 
     /// A source port for `x` (already translated but for its source port) whose reply tuple no
@@ -359,6 +448,8 @@ impl Conntrack {
             flags: 0,
             original: Shortcut::default(),
             reply: Shortcut::default(),
+            owner: UNOWNED.0,
+            shared: false,
         });
         idx
     }
@@ -493,6 +584,7 @@ impl Conntrack {
         let f = &mut self.flows[idx as usize];
         let orig_key = f.orig().key();
         let reply_key = f.translated().reversed().key();
+        let (owner, share) = (f.owner, f.shared.then(|| f.share_key()));
         f.flags = 0;
         f.generation = f.generation.wrapping_add(1);
         f.next = self.free;
@@ -503,6 +595,17 @@ impl Conntrack {
                 .remove(tag_of(&reply_key), (idx << 1) | REPLY_BIT);
         }
         self.len -= 1;
+        if let Some(n) = self.owned.get_mut(usize::from(owner)) {
+            *n -= 1;
+        }
+        if let Some(key) = share {
+            if let hashbrown::hash_map::EntryRef::Occupied(mut e) = self.shares.entry_ref(&key) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
     }
 
     fn info(&self, i: usize) -> FlowInfo {
@@ -523,6 +626,26 @@ impl Conntrack {
     /// Number of tracked flows.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Live flows charged to `port` (see `Owner`).
+    pub fn owned_by(&self, port: PortId) -> usize {
+        self.owned
+            .get(usize::from(port.0))
+            .map_or(0, |&n| n as usize)
+    }
+
+    /// NAPT ports `port` holds toward `dst` (address and port; ICMP: port 0) from source
+    /// address `from`.
+    pub fn ports_held(
+        &self,
+        port: PortId,
+        proto: L4Proto,
+        from: Ipv4Addr,
+        dst: (Ipv4Addr, u16),
+    ) -> usize {
+        let key = (port.0, proto, u32::from(from), u32::from(dst.0), dst.1);
+        self.shares.get(&key).map_or(0, |&n| n as usize)
     }
 
     /// True when no flow is tracked.
@@ -579,11 +702,19 @@ impl Conntrack {
     pub(super) fn check(&self) {
         let mut keys = 0;
         let mut live = 0;
+        let mut owned = vec![0u32; MAX_PORTS];
+        let mut shares: HashMap<ShareKey, u32> = HashMap::new();
         for (i, f) in self.flows.iter().enumerate() {
             if !f.live() {
                 continue;
             }
             live += 1;
+            if let Some(n) = owned.get_mut(usize::from(f.owner)) {
+                *n += 1;
+            }
+            if f.shared {
+                *shares.entry(f.share_key()).or_insert(0) += 1;
+            }
             let i = i as u32;
             let (ok, rk) = (f.orig().key(), f.translated().reversed().key());
             assert_eq!(self.find(&ok, tag_of(&ok)), Some(i << 1));
@@ -594,6 +725,8 @@ impl Conntrack {
             }
         }
         assert_eq!(live, self.len);
+        assert_eq!(&owned[..], &self.owned[..], "flows per owner");
+        assert_eq!(shares, self.shares, "ports per owner and destination");
         assert_eq!(keys, self.index.len());
         for (tag, v) in self.index.check() {
             let f = &self.flows[(v >> 1) as usize];

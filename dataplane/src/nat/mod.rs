@@ -59,7 +59,7 @@ mod tuple;
 #[cfg(test)]
 mod tests;
 
-pub use conntrack::Conntrack;
+pub use conntrack::{Conntrack, UNOWNED};
 pub use tuple::{Probe, Tuple};
 
 use std::net::Ipv4Addr;
@@ -76,6 +76,33 @@ pub struct NatAction {
     /// Rewrite the destination to this address and port (ICMP: the port is ignored, the id
     /// stays). Both `snat` and `dnat`: hairpin (DNAT to the endpoint, SNAT to the gateway).
     pub dnat: Option<(Ipv4Addr, u16)>,
+}
+
+/// Who a new flow is charged to, and that owner's limits (like a conntrack zone with a
+/// limit): the port the flow's first packet came in on (an endpoint; an uplink for
+/// connections to published ports). Conntrack keeps a count per owner port, raised when a
+/// flow is created and lowered when it goes, and a count of the NAPT ports each owner holds
+/// per destination; a flow beyond either limit is refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Owner {
+    /// The port charged (ports from `MAX_PORTS` on are not counted).
+    pub port: PortId,
+    /// Most flows the owner may hold.
+    pub max_flows: usize,
+    /// Most NAPT source ports (ICMP ids) the owner may hold toward one destination (address,
+    /// port and protocol, from one translated source address).
+    pub max_ports_per_destination: usize,
+}
+
+impl Owner {
+    /// An owner held to no limit of its own (only the table's).
+    pub fn unlimited(port: PortId) -> Self {
+        Owner {
+            port,
+            max_flows: usize::MAX,
+            max_ports_per_destination: usize::MAX,
+        }
+    }
 }
 
 /// Which way a packet travels relative to the flow's first packet.
@@ -137,6 +164,12 @@ pub enum NatError {
     /// Every port (ICMP id) of the range is taken towards this destination.
     #[error("no free NAT port")]
     PortsExhausted,
+    /// The flow's owner holds `Owner::max_flows` flows.
+    #[error("the endpoint's flow quota is used up")]
+    OwnerQuota,
+    /// The flow's owner holds `Owner::max_ports_per_destination` ports toward its destination.
+    #[error("the endpoint's share of NAT ports toward this destination is used up")]
+    PortShare,
     /// The original tuple is already tracked (in either direction).
     #[error("flow already tracked")]
     Exists,

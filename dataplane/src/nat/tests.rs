@@ -531,6 +531,9 @@ proptest! {
                             prop_assert!(a.snat.is_none());
                             prop_assert!(ct.lookup(&x.reversed()).is_some());
                         }
+                        Err(e @ (NatError::OwnerQuota | NatError::PortShare)) => {
+                            prop_assert!(false, "unowned flows have no quota: {}", e);
+                        }
                         Err(NatError::PortsExhausted) => {
                             // Truly exhausted: every port's reply tuple is taken.
                             for p in range.first..=range.last {
@@ -623,4 +626,104 @@ fn batched_lookups_span_stages_and_mix_hits_and_misses() {
     assert_eq!(hits, 2 * ct.len());
     assert_batch_matches_lookup(&ct, &tuples);
     assert_batch_matches_lookup(&default_table(), &tuples);
+}
+
+/// Owners' quotas: per-owner flow counts and per-destination port shares.
+#[derive(Clone, Debug)]
+enum OwnedOp {
+    Create(Tuple, bool, u16),
+    Remove(usize),
+    Advance(u32),
+    Flush(u16),
+}
+
+fn owned_op() -> impl Strategy<Value = OwnedOp> {
+    prop_oneof![
+        5 => (small_tuple(), any::<bool>(), 0u16..3).prop_map(|(t, s, o)| OwnedOp::Create(t, s, o)),
+        1 => any::<usize>().prop_map(OwnedOp::Remove),
+        1 => (0u32..60).prop_map(OwnedOp::Advance),
+        1 => (0u16..3).prop_map(OwnedOp::Flush),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn owner_counts_equal_live_flows_and_stay_within_quota(
+        ops in prop::collection::vec(owned_op(), 1..150),
+        max_flows in 1usize..6,
+        share in 1usize..3,
+    ) {
+        let mut ct = table(40_000, 40_003, 12);
+        let owner = |o: u16| Owner {
+            port: crate::frame::PortId(o),
+            max_flows,
+            max_ports_per_destination: share,
+        };
+        let mut ids: Vec<(FlowId, u16)> = Vec::new();
+        let mut now = T0;
+        for op in ops {
+            match op {
+                OwnedOp::Create(t, snat, o) => {
+                    let a = NatAction { snat: snat.then_some(GW), dnat: None };
+                    let before = ct.owned_by(owner(o).port);
+                    match ct.create_for(&t, a, now, &owner(o)) {
+                        Ok(hit) => ids.push((hit.flow, o)),
+                        Err(NatError::OwnerQuota) => prop_assert_eq!(before, max_flows),
+                        Err(NatError::PortShare) => {
+                            let dport = if t.proto == L4Proto::Icmp { 0 } else { t.dst_port };
+                            let held = ct.ports_held(owner(o).port, t.proto, GW, (t.dst, dport));
+                            prop_assert_eq!(held, share);
+                        }
+                        Err(_) => {}
+                    }
+                }
+                OwnedOp::Remove(i) => {
+                    if !ids.is_empty() {
+                        ct.remove(ids[i % ids.len()].0);
+                    }
+                }
+                OwnedOp::Advance(secs) => {
+                    now = now.plus_secs(secs);
+                    ct.expire(now);
+                }
+                OwnedOp::Flush(o) => {
+                    let gone: HashSet<FlowId> =
+                        ids.iter().filter(|(_, w)| *w == o).map(|(id, _)| *id).collect();
+                    ct.retain(|f| !gone.contains(&f.id));
+                }
+            }
+            // `check` compares every owner's count and share with the live flows.
+            ct.check();
+            for o in 0..3 {
+                prop_assert!(ct.owned_by(owner(o).port) <= max_flows);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_owner_beyond_its_quota_leaves_the_table_to_the_others() {
+    let mut ct = table(40_000, 40_009, 6);
+    let quota = |port| Owner {
+        port: crate::frame::PortId(port),
+        max_flows: 3,
+        max_ports_per_destination: 5,
+    };
+    for sp in 0..3 {
+        let t = tup(L4Proto::Udp, [10, 0, 0, 1], 1000 + sp, [1, 1, 1, 1], 53);
+        ct.create_for(&t, masq(), T0, &quota(1)).unwrap();
+    }
+    let t = tup(L4Proto::Udp, [10, 0, 0, 1], 2000, [1, 1, 1, 1], 53);
+    assert_eq!(
+        ct.create_for(&t, masq(), T0, &quota(1)),
+        Err(NatError::OwnerQuota)
+    );
+    let other = tup(L4Proto::Udp, [10, 0, 0, 2], 1000, [1, 1, 1, 1], 53);
+    let hit = ct.create_for(&other, masq(), T0, &quota(2)).unwrap();
+    assert_eq!(ct.owned_by(crate::frame::PortId(1)), 3);
+    ct.remove(hit.flow);
+    assert_eq!(ct.owned_by(crate::frame::PortId(2)), 0);
+    assert_eq!(ct.expire(at(31)), 3);
+    assert_eq!(ct.owned_by(crate::frame::PortId(1)), 0);
+    ct.check();
 }

@@ -3,13 +3,14 @@
 //! entry), the shortcut epoch, and upkeep (`housekeeping`, next-hop probes).
 
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hashbrown::HashMap;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
+use super::pending::Pending;
 use super::Worker;
 use crate::config::{Config, NatConfig};
 use crate::counters::WorkerCounters;
@@ -63,6 +64,11 @@ pub struct Dataplane {
     /// Advanced after every table swap and neighbour change: shortcuts of an older epoch are
     /// ignored. Starts at 1 (0 marks a flow direction without shortcut).
     pub(super) epoch: AtomicU64,
+    /// Packets waiting for an uplink neighbour's MAC (see `pending`).
+    pub(super) pending: Mutex<Pending>,
+    /// How many packets `pending` holds, read without its lock: a batch that learns a
+    /// neighbour looks at the pool only when something waits.
+    pub(super) pending_held: AtomicUsize,
     workers: Mutex<Vec<Arc<WorkerCounters>>>,
 }
 
@@ -78,6 +84,8 @@ impl Dataplane {
             staging: Staging::Adaptive,
             neighbors: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(1),
+            pending: Mutex::new(Pending::new()),
+            pending_held: AtomicUsize::new(0),
             workers: Mutex::new(Vec::new()),
         }))
     }

@@ -2,8 +2,9 @@
 //! gateway address and pings of it (in place, in the frame that asked), enforces isolation,
 //! ICC and internal networks, picks the NAPT or published-port action, answers TTL expiry and
 //! too-big packets with ICMP errors (built in place, growing into the headroom), and hands
-//! the rest to `nat` or `route`. Its drops: not for us, unsupported, malformed, ICC denied,
-//! isolated, no route, TTL exceeded, too big.
+//! the rest to `nat` or `route`; a new flow refused for want of a NAPT port is answered with
+//! an ICMP administratively-prohibited. Its drops: not for us, unsupported, malformed, ICC
+//! denied, isolated, no route, TTL exceeded, too big.
 
 use std::net::Ipv4Addr;
 
@@ -115,7 +116,14 @@ impl<'t> BatchState<'t> {
         } else {
             u16::MAX
         };
-        self.translate_and_route(f, ip, &flow, Some(action), mtu)
+        match self.translate_and_route(f, ip, &flow, Some(action), mtu) {
+            // No NAPT port left for this endpoint there: tell the sender at once rather than
+            // let it retry into silence.
+            Err(r @ (R::NatPortsExhausted | R::NatPortShare)) => {
+                self.icmp_back(f, ip, cfg.gateway_mac, cfg.gateway, port, r)
+            }
+            v => v,
+        }
     }
 
     /// Answers the sender with an ICMP error instead of forwarding, counting `reason`.
@@ -137,6 +145,9 @@ impl<'t> BatchState<'t> {
                     .and_then(|n| self.t.uplink_of(&n.config))
                     .map_or(1500, |u| u32::from(u.mtu)),
             ),
+            R::NatPortsExhausted | R::NatPortShare => {
+                (icmpv4::DEST_UNREACHABLE, icmpv4::CODE_ADMIN_PROHIBITED, 0)
+            }
             _ => (icmpv4::TIME_EXCEEDED, 0, 0),
         };
         // Never answer an ICMP error with another.

@@ -85,6 +85,7 @@ mod dnat;
 mod flow;
 mod gateway;
 mod nat;
+mod pending;
 mod plain;
 mod route;
 mod shortcut;
@@ -123,6 +124,9 @@ pub struct Worker {
     staged_hits: Box<[Option<Hit>]>,
     /// The previous batch routed a frame through NAT: this one stages (adaptive staging).
     routed: bool,
+    /// The last batch learned a neighbour while packets waited for one: `release_pending`
+    /// has work.
+    release_due: bool,
 }
 
 impl Worker {
@@ -135,6 +139,7 @@ impl Worker {
             staged_flows: vec![None; MAX_BATCH].into_boxed_slice(),
             staged_hits: vec![None; MAX_BATCH].into_boxed_slice(),
             routed: false,
+            release_due: false,
         }
     }
 
@@ -207,6 +212,24 @@ impl Worker {
         tables
     }
 
+    /// Hands `send` the packets that waited for a neighbour the last batch learned (see
+    /// `pending`), each with its verdict (`Forward` to its uplink) and its Ethernet header
+    /// complete, and this worker's counters. The caller transmits them right after that
+    /// batch. Takes the pool's lock only when the batch learned a neighbour while packets
+    /// waited.
+    pub fn release_pending(&mut self, mut send: impl FnMut(&Frame<'_>, &WorkerCounters)) {
+        if !std::mem::take(&mut self.release_due) {
+            return;
+        }
+        let mut pending = self.dp.pending.lock();
+        {
+            let known = self.dp.neighbors.read_recursive();
+            let counters = &*self.counters;
+            pending.release(|k| known.get(&k).copied(), |f| send(f, counters));
+        }
+        self.dp.pending_held.store(pending.len(), Ordering::Release);
+    }
+
     /// Applies what the batch learned, each table under one write lock: new or moved MACs per
     /// network, then uplink neighbours (a moved one retires the shortcuts).
     fn flush_learning(&mut self, tables: &Tables, now: Millis) {
@@ -225,6 +248,7 @@ impl Worker {
             self.learn.clear();
         }
         if !self.arp_learn.is_empty() {
+            self.release_due |= self.dp.pending_held.load(Ordering::Acquire) > 0;
             let mut map = self.dp.neighbors.write();
             let mut changed = false;
             for (key, mac) in self.arp_learn.drain(..) {

@@ -1,7 +1,8 @@
 //! The NAT stage: finds or creates the frame's flow in conntrack, rewrites the packet to the
 //! tuple conntrack chose (NAPT on bytes, incremental RFC 1624 checksum updates; ICMP errors
 //! through the header they quote), then hands it to `route`. Its drops: no flow, conntrack
-//! full, NAT ports exhausted, TTL exceeded (after translation; `gateway` answers the others).
+//! full, NAT ports exhausted, endpoint flow quota, NAT port share (new flows are charged to
+//! the endpoint they come from, see `Owner`), TTL exceeded (after translation; `gateway` answers the others).
 //!
 //! Checksum-partial frames (virtio-net `NEEDS_CSUM`) hold only the pseudo-header sum in their
 //! TCP/UDP checksum field: an address change updates that sum, a port change leaves it alone
@@ -14,8 +15,8 @@ use super::route::NextHop;
 use super::state::BatchState;
 use crate::counters::DropReason as R;
 use crate::counters::DropReason;
-use crate::frame::{Frame, Verdict};
-use crate::nat::{NatAction, NatError, Tuple};
+use crate::frame::{Frame, PortId, Verdict};
+use crate::nat::{Hit, NatAction, NatError, Owner, Tuple};
 use crate::wire::checksum;
 use crate::wire::icmpv4::Icmpv4Packet;
 use crate::wire::ipv4::Ipv4Packet;
@@ -42,23 +43,72 @@ impl BatchState<'_> {
         } else {
             flow.tuple
         };
-        let hit = match self.lookup(&key) {
-            Some(h) => h,
+        let (hit, created) = match self.lookup(&key) {
+            Some(h) => (h, false),
             None => {
                 let action = create.ok_or(R::NoFlow)?;
                 if matches!(flow.kind, L4Kind::Error | L4Kind::Echo(false)) {
                     return Err(R::NoFlow);
                 }
-                self.ct()
-                    .create(&flow.tuple, action, now)
+                let owner = self.owner(f.meta.ingress);
+                let hit = self
+                    .ct()
+                    .create_for(&flow.tuple, action, now, &owner)
                     .map_err(|e| match e {
                         NatError::TableFull => R::ConntrackFull,
                         NatError::PortsExhausted => R::NatPortsExhausted,
+                        NatError::OwnerQuota => R::EndpointFlowQuota,
+                        NatError::PortShare => R::NatPortShare,
                         NatError::Exists => R::NoFlow,
                         NatError::Clash => R::NatPortsExhausted,
-                    })?
+                    })?;
+                (hit, true)
             }
         };
+        let sent = self.rewrite_and_send(f, ip, flow, &hit, mtu);
+        if created && !matches!(sent, Ok((_, true))) {
+            // The first packet never left (nor waits to): no flow for it, as the kernel
+            // confirms a conntrack entry only once its packet leaves.
+            self.ct().remove(hit.flow);
+        }
+        sent.map(|(v, _)| v)
+    }
+
+    /// Who a new flow arriving on `port` is charged to: an endpoint's port is held to its
+    /// network's per-endpoint quota (or the default) and to its share of NAPT ports per
+    /// destination; an uplink (published ports) only to the table's limit. Read on flow
+    /// creation only, never for packets of existing flows.
+    fn owner(&self, port: PortId) -> Owner {
+        let t = self.t;
+        let nat = &t.config().nat;
+        match t
+            .port(port)
+            .and_then(|p| p.network)
+            .and_then(|n| t.network(n))
+        {
+            Some(net) => Owner {
+                port,
+                max_flows: net
+                    .config
+                    .max_flows_per_endpoint
+                    .unwrap_or_else(|| nat.default_max_flows_per_endpoint()),
+                max_ports_per_destination: nat.max_ports_per_destination(),
+            },
+            None => Owner::unlimited(port),
+        }
+    }
+
+    /// Accounts the packet to its flow, rewrites it to the flow's tuple and routes it; tells
+    /// whether the packet itself left (or waits for its next hop).
+    fn rewrite_and_send(
+        &mut self,
+        f: &mut Frame<'_>,
+        ip: &Ipv4Info,
+        flow: &FlowOf,
+        hit: &Hit,
+        mtu: u16,
+    ) -> Result<(Verdict, bool), DropReason> {
+        let now = self.now;
         if flow.kind != L4Kind::Error {
             self.ct().update(hit.flow, hit.dir, flow.tcp_flags, now);
         }
@@ -79,9 +129,9 @@ impl BatchState<'_> {
         }
         let next = self.next_hop(f.data(), ip.l3, dst)?;
         if let NextHop::Known(adj) = next {
-            self.remember(f, ip, flow, &hit, mtu, &adj);
+            self.remember(f, ip, flow, hit, mtu, &adj);
         }
-        self.send(f, ip.l3, next)
+        self.send_or_hold(f, ip.l3, next)
     }
 }
 
@@ -448,7 +498,11 @@ mod tests {
             "an ARP request for the next hop leaves first"
         );
         assert_eq!(&out[38..42], &S::HOP.octets());
-        assert_eq!(w.counters().drops(R::ArpPending), 1);
+        assert_eq!(
+            w.counters().drops(R::ArpPending),
+            0,
+            "the SYN waits for the next hop's MAC"
+        );
         learn_next_hop(&mut w);
         let (v, out) = run_one(&mut w, PORT_A, &syn, T0);
         assert_eq!(v, Verdict::Forward(UPLINK));
@@ -566,5 +620,69 @@ mod tests {
             run_one(&mut w, PORT_B, &err, T0).0,
             Verdict::Drop(R::NoFlow)
         );
+    }
+
+    #[test]
+    fn one_endpoint_flooding_new_flows_leaves_nat_to_the_others() {
+        let flood = |s: &S| {
+            let mut w = worker_for(s);
+            learn_next_hop(&mut w);
+            for sport in 0..10u16 {
+                let q = S::from_endpoint(S::A, &udp(S::A, 1000 + sport, S::REMOTE, 53, b"q"));
+                run_one(&mut w, PORT_A, &q, T0);
+            }
+            let q = S::from_endpoint(S::B, &udp(S::B, 1000, S::REMOTE, 53, b"q"));
+            let b = run_one(&mut w, PORT_B, &q, T0).0;
+            let quota = w.counters().port_drops(PORT_A, R::EndpointFlowQuota);
+            let flows = w.dataplane().conntrack().len();
+            (flows, quota, b)
+        };
+        // A table of 8 flows: an endpoint holds at most half of it by default.
+        let mut s = S::new();
+        s.config.nat.max_flows = 8;
+        assert_eq!(flood(&s), (5, 6, Verdict::Forward(UPLINK)));
+        // The network's own quota.
+        s.config.networks[0].max_flows_per_endpoint = Some(2);
+        assert_eq!(flood(&s), (3, 8, Verdict::Forward(UPLINK)));
+    }
+
+    #[test]
+    fn an_endpoint_beyond_its_port_share_is_told_and_the_others_still_get_ports() {
+        use crate::config::PortRange;
+        let mut s = S::new();
+        s.config.nat.ports = PortRange {
+            first: 40_000,
+            last: 40_003,
+        };
+        let mut w = worker_for(&s);
+        learn_next_hop(&mut w);
+        for sport in 0..2u16 {
+            let q = S::from_endpoint(S::A, &udp(S::A, 1000 + sport, S::REMOTE, 53, b"q"));
+            assert_eq!(run_one(&mut w, PORT_A, &q, T0).0, Verdict::Forward(UPLINK));
+        }
+        let q = S::from_endpoint(S::A, &udp(S::A, 1002, S::REMOTE, 53, b"q"));
+        let (v, err) = run_one(&mut w, PORT_A, &q, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A), "an ICMP error goes back");
+        let ip = ip_of(&err);
+        assert_eq!((ip.proto, ip.src, ip.dst), (1, S::GW, S::A));
+        assert_eq!(
+            (err[ip.l4()], err[ip.l4() + 1]),
+            (3, 13),
+            "admin prohibited"
+        );
+        assert!(checksums_valid(&err));
+        assert_eq!(&err[0..6], &S::mac(S::A).0);
+        assert_eq!(w.counters().port_drops(PORT_A, R::NatPortShare), 1);
+        // Another endpoint still finds ports toward the same destination.
+        for sport in 0..2u16 {
+            let q = S::from_endpoint(S::B, &udp(S::B, 1000 + sport, S::REMOTE, 53, b"q"));
+            assert_eq!(run_one(&mut w, PORT_B, &q, T0).0, Verdict::Forward(UPLINK));
+        }
+        // With every port taken, the sender is told too.
+        let q = S::from_endpoint(S::C, &udp(S::C, 1000, S::REMOTE, 53, b"q"));
+        let (v, err) = run_one(&mut w, PORT_C, &q, T0);
+        assert_eq!(v, Verdict::Forward(PORT_C));
+        assert_eq!(err[ip_of(&err).l4()], 3);
+        assert_eq!(w.counters().port_drops(PORT_C, R::NatPortsExhausted), 1);
     }
 }

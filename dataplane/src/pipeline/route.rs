@@ -2,9 +2,10 @@
 //! uplink to the destination or its next hop, resolved through the uplink's ARP cache) and
 //! its sending (TTL decremented, ingress tag removed, Ethernet header rewritten). Its drops:
 //! no route, TTL exceeded, ARP pending (the ARP request for the next hop leaves in the
-//! packet's place).
+//! packet's place; the packet waits in `pending` for the reply when there is room).
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
 
 use super::state::BatchState;
 use crate::config::UplinkConfig;
@@ -30,7 +31,7 @@ pub(super) struct Adjacency {
 pub(super) enum NextHop<'t> {
     /// Resolved.
     Known(Adjacency),
-    /// Ask `hop`'s MAC on uplink `up` (the packet itself is lost).
+    /// Ask `hop`'s MAC on uplink `up` (the packet waits for it, or is lost).
     Unresolved { up: &'t UplinkConfig, hop: Ipv4Addr },
 }
 
@@ -105,25 +106,82 @@ impl<'t> BatchState<'t> {
         l3: usize,
         next: NextHop<'t>,
     ) -> Result<Verdict, DropReason> {
+        self.send_or_hold(f, l3, next).map(|(v, _)| v)
+    }
+
+    /// `send`, also telling whether the packet itself left or waits to leave (false: it was
+    /// lost to an unresolved next hop, only the ARP request leaves). To an unresolved next hop
+    /// the packet is held (see `pending`) when there is room, and the frame becomes the ARP
+    /// request; a packet that finds no room is dropped, counted as `arp_pending`.
+    pub(super) fn send_or_hold(
+        &mut self,
+        f: &mut Frame<'_>,
+        l3: usize,
+        next: NextHop<'t>,
+    ) -> Result<(Verdict, bool), DropReason> {
         match next {
             NextHop::Known(adj) => {
-                f.meta.vlan = adj.vlan;
-                Ipv4Packet::new_unchecked(&mut f.data_mut()[l3..]).decrement_ttl();
-                strip_tag(f, l3);
-                let mut eth = EthernetFrame::new_unchecked(f.data_mut());
-                eth.set_dst(adj.dst_mac);
-                eth.set_src(adj.src_mac);
-                Ok(Verdict::Forward(adj.port))
+                rewrite_l2(f, l3, &adj);
+                Ok((Verdict::Forward(adj.port), true))
             }
             NextHop::Unresolved { up, hop } => {
-                f.meta.vlan = 0;
-                arp_request(f, up.mac, up.ip.addr, hop).map_err(|_| R::ArpPending)?;
-                // The packet is lost (as in any host stack); the ARP request leaves instead.
-                self.counters.drop_n(f.meta.ingress, R::ArpPending, 1);
-                Ok(Verdict::Forward(up.port))
+                let held = self.hold(f, l3, up, hop);
+                self.arp_in_place(f, up, hop, held)
             }
         }
     }
+
+    /// The frame becomes the ARP request for `hop` on `up`; the packet it carried is lost,
+    /// counted as `arp_pending`, unless it was `held`.
+    pub(super) fn arp_in_place(
+        &mut self,
+        f: &mut Frame<'_>,
+        up: &UplinkConfig,
+        hop: Ipv4Addr,
+        held: bool,
+    ) -> Result<(Verdict, bool), DropReason> {
+        f.meta.vlan = 0;
+        if arp_request(f, up.mac, up.ip.addr, hop).is_err() {
+            return if held {
+                Ok((Verdict::Consumed, true))
+            } else {
+                Err(R::ArpPending)
+            };
+        }
+        if !held {
+            // The packet is lost; the ARP request leaves instead.
+            self.counters.drop_n(f.meta.ingress, R::ArpPending, 1);
+        }
+        Ok((Verdict::Forward(up.port), held))
+    }
+
+    /// Copies the packet, made ready to leave but for its destination MAC, to wait for `hop`'s
+    /// MAC on `up`; false when there is no room. Takes the pool's lock (only packets to an
+    /// unresolved next hop do).
+    fn hold(&mut self, f: &mut Frame<'_>, l3: usize, up: &UplinkConfig, hop: Ipv4Addr) -> bool {
+        let adj = Adjacency {
+            port: up.port,
+            dst_mac: MacAddr([0; 6]),
+            src_mac: up.mac,
+            vlan: 0,
+        };
+        rewrite_l2(f, l3, &adj);
+        let mut pending = self.dp.pending.lock();
+        let held = pending.hold((up.port, hop), f, self.now, self.counters);
+        self.dp.pending_held.store(pending.len(), Ordering::Release);
+        held
+    }
+}
+
+/// Makes a routed frame ready to leave by `adj`: TTL decremented, ingress tag removed,
+/// Ethernet addresses rewritten.
+fn rewrite_l2(f: &mut Frame<'_>, l3: usize, adj: &Adjacency) {
+    f.meta.vlan = adj.vlan;
+    Ipv4Packet::new_unchecked(&mut f.data_mut()[l3..]).decrement_ttl();
+    strip_tag(f, l3);
+    let mut eth = EthernetFrame::new_unchecked(f.data_mut());
+    eth.set_dst(adj.dst_mac);
+    eth.set_src(adj.src_mac);
 }
 
 /// Routed frames leave without the ingress 802.1Q tag: move the Ethernet addresses up to
@@ -178,5 +236,57 @@ mod tests {
         );
         learn_next_hop(&mut w);
         assert!(w.dataplane().next_hop_probes().is_empty());
+    }
+
+    /// The frames `release_pending` hands out after the last batch.
+    fn released(w: &mut crate::pipeline::Worker) -> Vec<(Verdict, Vec<u8>)> {
+        let mut out = Vec::new();
+        w.release_pending(|f, _| out.push((f.meta.verdict, f.data().to_vec())));
+        out
+    }
+
+    #[test]
+    fn the_first_datagram_to_an_unresolved_neighbor_leaves_once_it_answers() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        let q = S::from_endpoint(S::A, &udp(S::A, 5353, S::REMOTE, 53, b"first"));
+        let (v, arp) = run_one(&mut w, PORT_A, &q, T0);
+        assert_eq!((v, &arp[12..14]), (Verdict::Forward(UPLINK), &[8u8, 6][..]));
+        assert_eq!(w.counters().drops(R::ArpPending), 0, "held, not dropped");
+        assert!(released(&mut w).is_empty());
+        learn_next_hop(&mut w);
+        let out = released(&mut w);
+        assert_eq!(out.len(), 1);
+        let (v, d) = &out[0];
+        assert_eq!(*v, Verdict::Forward(UPLINK));
+        assert_eq!((&d[0..6], &d[6..12]), (&S::HOP_MAC.0[..], &S::UP_MAC.0[..]));
+        let t = tuple_of(d);
+        assert_eq!((t.src, t.dst, t.dst_port), (S::UP, S::REMOTE, 53));
+        assert_eq!(ip_of(d).ttl, 63);
+        assert!(checksums_valid(d));
+        assert!(d.ends_with(b"first"));
+        // Its flow was kept: the answer reaches the endpoint.
+        let a = S::from_outside(&udp(S::REMOTE, 53, S::UP, t.src_port, b"a"));
+        assert_eq!(run_one(&mut w, UPLINK, &a, T0).0, Verdict::Forward(PORT_A));
+        assert!(released(&mut w).is_empty(), "each frame leaves once");
+    }
+
+    #[test]
+    fn packets_to_an_unresolved_neighbor_beyond_its_queue_commit_no_flow() {
+        let s = S::new();
+        let mut w = worker_for(&s);
+        let n = 50u16;
+        for sport in 0..n {
+            let q = S::from_endpoint(S::A, &udp(S::A, 10_000 + sport, S::REMOTE, 53, b"q"));
+            assert_eq!(run_one(&mut w, PORT_A, &q, T0).0, Verdict::Forward(UPLINK));
+        }
+        let held = crate::pipeline::pending::PER_NEIGHBOR;
+        assert_eq!(w.dataplane().conntrack().len(), held);
+        assert_eq!(
+            w.counters().drops(R::ArpPending),
+            u64::from(n) - held as u64
+        );
+        learn_next_hop(&mut w);
+        assert_eq!(released(&mut w).len(), held);
     }
 }

@@ -21,7 +21,6 @@ use std::net::Ipv4Addr;
 use super::classify::check_source_ip;
 use super::flow::Ipv4Info;
 use super::gateway::arp_for;
-use super::route::NextHop;
 use super::state::BatchState;
 use crate::counters::DropReason as R;
 use crate::counters::DropReason;
@@ -157,8 +156,9 @@ impl<'t> BatchState<'t> {
             up.next_hop.ok_or(R::NoRoute)?
         };
         let Some(dst_mac) = self.neighbor(up.port, hop) else {
-            // The request leaves in the frame's place (route's rule; no IPv4 header is read).
-            return self.send(f, 0, NextHop::Unresolved { up, hop });
+            // The request leaves in the frame's place; the inner frame is not held (it is not
+            // encapsulated yet) and counts as `arp_pending`.
+            return self.arp_in_place(f, up, hop, false).map(|(v, _)| v);
         };
         let outer = OuterV4 {
             dst_mac,

@@ -48,6 +48,8 @@ pub const CODE_PROTO_UNREACHABLE: u8 = 2;
 pub const CODE_PORT_UNREACHABLE: u8 = 3;
 /// Destination-unreachable code: fragmentation needed and DF set (carries the next-hop MTU).
 pub const CODE_FRAG_NEEDED: u8 = 4;
+/// Destination unreachable code: communication administratively prohibited (RFC 1812).
+pub const CODE_ADMIN_PROHIBITED: u8 = 13;
 /// Time-exceeded code: TTL exceeded in transit.
 pub const CODE_TTL_EXCEEDED: u8 = 0;
 
