@@ -2,6 +2,7 @@
 //! batches of test frames run through the pipeline without allocation in the measured part.
 
 pub mod e2e;
+pub mod soak;
 
 use std::time::{Duration, Instant};
 
