@@ -216,8 +216,7 @@ fn main() -> Result<()> {
     for (what, log) in [("TCP east-west", &tcp_log), ("UDP via NAPT", &udp_log)] {
         let last = log
             .lines()
-            .filter(|l| l.contains("sender") || l.contains("receiver"))
-            .next_back()
+            .rfind(|l| l.contains("sender") || l.contains("receiver"))
             .unwrap_or("(no iperf3 summary)");
         println!("iperf3 {what}: {}", last.trim());
     }
