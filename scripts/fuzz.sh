@@ -29,5 +29,5 @@ for t in "${targets[@]}"; do
     echo "fuzz: $t found a crash (input in fuzz/artifacts/$t/)" >&2
     exit 1
   fi
-  grep -E '^(stat::number_of_executed_units|stat::new_units_added|#[0-9]+ +DONE)' "$log" || true
+  grep -E '^(stat::number_of_executed_units|stat::new_units_added|#[0-9]+[[:space:]]+DONE)' "$log" || true
 done
