@@ -16,6 +16,13 @@ pub const DEFAULT_SOCKET: &str = "/run/sluice/sluice.sock";
 /// Where the daemon keeps its database and per-endpoint files unless told otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/sluice";
 
+/// The label sluice-cni puts on the networks it creates; with [`CNI_CREATOR`] as its value it
+/// also tells sluiced that such a network goes when its last endpoint does (the plugin's last
+/// DEL removes it, and so does a restart that releases that endpoint).
+pub const CREATED_BY_LABEL: &str = "io.sluice.created-by";
+/// The value of [`CREATED_BY_LABEL`] on networks sluice-cni made.
+pub const CNI_CREATOR: &str = "sluice-cni";
+
 /// Every error the API returns: HTTP status plus one line naming the problem (docker's shape).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -65,6 +72,11 @@ pub struct EndpointView {
     /// The resolv.conf and hosts files written for it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<EndpointFiles>,
+    /// The gateway of the default route that connecting set in the sandbox (only in connect's
+    /// answer, and only when this endpoint's connect installed one: a sandbox's first routed
+    /// network sets it, later ones do not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_route: Option<String>,
 }
 
 impl EndpointView {
@@ -83,6 +95,7 @@ impl EndpointView {
             ports: e.spec.publish.iter().map(port_column).collect(),
             aliases: e.spec.aliases.clone(),
             files,
+            default_route: None,
         }
     }
 }

@@ -197,6 +197,7 @@ mod tests {
             ports: ports.iter().map(ToString::to_string).collect(),
             aliases: vec![],
             files: None,
+            default_route: None,
         }
     }
 

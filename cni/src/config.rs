@@ -15,12 +15,13 @@ use super::error::{
     CniError, DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, UNSUPPORTED_FIELD,
 };
 use super::SUPPORTED_VERSIONS;
-use sluice_api::api::DEFAULT_SOCKET;
+use sluice_api::api::{CNI_CREATOR, DEFAULT_SOCKET};
 use sluice_api::model::{Driver, NetworkOptions, NetworkSpec};
 use sluice_api::publish::PublishSpec;
 
-/// The label put on networks the plugin creates, so an operator sees where they came from.
-pub const CREATED_BY_LABEL: &str = "io.sluice.created-by";
+/// The label put on networks the plugin creates, so an operator (and sluiced's restore) sees
+/// where they came from.
+pub use sluice_api::api::CREATED_BY_LABEL;
 
 /// What every endpoint name the plugin makes starts with: GC only touches these.
 pub const ENDPOINT_PREFIX: &str = "cni-";
@@ -320,7 +321,7 @@ impl NetConf {
                 vlan,
                 ..NetworkOptions::default()
             },
-            labels: [(CREATED_BY_LABEL.to_string(), "sluice-cni".to_string())].into(),
+            labels: [(CREATED_BY_LABEL.to_string(), CNI_CREATOR.to_string())].into(),
             ..NetworkSpec::default()
         })
     }

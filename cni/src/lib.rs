@@ -8,6 +8,8 @@
 
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod result;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +23,7 @@ use self::error::{
     NOT_AVAILABLE, TRY_AGAIN_LATER, UNKNOWN_CONTAINER,
 };
 use self::result::{CniResult, VersionInfo};
-use sluice_api::api::{DisconnectRequest, EndpointView, VersionView};
+use sluice_api::api::{DisconnectRequest, EndpointView, VersionView, CNI_CREATOR};
 use sluice_api::client::{Client, ClientError};
 use sluice_api::files::ResolvConf;
 use sluice_api::model::{EndpointSpec, NetworkInspect, Placement, Sandbox};
@@ -189,21 +191,8 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
     let cid = env.need(&env.container_id, "CNI_CONTAINERID")?;
     let netns = env.need(&env.netns, "CNI_NETNS")?;
     let ifname = env.need(&env.ifname, "CNI_IFNAME")?;
-    let args = parse_cni_args(env.args.as_deref().unwrap_or(""));
     let net = ensure_network(conf, client).await?;
-    let spec = EndpointSpec {
-        network: net.name.clone(),
-        sandbox: Sandbox::Netns(PathBuf::from(netns)),
-        name: endpoint_name(cid, ifname),
-        ip: conf.static_ip(&args)?,
-        mac: conf.static_mac(&args)?,
-        aliases: conf.aliases(&args),
-        links: Vec::new(),
-        publish: conf.publish()?,
-        names: Default::default(),
-        ifname: Some(ifname.to_string()),
-        placement: Placement::Sandbox,
-    };
+    let spec = endpoint_spec(conf, &net.name, cid, netns, ifname, env.args.as_deref())?;
     let path = format!("/networks/{}/connect", net.name);
     let v = match client.post(&path, &spec).await {
         // The last DEL of the network removed it between our check and the connect: make it
@@ -227,6 +216,33 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
         .map_err(|e| CniError::new(IO_FAILURE, "cannot encode the result", e.to_string()))
 }
 
+/// What ADD asks sluiced to connect: the attachment of container `cid`'s namespace `netns` as
+/// `ifname` to `network`, with the static address, MAC and aliases of `CNI_ARGS` (`args`) and
+/// the configuration's published ports.
+pub fn endpoint_spec(
+    conf: &NetConf,
+    network: &str,
+    cid: &str,
+    netns: &str,
+    ifname: &str,
+    args: Option<&str>,
+) -> Result<EndpointSpec, CniError> {
+    let args = parse_cni_args(args.unwrap_or(""));
+    Ok(EndpointSpec {
+        network: network.to_string(),
+        sandbox: Sandbox::Netns(PathBuf::from(netns)),
+        name: endpoint_name(cid, ifname),
+        ip: conf.static_ip(&args)?,
+        mac: conf.static_mac(&args)?,
+        aliases: conf.aliases(&args),
+        links: Vec::new(),
+        publish: conf.publish()?,
+        names: Default::default(),
+        ifname: Some(ifname.to_string()),
+        placement: Placement::Sandbox,
+    })
+}
+
 /// DEL succeeds whenever the attachment is gone afterwards: also when the endpoint or network
 /// is unknown, and when sluiced is not running (its restart releases endpoints whose
 /// interface disappeared with the container's namespace).
@@ -248,7 +264,7 @@ async fn remove_if_unused(client: &Client, network: &str) {
     else {
         return;
     };
-    let ours = net.labels.get(CREATED_BY_LABEL).map(String::as_str) == Some("sluice-cni");
+    let ours = net.labels.get(CREATED_BY_LABEL).map(String::as_str) == Some(CNI_CREATOR);
     if ours && net.containers.is_empty() {
         let _ = client.delete(&format!("/networks/{network}")).await;
     }
@@ -341,6 +357,13 @@ async fn check(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<(), CniE
             "{ifname} in {netns} has MAC {}, not {}",
             link.mac.map_or_else(|| "none".into(), |m| m.to_string()),
             want.mac
+        )));
+    }
+    if let Some(r) = prev.missing_route(&link.routes) {
+        return Err(mismatch(format!(
+            "{netns} has no route to {} via {} on {ifname}",
+            r.dst,
+            r.gw.as_deref().unwrap_or("the link")
         )));
     }
     Ok(())

@@ -9,6 +9,8 @@ use super::error::{CniError, CHECK_MISMATCH};
 use sluice_api::api::EndpointView;
 use sluice_api::files::ResolvConf;
 use sluice_api::model::NetworkInspect;
+use sluice_dataplane::config::Ipv4Cidr;
+use sluice_netlink::SandboxRoute;
 
 /// One interface of the result.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +80,8 @@ pub struct CniResult {
     /// The endpoint's address.
     #[serde(default)]
     pub ips: Vec<IpConfig>,
-    /// The default route via the gateway (routed networks only).
+    /// The routes this attachment created: the default route via the gateway when it was the
+    /// sandbox's first routed network, else none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
     /// The resolver sluice set up for the endpoint, if any.
@@ -116,7 +119,8 @@ pub fn gateway_of(net: &NetworkInspect) -> Option<Ipv4Addr> {
 }
 
 /// The result of an endpoint `ep` on `net` whose sandbox is `netns`, with the resolver
-/// configuration sluiced wrote for it (`dns`, if it could be read).
+/// configuration sluiced wrote for it (`dns`, if it could be read). Its routes are those
+/// connect reports it installed (`ep.default_route`), nothing more.
 pub fn build(
     version: &str,
     ep: &EndpointView,
@@ -125,13 +129,14 @@ pub fn build(
     dns: Option<&ResolvConf>,
 ) -> CniResult {
     let gateway = gateway_of(net);
-    let routes = match gateway {
-        Some(gw) if !net.internal => vec![Route {
+    let routes = ep
+        .default_route
+        .iter()
+        .map(|gw| Route {
             dst: "0.0.0.0/0".into(),
-            gw: Some(gw.to_string()),
-        }],
-        _ => Vec::new(),
-    };
+            gw: Some(gw.clone()),
+        })
+        .collect();
     let dns = dns.map_or_else(Dns::default, |r| Dns {
         nameservers: r.nameservers.iter().map(ToString::to_string).collect(),
         search: r.search.clone(),
@@ -161,6 +166,21 @@ pub fn build(
     }
 }
 
+impl Route {
+    /// Whether the kernel's route `r` is this one: same destination and, if this one names a
+    /// next hop, the same next hop.
+    pub fn is(&self, r: &SandboxRoute) -> bool {
+        let dst = self.dst.parse::<Ipv4Cidr>().ok();
+        let gw = self.gw.as_deref().map(str::parse::<Ipv4Addr>);
+        dst.is_some_and(|d| d.addr == r.dst.addr && d.prefix == r.dst.prefix)
+            && match gw {
+                None => true,
+                Some(Ok(g)) => r.gateway == Some(g),
+                Some(Err(_)) => false,
+            }
+    }
+}
+
 /// What CHECK compares: the container interface's name, MAC and address in a result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expected {
@@ -173,6 +193,12 @@ pub struct Expected {
 }
 
 impl CniResult {
+    /// The first route of this result that is not among `have` (the routes through the
+    /// attachment's interface), as the reference bridge plugin's CHECK looks for each.
+    pub fn missing_route(&self, have: &[SandboxRoute]) -> Option<&Route> {
+        self.routes.iter().find(|r| !have.iter().any(|h| r.is(h)))
+    }
+
     /// The sandbox interface called `ifname` and its address, as this result records them.
     pub fn expected(&self, ifname: &str) -> Result<Expected, CniError> {
         let mismatch = |d: String| CniError::new(CHECK_MISMATCH, "prevResult does not match", d);
@@ -238,6 +264,7 @@ mod tests {
             ports: vec![],
             aliases: vec![],
             files: None,
+            default_route: Some("10.7.0.1".into()),
         }
     }
 
@@ -270,8 +297,54 @@ mod tests {
     }
 
     #[test]
+    fn routes_are_only_those_connect_installed() {
+        let second = EndpointView {
+            default_route: None,
+            ..ep()
+        };
+        let r = build("1.1.0", &second, &net(false), "/run/netns/c1", None);
+        assert!(r.routes.is_empty(), "a sandbox's second routed network");
+        assert!(serde_json::to_value(&r).unwrap().get("routes").is_none());
+        assert_eq!(r.ips[0].gateway.as_deref(), Some("10.7.0.1"));
+    }
+
+    #[test]
+    fn check_finds_a_missing_route() {
+        let r = build("1.1.0", &ep(), &net(false), "/run/netns/c1", None);
+        let route = |dst: &str, gw: Option<&str>| SandboxRoute {
+            dst: dst.parse().unwrap(),
+            gateway: gw.map(|g| g.parse().unwrap()),
+        };
+        let subnet = route("10.7.0.0/24", None);
+        let default = route("0.0.0.0/0", Some("10.7.0.1"));
+        assert_eq!(r.missing_route(&[subnet, default]), None);
+        assert_eq!(
+            r.missing_route(&[subnet]).map(|r| r.dst.as_str()),
+            Some("0.0.0.0/0"),
+            "the default route was deleted"
+        );
+        let elsewhere = route("0.0.0.0/0", Some("10.7.0.9"));
+        assert!(r.missing_route(&[subnet, elsewhere]).is_some());
+        let none = build(
+            "1.1.0",
+            &EndpointView {
+                default_route: None,
+                ..ep()
+            },
+            &net(false),
+            "/n",
+            None,
+        );
+        assert_eq!(none.missing_route(&[]), None);
+    }
+
+    #[test]
     fn internal_networks_get_no_default_route() {
-        let r = build("1.1.0", &ep(), &net(true), "/run/netns/c1", None);
+        let internal = EndpointView {
+            default_route: None,
+            ..ep()
+        };
+        let r = build("1.1.0", &internal, &net(true), "/run/netns/c1", None);
         assert!(r.routes.is_empty());
         assert_eq!(r.ips[0].gateway.as_deref(), Some("10.7.0.1"));
         assert!(serde_json::to_value(&r).unwrap().get("dns").is_none());

@@ -10,6 +10,8 @@ pub mod compile;
 pub mod daemon;
 pub mod dns;
 pub mod driver;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod ipam;
 pub mod plugins;
 pub mod state;

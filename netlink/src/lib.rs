@@ -32,7 +32,7 @@ use sluice_api::model::Sandbox;
 pub use sluice_api::naming::IFNAME_MAX;
 pub use veth::{
     attach, create_veth_pair, detach, link_exists, link_names_with_prefix, sandbox_link,
-    SandboxLink,
+    SandboxLink, SandboxRoute,
 };
 
 /// What a [`NetlinkError::Netns`] from [`open_netns`] says was being done.
@@ -149,6 +149,8 @@ pub enum Step {
     ListLinks,
     /// Listing an interface's addresses.
     ListAddresses,
+    /// Listing the routes through an interface.
+    ListRoutes,
 }
 
 impl fmt::Display for Step {
@@ -163,6 +165,7 @@ impl fmt::Display for Step {
             Step::SetRoute => "add the default route via",
             Step::ListLinks => "list links with prefix",
             Step::ListAddresses => "list addresses of",
+            Step::ListRoutes => "list routes through",
         })
     }
 }

@@ -238,6 +238,17 @@ pub struct SandboxLink {
     pub mac: Option<MacAddr>,
     /// Its IPv4 addresses with their prefix lengths.
     pub addrs: Vec<Ipv4Cidr>,
+    /// The IPv4 routes of the main table that leave through it.
+    pub routes: Vec<SandboxRoute>,
+}
+
+/// One IPv4 route through a sandbox interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SandboxRoute {
+    /// Its destination prefix.
+    pub dst: Ipv4Cidr,
+    /// Its next hop, if it has one.
+    pub gateway: Option<Ipv4Addr>,
 }
 
 /// The interface `ifname` inside `sandbox`, or `None` if the namespace has none of that name.
@@ -278,5 +289,47 @@ pub async fn sandbox_link(
             })
         })
         .collect();
-    Ok(Some(SandboxLink { mac, addrs }))
+    let routes = routes_through(&conn, link.header.index, ifname).await?;
+    Ok(Some(SandboxLink { mac, addrs, routes }))
+}
+
+/// The IPv4 routes of the main table whose output interface is `index`.
+async fn routes_through(
+    conn: &Conn,
+    index: u32,
+    ifname: &str,
+) -> Result<Vec<SandboxRoute>, NetlinkError> {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
+    let msgs: Vec<_> = conn
+        .handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| conn.fail(Step::ListRoutes, ifname, e))?;
+    let v4 = |a: &RouteAttribute| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    };
+    let gw = |a: &RouteAttribute| match a {
+        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    };
+    Ok(msgs
+        .iter()
+        .filter(|m| m.header.table == RouteHeader::RT_TABLE_MAIN)
+        .filter(|m| m.attributes.contains(&RouteAttribute::Oif(index)))
+        .filter_map(|m| {
+            let dst = m
+                .attributes
+                .iter()
+                .find_map(v4)
+                .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            Some(SandboxRoute {
+                dst: Ipv4Cidr::new(dst, m.header.destination_prefix_length)?,
+                gateway: m.attributes.iter().find_map(gw),
+            })
+        })
+        .collect())
 }

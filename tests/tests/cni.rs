@@ -160,6 +160,42 @@ fn cni_plugin_attaches_routes_publishes_checks_and_collects() {
         cni_code(runner.check_list(&list, &rt2, &wrong).unwrap_err()),
         101
     );
+
+    // A second routed network as eth1 of c2: its result lists no route, since the sandbox's
+    // default route stays the first network's; its last DEL removes that network.
+    let mut list2 = list.clone();
+    list2["name"] = json!("slcni2");
+    list2["plugins"][0]["ipam"]["ranges"] =
+        json!([[{"subnet": "10.64.0.0/24", "gateway": "10.64.0.1"}]]);
+    let mut rt2b = runtime("ctr2", &c2);
+    rt2b.ifname = "eth1".into();
+    rt2b.capability_args.clear();
+    let r2b = runner.add_list(&list2, &rt2b).unwrap();
+    assert_eq!(r2b["interfaces"][1]["name"], "eth1");
+    assert!(r2b.get("routes").is_none(), "{r2b}");
+    let routes = d
+        .lab()
+        .exec("c2", &["ip", "-4", "route", "show", "default"])
+        .unwrap();
+    assert!(routes.contains("via 10.62.0.1 dev eth0"), "{routes}");
+    runner.check_list(&list2, &rt2b, &r2b).unwrap();
+    runner.del_list(&list2, &rt2b, Some(&r2b)).unwrap();
+    let nets = d.sluice_ok(&["network", "ls"]).unwrap();
+    assert!(!nets.contains(" slcni2 "), "{nets}");
+
+    // CHECK compares the routes too: without its default route c2's attachment differs.
+    d.lab()
+        .exec("c2", &["ip", "route", "del", "default"])
+        .unwrap();
+    assert_eq!(
+        cni_code(runner.check_list(&list, &rt2, &r2).unwrap_err()),
+        101
+    );
+    d.lab()
+        .exec("c2", &["ip", "route", "add", "default", "via", "10.62.0.1"])
+        .unwrap();
+    runner.check_list(&list, &rt2, &r2).unwrap();
+
     d.lab().exec("c1", &["ip", "link", "del", "eth0"]).unwrap();
     let e = runner.check_list(&list, &rt1, &r1).unwrap_err();
     eprintln!("CHECK after the interface went: {e}");
@@ -218,6 +254,19 @@ fn cni_plugin_attaches_routes_publishes_checks_and_collects() {
     runner.del_list(&list, &rt2, None).unwrap();
     let nets = d.sluice_ok(&["network", "ls"]).unwrap();
     assert!(!nets.contains(" slcni "), "{nets}");
+
+    // A restarted sluiced that releases the last endpoint of a network sluice-cni made
+    // (its interface went while the daemon was down) removes the network, as that DEL would.
+    let c5 = d.add_container("c5").unwrap();
+    let mut rt5 = runtime("ctr5", &c5);
+    rt5.capability_args.clear();
+    runner.add_list(&list, &rt5).unwrap();
+    d.stop();
+    d.lab().exec("c5", &["ip", "link", "del", "eth0"]).unwrap();
+    d.restart().unwrap();
+    let nets = d.sluice_ok(&["network", "ls"]).unwrap();
+    assert!(!nets.contains(" slcni "), "{nets}");
+    assert!(d.log().contains("removed network slcni"), "{}", d.log());
 
     // STATUS with sluiced down: 50; DEL still succeeds.
     d.stop();

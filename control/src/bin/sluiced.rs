@@ -196,6 +196,9 @@ fn run() -> Result<()> {
     for d in &restored.deleted {
         tracing::info!("deleted leftover interface {d}");
     }
+    for n in &restored.removed_networks {
+        tracing::info!("removed network {n}: sluice-cni made it and its last endpoint is gone");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -110,6 +110,9 @@ pub struct Restored {
     pub released: Vec<String>,
     /// Interfaces deleted because no endpoint owned them.
     pub deleted: Vec<String>,
+    /// Networks sluice-cni made that a release left empty, removed as the plugin's last DEL
+    /// would have removed them.
+    pub removed_networks: Vec<String>,
 }
 
 impl<P: Plumbing> Engine<P> {
@@ -137,6 +140,10 @@ impl<P: Plumbing> Engine<P> {
                 n.forget(&e.id);
             }
             restored.released.push(format!("{net}/{}", e.spec.name));
+            if cni_made_and_empty(store.state(), &e.network_id) {
+                store.remove_network(&e.network_id)?;
+                restored.removed_networks.push(net);
+            }
         }
         let owned: HashSet<String> = store
             .state()
@@ -312,10 +319,9 @@ impl<P: Plumbing> Engine<P> {
         if let Some(n) = &self.names {
             n.texts(pending.state(), &e)?;
         }
-        let first = self
-            .state()
-            .endpoints()
-            .all(|o| o.spec.sandbox != e.spec.sandbox);
+        let gateway = net
+            .gateway
+            .filter(|_| !net.spec.internal && !self.has_default_route(&e.spec.sandbox));
         let attachment = Attachment {
             sandbox: e.spec.sandbox.clone(),
             iface: SandboxIface {
@@ -326,7 +332,7 @@ impl<P: Plumbing> Engine<P> {
                     addr: e.ip,
                     prefix: net.subnet.map_or(32, |s| s.prefix),
                 },
-                gateway: net.gateway.filter(|_| first && !net.spec.internal),
+                gateway,
                 mtu: net.spec.options.mtu.unwrap_or(1500),
             },
             placement: e.spec.placement,
@@ -356,7 +362,9 @@ impl<P: Plumbing> Engine<P> {
                     names_ms = ms(t4, Instant::now()),
                     "connected"
                 );
-                Ok(EndpointView::new(&e, &net, files))
+                let mut view = EndpointView::new(&e, &net, files);
+                view.default_route = gateway.map(|g| g.to_string());
+                Ok(view)
             }
             Err(err) => {
                 self.reapply_current();
@@ -364,6 +372,17 @@ impl<P: Plumbing> Engine<P> {
                 Err(err.into())
             }
         }
+    }
+
+    /// Whether an endpoint of a routed network is already in `sandbox`: that one's connect set
+    /// the sandbox's default route, and a second default route is not added.
+    fn has_default_route(&self, sandbox: &crate::model::Sandbox) -> bool {
+        let s = self.state();
+        s.endpoints().any(|o| {
+            &o.spec.sandbox == sandbox
+                && s.network(&o.network_id)
+                    .is_ok_and(|n| n.gateway.is_some() && !n.spec.internal)
+        })
     }
 
     async fn undo_attach(&mut self, e: &Endpoint) {
@@ -526,6 +545,18 @@ impl<P: Plumbing> Engine<P> {
     }
 }
 
+/// Whether network `id` was made by sluice-cni and has no endpoint left.
+fn cni_made_and_empty(state: &State, id: &str) -> bool {
+    state.network(id).is_ok_and(|n| {
+        n.spec
+            .labels
+            .get(crate::api::CREATED_BY_LABEL)
+            .map(String::as_str)
+            == Some(crate::api::CNI_CREATOR)
+            && state.endpoints_of(&n.id).next().is_none()
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -661,6 +692,85 @@ pub(crate) mod tests {
             again.released,
             vec!["a/kept".to_string()],
             "state was persisted"
+        );
+    }
+
+    #[test]
+    fn restore_removes_cni_networks_it_leaves_empty() {
+        let db = TempDb::new("restore-cni");
+        let (mut en, _) = open(&db, Fake::default());
+        let cni = |name: &str, subnet: &str| NetworkSpec {
+            labels: [(
+                crate::api::CREATED_BY_LABEL.to_string(),
+                crate::api::CNI_CREATOR.to_string(),
+            )]
+            .into(),
+            ..net(name, subnet)
+        };
+        block(en.create_network(cni("made", "10.9.0.0/24"))).unwrap();
+        block(en.create_network(cni("busy", "10.10.0.0/24"))).unwrap();
+        block(en.create_network(net("plain", "10.11.0.0/24"))).unwrap();
+        let gone = [
+            block(en.connect(ep("made", "g1", "y"))).unwrap(),
+            block(en.connect(ep("busy", "g2", "y"))).unwrap(),
+            block(en.connect(ep("plain", "g3", "y"))).unwrap(),
+        ];
+        block(en.connect(ep("busy", "kept", "x"))).unwrap();
+        let mut fake = std::mem::take(&mut en.plumbing);
+        en.shutdown();
+        for g in &gone {
+            fake.links.remove(&g.host_ifname);
+        }
+        let (en, restored) = open(&db, fake);
+        assert_eq!(restored.released.len(), 3);
+        assert_eq!(restored.removed_networks, vec!["made".to_string()]);
+        assert!(en.state().network("made").is_err());
+        assert!(
+            en.state().network("busy").is_ok(),
+            "it still has an endpoint"
+        );
+        assert!(
+            en.state().network("plain").is_ok(),
+            "not made by sluice-cni"
+        );
+        drop(en);
+        let (en, _) = open(&db, Fake::default());
+        assert!(
+            en.state().network("made").is_err(),
+            "the removal was persisted"
+        );
+    }
+
+    #[test]
+    fn the_first_routed_network_of_a_sandbox_sets_its_default_route() {
+        let db = TempDb::new("default-route");
+        let (mut en, _) = open(&db, Fake::default());
+        let internal = NetworkSpec {
+            internal: true,
+            ..net("i", "10.9.0.0/24")
+        };
+        block(en.create_network(internal)).unwrap();
+        block(en.create_network(net("a", "10.10.0.0/24"))).unwrap();
+        block(en.create_network(net("b", "10.11.0.0/24"))).unwrap();
+        let i = block(en.connect(ep("i", "w", "x"))).unwrap();
+        let a = block(en.connect(ep("a", "w", "x"))).unwrap();
+        let b = block(en.connect(ep("b", "w", "x"))).unwrap();
+        let other = block(en.connect(ep("b", "v", "y"))).unwrap();
+        let routes = [&i, &a, &b, &other].map(|v| v.default_route.as_deref());
+        assert_eq!(
+            routes,
+            [None, Some("10.10.0.1"), None, Some("10.11.0.1")],
+            "what connect answers is what it installed"
+        );
+        let gw = |v: &EndpointView| en.plumbing.links[&v.host_ifname].iface.gateway;
+        assert_eq!(
+            [gw(&i), gw(&a), gw(&b), gw(&other)],
+            [
+                None,
+                Some("10.10.0.1".parse().unwrap()),
+                None,
+                Some("10.11.0.1".parse().unwrap())
+            ]
         );
     }
 

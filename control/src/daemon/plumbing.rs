@@ -118,9 +118,11 @@ impl From<NetlinkError> for PlumbingError {
                 Step::LinkUp => PlumbingError::LinkUp(e),
                 Step::SetRoute => PlumbingError::SetRoute(e),
                 Step::Delete => PlumbingError::DeleteLink(e),
-                Step::FindPeer | Step::LookUp | Step::ListLinks | Step::ListAddresses => {
-                    PlumbingError::ReadLinks(e)
-                }
+                Step::FindPeer
+                | Step::LookUp
+                | Step::ListLinks
+                | Step::ListAddresses
+                | Step::ListRoutes => PlumbingError::ReadLinks(e),
             },
         }
     }

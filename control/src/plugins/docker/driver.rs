@@ -66,7 +66,8 @@ pub enum PluginError {
     UnknownCall(String),
 }
 
-fn parse<T: DeserializeOwned>(call: Call, body: &[u8]) -> Result<T, PluginError> {
+/// A call's body as its request type (an empty body is `{}`).
+pub(crate) fn parse<T: DeserializeOwned>(call: Call, body: &[u8]) -> Result<T, PluginError> {
     // An empty body is an empty object (some callers send none for argument-less calls).
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}".as_slice()
@@ -159,6 +160,80 @@ fn publish(bindings: &[PortBinding]) -> Result<Vec<PublishSpec>, PluginError> {
             })
         })
         .collect()
+}
+
+/// The sluice network of a `CreateNetwork` request (checked for what sluice supports; whether
+/// sluiced accepts it is the engine's call).
+pub fn network_spec(r: &CreateNetworkRequest) -> Result<NetworkSpec, PluginError> {
+    if flag(&r.options, OPT_ENABLE_IPV6) || !r.ipv6_data.is_empty() {
+        return Err(PluginError::Refused(
+            "sluice networks are IPv4 only (create the network without --ipv6)".into(),
+        ));
+    }
+    let [v4] = r.ipv4_data.as_slice() else {
+        return Err(PluginError::Refused(format!(
+            "a sluice network has exactly one IPv4 subnet, docker gave {}",
+            r.ipv4_data.len()
+        )));
+    };
+    let subnet: Ipv4Cidr = v4.pool.parse().map_err(PluginError::Refused)?;
+    let gateway = match v4.gateway.as_str() {
+        "" => None,
+        g => Some(parse_ip("gateway", g)?),
+    };
+    let aux_addresses = v4
+        .aux_addresses
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), parse_ip("auxiliary address", v)?)))
+        .collect::<Result<_, DockerIpamError>>()?;
+    let options = network_options(&r.options)?;
+    Ok(NetworkSpec {
+        name: network_name(&r.network_id),
+        driver: crate::driver::for_docker(&options),
+        subnet: Some(subnet),
+        gateway,
+        ip_range: None,
+        aux_addresses,
+        internal: flag(&r.options, OPT_INTERNAL),
+        options,
+        labels: [(LABEL_NETWORK_ID.to_string(), r.network_id.clone())].into(),
+        uplink: None,
+    })
+}
+
+/// The sluice endpoint of a `CreateEndpoint` request on the sluice network `network` (its id).
+pub fn endpoint_spec(
+    r: &CreateEndpointRequest,
+    network: String,
+) -> Result<EndpointSpec, PluginError> {
+    let ip = match r.interface.address.as_str() {
+        "" => None,
+        a => Some(parse_ip("address", a)?),
+    };
+    let mac = match r.interface.mac_address.as_str() {
+        "" => None,
+        m => Some(
+            m.parse::<MacAddr>()
+                .map_err(|_| PluginError::Refused(format!("{m:?} is not a MAC address")))?,
+        ),
+    };
+    let bindings = port_bindings(&r.options).map_err(|e| PluginError::BadRequest {
+        call: "CreateEndpoint".into(),
+        why: format!("{OPT_PORTMAP}: {e}"),
+    })?;
+    Ok(EndpointSpec {
+        network,
+        sandbox: handoff_sandbox(&r.endpoint_id),
+        name: short(&r.endpoint_id).to_string(),
+        ip,
+        mac,
+        aliases: Vec::new(),
+        links: Vec::new(),
+        publish: publish(&bindings)?,
+        names: Default::default(),
+        ifname: None,
+        placement: Placement::HandOff,
+    })
 }
 
 /// The remote network driver and IPAM driver over one engine.
@@ -275,44 +350,11 @@ impl DockerPlugin {
     }
 
     async fn create_network(&self, r: CreateNetworkRequest) -> Result<Value, PluginError> {
-        if flag(&r.options, OPT_ENABLE_IPV6) || !r.ipv6_data.is_empty() {
-            return Err(PluginError::Refused(
-                "sluice networks are IPv4 only (create the network without --ipv6)".into(),
-            ));
-        }
-        let [v4] = r.ipv4_data.as_slice() else {
-            return Err(PluginError::Refused(format!(
-                "a sluice network has exactly one IPv4 subnet, docker gave {}",
-                r.ipv4_data.len()
-            )));
-        };
-        if self.network(&r.network_id).await?.is_some() {
+        let spec = network_spec(&r);
+        if spec.is_ok() && self.network(&r.network_id).await?.is_some() {
             return Ok(empty());
         }
-        let subnet: Ipv4Cidr = v4.pool.parse().map_err(PluginError::Refused)?;
-        let gateway = match v4.gateway.as_str() {
-            "" => None,
-            g => Some(parse_ip("gateway", g)?),
-        };
-        let aux_addresses = v4
-            .aux_addresses
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), parse_ip("auxiliary address", v)?)))
-            .collect::<Result<_, DockerIpamError>>()?;
-        let options = network_options(&r.options)?;
-        let spec = NetworkSpec {
-            name: network_name(&r.network_id),
-            driver: crate::driver::for_docker(&options),
-            subnet: Some(subnet),
-            gateway,
-            ip_range: None,
-            aux_addresses,
-            internal: flag(&r.options, OPT_INTERNAL),
-            options,
-            labels: [(LABEL_NETWORK_ID.to_string(), r.network_id.clone())].into(),
-            uplink: None,
-        };
-        self.engine.create_network(spec).await?;
+        self.engine.create_network(spec?).await?;
         Ok(empty())
     }
 
@@ -329,34 +371,8 @@ impl DockerPlugin {
 
     async fn create_endpoint(&self, r: CreateEndpointRequest) -> Result<Value, PluginError> {
         let net = self.existing_network(&r.network_id).await?;
-        let ip = match r.interface.address.as_str() {
-            "" => None,
-            a => Some(parse_ip("address", a)?),
-        };
-        let mac = match r.interface.mac_address.as_str() {
-            "" => None,
-            m => Some(
-                m.parse::<MacAddr>()
-                    .map_err(|_| PluginError::Refused(format!("{m:?} is not a MAC address")))?,
-            ),
-        };
-        let bindings = port_bindings(&r.options).map_err(|e| PluginError::BadRequest {
-            call: "CreateEndpoint".into(),
-            why: format!("{OPT_PORTMAP}: {e}"),
-        })?;
-        let spec = EndpointSpec {
-            network: net.id.clone(),
-            sandbox: handoff_sandbox(&r.endpoint_id),
-            name: short(&r.endpoint_id).to_string(),
-            ip,
-            mac,
-            aliases: Vec::new(),
-            links: Vec::new(),
-            publish: publish(&bindings)?,
-            names: Default::default(),
-            ifname: None,
-            placement: Placement::HandOff,
-        };
+        let spec = endpoint_spec(&r, net.id)?;
+        let (ip, mac) = (spec.ip, spec.mac);
         let v = self.engine.connect(spec).await?;
         // docker refuses an answer that restates what it gave: fill in only what it left out.
         let reply = EndpointInterfaceReply {
