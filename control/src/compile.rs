@@ -83,6 +83,7 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
                     vlan,
                     mac: e.mac,
                     ipv4: Some(e.ip),
+                    ipv6: None,
                 },
             });
             for p in &e.spec.publish {
@@ -162,7 +163,8 @@ mod tests {
                 network: na.dataplane_id,
                 vlan: 10,
                 mac: web.mac,
-                ipv4: Some(web.ip)
+                ipv4: Some(web.ip),
+                ipv6: None,
             }
         );
         assert_eq!(port.config.name, web.host_ifname);

@@ -2,10 +2,11 @@
 //! published ports and NAT limits. Plain serde types; `tables::Tables` compiles them into the
 //! lookup structures the fast path reads.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config_v6::{Ipv6Cidr, NetworkV6};
 use crate::frame::{NetworkId, PortId};
 use crate::wire::MacAddr;
 
@@ -133,6 +134,10 @@ pub struct NetworkConfig {
     /// for the gateway address nor routes, and the network is a plain L2 segment.
     #[serde(default)]
     pub external_gateway: bool,
+    /// The network's IPv6 prefix and gateway (dual stack); none: IPv6 is bridged with MAC
+    /// anti-spoofing alone and the gateway does not answer it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<NetworkV6>,
 }
 
 impl NetworkConfig {
@@ -160,6 +165,7 @@ impl NetworkConfig {
             fdb_max: default_fdb_max(),
             external_gateway: false,
             uplink: None,
+            ipv6: None,
         }
     }
 }
@@ -179,6 +185,9 @@ pub enum PortRole {
         mac: MacAddr,
         /// The endpoint's IPv4 address.
         ipv4: Option<Ipv4Addr>,
+        /// The endpoint's IPv6 address (besides its link-local ones), on a dual-stack network.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ipv6: Option<Ipv6Addr>,
     },
     /// An untagged port without anti-spoofing (e.g. to another switch on one VLAN).
     Access {

@@ -15,7 +15,9 @@ use crate::frame::{Frame, GsoType, Offload, Verdict};
 use crate::nat::NatAction;
 use crate::tables::{NetworkEntry, PortEntry};
 use crate::wire::arp::{self, ArpPacket};
-use crate::wire::ethernet::{EthernetFrame, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::ethernet::{
+    EthernetFrame, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
+};
 use crate::wire::icmpv4;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::{MacAddr, WireError, IPPROTO_ICMP};
@@ -36,6 +38,7 @@ impl<'t> BatchState<'t> {
             ETHERTYPE_ARP => {
                 return arp_for(f, l2, cfg.gateway_mac, cfg.gateway)?.ok_or(R::NotForUs);
             }
+            ETHERTYPE_IPV6 => return self.gateway6(f, l2, net, port),
             _ => return Err(R::Unsupported),
         }
         let ip = match parsed {

@@ -81,6 +81,7 @@ mod dataplane;
 mod dnat;
 mod flow;
 mod gateway;
+mod ipv6;
 mod nat;
 mod plain;
 mod route;
