@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dns;
 pub mod driver;
 pub mod ipam;
+pub mod ipam6;
 pub mod plugins;
 pub mod state;
 pub mod store;
