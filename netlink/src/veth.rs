@@ -2,17 +2,20 @@
 //! peer), deleted, listed, and a sandbox interface read back.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
 
 use super::conn::{errno, link_kind, link_name, Conn};
-use super::{check_ifname, check_mac, check_mtu, open_netns, NetlinkError, SandboxIface, Step};
+use super::{
+    check_ifname, check_mac, check_mtu, open_netns, NetlinkError, SandboxIface, SandboxIpv6, Step,
+};
 use sluice_api::model::Sandbox;
 
 /// The request creating a veth pair: the host end (named, MTU, up) in the current namespace and
@@ -135,6 +138,41 @@ async fn configure_sandbox(conn: &Conn, iface: &SandboxIface) -> Result<(), Netl
         )
         .await?;
     }
+    if let Some(v6) = iface.ipv6 {
+        configure_ipv6(conn, name, index, v6).await?;
+    }
+    Ok(())
+}
+
+/// The IPv6 side of [`configure_sandbox`]: the address without duplicate address detection
+/// (usable at once, as docker sets it), then the default route via the v6 gateway.
+async fn configure_ipv6(
+    conn: &Conn,
+    name: &str,
+    index: u32,
+    v6: SandboxIpv6,
+) -> Result<(), NetlinkError> {
+    let mut add = conn
+        .handle
+        .address()
+        .add(index, IpAddr::V6(v6.addr), v6.prefix);
+    add.message_mut().header.flags = AddressHeaderFlags::Nodad;
+    add.message_mut()
+        .attributes
+        .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    conn.run(Step::SetAddress, name, add.execute()).await?;
+    if let Some(gw) = v6.gateway {
+        let route = RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(gw)
+            .output_interface(index)
+            .build();
+        conn.run(
+            Step::SetRoute,
+            name,
+            conn.handle.route().add(route).execute(),
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -247,7 +285,6 @@ pub async fn sandbox_link(
     sandbox: &Sandbox,
     ifname: &str,
 ) -> Result<Option<SandboxLink>, NetlinkError> {
-    use rtnetlink::packet_route::address::AddressAttribute;
     check_ifname(ifname)?;
     let ns = open_netns(sandbox)?;
     let conn = Conn::sandbox(&ns, &sandbox.to_string()).await?;

@@ -323,6 +323,7 @@ impl<P: Plumbing> Engine<P> {
                 },
                 gateway: net.gateway.filter(|_| first && !net.spec.internal),
                 mtu: net.spec.options.mtu.unwrap_or(1500),
+                ipv6: None,
             },
             placement: e.spec.placement,
         };
