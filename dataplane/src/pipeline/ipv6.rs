@@ -497,6 +497,34 @@ mod tests {
         );
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Mutated v6 frames (solicitations, pings, routed packets, advertisements) from an
+        /// endpoint of a dual-stack network always end in a verdict, never a panic.
+        #[test]
+        fn mutated_v6_frames_never_panic(which in 0usize..5, flips in proptest::collection::vec((0usize..120, any::<u8>()), 0..6)) {
+            let ll = ndisc::link_local(S::mac(S::A));
+            let mut f = match which {
+                0 => solicit(A6, GW6, S::mac(S::A)),
+                1 => solicit(Ipv6Addr::UNSPECIFIED, ll, S::mac(S::A)),
+                2 => echo(S::GW_MAC, A6, GW6, 64, 16),
+                3 => echo(S::GW_MAC, A6, FAR, 1, 40),
+                _ => icmp6(
+                    (S::mac(S::B), S::mac(S::A)),
+                    (A6, B6, 255),
+                    (ndisc::NEIGHBOR_ADVERT, 0, [0x60, 0, 0, 0]),
+                    &[A6.octets().as_slice(), &[2, 1], &S::mac(S::A).0].concat(),
+                ),
+            };
+            for (at, val) in flips {
+                if at < f.len() { f[at] ^= val; }
+            }
+            let mut w = worker_for(&dual_stack());
+            prop_assert_ne!(run_one(&mut w, PORT_A, &f, T0).0, Verdict::Pending);
+        }
+    }
+
     #[test]
     fn v6_addresses_are_checked_against_the_network() {
         let mut s = dual_stack();
