@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
@@ -131,12 +132,7 @@ async fn configure_sandbox(conn: &Conn, iface: &SandboxIface) -> Result<(), Netl
             .gateway(gw)
             .output_interface(index)
             .build();
-        conn.run(
-            Step::SetRoute,
-            name,
-            conn.handle.route().add(route).execute(),
-        )
-        .await?;
+        add_route(conn, name, route).await?;
     }
     if let Some(v6) = iface.ipv6 {
         configure_ipv6(conn, name, index, v6).await?;
@@ -166,14 +162,19 @@ async fn configure_ipv6(
             .gateway(gw)
             .output_interface(index)
             .build();
-        conn.run(
-            Step::SetRoute,
-            name,
-            conn.handle.route().add(route).execute(),
-        )
-        .await?;
+        add_route(conn, name, route).await?;
     }
     Ok(())
+}
+
+/// Adds `route` (a default route via a gateway, of either family) on `name`.
+async fn add_route(conn: &Conn, name: &str, route: RouteMessage) -> Result<(), NetlinkError> {
+    conn.run(
+        Step::SetRoute,
+        name,
+        conn.handle.route().add(route).execute(),
+    )
+    .await
 }
 
 /// Creates a veth pair with both ends in the current namespace: `host_ifname` up with `mtu`,

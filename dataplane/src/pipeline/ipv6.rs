@@ -12,6 +12,7 @@
 
 use std::net::Ipv6Addr;
 
+use super::gateway::wrap_quote;
 use super::state::BatchState;
 use crate::counters::DropReason as R;
 use crate::counters::DropReason;
@@ -228,22 +229,9 @@ fn icmp6_error(
         let asker_mac = EthernetFrame::new_checked(d)?.src();
         (icmpv6::quote_len(&orig), (asker_mac, orig.src()))
     };
-    let (buf, head, _) = frame.raw_parts();
-    let ip_at = head + l3;
-    let new_head = ip_at
-        .checked_sub(icmpv6::ERROR_OVERHEAD)
-        .ok_or(WireError::Truncated("headroom"))?;
-    icmpv6::write_error(
-        &mut buf[new_head..ip_at + quoted],
-        asker,
-        (mac, ip),
-        message,
-    );
-    frame
-        .set_bounds(new_head, icmpv6::ERROR_OVERHEAD + quoted)
-        .map_err(|_| WireError::Truncated("frame"))?;
-    frame.meta.offload = Offload::default();
-    Ok(())
+    wrap_quote(frame, l3, quoted, icmpv6::ERROR_OVERHEAD, |error| {
+        icmpv6::write_error(error, asker, (mac, ip), message)
+    })
 }
 
 #[cfg(test)]

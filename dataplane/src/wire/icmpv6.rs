@@ -141,9 +141,7 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     /// is correct.
     #[inline]
     pub fn verify_checksum(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
-        let b = self.buffer.as_ref();
-        let pseudo = pseudo_header_sum_v6(src, dst, IPPROTO_ICMPV6, b.len() as u32);
-        fold(ones_sum(b, pseudo)) == 0xffff
+        message_sum(self.buffer.as_ref(), src, dst) == 0xffff
     }
 }
 
@@ -194,11 +192,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv6Packet<T> {
     #[inline]
     pub fn fill_checksum(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
         self.set_checksum(0);
-        let b = self.buffer.as_ref();
-        let pseudo = pseudo_header_sum_v6(src, dst, IPPROTO_ICMPV6, b.len() as u32);
-        let c = !fold(ones_sum(b, pseudo));
+        let c = !message_sum(self.buffer.as_ref(), src, dst);
         self.set_checksum(c);
     }
+}
+
+/// The folded sum of ICMPv6 message `msg` (any type, NDP too) from `src` to `dst` and its
+/// pseudo-header: 0xffff when the checksum inside is right, its complement the checksum when
+/// the field holds 0.
+pub(crate) fn message_sum(msg: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> u16 {
+    let pseudo = pseudo_header_sum_v6(src, dst, IPPROTO_ICMPV6, msg.len() as u32);
+    fold(ones_sum(msg, pseudo))
 }
 
 /// Bytes an ICMPv6 error frame puts in front of the packet it quotes: Ethernet, IPv6 and

@@ -5,8 +5,8 @@
 
 use std::net::Ipv6Addr;
 
-use super::checksum::{fold, ones_sum, pseudo_header_sum_v6};
 use super::ethernet::EthernetFrame;
+use super::icmpv6::message_sum;
 use super::ipv6::{Ipv6Packet, HEADER_LEN as IPV6_LEN};
 use super::{read_mac, read_u16, write_mac, write_u16, MacAddr, WireError, IPPROTO_ICMPV6};
 
@@ -164,9 +164,7 @@ impl<T: AsRef<[u8]>> NdiscPacket<T> {
     /// correct.
     #[inline]
     pub fn verify_checksum(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
-        let b = self.buffer.as_ref();
-        let pseudo = pseudo_header_sum_v6(src, dst, IPPROTO_ICMPV6, b.len() as u32);
-        fold(ones_sum(b, pseudo)) == 0xffff
+        message_sum(self.buffer.as_ref(), src, dst) == 0xffff
     }
 }
 
@@ -215,9 +213,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> NdiscPacket<T> {
     #[inline]
     pub fn fill_checksum(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
         self.set_checksum(0);
-        let b = self.buffer.as_ref();
-        let pseudo = pseudo_header_sum_v6(src, dst, IPPROTO_ICMPV6, b.len() as u32);
-        let c = !fold(ones_sum(b, pseudo));
+        let c = !message_sum(self.buffer.as_ref(), src, dst);
         self.set_checksum(c);
     }
 }
