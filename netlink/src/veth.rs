@@ -1,6 +1,7 @@
 //! The veth pairs: created straight into a sandbox (or both ends here, for docker to move the
 //! peer), deleted, listed, and a sandbox interface read back.
 
+use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
@@ -13,7 +14,7 @@ use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
 
-use super::conn::{errno, link_kind, link_name, Conn};
+use super::conn::{errno, in_netns, link_kind, link_name, Conn};
 use super::{
     check_ifname, check_mac, check_mtu, open_netns, NetlinkError, SandboxIface, SandboxIpv6, Step,
 };
@@ -32,7 +33,7 @@ fn veth_message(host_ifname: &str, mtu: u16, peer: LinkMessage) -> LinkMessage {
 
 /// Plugs `sandbox` into sluice: a veth pair whose host end `host_ifname` (MTU set, up, no
 /// address) stays in the current namespace for the dataplane, and whose peer appears inside the
-/// sandbox as `sandbox_ifname` with the MAC, MTU and IPv4 address asked for, up, with `lo` up
+/// sandbox as `sandbox_ifname` with the MAC, MTU and IPv4 (and IPv6) address asked for, up, with `lo` up
 /// and the default route via the gateway if one is given. On any failure whatever was created
 /// is removed and the error returned. The work runs in a task of its own, so dropping the
 /// returned future (a client hanging up) does not stop it halfway. Must be called from a tokio
@@ -82,10 +83,23 @@ async fn attach_task(sandbox: Sandbox, iface: SandboxIface) -> Result<(), Netlin
         return Err(e);
     }
 
-    match configure_sandbox(&inner, &iface).await {
+    let configured = async {
+        if iface.ipv6.is_some() {
+            enable_ipv6(&ns, &label, &iface.sandbox_ifname).await?;
+        }
+        configure_sandbox(&inner, &iface).await
+    };
+    match configured.await {
         Ok(()) => Ok(()),
         Err(cause) => Err(host.roll_back(&iface.host_ifname, cause).await),
     }
+}
+
+/// Turns IPv6 on for the sandbox interface `ifname` (sandboxes may have it off by default, as
+/// docker's containers without a v6 network do), so that it takes v6 addresses.
+async fn enable_ipv6(ns: &File, label: &str, ifname: &str) -> Result<(), NetlinkError> {
+    let knob = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    in_netns(ns, label, move || std::fs::write(knob, "0")).await
 }
 
 /// The sandbox side of [`attach`] once the peer exists there: address, peer and `lo` up (these

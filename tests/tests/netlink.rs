@@ -204,12 +204,8 @@ fn attach_sets_the_ipv6_address_and_default_route() {
     if skip() {
         return;
     }
+    // Lab namespaces start with IPv6 off: attach turns it on for the interface.
     let lab = lab("nlsx");
-    // Lab namespaces start with IPv6 off; a dual-stack sandbox has it on (docker turns it on).
-    for key in ["all", "default"] {
-        let key = format!("net.ipv6.conf.{key}.disable_ipv6");
-        lab.sysctl(SB, &key, "0").unwrap();
-    }
     let sb = Sandbox::Netns(ns_path(&lab, SB));
     let dual = SandboxIface {
         ipv6: Some(SandboxIpv6 {
