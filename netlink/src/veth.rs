@@ -33,9 +33,9 @@ fn veth_message(host_ifname: &str, mtu: u16, peer: LinkMessage) -> LinkMessage {
 
 /// Plugs `sandbox` into sluice: a veth pair whose host end `host_ifname` (MTU set, up, no
 /// address) stays in the current namespace for the dataplane, and whose peer appears inside the
-/// sandbox as `sandbox_ifname` with the MAC, MTU and IPv4 (and IPv6) address asked for, up, with `lo` up
-/// and the default route via the gateway if one is given. On any failure whatever was created
-/// is removed and the error returned. The work runs in a task of its own, so dropping the
+/// sandbox as `sandbox_ifname` with the MAC, MTU and IPv4 (and IPv6) address asked for, up,
+/// with `lo` up and the default routes via the gateways given. On any failure whatever was
+/// created is removed and the error returned. The work runs in a task of its own, so dropping the
 /// returned future (a client hanging up) does not stop it halfway. Must be called from a tokio
 /// runtime.
 pub async fn attach(sandbox: &Sandbox, iface: &SandboxIface) -> Result<(), NetlinkError> {
