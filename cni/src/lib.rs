@@ -195,6 +195,7 @@ async fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<String, Cn
         sandbox: Sandbox::Netns(PathBuf::from(netns)),
         name: endpoint_name(cid, ifname),
         ip: conf.static_ip(&args)?,
+        ip6: None,
         mac: conf.static_mac(&args)?,
         aliases: conf.aliases(&args),
         links: Vec::new(),

@@ -23,7 +23,7 @@ use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
 use crate::dns::files::FilesError;
 use crate::driver;
 use crate::model::{Endpoint, EndpointSpec, NetworkInspect, NetworkSpec};
-use crate::netlink::SandboxIface;
+use crate::netlink::{SandboxIface, SandboxIpv6};
 use crate::state::{State, StateError, PREDEFINED};
 use crate::store::{Store, StoreError};
 
@@ -64,6 +64,8 @@ impl EngineError {
                 S::NameTaken(_)
                 | S::IdTaken(_)
                 | S::Overlap { .. }
+                | S::Overlap6 { .. }
+                | S::Ipam6 { .. }
                 | S::HasEndpoints { .. }
                 | S::AlreadyConnected { .. }
                 | S::EndpointNameTaken { .. }
@@ -323,7 +325,11 @@ impl<P: Plumbing> Engine<P> {
                 },
                 gateway: net.gateway.filter(|_| first && !net.spec.internal),
                 mtu: net.spec.options.mtu.unwrap_or(1500),
-                ipv6: None,
+                ipv6: e.ip6.map(|addr| SandboxIpv6 {
+                    addr,
+                    prefix: net.subnet6.map_or(128, |s| s.prefix),
+                    gateway: net.gateway6.filter(|_| first && !net.spec.internal),
+                }),
             },
             placement: e.spec.placement,
         };

@@ -30,6 +30,7 @@ impl State {
             return Err(StateError::IdTaken(stamp.id));
         }
         let created = driver::of(spec.driver).create(self, &spec)?;
+        let v6 = self.addressing6(&spec)?;
         let dataplane_id = (0..=u16::MAX)
             .map(NetworkId)
             .find(|id| self.networks.values().all(|n| n.dataplane_id != *id))
@@ -41,6 +42,8 @@ impl State {
             spec,
             subnet: Some(created.subnet),
             gateway: Some(created.gateway),
+            subnet6: v6.map(|(s, _)| s),
+            gateway6: v6.map(|(_, g)| g),
             dataplane_id,
             parent_port: created.parent_port,
             uplink_port: created.uplink_port,
@@ -142,6 +145,7 @@ impl State {
         }
         let id = n.id.clone();
         self.pools.remove(&id);
+        self.pools6.remove(&id);
         self.networks
             .remove(&id)
             .ok_or(StateError::NoSuchNetwork(id))

@@ -317,6 +317,7 @@ impl DockerPlugin {
             options,
             labels: [(LABEL_NETWORK_ID.to_string(), r.network_id.clone())].into(),
             uplink: None,
+            ..NetworkSpec::default()
         };
         self.engine.create_network(spec).await?;
         Ok(empty())
@@ -355,6 +356,7 @@ impl DockerPlugin {
             sandbox: handoff_sandbox(&r.endpoint_id),
             name: short(&r.endpoint_id).to_string(),
             ip,
+            ip6: None,
             mac,
             aliases: Vec::new(),
             links: Vec::new(),
