@@ -468,6 +468,7 @@ pub fn ps(conn: &Conn, output: Output) -> Result<()> {
             "MAC",
             "IFACE",
             "PORTS",
+            "IPV6",
         ],
         |e: &EndpointView| {
             vec![
@@ -478,6 +479,7 @@ pub fn ps(conn: &Conn, output: Output) -> Result<()> {
                 e.mac.clone(),
                 e.ifname.clone(),
                 e.ports.join(", "),
+                e.ipv6.clone().unwrap_or_default(),
             ]
         },
     )

@@ -596,6 +596,32 @@ mod tests {
     }
 
     #[test]
+    fn dual_stack_endpoints_get_a_v6_address_and_default_route() {
+        let db = TempDb::new("dual");
+        let (mut en, _) = open(&db, Fake::default());
+        let spec = NetworkSpec {
+            enable_ipv6: true,
+            subnet6: Some("fd00:9::/64".parse().unwrap()),
+            ..net("a", "10.9.0.0/24")
+        };
+        block(en.create_network(spec)).unwrap();
+        let v = block(en.connect(ep("a", "web", "x"))).unwrap();
+        assert_eq!(v.ipv6.as_deref(), Some("fd00:9::2/64"));
+        let link = &en.plumbing.links[&v.host_ifname].iface;
+        assert_eq!(
+            link.ipv6,
+            Some(SandboxIpv6 {
+                addr: "fd00:9::2".parse().unwrap(),
+                prefix: 64,
+                gateway: Some("fd00:9::1".parse().unwrap()),
+            })
+        );
+        let v4 = block(en.connect(ep("bridge", "web", "y"))).unwrap();
+        assert_eq!(en.plumbing.links[&v4.host_ifname].iface.ipv6, None);
+        assert_eq!(v4.ipv6, None);
+    }
+
+    #[test]
     fn failed_attach_leaves_nothing() {
         let db = TempDb::new("fail");
         let (mut en, _) = open(&db, Fake::default());
