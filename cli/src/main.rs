@@ -1,5 +1,6 @@
 //! `sluice`: the command-line entry point.
 
+mod addressing;
 mod bench;
 mod cli;
 mod sibling;
