@@ -8,14 +8,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sluice_lab::daemonlab::DaemonLab;
 
+/// Runs the CLI; a failure panics with the daemon's log.
 fn ok(d: &DaemonLab, args: &[&str]) -> String {
     d.sluice_ok(args)
-        .unwrap_or_else(|e| panic!("{e}; daemon log: {}", d.log()))
-}
-
-fn json_of(d: &DaemonLab, args: &[&str]) -> Value {
-    let out = ok(d, args);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("sluice {args:?}: {e}: {out}"))
+        .unwrap_or_else(|e| panic!("{e}; log: {}", d.log()))
 }
 
 /// Pings `ip` over IPv6 from container `ns` until one reply comes back or `within` passes.
@@ -56,7 +52,8 @@ fn dual_stack_endpoints_ping6_each_other_and_the_gateway() {
             "dual",
         ],
     );
-    let n = &json_of(&d, &["network", "inspect", "dual"])[0];
+    let v: Value = serde_json::from_str(&ok(&d, &["network", "inspect", "dual"])).unwrap();
+    let n = &v[0];
     assert_eq!(n["EnableIPv6"], true, "{n:#}");
     assert_eq!(n["IPAM"]["Config"][0]["Subnet"], "10.70.0.0/24");
     assert_eq!(n["IPAM"]["Config"][1]["Subnet"], "fd00:70::/64");
@@ -80,7 +77,7 @@ fn dual_stack_endpoints_ping6_each_other_and_the_gateway() {
             &c3,
         ],
     );
-    let ps = json_of(&d, &["ps", "--output", "json"]);
+    let ps: Value = serde_json::from_str(&ok(&d, &["ps", "--output", "json"])).unwrap();
     let v6_of = |name: &str| {
         ps.as_array()
             .unwrap()
