@@ -46,7 +46,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Manage networks (docker network's verbs), through the daemon.
     #[command(subcommand)]
-    Network(cli::NetworkCmd),
+    Network(Box<cli::NetworkCmd>),
     /// List endpoints.
     Ps {
         /// Table or JSON.
@@ -225,7 +225,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Network(c) => cli::network(&cli.conn, c),
+        Command::Network(c) => cli::network(&cli.conn, *c),
         Command::Ps { output } => cli::ps(&cli.conn, output),
         Command::Port { endpoint, output } => cli::port(&cli.conn, endpoint, output),
         Command::Stats { output } => cli::stats(&cli.conn, output),
