@@ -652,6 +652,17 @@ mod tests {
     }
 
     #[test]
+    fn v4_only_records_read_and_write_as_before() {
+        let old = r#"{"network":"n","name":"a","sandbox":{"pid":1},"ip":"10.1.0.5"}"#;
+        let spec: EndpointSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(spec.ip6, None);
+        assert!(!serde_json::to_string(&spec).unwrap().contains("ip6"));
+        let n: NetworkSpec = serde_json::from_str(r#"{"name":"a"}"#).unwrap();
+        assert!(!n.enable_ipv6);
+        assert!(!serde_json::to_string(&n).unwrap().contains("ipv6"));
+    }
+
+    #[test]
     fn inspect_has_dockers_shape() {
         let n = Network {
             id: "ab".repeat(32),
