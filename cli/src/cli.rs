@@ -441,7 +441,8 @@ pub fn network(conn: &Conn, cmd: NetworkCmd) -> Result<()> {
                     .post(&format!("/networks/{}/connect", spec.network), &spec)
                     .await?;
                 let e: EndpointView = serde_json::from_value(v)?;
-                println!("{} {} {} {}", e.name, e.ifname, e.ipv4, e.mac);
+                let v6 = e.ipv6.map(|a| format!(" {a}")).unwrap_or_default();
+                println!("{} {} {} {}{v6}", e.name, e.ifname, e.ipv4, e.mac);
                 Ok(())
             })
         }
