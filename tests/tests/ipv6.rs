@@ -38,7 +38,7 @@ fn dual_stack_endpoints_ping6_each_other_and_the_gateway() {
     let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
         return;
     };
-    let mut d = DaemonLab::start("v6", &bin, &["--workers", "1"]).unwrap();
+    let mut d = DaemonLab::start("six", &bin, &["--workers", "1"]).unwrap();
     ok(
         &d,
         &[
