@@ -36,7 +36,7 @@ fn prefix(flag: &str, s: &str) -> Result<Prefix> {
     }
     match s.parse() {
         Ok(c) => Ok(Prefix::V6(c)),
-        Err(_) => bail!("{flag} {s:?} is not a CIDR (like 10.1.0.0/16 or fd00:1::/64)"),
+        Err(_) => bail!("{flag} {s:?} is not an IPv4 CIDR (like 10.1.0.0/16) or an IPv6 one"),
     }
 }
 
@@ -71,7 +71,7 @@ pub fn addressing(
         match g.parse::<IpAddr>() {
             Ok(IpAddr::V4(ip)) => once(&mut a.gateway, "--gateway", "IPv4", ip)?,
             Ok(IpAddr::V6(ip)) => once(&mut a.gateway6, "--gateway", "IPv6", ip)?,
-            Err(_) => bail!("--gateway {g:?} is not an IP address"),
+            Err(_) => bail!("--gateway {g:?} is not an IPv4 or IPv6 address"),
         }
     }
     Ok(a)
