@@ -59,6 +59,9 @@ pub struct EndpointView {
     pub sandbox: Sandbox,
     /// Address with prefix.
     pub ipv4: String,
+    /// v6 address with prefix, on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
     /// Its MAC.
     pub mac: String,
     /// The interface inside the sandbox.
@@ -89,6 +92,9 @@ impl EndpointView {
             network: net.spec.name.clone(),
             sandbox: e.spec.sandbox.clone(),
             ipv4: format!("{}/{prefix}", e.ip),
+            ipv6: e
+                .ip6
+                .map(|ip| format!("{ip}/{}", net.subnet6.map_or(128, |s| s.prefix))),
             mac: e.mac.to_string(),
             ifname: e.sandbox_ifname.clone(),
             host_ifname: e.host_ifname.clone(),

@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use sluice_dataplane::config::Ipv4Cidr;
+use sluice_dataplane::config::{Ipv4Cidr, Ipv6Cidr};
 use sluice_dataplane::frame::{NetworkId, PortId};
 use sluice_dataplane::wire::MacAddr;
 
@@ -264,6 +264,18 @@ pub struct NetworkSpec {
     /// The network's own uplink (none: the daemon's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkSpec>,
+    /// Dual stack (`--ipv6`): endpoints get a v6 address too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_ipv6: bool,
+    /// The v6 subnet (none with `enable_ipv6`: a ULA /64 of the default pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Cidr>,
+    /// The v6 gateway (none: the v6 subnet's first address after the prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    /// The part of the v6 subnet dynamic addresses come from (none: the whole subnet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range6: Option<Ipv6Cidr>,
 }
 
 /// A created network: the spec plus what the daemon decided.
@@ -281,6 +293,12 @@ pub struct Network {
     pub gateway: Option<Ipv4Addr>,
     /// The network's index in the dataplane configuration, stable while it exists.
     pub dataplane_id: NetworkId,
+    /// The v6 subnet in use on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Cidr>,
+    /// The v6 gateway in use on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     /// A macvlan network's parent interface port in the dataplane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_port: Option<PortId>,
@@ -348,6 +366,9 @@ pub struct EndpointSpec {
     /// A static address (`--ip`); none: the IPAM picks one.
     #[serde(default)]
     pub ip: Option<Ipv4Addr>,
+    /// A static v6 address (`--ip6`) on a dual-stack network; none: the IPAM picks one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     /// A static MAC; none: derived from the address (02:42:...).
     #[serde(default)]
     pub mac: Option<MacAddr>,
@@ -384,6 +405,9 @@ pub struct Endpoint {
     pub network_id: String,
     /// The allocated or static address.
     pub ip: Ipv4Addr,
+    /// The v6 address on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     /// The derived or static MAC.
     pub mac: MacAddr,
     /// The host side of the veth pair (what the dataplane attaches to).
@@ -434,7 +458,7 @@ pub struct ContainerView {
     /// Address with prefix, e.g. `172.18.0.2/16`.
     #[serde(rename = "IPv4Address")]
     pub ipv4_address: String,
-    /// Always empty: sluice is IPv4 only.
+    /// Address with prefix on a dual-stack network, else empty (as docker shows it).
     #[serde(rename = "IPv6Address")]
     pub ipv6_address: String,
     /// The resolv.conf sluiced wrote for the endpoint (for the runtime to bind-mount).
@@ -516,7 +540,7 @@ impl Network {
     /// The `docker network inspect` view of the network with `endpoints` attached (the
     /// daemon's driver adds the options only it knows, see `driver::inspect`).
     pub fn inspect<'a>(&self, endpoints: impl IntoIterator<Item = &'a Endpoint>) -> NetworkInspect {
-        let config = match (self.subnet, self.gateway) {
+        let config: Vec<IpamConfigView> = match (self.subnet, self.gateway) {
             (Some(subnet), Some(gateway)) => vec![IpamConfigView {
                 subnet: subnet.to_string(),
                 gateway: gateway.to_string(),
@@ -529,15 +553,28 @@ impl Network {
                     .collect(),
             }],
             _ => Vec::new(),
-        };
+        }
+        .into_iter()
+        .chain(
+            self.subnet6
+                .zip(self.gateway6)
+                .map(|(subnet, gateway)| IpamConfigView {
+                    subnet: subnet.to_string(),
+                    gateway: gateway.to_string(),
+                    ip_range: self.spec.ip_range6.map(|r| r.to_string()),
+                    auxiliary_addresses: BTreeMap::new(),
+                }),
+        )
+        .collect();
         let prefix = self.subnet.map_or(32, |s| s.prefix);
+        let prefix6 = self.subnet6.map_or(128, |s| s.prefix);
         NetworkInspect {
             name: self.spec.name.clone(),
             id: self.id.clone(),
             created: self.created.clone(),
             scope: "local".into(),
             driver: self.spec.driver.as_str().into(),
-            enable_ipv6: false,
+            enable_ipv6: self.subnet6.is_some(),
             ipam: IpamView {
                 driver: "default".into(),
                 config,
@@ -554,7 +591,10 @@ impl Network {
                             endpoint_id: e.id.clone(),
                             mac_address: e.mac.to_string(),
                             ipv4_address: format!("{}/{prefix}", e.ip),
-                            ipv6_address: String::new(),
+                            ipv6_address: e
+                                .ip6
+                                .map(|ip| format!("{ip}/{prefix6}"))
+                                .unwrap_or_default(),
                             resolv_conf_path: None,
                             hosts_path: None,
                         },
@@ -727,6 +767,17 @@ mod tests {
     }
 
     #[test]
+    fn v4_only_records_read_and_write_as_before() {
+        let old = r#"{"network":"n","name":"a","sandbox":{"pid":1},"ip":"10.1.0.5"}"#;
+        let spec: EndpointSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(spec.ip6, None);
+        assert!(!serde_json::to_string(&spec).unwrap().contains("ip6"));
+        let n: NetworkSpec = serde_json::from_str(r#"{"name":"a"}"#).unwrap();
+        assert!(!n.enable_ipv6);
+        assert!(!serde_json::to_string(&n).unwrap().contains("ipv6"));
+    }
+
+    #[test]
     fn inspect_has_dockers_shape() {
         let n = Network {
             id: "ab".repeat(32),
@@ -739,6 +790,8 @@ mod tests {
             },
             subnet: Some("10.1.0.0/24".parse().unwrap()),
             gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
+            subnet6: Some("fd00:1::/64".parse().unwrap()),
+            gateway6: Some("fd00:1::1".parse().unwrap()),
             dataplane_id: NetworkId(1),
             parent_port: None,
             uplink_port: None,
@@ -750,6 +803,7 @@ mod tests {
                 sandbox: Sandbox::Pid(1),
                 name: "web".into(),
                 ip: None,
+                ip6: None,
                 mac: None,
                 aliases: vec![],
                 links: vec![],
@@ -760,6 +814,7 @@ mod tests {
             },
             network_id: n.id.clone(),
             ip: Ipv4Addr::new(10, 1, 0, 128),
+            ip6: Some("fd00:1::2".parse().unwrap()),
             mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 1, 0, 128)),
             host_ifname: "slcdcdcdcdcd".into(),
             sandbox_ifname: "eth0".into(),
@@ -777,6 +832,10 @@ mod tests {
         );
         let c = &v["Containers"][&e.id];
         assert_eq!(c["IPv4Address"], "10.1.0.128/24");
+        assert_eq!(c["IPv6Address"], "fd00:1::2/64");
+        assert_eq!(v["EnableIPv6"], true);
+        assert_eq!(v["IPAM"]["Config"][1]["Subnet"], "fd00:1::/64");
+        assert_eq!(v["IPAM"]["Config"][1]["Gateway"], "fd00:1::1");
         assert_eq!(c["MacAddress"], "02:42:0a:01:00:80");
         assert_eq!(v["Internal"], false);
         assert!(v["Options"].as_object().unwrap().is_empty());

@@ -380,6 +380,7 @@ mod tests {
             sandbox: Sandbox::Pid(1),
             name: "web".into(),
             ip: None,
+            ip6: None,
             mac: None,
             aliases: vec![],
             links: vec![],

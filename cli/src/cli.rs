@@ -19,6 +19,8 @@ use sluice_api::validate;
 use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
 
+use crate::addressing::{addressing, ip6};
+
 /// Where to find the daemon.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Conn {
@@ -84,15 +86,18 @@ pub struct CreateArgs {
     /// bridge, macvlan, overlay, none or host.
     #[arg(long, short, default_value = "bridge")]
     driver: String,
-    /// Subnet in CIDR form (default: the next free 172.18.0.0/16, 172.19.0.0/16, ...).
+    /// Subnet in CIDR form, one IPv4 and one IPv6 (default: the next free 172.18.0.0/16, ...).
     #[arg(long)]
-    subnet: Option<String>,
-    /// Gateway address (default: the subnet's first address).
+    subnet: Vec<String>,
+    /// Gateway address, one per family (default: the subnet's first address).
     #[arg(long)]
-    gateway: Option<String>,
-    /// Allocate dynamic addresses from this part of the subnet.
+    gateway: Vec<String>,
+    /// Allocate dynamic addresses from this part of the subnet, one per family.
     #[arg(long)]
-    ip_range: Option<String>,
+    ip_range: Vec<String>,
+    /// Dual stack: endpoints get an IPv6 address too (default v6 subnet: a ULA /64).
+    #[arg(long)]
+    ipv6: bool,
     /// Reserve an address: NAME=IP (repeatable).
     #[arg(long)]
     aux_address: Vec<String>,
@@ -124,6 +129,9 @@ pub struct ConnectArgs {
     /// Static address.
     #[arg(long)]
     ip: Option<String>,
+    /// Static IPv6 address on a dual-stack network.
+    #[arg(long)]
+    ip6: Option<String>,
     /// Static MAC.
     #[arg(long)]
     mac: Option<String>,
@@ -213,24 +221,17 @@ pub fn network_spec(a: &CreateArgs) -> Result<NetworkSpec> {
         let (k, v) = key_value("--label", l)?;
         labels.insert(k, v);
     }
+    let ad = addressing(&a.subnet, &a.gateway, &a.ip_range)?;
     let spec = NetworkSpec {
         name: a.name.clone(),
         driver,
-        subnet: a
-            .subnet
-            .as_deref()
-            .map(|s| cidr("--subnet", s))
-            .transpose()?,
-        gateway: a
-            .gateway
-            .as_deref()
-            .map(|s| ip("--gateway", s))
-            .transpose()?,
-        ip_range: a
-            .ip_range
-            .as_deref()
-            .map(|s| cidr("--ip-range", s))
-            .transpose()?,
+        subnet: ad.subnet,
+        gateway: ad.gateway,
+        ip_range: ad.ip_range,
+        enable_ipv6: a.ipv6,
+        subnet6: ad.subnet6,
+        gateway6: ad.gateway6,
+        ip_range6: ad.ip_range6,
         aux_addresses,
         internal: a.internal,
         options,
@@ -298,6 +299,7 @@ pub fn endpoint_spec(a: &ConnectArgs) -> Result<EndpointSpec> {
         sandbox,
         name: a.name.clone().unwrap_or(default_name),
         ip: a.ip.as_deref().map(|s| ip("--ip", s)).transpose()?,
+        ip6: a.ip6.as_deref().map(|s| ip6("--ip6", s)).transpose()?,
         mac: a
             .mac
             .as_deref()
@@ -394,7 +396,8 @@ pub fn network(conn: &Conn, cmd: NetworkCmd) -> Result<()> {
                     .post(&format!("/networks/{}/connect", spec.network), &spec)
                     .await?;
                 let e: EndpointView = serde_json::from_value(v)?;
-                println!("{} {} {} {}", e.name, e.ifname, e.ipv4, e.mac);
+                let v6 = e.ipv6.map(|a| format!(" {a}")).unwrap_or_default();
+                println!("{} {} {} {}{v6}", e.name, e.ifname, e.ipv4, e.mac);
                 Ok(())
             })
         }
@@ -425,6 +428,7 @@ pub fn ps(conn: &Conn, output: Output) -> Result<()> {
             "MAC",
             "IFACE",
             "PORTS",
+            "IPV6",
         ],
         |e: &EndpointView| {
             vec![
@@ -435,6 +439,7 @@ pub fn ps(conn: &Conn, output: Output) -> Result<()> {
                 e.mac.clone(),
                 e.ifname.clone(),
                 e.ports.join(", "),
+                e.ipv6.clone().unwrap_or_default(),
             ]
         },
     )
@@ -696,12 +701,24 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_flags_make_a_dual_stack_spec() {
+        let flags = "--ipv6 --subnet 10.9.0.0/24 --subnet fd00:9::/64 n";
+        let s = create(&flags.split(' ').collect::<Vec<_>>()).unwrap();
+        assert!(s.enable_ipv6);
+        assert_eq!(s.subnet.unwrap().to_string(), "10.9.0.0/24");
+        assert_eq!(s.subnet6.unwrap().to_string(), "fd00:9::/64");
+        assert!(!create(&["n"]).unwrap().enable_ipv6);
+    }
+
+    #[test]
     fn connect_flags_become_a_spec() {
         let a = match T::try_parse_from([
             "t",
             "connect",
             "--ip",
             "10.1.0.5",
+            "--ip6",
+            "fd00:1::5",
             "--mac",
             "02:00:00:00:00:05",
             "--alias",
@@ -731,6 +748,7 @@ mod tests {
         assert_eq!(s.sandbox, Sandbox::Pid(4242));
         assert_eq!(s.name, "web");
         assert_eq!(s.ip, Some(Ipv4Addr::new(10, 1, 0, 5)));
+        assert_eq!(s.ip6, Some("fd00:1::5".parse().unwrap()));
         assert_eq!(s.publish.len(), 2);
         assert_eq!(s.aliases, vec!["db".to_string()]);
         assert_eq!(s.names.hostname.as_deref(), Some("h"));

@@ -1,6 +1,7 @@
 //! `sluice`: the command-line entry point.
 #![forbid(unsafe_code)]
 
+mod addressing;
 mod bench;
 mod cli;
 mod expose;
@@ -51,7 +52,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Manage networks (docker network's verbs), through the daemon.
     #[command(subcommand)]
-    Network(cli::NetworkCmd),
+    Network(Box<cli::NetworkCmd>),
     /// Show endpoints' sandboxes as docker's container inspect (`NetworkSettings`), or a
     /// --format template per endpoint.
     Inspect(settings::InspectArgs),
@@ -217,7 +218,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Network(c) => cli::network(&cli.conn, c),
+        Command::Network(c) => cli::network(&cli.conn, *c),
         Command::Inspect(a) => settings::inspect(&cli.conn.client(), a),
         Command::Ps { output } => cli::ps(&cli.conn, output),
         Command::Port { endpoint, output } => cli::port(&cli.conn, endpoint, output),

@@ -198,6 +198,7 @@ mod tests {
             aliases: vec![],
             files: None,
             default_route: None,
+            ipv6: None,
         }
     }
 

@@ -233,6 +233,7 @@ pub fn endpoint_spec(
         sandbox: Sandbox::Netns(PathBuf::from(netns)),
         name: endpoint_name(cid, ifname),
         ip: conf.static_ip(&args)?,
+        ip6: None,
         mac: conf.static_mac(&args)?,
         aliases: conf.aliases(&args),
         links: Vec::new(),

@@ -258,6 +258,7 @@ mod tests {
             network: "n".into(),
             sandbox: Sandbox::Netns("/run/netns/c1".into()),
             ipv4: "10.7.0.2/24".into(),
+            ipv6: None,
             mac: "02:42:0a:07:00:02".into(),
             ifname: "eth0".into(),
             host_ifname: "slcdcdcdcdcd".into(),

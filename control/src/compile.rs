@@ -5,8 +5,8 @@
 use std::net::Ipv4Addr;
 
 use sluice_dataplane::config::{
-    Config, Ipv4Cidr, NatConfig, NetworkConfig, PortConfig, PortForward, PortIo, PortRole,
-    UplinkConfig,
+    Config, Ipv4Cidr, NatConfig, NetworkConfig, NetworkV6, PortConfig, PortForward, PortIo,
+    PortRole, UplinkConfig,
 };
 use sluice_dataplane::frame::PortId;
 use sluice_dataplane::wire::MacAddr;
@@ -72,6 +72,10 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
         nc.icc = o.icc.unwrap_or(nc.icc);
         nc.mtu = o.mtu.unwrap_or(nc.mtu);
         nc.max_flows_per_endpoint = o.max_flows_per_endpoint;
+        nc.ipv6 = n
+            .subnet6
+            .zip(n.gateway6)
+            .map(|(subnet, gateway)| NetworkV6 { subnet, gateway });
         driver::of(n.spec.driver).compile(n, &mut nc, &mut cfg);
         cfg.networks.push(nc);
         for e in state.endpoints_of(&n.id) {
@@ -84,6 +88,7 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
                     vlan,
                     mac: e.mac,
                     ipv4: Some(e.ip),
+                    ipv6: e.ip6,
                 },
             });
             // Connect picks every host port left open, so each stored mapping has one.
@@ -108,7 +113,7 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Driver;
+    use crate::model::{Driver, NetworkSpec};
     use crate::state::tests::{ep, fresh, net, stamps};
     use proptest::prelude::*;
     use sluice_dataplane::config::L4Proto;
@@ -123,6 +128,34 @@ mod tests {
             next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
             mtu: 1500,
         }
+    }
+
+    #[test]
+    fn dual_stack_networks_compile_their_v6_prefix_gateway_and_addresses() {
+        let (mut s, mut st) = fresh();
+        let a = NetworkSpec {
+            enable_ipv6: true,
+            subnet6: Some("fd00:9::/64".parse().unwrap()),
+            ..net("a", Some("10.9.0.0/24"))
+        };
+        s.create_network(a, st()).unwrap();
+        let e = s.connect(ep("a", "web", 1), st()).unwrap().clone();
+        let cfg = dataplane_config(&s, Some(&uplink()), NatConfig::default());
+        let tables = Tables::build(&cfg, None).expect("valid dataplane config");
+        let nc = cfg.networks.iter().find(|n| n.name == "a").unwrap();
+        assert_eq!(
+            nc.ipv6,
+            Some(NetworkV6 {
+                subnet: "fd00:9::/64".parse().unwrap(),
+                gateway: "fd00:9::1".parse().unwrap(),
+            })
+        );
+        assert!(matches!(
+            tables.port(e.port).unwrap().config.role,
+            PortRole::Endpoint { ipv6: Some(ip), .. } if ip == "fd00:9::2".parse::<std::net::Ipv6Addr>().unwrap()
+        ));
+        let bridge = cfg.networks.iter().find(|n| n.name == "bridge").unwrap();
+        assert_eq!(bridge.ipv6, None, "v4-only networks stay v4 only");
     }
 
     #[test]
@@ -169,7 +202,8 @@ mod tests {
                 network: na.dataplane_id,
                 vlan: 10,
                 mac: web.mac,
-                ipv4: Some(web.ip)
+                ipv4: Some(web.ip),
+                ipv6: None,
             }
         );
         assert_eq!(port.config.name, web.host_ifname);

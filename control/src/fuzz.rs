@@ -52,6 +52,7 @@ fn sample_state() -> (State, impl FnMut() -> Stamp) {
             sandbox: Sandbox::Netns(format!("/run/netns/{name}").into()),
             name: name.into(),
             ip: None,
+            ip6: None,
             mac: None,
             aliases: vec![format!("{name}-alias")],
             links: Vec::new(),

@@ -13,6 +13,7 @@ pub mod driver;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 pub mod ipam;
+pub mod ipam6;
 pub mod plugins;
 pub mod state;
 pub mod store;

@@ -2,10 +2,11 @@
 //! published ports and NAT limits. Plain serde types; `tables::Tables` compiles them into the
 //! lookup structures the fast path reads.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config_v6::{Ipv6Cidr, NetworkV6};
 use crate::frame::{NetworkId, PortId};
 use crate::wire::MacAddr;
 
@@ -137,6 +138,10 @@ pub struct NetworkConfig {
     /// limit); none: `NatConfig::default_max_flows_per_endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_flows_per_endpoint: Option<usize>,
+    /// The network's IPv6 prefix and gateway (dual stack); none: IPv6 is bridged with MAC
+    /// anti-spoofing alone and the gateway does not answer it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<NetworkV6>,
 }
 
 impl NetworkConfig {
@@ -165,6 +170,7 @@ impl NetworkConfig {
             external_gateway: false,
             uplink: None,
             max_flows_per_endpoint: None,
+            ipv6: None,
         }
     }
 }
@@ -184,6 +190,9 @@ pub enum PortRole {
         mac: MacAddr,
         /// The endpoint's IPv4 address.
         ipv4: Option<Ipv4Addr>,
+        /// The endpoint's IPv6 address (besides its link-local ones), on a dual-stack network.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ipv6: Option<Ipv6Addr>,
     },
     /// An untagged port without anti-spoofing (e.g. to another switch on one VLAN).
     Access {

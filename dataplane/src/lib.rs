@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod bridge;
 pub mod config;
+pub mod config_v6;
 pub mod counters;
 pub mod frame;
 pub mod hash;

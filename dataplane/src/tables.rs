@@ -6,13 +6,15 @@
 //! batch, never a mix. Learned state (each network's FDB) is carried from the old tables to the
 //! new ones, so reconfiguration loses no learned MAC.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use hashbrown::HashMap;
 
 use crate::bridge::{Fdb, FdbParams};
-use crate::config::{Config, Ipv4Cidr, NetworkConfig, PortConfig, PortRole, UplinkConfig};
+use crate::config::{
+    Config, Ipv4Cidr, Ipv6Cidr, NetworkConfig, PortConfig, PortRole, UplinkConfig,
+};
 use crate::frame::{NetworkId, PortId};
 use crate::overlay::{OverlayError, OverlayTables};
 use crate::portfwd::{ForwardError, PortForwardTable};
@@ -61,6 +63,16 @@ pub enum ConfigError {
         ip: Ipv4Addr,
         /// The subnet.
         subnet: Ipv4Cidr,
+    },
+    /// A v6 address lies outside its network's v6 prefix (or the network has none).
+    #[error("{what} {ip} is outside the network's IPv6 subnet {subnet:?}")]
+    OutsideSubnetV6 {
+        /// Which address.
+        what: String,
+        /// The address.
+        ip: Ipv6Addr,
+        /// The network's v6 subnet, if it has one.
+        subnet: Option<Ipv6Cidr>,
     },
     /// Two endpoints of a network share an address.
     #[error("address {ip} is used by ports {a} and {b}")]
@@ -152,6 +164,8 @@ pub struct PortEntry {
     pub mode: PortMode,
     /// Anti-spoofing: the only source MAC (and IPv4) accepted, for endpoint ports.
     pub endpoint: Option<(MacAddr, Option<Ipv4Addr>)>,
+    /// Anti-spoofing: the endpoint's v6 address (link-local sources are accepted besides).
+    pub endpoint_v6: Option<Ipv6Addr>,
 }
 
 impl PortEntry {
@@ -306,6 +320,13 @@ impl Tables {
                     subnet: n.subnet,
                 });
             }
+            if let Some(v6) = n.ipv6.filter(|v6| !v6.subnet.contains(v6.gateway)) {
+                return Err(ConfigError::OutsideSubnetV6 {
+                    what: format!("IPv6 gateway of network {:?}", n.name),
+                    ip: v6.gateway,
+                    subnet: Some(v6.subnet),
+                });
+            }
             for other in &config.networks[..i] {
                 if other.id == n.id {
                     return Err(ConfigError::DuplicateId {
@@ -409,21 +430,23 @@ impl Tables {
         p: &PortConfig,
         networks: &mut [Option<NetworkEntry>],
     ) -> Result<PortEntry, ConfigError> {
-        let (network, vlan, endpoint) = match &p.role {
+        let (network, vlan, endpoint, endpoint_v6) = match &p.role {
             PortRole::Endpoint {
                 network,
                 vlan,
                 mac,
                 ipv4,
-            } => (*network, Some(*vlan), Some((*mac, *ipv4))),
-            PortRole::Access { network, vlan } => (*network, Some(*vlan), None),
-            PortRole::Trunk { network, .. } => (*network, None, None),
+                ipv6,
+            } => (*network, Some(*vlan), Some((*mac, *ipv4)), *ipv6),
+            PortRole::Access { network, vlan } => (*network, Some(*vlan), None, None),
+            PortRole::Trunk { network, .. } => (*network, None, None, None),
             PortRole::Uplink => {
                 return Ok(PortEntry {
                     config: p.clone(),
                     network: None,
                     mode: PortMode::Routed,
                     endpoint: None,
+                    endpoint_v6: None,
                 })
             }
         };
@@ -451,12 +474,21 @@ impl Tables {
                 });
             }
         }
+        let subnet6 = net.config.ipv6.map(|v6| v6.subnet);
+        if let Some(ip) = endpoint_v6.filter(|ip| !subnet6.is_some_and(|s| s.contains(*ip))) {
+            return Err(ConfigError::OutsideSubnetV6 {
+                what: format!("IPv6 address of port {:?}", p.name),
+                ip,
+                subnet: subnet6,
+            });
+        }
         net.members.push(p.id);
         Ok(PortEntry {
             config: p.clone(),
             network: Some(network),
             mode,
             endpoint,
+            endpoint_v6,
         })
     }
 
@@ -604,6 +636,7 @@ mod tests {
                 vlan: 0,
                 mac: MacAddr::from_ipv4(ip),
                 ipv4: Some(ip),
+                ipv6: None,
             },
         }
     }

@@ -196,6 +196,7 @@ impl Scenario {
                 vlan: 0,
                 mac: Self::mac(ip),
                 ipv4: Some(ip),
+                ipv6: None,
             },
         };
         let forward = |proto| PortForward {

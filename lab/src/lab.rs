@@ -707,6 +707,7 @@ impl DockerLikeSpec {
                     vlan: 0,
                     mac: self.endpoint_mac(i),
                     ipv4: Some(self.endpoint_ip(i)),
+                    ipv6: None,
                 },
             });
         }
@@ -1117,6 +1118,7 @@ mod tests {
                 vlan: 0,
                 mac: s.endpoint_mac(1),
                 ipv4: Some(Ipv4Addr::new(172, 17, 0, 3)),
+                ipv6: None,
             }
         );
         let up = cfg.uplink.as_ref().unwrap();

@@ -22,10 +22,10 @@ mod veth;
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use sluice_dataplane::config::Ipv4Cidr;
+use sluice_dataplane::config::{Ipv4Cidr, Ipv6Cidr};
 use sluice_dataplane::wire::MacAddr;
 
 use sluice_api::model::Sandbox;
@@ -57,6 +57,21 @@ pub struct SandboxIface {
     pub gateway: Option<Ipv4Addr>,
     /// MTU of both ends.
     pub mtu: u16,
+    /// The sandbox end's IPv6 address on a dual-stack network (the kernel adds the
+    /// link-local one itself).
+    pub ipv6: Option<SandboxIpv6>,
+}
+
+/// The IPv6 side of a [`SandboxIface`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SandboxIpv6 {
+    /// The address, set without duplicate address detection (the IPAM made it unique), so
+    /// that it is usable at once.
+    pub addr: Ipv6Addr,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// Default route via this gateway; `None` adds none.
+    pub gateway: Option<Ipv6Addr>,
 }
 
 /// Why a netlink operation failed; every variant names the interface or namespace concerned
@@ -248,6 +263,23 @@ impl SandboxIface {
                 ));
             }
         }
+        if let Some(v6) = self.ipv6 {
+            let (addr, prefix) = (v6.addr, v6.prefix);
+            if prefix == 0 || prefix > 128 {
+                return bad(format!("IPv6 prefix length {prefix} is not 1-128"));
+            }
+            if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+                return bad(format!("{addr} is not a host address"));
+            }
+            let subnet = Ipv6Cidr { addr, prefix };
+            if let Some(gw) = v6.gateway {
+                if !subnet.contains(gw) || gw == addr {
+                    return bad(format!(
+                        "gateway {gw} is not another address of {addr}/{prefix}"
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -282,7 +314,20 @@ mod tests {
             ip: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 2), 24).unwrap(),
             gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
             mtu: 1500,
+            ipv6: Some(SandboxIpv6 {
+                addr: "fd00::2".parse().unwrap(),
+                prefix: 64,
+                gateway: Some("fd00::1".parse().unwrap()),
+            }),
         }
+    }
+
+    fn v6(addr: &str, prefix: u8, gateway: Option<&str>) -> Option<SandboxIpv6> {
+        Some(SandboxIpv6 {
+            addr: addr.parse().unwrap(),
+            prefix,
+            gateway: gateway.map(|g| g.parse().unwrap()),
+        })
     }
 
     fn rt() -> tokio::runtime::Runtime {
@@ -309,6 +354,11 @@ mod tests {
             ..iface()
         };
         assert!(no_gw.validate().is_ok());
+        let v4_only = SandboxIface {
+            ipv6: None,
+            ..iface()
+        };
+        assert!(v4_only.validate().is_ok());
         let cases = [
             SandboxIface { mtu: 67, ..iface() },
             SandboxIface {
@@ -340,6 +390,22 @@ mod tests {
             },
             SandboxIface {
                 host_ifname: "sl-far-too-long-name".into(),
+                ..iface()
+            },
+            SandboxIface {
+                ipv6: v6("fd00::2", 129, None),
+                ..iface()
+            },
+            SandboxIface {
+                ipv6: v6("ff02::2", 64, None),
+                ..iface()
+            },
+            SandboxIface {
+                ipv6: v6("fd00::2", 64, Some("fd01::1")),
+                ..iface()
+            },
+            SandboxIface {
+                ipv6: v6("fd00::2", 64, Some("fd00::2")),
                 ..iface()
             },
         ];

@@ -1,18 +1,23 @@
 //! The veth pairs: created straight into a sandbox (or both ends here, for docker to move the
 //! peer), deleted, listed, and a sandbox interface read back.
 
+use std::fs::File;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
 
-use super::conn::{errno, link_kind, link_name, Conn};
-use super::{check_ifname, check_mac, check_mtu, open_netns, NetlinkError, SandboxIface, Step};
+use super::conn::{errno, in_netns, link_kind, link_name, Conn};
+use super::{
+    check_ifname, check_mac, check_mtu, open_netns, NetlinkError, SandboxIface, SandboxIpv6, Step,
+};
 use sluice_api::model::Sandbox;
 
 /// The request creating a veth pair: the host end (named, MTU, up) in the current namespace and
@@ -28,9 +33,9 @@ fn veth_message(host_ifname: &str, mtu: u16, peer: LinkMessage) -> LinkMessage {
 
 /// Plugs `sandbox` into sluice: a veth pair whose host end `host_ifname` (MTU set, up, no
 /// address) stays in the current namespace for the dataplane, and whose peer appears inside the
-/// sandbox as `sandbox_ifname` with the MAC, MTU and IPv4 address asked for, up, with `lo` up
-/// and the default route via the gateway if one is given. On any failure whatever was created
-/// is removed and the error returned. The work runs in a task of its own, so dropping the
+/// sandbox as `sandbox_ifname` with the MAC, MTU and IPv4 (and IPv6) address asked for, up,
+/// with `lo` up and the default routes via the gateways given. On any failure whatever was
+/// created is removed and the error returned. The work runs in a task of its own, so dropping the
 /// returned future (a client hanging up) does not stop it halfway. Must be called from a tokio
 /// runtime.
 pub async fn attach(sandbox: &Sandbox, iface: &SandboxIface) -> Result<(), NetlinkError> {
@@ -78,10 +83,23 @@ async fn attach_task(sandbox: Sandbox, iface: SandboxIface) -> Result<(), Netlin
         return Err(e);
     }
 
-    match configure_sandbox(&inner, &iface).await {
+    let configured = async {
+        if iface.ipv6.is_some() {
+            enable_ipv6(&ns, &label, &iface.sandbox_ifname).await?;
+        }
+        configure_sandbox(&inner, &iface).await
+    };
+    match configured.await {
         Ok(()) => Ok(()),
         Err(cause) => Err(host.roll_back(&iface.host_ifname, cause).await),
     }
+}
+
+/// Turns IPv6 on for the sandbox interface `ifname` (sandboxes may have it off by default, as
+/// docker's containers without a v6 network do), so that it takes v6 addresses.
+async fn enable_ipv6(ns: &File, label: &str, ifname: &str) -> Result<(), NetlinkError> {
+    let knob = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    in_netns(ns, label, move || std::fs::write(knob, "0")).await
 }
 
 /// The sandbox side of [`attach`] once the peer exists there: address, peer and `lo` up (these
@@ -128,14 +146,49 @@ async fn configure_sandbox(conn: &Conn, iface: &SandboxIface) -> Result<(), Netl
             .gateway(gw)
             .output_interface(index)
             .build();
-        conn.run(
-            Step::SetRoute,
-            name,
-            conn.handle.route().add(route).execute(),
-        )
-        .await?;
+        add_route(conn, name, route).await?;
+    }
+    if let Some(v6) = iface.ipv6 {
+        configure_ipv6(conn, name, index, v6).await?;
     }
     Ok(())
+}
+
+/// The IPv6 side of [`configure_sandbox`]: the address without duplicate address detection
+/// (usable at once, as docker sets it), then the default route via the v6 gateway.
+async fn configure_ipv6(
+    conn: &Conn,
+    name: &str,
+    index: u32,
+    v6: SandboxIpv6,
+) -> Result<(), NetlinkError> {
+    let mut add = conn
+        .handle
+        .address()
+        .add(index, IpAddr::V6(v6.addr), v6.prefix);
+    add.message_mut().header.flags = AddressHeaderFlags::Nodad;
+    add.message_mut()
+        .attributes
+        .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    conn.run(Step::SetAddress, name, add.execute()).await?;
+    if let Some(gw) = v6.gateway {
+        let route = RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(gw)
+            .output_interface(index)
+            .build();
+        add_route(conn, name, route).await?;
+    }
+    Ok(())
+}
+
+/// Adds `route` (a default route via a gateway, of either family) on `name`.
+async fn add_route(conn: &Conn, name: &str, route: RouteMessage) -> Result<(), NetlinkError> {
+    conn.run(
+        Step::SetRoute,
+        name,
+        conn.handle.route().add(route).execute(),
+    )
+    .await
 }
 
 /// Creates a veth pair with both ends in the current namespace: `host_ifname` up with `mtu`,
@@ -258,7 +311,6 @@ pub async fn sandbox_link(
     sandbox: &Sandbox,
     ifname: &str,
 ) -> Result<Option<SandboxLink>, NetlinkError> {
-    use rtnetlink::packet_route::address::AddressAttribute;
     check_ifname(ifname)?;
     let ns = open_netns(sandbox)?;
     let conn = Conn::sandbox(&ns, &sandbox.to_string()).await?;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_control::model::Sandbox;
-use sluice_control::netlink::{self, NetlinkError, SandboxIface};
+use sluice_control::netlink::{self, NetlinkError, SandboxIface, SandboxIpv6};
 use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
 use sluice_lab::lab::Lab;
@@ -133,6 +133,7 @@ fn iface(host: &str, sandbox: &str, ip: [u8; 4], prefix: u8, gw: Option<[u8; 4]>
         ip: Ipv4Cidr::new(addr, prefix).unwrap(),
         gateway: gw.map(Ipv4Addr::from),
         mtu: 1500,
+        ipv6: None,
     }
 }
 
@@ -196,6 +197,43 @@ fn attach_configures_the_sandbox_and_detach_removes_it() {
     assert!(in_ns(&lab, HOST, netlink::detach("slv1")).unwrap());
     assert_eq!(names(&lab, SB), ["lo"]);
     assert_eq!(names(&lab, HOST), ["lo"]);
+}
+
+#[test]
+fn attach_sets_the_ipv6_address_and_default_route() {
+    if skip() {
+        return;
+    }
+    // Lab namespaces start with IPv6 off: attach turns it on for the interface.
+    let lab = lab("nlsx");
+    let sb = Sandbox::Netns(ns_path(&lab, SB));
+    let dual = SandboxIface {
+        ipv6: Some(SandboxIpv6 {
+            addr: "fd00:88::2".parse().unwrap(),
+            prefix: 64,
+            gateway: Some("fd00:88::1".parse().unwrap()),
+        }),
+        ..iface("slv0", "eth0", [10, 88, 0, 2], 24, Some([10, 88, 0, 1]))
+    };
+    in_ns(&lab, HOST, netlink::attach(&sb, &dual)).unwrap();
+    let eth0 = link(&lab, SB, "eth0").expect("eth0 in the sandbox");
+    assert_eq!(ipv4_addrs(&eth0), ["10.88.0.2/24"]);
+    let global: Vec<_> = eth0["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["family"] == "inet6" && i["scope"] == "global")
+        .collect();
+    assert_eq!(global.len(), 1, "{eth0}");
+    assert_eq!(global[0]["local"], "fd00:88::2");
+    assert_eq!(global[0]["prefixlen"], 64);
+    assert!(global[0].get("tentative").is_none(), "no DAD: {eth0}");
+    let routes = ip_json(&lab, SB, &["-6", "route", "show", "default"]);
+    let routes = routes.as_array().unwrap();
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(routes[0]["gateway"], "fd00:88::1");
+    assert_eq!(routes[0]["dev"], "eth0");
+    assert!(in_ns(&lab, HOST, netlink::detach("slv0")).unwrap());
 }
 
 #[test]

@@ -53,6 +53,7 @@ fn config(vtep: Ipv4Addr, ep: Ipv4Addr, peer: (Ipv4Addr, Ipv4Addr)) -> Config {
                     vlan: 0,
                     mac: MacAddr::from_ipv4(ep),
                     ipv4: Some(ep),
+                    ipv6: None,
                 },
             },
         ],

@@ -372,6 +372,7 @@ impl Custom {
                 vlan,
                 mac,
                 ipv4: Some(ip),
+                ipv6: None,
             },
         );
         ip
@@ -863,6 +864,7 @@ fn tap_endpoint_and_veth_endpoint_share_a_network() {
             vlan: 0,
             mac: c_mac,
             ipv4: Some(c),
+            ipv6: None,
         },
     );
     t.start(1);

@@ -23,7 +23,7 @@ use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
 use crate::dns::files::FilesError;
 use crate::driver;
 use crate::model::{Endpoint, EndpointSpec, NetworkInspect, NetworkSpec};
-use crate::netlink::SandboxIface;
+use crate::netlink::{SandboxIface, SandboxIpv6};
 use crate::state::{State, StateError, PREDEFINED};
 use crate::store::{Store, StoreError};
 
@@ -64,6 +64,8 @@ impl EngineError {
                 S::NameTaken(_)
                 | S::IdTaken(_)
                 | S::Overlap { .. }
+                | S::Overlap6 { .. }
+                | S::Ipam6 { .. }
                 | S::HasEndpoints { .. }
                 | S::AlreadyConnected { .. }
                 | S::EndpointNameTaken { .. }
@@ -334,6 +336,11 @@ impl<P: Plumbing> Engine<P> {
                 },
                 gateway,
                 mtu: net.spec.options.mtu.unwrap_or(1500),
+                ipv6: e.ip6.map(|addr| SandboxIpv6 {
+                    addr,
+                    prefix: net.subnet6.map_or(128, |s| s.prefix),
+                    gateway: net.gateway6.filter(|_| gateway.is_some()),
+                }),
             },
             placement: e.spec.placement,
         };
@@ -622,6 +629,32 @@ pub(crate) mod tests {
             "only the sandbox's first network sets the default route"
         );
         assert_eq!(en.endpoints().len(), 2);
+    }
+
+    #[test]
+    fn dual_stack_endpoints_get_a_v6_address_and_default_route() {
+        let db = TempDb::new("dual");
+        let (mut en, _) = open(&db, Fake::default());
+        let spec = NetworkSpec {
+            enable_ipv6: true,
+            subnet6: Some("fd00:9::/64".parse().unwrap()),
+            ..net("a", "10.9.0.0/24")
+        };
+        block(en.create_network(spec)).unwrap();
+        let v = block(en.connect(ep("a", "web", "x"))).unwrap();
+        assert_eq!(v.ipv6.as_deref(), Some("fd00:9::2/64"));
+        let link = &en.plumbing.links[&v.host_ifname].iface;
+        assert_eq!(
+            link.ipv6,
+            Some(SandboxIpv6 {
+                addr: "fd00:9::2".parse().unwrap(),
+                prefix: 64,
+                gateway: Some("fd00:9::1".parse().unwrap()),
+            })
+        );
+        let v4 = block(en.connect(ep("bridge", "web", "y"))).unwrap();
+        assert_eq!(en.plumbing.links[&v4.host_ifname].iface.ipv6, None);
+        assert_eq!(v4.ipv6, None);
     }
 
     #[test]

@@ -4,13 +4,13 @@
 //! connect and disconnect and swapped into the server whole.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use crate::model::{Driver, Placement, Sandbox};
 use crate::state::{State, PREDEFINED};
 
-use super::wire::{self, Answer, Rcode, CLASS_IN, TYPE_A, TYPE_ANY, TYPE_PTR};
+use super::wire::{self, Answer, Rcode, CLASS_IN, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_PTR};
 
 /// TTL of the resolver's own answers (docker's embedded server uses 600 s).
 pub const LOCAL_TTL: u32 = 600;
@@ -21,6 +21,8 @@ pub const LOCAL_TTL: u32 = 600;
 struct Names {
     /// Lowercase name → addresses, without duplicates.
     names: HashMap<String, Vec<Ipv4Addr>>,
+    /// Lowercase name → v6 addresses (endpoints on dual-stack networks), for AAAA queries.
+    names6: HashMap<String, Vec<Ipv6Addr>>,
     /// Address → `endpoint.network`, for PTR queries.
     reverse: HashMap<Ipv4Addr, String>,
 }
@@ -31,10 +33,21 @@ impl Names {
         if key.is_empty() {
             return;
         }
-        let ips = self.names.entry(key).or_default();
-        if !ips.contains(&ip) {
-            ips.push(ip);
+        push_new(self.names.entry(key).or_default(), ip);
+    }
+
+    fn add6(&mut self, name: &str, ip: Ipv6Addr) {
+        let key = normalize(name);
+        if !key.is_empty() {
+            push_new(self.names6.entry(key).or_default(), ip);
         }
+    }
+}
+
+/// Appends `ip` unless `ips` has it.
+fn push_new<T: PartialEq>(ips: &mut Vec<T>, ip: T) {
+    if !ips.contains(&ip) {
+        ips.push(ip);
     }
 }
 
@@ -124,6 +137,14 @@ impl NameTable {
             for a in &peer.spec.aliases {
                 t.add(a, peer.ip);
             }
+            if let Some(ip6) = peer.ip6 {
+                for n in [&peer.spec.name, &full]
+                    .into_iter()
+                    .chain(&peer.spec.aliases)
+                {
+                    t.add6(n, ip6);
+                }
+            }
             t.reverse.entry(peer.ip).or_insert(full);
         }
         let per_network: HashMap<&str, Arc<Names>> = per_network
@@ -185,9 +206,22 @@ impl NameTable {
         let mut out: Vec<Ipv4Addr> = Vec::new();
         for names in std::iter::once(&t.links).chain(t.networks.iter().map(|n| &**n)) {
             for ip in names.names.get(&key).into_iter().flatten() {
-                if !out.contains(ip) {
-                    out.push(*ip);
-                }
+                push_new(&mut out, *ip);
+            }
+        }
+        out
+    }
+
+    /// The v6 addresses `name` resolves to in `sandbox` (its networks' dual-stack endpoints).
+    pub fn lookup6(&self, sandbox: &Sandbox, name: &str) -> Vec<Ipv6Addr> {
+        let Some(t) = self.sandboxes.get(sandbox) else {
+            return Vec::new();
+        };
+        let key = normalize(name);
+        let mut out: Vec<Ipv6Addr> = Vec::new();
+        for names in &t.networks {
+            for ip in names.names6.get(&key).into_iter().flatten() {
+                push_new(&mut out, *ip);
             }
         }
         out
@@ -205,7 +239,7 @@ impl NameTable {
 
     /// Decides what to do with `packet`, a datagram received by `sandbox`'s resolver; for
     /// [`Action::Reply`] the reply (at most `max_len` bytes) is in `out`. Local names get their
-    /// A records (other types: an empty NOERROR, as for a name without such records); PTR
+    /// A and AAAA records (other types: an empty NOERROR, as for a name without such records); PTR
     /// queries for local addresses get the endpoint's name; everything else is forwarded.
     pub fn respond(
         &self,
@@ -238,12 +272,13 @@ impl NameTable {
             return Action::Forward;
         }
         let ips = self.lookup(sandbox, &q.name);
-        if !ips.is_empty() {
-            let answers: Vec<Answer> = if q.qtype == TYPE_A || q.qtype == TYPE_ANY {
-                ips.iter().map(|ip| Answer::A(*ip)).collect()
-            } else {
-                Vec::new()
-            };
+        let ips6 = self.lookup6(sandbox, &q.name);
+        if !ips.is_empty() || !ips6.is_empty() {
+            let v4 = q.qtype == TYPE_A || q.qtype == TYPE_ANY;
+            let v6 = q.qtype == TYPE_AAAA || q.qtype == TYPE_ANY;
+            let answers: Vec<Answer> = (ips.iter().filter(|_| v4).map(|ip| Answer::A(*ip)))
+                .chain(ips6.iter().filter(|_| v6).map(|ip| Answer::Aaaa(*ip)))
+                .collect();
             wire::reply(&m, Rcode::NoError, &answers, LOCAL_TTL, max_len, out);
             return Action::Reply;
         }
@@ -267,7 +302,7 @@ impl NameTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::wire::{build_query, parse, TYPE_AAAA, UDP_REPLY_MAX};
+    use crate::dns::wire::{build_query, parse, UDP_REPLY_MAX};
     use crate::model::Stamp;
     use crate::state::tests::{ep, net, stamps};
 
@@ -364,6 +399,41 @@ mod tests {
         assert_eq!(parse_link("a"), ("a", "a"));
         assert_eq!(parse_link("a:"), ("a", "a"));
         assert_eq!(parse_link("a:b"), ("a", "b"));
+    }
+
+    #[test]
+    fn dual_stack_names_and_aliases_get_aaaa_records() {
+        let mut st = stamps();
+        let mut s = State::with_defaults(&mut st);
+        let dual = crate::model::NetworkSpec {
+            enable_ipv6: true,
+            subnet6: Some("fd00:9::/64".parse().unwrap()),
+            ..net("d", Some("10.9.0.0/24"))
+        };
+        s.create_network(dual, st()).unwrap();
+        let mut web = ep("d", "web", 1);
+        web.aliases = vec!["www".into()];
+        s.connect(web, st()).unwrap();
+        s.connect(ep("d", "db", 2), st()).unwrap();
+        let t = NameTable::from_state(&s);
+        let sb = Sandbox::Pid(2);
+        let web6: Ipv6Addr = "fd00:9::2".parse().unwrap();
+        for name in ["web", "WWW", "web.d"] {
+            let (a, out) = ask(&t, &sb, name, TYPE_AAAA);
+            assert_eq!(a, Action::Reply);
+            let m = parse(&out).unwrap();
+            let v6: Vec<Ipv6Addr> = m
+                .answers()
+                .unwrap()
+                .iter()
+                .filter_map(|r| r.aaaa())
+                .collect();
+            assert_eq!(v6, [web6], "{name}");
+        }
+        let (_, out) = ask(&t, &sb, "web", TYPE_A);
+        assert_eq!(a_records(&out), [Ipv4Addr::new(10, 9, 0, 2)]);
+        let (_, out) = ask(&t, &sb, "web", TYPE_ANY);
+        assert_eq!(parse(&out).unwrap().answers().unwrap().len(), 2);
     }
 
     #[test]

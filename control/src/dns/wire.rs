@@ -4,7 +4,7 @@
 //! [`WireError`], never a panic.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Length of the fixed DNS header.
 pub const HEADER_LEN: usize = 12;
@@ -261,6 +261,12 @@ impl Record {
         let b: [u8; 4] = self.data.as_slice().try_into().ok()?;
         (self.rtype == TYPE_A).then_some(Ipv4Addr::from(b))
     }
+
+    /// The v6 address of an AAAA record.
+    pub fn aaaa(&self) -> Option<Ipv6Addr> {
+        let b: [u8; 16] = self.data.as_slice().try_into().ok()?;
+        (self.rtype == TYPE_AAAA).then_some(Ipv6Addr::from(b))
+    }
 }
 
 /// A parsed message: header, at most one question, and where the answers start.
@@ -333,6 +339,8 @@ impl Message<'_> {
 pub enum Answer<'a> {
     /// An address (A).
     A(Ipv4Addr),
+    /// A v6 address (AAAA).
+    Aaaa(Ipv6Addr),
     /// A reverse-lookup name (PTR), dotted.
     Ptr(&'a str),
 }
@@ -362,6 +370,10 @@ pub fn reply(
             Answer::A(ip) => {
                 rdata.extend_from_slice(&ip.octets());
                 TYPE_A
+            }
+            Answer::Aaaa(ip) => {
+                rdata.extend_from_slice(&ip.octets());
+                TYPE_AAAA
             }
             Answer::Ptr(name) => {
                 if encode_name(name, &mut rdata).is_err() {

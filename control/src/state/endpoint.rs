@@ -28,6 +28,7 @@ impl State {
         spec.publish = self.pick_host_ports(&spec)?;
         let port = self.free_port().ok_or(StateError::TooManyEndpoints)?;
         let (pool, ip) = self.address(&net_id, &net_name, spec.ip)?;
+        let v6 = self.address6(&net_id, &net_name, &spec)?;
         let mac = spec.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip));
         if let Some(o) = self.endpoints_of(&net_id).find(|e| e.mac == mac) {
             return Err(StateError::MacInUse {
@@ -38,6 +39,10 @@ impl State {
         }
         let sandbox_ifname = self.sandbox_ifname(&spec, &stamp.id)?;
         self.pools.insert(net_id.clone(), pool);
+        let ip6 = v6.map(|(pool6, ip6)| {
+            self.pools6.insert(net_id.clone(), pool6);
+            ip6
+        });
         let id = stamp.id;
         let e = Endpoint {
             host_ifname,
@@ -46,6 +51,7 @@ impl State {
             spec,
             network_id: net_id,
             ip,
+            ip6,
             mac,
             port,
         };
@@ -207,6 +213,9 @@ impl State {
             })?;
         if let Some(p) = self.pools.get_mut(&net_id) {
             p.release(e.ip);
+        }
+        if let (Some(ip), Some(p)) = (e.ip6, self.pools6.get_mut(&net_id)) {
+            p.release(ip);
         }
         Ok(e)
     }

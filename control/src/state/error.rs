@@ -1,10 +1,11 @@
 //! Why the state refuses a request: one variant per rule, worded like docker's messages.
 
-use sluice_dataplane::config::{Ipv4Cidr, PortRange};
+use sluice_dataplane::config::{Ipv4Cidr, Ipv6Cidr, PortRange};
 use sluice_dataplane::counters::MAX_PORTS;
 use sluice_dataplane::wire::MacAddr;
 
 use crate::ipam::IpamError;
+use crate::ipam6::Ipam6Error;
 use crate::publish::PublishSpec;
 
 /// Why a request is refused.
@@ -209,6 +210,39 @@ pub enum StateError {
         port: PublishSpec,
         /// The daemon's host-port range.
         range: PortRange,
+    },
+    /// The v6 subnet overlaps another network's.
+    #[error("subnet {subnet} overlaps network {other:?} ({other_subnet})")]
+    Overlap6 {
+        /// The requested subnet.
+        subnet: Ipv6Cidr,
+        /// The other network's name.
+        other: String,
+        /// The other network's v6 subnet.
+        other_subnet: Ipv6Cidr,
+    },
+    /// A v6 gateway or range outside the v6 subnet, or a prefix without room for endpoints.
+    #[error("{what} {value} is not usable in subnet {subnet}")]
+    NotInSubnet6 {
+        /// What it is (`gateway`, `ip range`, `subnet`).
+        what: &'static str,
+        /// The address or range.
+        value: String,
+        /// The subnet.
+        subnet: Ipv6Cidr,
+    },
+    /// v6 addressing (`--subnet`/`--gateway`/`--ip-range` with a v6 value, `--ip6`) where IPv6
+    /// is not enabled.
+    #[error("{0} needs a network created with --ipv6")]
+    NeedsIpv6(&'static str),
+    /// A v6 address problem on a network.
+    #[error("network {network}: {err}")]
+    Ipam6 {
+        /// The network.
+        network: String,
+        /// What is wrong.
+        #[source]
+        err: Ipam6Error,
     },
     /// The dataplane has no port id left.
     #[error("too many endpoints (at most {} ports)", MAX_PORTS - 1)]

@@ -6,6 +6,7 @@
 mod endpoint;
 mod error;
 mod hostports;
+mod ipv6;
 mod network;
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +20,7 @@ pub use hostports::{check_range, RangeOverlapsNapt, DEFAULT_HOST_PORTS};
 
 use crate::driver;
 use crate::ipam::Pool;
+use crate::ipam6::Pool6;
 use crate::model::{Driver, Endpoint, Network, NetworkInspect, NetworkSpec, Stamp};
 use crate::validate::shown;
 
@@ -34,6 +36,7 @@ pub struct State {
     /// sluice's own addresses outside the networks (the daemon's uplink), by owner.
     own: Vec<(String, Ipv4Cidr)>,
     host_ports: hostports::HostPorts,
+    pools6: HashMap<String, Pool6>,
 }
 
 fn pool_of(n: &Network) -> Option<Pool> {
@@ -78,6 +81,8 @@ impl State {
                 },
                 subnet,
                 gateway: subnet.map(|s| Ipv4Addr::from(u32::from(s.network()) + 1)),
+                subnet6: None,
+                gateway6: None,
                 dataplane_id: NetworkId(s.networks.len() as u16),
                 parent_port: None,
                 uplink_port: None,
@@ -107,8 +112,14 @@ impl State {
                 .pools
                 .get_mut(&e.network_id)
                 .ok_or_else(|| StateError::CannotConnect(name.clone()))?;
-            pool.claim(e.ip)
-                .map_err(|err| StateError::Ipam { network: name, err })?;
+            pool.claim(e.ip).map_err(|err| StateError::Ipam {
+                network: name.clone(),
+                err,
+            })?;
+            if let (Some(ip), Some(p6)) = (e.ip6, s.pools6.get_mut(&e.network_id)) {
+                p6.claim(ip)
+                    .map_err(|err| StateError::Ipam6 { network: name, err })?;
+            }
             s.endpoints.insert(e.id.clone(), e);
         }
         Ok(s)
@@ -117,6 +128,9 @@ impl State {
     fn insert_network(&mut self, n: Network) {
         if let Some(p) = pool_of(&n) {
             self.pools.insert(n.id.clone(), p);
+        }
+        if let Some(p) = ipv6::pool6_of(&n) {
+            self.pools6.insert(n.id.clone(), p);
         }
         self.networks.insert(n.id.clone(), n);
     }
@@ -218,6 +232,7 @@ pub(crate) mod tests {
             sandbox: Sandbox::Pid(pid),
             name: name.into(),
             ip: None,
+            ip6: None,
             mac: None,
             aliases: vec![],
             links: vec![],

@@ -36,6 +36,7 @@ impl State {
         let created = driver::of(spec.driver).create(self, &spec)?;
         let mut spec = spec;
         spec.options.vni = created.vni.or(spec.options.vni);
+        let v6 = self.addressing6(&spec)?;
         let dataplane_id = (0..=u16::MAX)
             .map(NetworkId)
             .find(|id| self.networks.values().all(|n| n.dataplane_id != *id))
@@ -47,6 +48,8 @@ impl State {
             spec,
             subnet: Some(created.subnet),
             gateway: Some(created.gateway),
+            subnet6: v6.map(|(s, _)| s),
+            gateway6: v6.map(|(_, g)| g),
             dataplane_id,
             parent_port: created.parent_port,
             uplink_port: created.uplink_port,
@@ -151,6 +154,7 @@ impl State {
         }
         let id = n.id.clone();
         self.pools.remove(&id);
+        self.pools6.remove(&id);
         self.networks
             .remove(&id)
             .ok_or(StateError::NoSuchNetwork(id))

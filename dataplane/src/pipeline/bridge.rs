@@ -10,7 +10,7 @@ use crate::counters::DropReason as R;
 use crate::counters::DropReason;
 use crate::frame::{Frame, NetworkId, Verdict};
 use crate::tables::{NetworkEntry, PortEntry};
-use crate::wire::ethernet::{self, L2Header, ETHERTYPE_ARP};
+use crate::wire::ethernet::{self, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV6};
 
 /// FDB size from which prefetching pays: below it the table stays in the CPU caches.
 const FDB_PREFETCH_FROM: usize = 16 * 1024;
@@ -63,6 +63,11 @@ impl<'t> BatchState<'t> {
             }
             if l2.dst.is_broadcast() && l2.ethertype == ETHERTYPE_ARP {
                 if let Some(v) = super::gateway::arp_for(f, l2, cfg.gateway_mac, cfg.gateway)? {
+                    return Ok(v);
+                }
+            }
+            if l2.dst.is_multicast() && l2.ethertype == ETHERTYPE_IPV6 {
+                if let Some(v) = super::ipv6::ndp_for(f, l2, net)? {
                     return Ok(v);
                 }
             }

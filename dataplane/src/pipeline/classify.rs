@@ -13,7 +13,7 @@ use crate::counters::DropReason;
 use crate::frame::{Frame, NetworkId};
 use crate::tables::{NetworkEntry, PortEntry};
 use crate::wire::arp::ArpPacket;
-use crate::wire::ethernet::{parse_l2, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::ethernet::{parse_l2, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::ipv4;
 use crate::wire::MacAddr;
 
@@ -57,6 +57,11 @@ impl<'t> BatchState<'t> {
             }
             let routed = l2.dst == net.config.gateway_mac;
             ip = check_source_ip(f.data(), &l2, mac, own, routed)?;
+            if l2.ethertype == ETHERTYPE_IPV6
+                && (port.endpoint_v6.is_some() || net.config.ipv6.is_some())
+            {
+                super::ipv6::check_source(f.data(), l2.l3_offset, mac, port.endpoint_v6)?;
+            }
         }
         Ok(Ingress::Network {
             l2,

@@ -16,7 +16,9 @@ use crate::frame::{Frame, GsoType, Offload, Verdict};
 use crate::nat::NatAction;
 use crate::tables::{NetworkEntry, PortEntry};
 use crate::wire::arp::{self, ArpPacket};
-use crate::wire::ethernet::{EthernetFrame, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::ethernet::{
+    EthernetFrame, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
+};
 use crate::wire::icmpv4;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::{MacAddr, WireError, IPPROTO_ICMP};
@@ -37,6 +39,7 @@ impl<'t> BatchState<'t> {
             ETHERTYPE_ARP => {
                 return arp_for(f, l2, cfg.gateway_mac, cfg.gateway)?.ok_or(R::NotForUs);
             }
+            ETHERTYPE_IPV6 => return self.gateway6(f, l2, net, port),
             _ => return Err(R::Unsupported),
         }
         let ip = match parsed {
@@ -202,19 +205,30 @@ fn icmp_error(
         let asker_mac = EthernetFrame::new_checked(d)?.src();
         (icmpv4::quote_len(&orig), (asker_mac, orig.src()))
     };
+    wrap_quote(frame, l3, quoted, icmpv4::ERROR_OVERHEAD, |error| {
+        icmpv4::write_error(error, asker, (mac, ip), message)
+    })
+}
+
+/// Rebuilds `frame` as an ICMP error around the first `quoted` bytes of its packet at `l3`:
+/// moves the frame's start `overhead` bytes before the packet (into the headroom), lets `write`
+/// fill the headers over the whole new frame, and drops the offload metadata. Fails, leaving
+/// the frame as it was, when the headroom is too short.
+pub(super) fn wrap_quote(
+    frame: &mut Frame<'_>,
+    l3: usize,
+    quoted: usize,
+    overhead: usize,
+    write: impl FnOnce(&mut [u8]),
+) -> Result<(), WireError> {
     let (buf, head, _) = frame.raw_parts();
     let ip_at = head + l3;
     let new_head = ip_at
-        .checked_sub(icmpv4::ERROR_OVERHEAD)
+        .checked_sub(overhead)
         .ok_or(WireError::Truncated("headroom"))?;
-    icmpv4::write_error(
-        &mut buf[new_head..ip_at + quoted],
-        asker,
-        (mac, ip),
-        message,
-    );
+    write(&mut buf[new_head..ip_at + quoted]);
     frame
-        .set_bounds(new_head, icmpv4::ERROR_OVERHEAD + quoted)
+        .set_bounds(new_head, overhead + quoted)
         .map_err(|_| WireError::Truncated("frame"))?;
     frame.meta.offload = Offload::default();
     Ok(())

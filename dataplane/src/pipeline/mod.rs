@@ -20,6 +20,9 @@
 //! - `bridge`: FDB full, hairpin, ICC denied; floods and forwards.
 //! - `gateway`: not for us, unsupported, isolated, no route, TTL exceeded, too big (with their
 //!   ICMP errors); answers ARP and pings of the gateway.
+//! - `ipv6` (dual-stack networks, from `classify`, `bridge` and `gateway`): spoofed MAC/IP,
+//!   not for us, no route, TTL exceeded, too big (with their ICMPv6 errors); answers NDP and
+//!   pings of the v6 gateway.
 //! - `uplink`: not for us, unsupported; answers ARP and pings of the uplink address.
 //! - `dnat`: the DNAT (and hairpin SNAT) of new connections to published ports.
 //! - `nat`: no flow, conntrack full, NAT ports exhausted, fragment (via `flow`).
@@ -84,6 +87,7 @@ mod dataplane;
 mod dnat;
 mod flow;
 mod gateway;
+mod ipv6;
 mod nat;
 mod pending;
 mod plain;

@@ -254,6 +254,7 @@ mod tests {
                     vlan: 0,
                     mac: S::mac(local),
                     ipv4: Some(local),
+                    ipv6: None,
                 };
             }
         }

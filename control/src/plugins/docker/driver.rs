@@ -198,6 +198,7 @@ pub fn network_spec(r: &CreateNetworkRequest) -> Result<NetworkSpec, PluginError
         options,
         labels: [(LABEL_NETWORK_ID.to_string(), r.network_id.clone())].into(),
         uplink: None,
+        ..NetworkSpec::default()
     })
 }
 
@@ -226,6 +227,7 @@ pub fn endpoint_spec(
         sandbox: handoff_sandbox(&r.endpoint_id),
         name: short(&r.endpoint_id).to_string(),
         ip,
+        ip6: None,
         mac,
         aliases: Vec::new(),
         links: Vec::new(),

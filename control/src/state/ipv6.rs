@@ -1,0 +1,239 @@
+//! The IPv6 side of networks and endpoints (dual stack, `--ipv6`): a network's v6 prefix and
+//! gateway (given, or a ULA /64 of the default pool), unique among networks, and its endpoints'
+//! v6 addresses from a sparse [`Pool6`], static (`--ip6`) or allocated.
+
+use std::net::Ipv6Addr;
+
+use sluice_dataplane::config::Ipv6Cidr;
+
+use super::{State, StateError};
+use crate::ipam6::{next_free_subnet6, Pool6};
+use crate::model::{EndpointSpec, Network, NetworkSpec};
+
+/// The v6 pool of a dual-stack network, as its record says.
+pub(super) fn pool6_of(n: &Network) -> Option<Pool6> {
+    Some(Pool6::new(
+        n.subnet6?,
+        n.spec.ip_range6,
+        n.gateway6?,
+        std::iter::empty(),
+    ))
+}
+
+impl State {
+    /// The v6 subnet and gateway a new network gets (none when IPv6 is not enabled), after
+    /// checking the v6 rules: given values need `--ipv6`, the prefix leaves room for endpoints,
+    /// the gateway and range lie inside it, and it overlaps no other network's.
+    pub(super) fn addressing6(
+        &self,
+        spec: &NetworkSpec,
+    ) -> Result<Option<(Ipv6Cidr, Ipv6Addr)>, StateError> {
+        if !spec.enable_ipv6 {
+            return match (spec.subnet6, spec.gateway6, spec.ip_range6) {
+                (None, None, None) => Ok(None),
+                _ => Err(StateError::NeedsIpv6(
+                    "an IPv6 --subnet, --gateway or --ip-range",
+                )),
+            };
+        }
+        let subnet = match spec.subnet6 {
+            Some(s) => Ipv6Cidr {
+                addr: s.network(),
+                prefix: s.prefix,
+            },
+            None => {
+                if spec.gateway6.is_some() || spec.ip_range6.is_some() {
+                    return Err(StateError::NeedsSubnet("an IPv6 --gateway or --ip-range"));
+                }
+                let used: Vec<Ipv6Cidr> =
+                    self.networks.values().filter_map(|n| n.subnet6).collect();
+                next_free_subnet6(used.iter()).ok_or(StateError::PoolsExhausted)?
+            }
+        };
+        let bad = |what, value: String| StateError::NotInSubnet6 {
+            what,
+            value,
+            subnet,
+        };
+        if subnet.prefix > 126 {
+            return Err(bad("subnet", subnet.to_string()));
+        }
+        let others = self.networks.values().filter_map(|n| Some((n, n.subnet6?)));
+        if let Some((other, other_subnet)) = others.into_iter().find(|(_, o)| o.overlaps(&subnet)) {
+            return Err(StateError::Overlap6 {
+                subnet,
+                other: other.spec.name.clone(),
+                other_subnet,
+            });
+        }
+        let first = Ipv6Addr::from(u128::from(subnet.network()) + 1);
+        let gateway = spec.gateway6.unwrap_or(first);
+        if !subnet.contains(gateway) || gateway == subnet.network() {
+            return Err(bad("gateway", gateway.to_string()));
+        }
+        if let Some(r) = spec.ip_range6 {
+            if r.prefix < subnet.prefix || !subnet.contains(r.network()) {
+                return Err(bad("ip range", r.to_string()));
+            }
+        }
+        Ok(Some((subnet, gateway)))
+    }
+
+    /// The endpoint's v6 address (`--ip6`, or the pool's next free one) and the network's v6
+    /// pool with it taken; none on a network without IPv6 (where `--ip6` is refused).
+    pub(super) fn address6(
+        &self,
+        net_id: &str,
+        net_name: &str,
+        spec: &EndpointSpec,
+    ) -> Result<Option<(Pool6, Ipv6Addr)>, StateError> {
+        let Some(mut pool) = self.pools6.get(net_id).cloned() else {
+            return match spec.ip6 {
+                Some(_) => Err(StateError::NeedsIpv6("--ip6")),
+                None => Ok(None),
+            };
+        };
+        let ip = match spec.ip6 {
+            Some(ip) => pool.claim(ip).map(|()| ip),
+            None => pool.allocate(),
+        }
+        .map_err(|err| StateError::Ipam6 {
+            network: net_name.to_string(),
+            err,
+        })?;
+        Ok(Some((pool, ip)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam6::DEFAULT_POOL6;
+    use crate::state::tests::{ep, fresh, net};
+
+    fn dual(name: &str, subnet6: Option<&str>) -> NetworkSpec {
+        NetworkSpec {
+            enable_ipv6: true,
+            subnet6: subnet6.map(|s| s.parse().unwrap()),
+            ..net(name, None)
+        }
+    }
+
+    fn ip(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn dual_stack_networks_allocate_release_and_restore() {
+        let (mut s, mut st) = fresh();
+        let n = s
+            .create_network(dual("a", Some("fd00:9::/64")), st())
+            .unwrap();
+        assert_eq!(n.subnet6, Some("fd00:9::/64".parse().unwrap()));
+        assert_eq!(n.gateway6, Some(ip("fd00:9::1")));
+        assert!(n.subnet.is_some(), "dual stack keeps the v4 subnet");
+        let a = s.connect(ep("a", "a", 1), st()).unwrap().clone();
+        assert_eq!(a.ip6, Some(ip("fd00:9::2")));
+        let b = EndpointSpec {
+            ip6: Some(ip("fd00:9::77")),
+            ..ep("a", "b", 2)
+        };
+        assert_eq!(s.connect(b, st()).unwrap().ip6, Some(ip("fd00:9::77")));
+        let taken = EndpointSpec {
+            ip6: Some(ip("fd00:9::77")),
+            ..ep("a", "c", 3)
+        };
+        assert!(matches!(
+            s.connect(taken, st()),
+            Err(StateError::Ipam6 { .. })
+        ));
+        let mut restored =
+            State::from_parts(s.networks().cloned(), s.endpoints().cloned()).unwrap();
+        assert_eq!(
+            restored.pools6[&a.network_id].used(),
+            s.pools6[&a.network_id].used()
+        );
+        assert_eq!(
+            restored.connect(ep("a", "e", 6), st()).unwrap().ip6,
+            Some(ip("fd00:9::3")),
+            "the restored pool skips the stored addresses"
+        );
+        s.disconnect("a", "a").unwrap();
+        assert_eq!(
+            s.connect(ep("a", "d", 4), st()).unwrap().ip6,
+            Some(ip("fd00:9::2")),
+            "a released address is handed out again"
+        );
+        assert_eq!(s.connect(ep("bridge", "v4", 5), st()).unwrap().ip6, None);
+    }
+
+    #[test]
+    fn ipv6_without_a_subnet_takes_ula_64s_and_prefixes_do_not_overlap() {
+        let (mut s, mut st) = fresh();
+        let a = s.create_network(dual("a", None), st()).unwrap().clone();
+        let b = s.create_network(dual("b", None), st()).unwrap().clone();
+        let (a6, b6) = (a.subnet6.unwrap(), b.subnet6.unwrap());
+        assert!(DEFAULT_POOL6.contains(a6.network()) && a6.prefix == 64);
+        assert!(!a6.overlaps(&b6));
+        let err = s
+            .create_network(
+                dual("c", Some(&a6.network().to_string().replace("::", "::/80"))),
+                st(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, StateError::Overlap6 { ref other, .. } if other == "a"));
+        s.remove_network("a").unwrap();
+        assert!(s
+            .create_network(dual("c", Some(&format!("{a6}"))), st())
+            .is_ok());
+    }
+
+    #[test]
+    fn v6_rules() {
+        let (mut s, mut st) = fresh();
+        let mut no_flag = net("a", None);
+        no_flag.subnet6 = Some("fd00:1::/64".parse().unwrap());
+        assert_eq!(
+            s.create_network(no_flag, st()).unwrap_err(),
+            StateError::NeedsIpv6("an IPv6 --subnet, --gateway or --ip-range")
+        );
+        let mut gw = dual("a", Some("fd00:1::/64"));
+        gw.gateway6 = Some(ip("fd00:2::1"));
+        assert!(matches!(
+            s.create_network(gw, st()),
+            Err(StateError::NotInSubnet6 {
+                what: "gateway",
+                ..
+            })
+        ));
+        let mut range = dual("a", Some("fd00:1::/64"));
+        range.ip_range6 = Some("fd00:1::/48".parse().unwrap());
+        assert!(matches!(
+            s.create_network(range, st()),
+            Err(StateError::NotInSubnet6 {
+                what: "ip range",
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.create_network(dual("a", Some("fd00:1::/127")), st()),
+            Err(StateError::NotInSubnet6 { what: "subnet", .. })
+        ));
+        let mut ranged = dual("a", Some("fd00:1::/64"));
+        ranged.gateway6 = Some(ip("fd00:1::fe"));
+        ranged.ip_range6 = Some("fd00:1::100/120".parse().unwrap());
+        s.create_network(ranged, st()).unwrap();
+        assert_eq!(
+            s.connect(ep("a", "x", 1), st()).unwrap().ip6,
+            Some(ip("fd00:1::100"))
+        );
+        let v4_only = EndpointSpec {
+            ip6: Some(ip("fd00:1::5")),
+            ..ep("bridge", "y", 2)
+        };
+        assert_eq!(
+            s.connect(v4_only, st()).unwrap_err(),
+            StateError::NeedsIpv6("--ip6")
+        );
+    }
+}
