@@ -617,13 +617,7 @@ fn run(
                 }
             }
         }
-        for (i, t) in touched.iter_mut().enumerate() {
-            if std::mem::take(t) {
-                if let Some(tx) = ports.tx[i].as_mut() {
-                    let _ = tx.flush();
-                }
-            }
-        }
+        flush_touched(&mut touched, &mut ports.tx);
         if got > 0 {
             last_frame = Instant::now();
         } else if last_frame.elapsed() >= cfg.busy_poll {
@@ -640,6 +634,18 @@ fn run(
         if now.0.saturating_sub(last_second.0) >= 1000 {
             once_a_second(&worker, &mut ports, kernel_stats, housekeeper, now);
             last_second = now;
+        }
+    }
+}
+
+/// Flushes each TX port this round's batches wrote to: one kick per port per round.
+#[inline]
+fn flush_touched(touched: &mut [bool], tx: &mut [Option<Tx>]) {
+    for (t, port) in touched.iter_mut().zip(tx.iter_mut()) {
+        if std::mem::take(t) {
+            if let Some(port) = port.as_mut() {
+                let _ = port.flush();
+            }
         }
     }
 }

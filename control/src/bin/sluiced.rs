@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use sluice_control::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use sluice_control::compile::UplinkSettings;
-use sluice_control::daemon::engine::Engine;
+use sluice_control::daemon::engine::{Engine, Restored};
 use sluice_control::daemon::kernel::Kernel;
 use sluice_control::daemon::names::Names;
 use sluice_control::daemon::{handle, server};
@@ -145,37 +145,12 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let args = Args::parse();
     let uplink = uplink(&args)?;
     let nat = NatConfig::default();
     let host_ports = host_port_range(&args, &nat)?;
-    let mut rc = RuntimeConfig {
-        busy_poll: Duration::from_micros(args.busy_poll_us),
-        ..RuntimeConfig::default()
-    };
-    if args.rx_slots == 0 || args.tx_blocks == 0 {
-        bail!("--rx-slots and --tx-blocks must be at least 1");
-    }
-    rc.afpacket.rx_ring = RxRing::V2 {
-        frame_size: 68 << 10,
-        frame_count: args.rx_slots,
-    };
-    rc.afpacket.tx_block_count = args.tx_blocks;
-    rc.spare_ports = args.spare_ports;
-    if let Some(w) = args.workers {
-        if w == 0 {
-            bail!("--workers must be at least 1");
-        }
-        rc.workers = w;
-    }
+    let rc = runtime_config(&args)?;
     sluice_control::store::prepare_state_dir(&args.state_dir)
         .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
     let db = args.state_dir.join("sluice.redb");
@@ -190,15 +165,7 @@ fn run() -> Result<()> {
     let (engine, restored, thread) =
         handle::spawn(move || Engine::open(store, Kernel::new(rc), uplink, nat, names))
             .context("cannot start")?;
-    for r in &restored.released {
-        tracing::info!("released endpoint {r}: its interface is gone");
-    }
-    for d in &restored.deleted {
-        tracing::info!("deleted leftover interface {d}");
-    }
-    for n in &restored.removed_networks {
-        tracing::info!("removed network {n}: sluice-cni made it and its last endpoint is gone");
-    }
+    log_restore(&restored);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -253,6 +220,55 @@ fn run() -> Result<()> {
     let _ = thread.join();
     tracing::info!("sluiced stopped; networks and endpoints stay for the next start");
     served
+}
+
+/// Logs to stderr, at `info` unless `RUST_LOG` says otherwise.
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The dataplane runtime's settings from the command line.
+fn runtime_config(args: &Args) -> Result<RuntimeConfig> {
+    let mut rc = RuntimeConfig {
+        busy_poll: Duration::from_micros(args.busy_poll_us),
+        ..RuntimeConfig::default()
+    };
+    if args.rx_slots == 0 || args.tx_blocks == 0 {
+        bail!("--rx-slots and --tx-blocks must be at least 1");
+    }
+    rc.afpacket.rx_ring = RxRing::V2 {
+        frame_size: 68 << 10,
+        frame_count: args.rx_slots,
+    };
+    rc.afpacket.tx_block_count = args.tx_blocks;
+    rc.spare_ports = args.spare_ports;
+    if let Some(w) = args.workers {
+        if w == 0 {
+            bail!("--workers must be at least 1");
+        }
+        rc.workers = w;
+    }
+    Ok(rc)
+}
+
+/// Says what the restore of the database found and did.
+fn log_restore(restored: &Restored) {
+    for r in &restored.released {
+        tracing::info!("released endpoint {r}: its interface is gone");
+    }
+    for d in &restored.deleted {
+        tracing::info!("deleted leftover interface {d}");
+    }
+    for n in &restored.removed_networks {
+        tracing::info!("removed network {n}: sluice-cni made it and its last endpoint is gone");
+    }
 }
 
 async fn shutdown_signal() {
