@@ -867,8 +867,8 @@ fn refused_input_is_one_line_and_changes_nothing() {
             "10.73.0.0/25",
         ),
         (
-            &["network", "create", "--driver", "overlay", "b"],
-            "unknown driver \"overlay\"",
+            &["network", "create", "--driver", "ipvlan", "b"],
+            "unknown driver \"ipvlan\"",
         ),
         (
             &["network", "create", "-o", "mtu=abc", "b"],
