@@ -219,6 +219,18 @@ pub fn peek_dst_vid(data: &[u8]) -> Option<(MacAddr, Option<u16>)> {
     Some((read_mac(h, field::DST), vid))
 }
 
+/// Writes an untagged Ethernet header (`dst`, `src`, `ethertype`) at the start of `frame` and
+/// returns the rest, for the builders that make a whole frame in place (ICMP and ICMPv6
+/// errors). `frame` must be at least [`HEADER_LEN`] bytes long.
+pub fn write_header(frame: &mut [u8], dst: MacAddr, src: MacAddr, ethertype: u16) -> &mut [u8] {
+    let (eth, rest) = frame.split_at_mut(HEADER_LEN);
+    let mut eth = EthernetFrame::new_unchecked(eth);
+    eth.set_dst(dst);
+    eth.set_src(src);
+    eth.set_ethertype(ethertype);
+    rest
+}
+
 /// Turns a frame whose L3 header starts at `l3` behind one VLAN tag into an untagged one
 /// ending at the same place: the addresses move up next to the L3 header and `ethertype` is
 /// written before it. The first `l3 - HEADER_LEN` bytes are then stale, for the caller to

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::checksum::{adjust16, fold, internet_checksum, ones_sum};
-use super::ethernet::{EthernetFrame, ETHERTYPE_IPV4, HEADER_LEN as ETH_LEN};
+use super::ethernet::{self, EthernetFrame, ETHERTYPE_IPV4, HEADER_LEN as ETH_LEN};
 use super::ipv4::{Ipv4Packet, MIN_HEADER_LEN as IPV4_LEN, QUOTED_MIN_PAYLOAD};
 use super::{read_u16, read_u32, write_u16, write_u32, MacAddr, WireError, IPPROTO_ICMP};
 
@@ -230,11 +230,7 @@ pub fn write_error(
     from: (MacAddr, Ipv4Addr),
     (msg_type, code, rest): (u8, u8, u32),
 ) {
-    let (eth, packet) = frame.split_at_mut(ETH_LEN);
-    let mut eth = EthernetFrame::new_unchecked(eth);
-    eth.set_dst(to.0);
-    eth.set_src(from.0);
-    eth.set_ethertype(ETHERTYPE_IPV4);
+    let packet = ethernet::write_header(frame, to.0, from.0, ETHERTYPE_IPV4);
     let (header, message) = packet.split_at_mut(IPV4_LEN);
     let mut ip = Ipv4Packet::new_unchecked(header);
     ip.init_header();

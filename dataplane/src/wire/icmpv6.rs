@@ -8,7 +8,7 @@
 use std::net::Ipv6Addr;
 
 use super::checksum::{adjust16, fold, ones_sum, pseudo_header_sum_v6};
-use super::ethernet::{EthernetFrame, ETHERTYPE_IPV6, HEADER_LEN as ETH_LEN};
+use super::ethernet::{self, EthernetFrame, ETHERTYPE_IPV6, HEADER_LEN as ETH_LEN};
 use super::ipv6::{Ipv6Packet, HEADER_LEN as IPV6_LEN};
 use super::{read_u16, read_u32, write_u16, write_u32, MacAddr, WireError, IPPROTO_ICMPV6};
 
@@ -228,11 +228,7 @@ pub fn write_error(
     from: (MacAddr, Ipv6Addr),
     (msg_type, code, rest): (u8, u8, u32),
 ) {
-    let (eth, packet) = frame.split_at_mut(ETH_LEN);
-    let mut eth = EthernetFrame::new_unchecked(eth);
-    eth.set_dst(to.0);
-    eth.set_src(from.0);
-    eth.set_ethertype(ETHERTYPE_IPV6);
+    let packet = ethernet::write_header(frame, to.0, from.0, ETHERTYPE_IPV6);
     let (header, message) = packet.split_at_mut(IPV6_LEN);
     let mut ip = Ipv6Packet::new_unchecked(header);
     ip.set_version_tc_flow(0, 0);
