@@ -147,11 +147,13 @@ impl<'a> Frame<'a> {
     }
 
     /// The Ethernet frame.
+    #[inline(always)]
     pub fn data(&self) -> &[u8] {
         &self.buf[self.head..self.head + self.len]
     }
 
     /// The Ethernet frame, writable in place.
+    #[inline(always)]
     pub fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buf[self.head..self.head + self.len]
     }

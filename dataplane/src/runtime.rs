@@ -589,6 +589,8 @@ fn run(
                 probe_next_hops(worker.dataplane(), &mut ports.tx);
             }
         }
+        // One clock read per round, not per batch: a round takes microseconds.
+        let now = Millis::now();
         let mut got = 0;
         for (_, rx) in ports.rx.iter_mut() {
             for _ in 0..BATCHES_PER_ROUND {
@@ -596,7 +598,7 @@ fn run(
                     let mut batch = Batch::new();
                     let n = rx.rx(&mut batch).unwrap_or(0);
                     if n > 0 {
-                        let tables = worker.process(&mut batch, Millis::now());
+                        let tables = worker.process(&mut batch, now);
                         dispatch(
                             &tables,
                             &batch,
@@ -630,7 +632,6 @@ fn run(
         } else {
             std::hint::spin_loop();
         }
-        let now = Millis::now();
         if now.0.saturating_sub(last_second.0) >= 1000 {
             once_a_second(&worker, &mut ports, kernel_stats, housekeeper, now);
             last_second = now;

@@ -404,7 +404,7 @@ impl FdbReader<'_> {
     }
 
     /// The port `mac` on `vlan` is reached through; `None`: unknown, flood.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, vlan: u16, mac: MacAddr) -> Option<PortId> {
         self.inner.map.get(key(vlan, mac)).map(|s| s.port)
     }

@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 
+use hashbrown::hash_map::{Entry, EntryRef};
 use hashbrown::HashMap;
 
 use super::index::{self, tag_of, Index};
@@ -303,9 +304,17 @@ impl Conntrack {
         if let Some(addr) = action.snat {
             x.src = addr;
             if counted.is_some() {
-                share = Some(self.share_left(owner, &x)?);
+                share = Some(self.take_share(owner, &x)?);
             }
-            let port = self.allocate(orig, x)?;
+            let port = match self.allocate(orig, x) {
+                Ok(port) => port,
+                Err(e) => {
+                    if let Some(key) = &share {
+                        self.release_share(key);
+                    }
+                    return Err(e);
+                }
+            };
             x.src_port = port;
             if icmp {
                 x.dst_port = port;
@@ -313,7 +322,9 @@ impl Conntrack {
         } else if self.contains(&x.reversed().key()) {
             return Err(NatError::Clash);
         }
-        self.charge(owner.port, share);
+        if let Some(n) = self.owned.get_mut(usize::from(owner.port.0)) {
+            *n += 1;
+        }
         let reply_key = x.reversed().key();
 
         let idx = self.alloc_slot();
@@ -352,20 +363,10 @@ impl Conntrack {
         })
     }
 
-    /// Counts a new flow for its owner `port` and, when it holds a NAPT port of a share, in
-    /// that share.
-    fn charge(&mut self, port: PortId, share: Option<ShareKey>) {
-        if let Some(n) = self.owned.get_mut(usize::from(port.0)) {
-            *n += 1;
-        }
-        if let Some(key) = share {
-            *self.shares.entry(key).or_insert(0) += 1;
-        }
-    }
-
-    /// The port space `owner` draws from for `x` (translated but for its source port), if
-    /// its share there is not used up.
-    fn share_left(&self, owner: &Owner, x: &Tuple) -> Result<ShareKey, NatError> {
+    /// Takes one NAPT port of `owner`'s share of the port space it draws from for `x`
+    /// (translated but for its source port), if that share is not used up: one hash lookup
+    /// on the first packet's path (`release_share` gives it back).
+    fn take_share(&mut self, owner: &Owner, x: &Tuple) -> Result<ShareKey, NatError> {
         let dport = if x.proto == L4Proto::Icmp {
             0
         } else {
@@ -378,11 +379,25 @@ impl Conntrack {
             u32::from(x.dst),
             dport,
         );
-        let held = self.shares.get(&key).copied().unwrap_or(0);
-        if held as usize >= owner.max_ports_per_destination {
-            return Err(NatError::PortShare);
+        let max = owner.max_ports_per_destination;
+        match self.shares.entry(key) {
+            Entry::Occupied(mut e) if (*e.get() as usize) < max => *e.get_mut() += 1,
+            Entry::Vacant(e) if max > 0 => {
+                e.insert(1);
+            }
+            _ => return Err(NatError::PortShare),
         }
         Ok(key)
+    }
+
+    /// Gives back one NAPT port of the share `key` (entries at zero are removed).
+    fn release_share(&mut self, key: &ShareKey) {
+        if let EntryRef::Occupied(mut e) = self.shares.entry_ref(key) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
     }
 
     /// A source port for `x` (already translated but for its source port) whose reply tuple no
@@ -599,12 +614,7 @@ impl Conntrack {
             *n -= 1;
         }
         if let Some(key) = share {
-            if let hashbrown::hash_map::EntryRef::Occupied(mut e) = self.shares.entry_ref(&key) {
-                *e.get_mut() -= 1;
-                if *e.get() == 0 {
-                    e.remove();
-                }
-            }
+            self.release_share(&key);
         }
     }
 

@@ -76,6 +76,7 @@ impl<'t> BatchState<'t> {
 /// probes). For a frame to the gateway (`routed`) it returns the parsed IPv4 header (checksum
 /// not verified yet), so routing does not parse it again; a bridged frame passes unchanged, so
 /// only its version, header length and source address are read.
+#[inline(always)]
 pub(super) fn check_source_ip(
     d: &[u8],
     l2: &L2Header,

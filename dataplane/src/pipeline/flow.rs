@@ -92,6 +92,7 @@ pub fn parse_ipv4(d: &[u8], l3: usize) -> Result<Ipv4Info, DropReason> {
 }
 
 /// True when the header checksum of the IPv4 header `ip` describes is right.
+#[inline(always)]
 pub fn header_checksum_ok(d: &[u8], ip: &Ipv4Info) -> bool {
     Ipv4Packet::new_unchecked(&d[ip.l3..]).verify_checksum()
 }

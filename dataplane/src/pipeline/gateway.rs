@@ -76,7 +76,7 @@ impl<'t> BatchState<'t> {
         if t.network_of(ip.dst).is_some() {
             return Err(R::Isolated);
         }
-        self.outbound(f, &ip, flow?, net, port)
+        self.outbound(f, &ip, &flow?, net, port)
     }
 
     /// A packet from network `net` to a destination beyond the uplink: to a published port
@@ -86,13 +86,13 @@ impl<'t> BatchState<'t> {
         &mut self,
         f: &mut Frame<'_>,
         ip: &Ipv4Info,
-        flow: FlowOf,
+        flow: &FlowOf,
         net: &'t NetworkEntry,
         port: &'t PortEntry,
     ) -> Result<Verdict, DropReason> {
         let cfg = &net.config;
         let up = self.t.uplink_of(cfg).ok_or(R::NoRoute)?;
-        let published = self.hairpin_dnat(&flow, ip.dst)?;
+        let published = self.hairpin_dnat(flow, ip.dst)?;
         let action = match published {
             Some(action) => action,
             None if cfg.internal => return Err(R::NoRoute),
@@ -119,7 +119,7 @@ impl<'t> BatchState<'t> {
         } else {
             u16::MAX
         };
-        match self.translate_and_route(f, ip, &flow, Some(action), mtu) {
+        match self.translate_and_route(f, ip, flow, Some(action), mtu) {
             // No NAPT port left for this endpoint there: tell the sender at once rather than
             // let it retry into silence.
             Err(r @ (R::NatPortsExhausted | R::NatPortShare)) => {

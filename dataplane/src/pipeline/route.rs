@@ -113,6 +113,7 @@ impl<'t> BatchState<'t> {
     /// lost to an unresolved next hop, only the ARP request leaves). To an unresolved next hop
     /// the packet is held (see `pending`) when there is room, and the frame becomes the ARP
     /// request; a packet that finds no room is dropped, counted as `arp_pending`.
+    #[inline]
     pub(super) fn send_or_hold(
         &mut self,
         f: &mut Frame<'_>,
@@ -175,6 +176,7 @@ impl<'t> BatchState<'t> {
 
 /// Makes a routed frame ready to leave by `adj`: TTL decremented, ingress tag removed,
 /// Ethernet addresses rewritten.
+#[inline(always)]
 fn rewrite_l2(f: &mut Frame<'_>, l3: usize, adj: &Adjacency) {
     f.meta.vlan = adj.vlan;
     Ipv4Packet::new_unchecked(&mut f.data_mut()[l3..]).decrement_ttl();

@@ -43,6 +43,7 @@ pub(super) struct BatchState<'t> {
 
 impl<'t> BatchState<'t> {
     /// The read guard of network `id`'s FDB, taken once for a run of its frames.
+    #[inline(always)]
     pub(super) fn fdb(&mut self, id: NetworkId, net: &'t NetworkEntry) -> &FdbReader<'t> {
         if self.fdb.as_ref().map(|(n, _)| *n) != Some(id) {
             // Release the other network's guard before taking this one's.
@@ -75,6 +76,7 @@ impl<'t> BatchState<'t> {
     }
 
     /// The MAC of uplink neighbour `ip` on `port`, under a read guard taken once per batch.
+    #[inline(always)]
     pub(super) fn neighbor(&mut self, port: PortId, ip: Ipv4Addr) -> Option<MacAddr> {
         let dp = self.dp;
         self.neigh
