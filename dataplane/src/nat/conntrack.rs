@@ -33,8 +33,19 @@ pub const UNOWNED: PortId = PortId(u16::MAX);
 
 /// The port space one owner draws NAPT ports from toward one destination: (owner port,
 /// protocol, translated source address, destination address, destination port; 0 for ICMP,
-/// whose ids are the port space).
-type ShareKey = (u16, L4Proto, u32, u32, u16);
+/// whose ids are the port space), packed by `share_key` into one integer, which hashes in
+/// one step on the first packet's path.
+type ShareKey = u128;
+
+/// Packs the fields of a `ShareKey`.
+#[inline]
+fn share_key(owner: u16, proto: L4Proto, src: u32, dst: u32, dport: u16) -> ShareKey {
+    (u128::from(owner) << 88)
+        | (u128::from(proto.number()) << 80)
+        | (u128::from(src) << 48)
+        | (u128::from(dst) << 16)
+        | u128::from(dport)
+}
 
 /// How far ahead of its lookups `lookup_batch` fetches: the flow of the probe `DISTANCE`
 /// ahead, the index line of the one `2 * DISTANCE` ahead.
@@ -119,7 +130,7 @@ impl Flow {
         } else {
             self.xlat_dport
         };
-        (self.owner, self.proto, self.xlat_src, self.xlat_dst, dport)
+        share_key(self.owner, self.proto, self.xlat_src, self.xlat_dst, dport)
     }
 
     fn fins(&self) -> tcp::Fins {
@@ -372,7 +383,7 @@ impl Conntrack {
         } else {
             x.dst_port
         };
-        let key = (
+        let key = share_key(
             owner.port.0,
             x.proto,
             u32::from(x.src),
@@ -654,7 +665,7 @@ impl Conntrack {
         from: Ipv4Addr,
         dst: (Ipv4Addr, u16),
     ) -> usize {
-        let key = (port.0, proto, u32::from(from), u32::from(dst.0), dst.1);
+        let key = share_key(port.0, proto, u32::from(from), u32::from(dst.0), dst.1);
         self.shares.get(&key).map_or(0, |&n| n as usize)
     }
 

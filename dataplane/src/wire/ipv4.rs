@@ -59,6 +59,7 @@ fn check_header(b: &[u8]) -> Result<usize, WireError> {
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Wraps `buffer` without any check; accessors may panic on a short or inconsistent buffer.
+    #[inline]
     pub fn new_unchecked(buffer: T) -> Self {
         Ipv4Packet { buffer }
     }
@@ -67,6 +68,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// header inside the buffer and `header_len <= total_len <= buffer length`. The buffer may
     /// be longer than `total_len` (Ethernet padding); [`Ipv4Packet::payload`] stops at
     /// `total_len`.
+    #[inline(always)]
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let b = buffer.as_ref();
         let hl = check_header(b)?;
@@ -116,7 +118,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// Total length field: header plus payload.
-    #[inline]
+    #[inline(always)]
     pub fn total_len(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::TOTAL_LEN)
     }
