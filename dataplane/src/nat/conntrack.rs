@@ -317,15 +317,9 @@ impl Conntrack {
             if counted.is_some() {
                 share = Some(self.take_share(owner, &x)?);
             }
-            let port = match self.allocate(orig, x) {
-                Ok(port) => port,
-                Err(e) => {
-                    if let Some(key) = &share {
-                        self.release_share(key);
-                    }
-                    return Err(e);
-                }
-            };
+            let port = self.allocate(orig, x).inspect_err(|_| {
+                share.inspect(|key| self.release_share(key));
+            })?;
             x.src_port = port;
             if icmp {
                 x.dst_port = port;
@@ -333,9 +327,7 @@ impl Conntrack {
         } else if self.contains(&x.reversed().key()) {
             return Err(NatError::Clash);
         }
-        if let Some(n) = self.owned.get_mut(usize::from(owner.port.0)) {
-            *n += 1;
-        }
+        self.charge(owner.port);
         let reply_key = x.reversed().key();
 
         let idx = self.alloc_slot();
@@ -372,6 +364,13 @@ impl Conntrack {
             dir: Dir::Original,
             rewrite: x,
         })
+    }
+
+    /// Counts a new flow for its owner `port`.
+    fn charge(&mut self, port: PortId) {
+        if let Some(n) = self.owned.get_mut(usize::from(port.0)) {
+            *n += 1;
+        }
     }
 
     /// Takes one NAPT port of `owner`'s share of the port space it draws from for `x`
