@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+mod icmp;
 pub mod icmpv4;
 pub mod icmpv6;
 pub mod ipv4;
@@ -14,6 +15,7 @@ pub mod ndisc;
 pub mod plain;
 pub mod tcp;
 pub mod udp;
+mod view;
 pub mod vnet;
 pub mod vxlan;
 
