@@ -5,6 +5,8 @@ use std::net::Ipv6Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::parse_cidr;
+
 /// An IPv6 prefix such as fd00:9::/64.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct Ipv6Cidr {
@@ -53,17 +55,7 @@ impl std::fmt::Display for Ipv6Cidr {
 impl std::str::FromStr for Ipv6Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, p) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR (expected ADDRESS/PREFIX)"))?;
-        let addr: Ipv6Addr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IPv6 address"))?;
-        let prefix: u8 = p
-            .parse()
-            .ok()
-            .filter(|p| *p <= 128)
-            .ok_or_else(|| format!("{p:?} is not a prefix length (0-128)"))?;
+        let (addr, prefix) = parse_cidr(s, "IPv6", 128)?;
         Ok(Ipv6Cidr { addr, prefix })
     }
 }
