@@ -169,13 +169,7 @@ impl Dockerd {
     /// `ip link`, or `nsenter --net=SANDBOX_KEY ...` for a container's sandbox); an error if it
     /// exits non-zero.
     pub fn exec(&self, args: &[&str]) -> Result<Output> {
-        let (program, rest) = args.split_first().ok_or_else(|| EngineError::NotReady {
-            what: "exec".into(),
-            why: "no command given".into(),
-        })?;
-        let mut cmd = self.ns.command(program);
-        cmd.args(rest);
-        run(&mut cmd, COMMAND_TIMEOUT)
+        self.ns.exec(args)
     }
 
     /// The directory dockerd sees as `/run/docker/plugins` and `/etc/docker/plugins`.

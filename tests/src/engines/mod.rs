@@ -374,6 +374,18 @@ impl MountNs {
         cmd
     }
 
+    /// Runs `args` (a program and its arguments) inside this mount namespace and its network
+    /// namespace; an error if it exits non-zero.
+    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+        let (program, rest) = args.split_first().ok_or_else(|| EngineError::NotReady {
+            what: "exec".into(),
+            why: "no command given".into(),
+        })?;
+        let mut cmd = self.command(program);
+        cmd.args(rest);
+        run(&mut cmd, COMMAND_TIMEOUT)
+    }
+
     /// The namespace, pinned, to check after the engine is gone that no process is left in it.
     pub fn pinned(&self) -> PinnedNs {
         self.id.clone()
