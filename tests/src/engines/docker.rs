@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sluice_lab::lab::{one_line, Lab};
 
-use super::{engine_lab, file_err, kill, mkdirs, run, MountNs, Residue, Result, COMMAND_TIMEOUT};
+use super::{engine_lab, file_err, kill, mkdirs, MountNs, Residue, Result};
 use crate::engines::{EngineCli, EngineError};
 
 /// Debian's docker CLI, the one of the same release as its dockerd (a newer `docker` earlier in

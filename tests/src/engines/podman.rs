@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use sluice_lab::lab::Lab;
 
-use super::{engine_lab, file_err, mkdirs, run, MountNs, Residue, Result, COMMAND_TIMEOUT};
+use super::{engine_lab, file_err, mkdirs, MountNs, Residue, Result};
 use crate::engines::{EngineCli, EngineError};
 
 /// Mounts of podman's private mount namespace: fresh `/run` (netns files, libpod's and the
