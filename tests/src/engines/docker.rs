@@ -6,7 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use sluice_lab::lab::{one_line, Lab};
+use sluice_lab::lab::{one_line, Lab, LabError};
 
 use super::{engine_lab, file_err, kill, mkdirs, MountNs, Residue, Result};
 use crate::engines::{EngineCli, EngineError};
@@ -93,7 +93,7 @@ impl Dockerd {
             .stdout(log)
             .stderr(log2);
         let start = Instant::now();
-        let child = cmd.spawn().map_err(|source| EngineError::Spawn {
+        let child = cmd.spawn().map_err(|source| LabError::Spawn {
             cmd: "dockerd".into(),
             source,
         })?;
