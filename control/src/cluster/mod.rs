@@ -335,7 +335,16 @@ impl Cluster {
             return local.create_network(spec).await;
         }
         let name = spec.name.clone();
-        let view = local.create_network(spec).await?;
+        let mut view = local.create_network(spec.clone()).await?;
+        if spec.subnet.is_none() {
+            // Every host's part must hold the same addressing, and addresses are reserved
+            // cluster-wide and then given as static ones, which docker's rules allow only on
+            // a user-given subnet: the subnet picked here becomes the network's own.
+            if let Some((net, _)) = self.overlay(local, &name).await? {
+                local.remove_network(name.clone()).await?;
+                view = local.create_network(fixed(&net)).await?;
+            }
+        }
         let published = match self.overlay(local, &name).await? {
             Some((net, _)) => self.publish_network(&net).await,
             None => return Ok(view),
@@ -352,9 +361,7 @@ impl Cluster {
     }
 
     async fn publish_network(&self, net: &Network) -> Result<(), ClusterError> {
-        let mut rec = net.spec.clone();
-        rec.subnet = net.subnet;
-        rec.gateway = net.gateway;
+        let rec = fixed(net);
         let vni = rec.options.vni.unwrap_or_default();
         let items = [
             (records::network_key(&rec.name), json(&rec)),
@@ -557,6 +564,15 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// `net`'s spec with the addressing this host decided for it (subnet, gateway, VNI), as every
+/// host creates its part from it.
+fn fixed(net: &Network) -> NetworkSpec {
+    let mut spec = net.spec.clone();
+    spec.subnet = net.subnet;
+    spec.gateway = net.gateway;
+    spec
 }
 
 /// Puts the other hosts' endpoints (`remotes`, by overlay network name) into `cfg`'s overlay
