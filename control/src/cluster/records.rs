@@ -182,23 +182,18 @@ mod tests {
             (network_key("ow"), serde_json::to_vec(&spec("ow")).unwrap()),
             (network_key("bad"), b"{".to_vec()),
         ]);
-        m.put(
-            endpoint_key("ov", "a"),
-            rec("a", [192, 0, 2, 1], [10, 20, 0, 2]),
-        );
-        m.put(
-            endpoint_key("ov", "b"),
-            rec("b", [192, 0, 2, 2], [10, 20, 0, 3]),
-        );
-        m.put(
-            endpoint_key("ov", "c"),
-            rec("c", [192, 0, 2, 3], [10, 20, 0, 4]),
-        );
-        // A network name that is a prefix of another's must not take its endpoints.
-        m.put(
-            endpoint_key("ovx", "d"),
-            rec("d", [192, 0, 2, 3], [10, 20, 0, 5]),
-        );
+        // "ovx" starts with "ov": its endpoints must not count as ov's.
+        for (net, id, host, ip) in [
+            ("ov", "a", 1, 2),
+            ("ov", "b", 2, 3),
+            ("ov", "c", 3, 4),
+            ("ovx", "d", 3, 5),
+        ] {
+            m.put(
+                endpoint_key(net, id),
+                rec(id, [192, 0, 2, host], [10, 20, 0, ip]),
+            );
+        }
         m.delete(&endpoint_key("ov", "c"));
         let r = m.remotes(Ipv4Addr::new(192, 0, 2, 1));
         assert_eq!(r.keys().collect::<Vec<_>>(), ["ov", "ow"]);
