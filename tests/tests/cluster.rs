@@ -5,8 +5,8 @@
 //! `etcd-server`) on 10.99.0.254 with a data directory in the lab's. A network created on one
 //! host appears on all; endpoints connected on the three hosts at once get distinct
 //! addresses and ping each other over VXLAN; `network rm` is refused while endpoints exist;
-//! a killed host's endpoints leave the others' tables within its lease TTL; `network rm` on
-//! one host removes the network everywhere. Needs root, etcd and the release binaries (see
+//! a killed host's endpoints leave the others' tables within its lease TTL and come back when
+//! it restarts; `network rm` on one host removes the network everywhere. Needs root, etcd and the release binaries (see
 //! tests/tests/daemon.rs).
 
 use std::net::Ipv4Addr;
@@ -79,11 +79,21 @@ fn host(lab: &mut Lab, bin: &Path, i: usize) -> (PathBuf, u32) {
     }
     lab.addr(h, "mg0", &format!("10.99.0.{}/24", i + 1))
         .unwrap();
-    let sock = lab.dir().join(format!("{h}.sock"));
+    let pid = start_sluiced(lab, bin, i, h);
+    (socket(lab, i), pid)
+}
+
+fn socket(lab: &Lab, i: usize) -> PathBuf {
+    lab.dir().join(format!("{}.sock", HOSTS[i]))
+}
+
+/// Starts host `i`'s sluiced (again, after a kill), logging to `log`; its pid.
+fn start_sluiced(lab: &mut Lab, bin: &Path, i: usize, log: &str) -> u32 {
+    let h = HOSTS[i];
     let args: Vec<std::ffi::OsString> = vec![
         bin.join("sluiced").into(),
         "--socket".into(),
-        sock.clone().into(),
+        socket(lab, i).into(),
         "--state-dir".into(),
         lab.dir().join(format!("{h}-state")).into(),
         "--uplink".into(),
@@ -102,8 +112,7 @@ fn host(lab: &mut Lab, bin: &Path, i: usize) -> (PathBuf, u32) {
         "1".into(),
         "--no-dns".into(),
     ];
-    let pid = lab.spawn_os(h, &args, h).unwrap();
-    (sock, pid)
+    lab.spawn_os(h, &args, log).unwrap()
 }
 
 fn sluice(bin: &Path, sock: &Path, args: &[&str]) -> Output {
@@ -306,13 +315,27 @@ fn overlay_across_three_hosts_through_etcd() {
     lab.wait_ping("c0a", ips[2], Duration::from_secs(5))
         .unwrap();
 
-    // With no endpoints left, rm on h1 removes ov on h2 too.
-    for (i, c) in containers.iter().take(4) {
+    // h3 comes back on its state: it publishes again the endpoints it still has.
+    start_sluiced(&mut lab, &bin, 2, "h3-again");
+    eventually(
+        "h3's endpoints back in etcd",
+        Duration::from_secs(20),
+        || count(&lab) == 6,
+    );
+    lab.wait_ping("c0a", ips[4], Duration::from_secs(10))
+        .unwrap();
+    lab.wait_ping(&containers[4].1, ips[2], Duration::from_secs(10))
+        .unwrap();
+
+    // With every endpoint gone, rm on h1 removes ov on h2 and h3 too.
+    for (i, c) in &containers {
         sluice_ok(&bin, &socks[*i], &["network", "disconnect", "ov", c]);
     }
     sluice_ok(&bin, &socks[0], &["network", "rm", "ov"]);
-    eventually("ov leaves h2", Duration::from_secs(10), || {
-        !networks(&bin, &socks[1]).contains(&"ov".to_string())
-    });
+    for s in &socks[1..] {
+        eventually("ov leaves h2 and h3", Duration::from_secs(10), || {
+            !networks(&bin, s).contains(&"ov".to_string())
+        });
+    }
     assert!(etcd_keys(&lab, "/sluice/v1/networks/").trim().is_empty());
 }
