@@ -235,6 +235,34 @@ fn overlay_across_three_hosts_through_etcd() {
         );
         assert_eq!(vni.trim(), "4096");
     }
+    // Without --subnet, the subnet the creating host picks is the one every host uses.
+    sluice_ok(
+        &bin,
+        &socks[1],
+        &["network", "create", "-d", "overlay", "ow"],
+    );
+    let subnet_on = |s: &Path| {
+        let out = sluice_ok(&bin, s, &["network", "inspect", "ow"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0]["IPAM"]["Config"][0]["Subnet"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for s in &socks {
+        eventually("ow on every host", Duration::from_secs(10), || {
+            networks(&bin, s).contains(&"ow".to_string())
+        });
+    }
+    let picked = subnet_on(&socks[1]);
+    assert!(socks.iter().all(|s| subnet_on(s) == picked), "{picked}");
+    sluice_ok(&bin, &socks[2], &["network", "rm", "ow"]);
+    for s in &socks {
+        eventually("ow leaves every host", Duration::from_secs(10), || {
+            !networks(&bin, s).contains(&"ow".to_string())
+        });
+    }
+
     // A second create of the name on another host is refused.
     let again = sluice(
         &bin,

@@ -417,22 +417,20 @@ impl Cluster {
         }
     }
 
-    /// `network prune`: idle overlay networks go cluster-wide (those with endpoints on other
-    /// hosts stay), the rest as without a cluster.
+    /// `network prune`: every user network without endpoints here, as without a cluster,
+    /// except that overlays go cluster-wide and stay while other hosts have endpoints on them.
     pub async fn prune(&self, local: &LocalEngine) -> Result<PruneReport, EngineError> {
-        let mut deleted = Vec::new();
-        for (net, eps) in local.overlays().await? {
-            if !eps.is_empty() || PREDEFINED.contains(&net.spec.name.as_str()) {
+        let mut report = PruneReport::default();
+        for n in local.list().await? {
+            if !n.containers.is_empty() || PREDEFINED.contains(&n.name.as_str()) {
                 continue;
             }
-            match self.remove_network(local, net.spec.name.clone()).await {
-                Ok(name) => deleted.push(name),
+            match self.remove_network(local, n.name).await {
+                Ok(name) => report.networks_deleted.push(name),
                 Err(EngineError::Cluster(ClusterError::HasEndpoints { .. })) => {}
                 Err(e) => return Err(e),
             }
         }
-        let mut report = local.prune().await?;
-        report.networks_deleted.extend(deleted);
         report.networks_deleted.sort();
         Ok(report)
     }

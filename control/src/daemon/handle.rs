@@ -164,6 +164,11 @@ impl LocalEngine {
         self.call(Command::Prune).await
     }
 
+    /// `network ls`.
+    pub async fn list(&self) -> Result<Vec<NetworkInspect>, EngineError> {
+        self.call(Command::List).await
+    }
+
     /// `network inspect`.
     pub async fn inspect(&self, key: String) -> Result<NetworkInspect, EngineError> {
         self.call(|r| Command::Inspect(key, r)).await
@@ -234,7 +239,7 @@ impl EngineHandle {
 
     /// `network ls`.
     pub async fn list(&self) -> Result<Vec<NetworkInspect>, EngineError> {
-        self.local.call(Command::List).await
+        self.local.list().await
     }
 
     /// `network inspect`.
