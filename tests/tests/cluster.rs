@@ -355,8 +355,37 @@ fn overlay_across_three_hosts_through_etcd() {
     lab.wait_ping(&containers[4].1, ips[2], Duration::from_secs(10))
         .unwrap();
 
+    // prune on h1 once its own endpoints are gone: an idle overlay goes from every host, ov
+    // stays (h2 and h3 have endpoints on it).
+    sluice_ok(
+        &bin,
+        &socks[2],
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.22.0.0/24",
+            "oz",
+        ],
+    );
+    eventually("oz on h1", Duration::from_secs(10), || {
+        networks(&bin, &socks[0]).contains(&"oz".to_string())
+    });
+    for (i, c) in &containers[..2] {
+        sluice_ok(&bin, &socks[*i], &["network", "disconnect", "ov", c]);
+    }
+    sluice_ok(&bin, &socks[0], &["network", "prune", "-f"]);
+    for s in &socks {
+        eventually("oz leaves every host", Duration::from_secs(10), || {
+            !networks(&bin, s).contains(&"oz".to_string())
+        });
+    }
+    assert!(networks(&bin, &socks[0]).contains(&"ov".to_string()));
+
     // With every endpoint gone, rm on h1 removes ov on h2 and h3 too.
-    for (i, c) in &containers {
+    for (i, c) in &containers[2..] {
         sluice_ok(&bin, &socks[*i], &["network", "disconnect", "ov", c]);
     }
     sluice_ok(&bin, &socks[0], &["network", "rm", "ov"]);
