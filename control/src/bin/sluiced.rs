@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use sluice_control::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use sluice_control::cluster::etcd::Etcd;
+use sluice_control::cluster::Cluster;
 use sluice_control::compile::UplinkSettings;
 use sluice_control::daemon::engine::{Engine, Restored};
 use sluice_control::daemon::kernel::Kernel;
@@ -91,6 +93,37 @@ struct Args {
     /// NAPT source ports (32768-60999; docker's own 49153-60999 would overlap them).
     #[arg(long, default_value_t = DEFAULT_HOST_PORTS.to_string())]
     host_port_range: String,
+    /// The cluster store that makes overlay networks span hosts (off by default):
+    /// etcd://HOST:PORT[,HOST:PORT...], etcd v3's client addresses.
+    #[arg(long, value_name = "URL")]
+    cluster_store: Option<String>,
+    /// This host's address in the cluster, its VTEP (default and only choice: the uplink
+    /// address, which VXLAN leaves from).
+    #[arg(long, value_name = "IP")]
+    cluster_advertise: Option<Ipv4Addr>,
+    /// Seconds this host's records in the cluster store outlive it once it stops renewing
+    /// its lease (a dead host's endpoints leave the others' tables after this).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    cluster_ttl: u32,
+}
+
+/// This host's membership of `--cluster-store`, if given.
+fn cluster(a: &Args, uplink: Option<&UplinkSettings>) -> Result<Option<Arc<Cluster>>> {
+    let Some(url) = &a.cluster_store else {
+        if a.cluster_advertise.is_some() {
+            bail!("--cluster-advertise needs --cluster-store");
+        }
+        return Ok(None);
+    };
+    let etcd = Etcd::from_url(url)?;
+    let vtep = uplink
+        .context("--cluster-store needs --uplink: overlay traffic leaves from the uplink address")?
+        .ip
+        .addr;
+    if let Some(ip) = a.cluster_advertise.filter(|ip| *ip != vtep) {
+        bail!("--cluster-advertise {ip} is not the uplink address {vtep}, which VXLAN leaves from");
+    }
+    Ok(Some(Arc::new(Cluster::new(etcd, vtep, a.cluster_ttl))))
 }
 
 /// The `--host-port-range`, refused when it overlaps NAPT's source ports.
@@ -148,6 +181,7 @@ fn run() -> Result<()> {
     init_logging();
     let args = Args::parse();
     let uplink = uplink(&args)?;
+    let cluster = cluster(&args, uplink.as_ref())?;
     let nat = NatConfig::default();
     let host_ports = host_port_range(&args, &nat)?;
     let rc = runtime_config(&args)?;
@@ -166,6 +200,10 @@ fn run() -> Result<()> {
         handle::spawn(move || Engine::open(store, Kernel::new(rc), uplink, nat, names))
             .context("cannot start")?;
     log_restore(&restored);
+    let engine = match &cluster {
+        Some(c) => engine.with_cluster(Arc::clone(c)),
+        None => engine,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -177,6 +215,9 @@ fn run() -> Result<()> {
             Some(addr) => Some(server::bind_metrics(addr).await?),
             None => None,
         };
+        if let Some(c) = &cluster {
+            c.start(engine.local());
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = move || {
             let mut rx = stop_rx.clone();

@@ -5,7 +5,7 @@
 //! holds: endpoints whose interface is gone are released, interfaces no endpoint owns are
 //! deleted, and the rest are forwarded again.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,10 +22,11 @@ use crate::daemon::names::Names;
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
 use crate::dns::files::FilesError;
 use crate::driver;
-use crate::model::{Endpoint, EndpointSpec, NetworkInspect, NetworkSpec};
+use crate::model::{Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec};
 use crate::netlink::{SandboxIface, SandboxIpv6};
 use crate::state::{State, StateError, PREDEFINED};
 use crate::store::{Store, StoreError};
+use sluice_dataplane::overlay::RemoteEndpoint;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,9 @@ pub enum EngineError {
     /// The dataplane refused the configuration (a bug if the state's rules passed).
     #[error("dataplane refused the configuration: {0}")]
     Dataplane(#[from] ConfigError),
+    /// The cluster store refused or could not be reached.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,
@@ -83,6 +87,7 @@ impl EngineError {
             EngineError::Names(FilesError::Io { .. }) => 500,
             EngineError::Names(_) => 400,
             EngineError::Plumbing(p) => p.client_status().unwrap_or(500),
+            EngineError::Cluster(c) => c.status(),
             EngineError::ShuttingDown => 503,
             _ => 500,
         }
@@ -101,6 +106,8 @@ pub struct Engine<P: Plumbing> {
     uplink: Option<UplinkSettings>,
     nat: NatConfig,
     names: Option<Names>,
+    /// Overlay endpoints on other hosts, by network name, as the cluster store lists them.
+    remotes: BTreeMap<String, Vec<RemoteEndpoint>>,
 }
 
 /// What restoring found.
@@ -171,6 +178,7 @@ impl<P: Plumbing> Engine<P> {
             uplink,
             nat,
             names,
+            remotes: BTreeMap::new(),
         };
         Ok((engine, restored))
     }
@@ -186,7 +194,34 @@ impl<P: Plumbing> Engine<P> {
     }
 
     fn config(&self, state: &State) -> Config {
-        dataplane_config(state, self.uplink.as_ref(), self.nat.clone())
+        let mut cfg = dataplane_config(state, self.uplink.as_ref(), self.nat.clone());
+        crate::cluster::fill_remotes(state, &mut cfg, &self.remotes);
+        cfg
+    }
+
+    /// Replaces the overlay endpoints of other hosts (from the cluster store).
+    pub fn set_remotes(
+        &mut self,
+        remotes: BTreeMap<String, Vec<RemoteEndpoint>>,
+    ) -> Result<(), EngineError> {
+        if remotes == self.remotes {
+            return Ok(());
+        }
+        let old = std::mem::replace(&mut self.remotes, remotes);
+        if let Err(e) = self.dp.apply(&self.config(self.store.state())) {
+            self.remotes = old;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The overlay networks and their endpoints on this host (for the cluster store).
+    pub fn overlays(&self) -> Vec<(Network, Vec<Endpoint>)> {
+        let s = self.state();
+        s.networks()
+            .filter(|n| n.spec.driver == Driver::Overlay)
+            .map(|n| (n.clone(), s.endpoints_of(&n.id).cloned().collect()))
+            .collect()
     }
 
     /// Puts the dataplane back on the committed state after a failed step.
