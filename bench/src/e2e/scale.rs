@@ -124,7 +124,7 @@ pub fn fill_flows(lab: &Lab, spec: &DockerLikeSpec, flows: usize) -> Result<Stri
             "-P",
             "1",
             "-t",
-            "5us",
+            "20us",
             "--no-sock-mem",
             "--notouch-irq",
         ];
