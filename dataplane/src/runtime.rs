@@ -2,7 +2,8 @@
 //! halves of every attached port (AF_PACKET sockets join one fanout group per interface, TAP
 //! devices are opened multi-queue), and loops: read a batch per port, `Worker::process` it,
 //! send every frame to its egress ports (retagged for each), release the RX memory, flush each
-//! touched TX port once. After traffic it busy-polls for a bounded time, then sleeps in epoll.
+//! touched TX port once. After traffic it keeps polling for a bounded time (spinning, then
+//! yielding its CPU: [`PollPolicy`]), then sleeps in epoll.
 //! Worker 0 also runs the periodic housekeeping (FDB aging, conntrack expiry); every worker reads
 //! its ports' kernel counters (ring drops) once a second into a table the runtime reports
 //! ([`Runtime::port_kernel_stats`]).
@@ -33,6 +34,7 @@ use crate::counters::{DropReason, WorkerCounters, MAX_PORTS};
 use crate::frame::{Frame, Meta, PortId, Verdict, HEADROOM};
 use crate::pipeline::{Dataplane, Worker};
 use crate::port::afpacket::{self, AfPacketConfig, AfPacketError};
+use crate::port::poll::{Idle, PollPolicy};
 use crate::port::tap::{self, TapConfig, TapError};
 use crate::port::{KernelPortStats, RxPort, TxError, TxPort};
 use crate::tables::Tables;
@@ -577,7 +579,7 @@ fn run(
     };
     let mut events = Events::with_capacity(64);
     let mut touched = Vec::new();
-    let mut last_frame = Instant::now();
+    let mut idle = PollPolicy::new(cfg.busy_poll, IDLE_SLEEP, Instant::now());
     let mut last_second = Millis::now();
     while !stop.load(Ordering::Relaxed) {
         if inbox.pending.load(Ordering::Acquire) {
@@ -618,17 +620,18 @@ fn run(
             }
         }
         flush_touched(&mut touched, &mut ports.tx);
-        if got > 0 {
-            last_frame = Instant::now();
-        } else if last_frame.elapsed() >= cfg.busy_poll {
-            // Idle: push out frames a full ring held back, then sleep until a port is readable
-            // or a command arrives.
-            for tx in ports.tx.iter_mut().flatten() {
-                let _ = tx.flush();
+        match idle.after_round(got, Instant::now()) {
+            Idle::Spin => std::hint::spin_loop(),
+            // Endpoints on this CPU run now; with none runnable this returns at once.
+            Idle::Yield => std::thread::yield_now(),
+            Idle::Block(timeout) => {
+                // Push out frames a full ring held back, then sleep until a port is readable
+                // or a command arrives.
+                for tx in ports.tx.iter_mut().flatten() {
+                    let _ = tx.flush();
+                }
+                let _ = poll.poll(&mut events, Some(timeout));
             }
-            let _ = poll.poll(&mut events, Some(IDLE_SLEEP));
-        } else {
-            std::hint::spin_loop();
         }
         let now = Millis::now();
         if now.0.saturating_sub(last_second.0) >= 1000 {
