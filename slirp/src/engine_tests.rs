@@ -64,10 +64,10 @@ fn syn(dst: Ipv4Addr) -> Vec<u8> {
     let ends = Ends {
         src_mac: GUEST_MAC,
         dst_mac: virtual_mac(Ipv4Addr::new(10, 0, 2, 2)),
-        src: GUEST,
-        dst,
+        src: GUEST.into(),
+        dst: dst.into(),
     };
-    crate::frame::ipv4_headers(&mut f, &ends, IPPROTO_TCP, 20, 1);
+    crate::frame::ip_headers(&mut f, &ends, IPPROTO_TCP, 20, 1);
     f
 }
 
@@ -95,7 +95,7 @@ fn refused_syn_gets_rst_and_a_counted_drop() {
         let out = replies(&b);
         let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-        let seg = tcp::parse(ip.payload(), ip.src(), ip.dst(), true).unwrap();
+        let seg = tcp::parse(ip.payload(), ip.src().into(), ip.dst().into(), true).unwrap();
         assert!(seg.has(wtcp::RST));
         assert_eq!(seg.ack, 1001);
     }
@@ -149,8 +149,8 @@ fn full_udp_table_evicts_the_oldest_flow() {
         let ends = Ends {
             src_mac: GUEST_MAC,
             dst_mac: virtual_mac(gw),
-            src: GUEST,
-            dst: gw,
+            src: GUEST.into(),
+            dst: gw.into(),
         };
         let n = udp::frame(&mut frame, &ends, 20000 + i, port, 1);
         e.start = Instant::now() - Duration::from_millis(u64::from(i));
@@ -161,7 +161,7 @@ fn full_udp_table_evicts_the_oldest_flow() {
     assert_eq!(e.counters().udp_evicted, 1);
     let first = FlowKey {
         guest_port: 20000,
-        remote: SocketAddrV4::new(gw, port),
+        remote: (gw, port).into(),
     };
     assert!(e.udp.find(&first).is_none(), "the oldest flow stays");
 }

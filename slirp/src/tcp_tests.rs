@@ -1,6 +1,7 @@
 use super::*;
 use crate::frame::MAX_FRAME;
-use sluice_dataplane::wire::{EthernetFrame, Ipv4Packet, MacAddr};
+use sluice_dataplane::wire::{ethernet, EthernetFrame, Ipv4Packet, Ipv6Packet, MacAddr};
+use std::net::Ipv4Addr;
 
 #[derive(Default)]
 struct FakeSock {
@@ -74,13 +75,11 @@ impl GuestTx for Frames {
     fn tso(&self) -> bool {
         self.tso
     }
-    fn send_tso(&mut self, len: usize, gso_size: u16) {
+    fn send_tso(&mut self, len: usize, gso_size: u16, ends: &Ends) {
         self.tso_sizes.push(gso_size);
         // Complete the checksum as the guest's kernel would, so `take` can verify it.
-        let l4 = &mut self.buf[crate::frame::L4_AT..len];
-        let ends = ends();
-        let pseudo =
-            checksum::pseudo_header_sum_v4(ends.src, ends.dst, IPPROTO_TCP, l4.len() as u16);
+        let l4 = &mut self.buf[ends.l4_at()..len];
+        let pseudo = ends.pseudo_sum(IPPROTO_TCP, l4.len());
         let partial = u16::from_be_bytes([l4[16], l4[17]]);
         assert_eq!(
             partial,
@@ -119,9 +118,17 @@ impl Frames {
             .drain(..)
             .map(|f| {
                 let eth = EthernetFrame::new_checked(&f[..]).unwrap();
-                let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-                assert!(ip.verify_checksum());
-                let s = parse(ip.payload(), ip.src(), ip.dst(), true).unwrap();
+                let (l4, src, dst) = if eth.ethertype() == ethernet::ETHERTYPE_IPV6 {
+                    let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+                    let (src, dst) = (ip.src().into(), ip.dst().into());
+                    (&eth.payload()[40..40 + ip.payload().len()], src, dst)
+                } else {
+                    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+                    assert!(ip.verify_checksum());
+                    let (src, dst) = (ip.src().into(), ip.dst().into());
+                    (&eth.payload()[20..usize::from(ip.total_len())], src, dst)
+                };
+                let s = parse(l4, src, dst, true).unwrap();
                 assert_eq!((s.src_port, s.dst_port), (80, 40000));
                 Out {
                     seq: s.seq,
@@ -140,8 +147,8 @@ fn ends() -> Ends {
     Ends {
         src_mac: MacAddr([0x52, 0x55, 10, 0, 2, 2]),
         dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-        src: Ipv4Addr::new(10, 0, 2, 2),
-        dst: Ipv4Addr::new(10, 0, 2, 100),
+        src: Ipv4Addr::new(10, 0, 2, 2).into(),
+        dst: Ipv4Addr::new(10, 0, 2, 100).into(),
     }
 }
 
@@ -337,14 +344,20 @@ fn parse_reads_options_and_rejects_bad_checksums() {
     let f = tx.sent[0].clone();
     let eth = EthernetFrame::new_checked(&f[..]).unwrap();
     let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-    let s = parse(ip.payload(), ip.src(), ip.dst(), true).unwrap();
+    let s = parse(ip.payload(), ip.src().into(), ip.dst().into(), true).unwrap();
     assert_eq!((s.mss, s.wscale), (Some(8960), Some(0)));
     let mut bad = ip.payload().to_vec();
     bad[4] ^= 1;
-    assert_eq!(parse(&bad, ip.src(), ip.dst(), true), Err(Drop::Malformed));
+    assert_eq!(
+        parse(&bad, ip.src().into(), ip.dst().into(), true),
+        Err(Drop::Malformed)
+    );
     bad[4] ^= 1;
     bad[12] = 0xf0;
-    assert_eq!(parse(&bad, ip.src(), ip.dst(), true), Err(Drop::Malformed));
+    assert_eq!(
+        parse(&bad, ip.src().into(), ip.dst().into(), true),
+        Err(Drop::Malformed)
+    );
     assert_eq!(
         c.on_segment(&guest(1, 0, tcp::SYN, &[]), &mut sock, &mut tx, 1),
         Verdict::Keep
