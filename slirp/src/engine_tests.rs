@@ -1,5 +1,8 @@
 use super::*;
+use sluice_dataplane::wire::IPPROTO_ICMPV6;
 use sluice_dataplane::wire::{arp as warp, tcp as wtcp, ArpPacket, TcpPacket};
+use sluice_dataplane::wire::{icmpv6, ndisc, radv, Icmpv6Packet, Ipv6Packet, NdiscPacket};
+use std::net::Ipv6Addr;
 use std::os::unix::net::UnixDatagram;
 
 /// An engine whose "TAP" is one end of a datagram socketpair (frames in, frames out), with a
@@ -164,4 +167,211 @@ fn full_udp_table_evicts_the_oldest_flow() {
         remote: (gw, port).into(),
     };
     assert!(e.udp.find(&first).is_none(), "the oldest flow stays");
+}
+
+const GUEST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x64);
+
+/// An IPv6 frame from the guest at `src` to `dst` carrying `l4` of `proto`, hop limit 255.
+fn v6_frame(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; crate::frame::L4_AT_V6 + l4.len()];
+    f[crate::frame::L4_AT_V6..].copy_from_slice(l4);
+    let ends = Ends {
+        src_mac: GUEST_MAC,
+        dst_mac: virtual_mac(Ipv4Addr::new(10, 0, 2, 2)),
+        src: src.into(),
+        dst: dst.into(),
+    };
+    crate::frame::ip_headers(&mut f, &ends, proto, l4.len(), 0);
+    Ipv6Packet::new_unchecked(&mut f[ETH_LEN..]).set_hop_limit(255);
+    f
+}
+
+/// An ICMPv6 message of `msg_type` with `body` after the 4-byte header, checksum filled.
+fn icmpv6_msg(src: Ipv6Addr, dst: Ipv6Addr, msg_type: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![0u8; 4 + body.len()];
+    m[4..].copy_from_slice(body);
+    let mut p = Icmpv6Packet::new_unchecked(&mut m[..]);
+    p.set_msg_type(msg_type);
+    p.fill_checksum(src, dst);
+    v6_frame(src, dst, IPPROTO_ICMPV6, &m)
+}
+
+fn engine6() -> (Engine, UnixDatagram) {
+    let (mut e, b) = engine();
+    e.net.ipv6 = true;
+    (e, b)
+}
+
+#[test]
+fn ipv6_is_unsupported_unless_enabled() {
+    let (mut e, _b) = engine();
+    let all_routers: Ipv6Addr = "ff02::2".parse().unwrap();
+    let rs = icmpv6_msg(GUEST6, all_routers, radv::ROUTER_SOLICIT, &[0; 4]);
+    assert_eq!(e.on_frame(&rs), Err(Drop::Unsupported));
+}
+
+#[test]
+fn router_solicitation_gets_the_prefix() {
+    let (mut e, b) = engine6();
+    let ll: Ipv6Addr = "fe80::64".parse().unwrap();
+    let all_routers: Ipv6Addr = "ff02::2".parse().unwrap();
+    e.on_frame(&icmpv6_msg(ll, all_routers, radv::ROUTER_SOLICIT, &[0; 4]))
+        .unwrap();
+    let out = replies(&b);
+    assert_eq!(out.len(), 1);
+    let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
+    let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(ip.src(), ROUTER_LL);
+    let m = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+    assert_eq!(m.msg_type(), radv::ROUTER_ADVERT);
+    assert!(m.verify_checksum(ip.src(), ip.dst()));
+    let fd00 = crate::config::PREFIX6.octets();
+    assert!(ip.payload().windows(16).any(|w| w == fd00), "no prefix");
+}
+
+#[test]
+fn neighbour_solicitations_for_own_addresses_are_answered() {
+    let (mut e, b) = engine6();
+    let mut body = vec![0u8; 4 + 16 + 8];
+    for (target, answered) in [
+        (GATEWAY6, true),
+        (ROUTER_LL, true),
+        (DNS6, false),
+        (GUEST6, false),
+    ] {
+        let mut ns_body = body.clone();
+        ns_body[4..20].copy_from_slice(&target.octets());
+        ns_body[20..22].copy_from_slice(&[1, 1]);
+        ns_body[22..28].copy_from_slice(&GUEST_MAC.0);
+        let dst = ndisc::solicited_node(target);
+        e.on_frame(&icmpv6_msg(GUEST6, dst, ndisc::NEIGHBOR_SOLICIT, &ns_body))
+            .unwrap();
+        let out = replies(&b);
+        // The DNS forwarder answers too while DNS is on; the engine here has it off.
+        assert_eq!(out.len(), usize::from(answered), "{target}");
+        if answered {
+            let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
+            assert_eq!(eth.dst(), GUEST_MAC);
+            let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+            let na = NdiscPacket::new_checked(ip.payload()).unwrap();
+            assert_eq!(na.msg_type(), ndisc::NEIGHBOR_ADVERT);
+            assert_eq!(na.target(), target);
+            assert_eq!(na.target_ll_addr(), Some(eth.src()));
+        }
+    }
+    body.truncate(3);
+    let bad = icmpv6_msg(GUEST6, GATEWAY6, ndisc::NEIGHBOR_SOLICIT, &body);
+    assert_eq!(e.on_frame(&bad), Err(Drop::Malformed));
+}
+
+#[test]
+fn v6_echo_to_the_gateway_is_answered() {
+    let (mut e, b) = engine6();
+    let mut body = vec![0u8, 7, 0, 1];
+    body.extend_from_slice(b"ping6");
+    e.on_frame(&icmpv6_msg(GUEST6, GATEWAY6, icmpv6::ECHO_REQUEST, &body))
+        .unwrap();
+    let out = replies(&b);
+    assert_eq!(out.len(), 1);
+    let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
+    let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!((ip.src(), ip.dst()), (GATEWAY6, GUEST6));
+    let m = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+    assert!(m.verify_checksum(GATEWAY6, GUEST6));
+    assert_eq!(
+        (m.msg_type(), m.echo_ident(), m.echo_seq()),
+        (icmpv6::ECHO_REPLY, 7, 1)
+    );
+    assert_eq!(m.payload(), b"ping6");
+    let mut broken = icmpv6_msg(GUEST6, GATEWAY6, icmpv6::ECHO_REQUEST, &body);
+    let last = broken.len() - 1;
+    broken[last] ^= 1;
+    assert_eq!(e.on_frame(&broken), Err(Drop::Malformed));
+    assert_eq!(e.guest6, Some(GUEST6));
+}
+
+#[test]
+fn v6_syn_to_a_refused_address_gets_rst() {
+    let (mut e, b) = engine6();
+    let mut t = vec![0u8; 20];
+    t[12] = 5 << 4;
+    let mut p = TcpPacket::new_unchecked(&mut t[..]);
+    p.set_src_port(40000);
+    p.set_dst_port(80);
+    p.set_seq(1000);
+    p.set_flags(wtcp::SYN);
+    p.set_window(65535);
+    p.fill_checksum_v6(GUEST6, GATEWAY6);
+    let syn = v6_frame(GUEST6, GATEWAY6, IPPROTO_TCP, &t);
+    assert_eq!(e.on_frame(&syn), Err(Drop::Refused));
+    let out = replies(&b);
+    let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
+    let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+    let seg = tcp::parse(ip.payload(), ip.src().into(), ip.dst().into(), true).unwrap();
+    assert!(seg.has(wtcp::RST));
+    assert_eq!((seg.ack, seg.dst_port), (1001, 40000));
+}
+
+/// A datagram to a closed port on the host's loopback (through the gateway) comes back as
+/// ICMP port unreachable quoting the guest's ports, for IPv4 and IPv6.
+#[test]
+fn udp_to_a_closed_port_gets_port_unreachable() {
+    let (mut e, b) = engine6();
+    e.net.host_loopback = true;
+    for gw in [IpAddr::from(Ipv4Addr::new(10, 0, 2, 2)), GATEWAY6.into()] {
+        let closed = std::net::UdpSocket::bind(SocketAddr::new(
+            if gw.is_ipv6() {
+                IpAddr::from(Ipv6Addr::LOCALHOST)
+            } else {
+                IpAddr::from(Ipv4Addr::LOCALHOST)
+            },
+            0,
+        ))
+        .unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let guest = if gw.is_ipv6() {
+            IpAddr::from(GUEST6)
+        } else {
+            IpAddr::from(GUEST)
+        };
+        let ends = Ends {
+            src_mac: GUEST_MAC,
+            dst_mac: virtual_mac(Ipv4Addr::new(10, 0, 2, 2)),
+            src: guest,
+            dst: gw,
+        };
+        let mut frame = vec![0u8; MAX_FRAME];
+        let at = udp::payload_at(gw);
+        frame[at..at + 3].copy_from_slice(b"abc");
+        let n = udp::frame(&mut frame, &ends, 33333, port, 3);
+        e.on_frame(&frame[..n]).unwrap();
+        let key = FlowKey {
+            guest_port: 33333,
+            remote: SocketAddr::new(gw, port),
+        };
+        let h = e.udp.find(&key).expect("a flow");
+        std::thread::sleep(Duration::from_millis(50));
+        e.on_udp(h);
+        let out = replies(&b);
+        assert_eq!(out.len(), 1, "{gw}");
+        let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
+        assert_eq!(eth.dst(), GUEST_MAC);
+        let quote = if gw.is_ipv6() {
+            let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+            let m = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+            assert!(m.verify_checksum(ip.src(), ip.dst()));
+            assert_eq!((m.msg_type(), m.code()), (1, 4));
+            m.payload().to_vec()
+        } else {
+            let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+            let m = sluice_dataplane::wire::Icmpv4Packet::new_checked(ip.payload()).unwrap();
+            assert!(m.verify_checksum());
+            assert_eq!((m.msg_type(), m.code()), (3, 3));
+            m.payload().to_vec()
+        };
+        let hl = if gw.is_ipv6() { 40 } else { 20 };
+        let q = sluice_dataplane::wire::UdpPacket::new_checked(&quote[hl..]).unwrap();
+        assert_eq!((q.src_port(), q.dst_port()), (33333, port));
+    }
 }

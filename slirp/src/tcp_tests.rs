@@ -391,3 +391,38 @@ fn with_tso_host_data_goes_out_as_super_frames_of_guest_mss_segments() {
     );
     assert_eq!(tx.tso_sizes, vec![1460]);
 }
+
+/// Over IPv6 the MSS leaves room for the larger header and super-frames carry the IPv6
+/// pseudo-header sum (checked by `send_tso` and `take`).
+#[test]
+fn v6_connection_sends_v6_segments_and_super_frames() {
+    let mut sock = FakeSock {
+        cap: 100,
+        inbound: vec![7u8; 5000],
+        ..Default::default()
+    };
+    let mut tx = Frames::new();
+    tx.tso = true;
+    let ends6 = Ends {
+        src: "fd00::2".parse().unwrap(),
+        dst: "fd00::64".parse().unwrap(),
+        ..ends()
+    };
+    let mut syn = guest(GISS, 0, tcp::SYN, &[]);
+    syn.mss = Some(9000);
+    let mut c = TcpConn::from_guest_syn(ends6, &syn, 1500, ISS);
+    c.on_connected(&sock, &mut tx, 0);
+    let out = tx.take();
+    assert_eq!(out[0].mss, Some(1440), "MTU 1500 less 60 bytes of headers");
+    let mut ack = guest(GISS + 1, ISS + 1, tcp::ACK, &[]);
+    ack.window = 4000;
+    c.on_segment(&ack, &mut sock, &mut tx, 1);
+    let out = tx.take();
+    let sizes: Vec<usize> = out.iter().map(|o| o.payload.len()).collect();
+    assert_eq!(
+        sizes,
+        vec![4000],
+        "one super-frame as large as the guest's window"
+    );
+    assert_eq!(tx.tso_sizes, vec![1440]);
+}

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use sluice_dataplane::wire::{icmpv4, icmpv6, udp, UdpPacket, IPPROTO_UDP};
 
 use crate::counters::Drop;
-use crate::frame::{self as eth_frame, ip_headers, Ends, L4_AT, L4_AT_V6};
+use crate::frame::{self as eth_frame, ip_headers, Ends, ETH_LEN, L4_AT, L4_AT_V6};
 
 /// Where a datagram's payload goes in an IPv4 frame built by [`frame`].
 pub const PAYLOAD_AT: usize = L4_AT + udp::HEADER_LEN;
@@ -97,9 +97,10 @@ pub fn port_unreachable(buf: &mut [u8], ends: &Ends, key: &FlowKey) -> usize {
         src: ends.dst,
         dst: ends.src,
     };
-    let at = overhead - quoted.l4_at();
+    // The quote's own Ethernet header lands where the error's headers go, and is overwritten.
+    let at = overhead - ETH_LEN;
     let end = at + ip_headers(&mut buf[at..], &quoted, IPPROTO_UDP, udp::HEADER_LEN, 0);
-    let mut p = UdpPacket::new_unchecked(&mut buf[overhead..end]);
+    let mut p = UdpPacket::new_unchecked(&mut buf[end - udp::HEADER_LEN..end]);
     p.set_src_port(key.guest_port);
     p.set_dst_port(key.remote.port());
     p.set_len(udp::HEADER_LEN as u16);
