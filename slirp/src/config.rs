@@ -101,7 +101,8 @@ impl NetConfig {
 
     /// Where a guest packet to `dst` goes on the host: the gateway is the host's loopback
     /// (unless disabled), the DNS address is `resolver`'s port 53, other addresses inside the
-    /// virtual network, multicast and (IPv6) link-local ones are refused, the rest of the
+    /// virtual network, the host's loopback under its own address, multicast and (IPv6)
+    /// link-local ones are refused, the rest of the
     /// world is itself. IPv6 destinations are refused unless IPv6 is on.
     pub fn host_target(
         &self,
@@ -113,7 +114,7 @@ impl NetConfig {
             IpAddr::V4(ip) => (
                 ip == self.gateway,
                 ip == self.dns,
-                self.contains(ip) || ip.is_broadcast(),
+                self.contains(ip) || ip.is_broadcast() || ip.is_loopback(),
             ),
             IpAddr::V6(_) if !self.ipv6 => return Err(Drop::Refused),
             IpAddr::V6(ip) => (
@@ -231,6 +232,7 @@ mod tests {
                 ("10.0.2.9:80", Err(Drop::Refused)),
                 ("224.0.0.1:80", Err(Drop::Refused)),
                 ("192.0.2.1:80", Ok("192.0.2.1:80")),
+                ("127.0.0.1:80", Err(Drop::Refused)),
                 ("[fd00::2]:80", Err(Drop::Refused)),
             ],
         );
@@ -243,6 +245,7 @@ mod tests {
                 ("[fd00::3]:53", Ok("192.0.2.53:53")),
                 ("[fd00::64]:80", Err(Drop::Refused)),
                 ("[fe80::1]:80", Err(Drop::Refused)),
+                ("[::1]:80", Err(Drop::Refused)),
                 ("[ff02::1]:80", Err(Drop::Refused)),
                 ("[2001:db8::1]:80", Ok("[2001:db8::1]:80")),
             ],

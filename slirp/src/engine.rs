@@ -16,7 +16,7 @@ use mio::{Events, Interest, Poll, Token};
 use sluice_dataplane::frame::{GsoType, Offload};
 use sluice_dataplane::wire::vnet::{read_vnet, write_vnet};
 use sluice_dataplane::wire::{ethernet, icmpv4, EthernetFrame, Ipv4Packet, MacAddr};
-use sluice_dataplane::wire::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use sluice_dataplane::wire::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::api::{self, Forwards, HostFwd, Proto, Request};
 use crate::config::{virtual_mac, NetConfig, DNS6, GATEWAY6, ROUTER_LL};
@@ -26,7 +26,7 @@ use crate::frame::{Ends, ETH_LEN, MAX_FRAME};
 use crate::netns::VNET_HDR_LEN;
 use crate::tcp::{self, GuestTx, TcpConn, Verdict};
 use crate::udp::{self, FlowKey, FlowTable};
-use crate::{arp, dhcp, icmp};
+use crate::{arp, dhcp, icmp, unreach};
 
 const TAP: Token = Token(0);
 const EXIT: Token = Token(1);
@@ -395,7 +395,8 @@ impl Engine {
     }
 
     /// An echo request from the guest: answered here for the local addresses, carried by a
-    /// ping socket to other hosts.
+    /// ping socket to other hosts, or where those are not allowed, by slirp's pseudo-ping (a
+    /// UDP datagram to the echo port: any answer is an echo reply, an error an unreachable).
     fn on_guest_echo(
         &mut self,
         echo: &icmp::Echo<'_>,
@@ -408,31 +409,18 @@ impl Engine {
             self.tx.send(len);
             return Ok(());
         }
-        self.net
-            .host_target(SocketAddr::new(dst, 0), self.resolver)?;
-        let now = self.now();
-        let key = (echo.ident, dst);
-        let h = match self.ping.find(&key) {
-            Some(h) => h,
-            None => {
-                let sock = flows::ping_connect(dst).map_err(|_| Drop::NoPingSocket)?;
-                let flow = PingFlow {
-                    sock,
-                    ident: echo.ident,
-                    guest: src,
-                    last_used: now,
-                };
-                let h = self.ping.insert(key, flow)?;
-                let flow = self.ping.get_mut(h).ok_or(Drop::HostError)?.1;
-                self.poll
-                    .registry()
-                    .register(&mut flow.sock, Token(PING_BASE + h), Interest::READABLE)
-                    .map_err(|_| Drop::HostError)?;
-                h
-            }
-        };
+        let h = self.ping_flow((echo.ident, dst), src)?;
         let flow = self.ping.get_mut(h).ok_or(Drop::HostError)?.1;
-        flow.last_used = now;
+        flow.last_used = self.start.elapsed().as_millis() as u64;
+        if let Some(pseudo) = &mut flow.pseudo {
+            pseudo.seq = echo.seq;
+            pseudo.data.clear();
+            pseudo.data.extend_from_slice(echo.data);
+            flow.sock
+                .send(flows::PSEUDO_PING_MSG)
+                .map_err(|_| Drop::HostError)?;
+            return Ok(());
+        }
         let mut msg = [0u8; 1500];
         let data = &echo.data[..echo.data.len().min(msg.len() - icmpv4::HEADER_LEN)];
         let request = icmp::echo_types(dst).0;
@@ -441,35 +429,99 @@ impl Engine {
         Ok(())
     }
 
+    /// The echo flow of `key` (identifier, remote), opened if new.
+    fn ping_flow(&mut self, key: (u16, IpAddr), guest: IpAddr) -> Result<usize, Drop> {
+        if let Some(h) = self.ping.find(&key) {
+            return Ok(h);
+        }
+        let to = self
+            .net
+            .host_target(SocketAddr::new(key.1, flows::ECHO_PORT), self.resolver)?;
+        let (sock, pseudo) = match flows::ping_connect(to.ip()) {
+            Ok(s) => (s, None),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let s = flows::udp_connect(to, self.net.outbound_for(to))
+                    .map_err(|_| Drop::NoPingSocket)?;
+                (s, Some(flows::PseudoEcho::default()))
+            }
+            Err(_) => return Err(Drop::NoPingSocket),
+        };
+        let flow = PingFlow {
+            sock,
+            ident: key.0,
+            guest,
+            last_used: self.now(),
+            pseudo,
+        };
+        let h = self.ping.insert(key, flow)?;
+        let flow = self.ping.get_mut(h).ok_or(Drop::HostError)?.1;
+        self.poll
+            .registry()
+            .register(&mut flow.sock, Token(PING_BASE + h), Interest::READABLE)
+            .map_err(|_| Drop::HostError)?;
+        Ok(h)
+    }
+
     fn on_ping(&mut self, h: usize) {
         let Some((key, flow)) = self.ping.get_mut(h) else {
             return;
         };
         let (remote, ident, guest) = (key.1, flow.ident, flow.guest);
-        let reply = icmp::echo_types(remote).1;
+        let (request, reply) = icmp::echo_types(remote);
         let mut msg = [0u8; 1500];
+        let ends = self.ends(remote, guest);
         loop {
             let Some((_, flow)) = self.ping.get_mut(h) else {
                 return;
             };
-            let n = match flow.sock.recv(&mut msg) {
-                Ok(n) => n,
-                Err(_) => return,
-            };
-            let parsed = if remote.is_ipv6() {
-                icmp::parse_echo6(&msg[..n], reply)
-            } else {
-                icmp::parse_echo(&msg[..n], reply)
-            };
-            match parsed {
-                Ok(echo) => {
-                    let ends = self.ends(remote, guest);
-                    let len =
-                        icmp::reply_frame(&mut self.tx.buf, &ends, &icmp::Echo { ident, ..echo });
-                    self.tx.send(len);
+            let got = flow.sock.recv(&mut msg);
+            let len = match (got, &flow.pseudo) {
+                (Err(e), _) if e.kind() == io::ErrorKind::WouldBlock => return,
+                (Ok(_), Some(p)) => {
+                    let echo = icmp::Echo {
+                        ident,
+                        seq: p.seq,
+                        data: &p.data,
+                    };
+                    icmp::reply_frame(&mut self.tx.buf, &ends, &echo)
                 }
-                Err(why) => self.counters.drop(why),
-            }
+                (Err(e), Some(p)) => {
+                    let echo = icmp::Echo {
+                        ident,
+                        seq: p.seq,
+                        data: &[],
+                    };
+                    let proto = if remote.is_ipv6() {
+                        IPPROTO_ICMPV6
+                    } else {
+                        IPPROTO_ICMP
+                    };
+                    let why = unreach::Why::from_io(&e);
+                    unreach::error_frame(&mut self.tx.buf, &ends, proto, why, |q| {
+                        icmp::write_echo(q, request, &echo);
+                    })
+                }
+                (Err(_), None) => return,
+                (Ok(n), None) => {
+                    let parsed = if remote.is_ipv6() {
+                        icmp::parse_echo6(&msg[..n], reply)
+                    } else {
+                        icmp::parse_echo(&msg[..n], reply)
+                    };
+                    match parsed {
+                        Ok(echo) => icmp::reply_frame(
+                            &mut self.tx.buf,
+                            &ends,
+                            &icmp::Echo { ident, ..echo },
+                        ),
+                        Err(why) => {
+                            self.counters.drop(why);
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.tx.send(len);
         }
     }
 }

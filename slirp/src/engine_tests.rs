@@ -375,3 +375,59 @@ fn udp_to_a_closed_port_gets_port_unreachable() {
         assert_eq!((q.src_port(), q.dst_port()), (33333, port));
     }
 }
+
+/// A pseudo-ping flow (ping sockets not allowed): an answer from the echo port becomes the
+/// echo reply, a closed port an ICMP port unreachable quoting the request.
+#[test]
+fn pseudo_ping_answers_and_unreachables() {
+    let (mut e, b) = engine();
+    let echo_server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let remote = IpAddr::from(Ipv4Addr::new(192, 0, 2, 9));
+    for (to, answered) in [(echo_server.local_addr().unwrap(), true), (closed, false)] {
+        let sock = flows::udp_connect(to, None).unwrap();
+        let pseudo = flows::PseudoEcho {
+            seq: 5,
+            data: b"abc".to_vec(),
+        };
+        let flow = PingFlow {
+            sock,
+            ident: 42,
+            guest: GUEST.into(),
+            last_used: 0,
+            pseudo: Some(pseudo),
+        };
+        let h = e.ping.insert((42, remote), flow).unwrap();
+        if answered {
+            let (_, f) = e.ping.get_mut(h).unwrap();
+            f.sock.send(flows::PSEUDO_PING_MSG).unwrap();
+            let mut buf = [0u8; 200];
+            let (n, from) = echo_server.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], flows::PSEUDO_PING_MSG);
+            echo_server.send_to(&buf[..n], from).unwrap();
+        } else {
+            let (_, f) = e.ping.get_mut(h).unwrap();
+            f.sock.send(flows::PSEUDO_PING_MSG).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        e.on_ping(h);
+        let out = replies(&b);
+        assert_eq!(out.len(), 1);
+        let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert_eq!((IpAddr::from(ip.src()), ip.dst()), (remote, GUEST));
+        let m = sluice_dataplane::wire::Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        if answered {
+            assert_eq!((m.msg_type(), m.echo_ident(), m.echo_seq()), (0, 42, 5));
+            assert_eq!(m.payload(), b"abc");
+        } else {
+            assert_eq!((m.msg_type(), m.code()), (3, 3));
+            let q = Ipv4Packet::new_checked(m.payload()).unwrap();
+            assert_eq!((q.protocol(), &q.payload()[..1]), (1, &[8][..]));
+        }
+        e.ping.remove(h);
+    }
+}

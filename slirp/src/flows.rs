@@ -162,7 +162,7 @@ pub fn udp_connect(to: SocketAddr, from: Option<IpAddr>) -> io::Result<UdpSocket
     Ok(s)
 }
 
-/// An ICMP echo flow through an unprivileged ping socket.
+/// An ICMP echo flow through an unprivileged ping socket (or a pseudo-ping's UDP socket).
 #[derive(Debug)]
 pub struct PingFlow {
     /// The ping socket (connected to the destination).
@@ -173,7 +173,24 @@ pub struct PingFlow {
     pub guest: IpAddr,
     /// Last use, in engine milliseconds.
     pub last_used: u64,
+    /// Set when the flow is a pseudo-ping (a UDP socket to the echo port).
+    pub pseudo: Option<PseudoEcho>,
 }
+
+/// The last echo request of a pseudo-ping flow, answered when the host's echo port answers.
+#[derive(Debug, Default)]
+pub struct PseudoEcho {
+    /// Its sequence number.
+    pub seq: u16,
+    /// Its data.
+    pub data: Vec<u8>,
+}
+
+/// The port pseudo-pings go to (echo).
+pub const ECHO_PORT: u16 = 7;
+/// What a pseudo-ping sends (libslirp's text).
+pub const PSEUDO_PING_MSG: &[u8] =
+    b"This is a pseudo-PING packet used by Slirp to emulate ICMP ECHO-REQUEST packets.\n";
 
 /// Opens a ping socket (ICMP or ICMPv6 by the family of `to`) connected to `to`; fails where
 /// `net.ipv4.ping_group_range` (which rules both families) excludes us.

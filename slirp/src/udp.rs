@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 
-use sluice_dataplane::wire::{icmpv4, icmpv6, udp, UdpPacket, IPPROTO_UDP};
+use sluice_dataplane::wire::{udp, UdpPacket, IPPROTO_UDP};
 
 use crate::counters::Drop;
-use crate::frame::{self as eth_frame, ip_headers, Ends, ETH_LEN, L4_AT, L4_AT_V6};
+use crate::frame::{self as eth_frame, ip_headers, Ends, L4_AT, L4_AT_V6};
+use crate::unreach::{self, Why};
 
 /// Where a datagram's payload goes in an IPv4 frame built by [`frame`].
 pub const PAYLOAD_AT: usize = L4_AT + udp::HEADER_LEN;
@@ -83,45 +84,15 @@ pub fn frame(
 
 /// Builds in `buf` the ICMP (or ICMPv6) port unreachable that tells the guest its datagrams on
 /// flow `key` reach a closed port; `ends` are those of frames from the remote to the guest.
-/// The quote is rebuilt from the flow (IP and UDP headers), which is what the guest's stack
-/// matches the error to its socket by. Returns the frame length.
+/// Returns the frame length.
 pub fn port_unreachable(buf: &mut [u8], ends: &Ends, key: &FlowKey) -> usize {
-    let overhead = if ends.is_v6() {
-        icmpv6::ERROR_OVERHEAD
-    } else {
-        icmpv4::ERROR_OVERHEAD
-    };
-    let quoted = Ends {
-        src_mac: ends.dst_mac,
-        dst_mac: ends.src_mac,
-        src: ends.dst,
-        dst: ends.src,
-    };
-    // The quote's own Ethernet header lands where the error's headers go, and is overwritten.
-    let at = overhead - ETH_LEN;
-    let end = at + ip_headers(&mut buf[at..], &quoted, IPPROTO_UDP, udp::HEADER_LEN, 0);
-    let mut p = UdpPacket::new_unchecked(&mut buf[end - udp::HEADER_LEN..end]);
-    p.set_src_port(key.guest_port);
-    p.set_dst_port(key.remote.port());
-    p.set_len(udp::HEADER_LEN as u16);
-    p.set_checksum(0);
-    let to = ends.dst_mac;
-    let from = ends.src_mac;
-    match (ends.src, ends.dst) {
-        (IpAddr::V4(remote), IpAddr::V4(guest)) => icmpv4::write_error(
-            &mut buf[..end],
-            (to, guest),
-            (from, remote),
-            (icmpv4::DEST_UNREACHABLE, icmpv4::CODE_PORT_UNREACHABLE, 0),
-        ),
-        (remote, guest) => icmpv6::write_error(
-            &mut buf[..end],
-            (to, eth_frame::v6(guest)),
-            (from, eth_frame::v6(remote)),
-            (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_PORT_UNREACHABLE, 0),
-        ),
-    }
-    end
+    unreach::error_frame(buf, ends, IPPROTO_UDP, Why::Port, |q| {
+        let mut p = UdpPacket::new_unchecked(q);
+        p.set_src_port(key.guest_port);
+        p.set_dst_port(key.remote.port());
+        p.set_len(udp::HEADER_LEN as u16);
+        p.set_checksum(0);
+    })
 }
 
 /// A table of flows with a hard size limit: slots are reused, so the index is a stable handle
