@@ -223,43 +223,37 @@ mod tests {
                 assert_eq!(c.host_target(at(to), dns), want.map(at), "{to}");
             }
         };
-        check(
-            &c,
-            &[
-                ("10.0.2.2:80", Ok("127.0.0.1:80")),
-                ("10.0.2.3:53", Ok("192.0.2.53:53")),
-                ("10.0.2.3:80", Err(Drop::Refused)),
-                ("10.0.2.9:80", Err(Drop::Refused)),
-                ("224.0.0.1:80", Err(Drop::Refused)),
-                ("192.0.2.1:80", Ok("192.0.2.1:80")),
-                ("127.0.0.1:80", Err(Drop::Refused)),
-                ("[fd00::2]:80", Err(Drop::Refused)),
-            ],
-        );
+        let v4: &[(&str, Result<&str, Drop>)] = &[
+            ("10.0.2.2:80", Ok("127.0.0.1:80")),
+            ("10.0.2.3:53", Ok("192.0.2.53:53")),
+            ("10.0.2.3:80", Err(Drop::Refused)),
+            ("10.0.2.9:80", Err(Drop::Refused)),
+            ("224.0.0.1:80", Err(Drop::Refused)),
+            ("192.0.2.1:80", Ok("192.0.2.1:80")),
+            ("127.0.0.1:80", Err(Drop::Refused)),
+            ("[fd00::2]:80", Err(Drop::Refused)),
+        ];
+        let v6: &[(&str, Result<&str, Drop>)] = &[
+            ("[fd00::2]:80", Ok("[::1]:80")),
+            ("[fd00::3]:53", Ok("192.0.2.53:53")),
+            ("[fd00::64]:80", Err(Drop::Refused)),
+            ("[fe80::1]:80", Err(Drop::Refused)),
+            ("[::1]:80", Err(Drop::Refused)),
+            ("[ff02::1]:80", Err(Drop::Refused)),
+            ("[2001:db8::1]:80", Ok("[2001:db8::1]:80")),
+        ];
+        let closed: &[(&str, Result<&str, Drop>)] = &[
+            ("10.0.2.2:80", Err(Drop::Refused)),
+            ("10.0.2.3:53", Err(Drop::Refused)),
+            ("[fd00::2]:80", Err(Drop::Refused)),
+        ];
+        check(&c, v4);
         assert_eq!(c.host_target(at("10.0.2.3:53"), None), Err(Drop::Refused));
         c.ipv6 = true;
-        check(
-            &c,
-            &[
-                ("[fd00::2]:80", Ok("[::1]:80")),
-                ("[fd00::3]:53", Ok("192.0.2.53:53")),
-                ("[fd00::64]:80", Err(Drop::Refused)),
-                ("[fe80::1]:80", Err(Drop::Refused)),
-                ("[::1]:80", Err(Drop::Refused)),
-                ("[ff02::1]:80", Err(Drop::Refused)),
-                ("[2001:db8::1]:80", Ok("[2001:db8::1]:80")),
-            ],
-        );
+        check(&c, v6);
         c.host_loopback = false;
         c.dns_enabled = false;
-        check(
-            &c,
-            &[
-                ("10.0.2.2:80", Err(Drop::Refused)),
-                ("10.0.2.3:53", Err(Drop::Refused)),
-                ("[fd00::2]:80", Err(Drop::Refused)),
-            ],
-        );
+        check(&c, closed);
     }
 
     #[test]

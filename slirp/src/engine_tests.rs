@@ -53,25 +53,36 @@ fn arp_request(tip: Ipv4Addr) -> Vec<u8> {
     f
 }
 
-/// A guest TCP SYN frame to `dst:80`.
-fn syn(dst: Ipv4Addr) -> Vec<u8> {
-    let mut f = vec![0u8; crate::frame::L4_AT + 20];
-    f[crate::frame::L4_AT + 12] = 5 << 4;
-    let mut t = TcpPacket::new_unchecked(&mut f[crate::frame::L4_AT..]);
+/// The ends of a frame from the guest at `src` to `dst`.
+fn guest_ends(src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> Ends {
+    Ends {
+        src_mac: GUEST_MAC,
+        dst_mac: virtual_mac(Ipv4Addr::new(10, 0, 2, 2)),
+        src: src.into(),
+        dst: dst.into(),
+    }
+}
+
+/// A guest TCP SYN frame from `src:40000` to `dst:80`.
+fn syn_from(src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> Vec<u8> {
+    let ends = guest_ends(src, dst);
+    let at = ends.l4_at();
+    let mut f = vec![0u8; at + 20];
+    f[at + 12] = 5 << 4;
+    let mut t = TcpPacket::new_unchecked(&mut f[at..]);
     t.set_src_port(40000);
     t.set_dst_port(80);
     t.set_seq(1000);
     t.set_flags(wtcp::SYN);
     t.set_window(65535);
-    t.fill_checksum_v4(GUEST, dst);
-    let ends = Ends {
-        src_mac: GUEST_MAC,
-        dst_mac: virtual_mac(Ipv4Addr::new(10, 0, 2, 2)),
-        src: GUEST.into(),
-        dst: dst.into(),
-    };
+    crate::frame::fill_tcp_checksum(&mut t, &ends);
     crate::frame::ip_headers(&mut f, &ends, IPPROTO_TCP, 20, 1);
     f
+}
+
+/// A guest TCP SYN frame to `dst:80`.
+fn syn(dst: Ipv4Addr) -> Vec<u8> {
+    syn_from(GUEST, dst)
 }
 
 #[test]
@@ -149,12 +160,7 @@ fn full_udp_table_evicts_the_oldest_flow() {
     let mut frame = vec![0u8; udp::PAYLOAD_AT + 1];
     for i in 0..=MAX_UDP_FLOWS as u16 {
         frame[udp::PAYLOAD_AT] = 1;
-        let ends = Ends {
-            src_mac: GUEST_MAC,
-            dst_mac: virtual_mac(gw),
-            src: GUEST.into(),
-            dst: gw.into(),
-        };
+        let ends = guest_ends(GUEST, gw);
         let n = udp::frame(&mut frame, &ends, 20000 + i, port, 1);
         e.start = Instant::now() - Duration::from_millis(u64::from(i));
         e.on_frame(&frame[..n]).unwrap();
@@ -175,13 +181,7 @@ const GUEST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x64);
 fn v6_frame(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
     let mut f = vec![0u8; crate::frame::L4_AT_V6 + l4.len()];
     f[crate::frame::L4_AT_V6..].copy_from_slice(l4);
-    let ends = Ends {
-        src_mac: GUEST_MAC,
-        dst_mac: virtual_mac(Ipv4Addr::new(10, 0, 2, 2)),
-        src: src.into(),
-        dst: dst.into(),
-    };
-    crate::frame::ip_headers(&mut f, &ends, proto, l4.len(), 0);
+    crate::frame::ip_headers(&mut f, &guest_ends(src, dst), proto, l4.len(), 0);
     Ipv6Packet::new_unchecked(&mut f[ETH_LEN..]).set_hop_limit(255);
     f
 }
@@ -293,17 +293,7 @@ fn v6_echo_to_the_gateway_is_answered() {
 #[test]
 fn v6_syn_to_a_refused_address_gets_rst() {
     let (mut e, b) = engine6();
-    let mut t = vec![0u8; 20];
-    t[12] = 5 << 4;
-    let mut p = TcpPacket::new_unchecked(&mut t[..]);
-    p.set_src_port(40000);
-    p.set_dst_port(80);
-    p.set_seq(1000);
-    p.set_flags(wtcp::SYN);
-    p.set_window(65535);
-    p.fill_checksum_v6(GUEST6, GATEWAY6);
-    let syn = v6_frame(GUEST6, GATEWAY6, IPPROTO_TCP, &t);
-    assert_eq!(e.on_frame(&syn), Err(Drop::Refused));
+    assert_eq!(e.on_frame(&syn_from(GUEST6, GATEWAY6)), Err(Drop::Refused));
     let out = replies(&b);
     let eth = EthernetFrame::new_checked(&out[0][..]).unwrap();
     let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
@@ -335,12 +325,7 @@ fn udp_to_a_closed_port_gets_port_unreachable() {
         } else {
             IpAddr::from(GUEST)
         };
-        let ends = Ends {
-            src_mac: GUEST_MAC,
-            dst_mac: virtual_mac(Ipv4Addr::new(10, 0, 2, 2)),
-            src: guest,
-            dst: gw,
-        };
+        let ends = guest_ends(guest, gw);
         let mut frame = vec![0u8; MAX_FRAME];
         let at = udp::payload_at(gw);
         frame[at..at + 3].copy_from_slice(b"abc");

@@ -372,20 +372,21 @@ impl TcpConn {
         }
         match self.state {
             State::Connecting => Verdict::Keep,
-            State::SynToGuest => self.on_syn_ack(seg, sock, tx, now),
+            State::SynToGuest => {
+                if !self.accept_syn_ack(seg) {
+                    return Verdict::Keep;
+                }
+                self.ack_now(sock, tx);
+                self.push(sock, tx, now)
+            }
             State::Established => self.on_established(seg, sock, tx, now),
         }
     }
 
-    fn on_syn_ack(
-        &mut self,
-        seg: &Segment<'_>,
-        sock: &mut impl HostSocket,
-        tx: &mut impl GuestTx,
-        now: u64,
-    ) -> Verdict {
+    /// Takes the guest's answer to our SYN; false when `seg` is not it.
+    fn accept_syn_ack(&mut self, seg: &Segment<'_>) -> bool {
         if !seg.has(tcp::SYN | tcp::ACK) || seg.ack != self.iss.wrapping_add(1) {
-            return Verdict::Keep;
+            return false;
         }
         self.rcv_nxt = seg.seq.wrapping_add(1);
         self.learn_options(seg);
@@ -396,8 +397,7 @@ impl TcpConn {
         self.state = State::Established;
         self.rto_at = None;
         self.retries = 0;
-        self.ack_now(sock, tx);
-        self.push(sock, tx, now)
+        true
     }
 
     fn on_established(
