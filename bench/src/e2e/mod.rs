@@ -10,6 +10,7 @@ pub mod harness;
 pub mod output;
 pub mod parse;
 pub mod report;
+pub mod rootless;
 pub mod shapes;
 
 /// A group of measurements selected with `--tests`.
