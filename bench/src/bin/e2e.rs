@@ -55,8 +55,8 @@ struct Args {
     /// Directory for results.json, results.md and one SVG chart per test (created if needed).
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Runs the rootless shape instead, as this unprivileged user: sluice-slirp (next to this
-    /// binary), slirp4netns and pasta each serving an `unshare -r -n` namespace; prints a table.
+    /// Runs the rootless shape instead, as this unprivileged user: sluice-slirp (next to
+    /// `--sluice-bin`, or to this binary), slirp4netns and pasta each serving an `unshare -r -n` namespace; prints a table.
     #[arg(long, value_name = "USER")]
     rootless: Option<String>,
 }
@@ -103,7 +103,10 @@ fn main() -> anyhow::Result<()> {
         bail!("needs root: it creates network namespaces");
     }
     if let Some(user) = args.rootless {
-        let here = std::env::current_exe().context("locating this binary")?;
+        let here = match &args.sluice_bin {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().context("locating this binary")?,
+        };
         let plan = sluice_bench::e2e::rootless::RootlessPlan {
             stacks: rootless_stacks(&here),
             user,
