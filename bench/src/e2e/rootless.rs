@@ -119,7 +119,7 @@ pub struct RootlessRow {
     pub out_gbps: Result<f64, String>,
     /// TCP, host -> namespace through the forward, Gbit/s.
     pub in_gbps: Result<f64, String>,
-    /// UDP request/response, average round trip in microseconds.
+    /// UDP request/response (sockperf ping-pong, 64 bytes), average round trip in microseconds.
     pub udp_rr_us: Result<f64, String>,
     /// The stack's CPU (% of one CPU) per Gbit/s, over both TCP rows.
     pub cpu_pct_per_gbps: Option<f64>,
@@ -292,14 +292,24 @@ fn measure(target: u32, stack: u32, dur: u32, hz: f64) -> RootlessRow {
         .and_then(|(t, g)| cpu_per_gbps(t, hz, secs, g));
     let sp = SOCKPERF_PORT.to_string();
     let server = Command::new("sockperf")
-        .args(["sr", "--udp", "-i", "127.0.0.1", "-p", &sp])
+        .args(["sr", "-i", "127.0.0.1", "-p", &sp])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map(|c| Running(c, None));
     sleep(Duration::from_millis(300));
     let rr = [
-        "sockperf", "pp", "--udp", "-i", GATEWAY, "-p", &sp, "-m", "64", "-t", &d,
+        "sockperf",
+        "pp",
+        "-i",
+        GATEWAY,
+        "-p",
+        &sp,
+        "-m",
+        "64",
+        "-t",
+        &d,
+        "--full-rtt",
     ];
     let udp_rr_us = output_text(&mut in_ns(target, &rr))
         .and_then(|o| parse::sockperf(&o).map_err(|e| e.to_string()))
