@@ -187,7 +187,7 @@ mod tests {
     fn solicitations_are_recognised() {
         let guest = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x64);
         let all_routers = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
-        let mut b = vec![0u8; IPV6_LEN + 8];
+        let mut b = [0u8; IPV6_LEN + 8];
         let mut ip = Ipv6Packet::new_unchecked(&mut b[..]);
         ip.set_version_tc_flow(0, 0);
         ip.set_payload_len(8);
