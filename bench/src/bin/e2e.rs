@@ -59,6 +59,10 @@ struct Args {
     /// Directory for results.json, results.md and one SVG chart per test (created if needed).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Runs the rootless shape instead, as this unprivileged user: sluice-slirp (next to
+    /// `--sluice-bin`, or to this binary), slirp4netns and pasta each serving an `unshare -r -n` namespace; prints a table.
+    #[arg(long, value_name = "USER")]
+    rootless: Option<String>,
 }
 
 /// Shows progress on stderr: on a terminal the status line is rewritten in place.
@@ -69,6 +73,18 @@ fn show_progress(tty: bool, p: Progress) {
         (Progress::Line(l), true) => eprint!("\r\x1b[K{l}\n"),
         (Progress::Line(l), false) => eprintln!("{l}"),
     }
+}
+
+/// The rootless stacks: sluice-slirp next to `here`, the others from the PATH.
+fn rootless_stacks(here: &std::path::Path) -> Vec<(sluice_bench::e2e::rootless::Stack, PathBuf)> {
+    use sluice_bench::e2e::rootless::Stack;
+    Stack::ALL
+        .into_iter()
+        .map(|s| match s {
+            Stack::SluiceSlirp => (s, here.with_file_name("sluice-slirp")),
+            _ => (s, PathBuf::from(s.name())),
+        })
+        .collect()
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -84,6 +100,24 @@ fn main() -> anyhow::Result<()> {
         bail!("--runs and --duration must be at least 1");
     }
     run::require_root()?;
+    if let Some(user) = args.rootless {
+        let here = match &args.sluice_bin {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().context("locating this binary")?,
+        };
+        let plan = sluice_bench::e2e::rootless::RootlessPlan {
+            stacks: rootless_stacks(&here),
+            user,
+            duration: args.duration,
+        };
+        for _ in 0..args.runs {
+            print!(
+                "{}",
+                sluice_bench::e2e::rootless::table(&sluice_bench::e2e::rootless::run(&plan))
+            );
+        }
+        return Ok(());
+    }
     let sluice_bin = match args.sluice_bin {
         Some(p) => p,
         None => std::env::current_exe()

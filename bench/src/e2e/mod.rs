@@ -14,6 +14,7 @@ pub mod output;
 pub mod parse;
 pub mod peers;
 pub mod report;
+pub mod rootless;
 pub mod scale;
 pub mod shapes;
 

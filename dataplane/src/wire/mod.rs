@@ -13,6 +13,7 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod ndisc;
 pub mod plain;
+pub mod radv;
 pub mod tcp;
 pub mod udp;
 mod view;
