@@ -7,9 +7,9 @@ use sluice_api::api::PruneReport;
 use sluice_api::client::Client;
 use sluice_api::model::NetworkInspect;
 
-use crate::cli::{block, print_json, table, Output};
+use crate::cli::{block, print_json, Output};
 use crate::filter::Filters;
-use crate::format::Format;
+use crate::format::{align, Format};
 
 /// The keys `network ls --filter` takes.
 const LS_FILTERS: &[&str] = &["driver", "name", "id", "label", "scope", "type", "dangling"];
@@ -119,26 +119,13 @@ pub fn ls_text(a: &LsArgs, nets: Vec<NetworkInspect>) -> Result<String> {
     if a.output == Output::Json {
         return Ok(format!("{}\n", serde_json::to_string_pretty(&nets)?));
     }
-    let rows: Vec<Vec<String>> = nets
-        .iter()
-        .map(|n| {
-            vec![
-                short_id(&n.id, a.no_trunc).to_string(),
-                n.name.clone(),
-                n.driver.clone(),
-                n.scope.clone(),
-                n.ipam
-                    .config
-                    .first()
-                    .map(|c| c.subnet.clone())
-                    .unwrap_or_default(),
-            ]
-        })
-        .collect();
-    Ok(table(
-        &["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"],
-        &rows,
-    ))
+    let mut rows = vec!["NETWORK ID\tNAME\tDRIVER\tSCOPE\tSUBNET".to_string()];
+    rows.extend(nets.iter().map(|n| {
+        let subnet = n.ipam.config.first().map_or("", |c| c.subnet.as_str());
+        let id = short_id(&n.id, a.no_trunc);
+        format!("{id}\t{}\t{}\t{}\t{subnet}", n.name, n.driver, n.scope)
+    }));
+    Ok(align(&rows))
 }
 
 /// `sluice network ls`.
@@ -283,6 +270,20 @@ mod tests {
     }
 
     #[test]
+    fn the_default_table_is_aligned_as_dockers() {
+        assert_eq!(
+            ls(&[]),
+            "NETWORK ID     NAME      DRIVER    SCOPE     SUBNET\n\
+             f3a5b2c1d0e9   bridge    bridge    local     172.17.0.0/16\n\
+             0123456789ab   web       bridge    local     10.1.0.0/24\n"
+        );
+        assert_eq!(
+            ls(&["-f", "name=none"]),
+            "NETWORK ID   NAME      DRIVER    SCOPE     SUBNET\n"
+        );
+    }
+
+    #[test]
     fn format_fields_are_dockers_strings() {
         assert_eq!(
             ls(&["--format", "{{.Name}} {{.ID}} {{.Driver}}"]),
@@ -298,9 +299,9 @@ mod tests {
         );
         assert_eq!(
             ls(&["--format", r"table {{.ID}}\t{{.Name}}\t{{.CreatedAt}}"]),
-            "NETWORK ID          NAME                CREATED AT\n\
-             f3a5b2c1d0e9        bridge              2023-11-14 22:13:20.5 +0000 UTC\n\
-             0123456789ab        web                 2023-11-14 22:13:20 +0000 UTC\n"
+            "NETWORK ID     NAME      CREATED AT\n\
+             f3a5b2c1d0e9   bridge    2023-11-14 22:13:20.5 +0000 UTC\n\
+             0123456789ab   web       2023-11-14 22:13:20 +0000 UTC\n"
         );
     }
 

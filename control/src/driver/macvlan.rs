@@ -36,32 +36,41 @@ impl NetworkDriver for Macvlan {
 
     fn compile(&self, net: &Network, nc: &mut NetworkConfig, cfg: &mut Config) {
         nc.external_gateway = true;
-        let (Some(id), Some((ifname, tag))) = (net.parent_port, net.spec.options.parent_and_vlan())
-        else {
-            return;
-        };
-        cfg.ports.push(PortConfig {
-            id,
-            name: ifname.to_string(),
-            io: PortIo::AfPacket,
-            role: match tag {
-                Some(v) => PortRole::Trunk {
-                    network: net.dataplane_id,
-                    allowed: vec![v],
-                    native: None,
-                },
-                None => PortRole::Access {
-                    network: net.dataplane_id,
-                    vlan: 0,
-                },
-            },
-        });
+        cfg.ports.extend(parent_port(net));
     }
 }
 
-/// A macvlan network's parent: given, a valid VLAN if tagged, not another network's, and a
+/// The dataplane port of `net`'s parent interface (macvlan, ipvlan): an access port, or a
+/// trunk carrying the one VLAN of `parent=IF.VLAN`; none for a network without a parent.
+pub(super) fn parent_port(net: &Network) -> Option<PortConfig> {
+    let (Some(id), Some((ifname, tag))) = (net.parent_port, net.spec.options.parent_and_vlan())
+    else {
+        return None;
+    };
+    Some(PortConfig {
+        id,
+        name: ifname.to_string(),
+        io: PortIo::AfPacket,
+        role: match tag {
+            Some(v) => PortRole::Trunk {
+                network: net.dataplane_id,
+                allowed: vec![v],
+                native: None,
+            },
+            None => PortRole::Access {
+                network: net.dataplane_id,
+                vlan: 0,
+            },
+        },
+    })
+}
+
+/// A macvlan or ipvlan network's parent: given, a valid VLAN if tagged, not another network's, and a
 /// port for it (none for an internal network, which has no parent traffic).
-fn check_parent(state: &State, spec: &NetworkSpec) -> Result<Option<PortId>, StateError> {
+pub(super) fn check_parent(
+    state: &State,
+    spec: &NetworkSpec,
+) -> Result<Option<PortId>, StateError> {
     let (parent, vlan) = spec
         .options
         .parent_and_vlan()
