@@ -630,6 +630,19 @@ pub struct NetworkInspect {
     pub labels: BTreeMap<String, String>,
 }
 
+impl NetworkInspect {
+    /// Whether the network's endpoints take their default route on the link, with no gateway
+    /// (ipvlan's `l3` and `l3s`): docker shows them no `Gateway`, and its plugin join gives
+    /// them a connected default route instead.
+    pub fn routes_on_link(&self) -> bool {
+        self.driver == Driver::Ipvlan.as_str()
+            && self
+                .options
+                .get("ipvlan_mode")
+                .is_some_and(|m| m != IpvlanMode::L2.as_str())
+    }
+}
+
 impl Network {
     /// The `docker network inspect` view of the network with `endpoints` attached (the
     /// daemon's driver adds the options only it knows, see `driver::inspect`).

@@ -172,7 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn same_key_is_or_different_keys_are_and() {
+    fn terms_combine_as_dockers() {
         let nets = [
             net("bridge", "aaa111", "bridge", &[]),
             net("none", "bbb222", "null", &[]),

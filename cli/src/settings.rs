@@ -77,12 +77,6 @@ fn addr_prefix(ipv4: &str) -> (String, u8) {
     }
 }
 
-/// Whether `n`'s endpoints route on the link with no gateway (ipvlan's `l3` and `l3s`), so
-/// that docker shows them no `Gateway`.
-fn routes_on_link(n: &NetworkInspect) -> bool {
-    n.driver == "ipvlan" && n.options.get("ipvlan_mode").is_some_and(|m| m != "l2")
-}
-
 /// The container-inspect object for the sandbox of the endpoint `key` names (its name or an
 /// id prefix).
 pub fn settings(eps: &[EndpointView], nets: &[NetworkInspect], key: &str) -> Result<Json> {
@@ -99,7 +93,7 @@ pub fn settings(eps: &[EndpointView], nets: &[NetworkInspect], key: &str) -> Res
     for e in &mine {
         let net = nets.iter().find(|n| n.name == e.network);
         let gateway = net
-            .filter(|n| !routes_on_link(n))
+            .filter(|n| !n.routes_on_link())
             .and_then(|n| n.ipam.config.first())
             .map_or(String::new(), |c| c.gateway.clone());
         let (ip, prefix) = addr_prefix(&e.ipv4);
