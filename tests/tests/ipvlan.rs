@@ -135,6 +135,19 @@ fn l3_endpoints_route_on_the_link_without_a_gateway() {
         .ip("c1", &["-4", "route", "show", "default"])
         .unwrap();
     assert_eq!(route.trim(), "default dev eth0 scope link", "{route}");
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "inspect",
+                "-f",
+                "{{.NetworkSettings.Networks.iv3.Gateway}}",
+                "c1"
+            ]
+        ),
+        "\n",
+        "no gateway, as docker shows l3 endpoints"
+    );
     tear_down(&d, "iv3");
 }
 
