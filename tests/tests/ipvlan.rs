@@ -32,6 +32,25 @@ fn ok(d: &DaemonLab, args: &[&str]) -> String {
         .unwrap_or_else(|e| panic!("{e}; daemon log: {}", d.log()))
 }
 
+/// `sluice network create -d ipvlan EXTRA... NAME`.
+fn create(d: &DaemonLab, extra: &[&str], name: &str) -> std::process::Output {
+    let mut args = vec!["network", "create", "-d", "ipvlan"];
+    args.extend_from_slice(extra);
+    args.push(name);
+    d.sluice(&args)
+}
+
+/// Like [`create`], and it must succeed.
+fn create_ok(d: &DaemonLab, extra: &[&str], name: &str) {
+    let o = create(d, extra, name);
+    assert!(
+        o.status.success(),
+        "{}; daemon log: {}",
+        String::from_utf8_lossy(&o.stderr),
+        d.log()
+    );
+}
+
 /// Connects two containers `c1` and `c2` to `net` and waits until each pings the other
 /// (`ips`: their addresses, given in the order the IPAM hands them out).
 fn two_that_ping(d: &mut DaemonLab, net: &str, ips: [&str; 2]) {
@@ -67,13 +86,9 @@ fn tear_down(d: &DaemonLab, net: &str) {
 fn l2_endpoints_sit_on_the_parents_segment() {
     let Some(mut d) = lab("ivl") else { return };
     d.lab().addr("lan", "eth0", "10.91.0.1/24").unwrap();
-    ok(
+    create_ok(
         &d,
         &[
-            "network",
-            "create",
-            "-d",
-            "ipvlan",
             "--subnet",
             "10.91.0.0/24",
             "--gateway",
@@ -82,8 +97,8 @@ fn l2_endpoints_sit_on_the_parents_segment() {
             "parent=lan0",
             "-o",
             "ipvlan_mode=l2",
-            "iv",
         ],
+        "iv",
     );
     assert_eq!(
         ok(
@@ -113,21 +128,11 @@ fn l2_endpoints_sit_on_the_parents_segment() {
 #[test]
 fn l3_endpoints_route_on_the_link_without_a_gateway() {
     let Some(mut d) = lab("ivr") else { return };
-    ok(
+    let l3 = ["-o", "parent=lan0", "-o", "ipvlan_mode=l3"];
+    create_ok(
         &d,
-        &[
-            "network",
-            "create",
-            "-d",
-            "ipvlan",
-            "--subnet",
-            "10.92.0.0/24",
-            "-o",
-            "parent=lan0",
-            "-o",
-            "ipvlan_mode=l3",
-            "iv3",
-        ],
+        &[&["--subnet", "10.92.0.0/24"], &l3[..]].concat(),
+        "iv3",
     );
     two_that_ping(&mut d, "iv3", ["10.92.0.2", "10.92.0.3"]);
     let route = d
@@ -154,51 +159,36 @@ fn l3_endpoints_route_on_the_link_without_a_gateway() {
 #[test]
 fn bad_ipvlan_options_are_refused() {
     let Some(mut d) = lab("ivb") else { return };
-    ok(
-        &d,
-        &[
-            "network",
-            "create",
-            "-d",
-            "ipvlan",
-            "--subnet",
-            "10.93.0.0/24",
-            "-o",
-            "parent=lan0",
-            "iv",
-        ],
-    );
+    create_ok(&d, &["--subnet", "10.93.0.0/24", "-o", "parent=lan0"], "iv");
     let cases: [(&[&str], &str); 7] = [
         (
-            &["-o", "ipvlan_mode=l4", "x"],
+            &["-o", "ipvlan_mode=l4"],
             "option ipvlan_mode=\"l4\" is invalid: l2, l3 or l3s",
         ),
         (
-            &["-o", "ipvlan_flag=shared", "x"],
+            &["-o", "ipvlan_flag=shared"],
             "option ipvlan_flag=\"shared\" is invalid: bridge, private or vepa",
         ),
         (
-            &["-o", "parent=lo", "-o", "ipvlan_flag=vepa", "x"],
+            &["-o", "parent=lo", "-o", "ipvlan_flag=vepa"],
             "ipvlan_flag=vepa is not supported",
         ),
         (
-            &["-o", "parent=lo", "x"],
+            &["-o", "parent=lo"],
             "loopback interface is not a valid ipvlan parent link",
         ),
-        (&["-o", "parent=nope0", "x"], "nope0 does not exist"),
+        (&["-o", "parent=nope0"], "nope0 does not exist"),
         (
-            &["-o", "parent=lan0", "-o", "ipvlan_mode=l3", "x"],
+            &["-o", "parent=lan0", "-o", "ipvlan_mode=l3"],
             "parent interface lan0 is already used by network \"iv\"",
         ),
         (
-            &["--subnet", "10.93.0.128/25", "x"],
+            &["--subnet", "10.93.0.128/25"],
             "subnet 10.93.0.128/25 overlaps network \"iv\"",
         ),
     ];
     for (extra, want) in cases {
-        let mut args = vec!["network", "create", "-d", "ipvlan"];
-        args.extend_from_slice(extra);
-        let o = d.sluice(&args);
+        let o = create(&d, extra, "x");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
             !o.status.success() && err.contains(want),

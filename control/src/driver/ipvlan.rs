@@ -8,7 +8,7 @@
 
 use sluice_dataplane::config::{Config, NetworkConfig};
 
-use super::macvlan::{check_parent, parent_port};
+use super::macvlan::{check_parent, on_parent, parent_port, refuse_published};
 use super::{Created, NetworkDriver};
 use crate::model::{EndpointSpec, IpvlanFlag, Network, NetworkSpec};
 use crate::state::{State, StateError};
@@ -18,32 +18,20 @@ pub(super) struct Ipvlan;
 
 impl NetworkDriver for Ipvlan {
     fn create(&self, state: &State, spec: &NetworkSpec) -> Result<Created, StateError> {
-        let (subnet, gateway) = state.addressing(spec)?;
-        if spec.options.ipvlan_flag == Some(IpvlanFlag::Vepa) {
-            return Err(StateError::IpvlanVepa);
-        }
-        let parent_port = match spec.options.parent_and_vlan() {
-            None => None,
-            Some(("lo", _)) => return Err(StateError::LoopbackParent("ipvlan")),
-            Some(_) => check_parent(state, spec)?,
-        };
-        if spec.uplink.is_some() {
-            return Err(StateError::UplinkNeedsRouting);
-        }
-        Ok(Created {
-            subnet,
-            gateway,
-            parent_port,
-            uplink_port: None,
-            vni: None,
+        on_parent(state, spec, || {
+            if spec.options.ipvlan_flag == Some(IpvlanFlag::Vepa) {
+                return Err(StateError::IpvlanVepa);
+            }
+            match spec.options.parent_and_vlan() {
+                None => Ok(None),
+                Some(("lo", _)) => Err(StateError::LoopbackParent("ipvlan")),
+                Some(_) => check_parent(state, spec),
+            }
         })
     }
 
     fn connect(&self, net: &Network, spec: &EndpointSpec) -> Result<(), StateError> {
-        if !spec.publish.is_empty() {
-            return Err(StateError::PublishOnMacvlan(net.spec.name.clone()));
-        }
-        Ok(())
+        refuse_published(net, spec)
     }
 
     fn default_route_on_link(&self, net: &Network) -> bool {

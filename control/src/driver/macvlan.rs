@@ -13,30 +13,46 @@ pub(super) struct Macvlan;
 
 impl NetworkDriver for Macvlan {
     fn create(&self, state: &State, spec: &NetworkSpec) -> Result<Created, StateError> {
-        let (subnet, gateway) = state.addressing(spec)?;
-        let parent_port = check_parent(state, spec)?;
-        if spec.uplink.is_some() {
-            return Err(StateError::UplinkNeedsRouting);
-        }
-        Ok(Created {
-            subnet,
-            gateway,
-            parent_port,
-            uplink_port: None,
-            vni: None,
-        })
+        on_parent(state, spec, || check_parent(state, spec))
     }
 
     fn connect(&self, net: &Network, spec: &EndpointSpec) -> Result<(), StateError> {
-        if !spec.publish.is_empty() {
-            return Err(StateError::PublishOnMacvlan(net.spec.name.clone()));
-        }
-        Ok(())
+        refuse_published(net, spec)
     }
 
     fn compile(&self, net: &Network, nc: &mut NetworkConfig, cfg: &mut Config) {
         nc.external_gateway = true;
         cfg.ports.extend(parent_port(net));
+    }
+}
+
+/// A new network bridged onto a parent (macvlan, ipvlan): its addressing, the parent's port
+/// `parent` decides, and no uplink of its own.
+pub(super) fn on_parent(
+    state: &State,
+    spec: &NetworkSpec,
+    parent: impl FnOnce() -> Result<Option<PortId>, StateError>,
+) -> Result<Created, StateError> {
+    let (subnet, gateway) = state.addressing(spec)?;
+    let parent_port = parent()?;
+    if spec.uplink.is_some() {
+        return Err(StateError::UplinkNeedsRouting);
+    }
+    Ok(Created {
+        subnet,
+        gateway,
+        parent_port,
+        uplink_port: None,
+        vni: None,
+    })
+}
+
+/// Endpoints on a parent's segment are reached directly: no published ports.
+pub(super) fn refuse_published(net: &Network, spec: &EndpointSpec) -> Result<(), StateError> {
+    if spec.publish.is_empty() {
+        Ok(())
+    } else {
+        Err(StateError::PublishOnMacvlan(net.spec.name.clone()))
     }
 }
 
