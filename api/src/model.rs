@@ -534,6 +534,9 @@ pub struct IpamConfigView {
 pub struct IpamView {
     /// Always `default`.
     pub driver: String,
+    /// IPAM driver options: none in sluice, shown as docker's `{}`.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
     /// The network's subnets (none for `host` and `none`).
     pub config: Vec<IpamConfigView>,
 }
@@ -684,6 +687,7 @@ impl Network {
             enable_ipv6: self.subnet6.is_some(),
             ipam: IpamView {
                 driver: "default".into(),
+                options: BTreeMap::new(),
                 config,
             },
             internal: self.spec.internal,

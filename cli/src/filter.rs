@@ -149,6 +149,7 @@ mod tests {
             enable_ipv6: false,
             ipam: IpamView {
                 driver: "default".into(),
+                options: Default::default(),
                 config: vec![],
             },
             internal: false,

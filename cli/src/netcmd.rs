@@ -7,7 +7,7 @@ use sluice_api::api::PruneReport;
 use sluice_api::client::Client;
 use sluice_api::model::NetworkInspect;
 
-use crate::cli::{block, print_json, Output};
+use crate::cli::{block, Output};
 use crate::filter::Filters;
 use crate::format::{align, Format};
 
@@ -137,24 +137,44 @@ pub fn ls(c: &Client, a: LsArgs) -> Result<()> {
     })
 }
 
-/// `sluice network inspect`: docker's JSON array, or the template per network.
+/// `sluice network inspect`: docker's JSON array (docker's field order and indentation), or
+/// the template per network; as docker, what was found is printed, and each network not found
+/// is an error line.
 pub fn inspect(c: &Client, a: InspectArgs) -> Result<()> {
     let format = a.format.as_deref().map(Format::parse).transpose()?;
     block(async {
         let mut out = Vec::new();
+        let mut missing = Vec::new();
         for n in &a.networks {
-            out.push(c.get::<Json>(&format!("/networks/{n}")).await?);
+            match c.get::<NetworkInspect>(&format!("/networks/{n}")).await {
+                Ok(v) => out.push(v),
+                Err(e) => missing.push(e.to_string()),
+            }
         }
         match format {
             Some(f) => {
                 for n in &out {
-                    println!("{}", f.render(n)?);
+                    println!("{}", f.render(&serde_json::to_value(n)?)?);
                 }
-                Ok(())
             }
-            None => print_json(&out),
+            None => println!("{}", docker_json(&out)?),
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", missing.join("\n"))
         }
     })
+}
+
+/// JSON indented as docker's CLI prints it (four spaces).
+fn docker_json(v: &impl serde::Serialize) -> Result<String> {
+    let mut buf = Vec::new();
+    let indent = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    v.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut buf, indent,
+    ))?;
+    Ok(String::from_utf8(buf)?)
 }
 
 /// `sluice network rm`: removes each network in turn, printing its name; every failure is one
@@ -267,6 +287,41 @@ mod tests {
             "0123456789ab\n"
         );
         assert_eq!(ls(&["-q", "-f", "driver=macvlan"]), "");
+    }
+
+    #[test]
+    fn inspect_json_is_indented_in_dockers_field_order() {
+        let text = docker_json(&nets()[..1]).unwrap();
+        let keys: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("        \"") && l.contains("\": "))
+            .map(|l| l.trim().split('"').nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "Name",
+                "Id",
+                "Created",
+                "Scope",
+                "Driver",
+                "EnableIPv6",
+                "IPAM",
+                "Internal",
+                "Attachable",
+                "Ingress",
+                "ConfigFrom",
+                "ConfigOnly",
+                "Containers",
+                "Options",
+                "Labels"
+            ]
+        );
+        assert!(
+            text.contains("            \"Options\": {},\n            \"Config\": ["),
+            "{text}"
+        );
+        assert_eq!(docker_json(&Vec::<NetworkInspect>::new()).unwrap(), "[]");
     }
 
     #[test]
