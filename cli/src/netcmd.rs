@@ -168,7 +168,7 @@ pub fn inspect(c: &Client, a: InspectArgs) -> Result<()> {
 }
 
 /// JSON indented as docker's CLI prints it (four spaces).
-fn docker_json(v: &impl serde::Serialize) -> Result<String> {
+fn docker_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
     let mut buf = Vec::new();
     let indent = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     v.serialize(&mut serde_json::Serializer::with_formatter(
