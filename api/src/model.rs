@@ -997,10 +997,18 @@ mod tests {
             "Options",
             "Labels",
         ];
+        // `IPAM` has `Options` of its own, before the network's.
         let at: Vec<usize> = keys
             .iter()
-            .map(|k| text.find(&format!("\"{k}\":")).unwrap())
+            .map(|k| match *k {
+                "Options" => text.rfind("\"Options\":").unwrap(),
+                _ => text.find(&format!("\"{k}\":")).unwrap(),
+            })
             .collect();
         assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(
+            text.contains(r#""IPAM":{"Driver":"default","Options":{},"Config":["#),
+            "{text}"
+        );
     }
 }
