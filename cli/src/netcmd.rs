@@ -157,6 +157,9 @@ pub fn inspect(c: &Client, a: InspectArgs) -> Result<()> {
                     println!("{}", f.render(&serde_json::to_value(n)?)?);
                 }
             }
+            // docker prints `[]` when nothing was found; sluice prints nothing, so that a
+            // refused input is only its error line.
+            None if out.is_empty() => {}
             None => println!("{}", docker_json(&out)?),
         }
         if missing.is_empty() {
