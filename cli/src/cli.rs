@@ -697,7 +697,7 @@ mod tests {
         assert!(e(&["--gateway", "x", "n"]).contains("--gateway"));
         assert!(e(&["--aux-address", "r", "n"]).contains("--aux-address"));
         assert!(e(&["--opt", "vlan=5000", "n"]).contains("vlan"));
-        assert!(e(&["--driver", "ipvlan", "n"]).contains("unknown driver"));
+        assert!(e(&["--driver", "vxlan9", "n"]).contains("unknown driver"));
     }
 
     #[test]

@@ -356,9 +356,10 @@ impl<P: Plumbing> Engine<P> {
         if let Some(n) = &self.names {
             n.texts(pending.state(), &e)?;
         }
-        let gateway = net
-            .gateway
-            .filter(|_| !net.spec.internal && !self.has_default_route(&e.spec.sandbox));
+        let default_route = !net.spec.internal && !self.has_default_route(&e.spec.sandbox);
+        let on_link =
+            default_route && crate::driver::of(net.spec.driver).default_route_on_link(&net);
+        let gateway = net.gateway.filter(|_| default_route && !on_link);
         let attachment = Attachment {
             sandbox: e.spec.sandbox.clone(),
             iface: SandboxIface {
@@ -370,6 +371,7 @@ impl<P: Plumbing> Engine<P> {
                     prefix: net.subnet.map_or(32, |s| s.prefix),
                 },
                 gateway,
+                default_on_link: on_link,
                 mtu: net.spec.options.mtu.unwrap_or(1500),
                 ipv6: e.ip6.map(|addr| SandboxIpv6 {
                     addr,
