@@ -334,6 +334,41 @@ pub fn write_advert(
     Ok(end)
 }
 
+/// Length of the solicitation [`write_solicit`] writes: Ethernet and IPv6 headers, the fixed
+/// part and a source link-layer address option.
+pub const SOLICIT_FRAME_LEN: usize = super::ethernet::HEADER_LEN + ADVERT_LEN;
+
+/// Writes over the start of `frame` the untagged neighbour solicitation from `(mac, ip)` for
+/// `target`, to its solicited-node group, with a source link-layer address option; returns
+/// its length ([`SOLICIT_FRAME_LEN`]). `frame` must be at least that long. How the v6 uplink
+/// resolves a next hop, as an ARP request does for v4.
+pub fn write_solicit(frame: &mut [u8], (mac, ip): (MacAddr, Ipv6Addr), target: Ipv6Addr) -> usize {
+    let group = solicited_node(target);
+    let frame = &mut frame[..SOLICIT_FRAME_LEN];
+    let packet = super::ethernet::write_header(
+        frame,
+        multicast_mac(group),
+        mac,
+        super::ethernet::ETHERTYPE_IPV6,
+    );
+    let (header, message) = packet.split_at_mut(IPV6_LEN);
+    let mut v6 = Ipv6Packet::new_unchecked(header);
+    v6.set_version_tc_flow(0, 0);
+    v6.set_payload_len((HEADER_LEN + LL_OPTION_LEN) as u16);
+    v6.set_next_header(IPPROTO_ICMPV6);
+    v6.set_hop_limit(HOP_LIMIT);
+    v6.set_src(ip);
+    v6.set_dst(group);
+    let mut ns = NdiscPacket::new_unchecked(message);
+    ns.set_msg_type(NEIGHBOR_SOLICIT);
+    ns.set_code(0);
+    ns.set_flags(0);
+    ns.set_target(target);
+    ns.set_ll_option(OPT_SOURCE_LL_ADDR, mac);
+    ns.fill_checksum(ip, group);
+    SOLICIT_FRAME_LEN
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +395,13 @@ mod tests {
             .write(&mut v, &body)
             .unwrap();
         v
+    }
+
+    #[test]
+    fn solicit_is_what_etherparse_builds() {
+        let mut frame = vec![0xee; SOLICIT_FRAME_LEN + 10];
+        let n = write_solicit(&mut frame, (A_MAC, A), GW);
+        assert_eq!(&frame[..n], &solicit(A, GW, true, HOP_LIMIT)[..]);
     }
 
     #[test]
