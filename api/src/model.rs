@@ -88,6 +88,11 @@ impl FromStr for Driver {
 pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 /// docker's option key for inter-container communication.
 pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
+/// docker's option key for how v6 leaves a bridge network: `nat` (NAT66, the default) or
+/// `routed` (the network's prefix routed untranslated).
+pub const OPT_GATEWAY_MODE_V6: &str = "com.docker.network.bridge.gateway_mode_ipv6";
+/// What `gateway_mode_ipv6` accepts.
+const GATEWAY_MODE_RULE: &str = "nat or routed";
 
 const MTU_RULE: &str = "a number from 68 to 65535";
 /// What `max_flows_per_endpoint` accepts.
@@ -120,6 +125,10 @@ pub struct NetworkOptions {
     /// none: the dataplane's default (a quarter of the table, see `NatConfig`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_flows_per_endpoint: Option<usize>,
+    /// How v6 leaves the network (`gateway_mode_ipv6` or docker's
+    /// `com.docker.network.bridge.gateway_mode_ipv6`): `nat` or `routed`; none: nat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_mode_ipv6: Option<String>,
 }
 
 impl NetworkOptions {
@@ -148,11 +157,19 @@ impl NetworkOptions {
                         .map_err(|_| bad("max_flows_per_endpoint", FLOWS_RULE))?,
                 );
             }
+            "gateway_mode_ipv6" | OPT_GATEWAY_MODE_V6 => {
+                next.gateway_mode_ipv6 = Some(v.to_string());
+            }
             _ => return Err(OptionError::UnknownOption(k.chars().take(64).collect())),
         }
         next.check()?;
         *self = next;
         Ok(())
+    }
+
+    /// True when the network's v6 is routed untranslated (`gateway_mode_ipv6=routed`).
+    pub fn routed_ipv6(&self) -> bool {
+        self.gateway_mode_ipv6.as_deref() == Some("routed")
     }
 
     /// Refuses values no network can have, however they came (`--opt` or JSON): an MTU
@@ -171,6 +188,13 @@ impl NetworkOptions {
         }
         if let Some(n) = self.vni.filter(|n| !(1..1 << 24).contains(n)) {
             return Err(bad("vni", n.to_string(), VNI_RULE));
+        }
+        if let Some(m) = self
+            .gateway_mode_ipv6
+            .as_ref()
+            .filter(|m| !matches!(m.as_str(), "nat" | "routed"))
+        {
+            return Err(bad("gateway_mode_ipv6", m.clone(), GATEWAY_MODE_RULE));
         }
         if self.max_flows_per_endpoint == Some(0) {
             return Err(bad("max_flows_per_endpoint", "0".into(), FLOWS_RULE));
@@ -209,6 +233,9 @@ impl NetworkOptions {
         }
         if let Some(v) = self.max_flows_per_endpoint {
             m.insert("max_flows_per_endpoint".to_string(), v.to_string());
+        }
+        if let Some(v) = &self.gateway_mode_ipv6 {
+            m.insert(OPT_GATEWAY_MODE_V6.to_string(), v.clone());
         }
         m
     }

@@ -315,23 +315,34 @@ pub fn write_advert(
     let mut eth = EthernetFrame::new_checked(eth)?;
     eth.set_dst(to_mac);
     eth.set_src(mac);
-    let (header, message) = rest.split_at_mut(IPV6_LEN);
-    let mut ip = Ipv6Packet::new_unchecked(header);
-    ip.set_version_tc_flow(0, 0);
-    ip.set_payload_len((HEADER_LEN + LL_OPTION_LEN) as u16);
-    ip.set_next_header(IPPROTO_ICMPV6);
-    ip.set_hop_limit(HOP_LIMIT);
-    ip.set_src(target);
-    ip.set_dst(to);
-    let mut na = NdiscPacket::new_unchecked(message);
-    na.set_msg_type(NEIGHBOR_ADVERT);
-    na.set_code(0);
+    let mut na = nd_message(rest, (target, to), NEIGHBOR_ADVERT);
     let r = if router { FLAG_ROUTER } else { 0 };
     na.set_flags(r | solicited | FLAG_OVERRIDE);
     na.set_target(target);
     na.set_ll_option(OPT_TARGET_LL_ADDR, mac);
     na.fill_checksum(target, to);
     Ok(end)
+}
+
+/// Writes the IPv6 header of an NDP message with one link-layer option from `src` to `dst` over
+/// the start of `packet`, and the message's type and code; the message, for its fields.
+fn nd_message(
+    packet: &mut [u8],
+    (src, dst): (Ipv6Addr, Ipv6Addr),
+    kind: u8,
+) -> NdiscPacket<&mut [u8]> {
+    let (header, message) = packet.split_at_mut(IPV6_LEN);
+    let mut ip = Ipv6Packet::new_unchecked(header);
+    ip.set_version_tc_flow(0, 0);
+    ip.set_payload_len((HEADER_LEN + LL_OPTION_LEN) as u16);
+    ip.set_next_header(IPPROTO_ICMPV6);
+    ip.set_hop_limit(HOP_LIMIT);
+    ip.set_src(src);
+    ip.set_dst(dst);
+    let mut nd = NdiscPacket::new_unchecked(message);
+    nd.set_msg_type(kind);
+    nd.set_code(0);
+    nd
 }
 
 /// Length of the solicitation [`write_solicit`] writes: Ethernet and IPv6 headers, the fixed
@@ -351,17 +362,7 @@ pub fn write_solicit(frame: &mut [u8], (mac, ip): (MacAddr, Ipv6Addr), target: I
         mac,
         super::ethernet::ETHERTYPE_IPV6,
     );
-    let (header, message) = packet.split_at_mut(IPV6_LEN);
-    let mut v6 = Ipv6Packet::new_unchecked(header);
-    v6.set_version_tc_flow(0, 0);
-    v6.set_payload_len((HEADER_LEN + LL_OPTION_LEN) as u16);
-    v6.set_next_header(IPPROTO_ICMPV6);
-    v6.set_hop_limit(HOP_LIMIT);
-    v6.set_src(ip);
-    v6.set_dst(group);
-    let mut ns = NdiscPacket::new_unchecked(message);
-    ns.set_msg_type(NEIGHBOR_SOLICIT);
-    ns.set_code(0);
+    let mut ns = nd_message(packet, (ip, group), NEIGHBOR_SOLICIT);
     ns.set_flags(0);
     ns.set_target(target);
     ns.set_ll_option(OPT_SOURCE_LL_ADDR, mac);
