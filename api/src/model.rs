@@ -303,6 +303,9 @@ pub struct NetworkSpec {
     /// The part of the v6 subnet dynamic addresses come from (none: the whole subnet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_range6: Option<Ipv6Cidr>,
+    /// v6 addresses the IPAM never hands out, by name (`--aux-address name=v6`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses6: BTreeMap<String, Ipv6Addr>,
 }
 
 /// A created network: the spec plus what the daemon decided.
@@ -582,16 +585,19 @@ impl Network {
             _ => Vec::new(),
         }
         .into_iter()
-        .chain(
-            self.subnet6
-                .zip(self.gateway6)
-                .map(|(subnet, gateway)| IpamConfigView {
-                    subnet: subnet.to_string(),
-                    gateway: gateway.to_string(),
-                    ip_range: self.spec.ip_range6.map(|r| r.to_string()),
-                    auxiliary_addresses: BTreeMap::new(),
-                }),
-        )
+        .chain(self.subnet6.zip(self.gateway6).map(|(subnet, gateway)| {
+            IpamConfigView {
+                subnet: subnet.to_string(),
+                gateway: gateway.to_string(),
+                ip_range: self.spec.ip_range6.map(|r| r.to_string()),
+                auxiliary_addresses: self
+                    .spec
+                    .aux_addresses6
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect(),
+            }
+        }))
         .collect();
         let prefix = self.subnet.map_or(32, |s| s.prefix);
         let prefix6 = self.subnet6.map_or(128, |s| s.prefix);
