@@ -449,6 +449,21 @@ mod tests {
         assert_eq!(m(&mut full, 2), Err(NatError::TableFull));
     }
 
+    /// Bytes a v6 flow costs at most: its slab slot, two index entries (tuple, slot and
+    /// direction, a control byte) at hashbrown's highest load of 7/8 (issue 14's goal: under
+    /// 256 B per v6 flow).
+    fn bytes_per_flow() -> usize {
+        let entry = std::mem::size_of::<(Tuple6, (u32, Dir))>() + 1;
+        std::mem::size_of::<Option<Flow6>>() + 2 * entry * 8 / 7 + 4
+    }
+
+    #[test]
+    fn a_v6_flow_stays_under_256_bytes() {
+        let b = bytes_per_flow();
+        println!("bytes per v6 flow: {b}");
+        assert!(b < 256, "{b}");
+    }
+
     #[test]
     fn timeouts_follow_the_tcp_state() {
         let mut ct = table(
