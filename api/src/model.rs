@@ -566,6 +566,13 @@ pub struct NetworkInspect {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Aux addresses as inspect shows them (name to address text), either family.
+fn aux_view<A: std::fmt::Display>(aux: &BTreeMap<String, A>) -> BTreeMap<String, String> {
+    aux.iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect()
+}
+
 impl Network {
     /// The `docker network inspect` view of the network with `endpoints` attached (the
     /// daemon's driver adds the options only it knows, see `driver::inspect`).
@@ -575,29 +582,21 @@ impl Network {
                 subnet: subnet.to_string(),
                 gateway: gateway.to_string(),
                 ip_range: self.spec.ip_range.map(|r| r.to_string()),
-                auxiliary_addresses: self
-                    .spec
-                    .aux_addresses
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_string()))
-                    .collect(),
+                auxiliary_addresses: aux_view(&self.spec.aux_addresses),
             }],
             _ => Vec::new(),
         }
         .into_iter()
-        .chain(self.subnet6.zip(self.gateway6).map(|(subnet, gateway)| {
-            IpamConfigView {
-                subnet: subnet.to_string(),
-                gateway: gateway.to_string(),
-                ip_range: self.spec.ip_range6.map(|r| r.to_string()),
-                auxiliary_addresses: self
-                    .spec
-                    .aux_addresses6
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_string()))
-                    .collect(),
-            }
-        }))
+        .chain(
+            self.subnet6
+                .zip(self.gateway6)
+                .map(|(subnet, gateway)| IpamConfigView {
+                    subnet: subnet.to_string(),
+                    gateway: gateway.to_string(),
+                    ip_range: self.spec.ip_range6.map(|r| r.to_string()),
+                    auxiliary_addresses: aux_view(&self.spec.aux_addresses6),
+                }),
+        )
         .collect();
         let prefix = self.subnet.map_or(32, |s| s.prefix);
         let prefix6 = self.subnet6.map_or(128, |s| s.prefix);
