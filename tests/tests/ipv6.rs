@@ -183,9 +183,11 @@ fn nat66_routed_v6_and_published_ports_over_v6() {
         "--uplink-gateway6",
         OUTSIDE6,
     ];
-    let mut d = DaemonLab::start("n66", &bin, &args).unwrap();
+    let mut d = DaemonLab::start("nsix", &bin, &args).unwrap();
     let lab = d.lab();
     let out6 = format!("{OUTSIDE6}/64");
+    lab.sysctl("out", "net.ipv6.conf.eth0.disable_ipv6", "0")
+        .unwrap();
     lab.ip("out", &["-6", "addr", "add", &out6, "dev", "eth0", "nodad"])
         .unwrap();
     lab.ip(
@@ -226,18 +228,22 @@ fn nat66_routed_v6_and_published_ports_over_v6() {
     serve(&mut d, "c2", 81, "echo routed6");
 
     // NAT66: the outside sees the uplink's v6 address; routed: the container's own.
-    let seen = tcp6_read(&d, "c1", OUTSIDE6, 7000);
-    let log = || d.log();
-    assert!(
-        seen.as_deref().is_some_and(|s| s.contains(UPLINK6)),
-        "masqueraded: {seen:?}; log: {}",
-        log()
+    // socat writes the peer in full, bracketed: `from [2001:0db8:...]`.
+    let peer = |ns: &str| {
+        let seen = tcp6_read(&d, ns, OUTSIDE6, 7000).unwrap_or_default();
+        let text = seen
+            .trim()
+            .trim_start_matches("from [")
+            .trim_end_matches(']');
+        text.parse::<std::net::Ipv6Addr>().ok()
+    };
+    assert_eq!(
+        peer("c1"),
+        UPLINK6.parse().ok(),
+        "masqueraded; log: {}",
+        d.log()
     );
-    let seen = tcp6_read(&d, "c2", OUTSIDE6, 7000);
-    assert!(
-        seen.as_deref().is_some_and(|s| s.contains("fd00:72::2")),
-        "routed: {seen:?}"
-    );
+    assert_eq!(peer("c2"), "fd00:72::2".parse().ok(), "routed");
     assert!(
         wait_ping6(&d, "c1", OUTSIDE6, Duration::from_secs(5)),
         "ping6 out"
