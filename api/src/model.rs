@@ -150,6 +150,11 @@ impl IpvlanFlag {
 pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 /// docker's option key for inter-container communication.
 pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
+/// docker's option key for how v6 leaves a bridge network: `nat` (NAT66, the default) or
+/// `routed` (the network's prefix routed untranslated).
+pub const OPT_GATEWAY_MODE_V6: &str = "com.docker.network.bridge.gateway_mode_ipv6";
+/// What `gateway_mode_ipv6` accepts.
+const GATEWAY_MODE_RULE: &str = "nat or routed";
 
 const MTU_RULE: &str = "a number from 68 to 65535";
 /// What `max_flows_per_endpoint` accepts.
@@ -192,6 +197,10 @@ pub struct NetworkOptions {
     /// An ipvlan network's flag (`ipvlan_flag`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipvlan_flag: Option<IpvlanFlag>,
+    /// How v6 leaves the network (`gateway_mode_ipv6` or docker's
+    /// `com.docker.network.bridge.gateway_mode_ipv6`): `nat` or `routed`; none: nat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_mode_ipv6: Option<String>,
 }
 
 impl NetworkOptions {
@@ -236,11 +245,19 @@ impl NetworkOptions {
                     _ => return Err(bad("ipvlan_flag", IPVLAN_FLAG_RULE)),
                 });
             }
+            "gateway_mode_ipv6" | OPT_GATEWAY_MODE_V6 => {
+                next.gateway_mode_ipv6 = Some(v.to_string());
+            }
             _ => return Err(OptionError::UnknownOption(k.chars().take(64).collect())),
         }
         next.check()?;
         *self = next;
         Ok(())
+    }
+
+    /// True when the network's v6 is routed untranslated (`gateway_mode_ipv6=routed`).
+    pub fn routed_ipv6(&self) -> bool {
+        self.gateway_mode_ipv6.as_deref() == Some("routed")
     }
 
     /// Refuses values no network can have, however they came (`--opt` or JSON): an MTU
@@ -259,6 +276,13 @@ impl NetworkOptions {
         }
         if let Some(n) = self.vni.filter(|n| !(1..1 << 24).contains(n)) {
             return Err(bad("vni", n.to_string(), VNI_RULE));
+        }
+        if let Some(m) = self
+            .gateway_mode_ipv6
+            .as_ref()
+            .filter(|m| !matches!(m.as_str(), "nat" | "routed"))
+        {
+            return Err(bad("gateway_mode_ipv6", m.clone(), GATEWAY_MODE_RULE));
         }
         if self.max_flows_per_endpoint == Some(0) {
             return Err(bad("max_flows_per_endpoint", "0".into(), FLOWS_RULE));
@@ -303,6 +327,9 @@ impl NetworkOptions {
         }
         if let Some(v) = self.ipvlan_flag {
             m.insert("ipvlan_flag".to_string(), v.as_str().to_string());
+        }
+        if let Some(v) = &self.gateway_mode_ipv6 {
+            m.insert(OPT_GATEWAY_MODE_V6.to_string(), v.clone());
         }
         m
     }
@@ -370,6 +397,9 @@ pub struct NetworkSpec {
     /// The part of the v6 subnet dynamic addresses come from (none: the whole subnet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_range6: Option<Ipv6Cidr>,
+    /// v6 addresses the IPAM never hands out, by name (`--aux-address name=v6`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses6: BTreeMap<String, Ipv6Addr>,
 }
 
 /// A created network: the spec plus what the daemon decided.
@@ -646,6 +676,13 @@ impl NetworkInspect {
     }
 }
 
+/// Aux addresses as inspect shows them (name to address text), either family.
+fn aux_view<A: std::fmt::Display>(aux: &BTreeMap<String, A>) -> BTreeMap<String, String> {
+    aux.iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect()
+}
+
 impl Network {
     /// The `docker network inspect` view of the network with `endpoints` attached (the
     /// daemon's driver adds the options only it knows, see `driver::inspect`).
@@ -655,12 +692,7 @@ impl Network {
                 subnet: subnet.to_string(),
                 gateway: gateway.to_string(),
                 ip_range: self.spec.ip_range.map(|r| r.to_string()),
-                auxiliary_addresses: self
-                    .spec
-                    .aux_addresses
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_string()))
-                    .collect(),
+                auxiliary_addresses: aux_view(&self.spec.aux_addresses),
             }],
             _ => Vec::new(),
         }
@@ -672,7 +704,7 @@ impl Network {
                     subnet: subnet.to_string(),
                     gateway: gateway.to_string(),
                     ip_range: self.spec.ip_range6.map(|r| r.to_string()),
-                    auxiliary_addresses: BTreeMap::new(),
+                    auxiliary_addresses: aux_view(&self.spec.aux_addresses6),
                 }),
         )
         .collect();

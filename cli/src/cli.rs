@@ -211,10 +211,17 @@ pub fn network_spec(a: &CreateArgs) -> Result<NetworkSpec> {
     for o in &a.opt {
         options.set(o)?;
     }
-    let mut aux_addresses = BTreeMap::new();
+    let (mut aux_addresses, mut aux_addresses6) = (BTreeMap::new(), BTreeMap::new());
     for x in &a.aux_address {
         let (k, v) = key_value("--aux-address", x)?;
-        aux_addresses.insert(k, ip("--aux-address", &v)?);
+        match v.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => {
+                aux_addresses6.insert(k, v6);
+            }
+            Err(_) => {
+                aux_addresses.insert(k, ip("--aux-address", &v)?);
+            }
+        }
     }
     let mut labels = BTreeMap::new();
     for l in &a.label {
@@ -233,6 +240,7 @@ pub fn network_spec(a: &CreateArgs) -> Result<NetworkSpec> {
         gateway6: ad.gateway6,
         ip_range6: ad.ip_range6,
         aux_addresses,
+        aux_addresses6,
         internal: a.internal,
         options,
         labels,
@@ -670,6 +678,8 @@ mod tests {
             "10.1.1.0/24",
             "--aux-address",
             "r=10.1.0.9",
+            "--aux-address",
+            "r6=fd00:1::9",
             "--internal",
             "-o",
             "mtu=1400",
@@ -685,6 +695,7 @@ mod tests {
         assert_eq!(s.gateway, Some(Ipv4Addr::new(10, 1, 0, 254)));
         assert_eq!(s.ip_range.unwrap().to_string(), "10.1.1.0/24");
         assert_eq!(s.aux_addresses["r"], Ipv4Addr::new(10, 1, 0, 9));
+        assert_eq!(s.aux_addresses6["r6"].to_string(), "fd00:1::9");
         assert!(s.internal);
         assert_eq!((s.options.mtu, s.options.icc), (Some(1400), Some(false)));
         assert_eq!(s.labels["a"], "b");

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::config_v6::{Ipv6Cidr, NetworkV6};
+pub use crate::config_v6::{Ipv6Cidr, NetworkV6, UplinkV6};
 use crate::frame::{NetworkId, PortId};
 use crate::wire::MacAddr;
 
@@ -445,6 +445,9 @@ pub struct Config {
     /// The multi-host part of overlay networks (VXLAN).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overlays: Vec<crate::overlay::OverlayConfig>,
+    /// The uplinks' IPv6 sides (NAT66, published ports over v6, routed v6 networks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uplinks6: Vec<UplinkV6>,
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! endpoints, and serves the API on a Unix socket until SIGINT/SIGTERM.
 #![forbid(unsafe_code)]
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,7 @@ use sluice_control::plugins::docker::{server as plugin_server, DEFAULT_PLUGIN_SO
 use sluice_control::publish::parse_port_range;
 use sluice_control::state::{check_range, DEFAULT_HOST_PORTS};
 use sluice_control::store::Store;
-use sluice_dataplane::config::{Ipv4Cidr, NatConfig, PortIo, PortRange};
+use sluice_dataplane::config::{Ipv4Cidr, Ipv6Cidr, NatConfig, PortIo, PortRange};
 use sluice_dataplane::port::afpacket::RxRing;
 use sluice_dataplane::runtime::RuntimeConfig;
 use sluice_dataplane::wire::MacAddr;
@@ -55,6 +55,12 @@ struct Args {
     /// The uplink's MTU.
     #[arg(long, default_value_t = 1500)]
     uplink_mtu: u16,
+    /// sluice's own v6 address on the uplink, CIDR (NAT66 source, published ports over v6).
+    #[arg(long)]
+    uplink_ip6: Option<String>,
+    /// The v6 next hop for everything off the uplink's v6 prefix.
+    #[arg(long)]
+    uplink_gateway6: Option<Ipv6Addr>,
     /// Open the uplink as a TAP device sluice creates, instead of an existing interface.
     #[arg(long)]
     uplink_tap: bool,
@@ -136,8 +142,13 @@ fn host_port_range(a: &Args, nat: &NatConfig) -> Result<PortRange> {
 
 fn uplink(a: &Args) -> Result<Option<UplinkSettings>> {
     let Some(name) = &a.uplink else {
-        if a.uplink_ip.is_some() || a.uplink_gateway.is_some() || a.uplink_mac.is_some() {
-            bail!("--uplink-ip, --uplink-gateway and --uplink-mac need --uplink");
+        if a.uplink_ip.is_some()
+            || a.uplink_gateway.is_some()
+            || a.uplink_mac.is_some()
+            || a.uplink_ip6.is_some()
+            || a.uplink_gateway6.is_some()
+        {
+            bail!("--uplink-ip, --uplink-gateway, --uplink-mac, --uplink-ip6 and --uplink-gateway6 need --uplink");
         }
         return Ok(None);
     };
@@ -147,6 +158,13 @@ fn uplink(a: &Args) -> Result<Option<UplinkSettings>> {
         .context("--uplink needs --uplink-ip (sluice's address on it, like 192.0.2.2/24)")?
         .parse()
         .map_err(|_| anyhow::anyhow!("--uplink-ip is not an IPv4 CIDR (like 192.0.2.2/24)"))?;
+    let ip6: Option<Ipv6Cidr> = match &a.uplink_ip6 {
+        Some(s) => Some(s.parse().map_err(|_| {
+            anyhow::anyhow!("--uplink-ip6 is not an IPv6 CIDR (like 2001:db8::2/64)")
+        })?),
+        None if a.uplink_gateway6.is_some() => bail!("--uplink-gateway6 needs --uplink-ip6"),
+        None => None,
+    };
     let mac = match &a.uplink_mac {
         Some(m) => m
             .parse::<MacAddr>()
@@ -164,6 +182,8 @@ fn uplink(a: &Args) -> Result<Option<UplinkSettings>> {
         mac,
         next_hop: a.uplink_gateway,
         mtu: a.uplink_mtu,
+        ip6,
+        next_hop6: a.uplink_gateway6,
     }))
 }
 

@@ -254,16 +254,52 @@ pub fn write_advert(
     let mut eth = EthernetFrame::new_checked(eth)?;
     eth.set_dst(to_mac);
     eth.set_src(mac);
-    let message = ipv6::write_header(rest, (target, to), IPPROTO_ICMPV6, HOP_LIMIT);
-    let mut na = NdiscPacket::new_unchecked(message);
-    na.set_msg_type(NEIGHBOR_ADVERT);
-    na.set_code(0);
+    let mut na = nd_message(rest, (target, to), NEIGHBOR_ADVERT);
     let r = if router { FLAG_ROUTER } else { 0 };
     na.set_flags(r | solicited | FLAG_OVERRIDE);
     na.set_target(target);
     na.set_ll_option(OPT_TARGET_LL_ADDR, mac);
     na.fill_checksum(target, to);
     Ok(end)
+}
+
+/// Writes the IPv6 header of an NDP message with one link-layer option from `src` to `dst` over
+/// the start of `packet`, and the message's type and code; the message, for its fields.
+fn nd_message(
+    packet: &mut [u8],
+    (src, dst): (Ipv6Addr, Ipv6Addr),
+    kind: u8,
+) -> NdiscPacket<&mut [u8]> {
+    let message = ipv6::write_header(packet, (src, dst), IPPROTO_ICMPV6, HOP_LIMIT);
+    let mut nd = NdiscPacket::new_unchecked(message);
+    nd.set_msg_type(kind);
+    nd.set_code(0);
+    nd
+}
+
+/// Length of the solicitation [`write_solicit`] writes: Ethernet and IPv6 headers, the fixed
+/// part and a source link-layer address option.
+pub const SOLICIT_FRAME_LEN: usize = super::ethernet::HEADER_LEN + ADVERT_LEN;
+
+/// Writes over the start of `frame` the untagged neighbour solicitation from `(mac, ip)` for
+/// `target`, to its solicited-node group, with a source link-layer address option; returns
+/// its length ([`SOLICIT_FRAME_LEN`]). `frame` must be at least that long. How the v6 uplink
+/// resolves a next hop, as an ARP request does for v4.
+pub fn write_solicit(frame: &mut [u8], (mac, ip): (MacAddr, Ipv6Addr), target: Ipv6Addr) -> usize {
+    let group = solicited_node(target);
+    let frame = &mut frame[..SOLICIT_FRAME_LEN];
+    let packet = super::ethernet::write_header(
+        frame,
+        multicast_mac(group),
+        mac,
+        super::ethernet::ETHERTYPE_IPV6,
+    );
+    let mut ns = nd_message(packet, (ip, group), NEIGHBOR_SOLICIT);
+    ns.set_flags(0);
+    ns.set_target(target);
+    ns.set_ll_option(OPT_SOURCE_LL_ADDR, mac);
+    ns.fill_checksum(ip, group);
+    SOLICIT_FRAME_LEN
 }
 
 #[cfg(test)]
@@ -292,6 +328,13 @@ mod tests {
             .write(&mut v, &body)
             .unwrap();
         v
+    }
+
+    #[test]
+    fn solicit_is_what_etherparse_builds() {
+        let mut frame = vec![0xee; SOLICIT_FRAME_LEN + 10];
+        let n = write_solicit(&mut frame, (A_MAC, A), GW);
+        assert_eq!(&frame[..n], &solicit(A, GW, true, HOP_LIMIT)[..]);
     }
 
     #[test]

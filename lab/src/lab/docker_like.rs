@@ -250,6 +250,7 @@ impl DockerLikeSpec {
             forwards,
             nat: NatConfig::default(),
             overlays: Vec::new(),
+            uplinks6: Vec::new(),
         })
     }
 
