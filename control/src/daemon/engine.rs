@@ -14,12 +14,11 @@ use sluice_dataplane::pipeline::Dataplane;
 use sluice_dataplane::tables::ConfigError;
 use sluice_dataplane::time::Millis;
 
-use crate::api::{
-    ConntrackView, EndpointView, FdbView, NetworkStatsView, PortStatsView, PruneReport, StatsView,
-};
-use crate::compile::{dataplane_config, UplinkSettings, UPLINK_PORT};
+use crate::api::{ConntrackView, EndpointView, FdbView, PruneReport, StatsView};
+use crate::compile::{dataplane_config, UplinkSettings};
 use crate::daemon::names::Names;
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
+use crate::daemon::stats;
 use crate::dns::files::FilesError;
 use crate::driver;
 use crate::model::{Endpoint, EndpointSpec, NetworkInspect, NetworkSpec};
@@ -87,10 +86,6 @@ impl EngineError {
             _ => 500,
         }
     }
-}
-
-fn named(d: &sluice_dataplane::pipeline::DropsByReason) -> std::collections::BTreeMap<String, u64> {
-    d.iter().map(|(k, v)| ((*k).to_string(), *v)).collect()
 }
 
 /// The state, the dataplane and the machine, changed together.
@@ -433,61 +428,25 @@ impl<P: Plumbing> Engine<P> {
         out
     }
 
-    /// `stats`: the dataplane's counters named by endpoint and network.
+    /// `stats`: the dataplane's counters and the kernel's counts of its ports, named by
+    /// endpoint and network, with the flows charged to each endpoint.
     pub fn stats(&self) -> StatsView {
-        let st = self.dp.stats_with_flows();
-        let s = self.state();
-        let ports = st
-            .ports
-            .iter()
-            .map(|p| {
-                let owner = s.endpoints().find(|e| e.port == p.id);
-                let (endpoint, network) = match owner {
-                    Some(e) => (
-                        e.spec.name.clone(),
-                        s.network(&e.network_id)
-                            .map(|n| n.spec.name.clone())
-                            .unwrap_or_default(),
-                    ),
-                    None if p.id == UPLINK_PORT => ("uplink".into(), String::new()),
-                    None => (String::new(), String::new()),
-                };
-                PortStatsView {
-                    port: p.name.clone(),
-                    endpoint,
-                    network,
-                    rx_packets: p.stats.rx_packets,
-                    rx_bytes: p.stats.rx_bytes,
-                    tx_packets: p.stats.tx_packets,
-                    tx_bytes: p.stats.tx_bytes,
-                    drops: named(&p.drops),
-                }
-            })
-            .collect();
-        let mut networks: Vec<NetworkStatsView> = s
-            .networks()
-            .filter(|n| n.subnet.is_some())
-            .map(|n| {
-                let row = st.networks.iter().find(|r| r.id == n.dataplane_id);
-                NetworkStatsView {
-                    network: n.spec.name.clone(),
-                    endpoints: s.endpoints_of(&n.id).count(),
-                    fdb_entries: st.fdb_entries.get(&n.spec.name).copied().unwrap_or(0),
-                    conntrack_entries: row.and_then(|r| r.conntrack_flows).unwrap_or(0),
-                    rx_packets: row.map_or(0, |r| r.traffic.rx_packets),
-                    tx_packets: row.map_or(0, |r| r.traffic.tx_packets),
-                    drops: row.map(|r| named(&r.drops)).unwrap_or_default(),
-                }
-            })
-            .collect();
-        networks.sort_by(|a, b| a.network.cmp(&b.network));
-        StatsView {
-            ports,
-            networks,
-            drops: named(&st.drops),
-            conntrack_entries: st.conntrack_flows,
-            shortcut_packets: st.shortcuts,
-        }
+        let dataplane = self.dp.stats_with_flows();
+        let flows = {
+            let ct = self.dp.conntrack();
+            dataplane
+                .ports
+                .iter()
+                .map(|p| (p.id, ct.owned_by(p.id)))
+                .collect()
+        };
+        let sources = stats::Sources {
+            dataplane: &dataplane,
+            tables: &self.dp.tables(),
+            kernel: &self.plumbing.kernel_stats(),
+            flows: &flows,
+        };
+        stats::view(self.state(), &sources)
     }
 
     fn network_name(&self, id: Option<sluice_dataplane::frame::NetworkId>) -> String {
