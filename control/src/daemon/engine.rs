@@ -815,4 +815,66 @@ pub(crate) mod tests {
         let a = s.networks.iter().find(|n| n.network == "a").unwrap();
         assert_eq!(a.endpoints, 1);
     }
+
+    #[test]
+    fn stats_show_kernel_drops_and_flows_per_endpoint() {
+        use sluice_dataplane::config::L4Proto;
+        use sluice_dataplane::nat::{NatAction, Owner, Tuple};
+        use sluice_dataplane::port::KernelPortStats;
+
+        let db = TempDb::new("kstats");
+        let (mut en, _) = open(&db, Fake::default());
+        let mut quoted = net("q", "10.9.1.0/24");
+        quoted.options.set("max_flows_per_endpoint=50").unwrap();
+        block(en.create_network(net("a", "10.9.0.0/24"))).unwrap();
+        block(en.create_network(quoted)).unwrap();
+        let web = block(en.connect(ep("a", "web", "x"))).unwrap();
+        let db_ep = block(en.connect(ep("q", "db", "y"))).unwrap();
+        let port = |name: &str| {
+            en.state()
+                .endpoints()
+                .find(|e| e.spec.name == name)
+                .unwrap()
+                .port
+        };
+        let (web_port, db_port) = (port("web"), port("db"));
+        let k = |packets, drops, freezes| KernelPortStats {
+            packets,
+            drops,
+            freezes,
+        };
+        en.plumbing.kernel.insert(web_port.0, k(1000, 720, 1));
+        en.plumbing.kernel.insert(db_port.0, k(10, 5, 0));
+        {
+            let mut ct = en.dp.conntrack();
+            for src_port in [1000, 1001, 1002] {
+                let t = Tuple {
+                    proto: L4Proto::Udp,
+                    src: web.ipv4.parse::<Ipv4Cidr>().unwrap().addr,
+                    src_port,
+                    dst: "192.0.2.9".parse().unwrap(),
+                    dst_port: 53,
+                };
+                let owner = Owner::unlimited(web_port);
+                ct.create_for(&t, NatAction::default(), Millis(0), &owner)
+                    .unwrap();
+            }
+        }
+        let s = en.stats();
+        let row = |ifname: &str| s.ports.iter().find(|p| p.port == ifname).unwrap();
+        let (w, d) = (row(&web.host_ifname), row(&db_ep.host_ifname));
+        assert_eq!(
+            (w.kernel_packets, w.kernel_drops, w.kernel_freezes),
+            (1000, 720, 1)
+        );
+        assert_eq!(w.flows, 3);
+        let default_quota = NatConfig::default().default_max_flows_per_endpoint();
+        assert_eq!(w.max_flows, Some(default_quota));
+        assert_eq!((d.kernel_drops, d.flows, d.max_flows), (5, 0, Some(50)));
+        let network = |name: &str| s.networks.iter().find(|n| n.network == name).unwrap();
+        assert_eq!(network("a").kernel_drops, 720);
+        assert_eq!(network("a").conntrack_entries, 3);
+        assert_eq!(network("q").kernel_drops, 5);
+        assert_eq!(s.kernel_drops, 725);
+    }
 }

@@ -205,21 +205,29 @@ mod tests {
     #[test]
     fn renders_the_exposition_format() {
         let s = StatsView {
-            ports: vec![PortStatsView {
-                port: "sl0123".into(),
-                endpoint: "web".into(),
-                network: "a\"b".into(),
-                rx_packets: 3,
-                rx_bytes: 180,
-                tx_packets: 2,
-                tx_bytes: 120,
-                drops: [("ttl".to_string(), 7)].into(),
-                kernel_packets: 1000,
-                kernel_drops: 720,
-                kernel_freezes: 2,
-                flows: 6,
-                max_flows: Some(1024),
-            }],
+            ports: vec![
+                PortStatsView {
+                    port: "sl0123".into(),
+                    endpoint: "web".into(),
+                    network: "a\"b".into(),
+                    rx_packets: 3,
+                    rx_bytes: 180,
+                    tx_packets: 2,
+                    tx_bytes: 120,
+                    drops: [("ttl".to_string(), 7)].into(),
+                    kernel_packets: 1000,
+                    kernel_drops: 720,
+                    kernel_freezes: 2,
+                    flows: 6,
+                    max_flows: Some(1024),
+                },
+                PortStatsView {
+                    port: "up0".into(),
+                    endpoint: "uplink".into(),
+                    flows: 2,
+                    ..PortStatsView::default()
+                },
+            ],
             networks: vec![NetworkStatsView {
                 network: "a".into(),
                 endpoints: 1,
@@ -257,6 +265,11 @@ mod tests {
         ] {
             assert!(t.contains(&sample), "{sample} in {t}");
         }
+        assert!(t.contains("sluice_port_flows{port=\"up0\",endpoint=\"uplink\",network=\"\"} 2\n"));
+        assert!(
+            !t.contains("sluice_port_max_flows{port=\"up0\""),
+            "an uplink has no quota: {t}"
+        );
         assert!(t.contains("# TYPE sluice_port_kernel_drops_total counter\n"));
         assert!(t.contains("# TYPE sluice_port_flows gauge\n"));
         assert!(t.contains("sluice_endpoints{network=\"a\"} 1\n"));
