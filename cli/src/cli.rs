@@ -506,82 +506,9 @@ pub fn stats(conn: &Conn, output: Output) -> Result<()> {
         if output == Output::Json {
             return print_json(&s);
         }
-        let rows: Vec<Vec<String>> = s
-            .ports
-            .iter()
-            .map(|p| {
-                vec![
-                    p.port.clone(),
-                    p.endpoint.clone(),
-                    p.network.clone(),
-                    p.rx_packets.to_string(),
-                    p.rx_bytes.to_string(),
-                    p.tx_packets.to_string(),
-                    p.tx_bytes.to_string(),
-                    p.drops.values().sum::<u64>().to_string(),
-                ]
-            })
-            .collect();
-        print_table(
-            &[
-                "PORT", "ENDPOINT", "NETWORK", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES",
-                "DROPS",
-            ],
-            &rows,
-        );
-        println!();
-        let rows: Vec<Vec<String>> = s
-            .networks
-            .iter()
-            .map(|n| {
-                vec![
-                    n.network.clone(),
-                    n.endpoints.to_string(),
-                    n.rx_packets.to_string(),
-                    n.tx_packets.to_string(),
-                    n.drops.values().sum::<u64>().to_string(),
-                    n.fdb_entries.to_string(),
-                    n.conntrack_entries.to_string(),
-                ]
-            })
-            .collect();
-        print_table(
-            &[
-                "NETWORK",
-                "ENDPOINTS",
-                "RX PKTS",
-                "TX PKTS",
-                "DROPS",
-                "FDB",
-                "CONNTRACK",
-            ],
-            &rows,
-        );
-        println!("\nconntrack entries: {}", s.conntrack_entries);
-        println!("fast path (flow shortcuts): {} packets", s.shortcut_packets);
-        if !s.drops.is_empty() {
-            println!("drops:");
-            for (k, v) in &s.drops {
-                println!("  {k}: {v}");
-            }
-        }
-        print_port_drops(&s);
+        print!("{}", crate::stats::render(&s));
         Ok(())
     })
-}
-
-/// Each port's drops by reason (e.g. which endpoint hit its flow quota), ports without drops
-/// left out.
-fn print_port_drops(s: &StatsView) {
-    let mut ports = s.ports.iter().filter(|p| !p.drops.is_empty()).peekable();
-    if ports.peek().is_none() {
-        return;
-    }
-    println!("drops by port:");
-    for p in ports {
-        let reasons: Vec<String> = p.drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("  {} ({}): {}", p.port, p.endpoint, reasons.join(", "));
-    }
 }
 
 /// A listing: `GET path`, printed as JSON or as a table with `header` and a row per item.

@@ -10,6 +10,7 @@ mod format;
 mod netcmd;
 mod settings;
 mod sibling;
+mod stats;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

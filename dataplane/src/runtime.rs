@@ -202,11 +202,13 @@ fn port_token(id: PortId) -> Token {
 
 /// Opens one pair of halves of `port`, set up to share the interface with the other workers'
 /// pairs when there are several workers (fanout group, queue of a multi-queue TAP). An
-/// AF_PACKET port binds a spare prepared socket when `spares` has one.
+/// AF_PACKET port binds a spare prepared socket when `spares` has one. The `first` pair of a
+/// TAP port also reports the device's counters (kept per device, not per queue).
 fn open_port(
     port: &PortConfig,
     cfg: &RuntimeConfig,
     spares: &Spares,
+    first: bool,
 ) -> Result<(Rx, Tx), RuntimeError> {
     let shared = cfg.workers > 1;
     let (id, name) = (port.id, port.name.as_str());
@@ -223,6 +225,7 @@ fn open_port(
             let c = TapConfig {
                 multi_queue: shared,
                 rx_buffers: cfg.tap_buffers,
+                device_counters: first,
             };
             let (r, t) = tap::open(name, id, &c)?;
             (Box::new(r), Box::new(t))
@@ -393,7 +396,7 @@ impl Runtime {
             return Err(RuntimeError::AlreadyAttached(port.id));
         }
         let mut halves = (0..self.mailboxes.len())
-            .map(|_| open_port(port, &self.cfg, &self.spares))
+            .map(|i| open_port(port, &self.cfg, &self.spares, i == 0))
             .collect::<Result<Vec<_>, _>>()?
             .into_iter();
         let id = port.id;
@@ -427,9 +430,11 @@ impl Runtime {
         }
     }
 
-    /// What the kernel counted for each attached port since it was attached (frames queued to
-    /// and dropped at its AF_PACKET rings, summed over the workers' sockets), as of the
-    /// workers' last once-a-second read. TAP ports report zeros.
+    /// What the kernel counted for each attached port since it was attached, as of the
+    /// workers' last once-a-second read: frames queued to and dropped at its AF_PACKET rings
+    /// (summed over the workers' sockets); for a TAP port, frames the device sent toward
+    /// sluice and dropped (its queues full) plus frames lost to failed reads or skipped as
+    /// malformed.
     pub fn port_kernel_stats(&self) -> Vec<(PortId, KernelPortStats)> {
         let table = self.kernel_stats.lock();
         table.iter().map(|(id, s)| (*id, *s)).collect()

@@ -14,12 +14,11 @@ use sluice_dataplane::pipeline::Dataplane;
 use sluice_dataplane::tables::ConfigError;
 use sluice_dataplane::time::Millis;
 
-use crate::api::{
-    ConntrackView, EndpointView, FdbView, NetworkStatsView, PortStatsView, PruneReport, StatsView,
-};
-use crate::compile::{dataplane_config, UplinkSettings, UPLINK_PORT};
+use crate::api::{ConntrackView, EndpointView, FdbView, PruneReport, StatsView};
+use crate::compile::{dataplane_config, UplinkSettings};
 use crate::daemon::names::Names;
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
+use crate::daemon::stats;
 use crate::dns::files::FilesError;
 use crate::driver;
 use crate::model::{Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec};
@@ -92,10 +91,6 @@ impl EngineError {
             _ => 500,
         }
     }
-}
-
-fn named(d: &sluice_dataplane::pipeline::DropsByReason) -> std::collections::BTreeMap<String, u64> {
-    d.iter().map(|(k, v)| ((*k).to_string(), *v)).collect()
 }
 
 /// The state, the dataplane and the machine, changed together.
@@ -470,61 +465,25 @@ impl<P: Plumbing> Engine<P> {
         out
     }
 
-    /// `stats`: the dataplane's counters named by endpoint and network.
+    /// `stats`: the dataplane's counters and the kernel's counts of its ports, named by
+    /// endpoint and network, with the flows charged to each endpoint.
     pub fn stats(&self) -> StatsView {
-        let st = self.dp.stats_with_flows();
-        let s = self.state();
-        let ports = st
-            .ports
-            .iter()
-            .map(|p| {
-                let owner = s.endpoints().find(|e| e.port == p.id);
-                let (endpoint, network) = match owner {
-                    Some(e) => (
-                        e.spec.name.clone(),
-                        s.network(&e.network_id)
-                            .map(|n| n.spec.name.clone())
-                            .unwrap_or_default(),
-                    ),
-                    None if p.id == UPLINK_PORT => ("uplink".into(), String::new()),
-                    None => (String::new(), String::new()),
-                };
-                PortStatsView {
-                    port: p.name.clone(),
-                    endpoint,
-                    network,
-                    rx_packets: p.stats.rx_packets,
-                    rx_bytes: p.stats.rx_bytes,
-                    tx_packets: p.stats.tx_packets,
-                    tx_bytes: p.stats.tx_bytes,
-                    drops: named(&p.drops),
-                }
-            })
-            .collect();
-        let mut networks: Vec<NetworkStatsView> = s
-            .networks()
-            .filter(|n| n.subnet.is_some())
-            .map(|n| {
-                let row = st.networks.iter().find(|r| r.id == n.dataplane_id);
-                NetworkStatsView {
-                    network: n.spec.name.clone(),
-                    endpoints: s.endpoints_of(&n.id).count(),
-                    fdb_entries: st.fdb_entries.get(&n.spec.name).copied().unwrap_or(0),
-                    conntrack_entries: row.and_then(|r| r.conntrack_flows).unwrap_or(0),
-                    rx_packets: row.map_or(0, |r| r.traffic.rx_packets),
-                    tx_packets: row.map_or(0, |r| r.traffic.tx_packets),
-                    drops: row.map(|r| named(&r.drops)).unwrap_or_default(),
-                }
-            })
-            .collect();
-        networks.sort_by(|a, b| a.network.cmp(&b.network));
-        StatsView {
-            ports,
-            networks,
-            drops: named(&st.drops),
-            conntrack_entries: st.conntrack_flows,
-            shortcut_packets: st.shortcuts,
-        }
+        let dataplane = self.dp.stats_with_flows();
+        let flows = {
+            let ct = self.dp.conntrack();
+            dataplane
+                .ports
+                .iter()
+                .map(|p| (p.id, ct.owned_by(p.id)))
+                .collect()
+        };
+        let sources = stats::Sources {
+            dataplane: &dataplane,
+            tables: &self.dp.tables(),
+            kernel: &self.plumbing.kernel_stats(),
+            flows: &flows,
+        };
+        stats::view(self.state(), &sources)
     }
 
     fn network_name(&self, id: Option<sluice_dataplane::frame::NetworkId>) -> String {
@@ -892,5 +851,67 @@ pub(crate) mod tests {
         assert_eq!((row.endpoint.as_str(), row.network.as_str()), ("web", "a"));
         let a = s.networks.iter().find(|n| n.network == "a").unwrap();
         assert_eq!(a.endpoints, 1);
+    }
+
+    #[test]
+    fn stats_show_kernel_drops_and_flows_per_endpoint() {
+        use sluice_dataplane::config::L4Proto;
+        use sluice_dataplane::nat::{NatAction, Owner, Tuple};
+        use sluice_dataplane::port::KernelPortStats;
+
+        let db = TempDb::new("kstats");
+        let (mut en, _) = open(&db, Fake::default());
+        let mut quoted = net("q", "10.9.1.0/24");
+        quoted.options.set("max_flows_per_endpoint=50").unwrap();
+        block(en.create_network(net("a", "10.9.0.0/24"))).unwrap();
+        block(en.create_network(quoted)).unwrap();
+        let web = block(en.connect(ep("a", "web", "x"))).unwrap();
+        let db_ep = block(en.connect(ep("q", "db", "y"))).unwrap();
+        let port = |name: &str| {
+            en.state()
+                .endpoints()
+                .find(|e| e.spec.name == name)
+                .unwrap()
+                .port
+        };
+        let (web_port, db_port) = (port("web"), port("db"));
+        let k = |packets, drops, freezes| KernelPortStats {
+            packets,
+            drops,
+            freezes,
+        };
+        en.plumbing.kernel.insert(web_port.0, k(1000, 720, 1));
+        en.plumbing.kernel.insert(db_port.0, k(10, 5, 0));
+        {
+            let mut ct = en.dp.conntrack();
+            for src_port in [1000, 1001, 1002] {
+                let t = Tuple {
+                    proto: L4Proto::Udp,
+                    src: web.ipv4.parse::<Ipv4Cidr>().unwrap().addr,
+                    src_port,
+                    dst: "192.0.2.9".parse().unwrap(),
+                    dst_port: 53,
+                };
+                let owner = Owner::unlimited(web_port);
+                ct.create_for(&t, NatAction::default(), Millis(0), &owner)
+                    .unwrap();
+            }
+        }
+        let s = en.stats();
+        let row = |ifname: &str| s.ports.iter().find(|p| p.port == ifname).unwrap();
+        let (w, d) = (row(&web.host_ifname), row(&db_ep.host_ifname));
+        assert_eq!(
+            (w.kernel_packets, w.kernel_drops, w.kernel_freezes),
+            (1000, 720, 1)
+        );
+        assert_eq!(w.flows, 3);
+        let default_quota = NatConfig::default().default_max_flows_per_endpoint();
+        assert_eq!(w.max_flows, Some(default_quota));
+        assert_eq!((d.kernel_drops, d.flows, d.max_flows), (5, 0, Some(50)));
+        let network = |name: &str| s.networks.iter().find(|n| n.network == name).unwrap();
+        assert_eq!(network("a").kernel_drops, 720);
+        assert_eq!(network("a").conntrack_entries, 3);
+        assert_eq!(network("q").kernel_drops, 5);
+        assert_eq!(s.kernel_drops, 725);
     }
 }
