@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real container engines sluice's plugin tests run against (Debian 12): dockerd
 # (docker.io 20.10), podman 4.3 with the CNI backend, the reference CNI plugins, and a static
-# busybox to build the test image from. Idempotent and quiet.
+# busybox to build the test image from; and etcd (server and etcdctl) for the overlay cluster
+# test, which starts its own etcd in a namespace. Idempotent and quiet.
 #
 # The packages must not leave anything running or configured in the root namespace: the tests
 # start their own dockerd inside namespaces of their own. Debian's docker.io starts
@@ -10,7 +11,7 @@
 # refuses every start is put in place for the install (if the machine has none), and any
 # daemon that appears anyway is stopped and its bridge, rules and sysctl are undone.
 set -euo pipefail
-pkgs=(docker.io busybox-static podman containernetworking-plugins uidmap)
+pkgs=(docker.io busybox-static podman containernetworking-plugins uidmap etcd-server etcd-client)
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
 need=()
 for p in "${pkgs[@]}"; do installed "$p" || need+=("$p"); done

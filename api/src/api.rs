@@ -139,6 +139,25 @@ pub struct PortStatsView {
     /// Frames dropped that arrived on (or were bound for) this port, by reason.
     #[serde(default)]
     pub drops: BTreeMap<String, u64>,
+    /// Frames the kernel had for sluice on this port since it was attached (queued to its
+    /// AF_PACKET rings or sent by its TAP device), dropped ones included.
+    #[serde(default)]
+    pub kernel_packets: u64,
+    /// Of those, frames lost before sluice could read them (a full ring or TAP queue; for a
+    /// TAP also failed reads and malformed frames): in none of the other counters.
+    #[serde(default)]
+    pub kernel_drops: u64,
+    /// Times a TPACKET_V3 ring froze because every block was held (0 for V2 rings and TAPs).
+    #[serde(default)]
+    pub kernel_freezes: u64,
+    /// NAPT flows charged to this port (its endpoint's; connections to published ports on an
+    /// uplink).
+    #[serde(default)]
+    pub flows: usize,
+    /// Most flows the port's endpoint may hold (its network's `max_flows_per_endpoint` or the
+    /// default); none for ports held only to the table's limit (uplinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_flows: Option<usize>,
 }
 
 /// One network's table sizes in `sluice stats`.
@@ -162,6 +181,9 @@ pub struct NetworkStatsView {
     /// Frames dropped on its ports, by reason.
     #[serde(default)]
     pub drops: BTreeMap<String, u64>,
+    /// Frames the kernel dropped on its ports before sluice could read them.
+    #[serde(default)]
+    pub kernel_drops: u64,
 }
 
 /// `GET /v1/stats`: the dataplane's counters with names the operator knows.
@@ -178,6 +200,9 @@ pub struct StatsView {
     /// Frames that took their flow's shortcut (the dataplane's fast path) since start.
     #[serde(default)]
     pub shortcut_packets: u64,
+    /// Frames the kernel dropped on the attached ports before sluice could read them.
+    #[serde(default)]
+    pub kernel_drops: u64,
 }
 
 /// One tracked flow in `sluice conntrack ls` (`conntrack -L`'s information).

@@ -20,7 +20,7 @@ use crate::publish::PublishSpec;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
     /// A driver sluice does not know.
-    #[error("unknown driver {0:?} (use bridge, macvlan, overlay, none or host)")]
+    #[error("unknown driver {0:?} (use bridge, macvlan, ipvlan, overlay, none or host)")]
     UnknownDriver(String),
     /// `--opt` without `=`.
     #[error("option {0:?} is not KEY=VALUE")]
@@ -55,6 +55,8 @@ pub enum Driver {
     Host,
     /// One network across hosts (VXLAN), docker's `overlay`.
     Overlay,
+    /// Endpoints on a parent interface's segment, delivered by IP (`ipvlan_mode`).
+    Ipvlan,
 }
 
 impl Driver {
@@ -66,6 +68,7 @@ impl Driver {
             Driver::None => "null",
             Driver::Host => "host",
             Driver::Overlay => "overlay",
+            Driver::Ipvlan => "ipvlan",
         }
     }
 }
@@ -79,7 +82,66 @@ impl FromStr for Driver {
             "none" | "null" => Ok(Driver::None),
             "host" => Ok(Driver::Host),
             "overlay" => Ok(Driver::Overlay),
+            "ipvlan" => Ok(Driver::Ipvlan),
             _ => Err(OptionError::UnknownDriver(s.to_string())),
+        }
+    }
+}
+
+/// An ipvlan network's mode (docker's `-o ipvlan_mode`, `l2` by default): `l2` switches on
+/// the parent's segment; `l3` and `l3s` route, so endpoints take their default route through
+/// the interface itself, without a gateway.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpvlanMode {
+    /// Switched: endpoints reach the parent's segment and its router.
+    #[default]
+    L2,
+    /// Routed: no gateway, the default route is on the link.
+    L3,
+    /// As `l3`; the kernel's difference (host netfilter on the traffic) has no sluice
+    /// counterpart.
+    L3s,
+}
+
+impl IpvlanMode {
+    /// Whether endpoints route through the interface itself rather than via a gateway.
+    pub fn routed(self) -> bool {
+        self != IpvlanMode::L2
+    }
+
+    /// The mode as docker spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpvlanMode::L2 => "l2",
+            IpvlanMode::L3 => "l3",
+            IpvlanMode::L3s => "l3s",
+        }
+    }
+}
+
+/// An ipvlan network's flag (docker's `-o ipvlan_flag`, `bridge` by default): whether its
+/// endpoints reach each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpvlanFlag {
+    /// Endpoints reach each other inside sluice.
+    #[default]
+    Bridge,
+    /// Endpoints reach the parent's segment only, never each other.
+    Private,
+    /// Endpoint to endpoint traffic goes through the parent's switch (refused by the driver:
+    /// sluice cannot hand it out and back yet).
+    Vepa,
+}
+
+impl IpvlanFlag {
+    /// The flag as docker spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpvlanFlag::Bridge => "bridge",
+            IpvlanFlag::Private => "private",
+            IpvlanFlag::Vepa => "vepa",
         }
     }
 }
@@ -88,6 +150,11 @@ impl FromStr for Driver {
 pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 /// docker's option key for inter-container communication.
 pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
+/// docker's option key for how v6 leaves a bridge network: `nat` (NAT66, the default) or
+/// `routed` (the network's prefix routed untranslated).
+pub const OPT_GATEWAY_MODE_V6: &str = "com.docker.network.bridge.gateway_mode_ipv6";
+/// What `gateway_mode_ipv6` accepts.
+const GATEWAY_MODE_RULE: &str = "nat or routed";
 
 const MTU_RULE: &str = "a number from 68 to 65535";
 /// What `max_flows_per_endpoint` accepts.
@@ -96,6 +163,10 @@ const FLOWS_RULE: &str = "a number of flows, at least 1";
 const VNI_RULE: &str = "a VXLAN id from 1 to 16777215";
 /// What `vlan` accepts.
 const VLAN_RULE: &str = "a VLAN id from 1 to 4094";
+/// What `ipvlan_mode` accepts (docker's words).
+const IPVLAN_MODE_RULE: &str = "l2, l3 or l3s; l2 is the ipvlan driver's default";
+/// What `ipvlan_flag` accepts (docker's words).
+const IPVLAN_FLAG_RULE: &str = "bridge, private or vepa; bridge is the ipvlan driver's default";
 
 /// Driver options (`--opt KEY=VALUE`), typed. Unset options take the dataplane's defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +191,16 @@ pub struct NetworkOptions {
     /// none: the dataplane's default (a quarter of the table, see `NatConfig`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_flows_per_endpoint: Option<usize>,
+    /// An ipvlan network's mode (`ipvlan_mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan_mode: Option<IpvlanMode>,
+    /// An ipvlan network's flag (`ipvlan_flag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan_flag: Option<IpvlanFlag>,
+    /// How v6 leaves the network (`gateway_mode_ipv6` or docker's
+    /// `com.docker.network.bridge.gateway_mode_ipv6`): `nat` or `routed`; none: nat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_mode_ipv6: Option<String>,
 }
 
 impl NetworkOptions {
@@ -148,11 +229,35 @@ impl NetworkOptions {
                         .map_err(|_| bad("max_flows_per_endpoint", FLOWS_RULE))?,
                 );
             }
+            "ipvlan_mode" => {
+                next.ipvlan_mode = Some(match v {
+                    "l2" => IpvlanMode::L2,
+                    "l3" => IpvlanMode::L3,
+                    "l3s" => IpvlanMode::L3s,
+                    _ => return Err(bad("ipvlan_mode", IPVLAN_MODE_RULE)),
+                });
+            }
+            "ipvlan_flag" => {
+                next.ipvlan_flag = Some(match v {
+                    "bridge" => IpvlanFlag::Bridge,
+                    "private" => IpvlanFlag::Private,
+                    "vepa" => IpvlanFlag::Vepa,
+                    _ => return Err(bad("ipvlan_flag", IPVLAN_FLAG_RULE)),
+                });
+            }
+            "gateway_mode_ipv6" | OPT_GATEWAY_MODE_V6 => {
+                next.gateway_mode_ipv6 = Some(v.to_string());
+            }
             _ => return Err(OptionError::UnknownOption(k.chars().take(64).collect())),
         }
         next.check()?;
         *self = next;
         Ok(())
+    }
+
+    /// True when the network's v6 is routed untranslated (`gateway_mode_ipv6=routed`).
+    pub fn routed_ipv6(&self) -> bool {
+        self.gateway_mode_ipv6.as_deref() == Some("routed")
     }
 
     /// Refuses values no network can have, however they came (`--opt` or JSON): an MTU
@@ -171,6 +276,13 @@ impl NetworkOptions {
         }
         if let Some(n) = self.vni.filter(|n| !(1..1 << 24).contains(n)) {
             return Err(bad("vni", n.to_string(), VNI_RULE));
+        }
+        if let Some(m) = self
+            .gateway_mode_ipv6
+            .as_ref()
+            .filter(|m| !matches!(m.as_str(), "nat" | "routed"))
+        {
+            return Err(bad("gateway_mode_ipv6", m.clone(), GATEWAY_MODE_RULE));
         }
         if self.max_flows_per_endpoint == Some(0) {
             return Err(bad("max_flows_per_endpoint", "0".into(), FLOWS_RULE));
@@ -209,6 +321,15 @@ impl NetworkOptions {
         }
         if let Some(v) = self.max_flows_per_endpoint {
             m.insert("max_flows_per_endpoint".to_string(), v.to_string());
+        }
+        if let Some(v) = self.ipvlan_mode {
+            m.insert("ipvlan_mode".to_string(), v.as_str().to_string());
+        }
+        if let Some(v) = self.ipvlan_flag {
+            m.insert("ipvlan_flag".to_string(), v.as_str().to_string());
+        }
+        if let Some(v) = &self.gateway_mode_ipv6 {
+            m.insert(OPT_GATEWAY_MODE_V6.to_string(), v.clone());
         }
         m
     }
@@ -276,6 +397,9 @@ pub struct NetworkSpec {
     /// The part of the v6 subnet dynamic addresses come from (none: the whole subnet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_range6: Option<Ipv6Cidr>,
+    /// v6 addresses the IPAM never hands out, by name (`--aux-address name=v6`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses6: BTreeMap<String, Ipv6Addr>,
 }
 
 /// A created network: the spec plus what the daemon decided.
@@ -440,6 +564,9 @@ pub struct IpamConfigView {
 pub struct IpamView {
     /// Always `default`.
     pub driver: String,
+    /// IPAM driver options: none in sluice, shown as docker's `{}`.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
     /// The network's subnets (none for `host` and `none`).
     pub config: Vec<IpamConfigView>,
 }
@@ -536,6 +663,26 @@ pub struct NetworkInspect {
     pub labels: BTreeMap<String, String>,
 }
 
+impl NetworkInspect {
+    /// Whether the network's endpoints take their default route on the link, with no gateway
+    /// (ipvlan's `l3` and `l3s`): docker shows them no `Gateway`, and its plugin join gives
+    /// them a connected default route instead.
+    pub fn routes_on_link(&self) -> bool {
+        self.driver == Driver::Ipvlan.as_str()
+            && self
+                .options
+                .get("ipvlan_mode")
+                .is_some_and(|m| m != IpvlanMode::L2.as_str())
+    }
+}
+
+/// Aux addresses as inspect shows them (name to address text), either family.
+fn aux_view<A: std::fmt::Display>(aux: &BTreeMap<String, A>) -> BTreeMap<String, String> {
+    aux.iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect()
+}
+
 impl Network {
     /// The `docker network inspect` view of the network with `endpoints` attached (the
     /// daemon's driver adds the options only it knows, see `driver::inspect`).
@@ -545,12 +692,7 @@ impl Network {
                 subnet: subnet.to_string(),
                 gateway: gateway.to_string(),
                 ip_range: self.spec.ip_range.map(|r| r.to_string()),
-                auxiliary_addresses: self
-                    .spec
-                    .aux_addresses
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_string()))
-                    .collect(),
+                auxiliary_addresses: aux_view(&self.spec.aux_addresses),
             }],
             _ => Vec::new(),
         }
@@ -562,7 +704,7 @@ impl Network {
                     subnet: subnet.to_string(),
                     gateway: gateway.to_string(),
                     ip_range: self.spec.ip_range6.map(|r| r.to_string()),
-                    auxiliary_addresses: BTreeMap::new(),
+                    auxiliary_addresses: aux_view(&self.spec.aux_addresses6),
                 }),
         )
         .collect();
@@ -577,6 +719,7 @@ impl Network {
             enable_ipv6: self.subnet6.is_some(),
             ipam: IpamView {
                 driver: "default".into(),
+                options: BTreeMap::new(),
                 config,
             },
             internal: self.spec.internal,
@@ -748,7 +891,31 @@ mod tests {
         assert_eq!("bridge".parse::<Driver>(), Ok(Driver::Bridge));
         assert_eq!("null".parse::<Driver>(), Ok(Driver::None));
         assert_eq!("overlay".parse::<Driver>(), Ok(Driver::Overlay));
-        assert!("ipvlan".parse::<Driver>().is_err());
+        assert_eq!("ipvlan".parse::<Driver>(), Ok(Driver::Ipvlan));
+        assert!("vxlan".parse::<Driver>().is_err());
+    }
+
+    #[test]
+    fn ipvlan_options_take_dockers_words() {
+        let mut o = NetworkOptions::default();
+        o.set("ipvlan_mode=l3s").unwrap();
+        o.set("ipvlan_flag=private").unwrap();
+        assert_eq!(o.ipvlan_mode, Some(IpvlanMode::L3s));
+        assert!(o.ipvlan_mode.unwrap().routed() && !IpvlanMode::L2.routed());
+        assert_eq!(o.to_map()["ipvlan_mode"], "l3s");
+        assert_eq!(o.to_map()["ipvlan_flag"], "private");
+        assert_eq!(
+            o.set("ipvlan_mode=l4").unwrap_err().to_string(),
+            "option ipvlan_mode=\"l4\" is invalid: l2, l3 or l3s; l2 is the ipvlan driver's default"
+        );
+        assert!(matches!(
+            o.set("ipvlan_flag=shared"),
+            Err(OptionError::BadValue {
+                key: "ipvlan_flag",
+                ..
+            })
+        ));
+        assert_eq!(o.ipvlan_flag, Some(IpvlanFlag::Private), "unchanged");
     }
 
     #[test]
@@ -862,10 +1029,18 @@ mod tests {
             "Options",
             "Labels",
         ];
+        // `IPAM` has `Options` of its own, before the network's.
         let at: Vec<usize> = keys
             .iter()
-            .map(|k| text.find(&format!("\"{k}\":")).unwrap())
+            .map(|k| match *k {
+                "Options" => text.rfind("\"Options\":").unwrap(),
+                _ => text.find(&format!("\"{k}\":")).unwrap(),
+            })
             .collect();
         assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(
+            text.contains(r#""IPAM":{"Driver":"default","Options":{},"Config":["#),
+            "{text}"
+        );
     }
 }

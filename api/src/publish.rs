@@ -19,8 +19,8 @@ pub enum PublishError {
     /// More colon-separated parts than `HOSTIP:HPORT:CPORT`.
     #[error("{0:?} has too many ':' parts (expected [HOSTIP:]HOSTPORT:CONTAINERPORT; IPv6 host addresses are not supported)")]
     TooManyParts(String),
-    /// The host address is not an IPv4 address.
-    #[error("host address {0:?} is not an IPv4 address")]
+    /// The host address is neither an IPv4 address nor `[::]`.
+    #[error("host address {0:?} is not an IPv4 address or [::] (a specific IPv6 host address is not supported)")]
     BadHostIp(String),
     /// A port is not a number from 1 to 65535.
     #[error("{what} port {text:?} is not a port number (1-65535)")]
@@ -139,6 +139,20 @@ impl FromStr for PublishSpec {
             Some((_, p)) => return Err(PublishError::BadProto(p.to_string())),
             None => (s, L4Proto::Tcp),
         };
+        // `[::]:...`, docker's every-address-over-v6 form: every address, as a mapping without
+        // a host address is here (it is reached on the uplink's v4 and v6 addresses).
+        let addr_ports = match addr_ports.strip_prefix('[') {
+            Some(rest) => {
+                let (ip, ports) = rest
+                    .split_once("]:")
+                    .ok_or_else(|| PublishError::BadHostIp(addr_ports.to_string()))?;
+                match ip.parse::<std::net::Ipv6Addr>() {
+                    Ok(a) if a.is_unspecified() => ports,
+                    _ => return Err(PublishError::BadHostIp(format!("[{ip}]"))),
+                }
+            }
+            None => addr_ports,
+        };
         let parts: Vec<&str> = addr_ports.split(':').collect();
         let (ip, host, container) = match parts.as_slice() {
             [c] => (None, "", *c),
@@ -254,6 +268,8 @@ mod tests {
         assert_eq!(b.host_ports, None);
         assert_eq!(b.to_string(), "127.0.0.1::53/udp");
         assert_eq!(p(":80"), a, "an empty host port is docker's random one too");
+        assert_eq!(p("[::]:8080:80"), p("8080:80"), "[::] is every address");
+        assert_eq!(p("[::]::80/udp"), p("80/udp"));
         assert_eq!(p("8000-8002").container_ports.len(), 3);
         assert!(
             !a.clashes_with(&a),
@@ -270,6 +286,8 @@ mod tests {
         assert_eq!(e(""), PublishError::Empty);
         assert!(matches!(e("1:2:3:4"), PublishError::TooManyParts(_)));
         assert_eq!(e("foo:1:2"), PublishError::BadHostIp("foo".into()));
+        assert_eq!(e("[::1]:1:2"), PublishError::BadHostIp("[::1]".into()));
+        assert_eq!(e("[::]1:2"), PublishError::BadHostIp("[::]1:2".into()));
         assert_eq!(
             e("0:80"),
             PublishError::BadPort {

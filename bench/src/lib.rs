@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod e2e;
+pub mod run;
 pub mod soak;
 
 use std::time::{Duration, Instant};

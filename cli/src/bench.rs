@@ -28,7 +28,8 @@ pub struct BenchArgs {
     /// a peer whose tool is missing is skipped with a line saying how to install it).
     #[arg(long)]
     pub peers: Option<String>,
-    /// Test groups: tcp, tcp4, udp64, rr, nat (default: all).
+    /// Test groups: tcp, tcp4, udp64, rr, nat (default: these), flows, endpoints (how the cost
+    /// grows with tracked flows and with endpoints on the bridge).
     #[arg(long)]
     pub tests: Option<String>,
     /// Seconds per measurement (default 5).
@@ -41,9 +42,9 @@ pub struct BenchArgs {
     /// `sluice-bench-YYYYMMDD-HHMMSS` in the current directory).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Worker threads of the measured sluice dataplane.
-    #[arg(long, default_value_t = 1)]
-    pub sluice_workers: usize,
+    /// Worker threads of the measured sluice dataplane (default: one per CPU, as sluiced).
+    #[arg(long)]
+    pub sluice_workers: Option<usize>,
     /// The harness binary (default: `sluice-e2e-bench` next to this binary).
     #[arg(long)]
     pub bench_bin: Option<PathBuf>,
@@ -74,7 +75,9 @@ pub fn e2e_args(args: &BenchArgs, me: &Path, now: u64) -> Vec<OsString> {
     );
     flag("--runs", args.runs.unwrap_or(runs).to_string().into());
     flag("--sluice-bin", me.into());
-    flag("--sluice-workers", args.sluice_workers.to_string().into());
+    if let Some(w) = args.sluice_workers {
+        flag("--sluice-workers", w.to_string().into());
+    }
     flag("--output", output.into());
     v
 }
@@ -103,7 +106,7 @@ mod tests {
         let me = Path::new("bin/sluice");
         let quick = BenchArgs {
             quick: true,
-            sluice_workers: 1,
+            sluice_workers: Some(1),
             ..BenchArgs::default()
         };
         assert_eq!(
@@ -117,6 +120,10 @@ mod tests {
              --duration 5 --runs 3"
         ));
         assert!(full.ends_with("--output sluice-bench-20231114-221320"));
+        assert!(
+            !full.contains("--sluice-workers"),
+            "sluiced's default: one per CPU"
+        );
     }
 
     #[test]
@@ -126,7 +133,7 @@ mod tests {
             tests: Some("tcp".into()),
             runs: Some(2),
             output: Some("out".into()),
-            sluice_workers: 2,
+            sluice_workers: Some(2),
             ..BenchArgs::default()
         };
         let v = strings(e2e_args(&a, Path::new("s"), 0));

@@ -211,10 +211,17 @@ pub fn network_spec(a: &CreateArgs) -> Result<NetworkSpec> {
     for o in &a.opt {
         options.set(o)?;
     }
-    let mut aux_addresses = BTreeMap::new();
+    let (mut aux_addresses, mut aux_addresses6) = (BTreeMap::new(), BTreeMap::new());
     for x in &a.aux_address {
         let (k, v) = key_value("--aux-address", x)?;
-        aux_addresses.insert(k, ip("--aux-address", &v)?);
+        match v.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => {
+                aux_addresses6.insert(k, v6);
+            }
+            Err(_) => {
+                aux_addresses.insert(k, ip("--aux-address", &v)?);
+            }
+        }
     }
     let mut labels = BTreeMap::new();
     for l in &a.label {
@@ -233,6 +240,7 @@ pub fn network_spec(a: &CreateArgs) -> Result<NetworkSpec> {
         gateway6: ad.gateway6,
         ip_range6: ad.ip_range6,
         aux_addresses,
+        aux_addresses6,
         internal: a.internal,
         options,
         labels,
@@ -498,82 +506,9 @@ pub fn stats(conn: &Conn, output: Output) -> Result<()> {
         if output == Output::Json {
             return print_json(&s);
         }
-        let rows: Vec<Vec<String>> = s
-            .ports
-            .iter()
-            .map(|p| {
-                vec![
-                    p.port.clone(),
-                    p.endpoint.clone(),
-                    p.network.clone(),
-                    p.rx_packets.to_string(),
-                    p.rx_bytes.to_string(),
-                    p.tx_packets.to_string(),
-                    p.tx_bytes.to_string(),
-                    p.drops.values().sum::<u64>().to_string(),
-                ]
-            })
-            .collect();
-        print_table(
-            &[
-                "PORT", "ENDPOINT", "NETWORK", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES",
-                "DROPS",
-            ],
-            &rows,
-        );
-        println!();
-        let rows: Vec<Vec<String>> = s
-            .networks
-            .iter()
-            .map(|n| {
-                vec![
-                    n.network.clone(),
-                    n.endpoints.to_string(),
-                    n.rx_packets.to_string(),
-                    n.tx_packets.to_string(),
-                    n.drops.values().sum::<u64>().to_string(),
-                    n.fdb_entries.to_string(),
-                    n.conntrack_entries.to_string(),
-                ]
-            })
-            .collect();
-        print_table(
-            &[
-                "NETWORK",
-                "ENDPOINTS",
-                "RX PKTS",
-                "TX PKTS",
-                "DROPS",
-                "FDB",
-                "CONNTRACK",
-            ],
-            &rows,
-        );
-        println!("\nconntrack entries: {}", s.conntrack_entries);
-        println!("fast path (flow shortcuts): {} packets", s.shortcut_packets);
-        if !s.drops.is_empty() {
-            println!("drops:");
-            for (k, v) in &s.drops {
-                println!("  {k}: {v}");
-            }
-        }
-        print_port_drops(&s);
+        print!("{}", crate::stats::render(&s));
         Ok(())
     })
-}
-
-/// Each port's drops by reason (e.g. which endpoint hit its flow quota), ports without drops
-/// left out.
-fn print_port_drops(s: &StatsView) {
-    let mut ports = s.ports.iter().filter(|p| !p.drops.is_empty()).peekable();
-    if ports.peek().is_none() {
-        return;
-    }
-    println!("drops by port:");
-    for p in ports {
-        let reasons: Vec<String> = p.drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("  {} ({}): {}", p.port, p.endpoint, reasons.join(", "));
-    }
 }
 
 /// A listing: `GET path`, printed as JSON or as a table with `header` and a row per item.
@@ -670,6 +605,8 @@ mod tests {
             "10.1.1.0/24",
             "--aux-address",
             "r=10.1.0.9",
+            "--aux-address",
+            "r6=fd00:1::9",
             "--internal",
             "-o",
             "mtu=1400",
@@ -685,6 +622,7 @@ mod tests {
         assert_eq!(s.gateway, Some(Ipv4Addr::new(10, 1, 0, 254)));
         assert_eq!(s.ip_range.unwrap().to_string(), "10.1.1.0/24");
         assert_eq!(s.aux_addresses["r"], Ipv4Addr::new(10, 1, 0, 9));
+        assert_eq!(s.aux_addresses6["r6"].to_string(), "fd00:1::9");
         assert!(s.internal);
         assert_eq!((s.options.mtu, s.options.icc), (Some(1400), Some(false)));
         assert_eq!(s.labels["a"], "b");
@@ -697,7 +635,7 @@ mod tests {
         assert!(e(&["--gateway", "x", "n"]).contains("--gateway"));
         assert!(e(&["--aux-address", "r", "n"]).contains("--aux-address"));
         assert!(e(&["--opt", "vlan=5000", "n"]).contains("vlan"));
-        assert!(e(&["--driver", "ipvlan", "n"]).contains("unknown driver"));
+        assert!(e(&["--driver", "vxlan9", "n"]).contains("unknown driver"));
     }
 
     #[test]

@@ -24,13 +24,18 @@ impl Filters {
             };
             let k = k.trim().to_lowercase();
             if !allowed.contains(&k.as_str()) {
-                bail!("invalid filter '{k}'");
+                bail!("Invalid filter '{k}'");
             }
             if k == "type" && v != "custom" && v != "builtin" {
                 bail!("invalid filter: 'type'='{v}'");
             }
             if k == "dangling" && !matches!(v, "true" | "false" | "1" | "0") {
-                bail!("invalid filter 'dangling={v}'");
+                bail!(
+                    "invalid value for filter 'dangling', must be \"true\" (or \"1\"), or \"false\" (or \"0\")"
+                );
+            }
+            if k == "dangling" && f.0.contains_key(&k) {
+                bail!("got more than one value for filter key \"dangling\"");
             }
             f.0.entry(k).or_default().push(v.to_string());
         }
@@ -59,25 +64,32 @@ impl Filters {
         }
     }
 
-    /// True when `n` passes every key (docker's ls filters).
+    /// True when `n` passes every key (docker's ls filters). As docker's, `label` terms must
+    /// all match and `label!` terms exclude only together; other keys' terms are alternatives.
     pub fn matches(&self, n: &NetworkInspect) -> bool {
-        self.0.iter().all(|(k, vs)| {
-            vs.iter().any(|v| match k.as_str() {
+        self.0.iter().all(|(k, vs)| match k.as_str() {
+            "label" => vs.iter().all(|v| label_matches(&n.labels, v)),
+            "label!" => !vs.iter().all(|v| label_matches(&n.labels, v)),
+            _ => vs.iter().any(|v| match k.as_str() {
                 "driver" => &n.driver == v,
-                "name" => n.name.contains(v.as_str()),
-                "id" => n.id.contains(v.as_str()),
+                "name" => regex_matches(v, &n.name),
+                "id" => regex_matches(v, &n.id),
                 "scope" => &n.scope == v,
                 "type" => (v == "builtin") == BUILTIN.contains(&n.name.as_str()),
                 "dangling" => {
                     let dangling = n.containers.is_empty() && !BUILTIN.contains(&n.name.as_str());
                     dangling == matches!(v.as_str(), "true" | "1")
                 }
-                "label" => label_matches(&n.labels, v),
-                "label!" => !label_matches(&n.labels, v),
                 _ => true,
-            })
+            }),
         })
     }
+}
+
+/// docker's `name=` and `id=` terms: a regular expression found anywhere in the value (so a
+/// plain substring matches too); a term that is no valid expression matches nothing.
+fn regex_matches(term: &str, value: &str) -> bool {
+    regex::Regex::new(term).is_ok_and(|re| re.is_match(value))
 }
 
 /// `label=KEY` (present) or `label=KEY=VALUE` (equal).
@@ -137,6 +149,7 @@ mod tests {
             enable_ipv6: false,
             ipam: IpamView {
                 driver: "default".into(),
+                options: Default::default(),
                 config: vec![],
             },
             internal: false,
@@ -160,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn same_key_is_or_different_keys_are_and() {
+    fn terms_combine_as_dockers() {
         let nets = [
             net("bridge", "aaa111", "bridge", &[]),
             net("none", "bbb222", "null", &[]),
@@ -177,6 +190,10 @@ mod tests {
         assert_eq!(names(&["label=env"], &nets), ["web", "web2"]);
         assert_eq!(names(&["label=env=prod"], &nets), ["web"]);
         assert_eq!(names(&["label=env=prod", "label=team=a"], &nets), ["web"]);
+        assert!(names(&["label=env", "label=nope"], &nets).is_empty(), "all");
+        assert_eq!(names(&["name=^w", "name=2$"], &nets), ["web", "web2"]);
+        assert_eq!(names(&["name=^n.n"], &nets), ["none"]);
+        assert!(names(&["name=("], &nets).is_empty(), "a bad expression");
         assert_eq!(names(&["type=builtin"], &nets), ["bridge", "none"]);
         assert_eq!(names(&["type=custom"], &nets), ["web", "web2"]);
         assert_eq!(names(&["scope=swarm"], &nets), Vec::<String>::new());
@@ -198,8 +215,17 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert_eq!(e("colour=red"), "invalid filter 'colour'");
+        assert_eq!(e("colour=red"), "Invalid filter 'colour'");
+        assert_eq!(
+            e("dangling=maybe"),
+            r#"invalid value for filter 'dangling', must be "true" (or "1"), or "false" (or "0")"#
+        );
         assert_eq!(e("type=other"), "invalid filter: 'type'='other'");
+        let two = ["dangling=true".to_string(), "dangling=false".to_string()];
+        assert_eq!(
+            Filters::parse(&two, LS).unwrap_err().to_string(),
+            r#"got more than one value for filter key "dangling""#
+        );
         assert_eq!(e("driver"), "bad format of filter (expected name=value)");
     }
 

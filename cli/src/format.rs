@@ -66,14 +66,15 @@ impl Format {
     }
 }
 
-/// docker's tabwriter (minimum width 20, padding 3): every tab-separated cell but a line's
-/// last is padded to its column's width.
-fn align(rows: &[String]) -> String {
+/// docker's tabwriter (Go's `tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)`: minimum width 10,
+/// padding 3, as docker 20.10 prints): every tab-separated cell but a line's last is padded to
+/// its column's width.
+pub fn align(rows: &[String]) -> String {
     let cells: Vec<Vec<&str>> = rows.iter().map(|r| r.split('\t').collect()).collect();
     let mut widths: Vec<usize> = Vec::new();
     for row in &cells {
         for (i, c) in row.iter().enumerate().take(row.len().saturating_sub(1)) {
-            let w = (c.chars().count() + 3).max(20);
+            let w = (c.chars().count() + 3).max(10);
             match widths.get_mut(i) {
                 Some(old) => *old = (*old).max(w),
                 None => widths.push(w),
@@ -297,8 +298,8 @@ mod tests {
         let short = [json!({"Name": "n", "Driver": "d"})];
         assert_eq!(
             f.lines(&short, &headers).unwrap(),
-            format!("NAME{}DRIVER\nn{}d\n", " ".repeat(16), " ".repeat(19)),
-            "columns are at least 20 wide"
+            format!("NAME{}DRIVER\nn{}d\n", " ".repeat(6), " ".repeat(9)),
+            "columns are at least 10 wide"
         );
         let plain = Format::parse(r"{{.Name}}\t{{.Driver}}").unwrap();
         assert_eq!(plain.lines(&short, &headers).unwrap(), "n\td\n");

@@ -10,6 +10,7 @@ mod format;
 mod netcmd;
 mod settings;
 mod sibling;
+mod stats;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -120,6 +121,9 @@ struct DataplaneArgs {
     /// blocks per port and worker.
     #[arg(long)]
     rx_slots: Option<usize>,
+    /// TX ring blocks of 1 MiB (15 slots each) per port and worker (default 18).
+    #[arg(long)]
+    tx_blocks: Option<usize>,
 }
 
 /// The AF_PACKET RX ring version.
@@ -174,6 +178,11 @@ fn run_dataplane(args: DataplaneArgs) -> Result<()> {
             other => other,
         },
     };
+    match args.tx_blocks {
+        Some(0) => bail!("--tx-blocks must be at least 1"),
+        Some(n) => rc.afpacket.tx_block_count = n,
+        None => {}
+    }
     if let Some(w) = args.workers {
         if w == 0 {
             bail!("--workers must be at least 1");

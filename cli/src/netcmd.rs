@@ -7,9 +7,9 @@ use sluice_api::api::PruneReport;
 use sluice_api::client::Client;
 use sluice_api::model::NetworkInspect;
 
-use crate::cli::{block, print_json, table, Output};
+use crate::cli::{block, Output};
 use crate::filter::Filters;
-use crate::format::Format;
+use crate::format::{align, Format};
 
 /// The keys `network ls --filter` takes.
 const LS_FILTERS: &[&str] = &["driver", "name", "id", "label", "scope", "type", "dangling"];
@@ -119,26 +119,13 @@ pub fn ls_text(a: &LsArgs, nets: Vec<NetworkInspect>) -> Result<String> {
     if a.output == Output::Json {
         return Ok(format!("{}\n", serde_json::to_string_pretty(&nets)?));
     }
-    let rows: Vec<Vec<String>> = nets
-        .iter()
-        .map(|n| {
-            vec![
-                short_id(&n.id, a.no_trunc).to_string(),
-                n.name.clone(),
-                n.driver.clone(),
-                n.scope.clone(),
-                n.ipam
-                    .config
-                    .first()
-                    .map(|c| c.subnet.clone())
-                    .unwrap_or_default(),
-            ]
-        })
-        .collect();
-    Ok(table(
-        &["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"],
-        &rows,
-    ))
+    let mut rows = vec!["NETWORK ID\tNAME\tDRIVER\tSCOPE\tSUBNET".to_string()];
+    rows.extend(nets.iter().map(|n| {
+        let subnet = n.ipam.config.first().map_or("", |c| c.subnet.as_str());
+        let id = short_id(&n.id, a.no_trunc);
+        format!("{id}\t{}\t{}\t{}\t{subnet}", n.name, n.driver, n.scope)
+    }));
+    Ok(align(&rows))
 }
 
 /// `sluice network ls`.
@@ -150,24 +137,47 @@ pub fn ls(c: &Client, a: LsArgs) -> Result<()> {
     })
 }
 
-/// `sluice network inspect`: docker's JSON array, or the template per network.
+/// `sluice network inspect`: docker's JSON array (docker's field order and indentation), or
+/// the template per network; as docker, what was found is printed, and each network not found
+/// is an error line.
 pub fn inspect(c: &Client, a: InspectArgs) -> Result<()> {
     let format = a.format.as_deref().map(Format::parse).transpose()?;
     block(async {
         let mut out = Vec::new();
+        let mut missing = Vec::new();
         for n in &a.networks {
-            out.push(c.get::<Json>(&format!("/networks/{n}")).await?);
+            match c.get::<NetworkInspect>(&format!("/networks/{n}")).await {
+                Ok(v) => out.push(v),
+                Err(e) => missing.push(e.to_string()),
+            }
         }
         match format {
             Some(f) => {
                 for n in &out {
-                    println!("{}", f.render(n)?);
+                    println!("{}", f.render(&serde_json::to_value(n)?)?);
                 }
-                Ok(())
             }
-            None => print_json(&out),
+            // docker prints `[]` when nothing was found; sluice prints nothing, so that a
+            // refused input is only its error line.
+            None if out.is_empty() => {}
+            None => println!("{}", docker_json(&out)?),
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", missing.join("\n"))
         }
     })
+}
+
+/// JSON indented as docker's CLI prints it (four spaces).
+fn docker_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
+    let mut buf = Vec::new();
+    let indent = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    v.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut buf, indent,
+    ))?;
+    Ok(String::from_utf8(buf)?)
 }
 
 /// `sluice network rm`: removes each network in turn, printing its name; every failure is one
@@ -283,6 +293,55 @@ mod tests {
     }
 
     #[test]
+    fn inspect_json_is_indented_in_dockers_field_order() {
+        let text = docker_json(&nets()[..1]).unwrap();
+        let keys: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("        \"") && l.contains("\": "))
+            .map(|l| l.trim().split('"').nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "Name",
+                "Id",
+                "Created",
+                "Scope",
+                "Driver",
+                "EnableIPv6",
+                "IPAM",
+                "Internal",
+                "Attachable",
+                "Ingress",
+                "ConfigFrom",
+                "ConfigOnly",
+                "Containers",
+                "Options",
+                "Labels"
+            ]
+        );
+        assert!(
+            text.contains("            \"Options\": {},\n            \"Config\": ["),
+            "{text}"
+        );
+        assert_eq!(docker_json(&Vec::<NetworkInspect>::new()).unwrap(), "[]");
+    }
+
+    #[test]
+    fn the_default_table_is_aligned_as_dockers() {
+        assert_eq!(
+            ls(&[]),
+            "NETWORK ID     NAME      DRIVER    SCOPE     SUBNET\n\
+             f3a5b2c1d0e9   bridge    bridge    local     172.17.0.0/16\n\
+             0123456789ab   web       bridge    local     10.1.0.0/24\n"
+        );
+        assert_eq!(
+            ls(&["-f", "name=none"]),
+            "NETWORK ID   NAME      DRIVER    SCOPE     SUBNET\n"
+        );
+    }
+
+    #[test]
     fn format_fields_are_dockers_strings() {
         assert_eq!(
             ls(&["--format", "{{.Name}} {{.ID}} {{.Driver}}"]),
@@ -298,9 +357,9 @@ mod tests {
         );
         assert_eq!(
             ls(&["--format", r"table {{.ID}}\t{{.Name}}\t{{.CreatedAt}}"]),
-            "NETWORK ID          NAME                CREATED AT\n\
-             f3a5b2c1d0e9        bridge              2023-11-14 22:13:20.5 +0000 UTC\n\
-             0123456789ab        web                 2023-11-14 22:13:20 +0000 UTC\n"
+            "NETWORK ID     NAME      CREATED AT\n\
+             f3a5b2c1d0e9   bridge    2023-11-14 22:13:20.5 +0000 UTC\n\
+             0123456789ab   web       2023-11-14 22:13:20 +0000 UTC\n"
         );
     }
 

@@ -93,6 +93,7 @@ pub fn settings(eps: &[EndpointView], nets: &[NetworkInspect], key: &str) -> Res
     for e in &mine {
         let net = nets.iter().find(|n| n.name == e.network);
         let gateway = net
+            .filter(|n| !n.routes_on_link())
             .and_then(|n| n.ipam.config.first())
             .map_or(String::new(), |c| c.gateway.clone());
         let (ip, prefix) = addr_prefix(&e.ipv4);
@@ -304,5 +305,17 @@ mod tests {
             settings(&eps, &nets(), "nope").unwrap_err().to_string(),
             "No such object: nope"
         );
+    }
+
+    #[test]
+    fn ipvlan_l3_endpoints_have_no_gateway() {
+        let mut n = nets();
+        n[1].driver = "ipvlan".into();
+        n[1].options.insert("ipvlan_mode".into(), "l3".into());
+        let eps = [ep("c2", "web", 8, "10.1.0.6/24", &[])];
+        let gw = "{{.NetworkSettings.Networks.web.Gateway}}";
+        assert_eq!(run(gw, &settings(&eps, &n, "c2").unwrap()), "");
+        n[1].options.insert("ipvlan_mode".into(), "l2".into());
+        assert_eq!(run(gw, &settings(&eps, &n, "c2").unwrap()), "10.1.0.1");
     }
 }

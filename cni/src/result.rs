@@ -236,6 +236,7 @@ mod tests {
             enable_ipv6: false,
             ipam: IpamView {
                 driver: "default".into(),
+                options: Default::default(),
                 config: vec![IpamConfigView {
                     subnet: "10.7.0.0/24".into(),
                     gateway: "10.7.0.1".into(),

@@ -2,11 +2,11 @@
 //! bridge or macvlan network, one endpoint port per endpoint (anti-spoofing with its MAC and
 //! address), the uplink, and a `PortForward` per published port.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use sluice_dataplane::config::{
-    Config, Ipv4Cidr, NatConfig, NetworkConfig, NetworkV6, PortConfig, PortForward, PortIo,
-    PortRole, UplinkConfig,
+    Config, Ipv4Cidr, Ipv6Cidr, NatConfig, NetworkConfig, NetworkV6, PortConfig, PortForward,
+    PortIo, PortRole, UplinkConfig, UplinkV6,
 };
 use sluice_dataplane::frame::PortId;
 use sluice_dataplane::wire::MacAddr;
@@ -32,6 +32,10 @@ pub struct UplinkSettings {
     pub next_hop: Option<Ipv4Addr>,
     /// The uplink's MTU.
     pub mtu: u16,
+    /// sluice's v6 address and prefix on it (NAT66 source, published ports over v6).
+    pub ip6: Option<Ipv6Cidr>,
+    /// The v6 next hop for everything off-link.
+    pub next_hop6: Option<Ipv6Addr>,
 }
 
 /// The dataplane configuration for `state`. Network and port ids are the ones stored with
@@ -55,6 +59,11 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
             next_hop: u.next_hop,
             mtu: u.mtu,
         });
+        cfg.uplinks6.extend(u.ip6.map(|ip| UplinkV6 {
+            port: UPLINK_PORT,
+            ip,
+            next_hop: u.next_hop6,
+        }));
     }
     for n in state.networks() {
         let (Some(subnet), Some(gateway)) = (n.subnet, n.gateway) else {
@@ -75,7 +84,11 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
         nc.ipv6 = n
             .subnet6
             .zip(n.gateway6)
-            .map(|(subnet, gateway)| NetworkV6 { subnet, gateway });
+            .map(|(subnet, gateway)| NetworkV6 {
+                subnet,
+                gateway,
+                routed: o.routed_ipv6(),
+            });
         driver::of(n.spec.driver).compile(n, &mut nc, &mut cfg);
         cfg.networks.push(nc);
         for e in state.endpoints_of(&n.id) {
@@ -127,6 +140,8 @@ mod tests {
             mac: "02:00:00:00:00:09".parse().unwrap(),
             next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
             mtu: 1500,
+            ip6: Some("2001:db8:1::2/64".parse().unwrap()),
+            next_hop6: Some("2001:db8:1::1".parse().unwrap()),
         }
     }
 
@@ -139,6 +154,16 @@ mod tests {
             ..net("a", Some("10.9.0.0/24"))
         };
         s.create_network(a, st()).unwrap();
+        let mut routed = NetworkSpec {
+            enable_ipv6: true,
+            subnet6: Some("fd00:8::/64".parse().unwrap()),
+            ..net("r", Some("10.8.0.0/24"))
+        };
+        routed
+            .options
+            .set("com.docker.network.bridge.gateway_mode_ipv6=routed")
+            .unwrap();
+        s.create_network(routed, st()).unwrap();
         let e = s.connect(ep("a", "web", 1), st()).unwrap().clone();
         let cfg = dataplane_config(&s, Some(&uplink()), NatConfig::default());
         let tables = Tables::build(&cfg, None).expect("valid dataplane config");
@@ -148,7 +173,18 @@ mod tests {
             Some(NetworkV6 {
                 subnet: "fd00:9::/64".parse().unwrap(),
                 gateway: "fd00:9::1".parse().unwrap(),
+                routed: false,
             })
+        );
+        let r = cfg.networks.iter().find(|n| n.name == "r").unwrap();
+        assert!(r.ipv6.unwrap().routed);
+        assert_eq!(
+            cfg.uplinks6,
+            [UplinkV6 {
+                port: UPLINK_PORT,
+                ip: "2001:db8:1::2/64".parse().unwrap(),
+                next_hop: Some("2001:db8:1::1".parse().unwrap()),
+            }]
         );
         assert!(matches!(
             tables.port(e.port).unwrap().config.role,

@@ -1,68 +1,131 @@
 //! Address management with docker's semantics: which subnet a network gets when none is given,
 //! and which address each endpoint gets. Pure bookkeeping; the state it needs (allocated
-//! addresses) is rebuilt from the stored endpoints, so it is never persisted on its own.
+//! addresses) is rebuilt from the stored endpoints, so it is never persisted on its own. One
+//! allocator, [`AddrPool`], serves both families ([`Pool`] for v4, `ipam6::Pool6` for v6).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use sluice_dataplane::config::Ipv4Cidr;
 
+/// An address family a [`AddrPool`] hands out addresses of: its address and prefix types and
+/// what differs between v4 and v6 (the subnet's own reserved addresses, the CLI flag errors
+/// name). Addresses are numbered as `u128` so one allocator serves both.
+pub trait Family: Copy + Eq + fmt::Debug + 'static {
+    /// An address.
+    type Addr: Copy + Ord + fmt::Debug + fmt::Display;
+    /// A prefix.
+    type Cidr: Copy + Eq + fmt::Debug + fmt::Display;
+    /// The flag that sets an endpoint's static address (`--ip`, `--ip6`).
+    const IP_FLAG: &'static str;
+    /// True when `ip` lies in `c`.
+    fn contains(c: &Self::Cidr, ip: Self::Addr) -> bool;
+    /// The first and last address of `c`, as numbers.
+    fn bounds(c: &Self::Cidr) -> (u128, u128);
+    /// The address numbered `n` (inside the family's space).
+    fn addr(n: u128) -> Self::Addr;
+    /// What `ip` is reserved for as an address of the subnet itself, if it is.
+    fn edge(subnet: &Self::Cidr, ip: Self::Addr) -> Option<&'static str>;
+}
+
+/// IPv4: the network and broadcast addresses are reserved (except in a /31 or /32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V4;
+
+impl Family for V4 {
+    type Addr = Ipv4Addr;
+    type Cidr = Ipv4Cidr;
+    const IP_FLAG: &'static str = "--ip";
+    fn contains(c: &Ipv4Cidr, ip: Ipv4Addr) -> bool {
+        c.contains(ip)
+    }
+    fn bounds(c: &Ipv4Cidr) -> (u128, u128) {
+        (
+            u128::from(u32::from(c.network())),
+            u128::from(u32::from(c.broadcast())),
+        )
+    }
+    fn addr(n: u128) -> Ipv4Addr {
+        Ipv4Addr::from(n as u32)
+    }
+    fn edge(subnet: &Ipv4Cidr, ip: Ipv4Addr) -> Option<&'static str> {
+        let edges = subnet.prefix <= 30;
+        if edges && ip == subnet.network() {
+            Some("the network address")
+        } else if edges && ip == subnet.broadcast() {
+            Some("the broadcast address")
+        } else {
+            None
+        }
+    }
+}
+
 /// Why an address cannot be handed out.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum IpamError {
+pub enum PoolError<F: Family> {
     /// Every address of the pool is in use or reserved.
     #[error("no free address left in {range}; remove an endpoint or use a larger --ip-range")]
     Exhausted {
         /// The range addresses come from.
-        range: Ipv4Cidr,
+        range: F::Cidr,
     },
     /// A static address outside the subnet.
     #[error("address {ip} is outside subnet {subnet}")]
     OutsideSubnet {
         /// The address.
-        ip: Ipv4Addr,
+        ip: F::Addr,
         /// The subnet.
-        subnet: Ipv4Cidr,
+        subnet: F::Cidr,
     },
-    /// A static address that is the network address, broadcast, gateway or an aux address.
-    #[error("address {ip} is reserved ({why}); pick another --ip")]
+    /// A static address that is reserved: the subnet's own (network, broadcast, subnet-router
+    /// anycast), the gateway or an aux address.
+    #[error("address {ip} is reserved ({why}); pick another {flag}", flag = F::IP_FLAG)]
     Reserved {
         /// The address.
-        ip: Ipv4Addr,
+        ip: F::Addr,
         /// What it is reserved for.
         why: String,
     },
     /// A static address another endpoint has.
-    #[error("address {ip} is already in use; pick another --ip or leave it out")]
+    #[error("address {ip} is already in use; pick another {flag} or leave it out", flag = F::IP_FLAG)]
     InUse {
         /// The address.
-        ip: Ipv4Addr,
+        ip: F::Addr,
     },
 }
 
-/// The addresses of one network (or one docker IPAM pool): what is reserved, what is
-/// allocated, and where dynamic addresses come from. The one allocator behind the API's
-/// networks (and so CNI's) and the docker plugin's remote IPAM.
+/// Why a v4 address cannot be handed out.
+pub type IpamError = PoolError<V4>;
+
+/// The v4 addresses of one network (or one docker IPAM pool): the one allocator behind the
+/// API's networks (and so CNI's) and the docker plugin's remote IPAM.
+pub type Pool = AddrPool<V4>;
+
+/// The addresses of one network of family `F`: what is reserved, what is allocated, and where
+/// dynamic addresses come from. Only the addresses in use are kept (a v6 /64 holds 2^64), and
+/// allocation steps over used and reserved addresses only, so its cost is bounded by the
+/// endpoints, not by the prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pool {
-    subnet: Ipv4Cidr,
-    range: Ipv4Cidr,
-    gateway: Option<Ipv4Addr>,
-    aux: BTreeMap<Ipv4Addr, String>,
-    used: BTreeSet<Ipv4Addr>,
+pub struct AddrPool<F: Family> {
+    subnet: F::Cidr,
+    range: F::Cidr,
+    gateway: Option<F::Addr>,
+    aux: BTreeMap<F::Addr, String>,
+    used: BTreeSet<F::Addr>,
 }
 
-impl Pool {
+impl<F: Family> AddrPool<F> {
     /// A pool over `subnet` whose dynamic addresses come from `range` (default: the subnet).
-    /// The subnet's network and broadcast addresses, `gateway` and `aux` (name, address) are
-    /// never handed out. The caller has checked that all of them lie inside the subnet.
+    /// The subnet's own reserved addresses, `gateway` and `aux` (name, address) are never
+    /// handed out. The caller has checked that all of them lie inside the subnet.
     pub fn new<'a>(
-        subnet: Ipv4Cidr,
-        range: Option<Ipv4Cidr>,
-        gateway: Ipv4Addr,
-        aux: impl IntoIterator<Item = (&'a String, &'a Ipv4Addr)>,
-    ) -> Pool {
-        let mut p = Pool::restore(subnet, range, Some(gateway), BTreeSet::new());
+        subnet: F::Cidr,
+        range: Option<F::Cidr>,
+        gateway: F::Addr,
+        aux: impl IntoIterator<Item = (&'a String, &'a F::Addr)>,
+    ) -> Self {
+        let mut p = Self::restore(subnet, range, Some(gateway), BTreeSet::new());
         p.aux = aux
             .into_iter()
             .map(|(name, ip)| (*ip, format!("auxiliary address {name:?}")))
@@ -72,12 +135,12 @@ impl Pool {
 
     /// A pool as it was stored: its gateway (if it has one yet) and the addresses in use.
     pub fn restore(
-        subnet: Ipv4Cidr,
-        range: Option<Ipv4Cidr>,
-        gateway: Option<Ipv4Addr>,
-        used: BTreeSet<Ipv4Addr>,
-    ) -> Pool {
-        Pool {
+        subnet: F::Cidr,
+        range: Option<F::Cidr>,
+        gateway: Option<F::Addr>,
+        used: BTreeSet<F::Addr>,
+    ) -> Self {
+        AddrPool {
             subnet,
             range: range.unwrap_or(subnet),
             gateway,
@@ -87,33 +150,30 @@ impl Pool {
     }
 
     /// The subnet.
-    pub fn subnet(&self) -> Ipv4Cidr {
+    pub fn subnet(&self) -> F::Cidr {
         self.subnet
     }
 
     /// Where dynamic addresses come from (the subnet unless an ip range was given).
-    pub fn range(&self) -> Ipv4Cidr {
+    pub fn range(&self) -> F::Cidr {
         self.range
     }
 
     /// The gateway, once it has one.
-    pub fn gateway(&self) -> Option<Ipv4Addr> {
+    pub fn gateway(&self) -> Option<F::Addr> {
         self.gateway
     }
 
     /// The addresses in use (the gateway is not among them).
-    pub fn used(&self) -> &BTreeSet<Ipv4Addr> {
+    pub fn used(&self) -> &BTreeSet<F::Addr> {
         &self.used
     }
 
-    /// What `ip` is reserved for, if it is: the network and broadcast addresses (except in
-    /// a /31 or /32, which have none), the gateway, an auxiliary address.
-    fn reserved_for(&self, ip: Ipv4Addr) -> Option<&str> {
-        let edges = self.subnet.prefix <= 30;
-        if edges && ip == self.subnet.network() {
-            Some("the network address")
-        } else if edges && ip == self.subnet.broadcast() {
-            Some("the broadcast address")
+    /// What `ip` is reserved for, if it is: the subnet's own addresses, the gateway, an
+    /// auxiliary address.
+    fn reserved_for(&self, ip: F::Addr) -> Option<&str> {
+        if let Some(why) = F::edge(&self.subnet, ip) {
+            Some(why)
         } else if self.gateway == Some(ip) {
             Some("the gateway")
         } else {
@@ -122,70 +182,71 @@ impl Pool {
     }
 
     /// True when an endpoint has `ip`.
-    pub fn in_use(&self, ip: Ipv4Addr) -> bool {
+    pub fn in_use(&self, ip: F::Addr) -> bool {
         self.used.contains(&ip)
     }
 
-    /// The lowest address of `within` that is neither reserved nor in use.
-    pub fn lowest_free(&self, within: Ipv4Cidr) -> Option<Ipv4Addr> {
-        (u32::from(within.network())..=u32::from(within.broadcast()))
-            .map(Ipv4Addr::from)
-            .find(|ip| {
-                self.subnet.contains(*ip)
-                    && !self.used.contains(ip)
-                    && self.reserved_for(*ip).is_none()
-            })
+    /// The lowest address of `within` that is neither reserved nor in use. Every address it
+    /// steps over is in use or reserved, so it takes at most `used + aux + 3` steps.
+    pub fn lowest_free(&self, within: F::Cidr) -> Option<F::Addr> {
+        let (first, last) = F::bounds(&within);
+        (first..=last).map(F::addr).find(|ip| {
+            F::contains(&self.subnet, *ip)
+                && !self.used.contains(ip)
+                && self.reserved_for(*ip).is_none()
+        })
     }
 
     /// The lowest free address of the range (docker's default, non-serial allocation).
-    pub fn allocate(&mut self) -> Result<Ipv4Addr, IpamError> {
+    pub fn allocate(&mut self) -> Result<F::Addr, PoolError<F>> {
         let ip = self
             .lowest_free(self.range)
-            .ok_or(IpamError::Exhausted { range: self.range })?;
+            .ok_or(PoolError::Exhausted { range: self.range })?;
         self.used.insert(ip);
         Ok(ip)
     }
 
     /// Takes a static address: anywhere in the subnet (also outside the range, as docker
     /// allows), but not reserved and not in use.
-    pub fn claim(&mut self, ip: Ipv4Addr) -> Result<(), IpamError> {
+    pub fn claim(&mut self, ip: F::Addr) -> Result<(), PoolError<F>> {
         self.check(ip)?;
         self.used.insert(ip);
         Ok(())
     }
 
     /// Whether `claim(ip)` would succeed, without taking it.
-    pub fn check(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
-        if !self.subnet.contains(ip) {
-            return Err(IpamError::OutsideSubnet {
+    pub fn check(&self, ip: F::Addr) -> Result<(), PoolError<F>> {
+        if !F::contains(&self.subnet, ip) {
+            return Err(PoolError::OutsideSubnet {
                 ip,
                 subnet: self.subnet,
             });
         }
         if let Some(why) = self.reserved_for(ip) {
-            return Err(IpamError::Reserved {
+            return Err(PoolError::Reserved {
                 ip,
                 why: why.to_string(),
             });
         }
         if self.used.contains(&ip) {
-            return Err(IpamError::InUse { ip });
+            return Err(PoolError::InUse { ip });
         }
         Ok(())
     }
 
-    /// Gives `ip` back; false when it was not allocated.
-    pub fn release(&mut self, ip: Ipv4Addr) -> bool {
+    /// Gives `ip` back (the next allocation may hand it out again); false when it was not
+    /// allocated.
+    pub fn release(&mut self, ip: F::Addr) -> bool {
         self.used.remove(&ip)
     }
 
     /// Makes `ip` the gateway and returns the previous one, which is no longer reserved.
-    pub fn set_gateway(&mut self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+    pub fn set_gateway(&mut self, ip: F::Addr) -> Option<F::Addr> {
         self.gateway.replace(ip)
     }
 
     /// Drops the gateway if it is `ip`; false when it is not.
-    pub fn release_gateway(&mut self, ip: Ipv4Addr) -> bool {
+    pub fn release_gateway(&mut self, ip: F::Addr) -> bool {
         let was = self.gateway == Some(ip);
         if was {
             self.gateway = None;

@@ -1,205 +1,46 @@
-//! IPv6 address management beside the v4 [`crate::ipam::Pool`], with the same semantics
-//! (lowest free address of the range, static addresses anywhere in the subnet, aux addresses
-//! and the gateway reserved) over prefixes too large for anything proportional to their size:
-//! a /64 holds 2^64 addresses, so the pool keeps only the set of addresses in use and a cursor
-//! below which every address is taken. Allocation scans from the cursor and steps over at most
-//! as many addresses as are in use or reserved, so it is bounded by the endpoints, not the
-//! prefix. Also where a network's v6 prefix comes from when none is given: /64s of a ULA /48.
+//! IPv6 address management: the v6 [`Family`] of the one allocator ([`AddrPool`], the v4
+//! pool's semantics: lowest free address of the range, static addresses anywhere in the
+//! subnet, aux addresses and the gateway reserved), over prefixes too large for anything
+//! proportional to their size (a /64 holds 2^64 addresses: the pool keeps only the addresses
+//! in use, and allocation steps over used and reserved ones only). Also where a network's v6
+//! prefix comes from when none is given: /64s of a ULA /48.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 
 use sluice_dataplane::config::Ipv6Cidr;
 
-/// Why a v6 address cannot be handed out.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Ipam6Error {
-    /// Every address of the range is in use or reserved.
-    #[error("no free address left in {range}; remove an endpoint or use a larger --ip-range")]
-    Exhausted {
-        /// The range addresses come from.
-        range: Ipv6Cidr,
-    },
-    /// A static address outside the subnet.
-    #[error("address {ip} is outside subnet {subnet}")]
-    OutsideSubnet {
-        /// The address.
-        ip: Ipv6Addr,
-        /// The subnet.
-        subnet: Ipv6Cidr,
-    },
-    /// A static address that is the subnet-router anycast address, the gateway or an aux
-    /// address.
-    #[error("address {ip} is reserved ({why}); pick another --ip6")]
-    Reserved {
-        /// The address.
-        ip: Ipv6Addr,
-        /// What it is reserved for.
-        why: String,
-    },
-    /// A static address another endpoint has.
-    #[error("address {ip} is already in use; pick another --ip6 or leave it out")]
-    InUse {
-        /// The address.
-        ip: Ipv6Addr,
-    },
+use crate::ipam::{AddrPool, Family, PoolError};
+
+/// IPv6: the subnet-router anycast address (the prefix itself, RFC 4291 section 2.6.1) is
+/// reserved, except in a /127 or /128.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V6;
+
+impl Family for V6 {
+    type Addr = Ipv6Addr;
+    type Cidr = Ipv6Cidr;
+    const IP_FLAG: &'static str = "--ip6";
+    fn contains(c: &Ipv6Cidr, ip: Ipv6Addr) -> bool {
+        c.contains(ip)
+    }
+    fn bounds(c: &Ipv6Cidr) -> (u128, u128) {
+        let first = u128::from(c.network());
+        (first, first | !c.mask())
+    }
+    fn addr(n: u128) -> Ipv6Addr {
+        Ipv6Addr::from(n)
+    }
+    fn edge(subnet: &Ipv6Cidr, ip: Ipv6Addr) -> Option<&'static str> {
+        (subnet.prefix <= 126 && ip == subnet.network())
+            .then_some("the subnet-router anycast address")
+    }
 }
+
+/// Why a v6 address cannot be handed out.
+pub type Ipam6Error = PoolError<V6>;
 
 /// The v6 addresses of one network: reserved, allocated, and where dynamic ones come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pool6 {
-    subnet: Ipv6Cidr,
-    range: Ipv6Cidr,
-    gateway: Option<Ipv6Addr>,
-    aux: BTreeMap<Ipv6Addr, String>,
-    used: BTreeSet<Ipv6Addr>,
-    /// Every address of the range below it is in use or reserved (lowest-free allocation
-    /// starts here).
-    cursor: u128,
-}
-
-/// The first and last address of `c`, as numbers.
-fn bounds(c: Ipv6Cidr) -> (u128, u128) {
-    let first = u128::from(c.network());
-    (first, first | !c.mask())
-}
-
-impl Pool6 {
-    /// A pool over `subnet` whose dynamic addresses come from `range` (default: the subnet).
-    /// The subnet-router anycast address (the prefix itself), `gateway` and `aux` (name,
-    /// address) are never handed out. The caller has checked they lie inside the subnet.
-    pub fn new<'a>(
-        subnet: Ipv6Cidr,
-        range: Option<Ipv6Cidr>,
-        gateway: Ipv6Addr,
-        aux: impl IntoIterator<Item = (&'a String, &'a Ipv6Addr)>,
-    ) -> Pool6 {
-        let mut p = Pool6::restore(subnet, range, Some(gateway), BTreeSet::new());
-        p.aux = aux
-            .into_iter()
-            .map(|(name, ip)| (*ip, format!("auxiliary address {name:?}")))
-            .collect();
-        p
-    }
-
-    /// A pool as it was stored: its gateway (if it has one) and the addresses in use.
-    pub fn restore(
-        subnet: Ipv6Cidr,
-        range: Option<Ipv6Cidr>,
-        gateway: Option<Ipv6Addr>,
-        used: BTreeSet<Ipv6Addr>,
-    ) -> Pool6 {
-        let range = range.unwrap_or(subnet);
-        Pool6 {
-            subnet,
-            range,
-            gateway,
-            aux: BTreeMap::new(),
-            used,
-            cursor: bounds(range).0,
-        }
-    }
-
-    /// The subnet.
-    pub fn subnet(&self) -> Ipv6Cidr {
-        self.subnet
-    }
-
-    /// Where dynamic addresses come from (the subnet unless an ip range was given).
-    pub fn range(&self) -> Ipv6Cidr {
-        self.range
-    }
-
-    /// The gateway, if it has one.
-    pub fn gateway(&self) -> Option<Ipv6Addr> {
-        self.gateway
-    }
-
-    /// The addresses in use (the gateway is not among them).
-    pub fn used(&self) -> &BTreeSet<Ipv6Addr> {
-        &self.used
-    }
-
-    /// What `ip` is reserved for, if it is: the subnet-router anycast address (RFC 4291
-    /// section 2.6.1, except in a /127 or /128), the gateway, an auxiliary address.
-    fn reserved_for(&self, ip: Ipv6Addr) -> Option<&str> {
-        if self.subnet.prefix <= 126 && ip == self.subnet.network() {
-            Some("the subnet-router anycast address")
-        } else if self.gateway == Some(ip) {
-            Some("the gateway")
-        } else {
-            self.aux.get(&ip).map(String::as_str)
-        }
-    }
-
-    /// True when an endpoint has `ip`.
-    pub fn in_use(&self, ip: Ipv6Addr) -> bool {
-        self.used.contains(&ip)
-    }
-
-    /// The lowest free address of the range: docker's default allocation. Every address it
-    /// steps over is in use or reserved, so it takes at most `used + aux + 3` steps.
-    pub fn allocate(&mut self) -> Result<Ipv6Addr, Ipam6Error> {
-        let (_, last) = bounds(self.range);
-        let mut n = self.cursor;
-        loop {
-            let ip = Ipv6Addr::from(n);
-            if n > last {
-                return Err(Ipam6Error::Exhausted { range: self.range });
-            }
-            if self.subnet.contains(ip)
-                && !self.used.contains(&ip)
-                && self.reserved_for(ip).is_none()
-            {
-                self.used.insert(ip);
-                self.cursor = n.saturating_add(1);
-                return Ok(ip);
-            }
-            n = match n.checked_add(1) {
-                Some(next) => next,
-                None => return Err(Ipam6Error::Exhausted { range: self.range }),
-            };
-        }
-    }
-
-    /// Takes a static address: anywhere in the subnet (also outside the range, as docker
-    /// allows), but not reserved and not in use.
-    pub fn claim(&mut self, ip: Ipv6Addr) -> Result<(), Ipam6Error> {
-        self.check(ip)?;
-        self.used.insert(ip);
-        Ok(())
-    }
-
-    /// Whether `claim(ip)` would succeed, without taking it.
-    pub fn check(&self, ip: Ipv6Addr) -> Result<(), Ipam6Error> {
-        if !self.subnet.contains(ip) {
-            return Err(Ipam6Error::OutsideSubnet {
-                ip,
-                subnet: self.subnet,
-            });
-        }
-        if let Some(why) = self.reserved_for(ip) {
-            return Err(Ipam6Error::Reserved {
-                ip,
-                why: why.to_string(),
-            });
-        }
-        if self.used.contains(&ip) {
-            return Err(Ipam6Error::InUse { ip });
-        }
-        Ok(())
-    }
-
-    /// Gives `ip` back (the next allocation may hand it out again); false when it was not
-    /// allocated.
-    pub fn release(&mut self, ip: Ipv6Addr) -> bool {
-        let was = self.used.remove(&ip);
-        if was {
-            self.cursor = self.cursor.min(u128::from(ip).max(bounds(self.range).0));
-        }
-        was
-    }
-}
+pub type Pool6 = AddrPool<V6>;
 
 /// The ULA /48 the default v6 prefixes come from (fd00:5c1c:e::/48, "sluice"), split into
 /// /64s in order, as docker splits its default address pools.
@@ -225,6 +66,7 @@ pub fn next_free_subnet6<'a>(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     fn cidr(s: &str) -> Ipv6Cidr {
         s.parse().unwrap()

@@ -6,6 +6,7 @@
 // No unsafe code: the few libc calls go through `sluice-sys`.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod compile;
 pub mod daemon;
 pub mod dns;

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::config_v6::{Ipv6Cidr, NetworkV6};
+pub use crate::config_v6::{Ipv6Cidr, NetworkV6, UplinkV6};
 use crate::frame::{NetworkId, PortId};
 use crate::wire::MacAddr;
 
@@ -64,19 +64,30 @@ impl std::fmt::Display for Ipv4Cidr {
 impl std::str::FromStr for Ipv4Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, p) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR (expected ADDRESS/PREFIX)"))?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
-        let prefix: u8 = p
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| format!("{p:?} is not a prefix length (0-32)"))?;
+        let (addr, prefix) = parse_cidr(s, "IPv4", 32)?;
         Ok(Ipv4Cidr { addr, prefix })
     }
+}
+
+/// Splits `ADDRESS/PREFIX` into an address of `family` (IPv4 or IPv6) and a prefix length of
+/// at most `max`, with an error message that says which part is wrong.
+pub(crate) fn parse_cidr<A: std::str::FromStr>(
+    s: &str,
+    family: &str,
+    max: u8,
+) -> Result<(A, u8), String> {
+    let (a, p) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not a CIDR (expected ADDRESS/PREFIX)"))?;
+    let addr = a
+        .parse()
+        .map_err(|_| format!("{a:?} is not an {family} address"))?;
+    let prefix: u8 = p
+        .parse()
+        .ok()
+        .filter(|p| *p <= max)
+        .ok_or_else(|| format!("{p:?} is not a prefix length (0-{max})"))?;
+    Ok((addr, prefix))
 }
 
 fn default_true() -> bool {
@@ -434,6 +445,9 @@ pub struct Config {
     /// The multi-host part of overlay networks (VXLAN).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overlays: Vec<crate::overlay::OverlayConfig>,
+    /// The uplinks' IPv6 sides (NAT66, published ports over v6, routed v6 networks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uplinks6: Vec<UplinkV6>,
 }
 
 #[cfg(test)]

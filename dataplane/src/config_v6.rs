@@ -5,6 +5,9 @@ use std::net::Ipv6Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::parse_cidr;
+use crate::frame::PortId;
+
 /// An IPv6 prefix such as fd00:9::/64.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct Ipv6Cidr {
@@ -53,17 +56,7 @@ impl std::fmt::Display for Ipv6Cidr {
 impl std::str::FromStr for Ipv6Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, p) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR (expected ADDRESS/PREFIX)"))?;
-        let addr: Ipv6Addr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IPv6 address"))?;
-        let prefix: u8 = p
-            .parse()
-            .ok()
-            .filter(|p| *p <= 128)
-            .ok_or_else(|| format!("{p:?} is not a prefix length (0-128)"))?;
+        let (addr, prefix) = parse_cidr(s, "IPv6", 128)?;
         Ok(Ipv6Cidr { addr, prefix })
     }
 }
@@ -77,6 +70,24 @@ pub struct NetworkV6 {
     pub subnet: Ipv6Cidr,
     /// The v6 gateway address, inside `subnet`.
     pub gateway: Ipv6Addr,
+    /// docker's `gateway_mode_ipv6=routed`: the network's prefix is routed through the uplink
+    /// untranslated (only replies and published container ports come in); false: NAT66
+    /// masquerade to the uplink's v6 address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub routed: bool,
+}
+
+/// An uplink's IPv6 side (`sluiced --uplink-ip6 --uplink-gateway6`): the NAT66 source, where
+/// published ports are reached over v6, and the next hop of the networks' v6 traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkV6 {
+    /// The uplink port this belongs to (one of `Config::uplink`, `Config::network_uplinks`).
+    pub port: PortId,
+    /// sluice's v6 address on the uplink and its on-link prefix.
+    pub ip: Ipv6Cidr,
+    /// Next hop for v6 destinations outside `ip`'s prefix (none: only on-link ones).
+    #[serde(default)]
+    pub next_hop: Option<Ipv6Addr>,
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! halves of every attached port (AF_PACKET sockets join one fanout group per interface, TAP
 //! devices are opened multi-queue), and loops: read a batch per port, `Worker::process` it,
 //! send every frame to its egress ports (retagged for each), release the RX memory, flush each
-//! touched TX port once. After traffic it busy-polls for a bounded time, then sleeps in epoll.
+//! touched TX port once. After traffic it keeps polling for a bounded time (spinning, then
+//! yielding its CPU: [`PollPolicy`]), then sleeps in epoll.
 //! Worker 0 also runs the periodic housekeeping (FDB aging, conntrack expiry); every worker reads
 //! its ports' kernel counters (ring drops) once a second into a table the runtime reports
 //! ([`Runtime::port_kernel_stats`]).
@@ -33,6 +34,7 @@ use crate::counters::{DropReason, WorkerCounters, MAX_PORTS};
 use crate::frame::{Frame, Meta, PortId, Verdict, HEADROOM};
 use crate::pipeline::{Dataplane, Worker};
 use crate::port::afpacket::{self, AfPacketConfig, AfPacketError};
+use crate::port::poll::{Idle, PollPolicy};
 use crate::port::tap::{self, TapConfig, TapError};
 use crate::port::{KernelPortStats, RxPort, TxError, TxPort};
 use crate::tables::Tables;
@@ -200,11 +202,13 @@ fn port_token(id: PortId) -> Token {
 
 /// Opens one pair of halves of `port`, set up to share the interface with the other workers'
 /// pairs when there are several workers (fanout group, queue of a multi-queue TAP). An
-/// AF_PACKET port binds a spare prepared socket when `spares` has one.
+/// AF_PACKET port binds a spare prepared socket when `spares` has one. The `first` pair of a
+/// TAP port also reports the device's counters (kept per device, not per queue).
 fn open_port(
     port: &PortConfig,
     cfg: &RuntimeConfig,
     spares: &Spares,
+    first: bool,
 ) -> Result<(Rx, Tx), RuntimeError> {
     let shared = cfg.workers > 1;
     let (id, name) = (port.id, port.name.as_str());
@@ -221,6 +225,7 @@ fn open_port(
             let c = TapConfig {
                 multi_queue: shared,
                 rx_buffers: cfg.tap_buffers,
+                device_counters: first,
             };
             let (r, t) = tap::open(name, id, &c)?;
             (Box::new(r), Box::new(t))
@@ -391,7 +396,7 @@ impl Runtime {
             return Err(RuntimeError::AlreadyAttached(port.id));
         }
         let mut halves = (0..self.mailboxes.len())
-            .map(|_| open_port(port, &self.cfg, &self.spares))
+            .map(|i| open_port(port, &self.cfg, &self.spares, i == 0))
             .collect::<Result<Vec<_>, _>>()?
             .into_iter();
         let id = port.id;
@@ -425,9 +430,11 @@ impl Runtime {
         }
     }
 
-    /// What the kernel counted for each attached port since it was attached (frames queued to
-    /// and dropped at its AF_PACKET rings, summed over the workers' sockets), as of the
-    /// workers' last once-a-second read. TAP ports report zeros.
+    /// What the kernel counted for each attached port since it was attached, as of the
+    /// workers' last once-a-second read: frames queued to and dropped at its AF_PACKET rings
+    /// (summed over the workers' sockets); for a TAP port, frames the device sent toward
+    /// sluice and dropped (its queues full) plus frames lost to failed reads or skipped as
+    /// malformed.
     pub fn port_kernel_stats(&self) -> Vec<(PortId, KernelPortStats)> {
         let table = self.kernel_stats.lock();
         table.iter().map(|(id, s)| (*id, *s)).collect()
@@ -577,7 +584,7 @@ fn run(
     };
     let mut events = Events::with_capacity(64);
     let mut touched = Vec::new();
-    let mut last_frame = Instant::now();
+    let mut idle = PollPolicy::new(cfg.busy_poll, IDLE_SLEEP, Instant::now());
     let mut last_second = Millis::now();
     while !stop.load(Ordering::Relaxed) {
         if inbox.pending.load(Ordering::Acquire) {
@@ -620,17 +627,18 @@ fn run(
             }
         }
         flush_touched(&mut touched, &mut ports.tx);
-        if got > 0 {
-            last_frame = Instant::now();
-        } else if last_frame.elapsed() >= cfg.busy_poll {
-            // Idle: push out frames a full ring held back, then sleep until a port is readable
-            // or a command arrives.
-            for tx in ports.tx.iter_mut().flatten() {
-                let _ = tx.flush();
+        match idle.after_round(got, Instant::now()) {
+            Idle::Spin => std::hint::spin_loop(),
+            // Endpoints on this CPU run now; with none runnable this returns at once.
+            Idle::Yield => std::thread::yield_now(),
+            Idle::Block(timeout) => {
+                // Push out frames a full ring held back, then sleep until a port is readable
+                // or a command arrives.
+                for tx in ports.tx.iter_mut().flatten() {
+                    let _ = tx.flush();
+                }
+                let _ = poll.poll(&mut events, Some(timeout));
             }
-            let _ = poll.poll(&mut events, Some(IDLE_SLEEP));
-        } else {
-            std::hint::spin_loop();
         }
         if now.0.saturating_sub(last_second.0) >= 1000 {
             once_a_second(&worker, &mut ports, kernel_stats, housekeeper, now);

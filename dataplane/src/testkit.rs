@@ -242,6 +242,7 @@ impl Scenario {
                 forwards: vec![forward(L4Proto::Tcp), forward(L4Proto::Udp)],
                 nat: NatConfig::default(),
                 overlays: Vec::new(),
+                uplinks6: Vec::new(),
             },
         }
     }

@@ -55,6 +55,9 @@ pub struct SandboxIface {
     pub ip: Ipv4Cidr,
     /// Default route via this gateway; `None` adds no default route (secondary networks).
     pub gateway: Option<Ipv4Addr>,
+    /// A default route on the link itself, with no gateway (ipvlan's routed modes); only
+    /// without `gateway`.
+    pub default_on_link: bool,
     /// MTU of both ends.
     pub mtu: u16,
     /// The sandbox end's IPv6 address on a dual-stack network (the kernel adds the
@@ -255,6 +258,9 @@ impl SandboxIface {
         if self.ip.addr.is_unspecified() || self.ip.addr.is_multicast() {
             return bad(format!("{} is not a host address", self.ip.addr));
         }
+        if self.default_on_link && self.gateway.is_some() {
+            return bad("a default route on the link takes no gateway".into());
+        }
         if let Some(gw) = self.gateway {
             if !self.ip.contains(gw) || gw == self.ip.addr {
                 return bad(format!(
@@ -313,6 +319,7 @@ mod tests {
             mac: MacAddr([0x02, 0x42, 10, 0, 0, 2]),
             ip: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 2), 24).unwrap(),
             gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            default_on_link: false,
             mtu: 1500,
             ipv6: Some(SandboxIpv6 {
                 addr: "fd00::2".parse().unwrap(),
@@ -354,12 +361,21 @@ mod tests {
             ..iface()
         };
         assert!(no_gw.validate().is_ok());
+        let on_link = SandboxIface {
+            default_on_link: true,
+            ..no_gw.clone()
+        };
+        assert!(on_link.validate().is_ok());
         let v4_only = SandboxIface {
             ipv6: None,
             ..iface()
         };
         assert!(v4_only.validate().is_ok());
         let cases = [
+            SandboxIface {
+                default_on_link: true,
+                ..iface()
+            },
             SandboxIface { mtu: 67, ..iface() },
             SandboxIface {
                 mac: MacAddr::BROADCAST,

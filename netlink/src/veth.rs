@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
-use rtnetlink::packet_route::route::RouteMessage;
+use rtnetlink::packet_route::route::{RouteMessage, RouteScope};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::wire::MacAddr;
@@ -34,7 +34,7 @@ fn veth_message(host_ifname: &str, mtu: u16, peer: LinkMessage) -> LinkMessage {
 /// Plugs `sandbox` into sluice: a veth pair whose host end `host_ifname` (MTU set, up, no
 /// address) stays in the current namespace for the dataplane, and whose peer appears inside the
 /// sandbox as `sandbox_ifname` with the MAC, MTU and IPv4 (and IPv6) address asked for, up,
-/// with `lo` up and the default routes via the gateways given. On any failure whatever was
+/// with `lo` up and the default routes via the gateways given (or on the link). On any failure whatever was
 /// created is removed and the error returned. The work runs in a task of its own, so dropping the
 /// returned future (a client hanging up) does not stop it halfway. Must be called from a tokio
 /// runtime.
@@ -141,12 +141,11 @@ async fn configure_sandbox(conn: &Conn, iface: &SandboxIface) -> Result<(), Netl
     addr?;
     lo?;
     up?;
+    let default = RouteMessageBuilder::<Ipv4Addr>::new().output_interface(index);
     if let Some(gw) = iface.gateway {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gw)
-            .output_interface(index)
-            .build();
-        add_route(conn, name, route).await?;
+        add_route(conn, name, default.gateway(gw).build()).await?;
+    } else if iface.default_on_link {
+        add_route(conn, name, default.scope(RouteScope::Link).build()).await?;
     }
     if let Some(v6) = iface.ipv6 {
         configure_ipv6(conn, name, index, v6).await?;
@@ -181,7 +180,7 @@ async fn configure_ipv6(
     Ok(())
 }
 
-/// Adds `route` (a default route via a gateway, of either family) on `name`.
+/// Adds `route` (a default route via a gateway or on the link, of either family) on `name`.
 async fn add_route(conn: &Conn, name: &str, route: RouteMessage) -> Result<(), NetlinkError> {
     conn.run(
         Step::SetRoute,

@@ -3,7 +3,7 @@
 //! engine owns the listeners the forwards become.
 #![forbid(unsafe_code)]
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::{json, Value};
 
@@ -28,11 +28,11 @@ pub struct HostFwd {
     /// TCP or UDP.
     pub proto: Proto,
     /// The host address to listen on.
-    pub host_addr: Ipv4Addr,
+    pub host_addr: IpAddr,
     /// The host port.
     pub host_port: u16,
     /// The guest address.
-    pub guest_addr: Ipv4Addr,
+    pub guest_addr: IpAddr,
     /// The guest port.
     pub guest_port: u16,
 }
@@ -91,23 +91,36 @@ fn port(args: &Value, name: &str) -> Result<u16, String> {
         .ok_or_else(|| error_reply(&format!("add_hostfwd: bad arguments.{name}")))
 }
 
-fn addr(args: &Value, name: &str, default: Ipv4Addr) -> Result<Ipv4Addr, String> {
+fn addr(args: &Value, name: &str, default: Option<IpAddr>) -> Result<IpAddr, String> {
+    let bad = || error_reply(&format!("add_hostfwd: bad arguments.{name}"));
     match args.get(name).and_then(Value::as_str) {
-        None | Some("") => Ok(default),
-        Some(s) => s
-            .parse()
-            .map_err(|_| error_reply(&format!("add_hostfwd: bad arguments.{name}"))),
+        None | Some("") => default.ok_or_else(bad),
+        Some(s) => s.parse().map_err(|_| bad()),
     }
 }
 
-fn parse_add(args: &Value, default_guest: Ipv4Addr) -> Result<Request, String> {
+/// The guest addresses forwards go to when the request names none: the one of the host
+/// address's family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guests {
+    /// The IPv4 guest address.
+    pub v4: Ipv4Addr,
+    /// The guest's IPv6 address, once known.
+    pub v6: Option<Ipv6Addr>,
+}
+
+fn parse_add(args: &Value, guests: &Guests) -> Result<Request, String> {
     let proto = match args.get("proto").and_then(Value::as_str) {
         Some("tcp") => Proto::Tcp,
         Some("udp") => Proto::Udp,
         _ => return Err(error_reply("add_hostfwd: bad arguments.proto")),
     };
-    let host_addr = addr(args, "host_addr", Ipv4Addr::UNSPECIFIED)?;
+    let host_addr = addr(args, "host_addr", Some(Ipv4Addr::UNSPECIFIED.into()))?;
     let host_port = port(args, "host_port")?;
+    let default_guest = match host_addr {
+        IpAddr::V4(_) => Some(guests.v4.into()),
+        IpAddr::V6(_) => guests.v6.map(IpAddr::from),
+    };
     let guest_addr = addr(args, "guest_addr", default_guest)?;
     let guest_port = port(args, "guest_port")?;
     Ok(Request::Add(HostFwd {
@@ -121,7 +134,7 @@ fn parse_add(args: &Value, default_guest: Ipv4Addr) -> Result<Request, String> {
 }
 
 /// Parses one request (the bytes read from a connection); the error is the reply to send.
-pub fn parse_request(bytes: &[u8], default_guest: Ipv4Addr) -> Result<Request, String> {
+pub fn parse_request(bytes: &[u8], guests: &Guests) -> Result<Request, String> {
     if bytes.len() >= MAX_REQUEST {
         return Err(error_reply("too large message"));
     }
@@ -132,7 +145,7 @@ pub fn parse_request(bytes: &[u8], default_guest: Ipv4Addr) -> Result<Request, S
     let args = v.get("arguments").cloned().unwrap_or(Value::Null);
     match v.get("execute").and_then(Value::as_str) {
         None => Err(error_reply("no execute found")),
-        Some("add_hostfwd") => parse_add(&args, default_guest),
+        Some("add_hostfwd") => parse_add(&args, guests),
         Some("list_hostfwd") => Ok(Request::List),
         Some("remove_hostfwd") => Ok(Request::Remove(
             args.get("id")
@@ -184,10 +197,37 @@ impl Forwards {
 mod tests {
     use super::*;
 
-    const GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
+    const GUEST: &Guests = &Guests {
+        v4: Ipv4Addr::new(10, 0, 2, 100),
+        v6: None,
+    };
 
     fn err(req: &str) -> String {
         parse_request(req.as_bytes(), GUEST).unwrap_err()
+    }
+
+    #[test]
+    fn v6_forwards_default_to_the_guest_v6_address() {
+        let req = br#"{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "::1", "host_port": 8080, "guest_port": 80}}"#;
+        assert!(parse_request(req, GUEST)
+            .unwrap_err()
+            .contains("bad arguments.guest_addr"));
+        let guest6: Ipv6Addr = "fd00::64".parse().unwrap();
+        let guests = Guests {
+            v6: Some(guest6),
+            ..*GUEST
+        };
+        let Ok(Request::Add(fwd)) = parse_request(req, &guests) else {
+            panic!("not an add");
+        };
+        assert_eq!(
+            (fwd.host_addr, fwd.guest_addr),
+            ("::1".parse().unwrap(), IpAddr::from(guest6))
+        );
+        let mut f = Forwards::default();
+        f.add(fwd);
+        let list: Value = serde_json::from_str(&list_reply(f.list())).unwrap();
+        assert_eq!(list["entries"][0]["guest_addr"], "fd00::64");
     }
 
     #[test]
@@ -200,7 +240,7 @@ mod tests {
         let Request::Add(fwd) = r else {
             panic!("{r:?}")
         };
-        assert_eq!(fwd.guest_addr, GUEST);
+        assert_eq!(fwd.guest_addr, GUEST.v4);
         let mut f = Forwards::default();
         let added = f.add(fwd);
         assert_eq!(added_reply(added.id), r#"{"return":{"id":1}}"#);

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,18 +13,20 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, UdpSocket, UnixListener};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use sluice_dataplane::frame::{GsoType, Offload};
+use sluice_dataplane::wire::vnet::{read_vnet, write_vnet};
 use sluice_dataplane::wire::{ethernet, icmpv4, EthernetFrame, Ipv4Packet, MacAddr};
-use sluice_dataplane::wire::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use sluice_dataplane::wire::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::api::{self, Forwards, HostFwd, Proto, Request};
-use crate::config::{virtual_mac, NetConfig};
+use crate::config::{virtual_mac, NetConfig, DNS6, GATEWAY6, ROUTER_LL};
 use crate::counters::{Counters, Drop};
 use crate::flows::{self, PingFlow, TcpFlow, TcpSock, UdpFlow, UdpPath};
-use crate::frame::{Ends, ETH_LEN, L4_AT, MAX_FRAME};
+use crate::frame::{Ends, ETH_LEN, MAX_FRAME};
 use crate::netns::VNET_HDR_LEN;
 use crate::tcp::{self, GuestTx, TcpConn, Verdict};
 use crate::udp::{self, FlowKey, FlowTable};
-use crate::{arp, dhcp, icmp};
+use crate::{arp, dhcp, icmp, unreach};
 
 const TAP: Token = Token(0);
 const EXIT: Token = Token(1);
@@ -92,22 +94,27 @@ impl GuestTx for TapTx {
     fn tso(&self) -> bool {
         self.vnet_hdr
     }
-    fn send_tso(&mut self, len: usize, gso_size: u16) {
+    fn send_tso(&mut self, len: usize, gso_size: u16, ends: &Ends) {
+        let off = Offload {
+            gso: if ends.is_v6() {
+                GsoType::TcpV6
+            } else {
+                GsoType::TcpV4
+            },
+            gso_size,
+            hdr_len: tcp::payload_at(ends) as u16,
+            csum_partial: true,
+            csum_start: ends.l4_at() as u16,
+            csum_offset: TCP_CSUM_OFFSET,
+            ..Offload::default()
+        };
         let mut hdr = [0u8; VNET_HDR_LEN];
-        hdr[0] = VNET_F_NEEDS_CSUM;
-        hdr[1] = VNET_GSO_TCPV4;
-        hdr[2..4].copy_from_slice(&(tcp::PAYLOAD_AT as u16).to_ne_bytes());
-        hdr[4..6].copy_from_slice(&gso_size.to_ne_bytes());
-        hdr[6..8].copy_from_slice(&(L4_AT as u16).to_ne_bytes());
-        hdr[8..10].copy_from_slice(&TCP_CSUM_OFFSET.to_ne_bytes());
-        self.write_frame(&hdr, len);
+        if write_vnet(&off, &mut hdr).is_ok() {
+            self.write_frame(&hdr, len);
+        }
     }
 }
 
-/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
-const VNET_F_NEEDS_CSUM: u8 = 1;
-/// `VIRTIO_NET_HDR_GSO_TCPV4`.
-const VNET_GSO_TCPV4: u8 = 1;
 /// Where the checksum lies in a TCP header.
 const TCP_CSUM_OFFSET: u16 = 16;
 
@@ -163,7 +170,7 @@ pub struct Engine {
     counters: Counters,
     tcp: FlowTable<FlowKey, TcpFlow>,
     udp: FlowTable<FlowKey, UdpFlow>,
-    ping: FlowTable<(u16, Ipv4Addr), PingFlow>,
+    ping: FlowTable<(u16, IpAddr), PingFlow>,
     forwards: Forwards,
     listeners: Vec<(u32, Listener)>,
     api: Option<(UnixListener, ApiPath)>,
@@ -174,6 +181,10 @@ pub struct Engine {
     window_watch: Vec<usize>,
     /// The frame being handled has an L4 checksum the guest left partial (offload).
     csum_partial: bool,
+    /// The guest's IPv6 address in the prefix, once seen (the default of IPv6 forwards).
+    guest6: Option<std::net::Ipv6Addr>,
+    /// When the next unsolicited router advertisement is due (engine milliseconds).
+    next_ra: u64,
 }
 
 fn io(what: &'static str) -> impl Fn(io::Error) -> EngineError {
@@ -235,6 +246,8 @@ impl Engine {
             next_iss: seed,
             window_watch: Vec::new(),
             csum_partial: false,
+            guest6: None,
+            next_ra: 0,
         })
     }
 
@@ -311,12 +324,9 @@ impl Engine {
     /// Handles one frame read with its virtio-net header: a TCP super-frame is handled as one
     /// large segment, and a partial (offloaded) checksum is not verified.
     fn on_vnet_frame(&mut self, bytes: &[u8]) -> Result<(), Drop> {
-        const NEEDS_CSUM: u8 = 1;
-        const DATA_VALID: u8 = 2;
-        let (hdr, frame) = bytes
-            .split_at_checked(VNET_HDR_LEN)
-            .ok_or(Drop::Malformed)?;
-        self.csum_partial = hdr[0] & (NEEDS_CSUM | DATA_VALID) != 0;
+        let off = read_vnet(bytes).map_err(|_| Drop::Malformed)?;
+        let frame = &bytes[VNET_HDR_LEN..];
+        self.csum_partial = off.csum_partial || off.data_valid;
         let r = self.on_frame(frame);
         self.csum_partial = false;
         r
@@ -336,6 +346,7 @@ impl Engine {
                 Ok(())
             }
             ethernet::ETHERTYPE_IPV4 => self.on_ipv4(&frame[ETH_LEN..]),
+            ethernet::ETHERTYPE_IPV6 => self.on_ipv6(frame),
             _ => Err(Drop::Unsupported),
         }
     }
@@ -350,66 +361,105 @@ impl Engine {
         }
         let (src, dst) = (ip.src(), ip.dst());
         match ip.protocol() {
-            IPPROTO_TCP => self.on_guest_tcp(ip.payload(), src, dst),
-            IPPROTO_UDP => self.on_guest_udp(ip.payload(), src, dst),
+            IPPROTO_TCP => self.on_guest_tcp(ip.payload(), src.into(), dst.into()),
+            IPPROTO_UDP => self.on_guest_udp(ip.payload(), src.into(), dst.into()),
             IPPROTO_ICMP => self.on_guest_icmp(ip.payload(), src, dst),
             _ => Err(Drop::Unsupported),
         }
     }
 
     /// The ends of frames from `from` (as the guest sees it) to the guest at `guest`.
-    fn ends(&self, from: Ipv4Addr, guest: Ipv4Addr) -> Ends {
-        let mac_of = if from == self.net.dns {
-            self.net.dns
-        } else {
-            self.net.gateway
-        };
+    fn ends(&self, from: IpAddr, guest: IpAddr) -> Ends {
         Ends {
-            src_mac: virtual_mac(mac_of),
+            src_mac: self.net.mac_for(from),
             dst_mac: self.guest_mac,
             src: from,
             dst: guest,
         }
     }
 
+    /// True for the addresses the engine answers for itself (echo, neighbour discovery).
+    fn is_local(&self, ip: IpAddr) -> bool {
+        let dns = self.net.dns_enabled;
+        match ip {
+            IpAddr::V4(ip) => ip == self.net.gateway || (dns && ip == self.net.dns),
+            IpAddr::V6(ip) => {
+                self.net.ipv6 && (ip == GATEWAY6 || ip == ROUTER_LL || (dns && ip == DNS6))
+            }
+        }
+    }
+
     fn on_guest_icmp(&mut self, l4: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<(), Drop> {
         let echo = icmp::parse_echo(l4, icmpv4::ECHO_REQUEST)?;
-        if dst == self.net.gateway || (dst == self.net.dns && self.net.dns_enabled) {
+        self.on_guest_echo(&echo, src.into(), dst.into())
+    }
+
+    /// An echo request from the guest: answered here for the local addresses, carried by a
+    /// ping socket to other hosts, or where those are not allowed, by slirp's pseudo-ping (a
+    /// UDP datagram to the echo port: any answer is an echo reply, an error an unreachable).
+    fn on_guest_echo(
+        &mut self,
+        echo: &icmp::Echo<'_>,
+        src: IpAddr,
+        dst: IpAddr,
+    ) -> Result<(), Drop> {
+        if self.is_local(dst) {
             let ends = self.ends(dst, src);
-            let len = icmp::reply_frame(&mut self.tx.buf, &ends, &echo);
+            let len = icmp::reply_frame(&mut self.tx.buf, &ends, echo);
             self.tx.send(len);
             return Ok(());
         }
-        self.net
-            .host_target(SocketAddrV4::new(dst, 0), self.resolver)?;
-        let now = self.now();
-        let key = (echo.ident, dst);
-        let h = match self.ping.find(&key) {
-            Some(h) => h,
-            None => {
-                let sock = flows::ping_connect(dst).map_err(|_| Drop::NoPingSocket)?;
-                let flow = PingFlow {
-                    sock,
-                    ident: echo.ident,
-                    guest: src,
-                    last_used: now,
-                };
-                let h = self.ping.insert(key, flow)?;
-                let flow = self.ping.get_mut(h).ok_or(Drop::HostError)?.1;
-                self.poll
-                    .registry()
-                    .register(&mut flow.sock, Token(PING_BASE + h), Interest::READABLE)
-                    .map_err(|_| Drop::HostError)?;
-                h
-            }
-        };
+        let h = self.ping_flow((echo.ident, dst), src)?;
         let flow = self.ping.get_mut(h).ok_or(Drop::HostError)?.1;
-        flow.last_used = now;
+        flow.last_used = self.start.elapsed().as_millis() as u64;
+        if let Some(pseudo) = &mut flow.pseudo {
+            pseudo.seq = echo.seq;
+            pseudo.data.clear();
+            pseudo.data.extend_from_slice(echo.data);
+            flow.sock
+                .send(flows::PSEUDO_PING_MSG)
+                .map_err(|_| Drop::HostError)?;
+            return Ok(());
+        }
         let mut msg = [0u8; 1500];
         let data = &echo.data[..echo.data.len().min(msg.len() - icmpv4::HEADER_LEN)];
-        let n = icmp::write_echo(&mut msg, icmpv4::ECHO_REQUEST, &icmp::Echo { data, ..echo });
+        let request = icmp::echo_types(dst).0;
+        let n = icmp::write_echo(&mut msg, request, &icmp::Echo { data, ..*echo });
         flow.sock.send(&msg[..n]).map_err(|_| Drop::HostError)?;
         Ok(())
+    }
+
+    /// The echo flow of `key` (identifier, remote), opened if new.
+    fn ping_flow(&mut self, key: (u16, IpAddr), guest: IpAddr) -> Result<usize, Drop> {
+        if let Some(h) = self.ping.find(&key) {
+            return Ok(h);
+        }
+        let to = self
+            .net
+            .host_target(SocketAddr::new(key.1, flows::ECHO_PORT), self.resolver)?;
+        let (sock, pseudo) = match flows::ping_connect(to.ip()) {
+            Ok(s) => (s, None),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let s = flows::udp_connect(to, self.net.outbound_for(to))
+                    .map_err(|_| Drop::NoPingSocket)?;
+                (s, Some(flows::PseudoEcho::default()))
+            }
+            Err(_) => return Err(Drop::NoPingSocket),
+        };
+        let flow = PingFlow {
+            sock,
+            ident: key.0,
+            guest,
+            last_used: self.now(),
+            pseudo,
+        };
+        let h = self.ping.insert(key, flow)?;
+        let flow = self.ping.get_mut(h).ok_or(Drop::HostError)?.1;
+        self.poll
+            .registry()
+            .register(&mut flow.sock, Token(PING_BASE + h), Interest::READABLE)
+            .map_err(|_| Drop::HostError)?;
+        Ok(h)
     }
 
     fn on_ping(&mut self, h: usize) {
@@ -417,30 +467,70 @@ impl Engine {
             return;
         };
         let (remote, ident, guest) = (key.1, flow.ident, flow.guest);
+        let (request, reply) = icmp::echo_types(remote);
         let mut msg = [0u8; 1500];
+        let ends = self.ends(remote, guest);
         loop {
             let Some((_, flow)) = self.ping.get_mut(h) else {
                 return;
             };
-            let n = match flow.sock.recv(&mut msg) {
-                Ok(n) => n,
-                Err(_) => return,
-            };
-            match icmp::parse_echo(&msg[..n], icmpv4::ECHO_REPLY) {
-                Ok(echo) => {
-                    let ends = self.ends(remote, guest);
-                    let len =
-                        icmp::reply_frame(&mut self.tx.buf, &ends, &icmp::Echo { ident, ..echo });
-                    self.tx.send(len);
+            let got = flow.sock.recv(&mut msg);
+            let len = match (got, &flow.pseudo) {
+                (Err(e), _) if e.kind() == io::ErrorKind::WouldBlock => return,
+                (Ok(_), Some(p)) => {
+                    let echo = icmp::Echo {
+                        ident,
+                        seq: p.seq,
+                        data: &p.data,
+                    };
+                    icmp::reply_frame(&mut self.tx.buf, &ends, &echo)
                 }
-                Err(why) => self.counters.drop(why),
-            }
+                (Err(e), Some(p)) => {
+                    let echo = icmp::Echo {
+                        ident,
+                        seq: p.seq,
+                        data: &[],
+                    };
+                    let proto = if remote.is_ipv6() {
+                        IPPROTO_ICMPV6
+                    } else {
+                        IPPROTO_ICMP
+                    };
+                    let why = unreach::Why::from_io(&e);
+                    unreach::error_frame(&mut self.tx.buf, &ends, proto, why, |q| {
+                        icmp::write_echo(q, request, &echo);
+                    })
+                }
+                (Err(_), None) => return,
+                (Ok(n), None) => {
+                    let parsed = if remote.is_ipv6() {
+                        icmp::parse_echo6(&msg[..n], reply)
+                    } else {
+                        icmp::parse_echo(&msg[..n], reply)
+                    };
+                    match parsed {
+                        Ok(echo) => icmp::reply_frame(
+                            &mut self.tx.buf,
+                            &ends,
+                            &icmp::Echo { ident, ..echo },
+                        ),
+                        Err(why) => {
+                            self.counters.drop(why);
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.tx.send(len);
         }
     }
 }
 
 #[path = "engine_l4.rs"]
 mod l4;
+
+#[path = "engine_v6.rs"]
+mod v6;
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

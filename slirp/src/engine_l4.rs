@@ -11,16 +11,11 @@ impl Engine {
         self.next_iss
     }
 
-    pub(super) fn on_guest_tcp(
-        &mut self,
-        l4: &[u8],
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-    ) -> Result<(), Drop> {
+    pub(super) fn on_guest_tcp(&mut self, l4: &[u8], src: IpAddr, dst: IpAddr) -> Result<(), Drop> {
         let seg = tcp::parse(l4, src, dst, !self.csum_partial)?;
         let key = FlowKey {
             guest_port: seg.src_port,
-            remote: SocketAddrV4::new(dst, seg.dst_port),
+            remote: SocketAddr::new(dst, seg.dst_port),
         };
         let now = self.now();
         if let Some(h) = self.tcp.find(&key) {
@@ -40,7 +35,7 @@ impl Engine {
             .net
             .host_target(key.remote, self.resolver)
             .and_then(|to| {
-                TcpSock::connect(to, self.net.outbound_addr).map_err(|_| Drop::HostError)
+                TcpSock::connect(to, self.net.outbound_for(to)).map_err(|_| Drop::HostError)
             });
         let sock = match opened {
             Ok(s) => s,
@@ -121,27 +116,23 @@ impl Engine {
         self.finish_tcp(h, v);
     }
 
-    pub(super) fn on_guest_udp(
-        &mut self,
-        l4: &[u8],
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-    ) -> Result<(), Drop> {
+    pub(super) fn on_guest_udp(&mut self, l4: &[u8], src: IpAddr, dst: IpAddr) -> Result<(), Drop> {
         let d = udp::parse(l4, src, dst, !self.csum_partial)?;
-        if d.dst_port == dhcp::SERVER_PORT && (dst.is_broadcast() || dst == self.net.gateway) {
+        let to_server = dst == IpAddr::from(Ipv4Addr::BROADCAST) || dst == self.net.gateway;
+        if d.dst_port == dhcp::SERVER_PORT && to_server {
             return self.answer_dhcp(d.payload);
         }
         let key = FlowKey {
             guest_port: d.src_port,
-            remote: SocketAddrV4::new(dst, d.dst_port),
+            remote: SocketAddr::new(dst, d.dst_port),
         };
         let now = self.now();
         let h = match self.udp.find(&key) {
             Some(h) => h,
             None => {
                 let to = self.net.host_target(key.remote, self.resolver)?;
-                let sock =
-                    flows::udp_connect(to, self.net.outbound_addr).map_err(|_| Drop::HostError)?;
+                let sock = flows::udp_connect(to, self.net.outbound_for(to))
+                    .map_err(|_| Drop::HostError)?;
                 let flow = UdpFlow {
                     path: UdpPath::Own(sock),
                     guest: src,
@@ -176,7 +167,7 @@ impl Engine {
         let Some(n) = dhcp::reply(msg, &self.net, &mut self.tx.buf[udp::PAYLOAD_AT..])? else {
             return Ok(());
         };
-        let ends = self.ends(self.net.gateway, dhcp::REPLY_TO);
+        let ends = self.ends(self.net.gateway.into(), dhcp::REPLY_TO.into());
         let len = udp::frame(
             &mut self.tx.buf,
             &ends,
@@ -188,9 +179,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Sends the datagram at `udp::PAYLOAD_AT` of `n` bytes on flow `key` to the guest.
-    fn udp_to_guest(&mut self, key: FlowKey, guest: Ipv4Addr, n: usize) {
-        let ends = self.ends(*key.remote.ip(), guest);
+    /// Sends the datagram at `udp::payload_at` of `n` bytes on flow `key` to the guest.
+    fn udp_to_guest(&mut self, key: FlowKey, guest: IpAddr, n: usize) {
+        let ends = self.ends(key.remote.ip(), guest);
         let len = udp::frame(
             &mut self.tx.buf,
             &ends,
@@ -202,16 +193,22 @@ impl Engine {
     }
 
     pub(super) fn on_udp(&mut self, h: usize) {
-        let cap = self.tx.buf.len() - udp::PAYLOAD_AT - 40;
         loop {
             let Some((key, flow)) = self.udp.get_mut(h) else {
                 return;
             };
             let (key, guest) = (*key, flow.guest);
             let UdpPath::Own(s) = &flow.path else { return };
-            let n = match s.recv(&mut self.tx.buf[udp::PAYLOAD_AT..udp::PAYLOAD_AT + cap]) {
+            let at = udp::payload_at(key.remote.ip());
+            let n = match s.recv(&mut self.tx.buf[at..MAX_FRAME - 40]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    let ends = self.ends(key.remote.ip(), guest);
+                    let len = udp::port_unreachable(&mut self.tx.buf, &ends, &key);
+                    self.tx.send(len);
+                    continue;
+                }
                 Err(_) => continue,
             };
             flow.last_used = self.start.elapsed().as_millis() as u64;
@@ -230,9 +227,8 @@ impl Engine {
             let r = match l {
                 Listener::Tcp(l) => l.accept().map(|(s, peer)| self.accept_tcp(&fwd, s, peer)),
                 Listener::Udp(s) => {
-                    let cap = self.tx.buf.len() - udp::PAYLOAD_AT - 40;
-                    let at = udp::PAYLOAD_AT;
-                    s.recv_from(&mut self.tx.buf[at..at + cap])
+                    let at = udp::payload_at(fwd.guest_addr);
+                    s.recv_from(&mut self.tx.buf[at..MAX_FRAME - 40])
                         .map(|(n, peer)| self.accept_udp(&fwd, n, peer))
                 }
             };
@@ -246,10 +242,8 @@ impl Engine {
     }
 
     fn peer_key(&self, fwd: &HostFwd, peer: SocketAddr) -> Result<FlowKey, Drop> {
-        let SocketAddr::V4(peer) = peer else {
-            return Err(Drop::Unsupported);
-        };
-        let remote = SocketAddrV4::new(self.net.guest_view(*peer.ip()), peer.port());
+        let seen = self.net.guest_view(peer.ip(), fwd.guest_addr.is_ipv6())?;
+        let remote = SocketAddr::new(seen, peer.port());
         Ok(FlowKey {
             guest_port: fwd.guest_port,
             remote,
@@ -269,7 +263,7 @@ impl Engine {
         let sock = TcpSock::new(stream).map_err(|_| Drop::HostError)?;
         let _ = sock.stream.set_nodelay(true);
         let (iss, now) = (self.iss(), self.now());
-        let ends = self.ends(*key.remote.ip(), fwd.guest_addr);
+        let ends = self.ends(key.remote.ip(), fwd.guest_addr);
         let conn = TcpConn::to_guest(
             ends,
             key.remote.port(),
@@ -357,6 +351,10 @@ impl Engine {
     }
 
     pub(super) fn tick(&mut self, now: u64) {
+        if self.net.ipv6 && now >= self.next_ra {
+            self.send_router_advert();
+            self.next_ra = now + v6::RA_INTERVAL_MS;
+        }
         for h in self.tcp.handles() {
             let Some((_, flow)) = self.tcp.get_mut(h) else {
                 continue;
@@ -395,7 +393,11 @@ impl Engine {
             let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
             let mut buf = vec![0u8; api::MAX_REQUEST];
             let n = conn.read(&mut buf).unwrap_or(0);
-            let reply = match api::parse_request(&buf[..n], self.net.guest) {
+            let guests = api::Guests {
+                v4: self.net.guest,
+                v6: self.guest6,
+            };
+            let reply = match api::parse_request(&buf[..n], &guests) {
                 Ok(req) => self.execute(req),
                 Err(reply) => reply,
             };
@@ -432,7 +434,7 @@ impl Engine {
     }
 
     fn listen(&mut self, fwd: HostFwd) -> io::Result<u32> {
-        let at = SocketAddr::from(SocketAddrV4::new(fwd.host_addr, fwd.host_port));
+        let at = SocketAddr::new(fwd.host_addr, fwd.host_port);
         let mut l = match fwd.proto {
             Proto::Tcp => Listener::Tcp(TcpListener::bind(at)?),
             Proto::Udp => Listener::Udp(UdpSocket::bind(at)?),

@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{self, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::fd::AsFd;
 
 use mio::net::{TcpStream, UdpSocket};
@@ -38,17 +38,17 @@ impl TcpSock {
     }
 
     /// Starts a nonblocking connect to `to`, from `from` when set.
-    pub fn connect(to: SocketAddrV4, from: Option<Ipv4Addr>) -> io::Result<Self> {
+    pub fn connect(to: SocketAddr, from: Option<IpAddr>) -> io::Result<Self> {
         let s = Socket::new(
-            Domain::IPV4,
+            Domain::for_address(to),
             Type::STREAM.nonblocking(),
             Some(Protocol::TCP),
         )?;
         if let Some(ip) = from {
-            s.bind(&SocketAddr::from(SocketAddrV4::new(ip, 0)).into())?;
+            s.bind(&SocketAddr::new(ip, 0).into())?;
         }
         s.set_tcp_nodelay(true)?;
-        match s.connect(&SocketAddr::from(to).into()) {
+        match s.connect(&to.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(e),
@@ -146,20 +146,23 @@ pub struct UdpFlow {
     /// The socket path.
     pub path: UdpPath,
     /// The guest's address (replies go there).
-    pub guest: Ipv4Addr,
+    pub guest: IpAddr,
     /// Last use, in engine milliseconds (idle flows expire).
     pub last_used: u64,
 }
 
 /// Opens a connected UDP socket to `to`, from `from` when set.
-pub fn udp_connect(to: SocketAddrV4, from: Option<Ipv4Addr>) -> io::Result<UdpSocket> {
-    let local = SocketAddrV4::new(from.unwrap_or(Ipv4Addr::UNSPECIFIED), 0);
-    let s = UdpSocket::bind(local.into())?;
-    s.connect(to.into())?;
+pub fn udp_connect(to: SocketAddr, from: Option<IpAddr>) -> io::Result<UdpSocket> {
+    let any = match to {
+        SocketAddr::V4(_) => IpAddr::from([0u8; 4]),
+        SocketAddr::V6(_) => IpAddr::from([0u8; 16]),
+    };
+    let s = UdpSocket::bind(SocketAddr::new(from.unwrap_or(any), 0))?;
+    s.connect(to)?;
     Ok(s)
 }
 
-/// An ICMP echo flow through an unprivileged ping socket.
+/// An ICMP echo flow through an unprivileged ping socket (or a pseudo-ping's UDP socket).
 #[derive(Debug)]
 pub struct PingFlow {
     /// The ping socket (connected to the destination).
@@ -167,18 +170,42 @@ pub struct PingFlow {
     /// The guest's identifier, restored on replies.
     pub ident: u16,
     /// The guest's address.
-    pub guest: Ipv4Addr,
+    pub guest: IpAddr,
     /// Last use, in engine milliseconds.
     pub last_used: u64,
+    /// Set when the flow is a pseudo-ping (a UDP socket to the echo port).
+    pub pseudo: Option<PseudoEcho>,
 }
 
-/// Opens a ping socket connected to `to`; fails where `net.ipv4.ping_group_range` excludes us.
-pub fn ping_connect(to: Ipv4Addr) -> io::Result<UdpSocket> {
+/// The last echo request of a pseudo-ping flow, answered when the host's echo port answers.
+#[derive(Debug, Default)]
+pub struct PseudoEcho {
+    /// Its sequence number.
+    pub seq: u16,
+    /// Its data.
+    pub data: Vec<u8>,
+}
+
+/// The port pseudo-pings go to (echo).
+pub const ECHO_PORT: u16 = 7;
+/// What a pseudo-ping sends (libslirp's text).
+pub const PSEUDO_PING_MSG: &[u8] =
+    b"This is a pseudo-PING packet used by Slirp to emulate ICMP ECHO-REQUEST packets.\n";
+
+/// Opens a ping socket (ICMP or ICMPv6 by the family of `to`) connected to `to`; fails where
+/// `net.ipv4.ping_group_range` (which rules both families) excludes us.
+pub fn ping_connect(to: IpAddr) -> io::Result<UdpSocket> {
+    let proto = if to.is_ipv6() {
+        Protocol::ICMPV6
+    } else {
+        Protocol::ICMPV4
+    };
+    let to = SocketAddr::new(to, 0);
     let s = Socket::new(
-        Domain::IPV4,
+        Domain::for_address(to),
         Type::DGRAM.nonblocking(),
-        Some(Protocol::ICMPV4),
+        Some(proto),
     )?;
-    s.connect(&SocketAddr::from(SocketAddrV4::new(to, 0)).into())?;
+    s.connect(&to.into())?;
     Ok(UdpSocket::from_std(std::net::UdpSocket::from(s)))
 }

@@ -2,10 +2,13 @@
 //! ping sockets (SOCK_DGRAM, IPPROTO_ICMP) for other hosts.
 #![forbid(unsafe_code)]
 
-use sluice_dataplane::wire::{icmpv4, Icmpv4Packet, IPPROTO_ICMP};
+use std::net::IpAddr;
+
+use sluice_dataplane::wire::{icmpv4, icmpv6, Icmpv4Packet, Icmpv6Packet};
+use sluice_dataplane::wire::{IPPROTO_ICMP, IPPROTO_ICMPV6};
 
 use crate::counters::Drop;
-use crate::frame::{ipv4_headers, Ends, L4_AT};
+use crate::frame::{ip_headers, Ends};
 
 /// An echo request or reply, borrowed from a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +38,32 @@ pub fn parse_echo(icmp: &[u8], msg_type: u8) -> Result<Echo<'_>, Drop> {
     })
 }
 
-/// Writes an echo message (`msg_type` request or reply) with `echo` into `buf[L4_AT..]`
-/// without the IP headers; returns its length.
+/// Reads an ICMPv6 echo message of `msg_type` (the checksum is the caller's: it needs the
+/// addresses); other messages are [`Drop::Unsupported`], bad ones [`Drop::Malformed`].
+pub fn parse_echo6(icmp: &[u8], msg_type: u8) -> Result<Echo<'_>, Drop> {
+    let p = Icmpv6Packet::new_checked(icmp).map_err(|_| Drop::Malformed)?;
+    if p.msg_type() != msg_type || p.code() != 0 {
+        return Err(Drop::Unsupported);
+    }
+    Ok(Echo {
+        ident: p.echo_ident(),
+        seq: p.echo_seq(),
+        data: &icmp[icmpv6::HEADER_LEN..],
+    })
+}
+
+/// The echo types of the family of `ip`: (request, reply).
+pub fn echo_types(ip: IpAddr) -> (u8, u8) {
+    if ip.is_ipv6() {
+        (icmpv6::ECHO_REQUEST, icmpv6::ECHO_REPLY)
+    } else {
+        (icmpv4::ECHO_REQUEST, icmpv4::ECHO_REPLY)
+    }
+}
+
+/// Writes an echo message (`msg_type` request or reply) with `echo` into `buf` without the
+/// IP headers; returns its length. The checksum is ICMPv4's (an ICMPv6 message gets its own
+/// from the kernel of a ping socket, or from [`reply_frame`]).
 pub fn write_echo(buf: &mut [u8], msg_type: u8, echo: &Echo<'_>) -> usize {
     let len = icmpv4::HEADER_LEN + echo.data.len();
     buf[icmpv4::HEADER_LEN..len].copy_from_slice(echo.data);
@@ -49,17 +76,26 @@ pub fn write_echo(buf: &mut [u8], msg_type: u8, echo: &Echo<'_>) -> usize {
     len
 }
 
-/// Builds the full echo-reply frame for the guest in `out`; returns its length.
+/// Builds the full echo-reply frame (ICMP or ICMPv6 by the family of `ends`) for the guest in
+/// `out`; returns its length.
 pub fn reply_frame(out: &mut [u8], ends: &Ends, echo: &Echo<'_>) -> usize {
-    let len = write_echo(&mut out[L4_AT..], icmpv4::ECHO_REPLY, echo);
-    ipv4_headers(out, ends, IPPROTO_ICMP, len, 0)
+    let at = ends.l4_at();
+    let len = write_echo(&mut out[at..], echo_types(ends.dst).1, echo);
+    let proto = match (ends.src, ends.dst) {
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            Icmpv6Packet::new_unchecked(&mut out[at..at + len]).fill_checksum(src, dst);
+            IPPROTO_ICMPV6
+        }
+        _ => IPPROTO_ICMP,
+    };
+    ip_headers(out, ends, proto, len, 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_dataplane::wire::{EthernetFrame, Ipv4Packet, MacAddr};
-    use std::net::Ipv4Addr;
+    use sluice_dataplane::wire::{EthernetFrame, Ipv4Packet, Ipv6Packet, MacAddr};
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn request_round_trips_into_a_reply() {
@@ -75,8 +111,8 @@ mod tests {
         let ends = Ends {
             src_mac: MacAddr([0x52, 0x55, 10, 0, 2, 2]),
             dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-            src: Ipv4Addr::new(10, 0, 2, 2),
-            dst: Ipv4Addr::new(10, 0, 2, 100),
+            src: Ipv4Addr::new(10, 0, 2, 2).into(),
+            dst: Ipv4Addr::new(10, 0, 2, 100).into(),
         };
         let mut out = vec![0u8; 200];
         let len = reply_frame(&mut out, &ends, &parsed);
@@ -85,6 +121,36 @@ mod tests {
         let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
         assert!(icmp.verify_checksum());
         assert_eq!(parse_echo(ip.payload(), icmpv4::ECHO_REPLY).unwrap(), echo);
+    }
+
+    #[test]
+    fn v6_reply_frame_has_a_right_checksum() {
+        let echo = Echo {
+            ident: 9,
+            seq: 4,
+            data: b"six",
+        };
+        let (gw, guest): (Ipv6Addr, Ipv6Addr) =
+            ("fd00::2".parse().unwrap(), "fd00::64".parse().unwrap());
+        let ends = Ends {
+            src_mac: MacAddr([0x52, 0x55, 10, 0, 2, 2]),
+            dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            src: gw.into(),
+            dst: guest.into(),
+        };
+        let mut out = vec![0u8; 200];
+        let len = reply_frame(&mut out, &ends, &echo);
+        let eth = EthernetFrame::new_checked(&out[..len]).unwrap();
+        let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+        assert_eq!(ip.next_header(), IPPROTO_ICMPV6);
+        let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum(gw, guest));
+        assert_eq!(parse_echo6(ip.payload(), icmpv6::ECHO_REPLY), Ok(echo));
+        assert_eq!(
+            parse_echo6(ip.payload(), icmpv6::ECHO_REQUEST),
+            Err(Drop::Unsupported)
+        );
+        assert_eq!(parse_echo6(&[0u8; 3], 0), Err(Drop::Malformed));
     }
 
     #[test]

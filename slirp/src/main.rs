@@ -22,9 +22,8 @@ fn run(opts: Options) -> Result<()> {
     net.host_loopback = !opts.disable_host_loopback;
     net.dns_enabled = !opts.disable_dns;
     net.outbound_addr = opts.outbound_addr;
-    if opts.enable_ipv6 || opts.outbound_addr6.is_some() {
-        eprintln!("sluice-slirp: IPv6 is not supported yet; the guest gets IPv4 only");
-    }
+    net.ipv6 = opts.enable_ipv6;
+    net.outbound_addr6 = opts.outbound_addr6;
     let exit_fd = opts
         .exit_fd
         .map(sys::inherited_fd)

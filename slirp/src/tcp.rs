@@ -6,20 +6,23 @@
 #![forbid(unsafe_code)]
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use sluice_dataplane::wire::{checksum, tcp, TcpPacket, IPPROTO_TCP};
 
 use crate::counters::Drop;
-use crate::frame::{ipv4_headers, Ends, L4_AT};
+use crate::frame::{self, ip_headers, Ends};
 
-/// Where the payload of a segment without options starts in a frame.
-pub const PAYLOAD_AT: usize = L4_AT + tcp::MIN_HEADER_LEN;
+/// Where the payload of a segment without options starts in a frame between `ends`.
+pub fn payload_at(ends: &Ends) -> usize {
+    ends.l4_at() + tcp::MIN_HEADER_LEN
+}
 /// The window scale we announce (windows up to 8 MiB).
 pub const OUR_WSCALE: u8 = 7;
 /// Retransmission timeout towards the guest, in milliseconds.
 pub const RTO_MS: u64 = 300;
-/// The largest payload of one super-frame to the guest (IPv4 total length <= 65535).
+/// The largest payload of one super-frame to the guest (IPv4 total length <= 65535; IPv6's
+/// payload length leaves it the same room).
 pub const MAX_TSO_PAYLOAD: usize = 65535 - 40;
 /// How many times a SYN (to the guest) or an unanswered segment is sent before giving up.
 pub const MAX_RETRIES: u32 = 8;
@@ -51,9 +54,10 @@ pub trait GuestTx {
     fn send(&mut self, len: usize);
     /// Whether [`GuestTx::send_tso`] may be used (a TAP with the virtio-net header).
     fn tso(&self) -> bool;
-    /// Sends a TCP super-frame of `len` bytes whose checksum field holds only the pseudo-header
-    /// sum: the guest's kernel takes it as `gso_size`-byte segments and completes the checksum.
-    fn send_tso(&mut self, len: usize, gso_size: u16);
+    /// Sends a TCP super-frame of `len` bytes between `ends` whose checksum field holds only the
+    /// pseudo-header sum: the guest's kernel takes it as `gso_size`-byte segments and completes
+    /// the checksum.
+    fn send_tso(&mut self, len: usize, gso_size: u16, ends: &Ends);
 }
 
 /// A guest segment, borrowed from its frame.
@@ -88,9 +92,9 @@ impl Segment<'_> {
 
 /// Parses the TCP part of a guest packet, checking the checksum when `verify` (not when the
 /// guest's kernel left it partial for offload).
-pub fn parse(l4: &[u8], src: Ipv4Addr, dst: Ipv4Addr, verify: bool) -> Result<Segment<'_>, Drop> {
+pub fn parse(l4: &[u8], src: IpAddr, dst: IpAddr, verify: bool) -> Result<Segment<'_>, Drop> {
     let p = TcpPacket::new_checked(l4).map_err(|_| Drop::Malformed)?;
-    if verify && !p.verify_checksum_v4(src, dst) {
+    if verify && !frame::tcp_checksum_ok(&p, src, dst) {
         return Err(Drop::Malformed);
     }
     let (mut mss, mut wscale) = (None, None);
@@ -191,7 +195,7 @@ impl TcpConn {
             guest_wscale: 0,
             our_wscale: 0,
             mss: 536,
-            our_mss: mtu.saturating_sub(40),
+            our_mss: mtu.saturating_sub(if ends.is_v6() { 60 } else { 40 }),
             guest_fin: false,
             fin_sent: false,
             fin_acked: false,
@@ -302,7 +306,7 @@ impl TcpConn {
         }
     }
 
-    /// Builds and sends a segment; the payload (if any) already lies at [`PAYLOAD_AT`].
+    /// Builds and sends a segment; the payload (if any) already lies at [`payload_at`].
     fn emit(&self, tx: &mut impl GuestTx, flags: u8, seq: u32, payload_len: usize, window: u16) {
         let syn = flags & tcp::SYN != 0;
         let hl = if syn {
@@ -311,8 +315,9 @@ impl TcpConn {
             tcp::MIN_HEADER_LEN
         };
         let l4_len = hl + payload_len;
+        let l4_at = self.ends.l4_at();
         let buf = tx.buf();
-        let seg = &mut buf[L4_AT..L4_AT + l4_len];
+        let seg = &mut buf[l4_at..l4_at + l4_len];
         // The data offset has no setter in the wire view; header length in 32-bit words.
         seg[12] = ((hl / 4) as u8) << 4;
         if syn {
@@ -341,15 +346,14 @@ impl TcpConn {
         }
         let tso = payload_len > self.mss;
         if tso {
-            let (src, dst) = (self.ends.src, self.ends.dst);
-            let pseudo = checksum::pseudo_header_sum_v4(src, dst, IPPROTO_TCP, l4_len as u16);
+            let pseudo = self.ends.pseudo_sum(IPPROTO_TCP, l4_len);
             p.set_checksum(checksum::fold(pseudo));
         } else {
-            p.fill_checksum_v4(self.ends.src, self.ends.dst);
+            frame::fill_tcp_checksum(&mut p, &self.ends);
         }
-        let len = ipv4_headers(buf, &self.ends, IPPROTO_TCP, l4_len, 0);
+        let len = ip_headers(buf, &self.ends, IPPROTO_TCP, l4_len, 0);
         if tso {
-            tx.send_tso(len, self.mss as u16);
+            tx.send_tso(len, self.mss as u16, &self.ends);
         } else {
             tx.send(len);
         }
@@ -368,20 +372,21 @@ impl TcpConn {
         }
         match self.state {
             State::Connecting => Verdict::Keep,
-            State::SynToGuest => self.on_syn_ack(seg, sock, tx, now),
+            State::SynToGuest => {
+                if !self.accept_syn_ack(seg) {
+                    return Verdict::Keep;
+                }
+                self.ack_now(sock, tx);
+                self.push(sock, tx, now)
+            }
             State::Established => self.on_established(seg, sock, tx, now),
         }
     }
 
-    fn on_syn_ack(
-        &mut self,
-        seg: &Segment<'_>,
-        sock: &mut impl HostSocket,
-        tx: &mut impl GuestTx,
-        now: u64,
-    ) -> Verdict {
+    /// Takes the guest's answer to our SYN; false when `seg` is not it.
+    fn accept_syn_ack(&mut self, seg: &Segment<'_>) -> bool {
         if !seg.has(tcp::SYN | tcp::ACK) || seg.ack != self.iss.wrapping_add(1) {
-            return Verdict::Keep;
+            return false;
         }
         self.rcv_nxt = seg.seq.wrapping_add(1);
         self.learn_options(seg);
@@ -392,8 +397,7 @@ impl TcpConn {
         self.state = State::Established;
         self.rto_at = None;
         self.retries = 0;
-        self.ack_now(sock, tx);
-        self.push(sock, tx, now)
+        true
     }
 
     fn on_established(
@@ -504,8 +508,9 @@ impl TcpConn {
                 return Verdict::Keep;
             }
             let seg_max = if tx.tso() { MAX_TSO_PAYLOAD } else { self.mss };
-            let n = room.min(seg_max).min(tx.buf().len() - PAYLOAD_AT);
-            match sock.peek(&mut tx.buf()[PAYLOAD_AT..PAYLOAD_AT + n]) {
+            let at = payload_at(&self.ends);
+            let n = room.min(seg_max).min(tx.buf().len() - at);
+            match sock.peek(&mut tx.buf()[at..at + n]) {
                 Ok(0) => {
                     self.emit(tx, tcp::FIN | tcp::ACK, self.snd_nxt, 0, window);
                     self.snd_nxt = self.snd_nxt.wrapping_add(1);

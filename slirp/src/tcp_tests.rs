@@ -1,6 +1,7 @@
 use super::*;
 use crate::frame::MAX_FRAME;
-use sluice_dataplane::wire::{EthernetFrame, Ipv4Packet, MacAddr};
+use sluice_dataplane::wire::{ethernet, EthernetFrame, Ipv4Packet, Ipv6Packet, MacAddr};
+use std::net::Ipv4Addr;
 
 #[derive(Default)]
 struct FakeSock {
@@ -74,13 +75,11 @@ impl GuestTx for Frames {
     fn tso(&self) -> bool {
         self.tso
     }
-    fn send_tso(&mut self, len: usize, gso_size: u16) {
+    fn send_tso(&mut self, len: usize, gso_size: u16, ends: &Ends) {
         self.tso_sizes.push(gso_size);
         // Complete the checksum as the guest's kernel would, so `take` can verify it.
-        let l4 = &mut self.buf[crate::frame::L4_AT..len];
-        let ends = ends();
-        let pseudo =
-            checksum::pseudo_header_sum_v4(ends.src, ends.dst, IPPROTO_TCP, l4.len() as u16);
+        let l4 = &mut self.buf[ends.l4_at()..len];
+        let pseudo = ends.pseudo_sum(IPPROTO_TCP, l4.len());
         let partial = u16::from_be_bytes([l4[16], l4[17]]);
         assert_eq!(
             partial,
@@ -119,9 +118,17 @@ impl Frames {
             .drain(..)
             .map(|f| {
                 let eth = EthernetFrame::new_checked(&f[..]).unwrap();
-                let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-                assert!(ip.verify_checksum());
-                let s = parse(ip.payload(), ip.src(), ip.dst(), true).unwrap();
+                let (l4, src, dst) = if eth.ethertype() == ethernet::ETHERTYPE_IPV6 {
+                    let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+                    let (src, dst) = (ip.src().into(), ip.dst().into());
+                    (&eth.payload()[40..40 + ip.payload().len()], src, dst)
+                } else {
+                    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+                    assert!(ip.verify_checksum());
+                    let (src, dst) = (ip.src().into(), ip.dst().into());
+                    (&eth.payload()[20..usize::from(ip.total_len())], src, dst)
+                };
+                let s = parse(l4, src, dst, true).unwrap();
                 assert_eq!((s.src_port, s.dst_port), (80, 40000));
                 Out {
                     seq: s.seq,
@@ -140,8 +147,8 @@ fn ends() -> Ends {
     Ends {
         src_mac: MacAddr([0x52, 0x55, 10, 0, 2, 2]),
         dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-        src: Ipv4Addr::new(10, 0, 2, 2),
-        dst: Ipv4Addr::new(10, 0, 2, 100),
+        src: Ipv4Addr::new(10, 0, 2, 2).into(),
+        dst: Ipv4Addr::new(10, 0, 2, 100).into(),
     }
 }
 
@@ -337,14 +344,20 @@ fn parse_reads_options_and_rejects_bad_checksums() {
     let f = tx.sent[0].clone();
     let eth = EthernetFrame::new_checked(&f[..]).unwrap();
     let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-    let s = parse(ip.payload(), ip.src(), ip.dst(), true).unwrap();
+    let s = parse(ip.payload(), ip.src().into(), ip.dst().into(), true).unwrap();
     assert_eq!((s.mss, s.wscale), (Some(8960), Some(0)));
     let mut bad = ip.payload().to_vec();
     bad[4] ^= 1;
-    assert_eq!(parse(&bad, ip.src(), ip.dst(), true), Err(Drop::Malformed));
+    assert_eq!(
+        parse(&bad, ip.src().into(), ip.dst().into(), true),
+        Err(Drop::Malformed)
+    );
     bad[4] ^= 1;
     bad[12] = 0xf0;
-    assert_eq!(parse(&bad, ip.src(), ip.dst(), true), Err(Drop::Malformed));
+    assert_eq!(
+        parse(&bad, ip.src().into(), ip.dst().into(), true),
+        Err(Drop::Malformed)
+    );
     assert_eq!(
         c.on_segment(&guest(1, 0, tcp::SYN, &[]), &mut sock, &mut tx, 1),
         Verdict::Keep
@@ -377,4 +390,39 @@ fn with_tso_host_data_goes_out_as_super_frames_of_guest_mss_segments() {
         vec![3000]
     );
     assert_eq!(tx.tso_sizes, vec![1460]);
+}
+
+/// Over IPv6 the MSS leaves room for the larger header and super-frames carry the IPv6
+/// pseudo-header sum (checked by `send_tso` and `take`).
+#[test]
+fn v6_connection_sends_v6_segments_and_super_frames() {
+    let mut sock = FakeSock {
+        cap: 100,
+        inbound: vec![7u8; 5000],
+        ..Default::default()
+    };
+    let mut tx = Frames::new();
+    tx.tso = true;
+    let ends6 = Ends {
+        src: "fd00::2".parse().unwrap(),
+        dst: "fd00::64".parse().unwrap(),
+        ..ends()
+    };
+    let mut syn = guest(GISS, 0, tcp::SYN, &[]);
+    syn.mss = Some(9000);
+    let mut c = TcpConn::from_guest_syn(ends6, &syn, 1500, ISS);
+    c.on_connected(&sock, &mut tx, 0);
+    let out = tx.take();
+    assert_eq!(out[0].mss, Some(1440), "MTU 1500 less 60 bytes of headers");
+    let mut ack = guest(GISS + 1, ISS + 1, tcp::ACK, &[]);
+    ack.window = 4000;
+    c.on_segment(&ack, &mut sock, &mut tx, 1);
+    let out = tx.take();
+    let sizes: Vec<usize> = out.iter().map(|o| o.payload.len()).collect();
+    assert_eq!(
+        sizes,
+        vec![4000],
+        "one super-frame as large as the guest's window"
+    );
+    assert_eq!(tx.tso_sizes, vec![1440]);
 }

@@ -5,15 +5,27 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use sluice_dataplane::wire::{udp, UdpPacket, IPPROTO_UDP};
 
 use crate::counters::Drop;
-use crate::frame::{ipv4_headers, Ends, L4_AT};
+use crate::frame::{self as eth_frame, ip_headers, Ends, L4_AT, L4_AT_V6};
+use crate::unreach::{self, Why};
 
-/// Where a datagram's payload goes in a frame built by [`frame`].
+/// Where a datagram's payload goes in an IPv4 frame built by [`frame`].
 pub const PAYLOAD_AT: usize = L4_AT + udp::HEADER_LEN;
+/// Where a datagram's payload goes in an IPv6 frame built by [`frame`].
+pub const PAYLOAD_AT_V6: usize = L4_AT_V6 + udp::HEADER_LEN;
+
+/// Where the payload of a datagram to the guest from `remote` goes.
+pub fn payload_at(remote: IpAddr) -> usize {
+    if remote.is_ipv6() {
+        PAYLOAD_AT_V6
+    } else {
+        PAYLOAD_AT
+    }
+}
 
 /// A flow as the guest sees it: its port and the remote end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,7 +33,7 @@ pub struct FlowKey {
     /// The guest's port.
     pub guest_port: u16,
     /// The remote address and port as the guest sees them.
-    pub remote: SocketAddrV4,
+    pub remote: SocketAddr,
 }
 
 /// A guest datagram, borrowed from its frame.
@@ -37,9 +49,9 @@ pub struct Datagram<'a> {
 
 /// Parses the UDP part of a guest packet from `src` to `dst`, checking the checksum when set
 /// and `verify` (not when the guest's kernel left it partial for offload).
-pub fn parse(l4: &[u8], src: Ipv4Addr, dst: Ipv4Addr, verify: bool) -> Result<Datagram<'_>, Drop> {
+pub fn parse(l4: &[u8], src: IpAddr, dst: IpAddr, verify: bool) -> Result<Datagram<'_>, Drop> {
     let p = UdpPacket::new_checked(l4).map_err(|_| Drop::Malformed)?;
-    if verify && p.checksum() != 0 && !p.verify_checksum_v4(src, dst) {
+    if verify && p.checksum() != 0 && !eth_frame::udp_checksum_ok(&p, src, dst) {
         return Err(Drop::Malformed);
     }
     let (src_port, dst_port) = (p.src_port(), p.dst_port());
@@ -51,7 +63,8 @@ pub fn parse(l4: &[u8], src: Ipv4Addr, dst: Ipv4Addr, verify: bool) -> Result<Da
     })
 }
 
-/// Finishes a frame whose `payload_len` bytes already lie at [`PAYLOAD_AT`]; returns its length.
+/// Finishes a frame whose `payload_len` bytes already lie at [`payload_at`] of the source;
+/// returns its length.
 pub fn frame(
     buf: &mut [u8],
     ends: &Ends,
@@ -60,12 +73,26 @@ pub fn frame(
     payload_len: usize,
 ) -> usize {
     let l4_len = udp::HEADER_LEN + payload_len;
-    let mut p = UdpPacket::new_unchecked(&mut buf[L4_AT..L4_AT + l4_len]);
+    let at = ends.l4_at();
+    let mut p = UdpPacket::new_unchecked(&mut buf[at..at + l4_len]);
     p.set_src_port(src_port);
     p.set_dst_port(dst_port);
     p.set_len(l4_len as u16);
-    p.fill_checksum_v4(ends.src, ends.dst);
-    ipv4_headers(buf, ends, IPPROTO_UDP, l4_len, 0)
+    eth_frame::fill_udp_checksum(&mut p, ends);
+    ip_headers(buf, ends, IPPROTO_UDP, l4_len, 0)
+}
+
+/// Builds in `buf` the ICMP (or ICMPv6) port unreachable that tells the guest its datagrams on
+/// flow `key` reach a closed port; `ends` are those of frames from the remote to the guest.
+/// Returns the frame length.
+pub fn port_unreachable(buf: &mut [u8], ends: &Ends, key: &FlowKey) -> usize {
+    unreach::error_frame(buf, ends, IPPROTO_UDP, Why::Port, |q| {
+        let mut p = UdpPacket::new_unchecked(q);
+        p.set_src_port(key.guest_port);
+        p.set_dst_port(key.remote.port());
+        p.set_len(udp::HEADER_LEN as u16);
+        p.set_checksum(0);
+    })
 }
 
 /// A table of flows with a hard size limit: slots are reused, so the index is a stable handle
@@ -141,13 +168,14 @@ impl<K: Copy + Eq + Hash, V> FlowTable<K, V> {
 pub(crate) mod tests {
     use super::*;
     use sluice_dataplane::wire::{EthernetFrame, Ipv4Packet, MacAddr};
+    use std::net::Ipv4Addr;
 
     pub(crate) fn ends() -> Ends {
         Ends {
             src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
             dst_mac: MacAddr([0x52, 0x55, 10, 0, 2, 2]),
-            src: Ipv4Addr::new(10, 0, 2, 100),
-            dst: Ipv4Addr::new(10, 0, 2, 2),
+            src: Ipv4Addr::new(10, 0, 2, 100).into(),
+            dst: Ipv4Addr::new(10, 0, 2, 2).into(),
         }
     }
 
@@ -158,7 +186,8 @@ pub(crate) mod tests {
         let n = frame(&mut buf, &ends(), 4000, 53, 5);
         let eth = EthernetFrame::new_checked(&buf[..n]).unwrap();
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-        let d = parse(ip.payload(), ip.src(), ip.dst(), true).unwrap();
+        let (src, dst) = (ip.src().into(), ip.dst().into());
+        let d = parse(ip.payload(), src, dst, true).unwrap();
         assert_eq!(
             d,
             Datagram {
@@ -169,11 +198,8 @@ pub(crate) mod tests {
         );
         let mut bad = ip.payload().to_vec();
         bad[9] ^= 1;
-        assert_eq!(parse(&bad, ip.src(), ip.dst(), true), Err(Drop::Malformed));
-        assert_eq!(
-            parse(&bad[..4], ip.src(), ip.dst(), true),
-            Err(Drop::Malformed)
-        );
+        assert_eq!(parse(&bad, src, dst, true), Err(Drop::Malformed));
+        assert_eq!(parse(&bad[..4], src, dst, true), Err(Drop::Malformed));
     }
 
     #[test]

@@ -867,8 +867,8 @@ fn refused_input_is_one_line_and_changes_nothing() {
             "10.73.0.0/25",
         ),
         (
-            &["network", "create", "--driver", "ipvlan", "b"],
-            "unknown driver \"ipvlan\"",
+            &["network", "create", "--driver", "vxlan9", "b"],
+            "unknown driver \"vxlan9\"",
         ),
         (
             &["network", "create", "-o", "mtu=abc", "b"],

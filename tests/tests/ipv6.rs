@@ -1,7 +1,8 @@
 //! Dual-stack networks end to end with a real `sluiced`: `network create --ipv6` with a v4 and
 //! a v6 subnet, two endpoints that ping6 each other and the v6 gateway, a static `--ip6`, and
-//! what inspect and `ps` show. Needs root and the release binaries (`SLUICE_BIN` names the
-//! `sluice` binary, `sluiced` is expected beside it).
+//! what inspect and `ps` show; NAT66 and routed v6 to the lab's outside namespace (standing for
+//! the uplink's network) and published ports reached over v6. Needs root and the release
+//! binaries (`SLUICE_BIN` names the `sluice` binary, `sluiced` is expected beside it).
 
 use std::time::{Duration, Instant};
 
@@ -128,5 +129,151 @@ fn dual_stack_endpoints_ping6_each_other_and_the_gateway() {
     assert!(
         wait_ping6(&d, "c4", "fd00:70::1", within),
         "reused address -> gateway"
+    );
+}
+
+/// sluice's v6 address on the uplink in the NAT66 test, and the outside namespace's.
+const UPLINK6: &str = "2001:db8:66::2";
+const OUTSIDE6: &str = "2001:db8:66::1";
+
+/// What a TCP client in `ns` reads from `[ip]:port`, retried for a few seconds (the first
+/// packet to an unresolved neighbour is lost to its solicitation); `None` if nothing came.
+fn tcp6_read(d: &DaemonLab, ns: &str, ip: &str, port: u16) -> Option<String> {
+    let target = format!("TCP6:[{ip}]:{port},connect-timeout=3");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = d
+            .lab()
+            .exec_output(ns, &["socat", "-u", "-T", "3", &target, "-"])
+            .unwrap();
+        if out.status.success() && !out.stdout.is_empty() {
+            return Some(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Starts a TCP server on `port` in `ns` that answers each connection with `reply`, and waits
+/// until it listens.
+fn serve(d: &mut DaemonLab, ns: &str, port: u16, reply: &str) {
+    let listen = format!("TCP6-LISTEN:{port},reuseaddr,fork");
+    let cmd = format!("SYSTEM:{reply}");
+    d.lab_mut()
+        .spawn(ns, &["socat", &listen, &cmd], &format!("{ns}-{port}"))
+        .unwrap();
+    d.lab()
+        .wait_listen(ns, port, Duration::from_secs(5))
+        .unwrap();
+}
+
+#[test]
+fn nat66_routed_v6_and_published_ports_over_v6() {
+    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
+        return;
+    };
+    let uplink6 = format!("{UPLINK6}/64");
+    let args = [
+        "--workers",
+        "1",
+        "--uplink-ip6",
+        &uplink6,
+        "--uplink-gateway6",
+        OUTSIDE6,
+    ];
+    let mut d = DaemonLab::start("nsix", &bin, &args).unwrap();
+    let lab = d.lab();
+    let out6 = format!("{OUTSIDE6}/64");
+    lab.sysctl("out", "net.ipv6.conf.eth0.disable_ipv6", "0")
+        .unwrap();
+    lab.ip("out", &["-6", "addr", "add", &out6, "dev", "eth0", "nodad"])
+        .unwrap();
+    lab.ip(
+        "out",
+        &["-6", "route", "add", "fd00:72::/64", "via", UPLINK6],
+    )
+    .unwrap();
+    let create = |name: &str, v4: &str, v6: &str, opts: &[&str]| {
+        let mut a = vec![
+            "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6,
+        ];
+        a.extend_from_slice(opts);
+        a.push(name);
+        ok(&d, &a);
+    };
+    create("masq", "10.71.0.0/24", "fd00:71::/64", &[]);
+    let routed = [
+        "--opt",
+        "com.docker.network.bridge.gateway_mode_ipv6=routed",
+    ];
+    create("direct", "10.72.0.0/24", "fd00:72::/64", &routed);
+    let c1 = d.add_container("c1").unwrap();
+    let c2 = d.add_container("c2").unwrap();
+    ok(
+        &d,
+        &[
+            "network", "connect", "--name", "m1", "-p", "8080:80", "masq", &c1,
+        ],
+    );
+    ok(
+        &d,
+        &[
+            "network", "connect", "--name", "r1", "-p", "8081:81", "direct", &c2,
+        ],
+    );
+    serve(&mut d, "out", 7000, "echo from $SOCAT_PEERADDR");
+    serve(&mut d, "c1", 80, "echo web6");
+    serve(&mut d, "c2", 81, "echo routed6");
+
+    // NAT66: the outside sees the uplink's v6 address; routed: the container's own.
+    // socat writes the peer in full, bracketed: `from [2001:0db8:...]`.
+    let peer = |ns: &str| {
+        let seen = tcp6_read(&d, ns, OUTSIDE6, 7000).unwrap_or_default();
+        let text = seen
+            .trim()
+            .trim_start_matches("from [")
+            .trim_end_matches(']');
+        text.parse::<std::net::Ipv6Addr>().ok()
+    };
+    assert_eq!(
+        peer("c1"),
+        UPLINK6.parse().ok(),
+        "masqueraded; log: {}",
+        d.log()
+    );
+    assert_eq!(peer("c2"), "fd00:72::2".parse().ok(), "routed");
+    assert!(
+        wait_ping6(&d, "c1", OUTSIDE6, Duration::from_secs(5)),
+        "ping6 out"
+    );
+
+    // Published ports: `-p 8080:80` on the uplink's v6 address; a routed network's container
+    // port directly, and nothing that is not published.
+    assert_eq!(
+        tcp6_read(&d, "out", UPLINK6, 8080).as_deref(),
+        Some("web6\n")
+    );
+    assert_eq!(
+        tcp6_read(&d, "out", "fd00:72::2", 81).as_deref(),
+        Some("routed6\n")
+    );
+    let closed = d
+        .lab()
+        .exec_output(
+            "out",
+            &[
+                "socat",
+                "-T",
+                "2",
+                "-",
+                "TCP6:[fd00:72::2]:82,connect-timeout=2",
+            ],
+        )
+        .unwrap();
+    assert!(
+        !closed.status.success(),
+        "an unpublished routed port answered"
     );
 }

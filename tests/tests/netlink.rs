@@ -132,6 +132,7 @@ fn iface(host: &str, sandbox: &str, ip: [u8; 4], prefix: u8, gw: Option<[u8; 4]>
         mac: MacAddr::from_ipv4(addr),
         ip: Ipv4Cidr::new(addr, prefix).unwrap(),
         gateway: gw.map(Ipv4Addr::from),
+        default_on_link: false,
         mtu: 1500,
         ipv6: None,
     }

@@ -194,6 +194,42 @@ fn dockers_cli_habits_against_the_daemon() {
         ),
         "web bridge local env=prod\n"
     );
+    // As docker 20.10 does: `name=` is a regular expression, `label=` terms must all match,
+    // and the default table is aligned by Go's tabwriter (minimum width 10, padding 3).
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "network",
+                "ls",
+                "-f",
+                "name=^(w|o)",
+                "--format",
+                "{{.Name}}"
+            ]
+        ),
+        "old\nweb\n"
+    );
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "network",
+                "ls",
+                "-f",
+                "label=env=prod",
+                "-f",
+                "label=nope",
+                "-q"
+            ]
+        ),
+        ""
+    );
+    let table = ok(&d, &["network", "ls", "-f", "name=^web$"]);
+    assert!(
+        table.starts_with("NETWORK ID     NAME      DRIVER    SCOPE     SUBNET\n"),
+        "{table}"
+    );
     let ids = ok(&d, &["network", "ls", "-q", "--no-trunc", "-f", "name=web"]);
     assert_eq!(ids.trim().len(), 64, "{ids}");
     assert_eq!(

@@ -217,10 +217,10 @@ fn api(sock: &Path, req: &str) -> String {
     out
 }
 
-/// Host-side servers on loopback: a TCP echo, a UDP upper-caser and a DNS stub.
-fn host_servers() -> (u16, u16) {
-    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    let tport = tcp.local_addr().unwrap().port();
+/// A TCP echo server on `at` (one thread per connection); its port.
+fn tcp_echo_server(at: &str) -> u16 {
+    let tcp = TcpListener::bind(at).unwrap();
+    let port = tcp.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for mut c in tcp.incoming().flatten() {
             std::thread::spawn(move || {
@@ -233,6 +233,12 @@ fn host_servers() -> (u16, u16) {
             });
         }
     });
+    port
+}
+
+/// Host-side servers on loopback: a TCP echo, a UDP upper-caser and a DNS stub.
+fn host_servers() -> (u16, u16) {
+    let tport = tcp_echo_server("127.0.0.1:0");
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let uport = udp.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -292,13 +298,13 @@ fn guest_checks(netns: &str, tport: u16, uport: u16) {
     });
 }
 
-/// A guest server on `port` that answers with the address it saw the client come from.
-fn guest_server(netns: &str, port: u16) -> std::thread::JoinHandle<String> {
+/// A guest server on `at` that answers with the address it saw the client come from.
+fn guest_server(netns: &str, at: &str) -> std::thread::JoinHandle<String> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let netns = netns.to_string();
+    let (netns, at) = (netns.to_string(), at.to_string());
     let h = std::thread::spawn(move || {
         in_ns(netns, move || {
-            let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
+            let l = TcpListener::bind(at).unwrap();
             tx.send(()).unwrap();
             let (mut c, peer) = l.accept().unwrap();
             let mut b = [0u8; 2];
@@ -354,7 +360,7 @@ fn api_checks(netns: &str, sock: &Path) {
     let free = TcpListener::bind("127.0.0.1:0").unwrap();
     let fport = free.local_addr().unwrap().port();
     drop(free);
-    let server = guest_server(netns, 8080);
+    let server = guest_server(netns, "0.0.0.0:8080");
     let add = format!(
         r#"{{"execute": "add_hostfwd", "arguments": {{"proto": "tcp", "host_addr": "127.0.0.1", "host_port": {fport}, "guest_port": 8080}}}}"#
     );
@@ -832,7 +838,8 @@ fn outbound_to_an_outside_namespace_and_forward_source_address() {
             data.len()
         );
     });
-    let server = guest_server(&target.netns(), 8081);
+    pseudo_ping_checks(&target, &out_ns);
+    let server = guest_server(&target.netns(), "0.0.0.0:8081");
     let add = r#"{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 7100, "guest_port": 8081}}"#;
     assert_eq!(api(&sock, add), r#"{"return":{"id":1}}"#);
     in_ns(out_ns, || {
@@ -846,5 +853,166 @@ fn outbound_to_an_outside_namespace_and_forward_source_address() {
         server.join().unwrap(),
         Outside::OUT_IP,
         "the guest sees the client's own address"
+    );
+}
+
+/// `ping` from the guest (nsenter'd), its output.
+fn guest_ping(target: &Target, args: &[&str]) -> (bool, String) {
+    let out = Command::new("nsenter")
+        .args(["-t", &target.pid.to_string(), "-n", "ping", "-c1", "-W3"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// Ping to a host other than the gateway where ping sockets are not allowed (a new network
+/// namespace's `ping_group_range` is "1 0"): slirp4netns's pseudo-ping, a datagram to the
+/// echo port, so a closed port is "port unreachable" and an echo service is an answer.
+fn pseudo_ping_checks(target: &Target, out_ns: &str) {
+    let (ok, text) = guest_ping(target, &[Outside::OUT_IP]);
+    assert!(
+        !ok && text.contains("Port Unreachable"),
+        "ping without an echo service: {text}"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let echo = std::thread::spawn({
+        let ns = out_ns.to_string();
+        move || {
+            in_ns(ns, move || {
+                let u = UdpSocket::bind((Outside::OUT_IP, 7)).unwrap();
+                u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                tx.send(()).unwrap();
+                let mut b = [0u8; 256];
+                let (n, from) = u.recv_from(&mut b).expect("the pseudo-ping");
+                u.send_to(&b[..n], from).unwrap();
+            })
+        }
+    });
+    rx.recv().unwrap();
+    let (ok, text) = guest_ping(target, &[Outside::OUT_IP]);
+    echo.join().unwrap();
+    assert!(ok, "ping with an echo service outside: {text}");
+}
+
+/// Waits until the guest has a usable (not tentative) address in fd00::/64, by SLAAC from
+/// sluice-slirp's router advertisements; returns it.
+fn guest_v6_address(target: &Target) -> std::net::Ipv6Addr {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new("nsenter")
+            .args(["-t", &target.pid.to_string(), "-n"])
+            .args([
+                "ip", "-6", "-o", "addr", "show", "dev", "tap0", "scope", "global",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let addr = text
+            .lines()
+            .filter(|l| !l.contains("tentative"))
+            .find_map(|l| l.split_whitespace().skip_while(|w| *w != "inet6").nth(1))
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok());
+        if let Some(a) = addr.filter(|a| a.segments()[..4] == [0xfd00, 0, 0, 0]) {
+            return a;
+        }
+        assert!(
+            Instant::now() < end,
+            "no SLAAC address in fd00::/64: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A datagram to a closed port through the gateway is refused (ICMP port unreachable).
+fn udp_refused(gateway: &str) {
+    let local = if gateway.contains(':') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let u = UdpSocket::bind(local).unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let closed = UdpSocket::bind(if gateway.contains(':') {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    });
+    let port = closed.unwrap().local_addr().unwrap().port();
+    u.connect(format!("{gateway}:{port}")).unwrap();
+    u.send(b"anyone?").unwrap();
+    let mut b = [0u8; 16];
+    let e = u.recv(&mut b).expect_err("an answer from a closed port");
+    assert_eq!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "UDP to a closed port at {gateway}"
+    );
+}
+
+/// `--enable-ipv6`: the guest configures fd00::/64 by SLAAC, pings fd00::2, reaches the
+/// host's [::1] through it over TCP, gets port unreachable for UDP to closed ports (both
+/// families) and a v6 forward reaches the guest from the gateway's address.
+#[test]
+fn ipv6_and_port_unreachable() {
+    let Some(dir) = release_bin_dir(&["sluice-slirp"]) else {
+        return;
+    };
+    prepare_user();
+    let scratch = Scratch::new("v6");
+    let d = scratch.0.clone();
+    std::fs::write(d.join("resolv.conf"), "").unwrap();
+    let tport = tcp_echo_server("[::1]:0");
+    let target = Target::start(None);
+    let mut ready = scratch.ready_fifo();
+    let _exit = scratch.exit_fifo();
+    let sock = d.join("api.sock");
+    let args = format!(
+        "--enable-ipv6 --mtu=65520 --enable-sandbox --enable-seccomp -c -r 4 -e 3 --api-socket {}",
+        sock.display()
+    );
+    let _slirp = Slirp::start(&dir.join("sluice-slirp"), &d, &args, target.pid, None);
+    wait_ready(&mut ready, &d.join("log"));
+    let guest6 = guest_v6_address(&target);
+    let (ok, text) = guest_ping(&target, &["-6", "fd00::2"]);
+    assert!(ok, "ping fd00::2: {text}");
+    in_ns(target.netns(), move || {
+        let to: SocketAddr = format!("[fd00::2]:{tport}").parse().unwrap();
+        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5))
+            .expect("TCP to the host's [::1] through fd00::2");
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let data: Vec<u8> = (0..500_000u32).map(|i| (i % 249) as u8).collect();
+        let (mut w, sent) = (c.try_clone().unwrap(), data.clone());
+        let writer = std::thread::spawn(move || w.write_all(&sent));
+        let mut back = vec![0u8; data.len()];
+        c.read_exact(&mut back).expect("TCP echo over IPv6");
+        writer.join().unwrap().unwrap();
+        assert!(back == data, "v6 TCP echo differs");
+        udp_refused("10.0.2.2");
+        udp_refused("[fd00::2]");
+    });
+    let server = guest_server(&target.netns(), "[::]:8082");
+    let fport = TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let add = format!(
+        r#"{{"execute": "add_hostfwd", "arguments": {{"proto": "tcp", "host_addr": "::1", "host_port": {fport}, "guest_addr": "{guest6}", "guest_port": 8082}}}}"#
+    );
+    assert_eq!(api(&sock, &add), r#"{"return":{"id":1}}"#);
+    let mut c = TcpStream::connect(("::1", fport)).expect("the v6 forward listens");
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"v6").unwrap();
+    let mut b = [0u8; 2];
+    c.read_exact(&mut b).expect("through the v6 forward");
+    assert_eq!(&b, b"v6");
+    assert_eq!(
+        server.join().unwrap(),
+        "fd00::2",
+        "a loopback client comes from fd00::2"
     );
 }

@@ -1,7 +1,7 @@
 //! `sluice bench` end to end: one short run of the real harness (kernel bridge vs sluice, tcp
 //! only, one run of one second) into a fresh output directory. It checks that the files exist,
-//! that both peers have their row in results.json and results.md, and that the SVG chart is
-//! well formed with one bar per measured peer; never the figures themselves.
+//! that both peers have their row (with its cost) in results.json and results.md, and that the
+//! SVG chart is well formed with one bar per measured peer; never the figures themselves.
 //!
 //! The binaries come from `SLUICE_BIN` (or `<workspace>/target/release/sluice`) and
 //! `sluice-e2e-bench` next to it (`cargo build --release --bins`).
@@ -124,7 +124,13 @@ fn quick_bench_writes_rows_and_charts() {
     for p in peers {
         assert_eq!(p["runs"], 1);
         assert_eq!(p["samples"].as_array().map(Vec::len), Some(1));
+        if p["ok"] == 1 {
+            // The cost column: sluice's worker threads or the kernel's softirq time.
+            assert!(p["cost_median"].is_f64(), "no cost: {p}");
+            assert!(p["cpu_median"]["forwarding_pct"].is_f64(), "{p}");
+        }
     }
+    assert_eq!(tcp["metrics"][0]["cost_unit"], "%CPU/Gbit/s");
 
     let md = std::fs::read_to_string(out.0.join("results.md")).unwrap();
     let row = md
@@ -133,8 +139,8 @@ fn quick_bench_writes_rows_and_charts() {
         .expect("tcp row in results.md");
     assert_eq!(
         row.matches('|').count(),
-        8,
-        "kernel and sluice columns: {row}"
+        10,
+        "kernel and sluice columns (value, CPU, cost each) and the ratio: {row}"
     );
     assert!(stdout.contains("| tcp1 a->b"), "terminal table:\n{stdout}");
 

@@ -18,7 +18,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use serde_json::json;
 use sluice_api::client::Client;
-use sluice_bench::e2e::report::{shell_quote, utc_date};
+use sluice_bench::e2e::report::utc_date;
+use sluice_bench::run;
 use sluice_lab::daemonlab::DaemonLab;
 
 /// Attach latency of sluiced against the CNI bridge plugin, and memory per endpoint.
@@ -153,24 +154,12 @@ fn cni(
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let command = std::env::args()
-        .map(|a| shell_quote(&a))
-        .collect::<Vec<_>>()
-        .join(" ");
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("needs root: it creates network namespaces");
-    }
+    let command = run::command_line();
+    run::require_root()?;
     if args.connects == 0 {
         bail!("--connects must be at least 1");
     }
-    let bin_dir = match args.bin_dir {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("this binary has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = run::bin_dir(args.bin_dir)?;
     let workers = args.workers.to_string();
     let mut flags = vec!["--workers", workers.as_str()];
     flags.extend(args.daemon_args.split_whitespace());

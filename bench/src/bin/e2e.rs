@@ -12,15 +12,18 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 use sluice_bench::e2e::harness::{self, Plan, Progress};
 use sluice_bench::e2e::output::{self, Results};
-use sluice_bench::e2e::report::{results_section, shell_quote, table, utc_date};
+use sluice_bench::e2e::peers;
+use sluice_bench::e2e::report::{results_section, table, utc_date};
 use sluice_bench::e2e::TestKind;
+use sluice_bench::run;
 use sluice_lab::lab::SluiceLaunch;
 
 /// End-to-end benchmark: kernel bridge + iptables vs sluice, in network namespaces.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Test groups: tcp, tcp4, udp64, rr, nat.
+    /// Test groups: tcp, tcp4, udp64, rr, nat; and how the cost grows: flows (NAT with 1k and
+    /// 100k flows established before the run), endpoints (a bridge with 64 endpoints).
     #[arg(long, value_delimiter = ',', default_value = "tcp,tcp4,udp64,rr,nat")]
     tests: Vec<TestKind>,
     /// Runs per forwarder (forwarders alternate within each run).
@@ -42,10 +45,11 @@ struct Args {
         default_value = "kernel,sluice"
     )]
     peers: Vec<String>,
-    /// Worker threads of the sluice dataplane (on 2 CPUs, one leaves the other to the load).
-    #[arg(long, default_value_t = 1)]
-    sluice_workers: usize,
-    /// More arguments for `sluice dataplane`, space-separated (e.g. "--rx-ring=v3").
+    /// Worker threads of the sluice dataplane (default: one per CPU, as sluiced runs it).
+    #[arg(long)]
+    sluice_workers: Option<usize>,
+    /// More arguments for `sluice dataplane`, space-separated (e.g. "--rx-ring=v3"); they
+    /// replace the sluiced defaults the harness passes for the same flags.
     #[arg(long, allow_hyphen_values = true, default_value = "")]
     sluice_args: String,
     /// Markdown file the results section is appended to (default without `--output`: the
@@ -55,6 +59,10 @@ struct Args {
     /// Directory for results.json, results.md and one SVG chart per test (created if needed).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Runs the rootless shape instead, as this unprivileged user: sluice-slirp (next to
+    /// `--sluice-bin`, or to this binary), slirp4netns and pasta each serving an `unshare -r -n` namespace; prints a table.
+    #[arg(long, value_name = "USER")]
+    rootless: Option<String>,
 }
 
 /// Shows progress on stderr: on a terminal the status line is rewritten in place.
@@ -67,6 +75,18 @@ fn show_progress(tty: bool, p: Progress) {
     }
 }
 
+/// The rootless stacks: sluice-slirp next to `here`, the others from the PATH.
+fn rootless_stacks(here: &std::path::Path) -> Vec<(sluice_bench::e2e::rootless::Stack, PathBuf)> {
+    use sluice_bench::e2e::rootless::Stack;
+    Stack::ALL
+        .into_iter()
+        .map(|s| match s {
+            Stack::SluiceSlirp => (s, here.with_file_name("sluice-slirp")),
+            _ => (s, PathBuf::from(s.name())),
+        })
+        .collect()
+}
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -75,16 +95,28 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let command = std::env::args()
-        .map(|a| shell_quote(&a))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command = run::command_line();
     if args.runs == 0 || args.duration == 0 {
         bail!("--runs and --duration must be at least 1");
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("needs root: it creates network namespaces");
+    run::require_root()?;
+    if let Some(user) = args.rootless {
+        let here = match &args.sluice_bin {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().context("locating this binary")?,
+        };
+        let plan = sluice_bench::e2e::rootless::RootlessPlan {
+            stacks: rootless_stacks(&here),
+            user,
+            duration: args.duration,
+        };
+        for _ in 0..args.runs {
+            print!(
+                "{}",
+                sluice_bench::e2e::rootless::table(&sluice_bench::e2e::rootless::run(&plan))
+            );
+        }
+        return Ok(());
     }
     let sluice_bin = match args.sluice_bin {
         Some(p) => p,
@@ -94,12 +126,10 @@ fn main() -> anyhow::Result<()> {
     };
     let launch = SluiceLaunch {
         bin: sluice_bin,
-        args: std::iter::once(format!("--workers={}", args.sluice_workers))
-            .chain(args.sluice_args.split_whitespace().map(String::from))
-            .collect(),
+        args: peers::launch_args(args.sluice_workers, &args.sluice_args),
     };
     let (peers, peer_skips) =
-        harness::resolve_peers(&args.peers, &args.tests, &launch, harness::have_tool)
+        peers::resolve_peers(&args.peers, &args.tests, &launch, peers::have_tool)
             .map_err(anyhow::Error::msg)?;
     for s in &peer_skips {
         eprintln!("{s}");

@@ -14,7 +14,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use serde_json::json;
 use sluice_api::client::Client;
-use sluice_bench::e2e::report::{shell_quote, utc_date};
+use sluice_bench::e2e::report::utc_date;
+use sluice_bench::run;
 use sluice_bench::soak::{Sample, Soak};
 use sluice_lab::daemonlab::{DaemonLab, OUTSIDE_IP};
 
@@ -66,14 +67,8 @@ fn address(view: &serde_json::Value) -> Result<String> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let command = std::env::args()
-        .map(|a| shell_quote(&a))
-        .collect::<Vec<_>>()
-        .join(" ");
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("needs root: it creates network namespaces");
-    }
+    let command = run::command_line();
+    run::require_root()?;
     if args.churn < 2 || args.minutes <= 0.0 {
         bail!("--churn must be at least 2 and --minutes positive");
     }
@@ -81,13 +76,7 @@ fn main() -> Result<()> {
     let warmup = args
         .warmup_secs
         .unwrap_or((total.as_secs_f64() / 5.0).min(120.0));
-    let bin_dir = match args.bin_dir {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("this binary has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = run::bin_dir(args.bin_dir)?;
     let mut d = DaemonLab::start("sk", &bin_dir, &[])?;
     d.sluice_ok(&["network", "create", "--subnet", "10.210.0.0/24", "soak"])?;
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -3,13 +3,19 @@
 //! and pasta on their own namespace <-> host shape; measured alternately with iperf3, trafgen
 //! and sockperf.
 //!
-//! `parse` and `report` are pure (unit-tested on recorded tool outputs); `harness` drives the
-//! tools inside the lab's namespaces, `shapes` builds the topologies of the optional peers.
+//! `parse` and `report` are pure (unit-tested on recorded tool outputs); `peers` resolves what
+//! to measure, `bed` builds a peer's topology and servers, `measure` runs one measurement and
+//! `harness` runs them all, alternating; `shapes` builds the topologies of the optional peers.
 
+mod bed;
 pub mod harness;
+mod measure;
 pub mod output;
 pub mod parse;
+pub mod peers;
 pub mod report;
+pub mod rootless;
+pub mod scale;
 pub mod shapes;
 
 /// A group of measurements selected with `--tests`.
@@ -25,17 +31,30 @@ pub enum TestKind {
     Rr,
     /// The NAT paths: a -> outside (MASQUERADE / NAPT), outside -> published port of a.
     Nat,
+    /// How NAT's cost grows with the flows it tracks: a -> outside with 1, 1,000 and 100,000
+    /// flows established through the NAT before the run.
+    Flows,
+    /// How bridging's cost grows with the endpoints: a -> b with 2 and 64 endpoints on the
+    /// bridge.
+    Endpoints,
 }
 
 impl TestKind {
     /// Every kind, in report order.
-    pub const ALL: [TestKind; 5] = [
+    pub const ALL: [TestKind; 7] = [
         TestKind::Tcp,
         TestKind::Tcp4,
         TestKind::Udp64,
         TestKind::Rr,
         TestKind::Nat,
+        TestKind::Flows,
+        TestKind::Endpoints,
     ];
+
+    /// True for the groups that go through the forwarder's NAT (the kernel's: `iptables-nat`).
+    pub fn through_nat(self) -> bool {
+        matches!(self, TestKind::Nat | TestKind::Flows)
+    }
 
     /// The name used by `--tests`.
     pub fn name(self) -> &'static str {
@@ -45,6 +64,8 @@ impl TestKind {
             TestKind::Udp64 => "udp64",
             TestKind::Rr => "rr",
             TestKind::Nat => "nat",
+            TestKind::Flows => "flows",
+            TestKind::Endpoints => "endpoints",
         }
     }
 
@@ -68,6 +89,12 @@ impl TestKind {
                 metrics::NAT_OUT_RR,
                 metrics::NAT_IN_RR,
             ],
+            TestKind::Flows => &[
+                metrics::NAT_OUT_FLOWS_1,
+                metrics::NAT_OUT_FLOWS_1K,
+                metrics::NAT_OUT_FLOWS_100K,
+            ],
+            TestKind::Endpoints => &[metrics::TCP1_2_ENDPOINTS, metrics::TCP1_64_ENDPOINTS],
         }
     }
 }
@@ -78,7 +105,9 @@ impl std::str::FromStr for TestKind {
         TestKind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown test {s:?} (expected tcp, tcp4, udp64, rr, nat)"))
+            .ok_or_else(|| {
+                format!("unknown test {s:?} (expected tcp, tcp4, udp64, rr, nat, flows, endpoints)")
+            })
     }
 }
 
@@ -155,6 +184,33 @@ impl Unit {
     }
 }
 
+impl Unit {
+    /// The unit of the cost column of a row measured in this unit: forwarding CPU per
+    /// Gbit/s for throughput, per packet for packet rates, per round trip for latency.
+    pub fn cost_label(self) -> &'static str {
+        match self {
+            Unit::Gbps => "%CPU/Gbit/s",
+            Unit::Kpps => "ns CPU/pkt",
+            Unit::Us => "us CPU/RTT",
+        }
+    }
+
+    /// The forwarding cost of a measurement of `value` (in this unit) that took `fwd_pct` %
+    /// of one CPU: % of one CPU per Gbit/s; CPU nanoseconds per packet (`fwd_pct` % of a
+    /// second spread over `value` thousand packets); CPU microseconds per round trip (one
+    /// round trip every `value` microseconds). None without a positive figure.
+    pub fn cost(self, value: f64, fwd_pct: f64) -> Option<f64> {
+        if !(value > 0.0 && value.is_finite() && fwd_pct.is_finite()) {
+            return None;
+        }
+        Some(match self {
+            Unit::Gbps => fwd_pct / value,
+            Unit::Kpps => fwd_pct / 100.0 * 1e9 / (value * 1e3),
+            Unit::Us => fwd_pct / 100.0 * value,
+        })
+    }
+}
+
 impl Better {
     /// "higher" or "lower".
     pub fn word(self) -> &'static str {
@@ -197,6 +253,17 @@ pub mod metrics {
     pub const NAT_OUT_RR: Metric = m("nat_out tcp_rr a->outside", Unit::Us, Better::Lower);
     /// TCP ping-pong outside -> published port of a.
     pub const NAT_IN_RR: Metric = m("nat_in tcp_rr outside->a", Unit::Us, Better::Lower);
+    /// TCP, 1 stream, a -> outside through NAT, no other flow.
+    pub const NAT_OUT_FLOWS_1: Metric = m("nat_out tcp1, 1 flow", Unit::Gbps, Better::Higher);
+    /// TCP, 1 stream, a -> outside through NAT, 1,000 UDP flows established before.
+    pub const NAT_OUT_FLOWS_1K: Metric = m("nat_out tcp1, +1k flows", Unit::Gbps, Better::Higher);
+    /// TCP, 1 stream, a -> outside through NAT, 100,000 UDP flows established before.
+    pub const NAT_OUT_FLOWS_100K: Metric =
+        m("nat_out tcp1, +100k flows", Unit::Gbps, Better::Higher);
+    /// TCP, 1 stream, a -> b on a bridge with 2 endpoints.
+    pub const TCP1_2_ENDPOINTS: Metric = m("tcp1 a->b, 2 endpoints", Unit::Gbps, Better::Higher);
+    /// TCP, 1 stream, a -> b on a bridge with 64 endpoints.
+    pub const TCP1_64_ENDPOINTS: Metric = m("tcp1 a->b, 64 endpoints", Unit::Gbps, Better::Higher);
 }
 
 /// CPU use during one measurement, each in % of one CPU (so up to nproc x 100).
@@ -208,30 +275,50 @@ pub struct CpuUse {
     pub softirq_pct: Option<f64>,
     /// Busy time of all CPUs.
     pub busy_pct: Option<f64>,
+    /// The forwarding work, the figure the cost column divides: sluice's worker threads
+    /// (`sluice-w*`), the process of a peer that is one (OVS, slirp4netns, pasta), or for the
+    /// kernel peers the softirq time of all CPUs (where bridging, routing and NAT run).
+    pub forwarding_pct: Option<f64>,
     /// Busy time of all CPUs just before the measurement, while nothing of the benchmark ran
     /// (other load on the machine makes the figure less trustworthy).
     pub background_pct: Option<f64>,
 }
 
 impl CpuUse {
-    /// CPU use between two snapshots `elapsed_s` seconds apart, with `hz` ticks per second.
+    /// CPU use between two snapshots `elapsed_s` seconds apart, with `hz` ticks per second:
+    /// the machine's (`/proc/stat`), the forwarder process's and its worker threads' ticks
+    /// (before, after).
     pub fn between(
         before: &parse::CpuTimes,
         after: &parse::CpuTimes,
-        proc_ticks: Option<(u64, u64)>,
+        ticks: ForwarderTicks,
         hz: f64,
         elapsed_s: f64,
     ) -> CpuUse {
         let pct = |ticks: u64| {
             (elapsed_s > 0.0 && hz > 0.0).then(|| ticks as f64 / hz / elapsed_s * 100.0)
         };
+        let span = |t: Option<(u64, u64)>| t.and_then(|(a, b)| pct(b.saturating_sub(a)));
+        let forwarder_pct = span(ticks.process);
+        let softirq_pct = pct(after.softirq.saturating_sub(before.softirq));
         CpuUse {
-            forwarder_pct: proc_ticks.and_then(|(a, b)| pct(b.saturating_sub(a))),
-            softirq_pct: pct(after.softirq.saturating_sub(before.softirq)),
+            forwarder_pct,
+            softirq_pct,
             busy_pct: pct(after.busy.saturating_sub(before.busy)),
+            forwarding_pct: span(ticks.workers).or(forwarder_pct).or(softirq_pct),
             background_pct: None,
         }
     }
+}
+
+/// Clock ticks of a forwarder over one measurement, each (before, after); None when it is
+/// not a process (the kernel) or has no worker threads of sluice's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForwarderTicks {
+    /// The whole process (user + system, all threads).
+    pub process: Option<(u64, u64)>,
+    /// sluice's forwarding threads only.
+    pub workers: Option<(u64, u64)>,
 }
 
 /// The outcome of one measurement of one metric on one forwarder.
@@ -243,6 +330,8 @@ pub struct Sample {
     pub note: String,
     /// CPU use while it ran.
     pub cpu: CpuUse,
+    /// Forwarding CPU per unit of work ([`Unit::cost`]), when both figures are there.
+    pub cost: Option<f64>,
 }
 
 #[cfg(test)]
@@ -268,23 +357,57 @@ mod tests {
         }
     }
 
+    fn times(busy: u64, softirq: u64, total: u64) -> parse::CpuTimes {
+        parse::CpuTimes {
+            busy,
+            softirq,
+            total,
+        }
+    }
+
     #[test]
     fn cpu_use_in_percent_of_one_cpu() {
-        let a = parse::CpuTimes {
-            busy: 100,
-            softirq: 10,
-            total: 1000,
+        let (a, b) = (times(100, 10, 1000), times(400, 60, 1400));
+        let process = ForwarderTicks {
+            process: Some((5, 155)),
+            workers: None,
         };
-        let b = parse::CpuTimes {
-            busy: 400,
-            softirq: 60,
-            total: 1400,
-        };
-        let c = CpuUse::between(&a, &b, Some((5, 155)), 100.0, 2.0);
+        let c = CpuUse::between(&a, &b, process, 100.0, 2.0);
         assert_eq!(c.busy_pct, Some(150.0));
         assert_eq!(c.softirq_pct, Some(25.0));
         assert_eq!(c.forwarder_pct, Some(75.0));
-        let none = CpuUse::between(&a, &b, None, 100.0, 0.0);
+        // A process without sluice's workers: all of it forwards.
+        assert_eq!(c.forwarding_pct, Some(75.0));
+        let none = CpuUse::between(&a, &b, ForwarderTicks::default(), 100.0, 0.0);
         assert_eq!(none, CpuUse::default());
+    }
+
+    #[test]
+    fn forwarding_cpu_is_the_workers_the_process_or_softirq() {
+        let (a, b) = (parse::CpuTimes::default(), times(300, 40, 400));
+        let sluice = ForwarderTicks {
+            process: Some((0, 120)),
+            workers: Some((10, 110)),
+        };
+        let c = CpuUse::between(&a, &b, sluice, 100.0, 1.0);
+        assert_eq!(c.forwarder_pct, Some(120.0));
+        assert_eq!(c.forwarding_pct, Some(100.0));
+        let kernel = CpuUse::between(&a, &b, ForwarderTicks::default(), 100.0, 1.0);
+        assert_eq!(kernel.forwarder_pct, None);
+        assert_eq!(kernel.forwarding_pct, Some(40.0));
+    }
+
+    #[test]
+    fn cost_per_unit_of_work() {
+        // 90 % of a CPU for 12 Gbit/s.
+        assert_eq!(Unit::Gbps.cost(12.0, 90.0), Some(7.5));
+        // A whole CPU for 500 kpps: 2 us = 2000 ns per packet.
+        assert_eq!(Unit::Kpps.cost(500.0, 100.0), Some(2000.0));
+        // Half a CPU, one round trip every 20 us: 10 us per round trip.
+        assert_eq!(Unit::Us.cost(20.0, 50.0), Some(10.0));
+        assert_eq!(Unit::Gbps.cost(0.0, 90.0), None);
+        assert_eq!(Unit::Gbps.cost(f64::NAN, 90.0), None);
+        assert_eq!(Unit::Gbps.cost(1.0, f64::INFINITY), None);
+        assert_eq!(Unit::Gbps.cost_label(), "%CPU/Gbit/s");
     }
 }

@@ -30,6 +30,7 @@ fn cpu_json(c: &CpuUse) -> Value {
         "forwarder_pct": c.forwarder_pct,
         "softirq_pct": c.softirq_pct,
         "busy_pct": c.busy_pct,
+        "forwarding_pct": c.forwarding_pct,
         "background_pct": c.background_pct,
     })
 }
@@ -46,6 +47,7 @@ fn cell_json(peer: &str, c: &Cell, base: Option<&Cell>) -> Value {
                 "error": s.value.as_ref().err(),
                 "note": s.note,
                 "cpu": cpu_json(&s.cpu),
+                "cost": s.cost,
             })
         })
         .collect();
@@ -59,6 +61,7 @@ fn cell_json(peer: &str, c: &Cell, base: Option<&Cell>) -> Value {
         "runs": c.runs,
         "ratio_to_baseline": base.and_then(|b| ratio(c, b)),
         "cpu_median": cpu_json(&c.cpu),
+        "cost_median": c.cost,
         "first_error": c.first_error,
         "samples": samples,
     })
@@ -67,7 +70,8 @@ fn cell_json(peer: &str, c: &Cell, base: Option<&Cell>) -> Value {
 /// `results.json`: per test group, per metric, per measured peer: its shape, every sample, the
 /// median, min and max, `ratio_to_baseline`: the ratio to its reference (the row's baseline, the kernel path, for
 /// the bridge shape; the kernel bridge for a namespace <-> host peer where comparable, else
-/// null) and the CPU use.
+/// null), the CPU use and the forwarding cost (`cost` per sample, `cost_median`, in the
+/// metric's `cost_unit`).
 pub fn json(r: &Results) -> Value {
     let mut tests: Vec<Value> = Vec::new();
     for kind in TestKind::ALL {
@@ -92,6 +96,7 @@ pub fn json(r: &Results) -> Value {
                     "metric": row.metric.name,
                     "unit": row.metric.unit.label(),
                     "better": row.metric.better.word(),
+                    "cost_unit": row.metric.unit.cost_label(),
                     "baseline": base.and_then(|b| r.peers.get(b)),
                     "peers": peers,
                 })
@@ -278,6 +283,10 @@ pub fn svg(kind: TestKind, peers: &[String], rows: &[Row]) -> Option<String> {
                     if c.ok < c.runs {
                         let _ = write!(label, " ({}/{} ok)", c.ok, c.runs);
                     }
+                    if c.cost.is_some() {
+                        let _ =
+                            write!(label, " · {}", super::report::cost_text(c, row.metric.unit));
+                    }
                     let _ = writeln!(
                         body,
                         r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
@@ -383,8 +392,11 @@ mod tests {
                 forwarder_pct: Some(70.0),
                 softirq_pct: Some(50.0),
                 busy_pct: Some(180.0),
+                forwarding_pct: Some(60.0),
                 background_pct: Some(1.0),
             },
+            // Half the figure: costs that survive the JSON round trip exactly.
+            cost: v.ok().map(|x| x / 2.0),
         }
     }
 
@@ -534,6 +546,8 @@ mod tests {
         assert!(tcp.contains(">Gbit/s</text>"));
         assert!(tcp.contains("16.8 [15.1–17.9]"));
         assert!(tcp.contains("(2/3 ok)"));
+        // The cost of each bar, the median of its runs' costs.
+        assert!(tcp.contains("16.8 [15.1–17.9] · 8.40 %CPU/Gbit/s"));
         assert!(!tcp.contains(">iptables-nat<"));
         let nat = svg(TestKind::Nat, &peers, &rows).unwrap();
         assert!(nat.contains(">iptables-nat<") && !nat.contains(">kernel<"));
@@ -600,6 +614,10 @@ mod tests {
         assert_eq!(p[1]["samples"][2]["value"], Value::Null);
         assert_eq!(p[1]["samples"][0]["cpu"]["forwarder_pct"], 70.0);
         assert_eq!(p[1]["cpu_median"]["busy_pct"], 180.0);
+        assert_eq!(p[1]["cpu_median"]["forwarding_pct"], 60.0);
+        assert_eq!(tcp["cost_unit"], "%CPU/Gbit/s");
+        assert_eq!(p[0]["samples"][0]["cost"], 8.4);
+        assert_eq!(p[0]["cost_median"], 8.4);
         let r = p[1]["ratio_to_baseline"].as_f64().unwrap();
         assert!((r - 11.75 / 16.8).abs() < 1e-9);
         let nat = &tests[2]["metrics"][0];

@@ -1,5 +1,5 @@
 //! Pure parsers for the outputs of the measuring tools: iperf3 JSON, sockperf text, trafgen's
-//! summary, `ip -s -j link` counters, `/proc/stat` and `/proc/PID/stat`.
+//! summary, `ip -s -j link` counters, `/proc/stat`, `/proc/PID/stat` and its threads'.
 
 use serde_json::Value;
 
@@ -258,6 +258,28 @@ pub fn pid_stat_ticks(out: &str) -> Result<u64, ParseError> {
     }
 }
 
+/// The name (comm) and user + system clock ticks of one thread, from
+/// `/proc/PID/task/TID/stat`.
+pub fn task_stat(out: &str) -> Result<(&str, u64), ParseError> {
+    let comm = out
+        .split_once('(')
+        .and_then(|(_, r)| r.rsplit_once(')'))
+        .map(|(c, _)| c)
+        .ok_or_else(|| format_err("/proc/PID/stat", "comm"))?;
+    Ok((comm, pid_stat_ticks(out)?))
+}
+
+/// User + system ticks summed over the threads (their `stat` texts) whose name starts with
+/// `prefix`; None when no thread has such a name (or none could be read).
+pub fn threads_ticks<'a>(stats: impl IntoIterator<Item = &'a str>, prefix: &str) -> Option<u64> {
+    stats
+        .into_iter()
+        .filter_map(|s| task_stat(s).ok())
+        .filter(|(comm, _)| comm.starts_with(prefix))
+        .map(|(_, t)| t)
+        .reduce(|a, b| a + b)
+}
+
 /// The CPU model from `/proc/cpuinfo` (`model name`, or `Hardware`/`cpu model` elsewhere).
 pub fn cpu_model(cpuinfo: &str) -> Option<String> {
     cpuinfo
@@ -389,5 +411,23 @@ mod tests {
         assert_eq!(pid_stat_ticks(s), Ok(175));
         assert!(pid_stat_ticks("4242 (x) S 1").is_err());
         assert!(pid_stat_ticks("garbage").is_err());
+    }
+
+    #[test]
+    fn worker_threads_ticks() {
+        let t = |tid: u32, comm: &str, u: u64, s: u64| {
+            format!("{tid} ({comm}) R 1 1 1 0 -1 4194560 10 0 0 0 {u} {s} 0 0 20 0 3 0 1 2 3")
+        };
+        let stats = [
+            t(10, "sluice", 7, 3),
+            t(11, "sluice-w0", 100, 50),
+            t(12, "sluice-w1", 20, 30),
+            t(13, "sluice-spares", 5, 5),
+        ];
+        assert_eq!(task_stat(&stats[1]), Ok(("sluice-w0", 150)));
+        let texts = stats.iter().map(String::as_str);
+        assert_eq!(threads_ticks(texts.clone(), "sluice-w"), Some(200));
+        assert_eq!(threads_ticks(texts, "ovs"), None);
+        assert_eq!(threads_ticks(["garbage"], "g"), None);
     }
 }

@@ -47,6 +47,8 @@ pub struct Cell {
     pub runs: usize,
     /// Median CPU use over the successful runs.
     pub cpu: CpuUse,
+    /// Median forwarding cost over the successful runs ([`super::Unit::cost`]).
+    pub cost: Option<f64>,
     /// Error of the first failed run, if any failed.
     pub first_error: Option<String>,
     /// Every run's sample, in run order (for `results.json`).
@@ -74,8 +76,10 @@ pub fn cell(samples: &[Sample]) -> Cell {
             forwarder_pct: med(|c| c.forwarder_pct),
             softirq_pct: med(|c| c.softirq_pct),
             busy_pct: med(|c| c.busy_pct),
+            forwarding_pct: med(|c| c.forwarding_pct),
             background_pct: med(|c| c.background_pct),
         },
+        cost: stats(&ok.iter().filter_map(|s| s.cost).collect::<Vec<_>>()).map(|s| s.median),
         first_error: samples.iter().find_map(|s| s.value.as_ref().err().cloned()),
         samples: samples.to_vec(),
         na: false,
@@ -209,6 +213,14 @@ pub fn cpu_text(c: &CpuUse) -> String {
     }
 }
 
+/// The cost cell: the median forwarding CPU per unit of work with its unit, '-' without.
+pub fn cost_text(c: &Cell, unit: super::Unit) -> String {
+    match c.cost {
+        Some(x) if !c.na => format!("{} {}", num(x), unit.cost_label()),
+        _ => "-".into(),
+    }
+}
+
 /// The results table in Markdown (readable as plain text too). With two or more bridge-shaped
 /// peers a column has the ratio of the subject (sluice) to each row's baseline (the kernel
 /// path); each namespace <-> host peer (slirp4netns, pasta) gets a column with its ratio to the
@@ -223,6 +235,7 @@ pub fn table(forwarders: &[String], rows: &[Row]) -> String {
     for f in forwarders {
         head.push(format!("{f} median [min-max]"));
         head.push(format!("{f} CPU"));
+        head.push(format!("{f} cost"));
     }
     if let Some(s) = subject {
         let base = bridge_shaped(forwarders).find(|i| *i != s).unwrap_or(0);
@@ -246,6 +259,7 @@ pub fn table(forwarders: &[String], rows: &[Row]) -> String {
         for c in &r.cells {
             l.push(value_text(c));
             l.push(cpu_text(&c.cpu));
+            l.push(cost_text(c, r.metric.unit));
         }
         if let Some(s) = subject {
             l.push(ratio_text(r, s, baseline(forwarders, r)));
@@ -322,7 +336,10 @@ pub fn results_section(
         "- forwarders measured alternately in each run; CPU columns are medians in % of one CPU: \
          proc = forwarder process (sluice, slirp4netns, pasta, ovs-vswitchd), si = softirq \
          (all CPUs: the kernel's forwarding), busy = all CPUs, bg = all CPUs just before the \
-         measurement (load from outside the benchmark); the ratio is sluice over the kernel \
+         measurement (load from outside the benchmark); cost = forwarding CPU (sluice's \
+         worker threads, the process of ovs/slirp4netns/pasta, softirq of all CPUs for the \
+         kernel peers) per Gbit/s, per packet or per round trip, the median of the runs' \
+         costs; the ratio is sluice over the kernel \
          path (kernel, or iptables-nat on the NAT rows when that peer measures them)"
     );
     let host: Vec<&str> = forwarders
@@ -389,8 +406,10 @@ mod tests {
                 forwarder_pct: None,
                 softirq_pct: Some(10.0),
                 busy_pct: Some(150.0),
+                forwarding_pct: Some(10.0),
                 background_pct: Some(4.0),
             },
+            cost: v.ok().map(|x| 10.0 / x),
         }
     }
 
@@ -433,6 +452,11 @@ mod tests {
         assert_eq!(value_text(&f), "FAIL: a/b");
         assert_eq!(value_text(&cell(&[])), "-");
         assert_eq!(c.samples.len(), 3);
+        // The median of the two runs' costs: 10 / 10 and 10 / 12.
+        assert!((c.cost.unwrap() - (1.0 + 10.0 / 12.0) / 2.0).abs() < 1e-9);
+        assert_eq!(cost_text(&c, Unit::Gbps), "0.92 %CPU/Gbit/s");
+        assert_eq!(cost_text(&f, Unit::Gbps), "-");
+        assert_eq!(cost_text(&na(), Unit::Gbps), "-");
     }
 
     #[test]
@@ -549,7 +573,9 @@ mod tests {
             }],
         );
         assert!(!t.contains("/kernel"));
-        assert_eq!(t.lines().next().unwrap().matches('|').count(), 5);
+        assert_eq!(t.lines().next().unwrap().matches('|').count(), 6);
+        assert!(t.contains("| kernel cost "));
+        assert!(t.contains("| 10.0 %CPU/Gbit/s "));
     }
 
     #[test]

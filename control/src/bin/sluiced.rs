@@ -2,7 +2,7 @@
 //! endpoints, and serves the API on a Unix socket until SIGINT/SIGTERM.
 #![forbid(unsafe_code)]
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use sluice_control::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use sluice_control::cluster::etcd::Etcd;
+use sluice_control::cluster::Cluster;
 use sluice_control::compile::UplinkSettings;
 use sluice_control::daemon::engine::{Engine, Restored};
 use sluice_control::daemon::kernel::Kernel;
@@ -22,7 +24,7 @@ use sluice_control::plugins::docker::{server as plugin_server, DEFAULT_PLUGIN_SO
 use sluice_control::publish::parse_port_range;
 use sluice_control::state::{check_range, DEFAULT_HOST_PORTS};
 use sluice_control::store::Store;
-use sluice_dataplane::config::{Ipv4Cidr, NatConfig, PortIo, PortRange};
+use sluice_dataplane::config::{Ipv4Cidr, Ipv6Cidr, NatConfig, PortIo, PortRange};
 use sluice_dataplane::port::afpacket::RxRing;
 use sluice_dataplane::runtime::RuntimeConfig;
 use sluice_dataplane::wire::MacAddr;
@@ -53,6 +55,12 @@ struct Args {
     /// The uplink's MTU.
     #[arg(long, default_value_t = 1500)]
     uplink_mtu: u16,
+    /// sluice's own v6 address on the uplink, CIDR (NAT66 source, published ports over v6).
+    #[arg(long)]
+    uplink_ip6: Option<String>,
+    /// The v6 next hop for everything off the uplink's v6 prefix.
+    #[arg(long)]
+    uplink_gateway6: Option<Ipv6Addr>,
     /// Open the uplink as a TAP device sluice creates, instead of an existing interface.
     #[arg(long)]
     uplink_tap: bool,
@@ -91,6 +99,37 @@ struct Args {
     /// NAPT source ports (32768-60999; docker's own 49153-60999 would overlap them).
     #[arg(long, default_value_t = DEFAULT_HOST_PORTS.to_string())]
     host_port_range: String,
+    /// The cluster store that makes overlay networks span hosts (off by default):
+    /// etcd://HOST:PORT[,HOST:PORT...], etcd v3's client addresses.
+    #[arg(long, value_name = "URL")]
+    cluster_store: Option<String>,
+    /// This host's address in the cluster, its VTEP (default and only choice: the uplink
+    /// address, which VXLAN leaves from).
+    #[arg(long, value_name = "IP")]
+    cluster_advertise: Option<Ipv4Addr>,
+    /// Seconds this host's records in the cluster store outlive it once it stops renewing
+    /// its lease (a dead host's endpoints leave the others' tables after this).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    cluster_ttl: u32,
+}
+
+/// This host's membership of `--cluster-store`, if given.
+fn cluster(a: &Args, uplink: Option<&UplinkSettings>) -> Result<Option<Arc<Cluster>>> {
+    let Some(url) = &a.cluster_store else {
+        if a.cluster_advertise.is_some() {
+            bail!("--cluster-advertise needs --cluster-store");
+        }
+        return Ok(None);
+    };
+    let etcd = Etcd::from_url(url)?;
+    let vtep = uplink
+        .context("--cluster-store needs --uplink: overlay traffic leaves from the uplink address")?
+        .ip
+        .addr;
+    if let Some(ip) = a.cluster_advertise.filter(|ip| *ip != vtep) {
+        bail!("--cluster-advertise {ip} is not the uplink address {vtep}, which VXLAN leaves from");
+    }
+    Ok(Some(Arc::new(Cluster::new(etcd, vtep, a.cluster_ttl))))
 }
 
 /// The `--host-port-range`, refused when it overlaps NAPT's source ports.
@@ -103,8 +142,13 @@ fn host_port_range(a: &Args, nat: &NatConfig) -> Result<PortRange> {
 
 fn uplink(a: &Args) -> Result<Option<UplinkSettings>> {
     let Some(name) = &a.uplink else {
-        if a.uplink_ip.is_some() || a.uplink_gateway.is_some() || a.uplink_mac.is_some() {
-            bail!("--uplink-ip, --uplink-gateway and --uplink-mac need --uplink");
+        if a.uplink_ip.is_some()
+            || a.uplink_gateway.is_some()
+            || a.uplink_mac.is_some()
+            || a.uplink_ip6.is_some()
+            || a.uplink_gateway6.is_some()
+        {
+            bail!("--uplink-ip, --uplink-gateway, --uplink-mac, --uplink-ip6 and --uplink-gateway6 need --uplink");
         }
         return Ok(None);
     };
@@ -114,6 +158,13 @@ fn uplink(a: &Args) -> Result<Option<UplinkSettings>> {
         .context("--uplink needs --uplink-ip (sluice's address on it, like 192.0.2.2/24)")?
         .parse()
         .map_err(|_| anyhow::anyhow!("--uplink-ip is not an IPv4 CIDR (like 192.0.2.2/24)"))?;
+    let ip6: Option<Ipv6Cidr> = match &a.uplink_ip6 {
+        Some(s) => Some(s.parse().map_err(|_| {
+            anyhow::anyhow!("--uplink-ip6 is not an IPv6 CIDR (like 2001:db8::2/64)")
+        })?),
+        None if a.uplink_gateway6.is_some() => bail!("--uplink-gateway6 needs --uplink-ip6"),
+        None => None,
+    };
     let mac = match &a.uplink_mac {
         Some(m) => m
             .parse::<MacAddr>()
@@ -131,6 +182,8 @@ fn uplink(a: &Args) -> Result<Option<UplinkSettings>> {
         mac,
         next_hop: a.uplink_gateway,
         mtu: a.uplink_mtu,
+        ip6,
+        next_hop6: a.uplink_gateway6,
     }))
 }
 
@@ -148,6 +201,7 @@ fn run() -> Result<()> {
     init_logging();
     let args = Args::parse();
     let uplink = uplink(&args)?;
+    let cluster = cluster(&args, uplink.as_ref())?;
     let nat = NatConfig::default();
     let host_ports = host_port_range(&args, &nat)?;
     let rc = runtime_config(&args)?;
@@ -166,6 +220,10 @@ fn run() -> Result<()> {
         handle::spawn(move || Engine::open(store, Kernel::new(rc), uplink, nat, names))
             .context("cannot start")?;
     log_restore(&restored);
+    let engine = match &cluster {
+        Some(c) => engine.with_cluster(Arc::clone(c)),
+        None => engine,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -177,6 +235,9 @@ fn run() -> Result<()> {
             Some(addr) => Some(server::bind_metrics(addr).await?),
             None => None,
         };
+        if let Some(c) = &cluster {
+            c.start(engine.local());
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = move || {
             let mut rx = stop_rx.clone();

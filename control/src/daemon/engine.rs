@@ -5,7 +5,7 @@
 //! holds: endpoints whose interface is gone are released, interfaces no endpoint owns are
 //! deleted, and the rest are forwarded again.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,18 +14,18 @@ use sluice_dataplane::pipeline::Dataplane;
 use sluice_dataplane::tables::ConfigError;
 use sluice_dataplane::time::Millis;
 
-use crate::api::{
-    ConntrackView, EndpointView, FdbView, NetworkStatsView, PortStatsView, PruneReport, StatsView,
-};
-use crate::compile::{dataplane_config, UplinkSettings, UPLINK_PORT};
+use crate::api::{ConntrackView, EndpointView, FdbView, PruneReport, StatsView};
+use crate::compile::{dataplane_config, UplinkSettings};
 use crate::daemon::names::Names;
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
+use crate::daemon::stats;
 use crate::dns::files::FilesError;
 use crate::driver;
-use crate::model::{Endpoint, EndpointSpec, NetworkInspect, NetworkSpec};
+use crate::model::{Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec};
 use crate::netlink::{SandboxIface, SandboxIpv6};
 use crate::state::{State, StateError, PREDEFINED};
 use crate::store::{Store, StoreError};
+use sluice_dataplane::overlay::RemoteEndpoint;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,9 @@ pub enum EngineError {
     /// The dataplane refused the configuration (a bug if the state's rules passed).
     #[error("dataplane refused the configuration: {0}")]
     Dataplane(#[from] ConfigError),
+    /// The cluster store refused or could not be reached.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,
@@ -83,14 +86,11 @@ impl EngineError {
             EngineError::Names(FilesError::Io { .. }) => 500,
             EngineError::Names(_) => 400,
             EngineError::Plumbing(p) => p.client_status().unwrap_or(500),
+            EngineError::Cluster(c) => c.status(),
             EngineError::ShuttingDown => 503,
             _ => 500,
         }
     }
-}
-
-fn named(d: &sluice_dataplane::pipeline::DropsByReason) -> std::collections::BTreeMap<String, u64> {
-    d.iter().map(|(k, v)| ((*k).to_string(), *v)).collect()
 }
 
 /// The state, the dataplane and the machine, changed together.
@@ -101,6 +101,8 @@ pub struct Engine<P: Plumbing> {
     uplink: Option<UplinkSettings>,
     nat: NatConfig,
     names: Option<Names>,
+    /// Overlay endpoints on other hosts, by network name, as the cluster store lists them.
+    remotes: BTreeMap<String, Vec<RemoteEndpoint>>,
 }
 
 /// What restoring found.
@@ -171,6 +173,7 @@ impl<P: Plumbing> Engine<P> {
             uplink,
             nat,
             names,
+            remotes: BTreeMap::new(),
         };
         Ok((engine, restored))
     }
@@ -186,7 +189,34 @@ impl<P: Plumbing> Engine<P> {
     }
 
     fn config(&self, state: &State) -> Config {
-        dataplane_config(state, self.uplink.as_ref(), self.nat.clone())
+        let mut cfg = dataplane_config(state, self.uplink.as_ref(), self.nat.clone());
+        crate::cluster::fill_remotes(state, &mut cfg, &self.remotes);
+        cfg
+    }
+
+    /// Replaces the overlay endpoints of other hosts (from the cluster store).
+    pub fn set_remotes(
+        &mut self,
+        remotes: BTreeMap<String, Vec<RemoteEndpoint>>,
+    ) -> Result<(), EngineError> {
+        if remotes == self.remotes {
+            return Ok(());
+        }
+        let old = std::mem::replace(&mut self.remotes, remotes);
+        if let Err(e) = self.dp.apply(&self.config(self.store.state())) {
+            self.remotes = old;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The overlay networks and their endpoints on this host (for the cluster store).
+    pub fn overlays(&self) -> Vec<(Network, Vec<Endpoint>)> {
+        let s = self.state();
+        s.networks()
+            .filter(|n| n.spec.driver == Driver::Overlay)
+            .map(|n| (n.clone(), s.endpoints_of(&n.id).cloned().collect()))
+            .collect()
     }
 
     /// Puts the dataplane back on the committed state after a failed step.
@@ -321,9 +351,10 @@ impl<P: Plumbing> Engine<P> {
         if let Some(n) = &self.names {
             n.texts(pending.state(), &e)?;
         }
-        let gateway = net
-            .gateway
-            .filter(|_| !net.spec.internal && !self.has_default_route(&e.spec.sandbox));
+        let default_route = !net.spec.internal && !self.has_default_route(&e.spec.sandbox);
+        let on_link =
+            default_route && crate::driver::of(net.spec.driver).default_route_on_link(&net);
+        let gateway = net.gateway.filter(|_| default_route && !on_link);
         let attachment = Attachment {
             sandbox: e.spec.sandbox.clone(),
             iface: SandboxIface {
@@ -335,6 +366,7 @@ impl<P: Plumbing> Engine<P> {
                     prefix: net.subnet.map_or(32, |s| s.prefix),
                 },
                 gateway,
+                default_on_link: on_link,
                 mtu: net.spec.options.mtu.unwrap_or(1500),
                 ipv6: e.ip6.map(|addr| SandboxIpv6 {
                     addr,
@@ -433,61 +465,25 @@ impl<P: Plumbing> Engine<P> {
         out
     }
 
-    /// `stats`: the dataplane's counters named by endpoint and network.
+    /// `stats`: the dataplane's counters and the kernel's counts of its ports, named by
+    /// endpoint and network, with the flows charged to each endpoint.
     pub fn stats(&self) -> StatsView {
-        let st = self.dp.stats_with_flows();
-        let s = self.state();
-        let ports = st
-            .ports
-            .iter()
-            .map(|p| {
-                let owner = s.endpoints().find(|e| e.port == p.id);
-                let (endpoint, network) = match owner {
-                    Some(e) => (
-                        e.spec.name.clone(),
-                        s.network(&e.network_id)
-                            .map(|n| n.spec.name.clone())
-                            .unwrap_or_default(),
-                    ),
-                    None if p.id == UPLINK_PORT => ("uplink".into(), String::new()),
-                    None => (String::new(), String::new()),
-                };
-                PortStatsView {
-                    port: p.name.clone(),
-                    endpoint,
-                    network,
-                    rx_packets: p.stats.rx_packets,
-                    rx_bytes: p.stats.rx_bytes,
-                    tx_packets: p.stats.tx_packets,
-                    tx_bytes: p.stats.tx_bytes,
-                    drops: named(&p.drops),
-                }
-            })
-            .collect();
-        let mut networks: Vec<NetworkStatsView> = s
-            .networks()
-            .filter(|n| n.subnet.is_some())
-            .map(|n| {
-                let row = st.networks.iter().find(|r| r.id == n.dataplane_id);
-                NetworkStatsView {
-                    network: n.spec.name.clone(),
-                    endpoints: s.endpoints_of(&n.id).count(),
-                    fdb_entries: st.fdb_entries.get(&n.spec.name).copied().unwrap_or(0),
-                    conntrack_entries: row.and_then(|r| r.conntrack_flows).unwrap_or(0),
-                    rx_packets: row.map_or(0, |r| r.traffic.rx_packets),
-                    tx_packets: row.map_or(0, |r| r.traffic.tx_packets),
-                    drops: row.map(|r| named(&r.drops)).unwrap_or_default(),
-                }
-            })
-            .collect();
-        networks.sort_by(|a, b| a.network.cmp(&b.network));
-        StatsView {
-            ports,
-            networks,
-            drops: named(&st.drops),
-            conntrack_entries: st.conntrack_flows,
-            shortcut_packets: st.shortcuts,
-        }
+        let dataplane = self.dp.stats_with_flows();
+        let flows = {
+            let ct = self.dp.conntrack();
+            dataplane
+                .ports
+                .iter()
+                .map(|p| (p.id, ct.owned_by(p.id)))
+                .collect()
+        };
+        let sources = stats::Sources {
+            dataplane: &dataplane,
+            tables: &self.dp.tables(),
+            kernel: &self.plumbing.kernel_stats(),
+            flows: &flows,
+        };
+        stats::view(self.state(), &sources)
     }
 
     fn network_name(&self, id: Option<sluice_dataplane::frame::NetworkId>) -> String {
@@ -855,5 +851,67 @@ pub(crate) mod tests {
         assert_eq!((row.endpoint.as_str(), row.network.as_str()), ("web", "a"));
         let a = s.networks.iter().find(|n| n.network == "a").unwrap();
         assert_eq!(a.endpoints, 1);
+    }
+
+    #[test]
+    fn stats_show_kernel_drops_and_flows_per_endpoint() {
+        use sluice_dataplane::config::L4Proto;
+        use sluice_dataplane::nat::{NatAction, Owner, Tuple};
+        use sluice_dataplane::port::KernelPortStats;
+
+        let db = TempDb::new("kstats");
+        let (mut en, _) = open(&db, Fake::default());
+        let mut quoted = net("q", "10.9.1.0/24");
+        quoted.options.set("max_flows_per_endpoint=50").unwrap();
+        block(en.create_network(net("a", "10.9.0.0/24"))).unwrap();
+        block(en.create_network(quoted)).unwrap();
+        let web = block(en.connect(ep("a", "web", "x"))).unwrap();
+        let db_ep = block(en.connect(ep("q", "db", "y"))).unwrap();
+        let port = |name: &str| {
+            en.state()
+                .endpoints()
+                .find(|e| e.spec.name == name)
+                .unwrap()
+                .port
+        };
+        let (web_port, db_port) = (port("web"), port("db"));
+        let k = |packets, drops, freezes| KernelPortStats {
+            packets,
+            drops,
+            freezes,
+        };
+        en.plumbing.kernel.insert(web_port.0, k(1000, 720, 1));
+        en.plumbing.kernel.insert(db_port.0, k(10, 5, 0));
+        {
+            let mut ct = en.dp.conntrack();
+            for src_port in [1000, 1001, 1002] {
+                let t = Tuple {
+                    proto: L4Proto::Udp,
+                    src: web.ipv4.parse::<Ipv4Cidr>().unwrap().addr,
+                    src_port,
+                    dst: "192.0.2.9".parse().unwrap(),
+                    dst_port: 53,
+                };
+                let owner = Owner::unlimited(web_port);
+                ct.create_for(&t, NatAction::default(), Millis(0), &owner)
+                    .unwrap();
+            }
+        }
+        let s = en.stats();
+        let row = |ifname: &str| s.ports.iter().find(|p| p.port == ifname).unwrap();
+        let (w, d) = (row(&web.host_ifname), row(&db_ep.host_ifname));
+        assert_eq!(
+            (w.kernel_packets, w.kernel_drops, w.kernel_freezes),
+            (1000, 720, 1)
+        );
+        assert_eq!(w.flows, 3);
+        let default_quota = NatConfig::default().default_max_flows_per_endpoint();
+        assert_eq!(w.max_flows, Some(default_quota));
+        assert_eq!((d.kernel_drops, d.flows, d.max_flows), (5, 0, Some(50)));
+        let network = |name: &str| s.networks.iter().find(|n| n.network == name).unwrap();
+        assert_eq!(network("a").kernel_drops, 720);
+        assert_eq!(network("a").conntrack_entries, 3);
+        assert_eq!(network("q").kernel_drops, 5);
+        assert_eq!(s.kernel_drops, 725);
     }
 }

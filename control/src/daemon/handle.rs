@@ -2,14 +2,19 @@
 //! async), which serialises every change; API handlers on the multithreaded runtime talk to it
 //! through `EngineHandle`, a cloneable channel, and await the answer.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use sluice_dataplane::overlay::RemoteEndpoint;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{ConntrackView, EndpointView, FdbView, PruneReport, StatsView};
+use crate::cluster::Cluster;
 use crate::daemon::engine::{Engine, EngineError, Restored};
 use crate::daemon::plumbing::Plumbing;
-use crate::model::{EndpointSpec, NetworkInspect, NetworkSpec};
+use crate::model::{Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec};
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
@@ -26,11 +31,22 @@ enum Command {
     Stats(Reply<StatsView>),
     Conntrack(Reply<Vec<ConntrackView>>),
     Fdb(Reply<Vec<FdbView>>),
+    SetRemotes(BTreeMap<String, Vec<RemoteEndpoint>>, Reply<()>),
+    Overlays(Reply<Vec<(Network, Vec<Endpoint>)>>),
 }
 
-/// A cloneable way to the engine; the engine stops when the last handle is dropped.
+/// A cloneable way to the engine; the engine stops when the last handle is dropped. With a
+/// cluster, changes to overlay networks go through the cluster store first.
 #[derive(Clone, Debug)]
 pub struct EngineHandle {
+    local: LocalEngine,
+    cluster: Option<Arc<Cluster>>,
+}
+
+/// The engine without the cluster: changes stay on this host. The cluster store's own
+/// changes are applied through it.
+#[derive(Clone, Debug)]
+pub struct LocalEngine {
     tx: mpsc::Sender<Command>,
 }
 
@@ -86,7 +102,14 @@ where
             })
         })?;
     match ready_rx.recv() {
-        Ok(Ok(restored)) => Ok((EngineHandle { tx }, restored, thread)),
+        Ok(Ok(restored)) => Ok((
+            EngineHandle {
+                local: LocalEngine { tx },
+                cluster: None,
+            },
+            restored,
+            thread,
+        )),
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(e)
@@ -111,10 +134,12 @@ async fn serve<P: Plumbing>(en: &mut Engine<P>, cmd: Command) {
         Command::Stats(r) => drop(r.send(Ok(en.stats()))),
         Command::Conntrack(r) => drop(r.send(Ok(en.conntrack()))),
         Command::Fdb(r) => drop(r.send(Ok(en.fdb()))),
+        Command::SetRemotes(remotes, r) => drop(r.send(en.set_remotes(remotes))),
+        Command::Overlays(r) => drop(r.send(Ok(en.overlays()))),
     }
 }
 
-impl EngineHandle {
+impl LocalEngine {
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.tx
@@ -124,17 +149,17 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
-    /// `network create`.
+    /// `network create` on this host.
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<NetworkInspect, EngineError> {
         self.call(|r| Command::CreateNetwork(spec, r)).await
     }
 
-    /// `network rm`; returns the removed network's name.
+    /// `network rm` on this host; returns the removed network's name.
     pub async fn remove_network(&self, key: String) -> Result<String, EngineError> {
         self.call(|r| Command::RemoveNetwork(key, r)).await
     }
 
-    /// `network prune`.
+    /// `network prune` on this host.
     pub async fn prune(&self) -> Result<PruneReport, EngineError> {
         self.call(Command::Prune).await
     }
@@ -149,35 +174,113 @@ impl EngineHandle {
         self.call(|r| Command::Inspect(key, r)).await
     }
 
-    /// `network connect`.
+    /// `network connect` on this host.
     pub async fn connect(&self, spec: EndpointSpec) -> Result<EndpointView, EngineError> {
         self.call(|r| Command::Connect(spec, r)).await
     }
 
-    /// `network disconnect`.
+    /// `network disconnect` on this host.
     pub async fn disconnect(&self, network: String, endpoint: String) -> Result<(), EngineError> {
         self.call(|r| Command::Disconnect(network, endpoint, r))
             .await
     }
 
+    /// Replaces the overlay endpoints of other hosts.
+    pub async fn set_remotes(
+        &self,
+        remotes: BTreeMap<String, Vec<RemoteEndpoint>>,
+    ) -> Result<(), EngineError> {
+        self.call(|r| Command::SetRemotes(remotes, r)).await
+    }
+
+    /// The overlay networks and their endpoints on this host.
+    pub async fn overlays(&self) -> Result<Vec<(Network, Vec<Endpoint>)>, EngineError> {
+        self.call(Command::Overlays).await
+    }
+}
+
+impl EngineHandle {
+    /// This handle with overlay changes made cluster-wide through `cluster`.
+    pub fn with_cluster(self, cluster: Arc<Cluster>) -> EngineHandle {
+        EngineHandle {
+            cluster: Some(cluster),
+            ..self
+        }
+    }
+
+    /// The engine without the cluster.
+    pub fn local(&self) -> LocalEngine {
+        self.local.clone()
+    }
+
+    /// `network create`.
+    pub async fn create_network(&self, spec: NetworkSpec) -> Result<NetworkInspect, EngineError> {
+        match &self.cluster {
+            Some(c) => c.create_network(&self.local, spec).await,
+            None => self.local.create_network(spec).await,
+        }
+    }
+
+    /// `network rm`; returns the removed network's name.
+    pub async fn remove_network(&self, key: String) -> Result<String, EngineError> {
+        match &self.cluster {
+            Some(c) => c.remove_network(&self.local, key).await,
+            None => self.local.remove_network(key).await,
+        }
+    }
+
+    /// `network prune`.
+    pub async fn prune(&self) -> Result<PruneReport, EngineError> {
+        match &self.cluster {
+            Some(c) => c.prune(&self.local).await,
+            None => self.local.prune().await,
+        }
+    }
+
+    /// `network ls`.
+    pub async fn list(&self) -> Result<Vec<NetworkInspect>, EngineError> {
+        self.local.list().await
+    }
+
+    /// `network inspect`.
+    pub async fn inspect(&self, key: String) -> Result<NetworkInspect, EngineError> {
+        self.local.inspect(key).await
+    }
+
+    /// `network connect`.
+    pub async fn connect(&self, spec: EndpointSpec) -> Result<EndpointView, EngineError> {
+        match &self.cluster {
+            Some(c) => c.connect(&self.local, spec).await,
+            None => self.local.connect(spec).await,
+        }
+    }
+
+    /// `network disconnect`.
+    pub async fn disconnect(&self, network: String, endpoint: String) -> Result<(), EngineError> {
+        match &self.cluster {
+            Some(c) => c.disconnect(&self.local, network, endpoint).await,
+            None => self.local.disconnect(network, endpoint).await,
+        }
+    }
+
     /// `ps`.
     pub async fn endpoints(&self) -> Result<Vec<EndpointView>, EngineError> {
-        self.call(Command::Endpoints).await
+        self.local.call(Command::Endpoints).await
     }
 
     /// `stats`.
     pub async fn stats(&self) -> Result<StatsView, EngineError> {
-        self.call(Command::Stats).await
+        self.local.call(Command::Stats).await
     }
 
     /// `conntrack ls`.
     pub async fn conntrack(&self) -> Result<Vec<ConntrackView>, EngineError> {
-        self.call(Command::Conntrack).await
+        self.local.call(Command::Conntrack).await
     }
 
     /// `fdb ls`.
     pub async fn fdb(&self) -> Result<Vec<FdbView>, EngineError> {
-        self.call(Command::Fdb).await
+        self.local.call(Command::Fdb).await
     }
 }
 

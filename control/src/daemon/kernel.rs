@@ -6,6 +6,7 @@ use std::sync::Arc;
 use sluice_dataplane::config::PortConfig;
 use sluice_dataplane::frame::PortId;
 use sluice_dataplane::pipeline::Dataplane;
+use sluice_dataplane::port::KernelPortStats;
 use sluice_dataplane::runtime::{Runtime, RuntimeConfig};
 
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
@@ -118,6 +119,13 @@ impl Plumbing for Kernel {
             Ok(_) | Err(NetlinkError::NotVeth { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn kernel_stats(&self) -> Vec<(PortId, KernelPortStats)> {
+        self.runtime
+            .as_ref()
+            .map(Runtime::port_kernel_stats)
+            .unwrap_or_default()
     }
 
     fn stop(&mut self) {

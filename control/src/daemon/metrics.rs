@@ -81,54 +81,97 @@ where
 }
 
 type PortCounter = fn(&PortStatsView) -> u64;
+type PortGauge = fn(&PortStatsView) -> Option<usize>;
 type NetworkGauge = fn(&NetworkStatsView) -> usize;
+
+/// Counters of every port: sluice's own, then the kernel's for the port's rings or TAP queues.
+const PORT_COUNTERS: [(&str, &str, PortCounter); 7] = [
+    ("sluice_port_rx_packets", "Frames received on a port", |p| {
+        p.rx_packets
+    }),
+    ("sluice_port_rx_bytes", "Bytes received on a port", |p| {
+        p.rx_bytes
+    }),
+    ("sluice_port_tx_packets", "Frames sent on a port", |p| {
+        p.tx_packets
+    }),
+    ("sluice_port_tx_bytes", "Bytes sent on a port", |p| p.tx_bytes),
+    (
+        "sluice_port_kernel_packets",
+        "Frames the kernel had for sluice on a port (its rings or TAP queues), dropped ones included",
+        |p| p.kernel_packets,
+    ),
+    (
+        "sluice_port_kernel_drops",
+        "Frames the kernel dropped on a port before sluice could read them (ring or TAP queue full)",
+        |p| p.kernel_drops,
+    ),
+    (
+        "sluice_port_kernel_freezes",
+        "Times a port's TPACKET_V3 ring froze with every block held",
+        |p| p.kernel_freezes,
+    ),
+];
+
+/// Gauges of ports; ports without a value are left out.
+const PORT_GAUGES: [(&str, &str, PortGauge); 2] = [
+    (
+        "sluice_port_flows",
+        "NAPT flows charged to a port (its endpoint's)",
+        |p| Some(p.flows),
+    ),
+    (
+        "sluice_port_max_flows",
+        "Most NAPT flows a port's endpoint may hold (its quota)",
+        |p| p.max_flows,
+    ),
+];
+
+/// Gauges of networks.
+const NETWORK_GAUGES: [(&str, &str, NetworkGauge); 3] = [
+    (
+        "sluice_fdb_entries",
+        "Learned and static FDB entries of a network",
+        |n| n.fdb_entries,
+    ),
+    (
+        "sluice_endpoints",
+        "Endpoints connected to a network",
+        |n| n.endpoints,
+    ),
+    (
+        "sluice_network_conntrack_entries",
+        "Tracked NAPT flows of a network's endpoints",
+        |n| n.conntrack_entries,
+    ),
+];
 
 /// `stats` as Prometheus text (exposition format 0.0.4, [`CONTENT_TYPE`]).
 pub fn render(s: &StatsView) -> String {
     let mut reg = Registry::default();
-    let per_port: [(&str, &str, PortCounter); 4] = [
-        ("sluice_port_rx_packets", "Frames received on a port", |p| {
-            p.rx_packets
-        }),
-        ("sluice_port_rx_bytes", "Bytes received on a port", |p| {
-            p.rx_bytes
-        }),
-        ("sluice_port_tx_packets", "Frames sent on a port", |p| {
-            p.tx_packets
-        }),
-        ("sluice_port_tx_bytes", "Bytes sent on a port", |p| {
-            p.tx_bytes
-        }),
-    ];
-    for (name, help, get) in per_port {
+    for (name, help, get) in PORT_COUNTERS {
         let rows = s.ports.iter().map(|p| (PortLabels::of(p), get(p)));
         counters(&mut reg, name, help, rows);
+    }
+    for (name, help, get) in PORT_GAUGES {
+        let rows = s
+            .ports
+            .iter()
+            .filter_map(|p| Some((PortLabels::of(p), get(p)?)));
+        gauges(&mut reg, name, help, rows);
     }
     let drops = s.drops.iter().map(|(r, n)| {
         let reason = r.clone();
         (ReasonLabels { reason }, *n)
     });
     counters(&mut reg, "sluice_drops", "Frames dropped, by reason", drops);
-    let net = |f: NetworkGauge| {
-        s.networks.iter().map(move |n| {
+    for (name, help, get) in NETWORK_GAUGES {
+        let rows = s.networks.iter().map(|n| {
             let network = n.network.clone();
-            (NetworkLabels { network }, f(n))
-        })
-    };
-    let fdb_help = "Learned and static FDB entries of a network";
-    gauges(
-        &mut reg,
-        "sluice_fdb_entries",
-        fdb_help,
-        net(|n| n.fdb_entries),
-    );
-    let endpoints_help = "Endpoints connected to a network";
-    gauges(
-        &mut reg,
-        "sluice_endpoints",
-        endpoints_help,
-        net(|n| n.endpoints),
-    );
+            (NetworkLabels { network }, get(n))
+        });
+        gauges(&mut reg, name, help, rows);
+    }
     let port_drops = s.ports.iter().flat_map(|p| {
         p.drops.iter().map(move |(r, n)| {
             let port = PortLabels::of(p);
@@ -138,12 +181,6 @@ pub fn render(s: &StatsView) -> String {
     });
     let port_drops_help = "Frames dropped on a port, by reason";
     counters(&mut reg, "sluice_port_drops", port_drops_help, port_drops);
-    gauges(
-        &mut reg,
-        "sluice_network_conntrack_entries",
-        "Tracked NAPT flows of a network's endpoints",
-        net(|n| n.conntrack_entries),
-    );
     let flows = Gauge::<u64, AtomicU64>::default();
     flows.set(s.conntrack_entries as u64);
     reg.register("sluice_conntrack_entries", "Tracked NAPT flows", flows);
@@ -168,16 +205,29 @@ mod tests {
     #[test]
     fn renders_the_exposition_format() {
         let s = StatsView {
-            ports: vec![PortStatsView {
-                port: "sl0123".into(),
-                endpoint: "web".into(),
-                network: "a\"b".into(),
-                rx_packets: 3,
-                rx_bytes: 180,
-                tx_packets: 2,
-                tx_bytes: 120,
-                drops: [("ttl".to_string(), 7)].into(),
-            }],
+            ports: vec![
+                PortStatsView {
+                    port: "sl0123".into(),
+                    endpoint: "web".into(),
+                    network: "a\"b".into(),
+                    rx_packets: 3,
+                    rx_bytes: 180,
+                    tx_packets: 2,
+                    tx_bytes: 120,
+                    drops: [("ttl".to_string(), 7)].into(),
+                    kernel_packets: 1000,
+                    kernel_drops: 720,
+                    kernel_freezes: 2,
+                    flows: 6,
+                    max_flows: Some(1024),
+                },
+                PortStatsView {
+                    port: "up0".into(),
+                    endpoint: "uplink".into(),
+                    flows: 2,
+                    ..PortStatsView::default()
+                },
+            ],
             networks: vec![NetworkStatsView {
                 network: "a".into(),
                 endpoints: 1,
@@ -188,6 +238,7 @@ mod tests {
             drops: [("ttl".to_string(), 7)].into(),
             conntrack_entries: 5,
             shortcut_packets: 9,
+            kernel_drops: 720,
         };
         let t = render(&s);
         assert!(t.contains(
@@ -204,6 +255,24 @@ mod tests {
         assert!(t.contains(
             "sluice_port_drops_total{port=\"sl0123\",endpoint=\"web\",network=\"a\\\"b\",reason=\"ttl\"} 7\n"
         ));
+        let labels = "{port=\"sl0123\",endpoint=\"web\",network=\"a\\\"b\"}";
+        for sample in [
+            format!("sluice_port_kernel_packets_total{labels} 1000\n"),
+            format!("sluice_port_kernel_drops_total{labels} 720\n"),
+            format!("sluice_port_kernel_freezes_total{labels} 2\n"),
+            format!("sluice_port_flows{labels} 6\n"),
+            format!("sluice_port_max_flows{labels} 1024\n"),
+        ] {
+            assert!(t.contains(&sample), "{sample} in {t}");
+        }
+        assert!(t.contains("sluice_port_flows{port=\"up0\",endpoint=\"uplink\",network=\"\"} 2\n"));
+        assert!(
+            !t.contains("sluice_port_max_flows{port=\"up0\""),
+            "an uplink has no quota: {t}"
+        );
+        assert!(t.contains("# TYPE sluice_port_kernel_drops_total counter\n"));
+        assert!(t.contains("# TYPE sluice_port_flows gauge\n"));
+        assert!(t.contains("sluice_endpoints{network=\"a\"} 1\n"));
         for line in t.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<u64>().is_ok(), "{line}");

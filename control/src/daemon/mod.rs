@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod names;
 pub mod plumbing;
 pub mod server;
+pub mod stats;

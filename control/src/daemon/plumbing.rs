@@ -9,6 +9,7 @@ use std::sync::Arc;
 use sluice_dataplane::config::PortConfig;
 use sluice_dataplane::frame::PortId;
 use sluice_dataplane::pipeline::Dataplane;
+use sluice_dataplane::port::KernelPortStats;
 
 use sluice_dataplane::runtime::RuntimeError;
 
@@ -181,6 +182,10 @@ pub trait Plumbing {
     fn delete_link(&mut self, host_ifname: &str)
         -> impl Future<Output = Result<(), PlumbingError>>;
 
+    /// What the kernel counted for each open port since it was opened (frames dropped in its
+    /// AF_PACKET rings or TAP queues before sluice could read them).
+    fn kernel_stats(&self) -> Vec<(PortId, KernelPortStats)>;
+
     /// Stops forwarding (ports closed, interfaces kept for the next start).
     fn stop(&mut self);
 }
@@ -199,6 +204,8 @@ pub(crate) mod fake {
         pub(crate) started: bool,
         /// Interfaces that exist for `open_port` and `exists` (a macvlan parent).
         pub(crate) parents: Vec<String>,
+        /// What `kernel_stats` reports, by port id.
+        pub(crate) kernel: BTreeMap<u16, KernelPortStats>,
     }
 
     impl Plumbing for Fake {
@@ -249,6 +256,13 @@ pub(crate) mod fake {
         async fn delete_link(&mut self, host_ifname: &str) -> Result<(), PlumbingError> {
             self.links.remove(host_ifname);
             Ok(())
+        }
+
+        fn kernel_stats(&self) -> Vec<(PortId, KernelPortStats)> {
+            self.kernel
+                .iter()
+                .map(|(id, k)| (PortId(*id), *k))
+                .collect()
         }
 
         fn stop(&mut self) {

@@ -5,6 +5,7 @@
 
 mod bridge;
 mod host;
+mod ipvlan;
 mod macvlan;
 mod none;
 mod overlay;
@@ -55,6 +56,12 @@ pub trait NetworkDriver: Sync {
         Ok(())
     }
 
+    /// Whether `net`'s endpoints take their default route on the link itself, with no gateway
+    /// (ipvlan's routed modes).
+    fn default_route_on_link(&self, _net: &Network) -> bool {
+        false
+    }
+
     /// Adds the options only the driver knows to `net`'s inspect view.
     fn inspect_options(&self, _net: &Network, _options: &mut BTreeMap<String, String>) {}
 
@@ -69,6 +76,7 @@ static MACVLAN: macvlan::Macvlan = macvlan::Macvlan;
 static HOST: host::Host = host::Host;
 static NONE: none::Null = none::Null;
 static OVERLAY: overlay::Overlay = overlay::Overlay;
+static IPVLAN: ipvlan::Ipvlan = ipvlan::Ipvlan;
 
 /// The driver behind a stored driver name.
 pub fn of(d: Driver) -> &'static dyn NetworkDriver {
@@ -78,6 +86,7 @@ pub fn of(d: Driver) -> &'static dyn NetworkDriver {
         Driver::Host => &HOST,
         Driver::None => &NONE,
         Driver::Overlay => &OVERLAY,
+        Driver::Ipvlan => &IPVLAN,
     }
 }
 
@@ -92,10 +101,13 @@ pub fn inspect<'a>(
     view
 }
 
-/// The driver of a network docker creates with `-d sluice`: `-o parent=IF[.VLAN]` asks for
-/// docker's macvlan semantics, anything else is a bridge.
+/// The driver of a network docker creates with `-d sluice`: `-o ipvlan_mode` or `-o
+/// ipvlan_flag` ask for docker's ipvlan semantics, `-o parent=IF[.VLAN]` alone for macvlan's,
+/// anything else is a bridge.
 pub fn for_docker(options: &NetworkOptions) -> Driver {
-    if options.parent.is_some() {
+    if options.ipvlan_mode.is_some() || options.ipvlan_flag.is_some() {
+        Driver::Ipvlan
+    } else if options.parent.is_some() {
         Driver::Macvlan
     } else {
         Driver::Bridge
@@ -127,6 +139,9 @@ mod tests {
         assert_eq!(for_docker(&o), Driver::Bridge);
         o.parent = Some("eth1.10".into());
         assert_eq!(for_docker(&o), Driver::Macvlan);
+        o.set("ipvlan_mode=l3").unwrap();
+        assert_eq!(for_docker(&o), Driver::Ipvlan);
+        assert!(of(Driver::Ipvlan).has_ipam());
     }
 
     #[test]

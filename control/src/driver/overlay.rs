@@ -177,4 +177,33 @@ mod tests {
             ("5000", "1450")
         );
     }
+
+    #[test]
+    fn cluster_remotes_fill_the_table_and_bad_ones_are_skipped() {
+        use sluice_dataplane::overlay::RemoteEndpoint;
+        use sluice_dataplane::wire::MacAddr;
+        use std::net::Ipv4Addr;
+        let (mut s, mut st) = fresh();
+        s.create_network(overlay("ov", "10.20.0.0/24", &[]), st())
+            .unwrap();
+        let local_mac = s.connect(ep("ov", "web", 1), st()).unwrap().mac;
+        let remote = |ip: [u8; 4], vtep: u8| RemoteEndpoint {
+            mac: MacAddr::from_ipv4(ip.into()),
+            ipv4: ip.into(),
+            vtep: Ipv4Addr::new(192, 0, 2, vtep),
+        };
+        let good = remote([10, 20, 0, 9], 2);
+        let outside = remote([10, 99, 0, 9], 2);
+        let clash = RemoteEndpoint {
+            mac: local_mac,
+            ..remote([10, 20, 0, 10], 3)
+        };
+        let mut remotes = std::collections::BTreeMap::new();
+        remotes.insert("ov".to_string(), vec![good, outside, clash]);
+        remotes.insert("gone".to_string(), vec![good]);
+        let mut cfg = dataplane_config(&s, None, NatConfig::default());
+        crate::cluster::fill_remotes(&s, &mut cfg, &remotes);
+        assert_eq!(cfg.overlays[0].remotes, vec![good]);
+        Tables::build(&cfg, None).unwrap();
+    }
 }

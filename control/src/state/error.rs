@@ -93,8 +93,17 @@ pub enum StateError {
     #[error("the macvlan driver needs --opt parent=IF (or parent=IF.VLAN)")]
     MacvlanNeedsParent,
     /// `parent` on a driver that has none.
-    #[error("--opt parent is only for the macvlan driver")]
+    #[error("--opt parent is only for the macvlan and ipvlan drivers")]
     ParentNeedsMacvlan,
+    /// `ipvlan_mode` or `ipvlan_flag` on another driver.
+    #[error("--opt ipvlan_mode and ipvlan_flag are only for the ipvlan driver")]
+    IpvlanOptionNeedsIpvlan,
+    /// `parent=lo` (docker's words).
+    #[error("loopback interface is not a valid {0} parent link")]
+    LoopbackParent(&'static str),
+    /// `ipvlan_flag=vepa`, which sluice cannot do yet.
+    #[error("ipvlan_flag=vepa is not supported: sluice cannot send endpoint to endpoint traffic out through the parent and back yet (use bridge or private)")]
+    IpvlanVepa,
     /// `vni` on a driver that has none.
     #[error("--opt vni is only for the overlay driver")]
     VniNeedsOverlay,
@@ -116,7 +125,7 @@ pub enum StateError {
     /// `parent=IF.VLAN` with a VLAN out of range or unlike `--opt vlan`.
     #[error("--opt parent={0}: the VLAN must be 1-4094 and match --opt vlan if both are given")]
     BadParentVlan(String),
-    /// Two macvlan networks on one parent.
+    /// Two networks (macvlan or ipvlan) on one parent.
     #[error("parent interface {parent} is already used by network {other:?}")]
     ParentInUse {
         /// The interface.
@@ -124,8 +133,8 @@ pub enum StateError {
         /// The network using it.
         other: String,
     },
-    /// Published ports on a macvlan network.
-    #[error("network {0} is a macvlan network: its endpoints are reached directly, ports are not published")]
+    /// Published ports on a macvlan or ipvlan network.
+    #[error("network {0} is a macvlan or ipvlan network: its endpoints are reached directly, ports are not published")]
     PublishOnMacvlan(String),
     /// An interface name Linux would refuse.
     #[error("invalid interface name {0:?}: 1-15 letters, digits, _ . -")]

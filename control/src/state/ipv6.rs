@@ -16,7 +16,7 @@ pub(super) fn pool6_of(n: &Network) -> Option<Pool6> {
         n.subnet6?,
         n.spec.ip_range6,
         n.gateway6?,
-        std::iter::empty(),
+        &n.spec.aux_addresses6,
     ))
 }
 
@@ -30,9 +30,9 @@ impl State {
     ) -> Result<Option<(Ipv6Cidr, Ipv6Addr)>, StateError> {
         if !spec.enable_ipv6 {
             return match (spec.subnet6, spec.gateway6, spec.ip_range6) {
-                (None, None, None) => Ok(None),
+                (None, None, None) if spec.aux_addresses6.is_empty() => Ok(None),
                 _ => Err(StateError::NeedsIpv6(
-                    "an IPv6 --subnet, --gateway or --ip-range",
+                    "an IPv6 --subnet, --gateway, --ip-range or --aux-address",
                 )),
             };
         }
@@ -42,8 +42,13 @@ impl State {
                 prefix: s.prefix,
             },
             None => {
-                if spec.gateway6.is_some() || spec.ip_range6.is_some() {
-                    return Err(StateError::NeedsSubnet("an IPv6 --gateway or --ip-range"));
+                if spec.gateway6.is_some()
+                    || spec.ip_range6.is_some()
+                    || !spec.aux_addresses6.is_empty()
+                {
+                    return Err(StateError::NeedsSubnet(
+                        "an IPv6 --gateway, --ip-range or --aux-address",
+                    ));
                 }
                 let used: Vec<Ipv6Cidr> =
                     self.networks.values().filter_map(|n| n.subnet6).collect();
@@ -70,6 +75,11 @@ impl State {
         let gateway = spec.gateway6.unwrap_or(first);
         if !subnet.contains(gateway) || gateway == subnet.network() {
             return Err(bad("gateway", gateway.to_string()));
+        }
+        for (name, ip) in &spec.aux_addresses6 {
+            if !subnet.contains(*ip) || *ip == gateway || *ip == subnet.network() {
+                return Err(bad("auxiliary address", format!("{name}={ip}")));
+            }
         }
         if let Some(r) = spec.ip_range6 {
             if r.prefix < subnet.prefix || !subnet.contains(r.network()) {
@@ -195,7 +205,7 @@ mod tests {
         no_flag.subnet6 = Some("fd00:1::/64".parse().unwrap());
         assert_eq!(
             s.create_network(no_flag, st()).unwrap_err(),
-            StateError::NeedsIpv6("an IPv6 --subnet, --gateway or --ip-range")
+            StateError::NeedsIpv6("an IPv6 --subnet, --gateway, --ip-range or --aux-address")
         );
         let mut gw = dual("a", Some("fd00:1::/64"));
         gw.gateway6 = Some(ip("fd00:2::1"));
@@ -235,5 +245,40 @@ mod tests {
             s.connect(v4_only, st()).unwrap_err(),
             StateError::NeedsIpv6("--ip6")
         );
+    }
+
+    #[test]
+    fn v6_aux_addresses_are_never_handed_out_and_must_lie_in_the_subnet() {
+        let (mut s, mut st) = fresh();
+        let mut aux = dual("a", Some("fd00:3::/64"));
+        aux.aux_addresses6.insert("router".into(), ip("fd00:3::2"));
+        s.create_network(aux.clone(), st()).unwrap();
+        assert_eq!(
+            s.connect(ep("a", "x", 1), st()).unwrap().ip6,
+            Some(ip("fd00:3::3"))
+        );
+        let on_aux = EndpointSpec {
+            ip6: Some(ip("fd00:3::2")),
+            ..ep("a", "y", 2)
+        };
+        assert!(matches!(
+            s.connect(on_aux, st()),
+            Err(StateError::Ipam6 { .. })
+        ));
+        let mut outside = dual("b", Some("fd00:4::/64"));
+        outside.aux_addresses6.insert("r".into(), ip("fd00:5::2"));
+        assert!(matches!(
+            s.create_network(outside, st()),
+            Err(StateError::NotInSubnet6 {
+                what: "auxiliary address",
+                ..
+            })
+        ));
+        let mut no_v6 = net("c", None);
+        no_v6.aux_addresses6.insert("r".into(), ip("fd00:6::2"));
+        assert!(matches!(
+            s.create_network(no_v6, st()),
+            Err(StateError::NeedsIpv6(_))
+        ));
     }
 }

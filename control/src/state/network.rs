@@ -33,6 +33,10 @@ impl State {
         if spec.options.vni.is_some() && spec.driver != Driver::Overlay {
             return Err(StateError::VniNeedsOverlay);
         }
+        let ipvlan_opts = spec.options.ipvlan_mode.is_some() || spec.options.ipvlan_flag.is_some();
+        if ipvlan_opts && spec.driver != Driver::Ipvlan {
+            return Err(StateError::IpvlanOptionNeedsIpvlan);
+        }
         let created = driver::of(spec.driver).create(self, &spec)?;
         let mut spec = spec;
         spec.options.vni = created.vni.or(spec.options.vni);

@@ -55,6 +55,7 @@ mod index;
 mod tcp;
 mod timer;
 mod tuple;
+pub mod v6;
 
 #[cfg(test)]
 mod tests;

@@ -58,6 +58,8 @@ pub struct Dataplane {
     pub(super) tables: ArcSwap<Tables>,
     apply_lock: Mutex<()>,
     pub(super) conntrack: Mutex<Conntrack>,
+    /// The v6 flows and neighbours (see `nat6`).
+    pub(super) v6: Mutex<super::nat6::V6Shared>,
     /// When batches stage their lookups.
     pub(super) staging: Staging,
     pub(super) neighbors: RwLock<Neighbors>,
@@ -81,6 +83,7 @@ impl Dataplane {
             tables: ArcSwap::from_pointee(tables),
             apply_lock: Mutex::new(()),
             conntrack: Mutex::new(Conntrack::new(&config.nat, Timeouts::default())),
+            v6: Mutex::new(super::nat6::V6Shared::new(&config.nat)),
             staging: Staging::Adaptive,
             neighbors: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(1),
@@ -143,7 +146,13 @@ impl Dataplane {
         let aged = tables.networks().map(|n| n.fdb.age(now)).sum();
         let mut ct = self.conntrack.lock();
         let expired = ct.expire(now);
-        (aged, expired)
+        drop(ct);
+        (aged, expired + self.v6.lock().ct.expire(now))
+    }
+
+    /// The v6 flows and neighbours, locked (for listings and tests).
+    pub fn v6(&self) -> super::nat6::V6Guard<'_> {
+        self.v6.lock()
     }
 
     /// The conntrack table, locked (for listings; holds up workers' routed traffic meanwhile).

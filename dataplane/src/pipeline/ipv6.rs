@@ -31,20 +31,21 @@ const REDIRECT: u8 = 137;
 
 /// What the stage reads of an IPv6 packet: its addresses, hop limit, length, and its upper
 /// layer (protocol and offset from the IPv6 header, after the extension headers).
-struct V6Info {
+pub(super) struct V6Info {
     /// Offset of the IPv6 header in the frame.
-    l3: usize,
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    hop_limit: u8,
+    pub(super) l3: usize,
+    pub(super) src: Ipv6Addr,
+    pub(super) dst: Ipv6Addr,
+    pub(super) hop_limit: u8,
     /// IPv6 header plus payload.
-    total: usize,
-    proto: u8,
-    l4: usize,
+    pub(super) total: usize,
+    pub(super) proto: u8,
+    /// Offset of the upper layer from `l3`.
+    pub(super) l4: usize,
 }
 
 /// Parses the IPv6 packet at `l3` of `d`.
-fn parse(d: &[u8], l3: usize) -> Result<V6Info, DropReason> {
+pub(super) fn parse(d: &[u8], l3: usize) -> Result<V6Info, DropReason> {
     let ip = Ipv6Packet::new_checked(d.get(l3..).ok_or(R::Malformed)?).map_err(|_| R::Malformed)?;
     let (proto, l4) = ip.walk_extensions().map_err(|_| R::Malformed)?;
     Ok(V6Info {
@@ -59,13 +60,13 @@ fn parse(d: &[u8], l3: usize) -> Result<V6Info, DropReason> {
 }
 
 /// The ICMPv6 type of the packet, when its upper layer is ICMPv6 with a whole header.
-fn icmp_type(d: &[u8], ip: &V6Info) -> Option<u8> {
+pub(super) fn icmp_type(d: &[u8], ip: &V6Info) -> Option<u8> {
     let at = ip.l3 + ip.l4;
     (ip.proto == IPPROTO_ICMPV6 && ip.l4 + icmpv6::HEADER_LEN <= ip.total).then(|| d[at])
 }
 
 /// True for the link-local prefix fe80::/10.
-fn is_link_local(ip: Ipv6Addr) -> bool {
+pub(super) fn is_link_local(ip: Ipv6Addr) -> bool {
     ip.segments()[0] & 0xffc0 == 0xfe80
 }
 
@@ -188,6 +189,9 @@ impl<'t> BatchState<'t> {
             let msg = (icmpv6::PACKET_TOO_BIG, 0, mtu as u32);
             return self.icmp6_back(f, &ip, back, msg, port, R::TooBig);
         }
+        if let Some(v) = self.nat6_out(f, &ip, net, port)? {
+            return Ok(v);
+        }
         let msg = (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_NO_ROUTE, 0);
         self.icmp6_back(f, &ip, back, msg, port, R::NoRoute)
     }
@@ -235,24 +239,25 @@ fn icmp6_error(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::{NetworkV6, PortRole};
     use crate::pipeline::tests::*;
     use crate::wire::icmpv6::Icmpv6Packet;
     use etherparse::PacketBuilder;
 
-    const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 1);
-    const A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 2);
-    const B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 3);
-    const FAR: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+    pub(crate) const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 1);
+    pub(crate) const A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 2);
+    pub(crate) const B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 3);
+    pub(crate) const FAR: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
 
     /// The scenario with network "bridge" dual stack (fd00:17::/64), A and B with v6 addresses.
-    fn dual_stack() -> Scenario {
+    pub(crate) fn dual_stack() -> Scenario {
         let mut s = S::new();
         s.config.networks[0].ipv6 = Some(NetworkV6 {
             subnet: "fd00:17::/64".parse().unwrap(),
             gateway: GW6,
+            routed: false,
         });
         for p in &mut s.config.ports {
             if let PortRole::Endpoint { ipv4, ipv6, .. } = &mut p.role {
@@ -267,7 +272,7 @@ mod tests {
     }
 
     /// An ICMPv6 frame built by etherparse (checksum filled): `(type, code, body word)`.
-    fn icmp6(
+    pub(crate) fn icmp6(
         (dst_mac, src_mac): (MacAddr, MacAddr),
         (src, dst, hop): (Ipv6Addr, Ipv6Addr, u8),
         (ty, code, rest): (u8, u8, [u8; 4]),
@@ -282,7 +287,7 @@ mod tests {
         v
     }
 
-    fn solicit(src: Ipv6Addr, target: Ipv6Addr, slla: MacAddr) -> Vec<u8> {
+    pub(crate) fn solicit(src: Ipv6Addr, target: Ipv6Addr, slla: MacAddr) -> Vec<u8> {
         let group = ndisc::solicited_node(target);
         let mut body = target.octets().to_vec();
         body.extend_from_slice(&[ndisc::OPT_SOURCE_LL_ADDR, 1]);

@@ -86,9 +86,11 @@ mod classify;
 mod dataplane;
 mod dnat;
 mod flow;
+mod flow6;
 mod gateway;
 mod ipv6;
 mod nat;
+mod nat6;
 mod pending;
 mod plain;
 mod route;
@@ -101,6 +103,7 @@ mod uplink;
 mod vxlan;
 
 pub use dataplane::Dataplane;
+pub use nat6::{V6Guard, V6Shared};
 pub use stats::{
     ConntrackEntry, DropsByReason, FlowEnds, NetworkFdbEntry, NetworkStatsRow, PortStatsRow, Stats,
 };
@@ -181,6 +184,7 @@ impl Worker {
                 now,
                 fdb: None,
                 ct,
+                v6: None,
                 neigh: None,
                 learn: &mut self.learn,
                 arp_learn: &mut self.arp_learn,

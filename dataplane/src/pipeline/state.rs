@@ -26,6 +26,8 @@ pub(super) struct BatchState<'t> {
     pub(super) now: Millis,
     pub(super) fdb: Option<(NetworkId, FdbReader<'t>)>,
     pub(super) ct: Option<MutexGuard<'t, Conntrack>>,
+    /// The v6 flows and neighbours (`nat6`), taken by the first v6 frame that needs them.
+    pub(super) v6: Option<MutexGuard<'t, super::nat6::V6Shared>>,
     pub(super) neigh: Option<RwLockReadGuard<'t, Neighbors>>,
     pub(super) learn: &'t mut ArrayVec<(NetworkId, Learn), MAX_BATCH>,
     pub(super) arp_learn: &'t mut ArrayVec<((PortId, Ipv4Addr), MacAddr), MAX_BATCH>,

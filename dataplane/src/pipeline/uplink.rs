@@ -36,7 +36,7 @@ impl<'t> BatchState<'t> {
             return Err(R::NotForUs);
         }
         if l2.ethertype != ETHERTYPE_IPV4 {
-            return Err(R::Unsupported);
+            return self.uplink6(f, l2, up);
         }
         let ip = flow::parse_ipv4(f.data(), l2.l3_offset)?;
         if ip.dst != up.ip.addr {

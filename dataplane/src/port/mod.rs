@@ -36,6 +36,7 @@ use crate::wire::WireError;
 pub mod afpacket;
 pub mod egress;
 pub mod memory;
+pub mod poll;
 pub mod tap;
 #[cfg(test)]
 #[allow(unsafe_code)]

@@ -14,6 +14,7 @@
 //! The device is created in the network namespace of the opening thread and vanishes when its
 //! last descriptor is closed unless it was made persistent beforehand (`ip tuntap add`).
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -21,7 +22,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use super::egress::{copy_retagged, retag_offload, VLAN_TAG_LEN};
-use super::{RxPort, TxError, TxPort};
+use super::{KernelPortStats, RxPort, TxError, TxPort};
 use crate::batch::Batch;
 use crate::frame::{Frame, Meta, PortId, HEADROOM};
 use crate::wire::vnet::{read_vnet, write_vnet, VNET_HDR_LEN};
@@ -37,14 +38,19 @@ pub struct TapConfig {
     /// Receive buffers (each `HEADROOM` + 10 + [`TAP_MAX_FRAME`] bytes, about 64 KiB): the most
     /// frames one `rx` returns.
     pub rx_buffers: usize,
+    /// Whether this queue's [`RxPort::kernel_stats`] also reports the device's own counters
+    /// (frames the kernel dropped because sluice's queues were full). The kernel keeps them
+    /// per device, not per queue: exactly one queue of a multi-queue device should say yes.
+    pub device_counters: bool,
 }
 
 impl Default for TapConfig {
-    /// Single queue, 64 receive buffers (4 MiB).
+    /// Single queue, 64 receive buffers (4 MiB), reporting the device's counters.
     fn default() -> Self {
         TapConfig {
             multi_queue: false,
             rx_buffers: 64,
+            device_counters: true,
         }
     }
 }
@@ -132,6 +138,11 @@ pub fn open(ifname: &str, id: PortId, config: &TapConfig) -> Result<(TapRx, TapT
     }
 
     let fd = Arc::new(fd);
+    // The device may be persistent and older than the port: its counters count from here.
+    let device = config.device_counters.then(|| DeviceCounters {
+        ifname: ifname.to_owned(),
+        seen: Cell::new(device_tx_counters(ifname).unwrap_or_default()),
+    });
     let rx = TapRx {
         id,
         fd: Arc::clone(&fd),
@@ -139,6 +150,9 @@ pub fn open(ifname: &str, id: PortId, config: &TapConfig) -> Result<(TapRx, TapT
             .map(|_| vec![0u8; HEADROOM + TAP_MAX_FRAME].into_boxed_slice())
             .collect(),
         malformed: 0,
+        read_errors: 0,
+        reported: Cell::new(KernelPortStats::default()),
+        device,
     };
     let tx = TapTx {
         fd,
@@ -155,6 +169,26 @@ pub struct TapRx {
     /// Each read lands at `HEADROOM - VNET_HDR_LEN`, so the frame starts at `HEADROOM`.
     bufs: Vec<Box<[u8]>>,
     malformed: u64,
+    read_errors: u64,
+    /// What `kernel_stats` reported of this queue's own counters so far (it reports deltas).
+    reported: Cell<KernelPortStats>,
+    /// The device's counters, when this queue reports them.
+    device: Option<DeviceCounters>,
+}
+
+/// The kernel's per-device counters of a TAP as last read: the side the kernel transmits on is
+/// the one sluice reads, so `tx_dropped` counts frames lost before sluice could read them.
+#[derive(Debug)]
+struct DeviceCounters {
+    ifname: String,
+    seen: Cell<TapTxCounters>,
+}
+
+/// A TAP device's `tx_packets` and `tx_dropped` (from `/proc/net/dev`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TapTxCounters {
+    packets: u64,
+    dropped: u64,
 }
 
 impl TapRx {
@@ -163,6 +197,55 @@ impl TapRx {
     pub fn malformed(&self) -> u64 {
         self.malformed
     }
+
+    /// Reads that failed since opening with an error other than "nothing pending".
+    pub fn read_errors(&self) -> u64 {
+        self.read_errors
+    }
+}
+
+/// The TAP's frames as the kernel counted them since the last call, for
+/// [`RxPort::kernel_stats`]: the device's (if this queue reports them) plus this queue's own
+/// losses. `seen` is the device's previous reading and `own` this queue's cumulative malformed
+/// frames and failed reads (as lost frames), `own_reported` their value at the previous call.
+fn tap_kernel_delta(
+    seen: TapTxCounters,
+    now: TapTxCounters,
+    own: KernelPortStats,
+    own_reported: KernelPortStats,
+) -> KernelPortStats {
+    // A device re-created under the same name restarts its counters: count from zero then.
+    let since = |now: u64, seen: u64| now.checked_sub(seen).unwrap_or(now);
+    let dropped = since(now.dropped, seen.dropped);
+    KernelPortStats {
+        packets: since(now.packets, seen.packets) + dropped + (own.packets - own_reported.packets),
+        drops: dropped + (own.drops - own_reported.drops),
+        freezes: 0,
+    }
+}
+
+/// `tx_packets` and `tx_dropped` of interface `ifname` in a `/proc/net/dev` text.
+fn parse_proc_net_dev(text: &str, ifname: &str) -> Option<TapTxCounters> {
+    let fields = text.lines().find_map(|l| {
+        let (name, rest) = l.split_once(':')?;
+        (name.trim() == ifname).then_some(rest)
+    })?;
+    let n: Vec<u64> = fields
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs drop ...
+    Some(TapTxCounters {
+        packets: *n.get(9)?,
+        dropped: *n.get(11)?,
+    })
+}
+
+/// The device counters of TAP `ifname` in the calling thread's network namespace.
+fn device_tx_counters(ifname: &str) -> Option<TapTxCounters> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/dev").ok()?;
+    parse_proc_net_dev(&text, ifname)
 }
 
 impl RxPort for TapRx {
@@ -179,12 +262,12 @@ impl RxPort for TapRx {
             let got = match fd.read(area) {
                 Ok(got) => got,
                 Err(e) => {
-                    return match e.raw_os_error() {
-                        Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(n),
-                        // Report the error once the frames already read are processed.
-                        _ if n > 0 => Ok(n),
-                        _ => Err(e),
-                    };
+                    if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+                        return Ok(n);
+                    }
+                    self.read_errors += 1;
+                    // Report the error once the frames already read are processed.
+                    return if n > 0 { Ok(n) } else { Err(e) };
                 }
             };
             if got == 0 {
@@ -219,6 +302,29 @@ impl RxPort for TapRx {
 
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
+    }
+
+    /// The device's frames toward sluice and the ones it dropped (its queues were full), if
+    /// this queue reports them, plus the frames this queue skipped as malformed and its failed
+    /// reads (each a lost frame), since the last call.
+    fn kernel_stats(&self) -> io::Result<KernelPortStats> {
+        // A frame skipped as malformed was read, so the device counted it as sent; a failed
+        // read lost its frame before the device counted it.
+        let own = KernelPortStats {
+            packets: self.read_errors,
+            drops: self.malformed + self.read_errors,
+            freezes: 0,
+        };
+        let (seen, now) = match &self.device {
+            Some(d) => {
+                let seen = d.seen.get();
+                let now = device_tx_counters(&d.ifname).unwrap_or(seen);
+                d.seen.set(now);
+                (seen, now)
+            }
+            None => Default::default(),
+        };
+        Ok(tap_kernel_delta(seen, now, own, self.reported.replace(own)))
     }
 }
 
@@ -379,6 +485,7 @@ mod tests {
         let mq = TapConfig {
             multi_queue: true,
             rx_buffers: 1,
+            device_counters: false,
         };
         let (q0, q1) = ns.enter(|| {
             (
@@ -395,6 +502,107 @@ mod tests {
         };
         let e = ns.enter(|| open("tq0", PortId(0), &single)).unwrap_err();
         assert_eq!(e.step, TapStep::SetIff);
+    }
+
+    #[test]
+    fn proc_net_dev_gives_the_tx_side() {
+        let text = "Inter-|   Receive                            |  Transmit\n \
+            face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+            lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0\n  \
+            tp0: 9000 30 1 2 0 0 0 0 64000 1000 0 1500 0 0 0 0\n\
+            averyverylongnm:1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n";
+        let tx = |n| parse_proc_net_dev(text, n);
+        assert_eq!(
+            tx("tp0"),
+            Some(TapTxCounters {
+                packets: 1000,
+                dropped: 1500
+            })
+        );
+        assert_eq!(
+            tx("averyverylongnm"),
+            Some(TapTxCounters {
+                packets: 10,
+                dropped: 12
+            })
+        );
+        assert_eq!(tx("tp"), None);
+        assert_eq!(parse_proc_net_dev("  tp0: 1 2 3\n", "tp0"), None);
+    }
+
+    #[test]
+    fn kernel_delta_adds_the_device_and_the_queue() {
+        let c = |packets, dropped| TapTxCounters { packets, dropped };
+        let k = |packets, drops| KernelPortStats {
+            packets,
+            drops,
+            freezes: 0,
+        };
+        // 100 sent to sluice and 40 dropped since the last reading; the queue skipped 2
+        // malformed frames (sent, so in the device's 100) and lost 1 to a failed read.
+        let d = tap_kernel_delta(c(1000, 10), c(1100, 50), k(5, 9), k(4, 6));
+        assert_eq!(d, k(100 + 40 + 1, 40 + 3));
+        // A queue that does not report the device only adds its own losses.
+        let d = tap_kernel_delta(c(0, 0), c(0, 0), k(5, 9), k(4, 6));
+        assert_eq!(d, k(1, 3));
+        // A device re-created under the same name counts from zero.
+        let d = tap_kernel_delta(c(1000, 10), c(7, 2), k(0, 0), k(0, 0));
+        assert_eq!(d, k(9, 2));
+    }
+
+    /// Frames the kernel sends to a TAP nobody reads overrun its queue: the device's drops
+    /// show up in `kernel_stats`, as deltas (cleared by each call), and frames read later are
+    /// counted as sent.
+    #[test]
+    fn an_overrun_tap_reports_its_drops() {
+        let ns = Netns::new("to");
+        let config = TapConfig {
+            rx_buffers: 64,
+            ..TapConfig::default()
+        };
+        let (rx, _tx) = ns.enter(|| open("tp0", PortId(5), &config)).unwrap();
+        // The device's counters are read in the namespace the port was opened in.
+        let stats = |rx: TapRx| {
+            ns.enter(move || {
+                let s = rx.kernel_stats().unwrap();
+                (rx, s)
+            })
+        };
+        ns.ip("link set dev tp0 addrgenmode none");
+        ns.ip("link set dev tp0 up");
+        let raw = ns.enter(|| RawSock::open("tp0"));
+        const SENT: u64 = 3000;
+        for _ in 0..SENT {
+            raw.send(&test_frame(None, 9, 100));
+        }
+        let (mut rx, first) = stats(rx);
+        eprintln!("{first:?}");
+        // The device queue holds 500 frames (tun's default txqueuelen is 500 or 1000).
+        assert!((SENT - 1000..SENT).contains(&first.drops), "{first:?}");
+        assert_eq!(first.packets, first.drops, "nothing was read yet");
+        let mut read = 0;
+        loop {
+            let mut batch = Batch::new();
+            let n = rx.rx(&mut batch).unwrap();
+            read += n as u64;
+            if n == 0 {
+                break;
+            }
+        }
+        let (_, second) = stats(rx);
+        assert_eq!(
+            second,
+            KernelPortStats {
+                packets: read,
+                drops: 0,
+                freezes: 0
+            }
+        );
+        assert_eq!(
+            read + first.drops,
+            SENT,
+            "every frame is read or counted as dropped"
+        );
     }
 
     /// TCP between a namespace behind a veth (AF_PACKET port) and one behind a TAP (the TAP

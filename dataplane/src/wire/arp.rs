@@ -3,7 +3,8 @@
 use std::net::Ipv4Addr;
 
 use super::ethernet::{EthernetFrame, ETHERTYPE_ARP, HEADER_LEN as ETH_LEN};
-use super::{read_4, read_mac, read_u16, write_mac, write_u16, MacAddr, WireError};
+use super::view::{at_least, fields, view};
+use super::{read_u16, write_u16, MacAddr, WireError};
 
 /// Offsets of the Ethernet/IPv4 ARP packet's fields.
 mod field {
@@ -33,70 +34,40 @@ pub const MIN_FRAME_LEN: usize = 60;
 const HTYPE_ETHERNET: u16 = 1;
 const PTYPE_IPV4: u16 = 0x0800;
 
-/// A zero-copy view of an Ethernet/IPv4 ARP packet, so the gateway can answer requests for its
-/// address and the bridge can learn from them without copying.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArpPacket<T: AsRef<[u8]>> {
-    buffer: T,
-}
-
-impl<T: AsRef<[u8]>> ArpPacket<T> {
-    /// Wraps `buffer` without any check; accessors may panic if it is shorter than 28 bytes.
-    pub fn new_unchecked(buffer: T) -> Self {
-        ArpPacket { buffer }
-    }
-
+view! {
+    /// A zero-copy view of an Ethernet/IPv4 ARP packet, so the gateway can answer requests for its
+    /// address and the bridge can learn from them without copying.
+    pub struct ArpPacket;
     /// Wraps `buffer` after checking it holds 28 bytes of Ethernet/IPv4 ARP (hardware type 1,
     /// protocol 0x0800, lengths 6 and 4). Trailing bytes (Ethernet padding) are allowed.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let b = buffer.as_ref();
-        if b.len() < PACKET_LEN {
-            return Err(WireError::Truncated("ARP"));
-        }
-        if read_u16(b, field::HTYPE) != HTYPE_ETHERNET
-            || read_u16(b, field::PTYPE) != PTYPE_IPV4
-            || b[field::HLEN] != 6
-            || b[field::PLEN] != 4
-        {
-            return Err(WireError::Malformed("ARP"));
-        }
-        Ok(ArpPacket { buffer })
-    }
+    checked by check;
+}
 
-    /// Gives the buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
+/// The checks of [`ArpPacket::new_checked`].
+#[inline]
+fn check(b: &[u8]) -> Result<(), WireError> {
+    at_least(b, PACKET_LEN, "ARP")?;
+    if read_u16(b, field::HTYPE) != HTYPE_ETHERNET
+        || read_u16(b, field::PTYPE) != PTYPE_IPV4
+        || b[field::HLEN] != 6
+        || b[field::PLEN] != 4
+    {
+        return Err(WireError::Malformed("ARP"));
     }
+    Ok(())
+}
 
+fields! { ArpPacket:
     /// The operation ([`OP_REQUEST`], [`OP_REPLY`] or something the gateway ignores).
-    #[inline]
-    pub fn operation(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::OPER)
-    }
-
+    operation, set_operation: u16 = field::OPER;
     /// Sender hardware address.
-    #[inline]
-    pub fn sender_mac(&self) -> MacAddr {
-        read_mac(self.buffer.as_ref(), field::SHA)
-    }
-
+    sender_mac, set_sender_mac: MacAddr = field::SHA;
     /// Sender protocol address.
-    #[inline]
-    pub fn sender_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::from(read_4(self.buffer.as_ref(), field::SPA))
-    }
-
+    sender_ip, set_sender_ip: Ipv4Addr = field::SPA;
     /// Target hardware address.
-    #[inline]
-    pub fn target_mac(&self) -> MacAddr {
-        read_mac(self.buffer.as_ref(), field::THA)
-    }
-
+    target_mac, set_target_mac: MacAddr = field::THA;
     /// Target protocol address.
-    #[inline]
-    pub fn target_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::from(read_4(self.buffer.as_ref(), field::TPA))
-    }
+    target_ip, set_target_ip: Ipv4Addr = field::TPA;
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
@@ -109,36 +80,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
         write_u16(b, field::PTYPE, PTYPE_IPV4);
         b[field::HLEN] = 6;
         b[field::PLEN] = 4;
-    }
-
-    /// Sets the operation.
-    #[inline]
-    pub fn set_operation(&mut self, op: u16) {
-        write_u16(self.buffer.as_mut(), field::OPER, op);
-    }
-
-    /// Sets the sender hardware address.
-    #[inline]
-    pub fn set_sender_mac(&mut self, mac: MacAddr) {
-        write_mac(self.buffer.as_mut(), field::SHA, mac);
-    }
-
-    /// Sets the sender protocol address.
-    #[inline]
-    pub fn set_sender_ip(&mut self, ip: Ipv4Addr) {
-        self.buffer.as_mut()[field::SPA..field::SPA + 4].copy_from_slice(&ip.octets());
-    }
-
-    /// Sets the target hardware address.
-    #[inline]
-    pub fn set_target_mac(&mut self, mac: MacAddr) {
-        write_mac(self.buffer.as_mut(), field::THA, mac);
-    }
-
-    /// Sets the target protocol address.
-    #[inline]
-    pub fn set_target_ip(&mut self, ip: Ipv4Addr) {
-        self.buffer.as_mut()[field::TPA..field::TPA + 4].copy_from_slice(&ip.octets());
     }
 }
 

@@ -1,6 +1,7 @@
 //! Ethernet II frames and 802.1Q / 802.1ad VLAN tags.
 
-use super::{read_mac, read_u16, write_mac, write_u16, MacAddr, WireError};
+use super::view::{at_least, fields, view};
+use super::{read_mac, read_u16, write_u16, MacAddr, WireError};
 
 /// Offsets of the Ethernet header's fields (and of the VLAN tag after it).
 mod field {
@@ -42,50 +43,24 @@ pub fn addresses(dst: MacAddr, src: MacAddr) -> Addresses {
     a
 }
 
-/// A zero-copy view of an Ethernet II frame: the bridge reads the addresses to learn and forward,
-/// and the gateway rewrites them when it routes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EthernetFrame<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A zero-copy view of an Ethernet II frame: the bridge reads the addresses to learn and forward,
+    /// and the gateway rewrites them when it routes.
+    pub struct EthernetFrame;
+    /// Wraps `buffer` after checking it holds the 14-byte header, so no accessor can panic.
+    checked by |b| at_least(b, HEADER_LEN, "Ethernet");
+}
+
+fields! { EthernetFrame:
+    /// Destination address.
+    dst, set_dst: MacAddr = field::DST;
+    /// Source address.
+    src, set_src: MacAddr = field::SRC;
+    /// The EtherType field at offset 12 (a TPID when the frame is tagged; see [`parse_l2`]).
+    ethertype, set_ethertype: u16 = field::ETHERTYPE;
 }
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
-    /// Wraps `buffer` without any check; accessors may panic if it is shorter than 14 bytes.
-    pub fn new_unchecked(buffer: T) -> Self {
-        EthernetFrame { buffer }
-    }
-
-    /// Wraps `buffer` after checking it holds the 14-byte header, so no accessor can panic.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        if buffer.as_ref().len() < HEADER_LEN {
-            return Err(WireError::Truncated("Ethernet"));
-        }
-        Ok(EthernetFrame { buffer })
-    }
-
-    /// Gives the buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// Destination address.
-    #[inline]
-    pub fn dst(&self) -> MacAddr {
-        read_mac(self.buffer.as_ref(), field::DST)
-    }
-
-    /// Source address.
-    #[inline]
-    pub fn src(&self) -> MacAddr {
-        read_mac(self.buffer.as_ref(), field::SRC)
-    }
-
-    /// The EtherType field at offset 12 (a TPID when the frame is tagged; see [`parse_l2`]).
-    #[inline]
-    pub fn ethertype(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::ETHERTYPE)
-    }
-
     /// Everything after the 14-byte header (starts with the tag's TCI on tagged frames).
     #[inline]
     pub fn payload(&self) -> &[u8] {
@@ -94,28 +69,10 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
-    /// Sets the destination address.
-    #[inline]
-    pub fn set_dst(&mut self, mac: MacAddr) {
-        write_mac(self.buffer.as_mut(), field::DST, mac);
-    }
-
-    /// Sets the source address.
-    #[inline]
-    pub fn set_src(&mut self, mac: MacAddr) {
-        write_mac(self.buffer.as_mut(), field::SRC, mac);
-    }
-
     /// Sets both addresses at once (one copy).
     #[inline]
     pub fn set_addresses(&mut self, addrs: &Addresses) {
         self.buffer.as_mut()[..ADDRS_LEN].copy_from_slice(addrs);
-    }
-
-    /// Sets the EtherType field at offset 12.
-    #[inline]
-    pub fn set_ethertype(&mut self, ethertype: u16) {
-        write_u16(self.buffer.as_mut(), field::ETHERTYPE, ethertype);
     }
 
     /// Mutable access to everything after the 14-byte header.

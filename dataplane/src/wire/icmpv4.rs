@@ -5,23 +5,15 @@ use std::net::Ipv4Addr;
 
 use super::checksum::{adjust16, fold, internet_checksum, ones_sum};
 use super::ethernet::{self, EthernetFrame, ETHERTYPE_IPV4, HEADER_LEN as ETH_LEN};
+use super::icmp::icmp_header;
 use super::ipv4::{Ipv4Packet, MIN_HEADER_LEN as IPV4_LEN, QUOTED_MIN_PAYLOAD};
-use super::{read_u16, read_u32, write_u16, write_u32, MacAddr, WireError, IPPROTO_ICMP};
+use super::view::{at_least, view};
+use super::{read_u16, write_u16, MacAddr, WireError, IPPROTO_ICMP};
 
-/// Offsets of the ICMPv4 header's fields.
-mod field {
-    pub const TYPE: usize = 0;
-    pub const CODE: usize = 1;
-    pub const CHECKSUM: usize = 2;
-    /// The rest-of-header word: echo identifier, then sequence number or next-hop MTU.
-    pub const REST: usize = 4;
-    pub const ECHO_IDENT: usize = 4;
-    pub const ECHO_SEQ: usize = 6;
-    pub const NEXT_HOP_MTU: usize = 6;
-}
+/// Offset of the next-hop MTU of "fragmentation needed" (the rest-of-header's second half).
+const NEXT_HOP_MTU: usize = 6;
 
-/// Length of the ICMPv4 header (type, code, checksum, 4 bytes of rest-of-header).
-pub const HEADER_LEN: usize = 8;
+pub use super::icmp::HEADER_LEN;
 
 /// Type: echo reply.
 pub const ECHO_REPLY: u8 = 0;
@@ -53,70 +45,19 @@ pub const CODE_ADMIN_PROHIBITED: u8 = 13;
 /// Time-exceeded code: TTL exceeded in transit.
 pub const CODE_TTL_EXCEEDED: u8 = 0;
 
-/// A zero-copy view of an ICMPv4 message. The buffer must be exactly the message (the IPv4
-/// payload), because the checksum covers all of it.
-///
-/// After [`Icmpv4Packet::new_checked`] no accessor panics: the 8-byte header is present.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Icmpv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A zero-copy view of an ICMPv4 message. The buffer must be exactly the message (the IPv4
+    /// payload), because the checksum covers all of it.
+    ///
+    /// After [`Icmpv4Packet::new_checked`] no accessor panics: the 8-byte header is present.
+    pub struct Icmpv4Packet;
+    /// Wraps `buffer` after checking the 8-byte header is present.
+    checked by |b| at_least(b, HEADER_LEN, "ICMPv4");
 }
 
+icmp_header!(Icmpv4Packet);
+
 impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
-    /// Wraps `buffer` without any check; accessors may panic if it is shorter than 8 bytes.
-    pub fn new_unchecked(buffer: T) -> Self {
-        Icmpv4Packet { buffer }
-    }
-
-    /// Wraps `buffer` after checking the 8-byte header is present.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        if buffer.as_ref().len() < HEADER_LEN {
-            return Err(WireError::Truncated("ICMPv4"));
-        }
-        Ok(Icmpv4Packet { buffer })
-    }
-
-    /// Gives the buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// Message type.
-    #[inline]
-    pub fn msg_type(&self) -> u8 {
-        self.buffer.as_ref()[field::TYPE]
-    }
-
-    /// Message code.
-    #[inline]
-    pub fn code(&self) -> u8 {
-        self.buffer.as_ref()[field::CODE]
-    }
-
-    /// Checksum field.
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::CHECKSUM)
-    }
-
-    /// Echo identifier (bytes 4..6); NAT maps it like a port.
-    #[inline]
-    pub fn echo_ident(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::ECHO_IDENT)
-    }
-
-    /// Echo sequence number (bytes 6..8).
-    #[inline]
-    pub fn echo_seq(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::ECHO_SEQ)
-    }
-
-    /// The rest-of-header word (bytes 4..8), whatever the type.
-    #[inline]
-    pub fn rest_of_header(&self) -> u32 {
-        read_u32(self.buffer.as_ref(), field::REST)
-    }
-
     /// True for the error types that quote the offending datagram (3, 4, 5, 11, 12): NAT must
     /// translate the quote, and no error may be sent in reply to one.
     #[inline]
@@ -131,13 +72,7 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     #[inline]
     pub fn next_hop_mtu(&self) -> Option<u16> {
         (self.msg_type() == DEST_UNREACHABLE && self.code() == CODE_FRAG_NEEDED)
-            .then(|| read_u16(self.buffer.as_ref(), field::NEXT_HOP_MTU))
-    }
-
-    /// Bytes after the 8-byte header: the echo data, or the quoted datagram of an error.
-    #[inline]
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[HEADER_LEN..]
+            .then(|| read_u16(self.buffer.as_ref(), NEXT_HOP_MTU))
     }
 
     /// True when the checksum over the whole message is correct.
@@ -148,52 +83,10 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
-    /// Sets the message type.
-    #[inline]
-    pub fn set_msg_type(&mut self, t: u8) {
-        self.buffer.as_mut()[field::TYPE] = t;
-    }
-
-    /// Sets the message code.
-    #[inline]
-    pub fn set_code(&mut self, code: u8) {
-        self.buffer.as_mut()[field::CODE] = code;
-    }
-
-    /// Sets the checksum field (after an incremental update).
-    #[inline]
-    pub fn set_checksum(&mut self, csum: u16) {
-        write_u16(self.buffer.as_mut(), field::CHECKSUM, csum);
-    }
-
-    /// Sets the echo identifier.
-    #[inline]
-    pub fn set_echo_ident(&mut self, ident: u16) {
-        write_u16(self.buffer.as_mut(), field::ECHO_IDENT, ident);
-    }
-
-    /// Sets the echo sequence number.
-    #[inline]
-    pub fn set_echo_seq(&mut self, seq: u16) {
-        write_u16(self.buffer.as_mut(), field::ECHO_SEQ, seq);
-    }
-
-    /// Sets the rest-of-header word (0 for most errors).
-    #[inline]
-    pub fn set_rest_of_header(&mut self, v: u32) {
-        write_u32(self.buffer.as_mut(), field::REST, v);
-    }
-
     /// Sets the next-hop MTU (bytes 6..8; byte 4..6 stay as they are, normally 0).
     #[inline]
     pub fn set_next_hop_mtu(&mut self, mtu: u16) {
-        write_u16(self.buffer.as_mut(), field::NEXT_HOP_MTU, mtu);
-    }
-
-    /// Mutable access to the bytes after the header.
-    #[inline]
-    pub fn payload_mut(&mut self) -> &mut [u8] {
-        &mut self.buffer.as_mut()[HEADER_LEN..]
+        write_u16(self.buffer.as_mut(), NEXT_HOP_MTU, mtu);
     }
 
     /// Recomputes the checksum over the whole message.

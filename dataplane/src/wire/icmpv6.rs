@@ -9,23 +9,12 @@ use std::net::Ipv6Addr;
 
 use super::checksum::{adjust16, fold, ones_sum, pseudo_header_sum_v6};
 use super::ethernet::{self, EthernetFrame, ETHERTYPE_IPV6, HEADER_LEN as ETH_LEN};
-use super::ipv6::{Ipv6Packet, HEADER_LEN as IPV6_LEN};
-use super::{read_u16, read_u32, write_u16, write_u32, MacAddr, WireError, IPPROTO_ICMPV6};
+use super::icmp::{icmp_header, icmpv6_checksum};
+use super::ipv6::{self, Ipv6Packet, HEADER_LEN as IPV6_LEN};
+use super::view::{at_least, view};
+use super::{MacAddr, WireError, IPPROTO_ICMPV6};
 
-/// Offsets of the ICMPv6 header's fields.
-mod field {
-    pub const TYPE: usize = 0;
-    pub const CODE: usize = 1;
-    pub const CHECKSUM: usize = 2;
-    /// The message-body word: echo identifier and sequence, the MTU of packet-too-big, the
-    /// pointer of parameter-problem, unused (0) for the other errors.
-    pub const REST: usize = 4;
-    pub const ECHO_IDENT: usize = 4;
-    pub const ECHO_SEQ: usize = 6;
-}
-
-/// Length of the ICMPv6 header (type, code, checksum, 4 bytes of message body).
-pub const HEADER_LEN: usize = 8;
+pub use super::icmp::HEADER_LEN;
 
 /// Type: destination unreachable.
 pub const DEST_UNREACHABLE: u8 = 1;
@@ -54,70 +43,20 @@ pub const CODE_HOP_LIMIT_EXCEEDED: u8 = 0;
 /// The IPv6 minimum link MTU (RFC 8200): an ICMPv6 error never makes a packet larger.
 pub const MIN_MTU: usize = 1280;
 
-/// A zero-copy view of an ICMPv6 message. The buffer must be exactly the message (the upper
-/// layer payload), because the checksum covers all of it.
-///
-/// After [`Icmpv6Packet::new_checked`] no accessor panics: the 8-byte header is present.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Icmpv6Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A zero-copy view of an ICMPv6 message. The buffer must be exactly the message (the upper
+    /// layer payload), because the checksum covers all of it.
+    ///
+    /// After [`Icmpv6Packet::new_checked`] no accessor panics: the 8-byte header is present.
+    pub struct Icmpv6Packet;
+    /// Wraps `buffer` after checking the 8-byte header is present.
+    checked by |b| at_least(b, HEADER_LEN, "ICMPv6");
 }
 
+icmp_header!(Icmpv6Packet);
+icmpv6_checksum!(Icmpv6Packet);
+
 impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
-    /// Wraps `buffer` without any check; accessors may panic if it is shorter than 8 bytes.
-    pub fn new_unchecked(buffer: T) -> Self {
-        Icmpv6Packet { buffer }
-    }
-
-    /// Wraps `buffer` after checking the 8-byte header is present.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        if buffer.as_ref().len() < HEADER_LEN {
-            return Err(WireError::Truncated("ICMPv6"));
-        }
-        Ok(Icmpv6Packet { buffer })
-    }
-
-    /// Gives the buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// Message type.
-    #[inline]
-    pub fn msg_type(&self) -> u8 {
-        self.buffer.as_ref()[field::TYPE]
-    }
-
-    /// Message code.
-    #[inline]
-    pub fn code(&self) -> u8 {
-        self.buffer.as_ref()[field::CODE]
-    }
-
-    /// Checksum field.
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::CHECKSUM)
-    }
-
-    /// Echo identifier (bytes 4..6); NAT66 maps it like a port.
-    #[inline]
-    pub fn echo_ident(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::ECHO_IDENT)
-    }
-
-    /// Echo sequence number (bytes 6..8).
-    #[inline]
-    pub fn echo_seq(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::ECHO_SEQ)
-    }
-
-    /// The message-body word (bytes 4..8), whatever the type.
-    #[inline]
-    pub fn rest_of_header(&self) -> u32 {
-        read_u32(self.buffer.as_ref(), field::REST)
-    }
-
     /// True for error messages (types below 128, RFC 4443 section 2.1): they quote the
     /// offending packet, NAT must translate the quote, and no error may answer one.
     #[inline]
@@ -129,71 +68,6 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     #[inline]
     pub fn mtu(&self) -> Option<u32> {
         (self.msg_type() == PACKET_TOO_BIG).then(|| self.rest_of_header())
-    }
-
-    /// Bytes after the 8-byte header: the echo data, or the quoted packet of an error.
-    #[inline]
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[HEADER_LEN..]
-    }
-
-    /// True when the checksum over the pseudo-header of `src` -> `dst` and the whole message
-    /// is correct.
-    #[inline]
-    pub fn verify_checksum(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
-        message_sum(self.buffer.as_ref(), src, dst) == 0xffff
-    }
-}
-
-impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv6Packet<T> {
-    /// Sets the message type.
-    #[inline]
-    pub fn set_msg_type(&mut self, t: u8) {
-        self.buffer.as_mut()[field::TYPE] = t;
-    }
-
-    /// Sets the message code.
-    #[inline]
-    pub fn set_code(&mut self, code: u8) {
-        self.buffer.as_mut()[field::CODE] = code;
-    }
-
-    /// Sets the checksum field (after an incremental update).
-    #[inline]
-    pub fn set_checksum(&mut self, csum: u16) {
-        write_u16(self.buffer.as_mut(), field::CHECKSUM, csum);
-    }
-
-    /// Sets the echo identifier.
-    #[inline]
-    pub fn set_echo_ident(&mut self, ident: u16) {
-        write_u16(self.buffer.as_mut(), field::ECHO_IDENT, ident);
-    }
-
-    /// Sets the echo sequence number.
-    #[inline]
-    pub fn set_echo_seq(&mut self, seq: u16) {
-        write_u16(self.buffer.as_mut(), field::ECHO_SEQ, seq);
-    }
-
-    /// Sets the message-body word (the MTU of packet-too-big, 0 for the other errors).
-    #[inline]
-    pub fn set_rest_of_header(&mut self, v: u32) {
-        write_u32(self.buffer.as_mut(), field::REST, v);
-    }
-
-    /// Mutable access to the bytes after the header.
-    #[inline]
-    pub fn payload_mut(&mut self) -> &mut [u8] {
-        &mut self.buffer.as_mut()[HEADER_LEN..]
-    }
-
-    /// Recomputes the checksum over the pseudo-header of `src` -> `dst` and the whole message.
-    #[inline]
-    pub fn fill_checksum(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
-        self.set_checksum(0);
-        let c = !message_sum(self.buffer.as_ref(), src, dst);
-        self.set_checksum(c);
     }
 }
 
@@ -229,14 +103,7 @@ pub fn write_error(
     (msg_type, code, rest): (u8, u8, u32),
 ) {
     let packet = ethernet::write_header(frame, to.0, from.0, ETHERTYPE_IPV6);
-    let (header, message) = packet.split_at_mut(IPV6_LEN);
-    let mut ip = Ipv6Packet::new_unchecked(header);
-    ip.set_version_tc_flow(0, 0);
-    ip.set_payload_len(message.len() as u16);
-    ip.set_next_header(IPPROTO_ICMPV6);
-    ip.set_hop_limit(HOP_LIMIT);
-    ip.set_src(from.1);
-    ip.set_dst(to.1);
+    let message = ipv6::write_header(packet, (from.1, to.1), IPPROTO_ICMPV6, HOP_LIMIT);
     let mut icmp = Icmpv6Packet::new_unchecked(message);
     icmp.set_msg_type(msg_type);
     icmp.set_code(code);

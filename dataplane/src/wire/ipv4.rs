@@ -3,6 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::checksum::{adjust16, fold, internet_checksum, ones_sum};
+use super::view::{at_least, fields, view, within};
 use super::{read_4, read_u16, write_u16, WireError};
 
 /// Offsets of the IPv4 header's fields.
@@ -28,60 +29,60 @@ const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const FRAG_OFFSET_MASK: u16 = 0x1fff;
 
-/// A zero-copy view of an IPv4 packet, read and rewritten in place by the gateway and NAT.
-///
-/// After [`Ipv4Packet::new_checked`] or [`Ipv4Packet::new_quoted`] no accessor panics: the
-/// header (with options) lies inside the buffer, and payload accessors clamp `total_len` to the
-/// bytes present.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
-
-/// Checks version, IHL and that the header lies inside `b`; returns the header length.
-#[inline]
-fn check_header(b: &[u8]) -> Result<usize, WireError> {
-    if b.len() < MIN_HEADER_LEN {
-        return Err(WireError::Truncated("IPv4"));
-    }
-    if b[field::VER_IHL] >> 4 != 4 {
-        return Err(WireError::Malformed("IPv4 (version)"));
-    }
-    let hl = usize::from(b[field::VER_IHL] & 0x0f) * 4;
-    if hl < MIN_HEADER_LEN {
-        return Err(WireError::Malformed("IPv4 (IHL)"));
-    }
-    if hl > b.len() {
-        return Err(WireError::Truncated("IPv4"));
-    }
-    Ok(hl)
-}
-
-impl<T: AsRef<[u8]>> Ipv4Packet<T> {
-    /// Wraps `buffer` without any check; accessors may panic on a short or inconsistent buffer.
-    #[inline]
-    pub fn new_unchecked(buffer: T) -> Self {
-        Ipv4Packet { buffer }
-    }
-
+view! {
+    /// A zero-copy view of an IPv4 packet, read and rewritten in place by the gateway and NAT.
+    ///
+    /// After [`Ipv4Packet::new_checked`] or [`Ipv4Packet::new_quoted`] no accessor panics: the
+    /// header (with options) lies inside the buffer, and payload accessors clamp `total_len` to the
+    /// bytes present.
+    pub struct Ipv4Packet;
     /// Wraps `buffer` (starting at the IPv4 header) after checking version 4, IHL >= 5, the
     /// header inside the buffer and `header_len <= total_len <= buffer length`. The buffer may
     /// be longer than `total_len` (Ethernet padding); [`Ipv4Packet::payload`] stops at
     /// `total_len`.
-    #[inline(always)]
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let b = buffer.as_ref();
-        let hl = check_header(b)?;
-        let total = usize::from(read_u16(b, field::TOTAL_LEN));
-        if total < hl {
-            return Err(WireError::Malformed("IPv4 (total length)"));
-        }
-        if total > b.len() {
-            return Err(WireError::Truncated("IPv4"));
-        }
-        Ok(Ipv4Packet { buffer })
-    }
+    checked by check;
+}
 
+/// The checks of [`Ipv4Packet::new_checked`].
+#[inline(always)]
+fn check(b: &[u8]) -> Result<(), WireError> {
+    let hl = check_header(b)?;
+    let total = usize::from(read_u16(b, field::TOTAL_LEN));
+    within(b, total, hl, ("IPv4", "IPv4 (total length)"))
+}
+
+/// Checks version, IHL and that the header lies inside `b`; returns the header length.
+#[inline(always)]
+fn check_header(b: &[u8]) -> Result<usize, WireError> {
+    at_least(b, MIN_HEADER_LEN, "IPv4")?;
+    if b[field::VER_IHL] >> 4 != 4 {
+        return Err(WireError::Malformed("IPv4 (version)"));
+    }
+    let hl = usize::from(b[field::VER_IHL] & 0x0f) * 4;
+    within(b, hl, MIN_HEADER_LEN, ("IPv4", "IPv4 (IHL)"))?;
+    Ok(hl)
+}
+
+fields! { Ipv4Packet:
+    /// The DSCP/ECN byte.
+    tos, set_tos: u8 = field::TOS;
+    /// Total length field: header plus payload.
+    total_len, set_total_len: u16 = field::TOTAL_LEN;
+    /// Identification field (fragment reassembly key).
+    ident, set_ident: u16 = field::IDENT;
+    /// Time to live.
+    ttl, set_ttl: u8 = field::TTL;
+    /// Protocol of the payload (see `IPPROTO_*` in [`crate::wire`]).
+    protocol, set_protocol: u8 = field::PROTOCOL;
+    /// Header checksum field.
+    checksum, set_checksum: u16 = field::CHECKSUM;
+    /// Source address.
+    src, set_src: Ipv4Addr = field::SRC;
+    /// Destination address.
+    dst, set_dst: Ipv4Addr = field::DST;
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Wraps the datagram quoted inside an ICMP error: checks only the header (version, IHL,
     /// header inside the buffer) and that at least the 8 bytes RFC 792 requires follow it,
     /// because routers cut the quote short and `total_len` describes the original datagram.
@@ -94,11 +95,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ok(Ipv4Packet { buffer })
     }
 
-    /// Gives the buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     /// IP version (4 on every checked view).
     #[inline]
     pub fn version(&self) -> u8 {
@@ -109,24 +105,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
-    }
-
-    /// The DSCP/ECN byte.
-    #[inline]
-    pub fn tos(&self) -> u8 {
-        self.buffer.as_ref()[field::TOS]
-    }
-
-    /// Total length field: header plus payload.
-    #[inline(always)]
-    pub fn total_len(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::TOTAL_LEN)
-    }
-
-    /// Identification field (fragment reassembly key).
-    #[inline]
-    pub fn ident(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::IDENT)
     }
 
     #[inline]
@@ -162,36 +140,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn is_first_fragment(&self) -> bool {
         self.flags_frag() & (FLAG_MF | FRAG_OFFSET_MASK) == FLAG_MF
-    }
-
-    /// Time to live.
-    #[inline]
-    pub fn ttl(&self) -> u8 {
-        self.buffer.as_ref()[field::TTL]
-    }
-
-    /// Protocol of the payload (see `IPPROTO_*` in [`crate::wire`]).
-    #[inline]
-    pub fn protocol(&self) -> u8 {
-        self.buffer.as_ref()[field::PROTOCOL]
-    }
-
-    /// Header checksum field.
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::CHECKSUM)
-    }
-
-    /// Source address.
-    #[inline]
-    pub fn src(&self) -> Ipv4Addr {
-        Ipv4Addr::from(read_4(self.buffer.as_ref(), field::SRC))
-    }
-
-    /// Destination address.
-    #[inline]
-    pub fn dst(&self) -> Ipv4Addr {
-        Ipv4Addr::from(read_4(self.buffer.as_ref(), field::DST))
     }
 
     /// The options bytes (empty when IHL is 5).
@@ -260,24 +208,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.buffer.as_mut()[field::VER_IHL] = 0x45;
     }
 
-    /// Sets the DSCP/ECN byte.
-    #[inline]
-    pub fn set_tos(&mut self, tos: u8) {
-        self.buffer.as_mut()[field::TOS] = tos;
-    }
-
-    /// Sets the total length field.
-    #[inline]
-    pub fn set_total_len(&mut self, len: u16) {
-        write_u16(self.buffer.as_mut(), field::TOTAL_LEN, len);
-    }
-
-    /// Sets the identification field.
-    #[inline]
-    pub fn set_ident(&mut self, ident: u16) {
-        write_u16(self.buffer.as_mut(), field::IDENT, ident);
-    }
-
     /// Sets the flags and fragment offset: `frag_offset` is in bytes (a multiple of 8).
     #[inline]
     pub fn set_flags_frag(&mut self, dont_frag: bool, more_frags: bool, frag_offset: u16) {
@@ -289,36 +219,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
             v |= FLAG_MF;
         }
         write_u16(self.buffer.as_mut(), field::FLAGS_FRAG, v);
-    }
-
-    /// Sets the time to live.
-    #[inline]
-    pub fn set_ttl(&mut self, ttl: u8) {
-        self.buffer.as_mut()[field::TTL] = ttl;
-    }
-
-    /// Sets the protocol.
-    #[inline]
-    pub fn set_protocol(&mut self, proto: u8) {
-        self.buffer.as_mut()[field::PROTOCOL] = proto;
-    }
-
-    /// Sets the checksum field (after an incremental update).
-    #[inline]
-    pub fn set_checksum(&mut self, csum: u16) {
-        write_u16(self.buffer.as_mut(), field::CHECKSUM, csum);
-    }
-
-    /// Sets the source address.
-    #[inline]
-    pub fn set_src(&mut self, ip: Ipv4Addr) {
-        self.buffer.as_mut()[field::SRC..field::SRC + 4].copy_from_slice(&ip.octets());
-    }
-
-    /// Sets the destination address.
-    #[inline]
-    pub fn set_dst(&mut self, ip: Ipv4Addr) {
-        self.buffer.as_mut()[field::DST..field::DST + 4].copy_from_slice(&ip.octets());
     }
 
     /// Decrements the time to live (not below 0), adjusting the header checksum (RFC 1624):

@@ -5,6 +5,7 @@
 
 use std::net::Ipv6Addr;
 
+use super::view::{at_least, view};
 use super::{read_u16, read_u32, write_u16, write_u32, WireError};
 
 /// Length of the fixed IPv6 header.
@@ -29,42 +30,31 @@ pub const NH_DEST_OPTS: u8 = 60;
 /// Most extension headers [`Ipv6Packet::walk_extensions`] steps over before it gives up.
 pub const MAX_EXTENSIONS: usize = 16;
 
-/// A zero-copy view of an IPv6 packet, so the bridge and gateway can classify IPv6 frames.
-///
-/// After [`Ipv6Packet::new_checked`] no accessor panics: the fixed header is present and
-/// `40 + payload_len` fits in the buffer (the buffer may be longer: Ethernet padding).
-/// Jumbograms (payload length 0 plus a jumbo option) are not supported: their payload is empty.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv6Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A zero-copy view of an IPv6 packet, so the bridge and gateway can classify IPv6 frames.
+    ///
+    /// After [`Ipv6Packet::new_checked`] no accessor panics: the fixed header is present and
+    /// `40 + payload_len` fits in the buffer (the buffer may be longer: Ethernet padding).
+    /// Jumbograms (payload length 0 plus a jumbo option) are not supported: their payload is empty.
+    pub struct Ipv6Packet;
+    /// Wraps `buffer` after checking version 6 and that the declared payload fits.
+    checked by check;
+}
+
+/// The checks of [`Ipv6Packet::new_checked`].
+#[inline]
+fn check(b: &[u8]) -> Result<(), WireError> {
+    at_least(b, HEADER_LEN, "IPv6")?;
+    if b[0] >> 4 != 6 {
+        return Err(WireError::Malformed("IPv6 (version)"));
+    }
+    if HEADER_LEN + usize::from(read_u16(b, 4)) > b.len() {
+        return Err(WireError::Truncated("IPv6"));
+    }
+    Ok(())
 }
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
-    /// Wraps `buffer` without any check; accessors may panic on a short buffer.
-    pub fn new_unchecked(buffer: T) -> Self {
-        Ipv6Packet { buffer }
-    }
-
-    /// Wraps `buffer` after checking version 6 and that the declared payload fits.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let b = buffer.as_ref();
-        if b.len() < HEADER_LEN {
-            return Err(WireError::Truncated("IPv6"));
-        }
-        if b[0] >> 4 != 6 {
-            return Err(WireError::Malformed("IPv6 (version)"));
-        }
-        if HEADER_LEN + usize::from(read_u16(b, 4)) > b.len() {
-            return Err(WireError::Truncated("IPv6"));
-        }
-        Ok(Ipv6Packet { buffer })
-    }
-
-    /// Gives the buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     /// IP version (6 on every checked view).
     #[inline]
     pub fn version(&self) -> u8 {
@@ -226,6 +216,27 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
         let end = self.payload_end().max(HEADER_LEN);
         &mut self.buffer.as_mut()[HEADER_LEN..end]
     }
+}
+
+/// Writes an IPv6 header (no traffic class or flow label) from `src` to `dst` at the start of
+/// `packet` and returns the rest, whose length becomes the payload length: for the builders
+/// that make a whole packet in place (ICMPv6 errors, NDP advertisements). `packet` must be at
+/// least [`HEADER_LEN`] bytes long and at most `HEADER_LEN + 65535`.
+pub fn write_header(
+    packet: &mut [u8],
+    (src, dst): (Ipv6Addr, Ipv6Addr),
+    next_header: u8,
+    hop_limit: u8,
+) -> &mut [u8] {
+    let (header, payload) = packet.split_at_mut(HEADER_LEN);
+    let mut ip = Ipv6Packet::new_unchecked(header);
+    ip.set_version_tc_flow(0, 0);
+    ip.set_payload_len(payload.len() as u16);
+    ip.set_next_header(next_header);
+    ip.set_hop_limit(hop_limit);
+    ip.set_src(src);
+    ip.set_dst(dst);
+    payload
 }
 
 #[cfg(test)]

@@ -6,14 +6,17 @@ use serde::{Deserialize, Serialize};
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+mod icmp;
 pub mod icmpv4;
 pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod ndisc;
 pub mod plain;
+pub mod radv;
 pub mod tcp;
 pub mod udp;
+mod view;
 pub mod vnet;
 pub mod vxlan;
 

@@ -6,15 +6,13 @@
 use std::net::Ipv6Addr;
 
 use super::ethernet::EthernetFrame;
-use super::icmpv6::message_sum;
-use super::ipv6::{Ipv6Packet, HEADER_LEN as IPV6_LEN};
-use super::{read_mac, read_u16, write_mac, write_u16, MacAddr, WireError, IPPROTO_ICMPV6};
+use super::icmp::{self, icmp_head, icmpv6_checksum};
+use super::ipv6::{self, Ipv6Packet, HEADER_LEN as IPV6_LEN};
+use super::view::{at_least, view};
+use super::{read_mac, write_mac, MacAddr, WireError, IPPROTO_ICMPV6};
 
 /// Offsets of the neighbour solicitation/advertisement fields.
 mod field {
-    pub const TYPE: usize = 0;
-    pub const CODE: usize = 1;
-    pub const CHECKSUM: usize = 2;
     /// Advertisement flags (R, S, O); reserved (0) in a solicitation.
     pub const FLAGS: usize = 4;
     pub const TARGET: usize = 8;
@@ -50,70 +48,44 @@ pub const HOP_LIMIT: u8 = 255;
 /// All-nodes multicast, where an advertisement answering duplicate address detection goes.
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
-/// A zero-copy view of a neighbour solicitation or advertisement (the ICMPv6 message, exactly:
-/// the checksum covers all of it).
-///
-/// After [`NdiscPacket::new_checked`] no accessor panics: the fixed part is present, the type
-/// is 135 or 136, and every option has a non-zero length and fits in the buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NdiscPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A zero-copy view of a neighbour solicitation or advertisement (the ICMPv6 message,
+    /// exactly: the checksum covers all of it).
+    ///
+    /// After [`NdiscPacket::new_checked`] no accessor panics: the fixed part is present, the
+    /// type is 135 or 136, and every option has a non-zero length and fits in the buffer.
+    pub struct NdiscPacket;
+    /// Wraps `buffer` after checking its length, type and options (a zero-length option makes
+    /// the packet invalid, RFC 4861 section 4.6).
+    checked by check;
+}
+
+icmp_head!(NdiscPacket);
+icmpv6_checksum!(NdiscPacket);
+
+/// The checks of [`NdiscPacket::new_checked`].
+#[inline]
+fn check(b: &[u8]) -> Result<(), WireError> {
+    at_least(b, HEADER_LEN, "NDP")?;
+    if !matches!(b[icmp::field::TYPE], NEIGHBOR_SOLICIT | NEIGHBOR_ADVERT) {
+        return Err(WireError::Malformed("NDP (type)"));
+    }
+    let mut at = HEADER_LEN;
+    // Each option is at least 8 bytes long, so this ends within len / 8 steps.
+    while at < b.len() {
+        let len = usize::from(*b.get(at + 1).ok_or(WireError::Truncated("NDP option"))?) * 8;
+        if len == 0 {
+            return Err(WireError::Malformed("NDP (option length 0)"));
+        }
+        if at + len > b.len() {
+            return Err(WireError::Truncated("NDP option"));
+        }
+        at += len;
+    }
+    Ok(())
 }
 
 impl<T: AsRef<[u8]>> NdiscPacket<T> {
-    /// Wraps `buffer` without any check; accessors may panic on a short buffer.
-    pub fn new_unchecked(buffer: T) -> Self {
-        NdiscPacket { buffer }
-    }
-
-    /// Wraps `buffer` after checking its length, type and options (a zero-length option makes
-    /// the packet invalid, RFC 4861 section 4.6).
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let b = buffer.as_ref();
-        if b.len() < HEADER_LEN {
-            return Err(WireError::Truncated("NDP"));
-        }
-        if !matches!(b[field::TYPE], NEIGHBOR_SOLICIT | NEIGHBOR_ADVERT) {
-            return Err(WireError::Malformed("NDP (type)"));
-        }
-        let mut at = HEADER_LEN;
-        // Each option is at least 8 bytes long, so this ends within len / 8 steps.
-        while at < b.len() {
-            let len = usize::from(*b.get(at + 1).ok_or(WireError::Truncated("NDP option"))?) * 8;
-            if len == 0 {
-                return Err(WireError::Malformed("NDP (option length 0)"));
-            }
-            if at + len > b.len() {
-                return Err(WireError::Truncated("NDP option"));
-            }
-            at += len;
-        }
-        Ok(NdiscPacket { buffer })
-    }
-
-    /// Gives the buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// Message type: [`NEIGHBOR_SOLICIT`] or [`NEIGHBOR_ADVERT`].
-    #[inline]
-    pub fn msg_type(&self) -> u8 {
-        self.buffer.as_ref()[field::TYPE]
-    }
-
-    /// Message code (0 in every valid NDP message).
-    #[inline]
-    pub fn code(&self) -> u8 {
-        self.buffer.as_ref()[field::CODE]
-    }
-
-    /// Checksum field.
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::CHECKSUM)
-    }
-
     /// Advertisement flags ([`FLAG_ROUTER`], [`FLAG_SOLICITED`], [`FLAG_OVERRIDE`]).
     #[inline]
     pub fn flags(&self) -> u8 {
@@ -159,34 +131,9 @@ impl<T: AsRef<[u8]>> NdiscPacket<T> {
     pub fn target_ll_addr(&self) -> Option<MacAddr> {
         self.ll_option(OPT_TARGET_LL_ADDR)
     }
-
-    /// True when the checksum over the pseudo-header of `src` -> `dst` and the message is
-    /// correct.
-    #[inline]
-    pub fn verify_checksum(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
-        message_sum(self.buffer.as_ref(), src, dst) == 0xffff
-    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> NdiscPacket<T> {
-    /// Sets the message type.
-    #[inline]
-    pub fn set_msg_type(&mut self, t: u8) {
-        self.buffer.as_mut()[field::TYPE] = t;
-    }
-
-    /// Sets the message code.
-    #[inline]
-    pub fn set_code(&mut self, code: u8) {
-        self.buffer.as_mut()[field::CODE] = code;
-    }
-
-    /// Sets the checksum field.
-    #[inline]
-    pub fn set_checksum(&mut self, csum: u16) {
-        write_u16(self.buffer.as_mut(), field::CHECKSUM, csum);
-    }
-
     /// Sets the flags byte and clears the 3 reserved bytes after it.
     #[inline]
     pub fn set_flags(&mut self, flags: u8) {
@@ -207,14 +154,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> NdiscPacket<T> {
         o[0] = kind;
         o[1] = (LL_OPTION_LEN / 8) as u8;
         write_mac(o, 2, mac);
-    }
-
-    /// Recomputes the checksum over the pseudo-header of `src` -> `dst` and the message.
-    #[inline]
-    pub fn fill_checksum(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
-        self.set_checksum(0);
-        let c = !message_sum(self.buffer.as_ref(), src, dst);
-        self.set_checksum(c);
     }
 }
 
@@ -315,23 +254,52 @@ pub fn write_advert(
     let mut eth = EthernetFrame::new_checked(eth)?;
     eth.set_dst(to_mac);
     eth.set_src(mac);
-    let (header, message) = rest.split_at_mut(IPV6_LEN);
-    let mut ip = Ipv6Packet::new_unchecked(header);
-    ip.set_version_tc_flow(0, 0);
-    ip.set_payload_len((HEADER_LEN + LL_OPTION_LEN) as u16);
-    ip.set_next_header(IPPROTO_ICMPV6);
-    ip.set_hop_limit(HOP_LIMIT);
-    ip.set_src(target);
-    ip.set_dst(to);
-    let mut na = NdiscPacket::new_unchecked(message);
-    na.set_msg_type(NEIGHBOR_ADVERT);
-    na.set_code(0);
+    let mut na = nd_message(rest, (target, to), NEIGHBOR_ADVERT);
     let r = if router { FLAG_ROUTER } else { 0 };
     na.set_flags(r | solicited | FLAG_OVERRIDE);
     na.set_target(target);
     na.set_ll_option(OPT_TARGET_LL_ADDR, mac);
     na.fill_checksum(target, to);
     Ok(end)
+}
+
+/// Writes the IPv6 header of an NDP message with one link-layer option from `src` to `dst` over
+/// the start of `packet`, and the message's type and code; the message, for its fields.
+fn nd_message(
+    packet: &mut [u8],
+    (src, dst): (Ipv6Addr, Ipv6Addr),
+    kind: u8,
+) -> NdiscPacket<&mut [u8]> {
+    let message = ipv6::write_header(packet, (src, dst), IPPROTO_ICMPV6, HOP_LIMIT);
+    let mut nd = NdiscPacket::new_unchecked(message);
+    nd.set_msg_type(kind);
+    nd.set_code(0);
+    nd
+}
+
+/// Length of the solicitation [`write_solicit`] writes: Ethernet and IPv6 headers, the fixed
+/// part and a source link-layer address option.
+pub const SOLICIT_FRAME_LEN: usize = super::ethernet::HEADER_LEN + ADVERT_LEN;
+
+/// Writes over the start of `frame` the untagged neighbour solicitation from `(mac, ip)` for
+/// `target`, to its solicited-node group, with a source link-layer address option; returns
+/// its length ([`SOLICIT_FRAME_LEN`]). `frame` must be at least that long. How the v6 uplink
+/// resolves a next hop, as an ARP request does for v4.
+pub fn write_solicit(frame: &mut [u8], (mac, ip): (MacAddr, Ipv6Addr), target: Ipv6Addr) -> usize {
+    let group = solicited_node(target);
+    let frame = &mut frame[..SOLICIT_FRAME_LEN];
+    let packet = super::ethernet::write_header(
+        frame,
+        multicast_mac(group),
+        mac,
+        super::ethernet::ETHERTYPE_IPV6,
+    );
+    let mut ns = nd_message(packet, (ip, group), NEIGHBOR_SOLICIT);
+    ns.set_flags(0);
+    ns.set_target(target);
+    ns.set_ll_option(OPT_SOURCE_LL_ADDR, mac);
+    ns.fill_checksum(ip, group);
+    SOLICIT_FRAME_LEN
 }
 
 #[cfg(test)]
@@ -360,6 +328,13 @@ mod tests {
             .write(&mut v, &body)
             .unwrap();
         v
+    }
+
+    #[test]
+    fn solicit_is_what_etherparse_builds() {
+        let mut frame = vec![0xee; SOLICIT_FRAME_LEN + 10];
+        let n = write_solicit(&mut frame, (A_MAC, A), GW);
+        assert_eq!(&frame[..n], &solicit(A, GW, true, HOP_LIMIT)[..]);
     }
 
     #[test]

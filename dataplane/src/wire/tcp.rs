@@ -3,12 +3,11 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::checksum::{fold, ones_sum, pseudo_header_sum_v4, pseudo_header_sum_v6};
-use super::{read_u16, read_u32, write_u16, write_u32, WireError, IPPROTO_TCP};
+use super::view::{at_least, fields, ports, view, within};
+use super::{WireError, IPPROTO_TCP};
 
 /// Offsets of the TCP header's fields.
 mod field {
-    pub const SRC_PORT: usize = 0;
-    pub const DST_PORT: usize = 2;
     pub const SEQ: usize = 4;
     pub const ACK: usize = 8;
     pub const DATA_OFF: usize = 12;
@@ -42,96 +41,48 @@ pub const ECE: u8 = 0x40;
 /// CWR flag bit.
 pub const CWR: u8 = 0x80;
 
-/// A zero-copy view of a TCP segment. The buffer must be exactly the segment (the IPv4/IPv6
-/// payload), because the checksum covers all of it.
-///
-/// After [`TcpPacket::new_checked`] no accessor panics: the header, options included, is inside
-/// the buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A zero-copy view of a TCP segment. The buffer must be exactly the segment (the
+    /// IPv4/IPv6 payload), because the checksum covers all of it.
+    ///
+    /// After [`TcpPacket::new_checked`] no accessor panics: the header, options included, is
+    /// inside the buffer.
+    pub struct TcpPacket;
+    /// Wraps `buffer` after checking that the data offset is at least 5 and the header lies
+    /// inside the buffer.
+    checked by check;
+}
+
+/// The checks of [`TcpPacket::new_checked`].
+#[inline]
+fn check(b: &[u8]) -> Result<(), WireError> {
+    at_least(b, MIN_HEADER_LEN, "TCP")?;
+    let hl = usize::from(b[field::DATA_OFF] >> 4) * 4;
+    within(b, hl, MIN_HEADER_LEN, ("TCP", "TCP (data offset)"))
+}
+
+ports!(TcpPacket);
+
+fields! { TcpPacket:
+    /// Sequence number.
+    seq, set_seq: u32 = field::SEQ;
+    /// Acknowledgment number.
+    ack, set_ack: u32 = field::ACK;
+    /// The flag byte: test it against [`FIN`], [`SYN`], [`RST`], [`ACK`], ...
+    flags, set_flags: u8 = field::FLAGS;
+    /// Receive window.
+    window, set_window: u16 = field::WINDOW;
+    /// Checksum field.
+    checksum, set_checksum: u16 = field::CHECKSUM;
+    /// Urgent pointer.
+    urgent, set_urgent: u16 = field::URGENT;
 }
 
 impl<T: AsRef<[u8]>> TcpPacket<T> {
-    /// Wraps `buffer` without any check; accessors may panic on a short buffer.
-    pub fn new_unchecked(buffer: T) -> Self {
-        TcpPacket { buffer }
-    }
-
-    /// Wraps `buffer` after checking that the data offset is at least 5 and the header lies
-    /// inside the buffer.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let b = buffer.as_ref();
-        if b.len() < MIN_HEADER_LEN {
-            return Err(WireError::Truncated("TCP"));
-        }
-        let hl = usize::from(b[field::DATA_OFF] >> 4) * 4;
-        if hl < MIN_HEADER_LEN {
-            return Err(WireError::Malformed("TCP (data offset)"));
-        }
-        if hl > b.len() {
-            return Err(WireError::Truncated("TCP"));
-        }
-        Ok(TcpPacket { buffer })
-    }
-
-    /// Gives the buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// Source port.
-    #[inline]
-    pub fn src_port(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::SRC_PORT)
-    }
-
-    /// Destination port.
-    #[inline]
-    pub fn dst_port(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::DST_PORT)
-    }
-
-    /// Sequence number.
-    #[inline]
-    pub fn seq(&self) -> u32 {
-        read_u32(self.buffer.as_ref(), field::SEQ)
-    }
-
-    /// Acknowledgment number.
-    #[inline]
-    pub fn ack(&self) -> u32 {
-        read_u32(self.buffer.as_ref(), field::ACK)
-    }
-
     /// Header length in bytes (data offset * 4), options included.
     #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::DATA_OFF] >> 4) * 4
-    }
-
-    /// The flag byte: test it against [`FIN`], [`SYN`], [`RST`], [`ACK`], ...
-    #[inline]
-    pub fn flags(&self) -> u8 {
-        self.buffer.as_ref()[field::FLAGS]
-    }
-
-    /// Receive window.
-    #[inline]
-    pub fn window(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::WINDOW)
-    }
-
-    /// Checksum field.
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::CHECKSUM)
-    }
-
-    /// Urgent pointer.
-    #[inline]
-    pub fn urgent(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::URGENT)
     }
 
     /// Option bytes.
@@ -176,54 +127,6 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
-    /// Sets the source port.
-    #[inline]
-    pub fn set_src_port(&mut self, port: u16) {
-        write_u16(self.buffer.as_mut(), field::SRC_PORT, port);
-    }
-
-    /// Sets the destination port.
-    #[inline]
-    pub fn set_dst_port(&mut self, port: u16) {
-        write_u16(self.buffer.as_mut(), field::DST_PORT, port);
-    }
-
-    /// Sets the sequence number.
-    #[inline]
-    pub fn set_seq(&mut self, seq: u32) {
-        write_u32(self.buffer.as_mut(), field::SEQ, seq);
-    }
-
-    /// Sets the acknowledgment number.
-    #[inline]
-    pub fn set_ack(&mut self, ack: u32) {
-        write_u32(self.buffer.as_mut(), field::ACK, ack);
-    }
-
-    /// Sets the flag byte.
-    #[inline]
-    pub fn set_flags(&mut self, flags: u8) {
-        self.buffer.as_mut()[field::FLAGS] = flags;
-    }
-
-    /// Sets the receive window.
-    #[inline]
-    pub fn set_window(&mut self, window: u16) {
-        write_u16(self.buffer.as_mut(), field::WINDOW, window);
-    }
-
-    /// Sets the checksum field (after an incremental update).
-    #[inline]
-    pub fn set_checksum(&mut self, csum: u16) {
-        write_u16(self.buffer.as_mut(), field::CHECKSUM, csum);
-    }
-
-    /// Sets the urgent pointer.
-    #[inline]
-    pub fn set_urgent(&mut self, urgent: u16) {
-        write_u16(self.buffer.as_mut(), field::URGENT, urgent);
-    }
-
     /// Mutable segment data after the header.
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {

@@ -3,12 +3,11 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::checksum::{fold, ones_sum, pseudo_header_sum_v4, pseudo_header_sum_v6, udp_nonzero};
-use super::{read_u16, write_u16, WireError, IPPROTO_UDP};
+use super::view::{at_least, fields, ports, view, within};
+use super::{read_u16, WireError, IPPROTO_UDP};
 
 /// Offsets of the UDP header's fields.
 mod field {
-    pub const SRC_PORT: usize = 0;
-    pub const DST_PORT: usize = 2;
     pub const LENGTH: usize = 4;
     pub const CHECKSUM: usize = 6;
 }
@@ -16,70 +15,38 @@ mod field {
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = 8;
 
-/// A zero-copy view of a UDP datagram, starting at the UDP header.
-///
-/// After [`UdpPacket::new_checked`] no accessor panics: the header is present and the length
-/// field lies between 8 and the buffer length (the buffer may be longer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UdpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A zero-copy view of a UDP datagram, starting at the UDP header.
+    ///
+    /// After [`UdpPacket::new_checked`] no accessor panics: the header is present and the
+    /// length field lies between 8 and the buffer length (the buffer may be longer).
+    pub struct UdpPacket;
+    /// Wraps `buffer` after checking the header is present and `8 <= length <= buffer length`.
+    checked by check;
+}
+
+/// The checks of [`UdpPacket::new_checked`].
+#[inline]
+fn check(b: &[u8]) -> Result<(), WireError> {
+    at_least(b, HEADER_LEN, "UDP")?;
+    let len = usize::from(read_u16(b, field::LENGTH));
+    within(b, len, HEADER_LEN, ("UDP", "UDP (length)"))
+}
+
+ports!(UdpPacket);
+
+fields! { UdpPacket:
+    /// Length field: header plus payload.
+    len, set_len: u16 = field::LENGTH;
+    /// Checksum field; 0 means the sender did not compute one.
+    checksum, set_checksum: u16 = field::CHECKSUM;
 }
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
-    /// Wraps `buffer` without any check; accessors may panic on a short buffer.
-    pub fn new_unchecked(buffer: T) -> Self {
-        UdpPacket { buffer }
-    }
-
-    /// Wraps `buffer` after checking the header is present and `8 <= length <= buffer length`.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let b = buffer.as_ref();
-        if b.len() < HEADER_LEN {
-            return Err(WireError::Truncated("UDP"));
-        }
-        let len = usize::from(read_u16(b, field::LENGTH));
-        if len < HEADER_LEN {
-            return Err(WireError::Malformed("UDP (length)"));
-        }
-        if len > b.len() {
-            return Err(WireError::Truncated("UDP"));
-        }
-        Ok(UdpPacket { buffer })
-    }
-
-    /// Gives the buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// Source port.
-    #[inline]
-    pub fn src_port(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::SRC_PORT)
-    }
-
-    /// Destination port.
-    #[inline]
-    pub fn dst_port(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::DST_PORT)
-    }
-
-    /// Length field: header plus payload.
-    #[inline]
-    pub fn len(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::LENGTH)
-    }
-
     /// True when the length field says there is no payload.
     #[inline]
     pub fn is_empty(&self) -> bool {
         usize::from(self.len()) <= HEADER_LEN
-    }
-
-    /// Checksum field; 0 means the sender did not compute one.
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// The datagram (header + payload) as the length field delimits it, clamped to the buffer.
@@ -117,30 +84,6 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
-    /// Sets the source port.
-    #[inline]
-    pub fn set_src_port(&mut self, port: u16) {
-        write_u16(self.buffer.as_mut(), field::SRC_PORT, port);
-    }
-
-    /// Sets the destination port.
-    #[inline]
-    pub fn set_dst_port(&mut self, port: u16) {
-        write_u16(self.buffer.as_mut(), field::DST_PORT, port);
-    }
-
-    /// Sets the length field.
-    #[inline]
-    pub fn set_len(&mut self, len: u16) {
-        write_u16(self.buffer.as_mut(), field::LENGTH, len);
-    }
-
-    /// Sets the checksum field (after an incremental update).
-    #[inline]
-    pub fn set_checksum(&mut self, csum: u16) {
-        write_u16(self.buffer.as_mut(), field::CHECKSUM, csum);
-    }
-
     /// Mutable payload up to the length field.
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use super::ethernet::{self, EthernetFrame, ETHERTYPE_IPV4};
 use super::ipv4::{self, Ipv4Packet};
 use super::udp::{self, UdpPacket};
+use super::view::{at_least, view};
 use super::{read_u32, write_u32, MacAddr, WireError, IPPROTO_UDP};
 use crate::hash::KeyHasherBuilder;
 
@@ -43,34 +44,17 @@ const OUTER_TTL: u8 = 64;
 /// dynamic range 49152-65535).
 const SRC_PORT_BASE: u16 = 49152;
 
-/// A zero-copy view of a VXLAN header and the inner Ethernet frame after it.
-///
-/// After [`VxlanHeader::new_checked`] no accessor panics: the header is present (the I flag is
-/// the caller's to check, so that a missing one is counted apart from a short buffer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VxlanHeader<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A zero-copy view of a VXLAN header and the inner Ethernet frame after it.
+    ///
+    /// After [`VxlanHeader::new_checked`] no accessor panics: the header is present (the I flag is
+    /// the caller's to check, so that a missing one is counted apart from a short buffer).
+    pub struct VxlanHeader;
+    /// Wraps `buffer` after checking the header is present.
+    checked by |b| at_least(b, HEADER_LEN, "VXLAN");
 }
 
 impl<T: AsRef<[u8]>> VxlanHeader<T> {
-    /// Wraps `buffer` without any check; accessors may panic on a short buffer.
-    pub fn new_unchecked(buffer: T) -> Self {
-        VxlanHeader { buffer }
-    }
-
-    /// Wraps `buffer` after checking the header is present.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        if buffer.as_ref().len() < HEADER_LEN {
-            return Err(WireError::Truncated("VXLAN"));
-        }
-        Ok(VxlanHeader { buffer })
-    }
-
-    /// Gives the buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     /// The flags byte.
     #[inline]
     pub fn flags(&self) -> u8 {

@@ -6,9 +6,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use sluice_lab::lab::{one_line, Lab};
+use sluice_lab::lab::{one_line, Lab, LabError};
 
-use super::{engine_lab, file_err, kill, mkdirs, run, MountNs, Residue, Result, COMMAND_TIMEOUT};
+use super::{engine_lab, file_err, kill, mkdirs, MountNs, Residue, Result};
 use crate::engines::{EngineCli, EngineError};
 
 /// Debian's docker CLI, the one of the same release as its dockerd (a newer `docker` earlier in
@@ -93,7 +93,7 @@ impl Dockerd {
             .stdout(log)
             .stderr(log2);
         let start = Instant::now();
-        let child = cmd.spawn().map_err(|source| EngineError::Spawn {
+        let child = cmd.spawn().map_err(|source| LabError::Spawn {
             cmd: "dockerd".into(),
             source,
         })?;
@@ -169,13 +169,7 @@ impl Dockerd {
     /// `ip link`, or `nsenter --net=SANDBOX_KEY ...` for a container's sandbox); an error if it
     /// exits non-zero.
     pub fn exec(&self, args: &[&str]) -> Result<Output> {
-        let (program, rest) = args.split_first().ok_or_else(|| EngineError::NotReady {
-            what: "exec".into(),
-            why: "no command given".into(),
-        })?;
-        let mut cmd = self.ns.command(program);
-        cmd.args(rest);
-        run(&mut cmd, COMMAND_TIMEOUT)
+        self.ns.exec(args)
     }
 
     /// The directory dockerd sees as `/run/docker/plugins` and `/etc/docker/plugins`.

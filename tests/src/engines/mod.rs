@@ -76,14 +76,6 @@ pub enum EngineError {
     /// A lab (namespace) operation failed.
     #[error(transparent)]
     Lab(#[from] LabError),
-    /// A command could not be started.
-    #[error("cannot run `{cmd}`: {source}")]
-    Spawn {
-        /// The command line.
-        cmd: String,
-        /// What the OS said.
-        source: std::io::Error,
-    },
     /// A command exited with a failure.
     #[error("`{cmd}` failed ({status}): {stderr}")]
     Failed {
@@ -187,7 +179,7 @@ pub fn run_unchecked(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| EngineError::Spawn {
+        .map_err(|source| LabError::Spawn {
             cmd: line.clone(),
             source,
         })?;
@@ -335,7 +327,7 @@ impl MountNs {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let mut holder = cmd.spawn().map_err(|source| EngineError::Spawn {
+        let mut holder = cmd.spawn().map_err(|source| LabError::Spawn {
             cmd: render(&cmd),
             source,
         })?;
@@ -372,6 +364,18 @@ impl MountNs {
         cmd.args(["-t", &self.holder.id().to_string(), "-m", "-n", "--"])
             .arg(program);
         cmd
+    }
+
+    /// Runs `args` (a program and its arguments) inside this mount namespace and its network
+    /// namespace; an error if it exits non-zero.
+    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+        let (program, rest) = args.split_first().ok_or_else(|| EngineError::NotReady {
+            what: "exec".into(),
+            why: "no command given".into(),
+        })?;
+        let mut cmd = self.command(program);
+        cmd.args(rest);
+        run(&mut cmd, COMMAND_TIMEOUT)
     }
 
     /// The namespace, pinned, to check after the engine is gone that no process is left in it.

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use sluice_lab::lab::Lab;
 
-use super::{engine_lab, file_err, mkdirs, run, MountNs, Residue, Result, COMMAND_TIMEOUT};
+use super::{engine_lab, file_err, mkdirs, MountNs, Residue, Result};
 use crate::engines::{EngineCli, EngineError};
 
 /// Mounts of podman's private mount namespace: fresh `/run` (netns files, libpod's and the
@@ -141,13 +141,7 @@ volume_path = {volumes:?}
     /// Runs a command inside podman's network and mount namespaces (e.g. `ip link`,
     /// `iptables -S`); an error if it exits non-zero.
     pub fn exec(&self, args: &[&str]) -> Result<Output> {
-        let (program, rest) = args.split_first().ok_or_else(|| EngineError::NotReady {
-            what: "exec".into(),
-            why: "no command given".into(),
-        })?;
-        let mut cmd = self.ns.command(program);
-        cmd.args(rest);
-        run(&mut cmd, COMMAND_TIMEOUT)
+        self.ns.exec(args)
     }
 
     /// The lab holding podman's network namespace.

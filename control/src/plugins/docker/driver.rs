@@ -409,7 +409,8 @@ impl DockerPlugin {
                 net.name
             ))
         })?;
-        let gateway = if net.internal {
+        let on_link = !net.internal && net.routes_on_link();
+        let gateway = if net.internal || on_link {
             String::new()
         } else {
             net.ipam
@@ -426,6 +427,14 @@ impl DockerPlugin {
             gateway,
             // sluice routes the network itself: docker must not add its gateway bridge.
             disable_gateway_service: true,
+            static_routes: on_link
+                .then(|| StaticRoute {
+                    destination: "0.0.0.0/0".into(),
+                    route_type: 1,
+                    next_hop: String::new(),
+                })
+                .into_iter()
+                .collect(),
         }))
     }
 
@@ -600,6 +609,40 @@ mod tests {
         assert!(create(json!({"parent": "eth0\nx"}), "10.89.0.0/24").contains("parent"));
         assert!(create(json!({}), "127.0.0.0/8").contains("loopback"));
         assert!(rt.block_on(p.engine.endpoints()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn ipvlan_l3_joins_with_a_default_route_on_the_link() {
+        let db = tmp("ipvl3");
+        let (p, rt) = plugin(&db);
+        let id = "ef".repeat(32);
+        call(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateNetwork",
+            json!({"NetworkID": id, "Options": {"com.docker.network.generic": {"ipvlan_mode": "l3"}},
+              "IPv4Data": [{"AddressSpace": "x", "Pool": "10.87.0.0/24", "Gateway": "10.87.0.1/24"}]}),
+        );
+        let n = rt.block_on(p.engine.inspect(network_name(&id))).unwrap();
+        assert_eq!(n.driver, "ipvlan");
+        let ep = "12".repeat(32);
+        call(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateEndpoint",
+            json!({"NetworkID": id, "EndpointID": ep, "Interface": {"Address": "", "MacAddress": ""}, "Options": null}),
+        );
+        let join = call(
+            &p,
+            &rt,
+            "/NetworkDriver.Join",
+            json!({"NetworkID": id, "EndpointID": ep, "SandboxKey": "/x", "Options": {}}),
+        );
+        assert_eq!(join.get("Gateway"), None, "l3: no gateway");
+        assert_eq!(
+            join["StaticRoutes"],
+            json!([{"Destination": "0.0.0.0/0", "RouteType": 1}])
+        );
     }
 
     #[test]

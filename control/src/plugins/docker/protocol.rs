@@ -279,6 +279,22 @@ pub struct JoinResponse {
     pub gateway: String,
     /// True: docker must not add its own gateway network for outside access.
     pub disable_gateway_service: bool,
+    /// Routes docker adds in the sandbox (a connected default route on ipvlan's `l3`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub static_routes: Vec<StaticRoute>,
+}
+
+/// One of libnetwork's `StaticRoutes` in a join answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StaticRoute {
+    /// The destination prefix.
+    pub destination: String,
+    /// libnetwork's route type: 0 via `next_hop`, 1 on the link (`CONNECTED`).
+    pub route_type: u8,
+    /// The next hop (none on the link).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub next_hop: String,
 }
 
 /// `NetworkDriver.DiscoverNew` / `DiscoverDelete` (node discovery; nothing for sluice to do).
@@ -586,12 +602,18 @@ pub(crate) mod tests {
             },
             gateway: String::new(),
             disable_gateway_service: false,
+            static_routes: vec![StaticRoute {
+                destination: "0.0.0.0/0".into(),
+                route_type: 1,
+                next_hop: String::new(),
+            }],
         })
         .unwrap();
         assert_eq!(
             j,
             serde_json::json!({"InterfaceName": {"SrcName": "spab", "DstPrefix": "eth"},
-                "DisableGatewayService": false})
+                "DisableGatewayService": false,
+                "StaticRoutes": [{"Destination": "0.0.0.0/0", "RouteType": 1}]})
         );
         let e = serde_json::to_value(CreateEndpointResponse {
             interface: Some(EndpointInterfaceReply {

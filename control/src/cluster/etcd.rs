@@ -1,0 +1,290 @@
+//! A small etcd v3 client over the JSON gRPC gateway (HTTP/1.1 `POST /v3/...` with hyper):
+//! put, range, compare-and-swap transactions, leases with keep-alive and watches. No protoc,
+//! no gRPC stack: what sluice needs of etcd is a handful of calls.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+use super::gateway::{self, Kv, WatchBatch};
+
+/// How long one call may take before the store counts as unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a call to etcd failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    /// `--cluster-store` is not `etcd://HOST:PORT[,HOST:PORT...]`.
+    #[error("bad cluster store {url:?}: {why} (expected etcd://HOST:PORT[,HOST:PORT...])")]
+    BadUrl {
+        /// What was given.
+        url: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// No member answered.
+    #[error("cannot reach the cluster store (etcd at {endpoints}): {reason}")]
+    Unreachable {
+        /// The members tried.
+        endpoints: String,
+        /// The last member's failure.
+        reason: String,
+    },
+    /// etcd answered with an error.
+    #[error("the cluster store (etcd) refused {path}: {message}")]
+    Refused {
+        /// The call.
+        path: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// etcd's message.
+        message: String,
+    },
+    /// etcd's answer was not what the gateway's JSON should be.
+    #[error("unexpected answer from the cluster store (etcd) to {path}: {reason}")]
+    Decode {
+        /// The call.
+        path: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// A client of one etcd cluster (its members' client addresses, tried in order).
+#[derive(Clone, Debug)]
+pub struct Etcd {
+    endpoints: Vec<String>,
+}
+
+impl Etcd {
+    /// The cluster named by `etcd://HOST:PORT[,HOST:PORT...]`.
+    pub fn from_url(url: &str) -> Result<Etcd, EtcdError> {
+        let bad = |why| EtcdError::BadUrl {
+            url: url.to_string(),
+            why,
+        };
+        let rest = url
+            .strip_prefix("etcd://")
+            .ok_or_else(|| bad("not etcd://"))?;
+        let endpoints: Vec<String> = rest.split(',').map(|s| s.trim().to_string()).collect();
+        for e in &endpoints {
+            let (host, port) = e
+                .rsplit_once(':')
+                .ok_or_else(|| bad("a member has no port"))?;
+            if host.is_empty() || host.contains('/') || port.parse::<u16>().is_err() {
+                return Err(bad("a member is not HOST:PORT"));
+            }
+        }
+        Ok(Etcd { endpoints })
+    }
+
+    /// The members, for messages.
+    pub fn endpoints(&self) -> String {
+        self.endpoints.join(",")
+    }
+
+    /// Sends `body` to `path` on the first member that answers; returns the answer's body
+    /// once it has started (a stream for watches and keep-alives).
+    async fn send(&self, path: &'static str, body: &Value) -> Result<Incoming, EtcdError> {
+        let body = Bytes::from(body.to_string());
+        let mut reason = String::from("no member");
+        for member in &self.endpoints {
+            let call = tokio::time::timeout(CALL_TIMEOUT, post(member, path, body.clone()));
+            match call.await {
+                Ok(Ok((200, incoming))) => return Ok(incoming),
+                Ok(Ok((status, incoming))) => {
+                    let text = read_all(incoming).await.unwrap_or_default();
+                    return Err(EtcdError::Refused {
+                        path,
+                        status,
+                        message: gateway::error_message(&text),
+                    });
+                }
+                Ok(Err(e)) => reason = format!("{member}: {e}"),
+                Err(_) => reason = format!("{member}: no answer in {CALL_TIMEOUT:?}"),
+            }
+        }
+        Err(EtcdError::Unreachable {
+            endpoints: self.endpoints(),
+            reason,
+        })
+    }
+
+    /// A whole answer of a unary call.
+    async fn call(&self, path: &'static str, body: &Value) -> Result<Vec<u8>, EtcdError> {
+        let incoming = self.send(path, body).await?;
+        tokio::time::timeout(CALL_TIMEOUT, read_all(incoming))
+            .await
+            .map_err(|_| "the answer did not end".to_string())
+            .and_then(|r| r)
+            .map_err(|reason| EtcdError::Unreachable {
+                endpoints: self.endpoints(),
+                reason,
+            })
+    }
+
+    /// `key = value`, under `lease` when not 0.
+    pub async fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<(), EtcdError> {
+        self.call("/v3/kv/put", &gateway::put(key, value, lease))
+            .await
+            .map(drop)
+    }
+
+    /// Every key under `prefix`, and the revision the answer is from.
+    pub async fn range(&self, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError> {
+        const PATH: &str = "/v3/kv/range";
+        let body = self.call(PATH, &gateway::range(prefix)).await?;
+        gateway::range_answer(&body).map_err(|reason| EtcdError::Decode { path: PATH, reason })
+    }
+
+    /// Puts all `items` under `lease` if none of their keys exists yet (compare-and-swap);
+    /// false when one does, and then nothing is written.
+    pub async fn create_all(
+        &self,
+        items: &[(String, Vec<u8>)],
+        lease: i64,
+    ) -> Result<bool, EtcdError> {
+        const PATH: &str = "/v3/kv/txn";
+        let body = self.call(PATH, &gateway::create_all(items, lease)).await?;
+        gateway::txn_answer(&body).map_err(|reason| EtcdError::Decode { path: PATH, reason })
+    }
+
+    /// Deletes all `keys` in one transaction.
+    pub async fn delete_all(&self, keys: &[String]) -> Result<(), EtcdError> {
+        self.call("/v3/kv/txn", &gateway::delete_all(keys))
+            .await
+            .map(drop)
+    }
+
+    /// A new lease of `ttl` seconds; its id.
+    pub async fn grant(&self, ttl: i64) -> Result<i64, EtcdError> {
+        const PATH: &str = "/v3/lease/grant";
+        let body = self.call(PATH, &gateway::lease_grant(ttl)).await?;
+        gateway::grant_answer(&body)
+            .map(|(id, _)| id)
+            .map_err(|reason| EtcdError::Decode { path: PATH, reason })
+    }
+
+    /// Renews lease `id`; its TTL, 0 when it has already expired.
+    pub async fn keep_alive(&self, id: i64) -> Result<i64, EtcdError> {
+        const PATH: &str = "/v3/lease/keepalive";
+        let body = self.call(PATH, &gateway::keep_alive(id)).await?;
+        gateway::keep_alive_answer(&body).map_err(|reason| EtcdError::Decode { path: PATH, reason })
+    }
+
+    /// Watches every key under `prefix` from `revision` on.
+    pub async fn watch(&self, prefix: &str, revision: i64) -> Result<Watch, EtcdError> {
+        let body = self
+            .send("/v3/watch", &gateway::watch(prefix, revision))
+            .await?;
+        Ok(Watch {
+            body,
+            buf: Vec::new(),
+            endpoints: self.endpoints(),
+        })
+    }
+}
+
+/// One POST over a new connection to `member`: the status and the body as it arrives.
+async fn post(member: &str, path: &str, body: Bytes) -> Result<(u16, Incoming), String> {
+    let tcp = TcpStream::connect(member)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("etcd connection: {e}");
+        }
+    });
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(hyper::header::HOST, member)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+    Ok((resp.status().as_u16(), resp.into_body()))
+}
+
+async fn read_all(body: Incoming) -> Result<Vec<u8>, String> {
+    body.collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .map_err(|e| e.to_string())
+}
+
+/// A watch stream: answers as etcd sends them, one JSON object a line.
+pub struct Watch {
+    body: Incoming,
+    buf: Vec<u8>,
+    endpoints: String,
+}
+
+impl Watch {
+    /// The next answer; an error when the stream ends or breaks (the watcher resyncs).
+    pub async fn next(&mut self) -> Result<WatchBatch, EtcdError> {
+        loop {
+            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return gateway::watch_answer(&line).map_err(|reason| EtcdError::Decode {
+                    path: "/v3/watch",
+                    reason,
+                });
+            }
+            let gone = |reason: String| EtcdError::Unreachable {
+                endpoints: self.endpoints.clone(),
+                reason,
+            };
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(gone(format!("the watch broke: {e}"))),
+                None => return Err(gone("the watch ended".into())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_members() {
+        let e = Etcd::from_url("etcd://10.0.0.1:2379,10.0.0.2:2379").unwrap();
+        assert_eq!(e.endpoints(), "10.0.0.1:2379,10.0.0.2:2379");
+        for bad in [
+            "http://10.0.0.1:2379",
+            "etcd://10.0.0.1",
+            "etcd://:2379",
+            "etcd://h:99999",
+            "etcd://h:1/x",
+            "etcd://",
+        ] {
+            assert!(Etcd::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_absent_store_is_unreachable_by_name() {
+        // Port 9 on loopback: nothing listens (discard is not run here).
+        let e = Etcd::from_url("etcd://127.0.0.1:9").unwrap();
+        let err = e.put("/k", b"v", 0).await.unwrap_err();
+        assert!(matches!(err, EtcdError::Unreachable { .. }), "{err}");
+        assert!(err.to_string().contains("etcd at 127.0.0.1:9"), "{err}");
+    }
+}

@@ -1,0 +1,599 @@
+//! The cluster store (`sluiced --cluster-store etcd://... --cluster-advertise IP`): overlay
+//! networks made global through etcd v3, as docker's classic overlay kept them in its KV
+//! store. Created on one host, an overlay network appears on every host; removed on one, it
+//! goes everywhere (refused while any host has endpoints on it). Its addresses are reserved in
+//! etcd with compare-and-swap transactions, so two hosts never hand out one address; each
+//! endpoint is published under this host's lease, which the daemon keeps alive; each daemon
+//! watches the store and feeds the other hosts' endpoints into its VXLAN remote table. A host
+//! that dies stops renewing its lease, etcd deletes its records, and the other hosts drop its
+//! endpoints from their tables.
+//!
+//! Local state (redb) still holds what this host needs to restart; on start (and whenever its
+//! lease was lost) a host publishes again the endpoints it still has.
+
+pub mod base64;
+pub mod etcd;
+pub mod gateway;
+pub mod records;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_dataplane::config::Config;
+use sluice_dataplane::overlay::RemoteEndpoint;
+
+use crate::api::{EndpointView, PruneReport};
+use crate::daemon::engine::EngineError;
+use crate::daemon::handle::LocalEngine;
+use crate::ipam::Pool;
+use crate::model::{Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec};
+use crate::state::{State, PREDEFINED};
+use etcd::{Etcd, EtcdError};
+use records::{EndpointRecord, Mirror};
+
+/// How often a contended address reservation is tried again before giving up.
+const RESERVE_TRIES: usize = 32;
+
+/// Why a cluster-wide change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// etcd could not be reached or refused the call.
+    #[error(transparent)]
+    Store(#[from] EtcdError),
+    /// This host holds no lease yet (the store has not answered since the daemon started).
+    #[error("this host is not registered with the cluster store yet (etcd at {0})")]
+    NoLease(String),
+    /// Another host created a network of that name, or with that VNI, first.
+    #[error("network {name} (VNI {vni}) already exists in the cluster")]
+    Taken {
+        /// The network's name.
+        name: String,
+        /// Its VNI.
+        vni: u32,
+    },
+    /// A static address is held by another endpoint of the cluster.
+    #[error("address {ip} is already in use in network {network} (cluster-wide)")]
+    AddressTaken {
+        /// The network.
+        network: String,
+        /// The address.
+        ip: Ipv4Addr,
+    },
+    /// No address is free, or the reservations kept colliding.
+    #[error("no free address in network {network} across the cluster")]
+    Exhausted {
+        /// The network.
+        network: String,
+    },
+    /// Hosts still have endpoints on the network.
+    #[error("network {network} has active endpoints on hosts {hosts}")]
+    HasEndpoints {
+        /// The network.
+        network: String,
+        /// Their hosts' VTEPs.
+        hosts: String,
+    },
+}
+
+impl ClusterError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ClusterError::Store(EtcdError::BadUrl { .. }) => 500,
+            ClusterError::Store(_) | ClusterError::NoLease(_) => 503,
+            _ => 409,
+        }
+    }
+}
+
+/// This host's membership of the cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    etcd: Etcd,
+    me: Ipv4Addr,
+    ttl: i64,
+    lease: AtomicI64,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl Cluster {
+    /// A member of the cluster in `etcd`, advertising `me` (this host's VTEP, its uplink
+    /// address), holding its records under a lease of `ttl` seconds.
+    pub fn new(etcd: Etcd, me: Ipv4Addr, ttl: u32) -> Cluster {
+        Cluster {
+            etcd,
+            me,
+            ttl: i64::from(ttl.max(2)),
+            lease: AtomicI64::new(0),
+        }
+    }
+
+    /// Starts keeping the lease alive and following the store, on the current tokio runtime;
+    /// `local` is the engine without the cluster (what the store's changes are applied to).
+    pub fn start(self: &Arc<Self>, local: LocalEngine) {
+        tokio::spawn(Arc::clone(self).keep_leased(local.clone()));
+        tokio::spawn(Arc::clone(self).follow(local));
+    }
+
+    fn lease(&self) -> Result<i64, ClusterError> {
+        match self.lease.load(Ordering::Relaxed) {
+            0 => Err(ClusterError::NoLease(self.etcd.endpoints())),
+            id => Ok(id),
+        }
+    }
+
+    /// Renews the lease every third of its TTL; when it is lost (or was never granted),
+    /// takes a new one and publishes this host's endpoints again.
+    async fn keep_leased(self: Arc<Self>, local: LocalEngine) {
+        let period = Duration::from_millis((self.ttl as u64 * 1000 / 3).max(500));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let lease = self.lease.load(Ordering::Relaxed);
+            let lost = match lease {
+                0 => true,
+                id => match self.etcd.keep_alive(id).await {
+                    Ok(ttl) => ttl == 0,
+                    Err(EtcdError::Unreachable { .. }) => false,
+                    Err(e) => {
+                        tracing::warn!("cluster lease {id:x}: {e}");
+                        true
+                    }
+                },
+            };
+            if lost {
+                match self.register(&local).await {
+                    Ok(n) => tracing::info!(
+                        "registered with the cluster store as {} ({n} endpoints published)",
+                        self.me
+                    ),
+                    Err(e) => tracing::warn!("cannot register with the cluster store: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Takes a new lease and publishes this host and its overlay endpoints under it.
+    async fn register(&self, local: &LocalEngine) -> Result<usize, EngineError> {
+        let lease = self
+            .etcd
+            .grant(self.ttl)
+            .await
+            .map_err(ClusterError::from)?;
+        self.etcd
+            .put(&records::host_key(self.me), b"{}", lease)
+            .await
+            .map_err(ClusterError::from)?;
+        let mut published = 0;
+        for (net, eps) in local.overlays().await? {
+            for e in eps {
+                if self.republish(&net.spec.name, &e, lease).await? {
+                    published += 1;
+                }
+            }
+        }
+        self.lease.store(lease, Ordering::Relaxed);
+        Ok(published)
+    }
+
+    /// Publishes endpoint `e` of `network` under `lease`, taking over its records when an
+    /// older lease of this host still holds them; false when its address now belongs to
+    /// another host.
+    async fn republish(
+        &self,
+        network: &str,
+        e: &Endpoint,
+        lease: i64,
+    ) -> Result<bool, ClusterError> {
+        let items = self.endpoint_items(network, e);
+        if self.etcd.create_all(&items, lease).await? {
+            return Ok(true);
+        }
+        let (held, _) = self.etcd.range(&records::ipam_prefix(network)).await?;
+        let mine = held
+            .iter()
+            .any(|kv| kv.key == items[0].0 && kv.value == self.me.to_string().as_bytes());
+        if !mine {
+            tracing::error!(
+                "address {} of network {network} is held by another host: endpoint {} is not published",
+                e.ip,
+                e.spec.name
+            );
+            return Ok(false);
+        }
+        for (k, v) in &items {
+            self.etcd.put(k, v, lease).await?;
+        }
+        Ok(true)
+    }
+
+    /// The address reservation and the record of endpoint `e` of `network`.
+    fn endpoint_items(&self, network: &str, e: &Endpoint) -> [(String, Vec<u8>); 2] {
+        let rec = EndpointRecord {
+            name: e.spec.name.clone(),
+            host: self.me,
+            mac: e.mac,
+            ip: e.ip,
+        };
+        [
+            (
+                records::ipam_key(network, e.ip),
+                self.me.to_string().into_bytes(),
+            ),
+            (records::endpoint_key(network, &e.id), json(&rec)),
+        ]
+    }
+
+    /// Follows the store for ever: a full read, then a watch from the next revision; when
+    /// the watch breaks (etcd restarted, unreachable, compacted), reads everything again, so
+    /// no change is lost.
+    async fn follow(self: Arc<Self>, local: LocalEngine) {
+        loop {
+            if let Err(e) = self.follow_once(&local).await {
+                tracing::warn!("following the cluster store: {e}; reading it again");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn follow_once(&self, local: &LocalEngine) -> Result<(), EtcdError> {
+        let (kvs, revision) = self.etcd.range(records::ROOT).await?;
+        let mut mirror = Mirror::default();
+        mirror.reset(kvs.into_iter().map(|kv| (kv.key, kv.value)));
+        self.reconcile(local, &mirror, &[]).await;
+        let mut watch = self.etcd.watch(records::ROOT, revision + 1).await?;
+        loop {
+            let batch = watch.next().await?;
+            if batch.canceled {
+                return Err(EtcdError::Refused {
+                    path: "/v3/watch",
+                    status: 200,
+                    message: format!("watch cancelled: {}", batch.reason),
+                });
+            }
+            let mut removed = Vec::new();
+            for ev in &batch.events {
+                match ev {
+                    gateway::Event::Put(kv) => mirror.put(kv.key.clone(), kv.value.clone()),
+                    gateway::Event::Delete(key) => {
+                        if let Some(name) = key.strip_prefix(&records::network_key("")) {
+                            removed.push(name.to_string());
+                        }
+                        mirror.delete(key);
+                    }
+                }
+            }
+            if !batch.events.is_empty() {
+                self.reconcile(local, &mirror, &removed).await;
+            }
+        }
+    }
+
+    /// Brings this host's engine in line with the store: overlay networks it lacks are
+    /// created, those in `removed` removed, and every overlay's remote table replaced.
+    async fn reconcile(&self, local: &LocalEngine, mirror: &Mirror, removed: &[String]) {
+        let have: BTreeSet<String> = match local.overlays().await {
+            Ok(o) => o.into_iter().map(|(n, _)| n.spec.name).collect(),
+            Err(e) => {
+                tracing::warn!("cluster: {e}");
+                return;
+            }
+        };
+        let networks = mirror.networks();
+        for (name, spec) in &networks {
+            if !have.contains(name) {
+                match local.create_network(spec.clone()).await {
+                    Ok(_) => tracing::info!("overlay network {name} joined from the cluster"),
+                    Err(e) => tracing::warn!("cannot create overlay network {name} here: {e}"),
+                }
+            }
+        }
+        for name in removed {
+            if have.contains(name) && !networks.contains_key(name) {
+                match local.remove_network(name.clone()).await {
+                    Ok(_) => tracing::info!("overlay network {name} removed by the cluster"),
+                    Err(e) => tracing::warn!("cannot remove overlay network {name} here: {e}"),
+                }
+            }
+        }
+        if let Err(e) = local.set_remotes(mirror.remotes(self.me)).await {
+            tracing::warn!("cannot apply the cluster's remote endpoints: {e}");
+        }
+    }
+
+    /// The overlay network `key` names on this host, with its local endpoints.
+    async fn overlay(
+        &self,
+        local: &LocalEngine,
+        key: &str,
+    ) -> Result<Option<(Network, Vec<Endpoint>)>, EngineError> {
+        let Ok(view) = local.inspect(key.to_string()).await else {
+            return Ok(None);
+        };
+        Ok(local
+            .overlays()
+            .await?
+            .into_iter()
+            .find(|(n, _)| n.spec.name == view.name))
+    }
+
+    /// `network create` of an overlay: made here, then published with its VNI in one
+    /// compare-and-swap (undone here when another host was first).
+    pub async fn create_network(
+        &self,
+        local: &LocalEngine,
+        spec: NetworkSpec,
+    ) -> Result<NetworkInspect, EngineError> {
+        if spec.driver != Driver::Overlay {
+            return local.create_network(spec).await;
+        }
+        let name = spec.name.clone();
+        let mut view = local.create_network(spec.clone()).await?;
+        if spec.subnet.is_none() {
+            // Every host's part must hold the same addressing, and addresses are reserved
+            // cluster-wide and then given as static ones, which docker's rules allow only on
+            // a user-given subnet: the subnet picked here becomes the network's own.
+            if let Some((net, _)) = self.overlay(local, &name).await? {
+                local.remove_network(name.clone()).await?;
+                view = local.create_network(fixed(&net)).await?;
+            }
+        }
+        let published = match self.overlay(local, &name).await? {
+            Some((net, _)) => self.publish_network(&net).await,
+            None => return Ok(view),
+        };
+        match published {
+            Ok(()) => Ok(view),
+            Err(e) => {
+                if let Err(undo) = local.remove_network(name.clone()).await {
+                    tracing::error!("cannot undo network {name} after {e}: {undo}");
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn publish_network(&self, net: &Network) -> Result<(), ClusterError> {
+        let rec = fixed(net);
+        let vni = rec.options.vni.unwrap_or_default();
+        let items = [
+            (records::network_key(&rec.name), json(&rec)),
+            (records::vni_key(vni), rec.name.clone().into_bytes()),
+        ];
+        if self.etcd.create_all(&items, 0).await? {
+            Ok(())
+        } else {
+            Err(ClusterError::Taken {
+                name: rec.name,
+                vni,
+            })
+        }
+    }
+
+    /// `network rm` of an overlay: refused while any host has endpoints on it; removed from
+    /// the store (every host's watch removes its part) and here.
+    pub async fn remove_network(
+        &self,
+        local: &LocalEngine,
+        key: String,
+    ) -> Result<String, EngineError> {
+        let Some((net, _)) = self.overlay(local, &key).await? else {
+            return local.remove_network(key).await;
+        };
+        let name = net.spec.name.clone();
+        let (eps, _) = self
+            .etcd
+            .range(&records::endpoints_prefix(&name))
+            .await
+            .map_err(ClusterError::from)?;
+        if !eps.is_empty() {
+            let hosts: BTreeSet<String> = eps
+                .iter()
+                .filter_map(|kv| serde_json::from_slice::<EndpointRecord>(&kv.value).ok())
+                .map(|r| r.host.to_string())
+                .collect();
+            return Err(ClusterError::HasEndpoints {
+                network: name,
+                hosts: hosts.into_iter().collect::<Vec<_>>().join(", "),
+            }
+            .into());
+        }
+        let vni = net.spec.options.vni.unwrap_or_default();
+        self.etcd
+            .delete_all(&[records::network_key(&name), records::vni_key(vni)])
+            .await
+            .map_err(ClusterError::from)?;
+        match local.remove_network(name.clone()).await {
+            // The watch removed it first.
+            Err(e) if e.status() == 404 => Ok(name),
+            r => r,
+        }
+    }
+
+    /// `network prune`: every user network without endpoints here, as without a cluster,
+    /// except that overlays go cluster-wide and stay while other hosts have endpoints on them.
+    pub async fn prune(&self, local: &LocalEngine) -> Result<PruneReport, EngineError> {
+        let mut report = PruneReport::default();
+        for n in local.list().await? {
+            if !n.containers.is_empty() || PREDEFINED.contains(&n.name.as_str()) {
+                continue;
+            }
+            match self.remove_network(local, n.name).await {
+                Ok(name) => report.networks_deleted.push(name),
+                Err(EngineError::Cluster(ClusterError::HasEndpoints { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        report.networks_deleted.sort();
+        Ok(report)
+    }
+
+    /// `network connect` to an overlay: the address reserved cluster-wide first, the endpoint
+    /// made here with it, then published under this host's lease.
+    pub async fn connect(
+        &self,
+        local: &LocalEngine,
+        mut spec: EndpointSpec,
+    ) -> Result<EndpointView, EngineError> {
+        let Some((net, _)) = self.overlay(local, &spec.network).await? else {
+            return local.connect(spec).await;
+        };
+        let name = net.spec.name.clone();
+        let lease = self.lease()?;
+        let ip = self.reserve(&net, spec.ip, lease).await?;
+        spec.ip = Some(ip);
+        let unreserve = || async {
+            if let Err(e) = self.etcd.delete_all(&[records::ipam_key(&name, ip)]).await {
+                tracing::warn!("cannot release {ip} of {name} in the cluster store: {e}");
+            }
+        };
+        let view = match local.connect(spec).await {
+            Ok(v) => v,
+            Err(e) => {
+                unreserve().await;
+                return Err(e);
+            }
+        };
+        let e = local
+            .overlays()
+            .await?
+            .into_iter()
+            .filter(|(n, _)| n.spec.name == name)
+            .flat_map(|(_, eps)| eps)
+            .find(|e| e.id == view.id);
+        let published = match e {
+            Some(e) => {
+                let [_, record] = self.endpoint_items(&name, &e);
+                self.etcd.put(&record.0, &record.1, lease).await
+            }
+            None => Ok(()),
+        };
+        if let Err(err) = published {
+            if let Err(undo) = local.disconnect(name.clone(), view.id.clone()).await {
+                tracing::error!("cannot undo endpoint {} after {err}: {undo}", view.name);
+            }
+            unreserve().await;
+            return Err(ClusterError::from(err).into());
+        }
+        Ok(view)
+    }
+
+    /// Reserves `asked`, or the lowest address free across the cluster, in `net`.
+    async fn reserve(
+        &self,
+        net: &Network,
+        asked: Option<Ipv4Addr>,
+        lease: i64,
+    ) -> Result<Ipv4Addr, ClusterError> {
+        let name = &net.spec.name;
+        let exhausted = || ClusterError::Exhausted {
+            network: name.clone(),
+        };
+        let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
+            return Err(exhausted());
+        };
+        let base = Pool::new(subnet, net.spec.ip_range, gateway, &net.spec.aux_addresses);
+        let prefix = records::ipam_prefix(name);
+        for _ in 0..RESERVE_TRIES {
+            let ip = match asked {
+                Some(ip) => ip,
+                None => {
+                    let (held, _) = self.etcd.range(&prefix).await?;
+                    let mut pool = base.clone();
+                    for kv in held {
+                        if let Ok(ip) = kv.key[prefix.len()..].parse() {
+                            let _ = pool.claim(ip);
+                        }
+                    }
+                    pool.allocate().map_err(|_| exhausted())?
+                }
+            };
+            let item = [(
+                records::ipam_key(name, ip),
+                self.me.to_string().into_bytes(),
+            )];
+            if self.etcd.create_all(&item, lease).await? {
+                return Ok(ip);
+            }
+            if asked.is_some() {
+                return Err(ClusterError::AddressTaken {
+                    network: name.clone(),
+                    ip,
+                });
+            }
+        }
+        Err(exhausted())
+    }
+
+    /// `network disconnect` from an overlay: removed here, then its records from the store.
+    pub async fn disconnect(
+        &self,
+        local: &LocalEngine,
+        network: String,
+        endpoint: String,
+    ) -> Result<(), EngineError> {
+        let found = self.overlay(local, &network).await?;
+        local.disconnect(network, endpoint.clone()).await?;
+        let Some((net, eps)) = found else {
+            return Ok(());
+        };
+        let name = &net.spec.name;
+        if let Some(e) = eps
+            .iter()
+            .find(|e| e.spec.name == endpoint || e.id.starts_with(&endpoint))
+        {
+            let keys = [
+                records::endpoint_key(name, &e.id),
+                records::ipam_key(name, e.ip),
+            ];
+            if let Err(err) = self.etcd.delete_all(&keys).await {
+                tracing::warn!(
+                    "endpoint {} left {name} here, but not in the store: {err}",
+                    e.spec.name
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `net`'s spec with the addressing this host decided for it (subnet, gateway, VNI), as every
+/// host creates its part from it.
+fn fixed(net: &Network) -> NetworkSpec {
+    let mut spec = net.spec.clone();
+    spec.subnet = net.subnet;
+    spec.gateway = net.gateway;
+    spec
+}
+
+/// Puts the other hosts' endpoints (`remotes`, by overlay network name) into `cfg`'s overlay
+/// tables; records that clash with this host's endpoints or leave the subnet are skipped, so
+/// a bad record in the store never makes the dataplane refuse a configuration.
+pub fn fill_remotes(
+    state: &State,
+    cfg: &mut Config,
+    remotes: &BTreeMap<String, Vec<RemoteEndpoint>>,
+) {
+    for o in &mut cfg.overlays {
+        let Some(net) = state.networks().find(|n| n.dataplane_id == o.network) else {
+            continue;
+        };
+        let (Some(list), Some(subnet)) = (remotes.get(&net.spec.name), net.subnet) else {
+            continue;
+        };
+        let local: Vec<&Endpoint> = state.endpoints_of(&net.id).collect();
+        o.remotes = list
+            .iter()
+            .filter(|r| subnet.contains(r.ipv4) && !r.mac.is_multicast())
+            .filter(|r| !local.iter().any(|e| e.mac == r.mac || e.ip == r.ipv4))
+            .copied()
+            .collect();
+    }
+}

@@ -1,0 +1,211 @@
+//! What sluice keeps in etcd and under which keys (all under [`ROOT`]):
+//!
+//! - `networks/NAME`: an overlay network's spec, with the subnet, gateway and VNI its first
+//!   host decided (every host creates its local part from it);
+//! - `vnis/VNI`: the network holding a VNI (reserved with the network, in one transaction);
+//! - `ipam/NAME/IP`: the host holding an address (a compare-and-swap reservation, under that
+//!   host's lease);
+//! - `endpoints/NAME/ID`: an endpoint's MAC, address and host VTEP (under the host's lease);
+//! - `hosts/VTEP`: a live host (under its lease).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use sluice_dataplane::overlay::RemoteEndpoint;
+use sluice_dataplane::wire::MacAddr;
+
+use crate::model::NetworkSpec;
+
+/// The prefix of every key sluice writes.
+pub const ROOT: &str = "/sluice/v1/";
+
+/// Key of network `name`'s record.
+pub fn network_key(name: &str) -> String {
+    format!("{ROOT}networks/{name}")
+}
+
+/// Key of the reservation of `vni`.
+pub fn vni_key(vni: u32) -> String {
+    format!("{ROOT}vnis/{vni}")
+}
+
+/// Prefix of network `name`'s address reservations.
+pub fn ipam_prefix(name: &str) -> String {
+    format!("{ROOT}ipam/{name}/")
+}
+
+/// Key of the reservation of `ip` in network `name`.
+pub fn ipam_key(name: &str, ip: Ipv4Addr) -> String {
+    format!("{}{ip}", ipam_prefix(name))
+}
+
+/// Prefix of network `name`'s endpoint records.
+pub fn endpoints_prefix(name: &str) -> String {
+    format!("{ROOT}endpoints/{name}/")
+}
+
+/// Key of endpoint `id` of network `name`.
+pub fn endpoint_key(name: &str, id: &str) -> String {
+    format!("{}{id}", endpoints_prefix(name))
+}
+
+/// Key of the host whose VTEP is `vtep`.
+pub fn host_key(vtep: Ipv4Addr) -> String {
+    format!("{ROOT}hosts/{vtep}")
+}
+
+/// An endpoint as the other hosts need it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    /// Its name (for `inspect` and logs).
+    pub name: String,
+    /// The VTEP of the host it lives on.
+    pub host: Ipv4Addr,
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// Its address.
+    pub ip: Ipv4Addr,
+}
+
+/// What the cluster holds, as the watch keeps it: every key under [`ROOT`] and its value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mirror {
+    keys: BTreeMap<String, Vec<u8>>,
+}
+
+impl Mirror {
+    /// Replaces everything (after a full read).
+    pub fn reset(&mut self, kvs: impl IntoIterator<Item = (String, Vec<u8>)>) {
+        self.keys = kvs.into_iter().collect();
+    }
+
+    /// A key was written.
+    pub fn put(&mut self, key: String, value: Vec<u8>) {
+        self.keys.insert(key, value);
+    }
+
+    /// A key was deleted.
+    pub fn delete(&mut self, key: &str) {
+        self.keys.remove(key);
+    }
+
+    fn under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        self.keys
+            .range(prefix.to_string()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// Every overlay network's spec, by name (records that do not parse are skipped).
+    pub fn networks(&self) -> BTreeMap<String, NetworkSpec> {
+        let prefix = format!("{ROOT}networks/");
+        self.under(&prefix)
+            .filter_map(|(_, v)| serde_json::from_slice::<NetworkSpec>(v).ok())
+            .map(|s| (s.name.clone(), s))
+            .collect()
+    }
+
+    /// Network `name`'s endpoints, by id.
+    pub fn endpoints(&self, name: &str) -> BTreeMap<String, EndpointRecord> {
+        let prefix = endpoints_prefix(name);
+        self.under(&prefix)
+            .filter_map(|(k, v)| {
+                let rec = serde_json::from_slice::<EndpointRecord>(v).ok()?;
+                Some((k[prefix.len()..].to_string(), rec))
+            })
+            .collect()
+    }
+
+    /// The endpoints on other hosts than `me`, per overlay network name: what each host's
+    /// VXLAN remote table holds.
+    pub fn remotes(&self, me: Ipv4Addr) -> BTreeMap<String, Vec<RemoteEndpoint>> {
+        self.networks()
+            .into_keys()
+            .map(|name| {
+                let remotes = self
+                    .endpoints(&name)
+                    .into_values()
+                    .filter(|e| e.host != me)
+                    .map(|e| RemoteEndpoint {
+                        mac: e.mac,
+                        ipv4: e.ip,
+                        vtep: e.host,
+                    })
+                    .collect();
+                (name, remotes)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Driver;
+
+    fn rec(name: &str, host: [u8; 4], ip: [u8; 4]) -> Vec<u8> {
+        serde_json::to_vec(&EndpointRecord {
+            name: name.into(),
+            host: host.into(),
+            mac: MacAddr::from_ipv4(ip.into()),
+            ip: ip.into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn keys_nest_under_the_root() {
+        assert_eq!(network_key("ov"), "/sluice/v1/networks/ov");
+        assert_eq!(vni_key(4096), "/sluice/v1/vnis/4096");
+        assert_eq!(
+            ipam_key("ov", Ipv4Addr::new(10, 20, 0, 2)),
+            "/sluice/v1/ipam/ov/10.20.0.2"
+        );
+        assert_eq!(endpoint_key("ov", "ab"), "/sluice/v1/endpoints/ov/ab");
+        assert_eq!(
+            host_key(Ipv4Addr::new(192, 0, 2, 1)),
+            "/sluice/v1/hosts/192.0.2.1"
+        );
+    }
+
+    #[test]
+    fn remotes_are_the_other_hosts_endpoints() {
+        let spec = |name: &str| NetworkSpec {
+            name: name.into(),
+            driver: Driver::Overlay,
+            ..NetworkSpec::default()
+        };
+        let mut m = Mirror::default();
+        m.reset([
+            (network_key("ov"), serde_json::to_vec(&spec("ov")).unwrap()),
+            (network_key("ow"), serde_json::to_vec(&spec("ow")).unwrap()),
+            (network_key("bad"), b"{".to_vec()),
+        ]);
+        // "ovx" starts with "ov": its endpoints must not count as ov's.
+        for (net, id, host, ip) in [
+            ("ov", "a", 1, 2),
+            ("ov", "b", 2, 3),
+            ("ov", "c", 3, 4),
+            ("ovx", "d", 3, 5),
+        ] {
+            m.put(
+                endpoint_key(net, id),
+                rec(id, [192, 0, 2, host], [10, 20, 0, ip]),
+            );
+        }
+        m.delete(&endpoint_key("ov", "c"));
+        let r = m.remotes(Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(r.keys().collect::<Vec<_>>(), ["ov", "ow"]);
+        assert_eq!(
+            r["ov"],
+            vec![RemoteEndpoint {
+                mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 20, 0, 3)),
+                ipv4: Ipv4Addr::new(10, 20, 0, 3),
+                vtep: Ipv4Addr::new(192, 0, 2, 2),
+            }]
+        );
+        assert!(r["ow"].is_empty());
+        assert_eq!(m.endpoints("ov").len(), 2);
+    }
+}

@@ -1,0 +1,594 @@
+//! The NAT66 stage: IPv6 between dual-stack networks and an uplink with a v6 side
+//! (`Config::uplinks6`). Outbound (from `ipv6`'s gateway, after its hop-limit and MTU checks)
+//! an endpoint's flow is masqueraded to the uplink's v6 address, or on a routed network
+//! (`NetworkV6::routed`) tracked untranslated, and sent to the v6 next hop. Inbound (from
+//! `uplink`, for frames that are not IPv4) the stage answers neighbour solicitations and
+//! pings of the uplink's v6 address, learns the uplink's v6 neighbours, translates replies
+//! back, and opens flows to published ports (a `-p` mapping on every address reaches the
+//! endpoint's v6 address on the uplink's v6 address, as docker with ip6tables does) and, on
+//! routed networks, to published container ports and pings of endpoints.
+//!
+//! The v6 flows and neighbours ([`V6Shared`]) sit under one mutex, taken once per batch by
+//! the first frame that needs it; v4 frames never touch it. An unresolved next hop turns the
+//! packet into a neighbour solicitation in its place (the packet is lost, counted as
+//! `arp_pending`). Its drops: not for us, unsupported, malformed, fragment, no flow, no
+//! route, TTL exceeded, conntrack full, NAT ports exhausted.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use hashbrown::HashMap;
+use parking_lot::MutexGuard;
+
+use super::flow6::{flow6_of, rewrite6, Flow6};
+use super::ipv6::{icmp_type, parse, V6Info};
+use super::state::BatchState;
+use super::MAX_NEIGHBORS;
+use crate::config::{L4Proto, NatConfig, UplinkConfig, UplinkV6};
+use crate::counters::DropReason as R;
+use crate::counters::DropReason;
+use crate::frame::{Frame, Offload, PortId, Verdict};
+use crate::nat::v6::{Conntrack6, Hit6, Inside, Translate6};
+use crate::nat::{Dir, NatError, Timeouts};
+use crate::tables::{NetworkEntry, PortEntry, PortMode, Tables};
+use crate::wire::ethernet::{self, EthernetFrame, L2Header, ETHERTYPE_IPV6};
+use crate::wire::icmpv6;
+use crate::wire::ndisc::{self, NdiscPacket};
+use crate::wire::MacAddr;
+
+/// The v6 state all workers share: flows and the uplinks' v6 neighbours.
+#[derive(Debug)]
+pub struct V6Shared {
+    /// NAT66, published-port and routed v6 flows.
+    pub(super) ct: Conntrack6,
+    /// (uplink port, address) to MAC, learned from neighbour discovery on the uplinks.
+    pub(super) neighbors: HashMap<(PortId, Ipv6Addr), MacAddr>,
+}
+
+impl V6Shared {
+    /// Empty tables with the NAT limits of `nat`.
+    pub(super) fn new(nat: &NatConfig) -> Self {
+        V6Shared {
+            ct: Conntrack6::new(nat.ports, nat.max_flows, Timeouts::default()),
+            neighbors: HashMap::new(),
+        }
+    }
+
+    /// The v6 flow table (for listings and tests).
+    pub fn conntrack(&self) -> &Conntrack6 {
+        &self.ct
+    }
+}
+
+/// The v6 side of uplink `port`, if it has one.
+fn uplink6(t: &Tables, port: PortId) -> Option<&UplinkV6> {
+    t.config().uplinks6.iter().find(|u| u.port == port)
+}
+
+/// The conntrack error's drop reason.
+fn nat_drop(e: NatError) -> DropReason {
+    match e {
+        NatError::TableFull => R::ConntrackFull,
+        NatError::PortsExhausted => R::NatPortsExhausted,
+        _ => R::NoFlow,
+    }
+}
+
+impl<'t> BatchState<'t> {
+    /// The shared v6 state, locked once for the rest of the batch.
+    fn v6(&mut self) -> &mut V6Shared {
+        let dp = self.dp;
+        self.v6.get_or_insert_with(|| dp.v6.lock())
+    }
+
+    /// A routed v6 packet from endpoint `port` of `net` to beyond its prefix: masqueraded (or
+    /// tracked, routed mode) and sent out of the network's uplink. `None` when the network has
+    /// no v6 way out (internal, no uplink or no v6 side on it): the caller answers no-route.
+    pub(super) fn nat6_out(
+        &mut self,
+        f: &mut Frame<'_>,
+        ip: &V6Info,
+        net: &'t NetworkEntry,
+        port: &'t PortEntry,
+    ) -> Result<Option<Verdict>, DropReason> {
+        let t = self.t;
+        let cfg = &net.config;
+        let (Some(v6), false) = (cfg.ipv6, cfg.internal) else {
+            return Ok(None);
+        };
+        let Some((up, up6)) = t
+            .uplink_of(cfg)
+            .and_then(|u| Some((u, uplink6(t, u.port)?)))
+        else {
+            return Ok(None);
+        };
+        let (mac, _) = port.endpoint.ok_or(R::Unsupported)?;
+        if ip.l3 != ethernet::HEADER_LEN {
+            return Err(R::Unsupported);
+        }
+        let flow = flow6_of(f.data(), ip)?;
+        let how = if v6.routed {
+            Translate6::None
+        } else {
+            Translate6::Masquerade(up6.ip.addr)
+        };
+        let inside = Inside {
+            port: port.config.id,
+            mac,
+            uplink: up.port,
+        };
+        let opens = flow.tuple.proto != L4Proto::Icmp || flow.echo_request;
+        let hit = self.track6(&flow, opens.then_some((how, inside, true)))?;
+        if hit.outbound != (hit.dir == Dir::Original) || hit.inside.port != port.config.id {
+            return Err(R::NoFlow);
+        }
+        let dst = hit.rewrite.dst;
+        let hop = if up6.ip.contains(dst) {
+            dst
+        } else {
+            up6.next_hop.ok_or(R::NoRoute)?
+        };
+        let Some(hop_mac) = self.v6().neighbors.get(&(up.port, hop)).copied() else {
+            return self.solicit(f, up, up6, hop).map(Some);
+        };
+        self.translate6(f, ip, &flow, &hit);
+        set_l2(f, hop_mac, up.mac);
+        f.meta.vlan = 0;
+        Ok(Some(Verdict::Forward(up.port)))
+    }
+
+    /// A frame from uplink `up` that is not IPv4 or ARP: IPv6 to the uplink's v6 side.
+    pub(super) fn uplink6(
+        &mut self,
+        f: &mut Frame<'_>,
+        l2: &L2Header,
+        up: &'t UplinkConfig,
+    ) -> Result<Verdict, DropReason> {
+        let t = self.t;
+        let up6 = uplink6(t, up.port).filter(|_| l2.ethertype == ETHERTYPE_IPV6);
+        let up6 = up6.ok_or(R::Unsupported)?;
+        let ip = parse(f.data(), l2.l3_offset)?;
+        if let Some(v) = self.ndp6(f, &ip, up, up6)? {
+            return Ok(v);
+        }
+        if ip.dst.is_multicast() {
+            return Ok(Verdict::Consumed);
+        }
+        if ip.l3 != ethernet::HEADER_LEN {
+            return Err(R::Unsupported);
+        }
+        let flow = flow6_of(f.data(), &ip)?;
+        let hit = match self.v6().ct.lookup(&flow.tuple) {
+            Some(hit) => hit,
+            None if flow.echo_request && ip.dst == up6.ip.addr => {
+                icmpv6::write_echo_reply(f.data_mut(), ip.l3, (up.mac, ip.dst))
+                    .map_err(|_| R::Malformed)?;
+                return Ok(Verdict::Forward(up.port));
+            }
+            None => {
+                let new = self.inbound6(&flow, up, up6).ok_or(R::NoFlow)?;
+                self.track6(&flow, Some(new))?
+            }
+        };
+        if hit.outbound != (hit.dir == Dir::Reply) || hit.inside.uplink != up.port {
+            return Err(R::NoFlow);
+        }
+        if ip.hop_limit <= 1 {
+            return Err(R::TtlExceeded);
+        }
+        let inside = hit.inside;
+        let port = t
+            .port(inside.port)
+            .filter(|p| p.endpoint_v6 == Some(hit.rewrite.dst));
+        let port = port.ok_or(R::NoRoute)?;
+        let net = port.network.and_then(|n| t.network(n)).ok_or(R::NoRoute)?;
+        self.translate6(f, &ip, &flow, &hit);
+        set_l2(f, inside.mac, net.config.gateway_mac);
+        f.meta.vlan = match port.mode {
+            PortMode::Access { vlan } => vlan,
+            _ => net.config.vlan,
+        };
+        Ok(Verdict::Forward(inside.port))
+    }
+
+    /// Accounts the packet to its flow and rewrites it to the flow's tuple.
+    fn translate6(&mut self, f: &mut Frame<'_>, ip: &V6Info, flow: &Flow6, hit: &Hit6) {
+        let now = self.now;
+        self.v6().ct.update(hit.flow, hit.dir, flow.tcp_flags, now);
+        let partial = f.meta.offload.csum_partial;
+        rewrite6(f.data_mut(), ip, &flow.tuple, &hit.rewrite, partial);
+    }
+
+    /// The flow of `flow`: found, or created with `new` (translation, endpoint side, opened
+    /// by the endpoint) when given.
+    fn track6(
+        &mut self,
+        flow: &Flow6,
+        new: Option<(Translate6, Inside, bool)>,
+    ) -> Result<Hit6, DropReason> {
+        let now = self.now;
+        let ct = &mut self.v6().ct;
+        if let Some(hit) = ct.lookup(&flow.tuple) {
+            return Ok(hit);
+        }
+        let (how, inside, outbound) = new.ok_or(R::NoFlow)?;
+        ct.create(flow.tuple, how, (inside, outbound), now)
+            .map_err(nat_drop)
+    }
+
+    /// What a new flow from the outside opens, if anything: a published port on the uplink's
+    /// v6 address (a `-p` mapping on every address, to the endpoint's v6 address), or on a
+    /// routed network a published container port or a ping of an endpoint.
+    fn inbound6(
+        &self,
+        flow: &Flow6,
+        up: &UplinkConfig,
+        up6: &UplinkV6,
+    ) -> Option<(Translate6, Inside, bool)> {
+        let t = self.t;
+        let tu = &flow.tuple;
+        let routed_through_up =
+            |n: &NetworkEntry| t.uplink_of(&n.config).is_some_and(|u| u.port == up.port);
+        if tu.dst == up6.ip.addr {
+            if tu.proto == L4Proto::Icmp {
+                return None;
+            }
+            let target = t
+                .forwards()
+                .lookup(tu.proto, Ipv4Addr::UNSPECIFIED, tu.dst_port)?;
+            let net = t.network(target.network).filter(|n| routed_through_up(n))?;
+            let ep = t.ports().find(|p| {
+                p.network == Some(net.config.id)
+                    && p.endpoint.and_then(|(_, v4)| v4) == Some(target.ip)
+            })?;
+            let inside = inside_of(ep, up.port)?;
+            return Some((
+                Translate6::Publish(ep.endpoint_v6?, target.port),
+                inside,
+                false,
+            ));
+        }
+        let net = t.networks().find(|n| {
+            let v6 = n
+                .config
+                .ipv6
+                .filter(|v| v.routed && v.subnet.contains(tu.dst));
+            v6.is_some() && !n.config.internal && routed_through_up(n)
+        })?;
+        let ep = t
+            .ports()
+            .find(|p| p.network == Some(net.config.id) && p.endpoint_v6 == Some(tu.dst))?;
+        let v4 = ep.endpoint.and_then(|(_, v4)| v4);
+        let published = t.forwards().rules().iter().any(|r| {
+            r.network == net.config.id
+                && Some(r.target_ip) == v4
+                && r.proto == tu.proto
+                && r.target_ports.contains(tu.dst_port)
+        });
+        if !(published || flow.echo_request) {
+            return None;
+        }
+        Some((Translate6::None, inside_of(ep, up.port)?, false))
+    }
+
+    /// Neighbour discovery on the uplink: learns the sender's (and an advertised target's)
+    /// MAC, answers solicitations for the uplink's v6 addresses; `None` for other packets.
+    fn ndp6(
+        &mut self,
+        f: &mut Frame<'_>,
+        ip: &V6Info,
+        up: &UplinkConfig,
+        up6: &UplinkV6,
+    ) -> Result<Option<Verdict>, DropReason> {
+        let kind = icmp_type(f.data(), ip);
+        if !matches!(kind, Some(ndisc::NEIGHBOR_SOLICIT | ndisc::NEIGHBOR_ADVERT)) {
+            return Ok(None);
+        }
+        let (learn, target) = {
+            let d = f.data();
+            let nd = NdiscPacket::new_checked(&d[ip.l3 + ip.l4..ip.l3 + ip.total])
+                .map_err(|_| R::Malformed)?;
+            let learn = if kind == Some(ndisc::NEIGHBOR_ADVERT) {
+                let mac = nd.target_ll_addr();
+                mac.or_else(|| EthernetFrame::new_checked(d).ok().map(|e| e.src()))
+                    .map(|m| (nd.target(), m))
+            } else {
+                let who = Some(ip.src).filter(|s| !s.is_unspecified());
+                who.zip(nd.source_ll_addr())
+            };
+            (learn, nd.target())
+        };
+        if let Some((addr, mac)) = learn.filter(|(_, m)| !m.is_multicast()) {
+            let n = &mut self.v6().neighbors;
+            if n.len() < MAX_NEIGHBORS || n.contains_key(&(up.port, addr)) {
+                n.insert((up.port, addr), mac);
+            }
+        }
+        let ours = target == up6.ip.addr || target == ndisc::link_local(up.mac);
+        if kind != Some(ndisc::NEIGHBOR_SOLICIT) || !ours {
+            return Ok(Some(Verdict::Consumed));
+        }
+        let old = f.len();
+        f.set_len((ip.l3 + ndisc::ADVERT_LEN).max(old))
+            .map_err(|_| R::Malformed)?;
+        match ndisc::write_advert(f.data_mut(), ip.l3, (up.mac, target), false) {
+            Ok(len) => {
+                f.set_len(len).map_err(|_| R::Malformed)?;
+                f.meta.offload = Offload::default();
+                Ok(Some(Verdict::Forward(up.port)))
+            }
+            Err(_) => Err(R::Malformed),
+        }
+    }
+
+    /// The frame becomes the neighbour solicitation for `hop` on `up`; the packet it carried
+    /// is lost, counted as `arp_pending`.
+    fn solicit(
+        &mut self,
+        f: &mut Frame<'_>,
+        up: &UplinkConfig,
+        up6: &UplinkV6,
+        hop: Ipv6Addr,
+    ) -> Result<Verdict, DropReason> {
+        f.set_len(f.len().max(ndisc::SOLICIT_FRAME_LEN))
+            .map_err(|_| R::ArpPending)?;
+        let len = ndisc::write_solicit(f.data_mut(), (up.mac, up6.ip.addr), hop);
+        f.set_len(len).map_err(|_| R::ArpPending)?;
+        f.meta.offload = Offload::default();
+        f.meta.vlan = 0;
+        self.counters.drop_n(f.meta.ingress, R::ArpPending, 1);
+        Ok(Verdict::Forward(up.port))
+    }
+}
+
+/// The endpoint side of a flow to endpoint port `p` through uplink `uplink`.
+fn inside_of(p: &PortEntry, uplink: PortId) -> Option<Inside> {
+    let (mac, _) = p.endpoint?;
+    Some(Inside {
+        port: p.config.id,
+        mac,
+        uplink,
+    })
+}
+
+/// Sets the Ethernet addresses of a routed frame.
+fn set_l2(f: &mut Frame<'_>, dst: MacAddr, src: MacAddr) {
+    let mut eth = EthernetFrame::new_unchecked(f.data_mut());
+    eth.set_dst(dst);
+    eth.set_src(src);
+}
+
+/// The v6 flows and neighbours, for the control plane.
+pub type V6Guard<'a> = MutexGuard<'a, V6Shared>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Ipv6Cidr;
+    use crate::pipeline::ipv6::tests::{dual_stack, icmp6, A6, B6, FAR, GW6};
+    use crate::pipeline::tests::*;
+    use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+
+    const UP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+    const HOP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0xfe);
+
+    /// The dual-stack scenario with a v6 side on the default uplink; `routed`: the network
+    /// is in routed mode.
+    fn nat66(routed: bool) -> Scenario {
+        let mut s = dual_stack();
+        s.config.networks[0].ipv6.as_mut().unwrap().routed = routed;
+        s.config.uplinks6.push(UplinkV6 {
+            port: UPLINK,
+            ip: Ipv6Cidr::new(UP6, 64).unwrap(),
+            next_hop: Some(HOP6),
+        });
+        s
+    }
+
+    /// A TCP segment between two v6 sockets in an Ethernet frame.
+    fn tcp6(
+        macs: (MacAddr, MacAddr),
+        src: (Ipv6Addr, u16),
+        dst: (Ipv6Addr, u16),
+        syn: bool,
+    ) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(macs.1 .0, macs.0 .0)
+            .ipv6(src.0.octets(), dst.0.octets(), 64)
+            .tcp(src.1, dst.1, 1, 1000);
+        let b = if syn { b.syn() } else { b.ack(1) };
+        let mut v = Vec::new();
+        b.write(&mut v, b"hello").unwrap();
+        v
+    }
+
+    /// The frame's v6 tuple, after checking its L4 checksum with etherparse.
+    fn tuple6(frame: &[u8]) -> ((Ipv6Addr, u16), (Ipv6Addr, u16)) {
+        let p = SlicedPacket::from_ethernet(frame).unwrap();
+        let Some(NetSlice::Ipv6(ip)) = p.net else {
+            panic!("not IPv6")
+        };
+        let (s, d) = (ip.header().source(), ip.header().destination());
+        let Some(TransportSlice::Tcp(t)) = p.transport else {
+            panic!("not TCP")
+        };
+        let want = t
+            .to_header()
+            .calc_checksum_ipv6_raw(s, d, t.payload())
+            .unwrap();
+        assert_eq!(want, t.checksum(), "checksum");
+        (
+            (Ipv6Addr::from(s), t.source_port()),
+            (Ipv6Addr::from(d), t.destination_port()),
+        )
+    }
+
+    /// The next hop's advertisement of itself, as the outside router answers.
+    fn advert_of_hop() -> Vec<u8> {
+        let mut body = HOP6.octets().to_vec();
+        body.extend_from_slice(&[ndisc::OPT_TARGET_LL_ADDR, 1]);
+        body.extend_from_slice(&S::HOP_MAC.0);
+        icmp6(
+            (S::UP_MAC, S::HOP_MAC),
+            (HOP6, UP6, 255),
+            (ndisc::NEIGHBOR_ADVERT, 0, [0x60, 0, 0, 0]),
+            &body,
+        )
+    }
+
+    fn worker_with_hop(s: &Scenario) -> Worker {
+        let mut w = worker_for(s);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &advert_of_hop(), T0).0,
+            Verdict::Consumed
+        );
+        w
+    }
+
+    #[test]
+    fn outbound_flows_are_masqueraded_and_replies_translated_back() {
+        let mut w = worker_with_hop(&nat66(false));
+        let out = tcp6((S::GW_MAC, S::mac(S::A)), (A6, 40000), (FAR, 443), true);
+        let (v, sent) = run_one(&mut w, PORT_A, &out, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        assert_eq!(&sent[..12], &[S::HOP_MAC.0, S::UP_MAC.0].concat()[..]);
+        assert_eq!(tuple6(&sent), ((UP6, 40000), (FAR, 443)));
+        assert_eq!(sent[21], 63, "hop limit");
+        let back = tcp6((S::UP_MAC, S::HOP_MAC), (FAR, 443), (UP6, 40000), false);
+        let (v, got) = run_one(&mut w, UPLINK, &back, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!(&got[..12], &[S::mac(S::A).0, S::GW_MAC.0].concat()[..]);
+        assert_eq!(tuple6(&got), ((FAR, 443), (A6, 40000)));
+        // B's flow from the same port towards the same destination gets another port.
+        let from_b = tcp6((S::GW_MAC, S::mac(S::B)), (B6, 40000), (FAR, 443), true);
+        let (_, sent_b) = run_one(&mut w, PORT_B, &from_b, T0);
+        let (src, _) = tuple6(&sent_b);
+        assert_eq!(src.0, UP6);
+        assert_ne!(src.1, 40000);
+        let dp = w.dataplane().clone();
+        assert_eq!(dp.v6().conntrack().len(), 2);
+        // Unsolicited traffic to the uplink's v6 address finds no flow.
+        let stray = tcp6((S::UP_MAC, S::HOP_MAC), (FAR, 443), (UP6, 40001), false);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &stray, T0).0,
+            Verdict::Drop(R::NoFlow)
+        );
+        assert_eq!(dp.housekeeping(T0.plus_secs(200)).1, 2);
+        assert!(dp.v6().conntrack().is_empty());
+    }
+
+    #[test]
+    fn an_unresolved_next_hop_is_solicited_in_the_packets_place() {
+        let mut w = worker_for(&nat66(false));
+        let out = tcp6((S::GW_MAC, S::mac(S::A)), (A6, 40000), (FAR, 443), true);
+        let (v, ns) = run_one(&mut w, PORT_A, &out, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        let mut want = vec![0; ndisc::SOLICIT_FRAME_LEN];
+        ndisc::write_solicit(&mut want, (S::UP_MAC, UP6), HOP6);
+        assert_eq!(ns, want);
+        assert_eq!(w.counters().drops(R::ArpPending), 1);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &advert_of_hop(), T0).0,
+            Verdict::Consumed
+        );
+        assert_eq!(
+            run_one(&mut w, PORT_A, &out, T0).0,
+            Verdict::Forward(UPLINK)
+        );
+    }
+
+    #[test]
+    fn published_ports_are_reached_on_the_uplinks_v6_address() {
+        let mut w = worker_with_hop(&nat66(false));
+        let syn = tcp6((S::UP_MAC, S::HOP_MAC), (FAR, 50000), (UP6, 8080), true);
+        let (v, got) = run_one(&mut w, UPLINK, &syn, T0);
+        assert_eq!(v, Verdict::Forward(PORT_B));
+        assert_eq!(tuple6(&got), ((FAR, 50000), (B6, 80)));
+        let answer = tcp6((S::GW_MAC, S::mac(S::B)), (B6, 80), (FAR, 50000), false);
+        let (v, sent) = run_one(&mut w, PORT_B, &answer, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        assert_eq!(tuple6(&sent), ((UP6, 8080), (FAR, 50000)));
+        // Not published: nothing opens.
+        let other = tcp6((S::UP_MAC, S::HOP_MAC), (FAR, 50000), (UP6, 8081), true);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &other, T0).0,
+            Verdict::Drop(R::NoFlow)
+        );
+    }
+
+    #[test]
+    fn the_uplinks_v6_address_answers_solicitations_and_pings() {
+        let mut w = worker_for(&nat66(false));
+        let group = ndisc::solicited_node(UP6);
+        let mut body = UP6.octets().to_vec();
+        body.extend_from_slice(&[ndisc::OPT_SOURCE_LL_ADDR, 1]);
+        body.extend_from_slice(&S::HOP_MAC.0);
+        let ns = icmp6(
+            (ndisc::multicast_mac(group), S::HOP_MAC),
+            (HOP6, group, 255),
+            (ndisc::NEIGHBOR_SOLICIT, 0, [0; 4]),
+            &body,
+        );
+        let (v, na) = run_one(&mut w, UPLINK, &ns, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        assert_eq!(&na[..12], &[S::HOP_MAC.0, S::UP_MAC.0].concat()[..]);
+        // The solicitation taught the asker's MAC: traffic out needs no solicitation.
+        let out = tcp6((S::GW_MAC, S::mac(S::A)), (A6, 40000), (FAR, 443), true);
+        assert_eq!(
+            run_one(&mut w, PORT_A, &out, T0).0,
+            Verdict::Forward(UPLINK)
+        );
+        let ping = icmp6(
+            (S::UP_MAC, S::HOP_MAC),
+            (FAR, UP6, 64),
+            (icmpv6::ECHO_REQUEST, 0, [0, 9, 0, 1]),
+            b"ping",
+        );
+        let (v, pong) = run_one(&mut w, UPLINK, &ping, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        assert_eq!(pong[54], icmpv6::ECHO_REPLY);
+    }
+
+    #[test]
+    fn routed_networks_keep_their_addresses_and_open_only_published_ports() {
+        let mut w = worker_with_hop(&nat66(true));
+        let out = tcp6((S::GW_MAC, S::mac(S::A)), (A6, 40000), (FAR, 443), true);
+        let (v, sent) = run_one(&mut w, PORT_A, &out, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        assert_eq!(tuple6(&sent), ((A6, 40000), (FAR, 443)));
+        let back = tcp6((S::UP_MAC, S::HOP_MAC), (FAR, 443), (A6, 40000), false);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &back, T0).0,
+            Verdict::Forward(PORT_A)
+        );
+        let closed = tcp6((S::UP_MAC, S::HOP_MAC), (FAR, 50000), (A6, 22), true);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &closed, T0).0,
+            Verdict::Drop(R::NoFlow)
+        );
+        let published = tcp6((S::UP_MAC, S::HOP_MAC), (FAR, 50000), (B6, 80), true);
+        let (v, got) = run_one(&mut w, UPLINK, &published, T0);
+        assert_eq!(v, Verdict::Forward(PORT_B));
+        assert_eq!(tuple6(&got), ((FAR, 50000), (B6, 80)));
+        let ping = icmp6(
+            (S::UP_MAC, S::HOP_MAC),
+            (FAR, A6, 64),
+            (icmpv6::ECHO_REQUEST, 0, [0, 9, 0, 1]),
+            b"ping",
+        );
+        assert_eq!(
+            run_one(&mut w, UPLINK, &ping, T0).0,
+            Verdict::Forward(PORT_A)
+        );
+    }
+
+    #[test]
+    fn without_a_v6_uplink_or_internal_v6_is_not_routed() {
+        let mut s = nat66(false);
+        s.config.networks[0].internal = true;
+        let mut w = worker_with_hop(&s);
+        let out = tcp6((S::GW_MAC, S::mac(S::A)), (A6, 40000), (FAR, 443), true);
+        let (v, err) = run_one(&mut w, PORT_A, &out, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!(err[54], icmpv6::DEST_UNREACHABLE);
+        assert_eq!(&err[22..38], &GW6.octets());
+    }
+}
