@@ -14,7 +14,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== build every binary (release: sluice, sluiced, sluice-cni, sluice-demo, sluice-e2e-bench) for the namespace tests"
 cargo build --release --bins
 export SLUICE_BIN="$PWD/target/release/sluice"
-echo "== fuzz smoke: every cargo-fuzz target for 12 s (scripts/fuzz.sh)"
-./scripts/fuzz.sh 12
+echo "== fuzz smoke: every cargo-fuzz target for 60 s (scripts/fuzz.sh)"
+./scripts/fuzz.sh 60
 echo "== cargo test"
 cargo test --workspace -- --test-threads=2
