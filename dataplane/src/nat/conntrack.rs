@@ -697,21 +697,7 @@ impl Conntrack {
 impl Timeouts {
     /// The timeout of `f` in its current state, in seconds.
     fn for_flow(&self, f: &Flow) -> u32 {
-        match f.proto {
-            L4Proto::Tcp => match TcpState::from_u8(f.state) {
-                TcpState::None | TcpState::SynSent => self.tcp_syn_sent,
-                TcpState::SynRecv => self.tcp_syn_recv,
-                TcpState::Established => self.tcp_established,
-                TcpState::FinWait => self.tcp_fin_wait,
-                TcpState::CloseWait => self.tcp_close_wait,
-                TcpState::LastAck => self.tcp_last_ack,
-                TcpState::TimeWait => self.tcp_time_wait,
-                TcpState::Close => self.tcp_close,
-            },
-            L4Proto::Udp if f.flags & REPLIED != 0 => self.udp_replied,
-            L4Proto::Udp => self.udp_unreplied,
-            L4Proto::Icmp => self.icmp,
-        }
+        self.for_state(f.proto, TcpState::from_u8(f.state), f.flags & REPLIED != 0)
     }
 }
 

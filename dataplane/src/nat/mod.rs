@@ -65,8 +65,10 @@ pub use tuple::{Probe, Tuple};
 
 use std::net::Ipv4Addr;
 
+use crate::config::L4Proto;
 use crate::frame::PortId;
 use crate::time::Millis;
+use tcp::TcpState;
 
 /// What to do to a new flow: the pipeline decides it from its tables (masquerade, published
 /// port, hairpin) and conntrack applies it to every packet of the flow.
@@ -221,6 +223,29 @@ impl Default for Timeouts {
             udp_unreplied: 30,
             udp_replied: 120,
             icmp: 30,
+        }
+    }
+}
+
+impl Timeouts {
+    /// The idle timeout, in seconds, of a flow of `proto` in TCP state `tcp` (not read for UDP
+    /// and ICMP) that has or has not seen a reply: one rule for the v4 and the v6 tables.
+    #[inline]
+    fn for_state(&self, proto: L4Proto, tcp: TcpState, replied: bool) -> u32 {
+        match proto {
+            L4Proto::Tcp => match tcp {
+                TcpState::None | TcpState::SynSent => self.tcp_syn_sent,
+                TcpState::SynRecv => self.tcp_syn_recv,
+                TcpState::Established => self.tcp_established,
+                TcpState::FinWait => self.tcp_fin_wait,
+                TcpState::CloseWait => self.tcp_close_wait,
+                TcpState::LastAck => self.tcp_last_ack,
+                TcpState::TimeWait => self.tcp_time_wait,
+                TcpState::Close => self.tcp_close,
+            },
+            L4Proto::Udp if replied => self.udp_replied,
+            L4Proto::Udp => self.udp_unreplied,
+            L4Proto::Icmp => self.icmp,
         }
     }
 }

@@ -327,21 +327,7 @@ fn spread(t: &Tuple6) -> u32 {
 impl Timeouts {
     /// The timeout of v6 flow `f` in its current state, in seconds.
     fn for_v6(&self, f: &Flow6) -> u32 {
-        match f.original.proto {
-            L4Proto::Tcp => match f.state {
-                TcpState::None | TcpState::SynSent => self.tcp_syn_sent,
-                TcpState::SynRecv => self.tcp_syn_recv,
-                TcpState::Established => self.tcp_established,
-                TcpState::FinWait => self.tcp_fin_wait,
-                TcpState::CloseWait => self.tcp_close_wait,
-                TcpState::LastAck => self.tcp_last_ack,
-                TcpState::TimeWait => self.tcp_time_wait,
-                TcpState::Close => self.tcp_close,
-            },
-            L4Proto::Udp if f.replied => self.udp_replied,
-            L4Proto::Udp => self.udp_unreplied,
-            L4Proto::Icmp => self.icmp,
-        }
+        self.for_state(f.original.proto, f.state, f.replied)
     }
 }
 
