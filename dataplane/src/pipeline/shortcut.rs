@@ -116,6 +116,7 @@ struct RoutedFrom {
 
 impl RoutedFrom {
     /// The rule of port `ingress` (`None` for an unknown port or one with no routed frames).
+    #[inline(always)]
     fn of(t: &Tables, ingress: PortId) -> Option<RoutedFrom> {
         let port = t.port(ingress)?;
         Some(match (port.network, port.endpoint) {
@@ -189,7 +190,9 @@ impl BatchState<'_> {
 
     /// Caches the decision just taken for `hit`'s direction when later packets can reuse it
     /// (see the module's "Shortcuts"): the frame arrived on an endpoint or an uplink, with the
-    /// Ethernet addresses a shortcut checks (`RoutedFrom`).
+    /// Ethernet addresses a shortcut checks (`RoutedFrom`). Inlined into its one caller, the
+    /// NAT stage, as the flow's first packet takes this path.
+    #[inline(always)]
     pub(super) fn remember(
         &mut self,
         f: &Frame<'_>,

@@ -55,6 +55,7 @@ impl<'t> BatchState<'t> {
     }
 
     /// The conntrack table, locked once for the rest of the batch.
+    #[inline(always)]
     pub(super) fn ct(&mut self) -> &mut Conntrack {
         let dp = self.dp;
         self.ct.get_or_insert_with(|| dp.conntrack.lock())
