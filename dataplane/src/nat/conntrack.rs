@@ -161,6 +161,14 @@ pub struct Conntrack {
     owned: Box<[u32]>,
     /// NAPT ports held per owner and destination (entries at zero are removed).
     shares: HashMap<ShareKey, u32>,
+    /// The tags of the keys indexed since `mark_inserts`, one bit each of 256 (`recent_bit`).
+    recent: [u64; 4],
+}
+
+/// Where `recent` keeps tag `tag`: word and bit.
+#[inline(always)]
+fn recent_bit(tag: u32) -> (usize, u64) {
+    ((tag as usize >> 6) & 3, 1 << (tag & 63))
 }
 
 impl Conntrack {
@@ -179,7 +187,30 @@ impl Conntrack {
             timer_visits: 0,
             owned: vec![0; MAX_PORTS].into_boxed_slice(),
             shares: HashMap::new(),
+            recent: [0; 4],
         }
+    }
+
+    /// Starts a new record of the keys indexed from now on (see `still_misses`); the pipeline
+    /// marks when it has looked a batch's flows up.
+    pub fn mark_inserts(&mut self) {
+        self.recent = [0; 4];
+    }
+
+    /// True when a lookup of probe `p` that missed at the last `mark_inserts` would miss
+    /// now too: no key indexed since has `p`'s tag bit (flows removed since cannot turn a
+    /// miss into a hit). False may also mean a key of another tag sharing the bit.
+    #[inline(always)]
+    pub fn still_misses(&self, p: &Probe) -> bool {
+        let (w, b) = recent_bit(p.tag);
+        self.recent[w] & b == 0
+    }
+
+    /// Records a key of tag `tag` indexed (for `still_misses`).
+    #[inline(always)]
+    fn note_insert(&mut self, tag: u32) {
+        let (w, b) = recent_bit(tag);
+        self.recent[w] |= b;
     }
 
     /// The flow a packet with tuple `t` belongs to, in either direction, and the tuple it must
@@ -366,10 +397,13 @@ impl Conntrack {
         f.expires = now.plus_secs(self.timeouts.for_flow(f)).0;
         let generation = f.generation;
         self.wheel.link(&mut self.flows, idx);
-        self.index.insert(tag_from_mix(orig_mix), idx << 1);
+        let orig_tag = tag_from_mix(orig_mix);
+        self.index.insert(orig_tag, idx << 1);
+        self.note_insert(orig_tag);
         if reply_key != orig_key {
-            self.index
-                .insert(tag_of(&reply_key), (idx << 1) | REPLY_BIT);
+            let reply_tag = tag_of(&reply_key);
+            self.index.insert(reply_tag, (idx << 1) | REPLY_BIT);
+            self.note_insert(reply_tag);
         }
         self.len += 1;
         Ok(Hit {

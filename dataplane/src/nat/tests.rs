@@ -227,6 +227,21 @@ fn create_after_miss_makes_the_flow_create_for_makes() {
 }
 
 #[test]
+fn a_miss_holds_until_a_flow_of_its_tag_is_added() {
+    let mut ct = table(40000, 40100, 16);
+    let t = tup(L4Proto::Udp, [10, 0, 0, 2], 5000, [1, 1, 1, 1], 53);
+    ct.mark_inserts();
+    assert!(ct.still_misses(&Probe::new(&t)));
+    let hit = ct.create(&t, masq(), T0).unwrap();
+    assert!(!ct.still_misses(&Probe::new(&t)));
+    assert!(!ct.still_misses(&Probe::new(&hit.rewrite.reversed())));
+    ct.remove(hit.flow);
+    assert!(!ct.still_misses(&Probe::new(&t)), "removals do not clear the record");
+    ct.mark_inserts();
+    assert!(ct.still_misses(&Probe::new(&t)));
+}
+
+#[test]
 fn exists_and_table_full() {
     let mut ct = table(40000, 40100, 2);
     let a = tup(L4Proto::Udp, [10, 0, 0, 2], 40000, [1, 1, 1, 1], 53);

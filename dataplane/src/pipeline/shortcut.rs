@@ -56,9 +56,11 @@ pub(super) fn stage<'d>(
     if !any {
         return (None, 0);
     }
-    let ct = dp.conntrack.lock();
+    let mut ct = dp.conntrack.lock();
     let flows = &flows[..n];
     ct.lookup_batch(|i| flows[i].as_ref().map(|s| &s.probe), &mut hits[..n]);
+    // From here on, a staged miss needs a new lookup only if a flow was added for its tag.
+    ct.mark_inserts();
     (Some(ct), n)
 }
 
