@@ -236,7 +236,10 @@ fn a_miss_holds_until_a_flow_of_its_tag_is_added() {
     assert!(!ct.still_misses(&Probe::new(&t)));
     assert!(!ct.still_misses(&Probe::new(&hit.rewrite.reversed())));
     ct.remove(hit.flow);
-    assert!(!ct.still_misses(&Probe::new(&t)), "removals do not clear the record");
+    assert!(
+        !ct.still_misses(&Probe::new(&t)),
+        "removals do not clear the record"
+    );
     ct.mark_inserts();
     assert!(ct.still_misses(&Probe::new(&t)));
 }
