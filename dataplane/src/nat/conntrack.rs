@@ -397,14 +397,7 @@ impl Conntrack {
         f.expires = now.plus_secs(self.timeouts.for_flow(f)).0;
         let generation = f.generation;
         self.wheel.link(&mut self.flows, idx);
-        let orig_tag = tag_from_mix(orig_mix);
-        self.index.insert(orig_tag, idx << 1);
-        self.note_insert(orig_tag);
-        if reply_key != orig_key {
-            let reply_tag = tag_of(&reply_key);
-            self.index.insert(reply_tag, (idx << 1) | REPLY_BIT);
-            self.note_insert(reply_tag);
-        }
+        self.index_flow(idx, (orig_key, orig_mix), reply_key);
         self.len += 1;
         Ok(Hit {
             flow: FlowId {
@@ -414,6 +407,20 @@ impl Conntrack {
             dir: Dir::Original,
             rewrite: x,
         })
+    }
+
+    /// Indexes flow `idx` by its original key (`orig`: the key and its `Key::mix`) and, when
+    /// it differs, by its reply key; records both tags for `still_misses`.
+    #[inline(always)]
+    fn index_flow(&mut self, idx: u32, orig: (Key, u64), reply_key: Key) {
+        let orig_tag = tag_from_mix(orig.1);
+        self.index.insert(orig_tag, idx << 1);
+        self.note_insert(orig_tag);
+        if reply_key != orig.0 {
+            let reply_tag = tag_of(&reply_key);
+            self.index.insert(reply_tag, (idx << 1) | REPLY_BIT);
+            self.note_insert(reply_tag);
+        }
     }
 
     /// Counts a new flow for its owner `port`.
