@@ -13,9 +13,10 @@ use hashbrown::HashMap;
 
 use crate::bridge::{Fdb, FdbParams};
 use crate::config::{
-    Config, Ipv4Cidr, Ipv6Cidr, NetworkConfig, PortConfig, PortRole, UplinkConfig,
+    Config, Ipv4Cidr, Ipv6Cidr, NatConfig, NetworkConfig, PortConfig, PortRole, UplinkConfig,
 };
 use crate::frame::{NetworkId, PortId};
+use crate::nat::Owner;
 use crate::overlay::{OverlayError, OverlayTables};
 use crate::portfwd::{ForwardError, PortForwardTable};
 use crate::wire::MacAddr;
@@ -166,6 +167,11 @@ pub struct PortEntry {
     pub endpoint: Option<(MacAddr, Option<Ipv4Addr>)>,
     /// Anti-spoofing: the endpoint's v6 address (link-local sources are accepted besides).
     pub endpoint_v6: Option<Ipv6Addr>,
+    /// Who the flows this port starts are charged to, with the limits: a network port is held
+    /// to its network's per-endpoint quota (or the default) and to its share of NAPT ports per
+    /// destination, an uplink (published ports) only to the table's limit. Worked out here
+    /// once, so that a flow's first packet reads it in one place.
+    pub owner: Owner,
 }
 
 impl PortEntry {
@@ -388,7 +394,7 @@ impl Tables {
                     id: p.id.0,
                 });
             }
-            let entry = Self::port_entry(p, networks)?;
+            let entry = Self::port_entry(p, networks, &config.nat)?;
             ports[idx] = Some(entry);
         }
         Ok(ports)
@@ -429,6 +435,7 @@ impl Tables {
     fn port_entry(
         p: &PortConfig,
         networks: &mut [Option<NetworkEntry>],
+        nat: &NatConfig,
     ) -> Result<PortEntry, ConfigError> {
         let (network, vlan, endpoint, endpoint_v6) = match &p.role {
             PortRole::Endpoint {
@@ -447,6 +454,7 @@ impl Tables {
                     mode: PortMode::Routed,
                     endpoint: None,
                     endpoint_v6: None,
+                    owner: Owner::unlimited(p.id),
                 })
             }
         };
@@ -483,12 +491,21 @@ impl Tables {
             });
         }
         net.members.push(p.id);
+        let owner = Owner {
+            port: p.id,
+            max_flows: net
+                .config
+                .max_flows_per_endpoint
+                .unwrap_or_else(|| nat.default_max_flows_per_endpoint()),
+            max_ports_per_destination: nat.max_ports_per_destination(),
+        };
         Ok(PortEntry {
             config: p.clone(),
             network: Some(network),
             mode,
             endpoint,
             endpoint_v6,
+            owner,
         })
     }
 

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use hashbrown::hash_map::{Entry, EntryRef};
 use hashbrown::HashMap;
 
-use super::index::{self, tag_of, Index};
+use super::index::{self, tag_from_mix, tag_of, Index};
 use super::tcp::{self, TcpState};
 use super::timer::{Wheel, NIL, UNLINKED};
 use super::tuple::{Key, Probe, Tuple};
@@ -161,6 +161,14 @@ pub struct Conntrack {
     owned: Box<[u32]>,
     /// NAPT ports held per owner and destination (entries at zero are removed).
     shares: HashMap<ShareKey, u32>,
+    /// The tags of the keys indexed since `mark_inserts`, one bit each of 256 (`recent_bit`).
+    recent: [u64; 4],
+}
+
+/// Where `recent` keeps tag `tag`: word and bit.
+#[inline(always)]
+fn recent_bit(tag: u32) -> (usize, u64) {
+    ((tag as usize >> 6) & 3, 1 << (tag & 63))
 }
 
 impl Conntrack {
@@ -179,7 +187,30 @@ impl Conntrack {
             timer_visits: 0,
             owned: vec![0; MAX_PORTS].into_boxed_slice(),
             shares: HashMap::new(),
+            recent: [0; 4],
         }
+    }
+
+    /// Starts a new record of the keys indexed from now on (see `still_misses`); the pipeline
+    /// marks when it has looked a batch's flows up.
+    pub fn mark_inserts(&mut self) {
+        self.recent = [0; 4];
+    }
+
+    /// True when a lookup of probe `p` that missed at the last `mark_inserts` would miss
+    /// now too: no key indexed since has `p`'s tag bit (flows removed since cannot turn a
+    /// miss into a hit). False may also mean a key of another tag sharing the bit.
+    #[inline(always)]
+    pub fn still_misses(&self, p: &Probe) -> bool {
+        let (w, b) = recent_bit(p.tag);
+        self.recent[w] & b == 0
+    }
+
+    /// Records a key of tag `tag` indexed (for `still_misses`).
+    #[inline(always)]
+    fn note_insert(&mut self, tag: u32) {
+        let (w, b) = recent_bit(tag);
+        self.recent[w] |= b;
     }
 
     /// The flow a packet with tuple `t` belongs to, in either direction, and the tuple it must
@@ -292,10 +323,26 @@ impl Conntrack {
         now: Millis,
         owner: &Owner,
     ) -> Result<Hit, NatError> {
-        let orig_key = orig.key();
-        if self.contains(&orig_key) {
+        if self.contains(&orig.key()) {
             return Err(NatError::Exists);
         }
+        self.create_after_miss(orig, action, now, owner)
+    }
+
+    /// `create_for` of a tuple the caller has just looked up (`lookup`, with no change to the
+    /// table since) and not found: the first packet's path, which so probes the index for
+    /// its tuple once, not twice. Given a tracked tuple, it would index a second flow for it.
+    #[inline]
+    pub fn create_after_miss(
+        &mut self,
+        orig: &Tuple,
+        action: NatAction,
+        now: Millis,
+        owner: &Owner,
+    ) -> Result<Hit, NatError> {
+        let orig_key = orig.key();
+        // The key's hash, once: the index's tag and the port allocator's start.
+        let orig_mix = orig_key.mix();
         if self.len >= self.max_flows {
             return Err(NatError::TableFull);
         }
@@ -317,7 +364,7 @@ impl Conntrack {
             if counted.is_some() {
                 share = Some(self.take_share(owner, &x)?);
             }
-            let port = self.allocate(orig, x).inspect_err(|_| {
+            let port = self.allocate(orig, orig_mix, x).inspect_err(|_| {
                 share.inspect(|key| self.release_share(key));
             })?;
             x.src_port = port;
@@ -350,11 +397,7 @@ impl Conntrack {
         f.expires = now.plus_secs(self.timeouts.for_flow(f)).0;
         let generation = f.generation;
         self.wheel.link(&mut self.flows, idx);
-        self.index.insert(tag_of(&orig_key), idx << 1);
-        if reply_key != orig_key {
-            self.index
-                .insert(tag_of(&reply_key), (idx << 1) | REPLY_BIT);
-        }
+        self.index_flow(idx, (orig_key, orig_mix), reply_key);
         self.len += 1;
         Ok(Hit {
             flow: FlowId {
@@ -364,6 +407,20 @@ impl Conntrack {
             dir: Dir::Original,
             rewrite: x,
         })
+    }
+
+    /// Indexes flow `idx` by its original key (`orig`: the key and its `Key::mix`) and, when
+    /// it differs, by its reply key; records both tags for `still_misses`.
+    #[inline(always)]
+    fn index_flow(&mut self, idx: u32, orig: (Key, u64), reply_key: Key) {
+        let orig_tag = tag_from_mix(orig.1);
+        self.index.insert(orig_tag, idx << 1);
+        self.note_insert(orig_tag);
+        if reply_key != orig.0 {
+            let reply_tag = tag_of(&reply_key);
+            self.index.insert(reply_tag, (idx << 1) | REPLY_BIT);
+            self.note_insert(reply_tag);
+        }
     }
 
     /// Counts a new flow for its owner `port`.
@@ -412,8 +469,8 @@ impl Conntrack {
 
     /// A source port for `x` (already translated but for its source port) whose reply tuple no
     /// flow uses: the original port if it is in the range and free, else the first free one
-    /// from a hash-derived start.
-    fn allocate(&self, orig: &Tuple, x: Tuple) -> Result<u16, NatError> {
+    /// from a start derived from `orig_mix` (`orig`'s `Key::mix`).
+    fn allocate(&self, orig: &Tuple, orig_mix: u64, x: Tuple) -> Result<u16, NatError> {
         let free = |port: u16| {
             let mut t = x;
             t.src_port = port;
@@ -429,9 +486,11 @@ impl Conntrack {
             return Err(NatError::PortsExhausted);
         }
         let len = u64::from(self.ports.len());
-        let start = orig.key().mix() % len;
-        (0..len)
-            .map(|i| self.ports.first + ((start + i) % len) as u16)
+        // Offsets into the range from `start`, wrapping once: one division, not one a port.
+        let start = orig_mix % len;
+        (start..len)
+            .chain(0..start)
+            .map(|off| self.ports.first + off as u16)
             .find(|&p| free(p))
             .ok_or(NatError::PortsExhausted)
     }
@@ -526,6 +585,8 @@ impl Conntrack {
     /// (`tcp_flags` is the TCP flags byte; 0 for UDP and ICMP), records a reply, and pushes the
     /// deadline to now + the state's timeout. A later deadline is only written (the wheel
     /// re-slots lazily); an earlier one relinks the flow. Unknown or stale ids are ignored.
+    /// Inlined: called once per packet of the pipeline's full path.
+    #[inline(always)]
     pub fn update(&mut self, flow: FlowId, dir: Dir, tcp_flags: u8, now: Millis) {
         if let Some(i) = self.live_index(flow) {
             self.account(i, dir, tcp_flags, now);
@@ -696,6 +757,7 @@ impl Conntrack {
 
 impl Timeouts {
     /// The timeout of `f` in its current state, in seconds.
+    #[inline]
     fn for_flow(&self, f: &Flow) -> u32 {
         self.for_state(f.proto, TcpState::from_u8(f.state), f.flags & REPLIED != 0)
     }

@@ -42,7 +42,13 @@ struct Line([Slot; PER_LINE]);
 
 /// The tag of a key: the part of its hash the index keeps and homes by.
 pub(super) fn tag_of(key: &Key) -> u32 {
-    (key.mix() >> 32) as u32
+    tag_from_mix(key.mix())
+}
+
+/// The tag of a key whose `Key::mix` is `mix` (for a caller that needs the hash besides).
+#[inline(always)]
+pub(super) fn tag_from_mix(mix: u64) -> u32 {
+    (mix >> 32) as u32
 }
 
 /// The table: `2^bits` slots in lines, and how many hold an entry.

@@ -81,6 +81,7 @@ fn fin_bit(dir: Dir) -> Fins {
 
 /// The state after a segment with `flags` travelling in `dir`; `None` for a segment without
 /// SYN, ACK, FIN or RST, which is invalid and must not refresh the flow.
+#[inline]
 pub(super) fn next(state: TcpState, fins: Fins, dir: Dir, flags: u8) -> Option<(TcpState, Fins)> {
     use TcpState as S;
     let (syn, ack, fin, rst) = (

@@ -205,6 +205,46 @@ fn hairpin_rewrites_both_ends() {
 }
 
 #[test]
+fn create_after_miss_makes_the_flow_create_for_makes() {
+    let owner = Owner {
+        port: crate::frame::PortId(3),
+        max_flows: 8,
+        max_ports_per_destination: 4,
+    };
+    let (mut a, mut b) = (table(40000, 40100, 16), table(40000, 40100, 16));
+    for sport in [1000, 40007, 40007, 2000] {
+        let t = tup(L4Proto::Tcp, [10, 0, 0, 2], sport, [1, 1, 1, 1], 80);
+        let made = if a.lookup(&t).is_none() {
+            a.create_after_miss(&t, masq(), T0, &owner)
+        } else {
+            Err(NatError::Exists)
+        };
+        assert_eq!(made, b.create_for(&t, masq(), T0, &owner));
+    }
+    assert_eq!(a.flows().collect::<Vec<_>>(), b.flows().collect::<Vec<_>>());
+    assert_eq!(a.owned_by(owner.port), 3);
+    a.check();
+}
+
+#[test]
+fn a_miss_holds_until_a_flow_of_its_tag_is_added() {
+    let mut ct = table(40000, 40100, 16);
+    let t = tup(L4Proto::Udp, [10, 0, 0, 2], 5000, [1, 1, 1, 1], 53);
+    ct.mark_inserts();
+    assert!(ct.still_misses(&Probe::new(&t)));
+    let hit = ct.create(&t, masq(), T0).unwrap();
+    assert!(!ct.still_misses(&Probe::new(&t)));
+    assert!(!ct.still_misses(&Probe::new(&hit.rewrite.reversed())));
+    ct.remove(hit.flow);
+    assert!(
+        !ct.still_misses(&Probe::new(&t)),
+        "removals do not clear the record"
+    );
+    ct.mark_inserts();
+    assert!(ct.still_misses(&Probe::new(&t)));
+}
+
+#[test]
 fn exists_and_table_full() {
     let mut ct = table(40000, 40100, 2);
     let a = tup(L4Proto::Udp, [10, 0, 0, 2], 40000, [1, 1, 1, 1], 53);

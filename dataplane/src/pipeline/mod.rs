@@ -275,6 +275,9 @@ impl Worker {
 
 impl BatchState<'_> {
     /// The full path of one frame: classify, then the stage its ingress port leads to.
+    /// Inlined into the batch loop, its one caller: out of line, every frame pays a call and
+    /// the spills around it (L2 forwarding +13% instructions a frame).
+    #[inline(always)]
     fn handle(&mut self, f: &mut Frame<'_>) -> Verdict {
         let v = match self.classify(f) {
             Ok(Ingress::Network { l2, port, net, ip }) => self.bridge(f, &l2, port, net, ip),

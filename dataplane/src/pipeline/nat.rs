@@ -53,7 +53,8 @@ impl BatchState<'_> {
                 let owner = self.owner(f.meta.ingress);
                 let hit = self
                     .ct()
-                    .create_for(&flow.tuple, action, now, &owner)
+                    // `lookup` just missed `key`, which is `flow.tuple` here.
+                    .create_after_miss(&flow.tuple, action, now, &owner)
                     .map_err(|e| match e {
                         NatError::TableFull => R::ConntrackFull,
                         NatError::PortsExhausted => R::NatPortsExhausted,
@@ -74,28 +75,14 @@ impl BatchState<'_> {
         sent.map(|(v, _)| v)
     }
 
-    /// Who a new flow arriving on `port` is charged to: an endpoint's port is held to its
-    /// network's per-endpoint quota (or the default) and to its share of NAPT ports per
-    /// destination; an uplink (published ports) only to the table's limit. Read on flow
-    /// creation only, never for packets of existing flows.
+    /// Who a new flow arriving on `port` is charged to (`PortEntry::owner`: an endpoint's
+    /// port is held to its quota and port share, an uplink only to the table's limit). Read
+    /// on flow creation only, never for packets of existing flows.
+    #[inline(always)]
     fn owner(&self, port: PortId) -> Owner {
-        let t = self.t;
-        let nat = &t.config().nat;
-        match t
+        self.t
             .port(port)
-            .and_then(|p| p.network)
-            .and_then(|n| t.network(n))
-        {
-            Some(net) => Owner {
-                port,
-                max_flows: net
-                    .config
-                    .max_flows_per_endpoint
-                    .unwrap_or_else(|| nat.default_max_flows_per_endpoint()),
-                max_ports_per_destination: nat.max_ports_per_destination(),
-            },
-            None => Owner::unlimited(port),
-        }
+            .map_or_else(|| Owner::unlimited(port), |p| p.owner)
     }
 
     /// Accounts the packet to its flow, rewrites it to the flow's tuple and routes it; tells
@@ -251,7 +238,9 @@ fn rewrite_l4(d: &mut [u8], l4: usize, kind: L4Kind, ch: &L4Change<'_>) {
 
 /// Rewrites the packet described by `ip`/`flow` so that its tuple becomes `new`.
 /// For an ICMP error `new` is the quoted packet's new tuple, and the outer header follows it:
-/// the error travels back to the quoted packet's source.
+/// the error travels back to the quoted packet's source. Inlined into its one caller on the
+/// packet path.
+#[inline(always)]
 pub(super) fn rewrite(d: &mut [u8], ip: &Ipv4Info, flow: &FlowOf, new: &Tuple, partial: bool) {
     let end = ip.end(d);
     match (flow.kind, flow.quoted_kind) {

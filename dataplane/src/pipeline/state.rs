@@ -55,6 +55,7 @@ impl<'t> BatchState<'t> {
     }
 
     /// The conntrack table, locked once for the rest of the batch.
+    #[inline(always)]
     pub(super) fn ct(&mut self) -> &mut Conntrack {
         let dp = self.dp;
         self.ct.get_or_insert_with(|| dp.conntrack.lock())
@@ -63,15 +64,18 @@ impl<'t> BatchState<'t> {
     /// The conntrack lookup of `key` for the current frame, from the staged lookups when this
     /// frame staged `key` and it hit. A staged hit stays right for the whole batch: flows are
     /// only removed under the conntrack lock, which the batch holds from staging on. A staged
-    /// miss is looked up again, as an earlier frame of the batch may have created the flow.
+    /// miss is looked up again when an earlier frame of the batch may have created the flow
+    /// (`Conntrack::still_misses`).
     #[inline(always)]
     pub(super) fn lookup(&mut self, key: &Tuple) -> Option<Hit> {
-        let i = self.cur;
-        if let (Some(Some(staged)), Some(Some(hit))) =
-            (self.staged_flows.get(i), self.staged_hits.get(i))
-        {
+        let (i, flows, hits) = (self.cur, self.staged_flows, self.staged_hits);
+        if let (Some(Some(staged)), Some(hit)) = (flows.get(i), hits.get(i)) {
             if staged.probe.is_for(key) {
-                return Some(*hit);
+                match hit {
+                    Some(hit) => return Some(*hit),
+                    None if self.ct().still_misses(&staged.probe) => return None,
+                    None => {}
+                }
             }
         }
         self.ct().lookup(key)
