@@ -644,7 +644,7 @@ pub struct NetworkInspect {
     pub scope: String,
     /// The driver's name.
     pub driver: String,
-    /// Always false: sluice is IPv4 only.
+    /// Dual stack: the network has a v6 subnet.
     #[serde(rename = "EnableIPv6")]
     pub enable_ipv6: bool,
     /// Addressing.

@@ -1,32 +1,34 @@
 //! What each libnetwork call does, as a client of sluice's engine ([`EngineHandle`]):
 //!
-//! - CreateNetwork: a sluice network `docker-<id12>` with docker's subnet and gateway, the
+//! - CreateNetwork: a sluice network `docker-<id12>` with docker's subnets and gateways (one
+//!   per family: `--ipv6` makes it dual stack with docker's v6 subnet), the
 //!   `-o` options mapped onto sluice's (`mtu`, `icc`, `vlan`, `parent` and docker's long
 //!   keys), `--internal`, and the label `com.docker.network.id` by which later calls (also
 //!   after a restart of sluiced) find it again.
 //! - CreateEndpoint: a hand-off endpoint (`Placement::HandOff`): sluice creates the veth pair,
 //!   attaches the host end to its bridge and leaves the peer in dockerd's namespace; docker's
-//!   address and MAC are taken as given, `-p` mappings become sluice's DNAT (dockerd sets up
-//!   no port mapping for plugin networks). The endpoint's name is `<endpoint id12>`.
+//!   addresses (v4 and v6) and MAC are taken as given, `-p` mappings become sluice's DNAT
+//!   (dockerd sets up no port mapping for plugin networks; sluice publishes them on the
+//!   uplink's v4 and v6 addresses). The endpoint's name is `<endpoint id12>`.
 //! - Join: names that peer (`SrcName`) for docker to move into the container as `ethN`, and
-//!   the gateway for the default route (none on internal networks).
+//!   the gateways for the default routes, v4 and v6 (none on internal networks).
 //! - DeleteEndpoint, DeleteNetwork: disconnect and remove (already gone is fine: docker
 //!   repeats deletions after failures).
 //! - The IPAM calls go to [`DockerIpam`].
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sluice_dataplane::config::{Ipv4Cidr, L4Proto, PortRange};
+use sluice_dataplane::config::{Ipv4Cidr, Ipv6Cidr, L4Proto, PortRange};
 use sluice_dataplane::wire::MacAddr;
 use tokio::sync::Mutex;
 
 use super::ipam::{
-    parse_ip, DockerIpam, DockerIpamError, GLOBAL_ADDRESS_SPACE, LOCAL_ADDRESS_SPACE,
+    parse_ip, parse_ip6, DockerIpam, DockerIpamError, GLOBAL_ADDRESS_SPACE, LOCAL_ADDRESS_SPACE,
 };
 use super::protocol::*;
 use crate::api::EndpointView;
@@ -143,13 +145,19 @@ fn publish(bindings: &[PortBinding]) -> Result<Vec<PublishSpec>, PluginError> {
                     )))
                 }
             };
-            let host_ip = match b.host_ip.as_str() {
-                "" => None,
-                s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
-                    PluginError::Refused(format!("host address {s:?} is not IPv4"))
-                })?),
+            // Every address, `0.0.0.0` and `::` alike, is both families' uplink addresses.
+            let host_ip = match b.host_ip.parse::<IpAddr>() {
+                _ if b.host_ip.is_empty() => None,
+                Ok(IpAddr::V4(ip)) => Some(ip),
+                Ok(ip) if ip.is_unspecified() => None,
+                _ => {
+                    return Err(PluginError::Refused(format!(
+                        "host address {:?} is not IPv4 or ::",
+                        b.host_ip
+                    )))
+                }
             }
-            .filter(|ip| !ip.is_unspecified());
+            .filter(|ip: &Ipv4Addr| !ip.is_unspecified());
             Ok(PublishSpec {
                 host_ip,
                 // docker's HostPort..HostPortEnd means "one free port of the range": sluice
@@ -162,43 +170,72 @@ fn publish(bindings: &[PortBinding]) -> Result<Vec<PublishSpec>, PluginError> {
         .collect()
 }
 
+/// One family's subnet, gateway and aux addresses as docker's IPAM gave them.
+struct Addressing<C, A> {
+    subnet: C,
+    gateway: Option<A>,
+    aux: BTreeMap<String, A>,
+}
+
+/// `d` parsed with the family's subnet and address parsers.
+fn addressing<C: std::str::FromStr<Err = String>, A>(
+    d: &IpamData,
+    parse: fn(&'static str, &str) -> Result<A, DockerIpamError>,
+) -> Result<Addressing<C, A>, PluginError> {
+    let gateway = match d.gateway.as_str() {
+        "" => None,
+        g => Some(parse("gateway", g)?),
+    };
+    let aux = d
+        .aux_addresses
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), parse("auxiliary address", v)?)))
+        .collect::<Result<_, DockerIpamError>>()?;
+    Ok(Addressing {
+        subnet: d.pool.parse().map_err(PluginError::Refused)?,
+        gateway,
+        aux,
+    })
+}
+
 /// The sluice network of a `CreateNetwork` request (checked for what sluice supports; whether
-/// sluiced accepts it is the engine's call).
+/// sluiced accepts it is the engine's call). `--ipv6` makes it dual stack: docker's v6 subnet
+/// (from `IPv6Data`), or one sluice picks when docker's IPAM gave none.
 pub fn network_spec(r: &CreateNetworkRequest) -> Result<NetworkSpec, PluginError> {
-    if flag(&r.options, OPT_ENABLE_IPV6) || !r.ipv6_data.is_empty() {
-        return Err(PluginError::Refused(
-            "sluice networks are IPv4 only (create the network without --ipv6)".into(),
-        ));
-    }
     let [v4] = r.ipv4_data.as_slice() else {
         return Err(PluginError::Refused(format!(
             "a sluice network has exactly one IPv4 subnet, docker gave {}",
             r.ipv4_data.len()
         )));
     };
-    let subnet: Ipv4Cidr = v4.pool.parse().map_err(PluginError::Refused)?;
-    let gateway = match v4.gateway.as_str() {
-        "" => None,
-        g => Some(parse_ip("gateway", g)?),
+    let v6 = match r.ipv6_data.as_slice() {
+        [] => None,
+        [d] => Some(addressing::<Ipv6Cidr, _>(d, parse_ip6)?),
+        more => {
+            return Err(PluginError::Refused(format!(
+                "a sluice network has at most one IPv6 subnet, docker gave {}",
+                more.len()
+            )))
+        }
     };
-    let aux_addresses = v4
-        .aux_addresses
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), parse_ip("auxiliary address", v)?)))
-        .collect::<Result<_, DockerIpamError>>()?;
+    let v4 = addressing::<Ipv4Cidr, _>(v4, parse_ip)?;
     let options = network_options(&r.options)?;
     Ok(NetworkSpec {
         name: network_name(&r.network_id),
         driver: crate::driver::for_docker(&options),
-        subnet: Some(subnet),
-        gateway,
+        subnet: Some(v4.subnet),
+        gateway: v4.gateway,
         ip_range: None,
-        aux_addresses,
+        aux_addresses: v4.aux,
         internal: flag(&r.options, OPT_INTERNAL),
         options,
         labels: [(LABEL_NETWORK_ID.to_string(), r.network_id.clone())].into(),
         uplink: None,
-        ..NetworkSpec::default()
+        enable_ipv6: flag(&r.options, OPT_ENABLE_IPV6) || v6.is_some(),
+        subnet6: v6.as_ref().map(|a| a.subnet),
+        gateway6: v6.as_ref().and_then(|a| a.gateway),
+        ip_range6: None,
+        aux_addresses6: v6.map(|a| a.aux).unwrap_or_default(),
     })
 }
 
@@ -210,6 +247,10 @@ pub fn endpoint_spec(
     let ip = match r.interface.address.as_str() {
         "" => None,
         a => Some(parse_ip("address", a)?),
+    };
+    let ip6 = match r.interface.address_ipv6.as_str() {
+        "" => None,
+        a => Some(parse_ip6("IPv6 address", a)?),
     };
     let mac = match r.interface.mac_address.as_str() {
         "" => None,
@@ -227,7 +268,7 @@ pub fn endpoint_spec(
         sandbox: handoff_sandbox(&r.endpoint_id),
         name: short(&r.endpoint_id).to_string(),
         ip,
-        ip6: None,
+        ip6,
         mac,
         aliases: Vec::new(),
         links: Vec::new(),
@@ -297,13 +338,13 @@ impl DockerPlugin {
             }
             Call::RequestAddress => {
                 let r: RequestAddressRequest = parse(call, body)?;
-                let c = self.ipam.lock().await.request_address(
+                let address = self.ipam.lock().await.request_address(
                     &r.pool_id,
                     &r.address,
                     r.is_gateway(),
                 )?;
                 Ok(json(RequestAddressResponse {
-                    address: format!("{}/{}", c.addr, c.prefix),
+                    address,
                     data: BTreeMap::new(),
                 }))
             }
@@ -374,11 +415,12 @@ impl DockerPlugin {
     async fn create_endpoint(&self, r: CreateEndpointRequest) -> Result<Value, PluginError> {
         let net = self.existing_network(&r.network_id).await?;
         let spec = endpoint_spec(&r, net.id)?;
-        let (ip, mac) = (spec.ip, spec.mac);
+        let (ip, ip6, mac) = (spec.ip, spec.ip6, spec.mac);
         let v = self.engine.connect(spec).await?;
         // docker refuses an answer that restates what it gave: fill in only what it left out.
         let reply = EndpointInterfaceReply {
             address: if ip.is_none() { v.ipv4 } else { String::new() },
+            address_ipv6: v.ipv6.filter(|_| ip6.is_none()).unwrap_or_default(),
             mac_address: if mac.is_none() { v.mac } else { String::new() },
         };
         let interface = (reply != EndpointInterfaceReply::default()).then_some(reply);
@@ -410,53 +452,64 @@ impl DockerPlugin {
             ))
         })?;
         let on_link = !net.internal && net.routes_on_link();
-        let gateway = if net.internal || on_link {
-            String::new()
-        } else {
+        let routed = !net.internal && !on_link;
+        // The gateway of the family's IPAM config (v4 first, then v6 on a dual-stack network).
+        let gateway = |v6: bool| {
             net.ipam
                 .config
-                .first()
+                .iter()
+                .find(|c| c.subnet.parse::<Ipv6Cidr>().is_ok() == v6)
+                .filter(|_| routed)
                 .map(|c| c.gateway.clone())
                 .unwrap_or_default()
         };
+        let connected = |destination: &str| StaticRoute {
+            destination: destination.into(),
+            route_type: 1,
+            next_hop: String::new(),
+        };
+        let mut static_routes = Vec::new();
+        if on_link {
+            static_routes.push(connected("0.0.0.0/0"));
+            if net.enable_ipv6 {
+                static_routes.push(connected("::/0"));
+            }
+        }
         Ok(json(JoinResponse {
             interface_name: InterfaceName {
                 src_name: ep.ifname,
                 dst_prefix: "eth".into(),
             },
-            gateway,
+            gateway: gateway(false),
+            gateway_ipv6: gateway(true),
             // sluice routes the network itself: docker must not add its gateway bridge.
             disable_gateway_service: true,
-            static_routes: on_link
-                .then(|| StaticRoute {
-                    destination: "0.0.0.0/0".into(),
-                    route_type: 1,
-                    next_hop: String::new(),
-                })
-                .into_iter()
-                .collect(),
+            static_routes,
         }))
     }
 
     async fn request_pool(&self, r: RequestPoolRequest) -> Result<Value, PluginError> {
-        let networks: Vec<(String, Ipv4Cidr)> = self
+        let networks: Vec<(String, String)> = self
             .engine
             .list()
             .await?
             .into_iter()
-            .filter_map(|n| {
-                let s = n.ipam.config.first()?.subnet.parse().ok()?;
-                Some((n.name, s))
+            .flat_map(|n| {
+                let name = n.name;
+                n.ipam
+                    .config
+                    .into_iter()
+                    .map(move |c| (name.clone(), c.subnet))
             })
             .collect();
-        let (pool_id, subnet) =
+        let (pool_id, pool) =
             self.ipam
                 .lock()
                 .await
                 .request_pool(&r.pool, &r.sub_pool, r.v6, &networks)?;
         Ok(json(RequestPoolResponse {
             pool_id,
-            pool: subnet.to_string(),
+            pool,
             data: BTreeMap::new(),
         }))
     }
@@ -732,6 +785,102 @@ mod tests {
         );
     }
 
+    /// `docker network create -d sluice --ipam-driver sluice --ipv6 --subnet ... --subnet ...`
+    /// then `docker run`: dockerd's calls in order (libnetwork's remote API, v6 parts).
+    #[test]
+    fn dual_stack_networks_take_dockers_v6_pool_addresses_and_gateway() {
+        let db = tmp("dual");
+        let (p, rt) = plugin(&db);
+        let pool6 = call(
+            &p,
+            &rt,
+            "/IpamDriver.RequestPool",
+            json!({"AddressSpace": "sluice-local", "Pool": "fd00:28::/64", "SubPool": "", "Options": {}, "V6": true}),
+        );
+        assert_eq!(
+            pool6,
+            json!({"PoolID": "fd00:28::/64", "Pool": "fd00:28::/64", "Data": {}})
+        );
+        let gw6 = call(
+            &p,
+            &rt,
+            "/IpamDriver.RequestAddress",
+            json!({"PoolID": "fd00:28::/64", "Address": "", "Options": {"RequestAddressType": GATEWAY_REQUEST}}),
+        );
+        assert_eq!(gw6["Address"], "fd00:28::1/64");
+        let id = "d6".repeat(32);
+        call(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateNetwork",
+            json!({"NetworkID": id, "Options": {"com.docker.network.enable_ipv6": true, "com.docker.network.generic": {}},
+              "IPv4Data": [{"AddressSpace": "sluice-local", "Pool": "10.86.0.0/24", "Gateway": "10.86.0.1/24"}],
+              "IPv6Data": [{"AddressSpace": "sluice-local", "Pool": "fd00:28::/64", "Gateway": "fd00:28::1/64",
+                            "AuxAddresses": {"router": "fd00:28::fe/64"}}]}),
+        );
+        let n = rt.block_on(p.engine.inspect(network_name(&id))).unwrap();
+        assert!(n.enable_ipv6);
+        assert_eq!(n.ipam.config[1].subnet, "fd00:28::/64");
+        assert_eq!(n.ipam.config[1].gateway, "fd00:28::1");
+        assert_eq!(
+            n.ipam.config[1].auxiliary_addresses["router"],
+            "fd00:28::fe"
+        );
+        let addr6 = call(
+            &p,
+            &rt,
+            "/IpamDriver.RequestAddress",
+            json!({"PoolID": "fd00:28::/64", "Address": "", "Options": null}),
+        );
+        assert_eq!(addr6["Address"], "fd00:28::2/64");
+        let (a, b) = ("a6".repeat(32), "b6".repeat(32));
+        let got = call(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateEndpoint",
+            json!({"NetworkID": id, "EndpointID": a, "Interface": {"Address": "10.86.0.2/24", "AddressIPv6": "fd00:28::2/64", "MacAddress": ""},
+                   "Options": {"com.docker.network.portmap": [{"Proto": 6, "IP": "", "Port": 80, "HostIP": "::", "HostPort": 8080, "HostPortEnd": 8080}]}}),
+        );
+        assert_eq!(got["Interface"].get("AddressIPv6"), None, "docker gave it");
+        // An endpoint docker's IPAM gave no v6 address (its own IPAM without a v6 pool).
+        let got = call(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateEndpoint",
+            json!({"NetworkID": id, "EndpointID": b, "Interface": {"Address": "10.86.0.3/24", "AddressIPv6": ""}, "Options": null}),
+        );
+        assert_eq!(got["Interface"]["AddressIPv6"], "fd00:28::3/64");
+        let eps = rt.block_on(p.engine.endpoints()).unwrap();
+        let ea = eps.iter().find(|e| e.name == short(&a)).unwrap();
+        assert_eq!(ea.ipv6.as_deref(), Some("fd00:28::2/64"));
+        assert_eq!(ea.ports, ["0.0.0.0:8080->80/tcp"], "`::` is every address");
+        let join = call(
+            &p,
+            &rt,
+            "/NetworkDriver.Join",
+            json!({"NetworkID": id, "EndpointID": a, "SandboxKey": "/x", "Options": {}}),
+        );
+        assert_eq!(join["Gateway"], "10.86.0.1");
+        assert_eq!(join["GatewayIPv6"], "fd00:28::1");
+        // `--ipv6` with docker's IPAM giving no v6 subnet: sluice picks a ULA /64.
+        let id2 = "e6".repeat(32);
+        call(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateNetwork",
+            json!({"NetworkID": id2, "Options": {"com.docker.network.enable_ipv6": true},
+              "IPv4Data": [{"Pool": "10.85.0.0/24", "Gateway": "10.85.0.1/24"}], "IPv6Data": []}),
+        );
+        let n2 = rt.block_on(p.engine.inspect(network_name(&id2))).unwrap();
+        assert!(n2.enable_ipv6);
+        assert_eq!(n2.ipam.config[1].subnet, "fd00:5c1c:e::/64");
+        let pool = call(&p, &rt, "/IpamDriver.RequestPool", json!({"V6": true}));
+        assert_eq!(
+            pool["Pool"], "fd00:5c1c:e:1::/64",
+            "sluice's networks' v6 subnets are skipped"
+        );
+    }
+
     #[test]
     fn refusals_name_the_problem() {
         let db = tmp("refuse");
@@ -748,13 +897,15 @@ mod tests {
             ),
         );
         assert!(e.contains("unknown option"), "{e}");
-        let e = call_err(
-            &p,
-            &rt,
-            "/NetworkDriver.CreateNetwork",
-            net(json!({"com.docker.network.enable_ipv6": true}), v4.clone()),
-        );
-        assert!(e.contains("IPv4 only"), "{e}");
+        let two6 = json!([{"Pool": "fd00:1::/64"}, {"Pool": "fd00:2::/64"}]);
+        let mut r = net(json!({"com.docker.network.enable_ipv6": true}), v4.clone());
+        r["IPv6Data"] = two6;
+        let e = call_err(&p, &rt, "/NetworkDriver.CreateNetwork", r);
+        assert!(e.contains("at most one IPv6 subnet"), "{e}");
+        r = net(json!({}), v4.clone());
+        r["IPv6Data"] = json!([{"Pool": "fd00:1::/64", "Gateway": "10.89.0.1/24"}]);
+        let e = call_err(&p, &rt, "/NetworkDriver.CreateNetwork", r);
+        assert!(e.contains("not an IPv6 address"), "{e}");
         let e = call_err(
             &p,
             &rt,
@@ -802,8 +953,13 @@ mod tests {
             json!({"Pool": "10.89.0.128/25"}),
         );
         assert!(e.contains("overlaps network docker-n1"), "{e}");
-        let e = call_err(&p, &rt, "/IpamDriver.RequestPool", json!({"V6": true}));
-        assert!(e.contains("IPv4 only"), "{e}");
+        let e = call_err(
+            &p,
+            &rt,
+            "/IpamDriver.RequestPool",
+            json!({"Pool": "fd00:1::/64", "SubPool": "fd00:2::/80", "V6": true}),
+        );
+        assert!(e.contains("is not inside subnet fd00:1::/64"), "{e}");
     }
 
     #[test]

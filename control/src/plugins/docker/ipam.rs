@@ -1,23 +1,26 @@
 //! The `sluice` IPAM driver: pools (subnets) docker asks for with `--ipam-driver sluice`, and
-//! the addresses handed out of them (the gateway, then endpoints, lowest free first). Pools
-//! never overlap each other nor a sluice network. Every change is written to a JSON file
-//! (temporary file, fsync, rename) before it is answered, so a sluiced restart keeps them:
-//! docker does not ask again for pools and addresses it already holds. A file of its own
-//! rather than a table in sluice's redb database: that database belongs to the engine
-//! thread, and these few records are docker's bookkeeping, not sluice's state.
+//! the addresses handed out of them (the gateway, then endpoints, lowest free first), for both
+//! families (`RequestPool` with `V6: true` for `--ipv6`; without a subnet a ULA /64 of sluice's
+//! default v6 pool). Pools never overlap each other nor a sluice network. Every change is
+//! written to a JSON file (temporary file, fsync, rename) before it is answered, so a sluiced
+//! restart keeps them: docker does not ask again for pools and addresses it already holds. A
+//! file of its own rather than a table in sluice's redb database: that database belongs to the
+//! engine thread, and these few records are docker's bookkeeping, not sluice's state.
 //!
-//! The addresses themselves are kept by `ipam::Pool`, the allocator sluice's own networks use;
-//! this module adds docker's pool ids and wording and the file (whose format is unchanged).
+//! The addresses themselves are kept by `ipam::AddrPool`, the allocator sluice's own networks
+//! use; this module adds docker's pool ids and wording and the file (v4 pools under `pools` as
+//! before, v6 pools under `pools6`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sluice_dataplane::config::Ipv4Cidr;
+use sluice_dataplane::config::{Ipv4Cidr, Ipv6Cidr};
 
-use crate::ipam::{first_overlap, network_of, next_free_subnet, range_within, IpamError, Pool};
+use crate::ipam::{network_of, next_free_subnet, range_within, AddrPool, Family, PoolError, V4};
+use crate::ipam6::{next_free_subnet6, V6};
 
 /// The address space names sluice reports (docker only passes them back).
 pub const LOCAL_ADDRESS_SPACE: &str = "sluice-local";
@@ -37,18 +40,15 @@ pub enum DockerIpamError {
         /// What is wrong.
         why: String,
     },
-    /// IPv6 was asked for.
-    #[error("the sluice IPAM driver is IPv4 only (create the network without --ipv6)")]
-    Ipv6,
     /// The subnet overlaps a pool or a sluice network.
     #[error("subnet {subnet} overlaps {other} ({other_subnet})")]
     Overlap {
         /// The subnet asked for.
-        subnet: Ipv4Cidr,
+        subnet: String,
         /// What it overlaps.
         other: String,
         /// That one's subnet.
-        other_subnet: Ipv4Cidr,
+        other_subnet: String,
     },
     /// Every default pool is taken.
     #[error("no free subnet left in the default pools; give --subnet")]
@@ -60,23 +60,23 @@ pub enum DockerIpamError {
     #[error("ip range {range} is not inside subnet {subnet}")]
     RangeOutside {
         /// The range.
-        range: Ipv4Cidr,
+        range: String,
         /// The subnet.
-        subnet: Ipv4Cidr,
+        subnet: String,
     },
     /// An address that cannot be handed out.
     #[error("address {ip} {why} in pool {subnet}")]
     Address {
         /// The address.
-        ip: Ipv4Addr,
+        ip: String,
         /// The pool.
-        subnet: Ipv4Cidr,
+        subnet: String,
         /// What is wrong (`is in use`, `is outside the subnet`, ...).
         why: &'static str,
     },
     /// No free address is left.
     #[error("no free address left in {0}")]
-    Full(Ipv4Cidr),
+    Full(String),
     /// The file could not be read or written.
     #[error("{path}: {why}")]
     File {
@@ -87,46 +87,125 @@ pub enum DockerIpamError {
     },
 }
 
+/// What docker's IPAM needs of an address family beyond the allocator's: docker's text, the
+/// subnet rules and the default pool a subnet comes from when none is given.
+trait DockerFamily: Family {
+    /// `IPv4` or `IPv6`, for errors.
+    const NAME: &'static str;
+    /// How a refused reserved address of the subnet itself is worded.
+    const EDGE: &'static str;
+    /// An address.
+    fn parse_addr(s: &str) -> Option<Self::Addr>;
+    /// A subnet, with its host bits cleared.
+    fn parse_cidr(s: &str) -> Result<Self::Cidr, String>;
+    /// The prefix length.
+    fn prefix(c: &Self::Cidr) -> u8;
+    /// True when the two share an address.
+    fn overlaps(a: &Self::Cidr, b: &Self::Cidr) -> bool;
+    /// True when `range` lies inside `subnet`.
+    fn within(range: &Self::Cidr, subnet: &Self::Cidr) -> bool;
+    /// The first default subnet that overlaps none of `used`.
+    fn next_free(used: &[Self::Cidr]) -> Option<Self::Cidr>;
+}
+
+impl DockerFamily for V4 {
+    const NAME: &'static str = "IPv4";
+    const EDGE: &'static str = "is the network or broadcast address";
+    fn parse_addr(s: &str) -> Option<Ipv4Addr> {
+        s.parse().ok()
+    }
+    fn parse_cidr(s: &str) -> Result<Ipv4Cidr, String> {
+        s.parse().map(network_of)
+    }
+    fn prefix(c: &Ipv4Cidr) -> u8 {
+        c.prefix
+    }
+    fn overlaps(a: &Ipv4Cidr, b: &Ipv4Cidr) -> bool {
+        a.overlaps(b)
+    }
+    fn within(range: &Ipv4Cidr, subnet: &Ipv4Cidr) -> bool {
+        range_within(*range, *subnet)
+    }
+    fn next_free(used: &[Ipv4Cidr]) -> Option<Ipv4Cidr> {
+        next_free_subnet(used.iter())
+    }
+}
+
+impl DockerFamily for V6 {
+    const NAME: &'static str = "IPv6";
+    const EDGE: &'static str = "is the subnet-router anycast address";
+    fn parse_addr(s: &str) -> Option<Ipv6Addr> {
+        s.parse().ok()
+    }
+    fn parse_cidr(s: &str) -> Result<Ipv6Cidr, String> {
+        let c: Ipv6Cidr = s.parse()?;
+        Ok(Ipv6Cidr {
+            addr: c.network(),
+            prefix: c.prefix,
+        })
+    }
+    fn prefix(c: &Ipv6Cidr) -> u8 {
+        c.prefix
+    }
+    fn overlaps(a: &Ipv6Cidr, b: &Ipv6Cidr) -> bool {
+        a.overlaps(b)
+    }
+    fn within(range: &Ipv6Cidr, subnet: &Ipv6Cidr) -> bool {
+        range.prefix >= subnet.prefix && subnet.contains(range.network())
+    }
+    fn next_free(used: &[Ipv6Cidr]) -> Option<Ipv6Cidr> {
+        next_free_subnet6(used.iter())
+    }
+}
+
 /// One pool as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct PoolRecord {
+#[serde(bound(deserialize = "A: Deserialize<'de> + Ord"))]
+struct PoolRecord<A: Ord> {
     subnet: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     range: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    gateway: Option<Ipv4Addr>,
+    gateway: Option<A>,
     #[serde(default)]
-    addresses: BTreeSet<Ipv4Addr>,
+    addresses: BTreeSet<A>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Stored {
-    pools: BTreeMap<String, PoolRecord>,
+    pools: BTreeMap<String, PoolRecord<Ipv4Addr>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pools6: BTreeMap<String, PoolRecord<Ipv6Addr>>,
 }
 
-fn cidr(what: &'static str, s: &str) -> Result<Ipv4Cidr, DockerIpamError> {
-    let c: Ipv4Cidr = s.parse().map_err(|why| DockerIpamError::Invalid {
+fn cidr<F: DockerFamily>(what: &'static str, s: &str) -> Result<F::Cidr, DockerIpamError> {
+    F::parse_cidr(s).map_err(|why| DockerIpamError::Invalid {
         what,
         value: s.to_string(),
         why,
-    })?;
-    Ok(network_of(c))
+    })
 }
 
 /// An address docker sends bare (`10.0.0.5`) or with a prefix (`10.0.0.5/24`).
-pub fn parse_ip(what: &'static str, s: &str) -> Result<Ipv4Addr, DockerIpamError> {
-    s.split('/')
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| DockerIpamError::Invalid {
-            what,
-            value: s.to_string(),
-            why: "not an IPv4 address".into(),
-        })
+fn parse_addr<F: DockerFamily>(what: &'static str, s: &str) -> Result<F::Addr, DockerIpamError> {
+    F::parse_addr(s.split('/').next().unwrap_or_default()).ok_or_else(|| DockerIpamError::Invalid {
+        what,
+        value: s.to_string(),
+        why: format!("not an {} address", F::NAME),
+    })
 }
 
-fn record(p: &Pool) -> PoolRecord {
+/// An IPv4 address docker sends bare (`10.0.0.5`) or with a prefix (`10.0.0.5/24`).
+pub fn parse_ip(what: &'static str, s: &str) -> Result<Ipv4Addr, DockerIpamError> {
+    parse_addr::<V4>(what, s)
+}
+
+/// An IPv6 address docker sends bare (`fd00::5`) or with a prefix (`fd00::5/64`).
+pub fn parse_ip6(what: &'static str, s: &str) -> Result<Ipv6Addr, DockerIpamError> {
+    parse_addr::<V6>(what, s)
+}
+
+fn record<F: DockerFamily>(p: &AddrPool<F>) -> PoolRecord<F::Addr> {
     PoolRecord {
         subnet: p.subnet().to_string(),
         range: (p.range() != p.subnet()).then(|| p.range().to_string()),
@@ -135,40 +214,135 @@ fn record(p: &Pool) -> PoolRecord {
     }
 }
 
-fn from_record(r: &PoolRecord) -> Result<Pool, DockerIpamError> {
-    let subnet = cidr("stored subnet", &r.subnet)?;
+fn from_record<F: DockerFamily>(r: &PoolRecord<F::Addr>) -> Result<AddrPool<F>, DockerIpamError> {
+    let subnet = cidr::<F>("stored subnet", &r.subnet)?;
     let range = r
         .range
         .as_deref()
-        .map(|s| cidr("stored range", s))
+        .map(|s| cidr::<F>("stored range", s))
         .transpose()?;
-    Ok(Pool::restore(subnet, range, r.gateway, r.addresses.clone()))
+    Ok(AddrPool::restore(
+        subnet,
+        range,
+        r.gateway,
+        r.addresses.clone(),
+    ))
+}
+
+fn from_records<F: DockerFamily>(
+    stored: &BTreeMap<String, PoolRecord<F::Addr>>,
+) -> Result<BTreeMap<String, AddrPool<F>>, DockerIpamError> {
+    stored
+        .iter()
+        .map(|(id, r)| Ok((id.clone(), from_record(r)?)))
+        .collect()
 }
 
 /// docker's wording for an address `claim` refuses.
-fn address_error(p: &Pool, e: IpamError) -> DockerIpamError {
+fn address_error<F: DockerFamily>(p: &AddrPool<F>, e: PoolError<F>) -> DockerIpamError {
     let (ip, why) = match e {
-        IpamError::OutsideSubnet { ip, .. } => (ip, "is outside the subnet"),
-        IpamError::Reserved { ip, .. }
-            if ip == p.subnet().network() || ip == p.subnet().broadcast() =>
-        {
-            (ip, "is the network or broadcast address")
-        }
-        IpamError::Reserved { ip, .. } | IpamError::InUse { ip } => (ip, "is in use"),
-        IpamError::Exhausted { range } => return DockerIpamError::Full(range),
+        PoolError::OutsideSubnet { ip, .. } => (ip, "is outside the subnet"),
+        PoolError::Reserved { ip, .. } if F::edge(&p.subnet(), ip).is_some() => (ip, F::EDGE),
+        PoolError::Reserved { ip, .. } | PoolError::InUse { ip } => (ip, "is in use"),
+        PoolError::Exhausted { range } => return DockerIpamError::Full(range.to_string()),
     };
     DockerIpamError::Address {
-        ip,
-        subnet: p.subnet(),
+        ip: ip.to_string(),
+        subnet: p.subnet().to_string(),
         why,
     }
+}
+
+/// A new pool of family `F`: `pool` (empty: the first free default subnet) with addresses from
+/// `sub_pool` (empty: the whole pool), overlapping none of `pools` and none of the networks'
+/// subnets of the family (`networks`: name and subnet text, either family).
+fn new_pool<F: DockerFamily>(
+    pools: &BTreeMap<String, AddrPool<F>>,
+    pool: &str,
+    sub_pool: &str,
+    networks: &[(String, String)],
+) -> Result<AddrPool<F>, DockerIpamError> {
+    let nets = networks
+        .iter()
+        .filter_map(|(n, s)| Some((format!("network {n}"), F::parse_cidr(s).ok()?)));
+    let held = pools
+        .iter()
+        .map(|(id, p)| (format!("pool {id}"), p.subnet()));
+    let subnet = if pool.is_empty() {
+        let used: Vec<F::Cidr> = nets.chain(held).map(|(_, s)| s).collect();
+        F::next_free(&used).ok_or(DockerIpamError::Exhausted)?
+    } else {
+        let s = cidr::<F>("pool", pool)?;
+        if let Some((other, o)) = nets.chain(held).find(|(_, o)| F::overlaps(o, &s)) {
+            return Err(DockerIpamError::Overlap {
+                subnet: s.to_string(),
+                other,
+                other_subnet: o.to_string(),
+            });
+        }
+        s
+    };
+    let range = if sub_pool.is_empty() {
+        None
+    } else {
+        let r = cidr::<F>("sub-pool", sub_pool)?;
+        if !F::within(&r, &subnet) {
+            return Err(DockerIpamError::RangeOutside {
+                range: r.to_string(),
+                subnet: subnet.to_string(),
+            });
+        }
+        Some(r)
+    };
+    Ok(AddrPool::restore(subnet, range, None, BTreeSet::new()))
+}
+
+/// `RequestAddress` on one pool: `wanted`, or the lowest free address (of the subnet for the
+/// gateway, of the range for an endpoint); `ip/prefix`.
+fn take_address<F: DockerFamily>(
+    p: &mut AddrPool<F>,
+    wanted: &str,
+    gateway: bool,
+) -> Result<String, DockerIpamError> {
+    let ip = if wanted.is_empty() {
+        let within = if gateway { p.subnet() } else { p.range() };
+        p.lowest_free(within)
+            .ok_or_else(|| DockerIpamError::Full(within.to_string()))?
+    } else {
+        let ip = parse_addr::<F>("address", wanted)?;
+        p.check(ip).map_err(|e| address_error(p, e))?;
+        ip
+    };
+    if gateway {
+        if let Some(old) = p.set_gateway(ip) {
+            p.claim(old).map_err(|e| address_error(p, e))?;
+        }
+    } else {
+        p.claim(ip).map_err(|e| address_error(p, e))?;
+    }
+    Ok(format!("{ip}/{}", F::prefix(&p.subnet())))
+}
+
+/// `ReleaseAddress` on one pool.
+fn give_back<F: DockerFamily>(p: &mut AddrPool<F>, address: &str) -> Result<(), DockerIpamError> {
+    let ip = parse_addr::<F>("address", address)?;
+    p.release_gateway(ip);
+    p.release(ip);
+    Ok(())
+}
+
+/// Every pool by id, per family (ids are the subnets, so they never clash).
+#[derive(Clone, Debug, Default)]
+struct Pools {
+    v4: BTreeMap<String, AddrPool<V4>>,
+    v6: BTreeMap<String, AddrPool<V6>>,
 }
 
 /// The pools, and where they are persisted (`None`: memory only, for tests).
 #[derive(Debug)]
 pub struct DockerIpam {
     path: Option<PathBuf>,
-    pools: BTreeMap<String, Pool>,
+    pools: Pools,
 }
 
 impl DockerIpam {
@@ -183,13 +357,12 @@ impl DockerIpam {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
             Err(e) => return Err(file_err(e.to_string())),
         };
-        let mut pools = BTreeMap::new();
-        for (id, r) in &stored.pools {
-            pools.insert(id.clone(), from_record(r)?);
-        }
         Ok(DockerIpam {
             path: Some(path.to_path_buf()),
-            pools,
+            pools: Pools {
+                v4: from_records(&stored.pools)?,
+                v6: from_records(&stored.pools6)?,
+            },
         })
     }
 
@@ -197,7 +370,7 @@ impl DockerIpam {
     pub fn in_memory() -> DockerIpam {
         DockerIpam {
             path: None,
-            pools: BTreeMap::new(),
+            pools: Pools::default(),
         }
     }
 
@@ -212,6 +385,13 @@ impl DockerIpam {
         let stored = Stored {
             pools: self
                 .pools
+                .v4
+                .iter()
+                .map(|(id, p)| (id.clone(), record(p)))
+                .collect(),
+            pools6: self
+                .pools
+                .v6
                 .iter()
                 .map(|(id, p)| (id.clone(), record(p)))
                 .collect(),
@@ -230,7 +410,7 @@ impl DockerIpam {
     /// Applies `change` and persists; on any error the pools stay as they were.
     fn change<T>(
         &mut self,
-        change: impl FnOnce(&mut BTreeMap<String, Pool>) -> Result<T, DockerIpamError>,
+        change: impl FnOnce(&mut Pools) -> Result<T, DockerIpamError>,
     ) -> Result<T, DockerIpamError> {
         let before = self.pools.clone();
         let out = change(&mut self.pools).and_then(|v| self.save().map(|()| v));
@@ -240,129 +420,83 @@ impl DockerIpam {
         out
     }
 
-    /// The subnets of every pool.
-    pub fn subnets(&self) -> Vec<Ipv4Cidr> {
-        self.pools.values().map(Pool::subnet).collect()
+    /// The subnets of every pool, both families.
+    pub fn subnets(&self) -> Vec<String> {
+        let v4 = self.pools.v4.values().map(|p| p.subnet().to_string());
+        v4.chain(self.pools.v6.values().map(|p| p.subnet().to_string()))
+            .collect()
     }
 
-    /// `RequestPool`: `pool` (empty: the first free default pool) with addresses from
-    /// `sub_pool` (empty: the whole pool). `networks` are sluice's networks (name, subnet),
-    /// which a new pool must not overlap. Returns the pool id and the subnet.
+    /// `RequestPool`: `pool` (empty: the first free default pool of the family) with
+    /// addresses from `sub_pool` (empty: the whole pool). `networks` are sluice's networks'
+    /// subnets (name and subnet, either family), which a new pool must not overlap. Returns
+    /// the pool id and the subnet.
     pub fn request_pool(
         &mut self,
         pool: &str,
         sub_pool: &str,
         v6: bool,
-        networks: &[(String, Ipv4Cidr)],
-    ) -> Result<(String, Ipv4Cidr), DockerIpamError> {
-        if v6 {
-            return Err(DockerIpamError::Ipv6);
-        }
-        let subnet = if pool.is_empty() {
-            let used: Vec<Ipv4Cidr> = networks
-                .iter()
-                .map(|(_, s)| *s)
-                .chain(self.subnets())
-                .collect();
-            next_free_subnet(used.iter()).ok_or(DockerIpamError::Exhausted)?
-        } else {
-            let s = cidr("pool", pool)?;
-            let others = networks.iter().map(|(n, s)| (format!("network {n}"), *s));
-            let pools = self
-                .pools
-                .iter()
-                .map(|(id, p)| (format!("pool {id}"), p.subnet()));
-            if let Some((other, other_subnet)) = first_overlap(s, others.chain(pools)) {
-                return Err(DockerIpamError::Overlap {
-                    subnet: s,
-                    other,
-                    other_subnet,
-                });
-            }
-            s
-        };
-        let range = if sub_pool.is_empty() {
-            None
-        } else {
-            let r = cidr("sub-pool", sub_pool)?;
-            if !range_within(r, subnet) {
-                return Err(DockerIpamError::RangeOutside { range: r, subnet });
-            }
-            Some(r)
-        };
-        let id = subnet.to_string();
+        networks: &[(String, String)],
+    ) -> Result<(String, String), DockerIpamError> {
         self.change(|pools| {
-            pools.insert(
-                id.clone(),
-                Pool::restore(subnet, range, None, BTreeSet::new()),
-            );
-            Ok((id, subnet))
+            let subnet = if v6 {
+                let p = new_pool(&pools.v6, pool, sub_pool, networks)?;
+                let s = p.subnet().to_string();
+                pools.v6.insert(s.clone(), p);
+                s
+            } else {
+                let p = new_pool(&pools.v4, pool, sub_pool, networks)?;
+                let s = p.subnet().to_string();
+                pools.v4.insert(s.clone(), p);
+                s
+            };
+            Ok((subnet.clone(), subnet))
         })
     }
 
     /// `ReleasePool`: forgets the pool and its addresses.
     pub fn release_pool(&mut self, id: &str) -> Result<(), DockerIpamError> {
         self.change(|pools| {
-            pools
-                .remove(id)
-                .map(drop)
-                .ok_or_else(|| DockerIpamError::NoSuchPool(id.to_string()))
+            let v4 = pools.v4.remove(id).is_some();
+            if v4 || pools.v6.remove(id).is_some() {
+                Ok(())
+            } else {
+                Err(DockerIpamError::NoSuchPool(id.to_string()))
+            }
         })
     }
 
     /// `RequestAddress`: `wanted` (empty: the gateway gets the subnet's first address, an
     /// endpoint the lowest free one of the range). Returns the address with the subnet's
-    /// prefix.
+    /// prefix (`10.0.0.2/24`, `fd00::2/64`).
     pub fn request_address(
         &mut self,
         id: &str,
         wanted: &str,
         gateway: bool,
-    ) -> Result<Ipv4Cidr, DockerIpamError> {
-        let wanted = if wanted.is_empty() {
-            None
-        } else {
-            Some(parse_ip("address", wanted)?)
-        };
+    ) -> Result<String, DockerIpamError> {
         self.change(|pools| {
-            let p = pools
-                .get_mut(id)
-                .ok_or_else(|| DockerIpamError::NoSuchPool(id.to_string()))?;
-            let ip = match wanted {
-                Some(ip) => {
-                    p.check(ip).map_err(|e| address_error(p, e))?;
-                    ip
-                }
-                None => {
-                    let within = if gateway { p.subnet() } else { p.range() };
-                    p.lowest_free(within).ok_or(DockerIpamError::Full(within))?
-                }
-            };
-            if gateway {
-                if let Some(old) = p.set_gateway(ip) {
-                    p.claim(old).map_err(|e| address_error(p, e))?;
-                }
+            if let Some(p) = pools.v4.get_mut(id) {
+                take_address(p, wanted, gateway)
+            } else if let Some(p) = pools.v6.get_mut(id) {
+                take_address(p, wanted, gateway)
             } else {
-                p.claim(ip).map_err(|e| address_error(p, e))?;
+                Err(DockerIpamError::NoSuchPool(id.to_string()))
             }
-            Ok(Ipv4Cidr {
-                addr: ip,
-                prefix: p.subnet().prefix,
-            })
         })
     }
 
     /// `ReleaseAddress`: gives the address back (releasing one that is not held is not an
     /// error: docker retries releases).
     pub fn release_address(&mut self, id: &str, address: &str) -> Result<(), DockerIpamError> {
-        let ip = parse_ip("address", address)?;
         self.change(|pools| {
-            let p = pools
-                .get_mut(id)
-                .ok_or_else(|| DockerIpamError::NoSuchPool(id.to_string()))?;
-            p.release_gateway(ip);
-            p.release(ip);
-            Ok(())
+            if let Some(p) = pools.v4.get_mut(id) {
+                give_back(p, address)
+            } else if let Some(p) = pools.v6.get_mut(id) {
+                give_back(p, address)
+            } else {
+                Err(DockerIpamError::NoSuchPool(id.to_string()))
+            }
         })
     }
 }
@@ -371,12 +505,11 @@ impl DockerIpam {
 mod tests {
     use super::*;
 
-    fn c(s: &str) -> Ipv4Cidr {
-        s.parse().unwrap()
-    }
-
-    fn bridge() -> Vec<(String, Ipv4Cidr)> {
-        vec![("bridge".into(), c("172.17.0.0/16"))]
+    fn bridge() -> Vec<(String, String)> {
+        vec![
+            ("bridge".into(), "172.17.0.0/16".into()),
+            ("v6net".into(), "fd00:5c1c:e::/64".into()),
+        ]
     }
 
     struct TempFile(PathBuf);
@@ -390,10 +523,10 @@ mod tests {
     fn pools_avoid_networks_and_each_other() {
         let mut m = DockerIpam::in_memory();
         let (id, s) = m.request_pool("", "", false, &bridge()).unwrap();
-        assert_eq!(s, c("172.18.0.0/16"));
+        assert_eq!(s, "172.18.0.0/16");
         assert_eq!(id, "172.18.0.0/16");
         let (_, s2) = m.request_pool("", "", false, &bridge()).unwrap();
-        assert_eq!(s2, c("172.19.0.0/16"));
+        assert_eq!(s2, "172.19.0.0/16");
         let e = m
             .request_pool("172.18.5.0/24", "", false, &bridge())
             .unwrap_err();
@@ -405,10 +538,6 @@ mod tests {
             .request_pool("172.17.0.0/24", "", false, &bridge())
             .unwrap_err();
         assert!(e.to_string().contains("network bridge"), "{e}");
-        assert!(matches!(
-            m.request_pool("", "", true, &[]),
-            Err(DockerIpamError::Ipv6)
-        ));
         assert!(matches!(
             m.request_pool("10.1.0.0/24", "10.2.0.0/25", false, &[]),
             Err(DockerIpamError::RangeOutside { .. })
@@ -426,7 +555,7 @@ mod tests {
             m.request_pool("172.18.5.9/24", "", false, &bridge())
                 .unwrap()
                 .1,
-            c("172.18.5.0/24"),
+            "172.18.5.0/24",
             "normalised, and free again after release"
         );
     }
@@ -435,21 +564,12 @@ mod tests {
     fn gateway_then_endpoints_lowest_free_first() {
         let mut m = DockerIpam::in_memory();
         let (id, _) = m.request_pool("10.125.0.0/24", "", false, &[]).unwrap();
+        assert_eq!(m.request_address(&id, "", true).unwrap(), "10.125.0.1/24");
+        assert_eq!(m.request_address(&id, "", false).unwrap(), "10.125.0.2/24");
+        assert_eq!(m.request_address(&id, "", false).unwrap(), "10.125.0.3/24");
         assert_eq!(
-            m.request_address(&id, "", true).unwrap(),
-            c("10.125.0.1/24")
-        );
-        assert_eq!(
-            m.request_address(&id, "", false).unwrap().addr,
-            "10.125.0.2".parse::<Ipv4Addr>().unwrap()
-        );
-        assert_eq!(
-            m.request_address(&id, "", false).unwrap().addr,
-            "10.125.0.3".parse::<Ipv4Addr>().unwrap()
-        );
-        assert_eq!(
-            m.request_address(&id, "10.125.0.99", false).unwrap().addr,
-            "10.125.0.99".parse::<Ipv4Addr>().unwrap()
+            m.request_address(&id, "10.125.0.99", false).unwrap(),
+            "10.125.0.99/24"
         );
         for (ip, why) in [
             ("10.125.0.99", "is in use"),
@@ -463,14 +583,14 @@ mod tests {
         m.release_address(&id, "10.125.0.2").unwrap();
         m.release_address(&id, "10.125.0.2").unwrap();
         assert_eq!(
-            m.request_address(&id, "", false).unwrap().addr,
-            "10.125.0.2".parse::<Ipv4Addr>().unwrap(),
+            m.request_address(&id, "", false).unwrap(),
+            "10.125.0.2/24",
             "released addresses are reused"
         );
         m.release_address(&id, "10.125.0.1").unwrap();
         assert_eq!(
-            m.request_address(&id, "10.125.0.1", true).unwrap().addr,
-            "10.125.0.1".parse::<Ipv4Addr>().unwrap(),
+            m.request_address(&id, "10.125.0.1", true).unwrap(),
+            "10.125.0.1/24",
             "the gateway can be requested again"
         );
         assert!(matches!(
@@ -487,21 +607,88 @@ mod tests {
             .unwrap();
         m.request_address(&id, "", true).unwrap();
         let got: Vec<String> = (0..4)
-            .map(|_| m.request_address(&id, "", false).unwrap().addr.to_string())
+            .map(|_| m.request_address(&id, "", false).unwrap())
             .collect();
         assert_eq!(
             got,
-            ["10.5.0.128", "10.5.0.129", "10.5.0.130", "10.5.0.131"]
+            [
+                "10.5.0.128/24",
+                "10.5.0.129/24",
+                "10.5.0.130/24",
+                "10.5.0.131/24"
+            ]
         );
         assert!(matches!(
             m.request_address(&id, "", false),
             Err(DockerIpamError::Full(_))
         ));
         assert_eq!(
-            m.request_address(&id, "10.5.0.7", false).unwrap().addr,
-            "10.5.0.7".parse::<Ipv4Addr>().unwrap(),
+            m.request_address(&id, "10.5.0.7", false).unwrap(),
+            "10.5.0.7/24",
             "static addresses may lie outside the range"
         );
+    }
+
+    #[test]
+    fn v6_pools_default_to_a_ula_64_and_hand_out_addresses_like_v4() {
+        let mut m = DockerIpam::in_memory();
+        let (id, s) = m.request_pool("", "", true, &bridge()).unwrap();
+        assert_eq!(s, "fd00:5c1c:e:1::/64", "the network's /64 is skipped");
+        assert_eq!(id, s);
+        let (v4, _) = m.request_pool("", "", false, &bridge()).unwrap();
+        assert_eq!(v4, "172.18.0.0/16", "v6 pools do not take v4 space");
+        assert_eq!(
+            m.request_address(&id, "", true).unwrap(),
+            "fd00:5c1c:e:1::1/64"
+        );
+        assert_eq!(
+            m.request_address(&id, "", false).unwrap(),
+            "fd00:5c1c:e:1::2/64"
+        );
+        assert_eq!(
+            m.request_address(&id, "fd00:5c1c:e:1::99/64", false)
+                .unwrap(),
+            "fd00:5c1c:e:1::99/64"
+        );
+        for (ip, why) in [
+            ("fd00:5c1c:e:1::99", "is in use"),
+            ("fd00:5c1c:e:1::", "is the subnet-router anycast address"),
+            ("fd00:5c1c:e:2::1", "is outside the subnet"),
+            ("10.0.0.1", "not an IPv6 address"),
+        ] {
+            let e = m.request_address(&id, ip, false).unwrap_err();
+            assert!(e.to_string().contains(why), "{ip}: {e}");
+        }
+        m.release_address(&id, "fd00:5c1c:e:1::2").unwrap();
+        assert_eq!(
+            m.request_address(&id, "", false).unwrap(),
+            "fd00:5c1c:e:1::2/64"
+        );
+        let e = m
+            .request_pool("fd00:5c1c:e:1:8000::/80", "", true, &[])
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("overlaps pool fd00:5c1c:e:1::/64"),
+            "{e}"
+        );
+        let e = m
+            .request_pool("fd00:5c1c:e::/64", "", true, &bridge())
+            .unwrap_err();
+        assert!(e.to_string().contains("overlaps network v6net"), "{e}");
+        let (r, _) = m
+            .request_pool("fd00:28::/64", "fd00:28::100/120", true, &[])
+            .unwrap();
+        m.request_address(&r, "", true).unwrap();
+        assert_eq!(m.request_address(&r, "", false).unwrap(), "fd00:28::100/64");
+        assert!(matches!(
+            m.request_pool("fd00:29::/64", "fd00:30::/80", true, &[]),
+            Err(DockerIpamError::RangeOutside { .. })
+        ));
+        m.release_pool(&id).unwrap();
+        assert!(matches!(
+            m.request_address(&id, "", false),
+            Err(DockerIpamError::NoSuchPool(_))
+        ));
     }
 
     #[test]
@@ -515,12 +702,19 @@ mod tests {
             .unwrap();
         m.request_address(&id, "", true).unwrap();
         m.request_address(&id, "", false).unwrap();
+        let (id6, _) = m.request_pool("fd00:7::/64", "", true, &[]).unwrap();
+        m.request_address(&id6, "", true).unwrap();
+        m.request_address(&id6, "", false).unwrap();
         drop(m);
         let mut again = DockerIpam::open(&f.0).unwrap();
-        assert_eq!(again.subnets(), vec![c("10.7.0.0/24")]);
+        assert_eq!(again.subnets(), ["10.7.0.0/24", "fd00:7::/64"]);
         assert_eq!(
-            again.request_address(&id, "", false).unwrap().addr,
-            "10.7.0.3".parse::<Ipv4Addr>().unwrap(),
+            again.request_address(&id6, "", false).unwrap(),
+            "fd00:7::3/64"
+        );
+        assert_eq!(
+            again.request_address(&id, "", false).unwrap(),
+            "10.7.0.3/24",
             "gateway .1 and .2 are still taken"
         );
         again.path = Some(PathBuf::from("/nonexistent-dir/sluice/ipam.json"));
@@ -530,8 +724,8 @@ mod tests {
         ));
         again.path = Some(f.0.clone());
         assert_eq!(
-            again.request_address(&id, "", false).unwrap().addr,
-            "10.7.0.4".parse::<Ipv4Addr>().unwrap(),
+            again.request_address(&id, "", false).unwrap(),
+            "10.7.0.4/24",
             "the failed request took nothing"
         );
         std::fs::write(&f.0, b"{not json").unwrap();

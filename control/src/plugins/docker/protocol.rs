@@ -134,7 +134,7 @@ pub struct CreateNetworkRequest {
     /// The IPv4 subnets.
     #[serde(rename = "IPv4Data", default, deserialize_with = "null_default")]
     pub ipv4_data: Vec<IpamData>,
-    /// The IPv6 subnets (refused: sluice is IPv4 only).
+    /// The IPv6 subnets (`--ipv6`; at most one).
     #[serde(rename = "IPv6Data", default, deserialize_with = "null_default")]
     pub ipv6_data: Vec<IpamData>,
 }
@@ -154,7 +154,7 @@ pub struct EndpointInterface {
     /// `ip/prefix`, empty when docker has none.
     #[serde(default, deserialize_with = "null_default")]
     pub address: String,
-    /// Unused (IPv4 only).
+    /// The v6 `ip/prefix` on a dual-stack network, empty when docker has none.
     #[serde(rename = "AddressIPv6", default, deserialize_with = "null_default")]
     pub address_ipv6: String,
     /// `--mac-address`, empty when not given.
@@ -210,6 +210,9 @@ pub struct EndpointInterfaceReply {
     /// The address, only when docker gave none.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub address: String,
+    /// The v6 address, only when docker gave none on a dual-stack network.
+    #[serde(rename = "AddressIPv6", skip_serializing_if = "String::is_empty")]
+    pub address_ipv6: String,
     /// The MAC, only when docker gave none.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub mac_address: String,
@@ -277,6 +280,9 @@ pub struct JoinResponse {
     /// The default route's next hop (none on internal networks).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub gateway: String,
+    /// The v6 default route's next hop (dual-stack networks; none on internal ones).
+    #[serde(rename = "GatewayIPv6", skip_serializing_if = "String::is_empty")]
+    pub gateway_ipv6: String,
     /// True: docker must not add its own gateway network for outside access.
     pub disable_gateway_service: bool,
     /// Routes docker adds in the sandbox (a connected default route on ipvlan's `l3`).
@@ -372,7 +378,7 @@ pub struct RequestPoolRequest {
     /// `--ipam-opt`.
     #[serde(default, deserialize_with = "null_default")]
     pub options: BTreeMap<String, String>,
-    /// An IPv6 pool (refused).
+    /// An IPv6 pool (`--ipv6`).
     #[serde(rename = "V6", default)]
     pub v6: bool,
 }
@@ -601,6 +607,7 @@ pub(crate) mod tests {
                 dst_prefix: "eth".into(),
             },
             gateway: String::new(),
+            gateway_ipv6: "fd00::1".into(),
             disable_gateway_service: false,
             static_routes: vec![StaticRoute {
                 destination: "0.0.0.0/0".into(),
@@ -612,19 +619,20 @@ pub(crate) mod tests {
         assert_eq!(
             j,
             serde_json::json!({"InterfaceName": {"SrcName": "spab", "DstPrefix": "eth"},
-                "DisableGatewayService": false,
+                "GatewayIPv6": "fd00::1", "DisableGatewayService": false,
                 "StaticRoutes": [{"Destination": "0.0.0.0/0", "RouteType": 1}]})
         );
         let e = serde_json::to_value(CreateEndpointResponse {
             interface: Some(EndpointInterfaceReply {
                 address: String::new(),
+                address_ipv6: "fd00::2/64".into(),
                 mac_address: "02:42:0a:00:00:02".into(),
             }),
         })
         .unwrap();
         assert_eq!(
             e,
-            serde_json::json!({"Interface": {"MacAddress": "02:42:0a:00:00:02"}})
+            serde_json::json!({"Interface": {"AddressIPv6": "fd00::2/64", "MacAddress": "02:42:0a:00:00:02"}})
         );
         assert_eq!(
             serde_json::to_value(CreateEndpointResponse::default()).unwrap(),
