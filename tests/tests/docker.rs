@@ -28,10 +28,21 @@ struct Stack {
     sluiced: Option<Child>,
     bin: PathBuf,
     d: Dockerd,
+    /// sluiced's uplink also has [`UPLINK6`] (NAT66 and v6 published ports).
+    dual: bool,
 }
+
+/// sluice's v6 address on the uplink in the dual-stack test, and the outside namespace's.
+const UPLINK6: &str = "2001:db8:77::2";
+const OUTSIDE6: &str = "2001:db8:77::1";
 
 impl Stack {
     fn start(bin: &Path) -> Stack {
+        Stack::start_with(bin, false)
+    }
+
+    /// The stack with v6 on the uplink and the outside namespace when `dual`.
+    fn start_with(bin: &Path, dual: bool) -> Stack {
         let mut d = Dockerd::start("dsl").unwrap();
         let ns = d.ns();
         let lab = d.lab_mut();
@@ -41,10 +52,18 @@ impl Stack {
         lab.addr("out", "eth0", &format!("{OUTSIDE_IP}/24"))
             .unwrap();
         lab.up("out", "eth0").unwrap();
+        if dual {
+            lab.sysctl("out", "net.ipv6.conf.eth0.disable_ipv6", "0")
+                .unwrap();
+            let out6 = format!("{OUTSIDE6}/64");
+            lab.ip("out", &["-6", "addr", "add", &out6, "dev", "eth0", "nodad"])
+                .unwrap();
+        }
         let mut s = Stack {
             sluiced: None,
             bin: bin.to_path_buf(),
             d,
+            dual,
         };
         s.launch();
         s
@@ -79,6 +98,16 @@ impl Stack {
             .arg("--uplink-gateway")
             .arg(OUTSIDE_IP.to_string())
             .args(["--workers", "1", "--docker-plugin"])
+            .args(if self.dual {
+                vec![
+                    "--uplink-ip6".to_string(),
+                    format!("{UPLINK6}/64"),
+                    "--uplink-gateway6".into(),
+                    OUTSIDE6.into(),
+                ]
+            } else {
+                Vec::new()
+            })
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -154,6 +183,28 @@ impl Stack {
         self.d
             .docker_stdout(args)
             .unwrap_or_else(|e| panic!("docker {args:?}: {e}\nsluiced: {}", self.log()))
+    }
+
+    /// What `curl` in the outside namespace reads from `url`, retried for up to 15 s.
+    fn curl_from_outside(&self, url: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let o = self
+                .d
+                .lab()
+                .exec_output("out", &["curl", "-gsS", "--max-time", "2", url])
+                .unwrap();
+            if o.status.success() {
+                return String::from_utf8_lossy(&o.stdout).into_owned();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "{url}: {}\nsluice stats: {}",
+                String::from_utf8_lossy(&o.stderr),
+                String::from_utf8_lossy(&self.sluice(&["stats"]).stdout)
+            );
+            sleep(Duration::from_millis(200));
+        }
     }
 
     /// Retries `docker exec` of a check for up to `secs`; its output once it succeeds.
@@ -307,24 +358,7 @@ fn docker_containers_on_a_sluice_network() {
             .any(|e| e["ports"][0] == "0.0.0.0:18080->80/tcp"),
         "{ps}"
     );
-    let url = format!("http://{UPLINK_IP}:18080/index.html");
-    let start = Instant::now();
-    let body = loop {
-        let o =
-            s.d.lab()
-                .exec_output("out", &["curl", "-sS", "--max-time", "2", &url])
-                .unwrap();
-        if o.status.success() {
-            break String::from_utf8_lossy(&o.stdout).into_owned();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "{url}: {}\nsluice stats: {}",
-            String::from_utf8_lossy(&o.stderr),
-            String::from_utf8_lossy(&s.sluice(&["stats"]).stdout)
-        );
-        sleep(Duration::from_millis(200));
-    };
+    let body = s.curl_from_outside(&format!("http://{UPLINK_IP}:18080/index.html"));
     assert_eq!(body.trim(), "published-hello");
     eprintln!("-p 18080:80 answers from outside: {:?}", step.elapsed());
 
@@ -470,6 +504,114 @@ fn docker_containers_on_a_sluice_network() {
     let ipam =
         std::fs::read_to_string(s.d.lab().dir().join("sluice-state/docker-ipam.json")).unwrap();
     assert!(!ipam.contains("10.77."), "pools left: {ipam}");
+    let residue = s.d.residue();
+    drop(s);
+    let left = residue.leftovers();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    eprintln!("test total: {:?}", t.elapsed());
+}
+
+/// `docker network create -d sluice --ipam-driver sluice --ipv6 --subnet V4 --subnet V6`: the
+/// containers get v6 addresses from sluice's IPAM and a v6 default route, ping6 each other by
+/// name (docker's DNS answers AAAA from what the plugin reported), reach the outside over v6
+/// through sluice's NAT66, and a `-p` port answers on the uplink's v6 address too.
+#[test]
+fn docker_containers_on_a_dual_stack_sluice_network() {
+    let Some(bin) = bin_dir() else { return };
+    let t = Instant::now();
+    let s = Stack::start_with(&bin, true);
+    let img = s.d.import_busybox().unwrap();
+    let (_, snet) = s.sluice_network(
+        "net1",
+        "10.79.0.0/24",
+        &["--ipv6", "--subnet", "fd00:79::/64"],
+    );
+    assert_eq!(snet["EnableIPv6"], true, "{snet}");
+    assert_eq!(snet["IPAM"]["Config"][1]["Subnet"], "fd00:79::/64");
+    assert_eq!(snet["IPAM"]["Config"][1]["Gateway"], "fd00:79::1");
+    for name in ["alpha", "beta"] {
+        s.docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "net1",
+            img,
+            "sleep",
+            "600",
+        ]);
+    }
+    let v6 = |name: &str| {
+        s.docker(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.net1.GlobalIPv6Address}}",
+            name,
+        ])
+    };
+    assert_eq!(
+        v6("alpha"),
+        "fd00:79::2",
+        "sluice's v6 IPAM: gateway ::1, then ::2"
+    );
+    assert_eq!(v6("beta"), "fd00:79::3");
+    let addr = s.docker(&["exec", "alpha", "ip", "-6", "addr", "show", "eth0"]);
+    assert!(addr.contains("inet6 fd00:79::2/64"), "{addr}");
+    let route = s.docker(&["exec", "alpha", "ip", "-6", "route"]);
+    assert!(route.contains("default via fd00:79::1"), "{route}");
+    let ping6 =
+        |from: &str, to: &str| s.exec_until(&["exec", from, "ping6", "-c", "1", "-W", "2", to], 15);
+    let out = ping6("alpha", "beta");
+    assert!(
+        out.contains("fd00:79::3") && out.contains("1 packets received"),
+        "{out}"
+    );
+    let out = ping6("beta", "alpha");
+    assert!(out.contains("1 packets received"), "{out}");
+    let out = ping6("alpha", "fd00:79::1");
+    assert!(out.contains("1 packets received"), "the v6 gateway: {out}");
+    let out = ping6("alpha", OUTSIDE6);
+    assert!(
+        out.contains("1 packets received"),
+        "out through NAT66: {out}"
+    );
+    eprintln!(
+        "dual stack: ping6 by name, gateway, outside: {:?}",
+        t.elapsed()
+    );
+
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "net1",
+        "-p",
+        "18080:80",
+        img,
+        "sh",
+        "-c",
+        "echo published-hello > /tmp/index.html && exec httpd -f -p 80 -h /tmp",
+    ]);
+    let body = s.curl_from_outside(&format!("http://[{UPLINK6}]:18080/index.html"));
+    assert_eq!(
+        body.trim(),
+        "published-hello",
+        "-p on the uplink's v6 address"
+    );
+    let body = s.curl_from_outside(&format!("http://{UPLINK_IP}:18080/index.html"));
+    assert_eq!(body.trim(), "published-hello", "and on its v4 address");
+
+    let ids = s.docker(&["ps", "-aq"]);
+    let mut args = vec!["rm", "-f"];
+    args.extend(ids.split_whitespace());
+    s.docker(&args);
+    s.docker(&["network", "rm", "net1"]);
+    let ipam =
+        std::fs::read_to_string(s.d.lab().dir().join("sluice-state/docker-ipam.json")).unwrap();
+    assert!(!ipam.contains("fd00:79"), "v6 pools left: {ipam}");
     let residue = s.d.residue();
     drop(s);
     let left = residue.leftovers();
