@@ -3,12 +3,12 @@
 //! publish, the endpoint's name.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_dataplane::config::{Ipv4Cidr, L4Proto, PortRange};
+use sluice_dataplane::config::{Ipv4Cidr, Ipv6Cidr, L4Proto, PortRange};
 use sluice_dataplane::wire::MacAddr;
 
 use super::error::{
@@ -30,7 +30,8 @@ pub const ENDPOINT_PREFIX: &str = "cni-";
 const NAME_MAX: usize = 128;
 
 /// The `ipam` object, read the way the `bridge` plugin's host-local configurations are written.
-/// sluiced allocates the addresses itself; only the addressing is taken from here.
+/// sluiced allocates the addresses itself; only the addressing is taken from here: one IPv4 and
+/// one IPv6 subnet at most (a v6 subnet makes the network dual stack).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IpamConf {
@@ -91,7 +92,7 @@ pub struct RuntimeConfig {
     /// podman's `aliases` capability: DNS names by network name.
     #[serde(default)]
     pub aliases: BTreeMap<String, Vec<String>>,
-    /// The `ips` capability: static addresses (`10.1.0.5/24`).
+    /// The `ips` capability: static addresses (`10.1.0.5/24`, `fd00::5/64`).
     #[serde(default)]
     pub ips: Vec<String>,
     /// The `mac` capability: a static MAC.
@@ -202,18 +203,56 @@ pub fn valid_name(s: &str) -> bool {
         && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
-fn cidr(what: &str, s: &str) -> Result<Ipv4Cidr, CniError> {
-    s.parse::<Ipv4Cidr>()
+fn cidr<C: std::str::FromStr<Err = String>>(what: &str, s: &str) -> Result<C, CniError> {
+    s.parse::<C>()
         .map_err(|e| invalid(&format!("invalid {what}"), e))
 }
 
-fn ipv4(what: &str, s: &str) -> Result<Ipv4Addr, CniError> {
-    s.parse::<Ipv4Addr>().map_err(|_| {
+/// An address of the family `A` (`family` names it in the error).
+fn addr<A: std::str::FromStr>(what: &str, family: &str, s: &str) -> Result<A, CniError> {
+    s.parse::<A>().map_err(|_| {
         invalid(
             &format!("invalid {what}"),
-            format!("{s:?} is not an IPv4 address"),
+            format!("{s:?} is not an {family} address"),
         )
     })
+}
+
+fn ipv4(what: &str, s: &str) -> Result<Ipv4Addr, CniError> {
+    addr(what, "IPv4", s)
+}
+
+/// The subnets and gateways a configuration asks for, at most one per family; none lets
+/// sluiced pick (a v4 subnet from its pools; no v6 unless a v6 subnet is given).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Addressing {
+    /// The IPv4 subnet.
+    pub subnet: Option<Ipv4Cidr>,
+    /// Its gateway.
+    pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 subnet: the network is dual stack.
+    pub subnet6: Option<Ipv6Cidr>,
+    /// Its gateway.
+    pub gateway6: Option<Ipv6Addr>,
+}
+
+impl Addressing {
+    /// Takes one subnet (either family, by its text) and its gateway; false if that family
+    /// already has one.
+    fn take(&mut self, what: &str, subnet: &str, gw: Option<&String>) -> Result<bool, CniError> {
+        let gw = gw.map(String::as_str);
+        if subnet.contains(':') {
+            let had = self.subnet6.is_some();
+            self.subnet6 = Some(cidr(what, subnet)?);
+            self.gateway6 = gw.map(|g| addr("gateway", "IPv6", g)).transpose()?;
+            Ok(!had)
+        } else {
+            let had = self.subnet.is_some();
+            self.subnet = Some(cidr(what, subnet)?);
+            self.gateway = gw.map(|g| ipv4("gateway", g)).transpose()?;
+            Ok(!had)
+        }
+    }
 }
 
 fn unsupported(msg: &str, details: impl Into<String>) -> CniError {
@@ -233,19 +272,19 @@ impl NetConf {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
     }
 
-    /// The subnet and gateway asked for: the top-level pair, or `ipam.subnet`/`ipam.gateway`,
-    /// or the one IPv4 range of `ipam.ranges`; none lets sluiced pick from its pools.
-    pub fn addressing(&self) -> Result<(Option<Ipv4Cidr>, Option<Ipv4Addr>), CniError> {
-        let mut found: Vec<(Ipv4Cidr, Option<Ipv4Addr>)> = Vec::new();
-        let gw = |g: &Option<String>| g.as_deref().map(|g| ipv4("gateway", g)).transpose();
+    /// The subnets and gateways asked for: the top-level pair, or `ipam.subnet`/`ipam.gateway`,
+    /// or the ranges of `ipam.ranges` (host-local's dual-stack form: one range set per
+    /// family); none lets sluiced pick from its pools.
+    pub fn addressing(&self) -> Result<Addressing, CniError> {
+        let mut found: Vec<(&str, &str, Option<&String>)> = Vec::new();
         if let Some(s) = &self.subnet {
-            found.push((cidr("subnet", s)?, gw(&self.gateway)?));
+            found.push(("subnet", s, self.gateway.as_ref()));
         } else if self.gateway.is_some() {
             return Err(invalid("gateway without subnet", "give subnet too"));
         }
         if let Some(ipam) = &self.ipam {
             if let Some(s) = &ipam.subnet {
-                found.push((cidr("ipam.subnet", s)?, gw(&ipam.gateway)?));
+                found.push(("ipam.subnet", s, ipam.gateway.as_ref()));
             } else if ipam.gateway.is_some() {
                 return Err(invalid(
                     "ipam.gateway without ipam.subnet",
@@ -259,30 +298,26 @@ impl NetConf {
                         "sluiced allocates from the whole subnet",
                     ));
                 }
-                if r.subnet.contains(':') {
-                    return Err(unsupported(
-                        "IPv6 ranges are not supported",
-                        r.subnet.clone(),
-                    ));
-                }
-                found.push((cidr("ipam range subnet", &r.subnet)?, gw(&r.gateway)?));
+                found.push(("ipam range subnet", &r.subnet, r.gateway.as_ref()));
             }
         }
-        match found.as_slice() {
-            [] => Ok((None, None)),
-            [(s, g)] => Ok((Some(*s), *g)),
-            _ => Err(unsupported(
-                "more than one subnet",
-                "a sluice network has exactly one IPv4 subnet",
-            )),
+        let mut a = Addressing::default();
+        for (what, subnet, gw) in found {
+            if !a.take(what, subnet, gw)? {
+                return Err(unsupported(
+                    "more than one subnet",
+                    "a sluice network has at most one IPv4 and one IPv6 subnet",
+                ));
+            }
         }
+        Ok(a)
     }
 
     /// The sluice network this configuration describes: a bridge network named like the CNI
     /// network, routed with NAPT when `ipMasq` is true (and `isGateway` not false), internal
-    /// otherwise, with the MTU and VLAN options.
+    /// otherwise, with the MTU and VLAN options; dual stack when a v6 subnet is given.
     pub fn network_spec(&self) -> Result<NetworkSpec, CniError> {
-        let (subnet, gateway) = self.addressing()?;
+        let a = self.addressing()?;
         let is_gateway = self.is_gateway.unwrap_or(true);
         let ip_masq = self.ip_masq.unwrap_or(false);
         if ip_masq && !is_gateway {
@@ -313,8 +348,11 @@ impl NetConf {
         Ok(NetworkSpec {
             name: self.name.clone(),
             driver: Driver::Bridge,
-            subnet,
-            gateway,
+            subnet: a.subnet,
+            gateway: a.gateway,
+            enable_ipv6: a.subnet6.is_some(),
+            subnet6: a.subnet6,
+            gateway6: a.gateway6,
             internal: !ip_masq,
             options: NetworkOptions {
                 mtu,
@@ -326,8 +364,9 @@ impl NetConf {
         })
     }
 
-    /// The ports to publish, from the `portMappings` capability. Mappings on an IPv6 host
-    /// address are left out (sluice is IPv4 only).
+    /// The ports to publish, from the `portMappings` capability. `::` is every address (as
+    /// `0.0.0.0` is: sluice publishes on its uplink's v4 and v6 addresses); mappings on a
+    /// specific IPv6 host address are left out.
     pub fn publish(&self) -> Result<Vec<PublishSpec>, CniError> {
         let mut out = Vec::new();
         for m in &self.runtime_config.port_mappings {
@@ -342,6 +381,7 @@ impl NetConf {
                 s => match s.parse::<IpAddr>() {
                     Ok(IpAddr::V4(ip)) if ip.is_unspecified() => None,
                     Ok(IpAddr::V4(ip)) => Some(ip),
+                    Ok(IpAddr::V6(ip)) if ip.is_unspecified() => None,
                     Ok(IpAddr::V6(_)) => continue,
                     Err(_) => return Err(invalid("invalid hostIP", s.to_string())),
                 },
@@ -362,12 +402,16 @@ impl NetConf {
                     ))
                 }
             };
-            out.push(PublishSpec {
+            let spec = PublishSpec {
                 host_ip,
                 host_ports: Some(PortRange::single(port("hostPort", m.host_port)?)),
                 container_ports: PortRange::single(port("containerPort", m.container_port)?),
                 proto,
-            });
+            };
+            // A runtime that lists `0.0.0.0` and `::` separately means one mapping here.
+            if !out.contains(&spec) {
+                out.push(spec);
+            }
         }
         Ok(out)
     }
@@ -400,6 +444,13 @@ impl NetConf {
         let from_caps = self.runtime_config.ips.iter().find(|s| !s.contains(':'));
         let raw = from_caps.or_else(|| cni_args.get("IP"));
         raw.map(|s| ipv4("static IP", s.split('/').next().unwrap_or(s)))
+            .transpose()
+    }
+
+    /// A static v6 address: the `ips` capability's first IPv6 address.
+    pub fn static_ip6(&self) -> Result<Option<Ipv6Addr>, CniError> {
+        let raw = self.runtime_config.ips.iter().find(|s| s.contains(':'));
+        raw.map(|s| addr("static IP", "IPv6", s.split('/').next().unwrap_or(s)))
             .transpose()
     }
 
@@ -482,6 +533,41 @@ mod tests {
         assert_eq!(c.socket(), PathBuf::from(DEFAULT_SOCKET));
     }
 
+    /// host-local's dual-stack form: one range set per family.
+    #[test]
+    fn v6_ranges_make_a_dual_stack_network() {
+        let c = conf(json!({
+            "cniVersion": "1.0.0", "name": "dual", "type": "sluice-cni", "ipMasq": true,
+            "ipam": {"type": "host-local", "ranges": [
+                [{"subnet": "10.89.0.0/24", "gateway": "10.89.0.1"}],
+                [{"subnet": "fd00:89::/64", "gateway": "fd00:89::1"}]
+            ]},
+            "runtimeConfig": {"ips": ["10.89.0.7/24", "fd00:89::7/64"]}
+        }))
+        .unwrap();
+        let n = c.network_spec().unwrap();
+        assert!(n.enable_ipv6);
+        assert_eq!(n.subnet, Some("10.89.0.0/24".parse().unwrap()));
+        assert_eq!(n.subnet6, Some("fd00:89::/64".parse().unwrap()));
+        assert_eq!(n.gateway6, Some("fd00:89::1".parse().unwrap()));
+        assert_eq!(c.static_ip6().unwrap(), Some("fd00:89::7".parse().unwrap()));
+        let v6only = conf(json!({"cniVersion": "1.0.0", "name": "d",
+            "ipam": {"ranges": [[{"subnet": "fd00:89::/64"}]]}}))
+        .unwrap()
+        .network_spec()
+        .unwrap();
+        assert_eq!(
+            (v6only.subnet, v6only.gateway6),
+            (None, None),
+            "sluiced picks"
+        );
+        assert!(v6only.enable_ipv6);
+        let v4 =
+            conf(json!({"cniVersion": "1.0.0", "name": "d", "subnet": "10.1.0.0/24"})).unwrap();
+        assert!(!v4.network_spec().unwrap().enable_ipv6);
+        assert_eq!(v4.static_ip6().unwrap(), None);
+    }
+
     #[test]
     fn ipamless_and_defaults() {
         let c = conf(
@@ -495,9 +581,12 @@ mod tests {
         assert!(n.internal, "ipMasq defaults to false, as in bridge");
         assert_eq!(c.socket(), PathBuf::from("/tmp/s.sock"));
         let c = conf(json!({"cniVersion": "1.1.0", "name": "n", "ipam": {"subnet": "10.6.0.0/24", "gateway": "10.6.0.9"}})).unwrap();
-        assert_eq!(c.addressing().unwrap().1, Some(Ipv4Addr::new(10, 6, 0, 9)));
+        assert_eq!(
+            c.addressing().unwrap().gateway,
+            Some(Ipv4Addr::new(10, 6, 0, 9))
+        );
         let c = conf(json!({"cniVersion": "1.1.0", "name": "n"})).unwrap();
-        assert_eq!(c.addressing().unwrap(), (None, None));
+        assert_eq!(c.addressing().unwrap(), Addressing::default());
     }
 
     #[test]
@@ -543,9 +632,15 @@ mod tests {
         );
         assert_eq!(
             code(
-                json!({"cniVersion": "1.0.0", "name": "n", "ipam": {"ranges": [[{"subnet": "fd00::/64"}]]}})
+                json!({"cniVersion": "1.0.0", "name": "n", "ipam": {"ranges": [[{"subnet": "fd00::/64"}], [{"subnet": "fd01::/64"}]]}})
             ),
             UNSUPPORTED_FIELD
+        );
+        assert_eq!(
+            code(
+                json!({"cniVersion": "1.0.0", "name": "n", "ipam": {"ranges": [[{"subnet": "fd00::/64", "gateway": "10.0.0.1"}]]}})
+            ),
+            INVALID_CONFIG
         );
         assert_eq!(
             code(

@@ -27,7 +27,7 @@ use sluice_api::api::{DisconnectRequest, EndpointView, VersionView, CNI_CREATOR}
 use sluice_api::client::{Client, ClientError};
 use sluice_api::files::ResolvConf;
 use sluice_api::model::{EndpointSpec, NetworkInspect, Placement, Sandbox};
-use sluice_dataplane::config::Ipv4Cidr;
+use sluice_dataplane::config::{Ipv4Cidr, Ipv6Cidr};
 
 /// The newest spec version the plugin speaks (VERSION's own `cniVersion`).
 pub const LATEST_VERSION: &str = "1.1.0";
@@ -184,6 +184,18 @@ async fn ensure_network(conf: &NetConf, client: &Client) -> Result<NetworkInspec
             )));
         }
     }
+    if let Some(want) = spec.subnet6 {
+        let same = |s: &str| {
+            s.parse::<Ipv6Cidr>()
+                .is_ok_and(|g| g.prefix == want.prefix && g.network() == want.network())
+        };
+        if !net.ipam.config.iter().any(|c| same(&c.subnet)) {
+            return Err(conflict(format!(
+                "sluice network {} has no IPv6 subnet {want}",
+                net.name
+            )));
+        }
+    }
     Ok(net)
 }
 
@@ -233,7 +245,7 @@ pub fn endpoint_spec(
         sandbox: Sandbox::Netns(PathBuf::from(netns)),
         name: endpoint_name(cid, ifname),
         ip: conf.static_ip(&args)?,
-        ip6: None,
+        ip6: conf.static_ip6()?,
         mac: conf.static_mac(&args)?,
         aliases: conf.aliases(&args),
         links: Vec::new(),

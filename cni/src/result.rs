@@ -1,7 +1,7 @@
 //! The CNI result (spec: "Success" of ADD) and the VERSION answer, and how sluiced's view of an
 //! endpoint becomes one: a pure function of the endpoint, its network and the resolver it got.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -77,11 +77,12 @@ pub struct CniResult {
     /// Host side first, then the container side.
     #[serde(default)]
     pub interfaces: Vec<Interface>,
-    /// The endpoint's address.
+    /// The endpoint's addresses: v4, then v6 on a dual-stack network.
     #[serde(default)]
     pub ips: Vec<IpConfig>,
-    /// The routes this attachment created: the default route via the gateway when it was the
-    /// sandbox's first routed network, else none.
+    /// The routes this attachment created: the default routes via the gateways (`0.0.0.0/0`,
+    /// and `::/0` on a dual-stack network) when it was the sandbox's first routed network,
+    /// else none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
     /// The resolver sluice set up for the endpoint, if any.
@@ -115,7 +116,12 @@ impl VersionInfo {
 
 /// The network's gateway as `inspect` shows it.
 pub fn gateway_of(net: &NetworkInspect) -> Option<Ipv4Addr> {
-    net.ipam.config.first()?.gateway.parse().ok()
+    net.ipam.config.iter().find_map(|c| c.gateway.parse().ok())
+}
+
+/// The network's v6 gateway, on a dual-stack network.
+pub fn gateway6_of(net: &NetworkInspect) -> Option<Ipv6Addr> {
+    net.ipam.config.iter().find_map(|c| c.gateway.parse().ok())
 }
 
 /// The result of an endpoint `ep` on `net` whose sandbox is `netns`, with the resolver
@@ -129,6 +135,14 @@ pub fn build(
     dns: Option<&ResolvConf>,
 ) -> CniResult {
     let gateway = gateway_of(net);
+    let gateway6 = gateway6_of(net).filter(|_| ep.ipv6.is_some());
+    // connect sets the v6 default route together with the v4 one.
+    let route6 = gateway6
+        .filter(|_| ep.default_route.is_some())
+        .map(|g| Route {
+            dst: "::/0".into(),
+            gw: Some(g.to_string()),
+        });
     let routes = ep
         .default_route
         .iter()
@@ -136,6 +150,7 @@ pub fn build(
             dst: "0.0.0.0/0".into(),
             gw: Some(gw.clone()),
         })
+        .chain(route6)
         .collect();
     let dns = dns.map_or_else(Dns::default, |r| Dns {
         nameservers: r.nameservers.iter().map(ToString::to_string).collect(),
@@ -156,11 +171,17 @@ pub fn build(
                 sandbox: Some(netns.to_string()),
             },
         ],
-        ips: vec![IpConfig {
+        ips: std::iter::once(IpConfig {
             address: ep.ipv4.clone(),
             gateway: gateway.map(|g| g.to_string()),
             interface: Some(1),
-        }],
+        })
+        .chain(ep.ipv6.iter().map(|a| IpConfig {
+            address: a.clone(),
+            gateway: gateway6.map(|g| g.to_string()),
+            interface: Some(1),
+        }))
+        .collect(),
         routes,
         dns,
     }
@@ -194,9 +215,13 @@ pub struct Expected {
 
 impl CniResult {
     /// The first route of this result that is not among `have` (the routes through the
-    /// attachment's interface), as the reference bridge plugin's CHECK looks for each.
+    /// attachment's interface), as the reference bridge plugin's CHECK looks for each. Only
+    /// v4 routes are compared: `have` holds the sandbox's v4 routes.
     pub fn missing_route(&self, have: &[SandboxRoute]) -> Option<&Route> {
-        self.routes.iter().find(|r| !have.iter().any(|h| r.is(h)))
+        self.routes
+            .iter()
+            .filter(|r| !r.dst.contains(':'))
+            .find(|r| !have.iter().any(|h| r.is(h)))
     }
 
     /// The sandbox interface called `ifname` and its address, as this result records them.
@@ -296,6 +321,51 @@ mod tests {
             ("02:42:0a:07:00:02", "10.7.0.2/24")
         );
         assert_eq!(back.expected("eth1").unwrap_err().code, CHECK_MISMATCH);
+    }
+
+    #[test]
+    fn dual_stack_results_have_both_families() {
+        let mut n = net(false);
+        n.enable_ipv6 = true;
+        n.ipam.config.push(IpamConfigView {
+            subnet: "fd00:7::/64".into(),
+            gateway: "fd00:7::1".into(),
+            ip_range: None,
+            auxiliary_addresses: Default::default(),
+        });
+        let e = EndpointView {
+            ipv6: Some("fd00:7::2/64".into()),
+            ..ep()
+        };
+        let r = build("1.1.0", &e, &n, "/run/netns/c1", None);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["ips"],
+            serde_json::json!([
+                {"address": "10.7.0.2/24", "gateway": "10.7.0.1", "interface": 1},
+                {"address": "fd00:7::2/64", "gateway": "fd00:7::1", "interface": 1}
+            ])
+        );
+        assert_eq!(
+            v["routes"],
+            serde_json::json!([{"dst": "0.0.0.0/0", "gw": "10.7.0.1"}, {"dst": "::/0", "gw": "fd00:7::1"}])
+        );
+        assert_eq!(r.expected("eth0").unwrap().address, "10.7.0.2/24");
+        let default = SandboxRoute {
+            dst: "0.0.0.0/0".parse().unwrap(),
+            gateway: Some("10.7.0.1".parse().unwrap()),
+        };
+        assert_eq!(r.missing_route(&[default]), None, "v6 routes are not read");
+        let second = EndpointView {
+            default_route: None,
+            ..e
+        };
+        let r = build("1.1.0", &second, &n, "/run/netns/c1", None);
+        assert!(
+            r.routes.is_empty(),
+            "no v6 default route without the v4 one"
+        );
+        assert_eq!(r.ips.len(), 2);
     }
 
     #[test]
