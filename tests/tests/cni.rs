@@ -282,6 +282,145 @@ fn cni_plugin_attaches_routes_publishes_checks_and_collects() {
     eprintln!("test total: {:?}", t.elapsed());
 }
 
+/// sluice's v6 address on the uplink in the dual-stack test, and the outside namespace's.
+const UPLINK6: &str = "2001:db8:62::2";
+const OUTSIDE6: &str = "2001:db8:62::1";
+
+/// Pings `ip` over IPv6 from namespace `ns` until a reply comes back (DAD and NDP first).
+fn wait_ping6(lab: &sluice_lab::lab::Lab, ns: &str, ip: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab
+        .exec_output(ns, &["ping", "-6", "-c", "1", "-W", "1", "-q", ip])
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "{ns}: no ping6 answer from {ip}");
+    }
+}
+
+/// host-local's dual-stack configuration (one range set per family): both addresses, both
+/// default routes in the result, ping6 between containers and out through NAT66, a static v6
+/// address from the `ips` capability, a published port on the uplink's v6 address, CHECK.
+#[test]
+fn cni_dual_stack_ranges() {
+    let Some(bin) = bin_dir() else { return };
+    let uplink6 = format!("{UPLINK6}/64");
+    let args = [
+        "--workers",
+        "1",
+        "--uplink-ip6",
+        &uplink6,
+        "--uplink-gateway6",
+        OUTSIDE6,
+    ];
+    let mut d = DaemonLab::start("cnsx", &bin, &args).unwrap();
+    let lab = d.lab();
+    lab.sysctl("out", "net.ipv6.conf.eth0.disable_ipv6", "0")
+        .unwrap();
+    let out6 = format!("{OUTSIDE6}/64");
+    lab.ip("out", &["-6", "addr", "add", &out6, "dev", "eth0", "nodad"])
+        .unwrap();
+    let runner = CniRunner::new(vec![plugin_dir(&d, &bin)], None);
+    let list = json!({
+        "cniVersion": "1.1.0",
+        "name": "slcni6",
+        "plugins": [{
+            "type": "sluice-cni",
+            "isGateway": true,
+            "ipMasq": true,
+            "ipam": {"type": "host-local", "ranges": [
+                [{"subnet": "10.65.0.0/24", "gateway": "10.65.0.1"}],
+                [{"subnet": "fd00:65::/64", "gateway": "fd00:65::1"}]
+            ]},
+            "socket": d.socket(),
+            "capabilities": {"portMappings": true, "ips": true}
+        }]
+    });
+    let c1 = d.add_container("c1").unwrap();
+    let c2 = d.add_container("c2").unwrap();
+    let rt1 = runtime("ctr1", &c1);
+    let mut rt2 = runtime("ctr2", &c2);
+    rt2.capability_args.clear();
+    rt2.capability_args
+        .insert("ips".into(), json!(["fd00:65::99/64"]));
+    let r1 = runner.add_list(&list, &rt1).unwrap();
+    let r2 = runner.add_list(&list, &rt2).unwrap();
+    assert_eq!(
+        r1["ips"],
+        json!([
+            {"address": "10.65.0.2/24", "gateway": "10.65.0.1", "interface": 1},
+            {"address": "fd00:65::2/64", "gateway": "fd00:65::1", "interface": 1}
+        ])
+    );
+    assert_eq!(
+        r1["routes"],
+        json!([{"dst": "0.0.0.0/0", "gw": "10.65.0.1"}, {"dst": "::/0", "gw": "fd00:65::1"}])
+    );
+    assert_eq!(
+        r2["ips"][1]["address"], "fd00:65::99/64",
+        "the ips capability"
+    );
+    let inspect = d.sluice_ok(&["network", "inspect", "slcni6"]).unwrap();
+    assert!(
+        inspect.contains("\"EnableIPv6\": true") && inspect.contains("fd00:65::/64"),
+        "{inspect}"
+    );
+    let lab = d.lab();
+    let route = lab
+        .exec("c1", &["ip", "-6", "route", "show", "default"])
+        .unwrap();
+    assert!(route.contains("via fd00:65::1"), "{route}");
+    wait_ping6(lab, "c1", "fd00:65::99");
+    wait_ping6(lab, "c2", "fd00:65::2");
+    wait_ping6(lab, "c1", OUTSIDE6);
+
+    // The published port (runtime()'s 18081 -> 80) also on the uplink's v6 address.
+    d.lab_mut()
+        .spawn(
+            "c1",
+            &[
+                "socat",
+                "TCP6-LISTEN:80,fork,reuseaddr",
+                "SYSTEM:echo hello-v6",
+            ],
+            "listener6",
+        )
+        .unwrap();
+    d.lab()
+        .wait_listen("c1", 80, Duration::from_secs(5))
+        .unwrap();
+    let target = format!("TCP6:[{UPLINK6}]:18081");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let o = d
+            .lab()
+            .exec_output("out", &["socat", "-t", "2", "-T", "5", "-", &target])
+            .unwrap();
+        if o.status.success() && !o.stdout.is_empty() {
+            break String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        assert!(Instant::now() < deadline, "{target}: {o:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(got.trim(), "hello-v6");
+
+    runner.check_list(&list, &rt1, &r1).unwrap();
+    runner.check_list(&list, &rt2, &r2).unwrap();
+    // A configuration whose v6 subnet differs from the existing network's: 7.
+    let mut bad = plugin_config(&list, &list["plugins"][0], None, &rt2).unwrap();
+    bad["ipam"]["ranges"][1][0]["subnet"] = json!("fd00:66::/64");
+    bad["ipam"]["ranges"][1][0]["gateway"] = json!("fd00:66::1");
+    assert_eq!(
+        cni_code(runner.exec(CniCommand::Add, &rt2, &bad).unwrap_err()),
+        7
+    );
+    runner.del_list(&list, &rt1, Some(&r1)).unwrap();
+    runner.del_list(&list, &rt2, Some(&r2)).unwrap();
+    let nets = d.sluice_ok(&["network", "ls"]).unwrap();
+    assert!(!nets.contains(" slcni6 "), "{nets}");
+}
+
 /// sluiced inside podman's namespaces: podman's netns files live in its private mount namespace,
 /// so the daemon that opens them must run there too (its uplink `up0` in podman's network
 /// namespace, wired to a namespace `out` at 192.0.2.1).
