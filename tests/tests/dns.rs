@@ -5,14 +5,14 @@
 //! once the sandbox is removed. Needs root; skipped otherwise.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use sluice_control::dns::names::NameTable;
 use sluice_control::dns::server::{DnsServer, DNS_PORT};
-use sluice_control::dns::wire::{build_query, parse, Rcode, TYPE_A};
+use sluice_control::dns::wire::{build_query, parse, Rcode, TYPE_A, TYPE_AAAA};
 use sluice_control::dns::RESOLVER_IP;
 use sluice_control::model::{EndpointSpec, NetworkSpec, Sandbox, Stamp};
 use sluice_control::state::State;
@@ -30,6 +30,22 @@ fn ask_udp(ns: &Path, name: &str) -> (u8, Vec<Ipv4Addr>) {
     let r = sluice_tests::udp::ask(ns, resolver(), &q)
         .unwrap_or_else(|| panic!("no answer from the resolver for {name}"));
     decode(&r)
+}
+
+/// Asks for `name`'s v6 addresses (AAAA) over UDP from inside `ns`: (rcode, addresses).
+fn ask_aaaa(ns: &Path, name: &str) -> (u8, Vec<Ipv6Addr>) {
+    let mut q = Vec::new();
+    build_query(0x5252, name, TYPE_AAAA, &mut q).unwrap();
+    let r = sluice_tests::udp::ask(ns, resolver(), &q)
+        .unwrap_or_else(|| panic!("no answer from the resolver for {name}"));
+    let m = parse(&r).unwrap();
+    let ips = m
+        .answers()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.aaaa())
+        .collect();
+    (m.header.rcode(), ips)
 }
 
 /// The same over TCP.
@@ -75,6 +91,8 @@ fn embedded_resolver_answers_inside_the_namespace() {
     let net = NetworkSpec {
         name: "front".into(),
         subnet: Some("10.77.0.0/24".parse().unwrap()),
+        enable_ipv6: true,
+        subnet6: Some("fd00:77::/64".parse().unwrap()),
         ..NetworkSpec::default()
     };
     state.create_network(net, Stamp::fresh()).unwrap();
@@ -83,7 +101,8 @@ fn embedded_resolver_answers_inside_the_namespace() {
         "network": "front", "sandbox": sandbox, "name": "web", "aliases": ["www"]
     }))
     .unwrap();
-    let web_ip = state.connect(ep, Stamp::fresh()).unwrap().ip;
+    let web = state.connect(ep, Stamp::fresh()).unwrap();
+    let (web_ip, web_ip6) = (web.ip, web.ip6.unwrap());
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -106,6 +125,11 @@ fn embedded_resolver_answers_inside_the_namespace() {
     assert_eq!(ask_udp(&ns, "WWW."), (0, vec![web_ip]));
     assert_eq!(ask_udp(&ns, "web.front"), (0, vec![web_ip]));
     assert_eq!(ask_tcp(&ns, "www"), (0, vec![web_ip]));
+    // A dual-stack network's names and aliases have AAAA records too.
+    assert_eq!(web_ip6, "fd00:77::2".parse::<Ipv6Addr>().unwrap());
+    assert_eq!(ask_aaaa(&ns, "web"), (0, vec![web_ip6]));
+    assert_eq!(ask_aaaa(&ns, "WWW"), (0, vec![web_ip6]));
+    assert_eq!(ask_aaaa(&ns, "web.front"), (0, vec![web_ip6]));
     assert_eq!(
         ask_udp(&ns, "nothere.invalid"),
         (Rcode::ServFail as u8, vec![])
