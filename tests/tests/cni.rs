@@ -430,7 +430,8 @@ struct PodSluiced {
 }
 
 impl PodSluiced {
-    fn start(p: &mut Podman, bin: &Path) -> PodSluiced {
+    /// With `dual`, the uplink also has [`UPLINK6`] and `out` [`OUTSIDE6`].
+    fn start(p: &mut Podman, bin: &Path, dual: bool) -> PodSluiced {
         let lab = p.lab_mut();
         lab.add_ns("out").unwrap();
         lab.veth(("pod", "up0"), ("out", "eth0")).unwrap();
@@ -438,6 +439,20 @@ impl PodSluiced {
         lab.addr("out", "eth0", &format!("{OUTSIDE_IP}/24"))
             .unwrap();
         lab.up("out", "eth0").unwrap();
+        let mut v6_args = Vec::new();
+        if dual {
+            lab.sysctl("out", "net.ipv6.conf.eth0.disable_ipv6", "0")
+                .unwrap();
+            let out6 = format!("{OUTSIDE6}/64");
+            lab.ip("out", &["-6", "addr", "add", &out6, "dev", "eth0", "nodad"])
+                .unwrap();
+            v6_args = vec![
+                "--uplink-ip6".to_string(),
+                format!("{UPLINK6}/64"),
+                "--uplink-gateway6".into(),
+                OUTSIDE6.into(),
+            ];
+        }
         let socket = p.dir().join("sluice.sock");
         let log = std::fs::File::create(p.dir().join("sluiced.log")).unwrap();
         let mut cmd = p.command(bin.join("sluiced"));
@@ -452,6 +467,7 @@ impl PodSluiced {
                 "--workers",
                 "1",
             ])
+            .args(v6_args)
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -485,7 +501,7 @@ fn podman_with_the_cni_backend_uses_sluice() {
     let t = Instant::now();
     let mut p = Podman::start("pds").unwrap();
     eprintln!("podman {}", p.version().unwrap());
-    let sd = PodSluiced::start(&mut p, &bin);
+    let sd = PodSluiced::start(&mut p, &bin, false);
     std::os::unix::fs::symlink(
         bin.join("sluice-cni"),
         p.cni_plugin_dir().join("sluice-cni"),
@@ -614,6 +630,108 @@ fn podman_with_the_cni_backend_uses_sluice() {
         !nets.contains("slpod"),
         "the last DEL removed the networks sluice-cni made: {nets}"
     );
+    drop(sd);
+    let residue = p.residue();
+    drop(p);
+    let left = residue.leftovers();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    eprintln!("test total: {:?}", t.elapsed());
+}
+
+/// podman (CNI backend) on a dual-stack sluice network: host-local's two range sets, the
+/// containers' v6 addresses as podman shows them, ping6 by name through sluice's embedded DNS
+/// (AAAA), out through NAT66, and `-p` on the uplink's v6 address.
+#[test]
+fn podman_with_the_cni_backend_on_a_dual_stack_network() {
+    let Some(bin) = bin_dir() else { return };
+    if let Some(t) = missing_tool(&["podman", "nsenter", "unshare", "busybox", "socat"]) {
+        eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
+        return;
+    }
+    let t = Instant::now();
+    let mut p = Podman::start("pdsx").unwrap();
+    let sd = PodSluiced::start(&mut p, &bin, true);
+    std::os::unix::fs::symlink(
+        bin.join("sluice-cni"),
+        p.cni_plugin_dir().join("sluice-cni"),
+    )
+    .unwrap();
+    let img = p.import_busybox().unwrap();
+    let net = p
+        .add_cni_network(&json!({
+            "cniVersion": "1.0.0",
+            "name": "slpod6",
+            "plugins": [{
+                "type": "sluice-cni",
+                "ipam": {"type": "host-local", "ranges": [
+                    [{"subnet": "10.67.0.0/24", "gateway": "10.67.0.1"}],
+                    [{"subnet": "fd00:67::/64", "gateway": "fd00:67::1"}]
+                ]},
+                "isGateway": true,
+                "ipMasq": true,
+                "socket": sd.socket,
+                "capabilities": {"portMappings": true, "aliases": true}
+            }]
+        }))
+        .unwrap();
+    for (name, extra) in [("pa", None), ("pb", Some("18083:80"))] {
+        let mut args = vec!["run", "-d", "--name", name, "--network", &net];
+        if let Some(pub_) = extra {
+            args.extend(["-p", pub_]);
+        }
+        args.extend([
+            img,
+            "sh",
+            "-c",
+            "while true; do echo hello-v6-podman | nc -l -p 80; done",
+        ]);
+        p.podman(&args).unwrap();
+    }
+    let v6 = |c: &str| -> String {
+        p.podman_stdout(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.slpod6.GlobalIPv6Address}}",
+            c,
+        ])
+        .unwrap()
+    };
+    let (a6, b6) = (v6("pa"), v6("pb"));
+    assert!(
+        a6.starts_with("fd00:67::") && b6.starts_with("fd00:67::") && a6 != b6,
+        "{a6} {b6}"
+    );
+    let ping6 = |from: &str, to: &str| {
+        let cmd = format!("for i in 1 2 3 4 5 6 7 8 9 10; do ping6 -c 1 -W 1 {to} && exit 0; sleep 0.5; done; exit 1");
+        let o = p
+            .podman_unchecked(&["exec", from, "sh", "-c", &cmd])
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{from} -> {to}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let out = ping6("pa", "pb");
+    assert!(out.contains(&b6), "by name, over v6: {out}");
+    ping6("pa", OUTSIDE6);
+    let target = format!("TCP6:[{UPLINK6}]:18083");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = p
+            .lab()
+            .exec_output("out", &["socat", "-t", "2", "-T", "5", "-", &target])
+            .unwrap();
+        if String::from_utf8_lossy(&o.stdout).contains("hello-v6-podman") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{target}: {o:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    p.podman(&["rm", "-f", "-t", "0", "pa", "pb"]).unwrap();
+    p.podman(&["network", "rm", &net]).unwrap();
     drop(sd);
     let residue = p.residue();
     drop(p);
