@@ -242,7 +242,7 @@ impl Drop for Stack {
                     let _ = self.d.docker(&["rm", "-f", id]);
                 }
             }
-            for n in ["net1", "inet"] {
+            for n in ["net1", "inet", "net6", "net6b"] {
                 let _ = self.d.docker_unchecked(&["network", "rm", n]);
             }
         }
@@ -604,14 +604,72 @@ fn docker_containers_on_a_dual_stack_sluice_network() {
     let body = s.curl_from_outside(&format!("http://{UPLINK_IP}:18080/index.html"));
     assert_eq!(body.trim(), "published-hello", "and on its v4 address");
 
+    // `--ipv6` with only a v6 `--subnet`: sluice's IPAM picks the v4 pool (as docker's does);
+    // `--ipv6` with no subnet at all: a ULA /64 of sluice's default v6 pool as well.
+    let sluice_net = |name: &str| {
+        let id = s.docker(&["network", "inspect", "-f", "{{.Id}}", name]);
+        let net = s.sluice_json(&["network", "inspect", &format!("docker-{}", &id[..12])]);
+        net[0].clone()
+    };
+    let create = [
+        "network",
+        "create",
+        "-d",
+        "sluice",
+        "--ipam-driver",
+        "sluice",
+        "--ipv6",
+    ];
+    let mut args = create.to_vec();
+    args.extend(["--subnet", "fd00:7a::/64", "net6"]);
+    s.docker(&args);
+    let mut args = create.to_vec();
+    args.push("net6b");
+    s.docker(&args);
+    let (n6, n6b) = (sluice_net("net6"), sluice_net("net6b"));
+    assert_eq!(n6["IPAM"]["Config"][1]["Subnet"], "fd00:7a::/64", "{n6}");
+    assert!(
+        n6["IPAM"]["Config"][0]["Subnet"]
+            .as_str()
+            .unwrap()
+            .starts_with("172."),
+        "{n6}"
+    );
+    assert_eq!(n6b["EnableIPv6"], true, "{n6b}");
+    assert_eq!(
+        n6b["IPAM"]["Config"][1]["Subnet"], "fd00:5c1c:e::/64",
+        "{n6b}"
+    );
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "solo",
+        "--network",
+        "net6",
+        img,
+        "sleep",
+        "600",
+    ]);
+    s.docker(&["network", "connect", "net6b", "solo"]);
+    let addr = s.docker(&["exec", "solo", "ip", "-6", "addr"]);
+    assert!(
+        addr.contains("inet6 fd00:7a::2/64") && addr.contains("inet6 fd00:5c1c:e::2/64"),
+        "{addr}"
+    );
+    for gw in ["fd00:7a::1", "fd00:5c1c:e::1", OUTSIDE6] {
+        let out = ping6("solo", gw);
+        assert!(out.contains("1 packets received"), "{gw}: {out}");
+    }
+
     let ids = s.docker(&["ps", "-aq"]);
     let mut args = vec!["rm", "-f"];
     args.extend(ids.split_whitespace());
     s.docker(&args);
-    s.docker(&["network", "rm", "net1"]);
+    s.docker(&["network", "rm", "net1", "net6", "net6b"]);
     let ipam =
         std::fs::read_to_string(s.d.lab().dir().join("sluice-state/docker-ipam.json")).unwrap();
-    assert!(!ipam.contains("fd00:79"), "v6 pools left: {ipam}");
+    assert!(!ipam.contains("fd00"), "v6 pools left: {ipam}");
     let residue = s.d.residue();
     drop(s);
     let left = residue.leftovers();
