@@ -350,6 +350,13 @@ pub struct UplinkSpec {
     /// sluice's MAC on it (default: derived from the address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
+    /// sluice's v6 address and prefix on it (`--uplink-ip6`): the network's NAT66 source and
+    /// where its published ports are reached over v6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Cidr>,
+    /// The v6 next hop on it (`--uplink-gateway6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 /// What `sluice network create` asks for.

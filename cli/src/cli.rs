@@ -119,6 +119,12 @@ pub struct CreateArgs {
     /// The next hop on the network's own uplink.
     #[arg(long)]
     uplink_gateway: Option<String>,
+    /// sluice's v6 address on the network's own uplink, CIDR (NAT66, v6 published ports).
+    #[arg(long)]
+    uplink_ip6: Option<String>,
+    /// The v6 next hop on the network's own uplink.
+    #[arg(long)]
+    uplink_gateway6: Option<String>,
     /// The network's name.
     name: String,
 }
@@ -250,11 +256,18 @@ pub fn network_spec(a: &CreateArgs) -> Result<NetworkSpec> {
     Ok(spec)
 }
 
-/// `--uplink IF --uplink-ip CIDR [--uplink-gateway IP]`, all or nothing.
+/// `--uplink IF --uplink-ip CIDR [--uplink-gateway IP] [--uplink-ip6 CIDR
+/// [--uplink-gateway6 IP]]`, all or nothing.
 fn uplink_arg(a: &CreateArgs) -> Result<Option<UplinkSpec>> {
     let Some(name) = &a.uplink else {
-        if a.uplink_ip.is_some() || a.uplink_gateway.is_some() {
-            bail!("--uplink-ip and --uplink-gateway need --uplink");
+        if a.uplink_ip.is_some()
+            || a.uplink_gateway.is_some()
+            || a.uplink_ip6.is_some()
+            || a.uplink_gateway6.is_some()
+        {
+            bail!(
+                "--uplink-ip, --uplink-gateway, --uplink-ip6 and --uplink-gateway6 need --uplink"
+            );
         }
         return Ok(None);
     };
@@ -271,6 +284,22 @@ fn uplink_arg(a: &CreateArgs) -> Result<Option<UplinkSpec>> {
             .map(|g| self::ip("--uplink-gateway", g))
             .transpose()?,
         mac: None,
+        ip6: a
+            .uplink_ip6
+            .as_deref()
+            .map(|c| {
+                c.parse()
+                    .map_err(|e| anyhow::anyhow!("--uplink-ip6 {c:?}: {e}"))
+            })
+            .transpose()?,
+        gateway6: a
+            .uplink_gateway6
+            .as_deref()
+            .map(|g| {
+                g.parse()
+                    .map_err(|_| anyhow::anyhow!("--uplink-gateway6 {g:?} is not an IPv6 address"))
+            })
+            .transpose()?,
     }))
 }
 
@@ -646,6 +675,31 @@ mod tests {
         assert_eq!(s.subnet.unwrap().to_string(), "10.9.0.0/24");
         assert_eq!(s.subnet6.unwrap().to_string(), "fd00:9::/64");
         assert!(!create(&["n"]).unwrap().enable_ipv6);
+    }
+
+    #[test]
+    fn own_uplink_flags_take_a_v6_side() {
+        let flags = "--uplink up1 --uplink-ip 203.0.113.2/24 --uplink-ip6 2001:db8:7::2/64 --uplink-gateway6 2001:db8:7::1 n";
+        let u = create(&flags.split(' ').collect::<Vec<_>>())
+            .unwrap()
+            .uplink
+            .unwrap();
+        assert_eq!(u.ip6, Some("2001:db8:7::2/64".parse().unwrap()));
+        assert_eq!(u.gateway6.unwrap().to_string(), "2001:db8:7::1");
+        let e = |a: &str| {
+            create(&a.split(' ').collect::<Vec<_>>())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(e("--uplink-ip6 2001:db8:7::2/64 n").contains("need --uplink"));
+        assert!(
+            e("--uplink up1 --uplink-ip 203.0.113.2/24 --uplink-ip6 10.0.0.1/24 n")
+                .contains("--uplink-ip6")
+        );
+        assert!(
+            e("--uplink up1 --uplink-ip 203.0.113.2/24 --uplink-gateway6 x n")
+                .contains("--uplink-gateway6")
+        );
     }
 
     #[test]

@@ -194,3 +194,131 @@ fn a_network_routes_through_its_own_uplink() {
         "removing the network leaves the interface: {links}"
     );
 }
+
+/// Retries `socat` in `ns` reading from `target` for a few seconds (the first packets wait for
+/// neighbour discovery); what it read.
+fn read_v6(d: &DaemonLab, ns: &str, target: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = d
+            .lab()
+            .exec_output(ns, &["socat", "-u", "-T", "3", target, "-"])
+            .unwrap();
+        if o.status.success() && !o.stdout.is_empty() {
+            return String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "{target}: {o:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A dual-stack network's own uplink with a v6 side (`--uplink-ip6`, `--uplink-gateway6`):
+/// its v6 leaves there through NAT66 with that address, and its published port answers on it.
+#[test]
+fn a_network_routes_v6_through_its_own_uplink() {
+    let Some(bin) = bin_dir() else { return };
+    let mut d = DaemonLab::start("upsx", &bin, &["--workers", "1"]).unwrap();
+    {
+        let lab = d.lab_mut();
+        lab.add_ns("out2").unwrap();
+        lab.veth(("host", "up1"), ("out2", "eth0")).unwrap();
+        lab.up("host", "up1").unwrap();
+        lab.addr("out2", "eth0", "203.0.113.1/24").unwrap();
+        lab.sysctl("out2", "net.ipv6.conf.eth0.disable_ipv6", "0")
+            .unwrap();
+        lab.ip(
+            "out2",
+            &[
+                "-6",
+                "addr",
+                "add",
+                "2001:db8:72::1/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )
+        .unwrap();
+        lab.up("out2", "eth0").unwrap();
+    }
+    d.sluice_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.93.0.0/24",
+        "--subnet",
+        "fd00:93::/64",
+        "--uplink",
+        "up1",
+        "--uplink-ip",
+        "203.0.113.2/24",
+        "--uplink-gateway",
+        "203.0.113.1",
+        "--uplink-ip6",
+        "2001:db8:72::2/64",
+        "--uplink-gateway6",
+        "2001:db8:72::1",
+        "own6",
+    ])
+    .unwrap();
+    let inspect = d.sluice_ok(&["network", "inspect", "own6"]).unwrap();
+    assert!(
+        inspect.contains("\"uplink_ip6\": \"2001:db8:72::2/64\""),
+        "{inspect}"
+    );
+    let c1 = d.add_container("c1").unwrap();
+    d.sluice_ok(&[
+        "network", "connect", "--name", "a", "-p", "8086:80", "own6", &c1,
+    ])
+    .unwrap();
+    let lab = d.lab_mut();
+    let echo = lab
+        .spawn(
+            "out2",
+            &[
+                "socat",
+                "TCP6-LISTEN:9000,reuseaddr,fork",
+                "SYSTEM:echo $SOCAT_PEERADDR",
+            ],
+            "echo6",
+        )
+        .unwrap();
+    let srv = lab
+        .spawn(
+            "c1",
+            &[
+                "socat",
+                "TCP6-LISTEN:80,reuseaddr,fork",
+                "SYSTEM:echo hello-own6",
+            ],
+            "srv6",
+        )
+        .unwrap();
+    let lab = d.lab();
+    lab.wait_listen("out2", 9000, Duration::from_secs(5))
+        .unwrap();
+    lab.wait_listen("c1", 80, Duration::from_secs(5)).unwrap();
+    // socat writes the peer in full, bracketed.
+    let seen = read_v6(&d, "c1", "TCP6:[2001:db8:72::1]:9000");
+    let peer: std::net::Ipv6Addr = seen
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .unwrap_or_else(|_| panic!("{seen}; log: {}", d.log()));
+    assert_eq!(
+        peer,
+        "2001:db8:72::2".parse::<std::net::Ipv6Addr>().unwrap(),
+        "NAT66 to the network's own uplink's v6 address"
+    );
+    let got = read_v6(&d, "out2", "TCP6:[2001:db8:72::2]:8086");
+    assert_eq!(got.trim(), "hello-own6");
+    let lab = d.lab_mut();
+    for p in [echo, srv] {
+        lab.stop(p);
+    }
+    d.sluice_ok(&["network", "disconnect", "own6", "a"])
+        .unwrap();
+    d.sluice_ok(&["network", "rm", "own6"]).unwrap();
+}

@@ -822,6 +822,8 @@ pub(crate) mod tests {
             ip: "203.0.113.2/24".parse().unwrap(),
             gateway: None,
             mac: None,
+            ip6: None,
+            gateway6: None,
         });
         block(en.create_network(own)).unwrap();
         assert!(en

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use sluice_dataplane::config::{Config, NetworkConfig, PortConfig, PortIo, PortRole, UplinkConfig};
+use sluice_dataplane::config::{
+    Config, NetworkConfig, PortConfig, PortIo, PortRole, UplinkConfig, UplinkV6,
+};
 use sluice_dataplane::frame::PortId;
 use sluice_dataplane::wire::MacAddr;
 
@@ -41,6 +43,12 @@ impl NetworkDriver for Bridge {
             if let Some(g) = u.gateway {
                 options.insert("uplink_gateway".into(), g.to_string());
             }
+            if let Some(ip6) = u.ip6 {
+                options.insert("uplink_ip6".into(), format!("{}/{}", ip6.addr, ip6.prefix));
+            }
+            if let Some(g) = u.gateway6 {
+                options.insert("uplink_gateway6".into(), g.to_string());
+            }
         }
     }
 
@@ -62,6 +70,11 @@ impl NetworkDriver for Bridge {
             next_hop: u.gateway,
             mtu: net.spec.options.mtu.unwrap_or(1500),
         });
+        cfg.uplinks6.extend(u.ip6.map(|ip| UplinkV6 {
+            port,
+            ip,
+            next_hop: u.gateway6,
+        }));
     }
 }
 
@@ -70,6 +83,9 @@ impl NetworkDriver for Bridge {
 fn check_uplink(state: &State, spec: &NetworkSpec, u: &UplinkSpec) -> Result<PortId, StateError> {
     if spec.internal {
         return Err(StateError::UplinkNeedsRouting);
+    }
+    if u.gateway6.is_some() && u.ip6.is_none() {
+        return Err(StateError::UplinkGateway6NeedsIp6);
     }
     if !valid_ifname(&u.name) {
         return Err(StateError::InvalidIfname(u.name.clone()));

@@ -154,12 +154,22 @@ mod tests {
             ip: "203.0.113.2/24".parse().unwrap(),
             gateway: Some("203.0.113.1".parse().unwrap()),
             mac: None,
+            ip6: Some("2001:db8:71::2/64".parse().unwrap()),
+            gateway6: Some("2001:db8:71::1".parse().unwrap()),
         });
         s.create_network(a, st()).unwrap();
         let o = s.inspect("a").unwrap().options;
         assert_eq!(o["uplink"], "up1");
         assert_eq!(o["uplink_ip"], "203.0.113.2/24");
         assert_eq!(o["uplink_gateway"], "203.0.113.1");
+        assert_eq!(o["uplink_ip6"], "2001:db8:71::2/64");
+        assert_eq!(o["uplink_gateway6"], "2001:db8:71::1");
+        // The dataplane gets the v6 side on the network's own uplink port.
+        let port = s.network("a").unwrap().uplink_port.unwrap();
+        let cfg = crate::compile::dataplane_config(&s, None, Default::default());
+        let up6 = cfg.uplinks6.iter().find(|u| u.port == port).unwrap();
+        assert_eq!(up6.ip, "2001:db8:71::2/64".parse().unwrap());
+        assert_eq!(up6.next_hop, Some("2001:db8:71::1".parse().unwrap()));
         assert_eq!(o["com.docker.network.driver.mtu"], "1400");
     }
 }

@@ -81,6 +81,9 @@ pub enum StateError {
     /// `--uplink` on a network that is not routed (macvlan, internal).
     #[error("--uplink is only for routed bridge networks (not macvlan or --internal)")]
     UplinkNeedsRouting,
+    /// `--uplink-gateway6` without sluice's own v6 address on that uplink.
+    #[error("--uplink-gateway6 needs --uplink-ip6 (sluice's v6 address on the uplink)")]
+    UplinkGateway6NeedsIp6,
     /// An uplink address inside a network's subnet.
     #[error("uplink address {ip} overlaps network {other:?}")]
     UplinkOverlaps {

@@ -322,6 +322,8 @@ pub(crate) mod tests {
             ip: "203.0.113.2/24".parse().unwrap(),
             gateway: None,
             mac: None,
+            ip6: None,
+            gateway6: None,
         });
         assert!(matches!(
             s.create_network(own.clone(), st()),
@@ -526,6 +528,8 @@ pub(crate) mod tests {
             ip: ip.parse().unwrap(),
             gateway: None,
             mac: None,
+            ip6: None,
+            gateway6: None,
         };
         let mut a = net("a", Some("10.30.0.0/24"));
         a.uplink = Some(up("up1", "172.17.5.2/24"));
@@ -540,6 +544,14 @@ pub(crate) mod tests {
             Err(StateError::UplinkNeedsRouting)
         );
         a.internal = false;
+        let mut v6 = up("up1", "203.0.113.2/24");
+        v6.gateway6 = Some("2001:db8::1".parse().unwrap());
+        a.uplink = Some(v6);
+        assert_eq!(
+            s.create_network(a.clone(), st()),
+            Err(StateError::UplinkGateway6NeedsIp6)
+        );
+        a.uplink = Some(up("up1", "203.0.113.2/24"));
         let made = s.create_network(a, st()).unwrap().clone();
         assert!(made.uplink_port.is_some());
         let mut b = net("b", Some("10.31.0.0/24"));
