@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -276,6 +276,14 @@ impl Lab {
             .map(drop)
     }
 
+    /// Enables IPv6 on `dev` and gives it the v6 address `cidr` without duplicate address
+    /// detection, so that it is usable at once (an outside namespace's address).
+    pub fn addr6(&self, ns: &str, dev: &str, cidr: &str) -> Result<()> {
+        self.sysctl(ns, &format!("net.ipv6.conf.{dev}.disable_ipv6"), "0")?;
+        self.ip(ns, &["-6", "addr", "add", cidr, "dev", dev, "nodad"])
+            .map(drop)
+    }
+
     /// Runs `iptables ARGS...` inside the namespace.
     pub fn iptables(&self, ns: &str, args: &[&str]) -> Result<()> {
         let mut full = vec!["iptables", "-w"];
@@ -413,6 +421,15 @@ impl Lab {
 
     /// Pings `ip` from the namespace until one reply comes back or `timeout` passes.
     pub fn wait_ping(&self, ns: &str, ip: Ipv4Addr, timeout: Duration) -> Result<()> {
+        self.wait_reply(ns, ip.into(), timeout)
+    }
+
+    /// [`Lab::wait_ping`] over IPv6.
+    pub fn wait_ping6(&self, ns: &str, ip: Ipv6Addr, timeout: Duration) -> Result<()> {
+        self.wait_reply(ns, ip.into(), timeout)
+    }
+
+    fn wait_reply(&self, ns: &str, ip: IpAddr, timeout: Duration) -> Result<()> {
         let start = Instant::now();
         let ip = ip.to_string();
         loop {

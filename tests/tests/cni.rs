@@ -288,15 +288,8 @@ const OUTSIDE6: &str = "2001:db8:62::1";
 
 /// Pings `ip` over IPv6 from namespace `ns` until a reply comes back (DAD and NDP first).
 fn wait_ping6(lab: &sluice_lab::lab::Lab, ns: &str, ip: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !lab
-        .exec_output(ns, &["ping", "-6", "-c", "1", "-W", "1", "-q", ip])
-        .unwrap()
-        .status
-        .success()
-    {
-        assert!(Instant::now() < deadline, "{ns}: no ping6 answer from {ip}");
-    }
+    lab.wait_ping6(ns, ip.parse().unwrap(), Duration::from_secs(10))
+        .unwrap();
 }
 
 /// host-local's dual-stack configuration (one range set per family): both addresses, both
@@ -315,11 +308,8 @@ fn cni_dual_stack_ranges() {
         OUTSIDE6,
     ];
     let mut d = DaemonLab::start("cnsx", &bin, &args).unwrap();
-    let lab = d.lab();
-    lab.sysctl("out", "net.ipv6.conf.eth0.disable_ipv6", "0")
-        .unwrap();
-    let out6 = format!("{OUTSIDE6}/64");
-    lab.ip("out", &["-6", "addr", "add", &out6, "dev", "eth0", "nodad"])
+    d.lab()
+        .addr6("out", "eth0", &format!("{OUTSIDE6}/64"))
         .unwrap();
     let runner = CniRunner::new(vec![plugin_dir(&d, &bin)], None);
     let list = json!({
@@ -441,11 +431,7 @@ impl PodSluiced {
         lab.up("out", "eth0").unwrap();
         let mut v6_args = Vec::new();
         if dual {
-            lab.sysctl("out", "net.ipv6.conf.eth0.disable_ipv6", "0")
-                .unwrap();
-            let out6 = format!("{OUTSIDE6}/64");
-            lab.ip("out", &["-6", "addr", "add", &out6, "dev", "eth0", "nodad"])
-                .unwrap();
+            lab.addr6("out", "eth0", &format!("{OUTSIDE6}/64")).unwrap();
             v6_args = vec![
                 "--uplink-ip6".to_string(),
                 format!("{UPLINK6}/64"),
@@ -491,6 +477,20 @@ impl Drop for PodSluiced {
     }
 }
 
+/// `podman run -d` of `pa` and `pb` (published as `-p publish`) on `net`, each answering
+/// `reply` on port 80.
+fn run_pa_pb(p: &Podman, net: &str, img: &str, publish: &str, reply: &str) {
+    let serve = format!("while true; do echo {reply} | nc -l -p 80; done");
+    for (name, extra) in [("pa", None), ("pb", Some(publish))] {
+        let mut args = vec!["run", "-d", "--name", name, "--network", net];
+        if let Some(pub_) = extra {
+            args.extend(["-p", pub_]);
+        }
+        args.extend([img, "sh", "-c", &serve]);
+        p.podman(&args).unwrap();
+    }
+}
+
 #[test]
 fn podman_with_the_cni_backend_uses_sluice() {
     let Some(bin) = bin_dir() else { return };
@@ -523,19 +523,7 @@ fn podman_with_the_cni_backend_uses_sluice() {
         }))
         .unwrap();
     let run = Instant::now();
-    for (name, extra) in [("pa", None), ("pb", Some("18082:80"))] {
-        let mut args = vec!["run", "-d", "--name", name, "--network", &net];
-        if let Some(pub_) = extra {
-            args.extend(["-p", pub_]);
-        }
-        args.extend([
-            img,
-            "sh",
-            "-c",
-            "while true; do echo hello-from-podman | nc -l -p 80; done",
-        ]);
-        p.podman(&args).unwrap();
-    }
+    run_pa_pb(&p, &net, img, "18082:80", "hello-from-podman");
     eprintln!(
         "two podman run -d on the sluice network: {:?}",
         run.elapsed()
@@ -674,19 +662,7 @@ fn podman_with_the_cni_backend_on_a_dual_stack_network() {
             }]
         }))
         .unwrap();
-    for (name, extra) in [("pa", None), ("pb", Some("18083:80"))] {
-        let mut args = vec!["run", "-d", "--name", name, "--network", &net];
-        if let Some(pub_) = extra {
-            args.extend(["-p", pub_]);
-        }
-        args.extend([
-            img,
-            "sh",
-            "-c",
-            "while true; do echo hello-v6-podman | nc -l -p 80; done",
-        ]);
-        p.podman(&args).unwrap();
-    }
+    run_pa_pb(&p, &net, img, "18083:80", "hello-v6-podman");
     let v6 = |c: &str| -> String {
         p.podman_stdout(&[
             "inspect",

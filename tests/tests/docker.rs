@@ -53,11 +53,7 @@ impl Stack {
             .unwrap();
         lab.up("out", "eth0").unwrap();
         if dual {
-            lab.sysctl("out", "net.ipv6.conf.eth0.disable_ipv6", "0")
-                .unwrap();
-            let out6 = format!("{OUTSIDE6}/64");
-            lab.ip("out", &["-6", "addr", "add", &out6, "dev", "eth0", "nodad"])
-                .unwrap();
+            lab.addr6("out", "eth0", &format!("{OUTSIDE6}/64")).unwrap();
         }
         let mut s = Stack {
             sluiced: None,
@@ -183,6 +179,35 @@ impl Stack {
         self.d
             .docker_stdout(args)
             .unwrap_or_else(|e| panic!("docker {args:?}: {e}\nsluiced: {}", self.log()))
+    }
+
+    /// `docker run` of `web`: an httpd on `network` published as `-p 18080:80`.
+    fn run_published_web(&self, img: &str, network: &str) {
+        self.docker(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            network,
+            "-p",
+            "18080:80",
+            img,
+            "sh",
+            "-c",
+            "echo published-hello > /tmp/index.html && exec httpd -f -p 80 -h /tmp",
+        ]);
+    }
+
+    /// `docker rm -f` of every container, then `docker network rm` of `networks`.
+    fn remove_all(&self, networks: &[&str]) {
+        let ids = self.docker(&["ps", "-aq"]);
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids.split_whitespace());
+        self.docker(&args);
+        let mut args = vec!["network", "rm"];
+        args.extend_from_slice(networks);
+        self.docker(&args);
     }
 
     /// What `curl` in the outside namespace reads from `url`, retried for up to 15 s.
@@ -336,20 +361,7 @@ fn docker_containers_on_a_sluice_network() {
 
     // -p: sluice's DNAT on the uplink address (dockerd sets up nothing for plugin networks).
     let step = Instant::now();
-    s.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "net1",
-        "-p",
-        "18080:80",
-        img,
-        "sh",
-        "-c",
-        "echo published-hello > /tmp/index.html && exec httpd -f -p 80 -h /tmp",
-    ]);
+    s.run_published_web(img, "net1");
     let ps = s.sluice_json(&["ps", "-o", "json"]);
     assert!(
         ps.as_array()
@@ -480,11 +492,7 @@ fn docker_containers_on_a_sluice_network() {
 
     // Everything goes with docker rm -f and docker network rm.
     let step = Instant::now();
-    let ids = s.docker(&["ps", "-aq"]);
-    let mut args = vec!["rm", "-f"];
-    args.extend(ids.split_whitespace());
-    s.docker(&args);
-    s.docker(&["network", "rm", "net1", "inet"]);
+    s.remove_all(&["net1", "inet"]);
     eprintln!("rm -f 6 containers + network rm: {:?}", step.elapsed());
     assert_eq!(s.sluice_json(&["ps", "-o", "json"]), serde_json::json!([]));
     let left: Vec<String> = s
@@ -581,20 +589,7 @@ fn docker_containers_on_a_dual_stack_sluice_network() {
         t.elapsed()
     );
 
-    s.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "net1",
-        "-p",
-        "18080:80",
-        img,
-        "sh",
-        "-c",
-        "echo published-hello > /tmp/index.html && exec httpd -f -p 80 -h /tmp",
-    ]);
+    s.run_published_web(img, "net1");
     let body = s.curl_from_outside(&format!("http://[{UPLINK6}]:18080/index.html"));
     assert_eq!(
         body.trim(),
@@ -662,11 +657,7 @@ fn docker_containers_on_a_dual_stack_sluice_network() {
         assert!(out.contains("1 packets received"), "{gw}: {out}");
     }
 
-    let ids = s.docker(&["ps", "-aq"]);
-    let mut args = vec!["rm", "-f"];
-    args.extend(ids.split_whitespace());
-    s.docker(&args);
-    s.docker(&["network", "rm", "net1", "net6", "net6b"]);
+    s.remove_all(&["net1", "net6", "net6b"]);
     let ipam =
         std::fs::read_to_string(s.d.lab().dir().join("sluice-state/docker-ipam.json")).unwrap();
     assert!(!ipam.contains("fd00"), "v6 pools left: {ipam}");

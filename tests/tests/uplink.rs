@@ -13,18 +13,26 @@ fn bin_dir() -> Option<PathBuf> {
     sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"])
 }
 
+/// sluiced (lab `tag`) plus a second outside namespace `out2` at 203.0.113.1/24 (and `v6`)
+/// behind the host's interface `up1`, for a network's own uplink.
+fn with_out2(tag: &str, bin: &std::path::Path, v6: Option<&str>) -> DaemonLab {
+    let mut d = DaemonLab::start(tag, bin, &["--workers", "1"]).unwrap();
+    let lab = d.lab_mut();
+    lab.add_ns("out2").unwrap();
+    lab.veth(("host", "up1"), ("out2", "eth0")).unwrap();
+    lab.up("host", "up1").unwrap();
+    lab.addr("out2", "eth0", "203.0.113.1/24").unwrap();
+    if let Some(cidr) = v6 {
+        lab.addr6("out2", "eth0", cidr).unwrap();
+    }
+    lab.up("out2", "eth0").unwrap();
+    d
+}
+
 #[test]
 fn a_network_routes_through_its_own_uplink() {
     let Some(bin) = bin_dir() else { return };
-    let mut d = DaemonLab::start("upl", &bin, &["--workers", "1"]).unwrap();
-    {
-        let lab = d.lab_mut();
-        lab.add_ns("out2").unwrap();
-        lab.veth(("host", "up1"), ("out2", "eth0")).unwrap();
-        lab.up("host", "up1").unwrap();
-        lab.addr("out2", "eth0", "203.0.113.1/24").unwrap();
-        lab.up("out2", "eth0").unwrap();
-    }
+    let mut d = with_out2("upl", &bin, None);
     let missing = d.sluice(&[
         "network",
         "create",
@@ -217,30 +225,7 @@ fn read_v6(d: &DaemonLab, ns: &str, target: &str) -> String {
 #[test]
 fn a_network_routes_v6_through_its_own_uplink() {
     let Some(bin) = bin_dir() else { return };
-    let mut d = DaemonLab::start("upsx", &bin, &["--workers", "1"]).unwrap();
-    {
-        let lab = d.lab_mut();
-        lab.add_ns("out2").unwrap();
-        lab.veth(("host", "up1"), ("out2", "eth0")).unwrap();
-        lab.up("host", "up1").unwrap();
-        lab.addr("out2", "eth0", "203.0.113.1/24").unwrap();
-        lab.sysctl("out2", "net.ipv6.conf.eth0.disable_ipv6", "0")
-            .unwrap();
-        lab.ip(
-            "out2",
-            &[
-                "-6",
-                "addr",
-                "add",
-                "2001:db8:72::1/64",
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        )
-        .unwrap();
-        lab.up("out2", "eth0").unwrap();
-    }
+    let mut d = with_out2("upsx", &bin, Some("2001:db8:72::1/64"));
     d.sluice_ok(&[
         "network",
         "create",
