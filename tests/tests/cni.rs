@@ -477,6 +477,27 @@ impl Drop for PodSluiced {
     }
 }
 
+/// podman (lab `tag`) with sluiced in its namespaces (v6 on the uplink when `dual`),
+/// sluice-cni among its CNI plugins, and the busybox image; `None` (said why) where the test
+/// cannot run.
+fn start_podman(tag: &str, dual: bool) -> Option<(Podman, PodSluiced, &'static str)> {
+    let bin = bin_dir()?;
+    if let Some(t) = missing_tool(&["podman", "nsenter", "unshare", "busybox", "socat"]) {
+        eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
+        return None;
+    }
+    let mut p = Podman::start(tag).unwrap();
+    eprintln!("podman {}", p.version().unwrap());
+    let sd = PodSluiced::start(&mut p, &bin, dual);
+    std::os::unix::fs::symlink(
+        bin.join("sluice-cni"),
+        p.cni_plugin_dir().join("sluice-cni"),
+    )
+    .unwrap();
+    let img = p.import_busybox().unwrap();
+    Some((p, sd, img))
+}
+
 /// `podman run -d` of `pa` and `pb` (published as `-p publish`) on `net`, each answering
 /// `reply` on port 80.
 fn run_pa_pb(p: &Podman, net: &str, img: &str, publish: &str, reply: &str) {
@@ -493,21 +514,11 @@ fn run_pa_pb(p: &Podman, net: &str, img: &str, publish: &str, reply: &str) {
 
 #[test]
 fn podman_with_the_cni_backend_uses_sluice() {
-    let Some(bin) = bin_dir() else { return };
-    if let Some(t) = missing_tool(&["podman", "nsenter", "unshare", "busybox", "socat"]) {
-        eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
-        return;
-    }
     let t = Instant::now();
-    let mut p = Podman::start("pds").unwrap();
-    eprintln!("podman {}", p.version().unwrap());
-    let sd = PodSluiced::start(&mut p, &bin, false);
-    std::os::unix::fs::symlink(
-        bin.join("sluice-cni"),
-        p.cni_plugin_dir().join("sluice-cni"),
-    )
-    .unwrap();
-    let img = p.import_busybox().unwrap();
+    let Some((p, sd, img)) = start_podman("pds", false) else {
+        return;
+    };
+    let bin = bin_dir().unwrap();
     let net = p
         .add_cni_network(&json!({
             "cniVersion": "1.0.0",
@@ -631,20 +642,10 @@ fn podman_with_the_cni_backend_uses_sluice() {
 /// (AAAA), out through NAT66, and `-p` on the uplink's v6 address.
 #[test]
 fn podman_with_the_cni_backend_on_a_dual_stack_network() {
-    let Some(bin) = bin_dir() else { return };
-    if let Some(t) = missing_tool(&["podman", "nsenter", "unshare", "busybox", "socat"]) {
-        eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
-        return;
-    }
     let t = Instant::now();
-    let mut p = Podman::start("pdsx").unwrap();
-    let sd = PodSluiced::start(&mut p, &bin, true);
-    std::os::unix::fs::symlink(
-        bin.join("sluice-cni"),
-        p.cni_plugin_dir().join("sluice-cni"),
-    )
-    .unwrap();
-    let img = p.import_busybox().unwrap();
+    let Some((p, sd, img)) = start_podman("pdsx", true) else {
+        return;
+    };
     let net = p
         .add_cni_network(&json!({
             "cniVersion": "1.0.0",

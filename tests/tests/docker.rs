@@ -181,6 +181,21 @@ impl Stack {
             .unwrap_or_else(|e| panic!("docker {args:?}: {e}\nsluiced: {}", self.log()))
     }
 
+    /// `docker run -d` of a container `name` on `network` that only sleeps.
+    fn run_sleeper(&self, name: &str, network: &str, img: &str) {
+        self.docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            network,
+            img,
+            "sleep",
+            "600",
+        ]);
+    }
+
     /// `docker run` of `web`: an httpd on `network` published as `-p 18080:80`.
     fn run_published_web(&self, img: &str, network: &str) {
         self.docker(&[
@@ -208,6 +223,19 @@ impl Stack {
         let mut args = vec!["network", "rm"];
         args.extend_from_slice(networks);
         self.docker(&args);
+    }
+
+    /// The end of a test, once every container and network is removed: the IPAM file holds no
+    /// pool with `pool_text`, and nothing of the stack is left once it is dropped.
+    fn finish(self, pool_text: &str) {
+        let ipam =
+            std::fs::read_to_string(self.d.lab().dir().join("sluice-state/docker-ipam.json"))
+                .unwrap();
+        assert!(!ipam.contains(pool_text), "pools left: {ipam}");
+        let residue = self.d.residue();
+        drop(self);
+        let left = residue.leftovers();
+        assert!(left.is_empty(), "left behind: {left:?}");
     }
 
     /// What `curl` in the outside namespace reads from `url`, retried for up to 15 s.
@@ -300,17 +328,7 @@ fn docker_containers_on_a_sluice_network() {
     assert_eq!(snet["Labels"]["com.docker.network.id"], nid.as_str());
     assert_eq!(snet["IPAM"]["Config"][0]["Subnet"], "10.77.0.0/24");
     for name in ["alpha", "beta"] {
-        s.docker(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            "net1",
-            img,
-            "sleep",
-            "600",
-        ]);
+        s.run_sleeper(name, "net1", img);
     }
     eprintln!("network create + 2 containers: {:?}", step.elapsed());
     let ip_a = s.docker(&[
@@ -509,13 +527,7 @@ fn docker_containers_on_a_sluice_network() {
         !nets.to_string().contains("docker-"),
         "sluice networks left: {nets}"
     );
-    let ipam =
-        std::fs::read_to_string(s.d.lab().dir().join("sluice-state/docker-ipam.json")).unwrap();
-    assert!(!ipam.contains("10.77."), "pools left: {ipam}");
-    let residue = s.d.residue();
-    drop(s);
-    let left = residue.leftovers();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    s.finish("10.77.");
     eprintln!("test total: {:?}", t.elapsed());
 }
 
@@ -538,17 +550,7 @@ fn docker_containers_on_a_dual_stack_sluice_network() {
     assert_eq!(snet["IPAM"]["Config"][1]["Subnet"], "fd00:79::/64");
     assert_eq!(snet["IPAM"]["Config"][1]["Gateway"], "fd00:79::1");
     for name in ["alpha", "beta"] {
-        s.docker(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            "net1",
-            img,
-            "sleep",
-            "600",
-        ]);
+        s.run_sleeper(name, "net1", img);
     }
     let v6 = |name: &str| {
         s.docker(&[
@@ -635,17 +637,7 @@ fn docker_containers_on_a_dual_stack_sluice_network() {
         n6b["IPAM"]["Config"][1]["Subnet"], "fd00:5c1c:e::/64",
         "{n6b}"
     );
-    s.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "solo",
-        "--network",
-        "net6",
-        img,
-        "sleep",
-        "600",
-    ]);
+    s.run_sleeper("solo", "net6", img);
     s.docker(&["network", "connect", "net6b", "solo"]);
     let addr = s.docker(&["exec", "solo", "ip", "-6", "addr"]);
     assert!(
@@ -658,12 +650,6 @@ fn docker_containers_on_a_dual_stack_sluice_network() {
     }
 
     s.remove_all(&["net1", "net6", "net6b"]);
-    let ipam =
-        std::fs::read_to_string(s.d.lab().dir().join("sluice-state/docker-ipam.json")).unwrap();
-    assert!(!ipam.contains("fd00"), "v6 pools left: {ipam}");
-    let residue = s.d.residue();
-    drop(s);
-    let left = residue.leftovers();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    s.finish("fd00");
     eprintln!("test total: {:?}", t.elapsed());
 }
