@@ -234,8 +234,8 @@ pub fn network_spec(r: &CreateNetworkRequest) -> Result<NetworkSpec, PluginError
         enable_ipv6: flag(&r.options, OPT_ENABLE_IPV6) || v6.is_some(),
         subnet6: v6.as_ref().map(|a| a.subnet),
         gateway6: v6.as_ref().and_then(|a| a.gateway),
-        ip_range6: None,
         aux_addresses6: v6.map(|a| a.aux).unwrap_or_default(),
+        ..NetworkSpec::default()
     })
 }
 
