@@ -113,9 +113,10 @@ pub fn port_column(p: &crate::publish::PublishSpec) -> String {
     let Some(host_ports) = p.host_ports else {
         return container;
     };
-    let host_ip = p
-        .host_ip
-        .map_or_else(|| "0.0.0.0".to_string(), |ip| ip.to_string());
+    let host_ip = match (p.host_ip, p.host_ip6) {
+        (_, Some(ip6)) => format!("[{ip6}]"),
+        (ip, None) => ip.map_or_else(|| "0.0.0.0".to_string(), |ip| ip.to_string()),
+    };
     format!("{host_ip}:{host_ports}->{container}")
 }
 

@@ -1,14 +1,15 @@
 //! Published ports in docker's `-p` syntax, `[[HOSTIP:]HPORT[-HPORT]:]CPORT[-CPORT][/tcp|udp]`:
 //! the CLI parses what the operator typed, the daemon picks a host port where none was given
 //! (`-p 80`, `-p 127.0.0.1::80`) and stores the mapping with it, and the dataplane gets a
-//! `PortForward` from it. Errors say which part is wrong.
+//! `PortForward` from it. Errors say which part is wrong. A v6 host address is written in
+//! brackets (`[2001:db8::2]:8080:80`): the mapping is then published on that v6 address only.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use sluice_dataplane::config::{host_ips_clash, L4Proto, PortRange};
+use sluice_dataplane::config::{hosts_clash, L4Proto, PortRange};
 
 /// Why a `-p` value cannot be parsed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -17,10 +18,10 @@ pub enum PublishError {
     #[error("empty port mapping (expected [[HOSTIP:]HOSTPORT:]CONTAINERPORT[/tcp|udp])")]
     Empty,
     /// More colon-separated parts than `HOSTIP:HPORT:CPORT`.
-    #[error("{0:?} has too many ':' parts (expected [HOSTIP:]HOSTPORT:CONTAINERPORT; IPv6 host addresses are not supported)")]
+    #[error("{0:?} has too many ':' parts (expected [HOSTIP:]HOSTPORT:CONTAINERPORT; write an IPv6 host address in brackets)")]
     TooManyParts(String),
-    /// The host address is neither an IPv4 address nor `[::]`.
-    #[error("host address {0:?} is not an IPv4 address or [::] (a specific IPv6 host address is not supported)")]
+    /// The host address is neither an IPv4 address nor a bracketed IPv6 one.
+    #[error("host address {0:?} is not an IPv4 address or an IPv6 address in brackets ([2001:db8::2]:HOSTPORT:CONTAINERPORT)")]
     BadHostIp(String),
     /// A port is not a number from 1 to 65535.
     #[error("{what} port {text:?} is not a port number (1-65535)")]
@@ -60,6 +61,9 @@ pub enum PublishError {
 pub struct PublishSpec {
     /// Host address; `None` is every address (`0.0.0.0` is normalised to `None`).
     pub host_ip: Option<Ipv4Addr>,
+    /// A v6 host address instead (`[ADDR]:...`): published on that address only (`[::]` is
+    /// every address, normalised to no address at all).
+    pub host_ip6: Option<Ipv6Addr>,
     /// Host ports; `None` until the daemon picks them from its host-port range (`-p 80`).
     pub host_ports: Option<PortRange>,
     /// Container ports: as many as the host ports, or one that all map to.
@@ -86,7 +90,12 @@ impl PublishSpec {
             (Some(a), Some(b)) => a.overlaps(&b),
             _ => false,
         };
-        self.proto == other.proto && overlap && host_ips_clash(self.host_ip, other.host_ip)
+        self.proto == other.proto
+            && overlap
+            && hosts_clash(
+                (self.host_ip, self.host_ip6),
+                (other.host_ip, other.host_ip6),
+            )
     }
 
     /// The same mapping on `host_ports`: what the daemon stores once it picked them.
@@ -139,25 +148,26 @@ impl FromStr for PublishSpec {
             Some((_, p)) => return Err(PublishError::BadProto(p.to_string())),
             None => (s, L4Proto::Tcp),
         };
-        // `[::]:...`, docker's every-address-over-v6 form: every address, as a mapping without
-        // a host address is here (it is reached on the uplink's v4 and v6 addresses).
-        let addr_ports = match addr_ports.strip_prefix('[') {
+        // `[V6]:HPORT:CPORT`. `[::]:...`, docker's every-address-over-v6 form, is every
+        // address, as a mapping without a host address is here (it is reached on the uplink's
+        // v4 and v6 addresses).
+        let (host_ip6, addr_ports) = match addr_ports.strip_prefix('[') {
             Some(rest) => {
-                let (ip, ports) = rest
-                    .split_once("]:")
-                    .ok_or_else(|| PublishError::BadHostIp(addr_ports.to_string()))?;
-                match ip.parse::<std::net::Ipv6Addr>() {
-                    Ok(a) if a.is_unspecified() => ports,
-                    _ => return Err(PublishError::BadHostIp(format!("[{ip}]"))),
+                let bad = || PublishError::BadHostIp(addr_ports.to_string());
+                let (ip, ports) = rest.split_once("]:").ok_or_else(bad)?;
+                let ip: Ipv6Addr = ip.parse().map_err(|_| bad())?;
+                if !ports.contains(':') {
+                    return Err(bad());
                 }
+                ((!ip.is_unspecified()).then_some(ip), ports)
             }
-            None => addr_ports,
+            None => (None, addr_ports),
         };
         let parts: Vec<&str> = addr_ports.split(':').collect();
         let (ip, host, container) = match parts.as_slice() {
             [c] => (None, "", *c),
             [h, c] => (None, *h, *c),
-            [ip, h, c] => (Some(*ip), *h, *c),
+            [ip, h, c] if host_ip6.is_none() => (Some(*ip), *h, *c),
             _ => return Err(PublishError::TooManyParts(s.to_string())),
         };
         let host_ip = match ip {
@@ -184,6 +194,7 @@ impl FromStr for PublishSpec {
         }
         Ok(PublishSpec {
             host_ip,
+            host_ip6,
             host_ports,
             container_ports,
             proto,
@@ -193,7 +204,11 @@ impl FromStr for PublishSpec {
 
 impl fmt::Display for PublishSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.host_ip, self.host_ports) {
+        let ip = match (self.host_ip, self.host_ip6) {
+            (_, Some(ip6)) => Some(format!("[{ip6}]")),
+            (ip, None) => ip.map(|ip| ip.to_string()),
+        };
+        match (ip, self.host_ports) {
             (Some(ip), Some(h)) => write!(f, "{ip}:{h}:")?,
             (Some(ip), None) => write!(f, "{ip}::")?,
             (None, Some(h)) => write!(f, "{h}:")?,
@@ -281,12 +296,34 @@ mod tests {
     }
 
     #[test]
+    fn a_v6_host_address_is_published_there_only() {
+        let v6 = p("[2001:db8::2]:8080:80/udp");
+        let ip6: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        assert_eq!((v6.host_ip, v6.host_ip6), (None, Some(ip6)));
+        assert_eq!(v6.host_ports, Some(PortRange::single(8080)));
+        assert_eq!(v6.to_string(), "[2001:db8::2]:8080:80/udp");
+        assert_eq!(p("[2001:db8::2]::80").to_string(), "[2001:db8::2]::80/tcp");
+        assert_eq!(crate::api::port_column(&v6), "[2001:db8::2]:8080->80/udp");
+        // The same port on another v6 address or on a v4 address is free; every address is not.
+        assert!(!v6.clashes_with(&p("[2001:db8::3]:8080:80/udp")));
+        assert!(!v6.clashes_with(&p("192.0.2.2:8080:80/udp")));
+        assert!(v6.clashes_with(&p("[2001:db8::2]:8080:81/udp")));
+        assert!(v6.clashes_with(&p("8080:80/udp")));
+        assert!(p("[::]:8080:80/udp").clashes_with(&v6));
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         let e = |s: &str| s.parse::<PublishSpec>().unwrap_err();
         assert_eq!(e(""), PublishError::Empty);
         assert!(matches!(e("1:2:3:4"), PublishError::TooManyParts(_)));
         assert_eq!(e("foo:1:2"), PublishError::BadHostIp("foo".into()));
-        assert_eq!(e("[::1]:1:2"), PublishError::BadHostIp("[::1]".into()));
+        assert_eq!(e("[::1]:80"), PublishError::BadHostIp("[::1]:80".into()));
+        assert_eq!(
+            e("[fd00::x]:1:2"),
+            PublishError::BadHostIp("[fd00::x]:1:2".into())
+        );
+        assert!(matches!(e("[::1]:9:1:2"), PublishError::TooManyParts(_)));
         assert_eq!(e("[::]1:2"), PublishError::BadHostIp("[::]1:2".into()));
         assert_eq!(
             e("0:80"),
@@ -380,7 +417,8 @@ mod tests {
 
         #[test]
         fn round_trips(ip in proptest::option::of(1u32..), h in range(), single in any::<bool>(),
-                       c in 1u16..=65535, udp in any::<bool>(), picked in any::<bool>()) {
+                       c in 1u16..=65535, udp in any::<bool>(), picked in any::<bool>(),
+                       v6 in any::<bool>()) {
             let container_ports = if single {
                 PortRange::single(c)
             } else {
@@ -388,7 +426,8 @@ mod tests {
                 PortRange { first, last: first + (h.last - h.first) }
             };
             let spec = PublishSpec {
-                host_ip: ip.map(Ipv4Addr::from),
+                host_ip: ip.filter(|_| !v6).map(Ipv4Addr::from),
+                host_ip6: ip.filter(|_| v6).map(|n| Ipv6Addr::from(u128::from(n) << 64 | 1)),
                 host_ports: picked.then_some(h),
                 container_ports,
                 proto: if udp { L4Proto::Udp } else { L4Proto::Tcp },

@@ -365,8 +365,8 @@ impl NetConf {
     }
 
     /// The ports to publish, from the `portMappings` capability. `::` is every address (as
-    /// `0.0.0.0` is: sluice publishes on its uplink's v4 and v6 addresses); mappings on a
-    /// specific IPv6 host address are left out.
+    /// `0.0.0.0` is: sluice publishes on its uplink's v4 and v6 addresses); a specific IPv6
+    /// host address publishes there only.
     pub fn publish(&self) -> Result<Vec<PublishSpec>, CniError> {
         let mut out = Vec::new();
         for m in &self.runtime_config.port_mappings {
@@ -376,13 +376,12 @@ impl NetConf {
                     .filter(|p| *p != 0)
                     .ok_or_else(|| invalid(&format!("invalid {what}"), format!("{p}")))
             };
-            let host_ip = match m.host_ip.as_deref().unwrap_or("") {
-                "" => None,
+            let (host_ip, host_ip6) = match m.host_ip.as_deref().unwrap_or("") {
+                "" => (None, None),
                 s => match s.parse::<IpAddr>() {
-                    Ok(IpAddr::V4(ip)) if ip.is_unspecified() => None,
-                    Ok(IpAddr::V4(ip)) => Some(ip),
-                    Ok(IpAddr::V6(ip)) if ip.is_unspecified() => None,
-                    Ok(IpAddr::V6(_)) => continue,
+                    Ok(ip) if ip.is_unspecified() => (None, None),
+                    Ok(IpAddr::V4(ip)) => (Some(ip), None),
+                    Ok(IpAddr::V6(ip)) => (None, Some(ip)),
                     Err(_) => return Err(invalid("invalid hostIP", s.to_string())),
                 },
             };
@@ -404,6 +403,7 @@ impl NetConf {
             };
             let spec = PublishSpec {
                 host_ip,
+                host_ip6,
                 host_ports: Some(PortRange::single(port("hostPort", m.host_port)?)),
                 container_ports: PortRange::single(port("containerPort", m.container_port)?),
                 proto,
@@ -666,7 +666,8 @@ mod tests {
                 {"hostPort": 18081, "containerPort": 80, "protocol": "tcp"},
                 {"hostPort": 5353, "containerPort": 53, "protocol": "UDP", "hostIP": "127.0.0.1"},
                 {"hostPort": 8080, "containerPort": 80, "hostIP": "0.0.0.0"},
-                {"hostPort": 8080, "containerPort": 80, "hostIP": "::"}
+                {"hostPort": 8080, "containerPort": 80, "hostIP": "::"},
+                {"hostPort": 8081, "containerPort": 80, "hostIP": "2001:db8::2"}
             ]}}),
         )
         .unwrap();
@@ -681,7 +682,8 @@ mod tests {
             [
                 "0.0.0.0:18081->80/tcp",
                 "127.0.0.1:5353->53/udp",
-                "0.0.0.0:8080->80/tcp"
+                "0.0.0.0:8080->80/tcp",
+                "[2001:db8::2]:8081->80/tcp"
             ]
         );
         for bad in [

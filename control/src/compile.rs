@@ -112,6 +112,7 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
                 cfg.forwards.push(PortForward {
                     proto: p.proto,
                     host_ip: p.host_ip,
+                    host_ip6: p.host_ip6,
                     host_ports,
                     network: n.dataplane_id,
                     target_ip: e.ip,

@@ -352,6 +352,23 @@ pub fn host_ips_clash(a: Option<Ipv4Addr>, b: Option<Ipv4Addr>) -> bool {
     any(a) || any(b) || a == b
 }
 
+/// [`host_ips_clash`] with v6 host addresses (`(v4, v6)` each, at most one given): a v6
+/// address meets the same v6 address and every address, never a v4 address.
+pub fn hosts_clash(
+    a: (Option<Ipv4Addr>, Option<Ipv6Addr>),
+    b: (Option<Ipv4Addr>, Option<Ipv6Addr>),
+) -> bool {
+    let any = |(v4, v6): (Option<Ipv4Addr>, Option<Ipv6Addr>)| {
+        v6.is_none() && v4.is_none_or(|ip| ip.is_unspecified())
+    };
+    match (a.1, b.1) {
+        (Some(x), Some(y)) => x == y,
+        (Some(_), None) => any(b),
+        (None, Some(_)) => any(a),
+        (None, None) => host_ips_clash(a.0, b.0),
+    }
+}
+
 /// A published port: traffic from the uplink to `host_ip:host_ports` goes to `target`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortForward {
@@ -360,6 +377,10 @@ pub struct PortForward {
     /// Host address (none: any address sluice owns on the uplink).
     #[serde(default)]
     pub host_ip: Option<Ipv4Addr>,
+    /// A v6 host address instead (`-p [ADDR]:...`): published on that address only, on no v4
+    /// address (`host_ip` is then none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip6: Option<Ipv6Addr>,
     /// Host ports.
     pub host_ports: PortRange,
     /// The endpoint's network.

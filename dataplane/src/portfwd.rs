@@ -7,11 +7,11 @@
 //! host address), so a lookup is at most two probes whatever the rules.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use hashbrown::HashMap;
 
-use crate::config::{host_ips_clash, L4Proto, PortForward};
+use crate::config::{hosts_clash, L4Proto, PortForward};
 use crate::frame::NetworkId;
 use crate::hash::KeyHasherBuilder;
 
@@ -87,13 +87,14 @@ impl fmt::Display for Rule<'_> {
             L4Proto::Udp => "udp",
             L4Proto::Icmp => "icmp",
         };
+        match r.host_ip6 {
+            Some(ip6) => write!(f, "{proto} [{ip6}]")?,
+            None => write!(f, "{proto} {}", r.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED))?,
+        }
         write!(
             f,
-            "{proto} {}:{} (-> {}:{})",
-            r.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            r.host_ports,
-            r.target_ip,
-            r.target_ports
+            ":{} (-> {}:{})",
+            r.host_ports, r.target_ip, r.target_ports
         )
     }
 }
@@ -101,6 +102,14 @@ impl fmt::Display for Rule<'_> {
 /// The rule's host address as a key part: 0 for every address (`None` or `0.0.0.0`).
 fn host_bits(r: &PortForward) -> u32 {
     r.host_ip.map_or(0, u32::from)
+}
+
+/// True when the two rules can receive the same packet: same protocol, overlapping host ports,
+/// and host addresses that meet ([`hosts_clash`]).
+fn rules_clash(a: &PortForward, b: &PortForward) -> bool {
+    a.proto == b.proto
+        && a.host_ports.overlaps(&b.host_ports)
+        && hosts_clash((a.host_ip, a.host_ip6), (b.host_ip, b.host_ip6))
 }
 
 /// The packed key: protocol number, host port, host address (0: any).
@@ -146,6 +155,8 @@ fn validate(r: &PortForward) -> Result<(), ForwardError> {
 pub struct PortForwardTable {
     rules: Vec<PortForward>,
     map: HashMap<u64, ForwardTarget, KeyHasherBuilder>,
+    /// The rules on a v6 host address, by (protocol number, host port, address).
+    map6: HashMap<(u8, u16, Ipv6Addr), ForwardTarget>,
     /// Some rule names a specific address, so lookups must probe for it.
     has_specific: bool,
 }
@@ -155,11 +166,7 @@ impl PortForwardTable {
     pub fn build(rules: &[PortForward]) -> Result<Self, ForwardError> {
         for (i, r) in rules.iter().enumerate() {
             validate(r)?;
-            let clash = rules[..i].iter().find(|o| {
-                o.proto == r.proto
-                    && o.host_ports.overlaps(&r.host_ports)
-                    && host_ips_clash(o.host_ip, r.host_ip)
-            });
+            let clash = rules[..i].iter().find(|o| rules_clash(o, r));
             if let Some(o) = clash {
                 return Err(ForwardError::Clash {
                     a: Rule(r).to_string(),
@@ -169,6 +176,7 @@ impl PortForwardTable {
         }
         let total: usize = rules.iter().map(|r| r.host_ports.len() as usize).sum();
         let mut map = HashMap::with_capacity_and_hasher(total, KeyHasherBuilder::default());
+        let mut map6 = HashMap::new();
         for r in rules {
             let ip = host_bits(r);
             for (offset, host_port) in (r.host_ports.first..=r.host_ports.last).enumerate() {
@@ -178,19 +186,21 @@ impl PortForwardTable {
                     // Validated: both ranges have the same length, so this stays in range.
                     r.target_ports.first + offset as u16
                 };
-                map.insert(
-                    key(r.proto, host_port, ip),
-                    ForwardTarget {
-                        network: r.network,
-                        ip: r.target_ip,
-                        port,
-                    },
-                );
+                let target = ForwardTarget {
+                    network: r.network,
+                    ip: r.target_ip,
+                    port,
+                };
+                match r.host_ip6 {
+                    Some(ip6) => map6.insert((r.proto.number(), host_port, ip6), target),
+                    None => map.insert(key(r.proto, host_port, ip), target),
+                };
             }
         }
         Ok(PortForwardTable {
             rules: rules.to_vec(),
             map,
+            map6,
             has_specific: rules.iter().any(|r| host_bits(r) != 0),
         })
     }
@@ -208,6 +218,16 @@ impl PortForwardTable {
             }
         }
         self.map.get(&key(proto, dst_port, 0)).copied()
+    }
+
+    /// The endpoint an inbound v6 packet to `[dst]:dst_port` goes to, if the port is published
+    /// on `dst` or on every address.
+    #[inline]
+    pub fn lookup6(&self, proto: L4Proto, dst: Ipv6Addr, dst_port: u16) -> Option<ForwardTarget> {
+        if let Some(t) = self.map6.get(&(proto.number(), dst_port, dst)) {
+            return Some(*t);
+        }
+        self.lookup(proto, Ipv4Addr::UNSPECIFIED, dst_port)
     }
 
     /// True when `dst:port` is published: NAPT must not allocate it as a source port there.
@@ -242,6 +262,7 @@ mod tests {
         PortForward {
             proto,
             host_ip,
+            host_ip6: None,
             host_ports: PortRange {
                 first: host.0,
                 last: host.1,
@@ -297,6 +318,43 @@ mod tests {
         assert_eq!(t.lookup(L4Proto::Tcp, HOST, 1), target(2, 1));
         assert_eq!(t.lookup(L4Proto::Tcp, HOST, 0), None);
         assert_eq!(t.lookup(L4Proto::Tcp, HOST2, 80), None);
+    }
+
+    /// `-p [2001:db8::2]:80:80`: found on that v6 address only; every-address rules on v6 too.
+    #[test]
+    fn v6_host_addresses_are_separate_from_v4() {
+        let ip6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let v6 = |host: (u16, u16), octet| PortForward {
+            host_ip6: Some(ip6("2001:db8::2")),
+            ..fwd(L4Proto::Tcp, None, host, host, octet)
+        };
+        let t = PortForwardTable::build(&[
+            v6((80, 80), 2),
+            fwd(L4Proto::Tcp, Some(HOST), (80, 80), (80, 80), 3),
+            fwd(L4Proto::Tcp, None, (81, 81), (81, 81), 4),
+        ])
+        .unwrap();
+        assert_eq!(
+            t.lookup6(L4Proto::Tcp, ip6("2001:db8::2"), 80),
+            target(2, 80)
+        );
+        assert_eq!(t.lookup6(L4Proto::Tcp, ip6("2001:db8::3"), 80), None);
+        assert_eq!(t.lookup(L4Proto::Tcp, HOST, 80), target(3, 80));
+        assert_eq!(t.lookup(L4Proto::Tcp, HOST2, 80), None, "not on v4");
+        assert_eq!(
+            t.lookup6(L4Proto::Tcp, ip6("2001:db8::2"), 81),
+            target(4, 81)
+        );
+        let err = PortForwardTable::build(&[
+            fwd(L4Proto::Tcp, None, (80, 80), (80, 80), 3),
+            v6((80, 80), 2),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tcp [2001:db8::2]:80 (-> 172.17.0.2:80) clashes with tcp 0.0.0.0:80 (-> 172.17.0.3:80)"
+        );
+        assert!(PortForwardTable::build(&[v6((80, 80), 2), v6((70, 90), 3)]).is_err());
     }
 
     #[test]

@@ -748,6 +748,7 @@ mod tests {
         c.forwards.push(PortForward {
             proto: L4Proto::Tcp,
             host_ip: None,
+            host_ip6: None,
             host_ports: PortRange::single(80),
             network: NetworkId(0),
             target_ip: Ipv4Addr::new(10, 9, 9, 9),

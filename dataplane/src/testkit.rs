@@ -202,6 +202,7 @@ impl Scenario {
         let forward = |proto| PortForward {
             proto,
             host_ip: None,
+            host_ip6: None,
             host_ports: PortRange::single(8080),
             network: NetworkId(0),
             target_ip: Self::B,

@@ -600,6 +600,33 @@ fn docker_containers_on_a_dual_stack_sluice_network() {
     );
     let body = s.curl_from_outside(&format!("http://{UPLINK_IP}:18080/index.html"));
     assert_eq!(body.trim(), "published-hello", "and on its v4 address");
+    // `-p [V6]:...` on the uplink's v6 address: published there, not on the v4 address.
+    let on_v6 = format!("[{UPLINK6}]:18081:80");
+    s.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web6",
+        "--network",
+        "net1",
+        "-p",
+        &on_v6,
+        img,
+        "sh",
+        "-c",
+        "echo only-v6 > /tmp/index.html && exec httpd -f -p 80 -h /tmp",
+    ]);
+    let body = s.curl_from_outside(&format!("http://[{UPLINK6}]:18081/index.html"));
+    assert_eq!(body.trim(), "only-v6");
+    let v4 = format!("http://{UPLINK_IP}:18081/index.html");
+    let o =
+        s.d.lab()
+            .exec_output("out", &["curl", "-sS", "--max-time", "2", &v4])
+            .unwrap();
+    assert!(
+        !o.status.success(),
+        "a v6 host address is not published on v4"
+    );
 
     // `--ipv6` with only a v6 `--subnet`: sluice's IPAM picks the v4 pool (as docker's does);
     // `--ipv6` with no subnet at all: a ULA /64 of sluice's default v6 pool as well.

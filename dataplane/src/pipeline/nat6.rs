@@ -14,7 +14,7 @@
 //! `arp_pending`). Its drops: not for us, unsupported, malformed, fragment, no flow, no
 //! route, TTL exceeded, conntrack full, NAT ports exhausted.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 use hashbrown::HashMap;
 use parking_lot::MutexGuard;
@@ -232,9 +232,7 @@ impl<'t> BatchState<'t> {
             if tu.proto == L4Proto::Icmp {
                 return None;
             }
-            let target = t
-                .forwards()
-                .lookup(tu.proto, Ipv4Addr::UNSPECIFIED, tu.dst_port)?;
+            let target = t.forwards().lookup6(tu.proto, tu.dst, tu.dst_port)?;
             let net = t.network(target.network).filter(|n| routed_through_up(n))?;
             let ep = t.ports().find(|p| {
                 p.network == Some(net.config.id)

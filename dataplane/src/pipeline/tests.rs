@@ -92,6 +92,7 @@ fn a_network_with_its_own_uplink_is_translated_and_reached_there() {
     s.config.forwards.push(PortForward {
         proto: crate::config::L4Proto::Tcp,
         host_ip: None,
+        host_ip6: None,
         host_ports: PortRange::single(9090),
         network: crate::frame::NetworkId(1),
         target_ip: S::C,

@@ -225,6 +225,7 @@ impl DockerLikeSpec {
             forwards.push(PortForward {
                 proto: p.proto,
                 host_ip: None,
+                host_ip6: None,
                 host_ports: PortRange::single(p.host_port),
                 network: net,
                 target_ip,

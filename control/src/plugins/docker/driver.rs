@@ -17,7 +17,7 @@
 //! - The IPAM calls go to [`DockerIpam`].
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
@@ -146,20 +146,21 @@ fn publish(bindings: &[PortBinding]) -> Result<Vec<PublishSpec>, PluginError> {
                 }
             };
             // Every address, `0.0.0.0` and `::` alike, is both families' uplink addresses.
-            let host_ip = match b.host_ip.parse::<IpAddr>() {
-                _ if b.host_ip.is_empty() => None,
-                Ok(IpAddr::V4(ip)) => Some(ip),
-                Ok(ip) if ip.is_unspecified() => None,
-                _ => {
+            let (host_ip, host_ip6) = match b.host_ip.parse::<IpAddr>() {
+                _ if b.host_ip.is_empty() => (None, None),
+                Ok(ip) if ip.is_unspecified() => (None, None),
+                Ok(IpAddr::V4(ip)) => (Some(ip), None),
+                Ok(IpAddr::V6(ip)) => (None, Some(ip)),
+                Err(_) => {
                     return Err(PluginError::Refused(format!(
-                        "host address {:?} is not IPv4 or ::",
+                        "host address {:?} is not an IP address",
                         b.host_ip
                     )))
                 }
-            }
-            .filter(|ip: &Ipv4Addr| !ip.is_unspecified());
+            };
             Ok(PublishSpec {
                 host_ip,
+                host_ip6,
                 // docker's HostPort..HostPortEnd means "one free port of the range": sluice
                 // takes the first. HostPort 0 (`-p 80`, `-P`) leaves the pick to the daemon.
                 host_ports: (b.host_port != 0).then(|| PortRange::single(b.host_port)),
@@ -982,6 +983,9 @@ mod tests {
         };
         assert_eq!(publish(&[any]).unwrap()[0].host_ports, None, "-p 53, -P");
         assert!(publish(&[b(132, "")]).is_err());
-        assert!(publish(&[b(6, "::1")]).is_err());
+        assert!(publish(&[b(6, "x")]).is_err());
+        let v6 = publish(&[b(6, "2001:db8::2"), b(6, "::")]).unwrap();
+        assert_eq!(v6[0].to_string(), "[2001:db8::2]:5353:53/tcp");
+        assert_eq!((v6[1].host_ip, v6[1].host_ip6), (None, None));
     }
 }
