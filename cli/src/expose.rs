@@ -39,7 +39,7 @@ pub fn publish(
 /// One `--expose` value, `CPORT[-CPORT][/tcp|udp]`: a mapping with no host side.
 fn exposed_port(s: &str) -> Result<PublishSpec> {
     let p: PublishSpec = s.parse()?;
-    if p.host_ip.is_some() || p.host_ports.is_some() {
+    if p.host_ip.is_some() || p.host_ip6.is_some() || p.host_ports.is_some() {
         bail!(
             "expose takes a container port only, CPORT[-CPORT][/tcp|udp] (use -p for a host port)"
         );
@@ -82,6 +82,8 @@ mod tests {
     fn expose_alone_publishes_nothing_but_is_checked() {
         assert!(publish(&[], &strings(&["80"]), false).unwrap().is_empty());
         let e = publish(&[], &strings(&["8080:80"]), false).unwrap_err();
+        assert!(format!("{e:#}").contains("container port only"), "{e:#}");
+        let e = publish(&[], &strings(&["[2001:db8::2]::80"]), false).unwrap_err();
         assert!(format!("{e:#}").contains("container port only"), "{e:#}");
         let e = publish(&[], &strings(&["80/sctp"]), true).unwrap_err();
         assert!(
