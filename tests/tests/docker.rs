@@ -150,12 +150,13 @@ impl Stack {
         serde_json::from_slice(&o.stdout).unwrap()
     }
 
-    /// `docker network create -d sluice --ipam-driver sluice` of `name` on `subnet` (plus
-    /// `extra` flags): docker's network id and sluice's inspect of the network it made.
+    /// `docker network create -d sluice --ipam-driver sluice` of `name` on `subnet` (none: the
+    /// IPAM picks one), plus `extra` flags: docker's network id and sluice's inspect of the
+    /// network it made.
     fn sluice_network(
         &self,
         name: &str,
-        subnet: &str,
+        subnet: Option<&str>,
         extra: &[&str],
     ) -> (String, serde_json::Value) {
         let mut args = vec![
@@ -167,7 +168,10 @@ impl Stack {
             "sluice",
         ];
         args.extend_from_slice(extra);
-        args.extend(["--subnet", subnet, name]);
+        if let Some(subnet) = subnet {
+            args.extend(["--subnet", subnet]);
+        }
+        args.push(name);
         self.docker(&args);
         let id = self.docker(&["network", "inspect", "-f", "{{.Id}}", name]);
         let net = self.sluice_json(&["network", "inspect", &format!("docker-{}", &id[..12])]);
@@ -324,7 +328,7 @@ fn docker_containers_on_a_sluice_network() {
     let img = s.d.import_busybox().unwrap();
 
     let step = Instant::now();
-    let (nid, snet) = s.sluice_network("net1", "10.77.0.0/24", &[]);
+    let (nid, snet) = s.sluice_network("net1", Some("10.77.0.0/24"), &[]);
     assert_eq!(snet["Labels"]["com.docker.network.id"], nid.as_str());
     assert_eq!(snet["IPAM"]["Config"][0]["Subnet"], "10.77.0.0/24");
     for name in ["alpha", "beta"] {
@@ -422,7 +426,7 @@ fn docker_containers_on_a_sluice_network() {
     assert!(route.contains("default via 10.77.0.1"), "{route}");
 
     // --internal: no default route, no way out; docker network connect / disconnect.
-    let (_, inet) = s.sluice_network("inet", "10.78.0.0/24", &["--internal"]);
+    let (_, inet) = s.sluice_network("inet", Some("10.78.0.0/24"), &["--internal"]);
     assert_eq!(inet["Internal"], true, "{inet}");
     s.docker(&[
         "run",
@@ -543,7 +547,7 @@ fn docker_containers_on_a_dual_stack_sluice_network() {
     let img = s.d.import_busybox().unwrap();
     let (_, snet) = s.sluice_network(
         "net1",
-        "10.79.0.0/24",
+        Some("10.79.0.0/24"),
         &["--ipv6", "--subnet", "fd00:79::/64"],
     );
     assert_eq!(snet["EnableIPv6"], true, "{snet}");
@@ -630,27 +634,8 @@ fn docker_containers_on_a_dual_stack_sluice_network() {
 
     // `--ipv6` with only a v6 `--subnet`: sluice's IPAM picks the v4 pool (as docker's does);
     // `--ipv6` with no subnet at all: a ULA /64 of sluice's default v6 pool as well.
-    let sluice_net = |name: &str| {
-        let id = s.docker(&["network", "inspect", "-f", "{{.Id}}", name]);
-        let net = s.sluice_json(&["network", "inspect", &format!("docker-{}", &id[..12])]);
-        net[0].clone()
-    };
-    let create = [
-        "network",
-        "create",
-        "-d",
-        "sluice",
-        "--ipam-driver",
-        "sluice",
-        "--ipv6",
-    ];
-    let mut args = create.to_vec();
-    args.extend(["--subnet", "fd00:7a::/64", "net6"]);
-    s.docker(&args);
-    let mut args = create.to_vec();
-    args.push("net6b");
-    s.docker(&args);
-    let (n6, n6b) = (sluice_net("net6"), sluice_net("net6b"));
+    let (_, n6) = s.sluice_network("net6", Some("fd00:7a::/64"), &["--ipv6"]);
+    let (_, n6b) = s.sluice_network("net6b", None, &["--ipv6"]);
     assert_eq!(n6["IPAM"]["Config"][1]["Subnet"], "fd00:7a::/64", "{n6}");
     assert!(
         n6["IPAM"]["Config"][0]["Subnet"]
