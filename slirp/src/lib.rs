@@ -21,5 +21,6 @@ pub mod sandbox;
 pub mod seccomp;
 pub mod sys;
 pub mod tcp;
+pub mod tcp_smoltcp;
 pub mod udp;
 pub mod unreach;
