@@ -498,12 +498,15 @@ fn smoltcp_engine_carries_tcp() {
     let args = "--tcp-engine=smoltcp --mtu=65520 --enable-sandbox --enable-seccomp -c -e 3 -r 4";
     let mut slirp = Slirp::start(&dir.join("sluice-slirp"), &d, args, target.pid, None);
     wait_ready(&mut ready, &d.join("log"));
-    in_ns(&target.netns(), move || {
+    in_ns(target.netns(), move || {
         tcp_echo_check(8_000_000, tport);
         tcp_echo_check(1, tport);
     });
     drop(exit);
-    assert!(slirp.wait_exit(Duration::from_secs(5)), "no exit on the exit fd");
+    assert!(
+        slirp.wait_exit(Duration::from_secs(5)),
+        "no exit on the exit fd"
+    );
 }
 
 #[test]
