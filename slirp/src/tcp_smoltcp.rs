@@ -32,6 +32,8 @@ use crate::udp::{FlowKey, FlowTable};
 /// The receive and send buffers of each smoltcp socket (the guest's window and what is read
 /// ahead from the host).
 const SOCKET_BUF: usize = 2 << 20;
+/// How long unacknowledged data (or FIN) may wait for the guest before the connection is reset.
+const UNACKED_TIMEOUT: Duration = Duration::from_secs(60);
 /// Guest packets queued before the stack must take them.
 const MAX_QUEUED: usize = 32;
 /// Rounds of copying and sending per [`SmolTcp::service`], so one busy flow cannot hold the
@@ -251,6 +253,8 @@ impl SmolTcp {
             tcp::SocketBuffer::new(vec![0; SOCKET_BUF]),
         );
         sock.set_nagle_enabled(false);
+        // A guest that stops acknowledging loses the connection instead of holding it forever.
+        sock.set_timeout(Some(UNACKED_TIMEOUT));
         let at = IpListenEndpoint {
             addr: Some(key.remote.ip().into()),
             port: key.remote.port(),
