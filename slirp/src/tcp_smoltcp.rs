@@ -379,16 +379,6 @@ impl SmolTcp {
             }
         }
     }
-
-    /// Live connections.
-    pub fn len(&self) -> usize {
-        self.flows.len()
-    }
-
-    /// True with no connection.
-    pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
-    }
 }
 
 /// Copies what can move on every flow; true when any byte did.

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::engine::{Engine, EngineSetup};
-use smoltcp::iface::Config;
+use smoltcp::iface::{Config, SocketHandle};
 use smoltcp::wire::{EthernetAddress, IpAddress};
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::fd::OwnedFd;
@@ -83,31 +83,69 @@ fn start(engine: TcpEngine) -> (UnixDatagram, UnixStream, std::thread::JoinHandl
     (guest, stop, t)
 }
 
-/// An echo server on the host's loopback that serves one connection.
-fn echo_server() -> (u16, std::thread::JoinHandle<usize>) {
+/// An echo server on the host's loopback that serves `n` connections, each in its thread;
+/// joined, it gives the bytes each echoed.
+fn echo_server(n: usize) -> (u16, std::thread::JoinHandle<Vec<usize>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let t = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
-        let mut buf = vec![0u8; 65536];
-        let mut total = 0;
-        loop {
-            match s.read(&mut buf).unwrap() {
-                0 => break,
-                n => {
-                    s.write_all(&buf[..n]).unwrap();
-                    total += n;
+        let echo = |mut s: std::net::TcpStream| {
+            let mut buf = vec![0u8; 65536];
+            let mut total = 0;
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
                 }
+                total += n;
             }
-        }
-        total
+            total
+        };
+        let conns: Vec<_> = (0..n)
+            .map(|_| {
+                let (s, _) = l.accept().unwrap();
+                std::thread::spawn(move || echo(s))
+            })
+            .collect();
+        conns.into_iter().map(|c| c.join().unwrap()).collect()
     });
     (port, t)
 }
 
-/// The guest connects to the gateway's `port`, sends `data`, half-closes and reads the echo
-/// until the server closes; returns what came back.
-fn guest_echo(nic: UnixDatagram, port: u16, data: &[u8]) -> Vec<u8> {
+/// One guest connection: its socket and how far it got.
+struct GuestConn<'d> {
+    handle: SocketHandle,
+    data: &'d [u8],
+    sent: usize,
+    got: Vec<u8>,
+    closed: bool,
+}
+
+impl GuestConn<'_> {
+    /// Sends, half-closes once all is sent, reads; true when the connection is over.
+    fn step(&mut self, s: &mut tcp::Socket<'_>) -> bool {
+        if s.can_send() && self.sent < self.data.len() {
+            self.sent += s.send_slice(&self.data[self.sent..]).unwrap();
+        }
+        if self.sent == self.data.len() && !self.closed {
+            s.close();
+            self.closed = true;
+        }
+        while s.can_recv() {
+            s.recv(|b| {
+                self.got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        let echoed = self.closed && !s.may_recv() && self.got.len() >= self.data.len();
+        echoed || s.state() == tcp::State::Closed
+    }
+}
+
+/// The guest opens one connection per entry of `data`, all at once, to the gateway's `port`,
+/// sends it, half-closes and reads the echo until the server closes; returns what came back
+/// on each.
+fn guest_echo(nic: UnixDatagram, port: u16, data: &[&[u8]]) -> Vec<Vec<u8>> {
     let mut dev = GuestNic(nic);
     let mut cfg = Config::new(EthernetAddress([2, 0, 0, 0, 0, 0x64]).into());
     cfg.random_seed = 7;
@@ -117,45 +155,35 @@ fn guest_echo(nic: UnixDatagram, port: u16, data: &[u8]) -> Vec<u8> {
     });
     iface.routes_mut().add_default_ipv4_route(GATEWAY).unwrap();
     let mut sockets = SocketSet::new(Vec::new());
-    let sock = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; 256 << 10]),
-        tcp::SocketBuffer::new(vec![0; 256 << 10]),
-    );
-    let h = sockets.add(sock);
-    let remote = (IpAddress::from(GATEWAY), port);
-    sockets
-        .get_mut::<tcp::Socket>(h)
-        .connect(iface.context(), remote, 49152)
-        .unwrap();
-    let (mut sent, mut got, mut closed) = (0, Vec::new(), false);
+    let mut conns: Vec<GuestConn<'_>> = data
+        .iter()
+        .zip(49152..)
+        .map(|(d, local_port)| {
+            let mut s = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; 256 << 10]),
+                tcp::SocketBuffer::new(vec![0; 256 << 10]),
+            );
+            let remote = (IpAddress::from(GATEWAY), port);
+            s.connect(iface.context(), remote, local_port).unwrap();
+            GuestConn {
+                handle: sockets.add(s),
+                data: d,
+                sent: 0,
+                got: Vec::new(),
+                closed: false,
+            }
+        })
+        .collect();
     let deadline = StdInstant::now() + std::time::Duration::from_secs(30);
     loop {
-        assert!(
-            StdInstant::now() < deadline,
-            "stalled: sent {sent}, got {}",
-            got.len()
-        );
+        assert!(StdInstant::now() < deadline, "stalled");
         iface.poll(Instant::now(), &mut dev, &mut sockets);
-        let s = sockets.get_mut::<tcp::Socket>(h);
-        if s.can_send() && sent < data.len() {
-            sent += s.send_slice(&data[sent..]).unwrap();
+        let mut done = true;
+        for c in &mut conns {
+            done &= c.step(sockets.get_mut::<tcp::Socket>(c.handle));
         }
-        if sent == data.len() && !closed {
-            s.close();
-            closed = true;
-        }
-        while s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
-        if closed && !s.may_recv() && got.len() >= data.len() {
-            return got;
-        }
-        if s.state() == tcp::State::Closed {
-            return got;
+        if done {
+            return conns.into_iter().map(|c| c.got).collect();
         }
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
@@ -163,12 +191,11 @@ fn guest_echo(nic: UnixDatagram, port: u16, data: &[u8]) -> Vec<u8> {
 
 fn echo_through(engine: TcpEngine) {
     let (nic, stop, engine_thread) = start(engine);
-    let (port, server) = echo_server();
+    let (port, server) = echo_server(1);
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    let got = guest_echo(nic, port, &data);
-    assert_eq!(server.join().unwrap(), data.len());
-    assert_eq!(got.len(), data.len());
-    assert!(got == data, "{engine:?}: the echo differs");
+    let got = guest_echo(nic, port, &[&data]);
+    assert_eq!(server.join().unwrap(), [data.len()]);
+    assert!(got[0] == data, "{engine:?}: the echo differs");
     drop(stop);
     engine_thread.join().unwrap();
 }
@@ -183,12 +210,33 @@ fn splice_engine_carries_a_connection_both_ways() {
     echo_through(TcpEngine::Splice);
 }
 
+/// Connections opened at once to the same destination each keep their own bytes (one
+/// listening socket per destination at a time).
+#[test]
+fn smoltcp_engine_keeps_concurrent_connections_apart() {
+    let (nic, stop, engine_thread) = start(TcpEngine::Smoltcp);
+    let (port, server) = echo_server(3);
+    let data: Vec<Vec<u8>> = (0..3u8)
+        .map(|k| vec![b'a' + k; 200_000 + usize::from(k) * 1000])
+        .collect();
+    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let got = guest_echo(nic, port, &refs);
+    let mut echoed = server.join().unwrap();
+    echoed.sort_unstable();
+    assert_eq!(echoed, [200_000, 201_000, 202_000]);
+    for (g, d) in got.iter().zip(&data) {
+        assert!(g == d, "connection {} got another's bytes", d[0] as char);
+    }
+    drop(stop);
+    engine_thread.join().unwrap();
+}
+
 #[test]
 fn refused_destination_gets_a_reset_from_the_smoltcp_engine() {
     let (nic, stop, engine_thread) = start(TcpEngine::Smoltcp);
     // Nothing listens on port 1 of the host's loopback: the connection is refused.
-    let got = guest_echo(nic, 1, b"x");
-    assert!(got.is_empty());
+    let got = guest_echo(nic, 1, &[b"x"]);
+    assert!(got[0].is_empty());
     drop(stop);
     engine_thread.join().unwrap();
 }
