@@ -48,6 +48,11 @@ pub struct BenchArgs {
     /// The harness binary (default: `sluice-e2e-bench` next to this binary).
     #[arg(long)]
     pub bench_bin: Option<PathBuf>,
+    /// Runs the rootless shape instead, as this unprivileged user: sluice-slirp (next to this
+    /// binary), slirp4netns and pasta serving an `unshare -r -n` namespace (`--peers` may
+    /// pick them, sluice-slirp-smoltcp too); prints a table per run.
+    #[arg(long, value_name = "USER")]
+    pub rootless: Option<String>,
 }
 
 /// The `sluice-e2e-bench` arguments for `args`; `me` is the sluice binary to measure and
@@ -67,6 +72,19 @@ pub fn e2e_args(args: &BenchArgs, me: &Path, now: u64) -> Vec<OsString> {
         v.push(name.into());
         v.push(value);
     };
+    if let Some(user) = &args.rootless {
+        flag("--rootless", user.into());
+        if let Some(p) = &args.peers {
+            flag("--peers", p.into());
+        }
+        flag(
+            "--duration",
+            args.duration.unwrap_or(duration).to_string().into(),
+        );
+        flag("--runs", args.runs.unwrap_or(runs).to_string().into());
+        flag("--sluice-bin", me.into());
+        return v;
+    }
     flag("--peers", args.peers.as_deref().unwrap_or(peers).into());
     flag("--tests", args.tests.as_deref().unwrap_or(tests).into());
     flag(
@@ -146,5 +164,28 @@ mod tests {
         assert_eq!(get("--duration"), "2");
         assert_eq!(get("--output"), "out");
         assert_eq!(get("--sluice-workers"), "2");
+    }
+
+    #[test]
+    fn rootless_shape_passes_through() {
+        let a = BenchArgs {
+            rootless: Some("alice".into()),
+            quick: true,
+            ..BenchArgs::default()
+        };
+        assert_eq!(
+            strings(e2e_args(&a, Path::new("bin/sluice"), 0)).join(" "),
+            "--rootless alice --duration 2 --runs 1 --sluice-bin bin/sluice"
+        );
+        let b = BenchArgs {
+            rootless: Some("bob".into()),
+            peers: Some("sluice-slirp,sluice-slirp-smoltcp".into()),
+            ..BenchArgs::default()
+        };
+        assert_eq!(
+            strings(e2e_args(&b, Path::new("s"), 0)).join(" "),
+            "--rootless bob --peers sluice-slirp,sluice-slirp-smoltcp --duration 5 --runs 3 \
+             --sluice-bin s"
+        );
     }
 }

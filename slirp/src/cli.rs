@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use clap::{ArgAction, Parser, ValueEnum};
 use sluice_dataplane::wire::MacAddr;
 
+use crate::tcp_smoltcp::TcpEngine;
+
 /// The largest MTU slirp4netns accepts.
 pub const MAX_MTU: u16 = 65520;
 
@@ -87,6 +89,9 @@ pub struct Options {
     /// enable seccomp to limit syscalls
     #[arg(long)]
     pub enable_seccomp: bool,
+    /// The TCP translation (not slirp4netns's; kept to measure smoltcp against the default)
+    #[arg(long, value_name = "ENGINE", value_enum, default_value_t = TcpEngine::default(), hide = true)]
+    pub tcp_engine: TcpEngine,
     /// show this help and exit
     #[arg(short = 'h', long, action = ArgAction::Help)]
     pub help: Option<bool>,

@@ -25,6 +25,7 @@ use crate::flows::{self, PingFlow, TcpFlow, TcpSock, UdpFlow, UdpPath};
 use crate::frame::{Ends, ETH_LEN, MAX_FRAME};
 use crate::netns::VNET_HDR_LEN;
 use crate::tcp::{self, GuestTx, TcpConn, Verdict};
+use crate::tcp_smoltcp::{SmolTcp, TcpEngine};
 use crate::udp::{self, FlowKey, FlowTable};
 use crate::{arp, dhcp, icmp, unreach};
 
@@ -36,6 +37,7 @@ const TCP_BASE: usize = 1 << 20;
 const UDP_BASE: usize = 2 << 20;
 const PING_BASE: usize = 3 << 20;
 const FWD_BASE: usize = 4 << 20;
+const SMOL_BASE: usize = 5 << 20;
 /// Most TCP flows at once.
 pub const MAX_TCP_FLOWS: usize = 4096;
 /// Most UDP flows at once.
@@ -72,6 +74,8 @@ pub struct EngineSetup {
     pub api_socket: Option<PathBuf>,
     /// Whether the TAP's frames carry a virtio-net header ([`crate::netns::VNET_HDR_LEN`]).
     pub vnet_hdr: bool,
+    /// Which translation carries the guest's outbound IPv4 TCP.
+    pub tcp_engine: TcpEngine,
 }
 
 /// Frames to the guest: built in one buffer and written to the TAP.
@@ -185,6 +189,8 @@ pub struct Engine {
     guest6: Option<std::net::Ipv6Addr>,
     /// When the next unsolicited router advertisement is due (engine milliseconds).
     next_ra: u64,
+    /// The smoltcp translation, when it carries outbound IPv4 TCP (`--tcp-engine smoltcp`).
+    smol: Option<SmolTcp>,
 }
 
 fn io(what: &'static str) -> impl Fn(io::Error) -> EngineError {
@@ -218,6 +224,8 @@ impl Engine {
             }
             None => None,
         };
+        let smol = (s.tcp_engine == TcpEngine::Smoltcp)
+            .then(|| SmolTcp::new(&s.net, SMOL_BASE, MAX_TCP_FLOWS));
         let seed = std::process::id().wrapping_mul(2_654_435_761)
             ^ Instant::now().elapsed().subsec_nanos();
         Ok(Engine {
@@ -248,6 +256,7 @@ impl Engine {
             csum_partial: false,
             guest6: None,
             next_ra: 0,
+            smol,
         })
     }
 
@@ -269,7 +278,7 @@ impl Engine {
         let mut next_tick: u64 = 0;
         loop {
             let wait = if self.window_watch.is_empty() {
-                next_tick.saturating_sub(self.now())
+                next_tick.saturating_sub(self.now()).min(self.smol_delay())
             } else {
                 0
             };
@@ -283,6 +292,7 @@ impl Engine {
                     TAP => self.drain_tap()?,
                     EXIT | PIDFD => return Ok(()),
                     API => self.serve_api(),
+                    Token(t) if t >= SMOL_BASE => self.on_smol_host(t - SMOL_BASE),
                     Token(t) if t >= FWD_BASE => self.on_listener((t - FWD_BASE) as u32),
                     Token(t) if t >= PING_BASE => self.on_ping(t - PING_BASE),
                     Token(t) if t >= UDP_BASE => self.on_udp(t - UDP_BASE),
@@ -291,6 +301,7 @@ impl Engine {
                 }
             }
             self.check_windows();
+            self.service_smol();
             let now = self.now();
             if now >= next_tick {
                 self.tick(now);
@@ -361,6 +372,10 @@ impl Engine {
         }
         let (src, dst) = (ip.src(), ip.dst());
         match ip.protocol() {
+            IPPROTO_TCP if self.smol.is_some() => {
+                let end = ip.header_len() + ip.payload().len();
+                self.on_smol_tcp(&bytes[..end], ip.payload(), src, dst)
+            }
             IPPROTO_TCP => self.on_guest_tcp(ip.payload(), src.into(), dst.into()),
             IPPROTO_UDP => self.on_guest_udp(ip.payload(), src.into(), dst.into()),
             IPPROTO_ICMP => self.on_guest_icmp(ip.payload(), src, dst),

@@ -457,3 +457,88 @@ impl Engine {
         }
     }
 }
+
+/// The hooks of the smoltcp translation ([`crate::tcp_smoltcp`]).
+impl Engine {
+    /// A guest IPv4 TCP packet with the smoltcp engine on: host forwards stay on the
+    /// passt-style path; a new outbound connection gets a host stream and a socket of the
+    /// stack, and the packet goes to the stack.
+    pub(super) fn on_smol_tcp(
+        &mut self,
+        packet: &[u8],
+        l4: &[u8],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) -> Result<(), Drop> {
+        let seg = tcp::parse(l4, src.into(), dst.into(), !self.csum_partial)?;
+        let key = FlowKey {
+            guest_port: seg.src_port,
+            remote: SocketAddr::new(dst.into(), seg.dst_port),
+        };
+        if self.tcp.find(&key).is_some() {
+            return self.on_guest_tcp(l4, src.into(), dst.into());
+        }
+        let Some(smol) = &mut self.smol else {
+            return Err(Drop::Unsupported);
+        };
+        let syn =
+            seg.has(sluice_dataplane::wire::tcp::SYN) && !seg.has(sluice_dataplane::wire::tcp::ACK);
+        if smol.has(&key) || !syn {
+            smol.queue(packet);
+            if smol.backlog_full() {
+                self.service_smol();
+            }
+            return Ok(());
+        }
+        // One listening socket per destination at a time: the stack takes what is queued
+        // before a new one listens, and this SYN at once.
+        self.service_smol();
+        let ends = self.ends(dst.into(), src.into());
+        let opened = self
+            .net
+            .host_target(key.remote, self.resolver)
+            .and_then(|to| {
+                flows::connect_stream(to, self.net.outbound_for(to)).map_err(|_| Drop::HostError)
+            })
+            .and_then(|stream| {
+                let smol = self.smol.as_mut().ok_or(Drop::Unsupported)?;
+                smol.open(key, stream, self.poll.registry())?;
+                smol.queue(packet);
+                self.service_smol();
+                let smol = self.smol.as_mut().ok_or(Drop::Unsupported)?;
+                smol.check_opened(&key, self.poll.registry())
+            });
+        if let Err(why) = opened {
+            TcpConn::refuse(ends, &seg, &mut self.tx);
+            return Err(why);
+        }
+        Ok(())
+    }
+
+    /// Runs the stack: queued guest packets in, bytes across, frames to the guest out.
+    pub(super) fn service_smol(&mut self) {
+        if let Some(smol) = &mut self.smol {
+            smol.service(
+                &mut self.tx,
+                &self.net,
+                self.guest_mac,
+                self.poll.registry(),
+            );
+        }
+    }
+
+    /// A readiness event on a host stream of the stack.
+    pub(super) fn on_smol_host(&mut self, h: usize) {
+        if let Some(smol) = &mut self.smol {
+            smol.on_host(h);
+        }
+    }
+
+    /// Milliseconds until the stack's next timer.
+    pub(super) fn smol_delay(&mut self) -> u64 {
+        self.smol
+            .as_mut()
+            .and_then(SmolTcp::delay)
+            .map_or(u64::MAX, |d| d.total_millis())
+    }
+}

@@ -20,6 +20,7 @@ fn engine() -> (Engine, UnixDatagram) {
         pidfd: None,
         api_socket: None,
         vnet_hdr: false,
+        tcp_engine: TcpEngine::Splice,
     })
     .unwrap();
     b.set_nonblocking(true).unwrap();

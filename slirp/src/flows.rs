@@ -39,21 +39,7 @@ impl TcpSock {
 
     /// Starts a nonblocking connect to `to`, from `from` when set.
     pub fn connect(to: SocketAddr, from: Option<IpAddr>) -> io::Result<Self> {
-        let s = Socket::new(
-            Domain::for_address(to),
-            Type::STREAM.nonblocking(),
-            Some(Protocol::TCP),
-        )?;
-        if let Some(ip) = from {
-            s.bind(&SocketAddr::new(ip, 0).into())?;
-        }
-        s.set_tcp_nodelay(true)?;
-        match s.connect(&to.into()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => return Err(e),
-        }
-        TcpSock::new(TcpStream::from_std(std::net::TcpStream::from(s)))
+        TcpSock::new(connect_stream(to, from)?)
     }
 
     /// Closes with a reset instead of a FIN (the guest reset the connection).
@@ -63,14 +49,7 @@ impl TcpSock {
 
     /// After a writable event while connecting: `Ok(true)` once connected.
     pub fn connected(&self) -> io::Result<bool> {
-        if let Some(e) = self.stream.take_error()? {
-            return Err(e);
-        }
-        match self.stream.peer_addr() {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-            Err(e) => Err(e),
-        }
+        stream_connected(&self.stream)
     }
 }
 
@@ -114,6 +93,37 @@ impl HostSocket for TcpSock {
             Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// Starts a nonblocking connect to `to`, from `from` when set, without delay (Nagle off).
+pub fn connect_stream(to: SocketAddr, from: Option<IpAddr>) -> io::Result<TcpStream> {
+    let s = Socket::new(
+        Domain::for_address(to),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    if let Some(ip) = from {
+        s.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    s.set_tcp_nodelay(true)?;
+    match s.connect(&to.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(s)))
+}
+
+/// After a writable event on a connecting `stream`: `Ok(true)` once connected.
+pub fn stream_connected(stream: &TcpStream) -> io::Result<bool> {
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -4,6 +4,8 @@
 //! device, then translates the guest's frames into ordinary sockets of the user on the host
 //! side. The translation ([`arp`], [`icmp`], [`dhcp`], [`dns`], [`udp`], [`tcp`]) is sans-IO:
 //! pure functions and small state machines over byte buffers, driven by [`engine`].
+//! [`tcp_smoltcp`] is the alternative TCP translation through smoltcp, kept for measuring
+//! (`--tcp-engine smoltcp`; bench/RESULTS.md has why the passt-style [`tcp`] is the default).
 
 pub mod api;
 pub mod arp;
@@ -21,5 +23,6 @@ pub mod sandbox;
 pub mod seccomp;
 pub mod sys;
 pub mod tcp;
+pub mod tcp_smoltcp;
 pub mod udp;
 pub mod unreach;

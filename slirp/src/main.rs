@@ -57,6 +57,7 @@ fn run(opts: Options) -> Result<()> {
         pidfd,
         api_socket: opts.api_socket.clone(),
         vnet_hdr: true,
+        tcp_engine: opts.tcp_engine,
     })?;
     if opts.enable_sandbox {
         sluice_slirp::sandbox::enter().context("--enable-sandbox")?;

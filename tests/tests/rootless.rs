@@ -258,22 +258,25 @@ fn host_servers() -> (u16, u16) {
     (tport, uport)
 }
 
+/// From inside the namespace: `len` bytes to the echo server at `to` (the host's loopback
+/// through the gateway), and the same bytes back.
+fn tcp_echo_check(to: SocketAddr, len: u32) {
+    let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("TCP to the host's loopback through {to}: {e}"));
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let mut w = c.try_clone().unwrap();
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || w.write_all(&sent));
+    let mut back = vec![0u8; data.len()];
+    c.read_exact(&mut back).expect("TCP echo");
+    writer.join().unwrap().unwrap();
+    assert!(back == data, "TCP echo differs");
+}
+
 fn guest_checks(netns: &str, tport: u16, uport: u16) {
     in_ns(netns, move || {
-        let mut c = TcpStream::connect_timeout(
-            &SocketAddr::from(([10, 0, 2, 2], tport)),
-            Duration::from_secs(5),
-        )
-        .expect("TCP to the host's loopback through 10.0.2.2");
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let mut w = c.try_clone().unwrap();
-        let sent = data.clone();
-        let writer = std::thread::spawn(move || w.write_all(&sent));
-        let mut back = vec![0u8; data.len()];
-        c.read_exact(&mut back).expect("TCP echo");
-        writer.join().unwrap().unwrap();
-        assert!(back == data, "TCP echo differs");
+        tcp_echo_check(SocketAddr::from(([10, 0, 2, 2], tport)), 300_000);
 
         let u = UdpSocket::bind("0.0.0.0:0").unwrap();
         u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -472,6 +475,68 @@ fn rootless_network_for_unshare_r_n() {
         "sluice-slirp ignores its exit fd"
     );
     assert!(!sock.exists(), "the API socket is left behind");
+}
+
+/// A namespace of the user served by sluice-slirp once it signalled ready, with a TCP echo
+/// server for it on the host (fields drop in order: the helper first).
+struct Served {
+    slirp: Slirp,
+    exit: File,
+    target: Target,
+    scratch: Scratch,
+    tport: u16,
+}
+
+/// Serves a fresh namespace with `args` (`{dir}` stands for the scratch directory; fds 3 and 4
+/// are the exit and ready FIFOs), the echo server on `echo_at`; `None` where the namespace
+/// tests cannot run.
+fn serve(tag: &str, echo_at: &str, args: &str) -> Option<Served> {
+    let dir = release_bin_dir(&["sluice-slirp"])?;
+    prepare_user();
+    let scratch = Scratch::new(tag);
+    let d = scratch.0.clone();
+    std::fs::write(d.join("resolv.conf"), "").unwrap();
+    let tport = tcp_echo_server(echo_at);
+    let target = Target::start(None);
+    let mut ready = scratch.ready_fifo();
+    let exit = scratch.exit_fifo();
+    let args = args.replace("{dir}", &d.display().to_string());
+    let slirp = Slirp::start(&dir.join("sluice-slirp"), &d, &args, target.pid, None);
+    wait_ready(&mut ready, &d.join("log"));
+    Some(Served {
+        slirp,
+        exit,
+        target,
+        scratch,
+        tport,
+    })
+}
+
+/// The smoltcp TCP engine (`--tcp-engine=smoltcp`, kept to measure against the default)
+/// carries a transfer both ways, sandboxed and under seccomp as podman runs it.
+#[test]
+fn smoltcp_engine_carries_tcp() {
+    let args = "--tcp-engine=smoltcp --mtu=65520 --enable-sandbox --enable-seccomp -c -e 3 -r 4";
+    let Some(Served {
+        mut slirp,
+        exit,
+        target,
+        tport,
+        ..
+    }) = serve("smol", "127.0.0.1:0", args)
+    else {
+        return;
+    };
+    in_ns(target.netns(), move || {
+        let to = SocketAddr::from(([10, 0, 2, 2], tport));
+        tcp_echo_check(to, 8_000_000);
+        tcp_echo_check(to, 1);
+    });
+    drop(exit);
+    assert!(
+        slirp.wait_exit(Duration::from_secs(5)),
+        "no exit on the exit fd"
+    );
 }
 
 #[test]
@@ -958,39 +1023,18 @@ fn udp_refused(gateway: &str) {
 /// families) and a v6 forward reaches the guest from the gateway's address.
 #[test]
 fn ipv6_and_port_unreachable() {
-    let Some(dir) = release_bin_dir(&["sluice-slirp"]) else {
+    let args = "--enable-ipv6 --mtu=65520 --enable-sandbox --enable-seccomp -c -r 4 -e 3 \
+                --api-socket {dir}/api.sock";
+    let Some(served) = serve("v6", "[::1]:0", args) else {
         return;
     };
-    prepare_user();
-    let scratch = Scratch::new("v6");
-    let d = scratch.0.clone();
-    std::fs::write(d.join("resolv.conf"), "").unwrap();
-    let tport = tcp_echo_server("[::1]:0");
-    let target = Target::start(None);
-    let mut ready = scratch.ready_fifo();
-    let _exit = scratch.exit_fifo();
-    let sock = d.join("api.sock");
-    let args = format!(
-        "--enable-ipv6 --mtu=65520 --enable-sandbox --enable-seccomp -c -r 4 -e 3 --api-socket {}",
-        sock.display()
-    );
-    let _slirp = Slirp::start(&dir.join("sluice-slirp"), &d, &args, target.pid, None);
-    wait_ready(&mut ready, &d.join("log"));
-    let guest6 = guest_v6_address(&target);
-    let (ok, text) = guest_ping(&target, &["-6", "fd00::2"]);
+    let (target, tport) = (&served.target, served.tport);
+    let sock = served.scratch.0.join("api.sock");
+    let guest6 = guest_v6_address(target);
+    let (ok, text) = guest_ping(target, &["-6", "fd00::2"]);
     assert!(ok, "ping fd00::2: {text}");
     in_ns(target.netns(), move || {
-        let to: SocketAddr = format!("[fd00::2]:{tport}").parse().unwrap();
-        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5))
-            .expect("TCP to the host's [::1] through fd00::2");
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let data: Vec<u8> = (0..500_000u32).map(|i| (i % 249) as u8).collect();
-        let (mut w, sent) = (c.try_clone().unwrap(), data.clone());
-        let writer = std::thread::spawn(move || w.write_all(&sent));
-        let mut back = vec![0u8; data.len()];
-        c.read_exact(&mut back).expect("TCP echo over IPv6");
-        writer.join().unwrap().unwrap();
-        assert!(back == data, "v6 TCP echo differs");
+        tcp_echo_check(format!("[fd00::2]:{tport}").parse().unwrap(), 500_000);
         udp_refused("10.0.2.2");
         udp_refused("[fd00::2]");
     });

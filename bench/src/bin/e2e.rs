@@ -61,6 +61,8 @@ struct Args {
     output: Option<PathBuf>,
     /// Runs the rootless shape instead, as this unprivileged user: sluice-slirp (next to
     /// `--sluice-bin`, or to this binary), slirp4netns and pasta each serving an `unshare -r -n` namespace; prints a table.
+    /// `--peers` may pick and order them (sluice-slirp, sluice-slirp-smoltcp, slirp4netns,
+    /// pasta); the runs alternate them.
     #[arg(long, value_name = "USER")]
     rootless: Option<String>,
 }
@@ -73,18 +75,6 @@ fn show_progress(tty: bool, p: Progress) {
         (Progress::Line(l), true) => eprint!("\r\x1b[K{l}\n"),
         (Progress::Line(l), false) => eprintln!("{l}"),
     }
-}
-
-/// The rootless stacks: sluice-slirp next to `here`, the others from the PATH.
-fn rootless_stacks(here: &std::path::Path) -> Vec<(sluice_bench::e2e::rootless::Stack, PathBuf)> {
-    use sluice_bench::e2e::rootless::Stack;
-    Stack::ALL
-        .into_iter()
-        .map(|s| match s {
-            Stack::SluiceSlirp => (s, here.with_file_name("sluice-slirp")),
-            _ => (s, PathBuf::from(s.name())),
-        })
-        .collect()
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -101,12 +91,16 @@ fn main() -> anyhow::Result<()> {
     }
     run::require_root()?;
     if let Some(user) = args.rootless {
+        use sluice_bench::e2e::rootless::Stack;
         let here = match &args.sluice_bin {
             Some(p) => p.clone(),
             None => std::env::current_exe().context("locating this binary")?,
         };
         let plan = sluice_bench::e2e::rootless::RootlessPlan {
-            stacks: rootless_stacks(&here),
+            stacks: Stack::chosen(&args.peers)
+                .into_iter()
+                .map(|s| (s, s.binary(&here)))
+                .collect(),
             user,
             duration: args.duration,
         };

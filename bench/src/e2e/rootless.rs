@@ -1,10 +1,11 @@
-//! The rootless shape: sluice-slirp, slirp4netns and pasta each give an `unshare -r -n`
-//! namespace of an unprivileged user its network, one after the other, and the same rows are
-//! measured through each: TCP namespace -> host (iperf3 to the host's loopback through the
-//! gateway 10.0.2.2), TCP host -> namespace through a port forward (the API's `add_hostfwd`
-//! for sluice-slirp and slirp4netns, `-t` for pasta), and UDP request/response latency
-//! (sockperf). Beside them: the forwarding process's CPU per Gbit/s of the TCP rows, and its
-//! resident memory when idle and at its peak.
+//! The rootless shape: sluice-slirp, slirp4netns and pasta (and, when named, sluice-slirp
+//! with its smoltcp TCP engine) each give an `unshare -r -n` namespace of an unprivileged user
+//! its network, one after the other, and the same rows are measured through each: TCP
+//! namespace -> host (iperf3 to the host's loopback through the gateway 10.0.2.2) and host ->
+//! namespace through a port forward (the API's `add_hostfwd` for sluice-slirp and
+//! slirp4netns, `-t` for pasta), one and four streams; 64-byte UDP datagrams per second
+//! namespace -> host; TCP and UDP request/response latency (sockperf). Beside each figure: the
+//! forwarding process's CPU while it ran; below, its resident memory idle and at its peak.
 //!
 //! The clients inside the namespace are entered with `nsenter` as root; the target namespace
 //! and the stacks run as the user. Only loopback and the user's namespace carry traffic.
@@ -32,8 +33,10 @@ const SOCKPERF_PORT: u16 = 15203;
 /// A user-mode network stack under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stack {
-    /// sluice's rootless backend.
+    /// sluice's rootless backend (its default, passt-style TCP translation).
     SluiceSlirp,
+    /// sluice's rootless backend with its smoltcp TCP translation (`--tcp-engine=smoltcp`).
+    SluiceSlirpSmoltcp,
     /// slirp4netns (libslirp).
     Slirp4netns,
     /// pasta (passt).
@@ -41,15 +44,46 @@ pub enum Stack {
 }
 
 impl Stack {
-    /// Every stack, in report order.
+    /// The stacks run by default, in report order.
     pub const ALL: [Stack; 3] = [Stack::SluiceSlirp, Stack::Slirp4netns, Stack::Pasta];
+    /// Every stack `--peers` may name.
+    pub const KNOWN: [Stack; 4] = [
+        Stack::SluiceSlirp,
+        Stack::SluiceSlirpSmoltcp,
+        Stack::Slirp4netns,
+        Stack::Pasta,
+    ];
 
     /// Column name.
     pub fn name(self) -> &'static str {
         match self {
             Stack::SluiceSlirp => "sluice-slirp",
+            Stack::SluiceSlirpSmoltcp => "sluice-slirp-smoltcp",
             Stack::Slirp4netns => "slirp4netns",
             Stack::Pasta => "pasta",
+        }
+    }
+
+    /// The stacks among `peers` (names as [`Stack::name`]), in their order; all by default
+    /// when none of them names a stack.
+    pub fn chosen(peers: &[String]) -> Vec<Stack> {
+        let named: Vec<Stack> = peers
+            .iter()
+            .filter_map(|p| Stack::KNOWN.into_iter().find(|s| s.name() == p))
+            .collect();
+        if named.is_empty() {
+            Stack::ALL.to_vec()
+        } else {
+            named
+        }
+    }
+
+    /// The binary: sluice-slirp next to `here` (the sluice binary or the harness), the others
+    /// from the PATH.
+    pub fn binary(self, here: &Path) -> PathBuf {
+        match self {
+            Stack::SluiceSlirp | Stack::SluiceSlirpSmoltcp => here.with_file_name("sluice-slirp"),
+            _ => PathBuf::from(self.name()),
         }
     }
 
@@ -58,8 +92,11 @@ impl Stack {
     pub fn command(self, bin: &Path, pid: u32, api: &Path) -> Vec<String> {
         let pid = pid.to_string();
         let mut c: Vec<String> = vec![bin.display().to_string()];
+        if self == Stack::SluiceSlirpSmoltcp {
+            c.push("--tcp-engine=smoltcp".into());
+        }
         let args: Vec<String> = match self {
-            Stack::SluiceSlirp | Stack::Slirp4netns => vec![
+            Stack::SluiceSlirp | Stack::SluiceSlirpSmoltcp | Stack::Slirp4netns => vec![
                 "--configure".into(),
                 "--mtu=65520".into(),
                 format!("--api-socket={}", api.display()),
@@ -110,23 +147,94 @@ pub struct RootlessPlan {
     pub duration: u32,
 }
 
+/// A row of the shape: one measurement through each stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Test {
+    /// TCP namespace -> host, one stream (iperf3 to the host's loopback via the gateway).
+    TcpOut,
+    /// TCP host -> namespace through the forward, one stream.
+    TcpIn,
+    /// TCP namespace -> host, four streams (`-P 4`).
+    Tcp4Out,
+    /// TCP host -> namespace through the forward, four streams.
+    Tcp4In,
+    /// 64-byte UDP datagrams namespace -> host (iperf3 -u -l 64 -b 0, received by the server).
+    Udp64Out,
+    /// TCP request/response (sockperf ping-pong --tcp, 64 bytes), namespace -> host.
+    TcpRr,
+    /// UDP request/response (sockperf ping-pong, 64 bytes), namespace -> host.
+    UdpRr,
+}
+
+impl Test {
+    /// Every row, in report order.
+    pub const ALL: [Test; 7] = [
+        Test::TcpOut,
+        Test::TcpIn,
+        Test::Tcp4Out,
+        Test::Tcp4In,
+        Test::Udp64Out,
+        Test::TcpRr,
+        Test::UdpRr,
+    ];
+
+    /// The row's label, with its unit.
+    pub fn label(self) -> &'static str {
+        match self {
+            Test::TcpOut => "tcp ns->host, 1 stream, Gbit/s",
+            Test::TcpIn => "tcp host->ns (forward), 1 stream, Gbit/s",
+            Test::Tcp4Out => "tcp ns->host, 4 streams, Gbit/s",
+            Test::Tcp4In => "tcp host->ns (forward), 4 streams, Gbit/s",
+            Test::Udp64Out => "udp 64 B ns->host, kpps received",
+            Test::TcpRr => "tcp_rr 64 B, us round trip",
+            Test::UdpRr => "udp_rr 64 B, us round trip",
+        }
+    }
+
+    fn precision(self) -> usize {
+        match self {
+            Test::TcpRr | Test::UdpRr | Test::Udp64Out => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// One measurement and the stack's CPU while it ran.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figure {
+    /// The value in the row's unit, or why there is none.
+    pub value: Result<f64, String>,
+    /// The stack's CPU over the measurement, % of one CPU.
+    pub cpu_pct: Option<f64>,
+}
+
 /// The figures of one stack.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RootlessRow {
     /// The stack.
     pub stack: Stack,
-    /// TCP, namespace -> host, Gbit/s.
-    pub out_gbps: Result<f64, String>,
-    /// TCP, host -> namespace through the forward, Gbit/s.
-    pub in_gbps: Result<f64, String>,
-    /// UDP request/response (sockperf ping-pong, 64 bytes), average round trip in microseconds.
-    pub udp_rr_us: Result<f64, String>,
-    /// The stack's CPU (% of one CPU) per Gbit/s, over both TCP rows.
-    pub cpu_pct_per_gbps: Option<f64>,
+    /// One figure per [`Test::ALL`], in that order.
+    pub figures: Vec<Figure>,
     /// Resident memory right after start-up, KiB.
     pub idle_rss_kib: Option<u64>,
     /// Peak resident memory (VmHWM) at the end, KiB.
     pub peak_rss_kib: Option<u64>,
+}
+
+impl RootlessRow {
+    /// A stack that could not run: its error in every figure.
+    pub fn failed(stack: Stack, e: &str) -> RootlessRow {
+        let figure = Figure {
+            value: Err(e.to_string()),
+            cpu_pct: None,
+        };
+        RootlessRow {
+            stack,
+            figures: vec![figure; Test::ALL.len()],
+            idle_rss_kib: None,
+            peak_rss_kib: None,
+        }
+    }
 }
 
 /// A `kB` field (`VmRSS`, `VmHWM`) of `/proc/PID/status`.
@@ -137,9 +245,9 @@ pub fn status_kib(status: &str, field: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// CPU % of one CPU per Gbit/s, from the clock ticks spent over `seconds` moving `gbps`.
-pub fn cpu_per_gbps(ticks: u64, hz: f64, seconds: f64, gbps: f64) -> Option<f64> {
-    (hz > 0.0 && seconds > 0.0 && gbps > 0.0).then(|| ticks as f64 / hz / seconds * 100.0 / gbps)
+/// CPU % of one CPU, from the clock ticks spent over `seconds`.
+pub fn cpu_pct(ticks: u64, hz: f64, seconds: f64) -> Option<f64> {
+    (hz > 0.0 && seconds > 0.0).then(|| ticks as f64 / hz / seconds * 100.0)
 }
 
 /// A child process killed when dropped, and the process it announced (which may be a
@@ -245,8 +353,8 @@ fn add_forward(api: &Path) -> Result<(), String> {
     }
 }
 
-/// iperf3 from `client` to `server` (a `-s -1` started first); Gbit/s.
-fn iperf(server: &mut Command, client: &mut Command) -> Result<f64, String> {
+/// A server started first (given 300 ms to listen), then `client`; the client's output.
+fn served(server: &mut Command, client: &mut Command) -> Result<String, String> {
     let srv = Running(
         server
             .stdout(Stdio::null())
@@ -256,74 +364,102 @@ fn iperf(server: &mut Command, client: &mut Command) -> Result<f64, String> {
         None,
     );
     sleep(Duration::from_millis(300));
-    let out = output_text(client)?;
+    let out = output_text(client);
     drop(srv);
-    parse::iperf3_tcp(&out)
-        .map(|r| r.gbps)
-        .map_err(|e| e.to_string())
+    out
 }
 
-/// Measures one stack, already serving the namespace of `target`.
-fn measure(target: u32, stack: u32, dur: u32, hz: f64) -> RootlessRow {
-    let d = dur.to_string();
-    let iperf_port = IPERF_PORT.to_string();
-    let (guest_port, host_port) = (FWD_GUEST_PORT.to_string(), FWD_HOST_PORT.to_string());
-    let before = ticks(stack);
-    let t0 = Instant::now();
-    let out_gbps = iperf(
-        Command::new("iperf3").args(["-s", "-1", "-B", "127.0.0.1", "-p", &iperf_port]),
-        &mut in_ns(
-            target,
-            &["iperf3", "-c", GATEWAY, "-p", &iperf_port, "-t", &d, "-J"],
-        ),
-    );
-    let in_gbps = iperf(
-        &mut in_ns(target, &["iperf3", "-s", "-1", "-p", &guest_port]),
-        Command::new("iperf3").args(["-c", "127.0.0.1", "-p", &host_port, "-t", &d, "-J"]),
-    );
-    let secs = t0.elapsed().as_secs_f64();
-    let spent = before.zip(ticks(stack)).map(|(a, b)| b.saturating_sub(a));
-    let gbps_avg = match (&out_gbps, &in_gbps) {
-        (Ok(a), Ok(b)) => Some((a + b) / 2.0),
-        _ => None,
-    };
-    let cpu_pct_per_gbps = spent
-        .zip(gbps_avg)
-        .and_then(|(t, g)| cpu_per_gbps(t, hz, secs, g));
-    let sp = SOCKPERF_PORT.to_string();
-    let server = Command::new("sockperf")
-        .args(["sr", "-i", "127.0.0.1", "-p", &sp])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(|c| Running(c, None));
-    sleep(Duration::from_millis(300));
-    let rr = [
-        "sockperf",
-        "pp",
-        "-i",
-        GATEWAY,
-        "-p",
-        &sp,
-        "-m",
-        "64",
-        "-t",
-        &d,
-        "--full-rtt",
-    ];
-    let udp_rr_us = output_text(&mut in_ns(target, &rr))
-        .and_then(|o| parse::sockperf(&o).map_err(|e| e.to_string()))
-        .map(|r| r.avg_us);
-    drop(server);
-    RootlessRow {
-        stack: Stack::SluiceSlirp,
-        out_gbps,
-        in_gbps,
-        udp_rr_us,
-        cpu_pct_per_gbps,
-        idle_rss_kib: None,
-        peak_rss_kib: status_kib(&read_proc(stack, "status"), "VmHWM"),
+/// The host-side iperf3 server (one test).
+fn host_iperf() -> Command {
+    let mut c = Command::new("iperf3");
+    c.args(["-s", "-1", "-B", "127.0.0.1", "-p", &IPERF_PORT.to_string()]);
+    c
+}
+
+/// The host-side sockperf server, TCP or UDP.
+fn host_sockperf(tcp: bool) -> Command {
+    let mut c = Command::new("sockperf");
+    c.args(["sr", "-i", "127.0.0.1", "-p", &SOCKPERF_PORT.to_string()]);
+    if tcp {
+        c.arg("--tcp");
     }
+    c
+}
+
+/// One row through the namespace of `target`, `dur` seconds.
+fn measure_one(test: Test, target: u32, dur: u32) -> Result<f64, String> {
+    let d = dur.to_string();
+    let (iperf_port, sp) = (IPERF_PORT.to_string(), SOCKPERF_PORT.to_string());
+    let (guest_port, host_port) = (FWD_GUEST_PORT.to_string(), FWD_HOST_PORT.to_string());
+    let tcp = |out: String| {
+        parse::iperf3_tcp(&out)
+            .map(|r| r.gbps)
+            .map_err(|e| e.to_string())
+    };
+    let rr = |out: String| {
+        parse::sockperf(&out)
+            .map(|r| r.avg_us)
+            .map_err(|e| e.to_string())
+    };
+    let mut out_args = vec!["iperf3", "-c", GATEWAY, "-p", &iperf_port, "-t", &d, "-J"];
+    let mut in_args = vec!["-c", "127.0.0.1", "-p", &host_port, "-t", &d, "-J"];
+    let mut rr_args = vec!["sockperf", "pp", "-i", GATEWAY, "-p", &sp, "-m", "64"];
+    rr_args.extend(["-t", &d, "--full-rtt"]);
+    let guest_iperf = ["iperf3", "-s", "-1", "-p", &guest_port];
+    match test {
+        Test::TcpOut | Test::Tcp4Out => {
+            if test == Test::Tcp4Out {
+                out_args.extend(["-P", "4"]);
+            }
+            tcp(served(&mut host_iperf(), &mut in_ns(target, &out_args))?)
+        }
+        Test::TcpIn | Test::Tcp4In => {
+            if test == Test::Tcp4In {
+                in_args.extend(["-P", "4"]);
+            }
+            let client = &mut Command::new("iperf3");
+            tcp(served(
+                &mut in_ns(target, &guest_iperf),
+                client.args(in_args),
+            )?)
+        }
+        Test::Udp64Out => {
+            out_args.extend(["-u", "-l", "64", "-b", "0"]);
+            let out = served(&mut host_iperf(), &mut in_ns(target, &out_args))?;
+            parse::iperf3_udp(&out)
+                .map(|r| r.received_pps / 1e3)
+                .map_err(|e| e.to_string())
+        }
+        Test::TcpRr => {
+            rr_args.push("--tcp");
+            rr(served(
+                &mut host_sockperf(true),
+                &mut in_ns(target, &rr_args),
+            )?)
+        }
+        Test::UdpRr => rr(served(
+            &mut host_sockperf(false),
+            &mut in_ns(target, &rr_args),
+        )?),
+    }
+}
+
+/// Measures every row through one stack (process `stack`), already serving the namespace of
+/// `target`.
+fn measure(target: u32, stack: u32, dur: u32, hz: f64) -> Vec<Figure> {
+    Test::ALL
+        .iter()
+        .map(|&test| {
+            let (before, t0) = (ticks(stack), Instant::now());
+            let value = measure_one(test, target, dur);
+            let secs = t0.elapsed().as_secs_f64();
+            let spent = before.zip(ticks(stack)).map(|(a, b)| b.saturating_sub(a));
+            Figure {
+                value,
+                cpu_pct: spent.and_then(|t| cpu_pct(t, hz, secs)),
+            }
+        })
+        .collect()
 }
 
 /// Runs one stack for a fresh namespace of the user and measures it.
@@ -354,12 +490,14 @@ fn run_stack(
     if stack != Stack::Pasta {
         add_forward(&api)?;
     }
-    let row = measure(target, pid, plan.duration, hz);
+    let figures = measure(target, pid, plan.duration, hz);
+    let peak_rss_kib = status_kib(&read_proc(pid, "status"), "VmHWM");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(RootlessRow {
         stack,
+        figures,
         idle_rss_kib,
-        ..row
+        peak_rss_kib,
     })
 }
 
@@ -371,42 +509,52 @@ pub fn run(plan: &RootlessPlan) -> Vec<RootlessRow> {
     plan.stacks
         .iter()
         .map(|(stack, bin)| {
-            run_stack(plan, *stack, bin, hz).unwrap_or_else(|e| RootlessRow {
-                stack: *stack,
-                out_gbps: Err(e.clone()),
-                in_gbps: Err(e.clone()),
-                udp_rr_us: Err(e),
-                cpu_pct_per_gbps: None,
-                idle_rss_kib: None,
-                peak_rss_kib: None,
-            })
+            run_stack(plan, *stack, bin, hz).unwrap_or_else(|e| RootlessRow::failed(*stack, &e))
         })
         .collect()
 }
 
-/// The rows as a markdown table, one line per stack.
+/// The figures as a markdown table: a line per test, a column per stack, each cell the value
+/// and the stack's CPU while it ran; then the stacks' idle and peak RSS.
 pub fn table(rows: &[RootlessRow]) -> String {
-    let f = |v: &Result<f64, String>, prec: usize| match v {
-        Ok(x) => format!("{x:.prec$}"),
-        Err(e) => format!("n/a ({e})"),
-    };
-    let o = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.0}"));
     let mib = |v: Option<u64>| v.map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0));
-    let mut s = String::from(
-        "| stack | tcp ns->host Gbit/s | tcp host->ns (forward) Gbit/s | udp_rr us | CPU % per Gbit/s | idle RSS MiB | peak RSS MiB |\n\
-         |---|---|---|---|---|---|---|\n",
-    );
+    let mut s = String::from("| test |");
     for r in rows {
-        s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
-            r.stack.name(),
-            f(&r.out_gbps, 2),
-            f(&r.in_gbps, 2),
-            f(&r.udp_rr_us, 1),
-            o(r.cpu_pct_per_gbps),
-            mib(r.idle_rss_kib),
-            mib(r.peak_rss_kib),
-        );
+        s += &format!(" {} |", r.stack.name());
+    }
+    s += "\n|---|";
+    s += &"---|".repeat(rows.len());
+    s += "\n";
+    for (i, test) in Test::ALL.iter().enumerate() {
+        s += &format!("| {} |", test.label());
+        for r in rows {
+            let cell = match r.figures.get(i) {
+                Some(Figure {
+                    value: Ok(x),
+                    cpu_pct,
+                }) => {
+                    let cpu = cpu_pct.map_or("-".into(), |c| format!("{c:.0}"));
+                    format!("{x:.p$} (CPU {cpu}%)", p = test.precision())
+                }
+                Some(Figure { value: Err(e), .. }) => format!("n/a ({e})"),
+                None => "-".into(),
+            };
+            s += &format!(" {cell} |");
+        }
+        s += "\n";
+    }
+    for (label, f) in [
+        (
+            "idle RSS, MiB",
+            (|r: &RootlessRow| r.idle_rss_kib) as fn(&RootlessRow) -> Option<u64>,
+        ),
+        ("peak RSS, MiB", |r: &RootlessRow| r.peak_rss_kib),
+    ] {
+        s += &format!("| {label} |");
+        for r in rows {
+            s += &format!(" {} |", mib(f(r)));
+        }
+        s += "\n";
     }
     s
 }
@@ -440,26 +588,55 @@ mod tests {
     }
 
     #[test]
+    fn stacks_chosen_by_peers() {
+        let peers = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(Stack::chosen(&peers(&["kernel", "sluice"])), Stack::ALL);
+        assert_eq!(
+            Stack::chosen(&peers(&["sluice-slirp-smoltcp", "sluice-slirp"])),
+            [Stack::SluiceSlirpSmoltcp, Stack::SluiceSlirp]
+        );
+        let here = Path::new("/opt/sluice/bin/sluice");
+        assert_eq!(
+            Stack::SluiceSlirpSmoltcp.binary(here),
+            Path::new("/opt/sluice/bin/sluice-slirp")
+        );
+        assert_eq!(Stack::Pasta.binary(here), Path::new("pasta"));
+        let smol = Stack::SluiceSlirpSmoltcp.command(Path::new("s"), 1, Path::new("a"));
+        assert_eq!(smol[..2], ["s", "--tcp-engine=smoltcp"]);
+    }
+
+    #[test]
     fn figures() {
         let status = "Name:\tx\nVmHWM:\t   12345 kB\nVmRSS:\t    2048 kB\n";
         assert_eq!(status_kib(status, "VmHWM"), Some(12345));
         assert_eq!(status_kib(status, "VmRSS"), Some(2048));
         assert_eq!(status_kib(status, "VmSwap"), None);
-        assert_eq!(cpu_per_gbps(100, 100.0, 2.0, 10.0), Some(5.0));
-        assert_eq!(cpu_per_gbps(100, 100.0, 2.0, 0.0), None);
-        let row = RootlessRow {
-            stack: Stack::Pasta,
-            out_gbps: Ok(12.345),
-            in_gbps: Err("boom".into()),
-            udp_rr_us: Ok(30.0),
-            cpu_pct_per_gbps: Some(7.6),
-            idle_rss_kib: Some(2048),
-            peak_rss_kib: None,
+        assert_eq!(cpu_pct(100, 100.0, 2.0), Some(50.0));
+        assert_eq!(cpu_pct(100, 100.0, 0.0), None);
+        let mut row = RootlessRow::failed(Stack::Pasta, "boom");
+        row.figures[0] = Figure {
+            value: Ok(12.345),
+            cpu_pct: Some(76.4),
         };
+        row.figures[6] = Figure {
+            value: Ok(30.0),
+            cpu_pct: None,
+        };
+        row.idle_rss_kib = Some(2048);
         let t = table(&[row]);
-        assert!(
-            t.contains("| pasta | 12.35 | n/a (boom) | 30.0 | 8 | 2.0 | - |"),
-            "{t}"
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 2 + Test::ALL.len() + 2, "{t}");
+        assert_eq!(lines[0], "| test | pasta |");
+        assert_eq!(
+            lines[2],
+            "| tcp ns->host, 1 stream, Gbit/s | 12.35 (CPU 76%) |"
         );
+        assert_eq!(
+            lines[3],
+            "| tcp host->ns (forward), 1 stream, Gbit/s | n/a (boom) |"
+        );
+        assert_eq!(lines[8], "| udp_rr 64 B, us round trip | 30.0 (CPU -%) |");
+        assert_eq!(lines[9], "| idle RSS, MiB | 2.0 |");
+        assert_eq!(lines[10], "| peak RSS, MiB | - |");
     }
 }
