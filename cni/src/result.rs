@@ -113,9 +113,14 @@ impl VersionInfo {
     }
 }
 
-/// The network's gateway as `inspect` shows it.
-pub fn gateway_of(net: &NetworkInspect) -> Option<Ipv4Addr> {
-    net.ipam.config.first()?.gateway.parse().ok()
+/// The gateway of endpoint `ep` on `net`: the endpoint's view names it (inspect's `IPAM.Config`
+/// leaves out a gateway the user did not give, as docker does); older daemons' inspect.
+pub fn gateway_of(ep: &EndpointView, net: &NetworkInspect) -> Option<Ipv4Addr> {
+    let g = match &ep.gateway {
+        Some(g) => g,
+        None => net.ipam.config.first()?.gateway.as_ref()?,
+    };
+    g.parse().ok()
 }
 
 /// The result of an endpoint `ep` on `net` whose sandbox is `netns`, with the resolver
@@ -128,7 +133,7 @@ pub fn build(
     netns: &str,
     dns: Option<&ResolvConf>,
 ) -> CniResult {
-    let gateway = gateway_of(net);
+    let gateway = gateway_of(ep, net);
     let routes = ep
         .default_route
         .iter()
@@ -239,7 +244,7 @@ mod tests {
                 options: Default::default(),
                 config: vec![IpamConfigView {
                     subnet: "10.7.0.0/24".into(),
-                    gateway: "10.7.0.1".into(),
+                    gateway: Some("10.7.0.1".into()),
                     ip_range: None,
                     auxiliary_addresses: Default::default(),
                 }],
@@ -267,6 +272,9 @@ mod tests {
             aliases: vec![],
             files: None,
             default_route: Some("10.7.0.1".into()),
+            gateway: None,
+            static_ipv4: None,
+            static_ipv6: None,
         }
     }
 
