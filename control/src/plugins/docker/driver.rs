@@ -666,7 +666,7 @@ mod tests {
         assert_eq!(n.options["com.docker.network.driver.mtu"], "1400");
         assert_eq!(n.options["com.docker.network.bridge.enable_icc"], "false");
         assert_eq!(n.options["vlan"], "7");
-        assert_eq!(n.ipam.config[0].gateway, "10.88.0.254");
+        assert_eq!(n.ipam.config[0].gateway.as_deref(), Some("10.88.0.254"));
         assert_eq!(n.ipam.config[0].auxiliary_addresses["printer"], "10.88.0.9");
         let ep = "cd".repeat(32);
         let got = call(
