@@ -413,11 +413,7 @@ impl DockerPlugin {
         let gateway = if net.internal || on_link {
             String::new()
         } else {
-            net.ipam
-                .config
-                .first()
-                .map(|c| c.gateway.clone())
-                .unwrap_or_default()
+            ep.gateway.clone().unwrap_or_default()
         };
         Ok(json(JoinResponse {
             interface_name: InterfaceName {
