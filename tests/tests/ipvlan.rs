@@ -2,9 +2,10 @@
 //! as gateway, `l3` endpoints with a default route on the link and no gateway, each mode's
 //! endpoints reaching each other and the segment, every endpoint at the parent's MAC in the
 //! segment's neighbour table (and in each other's), broadcast carried in `l2` and not in `l3`,
-//! docker's option rules refused with clear errors, and nothing left behind. The parent is a
-//! veth into a namespace of the test's own (this kernel has no ipvlan module: the driver is
-//! sluice's own). Needs root and the release binaries (see tests/tests/daemon.rs).
+//! 802.1Q on a tagged parent, docker's option rules refused with clear errors, and nothing left
+//! behind. The parent is a veth into a namespace of the test's own (this kernel has no ipvlan
+//! module: the driver is sluice's own). Needs root and the release binaries (see
+//! tests/tests/daemon.rs).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -296,5 +297,40 @@ fn bad_ipvlan_options_are_refused() {
         ok(&d, &["network", "ls", "--format", "{{.Name}}"]),
         "bridge\nhost\nnone\n",
         "nothing half-made"
+    );
+}
+
+#[test]
+fn a_tagged_parent_carries_the_vlan_at_the_parents_mac() {
+    let Some(mut d) = lab("ivt") else { return };
+    create_ok(
+        &d,
+        &["--subnet", "10.94.0.0/24", "-o", "parent=lan0.42"],
+        "iv42",
+    );
+    let c1 = d.add_container("c1").unwrap();
+    ok(&d, &["network", "connect", "--name", "c1", "iv42", &c1]);
+    let cap = d.lab().log_path("tcpdump");
+    let pid = d
+        .lab_mut()
+        .spawn(
+            "lan",
+            &["tcpdump", "-l", "-n", "-e", "-i", "eth0", "vlan 42"],
+            "tcpdump",
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = d.lab().exec_output(
+        "c1",
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.94.0.1"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    d.lab_mut().stop(pid);
+    let seen = std::fs::read_to_string(cap).unwrap_or_default();
+    let parent = mac_of(&d, "host", "lan0");
+    let from_parent = format!("{parent} > ff:ff:ff:ff:ff:ff");
+    assert!(
+        seen.contains("vlan 42") && seen.contains("10.94.0.1") && seen.contains(&from_parent),
+        "the ARP for the gateway leaves tagged with VLAN 42, from the parent's MAC: {seen}"
     );
 }
