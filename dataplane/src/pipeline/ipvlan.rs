@@ -50,9 +50,9 @@ impl<'t> BatchState<'t> {
             flood,
         };
         if Some(f.meta.ingress) == iv.parent {
-            sw.from_parent(f, l2)
+            sw.arriving(f, l2)
         } else {
-            sw.from_endpoint(f, l2, iv.parent)
+            sw.leaving(f, l2, iv.parent)
         }
     }
 }
@@ -89,7 +89,7 @@ impl Switch<'_> {
     }
 
     /// From the parent: ARP for an endpoint answered, the rest delivered by address.
-    fn from_parent(&self, f: &mut Frame<'_>, l2: &L2Header) -> Result<Verdict, DropReason> {
+    fn arriving(&self, f: &mut Frame<'_>, l2: &L2Header) -> Result<Verdict, DropReason> {
         let ours = l2.dst == self.mac;
         if l2.ethertype == ETHERTYPE_ARP {
             let a = read_arp(f.data(), l2)?;
@@ -118,7 +118,7 @@ impl Switch<'_> {
 
     /// From an endpoint: to another endpoint by address (at the parent's MAC), else to the
     /// parent's segment, leaving with the parent's MAC as its source.
-    fn from_endpoint(
+    fn leaving(
         &self,
         f: &mut Frame<'_>,
         l2: &L2Header,
