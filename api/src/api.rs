@@ -80,6 +80,19 @@ pub struct EndpointView {
     /// network sets it, later ones do not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_route: Option<String>,
+    /// Its network's IPv4 gateway (docker's `NetworkSettings.Networks.NET.Gateway`; inspect's
+    /// `IPAM.Config` leaves out a gateway the user did not give).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Its network's IPv6 gateway, when the endpoint has a v6 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
+    /// The IPv4 address the user fixed with `--ip` (docker's `IPAMConfig.IPv4Address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_ipv4: Option<String>,
+    /// The IPv6 address the user fixed with `--ip6` (docker's `IPAMConfig.IPv6Address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_ipv6: Option<String>,
 }
 
 impl EndpointView {
@@ -102,6 +115,13 @@ impl EndpointView {
             aliases: e.spec.aliases.clone(),
             files,
             default_route: None,
+            gateway: net.gateway.map(|g| g.to_string()),
+            gateway6: net
+                .gateway6
+                .filter(|_| e.ip6.is_some())
+                .map(|g| g.to_string()),
+            static_ipv4: e.spec.ip.map(|ip| ip.to_string()),
+            static_ipv6: e.spec.ip6.map(|ip| ip.to_string()),
         }
     }
 }

@@ -555,8 +555,10 @@ pub struct Endpoint {
 pub struct IpamConfigView {
     /// The subnet.
     pub subnet: String,
-    /// The gateway.
-    pub gateway: String,
+    /// The gateway: the one given at create time, or the one picked with the subnet; none
+    /// (left out, as docker 20.10 does) when the user gave a subnet without a gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
     /// The dynamic range, if one was given.
     #[serde(rename = "IPRange", default, skip_serializing_if = "Option::is_none")]
     pub ip_range: Option<String>,
@@ -683,6 +685,16 @@ impl NetworkInspect {
     }
 }
 
+/// The `Gateway` of an `IPAM.Config` entry as docker 20.10 shows it: the user's own entry
+/// (a subnet was `given`) shows only the gateway the user gave; a subnet the daemon picked
+/// shows the gateway picked with it (`in_use`).
+fn shown_gateway<A: std::fmt::Display>(given: bool, asked: Option<A>, in_use: A) -> Option<String> {
+    match asked {
+        Some(g) => Some(g.to_string()),
+        None => (!given).then(|| in_use.to_string()),
+    }
+}
+
 /// Aux addresses as inspect shows them (name to address text), either family.
 fn aux_view<A: std::fmt::Display>(aux: &BTreeMap<String, A>) -> BTreeMap<String, String> {
     aux.iter()
@@ -697,7 +709,7 @@ impl Network {
         let config: Vec<IpamConfigView> = match (self.subnet, self.gateway) {
             (Some(subnet), Some(gateway)) => vec![IpamConfigView {
                 subnet: subnet.to_string(),
-                gateway: gateway.to_string(),
+                gateway: shown_gateway(self.spec.subnet.is_some(), self.spec.gateway, gateway),
                 ip_range: self.spec.ip_range.map(|r| r.to_string()),
                 auxiliary_addresses: aux_view(&self.spec.aux_addresses),
             }],
@@ -709,7 +721,11 @@ impl Network {
                 .zip(self.gateway6)
                 .map(|(subnet, gateway)| IpamConfigView {
                     subnet: subnet.to_string(),
-                    gateway: gateway.to_string(),
+                    gateway: shown_gateway(
+                        self.spec.subnet6.is_some(),
+                        self.spec.gateway6,
+                        gateway,
+                    ),
                     ip_range: self.spec.ip_range6.map(|r| r.to_string()),
                     auxiliary_addresses: aux_view(&self.spec.aux_addresses6),
                 }),
@@ -1010,6 +1026,17 @@ mod tests {
         assert_eq!(v["EnableIPv6"], true);
         assert_eq!(v["IPAM"]["Config"][1]["Subnet"], "fd00:1::/64");
         assert_eq!(v["IPAM"]["Config"][1]["Gateway"], "fd00:1::1");
+        let mut given = n.clone();
+        given.spec.subnet = n.subnet;
+        given.spec.subnet6 = n.subnet6;
+        given.spec.gateway6 = n.gateway6;
+        let cfg = serde_json::to_value(given.inspect([])).unwrap()["IPAM"]["Config"].clone();
+        assert_eq!(
+            cfg[0].get("Gateway"),
+            None,
+            "docker 20.10 leaves out a gateway the user did not give with a subnet"
+        );
+        assert_eq!(cfg[1]["Gateway"], "fd00:1::1", "and shows one given");
         assert_eq!(c["MacAddress"], "02:42:0a:01:00:80");
         assert_eq!(v["Internal"], false);
         assert!(v["Options"].as_object().unwrap().is_empty());

@@ -92,13 +92,22 @@ pub fn settings(eps: &[EndpointView], nets: &[NetworkInspect], key: &str) -> Res
                          "MacAddress": ""});
     for e in &mine {
         let net = nets.iter().find(|n| n.name == e.network);
-        let gateway = net
-            .filter(|n| !n.routes_on_link())
-            .and_then(|n| n.ipam.config.first())
-            .map_or(String::new(), |c| c.gateway.clone());
+        let gateway = match net.filter(|n| !n.routes_on_link()) {
+            Some(_) => e.gateway.clone().unwrap_or_default(),
+            None => String::new(),
+        };
+        let mut ipam = serde_json::Map::new();
+        for (k, v) in [
+            ("IPv4Address", &e.static_ipv4),
+            ("IPv6Address", &e.static_ipv6),
+        ] {
+            if let Some(ip) = v {
+                ipam.insert(k.into(), json!(ip));
+            }
+        }
         let (ip, prefix) = addr_prefix(&e.ipv4);
         let entry = json!({
-            "IPAMConfig": null,
+            "IPAMConfig": if ipam.is_empty() { Json::Null } else { Json::Object(ipam) },
             "Links": null,
             "Aliases": if e.aliases.is_empty() { Json::Null } else { json!(e.aliases) },
             "NetworkID": net.map_or("", |n| n.id.as_str()),
@@ -200,6 +209,17 @@ mod tests {
             files: None,
             default_route: None,
             ipv6: None,
+            gateway: Some(
+                if network == "bridge" {
+                    "172.17.0.1"
+                } else {
+                    "10.1.0.1"
+                }
+                .into(),
+            ),
+            static_ipv4: None,
+            gateway6: None,
+            static_ipv6: None,
         }
     }
 
@@ -282,6 +302,37 @@ mod tests {
             "the tutorials' host-port lookup"
         );
         assert_eq!(run("{{.NetworkSettings.SandboxKey}}", &v), "/proc/7/ns/net");
+    }
+
+    #[test]
+    fn a_fixed_address_shows_in_ipamconfig_and_the_gateway_comes_with_the_endpoint() {
+        let fixed = EndpointView {
+            static_ipv4: Some("10.1.0.9".into()),
+            ..ep("c3", "web", 9, "10.1.0.9/24", &[])
+        };
+        let mut nets = nets();
+        nets[1].ipam.config[0].gateway = None;
+        let v = settings(
+            &[fixed, ep("c4", "web", 10, "10.1.0.7/24", &[])],
+            &nets,
+            "c3",
+        )
+        .unwrap();
+        assert_eq!(
+            run("{{json .NetworkSettings.Networks.web.IPAMConfig}}", &v),
+            r#"{"IPv4Address":"10.1.0.9"}"#
+        );
+        assert_eq!(
+            run("{{.NetworkSettings.Networks.web.Gateway}}", &v),
+            "10.1.0.1",
+            "a gateway the user did not give, left out of the network's inspect"
+        );
+        let v = settings(&[ep("c4", "web", 10, "10.1.0.7/24", &[])], &nets, "c4").unwrap();
+        assert_eq!(
+            run("{{json .NetworkSettings.Networks.web.IPAMConfig}}", &v),
+            "null",
+            "as docker, for an address IPAM picked"
+        );
     }
 
     #[test]

@@ -176,11 +176,12 @@ async fn ensure_network(conf: &NetConf, client: &Client) -> Result<NetworkInspec
         }
     }
     if let Some(want) = spec.gateway {
-        if have.map(|c| c.gateway.as_str()) != Some(want.to_string().as_str()) {
+        let got = have.and_then(|c| c.gateway.as_deref());
+        if got != Some(want.to_string().as_str()) {
             return Err(conflict(format!(
                 "sluice network {} has gateway {}, the configuration asks for {want}",
                 net.name,
-                have.map_or("none", |c| c.gateway.as_str())
+                got.unwrap_or("none")
             )));
         }
     }

@@ -114,14 +114,27 @@ impl VersionInfo {
     }
 }
 
-/// The network's gateway as `inspect` shows it.
-pub fn gateway_of(net: &NetworkInspect) -> Option<Ipv4Addr> {
-    net.ipam.config.iter().find_map(|c| c.gateway.parse().ok())
+/// The gateway of endpoint `ep` on `net`: the endpoint's view names it (inspect's `IPAM.Config`
+/// leaves out a gateway the user did not give, as docker does); older daemons' inspect.
+pub fn gateway_of(ep: &EndpointView, net: &NetworkInspect) -> Option<Ipv4Addr> {
+    let g = match &ep.gateway {
+        Some(g) => g,
+        None => net.ipam.config.first()?.gateway.as_ref()?,
+    };
+    g.parse().ok()
 }
 
-/// The network's v6 gateway, on a dual-stack network.
-pub fn gateway6_of(net: &NetworkInspect) -> Option<Ipv6Addr> {
-    net.ipam.config.iter().find_map(|c| c.gateway.parse().ok())
+/// The v6 gateway of endpoint `ep` on a dual-stack `net`, found as [`gateway_of`] finds the v4 one.
+pub fn gateway6_of(ep: &EndpointView, net: &NetworkInspect) -> Option<Ipv6Addr> {
+    ep.ipv6.as_ref()?;
+    match &ep.gateway6 {
+        Some(g) => g.parse().ok(),
+        None => net
+            .ipam
+            .config
+            .iter()
+            .find_map(|c| c.gateway.as_deref()?.parse().ok()),
+    }
 }
 
 /// The result of an endpoint `ep` on `net` whose sandbox is `netns`, with the resolver
@@ -134,8 +147,8 @@ pub fn build(
     netns: &str,
     dns: Option<&ResolvConf>,
 ) -> CniResult {
-    let gateway = gateway_of(net);
-    let gateway6 = gateway6_of(net).filter(|_| ep.ipv6.is_some());
+    let gateway = gateway_of(ep, net);
+    let gateway6 = gateway6_of(ep, net);
     // connect sets the v6 default route together with the v4 one.
     let route6 = gateway6
         .filter(|_| ep.default_route.is_some())
@@ -264,7 +277,7 @@ mod tests {
                 options: Default::default(),
                 config: vec![IpamConfigView {
                     subnet: "10.7.0.0/24".into(),
-                    gateway: "10.7.0.1".into(),
+                    gateway: Some("10.7.0.1".into()),
                     ip_range: None,
                     auxiliary_addresses: Default::default(),
                 }],
@@ -292,6 +305,10 @@ mod tests {
             aliases: vec![],
             files: None,
             default_route: Some("10.7.0.1".into()),
+            gateway: None,
+            static_ipv4: None,
+            gateway6: None,
+            static_ipv6: None,
         }
     }
 

@@ -153,6 +153,42 @@ pub struct NetworkConfig {
     /// anti-spoofing alone and the gateway does not answer it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<NetworkV6>,
+    /// sluice's ipvlan on this network (`-d ipvlan`): endpoints share the parent's MAC on the
+    /// wire and are reached by address; none: a plain L2 segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan: Option<IpvlanConfig>,
+}
+
+/// How an ipvlan network carries traffic (docker's `ipvlan_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpvlanMode {
+    /// Switched: broadcast and multicast reach every endpoint and the parent's segment.
+    #[default]
+    L2,
+    /// Routed: no broadcast or multicast across endpoints or from the parent.
+    L3,
+}
+
+/// An ipvlan network's parent and mode: what the `ipvlan` stage needs besides the network's
+/// endpoints (their addresses, MACs and ports come from their port roles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpvlanConfig {
+    /// The mode.
+    pub mode: IpvlanMode,
+    /// The parent interface's port (a member of the network); none: endpoints reach only
+    /// each other.
+    pub parent: Option<PortId>,
+    /// The parent's MAC, the one every endpoint shows on the wire; none (unknown): the
+    /// network's gateway MAC stands in.
+    pub parent_mac: Option<MacAddr>,
+}
+
+impl IpvlanConfig {
+    /// The MAC endpoints show on the wire and answer ARP with.
+    pub fn mac(&self, net: &NetworkConfig) -> MacAddr {
+        self.parent_mac.unwrap_or(net.gateway_mac)
+    }
 }
 
 impl NetworkConfig {
@@ -182,6 +218,7 @@ impl NetworkConfig {
             uplink: None,
             max_flows_per_endpoint: None,
             ipv6: None,
+            ipvlan: None,
         }
     }
 }

@@ -76,11 +76,15 @@ pub enum DropReason {
     /// A unicast frame of an overlay network to a MAC neither local nor remote (never flooded
     /// across hosts).
     VxlanUnknownDst,
+    /// An ipvlan network's unicast frame for an address (or a MAC) that is no endpoint's.
+    IpvlanUnknownDst,
+    /// Broadcast or multicast an ipvlan L3 network does not carry.
+    IpvlanFiltered,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::Malformed,
         DropReason::UnknownPort,
         DropReason::VlanNotAllowed,
@@ -107,6 +111,8 @@ impl DropReason {
         DropReason::VxlanUnknownVni,
         DropReason::VxlanSpoofed,
         DropReason::VxlanUnknownDst,
+        DropReason::IpvlanUnknownDst,
+        DropReason::IpvlanFiltered,
     ];
 
     /// Number of reasons.
@@ -141,6 +147,8 @@ impl DropReason {
             DropReason::VxlanUnknownVni => "vxlan_unknown_vni",
             DropReason::VxlanSpoofed => "vxlan_spoofed",
             DropReason::VxlanUnknownDst => "vxlan_unknown_dst",
+            DropReason::IpvlanUnknownDst => "ipvlan_unknown_dst",
+            DropReason::IpvlanFiltered => "ipvlan_filtered",
         }
     }
 }

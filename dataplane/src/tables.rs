@@ -97,6 +97,14 @@ pub enum ConfigError {
     /// An overlay network's VNI or remote endpoints are invalid.
     #[error(transparent)]
     Overlay(#[from] OverlayError),
+    /// An ipvlan network's parent is not one of its ports.
+    #[error("ipvlan network {network:?} names port {port} as its parent, which is not its own")]
+    IpvlanParent {
+        /// The network's name.
+        network: String,
+        /// The port id.
+        port: u16,
+    },
     /// A published port targets an address that is not an endpoint of its network.
     #[error("published port targets {ip}, which is not in network {network:?}")]
     ForwardTarget {
@@ -294,6 +302,17 @@ impl Tables {
                 return Err(ConfigError::ForwardTarget {
                     ip: f.target_ip,
                     network: net.config.name.clone(),
+                });
+            }
+        }
+        for n in networks.iter().flatten() {
+            let Some(parent) = n.config.ipvlan.and_then(|iv| iv.parent) else {
+                continue;
+            };
+            if !n.members.contains(&parent) {
+                return Err(ConfigError::IpvlanParent {
+                    network: n.config.name.clone(),
+                    port: parent.0,
                 });
             }
         }

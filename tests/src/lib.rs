@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod bins;
+pub mod capture;
 pub mod engines;
 pub mod netns;
 pub mod udp;

@@ -1,8 +1,10 @@
 //! The ipvlan driver end to end: `l2` endpoints on a parent interface's segment with its router
 //! as gateway, `l3` endpoints with a default route on the link and no gateway, each mode's
-//! endpoints reaching each other, docker's option rules refused with clear errors, and nothing
-//! left behind. The parent is a veth into a namespace of the test's own (this kernel has no
-//! ipvlan module: the driver is sluice's own). Needs root and the release binaries (see
+//! endpoints reaching each other and the segment, every endpoint at the parent's MAC in the
+//! segment's neighbour table (and in each other's), broadcast carried in `l2` and not in `l3`,
+//! 802.1Q on a tagged parent, docker's option rules refused with clear errors, and nothing left
+//! behind. The parent is a veth into a namespace of the test's own (this kernel has no ipvlan
+//! module: the driver is sluice's own). Needs root and the release binaries (see
 //! tests/tests/daemon.rs).
 #![forbid(unsafe_code)]
 
@@ -65,6 +67,43 @@ fn two_that_ping(d: &mut DaemonLab, net: &str, ips: [&str; 2]) {
     }
 }
 
+/// The MAC of `dev` in namespace `ns`.
+fn mac_of(d: &DaemonLab, ns: &str, dev: &str) -> String {
+    let link = d.lab().ip(ns, &["-o", "link", "show", dev]).unwrap();
+    let mac = link
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1);
+    mac.unwrap_or_else(|| panic!("no MAC in {link}"))
+        .to_string()
+}
+
+/// The MAC namespace `ns` holds for `ip` in its IPv4 neighbour table, if any.
+fn neighbour(d: &DaemonLab, ns: &str, ip: &str) -> Option<String> {
+    let table = d.lab().ip(ns, &["-4", "neigh", "show", ip]).unwrap();
+    let mac = table
+        .split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1);
+    mac.map(str::to_string)
+}
+
+/// Whether a broadcast ping from `from` to `bcast` gets a reply from `ip` (which answers
+/// broadcast pings for the test).
+fn broadcast_reaches(d: &DaemonLab, from: &str, bcast: &str, who: &str, ip: &str) -> bool {
+    d.lab()
+        .sysctl(who, "net.ipv4.icmp_echo_ignore_broadcasts", "0")
+        .unwrap();
+    let o = d
+        .lab()
+        .exec_output(
+            from,
+            &["ping", "-b", "-c", "3", "-i", "0.3", "-W", "1", bcast],
+        )
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).contains(&format!("from {ip}"))
+}
+
 /// Disconnects `c1` and `c2`, removes `net`, and checks that no veth of sluice's is left.
 fn tear_down(d: &DaemonLab, net: &str) {
     for c in ["c1", "c2"] {
@@ -122,6 +161,32 @@ fn l2_endpoints_sit_on_the_parents_segment() {
     d.lab()
         .wait_ping("lan", "10.91.0.3".parse().unwrap(), Duration::from_secs(5))
         .unwrap();
+    let parent = mac_of(&d, "host", "lan0");
+    for ip in ["10.91.0.2", "10.91.0.3"] {
+        assert_eq!(
+            neighbour(&d, "lan", ip).as_ref(),
+            Some(&parent),
+            "{ip} is at the parent's MAC on the wire"
+        );
+    }
+    assert_eq!(
+        neighbour(&d, "c1", "10.91.0.3"),
+        Some(parent),
+        "endpoints meet at the parent's MAC too"
+    );
+    assert_eq!(
+        neighbour(&d, "c1", "10.91.0.1"),
+        Some(mac_of(&d, "lan", "eth0")),
+        "the router keeps its own"
+    );
+    assert!(
+        broadcast_reaches(&d, "lan", "10.91.0.255", "c1", "10.91.0.2"),
+        "the parent's broadcast reaches endpoints in l2"
+    );
+    assert!(
+        broadcast_reaches(&d, "c1", "10.91.0.255", "c2", "10.91.0.3"),
+        "and an endpoint's reaches the others"
+    );
     tear_down(&d, "iv");
 }
 
@@ -134,7 +199,28 @@ fn l3_endpoints_route_on_the_link_without_a_gateway() {
         &[&["--subnet", "10.92.0.0/24"], &l3[..]].concat(),
         "iv3",
     );
+    d.lab().addr("lan", "eth0", "10.92.0.254/24").unwrap();
     two_that_ping(&mut d, "iv3", ["10.92.0.2", "10.92.0.3"]);
+    for (from, to) in [("c1", "10.92.0.254"), ("lan", "10.92.0.3")] {
+        d.lab()
+            .wait_ping(from, to.parse().unwrap(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{from} -> {to}: {e}; daemon log: {}", d.log()));
+    }
+    assert_eq!(
+        neighbour(&d, "lan", "10.92.0.3"),
+        Some(mac_of(&d, "host", "lan0")),
+        "the segment reaches l3 endpoints at the parent's MAC"
+    );
+    assert!(
+        !broadcast_reaches(&d, "lan", "10.92.0.255", "c1", "10.92.0.2"),
+        "no broadcast from the parent in l3"
+    );
+    assert!(
+        !broadcast_reaches(&d, "c1", "10.92.0.255", "c2", "10.92.0.3"),
+        "nor across endpoints"
+    );
+    let drops = ok(&d, &["stats", "--output", "json"]);
+    assert!(drops.contains("ipvlan_filtered"), "{drops}");
     let route = d
         .lab()
         .ip("c1", &["-4", "route", "show", "default"])
@@ -211,5 +297,30 @@ fn bad_ipvlan_options_are_refused() {
         ok(&d, &["network", "ls", "--format", "{{.Name}}"]),
         "bridge\nhost\nnone\n",
         "nothing half-made"
+    );
+}
+
+#[test]
+fn a_tagged_parent_carries_the_vlan_at_the_parents_mac() {
+    let Some(mut d) = lab("ivt") else { return };
+    create_ok(
+        &d,
+        &["--subnet", "10.94.0.0/24", "-o", "parent=lan0.42"],
+        "iv42",
+    );
+    let c1 = d.add_container("c1").unwrap();
+    ok(&d, &["network", "connect", "--name", "c1", "iv42", &c1]);
+    let seen =
+        sluice_tests::capture::tcpdump_during(d.lab_mut(), "lan", "eth0", "vlan 42", |lab| {
+            let _ = lab.exec_output(
+                "c1",
+                &["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.94.0.1"],
+            );
+        });
+    let parent = mac_of(&d, "host", "lan0");
+    let from_parent = format!("{parent} > ff:ff:ff:ff:ff:ff");
+    assert!(
+        seen.contains("vlan 42") && seen.contains("10.94.0.1") && seen.contains(&from_parent),
+        "the ARP for the gateway leaves tagged with VLAN 42, from the parent's MAC: {seen}"
     );
 }

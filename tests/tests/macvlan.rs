@@ -96,23 +96,13 @@ fn a_tagged_parent_carries_the_vlan() {
     let c1 = d.add_container("c1").unwrap();
     d.sluice_ok(&["network", "connect", "--name", "a", "m42", &c1])
         .unwrap();
-    let cap = d.lab().log_path("tcpdump");
-    let pid = d
-        .lab_mut()
-        .spawn(
-            "lan",
-            &["tcpdump", "-l", "-n", "-e", "-i", "eth0", "vlan 42"],
-            "tcpdump",
-        )
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = d.lab().exec_output(
-        "c1",
-        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.89.0.1"],
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    d.lab_mut().stop(pid);
-    let seen = std::fs::read_to_string(cap).unwrap_or_default();
+    let seen =
+        sluice_tests::capture::tcpdump_during(d.lab_mut(), "lan", "eth0", "vlan 42", |lab| {
+            let _ = lab.exec_output(
+                "c1",
+                &["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.89.0.1"],
+            );
+        });
     assert!(
         seen.contains("vlan 42") && seen.contains("10.89.0.1"),
         "the ARP for the gateway leaves the parent tagged with VLAN 42: {seen}"

@@ -4,7 +4,8 @@
 //! and a range overlapping NAPT refused at start. docker's CLI habits against the real daemon:
 //! `network ls --filter/--format/-q`, `network inspect --format`, `sluice inspect -f`,
 //! `network rm` of several, `network prune --filter`, `network disconnect --force` of an
-//! endpoint whose namespace is gone. Needs root and the release binaries (`cargo build
+//! endpoint whose namespace is gone, `IPAM.Config` without a gateway the user did not give
+//! and an endpoint's `IPAMConfig` for `--ip`. Needs root and the release binaries (`cargo build
 //! --release --bins`; `SLUICE_BIN` names the `sluice` binary, `sluiced` is expected beside it).
 
 use std::path::PathBuf;
@@ -287,6 +288,56 @@ fn dockers_cli_habits_against_the_daemon() {
         ),
         "10.69.0.2 {\"80/tcp\":[{\"HostIp\":\"0.0.0.0\",\"HostPort\":\"8080\"}]}\n"
     );
+
+    // docker 20.10's IPAM.Config shows no gateway the user did not give; the endpoint still
+    // has it, and an address fixed with --ip shows in its IPAMConfig.
+    assert_eq!(
+        ok(
+            &d,
+            &["network", "inspect", "-f", "{{json .IPAM.Config}}", "web"]
+        ),
+        "[{\"Subnet\":\"10.69.0.0/24\"}]\n"
+    );
+    let c2 = d.add_container("c2").unwrap();
+    ok(
+        &d,
+        &[
+            "network",
+            "connect",
+            "--name",
+            "c2",
+            "--ip",
+            "10.69.0.50",
+            "web",
+            &c2,
+        ],
+    );
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "inspect",
+                "-f",
+                "{{json .NetworkSettings.Networks.web.IPAMConfig}} {{.NetworkSettings.Networks.web.Gateway}}",
+                "c2"
+            ]
+        ),
+        "{\"IPv4Address\":\"10.69.0.50\"} 10.69.0.1\n"
+    );
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "inspect",
+                "-f",
+                "{{json .NetworkSettings.Networks.web.IPAMConfig}}",
+                "c1"
+            ]
+        ),
+        "null\n",
+        "an address IPAM picked"
+    );
+    ok(&d, &["network", "disconnect", "web", "c2"]);
 
     // rm of several: each removed name printed, each failure one line, exit 1.
     let o = d.sluice(&["network", "rm", "old", "nope", "web"]);

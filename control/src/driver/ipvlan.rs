@@ -1,12 +1,15 @@
-//! The ipvlan driver (docker's `-d ipvlan`): endpoints on a parent interface's segment, as with
-//! macvlan, in docker's modes. `l2` switches onto the parent with its router as gateway; `l3`
-//! and `l3s` give endpoints a default route on the link, with no gateway to ask for by ARP.
-//! `ipvlan_flag=private` keeps endpoints from reaching each other. Without `parent`, as docker
-//! does with its dummy parent, the endpoints reach only each other. This kernel has no ipvlan
-//! module, so the driver is sluice's own (as its macvlan); endpoints keep MACs of their own on
-//! the wire rather than the parent's.
+//! The ipvlan driver (docker's `-d ipvlan`): endpoints on a parent interface's segment, all
+//! at the parent's MAC, in docker's modes. `l2` switches onto the parent with its router as
+//! gateway (broadcast and multicast flooded); `l3` and `l3s` give endpoints a default route on
+//! the link, with no gateway, and carry no broadcast or multicast. `ipvlan_flag=private` keeps
+//! endpoints from reaching each other. Without `parent`, as docker does with its dummy parent,
+//! the endpoints reach only each other. This kernel has no ipvlan module, so the driver is
+//! sluice's own: the dataplane's `ipvlan` stage answers ARP for the endpoints with the
+//! parent's MAC and delivers by address (see `IpvlanConfig`); IPv6 is bridged as on macvlan,
+//! each endpoint at its own MAC.
 
-use sluice_dataplane::config::{Config, NetworkConfig};
+use sluice_dataplane::config::{Config, IpvlanConfig, IpvlanMode, NetworkConfig};
+use sluice_dataplane::wire::MacAddr;
 
 use super::macvlan::{check_parent, on_parent, parent_port, refuse_published};
 use super::{Created, NetworkDriver};
@@ -43,14 +46,37 @@ impl NetworkDriver for Ipvlan {
         if net.spec.options.ipvlan_flag == Some(IpvlanFlag::Private) {
             nc.icc = false;
         }
-        cfg.ports.extend(parent_port(net));
+        let parent = parent_port(net);
+        nc.ipvlan = Some(IpvlanConfig {
+            mode: if self.default_route_on_link(net) {
+                IpvlanMode::L3
+            } else {
+                IpvlanMode::L2
+            },
+            parent: parent.as_ref().map(|p| p.id),
+            parent_mac: parent.as_ref().and_then(|p| interface_mac(&p.name)),
+        });
+        cfg.ports.extend(parent);
     }
+}
+
+/// The MAC of interface `ifname` in sluiced's namespace, as sysfs shows it (the parent's, which
+/// every endpoint shows on the wire); none when it cannot be read, and the dataplane uses the
+/// network's own MAC instead.
+fn interface_mac(ifname: &str) -> Option<MacAddr> {
+    if !crate::naming::valid_ifname(ifname) {
+        return None;
+    }
+    let s = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address")).ok()?;
+    s.trim().parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
-    use sluice_dataplane::config::{NatConfig, PortRole};
+    use super::interface_mac;
+    use sluice_dataplane::config::{IpvlanMode, NatConfig, PortRole};
     use sluice_dataplane::tables::Tables;
+    use sluice_dataplane::wire::MacAddr;
 
     use crate::compile::dataplane_config;
     use crate::driver;
@@ -131,10 +157,27 @@ mod tests {
         let nc = |n: &str| cfg.networks.iter().find(|c| c.name == n).unwrap();
         assert!(nc("l2").external_gateway && nc("l2").icc);
         assert!(nc("l3").external_gateway && !nc("l3").icc);
+        let iv = |n: &str| nc(n).ipvlan.expect("an ipvlan stage");
+        assert_eq!(
+            (iv("l2").mode, iv("l2").parent),
+            (IpvlanMode::L2, l2.parent_port)
+        );
+        assert_eq!((iv("l3").mode, iv("l3").parent), (IpvlanMode::L3, None));
         let parent = cfg.ports.iter().find(|p| Some(p.id) == l2.parent_port);
         assert!(matches!(
             parent.map(|p| (p.name.as_str(), &p.role)),
             Some(("eth1", PortRole::Trunk { allowed, .. })) if allowed == &[7]
         ));
+    }
+
+    #[test]
+    fn the_parents_mac_is_read_from_sysfs() {
+        assert_eq!(interface_mac("../lo"), None, "only interface names");
+        assert_eq!(interface_mac("nope-xyz0"), None);
+        assert_eq!(
+            interface_mac("lo"),
+            Some(MacAddr::default()),
+            "lo's is all zeros"
+        );
     }
 }

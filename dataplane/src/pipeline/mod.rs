@@ -27,6 +27,8 @@
 //! - `dnat`: the DNAT (and hairpin SNAT) of new connections to published ports.
 //! - `nat`: no flow, conntrack full, NAT ports exhausted, fragment (via `flow`).
 //! - `route`: no route, ARP pending (the ARP request leaves in the packet's place).
+//! - `ipvlan`: ipvlan networks in place of `bridge` (endpoints at the parent's MAC, delivered
+//!   by address); ipvlan unknown destination, ipvlan filtered (L3 broadcast).
 //! - `vxlan`: overlay networks across hosts; decapsulates for `uplink`, encapsulates and
 //!   answers ARP for remote endpoints for `bridge`; VXLAN malformed, unknown VNI, spoofed,
 //!   unknown destination.
@@ -89,6 +91,7 @@ mod flow;
 mod flow6;
 mod gateway;
 mod ipv6;
+mod ipvlan;
 mod nat;
 mod nat6;
 mod pending;
@@ -280,7 +283,10 @@ impl BatchState<'_> {
     #[inline(always)]
     fn handle(&mut self, f: &mut Frame<'_>) -> Verdict {
         let v = match self.classify(f) {
-            Ok(Ingress::Network { l2, port, net, ip }) => self.bridge(f, &l2, port, net, ip),
+            Ok(Ingress::Network { l2, port, net, ip }) => match &net.1.config.ipvlan {
+                Some(iv) => self.ipvlan(f, &l2, port, net, ip, iv),
+                None => self.bridge(f, &l2, port, net, ip),
+            },
             Ok(Ingress::Uplink { l2, up }) => self.uplink(f, &l2, up),
             Err(r) => Err(r),
         };

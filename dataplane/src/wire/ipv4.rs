@@ -200,6 +200,16 @@ pub fn peek_src(b: &[u8]) -> Option<Ipv4Addr> {
         .then(|| Ipv4Addr::from(read_4(h, field::SRC)))
 }
 
+/// The destination address of the IPv4 header at the start of `b`, checking what [`peek_src`]
+/// checks: what ipvlan reads to deliver a frame it forwards unchanged but for its MACs.
+#[inline]
+pub fn peek_dst(b: &[u8]) -> Option<Ipv4Addr> {
+    let h = b.get(..field::DST + 4)?;
+    let vihl = h[field::VER_IHL];
+    (vihl >> 4 == 4 && usize::from(vihl & 0x0f) * 4 >= MIN_HEADER_LEN)
+        .then(|| Ipv4Addr::from(read_4(h, field::DST)))
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Writes version 4 and IHL 5 (no options), for building a header in a fresh buffer of at
     /// least 20 bytes wrapped with [`Ipv4Packet::new_unchecked`].

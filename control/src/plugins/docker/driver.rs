@@ -454,15 +454,10 @@ impl DockerPlugin {
         })?;
         let on_link = !net.internal && net.routes_on_link();
         let routed = !net.internal && !on_link;
-        // The gateway of the family's IPAM config (v4 first, then v6 on a dual-stack network).
+        // The endpoint's gateway of the family (v6 only on a dual-stack network).
         let gateway = |v6: bool| {
-            net.ipam
-                .config
-                .iter()
-                .find(|c| c.subnet.parse::<Ipv6Cidr>().is_ok() == v6)
-                .filter(|_| routed)
-                .map(|c| c.gateway.clone())
-                .unwrap_or_default()
+            let g = if v6 { &ep.gateway6 } else { &ep.gateway };
+            g.clone().filter(|_| routed).unwrap_or_default()
         };
         let connected = |destination: &str| StaticRoute {
             destination: destination.into(),
@@ -720,7 +715,7 @@ mod tests {
         assert_eq!(n.options["com.docker.network.driver.mtu"], "1400");
         assert_eq!(n.options["com.docker.network.bridge.enable_icc"], "false");
         assert_eq!(n.options["vlan"], "7");
-        assert_eq!(n.ipam.config[0].gateway, "10.88.0.254");
+        assert_eq!(n.ipam.config[0].gateway.as_deref(), Some("10.88.0.254"));
         assert_eq!(n.ipam.config[0].auxiliary_addresses["printer"], "10.88.0.9");
         let ep = "cd".repeat(32);
         let got = call(

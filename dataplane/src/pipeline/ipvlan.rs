@@ -1,0 +1,390 @@
+//! The ipvlan stage: sluice's own ipvlan (this kernel has none), for the frames of a network
+//! with an `IpvlanConfig`, in place of the bridge. Every endpoint shows the parent's MAC on
+//! the wire: sluice answers ARP for the endpoints' addresses with it, delivers what arrives for
+//! it by destination address (rewriting the destination MAC to the endpoint's own, inside its
+//! namespace), and rewrites the source MAC (and an ARP sender's) of what endpoints send.
+//! Endpoints see each other at the parent's MAC too, and reach each other by address. L2 mode
+//! floods broadcast and multicast (from the parent and from endpoints); L3 mode carries none,
+//! but an endpoint's ARP request for an address on the parent's segment, which goes to the
+//! parent only. IPv6 is bridged as on a macvlan network. Its drops: unknown destination (an
+//! address no endpoint has, a MAC not the parent's), filtered (L3 broadcast and multicast),
+//! ICC denied, hairpin.
+
+use std::net::Ipv4Addr;
+
+use super::flow::Ipv4Info;
+use super::state::BatchState;
+use crate::config::{IpvlanConfig, IpvlanMode};
+use crate::counters::DropReason as R;
+use crate::counters::DropReason;
+use crate::frame::{Frame, NetworkId, PortId, Verdict};
+use crate::tables::{NetworkEntry, PortEntry};
+use crate::wire::arp::{self, ArpPacket};
+use crate::wire::ethernet::{EthernetFrame, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::{ipv4, MacAddr};
+
+impl<'t> BatchState<'t> {
+    /// A classified frame of ipvlan network `net` that arrived on `port`: IPv4 and ARP by
+    /// address, the rest to the bridge.
+    #[inline]
+    pub(super) fn ipvlan(
+        &mut self,
+        f: &mut Frame<'_>,
+        l2: &L2Header,
+        port: &'t PortEntry,
+        (net_id, net): (NetworkId, &'t NetworkEntry),
+        ip: Option<Ipv4Info>,
+        iv: &IpvlanConfig,
+    ) -> Result<Verdict, DropReason> {
+        if l2.ethertype != ETHERTYPE_IPV4 && l2.ethertype != ETHERTYPE_ARP {
+            return self.bridge(f, l2, port, (net_id, net), ip);
+        }
+        let flood = Verdict::Flood {
+            network: net_id,
+            vlan: f.meta.vlan,
+        };
+        let sw = Switch {
+            net,
+            mac: iv.mac(&net.config),
+            l2_mode: iv.mode == IpvlanMode::L2,
+            flood,
+        };
+        if Some(f.meta.ingress) == iv.parent {
+            sw.arriving(f, l2)
+        } else {
+            sw.leaving(f, l2, iv.parent)
+        }
+    }
+}
+
+/// What one frame's decision reads of its ipvlan network.
+struct Switch<'t> {
+    net: &'t NetworkEntry,
+    /// The parent's MAC: what every endpoint is on the wire.
+    mac: MacAddr,
+    l2_mode: bool,
+    /// The network's flood verdict for the frame's VLAN.
+    flood: Verdict,
+}
+
+/// The parts of an ARP packet the switch decides on.
+struct Arp {
+    op: u16,
+    target: Ipv4Addr,
+}
+
+impl Switch<'_> {
+    /// Broadcast and multicast: flooded in L2 mode, filtered in L3.
+    fn group(&self) -> Result<Verdict, DropReason> {
+        if self.l2_mode {
+            Ok(self.flood)
+        } else {
+            Err(R::IpvlanFiltered)
+        }
+    }
+
+    /// The endpoint holding `ip`: its MAC and port.
+    fn endpoint(&self, ip: Ipv4Addr) -> Option<(MacAddr, PortId)> {
+        self.net.neighbors.get(&ip).copied()
+    }
+
+    /// From the parent: ARP for an endpoint answered, the rest delivered by address.
+    fn arriving(&self, f: &mut Frame<'_>, l2: &L2Header) -> Result<Verdict, DropReason> {
+        let ours = l2.dst == self.mac;
+        if l2.ethertype == ETHERTYPE_ARP {
+            let a = read_arp(f.data(), l2)?;
+            return match self.endpoint(a.target) {
+                Some(_) if a.op == arp::OP_REQUEST => self.answer(f, l2, a.target),
+                Some((mac, port)) if ours && a.op == arp::OP_REPLY => {
+                    rewrite(f, l2, (None, Some(mac)))?;
+                    Ok(Verdict::Forward(port))
+                }
+                _ if l2.dst.is_multicast() => self.group(),
+                _ => Err(R::IpvlanUnknownDst),
+            };
+        }
+        if l2.dst.is_multicast() {
+            return self.group();
+        }
+        if !ours {
+            return Err(R::IpvlanUnknownDst);
+        }
+        let (mac, port) = dst_ip(f.data(), l2)
+            .and_then(|d| self.endpoint(d))
+            .ok_or(R::IpvlanUnknownDst)?;
+        rewrite(f, l2, (None, Some(mac)))?;
+        Ok(Verdict::Forward(port))
+    }
+
+    /// From an endpoint: to another endpoint by address (at the parent's MAC), else to the
+    /// parent's segment, leaving with the parent's MAC as its source.
+    fn leaving(
+        &self,
+        f: &mut Frame<'_>,
+        l2: &L2Header,
+        parent: Option<PortId>,
+    ) -> Result<Verdict, DropReason> {
+        let ingress = f.meta.ingress;
+        let (target, request) = if l2.ethertype == ETHERTYPE_ARP {
+            let a = read_arp(f.data(), l2)?;
+            (Some(a.target), a.op == arp::OP_REQUEST)
+        } else {
+            (dst_ip(f.data(), l2), false)
+        };
+        let to_us = l2.dst == self.mac || (request && l2.dst.is_broadcast());
+        let hit = target
+            .filter(|_| to_us)
+            .and_then(|t| Some((t, self.endpoint(t)?)));
+        if let Some((target, (mac, port))) = hit {
+            if port == ingress {
+                return Err(R::Hairpin);
+            }
+            if !self.net.config.icc {
+                return Err(R::IccDenied);
+            }
+            if request {
+                return self.answer(f, l2, target);
+            }
+            rewrite(f, l2, (Some(self.mac), Some(mac)))?;
+            return Ok(Verdict::Forward(port));
+        }
+        if l2.dst.is_multicast() && !(request && parent.is_some()) {
+            rewrite(f, l2, (Some(self.mac), None))?;
+            return self.group();
+        }
+        let parent = parent.ok_or(R::IpvlanUnknownDst)?;
+        rewrite(f, l2, (Some(self.mac), None))?;
+        Ok(if l2.dst.is_multicast() && self.l2_mode {
+            self.flood
+        } else {
+            Verdict::Forward(parent)
+        })
+    }
+
+    /// Answers an ARP request for endpoint address `ip` with the parent's MAC, in place.
+    fn answer(
+        &self,
+        f: &mut Frame<'_>,
+        l2: &L2Header,
+        ip: Ipv4Addr,
+    ) -> Result<Verdict, DropReason> {
+        arp::write_reply(f.data_mut(), l2.l3_offset, self.mac, ip).map_err(|_| R::Malformed)?;
+        Ok(Verdict::Forward(f.meta.ingress))
+    }
+}
+
+/// The operation and target address of the ARP packet of `d`.
+fn read_arp(d: &[u8], l2: &L2Header) -> Result<Arp, DropReason> {
+    let a = ArpPacket::new_checked(d.get(l2.l3_offset..).ok_or(R::Malformed)?)
+        .map_err(|_| R::Malformed)?;
+    Ok(Arp {
+        op: a.operation(),
+        target: a.target_ip(),
+    })
+}
+
+/// The IPv4 destination of `d`.
+fn dst_ip(d: &[u8], l2: &L2Header) -> Option<Ipv4Addr> {
+    ipv4::peek_dst(d.get(l2.l3_offset..)?)
+}
+
+/// Rewrites the source and destination MACs given, in the Ethernet header and, for ARP, the
+/// sender and target hardware addresses that stand for them.
+fn rewrite(
+    f: &mut Frame<'_>,
+    l2: &L2Header,
+    (src, dst): (Option<MacAddr>, Option<MacAddr>),
+) -> Result<(), DropReason> {
+    let (head, rest) = f.data_mut().split_at_mut(l2.l3_offset);
+    let mut eth = EthernetFrame::new_checked(head).map_err(|_| R::Malformed)?;
+    if let Some(m) = src {
+        eth.set_src(m);
+    }
+    if let Some(m) = dst {
+        eth.set_dst(m);
+    }
+    if l2.ethertype != ETHERTYPE_ARP {
+        return Ok(());
+    }
+    let mut a = ArpPacket::new_checked(rest).map_err(|_| R::Malformed)?;
+    if let Some(m) = src {
+        a.set_sender_mac(m);
+    }
+    if let Some(m) = dst {
+        a.set_target_mac(m);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::tests::*;
+    use crate::tables::{ConfigError, Tables};
+
+    /// The parent's MAC.
+    const P: MacAddr = MacAddr([2, 0x50, 0, 0, 0, 1]);
+    /// A neighbour on the parent's segment.
+    const OUT_MAC: MacAddr = MacAddr([2, 0x60, 0, 0, 0, 1]);
+    const OUT: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 200);
+
+    /// The scenario's network 0 as ipvlan in `mode`, its trunk the parent (native VLAN 0).
+    fn ipvlan(mode: IpvlanMode) -> Worker {
+        let mut s = S::new();
+        let n = &mut s.config.networks[0];
+        n.external_gateway = true;
+        n.ipvlan = Some(IpvlanConfig {
+            mode,
+            parent: Some(TRUNK),
+            parent_mac: Some(P),
+        });
+        worker_for(&s)
+    }
+
+    fn eth_of(f: &[u8]) -> (MacAddr, MacAddr) {
+        let e = EthernetFrame::new_checked(f).unwrap();
+        (e.dst(), e.src())
+    }
+
+    fn arp_of(f: &[u8]) -> (u16, MacAddr, Ipv4Addr, MacAddr) {
+        let a = ArpPacket::new_checked(&f[14..]).unwrap();
+        (a.operation(), a.sender_mac(), a.sender_ip(), a.target_mac())
+    }
+
+    #[test]
+    fn the_parents_segment_sees_every_endpoint_at_the_parents_mac() {
+        for mode in [IpvlanMode::L2, IpvlanMode::L3] {
+            let mut w = ipvlan(mode);
+            let (v, out) = run_one(&mut w, TRUNK, &arp_request(OUT_MAC, OUT, S::A), T0);
+            assert_eq!(v, Verdict::Forward(TRUNK), "{mode:?}");
+            assert_eq!(eth_of(&out), (OUT_MAC, P));
+            assert_eq!(arp_of(&out), (arp::OP_REPLY, P, S::A, OUT_MAC));
+
+            let to_a = eth(P, OUT_MAC, 0x0800, &udp(OUT, 1, S::A, 2, b"x"));
+            let (v, out) = run_one(&mut w, TRUNK, &to_a, T0);
+            assert_eq!(v, Verdict::Forward(PORT_A));
+            assert_eq!(eth_of(&out), (S::mac(S::A), OUT_MAC));
+            assert_eq!(out[12..], to_a[12..], "only the MAC changes");
+
+            let reply = arp_reply(OUT_MAC, OUT, P, S::B);
+            let (v, out) = run_one(&mut w, TRUNK, &reply, T0);
+            assert_eq!(v, Verdict::Forward(PORT_B));
+            assert_eq!(eth_of(&out).0, S::mac(S::B));
+            assert_eq!(arp_of(&out).3, S::mac(S::B));
+
+            let nobody = eth(P, OUT_MAC, 0x0800, &udp(OUT, 1, S::GW, 2, b"x"));
+            let other_mac = eth(S::mac(S::A), OUT_MAC, 0x0800, &udp(OUT, 1, S::A, 2, b"x"));
+            for f in [nobody, other_mac] {
+                let v = run_one(&mut w, TRUNK, &f, T0).0;
+                assert_eq!(v, Verdict::Drop(R::IpvlanUnknownDst));
+            }
+        }
+    }
+
+    #[test]
+    fn endpoints_leave_with_the_parents_mac_and_meet_at_it() {
+        for mode in [IpvlanMode::L2, IpvlanMode::L3] {
+            let mut w = ipvlan(mode);
+            let out_f = eth(OUT_MAC, S::mac(S::A), 0x0800, &udp(S::A, 1, OUT, 2, b"x"));
+            let (v, out) = run_one(&mut w, PORT_A, &out_f, T0);
+            assert_eq!(v, Verdict::Forward(TRUNK), "{mode:?}");
+            assert_eq!(eth_of(&out), (OUT_MAC, P));
+
+            let (v, out) = run_one(&mut w, PORT_A, &arp_request(S::mac(S::A), S::A, S::B), T0);
+            assert_eq!(v, Verdict::Forward(PORT_A), "sluice answers for B");
+            assert_eq!(arp_of(&out), (arp::OP_REPLY, P, S::B, S::mac(S::A)));
+
+            let a_to_b = eth(P, S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
+            let (v, out) = run_one(&mut w, PORT_A, &a_to_b, T0);
+            assert_eq!(v, Verdict::Forward(PORT_B));
+            assert_eq!(eth_of(&out), (S::mac(S::B), P));
+
+            let (v, out) = run_one(&mut w, PORT_A, &arp_request(S::mac(S::A), S::A, OUT), T0);
+            let want = match mode {
+                IpvlanMode::L2 => Verdict::Flood {
+                    network: NetworkId(0),
+                    vlan: 0,
+                },
+                IpvlanMode::L3 => Verdict::Forward(TRUNK),
+            };
+            assert_eq!(
+                v, want,
+                "an ARP request for the segment goes out at the parent's MAC"
+            );
+            assert_eq!(eth_of(&out), (MacAddr::BROADCAST, P));
+            assert_eq!(arp_of(&out).1, P);
+        }
+    }
+
+    #[test]
+    fn l3_carries_no_broadcast_l2_floods_it() {
+        let bcast = |from: Ipv4Addr, src: MacAddr| {
+            eth(
+                MacAddr::BROADCAST,
+                src,
+                0x0800,
+                &udp(from, 1, Ipv4Addr::BROADCAST, 2, b"x"),
+            )
+        };
+        let flood = Verdict::Flood {
+            network: NetworkId(0),
+            vlan: 0,
+        };
+        let mut l2 = ipvlan(IpvlanMode::L2);
+        let mut l3 = ipvlan(IpvlanMode::L3);
+        for (port, f) in [
+            (TRUNK, bcast(OUT, OUT_MAC)),
+            (PORT_A, bcast(S::A, S::mac(S::A))),
+            (TRUNK, arp_request(OUT_MAC, OUT, S::GW)),
+        ] {
+            assert_eq!(run_one(&mut l2, port, &f, T0).0, flood);
+            assert_eq!(
+                run_one(&mut l3, port, &f, T0).0,
+                Verdict::Drop(R::IpvlanFiltered)
+            );
+        }
+        assert_eq!(l3.counters().drops(R::IpvlanFiltered), 3);
+    }
+
+    #[test]
+    fn private_endpoints_and_hairpins_are_refused() {
+        let mut s = S::new();
+        let n = &mut s.config.networks[0];
+        n.external_gateway = true;
+        n.icc = false;
+        n.ipvlan = Some(IpvlanConfig {
+            mode: IpvlanMode::L2,
+            parent: Some(TRUNK),
+            parent_mac: None,
+        });
+        let gw_mac = n.gateway_mac;
+        let mut w = worker_for(&s);
+        let a_to_b = eth(gw_mac, S::mac(S::A), 0x0800, &udp(S::A, 1, S::B, 2, b"x"));
+        assert_eq!(
+            run_one(&mut w, PORT_A, &a_to_b, T0).0,
+            Verdict::Drop(R::IccDenied),
+            "without a known parent MAC the gateway's stands in"
+        );
+        let a_to_a = eth(gw_mac, S::mac(S::A), 0x0800, &udp(S::A, 1, S::A, 2, b"x"));
+        assert_eq!(
+            run_one(&mut w, PORT_A, &a_to_a, T0).0,
+            Verdict::Drop(R::Hairpin)
+        );
+        let (v, _) = run_one(&mut w, TRUNK, &arp_request(OUT_MAC, OUT, S::B), T0);
+        assert_eq!(v, Verdict::Forward(TRUNK), "the segment still reaches them");
+    }
+
+    #[test]
+    fn the_parent_must_be_the_networks_own_port() {
+        let mut s = S::new();
+        s.config.networks[1].ipvlan = Some(IpvlanConfig {
+            mode: IpvlanMode::L3,
+            parent: Some(TRUNK),
+            parent_mac: None,
+        });
+        assert!(matches!(
+            Tables::build(&s.config, None),
+            Err(ConfigError::IpvlanParent { port: 3, .. })
+        ));
+    }
+}
