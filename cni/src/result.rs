@@ -346,7 +346,7 @@ mod tests {
         n.enable_ipv6 = true;
         n.ipam.config.push(IpamConfigView {
             subnet: "fd00:7::/64".into(),
-            gateway: "fd00:7::1".into(),
+            gateway: Some("fd00:7::1".into()),
             ip_range: None,
             auxiliary_addresses: Default::default(),
         });

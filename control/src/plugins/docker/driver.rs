@@ -817,7 +817,7 @@ mod tests {
         let n = rt.block_on(p.engine.inspect(network_name(&id))).unwrap();
         assert!(n.enable_ipv6);
         assert_eq!(n.ipam.config[1].subnet, "fd00:28::/64");
-        assert_eq!(n.ipam.config[1].gateway, "fd00:28::1");
+        assert_eq!(n.ipam.config[1].gateway.as_deref(), Some("fd00:28::1"));
         assert_eq!(
             n.ipam.config[1].auxiliary_addresses["router"],
             "fd00:28::fe"
