@@ -31,8 +31,8 @@ use parking_lot::Mutex;
 use crate::batch::{Batch, MAX_BATCH};
 use crate::config::{PortConfig, PortIo};
 use crate::counters::{DropReason, WorkerCounters, MAX_PORTS};
-use crate::frame::{Frame, Meta, PortId, Verdict, HEADROOM};
-use crate::pipeline::{Dataplane, Worker};
+use crate::frame::{Frame, GsoType, Meta, PortId, Verdict, HEADROOM};
+use crate::pipeline::{segment, Dataplane, Worker};
 use crate::port::afpacket::{self, AfPacketConfig, AfPacketError};
 use crate::port::poll::{Idle, PollPolicy};
 use crate::port::tap::{self, TapConfig, TapError};
@@ -744,16 +744,32 @@ fn send<T: TxPort>(
         counters.drop_n(p, DropReason::UnknownPort, 1);
         return;
     };
-    match tx.send(f, tag) {
+    if f.meta.offload.gso == GsoType::TcpV4Vxlan {
+        // No port segments a tunnel: each segment is sent on its own.
+        let cut =
+            segment::each_segment(f, |s| touched[idx] |= sent(tx.send(s, tag), p, s, counters));
+        if cut.is_err() {
+            counters.drop_n(p, DropReason::Malformed, 1);
+        }
+        return;
+    }
+    touched[idx] |= sent(tx.send(f, tag), p, f, counters);
+}
+
+/// Counts the outcome of sending `f` out of `p`: true when it was queued.
+#[inline]
+fn sent(res: Result<(), TxError>, p: PortId, f: &Frame<'_>, counters: &WorkerCounters) -> bool {
+    match res {
         Ok(()) => {
             counters.tx(p, 1, f.len() as u64);
-            touched[idx] = true;
+            return true;
         }
         Err(TxError::Full | TxError::Io(_)) => counters.drop_n(p, DropReason::TxFull, 1),
         Err(TxError::Egress(_) | TxError::Offload(_)) => {
             counters.drop_n(p, DropReason::Malformed, 1)
         }
     }
+    false
 }
 
 #[cfg(test)]

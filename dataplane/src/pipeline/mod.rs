@@ -94,6 +94,7 @@ mod nat6;
 mod pending;
 mod plain;
 mod route;
+pub(crate) mod segment;
 mod shortcut;
 mod state;
 mod stats;
