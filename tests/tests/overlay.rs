@@ -3,104 +3,47 @@
 //! (`sluice dataplane`) with one endpoint of network `ov` (VNI 4096) and the other host's
 //! endpoint in its remote table, as the cluster store will keep it (static here). Endpoints
 //! reach each other through VXLAN: ARP answered locally, the underlay next hop resolved by ARP,
-//! full-size frames of the 1450-byte overlay MTU. Needs root and the release binaries (see
-//! tests/tests/daemon.rs).
+//! full-size frames of the 1450-byte overlay MTU, and TCP bulk both ways with the endpoints'
+//! offloads on (their 64 KiB super-frames cut into segments that fit the overlay). Needs root
+//! and the release binaries (see tests/tests/daemon.rs).
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice_dataplane::config::{
-    Config, Ipv4Cidr, NetworkConfig, PortConfig, PortRole, UplinkConfig,
-};
-use sluice_dataplane::frame::{NetworkId, PortId};
-use sluice_dataplane::overlay::{OverlayConfig, RemoteEndpoint};
 use sluice_dataplane::wire::MacAddr;
+use sluice_lab::lab::overlay::{self, EP_A, EP_B};
 use sluice_lab::lab::{Lab, SluiceLaunch};
 
-const EP_A: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
-const EP_B: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 3);
-const VTEP_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const VTEP_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// Bytes of TCP bulk each way between the endpoints.
+const BULK: u64 = 20_000_000;
 
-/// One host's dataplane: uplink `up0` at `vtep`, endpoint `ep0` with address `ep`, and
-/// `peer` (endpoint address, VTEP) in the remote table.
-fn config(vtep: Ipv4Addr, ep: Ipv4Addr, peer: (Ipv4Addr, Ipv4Addr)) -> Config {
-    let net = NetworkConfig {
-        mtu: 1450,
-        ..NetworkConfig::new(
-            NetworkId(0),
-            "ov",
-            "10.20.0.0/24".parse().unwrap(),
-            Ipv4Addr::new(10, 20, 0, 1),
-        )
-    };
-    Config {
-        networks: vec![net],
-        ports: vec![
-            PortConfig {
-                id: PortId(0),
-                name: "up0".into(),
-                io: Default::default(),
-                role: PortRole::Uplink,
-            },
-            PortConfig {
-                id: PortId(1),
-                name: "ep0".into(),
-                io: Default::default(),
-                role: PortRole::Endpoint {
-                    network: NetworkId(0),
-                    vlan: 0,
-                    mac: MacAddr::from_ipv4(ep),
-                    ipv4: Some(ep),
-                    ipv6: None,
-                },
-            },
-        ],
-        uplink: Some(UplinkConfig {
-            port: PortId(0),
-            ip: Ipv4Cidr::new(vtep, 24).unwrap(),
-            mac: MacAddr::from_ipv4(vtep),
-            next_hop: None,
-            mtu: 1500,
-        }),
-        overlays: vec![OverlayConfig {
-            network: NetworkId(0),
-            vni: 4096,
-            remotes: vec![RemoteEndpoint {
-                mac: MacAddr::from_ipv4(peer.0),
-                ipv4: peer.0,
-                vtep: peer.1,
-            }],
-        }],
-        ..Config::default()
+/// Sends [`BULK`] bytes of TCP with iperf3 from `client` to the server at `server_ip` in
+/// `server` (from the server when `reverse`); returns the bytes the receiver got.
+fn bulk_tcp(
+    lab: &mut Lab,
+    (client, server): (&str, &str),
+    server_ip: Ipv4Addr,
+    reverse: bool,
+) -> u64 {
+    let ip = server_ip.to_string();
+    let log = format!("iperf3-{server}-{reverse}");
+    let pid = lab
+        .spawn(server, &["iperf3", "-s", "-1", "-B", &ip], &log)
+        .unwrap();
+    lab.wait_listen(server, 5201, Duration::from_secs(5))
+        .unwrap();
+    let bytes = BULK.to_string();
+    let mut args = vec!["timeout", "60", "iperf3", "-c", &ip, "-n", &bytes, "-J"];
+    if reverse {
+        args.push("-R");
     }
-}
-
-/// Writes `cfg` to `DIR/HOST/config.json` and starts the dataplane on it inside `host`.
-fn start_host(lab: &mut Lab, bin: &Path, host: &str, cfg: &Config) -> PathBuf {
-    let dir = lab.dir().join(host);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.json");
-    std::fs::write(&path, serde_json::to_vec(cfg).unwrap()).unwrap();
-    let launch = SluiceLaunch {
-        bin: bin.join("sluice"),
-        args: vec!["--workers".into(), "1".into()],
-    };
-    lab.spawn_os(host, &launch.command(&path), host).unwrap();
-    SluiceLaunch::stats_path(&path)
-}
-
-/// The host with endpoint namespace `ep_ns` behind its port `ep0`.
-fn wire_host(lab: &mut Lab, host: &str, ep_ns: &str, ep: Ipv4Addr) {
-    lab.add_ns(host).unwrap();
-    lab.add_ns(ep_ns).unwrap();
-    lab.veth((host, "ep0"), (ep_ns, "eth0")).unwrap();
-    lab.up(host, "ep0").unwrap();
-    lab.mac(ep_ns, "eth0", MacAddr::from_ipv4(ep)).unwrap();
-    lab.mtu(ep_ns, "eth0", 1450).unwrap();
-    lab.addr(ep_ns, "eth0", &format!("{ep}/24")).unwrap();
-    lab.up(ep_ns, "eth0").unwrap();
+    let out = lab.exec_output(client, &args).unwrap();
+    lab.stop(pid);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "iperf3 failed: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
 }
 
 /// A drop counter of the stats file at `path`, once the file is there.
@@ -129,13 +72,12 @@ fn endpoints_on_two_hosts_reach_each_other_over_vxlan() {
         return;
     };
     let mut lab = Lab::new("ovl").unwrap();
-    wire_host(&mut lab, "ha", "ea", EP_A);
-    wire_host(&mut lab, "hb", "eb", EP_B);
-    lab.veth(("ha", "up0"), ("hb", "up0")).unwrap();
-    lab.up("ha", "up0").unwrap();
-    lab.up("hb", "up0").unwrap();
-    let stats_a = start_host(&mut lab, &bin, "ha", &config(VTEP_A, EP_A, (EP_B, VTEP_B)));
-    let stats_b = start_host(&mut lab, &bin, "hb", &config(VTEP_B, EP_B, (EP_A, VTEP_A)));
+    overlay::wire(&mut lab).unwrap();
+    let launch = SluiceLaunch {
+        bin: bin.join("sluice"),
+        args: vec!["--workers".into(), "1".into()],
+    };
+    let hosts = overlay::start_sluice(&mut lab, &launch).unwrap();
 
     let wait = Duration::from_secs(10);
     lab.wait_ping("ea", EP_B, wait)
@@ -171,8 +113,16 @@ fn endpoints_on_two_hosts_reach_each_other_over_vxlan() {
         neigh.contains(&MacAddr::from_ipv4(EP_B).to_string()),
         "{neigh}"
     );
-    for stats in [&stats_a, &stats_b] {
+    let offloads = lab.exec("ea", &["ethtool", "-k", "eth0"]).unwrap();
+    assert!(
+        offloads.contains("tcp-segmentation-offload: on"),
+        "{offloads}"
+    );
+    assert!(bulk_tcp(&mut lab, ("ea", "eb"), EP_B, false) >= BULK);
+    assert!(bulk_tcp(&mut lab, ("ea", "eb"), EP_B, true) >= BULK);
+    for (_, stats) in &hosts {
         for reason in [
+            "too_big",
             "vxlan_malformed",
             "vxlan_unknown_vni",
             "vxlan_spoofed",
