@@ -74,7 +74,7 @@ fn proc_ticks(pid: Option<u32>) -> Option<u64> {
 const WORKER_THREADS: &str = "sluice-w";
 
 /// User + system ticks of the process's sluice worker threads; None when it has none.
-fn worker_ticks(pid: Option<u32>) -> Option<u64> {
+pub(super) fn worker_ticks(pid: Option<u32>) -> Option<u64> {
     let dir = std::fs::read_dir(format!("/proc/{}/task", pid?)).ok()?;
     let stats: Vec<String> = dir
         .flatten()

@@ -11,6 +11,7 @@ mod bed;
 pub mod harness;
 mod measure;
 pub mod output;
+pub mod overlay;
 pub mod parse;
 pub mod peers;
 pub mod report;
