@@ -191,13 +191,8 @@ pub fn run(plan: &OverlayPlan, mut progress: impl FnMut(String)) -> Vec<OverlayR
     let hz = clock_ticks();
     let mut out = Vec::new();
     for r in 0..plan.runs {
-        for peer in 0..PEERS.len() {
-            progress(format!(
-                "overlay run {}/{}: {}",
-                r + 1,
-                plan.runs,
-                PEERS[peer]
-            ));
+        for (peer, name) in PEERS.iter().enumerate() {
+            progress(format!("overlay run {}/{}: {name}", r + 1, plan.runs));
             let samples = measure_peer(plan, peer, hz).unwrap_or_else(|e| {
                 METRICS
                     .iter()

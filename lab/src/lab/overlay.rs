@@ -31,11 +31,37 @@ pub const VNI: u32 = 4096;
 /// The overlay MTU: 1500 less the 50 bytes of VXLAN over IPv4.
 pub const OVERLAY_MTU: u16 = 1450;
 
-/// The hosts: (host namespace, endpoint namespace, endpoint address, VTEP, the other host's
-/// endpoint and VTEP).
-pub const HOSTS: [(&str, &str, Ipv4Addr, Ipv4Addr, (Ipv4Addr, Ipv4Addr)); 2] = [
-    ("ha", "ea", EP_A, VTEP_A, (EP_B, VTEP_B)),
-    ("hb", "eb", EP_B, VTEP_B, (EP_A, VTEP_A)),
+/// One host of the overlay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Host {
+    /// The host's namespace.
+    pub ns: &'static str,
+    /// Its endpoint's namespace.
+    pub ep_ns: &'static str,
+    /// Its endpoint's address.
+    pub ep: Ipv4Addr,
+    /// Its VTEP.
+    pub vtep: Ipv4Addr,
+    /// The other host's endpoint and VTEP.
+    pub peer: (Ipv4Addr, Ipv4Addr),
+}
+
+/// The two hosts.
+pub const HOSTS: [Host; 2] = [
+    Host {
+        ns: "ha",
+        ep_ns: "ea",
+        ep: EP_A,
+        vtep: VTEP_A,
+        peer: (EP_B, VTEP_B),
+    },
+    Host {
+        ns: "hb",
+        ep_ns: "eb",
+        ep: EP_B,
+        vtep: VTEP_B,
+        peer: (EP_A, VTEP_A),
+    },
 ];
 
 /// One host's dataplane: uplink `up0` at `vtep`, endpoint `ep0` with address `ep`, and
@@ -89,7 +115,13 @@ pub fn sluice_config(vtep: Ipv4Addr, ep: Ipv4Addr, peer: (Ipv4Addr, Ipv4Addr)) -
 /// Creates the four namespaces, the endpoints (address, MAC, overlay MTU, offloads on) behind
 /// each host's `ep0`, and the underlay between the hosts' `up0`.
 pub fn wire(lab: &mut Lab) -> Result<()> {
-    for (host, ep_ns, ep, _, _) in HOSTS {
+    for Host {
+        ns: host,
+        ep_ns,
+        ep,
+        ..
+    } in HOSTS
+    {
         lab.add_ns(host)?;
         lab.add_ns(ep_ns)?;
         lab.veth((host, "ep0"), (ep_ns, "eth0"))?;
@@ -109,7 +141,14 @@ pub fn wire(lab: &mut Lab) -> Result<()> {
 /// each host's dataplane pid and stats file.
 pub fn start_sluice(lab: &mut Lab, launch: &SluiceLaunch) -> Result<Vec<(u32, PathBuf)>> {
     let mut out = Vec::new();
-    for (host, _, ep, vtep, peer) in HOSTS {
+    for Host {
+        ns: host,
+        ep,
+        vtep,
+        peer,
+        ..
+    } in HOSTS
+    {
         let dir = lab.dir().join(host);
         let file = |source| LabError::File {
             path: dir.clone(),
@@ -130,7 +169,13 @@ pub fn start_sluice(lab: &mut Lab, launch: &SluiceLaunch) -> Result<Vec<(u32, Pa
 /// [`VNI`], UDP 4789, the other host as its remote, MTU 1450 by itself) and a bridge `br0`
 /// holding `vx0` and `ep0`.
 pub fn start_kernel(lab: &mut Lab) -> Result<()> {
-    for (host, _, _, vtep, (_, peer_vtep)) in HOSTS {
+    for Host {
+        ns: host,
+        vtep,
+        peer: (_, peer_vtep),
+        ..
+    } in HOSTS
+    {
         lab.addr(host, "up0", &format!("{vtep}/24"))?;
         let (vni, local, remote) = (VNI.to_string(), vtep.to_string(), peer_vtep.to_string());
         lab.ip(
