@@ -86,21 +86,7 @@ fn sample(lab: &Lab, pids: &[u32], m: &Metric, dur: u32, hz: f64) -> Sample {
         (Some(a), Some(b)) => CpuUse::between(&a, &b, ticks, hz, elapsed),
         _ => CpuUse::default(),
     };
-    let (value, note) = match value {
-        Ok((v, n)) => (Ok(v), n),
-        Err(e) => (Err(e), String::new()),
-    };
-    let cost = value
-        .as_ref()
-        .ok()
-        .zip(cpu.forwarding_pct)
-        .and_then(|(v, f)| m.unit.cost(*v, f));
-    Sample {
-        value,
-        note,
-        cpu,
-        cost,
-    }
+    Sample::new(value, cpu, m.unit)
 }
 
 /// The client command of `m` (iperf3 or sockperf, from `ea` to the servers on `eb`).
