@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// pick them, sluice-slirp-smoltcp too); prints a table per run.
     #[arg(long, value_name = "USER")]
     pub rootless: Option<String>,
+    /// The overlay shape instead: two hosts over VXLAN, sluice against the kernel's vxlan
+    /// device and bridge (TCP 1 and 4 streams, TCP_RR); prints its table.
+    #[arg(long)]
+    pub overlay: bool,
 }
 
 /// The `sluice-e2e-bench` arguments for `args`; `me` is the sluice binary to measure and
@@ -97,6 +101,9 @@ pub fn e2e_args(args: &BenchArgs, me: &Path, now: u64) -> Vec<OsString> {
         flag("--sluice-workers", w.to_string().into());
     }
     flag("--output", output.into());
+    if args.overlay {
+        v.push("--overlay".into());
+    }
     v
 }
 
@@ -164,6 +171,10 @@ mod tests {
         assert_eq!(get("--duration"), "2");
         assert_eq!(get("--output"), "out");
         assert_eq!(get("--sluice-workers"), "2");
+        assert!(!v.contains(&"--overlay".to_string()));
+        let overlay = BenchArgs { overlay: true, ..a };
+        let v = strings(e2e_args(&overlay, Path::new("s"), 0));
+        assert_eq!(v.last().map(String::as_str), Some("--overlay"));
     }
 
     #[test]

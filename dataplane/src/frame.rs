@@ -38,6 +38,10 @@ pub enum GsoType {
     TcpV6,
     /// A UDP super-frame cut into datagrams (USO, `VIRTIO_NET_HDR_GSO_UDP_L4`).
     UdpL4,
+    /// A TCP/IPv4 super-frame inside a VXLAN/IPv4 encapsulation (Linux's `SKB_GSO_UDP_TUNNEL`
+    /// on `SKB_GSO_TCPV4`): no port takes it, so the runtime cuts it into encapsulated
+    /// `gso_size` segments on transmission (see `pipeline::segment`).
+    TcpV4Vxlan,
 }
 
 /// Offload state of a frame: what the kernel still has to do when it leaves sluice.

@@ -31,8 +31,8 @@ use parking_lot::Mutex;
 use crate::batch::{Batch, MAX_BATCH};
 use crate::config::{PortConfig, PortIo};
 use crate::counters::{DropReason, WorkerCounters, MAX_PORTS};
-use crate::frame::{Frame, Meta, PortId, Verdict, HEADROOM};
-use crate::pipeline::{Dataplane, Worker};
+use crate::frame::{Frame, GsoType, Meta, PortId, Verdict, HEADROOM};
+use crate::pipeline::{segment, Dataplane, Worker};
 use crate::port::afpacket::{self, AfPacketConfig, AfPacketError};
 use crate::port::poll::{Idle, PollPolicy};
 use crate::port::tap::{self, TapConfig, TapError};
@@ -744,16 +744,38 @@ fn send<T: TxPort>(
         counters.drop_n(p, DropReason::UnknownPort, 1);
         return;
     };
-    match tx.send(f, tag) {
+    if f.meta.offload.gso == GsoType::TcpV4Vxlan {
+        // No port segments a tunnel: each segment is sent on its own. They can outnumber the
+        // ring's free slots: a full ring hands what it holds to the kernel and takes the rest.
+        let cut = segment::each_segment(f, |s| {
+            let mut res = tx.send(s, tag);
+            if matches!(res, Err(TxError::Full)) && tx.flush().is_ok() {
+                res = tx.send(s, tag);
+            }
+            touched[idx] |= sent(res, p, s, counters);
+        });
+        if cut.is_err() {
+            counters.drop_n(p, DropReason::Malformed, 1);
+        }
+        return;
+    }
+    touched[idx] |= sent(tx.send(f, tag), p, f, counters);
+}
+
+/// Counts the outcome of sending `f` out of `p`: true when it was queued.
+#[inline]
+fn sent(res: Result<(), TxError>, p: PortId, f: &Frame<'_>, counters: &WorkerCounters) -> bool {
+    match res {
         Ok(()) => {
             counters.tx(p, 1, f.len() as u64);
-            touched[idx] = true;
+            return true;
         }
         Err(TxError::Full | TxError::Io(_)) => counters.drop_n(p, DropReason::TxFull, 1),
         Err(TxError::Egress(_) | TxError::Offload(_)) => {
             counters.drop_n(p, DropReason::Malformed, 1)
         }
     }
+    false
 }
 
 #[cfg(test)]
@@ -846,6 +868,63 @@ mod tests {
         assert_eq!(&out[0].1[0..6], &S::HOP_MAC.0);
         let stats = w.counters().port(UPLINK);
         assert_eq!((stats.tx_packets, stats.tx_bytes), (1, q.len() as u64));
+    }
+
+    #[test]
+    fn a_tunnelled_super_frame_leaves_in_segments() {
+        use crate::frame::{GsoType, Offload};
+        use crate::wire::vxlan::{write_outer_v4, OuterV4, OVERHEAD_V4};
+        let mut w = worker();
+        let tables = w.process(&mut Batch::new(), Millis(1000));
+        let tcp = testkit::tcp(S::A, 1, S::B, 2, testkit::ACK, &[7u8; 2500]);
+        let inner = testkit::eth(S::mac(S::B), S::mac(S::A), 0x0800, &tcp);
+        let mut buf = vec![0u8; OVERHEAD_V4 + inner.len()];
+        buf[OVERHEAD_V4..].copy_from_slice(&inner);
+        let outer = OuterV4 {
+            dst_mac: S::HOP_MAC,
+            src_mac: S::UP_MAC,
+            src: S::UP,
+            dst: S::HOP,
+            src_port: 50000,
+            vni: 4096,
+        };
+        write_outer_v4(&mut buf[..OVERHEAD_V4], &outer).unwrap();
+        let meta = Meta {
+            verdict: Verdict::Forward(UPLINK),
+            offload: Offload {
+                gso: GsoType::TcpV4Vxlan,
+                gso_size: 1000,
+                ..Offload::default()
+            },
+            ..Meta::default()
+        };
+        let mut txs: Vec<Option<MemoryTx>> = vec![Some(memory_port(UPLINK, 8, 2048).1)];
+        let mut touched = vec![false];
+        let len = buf.len();
+        let f = Frame::new(&mut buf, 0, len, meta).unwrap();
+        dispatch_one(&tables, &f, &mut txs, w.counters(), &mut touched);
+        let sent: Vec<usize> = txs[0]
+            .as_mut()
+            .unwrap()
+            .take_sent()
+            .iter()
+            .map(|(b, _)| b.len())
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                OVERHEAD_V4 + 54 + 1000,
+                OVERHEAD_V4 + 54 + 1000,
+                OVERHEAD_V4 + 54 + 500
+            ]
+        );
+        assert!(touched[0]);
+        assert_eq!(w.counters().port(UPLINK).tx_packets, 3);
+        // Without its outer headers the frame cannot be cut: one malformed drop.
+        let mut bare = inner.clone();
+        let f = Frame::new(&mut bare, 0, inner.len(), meta).unwrap();
+        dispatch_one(&tables, &f, &mut txs, w.counters(), &mut touched);
+        assert_eq!(w.counters().drops(DropReason::Malformed), 1);
     }
 
     mod hotplug {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use sluice_dataplane::wire::MacAddr;
 
 mod docker_like;
+pub mod overlay;
 
 pub use docker_like::{
     DockerLike, DockerLikeSpec, Forwarder, Publish, SluiceLaunch, BRIDGE_IF, OUTSIDE, SW, UPLINK_IF,

@@ -3,104 +3,57 @@
 //! (`sluice dataplane`) with one endpoint of network `ov` (VNI 4096) and the other host's
 //! endpoint in its remote table, as the cluster store will keep it (static here). Endpoints
 //! reach each other through VXLAN: ARP answered locally, the underlay next hop resolved by ARP,
-//! full-size frames of the 1450-byte overlay MTU. Needs root and the release binaries (see
-//! tests/tests/daemon.rs).
+//! full-size frames of the 1450-byte overlay MTU, and TCP bulk both ways with the endpoints'
+//! offloads on (their 64 KiB super-frames cut into segments that fit the overlay). Needs root
+//! and the release binaries (see tests/tests/daemon.rs).
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice_dataplane::config::{
-    Config, Ipv4Cidr, NetworkConfig, PortConfig, PortRole, UplinkConfig,
-};
-use sluice_dataplane::frame::{NetworkId, PortId};
-use sluice_dataplane::overlay::{OverlayConfig, RemoteEndpoint};
 use sluice_dataplane::wire::MacAddr;
+use sluice_lab::lab::overlay::{self, EP_A, EP_B};
 use sluice_lab::lab::{Lab, SluiceLaunch};
 
-const EP_A: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
-const EP_B: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 3);
-const VTEP_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const VTEP_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// Bytes of TCP bulk each way between the endpoints.
+const BULK: usize = 20_000_000;
 
-/// One host's dataplane: uplink `up0` at `vtep`, endpoint `ep0` with address `ep`, and
-/// `peer` (endpoint address, VTEP) in the remote table.
-fn config(vtep: Ipv4Addr, ep: Ipv4Addr, peer: (Ipv4Addr, Ipv4Addr)) -> Config {
-    let net = NetworkConfig {
-        mtu: 1450,
-        ..NetworkConfig::new(
-            NetworkId(0),
-            "ov",
-            "10.20.0.0/24".parse().unwrap(),
-            Ipv4Addr::new(10, 20, 0, 1),
-        )
-    };
-    Config {
-        networks: vec![net],
-        ports: vec![
-            PortConfig {
-                id: PortId(0),
-                name: "up0".into(),
-                io: Default::default(),
-                role: PortRole::Uplink,
-            },
-            PortConfig {
-                id: PortId(1),
-                name: "ep0".into(),
-                io: Default::default(),
-                role: PortRole::Endpoint {
-                    network: NetworkId(0),
-                    vlan: 0,
-                    mac: MacAddr::from_ipv4(ep),
-                    ipv4: Some(ep),
-                    ipv6: None,
-                },
-            },
-        ],
-        uplink: Some(UplinkConfig {
-            port: PortId(0),
-            ip: Ipv4Cidr::new(vtep, 24).unwrap(),
-            mac: MacAddr::from_ipv4(vtep),
-            next_hop: None,
-            mtu: 1500,
-        }),
-        overlays: vec![OverlayConfig {
-            network: NetworkId(0),
-            vni: 4096,
-            remotes: vec![RemoteEndpoint {
-                mac: MacAddr::from_ipv4(peer.0),
-                ipv4: peer.0,
-                vtep: peer.1,
-            }],
-        }],
-        ..Config::default()
+/// Sends `file` over one TCP connection (socat) from namespace `from` to a listener in `to` at
+/// `to_ip`; returns the SHA-256 the receiver computed of what it got.
+fn bulk_tcp(lab: &mut Lab, file: &Path, (from, to): (&str, &str), to_ip: Ipv4Addr) -> String {
+    let sum = lab.dir().join(format!("received-{to}"));
+    let script = format!(
+        "socat -u TCP-LISTEN:5300,reuseaddr - | sha256sum > {}",
+        sum.display()
+    );
+    let pid = lab.spawn(to, &["sh", "-c", &script], "socat").unwrap();
+    lab.wait_listen(to, 5300, Duration::from_secs(5)).unwrap();
+    let (src, dst) = (
+        format!("OPEN:{}", file.display()),
+        format!("TCP:{to_ip}:5300"),
+    );
+    let out = lab
+        .exec_output(from, &["timeout", "60", "socat", "-u", &src, &dst])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    while lab.alive(pid) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
     }
+    std::fs::read_to_string(&sum).unwrap_or_default()
 }
 
-/// Writes `cfg` to `DIR/HOST/config.json` and starts the dataplane on it inside `host`.
-fn start_host(lab: &mut Lab, bin: &Path, host: &str, cfg: &Config) -> PathBuf {
-    let dir = lab.dir().join(host);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.json");
-    std::fs::write(&path, serde_json::to_vec(cfg).unwrap()).unwrap();
-    let launch = SluiceLaunch {
-        bin: bin.join("sluice"),
-        args: vec!["--workers".into(), "1".into()],
-    };
-    lab.spawn_os(host, &launch.command(&path), host).unwrap();
-    SluiceLaunch::stats_path(&path)
-}
-
-/// The host with endpoint namespace `ep_ns` behind its port `ep0`.
-fn wire_host(lab: &mut Lab, host: &str, ep_ns: &str, ep: Ipv4Addr) {
-    lab.add_ns(host).unwrap();
-    lab.add_ns(ep_ns).unwrap();
-    lab.veth((host, "ep0"), (ep_ns, "eth0")).unwrap();
-    lab.up(host, "ep0").unwrap();
-    lab.mac(ep_ns, "eth0", MacAddr::from_ipv4(ep)).unwrap();
-    lab.mtu(ep_ns, "eth0", 1450).unwrap();
-    lab.addr(ep_ns, "eth0", &format!("{ep}/24")).unwrap();
-    lab.up(ep_ns, "eth0").unwrap();
+/// SHA-256 of a file, as `sha256sum` prints it for its standard input.
+fn sha256(file: &Path) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("sha256sum < {}", file.display())])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A drop counter of the stats file at `path`, once the file is there.
@@ -129,13 +82,12 @@ fn endpoints_on_two_hosts_reach_each_other_over_vxlan() {
         return;
     };
     let mut lab = Lab::new("ovl").unwrap();
-    wire_host(&mut lab, "ha", "ea", EP_A);
-    wire_host(&mut lab, "hb", "eb", EP_B);
-    lab.veth(("ha", "up0"), ("hb", "up0")).unwrap();
-    lab.up("ha", "up0").unwrap();
-    lab.up("hb", "up0").unwrap();
-    let stats_a = start_host(&mut lab, &bin, "ha", &config(VTEP_A, EP_A, (EP_B, VTEP_B)));
-    let stats_b = start_host(&mut lab, &bin, "hb", &config(VTEP_B, EP_B, (EP_A, VTEP_A)));
+    overlay::wire(&mut lab).unwrap();
+    let launch = SluiceLaunch {
+        bin: bin.join("sluice"),
+        args: vec!["--workers".into(), "1".into()],
+    };
+    let hosts = overlay::start_sluice(&mut lab, &launch).unwrap();
 
     let wait = Duration::from_secs(10);
     lab.wait_ping("ea", EP_B, wait)
@@ -171,8 +123,20 @@ fn endpoints_on_two_hosts_reach_each_other_over_vxlan() {
         neigh.contains(&MacAddr::from_ipv4(EP_B).to_string()),
         "{neigh}"
     );
-    for stats in [&stats_a, &stats_b] {
+    let offloads = lab.exec("ea", &["ethtool", "-k", "eth0"]).unwrap();
+    assert!(
+        offloads.contains("tcp-segmentation-offload: on"),
+        "{offloads}"
+    );
+    let file = lab.dir().join("bulk");
+    let bytes: Vec<u8> = (0..BULK).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(&file, bytes).unwrap();
+    let want = sha256(&file);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B), want);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A), want);
+    for (_, stats) in &hosts {
         for reason in [
+            "too_big",
             "vxlan_malformed",
             "vxlan_unknown_vni",
             "vxlan_spoofed",

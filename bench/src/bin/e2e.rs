@@ -65,6 +65,10 @@ struct Args {
     /// pasta); the runs alternate them.
     #[arg(long, value_name = "USER")]
     rootless: Option<String>,
+    /// Runs the overlay shape instead: two hosts over VXLAN, sluice against the kernel's vxlan
+    /// device and bridge (TCP 1 and 4 streams, TCP_RR); prints a table.
+    #[arg(long)]
+    overlay: bool,
 }
 
 /// Shows progress on stderr: on a terminal the status line is rewritten in place.
@@ -75,6 +79,26 @@ fn show_progress(tty: bool, p: Progress) {
         (Progress::Line(l), true) => eprint!("\r\x1b[K{l}\n"),
         (Progress::Line(l), false) => eprintln!("{l}"),
     }
+}
+
+/// The overlay shape (`--overlay`): prints its table.
+fn run_overlay(args: &Args) -> anyhow::Result<()> {
+    use sluice_bench::e2e::overlay;
+    let bin = match &args.sluice_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("sluice"),
+    };
+    let plan = overlay::OverlayPlan {
+        launch: SluiceLaunch {
+            bin,
+            args: peers::launch_args(args.sluice_workers.or(Some(1)), &args.sluice_args),
+        },
+        runs: args.runs,
+        duration: args.duration,
+    };
+    let runs = overlay::run(&plan, |l| eprintln!("{l}"));
+    print!("{}", overlay::table(&runs));
+    Ok(())
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -111,6 +135,9 @@ fn main() -> anyhow::Result<()> {
             );
         }
         return Ok(());
+    }
+    if args.overlay {
+        return run_overlay(&args);
     }
     let sluice_bin = match args.sluice_bin {
         Some(p) => p,

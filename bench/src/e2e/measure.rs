@@ -74,7 +74,7 @@ fn proc_ticks(pid: Option<u32>) -> Option<u64> {
 const WORKER_THREADS: &str = "sluice-w";
 
 /// User + system ticks of the process's sluice worker threads; None when it has none.
-fn worker_ticks(pid: Option<u32>) -> Option<u64> {
+pub(super) fn worker_ticks(pid: Option<u32>) -> Option<u64> {
     let dir = std::fs::read_dir(format!("/proc/{}/task", pid?)).ok()?;
     let stats: Vec<String> = dir
         .flatten()
@@ -314,21 +314,7 @@ pub(super) fn measure_with_cpu(bed: &Bed, m: Metric, gen: UdpGen, dur: u32, hz: 
         (Some(a), Some(b)) => CpuUse::between(&a, &b, ticks, hz, elapsed),
         _ => CpuUse::default(),
     };
-    let (value, note) = match r {
-        Ok((v, n)) => (Ok(v), n),
-        Err(e) => (Err(e), String::new()),
-    };
-    let cost = value
-        .as_ref()
-        .ok()
-        .zip(cpu.forwarding_pct)
-        .and_then(|(v, f)| m.unit.cost(*v, f));
-    Sample {
-        value,
-        note,
-        cpu,
-        cost,
-    }
+    Sample::new(r, cpu, m.unit)
 }
 
 #[cfg(test)]

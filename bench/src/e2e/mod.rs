@@ -11,6 +11,7 @@ mod bed;
 pub mod harness;
 mod measure;
 pub mod output;
+pub mod overlay;
 pub mod parse;
 pub mod peers;
 pub mod report;
@@ -332,6 +333,28 @@ pub struct Sample {
     pub cpu: CpuUse,
     /// Forwarding CPU per unit of work ([`Unit::cost`]), when both figures are there.
     pub cost: Option<f64>,
+}
+
+impl Sample {
+    /// The sample of a measurement's outcome (its figure and a note, or why it failed) that
+    /// took `cpu`, with the cost of the work it did in `unit`.
+    pub fn new(r: Result<(f64, String), String>, cpu: CpuUse, unit: Unit) -> Sample {
+        let (value, note) = match r {
+            Ok((v, n)) => (Ok(v), n),
+            Err(e) => (Err(e), String::new()),
+        };
+        let cost = value
+            .as_ref()
+            .ok()
+            .zip(cpu.forwarding_pct)
+            .and_then(|(v, f)| unit.cost(*v, f));
+        Sample {
+            value,
+            note,
+            cpu,
+            cost,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -31,7 +31,8 @@
 //!   by address); ipvlan unknown destination, ipvlan filtered (L3 broadcast).
 //! - `vxlan`: overlay networks across hosts; decapsulates for `uplink`, encapsulates and
 //!   answers ARP for remote endpoints for `bridge`; VXLAN malformed, unknown VNI, spoofed,
-//!   unknown destination.
+//!   unknown destination. A TCP super-frame leaves it whole, marked for `segment` (software
+//!   TCP segmentation), which the runtime runs when it transmits the frame.
 //!
 //! `dataplane` holds the state all workers share, `state` the per-batch snapshot and guards,
 //! `flow` the IPv4 header and flow tuple the stages read, `stats` the operators' view.
@@ -97,6 +98,7 @@ mod nat6;
 mod pending;
 mod plain;
 mod route;
+pub(crate) mod segment;
 mod shortcut;
 mod state;
 mod stats;

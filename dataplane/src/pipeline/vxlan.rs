@@ -13,7 +13,8 @@
 //!
 //! Its drops: VXLAN malformed (truncated header, no I flag, bad inner frame), unknown VNI,
 //! spoofed (an inner source the remote table does not list for that VTEP), unknown destination;
-//! and too big (offloaded super-frames and frames over the uplink MTU once encapsulated),
+//! and too big (frames over the uplink MTU once encapsulated, super-frames other than
+//! TCP/IPv4, which the runtime cuts into segments that fit once encapsulated),
 //! unsupported (tagged inner frames), ARP pending (the underlay next hop is being resolved).
 
 use std::net::Ipv4Addr;
@@ -21,6 +22,7 @@ use std::net::Ipv4Addr;
 use super::classify::check_source_ip;
 use super::flow::Ipv4Info;
 use super::gateway::arp_for;
+use super::segment::{self, TcpLayout};
 use super::state::BatchState;
 use crate::counters::DropReason as R;
 use crate::counters::DropReason;
@@ -145,11 +147,12 @@ impl<'t> BatchState<'t> {
         if l2.vlan.is_some() {
             return Err(R::Unsupported);
         }
-        // A super-frame would need UDP tunnel segmentation, which no port offers.
         let room = usize::from(up.mtu) + ethernet::HEADER_LEN;
-        if f.meta.offload.gso != GsoType::None || f.len() + vxlan::OVERHEAD_V4 > room {
-            return Err(R::TooBig);
-        }
+        let gso_size = match f.meta.offload.gso {
+            GsoType::None if f.len() + vxlan::OVERHEAD_V4 <= room => None,
+            GsoType::TcpV4 => Some(tunnel_mss(f, room)?),
+            _ => return Err(R::TooBig),
+        };
         let hop = if up.ip.contains(vtep) {
             vtep
         } else {
@@ -170,14 +173,40 @@ impl<'t> BatchState<'t> {
         };
         // No headroom left to grow into: the frame cannot be sent.
         let frame = f.push_front(vxlan::OVERHEAD_V4).map_err(|_| R::TooBig)?;
-        vxlan::write_outer_v4(frame, &outer).map_err(|_| R::TooBig)?;
+        // A super-frame's outer lengths are each segment's, written when it is cut.
+        let outer_len = if gso_size.is_some() {
+            vxlan::OVERHEAD_V4
+        } else {
+            frame.len()
+        };
+        vxlan::write_outer_v4(&mut frame[..outer_len], &outer).map_err(|_| R::TooBig)?;
         let off = &mut f.meta.offload;
         if off.csum_partial {
             off.csum_start += vxlan::OVERHEAD_V4 as u16;
         }
+        if let Some(mss) = gso_size {
+            off.gso = GsoType::TcpV4Vxlan;
+            off.gso_size = mss;
+            off.hdr_len = 0;
+        }
         f.meta.vlan = 0;
         Ok(Verdict::Forward(up.port))
     }
+}
+
+/// The payload bytes per segment of a TCP/IPv4 super-frame about to be encapsulated: its own
+/// segment size, made smaller where a segment would not fit `room` bytes (the uplink MTU plus
+/// the Ethernet header) once wrapped, so the overlay's MTU holds even when the endpoint's does
+/// not. The runtime cuts the frame on transmission (`segment`).
+fn tunnel_mss(f: &Frame<'_>, room: usize) -> Result<u16, DropReason> {
+    let at = TcpLayout::parse(f.data(), 0).map_err(|_| R::TooBig)?;
+    let fits = room
+        .min(segment::MAX_SEGMENT)
+        .checked_sub(vxlan::OVERHEAD_V4 + at.headers())
+        .filter(|n| *n > 0)
+        .ok_or(R::TooBig)?;
+    let mss = usize::from(f.meta.offload.gso_size).min(fits);
+    u16::try_from(mss).ok().filter(|m| *m > 0).ok_or(R::TooBig)
 }
 
 /// The offload state of the inner frame at `inner_at` of a received VXLAN packet. A sender on
@@ -535,6 +564,97 @@ mod tests {
             run_one(&mut a, PORT_C, &fits, T0).0,
             Verdict::Forward(UPLINK)
         );
+    }
+
+    /// Runs `inner` from PORT_C through `w` as a super-frame with offload `off`; returns the
+    /// verdict and the segments the runtime would send for it, each checksum completed as a
+    /// device does.
+    fn cut_super_frame(w: &mut Worker, inner: &[u8], off: Offload) -> (Verdict, Vec<Vec<u8>>) {
+        use crate::batch::Batch;
+        use crate::frame::{Meta, HEADROOM};
+        use crate::wire::checksum::{fold, ones_sum};
+        let mut buf = vec![0u8; HEADROOM + inner.len()];
+        buf[HEADROOM..].copy_from_slice(inner);
+        let meta = Meta {
+            ingress: PORT_C,
+            offload: off,
+            ..Meta::default()
+        };
+        let mut batch = Batch::new();
+        batch
+            .push(Frame::new(&mut buf, HEADROOM, inner.len(), meta).unwrap())
+            .unwrap();
+        w.process(&mut batch, T0);
+        let f = &batch.frames()[0];
+        let mut segs = Vec::new();
+        if f.meta.verdict == Verdict::Forward(UPLINK) {
+            assert_eq!(f.meta.offload.gso, GsoType::TcpV4Vxlan);
+            segment::each_segment(f, |s| {
+                let mut b = s.data().to_vec();
+                let o = s.meta.offload;
+                let (start, at) = (
+                    usize::from(o.csum_start),
+                    usize::from(o.csum_start + o.csum_offset),
+                );
+                assert!(o.csum_partial && o.gso == GsoType::None);
+                let c = !fold(ones_sum(&b[start..], 0));
+                b[at..at + 2].copy_from_slice(&c.to_be_bytes());
+                segs.push(b);
+            })
+            .unwrap();
+        }
+        (f.meta.verdict, segs)
+    }
+
+    #[test]
+    fn a_tcp_super_frame_crosses_in_segments_that_fit_the_overlay_mtu() {
+        use crate::wire::checksum::{fold, pseudo_header_sum_v4};
+        let mut a = host_a();
+        learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
+        let payload: Vec<u8> = (0..6000u32).map(|i| (i * 7) as u8).collect();
+        let mut inner = eth(
+            S::mac(R),
+            S::mac(S::C),
+            0x0800,
+            &tcp(S::C, 40000, R, 5201, ACK, &payload),
+        );
+        // As a veth hands it over: the TCP checksum partial, the endpoint's MSS 1448.
+        let psum = fold(pseudo_header_sum_v4(S::C, R, 6, 6020));
+        inner[50..52].copy_from_slice(&psum.to_be_bytes());
+        let off = Offload {
+            gso: GsoType::TcpV4,
+            gso_size: 1448,
+            csum_partial: true,
+            csum_start: 34,
+            csum_offset: 16,
+            ..Offload::default()
+        };
+        let (v, segs) = cut_super_frame(&mut a, &inner, off);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        // 1500 - 50 (VXLAN) - 54 (inner headers) = 1396 bytes a segment.
+        assert_eq!(segs.len(), 5);
+        let mut b = host_b();
+        let mut joined = Vec::new();
+        for s in &segs {
+            assert!(s.len() <= 1514, "{} bytes", s.len());
+            let (v, delivered) = run_one(&mut b, UPLINK, s, T0);
+            assert_eq!(v, Verdict::Forward(PORT_C));
+            assert!(checksums_valid(&delivered));
+            joined.extend_from_slice(&delivered[54..]);
+        }
+        assert_eq!(joined, payload);
+        // A UDP super-frame has no segmentation here: still too big.
+        let udp_gso = Offload {
+            gso: GsoType::UdpL4,
+            gso_size: 1000,
+            ..Offload::default()
+        };
+        let big = c_to_r(1000, &[0u8; 3000]);
+        assert_eq!(
+            cut_super_frame(&mut a, &big, udp_gso).0,
+            Verdict::Drop(R::TooBig)
+        );
+        assert_eq!(a.counters().drops(R::TooBig), 1);
     }
 
     #[test]

@@ -68,8 +68,8 @@ pub fn read_vnet(buf: &[u8]) -> Result<Offload, WireError> {
 
 /// Encodes `off` as a virtio-net header into the first [`VNET_HDR_LEN`] bytes of `buf`.
 ///
-/// Fails when `buf` is too short, or when `off` sets the ECN bit without GSO (the header cannot
-/// carry that combination).
+/// Fails when `buf` is too short, when `off` sets the ECN bit without GSO, or for a tunnelled
+/// super-frame (the header cannot carry those).
 pub fn write_vnet(off: &Offload, buf: &mut [u8]) -> Result<(), WireError> {
     let Some(out) = buf.get_mut(..VNET_HDR_LEN) else {
         return Err(WireError::Truncated(WHAT));
@@ -80,6 +80,8 @@ pub fn write_vnet(off: &Offload, buf: &mut [u8]) -> Result<(), WireError> {
         GsoType::TcpV4 => GSO_TCPV4,
         GsoType::TcpV6 => GSO_TCPV6,
         GsoType::UdpL4 => GSO_UDP_L4,
+        // The 10-byte header cannot say where the inner headers are.
+        GsoType::TcpV4Vxlan => return Err(WireError::Malformed(WHAT)),
     };
     let mut flags = 0;
     if off.csum_partial {
@@ -148,6 +150,11 @@ mod tests {
             ..Offload::default()
         };
         assert!(write_vnet(&off, &mut [0; 10]).is_err());
+        let tunnel = Offload {
+            gso: GsoType::TcpV4Vxlan,
+            ..Offload::default()
+        };
+        assert!(write_vnet(&tunnel, &mut [0; 10]).is_err(), "tunnel GSO");
         assert!(write_vnet(&Offload::default(), &mut [0; 9]).is_err());
     }
 

@@ -1,0 +1,435 @@
+//! Software segmentation of TCP/IPv4 super-frames (what Linux's `tcp_gso_segment` does for a
+//! device without TSO), so that the 64 KiB frames an endpoint's TCP hands over with its
+//! offloads on can cross a link no device segments for, such as a VXLAN tunnel through an
+//! AF_PACKET uplink.
+//!
+//! A super-frame is `[outer VXLAN/IPv4 headers] inner Ethernet | IPv4 | TCP | payload` (the
+//! outer headers only for [`GsoType::TcpV4Vxlan`]). Segment `i` is the same headers followed
+//! by `mss` bytes of payload from `i * mss` (the last one shorter), with:
+//! - inner IPv4: total length of the segment, identification `id + i`, header checksum;
+//! - TCP: sequence number `seq + i * mss`; FIN and PSH only on the last segment, CWR only on
+//!   the first; the checksum partial (the pseudo-header sum of the segment's length, the
+//!   device completes it) when the super-frame's was, else complete;
+//! - outer IPv4 and UDP (tunnel only): lengths of the segment, identification `id + i`, IPv4
+//!   header checksum (the UDP checksum stays 0, as RFC 7348 allows).
+//!
+//! Sans-IO: [`Segmenter::write`] fills a caller's buffer, nothing is allocated.
+
+use crate::frame::{Frame, GsoType, Meta, Offload};
+use crate::wire::checksum::{fold, pseudo_header_sum_v4};
+use crate::wire::ethernet::{self, EthernetFrame, ETHERTYPE_IPV4};
+use crate::wire::tcp::{self, TcpPacket};
+use crate::wire::{ipv4, udp, vxlan, Ipv4Packet, UdpPacket, IPPROTO_TCP};
+
+/// Why a super-frame cannot be cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SegmentError {
+    /// The frame is not an untagged TCP/IPv4 super-frame of its offload's kind.
+    #[error("not a segmentable TCP/IPv4 super-frame: {0}")]
+    Malformed(&'static str),
+    /// The output buffer is smaller than one segment.
+    #[error("segment needs {needed} bytes, buffer has {available}")]
+    NoRoom {
+        /// Length of the segment.
+        needed: usize,
+        /// Size of the buffer.
+        available: usize,
+    },
+}
+
+/// Where the headers of a super-frame are: offsets from its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLayout {
+    /// Bytes of outer encapsulation in front of the inner Ethernet header (0 without a tunnel).
+    pub outer: usize,
+    /// The inner IPv4 header.
+    pub ip: usize,
+    /// The TCP header.
+    pub tcp: usize,
+    /// The TCP payload (the end of the headers every segment repeats).
+    pub payload: usize,
+    /// The end of the inner IPv4 packet (Ethernet padding excluded).
+    pub end: usize,
+}
+
+impl TcpLayout {
+    /// The layout of an untagged TCP/IPv4 frame behind `outer` bytes of encapsulation.
+    pub fn parse(frame: &[u8], outer: usize) -> Result<TcpLayout, SegmentError> {
+        let bad = SegmentError::Malformed;
+        let inner = frame.get(outer..).ok_or(bad("short outer headers"))?;
+        let eth = EthernetFrame::new_checked(inner).map_err(|_| bad("Ethernet"))?;
+        if eth.ethertype() != ETHERTYPE_IPV4 {
+            return Err(bad("not untagged IPv4"));
+        }
+        let ip = Ipv4Packet::new_checked(eth.payload()).map_err(|_| bad("IPv4"))?;
+        if ip.protocol() != IPPROTO_TCP || ip.is_fragment() {
+            return Err(bad("not a whole TCP datagram"));
+        }
+        let seg = TcpPacket::new_checked(ip.payload()).map_err(|_| bad("TCP"))?;
+        let ip_at = outer + ethernet::HEADER_LEN;
+        let tcp_at = ip_at + ip.header_len();
+        Ok(TcpLayout {
+            outer,
+            ip: ip_at,
+            tcp: tcp_at,
+            payload: tcp_at + seg.header_len(),
+            end: ip_at + usize::from(ip.total_len()),
+        })
+    }
+
+    /// Bytes of headers every segment carries (outer, Ethernet, IPv4, TCP).
+    pub fn headers(&self) -> usize {
+        self.payload
+    }
+}
+
+/// Cuts one super-frame into segments, one [`write`](Segmenter::write) per segment.
+#[derive(Debug, Clone, Copy)]
+pub struct Segmenter<'a> {
+    frame: &'a [u8],
+    at: TcpLayout,
+    mss: usize,
+    off: Offload,
+}
+
+impl<'a> Segmenter<'a> {
+    /// The segmenter of `frame`, a super-frame whose offload `off` is [`GsoType::TcpV4`] or
+    /// [`GsoType::TcpV4Vxlan`] with a non-zero `gso_size` (the payload bytes per segment).
+    pub fn new(frame: &'a [u8], off: &Offload) -> Result<Segmenter<'a>, SegmentError> {
+        let outer = match off.gso {
+            GsoType::TcpV4 => 0,
+            GsoType::TcpV4Vxlan => vxlan::OVERHEAD_V4,
+            _ => return Err(SegmentError::Malformed("not a TCP/IPv4 super-frame")),
+        };
+        if off.gso_size == 0 {
+            return Err(SegmentError::Malformed("segment size 0"));
+        }
+        let at = TcpLayout::parse(frame, outer)?;
+        if at.end > frame.len() || at.end < at.payload {
+            return Err(SegmentError::Malformed("IPv4 total length"));
+        }
+        Ok(Segmenter {
+            frame,
+            at,
+            mss: usize::from(off.gso_size),
+            off: *off,
+        })
+    }
+
+    /// Number of segments (at least one, even for a super-frame without payload).
+    pub fn count(&self) -> usize {
+        (self.at.end - self.at.payload).div_ceil(self.mss).max(1)
+    }
+
+    /// Writes segment `i` (`i < count()`) at the start of `out`; returns its length and its
+    /// offload state (no GSO; the checksum partial as the super-frame's was).
+    pub fn write(&self, i: usize, out: &mut [u8]) -> Result<(usize, Offload), SegmentError> {
+        let at = &self.at;
+        let start = at.payload + i * self.mss;
+        let stop = (start + self.mss).min(at.end);
+        if start > stop {
+            return Err(SegmentError::Malformed("segment index"));
+        }
+        let len = at.payload + (stop - start);
+        let Some(out) = out.get_mut(..len) else {
+            return Err(SegmentError::NoRoom {
+                needed: len,
+                available: out.len(),
+            });
+        };
+        out[..at.payload].copy_from_slice(&self.frame[..at.payload]);
+        out[at.payload..].copy_from_slice(&self.frame[start..stop]);
+        let last = i + 1 >= self.count();
+        let ip_len = u16::try_from(len - at.ip).map_err(|_| SegmentError::Malformed("length"))?;
+        let step = i as u16;
+        let mut ip = Ipv4Packet::new_unchecked(&mut out[at.ip..at.tcp]);
+        ip.set_total_len(ip_len);
+        ip.set_ident(ip.ident().wrapping_add(step));
+        ip.fill_checksum();
+        let (src, dst) = (ip.src(), ip.dst());
+        let mut seg = TcpPacket::new_unchecked(&mut out[at.tcp..]);
+        seg.set_seq(seg.seq().wrapping_add((i * self.mss) as u32));
+        let mut flags = seg.flags();
+        if !last {
+            flags &= !(tcp::FIN | tcp::PSH);
+        }
+        if i > 0 {
+            flags &= !tcp::CWR;
+        }
+        seg.set_flags(flags);
+        if self.off.csum_partial {
+            let l4_len = (len - at.tcp) as u16;
+            seg.set_checksum(fold(pseudo_header_sum_v4(src, dst, IPPROTO_TCP, l4_len)));
+        } else {
+            seg.fill_checksum_v4(src, dst);
+        }
+        if at.outer != 0 {
+            write_outer_lengths(&mut out[..at.outer], len, step);
+        }
+        let off = Offload {
+            gso: GsoType::None,
+            gso_ecn: false,
+            gso_size: 0,
+            hdr_len: 0,
+            ..self.off
+        };
+        Ok((len, off))
+    }
+}
+
+/// The largest segment [`each_segment`] writes (a 9000-byte MTU with room to spare): an
+/// encapsulation clamps its segment size to it.
+pub const MAX_SEGMENT: usize = 9216;
+
+/// Cuts the super-frame `f` and hands each segment, as a frame carrying `f`'s metadata with
+/// the segment's offload, to `emit` (which transmits it). One stack buffer serves every
+/// segment: nothing is allocated.
+#[inline(never)]
+pub fn each_segment(f: &Frame<'_>, mut emit: impl FnMut(&Frame<'_>)) -> Result<(), SegmentError> {
+    let s = Segmenter::new(f.data(), &f.meta.offload)?;
+    let mut buf = [0u8; MAX_SEGMENT];
+    for i in 0..s.count() {
+        let (len, offload) = s.write(i, &mut buf)?;
+        let meta = Meta { offload, ..f.meta };
+        if let Some(seg) = Frame::new(&mut buf, 0, len, meta) {
+            emit(&seg);
+        }
+    }
+    Ok(())
+}
+
+/// Sets the outer IPv4 and UDP lengths of a VXLAN segment of `len` bytes (outer Ethernet
+/// included), moves the outer identification on by `step` and recomputes its checksum.
+fn write_outer_lengths(outer: &mut [u8], len: usize, step: u16) {
+    let ip_at = ethernet::HEADER_LEN;
+    let udp_at = ip_at + ipv4::MIN_HEADER_LEN;
+    let ip_len = (len - ip_at) as u16;
+    let mut ip = Ipv4Packet::new_unchecked(&mut outer[ip_at..udp_at]);
+    ip.set_total_len(ip_len);
+    ip.set_ident(ip.ident().wrapping_add(step));
+    ip.fill_checksum();
+    let mut u = UdpPacket::new_unchecked(&mut outer[udp_at..udp_at + udp::HEADER_LEN]);
+    u.set_len(ip_len - ipv4::MIN_HEADER_LEN as u16);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{eth, tcp};
+    use crate::wire::checksum::ones_sum;
+    use crate::wire::vxlan::{write_outer_v4, OuterV4};
+    use crate::wire::MacAddr;
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    const SRC: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
+    const DST: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 3);
+
+    /// A TCP/IPv4 super-frame with `flags`, sequence `seq`, IPv4 identification `id` and
+    /// `payload`; its checksum partial (as a veth hands it over) when `partial`, behind VXLAN
+    /// headers when `tunnel`. Returns the frame and its offload.
+    fn super_frame(
+        payload: &[u8],
+        mss: u16,
+        flags: u8,
+        (seq, id): (u32, u16),
+        (partial, tunnel): (bool, bool),
+    ) -> (Vec<u8>, Offload) {
+        let mut inner = eth(
+            MacAddr([2, 0, 0, 0, 0, 3]),
+            MacAddr([2, 0, 0, 0, 0, 2]),
+            0x0800,
+            &tcp(SRC, 40000, DST, 5201, flags, payload),
+        );
+        inner[18..20].copy_from_slice(&id.to_be_bytes());
+        let mut ip = Ipv4Packet::new_checked(&mut inner[14..]).unwrap();
+        ip.fill_checksum();
+        let mut seg = TcpPacket::new_checked(ip.payload_mut()).unwrap();
+        seg.set_seq(seq);
+        seg.fill_checksum_v4(SRC, DST);
+        let mut off = Offload {
+            gso: GsoType::TcpV4,
+            gso_size: mss,
+            csum_start: 34,
+            csum_offset: 16,
+            ..Offload::default()
+        };
+        if partial {
+            let len = (payload.len() + 20) as u16;
+            seg.set_checksum(fold(pseudo_header_sum_v4(SRC, DST, IPPROTO_TCP, len)));
+            off.csum_partial = true;
+        }
+        if !tunnel {
+            return (inner, off);
+        }
+        let mut frame = vec![0u8; vxlan::OVERHEAD_V4];
+        let outer = OuterV4 {
+            dst_mac: MacAddr([2, 0, 0, 0, 0, 0x12]),
+            src_mac: MacAddr([2, 0, 0, 0, 0, 0x11]),
+            src: Ipv4Addr::new(192, 0, 2, 1),
+            dst: Ipv4Addr::new(192, 0, 2, 2),
+            src_port: 50000,
+            vni: 4096,
+        };
+        write_outer_v4(&mut frame, &outer).unwrap();
+        frame.extend_from_slice(&inner);
+        off.gso = GsoType::TcpV4Vxlan;
+        off.csum_start += vxlan::OVERHEAD_V4 as u16;
+        (frame, off)
+    }
+
+    /// Completes a partial checksum as a device does: the sum from `csum_start` to the end,
+    /// complemented, into the field at `csum_start + csum_offset`.
+    fn complete(seg: &mut [u8], off: &Offload) {
+        if off.csum_partial {
+            let (start, at) = (
+                usize::from(off.csum_start),
+                usize::from(off.csum_start + off.csum_offset),
+            );
+            let c = !fold(ones_sum(&seg[start..], 0));
+            seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        }
+    }
+
+    /// The segments of a super-frame, each with its checksums completed, and their offloads.
+    fn cut(frame: &[u8], off: &Offload) -> Vec<(Vec<u8>, Offload)> {
+        let s = Segmenter::new(frame, off).unwrap();
+        let mut buf = [0u8; 4096];
+        (0..s.count())
+            .map(|i| {
+                let (n, o) = s.write(i, &mut buf).unwrap();
+                let mut seg = buf[..n].to_vec();
+                complete(&mut seg, &o);
+                (seg, o)
+            })
+            .collect()
+    }
+
+    /// What etherparse reads of a segment's inner (after a VXLAN tunnel's outer headers, which
+    /// it checks too): IPv4 identification, TCP sequence, flags byte and payload, once both
+    /// checksums verify.
+    fn read_segment(frame: &[u8], tunnel: bool) -> (u16, u32, u8, Vec<u8>) {
+        let p = SlicedPacket::from_ethernet(frame).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &p.net else {
+            panic!("not IPv4")
+        };
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+        assert_eq!(usize::from(h.total_len), frame.len() - 14);
+        match p.transport {
+            Some(TransportSlice::Udp(u)) if tunnel => {
+                assert_eq!(usize::from(u.length()), frame.len() - 34);
+                read_segment(&u.payload()[8..], false)
+            }
+            Some(TransportSlice::Tcp(t)) if !tunnel => {
+                let th = t.to_header();
+                assert_eq!(
+                    th.checksum,
+                    th.calc_checksum_ipv4(&h, t.payload()).unwrap(),
+                    "TCP checksum"
+                );
+                let flags = frame[14 + h.header_len() + 13];
+                (
+                    h.identification,
+                    th.sequence_number,
+                    flags,
+                    t.payload().to_vec(),
+                )
+            }
+            other => panic!("unexpected transport {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cuts_with_sequence_ids_and_flags_of_each_segment() {
+        let payload: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
+        let flags = tcp::ACK | tcp::PSH | tcp::FIN | tcp::CWR;
+        let (frame, off) =
+            super_frame(&payload, 1000, flags, (u32::MAX - 10, 0xffff), (true, true));
+        let segs = cut(&frame, &off);
+        assert_eq!(segs.len(), 3);
+        let read: Vec<_> = segs.iter().map(|(s, _)| read_segment(s, true)).collect();
+        assert_eq!(
+            read.iter()
+                .map(|r| (r.0, r.1, r.2, r.3.len()))
+                .collect::<Vec<_>>(),
+            vec![
+                (0xffff, u32::MAX - 10, tcp::ACK | tcp::CWR, 1000),
+                (0, 989, tcp::ACK, 1000),
+                (1, 1989, tcp::ACK | tcp::PSH | tcp::FIN, 500),
+            ]
+        );
+        for (seg, o) in &segs {
+            assert_eq!(
+                seg.len(),
+                vxlan::OVERHEAD_V4 + 54 + read_segment(seg, true).3.len()
+            );
+            assert_eq!(o.gso, GsoType::None);
+            assert!(o.csum_partial && o.csum_start == off.csum_start);
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_cut() {
+        let (frame, off) = super_frame(b"abc", 1, tcp::ACK, (1, 1), (false, false));
+        let s = Segmenter::new(&frame, &off).unwrap();
+        assert_eq!(s.count(), 3);
+        assert_eq!(
+            s.write(0, &mut [0u8; 54]),
+            Err(SegmentError::NoRoom {
+                needed: 55,
+                available: 54
+            })
+        );
+        assert!(s.write(4, &mut [0u8; 100]).is_err());
+        let zero = Offload { gso_size: 0, ..off };
+        assert!(Segmenter::new(&frame, &zero).is_err());
+        let plain = Offload {
+            gso: GsoType::None,
+            ..off
+        };
+        assert!(Segmenter::new(&frame, &plain).is_err());
+        let tunnel = Offload {
+            gso: GsoType::TcpV4Vxlan,
+            ..off
+        };
+        assert!(Segmenter::new(&frame, &tunnel).is_err(), "no outer headers");
+        let udp = eth(
+            MacAddr([2; 6]),
+            MacAddr([4; 6]),
+            0x0800,
+            &crate::testkit::udp(SRC, 1, DST, 2, b"x"),
+        );
+        assert!(Segmenter::new(&udp, &off).is_err());
+        assert!(Segmenter::new(&frame[..40], &off).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn segments_reassemble_and_every_checksum_verifies(
+            payload in proptest::collection::vec(any::<u8>(), 0..12000),
+            mss in 1u16..2000,
+            flags in any::<u8>(),
+            seq_id in any::<(u32, u16)>(),
+            mode in any::<(bool, bool)>(),
+        ) {
+            let (frame, off) = super_frame(&payload, mss, flags, seq_id, mode);
+            let segs = cut(&frame, &off);
+            prop_assert_eq!(segs.len(), payload.len().div_ceil(usize::from(mss)).max(1));
+            let mut joined = Vec::new();
+            for (i, (seg, o)) in segs.iter().enumerate() {
+                let (id, seq, f, data) = read_segment(seg, mode.1);
+                prop_assert_eq!(id, seq_id.1.wrapping_add(i as u16));
+                prop_assert_eq!(seq, seq_id.0.wrapping_add(joined.len() as u32));
+                let last = i + 1 == segs.len();
+                let gone = if last { 0 } else { tcp::FIN | tcp::PSH } | if i > 0 { tcp::CWR } else { 0 };
+                prop_assert_eq!(f, flags & !gone);
+                prop_assert!(data.len() <= usize::from(mss));
+                prop_assert_eq!(o.csum_partial, mode.0);
+                joined.extend_from_slice(&data);
+            }
+            prop_assert_eq!(joined, payload);
+        }
+    }
+}
