@@ -20,7 +20,7 @@ use crate::frame::{Frame, GsoType, Offload, Verdict};
 use crate::tables::{NetworkEntry, PortEntry};
 use crate::wire::ethernet::{EthernetFrame, L2Header};
 use crate::wire::icmpv6;
-use crate::wire::ipv6::Ipv6Packet;
+use crate::wire::ipv6::{Fragment, Ipv6Packet};
 use crate::wire::ndisc::{self, NdiscPacket};
 use crate::wire::{MacAddr, WireError, IPPROTO_ICMPV6};
 
@@ -40,22 +40,25 @@ pub(super) struct V6Info {
     /// IPv6 header plus payload.
     pub(super) total: usize,
     pub(super) proto: u8,
-    /// Offset of the upper layer from `l3`.
+    /// Offset of the upper layer from `l3` (a non-first fragment: of its data).
     pub(super) l4: usize,
+    /// The fragment header, when the packet is a fragment.
+    pub(super) frag: Option<Fragment>,
 }
 
 /// Parses the IPv6 packet at `l3` of `d`.
 pub(super) fn parse(d: &[u8], l3: usize) -> Result<V6Info, DropReason> {
     let ip = Ipv6Packet::new_checked(d.get(l3..).ok_or(R::Malformed)?).map_err(|_| R::Malformed)?;
-    let (proto, l4) = ip.walk_extensions().map_err(|_| R::Malformed)?;
+    let ext = ip.extensions().map_err(|_| R::Malformed)?;
     Ok(V6Info {
         l3,
         src: ip.src(),
         dst: ip.dst(),
         hop_limit: ip.hop_limit(),
         total: ip.payload().len() + 40,
-        proto,
-        l4,
+        proto: ext.proto,
+        l4: ext.l4,
+        frag: ext.fragment,
     })
 }
 
@@ -189,9 +192,15 @@ impl<'t> BatchState<'t> {
             let msg = (icmpv6::PACKET_TOO_BIG, 0, mtu as u32);
             return self.icmp6_back(f, &ip, back, msg, port, R::TooBig);
         }
-        if let Some(v) = self.nat6_out(f, &ip, net, port)? {
-            return Ok(v);
-        }
+        match self.nat6_out(f, &ip, net, port) {
+            Ok(Some(v)) => return Ok(v),
+            // No NAT66 port left: tell the sender at once, as the v4 gateway does.
+            Err(r @ R::NatPortsExhausted) => {
+                let msg = (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_ADMIN_PROHIBITED, 0);
+                return self.icmp6_back(f, &ip, back, msg, port, r);
+            }
+            r => r?,
+        };
         let msg = (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_NO_ROUTE, 0);
         self.icmp6_back(f, &ip, back, msg, port, R::NoRoute)
     }

@@ -87,6 +87,7 @@ mod dataplane;
 mod dnat;
 mod flow;
 mod flow6;
+mod frag6;
 mod gateway;
 mod ipv6;
 mod nat;

@@ -4,22 +4,24 @@
 //! (`NetworkV6::routed`) tracked untranslated, and sent to the v6 next hop. Inbound (from
 //! `uplink`, for frames that are not IPv4) the stage answers neighbour solicitations and
 //! pings of the uplink's v6 address, learns the uplink's v6 neighbours, translates replies
-//! back, and opens flows to published ports (a `-p` mapping on every address reaches the
+//! (and ICMPv6 errors quoting a flow's packets, either way) back, and opens flows to published ports (a `-p` mapping on every address reaches the
 //! endpoint's v6 address on the uplink's v6 address, as docker with ip6tables does) and, on
 //! routed networks, to published container ports and pings of endpoints.
 //!
 //! The v6 flows and neighbours ([`V6Shared`]) sit under one mutex, taken once per batch by
 //! the first frame that needs it; v4 frames never touch it. An unresolved next hop turns the
 //! packet into a neighbour solicitation in its place (the packet is lost, counted as
-//! `arp_pending`). Its drops: not for us, unsupported, malformed, fragment, no flow, no
-//! route, TTL exceeded, conntrack full, NAT ports exhausted.
+//! `arp_pending`). Fragments follow their first fragment's flow (`frag6`). Its drops: not
+//! for us, unsupported, malformed, fragment (a later fragment whose first was not seen), no
+//! flow, no route, TTL exceeded, conntrack full, NAT ports exhausted.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use hashbrown::HashMap;
 use parking_lot::MutexGuard;
 
-use super::flow6::{flow6_of, rewrite6, Flow6};
+use super::flow6::{flow6_of, later_fragment, rewrite6, Flow6};
+use super::frag6::Frags6;
 use super::ipv6::{icmp_type, parse, V6Info};
 use super::state::BatchState;
 use super::MAX_NEIGHBORS;
@@ -32,6 +34,7 @@ use crate::nat::{Dir, NatError, Timeouts};
 use crate::tables::{NetworkEntry, PortEntry, PortMode, Tables};
 use crate::wire::ethernet::{self, EthernetFrame, L2Header, ETHERTYPE_IPV6};
 use crate::wire::icmpv6;
+use crate::wire::ipv6::NH_FRAGMENT;
 use crate::wire::ndisc::{self, NdiscPacket};
 use crate::wire::MacAddr;
 
@@ -42,6 +45,8 @@ pub struct V6Shared {
     pub(super) ct: Conntrack6,
     /// (uplink port, address) to MAC, learned from neighbour discovery on the uplinks.
     pub(super) neighbors: HashMap<(PortId, Ipv6Addr), MacAddr>,
+    /// The flows of fragmented packets' first fragments, for the later ones.
+    pub(super) frags: Frags6,
 }
 
 impl V6Shared {
@@ -50,6 +55,7 @@ impl V6Shared {
         V6Shared {
             ct: Conntrack6::new(nat.ports, nat.max_flows, Timeouts::default()),
             neighbors: HashMap::new(),
+            frags: Frags6::default(),
         }
     }
 
@@ -105,7 +111,7 @@ impl<'t> BatchState<'t> {
         if ip.l3 != ethernet::HEADER_LEN {
             return Err(R::Unsupported);
         }
-        let flow = flow6_of(f.data(), ip)?;
+        let flow = self.flow6(f.data(), ip)?;
         let how = if v6.routed {
             Translate6::None
         } else {
@@ -116,7 +122,9 @@ impl<'t> BatchState<'t> {
             mac,
             uplink: up.port,
         };
-        let opens = flow.tuple.proto != L4Proto::Icmp || flow.echo_request;
+        let opens = flow.quoted.is_none()
+            && ip.proto != NH_FRAGMENT
+            && (flow.tuple.proto != L4Proto::Icmp || flow.echo_request);
         let hit = self.track6(&flow, opens.then_some((how, inside, true)))?;
         if hit.outbound != (hit.dir == Dir::Original) || hit.inside.port != port.config.id {
             return Err(R::NoFlow);
@@ -156,14 +164,15 @@ impl<'t> BatchState<'t> {
         if ip.l3 != ethernet::HEADER_LEN {
             return Err(R::Unsupported);
         }
-        let flow = flow6_of(f.data(), &ip)?;
-        let hit = match self.v6().ct.lookup(&flow.tuple) {
+        let flow = self.flow6(f.data(), &ip)?;
+        let hit = match self.v6().ct.lookup(&flow.key()) {
             Some(hit) => hit,
             None if flow.echo_request && ip.dst == up6.ip.addr => {
                 icmpv6::write_echo_reply(f.data_mut(), ip.l3, (up.mac, ip.dst))
                     .map_err(|_| R::Malformed)?;
                 return Ok(Verdict::Forward(up.port));
             }
+            None if flow.quoted.is_some() || ip.proto == NH_FRAGMENT => return Err(R::NoFlow),
             None => {
                 let new = self.inbound6(&flow, up, up6).ok_or(R::NoFlow)?;
                 self.track6(&flow, Some(new))?
@@ -190,12 +199,30 @@ impl<'t> BatchState<'t> {
         Ok(Verdict::Forward(inside.port))
     }
 
-    /// Accounts the packet to its flow and rewrites it to the flow's tuple.
+    /// The flow of packet `ip` in `d`: read from it, or for a later fragment the flow its
+    /// first fragment had (which is remembered here).
+    fn flow6(&mut self, d: &[u8], ip: &V6Info) -> Result<Flow6, DropReason> {
+        let now = self.now;
+        if ip.proto == NH_FRAGMENT {
+            let first = self.v6().frags.lookup(ip, now).ok_or(R::Fragment)?;
+            return Ok(later_fragment(first));
+        }
+        let flow = flow6_of(d, ip)?;
+        if flow.quoted.is_none() {
+            self.v6().frags.remember(ip, flow.tuple, now);
+        }
+        Ok(flow)
+    }
+
+    /// Accounts the packet to its flow (not an ICMPv6 error about it) and rewrites it to the
+    /// flow's tuple.
     fn translate6(&mut self, f: &mut Frame<'_>, ip: &V6Info, flow: &Flow6, hit: &Hit6) {
         let now = self.now;
-        self.v6().ct.update(hit.flow, hit.dir, flow.tcp_flags, now);
+        if flow.quoted.is_none() {
+            self.v6().ct.update(hit.flow, hit.dir, flow.tcp_flags, now);
+        }
         let partial = f.meta.offload.csum_partial;
-        rewrite6(f.data_mut(), ip, &flow.tuple, &hit.rewrite, partial);
+        rewrite6(f.data_mut(), ip, flow, &flow.target(&hit.rewrite), partial);
     }
 
     /// The flow of `flow`: found, or created with `new` (translation, endpoint side, opened
@@ -207,7 +234,7 @@ impl<'t> BatchState<'t> {
     ) -> Result<Hit6, DropReason> {
         let now = self.now;
         let ct = &mut self.v6().ct;
-        if let Some(hit) = ct.lookup(&flow.tuple) {
+        if let Some(hit) = ct.lookup(&flow.key()) {
             return Ok(hit);
         }
         let (how, inside, outbound) = new.ok_or(R::NoFlow)?;
