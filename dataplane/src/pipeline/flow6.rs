@@ -250,7 +250,7 @@ pub(super) fn rewrite6(d: &mut [u8], ip: &V6Info, flow: &Flow6, to: &Tuple6, par
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::pipeline::ipv6::parse;
     use etherparse::PacketBuilder;
@@ -274,7 +274,7 @@ mod tests {
     }
 
     /// True when the frame's L4 checksum is right (etherparse's own verification).
-    fn checksum_ok(frame: &[u8]) -> bool {
+    pub(crate) fn checksum_ok(frame: &[u8]) -> bool {
         let p = etherparse::SlicedPacket::from_ethernet(frame).unwrap();
         let Some(etherparse::NetSlice::Ipv6(ip)) = p.net else {
             return false;

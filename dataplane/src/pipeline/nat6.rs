@@ -391,6 +391,7 @@ pub type V6Guard<'a> = MutexGuard<'a, V6Shared>;
 mod tests {
     use super::*;
     use crate::config::Ipv6Cidr;
+    use crate::pipeline::flow6::tests::checksum_ok;
     use crate::pipeline::ipv6::tests::{dual_stack, icmp6, A6, B6, FAR, GW6};
     use crate::pipeline::tests::*;
     use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
@@ -617,5 +618,200 @@ mod tests {
         assert_eq!(v, Verdict::Forward(PORT_A));
         assert_eq!(err[54], icmpv6::DEST_UNREACHABLE);
         assert_eq!(&err[22..38], &GW6.octets());
+    }
+
+    /// A UDP datagram between two v6 sockets in an Ethernet frame.
+    fn udp6(
+        macs: (MacAddr, MacAddr),
+        src: (Ipv6Addr, u16),
+        dst: (Ipv6Addr, u16),
+        body: &[u8],
+    ) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(macs.1 .0, macs.0 .0)
+            .ipv6(src.0.octets(), dst.0.octets(), 64)
+            .udp(src.1, dst.1)
+            .write(&mut v, body)
+            .unwrap();
+        v
+    }
+
+    /// The ICMPv6 error `(type, code)` from `src` about `packet` (an Ethernet frame), sent to
+    /// that packet's source on the Ethernet link `macs`.
+    fn error_about(
+        macs: (MacAddr, MacAddr),
+        src: Ipv6Addr,
+        msg: (u8, u8),
+        packet: &[u8],
+    ) -> Vec<u8> {
+        let to = Ipv6Addr::from(<[u8; 16]>::try_from(&packet[22..38]).unwrap());
+        icmp6(macs, (src, to, 64), (msg.0, msg.1, [0; 4]), &packet[14..])
+    }
+
+    /// The outer addresses of ICMPv6 error `frame` and the tuple of the packet it quotes, after
+    /// checking both checksums with etherparse.
+    fn error_parts(frame: &[u8]) -> ((Ipv6Addr, Ipv6Addr), ((Ipv6Addr, u16), (Ipv6Addr, u16))) {
+        assert!(checksum_ok(frame), "ICMPv6 checksum");
+        let mut quote = frame[..14].to_vec();
+        quote.extend_from_slice(&frame[62..]);
+        let addr = |at: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&frame[at..at + 16]).unwrap());
+        ((addr(22), addr(38)), tuple6(&quote))
+    }
+
+    #[test]
+    fn icmpv6_errors_about_outbound_flows_reach_the_endpoint() {
+        let mut w = worker_with_hop(&nat66(false));
+        let out = tcp6((S::GW_MAC, S::mac(S::A)), (A6, 40000), (FAR, 443), true);
+        let (_, sent) = run_one(&mut w, PORT_A, &out, T0);
+        let outside = (S::UP_MAC, S::HOP_MAC);
+        let unreachable = (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_PORT_UNREACHABLE);
+        let err = error_about(outside, FAR, unreachable, &sent);
+        let (v, got) = run_one(&mut w, UPLINK, &err, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!(&got[..12], &[S::mac(S::A).0, S::GW_MAC.0].concat()[..]);
+        let (outer, quoted) = error_parts(&got);
+        assert_eq!(outer, (FAR, A6));
+        assert_eq!(quoted, ((A6, 40000), (FAR, 443)));
+        // A router on the way keeps its own address.
+        let exceeded = (icmpv6::TIME_EXCEEDED, icmpv6::CODE_HOP_LIMIT_EXCEEDED);
+        let err = error_about(outside, HOP6, exceeded, &sent);
+        let (v, got) = run_one(&mut w, UPLINK, &err, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!(error_parts(&got).0, (HOP6, A6));
+        // An error about no flow, or about an error, goes nowhere.
+        let stray = tcp6(outside, (UP6, 40001), (FAR, 443), true);
+        let err = error_about(outside, FAR, unreachable, &stray);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &err, T0).0,
+            Verdict::Drop(R::NoFlow)
+        );
+        let nested = error_about(outside, FAR, unreachable, &err);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &nested, T0).0,
+            Verdict::Drop(R::Unsupported)
+        );
+    }
+
+    #[test]
+    fn icmpv6_errors_about_inbound_flows_reach_the_outside() {
+        let mut w = worker_with_hop(&nat66(false));
+        let syn = udp6((S::UP_MAC, S::HOP_MAC), (FAR, 50000), (UP6, 8080), b"q");
+        let (v, at_b) = run_one(&mut w, UPLINK, &syn, T0);
+        assert_eq!(v, Verdict::Forward(PORT_B));
+        let unreachable = (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_PORT_UNREACHABLE);
+        let err = error_about((S::GW_MAC, S::mac(S::B)), B6, unreachable, &at_b);
+        let (v, sent) = run_one(&mut w, PORT_B, &err, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        assert_eq!(&sent[..12], &[S::HOP_MAC.0, S::UP_MAC.0].concat()[..]);
+        let mut quote = sent[..14].to_vec();
+        quote.extend_from_slice(&sent[62..]);
+        assert!(checksum_ok(&sent) && checksum_ok(&quote), "checksums");
+        assert_eq!(&sent[22..38], &UP6.octets(), "outer source");
+        assert_eq!(&sent[38..54], &FAR.octets(), "outer destination");
+        assert_eq!(&sent[62 + 24..62 + 40], &UP6.octets(), "quoted destination");
+        assert_eq!(
+            &sent[62 + 42..62 + 44],
+            &8080u16.to_be_bytes(),
+            "quoted port"
+        );
+        // An error from the other endpoint about B's flow is refused.
+        let err = error_about((S::GW_MAC, S::mac(S::A)), A6, unreachable, &at_b);
+        assert_eq!(
+            run_one(&mut w, PORT_A, &err, T0).0,
+            Verdict::Drop(R::NoFlow)
+        );
+    }
+
+    /// `frame` (Ethernet, IPv6, upper layer) cut into two fragments of packet `ident`, the
+    /// first carrying `split` bytes of the upper layer (a multiple of 8).
+    fn fragments(frame: &[u8], split: usize, ident: u32) -> [Vec<u8>; 2] {
+        let (head, upper) = (&frame[..54], &frame[54..]);
+        let part = |data: &[u8], offset: usize, more: bool| {
+            let mut v = head.to_vec();
+            v[20] = crate::wire::ipv6::NH_FRAGMENT;
+            v[18..20].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+            let word = offset as u16 | u16::from(more);
+            v.extend_from_slice(&[frame[20], 0]);
+            v.extend_from_slice(&word.to_be_bytes());
+            v.extend_from_slice(&ident.to_be_bytes());
+            v.extend_from_slice(data);
+            v
+        };
+        [
+            part(&upper[..split], 0, true),
+            part(&upper[split..], split, false),
+        ]
+    }
+
+    /// The packet two fragments carry, reassembled (fragment header dropped).
+    fn reassembled(first: &[u8], later: &[u8]) -> Vec<u8> {
+        assert_eq!(first[8 + 14..54], later[8 + 14..54], "addresses");
+        let mut v = first[..54].to_vec();
+        v[20] = first[54];
+        v.extend_from_slice(&first[62..]);
+        v.extend_from_slice(&later[62..]);
+        let len = (v.len() - 54) as u16;
+        v[18..20].copy_from_slice(&len.to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn fragments_follow_their_first_fragments_flow() {
+        let mut w = worker_with_hop(&nat66(false));
+        let body = [7u8; 100];
+        let inside = (S::GW_MAC, S::mac(S::A));
+        let [first, later] = fragments(&udp6(inside, (A6, 40000), (FAR, 53), &body), 48, 77);
+        // A later fragment before its first one: counted, dropped.
+        assert_eq!(
+            run_one(&mut w, PORT_A, &later, T0).0,
+            Verdict::Drop(R::Fragment)
+        );
+        let (v, out1) = run_one(&mut w, PORT_A, &first, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        let (v, out2) = run_one(&mut w, PORT_A, &later, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        let whole = reassembled(&out1, &out2);
+        assert!(
+            checksum_ok(&whole),
+            "UDP checksum over the reassembled datagram"
+        );
+        assert_eq!(&whole[22..38], &UP6.octets());
+        assert_eq!(out2[21], 63, "hop limit");
+        // The reply, fragmented too, comes back to A.
+        let outside = (S::UP_MAC, S::HOP_MAC);
+        let [first, later] = fragments(&udp6(outside, (FAR, 53), (UP6, 40000), &body), 56, 9);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &first, T0).0,
+            Verdict::Forward(PORT_A)
+        );
+        let (v, back2) = run_one(&mut w, UPLINK, &later, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!(&back2[38..54], &A6.octets());
+        // Another packet's later fragment finds nothing.
+        let [_, stray] = fragments(&udp6(outside, (FAR, 53), (UP6, 40000), &body), 56, 10);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &stray, T0).0,
+            Verdict::Drop(R::Fragment)
+        );
+    }
+
+    #[test]
+    fn an_exhausted_nat66_port_range_is_answered_admin_prohibited() {
+        let mut s = nat66(false);
+        s.config.nat.ports = crate::config::PortRange::single(40000);
+        let mut w = worker_with_hop(&s);
+        let out = tcp6((S::GW_MAC, S::mac(S::A)), (A6, 40000), (FAR, 443), true);
+        assert_eq!(
+            run_one(&mut w, PORT_A, &out, T0).0,
+            Verdict::Forward(UPLINK)
+        );
+        let from_b = tcp6((S::GW_MAC, S::mac(S::B)), (B6, 40000), (FAR, 443), true);
+        let (v, err) = run_one(&mut w, PORT_B, &from_b, T0);
+        assert_eq!(v, Verdict::Forward(PORT_B));
+        assert_eq!(
+            (err[54], err[55]),
+            (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_ADMIN_PROHIBITED)
+        );
+        assert_eq!(w.counters().drops(R::NatPortsExhausted), 1);
     }
 }
