@@ -148,4 +148,11 @@ mod tests {
             Some(tuple(last as u16))
         );
     }
+
+    #[test]
+    fn the_table_is_a_fixed_few_kilobytes() {
+        let bytes = std::mem::size_of::<Option<Entry>>() * SLOTS;
+        println!("fragment table: {bytes} bytes");
+        assert!(bytes <= 32 * 1024, "{bytes}");
+    }
 }
