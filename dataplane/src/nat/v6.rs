@@ -120,6 +120,8 @@ pub struct FlowInfo6 {
     pub reply: Tuple6,
     /// A packet was seen in the reply direction.
     pub replied: bool,
+    /// TCP state name, or UNREPLIED/REPLIED for UDP and ICMPv6 echo.
+    pub state: &'static str,
     /// When the flow expires unless refreshed.
     pub expires: Millis,
 }
@@ -311,6 +313,7 @@ impl Conntrack6 {
                 original: f.original,
                 reply: f.reply,
                 replied: f.replied,
+                state: f.state.shown(f.original.proto, f.replied),
                 expires: f.expires,
             })
             .collect()

@@ -814,4 +814,25 @@ mod tests {
         );
         assert_eq!(w.counters().drops(R::NatPortsExhausted), 1);
     }
+
+    #[test]
+    fn conntrack_listings_show_v6_flows() {
+        let s = nat66(false);
+        let mut w = worker_with_hop(&s);
+        let out = udp6((S::GW_MAC, S::mac(S::A)), (A6, 40000), (FAR, 53), b"q");
+        assert_eq!(
+            run_one(&mut w, PORT_A, &out, T0).0,
+            Verdict::Forward(UPLINK)
+        );
+        let dp = w.dataplane().clone();
+        let e = dp.conntrack_entries(T0);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].original.src.to_string(), "[fd00:17::2]:40000");
+        assert_eq!(e[0].reply.dst.to_string(), "[2001:db8:1::1]:40000");
+        assert_eq!(e[0].network, Some(s.config.networks[0].id));
+        assert_eq!((e[0].state, e[0].protocol), ("UNREPLIED", L4Proto::Udp));
+        assert_eq!(dp.stats().conntrack_flows, 1);
+        let with = dp.stats_with_flows();
+        assert_eq!(with.networks[0].conntrack_flows, Some(1));
+    }
 }
