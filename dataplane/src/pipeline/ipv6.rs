@@ -250,34 +250,18 @@ fn icmp6_error(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::config::{NetworkV6, PortRole};
     use crate::pipeline::tests::*;
     use crate::wire::icmpv6::Icmpv6Packet;
     use etherparse::PacketBuilder;
 
-    pub(crate) const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 1);
-    pub(crate) const A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 2);
-    pub(crate) const B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 3);
-    pub(crate) const FAR: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+    pub(crate) const GW6: Ipv6Addr = S::GW6;
+    pub(crate) const A6: Ipv6Addr = S::A6;
+    pub(crate) const B6: Ipv6Addr = S::B6;
+    pub(crate) const FAR: Ipv6Addr = S::FAR6;
 
     /// The scenario with network "bridge" dual stack (fd00:17::/64), A and B with v6 addresses.
     pub(crate) fn dual_stack() -> Scenario {
-        let mut s = S::new();
-        s.config.networks[0].ipv6 = Some(NetworkV6 {
-            subnet: "fd00:17::/64".parse().unwrap(),
-            gateway: GW6,
-            routed: false,
-        });
-        for p in &mut s.config.ports {
-            if let PortRole::Endpoint { ipv4, ipv6, .. } = &mut p.role {
-                *ipv6 = match *ipv4 {
-                    Some(ip) if ip == S::A => Some(A6),
-                    Some(ip) if ip == S::B => Some(B6),
-                    _ => None,
-                };
-            }
-        }
-        s
+        S::dual_stack()
     }
 
     /// An ICMPv6 frame built by etherparse (checksum filled): `(type, code, body word)`.

@@ -390,26 +390,18 @@ pub type V6Guard<'a> = MutexGuard<'a, V6Shared>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Ipv6Cidr;
     use crate::pipeline::flow6::tests::checksum_ok;
-    use crate::pipeline::ipv6::tests::{dual_stack, icmp6, A6, B6, FAR, GW6};
+    use crate::pipeline::ipv6::tests::{icmp6, A6, B6, FAR, GW6};
     use crate::pipeline::tests::*;
     use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
-    const UP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
-    const HOP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0xfe);
+    const UP6: Ipv6Addr = S::UP6;
+    const HOP6: Ipv6Addr = S::HOP6;
 
     /// The dual-stack scenario with a v6 side on the default uplink; `routed`: the network
     /// is in routed mode.
     fn nat66(routed: bool) -> Scenario {
-        let mut s = dual_stack();
-        s.config.networks[0].ipv6.as_mut().unwrap().routed = routed;
-        s.config.uplinks6.push(UplinkV6 {
-            port: UPLINK,
-            ip: Ipv6Cidr::new(UP6, 64).unwrap(),
-            next_hop: Some(HOP6),
-        });
-        s
+        Scenario::nat66(routed)
     }
 
     /// A TCP segment between two v6 sockets in an Ethernet frame.
@@ -834,5 +826,62 @@ mod tests {
         assert_eq!(dp.stats().conntrack_flows, 1);
         let with = dp.stats_with_flows();
         assert_eq!(with.networks[0].conntrack_flows, Some(1));
+    }
+
+    /// A v6 session as records of the pipeline fuzz target: the next hop's advertisement, a
+    /// masqueraded flow and its reply, an ICMPv6 error about it, a fragmented datagram, a
+    /// published port and the endpoint's error about it. Also the target's seed
+    /// `fuzz/seeds/pipeline/v6_session`.
+    fn v6_session() -> Vec<(u8, Vec<u8>)> {
+        let (a, b) = ((S::GW_MAC, S::mac(S::A)), (S::GW_MAC, S::mac(S::B)));
+        let outside = (S::UP_MAC, S::HOP_MAC);
+        let [p_a, p_b, up] = [PORT_A, PORT_B, UPLINK].map(|p| p.0 as u8);
+        let out = tcp6(a, (A6, 40000), (FAR, 443), true);
+        let sent = tcp6(outside, (UP6, 40000), (FAR, 443), true);
+        let unreachable = (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_PORT_UNREACHABLE);
+        let [first, later] = fragments(&udp6(a, (A6, 40001), (FAR, 53), &[7; 100]), 48, 77);
+        let published = udp6(outside, (FAR, 50000), (UP6, 8080), b"q");
+        let at_b = udp6(b, (FAR, 50000), (B6, 80), b"q");
+        vec![
+            (up, advert_of_hop()),
+            (p_a, out),
+            (up, tcp6(outside, (FAR, 443), (UP6, 40000), false)),
+            (up, error_about(outside, FAR, unreachable, &sent)),
+            (p_a, first),
+            (p_a, later),
+            (up, published),
+            (p_b, error_about(b, B6, unreachable, &at_b)),
+        ]
+    }
+
+    #[test]
+    fn the_v6_fuzz_seed_is_the_v6_session() {
+        let mut w = worker_for(&nat66(false));
+        for (p, f) in v6_session() {
+            let (v, _) = run_one(&mut w, PortId(p.into()), &f, T0);
+            assert!(
+                matches!(v, Verdict::Forward(_) | Verdict::Consumed),
+                "{v:?}"
+            );
+        }
+        let seed = include_bytes!("../../../fuzz/seeds/pipeline/v6_session");
+        assert_eq!(&seed[..], &records(&v6_session())[..]);
+    }
+
+    proptest::proptest! {
+        /// The pipeline fuzz target on mutations of the v6 session (ICMPv6 errors, fragments).
+        #[test]
+        fn fuzz_target_on_mutated_v6_sessions(
+            flips in proptest::collection::vec((0usize..8, 0usize..120, proptest::prelude::any::<u8>()), 0..6),
+        ) {
+            let mut items = v6_session();
+            for (i, at, val) in flips {
+                let f = &mut items[i].1;
+                if at < f.len() {
+                    f[at] ^= val;
+                }
+            }
+            crate::testkit::fuzz_frames(&records(&items));
+        }
     }
 }
