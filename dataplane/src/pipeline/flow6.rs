@@ -332,5 +332,45 @@ pub(super) mod tests {
             prop_assert_eq!(back, new);
             prop_assert_eq!(f[14 + 7], 63);
         }
+
+        /// Translating an ICMPv6 error about any TCP, UDP or echo packet to any new tuple keeps
+        /// both checksums right (the error's and the quote's, checked by etherparse), the quote
+        /// reads back as the new tuple, and the error goes to the new source, from the new
+        /// destination when the quoted packet's destination sent it.
+        #[test]
+        fn error_rewrite_keeps_both_checksums(
+            proto in prop::sample::select(vec![IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6]),
+            from in (addr(), any::<u16>(), addr(), any::<u16>()),
+            to in (addr(), any::<u16>(), addr(), any::<u16>()),
+            router in proptest::option::of(addr()),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let quoted = packet(proto, (from.0, from.1), (from.2, from.3), &body);
+            let sender = router.unwrap_or(from.2);
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2([2; 6], [4; 6])
+                .ipv6(sender.octets(), from.0.octets(), 64)
+                .icmpv6_raw(icmpv6::DEST_UNREACHABLE, 4, [0; 4])
+                .write(&mut f, &quoted[14..])
+                .unwrap();
+            let ip = parse(&f, 14).unwrap();
+            let flow = flow6_of(&f, &ip).unwrap();
+            prop_assert!(flow.quoted.is_some());
+            let old = flow.tuple;
+            let mut new = Tuple6 { proto: old.proto, src: to.0, src_port: to.1, dst: to.2, dst_port: to.3 };
+            if old.proto == L4Proto::Icmp {
+                new.dst_port = new.src_port;
+            }
+            rewrite6(&mut f, &ip, &flow, &new, false);
+            prop_assert!(checksum_ok(&f), "ICMPv6 checksum");
+            let mut quote = f[..14].to_vec();
+            quote.extend_from_slice(&f[62..]);
+            prop_assert!(checksum_ok(&quote), "quoted checksum");
+            prop_assert_eq!(flow6_of(&quote, &parse(&quote, 14).unwrap()).unwrap().tuple, new);
+            let outer = parse(&f, 14).unwrap();
+            let want_src = if sender == from.2 { new.dst } else { sender };
+            prop_assert_eq!((outer.src, outer.dst), (want_src, new.src));
+            prop_assert_eq!(f[14 + 7], 63);
+        }
     }
 }
