@@ -420,8 +420,11 @@ mod tests {
         v
     }
 
+    /// A v6 address and port.
+    type Sock6 = (Ipv6Addr, u16);
+
     /// The frame's v6 tuple, after checking its L4 checksum with etherparse.
-    fn tuple6(frame: &[u8]) -> ((Ipv6Addr, u16), (Ipv6Addr, u16)) {
+    fn tuple6(frame: &[u8]) -> (Sock6, Sock6) {
         let p = SlicedPacket::from_ethernet(frame).unwrap();
         let Some(NetSlice::Ipv6(ip)) = p.net else {
             panic!("not IPv6")
@@ -642,7 +645,7 @@ mod tests {
 
     /// The outer addresses of ICMPv6 error `frame` and the tuple of the packet it quotes, after
     /// checking both checksums with etherparse.
-    fn error_parts(frame: &[u8]) -> ((Ipv6Addr, Ipv6Addr), ((Ipv6Addr, u16), (Ipv6Addr, u16))) {
+    fn error_parts(frame: &[u8]) -> ((Ipv6Addr, Ipv6Addr), (Sock6, Sock6)) {
         assert!(checksum_ok(frame), "ICMPv6 checksum");
         let mut quote = frame[..14].to_vec();
         quote.extend_from_slice(&frame[62..]);
