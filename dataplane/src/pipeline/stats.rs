@@ -116,27 +116,30 @@ impl Dataplane {
     pub fn conntrack_entries(&self, now: Millis) -> Vec<ConntrackEntry> {
         let flows: Vec<FlowInfo> = self.conntrack.lock().flows().collect();
         let tables = self.tables.load();
+        let entry = |protocol, (original, reply), (state, replied), expires: Millis, network| {
+            ConntrackEntry {
+                protocol,
+                original,
+                reply,
+                state,
+                replied,
+                expires_in_secs: expires.0.saturating_sub(now.0).div_ceil(1000),
+                network,
+            }
+        };
         let mut out: Vec<ConntrackEntry> = flows
             .iter()
-            .map(|f| ConntrackEntry {
-                protocol: f.original.proto,
-                original: FlowEnds::of(&f.original),
-                reply: FlowEnds::of(&f.reply),
-                state: f.state,
-                replied: f.replied,
-                expires_in_secs: f.expires.0.saturating_sub(now.0).div_ceil(1000),
-                network: flow_network(&tables, f),
+            .map(|f| {
+                let ends = (FlowEnds::of(&f.original), FlowEnds::of(&f.reply));
+                let net = flow_network(&tables, f);
+                entry(f.original.proto, ends, (f.state, f.replied), f.expires, net)
             })
             .collect();
         let flows6 = self.v6.lock().ct.flows();
-        out.extend(flows6.iter().map(|f| ConntrackEntry {
-            protocol: f.original.proto,
-            original: FlowEnds::of6(&f.original),
-            reply: FlowEnds::of6(&f.reply),
-            state: f.state,
-            replied: f.replied,
-            expires_in_secs: f.expires.0.saturating_sub(now.0).div_ceil(1000),
-            network: flow_network6(&tables, f),
+        out.extend(flows6.iter().map(|f| {
+            let ends = (FlowEnds::of6(&f.original), FlowEnds::of6(&f.reply));
+            let net = flow_network6(&tables, f);
+            entry(f.original.proto, ends, (f.state, f.replied), f.expires, net)
         }));
         out.sort_unstable_by_key(|e| {
             let o = &e.original;
