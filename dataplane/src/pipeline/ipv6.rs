@@ -3,8 +3,8 @@
 //! answered in place (for `bridge`, whatever the destination MAC), and the v6 gateway (for
 //! `gateway`, frames to the gateway MAC): pings of its addresses answered in place, and routed
 //! packets answered with ICMPv6 errors built in place (hop limit exceeded, packet too big, no
-//! route: NAT66 is not there yet). Its drops: not for us, unsupported, malformed, spoofed MAC
-//! or IP, TTL exceeded, too big, no route.
+//! route, and admin-prohibited when NAT66 has no port left) or handed to `nat6`. Its drops:
+//! not for us, unsupported, malformed, spoofed MAC or IP, TTL exceeded, too big, no route.
 //!
 //! The gateway answers for its global address and for its link-local address, the EUI-64 one
 //! of the gateway MAC ([`ndisc::link_local`]). Routing between endpoints of one network is

@@ -22,7 +22,8 @@
 //!   ICMP errors); answers ARP and pings of the gateway.
 //! - `ipv6` (dual-stack networks, from `classify`, `bridge` and `gateway`): spoofed MAC/IP,
 //!   not for us, no route, TTL exceeded, too big (with their ICMPv6 errors); answers NDP and
-//!   pings of the v6 gateway.
+//!   pings of the v6 gateway; `nat6` (NAT66, routed v6, ICMPv6 errors through their quote,
+//!   `frag6` for later fragments): no flow, fragment, conntrack full, NAT ports exhausted.
 //! - `uplink`: not for us, unsupported; answers ARP and pings of the uplink address.
 //! - `dnat`: the DNAT (and hairpin SNAT) of new connections to published ports.
 //! - `nat`: no flow, conntrack full, NAT ports exhausted, fragment (via `flow`).
