@@ -872,6 +872,28 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A UDP datagram of any length cut at any 8-byte boundary leaves as two fragments
+        /// whose reassembly carries the masqueraded source and a right checksum (etherparse).
+        #[test]
+        fn any_fragmented_datagram_is_masqueraded_whole(
+            len in 9usize..400,
+            cut in 1usize..50,
+            ident in proptest::prelude::any::<u32>(),
+        ) {
+            let split = (cut * 8).min(len.div_ceil(8) * 8);
+            let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let a = (S::GW_MAC, S::mac(S::A));
+            let frame = udp6(a, (A6, 40000), (FAR, 53), &body);
+            let [first, later] = fragments(&frame, split, ident);
+            let mut w = worker_with_hop(&nat66(false));
+            let (v1, out1) = run_one(&mut w, PORT_A, &first, T0);
+            let (v2, out2) = run_one(&mut w, PORT_A, &later, T0);
+            proptest::prop_assert_eq!((v1, v2), (Verdict::Forward(UPLINK), Verdict::Forward(UPLINK)));
+            let whole = reassembled(&out1, &out2);
+            proptest::prop_assert!(checksum_ok(&whole));
+            proptest::prop_assert_eq!(&whole[22..38], &UP6.octets()[..]);
+        }
+
         /// The pipeline fuzz target on mutations of the v6 session (ICMPv6 errors, fragments).
         #[test]
         fn fuzz_target_on_mutated_v6_sessions(
