@@ -239,9 +239,8 @@ pub(super) fn rewrite6(d: &mut [u8], ip: &V6Info, flow: &Flow6, to: &Tuple6, par
     };
     let addr = set_addrs(d, q.l3, from, to, None);
     set_l4(&mut d[q.l4..end], (from, to), addr, false);
-    let outer_src = if ip.src == from.dst { to.dst } else { ip.src };
     let outer = Tuple6 {
-        src: outer_src,
+        src: crate::nat::error_source(ip.src, from.dst, to.dst),
         dst: to.src,
         ..*from
     };
