@@ -28,7 +28,7 @@ use std::hash::BuildHasher;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::tcp::{self, TcpState};
-use super::{Dir, NatError, Timeouts};
+use super::{Dir, NatError, Shortcut, Timeouts};
 use crate::config::{L4Proto, PortRange};
 use crate::frame::PortId;
 use crate::time::Millis;
@@ -102,6 +102,8 @@ struct Flow6 {
     fins: u8,
     replied: bool,
     expires: Millis,
+    /// The cached forwarding decision of each direction (original, reply); epoch 0: none.
+    shortcuts: [Shortcut; 2],
 }
 
 /// How a new flow is translated.
@@ -255,6 +257,7 @@ impl Conntrack6 {
             fins: 0,
             replied: false,
             expires: now,
+            shortcuts: [Shortcut::default(); 2],
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -314,6 +317,31 @@ impl Conntrack6 {
         }
         f.replied |= dir == Dir::Reply;
         f.expires = now.plus_secs(self.timeouts.for_v6(f));
+    }
+
+    /// The shortcut cached for `hit`'s direction, when `usable` accepts it; the packet is then
+    /// accounted as [`Conntrack6::update`] does.
+    pub fn follow_shortcut(
+        &mut self,
+        hit: &Hit6,
+        tcp_flags: u8,
+        now: Millis,
+        usable: impl FnOnce(&Shortcut) -> bool,
+    ) -> Option<Shortcut> {
+        let f = self.flows.get(hit.flow as usize)?.as_ref()?;
+        let s = f.shortcuts[hit.dir as usize];
+        if !usable(&s) {
+            return None;
+        }
+        self.update(hit.flow, hit.dir, tcp_flags, now);
+        Some(s)
+    }
+
+    /// Caches `s` for the direction of `hit` (ignored for a flow that no longer exists).
+    pub fn set_shortcut(&mut self, hit: &Hit6, s: Shortcut) {
+        if let Some(Some(f)) = self.flows.get_mut(hit.flow as usize) {
+            f.shortcuts[hit.dir as usize] = s;
+        }
     }
 
     /// Frees every flow whose deadline is at or before `now`; how many.

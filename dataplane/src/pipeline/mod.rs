@@ -97,6 +97,7 @@ mod pending;
 mod plain;
 mod route;
 mod shortcut;
+mod shortcut6;
 mod state;
 mod stats;
 #[cfg(test)]
@@ -204,7 +205,7 @@ impl Worker {
                 let f = &mut frames[i];
                 st.cur = i;
                 self.counters.rx(f.meta.ingress, f.len());
-                let v = match st.shortcut(f) {
+                let v = match st.shortcut(f).or_else(|| st.shortcut6(f)) {
                     Some(v) => {
                         self.counters.shortcut();
                         v

@@ -81,7 +81,7 @@ fn nat_drop(e: NatError) -> DropReason {
 
 impl<'t> BatchState<'t> {
     /// The shared v6 state, locked once for the rest of the batch.
-    fn v6(&mut self) -> &mut V6Shared {
+    pub(super) fn v6(&mut self) -> &mut V6Shared {
         let dp = self.dp;
         self.v6.get_or_insert_with(|| dp.v6.lock())
     }
@@ -138,9 +138,14 @@ impl<'t> BatchState<'t> {
         let Some(hop_mac) = self.v6().neighbors.get(&(up.port, hop)).copied() else {
             return self.solicit(f, up, up6, hop).map(Some);
         };
+        let cache = self.may_remember6(f, ip, &flow);
         self.translate6(f, ip, &flow, &hit);
         set_l2(f, hop_mac, up.mac);
         f.meta.vlan = 0;
+        if cache {
+            // `gateway6` sent packets above the uplink's MTU to the too-big path.
+            self.remember6(f, &hit, up.port, up.mtu);
+        }
         Ok(Some(Verdict::Forward(up.port)))
     }
 
@@ -190,12 +195,16 @@ impl<'t> BatchState<'t> {
             .filter(|p| p.endpoint_v6 == Some(hit.rewrite.dst));
         let port = port.ok_or(R::NoRoute)?;
         let net = port.network.and_then(|n| t.network(n)).ok_or(R::NoRoute)?;
+        let cache = self.may_remember6(f, &ip, &flow);
         self.translate6(f, &ip, &flow, &hit);
         set_l2(f, inside.mac, net.config.gateway_mac);
         f.meta.vlan = match port.mode {
             PortMode::Access { vlan } => vlan,
             _ => net.config.vlan,
         };
+        if cache {
+            self.remember6(f, &hit, inside.port, u16::MAX);
+        }
         Ok(Verdict::Forward(inside.port))
     }
 
@@ -327,7 +336,12 @@ impl<'t> BatchState<'t> {
         if let Some((addr, mac)) = learn.filter(|(_, m)| !m.is_multicast()) {
             let n = &mut self.v6().neighbors;
             if n.len() < MAX_NEIGHBORS || n.contains_key(&(up.port, addr)) {
-                n.insert((up.port, addr), mac);
+                // A moved neighbour retires the shortcuts taken with its old MAC.
+                if n.insert((up.port, addr), mac).is_some_and(|old| old != mac) {
+                    self.dp
+                        .epoch
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
             }
         }
         let ours = target == up6.ip.addr || target == ndisc::link_local(up.mac);
@@ -908,5 +922,68 @@ mod tests {
             }
             crate::testkit::fuzz_frames(&records(&items));
         }
+    }
+
+    #[test]
+    fn established_v6_flows_take_the_shortcut_both_ways() {
+        let mut w = worker_with_hop(&nat66(false));
+        let a = (S::GW_MAC, S::mac(S::A));
+        let outside = (S::UP_MAC, S::HOP_MAC);
+        let out = tcp6(a, (A6, 40000), (FAR, 443), true);
+        let back = tcp6(outside, (FAR, 443), (UP6, 40000), false);
+        let (_, full_out) = run_one(&mut w, PORT_A, &out, T0);
+        let (_, full_back) = run_one(&mut w, UPLINK, &back, T0);
+        assert_eq!(
+            w.counters().shortcuts(),
+            0,
+            "first packets take the full path"
+        );
+        let (v, fast_out) = run_one(&mut w, PORT_A, &out, T0);
+        assert_eq!((v, &fast_out), (Verdict::Forward(UPLINK), &full_out));
+        let (v, fast_back) = run_one(&mut w, UPLINK, &back, T0);
+        assert_eq!((v, &fast_back), (Verdict::Forward(PORT_A), &full_back));
+        assert_eq!(w.counters().shortcuts(), 2);
+        // Too big for the uplink: the full path answers packet too big.
+        let big = udp6(a, (A6, 40000), (FAR, 443), &[0; 1500]);
+        let mut big_tcp = tcp6(a, (A6, 40000), (FAR, 443), false);
+        big_tcp.extend_from_slice(&big[62..]);
+        let len = (big_tcp.len() - 54) as u16;
+        big_tcp[18..20].copy_from_slice(&len.to_be_bytes());
+        let (v, err) = run_one(&mut w, PORT_A, &big_tcp, T0);
+        assert_eq!(
+            (v, err[54]),
+            (Verdict::Forward(PORT_A), icmpv6::PACKET_TOO_BIG)
+        );
+        // Another source MAC on A's port is not served.
+        let mut spoofed = out.clone();
+        spoofed[6..12].copy_from_slice(&S::mac(S::B).0);
+        run_one(&mut w, PORT_A, &spoofed, T0);
+        assert_eq!(w.counters().shortcuts(), 2);
+        // The next hop moves: the shortcut is retired, packets go to its new MAC.
+        let moved = MacAddr([2, 0, 0, 0, 0, 0x77]);
+        let mut advert = advert_of_hop();
+        let n = advert.len();
+        advert[n - 6..].copy_from_slice(&moved.0);
+        let c = icmpv6::message_sum(
+            &{
+                let mut m = advert[54..].to_vec();
+                m[2..4].fill(0);
+                m
+            },
+            HOP6,
+            UP6,
+        );
+        advert[56..58].copy_from_slice(&(!c).to_be_bytes());
+        assert_eq!(run_one(&mut w, UPLINK, &advert, T0).0, Verdict::Consumed);
+        let (_, sent) = run_one(&mut w, PORT_A, &out, T0);
+        assert_eq!(&sent[..6], &moved.0);
+        assert_eq!(w.counters().shortcuts(), 2);
+        let (_, sent) = run_one(&mut w, PORT_A, &out, T0);
+        assert_eq!(&sent[..6], &moved.0);
+        assert_eq!(
+            w.counters().shortcuts(),
+            3,
+            "cached again under the new epoch"
+        );
     }
 }
