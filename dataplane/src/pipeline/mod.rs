@@ -65,7 +65,8 @@
 //! fixed offsets, checking its header checksum and TTL as it goes; a staged plain frame whose
 //! flow holds a shortcut of the current epoch for its ingress port, and which carries the
 //! Ethernet addresses that port's routed frames carry, is then checked only for its length
-//! (its TCP flags still drive the flow's state) and rewritten at once.
+//! (its TCP flags still drive the flow's state) and rewritten at once. v6 flows cache theirs
+//! the same way (`shortcut6`), looked up unstaged under the v6 lock.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
