@@ -847,7 +847,7 @@ mod tests {
 
     /// A v6 session as records of the pipeline fuzz target: the next hop's advertisement, a
     /// masqueraded flow and its reply, an ICMPv6 error about it, a fragmented datagram, a
-    /// published port and the endpoint's error about it. Also the target's seed
+    /// published port and the endpoint's error about it, the flow's next packet (shortcut). Also the target's seed
     /// `fuzz/seeds/pipeline/v6_session`.
     fn v6_session() -> Vec<(u8, Vec<u8>)> {
         let (a, b) = ((S::GW_MAC, S::mac(S::A)), (S::GW_MAC, S::mac(S::B)));
@@ -861,13 +861,14 @@ mod tests {
         let at_b = udp6(b, (FAR, 50000), (B6, 80), b"q");
         vec![
             (up, advert_of_hop()),
-            (p_a, out),
+            (p_a, out.clone()),
             (up, tcp6(outside, (FAR, 443), (UP6, 40000), false)),
             (up, error_about(outside, FAR, unreachable, &sent)),
             (p_a, first),
             (p_a, later),
             (up, published),
             (p_b, error_about(b, B6, unreachable, &at_b)),
+            (p_a, out),
         ]
     }
 
@@ -911,7 +912,7 @@ mod tests {
         /// The pipeline fuzz target on mutations of the v6 session (ICMPv6 errors, fragments).
         #[test]
         fn fuzz_target_on_mutated_v6_sessions(
-            flips in proptest::collection::vec((0usize..8, 0usize..120, proptest::prelude::any::<u8>()), 0..6),
+            flips in proptest::collection::vec((0usize..9, 0usize..120, proptest::prelude::any::<u8>()), 0..6),
         ) {
             let mut items = v6_session();
             for (i, at, val) in flips {
