@@ -314,4 +314,10 @@ fn nat66_routed_v6_and_published_ports_over_v6() {
         !closed.status.success(),
         "an unpublished routed port answered"
     );
+    // Only v6 crossed the dataplane here: its established TCP flows took the shortcut.
+    let st: Value = serde_json::from_str(&ok(&d, &["stats", "--output", "json"])).unwrap();
+    assert!(
+        st["shortcut_packets"].as_u64().unwrap_or(0) > 0,
+        "no v6 shortcut taken: {st:#}"
+    );
 }
