@@ -524,13 +524,7 @@ mod tests {
 
     #[test]
     fn the_index_follows_the_slab_through_growth_expiry_and_reuse() {
-        let mut ct = table(
-            PortRange {
-                first: 1024,
-                last: 65535,
-            },
-            10_000,
-        );
+        let mut ct = table(crate::config::NatConfig::default().ports, 10_000);
         let udp = |n: u16| Tuple6 {
             proto: L4Proto::Udp,
             src: Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(n)),
