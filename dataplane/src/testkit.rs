@@ -2,12 +2,12 @@
 //! correct checksums, a docker-like scenario, and a helper that runs owned frames through a
 //! worker. Not used by the dataplane itself.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::batch::Batch;
 use crate::config::{
-    Config, L4Proto, NatConfig, NetworkConfig, PortConfig, PortForward, PortRange, PortRole,
-    UplinkConfig,
+    Config, Ipv6Cidr, L4Proto, NatConfig, NetworkConfig, NetworkV6, PortConfig, PortForward,
+    PortRange, PortRole, UplinkConfig, UplinkV6,
 };
 use crate::frame::{Frame, Meta, NetworkId, PortId, Verdict, HEADROOM};
 use crate::pipeline::Worker;
@@ -260,6 +260,60 @@ impl Scenario {
     }
 }
 
+/// The v6 side of the scenario: "bridge" dual stack (fd00:17::/64), A and B with v6 addresses,
+/// and a v6 side on the uplink (2001:db8:1::1/64, next hop 2001:db8:1::fe).
+impl Scenario {
+    /// v6 gateway of "bridge".
+    pub const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 1);
+    /// Endpoint A's v6 address.
+    pub const A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 2);
+    /// Endpoint B's v6 address.
+    pub const B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 3);
+    /// A host on the v6 internet.
+    pub const FAR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+    /// The uplink's v6 address.
+    pub const UP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+    /// The v6 next hop.
+    pub const HOP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0xfe);
+
+    /// The scenario with network "bridge" dual stack, A and B with v6 addresses.
+    pub fn dual_stack() -> Self {
+        let mut s = Self::new();
+        s.config.networks[0].ipv6 = Some(NetworkV6 {
+            subnet: Ipv6Cidr::new(Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 0), 64)
+                .expect("valid prefix"),
+            gateway: Self::GW6,
+            routed: false,
+        });
+        for p in &mut s.config.ports {
+            if let PortRole::Endpoint { ipv4, ipv6, .. } = &mut p.role {
+                *ipv6 = match *ipv4 {
+                    Some(ip) if ip == Self::A => Some(Self::A6),
+                    Some(ip) if ip == Self::B => Some(Self::B6),
+                    _ => None,
+                };
+            }
+        }
+        s
+    }
+
+    /// [`Scenario::dual_stack`] with a v6 side on the default uplink: NAT66, or routed v6
+    /// when `routed`.
+    pub fn nat66(routed: bool) -> Self {
+        let mut s = Self::dual_stack();
+        if let Some(v6) = s.config.networks[0].ipv6.as_mut() {
+            v6.routed = routed;
+        }
+        let port = s.config.uplink.as_ref().map_or(PortId(0), |u| u.port);
+        s.config.uplinks6.push(UplinkV6 {
+            port,
+            ip: Ipv6Cidr::new(Self::UP6, 64).expect("valid prefix"),
+            next_hop: Some(Self::HOP6),
+        });
+        s
+    }
+}
+
 impl Default for Scenario {
     fn default() -> Self {
         Self::new()
@@ -322,10 +376,10 @@ pub fn run_one(
 }
 
 /// The fuzz target's body: `data` is read as records `[port, len_hi, len_lo, frame...]`, each
-/// frame run through one worker of `Scenario` (state carries over, so replies meet flows), with
+/// frame run through one worker of `Scenario::nat66` (v4 and v6; state carries over, so replies meet flows), with
 /// housekeeping between records. Every frame must end with a verdict; nothing may panic.
 pub fn fuzz_frames(data: &[u8]) {
-    let Ok(dp) = crate::pipeline::Dataplane::new(&Scenario::new().config) else {
+    let Ok(dp) = crate::pipeline::Dataplane::new(&Scenario::nat66(false).config) else {
         return;
     };
     let mut w = dp.worker();

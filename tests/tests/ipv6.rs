@@ -1,7 +1,8 @@
 //! Dual-stack networks end to end with a real `sluiced`: `network create --ipv6` with a v4 and
 //! a v6 subnet, two endpoints that ping6 each other and the v6 gateway, a static `--ip6`, and
 //! what inspect and `ps` show; NAT66 and routed v6 to the lab's outside namespace (standing for
-//! the uplink's network) and published ports reached over v6. Needs root and the release
+//! the uplink's network), ICMPv6 errors back through NAT66, and published ports reached over
+//! v6. Needs root and the release
 //! binaries (`SLUICE_BIN` names the `sluice` binary, `sluiced` is expected beside it).
 
 use std::time::{Duration, Instant};
@@ -173,6 +174,36 @@ fn serve(d: &mut DaemonLab, ns: &str, port: u16, reply: &str) {
         .unwrap();
 }
 
+/// True once a UDP datagram from `ns` to a closed port `[ip]:port` is answered by an ICMPv6
+/// port unreachable that the sender's kernel matches to its socket (the error's quote
+/// translated back, its checksums right), retried for a few seconds (the first datagram to
+/// an unresolved neighbour is lost to its solicitation, and the outside rate-limits errors).
+fn udp6_refused(d: &DaemonLab, ns: &str, ip: &str, port: u16) -> bool {
+    let probe = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+         s.settimeout(1.5)\n\
+         s.connect(('{ip}', {port}))\n\
+         s.send(b'x')\n\
+         try:\n    s.recv(16)\n    print('answered')\n\
+         except ConnectionRefusedError:\n    print('refused')\n\
+         except OSError as e:\n    print(e)\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = d
+            .lab()
+            .exec_output(ns, &["/usr/bin/python3", "-c", &probe])
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() == "refused" {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
+
 #[test]
 fn nat66_routed_v6_and_published_ports_over_v6() {
     let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
@@ -252,6 +283,13 @@ fn nat66_routed_v6_and_published_ports_over_v6() {
         wait_ping6(&d, "c1", OUTSIDE6, Duration::from_secs(5)),
         "ping6 out"
     );
+    // An ICMPv6 error about a masqueraded datagram reaches its sender: port unreachable from
+    // the outside's closed UDP port, translated back through NAT66.
+    assert!(
+        udp6_refused(&d, "c1", OUTSIDE6, 9),
+        "no port unreachable through NAT66; log: {}",
+        d.log()
+    );
 
     // Published ports: `-p 8080:80` on the uplink's v6 address; a routed network's container
     // port directly, and nothing that is not published.
@@ -279,5 +317,11 @@ fn nat66_routed_v6_and_published_ports_over_v6() {
     assert!(
         !closed.status.success(),
         "an unpublished routed port answered"
+    );
+    // Only v6 crossed the dataplane here: its established TCP flows took the shortcut.
+    let st: Value = serde_json::from_str(&ok(&d, &["stats", "--output", "json"])).unwrap();
+    assert!(
+        st["shortcut_packets"].as_u64().unwrap_or(0) > 0,
+        "no v6 shortcut taken: {st:#}"
     );
 }

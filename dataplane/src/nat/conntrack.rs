@@ -138,11 +138,7 @@ impl Flow {
     }
 
     fn state_name(&self) -> &'static str {
-        match self.proto {
-            L4Proto::Tcp => TcpState::from_u8(self.state).name(),
-            _ if self.flags & REPLIED != 0 => "REPLIED",
-            _ => "UNREPLIED",
-        }
+        TcpState::from_u8(self.state).shown(self.proto, self.flags & REPLIED != 0)
     }
 }
 

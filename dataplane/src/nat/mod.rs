@@ -70,6 +70,18 @@ use crate::frame::PortId;
 use crate::time::Millis;
 use tcp::TcpState;
 
+/// The source a translated ICMP error (v4 or v6) leaves with: it goes back to the quoted
+/// packet's sender, and comes from that packet's destination (`quoted_dst`, which becomes
+/// `new_dst`) or from a router on the way, whose address `outer_src` stays.
+#[inline]
+pub fn error_source<A: PartialEq>(outer_src: A, quoted_dst: A, new_dst: A) -> A {
+    if outer_src == quoted_dst {
+        new_dst
+    } else {
+        outer_src
+    }
+}
+
 /// What to do to a new flow: the pipeline decides it from its tables (masquerade, published
 /// port, hairpin) and conntrack applies it to every packet of the flow.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]

@@ -53,6 +53,16 @@ impl TcpState {
         }
     }
 
+    /// The state `sluice conntrack ls` shows for a flow of `proto` in TCP state `self`:
+    /// the TCP state's name, or for UDP and ICMP whether a reply was seen.
+    pub(super) fn shown(self, proto: crate::config::L4Proto, replied: bool) -> &'static str {
+        match proto {
+            crate::config::L4Proto::Tcp => self.name(),
+            _ if replied => "REPLIED",
+            _ => "UNREPLIED",
+        }
+    }
+
     /// The name `sluice conntrack ls` shows.
     pub(super) fn name(self) -> &'static str {
         match self {

@@ -14,17 +14,21 @@
 //! are the v4 table's (`tcp::next`, [`Timeouts`]).
 //!
 //! Cost model (a first slice, sized for the v6 share of container traffic): flows live in a
-//! slab with a free list, and a hashbrown map from each direction's tuple to its flow (two
-//! entries per flow); lookups and updates are O(1) and allocate only when the slab or map
-//! grows. Expiry walks the slab once per housekeeping call (O(flows), once a second), unlike
+//! slab with a free list, and a hashbrown table indexes each direction's tuple (two entries
+//! per flow). An entry holds only the flow's slot and the direction (8 bytes): the tuple it
+//! stands for is read from the slab when a probe's hash matches, so a v6 flow costs its slot
+//! and two small entries rather than two copies of its 37-byte tuples. Lookups and updates
+//! are O(1) and allocate only when the slab or table grows. Expiry walks the slab once per housekeeping call (O(flows), once a second), unlike
 //! the v4 table's timer wheel.
 
 use std::net::Ipv6Addr;
 
-use hashbrown::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::tcp::{self, TcpState};
-use super::{Dir, NatError, Timeouts};
+use super::{Dir, NatError, Shortcut, Timeouts};
 use crate::config::{L4Proto, PortRange};
 use crate::frame::PortId;
 use crate::time::Millis;
@@ -98,6 +102,8 @@ struct Flow6 {
     fins: u8,
     replied: bool,
     expires: Millis,
+    /// The cached forwarding decision of each direction (original, reply); epoch 0: none.
+    shortcuts: [Shortcut; 2],
 }
 
 /// How a new flow is translated.
@@ -120,6 +126,8 @@ pub struct FlowInfo6 {
     pub reply: Tuple6,
     /// A packet was seen in the reply direction.
     pub replied: bool,
+    /// TCP state name, or UNREPLIED/REPLIED for UDP and ICMPv6 echo.
+    pub state: &'static str,
     /// When the flow expires unless refreshed.
     pub expires: Millis,
 }
@@ -129,7 +137,8 @@ pub struct FlowInfo6 {
 pub struct Conntrack6 {
     flows: Vec<Option<Flow6>>,
     free: Vec<u32>,
-    index: HashMap<Tuple6, (u32, Dir)>,
+    index: HashTable<(u32, Dir)>,
+    hasher: DefaultHashBuilder,
     ports: PortRange,
     max_flows: usize,
     timeouts: Timeouts,
@@ -141,7 +150,8 @@ impl Conntrack6 {
         Conntrack6 {
             flows: Vec::new(),
             free: Vec::new(),
-            index: HashMap::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
             ports,
             max_flows,
             timeouts,
@@ -158,9 +168,40 @@ impl Conntrack6 {
         self.index.is_empty()
     }
 
+    /// The index entry of tuple `t`: its flow's slot and direction.
+    fn find(&self, t: &Tuple6) -> Option<(u32, Dir)> {
+        let flows = &self.flows;
+        let at = |&(i, d): &(u32, Dir)| tuple_at(flows, i, d) == Some(t);
+        self.index.find(self.hasher.hash_one(t), at).copied()
+    }
+
+    /// True when tuple `t` belongs to a flow.
+    fn contains(&self, t: &Tuple6) -> bool {
+        self.find(t).is_some()
+    }
+
+    /// Indexes direction `dir` of the flow in slot `i` (already in the slab).
+    fn index_insert(&mut self, i: u32, dir: Dir) {
+        let (flows, hasher) = (&self.flows, &self.hasher);
+        let t = tuple_at(flows, i, dir).expect("flow in the slab");
+        let rehash = |&(j, d): &(u32, Dir)| {
+            hasher.hash_one(tuple_at(flows, j, d).expect("indexed flows are in the slab"))
+        };
+        self.index
+            .insert_unique(hasher.hash_one(t), (i, dir), rehash);
+    }
+
+    /// Removes the index entry of tuple `t`, direction `dir` of the flow in slot `i`.
+    fn index_remove(&mut self, t: &Tuple6, i: u32, dir: Dir) {
+        let h = self.hasher.hash_one(t);
+        if let Ok(e) = self.index.find_entry(h, |&e| e == (i, dir)) {
+            e.remove();
+        }
+    }
+
     /// The flow `t` belongs to, in either direction.
     pub fn lookup(&self, t: &Tuple6) -> Option<Hit6> {
-        let &(i, dir) = self.index.get(t)?;
+        let (i, dir) = self.find(t)?;
         let f = self.flows[i as usize].as_ref()?;
         let rewrite = match dir {
             Dir::Original => f.reply.reversed(),
@@ -184,7 +225,7 @@ impl Conntrack6 {
         (inside, outbound): (Inside, bool),
         now: Millis,
     ) -> Result<Hit6, NatError> {
-        if self.index.contains_key(&original) {
+        if self.contains(&original) {
             return Err(NatError::Exists);
         }
         if self.len() >= self.max_flows {
@@ -204,7 +245,7 @@ impl Conntrack6 {
             Translate6::None => original,
         };
         let reply = translated.reversed();
-        if self.index.contains_key(&reply) {
+        if reply == original || self.contains(&reply) {
             return Err(NatError::Clash);
         }
         let flow = Flow6 {
@@ -216,6 +257,7 @@ impl Conntrack6 {
             fins: 0,
             replied: false,
             expires: now,
+            shortcuts: [Shortcut::default(); 2],
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -227,8 +269,8 @@ impl Conntrack6 {
                 (self.flows.len() - 1) as u32
             }
         };
-        self.index.insert(original, (i, Dir::Original));
-        self.index.insert(reply, (i, Dir::Reply));
+        self.index_insert(i, Dir::Original);
+        self.index_insert(i, Dir::Reply);
         Ok(self.lookup(&original).expect("just inserted"))
     }
 
@@ -247,7 +289,7 @@ impl Conntrack6 {
             }
             t
         };
-        let free = |t: &Tuple6| !self.index.contains_key(&t.reversed());
+        let free = |t: &Tuple6| !self.contains(&t.reversed());
         if self.ports.contains(original.src_port) && free(&with(original.src_port)) {
             return Ok(with(original.src_port));
         }
@@ -277,6 +319,31 @@ impl Conntrack6 {
         f.expires = now.plus_secs(self.timeouts.for_v6(f));
     }
 
+    /// The shortcut cached for `hit`'s direction, when `usable` accepts it; the packet is then
+    /// accounted as [`Conntrack6::update`] does.
+    pub fn follow_shortcut(
+        &mut self,
+        hit: &Hit6,
+        tcp_flags: u8,
+        now: Millis,
+        usable: impl FnOnce(&Shortcut) -> bool,
+    ) -> Option<Shortcut> {
+        let f = self.flows.get(hit.flow as usize)?.as_ref()?;
+        let s = f.shortcuts[hit.dir as usize];
+        if !usable(&s) {
+            return None;
+        }
+        self.update(hit.flow, hit.dir, tcp_flags, now);
+        Some(s)
+    }
+
+    /// Caches `s` for the direction of `hit` (ignored for a flow that no longer exists).
+    pub fn set_shortcut(&mut self, hit: &Hit6, s: Shortcut) {
+        if let Some(Some(f)) = self.flows.get_mut(hit.flow as usize) {
+            f.shortcuts[hit.dir as usize] = s;
+        }
+    }
+
     /// Frees every flow whose deadline is at or before `now`; how many.
     pub fn expire(&mut self, now: Millis) -> usize {
         self.retain(|f| f.expires > now)
@@ -290,14 +357,16 @@ impl Conntrack6 {
     /// Keeps the flows `keep` accepts; how many were freed.
     fn retain(&mut self, keep: impl Fn(&Flow6) -> bool) -> usize {
         let mut freed = 0;
-        for (i, slot) in self.flows.iter_mut().enumerate() {
-            if slot.as_ref().is_some_and(|f| !keep(f)) {
-                let f = slot.take().expect("checked");
-                self.index.remove(&f.original);
-                self.index.remove(&f.reply);
-                self.free.push(i as u32);
-                freed += 1;
-            }
+        for i in 0..self.flows.len() {
+            let Some(f) = self.flows[i].filter(|f| !keep(f)) else {
+                continue;
+            };
+            let i = i as u32;
+            self.index_remove(&f.original, i, Dir::Original);
+            self.index_remove(&f.reply, i, Dir::Reply);
+            self.flows[i as usize] = None;
+            self.free.push(i);
+            freed += 1;
         }
         freed
     }
@@ -311,10 +380,20 @@ impl Conntrack6 {
                 original: f.original,
                 reply: f.reply,
                 replied: f.replied,
+                state: f.state.shown(f.original.proto, f.replied),
                 expires: f.expires,
             })
             .collect()
     }
+}
+
+/// The tuple direction `dir` of the flow in slot `i` stands for, if the slot holds a flow.
+fn tuple_at(flows: &[Option<Flow6>], i: u32, dir: Dir) -> Option<&Tuple6> {
+    let f = flows.get(i as usize)?.as_ref()?;
+    Some(match dir {
+        Dir::Original => &f.original,
+        Dir::Reply => &f.reply,
+    })
 }
 
 /// A cheap mix of the tuple, to spread allocation starts over the port range.
@@ -435,12 +514,58 @@ mod tests {
         assert_eq!(m(&mut full, 2), Err(NatError::TableFull));
     }
 
-    /// Bytes a v6 flow costs at most: its slab slot, two index entries (tuple, slot and
-    /// direction, a control byte) at hashbrown's highest load of 7/8 (issue 14's goal: under
-    /// 256 B per v6 flow).
+    /// Bytes a v6 flow costs at most: its slab slot, two index entries (slot and direction,
+    /// a control byte) at hashbrown's highest load of 7/8 (issue 14's goal: under 256 B per
+    /// v6 flow).
     fn bytes_per_flow() -> usize {
-        let entry = std::mem::size_of::<(Tuple6, (u32, Dir))>() + 1;
+        let entry = std::mem::size_of::<(u32, Dir)>() + 1;
         std::mem::size_of::<Option<Flow6>>() + 2 * entry * 8 / 7 + 4
+    }
+
+    #[test]
+    fn the_index_follows_the_slab_through_growth_expiry_and_reuse() {
+        let mut ct = table(crate::config::NatConfig::default().ports, 10_000);
+        let udp = |n: u16| Tuple6 {
+            proto: L4Proto::Udp,
+            src: Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(n)),
+            src_port: 2000 + n,
+            dst: Ipv6Addr::from(0x2001_0db8_u128 << 96 | 7),
+            dst_port: 53,
+        };
+        let mut hits = Vec::new();
+        for n in 0..3000 {
+            let hit = ct.create(
+                udp(n),
+                Translate6::Masquerade(UP),
+                (INSIDE, true),
+                Millis(0),
+            );
+            let hit = hit.unwrap();
+            // Odd flows are refreshed, even ones expire.
+            if n % 2 == 1 {
+                ct.update(hit.flow, Dir::Original, 0, Millis(20_000));
+            }
+            hits.push(hit);
+        }
+        assert_eq!(ct.len(), 3000);
+        assert_eq!(ct.expire(Millis(0).plus_secs(40)), 1500);
+        for (n, hit) in (0..3000).zip(&hits) {
+            let back = ct.lookup(&hit.rewrite.reversed());
+            assert_eq!(ct.lookup(&udp(n)).is_some(), n % 2 == 1, "{n}");
+            assert_eq!(back.map(|h| h.dir), (n % 2 == 1).then_some(Dir::Reply));
+        }
+        for n in 3000..4500 {
+            let hit = ct.create(
+                udp(n),
+                Translate6::Masquerade(UP),
+                (INSIDE, true),
+                Millis(0),
+            );
+            assert!(hit.is_ok(), "{n}");
+        }
+        assert_eq!(ct.len(), 3000);
+        assert!(ct.flows.len() <= 3000, "freed slots are reused");
+        assert!((3000..4500).all(|n| ct.lookup(&udp(n)).is_some()));
     }
 
     #[test]

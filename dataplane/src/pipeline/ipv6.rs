@@ -3,8 +3,8 @@
 //! answered in place (for `bridge`, whatever the destination MAC), and the v6 gateway (for
 //! `gateway`, frames to the gateway MAC): pings of its addresses answered in place, and routed
 //! packets answered with ICMPv6 errors built in place (hop limit exceeded, packet too big, no
-//! route: NAT66 is not there yet). Its drops: not for us, unsupported, malformed, spoofed MAC
-//! or IP, TTL exceeded, too big, no route.
+//! route, and admin-prohibited when NAT66 has no port left) or handed to `nat6`. Its drops:
+//! not for us, unsupported, malformed, spoofed MAC or IP, TTL exceeded, too big, no route.
 //!
 //! The gateway answers for its global address and for its link-local address, the EUI-64 one
 //! of the gateway MAC ([`ndisc::link_local`]). Routing between endpoints of one network is
@@ -20,7 +20,7 @@ use crate::frame::{Frame, GsoType, Offload, Verdict};
 use crate::tables::{NetworkEntry, PortEntry};
 use crate::wire::ethernet::{EthernetFrame, L2Header};
 use crate::wire::icmpv6;
-use crate::wire::ipv6::Ipv6Packet;
+use crate::wire::ipv6::{Fragment, Ipv6Packet};
 use crate::wire::ndisc::{self, NdiscPacket};
 use crate::wire::{MacAddr, WireError, IPPROTO_ICMPV6};
 
@@ -40,22 +40,25 @@ pub(super) struct V6Info {
     /// IPv6 header plus payload.
     pub(super) total: usize,
     pub(super) proto: u8,
-    /// Offset of the upper layer from `l3`.
+    /// Offset of the upper layer from `l3` (a non-first fragment: of its data).
     pub(super) l4: usize,
+    /// The fragment header, when the packet is a fragment.
+    pub(super) frag: Option<Fragment>,
 }
 
 /// Parses the IPv6 packet at `l3` of `d`.
 pub(super) fn parse(d: &[u8], l3: usize) -> Result<V6Info, DropReason> {
     let ip = Ipv6Packet::new_checked(d.get(l3..).ok_or(R::Malformed)?).map_err(|_| R::Malformed)?;
-    let (proto, l4) = ip.walk_extensions().map_err(|_| R::Malformed)?;
+    let ext = ip.extensions().map_err(|_| R::Malformed)?;
     Ok(V6Info {
         l3,
         src: ip.src(),
         dst: ip.dst(),
         hop_limit: ip.hop_limit(),
         total: ip.payload().len() + 40,
-        proto,
-        l4,
+        proto: ext.proto,
+        l4: ext.l4,
+        frag: ext.fragment,
     })
 }
 
@@ -189,9 +192,15 @@ impl<'t> BatchState<'t> {
             let msg = (icmpv6::PACKET_TOO_BIG, 0, mtu as u32);
             return self.icmp6_back(f, &ip, back, msg, port, R::TooBig);
         }
-        if let Some(v) = self.nat6_out(f, &ip, net, port)? {
-            return Ok(v);
-        }
+        match self.nat6_out(f, &ip, net, port) {
+            Ok(Some(v)) => return Ok(v),
+            // No NAT66 port left: tell the sender at once, as the v4 gateway does.
+            Err(r @ R::NatPortsExhausted) => {
+                let msg = (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_ADMIN_PROHIBITED, 0);
+                return self.icmp6_back(f, &ip, back, msg, port, r);
+            }
+            r => r?,
+        };
         let msg = (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_NO_ROUTE, 0);
         self.icmp6_back(f, &ip, back, msg, port, R::NoRoute)
     }
@@ -241,34 +250,18 @@ fn icmp6_error(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::config::{NetworkV6, PortRole};
     use crate::pipeline::tests::*;
     use crate::wire::icmpv6::Icmpv6Packet;
     use etherparse::PacketBuilder;
 
-    pub(crate) const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 1);
-    pub(crate) const A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 2);
-    pub(crate) const B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 3);
-    pub(crate) const FAR: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+    pub(crate) const GW6: Ipv6Addr = S::GW6;
+    pub(crate) const A6: Ipv6Addr = S::A6;
+    pub(crate) const B6: Ipv6Addr = S::B6;
+    pub(crate) const FAR: Ipv6Addr = S::FAR6;
 
     /// The scenario with network "bridge" dual stack (fd00:17::/64), A and B with v6 addresses.
     pub(crate) fn dual_stack() -> Scenario {
-        let mut s = S::new();
-        s.config.networks[0].ipv6 = Some(NetworkV6 {
-            subnet: "fd00:17::/64".parse().unwrap(),
-            gateway: GW6,
-            routed: false,
-        });
-        for p in &mut s.config.ports {
-            if let PortRole::Endpoint { ipv4, ipv6, .. } = &mut p.role {
-                *ipv6 = match *ipv4 {
-                    Some(ip) if ip == S::A => Some(A6),
-                    Some(ip) if ip == S::B => Some(B6),
-                    _ => None,
-                };
-            }
-        }
-        s
+        S::dual_stack()
     }
 
     /// An ICMPv6 frame built by etherparse (checksum filled): `(type, code, body word)`.

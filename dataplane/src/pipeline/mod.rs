@@ -22,7 +22,8 @@
 //!   ICMP errors); answers ARP and pings of the gateway.
 //! - `ipv6` (dual-stack networks, from `classify`, `bridge` and `gateway`): spoofed MAC/IP,
 //!   not for us, no route, TTL exceeded, too big (with their ICMPv6 errors); answers NDP and
-//!   pings of the v6 gateway.
+//!   pings of the v6 gateway; `nat6` (NAT66, routed v6, ICMPv6 errors through their quote,
+//!   `frag6` for later fragments): no flow, fragment, conntrack full, NAT ports exhausted.
 //! - `uplink`: not for us, unsupported; answers ARP and pings of the uplink address.
 //! - `dnat`: the DNAT (and hairpin SNAT) of new connections to published ports.
 //! - `nat`: no flow, conntrack full, NAT ports exhausted, fragment (via `flow`).
@@ -67,7 +68,8 @@
 //! fixed offsets, checking its header checksum and TTL as it goes; a staged plain frame whose
 //! flow holds a shortcut of the current epoch for its ingress port, and which carries the
 //! Ethernet addresses that port's routed frames carry, is then checked only for its length
-//! (its TCP flags still drive the flow's state) and rewritten at once.
+//! (its TCP flags still drive the flow's state) and rewritten at once. v6 flows cache theirs
+//! the same way (`shortcut6`), looked up unstaged under the v6 lock.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
@@ -90,6 +92,7 @@ mod dataplane;
 mod dnat;
 mod flow;
 mod flow6;
+mod frag6;
 mod gateway;
 mod ipv6;
 mod ipvlan;
@@ -100,6 +103,7 @@ mod plain;
 mod route;
 pub(crate) mod segment;
 mod shortcut;
+mod shortcut6;
 mod state;
 mod stats;
 #[cfg(test)]
@@ -207,7 +211,7 @@ impl Worker {
                 let f = &mut frames[i];
                 st.cur = i;
                 self.counters.rx(f.meta.ingress, f.len());
-                let v = match st.shortcut(f) {
+                let v = match st.shortcut(f).or_else(|| st.shortcut6(f)) {
                     Some(v) => {
                         self.counters.shortcut();
                         v

@@ -261,13 +261,7 @@ pub(super) fn rewrite(d: &mut [u8], ip: &Ipv4Info, flow: &FlowOf, new: &Tuple, p
                     present: end - q4,
                 },
             );
-            // An error goes back to the quoted packet's sender; it comes from that packet's
-            // destination or from a router on the way, whose address stays.
-            let outer_src = if ip.src == flow.tuple.dst {
-                new.dst
-            } else {
-                ip.src
-            };
+            let outer_src = crate::nat::error_source(ip.src, flow.tuple.dst, new.dst);
             rewrite_addrs(d, ip.l3, outer_src, new.src);
             Icmpv4Packet::new_unchecked(&mut d[ip.l4()..end]).fill_checksum();
         }

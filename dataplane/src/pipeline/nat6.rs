@@ -4,22 +4,24 @@
 //! (`NetworkV6::routed`) tracked untranslated, and sent to the v6 next hop. Inbound (from
 //! `uplink`, for frames that are not IPv4) the stage answers neighbour solicitations and
 //! pings of the uplink's v6 address, learns the uplink's v6 neighbours, translates replies
-//! back, and opens flows to published ports (a `-p` mapping on every address reaches the
+//! (and ICMPv6 errors quoting a flow's packets, either way) back, and opens flows to published ports (a `-p` mapping on every address reaches the
 //! endpoint's v6 address on the uplink's v6 address, as docker with ip6tables does) and, on
 //! routed networks, to published container ports and pings of endpoints.
 //!
 //! The v6 flows and neighbours ([`V6Shared`]) sit under one mutex, taken once per batch by
 //! the first frame that needs it; v4 frames never touch it. An unresolved next hop turns the
 //! packet into a neighbour solicitation in its place (the packet is lost, counted as
-//! `arp_pending`). Its drops: not for us, unsupported, malformed, fragment, no flow, no
-//! route, TTL exceeded, conntrack full, NAT ports exhausted.
+//! `arp_pending`). Fragments follow their first fragment's flow (`frag6`). Its drops: not
+//! for us, unsupported, malformed, fragment (a later fragment whose first was not seen), no
+//! flow, no route, TTL exceeded, conntrack full, NAT ports exhausted.
 
 use std::net::Ipv6Addr;
 
 use hashbrown::HashMap;
 use parking_lot::MutexGuard;
 
-use super::flow6::{flow6_of, rewrite6, Flow6};
+use super::flow6::{flow6_of, later_fragment, rewrite6, Flow6};
+use super::frag6::Frags6;
 use super::ipv6::{icmp_type, parse, V6Info};
 use super::state::BatchState;
 use super::MAX_NEIGHBORS;
@@ -32,6 +34,7 @@ use crate::nat::{Dir, NatError, Timeouts};
 use crate::tables::{NetworkEntry, PortEntry, PortMode, Tables};
 use crate::wire::ethernet::{self, EthernetFrame, L2Header, ETHERTYPE_IPV6};
 use crate::wire::icmpv6;
+use crate::wire::ipv6::NH_FRAGMENT;
 use crate::wire::ndisc::{self, NdiscPacket};
 use crate::wire::MacAddr;
 
@@ -42,6 +45,8 @@ pub struct V6Shared {
     pub(super) ct: Conntrack6,
     /// (uplink port, address) to MAC, learned from neighbour discovery on the uplinks.
     pub(super) neighbors: HashMap<(PortId, Ipv6Addr), MacAddr>,
+    /// The flows of fragmented packets' first fragments, for the later ones.
+    pub(super) frags: Frags6,
 }
 
 impl V6Shared {
@@ -50,6 +55,7 @@ impl V6Shared {
         V6Shared {
             ct: Conntrack6::new(nat.ports, nat.max_flows, Timeouts::default()),
             neighbors: HashMap::new(),
+            frags: Frags6::default(),
         }
     }
 
@@ -75,7 +81,7 @@ fn nat_drop(e: NatError) -> DropReason {
 
 impl<'t> BatchState<'t> {
     /// The shared v6 state, locked once for the rest of the batch.
-    fn v6(&mut self) -> &mut V6Shared {
+    pub(super) fn v6(&mut self) -> &mut V6Shared {
         let dp = self.dp;
         self.v6.get_or_insert_with(|| dp.v6.lock())
     }
@@ -105,7 +111,7 @@ impl<'t> BatchState<'t> {
         if ip.l3 != ethernet::HEADER_LEN {
             return Err(R::Unsupported);
         }
-        let flow = flow6_of(f.data(), ip)?;
+        let flow = self.flow6(f.data(), ip)?;
         let how = if v6.routed {
             Translate6::None
         } else {
@@ -116,7 +122,9 @@ impl<'t> BatchState<'t> {
             mac,
             uplink: up.port,
         };
-        let opens = flow.tuple.proto != L4Proto::Icmp || flow.echo_request;
+        let opens = flow.quoted.is_none()
+            && ip.proto != NH_FRAGMENT
+            && (flow.tuple.proto != L4Proto::Icmp || flow.echo_request);
         let hit = self.track6(&flow, opens.then_some((how, inside, true)))?;
         if hit.outbound != (hit.dir == Dir::Original) || hit.inside.port != port.config.id {
             return Err(R::NoFlow);
@@ -130,9 +138,14 @@ impl<'t> BatchState<'t> {
         let Some(hop_mac) = self.v6().neighbors.get(&(up.port, hop)).copied() else {
             return self.solicit(f, up, up6, hop).map(Some);
         };
+        let cache = self.may_remember6(f, ip, &flow);
         self.translate6(f, ip, &flow, &hit);
         set_l2(f, hop_mac, up.mac);
         f.meta.vlan = 0;
+        if cache {
+            // `gateway6` sent packets above the uplink's MTU to the too-big path.
+            self.remember6(f, &hit, up.port, up.mtu);
+        }
         Ok(Some(Verdict::Forward(up.port)))
     }
 
@@ -156,14 +169,15 @@ impl<'t> BatchState<'t> {
         if ip.l3 != ethernet::HEADER_LEN {
             return Err(R::Unsupported);
         }
-        let flow = flow6_of(f.data(), &ip)?;
-        let hit = match self.v6().ct.lookup(&flow.tuple) {
+        let flow = self.flow6(f.data(), &ip)?;
+        let hit = match self.v6().ct.lookup(&flow.key()) {
             Some(hit) => hit,
             None if flow.echo_request && ip.dst == up6.ip.addr => {
                 icmpv6::write_echo_reply(f.data_mut(), ip.l3, (up.mac, ip.dst))
                     .map_err(|_| R::Malformed)?;
                 return Ok(Verdict::Forward(up.port));
             }
+            None if flow.quoted.is_some() || ip.proto == NH_FRAGMENT => return Err(R::NoFlow),
             None => {
                 let new = self.inbound6(&flow, up, up6).ok_or(R::NoFlow)?;
                 self.track6(&flow, Some(new))?
@@ -181,21 +195,43 @@ impl<'t> BatchState<'t> {
             .filter(|p| p.endpoint_v6 == Some(hit.rewrite.dst));
         let port = port.ok_or(R::NoRoute)?;
         let net = port.network.and_then(|n| t.network(n)).ok_or(R::NoRoute)?;
+        let cache = self.may_remember6(f, &ip, &flow);
         self.translate6(f, &ip, &flow, &hit);
         set_l2(f, inside.mac, net.config.gateway_mac);
         f.meta.vlan = match port.mode {
             PortMode::Access { vlan } => vlan,
             _ => net.config.vlan,
         };
+        if cache {
+            self.remember6(f, &hit, inside.port, u16::MAX);
+        }
         Ok(Verdict::Forward(inside.port))
     }
 
-    /// Accounts the packet to its flow and rewrites it to the flow's tuple.
+    /// The flow of packet `ip` in `d`: read from it, or for a later fragment the flow its
+    /// first fragment had (which is remembered here).
+    fn flow6(&mut self, d: &[u8], ip: &V6Info) -> Result<Flow6, DropReason> {
+        let now = self.now;
+        if ip.proto == NH_FRAGMENT {
+            let first = self.v6().frags.lookup(ip, now).ok_or(R::Fragment)?;
+            return Ok(later_fragment(first));
+        }
+        let flow = flow6_of(d, ip)?;
+        if flow.quoted.is_none() {
+            self.v6().frags.remember(ip, flow.tuple, now);
+        }
+        Ok(flow)
+    }
+
+    /// Accounts the packet to its flow (not an ICMPv6 error about it) and rewrites it to the
+    /// flow's tuple.
     fn translate6(&mut self, f: &mut Frame<'_>, ip: &V6Info, flow: &Flow6, hit: &Hit6) {
         let now = self.now;
-        self.v6().ct.update(hit.flow, hit.dir, flow.tcp_flags, now);
+        if flow.quoted.is_none() {
+            self.v6().ct.update(hit.flow, hit.dir, flow.tcp_flags, now);
+        }
         let partial = f.meta.offload.csum_partial;
-        rewrite6(f.data_mut(), ip, &flow.tuple, &hit.rewrite, partial);
+        rewrite6(f.data_mut(), ip, flow, &flow.target(&hit.rewrite), partial);
     }
 
     /// The flow of `flow`: found, or created with `new` (translation, endpoint side, opened
@@ -207,7 +243,7 @@ impl<'t> BatchState<'t> {
     ) -> Result<Hit6, DropReason> {
         let now = self.now;
         let ct = &mut self.v6().ct;
-        if let Some(hit) = ct.lookup(&flow.tuple) {
+        if let Some(hit) = ct.lookup(&flow.key()) {
             return Ok(hit);
         }
         let (how, inside, outbound) = new.ok_or(R::NoFlow)?;
@@ -298,7 +334,12 @@ impl<'t> BatchState<'t> {
         if let Some((addr, mac)) = learn.filter(|(_, m)| !m.is_multicast()) {
             let n = &mut self.v6().neighbors;
             if n.len() < MAX_NEIGHBORS || n.contains_key(&(up.port, addr)) {
-                n.insert((up.port, addr), mac);
+                // A moved neighbour retires the shortcuts taken with its old MAC.
+                if n.insert((up.port, addr), mac).is_some_and(|old| old != mac) {
+                    self.dp
+                        .epoch
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
             }
         }
         let ours = target == up6.ip.addr || target == ndisc::link_local(up.mac);
@@ -361,25 +402,18 @@ pub type V6Guard<'a> = MutexGuard<'a, V6Shared>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Ipv6Cidr;
-    use crate::pipeline::ipv6::tests::{dual_stack, icmp6, A6, B6, FAR, GW6};
+    use crate::pipeline::flow6::tests::checksum_ok;
+    use crate::pipeline::ipv6::tests::{icmp6, A6, B6, FAR, GW6};
     use crate::pipeline::tests::*;
     use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
-    const UP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
-    const HOP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0xfe);
+    const UP6: Ipv6Addr = S::UP6;
+    const HOP6: Ipv6Addr = S::HOP6;
 
     /// The dual-stack scenario with a v6 side on the default uplink; `routed`: the network
     /// is in routed mode.
     fn nat66(routed: bool) -> Scenario {
-        let mut s = dual_stack();
-        s.config.networks[0].ipv6.as_mut().unwrap().routed = routed;
-        s.config.uplinks6.push(UplinkV6 {
-            port: UPLINK,
-            ip: Ipv6Cidr::new(UP6, 64).unwrap(),
-            next_hop: Some(HOP6),
-        });
-        s
+        Scenario::nat66(routed)
     }
 
     /// A TCP segment between two v6 sockets in an Ethernet frame.
@@ -398,8 +432,11 @@ mod tests {
         v
     }
 
+    /// A v6 address and port.
+    type Sock6 = (Ipv6Addr, u16);
+
     /// The frame's v6 tuple, after checking its L4 checksum with etherparse.
-    fn tuple6(frame: &[u8]) -> ((Ipv6Addr, u16), (Ipv6Addr, u16)) {
+    fn tuple6(frame: &[u8]) -> (Sock6, Sock6) {
         let p = SlicedPacket::from_ethernet(frame).unwrap();
         let Some(NetSlice::Ipv6(ip)) = p.net else {
             panic!("not IPv6")
@@ -588,5 +625,364 @@ mod tests {
         assert_eq!(v, Verdict::Forward(PORT_A));
         assert_eq!(err[54], icmpv6::DEST_UNREACHABLE);
         assert_eq!(&err[22..38], &GW6.octets());
+    }
+
+    /// A UDP datagram between two v6 sockets in an Ethernet frame.
+    fn udp6(
+        macs: (MacAddr, MacAddr),
+        src: (Ipv6Addr, u16),
+        dst: (Ipv6Addr, u16),
+        body: &[u8],
+    ) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(macs.1 .0, macs.0 .0)
+            .ipv6(src.0.octets(), dst.0.octets(), 64)
+            .udp(src.1, dst.1)
+            .write(&mut v, body)
+            .unwrap();
+        v
+    }
+
+    /// The ICMPv6 error `(type, code)` from `src` about `packet` (an Ethernet frame), sent to
+    /// that packet's source on the Ethernet link `macs`.
+    fn error_about(
+        macs: (MacAddr, MacAddr),
+        src: Ipv6Addr,
+        msg: (u8, u8),
+        packet: &[u8],
+    ) -> Vec<u8> {
+        let to = Ipv6Addr::from(<[u8; 16]>::try_from(&packet[22..38]).unwrap());
+        icmp6(macs, (src, to, 64), (msg.0, msg.1, [0; 4]), &packet[14..])
+    }
+
+    /// The outer addresses of ICMPv6 error `frame` and the tuple of the packet it quotes, after
+    /// checking both checksums with etherparse.
+    fn error_parts(frame: &[u8]) -> ((Ipv6Addr, Ipv6Addr), (Sock6, Sock6)) {
+        assert!(checksum_ok(frame), "ICMPv6 checksum");
+        let mut quote = frame[..14].to_vec();
+        quote.extend_from_slice(&frame[62..]);
+        let addr = |at: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&frame[at..at + 16]).unwrap());
+        ((addr(22), addr(38)), tuple6(&quote))
+    }
+
+    #[test]
+    fn icmpv6_errors_about_outbound_flows_reach_the_endpoint() {
+        let mut w = worker_with_hop(&nat66(false));
+        let out = tcp6((S::GW_MAC, S::mac(S::A)), (A6, 40000), (FAR, 443), true);
+        let (_, sent) = run_one(&mut w, PORT_A, &out, T0);
+        let outside = (S::UP_MAC, S::HOP_MAC);
+        let unreachable = (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_PORT_UNREACHABLE);
+        let err = error_about(outside, FAR, unreachable, &sent);
+        let (v, got) = run_one(&mut w, UPLINK, &err, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!(&got[..12], &[S::mac(S::A).0, S::GW_MAC.0].concat()[..]);
+        let (outer, quoted) = error_parts(&got);
+        assert_eq!(outer, (FAR, A6));
+        assert_eq!(quoted, ((A6, 40000), (FAR, 443)));
+        // A router on the way keeps its own address.
+        let exceeded = (icmpv6::TIME_EXCEEDED, icmpv6::CODE_HOP_LIMIT_EXCEEDED);
+        let err = error_about(outside, HOP6, exceeded, &sent);
+        let (v, got) = run_one(&mut w, UPLINK, &err, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!(error_parts(&got).0, (HOP6, A6));
+        // An error about no flow, or about an error, goes nowhere.
+        let stray = tcp6(outside, (UP6, 40001), (FAR, 443), true);
+        let err = error_about(outside, FAR, unreachable, &stray);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &err, T0).0,
+            Verdict::Drop(R::NoFlow)
+        );
+        let nested = error_about(outside, FAR, unreachable, &err);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &nested, T0).0,
+            Verdict::Drop(R::Unsupported)
+        );
+    }
+
+    #[test]
+    fn icmpv6_errors_about_inbound_flows_reach_the_outside() {
+        let mut w = worker_with_hop(&nat66(false));
+        let syn = udp6((S::UP_MAC, S::HOP_MAC), (FAR, 50000), (UP6, 8080), b"q");
+        let (v, at_b) = run_one(&mut w, UPLINK, &syn, T0);
+        assert_eq!(v, Verdict::Forward(PORT_B));
+        let unreachable = (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_PORT_UNREACHABLE);
+        let err = error_about((S::GW_MAC, S::mac(S::B)), B6, unreachable, &at_b);
+        let (v, sent) = run_one(&mut w, PORT_B, &err, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        assert_eq!(&sent[..12], &[S::HOP_MAC.0, S::UP_MAC.0].concat()[..]);
+        let mut quote = sent[..14].to_vec();
+        quote.extend_from_slice(&sent[62..]);
+        assert!(checksum_ok(&sent) && checksum_ok(&quote), "checksums");
+        assert_eq!(&sent[22..38], &UP6.octets(), "outer source");
+        assert_eq!(&sent[38..54], &FAR.octets(), "outer destination");
+        assert_eq!(&sent[62 + 24..62 + 40], &UP6.octets(), "quoted destination");
+        assert_eq!(
+            &sent[62 + 42..62 + 44],
+            &8080u16.to_be_bytes(),
+            "quoted port"
+        );
+        // An error from the other endpoint about B's flow is refused.
+        let err = error_about((S::GW_MAC, S::mac(S::A)), A6, unreachable, &at_b);
+        assert_eq!(
+            run_one(&mut w, PORT_A, &err, T0).0,
+            Verdict::Drop(R::NoFlow)
+        );
+    }
+
+    /// `frame` (Ethernet, IPv6, upper layer) cut into two fragments of packet `ident`, the
+    /// first carrying `split` bytes of the upper layer (a multiple of 8).
+    fn fragments(frame: &[u8], split: usize, ident: u32) -> [Vec<u8>; 2] {
+        let (head, upper) = (&frame[..54], &frame[54..]);
+        let part = |data: &[u8], offset: usize, more: bool| {
+            let mut v = head.to_vec();
+            v[20] = crate::wire::ipv6::NH_FRAGMENT;
+            v[18..20].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+            let word = offset as u16 | u16::from(more);
+            v.extend_from_slice(&[frame[20], 0]);
+            v.extend_from_slice(&word.to_be_bytes());
+            v.extend_from_slice(&ident.to_be_bytes());
+            v.extend_from_slice(data);
+            v
+        };
+        [
+            part(&upper[..split], 0, true),
+            part(&upper[split..], split, false),
+        ]
+    }
+
+    /// The packet two fragments carry, reassembled (fragment header dropped).
+    fn reassembled(first: &[u8], later: &[u8]) -> Vec<u8> {
+        assert_eq!(first[8 + 14..54], later[8 + 14..54], "addresses");
+        let mut v = first[..54].to_vec();
+        v[20] = first[54];
+        v.extend_from_slice(&first[62..]);
+        v.extend_from_slice(&later[62..]);
+        let len = (v.len() - 54) as u16;
+        v[18..20].copy_from_slice(&len.to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn fragments_follow_their_first_fragments_flow() {
+        let mut w = worker_with_hop(&nat66(false));
+        let body = [7u8; 100];
+        let inside = (S::GW_MAC, S::mac(S::A));
+        let [first, later] = fragments(&udp6(inside, (A6, 40000), (FAR, 53), &body), 48, 77);
+        // A later fragment before its first one: counted, dropped.
+        assert_eq!(
+            run_one(&mut w, PORT_A, &later, T0).0,
+            Verdict::Drop(R::Fragment)
+        );
+        let (v, out1) = run_one(&mut w, PORT_A, &first, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        let (v, out2) = run_one(&mut w, PORT_A, &later, T0);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        let whole = reassembled(&out1, &out2);
+        assert!(
+            checksum_ok(&whole),
+            "UDP checksum over the reassembled datagram"
+        );
+        assert_eq!(&whole[22..38], &UP6.octets());
+        assert_eq!(out2[21], 63, "hop limit");
+        // The reply, fragmented too, comes back to A.
+        let outside = (S::UP_MAC, S::HOP_MAC);
+        let [first, later] = fragments(&udp6(outside, (FAR, 53), (UP6, 40000), &body), 56, 9);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &first, T0).0,
+            Verdict::Forward(PORT_A)
+        );
+        let (v, back2) = run_one(&mut w, UPLINK, &later, T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!(&back2[38..54], &A6.octets());
+        // Another packet's later fragment finds nothing.
+        let [_, stray] = fragments(&udp6(outside, (FAR, 53), (UP6, 40000), &body), 56, 10);
+        assert_eq!(
+            run_one(&mut w, UPLINK, &stray, T0).0,
+            Verdict::Drop(R::Fragment)
+        );
+    }
+
+    #[test]
+    fn an_exhausted_nat66_port_range_is_answered_admin_prohibited() {
+        let mut s = nat66(false);
+        s.config.nat.ports = crate::config::PortRange::single(40000);
+        let mut w = worker_with_hop(&s);
+        let out = tcp6((S::GW_MAC, S::mac(S::A)), (A6, 40000), (FAR, 443), true);
+        assert_eq!(
+            run_one(&mut w, PORT_A, &out, T0).0,
+            Verdict::Forward(UPLINK)
+        );
+        let from_b = tcp6((S::GW_MAC, S::mac(S::B)), (B6, 40000), (FAR, 443), true);
+        let (v, err) = run_one(&mut w, PORT_B, &from_b, T0);
+        assert_eq!(v, Verdict::Forward(PORT_B));
+        assert_eq!(
+            (err[54], err[55]),
+            (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_ADMIN_PROHIBITED)
+        );
+        assert_eq!(w.counters().drops(R::NatPortsExhausted), 1);
+    }
+
+    #[test]
+    fn conntrack_listings_show_v6_flows() {
+        let s = nat66(false);
+        let mut w = worker_with_hop(&s);
+        let out = udp6((S::GW_MAC, S::mac(S::A)), (A6, 40000), (FAR, 53), b"q");
+        assert_eq!(
+            run_one(&mut w, PORT_A, &out, T0).0,
+            Verdict::Forward(UPLINK)
+        );
+        let dp = w.dataplane().clone();
+        let e = dp.conntrack_entries(T0);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].original.src.to_string(), "[fd00:17::2]:40000");
+        assert_eq!(e[0].reply.dst.to_string(), "[2001:db8:1::1]:40000");
+        assert_eq!(e[0].network, Some(s.config.networks[0].id));
+        assert_eq!((e[0].state, e[0].protocol), ("UNREPLIED", L4Proto::Udp));
+        assert_eq!(dp.stats().conntrack_flows, 1);
+        let with = dp.stats_with_flows();
+        assert_eq!(with.networks[0].conntrack_flows, Some(1));
+    }
+
+    /// A v6 session as records of the pipeline fuzz target: the next hop's advertisement, a
+    /// masqueraded flow and its reply, an ICMPv6 error about it, a fragmented datagram, a
+    /// published port and the endpoint's error about it, the flow's next packet (shortcut). Also the target's seed
+    /// `fuzz/seeds/pipeline/v6_session`.
+    fn v6_session() -> Vec<(u8, Vec<u8>)> {
+        let (a, b) = ((S::GW_MAC, S::mac(S::A)), (S::GW_MAC, S::mac(S::B)));
+        let outside = (S::UP_MAC, S::HOP_MAC);
+        let [p_a, p_b, up] = [PORT_A, PORT_B, UPLINK].map(|p| p.0 as u8);
+        let out = tcp6(a, (A6, 40000), (FAR, 443), true);
+        let sent = tcp6(outside, (UP6, 40000), (FAR, 443), true);
+        let unreachable = (icmpv6::DEST_UNREACHABLE, icmpv6::CODE_PORT_UNREACHABLE);
+        let [first, later] = fragments(&udp6(a, (A6, 40001), (FAR, 53), &[7; 100]), 48, 77);
+        let published = udp6(outside, (FAR, 50000), (UP6, 8080), b"q");
+        let at_b = udp6(b, (FAR, 50000), (B6, 80), b"q");
+        vec![
+            (up, advert_of_hop()),
+            (p_a, out.clone()),
+            (up, tcp6(outside, (FAR, 443), (UP6, 40000), false)),
+            (up, error_about(outside, FAR, unreachable, &sent)),
+            (p_a, first),
+            (p_a, later),
+            (up, published),
+            (p_b, error_about(b, B6, unreachable, &at_b)),
+            (p_a, out),
+        ]
+    }
+
+    #[test]
+    fn the_v6_fuzz_seed_is_the_v6_session() {
+        let mut w = worker_for(&nat66(false));
+        for (p, f) in v6_session() {
+            let (v, _) = run_one(&mut w, PortId(p.into()), &f, T0);
+            assert!(
+                matches!(v, Verdict::Forward(_) | Verdict::Consumed),
+                "{v:?}"
+            );
+        }
+        let seed = include_bytes!("../../../fuzz/seeds/pipeline/v6_session");
+        assert_eq!(&seed[..], &records(&v6_session())[..]);
+    }
+
+    proptest::proptest! {
+        /// A UDP datagram of any length cut at any 8-byte boundary leaves as two fragments
+        /// whose reassembly carries the masqueraded source and a right checksum (etherparse).
+        #[test]
+        fn any_fragmented_datagram_is_masqueraded_whole(
+            len in 9usize..400,
+            cut in 1usize..50,
+            ident in proptest::prelude::any::<u32>(),
+        ) {
+            let split = (cut * 8).min(len.div_ceil(8) * 8);
+            let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let a = (S::GW_MAC, S::mac(S::A));
+            let frame = udp6(a, (A6, 40000), (FAR, 53), &body);
+            let [first, later] = fragments(&frame, split, ident);
+            let mut w = worker_with_hop(&nat66(false));
+            let (v1, out1) = run_one(&mut w, PORT_A, &first, T0);
+            let (v2, out2) = run_one(&mut w, PORT_A, &later, T0);
+            proptest::prop_assert_eq!((v1, v2), (Verdict::Forward(UPLINK), Verdict::Forward(UPLINK)));
+            let whole = reassembled(&out1, &out2);
+            proptest::prop_assert!(checksum_ok(&whole));
+            proptest::prop_assert_eq!(&whole[22..38], &UP6.octets()[..]);
+        }
+
+        /// The pipeline fuzz target on mutations of the v6 session (ICMPv6 errors, fragments).
+        #[test]
+        fn fuzz_target_on_mutated_v6_sessions(
+            flips in proptest::collection::vec((0usize..9, 0usize..120, proptest::prelude::any::<u8>()), 0..6),
+        ) {
+            let mut items = v6_session();
+            for (i, at, val) in flips {
+                let f = &mut items[i].1;
+                if at < f.len() {
+                    f[at] ^= val;
+                }
+            }
+            crate::testkit::fuzz_frames(&records(&items));
+        }
+    }
+
+    #[test]
+    fn established_v6_flows_take_the_shortcut_both_ways() {
+        let mut w = worker_with_hop(&nat66(false));
+        let a = (S::GW_MAC, S::mac(S::A));
+        let outside = (S::UP_MAC, S::HOP_MAC);
+        let out = tcp6(a, (A6, 40000), (FAR, 443), true);
+        let back = tcp6(outside, (FAR, 443), (UP6, 40000), false);
+        let (_, full_out) = run_one(&mut w, PORT_A, &out, T0);
+        let (_, full_back) = run_one(&mut w, UPLINK, &back, T0);
+        assert_eq!(
+            w.counters().shortcuts(),
+            0,
+            "first packets take the full path"
+        );
+        let (v, fast_out) = run_one(&mut w, PORT_A, &out, T0);
+        assert_eq!((v, &fast_out), (Verdict::Forward(UPLINK), &full_out));
+        let (v, fast_back) = run_one(&mut w, UPLINK, &back, T0);
+        assert_eq!((v, &fast_back), (Verdict::Forward(PORT_A), &full_back));
+        assert_eq!(w.counters().shortcuts(), 2);
+        // Too big for the uplink: the full path answers packet too big.
+        let big = udp6(a, (A6, 40000), (FAR, 443), &[0; 1500]);
+        let mut big_tcp = tcp6(a, (A6, 40000), (FAR, 443), false);
+        big_tcp.extend_from_slice(&big[62..]);
+        let len = (big_tcp.len() - 54) as u16;
+        big_tcp[18..20].copy_from_slice(&len.to_be_bytes());
+        let (v, err) = run_one(&mut w, PORT_A, &big_tcp, T0);
+        assert_eq!(
+            (v, err[54]),
+            (Verdict::Forward(PORT_A), icmpv6::PACKET_TOO_BIG)
+        );
+        // Another source MAC on A's port is not served.
+        let mut spoofed = out.clone();
+        spoofed[6..12].copy_from_slice(&S::mac(S::B).0);
+        run_one(&mut w, PORT_A, &spoofed, T0);
+        assert_eq!(w.counters().shortcuts(), 2);
+        // The next hop moves: the shortcut is retired, packets go to its new MAC.
+        let moved = MacAddr([2, 0, 0, 0, 0, 0x77]);
+        let mut advert = advert_of_hop();
+        let n = advert.len();
+        advert[n - 6..].copy_from_slice(&moved.0);
+        let c = icmpv6::message_sum(
+            &{
+                let mut m = advert[54..].to_vec();
+                m[2..4].fill(0);
+                m
+            },
+            HOP6,
+            UP6,
+        );
+        advert[56..58].copy_from_slice(&(!c).to_be_bytes());
+        assert_eq!(run_one(&mut w, UPLINK, &advert, T0).0, Verdict::Consumed);
+        let (_, sent) = run_one(&mut w, PORT_A, &out, T0);
+        assert_eq!(&sent[..6], &moved.0);
+        assert_eq!(w.counters().shortcuts(), 2);
+        let (_, sent) = run_one(&mut w, PORT_A, &out, T0);
+        assert_eq!(&sent[..6], &moved.0);
+        assert_eq!(
+            w.counters().shortcuts(),
+            3,
+            "cached again under the new epoch"
+        );
     }
 }

@@ -109,9 +109,9 @@ enum ShortcutSource {
 /// How the frames the full path routes from one port look, and which of them a shortcut may
 /// serve.
 #[derive(Clone, Copy, Debug)]
-struct RoutedFrom {
+pub(super) struct RoutedFrom {
     /// Their destination MAC: the port's network's gateway MAC, or the uplink's.
-    ours: MacAddr,
+    pub(super) ours: MacAddr,
     /// The source MACs a shortcut may serve.
     source: ShortcutSource,
 }
@@ -119,7 +119,7 @@ struct RoutedFrom {
 impl RoutedFrom {
     /// The rule of port `ingress` (`None` for an unknown port or one with no routed frames).
     #[inline(always)]
-    fn of(t: &Tables, ingress: PortId) -> Option<RoutedFrom> {
+    pub(super) fn of(t: &Tables, ingress: PortId) -> Option<RoutedFrom> {
         let port = t.port(ingress)?;
         Some(match (port.network, port.endpoint) {
             (Some(net), endpoint) => RoutedFrom {
@@ -135,7 +135,7 @@ impl RoutedFrom {
     }
 
     /// True when a shortcut may serve this port's routed frames sent from `src`.
-    fn shortcut_from(&self, src: MacAddr) -> bool {
+    pub(super) fn shortcut_from(&self, src: MacAddr) -> bool {
         match self.source {
             ShortcutSource::Any => true,
             ShortcutSource::Only(mac) => mac == src,

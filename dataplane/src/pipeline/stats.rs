@@ -3,7 +3,7 @@
 //! rows' field names and the drop reasons' names are what those read: keep them.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 
 use hashbrown::HashMap;
@@ -13,6 +13,7 @@ use crate::bridge::FdbEntry;
 use crate::config::L4Proto;
 use crate::counters::{self, DropReason, PortStats, WorkerCounters};
 use crate::frame::{NetworkId, PortId};
+use crate::nat::v6::{FlowInfo6, Tuple6};
 use crate::nat::{FlowInfo, Tuple};
 use crate::tables::Tables;
 use crate::time::Millis;
@@ -73,7 +74,7 @@ impl Dataplane {
             ports,
             networks,
             drops,
-            conntrack_flows: self.conntrack.lock().len(),
+            conntrack_flows: self.conntrack.lock().len() + self.v6.lock().ct.len(),
             fdb_entries,
             shortcuts: refs.iter().map(|w| w.shortcuts()).sum(),
         }
@@ -96,6 +97,12 @@ impl Dataplane {
                 }
             }
         }
+        for f in self.v6.lock().ct.flows() {
+            total += 1;
+            if let Some(n) = flow_network6(&tables, &f) {
+                *per_net.entry(n).or_default() += 1;
+            }
+        }
         for n in &mut stats.networks {
             n.conntrack_flows = Some(per_net.get(&n.id).copied().unwrap_or(0));
         }
@@ -103,32 +110,45 @@ impl Dataplane {
         stats
     }
 
-    /// Every tracked flow as `sluice conntrack ls` shows it, sorted by network then original
-    /// tuple. Copies the flows under one conntrack lock (O(flows); routed traffic waits
-    /// meanwhile).
+    /// Every tracked flow as `sluice conntrack ls` shows it, v4 and v6, sorted by network then
+    /// original tuple. Copies the flows under one conntrack lock per family (O(flows); routed
+    /// traffic waits meanwhile).
     pub fn conntrack_entries(&self, now: Millis) -> Vec<ConntrackEntry> {
         let flows: Vec<FlowInfo> = self.conntrack.lock().flows().collect();
         let tables = self.tables.load();
+        let entry = |protocol, (original, reply), (state, replied), expires: Millis, network| {
+            ConntrackEntry {
+                protocol,
+                original,
+                reply,
+                state,
+                replied,
+                expires_in_secs: expires.0.saturating_sub(now.0).div_ceil(1000),
+                network,
+            }
+        };
         let mut out: Vec<ConntrackEntry> = flows
             .iter()
-            .map(|f| ConntrackEntry {
-                protocol: f.original.proto,
-                original: FlowEnds::of(&f.original),
-                reply: FlowEnds::of(&f.reply),
-                state: f.state,
-                replied: f.replied,
-                expires_in_secs: f.expires.0.saturating_sub(now.0).div_ceil(1000),
-                network: flow_network(&tables, f),
+            .map(|f| {
+                let ends = (FlowEnds::of(&f.original), FlowEnds::of(&f.reply));
+                let net = flow_network(&tables, f);
+                entry(f.original.proto, ends, (f.state, f.replied), f.expires, net)
             })
             .collect();
+        let flows6 = self.v6.lock().ct.flows();
+        out.extend(flows6.iter().map(|f| {
+            let ends = (FlowEnds::of6(&f.original), FlowEnds::of6(&f.reply));
+            let net = flow_network6(&tables, f);
+            entry(f.original.proto, ends, (f.state, f.replied), f.expires, net)
+        }));
         out.sort_unstable_by_key(|e| {
             let o = &e.original;
             (
                 e.network,
                 e.protocol,
-                *o.src.ip(),
+                o.src.ip(),
                 o.src.port(),
-                *o.dst.ip(),
+                o.dst.ip(),
                 o.dst.port(),
             )
         });
@@ -163,6 +183,16 @@ fn drops_by_reason(count: impl Fn(DropReason) -> u64) -> DropsByReason {
         .map(|r| (r.name(), count(*r)))
         .filter(|(_, n)| *n > 0)
         .collect()
+}
+
+/// [`flow_network`] for a v6 flow: the network whose v6 prefix holds its endpoint.
+fn flow_network6(tables: &Tables, f: &FlowInfo6) -> Option<NetworkId> {
+    let inside = |n: &&crate::tables::NetworkEntry| {
+        n.config
+            .ipv6
+            .is_some_and(|v| v.subnet.contains(f.original.src) || v.subnet.contains(f.reply.src))
+    };
+    tables.networks().find(inside).map(|n| n.config.id)
 }
 
 /// The network a flow belongs to, for listings: that of its endpoint, which is the original
@@ -209,20 +239,27 @@ pub struct NetworkStatsRow {
     pub conntrack_flows: Option<usize>,
 }
 
-/// Both ends of a flow tuple (ICMP echo: the echo id in place of both ports).
+/// Both ends of a flow tuple, v4 or v6 (ICMP echo: the echo id in place of both ports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FlowEnds {
     /// Source address and port.
-    pub src: SocketAddrV4,
+    pub src: SocketAddr,
     /// Destination address and port.
-    pub dst: SocketAddrV4,
+    pub dst: SocketAddr,
 }
 
 impl FlowEnds {
     fn of(t: &Tuple) -> FlowEnds {
         FlowEnds {
-            src: SocketAddrV4::new(t.src, t.src_port),
-            dst: SocketAddrV4::new(t.dst, t.dst_port),
+            src: SocketAddr::from((t.src, t.src_port)),
+            dst: SocketAddr::from((t.dst, t.dst_port)),
+        }
+    }
+
+    fn of6(t: &Tuple6) -> FlowEnds {
+        FlowEnds {
+            src: SocketAddrV6::new(t.src, t.src_port, 0, 0).into(),
+            dst: SocketAddrV6::new(t.dst, t.dst_port, 0, 0).into(),
         }
     }
 }
@@ -366,7 +403,7 @@ mod tests {
         let later = Millis(T0.0 + 10_500);
         let list = dp.conntrack_entries(later);
         assert_eq!(list.len(), 3);
-        let sock = |ip: Ipv4Addr, port: u16| std::net::SocketAddrV4::new(ip, port);
+        let sock = |ip: Ipv4Addr, port: u16| SocketAddr::from((ip, port));
         let (bridge, other) = (crate::frame::NetworkId(0), crate::frame::NetworkId(1));
         // Sorted by network: the two flows of "bridge" (UDP inbound sorts after TCP), then C's.
         let t = &list[0];
@@ -377,7 +414,7 @@ mod tests {
         );
         assert_eq!(
             (t.reply.src, t.reply.dst.ip()),
-            (sock(S::REMOTE, 443), &S::UP)
+            (sock(S::REMOTE, 443), std::net::IpAddr::V4(S::UP))
         );
         assert_eq!(
             (t.state, t.replied, t.network),

@@ -206,7 +206,7 @@ fn one_batch_mixes_paths() {
 }
 
 /// Builds fuzz input records from (port, frame) pairs.
-fn records(items: &[(u8, Vec<u8>)]) -> Vec<u8> {
+pub(super) fn records(items: &[(u8, Vec<u8>)]) -> Vec<u8> {
     let mut v = Vec::new();
     for (p, f) in items {
         v.push(*p);

@@ -1,7 +1,8 @@
 //! IPv6 fixed header (RFC 8200) and a bounded walk over its extension headers.
 //!
-//! Not read by the pipeline yet (IPv6 is bridged with MAC anti-spoofing alone): it is the view
-//! the IPv6 stage will parse with, and its extension walk finds a packet's L4 header.
+//! The view the IPv6 stage and NAT66 parse with: its extension walk finds a packet's L4 header
+//! and its fragment header, and [`Ipv6Packet::new_quoted`] reads the packet an ICMPv6 error
+//! quotes.
 
 use std::net::Ipv6Addr;
 
@@ -41,13 +42,42 @@ view! {
     checked by check;
 }
 
-/// The checks of [`Ipv6Packet::new_checked`].
+/// What a fragment header says (RFC 8200 section 4.5).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Fragment {
+    /// Offset of the fragment's data in the original packet, in bytes.
+    pub offset: u16,
+    /// More fragments follow.
+    pub more: bool,
+    /// The identification all fragments of the original packet share.
+    pub ident: u32,
+}
+
+/// Where [`Ipv6Packet::extensions`] ended: the upper layer and the fragment header on the way.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Extensions {
+    /// The upper-layer protocol ([`NH_FRAGMENT`] for a non-first fragment).
+    pub proto: u8,
+    /// Offset of the upper layer (a non-first fragment: of its data) from the IPv6 header.
+    pub l4: usize,
+    /// The fragment header, when the packet is a fragment.
+    pub fragment: Option<Fragment>,
+}
+
+/// The version check of both constructors.
 #[inline]
-fn check(b: &[u8]) -> Result<(), WireError> {
+fn check_header(b: &[u8]) -> Result<(), WireError> {
     at_least(b, HEADER_LEN, "IPv6")?;
     if b[0] >> 4 != 6 {
         return Err(WireError::Malformed("IPv6 (version)"));
     }
+    Ok(())
+}
+
+/// The checks of [`Ipv6Packet::new_checked`].
+#[inline]
+fn check(b: &[u8]) -> Result<(), WireError> {
+    check_header(b)?;
     if HEADER_LEN + usize::from(read_u16(b, 4)) > b.len() {
         return Err(WireError::Truncated("IPv6"));
     }
@@ -55,6 +85,14 @@ fn check(b: &[u8]) -> Result<(), WireError> {
 }
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
+    /// Wraps the packet quoted inside an ICMPv6 error: checks only the fixed header (present,
+    /// version 6), because the quote is cut short and the payload length describes the
+    /// original packet; the payload accessors clamp to the bytes present.
+    pub fn new_quoted(buffer: T) -> Result<Self, WireError> {
+        check_header(buffer.as_ref())?;
+        Ok(Ipv6Packet { buffer })
+    }
+
     /// IP version (6 on every checked view).
     #[inline]
     pub fn version(&self) -> u8 {
@@ -125,16 +163,24 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// Walks the extension headers to the upper layer, so NAT and filters find the L4 header.
     ///
     /// Returns the upper-layer protocol and the offset of its header from the start of the
-    /// IPv6 header. Steps over hop-by-hop (0), routing (43), destination options (60),
-    /// authentication (51) and first fragments (44, offset 0). It stops at ESP (50) and
-    /// no-next-header (59), returning them as the protocol, and at a non-first fragment,
-    /// returning [`NH_FRAGMENT`] with the offset of the fragment's data (no L4 header there).
-    /// More than [`MAX_EXTENSIONS`] headers is `Malformed`; a header running past the payload
-    /// is `Truncated`.
+    /// IPv6 header, as [`Ipv6Packet::extensions`] does.
     pub fn walk_extensions(&self) -> Result<(u8, usize), WireError> {
+        self.extensions().map(|e| (e.proto, e.l4))
+    }
+
+    /// Walks the extension headers to the upper layer and reports the fragment header met.
+    ///
+    /// Steps over hop-by-hop (0), routing (43), destination options (60), authentication (51)
+    /// and first fragments (44, offset 0). It stops at ESP (50) and no-next-header (59),
+    /// returning them as the protocol, and at a non-first fragment, returning [`NH_FRAGMENT`]
+    /// with the offset of the fragment's data (no L4 header there). More than
+    /// [`MAX_EXTENSIONS`] headers is `Malformed`; a header running past the payload is
+    /// `Truncated`.
+    pub fn extensions(&self) -> Result<Extensions, WireError> {
         let b = &self.buffer.as_ref()[..self.payload_end().max(HEADER_LEN)];
         let mut nh = self.next_header();
         let mut off = HEADER_LEN;
+        let mut fragment = None;
         // One pass per extension header plus the final one that reaches the upper layer.
         for _ in 0..=MAX_EXTENSIONS {
             let len = match nh {
@@ -154,12 +200,29 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
                     let hdr = b
                         .get(off..off + 8)
                         .ok_or(WireError::Truncated("IPv6 fragment"))?;
-                    if read_u16(hdr, 2) & 0xfff8 != 0 {
-                        return Ok((NH_FRAGMENT, off + 8));
+                    let word = read_u16(hdr, 2);
+                    let frag = Fragment {
+                        offset: word & 0xfff8,
+                        more: word & 1 != 0,
+                        ident: read_u32(hdr, 4),
+                    };
+                    if frag.offset != 0 {
+                        return Ok(Extensions {
+                            proto: NH_FRAGMENT,
+                            l4: off + 8,
+                            fragment: Some(frag),
+                        });
                     }
+                    fragment = Some(frag);
                     8
                 }
-                _ => return Ok((nh, off)),
+                _ => {
+                    return Ok(Extensions {
+                        proto: nh,
+                        l4: off,
+                        fragment,
+                    })
+                }
             };
             if off + len > b.len() {
                 return Err(WireError::Truncated("IPv6 extension"));
@@ -303,6 +366,12 @@ mod tests {
         let p = packet(&chain, 6);
         let v = Ipv6Packet::new_checked(&p[..]).unwrap();
         assert_eq!(v.walk_extensions(), Ok((6, 40 + 8 + 16 + 8 + 8 + 16)));
+        let first = Fragment {
+            offset: 0,
+            more: true,
+            ident: 7,
+        };
+        assert_eq!(v.extensions().unwrap().fragment, Some(first));
     }
 
     #[test]
@@ -313,6 +382,18 @@ mod tests {
             Ipv6Packet::new_checked(&p[..]).unwrap().walk_extensions(),
             Ok((NH_FRAGMENT, 48))
         );
+        let later = Fragment {
+            offset: 185 * 8,
+            more: false,
+            ident: 7,
+        };
+        let v = Ipv6Packet::new_checked(&p[..]).unwrap();
+        assert_eq!(v.extensions().unwrap().fragment, Some(later));
+        // A quote cut after the fixed header is still read; a short or non-v6 one is not.
+        assert!(Ipv6Packet::new_checked(&p[..44]).is_err());
+        assert_eq!(Ipv6Packet::new_quoted(&p[..44]).unwrap().payload().len(), 4);
+        assert!(Ipv6Packet::new_quoted(&p[..39]).is_err());
+        assert!(Ipv6Packet::new_quoted(&[0x40; 40][..]).is_err());
         let p = packet(&[(NH_HOP_BY_HOP, opts(0))], NH_ESP);
         assert_eq!(
             Ipv6Packet::new_checked(&p[..]).unwrap().walk_extensions(),
