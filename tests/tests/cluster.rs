@@ -132,7 +132,7 @@ fn etcdctl(lab: &Lab, args: &[&str]) -> sluice_lab::lab::Result<Output> {
         &endpoints,
     ];
     full.extend(args);
-    lab.exec_output("ul", &full)
+    lab.exec_output("h1", &full)
 }
 
 /// Host `i`'s sluiced (its API socket and pid).
