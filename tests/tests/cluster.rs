@@ -323,6 +323,7 @@ fn overlay_across_three_hosts_through_etcd() {
         "{rm:?}"
     );
     etcd_faults(&mut lab, &bin, &socks, &mut etcd, &ips);
+    compacted_while_away(&mut lab, &bin, &socks, &mut etcd, pids[0]);
     host_dies(&mut lab, &bin, &socks, pids[2], &containers, &ips);
     removed_everywhere(&lab, &bin, &socks, &containers);
     eprintln!("cluster test took {:?}", began.elapsed());
@@ -598,6 +599,44 @@ fn etcd_faults(lab: &mut Lab, bin: &Path, socks: &[PathBuf], etcd: &mut [u32], i
         sluice_ok(bin, &socks[0], &["network", "rm", n]);
     }
     sluice_ok(bin, &socks[1], &["network", "disconnect", "ov", "f2"]);
+}
+
+/// h1 is frozen while its watch's member dies and, meanwhile, one network is removed, another
+/// created and the history compacted: once thawed, h1 cannot resume its watch from its
+/// revision, reads the store again and catches up with both changes.
+fn compacted_while_away(lab: &mut Lab, bin: &Path, socks: &[PathBuf], etcd: &mut [u32], h1: u32) {
+    let create = |s: &Path, name: &str, subnet: &str| {
+        let args = [
+            "network", "create", "-d", "overlay", "--subnet", subnet, name,
+        ];
+        sluice_ok(bin, s, &args)
+    };
+    create(&socks[1], "ox", "10.34.0.0/24");
+    eventually("ox on h1", Duration::from_secs(10), || {
+        networks(bin, &socks[0]).contains(&"ox".to_string())
+    });
+    let watched = watch_member(lab);
+    lab.pause(h1);
+    lab.kill(etcd[watched]);
+    sluice_ok(bin, &socks[1], &["network", "rm", "ox"]);
+    create(&socks[2], "oy", "10.35.0.0/24");
+    let o = etcdctl(lab, &["get", "--prefix", "--keys-only", "-w", "json", "/"]).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let revision = header["header"]["revision"].as_i64().expect("a revision");
+    let o = etcdctl(lab, &["compact", &revision.to_string()]).unwrap();
+    assert!(o.status.success(), "{o:?}");
+    lab.resume(h1);
+    eventually(
+        "h1 catches up after the compaction",
+        Duration::from_secs(20),
+        || {
+            let have = networks(bin, &socks[0]);
+            have.contains(&"oy".to_string()) && !have.contains(&"ox".to_string())
+        },
+    );
+    etcd[watched] = start_etcd(lab, watched, "etcd-after-compaction");
+    wait_healthy(lab);
+    sluice_ok(bin, &socks[0], &["network", "rm", "oy"]);
 }
 
 /// The member h1's sluiced watches through: its one long-lived connection to a client port
