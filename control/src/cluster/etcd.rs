@@ -369,7 +369,7 @@ mod tests {
         let quiet = answering("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await;
         let e = Etcd::from_url(&format!("etcd://{quiet}")).unwrap();
         let mut w = e.watch("/x", 1, Duration::from_millis(200)).await.unwrap();
-        let err = w.next().await.err().expect("no answer is an error");
+        let err = w.next().await.expect_err("no answer is an error");
         assert!(err.to_string().contains("stalled"), "{err}");
     }
 }

@@ -103,10 +103,16 @@ impl Cluster {
                 }
             }
             if !at.advance(&batch) {
+                let message = match batch.compact_revision {
+                    0 => format!("watch cancelled: {}", batch.reason),
+                    rev => {
+                        format!("watch cancelled: the history before revision {rev} was compacted")
+                    }
+                };
                 return Err(EtcdError::Refused {
                     path: "/v3/watch",
                     status: 200,
-                    message: format!("watch cancelled: {}", batch.reason),
+                    message,
                 });
             }
             if !batch.events.is_empty() {
