@@ -585,6 +585,7 @@ fn etcd_faults(lab: &mut Lab, bin: &Path, socks: &[PathBuf], etcd: &mut [u32], i
 
     // The member under h1's watch hangs: no reset, no answer. h1 notices within its stall
     // timeout (twice the TTL) and watches through another member.
+    let lease = host_lease(lab, 0);
     let watched = watch_member(lab);
     lab.pause(etcd[watched]);
     let o = create(&socks[1], "of3", "10.33.0.0/24");
@@ -593,6 +594,11 @@ fn etcd_faults(lab: &mut Lab, bin: &Path, socks: &[PathBuf], etcd: &mut [u32], i
         "of3 on h1 despite its hung watch",
         Duration::from_secs(2 * TTL_S + 15),
         || networks(bin, &socks[0]).contains(&"of3".to_string()),
+    );
+    assert_eq!(
+        host_lease(lab, 0),
+        lease,
+        "h1 kept its lease: renewed through another member in time"
     );
     lab.resume(etcd[watched]);
     for n in ["of1", "of2", "of3"] {
@@ -637,6 +643,16 @@ fn compacted_while_away(lab: &mut Lab, bin: &Path, socks: &[PathBuf], etcd: &mut
     etcd[watched] = start_etcd(lab, watched, "etcd-after-compaction");
     wait_healthy(lab);
     sluice_ok(bin, &socks[0], &["network", "rm", "oy"]);
+}
+
+/// The lease host `i`'s records live under (its host record's).
+fn host_lease(lab: &Lab, i: usize) -> i64 {
+    let key = format!("/sluice/v1/hosts/{}", vtep(i));
+    let o = etcdctl(lab, &["get", &key, "-w", "json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["kvs"][0]["lease"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no lease for host {i}: {v}"))
 }
 
 /// The member h1's sluiced watches through: its one long-lived connection to a client port

@@ -111,10 +111,20 @@ impl Etcd {
     /// connected to or does not answer in time is skipped); returns the answer's body once it
     /// has started (a stream for watches and keep-alives).
     async fn send(&self, path: &'static str, body: &Value) -> Result<Incoming, EtcdError> {
+        self.send_within(path, body, CALL_TIMEOUT).await
+    }
+
+    /// [`Etcd::send`] giving each member `within` to answer.
+    async fn send_within(
+        &self,
+        path: &'static str,
+        body: &Value,
+        within: Duration,
+    ) -> Result<Incoming, EtcdError> {
         let body = Bytes::from(body.to_string());
         let mut reason = String::from("no member");
         for (i, member) in self.members() {
-            let call = tokio::time::timeout(CALL_TIMEOUT, post(member, path, body.clone()));
+            let call = tokio::time::timeout(within, post(member, path, body.clone()));
             match call.await {
                 Ok(Ok((200, incoming))) => {
                     self.preferred.store(i, Ordering::Relaxed);
@@ -129,7 +139,7 @@ impl Etcd {
                     });
                 }
                 Ok(Err(e)) => reason = format!("{member}: {e}"),
-                Err(_) => reason = format!("{member}: no answer in {CALL_TIMEOUT:?}"),
+                Err(_) => reason = format!("{member}: no answer in {within:?}"),
             }
         }
         Err(EtcdError::Unreachable {
@@ -140,8 +150,18 @@ impl Etcd {
 
     /// A whole answer of a unary call.
     async fn call(&self, path: &'static str, body: &Value) -> Result<Vec<u8>, EtcdError> {
-        let incoming = self.send(path, body).await?;
-        tokio::time::timeout(CALL_TIMEOUT, read_all(incoming))
+        self.call_within(path, body, CALL_TIMEOUT).await
+    }
+
+    /// [`Etcd::call`] giving each member `within` to answer.
+    async fn call_within(
+        &self,
+        path: &'static str,
+        body: &Value,
+        within: Duration,
+    ) -> Result<Vec<u8>, EtcdError> {
+        let incoming = self.send_within(path, body, within).await?;
+        tokio::time::timeout(within, read_all(incoming))
             .await
             .map_err(|_| "the answer did not end".to_string())
             .and_then(|r| r)
@@ -193,10 +213,14 @@ impl Etcd {
             .map_err(|reason| EtcdError::Decode { path: PATH, reason })
     }
 
-    /// Renews lease `id`; its TTL, 0 when it has already expired.
-    pub async fn keep_alive(&self, id: i64) -> Result<i64, EtcdError> {
+    /// Renews lease `id`, giving each member `within` to answer (well under the time the
+    /// lease has left, so that a member that hangs does not cost the lease); its TTL, 0 when
+    /// it has already expired.
+    pub async fn keep_alive(&self, id: i64, within: Duration) -> Result<i64, EtcdError> {
         const PATH: &str = "/v3/lease/keepalive";
-        let body = self.call(PATH, &gateway::keep_alive(id)).await?;
+        let body = self
+            .call_within(PATH, &gateway::keep_alive(id), within)
+            .await?;
         gateway::keep_alive_answer(&body).map_err(|reason| EtcdError::Decode { path: PATH, reason })
     }
 

@@ -141,8 +141,9 @@ impl Cluster {
         }
     }
 
-    /// Renews the lease every third of its TTL; when it is lost (or was never granted),
-    /// takes a new one and publishes this host's endpoints again.
+    /// Renews the lease every third of its TTL, each member given that third to answer (so
+    /// one that hangs leaves time to renew through another); when the lease is lost (or was
+    /// never granted), takes a new one and publishes this host's endpoints again.
     async fn keep_leased(self: Arc<Self>, local: LocalEngine) {
         let period = Duration::from_millis((self.ttl as u64 * 1000 / 3).max(500));
         let mut tick = tokio::time::interval(period);
@@ -152,7 +153,7 @@ impl Cluster {
             let lease = self.lease.load(Ordering::Relaxed);
             let lost = match lease {
                 0 => true,
-                id => match self.etcd.keep_alive(id).await {
+                id => match self.etcd.keep_alive(id, period).await {
                     Ok(ttl) => ttl == 0,
                     Err(EtcdError::Unreachable { .. }) => false,
                     Err(e) => {
