@@ -693,22 +693,33 @@ fn host_dies(
         count(lab) == 6
     });
     assert!(resolves(lab, "c0a", ips[4]));
+    let on_h3 = |s: &Path| {
+        let out = sluice_ok(bin, s, &["network", "inspect", "ov"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let entries = v[0]["Containers"].as_object().unwrap().clone();
+        entries
+            .values()
+            .filter(|e| e["Host"] == "192.0.2.3")
+            .count()
+    };
+    assert_eq!(on_h3(&socks[0]), 2);
     lab.kill(pid);
     let killed = Instant::now();
-    eventually(
-        "h3's endpoints leave etcd",
-        Duration::from_secs(TTL_S + 3),
-        || count(lab) == 4,
-    );
+    // The bound: gone from the other hosts' tables within the lease TTL plus 1 s.
     eventually(
         "h3's endpoints leave h1's table",
-        Duration::from_secs(TTL_S + 4),
-        || !resolves(lab, "c0a", ips[4]),
+        Duration::from_secs(TTL_S + 1),
+        || on_h3(&socks[0]) == 0,
     );
-    eprintln!(
-        "h3's endpoints gone from h1 {:?} after the kill",
-        killed.elapsed()
+    let gone = killed.elapsed();
+    eventually("h3's endpoints leave etcd", Duration::from_secs(3), || {
+        count(lab) == 4
+    });
+    assert!(
+        !resolves(lab, "c0a", ips[4]),
+        "ARP for h3's endpoint is no longer answered"
     );
+    eprintln!("h3's endpoints gone from h1's table {gone:?} after the kill");
     lab.wait_ping("c0a", ips[2], Duration::from_secs(5))
         .unwrap();
     start_sluiced(lab, bin, 2, "h3-again");
