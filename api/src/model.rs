@@ -603,10 +603,26 @@ pub struct ContainerView {
     /// The hosts file sluiced wrote for the endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts_path: Option<String>,
+    /// On an overlay network of a cluster: the VTEP address of the host the endpoint lives
+    /// on (one of `Peers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
-/// The fields of `docker network inspect` that only swarm and config-only networks set:
-/// present so that templates and scripts written for docker find them.
+/// One entry of `Peers` in `docker network inspect` of an overlay network: a host taking
+/// part in the network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PeerView {
+    /// The host's name.
+    pub name: String,
+    /// Its VTEP address.
+    #[serde(rename = "IP")]
+    pub ip: String,
+}
+
+/// The fields of `docker network inspect` that only swarm, overlay and config-only networks
+/// set: present so that templates and scripts written for docker find them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct SwarmFields {
@@ -618,6 +634,9 @@ pub struct SwarmFields {
     pub config_from: ConfigFrom,
     /// Always false.
     pub config_only: bool,
+    /// The hosts of an overlay network of a cluster (absent on other networks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<PeerView>>,
 }
 
 impl Default for SwarmFields {
@@ -627,6 +646,7 @@ impl Default for SwarmFields {
             ingress: false,
             config_from: ConfigFrom::default(),
             config_only: false,
+            peers: None,
         }
     }
 }
@@ -763,6 +783,7 @@ impl Network {
                                 .unwrap_or_default(),
                             resolv_conf_path: None,
                             hosts_path: None,
+                            host: None,
                         },
                     )
                 })

@@ -331,6 +331,16 @@ fn docker_containers_on_a_sluice_network() {
     let (nid, snet) = s.sluice_network("net1", Some("10.77.0.0/24"), &[]);
     assert_eq!(snet["Labels"]["com.docker.network.id"], nid.as_str());
     assert_eq!(snet["IPAM"]["Config"][0]["Subnet"], "10.77.0.0/24");
+    // `-o driver=overlay` needs a cluster store, which this sluiced has not: refused, naming it.
+    let args = ["network", "create", "-d", "sluice", "-o", "driver=overlay"];
+    let o =
+        s.d.docker_unchecked(&[&args[..], &["--subnet", "10.78.0.0/24", "ovx"]].concat());
+    let o = o.unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--cluster-store"),
+        "{o:?}"
+    );
     for name in ["alpha", "beta"] {
         s.run_sleeper(name, "net1", img);
     }

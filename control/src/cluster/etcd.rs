@@ -2,6 +2,8 @@
 //! put, range, compare-and-swap transactions, leases with keep-alive and watches. No protoc,
 //! no gRPC stack: what sluice needs of etcd is a handful of calls.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -55,10 +57,13 @@ pub enum EtcdError {
     },
 }
 
-/// A client of one etcd cluster (its members' client addresses, tried in order).
+/// A client of one etcd cluster: its members' client addresses, tried in turn from the one
+/// that answered last, so a dead member costs one failed attempt, not one per call.
 #[derive(Clone, Debug)]
 pub struct Etcd {
     endpoints: Vec<String>,
+    /// The member that answered last (shared by the clones: one client per daemon).
+    preferred: Arc<AtomicUsize>,
 }
 
 impl Etcd {
@@ -80,7 +85,10 @@ impl Etcd {
                 return Err(bad("a member is not HOST:PORT"));
             }
         }
-        Ok(Etcd { endpoints })
+        Ok(Etcd {
+            endpoints,
+            preferred: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
     /// The members, for messages.
@@ -88,15 +96,40 @@ impl Etcd {
         self.endpoints.join(",")
     }
 
-    /// Sends `body` to `path` on the first member that answers; returns the answer's body
-    /// once it has started (a stream for watches and keep-alives).
+    /// The members in the order to try them: the one that answered last first, then the
+    /// others in turn.
+    fn members(&self) -> impl Iterator<Item = (usize, &str)> + '_ {
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        (0..n).map(move |k| {
+            let i = (first + k) % n;
+            (i, self.endpoints[i].as_str())
+        })
+    }
+
+    /// Sends `body` to `path` on the first member that answers (a member that cannot be
+    /// connected to or does not answer in time is skipped); returns the answer's body once it
+    /// has started (a stream for watches and keep-alives).
     async fn send(&self, path: &'static str, body: &Value) -> Result<Incoming, EtcdError> {
+        self.send_within(path, body, CALL_TIMEOUT).await
+    }
+
+    /// [`Etcd::send`] giving each member `within` to answer.
+    async fn send_within(
+        &self,
+        path: &'static str,
+        body: &Value,
+        within: Duration,
+    ) -> Result<Incoming, EtcdError> {
         let body = Bytes::from(body.to_string());
         let mut reason = String::from("no member");
-        for member in &self.endpoints {
-            let call = tokio::time::timeout(CALL_TIMEOUT, post(member, path, body.clone()));
+        for (i, member) in self.members() {
+            let call = tokio::time::timeout(within, post(member, path, body.clone()));
             match call.await {
-                Ok(Ok((200, incoming))) => return Ok(incoming),
+                Ok(Ok((200, incoming))) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(incoming);
+                }
                 Ok(Ok((status, incoming))) => {
                     let text = read_all(incoming).await.unwrap_or_default();
                     return Err(EtcdError::Refused {
@@ -106,7 +139,7 @@ impl Etcd {
                     });
                 }
                 Ok(Err(e)) => reason = format!("{member}: {e}"),
-                Err(_) => reason = format!("{member}: no answer in {CALL_TIMEOUT:?}"),
+                Err(_) => reason = format!("{member}: no answer in {within:?}"),
             }
         }
         Err(EtcdError::Unreachable {
@@ -117,8 +150,18 @@ impl Etcd {
 
     /// A whole answer of a unary call.
     async fn call(&self, path: &'static str, body: &Value) -> Result<Vec<u8>, EtcdError> {
-        let incoming = self.send(path, body).await?;
-        tokio::time::timeout(CALL_TIMEOUT, read_all(incoming))
+        self.call_within(path, body, CALL_TIMEOUT).await
+    }
+
+    /// [`Etcd::call`] giving each member `within` to answer.
+    async fn call_within(
+        &self,
+        path: &'static str,
+        body: &Value,
+        within: Duration,
+    ) -> Result<Vec<u8>, EtcdError> {
+        let incoming = self.send_within(path, body, within).await?;
+        tokio::time::timeout(within, read_all(incoming))
             .await
             .map_err(|_| "the answer did not end".to_string())
             .and_then(|r| r)
@@ -170,15 +213,26 @@ impl Etcd {
             .map_err(|reason| EtcdError::Decode { path: PATH, reason })
     }
 
-    /// Renews lease `id`; its TTL, 0 when it has already expired.
-    pub async fn keep_alive(&self, id: i64) -> Result<i64, EtcdError> {
+    /// Renews lease `id`, giving each member `within` to answer (well under the time the
+    /// lease has left, so that a member that hangs does not cost the lease); its TTL, 0 when
+    /// it has already expired.
+    pub async fn keep_alive(&self, id: i64, within: Duration) -> Result<i64, EtcdError> {
         const PATH: &str = "/v3/lease/keepalive";
-        let body = self.call(PATH, &gateway::keep_alive(id)).await?;
+        let body = self
+            .call_within(PATH, &gateway::keep_alive(id), within)
+            .await?;
         gateway::keep_alive_answer(&body).map_err(|reason| EtcdError::Decode { path: PATH, reason })
     }
 
-    /// Watches every key under `prefix` from `revision` on.
-    pub async fn watch(&self, prefix: &str, revision: i64) -> Result<Watch, EtcdError> {
+    /// Watches every key under `prefix` from `revision` on; a watch that brings neither an
+    /// event nor a progress notification for `stall` counts as broken (a member that hangs or
+    /// a connection that died without a reset).
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        revision: i64,
+        stall: Duration,
+    ) -> Result<Watch, EtcdError> {
         let body = self
             .send("/v3/watch", &gateway::watch(prefix, revision))
             .await?;
@@ -186,6 +240,7 @@ impl Etcd {
             body,
             buf: Vec::new(),
             endpoints: self.endpoints(),
+            stall,
         })
     }
 }
@@ -226,6 +281,7 @@ pub struct Watch {
     body: Incoming,
     buf: Vec<u8>,
     endpoints: String,
+    stall: Duration,
 }
 
 impl Watch {
@@ -246,7 +302,13 @@ impl Watch {
                 endpoints: self.endpoints.clone(),
                 reason,
             };
-            match self.body.frame().await {
+            let Ok(frame) = tokio::time::timeout(self.stall, self.body.frame()).await else {
+                return Err(gone(format!(
+                    "the watch stalled (no event or progress in {:?})",
+                    self.stall
+                )));
+            };
+            match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         self.buf.extend_from_slice(&data);
@@ -265,8 +327,16 @@ mod tests {
 
     #[test]
     fn urls_name_members() {
-        let e = Etcd::from_url("etcd://10.0.0.1:2379,10.0.0.2:2379").unwrap();
-        assert_eq!(e.endpoints(), "10.0.0.1:2379,10.0.0.2:2379");
+        let e = Etcd::from_url("etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379").unwrap();
+        assert_eq!(e.endpoints(), "10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379");
+        let order = |e: &Etcd| e.members().map(|(i, _)| i).collect::<Vec<_>>();
+        assert_eq!(order(&e), [0, 1, 2]);
+        e.clone().preferred.store(2, Ordering::Relaxed);
+        assert_eq!(
+            order(&e),
+            [2, 0, 1],
+            "the member that answered last goes first"
+        );
         for bad in [
             "http://10.0.0.1:2379",
             "etcd://10.0.0.1",
@@ -286,5 +356,44 @@ mod tests {
         let err = e.put("/k", b"v", 0).await.unwrap_err();
         assert!(matches!(err, EtcdError::Unreachable { .. }), "{err}");
         assert!(err.to_string().contains("etcd at 127.0.0.1:9"), "{err}");
+    }
+
+    /// A one-shot HTTP server on loopback that answers every request with `answer`.
+    async fn answering(answer: &'static str) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer.as_bytes()).await;
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    drop(s);
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_dead_member_is_skipped_and_the_live_one_preferred() {
+        let live = answering(
+            "HTTP/1.1 200 OK\r\ncontent-length: 28\r\n\r\n{\"header\":{\"revision\":\"5\"}}\n",
+        )
+        .await;
+        let e = Etcd::from_url(&format!("etcd://127.0.0.1:9,{live}")).unwrap();
+        assert_eq!(e.range("/x").await.unwrap(), (vec![], 5));
+        assert_eq!(e.members().next().unwrap().1, live);
+    }
+
+    #[tokio::test]
+    async fn a_silent_watch_stalls() {
+        let quiet = answering("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await;
+        let e = Etcd::from_url(&format!("etcd://{quiet}")).unwrap();
+        let mut w = e.watch("/x", 1, Duration::from_millis(200)).await.unwrap();
+        let err = w.next().await.expect_err("no answer is an error");
+        assert!(err.to_string().contains("stalled"), "{err}");
     }
 }

@@ -35,10 +35,15 @@ pub enum Event {
 /// One answer of a watch stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WatchBatch {
-    /// The store's revision when the answer was sent.
+    /// The revision the watcher has now seen every change up to: its last event's, or for a
+    /// progress notification (no events) the store's; 0 for the answer confirming the watch
+    /// (whose header gives the store's revision, not the watcher's).
     pub revision: i64,
     /// The watch was cancelled (compacted away or refused): the watcher must resync.
     pub canceled: bool,
+    /// The oldest revision still kept, when the watch started before it (compacted away):
+    /// only a full read brings the watcher up to date.
+    pub compact_revision: i64,
     /// Why it was cancelled, if etcd said.
     pub reason: String,
     /// The changes, in order.
@@ -109,12 +114,15 @@ pub fn keep_alive(id: i64) -> Value {
     json!({ "ID": id.to_string() })
 }
 
-/// `WatchRequest` creating a watch of every key under `prefix` from `start_revision`.
+/// `WatchRequest` creating a watch of every key under `prefix` from `start_revision`, with
+/// progress notifications (etcd sends them every `--experimental-watch-progress-notify-interval`
+/// while nothing changes, so a silent watch can be told from a dead one).
 pub fn watch(prefix: &str, start_revision: i64) -> Value {
     json!({ "create_request": {
         "key": b64(prefix),
         "range_end": b64(prefix_end(prefix)),
         "start_revision": start_revision.to_string(),
+        "progress_notify": true,
     }})
 }
 
@@ -251,7 +259,11 @@ pub fn watch_answer(line: &[u8]) -> Result<WatchBatch, String> {
         #[serde(default)]
         header: Header,
         #[serde(default)]
+        created: bool,
+        #[serde(default)]
         canceled: bool,
+        #[serde(default, deserialize_with = "int")]
+        compact_revision: i64,
         #[serde(default)]
         cancel_reason: String,
         #[serde(default)]
@@ -270,6 +282,15 @@ pub fn watch_answer(line: &[u8]) -> Result<WatchBatch, String> {
         (None, None) => return Err("an empty watch answer".into()),
     };
     let mut events = Vec::with_capacity(w.events.len());
+    let mut revision = if w.created { 0 } else { w.header.revision };
+    if !w.events.is_empty() {
+        revision = w
+            .events
+            .iter()
+            .map(|e| e.kv.mod_revision)
+            .max()
+            .unwrap_or(0);
+    }
     for e in w.events {
         let kv = e.kv.decode()?;
         events.push(match e.kind.as_str() {
@@ -279,8 +300,9 @@ pub fn watch_answer(line: &[u8]) -> Result<WatchBatch, String> {
         });
     }
     Ok(WatchBatch {
-        revision: w.header.revision,
+        revision,
         canceled: w.canceled,
+        compact_revision: w.compact_revision,
         reason: w.cancel_reason,
         events,
     })
@@ -342,7 +364,7 @@ mod tests {
         assert_eq!(keep_alive(42), json!({"ID": "42"}));
         assert_eq!(
             watch("a", 12),
-            json!({"create_request": {"key": "YQ==", "range_end": "Yg==", "start_revision": "12"}})
+            json!({"create_request": {"key": "YQ==", "range_end": "Yg==", "start_revision": "12", "progress_notify": true}})
         );
     }
 
@@ -392,15 +414,13 @@ mod tests {
 
     #[test]
     fn watch_answers_carry_puts_and_deletes() {
+        // The confirmation's header is the store's revision, not what the watcher has seen.
         let created = watch_answer(br#"{"result":{"header":{"revision":"4"},"created":true}}"#);
-        assert_eq!(
-            created.unwrap(),
-            WatchBatch {
-                revision: 4,
-                ..WatchBatch::default()
-            }
-        );
-        let line = br#"{"result":{"header":{"revision":"6"},"events":[{"kv":{"key":"L2E=","create_revision":"5","mod_revision":"5","value":"eQ=="}},{"type":"DELETE","kv":{"key":"L2I=","mod_revision":"6"}}]}}"#;
+        assert_eq!(created.unwrap(), WatchBatch::default());
+        let progress = watch_answer(br#"{"result":{"header":{"revision":"9"}}}"#).unwrap();
+        assert_eq!((progress.revision, progress.events.len()), (9, 0));
+        // A watch catching up: its events are older than the store's header revision.
+        let line = br#"{"result":{"header":{"revision":"8"},"events":[{"kv":{"key":"L2E=","create_revision":"5","mod_revision":"5","value":"eQ=="}},{"type":"DELETE","kv":{"key":"L2I=","mod_revision":"6"}}]}}"#;
         let b = watch_answer(line).unwrap();
         assert_eq!(b.revision, 6);
         assert_eq!(
@@ -420,7 +440,7 @@ mod tests {
             br#"{"result":{"header":{},"canceled":true,"compact_revision":"9","cancel_reason":"compacted"}}"#,
         )
         .unwrap();
-        assert!(gone.canceled && gone.reason == "compacted");
+        assert!(gone.canceled && gone.reason == "compacted" && gone.compact_revision == 9);
         assert!(watch_answer(br#"{"error":{"message":"x"}}"#).is_err());
     }
 

@@ -13,17 +13,17 @@
 
 pub mod base64;
 pub mod etcd;
+pub mod follow;
 pub mod gateway;
 pub mod records;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_dataplane::config::Config;
-use sluice_dataplane::overlay::RemoteEndpoint;
 
 use crate::api::{EndpointView, PruneReport};
 use crate::daemon::engine::EngineError;
@@ -32,7 +32,7 @@ use crate::ipam::Pool;
 use crate::model::{Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec};
 use crate::state::{State, PREDEFINED};
 use etcd::{Etcd, EtcdError};
-use records::{EndpointRecord, Mirror};
+use records::{EndpointRecord, Remotes};
 
 /// How often a contended address reservation is tried again before giving up.
 const RESERVE_TRIES: usize = 32;
@@ -94,8 +94,15 @@ impl ClusterError {
 pub struct Cluster {
     etcd: Etcd,
     me: Ipv4Addr,
+    /// This host's name, for the other hosts' `inspect`.
+    node: String,
     ttl: i64,
     lease: AtomicI64,
+    /// Held while this host reserves an address: its own connects never race each other
+    /// for one address, so the compare-and-swap retries only against other hosts.
+    reserving: tokio::sync::Mutex<()>,
+    /// The other hosts' endpoints as last applied (for `inspect`).
+    known: Mutex<Remotes>,
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -106,11 +113,17 @@ impl Cluster {
     /// A member of the cluster in `etcd`, advertising `me` (this host's VTEP, its uplink
     /// address), holding its records under a lease of `ttl` seconds.
     pub fn new(etcd: Etcd, me: Ipv4Addr, ttl: u32) -> Cluster {
+        let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
         Cluster {
             etcd,
             me,
+            node,
             ttl: i64::from(ttl.max(2)),
             lease: AtomicI64::new(0),
+            reserving: tokio::sync::Mutex::new(()),
+            known: Mutex::new(Remotes::new()),
         }
     }
 
@@ -128,8 +141,9 @@ impl Cluster {
         }
     }
 
-    /// Renews the lease every third of its TTL; when it is lost (or was never granted),
-    /// takes a new one and publishes this host's endpoints again.
+    /// Renews the lease every third of its TTL, each member given that third to answer (so
+    /// one that hangs leaves time to renew through another); when the lease is lost (or was
+    /// never granted), takes a new one and publishes this host's endpoints again.
     async fn keep_leased(self: Arc<Self>, local: LocalEngine) {
         let period = Duration::from_millis((self.ttl as u64 * 1000 / 3).max(500));
         let mut tick = tokio::time::interval(period);
@@ -139,7 +153,7 @@ impl Cluster {
             let lease = self.lease.load(Ordering::Relaxed);
             let lost = match lease {
                 0 => true,
-                id => match self.etcd.keep_alive(id).await {
+                id => match self.etcd.keep_alive(id, period).await {
                     Ok(ttl) => ttl == 0,
                     Err(EtcdError::Unreachable { .. }) => false,
                     Err(e) => {
@@ -167,8 +181,9 @@ impl Cluster {
             .grant(self.ttl)
             .await
             .map_err(ClusterError::from)?;
+        let host = serde_json::json!({ "name": self.node });
         self.etcd
-            .put(&records::host_key(self.me), b"{}", lease)
+            .put(&records::host_key(self.me), &json(&host), lease)
             .await
             .map_err(ClusterError::from)?;
         let mut published = 0;
@@ -217,8 +232,10 @@ impl Cluster {
     /// The address reservation and the record of endpoint `e` of `network`.
     fn endpoint_items(&self, network: &str, e: &Endpoint) -> [(String, Vec<u8>); 2] {
         let rec = EndpointRecord {
+            id: e.id.clone(),
             name: e.spec.name.clone(),
             host: self.me,
+            node: self.node.clone(),
             mac: e.mac,
             ip: e.ip,
         };
@@ -229,83 +246,6 @@ impl Cluster {
             ),
             (records::endpoint_key(network, &e.id), json(&rec)),
         ]
-    }
-
-    /// Follows the store for ever: a full read, then a watch from the next revision; when
-    /// the watch breaks (etcd restarted, unreachable, compacted), reads everything again, so
-    /// no change is lost.
-    async fn follow(self: Arc<Self>, local: LocalEngine) {
-        loop {
-            if let Err(e) = self.follow_once(&local).await {
-                tracing::warn!("following the cluster store: {e}; reading it again");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
-    async fn follow_once(&self, local: &LocalEngine) -> Result<(), EtcdError> {
-        let (kvs, revision) = self.etcd.range(records::ROOT).await?;
-        let mut mirror = Mirror::default();
-        mirror.reset(kvs.into_iter().map(|kv| (kv.key, kv.value)));
-        self.reconcile(local, &mirror, &[]).await;
-        let mut watch = self.etcd.watch(records::ROOT, revision + 1).await?;
-        loop {
-            let batch = watch.next().await?;
-            if batch.canceled {
-                return Err(EtcdError::Refused {
-                    path: "/v3/watch",
-                    status: 200,
-                    message: format!("watch cancelled: {}", batch.reason),
-                });
-            }
-            let mut removed = Vec::new();
-            for ev in &batch.events {
-                match ev {
-                    gateway::Event::Put(kv) => mirror.put(kv.key.clone(), kv.value.clone()),
-                    gateway::Event::Delete(key) => {
-                        if let Some(name) = key.strip_prefix(&records::network_key("")) {
-                            removed.push(name.to_string());
-                        }
-                        mirror.delete(key);
-                    }
-                }
-            }
-            if !batch.events.is_empty() {
-                self.reconcile(local, &mirror, &removed).await;
-            }
-        }
-    }
-
-    /// Brings this host's engine in line with the store: overlay networks it lacks are
-    /// created, those in `removed` removed, and every overlay's remote table replaced.
-    async fn reconcile(&self, local: &LocalEngine, mirror: &Mirror, removed: &[String]) {
-        let have: BTreeSet<String> = match local.overlays().await {
-            Ok(o) => o.into_iter().map(|(n, _)| n.spec.name).collect(),
-            Err(e) => {
-                tracing::warn!("cluster: {e}");
-                return;
-            }
-        };
-        let networks = mirror.networks();
-        for (name, spec) in &networks {
-            if !have.contains(name) {
-                match local.create_network(spec.clone()).await {
-                    Ok(_) => tracing::info!("overlay network {name} joined from the cluster"),
-                    Err(e) => tracing::warn!("cannot create overlay network {name} here: {e}"),
-                }
-            }
-        }
-        for name in removed {
-            if have.contains(name) && !networks.contains_key(name) {
-                match local.remove_network(name.clone()).await {
-                    Ok(_) => tracing::info!("overlay network {name} removed by the cluster"),
-                    Err(e) => tracing::warn!("cannot remove overlay network {name} here: {e}"),
-                }
-            }
-        }
-        if let Err(e) = local.set_remotes(mirror.remotes(self.me)).await {
-            tracing::warn!("cannot apply the cluster's remote endpoints: {e}");
-        }
     }
 
     /// The overlay network `key` names on this host, with its local endpoints.
@@ -322,6 +262,28 @@ impl Cluster {
             .await?
             .into_iter()
             .find(|(n, _)| n.spec.name == view.name))
+    }
+
+    /// `network inspect`: for an overlay, docker's `Peers` (this host and every host with
+    /// endpoints on it) and the other hosts' endpoints among `Containers` (keyed `ep-ID`, as
+    /// docker lists endpoints of other hosts), every entry with its host's VTEP.
+    pub async fn inspect(
+        &self,
+        local: &LocalEngine,
+        key: String,
+    ) -> Result<NetworkInspect, EngineError> {
+        let mut view = local.inspect(key).await?;
+        if view.driver != Driver::Overlay.as_str() {
+            return Ok(view);
+        }
+        let remote = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&view.name)
+            .cloned();
+        add_peers(&mut view, (self.me, &self.node), remote.as_ref());
+        Ok(view)
     }
 
     /// `network create` of an overlay: made here, then published with its VNI in one
@@ -447,7 +409,10 @@ impl Cluster {
         };
         let name = net.spec.name.clone();
         let lease = self.lease()?;
-        let ip = self.reserve(&net, spec.ip, lease).await?;
+        let ip = {
+            let _one_at_a_time = self.reserving.lock().await;
+            self.reserve(&net, spec.ip, lease).await?
+        };
         spec.ip = Some(ip);
         let unreserve = || async {
             if let Err(e) = self.etcd.delete_all(&[records::ipam_key(&name, ip)]).await {
@@ -564,6 +529,48 @@ impl Cluster {
     }
 }
 
+/// Adds to the view of an overlay network this host (`me`: VTEP and name) and the hosts of
+/// its `remote` endpoints as `Peers`, and those endpoints to `Containers`.
+fn add_peers(
+    view: &mut NetworkInspect,
+    me: (Ipv4Addr, &str),
+    remote: Option<&Vec<EndpointRecord>>,
+) {
+    let prefix = view
+        .ipam
+        .config
+        .first()
+        .and_then(|c| c.subnet.split_once('/'))
+        .map_or("32".to_string(), |(_, p)| p.to_string());
+    let mut peers = std::collections::BTreeMap::from([(me.0, me.1.to_string())]);
+    for c in view.containers.values_mut() {
+        c.host = Some(me.0.to_string());
+    }
+    for r in remote.into_iter().flatten() {
+        peers.entry(r.host).or_insert_with(|| r.node.clone());
+        let entry = crate::model::ContainerView {
+            name: r.name.clone(),
+            endpoint_id: r.id.clone(),
+            mac_address: r.mac.to_string(),
+            ipv4_address: format!("{}/{prefix}", r.ip),
+            ipv6_address: String::new(),
+            resolv_conf_path: None,
+            hosts_path: None,
+            host: Some(r.host.to_string()),
+        };
+        view.containers.insert(format!("ep-{}", r.id), entry);
+    }
+    let peers = peers.into_iter().map(|(ip, name)| crate::model::PeerView {
+        name: if name.is_empty() {
+            ip.to_string()
+        } else {
+            name
+        },
+        ip: ip.to_string(),
+    });
+    view.swarm.peers = Some(peers.collect());
+}
+
 /// `net`'s spec with the addressing this host decided for it (subnet, gateway, VNI), as every
 /// host creates its part from it.
 fn fixed(net: &Network) -> NetworkSpec {
@@ -576,11 +583,7 @@ fn fixed(net: &Network) -> NetworkSpec {
 /// Puts the other hosts' endpoints (`remotes`, by overlay network name) into `cfg`'s overlay
 /// tables; records that clash with this host's endpoints or leave the subnet are skipped, so
 /// a bad record in the store never makes the dataplane refuse a configuration.
-pub fn fill_remotes(
-    state: &State,
-    cfg: &mut Config,
-    remotes: &BTreeMap<String, Vec<RemoteEndpoint>>,
-) {
+pub fn fill_remotes(state: &State, cfg: &mut Config, remotes: &Remotes) {
     for o in &mut cfg.overlays {
         let Some(net) = state.networks().find(|n| n.dataplane_id == o.network) else {
             continue;
@@ -589,11 +592,9 @@ pub fn fill_remotes(
             continue;
         };
         let local: Vec<&Endpoint> = state.endpoints_of(&net.id).collect();
-        o.remotes = list
-            .iter()
+        o.remotes = records::remote_endpoints(list)
             .filter(|r| subnet.contains(r.ipv4) && !r.mac.is_multicast())
             .filter(|r| !local.iter().any(|e| e.mac == r.mac || e.ip == r.ipv4))
-            .copied()
             .collect();
     }
 }

@@ -58,14 +58,33 @@ pub fn host_key(vtep: Ipv4Addr) -> String {
 /// An endpoint as the other hosts need it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointRecord {
-    /// Its name (for `inspect` and logs).
+    /// Its id (from its key, not stored in the value).
+    #[serde(skip)]
+    pub id: String,
+    /// Its name (for the other hosts' embedded DNS, `inspect` and logs).
     pub name: String,
     /// The VTEP of the host it lives on.
     pub host: Ipv4Addr,
+    /// The name of the host it lives on (its hostname, for `inspect`'s `Peers`).
+    #[serde(default)]
+    pub node: String,
     /// Its MAC.
     pub mac: MacAddr,
     /// Its address.
     pub ip: Ipv4Addr,
+}
+
+/// The endpoints on other hosts, per overlay network name: what each host's VXLAN remote
+/// table and embedded DNS hold.
+pub type Remotes = BTreeMap<String, Vec<EndpointRecord>>;
+
+/// The remote table of one overlay network for the dataplane.
+pub fn remote_endpoints(records: &[EndpointRecord]) -> impl Iterator<Item = RemoteEndpoint> + '_ {
+    records.iter().map(|e| RemoteEndpoint {
+        mac: e.mac,
+        ipv4: e.ip,
+        vtep: e.host,
+    })
 }
 
 /// What the cluster holds, as the watch keeps it: every key under [`ROOT`] and its value.
@@ -75,9 +94,15 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// Replaces everything (after a full read).
-    pub fn reset(&mut self, kvs: impl IntoIterator<Item = (String, Vec<u8>)>) {
+    /// Replaces everything (after a full read); the networks that were there and are gone.
+    pub fn reset(&mut self, kvs: impl IntoIterator<Item = (String, Vec<u8>)>) -> Vec<String> {
+        let before = self.networks();
         self.keys = kvs.into_iter().collect();
+        let after = self.networks();
+        before
+            .into_keys()
+            .filter(|n| !after.contains_key(n))
+            .collect()
     }
 
     /// A key was written.
@@ -111,15 +136,15 @@ impl Mirror {
         let prefix = endpoints_prefix(name);
         self.under(&prefix)
             .filter_map(|(k, v)| {
+                let id = k[prefix.len()..].to_string();
                 let rec = serde_json::from_slice::<EndpointRecord>(v).ok()?;
-                Some((k[prefix.len()..].to_string(), rec))
+                Some((id.clone(), EndpointRecord { id, ..rec }))
             })
             .collect()
     }
 
-    /// The endpoints on other hosts than `me`, per overlay network name: what each host's
-    /// VXLAN remote table holds.
-    pub fn remotes(&self, me: Ipv4Addr) -> BTreeMap<String, Vec<RemoteEndpoint>> {
+    /// The endpoints on other hosts than `me`, per overlay network name.
+    pub fn remotes(&self, me: Ipv4Addr) -> Remotes {
         self.networks()
             .into_keys()
             .map(|name| {
@@ -127,11 +152,6 @@ impl Mirror {
                     .endpoints(&name)
                     .into_values()
                     .filter(|e| e.host != me)
-                    .map(|e| RemoteEndpoint {
-                        mac: e.mac,
-                        ipv4: e.ip,
-                        vtep: e.host,
-                    })
                     .collect();
                 (name, remotes)
             })
@@ -146,8 +166,10 @@ mod tests {
 
     fn rec(name: &str, host: [u8; 4], ip: [u8; 4]) -> Vec<u8> {
         serde_json::to_vec(&EndpointRecord {
+            id: String::new(),
             name: name.into(),
             host: host.into(),
+            node: format!("node{}", host[3]),
             mac: MacAddr::from_ipv4(ip.into()),
             ip: ip.into(),
         })
@@ -177,11 +199,19 @@ mod tests {
             ..NetworkSpec::default()
         };
         let mut m = Mirror::default();
-        m.reset([
+        let gone = m.reset([
             (network_key("ov"), serde_json::to_vec(&spec("ov")).unwrap()),
             (network_key("ow"), serde_json::to_vec(&spec("ow")).unwrap()),
+            (network_key("oy"), serde_json::to_vec(&spec("oy")).unwrap()),
             (network_key("bad"), b"{".to_vec()),
         ]);
+        assert!(gone.is_empty());
+        // A full read after a gap: oy went meanwhile.
+        let gone = m.reset([
+            (network_key("ov"), serde_json::to_vec(&spec("ov")).unwrap()),
+            (network_key("ow"), serde_json::to_vec(&spec("ow")).unwrap()),
+        ]);
+        assert_eq!(gone, ["oy"]);
         // "ovx" starts with "ov": its endpoints must not count as ov's.
         for (net, id, host, ip) in [
             ("ov", "a", 1, 2),
@@ -197,8 +227,14 @@ mod tests {
         m.delete(&endpoint_key("ov", "c"));
         let r = m.remotes(Ipv4Addr::new(192, 0, 2, 1));
         assert_eq!(r.keys().collect::<Vec<_>>(), ["ov", "ow"]);
+        assert_eq!(r["ov"].len(), 1);
+        let b = &r["ov"][0];
         assert_eq!(
-            r["ov"],
+            (b.id.as_str(), b.name.as_str(), b.node.as_str()),
+            ("b", "b", "node2")
+        );
+        assert_eq!(
+            remote_endpoints(&r["ov"]).collect::<Vec<_>>(),
             vec![RemoteEndpoint {
                 mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 20, 0, 3)),
                 ipv4: Ipv4Addr::new(10, 20, 0, 3),

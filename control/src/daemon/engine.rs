@@ -5,7 +5,7 @@
 //! holds: endpoints whose interface is gone are released, interfaces no endpoint owns are
 //! deleted, and the rest are forwarded again.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use sluice_dataplane::tables::ConfigError;
 use sluice_dataplane::time::Millis;
 
 use crate::api::{ConntrackView, EndpointView, FdbView, PruneReport, StatsView};
+use crate::cluster::records::Remotes;
 use crate::compile::{dataplane_config, UplinkSettings};
 use crate::daemon::names::Names;
 use crate::daemon::plumbing::{Attachment, Plumbing, PlumbingError};
@@ -25,7 +26,6 @@ use crate::model::{Driver, Endpoint, EndpointSpec, Network, NetworkInspect, Netw
 use crate::netlink::{SandboxIface, SandboxIpv6};
 use crate::state::{State, StateError, PREDEFINED};
 use crate::store::{Store, StoreError};
-use sluice_dataplane::overlay::RemoteEndpoint;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +102,7 @@ pub struct Engine<P: Plumbing> {
     nat: NatConfig,
     names: Option<Names>,
     /// Overlay endpoints on other hosts, by network name, as the cluster store lists them.
-    remotes: BTreeMap<String, Vec<RemoteEndpoint>>,
+    remotes: Remotes,
 }
 
 /// What restoring found.
@@ -173,7 +173,7 @@ impl<P: Plumbing> Engine<P> {
             uplink,
             nat,
             names,
-            remotes: BTreeMap::new(),
+            remotes: Remotes::new(),
         };
         Ok((engine, restored))
     }
@@ -194,11 +194,9 @@ impl<P: Plumbing> Engine<P> {
         cfg
     }
 
-    /// Replaces the overlay endpoints of other hosts (from the cluster store).
-    pub fn set_remotes(
-        &mut self,
-        remotes: BTreeMap<String, Vec<RemoteEndpoint>>,
-    ) -> Result<(), EngineError> {
+    /// Replaces the overlay endpoints of other hosts (from the cluster store): in the
+    /// dataplane's remote tables and in the embedded resolvers' names.
+    pub fn set_remotes(&mut self, remotes: Remotes) -> Result<(), EngineError> {
         if remotes == self.remotes {
             return Ok(());
         }
@@ -206,6 +204,10 @@ impl<P: Plumbing> Engine<P> {
         if let Err(e) = self.dp.apply(&self.config(self.store.state())) {
             self.remotes = old;
             return Err(e.into());
+        }
+        if let Some(n) = &mut self.names {
+            n.set_remotes(&self.remotes);
+            n.sync(self.store.state(), Some(&[]));
         }
         Ok(())
     }

@@ -2,15 +2,13 @@
 //! async), which serialises every change; API handlers on the multithreaded runtime talk to it
 //! through `EngineHandle`, a cloneable channel, and await the answer.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-
-use sluice_dataplane::overlay::RemoteEndpoint;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{ConntrackView, EndpointView, FdbView, PruneReport, StatsView};
+use crate::cluster::records::Remotes;
 use crate::cluster::Cluster;
 use crate::daemon::engine::{Engine, EngineError, Restored};
 use crate::daemon::plumbing::Plumbing;
@@ -31,7 +29,7 @@ enum Command {
     Stats(Reply<StatsView>),
     Conntrack(Reply<Vec<ConntrackView>>),
     Fdb(Reply<Vec<FdbView>>),
-    SetRemotes(BTreeMap<String, Vec<RemoteEndpoint>>, Reply<()>),
+    SetRemotes(Remotes, Reply<()>),
     Overlays(Reply<Vec<(Network, Vec<Endpoint>)>>),
 }
 
@@ -186,10 +184,7 @@ impl LocalEngine {
     }
 
     /// Replaces the overlay endpoints of other hosts.
-    pub async fn set_remotes(
-        &self,
-        remotes: BTreeMap<String, Vec<RemoteEndpoint>>,
-    ) -> Result<(), EngineError> {
+    pub async fn set_remotes(&self, remotes: Remotes) -> Result<(), EngineError> {
         self.call(|r| Command::SetRemotes(remotes, r)).await
     }
 
@@ -206,6 +201,11 @@ impl EngineHandle {
             cluster: Some(cluster),
             ..self
         }
+    }
+
+    /// Whether overlay networks span hosts (sluiced has a cluster store).
+    pub fn clustered(&self) -> bool {
+        self.cluster.is_some()
     }
 
     /// The engine without the cluster.
@@ -244,7 +244,10 @@ impl EngineHandle {
 
     /// `network inspect`.
     pub async fn inspect(&self, key: String) -> Result<NetworkInspect, EngineError> {
-        self.local.inspect(key).await
+        match &self.cluster {
+            Some(c) => c.inspect(&self.local, key).await,
+            None => self.local.inspect(key).await,
+        }
     }
 
     /// `network connect`.

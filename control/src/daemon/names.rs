@@ -5,8 +5,9 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use crate::cluster::records::Remotes;
 use crate::dns::files::{hosts, link_hosts, resolv_conf, EndpointFiles, FilesError, ResolvConf};
-use crate::dns::names::{is_user_network, NameTable};
+use crate::dns::names::{is_user_network, NameTable, RemoteNames};
 use crate::dns::server::{upstreams_from, DnsServer};
 use crate::model::{Endpoint, Placement, Sandbox};
 use crate::state::State;
@@ -16,6 +17,8 @@ pub struct Names {
     server: DnsServer,
     host: ResolvConf,
     state_dir: PathBuf,
+    /// Endpoints of other hosts (overlay networks of a cluster), resolved like local ones.
+    remote: RemoteNames,
 }
 
 impl Names {
@@ -25,7 +28,19 @@ impl Names {
             server: DnsServer::new(upstreams_from(&host.nameservers)),
             host,
             state_dir,
+            remote: RemoteNames::new(),
         }
+    }
+
+    /// Takes the other hosts' endpoints (from the cluster store); the next `sync` serves them.
+    pub fn set_remotes(&mut self, remotes: &Remotes) {
+        self.remote = remotes
+            .iter()
+            .map(|(net, eps)| {
+                let names = eps.iter().map(|e| (e.name.clone(), e.ip)).collect();
+                (net.clone(), names)
+            })
+            .collect();
     }
 
     /// Where an endpoint's files are.
@@ -60,7 +75,7 @@ impl Names {
     /// sandboxes when `None`). Problems are logged: names are a convenience of a connected
     /// endpoint, never a reason to undo its connection.
     pub fn sync(&self, state: &State, touched: Option<&[&Sandbox]>) {
-        let mut table = NameTable::from_state(state);
+        let mut table = NameTable::with_remote(state, &self.remote);
         for e in state.endpoints() {
             if !e.spec.names.dns.is_empty() {
                 let servers: Vec<IpAddr> =

@@ -97,6 +97,23 @@ fn reverse_ip(name: &str) -> Option<Ipv4Addr> {
     parts.next().is_none().then_some(Ipv4Addr::from(o))
 }
 
+/// Adds the endpoints of other hosts in `remote` to their networks' tables (by name and
+/// `name.network`; a local endpoint keeps the reverse name of an address).
+fn add_remote(state: &State, remote: &RemoteNames, per_network: &mut HashMap<&str, Names>) {
+    for n in state.networks() {
+        let (Some(t), Some(peers)) = (per_network.get_mut(n.id.as_str()), remote.get(&n.spec.name))
+        else {
+            continue;
+        };
+        for (name, ip) in peers {
+            let full = format!("{name}.{}", n.spec.name);
+            t.add(name, *ip);
+            t.add(&full, *ip);
+            t.reverse.entry(*ip).or_insert(full);
+        }
+    }
+}
+
 /// `--link target[:alias]` → (target, alias); the alias defaults to the target's name.
 pub fn parse_link(link: &str) -> (&str, &str) {
     match link.split_once(':') {
@@ -112,12 +129,22 @@ pub fn is_user_network(name: &str, driver: Driver) -> bool {
     crate::driver::of(driver).has_ipam() && !PREDEFINED.contains(&name)
 }
 
+/// The names of endpoints on other hosts (overlay networks of a cluster): per network name,
+/// each endpoint's name and address.
+pub type RemoteNames = HashMap<String, Vec<(String, Ipv4Addr)>>;
+
 impl NameTable {
+    /// The table for `state` alone (see [`NameTable::with_remote`]).
+    pub fn from_state(state: &State) -> NameTable {
+        NameTable::with_remote(state, &RemoteNames::new())
+    }
+
     /// The table for `state`: each sandbox on a user-defined network (whose interface sluice
     /// placed: engines that place it themselves, like docker, run their own resolver)
     /// resolves, on every such network it is attached to, the endpoints' names, their aliases
     /// and `name.network`, plus its own `--link` aliases; PTR queries give `name.network`.
-    pub fn from_state(state: &State) -> NameTable {
+    /// The endpoints of other hosts in `remote` count as endpoints of their network.
+    pub fn with_remote(state: &State, remote: &RemoteNames) -> NameTable {
         let mut per_network: HashMap<&str, Names> = state
             .networks()
             .filter(|n| is_user_network(&n.spec.name, n.spec.driver))
@@ -147,6 +174,7 @@ impl NameTable {
             }
             t.reverse.entry(peer.ip).or_insert(full);
         }
+        add_remote(state, remote, &mut per_network);
         let per_network: HashMap<&str, Arc<Names>> = per_network
             .into_iter()
             .map(|(id, t)| (id, Arc::new(t)))
@@ -377,6 +405,26 @@ mod tests {
         assert_eq!(sbs, [web.clone(), api.clone(), db]);
         assert!(t.serves(&web) && !t.serves(&legacy));
         assert_eq!(t.reverse(&api, Ipv4Addr::new(10, 2, 0, 3)), Some("db.back"));
+    }
+
+    #[test]
+    fn other_hosts_endpoints_resolve_on_their_network() {
+        let (mut s, mut st) = state();
+        s.connect(ep("front", "web", 1), st()).unwrap();
+        s.connect(ep("back", "db", 2), st()).unwrap();
+        let far = Ipv4Addr::new(10, 1, 0, 77);
+        let remote = RemoteNames::from([
+            ("front".to_string(), vec![("far".to_string(), far)]),
+            ("gone".to_string(), vec![("ghost".to_string(), far)]),
+        ]);
+        let t = NameTable::with_remote(&s, &remote);
+        let (web, db) = (Sandbox::Pid(1), Sandbox::Pid(2));
+        assert_eq!(t.lookup(&web, "far"), [far]);
+        assert_eq!(t.lookup(&web, "far.front"), [far]);
+        assert_eq!(t.reverse(&web, far), Some("far.front"));
+        assert!(t.lookup(&db, "far").is_empty(), "db is not on front");
+        assert!(t.lookup(&web, "ghost").is_empty());
+        assert!(NameTable::from_state(&s).lookup(&web, "far").is_empty());
     }
 
     #[test]

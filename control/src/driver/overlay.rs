@@ -180,6 +180,7 @@ mod tests {
 
     #[test]
     fn cluster_remotes_fill_the_table_and_bad_ones_are_skipped() {
+        use crate::cluster::records::EndpointRecord;
         use sluice_dataplane::overlay::RemoteEndpoint;
         use sluice_dataplane::wire::MacAddr;
         use std::net::Ipv4Addr;
@@ -187,23 +188,33 @@ mod tests {
         s.create_network(overlay("ov", "10.20.0.0/24", &[]), st())
             .unwrap();
         let local_mac = s.connect(ep("ov", "web", 1), st()).unwrap().mac;
-        let remote = |ip: [u8; 4], vtep: u8| RemoteEndpoint {
+        let remote = |ip: [u8; 4], vtep: u8| EndpointRecord {
+            id: format!("id{}", ip[3]),
+            name: format!("r{}", ip[3]),
+            host: Ipv4Addr::new(192, 0, 2, vtep),
+            node: String::new(),
             mac: MacAddr::from_ipv4(ip.into()),
-            ipv4: ip.into(),
-            vtep: Ipv4Addr::new(192, 0, 2, vtep),
+            ip: ip.into(),
         };
         let good = remote([10, 20, 0, 9], 2);
         let outside = remote([10, 99, 0, 9], 2);
-        let clash = RemoteEndpoint {
+        let clash = EndpointRecord {
             mac: local_mac,
             ..remote([10, 20, 0, 10], 3)
         };
         let mut remotes = std::collections::BTreeMap::new();
-        remotes.insert("ov".to_string(), vec![good, outside, clash]);
+        remotes.insert("ov".to_string(), vec![good.clone(), outside, clash]);
         remotes.insert("gone".to_string(), vec![good]);
         let mut cfg = dataplane_config(&s, None, NatConfig::default());
         crate::cluster::fill_remotes(&s, &mut cfg, &remotes);
-        assert_eq!(cfg.overlays[0].remotes, vec![good]);
+        assert_eq!(
+            cfg.overlays[0].remotes,
+            vec![RemoteEndpoint {
+                mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 20, 0, 9)),
+                ipv4: Ipv4Addr::new(10, 20, 0, 9),
+                vtep: Ipv4Addr::new(192, 0, 2, 2),
+            }]
+        );
         Tables::build(&cfg, None).unwrap();
     }
 }

@@ -34,7 +34,9 @@ use super::protocol::*;
 use crate::api::EndpointView;
 use crate::daemon::engine::EngineError;
 use crate::daemon::handle::EngineHandle;
-use crate::model::{EndpointSpec, NetworkInspect, NetworkOptions, NetworkSpec, Placement, Sandbox};
+use crate::model::{
+    Driver, EndpointSpec, NetworkInspect, NetworkOptions, NetworkSpec, Placement, Sandbox,
+};
 use crate::publish::PublishSpec;
 
 /// The label that ties a sluice network to docker's network id.
@@ -117,11 +119,31 @@ fn option_text(v: &Value) -> Option<String> {
     }
 }
 
+/// `-o driver=overlay`: the network spans the hosts of sluiced's cluster store instead of
+/// being the driver its other options imply.
+const OPT_DRIVER: &str = "driver";
+
+/// The driver `-o driver=NAME` asks for, if any (only `overlay`: the others follow from their
+/// options).
+fn asked_driver(options: &Map<String, Value>) -> Result<Option<Driver>, PluginError> {
+    let Some(Value::Object(generic)) = options.get(OPT_GENERIC) else {
+        return Ok(None);
+    };
+    match generic.get(OPT_DRIVER).map(option_text) {
+        None => Ok(None),
+        Some(Some(d)) if d == Driver::Overlay.as_str() => Ok(Some(Driver::Overlay)),
+        Some(d) => Err(PluginError::Refused(format!(
+            "-o driver={}: sluice's docker driver offers -o driver=overlay (the other drivers follow from their options)",
+            d.unwrap_or_default()
+        ))),
+    }
+}
+
 /// `com.docker.network.generic` mapped onto sluice's network options.
 fn network_options(options: &Map<String, Value>) -> Result<NetworkOptions, PluginError> {
     let mut o = NetworkOptions::default();
     if let Some(Value::Object(generic)) = options.get(OPT_GENERIC) {
-        for (k, v) in generic {
+        for (k, v) in generic.iter().filter(|(k, _)| *k != OPT_DRIVER) {
             let text = option_text(v)
                 .ok_or_else(|| PluginError::Refused(format!("option {k} has no value")))?;
             o.set(&format!("{k}={text}"))
@@ -223,7 +245,7 @@ pub fn network_spec(r: &CreateNetworkRequest) -> Result<NetworkSpec, PluginError
     let options = network_options(&r.options)?;
     Ok(NetworkSpec {
         name: network_name(&r.network_id),
-        driver: crate::driver::for_docker(&options),
+        driver: asked_driver(&r.options)?.unwrap_or_else(|| crate::driver::for_docker(&options)),
         subnet: Some(v4.subnet),
         gateway: v4.gateway,
         ip_range: None,
@@ -397,6 +419,12 @@ impl DockerPlugin {
         let spec = network_spec(&r);
         if spec.is_ok() && self.network(&r.network_id).await?.is_some() {
             return Ok(empty());
+        }
+        if spec.as_ref().is_ok_and(|s| s.driver == Driver::Overlay) && !self.engine.clustered() {
+            return Err(PluginError::Refused(
+                "-o driver=overlay needs a cluster store: start sluiced with --cluster-store etcd://HOST:PORT[,...]"
+                    .into(),
+            ));
         }
         self.engine.create_network(spec?).await?;
         Ok(empty())
@@ -658,6 +686,39 @@ mod tests {
         assert!(create(json!({"parent": "eth0\nx"}), "10.89.0.0/24").contains("parent"));
         assert!(create(json!({}), "127.0.0.0/8").contains("loopback"));
         assert!(rt.block_on(p.engine.endpoints()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_overlay_driver_option_needs_a_cluster_store() {
+        let db = tmp("overlayopt");
+        let (p, rt) = plugin(&db);
+        let create = |generic: Value| {
+            call_err(
+                &p,
+                &rt,
+                "/NetworkDriver.CreateNetwork",
+                json!({"NetworkID": "ef".repeat(32), "Options": {"com.docker.network.generic": generic},
+                  "IPv4Data": [{"AddressSpace": "x", "Pool": "10.86.0.0/24", "Gateway": ""}]}),
+            )
+        };
+        let no_store = create(json!({"driver": "overlay", "vni": "5000"}));
+        assert!(no_store.contains("--cluster-store"), "{no_store}");
+        let other = create(json!({"driver": "macvlan"}));
+        assert!(other.contains("-o driver=overlay"), "{other}");
+        let req: CreateNetworkRequest = serde_json::from_value(json!({
+            "NetworkID": "ef".repeat(32),
+            "Options": {"com.docker.network.generic": {"driver": "overlay", "vni": "5000"}},
+            "IPv4Data": [{"AddressSpace": "x", "Pool": "10.86.0.0/24", "Gateway": ""}]}))
+        .unwrap();
+        let spec = network_spec(&req).unwrap();
+        assert_eq!(
+            (spec.driver, spec.options.vni),
+            (Driver::Overlay, Some(5000))
+        );
+        assert!(
+            rt.block_on(p.engine.list()).unwrap().len() == 3,
+            "nothing made"
+        );
     }
 
     #[test]
