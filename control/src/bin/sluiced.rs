@@ -25,9 +25,13 @@ use sluice_control::publish::parse_port_range;
 use sluice_control::state::{check_range, DEFAULT_HOST_PORTS};
 use sluice_control::store::Store;
 use sluice_dataplane::config::{Ipv4Cidr, Ipv6Cidr, NatConfig, PortIo, PortRange};
-use sluice_dataplane::port::afpacket::RxRing;
+use sluice_dataplane::port::afpacket::{mixed_rx, RxRing};
 use sluice_dataplane::runtime::RuntimeConfig;
 use sluice_dataplane::wire::MacAddr;
+
+/// RX memory per port and worker that sluiced's default ring and long buffers share
+/// ([`mixed_rx`]): what its 30 slots of 68 KiB took before.
+const RX_BUDGET: usize = 2 << 20;
 
 /// sluice's daemon: networks, endpoints and published ports on a userspace dataplane.
 #[derive(Parser, Debug)]
@@ -70,10 +74,20 @@ struct Args {
     /// Microseconds a worker keeps polling after its last frame before sleeping.
     #[arg(long, default_value_t = 50)]
     busy_poll_us: u64,
-    /// RX ring slots per port and worker (68 KiB each, so a GSO super-frame fits): the kernel
-    /// memory an endpoint costs is about (rx-slots + 15 x tx-blocks) x 68 KiB per worker.
-    #[arg(long, default_value_t = 30)]
-    rx_slots: usize,
+    /// RX ring slots per port and worker (default 512 of 2 KiB: many small frames fit, and a
+    /// frame longer than a slot goes to one of the --rx-long-buffers). The memory an endpoint
+    /// costs is about rx-slots x rx-slot-size + rx-long-buffers x 68 KiB + tx-blocks x 1 MiB
+    /// per worker (2 + 2 MiB by default).
+    #[arg(long)]
+    rx_slots: Option<usize>,
+    /// Size of an RX slot in bytes (default 2048; 69632 holds a 64 KiB GSO super-frame, the
+    /// layout before the long buffers: `--rx-slot-size 69632 --rx-slots 30 --rx-long-buffers 0`).
+    #[arg(long)]
+    rx_slot_size: Option<usize>,
+    /// Buffers of 68 KiB per port and worker for frames longer than an RX slot (GSO
+    /// super-frames; default 15); with 0 such frames are dropped.
+    #[arg(long)]
+    rx_long_buffers: Option<usize>,
     /// Endpoint ports kept prepared per worker (each costs the rings' memory), so that a
     /// connect binds ready sockets instead of waiting for the kernel's ring set-up.
     #[arg(long, default_value_t = 4)]
@@ -301,13 +315,26 @@ fn runtime_config(args: &Args) -> Result<RuntimeConfig> {
         busy_poll: Duration::from_micros(args.busy_poll_us),
         ..RuntimeConfig::default()
     };
-    if args.rx_slots == 0 || args.tx_blocks == 0 {
+    let (default_ring, default_long) = mixed_rx(RX_BUDGET, 4096);
+    let RxRing::V2 {
+        frame_size,
+        frame_count,
+    } = default_ring
+    else {
+        bail!("the default RX ring is not a V2 ring");
+    };
+    let (frame_size, frame_count) = (
+        args.rx_slot_size.unwrap_or(frame_size),
+        args.rx_slots.unwrap_or(frame_count),
+    );
+    if frame_count == 0 || args.tx_blocks == 0 {
         bail!("--rx-slots and --tx-blocks must be at least 1");
     }
     rc.afpacket.rx_ring = RxRing::V2 {
-        frame_size: 68 << 10,
-        frame_count: args.rx_slots,
+        frame_size,
+        frame_count,
     };
+    rc.afpacket.rx_long_buffers = args.rx_long_buffers.unwrap_or(default_long);
     rc.afpacket.tx_block_count = args.tx_blocks;
     rc.spare_ports = args.spare_ports;
     if let Some(w) = args.workers {

@@ -69,6 +69,7 @@
 //! and the few socket calls of the halves; `config` the geometry, defaults and errors.
 
 mod config;
+mod long;
 #[allow(unsafe_code)]
 mod ring;
 mod rx;
@@ -79,8 +80,8 @@ mod v2;
 mod v3;
 
 pub use config::{
-    max_tx_frame, v2_geometry, AfPacketConfig, AfPacketError, RxRing, Step, DEFAULT_RX_V2,
-    DEFAULT_RX_V3, RX_RESERVE,
+    max_tx_frame, mixed_rx, v2_geometry, AfPacketConfig, AfPacketError, RxRing, Step,
+    DEFAULT_RX_V2, DEFAULT_RX_V3, LONG_BUF, RX_RESERVE, SMALL_SLOT,
 };
 pub use rx::AfPacketRx;
 pub use socket::{open, prepare, Prepared};

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::super::{cvt, setsockopt_int, setsockopt_raw, KernelPortStats};
-use super::config::{AfPacketConfig, AfPacketError, Step, RX_RESERVE};
+use super::config::{AfPacketConfig, AfPacketError, Step, LONG_BUF, RX_RESERVE};
 use super::ring::Ring;
 use super::rx::{AfPacketRx, RxWalk};
 use super::tx::{AfPacketTx, TxGeometry, TxLayout};
@@ -32,6 +32,8 @@ pub struct Prepared {
     ring: Ring,
     walk: RxWalk,
     rx_len: usize,
+    /// Buffers for frames longer than a V2 slot (0 for V3).
+    long: usize,
     tx: TxGeometry,
 }
 
@@ -60,6 +62,13 @@ pub fn prepare(label: &str, config: &AfPacketConfig) -> Result<Prepared, AfPacke
         .ok_or_else(|| bad("RX ring size overflows"))?;
     let fd = packet_socket().map_err(os_error(label, Step::Socket))?;
     set_ring_options(fd.as_raw_fd(), &walk, label)?;
+    let long = match walk {
+        RxWalk::V2(_) => config.rx_long_buffers,
+        RxWalk::V3(_) => 0,
+    };
+    if long > 0 {
+        queue_long_frames(fd.as_raw_fd(), long).map_err(os_error(label, Step::CopyThresh))?;
+    }
     set_rings(fd.as_raw_fd(), &walk, &tx).map_err(|e| match e {
         RingSetupError::Os(step, source) => os_error(label, step)(source),
         RingSetupError::Overflow => bad("ring size overflows 32 bits"),
@@ -70,8 +79,26 @@ pub fn prepare(label: &str, config: &AfPacketConfig) -> Result<Prepared, AfPacke
         ring,
         walk,
         rx_len,
+        long,
         tx,
     })
+}
+
+/// How many queued long frames the receive buffer allows per long-frame buffer.
+const QUEUED_PER_LONG_BUF: usize = 4;
+
+/// Makes the kernel queue frames longer than a V2 slot on the socket (`PACKET_COPY_THRESH`)
+/// instead of truncating them, with a receive buffer for [`QUEUED_PER_LONG_BUF`] x `long`
+/// of them. The kernel charges each queued frame's `truesize`, but a queued frame is a clone
+/// sharing its data with the sender's skb (for TCP, its retransmit queue): with a receive
+/// buffer for only `long` frames, bursts of super-frames were truncated (and dropped) while
+/// the worker still had room in the ring.
+fn queue_long_frames(s: RawFd, long: usize) -> io::Result<()> {
+    setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)?;
+    let bytes = long.saturating_mul(LONG_BUF * QUEUED_PER_LONG_BUF);
+    let rcvbuf = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    setsockopt_int(s, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf)
+        .or_else(|_| setsockopt_int(s, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf))
 }
 
 /// The options that must be set before the rings are created (`EBUSY` afterwards): the
@@ -212,6 +239,7 @@ impl Prepared {
             ring,
             walk,
             rx_len,
+            long,
             tx,
         } = self;
         let layout = match walk {
@@ -220,7 +248,7 @@ impl Prepared {
         };
         let (rx_area, tx_area) = ring.split(rx_len);
         Ok((
-            AfPacketRx::new(id, rx_area, walk),
+            AfPacketRx::new(id, rx_area, walk, long),
             AfPacketTx::new(tx_area, layout, tx),
         ))
     }
@@ -292,6 +320,21 @@ pub(super) fn kick(s: RawFd) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Receives the frame at the head of the socket's queue into `buf`, virtio-net header first;
+/// returns its whole length, more than `buf.len()` when it was cut short.
+pub(super) fn recv_queued(s: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    let ret = unsafe {
+        libc::recv(
+            s,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
+    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
 }
 
 /// The socket's `PACKET_STATISTICS` since the last call (the kernel clears them on read).
