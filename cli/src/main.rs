@@ -131,6 +131,10 @@ struct DataplaneArgs {
     /// TX ring blocks of 1 MiB (15 slots each) per port and worker (default 18).
     #[arg(long)]
     tx_blocks: Option<usize>,
+    /// Size of a TX slot in bytes (default 69632); a frame longer than a slot is sent with
+    /// `sendmsg` on its own (sluiced uses 2048).
+    #[arg(long)]
+    tx_slot_size: Option<usize>,
 }
 
 /// The AF_PACKET RX ring version.
@@ -188,6 +192,9 @@ fn run_dataplane(args: DataplaneArgs) -> Result<()> {
         },
     };
     rc.afpacket.rx_long_buffers = args.rx_long_buffers;
+    if let Some(n) = args.tx_slot_size {
+        rc.afpacket.tx_frame_size = n;
+    }
     match args.tx_blocks {
         Some(0) => bail!("--tx-blocks must be at least 1"),
         Some(n) => rc.afpacket.tx_block_count = n,

@@ -8,12 +8,14 @@ use sluice_lab::lab::{Forwarder, SluiceLaunch};
 use super::{Shape, TestKind};
 
 /// The `sluice dataplane` flags that give it sluiced's defaults (control/src/bin/sluiced.rs:
-/// 512 RX slots of 2 KiB and 15 long-frame buffers, `--tx-blocks 2`, `--busy-poll-us 50`,
-/// one worker per CPU), so that the benchmark measures sluice as a user runs it.
-pub const SLUICED_DEFAULTS: [&str; 5] = [
+/// 512 RX slots of 2 KiB and 15 long-frame buffers, `--tx-blocks 2` of 2 KiB slots,
+/// `--busy-poll-us 50`, one worker per CPU), so that the benchmark measures sluice as a user
+/// runs it.
+pub const SLUICED_DEFAULTS: [&str; 6] = [
     "--rx-slot-size=2048",
     "--rx-slots=512",
     "--rx-long-buffers=15",
+    "--tx-slot-size=2048",
     "--tx-blocks=2",
     "--busy-poll-us=50",
 ];
@@ -338,6 +340,7 @@ mod tests {
                 "--workers=1",
                 "--rx-slot-size=2048",
                 "--rx-long-buffers=15",
+                "--tx-slot-size=2048",
                 "--tx-blocks=2",
                 "--busy-poll-us",
                 "0",

@@ -25,7 +25,7 @@ use sluice_control::publish::parse_port_range;
 use sluice_control::state::{check_range, DEFAULT_HOST_PORTS};
 use sluice_control::store::Store;
 use sluice_dataplane::config::{Ipv4Cidr, Ipv6Cidr, NatConfig, PortIo, PortRange};
-use sluice_dataplane::port::afpacket::{mixed_rx, RxRing};
+use sluice_dataplane::port::afpacket::{mixed_rx, RxRing, SMALL_SLOT};
 use sluice_dataplane::runtime::RuntimeConfig;
 use sluice_dataplane::wire::MacAddr;
 
@@ -77,7 +77,7 @@ struct Args {
     /// RX ring slots per port and worker (default 512 of 2 KiB: many small frames fit, and a
     /// frame longer than a slot goes to one of the --rx-long-buffers). The memory an endpoint
     /// costs is about rx-slots x rx-slot-size + rx-long-buffers x 68 KiB + tx-blocks x 1 MiB
-    /// per worker (2 + 2 MiB by default).
+    /// per worker (2 + 2 MiB by default; the long buffers' pages only once used).
     #[arg(long)]
     rx_slots: Option<usize>,
     /// Size of an RX slot in bytes (default 2048; 69632 holds a 64 KiB GSO super-frame, the
@@ -92,9 +92,13 @@ struct Args {
     /// connect binds ready sockets instead of waiting for the kernel's ring set-up.
     #[arg(long, default_value_t = 4)]
     spare_ports: usize,
-    /// TX ring blocks of 1 MiB (15 slots each) per port and worker.
+    /// TX ring blocks of 1 MiB per port and worker.
     #[arg(long, default_value_t = 2)]
     tx_blocks: usize,
+    /// Size of a TX slot in bytes (2 KiB: 512 per block; a longer frame, a GSO super-frame, is
+    /// sent with `sendmsg` on its own; 69632 puts those in the ring too, 15 per block).
+    #[arg(long, default_value_t = SMALL_SLOT)]
+    tx_slot_size: usize,
     /// Serve Prometheus metrics on this TCP address (off by default), e.g. 127.0.0.1:9323.
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -336,6 +340,7 @@ fn runtime_config(args: &Args) -> Result<RuntimeConfig> {
     };
     rc.afpacket.rx_long_buffers = args.rx_long_buffers.unwrap_or(default_long);
     rc.afpacket.tx_block_count = args.tx_blocks;
+    rc.afpacket.tx_frame_size = args.tx_slot_size;
     rc.spare_ports = args.spare_ports;
     if let Some(w) = args.workers {
         if w == 0 {
@@ -371,5 +376,47 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<RuntimeConfig> {
+        runtime_config(&Args::try_parse_from(
+            std::iter::once("sluiced").chain(args.iter().copied()),
+        )?)
+    }
+
+    #[test]
+    fn the_default_rx_ring_is_mixed_and_the_old_one_can_be_asked_for() {
+        let rc = config(&[]).unwrap();
+        assert_eq!(
+            rc.afpacket.rx_ring,
+            RxRing::V2 {
+                frame_size: 2048,
+                frame_count: 512
+            }
+        );
+        assert_eq!(rc.afpacket.rx_long_buffers, 15);
+        assert_eq!(rc.afpacket.tx_frame_size, 2048);
+        let old = [
+            "--rx-slot-size=69632",
+            "--rx-slots=30",
+            "--rx-long-buffers=0",
+            "--tx-slot-size=69632",
+        ];
+        let rc = config(&old).unwrap();
+        assert_eq!(
+            rc.afpacket.rx_ring,
+            RxRing::V2 {
+                frame_size: 68 << 10,
+                frame_count: 30
+            }
+        );
+        assert_eq!(rc.afpacket.rx_long_buffers, 0);
+        assert_eq!(rc.afpacket.tx_frame_size, 68 << 10);
+        assert!(config(&["--rx-slots", "0"]).is_err());
     }
 }

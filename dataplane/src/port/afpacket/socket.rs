@@ -35,6 +35,7 @@ pub struct Prepared {
     /// Buffers for frames longer than a V2 slot (0 for V3).
     long: usize,
     tx: TxGeometry,
+    qdisc_bypass: bool,
 }
 
 /// Makes `AfPacketError`s for the port on `ifname`.
@@ -81,6 +82,7 @@ pub fn prepare(label: &str, config: &AfPacketConfig) -> Result<Prepared, AfPacke
         rx_len,
         long,
         tx,
+        qdisc_bypass: config.qdisc_bypass,
     })
 }
 
@@ -241,15 +243,21 @@ impl Prepared {
             rx_len,
             long,
             tx,
+            qdisc_bypass,
         } = self;
         let layout = match walk {
             RxWalk::V2(_) => TxLayout::V2,
             RxWalk::V3(_) => TxLayout::V3,
         };
+        let direct = if tx.frame_size() >= LONG_BUF {
+            None
+        } else {
+            Some(Direct::open(ifindex, qdisc_bypass).map_err(os_error(ifname, Step::Socket))?)
+        };
         let (rx_area, tx_area) = ring.split(rx_len);
         Ok((
             AfPacketRx::new(id, rx_area, walk, long),
-            AfPacketTx::new(tx_area, layout, tx),
+            AfPacketTx::new(tx_area, layout, tx, direct),
         ))
     }
 }
@@ -319,6 +327,54 @@ pub(super) fn kick(s: RawFd) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// A second packet socket of a port, without rings and bound to nothing (so it receives
+/// nothing), for the frames longer than a TX slot: a socket with a TX ring sends only the
+/// ring's frames, whatever `sendmsg` is given.
+#[derive(Debug)]
+pub(super) struct Direct {
+    fd: OwnedFd,
+    to: libc::sockaddr_ll,
+}
+
+impl Direct {
+    /// The direct socket towards interface `ifindex`.
+    fn open(ifindex: u32, qdisc_bypass: bool) -> io::Result<Direct> {
+        let fd = packet_socket()?;
+        let s = fd.as_raw_fd();
+        setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
+        if qdisc_bypass {
+            setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
+        }
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_ifindex = ifindex as libc::c_int;
+        Ok(Direct { fd, to })
+    }
+
+    /// Sends one frame gathered from `parts` (virtio-net header first).
+    pub(super) fn send(&self, parts: &[&[u8]; 4]) -> io::Result<()> {
+        let mut iov = parts.map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        });
+        // SAFETY: msghdr is plain data; all-zero (no control data) is a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&self.to as *const libc::sockaddr_ll).cast_mut().cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len() as _;
+        // SAFETY: `msg` points to `self.to` and to `iov`, whose entries describe the readable
+        // slices of `parts`, all alive for the call; the kernel only reads them.
+        let ret = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+        if ret >= 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 }
 

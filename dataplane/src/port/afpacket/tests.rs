@@ -44,11 +44,13 @@ pub(super) fn small(rx_ring: RxRing) -> AfPacketConfig {
     }
 }
 
-/// sluiced's mixed ring: 2 KiB slots and long-frame buffers in 2 MiB.
+/// sluiced's rings: 2 KiB RX slots and long-frame buffers in 2 MiB, 2 KiB TX slots (longer
+/// frames are sent with `sendmsg`).
 fn mixed() -> AfPacketConfig {
     let (ring, long) = mixed_rx(2 << 20, page_size());
     AfPacketConfig {
         rx_long_buffers: long,
+        tx_frame_size: SMALL_SLOT,
         ..small(ring)
     }
 }
