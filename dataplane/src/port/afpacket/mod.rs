@@ -54,6 +54,10 @@
 //! sets it back to `TP_STATUS_AVAILABLE` when the skb is freed. `PACKET_LOSS` makes the kernel
 //! skip (rather than stall on) a frame it rejects.
 //!
+//! A frame longer than a TX slot (sluiced's slots are 2 KiB) is sent with `sendmsg` on a
+//! second packet socket without rings (`Direct`), after the marked slots were kicked: a socket
+//! with a TX ring sends only the ring's frames, whatever `sendmsg` is given.
+//!
 //! # V2 or V3
 //!
 //! V2 is the default: a frame is visible (and `poll` wakes) as soon as the kernel wrote it, which
