@@ -121,9 +121,20 @@ struct DataplaneArgs {
     /// blocks per port and worker.
     #[arg(long)]
     rx_slots: Option<usize>,
+    /// V2: size of a slot in bytes (default 69632); sluiced uses 2048 with long buffers.
+    #[arg(long)]
+    rx_slot_size: Option<usize>,
+    /// V2: buffers of 68 KiB per port and worker for frames longer than a slot (default 0:
+    /// such frames are dropped).
+    #[arg(long, default_value_t = 0)]
+    rx_long_buffers: usize,
     /// TX ring blocks of 1 MiB (15 slots each) per port and worker (default 18).
     #[arg(long)]
     tx_blocks: Option<usize>,
+    /// Size of a TX slot in bytes (default 69632); a frame longer than a slot is sent with
+    /// `sendmsg` on its own (sluiced uses 2048).
+    #[arg(long)]
+    tx_slot_size: Option<usize>,
 }
 
 /// The AF_PACKET RX ring version.
@@ -156,12 +167,14 @@ fn run_dataplane(args: DataplaneArgs) -> Result<()> {
     };
     rc.afpacket.rx_ring = match (args.rx_ring, args.rx_slots) {
         (_, Some(0)) => bail!("--rx-slots must be at least 1"),
-        (RingKind::V2, None) => afpacket::DEFAULT_RX_V2,
         (RingKind::V3, None) => afpacket::DEFAULT_RX_V3,
-        (RingKind::V2, Some(n)) => match afpacket::DEFAULT_RX_V2 {
-            RxRing::V2 { frame_size, .. } => RxRing::V2 {
+        (RingKind::V2, slots) => match afpacket::DEFAULT_RX_V2 {
+            RxRing::V2 {
                 frame_size,
-                frame_count: n,
+                frame_count,
+            } => RxRing::V2 {
+                frame_size: args.rx_slot_size.unwrap_or(frame_size),
+                frame_count: slots.unwrap_or(frame_count),
             },
             other => other,
         },
@@ -178,6 +191,10 @@ fn run_dataplane(args: DataplaneArgs) -> Result<()> {
             other => other,
         },
     };
+    rc.afpacket.rx_long_buffers = args.rx_long_buffers;
+    if let Some(n) = args.tx_slot_size {
+        rc.afpacket.tx_frame_size = n;
+    }
     match args.tx_blocks {
         Some(0) => bail!("--tx-blocks must be at least 1"),
         Some(n) => rc.afpacket.tx_block_count = n,

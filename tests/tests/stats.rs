@@ -32,8 +32,8 @@ fn ring_overruns_and_flows_show_in_stats_and_metrics() {
     let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
         return;
     };
-    // One worker with 30 RX slots per port (sluiced's default, said here): the ring of an
-    // endpoint's port holds 30 frames.
+    // One worker with 30 RX slots per port (2 KiB each, laid out as 32): the ring of an
+    // endpoint's port holds 32 frames.
     let args = ["--workers", "1", "--rx-slots", "30", "--metrics", METRICS];
     let mut d = DaemonLab::start("kst", &bin, &args).unwrap();
     d.sluice_ok(&[

@@ -23,7 +23,8 @@ use sluice_lab::lab::SluiceLaunch;
 #[command(version, about)]
 struct Args {
     /// Test groups: tcp, tcp4, udp64, rr, nat; and how the cost grows: flows (NAT with 1k and
-    /// 100k flows established before the run), endpoints (a bridge with 64 endpoints).
+    /// 100k flows established before the run), endpoints (a bridge with 64 endpoints, one with
+    /// 10,000 learned MACs).
     #[arg(long, value_delimiter = ',', default_value = "tcp,tcp4,udp64,rr,nat")]
     tests: Vec<TestKind>,
     /// Runs per forwarder (forwarders alternate within each run).

@@ -1,5 +1,5 @@
 //! One peer's topology with its servers running: the docker-like topology (kernel bridge +
-//! iptables, or sluice; a second one with 64 endpoints for the endpoints rows), the OVS
+//! iptables, or sluice; more for the endpoints rows: 64 endpoints, 10,000 MACs), the OVS
 //! bridge, or a namespace <-> host shape, warmed up.
 
 use std::time::Duration;
@@ -8,6 +8,7 @@ use sluice_dataplane::config::L4Proto;
 use sluice_lab::lab::{DockerLike, DockerLikeSpec, Forwarder, Lab, Publish, OUTSIDE};
 
 use super::peers::{have_tool, Peer, PeerKind};
+use super::scale::BedKind;
 use super::{scale, shapes, Metric, Shape, TestKind};
 
 /// The port every iperf3 server listens on (in a, b and outside).
@@ -35,24 +36,24 @@ pub(super) struct Bed {
     pid: Option<u32>,
     /// The topology.
     pub(super) shape: Shape,
-    /// The same peer on a bridge with [`scale::WIDE_ENDPOINTS`] endpoints, for the rows
-    /// measured there.
-    wide: Option<Box<Bed>>,
+    /// The same peer on the other beds of the endpoints rows ([`BedKind::Wide`],
+    /// [`BedKind::Macs`]), for the rows measured there.
+    more: Vec<(BedKind, Bed)>,
 }
 
-/// The docker-like topology with `endpoints` endpoints (`a`, `b`, ...) and a's published ports.
-fn spec(endpoints: usize) -> DockerLikeSpec {
+/// The docker-like topology of bed `kind` (endpoints `a`, `b`, ...) with a's published ports.
+fn spec(kind: BedKind) -> DockerLikeSpec {
     let publish = |host_port, target_port| Publish {
         proto: L4Proto::Tcp,
         host_port,
         endpoint: "a".into(),
         target_port,
     };
-    DockerLikeSpec {
-        endpoints: scale::endpoint_names(endpoints),
+    kind.spec(DockerLikeSpec {
+        endpoints: scale::endpoint_names(2),
         publish: vec![publish(PUB_IPERF, IPERF_PORT), publish(PUB_SP, SP_TCP_PORT)],
         ..DockerLikeSpec::default()
-    }
+    })
 }
 
 /// The servers a bed needs: (namespace, command, port it listens on).
@@ -110,33 +111,41 @@ fn servers(shape: Shape, spec: &DockerLikeSpec, metrics: &[Metric]) -> Vec<Serve
 }
 
 impl Bed {
-    /// Builds the peer's topology for `metrics`, and a second one with many endpoints when
+    /// Builds the peer's topology for `metrics`, and the other beds of the endpoints rows when
     /// some of them are measured there.
     pub(super) fn build(peer: &Peer, metrics: &[Metric]) -> Result<Bed, String> {
-        let (wide, own): (Vec<Metric>, Vec<Metric>) =
-            metrics.iter().partition(|m| scale::endpoints_of(m) > 2);
-        let mut bed = Bed::build_on(peer, &own, 2)?;
-        if !wide.is_empty() && matches!(peer.kind, PeerKind::Docker(_)) {
-            let w = Bed::build_on(peer, &wide, scale::WIDE_ENDPOINTS)?;
-            bed.wide = Some(Box::new(w));
+        let on = |kind| -> Vec<Metric> {
+            let mut own = metrics.to_vec();
+            own.retain(|m| BedKind::of(m) == kind);
+            own
+        };
+        let mut bed = Bed::build_on(peer, &on(BedKind::Main), BedKind::Main)?;
+        if matches!(peer.kind, PeerKind::Docker(_)) {
+            for kind in [BedKind::Wide, BedKind::Macs] {
+                let own = on(kind);
+                if !own.is_empty() {
+                    bed.more.push((kind, Bed::build_on(peer, &own, kind)?));
+                }
+            }
         }
         Ok(bed)
     }
 
-    /// The peer's topology with `endpoints` endpoints (the bridge shape), servers started and
-    /// paths warmed up.
-    fn build_on(peer: &Peer, metrics: &[Metric], endpoints: usize) -> Result<Bed, String> {
+    /// The peer's topology of bed `kind` (the bridge shape), servers started and paths warmed
+    /// up.
+    fn build_on(peer: &Peer, metrics: &[Metric], kind: BedKind) -> Result<Bed, String> {
         let err = |e: sluice_lab::lab::LabError| e.to_string();
-        let spec = spec(endpoints);
-        let wide = endpoints > 2;
+        let spec = spec(kind);
         let mut bed = match &peer.kind {
             PeerKind::Docker(forwarder) => {
-                let tag = match (peer.name.as_str(), forwarder, wide) {
+                let tag = match (peer.name.as_str(), forwarder, kind) {
                     ("iptables-nat", ..) => "bn",
-                    (_, Forwarder::Kernel, false) => "bk",
-                    (_, Forwarder::Kernel, true) => "wk",
-                    (_, Forwarder::Sluice(_), false) => "bs",
-                    (_, Forwarder::Sluice(_), true) => "ws",
+                    (_, Forwarder::Kernel, BedKind::Main) => "bk",
+                    (_, Forwarder::Kernel, BedKind::Wide) => "wk",
+                    (_, Forwarder::Kernel, BedKind::Macs) => "mk",
+                    (_, Forwarder::Sluice(_), BedKind::Main) => "bs",
+                    (_, Forwarder::Sluice(_), BedKind::Wide) => "ws",
+                    (_, Forwarder::Sluice(_), BedKind::Macs) => "ms",
                 };
                 let topo = DockerLike::build(tag, spec, forwarder.clone()).map_err(err)?;
                 let DockerLike {
@@ -150,7 +159,7 @@ impl Bed {
                     spec,
                     pid: forwarder_pid,
                     shape: Shape::Bridge,
-                    wide: None,
+                    more: Vec::new(),
                 }
             }
             kind => {
@@ -170,7 +179,7 @@ impl Bed {
                     spec,
                     pid: Some(pid),
                     shape: kind.shape(),
-                    wide: None,
+                    more: Vec::new(),
                 }
             }
         };
@@ -219,20 +228,21 @@ impl Bed {
         self.pid
     }
 
-    /// Every forwarding process of the peer (its wide bed's too).
+    /// Every forwarding process of the peer (its other beds' too).
     pub(super) fn pids(&self) -> Vec<u32> {
         self.pid
             .into_iter()
-            .chain(self.wide.as_ref().and_then(|w| w.pid))
+            .chain(self.more.iter().filter_map(|(_, b)| b.pid))
             .collect()
     }
 
-    /// The bed `m` is measured on: the wide one for the many-endpoint rows.
+    /// The bed `m` is measured on: one of the others for the endpoints rows measured there.
     pub(super) fn for_metric(&self, m: &Metric) -> &Bed {
-        match &self.wide {
-            Some(w) if scale::endpoints_of(m) > 2 => w,
-            _ => self,
-        }
+        let kind = BedKind::of(m);
+        self.more
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(self, |(_, b)| b)
     }
 
     /// The address "b" of the a->b rows: endpoint b, or the host behind the tool's gateway.

@@ -36,9 +36,10 @@ pub(super) fn select_metrics(
                 "iperf3"
             };
             let by_trafgen = *m == metrics::UDP64 && udp == UdpGen::Trafgen;
-            if scale::flows_before(m) > 0 && udp != UdpGen::Trafgen {
+            let fills = scale::flows_before(m) > 0 || scale::BedKind::of(m) == scale::BedKind::Macs;
+            if fills && udp != UdpGen::Trafgen {
                 skipped.push(format!(
-                    "{}: skipped, trafgen (which opens the flows) is not installed",
+                    "{}: skipped, trafgen (which opens the flows, fills the FDB) is not installed",
                     m.name
                 ));
             } else if has(tool) || by_trafgen {
@@ -249,9 +250,10 @@ fn measure(bed: &Bed, m: Metric, gen: UdpGen, dur: u32) -> Measured {
     let o = spec.outside_ip().to_string();
     let up = spec.uplink_ip().addr.to_string();
     match m {
-        metrics::TCP1 | metrics::TCP1_2_ENDPOINTS | metrics::TCP1_64_ENDPOINTS => {
-            m_iperf_tcp(bed, "a", &b, IPERF_PORT, 1, dur)
-        }
+        metrics::TCP1
+        | metrics::TCP1_2_ENDPOINTS
+        | metrics::TCP1_64_ENDPOINTS
+        | metrics::TCP1_10K_MACS => m_iperf_tcp(bed, "a", &b, IPERF_PORT, 1, dur),
         metrics::TCP4 => m_iperf_tcp(bed, "a", &b, IPERF_PORT, 4, dur),
         metrics::UDP64 => m_udp64(bed, gen, dur),
         metrics::TCP_RR => m_sockperf(bed, "a", &b, SP_TCP_PORT, true, dur),
@@ -267,11 +269,12 @@ fn measure(bed: &Bed, m: Metric, gen: UdpGen, dur: u32) -> Measured {
     }
 }
 
-/// What a metric needs in place before its timed run (the flows of the flows rows); Ok with
+/// What a metric needs in place before its timed run (the flows of the flows rows, the MACs
+/// of the MACs row); Ok with
 /// a note saying what was done, if anything.
 pub(super) fn prepare(bed: &Bed, m: &Metric) -> Result<Option<String>, String> {
     match scale::flows_before(m) {
-        0 => Ok(None),
+        0 => scale::fill_macs(&bed.lab, m),
         n => scale::fill_flows(&bed.lab, &bed.spec, n).map(Some),
     }
 }
@@ -325,7 +328,7 @@ mod tests {
     fn metrics_follow_installed_tools() {
         let mut skipped = Vec::new();
         let (m, g) = select_metrics(&TestKind::ALL, |_| true, &mut skipped);
-        assert_eq!(m.len(), 14);
+        assert_eq!(m.len(), 15);
         assert_eq!(g, UdpGen::Trafgen);
         assert!(skipped.is_empty());
 
@@ -357,5 +360,14 @@ mod tests {
         assert_eq!(m, vec![metrics::NAT_OUT_FLOWS_1]);
         assert_eq!(skipped.len(), 2);
         assert!(skipped[1].starts_with("nat_out tcp1, +100k flows: skipped, trafgen"));
+        // So does the MACs row its MACs.
+        skipped.clear();
+        let (m, _) = select_metrics(&[TestKind::Endpoints], |t| t == "iperf3", &mut skipped);
+        assert_eq!(
+            m,
+            vec![metrics::TCP1_2_ENDPOINTS, metrics::TCP1_64_ENDPOINTS]
+        );
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].starts_with("tcp1 a->b, +10k MACs: skipped, trafgen"));
     }
 }

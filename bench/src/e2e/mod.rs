@@ -36,7 +36,7 @@ pub enum TestKind {
     /// flows established through the NAT before the run.
     Flows,
     /// How bridging's cost grows with the endpoints: a -> b with 2 and 64 endpoints on the
-    /// bridge.
+    /// bridge, and with 10,000 MACs learned from an access port.
     Endpoints,
 }
 
@@ -95,7 +95,11 @@ impl TestKind {
                 metrics::NAT_OUT_FLOWS_1K,
                 metrics::NAT_OUT_FLOWS_100K,
             ],
-            TestKind::Endpoints => &[metrics::TCP1_2_ENDPOINTS, metrics::TCP1_64_ENDPOINTS],
+            TestKind::Endpoints => &[
+                metrics::TCP1_2_ENDPOINTS,
+                metrics::TCP1_64_ENDPOINTS,
+                metrics::TCP1_10K_MACS,
+            ],
         }
     }
 }
@@ -265,6 +269,8 @@ pub mod metrics {
     pub const TCP1_2_ENDPOINTS: Metric = m("tcp1 a->b, 2 endpoints", Unit::Gbps, Better::Higher);
     /// TCP, 1 stream, a -> b on a bridge with 64 endpoints.
     pub const TCP1_64_ENDPOINTS: Metric = m("tcp1 a->b, 64 endpoints", Unit::Gbps, Better::Higher);
+    /// TCP, 1 stream, a -> b on a bridge that learned 10,000 MACs before the run.
+    pub const TCP1_10K_MACS: Metric = m("tcp1 a->b, +10k MACs", Unit::Gbps, Better::Higher);
 }
 
 /// CPU use during one measurement, each in % of one CPU (so up to nproc x 100).

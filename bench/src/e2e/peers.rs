@@ -8,9 +8,17 @@ use sluice_lab::lab::{Forwarder, SluiceLaunch};
 use super::{Shape, TestKind};
 
 /// The `sluice dataplane` flags that give it sluiced's defaults (control/src/bin/sluiced.rs:
-/// `--rx-slots 30`, `--tx-blocks 2`, `--busy-poll-us 50`, one worker per CPU), so that the
-/// benchmark measures sluice as a user runs it.
-pub const SLUICED_DEFAULTS: [&str; 3] = ["--rx-slots=30", "--tx-blocks=2", "--busy-poll-us=50"];
+/// 512 RX slots of 2 KiB and 15 long-frame buffers, `--tx-blocks 2` of 2 KiB slots,
+/// `--busy-poll-us 50`, one worker per CPU), so that the benchmark measures sluice as a user
+/// runs it.
+pub const SLUICED_DEFAULTS: [&str; 6] = [
+    "--rx-slot-size=2048",
+    "--rx-slots=512",
+    "--rx-long-buffers=15",
+    "--tx-slot-size=2048",
+    "--tx-blocks=2",
+    "--busy-poll-us=50",
+];
 
 /// The arguments the harness gives `sluice dataplane`: `--workers` when asked for (else one
 /// per CPU, as sluiced), sluiced's defaults for the flags `extra` (space-separated) does not
@@ -325,19 +333,19 @@ mod tests {
 
     #[test]
     fn sluice_runs_with_sluiceds_defaults() {
+        assert_eq!(launch_args(None, ""), SLUICED_DEFAULTS);
         assert_eq!(
-            launch_args(None, ""),
-            ["--rx-slots=30", "--tx-blocks=2", "--busy-poll-us=50"]
-        );
-        assert_eq!(
-            launch_args(Some(1), "--busy-poll-us 0 --rx-ring=v3"),
+            launch_args(Some(1), "--busy-poll-us 0 --rx-ring=v3 --rx-slots=30"),
             [
                 "--workers=1",
-                "--rx-slots=30",
+                "--rx-slot-size=2048",
+                "--rx-long-buffers=15",
+                "--tx-slot-size=2048",
                 "--tx-blocks=2",
                 "--busy-poll-us",
                 "0",
-                "--rx-ring=v3"
+                "--rx-ring=v3",
+                "--rx-slots=30"
             ]
         );
     }

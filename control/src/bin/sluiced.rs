@@ -25,9 +25,13 @@ use sluice_control::publish::parse_port_range;
 use sluice_control::state::{check_range, DEFAULT_HOST_PORTS};
 use sluice_control::store::Store;
 use sluice_dataplane::config::{Ipv4Cidr, Ipv6Cidr, NatConfig, PortIo, PortRange};
-use sluice_dataplane::port::afpacket::RxRing;
+use sluice_dataplane::port::afpacket::{mixed_rx, RxRing, SMALL_SLOT};
 use sluice_dataplane::runtime::RuntimeConfig;
 use sluice_dataplane::wire::MacAddr;
+
+/// RX memory per port and worker that sluiced's default ring and long buffers share
+/// ([`mixed_rx`]): what its 30 slots of 68 KiB took before.
+const RX_BUDGET: usize = 2 << 20;
 
 /// sluice's daemon: networks, endpoints and published ports on a userspace dataplane.
 #[derive(Parser, Debug)]
@@ -70,17 +74,31 @@ struct Args {
     /// Microseconds a worker keeps polling after its last frame before sleeping.
     #[arg(long, default_value_t = 50)]
     busy_poll_us: u64,
-    /// RX ring slots per port and worker (68 KiB each, so a GSO super-frame fits): the kernel
-    /// memory an endpoint costs is about (rx-slots + 15 x tx-blocks) x 68 KiB per worker.
-    #[arg(long, default_value_t = 30)]
-    rx_slots: usize,
+    /// RX ring slots per port and worker (default 512 of 2 KiB: many small frames fit, and a
+    /// frame longer than a slot goes to one of the --rx-long-buffers). The memory an endpoint
+    /// costs is about rx-slots x rx-slot-size + rx-long-buffers x 68 KiB + tx-blocks x 1 MiB
+    /// per worker (2 + 2 MiB by default; the long buffers' pages only once used).
+    #[arg(long)]
+    rx_slots: Option<usize>,
+    /// Size of an RX slot in bytes (default 2048; 69632 holds a 64 KiB GSO super-frame, the
+    /// layout before the long buffers: `--rx-slot-size 69632 --rx-slots 30 --rx-long-buffers 0`).
+    #[arg(long)]
+    rx_slot_size: Option<usize>,
+    /// Buffers of 68 KiB per port and worker for frames longer than an RX slot (GSO
+    /// super-frames; default 15); with 0 such frames are dropped.
+    #[arg(long)]
+    rx_long_buffers: Option<usize>,
     /// Endpoint ports kept prepared per worker (each costs the rings' memory), so that a
     /// connect binds ready sockets instead of waiting for the kernel's ring set-up.
     #[arg(long, default_value_t = 4)]
     spare_ports: usize,
-    /// TX ring blocks of 1 MiB (15 slots each) per port and worker.
+    /// TX ring blocks of 1 MiB per port and worker.
     #[arg(long, default_value_t = 2)]
     tx_blocks: usize,
+    /// Size of a TX slot in bytes (2 KiB: 512 per block; a longer frame, a GSO super-frame, is
+    /// sent with `sendmsg` on its own; 69632 puts those in the ring too, 15 per block).
+    #[arg(long, default_value_t = SMALL_SLOT)]
+    tx_slot_size: usize,
     /// Serve Prometheus metrics on this TCP address (off by default), e.g. 127.0.0.1:9323.
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -301,14 +319,28 @@ fn runtime_config(args: &Args) -> Result<RuntimeConfig> {
         busy_poll: Duration::from_micros(args.busy_poll_us),
         ..RuntimeConfig::default()
     };
-    if args.rx_slots == 0 || args.tx_blocks == 0 {
+    let (default_ring, default_long) = mixed_rx(RX_BUDGET, 4096);
+    let RxRing::V2 {
+        frame_size,
+        frame_count,
+    } = default_ring
+    else {
+        bail!("the default RX ring is not a V2 ring");
+    };
+    let (frame_size, frame_count) = (
+        args.rx_slot_size.unwrap_or(frame_size),
+        args.rx_slots.unwrap_or(frame_count),
+    );
+    if frame_count == 0 || args.tx_blocks == 0 {
         bail!("--rx-slots and --tx-blocks must be at least 1");
     }
     rc.afpacket.rx_ring = RxRing::V2 {
-        frame_size: 68 << 10,
-        frame_count: args.rx_slots,
+        frame_size,
+        frame_count,
     };
+    rc.afpacket.rx_long_buffers = args.rx_long_buffers.unwrap_or(default_long);
     rc.afpacket.tx_block_count = args.tx_blocks;
+    rc.afpacket.tx_frame_size = args.tx_slot_size;
     rc.spare_ports = args.spare_ports;
     if let Some(w) = args.workers {
         if w == 0 {
@@ -344,5 +376,47 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<RuntimeConfig> {
+        runtime_config(&Args::try_parse_from(
+            std::iter::once("sluiced").chain(args.iter().copied()),
+        )?)
+    }
+
+    #[test]
+    fn the_default_rx_ring_is_mixed_and_the_old_one_can_be_asked_for() {
+        let rc = config(&[]).unwrap();
+        assert_eq!(
+            rc.afpacket.rx_ring,
+            RxRing::V2 {
+                frame_size: 2048,
+                frame_count: 512
+            }
+        );
+        assert_eq!(rc.afpacket.rx_long_buffers, 15);
+        assert_eq!(rc.afpacket.tx_frame_size, 2048);
+        let old = [
+            "--rx-slot-size=69632",
+            "--rx-slots=30",
+            "--rx-long-buffers=0",
+            "--tx-slot-size=69632",
+        ];
+        let rc = config(&old).unwrap();
+        assert_eq!(
+            rc.afpacket.rx_ring,
+            RxRing::V2 {
+                frame_size: 68 << 10,
+                frame_count: 30
+            }
+        );
+        assert_eq!(rc.afpacket.rx_long_buffers, 0);
+        assert_eq!(rc.afpacket.tx_frame_size, 68 << 10);
+        assert!(config(&["--rx-slots", "0"]).is_err());
     }
 }

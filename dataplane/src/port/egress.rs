@@ -61,33 +61,73 @@ pub fn copy_retagged(
     copy_retagged_bytes(frame.data(), want_tag, dst)
 }
 
-fn copy_retagged_bytes(
-    src: &[u8],
-    want_tag: Option<u16>,
-    dst: &mut [u8],
-) -> Result<usize, EgressError> {
+/// A frame retagged without copying it: its MACs, the tag to write (none, or 4 bytes) and
+/// everything after its own tag, for a gathering write (`sendmsg`).
+#[derive(Debug)]
+pub struct RetaggedParts<'a> {
+    /// Destination and source MAC.
+    pub macs: &'a [u8],
+    /// The 802.1Q tag (TPID and TCI) to write after the MACs; `tag_len` bytes of it count.
+    pub tag: [u8; VLAN_TAG_LEN],
+    /// 0 or [`VLAN_TAG_LEN`].
+    pub tag_len: usize,
+    /// Ethertype and payload.
+    pub rest: &'a [u8],
+}
+
+impl RetaggedParts<'_> {
+    /// Length of the retagged frame.
+    pub fn len(&self) -> usize {
+        self.macs.len() + self.tag_len + self.rest.len()
+    }
+
+    /// Whether the retagged frame is empty (never: it has its MACs).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Splits the Ethernet frame `src` into the parts of its copy that carries exactly
+/// `want_tag` (see [`copy_retagged`]).
+pub fn retagged_parts(src: &[u8], want_tag: Option<u16>) -> Result<RetaggedParts<'_>, EgressError> {
     if let Some(vid) = want_tag {
         if vid > MAX_VID {
             return Err(EgressError::BadVlan(vid));
         }
     }
     let have_tag = frame_tag(src)?.is_some();
-    // Everything after the MACs and the tag (if any): ethertype and payload.
-    let rest = &src[MACS_LEN + if have_tag { VLAN_TAG_LEN } else { 0 }..];
-    let tag_len = if want_tag.is_some() { VLAN_TAG_LEN } else { 0 };
-    let needed = MACS_LEN + tag_len + rest.len();
+    let mut tag = [0; VLAN_TAG_LEN];
+    if let Some(vid) = want_tag {
+        tag[..2].copy_from_slice(&TPID_8021Q.to_be_bytes());
+        tag[2..].copy_from_slice(&vid.to_be_bytes());
+    }
+    Ok(RetaggedParts {
+        macs: &src[..MACS_LEN],
+        tag,
+        tag_len: if want_tag.is_some() { VLAN_TAG_LEN } else { 0 },
+        // Everything after the MACs and the tag (if any).
+        rest: &src[MACS_LEN + if have_tag { VLAN_TAG_LEN } else { 0 }..],
+    })
+}
+
+fn copy_retagged_bytes(
+    src: &[u8],
+    want_tag: Option<u16>,
+    dst: &mut [u8],
+) -> Result<usize, EgressError> {
+    let parts = retagged_parts(src, want_tag)?;
+    let needed = parts.len();
     let Some(out) = dst.get_mut(..needed) else {
         return Err(EgressError::NoRoom {
             needed,
             available: dst.len(),
         });
     };
-    out[..MACS_LEN].copy_from_slice(&src[..MACS_LEN]);
-    if let Some(vid) = want_tag {
-        out[MACS_LEN..MACS_LEN + 2].copy_from_slice(&TPID_8021Q.to_be_bytes());
-        out[MACS_LEN + 2..MACS_LEN + 4].copy_from_slice(&vid.to_be_bytes());
-    }
-    out[MACS_LEN + tag_len..].copy_from_slice(rest);
+    let (macs, out) = out.split_at_mut(MACS_LEN);
+    macs.copy_from_slice(parts.macs);
+    let (tag, rest) = out.split_at_mut(parts.tag_len);
+    tag.copy_from_slice(&parts.tag[..parts.tag_len]);
+    rest.copy_from_slice(parts.rest);
     Ok(needed)
 }
 

@@ -103,6 +103,13 @@ pub struct DockerLikeSpec {
     /// false: endpoints reach the gateway and the outside but not each other. The kernel
     /// forwarder's DROP rule sees bridged frames only with `br_netfilter` loaded, as in docker.
     pub icc: bool,
+    /// Namespaces joined to the bridge by a plain access port (no address and, in sluice, no
+    /// anti-spoofing: a link to another switch), e.g. to fill the FDB with many source MACs.
+    /// Same naming rules as `endpoints`.
+    pub access: Vec<String>,
+    /// Most MACs sluice's network learns (None: its default, 8192); the kernel bridge has no
+    /// limit.
+    pub fdb_max: Option<usize>,
 }
 
 impl Default for DockerLikeSpec {
@@ -113,6 +120,8 @@ impl Default for DockerLikeSpec {
             mtu: None,
             endpoint_offloads: Vec::new(),
             icc: true,
+            access: Vec::new(),
+            fdb_max: None,
         }
     }
 }
@@ -217,6 +226,18 @@ impl DockerLikeSpec {
             io: Default::default(),
             role: PortRole::Uplink,
         });
+        for (i, a) in self.access.iter().enumerate() {
+            ports.push(PortConfig {
+                id: PortId(port_index(self.endpoints.len() + 1 + i)?),
+                name: Self::sw_port(a),
+                io: Default::default(),
+                role: PortRole::Access {
+                    network: net,
+                    vlan: 0,
+                },
+            });
+        }
+        let defaults = NetworkConfig::new(net, "bridge", self.subnet(), self.gateway());
         let mut forwards = Vec::new();
         for p in &self.publish {
             let target_ip = self
@@ -237,7 +258,8 @@ impl DockerLikeSpec {
                 gateway_mac: self.gateway_mac(),
                 icc: self.icc,
                 mtu: self.mtu_or_default(),
-                ..NetworkConfig::new(net, "bridge", self.subnet(), self.gateway())
+                fdb_max: self.fdb_max.unwrap_or(defaults.fdb_max),
+                ..defaults
             }],
             ports,
             uplink: Some(UplinkConfig {
@@ -379,7 +401,7 @@ impl DockerLike {
     /// Builds the topology in a new lab tagged `tag` and starts the forwarder; returns once
     /// every endpoint reaches the gateway and the outside reaches the uplink address.
     pub fn build(tag: &str, spec: DockerLikeSpec, forwarder: Forwarder) -> Result<DockerLike> {
-        for e in &spec.endpoints {
+        for e in spec.endpoints.iter().chain(&spec.access) {
             if e.len() > IFNAME_MAX - "veth-".len() || e == SW || e == OUTSIDE {
                 return Err(LabError::BadName(
                     e.clone(),
@@ -418,6 +440,12 @@ impl DockerLike {
             if !offloads.is_empty() {
                 lab.ethtool_k(e, "eth0", &offloads)?;
             }
+        }
+        for a in &spec.access {
+            lab.add_ns(a)?;
+            lab.veth((SW, &DockerLikeSpec::sw_port(a)), (a, "eth0"))?;
+            link(&lab, a, "eth0")?;
+            link(&lab, SW, &DockerLikeSpec::sw_port(a))?;
         }
         lab.veth((SW, UPLINK_IF), (OUTSIDE, "eth0"))?;
         lab.addr(
@@ -482,7 +510,7 @@ fn fill_kernel(lab: &Lab, spec: &DockerLikeSpec) -> Result<()> {
         BRIDGE_IF,
         &format!("{}/{}", spec.gateway(), spec.subnet().prefix),
     )?;
-    for e in &spec.endpoints {
+    for e in spec.endpoints.iter().chain(&spec.access) {
         lab.ip(
             SW,
             &[
@@ -600,6 +628,28 @@ mod tests {
         let json = serde_json::to_string(&cfg).unwrap();
         let back: Config = serde_json::from_str(&json).unwrap();
         assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn access_ports_follow_the_uplink() {
+        let s = DockerLikeSpec {
+            access: vec!["m".into()],
+            fdb_max: Some(20_000),
+            ..spec()
+        };
+        let cfg = s.sluice_config().unwrap();
+        assert_eq!(cfg.ports.len(), 5);
+        assert_eq!(cfg.ports[4].id, PortId(4));
+        assert_eq!(cfg.ports[4].name, "veth-m");
+        assert_eq!(
+            cfg.ports[4].role,
+            PortRole::Access {
+                network: NetworkId(0),
+                vlan: 0
+            }
+        );
+        assert_eq!(cfg.networks[0].fdb_max, 20_000);
+        assert_eq!(spec().sluice_config().unwrap().networks[0].fdb_max, 8192);
     }
 
     #[test]

@@ -115,6 +115,37 @@ pub struct AfPacketConfig {
     pub fanout: bool,
     /// `PACKET_QDISC_BYPASS`: transmit straight to the driver, skipping the qdisc layer.
     pub qdisc_bypass: bool,
+    /// V2 only: buffers of [`LONG_BUF`] bytes for frames longer than a slot. With any, the
+    /// kernel queues such a frame on the socket (`PACKET_COPY_THRESH`) and marks its slot
+    /// `TP_STATUS_COPY`, and the RX half receives it into a buffer, so a ring of small slots
+    /// still passes GSO super-frames (see [`mixed_rx`]); with none they are dropped.
+    pub rx_long_buffers: usize,
+}
+
+/// Size of a buffer for an RX frame longer than a V2 slot: a 64 KiB GSO frame with its
+/// virtio-net header and headroom.
+pub const LONG_BUF: usize = 68 << 10;
+
+/// The slot size of a mixed V2 ring: a 1500-byte-MTU frame with a tag fits behind the slot
+/// header, the reserve and the virtio-net header (~130 bytes).
+pub const SMALL_SLOT: usize = 2048;
+
+/// The mixed RX layout for `budget` bytes per port and worker, as `(ring, long buffers)`:
+/// [`SMALL_SLOT`]-byte V2 slots, so that bursts of small frames find many slots, and
+/// [`LONG_BUF`]-byte buffers for the GSO super-frames the slots cannot hold. Half of the budget
+/// (at least one buffer) goes to the buffers, the rest to slots in whole blocks (at least one
+/// block), so the total stays within the budget unless the budget is below one buffer and one
+/// block. A V2 ring of 68 KiB slots spends 68 KiB on every 64-byte frame: the old default of
+/// 30 such slots (2 MiB) becomes 512 slots and 15 buffers.
+pub fn mixed_rx(budget: usize, page: usize) -> (RxRing, usize) {
+    let long = (budget / 2 / LONG_BUF).max(1);
+    let per_block = v2_geometry(SMALL_SLOT, 1, page).map_or(1, |(_, per_block, _)| per_block);
+    let slots = budget.saturating_sub(long * LONG_BUF) / SMALL_SLOT / per_block * per_block;
+    let ring = RxRing::V2 {
+        frame_size: SMALL_SLOT,
+        frame_count: slots.max(per_block),
+    };
+    (ring, long)
 }
 
 /// The default V2 RX ring: 68 KiB slots (a 64 KiB GSO frame plus the ~130 bytes in front of it),
@@ -145,6 +176,7 @@ impl Default for AfPacketConfig {
             tx_block_count: 18,
             fanout: false,
             qdisc_bypass: true,
+            rx_long_buffers: 0,
         }
     }
 }
@@ -164,6 +196,8 @@ pub enum Step {
     Reserve,
     /// `PACKET_LOSS`.
     Loss,
+    /// `PACKET_COPY_THRESH` and `SO_RCVBUF(FORCE)` for frames longer than a slot.
+    CopyThresh,
     /// `PACKET_RX_RING`.
     RxRing,
     /// `PACKET_TX_RING`.
@@ -193,6 +227,7 @@ impl std::fmt::Display for Step {
             Step::VnetHdr => "enabling PACKET_VNET_HDR",
             Step::Reserve => "setting PACKET_RESERVE",
             Step::Loss => "setting PACKET_LOSS",
+            Step::CopyThresh => "queueing long frames (PACKET_COPY_THRESH)",
             Step::RxRing => "setting up the RX ring",
             Step::TxRing => "setting up the TX ring",
             Step::Mmap => "mapping the rings",

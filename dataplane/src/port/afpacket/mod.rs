@@ -19,6 +19,15 @@
 //! slots at once (a batch is cut short), leaving the kernel room for a burst while the pipeline
 //! works.
 //!
+//! RX, V2 with long-frame buffers ([`AfPacketConfig::rx_long_buffers`], sluiced's default via
+//! [`mixed_rx`]): the slots are small (2 KiB), so the same memory holds many small frames, and
+//! `PACKET_COPY_THRESH` is on: for a frame longer than a slot the kernel writes what fits,
+//! sets `TP_STATUS_COPY` and queues the whole frame (a clone of the skb, no copy) on the
+//! socket's receive queue, in slot order. When the walk reaches such a slot, the RX half
+//! receives the frame with one `recv` into a buffer of its own (`long`); a batch stops at a
+//! long frame when its buffers are used up. A GSO super-frame then costs a `recv` instead of
+//! the ring's copy, and a 64-byte frame 2 KiB of ring instead of 68 KiB.
+//!
 //! RX, TPACKET_V3 ([`RxRing::V3`]): variable-size frames packed into blocks. Each block starts
 //! with a `tpacket_block_desc` (`block_status`, `num_pkts`, `offset_to_first_pkt`); frames are
 //! chained by `tp_next_offset`. The kernel hands a whole block to user space (`TP_STATUS_USER`)
@@ -45,6 +54,10 @@
 //! sets it back to `TP_STATUS_AVAILABLE` when the skb is freed. `PACKET_LOSS` makes the kernel
 //! skip (rather than stall on) a frame it rejects.
 //!
+//! A frame longer than a TX slot (sluiced's slots are 2 KiB) is sent with `sendmsg` on a
+//! second packet socket without rings (`Direct`), after the marked slots were kicked: a socket
+//! with a TX ring sends only the ring's frames, whatever `sendmsg` is given.
+//!
 //! # V2 or V3
 //!
 //! V2 is the default: a frame is visible (and `poll` wakes) as soon as the kernel wrote it, which
@@ -69,6 +82,7 @@
 //! and the few socket calls of the halves; `config` the geometry, defaults and errors.
 
 mod config;
+mod long;
 #[allow(unsafe_code)]
 mod ring;
 mod rx;
@@ -79,8 +93,8 @@ mod v2;
 mod v3;
 
 pub use config::{
-    max_tx_frame, v2_geometry, AfPacketConfig, AfPacketError, RxRing, Step, DEFAULT_RX_V2,
-    DEFAULT_RX_V3, RX_RESERVE,
+    max_tx_frame, mixed_rx, v2_geometry, AfPacketConfig, AfPacketError, RxRing, Step,
+    DEFAULT_RX_V2, DEFAULT_RX_V3, LONG_BUF, RX_RESERVE, SMALL_SLOT,
 };
 pub use rx::AfPacketRx;
 pub use socket::{open, prepare, Prepared};

@@ -7,6 +7,7 @@ use std::os::fd::RawFd;
 use super::super::egress::{retag_offload, VLAN_TAG_LEN};
 use super::super::{KernelPortStats, RxPort};
 use super::config::RxRing;
+use super::long::{LongFrames, Spare};
 use super::ring::{Claims, RingArea};
 use super::socket::packet_statistics;
 use super::v2::V2Walk;
@@ -42,8 +43,9 @@ pub(super) enum Next<'a> {
 pub(super) trait Walk {
     /// Where a frame's area starts after its header (`TPACKET2_HDRLEN`/`TPACKET3_HDRLEN`).
     const HDRLEN: usize;
-    /// The frame at the read position, consumed.
-    fn next<'a>(&mut self, claims: &mut Claims<'a>) -> Next<'a>;
+    /// The frame at the read position, consumed; `Empty` instead when it is a long frame
+    /// (`TP_STATUS_COPY`) and `long_ok` is false.
+    fn next<'a>(&mut self, claims: &mut Claims<'a>, long_ok: bool) -> Next<'a>;
     /// Gives everything handed out so far back to the kernel.
     fn release(&mut self, area: &RingArea);
 }
@@ -87,17 +89,21 @@ pub struct AfPacketRx {
     id: PortId,
     area: RingArea,
     walk: RxWalk,
+    /// Buffers for the frames longer than a V2 slot.
+    long: LongFrames,
     /// Frames skipped because their ring header or virtio-net header was inconsistent.
     malformed: u64,
 }
 
 impl AfPacketRx {
-    /// The RX half of port `id` over the RX ring `area`, read with `walk`.
-    pub(super) fn new(id: PortId, area: RingArea, walk: RxWalk) -> AfPacketRx {
+    /// The RX half of port `id` over the RX ring `area`, read with `walk`, with `long`
+    /// buffers for frames longer than a V2 slot.
+    pub(super) fn new(id: PortId, area: RingArea, walk: RxWalk, long: usize) -> AfPacketRx {
         AfPacketRx {
             id,
             area,
             walk,
+            long: LongFrames::new(long),
             malformed: 0,
         }
     }
@@ -124,29 +130,35 @@ impl AfPacketRx {
     }
 }
 
-/// Fills `batch` from the ring with walk `W`; returns how many frames were added.
+/// Fills `batch` from the ring with walk `W`, long frames into `long`'s buffers; returns how
+/// many frames were added.
 #[inline]
 fn fill<'a, W: Walk>(
     walk: &mut W,
     mut claims: Claims<'a>,
+    long: &mut Spare<'a>,
     batch: &mut Batch<'a>,
     id: PortId,
     malformed: &mut u64,
 ) -> usize {
     let mut n = 0;
     while !batch.is_full() {
-        match walk.next(&mut claims) {
-            Next::Frame(hdr, area) => match rx_frame(area, &hdr, W::HDRLEN, id) {
-                Some(frame) => {
-                    if batch.push(frame).is_err() {
-                        break;
-                    }
-                    n += 1;
-                }
-                None => *malformed += 1,
-            },
-            Next::Malformed => *malformed += 1,
+        let frame = match walk.next(&mut claims, long.any()) {
+            Next::Frame(hdr, _) if hdr.status & libc::TP_STATUS_COPY != 0 => {
+                long.take(&hdr, W::HDRLEN, id)
+            }
+            Next::Frame(hdr, area) => rx_frame(area, &hdr, W::HDRLEN, id),
+            Next::Malformed => None,
             Next::Empty => break,
+        };
+        match frame {
+            Some(frame) => {
+                if batch.push(frame).is_err() {
+                    break;
+                }
+                n += 1;
+            }
+            None => *malformed += 1,
         }
     }
     n
@@ -159,12 +171,14 @@ impl RxPort for AfPacketRx {
             id,
             area,
             walk,
+            long,
             malformed,
         } = self;
+        let mut spare = long.spare(area.fd());
         let claims = area.claims();
         Ok(match walk {
-            RxWalk::V2(w) => fill(w, claims, batch, *id, malformed),
-            RxWalk::V3(w) => fill(w, claims, batch, *id, malformed),
+            RxWalk::V2(w) => fill(w, claims, &mut spare, batch, *id, malformed),
+            RxWalk::V3(w) => fill(w, claims, &mut spare, batch, *id, malformed),
         })
     }
 
@@ -188,7 +202,12 @@ impl RxPort for AfPacketRx {
 /// Turns the area of one ring frame (which starts right after its `sockaddr_ll`, `hdrlen`
 /// bytes after its header) into a pipeline frame: reads the virtio-net header, writes a
 /// stripped VLAN tag back and checks the headroom. `None` for an inconsistent frame.
-fn rx_frame<'a>(area: &'a mut [u8], hdr: &RxHdr, hdrlen: usize, id: PortId) -> Option<Frame<'a>> {
+pub(super) fn rx_frame<'a>(
+    area: &'a mut [u8],
+    hdr: &RxHdr,
+    hdrlen: usize,
+    id: PortId,
+) -> Option<Frame<'a>> {
     let snaplen = hdr.snaplen as usize;
     if snaplen != hdr.len as usize {
         return None;

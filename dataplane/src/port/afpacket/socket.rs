@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::super::{cvt, setsockopt_int, setsockopt_raw, KernelPortStats};
-use super::config::{AfPacketConfig, AfPacketError, Step, RX_RESERVE};
+use super::config::{AfPacketConfig, AfPacketError, Step, LONG_BUF, RX_RESERVE};
 use super::ring::Ring;
 use super::rx::{AfPacketRx, RxWalk};
 use super::tx::{AfPacketTx, TxGeometry, TxLayout};
@@ -32,7 +32,10 @@ pub struct Prepared {
     ring: Ring,
     walk: RxWalk,
     rx_len: usize,
+    /// Buffers for frames longer than a V2 slot (0 for V3).
+    long: usize,
     tx: TxGeometry,
+    qdisc_bypass: bool,
 }
 
 /// Makes `AfPacketError`s for the port on `ifname`.
@@ -60,6 +63,13 @@ pub fn prepare(label: &str, config: &AfPacketConfig) -> Result<Prepared, AfPacke
         .ok_or_else(|| bad("RX ring size overflows"))?;
     let fd = packet_socket().map_err(os_error(label, Step::Socket))?;
     set_ring_options(fd.as_raw_fd(), &walk, label)?;
+    let long = match walk {
+        RxWalk::V2(_) => config.rx_long_buffers,
+        RxWalk::V3(_) => 0,
+    };
+    if long > 0 {
+        queue_long_frames(fd.as_raw_fd(), long).map_err(os_error(label, Step::CopyThresh))?;
+    }
     set_rings(fd.as_raw_fd(), &walk, &tx).map_err(|e| match e {
         RingSetupError::Os(step, source) => os_error(label, step)(source),
         RingSetupError::Overflow => bad("ring size overflows 32 bits"),
@@ -70,8 +80,27 @@ pub fn prepare(label: &str, config: &AfPacketConfig) -> Result<Prepared, AfPacke
         ring,
         walk,
         rx_len,
+        long,
         tx,
+        qdisc_bypass: config.qdisc_bypass,
     })
+}
+
+/// How many queued long frames the receive buffer allows per long-frame buffer.
+const QUEUED_PER_LONG_BUF: usize = 4;
+
+/// Makes the kernel queue frames longer than a V2 slot on the socket (`PACKET_COPY_THRESH`)
+/// instead of truncating them, with a receive buffer for [`QUEUED_PER_LONG_BUF`] x `long`
+/// of them. The kernel charges each queued frame's `truesize`, but a queued frame is a clone
+/// sharing its data with the sender's skb (for TCP, its retransmit queue): with a receive
+/// buffer for only `long` frames, bursts of super-frames were truncated (and dropped) while
+/// the worker still had room in the ring.
+fn queue_long_frames(s: RawFd, long: usize) -> io::Result<()> {
+    setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)?;
+    let bytes = long.saturating_mul(LONG_BUF * QUEUED_PER_LONG_BUF);
+    let rcvbuf = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    setsockopt_int(s, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf)
+        .or_else(|_| setsockopt_int(s, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf))
 }
 
 /// The options that must be set before the rings are created (`EBUSY` afterwards): the
@@ -212,16 +241,23 @@ impl Prepared {
             ring,
             walk,
             rx_len,
+            long,
             tx,
+            qdisc_bypass,
         } = self;
         let layout = match walk {
             RxWalk::V2(_) => TxLayout::V2,
             RxWalk::V3(_) => TxLayout::V3,
         };
+        let direct = if tx.frame_size() >= LONG_BUF {
+            None
+        } else {
+            Some(Direct::open(ifindex, qdisc_bypass).map_err(os_error(ifname, Step::Socket))?)
+        };
         let (rx_area, tx_area) = ring.split(rx_len);
         Ok((
-            AfPacketRx::new(id, rx_area, walk),
-            AfPacketTx::new(tx_area, layout, tx),
+            AfPacketRx::new(id, rx_area, walk, long),
+            AfPacketTx::new(tx_area, layout, tx, direct),
         ))
     }
 }
@@ -292,6 +328,69 @@ pub(super) fn kick(s: RawFd) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// A second packet socket of a port, without rings and bound to nothing (so it receives
+/// nothing), for the frames longer than a TX slot: a socket with a TX ring sends only the
+/// ring's frames, whatever `sendmsg` is given.
+#[derive(Debug)]
+pub(super) struct Direct {
+    fd: OwnedFd,
+    to: libc::sockaddr_ll,
+}
+
+impl Direct {
+    /// The direct socket towards interface `ifindex`.
+    fn open(ifindex: u32, qdisc_bypass: bool) -> io::Result<Direct> {
+        let fd = packet_socket()?;
+        let s = fd.as_raw_fd();
+        setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
+        if qdisc_bypass {
+            setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
+        }
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_ifindex = ifindex as libc::c_int;
+        Ok(Direct { fd, to })
+    }
+
+    /// Sends one frame gathered from `parts` (virtio-net header first).
+    pub(super) fn send(&self, parts: &[&[u8]; 4]) -> io::Result<()> {
+        let mut iov = parts.map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        });
+        // SAFETY: msghdr is plain data; all-zero (no control data) is a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&self.to as *const libc::sockaddr_ll).cast_mut().cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len() as _;
+        // SAFETY: `msg` points to `self.to` and to `iov`, whose entries describe the readable
+        // slices of `parts`, all alive for the call; the kernel only reads them.
+        let ret = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+        if ret >= 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+/// Receives the frame at the head of the socket's queue into `buf`, virtio-net header first;
+/// returns its whole length, more than `buf.len()` when it was cut short.
+pub(super) fn recv_queued(s: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    let ret = unsafe {
+        libc::recv(
+            s,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
+    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
 }
 
 /// The socket's `PACKET_STATISTICS` since the last call (the kernel clears them on read).

@@ -44,6 +44,17 @@ pub(super) fn small(rx_ring: RxRing) -> AfPacketConfig {
     }
 }
 
+/// sluiced's rings: 2 KiB RX slots and long-frame buffers in 2 MiB, 2 KiB TX slots (longer
+/// frames are sent with `sendmsg`).
+fn mixed() -> AfPacketConfig {
+    let (ring, long) = mixed_rx(2 << 20, page_size());
+    AfPacketConfig {
+        rx_long_buffers: long,
+        tx_frame_size: SMALL_SLOT,
+        ..small(ring)
+    }
+}
+
 #[test]
 fn geometry() {
     assert_eq!((V2_HDRLEN, V3_HDRLEN), (52, 68));
@@ -90,6 +101,36 @@ fn geometry() {
         Some((1 << 20, 15, 18))
     );
     assert_eq!(v2_geometry(2048, 2048, 4096), Some((16 << 10, 8, 256)));
+
+    // The mixed ring fits in the memory of the ring it replaces (30 slots of 68 KiB: two
+    // 1 MiB blocks), with room for at least 15 super-frames and 500 small frames.
+    let old = v2_geometry(68 << 10, 30, 4096)
+        .map(|(b, _, n)| b * n)
+        .unwrap();
+    let (ring, long) = mixed_rx(old, 4096);
+    let RxRing::V2 {
+        frame_size,
+        frame_count,
+    } = ring
+    else {
+        unreachable!()
+    };
+    let (block, _, blocks) = v2_geometry(frame_size, frame_count, 4096).unwrap();
+    assert_eq!((frame_size, frame_count, long), (SMALL_SLOT, 512, 15));
+    assert!(block * blocks + long * LONG_BUF <= old);
+    for budget in [0, 1 << 16, 1 << 20, 3 << 20, 64 << 20] {
+        let (ring, long) = mixed_rx(budget, 4096);
+        let RxRing::V2 { frame_count, .. } = ring else {
+            unreachable!()
+        };
+        let (block, per_block, blocks) = v2_geometry(SMALL_SLOT, frame_count, 4096).unwrap();
+        assert!(long >= 1 && frame_count >= per_block && frame_count % per_block == 0);
+        if budget >= LONG_BUF + block {
+            assert!(block * blocks + long * LONG_BUF <= budget, "{budget}");
+        }
+    }
+    let mac = tpacket_align(V2_HDRLEN + 16) + RX_RESERVE + VNET_HDR_LEN - 14;
+    assert!(mac + 1514 + VLAN_TAG_LEN <= SMALL_SLOT);
     assert_eq!(v2_geometry(2048, 0, 4096), None);
     assert_eq!(v2_geometry(usize::MAX / 4, 1, 4096), None);
     for (size, count) in [(2048, 1), (68 << 10, 300), (1 << 20, 3), (4000, 7)] {
@@ -293,17 +334,22 @@ fn fanout_group_shares_the_interface(ring: RxRing) {
 
 #[test]
 fn gso_super_frames_arrive_whole_v2() {
-    gso_super_frames_arrive_whole(DEFAULT_RX_V2);
+    gso_super_frames_arrive_whole(small(DEFAULT_RX_V2));
 }
 
 #[test]
 fn gso_super_frames_arrive_whole_v3() {
-    gso_super_frames_arrive_whole(V3_SMALL);
+    gso_super_frames_arrive_whole(small(V3_SMALL));
+}
+
+#[test]
+fn gso_super_frames_arrive_whole_in_a_mixed_ring() {
+    gso_super_frames_arrive_whole(mixed());
 }
 
 /// A TCP transfer over a veth whose sender has TSO on: the port on the receiving end sees
 /// the super-frames whole, with the GSO and checksum-partial state in the offload.
-fn gso_super_frames_arrive_whole(ring: RxRing) {
+fn gso_super_frames_arrive_whole(cfg: AfPacketConfig) {
     let ns1 = Netns::new("g");
     let ns2 = Netns::new("g");
     ns1.ip(&format!(
@@ -314,7 +360,7 @@ fn gso_super_frames_arrive_whole(ring: RxRing) {
     ns2.ip("addr add 198.18.0.2/24 dev b");
     ns1.ip("link set dev a up");
     ns2.ip("link set dev b up");
-    let (mut rx, _tx) = ns2.enter(|| open("b", PortId(1), &small(ring))).unwrap();
+    let (mut rx, _tx) = ns2.enter(|| open("b", PortId(1), &cfg)).unwrap();
     let listener = ns2.enter(|| TcpListener::bind("198.18.0.2:5201")).unwrap();
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -349,23 +395,28 @@ fn gso_super_frames_arrive_whole(ring: RxRing) {
 
 #[test]
 fn forwards_tcp_between_two_veths_v2() {
-    forwards_tcp_between_two_veths(DEFAULT_RX_V2);
+    forwards_tcp_between_two_veths(small(DEFAULT_RX_V2));
 }
 
 #[test]
 fn forwards_tcp_between_two_veths_v3() {
-    forwards_tcp_between_two_veths(V3_SMALL);
+    forwards_tcp_between_two_veths(small(V3_SMALL));
+}
+
+#[test]
+fn forwards_tcp_between_two_veths_mixed() {
+    forwards_tcp_between_two_veths(mixed());
 }
 
 /// sluice in the middle: frames read from one veth are sent out of another, both ways; a
 /// TCP transfer (GSO super-frames, partial checksums, ARP) crosses it intact (through TX
 /// rings with the V2 or V3 slot header).
-fn forwards_tcp_between_two_veths(ring: RxRing) {
+fn forwards_tcp_between_two_veths(cfg: AfPacketConfig) {
     let (left, mid, right) = left_mid_right("");
     left.ip("addr add 198.18.1.1/24 dev a");
     right.ip("addr add 198.18.1.2/24 dev b");
-    let (mut xr, mut xt) = mid.enter(|| open("x", PortId(0), &small(ring))).unwrap();
-    let (mut yr, mut yt) = mid.enter(|| open("y", PortId(1), &small(ring))).unwrap();
+    let (mut xr, mut xt) = mid.enter(|| open("x", PortId(0), &cfg)).unwrap();
+    let (mut yr, mut yt) = mid.enter(|| open("y", PortId(1), &cfg)).unwrap();
     let listener = right
         .enter(|| TcpListener::bind("198.18.1.2:5201"))
         .unwrap();
@@ -407,13 +458,16 @@ fn forwards_tcp_between_two_veths(ring: RxRing) {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let st = fwd.join().unwrap();
         eprintln!(
-            "{ring:?}: forwarded {received} bytes in {secs:.2} s ({:.2} Gbit/s): {st:?}",
+            "{:?} ({} long): forwarded {received} bytes in {secs:.2} s ({:.2} Gbit/s): {st:?}",
+            cfg.rx_ring,
+            cfg.rx_long_buffers,
             received as f64 * 8.0 / secs / 1e9
         );
         assert_eq!(received, sent);
         assert!(st.gso[0] > 0, "no GSO frame from the sender side");
         assert!(sent >= 16 << 20, "only {sent} bytes in 8 s");
     });
+    assert_eq!((xr.malformed(), yr.malformed()), (0, 0));
 }
 
 /// Forward rate of one worker between two veths with 64-byte frames (a measurement, not a
@@ -654,4 +708,51 @@ fn a_full_ring_counts_kernel_drops(ring: RxRing) {
         assert!(total.freezes >= 1, "{total:?}");
     }
     assert_eq!(rx.kernel_stats().unwrap().drops, 0, "cleared on read");
+}
+
+/// Frames longer than a 2 KiB slot come out of a mixed ring whole (a stripped tag written
+/// back) and in order among the small ones; a batch takes no more of them than there are
+/// buffers, the rest wait for the next.
+#[test]
+fn long_frames_of_a_mixed_ring_keep_their_order() {
+    let ns = Netns::new("lf");
+    ns.ip("link add name a mtu 4000 type veth peer name b mtu 4000");
+    for dev in ["a", "b"] {
+        ns.ip(&format!("link set dev {dev} addrgenmode none"));
+        ns.ip(&format!("link set dev {dev} up"));
+    }
+    let cfg = AfPacketConfig {
+        rx_long_buffers: 2,
+        ..small(V2_SMALL_SLOTS)
+    };
+    let (mut rx, _tx) = ns.enter(|| open("b", PortId(4), &cfg)).unwrap();
+    let raw = ns.enter(|| RawSock::open("a"));
+    let sent: Vec<Vec<u8>> = (0..12u8)
+        .map(|i| {
+            let tag = (i == 4).then_some(7);
+            test_frame(tag, 20 + i, if i % 3 == 0 { 100 } else { 3000 })
+        })
+        .collect();
+    for f in &sent {
+        raw.send(f);
+    }
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while got.len() < sent.len() && Instant::now() < deadline {
+        let mut batch = Batch::new();
+        rx.rx(&mut batch).unwrap();
+        let ours: Vec<Vec<u8>> = batch
+            .frames()
+            .iter()
+            .filter(|f| (20..32).any(|m| is_test_frame(f.data(), m)))
+            .map(|f| f.data().to_vec())
+            .collect();
+        let long = ours.iter().filter(|f| f.len() > 2000).count();
+        assert!(long <= 2, "{long} long frames in one batch");
+        got.extend(ours);
+        drop(batch);
+        rx.release();
+    }
+    assert!(got == sent, "frames differ or out of order");
+    assert_eq!(rx.malformed(), 0);
 }

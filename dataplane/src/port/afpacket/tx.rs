@@ -1,14 +1,17 @@
 //! The transmitting half of an AF_PACKET port: fills TX ring slots (with the frame header of
-//! the socket's TPACKET version) and kicks the kernel once per flush.
+//! the socket's TPACKET version) and kicks the kernel once per flush; a frame longer than a
+//! slot goes out on its own with `sendmsg`.
 
 use std::io;
 use std::mem::offset_of;
 
-use super::super::egress::{copy_retagged, retag_offload};
+use super::super::egress::{
+    copy_retagged, retag_offload, retagged_parts, EgressError, VLAN_TAG_LEN,
+};
 use super::super::{TxError, TxPort};
 use super::config::{AfPacketConfig, RX_RESERVE, V2_HDRLEN, V3_HDRLEN};
 use super::ring::RingArea;
-use super::socket::kick;
+use super::socket::{kick, Direct};
 use crate::frame::Frame;
 use crate::wire::vnet::{write_vnet, VNET_HDR_LEN};
 
@@ -75,6 +78,11 @@ impl TxGeometry {
         })
     }
 
+    /// Size of a slot.
+    pub(super) fn frame_size(&self) -> usize {
+        self.frame_size
+    }
+
     /// Size of the ring in bytes.
     pub(super) fn len(&self) -> usize {
         self.block_size * self.block_count
@@ -113,12 +121,19 @@ pub struct AfPacketTx {
     head: usize,
     /// Slots were marked for sending since the last successful kick.
     kick: bool,
+    /// The socket for frames longer than a slot (none when a slot holds a GSO frame).
+    direct: Option<Direct>,
 }
 
 impl AfPacketTx {
     /// The TX half over the TX ring `area`, laid out as `geometry` with slot headers of
     /// `layout`.
-    pub(super) fn new(area: RingArea, layout: TxLayout, geometry: TxGeometry) -> AfPacketTx {
+    pub(super) fn new(
+        area: RingArea,
+        layout: TxLayout,
+        geometry: TxGeometry,
+        direct: Option<Direct>,
+    ) -> AfPacketTx {
         AfPacketTx {
             area,
             layout,
@@ -126,6 +141,7 @@ impl AfPacketTx {
             frame_count: geometry.frame_count(),
             head: 0,
             kick: false,
+            direct,
         }
     }
 
@@ -135,10 +151,44 @@ impl AfPacketTx {
     }
 }
 
+impl AfPacketTx {
+    /// Sends a frame longer than a slot with `sendmsg` on the direct socket, gathered from the
+    /// frame itself (no copy in user space; the kernel copies it once into the skb, as it
+    /// copies a ring slot's pages again when veth forwards them). The slots marked before it
+    /// are kicked first, so the frames of a flow leave in order.
+    fn send_long(&mut self, frame: &Frame<'_>, tag: Option<u16>) -> Result<(), TxError> {
+        let parts = retagged_parts(frame.data(), tag)?;
+        let delta = parts.len() as isize - frame.len() as isize;
+        let mut vnet = [0; VNET_HDR_LEN];
+        write_vnet(&retag_offload(&frame.meta.offload, delta), &mut vnet)?;
+        self.flush()?;
+        let Some(direct) = &self.direct else {
+            return Err(EgressError::NoRoom {
+                needed: parts.len(),
+                available: self.geometry.frame_size - self.layout.data - VNET_HDR_LEN,
+            }
+            .into());
+        };
+        let all = [
+            &vnet[..],
+            parts.macs,
+            &parts.tag[..parts.tag_len],
+            parts.rest,
+        ];
+        direct.send(&all).map_err(|e| match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) => TxError::Full,
+            _ => TxError::Io(e),
+        })
+    }
+}
+
 impl TxPort for AfPacketTx {
     fn send(&mut self, frame: &Frame<'_>, tag: Option<u16>) -> Result<(), TxError> {
-        let slot = self.geometry.slot(self.head);
         let l = self.layout;
+        if frame.len() + VLAN_TAG_LEN > self.geometry.frame_size - l.data - VNET_HDR_LEN {
+            return self.send_long(frame, tag);
+        }
+        let slot = self.geometry.slot(self.head);
         if self.area.status(slot + l.status) != libc::TP_STATUS_AVAILABLE {
             return Err(TxError::Full);
         }

@@ -64,13 +64,13 @@ impl Walk for V2Walk {
     const HDRLEN: usize = V2_HDRLEN;
 
     #[inline]
-    fn next<'a>(&mut self, claims: &mut Claims<'a>) -> Next<'a> {
+    fn next<'a>(&mut self, claims: &mut Claims<'a>, long_ok: bool) -> Next<'a> {
         if self.to_release >= self.max_held {
             return Next::Empty;
         }
         let slot = self.slot(self.head);
         let status = claims.status(slot);
-        if status & libc::TP_STATUS_USER == 0 {
+        if status & libc::TP_STATUS_USER == 0 || (status & libc::TP_STATUS_COPY != 0 && !long_ok) {
             return Next::Empty;
         }
         self.head = (self.head + 1) % self.frame_count;

@@ -84,7 +84,7 @@ impl Walk for V3Walk {
     const HDRLEN: usize = V3_HDRLEN;
 
     #[inline]
-    fn next<'a>(&mut self, claims: &mut Claims<'a>) -> Next<'a> {
+    fn next<'a>(&mut self, claims: &mut Claims<'a>, _long_ok: bool) -> Next<'a> {
         loop {
             let block = self.cur * self.block_size;
             if !self.in_block {
