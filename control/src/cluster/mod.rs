@@ -203,7 +203,7 @@ impl Cluster {
         if !mine {
             tracing::error!(
                 "address {} of network {network} is held by another host: endpoint {} is not published",
-                e.ip,
+                overlay_ip(e),
                 e.spec.name
             );
             return Ok(false);
@@ -220,11 +220,11 @@ impl Cluster {
             name: e.spec.name.clone(),
             host: self.me,
             mac: e.mac,
-            ip: e.ip,
+            ip: overlay_ip(e),
         };
         [
             (
-                records::ipam_key(network, e.ip),
+                records::ipam_key(network, overlay_ip(e)),
                 self.me.to_string().into_bytes(),
             ),
             (records::endpoint_key(network, &e.id), json(&rec)),
@@ -551,7 +551,7 @@ impl Cluster {
         {
             let keys = [
                 records::endpoint_key(name, &e.id),
-                records::ipam_key(name, e.ip),
+                records::ipam_key(name, overlay_ip(e)),
             ];
             if let Err(err) = self.etcd.delete_all(&keys).await {
                 tracing::warn!(
@@ -562,6 +562,12 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// An overlay endpoint's address: overlay networks always have IPv4 (`--ipv4=false` needs
+/// the bridge driver), so every endpoint of one has a v4 address.
+fn overlay_ip(e: &Endpoint) -> Ipv4Addr {
+    e.ip.unwrap_or(Ipv4Addr::UNSPECIFIED)
 }
 
 /// `net`'s spec with the addressing this host decided for it (subnet, gateway, VNI), as every
@@ -592,7 +598,7 @@ pub fn fill_remotes(
         o.remotes = list
             .iter()
             .filter(|r| subnet.contains(r.ipv4) && !r.mac.is_multicast())
-            .filter(|r| !local.iter().any(|e| e.mac == r.mac || e.ip == r.ipv4))
+            .filter(|r| !local.iter().any(|e| e.mac == r.mac || e.ip == Some(r.ipv4)))
             .copied()
             .collect();
     }

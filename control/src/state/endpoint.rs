@@ -1,7 +1,7 @@
 //! Connecting and disconnecting endpoints: docker's rules for names, sandboxes, MACs, static
 //! addresses and published ports, the driver's own checks, and the interface names.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use sluice_dataplane::wire::MacAddr;
 
@@ -10,6 +10,13 @@ use crate::driver;
 use crate::ipam::Pool;
 use crate::model::{Endpoint, EndpointSpec, Network, Placement, Stamp};
 use crate::naming::{handoff_ifname, host_ifname, valid_ifname, valid_name};
+
+/// docker's MAC for an endpoint without a static one: 02:42 and its v4 address, or on an
+/// IPv6-only network the low 32 bits of its v6 address.
+fn derived_mac(ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> MacAddr {
+    let low = ip6.map_or(Ipv4Addr::UNSPECIFIED, |ip6| Ipv4Addr::from(u128::from(ip6) as u32));
+    MacAddr::from_ipv4(ip.unwrap_or(low))
+}
 
 impl State {
     /// Connects an endpoint (`docker network connect`): checks the name, sandbox, MAC and
@@ -27,9 +34,14 @@ impl State {
         self.check_endpoint(net, &spec, &stamp.id, &host_ifname)?;
         spec.publish = self.pick_host_ports(&spec)?;
         let port = self.free_port().ok_or(StateError::TooManyEndpoints)?;
-        let (pool, ip) = self.address(&net_id, &net_name, spec.ip)?;
+        let v4 = match self.pools.contains_key(&net_id) {
+            true => Some(self.address(&net_id, &net_name, spec.ip)?),
+            false => None,
+        };
         let v6 = self.address6(&net_id, &net_name, &spec)?;
-        let mac = spec.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip));
+        let mac = spec
+            .mac
+            .unwrap_or_else(|| derived_mac(v4.as_ref().map(|(_, ip)| *ip), v6.as_ref().map(|(_, ip)| *ip)));
         if let Some(o) = self.endpoints_of(&net_id).find(|e| e.mac == mac) {
             return Err(StateError::MacInUse {
                 mac,
@@ -38,7 +50,10 @@ impl State {
             });
         }
         let sandbox_ifname = self.sandbox_ifname(&spec, &stamp.id)?;
-        self.pools.insert(net_id.clone(), pool);
+        let ip = v4.map(|(pool, ip)| {
+            self.pools.insert(net_id.clone(), pool);
+            ip
+        });
         let ip6 = v6.map(|(pool6, ip6)| {
             self.pools6.insert(net_id.clone(), pool6);
             ip6
@@ -96,6 +111,9 @@ impl State {
                     network: net_name.clone(),
                 });
             }
+        }
+        if spec.ip.is_some() && !net.spec.enable_ipv4 {
+            return Err(StateError::Ipv4Disabled("--ip"));
         }
         if spec.ip.is_some() && net.spec.subnet.is_none() {
             return Err(StateError::StaticIpNeedsSubnet);
@@ -211,8 +229,8 @@ impl State {
                 endpoint: crate::validate::shown(endpoint),
                 network: net_name,
             })?;
-        if let Some(p) = self.pools.get_mut(&net_id) {
-            p.release(e.ip);
+        if let (Some(ip), Some(p)) = (e.ip, self.pools.get_mut(&net_id)) {
+            p.release(ip);
         }
         if let (Some(ip), Some(p)) = (e.ip6, self.pools6.get_mut(&net_id)) {
             p.release(ip);

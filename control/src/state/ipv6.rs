@@ -8,7 +8,7 @@ use sluice_dataplane::config::Ipv6Cidr;
 
 use super::{State, StateError};
 use crate::ipam6::{next_free_subnet6, Pool6};
-use crate::model::{EndpointSpec, Network, NetworkSpec};
+use crate::model::{Driver, EndpointSpec, Network, NetworkSpec};
 
 /// The v6 pool of a dual-stack network, as its record says.
 pub(super) fn pool6_of(n: &Network) -> Option<Pool6> {
@@ -18,6 +18,27 @@ pub(super) fn pool6_of(n: &Network) -> Option<Pool6> {
         n.gateway6?,
         &n.spec.aux_addresses6,
     ))
+}
+
+/// The rules of an IPv6-only network (`--ipv4=false`): it needs `--ipv6` and the bridge
+/// driver, and takes no v4 addressing.
+pub(super) fn check_v6_only(spec: &NetworkSpec) -> Result<(), StateError> {
+    if !spec.enable_ipv6 {
+        return Err(StateError::NeedsIpv6("--ipv4=false"));
+    }
+    if spec.driver != Driver::Bridge {
+        return Err(StateError::V6OnlyNeedsBridge(spec.driver.as_str().into()));
+    }
+    let given = [
+        (spec.subnet.is_some(), "--subnet"),
+        (spec.gateway.is_some(), "--gateway"),
+        (spec.ip_range.is_some(), "--ip-range"),
+        (!spec.aux_addresses.is_empty(), "--aux-address"),
+    ];
+    match given.into_iter().find(|(given, _)| *given) {
+        Some((_, what)) => Err(StateError::Ipv4Disabled(what)),
+        None => Ok(()),
+    }
 }
 
 impl State {

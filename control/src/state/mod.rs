@@ -108,14 +108,16 @@ impl State {
                 .get(&e.network_id)
                 .ok_or_else(|| StateError::NoSuchNetwork(e.network_id.clone()))?;
             let name = net.spec.name.clone();
-            let pool = s
-                .pools
-                .get_mut(&e.network_id)
-                .ok_or_else(|| StateError::CannotConnect(name.clone()))?;
-            pool.claim(e.ip).map_err(|err| StateError::Ipam {
-                network: name.clone(),
-                err,
-            })?;
+            if let Some(ip) = e.ip {
+                let pool = s
+                    .pools
+                    .get_mut(&e.network_id)
+                    .ok_or_else(|| StateError::CannotConnect(name.clone()))?;
+                pool.claim(ip).map_err(|err| StateError::Ipam {
+                    network: name.clone(),
+                    err,
+                })?;
+            }
             if let (Some(ip), Some(p6)) = (e.ip6, s.pools6.get_mut(&e.network_id)) {
                 p6.claim(ip)
                     .map_err(|err| StateError::Ipam6 { network: name, err })?;
