@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -585,6 +585,18 @@ pub struct Endpoint {
     pub sandbox_ifname: String,
     /// The endpoint's port id in the dataplane configuration, stable while it exists.
     pub port: PortId,
+}
+
+impl Endpoint {
+    /// The address hosts files name the endpoint by: its v4 address, or its v6 one on an
+    /// IPv6-only network (the state gives every endpoint one of them; unspecified otherwise).
+    pub fn host_ip(&self) -> IpAddr {
+        match (self.ip, self.ip6) {
+            (Some(ip), _) => IpAddr::V4(ip),
+            (None, Some(ip6)) => IpAddr::V6(ip6),
+            (None, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
 }
 
 /// One `IPAM.Config` entry of `docker network inspect`.

@@ -112,8 +112,13 @@ impl State {
                 });
             }
         }
-        if spec.ip.is_some() && !net.spec.enable_ipv4 {
-            return Err(StateError::Ipv4Disabled("--ip"));
+        if !net.spec.enable_ipv4 {
+            if spec.ip.is_some() {
+                return Err(StateError::Ipv4Disabled("--ip"));
+            }
+            if !spec.publish.is_empty() {
+                return Err(StateError::Ipv4Disabled("a published port (-p)"));
+            }
         }
         if spec.ip.is_some() && net.spec.subnet.is_none() {
             return Err(StateError::StaticIpNeedsSubnet);

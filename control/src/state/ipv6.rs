@@ -30,10 +30,10 @@ pub(super) fn check_v6_only(spec: &NetworkSpec) -> Result<(), StateError> {
         return Err(StateError::V6OnlyNeedsBridge(spec.driver.as_str().into()));
     }
     let given = [
-        (spec.subnet.is_some(), "--subnet"),
-        (spec.gateway.is_some(), "--gateway"),
-        (spec.ip_range.is_some(), "--ip-range"),
-        (!spec.aux_addresses.is_empty(), "--aux-address"),
+        (spec.subnet.is_some(), "an IPv4 --subnet"),
+        (spec.gateway.is_some(), "an IPv4 --gateway"),
+        (spec.ip_range.is_some(), "an IPv4 --ip-range"),
+        (!spec.aux_addresses.is_empty(), "an IPv4 --aux-address"),
     ];
     match given.into_iter().find(|(given, _)| *given) {
         Some((_, what)) => Err(StateError::Ipv4Disabled(what)),
