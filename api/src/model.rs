@@ -1033,7 +1033,9 @@ mod tests {
             "sandbox_ifname":"eth0","port":1}"#;
         let e: Endpoint = serde_json::from_str(old).unwrap();
         assert_eq!(e.ip, Some(Ipv4Addr::new(10, 1, 0, 5)));
-        assert!(serde_json::to_string(&e).unwrap().contains(r#""ip":"10.1.0.5""#));
+        assert!(serde_json::to_string(&e)
+            .unwrap()
+            .contains(r#""ip":"10.1.0.5""#));
         let v6 = Endpoint {
             ip: None,
             ip6: Some("fd00:9::2".parse().unwrap()),
@@ -1045,7 +1047,9 @@ mod tests {
         assert_eq!(serde_json::from_str::<Endpoint>(&text).unwrap(), v6);
         let off: NetworkSpec = serde_json::from_str(r#"{"name":"a","enable_ipv4":false}"#).unwrap();
         assert!(!off.enable_ipv4);
-        assert!(serde_json::to_string(&off).unwrap().contains(r#""enable_ipv4":false"#));
+        assert!(serde_json::to_string(&off)
+            .unwrap()
+            .contains(r#""enable_ipv4":false"#));
     }
 
     #[test]

@@ -192,12 +192,12 @@ pub fn build(
                 interface: Some(1),
             })
             .into_iter()
-        .chain(ep.ipv6.iter().map(|a| IpConfig {
-            address: a.clone(),
-            gateway: gateway6.map(|g| g.to_string()),
-            interface: Some(1),
-        }))
-        .collect(),
+            .chain(ep.ipv6.iter().map(|a| IpConfig {
+                address: a.clone(),
+                gateway: gateway6.map(|g| g.to_string()),
+                interface: Some(1),
+            }))
+            .collect(),
         routes,
         dns,
     }
@@ -414,7 +414,10 @@ mod tests {
             v["ips"],
             serde_json::json!([{"address": "fd00:7::2/64", "gateway": "fd00:7::1", "interface": 1}])
         );
-        assert_eq!(v["routes"], serde_json::json!([{"dst": "::/0", "gw": "fd00:7::1"}]));
+        assert_eq!(
+            v["routes"],
+            serde_json::json!([{"dst": "::/0", "gw": "fd00:7::1"}])
+        );
         assert_eq!(r.expected("eth0").unwrap().address, "fd00:7::2/64");
         assert_eq!(r.missing_route(&[]), None);
     }

@@ -67,11 +67,14 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
     }
     for n in state.networks() {
         let o = &n.spec.options;
-        let v6 = n.subnet6.zip(n.gateway6).map(|(subnet, gateway)| NetworkV6 {
-            subnet,
-            gateway,
-            routed: o.routed_ipv6(),
-        });
+        let v6 = n
+            .subnet6
+            .zip(n.gateway6)
+            .map(|(subnet, gateway)| NetworkV6 {
+                subnet,
+                gateway,
+                routed: o.routed_ipv6(),
+            });
         let mut nc = match (n.subnet.zip(n.gateway), v6) {
             (Some((subnet, gateway)), _) => {
                 NetworkConfig::new(n.dataplane_id, n.spec.name.clone(), subnet, gateway)

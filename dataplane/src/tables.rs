@@ -711,7 +711,10 @@ mod tests {
         c.networks.push(six(2, "fd00:2::"));
         let t = Tables::build(&c, None).unwrap();
         assert!(!t.network(NetworkId(1)).unwrap().config.ipv4);
-        assert_ne!(t.network(NetworkId(1)).unwrap().config.gateway_mac, MacAddr::default());
+        assert_ne!(
+            t.network(NetworkId(1)).unwrap().config.gateway_mac,
+            MacAddr::default()
+        );
         let mut v6_only_port = endpoint(3, 1, [0, 0, 0, 0]);
         if let PortRole::Endpoint { ipv4, ipv6, .. } = &mut v6_only_port.role {
             *ipv4 = None;

@@ -1,7 +1,8 @@
 //! Dual-stack networks end to end with a real `sluiced`: `network create --ipv6` with a v4 and
 //! a v6 subnet, two endpoints that ping6 each other and the v6 gateway, a static `--ip6`, and
 //! what inspect and `ps` show; NAT66 and routed v6 to the lab's outside namespace (standing for
-//! the uplink's network) and published ports reached over v6. Needs root and the release
+//! the uplink's network) and published ports reached over v6; an IPv6-only network
+//! (`--ipv4=false`) whose endpoints ping6 each other by name and reach the outside via NAT66. Needs root and the release
 //! binaries (`SLUICE_BIN` names the `sluice` binary, `sluiced` is expected beside it).
 
 use std::time::{Duration, Instant};
@@ -280,4 +281,101 @@ fn nat66_routed_v6_and_published_ports_over_v6() {
         !closed.status.success(),
         "an unpublished routed port answered"
     );
+}
+
+#[test]
+fn v6_only_endpoints_ping6_by_name_and_reach_the_outside_through_nat66() {
+    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
+        return;
+    };
+    let uplink6 = format!("{UPLINK6}/64");
+    let args = [
+        "--workers",
+        "1",
+        "--uplink-ip6",
+        &uplink6,
+        "--uplink-gateway6",
+        OUTSIDE6,
+    ];
+    let mut d = DaemonLab::start("vsix", &bin, &args).unwrap();
+    let lab = d.lab();
+    lab.sysctl("out", "net.ipv6.conf.eth0.disable_ipv6", "0")
+        .unwrap();
+    lab.ip(
+        "out",
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{OUTSIDE6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    )
+    .unwrap();
+    let refused = d.sluice(&["network", "create", "--ipv4=false", "nov6"]);
+    assert!(!refused.status.success(), "--ipv4=false without --ipv6");
+    let create = [
+        "network",
+        "create",
+        "--ipv4=false",
+        "--ipv6",
+        "--subnet",
+        "fd00:73::/64",
+        "six",
+    ];
+    ok(&d, &create);
+    let v: Value = serde_json::from_str(&ok(&d, &["network", "inspect", "six"])).unwrap();
+    let n = &v[0];
+    assert_eq!(n["EnableIPv4"], false, "{n:#}");
+    assert_eq!(n["EnableIPv6"], true);
+    assert_eq!(n["IPAM"]["Config"].as_array().unwrap().len(), 1, "{n:#}");
+    assert_eq!(n["IPAM"]["Config"][0]["Subnet"], "fd00:73::/64");
+
+    let c1 = d.add_container("web").unwrap();
+    let c2 = d.add_container("db").unwrap();
+    ok(&d, &["network", "connect", "--name", "web", "six", &c1]);
+    ok(&d, &["network", "connect", "--name", "db", "six", &c2]);
+    let ps: Value = serde_json::from_str(&ok(&d, &["ps", "--output", "json"])).unwrap();
+    for e in ps.as_array().unwrap() {
+        assert_eq!(e["ipv4"], "", "{e:#}");
+        // Names resolve through the resolv.conf sluiced wrote, as a runtime mounts it.
+        let resolv_conf = e["files"]["resolv_conf"].as_str().unwrap();
+        d.use_resolv_conf(e["name"].as_str().unwrap(), resolv_conf.as_ref())
+            .unwrap();
+    }
+    let v4 = d.lab().ip("web", &["-4", "addr", "show", "eth0"]).unwrap();
+    assert!(!v4.contains("inet "), "no v4 address: {v4}");
+    let routes = d
+        .lab()
+        .ip("web", &["-6", "route", "show", "default"])
+        .unwrap();
+    assert!(routes.contains("via fd00:73::1"), "{routes}");
+
+    let within = Duration::from_secs(10);
+    assert!(
+        wait_ping6(&d, "web", "db", within),
+        "web -> db by name; log: {}",
+        d.log()
+    );
+    assert!(wait_ping6(&d, "db", "web.six", within), "db -> web.six");
+    assert!(
+        wait_ping6(&d, "web", "fd00:73::1", within),
+        "web -> gateway"
+    );
+
+    serve(&mut d, "out", 7000, "echo from $SOCAT_PEERADDR");
+    let seen = tcp6_read(&d, "web", OUTSIDE6, 7000).unwrap_or_default();
+    let peer = seen
+        .trim()
+        .trim_start_matches("from [")
+        .trim_end_matches(']');
+    assert_eq!(
+        peer.parse::<std::net::Ipv6Addr>().ok(),
+        UPLINK6.parse().ok(),
+        "masqueraded to the uplink's v6 address; log: {}",
+        d.log()
+    );
+    assert!(wait_ping6(&d, "db", OUTSIDE6, within), "ping6 out");
 }

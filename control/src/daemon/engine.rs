@@ -423,10 +423,9 @@ impl<P: Plumbing> Engine<P> {
         let s = self.state();
         s.endpoints().any(|o| {
             &o.spec.sandbox == sandbox
-                && s.network(&o.network_id)
-                    .is_ok_and(|n| {
-                        (n.gateway.is_some() || n.gateway6.is_some()) && !n.spec.internal
-                    })
+                && s.network(&o.network_id).is_ok_and(|n| {
+                    (n.gateway.is_some() || n.gateway6.is_some()) && !n.spec.internal
+                })
         })
     }
 
@@ -678,7 +677,10 @@ pub(crate) mod tests {
         assert_eq!(v.default_route.as_deref(), Some("fd00:9::1"));
         let link = &en.plumbing.links[&v.host_ifname].iface;
         assert_eq!((link.ip, link.gateway), (None, None));
-        assert_eq!(link.ipv6.unwrap().gateway, Some("fd00:9::1".parse().unwrap()));
+        assert_eq!(
+            link.ipv6.unwrap().gateway,
+            Some("fd00:9::1".parse().unwrap())
+        );
         link.validate().unwrap();
     }
 

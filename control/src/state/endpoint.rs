@@ -14,7 +14,9 @@ use crate::naming::{handoff_ifname, host_ifname, valid_ifname, valid_name};
 /// docker's MAC for an endpoint without a static one: 02:42 and its v4 address, or on an
 /// IPv6-only network the low 32 bits of its v6 address.
 fn derived_mac(ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> MacAddr {
-    let low = ip6.map_or(Ipv4Addr::UNSPECIFIED, |ip6| Ipv4Addr::from(u128::from(ip6) as u32));
+    let low = ip6.map_or(Ipv4Addr::UNSPECIFIED, |ip6| {
+        Ipv4Addr::from(u128::from(ip6) as u32)
+    });
     MacAddr::from_ipv4(ip.unwrap_or(low))
 }
 
@@ -39,9 +41,12 @@ impl State {
             false => None,
         };
         let v6 = self.address6(&net_id, &net_name, &spec)?;
-        let mac = spec
-            .mac
-            .unwrap_or_else(|| derived_mac(v4.as_ref().map(|(_, ip)| *ip), v6.as_ref().map(|(_, ip)| *ip)));
+        let mac = spec.mac.unwrap_or_else(|| {
+            derived_mac(
+                v4.as_ref().map(|(_, ip)| *ip),
+                v6.as_ref().map(|(_, ip)| *ip),
+            )
+        });
         if let Some(o) = self.endpoints_of(&net_id).find(|e| e.mac == mac) {
             return Err(StateError::MacInUse {
                 mac,

@@ -206,7 +206,10 @@ mod tests {
         assert_eq!(restored.pools6[&n.id].used(), s.pools6[&n.id].used());
         assert!(!restored.pools.contains_key(&n.id));
         s.disconnect("six", "a").unwrap();
-        assert_eq!(s.connect(ep("six", "d", 4), st()).unwrap().ip6, Some(ip("fd00:9::2")));
+        assert_eq!(
+            s.connect(ep("six", "d", 4), st()).unwrap().ip6,
+            Some(ip("fd00:9::2"))
+        );
         let cfg = crate::compile::dataplane_config(&s, None, Default::default());
         let nc = cfg.networks.iter().find(|c| c.name == "six").unwrap();
         assert!(!nc.ipv4);

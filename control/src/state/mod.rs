@@ -344,7 +344,11 @@ pub(crate) mod tests {
             "172.17.0.2/16".parse().unwrap(),
         )]);
         let e = s.connect(ep("bridge", "web", 1), st()).unwrap();
-        assert_eq!(e.ip, Some(ip("172.17.0.3")), "never the uplink's own address");
+        assert_eq!(
+            e.ip,
+            Some(ip("172.17.0.3")),
+            "never the uplink's own address"
+        );
     }
 
     #[test]
@@ -637,7 +641,11 @@ pub(crate) mod tests {
         spec.aux_addresses.insert("r".into(), ip("10.5.0.2"));
         s.create_network(spec, st()).unwrap();
         let e1 = s.connect(ep("a", "one", 1), st()).unwrap().clone();
-        assert_eq!(e1.ip, Some(ip("10.5.0.3")), "skips network, gateway and aux");
+        assert_eq!(
+            e1.ip,
+            Some(ip("10.5.0.3")),
+            "skips network, gateway and aux"
+        );
         assert_eq!(e1.mac.to_string(), "02:42:0a:05:00:03");
         assert_eq!(e1.sandbox_ifname, "eth0");
         assert!(e1.host_ifname.len() <= 15 && e1.host_ifname.starts_with("sl"));
