@@ -12,6 +12,7 @@ use sluice_dataplane::frame::PortId;
 use sluice_dataplane::wire::MacAddr;
 
 use crate::driver;
+use crate::model::Network;
 use crate::state::State;
 
 /// The uplink port's id: endpoints get ids from 1 up.
@@ -66,22 +67,10 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
         }));
     }
     for n in state.networks() {
-        let o = &n.spec.options;
-        let v6 = n
-            .subnet6
-            .zip(n.gateway6)
-            .map(|(subnet, gateway)| NetworkV6 {
-                subnet,
-                gateway,
-                routed: o.routed_ipv6(),
-            });
-        let mut nc = match (n.subnet.zip(n.gateway), v6) {
-            (Some((subnet, gateway)), _) => {
-                NetworkConfig::new(n.dataplane_id, n.spec.name.clone(), subnet, gateway)
-            }
-            (None, Some(v6)) => NetworkConfig::new_v6_only(n.dataplane_id, n.spec.name.clone(), v6),
-            (None, None) => continue,
+        let Some(mut nc) = addressed_network(n) else {
+            continue;
         };
+        let o = &n.spec.options;
         let vlan = o
             .parent_and_vlan()
             .and_then(|(_, v)| v)
@@ -92,7 +81,6 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
         nc.icc = o.icc.unwrap_or(nc.icc);
         nc.mtu = o.mtu.unwrap_or(nc.mtu);
         nc.max_flows_per_endpoint = o.max_flows_per_endpoint;
-        nc.ipv6 = v6;
         driver::of(n.spec.driver).compile(n, &mut nc, &mut cfg);
         cfg.networks.push(nc);
         for e in state.endpoints_of(&n.id) {
@@ -129,6 +117,28 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
         }
     }
     cfg
+}
+
+/// The dataplane network of `n` with its addressing: v4 (and v6 on a dual-stack network), or
+/// v6 alone on an IPv6-only one; none for networks without addressing (`host`, `none`).
+fn addressed_network(n: &Network) -> Option<NetworkConfig> {
+    let v6 = n
+        .subnet6
+        .zip(n.gateway6)
+        .map(|(subnet, gateway)| NetworkV6 {
+            subnet,
+            gateway,
+            routed: n.spec.options.routed_ipv6(),
+        });
+    let name = n.spec.name.clone();
+    match (n.subnet.zip(n.gateway), v6) {
+        (Some((subnet, gateway)), _) => Some(NetworkConfig {
+            ipv6: v6,
+            ..NetworkConfig::new(n.dataplane_id, name, subnet, gateway)
+        }),
+        (None, Some(v6)) => Some(NetworkConfig::new_v6_only(n.dataplane_id, name, v6)),
+        (None, None) => None,
+    }
 }
 
 #[cfg(test)]
