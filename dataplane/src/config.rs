@@ -239,11 +239,10 @@ impl NetworkConfig {
     }
 
     /// An IPv6-only network: `v6` addressing, no IPv4 (see [`NetworkConfig::ipv4`]), the
-    /// gateway MAC derived from the low 32 bits of the v6 gateway address.
+    /// gateway MAC derived from the v6 gateway address.
     pub fn new_v6_only(id: NetworkId, name: impl Into<String>, v6: NetworkV6) -> Self {
-        let low = Ipv4Addr::from(u128::from(v6.gateway) as u32);
         NetworkConfig {
-            gateway_mac: MacAddr::from_ipv4(low),
+            gateway_mac: MacAddr::from_ipv6(v6.gateway),
             ipv6: Some(v6),
             ipv4: false,
             ..NetworkConfig::new(id, name, NO_SUBNET, Ipv4Addr::UNSPECIFIED)

@@ -711,9 +711,16 @@ mod tests {
         c.networks.push(six(2, "fd00:2::"));
         let t = Tables::build(&c, None).unwrap();
         assert!(!t.network(NetworkId(1)).unwrap().config.ipv4);
+        let gateway_mac = |id| t.network(NetworkId(id)).unwrap().config.gateway_mac;
+        assert_eq!(
+            gateway_mac(1),
+            MacAddr([2, 0x42, 0xfd, 0, 0, 0]),
+            "fd00:0001 ^ 1"
+        );
         assert_ne!(
-            t.network(NetworkId(1)).unwrap().config.gateway_mac,
-            MacAddr::default()
+            gateway_mac(1),
+            gateway_mac(2),
+            "one host part, two prefixes"
         );
         let mut v6_only_port = endpoint(3, 1, [0, 0, 0, 0]);
         if let PortRole::Endpoint { ipv4, ipv6, .. } = &mut v6_only_port.role {

@@ -12,12 +12,13 @@ use crate::model::{Endpoint, EndpointSpec, Network, Placement, Stamp};
 use crate::naming::{handoff_ifname, host_ifname, valid_ifname, valid_name};
 
 /// docker's MAC for an endpoint without a static one: 02:42 and its v4 address, or on an
-/// IPv6-only network the low 32 bits of its v6 address.
+/// IPv6-only network one derived from its v6 address.
 fn derived_mac(ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> MacAddr {
-    let low = ip6.map_or(Ipv4Addr::UNSPECIFIED, |ip6| {
-        Ipv4Addr::from(u128::from(ip6) as u32)
-    });
-    MacAddr::from_ipv4(ip.unwrap_or(low))
+    match (ip, ip6) {
+        (Some(ip), _) => MacAddr::from_ipv4(ip),
+        (None, Some(ip6)) => MacAddr::from_ipv6(ip6),
+        (None, None) => MacAddr::from_ipv4(Ipv4Addr::UNSPECIFIED),
+    }
 }
 
 impl State {

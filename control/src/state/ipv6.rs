@@ -142,6 +142,7 @@ mod tests {
     use crate::ipam6::DEFAULT_POOL6;
     use crate::model::Stamp;
     use crate::state::tests::{ep, fresh, net};
+    use sluice_dataplane::wire::MacAddr;
 
     fn dual(name: &str, subnet6: Option<&str>) -> NetworkSpec {
         NetworkSpec {
@@ -191,7 +192,8 @@ mod tests {
         assert_eq!(n.gateway6, Some(ip("fd00:9::1")));
         let a = s.connect(ep("six", "a", 1), st()).unwrap().clone();
         assert_eq!((a.ip, a.ip6), (None, Some(ip("fd00:9::2"))));
-        assert_eq!(a.mac.to_string(), "02:42:00:00:00:02");
+        assert_eq!(a.mac, MacAddr::from_ipv6(ip("fd00:9::2")));
+        assert_eq!(a.mac.to_string(), "02:42:fd:00:00:0b", "fd00:0009 ^ 2");
         let b = s.connect(ep("six", "b", 2), st()).unwrap().clone();
         assert_ne!(a.mac, b.mac);
         let static_v4 = EndpointSpec {

@@ -207,10 +207,12 @@ pub fn network_spec(r: &CreateNetworkRequest) -> Result<NetworkSpec, PluginError
     let v4 = match r.ipv4_data.as_slice() {
         [] if !enable_ipv4 => None,
         [v4] if enable_ipv4 => Some(addressing::<Ipv4Cidr, _>(v4, parse_ip)?),
-        other => return Err(PluginError::Refused(format!(
+        other => {
+            return Err(PluginError::Refused(format!(
             "a sluice network has exactly one IPv4 subnet (none with --ipv4=false), docker gave {}",
             other.len()
-        ))),
+        )))
+        }
     };
     let v6 = match r.ipv6_data.as_slice() {
         [] => None,
