@@ -33,11 +33,12 @@ impl State {
         crate::validate::endpoint_spec(&spec)?;
         let net = self.network(&spec.network)?;
         let (net_id, net_name) = (net.id.clone(), net.spec.name.clone());
+        let has_ipv4 = net.spec.enable_ipv4;
         let host_ifname = host_ifname(&stamp.id);
         self.check_endpoint(net, &spec, &stamp.id, &host_ifname)?;
         spec.publish = self.pick_host_ports(&spec)?;
         let port = self.free_port().ok_or(StateError::TooManyEndpoints)?;
-        let v4 = match self.pools.contains_key(&net_id) {
+        let v4 = match has_ipv4 {
             true => Some(self.address(&net_id, &net_name, spec.ip)?),
             false => None,
         };
