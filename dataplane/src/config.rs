@@ -556,6 +556,32 @@ mod tests {
     }
 
     #[test]
+    fn networks_without_the_ipv4_field_have_ipv4_and_v6_only_ones_keep_it_off() {
+        let v4 = NetworkConfig::new(
+            NetworkId(1),
+            "a",
+            "10.1.0.0/24".parse().unwrap(),
+            Ipv4Addr::new(10, 1, 0, 1),
+        );
+        let text = serde_json::to_string(&v4).unwrap();
+        assert!(
+            !text.contains("ipv4"),
+            "configs written before the flag: {text}"
+        );
+        assert!(serde_json::from_str::<NetworkConfig>(&text).unwrap().ipv4);
+        let v6 = NetworkV6 {
+            subnet: "fd00:9::/64".parse().unwrap(),
+            gateway: "fd00:9::1".parse().unwrap(),
+            routed: false,
+        };
+        let six = NetworkConfig::new_v6_only(NetworkId(2), "six", v6);
+        let back: NetworkConfig =
+            serde_json::from_str(&serde_json::to_string(&six).unwrap()).unwrap();
+        assert_eq!(back, six);
+        assert!(!back.ipv4);
+    }
+
+    #[test]
     fn port_ranges_overlap_print_and_clash_like_docker() {
         let r = |first, last| PortRange { first, last };
         assert!(r(80, 90).overlaps(&r(90, 95)) && r(90, 95).overlaps(&r(80, 90)));
