@@ -57,7 +57,7 @@ pub struct EndpointView {
     pub network: String,
     /// Where its interface is.
     pub sandbox: Sandbox,
-    /// Address with prefix.
+    /// Address with prefix; empty on an IPv6-only network.
     pub ipv4: String,
     /// v6 address with prefix, on a dual-stack network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,7 +104,7 @@ impl EndpointView {
             id: e.id.clone(),
             network: net.spec.name.clone(),
             sandbox: e.spec.sandbox.clone(),
-            ipv4: format!("{}/{prefix}", e.ip),
+            ipv4: e.ip.map(|ip| format!("{ip}/{prefix}")).unwrap_or_default(),
             ipv6: e
                 .ip6
                 .map(|ip| format!("{ip}/{}", net.subnet6.map_or(128, |s| s.prefix))),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -360,7 +360,7 @@ pub struct UplinkSpec {
 }
 
 /// What `sluice network create` asks for.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     /// The network's name, unique.
@@ -395,6 +395,10 @@ pub struct NetworkSpec {
     /// Dual stack (`--ipv6`): endpoints get a v6 address too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub enable_ipv6: bool,
+    /// IPv4 on the network (docker 28's `--ipv4`); false with `enable_ipv6`: an IPv6-only
+    /// network, no v4 subnet and no v4 address on its endpoints.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub enable_ipv4: bool,
     /// The v6 subnet (none with `enable_ipv6`: a ULA /64 of the default pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet6: Option<Ipv6Cidr>,
@@ -407,6 +411,39 @@ pub struct NetworkSpec {
     /// v6 addresses the IPAM never hands out, by name (`--aux-address name=v6`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub aux_addresses6: BTreeMap<String, Ipv6Addr>,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            name: String::new(),
+            driver: Driver::default(),
+            subnet: None,
+            gateway: None,
+            ip_range: None,
+            aux_addresses: BTreeMap::new(),
+            internal: false,
+            options: NetworkOptions::default(),
+            labels: BTreeMap::new(),
+            uplink: None,
+            enable_ipv6: false,
+            enable_ipv4: true,
+            subnet6: None,
+            gateway6: None,
+            ip_range6: None,
+            aux_addresses6: BTreeMap::new(),
+        }
+    }
+}
+
+/// Serde's default for flags that are on unless turned off.
+fn yes() -> bool {
+    true
+}
+
+/// Leaves flags at their default (on) out of the JSON.
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 /// A created network: the spec plus what the daemon decided.
@@ -534,8 +571,9 @@ pub struct Endpoint {
     pub spec: EndpointSpec,
     /// The id of the network it is on (the spec may name it by name).
     pub network_id: String,
-    /// The allocated or static address.
-    pub ip: Ipv4Addr,
+    /// The allocated or static address; none on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
     /// The v6 address on a dual-stack network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
@@ -547,6 +585,18 @@ pub struct Endpoint {
     pub sandbox_ifname: String,
     /// The endpoint's port id in the dataplane configuration, stable while it exists.
     pub port: PortId,
+}
+
+impl Endpoint {
+    /// The address hosts files name the endpoint by: its v4 address, or its v6 one on an
+    /// IPv6-only network (the state gives every endpoint one of them; unspecified otherwise).
+    pub fn host_ip(&self) -> IpAddr {
+        match (self.ip, self.ip6) {
+            (Some(ip), _) => IpAddr::V4(ip),
+            (None, Some(ip6)) => IpAddr::V6(ip6),
+            (None, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
 }
 
 /// One `IPAM.Config` entry of `docker network inspect`.
@@ -673,6 +723,9 @@ pub struct NetworkInspect {
     pub scope: String,
     /// The driver's name.
     pub driver: String,
+    /// The network has a v4 subnet (false: IPv6 only).
+    #[serde(rename = "EnableIPv4", default = "yes")]
+    pub enable_ipv4: bool,
     /// Dual stack: the network has a v6 subnet.
     #[serde(rename = "EnableIPv6")]
     pub enable_ipv6: bool,
@@ -759,6 +812,7 @@ impl Network {
             created: self.created.clone(),
             scope: "local".into(),
             driver: self.spec.driver.as_str().into(),
+            enable_ipv4: self.spec.enable_ipv4,
             enable_ipv6: self.subnet6.is_some(),
             ipam: IpamView {
                 driver: "default".into(),
@@ -776,7 +830,10 @@ impl Network {
                             name: e.spec.name.clone(),
                             endpoint_id: e.id.clone(),
                             mac_address: e.mac.to_string(),
-                            ipv4_address: format!("{}/{prefix}", e.ip),
+                            ipv4_address: e
+                                .ip
+                                .map(|ip| format!("{ip}/{prefix}"))
+                                .unwrap_or_default(),
                             ipv6_address: e
                                 .ip6
                                 .map(|ip| format!("{ip}/{prefix6}"))
@@ -985,7 +1042,63 @@ mod tests {
         assert!(!serde_json::to_string(&spec).unwrap().contains("ip6"));
         let n: NetworkSpec = serde_json::from_str(r#"{"name":"a"}"#).unwrap();
         assert!(!n.enable_ipv6);
+        assert!(n.enable_ipv4, "networks stored before --ipv4 have IPv4");
         assert!(!serde_json::to_string(&n).unwrap().contains("ipv6"));
+        assert!(!serde_json::to_string(&n).unwrap().contains("ipv4"));
+    }
+
+    #[test]
+    fn endpoint_records_keep_their_v4_address_and_v6_only_ones_have_none() {
+        let old = r#"{"id":"e","spec":{"network":"n","name":"a","sandbox":{"pid":1}},
+            "network_id":"n","ip":"10.1.0.5","mac":"02:42:0a:01:00:05","host_ifname":"h",
+            "sandbox_ifname":"eth0","port":1}"#;
+        let e: Endpoint = serde_json::from_str(old).unwrap();
+        assert_eq!(e.ip, Some(Ipv4Addr::new(10, 1, 0, 5)));
+        assert!(serde_json::to_string(&e)
+            .unwrap()
+            .contains(r#""ip":"10.1.0.5""#));
+        let v6 = Endpoint {
+            ip: None,
+            ip6: Some("fd00:9::2".parse().unwrap()),
+            ..e
+        };
+        let text = serde_json::to_string(&v6).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value.get("ip"), None, "{text}");
+        assert_eq!(serde_json::from_str::<Endpoint>(&text).unwrap(), v6);
+        let off: NetworkSpec = serde_json::from_str(r#"{"name":"a","enable_ipv4":false}"#).unwrap();
+        assert!(!off.enable_ipv4);
+        assert!(serde_json::to_string(&off)
+            .unwrap()
+            .contains(r#""enable_ipv4":false"#));
+    }
+
+    #[test]
+    fn inspect_of_a_v6_only_network_has_only_the_v6_config() {
+        let n = Network {
+            id: "ab".repeat(32),
+            created: rfc3339(0, 0),
+            spec: NetworkSpec {
+                name: "six".into(),
+                enable_ipv4: false,
+                enable_ipv6: true,
+                ..NetworkSpec::default()
+            },
+            subnet: None,
+            gateway: None,
+            subnet6: Some("fd00:9::/64".parse().unwrap()),
+            gateway6: Some("fd00:9::1".parse().unwrap()),
+            dataplane_id: NetworkId(1),
+            parent_port: None,
+            uplink_port: None,
+        };
+        let v = serde_json::to_value(n.inspect([])).unwrap();
+        assert_eq!(v["EnableIPv4"], false);
+        assert_eq!(v["EnableIPv6"], true);
+        let cfg = v["IPAM"]["Config"].as_array().unwrap();
+        assert_eq!(cfg.len(), 1);
+        assert_eq!(cfg[0]["Subnet"], "fd00:9::/64");
+        assert_eq!(cfg[0]["Gateway"], "fd00:9::1");
     }
 
     #[test]
@@ -1024,7 +1137,7 @@ mod tests {
                 placement: Placement::Sandbox,
             },
             network_id: n.id.clone(),
-            ip: Ipv4Addr::new(10, 1, 0, 128),
+            ip: Some(Ipv4Addr::new(10, 1, 0, 128)),
             ip6: Some("fd00:1::2".parse().unwrap()),
             mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 1, 0, 128)),
             host_ifname: "slcdcdcdcdcd".into(),
@@ -1045,6 +1158,7 @@ mod tests {
         assert_eq!(c["IPv4Address"], "10.1.0.128/24");
         assert_eq!(c["IPv6Address"], "fd00:1::2/64");
         assert_eq!(v["EnableIPv6"], true);
+        assert_eq!(v["EnableIPv4"], true);
         assert_eq!(v["IPAM"]["Config"][1]["Subnet"], "fd00:1::/64");
         assert_eq!(v["IPAM"]["Config"][1]["Gateway"], "fd00:1::1");
         let mut given = n.clone();
@@ -1073,6 +1187,7 @@ mod tests {
             "Created",
             "Scope",
             "Driver",
+            "EnableIPv4",
             "EnableIPv6",
             "IPAM",
             "Internal",

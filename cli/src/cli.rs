@@ -98,6 +98,10 @@ pub struct CreateArgs {
     /// Dual stack: endpoints get an IPv6 address too (default v6 subnet: a ULA /64).
     #[arg(long)]
     ipv6: bool,
+    /// IPv4 on the network; `--ipv4=false` with `--ipv6`: an IPv6-only network.
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    ipv4: bool,
     /// Reserve an address: NAME=IP (repeatable).
     #[arg(long)]
     aux_address: Vec<String>,
@@ -242,6 +246,7 @@ pub fn network_spec(a: &CreateArgs) -> Result<NetworkSpec> {
         gateway: ad.gateway,
         ip_range: ad.ip_range,
         enable_ipv6: a.ipv6,
+        enable_ipv4: a.ipv4,
         subnet6: ad.subnet6,
         gateway6: ad.gateway6,
         ip_range6: ad.ip_range6,
@@ -675,6 +680,11 @@ mod tests {
         assert_eq!(s.subnet.unwrap().to_string(), "10.9.0.0/24");
         assert_eq!(s.subnet6.unwrap().to_string(), "fd00:9::/64");
         assert!(!create(&["n"]).unwrap().enable_ipv6);
+        assert!(create(&["n"]).unwrap().enable_ipv4);
+        assert!(create(&["--ipv4", "n"]).unwrap().enable_ipv4);
+        let s = create(&["--ipv4=false", "--ipv6", "--subnet", "fd00:9::/64", "n"]).unwrap();
+        assert!(!s.enable_ipv4 && s.enable_ipv6);
+        assert_eq!(s.subnet, None);
     }
 
     #[test]

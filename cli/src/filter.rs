@@ -146,6 +146,7 @@ mod tests {
             created: String::new(),
             scope: "local".into(),
             driver: driver.into(),
+            enable_ipv4: true,
             enable_ipv6: false,
             ipam: IpamView {
                 driver: "default".into(),

@@ -308,6 +308,7 @@ mod tests {
                 "Created",
                 "Scope",
                 "Driver",
+                "EnableIPv4",
                 "EnableIPv6",
                 "IPAM",
                 "Internal",

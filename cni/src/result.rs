@@ -159,6 +159,7 @@ pub fn build(
     let routes = ep
         .default_route
         .iter()
+        .filter(|gw| !gw.contains(':'))
         .map(|gw| Route {
             dst: "0.0.0.0/0".into(),
             gw: Some(gw.clone()),
@@ -184,17 +185,19 @@ pub fn build(
                 sandbox: Some(netns.to_string()),
             },
         ],
-        ips: std::iter::once(IpConfig {
-            address: ep.ipv4.clone(),
-            gateway: gateway.map(|g| g.to_string()),
-            interface: Some(1),
-        })
-        .chain(ep.ipv6.iter().map(|a| IpConfig {
-            address: a.clone(),
-            gateway: gateway6.map(|g| g.to_string()),
-            interface: Some(1),
-        }))
-        .collect(),
+        ips: (!ep.ipv4.is_empty())
+            .then(|| IpConfig {
+                address: ep.ipv4.clone(),
+                gateway: gateway.map(|g| g.to_string()),
+                interface: Some(1),
+            })
+            .into_iter()
+            .chain(ep.ipv6.iter().map(|a| IpConfig {
+                address: a.clone(),
+                gateway: gateway6.map(|g| g.to_string()),
+                interface: Some(1),
+            }))
+            .collect(),
         routes,
         dns,
     }
@@ -271,6 +274,7 @@ mod tests {
             created: String::new(),
             scope: "local".into(),
             driver: "bridge".into(),
+            enable_ipv4: true,
             enable_ipv6: false,
             ipam: IpamView {
                 driver: "default".into(),
@@ -383,6 +387,39 @@ mod tests {
             "no v6 default route without the v4 one"
         );
         assert_eq!(r.ips.len(), 2);
+    }
+
+    #[test]
+    fn v6_only_results_have_only_the_v6_address_and_route() {
+        let mut n = net(false);
+        n.enable_ipv4 = false;
+        n.enable_ipv6 = true;
+        n.ipam.config = vec![IpamConfigView {
+            subnet: "fd00:7::/64".into(),
+            gateway: Some("fd00:7::1".into()),
+            ip_range: None,
+            auxiliary_addresses: Default::default(),
+        }];
+        let e = EndpointView {
+            ipv4: String::new(),
+            ipv6: Some("fd00:7::2/64".into()),
+            gateway: None,
+            gateway6: Some("fd00:7::1".into()),
+            default_route: Some("fd00:7::1".into()),
+            ..ep()
+        };
+        let r = build("1.1.0", &e, &n, "/run/netns/c1", None);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["ips"],
+            serde_json::json!([{"address": "fd00:7::2/64", "gateway": "fd00:7::1", "interface": 1}])
+        );
+        assert_eq!(
+            v["routes"],
+            serde_json::json!([{"dst": "::/0", "gw": "fd00:7::1"}])
+        );
+        assert_eq!(r.expected("eth0").unwrap().address, "fd00:7::2/64");
+        assert_eq!(r.missing_route(&[]), None);
     }
 
     #[test]

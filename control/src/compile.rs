@@ -12,6 +12,7 @@ use sluice_dataplane::frame::PortId;
 use sluice_dataplane::wire::MacAddr;
 
 use crate::driver;
+use crate::model::Network;
 use crate::state::State;
 
 /// The uplink port's id: endpoints get ids from 1 up.
@@ -66,10 +67,9 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
         }));
     }
     for n in state.networks() {
-        let (Some(subnet), Some(gateway)) = (n.subnet, n.gateway) else {
+        let Some(mut nc) = addressed_network(n) else {
             continue;
         };
-        let mut nc = NetworkConfig::new(n.dataplane_id, n.spec.name.clone(), subnet, gateway);
         let o = &n.spec.options;
         let vlan = o
             .parent_and_vlan()
@@ -81,14 +81,6 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
         nc.icc = o.icc.unwrap_or(nc.icc);
         nc.mtu = o.mtu.unwrap_or(nc.mtu);
         nc.max_flows_per_endpoint = o.max_flows_per_endpoint;
-        nc.ipv6 = n
-            .subnet6
-            .zip(n.gateway6)
-            .map(|(subnet, gateway)| NetworkV6 {
-                subnet,
-                gateway,
-                routed: o.routed_ipv6(),
-            });
         driver::of(n.spec.driver).compile(n, &mut nc, &mut cfg);
         cfg.networks.push(nc);
         for e in state.endpoints_of(&n.id) {
@@ -100,11 +92,14 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
                     network: n.dataplane_id,
                     vlan,
                     mac: e.mac,
-                    ipv4: Some(e.ip),
+                    ipv4: e.ip,
                     ipv6: e.ip6,
                 },
             });
             // Connect picks every host port left open, so each stored mapping has one.
+            let Some(target_ip) = e.ip else {
+                continue;
+            };
             for p in &e.spec.publish {
                 let Some(host_ports) = p.host_ports else {
                     continue;
@@ -115,13 +110,35 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
                     host_ip6: p.host_ip6,
                     host_ports,
                     network: n.dataplane_id,
-                    target_ip: e.ip,
+                    target_ip,
                     target_ports: p.container_ports,
                 });
             }
         }
     }
     cfg
+}
+
+/// The dataplane network of `n` with its addressing: v4 (and v6 on a dual-stack network), or
+/// v6 alone on an IPv6-only one; none for networks without addressing (`host`, `none`).
+fn addressed_network(n: &Network) -> Option<NetworkConfig> {
+    let v6 = n
+        .subnet6
+        .zip(n.gateway6)
+        .map(|(subnet, gateway)| NetworkV6 {
+            subnet,
+            gateway,
+            routed: n.spec.options.routed_ipv6(),
+        });
+    let name = n.spec.name.clone();
+    match (n.subnet.zip(n.gateway), v6) {
+        (Some((subnet, gateway)), _) => Some(NetworkConfig {
+            ipv6: v6,
+            ..NetworkConfig::new(n.dataplane_id, name, subnet, gateway)
+        }),
+        (None, Some(v6)) => Some(NetworkConfig::new_v6_only(n.dataplane_id, name, v6)),
+        (None, None) => None,
+    }
 }
 
 #[cfg(test)]
@@ -239,7 +256,7 @@ mod tests {
                 network: na.dataplane_id,
                 vlan: 10,
                 mac: web.mac,
-                ipv4: Some(web.ip),
+                ipv4: web.ip,
                 ipv6: None,
             }
         );
@@ -248,7 +265,7 @@ mod tests {
             .forwards()
             .lookup(L4Proto::Tcp, Ipv4Addr::new(192, 0, 2, 10), 8080)
             .unwrap();
-        assert_eq!((t.ip, t.port), (web.ip, 80));
+        assert_eq!((t.ip, t.port), (web.ip.unwrap(), 80));
         assert!(tables
             .forwards()
             .lookup(L4Proto::Udp, Ipv4Addr::new(192, 0, 2, 10), 5353)

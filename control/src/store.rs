@@ -445,13 +445,21 @@ pub(crate) mod tests {
             let mut s = Store::open(&f.0).unwrap();
             s.create_network(net("a", Some("10.7.0.0/24"))).unwrap();
             assert_eq!(
-                s.connect(ep("a", "one", 1)).unwrap().ip.to_string(),
+                s.connect(ep("a", "one", 1))
+                    .unwrap()
+                    .ip
+                    .unwrap()
+                    .to_string(),
                 "10.7.0.2"
             );
         }
         let mut s = Store::open(&f.0).unwrap();
         assert_eq!(
-            s.connect(ep("a", "two", 2)).unwrap().ip.to_string(),
+            s.connect(ep("a", "two", 2))
+                .unwrap()
+                .ip
+                .unwrap()
+                .to_string(),
             "10.7.0.3"
         );
     }

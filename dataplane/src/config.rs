@@ -93,6 +93,9 @@ pub(crate) fn parse_cidr<A: std::str::FromStr>(
 fn default_true() -> bool {
     true
 }
+fn is_true(b: &bool) -> bool {
+    *b
+}
 fn default_mtu() -> u16 {
     1500
 }
@@ -102,6 +105,12 @@ fn default_aging() -> u32 {
 fn default_fdb_max() -> usize {
     8192
 }
+
+/// The placeholder subnet of an IPv6-only network.
+const NO_SUBNET: Ipv4Cidr = Ipv4Cidr {
+    addr: Ipv4Addr::UNSPECIFIED,
+    prefix: 32,
+};
 
 /// One network: a bridge domain with its subnet and gateway (docker's bridge network).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +166,12 @@ pub struct NetworkConfig {
     /// wire and are reached by address; none: a plain L2 segment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipvlan: Option<IpvlanConfig>,
+    /// The network carries IPv4; false: an IPv6-only network (docker's `--ipv4=false`, made
+    /// by [`NetworkConfig::new_v6_only`]), whose `subnet` and `gateway` are the 0.0.0.0/32
+    /// placeholder no endpoint address or published port may use and no check of overlapping
+    /// subnets counts.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub ipv4: bool,
 }
 
 /// How an ipvlan network carries traffic (docker's `ipvlan_mode`).
@@ -219,6 +234,18 @@ impl NetworkConfig {
             max_flows_per_endpoint: None,
             ipv6: None,
             ipvlan: None,
+            ipv4: true,
+        }
+    }
+
+    /// An IPv6-only network: `v6` addressing, no IPv4 (see [`NetworkConfig::ipv4`]), the
+    /// gateway MAC derived from the v6 gateway address.
+    pub fn new_v6_only(id: NetworkId, name: impl Into<String>, v6: NetworkV6) -> Self {
+        NetworkConfig {
+            gateway_mac: MacAddr::from_ipv6(v6.gateway),
+            ipv6: Some(v6),
+            ipv4: false,
+            ..NetworkConfig::new(id, name, NO_SUBNET, Ipv4Addr::UNSPECIFIED)
         }
     }
 }
@@ -526,6 +553,32 @@ mod tests {
         let all: Ipv4Cidr = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains(Ipv4Addr::new(1, 2, 3, 4)));
         assert_eq!(c.to_string(), "172.17.0.0/16");
+    }
+
+    #[test]
+    fn networks_without_the_ipv4_field_have_ipv4_and_v6_only_ones_keep_it_off() {
+        let v4 = NetworkConfig::new(
+            NetworkId(1),
+            "a",
+            "10.1.0.0/24".parse().unwrap(),
+            Ipv4Addr::new(10, 1, 0, 1),
+        );
+        let text = serde_json::to_string(&v4).unwrap();
+        assert!(
+            !text.contains("ipv4"),
+            "configs written before the flag: {text}"
+        );
+        assert!(serde_json::from_str::<NetworkConfig>(&text).unwrap().ipv4);
+        let v6 = NetworkV6 {
+            subnet: "fd00:9::/64".parse().unwrap(),
+            gateway: "fd00:9::1".parse().unwrap(),
+            routed: false,
+        };
+        let six = NetworkConfig::new_v6_only(NetworkId(2), "six", v6);
+        let back: NetworkConfig =
+            serde_json::from_str(&serde_json::to_string(&six).unwrap()).unwrap();
+        assert_eq!(back, six);
+        assert!(!back.ipv4);
     }
 
     #[test]

@@ -298,7 +298,7 @@ impl Tables {
                     what: format!("published port {}", f.host_ports.first),
                     id: f.network.0,
                 })?;
-            if !net.config.subnet.contains(f.target_ip) {
+            if !net.config.ipv4 || !net.config.subnet.contains(f.target_ip) {
                 return Err(ConfigError::ForwardTarget {
                     ip: f.target_ip,
                     network: net.config.name.clone(),
@@ -359,7 +359,7 @@ impl Tables {
                         id: n.id.0,
                     });
                 }
-                if other.subnet.overlaps(&n.subnet) {
+                if other.ipv4 && n.ipv4 && other.subnet.overlaps(&n.subnet) {
                     return Err(ConfigError::SubnetOverlap {
                         name: n.name.clone(),
                         subnet: n.subnet,
@@ -486,7 +486,7 @@ impl Tables {
             })?;
         let mode = port_mode(&p.role, vlan, net.config.vlan)?;
         if let Some((mac, Some(ip))) = endpoint {
-            if !net.config.subnet.contains(ip) {
+            if !net.config.ipv4 || !net.config.subnet.contains(ip) {
                 return Err(ConfigError::OutsideSubnet {
                     what: format!("address of port {:?}", p.name),
                     ip,
@@ -694,6 +694,60 @@ mod tests {
             e.to_string(),
             "subnet 10.1.2.0/24 of network \"b\" overlaps network \"a\" (10.1.0.0/16)"
         );
+    }
+
+    #[test]
+    fn v6_only_networks_take_no_v4_address_and_do_not_overlap_each_other() {
+        let six = |id: u16, prefix: &str| {
+            let v6 = crate::config::NetworkV6 {
+                subnet: format!("{prefix}/64").parse().unwrap(),
+                gateway: format!("{prefix}1").parse().unwrap(),
+                routed: false,
+            };
+            NetworkConfig::new_v6_only(NetworkId(id), format!("six{id}"), v6)
+        };
+        let mut c = base();
+        c.networks.push(six(1, "fd00:1::"));
+        c.networks.push(six(2, "fd00:2::"));
+        let t = Tables::build(&c, None).unwrap();
+        assert!(!t.network(NetworkId(1)).unwrap().config.ipv4);
+        let gateway_mac = |id| t.network(NetworkId(id)).unwrap().config.gateway_mac;
+        assert_eq!(
+            gateway_mac(1),
+            MacAddr([2, 0x42, 0xfd, 0, 0, 0]),
+            "fd00:0001 ^ 1"
+        );
+        assert_ne!(
+            gateway_mac(1),
+            gateway_mac(2),
+            "one host part, two prefixes"
+        );
+        let mut v6_only_port = endpoint(3, 1, [0, 0, 0, 0]);
+        if let PortRole::Endpoint { ipv4, ipv6, .. } = &mut v6_only_port.role {
+            *ipv4 = None;
+            *ipv6 = Some("fd00:1::2".parse().unwrap());
+        }
+        c.ports.push(v6_only_port);
+        Tables::build(&c, None).unwrap();
+        c.ports.push(endpoint(4, 1, [0, 0, 0, 0]));
+        assert!(matches!(
+            Tables::build(&c, None),
+            Err(ConfigError::OutsideSubnet { .. })
+        ));
+        c.ports.pop();
+        c.forwards.push(PortForward {
+            proto: L4Proto::Tcp,
+            host_ip: None,
+            host_ip6: None,
+            host_ports: PortRange::single(80),
+            network: NetworkId(1),
+            target_ip: Ipv4Addr::UNSPECIFIED,
+            target_ports: PortRange::single(80),
+        });
+        assert!(matches!(
+            Tables::build(&c, None),
+            Err(ConfigError::ForwardTarget { .. })
+        ));
     }
 
     #[test]

@@ -51,8 +51,8 @@ pub struct SandboxIface {
     pub sandbox_ifname: String,
     /// MAC address of the sandbox end (the dataplane's port config knows it).
     pub mac: MacAddr,
-    /// IPv4 address and prefix length of the sandbox end.
-    pub ip: Ipv4Cidr,
+    /// IPv4 address and prefix length of the sandbox end; none on an IPv6-only network.
+    pub ip: Option<Ipv4Cidr>,
     /// Default route via this gateway; `None` adds no default route (secondary networks).
     pub gateway: Option<Ipv4Addr>,
     /// A default route on the link itself, with no gateway (ipvlan's routed modes); only
@@ -252,21 +252,30 @@ impl SandboxIface {
                 reason,
             })
         };
-        if self.ip.prefix == 0 || self.ip.prefix > 32 {
-            return bad(format!("prefix length {} is not 1-32", self.ip.prefix));
+        if self.ip.is_none() && self.ipv6.is_none() {
+            return bad("no IPv4 and no IPv6 address".into());
         }
-        if self.ip.addr.is_unspecified() || self.ip.addr.is_multicast() {
-            return bad(format!("{} is not a host address", self.ip.addr));
+        if let Some(ip) = self.ip {
+            if ip.prefix == 0 || ip.prefix > 32 {
+                return bad(format!("prefix length {} is not 1-32", ip.prefix));
+            }
+            if ip.addr.is_unspecified() || ip.addr.is_multicast() {
+                return bad(format!("{} is not a host address", ip.addr));
+            }
         }
         if self.default_on_link && self.gateway.is_some() {
             return bad("a default route on the link takes no gateway".into());
         }
         if let Some(gw) = self.gateway {
-            if !self.ip.contains(gw) || gw == self.ip.addr {
-                return bad(format!(
-                    "gateway {gw} is not another address of {}/{}",
-                    self.ip.addr, self.ip.prefix
-                ));
+            match self.ip {
+                Some(ip) if ip.contains(gw) && gw != ip.addr => {}
+                Some(ip) => {
+                    return bad(format!(
+                        "gateway {gw} is not another address of {}/{}",
+                        ip.addr, ip.prefix
+                    ))
+                }
+                None => return bad(format!("gateway {gw} without an IPv4 address")),
             }
         }
         if let Some(v6) = self.ipv6 {
@@ -317,7 +326,7 @@ mod tests {
             host_ifname: "slv1".into(),
             sandbox_ifname: "eth0".into(),
             mac: MacAddr([0x02, 0x42, 10, 0, 0, 2]),
-            ip: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 2), 24).unwrap(),
+            ip: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 2), 24),
             gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
             default_on_link: false,
             mtu: 1500,
@@ -371,6 +380,22 @@ mod tests {
             ..iface()
         };
         assert!(v4_only.validate().is_ok());
+        let v6_only = SandboxIface {
+            ip: None,
+            gateway: None,
+            ..iface()
+        };
+        assert!(v6_only.validate().is_ok());
+        let v6_only_with_v4_gateway = SandboxIface {
+            gateway: iface().gateway,
+            ..v6_only.clone()
+        };
+        assert!(v6_only_with_v4_gateway.validate().is_err());
+        let no_address = SandboxIface {
+            ipv6: None,
+            ..v6_only.clone()
+        };
+        assert!(no_address.validate().is_err());
         let cases = [
             SandboxIface {
                 default_on_link: true,
@@ -386,14 +411,14 @@ mod tests {
                 ..iface()
             },
             SandboxIface {
-                ip: Ipv4Cidr {
+                ip: Some(Ipv4Cidr {
                     addr: Ipv4Addr::new(10, 0, 0, 2),
                     prefix: 33,
-                },
+                }),
                 ..iface()
             },
             SandboxIface {
-                ip: Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 24).unwrap(),
+                ip: Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 24),
                 ..iface()
             },
             SandboxIface {

@@ -118,11 +118,12 @@ async fn configure_sandbox(conn: &Conn, iface: &SandboxIface) -> Result<(), Netl
             })
         }
     };
-    let addr = conn
-        .handle
-        .address()
-        .add(index, IpAddr::V4(iface.ip.addr), iface.ip.prefix)
-        .execute();
+    let addr = iface.ip.map(|ip| {
+        conn.handle
+            .address()
+            .add(index, IpAddr::V4(ip.addr), ip.prefix)
+            .execute()
+    });
     let lo = conn
         .handle
         .link()
@@ -133,8 +134,14 @@ async fn configure_sandbox(conn: &Conn, iface: &SandboxIface) -> Result<(), Netl
         .link()
         .set(LinkUnspec::new_with_index(index).up().build())
         .execute();
+    let addr = async {
+        match addr {
+            Some(addr) => conn.run(Step::SetAddress, name, addr).await,
+            None => Ok(()),
+        }
+    };
     let (addr, lo, up) = futures::join!(
-        conn.run(Step::SetAddress, name, addr),
+        addr,
         conn.run(Step::LinkUp, "lo", lo),
         conn.run(Step::LinkUp, name, up)
     );

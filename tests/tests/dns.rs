@@ -102,7 +102,7 @@ fn embedded_resolver_answers_inside_the_namespace() {
     }))
     .unwrap();
     let web = state.connect(ep, Stamp::fresh()).unwrap();
-    let (web_ip, web_ip6) = (web.ip, web.ip6.unwrap());
+    let (web_ip, web_ip6) = (web.ip.unwrap(), web.ip6.unwrap());
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -2,7 +2,8 @@
 //! a v6 subnet, two endpoints that ping6 each other and the v6 gateway, a static `--ip6`, and
 //! what inspect and `ps` show; NAT66 and routed v6 to the lab's outside namespace (standing for
 //! the uplink's network), ICMPv6 errors back through NAT66, and published ports reached over
-//! v6. Needs root and the release
+//! v6; an IPv6-only network (`--ipv4=false`) whose endpoints ping6 each other by name and
+//! reach the outside via NAT66. Needs root and the release
 //! binaries (`SLUICE_BIN` names the `sluice` binary, `sluiced` is expected beside it).
 
 use std::time::{Duration, Instant};
@@ -204,11 +205,9 @@ fn udp6_refused(d: &DaemonLab, ns: &str, ip: &str, port: u16) -> bool {
     }
 }
 
-#[test]
-fn nat66_routed_v6_and_published_ports_over_v6() {
-    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
-        return;
-    };
+/// A daemon whose uplink has the v6 address `UPLINK6` with the lab's outside namespace
+/// (`OUTSIDE6`) as its v6 next hop.
+fn with_v6_uplink(name: &str, bin: &std::path::Path) -> DaemonLab {
     let uplink6 = format!("{UPLINK6}/64");
     let args = [
         "--workers",
@@ -218,18 +217,29 @@ fn nat66_routed_v6_and_published_ports_over_v6() {
         "--uplink-gateway6",
         OUTSIDE6,
     ];
-    let mut d = DaemonLab::start("nsix", &bin, &args).unwrap();
-    let lab = d.lab();
+    let d = DaemonLab::start(name, bin, &args).unwrap();
     let out6 = format!("{OUTSIDE6}/64");
-    lab.sysctl("out", "net.ipv6.conf.eth0.disable_ipv6", "0")
+    d.lab()
+        .sysctl("out", "net.ipv6.conf.eth0.disable_ipv6", "0")
         .unwrap();
-    lab.ip("out", &["-6", "addr", "add", &out6, "dev", "eth0", "nodad"])
+    d.lab()
+        .ip("out", &["-6", "addr", "add", &out6, "dev", "eth0", "nodad"])
         .unwrap();
-    lab.ip(
-        "out",
-        &["-6", "route", "add", "fd00:72::/64", "via", UPLINK6],
-    )
-    .unwrap();
+    d
+}
+
+#[test]
+fn nat66_routed_v6_and_published_ports_over_v6() {
+    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
+        return;
+    };
+    let mut d = with_v6_uplink("nsix", &bin);
+    d.lab()
+        .ip(
+            "out",
+            &["-6", "route", "add", "fd00:72::/64", "via", UPLINK6],
+        )
+        .unwrap();
     let create = |name: &str, v4: &str, v6: &str, opts: &[&str]| {
         let mut a = vec![
             "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6,
@@ -324,4 +334,80 @@ fn nat66_routed_v6_and_published_ports_over_v6() {
         st["shortcut_packets"].as_u64().unwrap_or(0) > 0,
         "no v6 shortcut taken: {st:#}"
     );
+}
+
+#[test]
+fn v6_only_endpoints_ping6_by_name_and_reach_the_outside_through_nat66() {
+    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
+        return;
+    };
+    let mut d = with_v6_uplink("vsix", &bin);
+    let refused = d.sluice(&["network", "create", "--ipv4=false", "nov6"]);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("--ipv6"),
+        "--ipv4=false without --ipv6: {why}"
+    );
+    let create = [
+        "network",
+        "create",
+        "--ipv4=false",
+        "--ipv6",
+        "--subnet",
+        "fd00:73::/64",
+        "six",
+    ];
+    ok(&d, &create);
+    let v: Value = serde_json::from_str(&ok(&d, &["network", "inspect", "six"])).unwrap();
+    let n = &v[0];
+    assert_eq!(n["EnableIPv4"], false, "{n:#}");
+    assert_eq!(n["EnableIPv6"], true);
+    assert_eq!(n["IPAM"]["Config"].as_array().unwrap().len(), 1, "{n:#}");
+    assert_eq!(n["IPAM"]["Config"][0]["Subnet"], "fd00:73::/64");
+
+    let c1 = d.add_container("web").unwrap();
+    let c2 = d.add_container("db").unwrap();
+    ok(&d, &["network", "connect", "--name", "web", "six", &c1]);
+    ok(&d, &["network", "connect", "--name", "db", "six", &c2]);
+    let ps: Value = serde_json::from_str(&ok(&d, &["ps", "--output", "json"])).unwrap();
+    for e in ps.as_array().unwrap() {
+        assert_eq!(e["ipv4"], "", "{e:#}");
+        // Names resolve through the resolv.conf sluiced wrote, as a runtime mounts it.
+        let resolv_conf = e["files"]["resolv_conf"].as_str().unwrap();
+        d.use_resolv_conf(e["name"].as_str().unwrap(), resolv_conf.as_ref())
+            .unwrap();
+    }
+    let v4 = d.lab().ip("web", &["-4", "addr", "show", "eth0"]).unwrap();
+    assert!(!v4.contains("inet "), "no v4 address: {v4}");
+    let routes = d
+        .lab()
+        .ip("web", &["-6", "route", "show", "default"])
+        .unwrap();
+    assert!(routes.contains("via fd00:73::1"), "{routes}");
+
+    let within = Duration::from_secs(10);
+    assert!(
+        wait_ping6(&d, "web", "db", within),
+        "web -> db by name; log: {}",
+        d.log()
+    );
+    assert!(wait_ping6(&d, "db", "web.six", within), "db -> web.six");
+    assert!(
+        wait_ping6(&d, "web", "fd00:73::1", within),
+        "web -> gateway"
+    );
+
+    serve(&mut d, "out", 7000, "echo from $SOCAT_PEERADDR");
+    let seen = tcp6_read(&d, "web", OUTSIDE6, 7000).unwrap_or_default();
+    let peer = seen
+        .trim()
+        .trim_start_matches("from [")
+        .trim_end_matches(']');
+    assert_eq!(
+        peer.parse::<std::net::Ipv6Addr>().ok(),
+        UPLINK6.parse().ok(),
+        "masqueraded to the uplink's v6 address; log: {}",
+        d.log()
+    );
+    assert!(wait_ping6(&d, "db", OUTSIDE6, within), "ping6 out");
 }

@@ -130,7 +130,7 @@ fn iface(host: &str, sandbox: &str, ip: [u8; 4], prefix: u8, gw: Option<[u8; 4]>
         host_ifname: host.into(),
         sandbox_ifname: sandbox.into(),
         mac: MacAddr::from_ipv4(addr),
-        ip: Ipv4Cidr::new(addr, prefix).unwrap(),
+        ip: Ipv4Cidr::new(addr, prefix),
         gateway: gw.map(Ipv4Addr::from),
         default_on_link: false,
         mtu: 1500,

@@ -218,7 +218,7 @@ impl Cluster {
         if !mine {
             tracing::error!(
                 "address {} of network {network} is held by another host: endpoint {} is not published",
-                e.ip,
+                overlay_ip(e),
                 e.spec.name
             );
             return Ok(false);
@@ -237,11 +237,11 @@ impl Cluster {
             host: self.me,
             node: self.node.clone(),
             mac: e.mac,
-            ip: e.ip,
+            ip: overlay_ip(e),
         };
         [
             (
-                records::ipam_key(network, e.ip),
+                records::ipam_key(network, overlay_ip(e)),
                 self.me.to_string().into_bytes(),
             ),
             (records::endpoint_key(network, &e.id), json(&rec)),
@@ -516,7 +516,7 @@ impl Cluster {
         {
             let keys = [
                 records::endpoint_key(name, &e.id),
-                records::ipam_key(name, e.ip),
+                records::ipam_key(name, overlay_ip(e)),
             ];
             if let Err(err) = self.etcd.delete_all(&keys).await {
                 tracing::warn!(
@@ -571,6 +571,12 @@ fn add_peers(
     view.swarm.peers = Some(peers.collect());
 }
 
+/// An overlay endpoint's address: overlay networks always have IPv4 (`--ipv4=false` needs
+/// the bridge driver), so every endpoint of one has a v4 address.
+fn overlay_ip(e: &Endpoint) -> Ipv4Addr {
+    e.ip.unwrap_or(Ipv4Addr::UNSPECIFIED)
+}
+
 /// `net`'s spec with the addressing this host decided for it (subnet, gateway, VNI), as every
 /// host creates its part from it.
 fn fixed(net: &Network) -> NetworkSpec {
@@ -594,7 +600,7 @@ pub fn fill_remotes(state: &State, cfg: &mut Config, remotes: &Remotes) {
         let local: Vec<&Endpoint> = state.endpoints_of(&net.id).collect();
         o.remotes = records::remote_endpoints(list)
             .filter(|r| subnet.contains(r.ipv4) && !r.mac.is_multicast())
-            .filter(|r| !local.iter().any(|e| e.mac == r.mac || e.ip == r.ipv4))
+            .filter(|r| !local.iter().any(|e| e.mac == r.mac || e.ip == Some(r.ipv4)))
             .collect();
     }
 }

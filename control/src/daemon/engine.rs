@@ -357,23 +357,24 @@ impl<P: Plumbing> Engine<P> {
         let on_link =
             default_route && crate::driver::of(net.spec.driver).default_route_on_link(&net);
         let gateway = net.gateway.filter(|_| default_route && !on_link);
+        let gateway6 = net.gateway6.filter(|_| default_route && !on_link);
         let attachment = Attachment {
             sandbox: e.spec.sandbox.clone(),
             iface: SandboxIface {
                 host_ifname: e.host_ifname.clone(),
                 sandbox_ifname: e.sandbox_ifname.clone(),
                 mac: e.mac,
-                ip: Ipv4Cidr {
-                    addr: e.ip,
+                ip: e.ip.map(|addr| Ipv4Cidr {
+                    addr,
                     prefix: net.subnet.map_or(32, |s| s.prefix),
-                },
+                }),
                 gateway,
                 default_on_link: on_link,
                 mtu: net.spec.options.mtu.unwrap_or(1500),
                 ipv6: e.ip6.map(|addr| SandboxIpv6 {
                     addr,
                     prefix: net.subnet6.map_or(128, |s| s.prefix),
-                    gateway: net.gateway6.filter(|_| gateway.is_some()),
+                    gateway: gateway6,
                 }),
             },
             placement: e.spec.placement,
@@ -404,7 +405,10 @@ impl<P: Plumbing> Engine<P> {
                     "connected"
                 );
                 let mut view = EndpointView::new(&e, &net, files);
-                view.default_route = gateway.map(|g| g.to_string());
+                view.default_route = match (gateway, gateway6) {
+                    (Some(g), _) => Some(g.to_string()),
+                    (None, g6) => g6.filter(|_| e.ip.is_none()).map(|g| g.to_string()),
+                };
                 Ok(view)
             }
             Err(err) => {
@@ -421,8 +425,9 @@ impl<P: Plumbing> Engine<P> {
         let s = self.state();
         s.endpoints().any(|o| {
             &o.spec.sandbox == sandbox
-                && s.network(&o.network_id)
-                    .is_ok_and(|n| n.gateway.is_some() && !n.spec.internal)
+                && s.network(&o.network_id).is_ok_and(|n| {
+                    (n.gateway.is_some() || n.gateway6.is_some()) && !n.spec.internal
+                })
         })
     }
 
@@ -653,6 +658,32 @@ pub(crate) mod tests {
         let v4 = block(en.connect(ep("bridge", "web", "y"))).unwrap();
         assert_eq!(en.plumbing.links[&v4.host_ifname].iface.ipv6, None);
         assert_eq!(v4.ipv6, None);
+    }
+
+    #[test]
+    fn v6_only_endpoints_get_only_a_v6_address_and_route() {
+        let db = TempDb::new("v6only");
+        let (mut en, _) = open(&db, Fake::default());
+        let spec = NetworkSpec {
+            name: "six".into(),
+            enable_ipv4: false,
+            enable_ipv6: true,
+            subnet6: Some("fd00:9::/64".parse().unwrap()),
+            ..NetworkSpec::default()
+        };
+        block(en.create_network(spec)).unwrap();
+        let v = block(en.connect(ep("six", "web", "x"))).unwrap();
+        assert_eq!(v.ipv4, "");
+        assert_eq!(v.ipv6.as_deref(), Some("fd00:9::2/64"));
+        assert_eq!(v.gateway, None);
+        assert_eq!(v.default_route.as_deref(), Some("fd00:9::1"));
+        let link = &en.plumbing.links[&v.host_ifname].iface;
+        assert_eq!((link.ip, link.gateway), (None, None));
+        assert_eq!(
+            link.ipv6.unwrap().gateway,
+            Some("fd00:9::1".parse().unwrap())
+        );
+        link.validate().unwrap();
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Names {
         };
         Ok((
             resolv_conf(&e.spec.names, &self.host, embedded)?,
-            hosts(&e.spec.names, e.ip, &e.spec.name, &links)?,
+            hosts(&e.spec.names, e.host_ip(), &e.spec.name, &links)?,
         ))
     }
 

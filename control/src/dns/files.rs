@@ -112,7 +112,7 @@ fn one_token<'a>(what: &'static str, v: &'a str) -> Result<&'a str, FilesError> 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkHost {
     /// The target's address.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// The name the link gives it.
     pub alias: String,
     /// The target's own name.
@@ -135,7 +135,7 @@ pub fn link_hosts(state: &State, endpoint: &Endpoint) -> Result<Vec<LinkHost>, F
                     target: target.to_string(),
                 })?;
             Ok(LinkHost {
-                ip: t.ip,
+                ip: t.host_ip(),
                 alias: alias.to_string(),
                 name: target.to_string(),
             })
@@ -156,7 +156,7 @@ ff02::2\tip6-allrouters
 /// and the container's own `IP hostname` line (`--hostname`, or `default_hostname`).
 pub fn hosts(
     opts: &NameOptions,
-    own_ip: Ipv4Addr,
+    own_ip: IpAddr,
     default_hostname: &str,
     links: &[LinkHost],
 ) -> Result<String, FilesError> {
@@ -255,18 +255,18 @@ mod tests {
         };
         let links = [
             LinkHost {
-                ip: Ipv4Addr::new(172, 17, 0, 3),
+                ip: Ipv4Addr::new(172, 17, 0, 3).into(),
                 alias: "cache".into(),
                 name: "redis".into(),
             },
             LinkHost {
-                ip: Ipv4Addr::new(172, 17, 0, 4),
+                ip: Ipv4Addr::new(172, 17, 0, 4).into(),
                 alias: "pg".into(),
                 name: "pg".into(),
             },
         ];
         assert_eq!(
-            hosts(&o, Ipv4Addr::new(172, 17, 0, 2), "web", &links).unwrap(),
+            hosts(&o, Ipv4Addr::new(172, 17, 0, 2).into(), "web", &links).unwrap(),
             format!(
                 "{LOCALHOST}10.9.0.1\tdb.local\n172.17.0.3\tcache redis\n172.17.0.4\tpg\n\
                  172.17.0.2\tbox\n"
@@ -275,7 +275,7 @@ mod tests {
         assert_eq!(
             hosts(
                 &NameOptions::default(),
-                Ipv4Addr::new(10, 1, 0, 2),
+                Ipv4Addr::new(10, 1, 0, 2).into(),
                 "web",
                 &[]
             )
@@ -298,7 +298,7 @@ mod tests {
         assert_eq!(
             link_hosts(&s, &web).unwrap(),
             [LinkHost {
-                ip: Ipv4Addr::new(172, 17, 0, 2),
+                ip: Ipv4Addr::new(172, 17, 0, 2).into(),
                 alias: "cache".into(),
                 name: "redis".into()
             }]

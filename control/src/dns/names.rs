@@ -159,10 +159,14 @@ impl NameTable {
                 .map(|n| n.spec.name.as_str())
                 .unwrap_or_default();
             let full = format!("{}.{net_name}", peer.spec.name);
-            t.add(&peer.spec.name, peer.ip);
-            t.add(&full, peer.ip);
-            for a in &peer.spec.aliases {
-                t.add(a, peer.ip);
+            if let Some(ip) = peer.ip {
+                for n in [&peer.spec.name, &full]
+                    .into_iter()
+                    .chain(&peer.spec.aliases)
+                {
+                    t.add(n, ip);
+                }
+                t.reverse.entry(ip).or_insert_with(|| full.clone());
             }
             if let Some(ip6) = peer.ip6 {
                 for n in [&peer.spec.name, &full]
@@ -172,7 +176,6 @@ impl NameTable {
                     t.add6(n, ip6);
                 }
             }
-            t.reverse.entry(peer.ip).or_insert(full);
         }
         add_remote(state, remote, &mut per_network);
         let per_network: HashMap<&str, Arc<Names>> = per_network
@@ -195,7 +198,9 @@ impl NameTable {
                     .endpoints_of(&e.network_id)
                     .find(|p| p.spec.name == target)
                 {
-                    t.links.add(alias, p.ip);
+                    if let Some(ip) = p.ip {
+                        t.links.add(alias, ip);
+                    }
                 }
             }
         }

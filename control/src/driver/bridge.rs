@@ -19,7 +19,10 @@ pub(super) struct Bridge;
 
 impl NetworkDriver for Bridge {
     fn create(&self, state: &State, spec: &NetworkSpec) -> Result<Created, StateError> {
-        let (subnet, gateway) = state.addressing(spec)?;
+        let (subnet, gateway) = match spec.enable_ipv4 {
+            true => Some(state.addressing(spec)?).unzip(),
+            false => (None, None),
+        };
         if spec.options.parent.is_some() {
             return Err(StateError::ParentNeedsMacvlan);
         }

@@ -39,8 +39,8 @@ pub(super) fn on_parent(
         return Err(StateError::UplinkNeedsRouting);
     }
     Ok(Created {
-        subnet,
-        gateway,
+        subnet: Some(subnet),
+        gateway: Some(gateway),
         parent_port,
         uplink_port: None,
         vni: None,

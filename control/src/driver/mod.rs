@@ -25,10 +25,10 @@ use crate::state::{State, StateError};
 /// (opened when it is created, closed when it is removed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Created {
-    /// The subnet in use.
-    pub subnet: Ipv4Cidr,
-    /// The gateway in use.
-    pub gateway: Ipv4Addr,
+    /// The subnet in use; none on an IPv6-only network.
+    pub subnet: Option<Ipv4Cidr>,
+    /// The gateway in use; none on an IPv6-only network.
+    pub gateway: Option<Ipv4Addr>,
     /// The parent interface's port (macvlan).
     pub parent_port: Option<PortId>,
     /// The network's own uplink port (bridge with `--uplink`).

@@ -38,8 +38,8 @@ impl NetworkDriver for Overlay {
         let (subnet, gateway) = state.addressing(spec)?;
         let vni = vni_for(state, spec.options.vni)?;
         Ok(Created {
-            subnet,
-            gateway,
+            subnet: Some(subnet),
+            gateway: Some(gateway),
             parent_port: None,
             uplink_port: None,
             vni: Some(vni),

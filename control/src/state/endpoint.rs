@@ -1,7 +1,7 @@
 //! Connecting and disconnecting endpoints: docker's rules for names, sandboxes, MACs, static
 //! addresses and published ports, the driver's own checks, and the interface names.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use sluice_dataplane::wire::MacAddr;
 
@@ -10,6 +10,16 @@ use crate::driver;
 use crate::ipam::Pool;
 use crate::model::{Endpoint, EndpointSpec, Network, Placement, Stamp};
 use crate::naming::{handoff_ifname, host_ifname, valid_ifname, valid_name};
+
+/// docker's MAC for an endpoint without a static one: 02:42 and its v4 address, or on an
+/// IPv6-only network one derived from its v6 address.
+fn derived_mac(ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> MacAddr {
+    match (ip, ip6) {
+        (Some(ip), _) => MacAddr::from_ipv4(ip),
+        (None, Some(ip6)) => MacAddr::from_ipv6(ip6),
+        (None, None) => MacAddr::from_ipv4(Ipv4Addr::UNSPECIFIED),
+    }
+}
 
 impl State {
     /// Connects an endpoint (`docker network connect`): checks the name, sandbox, MAC and
@@ -23,13 +33,22 @@ impl State {
         crate::validate::endpoint_spec(&spec)?;
         let net = self.network(&spec.network)?;
         let (net_id, net_name) = (net.id.clone(), net.spec.name.clone());
+        let has_ipv4 = net.spec.enable_ipv4;
         let host_ifname = host_ifname(&stamp.id);
         self.check_endpoint(net, &spec, &stamp.id, &host_ifname)?;
         spec.publish = self.pick_host_ports(&spec)?;
         let port = self.free_port().ok_or(StateError::TooManyEndpoints)?;
-        let (pool, ip) = self.address(&net_id, &net_name, spec.ip)?;
+        let v4 = match has_ipv4 {
+            true => Some(self.address(&net_id, &net_name, spec.ip)?),
+            false => None,
+        };
         let v6 = self.address6(&net_id, &net_name, &spec)?;
-        let mac = spec.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip));
+        let mac = spec.mac.unwrap_or_else(|| {
+            derived_mac(
+                v4.as_ref().map(|(_, ip)| *ip),
+                v6.as_ref().map(|(_, ip)| *ip),
+            )
+        });
         if let Some(o) = self.endpoints_of(&net_id).find(|e| e.mac == mac) {
             return Err(StateError::MacInUse {
                 mac,
@@ -38,7 +57,10 @@ impl State {
             });
         }
         let sandbox_ifname = self.sandbox_ifname(&spec, &stamp.id)?;
-        self.pools.insert(net_id.clone(), pool);
+        let ip = v4.map(|(pool, ip)| {
+            self.pools.insert(net_id.clone(), pool);
+            ip
+        });
         let ip6 = v6.map(|(pool6, ip6)| {
             self.pools6.insert(net_id.clone(), pool6);
             ip6
@@ -95,6 +117,14 @@ impl State {
                     sandbox: spec.sandbox.to_string(),
                     network: net_name.clone(),
                 });
+            }
+        }
+        if !net.spec.enable_ipv4 {
+            if spec.ip.is_some() {
+                return Err(StateError::Ipv4Disabled("--ip"));
+            }
+            if !spec.publish.is_empty() {
+                return Err(StateError::Ipv4Disabled("a published port (-p)"));
             }
         }
         if spec.ip.is_some() && net.spec.subnet.is_none() {
@@ -211,8 +241,8 @@ impl State {
                 endpoint: crate::validate::shown(endpoint),
                 network: net_name,
             })?;
-        if let Some(p) = self.pools.get_mut(&net_id) {
-            p.release(e.ip);
+        if let (Some(ip), Some(p)) = (e.ip, self.pools.get_mut(&net_id)) {
+            p.release(ip);
         }
         if let (Some(ip), Some(p)) = (e.ip6, self.pools6.get_mut(&net_id)) {
             p.release(ip);

@@ -247,6 +247,13 @@ pub enum StateError {
     /// is not enabled.
     #[error("{0} needs a network created with --ipv6")]
     NeedsIpv6(&'static str),
+    /// IPv4 addressing (a v4 `--subnet`, `--gateway`, `--ip-range`, `--aux-address`, `--ip`)
+    /// on a network created with `--ipv4=false`.
+    #[error("{0} needs IPv4, and the network is IPv6-only (--ipv4=false)")]
+    Ipv4Disabled(&'static str),
+    /// `--ipv4=false` with a driver other than bridge.
+    #[error("--ipv4=false is supported only by the bridge driver, not {0}")]
+    V6OnlyNeedsBridge(String),
     /// A v6 address problem on a network.
     #[error("network {network}: {err}")]
     Ipam6 {

@@ -8,7 +8,7 @@ use sluice_dataplane::config::Ipv6Cidr;
 
 use super::{State, StateError};
 use crate::ipam6::{next_free_subnet6, Pool6};
-use crate::model::{EndpointSpec, Network, NetworkSpec};
+use crate::model::{Driver, EndpointSpec, Network, NetworkSpec};
 
 /// The v6 pool of a dual-stack network, as its record says.
 pub(super) fn pool6_of(n: &Network) -> Option<Pool6> {
@@ -18,6 +18,27 @@ pub(super) fn pool6_of(n: &Network) -> Option<Pool6> {
         n.gateway6?,
         &n.spec.aux_addresses6,
     ))
+}
+
+/// The rules of an IPv6-only network (`--ipv4=false`): it needs `--ipv6` and the bridge
+/// driver, and takes no v4 addressing.
+pub(super) fn check_v6_only(spec: &NetworkSpec) -> Result<(), StateError> {
+    if !spec.enable_ipv6 {
+        return Err(StateError::NeedsIpv6("--ipv4=false"));
+    }
+    if spec.driver != Driver::Bridge {
+        return Err(StateError::V6OnlyNeedsBridge(spec.driver.as_str().into()));
+    }
+    let given = [
+        (spec.subnet.is_some(), "an IPv4 --subnet"),
+        (spec.gateway.is_some(), "an IPv4 --gateway"),
+        (spec.ip_range.is_some(), "an IPv4 --ip-range"),
+        (!spec.aux_addresses.is_empty(), "an IPv4 --aux-address"),
+    ];
+    match given.into_iter().find(|(given, _)| *given) {
+        Some((_, what)) => Err(StateError::Ipv4Disabled(what)),
+        None => Ok(()),
+    }
 }
 
 impl State {
@@ -119,7 +140,9 @@ impl State {
 mod tests {
     use super::*;
     use crate::ipam6::DEFAULT_POOL6;
+    use crate::model::Stamp;
     use crate::state::tests::{ep, fresh, net};
+    use sluice_dataplane::wire::MacAddr;
 
     fn dual(name: &str, subnet6: Option<&str>) -> NetworkSpec {
         NetworkSpec {
@@ -131,6 +154,69 @@ mod tests {
 
     fn ip(s: &str) -> Ipv6Addr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn v6_only_networks_have_no_v4_and_refuse_v4_settings() {
+        let (mut s, mut st) = fresh();
+        let six = |name: &str| NetworkSpec {
+            enable_ipv4: false,
+            ..dual(name, Some("fd00:9::/64"))
+        };
+        let bad = |spec: NetworkSpec, s: &mut State, st: &mut dyn FnMut() -> Stamp| {
+            s.create_network(spec, st()).unwrap_err().to_string()
+        };
+        let no_v6 = NetworkSpec {
+            enable_ipv4: false,
+            ..net("x", None)
+        };
+        assert_eq!(
+            bad(no_v6, &mut s, &mut st),
+            "--ipv4=false needs a network created with --ipv6"
+        );
+        let with_v4 = NetworkSpec {
+            subnet: Some("10.9.0.0/24".parse().unwrap()),
+            ..six("x")
+        };
+        assert_eq!(
+            bad(with_v4, &mut s, &mut st),
+            "an IPv4 --subnet needs IPv4, and the network is IPv6-only (--ipv4=false)"
+        );
+        let macvlan = NetworkSpec {
+            driver: crate::model::Driver::Macvlan,
+            ..six("x")
+        };
+        assert!(bad(macvlan, &mut s, &mut st).contains("only by the bridge driver"));
+        let n = s.create_network(six("six"), st()).unwrap().clone();
+        assert_eq!((n.subnet, n.gateway), (None, None));
+        assert_eq!(n.gateway6, Some(ip("fd00:9::1")));
+        let a = s.connect(ep("six", "a", 1), st()).unwrap().clone();
+        assert_eq!((a.ip, a.ip6), (None, Some(ip("fd00:9::2"))));
+        assert_eq!(a.mac, MacAddr::from_ipv6(ip("fd00:9::2")));
+        assert_eq!(a.mac.to_string(), "02:42:fd:00:00:0b", "fd00:0009 ^ 2");
+        let b = s.connect(ep("six", "b", 2), st()).unwrap().clone();
+        assert_ne!(a.mac, b.mac);
+        let static_v4 = EndpointSpec {
+            ip: Some("10.9.0.5".parse().unwrap()),
+            ..ep("six", "c", 3)
+        };
+        assert!(matches!(
+            s.connect(static_v4, st()),
+            Err(StateError::Ipv4Disabled("--ip"))
+        ));
+        let restored = State::from_parts(s.networks().cloned(), s.endpoints().cloned()).unwrap();
+        assert_eq!(restored.pools6[&n.id].used(), s.pools6[&n.id].used());
+        assert!(!restored.pools.contains_key(&n.id));
+        s.disconnect("six", "a").unwrap();
+        assert_eq!(
+            s.connect(ep("six", "d", 4), st()).unwrap().ip6,
+            Some(ip("fd00:9::2"))
+        );
+        let cfg = crate::compile::dataplane_config(&s, None, Default::default());
+        let nc = cfg.networks.iter().find(|c| c.name == "six").unwrap();
+        assert!(!nc.ipv4);
+        assert_eq!(nc.ipv6.unwrap().gateway, ip("fd00:9::1"));
+        sluice_dataplane::tables::Tables::build(&cfg, None).unwrap();
     }
 
     #[test]

@@ -108,14 +108,16 @@ impl State {
                 .get(&e.network_id)
                 .ok_or_else(|| StateError::NoSuchNetwork(e.network_id.clone()))?;
             let name = net.spec.name.clone();
-            let pool = s
-                .pools
-                .get_mut(&e.network_id)
-                .ok_or_else(|| StateError::CannotConnect(name.clone()))?;
-            pool.claim(e.ip).map_err(|err| StateError::Ipam {
-                network: name.clone(),
-                err,
-            })?;
+            if let Some(ip) = e.ip {
+                let pool = s
+                    .pools
+                    .get_mut(&e.network_id)
+                    .ok_or_else(|| StateError::CannotConnect(name.clone()))?;
+                pool.claim(ip).map_err(|err| StateError::Ipam {
+                    network: name.clone(),
+                    err,
+                })?;
+            }
             if let (Some(ip), Some(p6)) = (e.ip6, s.pools6.get_mut(&e.network_id)) {
                 p6.claim(ip)
                     .map_err(|err| StateError::Ipam6 { network: name, err })?;
@@ -342,7 +344,11 @@ pub(crate) mod tests {
             "172.17.0.2/16".parse().unwrap(),
         )]);
         let e = s.connect(ep("bridge", "web", 1), st()).unwrap();
-        assert_eq!(e.ip, ip("172.17.0.3"), "never the uplink's own address");
+        assert_eq!(
+            e.ip,
+            Some(ip("172.17.0.3")),
+            "never the uplink's own address"
+        );
     }
 
     #[test]
@@ -635,25 +641,29 @@ pub(crate) mod tests {
         spec.aux_addresses.insert("r".into(), ip("10.5.0.2"));
         s.create_network(spec, st()).unwrap();
         let e1 = s.connect(ep("a", "one", 1), st()).unwrap().clone();
-        assert_eq!(e1.ip, ip("10.5.0.3"), "skips network, gateway and aux");
+        assert_eq!(
+            e1.ip,
+            Some(ip("10.5.0.3")),
+            "skips network, gateway and aux"
+        );
         assert_eq!(e1.mac.to_string(), "02:42:0a:05:00:03");
         assert_eq!(e1.sandbox_ifname, "eth0");
         assert!(e1.host_ifname.len() <= 15 && e1.host_ifname.starts_with("sl"));
         let mut two = ep("a", "two", 2);
         two.ip = Some(ip("10.5.0.4"));
         let e2 = s.connect(two, st()).unwrap().clone();
-        assert_eq!(e2.ip, ip("10.5.0.4"));
+        assert_eq!(e2.ip, Some(ip("10.5.0.4")));
         assert_ne!(e1.port, e2.port);
         assert_eq!(
             s.connect(ep("a", "three", 3), st()).unwrap().ip,
-            ip("10.5.0.5")
+            Some(ip("10.5.0.5"))
         );
         let e4 = s.connect(ep("bridge", "one", 1), st()).unwrap().clone();
         assert_eq!(
             e4.sandbox_ifname, "eth1",
             "second network of the same sandbox"
         );
-        assert_eq!(e4.ip, ip("172.17.0.2"));
+        assert_eq!(e4.ip, Some(ip("172.17.0.2")));
         s.disconnect("a", "one").unwrap();
         let again = s.connect(ep("a", "one", 1), st()).unwrap();
         assert_eq!(
@@ -675,10 +685,10 @@ pub(crate) mod tests {
             s.connect(on_bridge, st()),
             Err(StateError::AliasOnDefaultBridge)
         );
-        assert_eq!(s.disconnect("a", "one").unwrap().ip, ip("10.5.0.3"));
+        assert_eq!(s.disconnect("a", "one").unwrap().ip, Some(ip("10.5.0.3")));
         assert_eq!(
             s.connect(ep("a", "four", 4), st()).unwrap().ip,
-            ip("10.5.0.3")
+            Some(ip("10.5.0.3"))
         );
         assert!(matches!(
             s.disconnect("a", "one"),
@@ -781,7 +791,7 @@ pub(crate) mod tests {
         m.ip = Some(ip("10.5.0.200"));
         let e = s.connect(m, st()).unwrap();
         assert_eq!(e.mac.to_string(), "02:00:00:00:00:01");
-        assert_eq!(e.ip, ip("10.5.0.200"));
+        assert_eq!(e.ip, Some(ip("10.5.0.200")));
     }
 
     #[test]
@@ -850,7 +860,7 @@ pub(crate) mod tests {
         assert_eq!(r, s);
         assert_eq!(
             r.connect(ep("a", "two", 2), st()).unwrap().ip,
-            ip("10.5.0.3")
+            Some(ip("10.5.0.3"))
         );
         let dup: Vec<Endpoint> = s.endpoints().chain(s.endpoints()).cloned().collect();
         assert!(matches!(

@@ -7,7 +7,7 @@ use sluice_dataplane::config::Ipv4Cidr;
 use sluice_dataplane::counters::MAX_PORTS;
 use sluice_dataplane::frame::{NetworkId, PortId};
 
-use super::{State, StateError, PREDEFINED};
+use super::{ipv6, State, StateError, PREDEFINED};
 use crate::driver;
 use crate::ipam::{first_overlap, network_of, next_free_subnet, range_within};
 use crate::model::{Driver, Network, NetworkSpec, Stamp};
@@ -37,6 +37,9 @@ impl State {
         if ipvlan_opts && spec.driver != Driver::Ipvlan {
             return Err(StateError::IpvlanOptionNeedsIpvlan);
         }
+        if !spec.enable_ipv4 {
+            ipv6::check_v6_only(&spec)?;
+        }
         let created = driver::of(spec.driver).create(self, &spec)?;
         let mut spec = spec;
         spec.options.vni = created.vni.or(spec.options.vni);
@@ -50,8 +53,8 @@ impl State {
             id: stamp.id,
             created: stamp.created,
             spec,
-            subnet: Some(created.subnet),
-            gateway: Some(created.gateway),
+            subnet: created.subnet,
+            gateway: created.gateway,
             subnet6: v6.map(|(s, _)| s),
             gateway6: v6.map(|(_, g)| g),
             dataplane_id,

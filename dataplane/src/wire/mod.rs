@@ -127,6 +127,15 @@ impl MacAddr {
         let o = ip.octets();
         MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
     }
+
+    /// sluice's MAC for an address of an IPv6-only network (no v4 address to take it from):
+    /// 02:42 followed by the four 32-bit words of the address XORed, so that the same host
+    /// part in two prefixes gives two MACs.
+    pub fn from_ipv6(ip: std::net::Ipv6Addr) -> Self {
+        let v = u128::from(ip);
+        let folded = (v ^ (v >> 32) ^ (v >> 64) ^ (v >> 96)) as u32;
+        Self::from_ipv4(std::net::Ipv4Addr::from(folded))
+    }
 }
 
 impl std::fmt::Display for MacAddr {

@@ -225,11 +225,16 @@ fn addressing<C: std::str::FromStr<Err = String>, A>(
 /// sluiced accepts it is the engine's call). `--ipv6` makes it dual stack: docker's v6 subnet
 /// (from `IPv6Data`), or one sluice picks when docker's IPAM gave none.
 pub fn network_spec(r: &CreateNetworkRequest) -> Result<NetworkSpec, PluginError> {
-    let [v4] = r.ipv4_data.as_slice() else {
-        return Err(PluginError::Refused(format!(
-            "a sluice network has exactly one IPv4 subnet, docker gave {}",
-            r.ipv4_data.len()
-        )));
+    let enable_ipv4 = !r.options.contains_key(OPT_ENABLE_IPV4) || flag(&r.options, OPT_ENABLE_IPV4);
+    let v4 = match r.ipv4_data.as_slice() {
+        [] if !enable_ipv4 => None,
+        [v4] if enable_ipv4 => Some(addressing::<Ipv4Cidr, _>(v4, parse_ip)?),
+        other => {
+            return Err(PluginError::Refused(format!(
+            "a sluice network has exactly one IPv4 subnet (none with --ipv4=false), docker gave {}",
+            other.len()
+        )))
+        }
     };
     let v6 = match r.ipv6_data.as_slice() {
         [] => None,
@@ -241,15 +246,15 @@ pub fn network_spec(r: &CreateNetworkRequest) -> Result<NetworkSpec, PluginError
             )))
         }
     };
-    let v4 = addressing::<Ipv4Cidr, _>(v4, parse_ip)?;
     let options = network_options(&r.options)?;
     Ok(NetworkSpec {
         name: network_name(&r.network_id),
         driver: asked_driver(&r.options)?.unwrap_or_else(|| crate::driver::for_docker(&options)),
-        subnet: Some(v4.subnet),
-        gateway: v4.gateway,
+        subnet: v4.as_ref().map(|a| a.subnet),
+        gateway: v4.as_ref().and_then(|a| a.gateway),
         ip_range: None,
-        aux_addresses: v4.aux,
+        aux_addresses: v4.map(|a| a.aux).unwrap_or_default(),
+        enable_ipv4,
         internal: flag(&r.options, OPT_INTERNAL),
         options,
         labels: [(LABEL_NETWORK_ID.to_string(), r.network_id.clone())].into(),
@@ -840,6 +845,32 @@ mod tests {
             eps[0].ports,
             ["0.0.0.0:61000->80/tcp", "127.0.0.1:61000->53/udp"]
         );
+    }
+
+    /// docker 28's `docker network create -d sluice --ipv4=false --ipv6 --subnet V6 NET`: no
+    /// IPv4 data, `enable_ipv4` false in the options.
+    #[test]
+    fn v6_only_networks_come_without_ipv4_data() {
+        let r = |options: Value, v4: Value| -> CreateNetworkRequest {
+            serde_json::from_value(json!({"NetworkID": "ab".repeat(32), "Options": options,
+                "IPv4Data": v4, "IPv6Data": [{"Pool": "fd00:28::/64", "Gateway": "fd00:28::1/64"}]}))
+            .unwrap()
+        };
+        let off = json!({"com.docker.network.enable_ipv4": false, "com.docker.network.enable_ipv6": true});
+        let s = network_spec(&r(off.clone(), json!([]))).unwrap();
+        assert!(!s.enable_ipv4 && s.enable_ipv6);
+        assert_eq!((s.subnet, s.gateway), (None, None));
+        assert_eq!(s.subnet6, Some("fd00:28::/64".parse().unwrap()));
+        let v4 = json!([{"Pool": "10.89.0.0/24"}]);
+        assert!(
+            network_spec(&r(off, v4.clone())).is_err(),
+            "v4 data with --ipv4=false"
+        );
+        assert!(
+            network_spec(&r(json!({}), json!([]))).is_err(),
+            "no v4 data with IPv4"
+        );
+        assert!(network_spec(&r(json!({}), v4)).unwrap().enable_ipv4);
     }
 
     /// `docker network create -d sluice --ipam-driver sluice --ipv6 --subnet ... --subnet ...`

@@ -18,6 +18,8 @@ pub const OPT_GENERIC: &str = "com.docker.network.generic";
 pub const OPT_INTERNAL: &str = "com.docker.network.internal";
 /// Whether the network was created with `--ipv6`.
 pub const OPT_ENABLE_IPV6: &str = "com.docker.network.enable_ipv6";
+/// Whether the network has IPv4 (docker 28's `--ipv4`; false: IPv6-only).
+pub const OPT_ENABLE_IPV4: &str = "com.docker.network.enable_ipv4";
 /// The published ports (`-p`) of an endpoint.
 pub const OPT_PORTMAP: &str = "com.docker.network.portmap";
 /// `RequestAddressType` value of the gateway's address request.
