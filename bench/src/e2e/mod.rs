@@ -266,7 +266,8 @@ impl Metric {
 pub mod metrics {
     use super::{Better, Metric, Unit};
 
-    const fn m(name: &'static str, unit: Unit, better: Better) -> Metric {
+    /// A metric (also for the v6 rows of [`super::v6`]).
+    pub(super) const fn m(name: &'static str, unit: Unit, better: Better) -> Metric {
         Metric { name, unit, better }
     }
     /// TCP, 1 stream, a -> b.

@@ -7,11 +7,9 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use sluice_lab::lab::DockerLikeSpec;
 
-use super::{metrics, Better, Metric, TestKind, Unit};
+use super::metrics::{self, m};
+use super::{Better, Metric, TestKind, Unit};
 
-const fn m(name: &'static str, unit: Unit, better: Better) -> Metric {
-    Metric { name, unit, better }
-}
 /// TCP, 1 stream, a -> b over v6.
 pub const TCP1: Metric = m("tcp1 v6 a->b", Unit::Gbps, Better::Higher);
 /// TCP, 4 streams, a -> b over v6.
