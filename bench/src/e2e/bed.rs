@@ -319,3 +319,41 @@ impl Bed {
         self.addrs_v4().b.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::e2e::{metrics, v6};
+
+    #[test]
+    fn v6_rr_rows_start_this_binarys_servers_on_v6_addresses() {
+        let spec = spec(2, true);
+        assert!(spec.ipv6 && !super::spec(2, false).ipv6);
+        let cmds: Vec<(&str, String, u16)> =
+            servers(Shape::Bridge, &spec, &[v6::TCP_RR, v6::NAT_IN_RR])
+                .into_iter()
+                .map(|(ns, cmd, port)| (ns, cmd[1..].join(" "), port))
+                .collect();
+        assert_eq!(
+            cmds,
+            vec![
+                ("b", "--rr-server [fd00:17::3]:11111".into(), SP_TCP_PORT),
+                (
+                    "b",
+                    "--rr-server [fd00:17::3]:11112 --rr-udp".into(),
+                    SP_UDP_PORT
+                ),
+                ("a", "--rr-server [fd00:17::2]:11111".into(), SP_TCP_PORT),
+                (
+                    OUTSIDE,
+                    "--rr-server [2001:db8:18::2]:11111".into(),
+                    SP_TCP_PORT
+                ),
+            ]
+        );
+        // The v4 RR rows keep sockperf, bound to the v4 addresses.
+        let v4 = servers(Shape::Bridge, &spec, &[metrics::TCP_RR]);
+        assert!(v4.iter().all(|(_, cmd, _)| cmd[0] == "sockperf"));
+        assert_eq!(tool_name("/usr/bin/sluice-e2e-bench"), "sluice-e2e-bench");
+    }
+}
