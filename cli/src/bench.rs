@@ -29,7 +29,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub peers: Option<String>,
     /// Test groups: tcp, tcp4, udp64, rr, nat (default: these), flows, endpoints (how the cost
-    /// grows with tracked flows and with endpoints on the bridge).
+    /// grows with tracked flows and with endpoints on the bridge), tcp6, tcp4x6, udp6, rr6,
+    /// nat6 (the same over IPv6 on a dual-stack network, NAT66).
     #[arg(long)]
     pub tests: Option<String>,
     /// Seconds per measurement (default 5).

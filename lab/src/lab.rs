@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use sluice_dataplane::wire::MacAddr;
 
 mod docker_like;
+mod docker_like_v6;
 pub mod overlay;
 
 pub use docker_like::{

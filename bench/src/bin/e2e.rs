@@ -24,7 +24,8 @@ use sluice_lab::lab::SluiceLaunch;
 struct Args {
     /// Test groups: tcp, tcp4, udp64, rr, nat; and how the cost grows: flows (NAT with 1k and
     /// 100k flows established before the run), endpoints (a bridge with 64 endpoints, one with
-    /// 10,000 learned MACs).
+    /// 10,000 learned MACs); the same over IPv6 on a dual-stack network (NAT66): tcp6, tcp4x6,
+    /// udp6, rr6, nat6.
     #[arg(long, value_delimiter = ',', default_value = "tcp,tcp4,udp64,rr,nat")]
     tests: Vec<TestKind>,
     /// Runs per forwarder (forwarders alternate within each run).
@@ -70,6 +71,32 @@ struct Args {
     /// device and bridge (TCP 1 and 4 streams, TCP_RR); prints a table.
     #[arg(long)]
     overlay: bool,
+    /// Internal (the v6 RR rows' server, run inside a namespace): echoes on ADDR.
+    #[arg(long, hide = true, value_name = "ADDR")]
+    rr_server: Option<std::net::SocketAddr>,
+    /// Internal (the v6 RR rows' client): ping-pongs with ADDR for `--duration` seconds.
+    #[arg(long, hide = true, value_name = "ADDR")]
+    rr_client: Option<std::net::SocketAddr>,
+    /// Internal: the RR server or client uses UDP (else TCP).
+    #[arg(long, hide = true)]
+    rr_udp: bool,
+}
+
+/// The v6 RR rows' own tool (`--rr-server`, `--rr-client`); false when not asked for.
+fn run_rr_tool(args: &Args) -> anyhow::Result<bool> {
+    use sluice_bench::e2e::rr;
+    if let Some(addr) = args.rr_server {
+        rr::serve(addr, args.rr_udp).with_context(|| format!("RR server on {addr}"))?;
+        return Ok(true);
+    }
+    let Some(addr) = args.rr_client else {
+        return Ok(false);
+    };
+    let dur = std::time::Duration::from_secs(args.duration.into());
+    let mut rtts =
+        rr::ping_pong(addr, args.rr_udp, dur).with_context(|| format!("RR to {addr}"))?;
+    print!("{}", rr::summary(&mut rtts));
+    Ok(true)
 }
 
 /// Shows progress on stderr: on a terminal the status line is rewritten in place.
@@ -113,6 +140,9 @@ fn main() -> anyhow::Result<()> {
     let command = run::command_line();
     if args.runs == 0 || args.duration == 0 {
         bail!("--runs and --duration must be at least 1");
+    }
+    if run_rr_tool(&args)? {
+        return Ok(());
     }
     run::require_root()?;
     if let Some(user) = args.rootless {

@@ -9,7 +9,7 @@ use sluice_lab::lab::{DockerLike, DockerLikeSpec, Forwarder, Lab, Publish, OUTSI
 
 use super::peers::{have_tool, Peer, PeerKind};
 use super::scale::BedKind;
-use super::{scale, shapes, Metric, Shape, TestKind};
+use super::{scale, shapes, v6, Metric, Shape, TestKind};
 
 /// The port every iperf3 server listens on (in a, b and outside).
 pub(super) const IPERF_PORT: u16 = 5201;
@@ -41,8 +41,9 @@ pub(super) struct Bed {
     more: Vec<(BedKind, Bed)>,
 }
 
-/// The docker-like topology of bed `kind` (endpoints `a`, `b`, ...) with a's published ports.
-fn spec(kind: BedKind) -> DockerLikeSpec {
+/// The docker-like topology of bed `kind` (endpoints `a`, `b`, ...) with a's published ports,
+/// dual stack when `ipv6`.
+fn spec(kind: BedKind, ipv6: bool) -> DockerLikeSpec {
     let publish = |host_port, target_port| Publish {
         proto: L4Proto::Tcp,
         host_port,
@@ -52,6 +53,7 @@ fn spec(kind: BedKind) -> DockerLikeSpec {
     kind.spec(DockerLikeSpec {
         endpoints: scale::endpoint_names(2),
         publish: vec![publish(PUB_IPERF, IPERF_PORT), publish(PUB_SP, SP_TCP_PORT)],
+        ipv6,
         ..DockerLikeSpec::default()
     })
 }
@@ -61,7 +63,12 @@ type Server = (&'static str, Vec<String>, u16);
 
 fn servers(shape: Shape, spec: &DockerLikeSpec, metrics: &[Metric]) -> Vec<Server> {
     let iperf = have_tool("iperf3") && metrics.iter().any(|m| m.unit != super::Unit::Us);
-    let rr = metrics.iter().any(|m| m.unit == super::Unit::Us);
+    let rr = |v6_rows: bool| {
+        metrics
+            .iter()
+            .any(|m| m.unit == super::Unit::Us && v6::twin(m).is_some() == v6_rows)
+    };
+    let (rr6, rr) = (rr(true), rr(false));
     let nat = metrics
         .iter()
         .any(|m| TestKind::of(m).is_some_and(TestKind::through_nat));
@@ -107,7 +114,56 @@ fn servers(shape: Shape, spec: &DockerLikeSpec, metrics: &[Metric]) -> Vec<Serve
             ));
         }
     }
+    if rr6 && shape == Shape::Bridge {
+        out.extend(rr6_servers(spec, nat));
+    }
     out
+}
+
+/// The servers of the v6 RR rows (this binary's [`super::rr`]): TCP and UDP in b, TCP in a
+/// and the outside for the NAT rows.
+fn rr6_servers(spec: &DockerLikeSpec, nat: bool) -> Vec<Server> {
+    let at = |ip: std::net::Ipv6Addr, port| std::net::SocketAddr::new(ip.into(), port).to_string();
+    let b = spec.endpoint_ip6(1);
+    let mut out = vec![
+        (
+            "b",
+            rr_command("--rr-server", &at(b, SP_TCP_PORT), false),
+            SP_TCP_PORT,
+        ),
+        (
+            "b",
+            rr_command("--rr-server", &at(b, SP_UDP_PORT), true),
+            SP_UDP_PORT,
+        ),
+    ];
+    if nat {
+        for (ns, ip) in [("a", spec.endpoint_ip6(0)), (OUTSIDE, spec.outside_ip6())] {
+            out.push((
+                ns,
+                rr_command("--rr-server", &at(ip, SP_TCP_PORT), false),
+                SP_TCP_PORT,
+            ));
+        }
+    }
+    out
+}
+
+/// This binary run as the RR tool: `flag` (`--rr-server` or `--rr-client`) on `addr`.
+pub(super) fn rr_command(flag: &str, addr: &str, udp: bool) -> Vec<String> {
+    let exe = std::env::current_exe().map_or("sluice-e2e-bench".into(), |p| {
+        p.to_string_lossy().into_owned()
+    });
+    let mut cmd = vec![exe, flag.to_string(), addr.to_string()];
+    if udp {
+        cmd.push("--rr-udp".into());
+    }
+    cmd
+}
+
+/// The file name of a command's program, for log names.
+fn tool_name(program: &str) -> &str {
+    program.rsplit('/').next().unwrap_or(program)
 }
 
 impl Bed {
@@ -135,7 +191,7 @@ impl Bed {
     /// up.
     fn build_on(peer: &Peer, metrics: &[Metric], kind: BedKind) -> Result<Bed, String> {
         let err = |e: sluice_lab::lab::LabError| e.to_string();
-        let spec = spec(kind);
+        let spec = spec(kind, v6::any_v6(metrics));
         let mut bed = match &peer.kind {
             PeerKind::Docker(forwarder) => {
                 let tag = match (peer.name.as_str(), forwarder, kind) {
@@ -194,7 +250,7 @@ impl Bed {
         for (i, (ns, args, _)) in servers.iter().enumerate() {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             self.lab
-                .spawn(ns, &args, &format!("srv{i}-{ns}-{}", args[0]))
+                .spawn(ns, &args, &format!("srv{i}-{ns}-{}", tool_name(args[0])))
                 .map_err(err)?;
         }
         for (ns, _, port) in &servers {
@@ -212,8 +268,17 @@ impl Bed {
         }
         let (a, b) = (self.spec.endpoint_ip(0), self.spec.endpoint_ip(1));
         let mut warm = vec![("a", b.to_string()), ("b", a.to_string())];
-        if self.lab.namespaces().iter().any(|n| n == OUTSIDE) {
+        let outside = self.lab.namespaces().iter().any(|n| n == OUTSIDE);
+        if outside {
             warm.push(("a", self.spec.outside_ip().to_string()));
+        }
+        if self.spec.ipv6 {
+            let s = &self.spec;
+            warm.push(("a", s.endpoint_ip6(1).to_string()));
+            warm.push(("b", s.endpoint_ip6(0).to_string()));
+            if outside {
+                warm.push(("a", s.outside_ip6().to_string()));
+            }
         }
         for (ns, ip) in warm {
             self.lab
@@ -245,11 +310,60 @@ impl Bed {
             .map_or(self, |(_, b)| b)
     }
 
+    /// The v4 addresses the rows use: endpoint b (or the host behind the tool's gateway), the
+    /// outside and the uplink.
+    pub(super) fn addrs_v4(&self) -> v6::Addrs {
+        let b = match self.shape {
+            Shape::Bridge => self.spec.endpoint_ip(1),
+            Shape::NsHost => shapes::HOST_GW,
+        };
+        v6::Addrs {
+            b: b.into(),
+            outside: self.spec.outside_ip().into(),
+            uplink: self.spec.uplink_ip().addr.into(),
+        }
+    }
+
     /// The address "b" of the a->b rows: endpoint b, or the host behind the tool's gateway.
     pub(super) fn target(&self) -> String {
-        match self.shape {
-            Shape::Bridge => self.spec.endpoint_ip(1).to_string(),
-            Shape::NsHost => shapes::HOST_GW.to_string(),
-        }
+        self.addrs_v4().b.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::e2e::{metrics, v6};
+
+    #[test]
+    fn v6_rr_rows_start_this_binarys_servers_on_v6_addresses() {
+        let spec = spec(BedKind::Main, true);
+        assert!(spec.ipv6 && !super::spec(BedKind::Main, false).ipv6);
+        let cmds: Vec<(&str, String, u16)> =
+            servers(Shape::Bridge, &spec, &[v6::TCP_RR, v6::NAT_IN_RR])
+                .into_iter()
+                .map(|(ns, cmd, port)| (ns, cmd[1..].join(" "), port))
+                .collect();
+        assert_eq!(
+            cmds,
+            vec![
+                ("b", "--rr-server [fd00:17::3]:11111".into(), SP_TCP_PORT),
+                (
+                    "b",
+                    "--rr-server [fd00:17::3]:11112 --rr-udp".into(),
+                    SP_UDP_PORT
+                ),
+                ("a", "--rr-server [fd00:17::2]:11111".into(), SP_TCP_PORT),
+                (
+                    OUTSIDE,
+                    "--rr-server [2001:db8:18::2]:11111".into(),
+                    SP_TCP_PORT
+                ),
+            ]
+        );
+        // The v4 RR rows keep sockperf, bound to the v4 addresses.
+        let v4 = servers(Shape::Bridge, &spec, &[metrics::TCP_RR]);
+        assert!(v4.iter().all(|(_, cmd, _)| cmd[0] == "sockperf"));
+        assert_eq!(tool_name("/usr/bin/sluice-e2e-bench"), "sluice-e2e-bench");
     }
 }

@@ -1,13 +1,14 @@
 //! One measurement: the tools run in a bed's namespaces (iperf3, sockperf, trafgen), their
 //! outputs parsed, and the CPU the forwarder and the machine spent meanwhile.
 
+use std::net::{IpAddr, SocketAddr};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use sluice_lab::lab::OUTSIDE;
 
-use super::bed::{Bed, IPERF_PORT, PUB_IPERF, PUB_SP, SP_TCP_PORT, SP_UDP_PORT};
-use super::{metrics, parse, scale, CpuUse, ForwarderTicks, Metric, Sample, Shape, TestKind};
+use super::bed::{self, Bed, IPERF_PORT, PUB_IPERF, PUB_SP, SP_TCP_PORT, SP_UDP_PORT};
+use super::{metrics, parse, scale, v6, CpuUse, ForwarderTicks, Metric, Sample, Shape, TestKind};
 
 /// How 64-byte UDP is generated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,14 +36,16 @@ pub(super) fn select_metrics(
             } else {
                 "iperf3"
             };
-            let by_trafgen = *m == metrics::UDP64 && udp == UdpGen::Trafgen;
+            let by_trafgen = v6::twin(m).unwrap_or(*m) == metrics::UDP64 && udp == UdpGen::Trafgen;
+            // The v6 RR rows run this binary's own tool (super::rr).
+            let own_rr = m.unit == super::Unit::Us && v6::twin(m).is_some();
             let fills = scale::flows_before(m) > 0 || scale::BedKind::of(m) == scale::BedKind::Macs;
             if fills && udp != UdpGen::Trafgen {
                 skipped.push(format!(
                     "{}: skipped, trafgen (which opens the flows, fills the FDB) is not installed",
                     m.name
                 ));
-            } else if has(tool) || by_trafgen {
+            } else if has(tool) || by_trafgen || own_rr {
                 out.push(*m);
             } else {
                 skipped.push(format!("{}: skipped, {tool} is not installed", m.name));
@@ -135,13 +138,21 @@ fn m_iperf_tcp(bed: &Bed, ns: &str, ip: &str, port: u16, streams: u32, dur: u32)
     ))
 }
 
-fn m_sockperf(bed: &Bed, ns: &str, ip: &str, port: u16, tcp: bool, dur: u32) -> Measured {
+fn m_sockperf(bed: &Bed, ns: &str, ip: IpAddr, port: u16, tcp: bool, dur: u32) -> Measured {
     let (t, p, d) = ((dur + 15).to_string(), port.to_string(), dur.to_string());
-    let mut args = vec!["timeout", &t, "sockperf", "pp"];
-    if tcp {
-        args.push("--tcp");
+    let (ip, addr) = (ip.to_string(), SocketAddr::new(ip, port).to_string());
+    let mut args = vec!["timeout", &t];
+    let rr_client = bed::rr_command("--rr-client", &addr, !tcp);
+    if ip.contains(':') {
+        args.extend(rr_client.iter().map(String::as_str));
+        args.extend(["--duration", &d]);
+    } else {
+        args.extend(["sockperf", "pp"]);
+        if tcp {
+            args.push("--tcp");
+        }
+        args.extend_from_slice(&["-i", &ip, "-p", &p, "-m", "64", "-t", &d, "--full-rtt"]);
     }
-    args.extend_from_slice(&["-i", ip, "-p", &p, "-m", "64", "-t", &d, "--full-rtt"]);
     let o = bed.lab.exec_output(ns, &args).map_err(|e| e.to_string())?;
     let (out, err) = out_text(&o);
     let r = parse::sockperf(&format!("{out}\n{err}")).map_err(|e| e.to_string())?;
@@ -160,9 +171,13 @@ fn link_counters(bed: &Bed, ns: &str) -> Result<parse::LinkCounters, String> {
     parse::ip_link_counters(&out).map_err(|e| e.to_string())
 }
 
-fn m_udp64(bed: &Bed, gen: UdpGen, dur: u32) -> Measured {
+fn m_udp64(bed: &Bed, gen: UdpGen, dur: u32, over_v6: bool) -> Measured {
     let spec = &bed.spec;
-    let b_ip = bed.target();
+    let b_ip = if over_v6 {
+        spec.endpoint_ip6(1).to_string()
+    } else {
+        bed.target()
+    };
     // trafgen writes frames addressed to endpoint b's MAC: only the bridge shape has one.
     let gen = if bed.shape == Shape::NsHost {
         UdpGen::Iperf3
@@ -172,13 +187,17 @@ fn m_udp64(bed: &Bed, gen: UdpGen, dur: u32) -> Measured {
     match gen {
         UdpGen::Trafgen => {
             let cfg = bed.lab.dir().join("udp64.trafgen");
-            let text = format!(
-                "{{ eth(da={}, sa={}, type=0x0800), ipv4(saddr={}, daddr={b_ip}, ttl=64), \
-                 udp(sp=40000, dp=9), fill(0x41, 64) }}\n",
-                spec.endpoint_mac(1),
-                spec.endpoint_mac(0),
-                spec.endpoint_ip(0),
-            );
+            let text = if over_v6 {
+                v6::trafgen_udp(spec)
+            } else {
+                format!(
+                    "{{ eth(da={}, sa={}, type=0x0800), ipv4(saddr={}, daddr={b_ip}, ttl=64), \
+                     udp(sp=40000, dp=9), fill(0x41, 64) }}\n",
+                    spec.endpoint_mac(1),
+                    spec.endpoint_mac(0),
+                    spec.endpoint_ip(0),
+                )
+            };
             std::fs::write(&cfg, text).map_err(|e| format!("{}: {e}", cfg.display()))?;
             let cfg = cfg.to_string_lossy().into_owned();
             let d = dur.to_string();
@@ -246,25 +265,32 @@ fn m_udp64(bed: &Bed, gen: UdpGen, dur: u32) -> Measured {
 
 fn measure(bed: &Bed, m: Metric, gen: UdpGen, dur: u32) -> Measured {
     let spec = &bed.spec;
-    let b = bed.target();
-    let o = spec.outside_ip().to_string();
-    let up = spec.uplink_ip().addr.to_string();
+    let over_v6 = v6::twin(&m).is_some();
+    let (m, ips) = match v6::twin(&m) {
+        Some(v4) => (v4, v6::addrs(spec)),
+        None => (m, bed.addrs_v4()),
+    };
+    let (b, o, up) = (
+        ips.b.to_string(),
+        ips.outside.to_string(),
+        ips.uplink.to_string(),
+    );
     match m {
         metrics::TCP1
         | metrics::TCP1_2_ENDPOINTS
         | metrics::TCP1_64_ENDPOINTS
         | metrics::TCP1_10K_MACS => m_iperf_tcp(bed, "a", &b, IPERF_PORT, 1, dur),
         metrics::TCP4 => m_iperf_tcp(bed, "a", &b, IPERF_PORT, 4, dur),
-        metrics::UDP64 => m_udp64(bed, gen, dur),
-        metrics::TCP_RR => m_sockperf(bed, "a", &b, SP_TCP_PORT, true, dur),
-        metrics::UDP_RR => m_sockperf(bed, "a", &b, SP_UDP_PORT, false, dur),
+        metrics::UDP64 => m_udp64(bed, gen, dur, over_v6),
+        metrics::TCP_RR => m_sockperf(bed, "a", ips.b, SP_TCP_PORT, true, dur),
+        metrics::UDP_RR => m_sockperf(bed, "a", ips.b, SP_UDP_PORT, false, dur),
         metrics::NAT_OUT_TCP1
         | metrics::NAT_OUT_FLOWS_1
         | metrics::NAT_OUT_FLOWS_1K
         | metrics::NAT_OUT_FLOWS_100K => m_iperf_tcp(bed, "a", &o, IPERF_PORT, 1, dur),
         metrics::NAT_IN_TCP1 => m_iperf_tcp(bed, OUTSIDE, &up, PUB_IPERF, 1, dur),
-        metrics::NAT_OUT_RR => m_sockperf(bed, "a", &o, SP_TCP_PORT, true, dur),
-        metrics::NAT_IN_RR => m_sockperf(bed, OUTSIDE, &up, PUB_SP, true, dur),
+        metrics::NAT_OUT_RR => m_sockperf(bed, "a", ips.outside, SP_TCP_PORT, true, dur),
+        metrics::NAT_IN_RR => m_sockperf(bed, OUTSIDE, ips.uplink, PUB_SP, true, dur),
         other => Err(format!("no measurement for {}", other.name)),
     }
 }
@@ -328,7 +354,7 @@ mod tests {
     fn metrics_follow_installed_tools() {
         let mut skipped = Vec::new();
         let (m, g) = select_metrics(&TestKind::ALL, |_| true, &mut skipped);
-        assert_eq!(m.len(), 15);
+        assert_eq!(m.len(), 24);
         assert_eq!(g, UdpGen::Trafgen);
         assert!(skipped.is_empty());
 
@@ -369,5 +395,18 @@ mod tests {
         );
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].starts_with("tcp1 a->b, +10k MACs: skipped, trafgen"));
+
+        // The v6 RR rows need no sockperf (which has no IPv6 here); udp6 uses trafgen too.
+        skipped.clear();
+        let (m, _) = select_metrics(
+            &[TestKind::Rr6, TestKind::Udp6, TestKind::Tcp6],
+            |t| t == "trafgen",
+            &mut skipped,
+        );
+        assert_eq!(m, vec![v6::UDP64, v6::TCP_RR, v6::UDP_RR]);
+        assert_eq!(
+            skipped,
+            vec!["tcp1 v6 a->b: skipped, iperf3 is not installed".to_string()]
+        );
     }
 }

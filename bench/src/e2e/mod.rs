@@ -16,8 +16,10 @@ pub mod parse;
 pub mod peers;
 pub mod report;
 pub mod rootless;
+pub mod rr;
 pub mod scale;
 pub mod shapes;
+pub mod v6;
 
 /// A group of measurements selected with `--tests`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,11 +40,21 @@ pub enum TestKind {
     /// How bridging's cost grows with the endpoints: a -> b with 2 and 64 endpoints on the
     /// bridge, and with 10,000 MACs learned from an access port.
     Endpoints,
+    /// [`TestKind::Tcp`] over IPv6 (the dual-stack network).
+    Tcp6,
+    /// [`TestKind::Tcp4`] over IPv6.
+    Tcp4x6,
+    /// [`TestKind::Udp64`] over IPv6.
+    Udp6,
+    /// [`TestKind::Rr`] over IPv6.
+    Rr6,
+    /// [`TestKind::Nat`] over IPv6: NAT66 masquerade out, DNAT of the published ports in.
+    Nat6,
 }
 
 impl TestKind {
     /// Every kind, in report order.
-    pub const ALL: [TestKind; 7] = [
+    pub const ALL: [TestKind; 12] = [
         TestKind::Tcp,
         TestKind::Tcp4,
         TestKind::Udp64,
@@ -50,11 +62,16 @@ impl TestKind {
         TestKind::Nat,
         TestKind::Flows,
         TestKind::Endpoints,
+        TestKind::Tcp6,
+        TestKind::Tcp4x6,
+        TestKind::Udp6,
+        TestKind::Rr6,
+        TestKind::Nat6,
     ];
 
     /// True for the groups that go through the forwarder's NAT (the kernel's: `iptables-nat`).
     pub fn through_nat(self) -> bool {
-        matches!(self, TestKind::Nat | TestKind::Flows)
+        matches!(self, TestKind::Nat | TestKind::Flows | TestKind::Nat6)
     }
 
     /// The name used by `--tests`.
@@ -67,6 +84,11 @@ impl TestKind {
             TestKind::Nat => "nat",
             TestKind::Flows => "flows",
             TestKind::Endpoints => "endpoints",
+            TestKind::Tcp6 => "tcp6",
+            TestKind::Tcp4x6 => "tcp4x6",
+            TestKind::Udp6 => "udp6",
+            TestKind::Rr6 => "rr6",
+            TestKind::Nat6 => "nat6",
         }
     }
 
@@ -100,6 +122,16 @@ impl TestKind {
                 metrics::TCP1_64_ENDPOINTS,
                 metrics::TCP1_10K_MACS,
             ],
+            TestKind::Tcp6 => &[v6::TCP1],
+            TestKind::Tcp4x6 => &[v6::TCP4],
+            TestKind::Udp6 => &[v6::UDP64],
+            TestKind::Rr6 => &[v6::TCP_RR, v6::UDP_RR],
+            TestKind::Nat6 => &[
+                v6::NAT_OUT_TCP1,
+                v6::NAT_IN_TCP1,
+                v6::NAT_OUT_RR,
+                v6::NAT_IN_RR,
+            ],
         }
     }
 }
@@ -111,7 +143,8 @@ impl std::str::FromStr for TestKind {
             .into_iter()
             .find(|k| k.name() == s)
             .ok_or_else(|| {
-                format!("unknown test {s:?} (expected tcp, tcp4, udp64, rr, nat, flows, endpoints)")
+                let names: Vec<&str> = TestKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown test {s:?} (expected {})", names.join(", "))
             })
     }
 }
@@ -237,7 +270,8 @@ impl Metric {
 pub mod metrics {
     use super::{Better, Metric, Unit};
 
-    const fn m(name: &'static str, unit: Unit, better: Better) -> Metric {
+    /// A metric (also for the v6 rows of [`super::v6`]).
+    pub(super) const fn m(name: &'static str, unit: Unit, better: Better) -> Metric {
         Metric { name, unit, better }
     }
     /// TCP, 1 stream, a -> b.
@@ -375,6 +409,11 @@ mod tests {
             assert!(k.metrics().iter().all(|m| TestKind::of(m) == Some(k)));
         }
         assert!("udp".parse::<TestKind>().is_err());
+        let e = "tcp5".parse::<TestKind>().unwrap_err();
+        assert!(
+            e.ends_with("flows, endpoints, tcp6, tcp4x6, udp6, rr6, nat6)"),
+            "{e}"
+        );
     }
 
     #[test]

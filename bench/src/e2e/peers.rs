@@ -290,7 +290,8 @@ mod tests {
         assert_eq!(skipped.len(), 3);
         assert_eq!(
             skipped[2],
-            "ovs: nat, flows, endpoints n/a for this peer's shape (bridge)"
+            "ovs: nat, flows, endpoints, tcp6, tcp4x6, udp6, rr6, nat6 n/a for this peer's shape \
+             (bridge)"
         );
         // The flows rows go through the kernel's NAT path, the endpoints rows across its bridge.
         let (k, _) = resolve_peers(

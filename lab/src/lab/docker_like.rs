@@ -110,6 +110,9 @@ pub struct DockerLikeSpec {
     /// Most MACs sluice's network learns (None: its default, 8192); the kernel bridge has no
     /// limit.
     pub fdb_max: Option<usize>,
+    /// Dual stack: the network, the endpoints and the uplink get v6 addresses too
+    /// ([`super::docker_like_v6`]), with ip6tables NAT66 on the kernel forwarder.
+    pub ipv6: bool,
 }
 
 impl Default for DockerLikeSpec {
@@ -122,6 +125,7 @@ impl Default for DockerLikeSpec {
             icc: true,
             access: Vec::new(),
             fdb_max: None,
+            ipv6: false,
         }
     }
 }
@@ -253,7 +257,7 @@ impl DockerLikeSpec {
                 target_ports: PortRange::single(p.target_port),
             });
         }
-        Ok(Config {
+        let mut cfg = Config {
             networks: vec![NetworkConfig {
                 gateway_mac: self.gateway_mac(),
                 icc: self.icc,
@@ -274,16 +278,30 @@ impl DockerLikeSpec {
             nat: NatConfig::default(),
             overlays: Vec::new(),
             uplinks6: Vec::new(),
-        })
+        };
+        if self.ipv6 {
+            self.add_v6(&mut cfg, uplink_port);
+        }
+        Ok(cfg)
     }
 
     /// The iptables rules docker 20.10 installs for this network, as argument lists (run
     /// inside `sw` only): MASQUERADE of the subnet, DNAT of each published port, and the
     /// FORWARD accepts with a DROP policy (bridge-internal traffic dropped without ICC).
     pub fn kernel_iptables(&self) -> Result<Vec<Vec<String>>> {
-        let subnet = self.subnet().to_string();
+        self.kernel_rules(&RuleAddrs {
+            subnet: self.subnet().to_string(),
+            uplink_host: format!("{}/32", self.uplink_ip().addr),
+            endpoint: |s, e| s.ip_of(e).map(|ip| (format!("{ip}/32"), ip.to_string())),
+        })
+    }
+
+    /// docker's rules for one family: MASQUERADE of the subnet, DNAT of each published port
+    /// and the FORWARD accepts with a DROP policy.
+    pub(super) fn kernel_rules(&self, a: &RuleAddrs) -> Result<Vec<Vec<String>>> {
+        let subnet = a.subnet.as_str();
         let br = BRIDGE_IF;
-        let uplink = format!("{}/32", self.uplink_ip().addr);
+        let uplink = a.uplink_host.as_str();
         let mut rules: Vec<Vec<String>> = vec![
             s(&[
                 "-t",
@@ -291,7 +309,7 @@ impl DockerLikeSpec {
                 "-A",
                 "POSTROUTING",
                 "-s",
-                &subnet,
+                subnet,
                 "!",
                 "-o",
                 br,
@@ -324,8 +342,7 @@ impl DockerLikeSpec {
             ]),
         ];
         for p in &self.publish {
-            let ip = self
-                .ip_of(&p.endpoint)
+            let (host, dest) = (a.endpoint)(self, &p.endpoint)
                 .ok_or_else(|| LabError::UnknownNs(p.endpoint.clone()))?;
             let proto = match p.proto {
                 L4Proto::Tcp => "tcp",
@@ -345,7 +362,7 @@ impl DockerLikeSpec {
                 "-A",
                 "PREROUTING",
                 "-d",
-                &uplink,
+                uplink,
                 "-p",
                 proto,
                 "--dport",
@@ -353,28 +370,25 @@ impl DockerLikeSpec {
                 "-j",
                 "DNAT",
                 "--to-destination",
-                &format!("{ip}:{tp}"),
+                &format!("{dest}:{tp}"),
             ]));
             rules.push(s(&[
-                "-A",
-                "FORWARD",
-                "-d",
-                &format!("{ip}/32"),
-                "!",
-                "-i",
-                br,
-                "-o",
-                br,
-                "-p",
-                proto,
-                "--dport",
-                &tp,
-                "-j",
-                "ACCEPT",
+                "-A", "FORWARD", "-d", &host, "!", "-i", br, "-o", br, "-p", proto, "--dport", &tp,
+                "-j", "ACCEPT",
             ]));
         }
         Ok(rules)
     }
+}
+
+/// The addresses [`DockerLikeSpec::kernel_rules`] names, in one family.
+pub(super) struct RuleAddrs {
+    /// The network's subnet.
+    pub(super) subnet: String,
+    /// The uplink's address as a host prefix.
+    pub(super) uplink_host: String,
+    /// An endpoint's address as a host prefix and as a DNAT destination (without the port).
+    pub(super) endpoint: fn(&DockerLikeSpec, &str) -> Option<(String, String)>,
 }
 
 fn s(args: &[&str]) -> Vec<String> {
@@ -458,6 +472,9 @@ impl DockerLike {
         if !offloads.is_empty() {
             lab.ethtool_k(OUTSIDE, "eth0", &offloads)?;
         }
+        if spec.ipv6 {
+            spec.address_v6(&lab)?;
+        }
         let forwarder_pid = match &forwarder {
             Forwarder::Kernel => {
                 fill_kernel(&lab, &spec)?;
@@ -481,7 +498,11 @@ impl DockerLike {
             self.lab.wait_ping(e, self.spec.gateway(), timeout)?;
         }
         self.lab
-            .wait_ping(OUTSIDE, self.spec.uplink_ip().addr, timeout)
+            .wait_ping(OUTSIDE, self.spec.uplink_ip().addr, timeout)?;
+        if self.spec.ipv6 {
+            self.spec.wait_ready_v6(&self.lab, timeout)?;
+        }
+        Ok(())
     }
 
     /// The sluice process's latest counters (`Dataplane::stats` as JSON), if it runs one.
@@ -529,6 +550,9 @@ fn fill_kernel(lab: &Lab, spec: &DockerLikeSpec) -> Result<()> {
     for rule in spec.kernel_iptables()? {
         let args: Vec<&str> = rule.iter().map(String::as_str).collect();
         lab.iptables(SW, &args)?;
+    }
+    if spec.ipv6 {
+        spec.fill_kernel_v6(lab)?;
     }
     Ok(())
 }
