@@ -6,13 +6,16 @@
 //! Endpoints see each other at the parent's MAC too, and reach each other by address. L2 mode
 //! floods broadcast and multicast (from the parent and from endpoints); L3 mode carries none,
 //! but an endpoint's ARP request for an address on the parent's segment, which goes to the
-//! parent only. IPv6 is bridged as on a macvlan network. Its drops: unknown destination (an
-//! address no endpoint has, a MAC not the parent's), filtered (L3 broadcast and multicast),
-//! ICC denied, hairpin.
+//! parent only. IPv6 goes the same way, neighbour discovery standing for ARP: solicitations
+//! for an endpoint's address (global, or the link-local of its MAC) are answered with the
+//! parent's MAC, and the link-layer address options of what endpoints send carry it too.
+//! Other ethertypes are bridged. Its drops: unknown destination (an address no endpoint has,
+//! a MAC not the parent's), filtered (L3 broadcast and multicast), ICC denied, hairpin.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::flow::Ipv4Info;
+use super::ipv6::{self as v6, advertise};
 use super::state::BatchState;
 use crate::config::{IpvlanConfig, IpvlanMode};
 use crate::counters::DropReason as R;
@@ -20,12 +23,15 @@ use crate::counters::DropReason;
 use crate::frame::{Frame, NetworkId, PortId, Verdict};
 use crate::tables::{NetworkEntry, PortEntry};
 use crate::wire::arp::{self, ArpPacket};
-use crate::wire::ethernet::{EthernetFrame, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::ethernet::{
+    EthernetFrame, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
+};
+use crate::wire::ndisc::{self, NdiscPacket, NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT};
 use crate::wire::{ipv4, MacAddr};
 
 impl<'t> BatchState<'t> {
-    /// A classified frame of ipvlan network `net` that arrived on `port`: IPv4 and ARP by
-    /// address, the rest to the bridge.
+    /// A classified frame of ipvlan network `net` that arrived on `port`: IPv4, ARP and IPv6
+    /// by address, the rest to the bridge.
     #[inline]
     pub(super) fn ipvlan(
         &mut self,
@@ -36,7 +42,10 @@ impl<'t> BatchState<'t> {
         ip: Option<Ipv4Info>,
         iv: &IpvlanConfig,
     ) -> Result<Verdict, DropReason> {
-        if l2.ethertype != ETHERTYPE_IPV4 && l2.ethertype != ETHERTYPE_ARP {
+        if !matches!(
+            l2.ethertype,
+            ETHERTYPE_IPV4 | ETHERTYPE_ARP | ETHERTYPE_IPV6
+        ) {
             return self.bridge(f, l2, port, (net_id, net), ip);
         }
         let flood = Verdict::Flood {
@@ -49,10 +58,14 @@ impl<'t> BatchState<'t> {
             l2_mode: iv.mode == IpvlanMode::L2,
             flood,
         };
-        if Some(f.meta.ingress) == iv.parent {
-            sw.arriving(f, l2)
-        } else {
-            sw.leaving(f, l2, iv.parent)
+        match (
+            Some(f.meta.ingress) == iv.parent,
+            l2.ethertype == ETHERTYPE_IPV6,
+        ) {
+            (true, false) => sw.arriving(f, l2),
+            (false, false) => sw.leaving(f, l2, iv.parent),
+            (true, true) => sw.arriving6(f, l2),
+            (false, true) => sw.leaving6(f, l2, iv.parent),
         }
     }
 }
@@ -136,12 +149,7 @@ impl Switch<'_> {
             .filter(|_| to_us)
             .and_then(|t| Some((t, self.endpoint(t)?)));
         if let Some((target, (mac, port))) = hit {
-            if port == ingress {
-                return Err(R::Hairpin);
-            }
-            if !self.net.config.icc {
-                return Err(R::IccDenied);
-            }
+            self.meet(port, ingress)?;
             if request {
                 return self.answer(f, l2, target);
             }
@@ -155,6 +163,72 @@ impl Switch<'_> {
         let parent = parent.ok_or(R::IpvlanUnknownDst)?;
         rewrite(f, l2, (Some(self.mac), None))?;
         Ok(if l2.dst.is_multicast() && self.l2_mode {
+            self.flood
+        } else {
+            Verdict::Forward(parent)
+        })
+    }
+
+    /// Whether an endpoint on `ingress` may reach the endpoint on `port`.
+    fn meet(&self, port: PortId, ingress: PortId) -> Result<(), DropReason> {
+        if port == ingress {
+            Err(R::Hairpin)
+        } else if !self.net.config.icc {
+            Err(R::IccDenied)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The endpoint holding v6 address `ip`: its MAC and port.
+    fn endpoint6(&self, ip: Ipv6Addr) -> Option<(MacAddr, PortId)> {
+        self.net.neighbors6.get(&ip).copied()
+    }
+
+    /// IPv6 from the parent: neighbour solicitations for an endpoint answered, the rest
+    /// delivered by address.
+    fn arriving6(&self, f: &mut Frame<'_>, l2: &L2Header) -> Result<Verdict, DropReason> {
+        let p = read_v6(f.data(), l2)?;
+        if let Some(t) = p.solicit.filter(|t| self.endpoint6(*t).is_some()) {
+            return advertise(f, l2.l3_offset, (self.mac, t), false);
+        }
+        if l2.dst.is_multicast() {
+            return self.group();
+        }
+        if l2.dst != self.mac {
+            return Err(R::IpvlanUnknownDst);
+        }
+        let (mac, port) = self.endpoint6(p.dst).ok_or(R::IpvlanUnknownDst)?;
+        rewrite6(f, l2, (None, Some(mac)))?;
+        Ok(Verdict::Forward(port))
+    }
+
+    /// IPv6 from an endpoint: as [`Switch::leaving`], solicitations standing for ARP requests,
+    /// its link-layer address options rewritten to the parent's MAC.
+    fn leaving6(
+        &self,
+        f: &mut Frame<'_>,
+        l2: &L2Header,
+        parent: Option<PortId>,
+    ) -> Result<Verdict, DropReason> {
+        let p = read_v6(f.data(), l2)?;
+        let multicast = l2.dst.is_multicast();
+        let to_us = l2.dst == self.mac || (p.solicit.is_some() && multicast);
+        let target = p.solicit.unwrap_or(p.dst);
+        if let Some((mac, port)) = self.endpoint6(target).filter(|_| to_us) {
+            self.meet(port, f.meta.ingress)?;
+            if p.solicit.is_some() {
+                return advertise(f, l2.l3_offset, (self.mac, target), false);
+            }
+            rewrite6(f, l2, (Some(self.mac), Some(mac)))?;
+            return Ok(Verdict::Forward(port));
+        }
+        rewrite6(f, l2, (Some(self.mac), None))?;
+        if multicast && !(p.solicit.is_some() && parent.is_some()) {
+            return self.group();
+        }
+        let parent = parent.ok_or(R::IpvlanUnknownDst)?;
+        Ok(if multicast && self.l2_mode {
             self.flood
         } else {
             Verdict::Forward(parent)
@@ -181,6 +255,49 @@ fn read_arp(d: &[u8], l2: &L2Header) -> Result<Arp, DropReason> {
         op: a.operation(),
         target: a.target_ip(),
     })
+}
+
+/// What the switch reads of an IPv6 packet.
+struct V6 {
+    dst: Ipv6Addr,
+    /// The target of a neighbour solicitation.
+    solicit: Option<Ipv6Addr>,
+}
+
+/// The destination of the IPv6 packet of `d`, and its target if it is a solicitation.
+fn read_v6(d: &[u8], l2: &L2Header) -> Result<V6, DropReason> {
+    let ip = v6::parse(d, l2.l3_offset)?;
+    let solicit = match v6::icmp_type(d, &ip) {
+        Some(NEIGHBOR_SOLICIT | NEIGHBOR_ADVERT) => {
+            let m = d.get(ip.l3 + ip.l4..ip.l3 + ip.total).ok_or(R::Malformed)?;
+            let nd = NdiscPacket::new_checked(m).map_err(|_| R::Malformed)?;
+            (nd.msg_type() == NEIGHBOR_SOLICIT).then(|| nd.target())
+        }
+        _ => None,
+    };
+    Ok(V6 {
+        dst: ip.dst,
+        solicit,
+    })
+}
+
+/// Rewrites the source and destination MACs given in the Ethernet header and, with a new
+/// source, the link-layer address options of neighbour discovery.
+fn rewrite6(
+    f: &mut Frame<'_>,
+    l2: &L2Header,
+    (src, dst): (Option<MacAddr>, Option<MacAddr>),
+) -> Result<(), DropReason> {
+    let (head, rest) = f.data_mut().split_at_mut(l2.l3_offset);
+    let mut eth = EthernetFrame::new_checked(head).map_err(|_| R::Malformed)?;
+    if let Some(m) = dst {
+        eth.set_dst(m);
+    }
+    if let Some(m) = src {
+        eth.set_src(m);
+        ndisc::rewrite_ll_addrs(rest, m).map_err(|_| R::Malformed)?;
+    }
+    Ok(())
 }
 
 /// The IPv4 destination of `d`.
@@ -219,6 +336,7 @@ fn rewrite(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::ipv6::tests::icmp6;
     use crate::pipeline::tests::*;
     use crate::tables::{ConfigError, Tables};
 
@@ -336,6 +454,157 @@ mod tests {
             (TRUNK, bcast(OUT, OUT_MAC)),
             (PORT_A, bcast(S::A, S::mac(S::A))),
             (TRUNK, arp_request(OUT_MAC, OUT, S::GW)),
+        ] {
+            assert_eq!(run_one(&mut l2, port, &f, T0).0, flood);
+            assert_eq!(
+                run_one(&mut l3, port, &f, T0).0,
+                Verdict::Drop(R::IpvlanFiltered)
+            );
+        }
+        assert_eq!(l3.counters().drops(R::IpvlanFiltered), 3);
+    }
+
+    /// A neighbour on the parent's segment, by v6.
+    const OUT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 0xc8);
+
+    /// The dual-stack scenario's network 0 as ipvlan in `mode`.
+    fn ipvlan6(mode: IpvlanMode) -> Worker {
+        let mut s = S::dual_stack();
+        let n = &mut s.config.networks[0];
+        n.external_gateway = true;
+        n.ipvlan = Some(IpvlanConfig {
+            mode,
+            parent: Some(TRUNK),
+            parent_mac: Some(P),
+        });
+        worker_for(&s)
+    }
+
+    /// A neighbour solicitation or advertisement from `(mac, src)` to `(dst_mac, dst)` for
+    /// `target` with a link-layer address option of `mac`.
+    fn nd(
+        kind: u8,
+        (mac, src): (MacAddr, Ipv6Addr),
+        dst: (MacAddr, Ipv6Addr),
+        target: Ipv6Addr,
+    ) -> Vec<u8> {
+        let (opt, flags) = match kind {
+            NEIGHBOR_SOLICIT => (ndisc::OPT_SOURCE_LL_ADDR, 0),
+            _ => (ndisc::OPT_TARGET_LL_ADDR, ndisc::FLAG_OVERRIDE),
+        };
+        let mut body = target.octets().to_vec();
+        body.extend_from_slice(&[opt, 1]);
+        body.extend_from_slice(&mac.0);
+        icmp6(
+            (dst.0, mac),
+            (src, dst.1, 255),
+            (kind, 0, [flags, 0, 0, 0]),
+            &body,
+        )
+    }
+
+    /// A solicitation from `(mac, src)` for `target`, to its solicited-node group.
+    fn ns(from: (MacAddr, Ipv6Addr), target: Ipv6Addr) -> Vec<u8> {
+        let group = ndisc::solicited_node(target);
+        let to = (ndisc::multicast_mac(group), group);
+        nd(NEIGHBOR_SOLICIT, from, to, target)
+    }
+
+    /// A ping from `src` to `(dst_mac, dst)`.
+    fn ping6(src: (MacAddr, Ipv6Addr), (dst_mac, dst): (MacAddr, Ipv6Addr)) -> Vec<u8> {
+        icmp6(
+            (dst_mac, src.0),
+            (src.1, dst, 64),
+            (128, 0, [0, 1, 0, 1]),
+            b"ping",
+        )
+    }
+
+    /// The NDP message of `f` after checking its checksum: type, target and LL option's MAC.
+    fn nd_of(f: &[u8]) -> (u8, Ipv6Addr, Option<MacAddr>) {
+        let ip = crate::wire::ipv6::Ipv6Packet::new_checked(&f[14..]).unwrap();
+        let m = NdiscPacket::new_checked(ip.payload()).unwrap();
+        assert!(m.verify_checksum(ip.src(), ip.dst()), "checksum");
+        let ll = m.source_ll_addr().or(m.target_ll_addr());
+        (m.msg_type(), m.target(), ll)
+    }
+
+    #[test]
+    fn the_parents_segment_solicits_endpoints_at_the_parents_mac_and_reaches_them_by_v6() {
+        for mode in [IpvlanMode::L2, IpvlanMode::L3] {
+            let mut w = ipvlan6(mode);
+            for target in [S::A6, ndisc::link_local(S::mac(S::A))] {
+                let (v, out) = run_one(&mut w, TRUNK, &ns((OUT_MAC, OUT6), target), T0);
+                assert_eq!(v, Verdict::Forward(TRUNK), "{mode:?}");
+                assert_eq!(eth_of(&out), (OUT_MAC, P));
+                assert_eq!(nd_of(&out), (NEIGHBOR_ADVERT, target, Some(P)));
+            }
+            let to_b = ping6((OUT_MAC, OUT6), (P, S::B6));
+            let (v, out) = run_one(&mut w, TRUNK, &to_b, T0);
+            assert_eq!(v, Verdict::Forward(PORT_B));
+            assert_eq!(eth_of(&out), (S::mac(S::B), OUT_MAC));
+            assert_eq!(out[12..], to_b[12..], "only the MAC changes");
+
+            let nobody = ping6((OUT_MAC, OUT6), (P, S::GW6));
+            let other_mac = ping6((OUT_MAC, OUT6), (S::mac(S::B), S::B6));
+            for f in [nobody, other_mac] {
+                let v = run_one(&mut w, TRUNK, &f, T0).0;
+                assert_eq!(v, Verdict::Drop(R::IpvlanUnknownDst));
+            }
+        }
+    }
+
+    #[test]
+    fn endpoints_neighbour_discovery_leaves_with_the_parents_mac() {
+        let a = (S::mac(S::A), S::A6);
+        for mode in [IpvlanMode::L2, IpvlanMode::L3] {
+            let mut w = ipvlan6(mode);
+            let (v, out) = run_one(&mut w, PORT_A, &ns(a, OUT6), T0);
+            let want = match mode {
+                IpvlanMode::L2 => Verdict::Flood {
+                    network: NetworkId(0),
+                    vlan: 0,
+                },
+                IpvlanMode::L3 => Verdict::Forward(TRUNK),
+            };
+            assert_eq!(v, want, "{mode:?}");
+            assert_eq!(eth_of(&out).1, P);
+            assert_eq!(nd_of(&out), (NEIGHBOR_SOLICIT, OUT6, Some(P)));
+
+            let na = nd(NEIGHBOR_ADVERT, a, (OUT_MAC, OUT6), S::A6);
+            let (v, out) = run_one(&mut w, PORT_A, &na, T0);
+            assert_eq!(v, Verdict::Forward(TRUNK));
+            assert_eq!(eth_of(&out), (OUT_MAC, P));
+            assert_eq!(nd_of(&out), (NEIGHBOR_ADVERT, S::A6, Some(P)));
+
+            let (v, out) = run_one(&mut w, PORT_A, &ns(a, S::B6), T0);
+            assert_eq!(v, Verdict::Forward(PORT_A), "sluice answers for B");
+            assert_eq!(eth_of(&out), (S::mac(S::A), P));
+            assert_eq!(nd_of(&out), (NEIGHBOR_ADVERT, S::B6, Some(P)));
+
+            let (v, out) = run_one(&mut w, PORT_A, &ping6(a, (P, S::B6)), T0);
+            assert_eq!(v, Verdict::Forward(PORT_B));
+            assert_eq!(eth_of(&out), (S::mac(S::B), P));
+
+            let dad = ns((S::mac(S::A), Ipv6Addr::UNSPECIFIED), S::A6);
+            let v = run_one(&mut w, PORT_A, &dad, T0).0;
+            assert_eq!(v, Verdict::Drop(R::Hairpin));
+        }
+    }
+
+    #[test]
+    fn l3_carries_no_v6_multicast_l2_floods_it() {
+        let all = (ndisc::multicast_mac(ndisc::ALL_NODES), ndisc::ALL_NODES);
+        let flood = Verdict::Flood {
+            network: NetworkId(0),
+            vlan: 0,
+        };
+        let mut l2 = ipvlan6(IpvlanMode::L2);
+        let mut l3 = ipvlan6(IpvlanMode::L3);
+        for (port, f) in [
+            (TRUNK, ping6((OUT_MAC, OUT6), all)),
+            (PORT_A, ping6((S::mac(S::A), S::A6), all)),
+            (TRUNK, ns((OUT_MAC, OUT6), S::GW6)),
         ] {
             assert_eq!(run_one(&mut l2, port, &f, T0).0, flood);
             assert_eq!(
