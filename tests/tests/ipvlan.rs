@@ -78,9 +78,10 @@ fn mac_of(d: &DaemonLab, ns: &str, dev: &str) -> String {
         .to_string()
 }
 
-/// The MAC namespace `ns` holds for `ip` in its IPv4 neighbour table, if any.
+/// The MAC namespace `ns` holds for `ip` in its IPv4 or IPv6 neighbour table, if any.
 fn neighbour(d: &DaemonLab, ns: &str, ip: &str) -> Option<String> {
-    let table = d.lab().ip(ns, &["-4", "neigh", "show", ip]).unwrap();
+    let family = if ip.contains(':') { "-6" } else { "-4" };
+    let table = d.lab().ip(ns, &[family, "neigh", "show", ip]).unwrap();
     let mac = table
         .split_whitespace()
         .skip_while(|w| *w != "lladdr")
@@ -119,16 +120,6 @@ fn tear_down(d: &DaemonLab, net: &str) {
         ok(d, &["network", "ls", "--format", "{{.Name}}"]),
         "bridge\nhost\nnone\n"
     );
-}
-
-/// The MAC namespace `ns` holds for `ip` in its IPv6 neighbour table, if any.
-fn neighbour6(d: &DaemonLab, ns: &str, ip: &str) -> Option<String> {
-    let table = d.lab().ip(ns, &["-6", "neigh", "show", ip]).unwrap();
-    let mac = table
-        .split_whitespace()
-        .skip_while(|w| *w != "lladdr")
-        .nth(1);
-    mac.map(str::to_string)
 }
 
 #[test]
@@ -186,12 +177,12 @@ fn l2_endpoints_sit_on_the_parents_segment() {
             .unwrap_or_else(|e| panic!("{from} -> {to}: {e}; daemon log: {}", d.log()));
     }
     assert_eq!(
-        neighbour6(&d, "lan", "fd00:91::3").as_ref(),
+        neighbour(&d, "lan", "fd00:91::3").as_ref(),
         Some(&parent),
         "over IPv6 too"
     );
     assert_eq!(
-        neighbour6(&d, "c1", "fd00:91::3").as_ref(),
+        neighbour(&d, "c1", "fd00:91::3").as_ref(),
         Some(&parent),
         "and between endpoints"
     );

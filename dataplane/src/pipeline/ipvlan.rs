@@ -12,7 +12,7 @@
 //! Other ethertypes are bridged. Its drops: unknown destination (an address no endpoint has,
 //! a MAC not the parent's), filtered (L3 broadcast and multicast), ICC denied, hairpin.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use super::flow::Ipv4Info;
 use super::ipv6::{self as v6, advertise};
@@ -58,14 +58,10 @@ impl<'t> BatchState<'t> {
             l2_mode: iv.mode == IpvlanMode::L2,
             flood,
         };
-        match (
-            Some(f.meta.ingress) == iv.parent,
-            l2.ethertype == ETHERTYPE_IPV6,
-        ) {
-            (true, false) => sw.arriving(f, l2),
-            (false, false) => sw.leaving(f, l2, iv.parent),
-            (true, true) => sw.arriving6(f, l2),
-            (false, true) => sw.leaving6(f, l2, iv.parent),
+        if Some(f.meta.ingress) == iv.parent {
+            sw.arriving(f, l2)
+        } else {
+            sw.leaving(f, l2, iv.parent)
         }
     }
 }
@@ -80,10 +76,14 @@ struct Switch<'t> {
     flood: Verdict,
 }
 
-/// The parts of an ARP packet the switch decides on.
-struct Arp {
-    op: u16,
-    target: Ipv4Addr,
+/// What the switch decides on of an ARP, IPv4 or IPv6 frame.
+struct Ask {
+    /// The address asked for (ARP, neighbour solicitation) or the destination.
+    target: Option<IpAddr>,
+    /// An ARP request or a neighbour solicitation, which sluice answers for endpoints.
+    request: bool,
+    /// Whether it may be delivered by `target` (not a request, nor an ARP packet but a reply).
+    deliver: bool,
 }
 
 impl Switch<'_> {
@@ -97,36 +97,31 @@ impl Switch<'_> {
     }
 
     /// The endpoint holding `ip`: its MAC and port.
-    fn endpoint(&self, ip: Ipv4Addr) -> Option<(MacAddr, PortId)> {
-        self.net.neighbors.get(&ip).copied()
+    fn endpoint(&self, ip: IpAddr) -> Option<(MacAddr, PortId)> {
+        match ip {
+            IpAddr::V4(ip) => self.net.neighbors.get(&ip).copied(),
+            IpAddr::V6(ip) => self.net.neighbors6.get(&ip).copied(),
+        }
     }
 
-    /// From the parent: ARP for an endpoint answered, the rest delivered by address.
+    /// From the parent: ARP and neighbour solicitations for an endpoint answered, the rest
+    /// delivered by address.
     fn arriving(&self, f: &mut Frame<'_>, l2: &L2Header) -> Result<Verdict, DropReason> {
-        let ours = l2.dst == self.mac;
-        if l2.ethertype == ETHERTYPE_ARP {
-            let a = read_arp(f.data(), l2)?;
-            return match self.endpoint(a.target) {
-                Some(_) if a.op == arp::OP_REQUEST => self.answer(f, l2, a.target),
-                Some((mac, port)) if ours && a.op == arp::OP_REPLY => {
-                    rewrite(f, l2, (None, Some(mac)))?;
-                    Ok(Verdict::Forward(port))
-                }
-                _ if l2.dst.is_multicast() => self.group(),
-                _ => Err(R::IpvlanUnknownDst),
-            };
+        let a = read(f.data(), l2)?;
+        let hit = a.target.and_then(|t| Some((t, self.endpoint(t)?)));
+        if let Some((target, _)) = hit.filter(|_| a.request) {
+            return self.answer(f, l2, target);
         }
         if l2.dst.is_multicast() {
             return self.group();
         }
-        if !ours {
-            return Err(R::IpvlanUnknownDst);
+        match hit {
+            Some((_, (mac, port))) if l2.dst == self.mac && a.deliver => {
+                rewrite(f, l2, (None, Some(mac)))?;
+                Ok(Verdict::Forward(port))
+            }
+            _ => Err(R::IpvlanUnknownDst),
         }
-        let (mac, port) = dst_ip(f.data(), l2)
-            .and_then(|d| self.endpoint(d))
-            .ok_or(R::IpvlanUnknownDst)?;
-        rewrite(f, l2, (None, Some(mac)))?;
-        Ok(Verdict::Forward(port))
     }
 
     /// From an endpoint: to another endpoint by address (at the parent's MAC), else to the
@@ -138,18 +133,20 @@ impl Switch<'_> {
         parent: Option<PortId>,
     ) -> Result<Verdict, DropReason> {
         let ingress = f.meta.ingress;
-        let (target, request) = if l2.ethertype == ETHERTYPE_ARP {
-            let a = read_arp(f.data(), l2)?;
-            (Some(a.target), a.op == arp::OP_REQUEST)
-        } else {
-            (dst_ip(f.data(), l2), false)
-        };
-        let to_us = l2.dst == self.mac || (request && l2.dst.is_broadcast());
+        let Ask {
+            target, request, ..
+        } = read(f.data(), l2)?;
+        let to_us = l2.dst == self.mac || (request && l2.dst.is_multicast());
         let hit = target
             .filter(|_| to_us)
             .and_then(|t| Some((t, self.endpoint(t)?)));
         if let Some((target, (mac, port))) = hit {
-            self.meet(port, ingress)?;
+            if port == ingress {
+                return Err(R::Hairpin);
+            }
+            if !self.net.config.icc {
+                return Err(R::IccDenied);
+            }
             if request {
                 return self.answer(f, l2, target);
             }
@@ -169,103 +166,43 @@ impl Switch<'_> {
         })
     }
 
-    /// Whether an endpoint on `ingress` may reach the endpoint on `port`.
-    fn meet(&self, port: PortId, ingress: PortId) -> Result<(), DropReason> {
-        if port == ingress {
-            Err(R::Hairpin)
-        } else if !self.net.config.icc {
-            Err(R::IccDenied)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// The endpoint holding v6 address `ip`: its MAC and port.
-    fn endpoint6(&self, ip: Ipv6Addr) -> Option<(MacAddr, PortId)> {
-        self.net.neighbors6.get(&ip).copied()
-    }
-
-    /// IPv6 from the parent: neighbour solicitations for an endpoint answered, the rest
-    /// delivered by address.
-    fn arriving6(&self, f: &mut Frame<'_>, l2: &L2Header) -> Result<Verdict, DropReason> {
-        let p = read_v6(f.data(), l2)?;
-        if let Some(t) = p.solicit.filter(|t| self.endpoint6(*t).is_some()) {
-            return advertise(f, l2.l3_offset, (self.mac, t), false);
-        }
-        if l2.dst.is_multicast() {
-            return self.group();
-        }
-        if l2.dst != self.mac {
-            return Err(R::IpvlanUnknownDst);
-        }
-        let (mac, port) = self.endpoint6(p.dst).ok_or(R::IpvlanUnknownDst)?;
-        rewrite6(f, l2, (None, Some(mac)))?;
-        Ok(Verdict::Forward(port))
-    }
-
-    /// IPv6 from an endpoint: as [`Switch::leaving`], solicitations standing for ARP requests,
-    /// its link-layer address options rewritten to the parent's MAC.
-    fn leaving6(
-        &self,
-        f: &mut Frame<'_>,
-        l2: &L2Header,
-        parent: Option<PortId>,
-    ) -> Result<Verdict, DropReason> {
-        let p = read_v6(f.data(), l2)?;
-        let multicast = l2.dst.is_multicast();
-        let to_us = l2.dst == self.mac || (p.solicit.is_some() && multicast);
-        let target = p.solicit.unwrap_or(p.dst);
-        if let Some((mac, port)) = self.endpoint6(target).filter(|_| to_us) {
-            self.meet(port, f.meta.ingress)?;
-            if p.solicit.is_some() {
-                return advertise(f, l2.l3_offset, (self.mac, target), false);
+    /// Answers an ARP request or a neighbour solicitation for endpoint address `ip` with the
+    /// parent's MAC, in place.
+    fn answer(&self, f: &mut Frame<'_>, l2: &L2Header, ip: IpAddr) -> Result<Verdict, DropReason> {
+        match ip {
+            IpAddr::V4(ip) => {
+                arp::write_reply(f.data_mut(), l2.l3_offset, self.mac, ip)
+                    .map_err(|_| R::Malformed)?;
+                Ok(Verdict::Forward(f.meta.ingress))
             }
-            rewrite6(f, l2, (Some(self.mac), Some(mac)))?;
-            return Ok(Verdict::Forward(port));
+            IpAddr::V6(ip) => advertise(f, l2.l3_offset, (self.mac, ip), false),
         }
-        rewrite6(f, l2, (Some(self.mac), None))?;
-        if multicast && !(p.solicit.is_some() && parent.is_some()) {
-            return self.group();
-        }
-        let parent = parent.ok_or(R::IpvlanUnknownDst)?;
-        Ok(if multicast && self.l2_mode {
-            self.flood
-        } else {
-            Verdict::Forward(parent)
-        })
-    }
-
-    /// Answers an ARP request for endpoint address `ip` with the parent's MAC, in place.
-    fn answer(
-        &self,
-        f: &mut Frame<'_>,
-        l2: &L2Header,
-        ip: Ipv4Addr,
-    ) -> Result<Verdict, DropReason> {
-        arp::write_reply(f.data_mut(), l2.l3_offset, self.mac, ip).map_err(|_| R::Malformed)?;
-        Ok(Verdict::Forward(f.meta.ingress))
     }
 }
 
-/// The operation and target address of the ARP packet of `d`.
-fn read_arp(d: &[u8], l2: &L2Header) -> Result<Arp, DropReason> {
-    let a = ArpPacket::new_checked(d.get(l2.l3_offset..).ok_or(R::Malformed)?)
-        .map_err(|_| R::Malformed)?;
-    Ok(Arp {
-        op: a.operation(),
-        target: a.target_ip(),
-    })
+/// What the switch decides on of the ARP, IPv4 or IPv6 packet of `d`.
+fn read(d: &[u8], l2: &L2Header) -> Result<Ask, DropReason> {
+    let l3 = d.get(l2.l3_offset..).ok_or(R::Malformed)?;
+    match l2.ethertype {
+        ETHERTYPE_ARP => {
+            let a = ArpPacket::new_checked(l3).map_err(|_| R::Malformed)?;
+            Ok(Ask {
+                target: Some(a.target_ip().into()),
+                request: a.operation() == arp::OP_REQUEST,
+                deliver: a.operation() == arp::OP_REPLY,
+            })
+        }
+        ETHERTYPE_IPV6 => read_v6(d, l2),
+        _ => Ok(Ask {
+            target: ipv4::peek_dst(l3).map(IpAddr::V4),
+            request: false,
+            deliver: true,
+        }),
+    }
 }
 
-/// What the switch reads of an IPv6 packet.
-struct V6 {
-    dst: Ipv6Addr,
-    /// The target of a neighbour solicitation.
-    solicit: Option<Ipv6Addr>,
-}
-
-/// The destination of the IPv6 packet of `d`, and its target if it is a solicitation.
-fn read_v6(d: &[u8], l2: &L2Header) -> Result<V6, DropReason> {
+/// [`read`] for IPv6: a neighbour solicitation asks for its target.
+fn read_v6(d: &[u8], l2: &L2Header) -> Result<Ask, DropReason> {
     let ip = v6::parse(d, l2.l3_offset)?;
     let solicit = match v6::icmp_type(d, &ip) {
         Some(NEIGHBOR_SOLICIT | NEIGHBOR_ADVERT) => {
@@ -275,38 +212,16 @@ fn read_v6(d: &[u8], l2: &L2Header) -> Result<V6, DropReason> {
         }
         _ => None,
     };
-    Ok(V6 {
-        dst: ip.dst,
-        solicit,
+    Ok(Ask {
+        target: Some(solicit.unwrap_or(ip.dst).into()),
+        request: solicit.is_some(),
+        deliver: solicit.is_none(),
     })
 }
 
-/// Rewrites the source and destination MACs given in the Ethernet header and, with a new
-/// source, the link-layer address options of neighbour discovery.
-fn rewrite6(
-    f: &mut Frame<'_>,
-    l2: &L2Header,
-    (src, dst): (Option<MacAddr>, Option<MacAddr>),
-) -> Result<(), DropReason> {
-    let (head, rest) = f.data_mut().split_at_mut(l2.l3_offset);
-    let mut eth = EthernetFrame::new_checked(head).map_err(|_| R::Malformed)?;
-    if let Some(m) = dst {
-        eth.set_dst(m);
-    }
-    if let Some(m) = src {
-        eth.set_src(m);
-        ndisc::rewrite_ll_addrs(rest, m).map_err(|_| R::Malformed)?;
-    }
-    Ok(())
-}
-
-/// The IPv4 destination of `d`.
-fn dst_ip(d: &[u8], l2: &L2Header) -> Option<Ipv4Addr> {
-    ipv4::peek_dst(d.get(l2.l3_offset..)?)
-}
-
-/// Rewrites the source and destination MACs given, in the Ethernet header and, for ARP, the
-/// sender and target hardware addresses that stand for them.
+/// Rewrites the source and destination MACs given, in the Ethernet header and in what
+/// stands for them inside: an ARP packet's sender and target hardware addresses, the
+/// link-layer address options of an endpoint's neighbour discovery (a new source).
 fn rewrite(
     f: &mut Frame<'_>,
     l2: &L2Header,
@@ -320,21 +235,28 @@ fn rewrite(
     if let Some(m) = dst {
         eth.set_dst(m);
     }
-    if l2.ethertype != ETHERTYPE_ARP {
-        return Ok(());
-    }
-    let mut a = ArpPacket::new_checked(rest).map_err(|_| R::Malformed)?;
-    if let Some(m) = src {
-        a.set_sender_mac(m);
-    }
-    if let Some(m) = dst {
-        a.set_target_mac(m);
+    match (l2.ethertype, src) {
+        (ETHERTYPE_ARP, _) => {
+            let mut a = ArpPacket::new_checked(rest).map_err(|_| R::Malformed)?;
+            if let Some(m) = src {
+                a.set_sender_mac(m);
+            }
+            if let Some(m) = dst {
+                a.set_target_mac(m);
+            }
+        }
+        (ETHERTYPE_IPV6, Some(m)) => {
+            ndisc::rewrite_ll_addrs(rest, m).map_err(|_| R::Malformed)?;
+        }
+        _ => {}
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
     use crate::pipeline::ipv6::tests::icmp6;
     use crate::pipeline::tests::*;
@@ -348,7 +270,11 @@ mod tests {
 
     /// The scenario's network 0 as ipvlan in `mode`, its trunk the parent (native VLAN 0).
     fn ipvlan(mode: IpvlanMode) -> Worker {
-        let mut s = S::new();
+        ipvlan_of(S::new(), mode)
+    }
+
+    /// Network 0 of `s` as ipvlan in `mode`, its trunk the parent.
+    fn ipvlan_of(mut s: Scenario, mode: IpvlanMode) -> Worker {
         let n = &mut s.config.networks[0];
         n.external_gateway = true;
         n.ipvlan = Some(IpvlanConfig {
@@ -469,15 +395,7 @@ mod tests {
 
     /// The dual-stack scenario's network 0 as ipvlan in `mode`.
     fn ipvlan6(mode: IpvlanMode) -> Worker {
-        let mut s = S::dual_stack();
-        let n = &mut s.config.networks[0];
-        n.external_gateway = true;
-        n.ipvlan = Some(IpvlanConfig {
-            mode,
-            parent: Some(TRUNK),
-            parent_mac: Some(P),
-        });
-        worker_for(&s)
+        ipvlan_of(S::dual_stack(), mode)
     }
 
     /// A neighbour solicitation or advertisement from `(mac, src)` to `(dst_mac, dst)` for
