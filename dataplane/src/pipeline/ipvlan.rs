@@ -267,6 +267,11 @@ mod tests {
     /// A neighbour on the parent's segment.
     const OUT_MAC: MacAddr = MacAddr([2, 0x60, 0, 0, 0, 1]);
     const OUT: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 200);
+    /// Network 0's flood on its own VLAN.
+    const FLOOD: Verdict = Verdict::Flood {
+        network: NetworkId(0),
+        vlan: 0,
+    };
 
     /// The scenario's network 0 as ipvlan in `mode`, its trunk the parent (native VLAN 0).
     fn ipvlan(mode: IpvlanMode) -> Worker {
@@ -345,10 +350,7 @@ mod tests {
 
             let (v, out) = run_one(&mut w, PORT_A, &arp_request(S::mac(S::A), S::A, OUT), T0);
             let want = match mode {
-                IpvlanMode::L2 => Verdict::Flood {
-                    network: NetworkId(0),
-                    vlan: 0,
-                },
+                IpvlanMode::L2 => FLOOD,
                 IpvlanMode::L3 => Verdict::Forward(TRUNK),
             };
             assert_eq!(
@@ -370,10 +372,6 @@ mod tests {
                 &udp(from, 1, Ipv4Addr::BROADCAST, 2, b"x"),
             )
         };
-        let flood = Verdict::Flood {
-            network: NetworkId(0),
-            vlan: 0,
-        };
         let mut l2 = ipvlan(IpvlanMode::L2);
         let mut l3 = ipvlan(IpvlanMode::L3);
         for (port, f) in [
@@ -381,7 +379,7 @@ mod tests {
             (PORT_A, bcast(S::A, S::mac(S::A))),
             (TRUNK, arp_request(OUT_MAC, OUT, S::GW)),
         ] {
-            assert_eq!(run_one(&mut l2, port, &f, T0).0, flood);
+            assert_eq!(run_one(&mut l2, port, &f, T0).0, FLOOD);
             assert_eq!(
                 run_one(&mut l3, port, &f, T0).0,
                 Verdict::Drop(R::IpvlanFiltered)
@@ -479,10 +477,7 @@ mod tests {
             let mut w = ipvlan6(mode);
             let (v, out) = run_one(&mut w, PORT_A, &ns(a, OUT6), T0);
             let want = match mode {
-                IpvlanMode::L2 => Verdict::Flood {
-                    network: NetworkId(0),
-                    vlan: 0,
-                },
+                IpvlanMode::L2 => FLOOD,
                 IpvlanMode::L3 => Verdict::Forward(TRUNK),
             };
             assert_eq!(v, want, "{mode:?}");
@@ -513,10 +508,6 @@ mod tests {
     #[test]
     fn l3_carries_no_v6_multicast_l2_floods_it() {
         let all = (ndisc::multicast_mac(ndisc::ALL_NODES), ndisc::ALL_NODES);
-        let flood = Verdict::Flood {
-            network: NetworkId(0),
-            vlan: 0,
-        };
         let mut l2 = ipvlan6(IpvlanMode::L2);
         let mut l3 = ipvlan6(IpvlanMode::L3);
         for (port, f) in [
@@ -524,7 +515,7 @@ mod tests {
             (PORT_A, ping6((S::mac(S::A), S::A6), all)),
             (TRUNK, ns((OUT_MAC, OUT6), S::GW6)),
         ] {
-            assert_eq!(run_one(&mut l2, port, &f, T0).0, flood);
+            assert_eq!(run_one(&mut l2, port, &f, T0).0, FLOOD);
             assert_eq!(
                 run_one(&mut l3, port, &f, T0).0,
                 Verdict::Drop(R::IpvlanFiltered)
