@@ -228,6 +228,9 @@ pub struct NetworkEntry {
     pub members: Vec<PortId>,
     /// Endpoint addresses: where the gateway delivers routed packets.
     pub neighbors: HashMap<Ipv4Addr, (MacAddr, PortId)>,
+    /// Endpoint v6 addresses (global and the EUI-64 link-local of their MACs): where the
+    /// ipvlan stage delivers v6 by address.
+    pub neighbors6: HashMap<Ipv6Addr, (MacAddr, PortId)>,
 }
 
 /// The compiled configuration.
@@ -388,6 +391,7 @@ impl Tables {
                 fdb,
                 members: Vec::new(),
                 neighbors: HashMap::new(),
+                neighbors6: HashMap::new(),
             });
         }
         Ok(networks)
@@ -508,6 +512,12 @@ impl Tables {
                 ip,
                 subnet: subnet6,
             });
+        }
+        if let Some((mac, _)) = endpoint {
+            let link_local = crate::wire::ndisc::link_local(mac);
+            for ip in endpoint_v6.into_iter().chain([link_local]) {
+                net.neighbors6.insert(ip, (mac, p.id));
+            }
         }
         net.members.push(p.id);
         let owner = Owner {

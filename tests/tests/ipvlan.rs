@@ -78,9 +78,10 @@ fn mac_of(d: &DaemonLab, ns: &str, dev: &str) -> String {
         .to_string()
 }
 
-/// The MAC namespace `ns` holds for `ip` in its IPv4 neighbour table, if any.
+/// The MAC namespace `ns` holds for `ip` in its IPv4 or IPv6 neighbour table, if any.
 fn neighbour(d: &DaemonLab, ns: &str, ip: &str) -> Option<String> {
-    let table = d.lab().ip(ns, &["-4", "neigh", "show", ip]).unwrap();
+    let family = if ip.contains(':') { "-6" } else { "-4" };
+    let table = d.lab().ip(ns, &[family, "neigh", "show", ip]).unwrap();
     let mac = table
         .split_whitespace()
         .skip_while(|w| *w != "lladdr")
@@ -125,13 +126,17 @@ fn tear_down(d: &DaemonLab, net: &str) {
 fn l2_endpoints_sit_on_the_parents_segment() {
     let Some(mut d) = lab("ivl") else { return };
     d.lab().addr("lan", "eth0", "10.91.0.1/24").unwrap();
+    d.lab().addr6("lan", "eth0", "fd00:91::1/64").unwrap();
     create_ok(
         &d,
         &[
+            "--ipv6",
             "--subnet",
             "10.91.0.0/24",
             "--gateway",
             "10.91.0.1",
+            "--subnet",
+            "fd00:91::/64",
             "-o",
             "parent=lan0",
             "-o",
@@ -162,6 +167,25 @@ fn l2_endpoints_sit_on_the_parents_segment() {
         .wait_ping("lan", "10.91.0.3".parse().unwrap(), Duration::from_secs(5))
         .unwrap();
     let parent = mac_of(&d, "host", "lan0");
+    for (from, to) in [
+        ("lan", "fd00:91::3"),
+        ("c1", "fd00:91::3"),
+        ("c2", "fd00:91::1"),
+    ] {
+        d.lab()
+            .wait_ping6(from, to.parse().unwrap(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{from} -> {to}: {e}; daemon log: {}", d.log()));
+    }
+    assert_eq!(
+        neighbour(&d, "lan", "fd00:91::3").as_ref(),
+        Some(&parent),
+        "over IPv6 too"
+    );
+    assert_eq!(
+        neighbour(&d, "c1", "fd00:91::3").as_ref(),
+        Some(&parent),
+        "and between endpoints"
+    );
     for ip in ["10.91.0.2", "10.91.0.3"] {
         assert_eq!(
             neighbour(&d, "lan", ip).as_ref(),

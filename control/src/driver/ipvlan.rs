@@ -5,8 +5,8 @@
 //! endpoints from reaching each other. Without `parent`, as docker does with its dummy parent,
 //! the endpoints reach only each other. This kernel has no ipvlan module, so the driver is
 //! sluice's own: the dataplane's `ipvlan` stage answers ARP for the endpoints with the
-//! parent's MAC and delivers by address (see `IpvlanConfig`); IPv6 is bridged as on macvlan,
-//! each endpoint at its own MAC.
+//! parent's MAC and delivers by address (see `IpvlanConfig`), for IPv6 too (neighbour
+//! discovery answered and rewritten to the parent's MAC).
 
 use sluice_dataplane::config::{Config, IpvlanConfig, IpvlanMode, NetworkConfig};
 use sluice_dataplane::wire::MacAddr;

@@ -132,14 +132,25 @@ pub(super) fn ndp_for(
     if target != v6.gateway && target != ndisc::link_local(cfg.gateway_mac) {
         return Ok(None);
     }
+    advertise(f, l3, (cfg.gateway_mac, target), true).map(Some)
+}
+
+/// Turns the neighbour solicitation for `target` at `l3` into the advertisement of
+/// `(mac, target)` back out of the port it came in on (see [`ndisc::write_advert`]).
+pub(super) fn advertise(
+    f: &mut Frame<'_>,
+    l3: usize,
+    (mac, target): (MacAddr, Ipv6Addr),
+    router: bool,
+) -> Result<Verdict, DropReason> {
     let old = f.len();
     let end = l3 + ndisc::ADVERT_LEN;
     f.set_len(end.max(old)).map_err(|_| R::Malformed)?;
-    match ndisc::write_advert(f.data_mut(), l3, (cfg.gateway_mac, target), true) {
+    match ndisc::write_advert(f.data_mut(), l3, (mac, target), router) {
         Ok(len) => {
             f.set_len(len).map_err(|_| R::Malformed)?;
             f.meta.offload = Offload::default();
-            Ok(Some(Verdict::Forward(f.meta.ingress)))
+            Ok(Verdict::Forward(f.meta.ingress))
         }
         Err(_) => {
             f.set_len(old).map_err(|_| R::Malformed)?;

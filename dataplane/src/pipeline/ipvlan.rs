@@ -6,13 +6,16 @@
 //! Endpoints see each other at the parent's MAC too, and reach each other by address. L2 mode
 //! floods broadcast and multicast (from the parent and from endpoints); L3 mode carries none,
 //! but an endpoint's ARP request for an address on the parent's segment, which goes to the
-//! parent only. IPv6 is bridged as on a macvlan network. Its drops: unknown destination (an
-//! address no endpoint has, a MAC not the parent's), filtered (L3 broadcast and multicast),
-//! ICC denied, hairpin.
+//! parent only. IPv6 goes the same way, neighbour discovery standing for ARP: solicitations
+//! for an endpoint's address (global, or the link-local of its MAC) are answered with the
+//! parent's MAC, and the link-layer address options of what endpoints send carry it too.
+//! Other ethertypes are bridged. Its drops: unknown destination (an address no endpoint has,
+//! a MAC not the parent's), filtered (L3 broadcast and multicast), ICC denied, hairpin.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::flow::Ipv4Info;
+use super::ipv6::{self as v6, advertise};
 use super::state::BatchState;
 use crate::config::{IpvlanConfig, IpvlanMode};
 use crate::counters::DropReason as R;
@@ -20,12 +23,15 @@ use crate::counters::DropReason;
 use crate::frame::{Frame, NetworkId, PortId, Verdict};
 use crate::tables::{NetworkEntry, PortEntry};
 use crate::wire::arp::{self, ArpPacket};
-use crate::wire::ethernet::{EthernetFrame, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::ethernet::{
+    EthernetFrame, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
+};
+use crate::wire::ndisc::{self, NdiscPacket, NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT};
 use crate::wire::{ipv4, MacAddr};
 
 impl<'t> BatchState<'t> {
-    /// A classified frame of ipvlan network `net` that arrived on `port`: IPv4 and ARP by
-    /// address, the rest to the bridge.
+    /// A classified frame of ipvlan network `net` that arrived on `port`: IPv4, ARP and IPv6
+    /// by address, the rest to the bridge.
     #[inline]
     pub(super) fn ipvlan(
         &mut self,
@@ -36,7 +42,10 @@ impl<'t> BatchState<'t> {
         ip: Option<Ipv4Info>,
         iv: &IpvlanConfig,
     ) -> Result<Verdict, DropReason> {
-        if l2.ethertype != ETHERTYPE_IPV4 && l2.ethertype != ETHERTYPE_ARP {
+        if !matches!(
+            l2.ethertype,
+            ETHERTYPE_IPV4 | ETHERTYPE_ARP | ETHERTYPE_IPV6
+        ) {
             return self.bridge(f, l2, port, (net_id, net), ip);
         }
         let flood = Verdict::Flood {
@@ -67,10 +76,14 @@ struct Switch<'t> {
     flood: Verdict,
 }
 
-/// The parts of an ARP packet the switch decides on.
-struct Arp {
-    op: u16,
-    target: Ipv4Addr,
+/// What the switch decides on of an ARP, IPv4 or IPv6 frame.
+struct Ask {
+    /// The address asked for (ARP, neighbour solicitation) or the destination.
+    target: Option<IpAddr>,
+    /// An ARP request or a neighbour solicitation, which sluice answers for endpoints.
+    request: bool,
+    /// Whether it may be delivered by `target` (not a request, nor an ARP packet but a reply).
+    deliver: bool,
 }
 
 impl Switch<'_> {
@@ -84,36 +97,31 @@ impl Switch<'_> {
     }
 
     /// The endpoint holding `ip`: its MAC and port.
-    fn endpoint(&self, ip: Ipv4Addr) -> Option<(MacAddr, PortId)> {
-        self.net.neighbors.get(&ip).copied()
+    fn endpoint(&self, ip: IpAddr) -> Option<(MacAddr, PortId)> {
+        match ip {
+            IpAddr::V4(ip) => self.net.neighbors.get(&ip).copied(),
+            IpAddr::V6(ip) => self.net.neighbors6.get(&ip).copied(),
+        }
     }
 
-    /// From the parent: ARP for an endpoint answered, the rest delivered by address.
+    /// From the parent: ARP and neighbour solicitations for an endpoint answered, the rest
+    /// delivered by address.
     fn arriving(&self, f: &mut Frame<'_>, l2: &L2Header) -> Result<Verdict, DropReason> {
-        let ours = l2.dst == self.mac;
-        if l2.ethertype == ETHERTYPE_ARP {
-            let a = read_arp(f.data(), l2)?;
-            return match self.endpoint(a.target) {
-                Some(_) if a.op == arp::OP_REQUEST => self.answer(f, l2, a.target),
-                Some((mac, port)) if ours && a.op == arp::OP_REPLY => {
-                    rewrite(f, l2, (None, Some(mac)))?;
-                    Ok(Verdict::Forward(port))
-                }
-                _ if l2.dst.is_multicast() => self.group(),
-                _ => Err(R::IpvlanUnknownDst),
-            };
+        let a = read(f.data(), l2)?;
+        let hit = a.target.and_then(|t| Some((t, self.endpoint(t)?)));
+        if let Some((target, _)) = hit.filter(|_| a.request) {
+            return self.answer(f, l2, target);
         }
         if l2.dst.is_multicast() {
             return self.group();
         }
-        if !ours {
-            return Err(R::IpvlanUnknownDst);
+        match hit {
+            Some((_, (mac, port))) if l2.dst == self.mac && a.deliver => {
+                rewrite(f, l2, (None, Some(mac)))?;
+                Ok(Verdict::Forward(port))
+            }
+            _ => Err(R::IpvlanUnknownDst),
         }
-        let (mac, port) = dst_ip(f.data(), l2)
-            .and_then(|d| self.endpoint(d))
-            .ok_or(R::IpvlanUnknownDst)?;
-        rewrite(f, l2, (None, Some(mac)))?;
-        Ok(Verdict::Forward(port))
     }
 
     /// From an endpoint: to another endpoint by address (at the parent's MAC), else to the
@@ -125,13 +133,10 @@ impl Switch<'_> {
         parent: Option<PortId>,
     ) -> Result<Verdict, DropReason> {
         let ingress = f.meta.ingress;
-        let (target, request) = if l2.ethertype == ETHERTYPE_ARP {
-            let a = read_arp(f.data(), l2)?;
-            (Some(a.target), a.op == arp::OP_REQUEST)
-        } else {
-            (dst_ip(f.data(), l2), false)
-        };
-        let to_us = l2.dst == self.mac || (request && l2.dst.is_broadcast());
+        let Ask {
+            target, request, ..
+        } = read(f.data(), l2)?;
+        let to_us = l2.dst == self.mac || (request && l2.dst.is_multicast());
         let hit = target
             .filter(|_| to_us)
             .and_then(|t| Some((t, self.endpoint(t)?)));
@@ -161,35 +166,62 @@ impl Switch<'_> {
         })
     }
 
-    /// Answers an ARP request for endpoint address `ip` with the parent's MAC, in place.
-    fn answer(
-        &self,
-        f: &mut Frame<'_>,
-        l2: &L2Header,
-        ip: Ipv4Addr,
-    ) -> Result<Verdict, DropReason> {
-        arp::write_reply(f.data_mut(), l2.l3_offset, self.mac, ip).map_err(|_| R::Malformed)?;
-        Ok(Verdict::Forward(f.meta.ingress))
+    /// Answers an ARP request or a neighbour solicitation for endpoint address `ip` with the
+    /// parent's MAC, in place.
+    fn answer(&self, f: &mut Frame<'_>, l2: &L2Header, ip: IpAddr) -> Result<Verdict, DropReason> {
+        match ip {
+            IpAddr::V4(ip) => {
+                arp::write_reply(f.data_mut(), l2.l3_offset, self.mac, ip)
+                    .map_err(|_| R::Malformed)?;
+                Ok(Verdict::Forward(f.meta.ingress))
+            }
+            IpAddr::V6(ip) => advertise(f, l2.l3_offset, (self.mac, ip), false),
+        }
     }
 }
 
-/// The operation and target address of the ARP packet of `d`.
-fn read_arp(d: &[u8], l2: &L2Header) -> Result<Arp, DropReason> {
-    let a = ArpPacket::new_checked(d.get(l2.l3_offset..).ok_or(R::Malformed)?)
-        .map_err(|_| R::Malformed)?;
-    Ok(Arp {
-        op: a.operation(),
-        target: a.target_ip(),
+/// What the switch decides on of the ARP, IPv4 or IPv6 packet of `d`.
+fn read(d: &[u8], l2: &L2Header) -> Result<Ask, DropReason> {
+    let l3 = d.get(l2.l3_offset..).ok_or(R::Malformed)?;
+    match l2.ethertype {
+        ETHERTYPE_ARP => {
+            let a = ArpPacket::new_checked(l3).map_err(|_| R::Malformed)?;
+            Ok(Ask {
+                target: Some(a.target_ip().into()),
+                request: a.operation() == arp::OP_REQUEST,
+                deliver: a.operation() == arp::OP_REPLY,
+            })
+        }
+        ETHERTYPE_IPV6 => read_v6(d, l2),
+        _ => Ok(Ask {
+            target: ipv4::peek_dst(l3).map(IpAddr::V4),
+            request: false,
+            deliver: true,
+        }),
+    }
+}
+
+/// [`read`] for IPv6: a neighbour solicitation asks for its target.
+fn read_v6(d: &[u8], l2: &L2Header) -> Result<Ask, DropReason> {
+    let ip = v6::parse(d, l2.l3_offset)?;
+    let solicit = match v6::icmp_type(d, &ip) {
+        Some(NEIGHBOR_SOLICIT | NEIGHBOR_ADVERT) => {
+            let m = d.get(ip.l3 + ip.l4..ip.l3 + ip.total).ok_or(R::Malformed)?;
+            let nd = NdiscPacket::new_checked(m).map_err(|_| R::Malformed)?;
+            (nd.msg_type() == NEIGHBOR_SOLICIT).then(|| nd.target())
+        }
+        _ => None,
+    };
+    Ok(Ask {
+        target: Some(solicit.unwrap_or(ip.dst).into()),
+        request: solicit.is_some(),
+        deliver: solicit.is_none(),
     })
 }
 
-/// The IPv4 destination of `d`.
-fn dst_ip(d: &[u8], l2: &L2Header) -> Option<Ipv4Addr> {
-    ipv4::peek_dst(d.get(l2.l3_offset..)?)
-}
-
-/// Rewrites the source and destination MACs given, in the Ethernet header and, for ARP, the
-/// sender and target hardware addresses that stand for them.
+/// Rewrites the source and destination MACs given, in the Ethernet header and in what
+/// stands for them inside: an ARP packet's sender and target hardware addresses, the
+/// link-layer address options of an endpoint's neighbour discovery (a new source).
 fn rewrite(
     f: &mut Frame<'_>,
     l2: &L2Header,
@@ -203,22 +235,30 @@ fn rewrite(
     if let Some(m) = dst {
         eth.set_dst(m);
     }
-    if l2.ethertype != ETHERTYPE_ARP {
-        return Ok(());
-    }
-    let mut a = ArpPacket::new_checked(rest).map_err(|_| R::Malformed)?;
-    if let Some(m) = src {
-        a.set_sender_mac(m);
-    }
-    if let Some(m) = dst {
-        a.set_target_mac(m);
+    match (l2.ethertype, src) {
+        (ETHERTYPE_ARP, _) => {
+            let mut a = ArpPacket::new_checked(rest).map_err(|_| R::Malformed)?;
+            if let Some(m) = src {
+                a.set_sender_mac(m);
+            }
+            if let Some(m) = dst {
+                a.set_target_mac(m);
+            }
+        }
+        (ETHERTYPE_IPV6, Some(m)) => {
+            ndisc::rewrite_ll_addrs(rest, m).map_err(|_| R::Malformed)?;
+        }
+        _ => {}
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
+    use crate::pipeline::ipv6::tests::icmp6;
     use crate::pipeline::tests::*;
     use crate::tables::{ConfigError, Tables};
 
@@ -227,10 +267,19 @@ mod tests {
     /// A neighbour on the parent's segment.
     const OUT_MAC: MacAddr = MacAddr([2, 0x60, 0, 0, 0, 1]);
     const OUT: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 200);
+    /// Network 0's flood on its own VLAN.
+    const FLOOD: Verdict = Verdict::Flood {
+        network: NetworkId(0),
+        vlan: 0,
+    };
 
     /// The scenario's network 0 as ipvlan in `mode`, its trunk the parent (native VLAN 0).
     fn ipvlan(mode: IpvlanMode) -> Worker {
-        let mut s = S::new();
+        ipvlan_of(S::new(), mode)
+    }
+
+    /// Network 0 of `s` as ipvlan in `mode`, its trunk the parent.
+    fn ipvlan_of(mut s: Scenario, mode: IpvlanMode) -> Worker {
         let n = &mut s.config.networks[0];
         n.external_gateway = true;
         n.ipvlan = Some(IpvlanConfig {
@@ -301,10 +350,7 @@ mod tests {
 
             let (v, out) = run_one(&mut w, PORT_A, &arp_request(S::mac(S::A), S::A, OUT), T0);
             let want = match mode {
-                IpvlanMode::L2 => Verdict::Flood {
-                    network: NetworkId(0),
-                    vlan: 0,
-                },
+                IpvlanMode::L2 => FLOOD,
                 IpvlanMode::L3 => Verdict::Forward(TRUNK),
             };
             assert_eq!(
@@ -326,10 +372,6 @@ mod tests {
                 &udp(from, 1, Ipv4Addr::BROADCAST, 2, b"x"),
             )
         };
-        let flood = Verdict::Flood {
-            network: NetworkId(0),
-            vlan: 0,
-        };
         let mut l2 = ipvlan(IpvlanMode::L2);
         let mut l3 = ipvlan(IpvlanMode::L3);
         for (port, f) in [
@@ -337,7 +379,143 @@ mod tests {
             (PORT_A, bcast(S::A, S::mac(S::A))),
             (TRUNK, arp_request(OUT_MAC, OUT, S::GW)),
         ] {
-            assert_eq!(run_one(&mut l2, port, &f, T0).0, flood);
+            assert_eq!(run_one(&mut l2, port, &f, T0).0, FLOOD);
+            assert_eq!(
+                run_one(&mut l3, port, &f, T0).0,
+                Verdict::Drop(R::IpvlanFiltered)
+            );
+        }
+        assert_eq!(l3.counters().drops(R::IpvlanFiltered), 3);
+    }
+
+    /// A neighbour on the parent's segment, by v6.
+    const OUT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 0xc8);
+
+    /// The dual-stack scenario's network 0 as ipvlan in `mode`.
+    fn ipvlan6(mode: IpvlanMode) -> Worker {
+        ipvlan_of(S::dual_stack(), mode)
+    }
+
+    /// A neighbour solicitation or advertisement from `(mac, src)` to `(dst_mac, dst)` for
+    /// `target` with a link-layer address option of `mac`.
+    fn nd(
+        kind: u8,
+        (mac, src): (MacAddr, Ipv6Addr),
+        dst: (MacAddr, Ipv6Addr),
+        target: Ipv6Addr,
+    ) -> Vec<u8> {
+        let (opt, flags) = match kind {
+            NEIGHBOR_SOLICIT => (ndisc::OPT_SOURCE_LL_ADDR, 0),
+            _ => (ndisc::OPT_TARGET_LL_ADDR, ndisc::FLAG_OVERRIDE),
+        };
+        let mut body = target.octets().to_vec();
+        body.extend_from_slice(&[opt, 1]);
+        body.extend_from_slice(&mac.0);
+        icmp6(
+            (dst.0, mac),
+            (src, dst.1, 255),
+            (kind, 0, [flags, 0, 0, 0]),
+            &body,
+        )
+    }
+
+    /// A solicitation from `(mac, src)` for `target`, to its solicited-node group.
+    fn ns(from: (MacAddr, Ipv6Addr), target: Ipv6Addr) -> Vec<u8> {
+        let group = ndisc::solicited_node(target);
+        let to = (ndisc::multicast_mac(group), group);
+        nd(NEIGHBOR_SOLICIT, from, to, target)
+    }
+
+    /// A ping from `src` to `(dst_mac, dst)`.
+    fn ping6(src: (MacAddr, Ipv6Addr), (dst_mac, dst): (MacAddr, Ipv6Addr)) -> Vec<u8> {
+        icmp6(
+            (dst_mac, src.0),
+            (src.1, dst, 64),
+            (128, 0, [0, 1, 0, 1]),
+            b"ping",
+        )
+    }
+
+    /// The NDP message of `f` after checking its checksum: type, target and LL option's MAC.
+    fn nd_of(f: &[u8]) -> (u8, Ipv6Addr, Option<MacAddr>) {
+        let ip = crate::wire::ipv6::Ipv6Packet::new_checked(&f[14..]).unwrap();
+        let m = NdiscPacket::new_checked(ip.payload()).unwrap();
+        assert!(m.verify_checksum(ip.src(), ip.dst()), "checksum");
+        let ll = m.source_ll_addr().or(m.target_ll_addr());
+        (m.msg_type(), m.target(), ll)
+    }
+
+    #[test]
+    fn the_parents_segment_solicits_endpoints_at_the_parents_mac_and_reaches_them_by_v6() {
+        for mode in [IpvlanMode::L2, IpvlanMode::L3] {
+            let mut w = ipvlan6(mode);
+            for target in [S::A6, ndisc::link_local(S::mac(S::A))] {
+                let (v, out) = run_one(&mut w, TRUNK, &ns((OUT_MAC, OUT6), target), T0);
+                assert_eq!(v, Verdict::Forward(TRUNK), "{mode:?}");
+                assert_eq!(eth_of(&out), (OUT_MAC, P));
+                assert_eq!(nd_of(&out), (NEIGHBOR_ADVERT, target, Some(P)));
+            }
+            let to_b = ping6((OUT_MAC, OUT6), (P, S::B6));
+            let (v, out) = run_one(&mut w, TRUNK, &to_b, T0);
+            assert_eq!(v, Verdict::Forward(PORT_B));
+            assert_eq!(eth_of(&out), (S::mac(S::B), OUT_MAC));
+            assert_eq!(out[12..], to_b[12..], "only the MAC changes");
+
+            let nobody = ping6((OUT_MAC, OUT6), (P, S::GW6));
+            let other_mac = ping6((OUT_MAC, OUT6), (S::mac(S::B), S::B6));
+            for f in [nobody, other_mac] {
+                let v = run_one(&mut w, TRUNK, &f, T0).0;
+                assert_eq!(v, Verdict::Drop(R::IpvlanUnknownDst));
+            }
+        }
+    }
+
+    #[test]
+    fn endpoints_neighbour_discovery_leaves_with_the_parents_mac() {
+        let a = (S::mac(S::A), S::A6);
+        for mode in [IpvlanMode::L2, IpvlanMode::L3] {
+            let mut w = ipvlan6(mode);
+            let (v, out) = run_one(&mut w, PORT_A, &ns(a, OUT6), T0);
+            let want = match mode {
+                IpvlanMode::L2 => FLOOD,
+                IpvlanMode::L3 => Verdict::Forward(TRUNK),
+            };
+            assert_eq!(v, want, "{mode:?}");
+            assert_eq!(eth_of(&out).1, P);
+            assert_eq!(nd_of(&out), (NEIGHBOR_SOLICIT, OUT6, Some(P)));
+
+            let na = nd(NEIGHBOR_ADVERT, a, (OUT_MAC, OUT6), S::A6);
+            let (v, out) = run_one(&mut w, PORT_A, &na, T0);
+            assert_eq!(v, Verdict::Forward(TRUNK));
+            assert_eq!(eth_of(&out), (OUT_MAC, P));
+            assert_eq!(nd_of(&out), (NEIGHBOR_ADVERT, S::A6, Some(P)));
+
+            let (v, out) = run_one(&mut w, PORT_A, &ns(a, S::B6), T0);
+            assert_eq!(v, Verdict::Forward(PORT_A), "sluice answers for B");
+            assert_eq!(eth_of(&out), (S::mac(S::A), P));
+            assert_eq!(nd_of(&out), (NEIGHBOR_ADVERT, S::B6, Some(P)));
+
+            let (v, out) = run_one(&mut w, PORT_A, &ping6(a, (P, S::B6)), T0);
+            assert_eq!(v, Verdict::Forward(PORT_B));
+            assert_eq!(eth_of(&out), (S::mac(S::B), P));
+
+            let dad = ns((S::mac(S::A), Ipv6Addr::UNSPECIFIED), S::A6);
+            let v = run_one(&mut w, PORT_A, &dad, T0).0;
+            assert_eq!(v, Verdict::Drop(R::Hairpin));
+        }
+    }
+
+    #[test]
+    fn l3_carries_no_v6_multicast_l2_floods_it() {
+        let all = (ndisc::multicast_mac(ndisc::ALL_NODES), ndisc::ALL_NODES);
+        let mut l2 = ipvlan6(IpvlanMode::L2);
+        let mut l3 = ipvlan6(IpvlanMode::L3);
+        for (port, f) in [
+            (TRUNK, ping6((OUT_MAC, OUT6), all)),
+            (PORT_A, ping6((S::mac(S::A), S::A6), all)),
+            (TRUNK, ns((OUT_MAC, OUT6), S::GW6)),
+        ] {
+            assert_eq!(run_one(&mut l2, port, &f, T0).0, FLOOD);
             assert_eq!(
                 run_one(&mut l3, port, &f, T0).0,
                 Verdict::Drop(R::IpvlanFiltered)

@@ -157,6 +157,48 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> NdiscPacket<T> {
     }
 }
 
+impl<T: AsRef<[u8]> + AsMut<[u8]>> NdiscPacket<T> {
+    /// Sets the MAC of every source and target link-layer address option to `mac`; true when
+    /// there was one (the checksum is then stale).
+    fn set_ll_addrs(&mut self, mac: MacAddr) -> bool {
+        let o = &mut self.buffer.as_mut()[field::OPTIONS..];
+        let (mut at, mut any) = (0, false);
+        // Checked: every option has a non-zero length and fits.
+        while at + LL_OPTION_LEN <= o.len() {
+            let len = usize::from(o[at + 1]) * 8;
+            if matches!(o[at], OPT_SOURCE_LL_ADDR | OPT_TARGET_LL_ADDR) {
+                write_mac(o, at + 2, mac);
+                any = true;
+            }
+            at += len.max(LL_OPTION_LEN);
+        }
+        any
+    }
+}
+
+/// Rewrites the link-layer address options of the neighbour solicitation or advertisement
+/// in IPv6 packet `packet` to `mac`, refilling its checksum; any other packet is left as it
+/// is. How an ipvlan endpoint's neighbour discovery shows the parent's MAC.
+pub fn rewrite_ll_addrs(packet: &mut [u8], mac: MacAddr) -> Result<(), WireError> {
+    let mut ip = Ipv6Packet::new_checked(packet)?;
+    let ext = ip.extensions()?;
+    if ext.proto != IPPROTO_ICMPV6 || ext.fragment.is_some() {
+        return Ok(());
+    }
+    let (src, dst) = (ip.src(), ip.dst());
+    let Some(msg) = ip.payload_mut().get_mut(ext.l4 - IPV6_LEN..) else {
+        return Ok(());
+    };
+    if !matches!(msg.first(), Some(&(NEIGHBOR_SOLICIT | NEIGHBOR_ADVERT))) {
+        return Ok(());
+    }
+    let mut nd = NdiscPacket::new_checked(msg)?;
+    if nd.set_ll_addrs(mac) {
+        nd.fill_checksum(src, dst);
+    }
+    Ok(())
+}
+
 /// The solicited-node multicast address of `ip` (ff02::1:ffXX:XXXX), where solicitations
 /// for it are sent.
 pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
