@@ -3,12 +3,12 @@
 //! the machine's). Bodies are read by [`JsonBody`] so that a bad body (too large, malformed, with
 //! an unknown field) also gets that one-line form.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use crate::api::{DisconnectRequest, ErrorBody, VersionView, VERSION};
@@ -69,16 +69,38 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 /// malformed or with an unknown field: 400) is answered as an [`ApiError`].
 pub struct JsonBody<T>(pub T);
 
+/// The largest request body the API takes (axum's default limit).
+pub const MAX_BODY: usize = 2 << 20;
+
+/// How much of a too-large body is still read (and dropped) before the 413 is sent: a client
+/// that is still writing when the answer comes would otherwise see a broken pipe instead of it.
+const DRAIN_LIMIT: usize = 64 << 20;
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError {
-                status: e.status(),
-                message: format!("request body: {}", e.body_text()),
-            })?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let mut body = req.into_body();
+        let mut bytes = Vec::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen = seen.saturating_add(data.len());
+            if seen <= MAX_BODY {
+                bytes.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+        if seen > MAX_BODY {
+            return Err(ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("request body: length limit exceeded ({MAX_BODY} bytes)"),
+            });
+        }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
@@ -193,6 +215,8 @@ mod tests {
     use crate::daemon::handle;
     use crate::model::Sandbox;
     use crate::store::tests::TempDb;
+    use axum::body::Bytes;
+    use futures::StreamExt;
 
     fn body_of<T: DeserializeOwned>(bytes: Vec<u8>) -> Result<T, ApiError> {
         let req = Request::builder()
@@ -210,6 +234,31 @@ mod tests {
         let bytes = block(axum::body::to_bytes(r.into_body(), usize::MAX)).unwrap();
         let b: ErrorBody = serde_json::from_slice(&bytes).unwrap();
         (status, b.message)
+    }
+
+    #[test]
+    fn a_too_large_body_is_read_to_its_end_before_the_413() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        const CHUNK: usize = 64 << 10;
+        let chunks = 3 * MAX_BODY / CHUNK;
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&pulled);
+        let stream = futures::stream::iter(0..chunks).map(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok::<_, std::io::Error>(Bytes::from(vec![b' '; CHUNK]))
+        });
+        let req = Request::builder()
+            .method("POST")
+            .uri("/v1/networks")
+            .body(axum::body::Body::from_stream(stream))
+            .unwrap();
+        let e = block(JsonBody::<NetworkSpec>::from_request(req, &()))
+            .err()
+            .unwrap();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        // The client writing it gets the answer, not a broken pipe.
+        assert_eq!(pulled.load(Ordering::Relaxed), chunks);
     }
 
     #[test]
