@@ -48,6 +48,28 @@ impl DaemonLab {
         Ok(d)
     }
 
+    /// [`DaemonLab::start`] with one worker and an uplink that also has the v6 address
+    /// `uplink6` (a /64) whose next hop is `outside6`, given to the `out` namespace's eth0.
+    pub fn start_dual_stack(
+        tag: &str,
+        bin_dir: &Path,
+        uplink6: &str,
+        outside6: &str,
+    ) -> Result<DaemonLab> {
+        let uplink6 = format!("{uplink6}/64");
+        let args = [
+            "--workers",
+            "1",
+            "--uplink-ip6",
+            &uplink6,
+            "--uplink-gateway6",
+            outside6,
+        ];
+        let d = DaemonLab::start(tag, bin_dir, &args)?;
+        d.lab.addr6("out", "eth0", &format!("{outside6}/64"))?;
+        Ok(d)
+    }
+
     /// The namespaces and processes.
     pub fn lab(&self) -> &Lab {
         &self.lab

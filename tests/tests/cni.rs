@@ -298,19 +298,7 @@ fn wait_ping6(lab: &sluice_lab::lab::Lab, ns: &str, ip: &str) {
 #[test]
 fn cni_dual_stack_ranges() {
     let Some(bin) = bin_dir() else { return };
-    let uplink6 = format!("{UPLINK6}/64");
-    let args = [
-        "--workers",
-        "1",
-        "--uplink-ip6",
-        &uplink6,
-        "--uplink-gateway6",
-        OUTSIDE6,
-    ];
-    let mut d = DaemonLab::start("cnsx", &bin, &args).unwrap();
-    d.lab()
-        .addr6("out", "eth0", &format!("{OUTSIDE6}/64"))
-        .unwrap();
+    let mut d = DaemonLab::start_dual_stack("cnsx", &bin, UPLINK6, OUTSIDE6).unwrap();
     let runner = CniRunner::new(vec![plugin_dir(&d, &bin)], None);
     let list = json!({
         "cniVersion": "1.1.0",

@@ -205,35 +205,12 @@ fn udp6_refused(d: &DaemonLab, ns: &str, ip: &str, port: u16) -> bool {
     }
 }
 
-/// A daemon whose uplink has the v6 address `UPLINK6` with the lab's outside namespace
-/// (`OUTSIDE6`) as its v6 next hop.
-fn with_v6_uplink(name: &str, bin: &std::path::Path) -> DaemonLab {
-    let uplink6 = format!("{UPLINK6}/64");
-    let args = [
-        "--workers",
-        "1",
-        "--uplink-ip6",
-        &uplink6,
-        "--uplink-gateway6",
-        OUTSIDE6,
-    ];
-    let d = DaemonLab::start(name, bin, &args).unwrap();
-    let out6 = format!("{OUTSIDE6}/64");
-    d.lab()
-        .sysctl("out", "net.ipv6.conf.eth0.disable_ipv6", "0")
-        .unwrap();
-    d.lab()
-        .ip("out", &["-6", "addr", "add", &out6, "dev", "eth0", "nodad"])
-        .unwrap();
-    d
-}
-
 #[test]
 fn nat66_routed_v6_and_published_ports_over_v6() {
     let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
         return;
     };
-    let mut d = with_v6_uplink("nsix", &bin);
+    let mut d = DaemonLab::start_dual_stack("nsix", &bin, UPLINK6, OUTSIDE6).unwrap();
     d.lab()
         .ip(
             "out",
@@ -341,7 +318,7 @@ fn v6_only_endpoints_ping6_by_name_and_reach_the_outside_through_nat66() {
     let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
         return;
     };
-    let mut d = with_v6_uplink("vsix", &bin);
+    let mut d = DaemonLab::start_dual_stack("vsix", &bin, UPLINK6, OUTSIDE6).unwrap();
     let refused = d.sluice(&["network", "create", "--ipv4=false", "nov6"]);
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(
