@@ -108,7 +108,8 @@ impl Etcd {
     }
 
     /// Sends `body` to `path` on the first member that answers (a member that cannot be
-    /// connected to or does not answer in time is skipped); returns the answer's body once it
+    /// connected to, does not answer in time or is between leaders is skipped; while members
+    /// elect a leader the members are tried again, up to [`ELECTION_PASSES`] times); returns the answer's body once it
     /// has started (a stream for watches and keep-alives).
     async fn send(&self, path: &'static str, body: &Value) -> Result<Incoming, EtcdError> {
         self.send_within(path, body, CALL_TIMEOUT).await
@@ -123,23 +124,37 @@ impl Etcd {
     ) -> Result<Incoming, EtcdError> {
         let body = Bytes::from(body.to_string());
         let mut reason = String::from("no member");
-        for (i, member) in self.members() {
-            let call = tokio::time::timeout(within, post(member, path, body.clone()));
-            match call.await {
-                Ok(Ok((200, incoming))) => {
-                    self.preferred.store(i, Ordering::Relaxed);
-                    return Ok(incoming);
+        for pass in 0..ELECTION_PASSES {
+            if pass > 0 {
+                tokio::time::sleep(ELECTION_PAUSE).await;
+            }
+            let mut electing = false;
+            for (i, member) in self.members() {
+                let call = tokio::time::timeout(within, post(member, path, body.clone()));
+                match call.await {
+                    Ok(Ok((200, incoming))) => {
+                        self.preferred.store(i, Ordering::Relaxed);
+                        return Ok(incoming);
+                    }
+                    Ok(Ok((status, incoming))) => {
+                        let text = read_all(incoming).await.unwrap_or_default();
+                        let message = gateway::error_message(&text);
+                        if !electing_leader(&message) {
+                            return Err(EtcdError::Refused {
+                                path,
+                                status,
+                                message,
+                            });
+                        }
+                        electing = true;
+                        reason = format!("{member}: {message}");
+                    }
+                    Ok(Err(e)) => reason = format!("{member}: {e}"),
+                    Err(_) => reason = format!("{member}: no answer in {within:?}"),
                 }
-                Ok(Ok((status, incoming))) => {
-                    let text = read_all(incoming).await.unwrap_or_default();
-                    return Err(EtcdError::Refused {
-                        path,
-                        status,
-                        message: gateway::error_message(&text),
-                    });
-                }
-                Ok(Err(e)) => reason = format!("{member}: {e}"),
-                Err(_) => reason = format!("{member}: no answer in {within:?}"),
+            }
+            if !electing {
+                break;
             }
         }
         Err(EtcdError::Unreachable {
@@ -243,6 +258,19 @@ impl Etcd {
             stall,
         })
     }
+}
+
+/// How many times the members are tried while they elect a leader (an election takes about a
+/// second; [`ELECTION_PAUSE`] apart, these cover a few).
+const ELECTION_PASSES: u32 = 12;
+
+/// The pause between two passes over the members during an election.
+const ELECTION_PAUSE: Duration = Duration::from_millis(250);
+
+/// True for etcd's answers that mean "no leader now, nothing was applied": the request can be
+/// sent again once a leader is elected.
+fn electing_leader(message: &str) -> bool {
+    message.contains("leader changed") || message.contains("no leader")
 }
 
 /// One POST over a new connection to `member`: the status and the body as it arrives.
@@ -386,6 +414,30 @@ mod tests {
         let e = Etcd::from_url(&format!("etcd://127.0.0.1:9,{live}")).unwrap();
         assert_eq!(e.range("/x").await.unwrap(), (vec![], 5));
         assert_eq!(e.members().next().unwrap().1, live);
+    }
+
+    #[tokio::test]
+    async fn a_member_between_leaders_is_skipped() {
+        const BODY: &str = r#"{"error":"etcdserver: leader changed","code":14,"message":"etcdserver: leader changed"}"#;
+        let electing = answering(Box::leak(
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\n\r\n{BODY}",
+                BODY.len()
+            )
+            .into_boxed_str(),
+        ))
+        .await;
+        let live = answering(
+            "HTTP/1.1 200 OK\r\ncontent-length: 28\r\n\r\n{\"header\":{\"revision\":\"7\"}}\n",
+        )
+        .await;
+        let e = Etcd::from_url(&format!("etcd://{electing},{live}")).unwrap();
+        assert_eq!(e.range("/x").await.unwrap(), (vec![], 7));
+        // Alone, it is tried again for the election's time, then named.
+        let e = Etcd::from_url(&format!("etcd://{electing}")).unwrap();
+        let err = e.range("/x").await.unwrap_err();
+        assert!(matches!(err, EtcdError::Unreachable { .. }), "{err}");
+        assert!(err.to_string().contains("leader changed"), "{err}");
     }
 
     #[tokio::test]
