@@ -31,6 +31,9 @@ pub use docker_like::{
     DockerLike, DockerLikeSpec, Forwarder, Publish, SluiceLaunch, BRIDGE_IF, OUTSIDE, SW, UPLINK_IF,
 };
 
+/// How much of each background process's log a failed test prints.
+const LOG_TAIL_LINES: usize = 40;
+
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
 
@@ -356,6 +359,28 @@ impl Lab {
         Ok(pid)
     }
 
+    /// Prints the end of every background process's log, so that a failed test run (in CI,
+    /// where the lab's directory is gone afterwards) shows what the daemons said.
+    fn print_log_tails(&self) {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for path in logs {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!("---- {} (last {} lines)", path.display(), tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
+
     /// The log file of a background process started with `log` as its name.
     pub fn log_path(&self, log: &str) -> PathBuf {
         self.dir.join(format!("{log}.log"))
@@ -514,6 +539,9 @@ fn run_host(args: &[OsString]) -> Result<Output> {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_log_tails();
+        }
         for p in std::mem::take(&mut self.procs) {
             stop_child(p);
         }

@@ -608,8 +608,8 @@ fn etcd_faults(lab: &mut Lab, bin: &Path, socks: &[PathBuf], etcd: &mut [u32], i
 }
 
 /// h1 is frozen while its watch's member dies and, meanwhile, one network is removed, another
-/// created and the history compacted: once thawed, h1 cannot resume its watch from its
-/// revision, reads the store again and catches up with both changes.
+/// created on its VNI and the history compacted: once thawed, h1 cannot resume its watch from
+/// its revision, reads the store again and catches up with both changes (the removal first).
 fn compacted_while_away(lab: &mut Lab, bin: &Path, socks: &[PathBuf], etcd: &mut [u32], h1: u32) {
     let create = |s: &Path, name: &str, subnet: &str| {
         let args = [
@@ -621,11 +621,22 @@ fn compacted_while_away(lab: &mut Lab, bin: &Path, socks: &[PathBuf], etcd: &mut
     eventually("ox on h1", Duration::from_secs(10), || {
         networks(bin, &socks[0]).contains(&"ox".to_string())
     });
+    let vni = |s: &Path, name: &str| {
+        let format = "{{index .Options \"vni\"}}";
+        let out = sluice_ok(bin, s, &["network", "inspect", name, "--format", format]);
+        out.trim().to_string()
+    };
+    let ox_vni = vni(&socks[1], "ox");
     let watched = watch_member(lab);
     lab.pause(h1);
     lab.kill(etcd[watched]);
     sluice_ok(bin, &socks[1], &["network", "rm", "ox"]);
+    // Once h3 has let ox go, oy takes its VNI: h1 must remove ox before it can create oy.
+    eventually("ox leaves h3", Duration::from_secs(10), || {
+        !networks(bin, &socks[2]).contains(&"ox".to_string())
+    });
     create(&socks[2], "oy", "10.35.0.0/24");
+    assert_eq!(vni(&socks[2], "oy"), ox_vni, "oy reuses ox's VNI");
     let o = etcdctl(lab, &["get", "--prefix", "--keys-only", "-w", "json", "/"]).unwrap();
     let header: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let revision = header["header"]["revision"].as_i64().expect("a revision");

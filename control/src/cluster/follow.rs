@@ -4,6 +4,7 @@
 //! change is lost and none is read twice; only when that revision was compacted away does it
 //! read everything again.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::etcd::EtcdError;
@@ -56,11 +57,10 @@ impl Cluster {
 
     /// Follows the store for ever (see the module's comment).
     pub(super) async fn follow(self: std::sync::Arc<Self>, local: LocalEngine) {
-        let mut at = Position::default();
-        let mut mirror = Mirror::default();
+        let mut state = Followed::default();
         loop {
-            if let Err(e) = self.follow_once(&local, &mut at, &mut mirror).await {
-                match at.resume_at() {
+            if let Err(e) = self.follow_once(&local, &mut state).await {
+                match state.at.resume_at() {
                     Some(rev) => tracing::warn!(
                         "following the cluster store: {e}; watching again from revision {rev}"
                     ),
@@ -74,16 +74,17 @@ impl Cluster {
     async fn follow_once(
         &self,
         local: &LocalEngine,
-        at: &mut Position,
-        mirror: &mut Mirror,
+        state: &mut Followed,
     ) -> Result<(), EtcdError> {
-        let start = match at.resume_at() {
+        let start = match state.at.resume_at() {
             Some(rev) => rev,
             None => {
                 let (kvs, revision) = self.etcd.range(records::ROOT).await?;
-                let removed = mirror.reset(kvs.into_iter().map(|kv| (kv.key, kv.value)));
-                at.read(revision);
-                self.reconcile(local, mirror, &removed).await;
+                let removed = state
+                    .mirror
+                    .reset(kvs.into_iter().map(|kv| (kv.key, kv.value)));
+                state.at.read(revision);
+                self.settle(local, state, removed).await;
                 revision + 1
             }
         };
@@ -93,16 +94,16 @@ impl Cluster {
             let mut removed = Vec::new();
             for ev in &batch.events {
                 match ev {
-                    Event::Put(kv) => mirror.put(kv.key.clone(), kv.value.clone()),
+                    Event::Put(kv) => state.mirror.put(kv.key.clone(), kv.value.clone()),
                     Event::Delete(key) => {
                         if let Some(name) = key.strip_prefix(&records::network_key("")) {
                             removed.push(name.to_string());
                         }
-                        mirror.delete(key);
+                        state.mirror.delete(key);
                     }
                 }
             }
-            if !at.advance(&batch) {
+            if !state.at.advance(&batch) {
                 let message = match batch.compact_revision {
                     0 => format!("watch cancelled: {}", batch.reason),
                     rev => {
@@ -115,44 +116,98 @@ impl Cluster {
                     message,
                 });
             }
-            if !batch.events.is_empty() {
-                self.reconcile(local, mirror, &removed).await;
+            // Progress notifications too retry what the last pass left undone.
+            if !batch.events.is_empty() || !state.undone.is_settled() {
+                self.settle(local, state, removed).await;
             }
         }
     }
 
-    /// Brings this host's engine in line with the store: overlay networks it lacks are
-    /// created, those in `removed` removed, and every overlay's remote endpoints replaced.
-    async fn reconcile(&self, local: &LocalEngine, mirror: &Mirror, removed: &[String]) {
-        let have: std::collections::BTreeSet<String> = match local.overlays().await {
+    /// Reconciles with the removals `removed` plus those a previous pass left undone, and
+    /// keeps what this pass leaves undone for the next.
+    async fn settle(&self, local: &LocalEngine, state: &mut Followed, mut removed: Vec<String>) {
+        removed.extend(std::mem::take(&mut state.undone.removals));
+        removed.sort();
+        removed.dedup();
+        let undone = self.reconcile(local, &state.mirror, &removed).await;
+        for why in undone.failures.difference(&state.undone.failures) {
+            tracing::warn!("{why} (tried again on the store's next answer)");
+        }
+        state.undone = undone;
+    }
+
+    /// Brings this host's engine in line with the store: overlay networks in `removed` are
+    /// removed first (a network created in their place may take their VNI or subnet), those
+    /// it lacks then created, and every overlay's remote endpoints replaced. What could not
+    /// be applied is returned, to be tried again.
+    async fn reconcile(&self, local: &LocalEngine, mirror: &Mirror, removed: &[String]) -> Undone {
+        let mut undone = Undone::default();
+        let have: BTreeSet<String> = match local.overlays().await {
             Ok(o) => o.into_iter().map(|(n, _)| n.spec.name).collect(),
             Err(e) => {
-                tracing::warn!("cluster: {e}");
-                return;
+                undone.failures.insert(format!("cluster: {e}"));
+                undone.removals = removed.to_vec();
+                return undone;
             }
         };
         let networks = mirror.networks();
-        for (name, spec) in &networks {
-            if !have.contains(name) {
-                match local.create_network(spec.clone()).await {
-                    Ok(_) => tracing::info!("overlay network {name} joined from the cluster"),
-                    Err(e) => tracing::warn!("cannot create overlay network {name} here: {e}"),
-                }
-            }
-        }
         for name in removed {
             if have.contains(name) && !networks.contains_key(name) {
                 match local.remove_network(name.clone()).await {
                     Ok(_) => tracing::info!("overlay network {name} removed by the cluster"),
-                    Err(e) => tracing::warn!("cannot remove overlay network {name} here: {e}"),
+                    Err(e) => {
+                        undone
+                            .failures
+                            .insert(format!("cannot remove overlay network {name} here: {e}"));
+                        undone.removals.push(name.clone());
+                    }
+                }
+            }
+        }
+        for (name, spec) in &networks {
+            if !have.contains(name) {
+                match local.create_network(spec.clone()).await {
+                    Ok(_) => tracing::info!("overlay network {name} joined from the cluster"),
+                    Err(e) => {
+                        undone
+                            .failures
+                            .insert(format!("cannot create overlay network {name} here: {e}"));
+                    }
                 }
             }
         }
         let remotes = mirror.remotes(self.me);
         if let Err(e) = local.set_remotes(remotes.clone()).await {
-            tracing::warn!("cannot apply the cluster's remote endpoints: {e}");
+            undone
+                .failures
+                .insert(format!("cannot apply the cluster's remote endpoints: {e}"));
         }
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) = remotes;
+        undone
+    }
+}
+
+/// What the follower keeps from one watch to the next.
+#[derive(Default)]
+struct Followed {
+    at: Position,
+    mirror: Mirror,
+    undone: Undone,
+}
+
+/// What a reconcile could not apply (a create refused while a network it clashes with was
+/// still here, a removal refused): tried again on the next answer of the watch.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Undone {
+    /// Removals still to do.
+    removals: Vec<String>,
+    /// Why, one line each (logged once while they last).
+    failures: BTreeSet<String>,
+}
+
+impl Undone {
+    fn is_settled(&self) -> bool {
+        self.failures.is_empty()
     }
 }
 
