@@ -16,6 +16,7 @@ pub mod etcd;
 pub mod follow;
 pub mod gateway;
 pub mod records;
+pub mod security;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
