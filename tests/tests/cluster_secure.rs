@@ -3,7 +3,7 @@
 //! made by the test with openssl, `--client-cert-auth`) with user authentication on and short
 //! tokens, in namespace `ul` on the underlay bridge; two hosts (`h1`, `h2`, each its own
 //! sluiced with `--cluster-store-opt kv.cacertfile=...,kv.certfile=...,kv.keyfile=...` and
-//! `kv.username=root,kv.passwordfile=...`). On a dual-stack overlay (`--ipv6`, a v4 and a v6
+//! `kv.username=sluice,kv.passwordfile=...`, a user whose role may use `/sluice/` only). On a dual-stack overlay (`--ipv6`, a v4 and a v6
 //! `--subnet`) an endpoint on each host: their v6 addresses are reserved in etcd, they ping6
 //! each other (neighbour solicitation for the other host's endpoint answered locally), and
 //! each resolves the other's name and `--alias`es, A and AAAA, through its embedded DNS. The
@@ -69,7 +69,7 @@ fn store_opts(lab: &Lab) -> [String; 2] {
             pem(lab, "client.key").display()
         ),
         format!(
-            "kv.username=root,kv.passwordfile={}",
+            "kv.username=sluice,kv.passwordfile={}",
             pem(lab, "password").display()
         ),
     ]
@@ -151,8 +151,24 @@ fn secure_etcd(lab: &mut Lab) {
             .status
             .success()
     });
-    let root = format!("root:{PASSWORD}");
-    for args in [&["user", "add", &root][..], &["auth", "enable"]] {
+    // sluice's user may read and write `/sluice/` only (the setup docs/overlay.md shows).
+    let (root, user) = (format!("root:{PASSWORD}"), format!("sluice:{PASSWORD}"));
+    let grant = [
+        "role",
+        "grant-permission",
+        "sluice",
+        "--prefix=true",
+        "readwrite",
+        "/sluice/",
+    ];
+    for args in [
+        &["user", "add", &root][..],
+        &["user", "add", &user],
+        &["role", "add", "sluice"],
+        &grant,
+        &["user", "grant-role", "sluice", "sluice"],
+        &["auth", "enable"],
+    ] {
         let o = etcdctl(lab, false, args);
         assert!(o.status.success(), "etcdctl {args:?}: {o:?}");
     }
@@ -386,7 +402,7 @@ fn client_refusals_and_token_renewal(lab: &Lab) {
     let other_ca = format!("kv.cacertfile={}", pem(lab, "other-ca.pem").display());
     let wrong_pw = pem(lab, "wrong-password");
     std::fs::write(&wrong_pw, "nope\n").unwrap();
-    let wrong_user = format!("kv.username=root,kv.passwordfile={}", wrong_pw.display());
+    let wrong_user = format!("kv.username=sluice,kv.passwordfile={}", wrong_pw.display());
     let cases: Vec<(&str, Vec<String>, Option<&str>)> = vec![
         ("plain TCP to a TLS member", vec![], None),
         (
@@ -426,6 +442,11 @@ fn client_refusals_and_token_renewal(lab: &Lab) {
                 }
             }
             let etcd = client(&good);
+            let outside = etcd.put("/elsewhere", b"1", 0).await.unwrap_err();
+            assert!(
+                outside.to_string().contains("permission denied"),
+                "{outside}"
+            );
             etcd.put("/sluice/v1/probe", b"1", 0).await.unwrap();
             // Simple tokens expire after 2 s of disuse: the next call takes a new one.
             tokio::time::sleep(Duration::from_secs(4)).await;
