@@ -367,7 +367,7 @@ fn dual_stack_overlay_with_aliases_over_a_tls_etcd_with_users() {
             .unwrap()
             .to_string();
         let (other, alias) = (eps[1 - i].1, eps[1 - i].2);
-        for name in [other, alias, &format!("{alias}.ov6")[..]] {
+        for name in [other, alias, &format!("{other}.ov6")[..]] {
             for family in ["-4", "-6"] {
                 let cmd = format!("ping {family} -c 1 -W 2 -q {name}");
                 eventually(
