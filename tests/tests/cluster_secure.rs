@@ -13,12 +13,13 @@
 
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use sluice_control::cluster::etcd::Etcd;
 use sluice_control::cluster::security::StoreOptions;
 use sluice_lab::lab::Lab;
+use sluice_tests::cli::{eventually, sluice, sluice_ok};
 
 /// Where the etcd member listens (on the underlay bridge, in namespace `ul`).
 const ETCD: &str = "10.99.0.100:2379";
@@ -220,30 +221,6 @@ fn host(lab: &mut Lab, bin: &Path, i: usize) -> PathBuf {
     ];
     lab.spawn_os(&h, &args, &h).unwrap();
     sock
-}
-
-fn sluice(bin: &Path, sock: &Path, args: &[&str]) -> Output {
-    Command::new(bin.join("sluice"))
-        .arg("--socket")
-        .arg(sock)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn sluice_ok(bin: &Path, sock: &Path, args: &[&str]) -> String {
-    let o = sluice(bin, sock, args);
-    assert!(o.status.success(), "sluice {args:?}: {o:?}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < within, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Endpoint `name`'s entry in `ov6`'s inspect on `sock`'s host.
