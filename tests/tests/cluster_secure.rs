@@ -25,8 +25,10 @@ use sluice_tests::cli::{eventually, sluice, sluice_ok};
 const ETCD: &str = "10.99.0.100:2379";
 const PASSWORD: &str = "s3cret-test";
 
-/// The CA, the member's certificate (for its address) and a client certificate, as PEM files
-/// in `dir`; also a second CA that signed none of them.
+/// The CA, the member's certificate (for its address; also a client one, as etcd's gateway
+/// dials the member with it) and a client certificate without a CN (etcd's gateway refuses
+/// certificates with one while authentication is on), as PEM files in `dir`; also a client
+/// certificate with a CN and a second CA that signed none of them.
 fn certificates(dir: &Path) {
     let ip = ETCD.split(':').next().unwrap();
     let script = format!(
@@ -40,14 +42,15 @@ for ca in ca other-ca; do
 done
 sign() {{
   key $1.key
-  openssl req -new -key $1.key -out $1.csr -subj "/CN=$2"
+  openssl req -new -key $1.key -out $1.csr -subj "$2"
   printf '%s\n' "$3" > $1.ext
   openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
     -out $1.pem -extfile $1.ext 2>/dev/null
 }}
-sign server etcd "subjectAltName=IP:{ip}
-extendedKeyUsage=serverAuth"
-sign client sluice-host "extendedKeyUsage=clientAuth"
+sign server /CN=etcd "subjectAltName=IP:{ip}
+extendedKeyUsage=serverAuth,clientAuth"
+sign client /O=sluice/OU=host "extendedKeyUsage=clientAuth"
+sign named /CN=sluice-host "extendedKeyUsage=clientAuth"
 printf '%s\n' '{PASSWORD}' > password
 "#,
         dir = dir.display()
@@ -380,14 +383,25 @@ fn client_refusals_and_token_renewal(lab: &Lab) {
     let wrong_pw = pem(lab, "wrong-password");
     std::fs::write(&wrong_pw, "nope\n").unwrap();
     let wrong_user = format!("kv.username=sluice,kv.passwordfile={}", wrong_pw.display());
+    let named = format!(
+        "kv.cacertfile={},kv.certfile={},kv.keyfile={}",
+        pem(lab, "ca.pem").display(),
+        pem(lab, "named.pem").display(),
+        pem(lab, "named.key").display()
+    );
     let cases: Vec<(&str, Vec<String>, Option<&str>)> = vec![
+        (
+            "a client certificate with a CN",
+            vec![named, user.clone()],
+            Some("without a CN"),
+        ),
         ("plain TCP to a TLS member", vec![], None),
         (
             "a CA that did not sign the member",
             vec![other_ca],
             Some("TLS"),
         ),
-        ("no user", vec![tls.clone()], None),
+        ("no user", vec![tls.clone()], Some("user name is empty")),
         (
             "a wrong password",
             vec![tls.clone(), wrong_user],

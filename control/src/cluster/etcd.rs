@@ -219,7 +219,7 @@ impl Etcd {
                     }
                     Ok(Ok((status, incoming))) => {
                         let text = read_all(incoming).await.unwrap_or_default();
-                        let message = gateway::error_message(&text);
+                        let message = security::explain(gateway::error_message(&text));
                         if !electing_leader(&message) {
                             return Err(EtcdError::Refused {
                                 path,

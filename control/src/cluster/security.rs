@@ -220,6 +220,21 @@ pub fn token_expired(message: &str) -> bool {
     message.contains("invalid auth token") || message.contains("revision of auth store is old")
 }
 
+/// etcd's `message` with what to do about it, when it is one an operator cannot act on as it
+/// stands: with authentication on, etcd's JSON gateway refuses every request over a client
+/// certificate that has a CommonName (CVE-2018-16886: it would stand for a user).
+pub fn explain(message: String) -> String {
+    if message.contains("CommonName of client sending a request against gateway") {
+        format!(
+            "{message} (etcd refuses client certificates with a CN through its JSON gateway while \
+             authentication is on: give this host a certificate without a CN, e.g. \
+             -subj /O=sluice/OU=HOST, and log in with kv.username)"
+        )
+    } else {
+        message
+    }
+}
+
 /// The token of an `AuthenticateResponse`.
 pub fn token_answer(body: &[u8]) -> Result<String, String> {
     #[derive(serde::Deserialize)]
@@ -317,5 +332,8 @@ mod tests {
         assert!(token_answer(br#"{"header":{}}"#).is_err());
         assert!(token_expired("etcdserver: invalid auth token"));
         assert!(!token_expired("etcdserver: permission denied"));
+        let cn = "CommonName of client sending a request against gateway will be ignored and not used as expected";
+        assert!(explain(cn.into()).contains("without a CN"));
+        assert_eq!(explain("etcdserver: x".into()), "etcdserver: x");
     }
 }
