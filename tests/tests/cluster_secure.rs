@@ -401,7 +401,7 @@ fn client_refusals_and_token_renewal(lab: &Lab) {
             vec![other_ca],
             Some("TLS"),
         ),
-        ("no user", vec![tls.clone()], Some("user name is empty")),
+        ("no user", vec![tls.clone()], Some("refused")),
         (
             "a wrong password",
             vec![tls.clone(), wrong_user],
