@@ -217,7 +217,9 @@ mod tests {
         RemoteEndpoint {
             mac: MacAddr([2, 0x42, 10, 20, 0, last]),
             ipv4: Ipv4Addr::new(10, 20, 0, last),
-            ipv6: (last % 2 == 0).then(|| Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, last.into())),
+            ipv6: last
+                .is_multiple_of(2)
+                .then(|| Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, last.into())),
             vtep: Ipv4Addr::new(192, 0, 2, vtep),
         }
     }
