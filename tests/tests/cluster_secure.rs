@@ -330,6 +330,14 @@ fn dual_stack_overlay_with_aliases_over_a_tls_etcd_with_users() {
     );
     lab.wait_ping6("a1", v6b, Duration::from_secs(10)).unwrap();
     lab.wait_ping6("a2", v6a, Duration::from_secs(10)).unwrap();
+    let ip_b = entry(&bin, &socks[1], "db")["IPv4Address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    bulk_tcp(&mut lab, &ip_b);
     let neigh = lab
         .ip("a1", &["-6", "neigh", "show", &v6b.to_string()])
         .unwrap();
@@ -372,6 +380,27 @@ fn dual_stack_overlay_with_aliases_over_a_tls_etcd_with_users() {
         "{left:?}"
     );
     eprintln!("secure cluster test took {:?}", began.elapsed());
+}
+
+/// 3 MB of TCP from `a1` to `a2` (at `ip_b`) across the hosts: full-size frames from an
+/// endpoint whose interface has the overlay's MTU (1450) fit the underlay once wrapped.
+fn bulk_tcp(lab: &mut Lab, ip_b: &str) {
+    const BYTES: usize = 3_000_000;
+    let got = lab.dir().join("received");
+    let listen = format!(
+        "socat -u TCP4-LISTEN:5301,reuseaddr - | wc -c > {}",
+        got.display()
+    );
+    let pid = lab.spawn("a2", &["sh", "-c", &listen], "socat").unwrap();
+    lab.wait_listen("a2", 5301, Duration::from_secs(5)).unwrap();
+    let send = format!("head -c {BYTES} /dev/zero | timeout 20 socat -u - TCP4:{ip_b}:5301");
+    let o = lab.exec_output("a1", &["sh", "-c", &send]).unwrap();
+    assert!(o.status.success(), "bulk TCP across hosts: {o:?}");
+    eventually("the receiver has it all", Duration::from_secs(5), || {
+        !lab.alive(pid)
+    });
+    let n = std::fs::read_to_string(&got).unwrap_or_default();
+    assert_eq!(n.trim(), BYTES.to_string(), "bytes received");
 }
 
 /// The client alone, in the underlay: what the member refuses, and a user's token renewed

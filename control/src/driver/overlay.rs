@@ -46,6 +46,10 @@ impl NetworkDriver for Overlay {
         })
     }
 
+    fn mtu(&self, net: &Network) -> u16 {
+        net.spec.options.mtu.unwrap_or(DEFAULT_MTU)
+    }
+
     fn inspect_options(&self, _net: &Network, options: &mut BTreeMap<String, String>) {
         options
             .entry(crate::model::OPT_MTU.to_string())
@@ -56,7 +60,7 @@ impl NetworkDriver for Overlay {
         let Some(vni) = net.spec.options.vni else {
             return;
         };
-        nc.mtu = net.spec.options.mtu.unwrap_or(DEFAULT_MTU);
+        nc.mtu = self.mtu(net);
         cfg.overlays.push(OverlayConfig {
             network: net.dataplane_id,
             vni,
@@ -162,6 +166,12 @@ mod tests {
         };
         let mtu = |n: &str| cfg.networks.iter().find(|x| x.id == id(n)).unwrap().mtu;
         assert_eq!((mtu("ov"), mtu("big")), (1450, 9000));
+        // The endpoints' own interfaces take the overlay's MTU too (what fits once wrapped).
+        let iface_mtu = |n: &str| {
+            let net = s.networks().find(|x| x.spec.name == n).unwrap();
+            super::super::of(net.spec.driver).mtu(net)
+        };
+        assert_eq!((iface_mtu("ov"), iface_mtu("big")), (1450, 9000));
         let vnis: Vec<(u32, usize)> = cfg
             .overlays
             .iter()
