@@ -3,10 +3,11 @@
 //! the VXLAN stage reads, compiled with the rest of `Tables` and swapped with them.
 //!
 //! The remote table plays the role of libnetwork's peerdb: the control plane learns remote
-//! endpoints from the cluster store, the dataplane encapsulates to them, answers ARP for them
-//! and accepts decapsulated frames only from the VTEP that owns their source.
+//! endpoints from the cluster store, the dataplane encapsulates to them, answers ARP (and, on
+//! dual-stack networks, neighbour solicitations) for them and accepts decapsulated frames only
+//! from the VTEP that owns their source.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,10 @@ pub struct RemoteEndpoint {
     pub mac: MacAddr,
     /// The endpoint's IPv4 address (inside the network's subnet).
     pub ipv4: Ipv4Addr,
+    /// Its IPv6 address on a dual-stack network (neighbour solicitations for it are answered
+    /// locally, as ARP is for `ipv4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
     /// The VTEP (uplink address) of the host it lives on.
     pub vtep: Ipv4Addr,
 }
@@ -89,6 +94,7 @@ pub struct OverlayEntry {
     pub vni: u32,
     by_mac: HashMap<u64, Remote, KeyHasherBuilder>,
     by_ip: HashMap<u32, MacAddr, KeyHasherBuilder>,
+    by_ip6: HashMap<u128, MacAddr, KeyHasherBuilder>,
 }
 
 impl OverlayEntry {
@@ -102,6 +108,13 @@ impl OverlayEntry {
     #[inline]
     pub fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr> {
         self.by_ip.get(&u32::from(ip)).copied()
+    }
+
+    /// The MAC of the remote endpoint with v6 address `ip` (to answer its neighbour
+    /// solicitations locally).
+    #[inline]
+    pub fn mac_of6(&self, ip: Ipv6Addr) -> Option<MacAddr> {
+        self.by_ip6.get(&u128::from(ip)).copied()
     }
 
     /// Number of remote endpoints.
@@ -164,6 +177,9 @@ impl OverlayTables {
                 };
                 e.by_mac.insert(r.mac.to_u64(), remote);
                 e.by_ip.insert(u32::from(r.ipv4), r.mac);
+                if let Some(ip6) = r.ipv6 {
+                    e.by_ip6.insert(u128::from(ip6), r.mac);
+                }
             }
             if t.by_net.len() <= idx {
                 t.by_net.resize_with(idx + 1, || None);
@@ -201,6 +217,9 @@ mod tests {
         RemoteEndpoint {
             mac: MacAddr([2, 0x42, 10, 20, 0, last]),
             ipv4: Ipv4Addr::new(10, 20, 0, last),
+            ipv6: last
+                .is_multiple_of(2)
+                .then(|| Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, last.into())),
             vtep: Ipv4Addr::new(192, 0, 2, vtep),
         }
     }
@@ -226,6 +245,11 @@ mod tests {
         assert_eq!(e.remote(r.mac).unwrap().vtep, r.vtep);
         assert_eq!(e.mac_of(r.ipv4), Some(r.mac));
         assert_eq!(e.mac_of(Ipv4Addr::new(10, 20, 0, 7)), None);
+        assert_eq!(e.mac_of6(r.ipv6.unwrap()), Some(r.mac));
+        let v4_only = remote(5, 2);
+        assert_eq!(v4_only.ipv6, None);
+        let not_there = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 5);
+        assert_eq!(e.mac_of6(not_there), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod bins;
 pub mod capture;
+pub mod cli;
 pub mod engines;
 pub mod netns;
 pub mod udp;

@@ -15,10 +15,11 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use sluice_lab::lab::Lab;
+use sluice_tests::cli::{eventually, sluice, sluice_ok};
 
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 /// The hosts' lease TTL, short so that a dead host is noticed quickly (and a stalled watch,
@@ -170,36 +171,6 @@ fn start_sluiced(lab: &mut Lab, bin: &Path, i: usize, log: &str) -> u32 {
         "1".into(),
     ];
     lab.spawn_os(h, &args, log).unwrap()
-}
-
-fn sluice(bin: &Path, sock: &Path, args: &[&str]) -> Output {
-    Command::new(bin.join("sluice"))
-        .arg("--socket")
-        .arg(sock)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn sluice_ok(bin: &Path, sock: &Path, args: &[&str]) -> String {
-    let o = sluice(bin, sock, args);
-    assert!(
-        o.status.success(),
-        "sluice {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Waits up to `within` for `what` to hold.
-fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < within, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The overlay networks `sock`'s host lists.

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use sluice_control::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use sluice_control::cluster::etcd::Etcd;
+use sluice_control::cluster::security::StoreOptions;
 use sluice_control::cluster::Cluster;
 use sluice_control::compile::UplinkSettings;
 use sluice_control::daemon::engine::{Engine, Restored};
@@ -121,6 +122,11 @@ struct Args {
     /// etcd://HOST:PORT[,HOST:PORT...], etcd v3's client addresses.
     #[arg(long, value_name = "URL")]
     cluster_store: Option<String>,
+    /// How to reach the cluster store (repeatable, comma-separated): kv.cacertfile=PEM turns
+    /// TLS on; kv.certfile=PEM and kv.keyfile=PEM give a client certificate; kv.username=NAME
+    /// with kv.passwordfile=FILE (or kv.password=SECRET) logs in to etcd's authentication.
+    #[arg(long, value_name = "KEY=VALUE")]
+    cluster_store_opt: Vec<String>,
     /// This host's address in the cluster, its VTEP (default and only choice: the uplink
     /// address, which VXLAN leaves from).
     #[arg(long, value_name = "IP")]
@@ -134,12 +140,13 @@ struct Args {
 /// This host's membership of `--cluster-store`, if given.
 fn cluster(a: &Args, uplink: Option<&UplinkSettings>) -> Result<Option<Arc<Cluster>>> {
     let Some(url) = &a.cluster_store else {
-        if a.cluster_advertise.is_some() {
-            bail!("--cluster-advertise needs --cluster-store");
+        if a.cluster_advertise.is_some() || !a.cluster_store_opt.is_empty() {
+            bail!("--cluster-advertise and --cluster-store-opt need --cluster-store");
         }
         return Ok(None);
     };
-    let etcd = Etcd::from_url(url)?;
+    let options = StoreOptions::parse(&a.cluster_store_opt)?;
+    let etcd = Etcd::from_url(url)?.with_options(&options)?;
     let vtep = uplink
         .context("--cluster-store needs --uplink: overlay traffic leaves from the uplink address")?
         .ip

@@ -1,6 +1,7 @@
 //! A small etcd v3 client over the JSON gRPC gateway (HTTP/1.1 `POST /v3/...` with hyper):
 //! put, range, compare-and-swap transactions, leases with keep-alive and watches. No protoc,
-//! no gRPC stack: what sluice needs of etcd is a handful of calls.
+//! no gRPC stack: what sluice needs of etcd is a handful of calls. Over plain TCP or TLS, with
+//! or without etcd's user authentication ([`super::security`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,8 +13,10 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use super::gateway::{self, Kv, WatchBatch};
+use super::security::{self, Credentials, OptionError, StoreOptions};
 
 /// How long one call may take before the store counts as unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,6 +67,26 @@ pub struct Etcd {
     endpoints: Vec<String>,
     /// The member that answered last (shared by the clones: one client per daemon).
     preferred: Arc<AtomicUsize>,
+    /// How connections to the members are made.
+    link: Link,
+    /// etcd's user authentication, when the cluster has it on.
+    auth: Option<Credentials>,
+}
+
+/// Plain TCP, or TLS on top of it.
+#[derive(Clone)]
+enum Link {
+    Plain,
+    Tls(TlsConnector),
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Link::Plain => "plain",
+            Link::Tls(_) => "TLS",
+        })
+    }
 }
 
 impl Etcd {
@@ -88,7 +111,18 @@ impl Etcd {
         Ok(Etcd {
             endpoints,
             preferred: Arc::new(AtomicUsize::new(0)),
+            link: Link::Plain,
+            auth: None,
         })
+    }
+
+    /// This client with the `--cluster-store-opt`s: TLS, a client certificate, a user.
+    pub fn with_options(mut self, options: &StoreOptions) -> Result<Etcd, OptionError> {
+        if let Some(tls) = options.tls()? {
+            self.link = Link::Tls(tls);
+        }
+        self.auth = options.credentials()?;
+        Ok(self)
     }
 
     /// The members, for messages.
@@ -115,12 +149,56 @@ impl Etcd {
         self.send_within(path, body, CALL_TIMEOUT).await
     }
 
-    /// [`Etcd::send`] giving each member `within` to answer.
+    /// [`Etcd::send`] giving each member `within` to answer; with a user, under its token
+    /// (taken first, and again once when etcd says it expired).
     async fn send_within(
         &self,
         path: &'static str,
         body: &Value,
         within: Duration,
+    ) -> Result<Incoming, EtcdError> {
+        let Some(auth) = &self.auth else {
+            return self.send_as(path, body, within, None).await;
+        };
+        for fresh in [false, true] {
+            let token = match auth.token() {
+                Some(t) if !fresh => t,
+                _ => self.authenticate(auth, within).await?,
+            };
+            match self.send_as(path, body, within, Some(&token)).await {
+                Err(EtcdError::Refused { message, .. })
+                    if !fresh && security::token_expired(&message) =>
+                {
+                    auth.set_token(None);
+                }
+                r => return r,
+            }
+        }
+        unreachable!("the second pass returns")
+    }
+
+    /// Exchanges the user's password for a token (kept for the next calls).
+    async fn authenticate(
+        &self,
+        auth: &Credentials,
+        within: Duration,
+    ) -> Result<String, EtcdError> {
+        const PATH: &str = "/v3/auth/authenticate";
+        let incoming = self.send_as(PATH, &auth.request(), within, None).await?;
+        let body = self.read_within(incoming, within).await?;
+        let token = security::token_answer(&body)
+            .map_err(|reason| EtcdError::Decode { path: PATH, reason })?;
+        auth.set_token(Some(token.clone()));
+        Ok(token)
+    }
+
+    /// [`Etcd::send_within`] with `token` in the `Authorization` header.
+    async fn send_as(
+        &self,
+        path: &'static str,
+        body: &Value,
+        within: Duration,
+        token: Option<&str>,
     ) -> Result<Incoming, EtcdError> {
         let body = Bytes::from(body.to_string());
         let mut reason = String::from("no member");
@@ -130,7 +208,10 @@ impl Etcd {
             }
             let mut electing = false;
             for (i, member) in self.members() {
-                let call = tokio::time::timeout(within, post(member, path, body.clone()));
+                let call = tokio::time::timeout(
+                    within,
+                    post(&self.link, member, (path, token), body.clone()),
+                );
                 match call.await {
                     Ok(Ok((200, incoming))) => {
                         self.preferred.store(i, Ordering::Relaxed);
@@ -138,7 +219,7 @@ impl Etcd {
                     }
                     Ok(Ok((status, incoming))) => {
                         let text = read_all(incoming).await.unwrap_or_default();
-                        let message = gateway::error_message(&text);
+                        let message = security::explain(gateway::error_message(&text));
                         if !electing_leader(&message) {
                             return Err(EtcdError::Refused {
                                 path,
@@ -176,6 +257,15 @@ impl Etcd {
         within: Duration,
     ) -> Result<Vec<u8>, EtcdError> {
         let incoming = self.send_within(path, body, within).await?;
+        self.read_within(incoming, within).await
+    }
+
+    /// The whole of an answer that must end within `within`.
+    async fn read_within(
+        &self,
+        incoming: Incoming,
+        within: Duration,
+    ) -> Result<Vec<u8>, EtcdError> {
         tokio::time::timeout(within, read_all(incoming))
             .await
             .map_err(|_| "the answer did not end".to_string())
@@ -273,12 +363,41 @@ fn electing_leader(message: &str) -> bool {
     message.contains("leader changed") || message.contains("no leader")
 }
 
-/// One POST over a new connection to `member`: the status and the body as it arrives.
-async fn post(member: &str, path: &str, body: Bytes) -> Result<(u16, Incoming), String> {
+/// One POST of `path` (under a user's `token`) over a new connection to `member`, through
+/// `link`: the status and the body as it arrives.
+async fn post(
+    link: &Link,
+    member: &str,
+    (path, token): (&str, Option<&str>),
+    body: Bytes,
+) -> Result<(u16, Incoming), String> {
     let tcp = TcpStream::connect(member)
         .await
         .map_err(|e| e.to_string())?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    match link {
+        Link::Plain => request(TokioIo::new(tcp), member, (path, token), body).await,
+        Link::Tls(tls) => {
+            let name = security::server_name(member)?;
+            let stream = tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            request(TokioIo::new(stream), member, (path, token), body).await
+        }
+    }
+}
+
+/// [`post`] over an established connection `io`.
+async fn request<T>(
+    io: T,
+    member: &str,
+    (path, token): (&str, Option<&str>),
+    body: Bytes,
+) -> Result<(u16, Incoming), String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
@@ -286,13 +405,15 @@ async fn post(member: &str, path: &str, body: Bytes) -> Result<(u16, Incoming), 
             tracing::debug!("etcd connection: {e}");
         }
     });
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(Method::POST)
         .uri(path)
         .header(hyper::header::HOST, member)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        req = req.header(hyper::header::AUTHORIZATION, token);
+    }
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
     let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
     Ok((resp.status().as_u16(), resp.into_body()))
 }

@@ -16,9 +16,11 @@ pub mod etcd;
 pub mod follow;
 pub mod gateway;
 pub mod records;
+pub mod security;
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +30,8 @@ use sluice_dataplane::config::Config;
 use crate::api::{EndpointView, PruneReport};
 use crate::daemon::engine::EngineError;
 use crate::daemon::handle::LocalEngine;
-use crate::ipam::Pool;
+use crate::ipam::{AddrPool, Family, Pool};
+use crate::ipam6::Pool6;
 use crate::model::{Driver, Endpoint, EndpointSpec, Network, NetworkInspect, NetworkSpec};
 use crate::state::{State, PREDEFINED};
 use etcd::{Etcd, EtcdError};
@@ -60,7 +63,7 @@ pub enum ClusterError {
         /// The network.
         network: String,
         /// The address.
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
     /// No address is free, or the reservations kept colliding.
     #[error("no free address in network {network} across the cluster")]
@@ -207,14 +210,16 @@ impl Cluster {
         e: &Endpoint,
         lease: i64,
     ) -> Result<bool, ClusterError> {
-        let items = self.endpoint_items(network, e);
+        let (mut items, record) = self.endpoint_items(network, e);
+        let v4 = items[0].0.clone();
+        items.push(record);
         if self.etcd.create_all(&items, lease).await? {
             return Ok(true);
         }
         let (held, _) = self.etcd.range(&records::ipam_prefix(network)).await?;
         let mine = held
             .iter()
-            .any(|kv| kv.key == items[0].0 && kv.value == self.me.to_string().as_bytes());
+            .any(|kv| kv.key == v4 && kv.value == self.me.to_string().as_bytes());
         if !mine {
             tracing::error!(
                 "address {} of network {network} is held by another host: endpoint {} is not published",
@@ -229,8 +234,14 @@ impl Cluster {
         Ok(true)
     }
 
-    /// The address reservation and the record of endpoint `e` of `network`.
-    fn endpoint_items(&self, network: &str, e: &Endpoint) -> [(String, Vec<u8>); 2] {
+    /// The address reservations (v4, then v6 on a dual-stack network) and the record of
+    /// endpoint `e` of `network`.
+    #[allow(clippy::type_complexity)]
+    fn endpoint_items(
+        &self,
+        network: &str,
+        e: &Endpoint,
+    ) -> (Vec<(String, Vec<u8>)>, (String, Vec<u8>)) {
         let rec = EndpointRecord {
             id: e.id.clone(),
             name: e.spec.name.clone(),
@@ -238,14 +249,18 @@ impl Cluster {
             node: self.node.clone(),
             mac: e.mac,
             ip: overlay_ip(e),
+            ip6: e.ip6,
+            aliases: e.spec.aliases.clone(),
         };
-        [
-            (
-                records::ipam_key(network, overlay_ip(e)),
-                self.me.to_string().into_bytes(),
-            ),
+        let held = || self.me.to_string().into_bytes();
+        let reservations = std::iter::once(IpAddr::V4(overlay_ip(e)))
+            .chain(e.ip6.map(IpAddr::V6))
+            .map(|ip| (records::ipam_key(network, ip), held()))
+            .collect();
+        (
+            reservations,
             (records::endpoint_key(network, &e.id), json(&rec)),
-        ]
+        )
     }
 
     /// The overlay network `key` names on this host, with its local endpoints.
@@ -298,7 +313,7 @@ impl Cluster {
         }
         let name = spec.name.clone();
         let mut view = local.create_network(spec.clone()).await?;
-        if spec.subnet.is_none() {
+        if spec.subnet.is_none() || (spec.enable_ipv6 && spec.subnet6.is_none()) {
             // Every host's part must hold the same addressing, and addresses are reserved
             // cluster-wide and then given as static ones, which docker's rules allow only on
             // a user-given subnet: the subnet picked here becomes the network's own.
@@ -397,8 +412,8 @@ impl Cluster {
         Ok(report)
     }
 
-    /// `network connect` to an overlay: the address reserved cluster-wide first, the endpoint
-    /// made here with it, then published under this host's lease.
+    /// `network connect` to an overlay: the addresses reserved cluster-wide first, the
+    /// endpoint made here with them, then published under this host's lease.
     pub async fn connect(
         &self,
         local: &LocalEngine,
@@ -409,13 +424,15 @@ impl Cluster {
         };
         let name = net.spec.name.clone();
         let lease = self.lease()?;
-        let ip = {
-            let _one_at_a_time = self.reserving.lock().await;
-            self.reserve(&net, spec.ip, lease).await?
-        };
+        let (ip, ip6) = self.reserve_both(&net, &spec, lease).await?;
         spec.ip = Some(ip);
+        spec.ip6 = ip6;
         let unreserve = || async {
-            if let Err(e) = self.etcd.delete_all(&[records::ipam_key(&name, ip)]).await {
+            let keys: Vec<String> = std::iter::once(IpAddr::V4(ip))
+                .chain(ip6.map(IpAddr::V6))
+                .map(|ip| records::ipam_key(&name, ip))
+                .collect();
+            if let Err(e) = self.etcd.delete_all(&keys).await {
                 tracing::warn!("cannot release {ip} of {name} in the cluster store: {e}");
             }
         };
@@ -435,7 +452,7 @@ impl Cluster {
             .find(|e| e.id == view.id);
         let published = match e {
             Some(e) => {
-                let [_, record] = self.endpoint_items(&name, &e);
+                let (_, record) = self.endpoint_items(&name, &e);
                 self.etcd.put(&record.0, &record.1, lease).await
             }
             None => Ok(()),
@@ -450,13 +467,15 @@ impl Cluster {
         Ok(view)
     }
 
-    /// Reserves `asked`, or the lowest address free across the cluster, in `net`.
-    async fn reserve(
+    /// Reserves the endpoint's v4 address and, on a dual-stack network, its v6 one (each the
+    /// one asked for, or the lowest free across the cluster); none is left reserved when
+    /// one fails.
+    async fn reserve_both(
         &self,
         net: &Network,
-        asked: Option<Ipv4Addr>,
+        spec: &EndpointSpec,
         lease: i64,
-    ) -> Result<Ipv4Addr, ClusterError> {
+    ) -> Result<(Ipv4Addr, Option<std::net::Ipv6Addr>), ClusterError> {
         let name = &net.spec.name;
         let exhausted = || ClusterError::Exhausted {
             network: name.clone(),
@@ -464,7 +483,45 @@ impl Cluster {
         let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
             return Err(exhausted());
         };
-        let base = Pool::new(subnet, net.spec.ip_range, gateway, &net.spec.aux_addresses);
+        let _one_at_a_time = self.reserving.lock().await;
+        let pool = Pool::new(subnet, net.spec.ip_range, gateway, &net.spec.aux_addresses);
+        let ip = self.reserve(name, pool, spec.ip, lease).await?;
+        let (Some(subnet6), Some(gateway6)) = (net.subnet6, net.gateway6) else {
+            return Ok((ip, None));
+        };
+        let pool6 = Pool6::new(
+            subnet6,
+            net.spec.ip_range6,
+            gateway6,
+            &net.spec.aux_addresses6,
+        );
+        match self.reserve(name, pool6, spec.ip6, lease).await {
+            Ok(ip6) => Ok((ip, Some(ip6))),
+            Err(e) => {
+                if let Err(undo) = self.etcd.delete_all(&[records::ipam_key(name, ip)]).await {
+                    tracing::warn!("cannot release {ip} of {name} in the cluster store: {undo}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reserves `asked`, or the lowest address of `base` free across the cluster, in network
+    /// `name` (the store's reservations of the other family do not parse as `F`'s addresses
+    /// and are skipped).
+    async fn reserve<F: Family>(
+        &self,
+        name: &str,
+        base: AddrPool<F>,
+        asked: Option<F::Addr>,
+        lease: i64,
+    ) -> Result<F::Addr, ClusterError>
+    where
+        F::Addr: Into<IpAddr> + FromStr,
+    {
+        let exhausted = || ClusterError::Exhausted {
+            network: name.to_string(),
+        };
         let prefix = records::ipam_prefix(name);
         for _ in 0..RESERVE_TRIES {
             let ip = match asked {
@@ -473,7 +530,7 @@ impl Cluster {
                     let (held, _) = self.etcd.range(&prefix).await?;
                     let mut pool = base.clone();
                     for kv in held {
-                        if let Ok(ip) = kv.key[prefix.len()..].parse() {
+                        if let Ok(ip) = kv.key[prefix.len()..].parse::<F::Addr>() {
                             let _ = pool.claim(ip);
                         }
                     }
@@ -481,7 +538,7 @@ impl Cluster {
                 }
             };
             let item = [(
-                records::ipam_key(name, ip),
+                records::ipam_key(name, ip.into()),
                 self.me.to_string().into_bytes(),
             )];
             if self.etcd.create_all(&item, lease).await? {
@@ -489,8 +546,8 @@ impl Cluster {
             }
             if asked.is_some() {
                 return Err(ClusterError::AddressTaken {
-                    network: name.clone(),
-                    ip,
+                    network: name.to_string(),
+                    ip: ip.into(),
                 });
             }
         }
@@ -514,10 +571,10 @@ impl Cluster {
             .iter()
             .find(|e| e.spec.name == endpoint || e.id.starts_with(&endpoint))
         {
-            let keys = [
-                records::endpoint_key(name, &e.id),
-                records::ipam_key(name, overlay_ip(e)),
-            ];
+            let (reservations, record) = self.endpoint_items(name, e);
+            let keys: Vec<String> = std::iter::once(record.0)
+                .chain(reservations.into_iter().map(|(k, _)| k))
+                .collect();
             if let Err(err) = self.etcd.delete_all(&keys).await {
                 tracing::warn!(
                     "endpoint {} left {name} here, but not in the store: {err}",
@@ -542,6 +599,13 @@ fn add_peers(
         .first()
         .and_then(|c| c.subnet.split_once('/'))
         .map_or("32".to_string(), |(_, p)| p.to_string());
+    let prefix6 = view
+        .ipam
+        .config
+        .iter()
+        .find_map(|c| c.subnet.contains(':').then(|| c.subnet.split_once('/')))
+        .flatten()
+        .map_or("128".to_string(), |(_, p)| p.to_string());
     let mut peers = std::collections::BTreeMap::from([(me.0, me.1.to_string())]);
     for c in view.containers.values_mut() {
         c.host = Some(me.0.to_string());
@@ -553,7 +617,10 @@ fn add_peers(
             endpoint_id: r.id.clone(),
             mac_address: r.mac.to_string(),
             ipv4_address: format!("{}/{prefix}", r.ip),
-            ipv6_address: String::new(),
+            ipv6_address: r
+                .ip6
+                .map(|ip6| format!("{ip6}/{prefix6}"))
+                .unwrap_or_default(),
             resolv_conf_path: None,
             hosts_path: None,
             host: Some(r.host.to_string()),
@@ -583,12 +650,15 @@ fn fixed(net: &Network) -> NetworkSpec {
     let mut spec = net.spec.clone();
     spec.subnet = net.subnet;
     spec.gateway = net.gateway;
+    spec.subnet6 = net.subnet6;
+    spec.gateway6 = net.gateway6;
     spec
 }
 
 /// Puts the other hosts' endpoints (`remotes`, by overlay network name) into `cfg`'s overlay
-/// tables; records that clash with this host's endpoints or leave the subnet are skipped, so
-/// a bad record in the store never makes the dataplane refuse a configuration.
+/// tables; records that clash with this host's endpoints or leave the subnet are skipped (a
+/// v6 address that does, or on a network without IPv6, is left out), so a bad record in the
+/// store never makes the dataplane refuse a configuration.
 pub fn fill_remotes(state: &State, cfg: &mut Config, remotes: &Remotes) {
     for o in &mut cfg.overlays {
         let Some(net) = state.networks().find(|n| n.dataplane_id == o.network) else {
@@ -601,6 +671,13 @@ pub fn fill_remotes(state: &State, cfg: &mut Config, remotes: &Remotes) {
         o.remotes = records::remote_endpoints(list)
             .filter(|r| subnet.contains(r.ipv4) && !r.mac.is_multicast())
             .filter(|r| !local.iter().any(|e| e.mac == r.mac || e.ip == Some(r.ipv4)))
+            .map(|mut r| {
+                r.ipv6 = r.ipv6.filter(|ip6| {
+                    net.subnet6.is_some_and(|s| s.contains(*ip6))
+                        && !local.iter().any(|e| e.ip6 == Some(*ip6))
+                });
+                r
+            })
             .collect();
     }
 }

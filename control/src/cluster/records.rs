@@ -3,13 +3,14 @@
 //! - `networks/NAME`: an overlay network's spec, with the subnet, gateway and VNI its first
 //!   host decided (every host creates its local part from it);
 //! - `vnis/VNI`: the network holding a VNI (reserved with the network, in one transaction);
-//! - `ipam/NAME/IP`: the host holding an address (a compare-and-swap reservation, under that
-//!   host's lease);
-//! - `endpoints/NAME/ID`: an endpoint's MAC, address and host VTEP (under the host's lease);
+//! - `ipam/NAME/IP`: the host holding an address, v4 or v6 (a compare-and-swap reservation,
+//!   under that host's lease);
+//! - `endpoints/NAME/ID`: an endpoint's MAC, addresses, DNS aliases and host VTEP (under the
+//!   host's lease; records written before aliases and v6 addresses existed still read);
 //! - `hosts/VTEP`: a live host (under its lease).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 use sluice_dataplane::overlay::RemoteEndpoint;
@@ -35,8 +36,9 @@ pub fn ipam_prefix(name: &str) -> String {
     format!("{ROOT}ipam/{name}/")
 }
 
-/// Key of the reservation of `ip` in network `name`.
-pub fn ipam_key(name: &str, ip: Ipv4Addr) -> String {
+/// Key of the reservation of `ip` (v4 or v6) in network `name`.
+pub fn ipam_key(name: &str, ip: impl Into<IpAddr>) -> String {
+    let ip: IpAddr = ip.into();
     format!("{}{ip}", ipam_prefix(name))
 }
 
@@ -72,6 +74,13 @@ pub struct EndpointRecord {
     pub mac: MacAddr,
     /// Its address.
     pub ip: Ipv4Addr,
+    /// Its v6 address, on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    /// Its network-scoped aliases (`--alias`), which the other hosts' embedded DNS resolves
+    /// like its name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// The endpoints on other hosts, per overlay network name: what each host's VXLAN remote
@@ -83,6 +92,7 @@ pub fn remote_endpoints(records: &[EndpointRecord]) -> impl Iterator<Item = Remo
     records.iter().map(|e| RemoteEndpoint {
         mac: e.mac,
         ipv4: e.ip,
+        ipv6: e.ip6,
         vtep: e.host,
     })
 }
@@ -172,6 +182,8 @@ mod tests {
             node: format!("node{}", host[3]),
             mac: MacAddr::from_ipv4(ip.into()),
             ip: ip.into(),
+            ip6: None,
+            aliases: Vec::new(),
         })
         .unwrap()
     }
@@ -183,6 +195,10 @@ mod tests {
         assert_eq!(
             ipam_key("ov", Ipv4Addr::new(10, 20, 0, 2)),
             "/sluice/v1/ipam/ov/10.20.0.2"
+        );
+        assert_eq!(
+            ipam_key("ov", "fd00:20::2".parse::<Ipv6Addr>().unwrap()),
+            "/sluice/v1/ipam/ov/fd00:20::2"
         );
         assert_eq!(endpoint_key("ov", "ab"), "/sluice/v1/endpoints/ov/ab");
         assert_eq!(
@@ -238,10 +254,44 @@ mod tests {
             vec![RemoteEndpoint {
                 mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 20, 0, 3)),
                 ipv4: Ipv4Addr::new(10, 20, 0, 3),
+                ipv6: None,
                 vtep: Ipv4Addr::new(192, 0, 2, 2),
             }]
         );
         assert!(r["ow"].is_empty());
         assert_eq!(m.endpoints("ov").len(), 2);
+    }
+
+    #[test]
+    fn records_carry_aliases_and_v6_and_old_ones_still_read() {
+        let old = br#"{"name":"web","host":"192.0.2.2","node":"h2","mac":"02:42:0a:14:00:05","ip":"10.20.0.5"}"#;
+        let mut m = Mirror::default();
+        m.put(endpoint_key("ov", "a"), old.to_vec());
+        let new = EndpointRecord {
+            id: String::new(),
+            name: "db".into(),
+            host: Ipv4Addr::new(192, 0, 2, 3),
+            node: "h3".into(),
+            mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 20, 0, 6)),
+            ip: Ipv4Addr::new(10, 20, 0, 6),
+            ip6: Some("fd00:20::6".parse().unwrap()),
+            aliases: vec!["pg".into(), "store".into()],
+        };
+        m.put(endpoint_key("ov", "b"), serde_json::to_vec(&new).unwrap());
+        let eps = m.endpoints("ov");
+        assert_eq!((eps["a"].name.as_str(), eps["a"].ip6), ("web", None));
+        assert!(eps["a"].aliases.is_empty());
+        assert_eq!(eps["b"].aliases, ["pg", "store"]);
+        assert_eq!(eps["b"].ip6, new.ip6);
+        let r: Vec<RemoteEndpoint> = remote_endpoints(&[eps["b"].clone()]).collect();
+        assert_eq!(r[0].ipv6, new.ip6);
+        // A v4-only record without aliases writes what older hosts read.
+        let plain = EndpointRecord {
+            ip6: None,
+            aliases: Vec::new(),
+            ..new
+        };
+        let text = String::from_utf8(serde_json::to_vec(&plain).unwrap()).unwrap();
+        assert!(!text.contains("ip6") && !text.contains("aliases"), "{text}");
     }
 }

@@ -370,7 +370,7 @@ impl<P: Plumbing> Engine<P> {
                 }),
                 gateway,
                 default_on_link: on_link,
-                mtu: net.spec.options.mtu.unwrap_or(1500),
+                mtu: crate::driver::of(net.spec.driver).mtu(&net),
                 ipv6: e.ip6.map(|addr| SandboxIpv6 {
                     addr,
                     prefix: net.subnet6.map_or(128, |s| s.prefix),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::cluster::records::Remotes;
 use crate::dns::files::{hosts, link_hosts, resolv_conf, EndpointFiles, FilesError, ResolvConf};
-use crate::dns::names::{is_user_network, NameTable, RemoteNames};
+use crate::dns::names::{is_user_network, NameTable, RemoteName, RemoteNames};
 use crate::dns::server::{upstreams_from, DnsServer};
 use crate::model::{Endpoint, Placement, Sandbox};
 use crate::state::State;
@@ -37,7 +37,15 @@ impl Names {
         self.remote = remotes
             .iter()
             .map(|(net, eps)| {
-                let names = eps.iter().map(|e| (e.name.clone(), e.ip)).collect();
+                let names = eps
+                    .iter()
+                    .map(|e| RemoteName {
+                        name: e.name.clone(),
+                        aliases: e.aliases.clone(),
+                        ip: e.ip,
+                        ip6: e.ip6,
+                    })
+                    .collect();
                 (net.clone(), names)
             })
             .collect();

@@ -42,6 +42,32 @@ impl Names {
             push_new(self.names6.entry(key).or_default(), ip);
         }
     }
+
+    /// An endpoint of network `net` (on this host or another): `name`, `name.net` and its
+    /// `aliases` at its addresses, and `name.net` as the reverse name of its v4 address unless
+    /// an endpoint added earlier has it.
+    fn add_endpoint(
+        &mut self,
+        (name, net): (&str, &str),
+        aliases: &[String],
+        (ip, ip6): (Option<Ipv4Addr>, Option<Ipv6Addr>),
+    ) {
+        let full = format!("{name}.{net}");
+        let all = [name, full.as_str()]
+            .into_iter()
+            .chain(aliases.iter().map(String::as_str));
+        for n in all {
+            if let Some(ip) = ip {
+                self.add(n, ip);
+            }
+            if let Some(ip6) = ip6 {
+                self.add6(n, ip6);
+            }
+        }
+        if let Some(ip) = ip {
+            self.reverse.entry(ip).or_insert(full);
+        }
+    }
 }
 
 /// Appends `ip` unless `ips` has it.
@@ -97,19 +123,16 @@ fn reverse_ip(name: &str) -> Option<Ipv4Addr> {
     parts.next().is_none().then_some(Ipv4Addr::from(o))
 }
 
-/// Adds the endpoints of other hosts in `remote` to their networks' tables (by name and
-/// `name.network`; a local endpoint keeps the reverse name of an address).
+/// Adds the endpoints of other hosts in `remote` to their networks' tables (by name,
+/// `name.network` and aliases; a local endpoint keeps the reverse name of an address).
 fn add_remote(state: &State, remote: &RemoteNames, per_network: &mut HashMap<&str, Names>) {
     for n in state.networks() {
         let (Some(t), Some(peers)) = (per_network.get_mut(n.id.as_str()), remote.get(&n.spec.name))
         else {
             continue;
         };
-        for (name, ip) in peers {
-            let full = format!("{name}.{}", n.spec.name);
-            t.add(name, *ip);
-            t.add(&full, *ip);
-            t.reverse.entry(*ip).or_insert(full);
+        for p in peers {
+            t.add_endpoint((&p.name, &n.spec.name), &p.aliases, (Some(p.ip), p.ip6));
         }
     }
 }
@@ -129,9 +152,22 @@ pub fn is_user_network(name: &str, driver: Driver) -> bool {
     crate::driver::of(driver).has_ipam() && !PREDEFINED.contains(&name)
 }
 
-/// The names of endpoints on other hosts (overlay networks of a cluster): per network name,
-/// each endpoint's name and address.
-pub type RemoteNames = HashMap<String, Vec<(String, Ipv4Addr)>>;
+/// An endpoint on another host (overlay networks of a cluster) as its network's resolvers
+/// know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteName {
+    /// Its name.
+    pub name: String,
+    /// Its network-scoped aliases.
+    pub aliases: Vec<String>,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its v6 address, on a dual-stack network.
+    pub ip6: Option<Ipv6Addr>,
+}
+
+/// The names of endpoints on other hosts, per network name.
+pub type RemoteNames = HashMap<String, Vec<RemoteName>>;
 
 impl NameTable {
     /// The table for `state` alone (see [`NameTable::with_remote`]).
@@ -158,24 +194,11 @@ impl NameTable {
                 .network(&peer.network_id)
                 .map(|n| n.spec.name.as_str())
                 .unwrap_or_default();
-            let full = format!("{}.{net_name}", peer.spec.name);
-            if let Some(ip) = peer.ip {
-                for n in [&peer.spec.name, &full]
-                    .into_iter()
-                    .chain(&peer.spec.aliases)
-                {
-                    t.add(n, ip);
-                }
-                t.reverse.entry(ip).or_insert_with(|| full.clone());
-            }
-            if let Some(ip6) = peer.ip6 {
-                for n in [&peer.spec.name, &full]
-                    .into_iter()
-                    .chain(&peer.spec.aliases)
-                {
-                    t.add6(n, ip6);
-                }
-            }
+            t.add_endpoint(
+                (&peer.spec.name, net_name),
+                &peer.spec.aliases,
+                (peer.ip, peer.ip6),
+            );
         }
         add_remote(state, remote, &mut per_network);
         let per_network: HashMap<&str, Arc<Names>> = per_network
@@ -418,14 +441,28 @@ mod tests {
         s.connect(ep("front", "web", 1), st()).unwrap();
         s.connect(ep("back", "db", 2), st()).unwrap();
         let far = Ipv4Addr::new(10, 1, 0, 77);
+        let far6: Ipv6Addr = "fd00:1::77".parse().unwrap();
+        let peer = |name: &str, aliases: &[&str], ip6| RemoteName {
+            name: name.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            ip: far,
+            ip6,
+        };
         let remote = RemoteNames::from([
-            ("front".to_string(), vec![("far".to_string(), far)]),
-            ("gone".to_string(), vec![("ghost".to_string(), far)]),
+            (
+                "front".to_string(),
+                vec![peer("far", &["api", "Cache"], Some(far6))],
+            ),
+            ("gone".to_string(), vec![peer("ghost", &[], None)]),
         ]);
         let t = NameTable::with_remote(&s, &remote);
         let (web, db) = (Sandbox::Pid(1), Sandbox::Pid(2));
         assert_eq!(t.lookup(&web, "far"), [far]);
         assert_eq!(t.lookup(&web, "far.front"), [far]);
+        assert_eq!(t.lookup(&web, "api"), [far], "a remote alias");
+        assert_eq!(t.lookup(&web, "cache"), [far]);
+        assert_eq!(t.lookup6(&web, "api"), [far6], "AAAA of a remote endpoint");
+        assert_eq!(t.lookup6(&web, "far.front"), [far6]);
         assert_eq!(t.reverse(&web, far), Some("far.front"));
         assert!(t.lookup(&db, "far").is_empty(), "db is not on front");
         assert!(t.lookup(&web, "ghost").is_empty());

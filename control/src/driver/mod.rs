@@ -62,6 +62,11 @@ pub trait NetworkDriver: Sync {
         false
     }
 
+    /// The MTU of `net`'s endpoints (their sandbox interfaces): `-o mtu`, else 1500.
+    fn mtu(&self, net: &Network) -> u16 {
+        net.spec.options.mtu.unwrap_or(1500)
+    }
+
     /// Adds the options only the driver knows to `net`'s inspect view.
     fn inspect_options(&self, _net: &Network, _options: &mut BTreeMap<String, String>) {}
 

@@ -46,6 +46,10 @@ impl NetworkDriver for Overlay {
         })
     }
 
+    fn mtu(&self, net: &Network) -> u16 {
+        net.spec.options.mtu.unwrap_or(DEFAULT_MTU)
+    }
+
     fn inspect_options(&self, _net: &Network, options: &mut BTreeMap<String, String>) {
         options
             .entry(crate::model::OPT_MTU.to_string())
@@ -56,7 +60,7 @@ impl NetworkDriver for Overlay {
         let Some(vni) = net.spec.options.vni else {
             return;
         };
-        nc.mtu = net.spec.options.mtu.unwrap_or(DEFAULT_MTU);
+        nc.mtu = self.mtu(net);
         cfg.overlays.push(OverlayConfig {
             network: net.dataplane_id,
             vni,
@@ -162,6 +166,12 @@ mod tests {
         };
         let mtu = |n: &str| cfg.networks.iter().find(|x| x.id == id(n)).unwrap().mtu;
         assert_eq!((mtu("ov"), mtu("big")), (1450, 9000));
+        // The endpoints' own interfaces take the overlay's MTU too (what fits once wrapped).
+        let iface_mtu = |n: &str| {
+            let net = s.networks().find(|x| x.spec.name == n).unwrap();
+            super::super::of(net.spec.driver).mtu(net)
+        };
+        assert_eq!((iface_mtu("ov"), iface_mtu("big")), (1450, 9000));
         let vnis: Vec<(u32, usize)> = cfg
             .overlays
             .iter()
@@ -195,6 +205,8 @@ mod tests {
             node: String::new(),
             mac: MacAddr::from_ipv4(ip.into()),
             ip: ip.into(),
+            ip6: Some(format!("fd00:20::{}", ip[3]).parse().unwrap()),
+            aliases: Vec::new(),
         };
         let good = remote([10, 20, 0, 9], 2);
         let outside = remote([10, 99, 0, 9], 2);
@@ -212,9 +224,52 @@ mod tests {
             vec![RemoteEndpoint {
                 mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 20, 0, 9)),
                 ipv4: Ipv4Addr::new(10, 20, 0, 9),
+                ipv6: None,
                 vtep: Ipv4Addr::new(192, 0, 2, 2),
-            }]
+            }],
+            "a v4-only network takes no v6 address"
         );
         Tables::build(&cfg, None).unwrap();
+    }
+
+    #[test]
+    fn dual_stack_overlays_take_the_remote_v6_addresses_that_fit() {
+        use crate::cluster::records::EndpointRecord;
+        use sluice_dataplane::wire::MacAddr;
+        use std::net::Ipv4Addr;
+        let (mut s, mut st) = fresh();
+        let mut spec = overlay("ov", "10.20.0.0/24", &[]);
+        spec.enable_ipv6 = true;
+        spec.subnet6 = Some("fd00:20::/64".parse().unwrap());
+        s.create_network(spec, st()).unwrap();
+        let local6 = s.connect(ep("ov", "web", 1), st()).unwrap().ip6;
+        assert!(local6.is_some());
+        let remote = |last: u8, ip6: &str| EndpointRecord {
+            id: format!("id{last}"),
+            name: format!("r{last}"),
+            host: Ipv4Addr::new(192, 0, 2, 2),
+            node: String::new(),
+            mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 20, 0, last)),
+            ip: Ipv4Addr::new(10, 20, 0, last),
+            ip6: Some(ip6.parse().unwrap()),
+            aliases: Vec::new(),
+        };
+        let clash = local6.unwrap().to_string();
+        let list = vec![
+            remote(9, "fd00:20::9"),
+            remote(10, "fd00:99::10"),
+            remote(11, &clash),
+        ];
+        let remotes = std::collections::BTreeMap::from([("ov".to_string(), list)]);
+        let mut cfg = dataplane_config(&s, None, NatConfig::default());
+        crate::cluster::fill_remotes(&s, &mut cfg, &remotes);
+        let v6: Vec<_> = cfg.overlays[0].remotes.iter().map(|r| r.ipv6).collect();
+        assert_eq!(v6, [Some("fd00:20::9".parse().unwrap()), None, None]);
+        let t = Tables::build(&cfg, None).unwrap();
+        let ov = t.overlays().of(cfg.overlays[0].network).unwrap();
+        assert_eq!(
+            ov.mac_of6("fd00:20::9".parse().unwrap()),
+            Some(MacAddr::from_ipv4(Ipv4Addr::new(10, 20, 0, 9)))
+        );
     }
 }

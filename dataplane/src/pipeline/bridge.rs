@@ -67,7 +67,8 @@ impl<'t> BatchState<'t> {
                 }
             }
             if l2.dst.is_multicast() && l2.ethertype == ETHERTYPE_IPV6 {
-                if let Some(v) = super::ipv6::ndp_for(f, l2, net)? {
+                let overlay = self.t.overlays().of(net_id);
+                if let Some(v) = super::ipv6::ndp_for(f, l2, net, overlay)? {
                     return Ok(v);
                 }
             }

@@ -17,6 +17,7 @@ use super::state::BatchState;
 use crate::counters::DropReason as R;
 use crate::counters::DropReason;
 use crate::frame::{Frame, GsoType, Offload, Verdict};
+use crate::overlay::OverlayEntry;
 use crate::tables::{NetworkEntry, PortEntry};
 use crate::wire::ethernet::{EthernetFrame, L2Header};
 use crate::wire::icmpv6;
@@ -107,12 +108,14 @@ pub(super) fn check_source(
     }
 }
 
-/// Answers a neighbour solicitation for one of the gateway's v6 addresses in place; `None`
-/// when the frame is something else (or the network has no v6 gateway).
+/// Answers a neighbour solicitation for one of the gateway's v6 addresses, or for an endpoint
+/// of overlay network `overlay` that lives on another host (so no solicitation crosses hosts),
+/// in place; `None` when the frame is something else (or the network has no v6 gateway).
 pub(super) fn ndp_for(
     f: &mut Frame<'_>,
     l2: &L2Header,
     net: &NetworkEntry,
+    overlay: Option<&OverlayEntry>,
 ) -> Result<Option<Verdict>, DropReason> {
     let cfg = &net.config;
     let Some(v6) = cfg.ipv6 else {
@@ -129,10 +132,13 @@ pub(super) fn ndp_for(
             .map_err(|_| R::Malformed)?
             .target()
     };
-    if target != v6.gateway && target != ndisc::link_local(cfg.gateway_mac) {
-        return Ok(None);
+    if target == v6.gateway || target == ndisc::link_local(cfg.gateway_mac) {
+        return advertise(f, l3, (cfg.gateway_mac, target), true).map(Some);
     }
-    advertise(f, l3, (cfg.gateway_mac, target), true).map(Some)
+    match overlay.and_then(|o| o.mac_of6(target)) {
+        Some(mac) => advertise(f, l3, (mac, target), false).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Turns the neighbour solicitation for `target` at `l3` into the advertisement of
@@ -171,7 +177,7 @@ impl<'t> BatchState<'t> {
     ) -> Result<Verdict, DropReason> {
         let cfg = &net.config;
         let v6 = cfg.ipv6.ok_or(R::Unsupported)?;
-        if let Some(v) = ndp_for(f, l2, net)? {
+        if let Some(v) = ndp_for(f, l2, net, None)? {
             return Ok(v);
         }
         let l3 = l2.l3_offset;
@@ -344,6 +350,38 @@ pub(super) mod tests {
         // Another endpoint's address is flooded for it to answer.
         let (v, _) = run_one(&mut w, PORT_A, &solicit(A6, B6, S::mac(S::A)), T0);
         assert!(matches!(v, Verdict::Flood { .. }));
+    }
+
+    #[test]
+    fn overlay_answers_neighbour_solicitation_for_remote_endpoints() {
+        use crate::frame::NetworkId;
+        use crate::overlay::{OverlayConfig, RemoteEndpoint};
+        let far = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 9);
+        let far_mac = MacAddr([2, 0x42, 0xac, 0x11, 0, 9]);
+        let mut s = dual_stack();
+        s.config.overlays.push(OverlayConfig {
+            network: NetworkId(0),
+            vni: 4096,
+            remotes: vec![RemoteEndpoint {
+                mac: far_mac,
+                ipv4: std::net::Ipv4Addr::new(172, 17, 0, 9),
+                ipv6: Some(far),
+                vtep: std::net::Ipv4Addr::new(192, 0, 2, 2),
+            }],
+        });
+        let mut w = worker_for(&s);
+        let (v, out) = run_one(&mut w, PORT_A, &solicit(A6, far, S::mac(S::A)), T0);
+        assert_eq!(v, Verdict::Forward(PORT_A), "answered on this host");
+        assert_eq!(&out[..12], &[S::mac(S::A).0, far_mac.0].concat()[..]);
+        let (from, to, (ty, _, flags)) = icmp_of(&out);
+        assert_eq!((from, to, ty), (far, A6, ndisc::NEIGHBOR_ADVERT));
+        assert_eq!(flags >> 24, 0x60, "solicited and override, not a router");
+        let na = NdiscPacket::new_checked(&out[54..]).unwrap();
+        assert_eq!((na.target(), na.target_ll_addr()), (far, Some(far_mac)));
+        // An address no host lists is not answered (and not flooded across hosts).
+        let unknown = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 10);
+        let (v, _) = run_one(&mut w, PORT_A, &solicit(A6, unknown, S::mac(S::A)), T0);
+        assert!(matches!(v, Verdict::Flood { .. }), "{v:?}");
     }
 
     #[test]

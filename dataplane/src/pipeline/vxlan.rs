@@ -298,6 +298,7 @@ mod tests {
             remotes: vec![RemoteEndpoint {
                 mac: S::mac(remote),
                 ipv4: remote,
+                ipv6: None,
                 vtep,
             }],
         });
@@ -687,6 +688,7 @@ mod tests {
         let bad = RemoteEndpoint {
             mac: S::mac(S::A),
             ipv4: S::A,
+            ipv6: None,
             vtep: VTEP_B,
         };
         s.config.overlays[0].remotes.push(bad);

@@ -105,6 +105,7 @@ pub fn sluice_config(vtep: Ipv4Addr, ep: Ipv4Addr, peer: (Ipv4Addr, Ipv4Addr)) -
             remotes: vec![RemoteEndpoint {
                 mac: MacAddr::from_ipv4(peer.0),
                 ipv4: peer.0,
+                ipv6: None,
                 vtep: peer.1,
             }],
         }],
