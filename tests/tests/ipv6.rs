@@ -2,8 +2,10 @@
 //! a v6 subnet, two endpoints that ping6 each other and the v6 gateway, a static `--ip6`, and
 //! what inspect and `ps` show; NAT66 and routed v6 to the lab's outside namespace (standing for
 //! the uplink's network), ICMPv6 errors back through NAT66, and published ports reached over
-//! v6; an IPv6-only network (`--ipv4=false`) whose endpoints ping6 each other by name and
-//! reach the outside via NAT66. Needs root and the release
+//! v6; an IPv6-only network (`--ipv4=false`) whose endpoints ping6 each other by name,
+//! reach the outside via NAT66 and publish a port on the uplink's v6 address; ICMPv6 packet
+//! too big (an uplink with a smaller MTU) and time exceeded reaching the sender. Needs root and
+//! the release
 //! binaries (`SLUICE_BIN` names the `sluice` binary, `sluiced` is expected beside it).
 
 use std::time::{Duration, Instant};
@@ -96,6 +98,11 @@ fn dual_stack_endpoints_ping6_each_other_and_the_gateway() {
     assert_eq!(v6_of("web"), "fd00:70::2/64");
     assert_eq!(v6_of("db"), "fd00:70::3/64");
     assert_eq!(v6_of("st"), "fd00:70::99/64");
+    let table = ok(&d, &["ps"]);
+    assert!(
+        table.contains("IPV6") && table.contains("fd00:70::2/64"),
+        "{table}"
+    );
     let addrs = d.lab().ip("c1", &["-6", "addr", "show", "eth0"]).unwrap();
     assert!(addrs.contains("fd00:70::2/64"), "{addrs}");
     let routes = d
@@ -344,11 +351,37 @@ fn v6_only_endpoints_ping6_by_name_and_reach_the_outside_through_nat66() {
 
     let c1 = d.add_container("web").unwrap();
     let c2 = d.add_container("db").unwrap();
-    ok(&d, &["network", "connect", "--name", "web", "six", &c1]);
+    let v4_host = d.sluice(&[
+        "network",
+        "connect",
+        "--name",
+        "web",
+        "-p",
+        "127.0.0.1:8080:80",
+        "six",
+        &c1,
+    ]);
+    let why = String::from_utf8_lossy(&v4_host.stderr);
+    assert!(
+        !v4_host.status.success() && why.contains("IPv6-only"),
+        "-p on a v4 host address: {why}"
+    );
+    ok(
+        &d,
+        &[
+            "network", "connect", "--name", "web", "-p", "8080:80", "six", &c1,
+        ],
+    );
     ok(&d, &["network", "connect", "--name", "db", "six", &c2]);
     let ps: Value = serde_json::from_str(&ok(&d, &["ps", "--output", "json"])).unwrap();
     for e in ps.as_array().unwrap() {
         assert_eq!(e["ipv4"], "", "{e:#}");
+        let ports = if e["name"] == "web" {
+            serde_json::json!(["[::]:8080->80/tcp"])
+        } else {
+            serde_json::json!([])
+        };
+        assert_eq!(e["ports"], ports, "published on v6 alone: {e:#}");
         // Names resolve through the resolv.conf sluiced wrote, as a runtime mounts it.
         let resolv_conf = e["files"]["resolv_conf"].as_str().unwrap();
         d.use_resolv_conf(e["name"].as_str().unwrap(), resolv_conf.as_ref())
@@ -387,4 +420,102 @@ fn v6_only_endpoints_ping6_by_name_and_reach_the_outside_through_nat66() {
         d.log()
     );
     assert!(wait_ping6(&d, "db", OUTSIDE6, within), "ping6 out");
+
+    // `-p 8080:80` on an IPv6-only network: published on the uplink's v6 address.
+    serve(&mut d, "web", 80, "echo web6only");
+    assert_eq!(
+        tcp6_read(&d, "out", UPLINK6, 8080).as_deref(),
+        Some("web6only\n"),
+        "log: {}",
+        d.log()
+    );
+}
+
+#[test]
+fn icmpv6_packet_too_big_and_time_exceeded_reach_the_sender() {
+    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
+        return;
+    };
+    // The uplink's MTU is lower than the endpoints' (1500): the next link's MTU.
+    let uplink6 = format!("{UPLINK6}/64");
+    let args = [
+        "--workers",
+        "1",
+        "--uplink-mtu",
+        "1400",
+        "--uplink-ip6",
+        &uplink6,
+        "--uplink-gateway6",
+        OUTSIDE6,
+    ];
+    let mut d = DaemonLab::start("esix", &bin, &args).unwrap();
+    d.lab()
+        .addr6("out", "eth0", &format!("{OUTSIDE6}/64"))
+        .unwrap();
+    ok(
+        &d,
+        &[
+            "network",
+            "create",
+            "--ipv6",
+            "--subnet",
+            "10.74.0.0/24",
+            "--subnet",
+            "fd00:74::/64",
+            "err",
+        ],
+    );
+    let c1 = d.add_container("c1").unwrap();
+    ok(&d, &["network", "connect", "--name", "e1", "err", &c1]);
+    assert!(
+        wait_ping6(&d, "c1", OUTSIDE6, Duration::from_secs(10)),
+        "ping6 out; log: {}",
+        d.log()
+    );
+    let pmtu = || d.lab().ip("c1", &["-6", "route", "get", OUTSIDE6]).unwrap();
+    assert!(!pmtu().contains("mtu 1400"), "{}", pmtu());
+    // 1452 B of payload: a 1500 B packet, over the uplink's 1400, and not to be fragmented.
+    let big = d
+        .lab()
+        .exec_output(
+            "c1",
+            &[
+                "ping", "-6", "-M", "do", "-s", "1452", "-c", "1", "-W", "2", OUTSIDE6,
+            ],
+        )
+        .unwrap();
+    let said = String::from_utf8_lossy(&big.stdout);
+    assert!(
+        !big.status.success(),
+        "a too big packet got an answer: {said}"
+    );
+    // The sender's kernel took the error (checksums right, quote its own): its path MTU.
+    assert!(pmtu().contains("mtu 1400"), "{said}; {}", pmtu());
+    let ok_size = d
+        .lab()
+        .exec_output(
+            "c1",
+            &[
+                "ping", "-6", "-M", "do", "-s", "1352", "-c", "1", "-W", "2", OUTSIDE6,
+            ],
+        )
+        .unwrap();
+    assert!(ok_size.status.success(), "1400 B packets pass");
+
+    let expired = d
+        .lab()
+        .exec_output(
+            "c1",
+            &["ping", "-6", "-t", "1", "-c", "1", "-W", "2", OUTSIDE6],
+        )
+        .unwrap();
+    let said = String::from_utf8_lossy(&expired.stdout);
+    assert!(
+        said.contains("From fd00:74::1") && said.contains("Time exceeded"),
+        "hop limit 1: {said}"
+    );
+    let st: Value = serde_json::from_str(&ok(&d, &["stats", "--output", "json"])).unwrap();
+    for why in ["too_big", "ttl_exceeded"] {
+        assert!(st["drops"][why].as_u64() >= Some(1), "{why}: {st:#}");
+    }
 }

@@ -31,6 +31,7 @@ use crate::counters::DropReason;
 use crate::frame::{Frame, Offload, PortId, Verdict};
 use crate::nat::v6::{Conntrack6, Hit6, Inside, Translate6};
 use crate::nat::{Dir, NatError, Timeouts};
+use crate::portfwd::Endpoint6;
 use crate::tables::{NetworkEntry, PortEntry, PortMode, Tables};
 use crate::wire::ethernet::{self, EthernetFrame, L2Header, ETHERTYPE_IPV6};
 use crate::wire::icmpv6;
@@ -272,7 +273,10 @@ impl<'t> BatchState<'t> {
             let net = t.network(target.network).filter(|n| routed_through_up(n))?;
             let ep = t.ports().find(|p| {
                 p.network == Some(net.config.id)
-                    && p.endpoint.and_then(|(_, v4)| v4) == Some(target.ip)
+                    && match target.endpoint {
+                        Endpoint6::V6(ip6) => p.endpoint_v6 == Some(ip6),
+                        Endpoint6::V4(ip) => p.endpoint.and_then(|(_, v4)| v4) == Some(ip),
+                    }
             })?;
             let inside = inside_of(ep, up.port)?;
             return Some((
@@ -294,7 +298,7 @@ impl<'t> BatchState<'t> {
         let v4 = ep.endpoint.and_then(|(_, v4)| v4);
         let published = t.forwards().rules().iter().any(|r| {
             r.network == net.config.id
-                && Some(r.target_ip) == v4
+                && r.targets(v4, ep.endpoint_v6)
                 && r.proto == tu.proto
                 && r.target_ports.contains(tu.dst_port)
         });
@@ -546,6 +550,27 @@ mod tests {
         assert_eq!(
             run_one(&mut w, UPLINK, &other, T0).0,
             Verdict::Drop(R::NoFlow)
+        );
+    }
+
+    /// An IPv6-only network's rule names its endpoint by its v6 address alone.
+    #[test]
+    fn published_ports_without_a_v4_target_lead_to_the_v6_address() {
+        let mut s = nat66(false);
+        for f in &mut s.config.forwards {
+            f.target_ip = None;
+            f.target_ip6 = Some(B6);
+        }
+        let mut w = worker_with_hop(&s);
+        let syn = tcp6((S::UP_MAC, S::HOP_MAC), (FAR, 50000), (UP6, 8080), true);
+        let (v, got) = run_one(&mut w, UPLINK, &syn, T0);
+        assert_eq!(v, Verdict::Forward(PORT_B));
+        assert_eq!(tuple6(&got), ((FAR, 50000), (B6, 80)));
+        let syn4 = S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8080, SYN, b""));
+        assert_eq!(
+            run_one(&mut w, UPLINK, &syn4, T0).0,
+            Verdict::Drop(R::NoFlow),
+            "not published over v4"
         );
     }
 
