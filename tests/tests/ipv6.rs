@@ -19,6 +19,16 @@ fn ok(d: &DaemonLab, args: &[&str]) -> String {
         .unwrap_or_else(|e| panic!("{e}; log: {}", d.log()))
 }
 
+/// Creates dual-stack network `name` with subnets `v4` and `v6` and the `opts` flags.
+fn create_dual(d: &DaemonLab, name: &str, v4: &str, v6: &str, opts: &[&str]) {
+    let mut a = vec![
+        "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6,
+    ];
+    a.extend_from_slice(opts);
+    a.push(name);
+    ok(d, &a);
+}
+
 /// Pings `ip` over IPv6 from container `ns` until one reply comes back or `within` passes.
 fn wait_ping6(d: &DaemonLab, ns: &str, ip: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
@@ -44,19 +54,7 @@ fn dual_stack_endpoints_ping6_each_other_and_the_gateway() {
         return;
     };
     let mut d = DaemonLab::start("six", &bin, &["--workers", "1"]).unwrap();
-    ok(
-        &d,
-        &[
-            "network",
-            "create",
-            "--ipv6",
-            "--subnet",
-            "10.70.0.0/24",
-            "--subnet",
-            "fd00:70::/64",
-            "dual",
-        ],
-    );
+    create_dual(&d, "dual", "10.70.0.0/24", "fd00:70::/64", &[]);
     let v: Value = serde_json::from_str(&ok(&d, &["network", "inspect", "dual"])).unwrap();
     let n = &v[0];
     assert_eq!(n["EnableIPv6"], true, "{n:#}");
@@ -224,20 +222,12 @@ fn nat66_routed_v6_and_published_ports_over_v6() {
             &["-6", "route", "add", "fd00:72::/64", "via", UPLINK6],
         )
         .unwrap();
-    let create = |name: &str, v4: &str, v6: &str, opts: &[&str]| {
-        let mut a = vec![
-            "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6,
-        ];
-        a.extend_from_slice(opts);
-        a.push(name);
-        ok(&d, &a);
-    };
-    create("masq", "10.71.0.0/24", "fd00:71::/64", &[]);
+    create_dual(&d, "masq", "10.71.0.0/24", "fd00:71::/64", &[]);
     let routed = [
         "--opt",
         "com.docker.network.bridge.gateway_mode_ipv6=routed",
     ];
-    create("direct", "10.72.0.0/24", "fd00:72::/64", &routed);
+    create_dual(&d, "direct", "10.72.0.0/24", "fd00:72::/64", &routed);
     let c1 = d.add_container("c1").unwrap();
     let c2 = d.add_container("c2").unwrap();
     ok(
@@ -452,19 +442,7 @@ fn icmpv6_packet_too_big_and_time_exceeded_reach_the_sender() {
     d.lab()
         .addr6("out", "eth0", &format!("{OUTSIDE6}/64"))
         .unwrap();
-    ok(
-        &d,
-        &[
-            "network",
-            "create",
-            "--ipv6",
-            "--subnet",
-            "10.74.0.0/24",
-            "--subnet",
-            "fd00:74::/64",
-            "err",
-        ],
-    );
+    create_dual(&d, "err", "10.74.0.0/24", "fd00:74::/64", &[]);
     let c1 = d.add_container("c1").unwrap();
     ok(&d, &["network", "connect", "--name", "e1", "err", &c1]);
     assert!(
@@ -474,42 +452,25 @@ fn icmpv6_packet_too_big_and_time_exceeded_reach_the_sender() {
     );
     let pmtu = || d.lab().ip("c1", &["-6", "route", "get", OUTSIDE6]).unwrap();
     assert!(!pmtu().contains("mtu 1400"), "{}", pmtu());
+    // One ping from c1 to the outside with extra flags: whether it was answered, and what
+    // ping wrote.
+    let ping = |flags: &[&str]| {
+        let mut args = vec!["ping", "-6", "-c", "1", "-W", "2"];
+        args.extend_from_slice(flags);
+        args.push(OUTSIDE6);
+        let out = d.lab().exec_output("c1", &args).unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), said)
+    };
     // 1452 B of payload: a 1500 B packet, over the uplink's 1400, and not to be fragmented.
-    let big = d
-        .lab()
-        .exec_output(
-            "c1",
-            &[
-                "ping", "-6", "-M", "do", "-s", "1452", "-c", "1", "-W", "2", OUTSIDE6,
-            ],
-        )
-        .unwrap();
-    let said = String::from_utf8_lossy(&big.stdout);
-    assert!(
-        !big.status.success(),
-        "a too big packet got an answer: {said}"
-    );
+    let (answered, said) = ping(&["-M", "do", "-s", "1452"]);
+    assert!(!answered, "a too big packet got an answer: {said}");
     // The sender's kernel took the error (checksums right, quote its own): its path MTU.
     assert!(pmtu().contains("mtu 1400"), "{said}; {}", pmtu());
-    let ok_size = d
-        .lab()
-        .exec_output(
-            "c1",
-            &[
-                "ping", "-6", "-M", "do", "-s", "1352", "-c", "1", "-W", "2", OUTSIDE6,
-            ],
-        )
-        .unwrap();
-    assert!(ok_size.status.success(), "1400 B packets pass");
+    let (answered, said) = ping(&["-M", "do", "-s", "1352"]);
+    assert!(answered, "1400 B packets pass: {said}");
 
-    let expired = d
-        .lab()
-        .exec_output(
-            "c1",
-            &["ping", "-6", "-t", "1", "-c", "1", "-W", "2", OUTSIDE6],
-        )
-        .unwrap();
-    let said = String::from_utf8_lossy(&expired.stdout);
+    let (_, said) = ping(&["-t", "1"]);
     assert!(
         said.contains("From fd00:74::1") && said.contains("Time exceeded"),
         "hop limit 1: {said}"
