@@ -553,6 +553,59 @@ mod tests {
         );
     }
 
+    /// A TCPv6 super-frame (GSO, checksum partial) longer than the uplink's MTU is masqueraded
+    /// whole: no packet too big, and its pseudo-header sum follows the new source for the
+    /// device that completes the checksum.
+    #[test]
+    fn tcp6_super_frames_cross_unsegmented() {
+        use crate::batch::Batch;
+        use crate::frame::{GsoType, Meta, HEADROOM};
+        use crate::wire::checksum::{fold, ones_sum, pseudo_header_sum_v6};
+        let mut w = worker_with_hop(&nat66(false));
+        let syn = tcp6((S::GW_MAC, S::mac(S::A)), (A6, 40000), (FAR, 443), true);
+        assert_eq!(
+            run_one(&mut w, PORT_A, &syn, T0).0,
+            Verdict::Forward(UPLINK)
+        );
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(S::mac(S::A).0, S::GW_MAC.0)
+            .ipv6(A6.octets(), FAR.octets(), 64)
+            .tcp(40000, 443, 2, 1000)
+            .ack(1)
+            .write(&mut frame, &[0x5a; 4000])
+            .unwrap();
+        let psum = fold(pseudo_header_sum_v6(A6, FAR, 6, 4020));
+        frame[70..72].copy_from_slice(&psum.to_be_bytes());
+        let offload = Offload {
+            gso: GsoType::TcpV6,
+            gso_size: 1440,
+            csum_partial: true,
+            csum_start: 54,
+            csum_offset: 16,
+            ..Offload::default()
+        };
+        let mut buf = vec![0u8; HEADROOM + frame.len()];
+        buf[HEADROOM..].copy_from_slice(&frame);
+        let meta = Meta {
+            ingress: PORT_A,
+            offload,
+            ..Meta::default()
+        };
+        let mut batch = Batch::new();
+        let f = Frame::new(&mut buf, HEADROOM, frame.len(), meta).unwrap();
+        batch.push(f).unwrap();
+        w.process(&mut batch, T0);
+        let f = &batch.frames()[0];
+        assert_eq!(f.meta.verdict, Verdict::Forward(UPLINK));
+        assert_eq!(f.meta.offload.gso, GsoType::TcpV6);
+        let mut out = f.data().to_vec();
+        assert_eq!(out.len(), frame.len(), "not segmented");
+        // Completed as the device does, the checksum is right for the masqueraded segment.
+        let c = !fold(ones_sum(&out[54..], 0));
+        out[70..72].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(tuple6(&out), ((UP6, 40000), (FAR, 443)));
+    }
+
     /// An IPv6-only network's rule names its endpoint by its v6 address alone.
     #[test]
     fn published_ports_without_a_v4_target_lead_to_the_v6_address() {
