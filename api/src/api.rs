@@ -111,7 +111,15 @@ impl EndpointView {
             mac: e.mac.to_string(),
             ifname: e.sandbox_ifname.clone(),
             host_ifname: e.host_ifname.clone(),
-            ports: e.spec.publish.iter().map(port_column).collect(),
+            ports: e
+                .spec
+                .publish
+                .iter()
+                .map(|p| match e.ip {
+                    Some(_) => port_column(p),
+                    None => port_column_v6_only(p),
+                })
+                .collect(),
             aliases: e.spec.aliases.clone(),
             files,
             default_route: None,
@@ -138,6 +146,19 @@ pub fn port_column(p: &crate::publish::PublishSpec) -> String {
         (ip, None) => ip.map_or_else(|| "0.0.0.0".to_string(), |ip| ip.to_string()),
     };
     format!("{host_ip}:{host_ports}->{container}")
+}
+
+/// [`port_column`] for an endpoint without a v4 address (an IPv6-only network): a mapping on
+/// every address is published on v6's alone, shown as docker does, `[::]:8080->80/tcp`.
+pub fn port_column_v6_only(p: &crate::publish::PublishSpec) -> String {
+    let every = p.host_ip.is_none() && p.host_ip6.is_none();
+    let on_v6 = crate::publish::PublishSpec {
+        host_ip6: p
+            .host_ip6
+            .or(every.then_some(std::net::Ipv6Addr::UNSPECIFIED)),
+        ..*p
+    };
+    port_column(&on_v6)
 }
 
 /// One port's counters in `sluice stats`.
@@ -285,5 +306,8 @@ mod tests {
         assert_eq!(p("8080:80"), "0.0.0.0:8080->80/tcp");
         assert_eq!(p("127.0.0.1:53:53/udp"), "127.0.0.1:53->53/udp");
         assert_eq!(p("9000-9001:80-81"), "0.0.0.0:9000-9001->80-81/tcp");
+        let v6 = |s: &str| port_column_v6_only(&s.parse().unwrap());
+        assert_eq!(v6("8080:80"), "[::]:8080->80/tcp");
+        assert_eq!(v6("[fd00::1]:53:53/udp"), "[fd00::1]:53->53/udp");
     }
 }

@@ -97,9 +97,6 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
                 },
             });
             // Connect picks every host port left open, so each stored mapping has one.
-            let Some(target_ip) = e.ip else {
-                continue;
-            };
             for p in &e.spec.publish {
                 let Some(host_ports) = p.host_ports else {
                     continue;
@@ -110,7 +107,8 @@ pub fn dataplane_config(state: &State, uplink: Option<&UplinkSettings>, nat: Nat
                     host_ip6: p.host_ip6,
                     host_ports,
                     network: n.dataplane_id,
-                    target_ip,
+                    target_ip: e.ip,
+                    target_ip6: e.ip6,
                     target_ports: p.container_ports,
                 });
             }

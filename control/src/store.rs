@@ -464,6 +464,41 @@ pub(crate) mod tests {
         );
     }
 
+    /// A /64's addresses (allocated sparsely, no bitmap over the prefix), a static one far up
+    /// among them, survive a reopen: neither is handed out again.
+    #[test]
+    fn reopened_v6_ipam_continues_where_it_was() {
+        let f = TempDb::new("ipam6");
+        let far: std::net::Ipv6Addr = "fd00:9::ffff:1".parse().unwrap();
+        {
+            let mut s = Store::open(&f.0).unwrap();
+            let dual = crate::model::NetworkSpec {
+                enable_ipv6: true,
+                subnet6: Some("fd00:9::/64".parse().unwrap()),
+                ..net("a", Some("10.7.0.0/24"))
+            };
+            s.create_network(dual).unwrap();
+            let one = s.connect(ep("a", "one", 1)).unwrap();
+            assert_eq!(one.ip6, Some("fd00:9::2".parse().unwrap()));
+            let at_far = crate::model::EndpointSpec {
+                ip6: Some(far),
+                ..ep("a", "far", 2)
+            };
+            s.connect(at_far).unwrap();
+        }
+        let mut s = Store::open(&f.0).unwrap();
+        let two = s.connect(ep("a", "two", 3)).unwrap();
+        assert_eq!(two.ip6, Some("fd00:9::3".parse().unwrap()));
+        let again = crate::model::EndpointSpec {
+            ip6: Some(far),
+            ..ep("a", "again", 4)
+        };
+        assert!(
+            s.connect(again).is_err(),
+            "the static address is still taken"
+        );
+    }
+
     #[test]
     fn refused_requests_write_nothing() {
         let f = TempDb::new("refused");

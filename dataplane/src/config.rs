@@ -449,10 +449,24 @@ pub struct PortForward {
     pub host_ports: PortRange,
     /// The endpoint's network.
     pub network: NetworkId,
-    /// The endpoint's address.
-    pub target_ip: Ipv4Addr,
+    /// The endpoint's v4 address; none on an IPv6-only network, whose rules are reached over
+    /// v6 alone.
+    #[serde(default)]
+    pub target_ip: Option<Ipv4Addr>,
+    /// The endpoint's v6 address (a rule without it is reached over v6 through its v4
+    /// target's endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ip6: Option<Ipv6Addr>,
     /// Endpoint ports: as many as `host_ports`, or one port that all map to.
     pub target_ports: PortRange,
+}
+
+impl PortForward {
+    /// True when the rule leads to the endpoint with these addresses.
+    pub fn targets(&self, ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> bool {
+        (self.target_ip.is_some() && self.target_ip == ip)
+            || (self.target_ip6.is_some() && self.target_ip6 == ip6)
+    }
 }
 
 fn default_nat_ports() -> PortRange {

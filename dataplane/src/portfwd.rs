@@ -26,6 +26,27 @@ pub struct ForwardTarget {
     pub port: u16,
 }
 
+/// The endpoint a published port leads to over v6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint6 {
+    /// Named by its v6 address.
+    V6(Ipv6Addr),
+    /// Named by its v4 address (a rule without a v6 target): the endpoint's v6 address is
+    /// taken.
+    V4(Ipv4Addr),
+}
+
+/// Where a published port leads over v6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ForwardTarget6 {
+    /// The endpoint's network.
+    pub network: NetworkId,
+    /// The endpoint.
+    pub endpoint: Endpoint6,
+    /// The endpoint's port.
+    pub port: u16,
+}
+
 /// Why a set of rules cannot be published. Rules are named the way docker prints them, e.g.
 /// `tcp 0.0.0.0:8080-8090 (-> 172.17.0.3:80-90)`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +95,13 @@ pub enum ForwardError {
         /// The rule.
         rule: String,
     },
+    /// The rule is published on a host address of a family its endpoint lacks, or names no
+    /// endpoint address at all.
+    #[error("{rule}: the endpoint has no address of the host address's family")]
+    NoTarget {
+        /// The rule.
+        rule: String,
+    },
 }
 
 /// Shows a rule the way docker does: `tcp 0.0.0.0:8080 (-> 172.17.0.2:80)`.
@@ -91,11 +119,13 @@ impl fmt::Display for Rule<'_> {
             Some(ip6) => write!(f, "{proto} [{ip6}]")?,
             None => write!(f, "{proto} {}", r.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED))?,
         }
-        write!(
-            f,
-            ":{} (-> {}:{})",
-            r.host_ports, r.target_ip, r.target_ports
-        )
+        write!(f, ":{} (-> ", r.host_ports)?;
+        match (r.target_ip, r.target_ip6) {
+            (Some(ip), _) => write!(f, "{ip}")?,
+            (None, Some(ip6)) => write!(f, "[{ip6}]")?,
+            (None, None) => write!(f, "?")?,
+        }
+        write!(f, ":{})", r.target_ports)
     }
 }
 
@@ -112,6 +142,15 @@ fn rules_clash(a: &PortForward, b: &PortForward) -> bool {
         && hosts_clash((a.host_ip, a.host_ip6), (b.host_ip, b.host_ip6))
 }
 
+/// The v6 host address a rule is reached on: its own, `::` for every address, none for a rule
+/// on a v4 host address.
+fn host6_key(r: &PortForward) -> Option<Ipv6Addr> {
+    match r.host_ip6 {
+        Some(ip6) => Some(ip6),
+        None => (host_bits(r) == 0).then_some(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
 /// The packed key: protocol number, host port, host address (0: any).
 #[inline]
 fn key(proto: L4Proto, port: u16, ip: u32) -> u64 {
@@ -122,6 +161,10 @@ fn validate(r: &PortForward) -> Result<(), ForwardError> {
     let rule = || Rule(r).to_string();
     if !matches!(r.proto, L4Proto::Tcp | L4Proto::Udp) {
         return Err(ForwardError::BadProto { rule: rule() });
+    }
+    let on_a_v4_address = r.host_ip6.is_none() && host_bits(r) != 0;
+    if endpoint6(r).is_none() || (r.target_ip.is_none() && on_a_v4_address) {
+        return Err(ForwardError::NoTarget { rule: rule() });
     }
     for p in [r.host_ports, r.target_ports] {
         if p.is_empty() {
@@ -146,6 +189,13 @@ fn validate(r: &PortForward) -> Result<(), ForwardError> {
     Ok(())
 }
 
+/// The endpoint a rule leads to over v6: by its v6 address, else by its v4 one.
+fn endpoint6(r: &PortForward) -> Option<Endpoint6> {
+    r.target_ip6
+        .map(Endpoint6::V6)
+        .or(r.target_ip.map(Endpoint6::V4))
+}
+
 /// The compiled published ports of one configuration snapshot.
 ///
 /// A rule on a specific address and a rule on every address never cover the same protocol
@@ -155,8 +205,9 @@ fn validate(r: &PortForward) -> Result<(), ForwardError> {
 pub struct PortForwardTable {
     rules: Vec<PortForward>,
     map: HashMap<u64, ForwardTarget, KeyHasherBuilder>,
-    /// The rules on a v6 host address, by (protocol number, host port, address).
-    map6: HashMap<(u8, u16, Ipv6Addr), ForwardTarget>,
+    /// The rules reached over v6, by (protocol number, host port, v6 host address or `::`
+    /// for every address).
+    map6: HashMap<(u8, u16, Ipv6Addr), ForwardTarget6>,
     /// Some rule names a specific address, so lookups must probe for it.
     has_specific: bool,
 }
@@ -186,15 +237,22 @@ impl PortForwardTable {
                     // Validated: both ranges have the same length, so this stays in range.
                     r.target_ports.first + offset as u16
                 };
-                let target = ForwardTarget {
-                    network: r.network,
-                    ip: r.target_ip,
-                    port,
-                };
-                match r.host_ip6 {
-                    Some(ip6) => map6.insert((r.proto.number(), host_port, ip6), target),
-                    None => map.insert(key(r.proto, host_port, ip), target),
-                };
+                if let (Some(ip6), Some(endpoint)) = (host6_key(r), endpoint6(r)) {
+                    let target = ForwardTarget6 {
+                        network: r.network,
+                        endpoint,
+                        port,
+                    };
+                    map6.insert((r.proto.number(), host_port, ip6), target);
+                }
+                if let (None, Some(target_ip)) = (r.host_ip6, r.target_ip) {
+                    let target = ForwardTarget {
+                        network: r.network,
+                        ip: target_ip,
+                        port,
+                    };
+                    map.insert(key(r.proto, host_port, ip), target);
+                }
             }
         }
         Ok(PortForwardTable {
@@ -223,11 +281,12 @@ impl PortForwardTable {
     /// The endpoint an inbound v6 packet to `[dst]:dst_port` goes to, if the port is published
     /// on `dst` or on every address.
     #[inline]
-    pub fn lookup6(&self, proto: L4Proto, dst: Ipv6Addr, dst_port: u16) -> Option<ForwardTarget> {
-        if let Some(t) = self.map6.get(&(proto.number(), dst_port, dst)) {
-            return Some(*t);
-        }
-        self.lookup(proto, Ipv4Addr::UNSPECIFIED, dst_port)
+    pub fn lookup6(&self, proto: L4Proto, dst: Ipv6Addr, dst_port: u16) -> Option<ForwardTarget6> {
+        let number = proto.number();
+        self.map6
+            .get(&(number, dst_port, dst))
+            .or_else(|| self.map6.get(&(number, dst_port, Ipv6Addr::UNSPECIFIED)))
+            .copied()
     }
 
     /// True when `dst:port` is published: NAPT must not allocate it as a source port there.
@@ -268,7 +327,8 @@ mod tests {
                 last: host.1,
             },
             network: NetworkId(1),
-            target_ip: Ipv4Addr::new(172, 17, 0, last_octet),
+            target_ip: Some(Ipv4Addr::new(172, 17, 0, last_octet)),
+            target_ip6: None,
             target_ports: PortRange {
                 first: target.0,
                 last: target.1,
@@ -334,16 +394,23 @@ mod tests {
             fwd(L4Proto::Tcp, None, (81, 81), (81, 81), 4),
         ])
         .unwrap();
+        let by_v4 = |octet, port| {
+            Some(ForwardTarget6 {
+                network: NetworkId(1),
+                endpoint: Endpoint6::V4(Ipv4Addr::new(172, 17, 0, octet)),
+                port,
+            })
+        };
         assert_eq!(
             t.lookup6(L4Proto::Tcp, ip6("2001:db8::2"), 80),
-            target(2, 80)
+            by_v4(2, 80)
         );
         assert_eq!(t.lookup6(L4Proto::Tcp, ip6("2001:db8::3"), 80), None);
         assert_eq!(t.lookup(L4Proto::Tcp, HOST, 80), target(3, 80));
         assert_eq!(t.lookup(L4Proto::Tcp, HOST2, 80), None, "not on v4");
         assert_eq!(
             t.lookup6(L4Proto::Tcp, ip6("2001:db8::2"), 81),
-            target(4, 81)
+            by_v4(4, 81)
         );
         let err = PortForwardTable::build(&[
             fwd(L4Proto::Tcp, None, (80, 80), (80, 80), 3),
@@ -355,6 +422,58 @@ mod tests {
             "tcp [2001:db8::2]:80 (-> 172.17.0.2:80) clashes with tcp 0.0.0.0:80 (-> 172.17.0.3:80)"
         );
         assert!(PortForwardTable::build(&[v6((80, 80), 2), v6((70, 90), 3)]).is_err());
+    }
+
+    /// An IPv6-only network's `-p 8080:80` (no v4 target): reached over v6 on every address,
+    /// never over v4; and it cannot be published on a v4 host address.
+    #[test]
+    fn rules_without_a_v4_target_are_reached_over_v6_only() {
+        let ep6: Ipv6Addr = "fd00:9::2".parse().unwrap();
+        let six = |host_ip| PortForward {
+            target_ip: None,
+            target_ip6: Some(ep6),
+            ..fwd(L4Proto::Tcp, host_ip, (8080, 8080), (80, 80), 2)
+        };
+        let t = PortForwardTable::build(&[six(None)]).unwrap();
+        let want = Some(ForwardTarget6 {
+            network: NetworkId(1),
+            endpoint: Endpoint6::V6(ep6),
+            port: 80,
+        });
+        assert_eq!(
+            t.lookup6(L4Proto::Tcp, "2001:db8::2".parse().unwrap(), 8080),
+            want
+        );
+        assert_eq!(
+            t.lookup6(L4Proto::Udp, "2001:db8::2".parse().unwrap(), 8080),
+            None
+        );
+        assert_eq!(t.lookup(L4Proto::Tcp, HOST, 8080), None, "not over v4");
+        let err = PortForwardTable::build(&[six(Some(HOST))]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tcp 10.0.0.1:8080 (-> [fd00:9::2]:80): the endpoint has no address of the host \
+             address's family"
+        );
+        let nowhere = PortForward {
+            target_ip6: None,
+            ..six(None)
+        };
+        assert!(matches!(
+            PortForwardTable::build(&[nowhere]),
+            Err(ForwardError::NoTarget { .. })
+        ));
+        // A dual-stack rule with both targets: v6 goes to the v6 address, v4 to the v4 one.
+        let both = PortForward {
+            target_ip6: Some(ep6),
+            ..fwd(L4Proto::Tcp, None, (8080, 8080), (80, 80), 2)
+        };
+        let t = PortForwardTable::build(&[both]).unwrap();
+        assert_eq!(
+            t.lookup6(L4Proto::Tcp, "2001:db8::2".parse().unwrap(), 8080),
+            want
+        );
+        assert_eq!(t.lookup(L4Proto::Tcp, HOST, 8080), target(2, 80));
     }
 
     #[test]
@@ -493,7 +612,7 @@ mod tests {
             })
             .map(|r| ForwardTarget {
                 network: r.network,
-                ip: r.target_ip,
+                ip: r.target_ip.unwrap(),
                 port: if r.target_ports.first == r.target_ports.last {
                     r.target_ports.first
                 } else {

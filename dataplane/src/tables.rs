@@ -6,7 +6,7 @@
 //! batch, never a mix. Learned state (each network's FDB) is carried from the old tables to the
 //! new ones, so reconfiguration loses no learned MAC.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use hashbrown::HashMap;
@@ -109,7 +109,7 @@ pub enum ConfigError {
     #[error("published port targets {ip}, which is not in network {network:?}")]
     ForwardTarget {
         /// The target address.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// The network named by the rule.
         network: String,
     },
@@ -301,10 +301,19 @@ impl Tables {
                     what: format!("published port {}", f.host_ports.first),
                     id: f.network.0,
                 })?;
-            if !net.config.ipv4 || !net.config.subnet.contains(f.target_ip) {
+            let cfg = &net.config;
+            let v4_outside = f
+                .target_ip
+                .filter(|ip| !cfg.ipv4 || !cfg.subnet.contains(*ip))
+                .map(IpAddr::from);
+            let v6_outside = f
+                .target_ip6
+                .filter(|ip| !cfg.ipv6.is_some_and(|v6| v6.subnet.contains(*ip)))
+                .map(IpAddr::from);
+            if let Some(ip) = v4_outside.or(v6_outside) {
                 return Err(ConfigError::ForwardTarget {
-                    ip: f.target_ip,
-                    network: net.config.name.clone(),
+                    ip,
+                    network: cfg.name.clone(),
                 });
             }
         }
@@ -751,13 +760,16 @@ mod tests {
             host_ip6: None,
             host_ports: PortRange::single(80),
             network: NetworkId(1),
-            target_ip: Ipv4Addr::UNSPECIFIED,
+            target_ip: None,
+            target_ip6: Some("fd00:2::2".parse().unwrap()),
             target_ports: PortRange::single(80),
         });
         assert!(matches!(
             Tables::build(&c, None),
             Err(ConfigError::ForwardTarget { .. })
         ));
+        c.forwards[0].target_ip6 = Some("fd00:1::2".parse().unwrap());
+        Tables::build(&c, None).unwrap();
     }
 
     #[test]
@@ -834,7 +846,8 @@ mod tests {
             host_ip6: None,
             host_ports: PortRange::single(80),
             network: NetworkId(0),
-            target_ip: Ipv4Addr::new(10, 9, 9, 9),
+            target_ip: Some(Ipv4Addr::new(10, 9, 9, 9)),
+            target_ip6: None,
             target_ports: PortRange::single(80),
         });
         assert!(matches!(

@@ -205,7 +205,8 @@ impl Scenario {
             host_ip6: None,
             host_ports: PortRange::single(8080),
             network: NetworkId(0),
-            target_ip: Self::B,
+            target_ip: Some(Self::B),
+            target_ip6: None,
             target_ports: PortRange::single(80),
         };
         Scenario {

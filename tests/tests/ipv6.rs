@@ -2,8 +2,10 @@
 //! a v6 subnet, two endpoints that ping6 each other and the v6 gateway, a static `--ip6`, and
 //! what inspect and `ps` show; NAT66 and routed v6 to the lab's outside namespace (standing for
 //! the uplink's network), ICMPv6 errors back through NAT66, and published ports reached over
-//! v6; an IPv6-only network (`--ipv4=false`) whose endpoints ping6 each other by name and
-//! reach the outside via NAT66. Needs root and the release
+//! v6; an IPv6-only network (`--ipv4=false`) whose endpoints ping6 each other by name,
+//! reach the outside via NAT66 and publish a port on the uplink's v6 address; ICMPv6 packet
+//! too big (an uplink with a smaller MTU) and time exceeded reaching the sender. Needs root and
+//! the release
 //! binaries (`SLUICE_BIN` names the `sluice` binary, `sluiced` is expected beside it).
 
 use std::time::{Duration, Instant};
@@ -15,6 +17,16 @@ use sluice_lab::daemonlab::DaemonLab;
 fn ok(d: &DaemonLab, args: &[&str]) -> String {
     d.sluice_ok(args)
         .unwrap_or_else(|e| panic!("{e}; log: {}", d.log()))
+}
+
+/// Creates dual-stack network `name` with subnets `v4` and `v6` and the `opts` flags.
+fn create_dual(d: &DaemonLab, name: &str, v4: &str, v6: &str, opts: &[&str]) {
+    let mut a = vec![
+        "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6,
+    ];
+    a.extend_from_slice(opts);
+    a.push(name);
+    ok(d, &a);
 }
 
 /// Pings `ip` over IPv6 from container `ns` until one reply comes back or `within` passes.
@@ -42,19 +54,7 @@ fn dual_stack_endpoints_ping6_each_other_and_the_gateway() {
         return;
     };
     let mut d = DaemonLab::start("six", &bin, &["--workers", "1"]).unwrap();
-    ok(
-        &d,
-        &[
-            "network",
-            "create",
-            "--ipv6",
-            "--subnet",
-            "10.70.0.0/24",
-            "--subnet",
-            "fd00:70::/64",
-            "dual",
-        ],
-    );
+    create_dual(&d, "dual", "10.70.0.0/24", "fd00:70::/64", &[]);
     let v: Value = serde_json::from_str(&ok(&d, &["network", "inspect", "dual"])).unwrap();
     let n = &v[0];
     assert_eq!(n["EnableIPv6"], true, "{n:#}");
@@ -96,6 +96,11 @@ fn dual_stack_endpoints_ping6_each_other_and_the_gateway() {
     assert_eq!(v6_of("web"), "fd00:70::2/64");
     assert_eq!(v6_of("db"), "fd00:70::3/64");
     assert_eq!(v6_of("st"), "fd00:70::99/64");
+    let table = ok(&d, &["ps"]);
+    assert!(
+        table.contains("IPV6") && table.contains("fd00:70::2/64"),
+        "{table}"
+    );
     let addrs = d.lab().ip("c1", &["-6", "addr", "show", "eth0"]).unwrap();
     assert!(addrs.contains("fd00:70::2/64"), "{addrs}");
     let routes = d
@@ -217,20 +222,12 @@ fn nat66_routed_v6_and_published_ports_over_v6() {
             &["-6", "route", "add", "fd00:72::/64", "via", UPLINK6],
         )
         .unwrap();
-    let create = |name: &str, v4: &str, v6: &str, opts: &[&str]| {
-        let mut a = vec![
-            "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6,
-        ];
-        a.extend_from_slice(opts);
-        a.push(name);
-        ok(&d, &a);
-    };
-    create("masq", "10.71.0.0/24", "fd00:71::/64", &[]);
+    create_dual(&d, "masq", "10.71.0.0/24", "fd00:71::/64", &[]);
     let routed = [
         "--opt",
         "com.docker.network.bridge.gateway_mode_ipv6=routed",
     ];
-    create("direct", "10.72.0.0/24", "fd00:72::/64", &routed);
+    create_dual(&d, "direct", "10.72.0.0/24", "fd00:72::/64", &routed);
     let c1 = d.add_container("c1").unwrap();
     let c2 = d.add_container("c2").unwrap();
     ok(
@@ -344,11 +341,37 @@ fn v6_only_endpoints_ping6_by_name_and_reach_the_outside_through_nat66() {
 
     let c1 = d.add_container("web").unwrap();
     let c2 = d.add_container("db").unwrap();
-    ok(&d, &["network", "connect", "--name", "web", "six", &c1]);
+    let v4_host = d.sluice(&[
+        "network",
+        "connect",
+        "--name",
+        "web",
+        "-p",
+        "127.0.0.1:8080:80",
+        "six",
+        &c1,
+    ]);
+    let why = String::from_utf8_lossy(&v4_host.stderr);
+    assert!(
+        !v4_host.status.success() && why.contains("IPv6-only"),
+        "-p on a v4 host address: {why}"
+    );
+    ok(
+        &d,
+        &[
+            "network", "connect", "--name", "web", "-p", "8080:80", "six", &c1,
+        ],
+    );
     ok(&d, &["network", "connect", "--name", "db", "six", &c2]);
     let ps: Value = serde_json::from_str(&ok(&d, &["ps", "--output", "json"])).unwrap();
     for e in ps.as_array().unwrap() {
         assert_eq!(e["ipv4"], "", "{e:#}");
+        let ports = if e["name"] == "web" {
+            serde_json::json!(["[::]:8080->80/tcp"])
+        } else {
+            serde_json::json!([])
+        };
+        assert_eq!(e["ports"], ports, "published on v6 alone: {e:#}");
         // Names resolve through the resolv.conf sluiced wrote, as a runtime mounts it.
         let resolv_conf = e["files"]["resolv_conf"].as_str().unwrap();
         d.use_resolv_conf(e["name"].as_str().unwrap(), resolv_conf.as_ref())
@@ -387,4 +410,73 @@ fn v6_only_endpoints_ping6_by_name_and_reach_the_outside_through_nat66() {
         d.log()
     );
     assert!(wait_ping6(&d, "db", OUTSIDE6, within), "ping6 out");
+
+    // `-p 8080:80` on an IPv6-only network: published on the uplink's v6 address.
+    serve(&mut d, "web", 80, "echo web6only");
+    assert_eq!(
+        tcp6_read(&d, "out", UPLINK6, 8080).as_deref(),
+        Some("web6only\n"),
+        "log: {}",
+        d.log()
+    );
+}
+
+#[test]
+fn icmpv6_packet_too_big_and_time_exceeded_reach_the_sender() {
+    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
+        return;
+    };
+    // The uplink's MTU is lower than the endpoints' (1500): the next link's MTU.
+    let uplink6 = format!("{UPLINK6}/64");
+    let args = [
+        "--workers",
+        "1",
+        "--uplink-mtu",
+        "1400",
+        "--uplink-ip6",
+        &uplink6,
+        "--uplink-gateway6",
+        OUTSIDE6,
+    ];
+    let mut d = DaemonLab::start("esix", &bin, &args).unwrap();
+    d.lab()
+        .addr6("out", "eth0", &format!("{OUTSIDE6}/64"))
+        .unwrap();
+    create_dual(&d, "err", "10.74.0.0/24", "fd00:74::/64", &[]);
+    let c1 = d.add_container("c1").unwrap();
+    ok(&d, &["network", "connect", "--name", "e1", "err", &c1]);
+    assert!(
+        wait_ping6(&d, "c1", OUTSIDE6, Duration::from_secs(10)),
+        "ping6 out; log: {}",
+        d.log()
+    );
+    let pmtu = || d.lab().ip("c1", &["-6", "route", "get", OUTSIDE6]).unwrap();
+    assert!(!pmtu().contains("mtu 1400"), "{}", pmtu());
+    // One ping from c1 to the outside with extra flags: whether it was answered, and what
+    // ping wrote.
+    let ping = |flags: &[&str]| {
+        let mut args = vec!["ping", "-6", "-c", "1", "-W", "2"];
+        args.extend_from_slice(flags);
+        args.push(OUTSIDE6);
+        let out = d.lab().exec_output("c1", &args).unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), said)
+    };
+    // 1452 B of payload: a 1500 B packet, over the uplink's 1400, and not to be fragmented.
+    let (answered, said) = ping(&["-M", "do", "-s", "1452"]);
+    assert!(!answered, "a too big packet got an answer: {said}");
+    // The sender's kernel took the error (checksums right, quote its own): its path MTU.
+    assert!(pmtu().contains("mtu 1400"), "{said}; {}", pmtu());
+    let (answered, said) = ping(&["-M", "do", "-s", "1352"]);
+    assert!(answered, "1400 B packets pass: {said}");
+
+    let (_, said) = ping(&["-t", "1"]);
+    assert!(
+        said.contains("From fd00:74::1") && said.contains("Time exceeded"),
+        "hop limit 1: {said}"
+    );
+    let st: Value = serde_json::from_str(&ok(&d, &["stats", "--output", "json"])).unwrap();
+    for why in ["too_big", "ttl_exceeded"] {
+        assert!(st["drops"][why].as_u64() >= Some(1), "{why}: {st:#}");
+    }
 }

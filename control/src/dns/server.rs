@@ -435,7 +435,12 @@ mod tests {
 
     /// A fake upstream on loopback that answers every query with 192.0.2.1.
     async fn fake_upstream() -> (SocketAddr, JoinHandle<()>) {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        fake_upstream_on("127.0.0.1:0").await
+    }
+
+    /// [`fake_upstream`] on `addr`.
+    async fn fake_upstream_on(addr: &str) -> (SocketAddr, JoinHandle<()>) {
+        let sock = UdpSocket::bind(addr).await.unwrap();
         let addr = sock.local_addr().unwrap();
         let task = tokio::spawn(async move {
             let mut buf = [0u8; 512];
@@ -495,6 +500,23 @@ mod tests {
         let r = ask(srv, "example.com", 0xbeef).await;
         assert_eq!(parse(&r).unwrap().header.id, 0xbeef);
         assert_eq!(addrs(&r), [Ipv4Addr::new(192, 0, 2, 1)]);
+        task.abort();
+        up_task.abort();
+    }
+
+    /// The host's resolvers are v6 (a silent v4 one first): queries go out over v6.
+    #[tokio::test]
+    async fn queries_are_forwarded_to_v6_upstreams() {
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (up, up_task) = fake_upstream_on("[::1]:0").await;
+        assert!(up.is_ipv6());
+        let upstreams = vec![silent.local_addr().unwrap(), up];
+        let (srv, task) = serve(shared(upstreams)).await;
+        let r = ask(srv, "example.com", 6).await;
+        assert_eq!(parse(&r).unwrap().header.id, 6);
+        assert_eq!(addrs(&r), [Ipv4Addr::new(192, 0, 2, 1)]);
+        let v6 = upstreams_from(&["fd00::53".parse().unwrap()]);
+        assert_eq!(v6, ["[fd00::53]:53".parse::<SocketAddr>().unwrap()]);
         task.abort();
         up_task.abort();
     }

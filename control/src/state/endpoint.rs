@@ -123,8 +123,11 @@ impl State {
             if spec.ip.is_some() {
                 return Err(StateError::Ipv4Disabled("--ip"));
             }
-            if !spec.publish.is_empty() {
-                return Err(StateError::Ipv4Disabled("a published port (-p)"));
+            // `-p 8080:80` is published on the uplink's v6 address; a v4 host address cannot be.
+            if spec.publish.iter().any(|p| p.host_ip.is_some()) {
+                return Err(StateError::Ipv4Disabled(
+                    "a port published on an IPv4 host address",
+                ));
             }
         }
         if spec.ip.is_some() && net.spec.subnet.is_none() {

@@ -219,6 +219,55 @@ mod tests {
         sluice_dataplane::tables::Tables::build(&cfg, None).unwrap();
     }
 
+    /// `-p 8080:80` on an IPv6-only network is published over v6 only (to the endpoint's v6
+    /// address); a v4 host address is refused.
+    #[test]
+    fn v6_only_networks_publish_ports_over_v6() {
+        use sluice_dataplane::config::L4Proto;
+        use sluice_dataplane::portfwd::Endpoint6;
+        let (mut s, mut st) = fresh();
+        let six = NetworkSpec {
+            enable_ipv4: false,
+            ..dual("six", Some("fd00:9::/64"))
+        };
+        s.create_network(six, st()).unwrap();
+        let on_v4 = EndpointSpec {
+            publish: vec!["127.0.0.1:8080:80".parse().unwrap()],
+            ..ep("six", "a", 1)
+        };
+        assert_eq!(
+            s.connect(on_v4, st()).unwrap_err().to_string(),
+            "a port published on an IPv4 host address needs IPv4, and the network is IPv6-only \
+             (--ipv4=false)"
+        );
+        let web = EndpointSpec {
+            publish: vec![
+                "8080:80".parse().unwrap(),
+                "[2001:db8::9]:53:53/udp".parse().unwrap(),
+            ],
+            ..ep("six", "web", 2)
+        };
+        let web = s.connect(web, st()).unwrap().clone();
+        let cfg = crate::compile::dataplane_config(&s, None, Default::default());
+        assert_eq!(cfg.forwards.len(), 2);
+        assert!(cfg.forwards.iter().all(|f| f.target_ip.is_none()));
+        let tables = sluice_dataplane::tables::Tables::build(&cfg, None).unwrap();
+        let t = tables.forwards();
+        let on = |proto, ip: &str, port| t.lookup6(proto, ip.parse().unwrap(), port);
+        let tcp = on(L4Proto::Tcp, "2001:db8::1", 8080).unwrap();
+        assert_eq!(
+            (tcp.endpoint, tcp.port),
+            (Endpoint6::V6(web.ip6.unwrap()), 80)
+        );
+        assert!(on(L4Proto::Udp, "2001:db8::9", 53).is_some());
+        assert!(
+            on(L4Proto::Udp, "2001:db8::1", 53).is_none(),
+            "that address only"
+        );
+        let v4 = t.lookup(L4Proto::Tcp, "192.0.2.1".parse().unwrap(), 8080);
+        assert!(v4.is_none(), "not over v4");
+    }
+
     #[test]
     fn dual_stack_networks_allocate_release_and_restore() {
         let (mut s, mut st) = fresh();

@@ -426,6 +426,19 @@ pub(super) mod tests {
         assert_eq!(out, echo(S::mac(S::B), A6, B6, 64, 8));
     }
 
+    /// `icc=false` holds for v6 too: endpoints reach only the gateway.
+    #[test]
+    fn icc_off_keeps_v6_endpoints_apart_but_not_from_the_gateway() {
+        let mut s = dual_stack();
+        s.config.networks[0].icc = false;
+        let mut w = worker_for(&s);
+        let (v, _) = run_one(&mut w, PORT_A, &echo(S::mac(S::B), A6, B6, 64, 8), T0);
+        assert_eq!(v, Verdict::Drop(R::IccDenied));
+        let (v, out) = run_one(&mut w, PORT_A, &echo(S::GW_MAC, A6, GW6, 64, 8), T0);
+        assert_eq!(v, Verdict::Forward(PORT_A));
+        assert_eq!(icmp_of(&out).2 .0, icmpv6::ECHO_REPLY);
+    }
+
     #[test]
     fn anti_spoofing_of_v6_sources_and_neighbour_discovery() {
         let mut w = worker_for(&dual_stack());
@@ -446,6 +459,21 @@ pub(super) mod tests {
             (
                 icmp6(to_b, (A6, B6, 255), (ROUTER_ADVERT, 0, [0; 4]), &[0; 8]),
                 R::SpoofedIp,
+            ),
+            // Its own address advertised with another endpoint's MAC as target link-layer.
+            (
+                icmp6(
+                    to_b,
+                    (A6, B6, 255),
+                    (ndisc::NEIGHBOR_ADVERT, 0, [0x60, 0, 0, 0]),
+                    &[
+                        &A6.octets()[..],
+                        &[ndisc::OPT_TARGET_LL_ADDR, 1],
+                        &S::mac(S::B).0,
+                    ]
+                    .concat(),
+                ),
+                R::SpoofedMac,
             ),
             (
                 icmp6(to_b, (Ipv6Addr::UNSPECIFIED, B6, 64), body, b""),

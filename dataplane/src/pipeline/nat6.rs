@@ -31,6 +31,7 @@ use crate::counters::DropReason;
 use crate::frame::{Frame, Offload, PortId, Verdict};
 use crate::nat::v6::{Conntrack6, Hit6, Inside, Translate6};
 use crate::nat::{Dir, NatError, Timeouts};
+use crate::portfwd::Endpoint6;
 use crate::tables::{NetworkEntry, PortEntry, PortMode, Tables};
 use crate::wire::ethernet::{self, EthernetFrame, L2Header, ETHERTYPE_IPV6};
 use crate::wire::icmpv6;
@@ -272,7 +273,10 @@ impl<'t> BatchState<'t> {
             let net = t.network(target.network).filter(|n| routed_through_up(n))?;
             let ep = t.ports().find(|p| {
                 p.network == Some(net.config.id)
-                    && p.endpoint.and_then(|(_, v4)| v4) == Some(target.ip)
+                    && match target.endpoint {
+                        Endpoint6::V6(ip6) => p.endpoint_v6 == Some(ip6),
+                        Endpoint6::V4(ip) => p.endpoint.and_then(|(_, v4)| v4) == Some(ip),
+                    }
             })?;
             let inside = inside_of(ep, up.port)?;
             return Some((
@@ -294,7 +298,7 @@ impl<'t> BatchState<'t> {
         let v4 = ep.endpoint.and_then(|(_, v4)| v4);
         let published = t.forwards().rules().iter().any(|r| {
             r.network == net.config.id
-                && Some(r.target_ip) == v4
+                && r.targets(v4, ep.endpoint_v6)
                 && r.proto == tu.proto
                 && r.target_ports.contains(tu.dst_port)
         });
@@ -546,6 +550,80 @@ mod tests {
         assert_eq!(
             run_one(&mut w, UPLINK, &other, T0).0,
             Verdict::Drop(R::NoFlow)
+        );
+    }
+
+    /// A TCPv6 super-frame (GSO, checksum partial) longer than the uplink's MTU is masqueraded
+    /// whole: no packet too big, and its pseudo-header sum follows the new source for the
+    /// device that completes the checksum.
+    #[test]
+    fn tcp6_super_frames_cross_unsegmented() {
+        use crate::batch::Batch;
+        use crate::frame::{GsoType, Meta, HEADROOM};
+        use crate::wire::checksum::{fold, ones_sum, pseudo_header_sum_v6};
+        let mut w = worker_with_hop(&nat66(false));
+        let syn = tcp6((S::GW_MAC, S::mac(S::A)), (A6, 40000), (FAR, 443), true);
+        assert_eq!(
+            run_one(&mut w, PORT_A, &syn, T0).0,
+            Verdict::Forward(UPLINK)
+        );
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(S::mac(S::A).0, S::GW_MAC.0)
+            .ipv6(A6.octets(), FAR.octets(), 64)
+            .tcp(40000, 443, 2, 1000)
+            .ack(1)
+            .write(&mut frame, &[0x5a; 4000])
+            .unwrap();
+        let psum = fold(pseudo_header_sum_v6(A6, FAR, 6, 4020));
+        frame[70..72].copy_from_slice(&psum.to_be_bytes());
+        let offload = Offload {
+            gso: GsoType::TcpV6,
+            gso_size: 1440,
+            csum_partial: true,
+            csum_start: 54,
+            csum_offset: 16,
+            ..Offload::default()
+        };
+        let mut buf = vec![0u8; HEADROOM + frame.len()];
+        buf[HEADROOM..].copy_from_slice(&frame);
+        let meta = Meta {
+            ingress: PORT_A,
+            offload,
+            ..Meta::default()
+        };
+        let mut batch = Batch::new();
+        let f = Frame::new(&mut buf, HEADROOM, frame.len(), meta).unwrap();
+        batch.push(f).unwrap();
+        w.process(&mut batch, T0);
+        let f = &batch.frames()[0];
+        assert_eq!(f.meta.verdict, Verdict::Forward(UPLINK));
+        assert_eq!(f.meta.offload.gso, GsoType::TcpV6);
+        let mut out = f.data().to_vec();
+        assert_eq!(out.len(), frame.len(), "not segmented");
+        // Completed as the device does, the checksum is right for the masqueraded segment.
+        let c = !fold(ones_sum(&out[54..], 0));
+        out[70..72].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(tuple6(&out), ((UP6, 40000), (FAR, 443)));
+    }
+
+    /// An IPv6-only network's rule names its endpoint by its v6 address alone.
+    #[test]
+    fn published_ports_without_a_v4_target_lead_to_the_v6_address() {
+        let mut s = nat66(false);
+        for f in &mut s.config.forwards {
+            f.target_ip = None;
+            f.target_ip6 = Some(B6);
+        }
+        let mut w = worker_with_hop(&s);
+        let syn = tcp6((S::UP_MAC, S::HOP_MAC), (FAR, 50000), (UP6, 8080), true);
+        let (v, got) = run_one(&mut w, UPLINK, &syn, T0);
+        assert_eq!(v, Verdict::Forward(PORT_B));
+        assert_eq!(tuple6(&got), ((FAR, 50000), (B6, 80)));
+        let syn4 = S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8080, SYN, b""));
+        assert_eq!(
+            run_one(&mut w, UPLINK, &syn4, T0).0,
+            Verdict::Drop(R::NoFlow),
+            "not published over v4"
         );
     }
 

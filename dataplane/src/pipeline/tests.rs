@@ -95,7 +95,8 @@ fn a_network_with_its_own_uplink_is_translated_and_reached_there() {
         host_ip6: None,
         host_ports: PortRange::single(9090),
         network: crate::frame::NetworkId(1),
-        target_ip: S::C,
+        target_ip: Some(S::C),
+        target_ip6: None,
         target_ports: PortRange::single(90),
     });
     let mut w = worker_for(&s);

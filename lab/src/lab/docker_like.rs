@@ -253,7 +253,8 @@ impl DockerLikeSpec {
                 host_ip6: None,
                 host_ports: PortRange::single(p.host_port),
                 network: net,
-                target_ip,
+                target_ip: Some(target_ip),
+                target_ip6: None,
                 target_ports: PortRange::single(p.target_port),
             });
         }
@@ -644,7 +645,10 @@ mod tests {
         assert_eq!(cfg.ports[3].name, UPLINK_IF);
         assert_eq!(up.next_hop, Some(s.outside_ip()));
         assert_eq!(cfg.forwards.len(), 1);
-        assert_eq!(cfg.forwards[0].target_ip, Ipv4Addr::new(172, 17, 0, 3));
+        assert_eq!(
+            cfg.forwards[0].target_ip,
+            Some(Ipv4Addr::new(172, 17, 0, 3))
+        );
         assert_eq!(cfg.forwards[0].host_ports, PortRange::single(8080));
         for p in &cfg.ports {
             check_ifname(&p.name).unwrap();
