@@ -159,6 +159,9 @@ pub struct UdpFlow {
     pub guest: IpAddr,
     /// Last use, in engine milliseconds (idle flows expire).
     pub last_used: u64,
+    /// Whether runs of the guest's datagrams go out as UDP GSO messages (until the path
+    /// refuses one).
+    pub gso: bool,
 }
 
 /// Opens a connected UDP socket to `to`, from `from` when set.
