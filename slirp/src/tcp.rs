@@ -174,6 +174,12 @@ pub struct TcpConn {
     rto_at: Option<u64>,
     retries: u32,
     adv_wnd: std::cell::Cell<u32>,
+    /// Guest data was taken and not yet acknowledged: the ACK waits for the end of the batch
+    /// of frames ([`TcpConn::flush_ack`]), so a burst of segments gets one.
+    ack_due: std::cell::Cell<bool>,
+    /// The host socket may hold data not yet sent to the guest (the last push stopped at the
+    /// guest's window, not at an empty socket); without it a guest ACK does not look.
+    host_pending: bool,
 }
 
 fn seq_lt(a: u32, b: u32) -> bool {
@@ -202,6 +208,8 @@ impl TcpConn {
             rto_at: None,
             retries: 0,
             adv_wnd: std::cell::Cell::new(0),
+            ack_due: std::cell::Cell::new(false),
+            host_pending: true,
         }
     }
 
@@ -344,6 +352,9 @@ impl TcpConn {
         if flags & tcp::SYN == 0 {
             self.adv_wnd.set(u32::from(window) << self.our_wscale);
         }
+        if flags & tcp::ACK != 0 {
+            self.ack_due.set(false);
+        }
         let tso = payload_len > self.mss;
         if tso {
             let pseudo = self.ends.pseudo_sum(IPPROTO_TCP, l4_len);
@@ -424,9 +435,25 @@ impl TcpConn {
             }
         }
         if self.guest_fin && self.fin_acked {
+            self.flush_ack(sock, tx);
             return Verdict::Close;
         }
+        if !self.host_pending {
+            return Verdict::Keep;
+        }
         self.push(sock, tx, now)
+    }
+
+    /// True when guest data waits for its ACK ([`TcpConn::flush_ack`]).
+    pub fn ack_due(&self) -> bool {
+        self.ack_due.get()
+    }
+
+    /// Sends the ACK the guest's data is due, if no segment to the guest carried it meanwhile.
+    pub fn flush_ack(&self, sock: &impl HostSocket, tx: &mut impl GuestTx) {
+        if self.ack_due.get() {
+            self.ack_now(sock, tx);
+        }
     }
 
     fn fail(&self, _e: io::Error, tx: &mut impl GuestTx) -> Verdict {
@@ -490,7 +517,12 @@ impl TcpConn {
             self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
             sock.shutdown_write()?;
         }
-        self.ack_now(sock, tx);
+        if written == data.len() {
+            self.ack_due.set(true);
+        } else {
+            // The socket is full: tell the guest at once what it took and the window left.
+            self.ack_now(sock, tx);
+        }
         Ok(())
     }
 
@@ -504,6 +536,7 @@ impl TcpConn {
         loop {
             let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
             let room = self.snd_wnd.saturating_sub(in_flight) as usize;
+            self.host_pending = true;
             if room == 0 {
                 return Verdict::Keep;
             }
@@ -523,7 +556,10 @@ impl TcpConn {
                     self.snd_nxt = self.snd_nxt.wrapping_add(k as u32);
                     self.rto_at.get_or_insert(now + RTO_MS);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Verdict::Keep,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.host_pending = false;
+                    return Verdict::Keep;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return self.fail(e, tx),
             }

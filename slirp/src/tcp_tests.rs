@@ -12,6 +12,7 @@ struct FakeSock {
     peek_off: usize,
     eof: bool,
     shut: bool,
+    peeks: usize,
 }
 
 impl HostSocket for FakeSock {
@@ -24,6 +25,7 @@ impl HostSocket for FakeSock {
         Ok(n)
     }
     fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.peeks += 1;
         let avail = &self.inbound[self.consumed + self.peek_off..];
         if avail.is_empty() {
             return if self.eof {
@@ -222,6 +224,10 @@ fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
         3,
     );
     assert_eq!(sock.written, b"hello world");
+    assert!(c.ack_due(), "all taken: the ACK waits for the end of the batch");
+    assert!(tx.take().is_empty());
+    c.flush_ack(&sock, &mut tx);
+    assert!(!c.ack_due());
     assert_eq!(tx.take()[0].ack, GISS + 12);
     // Out of order: not written, acknowledged where we are.
     c.on_segment(
@@ -232,6 +238,42 @@ fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
     );
     assert_eq!(sock.written, b"hello world");
     assert_eq!(tx.take()[0].ack, GISS + 12);
+}
+
+/// Guest uploads: once a push found the host socket empty, guest segments do not look at it
+/// again (only the socket's readiness does), and a burst of segments gets one ACK at the end.
+#[test]
+fn guest_segments_do_not_peek_an_empty_socket_and_share_one_ack() {
+    let mut sock = FakeSock {
+        cap: 1000,
+        ..Default::default()
+    };
+    let mut tx = Frames::new();
+    let mut c = established(&mut sock, &mut tx);
+    assert!(tx.take().is_empty());
+    let peeks = sock.peeks;
+    for (i, part) in [&b"abc"[..], b"def"].iter().enumerate() {
+        let seq = GISS + 1 + 3 * i as u32;
+        let seg = guest(seq, ISS + 1, tcp::ACK, part);
+        assert_eq!(c.on_segment(&seg, &mut sock, &mut tx, 2), Verdict::Keep);
+    }
+    assert_eq!(sock.peeks, peeks, "no peek for guest segments");
+    assert!(tx.take().is_empty());
+    c.flush_ack(&sock, &mut tx);
+    let out = tx.take();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ack, GISS + 7);
+    c.flush_ack(&sock, &mut tx);
+    assert!(tx.take().is_empty(), "one ACK");
+    // Host data arrives: its readiness pushes it, and it carries the ACK of new guest data.
+    sock.inbound = b"reply".to_vec();
+    let seg = guest(GISS + 7, ISS + 1, tcp::ACK, b"g");
+    c.on_segment(&seg, &mut sock, &mut tx, 3);
+    c.push(&mut sock, &mut tx, 3);
+    assert!(!c.ack_due());
+    let out = tx.take();
+    assert_eq!((out.len(), out[0].ack), (1, GISS + 8));
+    assert_eq!(out[0].payload, b"reply");
 }
 
 #[test]
