@@ -456,3 +456,46 @@ fn guest_datagrams_leave_in_one_batch_in_order() {
     assert_eq!(e.counters().host_error, 0);
     assert_eq!(e.udp_out.flow(), None);
 }
+
+/// A path that refuses UDP GSO messages (here a socket with checksums off, which the kernel
+/// refuses GSO for) still gets every datagram, one by one, and its flow stops trying GSO.
+#[test]
+fn a_path_refusing_gso_gets_the_datagrams_one_by_one() {
+    let (mut e, _b) = engine();
+    e.net.host_loopback = true;
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let port = server.local_addr().unwrap().port();
+    let gw = IpAddr::from(Ipv4Addr::new(10, 0, 2, 2));
+    let ends = guest_ends(GUEST, gw);
+    let send = |e: &mut Engine, fill: u8| {
+        let mut frame = vec![0u8; MAX_FRAME];
+        let at = udp::payload_at(gw);
+        frame[at..at + 32].fill(fill);
+        let n = udp::frame(&mut frame, &ends, 33334, port, 32);
+        e.frame_in(&frame[..n]).unwrap();
+    };
+    send(&mut e, 0);
+    let key = FlowKey {
+        guest_port: 33334,
+        remote: SocketAddr::new(gw, port),
+    };
+    let h = e.udp.find(&key).unwrap();
+    if let UdpPath::Own(s) = &e.udp.get_mut(h).unwrap().1.path {
+        const SO_NO_CHECK: libc::c_int = 11;
+        crate::sys::set_int_opt(s.as_fd(), libc::SOL_SOCKET, SO_NO_CHECK, 1).unwrap();
+    }
+    for fill in 1..4 {
+        send(&mut e, fill);
+    }
+    e.flush_udp();
+    let mut d = [0u8; 100];
+    for fill in 0..4 {
+        let n = server.recv(&mut d).unwrap();
+        assert_eq!(&d[..n], &[fill; 32][..]);
+    }
+    assert!(!e.udp.get_mut(h).unwrap().1.gso);
+    assert_eq!(e.counters().host_error, 0);
+}
