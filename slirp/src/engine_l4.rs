@@ -382,11 +382,16 @@ impl Engine {
                     batch.plan(false, plan);
                     done = sent;
                 }
-                Err(_) => {
-                    for _ in 0..next.count {
-                        self.counters.drop(Drop::HostError);
-                    }
-                    done += 1;
+                Err(e) => {
+                    // A full socket refuses the rest as well; another error only this one.
+                    let last = if e.kind() == io::ErrorKind::WouldBlock {
+                        plan.len()
+                    } else {
+                        done + 1
+                    };
+                    let lost: usize = plan[done..last].iter().map(|m| m.count).sum();
+                    self.counters.drops(Drop::HostError, lost as u64);
+                    done = last;
                 }
             }
         }
