@@ -188,8 +188,6 @@ pub struct Engine {
     start: Instant,
     next_iss: u32,
     window_watch: Vec<usize>,
-    /// TCP flows whose guest data waits for its ACK until the frames read at once are handled.
-    acks_due: Vec<usize>,
     /// The frame being handled has an L4 checksum the guest left partial (offload).
     csum_partial: bool,
     /// The guest's IPv6 address in the prefix, once seen (the default of IPv6 forwards).
@@ -262,7 +260,6 @@ impl Engine {
             start: Instant::now(),
             next_iss: seed,
             window_watch: Vec::new(),
-            acks_due: Vec::new(),
             csum_partial: false,
             guest6: None,
             next_ra: 0,
@@ -320,18 +317,11 @@ impl Engine {
         }
     }
 
-    /// Reads the TAP until it is empty; guest datagrams gathered meanwhile leave at the end,
-    /// and the ACKs guest data is due.
+    /// Reads the TAP until it is empty; guest datagrams gathered meanwhile leave at the end.
     fn drain_tap(&mut self) -> Result<(), EngineError> {
         let r = self.read_tap();
-        self.flush_batches();
-        r
-    }
-
-    /// Sends what waited for the end of a batch of guest frames.
-    fn flush_batches(&mut self) {
         self.flush_udp();
-        self.flush_acks();
+        r
     }
 
     fn read_tap(&mut self) -> Result<(), EngineError> {
@@ -370,7 +360,7 @@ impl Engine {
     /// Handles one frame from the guest (a datagram it carries leaves before this returns).
     pub fn on_frame(&mut self, frame: &[u8]) -> Result<(), Drop> {
         let r = self.frame_in(frame);
-        self.flush_batches();
+        self.flush_udp();
         r
     }
 

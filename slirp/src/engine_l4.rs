@@ -23,9 +23,6 @@ impl Engine {
             let v = flow
                 .conn
                 .on_segment(&seg, &mut flow.sock, &mut self.tx, now);
-            if flow.conn.ack_due() && !self.acks_due.contains(&h) {
-                self.acks_due.push(h);
-            }
             self.finish_tcp(h, v);
             return Ok(());
         }
@@ -56,18 +53,6 @@ impl Engine {
                 TcpConn::refuse(ends, &seg, &mut self.tx);
             })?;
         self.register_tcp(h)
-    }
-
-    /// Sends the ACKs guest data read in the last batch of frames is due.
-    pub(super) fn flush_acks(&mut self) {
-        let mut due = std::mem::take(&mut self.acks_due);
-        for h in due.drain(..) {
-            if let Some((_, flow)) = self.tcp.get_mut(h) {
-                flow.conn.flush_ack(&flow.sock, &mut self.tx);
-                self.finish_tcp(h, Verdict::Keep);
-            }
-        }
-        self.acks_due = due;
     }
 
     fn register_tcp(&mut self, h: usize) -> Result<(), Drop> {

@@ -174,9 +174,6 @@ pub struct TcpConn {
     rto_at: Option<u64>,
     retries: u32,
     adv_wnd: std::cell::Cell<u32>,
-    /// Guest data was taken and not yet acknowledged: the ACK waits for the end of the batch
-    /// of frames ([`TcpConn::flush_ack`]), so a burst of segments gets one.
-    ack_due: std::cell::Cell<bool>,
     /// The host socket may hold data not yet sent to the guest (the last push stopped at the
     /// guest's window, not at an empty socket); without it a guest ACK does not look.
     host_pending: bool,
@@ -208,7 +205,6 @@ impl TcpConn {
             rto_at: None,
             retries: 0,
             adv_wnd: std::cell::Cell::new(0),
-            ack_due: std::cell::Cell::new(false),
             host_pending: true,
         }
     }
@@ -352,9 +348,6 @@ impl TcpConn {
         if flags & tcp::SYN == 0 {
             self.adv_wnd.set(u32::from(window) << self.our_wscale);
         }
-        if flags & tcp::ACK != 0 {
-            self.ack_due.set(false);
-        }
         let tso = payload_len > self.mss;
         if tso {
             let pseudo = self.ends.pseudo_sum(IPPROTO_TCP, l4_len);
@@ -435,7 +428,6 @@ impl TcpConn {
             }
         }
         if self.guest_fin && self.fin_acked {
-            self.flush_ack(sock, tx);
             return Verdict::Close;
         }
         if !self.host_pending {
@@ -444,17 +436,6 @@ impl TcpConn {
         self.push(sock, tx, now)
     }
 
-    /// True when guest data waits for its ACK ([`TcpConn::flush_ack`]).
-    pub fn ack_due(&self) -> bool {
-        self.ack_due.get()
-    }
-
-    /// Sends the ACK the guest's data is due, if no segment to the guest carried it meanwhile.
-    pub fn flush_ack(&self, sock: &impl HostSocket, tx: &mut impl GuestTx) {
-        if self.ack_due.get() {
-            self.ack_now(sock, tx);
-        }
-    }
 
     fn fail(&self, _e: io::Error, tx: &mut impl GuestTx) -> Verdict {
         self.reset(tx);
@@ -517,12 +498,10 @@ impl TcpConn {
             self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
             sock.shutdown_write()?;
         }
-        if written == data.len() {
-            self.ack_due.set(true);
-        } else {
-            // The socket is full: tell the guest at once what it took and the window left.
-            self.ack_now(sock, tx);
-        }
+        // One ACK per segment, at once: writing it to the TAP runs the guest's transmit path
+        // for its next segments here, beside the guest's own sending (measured: deferring
+        // ACKs to the end of a batch cost throughput).
+        self.ack_now(sock, tx);
         Ok(())
     }
 
