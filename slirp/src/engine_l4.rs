@@ -337,7 +337,13 @@ impl Engine {
             return;
         }
         let sent = match self.udp.get_mut(h) {
-            Some((_, UdpFlow { path: UdpPath::Own(s), .. })) => s.send(payload).is_ok(),
+            Some((
+                _,
+                UdpFlow {
+                    path: UdpPath::Own(s),
+                    ..
+                },
+            )) => s.send(payload).is_ok(),
             _ => false,
         };
         if !sent {
@@ -351,7 +357,15 @@ impl Engine {
     pub(super) fn flush_udp(&mut self) {
         let Some(h) = self.udp_out.flow() else { return };
         let (batch, plan) = (&self.udp_out, &mut self.udp_plan);
-        let Some((_, UdpFlow { path: UdpPath::Own(s), gso, .. })) = self.udp.get_mut(h) else {
+        let Some((
+            _,
+            UdpFlow {
+                path: UdpPath::Own(s),
+                gso,
+                ..
+            },
+        )) = self.udp.get_mut(h)
+        else {
             self.udp_out.clear();
             return;
         };

@@ -441,7 +441,10 @@ fn guest_datagrams_leave_in_one_batch_in_order() {
     }
     server.set_nonblocking(true).unwrap();
     let mut d = vec![0u8; 2000];
-    assert!(server.recv(&mut d).is_err(), "nothing leaves before the flush");
+    assert!(
+        server.recv(&mut d).is_err(),
+        "nothing leaves before the flush"
+    );
     server.set_nonblocking(false).unwrap();
     e.flush_udp();
     for (i, &len) in sizes.iter().enumerate() {

@@ -63,7 +63,8 @@ impl TcpSock {
 impl HostSocket for TcpSock {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = self.stream.write(data)?;
-        self.space_floor.set(self.space_floor.get().saturating_sub(n));
+        self.space_floor
+            .set(self.space_floor.get().saturating_sub(n));
         Ok(n)
     }
 
@@ -260,7 +261,11 @@ mod tests {
         let mut written = 0;
         while written + chunk.len() <= cap / 2 {
             written += s.write(&chunk).unwrap();
-            assert_eq!(s.send_space(), cap - written, "the floor, not a measurement");
+            assert_eq!(
+                s.send_space(),
+                cap - written,
+                "the floor, not a measurement"
+            );
         }
         // The peer's kernel took (and acknowledged) all of it: measuring again finds the room.
         std::thread::sleep(std::time::Duration::from_millis(20));

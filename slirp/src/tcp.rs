@@ -436,7 +436,6 @@ impl TcpConn {
         self.push(sock, tx, now)
     }
 
-
     fn fail(&self, _e: io::Error, tx: &mut impl GuestTx) -> Verdict {
         self.reset(tx);
         Verdict::Reset

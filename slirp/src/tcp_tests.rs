@@ -255,7 +255,10 @@ fn guest_segments_do_not_peek_an_empty_socket() {
     }
     assert_eq!(sock.peeks, peeks, "no peek for guest segments");
     let out = tx.take();
-    assert_eq!(out.iter().map(|o| o.ack).collect::<Vec<_>>(), [GISS + 4, GISS + 7]);
+    assert_eq!(
+        out.iter().map(|o| o.ack).collect::<Vec<_>>(),
+        [GISS + 4, GISS + 7]
+    );
     // Host data arrives: its readiness pushes it.
     sock.inbound = b"reply".to_vec();
     c.push(&mut sock, &mut tx, 3);

@@ -278,7 +278,9 @@ impl Drop for Running {
 /// True while `pid` runs (a zombie has already closed its descriptors).
 fn alive(pid: u32) -> bool {
     let stat = read_proc(pid, "stat");
-    let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next());
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().next());
     !matches!(state, None | Some("Z") | Some("X"))
 }
 
@@ -489,7 +491,13 @@ fn measure_one(test: Test, target: u32, dur: u32) -> Result<f64, String> {
 
 /// Measures every row through one stack (process `stack`), already serving the namespace of
 /// `target`; the rows through the forward get `forward`'s error when it could not be set up.
-fn measure(target: u32, stack: u32, dur: u32, hz: f64, forward: &Result<(), String>) -> Vec<Figure> {
+fn measure(
+    target: u32,
+    stack: u32,
+    dur: u32,
+    hz: f64,
+    forward: &Result<(), String>,
+) -> Vec<Figure> {
     Test::ALL
         .iter()
         .map(|&test| {
@@ -725,7 +733,10 @@ mod tests {
         row.figures[0].value = Ok(1.0);
         let t = table(&[row]);
         assert_eq!(t.lines().count(), 2 + Test::ALL.len() + 2, "{t}");
-        assert!(t.contains(r#"| n/a (add_hostfwd: {"error": /x/}) |"#), "{t}");
+        assert!(
+            t.contains(r#"| n/a (add_hostfwd: {"error": /x/}) |"#),
+            "{t}"
+        );
         assert_eq!(lines[10], "| peak RSS, MiB | - |");
     }
 }
