@@ -418,26 +418,40 @@ fn pseudo_ping_answers_and_unreachables() {
     }
 }
 
-/// Datagrams of one flow read in one drain of the TAP wait and leave together, in order (runs
-/// of one size as GSO messages), when the drain ends; the receiver sees each datagram.
-#[test]
-fn guest_datagrams_leave_in_one_batch_in_order() {
-    let (mut e, _b) = engine();
+/// An engine that reaches the host's loopback, a UDP server there (2 s read timeout) and its
+/// port.
+fn engine_and_udp_server() -> (Engine, UnixDatagram, std::net::UdpSocket, u16) {
+    let (mut e, b) = engine();
     e.net.host_loopback = true;
     let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     server
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let port = server.local_addr().unwrap().port();
-    let gw = IpAddr::from(Ipv4Addr::new(10, 0, 2, 2));
-    let ends = guest_ends(GUEST, gw);
+    (e, b, server, port)
+}
+
+const GATEWAY4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+
+/// Hands the engine, without the flush at the end of a TAP drain, a guest datagram of `len`
+/// bytes of `fill` from `guest_port` to the gateway's `port`.
+fn guest_datagram(e: &mut Engine, guest_port: u16, port: u16, len: usize, fill: u8) {
+    let gw = IpAddr::from(GATEWAY4);
+    let mut frame = vec![0u8; MAX_FRAME];
+    let at = udp::payload_at(gw);
+    frame[at..at + len].fill(fill);
+    let n = udp::frame(&mut frame, &guest_ends(GUEST, gw), guest_port, port, len);
+    e.frame_in(&frame[..n]).unwrap();
+}
+
+/// Datagrams of one flow read in one drain of the TAP wait and leave together, in order (runs
+/// of one size as GSO messages), when the drain ends; the receiver sees each datagram.
+#[test]
+fn guest_datagrams_leave_in_one_batch_in_order() {
+    let (mut e, _b, server, port) = engine_and_udp_server();
     let sizes = [64, 64, 64, 20, 64, 900];
     for (i, &len) in sizes.iter().enumerate() {
-        let mut frame = vec![0u8; MAX_FRAME];
-        let at = udp::payload_at(gw);
-        frame[at..at + len].fill(i as u8);
-        let n = udp::frame(&mut frame, &ends, 33333, port, len);
-        e.frame_in(&frame[..n]).unwrap();
+        guest_datagram(&mut e, 33333, port, len, i as u8);
     }
     server.set_nonblocking(true).unwrap();
     let mut d = vec![0u8; 2000];
@@ -453,7 +467,7 @@ fn guest_datagrams_leave_in_one_batch_in_order() {
     }
     let h = e.udp.find(&FlowKey {
         guest_port: 33333,
-        remote: SocketAddr::new(gw, port),
+        remote: SocketAddr::new(GATEWAY4.into(), port),
     });
     assert!(e.udp.get_mut(h.unwrap()).unwrap().1.gso);
     assert_eq!(e.counters().host_error, 0);
@@ -464,26 +478,11 @@ fn guest_datagrams_leave_in_one_batch_in_order() {
 /// refuses GSO for) still gets every datagram, one by one, and its flow stops trying GSO.
 #[test]
 fn a_path_refusing_gso_gets_the_datagrams_one_by_one() {
-    let (mut e, _b) = engine();
-    e.net.host_loopback = true;
-    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    server
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let port = server.local_addr().unwrap().port();
-    let gw = IpAddr::from(Ipv4Addr::new(10, 0, 2, 2));
-    let ends = guest_ends(GUEST, gw);
-    let send = |e: &mut Engine, fill: u8| {
-        let mut frame = vec![0u8; MAX_FRAME];
-        let at = udp::payload_at(gw);
-        frame[at..at + 32].fill(fill);
-        let n = udp::frame(&mut frame, &ends, 33334, port, 32);
-        e.frame_in(&frame[..n]).unwrap();
-    };
-    send(&mut e, 0);
+    let (mut e, _b, server, port) = engine_and_udp_server();
+    guest_datagram(&mut e, 33334, port, 32, 0);
     let key = FlowKey {
         guest_port: 33334,
-        remote: SocketAddr::new(gw, port),
+        remote: SocketAddr::new(GATEWAY4.into(), port),
     };
     let h = e.udp.find(&key).unwrap();
     if let UdpPath::Own(s) = &e.udp.get_mut(h).unwrap().1.path {
@@ -491,7 +490,7 @@ fn a_path_refusing_gso_gets_the_datagrams_one_by_one() {
         crate::sys::set_int_opt(s.as_fd(), libc::SOL_SOCKET, SO_NO_CHECK, 1).unwrap();
     }
     for fill in 1..4 {
-        send(&mut e, fill);
+        guest_datagram(&mut e, 33334, port, 32, fill);
     }
     e.flush_udp();
     let mut d = [0u8; 100];
