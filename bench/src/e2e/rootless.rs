@@ -687,10 +687,20 @@ mod tests {
         assert!(!Test::TcpOut.needs_forward() && !Test::Udp64Out.needs_forward());
     }
 
+    /// The announced process is a grandchild (as behind runuser): dropping kills it and
+    /// returns only once it no longer runs.
     #[test]
     fn a_killed_stack_is_waited_for() {
-        let child = Command::new("sleep").arg("30").spawn().unwrap();
-        let pid = child.id();
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let pid: u32 = line.trim().parse().unwrap();
         assert!(alive(pid));
         drop(Running(child, Some(pid)));
         assert!(!alive(pid));
