@@ -44,6 +44,11 @@ pub struct Counters {
 impl Counters {
     /// Counts one drop.
     pub fn drop(&mut self, why: Drop) {
+        self.drops(why, 1);
+    }
+
+    /// Counts `n` drops for the same reason (the datagrams of a refused batch).
+    pub fn drops(&mut self, why: Drop, n: u64) {
         let c = match why {
             Drop::Malformed => &mut self.malformed,
             Drop::Unsupported => &mut self.unsupported,
@@ -52,7 +57,7 @@ impl Counters {
             Drop::Refused => &mut self.refused,
             Drop::HostError => &mut self.host_error,
         };
-        *c += 1;
+        *c += n;
     }
 }
 

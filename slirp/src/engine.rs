@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use crate::netns::VNET_HDR_LEN;
 use crate::tcp::{self, GuestTx, TcpConn, Verdict};
 use crate::tcp_smoltcp::{SmolTcp, TcpEngine};
 use crate::udp::{self, FlowKey, FlowTable};
+use crate::udp_batch::{OutMsg, UdpBatch};
 use crate::{arp, dhcp, icmp, unreach};
 
 const TAP: Token = Token(0);
@@ -174,6 +175,10 @@ pub struct Engine {
     counters: Counters,
     tcp: FlowTable<FlowKey, TcpFlow>,
     udp: FlowTable<FlowKey, UdpFlow>,
+    /// Guest datagrams of one flow waiting to leave in one system call.
+    udp_out: UdpBatch,
+    /// The messages [`UdpBatch::plan`] made of them (kept to reuse its allocation).
+    udp_plan: Vec<OutMsg>,
     ping: FlowTable<(u16, IpAddr), PingFlow>,
     forwards: Forwards,
     listeners: Vec<(u32, Listener)>,
@@ -244,6 +249,8 @@ impl Engine {
             counters: Counters::default(),
             tcp: FlowTable::new(MAX_TCP_FLOWS),
             udp: FlowTable::new(MAX_UDP_FLOWS),
+            udp_out: UdpBatch::new(),
+            udp_plan: Vec::new(),
             ping: FlowTable::new(MAX_PING_FLOWS),
             forwards: Forwards::default(),
             listeners: Vec::new(),
@@ -310,7 +317,14 @@ impl Engine {
         }
     }
 
+    /// Reads the TAP until it is empty; guest datagrams gathered meanwhile leave at the end.
     fn drain_tap(&mut self) -> Result<(), EngineError> {
+        let r = self.read_tap();
+        self.flush_udp();
+        r
+    }
+
+    fn read_tap(&mut self) -> Result<(), EngineError> {
         loop {
             let n = match self.tx.tap.read(&mut self.rx) {
                 Ok(n) => n,
@@ -323,7 +337,7 @@ impl Engine {
             let r = if self.tx.vnet_hdr {
                 self.on_vnet_frame(&frame[..n])
             } else {
-                self.on_frame(&frame[..n])
+                self.frame_in(&frame[..n])
             };
             if let Err(why) = r {
                 self.counters.drop(why);
@@ -338,13 +352,20 @@ impl Engine {
         let off = read_vnet(bytes).map_err(|_| Drop::Malformed)?;
         let frame = &bytes[VNET_HDR_LEN..];
         self.csum_partial = off.csum_partial || off.data_valid;
-        let r = self.on_frame(frame);
+        let r = self.frame_in(frame);
         self.csum_partial = false;
         r
     }
 
-    /// Handles one frame from the guest.
+    /// Handles one frame from the guest (a datagram it carries leaves before this returns).
     pub fn on_frame(&mut self, frame: &[u8]) -> Result<(), Drop> {
+        let r = self.frame_in(frame);
+        self.flush_udp();
+        r
+    }
+
+    /// Handles one frame from the guest; its datagram may wait in the batch.
+    fn frame_in(&mut self, frame: &[u8]) -> Result<(), Drop> {
         let eth = EthernetFrame::new_checked(frame).map_err(|_| Drop::Malformed)?;
         if !eth.src().is_multicast() {
             self.guest_mac = eth.src();

@@ -137,6 +137,7 @@ impl Engine {
                     path: UdpPath::Own(sock),
                     guest: src,
                     last_used: now,
+                    gso: true,
                 };
                 self.make_udp_room();
                 let h = self.udp.insert(key, flow)?;
@@ -152,7 +153,10 @@ impl Engine {
         let flow = self.udp.get_mut(h).ok_or(Drop::HostError)?.1;
         flow.last_used = now;
         let sent = match &flow.path {
-            UdpPath::Own(s) => s.send(d.payload),
+            UdpPath::Own(_) => {
+                self.queue_udp(h, d.payload);
+                return Ok(());
+            }
             UdpPath::Forward { fwd, client } => {
                 match self.listeners.iter().find(|(id, _)| id == fwd) {
                     Some((_, Listener::Udp(s))) => s.send_to(d.payload, *client),
@@ -294,6 +298,7 @@ impl Engine {
                         path,
                         guest: fwd.guest_addr,
                         last_used: now,
+                        gso: false,
                     },
                 )?
             }
@@ -322,7 +327,80 @@ impl Engine {
         }
     }
 
+    /// Queues a guest datagram of the own-socket flow `h` behind those already waiting; one
+    /// too large for a batch leaves at once after them.
+    fn queue_udp(&mut self, h: usize, payload: &[u8]) {
+        if !self.udp_out.fits(h, payload.len()) {
+            self.flush_udp();
+        }
+        if self.udp_out.push(h, payload) {
+            return;
+        }
+        let sent = match self.udp.get_mut(h) {
+            Some((
+                _,
+                UdpFlow {
+                    path: UdpPath::Own(s),
+                    ..
+                },
+            )) => s.send(payload).is_ok(),
+            _ => false,
+        };
+        if !sent {
+            self.counters.drop(Drop::HostError);
+        }
+    }
+
+    /// Sends the datagrams waiting in the batch on their flow's socket, one `sendmmsg` (GSO
+    /// runs where the flow's path takes them). A message the socket refuses is counted as
+    /// dropped, and a path that refuses GSO gets its datagrams one by one from then on.
+    pub(super) fn flush_udp(&mut self) {
+        let Some(h) = self.udp_out.flow() else { return };
+        let (batch, plan) = (&self.udp_out, &mut self.udp_plan);
+        let Some((
+            _,
+            UdpFlow {
+                path: UdpPath::Own(s),
+                gso,
+                ..
+            },
+        )) = self.udp.get_mut(h)
+        else {
+            self.udp_out.clear();
+            return;
+        };
+        batch.plan(*gso, plan);
+        let mut done = 0;
+        while let Some(next) = plan.get(done) {
+            match crate::sys::send_messages(s.as_fd(), batch.bytes(), &plan[done..]) {
+                Ok(n) => done += n.max(1),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if next.seg != 0 && refuses_gso(&e) => {
+                    *gso = false;
+                    let sent: usize = plan[..done].iter().map(|m| m.count).sum();
+                    batch.plan(false, plan);
+                    done = sent;
+                }
+                Err(e) => {
+                    // A full socket refuses the rest as well; another error only this one.
+                    let last = if e.kind() == io::ErrorKind::WouldBlock {
+                        plan.len()
+                    } else {
+                        done + 1
+                    };
+                    let lost: usize = plan[done..last].iter().map(|m| m.count).sum();
+                    self.counters.drops(Drop::HostError, lost as u64);
+                    done = last;
+                }
+            }
+        }
+        self.udp_out.clear();
+    }
+
     fn remove_udp(&mut self, h: usize) {
+        if self.udp_out.flow() == Some(h) {
+            self.flush_udp();
+        }
         if let Some(UdpFlow {
             path: UdpPath::Own(mut s),
             ..
@@ -541,4 +619,13 @@ impl Engine {
             .and_then(SmolTcp::delay)
             .map_or(u64::MAX, |d| d.total_millis())
     }
+}
+
+/// True for the errors of a path that does not take UDP GSO messages (no checksum offload on
+/// the way out, a segment over the path's MTU, a kernel without `UDP_SEGMENT`).
+fn refuses_gso(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE | libc::ENOPROTOOPT)
+    )
 }

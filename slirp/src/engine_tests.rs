@@ -417,3 +417,87 @@ fn pseudo_ping_answers_and_unreachables() {
         e.ping.remove(h);
     }
 }
+
+/// An engine that reaches the host's loopback, a UDP server there (2 s read timeout) and its
+/// port.
+fn engine_and_udp_server() -> (Engine, UnixDatagram, std::net::UdpSocket, u16) {
+    let (mut e, b) = engine();
+    e.net.host_loopback = true;
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let port = server.local_addr().unwrap().port();
+    (e, b, server, port)
+}
+
+const GATEWAY4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+
+/// Hands the engine, without the flush at the end of a TAP drain, a guest datagram of `len`
+/// bytes of `fill` from `guest_port` to the gateway's `port`.
+fn guest_datagram(e: &mut Engine, guest_port: u16, port: u16, len: usize, fill: u8) {
+    let gw = IpAddr::from(GATEWAY4);
+    let mut frame = vec![0u8; MAX_FRAME];
+    let at = udp::payload_at(gw);
+    frame[at..at + len].fill(fill);
+    let n = udp::frame(&mut frame, &guest_ends(GUEST, gw), guest_port, port, len);
+    e.frame_in(&frame[..n]).unwrap();
+}
+
+/// Datagrams of one flow read in one drain of the TAP wait and leave together, in order (runs
+/// of one size as GSO messages), when the drain ends; the receiver sees each datagram.
+#[test]
+fn guest_datagrams_leave_in_one_batch_in_order() {
+    let (mut e, _b, server, port) = engine_and_udp_server();
+    let sizes = [64, 64, 64, 20, 64, 900];
+    for (i, &len) in sizes.iter().enumerate() {
+        guest_datagram(&mut e, 33333, port, len, i as u8);
+    }
+    server.set_nonblocking(true).unwrap();
+    let mut d = vec![0u8; 2000];
+    assert!(
+        server.recv(&mut d).is_err(),
+        "nothing leaves before the flush"
+    );
+    server.set_nonblocking(false).unwrap();
+    e.flush_udp();
+    for (i, &len) in sizes.iter().enumerate() {
+        let n = server.recv(&mut d).unwrap();
+        assert_eq!(&d[..n], &vec![i as u8; len][..], "datagram {i}");
+    }
+    let h = e.udp.find(&FlowKey {
+        guest_port: 33333,
+        remote: SocketAddr::new(GATEWAY4.into(), port),
+    });
+    assert!(e.udp.get_mut(h.unwrap()).unwrap().1.gso);
+    assert_eq!(e.counters().host_error, 0);
+    assert_eq!(e.udp_out.flow(), None);
+}
+
+/// A path that refuses UDP GSO messages (here a socket with checksums off, which the kernel
+/// refuses GSO for) still gets every datagram, one by one, and its flow stops trying GSO.
+#[test]
+fn a_path_refusing_gso_gets_the_datagrams_one_by_one() {
+    let (mut e, _b, server, port) = engine_and_udp_server();
+    guest_datagram(&mut e, 33334, port, 32, 0);
+    let key = FlowKey {
+        guest_port: 33334,
+        remote: SocketAddr::new(GATEWAY4.into(), port),
+    };
+    let h = e.udp.find(&key).unwrap();
+    if let UdpPath::Own(s) = &e.udp.get_mut(h).unwrap().1.path {
+        const SO_NO_CHECK: libc::c_int = 11;
+        crate::sys::set_int_opt(s.as_fd(), libc::SOL_SOCKET, SO_NO_CHECK, 1).unwrap();
+    }
+    for fill in 1..4 {
+        guest_datagram(&mut e, 33334, port, 32, fill);
+    }
+    e.flush_udp();
+    let mut d = [0u8; 100];
+    for fill in 0..4 {
+        let n = server.recv(&mut d).unwrap();
+        assert_eq!(&d[..n], &[fill; 32][..]);
+    }
+    assert!(!e.udp.get_mut(h).unwrap().1.gso);
+    assert_eq!(e.counters().host_error, 0);
+}

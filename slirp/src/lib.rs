@@ -25,4 +25,5 @@ pub mod sys;
 pub mod tcp;
 pub mod tcp_smoltcp;
 pub mod udp;
+pub mod udp_batch;
 pub mod unreach;

@@ -26,6 +26,7 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_sendto,
     libc::SYS_recvfrom,
     libc::SYS_sendmsg,
+    libc::SYS_sendmmsg,
     libc::SYS_recvmsg,
     libc::SYS_shutdown,
     libc::SYS_getsockopt,

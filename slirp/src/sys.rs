@@ -3,6 +3,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use crate::udp_batch::{OutMsg, MAX_DATAGRAMS};
+
 /// `SO_PEEK_OFF`: lets MSG_PEEK continue where the last peek stopped.
 const SO_PEEK_OFF: libc::c_int = 42;
 /// `SIOCOUTQ`: bytes in a TCP socket's send queue (not yet acknowledged by the peer).
@@ -119,4 +121,105 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<()> {
     // SAFETY: `dir` is a live descriptor and `name` a NUL-terminated string for the call.
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
+}
+
+/// `UDP_SEGMENT` (linux/udp.h): the GSO segment size of a UDP message, as a control message.
+const UDP_SEGMENT: libc::c_int = 103;
+/// Room for one control message carrying a `u16` (CMSG_SPACE(2) is 24 on 64-bit Linux).
+type CmsgBuf = [u64; 4];
+
+/// `sendmmsg(2)` of the planned messages `msgs` (each a span of `buf`, at most
+/// [`MAX_DATAGRAMS`] of them used) on a connected datagram socket, nonblocking; a message with a
+/// segment size goes with `UDP_SEGMENT`. Returns how many messages the kernel took.
+pub fn send_messages(fd: BorrowedFd<'_>, buf: &[u8], msgs: &[OutMsg]) -> io::Result<usize> {
+    let msgs = &msgs[..msgs.len().min(MAX_DATAGRAMS)];
+    // SAFETY: iovec and mmsghdr are plain C structs for which all-zero bytes (null pointers,
+    // zero lengths) are a valid value.
+    let mut iov: [libc::iovec; MAX_DATAGRAMS] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; MAX_DATAGRAMS] = unsafe { std::mem::zeroed() };
+    let mut ctl: [CmsgBuf; MAX_DATAGRAMS] = [[0; 4]; MAX_DATAGRAMS];
+    for (i, m) in msgs.iter().enumerate() {
+        let data = &buf[m.at..m.at + m.len];
+        iov[i] = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        let h = &mut hdrs[i].msg_hdr;
+        h.msg_iov = &mut iov[i];
+        h.msg_iovlen = 1;
+        if m.seg != 0 {
+            h.msg_control = ctl[i].as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE only computes a size.
+            h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
+            // SAFETY: msg_control points to `ctl[i]`, 32 live bytes aligned for cmsghdr, and
+            // msg_controllen (24) says it holds one header and its data, so CMSG_FIRSTHDR
+            // returns a pointer inside it, and CMSG_DATA the 2 bytes after the header.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(h);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                libc::CMSG_DATA(c).cast::<u16>().write_unaligned(m.seg);
+            }
+        }
+    }
+    // SAFETY: the first `msgs.len()` headers point to live iovecs over `buf` and to live
+    // control buffers, all of which outlive the call; the kernel only reads them (and writes
+    // each header's msg_len).
+    let n = unsafe {
+        libc::sendmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn messages_leave_as_their_datagrams() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let buf: Vec<u8> = (0..=255).collect();
+        let msgs = [
+            OutMsg {
+                at: 0,
+                len: 150,
+                seg: 64,
+                count: 3,
+            },
+            OutMsg {
+                at: 150,
+                len: 7,
+                seg: 0,
+                count: 1,
+            },
+        ];
+        assert_eq!(send_messages(tx.as_fd(), &buf, &msgs).unwrap(), 2);
+        let mut got = Vec::new();
+        let mut d = [0u8; 300];
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        for _ in 0..4 {
+            let n = rx.recv(&mut d).unwrap();
+            got.push(d[..n].to_vec());
+        }
+        assert_eq!(
+            got,
+            [&buf[..64], &buf[64..128], &buf[128..150], &buf[150..157]]
+        );
+    }
 }

@@ -174,6 +174,9 @@ pub struct TcpConn {
     rto_at: Option<u64>,
     retries: u32,
     adv_wnd: std::cell::Cell<u32>,
+    /// The host socket may hold data not yet sent to the guest (the last push stopped at the
+    /// guest's window, not at an empty socket); without it a guest ACK does not look.
+    host_pending: bool,
 }
 
 fn seq_lt(a: u32, b: u32) -> bool {
@@ -202,6 +205,7 @@ impl TcpConn {
             rto_at: None,
             retries: 0,
             adv_wnd: std::cell::Cell::new(0),
+            host_pending: true,
         }
     }
 
@@ -426,6 +430,9 @@ impl TcpConn {
         if self.guest_fin && self.fin_acked {
             return Verdict::Close;
         }
+        if !self.host_pending {
+            return Verdict::Keep;
+        }
         self.push(sock, tx, now)
     }
 
@@ -490,6 +497,9 @@ impl TcpConn {
             self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
             sock.shutdown_write()?;
         }
+        // One ACK per segment, at once: writing it to the TAP runs the guest's transmit path
+        // for its next segments here, beside the guest's own sending (measured: deferring
+        // ACKs to the end of a batch cost throughput).
         self.ack_now(sock, tx);
         Ok(())
     }
@@ -504,6 +514,7 @@ impl TcpConn {
         loop {
             let in_flight = self.snd_nxt.wrapping_sub(self.snd_una);
             let room = self.snd_wnd.saturating_sub(in_flight) as usize;
+            self.host_pending = true;
             if room == 0 {
                 return Verdict::Keep;
             }
@@ -523,7 +534,10 @@ impl TcpConn {
                     self.snd_nxt = self.snd_nxt.wrapping_add(k as u32);
                     self.rto_at.get_or_insert(now + RTO_MS);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Verdict::Keep,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.host_pending = false;
+                    return Verdict::Keep;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return self.fail(e, tx),
             }

@@ -30,7 +30,21 @@ impl phy::TxToken for GuestTxTok<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut buf = vec![0u8; len];
         let r = f(&mut buf);
-        self.0.send(&buf).unwrap();
+        // The socketpair queues only net.unix.max_dgram_qlen frames: wait for the engine to
+        // read (a loaded machine may not run it at once) instead of failing.
+        let deadline = StdInstant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match self.0.send(&buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(StdInstant::now() < deadline, "the engine stopped reading");
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+                sent => {
+                    sent.unwrap();
+                    break;
+                }
+            }
+        }
         r
     }
 }

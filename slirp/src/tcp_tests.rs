@@ -12,6 +12,7 @@ struct FakeSock {
     peek_off: usize,
     eof: bool,
     shut: bool,
+    peeks: usize,
 }
 
 impl HostSocket for FakeSock {
@@ -24,6 +25,7 @@ impl HostSocket for FakeSock {
         Ok(n)
     }
     fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.peeks += 1;
         let avail = &self.inbound[self.consumed + self.peek_off..];
         if avail.is_empty() {
             return if self.eof {
@@ -232,6 +234,42 @@ fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
     );
     assert_eq!(sock.written, b"hello world");
     assert_eq!(tx.take()[0].ack, GISS + 12);
+}
+
+/// Guest uploads: once a push found the host socket empty, guest segments do not look at it
+/// again (only the socket's readiness does); each still gets its ACK.
+#[test]
+fn guest_segments_do_not_peek_an_empty_socket() {
+    let mut sock = FakeSock {
+        cap: 1000,
+        ..Default::default()
+    };
+    let mut tx = Frames::new();
+    let mut c = established(&mut sock, &mut tx);
+    assert!(tx.take().is_empty());
+    let peeks = sock.peeks;
+    for (i, part) in [&b"abc"[..], b"def"].iter().enumerate() {
+        let seq = GISS + 1 + 3 * i as u32;
+        let seg = guest(seq, ISS + 1, tcp::ACK, part);
+        assert_eq!(c.on_segment(&seg, &mut sock, &mut tx, 2), Verdict::Keep);
+    }
+    assert_eq!(sock.peeks, peeks, "no peek for guest segments");
+    let out = tx.take();
+    assert_eq!(
+        out.iter().map(|o| o.ack).collect::<Vec<_>>(),
+        [GISS + 4, GISS + 7]
+    );
+    // Host data arrives: its readiness pushes it.
+    sock.inbound = b"reply".to_vec();
+    c.push(&mut sock, &mut tx, 3);
+    assert_eq!(sock.peeks, peeks + 2, "the data, then would-block");
+    let out = tx.take();
+    assert_eq!((out.len(), out[0].ack), (1, GISS + 7));
+    assert_eq!(out[0].payload, b"reply");
+    // Now the socket is empty again: a guest ACK does not peek.
+    let seg = guest(GISS + 7, ISS + 6, tcp::ACK, &[]);
+    c.on_segment(&seg, &mut sock, &mut tx, 4);
+    assert_eq!(sock.peeks, peeks + 2);
 }
 
 #[test]

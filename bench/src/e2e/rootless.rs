@@ -191,6 +191,11 @@ impl Test {
         }
     }
 
+    /// True for the rows that go through the host forward.
+    pub fn needs_forward(self) -> bool {
+        matches!(self, Test::TcpIn | Test::Tcp4In)
+    }
+
     fn precision(self) -> usize {
         match self {
             Test::TcpRr | Test::UdpRr | Test::Udp64Out => 1,
@@ -262,6 +267,46 @@ impl Drop for Running {
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        // The announced process is not our child: once its parent is gone it is reaped
+        // elsewhere, and it holds its sockets (a forward's listener) until it has exited.
+        if let Some(pid) = self.1 {
+            wait_exited(pid, Duration::from_secs(5));
+        }
+    }
+}
+
+/// True while `pid` runs (a zombie has already closed its descriptors).
+fn alive(pid: u32) -> bool {
+    let stat = read_proc(pid, "stat");
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
+}
+
+/// Waits up to `limit` for `pid` to exit.
+fn wait_exited(pid: u32, limit: Duration) {
+    let end = Instant::now() + limit;
+    while alive(pid) && Instant::now() < end {
+        sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits up to `limit` until a listener can bind 127.0.0.1:`port` (the stack before may still
+/// hold it); the error says what still holds it up.
+fn wait_port_free(port: u16, limit: Duration) -> Result<(), String> {
+    let end = Instant::now() + limit;
+    loop {
+        match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= end => {
+                return Err(format!(
+                    "port {port} still taken after {} s ({e}): the previous stack's forward?",
+                    limit.as_secs()
+                ))
+            }
+            Err(_) => sleep(Duration::from_millis(50)),
+        }
     }
 }
 
@@ -445,13 +490,25 @@ fn measure_one(test: Test, target: u32, dur: u32) -> Result<f64, String> {
 }
 
 /// Measures every row through one stack (process `stack`), already serving the namespace of
-/// `target`.
-fn measure(target: u32, stack: u32, dur: u32, hz: f64) -> Vec<Figure> {
+/// `target`; the rows through the forward get `forward`'s error when it could not be set up.
+fn measure(
+    target: u32,
+    stack: u32,
+    dur: u32,
+    hz: f64,
+    forward: &Result<(), String>,
+) -> Vec<Figure> {
     Test::ALL
         .iter()
         .map(|&test| {
             let (before, t0) = (ticks(stack), Instant::now());
-            let value = measure_one(test, target, dur);
+            let value = match forward {
+                Err(e) if test.needs_forward() => Err(e.clone()),
+                _ => measure_one(test, target, dur),
+            };
+            if let Err(e) = &value {
+                eprintln!("rootless: {}: {e}", test.label());
+            }
             let secs = t0.elapsed().as_secs_f64();
             let spent = before.zip(ticks(stack)).map(|(a, b)| b.saturating_sub(a));
             Figure {
@@ -473,6 +530,7 @@ fn run_stack(
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let _ = Command::new("chmod").arg("0777").arg(&dir).status();
     let api = dir.join(format!("{}.sock", stack.name()));
+    let port_free = wait_port_free(FWD_HOST_PORT, Duration::from_secs(10));
     let (_target, target) = as_user(
         &plan.user,
         "exec unshare -r -n sh -c 'echo $$; exec sleep 3600 >&-'",
@@ -487,10 +545,11 @@ fn run_stack(
         format!("{e}: {}", log.lines().last().unwrap_or(""))
     })?;
     let idle_rss_kib = status_kib(&read_proc(pid, "status"), "VmRSS");
-    if stack != Stack::Pasta {
-        add_forward(&api)?;
-    }
-    let figures = measure(target, pid, plan.duration, hz);
+    let forward = match stack {
+        Stack::Pasta => port_free,
+        _ => port_free.and_then(|()| add_forward(&api)),
+    };
+    let figures = measure(target, pid, plan.duration, hz, &forward);
     let peak_rss_kib = status_kib(&read_proc(pid, "status"), "VmHWM");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(RootlessRow {
@@ -509,9 +568,20 @@ pub fn run(plan: &RootlessPlan) -> Vec<RootlessRow> {
     plan.stacks
         .iter()
         .map(|(stack, bin)| {
-            run_stack(plan, *stack, bin, hz).unwrap_or_else(|e| RootlessRow::failed(*stack, &e))
+            run_stack(plan, *stack, bin, hz).unwrap_or_else(|e| {
+                eprintln!("rootless: {} could not run: {e}", stack.name());
+                RootlessRow::failed(*stack, &e)
+            })
         })
         .collect()
+}
+
+/// `text` on one line and without the table's column separator (errors may quote replies).
+fn cell_text(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "/")
 }
 
 /// The figures as a markdown table: a line per test, a column per stack, each cell the value
@@ -536,7 +606,7 @@ pub fn table(rows: &[RootlessRow]) -> String {
                     let cpu = cpu_pct.map_or("-".into(), |c| format!("{c:.0}"));
                     format!("{x:.p$} (CPU {cpu}%)", p = test.precision())
                 }
-                Some(Figure { value: Err(e), .. }) => format!("n/a ({e})"),
+                Some(Figure { value: Err(e), .. }) => format!("n/a ({})", cell_text(e)),
                 None => "-".into(),
             };
             s += &format!(" {cell} |");
@@ -606,6 +676,38 @@ mod tests {
     }
 
     #[test]
+    fn a_taken_forward_port_is_waited_for_and_then_reported() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let e = wait_port_free(port, Duration::from_millis(200)).unwrap_err();
+        assert!(e.contains(&format!("port {port} still taken")), "{e}");
+        drop(l);
+        assert_eq!(wait_port_free(port, Duration::from_millis(200)), Ok(()));
+        assert!(Test::TcpIn.needs_forward() && Test::Tcp4In.needs_forward());
+        assert!(!Test::TcpOut.needs_forward() && !Test::Udp64Out.needs_forward());
+    }
+
+    /// The announced process is a grandchild (as behind runuser): dropping kills it and
+    /// returns only once it no longer runs.
+    #[test]
+    fn a_killed_stack_is_waited_for() {
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let pid: u32 = line.trim().parse().unwrap();
+        assert!(alive(pid));
+        drop(Running(child, Some(pid)));
+        assert!(!alive(pid));
+        assert!(!alive(u32::MAX));
+    }
+
+    #[test]
     fn figures() {
         let status = "Name:\tx\nVmHWM:\t   12345 kB\nVmRSS:\t    2048 kB\n";
         assert_eq!(status_kib(status, "VmHWM"), Some(12345));
@@ -637,6 +739,14 @@ mod tests {
         );
         assert_eq!(lines[8], "| udp_rr 64 B, us round trip | 30.0 (CPU -%) |");
         assert_eq!(lines[9], "| idle RSS, MiB | 2.0 |");
+        let mut row = RootlessRow::failed(Stack::SluiceSlirp, "add_hostfwd: {\"error\":\n|x|}\n");
+        row.figures[0].value = Ok(1.0);
+        let t = table(&[row]);
+        assert_eq!(t.lines().count(), 2 + Test::ALL.len() + 2, "{t}");
+        assert!(
+            t.contains(r#"| n/a (add_hostfwd: {"error": /x/}) |"#),
+            "{t}"
+        );
         assert_eq!(lines[10], "| peak RSS, MiB | - |");
     }
 }
