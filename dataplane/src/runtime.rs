@@ -32,7 +32,7 @@ use crate::batch::{Batch, MAX_BATCH};
 use crate::config::{PortConfig, PortIo};
 use crate::counters::{DropReason, WorkerCounters, MAX_PORTS};
 use crate::frame::{Frame, GsoType, Meta, PortId, Verdict, HEADROOM};
-use crate::pipeline::{segment, Dataplane, Worker};
+use crate::pipeline::{udp_gso, Dataplane, Worker};
 use crate::port::afpacket::{self, AfPacketConfig, AfPacketError};
 use crate::port::poll::{Idle, PollPolicy};
 use crate::port::tap::{self, TapConfig, TapError};
@@ -745,9 +745,9 @@ fn send<T: TxPort>(
         return;
     };
     if f.meta.offload.gso == GsoType::TcpV4Vxlan {
-        // No port segments a tunnel: each segment is sent on its own. They can outnumber the
-        // ring's free slots: a full ring hands what it holds to the kernel and takes the rest.
-        let cut = segment::each_segment(f, |s| {
+        // No port takes a tunnel's GSO: its segments leave packed into UDP GSO frames (the
+        // kernel cuts those). A full ring or socket is flushed once and tried again.
+        let cut = udp_gso::each_packed_frame(f, |s| {
             let mut res = tx.send(s, tag);
             if matches!(res, Err(TxError::Full)) && tx.flush().is_ok() {
                 res = tx.send(s, tag);
@@ -871,7 +871,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tunnelled_super_frame_leaves_in_segments() {
+    fn a_tunnelled_super_frame_leaves_as_one_udp_gso_frame() {
         use crate::frame::{GsoType, Offload};
         use crate::wire::vxlan::{write_outer_v4, OuterV4, OVERHEAD_V4};
         let mut w = worker();
@@ -898,28 +898,30 @@ mod tests {
             },
             ..Meta::default()
         };
-        let mut txs: Vec<Option<MemoryTx>> = vec![Some(memory_port(UPLINK, 8, 2048).1)];
+        let mut txs: Vec<Option<MemoryTx>> = vec![Some(memory_port(UPLINK, 8, 4096).1)];
         let mut touched = vec![false];
         let len = buf.len();
         let f = Frame::new(&mut buf, 0, len, meta).unwrap();
         dispatch_one(&tables, &f, &mut txs, w.counters(), &mut touched);
-        let sent: Vec<usize> = txs[0]
+        let sent: Vec<(usize, GsoType, u16)> = txs[0]
             .as_mut()
             .unwrap()
             .take_sent()
             .iter()
-            .map(|(b, _)| b.len())
+            .map(|(b, o)| (b.len(), o.gso, o.gso_size))
             .collect();
+        // Three segments as chunks behind one outer Ethernet | IPv4 | UDP header.
+        let chunk = OVERHEAD_V4 - udp_gso::OUTER + 54 + 1000;
         assert_eq!(
             sent,
-            vec![
-                OVERHEAD_V4 + 54 + 1000,
-                OVERHEAD_V4 + 54 + 1000,
-                OVERHEAD_V4 + 54 + 500
-            ]
+            vec![(
+                udp_gso::OUTER + 2 * chunk + chunk - 500,
+                GsoType::UdpL4,
+                chunk as u16
+            )]
         );
         assert!(touched[0]);
-        assert_eq!(w.counters().port(UPLINK).tx_packets, 3);
+        assert_eq!(w.counters().port(UPLINK).tx_packets, 1);
         // Without its outer headers the frame cannot be cut: one malformed drop.
         let mut bare = inner.clone();
         let f = Frame::new(&mut bare, 0, inner.len(), meta).unwrap();

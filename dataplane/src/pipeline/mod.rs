@@ -88,6 +88,7 @@ use crate::wire::MacAddr;
 
 mod bridge;
 mod classify;
+mod coalesce;
 mod dataplane;
 mod dnat;
 mod flow;
@@ -108,6 +109,7 @@ mod state;
 mod stats;
 #[cfg(test)]
 mod tests;
+pub(crate) mod udp_gso;
 mod uplink;
 mod vxlan;
 
