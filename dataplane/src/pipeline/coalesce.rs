@@ -185,3 +185,93 @@ pub fn coalesce_tcp(payload: &mut [u8], chunk: usize) -> Result<Coalesced, Coale
         offload,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{Frame, Meta};
+    use crate::pipeline::segment::tests::super_frame;
+    use crate::pipeline::udp_gso::{each_udp_frame, MAX_FRAME, OUTER};
+
+    const MSS: usize = 1000;
+    /// A chunk: VXLAN header, inner Ethernet, IPv4, TCP (no options) and MSS bytes.
+    const CHUNK: usize = vxlan::HEADER_LEN + 54 + MSS;
+
+    /// The UDP payload of the one UDP GSO frame that carries 3500 bytes with `flags` in
+    /// segments of [`MSS`] bytes.
+    fn chunks(flags: u8) -> Vec<u8> {
+        let payload: Vec<u8> = (0..3500u32).map(|i| (i % 253) as u8).collect();
+        let (mut frame, off) = super_frame(&payload, MSS as u16, flags, (5, 9), (true, true));
+        let len = frame.len();
+        let meta = Meta {
+            offload: off,
+            ..Meta::default()
+        };
+        let f = Frame::new(&mut frame, 0, len, meta).unwrap();
+        let mut out = Vec::new();
+        each_udp_frame(&f, &mut vec![0u8; MAX_FRAME], |p| {
+            out = p.data()[OUTER..].to_vec()
+        })
+        .unwrap();
+        out
+    }
+
+    /// The TCP header of chunk `k`, writable.
+    fn tcp_of(payload: &mut [u8], k: usize) -> TcpPacket<&mut [u8]> {
+        let at = k * CHUNK + vxlan::HEADER_LEN + 34;
+        TcpPacket::new_unchecked(&mut payload[at..at + 20])
+    }
+
+    #[test]
+    fn joins_a_flows_chunks_with_the_flags_of_the_first_and_the_last() {
+        let mut p = chunks(tcp::ACK | tcp::PSH | tcp::CWR);
+        let c = coalesce_tcp(&mut p, CHUNK).unwrap();
+        assert_eq!(c.len, 54 + 3500);
+        assert_eq!(
+            (
+                c.offload.gso,
+                usize::from(c.offload.gso_size),
+                c.offload.hdr_len
+            ),
+            (GsoType::TcpV4, MSS, 54)
+        );
+        let inner = &p[vxlan::HEADER_LEN..vxlan::HEADER_LEN + c.len];
+        let ip = Ipv4Packet::new_checked(&inner[14..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.total_len(), ip.ident()), (20 + 20 + 3500, 9));
+        let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(seg.seq(), 5);
+        assert_eq!(seg.flags(), tcp::ACK | tcp::PSH | tcp::CWR);
+        let want: Vec<u8> = (0..3500u32).map(|i| (i % 253) as u8).collect();
+        assert_eq!(seg.payload(), &want[..]);
+    }
+
+    #[test]
+    fn refuses_chunks_that_are_not_one_flows_run() {
+        let base = chunks(tcp::ACK);
+        let refused = |edit: &dyn Fn(&mut Vec<u8>), chunk: usize| {
+            let mut p = base.clone();
+            edit(&mut p);
+            coalesce_tcp(&mut p, chunk).is_err()
+        };
+        assert!(!refused(&|_| {}, CHUNK));
+        assert!(refused(&|_| {}, base.len()), "one chunk");
+        assert!(refused(&|_| {}, vxlan::HEADER_LEN), "chunks without room");
+        assert!(refused(&|p| tcp_of(p, 2).set_seq(1), CHUNK), "a gap");
+        assert!(
+            refused(&|p| tcp_of(p, 1).set_src_port(1), CHUNK),
+            "another flow"
+        );
+        assert!(refused(&|p| tcp_of(p, 1).set_ack(1), CHUNK), "another ack");
+        let flag = |k, f| move |p: &mut Vec<u8>| tcp_of(p, k).set_flags(tcp::ACK | f);
+        assert!(refused(&flag(1, tcp::FIN), CHUNK), "FIN before the last");
+        assert!(refused(&flag(1, tcp::CWR), CHUNK), "CWR after the first");
+        assert!(refused(&flag(3, tcp::SYN), CHUNK), "SYN");
+        assert!(refused(&flag(0, tcp::RST), CHUNK), "RST");
+        assert!(!refused(&flag(3, tcp::FIN | tcp::PSH), CHUNK), "FIN last");
+        assert!(refused(&|p| p[CHUNK + 5] ^= 1, CHUNK), "another VNI");
+        assert!(refused(&|p| p.truncate(p.len() - 1), CHUNK), "IPv4 length");
+        // The first chunk shorter than the rest: not one super-frame's segments.
+        assert!(refused(&|_| {}, CHUNK - 1));
+    }
+}

@@ -14,7 +14,9 @@
 //! Its drops: VXLAN malformed (truncated header, no I flag, bad inner frame), unknown VNI,
 //! spoofed (an inner source the remote table does not list for that VTEP), unknown destination;
 //! and too big (frames over the uplink MTU once encapsulated, super-frames other than
-//! TCP/IPv4, which the runtime cuts into segments that fit once encapsulated),
+//! TCP/IPv4, which the runtime cuts into segments that fit once encapsulated and sends packed
+//! into UDP GSO frames; received UDP GSO datagrams whose chunks do not join into one TCP
+//! super-frame, see `coalesce`),
 //! unsupported (tagged inner frames), ARP pending (the underlay next hop is being resolved).
 
 use std::net::Ipv4Addr;
