@@ -746,13 +746,14 @@ fn send<T: TxPort>(
     };
     if f.meta.offload.gso == GsoType::TcpV4Vxlan {
         // No port takes a tunnel's GSO: its segments leave packed into UDP GSO frames (the
-        // kernel cuts those). A full ring or socket is flushed once and tried again.
-        let cut = udp_gso::each_packed_frame(f, |s| {
-            let mut res = tx.send(s, tag);
-            if matches!(res, Err(TxError::Full)) && tx.flush().is_ok() {
-                res = tx.send(s, tag);
+        // kernel cuts those); a port that refuses one sends its datagrams one by one.
+        let cut = udp_gso::each_packed_frame(f, |s| match send_or_flush(tx, s, tag) {
+            Err(TxError::Io(_) | TxError::Egress(_) | TxError::Offload(_)) => {
+                udp_gso::each_datagram(s, |d| {
+                    touched[idx] |= sent(send_or_flush(tx, d, tag), p, d, counters);
+                })
             }
-            touched[idx] |= sent(res, p, s, counters);
+            res => touched[idx] |= sent(res, p, s, counters),
         });
         if cut.is_err() {
             counters.drop_n(p, DropReason::Malformed, 1);
@@ -760,6 +761,14 @@ fn send<T: TxPort>(
         return;
     }
     touched[idx] |= sent(tx.send(f, tag), p, f, counters);
+}
+
+/// Sends `f`; a full ring or socket is flushed once and tried again.
+fn send_or_flush<T: TxPort>(tx: &mut T, f: &Frame<'_>, tag: Option<u16>) -> Result<(), TxError> {
+    match tx.send(f, tag) {
+        Err(TxError::Full) if tx.flush().is_ok() => tx.send(f, tag),
+        res => res,
+    }
 }
 
 /// Counts the outcome of sending `f` out of `p`: true when it was queued.
@@ -922,6 +931,19 @@ mod tests {
         );
         assert!(touched[0]);
         assert_eq!(w.counters().port(UPLINK).tx_packets, 1);
+        // A port that refuses the UDP GSO frame (here: slots too short) gets its datagrams.
+        let mut small: Vec<Option<MemoryTx>> = vec![Some(memory_port(UPLINK, 8, 2048).1)];
+        dispatch_one(&tables, &f, &mut small, w.counters(), &mut touched);
+        let sent: Vec<(usize, GsoType)> = small[0]
+            .as_mut()
+            .unwrap()
+            .take_sent()
+            .iter()
+            .map(|(b, o)| (b.len(), o.gso))
+            .collect();
+        let d = |n| (OVERHEAD_V4 + 54 + n, GsoType::None);
+        assert_eq!(sent, vec![d(1000), d(1000), d(500)]);
+        assert_eq!(w.counters().port(UPLINK).tx_packets, 4);
         // Without its outer headers the frame cannot be cut: one malformed drop.
         let mut bare = inner.clone();
         let f = Frame::new(&mut bare, 0, inner.len(), meta).unwrap();

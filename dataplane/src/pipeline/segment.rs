@@ -190,7 +190,7 @@ pub const MAX_SEGMENT: usize = 9216;
 
 /// Sets the outer IPv4 and UDP lengths of a VXLAN segment of `len` bytes (outer Ethernet
 /// included), moves the outer identification on by `step` and recomputes its checksum.
-fn write_outer_lengths(outer: &mut [u8], len: usize, step: u16) {
+pub(super) fn write_outer_lengths(outer: &mut [u8], len: usize, step: u16) {
     let ip_at = ethernet::HEADER_LEN;
     let udp_at = ip_at + ipv4::MIN_HEADER_LEN;
     let ip_len = (len - ip_at) as u16;

@@ -17,7 +17,7 @@
 
 use std::cell::RefCell;
 
-use super::segment::{SegmentError, Segmenter};
+use super::segment::{write_outer_lengths, SegmentError, Segmenter, MAX_SEGMENT};
 use crate::frame::{Frame, GsoType, Meta, Offload};
 use crate::wire::checksum::{fold, pseudo_header_sum_v4};
 use crate::wire::{ethernet, ipv4, udp, Ipv4Packet, UdpPacket, IPPROTO_UDP};
@@ -76,6 +76,39 @@ thread_local! {
 /// tunnelled super-frame: no allocation per frame).
 pub fn each_packed_frame(f: &Frame<'_>, emit: impl FnMut(&Frame<'_>)) -> Result<(), SegmentError> {
     PACKED.with_borrow_mut(|buf| each_udp_frame(f, buf, emit))
+}
+
+/// Hands each datagram of the UDP GSO frame `f` to `emit` as the kernel would cut it (outer
+/// IPv4 length, identification plus the datagram's index and checksum, UDP length), its UDP
+/// checksum 0 (RFC 7348 allows it): the way out through a port that refuses UDP GSO (a kernel
+/// whose packet sockets do not take it). One stack buffer serves every datagram.
+pub fn each_datagram(f: &Frame<'_>, mut emit: impl FnMut(&Frame<'_>)) {
+    let data = f.data();
+    let chunk = match f.meta.offload.gso {
+        GsoType::UdpL4 => usize::from(f.meta.offload.gso_size),
+        _ => data.len().saturating_sub(OUTER),
+    };
+    let (Some(chunks), true) = (data.get(OUTER..), chunk > 0) else {
+        return;
+    };
+    let mut buf = [0u8; MAX_SEGMENT];
+    for (k, c) in chunks.chunks(chunk).enumerate() {
+        let len = OUTER + c.len();
+        let Some(out) = buf.get_mut(..len) else {
+            return;
+        };
+        out[..OUTER].copy_from_slice(&data[..OUTER]);
+        out[OUTER..].copy_from_slice(c);
+        write_outer_lengths(out, len, k as u16);
+        UdpPacket::new_unchecked(&mut out[OUTER - udp::HEADER_LEN..OUTER]).set_checksum(0);
+        let meta = Meta {
+            offload: Offload::default(),
+            ..f.meta
+        };
+        if let Some(d) = Frame::new(&mut buf, 0, len, meta) {
+            emit(&d);
+        }
+    }
 }
 
 /// Writes segments `range` of `s` as one UDP GSO frame of `chunk`-byte chunks at the start of
@@ -196,6 +229,28 @@ mod tests {
             let outer_id = Ipv4Packet::new_checked(&d[14..]).unwrap().ident();
             let first = Ipv4Packet::new_checked(&frame[14..]).unwrap().ident();
             assert_eq!(outer_id, first.wrapping_add(k as u16));
+        }
+        // Cut in user space for a port without UDP GSO: the kernel's datagrams, UDP checksum 0.
+        let f = Frame::new(
+            &mut bytes.clone(),
+            0,
+            bytes.len(),
+            Meta {
+                offload: *o,
+                ..Meta::default()
+            },
+        )
+        .map(|f| {
+            let mut own = Vec::new();
+            each_datagram(&f, |d| own.push((d.data().to_vec(), d.meta.offload)));
+            own
+        })
+        .unwrap();
+        assert_eq!(f.len(), datagrams.len());
+        for ((own, off), kernel) in f.iter().zip(&datagrams) {
+            assert_eq!(read_segment(own, true), read_segment(kernel, true));
+            assert_eq!((&own[..40], &own[42..]), (&kernel[..40], &kernel[42..]));
+            assert_eq!((own[40], own[41], *off), (0, 0, Offload::default()));
         }
         // A buffer for two chunks: three frames, the last an ordinary datagram.
         let small = pack_all(&frame, off, OUTER + 2 * chunk);
