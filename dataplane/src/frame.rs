@@ -40,7 +40,8 @@ pub enum GsoType {
     UdpL4,
     /// A TCP/IPv4 super-frame inside a VXLAN/IPv4 encapsulation (Linux's `SKB_GSO_UDP_TUNNEL`
     /// on `SKB_GSO_TCPV4`): no port takes it, so the runtime cuts it into encapsulated
-    /// `gso_size` segments on transmission (see `pipeline::segment`).
+    /// `gso_size` segments on transmission (see `pipeline::segment`) and sends them packed into
+    /// UDP GSO frames ([`GsoType::UdpL4`], see `pipeline::udp_gso`).
     TcpV4Vxlan,
 }
 

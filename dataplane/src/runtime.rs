@@ -32,7 +32,7 @@ use crate::batch::{Batch, MAX_BATCH};
 use crate::config::{PortConfig, PortIo};
 use crate::counters::{DropReason, WorkerCounters, MAX_PORTS};
 use crate::frame::{Frame, GsoType, Meta, PortId, Verdict, HEADROOM};
-use crate::pipeline::{segment, Dataplane, Worker};
+use crate::pipeline::{udp_gso, Dataplane, Worker};
 use crate::port::afpacket::{self, AfPacketConfig, AfPacketError};
 use crate::port::poll::{Idle, PollPolicy};
 use crate::port::tap::{self, TapConfig, TapError};
@@ -745,14 +745,15 @@ fn send<T: TxPort>(
         return;
     };
     if f.meta.offload.gso == GsoType::TcpV4Vxlan {
-        // No port segments a tunnel: each segment is sent on its own. They can outnumber the
-        // ring's free slots: a full ring hands what it holds to the kernel and takes the rest.
-        let cut = segment::each_segment(f, |s| {
-            let mut res = tx.send(s, tag);
-            if matches!(res, Err(TxError::Full)) && tx.flush().is_ok() {
-                res = tx.send(s, tag);
+        // No port takes a tunnel's GSO: its segments leave packed into UDP GSO frames (the
+        // kernel cuts those); a port that refuses one sends its datagrams one by one.
+        let cut = udp_gso::each_packed_frame(f, |s| match send_or_flush(tx, s, tag) {
+            Err(TxError::Io(_) | TxError::Egress(_) | TxError::Offload(_)) => {
+                udp_gso::each_datagram(s, |d| {
+                    touched[idx] |= sent(send_or_flush(tx, d, tag), p, d, counters);
+                })
             }
-            touched[idx] |= sent(res, p, s, counters);
+            res => touched[idx] |= sent(res, p, s, counters),
         });
         if cut.is_err() {
             counters.drop_n(p, DropReason::Malformed, 1);
@@ -760,6 +761,14 @@ fn send<T: TxPort>(
         return;
     }
     touched[idx] |= sent(tx.send(f, tag), p, f, counters);
+}
+
+/// Sends `f`; a full ring or socket is flushed once and tried again.
+fn send_or_flush<T: TxPort>(tx: &mut T, f: &Frame<'_>, tag: Option<u16>) -> Result<(), TxError> {
+    match tx.send(f, tag) {
+        Err(TxError::Full) if tx.flush().is_ok() => tx.send(f, tag),
+        res => res,
+    }
 }
 
 /// Counts the outcome of sending `f` out of `p`: true when it was queued.
@@ -871,7 +880,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tunnelled_super_frame_leaves_in_segments() {
+    fn a_tunnelled_super_frame_leaves_as_one_udp_gso_frame() {
         use crate::frame::{GsoType, Offload};
         use crate::wire::vxlan::{write_outer_v4, OuterV4, OVERHEAD_V4};
         let mut w = worker();
@@ -898,28 +907,43 @@ mod tests {
             },
             ..Meta::default()
         };
-        let mut txs: Vec<Option<MemoryTx>> = vec![Some(memory_port(UPLINK, 8, 2048).1)];
+        let mut txs: Vec<Option<MemoryTx>> = vec![Some(memory_port(UPLINK, 8, 4096).1)];
         let mut touched = vec![false];
         let len = buf.len();
         let f = Frame::new(&mut buf, 0, len, meta).unwrap();
         dispatch_one(&tables, &f, &mut txs, w.counters(), &mut touched);
-        let sent: Vec<usize> = txs[0]
+        let sent: Vec<(usize, GsoType, u16)> = txs[0]
             .as_mut()
             .unwrap()
             .take_sent()
             .iter()
-            .map(|(b, _)| b.len())
+            .map(|(b, o)| (b.len(), o.gso, o.gso_size))
             .collect();
+        // Three segments as chunks behind one outer Ethernet | IPv4 | UDP header.
+        let chunk = OVERHEAD_V4 - udp_gso::OUTER + 54 + 1000;
         assert_eq!(
             sent,
-            vec![
-                OVERHEAD_V4 + 54 + 1000,
-                OVERHEAD_V4 + 54 + 1000,
-                OVERHEAD_V4 + 54 + 500
-            ]
+            vec![(
+                udp_gso::OUTER + 2 * chunk + chunk - 500,
+                GsoType::UdpL4,
+                chunk as u16
+            )]
         );
         assert!(touched[0]);
-        assert_eq!(w.counters().port(UPLINK).tx_packets, 3);
+        assert_eq!(w.counters().port(UPLINK).tx_packets, 1);
+        // A port that refuses the UDP GSO frame (here: slots too short) gets its datagrams.
+        let mut small: Vec<Option<MemoryTx>> = vec![Some(memory_port(UPLINK, 8, 2048).1)];
+        dispatch_one(&tables, &f, &mut small, w.counters(), &mut touched);
+        let sent: Vec<(usize, GsoType)> = small[0]
+            .as_mut()
+            .unwrap()
+            .take_sent()
+            .iter()
+            .map(|(b, o)| (b.len(), o.gso))
+            .collect();
+        let d = |n| (OVERHEAD_V4 + 54 + n, GsoType::None);
+        assert_eq!(sent, vec![d(1000), d(1000), d(500)]);
+        assert_eq!(w.counters().port(UPLINK).tx_packets, 4);
         // Without its outer headers the frame cannot be cut: one malformed drop.
         let mut bare = inner.clone();
         let f = Frame::new(&mut bare, 0, inner.len(), meta).unwrap();

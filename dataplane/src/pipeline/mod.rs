@@ -33,7 +33,9 @@
 //! - `vxlan`: overlay networks across hosts; decapsulates for `uplink`, encapsulates and
 //!   answers ARP for remote endpoints for `bridge`; VXLAN malformed, unknown VNI, spoofed,
 //!   unknown destination. A TCP super-frame leaves it whole, marked for `segment` (software
-//!   TCP segmentation), which the runtime runs when it transmits the frame.
+//!   TCP segmentation), whose segments the runtime packs into UDP GSO frames (`udp_gso`) when
+//!   it transmits the frame; a received UDP GSO datagram's chunks are joined into one TCP
+//!   super-frame for the endpoint (`coalesce`).
 //!
 //! `dataplane` holds the state all workers share, `state` the per-batch snapshot and guards,
 //! `flow` the IPv4 header and flow tuple the stages read, `stats` the operators' view.
@@ -88,6 +90,7 @@ use crate::wire::MacAddr;
 
 mod bridge;
 mod classify;
+mod coalesce;
 mod dataplane;
 mod dnat;
 mod flow;
@@ -108,6 +111,7 @@ mod state;
 mod stats;
 #[cfg(test)]
 mod tests;
+pub(crate) mod udp_gso;
 mod uplink;
 mod vxlan;
 

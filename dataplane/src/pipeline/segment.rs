@@ -13,9 +13,10 @@
 //! - outer IPv4 and UDP (tunnel only): lengths of the segment, identification `id + i`, IPv4
 //!   header checksum (the UDP checksum stays 0, as RFC 7348 allows).
 //!
-//! Sans-IO: [`Segmenter::write`] fills a caller's buffer, nothing is allocated.
+//! Sans-IO: [`Segmenter::write`] fills a caller's buffer, nothing is allocated. A tunnelled
+//! super-frame's segments leave packed into UDP GSO frames (`pipeline::udp_gso`).
 
-use crate::frame::{Frame, GsoType, Meta, Offload};
+use crate::frame::{GsoType, Offload};
 use crate::wire::checksum::{fold, pseudo_header_sum_v4};
 use crate::wire::ethernet::{self, EthernetFrame, ETHERTYPE_IPV4};
 use crate::wire::tcp::{self, TcpPacket};
@@ -121,6 +122,12 @@ impl<'a> Segmenter<'a> {
         (self.at.end - self.at.payload).div_ceil(self.mss).max(1)
     }
 
+    /// Length of segment `i` (`i < count()`), headers included.
+    pub fn segment_len(&self, i: usize) -> usize {
+        let start = self.at.payload + i * self.mss;
+        self.at.payload + (start + self.mss).min(self.at.end).saturating_sub(start)
+    }
+
     /// Writes segment `i` (`i < count()`) at the start of `out`; returns its length and its
     /// offload state (no GSO; the checksum partial as the super-frame's was).
     pub fn write(&self, i: usize, out: &mut [u8]) -> Result<(usize, Offload), SegmentError> {
@@ -177,30 +184,13 @@ impl<'a> Segmenter<'a> {
     }
 }
 
-/// The largest segment [`each_segment`] writes (a 9000-byte MTU with room to spare): an
-/// encapsulation clamps its segment size to it.
+/// The largest segment an encapsulation makes (a 9000-byte MTU with room to spare): it
+/// clamps its segment size to it.
 pub const MAX_SEGMENT: usize = 9216;
-
-/// Cuts the super-frame `f` and hands each segment, as a frame carrying `f`'s metadata with
-/// the segment's offload, to `emit` (which transmits it). One stack buffer serves every
-/// segment: nothing is allocated.
-#[inline(never)]
-pub fn each_segment(f: &Frame<'_>, mut emit: impl FnMut(&Frame<'_>)) -> Result<(), SegmentError> {
-    let s = Segmenter::new(f.data(), &f.meta.offload)?;
-    let mut buf = [0u8; MAX_SEGMENT];
-    for i in 0..s.count() {
-        let (len, offload) = s.write(i, &mut buf)?;
-        let meta = Meta { offload, ..f.meta };
-        if let Some(seg) = Frame::new(&mut buf, 0, len, meta) {
-            emit(&seg);
-        }
-    }
-    Ok(())
-}
 
 /// Sets the outer IPv4 and UDP lengths of a VXLAN segment of `len` bytes (outer Ethernet
 /// included), moves the outer identification on by `step` and recomputes its checksum.
-fn write_outer_lengths(outer: &mut [u8], len: usize, step: u16) {
+pub(super) fn write_outer_lengths(outer: &mut [u8], len: usize, step: u16) {
     let ip_at = ethernet::HEADER_LEN;
     let udp_at = ip_at + ipv4::MIN_HEADER_LEN;
     let ip_len = (len - ip_at) as u16;
@@ -213,7 +203,7 @@ fn write_outer_lengths(outer: &mut [u8], len: usize, step: u16) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::testkit::{eth, tcp};
     use crate::wire::checksum::ones_sum;
@@ -229,7 +219,7 @@ mod tests {
     /// A TCP/IPv4 super-frame with `flags`, sequence `seq`, IPv4 identification `id` and
     /// `payload`; its checksum partial (as a veth hands it over) when `partial`, behind VXLAN
     /// headers when `tunnel`. Returns the frame and its offload.
-    fn super_frame(
+    pub(in crate::pipeline) fn super_frame(
         payload: &[u8],
         mss: u16,
         flags: u8,
@@ -281,7 +271,7 @@ mod tests {
 
     /// Completes a partial checksum as a device does: the sum from `csum_start` to the end,
     /// complemented, into the field at `csum_start + csum_offset`.
-    fn complete(seg: &mut [u8], off: &Offload) {
+    pub(in crate::pipeline) fn complete(seg: &mut [u8], off: &Offload) {
         if off.csum_partial {
             let (start, at) = (
                 usize::from(off.csum_start),
@@ -309,7 +299,7 @@ mod tests {
     /// What etherparse reads of a segment's inner (after a VXLAN tunnel's outer headers, which
     /// it checks too): IPv4 identification, TCP sequence, flags byte and payload, once both
     /// checksums verify.
-    fn read_segment(frame: &[u8], tunnel: bool) -> (u16, u32, u8, Vec<u8>) {
+    pub(in crate::pipeline) fn read_segment(frame: &[u8], tunnel: bool) -> (u16, u32, u8, Vec<u8>) {
         let p = SlicedPacket::from_ethernet(frame).unwrap();
         let Some(NetSlice::Ipv4(ip)) = &p.net else {
             panic!("not IPv4")

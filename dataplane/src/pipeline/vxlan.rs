@@ -14,12 +14,15 @@
 //! Its drops: VXLAN malformed (truncated header, no I flag, bad inner frame), unknown VNI,
 //! spoofed (an inner source the remote table does not list for that VTEP), unknown destination;
 //! and too big (frames over the uplink MTU once encapsulated, super-frames other than
-//! TCP/IPv4, which the runtime cuts into segments that fit once encapsulated),
+//! TCP/IPv4, which the runtime cuts into segments that fit once encapsulated and sends packed
+//! into UDP GSO frames; received UDP GSO datagrams whose chunks do not join into one TCP
+//! super-frame, see `coalesce`),
 //! unsupported (tagged inner frames), ARP pending (the underlay next hop is being resolved).
 
 use std::net::Ipv4Addr;
 
 use super::classify::check_source_ip;
+use super::coalesce::coalesce_tcp;
 use super::flow::Ipv4Info;
 use super::gateway::arp_for;
 use super::segment::{self, TcpLayout};
@@ -73,7 +76,18 @@ impl<'t> BatchState<'t> {
         };
         let net = t.network(net_id).ok_or(R::VxlanUnknownVni)?;
         let inner_at = ip.l4() + udp::HEADER_LEN + vxlan::HEADER_LEN;
-        f.meta.offload = inner_offload(f.meta.offload, inner_at)?;
+        let inner_len = match udp_gso_chunk(&f.meta.offload, inner_len + vxlan::HEADER_LEN)? {
+            Some(chunk) => {
+                let payload = &mut f.data_mut()[ip.l4() + udp::HEADER_LEN..ip.l3 + ip.total];
+                let joined = coalesce_tcp(payload, chunk).map_err(|_| R::TooBig)?;
+                f.meta.offload = joined.offload;
+                joined.len
+            }
+            None => {
+                f.meta.offload = inner_offload(f.meta.offload, inner_at)?;
+                inner_len
+            }
+        };
         f.pull_front(inner_at);
         f.set_len(inner_len).map_err(|_| R::VxlanMalformed)?;
         f.meta.vlan = net.config.vlan;
@@ -209,12 +223,28 @@ fn tunnel_mss(f: &Frame<'_>, room: usize) -> Result<u16, DropReason> {
     u16::try_from(mss).ok().filter(|m| *m > 0).ok_or(R::TooBig)
 }
 
+/// The chunk size of a UDP GSO datagram of `udp_payload` bytes, whose chunks are joined into
+/// one inner super-frame (`coalesce`); `None` for an ordinary datagram (a GSO datagram of one
+/// chunk is one). Only a datagram whose outer UDP checksum covers its chunks (partial from a
+/// local sender, or verified) is joined: the inner checksums are not checked.
+fn udp_gso_chunk(off: &Offload, udp_payload: usize) -> Result<Option<usize>, DropReason> {
+    let chunk = usize::from(off.gso_size);
+    if off.gso != GsoType::UdpL4 || udp_payload <= chunk {
+        return Ok(None);
+    }
+    if !(off.csum_partial || off.data_valid) {
+        return Err(R::TooBig);
+    }
+    Ok(Some(chunk))
+}
+
 /// The offload state of the inner frame at `inner_at` of a received VXLAN packet. A sender on
 /// the same machine (a veth peer) leaves the inner L4 checksum partial: its start moves with the
 /// frame, and a partial sum in front of the inner frame (the outer UDP's) leaves the inner one
-/// complete. A super-frame cannot be segmented once decapsulated.
+/// complete. A TCP super-frame cannot be segmented once decapsulated; a UDP GSO datagram here is
+/// one datagram (`udp_gso_chunk`).
 fn inner_offload(outer: Offload, inner_at: usize) -> Result<Offload, DropReason> {
-    if outer.gso != GsoType::None {
+    if !matches!(outer.gso, GsoType::None | GsoType::UdpL4) {
         return Err(R::TooBig);
     }
     let at = u16::try_from(inner_at).map_err(|_| R::VxlanMalformed)?;
@@ -261,6 +291,7 @@ mod tests {
     use crate::frame::PortId;
     use crate::overlay::{OverlayConfig, RemoteEndpoint};
     use crate::pipeline::tests::*;
+    use crate::pipeline::udp_gso;
     use crate::wire::ethernet::EthernetFrame;
     use crate::wire::{ArpPacket, Ipv4Packet, MacAddr};
 
@@ -567,60 +598,69 @@ mod tests {
         );
     }
 
-    /// Runs `inner` from PORT_C through `w` as a super-frame with offload `off`; returns the
-    /// verdict and the segments the runtime would send for it, each checksum completed as a
-    /// device does.
-    fn cut_super_frame(w: &mut Worker, inner: &[u8], off: Offload) -> (Verdict, Vec<Vec<u8>>) {
+    /// Runs `frame` from `ingress` through `w` with offload `off`; returns the processed frame's
+    /// verdict, bytes and offload.
+    fn run_offloaded(
+        w: &mut Worker,
+        ingress: PortId,
+        frame: &[u8],
+        off: Offload,
+    ) -> (Verdict, Vec<u8>, Offload) {
         use crate::batch::Batch;
         use crate::frame::{Meta, HEADROOM};
-        use crate::wire::checksum::{fold, ones_sum};
-        let mut buf = vec![0u8; HEADROOM + inner.len()];
-        buf[HEADROOM..].copy_from_slice(inner);
+        let mut buf = vec![0u8; HEADROOM + frame.len()];
+        buf[HEADROOM..].copy_from_slice(frame);
         let meta = Meta {
-            ingress: PORT_C,
+            ingress,
             offload: off,
             ..Meta::default()
         };
         let mut batch = Batch::new();
         batch
-            .push(Frame::new(&mut buf, HEADROOM, inner.len(), meta).unwrap())
+            .push(Frame::new(&mut buf, HEADROOM, frame.len(), meta).unwrap())
             .unwrap();
         w.process(&mut batch, T0);
         let f = &batch.frames()[0];
-        let mut segs = Vec::new();
-        if f.meta.verdict == Verdict::Forward(UPLINK) {
-            assert_eq!(f.meta.offload.gso, GsoType::TcpV4Vxlan);
-            segment::each_segment(f, |s| {
-                let mut b = s.data().to_vec();
-                let o = s.meta.offload;
-                let (start, at) = (
-                    usize::from(o.csum_start),
-                    usize::from(o.csum_start + o.csum_offset),
-                );
-                assert!(o.csum_partial && o.gso == GsoType::None);
-                let c = !fold(ones_sum(&b[start..], 0));
-                b[at..at + 2].copy_from_slice(&c.to_be_bytes());
-                segs.push(b);
+        (f.meta.verdict, f.data().to_vec(), f.meta.offload)
+    }
+
+    /// Runs `inner` from PORT_C through `w` as a super-frame with offload `off`; returns the
+    /// verdict and the UDP GSO frames the runtime would send for it (`udp_gso`).
+    fn pack_super_frame(
+        w: &mut Worker,
+        inner: &[u8],
+        off: Offload,
+    ) -> (Verdict, Vec<(Vec<u8>, Offload)>) {
+        let (v, mut bytes, off) = run_offloaded(w, PORT_C, inner, off);
+        let mut frames = Vec::new();
+        if v == Verdict::Forward(UPLINK) {
+            assert_eq!(off.gso, GsoType::TcpV4Vxlan);
+            let meta = crate::frame::Meta {
+                offload: off,
+                ..Default::default()
+            };
+            let len = bytes.len();
+            let f = Frame::new(&mut bytes, 0, len, meta).unwrap();
+            let mut buf = vec![0u8; udp_gso::MAX_FRAME];
+            udp_gso::each_udp_frame(&f, &mut buf, |p| {
+                frames.push((p.data().to_vec(), p.meta.offload))
             })
             .unwrap();
         }
-        (f.meta.verdict, segs)
+        (v, frames)
     }
 
-    #[test]
-    fn a_tcp_super_frame_crosses_in_segments_that_fit_the_overlay_mtu() {
+    /// A TCP/IPv4 super-frame from C to R as a veth hands it over: the TCP checksum partial,
+    /// the endpoint's MSS 1448.
+    fn c_to_r_super_frame(payload: &[u8]) -> (Vec<u8>, Offload) {
         use crate::wire::checksum::{fold, pseudo_header_sum_v4};
-        let mut a = host_a();
-        learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
-        let payload: Vec<u8> = (0..6000u32).map(|i| (i * 7) as u8).collect();
         let mut inner = eth(
             S::mac(R),
             S::mac(S::C),
             0x0800,
-            &tcp(S::C, 40000, R, 5201, ACK, &payload),
+            &tcp(S::C, 40000, R, 5201, ACK, payload),
         );
-        // As a veth hands it over: the TCP checksum partial, the endpoint's MSS 1448.
-        let psum = fold(pseudo_header_sum_v4(S::C, R, 6, 6020));
+        let psum = fold(pseudo_header_sum_v4(S::C, R, 6, payload.len() as u16 + 20));
         inner[50..52].copy_from_slice(&psum.to_be_bytes());
         let off = Offload {
             gso: GsoType::TcpV4,
@@ -630,21 +670,52 @@ mod tests {
             csum_offset: 16,
             ..Offload::default()
         };
-        let (v, segs) = cut_super_frame(&mut a, &inner, off);
+        (inner, off)
+    }
+
+    #[test]
+    fn a_tcp_super_frame_crosses_as_one_udp_gso_frame_and_arrives_whole() {
+        use crate::wire::checksum::{fold, ones_sum};
+        let mut a = host_a();
+        learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
+        let payload: Vec<u8> = (0..6000u32).map(|i| (i * 7) as u8).collect();
+        let (inner, off) = c_to_r_super_frame(&payload);
+        let (v, frames) = pack_super_frame(&mut a, &inner, off);
         assert_eq!(v, Verdict::Forward(UPLINK));
-        // 1500 - 50 (VXLAN) - 54 (inner headers) = 1396 bytes a segment.
-        assert_eq!(segs.len(), 5);
+        // 1514 - 50 (VXLAN) - 54 (inner headers) = 1410 bytes a segment: 5 chunks, each
+        // datagram the kernel cuts fits the uplink's MTU.
+        assert_eq!(frames.len(), 1);
+        let (frame, udp_off) = &frames[0];
+        assert_eq!(udp_off.gso, GsoType::UdpL4);
+        assert_eq!(usize::from(udp_off.gso_size), vxlan::HEADER_LEN + 54 + 1410);
+        assert!(udp_gso::OUTER + usize::from(udp_off.gso_size) <= 1514);
+        assert_eq!(frame.len(), udp_gso::OUTER + 4 * 1472 + 8 + 54 + 360);
         let mut b = host_b();
-        let mut joined = Vec::new();
-        for s in &segs {
-            assert!(s.len() <= 1514, "{} bytes", s.len());
-            let (v, delivered) = run_one(&mut b, UPLINK, s, T0);
-            assert_eq!(v, Verdict::Forward(PORT_C));
-            assert!(checksums_valid(&delivered));
-            joined.extend_from_slice(&delivered[54..]);
-        }
-        assert_eq!(joined, payload);
-        // A UDP super-frame has no segmentation here: still too big.
+        let (v, mut delivered, got) = run_offloaded(&mut b, UPLINK, frame, *udp_off);
+        assert_eq!(v, Verdict::Forward(PORT_C));
+        assert_eq!(
+            (got.gso, got.gso_size, got.csum_start, got.csum_offset),
+            (GsoType::TcpV4, 1410, 34, 16)
+        );
+        let c = !fold(ones_sum(&delivered[34..], 0));
+        delivered[50..52].copy_from_slice(&c.to_be_bytes());
+        assert!(checksums_valid(&delivered));
+        assert_eq!(&delivered[54..], &payload[..]);
+        assert_eq!(&delivered[..50], &inner[..50], "the sender's headers");
+        // Without a checksum covering its chunks, a GSO datagram is not joined.
+        let bare = Offload {
+            csum_partial: false,
+            ..*udp_off
+        };
+        let (v, _, _) = run_offloaded(&mut b, UPLINK, frame, bare);
+        assert_eq!(v, Verdict::Drop(R::TooBig));
+        // Nor are chunks of another flow.
+        let mut mixed = frame.clone();
+        let second = udp_gso::OUTER + 1472 + 8 + 34;
+        mixed[second] ^= 1;
+        let (v, _, _) = run_offloaded(&mut b, UPLINK, &mixed, *udp_off);
+        assert_eq!(v, Verdict::Drop(R::TooBig));
+        // A UDP super-frame from an endpoint has no segmentation here: too big.
         let udp_gso = Offload {
             gso: GsoType::UdpL4,
             gso_size: 1000,
@@ -652,7 +723,7 @@ mod tests {
         };
         let big = c_to_r(1000, &[0u8; 3000]);
         assert_eq!(
-            cut_super_frame(&mut a, &big, udp_gso).0,
+            pack_super_frame(&mut a, &big, udp_gso).0,
             Verdict::Drop(R::TooBig)
         );
         assert_eq!(a.counters().drops(R::TooBig), 1);
@@ -720,10 +791,18 @@ mod tests {
         assert!(!off.csum_partial);
         assert_eq!(off.csum_start, 0);
         let gso = Offload {
-            gso: GsoType::UdpL4,
+            gso: GsoType::TcpV4,
             ..Offload::default()
         };
         assert_eq!(inner_offload(gso, inner_at), Err(R::TooBig));
+        let one_datagram = Offload {
+            gso: GsoType::UdpL4,
+            gso_size: 1400,
+            ..partial(34)
+        };
+        assert_eq!(udp_gso_chunk(&one_datagram, 1400), Ok(None));
+        assert_eq!(udp_gso_chunk(&one_datagram, 1401), Ok(Some(1400)));
+        assert!(!inner_offload(one_datagram, inner_at).unwrap().csum_partial);
     }
 
     proptest! {

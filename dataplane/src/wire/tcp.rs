@@ -23,6 +23,8 @@ pub const MIN_HEADER_LEN: usize = 20;
 pub const FLAGS_END: usize = field::FLAGS + 1;
 /// Bytes of header up to the checksum included: what NAT needs to fix it.
 pub const CHECKSUM_END: usize = field::CHECKSUM + 2;
+/// Offset of the checksum field (a checksum-partial segment's `csum_offset`).
+pub const CHECKSUM_OFFSET: usize = field::CHECKSUM;
 
 /// FIN flag bit.
 pub const FIN: u8 = 0x01;

@@ -15,6 +15,9 @@ mod field {
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = 8;
 
+/// Offset of the checksum field (a checksum-partial datagram's `csum_offset`).
+pub const CHECKSUM_OFFSET: usize = field::CHECKSUM;
+
 view! {
     /// A zero-copy view of a UDP datagram, starting at the UDP header.
     ///

@@ -1,0 +1,277 @@
+//! Receive-side coalescing of a VXLAN UDP GSO datagram (`VIRTIO_NET_HDR_GSO_UDP_L4`: what
+//! another sluice sends with `pipeline::udp_gso`, or what the kernel's UDP GRO makes of
+//! consecutive datagrams) into one TCP/IPv4 super-frame for the local endpoint, the inverse of
+//! segmentation: one frame crosses the endpoint's port and its kernel instead of ~45.
+//!
+//! The datagram's payload is chunks of `gso_size` bytes (the last one shorter), each a VXLAN
+//! header and an inner Ethernet | IPv4 | TCP segment. They join when every chunk carries the
+//! same VNI, the same inner Ethernet, IPv4 (but length, identification, checksum) and TCP
+//! header (but sequence, checksum and the PSH, FIN and CWR flags), consecutive sequence
+//! numbers and a full segment in all but the last; no chunk has SYN, RST or URG, only the last
+//! FIN and only the first CWR (Linux's `tcp_gro_receive` rules). The super-frame keeps the
+//! first chunk's headers with the joined length, the PSH and FIN of any chunk, its IPv4
+//! checksum recomputed and its TCP checksum partial (the pseudo-header sum, as a veth hands
+//! over a super-frame); its segment size is the first chunk's payload.
+//!
+//! The inner checksums are not verified: the caller joins only datagrams whose outer UDP
+//! checksum covers them (verified by the kernel or partial from a local sender).
+//! Sans-IO and in place: nothing is allocated.
+
+use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use super::segment::TcpLayout;
+use crate::frame::{GsoType, Offload};
+use crate::wire::checksum::{fold, pseudo_header_sum_v4};
+use crate::wire::ethernet::EthernetFrame;
+use crate::wire::tcp::{self, TcpPacket};
+use crate::wire::vxlan::{self, VxlanHeader};
+use crate::wire::{Ipv4Packet, MacAddr, IPPROTO_TCP};
+
+/// Why the chunks of a datagram cannot join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("VXLAN chunks do not join into one TCP super-frame: {0}")]
+pub struct CoalesceError(&'static str);
+
+/// A joined super-frame: the inner frame at `vxlan::HEADER_LEN` of the datagram's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coalesced {
+    /// Length of the inner frame.
+    pub len: usize,
+    /// Its offload state (TCP/IPv4 GSO, checksum partial).
+    pub offload: Offload,
+}
+
+/// What every chunk of one flow repeats (besides the IPv4 and TCP options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FlowKey {
+    vxlan: (u8, u32),
+    eth: (MacAddr, MacAddr),
+    ip: (u8, u8, bool, Ipv4Addr, Ipv4Addr),
+    tcp: (u16, u16, u32, u16, u16),
+    flags: u8,
+}
+
+/// One chunk: its key, headers, sequence number, flags and where its TCP payload is.
+struct Chunk<'a> {
+    key: FlowKey,
+    ip: Ipv4Packet<&'a [u8]>,
+    seg: TcpPacket<&'a [u8]>,
+    seq: u32,
+    flags: u8,
+    payload: Range<usize>,
+    layout: TcpLayout,
+}
+
+/// The flags the chunks of one super-frame may differ in.
+const VARYING: u8 = tcp::PSH | tcp::FIN | tcp::CWR;
+
+/// Reads the chunk `c` (a VXLAN header and a TCP/IPv4 segment, nothing after it).
+fn read_chunk(c: &[u8]) -> Result<Chunk<'_>, CoalesceError> {
+    let bad = CoalesceError;
+    let vx = VxlanHeader::new_checked(c).map_err(|_| bad("VXLAN header"))?;
+    let inner = &c[vxlan::HEADER_LEN..];
+    let at = TcpLayout::parse(inner, 0).map_err(|_| bad("not TCP/IPv4"))?;
+    if at.end != inner.len() {
+        return Err(bad("chunk longer than its IPv4 packet"));
+    }
+    let eth = EthernetFrame::new_unchecked(inner);
+    let ip = Ipv4Packet::new_unchecked(&inner[at.ip..at.tcp]);
+    let seg = TcpPacket::new_unchecked(&inner[at.tcp..at.payload]);
+    let flags = seg.flags();
+    if flags & (tcp::SYN | tcp::RST | tcp::URG) != 0 {
+        return Err(bad("SYN, RST or URG"));
+    }
+    Ok(Chunk {
+        key: FlowKey {
+            vxlan: (vx.flags(), vx.vni()),
+            eth: (eth.dst(), eth.src()),
+            ip: (ip.tos(), ip.ttl(), ip.dont_frag(), ip.src(), ip.dst()),
+            tcp: (
+                seg.src_port(),
+                seg.dst_port(),
+                seg.ack(),
+                seg.window(),
+                seg.urgent(),
+            ),
+            flags: flags & !VARYING,
+        },
+        seq: seg.seq(),
+        flags,
+        ip,
+        seg,
+        payload: vxlan::HEADER_LEN + at.payload..vxlan::HEADER_LEN + at.end,
+        layout: at,
+    })
+}
+
+impl Chunk<'_> {
+    /// True when `other` belongs to the same flow's super-frame (same key and options).
+    fn same_flow(&self, other: &Chunk<'_>) -> bool {
+        self.key == other.key
+            && self.ip.options() == other.ip.options()
+            && self.seg.options() == other.seg.options()
+    }
+}
+
+/// Checks that the chunks of `payload` (`chunk` bytes each, the last shorter) join; returns
+/// the first chunk's layout, the segment size and the flags the joined TCP header carries.
+fn check_chunks(payload: &[u8], chunk: usize) -> Result<(TcpLayout, usize, u8), CoalesceError> {
+    let bad = CoalesceError;
+    let mut chunks = payload.chunks(chunk);
+    let first = read_chunk(chunks.next().ok_or(bad("empty"))?)?;
+    let mss = first.payload.len();
+    if first.payload.end != chunk || mss == 0 {
+        return Err(bad("first chunk not a full segment"));
+    }
+    let (mut seq, mut flags) = (first.seq, first.flags);
+    let count = chunks.len();
+    for (k, c) in chunks.enumerate() {
+        let next = read_chunk(c)?;
+        seq = seq.wrapping_add(mss as u32);
+        let last = k + 1 == count;
+        if !first.same_flow(&next) || next.seq != seq {
+            return Err(bad("another flow or a gap"));
+        }
+        if flags & tcp::FIN != 0 || next.flags & tcp::CWR != 0 {
+            return Err(bad("FIN before the last chunk or CWR after the first"));
+        }
+        if next.payload.len() > mss || (!last && next.payload.len() != mss) {
+            return Err(bad("segments of unequal size"));
+        }
+        flags |= next.flags & (tcp::PSH | tcp::FIN);
+    }
+    Ok((first.layout, mss, flags))
+}
+
+/// Joins the chunks of `payload`, the payload of a UDP GSO datagram with segment size `chunk`,
+/// into one TCP/IPv4 super-frame in place, at `vxlan::HEADER_LEN` (after the first chunk's
+/// VXLAN header); the bytes after it are left over.
+pub fn coalesce_tcp(payload: &mut [u8], chunk: usize) -> Result<Coalesced, CoalesceError> {
+    if chunk <= vxlan::HEADER_LEN || payload.len() <= chunk {
+        return Err(CoalesceError("not several chunks"));
+    }
+    let (at, mss, flags) = check_chunks(payload, chunk)?;
+    let mut end = chunk;
+    for start in (chunk..payload.len()).step_by(chunk) {
+        let from = start + vxlan::HEADER_LEN + at.payload..(start + chunk).min(payload.len());
+        let n = from.len();
+        payload.copy_within(from, end);
+        end += n;
+    }
+    let inner = &mut payload[vxlan::HEADER_LEN..end];
+    let too_long = || CoalesceError("longer than an IPv4 packet");
+    let ip_len = u16::try_from(inner.len() - at.ip).map_err(|_| too_long())?;
+    let tcp_len = u16::try_from(inner.len() - at.tcp).map_err(|_| too_long())?;
+    let mut ip = Ipv4Packet::new_unchecked(&mut inner[at.ip..at.tcp]);
+    ip.set_total_len(ip_len);
+    ip.fill_checksum();
+    let (src, dst) = (ip.src(), ip.dst());
+    let mut seg = TcpPacket::new_unchecked(&mut inner[at.tcp..]);
+    seg.set_flags(flags);
+    seg.set_checksum(fold(pseudo_header_sum_v4(src, dst, IPPROTO_TCP, tcp_len)));
+    let offload = Offload {
+        gso: GsoType::TcpV4,
+        gso_ecn: false,
+        gso_size: mss as u16,
+        hdr_len: at.payload as u16,
+        csum_partial: true,
+        csum_start: at.tcp as u16,
+        csum_offset: tcp::CHECKSUM_OFFSET as u16,
+        data_valid: false,
+    };
+    Ok(Coalesced {
+        len: inner.len(),
+        offload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{Frame, Meta};
+    use crate::pipeline::segment::tests::super_frame;
+    use crate::pipeline::udp_gso::{each_udp_frame, MAX_FRAME, OUTER};
+
+    const MSS: usize = 1000;
+    /// A chunk: VXLAN header, inner Ethernet, IPv4, TCP (no options) and MSS bytes.
+    const CHUNK: usize = vxlan::HEADER_LEN + 54 + MSS;
+
+    /// The UDP payload of the one UDP GSO frame that carries 3500 bytes with `flags` in
+    /// segments of [`MSS`] bytes.
+    fn chunks(flags: u8) -> Vec<u8> {
+        let payload: Vec<u8> = (0..3500u32).map(|i| (i % 253) as u8).collect();
+        let (mut frame, off) = super_frame(&payload, MSS as u16, flags, (5, 9), (true, true));
+        let len = frame.len();
+        let meta = Meta {
+            offload: off,
+            ..Meta::default()
+        };
+        let f = Frame::new(&mut frame, 0, len, meta).unwrap();
+        let mut out = Vec::new();
+        each_udp_frame(&f, &mut vec![0u8; MAX_FRAME], |p| {
+            out = p.data()[OUTER..].to_vec()
+        })
+        .unwrap();
+        out
+    }
+
+    /// The TCP header of chunk `k`, writable.
+    fn tcp_of(payload: &mut [u8], k: usize) -> TcpPacket<&mut [u8]> {
+        let at = k * CHUNK + vxlan::HEADER_LEN + 34;
+        TcpPacket::new_unchecked(&mut payload[at..at + 20])
+    }
+
+    #[test]
+    fn joins_a_flows_chunks_with_the_flags_of_the_first_and_the_last() {
+        let mut p = chunks(tcp::ACK | tcp::PSH | tcp::CWR);
+        let c = coalesce_tcp(&mut p, CHUNK).unwrap();
+        assert_eq!(c.len, 54 + 3500);
+        assert_eq!(
+            (
+                c.offload.gso,
+                usize::from(c.offload.gso_size),
+                c.offload.hdr_len
+            ),
+            (GsoType::TcpV4, MSS, 54)
+        );
+        let inner = &p[vxlan::HEADER_LEN..vxlan::HEADER_LEN + c.len];
+        let ip = Ipv4Packet::new_checked(&inner[14..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.total_len(), ip.ident()), (20 + 20 + 3500, 9));
+        let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(seg.seq(), 5);
+        assert_eq!(seg.flags(), tcp::ACK | tcp::PSH | tcp::CWR);
+        let want: Vec<u8> = (0..3500u32).map(|i| (i % 253) as u8).collect();
+        assert_eq!(seg.payload(), &want[..]);
+    }
+
+    #[test]
+    fn refuses_chunks_that_are_not_one_flows_run() {
+        let base = chunks(tcp::ACK);
+        let refused = |edit: &dyn Fn(&mut Vec<u8>), chunk: usize| {
+            let mut p = base.clone();
+            edit(&mut p);
+            coalesce_tcp(&mut p, chunk).is_err()
+        };
+        assert!(!refused(&|_| {}, CHUNK));
+        assert!(refused(&|_| {}, base.len()), "one chunk");
+        assert!(refused(&|_| {}, vxlan::HEADER_LEN), "chunks without room");
+        assert!(refused(&|p| tcp_of(p, 2).set_seq(1), CHUNK), "a gap");
+        assert!(
+            refused(&|p| tcp_of(p, 1).set_src_port(1), CHUNK),
+            "another flow"
+        );
+        assert!(refused(&|p| tcp_of(p, 1).set_ack(1), CHUNK), "another ack");
+        let flag = |k, f| move |p: &mut Vec<u8>| tcp_of(p, k).set_flags(tcp::ACK | f);
+        assert!(refused(&flag(1, tcp::FIN), CHUNK), "FIN before the last");
+        assert!(refused(&flag(1, tcp::CWR), CHUNK), "CWR after the first");
+        assert!(refused(&flag(3, tcp::SYN), CHUNK), "SYN");
+        assert!(refused(&flag(0, tcp::RST), CHUNK), "RST");
+        assert!(!refused(&flag(3, tcp::FIN | tcp::PSH), CHUNK), "FIN last");
+        assert!(refused(&|p| p[CHUNK + 5] ^= 1, CHUNK), "another VNI");
+        assert!(refused(&|p| p.truncate(p.len() - 1), CHUNK), "IPv4 length");
+        // The first chunk shorter than the rest: not one super-frame's segments.
+        assert!(refused(&|_| {}, CHUNK - 1));
+    }
+}
