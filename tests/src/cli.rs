@@ -1,9 +1,11 @@
 //! Driving a daemon of a namespace test through the `sluice` CLI, and waiting for what it
 //! does to show.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use sluice_lab::lab::Lab;
 
 /// Runs `sluice --socket SOCK ARGS...` from the release binaries in `bin`.
 pub fn sluice(bin: &Path, sock: &Path, args: &[&str]) -> Output {
@@ -35,4 +37,51 @@ pub fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool)
         assert!(start.elapsed() < within, "not within {within:?}: {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The directory of the release binaries `sluice` and `sluiced` and a new lab named `prefix`,
+/// for a test that drives daemons through the CLI; `None` when the test cannot run here (see
+/// [`crate::bins::release_bin_dir`]).
+pub fn daemon_lab(prefix: &str) -> Option<(PathBuf, Lab)> {
+    let bin = crate::bins::release_bin_dir(&["sluice", "sluiced"])?;
+    Some((bin, Lab::new(prefix).unwrap()))
+}
+
+/// The command line of host `host`'s sluiced in a cluster lab: its API socket
+/// ([`host_socket`]) and state directory in the lab's directory, uplink `up0` with `vtep`/24,
+/// the cluster store `store` (`etcd://...`) with a lease TTL of `ttl_s` seconds, one worker;
+/// `extra` flags after those.
+pub fn cluster_sluiced(
+    bin: &Path,
+    lab: &Lab,
+    host: &str,
+    (vtep, store, ttl_s): (&str, &str, u64),
+    extra: &[String],
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        bin.join("sluiced").into(),
+        "--socket".into(),
+        host_socket(lab, host).into(),
+        "--state-dir".into(),
+        lab.dir().join(format!("{host}-state")).into(),
+        "--uplink".into(),
+        "up0".into(),
+        "--uplink-ip".into(),
+        format!("{vtep}/24").into(),
+        "--cluster-store".into(),
+        store.into(),
+        "--cluster-ttl".into(),
+        ttl_s.to_string().into(),
+        "--workers".into(),
+        "1".into(),
+        "--spare-ports".into(),
+        "1".into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    args
+}
+
+/// The API socket of host `host`'s sluiced in a lab.
+pub fn host_socket(lab: &Lab, host: &str) -> PathBuf {
+    lab.dir().join(format!("{host}.sock"))
 }

@@ -19,7 +19,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use sluice_lab::lab::Lab;
-use sluice_tests::cli::{eventually, sluice, sluice_ok};
+use sluice_tests::cli::{cluster_sluiced, daemon_lab, eventually, host_socket, sluice, sluice_ok};
 
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 /// The hosts' lease TTL, short so that a dead host is noticed quickly (and a stalled watch,
@@ -139,37 +139,16 @@ fn etcdctl(lab: &Lab, args: &[&str]) -> sluice_lab::lab::Result<Output> {
 /// Host `i`'s sluiced (its API socket and pid).
 fn host(lab: &mut Lab, bin: &Path, i: usize) -> (PathBuf, u32) {
     let pid = start_sluiced(lab, bin, i, HOSTS[i]);
-    (socket(lab, i), pid)
-}
-
-fn socket(lab: &Lab, i: usize) -> PathBuf {
-    lab.dir().join(format!("{}.sock", HOSTS[i]))
+    (host_socket(lab, HOSTS[i]), pid)
 }
 
 /// Starts host `i`'s sluiced (again, after a kill), logging to `log`; its pid.
 fn start_sluiced(lab: &mut Lab, bin: &Path, i: usize, log: &str) -> u32 {
     let h = HOSTS[i];
-    let args: Vec<std::ffi::OsString> = vec![
-        bin.join("sluiced").into(),
-        "--socket".into(),
-        socket(lab, i).into(),
-        "--state-dir".into(),
-        lab.dir().join(format!("{h}-state")).into(),
-        "--uplink".into(),
-        "up0".into(),
-        "--uplink-ip".into(),
-        format!("{}/24", vtep(i)).into(),
-        "--cluster-store".into(),
-        format!("etcd://{}", members().join(",")).into(),
-        "--cluster-advertise".into(),
-        vtep(i).to_string().into(),
-        "--cluster-ttl".into(),
-        TTL_S.to_string().into(),
-        "--workers".into(),
-        "1".into(),
-        "--spare-ports".into(),
-        "1".into(),
-    ];
+    let store = format!("etcd://{}", members().join(","));
+    let vtep = vtep(i).to_string();
+    let extra = ["--cluster-advertise".to_string(), vtep.clone()];
+    let args = cluster_sluiced(bin, lab, h, (&vtep, &store, TTL_S), &extra);
     lab.spawn_os(h, &args, log).unwrap()
 }
 
@@ -262,11 +241,10 @@ fn disconnect_all(bin: &Path, socks: &[PathBuf], eps: &[(usize, String)]) {
 
 #[test]
 fn overlay_across_three_hosts_through_etcd() {
-    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
+    let Some((bin, mut lab)) = daemon_lab("clu") else {
         return;
     };
     let began = Instant::now();
-    let mut lab = Lab::new("clu").unwrap();
     underlay(&mut lab);
     for i in 0..3 {
         host_links(&mut lab, i);

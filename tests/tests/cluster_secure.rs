@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use sluice_control::cluster::etcd::Etcd;
 use sluice_control::cluster::security::StoreOptions;
 use sluice_lab::lab::Lab;
-use sluice_tests::cli::{eventually, sluice, sluice_ok};
+use sluice_tests::cli::{cluster_sluiced, daemon_lab, eventually, host_socket, sluice, sluice_ok};
 
 /// Where the etcd member listens (on the underlay bridge, in namespace `ul`).
 const ETCD: &str = "10.99.0.100:2379";
@@ -197,31 +197,16 @@ fn host(lab: &mut Lab, bin: &Path, i: usize) -> PathBuf {
     }
     lab.addr(&h, "mg0", &format!("10.99.0.{}/24", i + 1))
         .unwrap();
-    let sock = lab.dir().join(format!("{h}.sock"));
+    let sock = host_socket(lab, &h);
     let [tls, user] = store_opts(lab);
-    let args: Vec<std::ffi::OsString> = vec![
-        bin.join("sluiced").into(),
-        "--socket".into(),
-        sock.clone().into(),
-        "--state-dir".into(),
-        lab.dir().join(format!("{h}-state")).into(),
-        "--uplink".into(),
-        "up0".into(),
-        "--uplink-ip".into(),
-        format!("{}/24", vtep(i)).into(),
-        "--cluster-store".into(),
-        format!("etcd://{ETCD}").into(),
-        "--cluster-store-opt".into(),
-        tls.into(),
-        "--cluster-store-opt".into(),
-        user.into(),
-        "--cluster-ttl".into(),
-        "3".into(),
-        "--workers".into(),
-        "1".into(),
-        "--spare-ports".into(),
-        "1".into(),
+    let extra = [
+        "--cluster-store-opt".to_string(),
+        tls,
+        "--cluster-store-opt".to_string(),
+        user,
     ];
+    let store = format!("etcd://{ETCD}");
+    let args = cluster_sluiced(bin, lab, &h, (&vtep(i), &store, 3), &extra);
     lab.spawn_os(&h, &args, &h).unwrap();
     sock
 }
@@ -248,11 +233,10 @@ fn with_resolv(lab: &Lab, ns: &str, resolv: &str, cmd: &str) -> Output {
 
 #[test]
 fn dual_stack_overlay_with_aliases_over_a_tls_etcd_with_users() {
-    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
+    let Some((bin, mut lab)) = daemon_lab("cls") else {
         return;
     };
     let began = Instant::now();
-    let mut lab = Lab::new("cls").unwrap();
     secure_etcd(&mut lab);
     client_refusals_and_token_renewal(&lab);
     let socks: Vec<PathBuf> = (0..2).map(|i| host(&mut lab, &bin, i)).collect();
