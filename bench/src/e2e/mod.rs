@@ -14,6 +14,7 @@ pub mod output;
 pub mod overlay;
 pub mod parse;
 pub mod peers;
+pub mod profile;
 pub mod report;
 pub mod rootless;
 pub mod rr;
