@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// device and bridge (TCP 1 and 4 streams, TCP_RR); prints its table.
     #[arg(long)]
     pub overlay: bool,
+    /// Profiles every measurement into DIR: a flame graph SVG per row and run (`perf record
+    /// -a -g`, inferno) and sluice's syscalls, context switches and CPU per frame (`perf stat`).
+    #[arg(long, value_name = "DIR")]
+    pub perf: Option<PathBuf>,
 }
 
 /// The `sluice-e2e-bench` arguments for `args`; `me` is the sluice binary to measure and
@@ -102,6 +106,9 @@ pub fn e2e_args(args: &BenchArgs, me: &Path, now: u64) -> Vec<OsString> {
         flag("--sluice-workers", w.to_string().into());
     }
     flag("--output", output.into());
+    if let Some(d) = &args.perf {
+        flag("--perf", d.into());
+    }
     if args.overlay {
         v.push("--overlay".into());
     }
@@ -173,6 +180,14 @@ mod tests {
         assert_eq!(get("--output"), "out");
         assert_eq!(get("--sluice-workers"), "2");
         assert!(!v.contains(&"--overlay".to_string()));
+        assert!(!v.contains(&"--perf".to_string()));
+        let profiled = BenchArgs {
+            perf: Some("prof".into()),
+            ..a.clone()
+        };
+        let v = strings(e2e_args(&profiled, Path::new("s"), 0));
+        let i = v.iter().position(|x| x == "--perf").unwrap();
+        assert_eq!(v[i + 1], "prof");
         let overlay = BenchArgs { overlay: true, ..a };
         let v = strings(e2e_args(&overlay, Path::new("s"), 0));
         assert_eq!(v.last().map(String::as_str), Some("--overlay"));

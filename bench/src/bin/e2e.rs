@@ -61,6 +61,11 @@ struct Args {
     /// Directory for results.json, results.md and one SVG chart per test (created if needed).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Profiles every measurement into DIR: `perf record -a -g` (a flame graph SVG per row and
+    /// run when inferno is installed) and `perf stat` of sluice's process (syscalls, context
+    /// switches and CPU per frame, in the row's note).
+    #[arg(long, value_name = "DIR")]
+    perf: Option<PathBuf>,
     /// Runs the rootless shape instead, as this unprivileged user: sluice-slirp (next to
     /// `--sluice-bin`, or to this binary), slirp4netns and pasta each serving an `unshare -r -n` namespace; prints a table.
     /// `--peers` may pick and order them (sluice-slirp, sluice-slirp-smoltcp, slirp4netns,
@@ -203,6 +208,7 @@ fn main() -> anyhow::Result<()> {
         runs: args.runs,
         duration: args.duration,
         peers,
+        perf: args.perf,
     };
     // SAFETY: isatty has no preconditions.
     let tty = unsafe { libc::isatty(2) } == 1;

@@ -2,6 +2,7 @@
 //! host), starts the servers, then measures every metric on every peer alternately, run after
 //! run.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use super::measure::{
     clock_ticks, measure_with_cpu, prepare, read_proc, select_metrics, settle, UdpGen,
 };
 use super::peers::{have_tool, peer_unavailable, Peer};
+use super::profile::{stem, Profile};
 use super::report::{cell, Cell, Row, RunInfo};
 use super::{metrics, parse, CpuUse, Metric, Sample, TestKind};
 
@@ -24,6 +26,8 @@ pub struct Plan {
     pub duration: u32,
     /// Peers (report columns), measured in this order within each run.
     pub peers: Vec<Peer>,
+    /// Profile every measurement into this directory (`--perf`: [`super::profile`]).
+    pub perf: Option<PathBuf>,
 }
 
 /// What the progress callback of [`run`] receives.
@@ -145,7 +149,11 @@ pub fn run(plan: &Plan, stop: &AtomicBool, mut progress: impl FnMut(Progress)) -
                         plan.duration
                     ))
                 )));
-                let s = measure_alone(&beds, bed, m, gen, plan.duration, hz);
+                let perf = plan
+                    .perf
+                    .as_deref()
+                    .map(|d| (d, stem(name, m.name, run + 1)));
+                let s = measure_alone(&beds, bed, m, gen, (plan.duration, hz), perf);
                 done += 1;
                 progress(Progress::Line(&format!(
                     "[{done}/{total}] run {}/{} {name:<12} {:<26} {} {} {}",
@@ -204,14 +212,15 @@ pub fn run(plan: &Plan, stop: &AtomicBool, mut progress: impl FnMut(Progress)) -
 
 /// Measures `m` on `bed` (one of `beds`, or a peer's wide bed) with every other forwarder
 /// frozen (idle forwarders that poll would steal CPU from the one measured), after what
-/// the metric needs is in place and the machine has settled.
+/// the metric needs is in place and the machine has settled; profiled into `perf`'s directory
+/// under its file stem when asked.
 fn measure_alone(
     beds: &[(&Peer, Bed)],
     bed: &Bed,
     m: &Metric,
     gen: UdpGen,
-    dur: u32,
-    hz: f64,
+    (dur, hz): (u32, f64),
+    perf: Option<(&Path, String)>,
 ) -> Sample {
     for (_, other) in beds {
         for pid in other.pids() {
@@ -233,8 +242,12 @@ fn measure_alone(
         }
     };
     let background = settle(hz);
+    let profile = perf.map(|(dir, stem)| Profile::start(dir, &stem, bed.pid(), bed.lab.dir(), dur));
     let mut s = measure_with_cpu(bed, *m, gen, dur, hz);
     s.cpu.background_pct = background;
+    if let Some(p) = profile {
+        s.note = format!("{}; {}", s.note, p.finish());
+    }
     if let Some(p) = prepared {
         s.note = format!("{p}; {}", s.note);
     }

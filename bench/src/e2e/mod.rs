@@ -5,7 +5,8 @@
 //!
 //! `parse` and `report` are pure (unit-tested on recorded tool outputs); `peers` resolves what
 //! to measure, `bed` builds a peer's topology and servers, `measure` runs one measurement and
-//! `harness` runs them all, alternating; `shapes` builds the topologies of the optional peers.
+//! `harness` runs them all, alternating; `shapes` builds the topologies of the optional peers;
+//! `profile` records where each measurement's cycles went (`--perf`).
 
 mod bed;
 pub mod harness;
@@ -14,6 +15,7 @@ pub mod output;
 pub mod overlay;
 pub mod parse;
 pub mod peers;
+pub mod profile;
 pub mod report;
 pub mod rootless;
 pub mod rr;
