@@ -431,6 +431,23 @@ impl Lab {
         }
     }
 
+    /// Starts a TCP server in `ns` on `port` (`TCP6-LISTEN` when `v6`) that answers every
+    /// connection with the output of the shell command `reply` (`echo $SOCAT_PEERADDR` tells
+    /// the client which address it came from), logging to `log`; its pid, once it listens.
+    pub fn serve(
+        &mut self,
+        ns: &str,
+        (port, v6): (u16, bool),
+        reply: &str,
+        log: &str,
+    ) -> Result<u32> {
+        let family = if v6 { "TCP6" } else { "TCP" };
+        let listen = format!("{family}-LISTEN:{port},reuseaddr,fork");
+        let pid = self.spawn(ns, &["socat", &listen, &format!("SYSTEM:{reply}")], log)?;
+        self.wait_listen(ns, port, Duration::from_secs(5))?;
+        Ok(pid)
+    }
+
     /// Waits until something listens on `port` (TCP or UDP) inside the namespace.
     pub fn wait_listen(&self, ns: &str, port: u16, timeout: Duration) -> Result<()> {
         let start = Instant::now();

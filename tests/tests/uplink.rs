@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use sluice_lab::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
 
+/// What the echo servers answer: the client's address as they saw it.
+const PEER: &str = "echo $SOCAT_PEERADDR";
+
 fn bin_dir() -> Option<PathBuf> {
     sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"])
 }
@@ -80,33 +83,9 @@ fn a_network_routes_through_its_own_uplink() {
 
     // Outbound: each network leaves through its uplink, with that uplink's address.
     let lab = d.lab_mut();
-    let e1 = lab
-        .spawn(
-            "out2",
-            &[
-                "socat",
-                "TCP-LISTEN:9000,reuseaddr,fork",
-                "SYSTEM:echo $SOCAT_PEERADDR",
-            ],
-            "echo2",
-        )
-        .unwrap();
-    let e0 = lab
-        .spawn(
-            "out",
-            &[
-                "socat",
-                "TCP-LISTEN:9000,reuseaddr,fork",
-                "SYSTEM:echo $SOCAT_PEERADDR",
-            ],
-            "echo1",
-        )
-        .unwrap();
+    let e1 = lab.serve("out2", (9000, false), PEER, "echo2").unwrap();
+    let e0 = lab.serve("out", (9000, false), PEER, "echo1").unwrap();
     let lab = d.lab();
-    lab.wait_listen("out2", 9000, Duration::from_secs(5))
-        .unwrap();
-    lab.wait_listen("out", 9000, Duration::from_secs(5))
-        .unwrap();
     lab.wait_ping("c1", "203.0.113.1".parse().unwrap(), Duration::from_secs(5))
         .unwrap();
     lab.wait_ping("c2", OUTSIDE_IP, Duration::from_secs(5))
@@ -153,20 +132,11 @@ fn a_network_routes_through_its_own_uplink() {
     );
 
     // Inbound: own's published port answers on its uplink's address only.
-    let lab = d.lab_mut();
-    let srv = lab
-        .spawn(
-            "c1",
-            &[
-                "socat",
-                "TCP-LISTEN:80,reuseaddr,fork",
-                "SYSTEM:echo hello-from-own",
-            ],
-            "srv",
-        )
+    let srv = d
+        .lab_mut()
+        .serve("c1", (80, false), "echo hello-from-own", "srv")
         .unwrap();
     let lab = d.lab();
-    lab.wait_listen("c1", 80, Duration::from_secs(5)).unwrap();
     let got = lab
         .exec(
             "out2",
@@ -258,32 +228,10 @@ fn a_network_routes_v6_through_its_own_uplink() {
     ])
     .unwrap();
     let lab = d.lab_mut();
-    let echo = lab
-        .spawn(
-            "out2",
-            &[
-                "socat",
-                "TCP6-LISTEN:9000,reuseaddr,fork",
-                "SYSTEM:echo $SOCAT_PEERADDR",
-            ],
-            "echo6",
-        )
-        .unwrap();
+    let echo = lab.serve("out2", (9000, true), PEER, "echo6").unwrap();
     let srv = lab
-        .spawn(
-            "c1",
-            &[
-                "socat",
-                "TCP6-LISTEN:80,reuseaddr,fork",
-                "SYSTEM:echo hello-own6",
-            ],
-            "srv6",
-        )
+        .serve("c1", (80, true), "echo hello-own6", "srv6")
         .unwrap();
-    let lab = d.lab();
-    lab.wait_listen("out2", 9000, Duration::from_secs(5))
-        .unwrap();
-    lab.wait_listen("c1", 80, Duration::from_secs(5)).unwrap();
     // socat writes the peer in full, bracketed.
     let seen = read_v6(&d, "c1", "TCP6:[2001:db8:72::1]:9000");
     let peer: std::net::Ipv6Addr = seen
