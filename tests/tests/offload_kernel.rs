@@ -496,3 +496,80 @@ fn nat_flows_are_rewritten_hidden_from_packet_sockets_and_removable() {
     // Detaching twice, or from an interface gone with its namespace, is fine.
     in_ns(&lab, "m", || off.detach(ma).unwrap());
 }
+
+/// One iperf3 stream a -> b through m for `secs`: Gbit/s received.
+fn iperf3(lab: &Lab, cport: u16, secs: u32) -> f64 {
+    let (cport, secs) = (cport.to_string(), secs.to_string());
+    let args = [
+        "iperf3", "-J", "-c", "10.0.0.2", "--cport", &cport, "-t", &secs,
+    ];
+    let out = lab.exec("a", &args).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap()
+        / 1e9
+}
+
+/// The measurement behind bench/RESULTS.md's flow offload rows: one iperf3 stream a -> b
+/// through m, (i) bridged by a Linux bridge in m, (ii) redirected by the offload's entries
+/// (filters attached only then), alternated, 5 rounds of 5 s, medians printed.
+/// `cargo test -p sluice-tests --test offload_kernel -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn bench_bridge_against_offload_one_iperf3_stream() {
+    let Some(off) = offload() else { return };
+    if !have("iperf3") {
+        eprintln!("skipped: iperf3 is not installed");
+        return;
+    }
+    let mut lab = Lab::new("ofx").unwrap();
+    topology(&mut lab);
+    lab.ip("m", &["link", "add", "br0", "type", "bridge"])
+        .unwrap();
+    for dev in ["m-a", "m-b"] {
+        lab.ip("m", &["link", "set", dev, "master", "br0"]).unwrap();
+    }
+    lab.up("m", "br0").unwrap();
+    lab.addr("a", "veth-a", "10.0.0.1/24").unwrap();
+    lab.addr("b", "veth-b", "10.0.0.2/24").unwrap();
+    lab.spawn("b", &["iperf3", "-s"], "iperf3").unwrap();
+    lab.wait_listen("b", 5201, Duration::from_secs(5)).unwrap();
+    let (ma, mb) = (ifindex(&lab, "m", "m-a"), ifindex(&lab, "m", "m-b"));
+    let (a, b): (IpAddr, IpAddr) = (
+        Ipv4Addr::new(10, 0, 0, 1).into(),
+        Ipv4Addr::new(10, 0, 0, 2).into(),
+    );
+    let (mut bridge, mut offloaded) = (Vec::new(), Vec::new());
+    for round in 0..5u16 {
+        bridge.push(iperf3(&lab, 41000 + round, 5));
+        let cport = 42000 + round;
+        in_ns(&lab, "m", || {
+            (off.attach(ma).unwrap(), off.attach(mb).unwrap())
+        });
+        let there = key(ma, a, b, TCP, (cport, 5201));
+        off.insert(&there, &forward(mb, MAC_A, MAC_B)).unwrap();
+        off.insert(
+            &key(mb, b, a, TCP, (5201, cport)),
+            &forward(ma, MAC_B, MAC_A),
+        )
+        .unwrap();
+        offloaded.push(iperf3(&lab, cport, 5));
+        assert!(off.usage(&there).unwrap().unwrap().packets > 0);
+        off.clear().unwrap();
+        in_ns(&lab, "m", || {
+            (off.detach(ma).unwrap(), off.detach(mb).unwrap())
+        });
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("bridge Gbit/s: {bridge:.2?}");
+    println!("offload Gbit/s: {offloaded:.2?}");
+    println!(
+        "medians: bridge {:.2}, offload {:.2}",
+        median(&mut bridge),
+        median(&mut offloaded)
+    );
+}
