@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sluice_dataplane::wire::MacAddr;
@@ -136,6 +137,36 @@ fn tcp_transfer(
     std::fs::read(out).unwrap()
 }
 
+/// A UDP receiver in b (`listen`: socat's address) appending every datagram to a file; the
+/// file's path.
+fn udp_sink(lab: &mut Lab, listen: &str) -> PathBuf {
+    let out = lab.dir().join(format!("{listen}.recv").replace(':', "-"));
+    let sink = format!("OPEN:{},creat,append", out.display());
+    lab.spawn("b", &["socat", "-u", listen, &sink], "udp")
+        .unwrap();
+    let port = listen.rsplit(':').next().unwrap().parse().unwrap();
+    lab.wait_listen("b", port, Duration::from_secs(5)).unwrap();
+    out
+}
+
+/// Sends file `name` from a as 1000-byte datagrams to socat's address `to`.
+fn udp_send(lab: &Lab, name: &str, to: &str) {
+    let file = format!("FILE:{}", lab.dir().join(name).display());
+    lab.exec("a", &["socat", "-u", "-b", "1000", &file, to])
+        .unwrap();
+}
+
+/// The file at `path` once it has `len` bytes (or after 5 s).
+fn wait_file(path: &Path, len: usize) -> Vec<u8> {
+    let start = Instant::now();
+    while std::fs::metadata(path).map_or(0, |m| m.len() as usize) < len
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::read(path).unwrap_or_default()
+}
+
 /// An AF_PACKET socket (all protocols) on one interface, not reading what it sends out.
 struct PacketSocket(OwnedFd);
 
@@ -236,7 +267,7 @@ fn forward(egress_ifindex: u32, eth_src: [u8; 6], eth_dst: [u8; 6]) -> FlowActio
 }
 
 #[test]
-fn bridged_tcp_flows_are_forwarded_inside_the_kernel_for_both_families() {
+fn bridged_flows_are_forwarded_inside_the_kernel_for_both_families() {
     let Some(off) = offload() else { return };
     let mut lab = Lab::new("ofb").unwrap();
     topology(&mut lab);
@@ -306,6 +337,39 @@ fn bridged_tcp_flows_are_forwarded_inside_the_kernel_for_both_families() {
             "{name}: {acked:?}"
         );
     }
+    // IPv6 UDP with both sides rewritten, offload only: a sends to a virtual [fd00::99]:8080
+    // (its neighbour entry: b's MAC); b's UDP verifies the checksum the offload fixed.
+    let v6 = |s: &str| IpAddr::from(s.parse::<Ipv6Addr>().unwrap());
+    lab.ip(
+        "a",
+        &[
+            "-6",
+            "neigh",
+            "add",
+            "fd00::99",
+            "lladdr",
+            "02:00:00:00:00:0b",
+            "dev",
+            "veth-a",
+        ],
+    )
+    .unwrap();
+    let udp = key(ma, v6("fd00::1"), v6("fd00::99"), UDP, (40020, 8080));
+    let nat = FlowAction {
+        snat: Some((v6("fd00::5:0:0:7"), 7000)),
+        dnat: Some((v6("fd00::2"), 5300)),
+        ..forward(mb, MAC_A, MAC_B)
+    };
+    off.insert(&udp, &nat).unwrap();
+    let out = udp_sink(&mut lab, "UDP6-RECV:5300");
+    let data = payload(&lab, "udp6", 20_000, 3);
+    udp_send(&lab, "udp6", "UDP6-SENDTO:[fd00::99]:8080,sourceport=40020");
+    assert!(
+        wait_file(&out, data.len()) == data,
+        "IPv6 NAT UDP did not arrive intact"
+    );
+    assert_eq!(off.usage(&udp).unwrap().unwrap().packets, 20);
+
     in_ns(&lab, "m", || {
         (off.detach(ma).unwrap(), off.detach(mb).unwrap())
     });
@@ -421,26 +485,9 @@ fn nat_flows_are_rewritten_hidden_from_packet_sockets_and_removable() {
         },
     )
     .unwrap();
-    let out = lab.dir().join("udp.recv");
-    let sink = format!("OPEN:{},creat,append", out.display());
-    lab.spawn("b", &["socat", "-u", "UDP-RECV:5300", &sink], "udp")
-        .unwrap();
-    lab.wait_listen("b", 5300, Duration::from_secs(5)).unwrap();
-    let send = |name: &str| {
-        let file = format!("FILE:{}", lab.dir().join(name).display());
-        let to = "UDP-SENDTO:10.9.9.9:8080,sourceport=40002";
-        lab.exec("a", &["socat", "-u", "-b", "1000", &file, to])
-            .unwrap();
-    };
-    let wait_for = |len: usize| {
-        let start = Instant::now();
-        while std::fs::metadata(&out).map_or(0, |m| m.len() as usize) < len
-            && start.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::fs::read(&out).unwrap_or_default()
-    };
+    let out = udp_sink(&mut lab, "UDP-RECV:5300");
+    let send = |name: &str| udp_send(&lab, name, "UDP-SENDTO:10.9.9.9:8080,sourceport=40002");
+    let wait_for = |len: usize| wait_file(&out, len);
     let vb = ifindex(&lab, "b", "veth-b");
     let at_b = in_ns(&lab, "b", || PacketSocket::open(vb));
     let first = payload(&lab, "udp1", 40_000, 1);
