@@ -1,5 +1,6 @@
-//! The crate's only unsafe code: the bpf(2) commands it uses, `SO_ATTACH_BPF`, the netlink
-//! socket and the monotonic clock, as safe functions over owned descriptors and checked slices.
+//! The crate's only unsafe code: the bpf(2) commands it uses, `SO_ATTACH_BPF` and the
+//! monotonic clock, as safe functions over owned descriptors and checked slices (the netlink
+//! socket comes from `sluice-sys`).
 
 use std::io;
 use std::mem::size_of;
@@ -244,19 +245,7 @@ pub(crate) fn attach_socket_filter(socket: BorrowedFd, prog: BorrowedFd) -> io::
 /// A NETLINK_ROUTE socket in the calling thread's network namespace; `write` sends a request to
 /// the kernel and `read` receives its answers.
 pub(crate) fn route_socket() -> io::Result<std::fs::File> {
-    // SAFETY: socket() takes no pointers; the result is checked below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket() and is owned by nothing else.
-    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    sluice_sys::route_socket().map(std::fs::File::from)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.

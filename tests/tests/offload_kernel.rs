@@ -266,20 +266,25 @@ fn forward(egress_ifindex: u32, eth_src: [u8; 6], eth_dst: [u8; 6]) -> FlowActio
     }
 }
 
-#[test]
-fn bridged_flows_are_forwarded_inside_the_kernel_for_both_families() {
-    let Some(off) = offload() else { return };
-    let mut lab = Lab::new("ofb").unwrap();
-    topology(&mut lab);
+/// The topology with a Linux bridge in m: a is 10.0.0.1, b 10.0.0.2.
+fn bridged(lab: &mut Lab) {
+    topology(lab);
     lab.ip("m", &["link", "add", "br0", "type", "bridge"])
         .unwrap();
     for dev in ["m-a", "m-b"] {
         lab.ip("m", &["link", "set", dev, "master", "br0"]).unwrap();
     }
     lab.up("m", "br0").unwrap();
-    tx_csum(&lab, &[("a", "veth-a"), ("b", "veth-b")], false);
     lab.addr("a", "veth-a", "10.0.0.1/24").unwrap();
     lab.addr("b", "veth-b", "10.0.0.2/24").unwrap();
+}
+
+#[test]
+fn bridged_flows_are_forwarded_inside_the_kernel_for_both_families() {
+    let Some(off) = offload() else { return };
+    let mut lab = Lab::new("ofb").unwrap();
+    bridged(&mut lab);
+    tx_csum(&lab, &[("a", "veth-a"), ("b", "veth-b")], false);
     lab.addr6("a", "veth-a", "fd00::1/64").unwrap();
     lab.addr6("b", "veth-b", "fd00::2/64").unwrap();
     let (ma, mb) = (ifindex(&lab, "m", "m-a"), ifindex(&lab, "m", "m-b"));
@@ -571,15 +576,7 @@ fn bench_bridge_against_offload_one_iperf3_stream() {
         return;
     }
     let mut lab = Lab::new("ofx").unwrap();
-    topology(&mut lab);
-    lab.ip("m", &["link", "add", "br0", "type", "bridge"])
-        .unwrap();
-    for dev in ["m-a", "m-b"] {
-        lab.ip("m", &["link", "set", dev, "master", "br0"]).unwrap();
-    }
-    lab.up("m", "br0").unwrap();
-    lab.addr("a", "veth-a", "10.0.0.1/24").unwrap();
-    lab.addr("b", "veth-b", "10.0.0.2/24").unwrap();
+    bridged(&mut lab);
     lab.spawn("b", &["iperf3", "-s"], "iperf3").unwrap();
     lab.wait_listen("b", 5201, Duration::from_secs(5)).unwrap();
     let (ma, mb) = (ifindex(&lab, "m", "m-a"), ifindex(&lab, "m", "m-b"));
