@@ -51,6 +51,8 @@ pub enum OffloadError {
 }
 
 /// One direction of a flow as it arrives on an interface: the exact-match key.
+///
+/// `ifindex` is the interface's index in the namespace the filters are attached in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     /// Ingress interface (the host-side interface sluice reads).
@@ -166,6 +168,11 @@ impl Offload {
     }
 
     /// The socket-filter program, for SO_ATTACH_BPF on sluice's packet sockets.
+    ///
+    /// Every socket of a fanout group needs it (the filter runs on the socket fanout chose).
+    /// It only drops frames arriving on a key's interface; frames the TC program redirects
+    /// leave through the egress interface as outgoing frames, which sluice's sockets ignore
+    /// (`PACKET_IGNORE_OUTGOING`).
     pub fn socket_filter(&self) -> BorrowedFd<'_> {
         self.filter.as_fd()
     }
@@ -367,6 +374,12 @@ mod tests {
         off.clear().unwrap();
         assert_eq!(off.usage(&v4).unwrap(), None);
         assert_eq!(off.usage(&v6).unwrap(), None);
+    }
+
+    #[test]
+    fn offload_can_be_shared_with_the_offload_thread() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Offload>();
     }
 
     #[test]
