@@ -12,6 +12,8 @@ mod layout;
 mod prog;
 mod sys;
 mod tc;
+#[cfg(test)]
+mod test_run;
 
 use std::collections::HashSet;
 use std::io;
@@ -303,7 +305,7 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// The offload, or None (with a message) where this process cannot load BPF programs.
-    fn offload(capacity: u32) -> Option<Offload> {
+    pub(crate) fn offload(capacity: u32) -> Option<Offload> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("skipped: loading BPF programs needs root");

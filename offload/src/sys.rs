@@ -223,6 +223,45 @@ pub(crate) fn prog_load(
     Ok(owned(bpf(BPF_PROG_LOAD, &mut attr)?))
 }
 
+/// `union bpf_attr` for `BPF_PROG_TEST_RUN`.
+#[cfg(test)]
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+}
+
+#[cfg(test)]
+impl Attr for TestRunAttr {}
+
+/// Runs `prog` once on a frame built from `data` (`BPF_PROG_TEST_RUN`, on the loopback
+/// interface); its return value and the frame afterwards.
+#[cfg(test)]
+pub(crate) fn prog_test_run(prog: BorrowedFd, data: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    const BPF_PROG_TEST_RUN: libc::c_int = 10;
+    let mut out = vec![0u8; data.len() + 256];
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: data.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: data.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..TestRunAttr::default()
+    };
+    // The kernel reads data_size_in bytes of `data` and writes at most data_size_out to `out`.
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    out.truncate(attr.data_size_out as usize);
+    Ok((attr.retval, out))
+}
+
 /// `SO_ATTACH_BPF`: runs `prog` (a socket filter) on every frame `socket` receives.
 pub(crate) fn attach_socket_filter(socket: BorrowedFd, prog: BorrowedFd) -> io::Result<()> {
     let fd: libc::c_int = prog.as_raw_fd();
