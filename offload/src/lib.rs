@@ -103,6 +103,7 @@ pub struct FlowUsage {
 ///
 /// Dropping it also empties the map, so filters still attached somewhere forward nothing
 /// more (every frame then goes to userspace); [`Offload::detach`] removes them.
+#[derive(Debug)]
 pub struct Offload {
     map: sys::HashMap,
     capacity: u32,
