@@ -133,13 +133,13 @@ impl Offload {
 
     /// Adds a clsact qdisc to `ifindex` (current netns) if it has none, and our ingress filter.
     pub fn attach(&self, ifindex: u32) -> Result<(), OffloadError> {
-        let added = tc::add_clsact(ifindex).map_err(tc_error(ifindex, "add a clsact qdisc"))?;
+        let added = tc::add_clsact(ifindex).map_err(attach_error(ifindex, "add a clsact qdisc"))?;
         if let Err(e) = tc::add_filter(ifindex, self.tc.as_fd()) {
             if added {
                 // Best effort: leave the interface as we found it.
                 let _ = tc::del_clsact(ifindex);
             }
-            return Err(tc_error(ifindex, "add the bpf filter")(e));
+            return Err(attach_error(ifindex, "add the bpf filter")(e));
         }
         if added {
             self.added().insert(ifindex);
@@ -266,6 +266,17 @@ fn bpf_error(op: &'static str, source: io::Error) -> OffloadError {
     }
 }
 
+/// An attach failure; no privilege (EPERM), an unknown qdisc or filter kind (ENOENT: no
+/// clsact or no cls_bpf in this kernel) or no support (EOPNOTSUPP) means the offload cannot run.
+fn attach_error(ifindex: u32, what: &'static str) -> impl FnOnce(io::Error) -> OffloadError {
+    move |e| match e.raw_os_error() {
+        Some(libc::EPERM | libc::ENOENT | libc::EOPNOTSUPP) => {
+            OffloadError::Unsupported(format!("tc on ifindex {ifindex}: {what}: {e}"))
+        }
+        _ => tc_error(ifindex, what)(e),
+    }
+}
+
 fn tc_error(ifindex: u32, what: &'static str) -> impl FnOnce(io::Error) -> OffloadError {
     move |e| OffloadError::Tc {
         ifindex,
@@ -377,6 +388,22 @@ mod tests {
         off.clear().unwrap();
         assert_eq!(off.usage(&v4).unwrap(), None);
         assert_eq!(off.usage(&v6).unwrap(), None);
+    }
+
+    #[test]
+    fn attach_failures_that_mean_no_support_say_so() {
+        let err =
+            |errno| attach_error(3, "add the bpf filter")(io::Error::from_raw_os_error(errno));
+        for errno in [libc::EPERM, libc::ENOENT, libc::EOPNOTSUPP] {
+            assert!(
+                matches!(err(errno), OffloadError::Unsupported(_)),
+                "{errno}"
+            );
+        }
+        assert!(matches!(
+            err(libc::ENODEV),
+            OffloadError::Tc { ifindex: 3, .. }
+        ));
     }
 
     #[test]
