@@ -32,6 +32,7 @@ use crate::batch::{Batch, MAX_BATCH};
 use crate::config::{PortConfig, PortIo};
 use crate::counters::{DropReason, WorkerCounters, MAX_PORTS};
 use crate::frame::{Frame, GsoType, Meta, PortId, Verdict, HEADROOM};
+use crate::offload::{OffloadMode, OffloadRun};
 use crate::pipeline::{udp_gso, Dataplane, Worker};
 use crate::port::afpacket::{self, AfPacketConfig, AfPacketError};
 use crate::port::poll::{Idle, PollPolicy};
@@ -58,6 +59,8 @@ pub struct RuntimeConfig {
     /// kernel's ring set-up (two RCU grace periods per socket). 0: none (ports are prepared
     /// when attached).
     pub spare_ports: usize,
+    /// Whether established flows are handed to the kernel (`crate::offload`).
+    pub offload: OffloadMode,
 }
 
 impl Default for RuntimeConfig {
@@ -69,6 +72,7 @@ impl Default for RuntimeConfig {
             afpacket: AfPacketConfig::default(),
             tap_buffers: 64,
             spare_ports: 0,
+            offload: OffloadMode::Off,
         }
     }
 }
@@ -209,6 +213,7 @@ fn open_port(
     cfg: &RuntimeConfig,
     spares: &Spares,
     first: bool,
+    offload: Option<&OffloadRun>,
 ) -> Result<(Rx, Tx), RuntimeError> {
     let shared = cfg.workers > 1;
     let (id, name) = (port.id, port.name.as_str());
@@ -218,7 +223,8 @@ fn open_port(
                 Some(p) => p,
                 None => afpacket::prepare(name, &cfg.afpacket)?,
             };
-            let (r, t) = prepared.bind(name, id, shared)?;
+            let filter = offload.map(OffloadRun::socket_filter);
+            let (r, t) = prepared.bind(name, id, shared, filter)?;
             (Box::new(r), Box::new(t))
         }
         PortIo::Tap => {
@@ -327,6 +333,10 @@ pub struct Runtime {
     attached: Mutex<BTreeSet<PortId>>,
     spares: Spares,
     kernel_stats: Arc<KernelStatsTable>,
+    /// The kernel flow offload, when asked for and supported.
+    offload: Option<OffloadRun>,
+    /// Why the offload asked for does not run (or a port it could not attach to).
+    offload_error: Mutex<Option<String>>,
 }
 
 impl Runtime {
@@ -348,7 +358,15 @@ impl Runtime {
             attached: Mutex::new(BTreeSet::new()),
             spares: Spares::start(cfg.spare_ports * cfg.workers, &cfg.afpacket),
             kernel_stats: Arc::default(),
+            offload: None,
+            offload_error: Mutex::new(None),
         };
+        if cfg.offload == OffloadMode::Tc {
+            match OffloadRun::start(dp) {
+                Ok(o) => rt.offload = Some(o),
+                Err(e) => *rt.offload_error.lock() = Some(e),
+            }
+        }
         for i in 0..cfg.workers {
             let err = |source| RuntimeError::Worker { worker: i, source };
             let poll = Poll::new().map_err(err)?;
@@ -396,7 +414,7 @@ impl Runtime {
             return Err(RuntimeError::AlreadyAttached(port.id));
         }
         let mut halves = (0..self.mailboxes.len())
-            .map(|i| open_port(port, &self.cfg, &self.spares, i == 0))
+            .map(|i| open_port(port, &self.cfg, &self.spares, i == 0, self.offload.as_ref()))
             .collect::<Result<Vec<_>, _>>()?
             .into_iter();
         let id = port.id;
@@ -415,7 +433,16 @@ impl Runtime {
             return Err(e);
         }
         attached.insert(id);
+        if let Some(Err(e)) = self.offload.as_ref().map(|o| o.port_attached(port)) {
+            *self.offload_error.lock() = Some(e);
+        }
         Ok(())
+    }
+
+    /// Why the offload asked for (`RuntimeConfig::offload`) does not run, or the last port it
+    /// could not attach to; taken, so each is logged once.
+    pub fn take_offload_error(&self) -> Option<String> {
+        self.offload_error.lock().take()
     }
 
     /// Has every worker drop port `id` (RX half out of epoll, rings unmapped, descriptors
@@ -425,6 +452,9 @@ impl Runtime {
     pub fn detach(&self, id: PortId) {
         let mut attached = self.attached.lock();
         if attached.remove(&id) {
+            if let Some(o) = &self.offload {
+                o.port_detached(id);
+            }
             self.take_back(id);
             self.kernel_stats.lock().remove(&id);
         }
@@ -511,6 +541,7 @@ impl Runtime {
     }
 
     fn stop_and_join(&mut self) {
+        drop(self.offload.take());
         self.spares.stop();
         self.stop.store(true, Ordering::Relaxed);
         for mb in &self.mailboxes {

@@ -37,6 +37,7 @@ impl Kernel {
 impl Plumbing for Kernel {
     fn start(&mut self, dp: &Arc<Dataplane>) -> Result<(), PlumbingError> {
         let rt = Runtime::start(dp, &self.config).map_err(PlumbingError::StartDataplane)?;
+        log_offload_error(&rt);
         self.runtime = Some(rt);
         Ok(())
     }
@@ -71,16 +72,17 @@ impl Plumbing for Kernel {
             open_ms = linked.elapsed().as_secs_f64() * 1e3,
             "dataplane port opened"
         );
-        Ok(())
+        self.runtime().map(log_offload_error)
     }
 
     fn open_port(&mut self, port: &PortConfig) -> Result<(), PlumbingError> {
-        self.runtime()?
-            .attach(port)
-            .map_err(|source| PlumbingError::OpenPort {
-                ifname: port.name.clone(),
-                source,
-            })
+        let rt = self.runtime()?;
+        rt.attach(port).map_err(|source| PlumbingError::OpenPort {
+            ifname: port.name.clone(),
+            source,
+        })?;
+        log_offload_error(rt);
+        Ok(())
     }
 
     fn close_port(&mut self, port: PortId) {
@@ -132,5 +134,13 @@ impl Plumbing for Kernel {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown();
         }
+    }
+}
+
+/// Logs why the flow offload asked for does not run, or a port it could not attach to
+/// (forwarding goes on in userspace either way).
+fn log_offload_error(rt: &Runtime) {
+    if let Some(e) = rt.take_offload_error() {
+        tracing::warn!("flow offload off: {e}");
     }
 }

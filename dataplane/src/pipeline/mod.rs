@@ -101,6 +101,7 @@ mod ipv6;
 mod ipvlan;
 mod nat;
 mod nat6;
+mod offload;
 mod pending;
 mod plain;
 mod route;
@@ -206,6 +207,7 @@ impl Worker {
                 cur: 0,
                 epoch,
                 routed: false,
+                offload: self.dp.offloads.enabled(),
             };
             let frames = batch.frames_mut();
             for i in 0..frames.len() {
