@@ -109,3 +109,29 @@ fn direction(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::L4Proto;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn bridged_ports_of_different_mtus_are_not_offloaded() {
+        let t = Tuple {
+            proto: L4Proto::Udp,
+            src: Ipv4Addr::new(10, 0, 0, 2),
+            src_port: 1,
+            dst: Ipv4Addr::new(10, 0, 0, 3),
+            dst_port: 2,
+        };
+        let port = |ifindex, mtu| PortOut { ifindex, mtu };
+        let (ma, mb) = (MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 3]));
+        assert!(bridged(&t, (port(1, 1500), ma), (port(2, 9000), mb)).is_none());
+        let [ab, ba] = bridged(&t, (port(1, 1500), ma), (port(2, 1500), mb)).unwrap();
+        assert_eq!((ab.key.ifindex, ab.action.egress_ifindex), (1, 2));
+        assert_eq!((ba.key.ifindex, ba.action.egress_ifindex), (2, 1));
+        assert_eq!((ba.key.sport, ba.key.dport, ba.key.proto), (2, 1, 17));
+        assert_eq!((ba.action.eth_dst, ba.action.eth_src), (ma.0, mb.0));
+    }
+}

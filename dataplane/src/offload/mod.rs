@@ -237,3 +237,36 @@ impl Offloads {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_is_a_counted_skip() {
+        let o = Offloads::with_queue(1);
+        let remove = Request::Remove {
+            keys: [FlowKey {
+                ifindex: 1,
+                src: [10, 0, 0, 1].into(),
+                dst: [10, 0, 0, 2].into(),
+                proto: 6,
+                sport: 1,
+                dport: 2,
+            }; 2],
+        };
+        assert!(o.offer(remove));
+        assert!(!o.offer(remove));
+        assert_eq!(o.stats().skipped_queue_full, 1);
+        assert_eq!(o.next_request(), Some(remove));
+        assert_eq!(o.next_request(), None);
+        assert!(o.offer(remove));
+    }
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!("tc".parse(), Ok(OffloadMode::Tc));
+        assert_eq!("off".parse(), Ok(OffloadMode::Off));
+        assert!("xdp".parse::<OffloadMode>().is_err());
+    }
+}

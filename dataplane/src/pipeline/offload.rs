@@ -135,3 +135,274 @@ impl BatchState<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    use crate::offload::{Direction, FlowAction, FlowKey, Request, Tracked};
+    use crate::pipeline::tests::*;
+
+    /// A dataplane that stages every batch (so established flows take their shortcuts) with
+    /// the offload on and interface index 100 + id for every port.
+    fn offloading(s: &Scenario) -> (Arc<Dataplane>, Worker) {
+        let mut dp = Dataplane::new(&s.config).unwrap();
+        dp.set_staging(true);
+        dp.offloads().set_enabled(true);
+        for p in 0..5 {
+            dp.offloads().set_ifindex(PortId(p), 100 + u32::from(p));
+        }
+        let w = dp.worker();
+        (dp, w)
+    }
+
+    fn drain(dp: &Dataplane) -> Vec<Request> {
+        std::iter::from_fn(|| dp.offloads().next_request()).collect()
+    }
+
+    fn key(port: PortId, (src, sport): (Ipv4Addr, u16), (dst, dport): (Ipv4Addr, u16)) -> FlowKey {
+        FlowKey {
+            ifindex: 100 + u32::from(port.0),
+            src: IpAddr::V4(src),
+            dst: IpAddr::V4(dst),
+            proto: 6,
+            sport,
+            dport,
+        }
+    }
+
+    /// A direction from `key` out of `egress` with Ethernet addresses (`dst`, `src`).
+    fn dir(key: FlowKey, egress: PortId, (dst, src): (MacAddr, MacAddr)) -> Direction {
+        Direction {
+            key,
+            action: FlowAction {
+                egress_ifindex: 100 + u32::from(egress.0),
+                eth_src: src.0,
+                eth_dst: dst.0,
+                decrement_ttl: true,
+                snat: None,
+                dnat: None,
+            },
+        }
+    }
+
+    fn at(ip: Ipv4Addr, port: u16) -> Option<(IpAddr, u16)> {
+        Some((IpAddr::V4(ip), port))
+    }
+
+    /// A TCP frame bridged from endpoint `from` (port 40000) to endpoint `to` (port 80), or
+    /// back with `back`.
+    fn bridged(from: Ipv4Addr, to: Ipv4Addr, back: bool, flags: u8, data: &[u8]) -> Vec<u8> {
+        let (sport, dport) = if back { (80, 40000) } else { (40000, 80) };
+        let seg = tcp(from, sport, to, dport, flags, data);
+        eth(S::mac(to), S::mac(from), 0x0800, &seg)
+    }
+
+    #[test]
+    fn a_bridged_tcp_flow_is_offered_once_both_ways_are_past_the_handshake() {
+        let s = S::new();
+        let (dp, mut w) = offloading(&s);
+        let ab = |flags, data: &[u8]| bridged(S::A, S::B, false, flags, data);
+        let ba = |flags, data: &[u8]| bridged(S::B, S::A, true, flags, data);
+        let v = Frames::new()
+            .push(PORT_A, &ab(SYN, b""))
+            .push(PORT_B, &ba(SYN | ACK, b""))
+            .push(PORT_A, &ab(ACK, b""))
+            .push(PORT_A, &ab(ACK, b"get"))
+            .run(&mut w, T0);
+        assert!(v.iter().all(|(v, _)| matches!(v, Verdict::Forward(_))));
+        assert_eq!(drain(&dp), vec![], "one direction only so far");
+        Frames::new()
+            .push(PORT_B, &ba(ACK, b"data"))
+            .push(PORT_B, &ba(ACK, b"more"))
+            .push(PORT_A, &ab(ACK, b""))
+            .run(&mut w, T0);
+        let mut b_to_a = dir(
+            key(PORT_B, (S::B, 80), (S::A, 40000)),
+            PORT_A,
+            (S::mac(S::A), S::mac(S::B)),
+        );
+        let mut a_to_b = dir(
+            key(PORT_A, (S::A, 40000), (S::B, 80)),
+            PORT_B,
+            (S::mac(S::B), S::mac(S::A)),
+        );
+        b_to_a.action.decrement_ttl = false;
+        a_to_b.action.decrement_ttl = false;
+        let idle_secs = crate::nat::Timeouts::default().tcp_established;
+        assert_eq!(
+            drain(&dp),
+            vec![Request::Install {
+                dirs: [b_to_a, a_to_b],
+                tracked: Tracked::Bridged { idle_secs },
+                epoch: dp.epoch32(),
+            }],
+            "offered once, by the frame that completed both directions"
+        );
+        run_one(&mut w, PORT_A, &ab(0x01 | ACK, b""), T0);
+        assert_eq!(
+            drain(&dp),
+            vec![Request::Remove {
+                keys: [a_to_b.key, b_to_a.key]
+            }]
+        );
+    }
+
+    #[test]
+    fn bridged_udp_needs_an_answer_and_ports_with_interfaces() {
+        let s = S::new();
+        let (dp, mut w) = offloading(&s);
+        let ab = eth(
+            S::mac(S::B),
+            S::mac(S::A),
+            0x0800,
+            &udp(S::A, 5000, S::B, 53, b"q"),
+        );
+        let ba = eth(
+            S::mac(S::A),
+            S::mac(S::B),
+            0x0800,
+            &udp(S::B, 53, S::A, 5000, b"a"),
+        );
+        Frames::new()
+            .push(PORT_A, &ab)
+            .push(PORT_A, &ab)
+            .run(&mut w, T0);
+        assert_eq!(drain(&dp), vec![]);
+        run_one(&mut w, PORT_B, &ba, T0);
+        let got = drain(&dp);
+        assert!(matches!(
+            got[..],
+            [Request::Install { dirs, tracked: Tracked::Bridged { idle_secs: 120 }, .. }]
+                if dirs[0].key.proto == 17 && dirs[1].key.ifindex == 101
+        ));
+        // A port without an interface (a TAP port, or the offload not attached): nothing.
+        dp.offloads().set_ifindex(PORT_B, 0);
+        let other = eth(
+            S::mac(S::B),
+            S::mac(S::A),
+            0x0800,
+            &udp(S::A, 5001, S::B, 53, b"q"),
+        );
+        let back = eth(
+            S::mac(S::A),
+            S::mac(S::B),
+            0x0800,
+            &udp(S::B, 53, S::A, 5001, b"a"),
+        );
+        Frames::new()
+            .push(PORT_A, &other)
+            .push(PORT_B, &back)
+            .run(&mut w, T0);
+        assert_eq!(drain(&dp), vec![]);
+    }
+
+    /// Runs a TCP handshake of a tracked flow: SYN from `from`, SYN-ACK back from `back_port`,
+    /// ACK from `from` again; returns the SYN as it left.
+    fn handshake(
+        w: &mut Worker,
+        (from, syn): (PortId, &dyn Fn(u8) -> Vec<u8>),
+        (back_port, synack): (PortId, &dyn Fn(u16, u8) -> Vec<u8>),
+    ) -> Vec<u8> {
+        let (_, out) = run_one(w, from, &syn(SYN), T0);
+        let sport = tuple_of(&out).src_port;
+        run_one(w, back_port, &synack(sport, SYN | ACK), T0);
+        assert!(matches!(
+            run_one(w, from, &syn(ACK), T0).0,
+            Verdict::Forward(_)
+        ));
+        out
+    }
+
+    #[test]
+    fn a_flow_out_through_napt_is_offered_with_both_rewrites() {
+        let s = S::new();
+        let (dp, mut w) = offloading(&s);
+        learn_next_hop(&mut w);
+        let syn = |f| S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, f, b""));
+        let back = |p, f| S::from_outside(&tcp(S::REMOTE, 80, S::UP, p, f, b""));
+        let out = handshake(&mut w, (PORT_A, &syn), (UPLINK, &back));
+        let nat_port = tuple_of(&out).src_port;
+        let mut o = dir(
+            key(PORT_A, (S::A, 40000), (S::REMOTE, 80)),
+            UPLINK,
+            (S::HOP_MAC, S::UP_MAC),
+        );
+        o.action.snat = at(S::UP, nat_port);
+        let mut r = dir(
+            key(UPLINK, (S::REMOTE, 80), (S::UP, nat_port)),
+            PORT_A,
+            (S::mac(S::A), S::GW_MAC),
+        );
+        r.action.dnat = at(S::A, 40000);
+        let got = drain(&dp);
+        assert!(
+            matches!(got[..], [Request::Install { dirs, tracked: Tracked::Conntrack(_), epoch }]
+                if dirs == [o, r] && epoch == dp.epoch32()),
+            "{got:?}"
+        );
+        // Later packets do not offer it again; its RST takes it back.
+        run_one(&mut w, PORT_A, &syn(ACK), T0);
+        assert_eq!(drain(&dp), vec![]);
+        run_one(&mut w, UPLINK, &back(nat_port, 0x04), T0);
+        assert_eq!(
+            drain(&dp),
+            vec![Request::Remove {
+                keys: [o.key, r.key]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_connection_to_a_published_port_is_offered_with_its_dnat() {
+        let s = S::new();
+        let (dp, mut w) = offloading(&s);
+        learn_next_hop(&mut w);
+        let syn = |f| S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8080, f, b""));
+        let back = |_, f| S::from_endpoint(S::B, &tcp(S::B, 80, S::REMOTE, 50000, f, b""));
+        handshake(&mut w, (UPLINK, &syn), (PORT_B, &back));
+        let mut o = dir(
+            key(UPLINK, (S::REMOTE, 50000), (S::UP, 8080)),
+            PORT_B,
+            (S::mac(S::B), S::GW_MAC),
+        );
+        o.action.dnat = at(S::B, 80);
+        let mut r = dir(
+            key(PORT_B, (S::B, 80), (S::REMOTE, 50000)),
+            UPLINK,
+            (S::HOP_MAC, S::UP_MAC),
+        );
+        r.action.snat = at(S::UP, 8080);
+        let got = drain(&dp);
+        assert!(
+            matches!(got[..], [Request::Install { dirs, .. }] if dirs == [o, r]),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn no_offer_past_a_smaller_mtu_or_with_the_offload_off() {
+        let mut s = S::new();
+        s.config.uplink.as_mut().unwrap().mtu = 9000;
+        let (dp, mut w) = offloading(&s);
+        learn_next_hop(&mut w);
+        let syn = |f| S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, f, b""));
+        let back = |p, f| S::from_outside(&tcp(S::REMOTE, 80, S::UP, p, f, b""));
+        handshake(&mut w, (PORT_A, &syn), (UPLINK, &back));
+        assert_eq!(drain(&dp), vec![], "replies would leave by a smaller MTU");
+
+        let s = S::new();
+        let (dp, mut w) = offloading(&s);
+        dp.offloads().set_enabled(false);
+        learn_next_hop(&mut w);
+        handshake(&mut w, (PORT_A, &syn), (UPLINK, &back));
+        let ab = |f| bridged(S::A, S::B, false, f, b"");
+        let ba = |f| bridged(S::B, S::A, true, f, b"");
+        Frames::new()
+            .push(PORT_A, &ab(ACK))
+            .push(PORT_B, &ba(ACK))
+            .run(&mut w, T0);
+        assert_eq!(drain(&dp), vec![]);
+    }
+}
