@@ -7,8 +7,20 @@
 //! twice.
 #![deny(missing_docs)]
 
+mod asm;
+mod layout;
+mod prog;
+mod sys;
+mod tc;
+
+use std::collections::HashSet;
+use std::io;
 use std::net::IpAddr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+
+use layout::{key, value, RawKey, RawValue};
+use prog::Ending;
 
 /// Why an offload operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,61 +96,302 @@ pub struct FlowUsage {
 }
 
 /// The loaded programs and their flow map (one per sluiced; fds closed on drop).
+///
+/// Dropping it also empties the map, so filters still attached somewhere forward nothing
+/// more (every frame then goes to userspace); [`Offload::detach`] removes them.
 pub struct Offload {
-    _private: (),
+    map: sys::HashMap,
+    capacity: u32,
+    tc: OwnedFd,
+    filter: OwnedFd,
+    /// Interfaces whose clsact qdisc we added (and so remove on detach).
+    added_clsact: Mutex<HashSet<u32>>,
 }
 
 impl Offload {
     /// Creates the map (`capacity` entries) and loads both programs.
     pub fn new(capacity: u32) -> Result<Self, OffloadError> {
-        Err(OffloadError::Unsupported(format!(
-            "not implemented yet (capacity {capacity})"
-        )))
+        let map = sys::HashMap::create("sluice_flows", key::SIZE, value::SIZE, capacity)
+            .map_err(|e| bpf_error("map create", e))?;
+        let fd = map.fd().as_raw_fd();
+        let tc = load(prog::SCHED_CLS, "sluice_tc", &prog::program(fd, Ending::Tc))?;
+        let sockf = prog::program(fd, Ending::SocketFilter);
+        let filter = load(prog::SOCKET_FILTER, "sluice_sockf", &sockf)?;
+        Ok(Offload {
+            map,
+            capacity,
+            tc,
+            filter,
+            added_clsact: Mutex::new(HashSet::new()),
+        })
     }
 
     /// Adds a clsact qdisc to `ifindex` (current netns) if it has none, and our ingress filter.
     pub fn attach(&self, ifindex: u32) -> Result<(), OffloadError> {
-        Err(OffloadError::Tc {
-            ifindex,
-            message: "not implemented yet".into(),
-        })
+        let added = tc::add_clsact(ifindex).map_err(tc_error(ifindex, "add a clsact qdisc"))?;
+        if let Err(e) = tc::add_filter(ifindex, self.tc.as_fd()) {
+            if added {
+                // Best effort: leave the interface as we found it.
+                let _ = tc::del_clsact(ifindex);
+            }
+            return Err(tc_error(ifindex, "add the bpf filter")(e));
+        }
+        if added {
+            self.added().insert(ifindex);
+        }
+        Ok(())
     }
 
     /// Removes our filter (and the clsact qdisc if we added it). An interface already gone is Ok.
     pub fn detach(&self, ifindex: u32) -> Result<(), OffloadError> {
-        Err(OffloadError::Tc {
-            ifindex,
-            message: "not implemented yet".into(),
-        })
+        let ours = self.added().remove(&ifindex);
+        // No interface, no qdisc (EINVAL: "parent qdisc doesn't exist") or no filter: all gone.
+        let gone = |e: &io::Error| {
+            matches!(
+                e.raw_os_error(),
+                Some(libc::ENODEV | libc::ENOENT | libc::EINVAL)
+            )
+        };
+        match tc::del_filter(ifindex) {
+            Err(e) if !gone(&e) => return Err(tc_error(ifindex, "delete the bpf filter")(e)),
+            _ => {}
+        }
+        if ours {
+            match tc::del_clsact(ifindex) {
+                Err(e) if !gone(&e) => return Err(tc_error(ifindex, "delete the qdisc")(e)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The socket-filter program, for SO_ATTACH_BPF on sluice's packet sockets.
     pub fn socket_filter(&self) -> BorrowedFd<'_> {
-        unimplemented!()
+        self.filter.as_fd()
     }
 
-    /// Installs (or replaces) one direction.
-    pub fn insert(&self, _key: &FlowKey, _action: &FlowAction) -> Result<(), OffloadError> {
-        Err(OffloadError::Unsupported("not implemented yet".into()))
+    /// Attaches [`Offload::socket_filter`] to `socket` (`SO_ATTACH_BPF`).
+    pub fn attach_socket_filter(&self, socket: BorrowedFd<'_>) -> Result<(), OffloadError> {
+        sys::attach_socket_filter(socket, self.socket_filter())
+            .map_err(|e| bpf_error("SO_ATTACH_BPF", e))
+    }
+
+    /// Installs (or replaces) one direction. Its counters start at zero and its last use at
+    /// [`now_ns`], so that aging does not remove it before its first frame.
+    pub fn insert(&self, key: &FlowKey, action: &FlowAction) -> Result<(), OffloadError> {
+        let value = RawValue::new(action, now_ns()).to_bytes();
+        match self.map.update(&RawKey::new(key).to_bytes(), &value) {
+            Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
+                Err(OffloadError::Full(self.capacity))
+            }
+            res => res.map_err(|e| bpf_error("map update", e)),
+        }
     }
 
     /// Removes one direction (absent is Ok).
-    pub fn remove(&self, _key: &FlowKey) -> Result<(), OffloadError> {
-        Err(OffloadError::Unsupported("not implemented yet".into()))
+    pub fn remove(&self, key: &FlowKey) -> Result<(), OffloadError> {
+        let key = RawKey::new(key).to_bytes();
+        self.map
+            .delete(&key)
+            .map(drop)
+            .map_err(|e| bpf_error("map delete", e))
     }
 
     /// The entry's counters, None when absent.
-    pub fn usage(&self, _key: &FlowKey) -> Result<Option<FlowUsage>, OffloadError> {
-        Err(OffloadError::Unsupported("not implemented yet".into()))
+    pub fn usage(&self, key: &FlowKey) -> Result<Option<FlowUsage>, OffloadError> {
+        let key = RawKey::new(key).to_bytes();
+        let mut value = [0u8; value::SIZE];
+        let found = self
+            .map
+            .lookup(&key, &mut value)
+            .map_err(|e| bpf_error("map lookup", e))?;
+        Ok(found.then(|| layout::usage(&value)))
     }
 
     /// Removes every entry.
     pub fn clear(&self) -> Result<(), OffloadError> {
-        Err(OffloadError::Unsupported("not implemented yet".into()))
+        let mut keys = Vec::new();
+        let mut next = [0u8; key::SIZE];
+        let mut prev: Option<[u8; key::SIZE]> = None;
+        while self
+            .map
+            .next_key(prev.as_ref().map(|k| &k[..]), &mut next)
+            .map_err(|e| bpf_error("map get next key", e))?
+        {
+            keys.push(next);
+            prev = Some(next);
+        }
+        for key in keys {
+            self.map
+                .delete(&key)
+                .map_err(|e| bpf_error("map delete", e))?;
+        }
+        Ok(())
+    }
+
+    fn added(&self) -> std::sync::MutexGuard<'_, HashSet<u32>> {
+        self.added_clsact.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Offload {
+    fn drop(&mut self) {
+        // Filters keep the program (and so the map) alive: leave nothing they could forward.
+        let _ = self.clear();
     }
 }
 
 /// Now on the clock of `FlowUsage::last_used_ns` (CLOCK_MONOTONIC, ns).
 pub fn now_ns() -> u64 {
-    0
+    sys::monotonic_ns()
+}
+
+/// A bpf(2) failure; a missing privilege or missing bpf(2) means the offload cannot run here.
+fn bpf_error(op: &'static str, source: io::Error) -> OffloadError {
+    match source.raw_os_error() {
+        Some(libc::EPERM | libc::ENOSYS) => OffloadError::Unsupported(format!(
+            "bpf {op}: {source} (needs CAP_BPF and CAP_NET_ADMIN)"
+        )),
+        _ => OffloadError::Bpf { op, source },
+    }
+}
+
+fn tc_error(ifindex: u32, what: &'static str) -> impl FnOnce(io::Error) -> OffloadError {
+    move |e| OffloadError::Tc {
+        ifindex,
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// How much of a refused program's verifier log an error carries.
+const LOG_TAIL: usize = 2048;
+
+/// Loads one program; when the verifier refuses it, loads it again with a log and puts the
+/// log's tail into the error.
+fn load(prog_type: u32, name: &str, insns: &[asm::Insn]) -> Result<OwnedFd, OffloadError> {
+    let insns = asm::encode(insns);
+    let first = match sys::prog_load(prog_type, name, &insns, &mut []) {
+        Ok(fd) => return Ok(fd),
+        Err(e) => e,
+    };
+    if !matches!(first.raw_os_error(), Some(libc::EACCES | libc::EINVAL)) {
+        return Err(bpf_error("prog load", first));
+    }
+    let mut log = vec![0u8; 1 << 20];
+    let again = match sys::prog_load(prog_type, name, &insns, &mut log) {
+        Ok(fd) => return Ok(fd),
+        Err(e) => e,
+    };
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    let text = String::from_utf8_lossy(&log[end.saturating_sub(LOG_TAIL)..end]);
+    Err(OffloadError::Bpf {
+        op: "prog load",
+        source: io::Error::new(again.kind(), format!("{again}; verifier log tail:\n{text}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// The offload, or None (with a message) where this process cannot load BPF programs.
+    fn offload(capacity: u32) -> Option<Offload> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: loading BPF programs needs root");
+            return None;
+        }
+        match Offload::new(capacity) {
+            Err(OffloadError::Unsupported(why)) => {
+                eprintln!("skipped: {why}");
+                None
+            }
+            res => Some(res.expect("both programs pass the verifier")),
+        }
+    }
+
+    fn key(src: IpAddr, dst: IpAddr, sport: u16) -> FlowKey {
+        FlowKey {
+            ifindex: 1,
+            src,
+            dst,
+            proto: 6,
+            sport,
+            dport: 80,
+        }
+    }
+
+    fn action(nat: Option<(IpAddr, u16)>) -> FlowAction {
+        FlowAction {
+            egress_ifindex: 2,
+            eth_src: [2, 0, 0, 0, 0, 1],
+            eth_dst: [2, 0, 0, 0, 0, 2],
+            decrement_ttl: true,
+            snat: nat,
+            dnat: nat,
+        }
+    }
+
+    #[test]
+    fn programs_load_and_entries_come_and_go_for_both_families() {
+        let Some(off) = offload(2) else { return };
+        let v4 = key(
+            Ipv4Addr::new(10, 0, 0, 1).into(),
+            Ipv4Addr::new(10, 0, 0, 2).into(),
+            1,
+        );
+        let v6: IpAddr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).into();
+        let v6 = key(v6, v6, 1);
+        assert_eq!(off.usage(&v4).unwrap(), None);
+        let before = now_ns();
+        off.insert(&v4, &action(Some((Ipv4Addr::new(192, 0, 2, 1).into(), 9))))
+            .unwrap();
+        off.insert(&v6, &action(None)).unwrap();
+        let used = off.usage(&v4).unwrap().expect("inserted");
+        assert_eq!((used.packets, used.bytes), (0, 0));
+        assert!(used.last_used_ns >= before && used.last_used_ns <= now_ns());
+        // A third direction does not fit in a map of two.
+        let third = key(v4.src, v4.dst, 2);
+        assert!(matches!(
+            off.insert(&third, &action(None)),
+            Err(OffloadError::Full(2))
+        ));
+        // Replacing an existing one does.
+        off.insert(&v6, &action(None)).unwrap();
+        off.remove(&v4).unwrap();
+        off.remove(&v4).unwrap();
+        assert_eq!(off.usage(&v4).unwrap(), None);
+        assert!(off.usage(&v6).unwrap().is_some());
+        off.insert(&v4, &action(None)).unwrap();
+        off.clear().unwrap();
+        assert_eq!(off.usage(&v4).unwrap(), None);
+        assert_eq!(off.usage(&v6).unwrap(), None);
+    }
+
+    #[test]
+    fn a_refused_program_carries_the_verifier_log_tail() {
+        let Some(_off) = offload(1) else { return };
+        // Returns without setting R0.
+        let err = load(prog::SOCKET_FILTER, "sluice_bad", &[asm::Insn::exit()]).unwrap_err();
+        assert!(err.to_string().contains("R0 !read_ok"), "{err}");
+    }
+
+    #[test]
+    fn detaching_from_an_interface_that_is_gone_is_ok() {
+        let Some(off) = offload(4) else { return };
+        // No interface has this index (indexes are allocated upwards from 1).
+        off.detach(0x7fff_fff0).unwrap();
+        let err = off.attach(0x7fff_fff0).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OffloadError::Tc {
+                    ifindex: 0x7fff_fff0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 }
