@@ -20,18 +20,14 @@ impl BatchState<'_> {
     /// offers the flow when it qualifies now, or asks for its removal when it closes.
     #[inline(always)]
     pub(super) fn offer_routed(&mut self, hit: &Hit, tcp_flags: u8) {
+        if tcp_flags & (FIN | RST) != 0 {
+            self.take_back_routed(hit);
+            return;
+        }
         let epoch = self.epoch;
         let Some(ct) = self.ct.as_mut() else {
             return;
         };
-        if tcp_flags & (FIN | RST) != 0 {
-            if let Some(dirs) = ct.offload_closing(hit).and_then(|p| self.routed_dirs(&p)) {
-                self.dp.offloads().offer(Request::Remove {
-                    keys: [dirs[0].key, dirs[1].key],
-                });
-            }
-            return;
-        }
         let Some(pair) = ct.offload_candidate(hit, epoch) else {
             return;
         };
@@ -40,6 +36,19 @@ impl BatchState<'_> {
                 dirs,
                 tracked: Tracked::Conntrack(pair.flow),
                 epoch,
+            });
+        }
+    }
+
+    /// A FIN or RST of `hit`'s flow reached userspace (by its shortcut or the full path):
+    /// when the flow was offered, asks for both its directions to leave the kernel.
+    pub(super) fn take_back_routed(&mut self, hit: &Hit) {
+        let Some(ct) = self.ct.as_mut() else {
+            return;
+        };
+        if let Some(dirs) = ct.offload_closing(hit).and_then(|p| self.routed_dirs(&p)) {
+            self.dp.offloads().offer(Request::Remove {
+                keys: [dirs[0].key, dirs[1].key],
             });
         }
     }
