@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sluice_dataplane::offload::OffloadStats;
 
 use crate::files::EndpointFiles;
 use crate::model::{Endpoint, Network, Sandbox};
@@ -245,6 +246,9 @@ pub struct StatsView {
     /// Frames the kernel dropped on the attached ports before sluice could read them.
     #[serde(default)]
     pub kernel_drops: u64,
+    /// The kernel flow offload (`sluiced --offload tc`): flows and what the kernel forwarded.
+    #[serde(default)]
+    pub offload: OffloadStats,
 }
 
 /// One tracked flow in `sluice conntrack ls` (`conntrack -L`'s information).

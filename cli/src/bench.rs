@@ -24,7 +24,9 @@ pub struct BenchArgs {
     /// flags still win.
     #[arg(long)]
     pub quick: bool,
-    /// Peers, in order: kernel, sluice, iptables-nat, slirp4netns, pasta, ovs (default: all;
+    /// Peers, in order: kernel, sluice, sluice-offload (sluice with the flow offload on,
+    /// `sluiced --offload tc`), iptables-nat, slirp4netns, pasta, ovs (default: all but
+    /// sluice-offload;
     /// a peer whose tool is missing is skipped with a line saying how to install it).
     #[arg(long)]
     pub peers: Option<String>,

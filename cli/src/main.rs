@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use sluice_dataplane::config::Config;
+use sluice_dataplane::offload::OffloadMode;
 use sluice_dataplane::pipeline::Dataplane;
 use sluice_dataplane::port::afpacket::{self, RxRing};
 use sluice_dataplane::runtime::{Runtime, RuntimeConfig};
@@ -135,6 +136,9 @@ struct DataplaneArgs {
     /// `sendmsg` on its own (sluiced uses 2048).
     #[arg(long)]
     tx_slot_size: Option<usize>,
+    /// Flow offload, as sluiced's `--offload`: `tc` forwards established flows in the kernel.
+    #[arg(long, default_value = "off", value_name = "tc|off")]
+    offload: OffloadMode,
 }
 
 /// The AF_PACKET RX ring version.
@@ -207,7 +211,11 @@ fn run_dataplane(args: DataplaneArgs) -> Result<()> {
         rc.workers = w;
     }
     let stop = sluice_sys::catch_termination();
+    rc.offload = args.offload;
     let runtime = Runtime::start(&dp, &rc).context("cannot start the dataplane")?;
+    if let Some(e) = dp.offloads().take_error() {
+        eprintln!("sluice: flow offload off: {e}");
+    }
     eprintln!(
         "sluice: forwarding on {} ports with {} workers",
         config.ports.len(),

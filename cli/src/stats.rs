@@ -133,6 +133,19 @@ pub fn render(s: &StatsView) -> String {
         "fast path (flow shortcuts): {} packets",
         s.shortcut_packets
     );
+    let o = &s.offload;
+    if o.enabled || o.installed > 0 {
+        let _ = writeln!(
+            out,
+            "offloaded flows: {} active, {} installed, {} removed, {} offered; skipped: {} queue full, {} map full, {} failed",
+            o.active, o.installed, o.removed, o.offered, o.skipped_queue_full, o.skipped_map_full, o.failed
+        );
+        let _ = writeln!(
+            out,
+            "kernel-forwarded (offloaded flows): {} packets, {} bytes",
+            o.kernel_packets, o.kernel_bytes
+        );
+    }
     let _ = writeln!(out, "kernel drops: {}", s.kernel_drops);
     if !s.drops.is_empty() {
         out.push_str("drops:\n");
@@ -186,6 +199,7 @@ mod tests {
             conntrack_entries: 13,
             shortcut_packets: 0,
             kernel_drops: 1_450_000,
+            offload: Default::default(),
         }
     }
 

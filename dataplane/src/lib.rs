@@ -14,6 +14,7 @@ pub mod frame;
 pub mod hash;
 mod hugepage;
 pub mod nat;
+pub mod offload;
 pub mod overlay;
 pub mod pipeline;
 pub mod port;

@@ -32,6 +32,7 @@ use crate::batch::{Batch, MAX_BATCH};
 use crate::config::{PortConfig, PortIo};
 use crate::counters::{DropReason, WorkerCounters, MAX_PORTS};
 use crate::frame::{Frame, GsoType, Meta, PortId, Verdict, HEADROOM};
+use crate::offload::{OffloadMode, OffloadRun};
 use crate::pipeline::{udp_gso, Dataplane, Worker};
 use crate::port::afpacket::{self, AfPacketConfig, AfPacketError};
 use crate::port::poll::{Idle, PollPolicy};
@@ -58,6 +59,8 @@ pub struct RuntimeConfig {
     /// kernel's ring set-up (two RCU grace periods per socket). 0: none (ports are prepared
     /// when attached).
     pub spare_ports: usize,
+    /// Whether established flows are handed to the kernel (`crate::offload`).
+    pub offload: OffloadMode,
 }
 
 impl Default for RuntimeConfig {
@@ -69,6 +72,7 @@ impl Default for RuntimeConfig {
             afpacket: AfPacketConfig::default(),
             tap_buffers: 64,
             spare_ports: 0,
+            offload: OffloadMode::Off,
         }
     }
 }
@@ -209,6 +213,7 @@ fn open_port(
     cfg: &RuntimeConfig,
     spares: &Spares,
     first: bool,
+    offload: Option<&OffloadRun>,
 ) -> Result<(Rx, Tx), RuntimeError> {
     let shared = cfg.workers > 1;
     let (id, name) = (port.id, port.name.as_str());
@@ -218,7 +223,7 @@ fn open_port(
                 Some(p) => p,
                 None => afpacket::prepare(name, &cfg.afpacket)?,
             };
-            let (r, t) = prepared.bind(name, id, shared)?;
+            let (r, t) = prepared.bind(name, id, shared, offload.map(OffloadRun::socket_filter))?;
             (Box::new(r), Box::new(t))
         }
         PortIo::Tap => {
@@ -327,6 +332,8 @@ pub struct Runtime {
     attached: Mutex<BTreeSet<PortId>>,
     spares: Spares,
     kernel_stats: Arc<KernelStatsTable>,
+    /// The kernel flow offload, when asked for and supported (dropped after the workers).
+    offload: Option<OffloadRun>,
 }
 
 impl Runtime {
@@ -348,6 +355,7 @@ impl Runtime {
             attached: Mutex::new(BTreeSet::new()),
             spares: Spares::start(cfg.spare_ports * cfg.workers, &cfg.afpacket),
             kernel_stats: Arc::default(),
+            offload: OffloadRun::start(cfg.offload, dp),
         };
         for i in 0..cfg.workers {
             let err = |source| RuntimeError::Worker { worker: i, source };
@@ -396,7 +404,7 @@ impl Runtime {
             return Err(RuntimeError::AlreadyAttached(port.id));
         }
         let mut halves = (0..self.mailboxes.len())
-            .map(|i| open_port(port, &self.cfg, &self.spares, i == 0))
+            .map(|i| open_port(port, &self.cfg, &self.spares, i == 0, self.offload.as_ref()))
             .collect::<Result<Vec<_>, _>>()?
             .into_iter();
         let id = port.id;
@@ -415,6 +423,7 @@ impl Runtime {
             return Err(e);
         }
         attached.insert(id);
+        self.offload.iter().for_each(|o| o.port_attached(port));
         Ok(())
     }
 
@@ -425,6 +434,7 @@ impl Runtime {
     pub fn detach(&self, id: PortId) {
         let mut attached = self.attached.lock();
         if attached.remove(&id) {
+            self.offload.iter().for_each(|o| o.port_detached(id));
             self.take_back(id);
             self.kernel_stats.lock().remove(&id);
         }

@@ -74,10 +74,23 @@ pub struct Peer {
     pub tests: Vec<TestKind>,
 }
 
+/// The flag that turns the flow offload on (`sluice dataplane`, as `sluiced --offload tc`).
+pub const OFFLOAD_FLAG: &str = "--offload=tc";
+
+/// The `sluice-offload` peer: sluice as `launch` runs it, with established flows handed to
+/// the kernel (`--offload=tc`).
+pub fn offloading(launch: &SluiceLaunch) -> SluiceLaunch {
+    let mut l = launch.clone();
+    l.args.retain(|a| !a.starts_with("--offload"));
+    l.args.push(OFFLOAD_FLAG.into());
+    l
+}
+
 /// Every peer name `--peers` accepts, in the default order.
-pub const PEER_NAMES: [&str; 6] = [
+pub const PEER_NAMES: [&str; 7] = [
     "kernel",
     "sluice",
+    "sluice-offload",
     "iptables-nat",
     "slirp4netns",
     "pasta",
@@ -136,6 +149,10 @@ pub fn resolve_peers(
             ),
             "sluice" => (
                 PeerKind::Docker(Forwarder::Sluice(sluice.clone())),
+                tests.to_vec(),
+            ),
+            "sluice-offload" => (
+                PeerKind::Docker(Forwarder::Sluice(offloading(sluice))),
                 tests.to_vec(),
             ),
             other => match TOOL_PEERS.iter().find(|(n, ..)| *n == other) {
@@ -235,6 +252,23 @@ mod tests {
 
     fn names(s: &str) -> Vec<String> {
         s.split(',').map(String::from).collect()
+    }
+
+    #[test]
+    fn sluice_offload_is_sluice_with_the_offload_on() {
+        let mut sl = SluiceLaunch::new("sluice");
+        sl.args = vec!["--workers=1".into(), "--offload=off".into()];
+        let (p, _) = resolve_peers(&names("sluice,sluice-offload"), &TestKind::ALL, &sl, |_| {
+            true
+        })
+        .unwrap();
+        let launch = |p: &Peer| match &p.kind {
+            PeerKind::Docker(Forwarder::Sluice(l)) => l.args.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(launch(&p[0]), ["--workers=1", "--offload=off"]);
+        assert_eq!(launch(&p[1]), ["--workers=1", OFFLOAD_FLAG]);
+        assert_eq!(p[1].tests, TestKind::ALL.to_vec());
     }
 
     #[test]

@@ -26,6 +26,7 @@ use sluice_control::publish::parse_port_range;
 use sluice_control::state::{check_range, DEFAULT_HOST_PORTS};
 use sluice_control::store::Store;
 use sluice_dataplane::config::{Ipv4Cidr, Ipv6Cidr, NatConfig, PortIo, PortRange};
+use sluice_dataplane::offload::OffloadMode;
 use sluice_dataplane::port::afpacket::{mixed_rx, RxRing, SMALL_SLOT};
 use sluice_dataplane::runtime::RuntimeConfig;
 use sluice_dataplane::wire::MacAddr;
@@ -93,6 +94,15 @@ struct Args {
     /// connect binds ready sockets instead of waiting for the kernel's ring set-up.
     #[arg(long, default_value_t = 4)]
     spare_ports: usize,
+    /// Flow offload: `tc` hands established flows (TCP after the handshake, UDP answered)
+    /// that sluice forwards between its packet-socket ports, bridged or through NAT, to a TC
+    /// eBPF program on each port, which then forwards their frames inside the kernel without
+    /// the two copies through userspace; sluice keeps every policy decision (new flows, FIN
+    /// and RST, ARP, ICMP, overlay and TAP ports stay in userspace) and flushes the kernel's
+    /// flows whenever its tables change. `off` (the default for now): every frame through
+    /// userspace. Where the kernel cannot run it, sluiced logs why and runs without.
+    #[arg(long, default_value = "off", value_name = "tc|off")]
+    offload: OffloadMode,
     /// TX ring blocks of 1 MiB per port and worker.
     #[arg(long, default_value_t = 2)]
     tx_blocks: usize,
@@ -349,6 +359,7 @@ fn runtime_config(args: &Args) -> Result<RuntimeConfig> {
     rc.afpacket.tx_block_count = args.tx_blocks;
     rc.afpacket.tx_frame_size = args.tx_slot_size;
     rc.spare_ports = args.spare_ports;
+    rc.offload = args.offload;
     if let Some(w) = args.workers {
         if w == 0 {
             bail!("--workers must be at least 1");

@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::api::{NetworkStatsView, PortStatsView, StatsView};
+use sluice_dataplane::offload::OffloadStats;
 
 /// The `Content-Type` of what [`render`] returns.
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -191,10 +192,60 @@ pub fn render(s: &StatsView) -> String {
         "Frames that took their NAPT flow's cached decision (the fast path)",
         shortcut,
     );
+    offload_metrics(&mut reg, &s.offload);
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &reg);
     out
+}
+
+/// The kernel flow offload's counters: flows installed and removed, offers skipped, and
+/// what the kernel forwarded for them (next to the ports' userspace traffic).
+fn offload_metrics(reg: &mut Registry, o: &OffloadStats) {
+    let rows = [
+        (
+            "sluice_offload_flows_installed",
+            "Flows handed to the kernel offload",
+            o.installed,
+        ),
+        (
+            "sluice_offload_flows_removed",
+            "Flows taken back from the kernel offload",
+            o.removed,
+        ),
+        (
+            "sluice_offload_skipped_queue_full",
+            "Flow offers skipped: the offload queue was full",
+            o.skipped_queue_full,
+        ),
+        (
+            "sluice_offload_skipped_map_full",
+            "Flow offloads skipped: the kernel flow map was full",
+            o.skipped_map_full,
+        ),
+        (
+            "sluice_offload_kernel_packets",
+            "Packets the kernel forwarded for offloaded flows",
+            o.kernel_packets,
+        ),
+        (
+            "sluice_offload_kernel_bytes",
+            "Bytes the kernel forwarded for offloaded flows",
+            o.kernel_bytes,
+        ),
+    ];
+    for (name, help, n) in rows {
+        let c = Counter::<u64>::default();
+        c.inc_by(n);
+        reg.register(name, help, c);
+    }
+    let active = Gauge::<u64, AtomicU64>::default();
+    active.set(o.active);
+    reg.register(
+        "sluice_offload_flows_active",
+        "Flows in the kernel offload now",
+        active,
+    );
 }
 
 #[cfg(test)]
@@ -239,6 +290,10 @@ mod tests {
             conntrack_entries: 5,
             shortcut_packets: 9,
             kernel_drops: 720,
+            offload: OffloadStats {
+                kernel_bytes: 4096,
+                ..OffloadStats::default()
+            },
         };
         let t = render(&s);
         assert!(t.contains(
@@ -251,6 +306,7 @@ mod tests {
         assert!(t.contains("sluice_fdb_entries{network=\"a\"} 4\n"));
         assert!(t.contains("sluice_conntrack_entries 5\n"));
         assert!(t.contains("sluice_shortcut_packets_total 9\n"));
+        assert!(t.contains("sluice_offload_kernel_bytes_total 4096\n"));
         assert!(t.contains("sluice_network_conntrack_entries{network=\"a\"} 5\n"));
         assert!(t.contains(
             "sluice_port_drops_total{port=\"sl0123\",endpoint=\"web\",network=\"a\\\"b\",reason=\"ttl\"} 7\n"

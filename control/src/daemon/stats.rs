@@ -121,5 +121,6 @@ pub fn view(state: &State, src: &Sources<'_>) -> StatsView {
         drops: named(&st.drops),
         conntrack_entries: st.conntrack_flows,
         shortcut_packets: st.shortcuts,
+        offload: st.offload,
     }
 }

@@ -16,10 +16,16 @@ use crate::counters::MAX_PORTS;
 use crate::frame::PortId;
 use crate::time::Millis;
 
+mod offloaded;
+pub use offloaded::OffloadPair;
+
 /// `Flow::flags`: the slab entry holds a live flow.
 const LIVE: u8 = 1;
 /// `Flow::flags`: a packet was seen in `Dir::Reply`.
 const REPLIED: u8 = 2;
+/// `Flow::flags`: the flow was handed to the kernel offload (see `offloaded`); cleared when a
+/// direction's shortcut is set again.
+const OFFLOADED: u8 = 0x40;
 
 /// Index value bit telling that the key is the flow's reply tuple.
 const REPLY_BIT: u32 = 1;
@@ -574,6 +580,8 @@ impl Conntrack {
                 Dir::Original => f.original = s,
                 Dir::Reply => f.reply = s,
             }
+            // A new decision (new tables or neighbours): the flow may be offloaded again.
+            f.flags &= !OFFLOADED;
         }
     }
 
@@ -600,7 +608,7 @@ impl Conntrack {
                 return;
             };
             f.state = state as u8;
-            f.flags = (f.flags & (LIVE | REPLIED)) | (fins << 2);
+            f.flags = (f.flags & (LIVE | REPLIED | OFFLOADED)) | (fins << 2);
         }
         if dir == Dir::Reply {
             f.flags |= REPLIED;

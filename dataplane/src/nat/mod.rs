@@ -60,7 +60,7 @@ pub mod v6;
 #[cfg(test)]
 mod tests;
 
-pub use conntrack::{Conntrack, UNOWNED};
+pub use conntrack::{Conntrack, OffloadPair, UNOWNED};
 pub use tuple::{Probe, Tuple};
 
 use std::net::Ipv4Addr;

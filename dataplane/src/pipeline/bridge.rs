@@ -97,10 +97,12 @@ impl<'t> BatchState<'t> {
                 let both_endpoints =
                     port.is_endpoint() && self.t.port(p).is_some_and(PortEntry::is_endpoint);
                 if !cfg.icc && both_endpoints {
-                    Err(R::IccDenied)
-                } else {
-                    Ok(Verdict::Forward(p))
+                    return Err(R::IccDenied);
                 }
+                if self.offload && both_endpoints && overlay.is_none() {
+                    self.offer_bridged(f, port, p, cfg.mtu);
+                }
+                Ok(Verdict::Forward(p))
             }
             None if overlay.is_some() => Err(R::VxlanUnknownDst),
             None => Ok(Verdict::Flood {

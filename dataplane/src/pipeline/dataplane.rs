@@ -16,6 +16,7 @@ use crate::config::{Config, NatConfig};
 use crate::counters::WorkerCounters;
 use crate::frame::PortId;
 use crate::nat::{Conntrack, Timeouts};
+use crate::offload::Offloads;
 use crate::tables::{ConfigError, PortMode, Tables};
 use crate::time::Millis;
 use crate::wire::arp;
@@ -72,6 +73,8 @@ pub struct Dataplane {
     /// neighbour looks at the pool only when something waits.
     pub(super) pending_held: AtomicUsize,
     workers: Mutex<Vec<Arc<WorkerCounters>>>,
+    /// The kernel flow offload's shared state (off unless the runtime runs it).
+    pub(super) offloads: Offloads,
 }
 
 impl Dataplane {
@@ -90,6 +93,7 @@ impl Dataplane {
             pending: Mutex::new(Pending::new()),
             pending_held: AtomicUsize::new(0),
             workers: Mutex::new(Vec::new()),
+            offloads: Offloads::default(),
         }))
     }
 
@@ -109,6 +113,21 @@ impl Dataplane {
             *self.conntrack.lock() = Conntrack::new(&config.nat, Timeouts::default());
         }
         Ok(())
+    }
+
+    /// The kernel flow offload's shared state: requests, ports' interface indexes, counters.
+    pub fn offloads(&self) -> &Offloads {
+        &self.offloads
+    }
+
+    /// The epoch's low 32 bits (what shortcuts and offload requests keep).
+    pub(crate) fn epoch32(&self) -> u32 {
+        self.epoch.load(Ordering::Acquire) as u32
+    }
+
+    /// Runs `f` on the conntrack table under its lock (the offload thread's aging).
+    pub(crate) fn with_conntrack<R>(&self, f: impl FnOnce(&mut Conntrack) -> R) -> R {
+        f(&mut self.conntrack.lock())
     }
 
     /// The configuration snapshot workers currently use.

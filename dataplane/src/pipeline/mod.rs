@@ -26,6 +26,8 @@
 //!   `frag6` for later fragments): no flow, fragment, conntrack full, NAT ports exhausted.
 //! - `uplink`: not for us, unsupported; answers ARP and pings of the uplink address.
 //! - `dnat`: the DNAT (and hairpin SNAT) of new connections to published ports.
+//! - `offload` (with `--offload tc`, from `shortcut`, `nat` and `bridge`): offers established
+//!   flows to the kernel flow offload (`crate::offload`), takes them back on FIN or RST.
 //! - `nat`: no flow, conntrack full, NAT ports exhausted, fragment (via `flow`).
 //! - `route`: no route, ARP pending (the ARP request leaves in the packet's place).
 //! - `ipvlan`: ipvlan networks in place of `bridge` (endpoints at the parent's MAC, delivered
@@ -101,6 +103,7 @@ mod ipv6;
 mod ipvlan;
 mod nat;
 mod nat6;
+mod offload;
 mod pending;
 mod plain;
 mod route;
@@ -206,6 +209,7 @@ impl Worker {
                 cur: 0,
                 epoch,
                 routed: false,
+                offload: self.dp.offloads.enabled(),
             };
             let frames = batch.frames_mut();
             for i in 0..frames.len() {

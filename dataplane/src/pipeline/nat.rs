@@ -100,6 +100,9 @@ impl BatchState<'_> {
         let now = self.now;
         if flow.kind != L4Kind::Error {
             self.ct().update(hit.flow, hit.dir, flow.tcp_flags, now);
+            if self.offload && flow.tcp_flags & (tcp::FIN | tcp::RST) != 0 {
+                self.take_back_routed(hit);
+            }
         }
         let new = if flow.kind == L4Kind::Error {
             hit.rewrite.reversed()

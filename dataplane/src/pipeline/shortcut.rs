@@ -181,6 +181,9 @@ impl BatchState<'_> {
             .follow_shortcut(hit, p.tcp_flags, self.now, |s| {
                 s.epoch == epoch && epoch != 0 && s.ingress == ingress && (gso || p.total <= s.mtu)
             })?;
+        if self.offload {
+            self.offer_routed(hit, p.tcp_flags);
+        }
         let partial = f.meta.offload.csum_partial;
         let d = f.data_mut();
         plain::rewrite(d, &hit.rewrite, partial);

@@ -41,6 +41,8 @@ pub(super) struct BatchState<'t> {
     pub(super) epoch: u32,
     /// Some frame of the batch reached NAT (decides whether the next batch stages).
     pub(super) routed: bool,
+    /// The kernel flow offload runs: forwarded flows are offered to it (`offload`).
+    pub(super) offload: bool,
 }
 
 impl<'t> BatchState<'t> {

@@ -15,6 +15,7 @@ use crate::counters::{self, DropReason, PortStats, WorkerCounters};
 use crate::frame::{NetworkId, PortId};
 use crate::nat::v6::{FlowInfo6, Tuple6};
 use crate::nat::{FlowInfo, Tuple};
+use crate::offload::OffloadStats;
 use crate::tables::Tables;
 use crate::time::Millis;
 
@@ -77,6 +78,7 @@ impl Dataplane {
             conntrack_flows: self.conntrack.lock().len() + self.v6.lock().ct.len(),
             fdb_entries,
             shortcuts: refs.iter().map(|w| w.shortcuts()).sum(),
+            offload: self.offloads.stats(),
         }
     }
 
@@ -308,6 +310,8 @@ pub struct Stats {
     pub fdb_entries: BTreeMap<String, usize>,
     /// Frames that took a flow's shortcut (the fast path), of all workers.
     pub shortcuts: u64,
+    /// The kernel flow offload's stage: flows handed to the kernel, what it forwarded.
+    pub offload: OffloadStats,
 }
 
 #[cfg(test)]

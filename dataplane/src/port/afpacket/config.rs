@@ -216,6 +216,8 @@ pub enum Step {
     Promisc,
     /// `PACKET_FANOUT`.
     Fanout,
+    /// `SO_ATTACH_BPF` of the flow offload's socket filter.
+    Filter,
 }
 
 impl std::fmt::Display for Step {
@@ -237,6 +239,7 @@ impl std::fmt::Display for Step {
             Step::Bind => "binding to the interface",
             Step::Promisc => "enabling promiscuous mode",
             Step::Fanout => "joining the fanout group",
+            Step::Filter => "attaching the flow offload socket filter",
         };
         f.write_str(s)
     }

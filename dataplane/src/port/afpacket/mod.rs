@@ -97,7 +97,7 @@ pub use config::{
     DEFAULT_RX_V2, DEFAULT_RX_V3, LONG_BUF, RX_RESERVE, SMALL_SLOT,
 };
 pub use rx::AfPacketRx;
-pub use socket::{open, prepare, Prepared};
+pub use socket::{interface_index, open, prepare, Prepared};
 pub use tx::AfPacketTx;
 
 #[cfg(test)]

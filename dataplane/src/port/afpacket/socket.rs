@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::super::{cvt, setsockopt_int, setsockopt_raw, KernelPortStats};
 use super::config::{AfPacketConfig, AfPacketError, Step, LONG_BUF, RX_RESERVE};
@@ -19,7 +19,14 @@ pub fn open(
     id: PortId,
     config: &AfPacketConfig,
 ) -> Result<(AfPacketRx, AfPacketTx), AfPacketError> {
-    prepare(ifname, config)?.bind(ifname, id, config.fanout)
+    prepare(ifname, config)?.bind(ifname, id, config.fanout, None)
+}
+
+/// The index of interface `ifname` in the calling thread's network namespace (the flow
+/// offload attaches its TC program by index).
+pub fn interface_index(ifname: &str) -> io::Result<u32> {
+    let name = CString::new(ifname).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if_index(&name)
 }
 
 /// An AF_PACKET socket with its rings set up and mapped but bound to no interface yet.
@@ -203,12 +210,16 @@ fn set_send_options(
 
 impl Prepared {
     /// Binds the socket to `ifname` (promiscuous, and in the interface's fanout group with
-    /// `fanout`) and returns the port's two halves.
+    /// `fanout`) and returns the port's two halves. `filter`, the flow offload's socket
+    /// filter (an eBPF program), is attached first: it drops the frames the kernel forwards
+    /// itself, so they are not forwarded twice. Every socket of a fanout group needs it (the
+    /// filter runs per socket, after the group picked one).
     pub fn bind(
         self,
         ifname: &str,
         id: PortId,
         fanout: bool,
+        filter: Option<BorrowedFd<'_>>,
     ) -> Result<(AfPacketRx, AfPacketTx), AfPacketError> {
         let name = CString::new(ifname).map_err(|_| AfPacketError::Config {
             ifname: ifname.to_owned(),
@@ -216,6 +227,12 @@ impl Prepared {
         })?;
         let ifindex = if_index(&name).map_err(os_error(ifname, Step::Ifindex))?;
         let s = self.ring.fd();
+        if let Some(prog) = filter {
+            // SO_ATTACH_BPF takes the program's descriptor as an int; `prog` stays open for
+            // the call, and the kernel holds its own reference to the program afterwards.
+            setsockopt_int(s, libc::SOL_SOCKET, libc::SO_ATTACH_BPF, prog.as_raw_fd())
+                .map_err(os_error(ifname, Step::Filter))?;
+        }
         bind_to(s, ifindex).map_err(os_error(ifname, Step::Bind))?;
         let mreq = libc::packet_mreq {
             mr_ifindex: ifindex as libc::c_int,

@@ -1,0 +1,139 @@
+//! Which bridged flows were seen both ways: bridged traffic has no conntrack entry, so the
+//! offload keeps its own small record, one slot of a fixed table of atomics per flow (both
+//! directions share it), written without a lock by whichever worker forwards the flow's
+//! frames. A slot holds a tag of the flow, the epoch it was seen under, a bit per direction
+//! and whether the flow was offered. Two flows sharing a slot only delay each other's offer;
+//! an older epoch's record counts as none (the kernel entries were flushed with it).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::nat::Tuple;
+
+/// Slots of the table (a power of two).
+const SLOTS: usize = 4096;
+/// Slot bits: the direction from the lower (address, port) to the higher was seen.
+const UP: u64 = 1;
+/// Slot bits: the other direction was seen.
+const DOWN: u64 = 2;
+/// Slot bits: the flow was offered to the offload thread.
+const OFFERED: u64 = 4;
+/// Slot bits below the tag and the epoch.
+const FLAGS: u64 = 0xff;
+
+/// The bridged flows' record; see the module documentation.
+#[derive(Debug)]
+pub struct Seen {
+    slots: Box<[AtomicU64]>,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// The flow's slot index, its tag and epoch in a slot's upper bits, and which direction
+/// `t` travels.
+fn place(t: &Tuple, epoch: u32) -> (usize, u64, u64) {
+    let a = (u32::from(t.src), t.src_port);
+    let b = (u32::from(t.dst), t.dst_port);
+    let (lo, hi, dir) = if a <= b { (a, b, UP) } else { (b, a, DOWN) };
+    let k1 = (u64::from(lo.0) << 32) | u64::from(hi.0);
+    let k2 = (u64::from(lo.1) << 32) | (u64::from(hi.1) << 16) | u64::from(t.proto.number());
+    let h = (k1 ^ k2.rotate_left(29))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(31)
+        .wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let head = (h & !0xffff_ffff) | ((u64::from(epoch) & 0x00ff_ffff) << 8);
+    ((h as usize) & (SLOTS - 1), head, dir)
+}
+
+impl Seen {
+    /// Records a frame of bridged flow `t` (TCP past its handshake, or UDP) under `epoch`;
+    /// true exactly once per flow and epoch: when both directions have been seen, the caller
+    /// then offers the flow.
+    #[inline]
+    pub fn observe(&self, t: &Tuple, epoch: u32) -> bool {
+        let (i, head, dir) = place(t, epoch);
+        let slot = &self.slots[i];
+        let cur = slot.load(Ordering::Relaxed);
+        if cur & !FLAGS != head {
+            slot.store(head | dir, Ordering::Relaxed);
+            return false;
+        }
+        if cur & OFFERED != 0 {
+            return false;
+        }
+        let new = cur | dir;
+        if new & (UP | DOWN) != UP | DOWN {
+            if new != cur {
+                slot.store(new, Ordering::Relaxed);
+            }
+            return false;
+        }
+        slot.compare_exchange(cur, new | OFFERED, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Forgets bridged flow `t` (it closed, or its kernel entries aged out) whatever its
+    /// epoch; true when it had been offered.
+    pub fn forget(&self, t: &Tuple) -> bool {
+        let (i, head, _) = place(t, 0);
+        let slot = &self.slots[i];
+        let cur = slot.load(Ordering::Relaxed);
+        let tag = !0xffff_ffff;
+        if cur & tag != head & tag {
+            return false;
+        }
+        slot.swap(0, Ordering::Relaxed) & OFFERED != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::L4Proto;
+    use std::net::Ipv4Addr;
+
+    fn t(src_port: u16, dst_port: u16) -> Tuple {
+        Tuple {
+            proto: L4Proto::Tcp,
+            src: Ipv4Addr::new(10, 0, 0, 2),
+            src_port,
+            dst: Ipv4Addr::new(10, 0, 0, 3),
+            dst_port,
+        }
+    }
+
+    #[test]
+    fn offered_once_when_both_directions_were_seen() {
+        let s = Seen::default();
+        let ab = t(40000, 80);
+        assert!(!s.observe(&ab, 1));
+        assert!(!s.observe(&ab, 1));
+        assert!(s.observe(&ab.reversed(), 1));
+        assert!(!s.observe(&ab.reversed(), 1));
+        assert!(!s.observe(&ab, 1));
+        // A new epoch starts over.
+        assert!(!s.observe(&ab, 2));
+        assert!(s.observe(&ab.reversed(), 2));
+    }
+
+    #[test]
+    fn forgetting_tells_whether_it_was_offered() {
+        let s = Seen::default();
+        let ab = t(40001, 80);
+        assert!(!s.forget(&ab));
+        s.observe(&ab, 1);
+        assert!(!s.forget(&ab.reversed()));
+        s.observe(&ab, 1);
+        assert!(s.observe(&ab.reversed(), 1));
+        assert!(s.forget(&ab.reversed()));
+        assert!(!s.forget(&ab));
+        // Seen again from scratch after forgetting.
+        assert!(!s.observe(&ab, 1));
+        assert!(s.observe(&ab.reversed(), 1));
+    }
+}

@@ -1,0 +1,231 @@
+//! The flow offload end to end (`sluiced --offload tc`, issue 16): bulk TCP between two
+//! endpoints, out through NAPT and in through a published port arrives intact while the
+//! kernel forwards most of its bytes (`sluice stats`: offloaded flows and kernel-forwarded
+//! bytes); a network disconnect takes the receiver's flows out of the kernel; with
+//! `--offload off` nothing is offloaded. Needs root and the release binaries
+//! (`cargo build --release --bins`).
+#![forbid(unsafe_code)]
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_lab::daemonlab::{DaemonLab, OUTSIDE_IP, UPLINK_IP};
+use sluice_tests::cli::eventually;
+
+/// Bytes each transfer sends.
+const SIZE: u64 = 16 << 20;
+
+/// A daemon with one worker and the flow offload as `mode` (`tc` or `off`).
+fn start(tag: &str, mode: &str) -> Option<DaemonLab> {
+    let bin = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"])?;
+    Some(DaemonLab::start(tag, &bin, &["--workers", "1", "--offload", mode]).unwrap())
+}
+
+fn ok(d: &DaemonLab, args: &[&str]) -> String {
+    d.sluice_ok(args)
+        .unwrap_or_else(|e| panic!("{e}; daemon log: {}", d.log()))
+}
+
+/// The offload's counters in `sluice stats`.
+fn offload(d: &DaemonLab) -> Value {
+    let out = ok(d, &["stats", "--output", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["offload"].clone()
+}
+
+fn counter(v: &Value, name: &str) -> u64 {
+    v[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
+}
+
+/// One network `net` (10.71.0.0/24) with containers `a` and `b` (b publishing its port 5001
+/// on the uplink's 8080).
+fn two_endpoints(d: &mut DaemonLab) {
+    ok(d, &["network", "create", "--subnet", "10.71.0.0/24", "net"]);
+    for c in ["a", "b"] {
+        let ns = d.add_container(c).unwrap();
+        let mut args = vec!["network", "connect", "--name", c];
+        if c == "b" {
+            args.extend(["-p", "8080:5001"]);
+        }
+        args.extend(["net", &ns]);
+        ok(d, &args);
+    }
+    d.lab()
+        .wait_ping("a", "10.71.0.3".parse().unwrap(), Duration::from_secs(5))
+        .unwrap();
+}
+
+/// A file of `SIZE` random bytes in the lab's directory and its SHA-256.
+fn payload(d: &DaemonLab) -> (PathBuf, String) {
+    let path = d.lab().dir().join("payload");
+    let p = path.display();
+    let sum = d
+        .lab()
+        .exec(
+            "a",
+            &[
+                "sh",
+                "-c",
+                &format!("head -c {SIZE} /dev/urandom > {p} && sha256sum < {p}"),
+            ],
+        )
+        .unwrap();
+    (path, sum)
+}
+
+/// Sends `file` from namespace `from` to `to_ip:to_port`, received by a listener on port
+/// `listen` in namespace `server`; returns the SHA-256 of what arrived.
+fn transfer(
+    d: &mut DaemonLab,
+    file: &Path,
+    (from, server): (&str, &str),
+    (to_ip, to_port, listen): (Ipv4Addr, u16, u16),
+    log: &str,
+) -> String {
+    let sum = d.lab().dir().join(format!("{log}.sum"));
+    let script = format!(
+        "socat -u TCP-LISTEN:{listen},reuseaddr - | sha256sum > {s}.tmp && mv {s}.tmp {s}",
+        s = sum.display()
+    );
+    d.lab_mut()
+        .spawn(server, &["sh", "-c", &script], log)
+        .unwrap();
+    d.lab()
+        .wait_listen(server, listen, Duration::from_secs(5))
+        .unwrap();
+    let send = format!("FILE:{}", file.display());
+    let to = format!("TCP:{to_ip}:{to_port},connect-timeout=5");
+    d.lab()
+        .exec(from, &["timeout", "60", "socat", "-u", &send, &to])
+        .unwrap();
+    eventually("the receiver's checksum", Duration::from_secs(20), || {
+        sum.is_file()
+    });
+    std::fs::read_to_string(&sum).unwrap()
+}
+
+/// Checks that a transfer of `SIZE` bytes went mostly through the kernel: one more flow
+/// installed and at least 70 % of its bytes counted as kernel-forwarded.
+fn mostly_offloaded(d: &DaemonLab, before: &Value, what: &str) {
+    eventually(
+        &format!("{what}: kernel-forwarded bytes counted"),
+        Duration::from_secs(5),
+        || {
+            let now = offload(d);
+            counter(&now, "kernel_bytes") - counter(before, "kernel_bytes") > SIZE * 7 / 10
+        },
+    );
+    let now = offload(d);
+    assert!(
+        counter(&now, "installed") > counter(before, "installed"),
+        "{what}: no flow installed: {now}"
+    );
+    eprintln!("{what}: {now}");
+}
+
+#[test]
+fn bulk_tcp_bridged_through_napt_and_published_goes_through_the_kernel_intact() {
+    let Some(mut d) = start("offl", "tc") else {
+        return;
+    };
+    two_endpoints(&mut d);
+    let st = offload(&d);
+    assert_eq!(st["enabled"], true, "offload not running: {}", d.log());
+    let (file, sum) = payload(&d);
+
+    let before = offload(&d);
+    let b_ip: Ipv4Addr = "10.71.0.3".parse().unwrap();
+    let got = transfer(&mut d, &file, ("a", "b"), (b_ip, 5001, 5001), "bridged");
+    assert_eq!(got, sum, "bridged transfer corrupted");
+    mostly_offloaded(&d, &before, "bridged");
+
+    let before = offload(&d);
+    let got = transfer(
+        &mut d,
+        &file,
+        ("a", "out"),
+        (OUTSIDE_IP, 5002, 5002),
+        "napt",
+    );
+    assert_eq!(got, sum, "transfer through NAPT corrupted");
+    mostly_offloaded(&d, &before, "NAPT out");
+
+    let before = offload(&d);
+    let got = transfer(
+        &mut d,
+        &file,
+        ("out", "b"),
+        (UPLINK_IP, 8080, 5001),
+        "published",
+    );
+    assert_eq!(got, sum, "transfer to a published port corrupted");
+    mostly_offloaded(&d, &before, "published port");
+
+    // Every flow closed with FIN: none left in the kernel.
+    eventually("closed flows removed", Duration::from_secs(5), || {
+        counter(&offload(&d), "active") == 0
+    });
+    d.stop();
+}
+
+#[test]
+fn a_disconnected_receiver_s_flow_leaves_the_kernel() {
+    let Some(mut d) = start("offd", "tc") else {
+        return;
+    };
+    two_endpoints(&mut d);
+    // A stream that does not end: a's zeros to b's sink, rate-limited by nothing.
+    d.lab_mut()
+        .spawn(
+            "b",
+            &["socat", "-u", "TCP-LISTEN:5003,reuseaddr", "OPEN:/dev/null"],
+            "sink",
+        )
+        .unwrap();
+    d.lab()
+        .wait_listen("b", 5003, Duration::from_secs(5))
+        .unwrap();
+    d.lab_mut()
+        .spawn(
+            "a",
+            &["socat", "-u", "OPEN:/dev/zero", "TCP:10.71.0.3:5003"],
+            "source",
+        )
+        .unwrap();
+    eventually("the stream offloaded", Duration::from_secs(10), || {
+        let s = offload(&d);
+        counter(&s, "active") == 1 && counter(&s, "kernel_packets") > 1000
+    });
+    ok(&d, &["network", "disconnect", "net", "b"]);
+    eventually("the flow flushed", Duration::from_secs(5), || {
+        counter(&offload(&d), "active") == 0
+    });
+    // Nothing forwards the old flow any more: the kernel's count stands still.
+    let before = counter(&offload(&d), "kernel_packets");
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = offload(&d);
+    assert_eq!(counter(&after, "kernel_packets"), before, "{after}");
+    assert_eq!(counter(&after, "active"), 0, "{after}");
+    d.stop();
+}
+
+#[test]
+fn with_offload_off_nothing_is_offloaded() {
+    let Some(mut d) = start("offo", "off") else {
+        return;
+    };
+    two_endpoints(&mut d);
+    let (file, sum) = payload(&d);
+    let b_ip: Ipv4Addr = "10.71.0.3".parse().unwrap();
+    let got = transfer(&mut d, &file, ("a", "b"), (b_ip, 5001, 5001), "bridged");
+    assert_eq!(got, sum);
+    let st = offload(&d);
+    assert_eq!(st["enabled"], false, "{st}");
+    assert_eq!(counter(&st, "installed"), 0, "{st}");
+    assert_eq!(counter(&st, "kernel_bytes"), 0, "{st}");
+    d.stop();
+}
