@@ -43,6 +43,17 @@ pub enum GsoType {
     /// `gso_size` segments on transmission (see `pipeline::segment`) and sends them packed into
     /// UDP GSO frames ([`GsoType::UdpL4`], see `pipeline::udp_gso`).
     TcpV4Vxlan,
+    /// A TCP/IPv6 super-frame inside a VXLAN/IPv4 encapsulation: cut and packed as
+    /// [`GsoType::TcpV4Vxlan`] is.
+    TcpV6Vxlan,
+}
+
+impl GsoType {
+    /// True for a super-frame inside a VXLAN encapsulation, which the runtime cuts itself.
+    #[inline]
+    pub fn is_tunnel(self) -> bool {
+        matches!(self, GsoType::TcpV4Vxlan | GsoType::TcpV6Vxlan)
+    }
 }
 
 /// Offload state of a frame: what the kernel still has to do when it leaves sluice.

@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 use crate::batch::{Batch, MAX_BATCH};
 use crate::config::{PortConfig, PortIo};
 use crate::counters::{DropReason, WorkerCounters, MAX_PORTS};
-use crate::frame::{Frame, GsoType, Meta, PortId, Verdict, HEADROOM};
+use crate::frame::{Frame, Meta, PortId, Verdict, HEADROOM};
 use crate::pipeline::{udp_gso, Dataplane, Worker};
 use crate::port::afpacket::{self, AfPacketConfig, AfPacketError};
 use crate::port::poll::{Idle, PollPolicy};
@@ -744,7 +744,7 @@ fn send<T: TxPort>(
         counters.drop_n(p, DropReason::UnknownPort, 1);
         return;
     };
-    if f.meta.offload.gso == GsoType::TcpV4Vxlan {
+    if f.meta.offload.gso.is_tunnel() {
         // No port takes a tunnel's GSO: its segments leave packed into UDP GSO frames (the
         // kernel cuts those); a port that refuses one sends its datagrams one by one.
         let cut = udp_gso::each_packed_frame(f, |s| match send_or_flush(tx, s, tag) {

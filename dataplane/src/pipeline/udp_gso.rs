@@ -1,12 +1,13 @@
-//! Transmission of a tunnelled TCP super-frame ([`GsoType::TcpV4Vxlan`]) as UDP GSO frames
-//! (`VIRTIO_NET_HDR_GSO_UDP_L4`, the kernel's `SKB_GSO_UDP_L4`): one outer Ethernet | IPv4 |
-//! UDP header followed by equal chunks `[VXLAN | inner Ethernet | IPv4 | TCP | payload]` (the
-//! last one shorter), which the kernel (`__udp_gso_segment`, or the device) cuts into one UDP
-//! datagram per chunk. One `sendmsg` then carries what took ~45 frames, each crossing the
-//! uplink's ring and the underlay on its own.
+//! Transmission of a tunnelled TCP super-frame ([`GsoType::TcpV4Vxlan`] or
+//! [`GsoType::TcpV6Vxlan`]) as UDP GSO frames (`VIRTIO_NET_HDR_GSO_UDP_L4`, the kernel's
+//! `SKB_GSO_UDP_L4`): one outer Ethernet | IPv4 | UDP header followed by equal chunks
+//! `[VXLAN | inner Ethernet | IPv4 or IPv6 | TCP | payload]` (the last one shorter), which the
+//! kernel (`__udp_gso_segment`, or the device) cuts into one UDP datagram per chunk. One
+//! `sendmsg` then carries what took ~45 frames, each crossing the uplink's ring and the
+//! underlay on its own.
 //!
-//! Each chunk is a segment as [`Segmenter`] writes it (inner IPv4 length, identification and
-//! checksum, TCP sequence, flags and a complete TCP checksum) without its first 42 bytes. What
+//! Each chunk is a segment as [`Segmenter`] writes it (inner IP lengths, IPv4 identification
+//! and checksum, TCP sequence, flags and a complete TCP checksum) without its first 42 bytes. What
 //! the kernel writes per datagram (`inet_gso_segment`, `__udp_gso_segment`): the outer IPv4
 //! total length, identification (the frame's plus the datagram's index) and header checksum,
 //! the UDP length, and the UDP checksum, which the frame leaves partial
@@ -154,7 +155,7 @@ fn pack(
 mod tests {
     use super::*;
     use crate::pipeline::coalesce::coalesce_tcp;
-    use crate::pipeline::segment::tests::{complete, read_segment, super_frame};
+    use crate::pipeline::segment::tests::{complete, read_segment, super_frame, super_frame_of};
     use crate::wire::checksum::ones_sum;
     use crate::wire::tcp;
     use crate::wire::vxlan::{self, OVERHEAD_V4};
@@ -306,9 +307,12 @@ mod tests {
             seq_id in any::<(u32, u16)>(),
             partial in any::<bool>(),
             room in 2000usize..MAX_FRAME,
+            v6 in any::<bool>(),
         ) {
             let flags = flags & !(tcp::SYN | tcp::RST | tcp::URG);
-            let (frame, off) = super_frame(&payload, mss, flags, seq_id, (partial, true));
+            let (frame, off) = super_frame_of(v6, &payload, mss, flags, seq_id, (partial, true));
+            // VXLAN, inner Ethernet, IP and TCP headers in front of each chunk's payload.
+            let headers = vxlan::HEADER_LEN + 14 + if v6 { 40 } else { 20 } + 20;
             let mut joined = Vec::new();
             let mut seq = seq_id.0;
             for (bytes, o) in pack_all(&frame, off, room) {
@@ -319,15 +323,16 @@ mod tests {
                     seq = seq.wrapping_add(data.len() as u32);
                 }
                 if o.gso != GsoType::UdpL4 {
-                    joined.extend_from_slice(&bytes[OVERHEAD_V4 + 54..]);
+                    joined.extend_from_slice(&bytes[OUTER + headers..]);
                     continue;
                 }
                 let mut rx = bytes.clone();
                 let c = coalesce_tcp(&mut rx[OUTER..], usize::from(o.gso_size)).unwrap();
                 let inner = &mut rx[OVERHEAD_V4..OVERHEAD_V4 + c.len];
                 complete(inner, &c.offload);
-                prop_assert_eq!(c.offload.gso, GsoType::TcpV4);
-                prop_assert_eq!(usize::from(c.offload.gso_size), usize::from(o.gso_size) - 62);
+                let kind = if v6 { GsoType::TcpV6 } else { GsoType::TcpV4 };
+                prop_assert_eq!(c.offload.gso, kind);
+                prop_assert_eq!(usize::from(c.offload.gso_size), usize::from(o.gso_size) - headers);
                 let (_, _, _, data) = read_segment(inner, false);
                 joined.extend_from_slice(&data);
             }

@@ -14,7 +14,7 @@
 //! Its drops: VXLAN malformed (truncated header, no I flag, bad inner frame), unknown VNI,
 //! spoofed (an inner source the remote table does not list for that VTEP), unknown destination;
 //! and too big (frames over the uplink MTU once encapsulated, super-frames other than
-//! TCP/IPv4, which the runtime cuts into segments that fit once encapsulated and sends packed
+//! TCP, which the runtime cuts into segments that fit once encapsulated and sends packed
 //! into UDP GSO frames; received UDP GSO datagrams whose chunks do not join into one TCP
 //! super-frame, see `coalesce`),
 //! unsupported (tagged inner frames), ARP pending (the underlay next hop is being resolved).
@@ -162,9 +162,10 @@ impl<'t> BatchState<'t> {
             return Err(R::Unsupported);
         }
         let room = usize::from(up.mtu) + ethernet::HEADER_LEN;
-        let gso_size = match f.meta.offload.gso {
+        let gso = match f.meta.offload.gso {
             GsoType::None if f.len() + vxlan::OVERHEAD_V4 <= room => None,
-            GsoType::TcpV4 => Some(tunnel_mss(f, room)?),
+            GsoType::TcpV4 => Some((GsoType::TcpV4Vxlan, tunnel_mss(f, room)?)),
+            GsoType::TcpV6 => Some((GsoType::TcpV6Vxlan, tunnel_mss(f, room)?)),
             _ => return Err(R::TooBig),
         };
         let hop = if up.ip.contains(vtep) {
@@ -188,7 +189,7 @@ impl<'t> BatchState<'t> {
         // No headroom left to grow into: the frame cannot be sent.
         let frame = f.push_front(vxlan::OVERHEAD_V4).map_err(|_| R::TooBig)?;
         // A super-frame's outer lengths are each segment's, written when it is cut.
-        let outer_len = if gso_size.is_some() {
+        let outer_len = if gso.is_some() {
             vxlan::OVERHEAD_V4
         } else {
             frame.len()
@@ -198,8 +199,8 @@ impl<'t> BatchState<'t> {
         if off.csum_partial {
             off.csum_start += vxlan::OVERHEAD_V4 as u16;
         }
-        if let Some(mss) = gso_size {
-            off.gso = GsoType::TcpV4Vxlan;
+        if let Some((kind, mss)) = gso {
+            off.gso = kind;
             off.gso_size = mss;
             off.hdr_len = 0;
         }
@@ -208,7 +209,7 @@ impl<'t> BatchState<'t> {
     }
 }
 
-/// The payload bytes per segment of a TCP/IPv4 super-frame about to be encapsulated: its own
+/// The payload bytes per segment of a TCP super-frame about to be encapsulated: its own
 /// segment size, made smaller where a segment would not fit `room` bytes (the uplink MTU plus
 /// the Ethernet header) once wrapped, so the overlay's MTU holds even when the endpoint's does
 /// not. The runtime cuts the frame on transmission (`segment`).
