@@ -25,6 +25,7 @@ use super::classify::check_source_ip;
 use super::coalesce::coalesce_tcp;
 use super::flow::Ipv4Info;
 use super::gateway::arp_for;
+use super::ipv6;
 use super::segment::{self, TcpLayout};
 use super::state::BatchState;
 use crate::counters::DropReason as R;
@@ -33,7 +34,7 @@ use crate::frame::{Frame, GsoType, NetworkId, Offload, Verdict};
 use crate::overlay::OverlayEntry;
 use crate::tables::{NetworkEntry, PortEntry};
 use crate::wire::arp::ArpPacket;
-use crate::wire::ethernet::{self, parse_l2, L2Header, ETHERTYPE_ARP};
+use crate::wire::ethernet::{self, parse_l2, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV6};
 use crate::wire::vxlan::{self, OuterV4, VxlanHeader};
 use crate::wire::{udp, UdpPacket, IPPROTO_UDP};
 
@@ -264,7 +265,8 @@ fn inner_offload(outer: Offload, inner_at: usize) -> Result<Offload, DropReason>
 }
 
 /// Checks that a decapsulated frame comes from a remote endpoint the remote table lists behind
-/// `vtep`, with that endpoint's address in its IPv4 or ARP header.
+/// `vtep`, with that endpoint's address in its IPv4 or ARP header, or its IPv6 address (or a
+/// link-local one) in its IPv6 header, as a local endpoint's frames must (`ipv6::check_source`).
 fn check_inner_source(
     inner: &[u8],
     l2: &L2Header,
@@ -278,7 +280,12 @@ fn check_inner_source(
         .remote(l2.src)
         .filter(|r| r.vtep == vtep)
         .ok_or(R::VxlanSpoofed)?;
-    match check_source_ip(inner, l2, l2.src, Some(r.ipv4), false) {
+    let checked = if l2.ethertype == ETHERTYPE_IPV6 {
+        ipv6::check_source(inner, l2.l3_offset, l2.src, r.ipv6)
+    } else {
+        check_source_ip(inner, l2, l2.src, Some(r.ipv4), false).map(|_| ())
+    };
+    match checked {
         Ok(_) => Ok(()),
         Err(R::Malformed) => Err(R::VxlanMalformed),
         Err(_) => Err(R::VxlanSpoofed),
@@ -295,6 +302,7 @@ mod tests {
     use crate::pipeline::udp_gso;
     use crate::wire::ethernet::EthernetFrame;
     use crate::wire::{ArpPacket, Ipv4Packet, MacAddr};
+    use std::net::Ipv6Addr;
 
     /// Host B's VTEP (host A's is the scenario's uplink address).
     const VTEP_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -335,6 +343,55 @@ mod tests {
             }],
         });
         s
+    }
+
+    /// R's and C's IPv6 addresses on the dual-stack overlay of [`dual_stack`].
+    const R6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 9);
+    const C6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0xc);
+
+    /// [`host`] on a dual-stack overlay: `local` for PORT_C's endpoint, `remote` for the
+    /// remote one (`None`: the remote table has no IPv6 address for it).
+    fn dual_stack(mut s: S, local: Ipv6Addr, remote: Option<Ipv6Addr>) -> Worker {
+        use crate::config::{Ipv6Cidr, NetworkV6};
+        s.config.networks[usize::from(OTHER.0)].ipv6 = Some(NetworkV6 {
+            subnet: Ipv6Cidr::new(Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0), 64).unwrap(),
+            gateway: Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 1),
+            routed: false,
+        });
+        for p in &mut s.config.ports {
+            if let PortRole::Endpoint { ipv6, .. } = &mut p.role {
+                if p.id == PORT_C {
+                    *ipv6 = Some(local);
+                }
+            }
+        }
+        s.config.overlays[0].remotes[0].ipv6 = remote;
+        worker_for(&s)
+    }
+
+    /// An IPv6 frame of `macs` (destination, source) from `src` to `dst`: UDP with `payload`, or
+    /// TCP (ACK, sequence 1) when `tcp`.
+    fn frame6(
+        macs: (MacAddr, MacAddr),
+        (src, dst): (Ipv6Addr, Ipv6Addr),
+        tcp: bool,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2(macs.1 .0, macs.0 .0).ipv6(
+            src.octets(),
+            dst.octets(),
+            64,
+        );
+        let mut v = Vec::new();
+        if tcp {
+            b.tcp(40000, 5201, 1, 0xffff)
+                .ack(1)
+                .write(&mut v, payload)
+                .unwrap();
+        } else {
+            b.udp(53, 1000).write(&mut v, payload).unwrap();
+        }
+        v
     }
 
     fn host_a() -> Worker {
@@ -635,7 +692,7 @@ mod tests {
         let (v, mut bytes, off) = run_offloaded(w, PORT_C, inner, off);
         let mut frames = Vec::new();
         if v == Verdict::Forward(UPLINK) {
-            assert_eq!(off.gso, GsoType::TcpV4Vxlan);
+            assert!(off.gso.is_tunnel());
             let meta = crate::frame::Meta {
                 offload: off,
                 ..Default::default()
@@ -728,6 +785,92 @@ mod tests {
             Verdict::Drop(R::TooBig)
         );
         assert_eq!(a.counters().drops(R::TooBig), 1);
+    }
+
+    #[test]
+    fn a_tcp6_super_frame_crosses_as_one_udp_gso_frame_and_arrives_whole() {
+        use crate::wire::checksum::{fold, ones_sum, pseudo_header_sum_v6};
+        let mut a = dual_stack(host((S::UP, S::UP_MAC), S::C, R, VTEP_B), C6, Some(R6));
+        learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
+        let payload: Vec<u8> = (0..6000u32).map(|i| (i * 7) as u8).collect();
+        let mut inner = frame6((S::mac(R), S::mac(S::C)), (C6, R6), true, &payload);
+        // As a veth hands it over: the TCP checksum partial, the endpoint's MSS 1428.
+        let psum = fold(pseudo_header_sum_v6(C6, R6, 6, payload.len() as u32 + 20));
+        inner[70..72].copy_from_slice(&psum.to_be_bytes());
+        let off = Offload {
+            gso: GsoType::TcpV6,
+            gso_size: 1428,
+            csum_partial: true,
+            csum_start: 54,
+            csum_offset: 16,
+            ..Offload::default()
+        };
+        let (v, frames) = pack_super_frame(&mut a, &inner, off);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        // 1514 - 50 (VXLAN) - 74 (inner headers) = 1390 bytes a segment: 5 chunks in one frame.
+        assert_eq!(frames.len(), 1);
+        let (frame, udp_off) = &frames[0];
+        assert_eq!(udp_off.gso, GsoType::UdpL4);
+        assert_eq!(usize::from(udp_off.gso_size), vxlan::HEADER_LEN + 74 + 1390);
+        assert_eq!(frame.len(), udp_gso::OUTER + 5 * (8 + 74) + 6000);
+        let mut b = dual_stack(host((VTEP_B, VTEP_B_MAC), R, S::C, S::UP), R6, Some(C6));
+        let (v, mut delivered, got) = run_offloaded(&mut b, UPLINK, frame, *udp_off);
+        assert_eq!(v, Verdict::Forward(PORT_C));
+        assert_eq!(
+            (got.gso, got.gso_size, got.csum_start, got.csum_offset),
+            (GsoType::TcpV6, 1390, 54, 16)
+        );
+        let c = !fold(ones_sum(&delivered[54..], 0));
+        delivered[70..72].copy_from_slice(&c.to_be_bytes());
+        let seg = crate::wire::TcpPacket::new_checked(&delivered[54..]).unwrap();
+        assert!(seg.verify_checksum_v6(C6, R6));
+        assert_eq!(&delivered[74..], &payload[..]);
+        assert_eq!(&delivered[..70], &inner[..70], "the sender's headers");
+    }
+
+    #[test]
+    fn a_decapsulated_ipv6_frame_must_come_from_its_remote_address() {
+        let mut a = dual_stack(host((S::UP, S::UP_MAC), S::C, R, VTEP_B), C6, Some(R6));
+        let from = |src| {
+            let inner = frame6((S::mac(S::C), S::mac(R)), (src, C6), false, b"x");
+            vxlan_to_a(VTEP_B, header(vxlan::FLAG_I, VNI), &inner)
+        };
+        let link_local = crate::wire::ndisc::link_local(S::mac(R));
+        let stranger = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x77);
+        assert_eq!(
+            run_one(&mut a, UPLINK, &from(R6), T0).0,
+            Verdict::Forward(PORT_C)
+        );
+        assert_eq!(
+            run_one(&mut a, UPLINK, &from(link_local), T0).0,
+            Verdict::Forward(PORT_C)
+        );
+        for src in [stranger, C6] {
+            assert_eq!(
+                run_one(&mut a, UPLINK, &from(src), T0).0,
+                Verdict::Drop(R::VxlanSpoofed),
+                "{src}"
+            );
+        }
+        let mut inner = frame6((S::mac(S::C), S::mac(R)), (R6, C6), false, b"x");
+        inner.truncate(inner.len() - 20);
+        let short = vxlan_to_a(VTEP_B, header(vxlan::FLAG_I, VNI), &inner);
+        assert_eq!(
+            run_one(&mut a, UPLINK, &short, T0).0,
+            Verdict::Drop(R::VxlanMalformed)
+        );
+        // A remote without an IPv6 address in the table sends from its link-local one only.
+        let mut v4_only = dual_stack(host((S::UP, S::UP_MAC), S::C, R, VTEP_B), C6, None);
+        assert_eq!(
+            run_one(&mut v4_only, UPLINK, &from(R6), T0).0,
+            Verdict::Drop(R::VxlanSpoofed)
+        );
+        assert_eq!(
+            run_one(&mut v4_only, UPLINK, &from(link_local), T0).0,
+            Verdict::Forward(PORT_C)
+        );
+        assert_eq!(a.counters().drops(R::VxlanSpoofed), 2);
+        assert_eq!(v4_only.counters().drops(R::VxlanSpoofed), 1);
     }
 
     #[test]
