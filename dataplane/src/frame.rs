@@ -100,6 +100,10 @@ pub enum Verdict {
     Drop(DropReason),
     /// Fully handled by sluice itself (e.g. an ARP reply it learned from); nothing to send.
     Consumed,
+    /// A received VXLAN UDP GSO datagram whose chunks do not join into one super-frame (several
+    /// flows, as a NIC's UDP GRO may mix them): the runtime cuts it into its datagrams and runs
+    /// each through the pipeline on its own (`runtime::split_unjoined`).
+    Split,
 }
 
 /// Everything the pipeline knows about a frame besides its bytes.

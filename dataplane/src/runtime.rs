@@ -613,6 +613,9 @@ fn run(
                             worker.counters(),
                             &mut touched,
                         );
+                        udp_gso::split_unjoined(&mut worker, &batch, now, |t, b, c| {
+                            dispatch(t, b, &mut ports.tx, c, &mut touched)
+                        });
                         worker.release_pending(|f, counters| {
                             dispatch_one(&tables, f, &mut ports.tx, counters, &mut touched)
                         });
@@ -727,7 +730,8 @@ fn dispatch_one<T: TxPort>(
                 send(f, p, tag, txs, counters, touched);
             }
         }
-        Verdict::Drop(_) | Verdict::Consumed | Verdict::Pending => {}
+        // Split: the chunks of a received datagram, run one by one (`udp_gso::split_unjoined`).
+        Verdict::Drop(_) | Verdict::Consumed | Verdict::Pending | Verdict::Split => {}
     }
 }
 

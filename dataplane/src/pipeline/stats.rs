@@ -77,6 +77,7 @@ impl Dataplane {
             conntrack_flows: self.conntrack.lock().len() + self.v6.lock().ct.len(),
             fdb_entries,
             shortcuts: refs.iter().map(|w| w.shortcuts()).sum(),
+            unjoined_chunks: refs.iter().map(|w| w.unjoined_chunks()).sum(),
         }
     }
 
@@ -308,6 +309,8 @@ pub struct Stats {
     pub fdb_entries: BTreeMap<String, usize>,
     /// Frames that took a flow's shortcut (the fast path), of all workers.
     pub shortcuts: u64,
+    /// Chunks of received VXLAN UDP GSO datagrams delivered one by one, not joined.
+    pub unjoined_chunks: u64,
 }
 
 #[cfg(test)]

@@ -19,7 +19,12 @@
 use std::cell::RefCell;
 
 use super::segment::{write_outer_lengths, SegmentError, Segmenter, MAX_SEGMENT};
-use crate::frame::{Frame, GsoType, Meta, Offload};
+use super::Worker;
+use crate::batch::Batch;
+use crate::counters::WorkerCounters;
+use crate::frame::{Frame, GsoType, Meta, Offload, Verdict, HEADROOM};
+use crate::tables::Tables;
+use crate::time::Millis;
 use crate::wire::checksum::{fold, pseudo_header_sum_v4};
 use crate::wire::{ethernet, ipv4, udp, Ipv4Packet, UdpPacket, IPPROTO_UDP};
 
@@ -109,6 +114,41 @@ pub fn each_datagram(f: &Frame<'_>, mut emit: impl FnMut(&Frame<'_>)) {
         if let Some(d) = Frame::new(&mut buf, 0, len, meta) {
             emit(&d);
         }
+    }
+}
+
+/// Runs each datagram of every frame of the processed `batch` whose verdict is
+/// [`Verdict::Split`] (a received VXLAN UDP GSO datagram whose chunks did not join: several
+/// flows, as a NIC's UDP GRO may mix them) through `worker` on its own, as [`each_datagram`]
+/// cuts it, and hands each one-frame batch to `send` (which transmits it) with its tables and
+/// the worker's counters. The uplink's receive counters count the datagram and each of its
+/// parts. No allocation: one stack buffer serves every datagram.
+pub fn split_unjoined(
+    worker: &mut Worker,
+    batch: &Batch<'_>,
+    now: Millis,
+    mut send: impl FnMut(&Tables, &Batch<'_>, &WorkerCounters),
+) {
+    let mut buf = [0u8; HEADROOM + MAX_SEGMENT];
+    for f in batch
+        .frames()
+        .iter()
+        .filter(|f| f.meta.verdict == Verdict::Split)
+    {
+        each_datagram(f, |d| {
+            let len = d.len();
+            buf[HEADROOM..HEADROOM + len].copy_from_slice(d.data());
+            let meta = Meta {
+                verdict: Verdict::Pending,
+                ..d.meta
+            };
+            let mut one = Batch::new();
+            if let Some(frame) = Frame::new(&mut buf, HEADROOM, len, meta) {
+                let _ = one.push(frame);
+                let tables = worker.process(&mut one, now);
+                send(&tables, &one, worker.counters());
+            }
+        });
     }
 }
 

@@ -20,9 +20,10 @@
 //! unsupported (tagged inner frames), ARP pending (the underlay next hop is being resolved).
 
 use std::net::Ipv4Addr;
+use std::ops::Range;
 
 use super::classify::check_source_ip;
-use super::coalesce::coalesce_tcp;
+use super::coalesce::{coalesce_tcp, Coalesced};
 use super::flow::Ipv4Info;
 use super::gateway::arp_for;
 use super::ipv6;
@@ -77,10 +78,13 @@ impl<'t> BatchState<'t> {
         };
         let net = t.network(net_id).ok_or(R::VxlanUnknownVni)?;
         let inner_at = ip.l4() + udp::HEADER_LEN + vxlan::HEADER_LEN;
-        let inner_len = match udp_gso_chunk(&f.meta.offload, inner_len + vxlan::HEADER_LEN)? {
+        let inner_len = match udp_gso_chunk(&f.meta.offload, inner_len + vxlan::HEADER_LEN) {
             Some(chunk) => {
-                let payload = &mut f.data_mut()[ip.l4() + udp::HEADER_LEN..ip.l3 + ip.total];
-                let joined = coalesce_tcp(payload, chunk).map_err(|_| R::TooBig)?;
+                let payload = ip.l4() + udp::HEADER_LEN..ip.l3 + ip.total;
+                let Some(joined) = join(f, payload.clone(), chunk) else {
+                    self.counters.unjoined(payload.len().div_ceil(chunk) as u64);
+                    return Ok(Verdict::Split);
+                };
                 f.meta.offload = joined.offload;
                 joined.len
             }
@@ -225,19 +229,24 @@ fn tunnel_mss(f: &Frame<'_>, room: usize) -> Result<u16, DropReason> {
     u16::try_from(mss).ok().filter(|m| *m > 0).ok_or(R::TooBig)
 }
 
-/// The chunk size of a UDP GSO datagram of `udp_payload` bytes, whose chunks are joined into
-/// one inner super-frame (`coalesce`); `None` for an ordinary datagram (a GSO datagram of one
-/// chunk is one). Only a datagram whose outer UDP checksum covers its chunks (partial from a
-/// local sender, or verified) is joined: the inner checksums are not checked.
-fn udp_gso_chunk(off: &Offload, udp_payload: usize) -> Result<Option<usize>, DropReason> {
-    let chunk = usize::from(off.gso_size);
-    if off.gso != GsoType::UdpL4 || udp_payload <= chunk {
-        return Ok(None);
-    }
+/// Joins the chunks of the UDP GSO datagram `f` (its UDP payload at `payload`, `chunk` bytes
+/// each) into one super-frame in place (`coalesce`); `None` (the frame untouched) when they do
+/// not join. Only a datagram whose outer UDP checksum covers its chunks (partial from a local
+/// sender, or verified) is joined: the inner checksums are not checked.
+fn join(f: &mut Frame<'_>, payload: Range<usize>, chunk: usize) -> Option<Coalesced> {
+    let off = &f.meta.offload;
     if !(off.csum_partial || off.data_valid) {
-        return Err(R::TooBig);
+        return None;
     }
-    Ok(Some(chunk))
+    coalesce_tcp(f.data_mut().get_mut(payload)?, chunk).ok()
+}
+
+/// The chunk size of a UDP GSO datagram of `udp_payload` bytes, whose chunks are joined into
+/// one inner super-frame (`coalesce`) or delivered one by one; `None` for an ordinary datagram
+/// (a GSO datagram of one chunk is one).
+fn udp_gso_chunk(off: &Offload, udp_payload: usize) -> Option<usize> {
+    let chunk = usize::from(off.gso_size);
+    (off.gso == GsoType::UdpL4 && udp_payload > chunk).then_some(chunk)
 }
 
 /// The offload state of the inner frame at `inner_at` of a received VXLAN packet. A sender on
@@ -760,19 +769,21 @@ mod tests {
         assert!(checksums_valid(&delivered));
         assert_eq!(&delivered[54..], &payload[..]);
         assert_eq!(&delivered[..50], &inner[..50], "the sender's headers");
-        // Without a checksum covering its chunks, a GSO datagram is not joined.
+        // Without a checksum covering its chunks, a GSO datagram is not joined but split.
         let bare = Offload {
             csum_partial: false,
             ..*udp_off
         };
         let (v, _, _) = run_offloaded(&mut b, UPLINK, frame, bare);
-        assert_eq!(v, Verdict::Drop(R::TooBig));
+        assert_eq!(v, Verdict::Split);
         // Nor are chunks of another flow.
         let mut mixed = frame.clone();
         let second = udp_gso::OUTER + 1472 + 8 + 34;
         mixed[second] ^= 1;
-        let (v, _, _) = run_offloaded(&mut b, UPLINK, &mixed, *udp_off);
-        assert_eq!(v, Verdict::Drop(R::TooBig));
+        let (v, untouched, _) = run_offloaded(&mut b, UPLINK, &mixed, *udp_off);
+        assert_eq!((v, &untouched), (Verdict::Split, &mixed));
+        assert_eq!(b.counters().unjoined_chunks(), 10);
+        assert_eq!(b.counters().drops(R::TooBig), 0);
         // A UDP super-frame from an endpoint has no segmentation here: too big.
         let udp_gso = Offload {
             gso: GsoType::UdpL4,
@@ -874,6 +885,62 @@ mod tests {
     }
 
     #[test]
+    fn chunks_that_do_not_join_are_delivered_one_by_one() {
+        use crate::batch::Batch;
+        use crate::frame::{Meta, HEADROOM};
+        let mut a = host_a();
+        learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
+        let payload: Vec<u8> = (0..6000u32).map(|i| (i * 7) as u8).collect();
+        let (inner, off) = c_to_r_super_frame(&payload);
+        let (_, frames) = pack_super_frame(&mut a, &inner, off);
+        let (frame, udp_off) = &frames[0];
+        // The third chunk's TCP sequence breaks the run (as another flow's chunk would): none
+        // of the five joins, each reaches R on its own.
+        let mut mixed = frame.clone();
+        let chunk = usize::from(udp_off.gso_size);
+        let third = udp_gso::OUTER + 2 * chunk + 8 + 34;
+        let mut seg =
+            crate::wire::TcpPacket::new_checked(&mut mixed[third..third - 42 + chunk]).unwrap();
+        seg.set_seq(seg.seq() ^ 0x8000_0000);
+        seg.fill_checksum_v4(S::C, R);
+        let mut b = host_b();
+        let mut buf = vec![0u8; HEADROOM + mixed.len()];
+        buf[HEADROOM..].copy_from_slice(&mixed);
+        let meta = Meta {
+            ingress: UPLINK,
+            offload: *udp_off,
+            ..Meta::default()
+        };
+        let mut batch = Batch::new();
+        batch
+            .push(Frame::new(&mut buf, HEADROOM, mixed.len(), meta).unwrap())
+            .unwrap();
+        b.process(&mut batch, T0);
+        assert_eq!(batch.frames()[0].meta.verdict, Verdict::Split);
+        let mut delivered = Vec::new();
+        udp_gso::split_unjoined(&mut b, &batch, T0, |_, one, _| {
+            for f in one.frames() {
+                delivered.push((f.meta.verdict, f.data().to_vec(), f.meta.offload));
+            }
+        });
+        assert_eq!(delivered.len(), 5);
+        let mut got = Vec::new();
+        for (k, (v, seg, off)) in delivered.iter().enumerate() {
+            assert_eq!(*v, Verdict::Forward(PORT_C), "chunk {k}");
+            assert_eq!(*off, Offload::default());
+            assert!(checksums_valid(seg), "chunk {k}");
+            assert_eq!(&seg[..12], &inner[..12]);
+            got.extend_from_slice(&seg[54..]);
+        }
+        assert_eq!(got, payload);
+        assert_eq!(b.counters().unjoined_chunks(), 5);
+        // An ordinary batch has nothing to split.
+        let mut calls = 0;
+        udp_gso::split_unjoined(&mut b, &Batch::new(), T0, |_, _, _| calls += 1);
+        assert_eq!(calls, 0);
+    }
+
+    #[test]
     fn a_new_remote_table_takes_effect_at_the_next_batch() {
         let mut s = host((S::UP, S::UP_MAC), S::C, R, VTEP_B);
         let mut a = worker_for(&s);
@@ -944,8 +1011,8 @@ mod tests {
             gso_size: 1400,
             ..partial(34)
         };
-        assert_eq!(udp_gso_chunk(&one_datagram, 1400), Ok(None));
-        assert_eq!(udp_gso_chunk(&one_datagram, 1401), Ok(Some(1400)));
+        assert_eq!(udp_gso_chunk(&one_datagram, 1400), None);
+        assert_eq!(udp_gso_chunk(&one_datagram, 1401), Some(1400));
         assert!(!inner_offload(one_datagram, inner_at).unwrap().csum_partial);
     }
 
