@@ -740,14 +740,22 @@ mod tests {
         (inner, off)
     }
 
-    #[test]
-    fn a_tcp_super_frame_crosses_as_one_udp_gso_frame_and_arrives_whole() {
-        use crate::wire::checksum::{fold, ones_sum};
+    /// Host A (its peer VTEP learned), 6000 bytes of payload, C's super-frame of them to R and
+    /// what [`pack_super_frame`] makes of it on host A.
+    #[allow(clippy::type_complexity)]
+    fn c_to_r_packed() -> (Worker, Vec<u8>, Vec<u8>, (Verdict, Vec<(Vec<u8>, Offload)>)) {
         let mut a = host_a();
         learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
         let payload: Vec<u8> = (0..6000u32).map(|i| (i * 7) as u8).collect();
         let (inner, off) = c_to_r_super_frame(&payload);
-        let (v, frames) = pack_super_frame(&mut a, &inner, off);
+        let packed = pack_super_frame(&mut a, &inner, off);
+        (a, payload, inner, packed)
+    }
+
+    #[test]
+    fn a_tcp_super_frame_crosses_as_one_udp_gso_frame_and_arrives_whole() {
+        use crate::wire::checksum::{fold, ones_sum};
+        let (mut a, payload, inner, (v, frames)) = c_to_r_packed();
         assert_eq!(v, Verdict::Forward(UPLINK));
         // 1514 - 50 (VXLAN) - 54 (inner headers) = 1410 bytes a segment: 5 chunks, each
         // datagram the kernel cuts fits the uplink's MTU.
@@ -888,11 +896,7 @@ mod tests {
     fn chunks_that_do_not_join_are_delivered_one_by_one() {
         use crate::batch::Batch;
         use crate::frame::{Meta, HEADROOM};
-        let mut a = host_a();
-        learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
-        let payload: Vec<u8> = (0..6000u32).map(|i| (i * 7) as u8).collect();
-        let (inner, off) = c_to_r_super_frame(&payload);
-        let (_, frames) = pack_super_frame(&mut a, &inner, off);
+        let (_, payload, inner, (_, frames)) = c_to_r_packed();
         let (frame, udp_off) = &frames[0];
         // The third chunk's TCP sequence breaks the run (as another flow's chunk would): none
         // of the five joins, each reaches R on its own.
