@@ -197,6 +197,8 @@ pub struct WorkerCounters {
     port_drops: Box<[AtomicU64]>,
     /// Frames that took a flow's shortcut (the fast path) rather than the full pipeline.
     shortcuts: AtomicU64,
+    /// Chunks of received VXLAN UDP GSO datagrams delivered one by one (not joined).
+    unjoined: AtomicU64,
 }
 
 impl Default for WorkerCounters {
@@ -208,6 +210,7 @@ impl Default for WorkerCounters {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             shortcuts: AtomicU64::new(0),
+            unjoined: AtomicU64::new(0),
         }
     }
 }
@@ -258,6 +261,17 @@ impl WorkerCounters {
     #[inline]
     pub fn shortcut(&self) {
         bump(&self.shortcuts, 1);
+    }
+
+    /// Counts `n` chunks of a VXLAN UDP GSO datagram that did not join, delivered one by one.
+    #[inline]
+    pub fn unjoined(&self, n: u64) {
+        bump(&self.unjoined, n);
+    }
+
+    /// Chunks delivered one by one so far (see [`unjoined`](Self::unjoined)).
+    pub fn unjoined_chunks(&self) -> u64 {
+        self.unjoined.load(Ordering::Relaxed)
     }
 
     /// Frames that took a flow's shortcut so far: how much traffic the fast path carries.

@@ -43,6 +43,17 @@ pub enum GsoType {
     /// `gso_size` segments on transmission (see `pipeline::segment`) and sends them packed into
     /// UDP GSO frames ([`GsoType::UdpL4`], see `pipeline::udp_gso`).
     TcpV4Vxlan,
+    /// A TCP/IPv6 super-frame inside a VXLAN/IPv4 encapsulation: cut and packed as
+    /// [`GsoType::TcpV4Vxlan`] is.
+    TcpV6Vxlan,
+}
+
+impl GsoType {
+    /// True for a super-frame inside a VXLAN encapsulation, which the runtime cuts itself.
+    #[inline]
+    pub fn is_tunnel(self) -> bool {
+        matches!(self, GsoType::TcpV4Vxlan | GsoType::TcpV6Vxlan)
+    }
 }
 
 /// Offload state of a frame: what the kernel still has to do when it leaves sluice.
@@ -89,6 +100,10 @@ pub enum Verdict {
     Drop(DropReason),
     /// Fully handled by sluice itself (e.g. an ARP reply it learned from); nothing to send.
     Consumed,
+    /// A received VXLAN UDP GSO datagram whose chunks do not join into one super-frame (several
+    /// flows, as a NIC's UDP GRO may mix them): the runtime cuts it into its datagrams and runs
+    /// each through the pipeline on its own (`runtime::split_unjoined`).
+    Split,
 }
 
 /// Everything the pipeline knows about a frame besides its bytes.

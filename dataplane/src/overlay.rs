@@ -83,6 +83,9 @@ pub enum OverlayError {
 pub struct Remote {
     /// Its address.
     pub ipv4: Ipv4Addr,
+    /// Its IPv6 address on a dual-stack network (decapsulated IPv6 frames must come from it
+    /// or a link-local address).
+    pub ipv6: Option<Ipv6Addr>,
     /// Its host's VTEP.
     pub vtep: Ipv4Addr,
 }
@@ -173,6 +176,7 @@ impl OverlayTables {
                 }
                 let remote = Remote {
                     ipv4: r.ipv4,
+                    ipv6: r.ipv6,
                     vtep: r.vtep,
                 };
                 e.by_mac.insert(r.mac.to_u64(), remote);

@@ -3,35 +3,37 @@
 //! (`sluice dataplane`) with one endpoint of network `ov` (VNI 4096) and the other host's
 //! endpoint in its remote table, as the cluster store will keep it (static here). Endpoints
 //! reach each other through VXLAN: ARP answered locally, the underlay next hop resolved by ARP,
-//! full-size frames of the 1450-byte overlay MTU, and TCP bulk both ways with the endpoints'
-//! offloads on (their 64 KiB super-frames cut into segments that fit the overlay). Needs root
+//! full-size frames of the 1450-byte overlay MTU, and TCP bulk both ways, over IPv4 and over
+//! IPv6, with the endpoints' offloads on (their 64 KiB super-frames cut into segments that fit
+//! the overlay). Needs root
 //! and the release binaries (see tests/tests/daemon.rs).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sluice_dataplane::wire::MacAddr;
-use sluice_lab::lab::overlay::{self, EP_A, EP_B};
+use sluice_lab::lab::overlay::{self, EP_A, EP_A6, EP_B, EP_B6};
 use sluice_lab::lab::{Lab, SluiceLaunch};
 
 /// Bytes of TCP bulk each way between the endpoints.
 const BULK: usize = 20_000_000;
 
 /// Sends `file` over one TCP connection (socat) from namespace `from` to a listener in `to` at
-/// `to_ip`; returns the SHA-256 the receiver computed of what it got.
-fn bulk_tcp(lab: &mut Lab, file: &Path, (from, to): (&str, &str), to_ip: Ipv4Addr) -> String {
+/// `to_ip` (IPv4 or IPv6); returns the SHA-256 the receiver computed of what it got.
+fn bulk_tcp(lab: &mut Lab, file: &Path, (from, to): (&str, &str), to_ip: IpAddr) -> String {
     let sum = lab.dir().join(format!("received-{to}"));
+    let (listen, connect) = match to_ip {
+        IpAddr::V4(ip) => ("TCP-LISTEN", format!("TCP:{ip}:5300")),
+        IpAddr::V6(ip) => ("TCP6-LISTEN", format!("TCP6:[{ip}]:5300")),
+    };
     let script = format!(
-        "socat -u TCP-LISTEN:5300,reuseaddr - | sha256sum > {}",
+        "socat -u {listen}:5300,reuseaddr - | sha256sum > {}",
         sum.display()
     );
     let pid = lab.spawn(to, &["sh", "-c", &script], "socat").unwrap();
     lab.wait_listen(to, 5300, Duration::from_secs(5)).unwrap();
-    let (src, dst) = (
-        format!("OPEN:{}", file.display()),
-        format!("TCP:{to_ip}:5300"),
-    );
+    let (src, dst) = (format!("OPEN:{}", file.display()), connect);
     let out = lab
         .exec_output(from, &["timeout", "60", "socat", "-u", &src, &dst])
         .unwrap();
@@ -132,8 +134,13 @@ fn endpoints_on_two_hosts_reach_each_other_over_vxlan() {
     let bytes: Vec<u8> = (0..BULK).map(|i| (i * 31 % 251) as u8).collect();
     std::fs::write(&file, bytes).unwrap();
     let want = sha256(&file);
-    assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B), want);
-    assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A), want);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B.into()), want);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A.into()), want);
+    // The same over IPv6, TCP segmentation offload for v6 left on (the veth default).
+    assert!(offloads.contains("tx-tcp6-segmentation: on"), "{offloads}");
+    lab.wait_ping6("ea", EP_B6, wait).unwrap();
+    assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B6.into()), want);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A6.into()), want);
     for (_, stats) in &hosts {
         for reason in [
             "too_big",

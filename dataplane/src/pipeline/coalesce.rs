@@ -1,15 +1,16 @@
 //! Receive-side coalescing of a VXLAN UDP GSO datagram (`VIRTIO_NET_HDR_GSO_UDP_L4`: what
 //! another sluice sends with `pipeline::udp_gso`, or what the kernel's UDP GRO makes of
-//! consecutive datagrams) into one TCP/IPv4 super-frame for the local endpoint, the inverse of
-//! segmentation: one frame crosses the endpoint's port and its kernel instead of ~45.
+//! consecutive datagrams) into one TCP/IPv4 or TCP/IPv6 super-frame for the local endpoint, the
+//! inverse of segmentation: one frame crosses the endpoint's port and its kernel instead of ~45.
 //!
 //! The datagram's payload is chunks of `gso_size` bytes (the last one shorter), each a VXLAN
-//! header and an inner Ethernet | IPv4 | TCP segment. They join when every chunk carries the
-//! same VNI, the same inner Ethernet, IPv4 (but length, identification, checksum) and TCP
-//! header (but sequence, checksum and the PSH, FIN and CWR flags), consecutive sequence
-//! numbers and a full segment in all but the last; no chunk has SYN, RST or URG, only the last
-//! FIN and only the first CWR (Linux's `tcp_gro_receive` rules). The super-frame keeps the
-//! first chunk's headers with the joined length, the PSH and FIN of any chunk, its IPv4
+//! header and an inner Ethernet | IPv4 or IPv6 | TCP segment. They join when every chunk
+//! carries the same VNI, the same inner Ethernet, IP header (IPv4: but length, identification,
+//! checksum; IPv6: but payload length) and TCP header (but sequence, checksum and the PSH, FIN
+//! and CWR flags), consecutive sequence numbers and a full segment in all but the last; no
+//! chunk has SYN, RST or URG, only the last FIN and only the first CWR (Linux's
+//! `tcp_gro_receive`, `inet_gro_receive` and `ipv6_gro_receive` rules). The super-frame keeps
+//! the first chunk's headers with the joined length, the PSH and FIN of any chunk, its IPv4
 //! checksum recomputed and its TCP checksum partial (the pseudo-header sum, as a veth hands
 //! over a super-frame); its segment size is the first chunk's payload.
 //!
@@ -17,16 +18,16 @@
 //! checksum covers them (verified by the kernel or partial from a local sender).
 //! Sans-IO and in place: nothing is allocated.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
 use super::segment::TcpLayout;
 use crate::frame::{GsoType, Offload};
-use crate::wire::checksum::{fold, pseudo_header_sum_v4};
+use crate::wire::checksum::fold;
 use crate::wire::ethernet::EthernetFrame;
 use crate::wire::tcp::{self, TcpPacket};
 use crate::wire::vxlan::{self, VxlanHeader};
-use crate::wire::{Ipv4Packet, MacAddr, IPPROTO_TCP};
+use crate::wire::{Ipv4Packet, Ipv6Packet, MacAddr};
 
 /// Why the chunks of a datagram cannot join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,8 +39,17 @@ pub struct CoalesceError(&'static str);
 pub struct Coalesced {
     /// Length of the inner frame.
     pub len: usize,
-    /// Its offload state (TCP/IPv4 GSO, checksum partial).
+    /// Its offload state (TCP/IPv4 or TCP/IPv6 GSO, checksum partial).
     pub offload: Offload,
+}
+
+/// What the IP headers of one flow's chunks repeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IpKey {
+    /// Type of service, TTL, don't fragment, source, destination.
+    V4(u8, u8, bool, Ipv4Addr, Ipv4Addr),
+    /// Traffic class, flow label, hop limit, source, destination.
+    V6(u8, u32, u8, Ipv6Addr, Ipv6Addr),
 }
 
 /// What every chunk of one flow repeats (besides the IPv4 and TCP options).
@@ -47,15 +57,15 @@ pub struct Coalesced {
 struct FlowKey {
     vxlan: (u8, u32),
     eth: (MacAddr, MacAddr),
-    ip: (u8, u8, bool, Ipv4Addr, Ipv4Addr),
+    ip: IpKey,
     tcp: (u16, u16, u32, u16, u16),
     flags: u8,
 }
 
-/// One chunk: its key, headers, sequence number, flags and where its TCP payload is.
+/// One chunk: its key, options, sequence number, flags and where its TCP payload is.
 struct Chunk<'a> {
     key: FlowKey,
-    ip: Ipv4Packet<&'a [u8]>,
+    v4: Option<Ipv4Packet<&'a [u8]>>,
     seg: TcpPacket<&'a [u8]>,
     seq: u32,
     flags: u8,
@@ -66,17 +76,35 @@ struct Chunk<'a> {
 /// The flags the chunks of one super-frame may differ in.
 const VARYING: u8 = tcp::PSH | tcp::FIN | tcp::CWR;
 
-/// Reads the chunk `c` (a VXLAN header and a TCP/IPv4 segment, nothing after it).
+/// The key of the inner IP header `ip` (IPv6 when `v6`), and its IPv4 view (options).
+fn ip_key(ip: &[u8], v6: bool) -> (IpKey, Option<Ipv4Packet<&[u8]>>) {
+    if v6 {
+        let ip = Ipv6Packet::new_unchecked(ip);
+        let key = IpKey::V6(
+            ip.traffic_class(),
+            ip.flow_label(),
+            ip.hop_limit(),
+            ip.src(),
+            ip.dst(),
+        );
+        return (key, None);
+    }
+    let v4 = Ipv4Packet::new_unchecked(ip);
+    let key = IpKey::V4(v4.tos(), v4.ttl(), v4.dont_frag(), v4.src(), v4.dst());
+    (key, Some(v4))
+}
+
+/// Reads the chunk `c` (a VXLAN header and a TCP segment, nothing after it).
 fn read_chunk(c: &[u8]) -> Result<Chunk<'_>, CoalesceError> {
     let bad = CoalesceError;
     let vx = VxlanHeader::new_checked(c).map_err(|_| bad("VXLAN header"))?;
     let inner = &c[vxlan::HEADER_LEN..];
-    let at = TcpLayout::parse(inner, 0).map_err(|_| bad("not TCP/IPv4"))?;
+    let at = TcpLayout::parse(inner, 0).map_err(|_| bad("not TCP/IP"))?;
     if at.end != inner.len() {
-        return Err(bad("chunk longer than its IPv4 packet"));
+        return Err(bad("chunk longer than its IP packet"));
     }
     let eth = EthernetFrame::new_unchecked(inner);
-    let ip = Ipv4Packet::new_unchecked(&inner[at.ip..at.tcp]);
+    let (ip, v4) = ip_key(&inner[at.ip..at.tcp], at.v6);
     let seg = TcpPacket::new_unchecked(&inner[at.tcp..at.payload]);
     let flags = seg.flags();
     if flags & (tcp::SYN | tcp::RST | tcp::URG) != 0 {
@@ -86,7 +114,7 @@ fn read_chunk(c: &[u8]) -> Result<Chunk<'_>, CoalesceError> {
         key: FlowKey {
             vxlan: (vx.flags(), vx.vni()),
             eth: (eth.dst(), eth.src()),
-            ip: (ip.tos(), ip.ttl(), ip.dont_frag(), ip.src(), ip.dst()),
+            ip,
             tcp: (
                 seg.src_port(),
                 seg.dst_port(),
@@ -96,10 +124,10 @@ fn read_chunk(c: &[u8]) -> Result<Chunk<'_>, CoalesceError> {
             ),
             flags: flags & !VARYING,
         },
+        v4,
+        seg,
         seq: seg.seq(),
         flags,
-        ip,
-        seg,
         payload: vxlan::HEADER_LEN + at.payload..vxlan::HEADER_LEN + at.end,
         layout: at,
     })
@@ -109,11 +137,11 @@ impl Chunk<'_> {
     /// True when `other` belongs to the same flow's super-frame (same key and options).
     fn same_flow(&self, other: &Chunk<'_>) -> bool {
         self.key == other.key
-            && self.ip.options() == other.ip.options()
+            && self.v4.as_ref().map(Ipv4Packet::options)
+                == other.v4.as_ref().map(Ipv4Packet::options)
             && self.seg.options() == other.seg.options()
     }
 }
-
 /// Checks that the chunks of `payload` (`chunk` bytes each, the last shorter) join; returns
 /// the first chunk's layout, the segment size and the flags the joined TCP header carries.
 fn check_chunks(payload: &[u8], chunk: usize) -> Result<(TcpLayout, usize, u8), CoalesceError> {
@@ -145,7 +173,7 @@ fn check_chunks(payload: &[u8], chunk: usize) -> Result<(TcpLayout, usize, u8), 
 }
 
 /// Joins the chunks of `payload`, the payload of a UDP GSO datagram with segment size `chunk`,
-/// into one TCP/IPv4 super-frame in place, at `vxlan::HEADER_LEN` (after the first chunk's
+/// into one TCP super-frame in place, at `vxlan::HEADER_LEN` (after the first chunk's
 /// VXLAN header); the bytes after it are left over.
 pub fn coalesce_tcp(payload: &mut [u8], chunk: usize) -> Result<Coalesced, CoalesceError> {
     if chunk <= vxlan::HEADER_LEN || payload.len() <= chunk {
@@ -160,18 +188,18 @@ pub fn coalesce_tcp(payload: &mut [u8], chunk: usize) -> Result<Coalesced, Coale
         end += n;
     }
     let inner = &mut payload[vxlan::HEADER_LEN..end];
-    let too_long = || CoalesceError("longer than an IPv4 packet");
-    let ip_len = u16::try_from(inner.len() - at.ip).map_err(|_| too_long())?;
-    let tcp_len = u16::try_from(inner.len() - at.tcp).map_err(|_| too_long())?;
-    let mut ip = Ipv4Packet::new_unchecked(&mut inner[at.ip..at.tcp]);
-    ip.set_total_len(ip_len);
-    ip.fill_checksum();
-    let (src, dst) = (ip.src(), ip.dst());
+    let psum = at
+        .fix_ip(inner, 0)
+        .map_err(|_| CoalesceError("longer than an IP packet"))?;
     let mut seg = TcpPacket::new_unchecked(&mut inner[at.tcp..]);
     seg.set_flags(flags);
-    seg.set_checksum(fold(pseudo_header_sum_v4(src, dst, IPPROTO_TCP, tcp_len)));
+    seg.set_checksum(fold(psum));
     let offload = Offload {
-        gso: GsoType::TcpV4,
+        gso: if at.v6 {
+            GsoType::TcpV6
+        } else {
+            GsoType::TcpV4
+        },
         gso_ecn: false,
         gso_size: mss as u16,
         hdr_len: at.payload as u16,
@@ -190,7 +218,7 @@ pub fn coalesce_tcp(payload: &mut [u8], chunk: usize) -> Result<Coalesced, Coale
 mod tests {
     use super::*;
     use crate::frame::{Frame, Meta};
-    use crate::pipeline::segment::tests::super_frame;
+    use crate::pipeline::segment::tests::super_frame_of;
     use crate::pipeline::udp_gso::{each_udp_frame, MAX_FRAME, OUTER};
 
     const MSS: usize = 1000;
@@ -200,8 +228,14 @@ mod tests {
     /// The UDP payload of the one UDP GSO frame that carries 3500 bytes with `flags` in
     /// segments of [`MSS`] bytes.
     fn chunks(flags: u8) -> Vec<u8> {
+        chunks_of(false, flags)
+    }
+
+    /// [`chunks`] of an IPv6 flow when `v6`.
+    fn chunks_of(v6: bool, flags: u8) -> Vec<u8> {
         let payload: Vec<u8> = (0..3500u32).map(|i| (i % 253) as u8).collect();
-        let (mut frame, off) = super_frame(&payload, MSS as u16, flags, (5, 9), (true, true));
+        let (mut frame, off) =
+            super_frame_of(v6, &payload, MSS as u16, flags, (5, 9), (true, true));
         let len = frame.len();
         let meta = Meta {
             offload: off,
@@ -273,5 +307,42 @@ mod tests {
         assert!(refused(&|p| p.truncate(p.len() - 1), CHUNK), "IPv4 length");
         // The first chunk shorter than the rest: not one super-frame's segments.
         assert!(refused(&|_| {}, CHUNK - 1));
+    }
+
+    #[test]
+    fn joins_ipv6_chunks_of_one_flow_only() {
+        const CHUNK6: usize = CHUNK + 20;
+        let base = chunks_of(true, tcp::ACK | tcp::PSH);
+        let mut p = base.clone();
+        let c = coalesce_tcp(&mut p, CHUNK6).unwrap();
+        assert_eq!(c.len, 74 + 3500);
+        assert_eq!(
+            (
+                c.offload.gso,
+                usize::from(c.offload.gso_size),
+                c.offload.csum_start
+            ),
+            (GsoType::TcpV6, MSS, 54)
+        );
+        let inner = &p[vxlan::HEADER_LEN..vxlan::HEADER_LEN + c.len];
+        let ip = Ipv6Packet::new_checked(&inner[14..]).unwrap();
+        assert_eq!(usize::from(ip.payload_len()), 20 + 3500);
+        let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!((seg.seq(), seg.flags()), (5, tcp::ACK | tcp::PSH));
+        let want: Vec<u8> = (0..3500u32).map(|i| (i % 253) as u8).collect();
+        assert_eq!(seg.payload(), &want[..]);
+        // The second chunk's IPv6 header: another flow label, another hop limit.
+        let refused = |edit: &dyn Fn(&mut Ipv6Packet<&mut [u8]>)| {
+            let mut p = base.clone();
+            let at = CHUNK6 + vxlan::HEADER_LEN + 14;
+            edit(&mut Ipv6Packet::new_unchecked(&mut p[at..at + 40]));
+            coalesce_tcp(&mut p, CHUNK6).is_err()
+        };
+        assert!(!refused(&|_| {}));
+        assert!(refused(&|ip| ip.set_version_tc_flow(0, 1)), "flow label");
+        assert!(refused(&|ip| ip.set_version_tc_flow(4, 9)), "traffic class");
+        assert!(refused(&|ip| ip.set_hop_limit(1)), "hop limit");
+        assert!(refused(&|ip| ip.set_src(Ipv6Addr::LOCALHOST)), "source");
+        assert!(refused(&|ip| ip.set_next_header(17)), "not TCP");
     }
 }

@@ -1,12 +1,14 @@
-//! Software segmentation of TCP/IPv4 super-frames (what Linux's `tcp_gso_segment` does for a
-//! device without TSO), so that the 64 KiB frames an endpoint's TCP hands over with its
-//! offloads on can cross a link no device segments for, such as a VXLAN tunnel through an
-//! AF_PACKET uplink.
+//! Software segmentation of TCP super-frames over IPv4 or IPv6 (what Linux's
+//! `tcp_gso_segment` does for a device without TSO), so that the 64 KiB frames an endpoint's
+//! TCP hands over with its offloads on can cross a link no device segments for, such as a VXLAN
+//! tunnel through an AF_PACKET uplink.
 //!
-//! A super-frame is `[outer VXLAN/IPv4 headers] inner Ethernet | IPv4 | TCP | payload` (the
-//! outer headers only for [`GsoType::TcpV4Vxlan`]). Segment `i` is the same headers followed
-//! by `mss` bytes of payload from `i * mss` (the last one shorter), with:
+//! A super-frame is `[outer VXLAN/IPv4 headers] inner Ethernet | IPv4 or IPv6 | TCP | payload`
+//! (the outer headers only for [`GsoType::TcpV4Vxlan`] and [`GsoType::TcpV6Vxlan`]; an inner
+//! IPv6 header without extension headers). Segment `i` is the same headers followed by `mss`
+//! bytes of payload from `i * mss` (the last one shorter), with:
 //! - inner IPv4: total length of the segment, identification `id + i`, header checksum;
+//!   inner IPv6: payload length of the segment;
 //! - TCP: sequence number `seq + i * mss`; FIN and PSH only on the last segment, CWR only on
 //!   the first; the checksum partial (the pseudo-header sum of the segment's length, the
 //!   device completes it) when the super-frame's was, else complete;
@@ -17,16 +19,16 @@
 //! super-frame's segments leave packed into UDP GSO frames (`pipeline::udp_gso`).
 
 use crate::frame::{GsoType, Offload};
-use crate::wire::checksum::{fold, pseudo_header_sum_v4};
-use crate::wire::ethernet::{self, EthernetFrame, ETHERTYPE_IPV4};
+use crate::wire::checksum::{fold, pseudo_header_sum_v4, pseudo_header_sum_v6};
+use crate::wire::ethernet::{self, EthernetFrame, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::tcp::{self, TcpPacket};
-use crate::wire::{ipv4, udp, vxlan, Ipv4Packet, UdpPacket, IPPROTO_TCP};
+use crate::wire::{ipv4, ipv6, udp, vxlan, Ipv4Packet, Ipv6Packet, UdpPacket, IPPROTO_TCP};
 
 /// Why a super-frame cannot be cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SegmentError {
-    /// The frame is not an untagged TCP/IPv4 super-frame of its offload's kind.
-    #[error("not a segmentable TCP/IPv4 super-frame: {0}")]
+    /// The frame is not an untagged TCP super-frame of its offload's kind.
+    #[error("not a segmentable TCP super-frame: {0}")]
     Malformed(&'static str),
     /// The output buffer is smaller than one segment.
     #[error("segment needs {needed} bytes, buffer has {available}")]
@@ -43,44 +45,86 @@ pub enum SegmentError {
 pub struct TcpLayout {
     /// Bytes of outer encapsulation in front of the inner Ethernet header (0 without a tunnel).
     pub outer: usize,
-    /// The inner IPv4 header.
+    /// The inner IP header.
     pub ip: usize,
     /// The TCP header.
     pub tcp: usize,
     /// The TCP payload (the end of the headers every segment repeats).
     pub payload: usize,
-    /// The end of the inner IPv4 packet (Ethernet padding excluded).
+    /// The end of the inner IP packet (Ethernet padding excluded).
     pub end: usize,
+    /// The inner IP header is IPv6 (without extension headers), else IPv4.
+    pub v6: bool,
 }
 
 impl TcpLayout {
-    /// The layout of an untagged TCP/IPv4 frame behind `outer` bytes of encapsulation.
+    /// The layout of an untagged TCP/IPv4 or TCP/IPv6 frame behind `outer` bytes of
+    /// encapsulation.
     pub fn parse(frame: &[u8], outer: usize) -> Result<TcpLayout, SegmentError> {
         let bad = SegmentError::Malformed;
         let inner = frame.get(outer..).ok_or(bad("short outer headers"))?;
         let eth = EthernetFrame::new_checked(inner).map_err(|_| bad("Ethernet"))?;
-        if eth.ethertype() != ETHERTYPE_IPV4 {
-            return Err(bad("not untagged IPv4"));
-        }
-        let ip = Ipv4Packet::new_checked(eth.payload()).map_err(|_| bad("IPv4"))?;
-        if ip.protocol() != IPPROTO_TCP || ip.is_fragment() {
-            return Err(bad("not a whole TCP datagram"));
-        }
-        let seg = TcpPacket::new_checked(ip.payload()).map_err(|_| bad("TCP"))?;
         let ip_at = outer + ethernet::HEADER_LEN;
-        let tcp_at = ip_at + ip.header_len();
+        let (l4, ip_len, v6) = match eth.ethertype() {
+            ETHERTYPE_IPV4 => {
+                let ip = Ipv4Packet::new_checked(eth.payload()).map_err(|_| bad("IPv4"))?;
+                if ip.protocol() != IPPROTO_TCP || ip.is_fragment() {
+                    return Err(bad("not a whole TCP datagram"));
+                }
+                (ip.header_len(), usize::from(ip.total_len()), false)
+            }
+            ETHERTYPE_IPV6 => {
+                let ip = Ipv6Packet::new_checked(eth.payload()).map_err(|_| bad("IPv6"))?;
+                if ip.next_header() != IPPROTO_TCP {
+                    return Err(bad("not TCP right after the IPv6 header"));
+                }
+                let len = ipv6::HEADER_LEN + usize::from(ip.payload_len());
+                (ipv6::HEADER_LEN, len, true)
+            }
+            _ => return Err(bad("not untagged IP")),
+        };
+        let tcp_at = ip_at + l4;
+        let seg = inner
+            .get(tcp_at - outer..ip_at - outer + ip_len)
+            .ok_or(bad("IP length"))?;
+        let seg = TcpPacket::new_checked(seg).map_err(|_| bad("TCP"))?;
         Ok(TcpLayout {
             outer,
             ip: ip_at,
             tcp: tcp_at,
             payload: tcp_at + seg.header_len(),
-            end: ip_at + usize::from(ip.total_len()),
+            end: ip_at + ip_len,
+            v6,
         })
     }
 
-    /// Bytes of headers every segment carries (outer, Ethernet, IPv4, TCP).
+    /// Bytes of headers every segment carries (outer, Ethernet, IP, TCP).
     pub fn headers(&self) -> usize {
         self.payload
+    }
+
+    /// Sets the inner IP lengths of the segment `seg` (headers as this layout says) and moves an
+    /// IPv4 identification on by `step`; returns the pseudo-header sum of its TCP segment.
+    pub fn fix_ip(&self, seg: &mut [u8], step: u16) -> Result<u32, SegmentError> {
+        let long = || SegmentError::Malformed("length");
+        let l4_len = u16::try_from(seg.len() - self.tcp).map_err(|_| long())?;
+        let ip_len = u16::try_from(seg.len() - self.ip).map_err(|_| long())?;
+        if self.v6 {
+            let mut ip = Ipv6Packet::new_unchecked(&mut seg[self.ip..self.tcp]);
+            ip.set_payload_len(ip_len - ipv6::HEADER_LEN as u16);
+            let (src, dst) = (ip.src(), ip.dst());
+            return Ok(pseudo_header_sum_v6(src, dst, IPPROTO_TCP, l4_len.into()));
+        }
+        let mut ip = Ipv4Packet::new_unchecked(&mut seg[self.ip..self.tcp]);
+        ip.set_total_len(ip_len);
+        ip.set_ident(ip.ident().wrapping_add(step));
+        ip.fill_checksum();
+        Ok(pseudo_header_sum_v4(
+            ip.src(),
+            ip.dst(),
+            IPPROTO_TCP,
+            l4_len,
+        ))
     }
 }
 
@@ -94,20 +138,26 @@ pub struct Segmenter<'a> {
 }
 
 impl<'a> Segmenter<'a> {
-    /// The segmenter of `frame`, a super-frame whose offload `off` is [`GsoType::TcpV4`] or
-    /// [`GsoType::TcpV4Vxlan`] with a non-zero `gso_size` (the payload bytes per segment).
+    /// The segmenter of `frame`, a super-frame whose offload `off` is [`GsoType::TcpV4`],
+    /// [`GsoType::TcpV6`] or their VXLAN kinds with a non-zero `gso_size` (the payload bytes
+    /// per segment).
     pub fn new(frame: &'a [u8], off: &Offload) -> Result<Segmenter<'a>, SegmentError> {
-        let outer = match off.gso {
-            GsoType::TcpV4 => 0,
-            GsoType::TcpV4Vxlan => vxlan::OVERHEAD_V4,
-            _ => return Err(SegmentError::Malformed("not a TCP/IPv4 super-frame")),
+        let (outer, v6) = match off.gso {
+            GsoType::TcpV4 => (0, false),
+            GsoType::TcpV6 => (0, true),
+            GsoType::TcpV4Vxlan => (vxlan::OVERHEAD_V4, false),
+            GsoType::TcpV6Vxlan => (vxlan::OVERHEAD_V4, true),
+            _ => return Err(SegmentError::Malformed("not a TCP super-frame")),
         };
         if off.gso_size == 0 {
             return Err(SegmentError::Malformed("segment size 0"));
         }
         let at = TcpLayout::parse(frame, outer)?;
+        if at.v6 != v6 {
+            return Err(SegmentError::Malformed("IP version of another offload"));
+        }
         if at.end > frame.len() || at.end < at.payload {
-            return Err(SegmentError::Malformed("IPv4 total length"));
+            return Err(SegmentError::Malformed("IP length"));
         }
         Ok(Segmenter {
             frame,
@@ -147,13 +197,8 @@ impl<'a> Segmenter<'a> {
         out[..at.payload].copy_from_slice(&self.frame[..at.payload]);
         out[at.payload..].copy_from_slice(&self.frame[start..stop]);
         let last = i + 1 >= self.count();
-        let ip_len = u16::try_from(len - at.ip).map_err(|_| SegmentError::Malformed("length"))?;
         let step = i as u16;
-        let mut ip = Ipv4Packet::new_unchecked(&mut out[at.ip..at.tcp]);
-        ip.set_total_len(ip_len);
-        ip.set_ident(ip.ident().wrapping_add(step));
-        ip.fill_checksum();
-        let (src, dst) = (ip.src(), ip.dst());
+        let psum = at.fix_ip(out, step)?;
         let mut seg = TcpPacket::new_unchecked(&mut out[at.tcp..]);
         seg.set_seq(seg.seq().wrapping_add((i * self.mss) as u32));
         let mut flags = seg.flags();
@@ -165,10 +210,9 @@ impl<'a> Segmenter<'a> {
         }
         seg.set_flags(flags);
         if self.off.csum_partial {
-            let l4_len = (len - at.tcp) as u16;
-            seg.set_checksum(fold(pseudo_header_sum_v4(src, dst, IPPROTO_TCP, l4_len)));
+            seg.set_checksum(fold(psum));
         } else {
-            seg.fill_checksum_v4(src, dst);
+            seg.fill_checksum_from(psum);
         }
         if at.outer != 0 {
             write_outer_lengths(&mut out[..at.outer], len, step);
@@ -211,10 +255,12 @@ pub(super) mod tests {
     use crate::wire::MacAddr;
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
     use proptest::prelude::*;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     const SRC: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
     const DST: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 3);
+    const SRC6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+    const DST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
 
     /// A TCP/IPv4 super-frame with `flags`, sequence `seq`, IPv4 identification `id` and
     /// `payload`; its checksum partial (as a veth hands it over) when `partial`, behind VXLAN
@@ -223,31 +269,69 @@ pub(super) mod tests {
         payload: &[u8],
         mss: u16,
         flags: u8,
-        (seq, id): (u32, u16),
-        (partial, tunnel): (bool, bool),
+        seq_id: (u32, u16),
+        mode: (bool, bool),
     ) -> (Vec<u8>, Offload) {
+        super_frame_of(false, payload, mss, flags, seq_id, mode)
+    }
+
+    /// The inner Ethernet | IPv4 (identification `id`) or IPv6 (when `v6`; flow label `id`)
+    /// | TCP frame of [`super_frame_of`], every checksum complete; returns it, the TCP pseudo-
+    /// header sum and the checksum offload of its TCP segment.
+    fn inner_frame(
+        v6: bool,
+        payload: &[u8],
+        flags: u8,
+        (seq, id): (u32, u16),
+    ) -> (Vec<u8>, u32, Offload) {
+        let v4 = tcp(SRC, 40000, DST, 5201, flags, payload);
+        let (ethertype, ip) = if v6 {
+            let mut ip = vec![0u8; ipv6::HEADER_LEN + v4.len() - 20];
+            let seg = ipv6::write_header(&mut ip, (SRC6, DST6), IPPROTO_TCP, 64);
+            seg.copy_from_slice(&v4[20..]);
+            Ipv6Packet::new_unchecked(&mut ip[..]).set_version_tc_flow(0, u32::from(id));
+            (0x86dd, ip)
+        } else {
+            let mut ip = v4;
+            let mut h = Ipv4Packet::new_checked(&mut ip[..]).unwrap();
+            h.set_ident(id);
+            h.fill_checksum();
+            (0x0800, ip)
+        };
         let mut inner = eth(
             MacAddr([2, 0, 0, 0, 0, 3]),
             MacAddr([2, 0, 0, 0, 0, 2]),
-            0x0800,
-            &tcp(SRC, 40000, DST, 5201, flags, payload),
+            ethertype,
+            &ip,
         );
-        inner[18..20].copy_from_slice(&id.to_be_bytes());
-        let mut ip = Ipv4Packet::new_checked(&mut inner[14..]).unwrap();
-        ip.fill_checksum();
-        let mut seg = TcpPacket::new_checked(ip.payload_mut()).unwrap();
+        let at = TcpLayout::parse(&inner, 0).unwrap();
+        let psum = at.fix_ip(&mut inner, 0).unwrap();
+        let mut seg = TcpPacket::new_checked(&mut inner[at.tcp..]).unwrap();
         seg.set_seq(seq);
-        seg.fill_checksum_v4(SRC, DST);
-        let mut off = Offload {
-            gso: GsoType::TcpV4,
-            gso_size: mss,
-            csum_start: 34,
+        seg.fill_checksum_from(psum);
+        let off = Offload {
+            gso: if v6 { GsoType::TcpV6 } else { GsoType::TcpV4 },
+            csum_start: at.tcp as u16,
             csum_offset: 16,
             ..Offload::default()
         };
+        (inner, psum, off)
+    }
+
+    /// [`super_frame`] over IPv6 when `v6` (the flow label `id`, no identification).
+    pub(in crate::pipeline) fn super_frame_of(
+        v6: bool,
+        payload: &[u8],
+        mss: u16,
+        flags: u8,
+        seq_id: (u32, u16),
+        (partial, tunnel): (bool, bool),
+    ) -> (Vec<u8>, Offload) {
+        let (mut inner, psum, mut off) = inner_frame(v6, payload, flags, seq_id);
+        off.gso_size = mss;
         if partial {
-            let len = (payload.len() + 20) as u16;
-            seg.set_checksum(fold(pseudo_header_sum_v4(SRC, DST, IPPROTO_TCP, len)));
+            let at = usize::from(off.csum_start + off.csum_offset);
+            inner[at..at + 2].copy_from_slice(&fold(psum).to_be_bytes());
             off.csum_partial = true;
         }
         if !tunnel {
@@ -264,7 +348,11 @@ pub(super) mod tests {
         };
         write_outer_v4(&mut frame, &outer).unwrap();
         frame.extend_from_slice(&inner);
-        off.gso = GsoType::TcpV4Vxlan;
+        off.gso = if v6 {
+            GsoType::TcpV6Vxlan
+        } else {
+            GsoType::TcpV4Vxlan
+        };
         off.csum_start += vxlan::OVERHEAD_V4 as u16;
         (frame, off)
     }
@@ -297,16 +385,40 @@ pub(super) mod tests {
     }
 
     /// What etherparse reads of a segment's inner (after a VXLAN tunnel's outer headers, which
-    /// it checks too): IPv4 identification, TCP sequence, flags byte and payload, once both
-    /// checksums verify.
+    /// it checks too): IPv4 identification (IPv6: the flow label's low bits), TCP sequence,
+    /// flags byte and payload, once every checksum verifies.
     pub(in crate::pipeline) fn read_segment(frame: &[u8], tunnel: bool) -> (u16, u32, u8, Vec<u8>) {
         let p = SlicedPacket::from_ethernet(frame).unwrap();
-        let Some(NetSlice::Ipv4(ip)) = &p.net else {
-            panic!("not IPv4")
+        let (id, ip_len, checksum) = match &p.net {
+            Some(NetSlice::Ipv4(ip)) => {
+                let h = ip.header().to_header();
+                assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+                let t = p.transport.as_ref().and_then(|t| match t {
+                    TransportSlice::Tcp(t) => {
+                        Some(t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap())
+                    }
+                    _ => None,
+                });
+                (h.identification, usize::from(h.total_len), t)
+            }
+            Some(NetSlice::Ipv6(ip)) => {
+                assert!(!tunnel, "IPv6 underlay");
+                let h = ip.header().to_header();
+                let t = p.transport.as_ref().and_then(|t| match t {
+                    TransportSlice::Tcp(t) => {
+                        Some(t.to_header().calc_checksum_ipv6(&h, t.payload()).unwrap())
+                    }
+                    _ => None,
+                });
+                (
+                    h.flow_label.value() as u16,
+                    40 + usize::from(h.payload_length),
+                    t,
+                )
+            }
+            other => panic!("not IP: {other:?}"),
         };
-        let h = ip.header().to_header();
-        assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
-        assert_eq!(usize::from(h.total_len), frame.len() - 14);
+        assert_eq!(ip_len, frame.len() - 14, "IP length");
         match p.transport {
             Some(TransportSlice::Udp(u)) if tunnel => {
                 assert_eq!(usize::from(u.length()), frame.len() - 34);
@@ -314,18 +426,9 @@ pub(super) mod tests {
             }
             Some(TransportSlice::Tcp(t)) if !tunnel => {
                 let th = t.to_header();
-                assert_eq!(
-                    th.checksum,
-                    th.calc_checksum_ipv4(&h, t.payload()).unwrap(),
-                    "TCP checksum"
-                );
-                let flags = frame[14 + h.header_len() + 13];
-                (
-                    h.identification,
-                    th.sequence_number,
-                    flags,
-                    t.payload().to_vec(),
-                )
+                assert_eq!(Some(th.checksum), checksum, "TCP checksum");
+                let flags = t.slice()[13];
+                (id, th.sequence_number, flags, t.payload().to_vec())
             }
             other => panic!("unexpected transport {other:?}"),
         }
@@ -393,6 +496,11 @@ pub(super) mod tests {
         );
         assert!(Segmenter::new(&udp, &off).is_err());
         assert!(Segmenter::new(&frame[..40], &off).is_err());
+        // An IPv6 super-frame under an IPv4 offload, and the other way round.
+        let (frame6, off6) = super_frame_of(true, b"abc", 1, tcp::ACK, (1, 1), (false, false));
+        assert_eq!(Segmenter::new(&frame6, &off6).unwrap().count(), 3);
+        assert!(Segmenter::new(&frame6, &off).is_err());
+        assert!(Segmenter::new(&frame, &off6).is_err());
     }
 
     proptest! {
@@ -403,14 +511,17 @@ pub(super) mod tests {
             flags in any::<u8>(),
             seq_id in any::<(u32, u16)>(),
             mode in any::<(bool, bool)>(),
+            v6 in any::<bool>(),
         ) {
-            let (frame, off) = super_frame(&payload, mss, flags, seq_id, mode);
+            let (frame, off) = super_frame_of(v6, &payload, mss, flags, seq_id, mode);
             let segs = cut(&frame, &off);
             prop_assert_eq!(segs.len(), payload.len().div_ceil(usize::from(mss)).max(1));
             let mut joined = Vec::new();
             for (i, (seg, o)) in segs.iter().enumerate() {
                 let (id, seq, f, data) = read_segment(seg, mode.1);
-                prop_assert_eq!(id, seq_id.1.wrapping_add(i as u16));
+                // IPv4 identifications count up; an IPv6 flow label stays.
+                let step = if v6 { 0 } else { i as u16 };
+                prop_assert_eq!(id, seq_id.1.wrapping_add(step));
                 prop_assert_eq!(seq, seq_id.0.wrapping_add(joined.len() as u32));
                 let last = i + 1 == segs.len();
                 let gone = if last { 0 } else { tcp::FIN | tcp::PSH } | if i > 0 { tcp::CWR } else { 0 };

@@ -79,6 +79,7 @@ impl Dataplane {
             fdb_entries,
             shortcuts: refs.iter().map(|w| w.shortcuts()).sum(),
             offload: self.offloads.stats(),
+            unjoined_chunks: refs.iter().map(|w| w.unjoined_chunks()).sum(),
         }
     }
 
@@ -312,6 +313,8 @@ pub struct Stats {
     pub shortcuts: u64,
     /// The kernel flow offload's stage: flows handed to the kernel, what it forwarded.
     pub offload: OffloadStats,
+    /// Chunks of received VXLAN UDP GSO datagrams delivered one by one, not joined.
+    pub unjoined_chunks: u64,
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
-//! Transmission of a tunnelled TCP super-frame ([`GsoType::TcpV4Vxlan`]) as UDP GSO frames
-//! (`VIRTIO_NET_HDR_GSO_UDP_L4`, the kernel's `SKB_GSO_UDP_L4`): one outer Ethernet | IPv4 |
-//! UDP header followed by equal chunks `[VXLAN | inner Ethernet | IPv4 | TCP | payload]` (the
-//! last one shorter), which the kernel (`__udp_gso_segment`, or the device) cuts into one UDP
-//! datagram per chunk. One `sendmsg` then carries what took ~45 frames, each crossing the
-//! uplink's ring and the underlay on its own.
+//! Transmission of a tunnelled TCP super-frame ([`GsoType::TcpV4Vxlan`] or
+//! [`GsoType::TcpV6Vxlan`]) as UDP GSO frames (`VIRTIO_NET_HDR_GSO_UDP_L4`, the kernel's
+//! `SKB_GSO_UDP_L4`): one outer Ethernet | IPv4 | UDP header followed by equal chunks
+//! `[VXLAN | inner Ethernet | IPv4 or IPv6 | TCP | payload]` (the last one shorter), which the
+//! kernel (`__udp_gso_segment`, or the device) cuts into one UDP datagram per chunk. One
+//! `sendmsg` then carries what took ~45 frames, each crossing the uplink's ring and the
+//! underlay on its own.
 //!
-//! Each chunk is a segment as [`Segmenter`] writes it (inner IPv4 length, identification and
-//! checksum, TCP sequence, flags and a complete TCP checksum) without its first 42 bytes. What
+//! Each chunk is a segment as [`Segmenter`] writes it (inner IP lengths, IPv4 identification
+//! and checksum, TCP sequence, flags and a complete TCP checksum) without its first 42 bytes. What
 //! the kernel writes per datagram (`inet_gso_segment`, `__udp_gso_segment`): the outer IPv4
 //! total length, identification (the frame's plus the datagram's index) and header checksum,
 //! the UDP length, and the UDP checksum, which the frame leaves partial
@@ -16,9 +17,16 @@
 //! Sans-IO: [`each_udp_frame`] fills a caller's buffer, nothing is allocated.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use super::segment::{write_outer_lengths, SegmentError, Segmenter, MAX_SEGMENT};
-use crate::frame::{Frame, GsoType, Meta, Offload};
+use super::Worker;
+use crate::batch::Batch;
+use crate::counters::WorkerCounters;
+use crate::frame::{Frame, GsoType, Meta, Offload, Verdict, HEADROOM};
+use crate::port::{TxError, TxPort};
+use crate::tables::Tables;
+use crate::time::Millis;
 use crate::wire::checksum::{fold, pseudo_header_sum_v4};
 use crate::wire::{ethernet, ipv4, udp, Ipv4Packet, UdpPacket, IPPROTO_UDP};
 
@@ -38,32 +46,84 @@ pub fn each_udp_frame(
     buf: &mut [u8],
     mut emit: impl FnMut(&Frame<'_>),
 ) -> Result<(), SegmentError> {
-    let plain = Offload {
-        csum_partial: false,
-        ..f.meta.offload
-    };
-    let s = Segmenter::new(f.data(), &plain)?;
-    let chunk = s.segment_len(0) - OUTER;
-    let room = buf.len().min(MAX_FRAME);
-    let per_frame = room.saturating_sub(OUTER) / chunk;
-    if per_frame == 0 {
-        return Err(SegmentError::NoRoom {
-            needed: OUTER + chunk,
-            available: room,
-        });
-    }
-    let count = s.count();
-    let mut first = 0;
-    while first < count {
-        let n = per_frame.min(count - first);
-        let (len, offload) = pack(&s, first..first + n, chunk, buf)?;
+    let p = Packing::new(f, buf.len())?;
+    for range in p.frames() {
+        let (len, offload) = pack(&p.s, range, p.chunk, buf)?;
         let meta = Meta { offload, ..f.meta };
         if let Some(frame) = Frame::new(buf, 0, len, meta) {
             emit(&frame);
         }
-        first += n;
     }
     Ok(())
+}
+
+/// [`each_udp_frame`] straight into the transmit slots of `tx` ([`TxPort::send_built`]), so the
+/// packed frames are not copied once more; `sent` gets each frame's outcome (its length when
+/// queued; a full ring is flushed once and tried again). `None` when the frame cannot go that
+/// way (a tag to add, or slots that do not hold a frame of [`MAX_FRAME`] bytes): the caller
+/// packs it into a buffer of its own and sends that.
+pub fn send_packed<T: TxPort + ?Sized>(
+    f: &Frame<'_>,
+    tx: &mut T,
+    tag: Option<u16>,
+    mut sent: impl FnMut(Result<usize, TxError>),
+) -> Option<Result<(), SegmentError>> {
+    if tag.is_some() || tx.built_room() < MAX_FRAME {
+        return None;
+    }
+    let p = match Packing::new(f, MAX_FRAME) {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e)),
+    };
+    for range in p.frames() {
+        let mut build = |buf: &mut [u8]| pack(&p.s, range.clone(), p.chunk, buf).ok();
+        let mut res = tx.send_built(&mut build);
+        if matches!(res, Err(TxError::Full)) && tx.flush().is_ok() {
+            res = tx.send_built(&mut build);
+        }
+        sent(res);
+    }
+    Some(Ok(()))
+}
+
+/// How a tunnelled super-frame is packed into UDP GSO frames of at most `room` bytes: its
+/// segmenter, the chunk size and the chunks per frame.
+struct Packing<'a> {
+    s: Segmenter<'a>,
+    chunk: usize,
+    per_frame: usize,
+}
+
+impl<'a> Packing<'a> {
+    fn new(f: &'a Frame<'_>, room: usize) -> Result<Packing<'a>, SegmentError> {
+        let plain = Offload {
+            csum_partial: false,
+            ..f.meta.offload
+        };
+        let s = Segmenter::new(f.data(), &plain)?;
+        let chunk = s.segment_len(0) - OUTER;
+        let room = room.min(MAX_FRAME);
+        let per_frame = room.saturating_sub(OUTER) / chunk;
+        if per_frame == 0 {
+            return Err(SegmentError::NoRoom {
+                needed: OUTER + chunk,
+                available: room,
+            });
+        }
+        Ok(Packing {
+            s,
+            chunk,
+            per_frame,
+        })
+    }
+
+    /// The segments of each frame, in order.
+    fn frames(&self) -> impl Iterator<Item = Range<usize>> {
+        let (count, per) = (self.s.count(), self.per_frame);
+        (0..count)
+            .step_by(per)
+            .map(move |first| first..(first + per).min(count))
+    }
 }
 
 thread_local! {
@@ -111,6 +171,41 @@ pub fn each_datagram(f: &Frame<'_>, mut emit: impl FnMut(&Frame<'_>)) {
     }
 }
 
+/// Runs each datagram of every frame of the processed `batch` whose verdict is
+/// [`Verdict::Split`] (a received VXLAN UDP GSO datagram whose chunks did not join: several
+/// flows, as a NIC's UDP GRO may mix them) through `worker` on its own, as [`each_datagram`]
+/// cuts it, and hands each one-frame batch to `send` (which transmits it) with its tables and
+/// the worker's counters. The uplink's receive counters count the datagram and each of its
+/// parts. No allocation: one stack buffer serves every datagram.
+pub fn split_unjoined(
+    worker: &mut Worker,
+    batch: &Batch<'_>,
+    now: Millis,
+    mut send: impl FnMut(&Tables, &Batch<'_>, &WorkerCounters),
+) {
+    let mut buf = [0u8; HEADROOM + MAX_SEGMENT];
+    for f in batch
+        .frames()
+        .iter()
+        .filter(|f| f.meta.verdict == Verdict::Split)
+    {
+        each_datagram(f, |d| {
+            let len = d.len();
+            buf[HEADROOM..HEADROOM + len].copy_from_slice(d.data());
+            let meta = Meta {
+                verdict: Verdict::Pending,
+                ..d.meta
+            };
+            let mut one = Batch::new();
+            if let Some(frame) = Frame::new(&mut buf, HEADROOM, len, meta) {
+                let _ = one.push(frame);
+                let tables = worker.process(&mut one, now);
+                send(&tables, &one, worker.counters());
+            }
+        });
+    }
+}
+
 /// Writes segments `range` of `s` as one UDP GSO frame of `chunk`-byte chunks at the start of
 /// `out`; returns its length and offload. Segment `i` is written whole (outer headers
 /// included) where its chunk's outer headers would be, last segment first, so each one's
@@ -154,7 +249,7 @@ fn pack(
 mod tests {
     use super::*;
     use crate::pipeline::coalesce::coalesce_tcp;
-    use crate::pipeline::segment::tests::{complete, read_segment, super_frame};
+    use crate::pipeline::segment::tests::{complete, read_segment, super_frame, super_frame_of};
     use crate::wire::checksum::ones_sum;
     use crate::wire::tcp;
     use crate::wire::vxlan::{self, OVERHEAD_V4};
@@ -265,6 +360,80 @@ mod tests {
         );
     }
 
+    /// A port with `free` TX slots of `room` bytes (a flush frees one), keeping what it sent.
+    struct Slots {
+        room: usize,
+        free: usize,
+        flushes: usize,
+        sent: Vec<(Vec<u8>, Offload)>,
+    }
+
+    impl TxPort for Slots {
+        fn send(&mut self, _: &Frame<'_>, _: Option<u16>) -> Result<(), TxError> {
+            unreachable!("packed frames are built in the slots")
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.flushes += 1;
+            self.free += 1;
+            Ok(())
+        }
+
+        fn built_room(&self) -> usize {
+            self.room
+        }
+
+        fn send_built(
+            &mut self,
+            build: &mut crate::port::BuildFrame<'_>,
+        ) -> Result<usize, TxError> {
+            if self.free == 0 {
+                return Err(TxError::Full);
+            }
+            let mut slot = vec![0xee; self.room];
+            let (len, off) = build(&mut slot).unwrap();
+            slot.truncate(len);
+            self.free -= 1;
+            self.sent.push((slot, off));
+            Ok(len)
+        }
+    }
+
+    #[test]
+    fn packs_straight_into_tx_slots_that_hold_a_whole_frame() {
+        let payload: Vec<u8> = (0..64000u32).map(|i| (i * 5) as u8).collect();
+        let (frame, off) = super_frame(&payload, 1410, tcp::ACK, (3, 4), (true, true));
+        let want = pack_all(&frame, off, MAX_FRAME);
+        assert_eq!(want.len(), 2);
+        let mut bytes = frame.clone();
+        let meta = Meta {
+            offload: off,
+            ..Meta::default()
+        };
+        let f = Frame::new(&mut bytes, 0, frame.len(), meta).unwrap();
+        let mut port = Slots {
+            room: MAX_FRAME,
+            free: 1,
+            flushes: 0,
+            sent: Vec::new(),
+        };
+        let mut lens = Vec::new();
+        assert!(send_packed(&f, &mut port, None, |r| lens.push(r.unwrap())).is_some());
+        // The second frame found the ring full: flushed once, then built.
+        assert_eq!(port.flushes, 1);
+        assert_eq!(port.sent, want);
+        assert_eq!(lens, want.iter().map(|(b, _)| b.len()).collect::<Vec<_>>());
+        // Slots too small for a whole frame, or a tag to add: the caller's own buffer.
+        let mut small = Slots {
+            room: MAX_FRAME - 1,
+            ..port
+        };
+        assert!(send_packed(&f, &mut small, None, |_| {}).is_none());
+        small.room = MAX_FRAME;
+        assert!(send_packed(&f, &mut small, Some(5), |_| {}).is_none());
+        assert_eq!(small.sent.len(), 2, "nothing more sent");
+    }
+
     #[test]
     fn refuses_what_does_not_fit_or_is_not_a_tunnel() {
         let (frame, off) = super_frame(&[1; 3000], 1000, tcp::ACK, (1, 1), (false, true));
@@ -306,9 +475,12 @@ mod tests {
             seq_id in any::<(u32, u16)>(),
             partial in any::<bool>(),
             room in 2000usize..MAX_FRAME,
+            v6 in any::<bool>(),
         ) {
             let flags = flags & !(tcp::SYN | tcp::RST | tcp::URG);
-            let (frame, off) = super_frame(&payload, mss, flags, seq_id, (partial, true));
+            let (frame, off) = super_frame_of(v6, &payload, mss, flags, seq_id, (partial, true));
+            // VXLAN, inner Ethernet, IP and TCP headers in front of each chunk's payload.
+            let headers = vxlan::HEADER_LEN + 14 + if v6 { 40 } else { 20 } + 20;
             let mut joined = Vec::new();
             let mut seq = seq_id.0;
             for (bytes, o) in pack_all(&frame, off, room) {
@@ -319,15 +491,16 @@ mod tests {
                     seq = seq.wrapping_add(data.len() as u32);
                 }
                 if o.gso != GsoType::UdpL4 {
-                    joined.extend_from_slice(&bytes[OVERHEAD_V4 + 54..]);
+                    joined.extend_from_slice(&bytes[OUTER + headers..]);
                     continue;
                 }
                 let mut rx = bytes.clone();
                 let c = coalesce_tcp(&mut rx[OUTER..], usize::from(o.gso_size)).unwrap();
                 let inner = &mut rx[OVERHEAD_V4..OVERHEAD_V4 + c.len];
                 complete(inner, &c.offload);
-                prop_assert_eq!(c.offload.gso, GsoType::TcpV4);
-                prop_assert_eq!(usize::from(c.offload.gso_size), usize::from(o.gso_size) - 62);
+                let kind = if v6 { GsoType::TcpV6 } else { GsoType::TcpV4 };
+                prop_assert_eq!(c.offload.gso, kind);
+                prop_assert_eq!(usize::from(c.offload.gso_size), usize::from(o.gso_size) - headers);
                 let (_, _, _, data) = read_segment(inner, false);
                 joined.extend_from_slice(&data);
             }

@@ -14,17 +14,19 @@
 //! Its drops: VXLAN malformed (truncated header, no I flag, bad inner frame), unknown VNI,
 //! spoofed (an inner source the remote table does not list for that VTEP), unknown destination;
 //! and too big (frames over the uplink MTU once encapsulated, super-frames other than
-//! TCP/IPv4, which the runtime cuts into segments that fit once encapsulated and sends packed
+//! TCP, which the runtime cuts into segments that fit once encapsulated and sends packed
 //! into UDP GSO frames; received UDP GSO datagrams whose chunks do not join into one TCP
 //! super-frame, see `coalesce`),
 //! unsupported (tagged inner frames), ARP pending (the underlay next hop is being resolved).
 
 use std::net::Ipv4Addr;
+use std::ops::Range;
 
 use super::classify::check_source_ip;
-use super::coalesce::coalesce_tcp;
+use super::coalesce::{coalesce_tcp, Coalesced};
 use super::flow::Ipv4Info;
 use super::gateway::arp_for;
+use super::ipv6;
 use super::segment::{self, TcpLayout};
 use super::state::BatchState;
 use crate::counters::DropReason as R;
@@ -33,7 +35,7 @@ use crate::frame::{Frame, GsoType, NetworkId, Offload, Verdict};
 use crate::overlay::OverlayEntry;
 use crate::tables::{NetworkEntry, PortEntry};
 use crate::wire::arp::ArpPacket;
-use crate::wire::ethernet::{self, parse_l2, L2Header, ETHERTYPE_ARP};
+use crate::wire::ethernet::{self, parse_l2, L2Header, ETHERTYPE_ARP, ETHERTYPE_IPV6};
 use crate::wire::vxlan::{self, OuterV4, VxlanHeader};
 use crate::wire::{udp, UdpPacket, IPPROTO_UDP};
 
@@ -76,10 +78,13 @@ impl<'t> BatchState<'t> {
         };
         let net = t.network(net_id).ok_or(R::VxlanUnknownVni)?;
         let inner_at = ip.l4() + udp::HEADER_LEN + vxlan::HEADER_LEN;
-        let inner_len = match udp_gso_chunk(&f.meta.offload, inner_len + vxlan::HEADER_LEN)? {
+        let inner_len = match udp_gso_chunk(&f.meta.offload, inner_len + vxlan::HEADER_LEN) {
             Some(chunk) => {
-                let payload = &mut f.data_mut()[ip.l4() + udp::HEADER_LEN..ip.l3 + ip.total];
-                let joined = coalesce_tcp(payload, chunk).map_err(|_| R::TooBig)?;
+                let payload = ip.l4() + udp::HEADER_LEN..ip.l3 + ip.total;
+                let Some(joined) = join(f, payload.clone(), chunk) else {
+                    self.counters.unjoined(payload.len().div_ceil(chunk) as u64);
+                    return Ok(Verdict::Split);
+                };
                 f.meta.offload = joined.offload;
                 joined.len
             }
@@ -162,9 +167,10 @@ impl<'t> BatchState<'t> {
             return Err(R::Unsupported);
         }
         let room = usize::from(up.mtu) + ethernet::HEADER_LEN;
-        let gso_size = match f.meta.offload.gso {
+        let gso = match f.meta.offload.gso {
             GsoType::None if f.len() + vxlan::OVERHEAD_V4 <= room => None,
-            GsoType::TcpV4 => Some(tunnel_mss(f, room)?),
+            GsoType::TcpV4 => Some((GsoType::TcpV4Vxlan, tunnel_mss(f, room)?)),
+            GsoType::TcpV6 => Some((GsoType::TcpV6Vxlan, tunnel_mss(f, room)?)),
             _ => return Err(R::TooBig),
         };
         let hop = if up.ip.contains(vtep) {
@@ -188,7 +194,7 @@ impl<'t> BatchState<'t> {
         // No headroom left to grow into: the frame cannot be sent.
         let frame = f.push_front(vxlan::OVERHEAD_V4).map_err(|_| R::TooBig)?;
         // A super-frame's outer lengths are each segment's, written when it is cut.
-        let outer_len = if gso_size.is_some() {
+        let outer_len = if gso.is_some() {
             vxlan::OVERHEAD_V4
         } else {
             frame.len()
@@ -198,8 +204,8 @@ impl<'t> BatchState<'t> {
         if off.csum_partial {
             off.csum_start += vxlan::OVERHEAD_V4 as u16;
         }
-        if let Some(mss) = gso_size {
-            off.gso = GsoType::TcpV4Vxlan;
+        if let Some((kind, mss)) = gso {
+            off.gso = kind;
             off.gso_size = mss;
             off.hdr_len = 0;
         }
@@ -208,7 +214,7 @@ impl<'t> BatchState<'t> {
     }
 }
 
-/// The payload bytes per segment of a TCP/IPv4 super-frame about to be encapsulated: its own
+/// The payload bytes per segment of a TCP super-frame about to be encapsulated: its own
 /// segment size, made smaller where a segment would not fit `room` bytes (the uplink MTU plus
 /// the Ethernet header) once wrapped, so the overlay's MTU holds even when the endpoint's does
 /// not. The runtime cuts the frame on transmission (`segment`).
@@ -223,19 +229,24 @@ fn tunnel_mss(f: &Frame<'_>, room: usize) -> Result<u16, DropReason> {
     u16::try_from(mss).ok().filter(|m| *m > 0).ok_or(R::TooBig)
 }
 
-/// The chunk size of a UDP GSO datagram of `udp_payload` bytes, whose chunks are joined into
-/// one inner super-frame (`coalesce`); `None` for an ordinary datagram (a GSO datagram of one
-/// chunk is one). Only a datagram whose outer UDP checksum covers its chunks (partial from a
-/// local sender, or verified) is joined: the inner checksums are not checked.
-fn udp_gso_chunk(off: &Offload, udp_payload: usize) -> Result<Option<usize>, DropReason> {
-    let chunk = usize::from(off.gso_size);
-    if off.gso != GsoType::UdpL4 || udp_payload <= chunk {
-        return Ok(None);
-    }
+/// Joins the chunks of the UDP GSO datagram `f` (its UDP payload at `payload`, `chunk` bytes
+/// each) into one super-frame in place (`coalesce`); `None` (the frame untouched) when they do
+/// not join. Only a datagram whose outer UDP checksum covers its chunks (partial from a local
+/// sender, or verified) is joined: the inner checksums are not checked.
+fn join(f: &mut Frame<'_>, payload: Range<usize>, chunk: usize) -> Option<Coalesced> {
+    let off = &f.meta.offload;
     if !(off.csum_partial || off.data_valid) {
-        return Err(R::TooBig);
+        return None;
     }
-    Ok(Some(chunk))
+    coalesce_tcp(f.data_mut().get_mut(payload)?, chunk).ok()
+}
+
+/// The chunk size of a UDP GSO datagram of `udp_payload` bytes, whose chunks are joined into
+/// one inner super-frame (`coalesce`) or delivered one by one; `None` for an ordinary datagram
+/// (a GSO datagram of one chunk is one).
+fn udp_gso_chunk(off: &Offload, udp_payload: usize) -> Option<usize> {
+    let chunk = usize::from(off.gso_size);
+    (off.gso == GsoType::UdpL4 && udp_payload > chunk).then_some(chunk)
 }
 
 /// The offload state of the inner frame at `inner_at` of a received VXLAN packet. A sender on
@@ -263,7 +274,8 @@ fn inner_offload(outer: Offload, inner_at: usize) -> Result<Offload, DropReason>
 }
 
 /// Checks that a decapsulated frame comes from a remote endpoint the remote table lists behind
-/// `vtep`, with that endpoint's address in its IPv4 or ARP header.
+/// `vtep`, with that endpoint's address in its IPv4 or ARP header, or its IPv6 address (or a
+/// link-local one) in its IPv6 header, as a local endpoint's frames must (`ipv6::check_source`).
 fn check_inner_source(
     inner: &[u8],
     l2: &L2Header,
@@ -277,7 +289,12 @@ fn check_inner_source(
         .remote(l2.src)
         .filter(|r| r.vtep == vtep)
         .ok_or(R::VxlanSpoofed)?;
-    match check_source_ip(inner, l2, l2.src, Some(r.ipv4), false) {
+    let checked = if l2.ethertype == ETHERTYPE_IPV6 {
+        ipv6::check_source(inner, l2.l3_offset, l2.src, r.ipv6)
+    } else {
+        check_source_ip(inner, l2, l2.src, Some(r.ipv4), false).map(|_| ())
+    };
+    match checked {
         Ok(_) => Ok(()),
         Err(R::Malformed) => Err(R::VxlanMalformed),
         Err(_) => Err(R::VxlanSpoofed),
@@ -294,6 +311,7 @@ mod tests {
     use crate::pipeline::udp_gso;
     use crate::wire::ethernet::EthernetFrame;
     use crate::wire::{ArpPacket, Ipv4Packet, MacAddr};
+    use std::net::Ipv6Addr;
 
     /// Host B's VTEP (host A's is the scenario's uplink address).
     const VTEP_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -334,6 +352,55 @@ mod tests {
             }],
         });
         s
+    }
+
+    /// R's and C's IPv6 addresses on the dual-stack overlay of [`dual_stack`].
+    const R6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 9);
+    const C6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0xc);
+
+    /// [`host`] on a dual-stack overlay: `local` for PORT_C's endpoint, `remote` for the
+    /// remote one (`None`: the remote table has no IPv6 address for it).
+    fn dual_stack(mut s: S, local: Ipv6Addr, remote: Option<Ipv6Addr>) -> Worker {
+        use crate::config::{Ipv6Cidr, NetworkV6};
+        s.config.networks[usize::from(OTHER.0)].ipv6 = Some(NetworkV6 {
+            subnet: Ipv6Cidr::new(Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0), 64).unwrap(),
+            gateway: Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 1),
+            routed: false,
+        });
+        for p in &mut s.config.ports {
+            if let PortRole::Endpoint { ipv6, .. } = &mut p.role {
+                if p.id == PORT_C {
+                    *ipv6 = Some(local);
+                }
+            }
+        }
+        s.config.overlays[0].remotes[0].ipv6 = remote;
+        worker_for(&s)
+    }
+
+    /// An IPv6 frame of `macs` (destination, source) from `src` to `dst`: UDP with `payload`, or
+    /// TCP (ACK, sequence 1) when `tcp`.
+    fn frame6(
+        macs: (MacAddr, MacAddr),
+        (src, dst): (Ipv6Addr, Ipv6Addr),
+        tcp: bool,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2(macs.1 .0, macs.0 .0).ipv6(
+            src.octets(),
+            dst.octets(),
+            64,
+        );
+        let mut v = Vec::new();
+        if tcp {
+            b.tcp(40000, 5201, 1, 0xffff)
+                .ack(1)
+                .write(&mut v, payload)
+                .unwrap();
+        } else {
+            b.udp(53, 1000).write(&mut v, payload).unwrap();
+        }
+        v
     }
 
     fn host_a() -> Worker {
@@ -634,7 +701,7 @@ mod tests {
         let (v, mut bytes, off) = run_offloaded(w, PORT_C, inner, off);
         let mut frames = Vec::new();
         if v == Verdict::Forward(UPLINK) {
-            assert_eq!(off.gso, GsoType::TcpV4Vxlan);
+            assert!(off.gso.is_tunnel());
             let meta = crate::frame::Meta {
                 offload: off,
                 ..Default::default()
@@ -673,14 +740,22 @@ mod tests {
         (inner, off)
     }
 
-    #[test]
-    fn a_tcp_super_frame_crosses_as_one_udp_gso_frame_and_arrives_whole() {
-        use crate::wire::checksum::{fold, ones_sum};
+    /// Host A (its peer VTEP learned), 6000 bytes of payload, C's super-frame of them to R and
+    /// what [`pack_super_frame`] makes of it on host A.
+    #[allow(clippy::type_complexity)]
+    fn c_to_r_packed() -> (Worker, Vec<u8>, Vec<u8>, (Verdict, Vec<(Vec<u8>, Offload)>)) {
         let mut a = host_a();
         learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
         let payload: Vec<u8> = (0..6000u32).map(|i| (i * 7) as u8).collect();
         let (inner, off) = c_to_r_super_frame(&payload);
-        let (v, frames) = pack_super_frame(&mut a, &inner, off);
+        let packed = pack_super_frame(&mut a, &inner, off);
+        (a, payload, inner, packed)
+    }
+
+    #[test]
+    fn a_tcp_super_frame_crosses_as_one_udp_gso_frame_and_arrives_whole() {
+        use crate::wire::checksum::{fold, ones_sum};
+        let (mut a, payload, inner, (v, frames)) = c_to_r_packed();
         assert_eq!(v, Verdict::Forward(UPLINK));
         // 1514 - 50 (VXLAN) - 54 (inner headers) = 1410 bytes a segment: 5 chunks, each
         // datagram the kernel cuts fits the uplink's MTU.
@@ -702,19 +777,21 @@ mod tests {
         assert!(checksums_valid(&delivered));
         assert_eq!(&delivered[54..], &payload[..]);
         assert_eq!(&delivered[..50], &inner[..50], "the sender's headers");
-        // Without a checksum covering its chunks, a GSO datagram is not joined.
+        // Without a checksum covering its chunks, a GSO datagram is not joined but split.
         let bare = Offload {
             csum_partial: false,
             ..*udp_off
         };
         let (v, _, _) = run_offloaded(&mut b, UPLINK, frame, bare);
-        assert_eq!(v, Verdict::Drop(R::TooBig));
+        assert_eq!(v, Verdict::Split);
         // Nor are chunks of another flow.
         let mut mixed = frame.clone();
         let second = udp_gso::OUTER + 1472 + 8 + 34;
         mixed[second] ^= 1;
-        let (v, _, _) = run_offloaded(&mut b, UPLINK, &mixed, *udp_off);
-        assert_eq!(v, Verdict::Drop(R::TooBig));
+        let (v, untouched, _) = run_offloaded(&mut b, UPLINK, &mixed, *udp_off);
+        assert_eq!((v, &untouched), (Verdict::Split, &mixed));
+        assert_eq!(b.counters().unjoined_chunks(), 10);
+        assert_eq!(b.counters().drops(R::TooBig), 0);
         // A UDP super-frame from an endpoint has no segmentation here: too big.
         let udp_gso = Offload {
             gso: GsoType::UdpL4,
@@ -727,6 +804,144 @@ mod tests {
             Verdict::Drop(R::TooBig)
         );
         assert_eq!(a.counters().drops(R::TooBig), 1);
+    }
+
+    #[test]
+    fn a_tcp6_super_frame_crosses_as_one_udp_gso_frame_and_arrives_whole() {
+        use crate::wire::checksum::{fold, ones_sum, pseudo_header_sum_v6};
+        let mut a = dual_stack(host((S::UP, S::UP_MAC), S::C, R, VTEP_B), C6, Some(R6));
+        learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
+        let payload: Vec<u8> = (0..6000u32).map(|i| (i * 7) as u8).collect();
+        let mut inner = frame6((S::mac(R), S::mac(S::C)), (C6, R6), true, &payload);
+        // As a veth hands it over: the TCP checksum partial, the endpoint's MSS 1428.
+        let psum = fold(pseudo_header_sum_v6(C6, R6, 6, payload.len() as u32 + 20));
+        inner[70..72].copy_from_slice(&psum.to_be_bytes());
+        let off = Offload {
+            gso: GsoType::TcpV6,
+            gso_size: 1428,
+            csum_partial: true,
+            csum_start: 54,
+            csum_offset: 16,
+            ..Offload::default()
+        };
+        let (v, frames) = pack_super_frame(&mut a, &inner, off);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        // 1514 - 50 (VXLAN) - 74 (inner headers) = 1390 bytes a segment: 5 chunks in one frame.
+        assert_eq!(frames.len(), 1);
+        let (frame, udp_off) = &frames[0];
+        assert_eq!(udp_off.gso, GsoType::UdpL4);
+        assert_eq!(usize::from(udp_off.gso_size), vxlan::HEADER_LEN + 74 + 1390);
+        assert_eq!(frame.len(), udp_gso::OUTER + 5 * (8 + 74) + 6000);
+        let mut b = dual_stack(host((VTEP_B, VTEP_B_MAC), R, S::C, S::UP), R6, Some(C6));
+        let (v, mut delivered, got) = run_offloaded(&mut b, UPLINK, frame, *udp_off);
+        assert_eq!(v, Verdict::Forward(PORT_C));
+        assert_eq!(
+            (got.gso, got.gso_size, got.csum_start, got.csum_offset),
+            (GsoType::TcpV6, 1390, 54, 16)
+        );
+        let c = !fold(ones_sum(&delivered[54..], 0));
+        delivered[70..72].copy_from_slice(&c.to_be_bytes());
+        let seg = crate::wire::TcpPacket::new_checked(&delivered[54..]).unwrap();
+        assert!(seg.verify_checksum_v6(C6, R6));
+        assert_eq!(&delivered[74..], &payload[..]);
+        assert_eq!(&delivered[..70], &inner[..70], "the sender's headers");
+    }
+
+    #[test]
+    fn a_decapsulated_ipv6_frame_must_come_from_its_remote_address() {
+        let mut a = dual_stack(host((S::UP, S::UP_MAC), S::C, R, VTEP_B), C6, Some(R6));
+        let from = |src| {
+            let inner = frame6((S::mac(S::C), S::mac(R)), (src, C6), false, b"x");
+            vxlan_to_a(VTEP_B, header(vxlan::FLAG_I, VNI), &inner)
+        };
+        let link_local = crate::wire::ndisc::link_local(S::mac(R));
+        let stranger = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x77);
+        assert_eq!(
+            run_one(&mut a, UPLINK, &from(R6), T0).0,
+            Verdict::Forward(PORT_C)
+        );
+        assert_eq!(
+            run_one(&mut a, UPLINK, &from(link_local), T0).0,
+            Verdict::Forward(PORT_C)
+        );
+        for src in [stranger, C6] {
+            assert_eq!(
+                run_one(&mut a, UPLINK, &from(src), T0).0,
+                Verdict::Drop(R::VxlanSpoofed),
+                "{src}"
+            );
+        }
+        let mut inner = frame6((S::mac(S::C), S::mac(R)), (R6, C6), false, b"x");
+        inner.truncate(inner.len() - 20);
+        let short = vxlan_to_a(VTEP_B, header(vxlan::FLAG_I, VNI), &inner);
+        assert_eq!(
+            run_one(&mut a, UPLINK, &short, T0).0,
+            Verdict::Drop(R::VxlanMalformed)
+        );
+        // A remote without an IPv6 address in the table sends from its link-local one only.
+        let mut v4_only = dual_stack(host((S::UP, S::UP_MAC), S::C, R, VTEP_B), C6, None);
+        assert_eq!(
+            run_one(&mut v4_only, UPLINK, &from(R6), T0).0,
+            Verdict::Drop(R::VxlanSpoofed)
+        );
+        assert_eq!(
+            run_one(&mut v4_only, UPLINK, &from(link_local), T0).0,
+            Verdict::Forward(PORT_C)
+        );
+        assert_eq!(a.counters().drops(R::VxlanSpoofed), 2);
+        assert_eq!(v4_only.counters().drops(R::VxlanSpoofed), 1);
+    }
+
+    #[test]
+    fn chunks_that_do_not_join_are_delivered_one_by_one() {
+        use crate::batch::Batch;
+        use crate::frame::{Meta, HEADROOM};
+        let (_, payload, inner, (_, frames)) = c_to_r_packed();
+        let (frame, udp_off) = &frames[0];
+        // The third chunk's TCP sequence breaks the run (as another flow's chunk would): none
+        // of the five joins, each reaches R on its own.
+        let mut mixed = frame.clone();
+        let chunk = usize::from(udp_off.gso_size);
+        let third = udp_gso::OUTER + 2 * chunk + 8 + 34;
+        let mut seg =
+            crate::wire::TcpPacket::new_checked(&mut mixed[third..third - 42 + chunk]).unwrap();
+        seg.set_seq(seg.seq() ^ 0x8000_0000);
+        seg.fill_checksum_v4(S::C, R);
+        let mut b = host_b();
+        let mut buf = vec![0u8; HEADROOM + mixed.len()];
+        buf[HEADROOM..].copy_from_slice(&mixed);
+        let meta = Meta {
+            ingress: UPLINK,
+            offload: *udp_off,
+            ..Meta::default()
+        };
+        let mut batch = Batch::new();
+        batch
+            .push(Frame::new(&mut buf, HEADROOM, mixed.len(), meta).unwrap())
+            .unwrap();
+        b.process(&mut batch, T0);
+        assert_eq!(batch.frames()[0].meta.verdict, Verdict::Split);
+        let mut delivered = Vec::new();
+        udp_gso::split_unjoined(&mut b, &batch, T0, |_, one, _| {
+            for f in one.frames() {
+                delivered.push((f.meta.verdict, f.data().to_vec(), f.meta.offload));
+            }
+        });
+        assert_eq!(delivered.len(), 5);
+        let mut got = Vec::new();
+        for (k, (v, seg, off)) in delivered.iter().enumerate() {
+            assert_eq!(*v, Verdict::Forward(PORT_C), "chunk {k}");
+            assert_eq!(*off, Offload::default());
+            assert!(checksums_valid(seg), "chunk {k}");
+            assert_eq!(&seg[..12], &inner[..12]);
+            got.extend_from_slice(&seg[54..]);
+        }
+        assert_eq!(got, payload);
+        assert_eq!(b.counters().unjoined_chunks(), 5);
+        // An ordinary batch has nothing to split.
+        let mut calls = 0;
+        udp_gso::split_unjoined(&mut b, &Batch::new(), T0, |_, _, _| calls += 1);
+        assert_eq!(calls, 0);
     }
 
     #[test]
@@ -800,8 +1015,8 @@ mod tests {
             gso_size: 1400,
             ..partial(34)
         };
-        assert_eq!(udp_gso_chunk(&one_datagram, 1400), Ok(None));
-        assert_eq!(udp_gso_chunk(&one_datagram, 1401), Ok(Some(1400)));
+        assert_eq!(udp_gso_chunk(&one_datagram, 1400), None);
+        assert_eq!(udp_gso_chunk(&one_datagram, 1401), Some(1400));
         assert!(!inner_offload(one_datagram, inner_at).unwrap().csum_partial);
     }
 

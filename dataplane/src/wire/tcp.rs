@@ -147,6 +147,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         self.set_checksum(c);
     }
 
+    /// Computes the checksum over the whole segment from `pseudo`, the pseudo-header sum of
+    /// either IP version.
+    #[inline]
+    pub fn fill_checksum_from(&mut self, pseudo: u32) {
+        self.set_checksum(0);
+        let c = !fold(self.segment_sum(pseudo));
+        self.set_checksum(c);
+    }
+
     /// Computes the checksum over the IPv6 pseudo header and the whole segment.
     #[inline]
     pub fn fill_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {

@@ -81,7 +81,7 @@ pub fn write_vnet(off: &Offload, buf: &mut [u8]) -> Result<(), WireError> {
         GsoType::TcpV6 => GSO_TCPV6,
         GsoType::UdpL4 => GSO_UDP_L4,
         // The 10-byte header cannot say where the inner headers are.
-        GsoType::TcpV4Vxlan => return Err(WireError::Malformed(WHAT)),
+        GsoType::TcpV4Vxlan | GsoType::TcpV6Vxlan => return Err(WireError::Malformed(WHAT)),
     };
     let mut flags = 0;
     if off.csum_partial {
@@ -155,6 +155,11 @@ mod tests {
             ..Offload::default()
         };
         assert!(write_vnet(&tunnel, &mut [0; 10]).is_err(), "tunnel GSO");
+        let tunnel6 = Offload {
+            gso: GsoType::TcpV6Vxlan,
+            ..Offload::default()
+        };
+        assert!(write_vnet(&tunnel6, &mut [0; 10]).is_err(), "tunnel GSO");
         assert!(write_vnet(&Offload::default(), &mut [0; 9]).is_err());
     }
 

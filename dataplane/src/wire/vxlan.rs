@@ -5,8 +5,9 @@
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 
-use super::ethernet::{self, EthernetFrame, ETHERTYPE_IPV4};
+use super::ethernet::{self, EthernetFrame, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use super::ipv4::{self, Ipv4Packet};
+use super::ipv6::Ipv6Packet;
 use super::udp::{self, UdpPacket};
 use super::view::{at_least, view};
 use super::{read_u32, write_u32, MacAddr, WireError, IPPROTO_UDP};
@@ -165,20 +166,26 @@ pub fn write_outer_v4(frame: &mut [u8], o: &OuterV4) -> Result<(), WireError> {
 }
 
 /// The UDP source port for an encapsulation of `inner`, from a hash of its Ethernet addresses
-/// and, for IPv4, its addresses and first four L4 bytes (the ports of TCP and UDP), so that one
-/// flow keeps one port and receivers can spread flows over queues (RFC 7348, section 5).
+/// and, for IPv4 and IPv6 (without extension headers), its addresses and first four L4 bytes
+/// (the ports of TCP and UDP), so that one flow keeps one port and receivers can spread flows
+/// over queues (RFC 7348, section 5).
 pub fn source_port(inner: &[u8]) -> u16 {
     let mut key = [0u64; 3];
     if let Ok(eth) = EthernetFrame::new_checked(inner) {
         key[0] = eth.dst().to_u64() ^ (eth.src().to_u64() << 16);
-        if eth.ethertype() == ETHERTYPE_IPV4 {
-            if let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) {
+        let l4 = match eth.ethertype() {
+            ETHERTYPE_IPV4 => Ipv4Packet::new_checked(eth.payload()).ok().map(|ip| {
                 key[1] = (u64::from(u32::from(ip.src())) << 32) | u64::from(u32::from(ip.dst()));
-                if let Some(l4) = ip.payload().get(..4) {
-                    key[2] = u64::from(read_u32(l4, 0));
-                }
-            }
-        }
+                ip.payload().get(..4).map(|l4| read_u32(l4, 0))
+            }),
+            ETHERTYPE_IPV6 => Ipv6Packet::new_checked(eth.payload()).ok().map(|ip| {
+                let both = u128::from(ip.src()) ^ u128::from(ip.dst()).rotate_left(64);
+                key[1] = (both as u64) ^ ((both >> 64) as u64).rotate_left(32);
+                ip.payload().get(..4).map(|l4| read_u32(l4, 0))
+            }),
+            _ => None,
+        };
+        key[2] = l4.flatten().map_or(0, u64::from);
     }
     let h = KeyHasherBuilder::default().hash_one(key);
     SRC_PORT_BASE + (h % u64::from(u16::MAX - SRC_PORT_BASE + 1)) as u16
@@ -272,5 +279,17 @@ mod tests {
         assert_eq!(pa, source_port(&a));
         assert_ne!(pa, pb, "another L4 port, another outer source port");
         assert!(source_port(&[]) >= SRC_PORT_BASE);
+        // IPv6: the addresses and the L4 ports count too.
+        let mut a6 = [0u8; 80];
+        a6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        a6[14] = 0x60;
+        a6[18..20].copy_from_slice(&20u16.to_be_bytes());
+        let mut b6 = a6;
+        b6[54] = 1;
+        let mut c6 = a6;
+        c6[37] = 1;
+        let (pa, pb, pc) = (source_port(&a6), source_port(&b6), source_port(&c6));
+        assert_ne!(pa, pb, "another L4 port, another outer source port");
+        assert_ne!(pa, pc, "another address, another outer source port");
     }
 }

@@ -1,16 +1,16 @@
 //! Two hosts of one overlay network in namespaces, for the overlay tests and the overlay shape
 //! of the benchmark: hosts `ha` and `hb` joined by an underlay veth pair (`up0` on each, the
 //! VTEPs [`VTEP_A`] and [`VTEP_B`]), and endpoint namespaces `ea` ([`EP_A`]) and `eb`
-//! ([`EP_B`]) behind each host's `ep0`, at the overlay MTU with their offloads on (as any
-//! veth). Either sluice forwards ([`start_sluice`]: `sluice dataplane` per host with the other
+//! ([`EP_B`]) behind each host's `ep0`, dual-stack ([`EP_A6`], [`EP_B6`]), at the overlay MTU
+//! with their offloads on (as any veth). Either sluice forwards ([`start_sluice`]: `sluice dataplane` per host with the other
 //! host's endpoint in its remote table, as the cluster store would keep it) or the kernel
 //! ([`start_kernel`]: a vxlan device and a bridge per host, the same VNI and UDP port).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use sluice_dataplane::config::{
-    Config, Ipv4Cidr, NetworkConfig, PortConfig, PortRole, UplinkConfig,
+    Config, Ipv4Cidr, Ipv6Cidr, NetworkConfig, NetworkV6, PortConfig, PortRole, UplinkConfig,
 };
 use sluice_dataplane::frame::{NetworkId, PortId};
 use sluice_dataplane::overlay::{OverlayConfig, RemoteEndpoint};
@@ -22,6 +22,10 @@ use super::{Lab, LabError, Result, SluiceLaunch};
 pub const EP_A: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
 /// Endpoint on host `hb`.
 pub const EP_B: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 3);
+/// The IPv6 address of the endpoint on host `ha`.
+pub const EP_A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 2);
+/// The IPv6 address of the endpoint on host `hb`.
+pub const EP_B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 3);
 /// Host `ha`'s VTEP (its uplink address).
 pub const VTEP_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 /// Host `hb`'s VTEP.
@@ -40,10 +44,14 @@ pub struct Host {
     pub ep_ns: &'static str,
     /// Its endpoint's address.
     pub ep: Ipv4Addr,
+    /// Its endpoint's IPv6 address.
+    pub ep6: Ipv6Addr,
     /// Its VTEP.
     pub vtep: Ipv4Addr,
     /// The other host's endpoint and VTEP.
     pub peer: (Ipv4Addr, Ipv4Addr),
+    /// The other host's endpoint's IPv6 address.
+    pub peer6: Ipv6Addr,
 }
 
 /// The two hosts.
@@ -52,23 +60,41 @@ pub const HOSTS: [Host; 2] = [
         ns: "ha",
         ep_ns: "ea",
         ep: EP_A,
+        ep6: EP_A6,
         vtep: VTEP_A,
         peer: (EP_B, VTEP_B),
+        peer6: EP_B6,
     },
     Host {
         ns: "hb",
         ep_ns: "eb",
         ep: EP_B,
+        ep6: EP_B6,
         vtep: VTEP_B,
         peer: (EP_A, VTEP_A),
+        peer6: EP_A6,
     },
 ];
 
-/// One host's dataplane: uplink `up0` at `vtep`, endpoint `ep0` with address `ep`, and
-/// `peer` (endpoint address, VTEP) in the remote table.
-pub fn sluice_config(vtep: Ipv4Addr, ep: Ipv4Addr, peer: (Ipv4Addr, Ipv4Addr)) -> Config {
+/// One host's dataplane: uplink `up0` at its VTEP, endpoint `ep0` with its addresses, and
+/// the peer's endpoint (addresses, VTEP) in the remote table.
+pub fn sluice_config(host: &Host) -> Config {
+    let Host {
+        ep,
+        ep6,
+        vtep,
+        peer,
+        peer6,
+        ..
+    } = *host;
     let net = NetworkConfig {
         mtu: OVERLAY_MTU,
+        ipv6: Some(NetworkV6 {
+            subnet: Ipv6Cidr::new(Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0), 64)
+                .expect("a valid prefix"),
+            gateway: Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 1),
+            routed: false,
+        }),
         ..NetworkConfig::new(
             NetworkId(0),
             "ov",
@@ -87,7 +113,7 @@ pub fn sluice_config(vtep: Ipv4Addr, ep: Ipv4Addr, peer: (Ipv4Addr, Ipv4Addr)) -
         vlan: 0,
         mac: MacAddr::from_ipv4(ep),
         ipv4: Some(ep),
-        ipv6: None,
+        ipv6: Some(ep6),
     };
     Config {
         networks: vec![net],
@@ -105,7 +131,7 @@ pub fn sluice_config(vtep: Ipv4Addr, ep: Ipv4Addr, peer: (Ipv4Addr, Ipv4Addr)) -
             remotes: vec![RemoteEndpoint {
                 mac: MacAddr::from_ipv4(peer.0),
                 ipv4: peer.0,
-                ipv6: None,
+                ipv6: Some(peer6),
                 vtep: peer.1,
             }],
         }],
@@ -120,6 +146,7 @@ pub fn wire(lab: &mut Lab) -> Result<()> {
         ns: host,
         ep_ns,
         ep,
+        ep6,
         ..
     } in HOSTS
     {
@@ -131,6 +158,7 @@ pub fn wire(lab: &mut Lab) -> Result<()> {
         lab.mtu(ep_ns, "eth0", OVERLAY_MTU)?;
         lab.ethtool_k(ep_ns, "eth0", &[("tso", true), ("gso", true), ("tx", true)])?;
         lab.addr(ep_ns, "eth0", &format!("{ep}/24"))?;
+        lab.addr6(ep_ns, "eth0", &format!("{ep6}/64"))?;
         lab.up(ep_ns, "eth0")?;
     }
     lab.veth(("ha", "up0"), ("hb", "up0"))?;
@@ -142,14 +170,8 @@ pub fn wire(lab: &mut Lab) -> Result<()> {
 /// each host's dataplane pid and stats file.
 pub fn start_sluice(lab: &mut Lab, launch: &SluiceLaunch) -> Result<Vec<(u32, PathBuf)>> {
     let mut out = Vec::new();
-    for Host {
-        ns: host,
-        ep,
-        vtep,
-        peer,
-        ..
-    } in HOSTS
-    {
+    for h in HOSTS {
+        let host = h.ns;
         let dir = lab.dir().join(host);
         let file = |source| LabError::File {
             path: dir.clone(),
@@ -157,8 +179,7 @@ pub fn start_sluice(lab: &mut Lab, launch: &SluiceLaunch) -> Result<Vec<(u32, Pa
         };
         std::fs::create_dir_all(&dir).map_err(file)?;
         let path = dir.join("config.json");
-        let json =
-            serde_json::to_vec(&sluice_config(vtep, ep, peer)).map_err(|e| file(e.into()))?;
+        let json = serde_json::to_vec(&sluice_config(&h)).map_err(|e| file(e.into()))?;
         std::fs::write(&path, json).map_err(file)?;
         let pid = lab.spawn_os(host, &launch.command(&path), host)?;
         out.push((pid, SluiceLaunch::stats_path(&path)));
