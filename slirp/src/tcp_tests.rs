@@ -191,15 +191,21 @@ fn established(sock: &mut FakeSock, tx: &mut Frames) -> TcpConn {
     c
 }
 
-#[test]
-fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
+/// An established connection whose host socket takes `cap` bytes, nothing sent yet.
+fn uploading(cap: usize) -> (FakeSock, Frames, TcpConn) {
     let mut sock = FakeSock {
-        cap: 6,
+        cap,
         ..Default::default()
     };
     let mut tx = Frames::new();
-    let mut c = established(&mut sock, &mut tx);
+    let c = established(&mut sock, &mut tx);
     assert!(tx.take().is_empty());
+    (sock, tx, c)
+}
+
+#[test]
+fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
+    let (mut sock, mut tx, mut c) = uploading(6);
     c.on_segment(
         &guest(GISS + 1, ISS + 1, tcp::ACK, b"hello world"),
         &mut sock,
@@ -244,13 +250,7 @@ fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
 /// batch of its own, ended by `flush_ack`).
 #[test]
 fn guest_segments_do_not_peek_an_empty_socket() {
-    let mut sock = FakeSock {
-        cap: 1000,
-        ..Default::default()
-    };
-    let mut tx = Frames::new();
-    let mut c = established(&mut sock, &mut tx);
-    assert!(tx.take().is_empty());
+    let (mut sock, mut tx, mut c) = uploading(1000);
     let peeks = sock.peeks;
     for (i, part) in [&b"abc"[..], b"def"].iter().enumerate() {
         let seq = GISS + 1 + 3 * i as u32;
@@ -281,13 +281,7 @@ fn guest_segments_do_not_peek_an_empty_socket() {
 /// of the batch (`flush_ack`), once; a FIN is acknowledged at once.
 #[test]
 fn guest_data_is_acked_every_second_segment_and_at_the_end_of_a_batch() {
-    let mut sock = FakeSock {
-        cap: 1000,
-        ..Default::default()
-    };
-    let mut tx = Frames::new();
-    let mut c = established(&mut sock, &mut tx);
-    assert!(tx.take().is_empty());
+    let (mut sock, mut tx, mut c) = uploading(1000);
     let mut acks = Vec::new();
     for (i, part) in [&b"abc"[..], b"def", b"ghi"].iter().enumerate() {
         let seq = GISS + 1 + 3 * i as u32;
