@@ -188,6 +188,8 @@ pub struct Engine {
     start: Instant,
     next_iss: u32,
     window_watch: Vec<usize>,
+    /// TCP flows owing the guest an ACK at the end of the batch ([`tcp::ACK_EVERY`]).
+    ack_due: Vec<usize>,
     /// The frame being handled has an L4 checksum the guest left partial (offload).
     csum_partial: bool,
     /// The guest's IPv6 address in the prefix, once seen (the default of IPv6 forwards).
@@ -260,6 +262,7 @@ impl Engine {
             start: Instant::now(),
             next_iss: seed,
             window_watch: Vec::new(),
+            ack_due: Vec::new(),
             csum_partial: false,
             guest6: None,
             next_ra: 0,
@@ -317,11 +320,22 @@ impl Engine {
         }
     }
 
-    /// Reads the TAP until it is empty; guest datagrams gathered meanwhile leave at the end.
+    /// Reads the TAP until it is empty; guest datagrams gathered meanwhile leave at the end,
+    /// and the ACKs owed go out.
     fn drain_tap(&mut self) -> Result<(), EngineError> {
         let r = self.read_tap();
-        self.flush_udp();
+        self.end_batch();
         r
+    }
+
+    /// What waits for the end of a batch of guest frames: datagrams and ACKs.
+    fn end_batch(&mut self) {
+        self.flush_udp();
+        for h in std::mem::take(&mut self.ack_due) {
+            if let Some((_, f)) = self.tcp.get_mut(h) {
+                f.conn.flush_ack(&f.sock, &mut self.tx);
+            }
+        }
     }
 
     fn read_tap(&mut self) -> Result<(), EngineError> {
@@ -357,10 +371,11 @@ impl Engine {
         r
     }
 
-    /// Handles one frame from the guest (a datagram it carries leaves before this returns).
+    /// Handles one frame from the guest (a datagram it carries leaves, and an ACK it is owed
+    /// goes out, before this returns).
     pub fn on_frame(&mut self, frame: &[u8]) -> Result<(), Drop> {
         let r = self.frame_in(frame);
-        self.flush_udp();
+        self.end_batch();
         r
     }
 

@@ -23,6 +23,9 @@ impl Engine {
             let v = flow
                 .conn
                 .on_segment(&seg, &mut flow.sock, &mut self.tx, now);
+            if flow.conn.ack_owed() && !self.ack_due.contains(&h) {
+                self.ack_due.push(h);
+            }
             self.finish_tcp(h, v);
             return Ok(());
         }

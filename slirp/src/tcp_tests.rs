@@ -191,15 +191,21 @@ fn established(sock: &mut FakeSock, tx: &mut Frames) -> TcpConn {
     c
 }
 
-#[test]
-fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
+/// An established connection whose host socket takes `cap` bytes, nothing sent yet.
+fn uploading(cap: usize) -> (FakeSock, Frames, TcpConn) {
     let mut sock = FakeSock {
-        cap: 6,
+        cap,
         ..Default::default()
     };
     let mut tx = Frames::new();
-    let mut c = established(&mut sock, &mut tx);
+    let c = established(&mut sock, &mut tx);
     assert!(tx.take().is_empty());
+    (sock, tx, c)
+}
+
+#[test]
+fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
+    let (mut sock, mut tx, mut c) = uploading(6);
     c.on_segment(
         &guest(GISS + 1, ISS + 1, tcp::ACK, b"hello world"),
         &mut sock,
@@ -224,6 +230,9 @@ fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
         3,
     );
     assert_eq!(sock.written, b"hello world");
+    // One segment taken whole: its ACK waits for a second one or the end of the batch.
+    assert!(tx.take().is_empty());
+    c.flush_ack(&sock, &mut tx);
     assert_eq!(tx.take()[0].ack, GISS + 12);
     // Out of order: not written, acknowledged where we are.
     c.on_segment(
@@ -237,21 +246,17 @@ fn guest_data_is_acked_only_as_far_as_the_socket_took_it() {
 }
 
 /// Guest uploads: once a push found the host socket empty, guest segments do not look at it
-/// again (only the socket's readiness does); each still gets its ACK.
+/// again (only the socket's readiness does); each still gets its ACK (here each segment is a
+/// batch of its own, ended by `flush_ack`).
 #[test]
 fn guest_segments_do_not_peek_an_empty_socket() {
-    let mut sock = FakeSock {
-        cap: 1000,
-        ..Default::default()
-    };
-    let mut tx = Frames::new();
-    let mut c = established(&mut sock, &mut tx);
-    assert!(tx.take().is_empty());
+    let (mut sock, mut tx, mut c) = uploading(1000);
     let peeks = sock.peeks;
     for (i, part) in [&b"abc"[..], b"def"].iter().enumerate() {
         let seq = GISS + 1 + 3 * i as u32;
         let seg = guest(seq, ISS + 1, tcp::ACK, part);
         assert_eq!(c.on_segment(&seg, &mut sock, &mut tx, 2), Verdict::Keep);
+        c.flush_ack(&sock, &mut tx);
     }
     assert_eq!(sock.peeks, peeks, "no peek for guest segments");
     let out = tx.take();
@@ -270,6 +275,31 @@ fn guest_segments_do_not_peek_an_empty_socket() {
     let seg = guest(GISS + 7, ISS + 6, tcp::ACK, &[]);
     c.on_segment(&seg, &mut sock, &mut tx, 4);
     assert_eq!(sock.peeks, peeks + 2);
+}
+
+/// Guest data in one batch: every second segment is acknowledged at once, the rest at the end
+/// of the batch (`flush_ack`), once; a FIN is acknowledged at once.
+#[test]
+fn guest_data_is_acked_every_second_segment_and_at_the_end_of_a_batch() {
+    let (mut sock, mut tx, mut c) = uploading(1000);
+    let mut acks = Vec::new();
+    for (i, part) in [&b"abc"[..], b"def", b"ghi"].iter().enumerate() {
+        let seq = GISS + 1 + 3 * i as u32;
+        c.on_segment(&guest(seq, ISS + 1, tcp::ACK, part), &mut sock, &mut tx, 2);
+        acks.push(tx.take().iter().map(|o| o.ack).collect::<Vec<_>>());
+    }
+    assert_eq!(acks, [vec![], vec![GISS + 7], vec![]]);
+    assert!(c.ack_owed());
+    c.flush_ack(&sock, &mut tx);
+    let out = tx.take();
+    assert_eq!((out.len(), out[0].ack), (1, GISS + 10));
+    assert!(!c.ack_owed());
+    c.flush_ack(&sock, &mut tx);
+    assert!(tx.take().is_empty(), "nothing owed, nothing sent");
+    let fin = guest(GISS + 10, ISS + 1, tcp::ACK | tcp::FIN, b"j");
+    c.on_segment(&fin, &mut sock, &mut tx, 3);
+    assert_eq!(tx.take()[0].ack, GISS + 12);
+    assert_eq!(sock.written, b"abcdefghij");
 }
 
 #[test]
