@@ -36,7 +36,9 @@ fn offload(d: &DaemonLab) -> Value {
 }
 
 fn counter(v: &Value, name: &str) -> u64 {
-    v[name].as_u64().unwrap_or_else(|| panic!("no {name} in {v}"))
+    v[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
 }
 
 /// One network `net` (10.71.0.0/24) with containers `a` and `b` (b publishing its port 5001
@@ -141,12 +143,24 @@ fn bulk_tcp_bridged_through_napt_and_published_goes_through_the_kernel_intact() 
     mostly_offloaded(&d, &before, "bridged");
 
     let before = offload(&d);
-    let got = transfer(&mut d, &file, ("a", "out"), (OUTSIDE_IP, 5002, 5002), "napt");
+    let got = transfer(
+        &mut d,
+        &file,
+        ("a", "out"),
+        (OUTSIDE_IP, 5002, 5002),
+        "napt",
+    );
     assert_eq!(got, sum, "transfer through NAPT corrupted");
     mostly_offloaded(&d, &before, "NAPT out");
 
     let before = offload(&d);
-    let got = transfer(&mut d, &file, ("out", "b"), (UPLINK_IP, 8080, 5001), "published");
+    let got = transfer(
+        &mut d,
+        &file,
+        ("out", "b"),
+        (UPLINK_IP, 8080, 5001),
+        "published",
+    );
     assert_eq!(got, sum, "transfer to a published port corrupted");
     mostly_offloaded(&d, &before, "published port");
 
