@@ -213,7 +213,7 @@ fn run_dataplane(args: DataplaneArgs) -> Result<()> {
     let stop = sluice_sys::catch_termination();
     rc.offload = args.offload;
     let runtime = Runtime::start(&dp, &rc).context("cannot start the dataplane")?;
-    if let Some(e) = runtime.take_offload_error() {
+    if let Some(e) = dp.offloads().take_error() {
         eprintln!("sluice: flow offload off: {e}");
     }
     eprintln!(

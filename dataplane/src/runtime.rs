@@ -223,8 +223,7 @@ fn open_port(
                 Some(p) => p,
                 None => afpacket::prepare(name, &cfg.afpacket)?,
             };
-            let filter = offload.map(OffloadRun::socket_filter);
-            let (r, t) = prepared.bind(name, id, shared, filter)?;
+            let (r, t) = prepared.bind(name, id, shared, offload.map(OffloadRun::socket_filter))?;
             (Box::new(r), Box::new(t))
         }
         PortIo::Tap => {
@@ -333,10 +332,8 @@ pub struct Runtime {
     attached: Mutex<BTreeSet<PortId>>,
     spares: Spares,
     kernel_stats: Arc<KernelStatsTable>,
-    /// The kernel flow offload, when asked for and supported.
+    /// The kernel flow offload, when asked for and supported (dropped after the workers).
     offload: Option<OffloadRun>,
-    /// Why the offload asked for does not run (or a port it could not attach to).
-    offload_error: Mutex<Option<String>>,
 }
 
 impl Runtime {
@@ -358,15 +355,8 @@ impl Runtime {
             attached: Mutex::new(BTreeSet::new()),
             spares: Spares::start(cfg.spare_ports * cfg.workers, &cfg.afpacket),
             kernel_stats: Arc::default(),
-            offload: None,
-            offload_error: Mutex::new(None),
+            offload: OffloadRun::start(cfg.offload, dp),
         };
-        if cfg.offload == OffloadMode::Tc {
-            match OffloadRun::start(dp) {
-                Ok(o) => rt.offload = Some(o),
-                Err(e) => *rt.offload_error.lock() = Some(e),
-            }
-        }
         for i in 0..cfg.workers {
             let err = |source| RuntimeError::Worker { worker: i, source };
             let poll = Poll::new().map_err(err)?;
@@ -433,16 +423,8 @@ impl Runtime {
             return Err(e);
         }
         attached.insert(id);
-        if let Some(Err(e)) = self.offload.as_ref().map(|o| o.port_attached(port)) {
-            *self.offload_error.lock() = Some(e);
-        }
+        self.offload.iter().for_each(|o| o.port_attached(port));
         Ok(())
-    }
-
-    /// Why the offload asked for (`RuntimeConfig::offload`) does not run, or the last port it
-    /// could not attach to; taken, so each is logged once.
-    pub fn take_offload_error(&self) -> Option<String> {
-        self.offload_error.lock().take()
     }
 
     /// Has every worker drop port `id` (RX half out of epoll, rings unmapped, descriptors
@@ -452,9 +434,7 @@ impl Runtime {
     pub fn detach(&self, id: PortId) {
         let mut attached = self.attached.lock();
         if attached.remove(&id) {
-            if let Some(o) = &self.offload {
-                o.port_detached(id);
-            }
+            self.offload.iter().for_each(|o| o.port_detached(id));
             self.take_back(id);
             self.kernel_stats.lock().remove(&id);
         }
@@ -541,7 +521,6 @@ impl Runtime {
     }
 
     fn stop_and_join(&mut self) {
-        drop(self.offload.take());
         self.spares.stop();
         self.stop.store(true, Ordering::Relaxed);
         for mb in &self.mailboxes {

@@ -124,6 +124,7 @@ fn mostly_offloaded(d: &DaemonLab, before: &Value, what: &str) {
         counter(&now, "installed") > counter(before, "installed"),
         "{what}: no flow installed: {now}"
     );
+    eprintln!("{what}: {now}");
 }
 
 #[test]

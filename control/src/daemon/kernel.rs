@@ -18,6 +18,8 @@ use crate::netlink::{self, NetlinkError};
 pub struct Kernel {
     config: RuntimeConfig,
     runtime: Option<Runtime>,
+    /// The dataplane started, whose flow offload reports its errors (`log_offload_error`).
+    dp: Option<Arc<Dataplane>>,
 }
 
 impl Kernel {
@@ -26,19 +28,29 @@ impl Kernel {
         Kernel {
             config,
             runtime: None,
+            dp: None,
         }
     }
 
     fn runtime(&self) -> Result<&Runtime, PlumbingError> {
         self.runtime.as_ref().ok_or(PlumbingError::NotRunning)
     }
+
+    /// Logs why the flow offload asked for does not run, or a port it could not attach to
+    /// (forwarding goes on in userspace either way).
+    fn log_offload_error(&self) {
+        if let Some(e) = self.dp.as_ref().and_then(|dp| dp.offloads().take_error()) {
+            tracing::warn!("flow offload off: {e}");
+        }
+    }
 }
 
 impl Plumbing for Kernel {
     fn start(&mut self, dp: &Arc<Dataplane>) -> Result<(), PlumbingError> {
         let rt = Runtime::start(dp, &self.config).map_err(PlumbingError::StartDataplane)?;
-        log_offload_error(&rt);
         self.runtime = Some(rt);
+        self.dp = Some(Arc::clone(dp));
+        self.log_offload_error();
         Ok(())
     }
 
@@ -72,17 +84,17 @@ impl Plumbing for Kernel {
             open_ms = linked.elapsed().as_secs_f64() * 1e3,
             "dataplane port opened"
         );
-        self.runtime().map(log_offload_error)
+        self.log_offload_error();
+        Ok(())
     }
 
     fn open_port(&mut self, port: &PortConfig) -> Result<(), PlumbingError> {
-        let rt = self.runtime()?;
-        rt.attach(port).map_err(|source| PlumbingError::OpenPort {
-            ifname: port.name.clone(),
-            source,
-        })?;
-        log_offload_error(rt);
-        Ok(())
+        self.runtime()?
+            .attach(port)
+            .map_err(|source| PlumbingError::OpenPort {
+                ifname: port.name.clone(),
+                source,
+            })
     }
 
     fn close_port(&mut self, port: PortId) {
@@ -134,13 +146,5 @@ impl Plumbing for Kernel {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown();
         }
-    }
-}
-
-/// Logs why the flow offload asked for does not run, or a port it could not attach to
-/// (forwarding goes on in userspace either way).
-fn log_offload_error(rt: &Runtime) {
-    if let Some(e) = rt.take_offload_error() {
-        tracing::warn!("flow offload off: {e}");
     }
 }

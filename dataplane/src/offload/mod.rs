@@ -139,6 +139,8 @@ pub struct Offloads {
     failed: AtomicU64,
     kernel_packets: AtomicU64,
     kernel_bytes: AtomicU64,
+    /// Why the offload asked for does not run, or the last port it could not attach to.
+    error: parking_lot::Mutex<Option<String>>,
 }
 
 impl Default for Offloads {
@@ -164,7 +166,19 @@ impl Offloads {
             failed: AtomicU64::new(0),
             kernel_packets: AtomicU64::new(0),
             kernel_bytes: AtomicU64::new(0),
+            error: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Records why the offload (or its attachment to a port) failed.
+    pub fn set_error(&self, e: String) {
+        *self.error.lock() = Some(e);
+    }
+
+    /// Why the offload asked for does not run, or the last port it could not attach to;
+    /// taken, so that each is logged once.
+    pub fn take_error(&self) -> Option<String> {
+        self.error.lock().take()
     }
 
     /// True while the offload runs: workers offer flows (read once per batch).

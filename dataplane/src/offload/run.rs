@@ -9,7 +9,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use sluice_offload::Offload;
 
-use super::{OffloadThread, MAP_CAPACITY};
+use super::{OffloadMode, OffloadThread, MAP_CAPACITY};
 use crate::config::{PortConfig, PortIo};
 use crate::frame::PortId;
 use crate::pipeline::Dataplane;
@@ -34,9 +34,17 @@ impl std::fmt::Debug for OffloadRun {
 }
 
 impl OffloadRun {
-    /// Loads the kernel half and starts the thread; the error says why the offload cannot run
-    /// here (the runtime then runs without it).
-    pub fn start(dp: &Arc<Dataplane>) -> Result<OffloadRun, String> {
+    /// The offload `mode` asks for, running for `dp`; `None` when off, or when it cannot
+    /// run here (the reason goes to `Offloads::take_error`, the runtime runs without it).
+    pub fn start(mode: OffloadMode, dp: &Arc<Dataplane>) -> Option<OffloadRun> {
+        if mode != OffloadMode::Tc {
+            return None;
+        }
+        Self::load(dp).map_err(|e| dp.offloads().set_error(e)).ok()
+    }
+
+    /// Loads the kernel half and starts the thread.
+    fn load(dp: &Arc<Dataplane>) -> Result<OffloadRun, String> {
         let kernel = Arc::new(Offload::new(MAP_CAPACITY).map_err(|e| e.to_string())?);
         let thread = OffloadThread::start(Arc::clone(dp), Arc::clone(&kernel))
             .map_err(|e| format!("cannot start the offload thread: {e}"))?;
@@ -57,8 +65,14 @@ impl OffloadRun {
     /// Attaches the TC program to `port` once its sockets are open (AF_PACKET ports only:
     /// a TAP port's frames are not on an interface the program can redirect from) and lets
     /// the workers offer its flows. A port the program cannot attach to stays in userspace
-    /// (the error is returned for the log).
-    pub fn port_attached(&self, port: &PortConfig) -> Result<(), String> {
+    /// (the error goes to `Offloads::take_error`, for the log).
+    pub fn port_attached(&self, port: &PortConfig) {
+        if let Err(e) = self.attach(port) {
+            self.dp.offloads().set_error(e);
+        }
+    }
+
+    fn attach(&self, port: &PortConfig) -> Result<(), String> {
         if port.io != PortIo::AfPacket {
             return Ok(());
         }

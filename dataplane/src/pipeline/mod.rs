@@ -26,6 +26,8 @@
 //!   `frag6` for later fragments): no flow, fragment, conntrack full, NAT ports exhausted.
 //! - `uplink`: not for us, unsupported; answers ARP and pings of the uplink address.
 //! - `dnat`: the DNAT (and hairpin SNAT) of new connections to published ports.
+//! - `offload` (with `--offload tc`, from `shortcut`, `nat` and `bridge`): offers established
+//!   flows to the kernel flow offload (`crate::offload`), takes them back on FIN or RST.
 //! - `nat`: no flow, conntrack full, NAT ports exhausted, fragment (via `flow`).
 //! - `route`: no route, ARP pending (the ARP request leaves in the packet's place).
 //! - `ipvlan`: ipvlan networks in place of `bridge` (endpoints at the parent's MAC, delivered
