@@ -71,11 +71,9 @@ impl BatchState<'_> {
             mtu: up.mtu,
         };
         match step(&p) {
-            Step::Close => {
-                if o.seen().forget(&p.tuple) {
-                    let keys = offload::overlay_keys(&p.tuple, ia, iu);
-                    o.offer(Request::Remove { keys });
-                }
+            Step::Close if o.seen().forget(&p.tuple) => {
+                let keys = offload::overlay_keys(&p.tuple, ia, iu);
+                o.offer(Request::Remove { keys });
             }
             Step::Established if self.epoch != 0 && o.seen().observe(&p.tuple, self.epoch) => {
                 let t = Timeouts::default();
@@ -112,11 +110,9 @@ impl BatchState<'_> {
         }
         let out = p.tuple.reversed();
         match step(&p) {
-            Step::Close => {
-                if o.seen().forget(&out) {
-                    let keys = offload::overlay_keys(&out, ia, iu);
-                    o.offer(Request::Remove { keys });
-                }
+            Step::Close if o.seen().forget(&out) => {
+                let keys = offload::overlay_keys(&out, ia, iu);
+                o.offer(Request::Remove { keys });
             }
             Step::Established if self.epoch != 0 && o.seen().observe(&p.tuple, self.epoch) => {
                 o.seen().forget(&p.tuple);
