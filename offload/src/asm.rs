@@ -50,8 +50,12 @@ pub enum Alu {
     Add = 0x00,
     /// `dst -= src`.
     Sub = 0x10,
+    /// `dst |= src`.
+    Or = 0x40,
     /// `dst &= src`.
     And = 0x50,
+    /// `dst <<= src`.
+    Lsh = 0x60,
     /// `dst = src`.
     Mov = 0xb0,
 }
@@ -71,11 +75,15 @@ const CLASS_LD: u8 = 0x00;
 const CLASS_LDX: u8 = 0x01;
 const CLASS_ST: u8 = 0x02;
 const CLASS_STX: u8 = 0x03;
+const CLASS_ALU: u8 = 0x04;
 const CLASS_JMP: u8 = 0x05;
 const CLASS_ALU64: u8 = 0x07;
 const MODE_IMM: u8 = 0x00;
 const MODE_MEM: u8 = 0x60;
 const MODE_ATOMIC: u8 = 0xc0;
+/// The byte-swap ALU operation, and its flag "to big endian".
+const ALU_END: u8 = 0xd0;
+const END_TO_BE: u8 = 0x08;
 const SRC_X: u8 = 0x08;
 const JMP_JA: u8 = 0x00;
 const JMP_CALL: u8 = 0x80;
@@ -150,6 +158,11 @@ impl Insn {
             off,
             ATOMIC_ADD,
         )
+    }
+
+    /// `dst = htobe(dst)` of its low `bits` (16, 32 or 64) bits, zero-extended.
+    pub fn to_be(dst: Reg, bits: i32) -> Insn {
+        Insn::new(CLASS_ALU | ALU_END | END_TO_BE, dst, R0, 0, bits)
     }
 
     /// Calls helper number `helper`: arguments in `R1`..`R5`, result in `R0`.
@@ -310,6 +323,25 @@ mod tests {
         let [lo, hi] = Insn::ld_map_fd(R1, 5);
         assert_eq!(lo.to_bytes(), [0x18, 0x11, 0, 0, 5, 0, 0, 0]);
         assert_eq!(hi.to_bytes(), [0; 8]);
+    }
+
+    #[test]
+    fn shifts_ors_and_byte_swaps_match_the_kernel_macros() {
+        // r5 <<= 56; r5 |= 83; r1 = be16 r1
+        let cases = [
+            (
+                Insn::alu64_imm(Alu::Lsh, R5, 56),
+                [0x67, 0x05, 0, 0, 56, 0, 0, 0],
+            ),
+            (
+                Insn::alu64_imm(Alu::Or, R5, 83),
+                [0x47, 0x05, 0, 0, 83, 0, 0, 0],
+            ),
+            (Insn::to_be(R1, 16), [0xdc, 0x01, 0, 0, 16, 0, 0, 0]),
+        ];
+        for (insn, bytes) in cases {
+            assert_eq!(insn.to_bytes(), bytes, "{insn:?}");
+        }
     }
 
     #[test]

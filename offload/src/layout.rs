@@ -38,6 +38,12 @@ pub(crate) const FAMILY_V4: u8 = 4;
 /// `family` of an IPv6 key.
 pub(crate) const FAMILY_V6: u8 = 6;
 
+/// `family` of a VXLAN decapsulation key (an IPv4 frame inside VXLAN over IPv4 arriving on
+/// the uplink): `src` holds the inner source, then the outer source (the remote VTEP), then
+/// the VXLAN header's VNI word; `dst` the inner destination, then the outer destination (our
+/// VTEP); ports and protocol are the inner frame's.
+pub(crate) const FAMILY_VXLAN4: u8 = 0x44;
+
 /// The map value: counters the TC program updates, then the action it applies.
 #[repr(C)]
 pub(crate) struct RawValue {
@@ -75,6 +81,17 @@ pub(crate) mod value {
     pub const SNAT: i32 = 2;
     /// `flags`: rewrite the destination address and port.
     pub const DNAT: i32 = 4;
+    /// `flags`: wrap the frame in VXLAN over IPv4 (the outer MACs in `MACS`, the outer
+    /// IPv4/UDP/VXLAN headers' template at `OUTER`).
+    pub const ENCAP: i32 = 8;
+    /// `flags`: strip the outer 50 bytes of a VXLAN frame (the inner MACs in `MACS`).
+    pub const DECAP: i32 = 16;
+    /// An encapsulating entry's outer IPv4 + UDP + VXLAN headers (36 bytes, lengths and IPv4
+    /// checksum zero), in the place the NAT fields take in other entries.
+    pub const OUTER: i16 = NAT_SPORT;
+    /// Length of [`OUTER`].
+    pub const OUTER_LEN: usize = 36;
+    const _: () = assert!(OUTER as usize + OUTER_LEN == SIZE);
 }
 
 /// The address bytes zero-padded to 16, and the key family.

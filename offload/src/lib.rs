@@ -14,6 +14,10 @@ mod sys;
 mod tc;
 #[cfg(test)]
 mod test_run;
+mod tunnel;
+mod tunnel_prog;
+#[cfg(test)]
+mod tunnel_test_run;
 
 use std::collections::HashSet;
 use std::io;
@@ -23,6 +27,7 @@ use std::sync::Mutex;
 
 use layout::{key, value, RawKey, RawValue};
 use prog::Ending;
+pub use tunnel::{DecapAction, DecapKey, EncapAction, Vxlan, VXLAN_OVERHEAD_V4, VXLAN_PORT};
 
 /// Why an offload operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +195,12 @@ impl Offload {
     /// [`now_ns`], so that aging does not remove it before its first frame.
     pub fn insert(&self, key: &FlowKey, action: &FlowAction) -> Result<(), OffloadError> {
         let value = RawValue::new(action, now_ns()).to_bytes();
-        match self.map.update(&RawKey::new(key).to_bytes(), &value) {
+        self.update(&RawKey::new(key).to_bytes(), &value)
+    }
+
+    /// Writes one raw entry.
+    fn update(&self, key: &[u8; key::SIZE], value: &[u8; value::SIZE]) -> Result<(), OffloadError> {
+        match self.map.update(key, value) {
             Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
                 Err(OffloadError::Full(self.capacity))
             }
@@ -209,11 +219,15 @@ impl Offload {
 
     /// The entry's counters, None when absent.
     pub fn usage(&self, key: &FlowKey) -> Result<Option<FlowUsage>, OffloadError> {
-        let key = RawKey::new(key).to_bytes();
+        self.usage_of(&RawKey::new(key).to_bytes())
+    }
+
+    /// One raw entry's counters, None when absent.
+    fn usage_of(&self, key: &[u8; key::SIZE]) -> Result<Option<FlowUsage>, OffloadError> {
         let mut value = [0u8; value::SIZE];
         let found = self
             .map
-            .lookup(&key, &mut value)
+            .lookup(key, &mut value)
             .map_err(|e| bpf_error("map lookup", e))?;
         Ok(found.then(|| layout::usage(&value)))
     }

@@ -7,36 +7,37 @@ use crate::asm::{
     Alu, Asm, Cond, Insn, Label, Reg, Size, R0, R1, R10, R2, R3, R4, R5, R6, R7, R8, R9,
 };
 use crate::layout::{key, value, FAMILY_V4, FAMILY_V6};
+use crate::tunnel_prog;
 
 /// `BPF_PROG_TYPE_SOCKET_FILTER`.
 pub(crate) const SOCKET_FILTER: u32 = 1;
 /// `BPF_PROG_TYPE_SCHED_CLS`.
 pub(crate) const SCHED_CLS: u32 = 3;
 
-const HELPER_MAP_LOOKUP: i32 = 1;
+pub(crate) const HELPER_MAP_LOOKUP: i32 = 1;
 const HELPER_KTIME_GET_NS: i32 = 5;
-const HELPER_SKB_STORE_BYTES: i32 = 9;
-const HELPER_L3_CSUM_REPLACE: i32 = 10;
+pub(crate) const HELPER_SKB_STORE_BYTES: i32 = 9;
+pub(crate) const HELPER_L3_CSUM_REPLACE: i32 = 10;
 const HELPER_L4_CSUM_REPLACE: i32 = 11;
-const HELPER_REDIRECT: i32 = 23;
+pub(crate) const HELPER_REDIRECT: i32 = 23;
 const HELPER_SKB_LOAD_BYTES: i32 = 26;
 /// Checksum helper flag: the field is covered by the pseudo header (an address).
 const F_PSEUDO_HDR: i32 = 0x10;
 /// Checksum helper flag: a UDP checksum of 0 (none) stays 0, and a result of 0 becomes 0xffff.
 const F_MARK_MANGLED_0: i32 = 0x20;
-const TC_ACT_OK: i32 = 0;
+pub(crate) const TC_ACT_OK: i32 = 0;
 
 /// `struct __sk_buff` fields read.
-const CTX_LEN: i16 = 0;
+pub(crate) const CTX_LEN: i16 = 0;
 const CTX_VLAN_PRESENT: i16 = 20;
-const CTX_IFINDEX: i16 = 40;
+pub(crate) const CTX_IFINDEX: i16 = 40;
 
 /// Stack layout (offsets from R10, each 8-byte aligned).
-const KEY: i16 = -48;
-const ETH: i16 = -64;
-const IP: i16 = -104;
-const SCRATCH: i16 = -112;
-const ETH_LEN: i32 = 14;
+pub(crate) const KEY: i16 = -48;
+pub(crate) const ETH: i16 = -64;
+pub(crate) const IP: i16 = -104;
+pub(crate) const SCRATCH: i16 = -112;
+pub(crate) const ETH_LEN: i32 = 14;
 const _: () = assert!(key::SIZE as i16 <= -KEY && ETH_LEN as i16 <= KEY - ETH && 40 <= ETH - IP);
 
 /// What follows the classifier.
@@ -49,7 +50,7 @@ pub(crate) enum Ending {
 }
 
 /// A 16-bit constant as a native load of its network-order bytes reads it.
-fn be16(x: u16) -> i32 {
+pub(crate) fn be16(x: u16) -> i32 {
     i32::from(u16::from_ne_bytes(x.to_be_bytes()))
 }
 
@@ -170,6 +171,9 @@ pub(crate) fn program(map_fd: i32, ending: Ending) -> Vec<Insn> {
         a.ja(miss);
         for (proto, at) in [(Proto::Tcp, tcp), (Proto::Udp, udp)] {
             a.bind(at);
+            if (fam, proto) == (Family::V4, Proto::Udp) {
+                tunnel_prog::decap(&mut a, map_fd, ending);
+            }
             lookup(&mut a, map_fd, fam, proto, miss);
             match ending {
                 Ending::Tc => tc_action(&mut a, fam, proto),
@@ -189,7 +193,7 @@ pub(crate) fn program(map_fd: i32, ending: Ending) -> Vec<Insn> {
 }
 
 /// `R1 = R10 + off` style pointer set-up.
-fn stack_ptr(reg: Reg, off: i16) -> [Insn; 2] {
+pub(crate) fn stack_ptr(reg: Reg, off: i16) -> [Insn; 2] {
     [
         Insn::mov64_reg(reg, R10),
         Insn::alu64_imm(Alu::Add, reg, off.into()),
@@ -197,7 +201,7 @@ fn stack_ptr(reg: Reg, off: i16) -> [Insn; 2] {
 }
 
 /// Copies `len` bytes at `off` of the frame to the stack at `to`; short frames go to `miss`.
-fn load_bytes(a: &mut Asm, off: i32, to: i16, len: i32, miss: Label) {
+pub(crate) fn load_bytes(a: &mut Asm, off: i32, to: i16, len: i32, miss: Label) {
     a.emit([Insn::mov64_reg(R1, R6), Insn::mov64_imm(R2, off)]);
     a.emit(stack_ptr(R3, to));
     a.emit([Insn::mov64_imm(R4, len), Insn::call(HELPER_SKB_LOAD_BYTES)]);
@@ -249,7 +253,7 @@ fn lookup(a: &mut Asm, map_fd: i32, fam: Family, proto: Proto, miss: Label) {
 }
 
 /// Jumps to `skip` when the value in R7 does not have `flag`.
-fn if_flag_clear(a: &mut Asm, flag: i32, skip: Label) {
+pub(crate) fn if_flag_clear(a: &mut Asm, flag: i32, skip: Label) {
     a.emit([
         Insn::ldx_mem(Size::W, R1, R7, value::FLAGS),
         Insn::alu64_imm(Alu::And, R1, flag),
@@ -258,14 +262,14 @@ fn if_flag_clear(a: &mut Asm, flag: i32, skip: Label) {
 }
 
 /// Calls a helper with the frame (R6) as its first argument, R2..R4 set by `args` and `r5` in R5.
-fn skb_call(a: &mut Asm, helper: i32, args: &[Insn], r5: i32) {
+pub(crate) fn skb_call(a: &mut Asm, helper: i32, args: &[Insn], r5: i32) {
     a.emit([Insn::mov64_reg(R1, R6)]);
     a.emit(args.iter().copied());
     a.emit([Insn::mov64_imm(R5, r5), Insn::call(helper)]);
 }
 
 /// `bpf_skb_store_bytes(skb, off, R7 + from, len, 0)`: writes part of the value into the frame.
-fn store_from_value(a: &mut Asm, off: i32, from: i16, len: i32) {
+pub(crate) fn store_from_value(a: &mut Asm, off: i32, from: i16, len: i32) {
     skb_call(
         a,
         HELPER_SKB_STORE_BYTES,
@@ -293,8 +297,8 @@ fn csum_replace(a: &mut Asm, helper: i32, off: i32, flags: i32) {
     );
 }
 
-/// Counters, MACs, TTL, NAT, then `bpf_redirect`.
-fn tc_action(a: &mut Asm, fam: Family, proto: Proto) {
+/// Counts a hit of the value in R7: packets, bytes, last use.
+pub(crate) fn count(a: &mut Asm) {
     a.emit([
         Insn::mov64_imm(R1, 1),
         Insn::atomic_add64(R7, R1, value::PACKETS),
@@ -303,6 +307,12 @@ fn tc_action(a: &mut Asm, fam: Family, proto: Proto) {
         Insn::call(HELPER_KTIME_GET_NS),
         Insn::stx_mem(Size::DW, R7, R0, value::LAST_USED),
     ]);
+}
+
+/// Counters, then VXLAN encapsulation or MACs, TTL, NAT; then `bpf_redirect`.
+fn tc_action(a: &mut Asm, fam: Family, proto: Proto) {
+    count(a);
+    tunnel_prog::encap(a);
     store_from_value(a, 0, value::MACS, 12);
     let skip = a.label();
     if_flag_clear(a, value::DEC_TTL, skip);
@@ -348,6 +358,11 @@ fn tc_action(a: &mut Asm, fam: Family, proto: Proto) {
     for rw in [src, dst] {
         nat(a, fam, proto, &rw);
     }
+    redirect(a);
+}
+
+/// `return bpf_redirect(value.egress_ifindex, 0)` for the value in R7.
+pub(crate) fn redirect(a: &mut Asm) {
     a.emit([
         Insn::ldx_mem(Size::W, R1, R7, value::EGRESS),
         Insn::mov64_imm(R2, 0),
@@ -357,7 +372,7 @@ fn tc_action(a: &mut Asm, fam: Family, proto: Proto) {
 }
 
 /// `bpf_skb_store_bytes(skb, off, R10 + SCRATCH, len, 0)`.
-fn store_from_stack(a: &mut Asm, off: i32, len: i32) {
+pub(crate) fn store_from_stack(a: &mut Asm, off: i32, len: i32) {
     let [fp, add] = stack_ptr(R3, SCRATCH);
     let args = [Insn::mov64_imm(R2, off), fp, add, Insn::mov64_imm(R4, len)];
     skb_call(a, HELPER_SKB_STORE_BYTES, &args, 0);

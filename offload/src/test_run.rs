@@ -9,16 +9,16 @@ use std::os::fd::AsFd;
 use crate::tests::offload;
 use crate::{sys, FlowAction, FlowKey, Offload};
 
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_REDIRECT: u32 = 7;
+pub(crate) const TC_ACT_OK: u32 = 0;
+pub(crate) const TC_ACT_REDIRECT: u32 = 7;
 /// The test run's frames arrive on loopback.
-const LO: u32 = 1;
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-const PAYLOAD: &[u8] = b"sixteen bytes..!";
+pub(crate) const LO: u32 = 1;
+pub(crate) const TCP: u8 = 6;
+pub(crate) const UDP: u8 = 17;
+pub(crate) const PAYLOAD: &[u8] = b"sixteen bytes..!";
 
 /// The one's complement sum of `data`, folded.
-fn sum(data: &[u8], mut acc: u32) -> u16 {
+pub(crate) fn sum(data: &[u8], mut acc: u32) -> u16 {
     for pair in data.chunks(2) {
         acc += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
     }
@@ -30,19 +30,19 @@ fn sum(data: &[u8], mut acc: u32) -> u16 {
 
 /// A frame's shape.
 #[derive(Clone, Copy)]
-struct Frame {
-    src: IpAddr,
-    dst: IpAddr,
-    proto: u8,
-    ports: (u16, u16),
-    ttl: u8,
-    tcp_flags: u8,
-    frag: u16,
-    udp_csum: bool,
+pub(crate) struct Frame {
+    pub(crate) src: IpAddr,
+    pub(crate) dst: IpAddr,
+    pub(crate) proto: u8,
+    pub(crate) ports: (u16, u16),
+    pub(crate) ttl: u8,
+    pub(crate) tcp_flags: u8,
+    pub(crate) frag: u16,
+    pub(crate) udp_csum: bool,
 }
 
 impl Frame {
-    fn new(src: IpAddr, dst: IpAddr, proto: u8) -> Frame {
+    pub(crate) fn new(src: IpAddr, dst: IpAddr, proto: u8) -> Frame {
         Frame {
             src,
             dst,
@@ -55,7 +55,7 @@ impl Frame {
         }
     }
 
-    fn key(&self) -> FlowKey {
+    pub(crate) fn key(&self) -> FlowKey {
         FlowKey {
             ifindex: LO,
             src: self.src,
@@ -67,7 +67,7 @@ impl Frame {
     }
 
     /// The Ethernet frame, checksums right.
-    fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         let mut l4 = Vec::new();
         l4.extend(self.ports.0.to_be_bytes());
         l4.extend(self.ports.1.to_be_bytes());
@@ -142,12 +142,12 @@ impl Frame {
 }
 
 /// Runs the TC program on `frame`: its verdict and the frame afterwards.
-fn run(off: &Offload, frame: &[u8]) -> (u32, Vec<u8>) {
+pub(crate) fn run(off: &Offload, frame: &[u8]) -> (u32, Vec<u8>) {
     sys::prog_test_run(off.tc.as_fd(), frame).expect("test run")
 }
 
 /// Both checksums of an output frame verify.
-fn assert_checksums(f: &[u8]) {
+pub(crate) fn assert_checksums(f: &[u8]) {
     let v4 = f[12..14] == [8, 0];
     let (l4, pseudo) = if v4 {
         assert_eq!(sum(&f[14..34], 0), 0xffff, "IPv4 header checksum");
@@ -170,11 +170,11 @@ fn assert_checksums(f: &[u8]) {
     );
 }
 
-fn v4(d: u8) -> IpAddr {
+pub(crate) fn v4(d: u8) -> IpAddr {
     Ipv4Addr::new(10, 0, 0, d).into()
 }
 
-fn v6(d: u16) -> IpAddr {
+pub(crate) fn v6(d: u16) -> IpAddr {
     Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 7, d).into()
 }
 

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use sluice_dataplane::wire::MacAddr;
 use sluice_lab::lab::Lab;
-use sluice_offload::{FlowAction, FlowKey, FlowUsage, Offload, OffloadError};
+use sluice_offload::{
+    DecapAction, DecapKey, EncapAction, FlowAction, FlowKey, FlowUsage, Offload, OffloadError,
+    Vxlan,
+};
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
@@ -618,5 +621,187 @@ fn bench_bridge_against_offload_one_iperf3_stream() {
         "medians: bridge {:.2}, offload {:.2}",
         median(&mut bridge),
         median(&mut offloaded)
+    );
+}
+
+const VNI: u32 = 4097;
+const VTEP_A: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+const VTEP_B: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+const MAC_UP_A: [u8; 6] = [2, 0, 0, 0, 2, 0xa];
+const MAC_UP_B: [u8; 6] = [2, 0, 0, 0, 2, 0xb];
+
+/// Two overlay hosts: endpoint a (10.20.0.2, MTU 1450) on host ha, endpoint b (10.20.0.3) on
+/// hb, the hosts' uplinks up-a (192.168.77.1) and up-b (.2) joined by a veth. Each host bridges
+/// its endpoint with a kernel vxlan device (VNI 4097) to the other: the slow path for what the
+/// offload leaves alone (ARP, the handshake, FIN). Endpoints keep TSO on: super-frames.
+fn overlay_hosts(lab: &mut Lab) {
+    for ns in ["a", "ha", "hb", "b"] {
+        lab.add_ns(ns).unwrap();
+    }
+    lab.veth(("a", "veth-a"), ("ha", "h-a")).unwrap();
+    lab.veth(("b", "veth-b"), ("hb", "h-b")).unwrap();
+    lab.veth(("ha", "up-a"), ("hb", "up-b")).unwrap();
+    for (ns, dev, mac) in [
+        ("a", "veth-a", MAC_A),
+        ("ha", "h-a", MAC_MA),
+        ("hb", "h-b", MAC_MB),
+        ("b", "veth-b", MAC_B),
+        ("ha", "up-a", MAC_UP_A),
+        ("hb", "up-b", MAC_UP_B),
+    ] {
+        lab.mac(ns, dev, MacAddr(mac)).unwrap();
+        lab.up(ns, dev).unwrap();
+    }
+    for (ns, dev) in [("a", "veth-a"), ("b", "veth-b")] {
+        lab.mtu(ns, dev, 1450).unwrap();
+    }
+    lab.addr("a", "veth-a", "10.20.0.2/24").unwrap();
+    lab.addr("b", "veth-b", "10.20.0.3/24").unwrap();
+    let hosts = [
+        ("ha", "h-a", "up-a", VTEP_A, VTEP_B),
+        ("hb", "h-b", "up-b", VTEP_B, VTEP_A),
+    ];
+    for (ns, endpoint, up, local, remote) in hosts {
+        lab.addr(ns, up, &format!("{local}/24")).unwrap();
+        let vxlan = [
+            "link", "add", "vx0", "type", "vxlan", "id", "4097", "dstport", "4789",
+        ];
+        let (local, remote) = (local.to_string(), remote.to_string());
+        let tail = ["local", &local, "remote", &remote, "dev", up];
+        lab.ip(ns, &[&vxlan[..], &tail[..]].concat()).unwrap();
+        lab.ip(ns, &["link", "add", "br0", "type", "bridge"])
+            .unwrap();
+        for dev in [endpoint, "vx0"] {
+            lab.mtu(ns, dev, 1450).unwrap();
+            lab.ip(ns, &["link", "set", dev, "master", "br0"]).unwrap();
+            lab.up(ns, dev).unwrap();
+        }
+        lab.up(ns, "br0").unwrap();
+    }
+}
+
+/// b serves file `name` on TCP 5201 once; a fetches it from source port `sport`.
+fn tcp_fetch(lab: &mut Lab, name: &str, sport: u16) -> Vec<u8> {
+    let file = format!("FILE:{}", lab.dir().join(name).display());
+    let server = lab
+        .spawn(
+            "b",
+            &["socat", "-u", &file, "TCP-LISTEN:5201,reuseaddr"],
+            name,
+        )
+        .unwrap();
+    lab.wait_listen("b", 5201, Duration::from_secs(5)).unwrap();
+    let out = lab.dir().join(format!("{name}.recv"));
+    let connect = format!("TCP:10.20.0.3:5201,sourceport={sport},connect-timeout=3");
+    let create = format!("CREATE:{}", out.display());
+    lab.exec("a", &["timeout", "20", "socat", "-u", &connect, &create])
+        .unwrap();
+    lab.stop(server);
+    std::fs::read(out).unwrap()
+}
+
+/// One host's entries for the flow a:`sport` <-> b:5201: its endpoint's frames wrapped to the
+/// other VTEP, the other endpoint's unwrapped from its uplink.
+struct HostEntries {
+    encap: FlowKey,
+    decap: DecapKey,
+}
+
+/// Installs `host`'s entries (`host` is "ha" or "hb") in `off`.
+fn overlay_entries(lab: &Lab, off: &Offload, host: &str, sport: u16) -> HostEntries {
+    let (a, b): (IpAddr, IpAddr) = (
+        Ipv4Addr::new(10, 20, 0, 2).into(),
+        Ipv4Addr::new(10, 20, 0, 3).into(),
+    );
+    let on_a = host == "ha";
+    let (endpoint, up) = if on_a {
+        ("h-a", "up-a")
+    } else {
+        ("h-b", "up-b")
+    };
+    let (endpoint, up) = (ifindex(lab, host, endpoint), ifindex(lab, host, up));
+    let (local, remote, up_mac, peer_mac) = if on_a {
+        (VTEP_A, VTEP_B, MAC_UP_A, MAC_UP_B)
+    } else {
+        (VTEP_B, VTEP_A, MAC_UP_B, MAC_UP_A)
+    };
+    let tunnel = Vxlan {
+        local,
+        remote,
+        vni: VNI,
+    };
+    let (out, back) = ((sport, 5201), (5201, sport));
+    let (encap, decap) = if on_a {
+        (key(endpoint, a, b, TCP, out), key(up, b, a, TCP, back))
+    } else {
+        (key(endpoint, b, a, TCP, back), key(up, a, b, TCP, out))
+    };
+    let (mine, theirs) = if on_a { (MAC_A, MAC_B) } else { (MAC_B, MAC_A) };
+    let wrap = EncapAction {
+        egress_ifindex: up,
+        eth_src: up_mac,
+        eth_dst: peer_mac,
+        tunnel,
+        udp_sport: 50_000 + sport % 1000,
+    };
+    let unwrap = DecapAction {
+        egress_ifindex: endpoint,
+        eth_src: theirs,
+        eth_dst: mine,
+    };
+    let decap = DecapKey {
+        inner: decap,
+        tunnel,
+    };
+    off.insert_encap(&encap, &wrap).unwrap();
+    off.insert_decap(&decap, &unwrap).unwrap();
+    in_ns(lab, host, || {
+        (off.attach(endpoint).unwrap(), off.attach(up).unwrap())
+    });
+    HostEntries { encap, decap }
+}
+
+/// A's frames (bytes, packets) wrapped by `from`'s encap entry and unwrapped by `to`'s decap
+/// entry carried most of `len` bytes as TCP super-frames (well under one frame per 1450 bytes).
+fn assert_offloaded(what: &str, wrap: FlowUsage, unwrap: FlowUsage, len: usize) {
+    for (side, u) in [("encap", wrap), ("decap", unwrap)] {
+        assert!(u.bytes >= 9 * len as u64 / 10, "{what} {side}: {u:?}");
+        assert!(u.packets * 1450 < u.bytes / 2, "{what} {side}: {u:?}");
+    }
+}
+
+#[test]
+fn overlay_flows_are_wrapped_and_unwrapped_inside_the_kernel_both_ways() {
+    let Some(off_a) = offload() else { return };
+    let off_b = Offload::new(64).unwrap();
+    let mut lab = Lab::new("ofx").unwrap();
+    overlay_hosts(&mut lab);
+    lab.wait_ping("a", Ipv4Addr::new(10, 20, 0, 3), Duration::from_secs(5))
+        .unwrap();
+    let ha = overlay_entries(&lab, &off_a, "ha", 40100);
+    let hb = overlay_entries(&lab, &off_b, "hb", 40100);
+    let len = 8 << 20;
+    let data = payload(&lab, "vx-ab", len, 7);
+    let got = tcp_transfer(&mut lab, "vx-ab", ("10.20.0.3:5201", 40100), 5201, false);
+    assert!(got == data, "a to b: {} bytes of {len}", got.len());
+    let (wrap, unwrap) = (off_a.usage(&ha.encap), off_b.decap_usage(&hb.decap));
+    assert_offloaded(
+        "a to b",
+        wrap.unwrap().unwrap(),
+        unwrap.unwrap().unwrap(),
+        len,
+    );
+
+    let ha = overlay_entries(&lab, &off_a, "ha", 40101);
+    let hb = overlay_entries(&lab, &off_b, "hb", 40101);
+    let data = payload(&lab, "vx-ba", len, 9);
+    let got = tcp_fetch(&mut lab, "vx-ba", 40101);
+    assert!(got == data, "b to a: {} bytes of {len}", got.len());
+    let (wrap, unwrap) = (off_b.usage(&hb.encap), off_a.decap_usage(&ha.decap));
+    assert_offloaded(
+        "b to a",
+        wrap.unwrap().unwrap(),
+        unwrap.unwrap().unwrap(),
+        len,
     );
 }

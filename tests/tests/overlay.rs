@@ -153,3 +153,55 @@ fn endpoints_on_two_hosts_reach_each_other_over_vxlan() {
         }
     }
 }
+
+/// The offload counters of the stats file at `path` once `done` holds for them (or after 10 s).
+fn offload_stats(path: &Path, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let v = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|v| v["offload"].clone())
+            .unwrap_or_default();
+        if done(&v) || start.elapsed() > Duration::from_secs(10) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// With the flow offload on both hosts (`--offload tc`), the same bulk both ways arrives
+/// intact while the kernel wraps and unwraps most of it: each host installed the flows (an
+/// encapsulating and a decapsulating direction each) and counts the kernel's bytes.
+#[test]
+fn overlay_flows_are_wrapped_and_unwrapped_by_the_kernel_with_offload_tc() {
+    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice"]) else {
+        return;
+    };
+    let mut lab = Lab::new("ovo").unwrap();
+    overlay::wire(&mut lab).unwrap();
+    let launch = SluiceLaunch {
+        bin: bin.join("sluice"),
+        args: ["--workers", "1", "--offload", "tc"]
+            .map(String::from)
+            .into(),
+    };
+    let hosts = overlay::start_sluice(&mut lab, &launch).unwrap();
+    let wait = Duration::from_secs(10);
+    lab.wait_ping("ea", EP_B, wait)
+        .unwrap_or_else(|e| panic!("{e}; a: {}", lab.log_path("ha").display()));
+    let file = lab.dir().join("bulk");
+    let bytes: Vec<u8> = (0..BULK).map(|i| (i * 37 % 253) as u8).collect();
+    std::fs::write(&file, bytes).unwrap();
+    let want = sha256(&file);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B), want);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A), want);
+    // Each host's kernel carried most of both transfers: out wrapped, in unwrapped.
+    let most = 2 * 9 * BULK as u64 / 10;
+    for (_, stats) in &hosts {
+        let o = offload_stats(stats, |o| o["kernel_bytes"].as_u64() >= Some(most));
+        assert_eq!(o["enabled"], true, "{o} in {stats:?}");
+        assert!(o["installed"].as_u64() >= Some(2), "{o}");
+        assert!(o["kernel_bytes"].as_u64() >= Some(most), "{o}");
+    }
+}

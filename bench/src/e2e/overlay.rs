@@ -4,8 +4,10 @@
 //! `sluice_lab::lab::overlay`) or by the kernel (a vxlan device and a bridge on each host), on
 //! the same underlay. Measured from endpoint `ea` to `eb`: TCP with one and four streams
 //! (iperf3) and TCP request/response (sockperf), with the forwarding CPU per unit of work (the
-//! cost column: both dataplanes' worker threads for sluice, softirq time for the kernel). The
-//! peers alternate within each run, each on a topology built afresh.
+//! cost column: both dataplanes' worker threads for sluice, softirq time for the kernel).
+//! `sluice-offload` is sluice with the flow offload (`--offload=tc`): established overlay
+//! flows wrapped and unwrapped by its TC program. The peers alternate within each run, each on
+//! a topology built afresh.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ use super::measure::{clock_ticks, read_proc, settle, worker_ticks};
 use super::{parse, Better, CpuUse, ForwarderTicks, Metric, Sample, Unit};
 
 /// The forwarders of the overlay shape, in report order.
-pub const PEERS: [&str; 2] = ["kernel", "sluice"];
+pub const PEERS: [&str; 3] = ["kernel", "sluice", "sluice-offload"];
 
 /// The rows of the overlay shape.
 pub const METRICS: [Metric; 3] = [
@@ -139,8 +141,13 @@ fn run_tool(lab: &Lab, m: &Metric, dur: u32) -> Result<(f64, String), String> {
 fn measure_peer(plan: &OverlayPlan, peer: usize, hz: f64) -> Result<Vec<Sample>, String> {
     let mut lab = Lab::new("ovb").map_err(lab_err)?;
     overlay::wire(&mut lab).map_err(lab_err)?;
-    let pids: Vec<u32> = if PEERS[peer] == "sluice" {
-        let hosts = overlay::start_sluice(&mut lab, &plan.launch).map_err(lab_err)?;
+    let launch = match PEERS[peer] {
+        "sluice" => Some(plan.launch.clone()),
+        "sluice-offload" => Some(super::peers::offloading(&plan.launch)),
+        _ => None,
+    };
+    let pids: Vec<u32> = if let Some(launch) = launch {
+        let hosts = overlay::start_sluice(&mut lab, &launch).map_err(lab_err)?;
         hosts.into_iter().map(|(pid, _)| pid).collect()
     } else {
         overlay::start_kernel(&mut lab).map_err(lab_err)?;
@@ -203,11 +210,21 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     (n > 0).then(|| (v[(n - 1) / 2] + v[n / 2]) / 2.0)
 }
 
-/// The runs as a markdown table: per metric, each peer's median value and cost, sluice's
-/// value over the kernel's, and every run's value.
+/// The runs as markdown tables, one per sluice peer that ran: per metric, the kernel's and
+/// that peer's median value and cost, the peer's value over the kernel's, and every run's value.
 pub fn table(runs: &[OverlayRun]) -> String {
-    let mut s = String::from(
-        "| metric | kernel | sluice | sluice/kernel | kernel cost | sluice cost | cost unit | runs (kernel; sluice) |\n\
+    (1..PEERS.len())
+        .filter(|p| runs.iter().any(|r| r.peer == *p))
+        .map(|p| table_against_kernel(runs, p))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One peer's table (see [`table`]).
+fn table_against_kernel(runs: &[OverlayRun], peer: usize) -> String {
+    let name = PEERS[peer];
+    let mut s = format!(
+        "| metric | kernel | {name} | {name}/kernel | kernel cost | {name} cost | cost unit | runs (kernel; {name}) |\n\
          |---|---|---|---|---|---|---|---|\n",
     );
     let f = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.2}"));
@@ -228,7 +245,7 @@ pub fn table(runs: &[OverlayRun]) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let (k, sl) = (values(0), values(1));
+        let (k, sl) = (values(0), values(peer));
         s += &format!(
             "| {} ({}) | {} | {} | {} | {} | {} | {} | {}; {} |\n",
             m.name,
@@ -237,10 +254,10 @@ pub fn table(runs: &[OverlayRun]) -> String {
             f(sl),
             f(k.zip(sl).map(|(k, s)| s / k)),
             f(costs(0)),
-            f(costs(1)),
+            f(costs(peer)),
             m.unit.cost_label(),
             all(0),
-            all(1),
+            all(peer),
         );
     }
     s
@@ -282,6 +299,18 @@ mod tests {
             t.contains("| overlay tcp1 ea->eb (Gbit/s (higher is better)) | 2.00 | 4.00 | 2.00 | 50.00 | 30.00 | %CPU/Gbit/s | 2.00; 3.00, 5.00 |"),
             "{t}"
         );
+        assert!(!t.contains("sluice-offload"), "{t}");
+        let mut with_offload = runs.clone();
+        with_offload.push(OverlayRun {
+            peer: 2,
+            samples: vec![ok(6.0, Some(10.0)), ok(8.0, None), ok(25.0, None)],
+        });
+        let t = table(&with_offload);
+        assert!(
+            t.contains("| overlay tcp1 ea->eb (Gbit/s (higher is better)) | 2.00 | 6.00 | 3.00 | 50.00 | 10.00 | %CPU/Gbit/s | 2.00; 6.00 |"),
+            "{t}"
+        );
+        assert!(t.contains("| runs (kernel; sluice-offload) |"), "{t}");
         assert_eq!(median(vec![]), None);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
     }

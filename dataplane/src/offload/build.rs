@@ -18,6 +18,8 @@ pub struct Direction {
     pub key: FlowKey,
     /// The rewrite and the egress interface.
     pub action: FlowAction,
+    /// For an overlay flow: how it is wrapped or unwrapped (see `overlay`).
+    pub tunnel: Option<super::Tunnel>,
 }
 
 /// What the offload needs of one of sluice's ports.
@@ -107,6 +109,7 @@ fn direction(
                 (leaves.dst, leaves.dst_port),
             ),
         },
+        tunnel: None,
     }
 }
 

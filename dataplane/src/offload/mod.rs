@@ -16,6 +16,7 @@
 //! neighbours change (the epoch advances): the flows' next packets offer them again.
 
 mod build;
+mod overlay;
 mod run;
 mod seen;
 mod thread;
@@ -26,9 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crossbeam::queue::ArrayQueue;
 
 pub use build::{bridged, routed, Direction, PortOut};
+pub use overlay::{overlay, overlay_keys, LocalEnd, Tunnel};
 pub use run::OffloadRun;
 pub use seen::Seen;
-pub use sluice_offload::{FlowAction, FlowKey, OffloadError};
+pub use sluice_offload::{FlowAction, FlowKey, OffloadError, Vxlan};
 use thread::OffloadThread;
 
 use crate::counters::MAX_PORTS;

@@ -144,9 +144,9 @@ impl<'a> State<'a> {
             return;
         }
         let k = self.kernel;
-        let done = k.insert(&dirs[0].key, &dirs[0].action).and_then(|()| {
-            k.insert(&dirs[1].key, &dirs[1].action).inspect_err(|_| {
-                let _ = k.remove(&dirs[0].key);
+        let done = dirs[0].install(k).and_then(|()| {
+            dirs[1].install(k).inspect_err(|_| {
+                let _ = dirs[0].uninstall(k);
             })
         });
         match done {
@@ -174,7 +174,7 @@ impl<'a> State<'a> {
         let o = self.offloads();
         let mut used = false;
         for (d, last) in f.dirs.iter().zip(f.usage.iter_mut()) {
-            if let Ok(Some(u)) = self.kernel.usage(&d.key) {
+            if let Ok(Some(u)) = d.usage(self.kernel) {
                 bump(&o.kernel_packets, u.packets.saturating_sub(last.packets));
                 bump(&o.kernel_bytes, u.bytes.saturating_sub(last.bytes));
                 used |= u.packets > last.packets;
@@ -189,7 +189,7 @@ impl<'a> State<'a> {
     fn remove(&mut self, mut f: Installed) {
         self.account(&mut f);
         let o = self.offloads();
-        let ok = f.dirs.iter().all(|d| self.kernel.remove(&d.key).is_ok());
+        let ok = f.dirs.iter().all(|d| d.uninstall(self.kernel).is_ok());
         if !ok {
             bump(&o.failed, 1);
         }

@@ -76,6 +76,9 @@ impl<'t> BatchState<'t> {
         let overlay = self.t.overlays().of(net_id);
         if let Some(ov) = overlay {
             if let Some(v) = self.vxlan_egress(f, l2, net, ov)? {
+                if let (true, Verdict::Forward(up)) = (self.offload, v) {
+                    self.offer_overlay_out(f, port, up);
+                }
                 return Ok(v);
             }
         }

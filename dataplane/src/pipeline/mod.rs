@@ -104,6 +104,7 @@ mod ipvlan;
 mod nat;
 mod nat6;
 mod offload;
+mod offload_overlay;
 mod pending;
 mod plain;
 mod route;

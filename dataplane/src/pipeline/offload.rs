@@ -193,6 +193,7 @@ mod tests {
                 snat: None,
                 dnat: None,
             },
+            tunnel: None,
         }
     }
 

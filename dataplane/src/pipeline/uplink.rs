@@ -43,6 +43,9 @@ impl<'t> BatchState<'t> {
             return Err(R::NotForUs);
         }
         if let Some(v) = self.vxlan_decap(f, &ip) {
+            if let (true, Ok(Verdict::Forward(to))) = (self.offload, &v) {
+                self.offer_overlay_in(f, *to);
+            }
             return v;
         }
         let flow = flow::flow_of(f.data(), &ip)?;

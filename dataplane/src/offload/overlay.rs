@@ -1,0 +1,235 @@
+//! Overlay flows in the kernel: a flow between a local overlay endpoint and a remote one is
+//! offloaded as an encapsulating direction (the endpoint's frames wrapped in VXLAN to the remote
+//! VTEP, out of the uplink) and a decapsulating one (the remote endpoint's VXLAN frames arriving
+//! on the uplink, from that VTEP with that VNI, unwrapped to the endpoint). Built from an outer
+//! header the userspace path just wrote, so the kernel sends what userspace would have sent.
+
+use sluice_offload::{
+    DecapAction, DecapKey, EncapAction, FlowKey, FlowUsage, Offload, OffloadError, Vxlan,
+    VXLAN_OVERHEAD_V4,
+};
+
+use super::{Direction, PortOut};
+use crate::nat::Tuple;
+use crate::wire::vxlan::OuterV4;
+use crate::wire::{ethernet, MacAddr};
+
+/// How a direction crosses the overlay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tunnel {
+    /// Wrapped in VXLAN (the action's MACs are the outer ones).
+    Encap {
+        /// The tunnel.
+        vxlan: Vxlan,
+        /// The outer UDP source port.
+        udp_sport: u16,
+    },
+    /// Unwrapped (the key is the inner flow on the uplink, the action's MACs the inner ones).
+    Decap(Vxlan),
+}
+
+/// A local overlay endpoint of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalEnd {
+    /// Its port (MTU: its network's).
+    pub port: PortOut,
+    /// Its MAC.
+    pub mac: MacAddr,
+}
+
+/// Both directions of the flow `tuple` from local endpoint `local` to the remote endpoint
+/// `remote_mac`, which userspace sent out of `uplink` with outer headers `outer`: the
+/// encapsulating direction first. `None` when the endpoint's frames, wrapped, would not fit
+/// the uplink's MTU (userspace then cuts super-frames smaller; the kernel keeps their size).
+pub fn overlay(
+    tuple: &Tuple,
+    local: LocalEnd,
+    remote_mac: MacAddr,
+    uplink: PortOut,
+    outer: &OuterV4,
+) -> Option<[Direction; 2]> {
+    let wrapped = u32::from(local.port.mtu) + VXLAN_OVERHEAD_V4 - ethernet::HEADER_LEN as u32;
+    if wrapped > u32::from(uplink.mtu) {
+        return None;
+    }
+    let [out, back] = overlay_keys(tuple, local.port.ifindex, uplink.ifindex);
+    let vxlan = Vxlan {
+        local: outer.src,
+        remote: outer.dst,
+        vni: outer.vni,
+    };
+    let action = |egress: PortOut, dst: MacAddr, src: MacAddr| sluice_offload::FlowAction {
+        egress_ifindex: egress.ifindex,
+        eth_src: src.0,
+        eth_dst: dst.0,
+        decrement_ttl: false,
+        snat: None,
+        dnat: None,
+    };
+    Some([
+        Direction {
+            key: out,
+            action: action(uplink, outer.dst_mac, outer.src_mac),
+            tunnel: Some(Tunnel::Encap {
+                vxlan,
+                udp_sport: outer.src_port,
+            }),
+        },
+        Direction {
+            key: back,
+            action: action(local.port, local.mac, remote_mac),
+            tunnel: Some(Tunnel::Decap(vxlan)),
+        },
+    ])
+}
+
+/// The keys of both directions of overlay flow `tuple` (sent by the endpoint on interface
+/// `local`; answered through the uplink `uplink`): the encapsulating one first.
+pub fn overlay_keys(tuple: &Tuple, local: u32, uplink: u32) -> [FlowKey; 2] {
+    let key = |ifindex, t: &Tuple| FlowKey {
+        ifindex,
+        src: t.src.into(),
+        dst: t.dst.into(),
+        proto: t.proto.number(),
+        sport: t.src_port,
+        dport: t.dst_port,
+    };
+    [key(local, tuple), key(uplink, &tuple.reversed())]
+}
+
+impl Direction {
+    /// Installs this direction in the kernel.
+    pub(crate) fn install(&self, k: &Offload) -> Result<(), OffloadError> {
+        let a = &self.action;
+        match self.tunnel {
+            None => k.insert(&self.key, a),
+            Some(Tunnel::Encap { vxlan, udp_sport }) => {
+                let wrap = EncapAction {
+                    egress_ifindex: a.egress_ifindex,
+                    eth_src: a.eth_src,
+                    eth_dst: a.eth_dst,
+                    tunnel: vxlan,
+                    udp_sport,
+                };
+                k.insert_encap(&self.key, &wrap)
+            }
+            Some(Tunnel::Decap(vxlan)) => {
+                let unwrap = DecapAction {
+                    egress_ifindex: a.egress_ifindex,
+                    eth_src: a.eth_src,
+                    eth_dst: a.eth_dst,
+                };
+                k.insert_decap(&self.decap_key(vxlan), &unwrap)
+            }
+        }
+    }
+
+    /// What this direction forwarded in the kernel, None when it is not there.
+    pub(crate) fn usage(&self, k: &Offload) -> Result<Option<FlowUsage>, OffloadError> {
+        match self.tunnel {
+            Some(Tunnel::Decap(vxlan)) => k.decap_usage(&self.decap_key(vxlan)),
+            _ => k.usage(&self.key),
+        }
+    }
+
+    /// Removes this direction from the kernel (absent is Ok).
+    pub(crate) fn uninstall(&self, k: &Offload) -> Result<(), OffloadError> {
+        match self.tunnel {
+            Some(Tunnel::Decap(vxlan)) => k.remove_decap(&self.decap_key(vxlan)),
+            _ => k.remove(&self.key),
+        }
+    }
+
+    fn decap_key(&self, vxlan: Vxlan) -> DecapKey {
+        DecapKey {
+            inner: self.key,
+            tunnel: vxlan,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::L4Proto;
+    use std::net::Ipv4Addr;
+
+    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 3]);
+
+    fn outer() -> OuterV4 {
+        OuterV4 {
+            dst_mac: MacAddr([2, 0, 0, 0, 9, 2]),
+            src_mac: MacAddr([2, 0, 0, 0, 9, 1]),
+            src: Ipv4Addr::new(192, 168, 1, 1),
+            dst: Ipv4Addr::new(192, 168, 1, 2),
+            src_port: 50_123,
+            vni: 4096,
+        }
+    }
+
+    fn tuple() -> Tuple {
+        Tuple {
+            proto: L4Proto::Tcp,
+            src: Ipv4Addr::new(10, 20, 0, 2),
+            src_port: 40_000,
+            dst: Ipv4Addr::new(10, 20, 0, 3),
+            dst_port: 5201,
+        }
+    }
+
+    fn local(mtu: u16) -> LocalEnd {
+        LocalEnd {
+            port: PortOut { ifindex: 7, mtu },
+            mac: A,
+        }
+    }
+
+    const UPLINK: PortOut = PortOut {
+        ifindex: 2,
+        mtu: 1500,
+    };
+
+    #[test]
+    fn an_overlay_flow_is_wrapped_out_of_the_uplink_and_unwrapped_back_to_the_endpoint() {
+        let [out, back] = overlay(&tuple(), local(1450), B, UPLINK, &outer()).unwrap();
+        let vxlan = Vxlan {
+            local: Ipv4Addr::new(192, 168, 1, 1),
+            remote: Ipv4Addr::new(192, 168, 1, 2),
+            vni: 4096,
+        };
+        assert_eq!(
+            (out.key.ifindex, out.key.sport, out.key.dport, out.key.proto),
+            (7, 40_000, 5201, 6)
+        );
+        assert_eq!(out.key.src, std::net::IpAddr::from(tuple().src));
+        assert_eq!(out.action.egress_ifindex, 2);
+        assert_eq!(
+            (out.action.eth_dst, out.action.eth_src),
+            ([2, 0, 0, 0, 9, 2], [2, 0, 0, 0, 9, 1])
+        );
+        assert_eq!(
+            out.tunnel,
+            Some(Tunnel::Encap {
+                vxlan,
+                udp_sport: 50_123
+            })
+        );
+        assert!(!out.action.decrement_ttl && out.action.snat.is_none());
+        assert_eq!(
+            (back.key.ifindex, back.key.sport, back.key.dport),
+            (2, 5201, 40_000)
+        );
+        assert_eq!(back.key.src, std::net::IpAddr::from(tuple().dst));
+        assert_eq!(back.action.egress_ifindex, 7);
+        assert_eq!((back.action.eth_dst, back.action.eth_src), (A.0, B.0));
+        assert_eq!(back.tunnel, Some(Tunnel::Decap(vxlan)));
+    }
+
+    #[test]
+    fn an_endpoint_mtu_that_does_not_fit_once_wrapped_stays_in_userspace() {
+        assert!(overlay(&tuple(), local(1464), B, UPLINK, &outer()).is_some());
+        assert!(overlay(&tuple(), local(1465), B, UPLINK, &outer()).is_none());
+        assert!(overlay(&tuple(), local(1500), B, UPLINK, &outer()).is_none());
+    }
+}

@@ -1,0 +1,302 @@
+//! The offload stage for overlay flows (see `crate::offload::overlay`): a flow between a local
+//! overlay endpoint and a remote one, seen both ways past the handshake, is offered from its
+//! next outbound frame, right after userspace wrapped it in VXLAN, because that frame carries
+//! everything the kernel must write (outer MACs of the resolved next hop, both VTEPs, VNI, UDP
+//! source port). A FIN or RST either way takes an offered flow back. It drops nothing.
+
+use super::plain::{self, Plain};
+use super::state::BatchState;
+use crate::config::L4Proto;
+use crate::frame::{Frame, PortId};
+use crate::nat::Timeouts;
+use crate::offload::{self, LocalEnd, PortOut, Request, Tracked};
+use crate::tables::PortEntry;
+use crate::wire::ethernet::{self, EthernetFrame, ETHERTYPE_IPV4};
+use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::tcp::{ACK, FIN, RST, SYN};
+use crate::wire::udp::{self, UdpPacket};
+use crate::wire::vxlan::{self, OuterV4, VxlanHeader};
+use crate::wire::IPPROTO_UDP;
+
+/// What a frame of an overlay flow means for its offload.
+enum Step {
+    /// A FIN or RST: the flow leaves the kernel.
+    Close,
+    /// Past the handshake (or UDP): the flow may be offered.
+    Established,
+    /// A handshake frame: nothing yet.
+    Opening,
+}
+
+fn step(p: &Plain) -> Step {
+    if p.tuple.proto != L4Proto::Tcp {
+        return Step::Established;
+    }
+    match p.tcp_flags {
+        f if f & (FIN | RST) != 0 => Step::Close,
+        f if f & (SYN | ACK) == ACK => Step::Established,
+        _ => Step::Opening,
+    }
+}
+
+impl BatchState<'_> {
+    /// After frame `f` from local overlay endpoint `from` was wrapped in VXLAN to leave by
+    /// uplink port `to`: records its direction and offers the flow once both were seen.
+    pub(super) fn offer_overlay_out(&mut self, f: &Frame<'_>, from: &PortEntry, to: PortId) {
+        let o = self.dp.offloads();
+        let (ia, iu) = (o.ifindex(f.meta.ingress), o.ifindex(to));
+        let Some((outer, inner)) = read_outer(f.data()).filter(|_| ia != 0 && iu != 0) else {
+            return;
+        };
+        let (Some(p), Some((a_mac, Some(a_ip)))) = (plain::parse(inner), from.endpoint) else {
+            return;
+        };
+        let eth = EthernetFrame::new_unchecked(inner);
+        let net = from.network.and_then(|n| self.t.network(n));
+        let (Some(net), Some(up)) = (net, self.t.uplink_on(to)) else {
+            return;
+        };
+        if (p.tuple.src, eth.src()) != (a_ip, a_mac) {
+            return;
+        }
+        let local = LocalEnd {
+            port: PortOut {
+                ifindex: ia,
+                mtu: net.config.mtu,
+            },
+            mac: a_mac,
+        };
+        let uplink = PortOut {
+            ifindex: iu,
+            mtu: up.mtu,
+        };
+        match step(&p) {
+            Step::Close if o.seen().forget(&p.tuple) => {
+                let keys = offload::overlay_keys(&p.tuple, ia, iu);
+                o.offer(Request::Remove { keys });
+            }
+            Step::Established if self.epoch != 0 && o.seen().observe(&p.tuple, self.epoch) => {
+                let t = Timeouts::default();
+                let tcp = p.tuple.proto == L4Proto::Tcp;
+                let idle_secs = if tcp {
+                    t.tcp_established
+                } else {
+                    t.udp_replied
+                };
+                if let Some(dirs) = offload::overlay(&p.tuple, local, eth.dst(), uplink, &outer) {
+                    o.offer(Request::Install {
+                        dirs,
+                        tracked: Tracked::Bridged { idle_secs },
+                        epoch: self.epoch,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// After a VXLAN frame from the uplink was unwrapped (`f` is now the inner frame) to go to
+    /// local endpoint port `to`: records its direction (when it completes the pair, the record
+    /// is re-armed so that the next outbound frame, which knows the outer headers, offers).
+    pub(super) fn offer_overlay_in(&mut self, f: &Frame<'_>, to: PortId) {
+        let o = self.dp.offloads();
+        let (iu, ia) = (o.ifindex(f.meta.ingress), o.ifindex(to));
+        let Some(p) = plain::parse(f.data()).filter(|_| ia != 0 && iu != 0) else {
+            return;
+        };
+        let mine = self.t.port(to).and_then(|port| port.endpoint);
+        if mine.map(|(_, ip)| ip) != Some(Some(p.tuple.dst)) {
+            return;
+        }
+        let out = p.tuple.reversed();
+        match step(&p) {
+            Step::Close if o.seen().forget(&out) => {
+                let keys = offload::overlay_keys(&out, ia, iu);
+                o.offer(Request::Remove { keys });
+            }
+            Step::Established if self.epoch != 0 && o.seen().observe(&p.tuple, self.epoch) => {
+                o.seen().forget(&p.tuple);
+                o.seen().observe(&p.tuple, self.epoch);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The outer headers of a frame userspace just wrapped in VXLAN over IPv4, and the inner
+/// frame. (A super-frame's outer lengths are its segments', so only the headers are read.)
+fn read_outer(d: &[u8]) -> Option<(OuterV4, &[u8])> {
+    let ip_at = ethernet::HEADER_LEN;
+    let udp_at = ip_at + ipv4::MIN_HEADER_LEN;
+    let vx_at = udp_at + udp::HEADER_LEN;
+    let eth = EthernetFrame::new_checked(d).ok()?;
+    let ip = Ipv4Packet::new_quoted(d.get(ip_at..)?).ok()?;
+    if eth.ethertype() != ETHERTYPE_IPV4
+        || ip.header_len() != ipv4::MIN_HEADER_LEN
+        || ip.protocol() != IPPROTO_UDP
+    {
+        return None;
+    }
+    let udp = UdpPacket::new_unchecked(d.get(udp_at..vx_at)?);
+    let vx = VxlanHeader::new_checked(d.get(vx_at..)?).ok()?;
+    if udp.dst_port() != vxlan::UDP_PORT || vx.flags() & vxlan::FLAG_I == 0 {
+        return None;
+    }
+    let outer = OuterV4 {
+        dst_mac: eth.dst(),
+        src_mac: eth.src(),
+        src: ip.src(),
+        dst: ip.dst(),
+        src_port: udp.src_port(),
+        vni: vx.vni(),
+    };
+    Some((outer, d.get(vx_at + vxlan::HEADER_LEN..)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use crate::frame::NetworkId;
+    use crate::offload::{Direction, Request, Tracked, Tunnel, Vxlan};
+    use crate::overlay::{OverlayConfig, RemoteEndpoint};
+    use crate::pipeline::tests::*;
+    use crate::wire::tcp::{ACK, FIN, SYN};
+    use crate::wire::MacAddr;
+
+    const VTEP_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const VTEP_B_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+    /// The remote endpoint (on host B) of network "other", where PORT_C's endpoint C lives.
+    const R: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 9);
+    const VNI: u32 = 4096;
+
+    /// Host A of an overlay of network "other" (MTU `mtu`) with the offload on, interface
+    /// index 100 + id for every port, and host B's VTEP resolved.
+    fn host_a(mtu: u16) -> (Arc<Dataplane>, Worker) {
+        let mut s = S::new();
+        s.config.networks[1].mtu = mtu;
+        s.config.overlays.push(OverlayConfig {
+            network: NetworkId(1),
+            vni: VNI,
+            remotes: vec![RemoteEndpoint {
+                mac: S::mac(R),
+                ipv4: R,
+                ipv6: None,
+                vtep: VTEP_B,
+            }],
+        });
+        let dp = Dataplane::new(&s.config).unwrap();
+        dp.offloads().set_enabled(true);
+        for p in 0..5 {
+            dp.offloads().set_ifindex(PortId(p), 100 + u32::from(p));
+        }
+        let mut w = dp.worker();
+        let learn = arp_reply(VTEP_B_MAC, VTEP_B, S::UP_MAC, S::UP);
+        assert_eq!(run_one(&mut w, UPLINK, &learn, T0).0, Verdict::Consumed);
+        (dp, w)
+    }
+
+    fn drain(dp: &Dataplane) -> Vec<Request> {
+        std::iter::from_fn(|| dp.offloads().next_request()).collect()
+    }
+
+    /// C (port 40000) to R (port 5201), from PORT_C.
+    fn c_to_r(flags: u8, data: &[u8]) -> Vec<u8> {
+        let seg = tcp(S::C, 40000, R, 5201, flags, data);
+        eth(S::mac(R), S::mac(S::C), 0x0800, &seg)
+    }
+
+    /// R to C wrapped in VXLAN by host B, on the uplink.
+    fn r_to_c(flags: u8, data: &[u8]) -> Vec<u8> {
+        let seg = tcp(R, 5201, S::C, 40000, flags, data);
+        let mut payload = vec![0x08, 0, 0, 0, 0, 0x10, 0, 0];
+        payload.extend(eth(S::mac(S::C), S::mac(R), 0x0800, &seg));
+        let outer = udp(VTEP_B, 50000, S::UP, 4789, &payload);
+        eth(S::UP_MAC, VTEP_B_MAC, 0x0800, &outer)
+    }
+
+    /// Runs the handshake and a data frame each way, then one more frame from C: the verdicts
+    /// (all forwarded) and the last frame as it left.
+    fn established(w: &mut Worker) -> Vec<u8> {
+        let v = Frames::new()
+            .push(PORT_C, &c_to_r(SYN, b""))
+            .push(UPLINK, &r_to_c(SYN | ACK, b""))
+            .push(PORT_C, &c_to_r(ACK, b""))
+            .push(PORT_C, &c_to_r(ACK, b"get"))
+            .push(UPLINK, &r_to_c(ACK, b"data"))
+            .push(PORT_C, &c_to_r(ACK, b""))
+            .run(w, T0);
+        let ports: Vec<Verdict> = v.iter().map(|(v, _)| *v).collect();
+        let (up, c) = (Verdict::Forward(UPLINK), Verdict::Forward(PORT_C));
+        assert_eq!(ports, [up, c, up, up, c, up]);
+        v.last().unwrap().1.clone()
+    }
+
+    #[test]
+    fn an_overlay_flow_is_offered_by_its_outbound_frame_once_both_ways_were_seen() {
+        let (dp, mut w) = host_a(1450);
+        let last = established(&mut w);
+        let vxlan = Vxlan {
+            local: S::UP,
+            remote: VTEP_B,
+            vni: VNI,
+        };
+        let udp_sport = u16::from_be_bytes([last[34], last[35]]);
+        let key = |ifindex, src, sport, dst, dport| crate::offload::FlowKey {
+            ifindex,
+            src: std::net::IpAddr::V4(src),
+            dst: std::net::IpAddr::V4(dst),
+            proto: 6,
+            sport,
+            dport,
+        };
+        let action = |egress, dst: MacAddr, src: MacAddr| crate::offload::FlowAction {
+            egress_ifindex: egress,
+            eth_src: src.0,
+            eth_dst: dst.0,
+            decrement_ttl: false,
+            snat: None,
+            dnat: None,
+        };
+        let out = Direction {
+            key: key(104, S::C, 40000, R, 5201),
+            action: action(100, VTEP_B_MAC, S::UP_MAC),
+            tunnel: Some(Tunnel::Encap { vxlan, udp_sport }),
+        };
+        let back = Direction {
+            key: key(100, R, 5201, S::C, 40000),
+            action: action(104, S::mac(S::C), S::mac(R)),
+            tunnel: Some(Tunnel::Decap(vxlan)),
+        };
+        let idle_secs = crate::nat::Timeouts::default().tcp_established;
+        assert_eq!(
+            drain(&dp),
+            vec![Request::Install {
+                dirs: [out, back],
+                tracked: Tracked::Bridged { idle_secs },
+                epoch: dp.epoch32(),
+            }]
+        );
+        run_one(&mut w, PORT_C, &c_to_r(ACK, b"more"), T0);
+        assert_eq!(drain(&dp), vec![], "offered once");
+        run_one(&mut w, UPLINK, &r_to_c(FIN | ACK, b""), T0);
+        assert_eq!(
+            drain(&dp),
+            vec![Request::Remove {
+                keys: [out.key, back.key]
+            }]
+        );
+    }
+
+    #[test]
+    fn no_offer_where_the_endpoint_mtu_leaves_no_room_for_the_outer_headers() {
+        let (dp, mut w) = host_a(1500);
+        established(&mut w);
+        assert_eq!(drain(&dp), vec![]);
+        let (dp, mut w) = host_a(1450);
+        dp.offloads().set_enabled(false);
+        established(&mut w);
+        assert_eq!(drain(&dp), vec![]);
+    }
+}

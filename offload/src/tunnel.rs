@@ -1,0 +1,221 @@
+//! Overlay (VXLAN over IPv4) flows in the kernel: an endpoint's frames to a remote endpoint are
+//! wrapped and sent out of the uplink ([`EncapAction`], keyed like any flow on the endpoint's
+//! interface), and the remote endpoint's VXLAN frames arriving on the uplink are unwrapped and
+//! sent to the endpoint ([`DecapKey`]: the inner flow, its VNI and both VTEPs). Both kinds live
+//! in the one flow map (a decapsulation key has its own `family` tag), so the socket filter
+//! drops exactly what the TC program forwards on the uplink too.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::layout::{key, value, RawKey, RawValue, FAMILY_VXLAN4};
+use crate::{bpf_error, now_ns, FlowAction, FlowKey, FlowUsage, Offload, OffloadError};
+
+/// The VXLAN UDP port (RFC 7348).
+pub const VXLAN_PORT: u16 = 4789;
+/// Bytes VXLAN over IPv4 adds: outer Ethernet, IPv4, UDP and VXLAN headers.
+pub const VXLAN_OVERHEAD_V4: u32 = 50;
+
+/// One VXLAN tunnel between this host's VTEP and a remote one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Vxlan {
+    /// Our VTEP (the uplink's address): the outer source of what we send.
+    pub local: Ipv4Addr,
+    /// The remote host's VTEP: the outer destination of what we send.
+    pub remote: Ipv4Addr,
+    /// The 24-bit network identifier.
+    pub vni: u32,
+}
+
+/// Wrap a flow's frames in VXLAN and send them out of the uplink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncapAction {
+    /// The uplink.
+    pub egress_ifindex: u32,
+    /// Outer source MAC (the uplink's).
+    pub eth_src: [u8; 6],
+    /// Outer destination MAC (the underlay next hop's).
+    pub eth_dst: [u8; 6],
+    /// The tunnel.
+    pub tunnel: Vxlan,
+    /// The outer UDP source port (from the inner flow, as the userspace path picks it).
+    pub udp_sport: u16,
+}
+
+/// The reverse direction: a remote endpoint's frames of a flow, arriving in VXLAN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DecapKey {
+    /// The inner flow, `ifindex` the uplink's; IPv4 only.
+    pub inner: FlowKey,
+    /// The tunnel as we send on it: `remote` must be the outer source, `local` the outer
+    /// destination, and `vni` the frame's VNI.
+    pub tunnel: Vxlan,
+}
+
+/// Strip the outer headers and send the inner frame to the endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecapAction {
+    /// The endpoint's host-side interface.
+    pub egress_ifindex: u32,
+    /// Inner source MAC written.
+    pub eth_src: [u8; 6],
+    /// Inner destination MAC written.
+    pub eth_dst: [u8; 6],
+}
+
+/// The outer IPv4, UDP and VXLAN headers of `a`, lengths and IPv4 checksum left zero (the
+/// program writes them per frame). UDP checksum zero, as Linux's vxlan sends over IPv4.
+fn outer_template(a: &EncapAction) -> [u8; value::OUTER_LEN] {
+    let mut h = [0u8; value::OUTER_LEN];
+    h[0] = 0x45;
+    h[8] = 64;
+    h[9] = 17;
+    h[12..16].copy_from_slice(&a.tunnel.local.octets());
+    h[16..20].copy_from_slice(&a.tunnel.remote.octets());
+    h[20..22].copy_from_slice(&a.udp_sport.to_be_bytes());
+    h[22..24].copy_from_slice(&VXLAN_PORT.to_be_bytes());
+    h[28] = 0x08;
+    h[32..36].copy_from_slice(&(a.tunnel.vni << 8).to_be_bytes());
+    h
+}
+
+/// The map value of an encapsulating entry.
+pub(crate) fn encap_value(a: &EncapAction, now_ns: u64) -> [u8; value::SIZE] {
+    let plain = FlowAction {
+        egress_ifindex: a.egress_ifindex,
+        eth_src: a.eth_src,
+        eth_dst: a.eth_dst,
+        decrement_ttl: false,
+        snat: None,
+        dnat: None,
+    };
+    let mut b = RawValue::new(&plain, now_ns).to_bytes();
+    let flags = value::FLAGS as usize;
+    b[flags..flags + 4].copy_from_slice(&(value::ENCAP as u32).to_ne_bytes());
+    let outer = value::OUTER as usize;
+    b[outer..].copy_from_slice(&outer_template(a));
+    b
+}
+
+/// The map value of a decapsulating entry.
+pub(crate) fn decap_value(a: &DecapAction, now_ns: u64) -> [u8; value::SIZE] {
+    let plain = FlowAction {
+        egress_ifindex: a.egress_ifindex,
+        eth_src: a.eth_src,
+        eth_dst: a.eth_dst,
+        decrement_ttl: false,
+        snat: None,
+        dnat: None,
+    };
+    let mut b = RawValue::new(&plain, now_ns).to_bytes();
+    let flags = value::FLAGS as usize;
+    b[flags..flags + 4].copy_from_slice(&(value::DECAP as u32).to_ne_bytes());
+    b
+}
+
+/// The map key of a decapsulating entry; only IPv4 inner flows have one.
+pub(crate) fn decap_key(k: &DecapKey) -> Result<[u8; key::SIZE], OffloadError> {
+    if !matches!((k.inner.src, k.inner.dst), (IpAddr::V4(_), IpAddr::V4(_))) {
+        return Err(OffloadError::Unsupported(
+            "VXLAN decapsulation of IPv6 flows".into(),
+        ));
+    }
+    let mut b = RawKey::new(&k.inner).to_bytes();
+    let (src, dst) = (key::SRC as usize, key::DST as usize);
+    b[src + 4..src + 8].copy_from_slice(&k.tunnel.remote.octets());
+    b[src + 8..src + 12].copy_from_slice(&(k.tunnel.vni << 8).to_be_bytes());
+    b[dst + 4..dst + 8].copy_from_slice(&k.tunnel.local.octets());
+    b[key::FAMILY as usize] = FAMILY_VXLAN4;
+    Ok(b)
+}
+
+impl Offload {
+    /// Installs (or replaces) an encapsulating direction: frames of `key` (arriving on an
+    /// overlay endpoint's interface) leave wrapped in VXLAN out of the uplink.
+    pub fn insert_encap(&self, key: &FlowKey, action: &EncapAction) -> Result<(), OffloadError> {
+        let k = RawKey::new(key).to_bytes();
+        self.update(&k, &encap_value(action, now_ns()))
+    }
+
+    /// Installs (or replaces) a decapsulating direction on the uplink.
+    pub fn insert_decap(&self, key: &DecapKey, action: &DecapAction) -> Result<(), OffloadError> {
+        self.update(&decap_key(key)?, &decap_value(action, now_ns()))
+    }
+
+    /// Removes a decapsulating direction (absent is Ok).
+    pub fn remove_decap(&self, key: &DecapKey) -> Result<(), OffloadError> {
+        self.map
+            .delete(&decap_key(key)?)
+            .map(drop)
+            .map_err(|e| bpf_error("map delete", e))
+    }
+
+    /// A decapsulating entry's counters, None when absent.
+    pub fn decap_usage(&self, key: &DecapKey) -> Result<Option<FlowUsage>, OffloadError> {
+        self.usage_of(&decap_key(key)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tunnel() -> Vxlan {
+        Vxlan {
+            local: Ipv4Addr::new(192, 0, 2, 1),
+            remote: Ipv4Addr::new(192, 0, 2, 2),
+            vni: 0x12_3456,
+        }
+    }
+
+    #[test]
+    fn the_encap_value_carries_outer_macs_and_the_header_template() {
+        let a = EncapAction {
+            egress_ifindex: 9,
+            eth_src: [2, 0, 0, 0, 0, 1],
+            eth_dst: [2, 0, 0, 0, 0, 2],
+            tunnel: tunnel(),
+            udp_sport: 0xc001,
+        };
+        let b = encap_value(&a, 5);
+        assert_eq!(&b[28..32], &8u32.to_ne_bytes());
+        assert_eq!(&b[32..44], &[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+        let want: [u8; 36] = [
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2, // IPv4
+            0xc0, 0x01, 0x12, 0xb5, 0, 0, 0, 0, // UDP to 4789, checksum 0
+            0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0, // VXLAN, I flag and VNI
+        ];
+        assert_eq!(&b[44..], &want);
+    }
+
+    #[test]
+    fn a_decap_key_is_tagged_and_holds_vni_and_both_vteps() {
+        let inner = FlowKey {
+            ifindex: 3,
+            src: Ipv4Addr::new(10, 20, 0, 3).into(),
+            dst: Ipv4Addr::new(10, 20, 0, 2).into(),
+            proto: 6,
+            sport: 5201,
+            dport: 40000,
+        };
+        let b = decap_key(&DecapKey {
+            inner,
+            tunnel: tunnel(),
+        })
+        .unwrap();
+        let plain = RawKey::new(&inner).to_bytes();
+        assert_eq!(&b[..8], &plain[..8]);
+        assert_eq!(&b[8..16], &[192, 0, 2, 2, 0x12, 0x34, 0x56, 0]);
+        assert_eq!(&b[20..28], &[10, 20, 0, 2, 192, 0, 2, 1]);
+        assert_eq!(&b[36..41], &plain[36..41]);
+        assert_eq!(b[41], FAMILY_VXLAN4);
+        let v6 = DecapKey {
+            inner: FlowKey {
+                src: "fd00::1".parse().unwrap(),
+                dst: "fd00::2".parse().unwrap(),
+                ..inner
+            },
+            tunnel: tunnel(),
+        };
+        assert!(matches!(decap_key(&v6), Err(OffloadError::Unsupported(_))));
+    }
+}

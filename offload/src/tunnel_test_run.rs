@@ -1,0 +1,145 @@
+//! The TC program's VXLAN encapsulation and decapsulation run by the kernel on hand-made frames
+//! (`BPF_PROG_TEST_RUN`, as root): the exact bytes out, the outer checksum, and every frame
+//! that must stay with userspace.
+
+use std::net::Ipv4Addr;
+
+use crate::test_run::{run, sum, v4, v6, Frame, LO, TCP, TC_ACT_OK, TC_ACT_REDIRECT, UDP};
+use crate::tests::offload;
+use crate::{DecapAction, DecapKey, EncapAction, Vxlan};
+
+const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const REMOTE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const VNI: u32 = 4097;
+const OUTER_MACS: [u8; 12] = [2, 0, 0, 0, 0, 0xb, 2, 0, 0, 0, 0, 0xa];
+
+fn tunnel() -> Vxlan {
+    Vxlan {
+        local: LOCAL,
+        remote: REMOTE,
+        vni: VNI,
+    }
+}
+
+fn encap_action() -> EncapAction {
+    EncapAction {
+        egress_ifindex: LO,
+        eth_src: [2, 0, 0, 0, 0, 0xa],
+        eth_dst: [2, 0, 0, 0, 0, 0xb],
+        tunnel: tunnel(),
+        udp_sport: 49_999,
+    }
+}
+
+/// `inner` wrapped as the remote VTEP `src` sends it to `dst` with `vni` and VXLAN `flags`.
+fn wrapped(inner: &[u8], src: Ipv4Addr, dst: Ipv4Addr, vni: u32, flags: u8) -> Vec<u8> {
+    let mut f = OUTER_MACS.to_vec();
+    f.extend([0x08, 0x00, 0x45, 0]);
+    f.extend(((20 + 16 + inner.len()) as u16).to_be_bytes());
+    f.extend([0, 0, 0, 0, 64, 17, 0, 0]);
+    f.extend(src.octets());
+    f.extend(dst.octets());
+    let hc = !sum(&f[14..34], 0);
+    f[24..26].copy_from_slice(&hc.to_be_bytes());
+    f.extend(49_999u16.to_be_bytes());
+    f.extend(4789u16.to_be_bytes());
+    f.extend(((16 + inner.len()) as u16).to_be_bytes());
+    f.extend([0, 0, flags, 0, 0, 0]);
+    f.extend((vni << 8).to_be_bytes());
+    f.extend(inner);
+    f
+}
+
+#[test]
+fn an_encap_entry_wraps_the_frame_in_vxlan_to_the_remote_vtep() {
+    let Some(off) = offload(8) else { return };
+    for frame in [
+        Frame::new(v4(1), v4(2), TCP),
+        Frame::new(v4(1), v4(2), UDP),
+        Frame::new(v6(1), v6(2), TCP),
+    ] {
+        off.insert_encap(&frame.key(), &encap_action()).unwrap();
+        let inner = frame.bytes();
+        let (verdict, out) = run(&off, &inner);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        // Identification 0, TTL 64, UDP checksum 0, as Linux's vxlan sends them.
+        assert_eq!(
+            out,
+            wrapped(&inner, LOCAL, REMOTE, VNI, 0x08),
+            "{:?}",
+            frame.key()
+        );
+        assert_eq!(sum(&out[14..34], 0), 0xffff, "outer IPv4 checksum");
+        let used = off.usage(&frame.key()).unwrap().unwrap();
+        assert_eq!((used.packets, used.bytes), (1, inner.len() as u64));
+    }
+}
+
+#[test]
+fn a_decap_entry_unwraps_the_frame_and_writes_the_inner_macs() {
+    let Some(off) = offload(8) else { return };
+    for proto in [TCP, UDP] {
+        let frame = Frame::new(v4(3), v4(4), proto);
+        let key = DecapKey {
+            inner: frame.key(),
+            tunnel: tunnel(),
+        };
+        let action = DecapAction {
+            egress_ifindex: LO,
+            eth_src: [2, 0, 0, 0, 0, 3],
+            eth_dst: [2, 0, 0, 0, 0, 4],
+        };
+        off.insert_decap(&key, &action).unwrap();
+        let inner = frame.bytes();
+        let outer = wrapped(&inner, REMOTE, LOCAL, VNI, 0x08);
+        let (verdict, out) = run(&off, &outer);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let mut want = inner.clone();
+        want[..12].copy_from_slice(&[2, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0, 3]);
+        assert_eq!(out, want);
+        let used = off.decap_usage(&key).unwrap().unwrap();
+        assert_eq!((used.packets, used.bytes), (1, outer.len() as u64));
+        // The same 5-tuple as a plain flow on that interface is another entry.
+        assert_eq!(off.usage(&frame.key()).unwrap(), None);
+        off.remove_decap(&key).unwrap();
+        assert_eq!(run(&off, &outer), (TC_ACT_OK, outer.clone()));
+    }
+}
+
+#[test]
+fn vxlan_frames_not_matching_every_part_of_the_key_stay_with_userspace() {
+    let Some(off) = offload(8) else { return };
+    let frame = Frame::new(v4(3), v4(4), TCP);
+    let key = DecapKey {
+        inner: frame.key(),
+        tunnel: tunnel(),
+    };
+    let action = DecapAction {
+        egress_ifindex: LO,
+        eth_src: [2; 6],
+        eth_dst: [4; 6],
+    };
+    off.insert_decap(&key, &action).unwrap();
+    let inner = frame.bytes();
+    let syn = Frame {
+        tcp_flags: 0x02,
+        ..frame
+    }
+    .bytes();
+    let other = Ipv4Addr::new(192, 0, 2, 9);
+    let mut other_port = wrapped(&inner, REMOTE, LOCAL, VNI, 0x08);
+    other_port[36..38].copy_from_slice(&4790u16.to_be_bytes());
+    let misses = [
+        ("another VNI", wrapped(&inner, REMOTE, LOCAL, VNI + 1, 0x08)),
+        ("another VTEP", wrapped(&inner, other, LOCAL, VNI, 0x08)),
+        ("not to us", wrapped(&inner, REMOTE, other, VNI, 0x08)),
+        ("no I flag", wrapped(&inner, REMOTE, LOCAL, VNI, 0)),
+        ("SYN", wrapped(&syn, REMOTE, LOCAL, VNI, 0x08)),
+        ("not UDP 4789", other_port),
+        ("not wrapped", inner.clone()),
+    ];
+    for (why, bytes) in misses {
+        assert_eq!(run(&off, &bytes), (TC_ACT_OK, bytes), "{why}");
+    }
+    assert_eq!(off.decap_usage(&key).unwrap().unwrap().packets, 0);
+}
