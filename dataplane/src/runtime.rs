@@ -760,26 +760,21 @@ fn send<T: TxPort>(
     };
     if f.meta.offload.gso.is_tunnel() {
         // No port takes a tunnel's GSO: its segments leave packed into UDP GSO frames (the
-        // kernel cuts those), built in the port's TX slots when they hold one; a port that
-        // refuses one sends its datagrams one by one.
-        let built = udp_gso::send_packed(f, tx, tag, |r| touched[idx] |= sent(r, p, counters));
-        let cut = built.unwrap_or_else(|| {
-            udp_gso::each_packed_frame(f, |s| match send_or_flush(tx, s, tag) {
-                Err(TxError::Io(_) | TxError::Egress(_) | TxError::Offload(_)) => {
-                    udp_gso::each_datagram(s, |d| {
-                        let res = send_or_flush(tx, d, tag).map(|()| d.len());
-                        touched[idx] |= sent(res, p, counters);
-                    })
-                }
-                res => touched[idx] |= sent(res.map(|()| s.len()), p, counters),
-            })
+        // kernel cuts those); a port that refuses one sends its datagrams one by one.
+        let cut = udp_gso::each_packed_frame(f, |s| match send_or_flush(tx, s, tag) {
+            Err(TxError::Io(_) | TxError::Egress(_) | TxError::Offload(_)) => {
+                udp_gso::each_datagram(s, |d| {
+                    touched[idx] |= sent(send_or_flush(tx, d, tag), p, d, counters);
+                })
+            }
+            res => touched[idx] |= sent(res, p, s, counters),
         });
         if cut.is_err() {
             counters.drop_n(p, DropReason::Malformed, 1);
         }
         return;
     }
-    touched[idx] |= sent(tx.send(f, tag).map(|()| f.len()), p, counters);
+    touched[idx] |= sent(tx.send(f, tag), p, f, counters);
 }
 
 /// Sends `f`; a full ring or socket is flushed once and tried again.
@@ -790,12 +785,12 @@ fn send_or_flush<T: TxPort>(tx: &mut T, f: &Frame<'_>, tag: Option<u16>) -> Resu
     }
 }
 
-/// Counts the outcome of sending a frame out of `p` (its length when queued): true when queued.
+/// Counts the outcome of sending `f` out of `p`: true when it was queued.
 #[inline]
-fn sent(res: Result<usize, TxError>, p: PortId, counters: &WorkerCounters) -> bool {
+fn sent(res: Result<(), TxError>, p: PortId, f: &Frame<'_>, counters: &WorkerCounters) -> bool {
     match res {
-        Ok(len) => {
-            counters.tx(p, 1, len as u64);
+        Ok(()) => {
+            counters.tx(p, 1, f.len() as u64);
             return true;
         }
         Err(TxError::Full | TxError::Io(_)) => counters.drop_n(p, DropReason::TxFull, 1),

@@ -3,15 +3,15 @@
 //! sluice (`sluice dataplane` on each host, static remote tables, see
 //! `sluice_lab::lab::overlay`) or by the kernel (a vxlan device and a bridge on each host), on
 //! the same underlay. Measured from endpoint `ea` to `eb`: TCP with one and four streams
-//! (iperf3) and TCP request/response (sockperf), with the forwarding CPU per unit of work (the
-//! cost column: both dataplanes' worker threads for sluice, softirq time for the kernel).
-//! `sluice-offload` is sluice with the flow offload (`--offload=tc`): established overlay
-//! flows wrapped and unwrapped by its TC program. The peers alternate within each run, each on
-//! a topology built afresh.
+//! (iperf3) and TCP request/response (sockperf), then TCP with one stream over IPv6, with the
+//! forwarding CPU per unit of work (the cost column: both dataplanes' worker threads for sluice,
+//! softirq time for the kernel). `sluice-offload` is sluice with the flow offload
+//! (`--offload=tc`): established overlay flows wrapped and unwrapped by its TC program. The
+//! peers alternate within each run, each on a topology built afresh.
 
 use std::time::{Duration, Instant};
 
-use sluice_lab::lab::overlay::{self, EP_B};
+use sluice_lab::lab::overlay::{self, EP_B, EP_B6};
 use sluice_lab::lab::{Lab, SluiceLaunch};
 
 use super::measure::{clock_ticks, read_proc, settle, worker_ticks};
@@ -21,7 +21,7 @@ use super::{parse, Better, CpuUse, ForwarderTicks, Metric, Sample, Unit};
 pub const PEERS: [&str; 3] = ["kernel", "sluice", "sluice-offload"];
 
 /// The rows of the overlay shape.
-pub const METRICS: [Metric; 3] = [
+pub const METRICS: [Metric; 4] = [
     Metric {
         name: "overlay tcp1 ea->eb",
         unit: Unit::Gbps,
@@ -37,7 +37,15 @@ pub const METRICS: [Metric; 3] = [
         unit: Unit::Us,
         better: Better::Lower,
     },
+    Metric {
+        name: "overlay tcp1 v6 ea->eb",
+        unit: Unit::Gbps,
+        better: Better::Higher,
+    },
 ];
+
+/// The port of the iperf3 server on `eb`'s IPv6 address (the IPv4 one has 5201).
+const IPERF6_PORT: u16 = 5202;
 
 /// The sockperf server's port on `eb`.
 const SOCKPERF_PORT: u16 = 11111;
@@ -93,7 +101,14 @@ fn sample(lab: &Lab, pids: &[u32], m: &Metric, dur: u32, hz: f64) -> Sample {
 
 /// The client command of `m` (iperf3 or sockperf, from `ea` to the servers on `eb`).
 pub fn client_args(m: &Metric, dur: u32) -> Vec<String> {
-    let (t, d, ip) = ((dur + 15).to_string(), dur.to_string(), EP_B.to_string());
+    let v6 = m.name.contains("v6");
+    let ip = if v6 {
+        EP_B6.to_string()
+    } else {
+        EP_B.to_string()
+    };
+    let port = if v6 { IPERF6_PORT } else { 5201 }.to_string();
+    let (t, d) = ((dur + 15).to_string(), dur.to_string());
     let args: Vec<&str> = match m.unit {
         Unit::Us => vec![
             "timeout",
@@ -114,7 +129,7 @@ pub fn client_args(m: &Metric, dur: u32) -> Vec<String> {
         _ => {
             let streams = if m.name.contains("tcp4") { "4" } else { "1" };
             vec![
-                "timeout", &t, "iperf3", "-c", &ip, "-t", &d, "-P", streams, "-J",
+                "timeout", &t, "iperf3", "-c", &ip, "-p", &port, "-t", &d, "-P", streams, "-J",
             ]
         }
     };
@@ -155,9 +170,13 @@ fn measure_peer(plan: &OverlayPlan, peer: usize, hz: f64) -> Result<Vec<Sample>,
     };
     lab.wait_ping("ea", EP_B, Duration::from_secs(10))
         .map_err(lab_err)?;
-    let ip = EP_B.to_string();
-    let sp = SOCKPERF_PORT.to_string();
+    lab.wait_ping6("ea", EP_B6, Duration::from_secs(10))
+        .map_err(lab_err)?;
+    let (ip, ip6) = (EP_B.to_string(), EP_B6.to_string());
+    let (sp, p6) = (SOCKPERF_PORT.to_string(), IPERF6_PORT.to_string());
     lab.spawn("eb", &["iperf3", "-s", "-B", &ip], "iperf3")
+        .map_err(lab_err)?;
+    lab.spawn("eb", &["iperf3", "-s", "-B", &ip6, "-p", &p6], "iperf3-v6")
         .map_err(lab_err)?;
     lab.spawn(
         "eb",
@@ -165,7 +184,7 @@ fn measure_peer(plan: &OverlayPlan, peer: usize, hz: f64) -> Result<Vec<Sample>,
         "sockperf",
     )
     .map_err(lab_err)?;
-    for port in [5201, SOCKPERF_PORT] {
+    for port in [5201, IPERF6_PORT, SOCKPERF_PORT] {
         lab.wait_listen("eb", port, Duration::from_secs(5))
             .map_err(lab_err)?;
     }
@@ -274,6 +293,8 @@ mod tests {
         assert!(c.windows(2).any(|w| w == ["-P", "4"]));
         let rr = client_args(&METRICS[2], 5);
         assert!(rr.contains(&"--tcp".to_string()) && rr.contains(&"sockperf".to_string()));
+        let v6 = client_args(&METRICS[3], 5);
+        assert_eq!(&v6[2..7], ["iperf3", "-c", "fd00:20::3", "-p", "5202"]);
         let ok = |v: f64, cost| Sample {
             value: Ok(v),
             note: String::new(),
@@ -283,20 +304,41 @@ mod tests {
         let runs = vec![
             OverlayRun {
                 peer: 0,
-                samples: vec![ok(2.0, Some(50.0)), ok(3.0, None), ok(40.0, None)],
+                samples: vec![
+                    ok(2.0, Some(50.0)),
+                    ok(3.0, None),
+                    ok(40.0, None),
+                    ok(1.0, None),
+                ],
             },
             OverlayRun {
                 peer: 1,
-                samples: vec![ok(3.0, Some(40.0)), ok(4.0, None), ok(30.0, None)],
+                samples: vec![
+                    ok(3.0, Some(40.0)),
+                    ok(4.0, None),
+                    ok(30.0, None),
+                    ok(1.0, None),
+                ],
             },
             OverlayRun {
                 peer: 1,
-                samples: vec![ok(5.0, Some(20.0)), ok(4.0, None), ok(20.0, None)],
+                samples: vec![
+                    ok(5.0, Some(20.0)),
+                    ok(4.0, None),
+                    ok(20.0, None),
+                    ok(3.0, None),
+                ],
             },
         ];
         let t = table(&runs);
         assert!(
             t.contains("| overlay tcp1 ea->eb (Gbit/s (higher is better)) | 2.00 | 4.00 | 2.00 | 50.00 | 30.00 | %CPU/Gbit/s | 2.00; 3.00, 5.00 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "| overlay tcp1 v6 ea->eb (Gbit/s (higher is better)) | 1.00 | 2.00 | 2.00 |"
+            ),
             "{t}"
         );
         assert!(!t.contains("sluice-offload"), "{t}");

@@ -17,14 +17,12 @@
 //! Sans-IO: [`each_udp_frame`] fills a caller's buffer, nothing is allocated.
 
 use std::cell::RefCell;
-use std::ops::Range;
 
 use super::segment::{write_outer_lengths, SegmentError, Segmenter, MAX_SEGMENT};
 use super::Worker;
 use crate::batch::Batch;
 use crate::counters::WorkerCounters;
 use crate::frame::{Frame, GsoType, Meta, Offload, Verdict, HEADROOM};
-use crate::port::{TxError, TxPort};
 use crate::tables::Tables;
 use crate::time::Millis;
 use crate::wire::checksum::{fold, pseudo_header_sum_v4};
@@ -46,84 +44,32 @@ pub fn each_udp_frame(
     buf: &mut [u8],
     mut emit: impl FnMut(&Frame<'_>),
 ) -> Result<(), SegmentError> {
-    let p = Packing::new(f, buf.len())?;
-    for range in p.frames() {
-        let (len, offload) = pack(&p.s, range, p.chunk, buf)?;
+    let plain = Offload {
+        csum_partial: false,
+        ..f.meta.offload
+    };
+    let s = Segmenter::new(f.data(), &plain)?;
+    let chunk = s.segment_len(0) - OUTER;
+    let room = buf.len().min(MAX_FRAME);
+    let per_frame = room.saturating_sub(OUTER) / chunk;
+    if per_frame == 0 {
+        return Err(SegmentError::NoRoom {
+            needed: OUTER + chunk,
+            available: room,
+        });
+    }
+    let count = s.count();
+    let mut first = 0;
+    while first < count {
+        let n = per_frame.min(count - first);
+        let (len, offload) = pack(&s, first..first + n, chunk, buf)?;
         let meta = Meta { offload, ..f.meta };
         if let Some(frame) = Frame::new(buf, 0, len, meta) {
             emit(&frame);
         }
+        first += n;
     }
     Ok(())
-}
-
-/// [`each_udp_frame`] straight into the transmit slots of `tx` ([`TxPort::send_built`]), so the
-/// packed frames are not copied once more; `sent` gets each frame's outcome (its length when
-/// queued; a full ring is flushed once and tried again). `None` when the frame cannot go that
-/// way (a tag to add, or slots that do not hold a frame of [`MAX_FRAME`] bytes): the caller
-/// packs it into a buffer of its own and sends that.
-pub fn send_packed<T: TxPort + ?Sized>(
-    f: &Frame<'_>,
-    tx: &mut T,
-    tag: Option<u16>,
-    mut sent: impl FnMut(Result<usize, TxError>),
-) -> Option<Result<(), SegmentError>> {
-    if tag.is_some() || tx.built_room() < MAX_FRAME {
-        return None;
-    }
-    let p = match Packing::new(f, MAX_FRAME) {
-        Ok(p) => p,
-        Err(e) => return Some(Err(e)),
-    };
-    for range in p.frames() {
-        let mut build = |buf: &mut [u8]| pack(&p.s, range.clone(), p.chunk, buf).ok();
-        let mut res = tx.send_built(&mut build);
-        if matches!(res, Err(TxError::Full)) && tx.flush().is_ok() {
-            res = tx.send_built(&mut build);
-        }
-        sent(res);
-    }
-    Some(Ok(()))
-}
-
-/// How a tunnelled super-frame is packed into UDP GSO frames of at most `room` bytes: its
-/// segmenter, the chunk size and the chunks per frame.
-struct Packing<'a> {
-    s: Segmenter<'a>,
-    chunk: usize,
-    per_frame: usize,
-}
-
-impl<'a> Packing<'a> {
-    fn new(f: &'a Frame<'_>, room: usize) -> Result<Packing<'a>, SegmentError> {
-        let plain = Offload {
-            csum_partial: false,
-            ..f.meta.offload
-        };
-        let s = Segmenter::new(f.data(), &plain)?;
-        let chunk = s.segment_len(0) - OUTER;
-        let room = room.min(MAX_FRAME);
-        let per_frame = room.saturating_sub(OUTER) / chunk;
-        if per_frame == 0 {
-            return Err(SegmentError::NoRoom {
-                needed: OUTER + chunk,
-                available: room,
-            });
-        }
-        Ok(Packing {
-            s,
-            chunk,
-            per_frame,
-        })
-    }
-
-    /// The segments of each frame, in order.
-    fn frames(&self) -> impl Iterator<Item = Range<usize>> {
-        let (count, per) = (self.s.count(), self.per_frame);
-        (0..count)
-            .step_by(per)
-            .map(move |first| first..(first + per).min(count))
-    }
 }
 
 thread_local! {
@@ -358,80 +304,6 @@ mod tests {
                 (OUTER + chunk, GsoType::None)
             ]
         );
-    }
-
-    /// A port with `free` TX slots of `room` bytes (a flush frees one), keeping what it sent.
-    struct Slots {
-        room: usize,
-        free: usize,
-        flushes: usize,
-        sent: Vec<(Vec<u8>, Offload)>,
-    }
-
-    impl TxPort for Slots {
-        fn send(&mut self, _: &Frame<'_>, _: Option<u16>) -> Result<(), TxError> {
-            unreachable!("packed frames are built in the slots")
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.flushes += 1;
-            self.free += 1;
-            Ok(())
-        }
-
-        fn built_room(&self) -> usize {
-            self.room
-        }
-
-        fn send_built(
-            &mut self,
-            build: &mut crate::port::BuildFrame<'_>,
-        ) -> Result<usize, TxError> {
-            if self.free == 0 {
-                return Err(TxError::Full);
-            }
-            let mut slot = vec![0xee; self.room];
-            let (len, off) = build(&mut slot).unwrap();
-            slot.truncate(len);
-            self.free -= 1;
-            self.sent.push((slot, off));
-            Ok(len)
-        }
-    }
-
-    #[test]
-    fn packs_straight_into_tx_slots_that_hold_a_whole_frame() {
-        let payload: Vec<u8> = (0..64000u32).map(|i| (i * 5) as u8).collect();
-        let (frame, off) = super_frame(&payload, 1410, tcp::ACK, (3, 4), (true, true));
-        let want = pack_all(&frame, off, MAX_FRAME);
-        assert_eq!(want.len(), 2);
-        let mut bytes = frame.clone();
-        let meta = Meta {
-            offload: off,
-            ..Meta::default()
-        };
-        let f = Frame::new(&mut bytes, 0, frame.len(), meta).unwrap();
-        let mut port = Slots {
-            room: MAX_FRAME,
-            free: 1,
-            flushes: 0,
-            sent: Vec::new(),
-        };
-        let mut lens = Vec::new();
-        assert!(send_packed(&f, &mut port, None, |r| lens.push(r.unwrap())).is_some());
-        // The second frame found the ring full: flushed once, then built.
-        assert_eq!(port.flushes, 1);
-        assert_eq!(port.sent, want);
-        assert_eq!(lens, want.iter().map(|(b, _)| b.len()).collect::<Vec<_>>());
-        // Slots too small for a whole frame, or a tag to add: the caller's own buffer.
-        let mut small = Slots {
-            room: MAX_FRAME - 1,
-            ..port
-        };
-        assert!(send_packed(&f, &mut small, None, |_| {}).is_none());
-        small.room = MAX_FRAME;
-        assert!(send_packed(&f, &mut small, Some(5), |_| {}).is_none());
-        assert_eq!(small.sent.len(), 2, "nothing more sent");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 use crate::batch::Batch;
-use crate::frame::{Frame, Offload};
+use crate::frame::Frame;
 use crate::wire::WireError;
 
 pub mod afpacket;
@@ -120,29 +120,7 @@ pub trait TxPort {
     /// Hands everything queued since the last flush to the kernel: one syscall per batch for a
     /// TX ring, nothing for ports whose `send` already wrote.
     fn flush(&mut self) -> io::Result<()>;
-
-    /// Bytes of the longest frame [`send_built`](Self::send_built) takes: the room of a TX ring
-    /// slot; 0 (the default) for ports that have no transmit memory to build frames in.
-    fn built_room(&self) -> usize {
-        0
-    }
-
-    /// Queues one untagged frame that `build` writes straight into the port's transmit memory
-    /// (at most [`built_room`](Self::built_room) bytes), so that a frame the sender builds
-    /// anyway (`pipeline::udp_gso`'s packed segments) is not copied once more. `build` returns
-    /// the frame's length and offload, `None` to leave the memory unused (`Egress` error).
-    /// Returns the frame's length. Never blocks: a full ring is `Err(TxError::Full)`.
-    fn send_built(&mut self, _build: &mut BuildFrame<'_>) -> Result<usize, TxError> {
-        Err(EgressError::NoRoom {
-            needed: 1,
-            available: 0,
-        }
-        .into())
-    }
 }
-
-/// What builds a frame in a port's transmit memory ([`TxPort::send_built`]).
-pub type BuildFrame<'a> = dyn FnMut(&mut [u8]) -> Option<(usize, Offload)> + 'a;
 
 /// Returns `Err(last OS error)` when a libc call returned -1.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -186,13 +164,5 @@ impl<T: TxPort + ?Sized> TxPort for Box<T> {
 
     fn flush(&mut self) -> io::Result<()> {
         (**self).flush()
-    }
-
-    fn built_room(&self) -> usize {
-        (**self).built_room()
-    }
-
-    fn send_built(&mut self, build: &mut BuildFrame<'_>) -> Result<usize, TxError> {
-        (**self).send_built(build)
     }
 }

@@ -8,7 +8,7 @@ use std::mem::offset_of;
 use super::super::egress::{
     copy_retagged, retag_offload, retagged_parts, EgressError, VLAN_TAG_LEN,
 };
-use super::super::{BuildFrame, TxError, TxPort};
+use super::super::{TxError, TxPort};
 use super::config::{AfPacketConfig, RX_RESERVE, V2_HDRLEN, V3_HDRLEN};
 use super::ring::RingArea;
 use super::socket::{kick, Direct};
@@ -152,21 +152,6 @@ impl AfPacketTx {
 }
 
 impl AfPacketTx {
-    /// Hands the slot at `slot`, holding a frame of `len` bytes behind its virtio-net header,
-    /// to the kernel for the next kick, and moves on to the next slot.
-    fn mark(&mut self, slot: usize, len: usize) {
-        let l = self.layout;
-        if l.zero_next_offset {
-            self.area.write_u32(slot, 0);
-        }
-        self.area
-            .write_u32(slot + l.len, (VNET_HDR_LEN + len) as u32);
-        self.area
-            .set_status(slot + l.status, libc::TP_STATUS_SEND_REQUEST);
-        self.head = (self.head + 1) % self.frame_count;
-        self.kick = true;
-    }
-
     /// Sends a frame longer than a slot with `sendmsg` on the direct socket, gathered from the
     /// frame itself (no copy in user space; the kernel copies it once into the skb, as it
     /// copies a ring slot's pages again when veth forwards them). The slots marked before it
@@ -215,30 +200,16 @@ impl TxPort for AfPacketTx {
         let len = copy_retagged(frame, tag, eth)?;
         let delta = len as isize - frame.len() as isize;
         write_vnet(&retag_offload(&frame.meta.offload, delta), vnet)?;
-        self.mark(slot, len);
-        Ok(())
-    }
-
-    fn built_room(&self) -> usize {
-        self.geometry.frame_size - self.layout.data - VNET_HDR_LEN
-    }
-
-    fn send_built(&mut self, build: &mut BuildFrame<'_>) -> Result<usize, TxError> {
-        let (l, room) = (self.layout, self.built_room());
-        let slot = self.geometry.slot(self.head);
-        if self.area.status(slot + l.status) != libc::TP_STATUS_AVAILABLE {
-            return Err(TxError::Full);
+        let tp_len = (VNET_HDR_LEN + len) as u32;
+        if l.zero_next_offset {
+            self.area.write_u32(slot, 0);
         }
-        // The slot is AVAILABLE, so the kernel does not touch it until we mark it.
-        let data = self.area.bytes_mut(slot + l.data, VNET_HDR_LEN + room);
-        let (vnet, eth) = data.split_at_mut(VNET_HDR_LEN);
-        let (len, offload) = build(eth).ok_or(EgressError::NoRoom {
-            needed: room + 1,
-            available: room,
-        })?;
-        write_vnet(&offload, vnet)?;
-        self.mark(slot, len);
-        Ok(len)
+        self.area.write_u32(slot + l.len, tp_len);
+        self.area
+            .set_status(slot + l.status, libc::TP_STATUS_SEND_REQUEST);
+        self.head = (self.head + 1) % self.frame_count;
+        self.kick = true;
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
