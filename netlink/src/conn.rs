@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::future::Future;
 use std::io;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, IntoRawFd};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
@@ -56,21 +56,7 @@ where
     }
 }
 
-pub(super) fn route_socket() -> io::Result<OwnedFd> {
-    // SAFETY: socket() takes no pointers; a negative result is checked below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket() and is owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
+pub(super) use sluice_sys::route_socket;
 
 /// An rtnetlink connection driven by a task of the caller's runtime; the task stops on drop.
 pub(super) struct Conn {

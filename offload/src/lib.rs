@@ -12,6 +12,8 @@ mod layout;
 mod prog;
 mod sys;
 mod tc;
+#[cfg(test)]
+mod test_run;
 
 use std::collections::HashSet;
 use std::io;
@@ -51,6 +53,8 @@ pub enum OffloadError {
 }
 
 /// One direction of a flow as it arrives on an interface: the exact-match key.
+///
+/// `ifindex` is the interface's index in the namespace the filters are attached in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     /// Ingress interface (the host-side interface sluice reads).
@@ -99,6 +103,7 @@ pub struct FlowUsage {
 ///
 /// Dropping it also empties the map, so filters still attached somewhere forward nothing
 /// more (every frame then goes to userspace); [`Offload::detach`] removes them.
+#[derive(Debug)]
 pub struct Offload {
     map: sys::HashMap,
     capacity: u32,
@@ -128,13 +133,13 @@ impl Offload {
 
     /// Adds a clsact qdisc to `ifindex` (current netns) if it has none, and our ingress filter.
     pub fn attach(&self, ifindex: u32) -> Result<(), OffloadError> {
-        let added = tc::add_clsact(ifindex).map_err(tc_error(ifindex, "add a clsact qdisc"))?;
+        let added = tc::add_clsact(ifindex).map_err(attach_error(ifindex, "add a clsact qdisc"))?;
         if let Err(e) = tc::add_filter(ifindex, self.tc.as_fd()) {
             if added {
                 // Best effort: leave the interface as we found it.
                 let _ = tc::del_clsact(ifindex);
             }
-            return Err(tc_error(ifindex, "add the bpf filter")(e));
+            return Err(attach_error(ifindex, "add the bpf filter")(e));
         }
         if added {
             self.added().insert(ifindex);
@@ -166,6 +171,11 @@ impl Offload {
     }
 
     /// The socket-filter program, for SO_ATTACH_BPF on sluice's packet sockets.
+    ///
+    /// Every socket of a fanout group needs it (the filter runs on the socket fanout chose).
+    /// It only drops frames arriving on a key's interface; frames the TC program redirects
+    /// leave through the egress interface as outgoing frames, which sluice's sockets ignore
+    /// (`PACKET_IGNORE_OUTGOING`).
     pub fn socket_filter(&self) -> BorrowedFd<'_> {
         self.filter.as_fd()
     }
@@ -256,6 +266,17 @@ fn bpf_error(op: &'static str, source: io::Error) -> OffloadError {
     }
 }
 
+/// An attach failure; no privilege (EPERM), an unknown qdisc or filter kind (ENOENT: no
+/// clsact or no cls_bpf in this kernel) or no support (EOPNOTSUPP) means the offload cannot run.
+fn attach_error(ifindex: u32, what: &'static str) -> impl FnOnce(io::Error) -> OffloadError {
+    move |e| match e.raw_os_error() {
+        Some(libc::EPERM | libc::ENOENT | libc::EOPNOTSUPP) => {
+            OffloadError::Unsupported(format!("tc on ifindex {ifindex}: {what}: {e}"))
+        }
+        _ => tc_error(ifindex, what)(e),
+    }
+}
+
 fn tc_error(ifindex: u32, what: &'static str) -> impl FnOnce(io::Error) -> OffloadError {
     move |e| OffloadError::Tc {
         ifindex,
@@ -296,7 +317,7 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// The offload, or None (with a message) where this process cannot load BPF programs.
-    fn offload(capacity: u32) -> Option<Offload> {
+    pub(crate) fn offload(capacity: u32) -> Option<Offload> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("skipped: loading BPF programs needs root");
@@ -367,6 +388,28 @@ mod tests {
         off.clear().unwrap();
         assert_eq!(off.usage(&v4).unwrap(), None);
         assert_eq!(off.usage(&v6).unwrap(), None);
+    }
+
+    #[test]
+    fn attach_failures_that_mean_no_support_say_so() {
+        let err =
+            |errno| attach_error(3, "add the bpf filter")(io::Error::from_raw_os_error(errno));
+        for errno in [libc::EPERM, libc::ENOENT, libc::EOPNOTSUPP] {
+            assert!(
+                matches!(err(errno), OffloadError::Unsupported(_)),
+                "{errno}"
+            );
+        }
+        assert!(matches!(
+            err(libc::ENODEV),
+            OffloadError::Tc { ifindex: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn offload_can_be_shared_with_the_offload_thread() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Offload>();
     }
 
     #[test]

@@ -37,7 +37,7 @@ const ETH: i16 = -64;
 const IP: i16 = -104;
 const SCRATCH: i16 = -112;
 const ETH_LEN: i32 = 14;
-const _: () = assert!(key::SIZE as i16 <= -KEY && ETH_LEN as i16 <= KEY - ETH);
+const _: () = assert!(key::SIZE as i16 <= -KEY && ETH_LEN as i16 <= KEY - ETH && 40 <= ETH - IP);
 
 /// What follows the classifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

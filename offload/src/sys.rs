@@ -1,5 +1,6 @@
-//! The crate's only unsafe code: the bpf(2) commands it uses, `SO_ATTACH_BPF`, the netlink
-//! socket and the monotonic clock, as safe functions over owned descriptors and checked slices.
+//! The crate's only unsafe code: the bpf(2) commands it uses, `SO_ATTACH_BPF` and the
+//! monotonic clock, as safe functions over owned descriptors and checked slices (the netlink
+//! socket comes from `sluice-sys`).
 
 use std::io;
 use std::mem::size_of;
@@ -222,6 +223,45 @@ pub(crate) fn prog_load(
     Ok(owned(bpf(BPF_PROG_LOAD, &mut attr)?))
 }
 
+/// `union bpf_attr` for `BPF_PROG_TEST_RUN`.
+#[cfg(test)]
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+}
+
+#[cfg(test)]
+impl Attr for TestRunAttr {}
+
+/// Runs `prog` once on a frame built from `data` (`BPF_PROG_TEST_RUN`, on the loopback
+/// interface); its return value and the frame afterwards.
+#[cfg(test)]
+pub(crate) fn prog_test_run(prog: BorrowedFd, data: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    const BPF_PROG_TEST_RUN: libc::c_int = 10;
+    let mut out = vec![0u8; data.len() + 256];
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: data.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: data.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..TestRunAttr::default()
+    };
+    // The kernel reads data_size_in bytes of `data` and writes at most data_size_out to `out`.
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    out.truncate(attr.data_size_out as usize);
+    Ok((attr.retval, out))
+}
+
 /// `SO_ATTACH_BPF`: runs `prog` (a socket filter) on every frame `socket` receives.
 pub(crate) fn attach_socket_filter(socket: BorrowedFd, prog: BorrowedFd) -> io::Result<()> {
     let fd: libc::c_int = prog.as_raw_fd();
@@ -244,19 +284,7 @@ pub(crate) fn attach_socket_filter(socket: BorrowedFd, prog: BorrowedFd) -> io::
 /// A NETLINK_ROUTE socket in the calling thread's network namespace; `write` sends a request to
 /// the kernel and `read` receives its answers.
 pub(crate) fn route_socket() -> io::Result<std::fs::File> {
-    // SAFETY: socket() takes no pointers; the result is checked below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket() and is owned by nothing else.
-    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    sluice_sys::route_socket().map(std::fs::File::from)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.

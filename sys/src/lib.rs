@@ -49,6 +49,24 @@ pub fn enter_netns(ns: &File) -> io::Result<()> {
     }
 }
 
+/// A NETLINK_ROUTE socket in the calling thread's network namespace (it stays bound to that
+/// namespace for its whole life).
+pub fn route_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket() takes no pointers; a negative result is checked below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket() and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Sets the loopback interface `lo` of the calling thread's namespace up (nothing if it is).
 pub fn loopback_up() -> io::Result<()> {
     // SAFETY: plain socket creation; the result is checked.
