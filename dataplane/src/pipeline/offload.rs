@@ -352,6 +352,24 @@ mod tests {
     }
 
     #[test]
+    fn a_fin_on_the_full_path_takes_the_flow_back_too() {
+        let s = S::new();
+        let (dp, mut w) = offloading(&s);
+        learn_next_hop(&mut w);
+        let syn = |f| S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, f, b""));
+        let back = |p, f| S::from_outside(&tcp(S::REMOTE, 80, S::UP, p, f, b""));
+        let out = handshake(&mut w, (PORT_A, &syn), (UPLINK, &back));
+        assert_eq!(drain(&dp).len(), 1);
+        // TTL 1: no shortcut serves it, the full path accounts the FIN (and drops the packet).
+        let mut fin = back(tuple_of(&out).src_port, 0x01 | ACK);
+        let mut ip = crate::wire::ipv4::Ipv4Packet::new_unchecked(&mut fin[14..]);
+        ip.set_ttl(1);
+        ip.fill_checksum();
+        run_one(&mut w, UPLINK, &fin, T0);
+        assert!(matches!(drain(&dp)[..], [Request::Remove { .. }]));
+    }
+
+    #[test]
     fn a_connection_to_a_published_port_is_offered_with_its_dnat() {
         let s = S::new();
         let (dp, mut w) = offloading(&s);
