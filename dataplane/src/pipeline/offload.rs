@@ -308,12 +308,15 @@ mod tests {
         assert_eq!(drain(&dp), vec![]);
     }
 
+    /// Builds a frame of one side of a flow from its TCP flags and payload.
+    type Segment<'a> = &'a dyn Fn(u8, &[u8]) -> Vec<u8>;
+
     /// Runs a TCP handshake of a tracked flow: SYN from `from`, SYN-ACK back from `back_port`,
     /// ACK from `from` again (a small frame: no offer yet), then a full-size segment; returns
     /// the SYN as it left.
     fn handshake(
         w: &mut Worker,
-        (from, syn): (PortId, &dyn Fn(u8, &[u8]) -> Vec<u8>),
+        (from, syn): (PortId, Segment<'_>),
         (back_port, synack): (PortId, &dyn Fn(u16, u8) -> Vec<u8>),
     ) -> Vec<u8> {
         let (_, out) = run_one(w, from, &syn(SYN, b""), T0);
