@@ -329,15 +329,28 @@ mod tests {
         out
     }
 
+    /// A segment from endpoint A (port 40000) to the remote host's port 80.
+    fn to_remote(flags: u8, data: &[u8]) -> Vec<u8> {
+        S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, flags, data))
+    }
+
+    /// A segment from the remote host back to NAT port `port`.
+    fn from_remote(port: u16, flags: u8) -> Vec<u8> {
+        S::from_outside(&tcp(S::REMOTE, 80, S::UP, port, flags, b""))
+    }
+
+    /// A flow from endpoint A out through NAPT in scenario `s`, its handshake and a full-size
+    /// segment done; the dataplane, the worker and the flow's NAT port.
+    fn napt_flow(s: &Scenario) -> (Arc<Dataplane>, Worker, u16) {
+        let (dp, mut w) = offloading(s);
+        learn_next_hop(&mut w);
+        let out = handshake(&mut w, (PORT_A, &to_remote), (UPLINK, &from_remote));
+        (dp, w, tuple_of(&out).src_port)
+    }
+
     #[test]
     fn a_flow_out_through_napt_is_offered_with_both_rewrites() {
-        let s = S::new();
-        let (dp, mut w) = offloading(&s);
-        learn_next_hop(&mut w);
-        let syn = |f, d: &[u8]| S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, f, d));
-        let back = |p, f| S::from_outside(&tcp(S::REMOTE, 80, S::UP, p, f, b""));
-        let out = handshake(&mut w, (PORT_A, &syn), (UPLINK, &back));
-        let nat_port = tuple_of(&out).src_port;
+        let (dp, mut w, nat_port) = napt_flow(&S::new());
         let mut o = dir(
             key(PORT_A, (S::A, 40000), (S::REMOTE, 80)),
             UPLINK,
@@ -357,9 +370,9 @@ mod tests {
             "{got:?}"
         );
         // Later packets do not offer it again; its RST takes it back.
-        run_one(&mut w, PORT_A, &syn(ACK, BULK), T0);
+        run_one(&mut w, PORT_A, &to_remote(ACK, BULK), T0);
         assert_eq!(drain(&dp), vec![]);
-        run_one(&mut w, UPLINK, &back(nat_port, 0x04), T0);
+        run_one(&mut w, UPLINK, &from_remote(nat_port, 0x04), T0);
         assert_eq!(
             drain(&dp),
             vec![Request::Remove {
@@ -370,15 +383,10 @@ mod tests {
 
     #[test]
     fn a_fin_on_the_full_path_takes_the_flow_back_too() {
-        let s = S::new();
-        let (dp, mut w) = offloading(&s);
-        learn_next_hop(&mut w);
-        let syn = |f, d: &[u8]| S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, f, d));
-        let back = |p, f| S::from_outside(&tcp(S::REMOTE, 80, S::UP, p, f, b""));
-        let out = handshake(&mut w, (PORT_A, &syn), (UPLINK, &back));
+        let (dp, mut w, nat_port) = napt_flow(&S::new());
         assert_eq!(drain(&dp).len(), 1);
         // TTL 1: no shortcut serves it, the full path accounts the FIN (and drops the packet).
-        let mut fin = back(tuple_of(&out).src_port, 0x01 | ACK);
+        let mut fin = from_remote(nat_port, 0x01 | ACK);
         let mut ip = crate::wire::ipv4::Ipv4Packet::new_unchecked(&mut fin[14..]);
         ip.set_ttl(1);
         ip.fill_checksum();
@@ -417,18 +425,14 @@ mod tests {
     fn no_offer_past_a_smaller_mtu_or_with_the_offload_off() {
         let mut s = S::new();
         s.config.uplink.as_mut().unwrap().mtu = 9000;
-        let (dp, mut w) = offloading(&s);
-        learn_next_hop(&mut w);
-        let syn = |f, d: &[u8]| S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, f, d));
-        let back = |p, f| S::from_outside(&tcp(S::REMOTE, 80, S::UP, p, f, b""));
-        handshake(&mut w, (PORT_A, &syn), (UPLINK, &back));
+        let (dp, _, _) = napt_flow(&s);
         assert_eq!(drain(&dp), vec![], "replies would leave by a smaller MTU");
 
         let s = S::new();
         let (dp, mut w) = offloading(&s);
         dp.offloads().set_enabled(false);
         learn_next_hop(&mut w);
-        handshake(&mut w, (PORT_A, &syn), (UPLINK, &back));
+        handshake(&mut w, (PORT_A, &to_remote), (UPLINK, &from_remote));
         let ab = |f| bridged(S::A, S::B, false, f, BULK);
         let ba = |f| bridged(S::B, S::A, true, f, BULK);
         Frames::new()
