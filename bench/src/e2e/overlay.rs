@@ -91,6 +91,7 @@ fn sample(lab: &Lab, pids: &[u32], m: &Metric, dur: u32, hz: f64) -> Sample {
     let ticks = ForwarderTicks {
         process: None,
         workers: w0.zip(w1),
+        kernel_offload: false,
     };
     let cpu = match (s0, s1) {
         (Some(a), Some(b)) => CpuUse::between(&a, &b, ticks, hz, elapsed),
