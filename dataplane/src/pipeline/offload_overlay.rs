@@ -287,6 +287,14 @@ mod tests {
                 keys: [out.key, back.key]
             }]
         );
+        // The rest of the close (C's last data and FIN, R's ACKs) offers nothing again.
+        Frames::new()
+            .push(PORT_C, &c_to_r(ACK, b"tail"))
+            .push(UPLINK, &r_to_c(ACK, b""))
+            .push(PORT_C, &c_to_r(FIN | ACK, b""))
+            .push(UPLINK, &r_to_c(ACK, b""))
+            .run(&mut w, T0);
+        assert_eq!(drain(&dp), vec![]);
     }
 
     #[test]
