@@ -137,33 +137,18 @@ fn bulk_tcp_bridged_through_napt_and_published_goes_through_the_kernel_intact() 
     assert_eq!(st["enabled"], true, "offload not running: {}", d.log());
     let (file, sum) = payload(&d);
 
-    let before = offload(&d);
     let b_ip: Ipv4Addr = "10.71.0.3".parse().unwrap();
-    let got = transfer(&mut d, &file, ("a", "b"), (b_ip, 5001, 5001), "bridged");
-    assert_eq!(got, sum, "bridged transfer corrupted");
-    mostly_offloaded(&d, &before, "bridged");
-
-    let before = offload(&d);
-    let got = transfer(
-        &mut d,
-        &file,
-        ("a", "out"),
-        (OUTSIDE_IP, 5002, 5002),
-        "napt",
-    );
-    assert_eq!(got, sum, "transfer through NAPT corrupted");
-    mostly_offloaded(&d, &before, "NAPT out");
-
-    let before = offload(&d);
-    let got = transfer(
-        &mut d,
-        &file,
-        ("out", "b"),
-        (UPLINK_IP, 8080, 5001),
-        "published",
-    );
-    assert_eq!(got, sum, "transfer to a published port corrupted");
-    mostly_offloaded(&d, &before, "published port");
+    let cases = [
+        ("bridged", ("a", "b"), (b_ip, 5001, 5001)),
+        ("napt-out", ("a", "out"), (OUTSIDE_IP, 5002, 5002)),
+        ("published-port", ("out", "b"), (UPLINK_IP, 8080, 5001)),
+    ];
+    for (what, ends, to) in cases {
+        let before = offload(&d);
+        let got = transfer(&mut d, &file, ends, to, what);
+        assert_eq!(got, sum, "{what}: transfer corrupted");
+        mostly_offloaded(&d, &before, what);
+    }
 
     // Every flow closed with FIN: none left in the kernel.
     eventually("closed flows removed", Duration::from_secs(5), || {

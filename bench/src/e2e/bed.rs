@@ -36,6 +36,8 @@ pub(super) struct Bed {
     pid: Option<u32>,
     /// The topology.
     pub(super) shape: Shape,
+    /// The forwarder hands established flows to the kernel (sluice-offload).
+    kernel_offload: bool,
     /// The same peer on the other beds of the endpoints rows ([`BedKind::Wide`],
     /// [`BedKind::Macs`]), for the rows measured there.
     more: Vec<(BedKind, Bed)>,
@@ -215,6 +217,8 @@ impl Bed {
                     spec,
                     pid: forwarder_pid,
                     shape: Shape::Bridge,
+                    kernel_offload: matches!(forwarder, Forwarder::Sluice(l)
+                        if l.args.iter().any(|a| a == super::peers::OFFLOAD_FLAG)),
                     more: Vec::new(),
                 }
             }
@@ -235,6 +239,7 @@ impl Bed {
                     spec,
                     pid: Some(pid),
                     shape: kind.shape(),
+                    kernel_offload: false,
                     more: Vec::new(),
                 }
             }
@@ -286,6 +291,11 @@ impl Bed {
                 .map_err(|e| format!("warm-up ping {ns} -> {ip}: {e}"))?;
         }
         Ok(())
+    }
+
+    /// True when the peer hands established flows to the kernel (its softirq time forwards).
+    pub(super) fn kernel_offload(&self) -> bool {
+        self.kernel_offload
     }
 
     /// The forwarding process of the bed a metric is measured on.

@@ -338,6 +338,7 @@ pub(super) fn measure_with_cpu(bed: &Bed, m: Metric, gen: UdpGen, dur: u32, hz: 
     let ticks = ForwarderTicks {
         process: p0.zip(p1),
         workers: w0.zip(w1),
+        kernel_offload: bed.kernel_offload(),
     };
     let cpu = match (s0, s1) {
         (Some(a), Some(b)) => CpuUse::between(&a, &b, ticks, hz, elapsed),

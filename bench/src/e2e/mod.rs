@@ -320,7 +320,8 @@ pub struct CpuUse {
     pub busy_pct: Option<f64>,
     /// The forwarding work, the figure the cost column divides: sluice's worker threads
     /// (`sluice-w*`), the process of a peer that is one (OVS, slirp4netns, pasta), or for the
-    /// kernel peers the softirq time of all CPUs (where bridging, routing and NAT run).
+    /// kernel peers the softirq time of all CPUs (where bridging, routing and NAT run); for
+    /// sluice with the flow offload, its threads plus the softirq time.
     pub forwarding_pct: Option<f64>,
     /// Busy time of all CPUs just before the measurement, while nothing of the benchmark ran
     /// (other load on the machine makes the figure less trustworthy).
@@ -348,7 +349,10 @@ impl CpuUse {
             forwarder_pct,
             softirq_pct,
             busy_pct: pct(after.busy.saturating_sub(before.busy)),
-            forwarding_pct: span(ticks.workers).or(forwarder_pct).or(softirq_pct),
+            forwarding_pct: match span(ticks.workers).or(forwarder_pct) {
+                Some(own) if ticks.kernel_offload => softirq_pct.map(|si| own + si),
+                own => own.or(softirq_pct),
+            },
             background_pct: None,
         }
     }
@@ -362,6 +366,9 @@ pub struct ForwarderTicks {
     pub process: Option<(u64, u64)>,
     /// sluice's forwarding threads only.
     pub workers: Option<(u64, u64)>,
+    /// The forwarder hands established flows to the kernel (sluice-offload): the softirq
+    /// time of all CPUs forwards too, and counts with its threads.
+    pub kernel_offload: bool,
 }
 
 /// The outcome of one measurement of one metric on one forwarder.
@@ -441,6 +448,7 @@ mod tests {
         let process = ForwarderTicks {
             process: Some((5, 155)),
             workers: None,
+            kernel_offload: false,
         };
         let c = CpuUse::between(&a, &b, process, 100.0, 2.0);
         assert_eq!(c.busy_pct, Some(150.0));
@@ -458,6 +466,7 @@ mod tests {
         let sluice = ForwarderTicks {
             process: Some((0, 120)),
             workers: Some((10, 110)),
+            kernel_offload: false,
         };
         let c = CpuUse::between(&a, &b, sluice, 100.0, 1.0);
         assert_eq!(c.forwarder_pct, Some(120.0));
@@ -465,6 +474,12 @@ mod tests {
         let kernel = CpuUse::between(&a, &b, ForwarderTicks::default(), 100.0, 1.0);
         assert_eq!(kernel.forwarder_pct, None);
         assert_eq!(kernel.forwarding_pct, Some(40.0));
+        let offloading = ForwarderTicks {
+            kernel_offload: true,
+            ..sluice
+        };
+        let c = CpuUse::between(&a, &b, offloading, 100.0, 1.0);
+        assert_eq!(c.forwarding_pct, Some(140.0));
     }
 
     #[test]

@@ -338,7 +338,7 @@ pub fn results_section(
          (all CPUs: the kernel's forwarding), busy = all CPUs, bg = all CPUs just before the \
          measurement (load from outside the benchmark); cost = forwarding CPU (sluice's \
          worker threads, the process of ovs/slirp4netns/pasta, softirq of all CPUs for the \
-         kernel peers) per Gbit/s, per packet or per round trip, the median of the runs' \
+         kernel peers, both for sluice-offload) per Gbit/s, per packet or per round trip, the median of the runs' \
          costs; the ratio is sluice over the kernel \
          path (kernel, or iptables-nat on the NAT rows when that peer measures them)"
     );

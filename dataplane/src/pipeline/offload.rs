@@ -259,22 +259,21 @@ mod tests {
         );
     }
 
+    /// A UDP query from endpoint A's port `sport` to B's port 53, bridged, and its answer.
+    fn udp_query(sport: u16) -> (Vec<u8>, Vec<u8>) {
+        let q = udp(S::A, sport, S::B, 53, b"q");
+        let a = udp(S::B, 53, S::A, sport, b"a");
+        (
+            eth(S::mac(S::B), S::mac(S::A), 0x0800, &q),
+            eth(S::mac(S::A), S::mac(S::B), 0x0800, &a),
+        )
+    }
+
     #[test]
     fn bridged_udp_needs_an_answer_and_ports_with_interfaces() {
         let s = S::new();
         let (dp, mut w) = offloading(&s);
-        let ab = eth(
-            S::mac(S::B),
-            S::mac(S::A),
-            0x0800,
-            &udp(S::A, 5000, S::B, 53, b"q"),
-        );
-        let ba = eth(
-            S::mac(S::A),
-            S::mac(S::B),
-            0x0800,
-            &udp(S::B, 53, S::A, 5000, b"a"),
-        );
+        let (ab, ba) = udp_query(5000);
         Frames::new()
             .push(PORT_A, &ab)
             .push(PORT_A, &ab)
@@ -289,18 +288,7 @@ mod tests {
         ));
         // A port without an interface (a TAP port, or the offload not attached): nothing.
         dp.offloads().set_ifindex(PORT_B, 0);
-        let other = eth(
-            S::mac(S::B),
-            S::mac(S::A),
-            0x0800,
-            &udp(S::A, 5001, S::B, 53, b"q"),
-        );
-        let back = eth(
-            S::mac(S::A),
-            S::mac(S::B),
-            0x0800,
-            &udp(S::B, 53, S::A, 5001, b"a"),
-        );
+        let (other, back) = udp_query(5001);
         Frames::new()
             .push(PORT_A, &other)
             .push(PORT_B, &back)
