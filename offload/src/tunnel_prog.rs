@@ -154,7 +154,11 @@ fn adjust_room(a: &mut Asm, len_diff: i32, flags: &[Insn]) {
 /// Counters, the outer 50 bytes gone, the inner MACs written, redirected.
 fn decap_action(a: &mut Asm) {
     count(a);
-    let flags = [Insn::mov64_imm(R4, F_ADJ_ROOM_DECAP_L3_IPV4)];
+    // The segment size stays the inner one (without the flag the kernel would grow it by 50).
+    let flags = [Insn::mov64_imm(
+        R4,
+        F_ADJ_ROOM_FIXED_GSO | F_ADJ_ROOM_DECAP_L3_IPV4,
+    )];
     adjust_room(a, -OVERHEAD, &flags);
     store_from_value(a, 0, value::MACS, 12);
     redirect(a);
