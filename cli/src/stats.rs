@@ -224,6 +224,21 @@ mod tests {
     }
 
     #[test]
+    fn the_offload_shows_only_when_it_runs() {
+        let mut s = stats();
+        assert!(!render(&s).contains("offloaded"));
+        s.offload.enabled = true;
+        s.offload.installed = 3;
+        s.offload.kernel_bytes = 4096;
+        let t = render(&s);
+        assert!(t.contains("offloaded flows: 0 active, 3 installed"), "{t}");
+        assert!(
+            t.contains("kernel-forwarded (offloaded flows): 0 packets, 4096 bytes"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn kernel_drops_are_listed_per_port() {
         let t = render(&stats());
         assert!(t.contains("kernel drops: 1450000\n"), "{t}");

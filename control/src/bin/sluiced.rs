@@ -94,8 +94,9 @@ struct Args {
     /// connect binds ready sockets instead of waiting for the kernel's ring set-up.
     #[arg(long, default_value_t = 4)]
     spare_ports: usize,
-    /// Flow offload: `tc` hands established flows (TCP after the handshake, UDP answered)
-    /// that sluice forwards between its packet-socket ports, bridged or through NAT, to a TC
+    /// Flow offload: `tc` hands established flows (TCP after the handshake, UDP answered;
+    /// offered by their first frame of 1024 bytes or more, so small-packet flows keep sluice's
+    /// lower latency) that sluice forwards between its packet-socket ports, bridged or through NAT, to a TC
     /// eBPF program on each port, which then forwards their frames inside the kernel without
     /// the two copies through userspace; sluice keeps every policy decision (new flows, FIN
     /// and RST, ARP, ICMP, overlay and TAP ports stay in userspace) and flushes the kernel's

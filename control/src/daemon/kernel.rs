@@ -94,7 +94,9 @@ impl Plumbing for Kernel {
             .map_err(|source| PlumbingError::OpenPort {
                 ifname: port.name.clone(),
                 source,
-            })
+            })?;
+        self.log_offload_error();
+        Ok(())
     }
 
     fn close_port(&mut self, port: PortId) {

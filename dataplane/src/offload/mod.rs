@@ -40,6 +40,18 @@ use crate::nat::FlowId;
 /// Requests the queue holds; beyond it an offer is a counted skip.
 pub const QUEUE_LEN: usize = 1024;
 
+/// Frames shorter than this (Ethernet header included) do not offer their flow: flows of
+/// small packets (request/response, 64-byte streams) go faster through sluice's polling
+/// workers than through the kernel's path (measured in bench/RESULTS.md, "Flow offload"),
+/// while bulk flows carry full-size frames or GSO super-frames.
+pub const MIN_OFFER_LEN: usize = 1024;
+
+/// True when a frame of `len` bytes may offer its flow (see [`MIN_OFFER_LEN`]).
+#[inline]
+pub fn offers(len: usize) -> bool {
+    len >= MIN_OFFER_LEN
+}
+
 /// Entries of the kernel's flow map (two per flow).
 pub const MAP_CAPACITY: u32 = 65_536;
 

@@ -52,10 +52,10 @@ fn place(t: &Tuple, epoch: u32) -> (usize, u64, u64) {
 
 impl Seen {
     /// Records a frame of bridged flow `t` (TCP past its handshake, or UDP) under `epoch`;
-    /// true exactly once per flow and epoch: when both directions have been seen, the caller
-    /// then offers the flow.
+    /// true exactly once per flow and epoch: for a frame that is `ready` to offer its flow
+    /// (see `offload::offers`) once both directions have been seen; the caller then offers it.
     #[inline]
-    pub fn observe(&self, t: &Tuple, epoch: u32) -> bool {
+    pub fn observe(&self, t: &Tuple, epoch: u32, ready: bool) -> bool {
         let (i, head, dir) = place(t, epoch);
         let slot = &self.slots[i];
         let cur = slot.load(Ordering::Relaxed);
@@ -67,7 +67,7 @@ impl Seen {
             return false;
         }
         let new = cur | dir;
-        if new & (UP | DOWN) != UP | DOWN {
+        if new & (UP | DOWN) != UP | DOWN || !ready {
             if new != cur {
                 slot.store(new, Ordering::Relaxed);
             }
@@ -111,14 +111,18 @@ mod tests {
     fn offered_once_when_both_directions_were_seen() {
         let s = Seen::default();
         let ab = t(40000, 80);
-        assert!(!s.observe(&ab, 1));
-        assert!(!s.observe(&ab, 1));
-        assert!(s.observe(&ab.reversed(), 1));
-        assert!(!s.observe(&ab.reversed(), 1));
-        assert!(!s.observe(&ab, 1));
+        assert!(!s.observe(&ab, 1, true));
+        assert!(!s.observe(&ab, 1, true));
+        assert!(s.observe(&ab.reversed(), 1, true));
+        assert!(!s.observe(&ab.reversed(), 1, true));
+        assert!(!s.observe(&ab, 1, true));
+        // A frame not ready to offer (a small one) records, but does not offer.
+        assert!(!s.observe(&ab, 3, true));
+        assert!(!s.observe(&ab.reversed(), 3, false));
+        assert!(s.observe(&ab, 3, true));
         // A new epoch starts over.
-        assert!(!s.observe(&ab, 2));
-        assert!(s.observe(&ab.reversed(), 2));
+        assert!(!s.observe(&ab, 2, true));
+        assert!(s.observe(&ab.reversed(), 2, true));
     }
 
     #[test]
@@ -126,14 +130,14 @@ mod tests {
         let s = Seen::default();
         let ab = t(40001, 80);
         assert!(!s.forget(&ab));
-        s.observe(&ab, 1);
+        s.observe(&ab, 1, true);
         assert!(!s.forget(&ab.reversed()));
-        s.observe(&ab, 1);
-        assert!(s.observe(&ab.reversed(), 1));
+        s.observe(&ab, 1, true);
+        assert!(s.observe(&ab.reversed(), 1, true));
         assert!(s.forget(&ab.reversed()));
         assert!(!s.forget(&ab));
         // Seen again from scratch after forgetting.
-        assert!(!s.observe(&ab, 1));
-        assert!(s.observe(&ab.reversed(), 1));
+        assert!(!s.observe(&ab, 1, true));
+        assert!(s.observe(&ab.reversed(), 1, true));
     }
 }

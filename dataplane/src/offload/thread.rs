@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sluice_offload::{FlowKey, FlowUsage, Offload, OffloadError};
+use sluice_offload::{DecapKey, FlowAction, FlowKey, FlowUsage, Offload, OffloadError};
 
-use super::{Direction, Offloads, Request, Tracked};
+use super::{Direction, Offloads, Request, Tracked, Tunnel};
 use crate::config::L4Proto;
 use crate::nat::Tuple;
 use crate::pipeline::Dataplane;
@@ -24,6 +24,72 @@ const ROUND: Duration = Duration::from_millis(1);
 
 /// How often installed flows are aged.
 const AGE_EVERY: Duration = Duration::from_secs(1);
+
+/// What the thread needs of the kernel's flow map: the real [`Offload`], or a table in tests.
+pub(super) trait FlowTable {
+    /// Installs (or replaces) one direction.
+    fn insert(&self, key: &FlowKey, action: &FlowAction) -> Result<(), OffloadError>;
+    /// Removes one direction (absent is Ok).
+    fn remove(&self, key: &FlowKey) -> Result<(), OffloadError>;
+    /// The direction's counters, None when absent.
+    fn usage(&self, key: &FlowKey) -> Result<Option<FlowUsage>, OffloadError>;
+    /// Removes every entry.
+    fn clear(&self) -> Result<(), OffloadError>;
+    /// Installs an overlay direction (see `overlay`); a table without tunnels (tests) keeps it
+    /// as a plain one under its key.
+    fn insert_tunnel(
+        &self,
+        key: &FlowKey,
+        action: &FlowAction,
+        tunnel: Tunnel,
+    ) -> Result<(), OffloadError> {
+        let _ = tunnel;
+        self.insert(key, action)
+    }
+    /// Removes a decapsulating direction (absent is Ok).
+    fn remove_decap(&self, key: &DecapKey) -> Result<(), OffloadError> {
+        self.remove(&key.inner)
+    }
+    /// A decapsulating direction's counters, None when absent.
+    fn decap_usage(&self, key: &DecapKey) -> Result<Option<FlowUsage>, OffloadError> {
+        self.usage(&key.inner)
+    }
+}
+
+impl FlowTable for Offload {
+    fn insert(&self, key: &FlowKey, action: &FlowAction) -> Result<(), OffloadError> {
+        Offload::insert(self, key, action)
+    }
+
+    fn remove(&self, key: &FlowKey) -> Result<(), OffloadError> {
+        Offload::remove(self, key)
+    }
+
+    fn usage(&self, key: &FlowKey) -> Result<Option<FlowUsage>, OffloadError> {
+        Offload::usage(self, key)
+    }
+
+    fn clear(&self) -> Result<(), OffloadError> {
+        Offload::clear(self)
+    }
+
+    fn insert_tunnel(
+        &self,
+        key: &FlowKey,
+        action: &FlowAction,
+        tunnel: Tunnel,
+    ) -> Result<(), OffloadError> {
+        super::overlay::insert_tunnel(self, key, action, tunnel)
+    }
+
+    fn remove_decap(&self, key: &DecapKey) -> Result<(), OffloadError> {
+        Offload::remove_decap(self, key)
+    }
+
+    fn decap_usage(&self, key: &DecapKey) -> Result<Option<FlowUsage>, OffloadError> {
+        Offload::decap_usage(self, key)
+    }
+}
 
 /// The running offload thread; dropping it stops it and flushes the kernel's flows.
 pub(crate) struct OffloadThread {
@@ -45,7 +111,7 @@ impl OffloadThread {
         let thread = std::thread::Builder::new()
             .name("sluice-offload".into())
             .spawn(move || {
-                let mut s = State::new(&dp, &kernel);
+                let mut s = State::new(&dp, &*kernel);
                 s.run(&flag);
             })?;
         Ok(OffloadThread {
@@ -75,15 +141,15 @@ struct Installed {
 }
 
 /// The thread's state: the flows it installed, by their first direction's key.
-struct State<'a> {
+struct State<'a, K: FlowTable> {
     dp: &'a Dataplane,
-    kernel: &'a Offload,
+    kernel: &'a K,
     flows: HashMap<FlowKey, Installed>,
     epoch: u32,
 }
 
-impl<'a> State<'a> {
-    fn new(dp: &'a Dataplane, kernel: &'a Offload) -> Self {
+impl<'a, K: FlowTable> State<'a, K> {
+    fn new(dp: &'a Dataplane, kernel: &'a K) -> Self {
         State {
             dp,
             kernel,
@@ -99,14 +165,7 @@ impl<'a> State<'a> {
     fn run(&mut self, stop: &AtomicBool) {
         let mut next_age = Instant::now() + AGE_EVERY;
         while !stop.load(Ordering::Acquire) {
-            let epoch = self.dp.epoch32();
-            if epoch != self.epoch {
-                self.flush();
-                self.epoch = epoch;
-            }
-            while let Some(r) = self.offloads().next_request() {
-                self.handle(r);
-            }
+            self.step();
             if Instant::now() >= next_age {
                 self.age();
                 next_age = Instant::now() + AGE_EVERY;
@@ -114,6 +173,18 @@ impl<'a> State<'a> {
             std::thread::sleep(ROUND);
         }
         self.flush();
+    }
+
+    /// One round: flushes if the epoch moved, then handles the queued requests.
+    fn step(&mut self) {
+        let epoch = self.dp.epoch32();
+        if epoch != self.epoch {
+            self.flush();
+            self.epoch = epoch;
+        }
+        while let Some(r) = self.offloads().next_request() {
+            self.handle(r);
+        }
     }
 
     fn handle(&mut self, r: Request) {
@@ -268,5 +339,189 @@ fn tuple_of(k: &FlowKey) -> Tuple {
         src_port: k.sport,
         dst: v4(k.dst),
         dst_port: k.dport,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::nat::NatAction;
+    use crate::testkit::Scenario;
+
+    /// The kernel's flow map as a table: each installed direction with its counters.
+    #[derive(Default)]
+    struct Table {
+        entries: RefCell<HashMap<FlowKey, FlowUsage>>,
+        clears: RefCell<u32>,
+    }
+
+    impl Table {
+        /// The kernel forwarded a packet of `bytes` on direction `key` just now.
+        fn forward(&self, key: &FlowKey, bytes: u64) {
+            let mut e = self.entries.borrow_mut();
+            let u = e.get_mut(key).expect("installed");
+            u.packets += 1;
+            u.bytes += bytes;
+            u.last_used_ns = sluice_offload::now_ns();
+        }
+    }
+
+    impl FlowTable for Table {
+        fn insert(&self, key: &FlowKey, _: &FlowAction) -> Result<(), OffloadError> {
+            self.entries.borrow_mut().insert(*key, FlowUsage::default());
+            Ok(())
+        }
+
+        fn remove(&self, key: &FlowKey) -> Result<(), OffloadError> {
+            self.entries.borrow_mut().remove(key);
+            Ok(())
+        }
+
+        fn usage(&self, key: &FlowKey) -> Result<Option<FlowUsage>, OffloadError> {
+            Ok(self.entries.borrow().get(key).copied())
+        }
+
+        fn clear(&self) -> Result<(), OffloadError> {
+            *self.clears.borrow_mut() += 1;
+            self.entries.borrow_mut().clear();
+            Ok(())
+        }
+    }
+
+    fn dirs(sport: u16) -> [Direction; 2] {
+        let dir = |ifindex, (src, sport), (dst, dport)| Direction {
+            key: FlowKey {
+                ifindex,
+                src: IpAddr::V4(src),
+                dst: IpAddr::V4(dst),
+                proto: 6,
+                sport,
+                dport,
+            },
+            action: FlowAction {
+                egress_ifindex: 3 - ifindex,
+                eth_src: [2; 6],
+                eth_dst: [4; 6],
+                decrement_ttl: false,
+                snat: None,
+                dnat: None,
+            },
+            tunnel: None,
+        };
+        let (a, b) = (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3));
+        [dir(1, (a, sport), (b, 80)), dir(2, (b, 80), (a, sport))]
+    }
+
+    fn install(dirs: [Direction; 2], tracked: Tracked, epoch: u32) -> Request {
+        Request::Install {
+            dirs,
+            tracked,
+            epoch,
+        }
+    }
+
+    #[test]
+    fn installs_counts_what_the_kernel_forwarded_and_removes_on_request() {
+        let dp = Dataplane::new(&Scenario::new().config).unwrap();
+        let table = Table::default();
+        let mut s = State::new(&dp, &table);
+        let bridged = Tracked::Bridged { idle_secs: 60 };
+        s.handle(install(dirs(1000), bridged, s.epoch + 1));
+        assert!(table.entries.borrow().is_empty(), "another epoch's request");
+        s.handle(install(dirs(1000), bridged, s.epoch));
+        assert_eq!(table.entries.borrow().len(), 2);
+        table.forward(&dirs(1000)[0].key, 1500);
+        table.forward(&dirs(1000)[1].key, 66);
+        s.age();
+        let st = dp.offloads().stats();
+        assert_eq!((st.installed, st.active), (1, 1));
+        assert_eq!((st.kernel_packets, st.kernel_bytes), (2, 1566));
+        // A removal names the directions in either order.
+        let [d0, d1] = dirs(1000);
+        table.forward(&d0.key, 1000);
+        s.handle(Request::Remove {
+            keys: [d1.key, d0.key],
+        });
+        assert!(table.entries.borrow().is_empty());
+        let st = dp.offloads().stats();
+        assert_eq!((st.removed, st.active, st.kernel_bytes), (1, 0, 2566));
+    }
+
+    #[test]
+    fn aging_keeps_used_tracked_flows_and_drops_idle_or_expired_ones() {
+        let dp = Dataplane::new(&Scenario::new().config).unwrap();
+        let table = Table::default();
+        let mut s = State::new(&dp, &table);
+        let t = crate::nat::Tuple {
+            proto: crate::config::L4Proto::Tcp,
+            src: Ipv4Addr::new(10, 0, 0, 2),
+            src_port: 2000,
+            dst: Ipv4Addr::new(198, 51, 100, 7),
+            dst_port: 80,
+        };
+        // Created 100 s ago: without the kernel's use it would expire in 20 s.
+        let now = Millis::now();
+        let start = Millis(now.0.saturating_sub(100_000));
+        let hit = dp
+            .with_conntrack(|ct| ct.create(&t, NatAction::default(), start))
+            .unwrap();
+        s.handle(install(dirs(2000), Tracked::Conntrack(hit.flow), s.epoch));
+        s.handle(install(
+            dirs(3000),
+            Tracked::Bridged { idle_secs: 0 },
+            s.epoch,
+        ));
+        std::thread::sleep(Duration::from_millis(5));
+        table.forward(&dirs(2000)[0].key, 100);
+        s.age();
+        // The used tracked flow stays, and its conntrack entry outlives its first deadline;
+        // the bridged one idled past its 0 s.
+        assert_eq!(s.flows.len(), 1);
+        assert!(s.flows.contains_key(&dirs(2000)[0].key));
+        let syn_sent = crate::nat::Timeouts::default().tcp_syn_sent;
+        dp.with_conntrack(|ct| {
+            ct.expire(start.plus_secs(syn_sent + 10));
+            assert!(ct.is_tracked(hit.flow), "kept alive by the kernel's use");
+            ct.remove(hit.flow);
+        });
+        s.age();
+        assert!(s.flows.is_empty(), "its conntrack entry is gone");
+        assert!(table.entries.borrow().is_empty());
+        assert_eq!(dp.offloads().stats().removed, 2);
+    }
+
+    #[test]
+    fn a_new_epoch_flushes_everything() {
+        let dp = Dataplane::new(&Scenario::new().config).unwrap();
+        let table = Table::default();
+        let mut s = State::new(&dp, &table);
+        s.handle(install(
+            dirs(4000),
+            Tracked::Bridged { idle_secs: 60 },
+            s.epoch,
+        ));
+        s.handle(install(
+            dirs(4001),
+            Tracked::Bridged { idle_secs: 60 },
+            s.epoch,
+        ));
+        table.forward(&dirs(4000)[1].key, 700);
+        s.step();
+        assert_eq!(*table.clears.borrow(), 0, "same epoch: nothing flushed");
+        dp.apply(&Scenario::new().config).unwrap();
+        // A request of the old epoch, queued before the swap, is not installed after it.
+        dp.offloads().offer(install(
+            dirs(4002),
+            Tracked::Bridged { idle_secs: 60 },
+            s.epoch,
+        ));
+        s.step();
+        assert_eq!(*table.clears.borrow(), 1);
+        assert!(table.entries.borrow().is_empty());
+        let st = dp.offloads().stats();
+        assert_eq!((st.removed, st.active, st.kernel_bytes), (2, 0, 700));
     }
 }

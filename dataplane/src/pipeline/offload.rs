@@ -16,12 +16,16 @@ use crate::wire::ethernet::EthernetFrame;
 use crate::wire::tcp::{ACK, FIN, RST, SYN};
 
 impl BatchState<'_> {
-    /// After a frame of `hit`'s flow took its shortcut with TCP flags `tcp_flags` (0 for UDP):
-    /// offers the flow when it qualifies now, or asks for its removal when it closes.
+    /// After a frame of `hit`'s flow, `len` bytes long, took its shortcut with TCP flags
+    /// `tcp_flags` (0 for UDP): offers the flow when it qualifies now (a bulk-sized frame, see
+    /// `offload::offers`), or asks for its removal when it closes.
     #[inline(always)]
-    pub(super) fn offer_routed(&mut self, hit: &Hit, tcp_flags: u8) {
+    pub(super) fn offer_routed(&mut self, hit: &Hit, tcp_flags: u8, len: usize) {
         if tcp_flags & (FIN | RST) != 0 {
             self.take_back_routed(hit);
+            return;
+        }
+        if !offload::offers(len) {
             return;
         }
         let epoch = self.epoch;
@@ -84,7 +88,8 @@ impl BatchState<'_> {
 
     /// After frame `f` from endpoint port `from` was bridged to port `to` (on a network of
     /// MTU `mtu`, no overlay): records the flow's direction and offers the flow once both
-    /// were seen past the handshake; a FIN or RST takes an offered flow back.
+    /// were seen past the handshake, by a bulk-sized frame (`offload::offers`); a FIN or RST
+    /// takes an offered flow back.
     #[inline(always)]
     pub(super) fn offer_bridged(&mut self, f: &Frame<'_>, from: &PortEntry, to: PortId, mtu: u16) {
         let o = self.dp.offloads();
@@ -126,7 +131,8 @@ impl BatchState<'_> {
             return;
         }
         let past_handshake = !tcp || p.tcp_flags & (SYN | ACK) == ACK;
-        if self.epoch == 0 || !past_handshake || !o.seen().observe(&p.tuple, self.epoch) {
+        let ready = offload::offers(f.len());
+        if self.epoch == 0 || !past_handshake || !o.seen().observe(&p.tuple, self.epoch, ready) {
             return;
         }
         let t = Timeouts::default();
@@ -152,6 +158,9 @@ mod tests {
 
     use crate::offload::{Direction, FlowAction, FlowKey, Request, Tracked};
     use crate::pipeline::tests::*;
+
+    /// A payload long enough for its frame to offer the flow (`offload::offers`).
+    const BULK: &[u8] = &[0x5a; 1200];
 
     /// A dataplane that stages every batch (so established flows take their shortcuts) with
     /// the offload on and interface index 100 + id for every port.
@@ -223,9 +232,13 @@ mod tests {
             .run(&mut w, T0);
         assert!(v.iter().all(|(v, _)| matches!(v, Verdict::Forward(_))));
         assert_eq!(drain(&dp), vec![], "one direction only so far");
+        // Both directions now, but small frames (request/response) stay in userspace.
+        run_one(&mut w, PORT_B, &ba(ACK, b"pong"), T0);
+        run_one(&mut w, PORT_A, &ab(ACK, b"ping"), T0);
+        assert_eq!(drain(&dp), vec![], "small frames offer nothing");
         Frames::new()
-            .push(PORT_B, &ba(ACK, b"data"))
-            .push(PORT_B, &ba(ACK, b"more"))
+            .push(PORT_B, &ba(ACK, BULK))
+            .push(PORT_B, &ba(ACK, BULK))
             .push(PORT_A, &ab(ACK, b""))
             .run(&mut w, T0);
         let mut b_to_a = dir(
@@ -262,7 +275,7 @@ mod tests {
     /// A UDP query from endpoint A's port `sport` to B's port 53, bridged, and its answer.
     fn udp_query(sport: u16) -> (Vec<u8>, Vec<u8>) {
         let q = udp(S::A, sport, S::B, 53, b"q");
-        let a = udp(S::B, 53, S::A, sport, b"a");
+        let a = udp(S::B, 53, S::A, sport, BULK);
         (
             eth(S::mac(S::B), S::mac(S::A), 0x0800, &q),
             eth(S::mac(S::A), S::mac(S::B), 0x0800, &a),
@@ -296,32 +309,49 @@ mod tests {
         assert_eq!(drain(&dp), vec![]);
     }
 
+    /// Builds a frame of one side of a flow from its TCP flags and payload.
+    type Segment<'a> = &'a dyn Fn(u8, &[u8]) -> Vec<u8>;
+
     /// Runs a TCP handshake of a tracked flow: SYN from `from`, SYN-ACK back from `back_port`,
-    /// ACK from `from` again; returns the SYN as it left.
+    /// ACK from `from` again (a small frame: no offer yet), then a full-size segment; returns
+    /// the SYN as it left.
     fn handshake(
         w: &mut Worker,
-        (from, syn): (PortId, &dyn Fn(u8) -> Vec<u8>),
+        (from, syn): (PortId, Segment<'_>),
         (back_port, synack): (PortId, &dyn Fn(u16, u8) -> Vec<u8>),
     ) -> Vec<u8> {
-        let (_, out) = run_one(w, from, &syn(SYN), T0);
+        let (_, out) = run_one(w, from, &syn(SYN, b""), T0);
         let sport = tuple_of(&out).src_port;
         run_one(w, back_port, &synack(sport, SYN | ACK), T0);
-        assert!(matches!(
-            run_one(w, from, &syn(ACK), T0).0,
-            Verdict::Forward(_)
-        ));
+        for data in [&b""[..], BULK] {
+            let v = run_one(w, from, &syn(ACK, data), T0).0;
+            assert!(matches!(v, Verdict::Forward(_)));
+        }
         out
+    }
+
+    /// A segment from endpoint A (port 40000) to the remote host's port 80.
+    fn to_remote(flags: u8, data: &[u8]) -> Vec<u8> {
+        S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, flags, data))
+    }
+
+    /// A segment from the remote host back to NAT port `port`.
+    fn from_remote(port: u16, flags: u8) -> Vec<u8> {
+        S::from_outside(&tcp(S::REMOTE, 80, S::UP, port, flags, b""))
+    }
+
+    /// A flow from endpoint A out through NAPT in scenario `s`, its handshake and a full-size
+    /// segment done; the dataplane, the worker and the flow's NAT port.
+    fn napt_flow(s: &Scenario) -> (Arc<Dataplane>, Worker, u16) {
+        let (dp, mut w) = offloading(s);
+        learn_next_hop(&mut w);
+        let out = handshake(&mut w, (PORT_A, &to_remote), (UPLINK, &from_remote));
+        (dp, w, tuple_of(&out).src_port)
     }
 
     #[test]
     fn a_flow_out_through_napt_is_offered_with_both_rewrites() {
-        let s = S::new();
-        let (dp, mut w) = offloading(&s);
-        learn_next_hop(&mut w);
-        let syn = |f| S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, f, b""));
-        let back = |p, f| S::from_outside(&tcp(S::REMOTE, 80, S::UP, p, f, b""));
-        let out = handshake(&mut w, (PORT_A, &syn), (UPLINK, &back));
-        let nat_port = tuple_of(&out).src_port;
+        let (dp, mut w, nat_port) = napt_flow(&S::new());
         let mut o = dir(
             key(PORT_A, (S::A, 40000), (S::REMOTE, 80)),
             UPLINK,
@@ -341,9 +371,9 @@ mod tests {
             "{got:?}"
         );
         // Later packets do not offer it again; its RST takes it back.
-        run_one(&mut w, PORT_A, &syn(ACK), T0);
+        run_one(&mut w, PORT_A, &to_remote(ACK, BULK), T0);
         assert_eq!(drain(&dp), vec![]);
-        run_one(&mut w, UPLINK, &back(nat_port, 0x04), T0);
+        run_one(&mut w, UPLINK, &from_remote(nat_port, 0x04), T0);
         assert_eq!(
             drain(&dp),
             vec![Request::Remove {
@@ -353,11 +383,24 @@ mod tests {
     }
 
     #[test]
+    fn a_fin_on_the_full_path_takes_the_flow_back_too() {
+        let (dp, mut w, nat_port) = napt_flow(&S::new());
+        assert_eq!(drain(&dp).len(), 1);
+        // TTL 1: no shortcut serves it, the full path accounts the FIN (and drops the packet).
+        let mut fin = from_remote(nat_port, 0x01 | ACK);
+        let mut ip = crate::wire::ipv4::Ipv4Packet::new_unchecked(&mut fin[14..]);
+        ip.set_ttl(1);
+        ip.fill_checksum();
+        run_one(&mut w, UPLINK, &fin, T0);
+        assert!(matches!(drain(&dp)[..], [Request::Remove { .. }]));
+    }
+
+    #[test]
     fn a_connection_to_a_published_port_is_offered_with_its_dnat() {
         let s = S::new();
         let (dp, mut w) = offloading(&s);
         learn_next_hop(&mut w);
-        let syn = |f| S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8080, f, b""));
+        let syn = |f, d: &[u8]| S::from_outside(&tcp(S::REMOTE, 50000, S::UP, 8080, f, d));
         let back = |_, f| S::from_endpoint(S::B, &tcp(S::B, 80, S::REMOTE, 50000, f, b""));
         handshake(&mut w, (UPLINK, &syn), (PORT_B, &back));
         let mut o = dir(
@@ -383,20 +426,16 @@ mod tests {
     fn no_offer_past_a_smaller_mtu_or_with_the_offload_off() {
         let mut s = S::new();
         s.config.uplink.as_mut().unwrap().mtu = 9000;
-        let (dp, mut w) = offloading(&s);
-        learn_next_hop(&mut w);
-        let syn = |f| S::from_endpoint(S::A, &tcp(S::A, 40000, S::REMOTE, 80, f, b""));
-        let back = |p, f| S::from_outside(&tcp(S::REMOTE, 80, S::UP, p, f, b""));
-        handshake(&mut w, (PORT_A, &syn), (UPLINK, &back));
+        let (dp, _, _) = napt_flow(&s);
         assert_eq!(drain(&dp), vec![], "replies would leave by a smaller MTU");
 
         let s = S::new();
         let (dp, mut w) = offloading(&s);
         dp.offloads().set_enabled(false);
         learn_next_hop(&mut w);
-        handshake(&mut w, (PORT_A, &syn), (UPLINK, &back));
-        let ab = |f| bridged(S::A, S::B, false, f, b"");
-        let ba = |f| bridged(S::B, S::A, true, f, b"");
+        handshake(&mut w, (PORT_A, &to_remote), (UPLINK, &from_remote));
+        let ab = |f| bridged(S::A, S::B, false, f, BULK);
+        let ba = |f| bridged(S::B, S::A, true, f, BULK);
         Frames::new()
             .push(PORT_A, &ab(ACK))
             .push(PORT_B, &ba(ACK))

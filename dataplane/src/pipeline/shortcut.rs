@@ -182,7 +182,7 @@ impl BatchState<'_> {
                 s.epoch == epoch && epoch != 0 && s.ingress == ingress && (gso || p.total <= s.mtu)
             })?;
         if self.offload {
-            self.offer_routed(hit, p.tcp_flags);
+            self.offer_routed(hit, p.tcp_flags, f.len());
         }
         let partial = f.meta.offload.csum_partial;
         let d = f.data_mut();

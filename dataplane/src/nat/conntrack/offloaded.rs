@@ -93,3 +93,87 @@ impl Conntrack {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{L4Proto, NatConfig};
+    use crate::frame::PortId;
+    use crate::nat::tcp::{ACK, FIN, SYN};
+    use crate::nat::{Conntrack, Dir, Hit, NatAction, Shortcut, Timeouts, Tuple};
+    use crate::time::Millis;
+
+    const T0: Millis = Millis(1_000_000);
+
+    /// A TCP flow out through NAPT after SYN and SYN-ACK, with a shortcut of epoch 7 for each
+    /// direction; the hits of both directions.
+    fn half_open() -> (Conntrack, Hit, Hit) {
+        let mut ct = Conntrack::new(&NatConfig::default(), Timeouts::default());
+        let orig = Tuple {
+            proto: L4Proto::Tcp,
+            src: [10, 0, 0, 2].into(),
+            src_port: 40000,
+            dst: [198, 51, 100, 7].into(),
+            dst_port: 80,
+        };
+        let action = NatAction {
+            snat: Some([192, 0, 2, 1].into()),
+            dnat: None,
+        };
+        let out = ct.create(&orig, action, T0).unwrap();
+        ct.update(out.flow, Dir::Original, SYN, T0);
+        let back = ct.lookup(&out.rewrite.reversed()).unwrap();
+        ct.update(back.flow, Dir::Reply, SYN | ACK, T0);
+        let s = |port| Shortcut {
+            epoch: 7,
+            ingress: PortId(port),
+            ..Shortcut::default()
+        };
+        ct.set_shortcut(&out, s(1));
+        ct.set_shortcut(&back, s(0));
+        (ct, out, back)
+    }
+
+    #[test]
+    fn offered_once_established_with_both_shortcuts_of_the_epoch() {
+        let (mut ct, out, back) = half_open();
+        assert_eq!(ct.offload_candidate(&out, 7), None, "not established yet");
+        ct.update(out.flow, Dir::Original, ACK, T0);
+        assert_eq!(
+            ct.offload_candidate(&out, 8),
+            None,
+            "shortcuts of another epoch"
+        );
+        let pair = ct.offload_candidate(&out, 7).unwrap();
+        assert_eq!(pair.translated, out.rewrite);
+        assert_eq!(pair.shortcuts.map(|s| s.ingress.0), [1, 0]);
+        assert_eq!(ct.offload_candidate(&back, 7), None, "offered once");
+        // Packets keep the mark; a new shortcut (new tables) clears it.
+        ct.update(out.flow, Dir::Original, ACK, T0);
+        assert_eq!(ct.offload_candidate(&out, 7), None);
+        ct.set_shortcut(
+            &back,
+            Shortcut {
+                epoch: 7,
+                ..Shortcut::default()
+            },
+        );
+        assert!(ct.offload_candidate(&back, 7).is_some());
+        // Closing returns the pair once and unmarks it.
+        assert_eq!(ct.offload_closing(&out).map(|p| p.flow), Some(out.flow));
+        assert_eq!(ct.offload_closing(&out), None);
+        ct.update(out.flow, Dir::Original, FIN | ACK, T0);
+    }
+
+    #[test]
+    fn refreshing_keeps_a_flow_the_kernel_forwards() {
+        let (mut ct, out, _) = half_open();
+        let syn_recv = Timeouts::default().tcp_syn_recv;
+        let later = T0.plus_secs(syn_recv - 1);
+        assert!(ct.refresh(out.flow, later));
+        ct.expire(T0.plus_secs(syn_recv + 1));
+        assert!(ct.is_tracked(out.flow), "refreshed past its first deadline");
+        ct.expire(later.plus_secs(syn_recv + 2));
+        assert!(!ct.is_tracked(out.flow));
+        assert!(!ct.refresh(out.flow, later), "a gone flow is not refreshed");
+    }
+}
