@@ -242,6 +242,82 @@ mod tests {
         assert_eq!(back.tunnel, Some(Tunnel::Decap(vxlan)));
     }
 
+    /// A table that records which of its calls each direction made.
+    #[derive(Default)]
+    struct Calls(std::cell::RefCell<Vec<String>>);
+
+    impl Calls {
+        fn log(&self, what: String) -> Result<(), OffloadError> {
+            self.0.borrow_mut().push(what);
+            Ok(())
+        }
+    }
+
+    impl FlowTable for Calls {
+        fn insert(&self, key: &FlowKey, _: &FlowAction) -> Result<(), OffloadError> {
+            self.log(format!("insert {}", key.ifindex))
+        }
+        fn remove(&self, key: &FlowKey) -> Result<(), OffloadError> {
+            self.log(format!("remove {}", key.ifindex))
+        }
+        fn usage(&self, key: &FlowKey) -> Result<Option<FlowUsage>, OffloadError> {
+            self.log(format!("usage {}", key.ifindex)).map(|()| None)
+        }
+        fn clear(&self) -> Result<(), OffloadError> {
+            self.log("clear".into())
+        }
+        fn insert_tunnel(
+            &self,
+            k: &FlowKey,
+            _: &FlowAction,
+            t: Tunnel,
+        ) -> Result<(), OffloadError> {
+            let kind = if matches!(t, Tunnel::Encap { .. }) {
+                "encap"
+            } else {
+                "decap"
+            };
+            self.log(format!("{kind} {}", k.ifindex))
+        }
+        fn remove_decap(&self, key: &DecapKey) -> Result<(), OffloadError> {
+            self.log(format!(
+                "remove decap {} vni {}",
+                key.inner.ifindex, key.tunnel.vni
+            ))
+        }
+        fn decap_usage(&self, key: &DecapKey) -> Result<Option<FlowUsage>, OffloadError> {
+            self.log(format!("usage decap {}", key.inner.ifindex))
+                .map(|()| None)
+        }
+    }
+
+    #[test]
+    fn directions_install_count_and_remove_themselves_by_kind() {
+        let [out, back] = overlay(&tuple(), local(1450), B, UPLINK, &outer()).unwrap();
+        let plain = Direction {
+            tunnel: None,
+            ..out
+        };
+        let t = Calls::default();
+        for d in [out, back, plain] {
+            d.install(&t).unwrap();
+            d.usage(&t).unwrap();
+            d.uninstall(&t).unwrap();
+        }
+        let want = [
+            "encap 7",
+            "usage 7",
+            "remove 7",
+            "decap 2",
+            "usage decap 2",
+            "remove decap 2 vni 4096",
+            "insert 7",
+            "usage 7",
+            "remove 7",
+        ];
+        assert_eq!(*t.0.borrow(), want);
+    }
+
     #[test]
     fn an_endpoint_mtu_that_does_not_fit_once_wrapped_stays_in_userspace() {
         assert!(overlay(&tuple(), local(1464), B, UPLINK, &outer()).is_some());
