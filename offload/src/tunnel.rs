@@ -78,38 +78,43 @@ fn outer_template(a: &EncapAction) -> [u8; value::OUTER_LEN] {
     h
 }
 
-/// The map value of an encapsulating entry.
-pub(crate) fn encap_value(a: &EncapAction, now_ns: u64) -> [u8; value::SIZE] {
+/// A value forwarding out of `egress` with MACs `macs` (source, destination) and `flags`.
+fn value_with(
+    egress: u32,
+    (src, dst): ([u8; 6], [u8; 6]),
+    flags: i32,
+    now_ns: u64,
+) -> [u8; value::SIZE] {
     let plain = FlowAction {
-        egress_ifindex: a.egress_ifindex,
-        eth_src: a.eth_src,
-        eth_dst: a.eth_dst,
+        egress_ifindex: egress,
+        eth_src: src,
+        eth_dst: dst,
         decrement_ttl: false,
         snat: None,
         dnat: None,
     };
     let mut b = RawValue::new(&plain, now_ns).to_bytes();
-    let flags = value::FLAGS as usize;
-    b[flags..flags + 4].copy_from_slice(&(value::ENCAP as u32).to_ne_bytes());
-    let outer = value::OUTER as usize;
-    b[outer..].copy_from_slice(&outer_template(a));
+    let at = value::FLAGS as usize;
+    b[at..at + 4].copy_from_slice(&(flags as u32).to_ne_bytes());
+    b
+}
+
+/// The map value of an encapsulating entry.
+pub(crate) fn encap_value(a: &EncapAction, now_ns: u64) -> [u8; value::SIZE] {
+    let macs = (a.eth_src, a.eth_dst);
+    let mut b = value_with(a.egress_ifindex, macs, value::ENCAP, now_ns);
+    b[value::OUTER as usize..].copy_from_slice(&outer_template(a));
     b
 }
 
 /// The map value of a decapsulating entry.
 pub(crate) fn decap_value(a: &DecapAction, now_ns: u64) -> [u8; value::SIZE] {
-    let plain = FlowAction {
-        egress_ifindex: a.egress_ifindex,
-        eth_src: a.eth_src,
-        eth_dst: a.eth_dst,
-        decrement_ttl: false,
-        snat: None,
-        dnat: None,
-    };
-    let mut b = RawValue::new(&plain, now_ns).to_bytes();
-    let flags = value::FLAGS as usize;
-    b[flags..flags + 4].copy_from_slice(&(value::DECAP as u32).to_ne_bytes());
-    b
+    value_with(
+        a.egress_ifindex,
+        (a.eth_src, a.eth_dst),
+        value::DECAP,
+        now_ns,
+    )
 }
 
 /// The map key of a decapsulating entry; only IPv4 inner flows have one.

@@ -46,6 +46,17 @@ const _: () = assert!(INNER_ETH + ETH_LEN == ETH_LEN + OVERHEAD);
 /// the plain UDP lookup after this code.
 pub(crate) fn decap(a: &mut Asm, map_fd: i32, ending: Ending) {
     let not = a.label();
+    // One VXLAN packet: its outer length is the frame's. A UDP GSO datagram (several packets
+    // in one frame, as a sender's userspace path sends them) would lose only the first one's
+    // headers: userspace joins those.
+    a.emit([
+        Insn::ldx_mem(Size::H, R1, R10, IP + 2),
+        Insn::to_be(R1, 16),
+        Insn::alu64_imm(Alu::Add, R1, ETH_LEN),
+        Insn::ldx_mem(Size::W, R2, R6, CTX_LEN),
+        Insn::alu64_reg(Alu::Sub, R1, R2),
+    ]);
+    a.jmp_imm(Cond::Ne, R1, 0, not);
     load_bytes(a, OUTER_L4, SCRATCH, 4, not);
     a.emit([Insn::ldx_mem(Size::H, R1, R10, SCRATCH + 2)]);
     a.jmp_imm(Cond::Ne, R1, be16(VXLAN_PORT), not);
@@ -143,7 +154,11 @@ fn adjust_room(a: &mut Asm, len_diff: i32, flags: &[Insn]) {
 /// Counters, the outer 50 bytes gone, the inner MACs written, redirected.
 fn decap_action(a: &mut Asm) {
     count(a);
-    let flags = [Insn::mov64_imm(R4, F_ADJ_ROOM_DECAP_L3_IPV4)];
+    // The segment size stays the inner one (without the flag the kernel would grow it by 50).
+    let flags = [Insn::mov64_imm(
+        R4,
+        F_ADJ_ROOM_FIXED_GSO | F_ADJ_ROOM_DECAP_L3_IPV4,
+    )];
     adjust_room(a, -OVERHEAD, &flags);
     store_from_value(a, 0, value::MACS, 12);
     redirect(a);

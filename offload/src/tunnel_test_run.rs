@@ -129,7 +129,10 @@ fn vxlan_frames_not_matching_every_part_of_the_key_stay_with_userspace() {
     let other = Ipv4Addr::new(192, 0, 2, 9);
     let mut other_port = wrapped(&inner, REMOTE, LOCAL, VNI, 0x08);
     other_port[36..38].copy_from_slice(&4790u16.to_be_bytes());
+    let mut several = wrapped(&inner, REMOTE, LOCAL, VNI, 0x08);
+    several.extend(wrapped(&inner, REMOTE, LOCAL, VNI, 0x08)[14..].to_vec());
     let misses = [
+        ("two packets in one frame (UDP GSO)", several),
         ("another VNI", wrapped(&inner, REMOTE, LOCAL, VNI + 1, 0x08)),
         ("another VTEP", wrapped(&inner, other, LOCAL, VNI, 0x08)),
         ("not to us", wrapped(&inner, REMOTE, other, VNI, 0x08)),

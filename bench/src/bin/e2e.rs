@@ -73,8 +73,9 @@ struct Args {
     /// pasta); the runs alternate them.
     #[arg(long, value_name = "USER")]
     rootless: Option<String>,
-    /// Runs the overlay shape instead: two hosts over VXLAN, sluice against the kernel's vxlan
-    /// device and bridge (TCP 1 and 4 streams, TCP_RR); prints a table.
+    /// Runs the overlay shape instead: two hosts over VXLAN, sluice and sluice-offload (with
+    /// `--offload=tc`) against the kernel's vxlan device and bridge (TCP 1 and 4 streams,
+    /// TCP_RR); prints a table per sluice peer.
     #[arg(long)]
     overlay: bool,
     /// Internal (the v6 RR rows' server, run inside a namespace): echoes on ADDR.

@@ -82,8 +82,9 @@ fn workers_of(pids: &[u32]) -> Option<u64> {
     pids.iter().map(|p| worker_ticks(Some(*p))).sum()
 }
 
-/// One timed measurement of `m` from `ea`, with the CPU it took.
-fn sample(lab: &Lab, pids: &[u32], m: &Metric, dur: u32, hz: f64) -> Sample {
+/// One timed measurement of `m` from `ea`, with the CPU it took (with the softirq time of all
+/// CPUs when the peer hands flows to the kernel: `offload`).
+fn sample(lab: &Lab, pids: &[u32], offload: bool, m: &Metric, dur: u32, hz: f64) -> Sample {
     let stat = || read_proc("/proc/stat").and_then(|s| parse::proc_stat(&s).ok());
     let (s0, w0, t0) = (stat(), workers_of(pids), Instant::now());
     let value = run_tool(lab, m, dur);
@@ -91,7 +92,7 @@ fn sample(lab: &Lab, pids: &[u32], m: &Metric, dur: u32, hz: f64) -> Sample {
     let ticks = ForwarderTicks {
         process: None,
         workers: w0.zip(w1),
-        kernel_offload: false,
+        kernel_offload: offload,
     };
     let cpu = match (s0, s1) {
         (Some(a), Some(b)) => CpuUse::between(&a, &b, ticks, hz, elapsed),
@@ -193,7 +194,14 @@ fn measure_peer(plan: &OverlayPlan, peer: usize, hz: f64) -> Result<Vec<Sample>,
         .iter()
         .map(|m| {
             settle(hz);
-            sample(&lab, &pids, m, plan.duration, hz)
+            sample(
+                &lab,
+                &pids,
+                PEERS[peer] == "sluice-offload",
+                m,
+                plan.duration,
+                hz,
+            )
         })
         .collect())
 }

@@ -5,10 +5,11 @@
 //! header the userspace path just wrote, so the kernel sends what userspace would have sent.
 
 use sluice_offload::{
-    DecapAction, DecapKey, EncapAction, FlowKey, FlowUsage, Offload, OffloadError, Vxlan,
-    VXLAN_OVERHEAD_V4,
+    DecapAction, DecapKey, EncapAction, FlowAction, FlowKey, FlowUsage, Offload, OffloadError,
+    Vxlan, VXLAN_OVERHEAD_V4,
 };
 
+use super::thread::FlowTable;
 use super::{Direction, PortOut};
 use crate::nat::Tuple;
 use crate::wire::vxlan::OuterV4;
@@ -58,7 +59,7 @@ pub fn overlay(
         remote: outer.dst,
         vni: outer.vni,
     };
-    let action = |egress: PortOut, dst: MacAddr, src: MacAddr| sluice_offload::FlowAction {
+    let action = |egress: PortOut, dst: MacAddr, src: MacAddr| FlowAction {
         egress_ifindex: egress.ifindex,
         eth_src: src.0,
         eth_dst: dst.0,
@@ -97,43 +98,58 @@ pub fn overlay_keys(tuple: &Tuple, local: u32, uplink: u32) -> [FlowKey; 2] {
     [key(local, tuple), key(uplink, &tuple.reversed())]
 }
 
+/// Installs overlay direction `key`/`action` wrapped or unwrapped as `tunnel` says.
+pub(super) fn insert_tunnel(
+    k: &Offload,
+    key: &FlowKey,
+    a: &FlowAction,
+    tunnel: Tunnel,
+) -> Result<(), OffloadError> {
+    match tunnel {
+        Tunnel::Encap { vxlan, udp_sport } => {
+            let wrap = EncapAction {
+                egress_ifindex: a.egress_ifindex,
+                eth_src: a.eth_src,
+                eth_dst: a.eth_dst,
+                tunnel: vxlan,
+                udp_sport,
+            };
+            k.insert_encap(key, &wrap)
+        }
+        Tunnel::Decap(vxlan) => {
+            let unwrap = DecapAction {
+                egress_ifindex: a.egress_ifindex,
+                eth_src: a.eth_src,
+                eth_dst: a.eth_dst,
+            };
+            let key = DecapKey {
+                inner: *key,
+                tunnel: vxlan,
+            };
+            k.insert_decap(&key, &unwrap)
+        }
+    }
+}
+
 impl Direction {
-    /// Installs this direction in the kernel.
-    pub(crate) fn install(&self, k: &Offload) -> Result<(), OffloadError> {
-        let a = &self.action;
+    /// Installs this direction in `k`.
+    pub(super) fn install<K: FlowTable>(&self, k: &K) -> Result<(), OffloadError> {
         match self.tunnel {
-            None => k.insert(&self.key, a),
-            Some(Tunnel::Encap { vxlan, udp_sport }) => {
-                let wrap = EncapAction {
-                    egress_ifindex: a.egress_ifindex,
-                    eth_src: a.eth_src,
-                    eth_dst: a.eth_dst,
-                    tunnel: vxlan,
-                    udp_sport,
-                };
-                k.insert_encap(&self.key, &wrap)
-            }
-            Some(Tunnel::Decap(vxlan)) => {
-                let unwrap = DecapAction {
-                    egress_ifindex: a.egress_ifindex,
-                    eth_src: a.eth_src,
-                    eth_dst: a.eth_dst,
-                };
-                k.insert_decap(&self.decap_key(vxlan), &unwrap)
-            }
+            None => k.insert(&self.key, &self.action),
+            Some(t) => k.insert_tunnel(&self.key, &self.action, t),
         }
     }
 
     /// What this direction forwarded in the kernel, None when it is not there.
-    pub(crate) fn usage(&self, k: &Offload) -> Result<Option<FlowUsage>, OffloadError> {
+    pub(super) fn usage<K: FlowTable>(&self, k: &K) -> Result<Option<FlowUsage>, OffloadError> {
         match self.tunnel {
             Some(Tunnel::Decap(vxlan)) => k.decap_usage(&self.decap_key(vxlan)),
             _ => k.usage(&self.key),
         }
     }
 
-    /// Removes this direction from the kernel (absent is Ok).
-    pub(crate) fn uninstall(&self, k: &Offload) -> Result<(), OffloadError> {
+    /// Removes this direction from `k` (absent is Ok).
+    pub(super) fn uninstall<K: FlowTable>(&self, k: &K) -> Result<(), OffloadError> {
         match self.tunnel {
             Some(Tunnel::Decap(vxlan)) => k.remove_decap(&self.decap_key(vxlan)),
             _ => k.remove(&self.key),
@@ -224,6 +240,82 @@ mod tests {
         assert_eq!(back.action.egress_ifindex, 7);
         assert_eq!((back.action.eth_dst, back.action.eth_src), (A.0, B.0));
         assert_eq!(back.tunnel, Some(Tunnel::Decap(vxlan)));
+    }
+
+    /// A table that records which of its calls each direction made.
+    #[derive(Default)]
+    struct Calls(std::cell::RefCell<Vec<String>>);
+
+    impl Calls {
+        fn log(&self, what: String) -> Result<(), OffloadError> {
+            self.0.borrow_mut().push(what);
+            Ok(())
+        }
+    }
+
+    impl FlowTable for Calls {
+        fn insert(&self, key: &FlowKey, _: &FlowAction) -> Result<(), OffloadError> {
+            self.log(format!("insert {}", key.ifindex))
+        }
+        fn remove(&self, key: &FlowKey) -> Result<(), OffloadError> {
+            self.log(format!("remove {}", key.ifindex))
+        }
+        fn usage(&self, key: &FlowKey) -> Result<Option<FlowUsage>, OffloadError> {
+            self.log(format!("usage {}", key.ifindex)).map(|()| None)
+        }
+        fn clear(&self) -> Result<(), OffloadError> {
+            self.log("clear".into())
+        }
+        fn insert_tunnel(
+            &self,
+            k: &FlowKey,
+            _: &FlowAction,
+            t: Tunnel,
+        ) -> Result<(), OffloadError> {
+            let kind = if matches!(t, Tunnel::Encap { .. }) {
+                "encap"
+            } else {
+                "decap"
+            };
+            self.log(format!("{kind} {}", k.ifindex))
+        }
+        fn remove_decap(&self, key: &DecapKey) -> Result<(), OffloadError> {
+            self.log(format!(
+                "remove decap {} vni {}",
+                key.inner.ifindex, key.tunnel.vni
+            ))
+        }
+        fn decap_usage(&self, key: &DecapKey) -> Result<Option<FlowUsage>, OffloadError> {
+            self.log(format!("usage decap {}", key.inner.ifindex))
+                .map(|()| None)
+        }
+    }
+
+    #[test]
+    fn directions_install_count_and_remove_themselves_by_kind() {
+        let [out, back] = overlay(&tuple(), local(1450), B, UPLINK, &outer()).unwrap();
+        let plain = Direction {
+            tunnel: None,
+            ..out
+        };
+        let t = Calls::default();
+        for d in [out, back, plain] {
+            d.install(&t).unwrap();
+            d.usage(&t).unwrap();
+            d.uninstall(&t).unwrap();
+        }
+        let want = [
+            "encap 7",
+            "usage 7",
+            "remove 7",
+            "decap 2",
+            "usage decap 2",
+            "remove decap 2 vni 4096",
+            "insert 7",
+            "usage 7",
+            "remove 7",
+        ];
+        assert_eq!(*t.0.borrow(), want);
     }
 
     #[test]

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sluice_offload::{FlowAction, FlowKey, FlowUsage, Offload, OffloadError};
+use sluice_offload::{DecapKey, FlowAction, FlowKey, FlowUsage, Offload, OffloadError};
 
-use super::{Direction, Offloads, Request, Tracked};
+use super::{Direction, Offloads, Request, Tracked, Tunnel};
 use crate::config::L4Proto;
 use crate::nat::Tuple;
 use crate::pipeline::Dataplane;
@@ -35,6 +35,25 @@ pub(super) trait FlowTable {
     fn usage(&self, key: &FlowKey) -> Result<Option<FlowUsage>, OffloadError>;
     /// Removes every entry.
     fn clear(&self) -> Result<(), OffloadError>;
+    /// Installs an overlay direction (see `overlay`); a table without tunnels (tests) keeps it
+    /// as a plain one under its key.
+    fn insert_tunnel(
+        &self,
+        key: &FlowKey,
+        action: &FlowAction,
+        tunnel: Tunnel,
+    ) -> Result<(), OffloadError> {
+        let _ = tunnel;
+        self.insert(key, action)
+    }
+    /// Removes a decapsulating direction (absent is Ok).
+    fn remove_decap(&self, key: &DecapKey) -> Result<(), OffloadError> {
+        self.remove(&key.inner)
+    }
+    /// A decapsulating direction's counters, None when absent.
+    fn decap_usage(&self, key: &DecapKey) -> Result<Option<FlowUsage>, OffloadError> {
+        self.usage(&key.inner)
+    }
 }
 
 impl FlowTable for Offload {
@@ -52,6 +71,23 @@ impl FlowTable for Offload {
 
     fn clear(&self) -> Result<(), OffloadError> {
         Offload::clear(self)
+    }
+
+    fn insert_tunnel(
+        &self,
+        key: &FlowKey,
+        action: &FlowAction,
+        tunnel: Tunnel,
+    ) -> Result<(), OffloadError> {
+        super::overlay::insert_tunnel(self, key, action, tunnel)
+    }
+
+    fn remove_decap(&self, key: &DecapKey) -> Result<(), OffloadError> {
+        Offload::remove_decap(self, key)
+    }
+
+    fn decap_usage(&self, key: &DecapKey) -> Result<Option<FlowUsage>, OffloadError> {
+        Offload::decap_usage(self, key)
     }
 }
 
@@ -373,6 +409,7 @@ mod tests {
                 snat: None,
                 dnat: None,
             },
+            tunnel: None,
         };
         let (a, b) = (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3));
         [dir(1, (a, sport), (b, 80)), dir(2, (b, 80), (a, sport))]

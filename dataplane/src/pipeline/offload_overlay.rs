@@ -75,7 +75,11 @@ impl BatchState<'_> {
                 let keys = offload::overlay_keys(&p.tuple, ia, iu);
                 o.offer(Request::Remove { keys });
             }
-            Step::Established if self.epoch != 0 && o.seen().observe(&p.tuple, self.epoch) => {
+            // Small frames offer too (unlike bridged flows'): the userspace overlay path is
+            // slower than the kernel's for request/response too (bench/RESULTS.md).
+            Step::Established
+                if self.epoch != 0 && o.seen().observe(&p.tuple, self.epoch, true) =>
+            {
                 let t = Timeouts::default();
                 let tcp = p.tuple.proto == L4Proto::Tcp;
                 let idle_secs = if tcp {
@@ -96,8 +100,8 @@ impl BatchState<'_> {
     }
 
     /// After a VXLAN frame from the uplink was unwrapped (`f` is now the inner frame) to go to
-    /// local endpoint port `to`: records its direction (when it completes the pair, the record
-    /// is re-armed so that the next outbound frame, which knows the outer headers, offers).
+    /// local endpoint port `to`: records its direction, never offering (only an outbound frame
+    /// knows the outer headers), or on FIN/RST takes an offered flow back.
     pub(super) fn offer_overlay_in(&mut self, f: &Frame<'_>, to: PortId) {
         let o = self.dp.offloads();
         let (iu, ia) = (o.ifindex(f.meta.ingress), o.ifindex(to));
@@ -114,9 +118,8 @@ impl BatchState<'_> {
                 let keys = offload::overlay_keys(&out, ia, iu);
                 o.offer(Request::Remove { keys });
             }
-            Step::Established if self.epoch != 0 && o.seen().observe(&p.tuple, self.epoch) => {
-                o.seen().forget(&p.tuple);
-                o.seen().observe(&p.tuple, self.epoch);
+            Step::Established if self.epoch != 0 => {
+                o.seen().observe(&p.tuple, self.epoch, false);
             }
             _ => {}
         }
@@ -287,6 +290,14 @@ mod tests {
                 keys: [out.key, back.key]
             }]
         );
+        // The rest of the close (C's last data and FIN, R's ACKs) offers nothing again.
+        Frames::new()
+            .push(PORT_C, &c_to_r(ACK, b"tail"))
+            .push(UPLINK, &r_to_c(ACK, b""))
+            .push(PORT_C, &c_to_r(FIN | ACK, b""))
+            .push(UPLINK, &r_to_c(ACK, b""))
+            .run(&mut w, T0);
+        assert_eq!(drain(&dp), vec![]);
     }
 
     #[test]
