@@ -194,8 +194,8 @@ fn overlay_flows_are_wrapped_and_unwrapped_by_the_kernel_with_offload_tc() {
     let bytes: Vec<u8> = (0..BULK).map(|i| (i * 37 % 253) as u8).collect();
     std::fs::write(&file, bytes).unwrap();
     let want = sha256(&file);
-    assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B), want);
-    assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A), want);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B.into()), want);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A.into()), want);
     // Each host's kernel carried most of both transfers: out wrapped, in unwrapped.
     let most = 2 * 9 * BULK as u64 / 10;
     for (_, stats) in &hosts {

@@ -158,21 +158,15 @@ fn read_outer(d: &[u8]) -> Option<(OuterV4, &[u8])> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
     use std::sync::Arc;
 
     use crate::frame::NetworkId;
     use crate::offload::{Direction, Request, Tracked, Tunnel, Vxlan};
     use crate::overlay::{OverlayConfig, RemoteEndpoint};
     use crate::pipeline::tests::*;
+    use crate::pipeline::vxlan::tests::{R, VNI, VTEP_B, VTEP_B_MAC};
     use crate::wire::tcp::{ACK, FIN, SYN};
     use crate::wire::MacAddr;
-
-    const VTEP_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-    const VTEP_B_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
-    /// The remote endpoint (on host B) of network "other", where PORT_C's endpoint C lives.
-    const R: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 9);
-    const VNI: u32 = 4096;
 
     /// Host A of an overlay of network "other" (MTU `mtu`) with the offload on, interface
     /// index 100 + id for every port, and host B's VTEP resolved.

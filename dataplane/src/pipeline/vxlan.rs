@@ -302,7 +302,7 @@ fn check_inner_source(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::{PortRole, UplinkConfig};
     use crate::frame::PortId;
@@ -314,11 +314,11 @@ mod tests {
     use std::net::Ipv6Addr;
 
     /// Host B's VTEP (host A's is the scenario's uplink address).
-    const VTEP_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-    const VTEP_B_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+    pub(crate) const VTEP_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    pub(crate) const VTEP_B_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
     /// The endpoint of network "other" (VNI 4096) on host B; C lives on host A.
-    const R: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 9);
-    const VNI: u32 = 4096;
+    pub(crate) const R: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 9);
+    pub(crate) const VNI: u32 = 4096;
     const OTHER: NetworkId = NetworkId(1);
 
     /// One host of the overlay: the scenario with `local` as PORT_C's endpoint, the uplink at
