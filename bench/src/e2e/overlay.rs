@@ -260,7 +260,7 @@ fn table_against_kernel(runs: &[OverlayRun], peer: usize) -> String {
         let of = |peer: usize| {
             runs.iter()
                 .filter(move |r| r.peer == peer)
-                .map(move |r| &r.samples[i])
+                .filter_map(move |r| r.samples.get(i))
         };
         let values = |peer| median(of(peer).filter_map(|s| s.value.clone().ok()).collect());
         let costs = |peer| median(of(peer).filter_map(|s| s.cost).collect());
@@ -354,7 +354,12 @@ mod tests {
         let mut with_offload = runs.clone();
         with_offload.push(OverlayRun {
             peer: 2,
-            samples: vec![ok(6.0, Some(10.0)), ok(8.0, None), ok(25.0, None)],
+            samples: vec![
+                ok(6.0, Some(10.0)),
+                ok(8.0, None),
+                ok(25.0, None),
+                ok(2.0, None),
+            ],
         });
         let t = table(&with_offload);
         assert!(
