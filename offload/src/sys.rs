@@ -220,8 +220,18 @@ pub(crate) fn prog_load(
         prog_name: obj_name(name),
         ..ProgLoadAttr::default()
     };
-    Ok(owned(bpf(BPF_PROG_LOAD, &mut attr)?))
+    // The kernel may answer EAGAIN to a load that a retry accepts (libbpf tries 5 times).
+    let mut attempts = PROG_LOAD_ATTEMPTS;
+    loop {
+        match bpf(BPF_PROG_LOAD, &mut attr) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && attempts > 1 => attempts -= 1,
+            res => return Ok(owned(res?)),
+        }
+    }
 }
+
+/// How many times a program load is tried while the kernel answers EAGAIN, as libbpf does.
+const PROG_LOAD_ATTEMPTS: u32 = 5;
 
 /// `union bpf_attr` for `BPF_PROG_TEST_RUN`.
 #[cfg(test)]
