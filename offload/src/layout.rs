@@ -86,6 +86,9 @@ pub(crate) mod value {
     pub const ENCAP: i32 = 8;
     /// `flags`: strip the outer 50 bytes of a VXLAN frame (the inner MACs in `MACS`).
     pub const DECAP: i32 = 16;
+    /// `flags`: `egress_ifindex` is a veth whose peer is in another namespace: the frame goes
+    /// straight to that peer's receive path (`bpf_redirect_peer`).
+    pub const PEER: i32 = 32;
     /// An encapsulating entry's outer IPv4 + UDP + VXLAN headers (36 bytes, lengths and IPv4
     /// checksum zero), in the place the NAT fields take in other entries.
     pub const OUTER: i16 = NAT_SPORT;
@@ -209,6 +212,19 @@ impl RawValue {
     }
 }
 
+/// Adds `flag` to an encoded value's flags.
+pub(crate) fn add_flag(b: &mut [u8; value::SIZE], flag: i32) {
+    let at = value::FLAGS as usize;
+    let flags = u32::from_ne_bytes(b[at..at + 4].try_into().expect("4 bytes")) | flag as u32;
+    b[at..at + 4].copy_from_slice(&flags.to_ne_bytes());
+}
+
+/// The egress interface of an encoded value.
+pub(crate) fn egress(b: &[u8; value::SIZE]) -> u32 {
+    let at = value::EGRESS as usize;
+    u32::from_ne_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
 /// The counters of a value the map returned.
 pub(crate) fn usage(b: &[u8; value::SIZE]) -> FlowUsage {
     let u64_at = |off: i16| {
@@ -301,5 +317,21 @@ mod tests {
         assert_eq!(&b[48..64], &[0; 16]);
         assert_eq!(b[64], 0xfd);
         assert_eq!(b[79], 9);
+    }
+
+    #[test]
+    fn a_flag_added_to_an_encoded_value_keeps_the_others() {
+        let a = FlowAction {
+            egress_ifindex: 11,
+            eth_src: [0; 6],
+            eth_dst: [0; 6],
+            decrement_ttl: true,
+            snat: None,
+            dnat: None,
+        };
+        let mut b = RawValue::new(&a, 0).to_bytes();
+        add_flag(&mut b, value::PEER);
+        assert_eq!(&b[28..32], &33u32.to_ne_bytes());
+        assert_eq!(egress(&b), 11);
     }
 }

@@ -9,6 +9,7 @@
 
 mod asm;
 mod layout;
+mod link;
 mod prog;
 mod sys;
 mod tc;
@@ -116,6 +117,9 @@ pub struct Offload {
     filter: OwnedFd,
     /// Interfaces whose clsact qdisc we added (and so remove on detach).
     added_clsact: Mutex<HashSet<u32>>,
+    /// Attached interfaces that are (or may become) veths with their peer in another namespace:
+    /// entries leaving through one use `bpf_redirect_peer`.
+    peer_targets: Mutex<link::PeerTargets>,
 }
 
 impl Offload {
@@ -133,6 +137,7 @@ impl Offload {
             tc,
             filter,
             added_clsact: Mutex::new(HashSet::new()),
+            peer_targets: Mutex::default(),
         })
     }
 
@@ -149,12 +154,15 @@ impl Offload {
         if added {
             self.added().insert(ifindex);
         }
+        // Without the socket its entries take the plain redirect, which is only slower.
+        let _ = self.peers().attached(ifindex);
         Ok(())
     }
 
     /// Removes our filter (and the clsact qdisc if we added it). An interface already gone is Ok.
     pub fn detach(&self, ifindex: u32) -> Result<(), OffloadError> {
         let ours = self.added().remove(&ifindex);
+        self.peers().detached(ifindex);
         // No interface, no qdisc (EINVAL: "parent qdisc doesn't exist") or no filter: all gone.
         let gone = |e: &io::Error| {
             matches!(
@@ -198,9 +206,14 @@ impl Offload {
         self.update(&RawKey::new(key).to_bytes(), &value)
     }
 
-    /// Writes one raw entry.
+    /// Writes one raw entry, sending its frames straight into the egress veth's peer when it
+    /// is one in another namespace.
     fn update(&self, key: &[u8; key::SIZE], value: &[u8; value::SIZE]) -> Result<(), OffloadError> {
-        match self.map.update(key, value) {
+        let mut v = *value;
+        if self.redirects_to_peer(layout::egress(&v)) {
+            layout::add_flag(&mut v, value::PEER);
+        }
+        match self.map.update(key, &v) {
             Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
                 Err(OffloadError::Full(self.capacity))
             }
@@ -253,8 +266,19 @@ impl Offload {
         Ok(())
     }
 
+    /// Whether entries leaving through attached interface `ifindex` use `bpf_redirect_peer`
+    /// (a veth whose peer is in another namespace), asking the kernel until the answer is
+    /// final; an interface the kernel cannot describe takes the plain redirect.
+    pub fn redirects_to_peer(&self, ifindex: u32) -> bool {
+        self.peers().is_peer(ifindex)
+    }
+
     fn added(&self) -> std::sync::MutexGuard<'_, HashSet<u32>> {
         self.added_clsact.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, link::PeerTargets> {
+        self.peer_targets.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

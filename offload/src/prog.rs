@@ -20,6 +20,10 @@ pub(crate) const HELPER_SKB_STORE_BYTES: i32 = 9;
 pub(crate) const HELPER_L3_CSUM_REPLACE: i32 = 10;
 const HELPER_L4_CSUM_REPLACE: i32 = 11;
 pub(crate) const HELPER_REDIRECT: i32 = 23;
+const HELPER_SKB_CHANGE_TYPE: i32 = 32;
+const HELPER_REDIRECT_PEER: i32 = 155;
+/// `PACKET_HOST`: the frame is addressed to the namespace that receives it.
+const PACKET_HOST: i32 = 0;
 const HELPER_SKB_LOAD_BYTES: i32 = 26;
 /// Checksum helper flag: the field is covered by the pseudo header (an address).
 const F_PSEUDO_HDR: i32 = 0x10;
@@ -361,12 +365,31 @@ fn tc_action(a: &mut Asm, fam: Family, proto: Proto) {
     redirect(a);
 }
 
-/// `return bpf_redirect(value.egress_ifindex, 0)` for the value in R7.
+/// `return bpf_redirect(value.egress_ifindex, 0)` for the value in R7, or, when the value has
+/// [`value::PEER`], `bpf_redirect_peer` into that veth's peer: the frame then enters the other
+/// namespace's receive path directly. The frame was classified on our side's ingress against
+/// its destination MAC (a gateway's or another endpoint's, so "other host"); the peer receives
+/// it without a new classification, so it is marked as addressed to the host first.
 pub(crate) fn redirect(a: &mut Asm) {
+    let plain = a.label();
+    if_flag_clear(a, value::PEER, plain);
+    skb_call(
+        a,
+        HELPER_SKB_CHANGE_TYPE,
+        &[Insn::mov64_imm(R2, PACKET_HOST)],
+        0,
+    );
+    redirect_call(a, HELPER_REDIRECT_PEER);
+    a.bind(plain);
+    redirect_call(a, HELPER_REDIRECT);
+}
+
+/// `return helper(value.egress_ifindex, 0)` for the value in R7.
+fn redirect_call(a: &mut Asm, helper: i32) {
     a.emit([
         Insn::ldx_mem(Size::W, R1, R7, value::EGRESS),
         Insn::mov64_imm(R2, 0),
-        Insn::call(HELPER_REDIRECT),
+        Insn::call(helper),
         Insn::exit(),
     ]);
 }
