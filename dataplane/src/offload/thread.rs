@@ -381,7 +381,7 @@ fn tuple6_of(k: &FlowKey) -> Option<Tuple6> {
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use super::*;
     use crate::nat::NatAction;
@@ -559,5 +559,70 @@ mod tests {
         assert!(table.entries.borrow().is_empty());
         let st = dp.offloads().stats();
         assert_eq!((st.removed, st.active, st.kernel_bytes), (2, 0, 700));
+    }
+
+    #[test]
+    fn v6_flows_age_by_the_v6_table_and_bridged_ones_are_forgotten() {
+        use crate::nat::v6::{Inside, Translate6};
+        let dp = Dataplane::new(&Scenario::new().config).unwrap();
+        let table = Table::default();
+        let mut s = State::new(&dp, &table);
+        let (a, far): (Ipv6Addr, Ipv6Addr) =
+            ("fd00:9::2".parse().unwrap(), "2001:db8::7".parse().unwrap());
+        let t = Tuple6 {
+            proto: L4Proto::Tcp,
+            src: a,
+            src_port: 2000,
+            dst: far,
+            dst_port: 80,
+        };
+        let now = Millis::now();
+        let start = Millis(now.0.saturating_sub(100_000));
+        let inside = Inside {
+            port: crate::frame::PortId(1),
+            mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 2]),
+            uplink: crate::frame::PortId(0),
+        };
+        let hit = dp
+            .with_conntrack6(|ct| ct.create(t, Translate6::None, (inside, true), start))
+            .unwrap();
+        let v6 = |d: Direction| Direction {
+            key: FlowKey {
+                src: IpAddr::V6(if d.key.ifindex == 1 { a } else { far }),
+                dst: IpAddr::V6(if d.key.ifindex == 1 { far } else { a }),
+                ..d.key
+            },
+            ..d
+        };
+        let tracked = dirs(2000).map(v6);
+        assert_eq!(tuple6_of(&tracked[0].key), Some(t));
+        s.handle(install(tracked, Tracked::Conntrack6(hit.flow), s.epoch));
+        // A bridged v6 flow, recorded as offered in `Seen`.
+        let bridged = dirs(3000).map(v6);
+        let seen = dp.offloads().seen();
+        seen.observe(&bridged[0].key, s.epoch, true);
+        assert!(seen.observe(&bridged[1].key, s.epoch, true));
+        s.handle(install(bridged, Tracked::Bridged { idle_secs: 0 }, s.epoch));
+        std::thread::sleep(Duration::from_millis(5));
+        table.forward(&tracked[1].key, 100);
+        s.age();
+        assert_eq!(
+            s.flows.len(),
+            1,
+            "the used v6 flow stays, the idle bridged one goes"
+        );
+        assert!(!seen.forget(&bridged[0].key), "forgotten when removed");
+        let syn_sent = crate::nat::Timeouts::default().tcp_syn_sent;
+        dp.with_conntrack6(|ct| {
+            ct.expire(start.plus_secs(syn_sent + 10));
+            assert!(
+                ct.is_tracked(hit.flow, &t),
+                "kept alive by the kernel's use"
+            );
+            ct.expire(Millis(u64::MAX));
+        });
+        s.age();
+        assert!(s.flows.is_empty(), "its v6 conntrack entry is gone");
+        assert!(table.entries.borrow().is_empty());
     }
 }

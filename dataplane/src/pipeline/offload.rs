@@ -170,7 +170,7 @@ impl BatchState<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::net::IpAddr;
     use std::sync::Arc;
 
@@ -178,11 +178,11 @@ mod tests {
     use crate::pipeline::tests::*;
 
     /// A payload long enough for its frame to offer the flow (`offload::offers`).
-    const BULK: &[u8] = &[0x5a; 1200];
+    pub(crate) const BULK: &[u8] = &[0x5a; 1200];
 
     /// A dataplane that stages every batch (so established flows take their shortcuts) with
     /// the offload on and interface index 100 + id for every port.
-    fn offloading(s: &Scenario) -> (Arc<Dataplane>, Worker) {
+    pub(crate) fn offloading(s: &Scenario) -> (Arc<Dataplane>, Worker) {
         let mut dp = Dataplane::new(&s.config).unwrap();
         dp.set_staging(true);
         dp.offloads().set_enabled(true);
@@ -193,7 +193,7 @@ mod tests {
         (dp, w)
     }
 
-    fn drain(dp: &Dataplane) -> Vec<Request> {
+    pub(crate) fn drain(dp: &Dataplane) -> Vec<Request> {
         std::iter::from_fn(|| dp.offloads().next_request()).collect()
     }
 
