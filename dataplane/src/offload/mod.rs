@@ -6,7 +6,8 @@
 //!
 //! Workers decide (in `pipeline::offload`, per batch, no syscall, lock or allocation per
 //! packet): a frame of an established flow (TCP past the handshake, UDP answered) that the
-//! userspace path just forwarded, plain (untagged IPv4 TCP/UDP without options), between two
+//! userspace path just forwarded, plain (untagged IPv4 TCP/UDP without options, or IPv6 TCP/UDP
+//! right after the fixed header), between two
 //! ports with an interface index (AF_PACKET ports while the offload runs; not TAP ports) and
 //! without a smaller MTU on the way out, bridged between endpoints or translated (NAPT,
 //! published port, hairpin) with both directions' shortcuts cached, becomes a [`Request`] in

@@ -235,11 +235,14 @@ mod tests {
         assert_eq!(drain(&dp), vec![]);
     }
 
+    /// Builds a frame of the opening side from its TCP flags and payload.
+    type Opening<'a> = &'a dyn Fn(u8, &[u8]) -> Vec<u8>;
+
     /// The handshake of a tracked v6 flow: SYN from `from`, SYN-ACK back from `to`, ACK (a
     /// small frame: no offer yet), then a full-size segment, all forwarded.
     fn handshake(
         w: &mut Worker,
-        (from, out): (PortId, &dyn Fn(u8, &[u8]) -> Vec<u8>),
+        (from, out): (PortId, Opening<'_>),
         to: (PortId, &dyn Fn(u8) -> Vec<u8>),
     ) {
         let f = [
