@@ -197,19 +197,24 @@ pub(super) mod tests {
         std::iter::from_fn(|| dp.offloads().next_request()).collect()
     }
 
-    fn key(port: PortId, (src, sport): (Ipv4Addr, u16), (dst, dport): (Ipv4Addr, u16)) -> FlowKey {
+    /// The TCP key of frames arriving on `port` (interface 100 + id), of either family.
+    pub(crate) fn key<A: Into<IpAddr>>(
+        port: PortId,
+        (src, sport): (A, u16),
+        (dst, dport): (A, u16),
+    ) -> FlowKey {
         FlowKey {
             ifindex: 100 + u32::from(port.0),
-            src: IpAddr::V4(src),
-            dst: IpAddr::V4(dst),
+            src: src.into(),
+            dst: dst.into(),
             proto: 6,
             sport,
             dport,
         }
     }
 
-    /// A direction from `key` out of `egress` with Ethernet addresses (`dst`, `src`).
-    fn dir(key: FlowKey, egress: PortId, (dst, src): (MacAddr, MacAddr)) -> Direction {
+    /// A direction from `key` out of `egress` with Ethernet addresses (`dst`, `src`), routed.
+    pub(crate) fn dir(key: FlowKey, egress: PortId, (dst, src): (MacAddr, MacAddr)) -> Direction {
         Direction {
             key,
             action: FlowAction {
@@ -224,8 +229,9 @@ pub(super) mod tests {
         }
     }
 
-    fn at(ip: Ipv4Addr, port: u16) -> Option<(IpAddr, u16)> {
-        Some((IpAddr::V4(ip), port))
+    /// A NAT rewrite to `ip` and `port`.
+    pub(crate) fn at(ip: impl Into<IpAddr>, port: u16) -> Option<(IpAddr, u16)> {
+        Some((ip.into(), port))
     }
 
     /// A TCP frame bridged from endpoint `from` (port 40000) to endpoint `to` (port 80), or

@@ -79,13 +79,13 @@ impl BatchState<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv6Addr};
+    use std::net::Ipv6Addr;
 
     use etherparse::PacketBuilder;
 
-    use crate::offload::{Direction, FlowAction, FlowKey, Request, Tracked};
+    use crate::offload::{Direction, Request, Tracked};
     use crate::pipeline::ipv6::tests::{icmp6, A6, B6, FAR};
-    use crate::pipeline::offload::tests::{drain, offloading, BULK};
+    use crate::pipeline::offload::tests::{at, dir, drain, key, offloading, BULK};
     use crate::pipeline::tests::*;
     use crate::wire::ndisc;
 
@@ -119,37 +119,6 @@ mod tests {
         let mut v = Vec::new();
         b.write(&mut v, data).unwrap();
         v
-    }
-
-    fn key(port: PortId, (src, sport): (Ipv6Addr, u16), (dst, dport): (Ipv6Addr, u16)) -> FlowKey {
-        FlowKey {
-            ifindex: 100 + u32::from(port.0),
-            src: IpAddr::V6(src),
-            dst: IpAddr::V6(dst),
-            proto: 6,
-            sport,
-            dport,
-        }
-    }
-
-    /// A direction from `key` out of `egress` with Ethernet addresses (`dst`, `src`), routed.
-    fn dir(key: FlowKey, egress: PortId, (dst, src): (MacAddr, MacAddr)) -> Direction {
-        Direction {
-            key,
-            action: FlowAction {
-                egress_ifindex: 100 + u32::from(egress.0),
-                eth_src: src.0,
-                eth_dst: dst.0,
-                decrement_ttl: true,
-                snat: None,
-                dnat: None,
-            },
-            tunnel: None,
-        }
-    }
-
-    fn at(ip: Ipv6Addr, port: u16) -> Option<(IpAddr, u16)> {
-        Some((IpAddr::V6(ip), port))
     }
 
     /// The v6 next hop's advertisement of itself.
