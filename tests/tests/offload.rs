@@ -2,11 +2,12 @@
 //! endpoints, out through NAPT and in through a published port arrives intact while the
 //! kernel forwards most of its bytes (`sluice stats`: offloaded flows and kernel-forwarded
 //! bytes); a network disconnect takes the receiver's flows out of the kernel; with
-//! `--offload off` nothing is offloaded. Needs root and the release binaries
+//! `--offload off` nothing is offloaded. The same over IPv6 on a dual-stack network: bridged,
+//! out through NAT66 and in through a published port on the uplink's v6 address. Needs root and the release binaries
 //! (`cargo build --release --bins`).
 #![forbid(unsafe_code)]
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -78,17 +79,27 @@ fn payload(d: &DaemonLab) -> (PathBuf, String) {
 }
 
 /// Sends `file` from namespace `from` to `to_ip:to_port`, received by a listener on port
-/// `listen` in namespace `server`; returns the SHA-256 of what arrived.
+/// `listen` (of `to_ip`'s family) in namespace `server`; returns the SHA-256 of what arrived.
 fn transfer(
     d: &mut DaemonLab,
     file: &Path,
     (from, server): (&str, &str),
-    (to_ip, to_port, listen): (Ipv4Addr, u16, u16),
+    (to_ip, to_port, listen): (IpAddr, u16, u16),
     log: &str,
 ) -> String {
     let sum = d.lab().dir().join(format!("{log}.sum"));
+    let (listener, to) = match to_ip {
+        IpAddr::V4(ip) => (
+            "TCP-LISTEN",
+            format!("TCP:{ip}:{to_port},connect-timeout=5"),
+        ),
+        IpAddr::V6(ip) => (
+            "TCP6-LISTEN",
+            format!("TCP6:[{ip}]:{to_port},connect-timeout=5"),
+        ),
+    };
     let script = format!(
-        "socat -u TCP-LISTEN:{listen},reuseaddr - | sha256sum > {s}.tmp && mv {s}.tmp {s}",
+        "socat -u {listener}:{listen},reuseaddr - | sha256sum > {s}.tmp && mv {s}.tmp {s}",
         s = sum.display()
     );
     d.lab_mut()
@@ -98,7 +109,6 @@ fn transfer(
         .wait_listen(server, listen, Duration::from_secs(5))
         .unwrap();
     let send = format!("FILE:{}", file.display());
-    let to = format!("TCP:{to_ip}:{to_port},connect-timeout=5");
     d.lab()
         .exec(from, &["timeout", "60", "socat", "-u", &send, &to])
         .unwrap();
@@ -137,11 +147,15 @@ fn bulk_tcp_bridged_through_napt_and_published_goes_through_the_kernel_intact() 
     assert_eq!(st["enabled"], true, "offload not running: {}", d.log());
     let (file, sum) = payload(&d);
 
-    let b_ip: Ipv4Addr = "10.71.0.3".parse().unwrap();
+    let b_ip: IpAddr = "10.71.0.3".parse().unwrap();
     let cases = [
         ("bridged", ("a", "b"), (b_ip, 5001, 5001)),
-        ("napt-out", ("a", "out"), (OUTSIDE_IP, 5002, 5002)),
-        ("published-port", ("out", "b"), (UPLINK_IP, 8080, 5001)),
+        ("napt-out", ("a", "out"), (OUTSIDE_IP.into(), 5002, 5002)),
+        (
+            "published-port",
+            ("out", "b"),
+            (UPLINK_IP.into(), 8080, 5001),
+        ),
     ];
     for (what, ends, to) in cases {
         let before = offload(&d);
@@ -152,6 +166,89 @@ fn bulk_tcp_bridged_through_napt_and_published_goes_through_the_kernel_intact() 
 
     // Every flow closed with FIN: none left in the kernel.
     eventually("closed flows removed", Duration::from_secs(5), || {
+        counter(&offload(&d), "active") == 0
+    });
+    d.stop();
+}
+
+/// The uplink's v6 address and the outside namespace's (its v6 next hop).
+const UPLINK6: &str = "2001:db8:73::2";
+const OUTSIDE6: &str = "2001:db8:73::1";
+
+#[test]
+fn bulk_tcp_over_v6_bridged_through_nat66_and_published_goes_through_the_kernel_intact() {
+    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
+        return;
+    };
+    let up6 = format!("{UPLINK6}/64");
+    let flags = [
+        "--workers",
+        "1",
+        "--offload",
+        "tc",
+        "--uplink-ip6",
+        &up6,
+        "--uplink-gateway6",
+        OUTSIDE6,
+    ];
+    let mut d = DaemonLab::start("off6", &bin, &flags).unwrap();
+    d.lab()
+        .addr6("out", "eth0", &format!("{OUTSIDE6}/64"))
+        .unwrap();
+    let create = [
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.73.0.0/24",
+        "--subnet",
+        "fd00:73::/64",
+        "net6",
+    ];
+    ok(&d, &create);
+    for c in ["a", "b"] {
+        let ns = d.add_container(c).unwrap();
+        let mut args = vec!["network", "connect", "--name", c];
+        if c == "b" {
+            args.extend(["-p", "8080:5001"]);
+        }
+        args.extend(["net6", &ns]);
+        ok(&d, &args);
+    }
+    let ping6 = |ns: &str, ip: &str| {
+        let out = d
+            .lab()
+            .exec_output(ns, &["ping", "-6", "-c", "1", "-W", "1", "-q", ip]);
+        out.is_ok_and(|o| o.status.success())
+    };
+    eventually("a reaches b over v6", Duration::from_secs(10), || {
+        ping6("a", "fd00:73::3")
+    });
+    eventually(
+        "a reaches the outside over v6",
+        Duration::from_secs(10),
+        || ping6("a", OUTSIDE6),
+    );
+    assert_eq!(
+        offload(&d)["enabled"],
+        true,
+        "offload not running: {}",
+        d.log()
+    );
+    let (file, sum) = payload(&d);
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let cases = [
+        ("bridged-v6", ("a", "b"), (ip("fd00:73::3"), 5001, 5001)),
+        ("nat66-out", ("a", "out"), (ip(OUTSIDE6), 5002, 5002)),
+        ("published-v6", ("out", "b"), (ip(UPLINK6), 8080, 5001)),
+    ];
+    for (what, ends, to) in cases {
+        let before = offload(&d);
+        let got = transfer(&mut d, &file, ends, to, what);
+        assert_eq!(got, sum, "{what}: transfer corrupted");
+        mostly_offloaded(&d, &before, what);
+    }
+    eventually("closed v6 flows removed", Duration::from_secs(5), || {
         counter(&offload(&d), "active") == 0
     });
     d.stop();
@@ -205,7 +302,7 @@ fn with_offload_off_nothing_is_offloaded() {
     };
     two_endpoints(&mut d);
     let (file, sum) = payload(&d);
-    let b_ip: Ipv4Addr = "10.71.0.3".parse().unwrap();
+    let b_ip: IpAddr = "10.71.0.3".parse().unwrap();
     let got = transfer(&mut d, &file, ("a", "b"), (b_ip, 5001, 5001), "bridged");
     assert_eq!(got, sum);
     let st = offload(&d);

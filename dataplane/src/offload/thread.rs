@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use sluice_offload::{DecapKey, FlowAction, FlowKey, FlowUsage, Offload, OffloadError};
 
 use super::{Direction, Offloads, Request, Tracked, Tunnel};
+use std::net::IpAddr;
+
 use crate::config::L4Proto;
-use crate::nat::Tuple;
+use crate::nat::v6::Tuple6;
 use crate::pipeline::Dataplane;
 use crate::time::Millis;
 
@@ -265,7 +267,7 @@ impl<'a, K: FlowTable> State<'a, K> {
             bump(&o.failed, 1);
         }
         if let Tracked::Bridged { .. } = f.tracked {
-            o.seen().forget(&tuple_of(&f.dirs[0].key));
+            o.seen().forget(&f.dirs[0].key);
         }
         bump(&o.removed, 1);
         o.active.store(self.flows.len() as u64, Ordering::Relaxed);
@@ -280,11 +282,12 @@ impl<'a, K: FlowTable> State<'a, K> {
             .map(|(k, f)| (*k, self.account(f)))
             .collect();
         let (now, now_ns) = (Millis::now(), sluice_offload::now_ns());
-        let gone: Vec<FlowKey> = self.dp.with_conntrack(|ct| {
+        let mut gone: Vec<FlowKey> = self.dp.with_conntrack(|ct| {
             used.iter()
                 .filter(|(k, used)| match flows[k].tracked {
                     Tracked::Conntrack(id) if *used => !ct.refresh(id, now),
                     Tracked::Conntrack(id) => !ct.is_tracked(id),
+                    Tracked::Conntrack6(_) => false,
                     Tracked::Bridged { idle_secs } => {
                         now_ns.saturating_sub(flows[k].last_used_ns)
                             > u64::from(idle_secs) * 1_000_000_000
@@ -293,6 +296,7 @@ impl<'a, K: FlowTable> State<'a, K> {
                 .map(|(k, _)| *k)
                 .collect()
         });
+        gone.extend(aged6(self.dp, &flows, &used, now));
         self.flows = flows;
         for k in gone {
             if let Some(f) = self.flows.remove(&k) {
@@ -323,29 +327,61 @@ fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-/// The tuple a bridged direction's key matches (both addresses IPv4: bridged offers are).
-fn tuple_of(k: &FlowKey) -> Tuple {
-    let v4 = |a: std::net::IpAddr| match a {
-        std::net::IpAddr::V4(a) => a,
-        std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
-    };
-    Tuple {
-        proto: if k.proto == 6 {
-            L4Proto::Tcp
-        } else {
-            L4Proto::Udp
-        },
-        src: v4(k.src),
-        src_port: k.sport,
-        dst: v4(k.dst),
-        dst_port: k.dport,
+/// The v6 tracked flows among `used` whose conntrack entry is gone, after keeping those the
+/// kernel forwarded (`used`) alive.
+fn aged6(
+    dp: &Dataplane,
+    flows: &HashMap<FlowKey, Installed>,
+    used: &[(FlowKey, bool)],
+    now: Millis,
+) -> Vec<FlowKey> {
+    let v6: Vec<_> = used
+        .iter()
+        .filter_map(|(k, used)| match flows[k].tracked {
+            Tracked::Conntrack6(slot) => Some((*k, slot, *used, tuple6_of(k)?)),
+            _ => None,
+        })
+        .collect();
+    if v6.is_empty() {
+        return Vec::new();
     }
+    dp.with_conntrack6(|ct| {
+        v6.into_iter()
+            .filter(|(_, slot, used, t)| {
+                if *used {
+                    !ct.refresh(*slot, t, now)
+                } else {
+                    !ct.is_tracked(*slot, t)
+                }
+            })
+            .map(|(k, ..)| k)
+            .collect()
+    })
+}
+
+/// The v6 tuple a tracked direction's key matches.
+fn tuple6_of(k: &FlowKey) -> Option<Tuple6> {
+    let (IpAddr::V6(src), IpAddr::V6(dst)) = (k.src, k.dst) else {
+        return None;
+    };
+    let proto = match k.proto {
+        6 => L4Proto::Tcp,
+        17 => L4Proto::Udp,
+        _ => return None,
+    };
+    Some(Tuple6 {
+        proto,
+        src,
+        src_port: k.sport,
+        dst,
+        dst_port: k.dport,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use super::*;
     use crate::nat::NatAction;
@@ -523,5 +559,70 @@ mod tests {
         assert!(table.entries.borrow().is_empty());
         let st = dp.offloads().stats();
         assert_eq!((st.removed, st.active, st.kernel_bytes), (2, 0, 700));
+    }
+
+    #[test]
+    fn v6_flows_age_by_the_v6_table_and_bridged_ones_are_forgotten() {
+        use crate::nat::v6::{Inside, Translate6};
+        let dp = Dataplane::new(&Scenario::new().config).unwrap();
+        let table = Table::default();
+        let mut s = State::new(&dp, &table);
+        let (a, far): (Ipv6Addr, Ipv6Addr) =
+            ("fd00:9::2".parse().unwrap(), "2001:db8::7".parse().unwrap());
+        let t = Tuple6 {
+            proto: L4Proto::Tcp,
+            src: a,
+            src_port: 2000,
+            dst: far,
+            dst_port: 80,
+        };
+        let now = Millis::now();
+        let start = Millis(now.0.saturating_sub(100_000));
+        let inside = Inside {
+            port: crate::frame::PortId(1),
+            mac: crate::wire::MacAddr([2, 0, 0, 0, 0, 2]),
+            uplink: crate::frame::PortId(0),
+        };
+        let hit = dp
+            .with_conntrack6(|ct| ct.create(t, Translate6::None, (inside, true), start))
+            .unwrap();
+        let v6 = |d: Direction| Direction {
+            key: FlowKey {
+                src: IpAddr::V6(if d.key.ifindex == 1 { a } else { far }),
+                dst: IpAddr::V6(if d.key.ifindex == 1 { far } else { a }),
+                ..d.key
+            },
+            ..d
+        };
+        let tracked = dirs(2000).map(v6);
+        assert_eq!(tuple6_of(&tracked[0].key), Some(t));
+        s.handle(install(tracked, Tracked::Conntrack6(hit.flow), s.epoch));
+        // A bridged v6 flow, recorded as offered in `Seen`.
+        let bridged = dirs(3000).map(v6);
+        let seen = dp.offloads().seen();
+        seen.observe(&bridged[0].key, s.epoch, true);
+        assert!(seen.observe(&bridged[1].key, s.epoch, true));
+        s.handle(install(bridged, Tracked::Bridged { idle_secs: 0 }, s.epoch));
+        std::thread::sleep(Duration::from_millis(5));
+        table.forward(&tracked[1].key, 100);
+        s.age();
+        assert_eq!(
+            s.flows.len(),
+            1,
+            "the used v6 flow stays, the idle bridged one goes"
+        );
+        assert!(!seen.forget(&bridged[0].key), "forgotten when removed");
+        let syn_sent = crate::nat::Timeouts::default().tcp_syn_sent;
+        dp.with_conntrack6(|ct| {
+            ct.expire(start.plus_secs(syn_sent + 10));
+            assert!(
+                ct.is_tracked(hit.flow, &t),
+                "kept alive by the kernel's use"
+            );
+            ct.expire(Millis(u64::MAX));
+        });
+        s.age();
+        assert!(s.flows.is_empty(), "its v6 conntrack entry is gone");
+        assert!(table.entries.borrow().is_empty());
     }
 }

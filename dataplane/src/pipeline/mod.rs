@@ -27,7 +27,8 @@
 //! - `uplink`: not for us, unsupported; answers ARP and pings of the uplink address.
 //! - `dnat`: the DNAT (and hairpin SNAT) of new connections to published ports.
 //! - `offload` (with `--offload tc`, from `shortcut`, `nat` and `bridge`): offers established
-//!   flows to the kernel flow offload (`crate::offload`), takes them back on FIN or RST.
+//!   flows to the kernel flow offload (`crate::offload`), takes them back on FIN or RST;
+//!   `offload6` does it for v6 flows (from `shortcut6` and `nat6`).
 //! - `nat`: no flow, conntrack full, NAT ports exhausted, fragment (via `flow`).
 //! - `route`: no route, ARP pending (the ARP request leaves in the packet's place).
 //! - `ipvlan`: ipvlan networks in place of `bridge` (endpoints at the parent's MAC, delivered
@@ -104,6 +105,7 @@ mod ipvlan;
 mod nat;
 mod nat6;
 mod offload;
+mod offload6;
 mod offload_overlay;
 mod pending;
 mod plain;
