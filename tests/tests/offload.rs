@@ -191,7 +191,7 @@ fn bulk_tcp_over_v6_bridged_through_nat66_and_published_goes_through_the_kernel_
         "--uplink-gateway6",
         OUTSIDE6,
     ];
-    let mut d = DaemonLab::start("off6", &bin, &flags).unwrap();
+    let mut d = DaemonLab::start("offs", &bin, &flags).unwrap();
     d.lab()
         .addr6("out", "eth0", &format!("{OUTSIDE6}/64"))
         .unwrap();
