@@ -47,18 +47,23 @@ fn counter(v: &Value, name: &str) -> u64 {
 /// on the uplink's 8080).
 fn two_endpoints(d: &mut DaemonLab) {
     ok(d, &["network", "create", "--subnet", "10.71.0.0/24", "net"]);
+    connect_a_and_b(d, "net");
+    d.lab()
+        .wait_ping("a", "10.71.0.3".parse().unwrap(), Duration::from_secs(5))
+        .unwrap();
+}
+
+/// Containers `a` and `b` on network `net`, b publishing its port 5001 on the uplink's 8080.
+fn connect_a_and_b(d: &mut DaemonLab, net: &str) {
     for c in ["a", "b"] {
         let ns = d.add_container(c).unwrap();
         let mut args = vec!["network", "connect", "--name", c];
         if c == "b" {
             args.extend(["-p", "8080:5001"]);
         }
-        args.extend(["net", &ns]);
+        args.extend([net, &ns]);
         ok(d, &args);
     }
-    d.lab()
-        .wait_ping("a", "10.71.0.3".parse().unwrap(), Duration::from_secs(5))
-        .unwrap();
 }
 
 /// A file of `SIZE` random bytes in the lab's directory and its SHA-256.
@@ -207,15 +212,7 @@ fn bulk_tcp_over_v6_bridged_nat66_published_and_routed_goes_through_the_kernel_i
         "net6",
     ];
     ok(&d, &create);
-    for c in ["a", "b"] {
-        let ns = d.add_container(c).unwrap();
-        let mut args = vec!["network", "connect", "--name", c];
-        if c == "b" {
-            args.extend(["-p", "8080:5001"]);
-        }
-        args.extend(["net6", &ns]);
-        ok(&d, &args);
-    }
+    connect_a_and_b(&mut d, "net6");
     // A routed v6 network (no NAT66): the outside routes its prefix to the uplink.
     let routed = "com.docker.network.bridge.gateway_mode_ipv6=routed";
     let create = [
