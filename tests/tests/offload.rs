@@ -3,7 +3,8 @@
 //! kernel forwards most of its bytes (`sluice stats`: offloaded flows and kernel-forwarded
 //! bytes); a network disconnect takes the receiver's flows out of the kernel; with
 //! `--offload off` nothing is offloaded. The same over IPv6 on a dual-stack network: bridged,
-//! out through NAT66 and in through a published port on the uplink's v6 address. Needs root and the release binaries
+//! out through NAT66, in through a published port on the uplink's v6 address, and out of a
+//! routed v6 network (`gateway_mode_ipv6=routed`). Needs root and the release binaries
 //! (`cargo build --release --bins`).
 #![forbid(unsafe_code)]
 
@@ -46,18 +47,23 @@ fn counter(v: &Value, name: &str) -> u64 {
 /// on the uplink's 8080).
 fn two_endpoints(d: &mut DaemonLab) {
     ok(d, &["network", "create", "--subnet", "10.71.0.0/24", "net"]);
+    connect_a_and_b(d, "net");
+    d.lab()
+        .wait_ping("a", "10.71.0.3".parse().unwrap(), Duration::from_secs(5))
+        .unwrap();
+}
+
+/// Containers `a` and `b` on network `net`, b publishing its port 5001 on the uplink's 8080.
+fn connect_a_and_b(d: &mut DaemonLab, net: &str) {
     for c in ["a", "b"] {
         let ns = d.add_container(c).unwrap();
         let mut args = vec!["network", "connect", "--name", c];
         if c == "b" {
             args.extend(["-p", "8080:5001"]);
         }
-        args.extend(["net", &ns]);
+        args.extend([net, &ns]);
         ok(d, &args);
     }
-    d.lab()
-        .wait_ping("a", "10.71.0.3".parse().unwrap(), Duration::from_secs(5))
-        .unwrap();
 }
 
 /// A file of `SIZE` random bytes in the lab's directory and its SHA-256.
@@ -176,7 +182,7 @@ const UPLINK6: &str = "2001:db8:73::2";
 const OUTSIDE6: &str = "2001:db8:73::1";
 
 #[test]
-fn bulk_tcp_over_v6_bridged_through_nat66_and_published_goes_through_the_kernel_intact() {
+fn bulk_tcp_over_v6_bridged_nat66_published_and_routed_goes_through_the_kernel_intact() {
     let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"]) else {
         return;
     };
@@ -191,7 +197,7 @@ fn bulk_tcp_over_v6_bridged_through_nat66_and_published_goes_through_the_kernel_
         "--uplink-gateway6",
         OUTSIDE6,
     ];
-    let mut d = DaemonLab::start("off6", &bin, &flags).unwrap();
+    let mut d = DaemonLab::start("offs", &bin, &flags).unwrap();
     d.lab()
         .addr6("out", "eth0", &format!("{OUTSIDE6}/64"))
         .unwrap();
@@ -206,15 +212,30 @@ fn bulk_tcp_over_v6_bridged_through_nat66_and_published_goes_through_the_kernel_
         "net6",
     ];
     ok(&d, &create);
-    for c in ["a", "b"] {
-        let ns = d.add_container(c).unwrap();
-        let mut args = vec!["network", "connect", "--name", c];
-        if c == "b" {
-            args.extend(["-p", "8080:5001"]);
-        }
-        args.extend(["net6", &ns]);
-        ok(&d, &args);
-    }
+    connect_a_and_b(&mut d, "net6");
+    // A routed v6 network (no NAT66): the outside routes its prefix to the uplink.
+    let routed = "com.docker.network.bridge.gateway_mode_ipv6=routed";
+    let create = [
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.74.0.0/24",
+        "--subnet",
+        "fd00:74::/64",
+        "--opt",
+        routed,
+        "direct",
+    ];
+    ok(&d, &create);
+    let ns = d.add_container("r").unwrap();
+    ok(&d, &["network", "connect", "--name", "r", "direct", &ns]);
+    d.lab()
+        .ip(
+            "out",
+            &["-6", "route", "add", "fd00:74::/64", "via", UPLINK6],
+        )
+        .unwrap();
     let ping6 = |ns: &str, ip: &str| {
         let out = d
             .lab()
@@ -224,11 +245,13 @@ fn bulk_tcp_over_v6_bridged_through_nat66_and_published_goes_through_the_kernel_
     eventually("a reaches b over v6", Duration::from_secs(10), || {
         ping6("a", "fd00:73::3")
     });
-    eventually(
-        "a reaches the outside over v6",
-        Duration::from_secs(10),
-        || ping6("a", OUTSIDE6),
-    );
+    for ns in ["a", "r"] {
+        eventually(
+            &format!("{ns} reaches the outside over v6"),
+            Duration::from_secs(10),
+            || ping6(ns, OUTSIDE6),
+        );
+    }
     assert_eq!(
         offload(&d)["enabled"],
         true,
@@ -241,6 +264,7 @@ fn bulk_tcp_over_v6_bridged_through_nat66_and_published_goes_through_the_kernel_
         ("bridged-v6", ("a", "b"), (ip("fd00:73::3"), 5001, 5001)),
         ("nat66-out", ("a", "out"), (ip(OUTSIDE6), 5002, 5002)),
         ("published-v6", ("out", "b"), (ip(UPLINK6), 8080, 5001)),
+        ("routed-v6-out", ("r", "out"), (ip(OUTSIDE6), 5003, 5003)),
     ];
     for (what, ends, to) in cases {
         let before = offload(&d);

@@ -2,9 +2,9 @@
 //! kernel flow offload (see `crate::offload`): a tracked flow from the shortcut stage (both
 //! directions' shortcuts of this epoch, TCP established or UDP answered; its FIN or RST takes
 //! it back), a bridged flow between two endpoints from the bridge stage (both directions seen
-//! past the handshake, in `Seen`; v4 or v6). An offer is one push on a lock-free queue, once per flow;
-//! any doubt (a port without interface index, a smaller MTU out, a tagged egress) offers
-//! nothing and the flow stays in userspace. It drops nothing.
+//! past the handshake, in `Seen`; v4 or v6). An offer is one push on a lock-free queue, once
+//! per flow; any doubt (a port without interface index, a smaller MTU out, a tagged egress)
+//! offers nothing and the flow stays in userspace. It drops nothing.
 
 use super::offload6::plain6;
 use super::plain;
