@@ -153,6 +153,8 @@ pub struct Offloads {
     kernel_bytes: AtomicU64,
     /// Why the offload asked for does not run, or the last port it could not attach to.
     error: parking_lot::Mutex<Option<String>>,
+    /// The offload thread while it runs: an offer wakes it (it parks while it has no flow).
+    thread: parking_lot::Mutex<Option<std::thread::Thread>>,
 }
 
 impl Default for Offloads {
@@ -179,6 +181,7 @@ impl Offloads {
             kernel_packets: AtomicU64::new(0),
             kernel_bytes: AtomicU64::new(0),
             error: parking_lot::Mutex::new(None),
+            thread: parking_lot::Mutex::new(None),
         }
     }
 
@@ -226,13 +229,17 @@ impl Offloads {
         &self.seen
     }
 
-    /// Queues `r` for the offload thread; false (counted) when the queue is full.
+    /// Queues `r` for the offload thread and wakes it (once per flow opening or closing,
+    /// never per packet); false (counted) when the queue is full.
     pub fn offer(&self, r: Request) -> bool {
         let install = matches!(r, Request::Install { .. });
         match self.queue.push(r) {
             Ok(()) => {
                 if install {
                     self.offered.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(t) = self.thread.lock().as_ref() {
+                    t.unpark();
                 }
                 true
             }
@@ -241,6 +248,11 @@ impl Offloads {
                 false
             }
         }
+    }
+
+    /// Records the offload thread that offers wake (`None` when it stops).
+    pub(crate) fn set_thread(&self, t: Option<std::thread::Thread>) {
+        *self.thread.lock() = t;
     }
 
     /// The next queued request (the offload thread).
@@ -289,6 +301,33 @@ mod tests {
         assert_eq!(o.next_request(), Some(remove));
         assert_eq!(o.next_request(), None);
         assert!(o.offer(remove));
+    }
+
+    #[test]
+    fn an_offer_wakes_the_parked_offload_thread() {
+        let o = std::sync::Arc::new(Offloads::with_queue(4));
+        let waiter = std::sync::Arc::clone(&o);
+        let t = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while waiter.next_request().is_none() && start.elapsed().as_secs() < 30 {
+                std::thread::park_timeout(std::time::Duration::from_secs(30));
+            }
+            start.elapsed()
+        });
+        o.set_thread(Some(t.thread().clone()));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(o.offer(Request::Remove {
+            keys: [FlowKey {
+                ifindex: 1,
+                src: [10, 0, 0, 1].into(),
+                dst: [10, 0, 0, 2].into(),
+                proto: 17,
+                sport: 1,
+                dport: 2,
+            }; 2],
+        }));
+        let waited = t.join().unwrap();
+        assert!(waited.as_secs() < 10, "woken by the offer, not by its timeout: {waited:?}");
     }
 
     #[test]

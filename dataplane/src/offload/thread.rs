@@ -19,7 +19,8 @@ use crate::nat::Tuple;
 use crate::pipeline::Dataplane;
 use crate::time::Millis;
 
-/// How long the thread sleeps between rounds (requests wait at most this long).
+/// How long the thread sleeps between rounds while flows are installed (a table change
+/// flushes them at most this late).
 const ROUND: Duration = Duration::from_millis(1);
 
 /// How often installed flows are aged.
@@ -94,6 +95,7 @@ impl FlowTable for Offload {
 /// The running offload thread; dropping it stops it and flushes the kernel's flows.
 pub(crate) struct OffloadThread {
     stop: Arc<AtomicBool>,
+    dp: Arc<Dataplane>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -108,14 +110,17 @@ impl OffloadThread {
     pub(crate) fn start(dp: Arc<Dataplane>, kernel: Arc<Offload>) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let shared = Arc::clone(&dp);
         let thread = std::thread::Builder::new()
             .name("sluice-offload".into())
             .spawn(move || {
                 let mut s = State::new(&dp, &*kernel);
                 s.run(&flag);
             })?;
+        shared.offloads().set_thread(Some(thread.thread().clone()));
         Ok(OffloadThread {
             stop,
+            dp: shared,
             thread: Some(thread),
         })
     }
@@ -124,7 +129,9 @@ impl OffloadThread {
 impl Drop for OffloadThread {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        self.dp.offloads().set_thread(None);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -170,9 +177,22 @@ impl<'a, K: FlowTable> State<'a, K> {
                 self.age();
                 next_age = Instant::now() + AGE_EVERY;
             }
-            std::thread::sleep(ROUND);
+            std::thread::park_timeout(self.pause());
         }
         self.flush();
+    }
+
+    /// How long to wait for the next round: a short round while flows are installed (a table
+    /// change must flush them soon), else until an offer wakes the thread or the next aging.
+    /// An idle offload thread thus wakes no CPU a thousand times a second, which on a 2-vCPU
+    /// machine raised request/response latency through the workers' polling path (bench/
+    /// RESULTS.md, "Request/response with the flow offload").
+    fn pause(&self) -> Duration {
+        if self.flows.is_empty() {
+            AGE_EVERY
+        } else {
+            ROUND
+        }
     }
 
     /// One round: flushes if the epoch moved, then handles the queued requests.
@@ -491,6 +511,21 @@ mod tests {
         assert!(s.flows.is_empty(), "its conntrack entry is gone");
         assert!(table.entries.borrow().is_empty());
         assert_eq!(dp.offloads().stats().removed, 2);
+    }
+
+    #[test]
+    fn the_thread_rounds_fast_only_while_flows_are_installed() {
+        let dp = Dataplane::new(&Scenario::new().config).unwrap();
+        let table = Table::default();
+        let mut s = State::new(&dp, &table);
+        assert_eq!(s.pause(), AGE_EVERY, "idle: parked until an offer or the next aging");
+        let [d0, d1] = dirs(5000);
+        s.handle(install([d0, d1], Tracked::Bridged { idle_secs: 60 }, s.epoch));
+        assert_eq!(s.pause(), ROUND, "a table change must flush installed flows soon");
+        s.handle(Request::Remove {
+            keys: [d0.key, d1.key],
+        });
+        assert_eq!(s.pause(), AGE_EVERY);
     }
 
     #[test]
