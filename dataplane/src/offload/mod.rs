@@ -153,7 +153,8 @@ pub struct Offloads {
     kernel_bytes: AtomicU64,
     /// Why the offload asked for does not run, or the last port it could not attach to.
     error: parking_lot::Mutex<Option<String>>,
-    /// The offload thread while it runs: an offer wakes it (it parks while it has no flow).
+    /// The offload thread while it runs: it sleeps until an offer or an epoch change wakes it
+    /// (or its next aging).
     thread: parking_lot::Mutex<Option<std::thread::Thread>>,
 }
 
@@ -238,9 +239,7 @@ impl Offloads {
                 if install {
                     self.offered.fetch_add(1, Ordering::Relaxed);
                 }
-                if let Some(t) = self.thread.lock().as_ref() {
-                    t.unpark();
-                }
+                self.wake();
                 true
             }
             Err(_) => {
@@ -250,9 +249,18 @@ impl Offloads {
         }
     }
 
-    /// Records the offload thread that offers wake (`None` when it stops).
+    /// Records the offload thread that offers and epoch changes wake (`None` when it stops).
     pub(crate) fn set_thread(&self, t: Option<std::thread::Thread>) {
         *self.thread.lock() = t;
+    }
+
+    /// Wakes the offload thread (it sleeps until there is something to do): a request was
+    /// queued, or the epoch advanced and installed flows must be flushed. Called once per
+    /// event, never per packet.
+    pub(crate) fn wake(&self) {
+        if let Some(t) = self.thread.lock().as_ref() {
+            t.unpark();
+        }
     }
 
     /// The next queued request (the offload thread).
@@ -327,7 +335,10 @@ mod tests {
             }; 2],
         }));
         let waited = t.join().unwrap();
-        assert!(waited.as_secs() < 10, "woken by the offer, not by its timeout: {waited:?}");
+        assert!(
+            waited.as_secs() < 10,
+            "woken by the offer, not by its timeout: {waited:?}"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The offload thread: drains the workers' requests and installs or removes flows in the
+//! The offload thread: sleeps until woken (a queued request, an epoch change) or its next
+//! aging; drains the workers' requests and installs or removes flows in the
 //! kernel (`sluice_offload::Offload`), ages them once a second from their kernel counters
 //! (a tracked flow in use keeps its conntrack entry alive; one whose entry expired, or a
 //! bridged flow idle past its timeout, is removed), and flushes every flow when the dataplane's
@@ -18,10 +19,6 @@ use crate::config::L4Proto;
 use crate::nat::Tuple;
 use crate::pipeline::Dataplane;
 use crate::time::Millis;
-
-/// How long the thread sleeps between rounds while flows are installed (a table change
-/// flushes them at most this late).
-const ROUND: Duration = Duration::from_millis(1);
 
 /// How often installed flows are aged.
 const AGE_EVERY: Duration = Duration::from_secs(1);
@@ -177,22 +174,13 @@ impl<'a, K: FlowTable> State<'a, K> {
                 self.age();
                 next_age = Instant::now() + AGE_EVERY;
             }
-            std::thread::park_timeout(self.pause());
+            // Until a request or an epoch change wakes it (`Offloads::wake`), or the next
+            // aging: no round per millisecond, which woke a CPU a thousand times a second
+            // beside the workers' polling path (bench/RESULTS.md, "Request/response with the
+            // flow offload").
+            std::thread::park_timeout(next_age.saturating_duration_since(Instant::now()));
         }
         self.flush();
-    }
-
-    /// How long to wait for the next round: a short round while flows are installed (a table
-    /// change must flush them soon), else until an offer wakes the thread or the next aging.
-    /// An idle offload thread thus wakes no CPU a thousand times a second, which on a 2-vCPU
-    /// machine raised request/response latency through the workers' polling path (bench/
-    /// RESULTS.md, "Request/response with the flow offload").
-    fn pause(&self) -> Duration {
-        if self.flows.is_empty() {
-            AGE_EVERY
-        } else {
-            ROUND
-        }
     }
 
     /// One round: flushes if the epoch moved, then handles the queued requests.
@@ -514,18 +502,17 @@ mod tests {
     }
 
     #[test]
-    fn the_thread_rounds_fast_only_while_flows_are_installed() {
+    fn a_table_change_wakes_the_thread() {
         let dp = Dataplane::new(&Scenario::new().config).unwrap();
-        let table = Table::default();
-        let mut s = State::new(&dp, &table);
-        assert_eq!(s.pause(), AGE_EVERY, "idle: parked until an offer or the next aging");
-        let [d0, d1] = dirs(5000);
-        s.handle(install([d0, d1], Tracked::Bridged { idle_secs: 60 }, s.epoch));
-        assert_eq!(s.pause(), ROUND, "a table change must flush installed flows soon");
-        s.handle(Request::Remove {
-            keys: [d0.key, d1.key],
-        });
-        assert_eq!(s.pause(), AGE_EVERY);
+        dp.offloads().set_thread(Some(std::thread::current()));
+        dp.apply(&Scenario::new().config).unwrap();
+        let start = Instant::now();
+        std::thread::park_timeout(Duration::from_secs(30));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "woken by the new epoch"
+        );
+        dp.offloads().set_thread(None);
     }
 
     #[test]
