@@ -220,7 +220,7 @@ fn offload_thread_switches(d: &DaemonLab) -> u64 {
 
 #[test]
 fn request_response_stays_in_userspace_and_the_idle_offload_thread_sleeps() {
-    let Some(mut d) = start("offrr", "tc") else {
+    let Some(mut d) = start("offq", "tc") else {
         return;
     };
     two_endpoints(&mut d);
