@@ -290,19 +290,24 @@ impl Offloads {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_full_queue_is_a_counted_skip() {
-        let o = Offloads::with_queue(1);
-        let remove = Request::Remove {
+    /// A removal of a flow from 10.0.0.1:1 to 10.0.0.2:2.
+    fn remove(proto: u8) -> Request {
+        Request::Remove {
             keys: [FlowKey {
                 ifindex: 1,
                 src: [10, 0, 0, 1].into(),
                 dst: [10, 0, 0, 2].into(),
-                proto: 6,
+                proto,
                 sport: 1,
                 dport: 2,
             }; 2],
-        };
+        }
+    }
+
+    #[test]
+    fn a_full_queue_is_a_counted_skip() {
+        let o = Offloads::with_queue(1);
+        let remove = remove(6);
         assert!(o.offer(remove));
         assert!(!o.offer(remove));
         assert_eq!(o.stats().skipped_queue_full, 1);
@@ -324,16 +329,7 @@ mod tests {
         });
         o.set_thread(Some(t.thread().clone()));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(o.offer(Request::Remove {
-            keys: [FlowKey {
-                ifindex: 1,
-                src: [10, 0, 0, 1].into(),
-                dst: [10, 0, 0, 2].into(),
-                proto: 17,
-                sport: 1,
-                dport: 2,
-            }; 2],
-        }));
+        assert!(o.offer(remove(17)));
         let waited = t.join().unwrap();
         assert!(
             waited.as_secs() < 10,
