@@ -1,7 +1,8 @@
 //! The flow offload end to end (`sluiced --offload tc`, issue 16): bulk TCP between two
 //! endpoints, out through NAPT and in through a published port arrives intact while the
 //! kernel forwards most of its bytes (`sluice stats`: offloaded flows and kernel-forwarded
-//! bytes); a network disconnect takes the receiver's flows out of the kernel; with
+//! bytes); a network disconnect takes the receiver's flows out of the kernel; small
+//! request/response stays in userspace and the offload thread sleeps while it has no flow; with
 //! `--offload off` nothing is offloaded. The same over IPv6 on a dual-stack network: bridged,
 //! out through NAT66, in through a published port on the uplink's v6 address, and out of a
 //! routed v6 network (`gateway_mode_ipv6=routed`). Needs root and the release binaries
@@ -316,6 +317,60 @@ fn a_disconnected_receiver_s_flow_leaves_the_kernel() {
     let after = offload(&d);
     assert_eq!(counter(&after, "kernel_packets"), before, "{after}");
     assert_eq!(counter(&after, "active"), 0, "{after}");
+    d.stop();
+}
+
+/// Context switches of the daemon's offload thread so far (`sluice-offload` in its tasks).
+fn offload_thread_switches(d: &DaemonLab) -> u64 {
+    let pid = d.pid().expect("the daemon runs");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let task = tasks
+        .flatten()
+        .map(|t| t.path())
+        .find(|t| {
+            std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "sluice-offload")
+        })
+        .expect("an offload thread");
+    let status = std::fs::read_to_string(task.join("status")).unwrap();
+    status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn request_response_stays_in_userspace_and_the_idle_offload_thread_sleeps() {
+    let Some(mut d) = start("offq", "tc") else {
+        return;
+    };
+    two_endpoints(&mut d);
+    let echo = ["socat", "TCP-LISTEN:5002,reuseaddr,fork", "EXEC:cat"];
+    d.lab_mut().spawn("b", &echo, "echo").unwrap();
+    d.lab()
+        .wait_listen("b", 5002, Duration::from_secs(5))
+        .unwrap();
+    // 300 small messages, each answered before the next: a request/response flow.
+    let talk = "for i in $(seq 300); do echo ping-$i; sleep 0.002; done \
+        | timeout 20 socat -t 2 - TCP:10.71.0.3:5002 | wc -l";
+    let answered = d.lab().exec("a", &["sh", "-c", talk]).unwrap();
+    assert_eq!(answered.trim(), "300", "every message answered");
+    let st = offload(&d);
+    assert_eq!(st["enabled"], true, "{st}");
+    assert_eq!(
+        counter(&st, "offered"),
+        0,
+        "small messages offer nothing: {st}"
+    );
+    assert_eq!(counter(&st, "active"), 0, "{st}");
+    // Idle, without flows: the thread waits for an offer instead of a round per millisecond.
+    let before = offload_thread_switches(&d);
+    std::thread::sleep(Duration::from_secs(2));
+    let woke = offload_thread_switches(&d) - before;
+    assert!(
+        woke < 20,
+        "the idle offload thread woke {woke} times in 2 s"
+    );
     d.stop();
 }
 

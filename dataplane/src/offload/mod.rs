@@ -159,6 +159,9 @@ pub struct Offloads {
     kernel_bytes: AtomicU64,
     /// Why the offload asked for does not run, or the last port it could not attach to.
     error: parking_lot::Mutex<Option<String>>,
+    /// The offload thread while it runs: it sleeps until an offer or an epoch change wakes it
+    /// (or its next aging).
+    thread: parking_lot::Mutex<Option<std::thread::Thread>>,
 }
 
 impl Default for Offloads {
@@ -185,6 +188,7 @@ impl Offloads {
             kernel_packets: AtomicU64::new(0),
             kernel_bytes: AtomicU64::new(0),
             error: parking_lot::Mutex::new(None),
+            thread: parking_lot::Mutex::new(None),
         }
     }
 
@@ -232,7 +236,8 @@ impl Offloads {
         &self.seen
     }
 
-    /// Queues `r` for the offload thread; false (counted) when the queue is full.
+    /// Queues `r` for the offload thread and wakes it (once per flow opening or closing,
+    /// never per packet); false (counted) when the queue is full.
     pub fn offer(&self, r: Request) -> bool {
         let install = matches!(r, Request::Install { .. });
         match self.queue.push(r) {
@@ -240,12 +245,27 @@ impl Offloads {
                 if install {
                     self.offered.fetch_add(1, Ordering::Relaxed);
                 }
+                self.wake();
                 true
             }
             Err(_) => {
                 self.queue_full.fetch_add(1, Ordering::Relaxed);
                 false
             }
+        }
+    }
+
+    /// Records the offload thread that offers and epoch changes wake (`None` when it stops).
+    pub(crate) fn set_thread(&self, t: Option<std::thread::Thread>) {
+        *self.thread.lock() = t;
+    }
+
+    /// Wakes the offload thread (it sleeps until there is something to do): a request was
+    /// queued, or the epoch advanced and installed flows must be flushed. Called once per
+    /// event, never per packet.
+    pub(crate) fn wake(&self) {
+        if let Some(t) = self.thread.lock().as_ref() {
+            t.unpark();
         }
     }
 
@@ -276,25 +296,51 @@ impl Offloads {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_full_queue_is_a_counted_skip() {
-        let o = Offloads::with_queue(1);
-        let remove = Request::Remove {
+    /// A removal of a flow from 10.0.0.1:1 to 10.0.0.2:2.
+    fn remove(proto: u8) -> Request {
+        Request::Remove {
             keys: [FlowKey {
                 ifindex: 1,
                 src: [10, 0, 0, 1].into(),
                 dst: [10, 0, 0, 2].into(),
-                proto: 6,
+                proto,
                 sport: 1,
                 dport: 2,
             }; 2],
-        };
+        }
+    }
+
+    #[test]
+    fn a_full_queue_is_a_counted_skip() {
+        let o = Offloads::with_queue(1);
+        let remove = remove(6);
         assert!(o.offer(remove));
         assert!(!o.offer(remove));
         assert_eq!(o.stats().skipped_queue_full, 1);
         assert_eq!(o.next_request(), Some(remove));
         assert_eq!(o.next_request(), None);
         assert!(o.offer(remove));
+    }
+
+    #[test]
+    fn an_offer_wakes_the_parked_offload_thread() {
+        let o = std::sync::Arc::new(Offloads::with_queue(4));
+        let waiter = std::sync::Arc::clone(&o);
+        let t = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while waiter.next_request().is_none() && start.elapsed().as_secs() < 30 {
+                std::thread::park_timeout(std::time::Duration::from_secs(30));
+            }
+            start.elapsed()
+        });
+        o.set_thread(Some(t.thread().clone()));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(o.offer(remove(17)));
+        let waited = t.join().unwrap();
+        assert!(
+            waited.as_secs() < 10,
+            "woken by the offer, not by its timeout: {waited:?}"
+        );
     }
 
     #[test]

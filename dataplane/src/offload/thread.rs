@@ -1,4 +1,5 @@
-//! The offload thread: drains the workers' requests and installs or removes flows in the
+//! The offload thread: sleeps until woken (a queued request, an epoch change) or its next
+//! aging; drains the workers' requests and installs or removes flows in the
 //! kernel (`sluice_offload::Offload`), ages them once a second from their kernel counters
 //! (a tracked flow in use keeps its conntrack entry alive; one whose entry expired, or a
 //! bridged flow idle past its timeout, is removed), and flushes every flow when the dataplane's
@@ -20,9 +21,6 @@ use crate::config::L4Proto;
 use crate::nat::v6::Tuple6;
 use crate::pipeline::Dataplane;
 use crate::time::Millis;
-
-/// How long the thread sleeps between rounds (requests wait at most this long).
-const ROUND: Duration = Duration::from_millis(1);
 
 /// How often installed flows are aged.
 const AGE_EVERY: Duration = Duration::from_secs(1);
@@ -96,6 +94,7 @@ impl FlowTable for Offload {
 /// The running offload thread; dropping it stops it and flushes the kernel's flows.
 pub(crate) struct OffloadThread {
     stop: Arc<AtomicBool>,
+    dp: Arc<Dataplane>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -110,14 +109,17 @@ impl OffloadThread {
     pub(crate) fn start(dp: Arc<Dataplane>, kernel: Arc<Offload>) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let shared = Arc::clone(&dp);
         let thread = std::thread::Builder::new()
             .name("sluice-offload".into())
             .spawn(move || {
                 let mut s = State::new(&dp, &*kernel);
                 s.run(&flag);
             })?;
+        shared.offloads().set_thread(Some(thread.thread().clone()));
         Ok(OffloadThread {
             stop,
+            dp: shared,
             thread: Some(thread),
         })
     }
@@ -126,7 +128,9 @@ impl OffloadThread {
 impl Drop for OffloadThread {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        self.dp.offloads().set_thread(None);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -172,7 +176,11 @@ impl<'a, K: FlowTable> State<'a, K> {
                 self.age();
                 next_age = Instant::now() + AGE_EVERY;
             }
-            std::thread::sleep(ROUND);
+            // Until a request or an epoch change wakes it (`Offloads::wake`), or the next
+            // aging: no round per millisecond, which woke a CPU a thousand times a second
+            // beside the workers' polling path (bench/RESULTS.md, "Request/response with the
+            // flow offload").
+            std::thread::park_timeout(next_age.saturating_duration_since(Instant::now()));
         }
         self.flush();
     }
@@ -527,6 +535,20 @@ mod tests {
         assert!(s.flows.is_empty(), "its conntrack entry is gone");
         assert!(table.entries.borrow().is_empty());
         assert_eq!(dp.offloads().stats().removed, 2);
+    }
+
+    #[test]
+    fn a_table_change_wakes_the_thread() {
+        let dp = Dataplane::new(&Scenario::new().config).unwrap();
+        dp.offloads().set_thread(Some(std::thread::current()));
+        dp.apply(&Scenario::new().config).unwrap();
+        let start = Instant::now();
+        std::thread::park_timeout(Duration::from_secs(30));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "woken by the new epoch"
+        );
+        dp.offloads().set_thread(None);
     }
 
     #[test]

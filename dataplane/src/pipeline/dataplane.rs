@@ -110,6 +110,7 @@ impl Dataplane {
         self.tables.store(Arc::new(new));
         // After the store: a batch that reads the new epoch also loads the new tables.
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.offloads.wake();
         if nat_changed {
             *self.conntrack.lock() = Conntrack::new(&config.nat, Timeouts::default());
         }

@@ -288,6 +288,7 @@ impl Worker {
             }
             if changed {
                 self.dp.epoch.fetch_add(1, Ordering::AcqRel);
+                self.dp.offloads().wake();
             }
         }
     }

@@ -447,6 +447,25 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_moved_next_hop_wakes_the_offload_thread_to_flush() {
+        let s = S::new();
+        let (dp, mut w) = offloading(&s);
+        learn_next_hop(&mut w);
+        dp.offloads().set_thread(Some(std::thread::current()));
+        let moved = arp_reply(MacAddr([2, 0, 0, 0, 0, 0x77]), S::HOP, S::UP_MAC, S::UP);
+        let epoch = dp.epoch32();
+        run_one(&mut w, UPLINK, &moved, T0);
+        assert_ne!(dp.epoch32(), epoch);
+        let start = std::time::Instant::now();
+        std::thread::park_timeout(std::time::Duration::from_secs(30));
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "woken by the moved next hop"
+        );
+        dp.offloads().set_thread(None);
+    }
+
+    #[test]
     fn no_offer_past_a_smaller_mtu_or_with_the_offload_off() {
         let mut s = S::new();
         s.config.uplink.as_mut().unwrap().mtu = 9000;
