@@ -137,15 +137,31 @@ impl Proto {
     }
 }
 
-/// The whole program reading the flow map `map_fd`.
-pub(crate) fn program(map_fd: i32, ending: Ending) -> Vec<Insn> {
+/// The maps a program reads, by descriptor.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Maps {
+    /// The flow map.
+    pub flows: i32,
+    /// The one-`u32` array that is 1 while the flow map holds an entry.
+    pub active: i32,
+}
+
+/// The whole program reading `maps`.
+pub(crate) fn program(maps: Maps, ending: Ending) -> Vec<Insn> {
+    let map_fd = maps.flows;
     let mut a = Asm::new();
     let miss = a.label();
     let (v4, v6) = (a.label(), a.label());
-    a.emit([
-        Insn::mov64_reg(R6, R1),
-        Insn::ldx_mem(Size::W, R1, R6, CTX_VLAN_PRESENT),
-    ]);
+    a.emit([Insn::mov64_reg(R6, R1)]);
+    // Nothing offloaded: every frame is userspace's, without a look at it.
+    a.emit([Insn::st_mem(Size::W, R10, SCRATCH, 0)]);
+    a.emit(Insn::ld_map_fd(R1, maps.active));
+    a.emit(stack_ptr(R2, SCRATCH));
+    a.emit([Insn::call(HELPER_MAP_LOOKUP)]);
+    a.jmp_imm(Cond::Eq, R0, 0, miss);
+    a.emit([Insn::ldx_mem(Size::W, R1, R0, 0)]);
+    a.jmp_imm(Cond::Eq, R1, 0, miss);
+    a.emit([Insn::ldx_mem(Size::W, R1, R6, CTX_VLAN_PRESENT)]);
     a.jmp_imm(Cond::Ne, R1, 0, miss);
     load_bytes(&mut a, 0, ETH, ETH_LEN, miss);
     a.emit([Insn::ldx_mem(Size::H, R1, R10, ETH + 12)]);

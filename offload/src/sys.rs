@@ -13,8 +13,11 @@ const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_int = 4;
 const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 /// `BPF_ANY`: create or replace.
 const BPF_ANY: u64 = 0;
+/// `BPF_NOEXIST`: create only.
+const BPF_NOEXIST: u64 = 1;
 /// `setsockopt` option attaching an eBPF socket filter by program fd.
 const SO_ATTACH_BPF: libc::c_int = 50;
 
@@ -91,24 +94,40 @@ fn obj_name(name: &str) -> [u8; 16] {
     out
 }
 
-/// A BPF hash map: its descriptor and the key and value sizes every access is checked against.
+/// A BPF map (hash or array): its descriptor and the key and value sizes every access is
+/// checked against.
 #[derive(Debug)]
-pub(crate) struct HashMap {
+pub(crate) struct Map {
     fd: OwnedFd,
     key_size: usize,
     value_size: usize,
 }
 
-impl HashMap {
+impl Map {
     /// Creates a hash map of `max_entries` entries.
-    pub(crate) fn create(
+    pub(crate) fn hash(
         name: &str,
         key_size: usize,
         value_size: usize,
         max_entries: u32,
-    ) -> io::Result<HashMap> {
+    ) -> io::Result<Map> {
+        Map::create(BPF_MAP_TYPE_HASH, name, key_size, value_size, max_entries)
+    }
+
+    /// Creates an array map of `max_entries` zeroed values, keyed by a `u32` index.
+    pub(crate) fn array(name: &str, value_size: usize, max_entries: u32) -> io::Result<Map> {
+        Map::create(BPF_MAP_TYPE_ARRAY, name, 4, value_size, max_entries)
+    }
+
+    fn create(
+        map_type: u32,
+        name: &str,
+        key_size: usize,
+        value_size: usize,
+        max_entries: u32,
+    ) -> io::Result<Map> {
         let mut attr = MapCreateAttr {
-            map_type: BPF_MAP_TYPE_HASH,
+            map_type,
             key_size: key_size as u32,
             value_size: value_size as u32,
             max_entries,
@@ -116,7 +135,7 @@ impl HashMap {
             ..MapCreateAttr::default()
         };
         let fd = owned(bpf(BPF_MAP_CREATE, &mut attr)?);
-        Ok(HashMap {
+        Ok(Map {
             fd,
             key_size,
             value_size,
@@ -142,13 +161,24 @@ impl HashMap {
 
     /// Creates or replaces `key`'s value.
     pub(crate) fn update(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        self.write(key, value, BPF_ANY)
+    }
+
+    /// Creates `key`'s value; false (and nothing written) when `key` is already there.
+    pub(crate) fn insert_new(&self, key: &[u8], value: &[u8]) -> io::Result<bool> {
+        match self.write(key, value, BPF_NOEXIST) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write(&self, key: &[u8], value: &[u8], flags: u64) -> io::Result<()> {
         assert_eq!(value.len(), self.value_size, "value of the wrong size");
+        let mut attr = self.elem(key, value.as_ptr() as u64);
+        attr.flags = flags;
         // The kernel only reads key_size and value_size bytes, both checked.
-        bpf(
-            BPF_MAP_UPDATE_ELEM,
-            &mut self.elem(key, value.as_ptr() as u64),
-        )
-        .map(drop)
+        bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
     }
 
     /// Reads `key`'s value into `value`; false when absent.

@@ -220,6 +220,16 @@ fn a_hit_is_rewritten_with_right_checksums_and_redirected() {
 }
 
 #[test]
+fn with_the_gate_closed_even_a_listed_flow_is_left_alone() {
+    let Some(off) = offload(4) else { return };
+    let frame = Frame::new(v4(1), v4(2), TCP);
+    off.insert(&frame.key(), &action(None, None)).unwrap();
+    assert_eq!(run(&off, &frame.bytes()).0, TC_ACT_REDIRECT);
+    off.active.update(&0u32.to_ne_bytes(), &[0; 4]).unwrap();
+    assert_eq!(run(&off, &frame.bytes()), (TC_ACT_OK, frame.bytes()));
+}
+
+#[test]
 fn what_userspace_must_see_is_left_alone() {
     let Some(off) = offload(16) else { return };
     let tcp = Frame::new(v4(1), v4(2), TCP);

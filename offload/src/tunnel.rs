@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::layout::{key, value, RawKey, RawValue, FAMILY_VXLAN4};
-use crate::{bpf_error, now_ns, FlowAction, FlowKey, FlowUsage, Offload, OffloadError};
+use crate::{now_ns, FlowAction, FlowKey, FlowUsage, Offload, OffloadError};
 
 /// The VXLAN UDP port (RFC 7348).
 pub const VXLAN_PORT: u16 = 4789;
@@ -148,10 +148,7 @@ impl Offload {
 
     /// Removes a decapsulating direction (absent is Ok).
     pub fn remove_decap(&self, key: &DecapKey) -> Result<(), OffloadError> {
-        self.map
-            .delete(&decap_key(key)?)
-            .map(drop)
-            .map_err(|e| bpf_error("map delete", e))
+        self.delete(&decap_key(key)?)
     }
 
     /// A decapsulating entry's counters, None when absent.
