@@ -8,7 +8,8 @@
 # COMMAND serves the namespace like slirp4netns (`--configure --mtu=65520 --api-socket=...
 # PID tap0` are appended): a sluice-slirp binary, `slirp4netns`, or `env VAR=x BINARY`; or
 # `pasta` (run with the bench's pasta options).
-# MODE=out (namespace -> host, 1 stream, the default), out4 (4 streams), in (host ->
+# MODE=out (namespace -> host, 1 stream, the default), out4 (4 streams), udp64 (64-byte
+# datagrams as fast as iperf3 sends, namespace -> host: kpps received), in (host ->
 # namespace through an API forward), rr or udprr (sockperf ping-pong, 64 bytes, namespace ->
 # host, as the bench's TCP_RR / UDP_RR rows: the figure is the average round trip in us);
 # GUESTCC=reno sets the namespace's congestion control.
@@ -54,7 +55,7 @@ for r in $(seq 1 $ROUNDS); do
       t0=$(awk '{print $14+$15}' /proc/$S/stat); s0=$(date +%s.%N); c0=$(head -1 /proc/stat); r0=$(awk '/syscr/{print $2}' /proc/$S/io)
       out=$(iperf3 -c 127.0.0.1 -p 15312 -t $DUR -J 2>&1)
     else
-      P=""; [ "$MODE" = out4 ] && P="-P 4"
+      P=""; [ "$MODE" = out4 ] && P="-P 4"; [ "$MODE" = udp64 ] && P="-u -l 64 -b 0"
       iperf3 -s -1 -B 127.0.0.1 -p $PORT >/dev/null 2>&1 & sp=$!
       sleep 0.3
       t0=$(awk '{print $14+$15}' /proc/$S/stat); s0=$(date +%s.%N); c0=$(head -1 /proc/stat); r0=$(awk '/syscr/{print $2}' /proc/$S/io)
@@ -65,11 +66,14 @@ for r in $(seq 1 $ROUNDS); do
     g=$(echo "$out" | python3 -c '
 import json,sys
 d=json.load(sys.stdin); e=d["end"]; c=e["cpu_utilization_percent"]
-g=e["sum_received"]["bits_per_second"]/1e9
-print("%.2f %.0f %.0f" % (g, c["host_total"], c["remote_total"]))' 2>/dev/null || echo "ERR 0 0")
-    set -- $g; gb=$1; cl=$2; sv=$3; set -- "${ARGS[@]}"
+r=e.get("sum_received") or e["sum"]
+g=r["bits_per_second"]/1e9
+k=(r["packets"]-r["lost_packets"])/r["seconds"]/1e3 if "lost_packets" in r else 0
+print("%.2f %.0f %.0f %.1f" % (g, c["host_total"], c["remote_total"], k))' 2>/dev/null || echo "ERR 0 0 0")
+    set -- $g; gb=$1; cl=$2; sv=$3; kpps=$4; set -- "${ARGS[@]}"
     cpu=$(python3 -c "print('%.0f'%(($t1-$t0)/$(getconf CLK_TCK)/($s1-$s0)*100))")
     per=$(python3 -c "g=float('$gb') if '$gb'!='ERR' else 0; print('%.1f %.1f'%(($cpu)*5.243/g if g else 0, ($cpu+$cl+$sv)*5.243/g if g else 0))")
+    [ "$MODE" = udp64 ] && label="$label $kpps kpps"
     echo "round $r $label $gb Gbit/s stack $cpu% client $cl% server $sv% | us CPU per 64KiB stack/all ${per} | reads per 64KiB $(python3 -c "print('%.2f'%(($r1-$r0)/(float('$gb')*1e9/8*($s1-$s0)/65536)))" 2>/dev/null) | machine $busy%/200 load $(cut -d' ' -f1 /proc/loadavg)"
     kill $sp 2>/dev/null; kill $S 2>/dev/null; kill $(cat $tmp/pid) 2>/dev/null
     wait 2>/dev/null
