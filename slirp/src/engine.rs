@@ -307,7 +307,10 @@ impl Engine {
                     std::thread::sleep(d);
                     Duration::ZERO
                 }
-                Wait::Poll => Duration::ZERO,
+                Wait::Poll => {
+                    std::thread::yield_now();
+                    Duration::ZERO
+                }
                 Wait::Block => Duration::from_millis(wait.max(1)),
             };
             match self.poll.poll(&mut events, Some(timeout)) {
