@@ -10,7 +10,7 @@
 # `pasta` (run with the bench's pasta options).
 # MODE=out (namespace -> host, 1 stream, the default), out4 (4 streams), udp64 (64-byte
 # datagrams as fast as iperf3 sends, namespace -> host: kpps received), in (host ->
-# namespace through an API forward), rr or udprr (sockperf ping-pong, 64 bytes, namespace ->
+# namespace through an API forward), in4 (4 streams), rr or udprr (sockperf ping-pong, 64 bytes, namespace ->
 # host, as the bench's TCP_RR / UDP_RR rows: the figure is the average round trip in us);
 # GUESTCC=reno sets the namespace's congestion control.
 # Each line: Gbit/s, the CPU of the stack, of the iperf3 client and server, the CPU per
@@ -48,12 +48,13 @@ for r in $(seq 1 $ROUNDS); do
       rm -rf $tmp
       continue
     fi
-    if [ "$MODE" = in ]; then
+    if [ "$MODE" = in ] || [ "$MODE" = in4 ]; then
       [ "$bin" != pasta ] && echo '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":15312,"guest_port":5201}}' | socat - UNIX-CONNECT:$tmp/api.sock >/dev/null
       nsenter -t $T -n iperf3 -s -1 -p 5201 >/dev/null 2>&1 & sp=$!
       sleep 0.3
       t0=$(awk '{print $14+$15}' /proc/$S/stat); s0=$(date +%s.%N); c0=$(head -1 /proc/stat); r0=$(awk '/syscr/{print $2}' /proc/$S/io)
-      out=$(iperf3 -c 127.0.0.1 -p 15312 -t $DUR -J 2>&1)
+      P=""; [ "$MODE" = in4 ] && P="-P 4"
+      out=$(iperf3 -c 127.0.0.1 -p 15312 -t $DUR $P -J 2>&1)
     else
       P=""; [ "$MODE" = out4 ] && P="-P 4"; [ "$MODE" = udp64 ] && P="-u -l 64 -b 0"
       iperf3 -s -1 -B 127.0.0.1 -p $PORT >/dev/null 2>&1 & sp=$!
