@@ -28,6 +28,7 @@ use crate::tcp::{self, GuestTx, TcpConn, Verdict};
 use crate::tcp_smoltcp::{SmolTcp, TcpEngine};
 use crate::udp::{self, FlowKey, FlowTable};
 use crate::udp_batch::{OutMsg, UdpBatch};
+use crate::wake::{Wait, WakePolicy};
 use crate::{arp, dhcp, icmp, unreach};
 
 const TAP: Token = Token(0);
@@ -85,6 +86,8 @@ struct TapTx {
     vnet_hdr: bool,
     buf: Vec<u8>,
     frames: u64,
+    /// Bytes written (a push's share tells the wake-up policy how small an exchange was).
+    bytes: u64,
     failed: u64,
 }
 
@@ -129,7 +132,10 @@ impl TapTx {
         let hdr = if self.vnet_hdr { &hdr[..] } else { &hdr[..0] };
         let parts = [io::IoSlice::new(hdr), io::IoSlice::new(&self.buf[..len])];
         match self.tap.write_vectored(&parts) {
-            Ok(n) if n == hdr.len() + len => self.frames += 1,
+            Ok(n) if n == hdr.len() + len => {
+                self.frames += 1;
+                self.bytes += n as u64;
+            }
             _ => self.failed += 1,
         }
     }
@@ -198,6 +204,8 @@ pub struct Engine {
     next_ra: u64,
     /// The smoltcp translation, when it carries outbound IPv4 TCP (`--tcp-engine smoltcp`).
     smol: Option<SmolTcp>,
+    /// How the loop waits next (naps in bulk, spins in request/response).
+    wake: WakePolicy,
 }
 
 fn io(what: &'static str) -> impl Fn(io::Error) -> EngineError {
@@ -244,6 +252,7 @@ impl Engine {
                 tap: File::from(s.tap),
                 buf: vec![0; MAX_FRAME],
                 frames: 0,
+                bytes: 0,
                 failed: 0,
             },
             rx: vec![0; RX_BUF],
@@ -267,6 +276,7 @@ impl Engine {
             guest6: None,
             next_ra: 0,
             smol,
+            wake: WakePolicy::default(),
         })
     }
 
@@ -292,7 +302,17 @@ impl Engine {
             } else {
                 0
             };
-            let timeout = Duration::from_millis(wait.max(1));
+            let timeout = match self.wake.next(Instant::now()) {
+                Wait::Nap(d) => {
+                    std::thread::sleep(d);
+                    Duration::ZERO
+                }
+                Wait::Poll => {
+                    std::thread::yield_now();
+                    Duration::ZERO
+                }
+                Wait::Block => Duration::from_millis(wait.max(1)),
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => r.map_err(io("epoll_wait"))?,
@@ -347,6 +367,7 @@ impl Engine {
                 Err(e) => return Err(EngineError::Io("read tap", e)),
             };
             self.counters.rx_frames += 1;
+            self.wake.on_guest_frame(n);
             let frame = std::mem::take(&mut self.rx);
             let r = if self.tx.vnet_hdr {
                 self.on_vnet_frame(&frame[..n])

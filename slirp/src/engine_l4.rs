@@ -13,6 +13,7 @@ impl Engine {
 
     pub(super) fn on_guest_tcp(&mut self, l4: &[u8], src: IpAddr, dst: IpAddr) -> Result<(), Drop> {
         let seg = tcp::parse(l4, src, dst, !self.csum_partial)?;
+        self.wake.on_exchange(seg.payload.len(), Instant::now);
         let key = FlowKey {
             guest_port: seg.src_port,
             remote: SocketAddr::new(dst, seg.dst_port),
@@ -114,7 +115,11 @@ impl Engine {
             if writable {
                 flow.conn.on_writable(&flow.sock, &mut self.tx);
             }
-            flow.conn.push(&mut flow.sock, &mut self.tx, now)
+            let before = self.tx.bytes;
+            let v = flow.conn.push(&mut flow.sock, &mut self.tx, now);
+            self.wake
+                .on_exchange((self.tx.bytes - before) as usize, Instant::now);
+            v
         };
         self.finish_tcp(h, v);
     }
@@ -219,6 +224,7 @@ impl Engine {
                 Err(_) => continue,
             };
             flow.last_used = self.start.elapsed().as_millis() as u64;
+            self.wake.on_exchange(n, Instant::now);
             self.udp_to_guest(key, guest, n);
         }
     }

@@ -501,3 +501,69 @@ fn a_path_refusing_gso_gets_the_datagrams_one_by_one() {
     assert!(!e.udp.get_mut(h).unwrap().1.gso);
     assert_eq!(e.counters().host_error, 0);
 }
+
+/// A guest TCP frame from `GUEST:40000` to `dst:80` (ACK set) carrying `payload`.
+fn data_segment(dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let ends = guest_ends(GUEST, dst);
+    let at = ends.l4_at();
+    let mut f = vec![0u8; at + 20 + payload.len()];
+    f[at + 12] = 5 << 4;
+    f[at + 20..].copy_from_slice(payload);
+    let mut t = TcpPacket::new_unchecked(&mut f[at..]);
+    t.set_src_port(40000);
+    t.set_dst_port(80);
+    t.set_seq(1000);
+    t.set_flags(wtcp::ACK | wtcp::PSH);
+    t.set_window(65535);
+    crate::frame::fill_tcp_checksum(&mut t, &ends);
+    crate::frame::ip_headers(&mut f, &ends, IPPROTO_TCP, 20 + payload.len(), 1);
+    f
+}
+
+#[test]
+fn a_bulk_frame_from_the_tap_makes_the_loop_nap_once() {
+    let (mut e, b) = engine();
+    b.send(&arp_request(Ipv4Addr::new(10, 0, 2, 2))).unwrap();
+    e.drain_tap().unwrap();
+    assert_eq!(e.wake.next(Instant::now()), Wait::Block, "a small frame");
+    b.send(&data_segment(Ipv4Addr::new(10, 0, 2, 50), &[7; 40_000]))
+        .unwrap();
+    e.drain_tap().unwrap();
+    assert_eq!(e.counters().rx_frames, 2);
+    assert_eq!(e.wake.next(Instant::now()), Wait::Nap(crate::wake::NAP));
+    assert_eq!(e.wake.next(Instant::now()), Wait::Block);
+}
+
+#[test]
+fn a_small_guest_segment_makes_the_loop_poll_awake() {
+    let (mut e, _b) = engine();
+    let refused = Ipv4Addr::new(10, 0, 2, 50);
+    assert_eq!(e.on_frame(&syn(refused)), Err(Drop::Refused));
+    assert_eq!(e.wake.next(Instant::now()), Wait::Block, "no payload");
+    let seg = data_segment(refused, b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(e.on_frame(&seg), Err(Drop::Refused));
+    assert_eq!(e.wake.next(Instant::now()), Wait::Poll);
+}
+
+/// A datagram from the host to the guest (an answer) keeps the loop awake; the guest's own
+/// datagrams do not (a guest flooding small datagrams must not make it spin).
+#[test]
+fn a_host_datagram_makes_the_loop_poll_awake_a_guest_one_does_not() {
+    let (mut e, b, server, port) = engine_and_udp_server();
+    guest_datagram(&mut e, 33334, port, 64, 1);
+    e.flush_udp();
+    assert_eq!(e.wake.next(Instant::now()), Wait::Block);
+    let mut d = [0u8; 100];
+    let (n, from) = server.recv_from(&mut d).unwrap();
+    server.send_to(&d[..n], from).unwrap();
+    let key = FlowKey {
+        guest_port: 33334,
+        remote: SocketAddr::new(GATEWAY4.into(), port),
+    };
+    let h = e.udp.find(&key).unwrap();
+    let end = Instant::now() + Duration::from_secs(2);
+    while replies(&b).is_empty() && Instant::now() < end {
+        e.on_udp(h);
+    }
+    assert_eq!(e.wake.next(Instant::now()), Wait::Poll);
+}

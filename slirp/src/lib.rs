@@ -27,3 +27,4 @@ pub mod tcp_smoltcp;
 pub mod udp;
 pub mod udp_batch;
 pub mod unreach;
+pub mod wake;
