@@ -34,6 +34,9 @@ use crate::frame::PortId;
 use crate::time::Millis;
 use crate::wire::MacAddr;
 
+mod offloaded;
+pub use offloaded::OffloadPair6;
+
 /// A v6 flow's addresses as on the wire. ICMPv6 echo: both ports hold the echo identifier.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Tuple6 {
@@ -101,6 +104,8 @@ struct Flow6 {
     state: TcpState,
     fins: u8,
     replied: bool,
+    /// Handed to the kernel offload (see `offloaded`); cleared when a shortcut is set again.
+    offloaded: bool,
     expires: Millis,
     /// The cached forwarding decision of each direction (original, reply); epoch 0: none.
     shortcuts: [Shortcut; 2],
@@ -256,6 +261,7 @@ impl Conntrack6 {
             state: TcpState::None,
             fins: 0,
             replied: false,
+            offloaded: false,
             expires: now,
             shortcuts: [Shortcut::default(); 2],
         };
@@ -341,6 +347,8 @@ impl Conntrack6 {
     pub fn set_shortcut(&mut self, hit: &Hit6, s: Shortcut) {
         if let Some(Some(f)) = self.flows.get_mut(hit.flow as usize) {
             f.shortcuts[hit.dir as usize] = s;
+            // A new decision (new tables or neighbours): the flow may be offloaded again.
+            f.offloaded = false;
         }
     }
 

@@ -14,6 +14,8 @@
 //! thread (`thread`) installs both directions, ages them, removes them when the flow closes
 //! (FIN and RST always reach userspace) and flushes everything whenever the tables or
 //! neighbours change (the epoch advances): the flows' next packets offer them again.
+//! IPv6 flows are offered alike (plain: TCP or UDP right after the fixed header): bridged,
+//! and tracked by the v6 conntrack (NAT66, published v6 ports, routed v6 networks).
 
 mod build;
 mod overlay;
@@ -26,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crossbeam::queue::ArrayQueue;
 
-pub use build::{bridged, routed, Direction, PortOut};
+pub use build::{bridged, routed, routed6, Direction, FlowTuple, PortOut};
 pub use overlay::{overlay, overlay_keys, LocalEnd, Tunnel};
 pub use run::OffloadRun;
 pub use seen::Seen;
@@ -83,6 +85,9 @@ pub enum Tracked {
     /// By its conntrack entry: kept alive while the kernel forwards it, removed when it
     /// expires.
     Conntrack(FlowId),
+    /// By its v6 conntrack entry (its slot; the original tuple is the first direction's
+    /// key), as `Conntrack`.
+    Conntrack6(u32),
     /// A bridged flow (no conntrack entry): removed after this many idle seconds.
     Bridged {
         /// Idle seconds.

@@ -4,10 +4,12 @@
 //! frames. A slot holds a tag of the flow, the epoch it was seen under, a bit per direction
 //! and whether the flow was offered. Two flows sharing a slot only delay each other's offer;
 //! an older epoch's record counts as none (the kernel entries were flushed with it).
+//! Flows of either family share the table ([`FlowTuple`]).
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::nat::Tuple;
+use super::build::FlowTuple;
 
 /// Slots of the table (a power of two).
 const SLOTS: usize = 4096;
@@ -34,14 +36,29 @@ impl Default for Seen {
     }
 }
 
+/// An address as one integer: an IPv4 one as its 32 bits, an IPv6 one as its 128.
+#[inline]
+fn number((ip, port): (IpAddr, u16)) -> (u128, u16) {
+    match ip {
+        IpAddr::V4(a) => (u128::from(u32::from(a)), port),
+        IpAddr::V6(a) => (u128::from(a), port),
+    }
+}
+
+/// 128 bits folded to 64 (an IPv4 address keeps its value).
+#[inline]
+fn fold(x: u128) -> u64 {
+    (x as u64) ^ ((x >> 64) as u64).rotate_left(23)
+}
+
 /// The flow's slot index, its tag and epoch in a slot's upper bits, and which direction
 /// `t` travels.
-fn place(t: &Tuple, epoch: u32) -> (usize, u64, u64) {
-    let a = (u32::from(t.src), t.src_port);
-    let b = (u32::from(t.dst), t.dst_port);
+fn place(t: &impl FlowTuple, epoch: u32) -> (usize, u64, u64) {
+    let a = number(t.src());
+    let b = number(t.dst());
     let (lo, hi, dir) = if a <= b { (a, b, UP) } else { (b, a, DOWN) };
-    let k1 = (u64::from(lo.0) << 32) | u64::from(hi.0);
-    let k2 = (u64::from(lo.1) << 32) | (u64::from(hi.1) << 16) | u64::from(t.proto.number());
+    let k1 = fold(lo.0).rotate_left(32) ^ fold(hi.0);
+    let k2 = (u64::from(lo.1) << 32) | (u64::from(hi.1) << 16) | u64::from(t.proto());
     let h = (k1 ^ k2.rotate_left(29))
         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
         .rotate_left(31)
@@ -55,7 +72,7 @@ impl Seen {
     /// true exactly once per flow and epoch: for a frame that is `ready` to offer its flow
     /// (see `offload::offers`) once both directions have been seen; the caller then offers it.
     #[inline]
-    pub fn observe(&self, t: &Tuple, epoch: u32, ready: bool) -> bool {
+    pub fn observe(&self, t: &impl FlowTuple, epoch: u32, ready: bool) -> bool {
         let (i, head, dir) = place(t, epoch);
         let slot = &self.slots[i];
         let cur = slot.load(Ordering::Relaxed);
@@ -79,7 +96,7 @@ impl Seen {
 
     /// Forgets bridged flow `t` (it closed, or its kernel entries aged out) whatever its
     /// epoch; true when it had been offered.
-    pub fn forget(&self, t: &Tuple) -> bool {
+    pub fn forget(&self, t: &impl FlowTuple) -> bool {
         let (i, head, _) = place(t, 0);
         let slot = &self.slots[i];
         let cur = slot.load(Ordering::Relaxed);
@@ -95,6 +112,8 @@ impl Seen {
 mod tests {
     use super::*;
     use crate::config::L4Proto;
+    use crate::nat::v6::Tuple6;
+    use crate::nat::Tuple;
     use std::net::Ipv4Addr;
 
     fn t(src_port: u16, dst_port: u16) -> Tuple {
@@ -139,5 +158,36 @@ mod tests {
         // Seen again from scratch after forgetting.
         assert!(!s.observe(&ab, 1, true));
         assert!(s.observe(&ab.reversed(), 1, true));
+    }
+
+    #[test]
+    fn v6_flows_and_keys_share_the_record() {
+        let s = Seen::default();
+        let ab = Tuple6 {
+            proto: L4Proto::Tcp,
+            src: "fd00:9::2".parse().unwrap(),
+            src_port: 40000,
+            dst: "fd00:9::3".parse().unwrap(),
+            dst_port: 80,
+        };
+        assert!(!s.observe(&ab, 1, true));
+        assert!(s.observe(&ab.reversed(), 1, true));
+        // Another v6 flow (the hosts' upper 64 bits differ only) is another record.
+        let other = Tuple6 {
+            src: "fd00:8::2".parse().unwrap(),
+            ..ab
+        };
+        assert!(!s.observe(&other.reversed(), 1, true));
+        // The offload thread forgets a flow by its installed key.
+        let key = sluice_offload::FlowKey {
+            ifindex: 7,
+            src: ab.src.into(),
+            dst: ab.dst.into(),
+            proto: 6,
+            sport: ab.src_port,
+            dport: ab.dst_port,
+        };
+        assert!(s.forget(&key));
+        assert!(!s.forget(&ab));
     }
 }

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use sluice_offload::{DecapKey, FlowAction, FlowKey, FlowUsage, Offload, OffloadError};
 
 use super::{Direction, Offloads, Request, Tracked, Tunnel};
+use std::net::IpAddr;
+
 use crate::config::L4Proto;
-use crate::nat::Tuple;
+use crate::nat::v6::Tuple6;
 use crate::pipeline::Dataplane;
 use crate::time::Millis;
 
@@ -265,7 +267,7 @@ impl<'a, K: FlowTable> State<'a, K> {
             bump(&o.failed, 1);
         }
         if let Tracked::Bridged { .. } = f.tracked {
-            o.seen().forget(&tuple_of(&f.dirs[0].key));
+            o.seen().forget(&f.dirs[0].key);
         }
         bump(&o.removed, 1);
         o.active.store(self.flows.len() as u64, Ordering::Relaxed);
@@ -280,11 +282,12 @@ impl<'a, K: FlowTable> State<'a, K> {
             .map(|(k, f)| (*k, self.account(f)))
             .collect();
         let (now, now_ns) = (Millis::now(), sluice_offload::now_ns());
-        let gone: Vec<FlowKey> = self.dp.with_conntrack(|ct| {
+        let mut gone: Vec<FlowKey> = self.dp.with_conntrack(|ct| {
             used.iter()
                 .filter(|(k, used)| match flows[k].tracked {
                     Tracked::Conntrack(id) if *used => !ct.refresh(id, now),
                     Tracked::Conntrack(id) => !ct.is_tracked(id),
+                    Tracked::Conntrack6(_) => false,
                     Tracked::Bridged { idle_secs } => {
                         now_ns.saturating_sub(flows[k].last_used_ns)
                             > u64::from(idle_secs) * 1_000_000_000
@@ -293,6 +296,7 @@ impl<'a, K: FlowTable> State<'a, K> {
                 .map(|(k, _)| *k)
                 .collect()
         });
+        gone.extend(aged6(self.dp, &flows, &used, now));
         self.flows = flows;
         for k in gone {
             if let Some(f) = self.flows.remove(&k) {
@@ -323,23 +327,55 @@ fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-/// The tuple a bridged direction's key matches (both addresses IPv4: bridged offers are).
-fn tuple_of(k: &FlowKey) -> Tuple {
-    let v4 = |a: std::net::IpAddr| match a {
-        std::net::IpAddr::V4(a) => a,
-        std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
-    };
-    Tuple {
-        proto: if k.proto == 6 {
-            L4Proto::Tcp
-        } else {
-            L4Proto::Udp
-        },
-        src: v4(k.src),
-        src_port: k.sport,
-        dst: v4(k.dst),
-        dst_port: k.dport,
+/// The v6 tracked flows among `used` whose conntrack entry is gone, after keeping those the
+/// kernel forwarded (`used`) alive.
+fn aged6(
+    dp: &Dataplane,
+    flows: &HashMap<FlowKey, Installed>,
+    used: &[(FlowKey, bool)],
+    now: Millis,
+) -> Vec<FlowKey> {
+    let v6: Vec<_> = used
+        .iter()
+        .filter_map(|(k, used)| match flows[k].tracked {
+            Tracked::Conntrack6(slot) => Some((*k, slot, *used, tuple6_of(k)?)),
+            _ => None,
+        })
+        .collect();
+    if v6.is_empty() {
+        return Vec::new();
     }
+    dp.with_conntrack6(|ct| {
+        v6.into_iter()
+            .filter(|(_, slot, used, t)| {
+                if *used {
+                    !ct.refresh(*slot, t, now)
+                } else {
+                    !ct.is_tracked(*slot, t)
+                }
+            })
+            .map(|(k, ..)| k)
+            .collect()
+    })
+}
+
+/// The v6 tuple a tracked direction's key matches.
+fn tuple6_of(k: &FlowKey) -> Option<Tuple6> {
+    let (IpAddr::V6(src), IpAddr::V6(dst)) = (k.src, k.dst) else {
+        return None;
+    };
+    let proto = match k.proto {
+        6 => L4Proto::Tcp,
+        17 => L4Proto::Udp,
+        _ => return None,
+    };
+    Some(Tuple6 {
+        proto,
+        src,
+        src_port: k.sport,
+        dst,
+        dst_port: k.dport,
+    })
 }
 
 #[cfg(test)]

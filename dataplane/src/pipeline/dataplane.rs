@@ -15,6 +15,7 @@ use super::Worker;
 use crate::config::{Config, NatConfig};
 use crate::counters::WorkerCounters;
 use crate::frame::PortId;
+use crate::nat::v6::Conntrack6;
 use crate::nat::{Conntrack, Timeouts};
 use crate::offload::Offloads;
 use crate::tables::{ConfigError, PortMode, Tables};
@@ -128,6 +129,11 @@ impl Dataplane {
     /// Runs `f` on the conntrack table under its lock (the offload thread's aging).
     pub(crate) fn with_conntrack<R>(&self, f: impl FnOnce(&mut Conntrack) -> R) -> R {
         f(&mut self.conntrack.lock())
+    }
+
+    /// Runs `f` on the v6 conntrack table under its lock (the offload thread's aging).
+    pub(crate) fn with_conntrack6<R>(&self, f: impl FnOnce(&mut Conntrack6) -> R) -> R {
+        f(&mut self.v6.lock().ct)
     }
 
     /// The configuration snapshot workers currently use.

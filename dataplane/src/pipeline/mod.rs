@@ -104,6 +104,7 @@ mod ipvlan;
 mod nat;
 mod nat6;
 mod offload;
+mod offload6;
 mod offload_overlay;
 mod pending;
 mod plain;

@@ -37,6 +37,7 @@ use crate::wire::ethernet::{self, EthernetFrame, L2Header, ETHERTYPE_IPV6};
 use crate::wire::icmpv6;
 use crate::wire::ipv6::NH_FRAGMENT;
 use crate::wire::ndisc::{self, NdiscPacket};
+use crate::wire::tcp;
 use crate::wire::MacAddr;
 
 /// The v6 state all workers share: flows and the uplinks' v6 neighbours.
@@ -230,6 +231,9 @@ impl<'t> BatchState<'t> {
         let now = self.now;
         if flow.quoted.is_none() {
             self.v6().ct.update(hit.flow, hit.dir, flow.tcp_flags, now);
+            if self.offload && flow.tcp_flags & (tcp::FIN | tcp::RST) != 0 {
+                self.take_back_routed6(hit);
+            }
         }
         let partial = f.meta.offload.csum_partial;
         rewrite6(f.data_mut(), ip, flow, &flow.target(&hit.rewrite), partial);

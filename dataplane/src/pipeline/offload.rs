@@ -2,18 +2,20 @@
 //! kernel flow offload (see `crate::offload`): a tracked flow from the shortcut stage (both
 //! directions' shortcuts of this epoch, TCP established or UDP answered; its FIN or RST takes
 //! it back), a bridged flow between two endpoints from the bridge stage (both directions seen
-//! past the handshake, in `Seen`). An offer is one push on a lock-free queue, once per flow;
+//! past the handshake, in `Seen`; v4 or v6). An offer is one push on a lock-free queue, once per flow;
 //! any doubt (a port without interface index, a smaller MTU out, a tagged egress) offers
 //! nothing and the flow stays in userspace. It drops nothing.
 
+use super::offload6::plain6;
 use super::plain;
 use super::state::BatchState;
 use crate::frame::{Frame, PortId};
 use crate::nat::{Hit, OffloadPair, Shortcut, Timeouts};
-use crate::offload::{self, Direction, PortOut, Request, Tracked};
+use crate::offload::{self, Direction, FlowTuple, PortOut, Request, Tracked};
 use crate::tables::PortEntry;
 use crate::wire::ethernet::EthernetFrame;
 use crate::wire::tcp::{ACK, FIN, RST, SYN};
+use crate::wire::{MacAddr, IPPROTO_TCP};
 
 impl BatchState<'_> {
     /// After a frame of `hit`'s flow, `len` bytes long, took its shortcut with TCP flags
@@ -73,7 +75,7 @@ impl BatchState<'_> {
     /// Port `id` as the offload sees it: `None` when it has no interface index (not an
     /// AF_PACKET port with the TC program) or, as an egress of internal VLAN `egress_vlan`,
     /// would tag frames.
-    fn port_out(&self, id: PortId, egress_vlan: Option<u16>) -> Option<PortOut> {
+    pub(super) fn port_out(&self, id: PortId, egress_vlan: Option<u16>) -> Option<PortOut> {
         let ifindex = self.dp.offloads().ifindex(id);
         let port = self.t.port(id).filter(|_| ifindex != 0)?;
         if egress_vlan.is_some_and(|v| port.egress_tag(v) != Some(None)) {
@@ -89,7 +91,7 @@ impl BatchState<'_> {
     /// After frame `f` from endpoint port `from` was bridged to port `to` (on a network of
     /// MTU `mtu`, no overlay): records the flow's direction and offers the flow once both
     /// were seen past the handshake, by a bulk-sized frame (`offload::offers`); a FIN or RST
-    /// takes an offered flow back.
+    /// takes an offered flow back. IPv4 and IPv6 (`offload6::plain6`) alike.
     #[inline(always)]
     pub(super) fn offer_bridged(&mut self, f: &Frame<'_>, from: &PortEntry, to: PortId, mtu: u16) {
         let o = self.dp.offloads();
@@ -97,31 +99,47 @@ impl BatchState<'_> {
         if ia == 0 || ib == 0 {
             return;
         }
-        let Some(p) = plain::parse(f.data()) else {
-            return;
-        };
         let Some(to_port) = self.t.port(to) else {
             return;
         };
-        let (Some((a_mac, Some(a_ip))), Some((b_mac, Some(b_ip)))) =
-            (from.endpoint, to_port.endpoint)
-        else {
+        let (Some((a_mac, a_ip)), Some((b_mac, b_ip))) = (from.endpoint, to_port.endpoint) else {
             return;
         };
         let eth = EthernetFrame::new_unchecked(f.data());
-        if (p.tuple.src, p.tuple.dst, eth.src(), eth.dst()) != (a_ip, b_ip, a_mac, b_mac)
-            || to_port.egress_tag(f.meta.vlan) != Some(None)
+        if (eth.src(), eth.dst()) != (a_mac, b_mac) || to_port.egress_tag(f.meta.vlan) != Some(None)
         {
             return;
         }
         let a = (PortOut { ifindex: ia, mtu }, a_mac);
         let b = (PortOut { ifindex: ib, mtu }, b_mac);
-        let tcp = p.tuple.proto == crate::config::L4Proto::Tcp;
-        if tcp && p.tcp_flags & (FIN | RST) != 0 {
+        if let Some(p) = plain::parse(f.data()) {
+            if (Some(p.tuple.src), Some(p.tuple.dst)) == (a_ip, b_ip) {
+                self.offer_bridged_flow(&p.tuple, p.tcp_flags, (a, b), f.len());
+            }
+        } else if let Some((t, tcp_flags)) = plain6(f.data()) {
+            if (Some(t.src), Some(t.dst)) == (from.endpoint_v6, to_port.endpoint_v6) {
+                self.offer_bridged_flow(&t, tcp_flags, (a, b), f.len());
+            }
+        }
+    }
+
+    /// [`BatchState::offer_bridged`] for the flow `t` of a frame of `len` bytes with TCP
+    /// flags `tcp_flags`, from endpoint `a` to endpoint `b`.
+    #[inline(always)]
+    fn offer_bridged_flow<T: FlowTuple>(
+        &self,
+        t: &T,
+        tcp_flags: u8,
+        (a, b): ((PortOut, MacAddr), (PortOut, MacAddr)),
+        len: usize,
+    ) {
+        let o = self.dp.offloads();
+        let tcp = t.proto() == IPPROTO_TCP;
+        if tcp && tcp_flags & (FIN | RST) != 0 {
             if let Some(dirs) = o
                 .seen()
-                .forget(&p.tuple)
-                .then(|| offload::bridged(&p.tuple, a, b))
+                .forget(t)
+                .then(|| offload::bridged(t, a, b))
                 .flatten()
             {
                 o.offer(Request::Remove {
@@ -130,18 +148,18 @@ impl BatchState<'_> {
             }
             return;
         }
-        let past_handshake = !tcp || p.tcp_flags & (SYN | ACK) == ACK;
-        let ready = offload::offers(f.len());
-        if self.epoch == 0 || !past_handshake || !o.seen().observe(&p.tuple, self.epoch, ready) {
+        let past_handshake = !tcp || tcp_flags & (SYN | ACK) == ACK;
+        let ready = offload::offers(len);
+        if self.epoch == 0 || !past_handshake || !o.seen().observe(t, self.epoch, ready) {
             return;
         }
-        let t = Timeouts::default();
+        let timeouts = Timeouts::default();
         let idle_secs = if tcp {
-            t.tcp_established
+            timeouts.tcp_established
         } else {
-            t.udp_replied
+            timeouts.udp_replied
         };
-        if let Some(dirs) = offload::bridged(&p.tuple, a, b) {
+        if let Some(dirs) = offload::bridged(t, a, b) {
             o.offer(Request::Install {
                 dirs,
                 tracked: Tracked::Bridged { idle_secs },

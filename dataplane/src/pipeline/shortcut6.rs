@@ -20,7 +20,7 @@ use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
 
 /// True for the packets whose decision a shortcut may cache or serve: untagged, TCP or UDP
 /// right after the fixed header (no extension header, so no fragment either).
-fn shortcut_shape(ip: &V6Info) -> bool {
+pub(super) fn shortcut_shape(ip: &V6Info) -> bool {
     ip.l3 == ethernet::HEADER_LEN
         && ip.l4 == HEADER_LEN
         && matches!(ip.proto, IPPROTO_TCP | IPPROTO_UDP)
@@ -65,6 +65,9 @@ impl BatchState<'_> {
             s.epoch == epoch && s.ingress == ingress && (gso || ip.total <= usize::from(s.mtu))
         };
         let s = ct.follow_shortcut(&hit, flow.tcp_flags, now, usable)?;
+        if self.offload {
+            self.offer_routed6(&hit, flow.tcp_flags, f.len());
+        }
         let partial = f.meta.offload.csum_partial;
         rewrite6(f.data_mut(), &ip, &flow, &hit.rewrite, partial);
         EthernetFrame::new_unchecked(f.data_mut()).set_addresses(&s.l2_out);
