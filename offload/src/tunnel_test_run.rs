@@ -107,6 +107,87 @@ fn a_decap_entry_unwraps_the_frame_and_writes_the_inner_macs() {
 }
 
 #[test]
+fn a_decap_entry_of_an_ipv6_flow_unwraps_it_and_writes_its_ethertype() {
+    let Some(off) = offload(8) else { return };
+    for proto in [TCP, UDP] {
+        let frame = Frame::new(v6(3), v6(4), proto);
+        let key = DecapKey {
+            inner: frame.key(),
+            tunnel: tunnel(),
+        };
+        let action = DecapAction {
+            egress_ifindex: LO,
+            eth_src: [2, 0, 0, 0, 0, 3],
+            eth_dst: [2, 0, 0, 0, 0, 4],
+        };
+        off.insert_decap(&key, &action).unwrap();
+        let inner = frame.bytes();
+        let outer = wrapped(&inner, REMOTE, LOCAL, VNI, 0x08);
+        let (verdict, out) = run(&off, &outer);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let mut want = inner.clone();
+        want[..12].copy_from_slice(&[2, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0, 3]);
+        assert_eq!(out, want);
+        assert_eq!(&out[12..14], &[0x86, 0xdd]);
+        let used = off.decap_usage(&key).unwrap().unwrap();
+        assert_eq!((used.packets, used.bytes), (1, outer.len() as u64));
+        assert_eq!(off.usage(&frame.key()).unwrap(), None);
+        off.remove_decap(&key).unwrap();
+        assert_eq!(run(&off, &outer), (TC_ACT_OK, outer.clone()));
+    }
+}
+
+#[test]
+fn ipv6_vxlan_frames_of_another_tunnel_stay_with_userspace() {
+    let Some(off) = offload(8) else { return };
+    let frame = Frame::new(v6(3), v6(4), TCP);
+    let key = DecapKey {
+        inner: frame.key(),
+        tunnel: tunnel(),
+    };
+    let action = DecapAction {
+        egress_ifindex: LO,
+        eth_src: [2; 6],
+        eth_dst: [4; 6],
+    };
+    off.insert_decap(&key, &action).unwrap();
+    let inner = frame.bytes();
+    let syn = Frame {
+        tcp_flags: 0x02,
+        ..frame
+    }
+    .bytes();
+    let other = Ipv4Addr::new(192, 0, 2, 9);
+    let mut reserved = wrapped(&inner, REMOTE, LOCAL, VNI, 0x08);
+    reserved[49] = 1;
+    let misses = [
+        ("another VNI", wrapped(&inner, REMOTE, LOCAL, VNI + 1, 0x08)),
+        ("another VTEP", wrapped(&inner, other, LOCAL, VNI, 0x08)),
+        ("not to us", wrapped(&inner, REMOTE, other, VNI, 0x08)),
+        ("the VNI word's reserved byte set", reserved),
+        ("SYN", wrapped(&syn, REMOTE, LOCAL, VNI, 0x08)),
+        (
+            "the reverse flow",
+            wrapped(
+                &Frame::new(v6(4), v6(3), TCP).bytes(),
+                REMOTE,
+                LOCAL,
+                VNI,
+                0x08,
+            ),
+        ),
+        ("not wrapped", inner.clone()),
+    ];
+    for (why, bytes) in misses {
+        assert_eq!(run(&off, &bytes), (TC_ACT_OK, bytes), "{why}");
+    }
+    assert_eq!(off.decap_usage(&key).unwrap().unwrap().packets, 0);
+    // The right tunnel: unwrapped.
+    let (verdict, _) = run(&off, &wrapped(&inner, REMOTE, LOCAL, VNI, 0x08));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+}
+
+#[test]
 fn vxlan_frames_not_matching_every_part_of_the_key_stay_with_userspace() {
     let Some(off) = offload(8) else { return };
     let frame = Frame::new(v4(3), v4(4), TCP);

@@ -206,3 +206,43 @@ fn overlay_flows_are_wrapped_and_unwrapped_by_the_kernel_with_offload_tc() {
         assert!(o["kernel_bytes"].as_u64() >= Some(most), "{o}");
     }
 }
+
+/// One host with the flow offload (`ha`, `--offload tc`) and one without (`hb`): `ha`'s kernel
+/// wraps its endpoint's TCP super-frames whole (UDP-tunnel GSO) and `hb`'s userspace
+/// decapsulates them into super-frames for its endpoint; `hb`'s userspace-wrapped frames are
+/// unwrapped by `ha`'s kernel. The bulk arrives intact both ways, nothing is dropped as too big.
+#[test]
+fn a_host_without_the_offload_takes_the_kernel_wrapped_super_frames_of_one_with_it() {
+    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice"]) else {
+        return;
+    };
+    let mut lab = Lab::new("ovm").unwrap();
+    overlay::wire(&mut lab).unwrap();
+    let launch = |offload: &str| SluiceLaunch {
+        bin: bin.join("sluice"),
+        args: ["--workers", "1", "--offload", offload]
+            .map(String::from)
+            .into(),
+    };
+    let hosts = overlay::start_sluice_each(&mut lab, [&launch("tc"), &launch("off")]).unwrap();
+    let wait = Duration::from_secs(10);
+    lab.wait_ping("ea", EP_B, wait)
+        .unwrap_or_else(|e| panic!("{e}; a: {}", lab.log_path("ha").display()));
+    let file = lab.dir().join("bulk");
+    let bytes: Vec<u8> = (0..BULK).map(|i| (i * 41 % 241) as u8).collect();
+    std::fs::write(&file, bytes).unwrap();
+    let want = sha256(&file);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B.into()), want);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A.into()), want);
+    let (offloading, plain) = (&hosts[0].1, &hosts[1].1);
+    let most = 2 * 9 * BULK as u64 / 10;
+    let o = offload_stats(offloading, |o| o["kernel_bytes"].as_u64() >= Some(most));
+    assert!(o["installed"].as_u64() >= Some(2), "{o}");
+    assert!(o["kernel_bytes"].as_u64() >= Some(most), "{o}");
+    assert_eq!(offload_stats(plain, |_| true)["enabled"], false);
+    for stats in [offloading, plain] {
+        for reason in ["too_big", "vxlan_malformed"] {
+            assert_eq!(drops(stats, reason), 0, "{reason} in {stats:?}");
+        }
+    }
+}
