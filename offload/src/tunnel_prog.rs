@@ -48,9 +48,10 @@ const _: () = assert!(INNER_ETH + ETH_LEN == ETH_LEN + OVERHEAD);
 /// the plain UDP lookup after this code.
 pub(crate) fn decap(a: &mut Asm, map_fd: i32, ending: Ending) {
     let not = a.label();
-    // One VXLAN packet: its outer length is the frame's. A UDP GSO datagram (several packets
-    // in one frame, as a sender's userspace path sends them) would lose only the first one's
-    // headers: userspace joins those.
+    // One VXLAN packet: its outer length is the frame's, and so is its inner packet's
+    // (`fills_the_frame`). A UDP GSO datagram (several packets in one frame, as a sender's
+    // userspace path sends them) would lose only the first one's headers: userspace joins
+    // those.
     a.emit([
         Insn::ldx_mem(Size::H, R1, R10, IP + 2),
         Insn::to_be(R1, 16),
@@ -111,6 +112,7 @@ fn inner_v4(a: &mut Asm, not: Label) {
         Insn::alu64_imm(Alu::And, R1, be16(0x3fff)),
     ]);
     a.jmp_imm(Cond::Ne, R1, 0, not);
+    fills_the_frame(a, INNER_IP + 2, 0, not);
     a.emit([Insn::ldx_mem(Size::B, R8, R10, INNER_IP + 9)]);
     tcp_or_udp(a, not);
     key_head(a, FAMILY_VXLAN4);
@@ -138,10 +140,27 @@ fn inner_v6(a: &mut Asm, not: Label) {
         Insn::alu64_imm(Alu::And, R1, 0xf0),
     ]);
     a.jmp_imm(Cond::Ne, R1, 0x60, not);
+    fills_the_frame(a, SCRATCH + 4, 40, not);
     a.emit([Insn::ldx_mem(Size::B, R8, R10, SCRATCH + 6)]);
     tcp_or_udp(a, not);
     key_head(a, FAMILY_VXLAN6);
     load_bytes(a, INNER_ETH + ETH_LEN + 8, KEY + key::SRC, 32, not);
+}
+
+/// Goes to `not` unless the inner IP packet ends where the frame does: its 16-bit length
+/// field (on the stack at `len_at`) plus `fixed` bytes not counted in it is the rest of the
+/// frame. The outer length matched the frame's too, so this is one VXLAN packet, even where
+/// the outer lengths cover several (a UDP GSO frame, as a userspace sender writes one: its
+/// first inner packet is one segment) or a kernel-wrapped TCP super-frame (one packet).
+fn fills_the_frame(a: &mut Asm, len_at: i16, fixed: i32, not: Label) {
+    a.emit([
+        Insn::ldx_mem(Size::H, R1, R10, len_at),
+        Insn::to_be(R1, 16),
+        Insn::alu64_imm(Alu::Add, R1, INNER_ETH + ETH_LEN + fixed),
+        Insn::ldx_mem(Size::W, R2, R6, CTX_LEN),
+        Insn::alu64_reg(Alu::Sub, R1, R2),
+    ]);
+    a.jmp_imm(Cond::Ne, R1, 0, not);
 }
 
 /// Goes to `not` unless R8 is TCP or UDP.

@@ -31,6 +31,20 @@ fn encap_action() -> EncapAction {
     }
 }
 
+/// `first` and `second` (inner frames) in one frame with outer lengths covering both, as a
+/// userspace sender's UDP GSO frame carries two chunks.
+fn udp_gso_frame(first: &[u8], second: &[u8]) -> Vec<u8> {
+    let mut f = wrapped(first, REMOTE, LOCAL, VNI, 0x08);
+    f.extend(&wrapped(second, REMOTE, LOCAL, VNI, 0x08)[42..]);
+    let ip_len = (f.len() - 14) as u16;
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let hc = !sum(&f[14..34], 0);
+    f[24..26].copy_from_slice(&hc.to_be_bytes());
+    f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    f
+}
+
 /// `inner` wrapped as the remote VTEP `src` sends it to `dst` with `vni` and VXLAN `flags`.
 fn wrapped(inner: &[u8], src: Ipv4Addr, dst: Ipv4Addr, vni: u32, flags: u8) -> Vec<u8> {
     let mut f = OUTER_MACS.to_vec();
@@ -165,6 +179,10 @@ fn ipv6_vxlan_frames_of_another_tunnel_stay_with_userspace() {
         ("another VTEP", wrapped(&inner, other, LOCAL, VNI, 0x08)),
         ("not to us", wrapped(&inner, REMOTE, other, VNI, 0x08)),
         ("the VNI word's reserved byte set", reserved),
+        (
+            "two packets in one frame, outer lengths of both (UDP GSO)",
+            udp_gso_frame(&inner, &inner),
+        ),
         ("SYN", wrapped(&syn, REMOTE, LOCAL, VNI, 0x08)),
         (
             "the reverse flow",
@@ -214,6 +232,10 @@ fn vxlan_frames_not_matching_every_part_of_the_key_stay_with_userspace() {
     several.extend(wrapped(&inner, REMOTE, LOCAL, VNI, 0x08)[14..].to_vec());
     let misses = [
         ("two packets in one frame (UDP GSO)", several),
+        (
+            "two packets in one frame, outer lengths of both (UDP GSO)",
+            udp_gso_frame(&inner, &inner),
+        ),
         ("another VNI", wrapped(&inner, REMOTE, LOCAL, VNI + 1, 0x08)),
         ("another VTEP", wrapped(&inner, other, LOCAL, VNI, 0x08)),
         ("not to us", wrapped(&inner, REMOTE, other, VNI, 0x08)),

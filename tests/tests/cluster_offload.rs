@@ -66,9 +66,11 @@ fn etcd_hosts(lab: &Lab) -> Option<usize> {
         "/sluice/v1/hosts/",
     ];
     let o = lab.exec_output("ul", &cmd).ok()?;
-    o.status
-        .success()
-        .then(|| String::from_utf8_lossy(&o.stdout).matches("/sluice/v1/hosts/").count())
+    o.status.success().then(|| {
+        String::from_utf8_lossy(&o.stdout)
+            .matches("/sluice/v1/hosts/")
+            .count()
+    })
 }
 
 /// Host `i` (`h1`, `h2`) on the underlay, running sluiced with the flow offload against the
@@ -103,19 +105,29 @@ fn addresses(bin: &Path, sock: &Path, name: &str) -> (IpAddr, IpAddr) {
         .values()
         .find(|c| c["Name"] == name)
         .unwrap_or_else(|| panic!("{name} is not in {out}"));
-    let ip = |field: &str| e[field].as_str().unwrap().split('/').next().unwrap().parse();
+    let ip = |field: &str| {
+        e[field]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+    };
     (ip("IPv4Address").unwrap(), ip("IPv6Address").unwrap())
 }
 
 /// The offload's counters in `sluice stats` of `sock`'s host.
 fn offload(bin: &Path, sock: &Path) -> Value {
-    let v: Value = serde_json::from_str(&sluice_ok(bin, sock, &["stats", "--output", "json"]))
-        .unwrap();
+    let v: Value =
+        serde_json::from_str(&sluice_ok(bin, sock, &["stats", "--output", "json"])).unwrap();
     v["offload"].clone()
 }
 
 fn counter(v: &Value, name: &str) -> u64 {
-    v[name].as_u64().unwrap_or_else(|| panic!("no {name} in {v}"))
+    v[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
 }
 
 /// Sends `file` over one TCP connection (socat) from namespace `from` to a listener in `to` at
@@ -175,7 +187,11 @@ fn overlay_flows_between_cluster_hosts_are_offloaded_and_arrive_intact() {
                 .status
                 .success()
         });
-        sluice_ok(&bin, &socks[i], &["network", "connect", "--name", name, "ov", &path]);
+        sluice_ok(
+            &bin,
+            &socks[i],
+            &["network", "connect", "--name", name, "ov", &path],
+        );
     }
     let (a4, a6) = addresses(&bin, &socks[0], "bulk-a");
     let (b4, b6) = addresses(&bin, &socks[1], "bulk-b");
@@ -201,7 +217,11 @@ fn overlay_flows_between_cluster_hosts_are_offloaded_and_arrive_intact() {
         ("a1", "a2", b6),
         ("a2", "a1", a6),
     ] {
-        assert_eq!(bulk_tcp(&mut lab, &file, (from, to), ip), want, "{from} to {ip}");
+        assert_eq!(
+            bulk_tcp(&mut lab, &file, (from, to), ip),
+            want,
+            "{from} to {ip}"
+        );
     }
     // Each host's kernel wrapped what its endpoint sent and unwrapped what it received: four
     // flows (two per family), most of the 64 MB.
