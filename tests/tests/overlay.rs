@@ -250,7 +250,9 @@ fn a_host_without_the_offload_takes_the_kernel_wrapped_super_frames_of_one_with_
     assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B6.into()), want);
     assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A6.into()), want);
     let (offloading, plain) = (&hosts[0].1, &hosts[1].1);
-    let most = 4 * 9 * BULK as u64 / 10;
+    // `ha`'s kernel wrapped most of what `ea` sent (both families); what `eb` sent arrives as
+    // `hb`'s userspace UDP GSO frames, which `ha`'s userspace joins.
+    let most = 2 * 8 * BULK as u64 / 10;
     let o = offload_stats(offloading, |o| o["kernel_bytes"].as_u64() >= Some(most));
     eprintln!("{offloading:?}: {o}");
     assert!(o["installed"].as_u64() >= Some(4), "{o}");
