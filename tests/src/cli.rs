@@ -81,6 +81,37 @@ pub fn cluster_sluiced(
     args
 }
 
+/// The command line of a one-member etcd cluster (`e1`, its data in the lab's directory)
+/// serving clients at `url`, with a progress notification every second (idle watches hear
+/// from it well within a host's stall timeout); `extra` flags after those.
+pub fn one_member_etcd(
+    lab: &Lab,
+    url: &str,
+    extra: &[std::ffi::OsString],
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "etcd".into(),
+        "--name".into(),
+        "e1".into(),
+        "--data-dir".into(),
+        lab.dir().join("etcd").into(),
+        "--listen-client-urls".into(),
+        url.into(),
+        "--advertise-client-urls".into(),
+        url.into(),
+        "--listen-peer-urls".into(),
+        "http://127.0.0.1:2380".into(),
+        "--initial-advertise-peer-urls".into(),
+        "http://127.0.0.1:2380".into(),
+        "--initial-cluster".into(),
+        "e1=http://127.0.0.1:2380".into(),
+        "--experimental-watch-progress-notify-interval".into(),
+        "1s".into(),
+    ];
+    args.extend(extra.iter().cloned());
+    args
+}
+
 /// The API socket of host `host`'s sluiced in a lab.
 pub fn host_socket(lab: &Lab, host: &str) -> PathBuf {
     lab.dir().join(format!("{host}.sock"))

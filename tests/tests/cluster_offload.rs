@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice_lab::lab::Lab;
-use sluice_tests::cli::{cluster_sluiced, daemon_lab, eventually, host_socket, sluice, sluice_ok};
+use sluice_tests::bulk::{bulk_tcp, sha256};
+use sluice_tests::cli::{
+    cluster_sluiced, daemon_lab, eventually, host_socket, one_member_etcd, sluice, sluice_ok,
+};
 
 /// Where the etcd member listens (on the underlay bridge, in namespace `ul`).
 const ETCD: &str = "10.99.0.100:2379";
@@ -27,25 +30,7 @@ fn etcd(lab: &mut Lab) {
     lab.up("ul", "br0").unwrap();
     lab.addr("ul", "br0", "10.99.0.100/24").unwrap();
     let url = format!("http://{ETCD}");
-    let args: Vec<std::ffi::OsString> = vec![
-        "etcd".into(),
-        "--name".into(),
-        "e1".into(),
-        "--data-dir".into(),
-        lab.dir().join("etcd").into(),
-        "--listen-client-urls".into(),
-        url.clone().into(),
-        "--advertise-client-urls".into(),
-        url.into(),
-        "--listen-peer-urls".into(),
-        "http://127.0.0.1:2380".into(),
-        "--initial-advertise-peer-urls".into(),
-        "http://127.0.0.1:2380".into(),
-        "--initial-cluster".into(),
-        "e1=http://127.0.0.1:2380".into(),
-        "--experimental-watch-progress-notify-interval".into(),
-        "1s".into(),
-    ];
+    let args = one_member_etcd(lab, &url, &[]);
     lab.spawn_os("ul", &args, "etcd").unwrap();
     eventually("etcd answers", Duration::from_secs(20), || {
         etcd_hosts(lab).is_some()
@@ -130,31 +115,6 @@ fn counter(v: &Value, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {v}"))
 }
 
-/// Sends `file` over one TCP connection (socat) from namespace `from` to a listener in `to` at
-/// `to_ip`; the SHA-256 the receiver computed of what it got.
-fn bulk_tcp(lab: &mut Lab, file: &Path, (from, to): (&str, &str), to_ip: IpAddr) -> String {
-    let sum = lab.dir().join(format!("received-{to}"));
-    let (listen, connect) = match to_ip {
-        IpAddr::V4(ip) => ("TCP-LISTEN", format!("TCP:{ip}:5302")),
-        IpAddr::V6(ip) => ("TCP6-LISTEN", format!("TCP6:[{ip}]:5302")),
-    };
-    let script = format!(
-        "socat -u {listen}:5302,reuseaddr - | sha256sum > {}",
-        sum.display()
-    );
-    let pid = lab.spawn(to, &["sh", "-c", &script], "socat").unwrap();
-    lab.wait_listen(to, 5302, Duration::from_secs(5)).unwrap();
-    let src = format!("OPEN:{}", file.display());
-    let out = lab
-        .exec_output(from, &["timeout", "60", "socat", "-u", &src, &connect])
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    eventually("the receiver has it all", Duration::from_secs(10), || {
-        !lab.alive(pid)
-    });
-    std::fs::read_to_string(&sum).unwrap_or_default()
-}
-
 #[test]
 fn overlay_flows_between_cluster_hosts_are_offloaded_and_arrive_intact() {
     let Some((bin, mut lab)) = daemon_lab("clo") else {
@@ -204,13 +164,7 @@ fn overlay_flows_between_cluster_hosts_are_offloaded_and_arrive_intact() {
     let file = lab.dir().join("bulk");
     let bytes: Vec<u8> = (0..BULK).map(|i| (i * 43 % 239) as u8).collect();
     std::fs::write(&file, &bytes).unwrap();
-    let want = {
-        let o = std::process::Command::new("sh")
-            .args(["-c", &format!("sha256sum < {}", file.display())])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let want = sha256(&file);
     for (from, to, ip) in [
         ("a1", "a2", b4),
         ("a2", "a1", a4),

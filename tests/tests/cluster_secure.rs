@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use sluice_control::cluster::etcd::Etcd;
 use sluice_control::cluster::security::StoreOptions;
 use sluice_lab::lab::Lab;
-use sluice_tests::cli::{cluster_sluiced, daemon_lab, eventually, host_socket, sluice, sluice_ok};
+use sluice_tests::cli::{
+    cluster_sluiced, daemon_lab, eventually, host_socket, one_member_etcd, sluice, sluice_ok,
+};
 
 /// Where the etcd member listens (on the underlay bridge, in namespace `ul`).
 const ETCD: &str = "10.99.0.100:2379";
@@ -119,22 +121,7 @@ fn secure_etcd(lab: &mut Lab) {
     lab.addr("ul", "br0", "10.99.0.100/24").unwrap();
     certificates(lab.dir());
     let url = format!("https://{ETCD}");
-    let args: Vec<std::ffi::OsString> = vec![
-        "etcd".into(),
-        "--name".into(),
-        "e1".into(),
-        "--data-dir".into(),
-        lab.dir().join("etcd").into(),
-        "--listen-client-urls".into(),
-        url.clone().into(),
-        "--advertise-client-urls".into(),
-        url.into(),
-        "--listen-peer-urls".into(),
-        "http://127.0.0.1:2380".into(),
-        "--initial-advertise-peer-urls".into(),
-        "http://127.0.0.1:2380".into(),
-        "--initial-cluster".into(),
-        "e1=http://127.0.0.1:2380".into(),
+    let tls: Vec<std::ffi::OsString> = vec![
         "--cert-file".into(),
         pem(lab, "server.pem").into(),
         "--key-file".into(),
@@ -146,9 +133,8 @@ fn secure_etcd(lab: &mut Lab) {
         "simple".into(),
         "--auth-token-ttl".into(),
         "2".into(),
-        "--experimental-watch-progress-notify-interval".into(),
-        "1s".into(),
     ];
+    let args = one_member_etcd(lab, &url, &tls);
     lab.spawn_os("ul", &args, "etcd").unwrap();
     eventually("etcd answers over TLS", Duration::from_secs(20), || {
         etcdctl(lab, false, &["endpoint", "health"])
