@@ -219,6 +219,15 @@ fn a_host_without_the_offload_takes_the_kernel_wrapped_super_frames_of_one_with_
     assert!(o["installed"].as_u64() >= Some(4), "{o}");
     assert!(o["kernel_bytes"].as_u64() >= Some(most), "{o}");
     assert_eq!(offload_stats(plain, |_| true)["enabled"], false);
+    // `hb`'s packet socket read `ha`'s kernel-wrapped frames whole: super-frames, far larger
+    // on average than one 1514-byte datagram.
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(plain).unwrap()).unwrap();
+    let up = v["ports"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "up0"))
+        .unwrap_or_else(|| panic!("no up0 in {v}"));
+    let (bytes, packets) = (up["rx_bytes"].as_u64(), up["rx_packets"].as_u64());
+    assert!(bytes > packets.map(|n| n * 4000), "{up}");
     for stats in [offloading, plain] {
         for reason in ["too_big", "vxlan_malformed"] {
             assert_eq!(drops(stats, reason), 0, "{reason} in {stats:?}");
