@@ -2,11 +2,11 @@
 //! (`BPF_PROG_TEST_RUN`, as root): the exact bytes out, the outer checksum, and every frame
 //! that must stay with userspace.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::test_run::{run, sum, v4, v6, Frame, LO, TCP, TC_ACT_OK, TC_ACT_REDIRECT, UDP};
 use crate::tests::offload;
-use crate::{DecapAction, DecapKey, EncapAction, Vxlan};
+use crate::{DecapAction, DecapKey, EncapAction, Offload, Vxlan};
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const REMOTE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -122,10 +122,10 @@ fn a_decap_entry_unwraps_the_frame_and_writes_the_inner_macs() {
     }
 }
 
-#[test]
-fn ipv6_vxlan_frames_of_another_tunnel_stay_with_userspace() {
-    let Some(off) = offload(8) else { return };
-    let frame = Frame::new(v6(3), v6(4), TCP);
+/// A decapsulating entry (to `LO`) of the TCP flow from `src` to `dst` in [`tunnel`]: its key,
+/// an inner frame of it and the same with SYN.
+fn decap_entry(off: &Offload, src: IpAddr, dst: IpAddr) -> (DecapKey, Vec<u8>, Vec<u8>) {
+    let frame = Frame::new(src, dst, TCP);
     let key = DecapKey {
         inner: frame.key(),
         tunnel: tunnel(),
@@ -136,12 +136,17 @@ fn ipv6_vxlan_frames_of_another_tunnel_stay_with_userspace() {
         eth_dst: [4; 6],
     };
     off.insert_decap(&key, &action).unwrap();
-    let inner = frame.bytes();
     let syn = Frame {
         tcp_flags: 0x02,
         ..frame
-    }
-    .bytes();
+    };
+    (key, frame.bytes(), syn.bytes())
+}
+
+#[test]
+fn ipv6_vxlan_frames_of_another_tunnel_stay_with_userspace() {
+    let Some(off) = offload(8) else { return };
+    let (key, inner, syn) = decap_entry(&off, v6(3), v6(4));
     let other = Ipv4Addr::new(192, 0, 2, 9);
     let mut reserved = wrapped(&inner, REMOTE, LOCAL, VNI, 0x08);
     reserved[49] = 1;
@@ -179,23 +184,7 @@ fn ipv6_vxlan_frames_of_another_tunnel_stay_with_userspace() {
 #[test]
 fn vxlan_frames_not_matching_every_part_of_the_key_stay_with_userspace() {
     let Some(off) = offload(8) else { return };
-    let frame = Frame::new(v4(3), v4(4), TCP);
-    let key = DecapKey {
-        inner: frame.key(),
-        tunnel: tunnel(),
-    };
-    let action = DecapAction {
-        egress_ifindex: LO,
-        eth_src: [2; 6],
-        eth_dst: [4; 6],
-    };
-    off.insert_decap(&key, &action).unwrap();
-    let inner = frame.bytes();
-    let syn = Frame {
-        tcp_flags: 0x02,
-        ..frame
-    }
-    .bytes();
+    let (key, inner, syn) = decap_entry(&off, v4(3), v4(4));
     let other = Ipv4Addr::new(192, 0, 2, 9);
     let mut other_port = wrapped(&inner, REMOTE, LOCAL, VNI, 0x08);
     other_port[36..38].copy_from_slice(&4790u16.to_be_bytes());

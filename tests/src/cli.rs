@@ -112,6 +112,34 @@ pub fn one_member_etcd(
     args
 }
 
+/// The underlay of a cluster lab with one etcd member: bridge `br0` in namespace `ul`, with
+/// the member's address 10.99.0.100/24 on it.
+pub fn cluster_underlay(lab: &mut Lab) {
+    lab.add_ns("ul").unwrap();
+    lab.ip("ul", &["link", "add", "br0", "type", "bridge"])
+        .unwrap();
+    lab.up("ul", "br0").unwrap();
+    lab.addr("ul", "br0", "10.99.0.100/24").unwrap();
+}
+
+/// Host `i` of a cluster lab: namespace `h{i+1}` with its uplink `up0` and management
+/// interface `mg0` (10.99.0.{i+1}/24) on bridge `br0` of the underlay namespace `ul`; the
+/// host's name.
+pub fn cluster_host(lab: &mut Lab, i: usize) -> String {
+    let h = format!("h{}", i + 1);
+    lab.add_ns(&h).unwrap();
+    for (dev, port) in [("up0", format!("up{i}")), ("mg0", format!("mg{i}"))] {
+        lab.veth((&h, dev), ("ul", &port)).unwrap();
+        lab.ip("ul", &["link", "set", &port, "master", "br0"])
+            .unwrap();
+        lab.up("ul", &port).unwrap();
+        lab.up(&h, dev).unwrap();
+    }
+    lab.addr(&h, "mg0", &format!("10.99.0.{}/24", i + 1))
+        .unwrap();
+    h
+}
+
 /// The API socket of host `host`'s sluiced in a lab.
 pub fn host_socket(lab: &Lab, host: &str) -> PathBuf {
     lab.dir().join(format!("{host}.sock"))

@@ -14,7 +14,8 @@ use serde_json::Value;
 use sluice_lab::lab::Lab;
 use sluice_tests::bulk::{bulk_tcp, sha256};
 use sluice_tests::cli::{
-    cluster_sluiced, daemon_lab, eventually, host_socket, one_member_etcd, sluice, sluice_ok,
+    cluster_host, cluster_sluiced, cluster_underlay, daemon_lab, eventually, host_socket,
+    one_member_etcd, sluice, sluice_ok,
 };
 
 /// Where the etcd member listens (on the underlay bridge, in namespace `ul`).
@@ -24,11 +25,7 @@ const BULK: usize = 16_000_000;
 
 /// The underlay bridge in `ul` with the etcd member on it, once it answers.
 fn etcd(lab: &mut Lab) {
-    lab.add_ns("ul").unwrap();
-    lab.ip("ul", &["link", "add", "br0", "type", "bridge"])
-        .unwrap();
-    lab.up("ul", "br0").unwrap();
-    lab.addr("ul", "br0", "10.99.0.100/24").unwrap();
+    cluster_underlay(lab);
     let url = format!("http://{ETCD}");
     let args = one_member_etcd(lab, &url, &[]);
     lab.spawn_os("ul", &args, "etcd").unwrap();
@@ -61,17 +58,7 @@ fn etcd_hosts(lab: &Lab) -> Option<usize> {
 /// Host `i` (`h1`, `h2`) on the underlay, running sluiced with the flow offload against the
 /// store; its API socket.
 fn host(lab: &mut Lab, bin: &Path, i: usize) -> PathBuf {
-    let h = format!("h{}", i + 1);
-    lab.add_ns(&h).unwrap();
-    for (dev, port) in [("up0", format!("up{i}")), ("mg0", format!("mg{i}"))] {
-        lab.veth((&h, dev), ("ul", &port)).unwrap();
-        lab.ip("ul", &["link", "set", &port, "master", "br0"])
-            .unwrap();
-        lab.up("ul", &port).unwrap();
-        lab.up(&h, dev).unwrap();
-    }
-    lab.addr(&h, "mg0", &format!("10.99.0.{}/24", i + 1))
-        .unwrap();
+    let h = cluster_host(lab, i);
     let store = format!("etcd://{ETCD}");
     let extra = ["--offload".to_string(), "tc".to_string()];
     let vtep = format!("192.0.2.{}", i + 1);

@@ -20,7 +20,8 @@ use sluice_control::cluster::etcd::Etcd;
 use sluice_control::cluster::security::StoreOptions;
 use sluice_lab::lab::Lab;
 use sluice_tests::cli::{
-    cluster_sluiced, daemon_lab, eventually, host_socket, one_member_etcd, sluice, sluice_ok,
+    cluster_host, cluster_sluiced, cluster_underlay, daemon_lab, eventually, host_socket,
+    one_member_etcd, sluice, sluice_ok,
 };
 
 /// Where the etcd member listens (on the underlay bridge, in namespace `ul`).
@@ -114,11 +115,7 @@ fn etcdctl(lab: &Lab, user: bool, args: &[&str]) -> Output {
 /// The underlay with the etcd member: TLS only, client certificates required, root with a
 /// password, tokens that expire after 2 s of disuse.
 fn secure_etcd(lab: &mut Lab) {
-    lab.add_ns("ul").unwrap();
-    lab.ip("ul", &["link", "add", "br0", "type", "bridge"])
-        .unwrap();
-    lab.up("ul", "br0").unwrap();
-    lab.addr("ul", "br0", "10.99.0.100/24").unwrap();
+    cluster_underlay(lab);
     certificates(lab.dir());
     let url = format!("https://{ETCD}");
     let tls: Vec<std::ffi::OsString> = vec![
@@ -172,17 +169,7 @@ fn vtep(i: usize) -> String {
 
 /// Host `i` (`h1`, `h2`) on the underlay, running sluiced against the secure store; its socket.
 fn host(lab: &mut Lab, bin: &Path, i: usize) -> PathBuf {
-    let h = format!("h{}", i + 1);
-    lab.add_ns(&h).unwrap();
-    for (dev, port) in [("up0", format!("up{i}")), ("mg0", format!("mg{i}"))] {
-        lab.veth((&h, dev), ("ul", &port)).unwrap();
-        lab.ip("ul", &["link", "set", &port, "master", "br0"])
-            .unwrap();
-        lab.up("ul", &port).unwrap();
-        lab.up(&h, dev).unwrap();
-    }
-    lab.addr(&h, "mg0", &format!("10.99.0.{}/24", i + 1))
-        .unwrap();
+    let h = cluster_host(lab, i);
     let sock = host_socket(lab, &h);
     let [tls, user] = store_opts(lab);
     let extra = [
