@@ -10,6 +10,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::layout::{key, value, RawKey, RawValue, FAMILY_VXLAN4};
 use crate::{now_ns, FlowAction, FlowKey, FlowUsage, Offload, OffloadError};
 
+/// `family` of a VXLAN decapsulation key of an IPv6 inner flow (an IPv6 frame inside VXLAN
+/// over IPv4 arriving on the uplink): `src` and `dst` hold the inner addresses whole, so the
+/// tunnel (both VTEPs and the VNI) is in the entry's value instead ([`decap_value`]), where the
+/// programs check it after the lookup.
+pub(crate) const FAMILY_VXLAN6: u8 = 0x46;
+
 /// The VXLAN UDP port (RFC 7348).
 pub const VXLAN_PORT: u16 = 4789;
 /// Bytes VXLAN over IPv4 adds: outer Ethernet, IPv4, UDP and VXLAN headers.
@@ -44,7 +50,7 @@ pub struct EncapAction {
 /// The reverse direction: a remote endpoint's frames of a flow, arriving in VXLAN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DecapKey {
-    /// The inner flow, `ifindex` the uplink's; IPv4 only.
+    /// The inner flow, `ifindex` the uplink's; IPv4 or IPv6.
     pub inner: FlowKey,
     /// The tunnel as we send on it: `remote` must be the outer source, `local` the outer
     /// destination, and `vni` the frame's VNI.
@@ -65,18 +71,33 @@ pub struct DecapAction {
 /// The outer IPv4, UDP and VXLAN headers of `a`, lengths and IPv4 checksum left zero (the
 /// program writes them per frame). UDP checksum zero, as Linux's vxlan sends over IPv4.
 fn outer_template(a: &EncapAction) -> [u8; value::OUTER_LEN] {
-    let mut h = [0u8; value::OUTER_LEN];
+    let mut h = tunnel_words(a.tunnel.local, a.tunnel.remote, a.tunnel.vni);
     h[0] = 0x45;
     h[8] = 64;
     h[9] = 17;
-    h[12..16].copy_from_slice(&a.tunnel.local.octets());
-    h[16..20].copy_from_slice(&a.tunnel.remote.octets());
     h[20..22].copy_from_slice(&a.udp_sport.to_be_bytes());
     h[22..24].copy_from_slice(&VXLAN_PORT.to_be_bytes());
     h[28] = 0x08;
-    h[32..36].copy_from_slice(&(a.tunnel.vni << 8).to_be_bytes());
     h
 }
+
+/// The outer headers' tunnel words where a VXLAN frame carries them: IPv4 source at
+/// [`OUTER_SRC`], destination at [`OUTER_DST`], the VXLAN header's VNI word at [`OUTER_VNI`];
+/// every other byte zero.
+fn tunnel_words(src: Ipv4Addr, dst: Ipv4Addr, vni: u32) -> [u8; value::OUTER_LEN] {
+    let mut h = [0u8; value::OUTER_LEN];
+    let at = |off: i16| off as usize;
+    h[at(OUTER_SRC)..at(OUTER_SRC) + 4].copy_from_slice(&src.octets());
+    h[at(OUTER_DST)..at(OUTER_DST) + 4].copy_from_slice(&dst.octets());
+    h[at(OUTER_VNI)..at(OUTER_VNI) + 4].copy_from_slice(&(vni << 8).to_be_bytes());
+    h
+}
+
+/// Offsets in the value's outer headers (at `value::OUTER`) of the outer IPv4 source and
+/// destination and of the VXLAN header's VNI word.
+pub(crate) const OUTER_SRC: i16 = 12;
+pub(crate) const OUTER_DST: i16 = 16;
+pub(crate) const OUTER_VNI: i16 = 32;
 
 /// A value forwarding out of `egress` with MACs `macs` (source, destination) and `flags`.
 fn value_with(
@@ -107,29 +128,35 @@ pub(crate) fn encap_value(a: &EncapAction, now_ns: u64) -> [u8; value::SIZE] {
     b
 }
 
-/// The map value of a decapsulating entry.
-pub(crate) fn decap_value(a: &DecapAction, now_ns: u64) -> [u8; value::SIZE] {
-    value_with(
-        a.egress_ifindex,
-        (a.eth_src, a.eth_dst),
-        value::DECAP,
-        now_ns,
-    )
+/// The map value of a decapsulating entry of tunnel `t`: the outer headers' tunnel words a
+/// frame must carry (source the remote VTEP, destination ours, the VNI; checked by the
+/// programs for an IPv6 inner flow, whose key cannot hold them).
+pub(crate) fn decap_value(a: &DecapAction, t: &Vxlan, now_ns: u64) -> [u8; value::SIZE] {
+    let macs = (a.eth_src, a.eth_dst);
+    let mut b = value_with(a.egress_ifindex, macs, value::DECAP, now_ns);
+    b[value::OUTER as usize..].copy_from_slice(&tunnel_words(t.remote, t.local, t.vni));
+    b
 }
 
-/// The map key of a decapsulating entry; only IPv4 inner flows have one.
+/// The map key of a decapsulating entry: for an IPv4 inner flow the inner addresses with the
+/// VTEPs and VNI ([`FAMILY_VXLAN4`]), for an IPv6 one the inner addresses ([`FAMILY_VXLAN6`]).
 pub(crate) fn decap_key(k: &DecapKey) -> Result<[u8; key::SIZE], OffloadError> {
-    if !matches!((k.inner.src, k.inner.dst), (IpAddr::V4(_), IpAddr::V4(_))) {
-        return Err(OffloadError::Unsupported(
-            "VXLAN decapsulation of IPv6 flows".into(),
-        ));
-    }
     let mut b = RawKey::new(&k.inner).to_bytes();
-    let (src, dst) = (key::SRC as usize, key::DST as usize);
-    b[src + 4..src + 8].copy_from_slice(&k.tunnel.remote.octets());
-    b[src + 8..src + 12].copy_from_slice(&(k.tunnel.vni << 8).to_be_bytes());
-    b[dst + 4..dst + 8].copy_from_slice(&k.tunnel.local.octets());
-    b[key::FAMILY as usize] = FAMILY_VXLAN4;
+    match (k.inner.src, k.inner.dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => {
+            let (src, dst) = (key::SRC as usize, key::DST as usize);
+            b[src + 4..src + 8].copy_from_slice(&k.tunnel.remote.octets());
+            b[src + 8..src + 12].copy_from_slice(&(k.tunnel.vni << 8).to_be_bytes());
+            b[dst + 4..dst + 8].copy_from_slice(&k.tunnel.local.octets());
+            b[key::FAMILY as usize] = FAMILY_VXLAN4;
+        }
+        (IpAddr::V6(_), IpAddr::V6(_)) => b[key::FAMILY as usize] = FAMILY_VXLAN6,
+        _ => {
+            return Err(OffloadError::Unsupported(
+                "VXLAN decapsulation of a flow of two address families".into(),
+            ))
+        }
+    }
     Ok(b)
 }
 
@@ -143,7 +170,10 @@ impl Offload {
 
     /// Installs (or replaces) a decapsulating direction on the uplink.
     pub fn insert_decap(&self, key: &DecapKey, action: &DecapAction) -> Result<(), OffloadError> {
-        self.update(&decap_key(key)?, &decap_value(action, now_ns()))
+        self.update(
+            &decap_key(key)?,
+            &decap_value(action, &key.tunnel, now_ns()),
+        )
     }
 
     /// Removes a decapsulating direction (absent is Ok).
@@ -218,6 +248,37 @@ mod tests {
             },
             tunnel: tunnel(),
         };
-        assert!(matches!(decap_key(&v6), Err(OffloadError::Unsupported(_))));
+        let b6 = decap_key(&v6).unwrap();
+        assert_eq!(
+            &b6[..key::FAMILY as usize],
+            &RawKey::new(&v6.inner).to_bytes()[..41]
+        );
+        assert_eq!(b6[41], FAMILY_VXLAN6);
+        let mixed = DecapKey {
+            inner: FlowKey {
+                src: "fd00::1".parse().unwrap(),
+                ..inner
+            },
+            tunnel: tunnel(),
+        };
+        assert!(matches!(
+            decap_key(&mixed),
+            Err(OffloadError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn a_decap_value_holds_the_tunnel_a_frame_must_come_by() {
+        let a = DecapAction {
+            egress_ifindex: 4,
+            eth_src: [2, 0, 0, 0, 0, 3],
+            eth_dst: [2, 0, 0, 0, 0, 4],
+        };
+        let b = decap_value(&a, &tunnel(), 5);
+        assert_eq!(&b[28..32], &16u32.to_ne_bytes());
+        let outer = &b[value::OUTER as usize..];
+        assert_eq!(&outer[12..20], &[192, 0, 2, 2, 192, 0, 2, 1]);
+        assert_eq!(&outer[32..36], &[0x12, 0x34, 0x56, 0]);
+        assert!(outer[..12].iter().chain(&outer[20..32]).all(|b| *b == 0));
     }
 }

@@ -3,14 +3,16 @@
 //! encapsulation of an entry flagged `ENCAP`. Both keep GSO super-frames whole: the kernel
 //! marks an encapsulated one as a UDP-tunnel super-frame and cuts it when it leaves.
 
-use crate::asm::{Alu, Asm, Cond, Insn, Size, R0, R1, R10, R2, R3, R4, R5, R6, R7, R8};
+use crate::asm::{Alu, Asm, Cond, Insn, Label, Size, R0, R1, R10, R2, R3, R4, R5, R6, R7, R8};
 use crate::layout::{key, value, FAMILY_VXLAN4};
 use crate::prog::{
     be16, count, if_flag_clear, load_bytes, redirect, skb_call, stack_ptr, store_from_stack,
     store_from_value, Ending, CTX_IFINDEX, CTX_LEN, ETH, ETH_LEN, HELPER_L3_CSUM_REPLACE,
     HELPER_MAP_LOOKUP, HELPER_SKB_STORE_BYTES, IP, KEY, SCRATCH,
 };
-use crate::tunnel::{VXLAN_OVERHEAD_V4, VXLAN_PORT};
+use crate::tunnel::{
+    FAMILY_VXLAN6, OUTER_DST, OUTER_SRC, OUTER_VNI, VXLAN_OVERHEAD_V4, VXLAN_PORT,
+};
 
 const HELPER_CSUM_DIFF: i32 = 28;
 const HELPER_SKB_ADJUST_ROOM: i32 = 50;
@@ -24,6 +26,7 @@ const F_ADJ_ROOM_ENCAP_L3_IPV4: i32 = 1 << 1;
 const F_ADJ_ROOM_ENCAP_L4_UDP: i32 = 1 << 4;
 const F_ADJ_ROOM_ENCAP_L2_ETH: i32 = 1 << 6;
 const F_ADJ_ROOM_DECAP_L3_IPV4: i32 = 1 << 7;
+const F_ADJ_ROOM_DECAP_L3_IPV6: i32 = 1 << 8;
 /// `BPF_F_ADJ_ROOM_ENCAP_L2(len)` is `len << 56`.
 const ADJ_ROOM_ENCAP_L2_SHIFT: i32 = 56;
 
@@ -37,7 +40,6 @@ const _: () = assert!(OUTER + 56 <= SCRATCH && INNER_IP + 20 <= ETH);
 const OUTER_L4: i32 = ETH_LEN + 20;
 const VXLAN_HDR: i32 = OUTER_L4 + 8;
 const INNER_ETH: i32 = VXLAN_HDR + 8;
-const INNER_L4: i32 = INNER_ETH + ETH_LEN + 20;
 const OVERHEAD: i32 = VXLAN_OVERHEAD_V4 as i32;
 const _: () = assert!(INNER_ETH + ETH_LEN == ETH_LEN + OVERHEAD);
 
@@ -46,9 +48,10 @@ const _: () = assert!(INNER_ETH + ETH_LEN == ETH_LEN + OVERHEAD);
 /// the plain UDP lookup after this code.
 pub(crate) fn decap(a: &mut Asm, map_fd: i32, ending: Ending) {
     let not = a.label();
-    // One VXLAN packet: its outer length is the frame's. A UDP GSO datagram (several packets
-    // in one frame, as a sender's userspace path sends them) would lose only the first one's
-    // headers: userspace joins those.
+    // One VXLAN packet: its outer length is the frame's, and so is its inner packet's
+    // (`fills_the_frame`). A UDP GSO datagram (several packets in one frame, as a sender's
+    // userspace path sends them) would lose only the first one's headers: userspace joins
+    // those.
     a.emit([
         Insn::ldx_mem(Size::H, R1, R10, IP + 2),
         Insn::to_be(R1, 16),
@@ -66,9 +69,41 @@ pub(crate) fn decap(a: &mut Asm, map_fd: i32, ending: Ending) {
         Insn::alu64_imm(Alu::And, R1, 0x08),
     ]);
     a.jmp_imm(Cond::Eq, R1, 0, not);
+    let v6 = a.label();
     load_bytes(a, INNER_ETH + 12, SCRATCH, 2, not);
     a.emit([Insn::ldx_mem(Size::H, R1, R10, SCRATCH)]);
+    a.jmp_imm(Cond::Eq, R1, be16(0x86dd), v6);
     a.jmp_imm(Cond::Ne, R1, be16(0x0800), not);
+    inner_v4(a, not);
+    hit(a, map_fd, ending, Inner::V4, not);
+    a.bind(v6);
+    inner_v6(a, not);
+    hit(a, map_fd, ending, Inner::V6, not);
+    a.bind(not);
+}
+
+/// The inner frame's IP version.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Inner {
+    V4,
+    V6,
+}
+
+impl Inner {
+    /// Offset of the inner L4 header in the VXLAN frame.
+    fn l4(self) -> i32 {
+        INNER_ETH
+            + ETH_LEN
+            + match self {
+                Inner::V4 => 20,
+                Inner::V6 => 40,
+            }
+    }
+}
+
+/// An inner IPv4 frame (version 4, IHL 5, not a fragment) of TCP or UDP: its key, inner
+/// protocol in R8; ports not yet filled.
+fn inner_v4(a: &mut Asm, not: Label) {
     load_bytes(a, INNER_ETH + ETH_LEN, INNER_IP, 20, not);
     a.emit([Insn::ldx_mem(Size::B, R1, R10, INNER_IP)]);
     a.jmp_imm(Cond::Ne, R1, 0x45, not);
@@ -77,49 +112,10 @@ pub(crate) fn decap(a: &mut Asm, map_fd: i32, ending: Ending) {
         Insn::alu64_imm(Alu::And, R1, be16(0x3fff)),
     ]);
     a.jmp_imm(Cond::Ne, R1, 0, not);
-    let l4 = a.label();
+    fills_the_frame(a, INNER_IP + 2, 0, not);
     a.emit([Insn::ldx_mem(Size::B, R8, R10, INNER_IP + 9)]);
-    a.jmp_imm(Cond::Eq, R8, 6, l4);
-    a.jmp_imm(Cond::Ne, R8, 17, not);
-    a.bind(l4);
-    decap_key(a);
-    load_bytes(a, INNER_L4, KEY + key::PORTS, 4, not);
-    let look = a.label();
-    a.jmp_imm(Cond::Ne, R8, 6, look);
-    // FIN, SYN or RST: userspace's conntrack sees them.
-    load_bytes(a, INNER_L4 + 13, SCRATCH, 1, not);
-    a.emit([
-        Insn::ldx_mem(Size::B, R1, R10, SCRATCH),
-        Insn::alu64_imm(Alu::And, R1, 0x07),
-    ]);
-    a.jmp_imm(Cond::Ne, R1, 0, not);
-    a.bind(look);
-    a.emit(Insn::ld_map_fd(R1, map_fd));
-    a.emit(stack_ptr(R2, KEY));
-    a.emit([Insn::call(HELPER_MAP_LOOKUP)]);
-    a.jmp_imm(Cond::Eq, R0, 0, not);
-    a.emit([Insn::mov64_reg(R7, R0)]);
-    match ending {
-        Ending::SocketFilter => {
-            a.emit([Insn::mov64_imm(R0, 0), Insn::exit()]);
-        }
-        Ending::Tc => decap_action(a),
-    }
-    a.bind(not);
-}
-
-/// The tagged key of a VXLAN frame whose headers are on the stack, inner protocol in R8;
-/// ports not yet filled.
-fn decap_key(a: &mut Asm) {
-    for off in (0..key::SIZE as i16).step_by(4) {
-        a.emit([Insn::st_mem(Size::W, R10, KEY + off, 0)]);
-    }
-    a.emit([
-        Insn::ldx_mem(Size::W, R1, R6, CTX_IFINDEX),
-        Insn::stx_mem(Size::W, R10, R1, KEY + key::IFINDEX),
-        Insn::stx_mem(Size::B, R10, R8, KEY + key::PROTO),
-        Insn::st_mem(Size::B, R10, KEY + key::FAMILY, FAMILY_VXLAN4.into()),
-    ]);
+    tcp_or_udp(a, not);
+    key_head(a, FAMILY_VXLAN4);
     let words = [
         (INNER_IP + 12, key::SRC),
         (IP + 12, key::SRC + 4),
@@ -132,6 +128,102 @@ fn decap_key(a: &mut Asm) {
             Insn::ldx_mem(Size::W, R1, R10, from),
             Insn::stx_mem(Size::W, R10, R1, KEY + to),
         ]);
+    }
+}
+
+/// An inner IPv6 frame with TCP or UDP right after its fixed header: its key (the inner
+/// addresses loaded straight into it), inner protocol in R8; ports not yet filled.
+fn inner_v6(a: &mut Asm, not: Label) {
+    load_bytes(a, INNER_ETH + ETH_LEN, SCRATCH, 8, not);
+    a.emit([
+        Insn::ldx_mem(Size::B, R1, R10, SCRATCH),
+        Insn::alu64_imm(Alu::And, R1, 0xf0),
+    ]);
+    a.jmp_imm(Cond::Ne, R1, 0x60, not);
+    fills_the_frame(a, SCRATCH + 4, 40, not);
+    a.emit([Insn::ldx_mem(Size::B, R8, R10, SCRATCH + 6)]);
+    tcp_or_udp(a, not);
+    key_head(a, FAMILY_VXLAN6);
+    load_bytes(a, INNER_ETH + ETH_LEN + 8, KEY + key::SRC, 32, not);
+}
+
+/// Goes to `not` unless the inner IP packet ends where the frame does: its 16-bit length
+/// field (on the stack at `len_at`) plus `fixed` bytes not counted in it is the rest of the
+/// frame. The outer length matched the frame's too, so this is one VXLAN packet, even where
+/// the outer lengths cover several (a UDP GSO frame, as a userspace sender writes one: its
+/// first inner packet is one segment) or a kernel-wrapped TCP super-frame (one packet).
+fn fills_the_frame(a: &mut Asm, len_at: i16, fixed: i32, not: Label) {
+    a.emit([
+        Insn::ldx_mem(Size::H, R1, R10, len_at),
+        Insn::to_be(R1, 16),
+        Insn::alu64_imm(Alu::Add, R1, INNER_ETH + ETH_LEN + fixed),
+        Insn::ldx_mem(Size::W, R2, R6, CTX_LEN),
+        Insn::alu64_reg(Alu::Sub, R1, R2),
+    ]);
+    a.jmp_imm(Cond::Ne, R1, 0, not);
+}
+
+/// Goes to `not` unless R8 is TCP or UDP.
+fn tcp_or_udp(a: &mut Asm, not: Label) {
+    let l4 = a.label();
+    a.jmp_imm(Cond::Eq, R8, 6, l4);
+    a.jmp_imm(Cond::Ne, R8, 17, not);
+    a.bind(l4);
+}
+
+/// A zeroed key with the interface, the inner protocol (R8) and `family`.
+fn key_head(a: &mut Asm, family: u8) {
+    for off in (0..key::SIZE as i16).step_by(4) {
+        a.emit([Insn::st_mem(Size::W, R10, KEY + off, 0)]);
+    }
+    a.emit([
+        Insn::ldx_mem(Size::W, R1, R6, CTX_IFINDEX),
+        Insn::stx_mem(Size::W, R10, R1, KEY + key::IFINDEX),
+        Insn::stx_mem(Size::B, R10, R8, KEY + key::PROTO),
+        Insn::st_mem(Size::B, R10, KEY + key::FAMILY, family.into()),
+    ]);
+}
+
+/// The inner ports into the key, TCP's FIN, SYN and RST left to userspace, the lookup and (for
+/// an IPv6 inner flow) the entry's tunnel checked; then the ending.
+fn hit(a: &mut Asm, map_fd: i32, ending: Ending, inner: Inner, not: Label) {
+    load_bytes(a, inner.l4(), KEY + key::PORTS, 4, not);
+    let look = a.label();
+    a.jmp_imm(Cond::Ne, R8, 6, look);
+    // FIN, SYN or RST: userspace's conntrack sees them.
+    load_bytes(a, inner.l4() + 13, SCRATCH, 1, not);
+    a.emit([
+        Insn::ldx_mem(Size::B, R1, R10, SCRATCH),
+        Insn::alu64_imm(Alu::And, R1, 0x07),
+    ]);
+    a.jmp_imm(Cond::Ne, R1, 0, not);
+    a.bind(look);
+    a.emit(Insn::ld_map_fd(R1, map_fd));
+    a.emit(stack_ptr(R2, KEY));
+    a.emit([Insn::call(HELPER_MAP_LOOKUP)]);
+    a.jmp_imm(Cond::Eq, R0, 0, not);
+    a.emit([Insn::mov64_reg(R7, R0)]);
+    if inner == Inner::V6 {
+        // Outer source, outer destination, VNI word: as the entry's tunnel says.
+        let words = [
+            (IP + 12, OUTER_SRC),
+            (IP + 16, OUTER_DST),
+            (OUTER + 4, OUTER_VNI),
+        ];
+        for (from, at) in words {
+            a.emit([
+                Insn::ldx_mem(Size::W, R1, R10, from),
+                Insn::ldx_mem(Size::W, R2, R7, value::OUTER + at),
+                Insn::alu64_reg(Alu::Sub, R1, R2),
+            ]);
+            a.jmp_imm(Cond::Ne, R1, 0, not);
+        }
+    }
+    match ending {
+        Ending::SocketFilter => {
+            a.emit([Insn::mov64_imm(R0, 0), Insn::exit()]);
+        }
+        Ending::Tc => decap_action(a, inner),
     }
 }
 
@@ -151,16 +243,22 @@ fn adjust_room(a: &mut Asm, len_diff: i32, flags: &[Insn]) {
     a.bind(ok);
 }
 
-/// Counters, the outer 50 bytes gone, the inner MACs written, redirected.
-fn decap_action(a: &mut Asm) {
+/// Counters, the outer 50 bytes gone, the inner MACs (and for IPv6 the ethertype: the outer
+/// one stays in place) written, redirected.
+fn decap_action(a: &mut Asm, inner: Inner) {
     count(a);
     // The segment size stays the inner one (without the flag the kernel would grow it by 50).
-    let flags = [Insn::mov64_imm(
-        R4,
-        F_ADJ_ROOM_FIXED_GSO | F_ADJ_ROOM_DECAP_L3_IPV4,
-    )];
+    let l3 = match inner {
+        Inner::V4 => F_ADJ_ROOM_DECAP_L3_IPV4,
+        Inner::V6 => F_ADJ_ROOM_DECAP_L3_IPV6,
+    };
+    let flags = [Insn::mov64_imm(R4, F_ADJ_ROOM_FIXED_GSO | l3)];
     adjust_room(a, -OVERHEAD, &flags);
     store_from_value(a, 0, value::MACS, 12);
+    if inner == Inner::V6 {
+        a.emit([Insn::st_mem(Size::H, R10, SCRATCH, be16(0x86dd))]);
+        store_from_stack(a, 12, 2);
+    }
     redirect(a);
 }
 

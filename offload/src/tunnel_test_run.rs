@@ -2,11 +2,11 @@
 //! (`BPF_PROG_TEST_RUN`, as root): the exact bytes out, the outer checksum, and every frame
 //! that must stay with userspace.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::test_run::{run, sum, v4, v6, Frame, LO, TCP, TC_ACT_OK, TC_ACT_REDIRECT, UDP};
 use crate::tests::offload;
-use crate::{DecapAction, DecapKey, EncapAction, Vxlan};
+use crate::{DecapAction, DecapKey, EncapAction, Offload, Vxlan};
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const REMOTE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -29,6 +29,20 @@ fn encap_action() -> EncapAction {
         tunnel: tunnel(),
         udp_sport: 49_999,
     }
+}
+
+/// `first` and `second` (inner frames) in one frame with outer lengths covering both, as a
+/// userspace sender's UDP GSO frame carries two chunks.
+fn udp_gso_frame(first: &[u8], second: &[u8]) -> Vec<u8> {
+    let mut f = wrapped(first, REMOTE, LOCAL, VNI, 0x08);
+    f.extend(&wrapped(second, REMOTE, LOCAL, VNI, 0x08)[42..]);
+    let ip_len = (f.len() - 14) as u16;
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let hc = !sum(&f[14..34], 0);
+    f[24..26].copy_from_slice(&hc.to_be_bytes());
+    f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    f
 }
 
 /// `inner` wrapped as the remote VTEP `src` sends it to `dst` with `vni` and VXLAN `flags`.
@@ -78,8 +92,9 @@ fn an_encap_entry_wraps_the_frame_in_vxlan_to_the_remote_vtep() {
 #[test]
 fn a_decap_entry_unwraps_the_frame_and_writes_the_inner_macs() {
     let Some(off) = offload(8) else { return };
-    for proto in [TCP, UDP] {
-        let frame = Frame::new(v4(3), v4(4), proto);
+    let flows = [(v4(3), v4(4)), (v6(3), v6(4))];
+    for ((src, dst), proto) in flows.into_iter().flat_map(|f| [(f, TCP), (f, UDP)]) {
+        let frame = Frame::new(src, dst, proto);
         let key = DecapKey {
             inner: frame.key(),
             tunnel: tunnel(),
@@ -96,6 +111,7 @@ fn a_decap_entry_unwraps_the_frame_and_writes_the_inner_macs() {
         assert_eq!(verdict, TC_ACT_REDIRECT);
         let mut want = inner.clone();
         want[..12].copy_from_slice(&[2, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0, 3]);
+        // The inner ethertype too (the outer one stays where the program strips).
         assert_eq!(out, want);
         let used = off.decap_usage(&key).unwrap().unwrap();
         assert_eq!((used.packets, used.bytes), (1, outer.len() as u64));
@@ -106,10 +122,10 @@ fn a_decap_entry_unwraps_the_frame_and_writes_the_inner_macs() {
     }
 }
 
-#[test]
-fn vxlan_frames_not_matching_every_part_of_the_key_stay_with_userspace() {
-    let Some(off) = offload(8) else { return };
-    let frame = Frame::new(v4(3), v4(4), TCP);
+/// A decapsulating entry (to `LO`) of the TCP flow from `src` to `dst` in [`tunnel`]: its key,
+/// an inner frame of it and the same with SYN.
+fn decap_entry(off: &Offload, src: IpAddr, dst: IpAddr) -> (DecapKey, Vec<u8>, Vec<u8>) {
+    let frame = Frame::new(src, dst, TCP);
     let key = DecapKey {
         inner: frame.key(),
         tunnel: tunnel(),
@@ -120,12 +136,55 @@ fn vxlan_frames_not_matching_every_part_of_the_key_stay_with_userspace() {
         eth_dst: [4; 6],
     };
     off.insert_decap(&key, &action).unwrap();
-    let inner = frame.bytes();
     let syn = Frame {
         tcp_flags: 0x02,
         ..frame
+    };
+    (key, frame.bytes(), syn.bytes())
+}
+
+#[test]
+fn ipv6_vxlan_frames_of_another_tunnel_stay_with_userspace() {
+    let Some(off) = offload(8) else { return };
+    let (key, inner, syn) = decap_entry(&off, v6(3), v6(4));
+    let other = Ipv4Addr::new(192, 0, 2, 9);
+    let mut reserved = wrapped(&inner, REMOTE, LOCAL, VNI, 0x08);
+    reserved[49] = 1;
+    let misses = [
+        ("another VNI", wrapped(&inner, REMOTE, LOCAL, VNI + 1, 0x08)),
+        ("another VTEP", wrapped(&inner, other, LOCAL, VNI, 0x08)),
+        ("not to us", wrapped(&inner, REMOTE, other, VNI, 0x08)),
+        ("the VNI word's reserved byte set", reserved),
+        (
+            "two packets in one frame, outer lengths of both (UDP GSO)",
+            udp_gso_frame(&inner, &inner),
+        ),
+        ("SYN", wrapped(&syn, REMOTE, LOCAL, VNI, 0x08)),
+        (
+            "the reverse flow",
+            wrapped(
+                &Frame::new(v6(4), v6(3), TCP).bytes(),
+                REMOTE,
+                LOCAL,
+                VNI,
+                0x08,
+            ),
+        ),
+        ("not wrapped", inner.clone()),
+    ];
+    for (why, bytes) in misses {
+        assert_eq!(run(&off, &bytes), (TC_ACT_OK, bytes), "{why}");
     }
-    .bytes();
+    assert_eq!(off.decap_usage(&key).unwrap().unwrap().packets, 0);
+    // The right tunnel: unwrapped.
+    let (verdict, _) = run(&off, &wrapped(&inner, REMOTE, LOCAL, VNI, 0x08));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+}
+
+#[test]
+fn vxlan_frames_not_matching_every_part_of_the_key_stay_with_userspace() {
+    let Some(off) = offload(8) else { return };
+    let (key, inner, syn) = decap_entry(&off, v4(3), v4(4));
     let other = Ipv4Addr::new(192, 0, 2, 9);
     let mut other_port = wrapped(&inner, REMOTE, LOCAL, VNI, 0x08);
     other_port[36..38].copy_from_slice(&4790u16.to_be_bytes());
@@ -133,6 +192,10 @@ fn vxlan_frames_not_matching_every_part_of_the_key_stay_with_userspace() {
     several.extend(wrapped(&inner, REMOTE, LOCAL, VNI, 0x08)[14..].to_vec());
     let misses = [
         ("two packets in one frame (UDP GSO)", several),
+        (
+            "two packets in one frame, outer lengths of both (UDP GSO)",
+            udp_gso_frame(&inner, &inner),
+        ),
         ("another VNI", wrapped(&inner, REMOTE, LOCAL, VNI + 1, 0x08)),
         ("another VTEP", wrapped(&inner, other, LOCAL, VNI, 0x08)),
         ("not to us", wrapped(&inner, REMOTE, other, VNI, 0x08)),

@@ -81,6 +81,65 @@ pub fn cluster_sluiced(
     args
 }
 
+/// The command line of a one-member etcd cluster (`e1`, its data in the lab's directory)
+/// serving clients at `url`, with a progress notification every second (idle watches hear
+/// from it well within a host's stall timeout); `extra` flags after those.
+pub fn one_member_etcd(
+    lab: &Lab,
+    url: &str,
+    extra: &[std::ffi::OsString],
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "etcd".into(),
+        "--name".into(),
+        "e1".into(),
+        "--data-dir".into(),
+        lab.dir().join("etcd").into(),
+        "--listen-client-urls".into(),
+        url.into(),
+        "--advertise-client-urls".into(),
+        url.into(),
+        "--listen-peer-urls".into(),
+        "http://127.0.0.1:2380".into(),
+        "--initial-advertise-peer-urls".into(),
+        "http://127.0.0.1:2380".into(),
+        "--initial-cluster".into(),
+        "e1=http://127.0.0.1:2380".into(),
+        "--experimental-watch-progress-notify-interval".into(),
+        "1s".into(),
+    ];
+    args.extend(extra.iter().cloned());
+    args
+}
+
+/// The underlay of a cluster lab with one etcd member: bridge `br0` in namespace `ul`, with
+/// the member's address 10.99.0.100/24 on it.
+pub fn cluster_underlay(lab: &mut Lab) {
+    lab.add_ns("ul").unwrap();
+    lab.ip("ul", &["link", "add", "br0", "type", "bridge"])
+        .unwrap();
+    lab.up("ul", "br0").unwrap();
+    lab.addr("ul", "br0", "10.99.0.100/24").unwrap();
+}
+
+/// Host `i` of a cluster lab: namespace `h{i+1}` with its uplink `up0` and management
+/// interface `mg0` (10.99.0.{i+1}/24) on bridge `br0` of the underlay namespace `ul`; the
+/// host's name.
+pub fn cluster_host(lab: &mut Lab, i: usize) -> String {
+    let h = format!("h{}", i + 1);
+    lab.add_ns(&h).unwrap();
+    for (dev, port) in [("up0", format!("up{i}")), ("mg0", format!("mg{i}"))] {
+        lab.veth((&h, dev), ("ul", &port)).unwrap();
+        lab.ip("ul", &["link", "set", &port, "master", "br0"])
+            .unwrap();
+        lab.up("ul", &port).unwrap();
+        lab.up(&h, dev).unwrap();
+    }
+    lab.addr(&h, "mg0", &format!("10.99.0.{}/24", i + 1))
+        .unwrap();
+    h
+}
+
 /// The API socket of host `host`'s sluiced in a lab.
 pub fn host_socket(lab: &Lab, host: &str) -> PathBuf {
     lab.dir().join(format!("{host}.sock"))

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod bins;
+pub mod bulk;
 pub mod capture;
 pub mod cli;
 pub mod engines;

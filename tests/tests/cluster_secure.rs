@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use sluice_control::cluster::etcd::Etcd;
 use sluice_control::cluster::security::StoreOptions;
 use sluice_lab::lab::Lab;
-use sluice_tests::cli::{cluster_sluiced, daemon_lab, eventually, host_socket, sluice, sluice_ok};
+use sluice_tests::cli::{
+    cluster_host, cluster_sluiced, cluster_underlay, daemon_lab, eventually, host_socket,
+    one_member_etcd, sluice, sluice_ok,
+};
 
 /// Where the etcd member listens (on the underlay bridge, in namespace `ul`).
 const ETCD: &str = "10.99.0.100:2379";
@@ -112,29 +115,10 @@ fn etcdctl(lab: &Lab, user: bool, args: &[&str]) -> Output {
 /// The underlay with the etcd member: TLS only, client certificates required, root with a
 /// password, tokens that expire after 2 s of disuse.
 fn secure_etcd(lab: &mut Lab) {
-    lab.add_ns("ul").unwrap();
-    lab.ip("ul", &["link", "add", "br0", "type", "bridge"])
-        .unwrap();
-    lab.up("ul", "br0").unwrap();
-    lab.addr("ul", "br0", "10.99.0.100/24").unwrap();
+    cluster_underlay(lab);
     certificates(lab.dir());
     let url = format!("https://{ETCD}");
-    let args: Vec<std::ffi::OsString> = vec![
-        "etcd".into(),
-        "--name".into(),
-        "e1".into(),
-        "--data-dir".into(),
-        lab.dir().join("etcd").into(),
-        "--listen-client-urls".into(),
-        url.clone().into(),
-        "--advertise-client-urls".into(),
-        url.into(),
-        "--listen-peer-urls".into(),
-        "http://127.0.0.1:2380".into(),
-        "--initial-advertise-peer-urls".into(),
-        "http://127.0.0.1:2380".into(),
-        "--initial-cluster".into(),
-        "e1=http://127.0.0.1:2380".into(),
+    let tls: Vec<std::ffi::OsString> = vec![
         "--cert-file".into(),
         pem(lab, "server.pem").into(),
         "--key-file".into(),
@@ -146,9 +130,8 @@ fn secure_etcd(lab: &mut Lab) {
         "simple".into(),
         "--auth-token-ttl".into(),
         "2".into(),
-        "--experimental-watch-progress-notify-interval".into(),
-        "1s".into(),
     ];
+    let args = one_member_etcd(lab, &url, &tls);
     lab.spawn_os("ul", &args, "etcd").unwrap();
     eventually("etcd answers over TLS", Duration::from_secs(20), || {
         etcdctl(lab, false, &["endpoint", "health"])
@@ -186,17 +169,7 @@ fn vtep(i: usize) -> String {
 
 /// Host `i` (`h1`, `h2`) on the underlay, running sluiced against the secure store; its socket.
 fn host(lab: &mut Lab, bin: &Path, i: usize) -> PathBuf {
-    let h = format!("h{}", i + 1);
-    lab.add_ns(&h).unwrap();
-    for (dev, port) in [("up0", format!("up{i}")), ("mg0", format!("mg{i}"))] {
-        lab.veth((&h, dev), ("ul", &port)).unwrap();
-        lab.ip("ul", &["link", "set", &port, "master", "br0"])
-            .unwrap();
-        lab.up("ul", &port).unwrap();
-        lab.up(&h, dev).unwrap();
-    }
-    lab.addr(&h, "mg0", &format!("10.99.0.{}/24", i + 1))
-        .unwrap();
+    let h = cluster_host(lab, i);
     let sock = host_socket(lab, &h);
     let [tls, user] = store_opts(lab);
     let extra = [

@@ -8,55 +8,16 @@
 //! the overlay). Needs root
 //! and the release binaries (see tests/tests/daemon.rs).
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sluice_dataplane::wire::MacAddr;
 use sluice_lab::lab::overlay::{self, EP_A, EP_A6, EP_B, EP_B6};
 use sluice_lab::lab::{Lab, SluiceLaunch};
+use sluice_tests::bulk::{bulk_tcp, sha256};
 
 /// Bytes of TCP bulk each way between the endpoints.
 const BULK: usize = 20_000_000;
-
-/// Sends `file` over one TCP connection (socat) from namespace `from` to a listener in `to` at
-/// `to_ip` (IPv4 or IPv6); returns the SHA-256 the receiver computed of what it got.
-fn bulk_tcp(lab: &mut Lab, file: &Path, (from, to): (&str, &str), to_ip: IpAddr) -> String {
-    let sum = lab.dir().join(format!("received-{to}"));
-    let (listen, connect) = match to_ip {
-        IpAddr::V4(ip) => ("TCP-LISTEN", format!("TCP:{ip}:5300")),
-        IpAddr::V6(ip) => ("TCP6-LISTEN", format!("TCP6:[{ip}]:5300")),
-    };
-    let script = format!(
-        "socat -u {listen}:5300,reuseaddr - | sha256sum > {}",
-        sum.display()
-    );
-    let pid = lab.spawn(to, &["sh", "-c", &script], "socat").unwrap();
-    lab.wait_listen(to, 5300, Duration::from_secs(5)).unwrap();
-    let (src, dst) = (format!("OPEN:{}", file.display()), connect);
-    let out = lab
-        .exec_output(from, &["timeout", "60", "socat", "-u", &src, &dst])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let start = Instant::now();
-    while lab.alive(pid) && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::fs::read_to_string(&sum).unwrap_or_default()
-}
-
-/// SHA-256 of a file, as `sha256sum` prints it for its standard input.
-fn sha256(file: &Path) -> String {
-    let out = std::process::Command::new("sh")
-        .args(["-c", &format!("sha256sum < {}", file.display())])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A drop counter of the stats file at `path`, once the file is there.
 fn drops(path: &Path, reason: &str) -> u64 {
@@ -204,5 +165,72 @@ fn overlay_flows_are_wrapped_and_unwrapped_by_the_kernel_with_offload_tc() {
         assert_eq!(o["enabled"], true, "{o} in {stats:?}");
         assert!(o["installed"].as_u64() >= Some(2), "{o}");
         assert!(o["kernel_bytes"].as_u64() >= Some(most), "{o}");
+    }
+    // The same over IPv6 inside the tunnel: two more flows, as much again in the kernel.
+    lab.wait_ping6("ea", EP_B6, wait).unwrap();
+    assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B6.into()), want);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A6.into()), want);
+    for (_, stats) in &hosts {
+        let o = offload_stats(stats, |o| o["kernel_bytes"].as_u64() >= Some(2 * most));
+        eprintln!("{stats:?} after v6: {o}");
+        assert!(o["installed"].as_u64() >= Some(4), "{o}");
+        assert!(o["kernel_bytes"].as_u64() >= Some(2 * most), "{o}");
+        assert_eq!(drops(stats, "too_big"), 0, "{stats:?}");
+    }
+}
+
+/// One host with the flow offload (`ha`, `--offload tc`) and one without (`hb`): `ha`'s kernel
+/// wraps its endpoint's TCP super-frames whole (UDP-tunnel GSO) and `hb`'s userspace
+/// decapsulates them into super-frames for its endpoint; `hb`'s userspace-wrapped frames are
+/// unwrapped by `ha`'s kernel. The bulk arrives intact both ways, over IPv4 and IPv6 inside the
+/// tunnel, nothing is dropped as too big.
+#[test]
+fn a_host_without_the_offload_takes_the_kernel_wrapped_super_frames_of_one_with_it() {
+    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice"]) else {
+        return;
+    };
+    let mut lab = Lab::new("ovm").unwrap();
+    overlay::wire(&mut lab).unwrap();
+    let launch = |offload: &str| SluiceLaunch {
+        bin: bin.join("sluice"),
+        args: ["--workers", "1", "--offload", offload]
+            .map(String::from)
+            .into(),
+    };
+    let hosts = overlay::start_sluice_each(&mut lab, [&launch("tc"), &launch("off")]).unwrap();
+    let wait = Duration::from_secs(10);
+    lab.wait_ping("ea", EP_B, wait)
+        .unwrap_or_else(|e| panic!("{e}; a: {}", lab.log_path("ha").display()));
+    let file = lab.dir().join("bulk");
+    let bytes: Vec<u8> = (0..BULK).map(|i| (i * 41 % 241) as u8).collect();
+    std::fs::write(&file, bytes).unwrap();
+    let want = sha256(&file);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B.into()), want);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A.into()), want);
+    lab.wait_ping6("ea", EP_B6, wait).unwrap();
+    assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B6.into()), want);
+    assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A6.into()), want);
+    let (offloading, plain) = (&hosts[0].1, &hosts[1].1);
+    // `ha`'s kernel wrapped most of what `ea` sent (both families); what `eb` sent arrives as
+    // `hb`'s userspace UDP GSO frames, which `ha`'s userspace joins.
+    let most = 2 * 8 * BULK as u64 / 10;
+    let o = offload_stats(offloading, |o| o["kernel_bytes"].as_u64() >= Some(most));
+    eprintln!("{offloading:?}: {o}");
+    assert!(o["installed"].as_u64() >= Some(4), "{o}");
+    assert!(o["kernel_bytes"].as_u64() >= Some(most), "{o}");
+    assert_eq!(offload_stats(plain, |_| true)["enabled"], false);
+    // `hb`'s packet socket read `ha`'s kernel-wrapped frames whole: super-frames, far larger
+    // on average than one 1514-byte datagram.
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(plain).unwrap()).unwrap();
+    let up = v["ports"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "up0"))
+        .unwrap_or_else(|| panic!("no up0 in {v}"));
+    let (bytes, packets) = (up["rx_bytes"].as_u64(), up["rx_packets"].as_u64());
+    assert!(bytes > packets.map(|n| n * 4000), "{up}");
+    for stats in [offloading, plain] {
+        for reason in ["too_big", "vxlan_malformed"] {
+            assert_eq!(drops(stats, reason), 0, "{reason} in {stats:?}");
+        }
     }
 }

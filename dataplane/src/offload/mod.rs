@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crossbeam::queue::ArrayQueue;
 
 pub use build::{bridged, routed, routed6, Direction, FlowTuple, PortOut};
-pub use overlay::{overlay, overlay_keys, LocalEnd, Tunnel};
+pub use overlay::{flow_key, overlay, overlay_keys, LocalEnd, Tunnel};
 pub use run::OffloadRun;
 pub use seen::Seen;
 pub use sluice_offload::{FlowAction, FlowKey, OffloadError, Vxlan};

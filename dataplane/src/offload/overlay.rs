@@ -10,8 +10,7 @@ use sluice_offload::{
 };
 
 use super::thread::FlowTable;
-use super::{Direction, PortOut};
-use crate::nat::Tuple;
+use super::{Direction, FlowTuple, PortOut};
 use crate::wire::vxlan::OuterV4;
 use crate::wire::{ethernet, MacAddr};
 
@@ -38,12 +37,12 @@ pub struct LocalEnd {
     pub mac: MacAddr,
 }
 
-/// Both directions of the flow `tuple` from local endpoint `local` to the remote endpoint
+/// Both directions of the flow `tuple` (IPv4 or IPv6 inside the IPv4 tunnel) from local endpoint `local` to the remote endpoint
 /// `remote_mac`, which userspace sent out of `uplink` with outer headers `outer`: the
 /// encapsulating direction first. `None` when the endpoint's frames, wrapped, would not fit
 /// the uplink's MTU (userspace then cuts super-frames smaller; the kernel keeps their size).
-pub fn overlay(
-    tuple: &Tuple,
+pub fn overlay<T: FlowTuple>(
+    tuple: &T,
     local: LocalEnd,
     remote_mac: MacAddr,
     uplink: PortOut,
@@ -86,16 +85,21 @@ pub fn overlay(
 
 /// The keys of both directions of overlay flow `tuple` (sent by the endpoint on interface
 /// `local`; answered through the uplink `uplink`): the encapsulating one first.
-pub fn overlay_keys(tuple: &Tuple, local: u32, uplink: u32) -> [FlowKey; 2] {
-    let key = |ifindex, t: &Tuple| FlowKey {
+pub fn overlay_keys<T: FlowTuple>(tuple: &T, local: u32, uplink: u32) -> [FlowKey; 2] {
+    [flow_key(tuple, local), flow_key(&tuple.reversed(), uplink)]
+}
+
+/// The key of flow direction `t` arriving on interface `ifindex` (0: a flow's tuple as a key,
+/// for the pipeline's records of either family).
+pub fn flow_key<T: FlowTuple>(t: &T, ifindex: u32) -> FlowKey {
+    FlowKey {
         ifindex,
-        src: t.src.into(),
-        dst: t.dst.into(),
-        proto: t.proto.number(),
-        sport: t.src_port,
-        dport: t.dst_port,
-    };
-    [key(local, tuple), key(uplink, &tuple.reversed())]
+        src: t.src().0,
+        dst: t.dst().0,
+        proto: t.proto(),
+        sport: t.src().1,
+        dport: t.dst().1,
+    }
 }
 
 /// Installs overlay direction `key`/`action` wrapped or unwrapped as `tunnel` says.
@@ -168,6 +172,7 @@ impl Direction {
 mod tests {
     use super::*;
     use crate::config::L4Proto;
+    use crate::nat::Tuple;
     use std::net::Ipv4Addr;
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
@@ -323,5 +328,36 @@ mod tests {
         assert!(overlay(&tuple(), local(1464), B, UPLINK, &outer()).is_some());
         assert!(overlay(&tuple(), local(1465), B, UPLINK, &outer()).is_none());
         assert!(overlay(&tuple(), local(1500), B, UPLINK, &outer()).is_none());
+    }
+
+    #[test]
+    fn an_ipv6_flow_inside_the_tunnel_has_ipv6_keys() {
+        let t6 = crate::nat::v6::Tuple6 {
+            proto: L4Proto::Udp,
+            src: "fd00:20::2".parse().unwrap(),
+            src_port: 40_000,
+            dst: "fd00:20::3".parse().unwrap(),
+            dst_port: 53,
+        };
+        let [out, back] = overlay(&t6, local(1450), B, UPLINK, &outer()).unwrap();
+        assert_eq!((out.key.src, out.key.dst), (t6.src.into(), t6.dst.into()));
+        assert_eq!(
+            (out.key.ifindex, out.key.proto, out.key.sport),
+            (7, 17, 40_000)
+        );
+        assert_eq!((back.key.src, back.key.dst), (t6.dst.into(), t6.src.into()));
+        assert_eq!(
+            (back.key.ifindex, back.key.sport, back.key.dport),
+            (2, 53, 40_000)
+        );
+        assert!(matches!(back.tunnel, Some(Tunnel::Decap(_))));
+        assert_eq!(overlay_keys(&t6, 7, 2), [out.key, back.key]);
+        assert_eq!(
+            flow_key(&t6, 0),
+            FlowKey {
+                ifindex: 0,
+                ..out.key
+            }
+        );
     }
 }

@@ -21,7 +21,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
-use super::segment::TcpLayout;
+use super::segment::{SegmentError, TcpLayout};
 use crate::frame::{GsoType, Offload};
 use crate::wire::checksum::fold;
 use crate::wire::ethernet::EthernetFrame;
@@ -188,29 +188,38 @@ pub fn coalesce_tcp(payload: &mut [u8], chunk: usize) -> Result<Coalesced, Coale
         end += n;
     }
     let inner = &mut payload[vxlan::HEADER_LEN..end];
-    let psum = at
-        .fix_ip(inner, 0)
+    TcpPacket::new_unchecked(&mut inner[at.tcp..]).set_flags(flags);
+    let offload = partial_super_frame(inner, &at, mss as u16)
         .map_err(|_| CoalesceError("longer than an IP packet"))?;
-    let mut seg = TcpPacket::new_unchecked(&mut inner[at.tcp..]);
-    seg.set_flags(flags);
-    seg.set_checksum(fold(psum));
-    let offload = Offload {
+    Ok(Coalesced {
+        len: inner.len(),
+        offload,
+    })
+}
+
+/// Makes `inner` (a TCP frame laid out as `at`, no bytes after its IP packet) a super-frame of
+/// `mss`-byte segments as a local TCP stack hands one to a veth: its IP lengths and IPv4
+/// checksum written, its TCP checksum partial (the pseudo-header sum of the whole segment).
+pub(super) fn partial_super_frame(
+    inner: &mut [u8],
+    at: &TcpLayout,
+    mss: u16,
+) -> Result<Offload, SegmentError> {
+    let psum = at.fix_ip(inner, 0)?;
+    TcpPacket::new_unchecked(&mut inner[at.tcp..]).set_checksum(fold(psum));
+    Ok(Offload {
         gso: if at.v6 {
             GsoType::TcpV6
         } else {
             GsoType::TcpV4
         },
         gso_ecn: false,
-        gso_size: mss as u16,
+        gso_size: mss,
         hdr_len: at.payload as u16,
         csum_partial: true,
         csum_start: at.tcp as u16,
         csum_offset: tcp::CHECKSUM_OFFSET as u16,
         data_valid: false,
-    };
-    Ok(Coalesced {
-        len: inner.len(),
-        offload,
     })
 }
 

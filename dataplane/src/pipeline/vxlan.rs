@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 use std::ops::Range;
 
 use super::classify::check_source_ip;
-use super::coalesce::{coalesce_tcp, Coalesced};
+use super::coalesce::{coalesce_tcp, partial_super_frame, Coalesced};
 use super::flow::Ipv4Info;
 use super::gateway::arp_for;
 use super::ipv6;
@@ -87,6 +87,10 @@ impl<'t> BatchState<'t> {
                 };
                 f.meta.offload = joined.offload;
                 joined.len
+            }
+            None if matches!(f.meta.offload.gso, GsoType::TcpV4 | GsoType::TcpV6) => {
+                f.meta.offload = inner_super_frame(f, inner_at..inner_at + inner_len)?;
+                inner_len
             }
             None => {
                 f.meta.offload = inner_offload(f.meta.offload, inner_at)?;
@@ -249,11 +253,32 @@ fn udp_gso_chunk(off: &Offload, udp_payload: usize) -> Option<usize> {
     (off.gso == GsoType::UdpL4 && udp_payload > chunk).then_some(chunk)
 }
 
+/// The offload state of the inner frame at `inner` of a received TCP super-frame that another
+/// host's kernel wrapped whole (UDP-tunnel GSO, as the flow offload's encapsulation makes it;
+/// the packet socket reports it as TCP GSO with the checksum partial at the inner TCP header):
+/// the inner frame stays one super-frame of the same segment size, its TCP checksum partial
+/// over the inner segment, so it reaches the endpoint uncut. The outer GSO kind must be the
+/// inner frame's.
+fn inner_super_frame(f: &mut Frame<'_>, inner: Range<usize>) -> Result<Offload, DropReason> {
+    let outer = f.meta.offload;
+    let bytes = f.data_mut().get_mut(inner).ok_or(R::VxlanMalformed)?;
+    let at = TcpLayout::parse(bytes, 0).map_err(|_| R::TooBig)?;
+    if at.v6 != (outer.gso == GsoType::TcpV6) || outer.gso_size == 0 {
+        return Err(R::TooBig);
+    }
+    let off = partial_super_frame(&mut bytes[..at.end], &at, outer.gso_size)
+        .map_err(|_| R::VxlanMalformed)?;
+    Ok(Offload {
+        gso_ecn: outer.gso_ecn,
+        ..off
+    })
+}
+
 /// The offload state of the inner frame at `inner_at` of a received VXLAN packet. A sender on
 /// the same machine (a veth peer) leaves the inner L4 checksum partial: its start moves with the
 /// frame, and a partial sum in front of the inner frame (the outer UDP's) leaves the inner one
-/// complete. A TCP super-frame cannot be segmented once decapsulated; a UDP GSO datagram here is
-/// one datagram (`udp_gso_chunk`).
+/// complete. A TCP super-frame is `inner_super_frame`'s, another super-frame cannot be
+/// segmented once decapsulated; a UDP GSO datagram here is one datagram (`udp_gso_chunk`).
 fn inner_offload(outer: Offload, inner_at: usize) -> Result<Offload, DropReason> {
     if !matches!(outer.gso, GsoType::None | GsoType::UdpL4) {
         return Err(R::TooBig);
@@ -845,6 +870,117 @@ pub(super) mod tests {
         assert!(seg.verify_checksum_v6(C6, R6));
         assert_eq!(&delivered[74..], &payload[..]);
         assert_eq!(&delivered[..70], &inner[..70], "the sender's headers");
+    }
+
+    /// `inner` wrapped whole by host A's kernel for host B (the flow offload's encapsulation:
+    /// outer lengths of the whole super-frame, UDP checksum 0), with the offload the packet
+    /// socket reports for it: TCP GSO of `kind`, segments of 1400 bytes, the checksum partial at
+    /// the inner TCP header at `tcp` of the inner frame when `partial`, else verified.
+    fn kernel_wrapped(inner: &[u8], kind: GsoType, tcp: u16, partial: bool) -> (Vec<u8>, Offload) {
+        let mut payload = header(vxlan::FLAG_I, VNI).to_vec();
+        payload.extend_from_slice(inner);
+        let mut dgram = udp(S::UP, 50000, VTEP_B, 4789, &payload);
+        dgram[26..28].copy_from_slice(&[0, 0]);
+        let frame = eth(VTEP_B_MAC, S::UP_MAC, 0x0800, &dgram);
+        let off = Offload {
+            gso: kind,
+            gso_size: 1400,
+            hdr_len: 128,
+            csum_partial: partial,
+            csum_start: if partial { 50 + tcp } else { 0 },
+            csum_offset: if partial { 16 } else { 0 },
+            data_valid: !partial,
+            ..Offload::default()
+        };
+        (frame, off)
+    }
+
+    #[test]
+    fn a_tcp_super_frame_the_other_kernel_wrapped_arrives_whole() {
+        use crate::wire::checksum::{fold, ones_sum};
+        let payload: Vec<u8> = (0..9000u32).map(|i| (i * 13) as u8).collect();
+        let (inner, _) = c_to_r_super_frame(&payload);
+        // Partial at the inner TCP header (a veth from the sender's TC program), or verified
+        // with the inner checksum complete (a NIC's receive offload).
+        let complete = eth(
+            S::mac(R),
+            S::mac(S::C),
+            0x0800,
+            &tcp(S::C, 40000, R, 5201, ACK, &payload),
+        );
+        for (sent, partial) in [(&inner, true), (&complete, false)] {
+            let (frame, off) = kernel_wrapped(sent, GsoType::TcpV4, 34, partial);
+            let mut b = host_b();
+            let (v, mut delivered, got) = run_offloaded(&mut b, UPLINK, &frame, off);
+            assert_eq!(v, Verdict::Forward(PORT_C), "partial: {partial}");
+            let want = Offload {
+                gso: GsoType::TcpV4,
+                gso_size: 1400,
+                hdr_len: 54,
+                csum_partial: true,
+                csum_start: 34,
+                csum_offset: 16,
+                ..Offload::default()
+            };
+            assert_eq!(got, want);
+            assert_eq!(&delivered[..50], &inner[..50], "the sender's headers");
+            assert_eq!(&delivered[50..52], &inner[50..52], "the pseudo-header sum");
+            let c = !fold(ones_sum(&delivered[34..], 0));
+            delivered[50..52].copy_from_slice(&c.to_be_bytes());
+            assert!(checksums_valid(&delivered));
+            assert_eq!(&delivered[54..], &payload[..]);
+            assert_eq!(b.counters().drops(R::TooBig), 0);
+        }
+        // ECN stays with the super-frame.
+        let (frame, off) = kernel_wrapped(&inner, GsoType::TcpV4, 34, true);
+        let ecn = Offload {
+            gso_ecn: true,
+            ..off
+        };
+        let (v, _, got) = run_offloaded(&mut host_b(), UPLINK, &frame, ecn);
+        assert_eq!((v, got.gso_ecn), (Verdict::Forward(PORT_C), true));
+        // A GSO kind that is not the inner frame's, or a UDP inner frame: too big.
+        let mut b = host_b();
+        let (frame, off) = kernel_wrapped(&inner, GsoType::TcpV6, 34, true);
+        let (v, _, _) = run_offloaded(&mut b, UPLINK, &frame, off);
+        assert_eq!(v, Verdict::Drop(R::TooBig));
+        let (frame, off) = kernel_wrapped(&c_to_r(1000, &payload), GsoType::TcpV4, 34, true);
+        let (v, _, _) = run_offloaded(&mut b, UPLINK, &frame, off);
+        assert_eq!(v, Verdict::Drop(R::TooBig));
+        assert_eq!(b.counters().drops(R::TooBig), 2);
+    }
+
+    #[test]
+    fn a_tcp6_super_frame_the_other_kernel_wrapped_arrives_whole() {
+        use crate::wire::checksum::{fold, ones_sum, pseudo_header_sum_v6};
+        let payload: Vec<u8> = (0..9000u32).map(|i| (i * 13) as u8).collect();
+        let mut inner = frame6((S::mac(R), S::mac(S::C)), (C6, R6), true, &payload);
+        let psum = fold(pseudo_header_sum_v6(C6, R6, 6, payload.len() as u32 + 20));
+        inner[70..72].copy_from_slice(&psum.to_be_bytes());
+        let (frame, off) = kernel_wrapped(&inner, GsoType::TcpV6, 54, true);
+        let mut b = dual_stack(host((VTEP_B, VTEP_B_MAC), R, S::C, S::UP), R6, Some(C6));
+        let (v, mut delivered, got) = run_offloaded(&mut b, UPLINK, &frame, off);
+        assert_eq!(v, Verdict::Forward(PORT_C));
+        assert_eq!(
+            (
+                got.gso,
+                got.gso_size,
+                got.csum_partial,
+                got.csum_start,
+                got.csum_offset
+            ),
+            (GsoType::TcpV6, 1400, true, 54, 16)
+        );
+        assert_eq!(&delivered[..72], &inner[..72]);
+        let c = !fold(ones_sum(&delivered[54..], 0));
+        delivered[70..72].copy_from_slice(&c.to_be_bytes());
+        let seg = crate::wire::TcpPacket::new_checked(&delivered[54..]).unwrap();
+        assert!(seg.verify_checksum_v6(C6, R6));
+        assert_eq!(&delivered[74..], &payload[..]);
+        // Reported as TCP/IPv4 GSO: not the inner frame's kind.
+        let (frame, off) = kernel_wrapped(&inner, GsoType::TcpV4, 54, true);
+        let (v, _, _) = run_offloaded(&mut b, UPLINK, &frame, off);
+        assert_eq!(v, Verdict::Drop(R::TooBig));
     }
 
     #[test]

@@ -169,8 +169,17 @@ pub fn wire(lab: &mut Lab) -> Result<()> {
 /// Starts sluice on both hosts, each on its [`sluice_config`] written to `DIR/HOST/`; returns
 /// each host's dataplane pid and stats file.
 pub fn start_sluice(lab: &mut Lab, launch: &SluiceLaunch) -> Result<Vec<(u32, PathBuf)>> {
+    start_sluice_each(lab, [launch, launch])
+}
+
+/// [`start_sluice`] with its own command line on each host (one host with the flow offload,
+/// the other without).
+pub fn start_sluice_each(
+    lab: &mut Lab,
+    launches: [&SluiceLaunch; 2],
+) -> Result<Vec<(u32, PathBuf)>> {
     let mut out = Vec::new();
-    for h in HOSTS {
+    for (h, launch) in HOSTS.into_iter().zip(launches) {
         let host = h.ns;
         let dir = lab.dir().join(host);
         let file = |source| LabError::File {
