@@ -13,7 +13,7 @@ use sluice_api::clock;
 use crate::sibling;
 
 /// Every peer `--peers` knows, in the default order.
-const ALL_PEERS: &str = "kernel,sluice,iptables-nat,slirp4netns,pasta,ovs";
+const ALL_PEERS: &str = "kernel,sluice,sluice-offload,iptables-nat,slirp4netns,pasta,ovs";
 /// Every test group.
 const ALL_TESTS: &str = "tcp,tcp4,udp64,rr,nat";
 
@@ -24,10 +24,10 @@ pub struct BenchArgs {
     /// flags still win.
     #[arg(long)]
     pub quick: bool,
-    /// Peers, in order: kernel, sluice, sluice-offload (sluice with the flow offload on,
-    /// `sluiced --offload tc`), iptables-nat, slirp4netns, pasta, ovs (default: all but
-    /// sluice-offload;
-    /// a peer whose tool is missing is skipped with a line saying how to install it).
+    /// Peers, in order: kernel, sluice (its userspace path, `--offload off`), sluice-offload
+    /// (sluice as sluiced runs it by default: established flows forwarded by the kernel),
+    /// iptables-nat, slirp4netns, pasta, ovs (default: all; a peer whose tool is missing is
+    /// skipped with a line saying how to install it).
     #[arg(long)]
     pub peers: Option<String>,
     /// Test groups: tcp, tcp4, udp64, rr, nat (default: these), flows, endpoints (how the cost
@@ -70,7 +70,7 @@ pub struct BenchArgs {
 /// `now` the Unix time that names the default output directory.
 pub fn e2e_args(args: &BenchArgs, me: &Path, now: u64) -> Vec<OsString> {
     let (peers, tests, duration, runs) = if args.quick {
-        ("kernel,sluice", "tcp,rr", 2, 1)
+        ("kernel,sluice,sluice-offload", "tcp,rr", 2, 1)
     } else {
         (ALL_PEERS, ALL_TESTS, 5, 3)
     };
@@ -146,12 +146,12 @@ mod tests {
         };
         assert_eq!(
             strings(e2e_args(&quick, me, 0)).join(" "),
-            "--peers kernel,sluice --tests tcp,rr --duration 2 --runs 1 --sluice-bin bin/sluice \
+            "--peers kernel,sluice,sluice-offload --tests tcp,rr --duration 2 --runs 1 --sluice-bin bin/sluice \
              --sluice-workers 1 --output sluice-bench-19700101-000000"
         );
         let full = strings(e2e_args(&BenchArgs::default(), me, 1_700_000_000)).join(" ");
         assert!(full.starts_with(
-            "--peers kernel,sluice,iptables-nat,slirp4netns,pasta,ovs --tests tcp,tcp4,udp64,rr,nat \
+            "--peers kernel,sluice,sluice-offload,iptables-nat,slirp4netns,pasta,ovs --tests tcp,tcp4,udp64,rr,nat \
              --duration 5 --runs 3"
         ));
         assert!(full.ends_with("--output sluice-bench-20231114-221320"));

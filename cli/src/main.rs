@@ -137,7 +137,7 @@ struct DataplaneArgs {
     #[arg(long)]
     tx_slot_size: Option<usize>,
     /// Flow offload, as sluiced's `--offload`: `tc` forwards established flows in the kernel.
-    #[arg(long, default_value = "off", value_name = "tc|off")]
+    #[arg(long, default_value = "tc", value_name = "tc|off")]
     offload: OffloadMode,
 }
 

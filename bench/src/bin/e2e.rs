@@ -37,15 +37,16 @@ struct Args {
     /// The sluice binary (default: `sluice` next to this binary).
     #[arg(long)]
     sluice_bin: Option<PathBuf>,
-    /// Peers to measure, in order: kernel, sluice, sluice-offload (sluice with `--offload=tc`:
-    /// established flows forwarded in the kernel), iptables-nat (the kernel's NAT path: takes
+    /// Peers to measure, in order: kernel, sluice (its userspace path, `--offload=off`),
+    /// sluice-offload (`--offload=tc`, sluiced's default: established flows forwarded in the
+    /// kernel), iptables-nat (the kernel's NAT path: takes
     /// the nat rows), slirp4netns and pasta (namespace <-> host), ovs (userspace datapath,
     /// bridge tests); a peer whose tool is missing is listed as skipped.
     #[arg(
         long,
         alias = "forwarders",
         value_delimiter = ',',
-        default_value = "kernel,sluice"
+        default_value = "kernel,sluice,sluice-offload"
     )]
     peers: Vec<String>,
     /// Worker threads of the sluice dataplane (default: one per CPU, as sluiced runs it).

@@ -159,7 +159,7 @@ fn measure_peer(plan: &OverlayPlan, peer: usize, hz: f64) -> Result<Vec<Sample>,
     let mut lab = Lab::new("ovb").map_err(lab_err)?;
     overlay::wire(&mut lab).map_err(lab_err)?;
     let launch = match PEERS[peer] {
-        "sluice" => Some(plan.launch.clone()),
+        "sluice" => Some(super::peers::userspace(&plan.launch)),
         "sluice-offload" => Some(super::peers::offloading(&plan.launch)),
         _ => None,
     };

@@ -74,15 +74,28 @@ pub struct Peer {
     pub tests: Vec<TestKind>,
 }
 
-/// The flag that turns the flow offload on (`sluice dataplane`, as `sluiced --offload tc`).
+/// The flag that turns the flow offload on (`sluice dataplane`, as `sluiced --offload tc`,
+/// their default).
 pub const OFFLOAD_FLAG: &str = "--offload=tc";
+/// The flag that keeps every frame in userspace.
+pub const USERSPACE_FLAG: &str = "--offload=off";
 
 /// The `sluice-offload` peer: sluice as `launch` runs it, with established flows handed to
-/// the kernel (`--offload=tc`).
+/// the kernel (`--offload=tc`, sluiced's default).
 pub fn offloading(launch: &SluiceLaunch) -> SluiceLaunch {
+    with_offload(launch, OFFLOAD_FLAG)
+}
+
+/// The `sluice` peer: sluice as `launch` runs it with every frame through its userspace
+/// pipeline (`--offload=off`), the path the offload leaves small and new flows on.
+pub fn userspace(launch: &SluiceLaunch) -> SluiceLaunch {
+    with_offload(launch, USERSPACE_FLAG)
+}
+
+fn with_offload(launch: &SluiceLaunch, flag: &str) -> SluiceLaunch {
     let mut l = launch.clone();
     l.args.retain(|a| !a.starts_with("--offload"));
-    l.args.push(OFFLOAD_FLAG.into());
+    l.args.push(flag.into());
     l
 }
 
@@ -148,7 +161,7 @@ pub fn resolve_peers(
                 tests.iter().copied().filter(|t| t.through_nat()).collect(),
             ),
             "sluice" => (
-                PeerKind::Docker(Forwarder::Sluice(sluice.clone())),
+                PeerKind::Docker(Forwarder::Sluice(userspace(sluice))),
                 tests.to_vec(),
             ),
             "sluice-offload" => (

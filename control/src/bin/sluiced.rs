@@ -100,9 +100,9 @@ struct Args {
     /// eBPF program on each port, which then forwards their frames inside the kernel without
     /// the two copies through userspace; sluice keeps every policy decision (new flows, FIN
     /// and RST, ARP, ICMP, overlay and TAP ports stay in userspace) and flushes the kernel's
-    /// flows whenever its tables change. `off` (the default for now): every frame through
-    /// userspace. Where the kernel cannot run it, sluiced logs why and runs without.
-    #[arg(long, default_value = "off", value_name = "tc|off")]
+    /// flows whenever its tables change. The default; `off`: every frame through userspace.
+    /// Where the kernel cannot run it (no BPF, no CAP_BPF), sluiced logs why and runs without.
+    #[arg(long, default_value = "tc", value_name = "tc|off")]
     offload: OffloadMode,
     /// TX ring blocks of 1 MiB per port and worker.
     #[arg(long, default_value_t = 2)]
@@ -437,5 +437,15 @@ mod tests {
         assert_eq!(rc.afpacket.rx_long_buffers, 0);
         assert_eq!(rc.afpacket.tx_frame_size, 68 << 10);
         assert!(config(&["--rx-slots", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_flow_offload_is_on_unless_turned_off() {
+        assert_eq!(config(&[]).unwrap().offload, OffloadMode::Tc);
+        assert_eq!(
+            config(&["--offload=off"]).unwrap().offload,
+            OffloadMode::Off
+        );
+        assert!(config(&["--offload=xdp"]).is_err());
     }
 }
