@@ -19,6 +19,9 @@ const UP: u64 = 1;
 const DOWN: u64 = 2;
 /// Slot bits: the flow was offered to the offload thread.
 const OFFERED: u64 = 4;
+/// Slot bits: a frame ready to offer was recorded where no offer could be made (see
+/// [`Seen::record`]); the flow's next frame that can offer does, whatever its size.
+const READY: u64 = 8;
 /// Slot bits below the tag and the epoch.
 const FLAGS: u64 = 0xff;
 
@@ -84,7 +87,7 @@ impl Seen {
             return false;
         }
         let new = cur | dir;
-        if new & (UP | DOWN) != UP | DOWN || !ready {
+        if new & (UP | DOWN) != UP | DOWN || !(ready || cur & READY != 0) {
             if new != cur {
                 slot.store(new, Ordering::Relaxed);
             }
@@ -92,6 +95,22 @@ impl Seen {
         }
         slot.compare_exchange(cur, new | OFFERED, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
+    }
+
+    /// Records a frame of flow `t` under `epoch` where no offer can be made (an overlay's
+    /// inbound frame lacks the outer headers an offer needs): its direction, and whether it
+    /// was `ready` to offer its flow, so that the flow's next frame that can offer does.
+    #[inline]
+    pub fn record(&self, t: &impl FlowTuple, epoch: u32, ready: bool) {
+        let (i, head, dir) = place(t, epoch);
+        let slot = &self.slots[i];
+        let cur = slot.load(Ordering::Relaxed);
+        let mark = dir | if ready { READY } else { 0 };
+        if cur & !FLAGS != head {
+            slot.store(head | mark, Ordering::Relaxed);
+        } else if cur & OFFERED == 0 && cur | mark != cur {
+            slot.store(cur | mark, Ordering::Relaxed);
+        }
     }
 
     /// Forgets bridged flow `t` (it closed, or its kernel entries aged out) whatever its
@@ -142,6 +161,27 @@ mod tests {
         // A new epoch starts over.
         assert!(!s.observe(&ab, 2, true));
         assert!(s.observe(&ab.reversed(), 2, true));
+    }
+
+    #[test]
+    fn a_ready_frame_recorded_lets_the_next_frame_that_can_offer_do_so() {
+        let s = Seen::default();
+        let ab = t(40002, 80);
+        // Small frames both ways (request/response): recorded, never offered.
+        s.record(&ab.reversed(), 1, false);
+        assert!(!s.observe(&ab, 1, false));
+        s.record(&ab.reversed(), 1, false);
+        assert!(!s.observe(&ab, 1, false));
+        // A bulk-sized frame the other way: the next small frame this way offers, once.
+        s.record(&ab.reversed(), 1, true);
+        assert!(s.observe(&ab, 1, false));
+        assert!(!s.observe(&ab, 1, false));
+        // Recording after the offer changes nothing; a new epoch forgets the readiness.
+        s.record(&ab.reversed(), 1, true);
+        assert!(!s.observe(&ab, 1, true));
+        s.record(&ab.reversed(), 2, false);
+        assert!(!s.observe(&ab, 2, false));
+        assert!(s.observe(&ab, 2, true));
     }
 
     #[test]
