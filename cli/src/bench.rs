@@ -13,21 +13,21 @@ use sluice_api::clock;
 use crate::sibling;
 
 /// Every peer `--peers` knows, in the default order.
-const ALL_PEERS: &str = "kernel,sluice,sluice-offload,iptables-nat,slirp4netns,pasta,ovs";
+const ALL_PEERS: &str = "kernel,sluice,sluice-userspace,iptables-nat,slirp4netns,pasta,ovs";
 /// Every test group.
 const ALL_TESTS: &str = "tcp,tcp4,udp64,rr,nat";
 
 /// Flags of `sluice bench`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct BenchArgs {
-    /// A short run (under 2 minutes): kernel and sluice, tcp and rr, 1 run of 2 s; explicit
-    /// flags still win.
+    /// A short run (under 2 minutes): kernel, sluice and sluice-userspace, tcp and rr, 1 run
+    /// of 2 s; explicit flags still win.
     #[arg(long)]
     pub quick: bool,
-    /// Peers, in order: kernel, sluice (its userspace path, `--offload off`), sluice-offload
-    /// (sluice as sluiced runs it by default: established flows forwarded by the kernel),
-    /// iptables-nat, slirp4netns, pasta, ovs (default: all; a peer whose tool is missing is
-    /// skipped with a line saying how to install it).
+    /// Peers, in order: kernel, sluice (as sluiced runs it by default: the flow offload on,
+    /// established flows forwarded by the kernel), sluice-userspace (`--offload off`: every
+    /// frame through its userspace workers), iptables-nat, slirp4netns, pasta, ovs (default:
+    /// all; a peer whose tool is missing is skipped with a line saying how to install it).
     #[arg(long)]
     pub peers: Option<String>,
     /// Test groups: tcp, tcp4, udp64, rr, nat (default: these), flows, endpoints (how the cost
@@ -56,8 +56,8 @@ pub struct BenchArgs {
     /// pick them, sluice-slirp-smoltcp too); prints a table per run.
     #[arg(long, value_name = "USER")]
     pub rootless: Option<String>,
-    /// The overlay shape instead: two hosts over VXLAN, sluice against the kernel's vxlan
-    /// device and bridge (TCP 1 and 4 streams, TCP_RR); prints its table.
+    /// The overlay shape instead: two hosts over VXLAN, sluice and sluice-userspace against
+    /// the kernel's vxlan device and bridge (TCP 1 and 4 streams, TCP_RR); prints its tables.
     #[arg(long)]
     pub overlay: bool,
     /// Profiles every measurement into DIR: a flame graph SVG per row and run (`perf record
@@ -70,7 +70,7 @@ pub struct BenchArgs {
 /// `now` the Unix time that names the default output directory.
 pub fn e2e_args(args: &BenchArgs, me: &Path, now: u64) -> Vec<OsString> {
     let (peers, tests, duration, runs) = if args.quick {
-        ("kernel,sluice,sluice-offload", "tcp,rr", 2, 1)
+        ("kernel,sluice,sluice-userspace", "tcp,rr", 2, 1)
     } else {
         (ALL_PEERS, ALL_TESTS, 5, 3)
     };
@@ -146,12 +146,12 @@ mod tests {
         };
         assert_eq!(
             strings(e2e_args(&quick, me, 0)).join(" "),
-            "--peers kernel,sluice,sluice-offload --tests tcp,rr --duration 2 --runs 1 --sluice-bin bin/sluice \
+            "--peers kernel,sluice,sluice-userspace --tests tcp,rr --duration 2 --runs 1 --sluice-bin bin/sluice \
              --sluice-workers 1 --output sluice-bench-19700101-000000"
         );
         let full = strings(e2e_args(&BenchArgs::default(), me, 1_700_000_000)).join(" ");
         assert!(full.starts_with(
-            "--peers kernel,sluice,sluice-offload,iptables-nat,slirp4netns,pasta,ovs --tests tcp,tcp4,udp64,rr,nat \
+            "--peers kernel,sluice,sluice-userspace,iptables-nat,slirp4netns,pasta,ovs --tests tcp,tcp4,udp64,rr,nat \
              --duration 5 --runs 3"
         ));
         assert!(full.ends_with("--output sluice-bench-20231114-221320"));

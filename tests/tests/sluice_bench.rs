@@ -125,7 +125,8 @@ fn quick_bench_writes_rows_and_charts() {
         assert_eq!(p["runs"], 1);
         assert_eq!(p["samples"].as_array().map(Vec::len), Some(1));
         if p["ok"] == 1 {
-            // The cost column: sluice's worker threads or the kernel's softirq time.
+            // The cost column: sluice's worker threads (with the softirq time of the flows its
+            // offload, on by default, hands to the kernel) or the kernel's softirq time.
             assert!(p["cost_median"].is_f64(), "no cost: {p}");
             assert!(p["cpu_median"]["forwarding_pct"].is_f64(), "{p}");
         }

@@ -37,16 +37,17 @@ struct Args {
     /// The sluice binary (default: `sluice` next to this binary).
     #[arg(long)]
     sluice_bin: Option<PathBuf>,
-    /// Peers to measure, in order: kernel, sluice (its userspace path, `--offload=off`),
-    /// sluice-offload (`--offload=tc`, sluiced's default: established flows forwarded in the
-    /// kernel), iptables-nat (the kernel's NAT path: takes
-    /// the nat rows), slirp4netns and pasta (namespace <-> host), ovs (userspace datapath,
-    /// bridge tests); a peer whose tool is missing is listed as skipped.
+    /// Peers to measure, in order: kernel, sluice (as users run it: no `--offload` flag, so
+    /// the flow offload is on, sluiced's default: established flows forwarded in the kernel),
+    /// sluice-userspace (`--offload=off`: every frame through its userspace workers),
+    /// iptables-nat (the kernel's NAT path: takes the nat rows), slirp4netns and pasta
+    /// (namespace <-> host), ovs (userspace datapath, bridge tests); a peer whose tool is
+    /// missing is listed as skipped.
     #[arg(
         long,
         alias = "forwarders",
         value_delimiter = ',',
-        default_value = "kernel,sluice,sluice-offload"
+        default_value = "kernel,sluice,sluice-userspace"
     )]
     peers: Vec<String>,
     /// Worker threads of the sluice dataplane (default: one per CPU, as sluiced runs it).
@@ -74,9 +75,9 @@ struct Args {
     /// pasta); the runs alternate them.
     #[arg(long, value_name = "USER")]
     rootless: Option<String>,
-    /// Runs the overlay shape instead: two hosts over VXLAN, sluice and sluice-offload (with
-    /// `--offload=tc`) against the kernel's vxlan device and bridge (TCP 1 and 4 streams,
-    /// TCP_RR); prints a table per sluice peer.
+    /// Runs the overlay shape instead: two hosts over VXLAN, sluice (as users run it, the flow
+    /// offload on) and sluice-userspace (`--offload=off`) against the kernel's vxlan device and
+    /// bridge (TCP 1 and 4 streams, TCP_RR); prints a table per sluice peer.
     #[arg(long)]
     overlay: bool,
     /// Internal (the v6 RR rows' server, run inside a namespace): echoes on ADDR.

@@ -36,7 +36,8 @@ pub(super) struct Bed {
     pid: Option<u32>,
     /// The topology.
     pub(super) shape: Shape,
-    /// The forwarder hands established flows to the kernel (sluice-offload).
+    /// The forwarder hands established flows to the kernel (the `sluice` peer: the flow
+    /// offload is on unless `--offload=off`).
     kernel_offload: bool,
     /// The same peer on the other beds of the endpoints rows ([`BedKind::Wide`],
     /// [`BedKind::Macs`]), for the rows measured there.
@@ -218,7 +219,7 @@ impl Bed {
                     pid: forwarder_pid,
                     shape: Shape::Bridge,
                     kernel_offload: matches!(forwarder, Forwarder::Sluice(l)
-                        if l.args.iter().any(|a| a == super::peers::OFFLOAD_FLAG)),
+                        if super::peers::offloads(&l.args)),
                     more: Vec::new(),
                 }
             }

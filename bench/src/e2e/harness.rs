@@ -156,7 +156,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool, mut progress: impl FnMut(Progress)) -
                 let s = measure_alone(&beds, bed, m, gen, (plan.duration, hz), perf);
                 done += 1;
                 progress(Progress::Line(&format!(
-                    "[{done}/{total}] run {}/{} {name:<12} {:<26} {} {} {}",
+                    "[{done}/{total}] run {}/{} {name:<16} {:<26} {} {} {}",
                     run + 1,
                     plan.runs,
                     m.name,

@@ -366,8 +366,9 @@ pub struct ForwarderTicks {
     pub process: Option<(u64, u64)>,
     /// sluice's forwarding threads only.
     pub workers: Option<(u64, u64)>,
-    /// The forwarder hands established flows to the kernel (sluice-offload): the softirq
-    /// time of all CPUs forwards too, and counts with its threads.
+    /// The forwarder hands established flows to the kernel (sluice with the flow offload on,
+    /// its default: the `sluice` peer): the softirq time of all CPUs forwards too, and counts
+    /// with its threads.
     pub kernel_offload: bool,
 }
 

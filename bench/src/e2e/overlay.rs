@@ -5,9 +5,10 @@
 //! the same underlay. Measured from endpoint `ea` to `eb`: TCP with one and four streams
 //! (iperf3) and TCP request/response (sockperf), then TCP with one stream over IPv6, with the
 //! forwarding CPU per unit of work (the cost column: both dataplanes' worker threads for sluice,
-//! softirq time for the kernel). `sluice-offload` is sluice with the flow offload
-//! (`--offload=tc`): established overlay flows wrapped and unwrapped by its TC program. The
-//! peers alternate within each run, each on a topology built afresh.
+//! softirq time for the kernel, both for sluice with the flow offload). `sluice` is sluice as
+//! users run it, the flow offload on (its default): established overlay flows wrapped and
+//! unwrapped by its TC program; `sluice-userspace` keeps every frame in userspace
+//! (`--offload=off`). The peers alternate within each run, each on a topology built afresh.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use super::measure::{clock_ticks, read_proc, settle, worker_ticks};
 use super::{parse, Better, CpuUse, ForwarderTicks, Metric, Sample, Unit};
 
 /// The forwarders of the overlay shape, in report order.
-pub const PEERS: [&str; 3] = ["kernel", "sluice", "sluice-offload"];
+pub const PEERS: [&str; 3] = ["kernel", "sluice", "sluice-userspace"];
 
 /// The rows of the overlay shape.
 pub const METRICS: [Metric; 4] = [
@@ -159,10 +160,13 @@ fn measure_peer(plan: &OverlayPlan, peer: usize, hz: f64) -> Result<Vec<Sample>,
     let mut lab = Lab::new("ovb").map_err(lab_err)?;
     overlay::wire(&mut lab).map_err(lab_err)?;
     let launch = match PEERS[peer] {
-        "sluice" => Some(super::peers::userspace(&plan.launch)),
-        "sluice-offload" => Some(super::peers::offloading(&plan.launch)),
+        "sluice" => Some(super::peers::as_users_run_it(&plan.launch)),
+        "sluice-userspace" => Some(super::peers::userspace(&plan.launch)),
         _ => None,
     };
+    let offloads = launch
+        .as_ref()
+        .is_some_and(|l| super::peers::offloads(&l.args));
     let pids: Vec<u32> = if let Some(launch) = launch {
         let hosts = overlay::start_sluice(&mut lab, &launch).map_err(lab_err)?;
         hosts.into_iter().map(|(pid, _)| pid).collect()
@@ -194,14 +198,7 @@ fn measure_peer(plan: &OverlayPlan, peer: usize, hz: f64) -> Result<Vec<Sample>,
         .iter()
         .map(|m| {
             settle(hz);
-            sample(
-                &lab,
-                &pids,
-                PEERS[peer] == "sluice-offload",
-                m,
-                plan.duration,
-                hz,
-            )
+            sample(&lab, &pids, offloads, m, plan.duration, hz)
         })
         .collect())
 }
@@ -350,9 +347,9 @@ mod tests {
             ),
             "{t}"
         );
-        assert!(!t.contains("sluice-offload"), "{t}");
-        let mut with_offload = runs.clone();
-        with_offload.push(OverlayRun {
+        assert!(!t.contains("sluice-userspace"), "{t}");
+        let mut with_userspace = runs.clone();
+        with_userspace.push(OverlayRun {
             peer: 2,
             samples: vec![
                 ok(6.0, Some(10.0)),
@@ -361,12 +358,14 @@ mod tests {
                 ok(2.0, None),
             ],
         });
-        let t = table(&with_offload);
+        let t = table(&with_userspace);
         assert!(
             t.contains("| overlay tcp1 ea->eb (Gbit/s (higher is better)) | 2.00 | 6.00 | 3.00 | 50.00 | 10.00 | %CPU/Gbit/s | 2.00; 6.00 |"),
             "{t}"
         );
-        assert!(t.contains("| runs (kernel; sluice-offload) |"), "{t}");
+        assert!(t.contains("| runs (kernel; sluice-userspace) |"), "{t}");
+        assert!(t.contains("| sluice/kernel |"), "{t}");
+        assert!(t.contains("| sluice-userspace/kernel |"), "{t}");
         assert_eq!(median(vec![]), None);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
     }

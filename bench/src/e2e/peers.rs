@@ -66,7 +66,8 @@ impl PeerKind {
 /// One column of the report: a peer and the test groups it is measured on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Peer {
-    /// Column name ("kernel", "sluice", "iptables-nat", "slirp4netns", "pasta", "ovs").
+    /// Column name ("kernel", "sluice", "sluice-userspace", "iptables-nat", "slirp4netns",
+    /// "pasta", "ovs").
     pub name: String,
     /// What forwards, on which topology.
     pub kind: PeerKind,
@@ -74,36 +75,58 @@ pub struct Peer {
     pub tests: Vec<TestKind>,
 }
 
-/// The flag that turns the flow offload on (`sluice dataplane`, as `sluiced --offload tc`,
-/// their default).
-pub const OFFLOAD_FLAG: &str = "--offload=tc";
-/// The flag that keeps every frame in userspace.
+/// The flag that keeps every frame in userspace (`sluice dataplane --offload=off`, as
+/// `sluiced --offload off`); without it the flow offload is on, their default.
 pub const USERSPACE_FLAG: &str = "--offload=off";
 
-/// The `sluice-offload` peer: sluice as `launch` runs it, with established flows handed to
-/// the kernel (`--offload=tc`, sluiced's default).
-pub fn offloading(launch: &SluiceLaunch) -> SluiceLaunch {
-    with_offload(launch, OFFLOAD_FLAG)
-}
-
-/// The `sluice` peer: sluice as `launch` runs it with every frame through its userspace
-/// pipeline (`--offload=off`), the path the offload leaves small and new flows on.
-pub fn userspace(launch: &SluiceLaunch) -> SluiceLaunch {
-    with_offload(launch, USERSPACE_FLAG)
-}
-
-fn with_offload(launch: &SluiceLaunch, flag: &str) -> SluiceLaunch {
+/// The `sluice` peer: sluice exactly as `launch` runs it but without any `--offload` flag, so
+/// it follows `sluice dataplane`'s default (the flow offload on, as sluiced): the figure users get.
+pub fn as_users_run_it(launch: &SluiceLaunch) -> SluiceLaunch {
     let mut l = launch.clone();
-    l.args.retain(|a| !a.starts_with("--offload"));
-    l.args.push(flag.into());
+    let mut args = launch.args.iter();
+    l.args.clear();
+    while let Some(a) = args.next() {
+        if a == "--offload" {
+            args.next();
+        } else if !a.starts_with("--offload=") {
+            l.args.push(a.clone());
+        }
+    }
     l
 }
+
+/// The `sluice-userspace` peer: sluice as `launch` runs it with every frame through its
+/// userspace workers (`--offload=off`), the path the offload leaves small and new flows on.
+pub fn userspace(launch: &SluiceLaunch) -> SluiceLaunch {
+    let mut l = as_users_run_it(launch);
+    l.args.push(USERSPACE_FLAG.into());
+    l
+}
+
+/// True when `sluice dataplane` started with `args` hands established flows to the kernel:
+/// unless its last `--offload` says `off` (the offload is its default), so the cost of such a
+/// peer counts the softirq time the kernel forwards its flows in.
+pub fn offloads(args: &[String]) -> bool {
+    let mode = args.iter().enumerate().rev().find_map(|(i, a)| {
+        if a == "--offload" {
+            args.get(i + 1).map(String::as_str)
+        } else {
+            a.strip_prefix("--offload=")
+        }
+    });
+    mode != Some("off")
+}
+
+/// The old name of the `sluice` peer with the offload on (before the offload became the
+/// default): refused with a line naming today's peers, so no run measures something else than
+/// its command says.
+const RENAMED_OFFLOAD_PEER: &str = "sluice-offload";
 
 /// Every peer name `--peers` accepts, in the default order.
 pub const PEER_NAMES: [&str; 7] = [
     "kernel",
     "sluice",
-    "sluice-offload",
+    "sluice-userspace",
     "iptables-nat",
     "slirp4netns",
     "pasta",
@@ -161,13 +184,14 @@ pub fn resolve_peers(
                 tests.iter().copied().filter(|t| t.through_nat()).collect(),
             ),
             "sluice" => (
+                PeerKind::Docker(Forwarder::Sluice(as_users_run_it(sluice))),
+                tests.to_vec(),
+            ),
+            "sluice-userspace" => (
                 PeerKind::Docker(Forwarder::Sluice(userspace(sluice))),
                 tests.to_vec(),
             ),
-            "sluice-offload" => (
-                PeerKind::Docker(Forwarder::Sluice(offloading(sluice))),
-                tests.to_vec(),
-            ),
+            RENAMED_OFFLOAD_PEER => return Err(renamed_offload_peer()),
             other => match TOOL_PEERS.iter().find(|(n, ..)| *n == other) {
                 Some((n, kind, tools, pkg)) => {
                     if let Some(tool) = tools.iter().find(|t| !has(t)) {
@@ -226,6 +250,14 @@ pub fn resolve_peers(
     Ok((peers, skipped))
 }
 
+/// Why `sluice-offload` is no longer a peer, and what to ask for instead.
+fn renamed_offload_peer() -> String {
+    format!(
+        "peer {RENAMED_OFFLOAD_PEER:?} is now called \"sluice\" (sluice as users run it: the flow \
+         offload on, its default); \"sluice-userspace\" is the userspace path ({USERSPACE_FLAG})"
+    )
+}
+
 /// True when `tool` is an executable file in `PATH` (or a path to one).
 pub fn have_tool(tool: &str) -> bool {
     let is_exec = |p: &Path| {
@@ -268,20 +300,62 @@ mod tests {
     }
 
     #[test]
-    fn sluice_offload_is_sluice_with_the_offload_on() {
+    fn sluice_is_the_default_and_sluice_userspace_turns_the_offload_off() {
         let mut sl = SluiceLaunch::new("sluice");
-        sl.args = vec!["--workers=1".into(), "--offload=off".into()];
-        let (p, _) = resolve_peers(&names("sluice,sluice-offload"), &TestKind::ALL, &sl, |_| {
-            true
-        })
+        sl.args = vec![
+            "--workers=1".into(),
+            "--offload".into(),
+            "tc".into(),
+            "--offload=off".into(),
+            "--rx-ring=v3".into(),
+        ];
+        let (p, _) = resolve_peers(
+            &names("sluice,sluice-userspace"),
+            &TestKind::ALL,
+            &sl,
+            |_| true,
+        )
         .unwrap();
         let launch = |p: &Peer| match &p.kind {
             PeerKind::Docker(Forwarder::Sluice(l)) => l.args.clone(),
             other => panic!("{other:?}"),
         };
-        assert_eq!(launch(&p[0]), ["--workers=1", "--offload=off"]);
-        assert_eq!(launch(&p[1]), ["--workers=1", OFFLOAD_FLAG]);
+        assert_eq!(launch(&p[0]), ["--workers=1", "--rx-ring=v3"]);
+        assert_eq!(
+            launch(&p[1]),
+            ["--workers=1", "--rx-ring=v3", USERSPACE_FLAG]
+        );
+        assert!(offloads(&launch(&p[0])));
+        assert!(!offloads(&launch(&p[1])));
+        assert_eq!(p[0].tests, TestKind::ALL.to_vec());
         assert_eq!(p[1].tests, TestKind::ALL.to_vec());
+    }
+
+    #[test]
+    fn the_offload_follows_the_last_flag() {
+        let args = |s: &str| -> Vec<String> { s.split_whitespace().map(String::from).collect() };
+        assert!(offloads(&args("")));
+        assert!(offloads(&args("--workers=1 --offload=tc")));
+        assert!(!offloads(&args("--offload off")));
+        assert!(!offloads(&args("--offload=tc --offload=off")));
+        assert!(offloads(&args("--offload=off --offload tc")));
+    }
+
+    #[test]
+    fn the_old_offload_peer_name_says_what_it_became() {
+        let sl = SluiceLaunch::new("sluice");
+        let e = resolve_peers(
+            &names("kernel,sluice-offload"),
+            &[TestKind::Tcp],
+            &sl,
+            |_| true,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("\"sluice\"") && e.contains("\"sluice-userspace\""),
+            "{e}"
+        );
+        assert!(!PEER_NAMES.contains(&RENAMED_OFFLOAD_PEER));
     }
 
     #[test]

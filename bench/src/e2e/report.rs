@@ -103,27 +103,40 @@ fn bridge_shaped(peers: &[String]) -> impl Iterator<Item = usize> + '_ {
         .map(|(i, _)| i)
 }
 
-/// The column compared with the others: `sluice` when it is measured, else the second column
-/// of the bridge shape; None with fewer than two bridge-shaped columns.
-pub fn subject(peers: &[String]) -> Option<usize> {
+/// The peers of sluice, each compared with the kernel path: `sluice` as users run it (the
+/// flow offload on) and `sluice-userspace` (`--offload=off`).
+const SLUICE_PEERS: [&str; 2] = ["sluice", "sluice-userspace"];
+
+/// The columns compared with the others, each in a ratio column: the sluice peers measured
+/// (the first only, when no other bridge-shaped column is left to compare with), else the
+/// second column of the bridge shape; none with fewer than two bridge-shaped columns.
+pub fn subjects(peers: &[String]) -> Vec<usize> {
     let bridge: Vec<usize> = bridge_shaped(peers).collect();
     if bridge.len() < 2 {
-        return None;
+        return Vec::new();
     }
-    Some(
-        peers
-            .iter()
-            .position(|p| p == "sluice")
-            .unwrap_or(bridge[1]),
-    )
+    let sluice: Vec<usize> = bridge
+        .iter()
+        .copied()
+        .filter(|i| SLUICE_PEERS.contains(&peers[*i].as_str()))
+        .collect();
+    match sluice.len() {
+        0 => vec![bridge[1]],
+        n if n == bridge.len() => vec![sluice[0]],
+        _ => sluice,
+    }
 }
 
 /// The column a row's ratios are taken against: the first measured bridge-shaped column that
-/// is not the subject (the kernel path: `kernel`, or `iptables-nat` on NAT rows when that peer
+/// is not a subject (the kernel path: `kernel`, or `iptables-nat` on NAT rows when that peer
 /// runs them).
 pub fn baseline(peers: &[String], row: &Row) -> Option<usize> {
-    let subject = subject(peers)?;
-    bridge_shaped(peers).find(|i| *i != subject && row.cells.get(*i).is_some_and(|c| c.runs > 0))
+    let subjects = subjects(peers);
+    if subjects.is_empty() {
+        return None;
+    }
+    bridge_shaped(peers)
+        .find(|i| !subjects.contains(i) && row.cells.get(*i).is_some_and(|c| c.runs > 0))
 }
 
 /// True when a namespace <-> host peer's figure of `metric` compares with the kernel bridge's:
@@ -222,11 +235,11 @@ pub fn cost_text(c: &Cell, unit: super::Unit) -> String {
 }
 
 /// The results table in Markdown (readable as plain text too). With two or more bridge-shaped
-/// peers a column has the ratio of the subject (sluice) to each row's baseline (the kernel
-/// path); each namespace <-> host peer (slirp4netns, pasta) gets a column with its ratio to the
+/// peers a column per subject (`sluice`, `sluice-userspace`) has its ratio to each row's
+/// baseline (the kernel path); each namespace <-> host peer (slirp4netns, pasta) gets a column with its ratio to the
 /// kernel bridge where [`cross_shape_comparable`], '-' elsewhere.
 pub fn table(forwarders: &[String], rows: &[Row]) -> String {
-    let subject = subject(forwarders);
+    let subjects = subjects(forwarders);
     let host_peers: Vec<usize> = (0..forwarders.len())
         .filter(|i| Shape::of_peer(&forwarders[*i]) == Shape::NsHost)
         .collect();
@@ -237,9 +250,11 @@ pub fn table(forwarders: &[String], rows: &[Row]) -> String {
         head.push(format!("{f} CPU"));
         head.push(format!("{f} cost"));
     }
-    if let Some(s) = subject {
-        let base = bridge_shaped(forwarders).find(|i| *i != s).unwrap_or(0);
-        head.push(format!("{}/{}", forwarders[s], forwarders[base]));
+    let base = bridge_shaped(forwarders)
+        .find(|i| !subjects.contains(i))
+        .unwrap_or(0);
+    for s in &subjects {
+        head.push(format!("{}/{}", forwarders[*s], forwarders[base]));
     }
     if kernel.is_some() {
         for i in &host_peers {
@@ -261,8 +276,8 @@ pub fn table(forwarders: &[String], rows: &[Row]) -> String {
             l.push(cpu_text(&c.cpu));
             l.push(cost_text(c, r.metric.unit));
         }
-        if let Some(s) = subject {
-            l.push(ratio_text(r, s, baseline(forwarders, r)));
+        for s in &subjects {
+            l.push(ratio_text(r, *s, baseline(forwarders, r)));
         }
         if kernel.is_some() {
             for i in &host_peers {
@@ -338,8 +353,8 @@ pub fn results_section(
          (all CPUs: the kernel's forwarding), busy = all CPUs, bg = all CPUs just before the \
          measurement (load from outside the benchmark); cost = forwarding CPU (sluice's \
          worker threads, the process of ovs/slirp4netns/pasta, softirq of all CPUs for the \
-         kernel peers, both for sluice-offload) per Gbit/s, per packet or per round trip, the median of the runs' \
-         costs; the ratio is sluice over the kernel \
+         kernel peers, both for sluice with the flow offload) per Gbit/s, per packet or per round \
+         trip, the median of the runs' costs; the ratios are each sluice peer over the kernel \
          path (kernel, or iptables-nat on the NAT rows when that peer measures them)"
     );
     let host: Vec<&str> = forwarders
@@ -347,6 +362,17 @@ pub fn results_section(
         .filter(|p| Shape::of_peer(p) == Shape::NsHost)
         .map(String::as_str)
         .collect();
+    if forwarders
+        .iter()
+        .any(|p| SLUICE_PEERS.contains(&p.as_str()))
+    {
+        let _ = writeln!(
+            s,
+            "- sluice: as users run it (sluiced's defaults, the flow offload on: established \
+             flows forwarded by the kernel); sluice-userspace: `--offload=off`, every frame \
+             through sluice's userspace workers"
+        );
+    }
     if forwarders.iter().any(|p| p == "ovs") {
         let _ = writeln!(
             s,
@@ -486,6 +512,63 @@ mod tests {
             .all(|l| l.chars().count() == lines[0].chars().count()));
     }
 
+    /// The last `n` cells of a table line, trimmed.
+    fn last_cells(line: &str, n: usize) -> Vec<String> {
+        let cells: Vec<&str> = line.trim_end().trim_end_matches('|').split('|').collect();
+        cells[cells.len() - n..]
+            .iter()
+            .map(|c| c.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn both_sluice_peers_get_a_ratio_to_the_kernel_path() {
+        let peers: Vec<String> = ["kernel", "sluice", "sluice-userspace", "iptables-nat"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(subjects(&peers), [1, 2]);
+        let row = |metric, v: [Option<f64>; 4]| Row {
+            metric,
+            cells: v
+                .iter()
+                .map(|x| x.map_or_else(|| cell(&[]), |x| cell(&[sample(Ok(x))])))
+                .collect(),
+        };
+        let tcp = row(metrics::TCP1, [Some(10.0), Some(11.0), Some(8.0), None]);
+        // iptables-nat takes the NAT rows: the kernel column has no run there.
+        let nat = row(
+            metrics::NAT_OUT_TCP1,
+            [None, Some(9.0), Some(6.0), Some(10.0)],
+        );
+        assert_eq!(baseline(&peers, &tcp), Some(0));
+        assert_eq!(
+            baseline(&peers, &nat),
+            Some(3),
+            "never the other sluice peer"
+        );
+        let t = table(&peers, &[tcp, nat]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0]
+            .trim_end()
+            .ends_with("| sluice/kernel | sluice-userspace/kernel |"));
+        assert_eq!(last_cells(lines[2], 2), ["1.10", "0.80"]);
+        assert_eq!(last_cells(lines[3], 2), ["0.90", "0.60"]);
+
+        // The two sluice peers alone: the default path over the userspace path.
+        let two = vec!["sluice".to_string(), "sluice-userspace".to_string()];
+        assert_eq!(subjects(&two), [0]);
+        let t = table(
+            &two,
+            &[Row {
+                metric: metrics::TCP1,
+                cells: vec![cell(&[sample(Ok(12.0))]), cell(&[sample(Ok(8.0))])],
+            }],
+        );
+        let head = t.lines().next().unwrap().trim_end();
+        assert!(head.ends_with("| sluice/sluice-userspace |"), "{t}");
+        assert!(t.lines().nth(2).unwrap().contains("| 1.50 "), "{t}");
+    }
+
     fn na() -> Cell {
         Cell {
             na: true,
@@ -514,7 +597,7 @@ mod tests {
                 na(),
             ],
         };
-        assert_eq!(subject(&peers), Some(1));
+        assert_eq!(subjects(&peers), [1]);
         assert_eq!(baseline(&peers, &tcp), Some(0));
         assert_eq!(reference(&peers, &tcp, 2), Some(0));
         assert_eq!(
@@ -529,19 +612,14 @@ mod tests {
         assert!(lines[0]
             .trim_end()
             .ends_with("| sluice/kernel | slirp4netns/kernel | pasta/kernel |"));
-        let cols =
-            |l: &str| -> Vec<String> { l.split('|').map(|c| c.trim().to_string()).collect() };
-        let tcp = cols(lines[2]);
-        assert_eq!(&tcp[tcp.len() - 4..tcp.len() - 1], ["0.80", "0.20", "0.50"]);
-        let udp = cols(lines[3]);
-        assert_eq!(&udp[udp.len() - 4..udp.len() - 1], ["1.50", "-", "-"]);
-        let nat = cols(lines[4]);
-        assert_eq!(nat.iter().filter(|c| *c == "n/a").count(), 3);
-        assert_eq!(nat[nat.len() - 4], "0.90");
+        assert_eq!(last_cells(lines[2], 3), ["0.80", "0.20", "0.50"]);
+        assert_eq!(last_cells(lines[3], 3), ["1.50", "-", "-"]);
+        assert_eq!(lines[4].matches("| n/a ").count(), 3);
+        assert_eq!(last_cells(lines[4], 3)[0], "0.90");
 
         // Without a second bridge-shaped peer there is no sluice/kernel column.
         let two = vec!["kernel".to_string(), "pasta".to_string()];
-        assert_eq!(subject(&two), None);
+        assert!(subjects(&two).is_empty());
         let t = table(
             &two,
             &[Row {
@@ -597,6 +675,13 @@ mod tests {
         assert!(s.contains("kernel 6.18, 2 CPUs, AMD EPYC"));
         assert!(s.contains("`sluice-e2e-bench --runs 1`"));
         assert!(s.contains("- skipped: sluice: no binary"));
+        assert!(!s.contains("sluice-userspace"), "no sluice peer measured");
+        let s = results_section(&info, &["kernel".into(), "sluice".into()], &[], &[]);
+        assert!(
+            s.contains("- sluice: as users run it")
+                && s.contains("sluice-userspace: `--offload=off`"),
+            "{s}"
+        );
     }
 
     #[test]
