@@ -46,13 +46,19 @@ pub enum GsoType {
     /// A TCP/IPv6 super-frame inside a VXLAN/IPv4 encapsulation: cut and packed as
     /// [`GsoType::TcpV4Vxlan`] is.
     TcpV6Vxlan,
+    /// A UDP super-frame (USO, inner IPv4 or IPv6) inside a VXLAN/IPv4 encapsulation: cut into
+    /// encapsulated `gso_size` datagrams and packed as [`GsoType::TcpV4Vxlan`] is.
+    UdpL4Vxlan,
 }
 
 impl GsoType {
     /// True for a super-frame inside a VXLAN encapsulation, which the runtime cuts itself.
     #[inline]
     pub fn is_tunnel(self) -> bool {
-        matches!(self, GsoType::TcpV4Vxlan | GsoType::TcpV6Vxlan)
+        matches!(
+            self,
+            GsoType::TcpV4Vxlan | GsoType::TcpV6Vxlan | GsoType::UdpL4Vxlan
+        )
     }
 }
 

@@ -115,6 +115,43 @@ fn endpoints_on_two_hosts_reach_each_other_over_vxlan() {
     }
 }
 
+/// An endpoint's UDP super-frame (USO: one send cut into datagrams of the sender's size, as a
+/// QUIC stack or wireguard-go sends) crosses the overlay to the other host's endpoint, each
+/// datagram whole, over IPv4 and IPv6 inside the tunnel; nothing is dropped as too big.
+#[test]
+fn a_udp_super_frame_crosses_the_overlay_as_its_senders_datagrams() {
+    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice"]) else {
+        return;
+    };
+    let mut lab = Lab::new("ovu").unwrap();
+    overlay::wire(&mut lab).unwrap();
+    let launch = SluiceLaunch {
+        bin: bin.join("sluice"),
+        args: vec!["--workers".into(), "1".into()],
+    };
+    let hosts = overlay::start_sluice(&mut lab, &launch).unwrap();
+    let wait = Duration::from_secs(10);
+    lab.wait_ping("ea", EP_B, wait).unwrap();
+    lab.wait_ping6("ea", EP_B6, wait).unwrap();
+    let ns = |short| Path::new("/run/netns").join(lab.ns_name(short).unwrap());
+    let (ea, eb) = (ns("ea"), ns("eb"));
+    let payload: Vec<u8> = (0..3500u32).map(|i| (i * 13 % 251) as u8).collect();
+    for to in [
+        std::net::SocketAddr::from((EP_B, 4433)),
+        std::net::SocketAddr::from((EP_B6, 4434)),
+    ] {
+        let got = sluice_tests::udp::segmented((&ea, &eb), to, &payload, 1200);
+        let sizes: Vec<usize> = got.iter().map(Vec::len).collect();
+        assert!(
+            got.windows(3).any(|w| w.concat() == payload),
+            "to {to}: datagrams of {sizes:?}"
+        );
+    }
+    for (_, stats) in &hosts {
+        assert_eq!(drops(stats, "too_big"), 0, "{stats:?}");
+    }
+}
+
 /// The offload counters of the stats file at `path` once `done` holds for them (or after 10 s).
 fn offload_stats(path: &Path, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     let start = Instant::now();

@@ -21,7 +21,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
-use super::segment::{SegmentError, TcpLayout};
+use super::segment::{L4Layout, SegmentError};
 use crate::frame::{GsoType, Offload};
 use crate::wire::checksum::fold;
 use crate::wire::ethernet::EthernetFrame;
@@ -70,7 +70,7 @@ struct Chunk<'a> {
     seq: u32,
     flags: u8,
     payload: Range<usize>,
-    layout: TcpLayout,
+    layout: L4Layout,
 }
 
 /// The flags the chunks of one super-frame may differ in.
@@ -99,13 +99,13 @@ fn read_chunk(c: &[u8]) -> Result<Chunk<'_>, CoalesceError> {
     let bad = CoalesceError;
     let vx = VxlanHeader::new_checked(c).map_err(|_| bad("VXLAN header"))?;
     let inner = &c[vxlan::HEADER_LEN..];
-    let at = TcpLayout::parse(inner, 0).map_err(|_| bad("not TCP/IP"))?;
+    let at = L4Layout::parse(inner, 0).map_err(|_| bad("not TCP/IP"))?;
     if at.end != inner.len() {
         return Err(bad("chunk longer than its IP packet"));
     }
     let eth = EthernetFrame::new_unchecked(inner);
-    let (ip, v4) = ip_key(&inner[at.ip..at.tcp], at.v6);
-    let seg = TcpPacket::new_unchecked(&inner[at.tcp..at.payload]);
+    let (ip, v4) = ip_key(&inner[at.ip..at.l4], at.v6);
+    let seg = TcpPacket::new_unchecked(&inner[at.l4..at.payload]);
     let flags = seg.flags();
     if flags & (tcp::SYN | tcp::RST | tcp::URG) != 0 {
         return Err(bad("SYN, RST or URG"));
@@ -144,7 +144,7 @@ impl Chunk<'_> {
 }
 /// Checks that the chunks of `payload` (`chunk` bytes each, the last shorter) join; returns
 /// the first chunk's layout, the segment size and the flags the joined TCP header carries.
-fn check_chunks(payload: &[u8], chunk: usize) -> Result<(TcpLayout, usize, u8), CoalesceError> {
+fn check_chunks(payload: &[u8], chunk: usize) -> Result<(L4Layout, usize, u8), CoalesceError> {
     let bad = CoalesceError;
     let mut chunks = payload.chunks(chunk);
     let first = read_chunk(chunks.next().ok_or(bad("empty"))?)?;
@@ -188,7 +188,7 @@ pub fn coalesce_tcp(payload: &mut [u8], chunk: usize) -> Result<Coalesced, Coale
         end += n;
     }
     let inner = &mut payload[vxlan::HEADER_LEN..end];
-    TcpPacket::new_unchecked(&mut inner[at.tcp..]).set_flags(flags);
+    TcpPacket::new_unchecked(&mut inner[at.l4..]).set_flags(flags);
     let offload = partial_super_frame(inner, &at, mss as u16)
         .map_err(|_| CoalesceError("longer than an IP packet"))?;
     Ok(Coalesced {
@@ -202,11 +202,11 @@ pub fn coalesce_tcp(payload: &mut [u8], chunk: usize) -> Result<Coalesced, Coale
 /// checksum written, its TCP checksum partial (the pseudo-header sum of the whole segment).
 pub(super) fn partial_super_frame(
     inner: &mut [u8],
-    at: &TcpLayout,
+    at: &L4Layout,
     mss: u16,
 ) -> Result<Offload, SegmentError> {
     let psum = at.fix_ip(inner, 0)?;
-    TcpPacket::new_unchecked(&mut inner[at.tcp..]).set_checksum(fold(psum));
+    TcpPacket::new_unchecked(&mut inner[at.l4..]).set_checksum(fold(psum));
     Ok(Offload {
         gso: if at.v6 {
             GsoType::TcpV6
@@ -217,7 +217,7 @@ pub(super) fn partial_super_frame(
         gso_size: mss,
         hdr_len: at.payload as u16,
         csum_partial: true,
-        csum_start: at.tcp as u16,
+        csum_start: at.l4 as u16,
         csum_offset: tcp::CHECKSUM_OFFSET as u16,
         data_valid: false,
     })

@@ -97,7 +97,8 @@ impl BatchState<'_> {
             // overlay shape: 28 us against the kernel's 61 us).
             Step::Established
                 if self.epoch != 0
-                    && o.seen().observe(&t, self.epoch, offload::offers(inner.len())) =>
+                    && o.seen()
+                        .observe(&t, self.epoch, offload::offers(inner.len())) =>
             {
                 let timeouts = Timeouts::default();
                 let idle_secs = if t.proto == 6 {

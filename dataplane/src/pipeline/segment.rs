@@ -1,17 +1,17 @@
-//! Software segmentation of TCP super-frames over IPv4 or IPv6 (what Linux's
-//! `tcp_gso_segment` does for a device without TSO), so that the 64 KiB frames an endpoint's
-//! TCP hands over with its offloads on can cross a link no device segments for, such as a VXLAN
-//! tunnel through an AF_PACKET uplink.
+//! Software segmentation of TCP and UDP super-frames over IPv4 or IPv6 (what Linux's
+//! `tcp_gso_segment` and `__udp_gso_segment` do for a device without TSO or USO), so that the
+//! 64 KiB frames an endpoint's TCP or UDP (`UDP_SEGMENT`) hands over with its offloads on can
+//! cross a link no device segments for, such as a VXLAN tunnel through an AF_PACKET uplink.
 //!
-//! A super-frame is `[outer VXLAN/IPv4 headers] inner Ethernet | IPv4 or IPv6 | TCP | payload`
-//! (the outer headers only for [`GsoType::TcpV4Vxlan`] and [`GsoType::TcpV6Vxlan`]; an inner
-//! IPv6 header without extension headers). Segment `i` is the same headers followed by `mss`
-//! bytes of payload from `i * mss` (the last one shorter), with:
+//! A super-frame is `[outer VXLAN/IPv4 headers] inner Ethernet | IPv4 or IPv6 | TCP or UDP |
+//! payload` (the outer headers only for [`GsoType::TcpV4Vxlan`], [`GsoType::TcpV6Vxlan`] and
+//! [`GsoType::UdpL4Vxlan`]; an inner IPv6 header without extension headers). Segment `i` is the
+//! same headers followed by `mss` bytes of payload from `i * mss` (the last one shorter), with:
 //! - inner IPv4: total length of the segment, identification `id + i`, header checksum;
 //!   inner IPv6: payload length of the segment;
 //! - TCP: sequence number `seq + i * mss`; FIN and PSH only on the last segment, CWR only on
-//!   the first; the checksum partial (the pseudo-header sum of the segment's length, the
-//!   device completes it) when the super-frame's was, else complete;
+//!   the first; UDP: the datagram's length. The checksum partial (the pseudo-header sum of the
+//!   segment's length, the device completes it) when the super-frame's was, else complete;
 //! - outer IPv4 and UDP (tunnel only): lengths of the segment, identification `id + i`, IPv4
 //!   header checksum (the UDP checksum stays 0, as RFC 7348 allows).
 //!
@@ -22,13 +22,15 @@ use crate::frame::{GsoType, Offload};
 use crate::wire::checksum::{fold, pseudo_header_sum_v4, pseudo_header_sum_v6};
 use crate::wire::ethernet::{self, EthernetFrame, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::tcp::{self, TcpPacket};
-use crate::wire::{ipv4, ipv6, udp, vxlan, Ipv4Packet, Ipv6Packet, UdpPacket, IPPROTO_TCP};
+use crate::wire::{
+    ipv4, ipv6, udp, vxlan, Ipv4Packet, Ipv6Packet, UdpPacket, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 /// Why a super-frame cannot be cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SegmentError {
-    /// The frame is not an untagged TCP super-frame of its offload's kind.
-    #[error("not a segmentable TCP super-frame: {0}")]
+    /// The frame is not an untagged TCP or UDP super-frame of its offload's kind.
+    #[error("not a segmentable super-frame: {0}")]
     Malformed(&'static str),
     /// The output buffer is smaller than one segment.
     #[error("segment needs {needed} bytes, buffer has {available}")]
@@ -42,25 +44,33 @@ pub enum SegmentError {
 
 /// Where the headers of a super-frame are: offsets from its first byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpLayout {
+pub struct L4Layout {
     /// Bytes of outer encapsulation in front of the inner Ethernet header (0 without a tunnel).
     pub outer: usize,
     /// The inner IP header.
     pub ip: usize,
-    /// The TCP header.
-    pub tcp: usize,
-    /// The TCP payload (the end of the headers every segment repeats).
+    /// The TCP or UDP header.
+    pub l4: usize,
+    /// The TCP or UDP payload (the end of the headers every segment repeats).
     pub payload: usize,
     /// The end of the inner IP packet (Ethernet padding excluded).
     pub end: usize,
     /// The inner IP header is IPv6 (without extension headers), else IPv4.
     pub v6: bool,
+    /// The transport is UDP, else TCP.
+    pub udp: bool,
 }
 
-impl TcpLayout {
+impl L4Layout {
     /// The layout of an untagged TCP/IPv4 or TCP/IPv6 frame behind `outer` bytes of
     /// encapsulation.
-    pub fn parse(frame: &[u8], outer: usize) -> Result<TcpLayout, SegmentError> {
+    pub fn parse(frame: &[u8], outer: usize) -> Result<L4Layout, SegmentError> {
+        L4Layout::parse_l4(frame, outer, IPPROTO_TCP)
+    }
+
+    /// The layout of an untagged frame of transport `proto` (TCP or UDP) over IPv4 or IPv6
+    /// behind `outer` bytes of encapsulation.
+    pub fn parse_l4(frame: &[u8], outer: usize, proto: u8) -> Result<L4Layout, SegmentError> {
         let bad = SegmentError::Malformed;
         let inner = frame.get(outer..).ok_or(bad("short outer headers"))?;
         let eth = EthernetFrame::new_checked(inner).map_err(|_| bad("Ethernet"))?;
@@ -68,15 +78,15 @@ impl TcpLayout {
         let (l4, ip_len, v6) = match eth.ethertype() {
             ETHERTYPE_IPV4 => {
                 let ip = Ipv4Packet::new_checked(eth.payload()).map_err(|_| bad("IPv4"))?;
-                if ip.protocol() != IPPROTO_TCP || ip.is_fragment() {
-                    return Err(bad("not a whole TCP datagram"));
+                if ip.protocol() != proto || ip.is_fragment() {
+                    return Err(bad("not a whole datagram of the transport"));
                 }
                 (ip.header_len(), usize::from(ip.total_len()), false)
             }
             ETHERTYPE_IPV6 => {
                 let ip = Ipv6Packet::new_checked(eth.payload()).map_err(|_| bad("IPv6"))?;
-                if ip.next_header() != IPPROTO_TCP {
-                    return Err(bad("not TCP right after the IPv6 header"));
+                if ip.next_header() != proto {
+                    return Err(bad("not the transport right after the IPv6 header"));
                 }
                 let len = ipv6::HEADER_LEN + usize::from(ip.payload_len());
                 (ipv6::HEADER_LEN, len, true)
@@ -87,44 +97,61 @@ impl TcpLayout {
         let seg = inner
             .get(tcp_at - outer..ip_at - outer + ip_len)
             .ok_or(bad("IP length"))?;
-        let seg = TcpPacket::new_checked(seg).map_err(|_| bad("TCP"))?;
-        Ok(TcpLayout {
+        let header_len = match proto {
+            IPPROTO_TCP => TcpPacket::new_checked(seg)
+                .map_err(|_| bad("TCP"))?
+                .header_len(),
+            IPPROTO_UDP if seg.len() >= udp::HEADER_LEN => udp::HEADER_LEN,
+            _ => return Err(bad("transport")),
+        };
+        Ok(L4Layout {
             outer,
             ip: ip_at,
-            tcp: tcp_at,
-            payload: tcp_at + seg.header_len(),
+            l4: tcp_at,
+            payload: tcp_at + header_len,
             end: ip_at + ip_len,
             v6,
+            udp: proto == IPPROTO_UDP,
         })
     }
 
-    /// Bytes of headers every segment carries (outer, Ethernet, IP, TCP).
+    /// Bytes of headers every segment carries (outer, Ethernet, IP, TCP or UDP).
     pub fn headers(&self) -> usize {
         self.payload
     }
 
     /// Sets the inner IP lengths of the segment `seg` (headers as this layout says) and moves an
-    /// IPv4 identification on by `step`; returns the pseudo-header sum of its TCP segment.
+    /// IPv4 identification on by `step`; returns the pseudo-header sum of its TCP segment or
+    /// UDP datagram.
     pub fn fix_ip(&self, seg: &mut [u8], step: u16) -> Result<u32, SegmentError> {
         let long = || SegmentError::Malformed("length");
-        let l4_len = u16::try_from(seg.len() - self.tcp).map_err(|_| long())?;
+        let l4_len = u16::try_from(seg.len() - self.l4).map_err(|_| long())?;
         let ip_len = u16::try_from(seg.len() - self.ip).map_err(|_| long())?;
         if self.v6 {
-            let mut ip = Ipv6Packet::new_unchecked(&mut seg[self.ip..self.tcp]);
+            let mut ip = Ipv6Packet::new_unchecked(&mut seg[self.ip..self.l4]);
             ip.set_payload_len(ip_len - ipv6::HEADER_LEN as u16);
             let (src, dst) = (ip.src(), ip.dst());
-            return Ok(pseudo_header_sum_v6(src, dst, IPPROTO_TCP, l4_len.into()));
+            return Ok(pseudo_header_sum_v6(src, dst, self.proto(), l4_len.into()));
         }
-        let mut ip = Ipv4Packet::new_unchecked(&mut seg[self.ip..self.tcp]);
+        let mut ip = Ipv4Packet::new_unchecked(&mut seg[self.ip..self.l4]);
         ip.set_total_len(ip_len);
         ip.set_ident(ip.ident().wrapping_add(step));
         ip.fill_checksum();
         Ok(pseudo_header_sum_v4(
             ip.src(),
             ip.dst(),
-            IPPROTO_TCP,
+            self.proto(),
             l4_len,
         ))
+    }
+
+    /// The transport's IP protocol number.
+    fn proto(&self) -> u8 {
+        if self.udp {
+            IPPROTO_UDP
+        } else {
+            IPPROTO_TCP
+        }
     }
 }
 
@@ -132,30 +159,39 @@ impl TcpLayout {
 #[derive(Debug, Clone, Copy)]
 pub struct Segmenter<'a> {
     frame: &'a [u8],
-    at: TcpLayout,
+    at: L4Layout,
     mss: usize,
     off: Offload,
 }
 
 impl<'a> Segmenter<'a> {
     /// The segmenter of `frame`, a super-frame whose offload `off` is [`GsoType::TcpV4`],
-    /// [`GsoType::TcpV6`] or their VXLAN kinds with a non-zero `gso_size` (the payload bytes
-    /// per segment).
+    /// [`GsoType::TcpV6`], their VXLAN kinds or [`GsoType::UdpL4Vxlan`] with a non-zero
+    /// `gso_size` (the payload bytes per segment or datagram).
     pub fn new(frame: &'a [u8], off: &Offload) -> Result<Segmenter<'a>, SegmentError> {
         let (outer, v6) = match off.gso {
-            GsoType::TcpV4 => (0, false),
-            GsoType::TcpV6 => (0, true),
-            GsoType::TcpV4Vxlan => (vxlan::OVERHEAD_V4, false),
-            GsoType::TcpV6Vxlan => (vxlan::OVERHEAD_V4, true),
-            _ => return Err(SegmentError::Malformed("not a TCP super-frame")),
+            GsoType::TcpV4 => (0, Some(false)),
+            GsoType::TcpV6 => (0, Some(true)),
+            GsoType::TcpV4Vxlan => (vxlan::OVERHEAD_V4, Some(false)),
+            GsoType::TcpV6Vxlan => (vxlan::OVERHEAD_V4, Some(true)),
+            GsoType::UdpL4Vxlan => (vxlan::OVERHEAD_V4, None),
+            _ => {
+                return Err(SegmentError::Malformed(
+                    "not a TCP or tunnelled UDP super-frame",
+                ))
+            }
         };
         if off.gso_size == 0 {
             return Err(SegmentError::Malformed("segment size 0"));
         }
-        let at = TcpLayout::parse(frame, outer)?;
-        if at.v6 != v6 {
-            return Err(SegmentError::Malformed("IP version of another offload"));
-        }
+        let at = match v6 {
+            Some(v6) => L4Layout::parse(frame, outer).and_then(|at| {
+                (at.v6 == v6)
+                    .then_some(at)
+                    .ok_or(SegmentError::Malformed("IP version of another offload"))
+            })?,
+            None => L4Layout::parse_l4(frame, outer, IPPROTO_UDP)?,
+        };
         if at.end > frame.len() || at.end < at.payload {
             return Err(SegmentError::Malformed("IP length"));
         }
@@ -196,23 +232,26 @@ impl<'a> Segmenter<'a> {
         };
         out[..at.payload].copy_from_slice(&self.frame[..at.payload]);
         out[at.payload..].copy_from_slice(&self.frame[start..stop]);
-        let last = i + 1 >= self.count();
         let step = i as u16;
         let psum = at.fix_ip(out, step)?;
-        let mut seg = TcpPacket::new_unchecked(&mut out[at.tcp..]);
-        seg.set_seq(seg.seq().wrapping_add((i * self.mss) as u32));
-        let mut flags = seg.flags();
-        if !last {
-            flags &= !(tcp::FIN | tcp::PSH);
-        }
-        if i > 0 {
-            flags &= !tcp::CWR;
-        }
-        seg.set_flags(flags);
-        if self.off.csum_partial {
-            seg.set_checksum(fold(psum));
+        if at.udp {
+            let mut d = UdpPacket::new_unchecked(&mut out[at.l4..]);
+            d.set_len((len - at.l4) as u16);
+            if self.off.csum_partial {
+                d.set_checksum(fold(psum));
+            } else {
+                d.fill_checksum_from(psum);
+            }
         } else {
-            seg.fill_checksum_from(psum);
+            let last = i + 1 >= self.count();
+            tcp_segment(
+                &mut out[at.l4..],
+                i,
+                self.mss,
+                last,
+                self.off.csum_partial,
+                psum,
+            );
         }
         if at.outer != 0 {
             write_outer_lengths(&mut out[..at.outer], len, step);
@@ -225,6 +264,27 @@ impl<'a> Segmenter<'a> {
             ..self.off
         };
         Ok((len, off))
+    }
+}
+
+/// Writes what TCP segment `i` of `mss` bytes each (the `last` one or not) changes of the
+/// super-frame's header in `seg`: its sequence number, flags and checksum (partial, or complete
+/// from the pseudo-header sum `psum`).
+fn tcp_segment(seg: &mut [u8], i: usize, mss: usize, last: bool, partial: bool, psum: u32) {
+    let mut seg = TcpPacket::new_unchecked(seg);
+    seg.set_seq(seg.seq().wrapping_add((i * mss) as u32));
+    let mut flags = seg.flags();
+    if !last {
+        flags &= !(tcp::FIN | tcp::PSH);
+    }
+    if i > 0 {
+        flags &= !tcp::CWR;
+    }
+    seg.set_flags(flags);
+    if partial {
+        seg.set_checksum(fold(psum));
+    } else {
+        seg.fill_checksum_from(psum);
     }
 }
 
@@ -304,14 +364,14 @@ pub(super) mod tests {
             ethertype,
             &ip,
         );
-        let at = TcpLayout::parse(&inner, 0).unwrap();
+        let at = L4Layout::parse(&inner, 0).unwrap();
         let psum = at.fix_ip(&mut inner, 0).unwrap();
-        let mut seg = TcpPacket::new_checked(&mut inner[at.tcp..]).unwrap();
+        let mut seg = TcpPacket::new_checked(&mut inner[at.l4..]).unwrap();
         seg.set_seq(seq);
         seg.fill_checksum_from(psum);
         let off = Offload {
             gso: if v6 { GsoType::TcpV6 } else { GsoType::TcpV4 },
-            csum_start: at.tcp as u16,
+            csum_start: at.l4 as u16,
             csum_offset: 16,
             ..Offload::default()
         };
@@ -501,6 +561,99 @@ pub(super) mod tests {
         assert_eq!(Segmenter::new(&frame6, &off6).unwrap().count(), 3);
         assert!(Segmenter::new(&frame6, &off).is_err());
         assert!(Segmenter::new(&frame, &off6).is_err());
+    }
+
+    /// A UDP super-frame (USO) of `payload` in datagrams of `size` bytes from SRC to DST
+    /// (IPv6 when `v6`; IPv4 identification 7) behind VXLAN headers, its checksum partial when
+    /// `partial`.
+    fn udp_super_frame(v6: bool, payload: &[u8], size: u16, partial: bool) -> (Vec<u8>, Offload) {
+        let v4 = crate::testkit::udp(SRC, 4000, DST, 443, payload);
+        let (ethertype, ip) = if v6 {
+            let mut ip = vec![0u8; ipv6::HEADER_LEN + v4.len() - 20];
+            let d = ipv6::write_header(&mut ip, (SRC6, DST6), IPPROTO_UDP, 64);
+            d.copy_from_slice(&v4[20..]);
+            (0x86dd, ip)
+        } else {
+            let mut ip = v4;
+            let mut h = Ipv4Packet::new_checked(&mut ip[..]).unwrap();
+            h.set_ident(7);
+            h.fill_checksum();
+            (0x0800, ip)
+        };
+        let inner = eth(MacAddr([2, 0, 0, 0, 0, 3]), MacAddr([2; 6]), ethertype, &ip);
+        let mut frame = vec![0u8; vxlan::OVERHEAD_V4];
+        let outer = OuterV4 {
+            dst_mac: MacAddr([2, 0, 0, 0, 0, 0x12]),
+            src_mac: MacAddr([2, 0, 0, 0, 0, 0x11]),
+            src: Ipv4Addr::new(192, 0, 2, 1),
+            dst: Ipv4Addr::new(192, 0, 2, 2),
+            src_port: 50000,
+            vni: 4096,
+        };
+        write_outer_v4(&mut frame, &outer).unwrap();
+        frame.extend_from_slice(&inner);
+        let at = L4Layout::parse_l4(&frame, vxlan::OVERHEAD_V4, IPPROTO_UDP).unwrap();
+        let psum = at.fix_ip(&mut frame, 0).unwrap();
+        let mut u = UdpPacket::new_unchecked(&mut frame[at.l4..]);
+        if partial {
+            u.set_checksum(fold(psum));
+        } else {
+            u.fill_checksum_from(psum);
+        }
+        let off = Offload {
+            gso: GsoType::UdpL4Vxlan,
+            gso_size: size,
+            csum_partial: partial,
+            csum_start: at.l4 as u16,
+            csum_offset: 6,
+            ..Offload::default()
+        };
+        (frame, off)
+    }
+
+    proptest! {
+        #[test]
+        fn udp_datagrams_reassemble_and_every_checksum_verifies(
+            payload in proptest::collection::vec(any::<u8>(), 0..6000),
+            size in 1u16..1400,
+            partial in any::<bool>(),
+            v6 in any::<bool>(),
+        ) {
+            let (frame, off) = udp_super_frame(v6, &payload, size, partial);
+            let segs = cut(&frame, &off);
+            prop_assert_eq!(segs.len(), payload.len().div_ceil(usize::from(size)).max(1));
+            let mut got = Vec::new();
+            for (k, (seg, o)) in segs.iter().enumerate() {
+                prop_assert_eq!(o.gso, GsoType::None);
+                let outer = SlicedPacket::from_ethernet(seg).unwrap();
+                let Some(TransportSlice::Udp(vx)) = outer.transport else {
+                    panic!("outer UDP");
+                };
+                prop_assert_eq!(usize::from(vx.length()), seg.len() - 34);
+                let inner = &vx.payload()[8..];
+                let p = SlicedPacket::from_ethernet(inner).unwrap();
+                let Some(TransportSlice::Udp(u)) = &p.transport else {
+                    panic!("inner UDP");
+                };
+                let h = u.to_header();
+                let want = match &p.net {
+                    Some(NetSlice::Ipv4(ip)) => {
+                        let ih = ip.header().to_header();
+                        prop_assert_eq!(ih.header_checksum, ih.calc_header_checksum());
+                        prop_assert_eq!(ih.identification, 7u16.wrapping_add(k as u16));
+                        h.calc_checksum_ipv4(&ih, u.payload()).unwrap()
+                    }
+                    Some(NetSlice::Ipv6(ip)) => {
+                        h.calc_checksum_ipv6(&ip.header().to_header(), u.payload()).unwrap()
+                    }
+                    other => panic!("not IP: {other:?}"),
+                };
+                prop_assert_eq!(h.checksum, want);
+                prop_assert_eq!((h.source_port, h.destination_port), (4000, 443));
+                got.extend_from_slice(u.payload());
+            }
+            prop_assert_eq!(got, payload);
+        }
     }
 
     proptest! {

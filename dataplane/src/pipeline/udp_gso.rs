@@ -1,13 +1,15 @@
-//! Transmission of a tunnelled TCP super-frame ([`GsoType::TcpV4Vxlan`] or
-//! [`GsoType::TcpV6Vxlan`]) as UDP GSO frames (`VIRTIO_NET_HDR_GSO_UDP_L4`, the kernel's
-//! `SKB_GSO_UDP_L4`): one outer Ethernet | IPv4 | UDP header followed by equal chunks
-//! `[VXLAN | inner Ethernet | IPv4 or IPv6 | TCP | payload]` (the last one shorter), which the
+//! Transmission of a tunnelled TCP or UDP super-frame ([`GsoType::TcpV4Vxlan`],
+//! [`GsoType::TcpV6Vxlan`] or [`GsoType::UdpL4Vxlan`]) as UDP GSO frames
+//! (`VIRTIO_NET_HDR_GSO_UDP_L4`, the kernel's `SKB_GSO_UDP_L4`): one outer Ethernet | IPv4 |
+//! UDP header followed by equal chunks `[VXLAN | inner Ethernet | IPv4 or IPv6 | TCP or UDP |
+//! payload]` (the last one shorter), which the
 //! kernel (`__udp_gso_segment`, or the device) cuts into one UDP datagram per chunk. One
 //! `sendmsg` then carries what took ~45 frames, each crossing the uplink's ring and the
 //! underlay on its own.
 //!
 //! Each chunk is a segment as [`Segmenter`] writes it (inner IP lengths, IPv4 identification
-//! and checksum, TCP sequence, flags and a complete TCP checksum) without its first 42 bytes. What
+//! and checksum, TCP sequence and flags or UDP length, and a complete checksum) without its
+//! first 42 bytes. What
 //! the kernel writes per datagram (`inet_gso_segment`, `__udp_gso_segment`): the outer IPv4
 //! total length, identification (the frame's plus the datagram's index) and header checksum,
 //! the UDP length, and the UDP checksum, which the frame leaves partial

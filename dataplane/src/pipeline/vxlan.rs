@@ -27,7 +27,7 @@ use super::coalesce::{coalesce_tcp, partial_super_frame, Coalesced};
 use super::flow::Ipv4Info;
 use super::gateway::arp_for;
 use super::ipv6;
-use super::segment::{self, TcpLayout};
+use super::segment::{self, L4Layout};
 use super::state::BatchState;
 use crate::counters::DropReason as R;
 use crate::counters::DropReason;
@@ -175,6 +175,7 @@ impl<'t> BatchState<'t> {
             GsoType::None if f.len() + vxlan::OVERHEAD_V4 <= room => None,
             GsoType::TcpV4 => Some((GsoType::TcpV4Vxlan, tunnel_mss(f, room)?)),
             GsoType::TcpV6 => Some((GsoType::TcpV6Vxlan, tunnel_mss(f, room)?)),
+            GsoType::UdpL4 => Some((GsoType::UdpL4Vxlan, tunnel_datagram(f, room)?)),
             _ => return Err(R::TooBig),
         };
         let hop = if up.ip.contains(vtep) {
@@ -223,7 +224,7 @@ impl<'t> BatchState<'t> {
 /// the Ethernet header) once wrapped, so the overlay's MTU holds even when the endpoint's does
 /// not. The runtime cuts the frame on transmission (`segment`).
 fn tunnel_mss(f: &Frame<'_>, room: usize) -> Result<u16, DropReason> {
-    let at = TcpLayout::parse(f.data(), 0).map_err(|_| R::TooBig)?;
+    let at = L4Layout::parse(f.data(), 0).map_err(|_| R::TooBig)?;
     let fits = room
         .min(segment::MAX_SEGMENT)
         .checked_sub(vxlan::OVERHEAD_V4 + at.headers())
@@ -231,6 +232,19 @@ fn tunnel_mss(f: &Frame<'_>, room: usize) -> Result<u16, DropReason> {
         .ok_or(R::TooBig)?;
     let mss = usize::from(f.meta.offload.gso_size).min(fits);
     u16::try_from(mss).ok().filter(|m| *m > 0).ok_or(R::TooBig)
+}
+
+/// The payload bytes per datagram of a UDP super-frame (USO) about to be encapsulated: its own
+/// segment size, which must fit `room` bytes once wrapped (datagram boundaries are the
+/// sender's, so unlike a TCP segment size this one cannot shrink). The runtime cuts the frame
+/// on transmission (`segment`).
+fn tunnel_datagram(f: &Frame<'_>, room: usize) -> Result<u16, DropReason> {
+    let at = L4Layout::parse_l4(f.data(), 0, IPPROTO_UDP).map_err(|_| R::TooBig)?;
+    let size = f.meta.offload.gso_size;
+    let wrapped = vxlan::OVERHEAD_V4 + at.headers() + usize::from(size);
+    (size > 0 && wrapped <= room.min(segment::MAX_SEGMENT))
+        .then_some(size)
+        .ok_or(R::TooBig)
 }
 
 /// Joins the chunks of the UDP GSO datagram `f` (its UDP payload at `payload`, `chunk` bytes
@@ -262,7 +276,7 @@ fn udp_gso_chunk(off: &Offload, udp_payload: usize) -> Option<usize> {
 fn inner_super_frame(f: &mut Frame<'_>, inner: Range<usize>) -> Result<Offload, DropReason> {
     let outer = f.meta.offload;
     let bytes = f.data_mut().get_mut(inner).ok_or(R::VxlanMalformed)?;
-    let at = TcpLayout::parse(bytes, 0).map_err(|_| R::TooBig)?;
+    let at = L4Layout::parse(bytes, 0).map_err(|_| R::TooBig)?;
     if at.v6 != (outer.gso == GsoType::TcpV6) || outer.gso_size == 0 {
         return Err(R::TooBig);
     }
@@ -780,7 +794,7 @@ pub(super) mod tests {
     #[test]
     fn a_tcp_super_frame_crosses_as_one_udp_gso_frame_and_arrives_whole() {
         use crate::wire::checksum::{fold, ones_sum};
-        let (mut a, payload, inner, (v, frames)) = c_to_r_packed();
+        let (a, payload, inner, (v, frames)) = c_to_r_packed();
         assert_eq!(v, Verdict::Forward(UPLINK));
         // 1514 - 50 (VXLAN) - 54 (inner headers) = 1410 bytes a segment: 5 chunks, each
         // datagram the kernel cuts fits the uplink's MTU.
@@ -817,17 +831,82 @@ pub(super) mod tests {
         assert_eq!((v, &untouched), (Verdict::Split, &mixed));
         assert_eq!(b.counters().unjoined_chunks(), 10);
         assert_eq!(b.counters().drops(R::TooBig), 0);
-        // A UDP super-frame from an endpoint has no segmentation here: too big.
-        let udp_gso = Offload {
+        assert_eq!(a.counters().drops(R::TooBig), 0);
+    }
+
+    /// Sends C's UDP super-frame of `payload` in datagrams of `size` bytes (USO, the checksum
+    /// partial as a veth hands it over) through host A: the verdict and the UDP GSO frames the
+    /// runtime would send for it.
+    fn c_to_r_uso(a: &mut Worker, payload: &[u8], size: u16) -> (Verdict, Vec<(Vec<u8>, Offload)>) {
+        use crate::wire::checksum::{fold, pseudo_header_sum_v4};
+        let mut inner = c_to_r(1000, payload);
+        let psum = fold(pseudo_header_sum_v4(S::C, R, 17, payload.len() as u16 + 8));
+        inner[40..42].copy_from_slice(&psum.to_be_bytes());
+        let off = Offload {
             gso: GsoType::UdpL4,
-            gso_size: 1000,
+            gso_size: size,
+            csum_partial: true,
+            csum_start: 34,
+            csum_offset: 6,
             ..Offload::default()
         };
-        let big = c_to_r(1000, &[0u8; 3000]);
+        pack_super_frame(a, &inner, off)
+    }
+
+    #[test]
+    fn a_udp_super_frame_crosses_as_its_senders_datagrams() {
+        use crate::batch::Batch;
+        use crate::frame::{Meta, HEADROOM};
+        let mut a = host_a();
+        learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
+        let payload: Vec<u8> = (0..2500u32).map(|i| (i * 11) as u8).collect();
+        let (v, frames) = c_to_r_uso(&mut a, &payload, 1000);
+        assert_eq!(v, Verdict::Forward(UPLINK));
+        // Three datagrams of the sender's 1000 bytes (the last 500), each wrapped whole: the
+        // chunks of one UDP GSO frame.
+        assert_eq!(frames.len(), 1);
+        let (frame, udp_off) = &frames[0];
+        let chunk = vxlan::HEADER_LEN + 42 + 1000;
         assert_eq!(
-            pack_super_frame(&mut a, &big, udp_gso).0,
-            Verdict::Drop(R::TooBig)
+            (udp_off.gso, usize::from(udp_off.gso_size)),
+            (GsoType::UdpL4, chunk)
         );
+        assert_eq!(frame.len(), udp_gso::OUTER + 2 * chunk + chunk - 500);
+        // Host B cannot join UDP datagrams into a TCP super-frame: it delivers them one by one.
+        let mut b = host_b();
+        let mut buf = vec![0u8; HEADROOM + frame.len()];
+        buf[HEADROOM..].copy_from_slice(frame);
+        let meta = Meta {
+            ingress: UPLINK,
+            offload: *udp_off,
+            ..Meta::default()
+        };
+        let mut batch = Batch::new();
+        batch
+            .push(Frame::new(&mut buf, HEADROOM, frame.len(), meta).unwrap())
+            .unwrap();
+        b.process(&mut batch, T0);
+        assert_eq!(batch.frames()[0].meta.verdict, Verdict::Split);
+        let mut got = Vec::new();
+        udp_gso::split_unjoined(&mut b, &batch, T0, |_, one, _| {
+            for f in one.frames() {
+                assert_eq!(f.meta.verdict, Verdict::Forward(PORT_C));
+                assert!(checksums_valid(f.data()));
+                let d = UdpPacket::new_checked(&f.data()[34..]).unwrap();
+                assert_eq!((d.src_port(), d.dst_port()), (1000, 53));
+                got.push(d.payload().to_vec());
+            }
+        });
+        assert_eq!(
+            got.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1000, 1000, 500]
+        );
+        assert_eq!(got.concat(), payload);
+        // Datagrams too big for the uplink once wrapped cannot be made smaller: dropped.
+        let (v, _) = c_to_r_uso(&mut a, &payload, 1500 - 28 - 49);
+        assert_eq!(v, Verdict::Drop(R::TooBig));
+        let (v, _) = c_to_r_uso(&mut a, &payload, 1500 - 28 - 50);
+        assert_eq!(v, Verdict::Forward(UPLINK));
         assert_eq!(a.counters().drops(R::TooBig), 1);
     }
 

@@ -104,6 +104,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         self.set_checksum(c);
     }
 
+    /// Computes the checksum over the datagram from `pseudo`, the pseudo-header sum of either
+    /// IP version (0 becomes 0xffff).
+    #[inline]
+    pub fn fill_checksum_from(&mut self, pseudo: u32) {
+        self.set_checksum(0);
+        let c = udp_nonzero(!fold(ones_sum(self.datagram(), pseudo)));
+        self.set_checksum(c);
+    }
+
     /// Computes the checksum over the IPv6 pseudo header and the datagram (0 becomes 0xffff).
     #[inline]
     pub fn fill_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {

@@ -81,7 +81,9 @@ pub fn write_vnet(off: &Offload, buf: &mut [u8]) -> Result<(), WireError> {
         GsoType::TcpV6 => GSO_TCPV6,
         GsoType::UdpL4 => GSO_UDP_L4,
         // The 10-byte header cannot say where the inner headers are.
-        GsoType::TcpV4Vxlan | GsoType::TcpV6Vxlan => return Err(WireError::Malformed(WHAT)),
+        GsoType::TcpV4Vxlan | GsoType::TcpV6Vxlan | GsoType::UdpL4Vxlan => {
+            return Err(WireError::Malformed(WHAT))
+        }
     };
     let mut flags = 0;
     if off.csum_partial {
