@@ -52,51 +52,79 @@ pub fn ask(ns: impl AsRef<Path>, to: SocketAddr, request: &[u8]) -> Option<Vec<u
 /// `UDP_SEGMENT` from `linux/udp.h` (the libc crate defines it only for uclibc).
 const UDP_SEGMENT: libc::c_int = 103;
 
-/// Sends `payload` from the namespace at `from` to `to` as one UDP super-frame that leaves
-/// the sender's socket whole and is cut into datagrams of `size` bytes further on (the
-/// `UDP_SEGMENT` option, as QUIC stacks and wireguard-go send), to a socket bound to `to` in
-/// the namespace at `at`. Sends up to [`TRIES`] times until the datagrams of one send have
-/// all arrived in order; returns the datagrams received (empty when none came).
-pub fn segmented(
-    (from, at): (&Path, &Path),
-    to: SocketAddr,
-    payload: &[u8],
-    size: u16,
-) -> Vec<Vec<u8>> {
-    let rx = crate::netns::in_ns(at, move || UdpSocket::bind(to).expect("bind the receiver"));
-    rx.set_read_timeout(Some(PER_TRY / 4))
-        .expect("read timeout");
-    let tx = crate::netns::in_ns(from, move || {
-        let any = if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
-        let s = UdpSocket::bind(any).expect("bind the sender");
-        s.connect(to).expect("connect the sender");
-        s
-    });
-    let size_opt = libc::c_int::from(size);
-    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and its length.
-    let ret = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&tx),
-            libc::SOL_UDP,
-            UDP_SEGMENT,
-            std::ptr::from_ref(&size_opt).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(ret, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
-    let want = payload.len().div_ceil(usize::from(size));
-    let mut got: Vec<Vec<u8>> = Vec::new();
-    let mut buf = vec![0u8; 65_536];
-    for _ in 0..TRIES {
-        tx.send(payload).expect("send the super-frame");
-        while let Ok(n) = rx.recv(&mut buf) {
-            got.push(buf[..n].to_vec());
-        }
-        if got.windows(want).any(|w| w.concat() == payload) {
-            break;
-        }
+/// A UDP flow between two namespaces: a sender connected to `to`, and a receiver bound to
+/// `to` and connected back to the sender, for tests of what a forwarder does with datagrams.
+pub struct UdpFlow {
+    tx: UdpSocket,
+    rx: UdpSocket,
+}
+
+impl UdpFlow {
+    /// The flow from the namespace at `from` to `to` in the namespace at `at`.
+    pub fn new((from, at): (&Path, &Path), to: SocketAddr) -> UdpFlow {
+        let rx = crate::netns::in_ns(at, move || UdpSocket::bind(to).expect("bind the receiver"));
+        rx.set_read_timeout(Some(PER_TRY / 4))
+            .expect("read timeout");
+        let tx = crate::netns::in_ns(from, move || {
+            let any = if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+            let s = UdpSocket::bind(any).expect("bind the sender");
+            s.connect(to).expect("connect the sender");
+            s
+        });
+        tx.set_read_timeout(Some(PER_TRY / 4))
+            .expect("read timeout");
+        UdpFlow { tx, rx }
     }
-    got
+
+    /// Sends `datagram` from the receiver back to the sender, up to [`TRIES`] times until it
+    /// arrives (after at least one datagram of the sender's reached the receiver, so the
+    /// receiver knows where the sender is): true when it did.
+    pub fn reply(&self, datagram: &[u8]) -> bool {
+        let mut buf = vec![0u8; 65_536];
+        for _ in 0..TRIES {
+            let _ = self.tx.send(b"hello");
+            let Ok((_, from)) = self.rx.recv_from(&mut buf) else {
+                continue;
+            };
+            let _ = self.rx.send_to(datagram, from);
+            if self.tx.recv(&mut buf).is_ok_and(|n| &buf[..n] == datagram) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Sends `payload` as one UDP super-frame that leaves the sender's socket whole and is cut
+    /// into datagrams of `size` bytes further on (the `UDP_SEGMENT` option, as QUIC stacks and
+    /// wireguard-go send), up to [`TRIES`] times until the datagrams of one send have all
+    /// arrived in order; returns the datagrams received (empty when none came).
+    pub fn segmented(&self, payload: &[u8], size: u16) -> Vec<Vec<u8>> {
+        let size_opt = libc::c_int::from(size);
+        // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and its length.
+        let ret = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&self.tx),
+                libc::SOL_UDP,
+                UDP_SEGMENT,
+                std::ptr::from_ref(&size_opt).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(ret, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+        let want = payload.len().div_ceil(usize::from(size));
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        for _ in 0..TRIES {
+            self.tx.send(payload).expect("send the super-frame");
+            while let Ok(n) = self.rx.recv(&mut buf) {
+                got.push(buf[..n].to_vec());
+            }
+            if got.windows(want).any(|w| w.concat() == payload) {
+                break;
+            }
+        }
+        got
+    }
 }
 
 #[cfg(test)]

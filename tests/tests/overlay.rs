@@ -15,6 +15,7 @@ use sluice_dataplane::wire::MacAddr;
 use sluice_lab::lab::overlay::{self, EP_A, EP_A6, EP_B, EP_B6};
 use sluice_lab::lab::{Lab, SluiceLaunch};
 use sluice_tests::bulk::{bulk_tcp, sha256};
+use sluice_tests::udp::UdpFlow;
 
 /// Bytes of TCP bulk each way between the endpoints.
 const BULK: usize = 20_000_000;
@@ -140,7 +141,7 @@ fn a_udp_super_frame_crosses_the_overlay_as_its_senders_datagrams() {
         std::net::SocketAddr::from((EP_B, 4433)),
         std::net::SocketAddr::from((EP_B6, 4434)),
     ] {
-        let got = sluice_tests::udp::segmented((&ea, &eb), to, &payload, 1200);
+        let got = UdpFlow::new((&ea, &eb), to).segmented(&payload, 1200);
         let sizes: Vec<usize> = got.iter().map(Vec::len).collect();
         assert!(
             got.windows(3).any(|w| w.concat() == payload),
@@ -254,7 +255,26 @@ fn a_host_without_the_offload_takes_the_kernel_wrapped_super_frames_of_one_with_
     lab.wait_ping6("ea", EP_B6, wait).unwrap();
     assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B6.into()), want);
     assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A6.into()), want);
+    // A UDP flow seen both ways, then UDP super-frames: offloaded on `ha`, whose kernel wraps
+    // each whole; `hb`'s userspace hands the unwrapped super-frame to `eb` whole.
+    let ns = |short| Path::new("/run/netns").join(lab.ns_name(short).unwrap());
+    let uso = UdpFlow::new((&ns("ea"), &ns("eb")), (EP_B, 4433).into());
+    assert!(uso.reply(&[7; 1200]), "a reply from eb");
+    let payload: Vec<u8> = (0..3500u32).map(|i| (i * 19 % 251) as u8).collect();
+    for _ in 0..3 {
+        let got = uso.segmented(&payload, 1200);
+        assert!(
+            got.windows(3).any(|w| w.concat() == payload),
+            "{}",
+            got.len()
+        );
+    }
     let (offloading, plain) = (&hosts[0].1, &hosts[1].1);
+    let o = offload_stats(offloading, |o| at_least(o, 5, 0));
+    assert!(
+        o["installed"].as_u64() >= Some(5),
+        "the UDP flow offloaded: {o}"
+    );
     // `ha`'s kernel wrapped most of what `ea` sent (both families); what `eb` sent arrives as
     // `hb`'s userspace UDP GSO frames, which `ha`'s userspace joins.
     let most = 2 * 8 * BULK as u64 / 10;

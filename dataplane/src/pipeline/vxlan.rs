@@ -79,6 +79,10 @@ impl<'t> BatchState<'t> {
         let net = t.network(net_id).ok_or(R::VxlanUnknownVni)?;
         let inner_at = ip.l4() + udp::HEADER_LEN + vxlan::HEADER_LEN;
         let inner_len = match udp_gso_chunk(&f.meta.offload, inner_len + vxlan::HEADER_LEN) {
+            Some(_) if wrapped_whole(&f.meta.offload, inner_at) => {
+                f.meta.offload = inner_datagrams(f, inner_at..inner_at + inner_len)?;
+                inner_len
+            }
             Some(chunk) => {
                 let payload = ip.l4() + udp::HEADER_LEN..ip.l3 + ip.total;
                 let Some(joined) = join(f, payload.clone(), chunk) else {
@@ -285,6 +289,37 @@ fn inner_super_frame(f: &mut Frame<'_>, inner: Range<usize>) -> Result<Offload, 
     Ok(Offload {
         gso_ecn: outer.gso_ecn,
         ..off
+    })
+}
+
+/// True when a received UDP GSO datagram is one super-frame another host's kernel wrapped
+/// whole (the flow offload's encapsulation of an endpoint's UDP super-frame): its checksum is
+/// partial inside the inner frame, where a datagram of packed chunks (`udp_gso`) has it at its
+/// own UDP header.
+fn wrapped_whole(off: &Offload, inner_at: usize) -> bool {
+    off.csum_partial && usize::from(off.csum_start) > inner_at
+}
+
+/// The offload state of the inner frame at `inner` of a [`wrapped_whole`] datagram: a UDP
+/// super-frame of the sender's datagram size, its checksum partial at its own UDP header, so
+/// it reaches the endpoint whole (its stack cuts it).
+fn inner_datagrams(f: &Frame<'_>, inner: Range<usize>) -> Result<Offload, DropReason> {
+    let outer = f.meta.offload;
+    let bytes = f.data().get(inner.clone()).ok_or(R::VxlanMalformed)?;
+    let at = L4Layout::parse_l4(bytes, 0, IPPROTO_UDP).map_err(|_| R::TooBig)?;
+    let start = usize::from(outer.csum_start) - inner.start;
+    if start != at.l4 || usize::from(outer.csum_offset) != udp::CHECKSUM_OFFSET {
+        return Err(R::TooBig);
+    }
+    Ok(Offload {
+        gso: GsoType::UdpL4,
+        gso_ecn: false,
+        gso_size: outer.gso_size,
+        hdr_len: at.payload as u16,
+        csum_partial: true,
+        csum_start: at.l4 as u16,
+        csum_offset: outer.csum_offset,
+        data_valid: false,
     })
 }
 
@@ -1027,6 +1062,51 @@ pub(super) mod tests {
         let (v, _, _) = run_offloaded(&mut b, UPLINK, &frame, off);
         assert_eq!(v, Verdict::Drop(R::TooBig));
         assert_eq!(b.counters().drops(R::TooBig), 2);
+    }
+
+    #[test]
+    fn a_udp_super_frame_the_other_kernel_wrapped_arrives_whole() {
+        use crate::wire::checksum::{fold, pseudo_header_sum_v4};
+        let payload: Vec<u8> = (0..3000u32).map(|i| (i * 17) as u8).collect();
+        let mut inner = c_to_r(1000, &payload);
+        let psum = fold(pseudo_header_sum_v4(S::C, R, 17, payload.len() as u16 + 8));
+        inner[40..42].copy_from_slice(&psum.to_be_bytes());
+        // As the packet socket reports it: UDP GSO of the sender's datagram size, the checksum
+        // partial at the inner UDP header.
+        let (frame, off) = kernel_wrapped(&inner, GsoType::UdpL4, 34, true);
+        let off = Offload {
+            gso_size: 1200,
+            csum_offset: 6,
+            ..off
+        };
+        let mut b = host_b();
+        let (v, delivered, got) = run_offloaded(&mut b, UPLINK, &frame, off);
+        assert_eq!(v, Verdict::Forward(PORT_C));
+        let want = Offload {
+            gso: GsoType::UdpL4,
+            gso_size: 1200,
+            hdr_len: 42,
+            csum_partial: true,
+            csum_start: 34,
+            csum_offset: 6,
+            ..Offload::default()
+        };
+        assert_eq!((got, &delivered), (want, &inner));
+        // Partial anywhere but at the inner UDP checksum: no super-frame to hand on.
+        for odd in [
+            Offload {
+                csum_start: 50 + 20,
+                ..off
+            },
+            Offload {
+                csum_offset: 16,
+                ..off
+            },
+        ] {
+            let (v, _, _) = run_offloaded(&mut b, UPLINK, &frame, odd);
+            assert_eq!(v, Verdict::Drop(R::TooBig));
+        }
+        assert_eq!(b.counters().unjoined_chunks(), 0);
     }
 
     #[test]
