@@ -35,6 +35,11 @@ pub(crate) const TC_ACT_OK: i32 = 0;
 pub(crate) const CTX_LEN: i16 = 0;
 const CTX_VLAN_PRESENT: i16 = 20;
 pub(crate) const CTX_IFINDEX: i16 = 40;
+/// `gso_size`: non-zero for a GSO super-frame.
+pub(crate) const CTX_GSO_SIZE: i16 = 176;
+/// The size of `struct __sk_buff` (a test run's context).
+#[cfg(test)]
+pub(crate) const CTX_SIZE: usize = 192;
 
 /// Stack layout (offsets from R10, each 8-byte aligned).
 pub(crate) const KEY: i16 = -48;

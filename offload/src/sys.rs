@@ -276,6 +276,10 @@ struct TestRunAttr {
     data_out: u64,
     repeat: u32,
     duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
 }
 
 #[cfg(test)]
@@ -285,6 +289,17 @@ impl Attr for TestRunAttr {}
 /// interface); its return value and the frame afterwards.
 #[cfg(test)]
 pub(crate) fn prog_test_run(prog: BorrowedFd, data: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    prog_test_run_ctx(prog, data, None)
+}
+
+/// [`prog_test_run`] with the program's `__sk_buff` context read from `ctx` (the fields the
+/// kernel lets a test set, such as `gso_size`).
+#[cfg(test)]
+pub(crate) fn prog_test_run_ctx(
+    prog: BorrowedFd,
+    data: &[u8],
+    ctx: Option<&[u8]>,
+) -> io::Result<(u32, Vec<u8>)> {
     const BPF_PROG_TEST_RUN: libc::c_int = 10;
     let mut out = vec![0u8; data.len() + 256];
     let mut attr = TestRunAttr {
@@ -294,9 +309,12 @@ pub(crate) fn prog_test_run(prog: BorrowedFd, data: &[u8]) -> io::Result<(u32, V
         data_in: data.as_ptr() as u64,
         data_out: out.as_mut_ptr() as u64,
         repeat: 1,
+        ctx_size_in: ctx.map_or(0, |c| c.len() as u32),
+        ctx_in: ctx.map_or(0, |c| c.as_ptr() as u64),
         ..TestRunAttr::default()
     };
-    // The kernel reads data_size_in bytes of `data` and writes at most data_size_out to `out`.
+    // The kernel reads data_size_in bytes of `data` (and ctx_size_in of `ctx`) and writes at
+    // most data_size_out to `out`.
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
     out.truncate(attr.data_size_out as usize);
     Ok((attr.retval, out))

@@ -146,6 +146,14 @@ pub(crate) fn run(off: &Offload, frame: &[u8]) -> (u32, Vec<u8>) {
     sys::prog_test_run(off.tc.as_fd(), frame).expect("test run")
 }
 
+/// [`run`] on `frame` as a GSO super-frame of `gso_size` bytes a segment.
+pub(crate) fn run_gso(off: &Offload, frame: &[u8], gso_size: u32) -> (u32, Vec<u8>) {
+    let mut ctx = [0u8; crate::prog::CTX_SIZE];
+    let at = crate::prog::CTX_GSO_SIZE as usize;
+    ctx[at..at + 4].copy_from_slice(&gso_size.to_ne_bytes());
+    sys::prog_test_run_ctx(off.tc.as_fd(), frame, Some(&ctx)).expect("test run")
+}
+
 /// Both checksums of an output frame verify.
 pub(crate) fn assert_checksums(f: &[u8]) {
     let v4 = f[12..14] == [8, 0];

@@ -7,8 +7,8 @@ use crate::asm::{Alu, Asm, Cond, Insn, Label, Size, R0, R1, R10, R2, R3, R4, R5,
 use crate::layout::{key, value, FAMILY_VXLAN4};
 use crate::prog::{
     be16, count, if_flag_clear, load_bytes, redirect, skb_call, stack_ptr, store_from_stack,
-    store_from_value, Ending, CTX_IFINDEX, CTX_LEN, ETH, ETH_LEN, HELPER_L3_CSUM_REPLACE,
-    HELPER_MAP_LOOKUP, HELPER_SKB_STORE_BYTES, IP, KEY, SCRATCH,
+    store_from_value, Ending, CTX_GSO_SIZE, CTX_IFINDEX, CTX_LEN, ETH, ETH_LEN,
+    HELPER_L3_CSUM_REPLACE, HELPER_MAP_LOOKUP, HELPER_SKB_STORE_BYTES, IP, KEY, SCRATCH,
 };
 use crate::tunnel::{
     FAMILY_VXLAN6, OUTER_DST, OUTER_SRC, OUTER_VNI, VXLAN_OVERHEAD_V4, VXLAN_PORT,
@@ -115,6 +115,7 @@ fn inner_v4(a: &mut Asm, not: Label) {
     fills_the_frame(a, INNER_IP + 2, 0, not);
     a.emit([Insn::ldx_mem(Size::B, R8, R10, INNER_IP + 9)]);
     tcp_or_udp(a, not);
+    no_udp_super_frame(a, not);
     key_head(a, FAMILY_VXLAN4);
     let words = [
         (INNER_IP + 12, key::SRC),
@@ -143,6 +144,7 @@ fn inner_v6(a: &mut Asm, not: Label) {
     fills_the_frame(a, SCRATCH + 4, 40, not);
     a.emit([Insn::ldx_mem(Size::B, R8, R10, SCRATCH + 6)]);
     tcp_or_udp(a, not);
+    no_udp_super_frame(a, not);
     key_head(a, FAMILY_VXLAN6);
     load_bytes(a, INNER_ETH + ETH_LEN + 8, KEY + key::SRC, 32, not);
 }
@@ -169,6 +171,18 @@ fn tcp_or_udp(a: &mut Asm, not: Label) {
     a.jmp_imm(Cond::Eq, R8, 6, l4);
     a.jmp_imm(Cond::Ne, R8, 17, not);
     a.bind(l4);
+}
+
+/// Goes to `not` for a UDP super-frame (R8 is UDP, the frame GSO): unwrapped here it would
+/// keep the tunnel's GSO state (this kernel's `bpf_skb_adjust_room` cannot clear it), and the
+/// endpoint's stack, which cuts a UDP super-frame into datagrams, would cut it as a tunnel and
+/// lose it. Userspace unwraps it instead and hands on a clean super-frame.
+fn no_udp_super_frame(a: &mut Asm, not: Label) {
+    let tcp = a.label();
+    a.jmp_imm(Cond::Ne, R8, 17, tcp);
+    a.emit([Insn::ldx_mem(Size::W, R1, R6, CTX_GSO_SIZE)]);
+    a.jmp_imm(Cond::Ne, R1, 0, not);
+    a.bind(tcp);
 }
 
 /// A zeroed key with the interface, the inner protocol (R8) and `family`.

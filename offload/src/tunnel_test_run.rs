@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::test_run::{run, sum, v4, v6, Frame, LO, TCP, TC_ACT_OK, TC_ACT_REDIRECT, UDP};
+use crate::test_run::{run, run_gso, sum, v4, v6, Frame, LO, TCP, TC_ACT_OK, TC_ACT_REDIRECT, UDP};
 use crate::tests::offload;
 use crate::{DecapAction, DecapKey, EncapAction, Offload, Vxlan};
 
@@ -107,6 +107,10 @@ fn a_decap_entry_unwraps_the_frame_and_writes_the_inner_macs() {
         off.insert_decap(&key, &action).unwrap();
         let inner = frame.bytes();
         let outer = wrapped(&inner, REMOTE, LOCAL, VNI, 0x08);
+        // A UDP super-frame of the flow stays with userspace, untouched.
+        if proto == UDP {
+            assert_eq!(run_gso(&off, &outer, 1200), (TC_ACT_OK, outer.clone()));
+        }
         let (verdict, out) = run(&off, &outer);
         assert_eq!(verdict, TC_ACT_REDIRECT);
         let mut want = inner.clone();

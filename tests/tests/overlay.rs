@@ -222,6 +222,27 @@ fn overlay_flows_are_wrapped_and_unwrapped_by_the_kernel_with_offload_tc() {
         assert!(o["kernel_bytes"].as_u64() >= Some(2 * most), "{o}");
         assert_eq!(drops(stats, "too_big"), 0, "{stats:?}");
     }
+    // A UDP flow seen both ways, then UDP super-frames (USO) wrapped and unwrapped by the
+    // kernels: each of the sender's datagrams arrives.
+    let ns = |short| Path::new("/run/netns").join(lab.ns_name(short).unwrap());
+    let uso = UdpFlow::new((&ns("ea"), &ns("eb")), (EP_B, 4433).into());
+    assert!(uso.reply(&[7; 1200]), "a reply from eb");
+    let payload: Vec<u8> = (0..3500u32).map(|i| (i * 23 % 251) as u8).collect();
+    for _ in 0..3 {
+        let got = uso.segmented(&payload, 1200);
+        assert!(
+            got.windows(3).any(|w| w.concat() == payload),
+            "{}",
+            got.len()
+        );
+    }
+    for (_, stats) in &hosts {
+        let o = offload_stats(stats, |o| at_least(o, 5, 0));
+        assert!(
+            o["installed"].as_u64() >= Some(5),
+            "the UDP flow offloaded: {o}"
+        );
+    }
 }
 
 /// One host with the flow offload (`ha`, `--offload tc`) and one without (`hb`): `ha`'s kernel
