@@ -17,6 +17,9 @@ pub(crate) struct RawKey {
     proto: u8,
     family: u8,
     pad: [u8; 2],
+    /// A decapsulating key of an IPv6 inner flow's VXLAN header VNI word (see
+    /// `tunnel::FAMILY_VXLAN6`); zero in every other key.
+    vni: [u8; 4],
 }
 
 /// Key offsets and size, for the programs.
@@ -31,6 +34,7 @@ pub(crate) mod key {
     pub const DPORT: i16 = offset_of!(RawKey, dport) as i16;
     pub const PROTO: i16 = offset_of!(RawKey, proto) as i16;
     pub const FAMILY: i16 = offset_of!(RawKey, family) as i16;
+    pub const VNI: i16 = offset_of!(RawKey, vni) as i16;
 }
 
 /// `family` of an IPv4 key.
@@ -127,6 +131,7 @@ impl RawKey {
             proto: k.proto,
             family,
             pad: [0; 2],
+            vni: [0; 4],
         }
     }
 
@@ -145,6 +150,7 @@ impl RawKey {
         put(&mut b, offset_of!(RawKey, proto), &[self.proto]);
         put(&mut b, offset_of!(RawKey, family), &[self.family]);
         put(&mut b, offset_of!(RawKey, pad), &self.pad);
+        put(&mut b, offset_of!(RawKey, vni), &self.vni);
         b
     }
 }
@@ -245,12 +251,12 @@ mod tests {
 
     #[test]
     fn layouts_have_the_sizes_and_alignment_the_programs_assume() {
-        assert_eq!(key::SIZE, 44);
+        assert_eq!(key::SIZE, 48);
         assert_eq!(
             (key::SRC, key::DST, key::PORTS, key::DPORT),
             (4, 20, 36, 38)
         );
-        assert_eq!((key::PROTO, key::FAMILY), (40, 41));
+        assert_eq!((key::PROTO, key::FAMILY, key::VNI), (40, 41, 44));
         assert_eq!(value::SIZE, 80);
         assert_eq!((value::EGRESS, value::FLAGS, value::MACS), (24, 28, 32));
         assert_eq!(
@@ -280,7 +286,7 @@ mod tests {
             dport: 5201,
         };
         let b = RawKey::new(&k).to_bytes();
-        let mut want = [0u8; 44];
+        let mut want = [0u8; 48];
         want[..4].copy_from_slice(&7u32.to_ne_bytes());
         want[4..8].copy_from_slice(&[10, 1, 0, 2]);
         want[20..24].copy_from_slice(&[10, 2, 0, 2]);

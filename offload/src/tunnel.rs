@@ -11,9 +11,10 @@ use crate::layout::{key, value, RawKey, RawValue, FAMILY_VXLAN4};
 use crate::{now_ns, FlowAction, FlowKey, FlowUsage, Offload, OffloadError};
 
 /// `family` of a VXLAN decapsulation key of an IPv6 inner flow (an IPv6 frame inside VXLAN
-/// over IPv4 arriving on the uplink): `src` and `dst` hold the inner addresses whole, so the
-/// tunnel (both VTEPs and the VNI) is in the entry's value instead ([`decap_value`]), where the
-/// programs check it after the lookup.
+/// over IPv4 arriving on the uplink): `src` and `dst` hold the inner addresses whole and `vni`
+/// the VXLAN header's VNI word, so two overlays whose IPv6 subnets overlap keep their own
+/// entries; both VTEPs are in the entry's value ([`decap_value`]), where the programs check
+/// them (and the VNI again) after the lookup.
 pub(crate) const FAMILY_VXLAN6: u8 = 0x46;
 
 /// The VXLAN UDP port (RFC 7348).
@@ -150,7 +151,11 @@ pub(crate) fn decap_key(k: &DecapKey) -> Result<[u8; key::SIZE], OffloadError> {
             b[dst + 4..dst + 8].copy_from_slice(&k.tunnel.local.octets());
             b[key::FAMILY as usize] = FAMILY_VXLAN4;
         }
-        (IpAddr::V6(_), IpAddr::V6(_)) => b[key::FAMILY as usize] = FAMILY_VXLAN6,
+        (IpAddr::V6(_), IpAddr::V6(_)) => {
+            let vni = key::VNI as usize;
+            b[vni..vni + 4].copy_from_slice(&(k.tunnel.vni << 8).to_be_bytes());
+            b[key::FAMILY as usize] = FAMILY_VXLAN6;
+        }
         _ => {
             return Err(OffloadError::Unsupported(
                 "VXLAN decapsulation of a flow of two address families".into(),
@@ -254,6 +259,18 @@ mod tests {
             &RawKey::new(&v6.inner).to_bytes()[..41]
         );
         assert_eq!(b6[41], FAMILY_VXLAN6);
+        assert_eq!(&b6[44..], &[0x12, 0x34, 0x56, 0]);
+        assert_eq!(
+            &b[44..],
+            &[0; 4],
+            "the VNI word only in a v6 decapsulating key"
+        );
+        // Another overlay's VNI: another entry.
+        let other = DecapKey {
+            tunnel: Vxlan { vni: 7, ..tunnel() },
+            ..v6
+        };
+        assert_ne!(decap_key(&other).unwrap(), b6);
         let mixed = DecapKey {
             inner: FlowKey {
                 src: "fd00::1".parse().unwrap(),

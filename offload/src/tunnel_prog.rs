@@ -147,6 +147,10 @@ fn inner_v6(a: &mut Asm, not: Label) {
     no_udp_super_frame(a, not);
     key_head(a, FAMILY_VXLAN6);
     load_bytes(a, INNER_ETH + ETH_LEN + 8, KEY + key::SRC, 32, not);
+    a.emit([
+        Insn::ldx_mem(Size::W, R1, R10, OUTER + 4),
+        Insn::stx_mem(Size::W, R10, R1, KEY + key::VNI),
+    ]);
 }
 
 /// Goes to `not` unless the inner IP packet ends where the frame does: its 16-bit length

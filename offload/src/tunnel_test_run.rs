@@ -126,6 +126,35 @@ fn a_decap_entry_unwraps_the_frame_and_writes_the_inner_macs() {
     }
 }
 
+#[test]
+fn two_overlays_with_one_ipv6_inner_flow_keep_their_own_entries() {
+    let Some(off) = offload(8) else { return };
+    let frame = Frame::new(v6(3), v6(4), TCP);
+    let inner = frame.bytes();
+    let entries = [(VNI, 0x0a), (VNI + 1, 0x0b)].map(|(vni, mac)| {
+        let key = DecapKey {
+            inner: frame.key(),
+            tunnel: Vxlan { vni, ..tunnel() },
+        };
+        let action = DecapAction {
+            egress_ifindex: LO,
+            eth_src: [2, 0, 0, 0, 0, mac],
+            eth_dst: [2, 0, 0, 0, 0, mac],
+        };
+        off.insert_decap(&key, &action).unwrap();
+        (vni, mac)
+    });
+    for (vni, mac) in entries {
+        let (verdict, out) = run(&off, &wrapped(&inner, REMOTE, LOCAL, vni, 0x08));
+        assert_eq!(verdict, TC_ACT_REDIRECT, "VNI {vni}");
+        assert_eq!(
+            out[..12],
+            [2, 0, 0, 0, 0, mac, 2, 0, 0, 0, 0, mac],
+            "VNI {vni}"
+        );
+    }
+}
+
 /// A decapsulating entry (to `LO`) of the TCP flow from `src` to `dst` in [`tunnel`]: its key,
 /// an inner frame of it and the same with SYN.
 fn decap_entry(off: &Offload, src: IpAddr, dst: IpAddr) -> (DecapKey, Vec<u8>, Vec<u8>) {
