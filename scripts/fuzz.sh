@@ -3,7 +3,7 @@
 # (RUSTC_BOOTSTRAP=1), installing cargo-fuzz from crates.io if it is missing. Each target starts
 # from its seeds in fuzz/seeds/TARGET (kept in the repo) and grows its working corpus in
 # fuzz/corpus/TARGET (not kept). A crash fails the run and leaves its input in fuzz/artifacts/.
-#   scripts/fuzz.sh            # smoke: 60 s per target (what .ci/run does), 5 minutes in all
+#   scripts/fuzz.sh            # smoke: 60 s per target (what .ci/run does), 6 minutes in all
 #   scripts/fuzz.sh 300        # a campaign: 5 minutes per target
 #   scripts/fuzz.sh 300 dns_datagram cni_input
 set -euo pipefail
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../fuzz"
 secs="${1:-60}"
 shift || true
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(pipeline api_body dns_datagram docker_calls cni_input)
+[ "${#targets[@]}" -gt 0 ] || targets=(pipeline overlay api_body dns_datagram docker_calls cni_input)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 # No sanitizer: the targets are safe Rust; debug assertions (-a) make overflows findings.
