@@ -103,6 +103,19 @@ fn endpoints_on_two_hosts_reach_each_other_over_vxlan() {
     lab.wait_ping6("ea", EP_B6, wait).unwrap();
     assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B6.into()), want);
     assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A6.into()), want);
+    // An endpoint's UDP super-frame (USO: one send cut into datagrams of the sender's size, as
+    // a QUIC stack or wireguard-go sends) arrives as those datagrams, each whole, over both
+    // families inside the tunnel (a one-way flow: wrapped and unwrapped by userspace).
+    let ns = |short| Path::new("/run/netns").join(lab.ns_name(short).unwrap());
+    let payload: Vec<u8> = (0..3500u32).map(|i| (i * 13 % 251) as u8).collect();
+    for to in [(EP_B, 4433).into(), (EP_B6, 4434).into()] {
+        let got = UdpFlow::new((&ns("ea"), &ns("eb")), to).segmented(&payload, 1200);
+        let sizes: Vec<usize> = got.iter().map(Vec::len).collect();
+        assert!(
+            got.windows(3).any(|w| w.concat() == payload),
+            "to {to}: datagrams of {sizes:?}"
+        );
+    }
     for (_, stats) in &hosts {
         for reason in [
             "too_big",
@@ -116,40 +129,18 @@ fn endpoints_on_two_hosts_reach_each_other_over_vxlan() {
     }
 }
 
-/// An endpoint's UDP super-frame (USO: one send cut into datagrams of the sender's size, as a
-/// QUIC stack or wireguard-go sends) crosses the overlay to the other host's endpoint, each
-/// datagram whole, over IPv4 and IPv6 inside the tunnel; nothing is dropped as too big.
-#[test]
-fn a_udp_super_frame_crosses_the_overlay_as_its_senders_datagrams() {
-    let Some(bin) = sluice_tests::bins::release_bin_dir(&["sluice"]) else {
-        return;
-    };
-    let mut lab = Lab::new("ovu").unwrap();
-    overlay::wire(&mut lab).unwrap();
-    let launch = SluiceLaunch {
-        bin: bin.join("sluice"),
-        args: vec!["--workers".into(), "1".into()],
-    };
-    let hosts = overlay::start_sluice(&mut lab, &launch).unwrap();
-    let wait = Duration::from_secs(10);
-    lab.wait_ping("ea", EP_B, wait).unwrap();
-    lab.wait_ping6("ea", EP_B6, wait).unwrap();
+/// A UDP flow from `ea` to `eb` seen both ways (a bulk-sized reply, so a host with the offload
+/// offers it), then three UDP super-frames (USO) of 3500 bytes in 1200-byte datagrams: each
+/// arrives as those datagrams.
+fn uso_both_ways_seen(lab: &Lab) {
     let ns = |short| Path::new("/run/netns").join(lab.ns_name(short).unwrap());
-    let (ea, eb) = (ns("ea"), ns("eb"));
-    let payload: Vec<u8> = (0..3500u32).map(|i| (i * 13 % 251) as u8).collect();
-    for to in [
-        std::net::SocketAddr::from((EP_B, 4433)),
-        std::net::SocketAddr::from((EP_B6, 4434)),
-    ] {
-        let got = UdpFlow::new((&ea, &eb), to).segmented(&payload, 1200);
+    let uso = UdpFlow::new((&ns("ea"), &ns("eb")), (EP_B, 4433).into());
+    assert!(uso.reply(&[7; 1200]), "a reply from eb");
+    let payload: Vec<u8> = (0..3500u32).map(|i| (i * 23 % 251) as u8).collect();
+    for _ in 0..3 {
+        let got = uso.segmented(&payload, 1200);
         let sizes: Vec<usize> = got.iter().map(Vec::len).collect();
-        assert!(
-            got.windows(3).any(|w| w.concat() == payload),
-            "to {to}: datagrams of {sizes:?}"
-        );
-    }
-    for (_, stats) in &hosts {
-        assert_eq!(drops(stats, "too_big"), 0, "{stats:?}");
+        assert!(got.windows(3).any(|w| w.concat() == payload), "{sizes:?}");
     }
 }
 
@@ -222,20 +213,9 @@ fn overlay_flows_are_wrapped_and_unwrapped_by_the_kernel_with_offload_tc() {
         assert!(o["kernel_bytes"].as_u64() >= Some(2 * most), "{o}");
         assert_eq!(drops(stats, "too_big"), 0, "{stats:?}");
     }
-    // A UDP flow seen both ways, then UDP super-frames (USO) wrapped and unwrapped by the
-    // kernels: each of the sender's datagrams arrives.
-    let ns = |short| Path::new("/run/netns").join(lab.ns_name(short).unwrap());
-    let uso = UdpFlow::new((&ns("ea"), &ns("eb")), (EP_B, 4433).into());
-    assert!(uso.reply(&[7; 1200]), "a reply from eb");
-    let payload: Vec<u8> = (0..3500u32).map(|i| (i * 23 % 251) as u8).collect();
-    for _ in 0..3 {
-        let got = uso.segmented(&payload, 1200);
-        assert!(
-            got.windows(3).any(|w| w.concat() == payload),
-            "{}",
-            got.len()
-        );
-    }
+    // UDP super-frames (USO) wrapped and unwrapped by the kernels: each of the sender's
+    // datagrams arrives.
+    uso_both_ways_seen(&lab);
     for (_, stats) in &hosts {
         let o = offload_stats(stats, |o| at_least(o, 5, 0));
         assert!(
@@ -276,20 +256,9 @@ fn a_host_without_the_offload_takes_the_kernel_wrapped_super_frames_of_one_with_
     lab.wait_ping6("ea", EP_B6, wait).unwrap();
     assert_eq!(bulk_tcp(&mut lab, &file, ("ea", "eb"), EP_B6.into()), want);
     assert_eq!(bulk_tcp(&mut lab, &file, ("eb", "ea"), EP_A6.into()), want);
-    // A UDP flow seen both ways, then UDP super-frames: offloaded on `ha`, whose kernel wraps
-    // each whole; `hb`'s userspace hands the unwrapped super-frame to `eb` whole.
-    let ns = |short| Path::new("/run/netns").join(lab.ns_name(short).unwrap());
-    let uso = UdpFlow::new((&ns("ea"), &ns("eb")), (EP_B, 4433).into());
-    assert!(uso.reply(&[7; 1200]), "a reply from eb");
-    let payload: Vec<u8> = (0..3500u32).map(|i| (i * 19 % 251) as u8).collect();
-    for _ in 0..3 {
-        let got = uso.segmented(&payload, 1200);
-        assert!(
-            got.windows(3).any(|w| w.concat() == payload),
-            "{}",
-            got.len()
-        );
-    }
+    // UDP super-frames: offloaded on `ha`, whose kernel wraps each whole; `hb`'s userspace
+    // hands the unwrapped super-frame to `eb` whole.
+    uso_both_ways_seen(&lab);
     let (offloading, plain) = (&hosts[0].1, &hosts[1].1);
     let o = offload_stats(offloading, |o| at_least(o, 5, 0));
     assert!(

@@ -397,6 +397,18 @@ pub(super) mod tests {
         if !tunnel {
             return (inner, off);
         }
+        let frame = wrapped(&inner);
+        off.gso = if v6 {
+            GsoType::TcpV6Vxlan
+        } else {
+            GsoType::TcpV4Vxlan
+        };
+        off.csum_start += vxlan::OVERHEAD_V4 as u16;
+        (frame, off)
+    }
+
+    /// `inner` behind the outer headers of a VXLAN tunnel (their lengths left to the cutting).
+    fn wrapped(inner: &[u8]) -> Vec<u8> {
         let mut frame = vec![0u8; vxlan::OVERHEAD_V4];
         let outer = OuterV4 {
             dst_mac: MacAddr([2, 0, 0, 0, 0, 0x12]),
@@ -407,14 +419,8 @@ pub(super) mod tests {
             vni: 4096,
         };
         write_outer_v4(&mut frame, &outer).unwrap();
-        frame.extend_from_slice(&inner);
-        off.gso = if v6 {
-            GsoType::TcpV6Vxlan
-        } else {
-            GsoType::TcpV4Vxlan
-        };
-        off.csum_start += vxlan::OVERHEAD_V4 as u16;
-        (frame, off)
+        frame.extend_from_slice(inner);
+        frame
     }
 
     /// Completes a partial checksum as a device does: the sum from `csum_start` to the end,
@@ -581,17 +587,7 @@ pub(super) mod tests {
             (0x0800, ip)
         };
         let inner = eth(MacAddr([2, 0, 0, 0, 0, 3]), MacAddr([2; 6]), ethertype, &ip);
-        let mut frame = vec![0u8; vxlan::OVERHEAD_V4];
-        let outer = OuterV4 {
-            dst_mac: MacAddr([2, 0, 0, 0, 0, 0x12]),
-            src_mac: MacAddr([2, 0, 0, 0, 0, 0x11]),
-            src: Ipv4Addr::new(192, 0, 2, 1),
-            dst: Ipv4Addr::new(192, 0, 2, 2),
-            src_port: 50000,
-            vni: 4096,
-        };
-        write_outer_v4(&mut frame, &outer).unwrap();
-        frame.extend_from_slice(&inner);
+        let mut frame = wrapped(&inner);
         let at = L4Layout::parse_l4(&frame, vxlan::OVERHEAD_V4, IPPROTO_UDP).unwrap();
         let psum = at.fix_ip(&mut frame, 0).unwrap();
         let mut u = UdpPacket::new_unchecked(&mut frame[at.l4..]);

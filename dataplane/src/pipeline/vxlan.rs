@@ -747,6 +747,20 @@ pub(super) mod tests {
         frame: &[u8],
         off: Offload,
     ) -> (Verdict, Vec<u8>, Offload) {
+        processed(w, ingress, (frame, off), |_, batch| {
+            let f = &batch.frames()[0];
+            (f.meta.verdict, f.data().to_vec(), f.meta.offload)
+        })
+    }
+
+    /// Runs `frame` with offload `off` from `ingress` through `w` as a batch of its own, then
+    /// `then` on the worker and the processed batch.
+    fn processed<T>(
+        w: &mut Worker,
+        ingress: PortId,
+        (frame, off): (&[u8], Offload),
+        then: impl FnOnce(&mut Worker, &crate::batch::Batch<'_>) -> T,
+    ) -> T {
         use crate::batch::Batch;
         use crate::frame::{Meta, HEADROOM};
         let mut buf = vec![0u8; HEADROOM + frame.len()];
@@ -761,8 +775,7 @@ pub(super) mod tests {
             .push(Frame::new(&mut buf, HEADROOM, frame.len(), meta).unwrap())
             .unwrap();
         w.process(&mut batch, T0);
-        let f = &batch.frames()[0];
-        (f.meta.verdict, f.data().to_vec(), f.meta.offload)
+        then(w, &batch)
     }
 
     /// Runs `inner` from PORT_C through `w` as a super-frame with offload `off`; returns the
@@ -869,6 +882,21 @@ pub(super) mod tests {
         assert_eq!(a.counters().drops(R::TooBig), 0);
     }
 
+    /// Runs the UDP GSO datagram `frame` (offload `off`) from the uplink through host `b`,
+    /// which must split it, and each of its datagrams after: their verdicts, bytes and offloads.
+    fn split_on(b: &mut Worker, frame: &[u8], off: Offload) -> Vec<(Verdict, Vec<u8>, Offload)> {
+        processed(b, UPLINK, (frame, off), |b, batch| {
+            assert_eq!(batch.frames()[0].meta.verdict, Verdict::Split);
+            let mut delivered = Vec::new();
+            udp_gso::split_unjoined(b, batch, T0, |_, one, _| {
+                for f in one.frames() {
+                    delivered.push((f.meta.verdict, f.data().to_vec(), f.meta.offload));
+                }
+            });
+            delivered
+        })
+    }
+
     /// Sends C's UDP super-frame of `payload` in datagrams of `size` bytes (USO, the checksum
     /// partial as a veth hands it over) through host A: the verdict and the UDP GSO frames the
     /// runtime would send for it.
@@ -890,8 +918,6 @@ pub(super) mod tests {
 
     #[test]
     fn a_udp_super_frame_crosses_as_its_senders_datagrams() {
-        use crate::batch::Batch;
-        use crate::frame::{Meta, HEADROOM};
         let mut a = host_a();
         learn_peer(&mut a, (S::UP, S::UP_MAC), (VTEP_B, VTEP_B_MAC));
         let payload: Vec<u8> = (0..2500u32).map(|i| (i * 11) as u8).collect();
@@ -909,29 +935,14 @@ pub(super) mod tests {
         assert_eq!(frame.len(), udp_gso::OUTER + 2 * chunk + chunk - 500);
         // Host B cannot join UDP datagrams into a TCP super-frame: it delivers them one by one.
         let mut b = host_b();
-        let mut buf = vec![0u8; HEADROOM + frame.len()];
-        buf[HEADROOM..].copy_from_slice(frame);
-        let meta = Meta {
-            ingress: UPLINK,
-            offload: *udp_off,
-            ..Meta::default()
-        };
-        let mut batch = Batch::new();
-        batch
-            .push(Frame::new(&mut buf, HEADROOM, frame.len(), meta).unwrap())
-            .unwrap();
-        b.process(&mut batch, T0);
-        assert_eq!(batch.frames()[0].meta.verdict, Verdict::Split);
         let mut got = Vec::new();
-        udp_gso::split_unjoined(&mut b, &batch, T0, |_, one, _| {
-            for f in one.frames() {
-                assert_eq!(f.meta.verdict, Verdict::Forward(PORT_C));
-                assert!(checksums_valid(f.data()));
-                let d = UdpPacket::new_checked(&f.data()[34..]).unwrap();
-                assert_eq!((d.src_port(), d.dst_port()), (1000, 53));
-                got.push(d.payload().to_vec());
-            }
-        });
+        for (v, data, _) in split_on(&mut b, frame, *udp_off) {
+            assert_eq!(v, Verdict::Forward(PORT_C));
+            assert!(checksums_valid(&data));
+            let d = UdpPacket::new_checked(&data[34..]).unwrap();
+            assert_eq!((d.src_port(), d.dst_port()), (1000, 53));
+            got.push(d.payload().to_vec());
+        }
         assert_eq!(
             got.iter().map(Vec::len).collect::<Vec<_>>(),
             [1000, 1000, 500]
@@ -1189,8 +1200,6 @@ pub(super) mod tests {
 
     #[test]
     fn chunks_that_do_not_join_are_delivered_one_by_one() {
-        use crate::batch::Batch;
-        use crate::frame::{Meta, HEADROOM};
         let (_, payload, inner, (_, frames)) = c_to_r_packed();
         let (frame, udp_off) = &frames[0];
         // The third chunk's TCP sequence breaks the run (as another flow's chunk would): none
@@ -1203,25 +1212,7 @@ pub(super) mod tests {
         seg.set_seq(seg.seq() ^ 0x8000_0000);
         seg.fill_checksum_v4(S::C, R);
         let mut b = host_b();
-        let mut buf = vec![0u8; HEADROOM + mixed.len()];
-        buf[HEADROOM..].copy_from_slice(&mixed);
-        let meta = Meta {
-            ingress: UPLINK,
-            offload: *udp_off,
-            ..Meta::default()
-        };
-        let mut batch = Batch::new();
-        batch
-            .push(Frame::new(&mut buf, HEADROOM, mixed.len(), meta).unwrap())
-            .unwrap();
-        b.process(&mut batch, T0);
-        assert_eq!(batch.frames()[0].meta.verdict, Verdict::Split);
-        let mut delivered = Vec::new();
-        udp_gso::split_unjoined(&mut b, &batch, T0, |_, one, _| {
-            for f in one.frames() {
-                delivered.push((f.meta.verdict, f.data().to_vec(), f.meta.offload));
-            }
-        });
+        let delivered = split_on(&mut b, &mixed, *udp_off);
         assert_eq!(delivered.len(), 5);
         let mut got = Vec::new();
         for (k, (v, seg, off)) in delivered.iter().enumerate() {
@@ -1235,7 +1226,9 @@ pub(super) mod tests {
         assert_eq!(b.counters().unjoined_chunks(), 5);
         // An ordinary batch has nothing to split.
         let mut calls = 0;
-        udp_gso::split_unjoined(&mut b, &Batch::new(), T0, |_, _, _| calls += 1);
+        udp_gso::split_unjoined(&mut b, &crate::batch::Batch::new(), T0, |_, _, _| {
+            calls += 1
+        });
         assert_eq!(calls, 0);
     }
 
