@@ -11,7 +11,7 @@ use super::super::egress::{
 use super::super::{TxError, TxPort};
 use super::config::{AfPacketConfig, RX_RESERVE, V2_HDRLEN, V3_HDRLEN};
 use super::ring::RingArea;
-use super::socket::{kick, Direct};
+use super::socket::{Direct, Kick};
 use crate::frame::{Frame, GsoType, Offload};
 use crate::wire::vnet::{write_vnet, VNET_HDR_LEN};
 
@@ -142,6 +142,8 @@ pub struct AfPacketTx {
     head: usize,
     /// Slots were marked for sending since the last successful kick.
     kick: bool,
+    /// The `sendto` that sends them.
+    kicker: Kick,
     /// The socket for frames longer than a slot (none when a slot holds a GSO frame).
     direct: Option<Direct>,
 }
@@ -153,6 +155,7 @@ impl AfPacketTx {
         area: RingArea,
         layout: TxLayout,
         geometry: TxGeometry,
+        kicker: Kick,
         direct: Option<Direct>,
     ) -> AfPacketTx {
         AfPacketTx {
@@ -162,6 +165,7 @@ impl AfPacketTx {
             frame_count: geometry.frame_count(),
             head: 0,
             kick: false,
+            kicker,
             direct,
         }
     }
@@ -240,7 +244,7 @@ impl TxPort for AfPacketTx {
         if !self.kick {
             return Ok(());
         }
-        match kick(self.area.fd()) {
+        match self.kicker.send(self.area.fd()) {
             Ok(()) => {
                 self.kick = false;
                 Ok(())
