@@ -60,9 +60,11 @@
 //! sets it back to `TP_STATUS_AVAILABLE` when the skb is freed. `PACKET_LOSS` makes the kernel
 //! skip (rather than stall on) a frame it rejects.
 //!
-//! A frame longer than a TX slot (sluiced's slots are 2 KiB) is sent with `sendmsg` on a
-//! second packet socket without rings (`Direct`), after the marked slots were kicked: a socket
-//! with a TX ring sends only the ring's frames, whatever `sendmsg` is given.
+//! A frame longer than a TX slot (sluiced's slots are 2 KiB) is sent with `sendmsg` on the
+//! receiving socket (`Direct`), after the marked slots were kicked: a socket with a TX ring
+//! sends only the ring's frames, whatever `sendmsg` is given, and the receiving one has none.
+//! A port is thus two sockets, as many as before the sending socket was split off, and
+//! closing it waits for as many RCU grace periods.
 //!
 //! # V2 or V3
 //!

@@ -11,7 +11,7 @@
 
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -84,6 +84,11 @@ impl Ring {
     /// The socket.
     pub(super) fn fd(&self) -> RawFd {
         self.0.fd.as_raw_fd()
+    }
+
+    /// The socket, borrowed.
+    pub(super) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.fd.as_fd()
     }
 
     /// The whole mapping as one area (a socket with one ring).

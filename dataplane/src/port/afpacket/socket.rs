@@ -45,7 +45,6 @@ pub struct Prepared {
     /// Buffers for frames longer than a V2 slot (0 for V3).
     long: usize,
     tx: TxGeometry,
-    qdisc_bypass: bool,
 }
 
 /// Makes `AfPacketError`s for the port on `ifname`.
@@ -89,6 +88,11 @@ pub fn prepare(label: &str, config: &AfPacketConfig) -> Result<Prepared, AfPacke
     // Frames sent on this interface (by us or by the host stack) are not read back.
     setsockopt_int(ring.fd(), libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
         .map_err(os_error(label, Step::IgnoreOutgoing))?;
+    if config.qdisc_bypass {
+        // For the frames longer than a TX slot, which leave through this socket (`Direct`).
+        setsockopt_int(ring.fd(), libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
+            .map_err(os_error(label, Step::QdiscBypass))?;
+    }
     let tx_fd = packet_socket().map_err(os_error(label, Step::Socket))?;
     set_ring_options(tx_fd.as_raw_fd(), &walk, false, label)?;
     set_tx_ring(tx_fd.as_raw_fd(), &walk, &tx).map_err(ring_error)?;
@@ -100,7 +104,6 @@ pub fn prepare(label: &str, config: &AfPacketConfig) -> Result<Prepared, AfPacke
         walk,
         long,
         tx,
-        qdisc_bypass: config.qdisc_bypass,
     })
 }
 
@@ -284,7 +287,6 @@ impl Prepared {
             walk,
             long,
             tx,
-            qdisc_bypass,
         } = self;
         let layout = match walk {
             RxWalk::V2(_) => TxLayout::V2,
@@ -293,7 +295,7 @@ impl Prepared {
         let direct = if tx.frame_size() >= LONG_BUF {
             None
         } else {
-            Some(Direct::open(ifindex, qdisc_bypass).map_err(os_error(ifname, Step::Socket))?)
+            Some(Direct::over(ring.as_fd(), ifindex).map_err(os_error(ifname, Step::Socket))?)
         };
         Ok((
             AfPacketRx::new(id, ring.into_area(), walk, long),
@@ -398,9 +400,10 @@ fn sockaddr_to(ifindex: u32) -> libc::sockaddr_ll {
     to
 }
 
-/// A second packet socket of a port, without rings and bound to nothing (so it receives
-/// nothing), for the frames longer than a TX slot: a socket with a TX ring sends only the
-/// ring's frames, whatever `sendmsg` is given.
+/// The way out for the frames longer than a TX slot: `sendmsg` on the receiving socket (a
+/// socket with a TX ring sends only the ring's frames, whatever `sendmsg` is given; the
+/// receiving one has none), through a descriptor of its own, so that closing a port closes
+/// no more sockets (each close waits for an RCU grace period).
 #[derive(Debug)]
 pub(super) struct Direct {
     fd: OwnedFd,
@@ -408,16 +411,10 @@ pub(super) struct Direct {
 }
 
 impl Direct {
-    /// The direct socket towards interface `ifindex`.
-    fn open(ifindex: u32, qdisc_bypass: bool) -> io::Result<Direct> {
-        let fd = packet_socket()?;
-        let s = fd.as_raw_fd();
-        setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
-        if qdisc_bypass {
-            setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
-        }
+    /// Sends through receiving socket `rx` towards interface `ifindex`.
+    fn over(rx: BorrowedFd<'_>, ifindex: u32) -> io::Result<Direct> {
         Ok(Direct {
-            fd,
+            fd: rx.try_clone_to_owned()?,
             to: sockaddr_to(ifindex),
         })
     }
