@@ -419,6 +419,12 @@ impl Direct {
         })
     }
 
+    /// The descriptor frames leave through.
+    #[cfg(test)]
+    pub(super) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
     /// Sends one frame gathered from `parts` (virtio-net header first).
     pub(super) fn send(&self, parts: &[&[u8]; 4]) -> io::Result<()> {
         let mut iov = parts.map(|p| libc::iovec {

@@ -174,6 +174,12 @@ impl AfPacketTx {
     pub fn slots(&self) -> usize {
         self.frame_count
     }
+
+    /// The socket of the TX ring and the one frames longer than a slot leave through.
+    #[cfg(test)]
+    pub(super) fn sockets(&self) -> (std::os::fd::RawFd, Option<std::os::fd::RawFd>) {
+        (self.area.fd(), self.direct.as_ref().map(Direct::fd))
+    }
 }
 
 impl AfPacketTx {
