@@ -781,14 +781,6 @@ fn the_tx_ring_has_a_socket_of_its_own() {
         "the TX ring is on the receiving socket"
     );
     assert_eq!(long.map(inode), Some(receiving));
-    let listed = ns.enter(|| {
-        let ifindex = interface_index("b").unwrap().to_string();
-        let table = std::fs::read_to_string("/proc/thread-self/net/packet").unwrap();
-        table
-            .lines()
-            .skip(1)
-            .filter(|l| l.split_whitespace().nth(4) == Some(ifindex.as_str()))
-            .count()
-    });
+    let listed = ns.enter(|| ns.packet_sockets("b"));
     assert_eq!(listed, 1, "sockets bound to the interface");
 }
