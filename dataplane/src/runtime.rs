@@ -966,18 +966,6 @@ mod tests {
             }
         }
 
-        /// Packet sockets bound to `ifname` in the calling thread's namespace.
-        fn packet_sockets(ns: &Netns, ifname: &str) -> usize {
-            let link = ns.ip(&format!("-o link show dev {ifname}"));
-            let ifindex = link.split(':').next().unwrap().trim().to_owned();
-            let table = std::fs::read_to_string("/proc/thread-self/net/packet").unwrap();
-            table
-                .lines()
-                .skip(1)
-                .filter(|l| l.split_whitespace().nth(4) == Some(ifindex.as_str()))
-                .count()
-        }
-
         fn tx_packets(dp: &Dataplane, id: u16) -> u64 {
             let s = dp.stats();
             s.ports
@@ -1015,7 +1003,7 @@ mod tests {
                     });
                     std::thread::sleep(Duration::from_millis(100));
                     rt.attach(&pc).unwrap();
-                    assert_eq!(packet_sockets(&ns, "pc"), 2, "one socket per worker");
+                    assert_eq!(ns.packet_sockets("pc"), 2, "one socket per worker");
                     assert!(matches!(
                         rt.attach(&pc),
                         Err(RuntimeError::AlreadyAttached(_))
@@ -1026,7 +1014,7 @@ mod tests {
                     assert!(!done.load(Ordering::Relaxed), "C was attached while A sent");
                     dp.apply(&config(&[&pa, &pb])).unwrap();
                     rt.detach(PortId(3));
-                    assert_eq!(packet_sockets(&ns, "pc"), 0, "every worker closed C");
+                    assert_eq!(ns.packet_sockets("pc"), 0, "every worker closed C");
                     assert!(!done.load(Ordering::Relaxed), "C was detached while A sent");
                     assert_eq!(seen_b.join().unwrap(), FLOW, "no frame to B was lost");
                 });
@@ -1053,7 +1041,7 @@ mod tests {
                 }
                 assert_eq!(kb.capture(10, |f| is_test_frame(f, 3)).len(), 10);
                 rt.shutdown();
-                assert_eq!(packet_sockets(&ns, "pa"), 0);
+                assert_eq!(ns.packet_sockets("pa"), 0);
             });
         }
 
@@ -1100,7 +1088,7 @@ mod tests {
                 rt.detach(PortId(1));
                 assert_eq!(rt.attached(), vec![PortId(2)]);
                 assert_eq!(seen(PortId(1)), None, "a detached port has no row");
-                assert_eq!(packet_sockets(&ns, "pa"), 0);
+                assert_eq!(ns.packet_sockets("pa"), 0);
             });
         }
     }

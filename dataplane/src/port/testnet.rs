@@ -48,6 +48,19 @@ impl Netns {
         run("ip", &v)
     }
 
+    /// Packet sockets bound to `ifname` (the rows of `/proc/net/packet` with its index); the
+    /// calling thread must be in the namespace.
+    pub fn packet_sockets(&self, ifname: &str) -> usize {
+        let link = self.ip(&format!("-o link show dev {ifname}"));
+        let ifindex = link.split(':').next().unwrap().trim().to_owned();
+        let table = std::fs::read_to_string("/proc/thread-self/net/packet").unwrap();
+        table
+            .lines()
+            .skip(1)
+            .filter(|l| l.split_whitespace().nth(4) == Some(ifindex.as_str()))
+            .count()
+    }
+
     /// Runs `f` on a thread that entered the namespace (sockets it opens belong there).
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         std::thread::scope(|s| {

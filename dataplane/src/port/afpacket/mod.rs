@@ -1,13 +1,19 @@
 //! AF_PACKET port: a `SOCK_RAW` packet socket bound to one interface (in the network namespace
-//! the opening thread is in), with an mmap'ed RX ring (TPACKET_V2 by default, TPACKET_V3 on
-//! request) and a TX ring, and the virtio-net header on both (`PACKET_VNET_HDR`), so that GSO
+//! the opening thread is in) with an mmap'ed RX ring (TPACKET_V2 by default, TPACKET_V3 on
+//! request), a second one with a TX ring, and the virtio-net header on both
+//! (`PACKET_VNET_HDR`), so that GSO
 //! super-frames (up to 64 KiB) and checksum-partial frames pass through sluice unsegmented and
 //! unchecksummed.
 //!
 //! # Ring layout
 //!
-//! One `mmap` covers the RX ring followed by the TX ring. `PACKET_VERSION` is per socket, so it
-//! decides the frame header of both rings: `tpacket2_hdr` (32 bytes, `TPACKET2_HDRLEN` = 52 with
+//! Each ring has its socket and its `mmap`. The sending socket is apart because freeing a sent
+//! frame's skb (`sock_wfree` -> `sock_def_write_space`) wakes whatever waits on its socket: on
+//! the receiving socket that is the worker's epoll entry, woken (and its locks taken) for
+//! every frame sent, about a tenth of a worker's time with 64-byte frames. The sending socket
+//! is bound to nothing (each kick names the interface), so it receives nothing. Both sockets
+//! get the same `PACKET_VERSION`, which decides the frame header of the rings:
+//! `tpacket2_hdr` (32 bytes, `TPACKET2_HDRLEN` = 52 with
 //! the `sockaddr_ll`) or `tpacket3_hdr` (48 bytes, `TPACKET3_HDRLEN` = 68). Offsets below are
 //! from the start of a frame's header.
 //!
@@ -49,14 +55,16 @@
 //! (`tpacket_snd`, `tpacket_parse_header`). The status and length words sit where the socket's
 //! header version puts them (`TxLayout`). For V3 the TX ring request must have
 //! `tp_retire_blk_tov`, `tp_sizeof_priv` and `tp_feature_req_word` zero and `tp_next_offset` of
-//! every frame must stay 0. One `sendto(fd, NULL, 0, MSG_DONTWAIT)` per
+//! every frame must stay 0. One `sendto(fd, NULL, 0, MSG_DONTWAIT, interface)` per
 //! [`flush`](crate::port::TxPort::flush) transmits every frame marked `TP_STATUS_SEND_REQUEST`; the kernel
 //! sets it back to `TP_STATUS_AVAILABLE` when the skb is freed. `PACKET_LOSS` makes the kernel
 //! skip (rather than stall on) a frame it rejects.
 //!
-//! A frame longer than a TX slot (sluiced's slots are 2 KiB) is sent with `sendmsg` on a
-//! second packet socket without rings (`Direct`), after the marked slots were kicked: a socket
-//! with a TX ring sends only the ring's frames, whatever `sendmsg` is given.
+//! A frame longer than a TX slot (sluiced's slots are 2 KiB) is sent with `sendmsg` on the
+//! receiving socket (`Direct`), after the marked slots were kicked: a socket with a TX ring
+//! sends only the ring's frames, whatever `sendmsg` is given, and the receiving one has none.
+//! A port is thus two sockets, as many as before the sending socket was split off, and
+//! closing it waits for as many RCU grace periods.
 //!
 //! # V2 or V3
 //!

@@ -1,8 +1,8 @@
 //! The mmap'ed memory of a packet socket's rings, and all the unsafe code that touches it.
 //!
-//! [`Ring`] owns the socket and its mapping (RX ring followed by TX ring) until it is split
-//! into two [`RingArea`]s, one per half of the port; the mapping is unmapped when both areas
-//! are dropped. An area is a byte region shared with the kernel under the TPACKET protocol:
+//! [`Ring`] owns a socket and its mapping until it becomes the [`RingArea`] of one half of the
+//! port (each half has a socket of its own), or is split into two areas; the mapping is
+//! unmapped when its areas are dropped. An area is a byte region shared with the kernel under the TPACKET protocol:
 //! status words are only accessed atomically ([`RingArea::status`], [`RingArea::set_status`]),
 //! a slot's other bytes are read or written only while its status says user space owns it.
 //! Which offsets are slots and which status values mean "ours" is the business of the TPACKET
@@ -11,7 +11,7 @@
 
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -59,7 +59,7 @@ impl Drop for Mapping {
 pub(super) struct Ring(Mapping);
 
 impl Ring {
-    /// Maps `len` bytes of `fd`'s rings (set up before with `PACKET_RX_RING` and
+    /// Maps `len` bytes of `fd`'s rings (set up before with `PACKET_RX_RING` or
     /// `PACKET_TX_RING`), read-write and shared with the kernel.
     pub(super) fn map(fd: OwnedFd, len: usize) -> io::Result<Ring> {
         // SAFETY: a fresh shared mapping chosen by the kernel; nothing else is affected, and
@@ -84,6 +84,17 @@ impl Ring {
     /// The socket.
     pub(super) fn fd(&self) -> RawFd {
         self.0.fd.as_raw_fd()
+    }
+
+    /// The socket, borrowed.
+    pub(super) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.fd.as_fd()
+    }
+
+    /// The whole mapping as one area (a socket with one ring).
+    pub(super) fn into_area(self) -> RingArea {
+        let len = self.0.len;
+        self.split(len).0
     }
 
     /// Splits the mapping into the RX ring (its first `rx_len` bytes) and the TX ring (the

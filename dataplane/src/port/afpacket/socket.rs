@@ -36,13 +36,15 @@ pub fn interface_index(ifname: &str) -> io::Result<u32> {
 /// runtime keeps a few prepared sockets spare so that attaching a port does not wait for them.
 #[derive(Debug)]
 pub struct Prepared {
+    /// The receiving socket and its RX ring.
     ring: Ring,
+    /// The sending socket and its TX ring: a socket of its own, never registered with epoll,
+    /// so that freeing each sent frame (`sock_wfree`) finds no waiter to wake on it.
+    tx_ring: Ring,
     walk: RxWalk,
-    rx_len: usize,
     /// Buffers for frames longer than a V2 slot (0 for V3).
     long: usize,
     tx: TxGeometry,
-    qdisc_bypass: bool,
 }
 
 /// Makes `AfPacketError`s for the port on `ifname`.
@@ -69,7 +71,7 @@ pub fn prepare(label: &str, config: &AfPacketConfig) -> Result<Prepared, AfPacke
         .checked_mul(rx_block_count)
         .ok_or_else(|| bad("RX ring size overflows"))?;
     let fd = packet_socket().map_err(os_error(label, Step::Socket))?;
-    set_ring_options(fd.as_raw_fd(), &walk, label)?;
+    set_ring_options(fd.as_raw_fd(), &walk, true, label)?;
     let long = match walk {
         RxWalk::V2(_) => config.rx_long_buffers,
         RxWalk::V3(_) => 0,
@@ -77,19 +79,31 @@ pub fn prepare(label: &str, config: &AfPacketConfig) -> Result<Prepared, AfPacke
     if long > 0 {
         queue_long_frames(fd.as_raw_fd(), long).map_err(os_error(label, Step::CopyThresh))?;
     }
-    set_rings(fd.as_raw_fd(), &walk, &tx).map_err(|e| match e {
+    let ring_error = |e| match e {
         RingSetupError::Os(step, source) => os_error(label, step)(source),
         RingSetupError::Overflow => bad("ring size overflows 32 bits"),
-    })?;
-    let ring = Ring::map(fd, rx_len + tx.len()).map_err(os_error(label, Step::Mmap))?;
-    set_send_options(ring.fd(), tx.len(), config.qdisc_bypass, label)?;
+    };
+    set_rx_ring(fd.as_raw_fd(), &walk).map_err(ring_error)?;
+    let ring = Ring::map(fd, rx_len).map_err(os_error(label, Step::Mmap))?;
+    // Frames sent on this interface (by us or by the host stack) are not read back.
+    setsockopt_int(ring.fd(), libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
+        .map_err(os_error(label, Step::IgnoreOutgoing))?;
+    if config.qdisc_bypass {
+        // For the frames longer than a TX slot, which leave through this socket (`Direct`).
+        setsockopt_int(ring.fd(), libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
+            .map_err(os_error(label, Step::QdiscBypass))?;
+    }
+    let tx_fd = packet_socket().map_err(os_error(label, Step::Socket))?;
+    set_ring_options(tx_fd.as_raw_fd(), &walk, false, label)?;
+    set_tx_ring(tx_fd.as_raw_fd(), &walk, &tx).map_err(ring_error)?;
+    let tx_ring = Ring::map(tx_fd, tx.len()).map_err(os_error(label, Step::Mmap))?;
+    set_send_options(tx_ring.fd(), tx.len(), config.qdisc_bypass, label)?;
     Ok(Prepared {
         ring,
+        tx_ring,
         walk,
-        rx_len,
         long,
         tx,
-        qdisc_bypass: config.qdisc_bypass,
     })
 }
 
@@ -111,8 +125,9 @@ fn queue_long_frames(s: RawFd, long: usize) -> io::Result<()> {
 }
 
 /// The options that must be set before the rings are created (`EBUSY` afterwards): the
-/// header version, the virtio-net header, the reserve in front of each frame, `PACKET_LOSS`.
-fn set_ring_options(s: RawFd, walk: &RxWalk, label: &str) -> Result<(), AfPacketError> {
+/// header version, the virtio-net header, `PACKET_LOSS` and, on the receiving socket
+/// (`rx`), the reserve in front of each frame.
+fn set_ring_options(s: RawFd, walk: &RxWalk, rx: bool, label: &str) -> Result<(), AfPacketError> {
     let version = match walk {
         RxWalk::V2(_) => libc::tpacket_versions::TPACKET_V2,
         RxWalk::V3(_) => libc::tpacket_versions::TPACKET_V3,
@@ -121,8 +136,10 @@ fn set_ring_options(s: RawFd, walk: &RxWalk, label: &str) -> Result<(), AfPacket
     setsockopt_int(s, sol, libc::PACKET_VERSION, version as libc::c_int)
         .map_err(os_error(label, Step::Version))?;
     setsockopt_int(s, sol, libc::PACKET_VNET_HDR, 1).map_err(os_error(label, Step::VnetHdr))?;
-    setsockopt_int(s, sol, libc::PACKET_RESERVE, RX_RESERVE as libc::c_int)
-        .map_err(os_error(label, Step::Reserve))?;
+    if rx {
+        setsockopt_int(s, sol, libc::PACKET_RESERVE, RX_RESERVE as libc::c_int)
+            .map_err(os_error(label, Step::Reserve))?;
+    }
     setsockopt_int(s, sol, libc::PACKET_LOSS, 1).map_err(os_error(label, Step::Loss))
 }
 
@@ -132,16 +149,8 @@ enum RingSetupError {
     Overflow,
 }
 
-/// Creates both rings: `tpacket_req` for V2, `tpacket_req3` for V3 (both rings).
-fn set_rings(s: RawFd, walk: &RxWalk, tx: &TxGeometry) -> Result<(), RingSetupError> {
-    let to_u32 = |v: usize| u32::try_from(v).map_err(|_| RingSetupError::Overflow);
-    let (block_size, block_count, frame_size, frame_count) = tx.request();
-    let tx_req = libc::tpacket_req {
-        tp_block_size: to_u32(block_size)?,
-        tp_block_nr: to_u32(block_count)?,
-        tp_frame_size: to_u32(frame_size)?,
-        tp_frame_nr: to_u32(frame_count)?,
-    };
+/// Creates the RX ring: `tpacket_req` for V2, `tpacket_req3` for V3.
+fn set_rx_ring(s: RawFd, walk: &RxWalk) -> Result<(), RingSetupError> {
     match walk {
         RxWalk::V2(w) => {
             let rx_req = libc::tpacket_req {
@@ -150,8 +159,7 @@ fn set_rings(s: RawFd, walk: &RxWalk, tx: &TxGeometry) -> Result<(), RingSetupEr
                 tp_frame_size: to_u32(w.frame_size)?,
                 tp_frame_nr: to_u32(w.frame_count)?,
             };
-            ring_option(s, libc::PACKET_RX_RING, Step::RxRing, &rx_req)?;
-            ring_option(s, libc::PACKET_TX_RING, Step::TxRing, &tx_req)
+            ring_option(s, libc::PACKET_RX_RING, Step::RxRing, &rx_req)
         }
         RxWalk::V3(w) => {
             // V3 ignores the RX frame size except for these consistency checks.
@@ -165,6 +173,23 @@ fn set_rings(s: RawFd, walk: &RxWalk, tx: &TxGeometry) -> Result<(), RingSetupEr
                 tp_sizeof_priv: 0,
                 tp_feature_req_word: 0,
             };
+            ring_option(s, libc::PACKET_RX_RING, Step::RxRing, &rx_req)
+        }
+    }
+}
+
+/// Creates the TX ring, with the request type of the socket's header version (`walk`'s).
+fn set_tx_ring(s: RawFd, walk: &RxWalk, tx: &TxGeometry) -> Result<(), RingSetupError> {
+    let (block_size, block_count, frame_size, frame_count) = tx.request();
+    let tx_req = libc::tpacket_req {
+        tp_block_size: to_u32(block_size)?,
+        tp_block_nr: to_u32(block_count)?,
+        tp_frame_size: to_u32(frame_size)?,
+        tp_frame_nr: to_u32(frame_count)?,
+    };
+    match walk {
+        RxWalk::V2(_) => ring_option(s, libc::PACKET_TX_RING, Step::TxRing, &tx_req),
+        RxWalk::V3(_) => {
             let tx_req3 = libc::tpacket_req3 {
                 tp_block_size: tx_req.tp_block_size,
                 tp_block_nr: tx_req.tp_block_nr,
@@ -174,10 +199,14 @@ fn set_rings(s: RawFd, walk: &RxWalk, tx: &TxGeometry) -> Result<(), RingSetupEr
                 tp_sizeof_priv: 0,
                 tp_feature_req_word: 0,
             };
-            ring_option(s, libc::PACKET_RX_RING, Step::RxRing, &rx_req)?;
             ring_option(s, libc::PACKET_TX_RING, Step::TxRing, &tx_req3)
         }
     }
+}
+
+/// A ring request field as the kernel's 32 bits.
+fn to_u32(v: usize) -> Result<u32, RingSetupError> {
+    u32::try_from(v).map_err(|_| RingSetupError::Overflow)
 }
 
 /// Sets ring option `name` to `req`, failing as `step`.
@@ -185,8 +214,8 @@ fn ring_option<T>(s: RawFd, name: libc::c_int, step: Step, req: &T) -> Result<()
     setsockopt_raw(s, libc::SOL_PACKET, name, req).map_err(|e| RingSetupError::Os(step, e))
 }
 
-/// The options of the sending side, set once the rings exist: a send buffer for the whole
-/// TX ring, qdisc bypass, and no reading back of outgoing frames.
+/// The options of the sending socket, set once its ring exists: a send buffer for the whole
+/// TX ring, and qdisc bypass.
 fn set_send_options(
     s: RawFd,
     tx_len: usize,
@@ -203,9 +232,7 @@ fn set_send_options(
         setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
             .map_err(os_error(label, Step::QdiscBypass))?;
     }
-    // Frames sent on this interface (by us or by the host stack) are not read back.
-    setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
-        .map_err(os_error(label, Step::IgnoreOutgoing))
+    Ok(())
 }
 
 impl Prepared {
@@ -256,11 +283,10 @@ impl Prepared {
         }
         let Prepared {
             ring,
+            tx_ring,
             walk,
-            rx_len,
             long,
             tx,
-            qdisc_bypass,
         } = self;
         let layout = match walk {
             RxWalk::V2(_) => TxLayout::V2,
@@ -269,12 +295,11 @@ impl Prepared {
         let direct = if tx.frame_size() >= LONG_BUF {
             None
         } else {
-            Some(Direct::open(ifindex, qdisc_bypass).map_err(os_error(ifname, Step::Socket))?)
+            Some(Direct::over(ring.as_fd(), ifindex).map_err(os_error(ifname, Step::Socket))?)
         };
-        let (rx_area, tx_area) = ring.split(rx_len);
         Ok((
-            AfPacketRx::new(id, rx_area, walk, long),
-            AfPacketTx::new(tx_area, layout, tx, direct),
+            AfPacketRx::new(id, ring.into_area(), walk, long),
+            AfPacketTx::new(tx_ring.into_area(), layout, tx, Kick::new(ifindex), direct),
         ))
     }
 }
@@ -327,29 +352,58 @@ fn bind_to(s: RawFd, ifindex: u32) -> io::Result<()> {
     .map(drop)
 }
 
-/// Transmits every TX slot marked `TP_STATUS_SEND_REQUEST` (`sendto` with no buffer).
-pub(super) fn kick(s: RawFd) -> io::Result<()> {
-    // SAFETY: sendto with no buffer and no address reads no memory of ours.
-    let ret = unsafe {
-        libc::sendto(
-            s,
-            std::ptr::null(),
-            0,
-            libc::MSG_DONTWAIT,
-            std::ptr::null(),
-            0,
-        )
-    };
-    if ret >= 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+/// The `sendto` that transmits every TX slot marked `TP_STATUS_SEND_REQUEST`. The sending
+/// socket is bound to no interface (a bound one would be listed as the interface's, and receive
+/// nothing anyway), so each kick names it.
+#[derive(Debug)]
+pub(super) struct Kick {
+    to: libc::sockaddr_ll,
+}
+
+impl Kick {
+    /// The kick towards interface `ifindex` (protocol 0: the kernel reads each frame's from
+    /// its Ethernet header).
+    fn new(ifindex: u32) -> Kick {
+        Kick {
+            to: sockaddr_to(ifindex),
+        }
+    }
+
+    /// Transmits the marked slots of the TX ring of socket `s`.
+    pub(super) fn send(&self, s: RawFd) -> io::Result<()> {
+        // SAFETY: sendto with no buffer reads only `self.to`, a valid sockaddr_ll of the given
+        // length.
+        let ret = unsafe {
+            libc::sendto(
+                s,
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                (&self.to as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if ret >= 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 }
 
-/// A second packet socket of a port, without rings and bound to nothing (so it receives
-/// nothing), for the frames longer than a TX slot: a socket with a TX ring sends only the
-/// ring's frames, whatever `sendmsg` is given.
+/// The address of interface `ifindex` for `sendto`/`sendmsg`, protocol 0.
+fn sockaddr_to(ifindex: u32) -> libc::sockaddr_ll {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_ifindex = ifindex as libc::c_int;
+    to
+}
+
+/// The way out for the frames longer than a TX slot: `sendmsg` on the receiving socket (a
+/// socket with a TX ring sends only the ring's frames, whatever `sendmsg` is given; the
+/// receiving one has none), through a descriptor of its own, so that closing a port closes
+/// no more sockets (each close waits for an RCU grace period).
 #[derive(Debug)]
 pub(super) struct Direct {
     fd: OwnedFd,
@@ -357,19 +411,18 @@ pub(super) struct Direct {
 }
 
 impl Direct {
-    /// The direct socket towards interface `ifindex`.
-    fn open(ifindex: u32, qdisc_bypass: bool) -> io::Result<Direct> {
-        let fd = packet_socket()?;
-        let s = fd.as_raw_fd();
-        setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
-        if qdisc_bypass {
-            setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
-        }
-        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        to.sll_family = libc::AF_PACKET as u16;
-        to.sll_ifindex = ifindex as libc::c_int;
-        Ok(Direct { fd, to })
+    /// Sends through receiving socket `rx` towards interface `ifindex`.
+    fn over(rx: BorrowedFd<'_>, ifindex: u32) -> io::Result<Direct> {
+        Ok(Direct {
+            fd: rx.try_clone_to_owned()?,
+            to: sockaddr_to(ifindex),
+        })
+    }
+
+    /// The descriptor frames leave through.
+    #[cfg(test)]
+    pub(super) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 
     /// Sends one frame gathered from `parts` (virtio-net header first).

@@ -756,3 +756,31 @@ fn long_frames_of_a_mixed_ring_keep_their_order() {
     assert!(got == sent, "frames differ or out of order");
     assert_eq!(rx.malformed(), 0);
 }
+
+/// The TX ring has a socket of its own, bound to nothing (freeing a sent frame then wakes no
+/// epoll entry of the receiving socket): the interface lists only the receiving socket, and
+/// frames longer than a TX slot leave through that receiving socket, not a third one.
+#[test]
+fn the_tx_ring_has_a_socket_of_its_own() {
+    use std::os::unix::fs::MetadataExt;
+    let ns = Netns::new("s");
+    ns.ip("link add name a type veth peer name b");
+    ns.ip("link set dev a up");
+    ns.ip("link set dev b up");
+    let (rx, tx) = ns.enter(|| open("b", PortId(2), &mixed())).unwrap();
+    let inode = |fd: std::os::fd::RawFd| {
+        std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .ino()
+    };
+    let receiving = inode(rx.raw_fd().unwrap());
+    let (ring, long) = tx.sockets();
+    assert_ne!(
+        inode(ring),
+        receiving,
+        "the TX ring is on the receiving socket"
+    );
+    assert_eq!(long.map(inode), Some(receiving));
+    let listed = ns.enter(|| ns.packet_sockets("b"));
+    assert_eq!(listed, 1, "sockets bound to the interface");
+}
