@@ -94,7 +94,7 @@ impl BatchState<'_> {
             }
             // As for bridged flows, only a flow that carried a bulk-sized frame either way is
             // offered: request/response is faster through userspace (bench/RESULTS.md,
-            // overlay shape: 28 us against the kernel's 61 us).
+            // overlay shape after wave 7: 28 us in userspace against 61 us offloaded).
             Step::Established
                 if self.epoch != 0
                     && o.seen()

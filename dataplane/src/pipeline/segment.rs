@@ -75,7 +75,7 @@ impl L4Layout {
         let inner = frame.get(outer..).ok_or(bad("short outer headers"))?;
         let eth = EthernetFrame::new_checked(inner).map_err(|_| bad("Ethernet"))?;
         let ip_at = outer + ethernet::HEADER_LEN;
-        let (l4, ip_len, v6) = match eth.ethertype() {
+        let (ip_hlen, ip_len, v6) = match eth.ethertype() {
             ETHERTYPE_IPV4 => {
                 let ip = Ipv4Packet::new_checked(eth.payload()).map_err(|_| bad("IPv4"))?;
                 if ip.protocol() != proto || ip.is_fragment() {
@@ -93,9 +93,9 @@ impl L4Layout {
             }
             _ => return Err(bad("not untagged IP")),
         };
-        let tcp_at = ip_at + l4;
+        let l4_at = ip_at + ip_hlen;
         let seg = inner
-            .get(tcp_at - outer..ip_at - outer + ip_len)
+            .get(l4_at - outer..ip_at - outer + ip_len)
             .ok_or(bad("IP length"))?;
         let header_len = match proto {
             IPPROTO_TCP => TcpPacket::new_checked(seg)
@@ -107,8 +107,8 @@ impl L4Layout {
         Ok(L4Layout {
             outer,
             ip: ip_at,
-            l4: tcp_at,
-            payload: tcp_at + header_len,
+            l4: l4_at,
+            payload: l4_at + header_len,
             end: ip_at + ip_len,
             v6,
             udp: proto == IPPROTO_UDP,
