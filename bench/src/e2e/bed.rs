@@ -9,7 +9,7 @@ use sluice_lab::lab::{DockerLike, DockerLikeSpec, Forwarder, Lab, Publish, OUTSI
 
 use super::peers::{have_tool, Peer, PeerKind};
 use super::scale::BedKind;
-use super::{scale, shapes, v6, Metric, Shape, TestKind};
+use super::{scale, shapes, streams, v6, Metric, Shape, TestKind};
 
 /// The port every iperf3 server listens on (in a, b and outside).
 pub(super) const IPERF_PORT: u16 = 5201;
@@ -72,6 +72,9 @@ fn servers(shape: Shape, spec: &DockerLikeSpec, metrics: &[Metric]) -> Vec<Serve
             .any(|m| m.unit == super::Unit::Us && v6::twin(m).is_some() == v6_rows)
     };
     let (rr6, rr) = (rr(true), rr(false));
+    let four = metrics
+        .iter()
+        .any(|m| v6::twin(m).unwrap_or(*m) == super::metrics::TCP4);
     let nat = metrics
         .iter()
         .any(|m| TestKind::of(m).is_some_and(TestKind::through_nat));
@@ -101,6 +104,10 @@ fn servers(shape: Shape, spec: &DockerLikeSpec, metrics: &[Metric]) -> Vec<Serve
                 cmd.extend(v(&["-B", &ip]));
             }
             out.push((ns, cmd, IPERF_PORT));
+            if four && ns == "b" {
+                let extra = streams::extra_servers(IPERF_PORT, None);
+                out.extend(extra.into_iter().map(|(cmd, port)| (ns, cmd, port)));
+            }
         }
         if rr && sp_tcp_on {
             out.push((

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use sluice_lab::lab::OUTSIDE;
 
 use super::bed::{self, Bed, IPERF_PORT, PUB_IPERF, PUB_SP, SP_TCP_PORT, SP_UDP_PORT};
-use super::{metrics, parse, scale, v6, CpuUse, ForwarderTicks, Metric, Sample, Shape, TestKind};
+use super::{
+    metrics, parse, scale, streams, v6, CpuUse, ForwarderTicks, Metric, Sample, Shape, TestKind,
+};
 
 /// How 64-byte UDP is generated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,22 +107,10 @@ fn first_line(s: &str) -> String {
 
 type Measured = Result<(f64, String), String>;
 
-fn m_iperf_tcp(bed: &Bed, ns: &str, ip: &str, port: u16, streams: u32, dur: u32) -> Measured {
-    let (t, p, n, d) = (
-        (dur + 15).to_string(),
-        port.to_string(),
-        streams.to_string(),
-        dur.to_string(),
-    );
-    let o = bed
-        .lab
-        .exec_output(
-            ns,
-            &[
-                "timeout", &t, "iperf3", "-c", ip, "-p", &p, "-t", &d, "-P", &n, "-J",
-            ],
-        )
-        .map_err(|e| e.to_string())?;
+fn m_iperf_tcp(bed: &Bed, ns: &str, ip: &str, port: u16, dur: u32) -> Measured {
+    let args = streams::client(ip, port, dur);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = bed.lab.exec_output(ns, &args).map_err(|e| e.to_string())?;
     let (out, err) = out_text(&o);
     let r = parse::iperf3_tcp(&out).map_err(|e| {
         if out.trim().is_empty() {
@@ -129,13 +119,20 @@ fn m_iperf_tcp(bed: &Bed, ns: &str, ip: &str, port: u16, streams: u32, dur: u32)
             e.to_string()
         }
     })?;
-    Ok((
-        r.gbps,
-        format!(
-            "retr {}; iperf3 cpu snd {:.0}% rcv {:.0}%",
-            r.retransmits, r.client_cpu, r.server_cpu
-        ),
-    ))
+    Ok((r.gbps, iperf_note(&r)))
+}
+
+/// The four-stream row: four clients in `a`, one stream each, to `b`'s four servers.
+fn m_iperf_tcp4(bed: &Bed, ip: &str, dur: u32) -> Measured {
+    let r = streams::run(&bed.lab, "a", ip, IPERF_PORT, dur)?;
+    Ok((r.gbps, iperf_note(&r)))
+}
+
+fn iperf_note(r: &parse::IperfTcp) -> String {
+    format!(
+        "retr {}; iperf3 cpu snd {:.0}% rcv {:.0}%",
+        r.retransmits, r.client_cpu, r.server_cpu
+    )
 }
 
 fn m_sockperf(bed: &Bed, ns: &str, ip: IpAddr, port: u16, tcp: bool, dur: u32) -> Measured {
@@ -279,16 +276,16 @@ fn measure(bed: &Bed, m: Metric, gen: UdpGen, dur: u32) -> Measured {
         metrics::TCP1
         | metrics::TCP1_2_ENDPOINTS
         | metrics::TCP1_64_ENDPOINTS
-        | metrics::TCP1_10K_MACS => m_iperf_tcp(bed, "a", &b, IPERF_PORT, 1, dur),
-        metrics::TCP4 => m_iperf_tcp(bed, "a", &b, IPERF_PORT, 4, dur),
+        | metrics::TCP1_10K_MACS => m_iperf_tcp(bed, "a", &b, IPERF_PORT, dur),
+        metrics::TCP4 => m_iperf_tcp4(bed, &b, dur),
         metrics::UDP64 => m_udp64(bed, gen, dur, over_v6),
         metrics::TCP_RR => m_sockperf(bed, "a", ips.b, SP_TCP_PORT, true, dur),
         metrics::UDP_RR => m_sockperf(bed, "a", ips.b, SP_UDP_PORT, false, dur),
         metrics::NAT_OUT_TCP1
         | metrics::NAT_OUT_FLOWS_1
         | metrics::NAT_OUT_FLOWS_1K
-        | metrics::NAT_OUT_FLOWS_100K => m_iperf_tcp(bed, "a", &o, IPERF_PORT, 1, dur),
-        metrics::NAT_IN_TCP1 => m_iperf_tcp(bed, OUTSIDE, &up, PUB_IPERF, 1, dur),
+        | metrics::NAT_OUT_FLOWS_100K => m_iperf_tcp(bed, "a", &o, IPERF_PORT, dur),
+        metrics::NAT_IN_TCP1 => m_iperf_tcp(bed, OUTSIDE, &up, PUB_IPERF, dur),
         metrics::NAT_OUT_RR => m_sockperf(bed, "a", ips.outside, SP_TCP_PORT, true, dur),
         metrics::NAT_IN_RR => m_sockperf(bed, OUTSIDE, ips.uplink, PUB_SP, true, dur),
         other => Err(format!("no measurement for {}", other.name)),

@@ -21,6 +21,7 @@ pub mod rootless;
 pub mod rr;
 pub mod scale;
 pub mod shapes;
+mod streams;
 pub mod v6;
 
 /// A group of measurements selected with `--tests`.
@@ -28,7 +29,7 @@ pub mod v6;
 pub enum TestKind {
     /// TCP, one stream, a -> b.
     Tcp,
-    /// TCP, four streams, a -> b.
+    /// TCP, four streams, a -> b: four iperf3 clients at once, one stream each (`streams`).
     Tcp4,
     /// 64-byte UDP packets per second received, a -> b.
     Udp64,

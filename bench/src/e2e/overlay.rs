@@ -16,7 +16,7 @@ use sluice_lab::lab::overlay::{self, EP_B, EP_B6};
 use sluice_lab::lab::{Lab, SluiceLaunch};
 
 use super::measure::{clock_ticks, read_proc, settle, worker_ticks};
-use super::{parse, Better, CpuUse, ForwarderTicks, Metric, Sample, Unit};
+use super::{parse, streams, Better, CpuUse, ForwarderTicks, Metric, Sample, Unit};
 
 /// The forwarders of the overlay shape, in report order.
 pub const PEERS: [&str; 3] = ["kernel", "sluice", "sluice-userspace"];
@@ -45,8 +45,12 @@ pub const METRICS: [Metric; 4] = [
     },
 ];
 
-/// The port of the iperf3 server on `eb`'s IPv6 address (the IPv4 one has 5201).
-const IPERF6_PORT: u16 = 5202;
+/// The port of the first iperf3 server on `eb`'s IPv4 address (the four-stream row uses it and
+/// the three after it).
+const IPERF_PORT: u16 = 5201;
+
+/// The port of the iperf3 server on `eb`'s IPv6 address.
+const IPERF6_PORT: u16 = 5211;
 
 /// The sockperf server's port on `eb`.
 const SOCKPERF_PORT: u16 = 11111;
@@ -102,7 +106,8 @@ fn sample(lab: &Lab, pids: &[u32], offload: bool, m: &Metric, dur: u32, hz: f64)
     Sample::new(value, cpu, m.unit)
 }
 
-/// The client command of `m` (iperf3 or sockperf, from `ea` to the servers on `eb`).
+/// The client command of `m` (iperf3 or sockperf, from `ea` to the servers on `eb`; the first
+/// of the four-stream row's four clients).
 pub fn client_args(m: &Metric, dur: u32) -> Vec<String> {
     let v6 = m.name.contains("v6");
     let ip = if v6 {
@@ -110,37 +115,40 @@ pub fn client_args(m: &Metric, dur: u32) -> Vec<String> {
     } else {
         EP_B.to_string()
     };
-    let port = if v6 { IPERF6_PORT } else { 5201 }.to_string();
-    let (t, d) = ((dur + 15).to_string(), dur.to_string());
-    let args: Vec<&str> = match m.unit {
-        Unit::Us => vec![
-            "timeout",
-            &t,
-            "sockperf",
-            "pp",
-            "--tcp",
-            "-i",
-            &ip,
-            "-p",
-            "11111",
-            "-m",
-            "64",
-            "-t",
-            &d,
-            "--full-rtt",
-        ],
-        _ => {
-            let streams = if m.name.contains("tcp4") { "4" } else { "1" };
-            vec![
-                "timeout", &t, "iperf3", "-c", &ip, "-p", &port, "-t", &d, "-P", streams, "-J",
-            ]
-        }
-    };
-    args.into_iter().map(String::from).collect()
+    if m.unit != Unit::Us {
+        return streams::client(&ip, if v6 { IPERF6_PORT } else { IPERF_PORT }, dur);
+    }
+    let (t, d, p) = (
+        (dur + 15).to_string(),
+        dur.to_string(),
+        SOCKPERF_PORT.to_string(),
+    );
+    [
+        "timeout",
+        &t,
+        "sockperf",
+        "pp",
+        "--tcp",
+        "-i",
+        &ip,
+        "-p",
+        &p,
+        "-m",
+        "64",
+        "-t",
+        &d,
+        "--full-rtt",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
-/// Runs the client of `m`; the figure and a note.
+/// Runs the client of `m` (the four clients of the four-stream row); the figure and a note.
 fn run_tool(lab: &Lab, m: &Metric, dur: u32) -> Result<(f64, String), String> {
+    if m.name.contains("tcp4") {
+        let r = streams::run(lab, "ea", &EP_B.to_string(), IPERF_PORT, dur)?;
+        return Ok((r.gbps, format!("retr {}", r.retransmits)));
+    }
     let args = client_args(m, dur);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = lab.exec_output("ea", &args).map_err(lab_err)?;
@@ -182,6 +190,11 @@ fn measure_peer(plan: &OverlayPlan, peer: usize, hz: f64) -> Result<Vec<Sample>,
     let (sp, p6) = (SOCKPERF_PORT.to_string(), IPERF6_PORT.to_string());
     lab.spawn("eb", &["iperf3", "-s", "-B", &ip], "iperf3")
         .map_err(lab_err)?;
+    for (cmd, port) in streams::extra_servers(IPERF_PORT, Some(&ip)) {
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        lab.spawn("eb", &cmd, &format!("iperf3-{port}"))
+            .map_err(lab_err)?;
+    }
     lab.spawn("eb", &["iperf3", "-s", "-B", &ip6, "-p", &p6], "iperf3-v6")
         .map_err(lab_err)?;
     lab.spawn(
@@ -190,7 +203,7 @@ fn measure_peer(plan: &OverlayPlan, peer: usize, hz: f64) -> Result<Vec<Sample>,
         "sockperf",
     )
     .map_err(lab_err)?;
-    for port in [5201, IPERF6_PORT, SOCKPERF_PORT] {
+    for port in streams::ports(IPERF_PORT).chain([IPERF6_PORT, SOCKPERF_PORT]) {
         lab.wait_listen("eb", port, Duration::from_secs(5))
             .map_err(lab_err)?;
     }
@@ -295,12 +308,11 @@ mod tests {
     #[test]
     fn clients_and_table() {
         let c = client_args(&METRICS[1], 5);
-        assert_eq!(&c[2..5], ["iperf3", "-c", "10.20.0.3"]);
-        assert!(c.windows(2).any(|w| w == ["-P", "4"]));
+        assert_eq!(&c[2..7], ["iperf3", "-c", "10.20.0.3", "-p", "5201"]);
         let rr = client_args(&METRICS[2], 5);
         assert!(rr.contains(&"--tcp".to_string()) && rr.contains(&"sockperf".to_string()));
         let v6 = client_args(&METRICS[3], 5);
-        assert_eq!(&v6[2..7], ["iperf3", "-c", "fd00:20::3", "-p", "5202"]);
+        assert_eq!(&v6[2..7], ["iperf3", "-c", "fd00:20::3", "-p", "5211"]);
         let ok = |v: f64, cost| Sample {
             value: Ok(v),
             note: String::new(),
