@@ -89,7 +89,7 @@ fn quick_bench_writes_rows_and_charts() {
             "--peers",
             "kernel,sluice,iptables-nat",
             "--tests",
-            "tcp",
+            "tcp,tcp4",
             "--runs",
             "1",
             "--duration",
@@ -132,6 +132,14 @@ fn quick_bench_writes_rows_and_charts() {
         }
     }
     assert_eq!(tcp["metrics"][0]["cost_unit"], "%CPU/Gbit/s");
+    // The four-stream row runs four iperf3 clients against four servers: every one must
+    // have answered for the row to have a figure.
+    let tcp4 = &json["tests"][1];
+    assert_eq!(tcp4["test"], "tcp4");
+    for p in tcp4["metrics"][0]["peers"].as_array().expect("tcp4 peers") {
+        assert_eq!(p["ok"], 1, "four streams measured: {p}");
+        assert!(p["median"].as_f64().is_some_and(|g| g > 0.0), "{p}");
+    }
 
     let md = std::fs::read_to_string(out.0.join("results.md")).unwrap();
     let row = md
