@@ -240,6 +240,12 @@ impl Stack {
         ]);
     }
 
+    /// Container `name`'s IPv4 address on `network`, as docker shows it.
+    fn ip_on(&self, name: &str, network: &str) -> String {
+        let format = format!("{{{{.NetworkSettings.Networks.{network}.IPAddress}}}}");
+        self.docker(&["inspect", "-f", &format, name])
+    }
+
     /// `docker run` of `web`: an httpd on `network` published as `-p 18080:80`.
     fn run_published_web(&self, img: &str, network: &str) {
         self.docker(&[
@@ -397,12 +403,7 @@ fn docker_containers_on_a_sluice_network() {
         s.run_sleeper(name, "net1", img);
     }
     eprintln!("network create + 2 containers: {:?}", step.elapsed());
-    let ip_a = s.docker(&[
-        "inspect",
-        "-f",
-        "{{.NetworkSettings.Networks.net1.IPAddress}}",
-        "alpha",
-    ]);
+    let ip_a = s.ip_on("alpha", "net1");
     assert_eq!(ip_a, "10.77.0.2", "sluice's IPAM: gateway .1, then .2");
     let step = Instant::now();
     let out = s.exec_until(&["exec", "alpha", "ping", "-c", "1", "-W", "2", "beta"], 10);
@@ -552,12 +553,7 @@ fn docker_containers_on_a_sluice_network() {
         "sleep",
         "600",
     ]);
-    let ip = s.docker(&[
-        "inspect",
-        "-f",
-        "{{.NetworkSettings.Networks.net1.IPAddress}}",
-        "late",
-    ]);
+    let ip = s.ip_on("late", "net1");
     assert!(
         ![
             "10.77.0.1",
@@ -766,12 +762,7 @@ fn docker_overlay_network_spans_cluster_hosts() {
     assert_eq!(net2["Labels"]["com.docker.network.id"], id.as_str());
 
     s.run_sleeper("c1", "ovnet", img);
-    let ip1 = s.docker(&[
-        "inspect",
-        "-f",
-        "{{.NetworkSettings.Networks.ovnet.IPAddress}}",
-        "c1",
-    ]);
+    let ip1 = s.ip_on("c1", "ovnet");
     s.d.lab_mut().add_ns("b1").unwrap();
     let path = format!("/run/netns/{}", s.d.lab().ns_name("b1").unwrap());
     on_2(&["network", "connect", "--name", "bep", &name, &path]);
@@ -797,12 +788,7 @@ fn docker_overlay_network_spans_cluster_hosts() {
     // A second container after host 2's endpoint: docker's IPAM (sluice's) skips what the
     // cluster holds.
     s.run_sleeper("c2", "ovnet", img);
-    let ip3 = s.docker(&[
-        "inspect",
-        "-f",
-        "{{.NetworkSettings.Networks.ovnet.IPAddress}}",
-        "c2",
-    ]);
+    let ip3 = s.ip_on("c2", "ovnet");
     assert!(ip3 != ip1 && ip3 != ip2, "{ip1} {ip2} {ip3}");
 
     let out = s.exec_until(&["exec", "c2", "ping", "-c", "1", "-W", "2", &ip2], 10);
