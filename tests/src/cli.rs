@@ -128,16 +128,55 @@ pub fn cluster_underlay(lab: &mut Lab) {
 pub fn cluster_host(lab: &mut Lab, i: usize) -> String {
     let h = format!("h{}", i + 1);
     lab.add_ns(&h).unwrap();
+    cluster_host_links(lab, &h, i);
+    h
+}
+
+/// Wires the lab's existing namespace `ns` as host `i` of a cluster lab (see
+/// [`cluster_host`]): its `up0` and `mg0` (10.99.0.{i+1}/24) on the underlay's `br0`.
+pub fn cluster_host_links(lab: &Lab, ns: &str, i: usize) {
     for (dev, port) in [("up0", format!("up{i}")), ("mg0", format!("mg{i}"))] {
-        lab.veth((&h, dev), ("ul", &port)).unwrap();
+        lab.veth((ns, dev), ("ul", &port)).unwrap();
         lab.ip("ul", &["link", "set", &port, "master", "br0"])
             .unwrap();
         lab.up("ul", &port).unwrap();
-        lab.up(&h, dev).unwrap();
+        lab.up(ns, dev).unwrap();
     }
-    lab.addr(&h, "mg0", &format!("10.99.0.{}/24", i + 1))
+    lab.addr(ns, "mg0", &format!("10.99.0.{}/24", i + 1))
         .unwrap();
-    h
+}
+
+/// The underlay of [`cluster_underlay`] with a one-member etcd ([`one_member_etcd`]) serving
+/// clients at `endpoint` (`HOST:PORT` on the underlay bridge), once it answers.
+pub fn cluster_etcd(lab: &mut Lab, endpoint: &str) {
+    cluster_underlay(lab);
+    let url = format!("http://{endpoint}");
+    let args = one_member_etcd(lab, &url, &[]);
+    lab.spawn_os("ul", &args, "etcd").unwrap();
+    eventually("etcd answers", Duration::from_secs(20), || {
+        etcd_hosts(lab, endpoint).is_some()
+    });
+}
+
+/// How many hosts the etcd at `endpoint` lists (`/sluice/v1/hosts/`), once it answers.
+pub fn etcd_hosts(lab: &Lab, endpoint: &str) -> Option<usize> {
+    let cmd = [
+        "env",
+        "ETCDCTL_API=3",
+        "etcdctl",
+        "--endpoints",
+        endpoint,
+        "get",
+        "--prefix",
+        "--keys-only",
+        "/sluice/v1/hosts/",
+    ];
+    let o = lab.exec_output("ul", &cmd).ok()?;
+    o.status.success().then(|| {
+        String::from_utf8_lossy(&o.stdout)
+            .matches("/sluice/v1/hosts/")
+            .count()
+    })
 }
 
 /// The API socket of host `host`'s sluiced in a lab.

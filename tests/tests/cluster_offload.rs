@@ -14,46 +14,14 @@ use serde_json::Value;
 use sluice_lab::lab::Lab;
 use sluice_tests::bulk::{bulk_tcp, sha256};
 use sluice_tests::cli::{
-    cluster_host, cluster_sluiced, cluster_underlay, daemon_lab, eventually, host_socket,
-    one_member_etcd, sluice, sluice_ok,
+    cluster_etcd, cluster_host, cluster_sluiced, daemon_lab, etcd_hosts, eventually, host_socket,
+    sluice, sluice_ok,
 };
 
 /// Where the etcd member listens (on the underlay bridge, in namespace `ul`).
 const ETCD: &str = "10.99.0.100:2379";
 /// Bytes of each transfer.
 const BULK: usize = 16_000_000;
-
-/// The underlay bridge in `ul` with the etcd member on it, once it answers.
-fn etcd(lab: &mut Lab) {
-    cluster_underlay(lab);
-    let url = format!("http://{ETCD}");
-    let args = one_member_etcd(lab, &url, &[]);
-    lab.spawn_os("ul", &args, "etcd").unwrap();
-    eventually("etcd answers", Duration::from_secs(20), || {
-        etcd_hosts(lab).is_some()
-    });
-}
-
-/// How many hosts etcd lists, once it answers.
-fn etcd_hosts(lab: &Lab) -> Option<usize> {
-    let cmd = [
-        "env",
-        "ETCDCTL_API=3",
-        "etcdctl",
-        "--endpoints",
-        ETCD,
-        "get",
-        "--prefix",
-        "--keys-only",
-        "/sluice/v1/hosts/",
-    ];
-    let o = lab.exec_output("ul", &cmd).ok()?;
-    o.status.success().then(|| {
-        String::from_utf8_lossy(&o.stdout)
-            .matches("/sluice/v1/hosts/")
-            .count()
-    })
-}
 
 /// Host `i` (`h1`, `h2`) on the underlay, running sluiced with the flow offload against the
 /// store; its API socket.
@@ -107,10 +75,10 @@ fn overlay_flows_between_cluster_hosts_are_offloaded_and_arrive_intact() {
     let Some((bin, mut lab)) = daemon_lab("clo") else {
         return;
     };
-    etcd(&mut lab);
+    cluster_etcd(&mut lab, ETCD);
     let socks: Vec<PathBuf> = (0..2).map(|i| host(&mut lab, &bin, i)).collect();
     eventually("both hosts registered", Duration::from_secs(30), || {
-        etcd_hosts(&lab) == Some(2)
+        etcd_hosts(&lab, ETCD) == Some(2)
     });
     let create = [
         "network",

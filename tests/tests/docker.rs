@@ -10,7 +10,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use std::ffi::OsString;
+
 use sluice_lab::daemonlab::{OUTSIDE_IP, UPLINK_IP};
+use sluice_lab::lab::Lab;
+use sluice_tests::cli::{
+    cluster_etcd, cluster_host, cluster_host_links, cluster_sluiced, etcd_hosts, eventually,
+    host_socket, sluice_ok,
+};
 use sluice_tests::engines::{missing_tool, Dockerd};
 
 fn bin_dir() -> Option<PathBuf> {
@@ -28,13 +35,16 @@ struct Stack {
     sluiced: Option<Child>,
     bin: PathBuf,
     d: Dockerd,
-    /// sluiced's uplink also has [`UPLINK6`] (NAT66 and v6 published ports).
-    dual: bool,
+    /// sluiced's command line, the program first.
+    sluiced_args: Vec<OsString>,
 }
 
 /// sluice's v6 address on the uplink in the dual-stack test, and the outside namespace's.
 const UPLINK6: &str = "2001:db8:77::2";
 const OUTSIDE6: &str = "2001:db8:77::1";
+
+/// Where the etcd member of the overlay test listens (on the underlay bridge, namespace `ul`).
+const ETCD: &str = "10.99.0.100:2379";
 
 impl Stack {
     fn start(bin: &Path) -> Stack {
@@ -55,11 +65,59 @@ impl Stack {
         if dual {
             lab.addr6("out", "eth0", &format!("{OUTSIDE6}/64")).unwrap();
         }
+        let dir = lab.dir();
+        let mut args: Vec<OsString> = vec![
+            bin.join("sluiced").into(),
+            "--socket".into(),
+            dir.join("sluice.sock").into(),
+            "--state-dir".into(),
+            dir.join("sluice-state").into(),
+        ];
+        let uplink = [
+            "--uplink=up0".to_string(),
+            format!("--uplink-ip={UPLINK_IP}/24"),
+            format!("--uplink-gateway={OUTSIDE_IP}"),
+            "--workers=1".into(),
+            "--docker-plugin".into(),
+        ];
+        args.extend(uplink.into_iter().map(Into::into));
+        if dual {
+            args.push(format!("--uplink-ip6={UPLINK6}/64").into());
+            args.push(format!("--uplink-gateway6={OUTSIDE6}").into());
+        }
+        Stack::launched(bin, d, args)
+    }
+
+    /// The stack as host 1 of a cluster: dockerd's namespace is a host on an underlay with a
+    /// one-member etcd (`ul`), its sluiced has the cluster store; host 2 (`h2`) runs a plain
+    /// sluiced on the same store. The stack and host 2's API socket.
+    fn clustered(bin: &Path) -> (Stack, PathBuf) {
+        let mut d = Dockerd::start("dov").unwrap();
+        let ns = d.ns();
+        let lab = d.lab_mut();
+        cluster_etcd(lab, ETCD);
+        cluster_host_links(lab, ns, 0);
+        let store = format!("etcd://{ETCD}");
+        let sluiced = |lab: &Lab, host: &str, vtep: &str, extra: &[&str]| {
+            let mut flags = vec!["--cluster-advertise".to_string(), vtep.to_string()];
+            flags.extend(extra.iter().map(|f| f.to_string()));
+            cluster_sluiced(bin, lab, host, (vtep, &store, 3), &flags)
+        };
+        let a = sluiced(lab, "sluice", "192.0.2.1", &["--docker-plugin"]);
+        let h2 = cluster_host(lab, 1);
+        let b = sluiced(lab, &h2, "192.0.2.2", &[]);
+        lab.spawn_os(&h2, &b, &h2).unwrap();
+        let sock2 = host_socket(lab, &h2);
+        (Stack::launched(bin, d, a), sock2)
+    }
+
+    /// The stack with sluiced started from `sluiced_args`.
+    fn launched(bin: &Path, d: Dockerd, sluiced_args: Vec<OsString>) -> Stack {
         let mut s = Stack {
             sluiced: None,
             bin: bin.to_path_buf(),
             d,
-            dual,
+            sluiced_args,
         };
         s.launch();
         s
@@ -74,7 +132,7 @@ impl Stack {
     }
 
     /// Starts sluiced inside dockerd's namespaces with the plugin at its default path (which
-    /// is this dockerd's private plugin directory there).
+    /// is this dockerd's private plugin directory there); its API socket is [`Stack::socket`].
     fn launch(&mut self) {
         let dir = self.d.lab().dir().to_path_buf();
         let log = File::options()
@@ -84,26 +142,8 @@ impl Stack {
             .unwrap();
         let child = self
             .d
-            .command(self.bin.join("sluiced"))
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("--state-dir")
-            .arg(dir.join("sluice-state"))
-            .args(["--uplink", "up0", "--uplink-ip"])
-            .arg(format!("{UPLINK_IP}/24"))
-            .arg("--uplink-gateway")
-            .arg(OUTSIDE_IP.to_string())
-            .args(["--workers", "1", "--docker-plugin"])
-            .args(if self.dual {
-                vec![
-                    "--uplink-ip6".to_string(),
-                    format!("{UPLINK6}/64"),
-                    "--uplink-gateway6".into(),
-                    OUTSIDE6.into(),
-                ]
-            } else {
-                Vec::new()
-            })
+            .command(&self.sluiced_args[0])
+            .args(&self.sluiced_args[1..])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -200,6 +240,12 @@ impl Stack {
         ]);
     }
 
+    /// Container `name`'s IPv4 address on `network`, as docker shows it.
+    fn ip_on(&self, name: &str, network: &str) -> String {
+        let format = format!("{{{{.NetworkSettings.Networks.{network}.IPAddress}}}}");
+        self.docker(&["inspect", "-f", &format, name])
+    }
+
     /// `docker run` of `web`: an httpd on `network` published as `-p 18080:80`.
     fn run_published_web(&self, img: &str, network: &str) {
         self.docker(&[
@@ -237,8 +283,20 @@ impl Stack {
                 .unwrap();
         assert!(!ipam.contains(pool_text), "pools left: {ipam}");
         let residue = self.d.residue();
+        let lab = self.d.lab();
+        let namespaces: Vec<String> = lab
+            .namespaces()
+            .iter()
+            .map(|n| lab.ns_name(n).unwrap())
+            .collect();
         drop(self);
-        let left = residue.leftovers();
+        let mut left = residue.leftovers();
+        left.extend(
+            namespaces
+                .into_iter()
+                .filter(|n| Path::new("/run/netns").join(n).exists())
+                .map(|n| format!("netns {n}")),
+        );
         assert!(left.is_empty(), "left behind: {left:?}");
     }
 
@@ -299,7 +357,7 @@ impl Drop for Stack {
                     let _ = self.d.docker(&["rm", "-f", id]);
                 }
             }
-            for n in ["net1", "inet", "net6", "net6b"] {
+            for n in ["net1", "inet", "net6", "net6b", "ovnet"] {
                 let _ = self.d.docker_unchecked(&["network", "rm", n]);
             }
         }
@@ -345,12 +403,7 @@ fn docker_containers_on_a_sluice_network() {
         s.run_sleeper(name, "net1", img);
     }
     eprintln!("network create + 2 containers: {:?}", step.elapsed());
-    let ip_a = s.docker(&[
-        "inspect",
-        "-f",
-        "{{.NetworkSettings.Networks.net1.IPAddress}}",
-        "alpha",
-    ]);
+    let ip_a = s.ip_on("alpha", "net1");
     assert_eq!(ip_a, "10.77.0.2", "sluice's IPAM: gateway .1, then .2");
     let step = Instant::now();
     let out = s.exec_until(&["exec", "alpha", "ping", "-c", "1", "-W", "2", "beta"], 10);
@@ -500,12 +553,7 @@ fn docker_containers_on_a_sluice_network() {
         "sleep",
         "600",
     ]);
-    let ip = s.docker(&[
-        "inspect",
-        "-f",
-        "{{.NetworkSettings.Networks.net1.IPAddress}}",
-        "late",
-    ]);
+    let ip = s.ip_on("late", "net1");
     assert!(
         ![
             "10.77.0.1",
@@ -673,5 +721,98 @@ fn docker_containers_on_a_dual_stack_sluice_network() {
 
     s.remove_all(&["net1", "net6", "net6b"]);
     s.finish("fd00");
+    eprintln!("test total: {:?}", t.elapsed());
+}
+
+/// `docker network create -d sluice --ipam-driver sluice -o driver=overlay` on a dockerd whose
+/// sluiced has a cluster store (one etcd member): the network is global (host 2's sluiced,
+/// which no dockerd knows, lists it as an overlay), a container on it and an endpoint that
+/// host 2's CLI connects get distinct addresses from the cluster-wide reservation and ping each
+/// other across the VXLAN underlay; once both leave and `docker network rm` ran, the network is
+/// gone from both hosts and nothing of the test is left.
+#[test]
+fn docker_overlay_network_spans_cluster_hosts() {
+    let Some(bin) = bin_dir() else { return };
+    if let Some(t) = missing_tool(&["etcd", "etcdctl"]) {
+        eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
+        return;
+    }
+    let t = Instant::now();
+    let (mut s, sock2) = Stack::clustered(&bin);
+    eventually("both hosts registered", Duration::from_secs(30), || {
+        etcd_hosts(s.d.lab(), ETCD) == Some(2)
+    });
+    eprintln!("dockerd, etcd and two sluiced up: {:?}", t.elapsed());
+    let img = s.d.import_busybox().unwrap();
+    let (id, net) = s.sluice_network("ovnet", Some("10.79.0.0/24"), &["-o", "driver=overlay"]);
+    assert_eq!(net["Driver"], "overlay", "{net}");
+    let name = net["Name"].as_str().unwrap().to_string();
+    // Host 2 follows the store: the network, an overlay with docker's subnet and label.
+    let on_2 = |args: &[&str]| sluice_ok(&bin, &sock2, args);
+    eventually("the network on host 2", Duration::from_secs(10), || {
+        on_2(&["network", "ls", "--format", "{{.Name}}"])
+            .lines()
+            .any(|l| l == name)
+    });
+    let net2: serde_json::Value =
+        serde_json::from_str(&on_2(&["network", "inspect", &name])).unwrap();
+    let net2 = &net2[0];
+    assert_eq!(net2["Driver"], "overlay", "{net2}");
+    assert_eq!(net2["IPAM"]["Config"][0]["Subnet"], "10.79.0.0/24");
+    assert_eq!(net2["Labels"]["com.docker.network.id"], id.as_str());
+
+    s.run_sleeper("c1", "ovnet", img);
+    let ip1 = s.ip_on("c1", "ovnet");
+    s.d.lab_mut().add_ns("b1").unwrap();
+    let path = format!("/run/netns/{}", s.d.lab().ns_name("b1").unwrap());
+    on_2(&["network", "connect", "--name", "bep", &name, &path]);
+    let ep2 =
+        s.d.lab()
+            .exec("b1", &["ip", "-4", "-o", "addr", "show", "eth0"]);
+    let ep2 = ep2.unwrap();
+    let cidr = ep2.split_whitespace().nth(3).expect("an address");
+    let ip2 = cidr.split('/').next().unwrap().to_string();
+    assert!(
+        ip1.starts_with("10.79.0.") && ip2.starts_with("10.79.0."),
+        "{ip1} {ip2}"
+    );
+    assert_ne!(ip1, ip2, "one address per endpoint across the cluster");
+    let step = Instant::now();
+    let out = s.exec_until(&["exec", "c1", "ping", "-c", "1", "-W", "2", &ip2], 15);
+    assert!(out.contains("1 packets received"), "{out}");
+    let ip1v: std::net::Ipv4Addr = ip1.parse().unwrap();
+    s.d.lab()
+        .wait_ping("b1", ip1v, Duration::from_secs(10))
+        .unwrap();
+    eprintln!("ping across hosts both ways: {:?}", step.elapsed());
+    // A second container after host 2's endpoint: docker's IPAM (sluice's) skips what the
+    // cluster holds.
+    s.run_sleeper("c2", "ovnet", img);
+    let ip3 = s.ip_on("c2", "ovnet");
+    assert!(ip3 != ip1 && ip3 != ip2, "{ip1} {ip2} {ip3}");
+
+    let out = s.exec_until(&["exec", "c2", "ping", "-c", "1", "-W", "2", &ip2], 10);
+    assert!(out.contains("1 packets received"), "{out}");
+
+    // `docker network rm` while host 2 has an endpoint: sluice refuses (the overlay stays on
+    // both hosts) but dockerd drops its network anyway (it ignores a remote driver's
+    // DeleteNetwork error); `sluice network rm` removes the overlay once its endpoints left.
+    s.remove_all(&["ovnet"]);
+    let listed = |sock: &Path| {
+        sluice_ok(&bin, sock, &["network", "ls", "--format", "{{.Name}}"])
+            .lines()
+            .any(|l| l == name)
+    };
+    assert!(listed(&s.socket()) && listed(&sock2), "the overlay stays");
+    assert!(s.log().contains("has active endpoints on hosts 192.0.2.2"));
+    on_2(&["network", "disconnect", &name, "bep"]);
+    sluice_ok(&bin, &s.socket(), &["network", "rm", &name]);
+    eventually(
+        "the network gone from host 2",
+        Duration::from_secs(10),
+        || !listed(&sock2),
+    );
+    assert_eq!(s.sluice_json(&["ps", "-o", "json"]), serde_json::json!([]));
+    s.finish("10.79.");
     eprintln!("test total: {:?}", t.elapsed());
 }

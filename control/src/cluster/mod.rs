@@ -554,6 +554,16 @@ impl Cluster {
         Err(exhausted())
     }
 
+    /// The addresses (both families) reserved in overlay network `name` across the cluster.
+    pub async fn reserved(&self, name: &str) -> Result<Vec<IpAddr>, ClusterError> {
+        let prefix = records::ipam_prefix(name);
+        let (held, _) = self.etcd.range(&prefix).await?;
+        Ok(held
+            .iter()
+            .filter_map(|kv| kv.key[prefix.len()..].parse().ok())
+            .collect())
+    }
+
     /// `network disconnect` from an overlay: removed here, then its records from the store.
     pub async fn disconnect(
         &self,

@@ -2,6 +2,7 @@
 //! async), which serialises every change; API handlers on the multithreaded runtime talk to it
 //! through `EngineHandle`, a cloneable channel, and await the answer.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -206,6 +207,15 @@ impl EngineHandle {
     /// Whether overlay networks span hosts (sluiced has a cluster store).
     pub fn clustered(&self) -> bool {
         self.cluster.is_some()
+    }
+
+    /// The addresses (both families) reserved across the cluster in overlay network `name`;
+    /// none without a cluster store.
+    pub async fn reserved_in_cluster(&self, name: &str) -> Result<Vec<IpAddr>, EngineError> {
+        match &self.cluster {
+            Some(c) => Ok(c.reserved(name).await?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The engine without the cluster.

@@ -364,18 +364,7 @@ impl DockerPlugin {
                     Err(e) => Err(e.into()),
                 }
             }
-            Call::RequestAddress => {
-                let r: RequestAddressRequest = parse(call, body)?;
-                let address = self.ipam.lock().await.request_address(
-                    &r.pool_id,
-                    &r.address,
-                    r.is_gateway(),
-                )?;
-                Ok(json(RequestAddressResponse {
-                    address,
-                    data: BTreeMap::new(),
-                }))
-            }
+            Call::RequestAddress => self.request_address(parse(call, body)?).await,
             Call::ReleaseAddress => {
                 let r: ReleaseAddressRequest = parse(call, body)?;
                 match self
@@ -515,6 +504,43 @@ impl DockerPlugin {
             disable_gateway_service: true,
             static_routes,
         }))
+    }
+
+    /// `RequestAddress`: docker's pick, or the lowest free address of the pool; on an
+    /// overlay network one that no host of the cluster holds (CreateEndpoint's cluster-wide
+    /// reservation would refuse it).
+    async fn request_address(&self, r: RequestAddressRequest) -> Result<Value, PluginError> {
+        let taken = if r.address.is_empty() && !r.is_gateway() {
+            self.taken_in_cluster(&r.pool_id).await?
+        } else {
+            Vec::new()
+        };
+        let address = self.ipam.lock().await.request_address_avoiding(
+            &r.pool_id,
+            &r.address,
+            r.is_gateway(),
+            &taken,
+        )?;
+        Ok(json(RequestAddressResponse {
+            address,
+            data: BTreeMap::new(),
+        }))
+    }
+
+    /// The addresses reserved across the cluster in the overlay network on pool `pool_id`
+    /// (pool ids are subnets); none without a cluster store or such a network.
+    async fn taken_in_cluster(&self, pool_id: &str) -> Result<Vec<IpAddr>, PluginError> {
+        if !self.engine.clustered() {
+            return Ok(Vec::new());
+        }
+        let overlay = self.engine.list().await?.into_iter().find(|n| {
+            n.driver == Driver::Overlay.as_str()
+                && n.ipam.config.iter().any(|c| c.subnet == pool_id)
+        });
+        match overlay {
+            Some(n) => Ok(self.engine.reserved_in_cluster(&n.name).await?),
+            None => Ok(Vec::new()),
+        }
     }
 
     async fn request_pool(&self, r: RequestPoolRequest) -> Result<Value, PluginError> {

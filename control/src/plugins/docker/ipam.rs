@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -96,6 +96,8 @@ trait DockerFamily: Family {
     const EDGE: &'static str;
     /// An address.
     fn parse_addr(s: &str) -> Option<Self::Addr>;
+    /// `ip` when it is of this family.
+    fn of_ip(ip: IpAddr) -> Option<Self::Addr>;
     /// A subnet, with its host bits cleared.
     fn parse_cidr(s: &str) -> Result<Self::Cidr, String>;
     /// The prefix length.
@@ -113,6 +115,12 @@ impl DockerFamily for V4 {
     const EDGE: &'static str = "is the network or broadcast address";
     fn parse_addr(s: &str) -> Option<Ipv4Addr> {
         s.parse().ok()
+    }
+    fn of_ip(ip: IpAddr) -> Option<Ipv4Addr> {
+        match ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        }
     }
     fn parse_cidr(s: &str) -> Result<Ipv4Cidr, String> {
         s.parse().map(network_of)
@@ -136,6 +144,12 @@ impl DockerFamily for V6 {
     const EDGE: &'static str = "is the subnet-router anycast address";
     fn parse_addr(s: &str) -> Option<Ipv6Addr> {
         s.parse().ok()
+    }
+    fn of_ip(ip: IpAddr) -> Option<Ipv6Addr> {
+        match ip {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        }
     }
     fn parse_cidr(s: &str) -> Result<Ipv6Cidr, String> {
         let c: Ipv6Cidr = s.parse()?;
@@ -298,15 +312,22 @@ fn new_pool<F: DockerFamily>(
 }
 
 /// `RequestAddress` on one pool: `wanted`, or the lowest free address (of the subnet for the
-/// gateway, of the range for an endpoint); `ip/prefix`.
+/// gateway, of the range for an endpoint) that is not among `taken` (held elsewhere, e.g. by
+/// other hosts of an overlay); `ip/prefix`.
 fn take_address<F: DockerFamily>(
     p: &mut AddrPool<F>,
     wanted: &str,
     gateway: bool,
+    taken: &[IpAddr],
 ) -> Result<String, DockerIpamError> {
     let ip = if wanted.is_empty() {
         let within = if gateway { p.subnet() } else { p.range() };
-        p.lowest_free(within)
+        let mut free = p.clone();
+        for ip in taken.iter().filter_map(|ip| F::of_ip(*ip)) {
+            // Addresses outside the pool or already held here change nothing.
+            let _ = free.claim(ip);
+        }
+        free.lowest_free(within)
             .ok_or_else(|| DockerIpamError::Full(within.to_string()))?
     } else {
         let ip = parse_addr::<F>("address", wanted)?;
@@ -475,11 +496,24 @@ impl DockerIpam {
         wanted: &str,
         gateway: bool,
     ) -> Result<String, DockerIpamError> {
+        self.request_address_avoiding(id, wanted, gateway, &[])
+    }
+
+    /// [`DockerIpam::request_address`] whose picked address (none is picked when `wanted` is
+    /// given) is none of `taken`: the addresses the cluster holds in an overlay network,
+    /// which its reservation would refuse.
+    pub fn request_address_avoiding(
+        &mut self,
+        id: &str,
+        wanted: &str,
+        gateway: bool,
+        taken: &[IpAddr],
+    ) -> Result<String, DockerIpamError> {
         self.change(|pools| {
             if let Some(p) = pools.v4.get_mut(id) {
-                take_address(p, wanted, gateway)
+                take_address(p, wanted, gateway, taken)
             } else if let Some(p) = pools.v6.get_mut(id) {
-                take_address(p, wanted, gateway)
+                take_address(p, wanted, gateway, taken)
             } else {
                 Err(DockerIpamError::NoSuchPool(id.to_string()))
             }
@@ -597,6 +631,45 @@ mod tests {
             m.request_address("nope", "", false),
             Err(DockerIpamError::NoSuchPool(_))
         ));
+    }
+
+    #[test]
+    fn picked_addresses_skip_what_the_cluster_holds() {
+        let mut m = DockerIpam::in_memory();
+        let (id, _) = m.request_pool("10.79.0.0/24", "", false, &[]).unwrap();
+        let (id6, _) = m.request_pool("fd00:79::/64", "", true, &[]).unwrap();
+        let taken: Vec<IpAddr> = ["10.79.0.2", "10.79.0.3", "fd00:79::2", "10.80.0.4"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let pick = |m: &mut DockerIpam, id: &str, wanted: &str| {
+            m.request_address_avoiding(id, wanted, false, &taken)
+                .unwrap()
+        };
+        assert_eq!(m.request_address(&id, "", true).unwrap(), "10.79.0.1/24");
+        assert_eq!(m.request_address(&id6, "", true).unwrap(), "fd00:79::1/64");
+        assert_eq!(
+            pick(&mut m, &id, ""),
+            "10.79.0.4/24",
+            "held elsewhere: skipped"
+        );
+        assert_eq!(pick(&mut m, &id, ""), "10.79.0.5/24");
+        assert_eq!(
+            pick(&mut m, &id6, ""),
+            "fd00:79::3/64",
+            "each family its own"
+        );
+        assert_eq!(
+            pick(&mut m, &id, "10.79.0.2"),
+            "10.79.0.2/24",
+            "an address asked for is docker's (the cluster's reservation judges it)"
+        );
+        m.release_address(&id, "10.79.0.4").unwrap();
+        assert_eq!(
+            m.request_address(&id, "", false).unwrap(),
+            "10.79.0.3/24",
+            "nothing of the cluster's is kept in the pool"
+        );
     }
 
     #[test]
