@@ -28,6 +28,15 @@ fn bin_dir() -> Option<PathBuf> {
     sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"])
 }
 
+/// [`bin_dir`] for the cluster tests, which need etcd too.
+fn cluster_bin_dir() -> Option<PathBuf> {
+    if let Some(t) = missing_tool(&["etcd", "etcdctl"]) {
+        eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
+        return None;
+    }
+    bin_dir()
+}
+
 /// dockerd plus sluiced in its namespaces. On drop: containers and networks are removed
 /// while sluiced still answers (so dockerd's calls to the plugin succeed), then sluiced is
 /// stopped, then dockerd and its lab go.
@@ -763,11 +772,7 @@ fn docker_containers_on_a_dual_stack_sluice_network() {
 /// gone from both hosts and nothing of the test is left.
 #[test]
 fn docker_overlay_network_spans_cluster_hosts() {
-    let Some(bin) = bin_dir() else { return };
-    if let Some(t) = missing_tool(&["etcd", "etcdctl"]) {
-        eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
-        return;
-    }
+    let Some(bin) = cluster_bin_dir() else { return };
     let t = Instant::now();
     let (mut s, sock2) = Stack::clustered(&bin);
     eventually("both hosts registered", Duration::from_secs(30), || {
@@ -858,11 +863,7 @@ fn docker_overlay_network_spans_cluster_hosts() {
 /// the test is left.
 #[test]
 fn docker_hosts_share_one_overlay_network() {
-    let Some(bin) = bin_dir() else { return };
-    if let Some(t) = missing_tool(&["etcd", "etcdctl"]) {
-        eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
-        return;
-    }
+    let Some(bin) = cluster_bin_dir() else { return };
     let t = Instant::now();
     let a = Stack::cluster_member(&bin, "dsa", 0, None);
     let mut b = Stack::cluster_member(&bin, "dsb", 1, Some(a.d.lab()));
@@ -929,6 +930,8 @@ fn docker_hosts_share_one_overlay_network() {
     b.docker(&["rm", "-f", "c2"]);
     a.docker(&["network", "rm", "ovnet"]);
     let listed = |s: &Stack| s.sluice(&["network", "inspect", "shared"]).status.success();
+    // Not idle while a docker network uses it: neither for docker nor for `network prune`.
+    assert!(a.sluice(&["network", "prune", "-f"]).status.success());
     assert!(
         listed(&a) && listed(&b),
         "host 2's docker network still uses it"

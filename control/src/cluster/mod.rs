@@ -404,11 +404,15 @@ impl Cluster {
     }
 
     /// `network prune`: every user network without endpoints here, as without a cluster,
-    /// except that overlays go cluster-wide and stay while other hosts have endpoints on them.
+    /// except that overlays go cluster-wide and stay while other hosts have endpoints on them
+    /// or docker networks (of any host) use them.
     pub async fn prune(&self, local: &LocalEngine) -> Result<PruneReport, EngineError> {
         let mut report = PruneReport::default();
         for n in local.list().await? {
             if !n.containers.is_empty() || PREDEFINED.contains(&n.name.as_str()) {
+                continue;
+            }
+            if n.driver == Driver::Overlay.as_str() && self.used(&n.name).await? {
                 continue;
             }
             match self.remove_network(local, n.name).await {
@@ -578,6 +582,12 @@ impl Cluster {
     pub async fn add_user(&self, name: &str, user: &str) -> Result<(), ClusterError> {
         let key = records::user_key(name, self.me, user);
         Ok(self.etcd.put(&key, self.node.as_bytes(), 0).await?)
+    }
+
+    /// Whether a docker network of any host uses overlay network `name`.
+    async fn used(&self, name: &str) -> Result<bool, ClusterError> {
+        let (users, _) = self.etcd.range(&records::users_prefix(name)).await?;
+        Ok(!users.is_empty())
     }
 
     /// Drops `user`'s record of [`Cluster::add_user`]; how many users, on any host, overlay
