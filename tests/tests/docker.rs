@@ -52,6 +52,16 @@ struct Stack {
 const UPLINK6: &str = "2001:db8:77::2";
 const OUTSIDE6: &str = "2001:db8:77::1";
 
+/// `docker network create` of a sluice network with sluice's IPAM.
+const CREATE_NETWORK: [&str; 6] = [
+    "network",
+    "create",
+    "-d",
+    "sluice",
+    "--ipam-driver",
+    "sluice",
+];
+
 /// Where the etcd member of the overlay test listens (on the underlay bridge, namespace `ul`).
 const ETCD: &str = "10.99.0.100:2379";
 
@@ -215,14 +225,7 @@ impl Stack {
         subnet: Option<&str>,
         extra: &[&str],
     ) -> (String, serde_json::Value) {
-        let mut args = vec![
-            "network",
-            "create",
-            "-d",
-            "sluice",
-            "--ipam-driver",
-            "sluice",
-        ];
+        let mut args = CREATE_NETWORK.to_vec();
         args.extend_from_slice(extra);
         if let Some(subnet) = subnet {
             args.extend(["--subnet", subnet]);
@@ -872,16 +875,8 @@ fn docker_hosts_share_one_overlay_network() {
     });
     eprintln!("two dockerds, etcd and two sluiced up: {:?}", t.elapsed());
     let create = |s: &Stack, subnet: &str, name: &str| {
-        let args = [
-            "network",
-            "create",
-            "-d",
-            "sluice",
-            "--ipam-driver",
-            "sluice",
-        ];
         let shared = ["-o", "overlay=shared", "--subnet", subnet, name];
-        s.d.docker_unchecked(&[&args[..], &shared[..]].concat())
+        s.d.docker_unchecked(&[&CREATE_NETWORK[..], &shared[..]].concat())
             .unwrap()
     };
     assert!(create(&a, "10.78.0.0/24", "ovnet").status.success());
