@@ -135,11 +135,22 @@ pub fn cluster_host(lab: &mut Lab, i: usize) -> String {
 /// Wires the lab's existing namespace `ns` as host `i` of a cluster lab (see
 /// [`cluster_host`]): its `up0` and `mg0` (10.99.0.{i+1}/24) on the underlay's `br0`.
 pub fn cluster_host_links(lab: &Lab, ns: &str, i: usize) {
+    cluster_host_links_to(lab, ns, lab, i);
+}
+
+/// [`cluster_host_links`] to the underlay (namespace `ul`) of lab `underlay`, which may be
+/// another lab than `ns`'s (another dockerd's, each dockerd having a lab of its own).
+pub fn cluster_host_links_to(lab: &Lab, ns: &str, underlay: &Lab, i: usize) {
+    let ul = underlay.ns_name("ul").unwrap();
     for (dev, port) in [("up0", format!("up{i}")), ("mg0", format!("mg{i}"))] {
-        lab.veth((ns, dev), ("ul", &port)).unwrap();
-        lab.ip("ul", &["link", "set", &port, "master", "br0"])
+        let veth = [
+            "link", "add", dev, "type", "veth", "peer", "name", &port, "netns", &ul,
+        ];
+        lab.ip(ns, &veth).unwrap();
+        underlay
+            .ip("ul", &["link", "set", &port, "master", "br0"])
             .unwrap();
-        lab.up("ul", &port).unwrap();
+        underlay.up("ul", &port).unwrap();
         lab.up(ns, dev).unwrap();
     }
     lab.addr(ns, "mg0", &format!("10.99.0.{}/24", i + 1))
@@ -160,6 +171,11 @@ pub fn cluster_etcd(lab: &mut Lab, endpoint: &str) {
 
 /// How many hosts the etcd at `endpoint` lists (`/sluice/v1/hosts/`), once it answers.
 pub fn etcd_hosts(lab: &Lab, endpoint: &str) -> Option<usize> {
+    etcd_keys(lab, endpoint, "/sluice/v1/hosts/")
+}
+
+/// How many keys under `prefix` the etcd at `endpoint` holds, once it answers.
+pub fn etcd_keys(lab: &Lab, endpoint: &str, prefix: &str) -> Option<usize> {
     let cmd = [
         "env",
         "ETCDCTL_API=3",
@@ -169,14 +185,12 @@ pub fn etcd_hosts(lab: &Lab, endpoint: &str) -> Option<usize> {
         "get",
         "--prefix",
         "--keys-only",
-        "/sluice/v1/hosts/",
+        prefix,
     ];
     let o = lab.exec_output("ul", &cmd).ok()?;
-    o.status.success().then(|| {
-        String::from_utf8_lossy(&o.stdout)
-            .matches("/sluice/v1/hosts/")
-            .count()
-    })
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).matches(prefix).count())
 }
 
 /// The API socket of host `host`'s sluiced in a lab.

@@ -15,8 +15,8 @@ use std::ffi::OsString;
 use sluice_lab::daemonlab::{OUTSIDE_IP, UPLINK_IP};
 use sluice_lab::lab::Lab;
 use sluice_tests::cli::{
-    cluster_etcd, cluster_host, cluster_host_links, cluster_sluiced, etcd_hosts, eventually,
-    host_socket, sluice_ok,
+    cluster_etcd, cluster_host, cluster_host_links, cluster_host_links_to, cluster_sluiced,
+    etcd_hosts, etcd_keys, eventually, host_socket, sluice_ok,
 };
 use sluice_tests::engines::{missing_tool, Dockerd};
 
@@ -26,6 +26,15 @@ fn bin_dir() -> Option<PathBuf> {
         return None;
     }
     sluice_tests::bins::release_bin_dir(&["sluice", "sluiced"])
+}
+
+/// [`bin_dir`] for the cluster tests, which need etcd too.
+fn cluster_bin_dir() -> Option<PathBuf> {
+    if let Some(t) = missing_tool(&["etcd", "etcdctl"]) {
+        eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
+        return None;
+    }
+    bin_dir()
 }
 
 /// dockerd plus sluiced in its namespaces. On drop: containers and networks are removed
@@ -42,6 +51,16 @@ struct Stack {
 /// sluice's v6 address on the uplink in the dual-stack test, and the outside namespace's.
 const UPLINK6: &str = "2001:db8:77::2";
 const OUTSIDE6: &str = "2001:db8:77::1";
+
+/// `docker network create` of a sluice network with sluice's IPAM.
+const CREATE_NETWORK: [&str; 6] = [
+    "network",
+    "create",
+    "-d",
+    "sluice",
+    "--ipam-driver",
+    "sluice",
+];
 
 /// Where the etcd member of the overlay test listens (on the underlay bridge, namespace `ul`).
 const ETCD: &str = "10.99.0.100:2379";
@@ -88,27 +107,34 @@ impl Stack {
         Stack::launched(bin, d, args)
     }
 
-    /// The stack as host 1 of a cluster: dockerd's namespace is a host on an underlay with a
-    /// one-member etcd (`ul`), its sluiced has the cluster store; host 2 (`h2`) runs a plain
-    /// sluiced on the same store. The stack and host 2's API socket.
+    /// The stack as host 1 of a cluster (see [`Stack::cluster_member`]); host 2 (`h2`) runs
+    /// a plain sluiced on the same store. The stack and host 2's API socket.
     fn clustered(bin: &Path) -> (Stack, PathBuf) {
-        let mut d = Dockerd::start("dov").unwrap();
-        let ns = d.ns();
-        let lab = d.lab_mut();
-        cluster_etcd(lab, ETCD);
-        cluster_host_links(lab, ns, 0);
-        let store = format!("etcd://{ETCD}");
-        let sluiced = |lab: &Lab, host: &str, vtep: &str, extra: &[&str]| {
-            let mut flags = vec!["--cluster-advertise".to_string(), vtep.to_string()];
-            flags.extend(extra.iter().map(|f| f.to_string()));
-            cluster_sluiced(bin, lab, host, (vtep, &store, 3), &flags)
-        };
-        let a = sluiced(lab, "sluice", "192.0.2.1", &["--docker-plugin"]);
+        let mut s = Stack::cluster_member(bin, "dov", 0, None);
+        let lab = s.d.lab_mut();
         let h2 = cluster_host(lab, 1);
-        let b = sluiced(lab, &h2, "192.0.2.2", &[]);
+        let b = cluster_sluiced_of(bin, lab, &h2, 1, &[]);
         lab.spawn_os(&h2, &b, &h2).unwrap();
         let sock2 = host_socket(lab, &h2);
-        (Stack::launched(bin, d, a), sock2)
+        (s, sock2)
+    }
+
+    /// The stack as host `i` of a cluster: dockerd's namespace is a host on the underlay of
+    /// `underlay` (another stack's lab), or, without one, of a new underlay in its own lab with
+    /// a one-member etcd (`ul`); its sluiced has the cluster store and the docker plugin.
+    fn cluster_member(bin: &Path, tag: &str, i: usize, underlay: Option<&Lab>) -> Stack {
+        let mut d = Dockerd::start(tag).unwrap();
+        let ns = d.ns();
+        let lab = d.lab_mut();
+        match underlay {
+            Some(ul) => cluster_host_links_to(lab, ns, ul, i),
+            None => {
+                cluster_etcd(lab, ETCD);
+                cluster_host_links(lab, ns, i);
+            }
+        }
+        let args = cluster_sluiced_of(bin, lab, "sluice", i, &["--docker-plugin"]);
+        Stack::launched(bin, d, args)
     }
 
     /// The stack with sluiced started from `sluiced_args`.
@@ -199,14 +225,7 @@ impl Stack {
         subnet: Option<&str>,
         extra: &[&str],
     ) -> (String, serde_json::Value) {
-        let mut args = vec![
-            "network",
-            "create",
-            "-d",
-            "sluice",
-            "--ipam-driver",
-            "sluice",
-        ];
+        let mut args = CREATE_NETWORK.to_vec();
         args.extend_from_slice(extra);
         if let Some(subnet) = subnet {
             args.extend(["--subnet", subnet]);
@@ -275,12 +294,15 @@ impl Stack {
         self.docker(&args);
     }
 
+    /// The plugin's IPAM file (pools, and the docker networks' shared overlays).
+    fn ipam_file(&self) -> String {
+        std::fs::read_to_string(self.d.lab().dir().join("sluice-state/docker-ipam.json")).unwrap()
+    }
+
     /// The end of a test, once every container and network is removed: the IPAM file holds no
     /// pool with `pool_text`, and nothing of the stack is left once it is dropped.
     fn finish(self, pool_text: &str) {
-        let ipam =
-            std::fs::read_to_string(self.d.lab().dir().join("sluice-state/docker-ipam.json"))
-                .unwrap();
+        let ipam = self.ipam_file();
         assert!(!ipam.contains(pool_text), "pools left: {ipam}");
         let residue = self.d.residue();
         let lab = self.d.lab();
@@ -363,6 +385,27 @@ impl Drop for Stack {
         }
         self.stop_sluiced();
     }
+}
+
+/// The command line of sluiced as host `i` (VTEP 192.0.2.{i+1}) of the cluster on [`ETCD`], its
+/// socket and state named after `host` (see [`cluster_sluiced`]), plus `extra` flags.
+fn cluster_sluiced_of(
+    bin: &Path,
+    lab: &Lab,
+    host: &str,
+    i: usize,
+    extra: &[&str],
+) -> Vec<OsString> {
+    let vtep = format!("192.0.2.{}", i + 1);
+    let mut flags = vec!["--cluster-advertise".to_string(), vtep.clone()];
+    flags.extend(extra.iter().map(|f| f.to_string()));
+    cluster_sluiced(
+        bin,
+        lab,
+        host,
+        (&vtep, &format!("etcd://{ETCD}"), 3),
+        &flags,
+    )
 }
 
 /// sluice's endpoint veth names: host end `sl` + 10 hex, hand-off peer `sp` + 10 hex.
@@ -732,11 +775,7 @@ fn docker_containers_on_a_dual_stack_sluice_network() {
 /// gone from both hosts and nothing of the test is left.
 #[test]
 fn docker_overlay_network_spans_cluster_hosts() {
-    let Some(bin) = bin_dir() else { return };
-    if let Some(t) = missing_tool(&["etcd", "etcdctl"]) {
-        eprintln!("skipped: {t} is not installed (scripts/setup-engines.sh)");
-        return;
-    }
+    let Some(bin) = cluster_bin_dir() else { return };
     let t = Instant::now();
     let (mut s, sock2) = Stack::clustered(&bin);
     eventually("both hosts registered", Duration::from_secs(30), || {
@@ -814,5 +853,99 @@ fn docker_overlay_network_spans_cluster_hosts() {
     );
     assert_eq!(s.sluice_json(&["ps", "-o", "json"]), serde_json::json!([]));
     s.finish("10.79.");
+    eprintln!("test total: {:?}", t.elapsed());
+}
+
+/// Two hosts of a cluster (one etcd member), each with a dockerd of its own and its sluiced
+/// with `--docker-plugin`: `docker network create -d sluice --ipam-driver sluice -o
+/// overlay=shared --subnet S ovnet` on both makes ONE overlay `shared` (the second host joins
+/// it; another subnet is refused, naming both), which the second host still finds after a
+/// restart of its sluiced; a container on each host, distinct addresses, pings across the
+/// underlay both ways; `docker network rm` on the first host leaves the overlay to the second
+/// host's docker network, the one on the second host removes it from the cluster; nothing of
+/// the test is left.
+#[test]
+fn docker_hosts_share_one_overlay_network() {
+    let Some(bin) = cluster_bin_dir() else { return };
+    let t = Instant::now();
+    let a = Stack::cluster_member(&bin, "dsa", 0, None);
+    let mut b = Stack::cluster_member(&bin, "dsb", 1, Some(a.d.lab()));
+    eventually("both hosts registered", Duration::from_secs(30), || {
+        etcd_hosts(a.d.lab(), ETCD) == Some(2)
+    });
+    eprintln!("two dockerds, etcd and two sluiced up: {:?}", t.elapsed());
+    let create = |s: &Stack, subnet: &str, name: &str| {
+        let shared = ["-o", "overlay=shared", "--subnet", subnet, name];
+        s.d.docker_unchecked(&[&CREATE_NETWORK[..], &shared[..]].concat())
+            .unwrap()
+    };
+    assert!(create(&a, "10.78.0.0/24", "ovnet").status.success());
+    eventually("the overlay on host 2", Duration::from_secs(10), || {
+        b.sluice(&["network", "inspect", "shared"]).status.success()
+    });
+    let refused = create(&b, "10.77.0.0/24", "ovbad");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("10.78.0.0/24") && why.contains("10.77.0.0/24"),
+        "{why}"
+    );
+    let made = create(&b, "10.78.0.0/24", "ovnet");
+    assert!(made.status.success(), "{made:?}\nsluiced: {}", b.log());
+    // One overlay, `shared`, on both hosts: no `docker-ID` network of either docker.
+    let overlays = |s: &Stack| {
+        let net = &s.sluice_json(&["network", "inspect", "shared"])[0];
+        assert_eq!(net["IPAM"]["Config"][0]["Subnet"], "10.78.0.0/24", "{net}");
+        let ls = s.sluice(&["network", "ls", "--format", "{{.Name}}"]);
+        let names = String::from_utf8_lossy(&ls.stdout).into_owned();
+        assert!(!names.contains("docker-"), "{names}");
+        (net["Driver"].clone(), net["Options"]["vni"].clone())
+    };
+    assert_eq!(overlays(&a), overlays(&b));
+    assert_eq!(overlays(&a).0, "overlay");
+    // docker's id -> overlay map is the plugin's own (libnetwork's calls carry only the id).
+    b.stop_sluiced();
+    b.launch();
+
+    let (img_a, img_b) = (a.d.import_busybox().unwrap(), b.d.import_busybox().unwrap());
+    a.run_sleeper("c1", "ovnet", img_a);
+    b.run_sleeper("c2", "ovnet", img_b);
+    let (ip1, ip2) = (a.ip_on("c1", "ovnet"), b.ip_on("c2", "ovnet"));
+    assert!(
+        ip1.starts_with("10.78.0.") && ip2.starts_with("10.78.0.") && ip1 != ip2,
+        "{ip1} {ip2}"
+    );
+    let step = Instant::now();
+    for (s, c, ip) in [(&a, "c1", &ip2), (&b, "c2", &ip1)] {
+        let out = s.exec_until(&["exec", c, "ping", "-c", "1", "-W", "2", ip], 15);
+        assert!(out.contains("1 packets received"), "{out}");
+    }
+    eprintln!("ping across hosts both ways: {:?}", step.elapsed());
+
+    a.docker(&["rm", "-f", "c1"]);
+    b.docker(&["rm", "-f", "c2"]);
+    a.docker(&["network", "rm", "ovnet"]);
+    let listed = |s: &Stack| s.sluice(&["network", "inspect", "shared"]).status.success();
+    // Not idle while a docker network uses it: neither for docker nor for `network prune`.
+    assert!(a.sluice(&["network", "prune", "-f"]).status.success());
+    assert!(
+        listed(&a) && listed(&b),
+        "host 2's docker network still uses it"
+    );
+    assert!(!a.ipam_file().contains("shared"), "{}", a.ipam_file());
+    b.run_sleeper("c3", "ovnet", img_b);
+    assert!(b.ip_on("c3", "ovnet").starts_with("10.78.0."));
+    b.docker(&["rm", "-f", "c3"]);
+    b.docker(&["network", "rm", "ovnet"]);
+    eventually(
+        "the overlay gone from both hosts",
+        Duration::from_secs(10),
+        || !listed(&a) && !listed(&b),
+    );
+    for prefix in ["/sluice/v1/networks/", "/sluice/v1/users/"] {
+        assert_eq!(etcd_keys(a.d.lab(), ETCD, prefix), Some(0), "{prefix}");
+    }
+    assert!(!b.ipam_file().contains("shared"), "{}", b.ipam_file());
+    b.finish("10.7");
+    a.finish("10.7");
     eprintln!("test total: {:?}", t.elapsed());
 }

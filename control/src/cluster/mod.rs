@@ -355,7 +355,7 @@ impl Cluster {
     }
 
     /// `network rm` of an overlay: refused while any host has endpoints on it; removed from
-    /// the store (every host's watch removes its part) and here.
+    /// the store with its users' records (every host's watch removes its part) and here.
     pub async fn remove_network(
         &self,
         local: &LocalEngine,
@@ -383,8 +383,17 @@ impl Cluster {
             .into());
         }
         let vni = net.spec.options.vni.unwrap_or_default();
+        let (users, _) = self
+            .etcd
+            .range(&records::users_prefix(&name))
+            .await
+            .map_err(ClusterError::from)?;
+        let keys: Vec<String> = [records::network_key(&name), records::vni_key(vni)]
+            .into_iter()
+            .chain(users.into_iter().map(|kv| kv.key))
+            .collect();
         self.etcd
-            .delete_all(&[records::network_key(&name), records::vni_key(vni)])
+            .delete_all(&keys)
             .await
             .map_err(ClusterError::from)?;
         match local.remove_network(name.clone()).await {
@@ -395,11 +404,15 @@ impl Cluster {
     }
 
     /// `network prune`: every user network without endpoints here, as without a cluster,
-    /// except that overlays go cluster-wide and stay while other hosts have endpoints on them.
+    /// except that overlays go cluster-wide and stay while other hosts have endpoints on them
+    /// or docker networks (of any host) use them.
     pub async fn prune(&self, local: &LocalEngine) -> Result<PruneReport, EngineError> {
         let mut report = PruneReport::default();
         for n in local.list().await? {
             if !n.containers.is_empty() || PREDEFINED.contains(&n.name.as_str()) {
+                continue;
+            }
+            if n.driver == Driver::Overlay.as_str() && self.used(&n.name).await? {
                 continue;
             }
             match self.remove_network(local, n.name).await {
@@ -562,6 +575,28 @@ impl Cluster {
             .iter()
             .filter_map(|kv| kv.key[prefix.len()..].parse().ok())
             .collect())
+    }
+
+    /// Records that `user` (a docker network of this host) uses overlay network `name`; the
+    /// record outlives this host's lease, as docker's network does.
+    pub async fn add_user(&self, name: &str, user: &str) -> Result<(), ClusterError> {
+        let key = records::user_key(name, self.me, user);
+        Ok(self.etcd.put(&key, self.node.as_bytes(), 0).await?)
+    }
+
+    /// Whether a docker network of any host uses overlay network `name`.
+    async fn used(&self, name: &str) -> Result<bool, ClusterError> {
+        let (users, _) = self.etcd.range(&records::users_prefix(name)).await?;
+        Ok(!users.is_empty())
+    }
+
+    /// Drops `user`'s record of [`Cluster::add_user`]; how many users, on any host, overlay
+    /// network `name` has left.
+    pub async fn drop_user(&self, name: &str, user: &str) -> Result<usize, ClusterError> {
+        let key = records::user_key(name, self.me, user);
+        self.etcd.delete_all(&[key]).await?;
+        let (left, _) = self.etcd.range(&records::users_prefix(name)).await?;
+        Ok(left.len())
     }
 
     /// `network disconnect` from an overlay: removed here, then its records from the store.

@@ -52,6 +52,17 @@ pub fn endpoint_key(name: &str, id: &str) -> String {
     format!("{}{id}", endpoints_prefix(name))
 }
 
+/// Prefix of the records of what uses network `name` (docker networks of the hosts that
+/// joined it with the docker plugin's `-o overlay=NAME`).
+pub fn users_prefix(name: &str) -> String {
+    format!("{ROOT}users/{name}/")
+}
+
+/// Key of `user`'s use of network `name` on the host whose VTEP is `vtep`.
+pub fn user_key(name: &str, vtep: Ipv4Addr, user: &str) -> String {
+    format!("{}{vtep}/{user}", users_prefix(name))
+}
+
 /// Key of the host whose VTEP is `vtep`.
 pub fn host_key(vtep: Ipv4Addr) -> String {
     format!("{ROOT}hosts/{vtep}")
@@ -201,6 +212,13 @@ mod tests {
             "/sluice/v1/ipam/ov/fd00:20::2"
         );
         assert_eq!(endpoint_key("ov", "ab"), "/sluice/v1/endpoints/ov/ab");
+        assert_eq!(
+            user_key("ov", Ipv4Addr::new(192, 0, 2, 1), "d1"),
+            "/sluice/v1/users/ov/192.0.2.1/d1"
+        );
+        assert!(
+            !user_key("ov2", Ipv4Addr::new(192, 0, 2, 1), "d1").starts_with(&users_prefix("ov"))
+        );
         assert_eq!(
             host_key(Ipv4Addr::new(192, 0, 2, 1)),
             "/sluice/v1/hosts/192.0.2.1"

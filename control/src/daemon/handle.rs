@@ -218,6 +218,24 @@ impl EngineHandle {
         }
     }
 
+    /// Records in the cluster store that `user` (a docker network of this host) uses overlay
+    /// network `name`; nothing without a cluster store.
+    pub async fn use_overlay(&self, name: &str, user: &str) -> Result<(), EngineError> {
+        match &self.cluster {
+            Some(c) => Ok(c.add_user(name, user).await?),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops the record of [`EngineHandle::use_overlay`]; how many users the overlay has left
+    /// across the cluster (none without a cluster store).
+    pub async fn leave_overlay(&self, name: &str, user: &str) -> Result<usize, EngineError> {
+        match &self.cluster {
+            Some(c) => Ok(c.drop_user(name, user).await?),
+            None => Ok(0),
+        }
+    }
+
     /// The engine without the cluster.
     pub fn local(&self) -> LocalEngine {
         self.local.clone()

@@ -4,7 +4,11 @@
 //!   per family: `--ipv6` makes it dual stack with docker's v6 subnet), the
 //!   `-o` options mapped onto sluice's (`mtu`, `icc`, `vlan`, `parent` and docker's long
 //!   keys), `--internal`, and the label `com.docker.network.id` by which later calls (also
-//!   after a restart of sluiced) find it again.
+//!   after a restart of sluiced) find it again. With `-o overlay=NAME` (a cluster store
+//!   needed) the docker network is this host's use of the cluster's overlay `NAME` instead:
+//!   made from the request when no host has it yet, else joined when docker's subnets,
+//!   gateways and `-o vni` agree with it; the use is recorded in the cluster store and the
+//!   docker id -> `NAME` map in the IPAM file (later calls, also after a restart, go by it).
 //! - CreateEndpoint: a hand-off endpoint (`Placement::HandOff`): sluice creates the veth pair,
 //!   attaches the host end to its bridge and leaves the peer in dockerd's namespace; docker's
 //!   addresses (v4 and v6) and MAC are taken as given, `-p` mappings become sluice's DNAT
@@ -13,7 +17,9 @@
 //! - Join: names that peer (`SrcName`) for docker to move into the container as `ethN`, and
 //!   the gateways for the default routes, v4 and v6 (none on internal networks).
 //! - DeleteEndpoint, DeleteNetwork: disconnect and remove (already gone is fine: docker
-//!   repeats deletions after failures).
+//!   repeats deletions after failures). A shared overlay only loses this host's use; it
+//!   leaves the cluster with the last docker network of any host that used it, when the
+//!   plugin made it and no host has endpoints on it.
 //! - The IPAM calls go to [`DockerIpam`].
 
 use std::collections::BTreeMap;
@@ -41,6 +47,10 @@ use crate::publish::PublishSpec;
 
 /// The label that ties a sluice network to docker's network id.
 pub const LABEL_NETWORK_ID: &str = "com.docker.network.id";
+
+/// The label of an overlay the plugin made for `-o overlay=NAME`: it goes with the last
+/// docker network that uses it (an overlay made otherwise stays when docker leaves it).
+pub const LABEL_SHARED: &str = "sluice.docker.shared-overlay";
 
 /// Why a call failed; docker shows the message to the user.
 #[derive(Debug, thiserror::Error)]
@@ -123,13 +133,40 @@ fn option_text(v: &Value) -> Option<String> {
 /// being the driver its other options imply.
 const OPT_DRIVER: &str = "driver";
 
-/// The driver `-o driver=NAME` asks for, if any (only `overlay`: the others follow from their
-/// options).
+/// `-o overlay=NAME`: the docker network is this host's use of the cluster's overlay `NAME`
+/// (the same on every host), not an overlay of its own.
+const OPT_OVERLAY: &str = "overlay";
+
+/// The generic options (`-o`).
+fn generic(options: &Map<String, Value>) -> Option<&Map<String, Value>> {
+    match options.get(OPT_GENERIC) {
+        Some(Value::Object(generic)) => Some(generic),
+        _ => None,
+    }
+}
+
+/// The cluster overlay `-o overlay=NAME` names, if any.
+fn shared_overlay(options: &Map<String, Value>) -> Result<Option<String>, PluginError> {
+    match generic(options)
+        .and_then(|g| g.get(OPT_OVERLAY))
+        .map(option_text)
+    {
+        None => Ok(None),
+        Some(Some(name)) if !name.is_empty() => Ok(Some(name)),
+        Some(_) => Err(PluginError::Refused(
+            "-o overlay= needs the name of the cluster's overlay network".into(),
+        )),
+    }
+}
+
+/// The driver `-o driver=NAME` asks for, if any (only `overlay`, which `-o overlay=NAME`
+/// implies: the others follow from their options).
 fn asked_driver(options: &Map<String, Value>) -> Result<Option<Driver>, PluginError> {
-    let Some(Value::Object(generic)) = options.get(OPT_GENERIC) else {
+    let Some(generic) = generic(options) else {
         return Ok(None);
     };
     match generic.get(OPT_DRIVER).map(option_text) {
+        None if generic.contains_key(OPT_OVERLAY) => Ok(Some(Driver::Overlay)),
         None => Ok(None),
         Some(Some(d)) if d == Driver::Overlay.as_str() => Ok(Some(Driver::Overlay)),
         Some(d) => Err(PluginError::Refused(format!(
@@ -142,8 +179,11 @@ fn asked_driver(options: &Map<String, Value>) -> Result<Option<Driver>, PluginEr
 /// `com.docker.network.generic` mapped onto sluice's network options.
 fn network_options(options: &Map<String, Value>) -> Result<NetworkOptions, PluginError> {
     let mut o = NetworkOptions::default();
-    if let Some(Value::Object(generic)) = options.get(OPT_GENERIC) {
-        for (k, v) in generic.iter().filter(|(k, _)| *k != OPT_DRIVER) {
+    if let Some(generic) = generic(options) {
+        for (k, v) in generic
+            .iter()
+            .filter(|(k, _)| *k != OPT_DRIVER && *k != OPT_OVERLAY)
+        {
             let text = option_text(v)
                 .ok_or_else(|| PluginError::Refused(format!("option {k} has no value")))?;
             o.set(&format!("{k}={text}"))
@@ -247,8 +287,15 @@ pub fn network_spec(r: &CreateNetworkRequest) -> Result<NetworkSpec, PluginError
         }
     };
     let options = network_options(&r.options)?;
+    let (name, label) = match shared_overlay(&r.options)? {
+        Some(name) => (name, (LABEL_SHARED, "true".to_string())),
+        None => (
+            network_name(&r.network_id),
+            (LABEL_NETWORK_ID, r.network_id.clone()),
+        ),
+    };
     Ok(NetworkSpec {
-        name: network_name(&r.network_id),
+        name,
         driver: asked_driver(&r.options)?.unwrap_or_else(|| crate::driver::for_docker(&options)),
         subnet: v4.as_ref().map(|a| a.subnet),
         gateway: v4.as_ref().and_then(|a| a.gateway),
@@ -257,7 +304,7 @@ pub fn network_spec(r: &CreateNetworkRequest) -> Result<NetworkSpec, PluginError
         enable_ipv4,
         internal: flag(&r.options, OPT_INTERNAL),
         options,
-        labels: [(LABEL_NETWORK_ID.to_string(), r.network_id.clone())].into(),
+        labels: [(label.0.to_string(), label.1)].into(),
         uplink: None,
         enable_ipv6: flag(&r.options, OPT_ENABLE_IPV6) || v6.is_some(),
         subnet6: v6.as_ref().map(|a| a.subnet),
@@ -265,6 +312,74 @@ pub fn network_spec(r: &CreateNetworkRequest) -> Result<NetworkSpec, PluginError
         aux_addresses6: v6.map(|a| a.aux).unwrap_or_default(),
         ..NetworkSpec::default()
     })
+}
+
+/// The networks' subnets (name and subnet) a new IPAM pool `pool` must not overlap: all but
+/// that of an overlay whose subnet is exactly `pool`, which a docker network of this host may
+/// join (`-o overlay=NAME`) with the pool as its share of the addresses.
+fn subnets_in_the_way(networks: Vec<NetworkInspect>, pool: &str) -> Vec<(String, String)> {
+    networks
+        .into_iter()
+        .filter(|n| {
+            n.driver != Driver::Overlay.as_str() || !n.ipam.config.iter().any(|c| c.subnet == pool)
+        })
+        .flat_map(|n| {
+            let name = n.name;
+            n.ipam
+                .config
+                .into_iter()
+                .map(move |c| (name.clone(), c.subnet))
+        })
+        .collect()
+}
+
+/// Refuses to join `overlay` with a docker network made from `spec` unless docker's subnets,
+/// gateways and `-o vni` are the overlay's (every host's part holds the same addressing).
+fn check_joinable(overlay: &NetworkInspect, spec: &NetworkSpec) -> Result<(), PluginError> {
+    let name = &overlay.name;
+    let refuse = |why: String| Err(PluginError::Refused(format!("-o overlay={name}: {why}")));
+    if overlay.driver != Driver::Overlay.as_str() {
+        return refuse(format!(
+            "{name} is a {} network, not an overlay",
+            overlay.driver
+        ));
+    }
+    let given = [
+        spec.subnet
+            .map(|s| (s.to_string(), spec.gateway.map(|g| g.to_string()))),
+        spec.subnet6
+            .map(|s| (s.to_string(), spec.gateway6.map(|g| g.to_string()))),
+    ];
+    for (subnet, gateway) in given.into_iter().flatten() {
+        let Some(have) = overlay.ipam.config.iter().find(|c| c.subnet == subnet) else {
+            let theirs: Vec<&str> = overlay
+                .ipam
+                .config
+                .iter()
+                .map(|c| c.subnet.as_str())
+                .collect();
+            return refuse(format!(
+                "the overlay's subnet is {}, this docker network's {subnet}: give docker --subnet {}",
+                theirs.join(" and "),
+                theirs.join(" --subnet ")
+            ));
+        };
+        if let (Some(g), Some(h)) = (gateway, &have.gateway) {
+            if g != *h {
+                return refuse(format!(
+                    "the overlay's gateway is {h}, this docker network's {g}: give docker --gateway {h}"
+                ));
+            }
+        }
+    }
+    let vni = overlay.options.get("vni");
+    match spec.options.vni {
+        Some(v) if vni != Some(&v.to_string()) => refuse(format!(
+            "the overlay's VNI is {}, this docker network asks for -o vni={v}",
+            vni.map_or("unknown", String::as_str)
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The sluice endpoint of a `CreateEndpoint` request on the sluice network `network` (its id).
@@ -380,14 +495,34 @@ impl DockerPlugin {
         }
     }
 
-    /// The sluice network of docker network `id`, found by its label.
+    /// The sluice network of docker network `id`: the shared overlay it joined, else the one
+    /// whose label names it.
     async fn network(&self, id: &str) -> Result<Option<NetworkInspect>, PluginError> {
+        let shared = self
+            .ipam
+            .lock()
+            .await
+            .shared_overlay(id)
+            .map(str::to_string);
         Ok(self
             .engine
             .list()
             .await?
             .into_iter()
-            .find(|n| n.labels.get(LABEL_NETWORK_ID).is_some_and(|l| l == id)))
+            .find(|n| match &shared {
+                Some(name) => n.name == *name,
+                None => n.labels.get(LABEL_NETWORK_ID).is_some_and(|l| l == id),
+            }))
+    }
+
+    /// The sluice network named `name`, if this host has it.
+    async fn named(&self, name: &str) -> Result<Option<NetworkInspect>, PluginError> {
+        Ok(self
+            .engine
+            .list()
+            .await?
+            .into_iter()
+            .find(|n| n.name == name))
     }
 
     async fn existing_network(&self, id: &str) -> Result<NetworkInspect, PluginError> {
@@ -420,17 +555,83 @@ impl DockerPlugin {
                     .into(),
             ));
         }
-        self.engine.create_network(spec?).await?;
+        let spec = spec?;
+        if spec.labels.contains_key(LABEL_SHARED) {
+            return self.join_shared(&r.network_id, spec).await;
+        }
+        self.engine.create_network(spec).await?;
         Ok(empty())
     }
 
+    /// `-o overlay=NAME`: docker network `docker_id` joins the cluster's overlay `spec.name`,
+    /// made from `spec` when no host has it yet (another host making it meanwhile is joined).
+    async fn join_shared(&self, docker_id: &str, spec: NetworkSpec) -> Result<Value, PluginError> {
+        let name = spec.name.clone();
+        let overlay = match self.named(&name).await? {
+            Some(n) => n,
+            None => match self.engine.create_network(spec.clone()).await {
+                Ok(n) => n,
+                Err(e) if e.status() == 409 => self.followed(&name).await?.ok_or(e)?,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        check_joinable(&overlay, &spec)?;
+        self.engine.use_overlay(&name, docker_id).await?;
+        self.ipam.lock().await.join_overlay(docker_id, &name)?;
+        Ok(empty())
+    }
+
+    /// Network `name` once this host's watch of the cluster store made its part (within 5 s).
+    async fn followed(&self, name: &str) -> Result<Option<NetworkInspect>, PluginError> {
+        for _ in 0..50 {
+            if let Some(n) = self.named(name).await? {
+                return Ok(Some(n));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(None)
+    }
+
     async fn delete_network(&self, r: NetworkRequest) -> Result<Value, PluginError> {
+        let shared = self
+            .ipam
+            .lock()
+            .await
+            .shared_overlay(&r.network_id)
+            .map(str::to_string);
+        if let Some(name) = shared {
+            return self.leave_shared(&r.network_id, &name).await;
+        }
         if let Some(net) = self.network(&r.network_id).await? {
             match self.engine.remove_network(net.id).await {
                 Ok(_) => {}
                 Err(e) if e.status() == 404 => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+        Ok(empty())
+    }
+
+    /// DeleteNetwork of docker network `docker_id`, which joined overlay `name`: this host's
+    /// use of it ends; the overlay goes too when that was the last use on any host, the plugin
+    /// made it, and no host has endpoints on it (else it stays, logged).
+    async fn leave_shared(&self, docker_id: &str, name: &str) -> Result<Value, PluginError> {
+        let left = self.engine.leave_overlay(name, docker_id).await?;
+        self.ipam.lock().await.leave_overlay(docker_id)?;
+        let ours = self
+            .named(name)
+            .await?
+            .filter(|n| n.labels.contains_key(LABEL_SHARED));
+        let Some(net) = ours.filter(|_| left == 0) else {
+            return Ok(empty());
+        };
+        match self.engine.remove_network(net.id).await {
+            Ok(_) => {}
+            Err(e) if e.status() == 404 => {}
+            Err(e) if e.status() == 409 => {
+                tracing::info!("overlay {name} stays without docker networks: {e}");
+            }
+            Err(e) => return Err(e.into()),
         }
         Ok(empty())
     }
@@ -544,19 +745,7 @@ impl DockerPlugin {
     }
 
     async fn request_pool(&self, r: RequestPoolRequest) -> Result<Value, PluginError> {
-        let networks: Vec<(String, String)> = self
-            .engine
-            .list()
-            .await?
-            .into_iter()
-            .flat_map(|n| {
-                let name = n.name;
-                n.ipam
-                    .config
-                    .into_iter()
-                    .map(move |c| (name.clone(), c.subnet))
-            })
-            .collect();
+        let networks = subnets_in_the_way(self.engine.list().await?, &r.pool);
         let (pool_id, pool) =
             self.ipam
                 .lock()
@@ -749,6 +938,180 @@ mod tests {
         assert!(
             rt.block_on(p.engine.list()).unwrap().len() == 3,
             "nothing made"
+        );
+    }
+
+    /// A `CreateNetworkRequest` of docker network `id` with `-o` options `generic` on `pool`.
+    fn create_request(id: &str, generic: Value, pool: &str, gateway: &str) -> CreateNetworkRequest {
+        serde_json::from_value(
+            json!({"NetworkID": id, "Options": {"com.docker.network.generic": generic},
+            "IPv4Data": [{"AddressSpace": "x", "Pool": pool, "Gateway": gateway}]}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn shared_overlays_are_named_and_need_a_cluster_store() {
+        let req = |generic: Value| create_request(&"ab".repeat(32), generic, "10.84.0.0/24", "");
+        let s = network_spec(&req(json!({"overlay": "shared", "vni": "5001"}))).unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.driver, s.options.vni),
+            ("shared", Driver::Overlay, Some(5001))
+        );
+        assert_eq!(
+            s.labels,
+            [(LABEL_SHARED.to_string(), "true".to_string())].into()
+        );
+        let with_driver = network_spec(&req(json!({"overlay": "shared", "driver": "overlay"})));
+        assert_eq!(with_driver.unwrap().name, "shared");
+        let e = network_spec(&req(json!({"overlay": ""})))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs the name"), "{e}");
+        let e = network_spec(&req(json!({"overlay": "shared", "driver": "macvlan"})));
+        assert!(e.unwrap_err().to_string().contains("-o driver=overlay"));
+        let db = tmp("sharedopt");
+        let (p, rt) = plugin(&db);
+        let e = call_err(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateNetwork",
+            json!({"NetworkID": "n1", "Options": {"com.docker.network.generic": {"overlay": "shared"}},
+                   "IPv4Data": [{"Pool": "10.84.0.0/24", "Gateway": "10.84.0.1/24"}]}),
+        );
+        assert!(e.contains("--cluster-store"), "{e}");
+        assert_eq!(
+            rt.block_on(p.engine.list()).unwrap().len(),
+            3,
+            "nothing made"
+        );
+    }
+
+    #[test]
+    fn joining_a_shared_overlay_needs_its_addressing() {
+        let db = tmp("joinable");
+        let (p, rt) = plugin(&db);
+        call(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateNetwork",
+            json!({"NetworkID": "n1", "IPv4Data": [{"Pool": "10.84.0.0/24", "Gateway": "10.84.0.1/24"}]}),
+        );
+        let bridge = rt.block_on(p.engine.inspect(network_name("n1"))).unwrap();
+        let spec = |generic: Value, pool: &str, gateway: &str| {
+            network_spec(&create_request("n2", generic, pool, gateway)).unwrap()
+        };
+        let same = spec(json!({"overlay": "x"}), "10.84.0.0/24", "10.84.0.1/24");
+        let e = check_joinable(&bridge, &same).unwrap_err().to_string();
+        assert!(
+            e.contains("docker-n1 is a bridge network, not an overlay"),
+            "{e}"
+        );
+        // The cluster's overlay as this host shows it.
+        let mut overlay = bridge.clone();
+        overlay.driver = Driver::Overlay.as_str().into();
+        overlay.options.insert("vni".into(), "4096".into());
+        check_joinable(&overlay, &same).unwrap();
+        let vni = json!({"overlay": "x", "vni": "4096"});
+        check_joinable(&overlay, &spec(vni, "10.84.0.0/24", "")).unwrap();
+        let refused = |generic: Value, pool: &str, gateway: &str| {
+            check_joinable(&overlay, &spec(generic, pool, gateway))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = refused(json!({"overlay": "x"}), "10.83.0.0/24", "10.83.0.1/24");
+        assert!(
+            e.contains("subnet is 10.84.0.0/24, this docker network's 10.83.0.0/24"),
+            "{e}"
+        );
+        let e = refused(json!({"overlay": "x"}), "10.84.0.0/24", "10.84.0.254/24");
+        assert!(
+            e.contains("gateway is 10.84.0.1, this docker network's 10.84.0.254"),
+            "{e}"
+        );
+        let e = refused(json!({"overlay": "x", "vni": "5000"}), "10.84.0.0/24", "");
+        assert!(e.contains("VNI is 4096") && e.contains("vni=5000"), "{e}");
+        // sluice's IPAM gives a pool of exactly an overlay's subnet (this host's share of it).
+        assert!(subnets_in_the_way(vec![overlay.clone()], "10.84.0.0/24").is_empty());
+        assert_eq!(
+            subnets_in_the_way(vec![overlay, bridge.clone()], "10.84.0.0/25"),
+            [
+                ("docker-n1".to_string(), "10.84.0.0/24".to_string()),
+                ("docker-n1".to_string(), "10.84.0.0/24".to_string())
+            ]
+        );
+        assert_eq!(subnets_in_the_way(vec![bridge], "10.84.0.0/24").len(), 1);
+    }
+
+    #[test]
+    fn docker_ids_find_their_shared_overlay_and_the_last_one_removes_it() {
+        let db = tmp("sharedmap");
+        let (p, rt) = plugin(&db);
+        // Stand-ins for cluster overlays (the fake engine has no cluster store): one the
+        // plugin made, one made otherwise.
+        let made = [(LABEL_SHARED.to_string(), "true".to_string())];
+        for (name, pool, labels) in [
+            ("made", "10.82.0.0/24", made.into()),
+            ("other", "10.81.0.0/24", BTreeMap::new()),
+        ] {
+            let spec = NetworkSpec {
+                name: name.into(),
+                subnet: Some(pool.parse().unwrap()),
+                labels,
+                ..NetworkSpec::default()
+            };
+            rt.block_on(p.engine.create_network(spec)).unwrap();
+        }
+        rt.block_on(async {
+            let mut ipam = p.ipam.lock().await;
+            ipam.join_overlay("d1", "made").unwrap();
+            ipam.join_overlay("d2", "other").unwrap();
+        });
+        // docker repeats a CreateNetwork it already made: nothing new.
+        let again = json!({"NetworkID": "d1", "Options": {"com.docker.network.generic": {"overlay": "made"}},
+                           "IPv4Data": [{"Pool": "10.82.0.0/24", "Gateway": "10.82.0.1/24"}]});
+        call(&p, &rt, "/NetworkDriver.CreateNetwork", again);
+        assert_eq!(rt.block_on(p.engine.list()).unwrap().len(), 5);
+        call(
+            &p,
+            &rt,
+            "/NetworkDriver.CreateEndpoint",
+            json!({"NetworkID": "d1", "EndpointID": "e1", "Interface": {"Address": "10.82.0.5/24"}}),
+        );
+        let eps = rt.block_on(p.engine.endpoints()).unwrap();
+        assert_eq!(
+            (eps[0].network.as_str(), eps[0].ipv4.as_str()),
+            ("made", "10.82.0.5/24")
+        );
+        for id in ["d1", "d2"] {
+            call(
+                &p,
+                &rt,
+                "/NetworkDriver.DeleteEndpoint",
+                json!({"NetworkID": id, "EndpointID": "e1"}),
+            );
+            call(
+                &p,
+                &rt,
+                "/NetworkDriver.DeleteNetwork",
+                json!({"NetworkID": id}),
+            );
+        }
+        let names: Vec<String> = rt
+            .block_on(p.engine.list())
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        assert!(!names.contains(&"made".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"other".to_string()),
+            "made otherwise: stays"
+        );
+        let ipam = rt.block_on(p.ipam.lock());
+        assert_eq!(
+            (ipam.shared_overlay("d1"), ipam.shared_overlay("d2")),
+            (None, None)
         );
     }
 

@@ -9,7 +9,9 @@
 //!
 //! The addresses themselves are kept by `ipam::AddrPool`, the allocator sluice's own networks
 //! use; this module adds docker's pool ids and wording and the file (v4 pools under `pools` as
-//! before, v6 pools under `pools6`).
+//! before, v6 pools under `pools6`). The file also keeps which docker networks joined a
+//! cluster overlay by name (`-o overlay=NAME`, under `shared_overlays`): that overlay is not
+//! named after the docker network, and libnetwork's later calls carry only docker's id.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -190,6 +192,9 @@ struct Stored {
     pools: BTreeMap<String, PoolRecord<Ipv4Addr>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pools6: BTreeMap<String, PoolRecord<Ipv6Addr>>,
+    /// docker network id -> the overlay it joined.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    shared_overlays: BTreeMap<String, String>,
 }
 
 fn cidr<F: DockerFamily>(what: &'static str, s: &str) -> Result<F::Cidr, DockerIpamError> {
@@ -359,11 +364,14 @@ struct Pools {
     v6: BTreeMap<String, AddrPool<V6>>,
 }
 
-/// The pools, and where they are persisted (`None`: memory only, for tests).
+/// The pools and the docker networks' shared overlays, and where they are persisted (`None`:
+/// memory only, for tests).
 #[derive(Debug)]
 pub struct DockerIpam {
     path: Option<PathBuf>,
     pools: Pools,
+    /// docker network id -> the cluster overlay it joined with `-o overlay=NAME`.
+    shared_overlays: BTreeMap<String, String>,
 }
 
 impl DockerIpam {
@@ -384,6 +392,7 @@ impl DockerIpam {
                 v4: from_records(&stored.pools)?,
                 v6: from_records(&stored.pools6)?,
             },
+            shared_overlays: stored.shared_overlays,
         })
     }
 
@@ -392,6 +401,7 @@ impl DockerIpam {
         DockerIpam {
             path: None,
             pools: Pools::default(),
+            shared_overlays: BTreeMap::new(),
         }
     }
 
@@ -416,6 +426,7 @@ impl DockerIpam {
                 .iter()
                 .map(|(id, p)| (id.clone(), record(p)))
                 .collect(),
+            shared_overlays: self.shared_overlays.clone(),
         };
         let body = serde_json::to_vec_pretty(&stored).map_err(|e| DockerIpamError::File {
             path: path.clone(),
@@ -439,6 +450,40 @@ impl DockerIpam {
             self.pools = before;
         }
         out
+    }
+
+    /// The cluster overlay docker network `docker_id` joined by name, if it did.
+    pub fn shared_overlay(&self, docker_id: &str) -> Option<&str> {
+        self.shared_overlays.get(docker_id).map(String::as_str)
+    }
+
+    /// Persists that docker network `docker_id` joined the cluster overlay `name`.
+    pub fn join_overlay(&mut self, docker_id: &str, name: &str) -> Result<(), DockerIpamError> {
+        let before = self
+            .shared_overlays
+            .insert(docker_id.to_string(), name.to_string());
+        let saved = self.save();
+        if saved.is_err() {
+            match before {
+                Some(old) => self.shared_overlays.insert(docker_id.to_string(), old),
+                None => self.shared_overlays.remove(docker_id),
+            };
+        }
+        saved
+    }
+
+    /// Forgets (persistently) which overlay docker network `docker_id` joined; its name.
+    pub fn leave_overlay(&mut self, docker_id: &str) -> Result<Option<String>, DockerIpamError> {
+        let Some(name) = self.shared_overlays.remove(docker_id) else {
+            return Ok(None);
+        };
+        match self.save() {
+            Ok(()) => Ok(Some(name)),
+            Err(e) => {
+                self.shared_overlays.insert(docker_id.to_string(), name);
+                Err(e)
+            }
+        }
     }
 
     /// The subnets of every pool, both families.
@@ -806,5 +851,43 @@ mod tests {
             DockerIpam::open(&f.0),
             Err(DockerIpamError::File { .. })
         ));
+    }
+
+    #[test]
+    fn shared_overlays_survive_a_restart_and_failed_writes_change_nothing() {
+        let f = TempFile(
+            std::env::temp_dir().join(format!("sluice-docker-shared-{}.json", std::process::id())),
+        );
+        let mut m = DockerIpam::open(&f.0).unwrap();
+        m.request_pool("10.8.0.0/24", "", false, &[]).unwrap();
+        m.join_overlay("d1", "ov").unwrap();
+        m.join_overlay("d2", "ov").unwrap();
+        drop(m);
+        let mut again = DockerIpam::open(&f.0).unwrap();
+        assert_eq!(
+            (again.shared_overlay("d1"), again.shared_overlay("d3")),
+            (Some("ov"), None)
+        );
+        assert_eq!(again.subnets(), ["10.8.0.0/24"], "pools kept beside them");
+        again.path = Some(PathBuf::from("/nonexistent-dir/sluice/ipam.json"));
+        assert!(again.join_overlay("d3", "ov").is_err());
+        assert!(again.leave_overlay("d1").is_err());
+        assert_eq!(
+            (again.shared_overlay("d1"), again.shared_overlay("d3")),
+            (Some("ov"), None),
+            "failed writes changed nothing"
+        );
+        again.path = Some(f.0.clone());
+        assert_eq!(again.leave_overlay("d1").unwrap().as_deref(), Some("ov"));
+        assert_eq!(
+            again.leave_overlay("d1").unwrap(),
+            None,
+            "docker repeats deletions"
+        );
+        let last = DockerIpam::open(&f.0).unwrap();
+        assert_eq!(
+            (last.shared_overlay("d1"), last.shared_overlay("d2")),
+            (None, Some("ov"))
+        );
     }
 }
