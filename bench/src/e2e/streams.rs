@@ -1,7 +1,7 @@
 //! The four-stream rows: four iperf3 clients, one stream each, against four servers, run at
 //! once. iperf3 3.12 (Debian 12's) sends all of `-P 4`'s streams from one thread, so on a
-//! two-vCPU machine that row measured the client's single thread (at 96-99 % CPU, the machine
-//! a third idle) and how the forwarding work happened to be split between it and the server,
+//! two-vCPU machine that row measured the client's single thread (at 94-99 % CPU, the machine
+//! 27-35 % idle) and how the forwarding work happened to be split between it and the server,
 //! not the forwarding path: the kernel bridge's figure swung between 13.6 and 23.7 Gbit/s from
 //! run to run. Four processes keep both CPUs busy, as iperf3 3.16's threaded `-P` does.
 
